@@ -1,0 +1,29 @@
+"""The protocol every format parser implements.
+
+A parser is chosen by sniffing content (``score``), never by file extension alone.
+``parse`` returns one ``ParsedDocument`` per document found (several for an HL7 batch
+file) and raises ``ParserError`` for a document it cannot read. Parsers never read
+settings or the environment: what they need (OCR language…) is given at construction.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
+
+from pipeline.model import ParsedDocument
+
+# How much of a file is shown to ``score``.
+SNIFF_BYTES = 4096
+
+
+@runtime_checkable
+class Parser(Protocol):
+    name: str
+
+    def score(self, head: bytes) -> int:
+        """How sure this parser is that ``head`` (first bytes) is its format: 0 = not mine."""
+        ...
+
+    def parse(self, data: bytes, *, source: str) -> list[ParsedDocument]:
+        """Read every document in ``data``; raise ``ParserError`` when it cannot."""
+        ...

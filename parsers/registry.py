@@ -1,0 +1,51 @@
+"""The one place where Carnet's parsers are listed; the best-scoring parser wins."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from parsers.base import SNIFF_BYTES, Parser
+
+
+@dataclass(frozen=True)
+class ParserOptions:
+    """What parsers may be configured with (built from ``Settings`` by the caller)."""
+
+    ocr_lang: str = "fra"
+    ocr_timeout_s: int = 120
+    min_text_chars_per_page: int = 20
+
+
+class ParserRegistry:
+    def __init__(self, parsers: list[Parser]) -> None:
+        self.parsers = list(parsers)
+
+    def choose(self, data: bytes) -> Parser | None:
+        """The parser scoring highest on the first bytes of ``data``, or None."""
+        head = data[:SNIFF_BYTES]
+        best: tuple[int, Parser] | None = None
+        for parser in self.parsers:
+            score = parser.score(head)
+            if score > 0 and (best is None or score > best[0]):
+                best = (score, parser)
+        return best[1] if best else None
+
+
+def default_registry(options: ParserOptions | None = None) -> ParserRegistry:
+    """The built-in parsers: PDF (text layer + OCR fallback), images (OCR), HL7 v2, CDA R2."""
+    from parsers.cda import CdaParser
+    from parsers.hl7 import Hl7Parser
+    from parsers.image import ImageParser
+    from parsers.ocr import TesseractOcr
+    from parsers.pdf import PdfParser
+
+    opts = options or ParserOptions()
+    ocr = TesseractOcr(lang=opts.ocr_lang, timeout_s=opts.ocr_timeout_s)
+    return ParserRegistry(
+        [
+            PdfParser(ocr=ocr, min_text_chars_per_page=opts.min_text_chars_per_page),
+            ImageParser(ocr=ocr),
+            Hl7Parser(),
+            CdaParser(),
+        ]
+    )

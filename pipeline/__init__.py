@@ -1,0 +1,1 @@
+"""Carnet: ingest, identify, classify, check, keep and index personal health documents."""

@@ -1,0 +1,58 @@
+"""Carnet's exception tree.
+
+Rejected *documents* are not exceptions: they are ``Outcome`` values with
+``Reason`` codes. Exceptions are for failures of the run itself or of code::
+
+    CarnetError                      base of everything raised on purpose
+    ├── ConfigurationError           a setting or URL is unusable (bad --index, unknown scheme)
+    ├── SourceError                  an input source cannot be read at all (missing folder, S3 denied)
+    ├── BackendUnavailable           the index or store cannot be reached (run cannot proceed)
+    ├── ParserError                  raised inside a parser for a document it cannot read;
+    │                                caught at the parser boundary and turned into a reason code
+    │   └── EncryptedDocumentError   the document is password-protected
+    ├── InvalidPatientId             a patient id given by a caller is not a valid INS
+    └── AccessDenied                 the caller may not see what they asked for
+
+Every exception carries the context it was raised in (producer, source, document id)
+when there is one, so a log line names what failed.
+"""
+
+from __future__ import annotations
+
+
+class CarnetError(Exception):
+    """Base class; ``context`` names producer / source / document where known."""
+
+    def __init__(self, message: str, **context: str | None) -> None:
+        self.context = {k: v for k, v in context.items() if v is not None}
+        suffix = "".join(f" [{k}={v}]" for k, v in self.context.items())
+        super().__init__(message + suffix)
+        self.message = message
+
+
+class ConfigurationError(CarnetError):
+    pass
+
+
+class SourceError(CarnetError):
+    pass
+
+
+class BackendUnavailable(CarnetError):
+    pass
+
+
+class ParserError(CarnetError):
+    pass
+
+
+class EncryptedDocumentError(ParserError):
+    pass
+
+
+class InvalidPatientId(CarnetError):
+    pass
+
+
+class AccessDenied(CarnetError):
+    pass

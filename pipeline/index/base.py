@@ -1,0 +1,75 @@
+"""The index protocol that every backend implements and the contract tests hold them to.
+
+Per-patient isolation is enforced here, below every caller: each read takes the
+patient id and a backend must never return another patient's document.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol, runtime_checkable
+
+from pipeline.model import DocumentRecord, Frozen, SearchQuery, SearchResult, Visibility
+
+
+class ExistingVersion(Frozen):
+    """A document already filed that a new one may duplicate or replace."""
+
+    doc_id: str
+    series_id: str
+    content_sha256: str
+    superseded_by: str | None = None
+
+
+class IndexFailure(Frozen):
+    """A document the backend refused (becomes ``rejected`` / ``index_error``)."""
+
+    doc_id: str
+    message: str
+
+
+@runtime_checkable
+class DocumentIndex(Protocol):
+    def upsert(self, records: Sequence[DocumentRecord]) -> list[IndexFailure]:
+        """Insert or overwrite ``records`` by ``doc_id``; return the ones refused."""
+        ...
+
+    def get(self, patient_id: str, doc_id: str) -> DocumentRecord | None:
+        """One document of this patient (superseded versions included), or None."""
+        ...
+
+    def find_versions(
+        self, patient_id: str, *, content_sha256: str, series_id: str
+    ) -> list[ExistingVersion]:
+        """This patient's documents with the same content hash or the same series."""
+        ...
+
+    def supersede(self, patient_id: str, doc_id: str, by_doc_id: str) -> None:
+        """Mark ``doc_id`` as replaced by ``by_doc_id``: it leaves default searches."""
+        ...
+
+    def set_visibility(
+        self, patient_id: str, doc_id: str, visibility: Sequence[Visibility]
+    ) -> bool:
+        """Replace a document's visibility flags; False when the document is unknown."""
+        ...
+
+    def delete(self, patient_id: str, doc_id: str) -> bool:
+        """Remove one document; False when it was not there."""
+        ...
+
+    def delete_patient(self, patient_id: str) -> list[str]:
+        """Remove every document of a patient; return the removed doc ids."""
+        ...
+
+    def search(self, query: SearchQuery) -> SearchResult:
+        """Ranked search inside one patient's record, with highlighted snippets."""
+        ...
+
+    def list_ids(self) -> list[tuple[str, str, str]]:
+        """Every (patient_id, doc_id, content_sha256) held — for integrity checks."""
+        ...
+
+    def count(self) -> int: ...
+
+    def close(self) -> None: ...

@@ -1,0 +1,262 @@
+"""The one document model that flows through Carnet's stages.
+
+parse -> ``ParsedDocument`` (what a parser read, nothing decided yet)
+identify + classify + check -> ``DocumentRecord`` (what is filed in a patient's record)
+every input -> ``Outcome`` (its final state, written to the run report)
+
+All values are frozen pydantic models so that they round-trip through JSON
+(run reports, quarantine records, the Elasticsearch source) without hand-written
+dict plumbing.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from enum import StrEnum
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Format(StrEnum):
+    """Input formats Carnet knows how to read."""
+
+    PDF = "pdf"
+    IMAGE = "image"
+    HL7V2 = "hl7v2"
+    CDA = "cda"
+
+
+class DocClass(StrEnum):
+    BIOLOGY = "biology"
+    IMAGING = "imaging"
+    PRESCRIPTION = "prescription"
+    OTHER = "other"
+
+
+class Status(StrEnum):
+    """The final state of every document found in an input: exactly one of these."""
+
+    INDEXED = "indexed"
+    DUPLICATE = "duplicate"
+    REPLACED = "replaced"
+    REJECTED = "rejected"
+
+
+class Reason(StrEnum):
+    """Machine-readable reason codes carried by rejected documents and warnings."""
+
+    UNSUPPORTED_FORMAT = "unsupported_format"
+    PARSE_ERROR = "parse_error"
+    ENCRYPTED_DOCUMENT = "encrypted_document"
+    EMPTY_DOCUMENT = "empty_document"
+    MISSING_INS = "missing_ins"
+    INVALID_INS_KEY = "invalid_ins_key"
+    IDENTITY_CONFLICT = "identity_conflict"
+    IDENTITY_MISMATCH = "identity_mismatch"
+    UNREADABLE_SCAN = "unreadable_scan"
+    MISSING_DATE = "missing_date"
+    IMPLAUSIBLE_DATE = "implausible_date"
+    IMPLAUSIBLE_UNIT = "implausible_unit"
+    INVALID_RESULT = "invalid_result"
+    UNKNOWN_PRODUCER = "unknown_producer"
+    MANIFEST_MISMATCH = "manifest_mismatch"
+    INDEX_ERROR = "index_error"
+    LOW_OCR_CONFIDENCE = "low_ocr_confidence"
+    SHORT_TEXT = "short_text"
+
+
+class Visibility(StrEnum):
+    """Confidentiality flags set by producers or by the patient (DMP vocabulary)."""
+
+    INVISIBLE_PATIENT = "INVISIBLE_PATIENT"
+    MASQUE_PS = "MASQUE_PS"
+    INVISIBLE_REPRESENTANTS_LEGAUX = "INVISIBLE_REPRESENTANTS_LEGAUX"
+
+
+class Problem(Frozen):
+    """A reason code with a human message; ``blocking`` problems reject the document."""
+
+    code: Reason
+    message: str
+    blocking: bool = True
+
+    def render(self) -> str:
+        return f"{self.code.value}: {self.message}"
+
+
+class PatientIdentifier(Frozen):
+    """An identifier as the source gave it (before any validation)."""
+
+    value: str
+    authority: str | None = None  # assigning authority OID or name
+    kind: str | None = None  # e.g. "INS", "IPP", "NIR"
+
+
+class PatientDemographics(Frozen):
+    family_name: str | None = None
+    given_name: str | None = None
+    birth_date: dt.date | None = None
+    sex: str | None = None  # "M", "F", "U" as given by the source
+
+
+class LabResult(Frozen):
+    """One structured lab result (HL7 OBX, CDA entry or recognised in text)."""
+
+    analyte: str
+    loinc: str | None = None
+    value: str | None = None
+    numeric_value: float | None = None
+    value_type: str | None = None  # HL7 OBX-2: NM, ST, TX, ED…
+    unit: str | None = None  # UCUM as given
+    reference_range: str | None = None
+    abnormal_flag: str | None = None  # HL7 OBX-8: H, L, N, HH, LL…
+    observed_at: dt.datetime | None = None
+
+
+class ParsedDocument(Frozen):
+    """What one parser read from one document, before Carnet decides anything about it.
+
+    A file holds one document, except HL7 files which may hold several messages:
+    each message is its own ``ParsedDocument`` with ``part`` set (1-based).
+    """
+
+    source: str
+    part: int | None = None
+    format: Format
+    text: str = ""
+    title: str | None = None
+    content: bytes = Field(default=b"", repr=False)  # raw bytes of this document
+    patient_ids: tuple[PatientIdentifier, ...] = ()
+    demographics: PatientDemographics | None = None
+    message_type: str | None = None  # HL7 MSH-9, e.g. "ORU^R01"
+    message_control_id: str | None = None  # HL7 MSH-10 (for ACKs)
+    type_code: str | None = None  # LOINC type code given by the source (CDA code)
+    type_code_system: str | None = None
+    document_date: dt.date | None = None
+    author_rpps: str | None = None
+    author_name: str | None = None
+    producer_finess: str | None = None
+    producer_name: str | None = None
+    producer_document_id: str | None = None
+    version: int | None = None
+    results: tuple[LabResult, ...] = ()
+    visibility: tuple[Visibility, ...] = ()
+    page_count: int = 0
+    ocr_pages: int = 0
+    ocr_confidence: float | None = None  # mean word confidence 0-100 over OCR'd pages
+    warnings: tuple[Problem, ...] = ()
+
+    @property
+    def source_ref(self) -> str:
+        """The source as written in reports: ``path`` or ``path#n`` for the n-th message."""
+        return self.source if self.part is None else f"{self.source}#{self.part}"
+
+
+class Classification(Frozen):
+    doc_class: DocClass
+    type_code: str | None
+    type_label: str | None
+    rule: str  # which rule decided, e.g. "cda.code", "hl7.message_type", "text.keywords"
+    confidence: float
+
+
+class DocumentRecord(Frozen):
+    """A document filed in one patient's record: what the index and the API hold."""
+
+    doc_id: str
+    series_id: str  # same for every version of a producer's document
+    patient_id: str  # the 15-character INS, the only patient key
+    doc_class: DocClass
+    type_code: str | None = None
+    type_label: str | None = None
+    classification_rule: str
+    classification_confidence: float
+    title: str
+    document_date: dt.date | None = None
+    producer: str  # feed / producer id
+    producer_finess: str | None = None
+    producer_document_id: str | None = None
+    author_rpps: str | None = None
+    author_name: str | None = None
+    source: str
+    format: Format
+    content_sha256: str
+    text: str = ""
+    results: tuple[LabResult, ...] = ()
+    visibility: tuple[Visibility, ...] = ()
+    page_count: int = 0
+    ocr_pages: int = 0
+    ocr_confidence: float | None = None
+    warnings: tuple[Problem, ...] = ()
+    superseded_by: str | None = None
+    ingested_at: dt.datetime
+
+
+class Outcome(Frozen):
+    """The final state of one document found in the input: one line of the run report."""
+
+    source: str
+    status: Status
+    doc_id: str | None = None
+    patient_id: str | None = None
+    doc_class: DocClass | None = None
+    type_code: str | None = None
+    reasons: tuple[Problem, ...] = ()
+    content_sha256: str | None = None
+    producer: str | None = None
+    format: Format | None = None
+    ocr_pages: int = 0
+    ocr_confidence: float | None = None
+    message_control_id: str | None = None
+
+    def report_line(self) -> dict[str, object]:
+        """The object written to ``--report`` (the command-line contract's fields first)."""
+        return {
+            "source": self.source,
+            "status": self.status.value,
+            "doc_id": self.doc_id,
+            "patient_id": self.patient_id,
+            "doc_class": self.doc_class.value if self.doc_class else None,
+            "type_code": self.type_code,
+            "reasons": [p.render() for p in self.reasons],
+            "producer": self.producer,
+            "format": self.format.value if self.format else None,
+            "content_sha256": self.content_sha256,
+            "ocr_pages": self.ocr_pages,
+            "ocr_confidence": self.ocr_confidence,
+        }
+
+
+class SearchQuery(Frozen):
+    patient_id: str
+    text: str | None = None
+    doc_class: DocClass | None = None
+    type_code: str | None = None
+    since: dt.date | None = None
+    until: dt.date | None = None
+    limit: int = 20
+    offset: int = 0
+    include_superseded: bool = False
+    # Visibility flags whose documents must be left out (set by the access layer).
+    exclude_visibility: tuple[Visibility, ...] = ()
+    # When set, only these classes (caregiver delegations).
+    allowed_classes: tuple[DocClass, ...] | None = None
+
+
+class SearchHit(Frozen):
+    doc_id: str
+    doc_class: DocClass
+    type_code: str | None
+    title: str
+    date: dt.date | None
+    score: float
+    snippet: str
+
+
+class SearchResult(Frozen):
+    total: int
+    hits: tuple[SearchHit, ...]

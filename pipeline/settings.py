@@ -1,0 +1,76 @@
+"""Carnet's one settings object, read once from the environment with embedded defaults.
+
+Nothing below ``pipeline`` or ``parsers`` reads the environment: a ``Settings`` is built
+at the edge (CLI, DAG, API) and passed down.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+def _default_data_dir() -> Path:
+    return Path(os.environ.get("CARNET_DATA_DIR", Path.cwd() / ".carnet")).resolve()
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Where Carnet keeps things and how it reads documents."""
+
+    data_dir: Path = field(default_factory=_default_data_dir)
+    index_url: str = ""  # sqlite:///… (default under data_dir) or http(s)://host:9200
+    store_url: str = ""  # file://… (default under data_dir) or s3://bucket/prefix
+    ocr_lang: str = "fra"
+    ocr_timeout_s: int = 120
+    # Pages whose text layer holds fewer characters than this are OCR'd.
+    min_text_chars_per_page: int = 20
+    # A batch whose reject share is above this fails its quality verdict.
+    max_reject_rate: float = 0.5
+    es_index_alias: str = "carnet-documents"
+    s3_endpoint_url: str | None = None
+    s3_region: str = "us-east-1"
+    master_key: str | None = None  # base64 key wrapping per-patient data keys
+    feeds_file: Path | None = None
+
+    @property
+    def ledger_path(self) -> Path:
+        """SQLite file holding runs, outcomes, processed batches and quarantine index."""
+        return self.data_dir / "ledger.db"
+
+    @property
+    def effective_index_url(self) -> str:
+        return self.index_url or f"sqlite:///{self.data_dir / 'index.db'}"
+
+    @property
+    def effective_store_url(self) -> str:
+        return self.store_url or f"file://{self.data_dir / 'store'}"
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None, **overrides: object) -> Settings:
+        """Build settings from ``CARNET_*`` (and AWS_*) variables; ``overrides`` win."""
+        e = os.environ if env is None else env
+        values: dict[str, object] = {}
+        if "CARNET_DATA_DIR" in e:
+            values["data_dir"] = Path(e["CARNET_DATA_DIR"]).resolve()
+        if "CARNET_INDEX_URL" in e:
+            values["index_url"] = e["CARNET_INDEX_URL"]
+        if "CARNET_STORE_URL" in e:
+            values["store_url"] = e["CARNET_STORE_URL"]
+        if "CARNET_OCR_LANG" in e:
+            values["ocr_lang"] = e["CARNET_OCR_LANG"]
+        if "CARNET_MAX_REJECT_RATE" in e:
+            values["max_reject_rate"] = float(e["CARNET_MAX_REJECT_RATE"])
+        if "CARNET_ES_ALIAS" in e:
+            values["es_index_alias"] = e["CARNET_ES_ALIAS"]
+        if "AWS_ENDPOINT_URL" in e:
+            values["s3_endpoint_url"] = e["AWS_ENDPOINT_URL"]
+        if "AWS_DEFAULT_REGION" in e or "AWS_REGION" in e:
+            values["s3_region"] = e.get("AWS_REGION") or e["AWS_DEFAULT_REGION"]
+        if "CARNET_MASTER_KEY" in e:
+            values["master_key"] = e["CARNET_MASTER_KEY"]
+        if "CARNET_FEEDS_FILE" in e:
+            values["feeds_file"] = Path(e["CARNET_FEEDS_FILE"])
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)  # type: ignore[arg-type]
