@@ -1,0 +1,98 @@
+"""Classification of documents into biology / imaging / prescription / other, with the
+LOINC document type code, the rule that decided and a confidence.
+
+Explicit metadata wins (CDA ``code``, HL7 message type and OBR); content rules
+(weighted French keywords) decide only when the source says nothing.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+
+from pipeline.model import Classification, DocClass, Format, ParsedDocument
+
+LOINC_SYSTEM = "2.16.840.1.113883.6.1"
+
+# LOINC document type codes Carnet knows, with their class and French label.
+TYPE_CODES: dict[str, tuple[DocClass, str]] = {
+    "11502-2": (DocClass.BIOLOGY, "CR d'examens biologiques"),
+    "18748-4": (DocClass.IMAGING, "CR d'imagerie médicale"),
+    "57833-6": (DocClass.PRESCRIPTION, "Prescription de produits de santé"),
+    "57832-8": (DocClass.PRESCRIPTION, "Prescription de soins"),
+    "11488-4": (DocClass.OTHER, "CR de consultation"),
+    "34133-9": (DocClass.OTHER, "Synthèse d'épisode de soins"),
+    "11526-1": (DocClass.BIOLOGY, "CR d'anatomie pathologique"),
+    "18842-5": (DocClass.OTHER, "Lettre de sortie"),
+}
+DEFAULT_TYPE: dict[DocClass, str] = {
+    DocClass.BIOLOGY: "11502-2",
+    DocClass.IMAGING: "18748-4",
+    DocClass.PRESCRIPTION: "57833-6",
+}
+
+# Weighted keywords on accent-folded lower-case text; a title match counts double.
+_KEYWORDS: dict[DocClass, tuple[tuple[str, float], ...]] = {
+    DocClass.BIOLOGY: (
+        (r"examens? biologiques?", 3), (r"laboratoire", 1.5), (r"biologie medicale", 3),
+        (r"hemoglobine", 1), (r"leucocytes", 1), (r"plaquettes", 1), (r"creatinine", 1),
+        (r"glycemie", 1), (r"hemogramme", 2), (r"numeration formule", 2), (r"biologiste", 2),
+        (r"valeurs? de reference", 2), (r"tsh", 0.5), (r"ferritine", 1), (r"prelevement", 1),
+    ),
+    DocClass.IMAGING: (
+        (r"imagerie", 3), (r"radiologi", 2), (r"radiographie", 2), (r"echographie", 2),
+        (r"scanner", 1.5), (r"tomodensitometrie", 2), (r"\birm\b", 2), (r"mammographie", 2),
+        (r"incidences?", 1), (r"technique ?:", 1), (r"radiologue", 2), (r"cliches?", 1),
+    ),
+    DocClass.PRESCRIPTION: (
+        (r"\bordonnance\b", 3), (r"prescription", 2), (r"posologie", 2), (r"\bcomprimes?\b", 1),
+        (r"\bgelules?\b", 1), (r"\bmg\b", 0.5), (r"fois par jour", 1.5), (r"pendant \d+ jours", 1),
+        (r"renouvel", 1.5), (r"\bqsp\b", 2), (r"pharmacie", 1), (r"a renouveler", 1.5),
+    ),
+}
+_COMPILED = {c: tuple((re.compile(p), w) for p, w in kws) for c, kws in _KEYWORDS.items()}
+# Minimum keyword score before content rules commit to a class.
+_MIN_SCORE = 3.0
+
+
+def fold(text: str) -> str:
+    """Lower-case, accent-free text for keyword rules."""
+    nfkd = unicodedata.normalize("NFKD", text)
+    return "".join(c for c in nfkd if not unicodedata.combining(c)).casefold()
+
+
+def _from_type_code(code: str, rule: str) -> Classification:
+    if code in TYPE_CODES:
+        doc_class, label = TYPE_CODES[code]
+        return Classification(doc_class=doc_class, type_code=code, type_label=label,
+                              rule=rule, confidence=1.0)
+    return Classification(doc_class=DocClass.OTHER, type_code=code, type_label=None,
+                          rule=rule, confidence=0.9)
+
+
+def _score(text: str) -> dict[DocClass, float]:
+    return {c: sum(w * len(p.findall(text)) for p, w in pats) for c, pats in _COMPILED.items()}
+
+
+def classify_document(doc: ParsedDocument) -> Classification:
+    """Class and LOINC type code of ``doc``: metadata first, then content keywords."""
+    if doc.type_code and (doc.type_code_system in (None, LOINC_SYSTEM)):
+        return _from_type_code(doc.type_code, "cda.code" if doc.format is Format.CDA else
+                               "source.type_code")
+    if doc.format is Format.HL7V2 and (doc.message_type or "").startswith("ORU"):
+        # ORU^R01 carries observation results: a lab report (OBR/OBX) by definition here.
+        return _from_type_code("11502-2", "hl7.message_type")
+
+    title = fold(doc.title or "")
+    body = fold(doc.text[:20000])
+    scores = _score(body)
+    for c, s in _score(title).items():
+        scores[c] += 2 * s
+    best, best_score = max(scores.items(), key=lambda kv: kv[1])
+    if best_score < _MIN_SCORE:
+        return Classification(doc_class=DocClass.OTHER, type_code=None, type_label=None,
+                              rule="text.no_match", confidence=0.3)
+    total = sum(scores.values())
+    code = DEFAULT_TYPE[best]
+    return Classification(doc_class=best, type_code=code, type_label=TYPE_CODES[code][1],
+                          rule="text.keywords", confidence=round(best_score / total, 2))

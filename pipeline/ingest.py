@@ -1,0 +1,598 @@
+"""The ingestion pipeline: raw bytes → parse → identify → classify → check → keep → index.
+
+Every document found in an input ends in exactly one ``Status`` with an ``Outcome``:
+the raw bytes are stored first (nothing is lost), a failure of one document is a
+rejected outcome with reason codes (and a quarantine record), never a crash of the run.
+
+Entry points:
+- ``ingest_sources``: files / folders / ``s3://`` prefixes, as ``carnet ingest`` does;
+- ``discover_batches`` / ``process_batch``: complete batches of a producer feed, as the
+  Airflow DAG does (idempotent: a processed batch is recorded in the ledger).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import logging
+import time
+import traceback
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from parsers.registry import ParserOptions, ParserRegistry, default_registry
+from pipeline.classification import classify_document
+from pipeline.dates import find_document_date
+from pipeline.errors import EncryptedDocumentError, ParserError, SourceError
+from pipeline.feeds import BatchRef, Feed, ManifestEntry
+from pipeline.identity import find_finess, find_rpps, identify_patient
+from pipeline.index import DocumentIndex, open_index
+from pipeline.ledger import Ledger
+from pipeline.model import (
+    DocumentRecord,
+    Frozen,
+    Outcome,
+    ParsedDocument,
+    Problem,
+    Reason,
+    Status,
+)
+from pipeline.quality import check_document
+from pipeline.settings import Settings
+from pipeline.store import (
+    DocumentStore,
+    QuarantineAttempt,
+    QuarantineRecord,
+    open_store,
+    sha256_hex,
+)
+
+log = logging.getLogger(__name__)
+
+# Records are written to the index in chunks of this size (one bulk request each).
+FLUSH_EVERY = 500
+
+
+def _hash_id(*parts: str) -> str:
+    return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:32]
+
+
+@dataclass
+class StageClock:
+    """Seconds spent per stage, for run metrics."""
+
+    seconds: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] += time.perf_counter() - t0
+
+
+@dataclass
+class InputFile:
+    """One raw input: its bytes, where it came from and who sent it."""
+
+    data: bytes
+    source: str
+    producer: str
+    batch: str | None = None
+    # Why the file disagrees with its batch manifest (size, SHA-256, unlisted), if it does.
+    manifest_problem: str | None = None
+
+
+@dataclass
+class _Pending:
+    record: DocumentRecord
+    outcome_index: int
+    supersedes: str | None
+
+
+class Pipeline:
+    """The opened backends and the per-run state of one ingestion."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        index: DocumentIndex | None = None,
+        store: DocumentStore | None = None,
+        registry: ParserRegistry | None = None,
+    ) -> None:
+        self.settings = settings
+        self.index = index or open_index(settings.effective_index_url, alias=settings.es_index_alias)
+        self.store = store or open_store(settings.effective_store_url,
+                                         endpoint_url=settings.s3_endpoint_url,
+                                         region=settings.s3_region)
+        self.registry = registry or default_registry(ParserOptions(
+            ocr_lang=settings.ocr_lang, ocr_timeout_s=settings.ocr_timeout_s,
+            min_text_chars_per_page=settings.min_text_chars_per_page))
+        self.ledger = Ledger(settings.ledger_path)
+        self.clock = StageClock()
+        self.outcomes: list[Outcome] = []
+        self._pending: list[_Pending] = []
+        # Documents of this run not yet flushed, so duplicates inside one batch are seen.
+        self._pending_by_sha: dict[tuple[str, str], str] = {}
+        self._pending_by_series: dict[tuple[str, str], str] = {}
+
+    def close(self) -> None:
+        self.flush()
+        self.index.close()
+        self.ledger.close()
+
+    def __enter__(self) -> Pipeline:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- one input -------------------------------------------------------------------------
+
+    def process(self, item: InputFile) -> list[Outcome]:
+        """Run one raw input through every stage; return the outcome of each document in it."""
+        with self.clock.stage("store"):
+            raw_sha = self.store.put(item.data)
+        start = len(self.outcomes)
+
+        if item.manifest_problem:
+            self._reject(item, raw_sha, None, [Problem(code=Reason.MANIFEST_MISMATCH,
+                                                       message=item.manifest_problem)])
+            return self.outcomes[start:]
+
+        with self.clock.stage("parse"):
+            parsed, problem, exc_text = self._parse(item)
+        if problem is not None:
+            self._reject(item, raw_sha, None, [problem], exception=exc_text)
+        for doc in parsed:
+            self._process_document(item, raw_sha, doc)
+        if len(self._pending) >= FLUSH_EVERY:
+            self.flush()
+        return self.outcomes[start:]
+
+    def _parse(self, item: InputFile) -> tuple[list[ParsedDocument], Problem | None, str | None]:
+        parser = self.registry.choose(item.data) if item.data else None
+        if parser is None:
+            what = "empty file" if not item.data else "content not recognised as PDF, image, HL7 v2 or CDA"
+            return [], Problem(code=Reason.UNSUPPORTED_FORMAT, message=what), None
+        try:
+            return parser.parse(item.data, source=item.source), None, None
+        except EncryptedDocumentError as exc:
+            return [], Problem(code=Reason.ENCRYPTED_DOCUMENT, message=exc.message), None
+        except ParserError as exc:
+            return [], Problem(code=Reason.PARSE_ERROR, message=exc.message), None
+        except Exception as exc:  # noqa: BLE001 — the parser boundary: one bad file never stops the batch
+            log.exception("parser %s crashed on %s (producer %s)", parser.name, item.source,
+                          item.producer)
+            return [], Problem(code=Reason.PARSE_ERROR,
+                               message=f"{parser.name} parser failed: {type(exc).__name__}: {exc}"), \
+                traceback.format_exc()
+
+    def _process_document(self, item: InputFile, raw_sha: str, doc: ParsedDocument) -> None:
+        blocking = [w for w in doc.warnings if w.blocking]
+        if blocking:
+            self._reject(item, raw_sha, doc, blocking)
+            return
+        with self.clock.stage("identify"):
+            identity = identify_patient(doc)
+        if identity.patient_id is None:
+            self._reject(item, raw_sha, doc, list(identity.problems))
+            return
+        with self.clock.stage("classify"):
+            classification = classify_document(doc)
+            document_date = doc.document_date or find_document_date(doc.text)
+        with self.clock.stage("quality"):
+            problems = check_document(doc, classification, document_date)
+        if any(p.blocking for p in problems):
+            self._reject(item, raw_sha, doc, [p for p in problems if p.blocking],
+                         patient_id=identity.patient_id)
+            return
+
+        content = doc.content or item.data
+        content_sha = raw_sha if content is item.data else sha256_hex(content)
+        if content is not item.data:
+            self.store.put(content)
+        patient = identity.patient_id
+        if doc.producer_document_id:
+            series_id = _hash_id("series", item.producer, doc.producer_document_id)
+            doc_id = _hash_id("doc", item.producer, doc.producer_document_id, content_sha)
+        else:
+            series_id = doc_id = _hash_id("doc", patient, content_sha)
+
+        outcome_base = dict(
+            source=doc.source_ref, patient_id=patient, doc_class=classification.doc_class,
+            type_code=classification.type_code, content_sha256=content_sha,
+            producer=item.producer, format=doc.format, ocr_pages=doc.ocr_pages,
+            ocr_confidence=doc.ocr_confidence, message_control_id=doc.message_control_id,
+        )
+        with self.clock.stage("dedup"):
+            duplicate_of, supersedes = self._existing(patient, content_sha, series_id)
+        if duplicate_of:
+            self.outcomes.append(Outcome(status=Status.DUPLICATE, doc_id=duplicate_of,
+                                         **outcome_base))  # type: ignore[arg-type]
+            return
+
+        record = DocumentRecord(
+            doc_id=doc_id, series_id=series_id, patient_id=patient,
+            doc_class=classification.doc_class, type_code=classification.type_code,
+            type_label=classification.type_label, classification_rule=classification.rule,
+            classification_confidence=classification.confidence,
+            title=doc.title or classification.type_label or "Document",
+            document_date=document_date, producer=item.producer,
+            producer_finess=doc.producer_finess or find_finess(doc.text),
+            producer_document_id=doc.producer_document_id,
+            author_rpps=doc.author_rpps or find_rpps(doc.text), author_name=doc.author_name,
+            source=doc.source_ref, format=doc.format, content_sha256=content_sha,
+            text=doc.text, results=doc.results, visibility=doc.visibility,
+            page_count=doc.page_count, ocr_pages=doc.ocr_pages,
+            ocr_confidence=doc.ocr_confidence,
+            warnings=tuple(doc.warnings) + tuple(p for p in problems if not p.blocking),
+            ingested_at=dt.datetime.now(dt.UTC),
+        )
+        status = Status.REPLACED if supersedes else Status.INDEXED
+        self.outcomes.append(Outcome(status=status, doc_id=doc_id,
+                                     reasons=tuple(p for p in record.warnings),
+                                     **outcome_base))  # type: ignore[arg-type]
+        self._pending.append(_Pending(record, len(self.outcomes) - 1, supersedes))
+        self._pending_by_sha[(patient, content_sha)] = doc_id
+        self._pending_by_series[(patient, series_id)] = doc_id
+
+    def _existing(self, patient: str, content_sha: str, series_id: str) -> tuple[str | None, str | None]:
+        """(doc id this duplicates, doc id this replaces) — looking at pending then index."""
+        if (patient, content_sha) in self._pending_by_sha:
+            return self._pending_by_sha[(patient, content_sha)], None
+        supersedes = self._pending_by_series.get((patient, series_id))
+        for v in self.index.find_versions(patient, content_sha256=content_sha, series_id=series_id):
+            if v.content_sha256 == content_sha:
+                return v.doc_id, None
+            if v.series_id == series_id and v.superseded_by is None and supersedes is None:
+                supersedes = v.doc_id
+        return None, supersedes
+
+    def _reject(
+        self,
+        item: InputFile,
+        raw_sha: str,
+        doc: ParsedDocument | None,
+        problems: list[Problem],
+        *,
+        exception: str | None = None,
+        patient_id: str | None = None,
+    ) -> None:
+        source_ref = doc.source_ref if doc else item.source
+        self.outcomes.append(Outcome(
+            source=source_ref, status=Status.REJECTED, patient_id=patient_id,
+            reasons=tuple(problems), content_sha256=raw_sha, producer=item.producer,
+            format=doc.format if doc else None,
+            ocr_pages=doc.ocr_pages if doc else 0,
+            ocr_confidence=doc.ocr_confidence if doc else None,
+            message_control_id=doc.message_control_id if doc else None,
+        ))
+        self.quarantine(item.producer, item.batch, source_ref, raw_sha, doc.part if doc else None,
+                        problems, exception=exception, patient_id=patient_id)
+
+    def quarantine(
+        self, producer: str, batch: str | None, source_ref: str, raw_sha: str,
+        part: int | None, problems: Sequence[Problem], *, exception: str | None = None,
+        patient_id: str | None = None,
+    ) -> None:
+        """Keep a rejected document's reasons beside its stored bytes, history included."""
+        qid = QuarantineRecord.make_id(producer, source_ref, raw_sha)
+        now = dt.datetime.now(dt.UTC)
+        attempt = QuarantineAttempt(at=now, reasons=tuple(problems), exception=exception)
+        previous = self.store.get_quarantine(qid)
+        record = QuarantineRecord(
+            quarantine_id=qid, source=source_ref, producer=producer, batch=batch,
+            content_sha256=raw_sha, part=part, patient_id=patient_id, reasons=tuple(problems),
+            exception=exception,
+            first_quarantined_at=previous.first_quarantined_at if previous else now,
+            attempts=(previous.attempts if previous else ()) + (attempt,),
+        )
+        self.store.put_quarantine(record)
+
+    # -- writing ---------------------------------------------------------------------------
+
+    def flush(self) -> None:
+        """Write pending records to the index; refused ones become ``index_error`` rejects."""
+        if not self._pending:
+            return
+        pending, self._pending = self._pending, []
+        self._pending_by_sha.clear()
+        self._pending_by_series.clear()
+        with self.clock.stage("index"):
+            failures = {f.doc_id: f.message for f in self.index.upsert([p.record for p in pending])}
+            for p in pending:
+                if p.record.doc_id in failures:
+                    old = self.outcomes[p.outcome_index]
+                    problem = Problem(code=Reason.INDEX_ERROR, message=failures[p.record.doc_id])
+                    self.outcomes[p.outcome_index] = old.model_copy(update={
+                        "status": Status.REJECTED, "doc_id": None, "reasons": (problem,)})
+                    self.quarantine(p.record.producer, None, p.record.source,
+                                    p.record.content_sha256, None, [problem],
+                                    patient_id=p.record.patient_id)
+                elif p.supersedes:
+                    self.index.supersede(p.record.patient_id, p.supersedes, p.record.doc_id)
+
+    def metrics(self, outcomes: Sequence[Outcome] | None = None) -> dict[str, object]:
+        """Counts per status, class, producer and reason, OCR figures and stage times."""
+        outs = self.outcomes if outcomes is None else outcomes
+        ocr = [o for o in outs if o.ocr_pages]
+        confs = [o.ocr_confidence for o in ocr if o.ocr_confidence is not None]
+        return {
+            "documents": len(outs),
+            "by_status": dict(Counter(o.status.value for o in outs)),
+            "by_class": dict(Counter(o.doc_class.value for o in outs
+                                     if o.doc_class and o.status is not Status.REJECTED)),
+            "by_producer": {p: dict(Counter(o.status.value for o in outs if o.producer == p))
+                            for p in sorted({o.producer or "" for o in outs})},
+            "rejected_by_reason": dict(Counter(r.code.value for o in outs
+                                               if o.status is Status.REJECTED for r in o.reasons)),
+            "ocr_pages": sum(o.ocr_pages for o in ocr),
+            "ocr_mean_confidence": round(sum(confs) / len(confs), 1) if confs else None,
+            "seconds_per_stage": {k: round(v, 3) for k, v in self.clock.seconds.items()},
+        }
+
+
+# -- sources ---------------------------------------------------------------------------------
+
+
+def _folder_inputs(root: Path, producer: str | None) -> Iterator[tuple[Path, str, str | None]]:
+    """(file, producer, batch) for a folder: a feed layout gives producer/batch from paths."""
+    from pipeline.feeds import iter_folder_files
+
+    for path in iter_folder_files(root):
+        rel = path.relative_to(root).parts
+        if producer:
+            yield path, producer, rel[0] if len(rel) > 1 else None
+        elif len(rel) >= 3:
+            yield path, rel[0], rel[1]
+        elif len(rel) == 2:
+            yield path, rel[0], None
+        else:
+            yield path, root.name or "local", None
+
+
+def iter_source_inputs(sources: Sequence[str], *, producer: str | None, settings: Settings
+                       ) -> Iterator[InputFile]:
+    """Every raw input named by ``sources`` (files, folders recursively, s3:// prefixes)."""
+    for source in sources:
+        if source.startswith("s3://"):
+            from pipeline.s3 import iter_s3_prefix
+
+            for uri, data in iter_s3_prefix(source, endpoint_url=settings.s3_endpoint_url,
+                                            region=settings.s3_region):
+                key_parts = uri.removeprefix(source.rstrip("/") + "/").split("/")
+                prod = producer or (key_parts[0] if len(key_parts) > 1 else "s3")
+                yield InputFile(data=data, source=uri, producer=prod)
+            continue
+        path = Path(source)
+        if path.is_file():
+            yield InputFile(data=path.read_bytes(), source=str(path),
+                            producer=producer or path.parent.name or "local")
+        elif path.is_dir():
+            for file, prod, batch in _folder_inputs(path, producer):
+                yield InputFile(data=file.read_bytes(), source=str(file), producer=prod,
+                                batch=batch)
+        else:
+            raise SourceError("no such file or folder", source=source)
+
+
+def count_source_files(sources: Sequence[str]) -> int | None:
+    """How many files the local sources hold (for a progress bar); None for S3."""
+    from pipeline.feeds import iter_folder_files
+
+    total = 0
+    for source in sources:
+        if source.startswith("s3://"):
+            return None
+        path = Path(source)
+        total += 1 if path.is_file() else sum(1 for _ in iter_folder_files(path)) if path.is_dir() else 0
+    return total
+
+
+class RunSummary(Frozen):
+    run_id: str
+    outcomes: tuple[Outcome, ...]
+    metrics: dict[str, object]
+
+
+def write_report(path: Path, outcomes: Iterable[Outcome]) -> None:
+    """The run report: JSON Lines, one object per document (the command-line contract)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", encoding="utf-8") as fh:
+        for o in outcomes:
+            fh.write(json.dumps(o.report_line(), ensure_ascii=False) + "\n")
+
+
+def ingest_sources(
+    sources: Sequence[str],
+    settings: Settings,
+    *,
+    producer: str | None = None,
+    report_path: Path | None = None,
+    progress: bool = False,
+) -> RunSummary:
+    """Ingest files, folders and S3 prefixes; write the JSONL report; return the summary."""
+    for s in sources:
+        if not s.startswith("s3://") and not Path(s).exists():
+            raise SourceError("no such file or folder", source=s)
+    with Pipeline(settings) as pipe:
+        run_id = pipe.ledger.start_run("ingest", " ".join(sources))
+        bar = None
+        if progress:
+            from tqdm import tqdm
+
+            bar = tqdm(total=count_source_files(sources), unit="file", desc="ingest")
+        for item in iter_source_inputs(sources, producer=producer, settings=settings):
+            pipe.process(item)
+            if bar is not None:
+                bar.update(1)
+        if bar is not None:
+            bar.close()
+        pipe.flush()
+        metrics = pipe.metrics()
+        pipe.ledger.record_outcomes(run_id, None, pipe.outcomes)
+        pipe.ledger.finish_run(run_id, metrics)
+        outcomes = tuple(pipe.outcomes)
+    if report_path is not None:
+        write_report(report_path, outcomes)
+    return RunSummary(run_id=run_id, outcomes=outcomes, metrics=metrics)
+
+
+# -- batches of a producer feed (the Airflow path) -------------------------------------------
+
+
+class FileAck(Frozen):
+    """One document's line in the acknowledgement a producer reads."""
+
+    file: str
+    source: str
+    status: str
+    doc_id: str | None
+    reasons: tuple[Problem, ...]
+
+
+class BatchSummary(Frozen):
+    """What happened to one batch: small, JSON-safe, fit for XCom."""
+
+    batch_key: str
+    producer: str
+    run_id: str
+    total: int
+    by_status: dict[str, int]
+    rejected_by_reason: dict[str, int]
+    reject_rate: float
+    flagged: bool
+    ocr_pages: int = 0
+    ocr_mean_confidence: float | None = None
+    seconds_per_stage: dict[str, float] = {}
+
+
+def _open_feed(settings: Settings, feed_url: str) -> Feed:
+    from pipeline.feed_urls import open_feed
+
+    return open_feed(feed_url, endpoint_url=settings.s3_endpoint_url, region=settings.s3_region)
+
+
+def discover_batches(settings: Settings, feed_url: str) -> list[str]:
+    """Keys (``producer/batch``) of the feed's complete batches not processed yet."""
+    feed = _open_feed(settings, feed_url)
+    ledger = Ledger(settings.ledger_path)
+    try:
+        done = ledger.processed_batches(feed.url)
+    finally:
+        ledger.close()
+    return [b.key for b in feed.list_batches() if b.key not in done]
+
+
+def _acknowledgement(batch: BatchRef, feed: Feed, outcomes: Sequence[Outcome],
+                     summary: BatchSummary) -> bytes:
+    prefix = feed.source_uri(batch, "")
+    files = [FileAck(file=o.source.removeprefix(prefix), source=o.source, status=o.status.value,
+                     doc_id=o.doc_id, reasons=o.reasons).model_dump(mode="json")
+             for o in outcomes]
+    body = {
+        "producer": batch.producer, "batch": batch.batch,
+        "processed_at": dt.datetime.now(dt.UTC).isoformat(),
+        "accepted": summary.by_status.get(Status.INDEXED.value, 0),
+        "duplicate": summary.by_status.get(Status.DUPLICATE.value, 0),
+        "replaced": summary.by_status.get(Status.REPLACED.value, 0),
+        "rejected": summary.by_status.get(Status.REJECTED.value, 0),
+        "rejected_by_reason": summary.rejected_by_reason,
+        "files": files,
+    }
+    return json.dumps(body, ensure_ascii=False, indent=2).encode()
+
+
+def _manifest_problem(batch: BatchRef, manifest: dict[str, ManifestEntry], name: str,
+                      data: bytes) -> str | None:
+    if batch.manifest is None:
+        return None
+    if name not in manifest:
+        return "file present in the batch but not listed in its manifest"
+    from pipeline.feed_urls import verify_manifest
+
+    return verify_manifest(manifest[name], data)
+
+
+def process_batch(settings: Settings, feed_url: str, batch_key: str) -> BatchSummary:
+    """Ingest one complete batch; write its acknowledgement; record it as processed.
+
+    Idempotent: a batch already recorded in the ledger is not processed again (its stored
+    summary is returned), and re-ingesting the same documents yields duplicates only.
+    """
+    feed = _open_feed(settings, feed_url)
+    ledger = Ledger(settings.ledger_path)
+    try:
+        stored = ledger.batch_summary(feed.url, batch_key)
+    finally:
+        ledger.close()
+    if stored is not None:
+        log.info("batch %s of %s already processed; skipping", batch_key, feed.url)
+        return BatchSummary.model_validate_json(stored)
+    batch = next((b for b in feed.list_batches() if b.key == batch_key), None)
+    if batch is None:
+        raise SourceError("no complete batch with this key in the feed", source=feed.url,
+                          batch=batch_key)
+    manifest = {e.name: e for e in batch.manifest or ()}
+    with Pipeline(settings) as pipe:
+        run_id = pipe.ledger.start_run("batch", f"{feed.url} {batch_key}")
+        names = list(batch.files)
+        # A manifest entry whose file is missing is a lost document: report it.
+        for missing in sorted(set(manifest) - set(names)):
+            src = feed.source_uri(batch, missing)
+            pipe.outcomes.append(Outcome(source=src, status=Status.REJECTED,
+                producer=batch.producer, reasons=(Problem(code=Reason.MANIFEST_MISMATCH,
+                message="listed in the manifest but absent from the batch"),)))
+        for name in names:
+            data = feed.read(batch, name)
+            pipe.process(InputFile(data=data, source=feed.source_uri(batch, name),
+                                   producer=batch.producer, batch=batch.batch,
+                                   manifest_problem=_manifest_problem(batch, manifest, name, data)))
+        pipe.flush()
+        m = pipe.metrics()
+        by_status: dict[str, int] = m["by_status"]  # type: ignore[assignment]
+        total = len(pipe.outcomes)
+        rejected = by_status.get(Status.REJECTED.value, 0)
+        rate = rejected / total if total else 0.0
+        summary = BatchSummary(
+            batch_key=batch_key, producer=batch.producer, run_id=run_id, total=total,
+            by_status=by_status, rejected_by_reason=m["rejected_by_reason"],  # type: ignore[arg-type]
+            reject_rate=round(rate, 4), flagged=rate > settings.max_reject_rate,
+            ocr_pages=m["ocr_pages"],  # type: ignore[arg-type]
+            ocr_mean_confidence=m["ocr_mean_confidence"],  # type: ignore[arg-type]
+            seconds_per_stage=m["seconds_per_stage"],  # type: ignore[arg-type]
+        )
+        feed.write(batch, "_report.json", _acknowledgement(batch, feed, pipe.outcomes, summary))
+        pipe.ledger.record_outcomes(run_id, batch.batch, pipe.outcomes)
+        pipe.ledger.finish_run(run_id, m)
+        pipe.ledger.mark_batch(feed.url, batch_key, run_id, summary.model_dump_json())
+    if summary.flagged:
+        log.warning("batch %s of producer %s flagged: reject rate %.0f%% > %.0f%%",
+                    batch_key, batch.producer, rate * 100, settings.max_reject_rate * 100)
+    return summary
+
+
+def summarize_batches(summaries: Sequence[BatchSummary]) -> dict[str, object]:
+    """Totals over batches: per status, per producer, per reason (JSON-safe)."""
+    by_status: Counter[str] = Counter()
+    by_reason: Counter[str] = Counter()
+    by_producer: dict[str, Counter[str]] = defaultdict(Counter)
+    for s in summaries:
+        by_status.update(s.by_status)
+        by_reason.update(s.rejected_by_reason)
+        by_producer[s.producer].update(s.by_status)
+    return {
+        "batches": len(summaries),
+        "documents": sum(s.total for s in summaries),
+        "by_status": dict(by_status),
+        "rejected_by_reason": dict(by_reason),
+        "by_producer": {p: dict(c) for p, c in sorted(by_producer.items())},
+        "flagged_batches": [s.batch_key for s in summaries if s.flagged],
+    }
