@@ -1,0 +1,200 @@
+"""The ``carnet`` command line. Its ``ingest`` and ``search`` contract (names, options,
+report and JSON fields) is relied upon by other tools: change it only compatibly.
+
+Exit codes: 0 when the run completed (rejects included), 1 when the run itself could
+not proceed (unreachable index, unreadable source, bad settings), 2 for usage errors
+(including an invalid patient id).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from pipeline.errors import CarnetError, InvalidPatientId
+from pipeline.settings import Settings
+
+log = logging.getLogger("carnet")
+
+
+def _date(value: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {value!r}") from None
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    return Settings.from_env(index_url=getattr(args, "index", None),
+                             store_url=getattr(args, "store", None))
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    from pipeline.ingest import ingest_sources
+
+    settings = _settings(args)
+    summary = ingest_sources(args.sources, settings, producer=args.producer,
+                             report_path=Path(args.report) if args.report else None,
+                             progress=sys.stderr.isatty() and not args.quiet)
+    if not args.quiet:
+        print_summary(summary.metrics, file=sys.stderr)
+    return 0
+
+
+def print_summary(metrics: dict[str, object], *, file: object = sys.stdout) -> None:
+    """A readable run summary: per status, class, producer and reject reason."""
+    out = file  # typed loosely: a text stream
+
+    def line(text: str = "") -> None:
+        print(text, file=out)  # type: ignore[call-overload]
+
+    line(f"Documents: {metrics['documents']}")
+    for title, key in (("By status", "by_status"), ("By class", "by_class"),
+                       ("Rejected by reason", "rejected_by_reason")):
+        values: dict[str, int] = metrics.get(key) or {}  # type: ignore[assignment]
+        if values:
+            line(f"{title}:")
+            for k, v in sorted(values.items(), key=lambda kv: (-kv[1], kv[0])):
+                line(f"  {k:<24} {v:>6}")
+    producers: dict[str, dict[str, int]] = metrics.get("by_producer") or {}  # type: ignore[assignment]
+    if producers:
+        line("By producer:")
+        for p, counts in producers.items():
+            detail = ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
+            line(f"  {p:<28} {detail}")
+    if metrics.get("ocr_pages"):
+        line(f"OCR: {metrics['ocr_pages']} pages, mean confidence {metrics['ocr_mean_confidence']}")
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from pipeline.identity import require_ins
+    from pipeline.index import open_index
+    from pipeline.model import DocClass, SearchQuery
+
+    try:
+        patient = require_ins(args.patient_id)
+    except InvalidPatientId as exc:
+        print(f"carnet search: error: {exc.message}", file=sys.stderr)
+        return 2
+    settings = _settings(args)
+    index = open_index(settings.effective_index_url, alias=settings.es_index_alias)
+    try:
+        doc_class = DocClass(args.doc_class) if args.doc_class else None
+        result = index.search(SearchQuery(patient_id=patient, text=args.query, doc_class=doc_class,
+                                          since=args.since, until=args.until, limit=args.limit))
+    finally:
+        index.close()
+    if args.json:
+        print(json.dumps({"total": result.total, "hits": [
+            {"doc_id": h.doc_id, "doc_class": h.doc_class.value, "type_code": h.type_code,
+             "title": h.title, "date": h.date.isoformat() if h.date else None,
+             "score": round(h.score, 4), "snippet": h.snippet} for h in result.hits]},
+            ensure_ascii=False))
+        return 0
+    print(f"{result.total} document(s) for {patient}" + (f" matching {args.query!r}" if args.query else ""))
+    for h in result.hits:
+        date = h.date.isoformat() if h.date else "----------"
+        print(f"  {date}  {h.doc_class.value:<12} {h.title[:50]:<50}  {h.doc_id[:12]}")
+        if h.snippet:
+            print(f"      {h.snippet}")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from collections import Counter
+
+    from pipeline.ledger import Ledger
+    from pipeline.store import open_store
+
+    settings = _settings(args)
+    ledger = Ledger(settings.ledger_path)
+    try:
+        runs = ledger.recent_runs(args.limit)
+    finally:
+        ledger.close()
+    print("Last runs:")
+    for r in runs:
+        counts = (r.metrics or {}).get("by_status", {})
+        print(f"  {r.started_at:%Y-%m-%d %H:%M}  {r.kind:<7} {r.detail[:60]:<60} {counts}")
+    store = open_store(settings.effective_store_url, endpoint_url=settings.s3_endpoint_url,
+                       region=settings.s3_region)
+    backlog = Counter((q.producer, q.reasons[0].code.value if q.reasons else "?")
+                      for q in store.list_quarantine())
+    print(f"Quarantine backlog: {sum(backlog.values())}")
+    for (producer, reason), n in sorted(backlog.items()):
+        print(f"  {producer:<28} {reason:<22} {n:>5}")
+    return 0
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from pipeline.generator import generate_feed
+
+    feed = generate_feed(Path(args.root), seed=args.seed, patients=args.patients,
+                         documents=args.documents, include_bad=not args.no_bad, scans=args.scans)
+    if args.expected:
+        feed.write_jsonl(Path(args.expected))
+    print(f"generated {len(feed.documents)} documents under {args.root}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="carnet", description=__doc__.split("\n")[0])
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    ing = sub.add_parser("ingest", help="ingest files, folders or s3:// prefixes")
+    ing.add_argument("sources", nargs="+", metavar="SOURCE")
+    ing.add_argument("--index", help="sqlite:///path.db (default) or http(s)://host:9200")
+    ing.add_argument("--store", help="file:///path (default) or s3://bucket/prefix")
+    ing.add_argument("--report", help="write the JSON Lines run report here")
+    ing.add_argument("--producer", help="producer id (default: from the feed layout)")
+    ing.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
+    ing.set_defaults(func=cmd_ingest)
+
+    se = sub.add_parser("search", help="search one patient's documents")
+    se.add_argument("patient_id", metavar="PATIENT_ID", help="the patient's 15-character INS")
+    se.add_argument("query", nargs="?", metavar="QUERY")
+    se.add_argument("--index")
+    se.add_argument("--class", dest="doc_class",
+                    choices=["biology", "imaging", "prescription", "other"])
+    se.add_argument("--since", type=_date)
+    se.add_argument("--until", type=_date)
+    se.add_argument("--limit", type=int, default=20)
+    se.add_argument("--json", action="store_true")
+    se.set_defaults(func=cmd_search)
+
+    st = sub.add_parser("status", help="last runs and the quarantine backlog")
+    st.add_argument("--store")
+    st.add_argument("--limit", type=int, default=10)
+    st.set_defaults(func=cmd_status)
+
+    ge = sub.add_parser("generate", help="write a synthetic producer feed")
+    ge.add_argument("root")
+    ge.add_argument("--seed", type=int, default=42)
+    ge.add_argument("--patients", type=int, default=30)
+    ge.add_argument("--documents", type=int, default=120)
+    ge.add_argument("--scans", type=int, default=None)
+    ge.add_argument("--no-bad", action="store_true", help="only good documents")
+    ge.add_argument("--expected", help="write the expected outcomes (JSON Lines) here")
+    ge.set_defaults(func=cmd_generate)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.func(args))
+    except CarnetError as exc:  # SourceError, BackendUnavailable, ConfigurationError…
+        print(f"carnet {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
