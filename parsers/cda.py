@@ -1,0 +1,491 @@
+"""CDA R2 parser: French CI-SIS clinical documents (CR-BIO lab reports, CR-IMG imaging reports).
+
+Reads a ``ClinicalDocument`` (namespace ``urn:hl7-org:v3``) into one ``ParsedDocument``:
+patient identifiers and demographics from ``recordTarget``, type and title from ``code`` /
+``title``, author RPPS and producer FINESS from ``author`` / ``custodian``, the narrative of
+every section as text, structured lab results from ``entry`` observations, and the text of an
+embedded PDF (``nonXMLBody``). The XML is parsed with defusedxml and DTDs are refused outright:
+a CDA never needs one, so XXE and entity-expansion attempts are parse errors.
+
+Conventions chosen here (the pipeline relies on them):
+
+* ``producer_document_id`` is the **setId** (``root^extension``) when the document has one,
+  else its ``id``: every version of a document shares its setId, so version 2 replaces
+  version 1 in the patient's record; ``version`` carries ``versionNumber``.
+* ``visibility``: ``confidentialityCode`` N/R/V say nothing on their own; a flag is set only
+  when the code, or one of its ``translation`` codes, is a ``Visibility`` value (the DMP
+  vocabulary, e.g. ``MASQUE_PS``).
+* ``document_date`` is the exam date (``documentationOf/serviceEvent/effectiveTime/low``)
+  when given, else the document's creation date (``ClinicalDocument/effectiveTime``).
+* ``producer_finess`` comes from the author's organisation first and the custodian second:
+  the custodian may be a hosting service rather than the lab or radiology practice.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime as dt
+import io
+import logging
+import re
+from collections.abc import Iterator
+from xml.etree.ElementTree import Element, ParseError
+
+import defusedxml.ElementTree as safe_etree
+from defusedxml import DefusedXmlException
+
+from pipeline.errors import EncryptedDocumentError, ParserError
+from pipeline.model import (
+    Format,
+    LabResult,
+    ParsedDocument,
+    PatientDemographics,
+    PatientIdentifier,
+    Problem,
+    Reason,
+    Visibility,
+)
+
+log = logging.getLogger(__name__)
+
+NS = "urn:hl7-org:v3"
+XSI_TYPE = "{http://www.w3.org/2001/XMLSchema-instance}type"
+LOINC_OID = "2.16.840.1.113883.6.1"
+INS_NIR_OID = "1.2.250.1.213.1.4.8"
+RPPS_OID = "1.2.250.1.71.4.2.1"  # national health professional ids: "8" + RPPS
+STRUCTURE_OID = "1.2.250.1.71.4.2.2"  # national structure ids: "1" + FINESS
+
+_ID_KINDS = {INS_NIR_OID: "INS"}
+
+# The XML prolog that may precede the root element: declaration / PIs, comments, DOCTYPE.
+_PROLOG_ITEM = re.compile(r"\s*(?:<\?.*?\?>|<!--.*?-->|<!DOCTYPE[^\[>]*(?:\[.*?\]\s*)?>)", re.S)
+_ROOT_TAG = re.compile(r"\s*<(?:([A-Za-z_][\w.-]*):)?ClinicalDocument(?=[\s/>])([^>]*)")
+_TS = re.compile(r"(\d{4})(\d{2})(\d{2})(?:(\d{2})(\d{2})?(\d{2})?(?:\.\d+)?)?([+-]\d{4})?")
+_VISIBILITY = {v.value: v for v in Visibility}
+
+
+class CdaParser:
+    """Parser for HL7 CDA R2 documents."""
+
+    name = "cda"
+
+    def score(self, head: bytes) -> int:
+        """100 when the root element is ``ClinicalDocument`` in the HL7 v3 namespace, else 0."""
+        return 100 if _is_clinical_document(head) else 0
+
+    def parse(self, data: bytes, *, source: str) -> list[ParsedDocument]:
+        root = _parse_xml(data, source)
+        return [_read_document(root, data, source)]
+
+
+def _is_clinical_document(head: bytes) -> bool:
+    if head.startswith((b"\xff\xfe", b"\xfe\xff")):
+        text = head.decode("utf-16", errors="ignore")
+    else:
+        # Tag names are ASCII; latin-1 never fails and keeps byte offsets.
+        text = head.removeprefix(b"\xef\xbb\xbf").decode("latin-1")
+    pos = 0
+    while match := _PROLOG_ITEM.match(text, pos):
+        pos = match.end()
+    root = _ROOT_TAG.match(text, pos)
+    if root is None:
+        return False
+    prefix, attributes = root.groups()
+    xmlns = f"xmlns:{prefix}" if prefix else "xmlns"
+    return re.search(rf"\b{xmlns}\s*=\s*([\"']){re.escape(NS)}\1", attributes) is not None
+
+
+def _parse_xml(data: bytes, source: str) -> Element:
+    try:
+        root = safe_etree.fromstring(data, forbid_dtd=True)
+    except (ParseError, DefusedXmlException) as exc:
+        raise ParserError(f"unreadable CDA XML: {exc}", source=source) from exc
+    if root.tag != _q("ClinicalDocument"):
+        raise ParserError(f"root element is {root.tag}, not a CDA ClinicalDocument", source=source)
+    return root
+
+
+def _read_document(root: Element, data: bytes, source: str) -> ParsedDocument:
+    warnings: list[Problem] = []
+    text, page_count = _body_text(root, source, warnings)
+    code = _find(root, "code")
+    rpps, author_name = _author(root)
+    finess, producer_name = _producer(root)
+    version = _attr(_find(root, "versionNumber"), "value")
+    return ParsedDocument(
+        source=source,
+        format=Format.CDA,
+        content=data,
+        text=text,
+        title=_squash(_text(_find(root, "title"))) or _attr(code, "displayName"),
+        patient_ids=tuple(_patient_ids(root)),
+        demographics=_demographics(root),
+        type_code=_attr(code, "code"),
+        type_code_system=_attr(code, "codeSystem"),
+        document_date=_document_date(root),
+        author_rpps=rpps,
+        author_name=author_name,
+        producer_finess=finess,
+        producer_name=producer_name,
+        producer_document_id=_ii(_find(root, "setId")) or _ii(_find(root, "id")),
+        version=int(version) if version and version.isdigit() else None,
+        results=tuple(_results(root)),
+        visibility=_visibility(root),
+        page_count=page_count,
+        warnings=tuple(warnings),
+    )
+
+
+# --- small XML helpers -------------------------------------------------------------------
+
+
+def _q(path: str) -> str:
+    """``a/b`` -> ``{urn:hl7-org:v3}a/{urn:hl7-org:v3}b`` for ElementTree paths."""
+    return "/".join(f"{{{NS}}}{step}" for step in path.split("/"))
+
+
+def _find(elem: Element | None, path: str) -> Element | None:
+    return None if elem is None else elem.find(_q(path))
+
+
+def _findall(elem: Element | None, path: str) -> list[Element]:
+    return [] if elem is None else elem.findall(_q(path))
+
+
+def _attr(elem: Element | None, name: str) -> str | None:
+    value = None if elem is None else elem.get(name)
+    return value.strip() or None if value else None
+
+
+def _local(tag: object) -> str:
+    return tag.rsplit("}", 1)[-1] if isinstance(tag, str) else ""
+
+
+def _text(elem: Element | None) -> str:
+    return "" if elem is None else "".join(elem.itertext())
+
+
+def _squash(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _ii(elem: Element | None) -> str | None:
+    """An HL7 instance identifier as ``root^extension`` (or ``root`` alone)."""
+    root, extension = _attr(elem, "root"), _attr(elem, "extension")
+    if root is None:
+        return extension
+    return f"{root}^{extension}" if extension else root
+
+
+def parse_ts(value: str | None) -> dt.datetime | None:
+    """An HL7 TS (``YYYYMMDD[HHMM[SS]][+zzzz]``) to a datetime; None if absent or less precise
+    than a day. Aware when the timestamp carries its offset."""
+    match = _TS.fullmatch(value.strip()) if value else None
+    if match is None:
+        return None
+    year, month, day, hour, minute, second, offset = match.groups()
+    tz = None
+    if offset:
+        delta = dt.timedelta(hours=int(offset[1:3]), minutes=int(offset[3:5]))
+        tz = dt.timezone(-delta if offset[0] == "-" else delta)
+    try:
+        return dt.datetime(
+            int(year), int(month), int(day),
+            int(hour or 0), int(minute or 0), int(second or 0), tzinfo=tz,
+        )  # fmt: skip
+    except ValueError:
+        return None
+
+
+def _person_name(name: Element | None) -> str | None:
+    if name is None:
+        return None
+    parts = [_squash(_text(p)) for p in (*_findall(name, "given"), *_findall(name, "family"))]
+    return " ".join(p for p in parts if p) or _squash(_text(name)) or None
+
+
+# --- header ------------------------------------------------------------------------------
+
+
+def _patient_ids(root: Element) -> Iterator[PatientIdentifier]:
+    for elem in _findall(root, "recordTarget/patientRole/id"):
+        value, authority = _attr(elem, "extension"), _attr(elem, "root")
+        if value is None:  # a bare root or a nullFlavor identifies no one
+            continue
+        kind = _ID_KINDS.get(authority or "")
+        if kind is None and "IPP" in (_attr(elem, "assigningAuthorityName") or "").upper():
+            kind = "IPP"
+        yield PatientIdentifier(value=value, authority=authority, kind=kind)
+
+
+def _demographics(root: Element) -> PatientDemographics | None:
+    patient = _find(root, "recordTarget/patientRole/patient")
+    if patient is None:
+        return None
+    name = _find(patient, "name")
+    families = _findall(name, "family")
+    # The birth name (qualifier BR) is the one identity checks compare with.
+    birth = [f for f in families if "BR" in (f.get("qualifier") or "").split()]
+    family = (birth or families)[0] if families else None
+    born = parse_ts(_attr(_find(patient, "birthTime"), "value"))
+    return PatientDemographics(
+        family_name=_squash(_text(family)) or None,
+        given_name=_squash(_text(_find(name, "given"))) or None,
+        birth_date=born.date() if born else None,
+        sex=_attr(_find(patient, "administrativeGenderCode"), "code"),
+    )
+
+
+def _document_date(root: Element) -> dt.date | None:
+    for event in _findall(root, "documentationOf/serviceEvent"):
+        when = _find(event, "effectiveTime")
+        exam = parse_ts(_attr(_find(when, "low"), "value") or _attr(when, "value"))
+        if exam:
+            return exam.date()
+    created = parse_ts(_attr(_find(root, "effectiveTime"), "value"))
+    return created.date() if created else None
+
+
+def _prefixed_id(elem: Element | None, oid: str, prefix: str, length: int) -> str | None:
+    """The national id in ``elem`` when its root is ``oid``: ``prefix`` + ``length`` chars."""
+    extension = _attr(elem, "extension")
+    if _attr(elem, "root") != oid or extension is None:
+        return None
+    if len(extension) == length + 1 and extension.startswith(prefix):
+        return extension[1:]
+    return extension if len(extension) == length else None
+
+
+def _author(root: Element) -> tuple[str | None, str | None]:
+    """(RPPS, name) of the first author with an RPPS, else (None, first author's name)."""
+    authors = _findall(root, "author/assignedAuthor")
+    for author in authors:
+        rpps = _prefixed_id(_find(author, "id"), RPPS_OID, "8", 11)
+        if rpps and rpps.isdigit():
+            return rpps, _person_name(_find(author, "assignedPerson/name"))
+    names = (_person_name(_find(a, "assignedPerson/name")) for a in authors)
+    return None, next((n for n in names if n), None)
+
+
+def _producer(root: Element) -> tuple[str | None, str | None]:
+    """(FINESS, name) of the producing organisation (see the module docstring)."""
+    orgs = [
+        *_findall(root, "author/assignedAuthor/representedOrganization"),
+        *_findall(root, "custodian/assignedCustodian/representedCustodianOrganization"),
+    ]
+    for org in orgs:
+        for elem in _findall(org, "id"):
+            finess = _prefixed_id(elem, STRUCTURE_OID, "1", 9)
+            if finess:
+                return finess, _squash(_text(_find(org, "name"))) or None
+    names = (_squash(_text(_find(org, "name"))) for org in orgs)
+    return None, next((n for n in names if n), None)
+
+
+def _visibility(root: Element) -> tuple[Visibility, ...]:
+    conf = _find(root, "confidentialityCode")
+    codes = {_attr(e, "code") for e in (conf, *_findall(conf, "translation"))}
+    return tuple(v for v in Visibility if v.value in codes)
+
+
+# --- body --------------------------------------------------------------------------------
+
+
+def _body_text(root: Element, source: str, warnings: list[Problem]) -> tuple[str, int]:
+    """The document's text and, for an embedded PDF, its page count."""
+    body = _find(root, "component/nonXMLBody/text")
+    if body is not None:
+        return _non_xml_text(body, source, warnings)
+    lines: list[str] = []
+    for section in _findall(root, "component/structuredBody/component/section"):
+        lines.extend(_section_lines(section))
+    return "\n".join(lines), 0
+
+
+def _section_lines(section: Element) -> list[str]:
+    title = _squash(_text(_find(section, "title")))
+    lines = [title] if title else []
+    text = _find(section, "text")
+    if text is not None:
+        lines.extend(_narrative_lines(text))
+    for child in _findall(section, "component/section"):
+        lines.extend(_section_lines(child))
+    return lines
+
+
+# Narrative block elements: each starts a line of its own.
+_BLOCKS = {"paragraph", "item", "list", "caption", "table", "thead", "tbody", "tfoot", "footnote"}
+
+
+def _narrative_lines(elem: Element) -> list[str]:
+    """The narrative block as lines: one per paragraph / list item, table rows as `a | b`."""
+    lines: list[str] = []
+    pending: list[str] = []
+
+    def flush() -> None:
+        line = _squash("".join(pending))
+        pending.clear()
+        if line:
+            lines.append(line)
+
+    def walk(node: Element) -> None:
+        pending.append(node.text or "")
+        for child in node:
+            tag = _local(child.tag)
+            if tag == "tr":
+                flush()
+                cells = [" ".join(_narrative_lines(c)) for c in child if _local(c.tag) in {"td", "th"}]
+                if any(cells):
+                    lines.append(" | ".join(cells))
+            elif tag == "br":
+                flush()
+            elif tag in _BLOCKS:
+                flush()
+                walk(child)
+                flush()
+            elif tag != "renderMultiMedia":  # inline markup: content, sub, sup, linkHtml…
+                if tag == "sup":  # 10<sup>9</sup>/L must not read as 109/L
+                    pending.append("^")
+                walk(child)
+            pending.append(child.tail or "")
+
+    walk(elem)
+    flush()
+    return lines
+
+
+def _non_xml_text(body: Element, source: str, warnings: list[Problem]) -> tuple[str, int]:
+    media = (_attr(body, "mediaType") or "text/plain").lower()
+    raw = _text(body)
+    if _attr(body, "representation") == "B64":
+        try:
+            payload = base64.b64decode("".join(raw.split()), validate=True)
+        except binascii.Error as exc:
+            raise ParserError(f"nonXMLBody is not valid base64: {exc}", source=source) from exc
+    else:
+        payload = raw.encode("utf-8")
+    if media == "application/pdf":
+        return _pdf_text(payload, source)
+    if media == "text/plain":
+        lines = (_squash(line) for line in payload.decode("utf-8", errors="replace").splitlines())
+        return "\n".join(line for line in lines if line), 0
+    warnings.append(
+        Problem(
+            code=Reason.UNSUPPORTED_FORMAT,
+            message=f"nonXMLBody of type {media} is not read",
+            blocking=False,
+        )
+    )
+    return "", 0
+
+
+def _pdf_text(payload: bytes, source: str) -> tuple[str, int]:
+    """Text layer of an embedded PDF (no OCR here: the CDA parser is built without one)."""
+    from pypdf import PdfReader
+
+    try:
+        reader = PdfReader(io.BytesIO(payload))
+        encrypted = reader.is_encrypted and not reader.decrypt("")
+        pages = [] if encrypted else [page.extract_text() or "" for page in reader.pages]
+    except Exception as exc:  # pypdf raises many types on broken files: this is the boundary
+        raise ParserError(f"embedded PDF is unreadable: {exc}", source=source) from exc
+    if encrypted:
+        raise EncryptedDocumentError("embedded PDF is password-protected", source=source)
+    lines = (_squash(line) for page in pages for line in page.splitlines())
+    return "\n".join(line for line in lines if line), len(pages)
+
+
+# --- lab results -------------------------------------------------------------------------
+
+
+def _results(root: Element) -> Iterator[LabResult]:
+    for entry in root.iter(_q("entry")):
+        yield from _entry_results(entry, None)
+
+
+def _entry_results(node: Element, inherited: dt.datetime | None) -> Iterator[LabResult]:
+    """Observations under ``node``; an observation without a time takes its organizer's."""
+    for child in node:
+        tag = _local(child.tag)
+        if tag == "entry":  # nested entries are visited by ``_results`` itself
+            continue
+        when = inherited
+        if tag in {"organizer", "observation", "act"}:
+            time = _find(child, "effectiveTime")
+            when = parse_ts(_attr(time, "value") or _attr(_find(time, "low"), "value")) or when
+        if tag == "observation":
+            result = _lab_result(child, when)
+            if result is not None:
+                yield result
+        if tag not in {"referenceRange", "value", "code"}:
+            yield from _entry_results(child, when)
+
+
+def _lab_result(obs: Element, observed_at: dt.datetime | None) -> LabResult | None:
+    code, value = _find(obs, "code"), _find(obs, "value")
+    if code is None or value is None:
+        return None
+    loinc = _attr(code, "code") if _attr(code, "codeSystem") == LOINC_OID else None
+    for tr in _findall(code, "translation"):
+        if loinc is None and _attr(tr, "codeSystem") == LOINC_OID:
+            loinc = _attr(tr, "code")
+    analyte = _attr(code, "displayName") or _squash(_text(_find(code, "originalText"))) or _attr(code, "code")
+    if analyte is None:
+        return None
+    text, numeric, value_type, unit = _value(value)
+    return LabResult(
+        analyte=analyte,
+        loinc=loinc,
+        value=text,
+        numeric_value=numeric,
+        value_type=value_type,
+        unit=unit,
+        reference_range=_reference_range(obs),
+        abnormal_flag=_attr(_find(obs, "interpretationCode"), "code"),
+        observed_at=observed_at,
+    )
+
+
+def _number(text: str | None) -> float | None:
+    try:
+        return float(text) if text else None
+    except ValueError:
+        return None
+
+
+def _value(value: Element) -> tuple[str | None, float | None, str | None, str | None]:
+    """(text, number, HL7 v2 value type, unit) of an observation value, by its xsi:type."""
+    xsi = (value.get(XSI_TYPE) or "").rsplit(":", 1)[-1]
+    if xsi in {"PQ", "INT", "REAL"}:
+        number = _attr(value, "value")
+        return number, _number(number), "NM", _attr(value, "unit") if xsi == "PQ" else None
+    if xsi in {"CD", "CE", "CV", "CO", "CS"}:
+        # Coded values are mapped to the HL7 v2 coded type, CE, as OBX-2 would carry them.
+        label = _attr(value, "displayName") or _squash(_text(_find(value, "originalText")))
+        return label or _attr(value, "code"), None, "CE", None
+    if xsi == "IVL_PQ":
+        return _interval(value), None, "ST", _attr(_find(value, "low"), "unit")
+    if xsi in {"TS", "BL"}:
+        return _attr(value, "value"), None, xsi, None
+    return _squash(_text(value)) or _attr(value, "value"), None, "ST", None
+
+
+def _interval(ivl: Element) -> str | None:
+    """An IVL_PQ as HL7 v2 writes ranges: ``low-high``, ``>low`` or ``<high``."""
+    low = _attr(_find(ivl, "low"), "value")
+    high = _attr(_find(ivl, "high"), "value")
+    if low and high:
+        return f"{low}-{high}"
+    if low:
+        return f">{low}"
+    return f"<{high}" if high else None
+
+
+def _reference_range(obs: Element) -> str | None:
+    for rng in _findall(obs, "referenceRange/observationRange"):
+        value = _find(rng, "value")
+        found = _interval(value) if value is not None else None
+        if found := found or _squash(_text(_find(rng, "text"))):
+            return found
+    return None
