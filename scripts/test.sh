@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Run Carnet's whole test suite with the real services it needs: an Elasticsearch node
+# and an S3-compatible server started by the project's own scripts, stopped on exit.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+export CARNET_TEST_ES_URL=${CARNET_TEST_ES_URL:-http://127.0.0.1:9200}
+export AWS_ENDPOINT_URL=${AWS_ENDPOINT_URL:-http://127.0.0.1:9000}
+export AWS_ACCESS_KEY_ID=${AWS_ACCESS_KEY_ID:-carnet-test}
+export AWS_SECRET_ACCESS_KEY=${AWS_SECRET_ACCESS_KEY:-carnet-test-secret}
+export AWS_DEFAULT_REGION=${AWS_DEFAULT_REGION:-us-east-1}
+# tesseract's OpenMP threads fight each other on small machines: one thread per process.
+export OMP_THREAD_LIMIT=1
+
+started=()
+cleanup() {
+  for svc in "${started[@]:-}"; do
+    [ -n "$svc" ] && "scripts/$svc.sh" stop >/dev/null 2>&1 || true
+  done
+}
+trap cleanup EXIT
+
+if [ "${CARNET_SKIP_SERVICES:-}" != "1" ]; then
+  for svc in elasticsearch s3; do
+    if [ -x "scripts/$svc.sh" ]; then
+      if ! "scripts/$svc.sh" status >/dev/null 2>&1; then
+        "scripts/$svc.sh" start
+        started+=("$svc")
+      fi
+    fi
+  done
+fi
+
+.venv/bin/python -m pytest "$@"
