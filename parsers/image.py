@@ -1,0 +1,71 @@
+"""Scanned documents sent as images (PNG, JPEG, TIFF): every page OCR'd.
+
+A multi-page TIFF is one document whose frames are its pages. An image that Pillow
+cannot decode raises ``ParserError``; a blank page is not an error (it yields little or
+no text, which later checks reject).
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+
+from PIL import Image, ImageSequence, UnidentifiedImageError
+
+from parsers.ocr import OcrPage, TesseractOcr
+from pipeline.errors import CarnetError, ParserError
+from pipeline.model import Format, ParsedDocument
+
+log = logging.getLogger(__name__)
+
+_MAGIC = (
+    b"\x89PNG\r\n\x1a\n",  # PNG
+    b"\xff\xd8\xff",  # JPEG (SOI + first marker)
+    b"II*\x00",  # TIFF, little-endian
+    b"MM\x00*",  # TIFF, big-endian
+)
+
+
+class ImageParser:
+    """OCRs every page (frame) of a PNG, JPEG or TIFF scan."""
+
+    name = "image"
+
+    def __init__(self, *, ocr: TesseractOcr) -> None:
+        self.ocr = ocr
+
+    def score(self, head: bytes) -> int:
+        return 100 if head.startswith(_MAGIC) else 0
+
+    def parse(self, data: bytes, *, source: str) -> list[ParsedDocument]:
+        reads: list[OcrPage] = []
+        try:
+            with Image.open(io.BytesIO(data)) as image:
+                for number, frame in enumerate(ImageSequence.Iterator(image), start=1):
+                    frame.load()  # decode now so a corrupt frame fails here, not in OCR
+                    reads.append(self.ocr.read(frame, source=f"{source} page {number}"))
+        except CarnetError:
+            raise
+        except (
+            UnidentifiedImageError,
+            OSError,
+            SyntaxError,
+            ValueError,
+            EOFError,
+            Image.DecompressionBombError,
+        ) as exc:  # Pillow's ways of saying "corrupt"
+            raise ParserError(f"unreadable image: {exc}", source=source) from exc
+        if not reads:
+            raise ParserError("image has no frames", source=source)
+        log.debug("%s: %d pages OCR'd", source, len(reads))
+        return [
+            ParsedDocument(
+                source=source,
+                format=Format.IMAGE,
+                text="\n\n".join(read.text for read in reads if read.text),
+                content=data,
+                page_count=len(reads),
+                ocr_pages=len(reads),
+                ocr_confidence=sum(read.confidence for read in reads) / len(reads),
+            )
+        ]

@@ -1,0 +1,175 @@
+"""PDF documents: the text layer read with pypdf, OCR only for pages without text.
+
+A page whose text layer has at least ``min_text_chars_per_page`` non-space characters
+is never OCR'd; other pages have their embedded images OCR'd (a page without images is
+blank). Password-protected files raise ``EncryptedDocumentError``, unreadable or
+truncated ones ``ParserError``. ``extract_pdf_text`` reads only the text layer, for PDFs
+embedded in HL7 or CDA documents.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+from dataclasses import dataclass, field
+
+from pypdf import PageObject, PasswordType, PdfReader
+
+from parsers.ocr import OcrPage, TesseractOcr
+from pipeline.errors import CarnetError, EncryptedDocumentError, ParserError
+from pipeline.model import Format, ParsedDocument, Problem, Reason
+
+log = logging.getLogger(__name__)
+
+PDF_MAGIC = b"%PDF-"
+# Producers and transports sometimes prepend whitespace or a few junk bytes; readers
+# accept the header anywhere in the first 1024 bytes.
+_HEADER_WINDOW = 1024
+# Images smaller than this (bullets, rules, logos' slivers) hold no readable text.
+_MIN_OCR_IMAGE_SIDE = 16
+# Placeholder titles set by PDF generators, not by the author.
+_PLACEHOLDER_TITLES = frozenset({"untitled", "sans titre", "document"})
+
+
+class PdfParser:
+    """Reads PDFs; OCRs only the pages that have no usable text layer."""
+
+    name = "pdf"
+
+    def __init__(self, *, ocr: TesseractOcr, min_text_chars_per_page: int = 20) -> None:
+        self.ocr = ocr
+        self.min_text_chars_per_page = min_text_chars_per_page
+
+    def score(self, head: bytes) -> int:
+        position = head.find(PDF_MAGIC, 0, _HEADER_WINDOW + len(PDF_MAGIC))
+        if position < 0:
+            return 0
+        return 100 if position == 0 or not head[:position].strip() else 80
+
+    def parse(self, data: bytes, *, source: str) -> list[ParsedDocument]:
+        reader = _open(data, source)
+        try:
+            pages = [
+                self._read_page(page, number, source) for number, page in enumerate(reader.pages, start=1)
+            ]
+            title = _title(reader)
+        except CarnetError:
+            raise
+        except Exception as exc:  # pypdf raises many types on malformed files
+            raise ParserError(f"unreadable PDF: {exc}", source=source) from exc
+        ocr_read = [page for page in pages if page.ocr is not None]
+        confidences = [page.ocr.confidence for page in ocr_read if page.ocr is not None]
+        warnings = tuple(problem for page in pages for problem in page.problems)
+        log.debug("%s: %d pages, %d OCR'd", source, len(pages), len(ocr_read))
+        return [
+            ParsedDocument(
+                source=source,
+                format=Format.PDF,
+                text="\n\n".join(page.text for page in pages if page.text),
+                title=title,
+                content=data,
+                page_count=len(pages),
+                ocr_pages=len(ocr_read),
+                ocr_confidence=sum(confidences) / len(confidences) if confidences else None,
+                warnings=warnings,
+            )
+        ]
+
+    def _read_page(self, page: PageObject, number: int, source: str) -> _PageText:
+        text = _clean(page.extract_text())
+        if _visible_chars(text) >= self.min_text_chars_per_page:
+            return _PageText(text=text)
+        result = _PageText(text=text)
+        reads: list[OcrPage] = []
+        for image_file in page.images:
+            try:
+                image = image_file.image
+            except CarnetError:
+                raise
+            except Exception as exc:  # an undecodable image codec: say so, keep the rest
+                log.warning("%s page %d: cannot decode image %s: %s", source, number, image_file.name, exc)
+                result.problems.append(
+                    Problem(
+                        code=Reason.UNREADABLE_SCAN,
+                        message=f"page {number}: image {image_file.name} cannot be decoded",
+                        blocking=False,
+                    )
+                )
+                continue
+            if image is None or min(image.size) < _MIN_OCR_IMAGE_SIDE:
+                continue
+            reads.append(self.ocr.read(image, source=f"{source} page {number}"))
+        if not reads:
+            return result  # blank page, or only tiny decorations
+        ocr_text = "\n\n".join(read.text for read in reads if read.text)
+        result.text = "\n".join(part for part in (text, ocr_text) if part)
+        result.ocr = _merge(reads)
+        return result
+
+
+@dataclass
+class _PageText:
+    text: str
+    ocr: OcrPage | None = None  # set when the page was OCR'd
+    problems: list[Problem] = field(default_factory=list)
+
+
+def extract_pdf_text(data: bytes, *, source: str | None = None) -> str:
+    """The text layer of a PDF (no OCR), pages separated by a blank line."""
+    reader = _open(data, source)
+    try:
+        texts = [_clean(page.extract_text()) for page in reader.pages]
+    except Exception as exc:  # pypdf raises many types on malformed files
+        raise ParserError(f"unreadable PDF: {exc}", source=source) from exc
+    return "\n\n".join(text for text in texts if text)
+
+
+def _open(data: bytes, source: str | None) -> PdfReader:
+    """A reader on ``data``, decrypted with the empty password when that is enough."""
+    start = data.find(PDF_MAGIC, 0, _HEADER_WINDOW + len(PDF_MAGIC))
+    if start < 0:
+        raise ParserError("not a PDF: no %PDF- header", source=source)
+    # Object offsets count from the header, so junk before it would shift them all.
+    data = data[start:]
+    # A file cut short in transfer loses its end-of-file marker; pypdf would try to
+    # rebuild it and might return part of the document as if it were whole.
+    if b"%%EOF" not in data[-_HEADER_WINDOW:]:
+        raise ParserError("truncated PDF: no %%EOF marker at the end", source=source)
+    try:
+        reader = PdfReader(io.BytesIO(data))
+        if reader.is_encrypted and reader.decrypt("") == PasswordType.NOT_DECRYPTED:
+            raise EncryptedDocumentError("PDF is protected by a password", source=source)
+    except CarnetError:
+        raise
+    except Exception as exc:  # pypdf raises many types on malformed files
+        raise ParserError(f"unreadable PDF: {exc}", source=source) from exc
+    return reader
+
+
+def _title(reader: PdfReader) -> str | None:
+    metadata = reader.metadata
+    title = metadata.title if metadata is not None else None
+    if not isinstance(title, str):
+        return None
+    title = " ".join(title.split())
+    return title if title and title.lower() not in _PLACEHOLDER_TITLES else None
+
+
+def _clean(text: str) -> str:
+    # Trailing spaces and NULs are layout noise from extract_text.
+    return "\n".join(line.rstrip() for line in text.replace("\x00", "").splitlines()).strip()
+
+
+def _visible_chars(text: str) -> int:
+    return sum(1 for char in text if not char.isspace())
+
+
+def _merge(reads: list[OcrPage]) -> OcrPage:
+    """One page's OCR from several images: confidence weighted by words read."""
+    words = sum(read.word_count for read in reads)
+    confidence = sum(read.confidence * read.word_count for read in reads) / words if words else 0.0
+    text = "\n\n".join(read.text for read in reads if read.text)
+    return OcrPage(text=text, confidence=confidence, word_count=words)
+
+
+__all__ = ["PdfParser", "extract_pdf_text"]
