@@ -33,7 +33,7 @@ ROOT_OPEN = (
 
 
 def patient(ids: str, family: str, given: str, birth: str, sex: str, birth_name: str | None = None) -> str:
-    families = f'<family qualifier="BR">{birth_name}</family><family qualifier="SP">{family}</family>'
+    families = f'<family qualifier="SP">{family}</family><family qualifier="BR">{birth_name}</family>'
     return f"""  <recordTarget>
     <patientRole>
 {ids}
@@ -473,9 +473,9 @@ SAMPLES = {
 }
 
 
-def main() -> None:
+def main(out: Path = HERE) -> None:
     for name, build in SAMPLES.items():
-        (HERE / name).write_text(build(), encoding="utf-8")
+        (out / name).write_text(build(), encoding="utf-8")
         print(f"wrote {name}")
 
 

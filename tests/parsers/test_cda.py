@@ -1,0 +1,509 @@
+"""The CDA R2 parser on the synthetic samples of ``tests/samples/cda`` (see make_samples.py)."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import importlib.util
+import io
+import re
+from pathlib import Path
+
+import pytest
+from pypdf import PdfWriter
+
+from parsers.base import SNIFF_BYTES, Parser
+from parsers.cda import CdaParser, parse_ts
+from pipeline.errors import EncryptedDocumentError, ParserError
+from pipeline.model import (
+    Format,
+    LabResult,
+    ParsedDocument,
+    PatientDemographics,
+    PatientIdentifier,
+    Reason,
+    Visibility,
+)
+
+CDA = Path(__file__).parents[1] / "samples" / "cda"
+INS_OID = "1.2.250.1.213.1.4.8"
+LOINC = "2.16.840.1.113883.6.1"
+CET = dt.timezone(dt.timedelta(hours=1))
+
+CR_IMG_TEXT = "\n".join(
+    [
+        "Demande d'examen",
+        "Toux persistante depuis trois semaines.",
+        "Technique",
+        "Radiographie thoracique de face et de profil,",
+        "en inspiration.",
+        "Résultat",
+        "Pas d'opacité parenchymateuse.",
+        "Cul-de-sac pleuraux libres. Silhouette cardiaque normale.",
+        "Conclusion",
+        "Radiographie thoracique normale.",
+    ]
+)
+
+
+def sample(name: str) -> bytes:
+    return (CDA / name).read_bytes()
+
+
+def parse_one(data: bytes, source: str = "test.xml") -> ParsedDocument:
+    docs = CdaParser().parse(data, source=source)
+    assert len(docs) == 1
+    return docs[0]
+
+
+def score(data: bytes) -> int:
+    return CdaParser().score(data[:SNIFF_BYTES])
+
+
+def ins_key_ok(ins: str) -> bool:
+    nir = int(ins[:13].upper().replace("2A", "19").replace("2B", "18"))
+    return int(ins[13:]) == 97 - nir % 97
+
+
+def with_body(text_element: str) -> bytes:
+    """The PDF sample with its ``nonXMLBody/text`` replaced."""
+    data = sample("cr-pdf.xml").decode()
+    return re.sub(r"<text mediaType.*?</text>", text_element, data, flags=re.S).encode()
+
+
+# --- sniffing ----------------------------------------------------------------------------
+
+
+def test_is_a_parser() -> None:
+    assert isinstance(CdaParser(), Parser)
+    assert CdaParser().name == "cda"
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "cr-bio.xml",
+        "cr-bio-v2.xml",
+        "cr-img.xml",  # stylesheet PI and comment before the root
+        "cr-pdf.xml",
+        "cr-masque-ps.xml",  # prefixed namespace
+        "cr-ipp-only.xml",
+        "malformed.xml",  # the root is a CDA: parse, not sniffing, rejects it
+        "xxe.xml",  # DOCTYPE before the root
+        "billion-laughs.xml",
+    ],
+)
+def test_scores_clinical_documents(name: str) -> None:
+    assert score(sample(name)) == 100
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        b"\xef\xbb\xbf  \n<?xml version='1.0'?><!-- a\n comment --><ClinicalDocument xmlns='urn:hl7-org:v3'>",
+        b"<v3:ClinicalDocument xmlns:xsi='x' xmlns:v3=\"urn:hl7-org:v3\"\n>",
+        '<?xml version="1.0" encoding="UTF-16"?><ClinicalDocument xmlns="urn:hl7-org:v3">'.encode("utf-16"),
+    ],
+)
+def test_scores_variants_of_the_prolog(head: bytes) -> None:
+    assert score(head) == 100
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        b"",
+        b"%PDF-1.7\n",
+        b"MSH|^~\\&|LAB|FAC|CARNET|DMP|20240312||ORU^R01|1|P|2.5\r",
+        b'<?xml version="1.0"?><Bundle xmlns="http://hl7.org/fhir"/>',
+        b'<?xml version="1.0"?><ClinicalDocument/>',  # no HL7 v3 namespace
+        b'<ClinicalDocument xmlns="urn:hl7-org:v2"/>',
+        b'<v3:ClinicalDocument xmlns="urn:hl7-org:v3" xmlns:v3="urn:other"/>',
+        b'<ClinicalDocumentX xmlns="urn:hl7-org:v3"/>',
+        b'<root><ClinicalDocument xmlns="urn:hl7-org:v3"/></root>',
+        b'<!-- <ClinicalDocument xmlns="urn:hl7-org:v3"> --><html/>',
+    ],
+)
+def test_other_content_scores_zero(head: bytes) -> None:
+    assert score(head) == 0
+
+
+def test_non_cda_sample_scores_zero() -> None:
+    assert score(sample("not-cda.xml")) == 0
+
+
+# --- CR-BIO ------------------------------------------------------------------------------
+
+
+def test_cr_bio_header() -> None:
+    data = sample("cr-bio.xml")
+    doc = parse_one(data, "lab/cr-bio.xml")
+
+    assert doc.source == "lab/cr-bio.xml"
+    assert doc.part is None
+    assert doc.format is Format.CDA
+    assert doc.content == data
+    assert doc.patient_ids == (
+        PatientIdentifier(value="284037512345640", authority=INS_OID, kind="INS"),
+        PatientIdentifier(value="IPP000123", authority="1.2.250.1.999.1.1.2", kind="IPP"),
+    )
+    assert ins_key_ok(doc.patient_ids[0].value)
+    # The birth name (qualifier BR) wins over the married name written before it.
+    assert doc.demographics == PatientDemographics(
+        family_name="Martin", given_name="Claire", birth_date=dt.date(1984, 3, 21), sex="F"
+    )
+    assert doc.type_code == "11502-2"
+    assert doc.type_code_system == LOINC
+    assert doc.title == "Compte rendu d'examens de biologie médicale"
+    # The exam (serviceEvent low, 12 March) and not the signature (effectiveTime) is the date.
+    assert doc.document_date == dt.date(2024, 3, 12)
+    assert doc.producer_document_id == "1.2.250.1.999.3^CRBIO-2024-0042"  # the setId
+    assert doc.version == 1
+    assert doc.author_rpps == "10001234567"
+    assert doc.author_name == "Alice Biologiste"
+    assert doc.producer_finess == "750000001"
+    assert doc.producer_name == "Laboratoire Exemple Paris"
+    assert doc.visibility == ()
+    assert doc.page_count == 0
+    assert doc.warnings == ()
+    assert doc.message_type is None
+
+
+def test_cr_bio_narrative_text() -> None:
+    doc = parse_one(sample("cr-bio.xml"))
+    assert doc.text == "\n".join(
+        [
+            "Hématologie",
+            "Hémogramme",
+            "Analyse | Résultat | Unité | Valeurs de référence",
+            "Hémoglobine | 13,2 | g/dL | 12 - 16",
+            "Leucocytes | 11,8 | 10^9/L | 4 - 10",
+            "Hyperleucocytose modérée.",
+            "Biochimie",
+            "Glucose à jeun : 5,4 mmol/L (3,9 - 5,8)",
+            "Aspect du sérum : limpide",
+            "Groupe sanguin : A Rh+",
+            "Validé par le Dr Alice Biologiste.",
+        ]
+    )
+
+
+def test_cr_bio_lab_results() -> None:
+    doc = parse_one(sample("cr-bio.xml"))
+    battery_time = dt.datetime(2024, 3, 12, 8, 15, tzinfo=CET)
+    chemistry_day = dt.datetime(2024, 3, 12)
+    assert doc.results == (
+        LabResult(
+            analyte="Hémoglobine",
+            loinc="718-7",
+            value="13.2",
+            numeric_value=13.2,
+            value_type="NM",
+            unit="g/dL",
+            reference_range="12-16",
+            abnormal_flag="N",
+            observed_at=battery_time,  # from its organizer
+        ),
+        LabResult(
+            analyte="Leucocytes",
+            loinc="6690-2",
+            value="11.8",
+            numeric_value=11.8,
+            value_type="NM",
+            unit="10*9/L",
+            reference_range="4-10",
+            abnormal_flag="H",
+            observed_at=dt.datetime(2024, 3, 12, 8, 20, tzinfo=CET),  # its own time
+        ),
+        LabResult(
+            analyte="Glucose",
+            loinc="2345-7",
+            value="5.4",
+            numeric_value=5.4,
+            value_type="NM",
+            unit="mmol/L",
+            reference_range="3.9-5.8",
+            observed_at=chemistry_day,
+        ),
+        LabResult(
+            analyte="Aspect du sérum",
+            loinc="5767-9",
+            value="Limpide",
+            value_type="ST",
+            observed_at=chemistry_day,
+        ),
+        LabResult(
+            analyte="Groupe sanguin ABO et Rhésus",
+            loinc="882-1",
+            value="A Rh+",
+            value_type="CE",
+            observed_at=chemistry_day,
+        ),
+    )
+
+
+def test_version_2_shares_the_series_of_version_1() -> None:
+    v1 = parse_one(sample("cr-bio.xml"))
+    v2 = parse_one(sample("cr-bio-v2.xml"))
+    assert v2.producer_document_id == v1.producer_document_id
+    assert (v1.version, v2.version) == (1, 2)
+    assert v2.content != v1.content
+    assert v2.results[0].numeric_value == 12.9
+    assert "Hémoglobine | 12,9 | g/dL | 12 - 16" in v2.text
+    assert v2.patient_ids == v1.patient_ids
+
+
+def test_without_set_id_the_document_id_is_used() -> None:
+    data = sample("cr-bio.xml").replace(b'<setId root="1.2.250.1.999.3" extension="CRBIO-2024-0042"/>', b"")
+    assert parse_one(data).producer_document_id == "1.2.250.1.999.2^CRBIO-2024-0042-V1"
+    root_only = data.replace(b' extension="CRBIO-2024-0042-V1"', b"")
+    assert parse_one(root_only).producer_document_id == "1.2.250.1.999.2"
+
+
+# --- CR-IMG ------------------------------------------------------------------------------
+
+
+def test_cr_img() -> None:
+    doc = parse_one(sample("cr-img.xml"))
+    assert doc.patient_ids == (PatientIdentifier(value="172032A04501227", authority=INS_OID, kind="INS"),)
+    assert ins_key_ok(doc.patient_ids[0].value)
+    assert doc.demographics == PatientDemographics(
+        family_name="Santoni", given_name="Paul", birth_date=dt.date(1972, 3, 15), sex="M"
+    )
+    assert (doc.type_code, doc.type_code_system) == ("18748-4", LOINC)
+    assert doc.title == "Compte rendu d'imagerie médicale"
+    # Exam on the 4th, report signed on the 5th: the exam date is the document's date.
+    assert doc.document_date == dt.date(2024, 4, 4)
+    assert doc.producer_document_id == "1.2.250.1.999.4^IMG-77"
+    assert doc.version is None
+    assert (doc.author_rpps, doc.author_name) == ("10009876543", "Marc Radiologue")
+    assert (doc.producer_finess, doc.producer_name) == ("2A0000123", "Cabinet de radiologie Exemple")
+    assert doc.results == ()
+    assert doc.visibility == ()
+    assert doc.text == CR_IMG_TEXT
+
+
+def test_creation_date_when_there_is_no_service_event() -> None:
+    data = re.sub(rb"<documentationOf>.*?</documentationOf>", b"", sample("cr-img.xml"), flags=re.S)
+    assert parse_one(data).document_date == dt.date(2024, 4, 5)
+
+
+def test_no_date_at_all() -> None:
+    data = re.sub(rb"<documentationOf>.*?</documentationOf>", b"", sample("cr-img.xml"), flags=re.S)
+    data = data.replace(b'<effectiveTime value="20240405183000+0200"/>', b"")
+    assert parse_one(data).document_date is None
+
+
+# --- visibility --------------------------------------------------------------------------
+
+
+def test_masque_ps_translation_with_prefixed_namespace() -> None:
+    doc = parse_one(sample("cr-masque-ps.xml"))
+    assert doc.visibility == (Visibility.MASQUE_PS,)
+    # The prefixed document reads exactly like its default-namespace twin.
+    assert doc.producer_document_id == "1.2.250.1.999.4^IMG-78"
+    assert doc.text == CR_IMG_TEXT
+    assert doc.patient_ids[0].value == "172032A04501227"
+    assert doc.author_rpps == "10009876543"
+
+
+@pytest.mark.parametrize(
+    ("confidentiality", "expected"),
+    [
+        (b'<confidentialityCode code="R" codeSystem="2.16.840.1.113883.5.25"/>', ()),
+        (b'<confidentialityCode code="V" codeSystem="2.16.840.1.113883.5.25"/>', ()),
+        (b'<confidentialityCode code="INVISIBLE_PATIENT"/>', (Visibility.INVISIBLE_PATIENT,)),
+        (
+            b'<confidentialityCode code="R"><translation code="INVISIBLE_REPRESENTANTS_LEGAUX"/>'
+            b'<translation code="INVISIBLE_PATIENT"/></confidentialityCode>',
+            (Visibility.INVISIBLE_PATIENT, Visibility.INVISIBLE_REPRESENTANTS_LEGAUX),
+        ),
+    ],
+)
+def test_confidentiality_codes(confidentiality: bytes, expected: tuple[Visibility, ...]) -> None:
+    normal = b'<confidentialityCode code="N" codeSystem="2.16.840.1.113883.5.25"/>'
+    data = sample("cr-img.xml")
+    assert normal in data
+    assert parse_one(data.replace(normal, confidentiality)).visibility == expected
+
+
+# --- identity ----------------------------------------------------------------------------
+
+
+def test_ipp_only() -> None:
+    doc = parse_one(sample("cr-ipp-only.xml"))
+    assert doc.patient_ids == (
+        PatientIdentifier(value="IPP000123", authority="1.2.250.1.999.1.1.2", kind="IPP"),
+    )
+    assert doc.producer_document_id == "1.2.250.1.999.2^IPP-1"
+    assert doc.version is None
+    assert len(doc.results) == 5
+
+
+def test_ids_without_extension_are_skipped() -> None:
+    data = sample("cr-img.xml").replace(
+        b'<id root="1.2.250.1.213.1.4.8" extension="172032A04501227"/>',
+        b'<id nullFlavor="UNK"/><id root="1.2.250.1.999.7" extension="D-1"/>',
+    )
+    assert parse_one(data).patient_ids == (
+        PatientIdentifier(value="D-1", authority="1.2.250.1.999.7", kind=None),
+    )
+
+
+def test_author_without_rpps() -> None:
+    data = sample("cr-img.xml").replace(
+        b'<id root="1.2.250.1.71.4.2.1" extension="810009876543"/>',
+        b'<id root="1.2.250.1.71.4.2.1" extension="012345678"/>',  # an ADELI number
+    )
+    doc = parse_one(data)
+    assert (doc.author_rpps, doc.author_name) == (None, "Marc Radiologue")
+
+
+def test_custodian_finess_when_the_author_has_none() -> None:
+    data = sample("cr-bio.xml").replace(
+        b'<id root="1.2.250.1.71.4.2.2" extension="1750000001"/>\n        <name>Laboratoire',
+        b"<name>Laboratoire",
+        1,
+    )
+    data = data.replace(b"1750000001", b"1750000099")
+    doc = parse_one(data)
+    assert (doc.producer_finess, doc.producer_name) == ("750000099", "Laboratoire Exemple Paris")
+
+
+# --- embedded PDF ------------------------------------------------------------------------
+
+
+def test_non_xml_body_pdf() -> None:
+    doc = parse_one(sample("cr-pdf.xml"))
+    assert doc.text == "\n".join(
+        [
+            "Laboratoire Exemple Lyon",
+            "Compte rendu de biologie medicale",
+            "Patient : DURAND Henri",
+            "Hemoglobine glyquee HbA1c : 6,9 %",
+        ]
+    )
+    assert doc.page_count == 1
+    assert doc.title == "CR d'examens biologiques"  # no <title>: code/@displayName
+    assert doc.document_date == dt.date(2024, 2, 20)
+    assert doc.patient_ids == (PatientIdentifier(value="155086912332145", authority=INS_OID, kind="INS"),)
+    assert ins_key_ok(doc.patient_ids[0].value)
+    assert (doc.author_rpps, doc.producer_finess) == ("10005555555", "690000002")
+    assert doc.producer_document_id == "1.2.250.1.999.5^PDF-9"
+    assert doc.results == ()
+
+
+def test_non_xml_body_plain_text() -> None:
+    body = base64.b64encode("Première ligne\n\n  seconde   ligne ".encode()).decode()
+    doc = parse_one(with_body(f'<text mediaType="text/plain" representation="B64">{body}</text>'))
+    assert doc.text == "Première ligne\nseconde ligne"
+    assert doc.warnings == ()
+
+
+def test_non_xml_body_of_another_type_warns() -> None:
+    doc = parse_one(with_body('<text mediaType="image/jpeg" representation="B64">/9j/</text>'))
+    assert doc.text == ""
+    assert [(w.code, w.blocking) for w in doc.warnings] == [(Reason.UNSUPPORTED_FORMAT, False)]
+
+
+def test_non_xml_body_bad_base64() -> None:
+    data = with_body('<text mediaType="application/pdf" representation="B64">#!not base64</text>')
+    with pytest.raises(ParserError, match="base64") as info:
+        parse_one(data)
+    assert info.value.__cause__ is not None
+
+
+def test_non_xml_body_broken_pdf() -> None:
+    body = base64.b64encode(b"%PDF-1.4\nthis is not a PDF").decode()
+    data = with_body(f'<text mediaType="application/pdf" representation="B64">{body}</text>')
+    with pytest.raises(ParserError, match="embedded PDF") as info:
+        parse_one(data, "broken.xml")
+    assert info.value.context == {"source": "broken.xml"}
+    assert info.value.__cause__ is not None
+
+
+def test_non_xml_body_encrypted_pdf() -> None:
+    writer = PdfWriter()
+    writer.add_blank_page(width=200, height=200)
+    writer.encrypt(user_password="secret", owner_password="owner")
+    out = io.BytesIO()
+    writer.write(out)
+    body = base64.b64encode(out.getvalue()).decode()
+    data = with_body(f'<text mediaType="application/pdf" representation="B64">{body}</text>')
+    with pytest.raises(EncryptedDocumentError):
+        parse_one(data)
+
+
+# --- bad input ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "match"),
+    [
+        ("malformed.xml", "mismatched tag"),
+        ("not-cda.xml", "not a CDA ClinicalDocument"),
+        ("xxe.xml", "DTDForbidden"),
+        ("billion-laughs.xml", "DTDForbidden"),
+    ],
+)
+def test_bad_inputs_raise_parser_error(name: str, match: str) -> None:
+    with pytest.raises(ParserError, match=match) as info:
+        CdaParser().parse(sample(name), source=name)
+    assert info.value.context == {"source": name}
+    assert info.value.__cause__ is not None or name == "not-cda.xml"
+    assert "root:" not in str(info.value)  # /etc/passwd was not read
+
+
+def test_entities_without_external_reference_are_refused() -> None:
+    data = (
+        b'<?xml version="1.0"?><!DOCTYPE ClinicalDocument [<!ENTITY x "expanded">]>'
+        b'<ClinicalDocument xmlns="urn:hl7-org:v3"><title>&x;</title></ClinicalDocument>'
+    )
+    with pytest.raises(ParserError):
+        parse_one(data)
+
+
+def test_minimal_document() -> None:
+    doc = parse_one(b'<ClinicalDocument xmlns="urn:hl7-org:v3"/>')
+    assert doc.model_dump(exclude={"source", "content", "format"}) == ParsedDocument(
+        source="x", format=Format.CDA
+    ).model_dump(exclude={"source", "content", "format"})
+
+
+# --- timestamps --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("20240312", dt.datetime(2024, 3, 12)),
+        ("202403120815", dt.datetime(2024, 3, 12, 8, 15)),
+        (
+            "20240312081530.123-0430",
+            dt.datetime(2024, 3, 12, 8, 15, 30, tzinfo=dt.timezone(-dt.timedelta(hours=4, minutes=30))),
+        ),
+        ("20240312081530+0100", dt.datetime(2024, 3, 12, 8, 15, 30, tzinfo=CET)),
+        ("202403", None),  # less precise than a day
+        ("20241345", None),
+        ("2024-03-12", None),
+        ("", None),
+        (None, None),
+    ],
+)
+def test_parse_ts(value: str | None, expected: dt.datetime | None) -> None:
+    assert parse_ts(value) == expected
+
+
+# --- samples -----------------------------------------------------------------------------
+
+
+def test_samples_match_their_generator(tmp_path: Path) -> None:
+    spec = importlib.util.spec_from_file_location("make_cda_samples", CDA / "make_samples.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    module.main(tmp_path)
+    written = sorted(p.name for p in tmp_path.iterdir())
+    assert written == sorted(p.name for p in CDA.glob("*.xml"))
+    for name in written:
+        assert (tmp_path / name).read_bytes() == (CDA / name).read_bytes(), name
