@@ -26,7 +26,6 @@ from __future__ import annotations
 import base64
 import binascii
 import datetime as dt
-import io
 import logging
 import re
 from collections.abc import Iterator
@@ -35,7 +34,7 @@ from xml.etree.ElementTree import Element, ParseError
 import defusedxml.ElementTree as safe_etree
 from defusedxml import DefusedXmlException
 
-from pipeline.errors import EncryptedDocumentError, ParserError
+from pipeline.errors import ParserError
 from pipeline.model import (
     Format,
     LabResult,
@@ -108,7 +107,7 @@ def _parse_xml(data: bytes, source: str) -> Element:
 
 def _read_document(root: Element, data: bytes, source: str) -> ParsedDocument:
     warnings: list[Problem] = []
-    text, page_count = _body_text(root, source, warnings)
+    text = _body_text(root, source, warnings)
     code = _find(root, "code")
     rpps, author_name = _author(root)
     finess, producer_name = _producer(root)
@@ -132,7 +131,6 @@ def _read_document(root: Element, data: bytes, source: str) -> ParsedDocument:
         version=int(version) if version and version.isdigit() else None,
         results=tuple(_results(root)),
         visibility=_visibility(root),
-        page_count=page_count,
         warnings=tuple(warnings),
     )
 
@@ -292,15 +290,15 @@ def _visibility(root: Element) -> tuple[Visibility, ...]:
 # --- body --------------------------------------------------------------------------------
 
 
-def _body_text(root: Element, source: str, warnings: list[Problem]) -> tuple[str, int]:
-    """The document's text and, for an embedded PDF, its page count."""
+def _body_text(root: Element, source: str, warnings: list[Problem]) -> str:
+    """The document's text: the sections' narrative, or what the nonXMLBody holds."""
     body = _find(root, "component/nonXMLBody/text")
     if body is not None:
         return _non_xml_text(body, source, warnings)
     lines: list[str] = []
     for section in _findall(root, "component/structuredBody/component/section"):
         lines.extend(_section_lines(section))
-    return "\n".join(lines), 0
+    return "\n".join(lines)
 
 
 def _section_lines(section: Element) -> list[str]:
@@ -355,7 +353,7 @@ def _narrative_lines(elem: Element) -> list[str]:
     return lines
 
 
-def _non_xml_text(body: Element, source: str, warnings: list[Problem]) -> tuple[str, int]:
+def _non_xml_text(body: Element, source: str, warnings: list[Problem]) -> str:
     media = (_attr(body, "mediaType") or "text/plain").lower()
     raw = _text(body)
     if _attr(body, "representation") == "B64":
@@ -369,7 +367,7 @@ def _non_xml_text(body: Element, source: str, warnings: list[Problem]) -> tuple[
         return _pdf_text(payload, source)
     if media == "text/plain":
         lines = (_squash(line) for line in payload.decode("utf-8", errors="replace").splitlines())
-        return "\n".join(line for line in lines if line), 0
+        return "\n".join(line for line in lines if line)
     warnings.append(
         Problem(
             code=Reason.UNSUPPORTED_FORMAT,
@@ -377,23 +375,15 @@ def _non_xml_text(body: Element, source: str, warnings: list[Problem]) -> tuple[
             blocking=False,
         )
     )
-    return "", 0
+    return ""
 
 
-def _pdf_text(payload: bytes, source: str) -> tuple[str, int]:
-    """Text layer of an embedded PDF (no OCR here: the CDA parser is built without one)."""
-    from pypdf import PdfReader
+def _pdf_text(payload: bytes, source: str) -> str:
+    """Text layer of an embedded PDF: no OCR here, the CDA parser is built without an engine."""
+    from parsers.pdf import extract_pdf_text  # pypdf is loaded only for CDAs that embed a PDF
 
-    try:
-        reader = PdfReader(io.BytesIO(payload))
-        encrypted = reader.is_encrypted and not reader.decrypt("")
-        pages = [] if encrypted else [page.extract_text() or "" for page in reader.pages]
-    except Exception as exc:  # pypdf raises many types on broken files: this is the boundary
-        raise ParserError(f"embedded PDF is unreadable: {exc}", source=source) from exc
-    if encrypted:
-        raise EncryptedDocumentError("embedded PDF is password-protected", source=source)
-    lines = (_squash(line) for page in pages for line in page.splitlines())
-    return "\n".join(line for line in lines if line), len(pages)
+    lines = (_squash(line) for line in extract_pdf_text(payload, source=source).splitlines())
+    return "\n".join(line for line in lines if line)
 
 
 # --- lab results -------------------------------------------------------------------------
