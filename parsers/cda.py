@@ -61,7 +61,6 @@ _ID_KINDS = {INS_NIR_OID: "INS"}
 _PROLOG_ITEM = re.compile(r"\s*(?:<\?.*?\?>|<!--.*?-->|<!DOCTYPE[^\[>]*(?:\[.*?\]\s*)?>)", re.S)
 _ROOT_TAG = re.compile(r"\s*<(?:([A-Za-z_][\w.-]*):)?ClinicalDocument(?=[\s/>])([^>]*)")
 _TS = re.compile(r"(\d{4})(\d{2})(\d{2})(?:(\d{2})(\d{2})?(\d{2})?(?:\.\d+)?)?([+-]\d{4})?")
-_VISIBILITY = {v.value: v for v in Visibility}
 
 
 class CdaParser:
@@ -74,8 +73,12 @@ class CdaParser:
         return 100 if _is_clinical_document(head) else 0
 
     def parse(self, data: bytes, *, source: str) -> list[ParsedDocument]:
-        root = _parse_xml(data, source)
-        return [_read_document(root, data, source)]
+        doc = _read_document(_parse_xml(data, source), data, source)
+        log.debug(
+            "CDA %s: type %s, %d patient ids, %d results, %d text chars",
+            source, doc.type_code, len(doc.patient_ids), len(doc.results), len(doc.text),
+        )  # fmt: skip
+        return [doc]
 
 
 def _is_clinical_document(head: bytes) -> bool:
