@@ -1,0 +1,178 @@
+"""Who may see which of a patient's documents: the confidentiality rules, enforced below
+the API (the decision becomes filters of the index query itself).
+
+| asker                         | may see                                   | never sees                              |
+|-------------------------------|-------------------------------------------|-----------------------------------------|
+| the patient                   | all their documents                       | INVISIBLE_PATIENT (until released)      |
+| professional, authorised      | the patient's documents                   | MASQUE_PS; nothing at all if blocked    |
+| professional, break-the-glass | the patient's documents, time-limited     | MASQUE_PS; nothing at all if blocked    |
+| professional, otherwise       | nothing                                   |                                         |
+| caregiver (aidant)            | delegated classes (or all) until revoked  | INVISIBLE_PATIENT                       |
+| legal representative          | a minor's documents until they turn 18    | INVISIBLE_REPRESENTANTS_LEGAUX,         |
+|                               |                                           | INVISIBLE_PATIENT                       |
+
+Grants, blocks, delegations, representatives and break-the-glass openings are kept in a
+small SQLite database; every change and every access is written to the audit log.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import sqlite3
+import threading
+from enum import StrEnum
+from pathlib import Path
+
+from pipeline.model import DocClass, Frozen, Visibility
+
+BREAK_GLASS_DURATION = dt.timedelta(hours=4)
+MAJORITY_AGE = 18
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS authorisations (
+    patient_id TEXT NOT NULL, rpps TEXT NOT NULL, granted_at TEXT NOT NULL, revoked_at TEXT,
+    PRIMARY KEY (patient_id, rpps));
+CREATE TABLE IF NOT EXISTS blocks (
+    patient_id TEXT NOT NULL, rpps TEXT NOT NULL, blocked_at TEXT NOT NULL,
+    PRIMARY KEY (patient_id, rpps));
+CREATE TABLE IF NOT EXISTS delegations (
+    patient_id TEXT NOT NULL, caregiver_id TEXT NOT NULL, classes TEXT,
+    granted_at TEXT NOT NULL, revoked_at TEXT, PRIMARY KEY (patient_id, caregiver_id));
+CREATE TABLE IF NOT EXISTS representatives (
+    patient_id TEXT NOT NULL, person_id TEXT NOT NULL, patient_birth_date TEXT NOT NULL,
+    PRIMARY KEY (patient_id, person_id));
+CREATE TABLE IF NOT EXISTS break_glass (
+    patient_id TEXT NOT NULL, rpps TEXT NOT NULL, reason TEXT NOT NULL,
+    opened_at TEXT NOT NULL, expires_at TEXT NOT NULL);
+"""
+
+
+class Role(StrEnum):
+    PATIENT = "patient"
+    PROFESSIONAL = "professional"
+    CAREGIVER = "caregiver"
+    REPRESENTATIVE = "representative"
+
+
+class Principal(Frozen):
+    """Who is asking, as the portal's signed token says."""
+
+    role: Role
+    subject: str  # INS for a patient, RPPS for a professional, person id otherwise
+    name: str | None = None
+
+
+class AccessDecision(Frozen):
+    allowed: bool
+    via: str  # owner, authorisation, break_glass, delegation, representative, or why not
+    exclude_visibility: tuple[Visibility, ...] = ()
+    allowed_classes: tuple[DocClass, ...] | None = None
+
+
+def _age_on(birth: dt.date, day: dt.date) -> int:
+    return day.year - birth.year - ((day.month, day.day) < (birth.month, birth.day))
+
+
+class AccessRules:
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._conn = sqlite3.connect(path, check_same_thread=False, timeout=30)
+        self._lock = threading.Lock()
+        with self._lock:
+            self._conn.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def _write(self, sql: str, args: tuple[object, ...]) -> int:
+        with self._lock, self._conn:
+            return self._conn.execute(sql, args).rowcount
+
+    # -- what the patient manages ------------------------------------------------------------
+
+    def authorise(self, patient_id: str, rpps: str, now: dt.datetime) -> None:
+        self._write("INSERT OR REPLACE INTO authorisations VALUES (?,?,?,NULL)",
+                    (patient_id, rpps, now.isoformat()))
+
+    def revoke_authorisation(self, patient_id: str, rpps: str, now: dt.datetime) -> bool:
+        return self._write("UPDATE authorisations SET revoked_at=? WHERE patient_id=? AND rpps=? "
+                           "AND revoked_at IS NULL", (now.isoformat(), patient_id, rpps)) > 0
+
+    def block(self, patient_id: str, rpps: str, now: dt.datetime) -> None:
+        self._write("INSERT OR REPLACE INTO blocks VALUES (?,?,?)", (patient_id, rpps, now.isoformat()))
+
+    def unblock(self, patient_id: str, rpps: str) -> bool:
+        return self._write("DELETE FROM blocks WHERE patient_id=? AND rpps=?", (patient_id, rpps)) > 0
+
+    def delegate(self, patient_id: str, caregiver_id: str, classes: tuple[DocClass, ...] | None,
+                 now: dt.datetime) -> None:
+        self._write("INSERT OR REPLACE INTO delegations VALUES (?,?,?,?,NULL)",
+                    (patient_id, caregiver_id,
+                     json.dumps([c.value for c in classes]) if classes is not None else None,
+                     now.isoformat()))
+
+    def revoke_delegation(self, patient_id: str, caregiver_id: str, now: dt.datetime) -> bool:
+        return self._write("UPDATE delegations SET revoked_at=? WHERE patient_id=? AND caregiver_id=? "
+                           "AND revoked_at IS NULL", (now.isoformat(), patient_id, caregiver_id)) > 0
+
+    def add_representative(self, patient_id: str, person_id: str, patient_birth_date: dt.date) -> None:
+        self._write("INSERT OR REPLACE INTO representatives VALUES (?,?,?)",
+                    (patient_id, person_id, patient_birth_date.isoformat()))
+
+    def open_break_glass(self, patient_id: str, rpps: str, reason: str, now: dt.datetime) -> dt.datetime:
+        """Record an emergency access; returns when it expires. The reason is mandatory."""
+        if not reason.strip():
+            raise ValueError("break-the-glass needs a reason")
+        expires = now + BREAK_GLASS_DURATION
+        self._write("INSERT INTO break_glass VALUES (?,?,?,?,?)",
+                    (patient_id, rpps, reason, now.isoformat(), expires.isoformat()))
+        return expires
+
+    def forget_patient(self, patient_id: str) -> None:
+        """Erasure: drop every grant, block, delegation and representative of a patient."""
+        with self._lock, self._conn:
+            for table in ("authorisations", "blocks", "delegations", "representatives", "break_glass"):
+                self._conn.execute(f"DELETE FROM {table} WHERE patient_id=?", (patient_id,))  # noqa: S608
+
+    # -- the decision --------------------------------------------------------------------------
+
+    def _one(self, sql: str, args: tuple[object, ...]) -> tuple[object, ...] | None:
+        row = self._conn.execute(sql, args).fetchone()
+        return tuple(row) if row else None
+
+    def decide(self, who: Principal, patient_id: str, now: dt.datetime) -> AccessDecision:
+        """May ``who`` see ``patient_id``'s record at ``now``, and which documents of it."""
+        if who.role is Role.PATIENT:
+            if who.subject != patient_id:
+                return AccessDecision(allowed=False, via="not_own_record")
+            return AccessDecision(allowed=True, via="owner",
+                                  exclude_visibility=(Visibility.INVISIBLE_PATIENT,))
+        if who.role is Role.PROFESSIONAL:
+            if self._one("SELECT 1 FROM blocks WHERE patient_id=? AND rpps=?", (patient_id, who.subject)):
+                return AccessDecision(allowed=False, via="blocked")
+            hidden = (Visibility.MASQUE_PS,)
+            if self._one("SELECT 1 FROM authorisations WHERE patient_id=? AND rpps=? AND revoked_at IS NULL",
+                         (patient_id, who.subject)):
+                return AccessDecision(allowed=True, via="authorisation", exclude_visibility=hidden)
+            if self._one("SELECT 1 FROM break_glass WHERE patient_id=? AND rpps=? AND opened_at<=? "
+                         "AND expires_at>?", (patient_id, who.subject, now.isoformat(), now.isoformat())):
+                return AccessDecision(allowed=True, via="break_glass", exclude_visibility=hidden)
+            return AccessDecision(allowed=False, via="not_authorised")
+        if who.role is Role.CAREGIVER:
+            row = self._one("SELECT classes FROM delegations WHERE patient_id=? AND caregiver_id=? "
+                            "AND revoked_at IS NULL", (patient_id, who.subject))
+            if row is None:
+                return AccessDecision(allowed=False, via="no_delegation")
+            classes = None if row[0] is None else tuple(DocClass(c) for c in json.loads(str(row[0])))
+            return AccessDecision(allowed=True, via="delegation", allowed_classes=classes,
+                                  exclude_visibility=(Visibility.INVISIBLE_PATIENT,))
+        row = self._one("SELECT patient_birth_date FROM representatives WHERE patient_id=? AND person_id=?",
+                        (patient_id, who.subject))
+        if row is None:
+            return AccessDecision(allowed=False, via="not_representative")
+        # Majority ends the representatives' access by itself: computed, not a batch job.
+        if _age_on(dt.date.fromisoformat(str(row[0])), now.date()) >= MAJORITY_AGE:
+            return AccessDecision(allowed=False, via="patient_of_age")
+        return AccessDecision(allowed=True, via="representative", exclude_visibility=(
+            Visibility.INVISIBLE_REPRESENTANTS_LEGAUX, Visibility.INVISIBLE_PATIENT))
