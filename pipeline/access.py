@@ -1,15 +1,18 @@
 """Who may see which of a patient's documents: the confidentiality rules, enforced below
 the API (the decision becomes filters of the index query itself).
 
-| asker                         | may see                                   | never sees                              |
-|-------------------------------|-------------------------------------------|-----------------------------------------|
-| the patient                   | all their documents                       | INVISIBLE_PATIENT (until released)      |
-| professional, authorised      | the patient's documents                   | MASQUE_PS; nothing at all if blocked    |
-| professional, break-the-glass | the patient's documents, time-limited     | MASQUE_PS; nothing at all if blocked    |
-| professional, otherwise       | nothing                                   |                                         |
-| caregiver (aidant)            | delegated classes (or all) until revoked  | INVISIBLE_PATIENT                       |
-| legal representative          | a minor's documents until they turn 18    | INVISIBLE_REPRESENTANTS_LEGAUX,         |
-|                               |                                           | INVISIBLE_PATIENT                       |
+| asker                    | may see                              | never sees                    |
+|--------------------------|--------------------------------------|-------------------------------|
+| the patient              | all their documents                  | INVISIBLE_PATIENT (until      |
+|                          |                                      | released)                     |
+| professional, authorised | the patient's documents              | MASQUE_PS; nothing if blocked |
+| professional, emergency  | the same, time-limited, audited      | MASQUE_PS; nothing if blocked |
+| (break-the-glass)        |                                      |                               |
+| professional, otherwise  | nothing                              |                               |
+| caregiver (aidant)       | delegated classes (or all) until     | INVISIBLE_PATIENT             |
+|                          | revoked                              |                               |
+| legal representative     | a minor's documents until 18         | INVISIBLE_REPRESENTANTS_      |
+|                          |                                      | LEGAUX, INVISIBLE_PATIENT     |
 
 Grants, blocks, delegations, representatives and break-the-glass openings are kept in a
 small SQLite database; every change and every access is written to the audit log.
