@@ -1,0 +1,426 @@
+"""The embedded index: one SQLite file, a ``documents`` table and an FTS5 table.
+
+``documents`` holds one row per document (the record as JSON plus the columns
+filters need); ``documents_fts`` shares its rowid and holds *analysed* tokens
+(:mod:`pipeline.analysis`) in four columns: ``pat`` (the single token ``p`` + INS),
+``title``, ``meta`` (analytes, LOINC codes, type, producer, author) and ``body``.
+
+Search semantics (the contract tests hold the Elasticsearch backend to the same):
+
+* every query term must match (AND), in the title, meta or body;
+* the last term also matches as a prefix when it has at least
+  ``PREFIX_MIN_CHARS`` characters (type-ahead: ``hémog`` finds ``hémoglobine``);
+* text that holds no searchable word (``*``, ``"``, stop words only) finds nothing;
+  no text (None or blank) lists the patient's documents, newest first;
+* documents without a date are left out by ``since`` / ``until``.
+
+Speed comes from scoping the patient *inside* MATCH (``pat:"p…" AND {…}:(…)``):
+FTS5 then walks the patient's short doclist instead of every match in the index.
+Every term is quoted, so user text never reaches FTS5 query syntax, and rows are
+joined back to ``documents`` on ``patient_id`` as well, so no read can return
+another patient's document.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import sqlite3
+import threading
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+from pipeline.analysis import analyze, analyze_query, highlight
+from pipeline.errors import BackendUnavailable
+from pipeline.index.base import ExistingVersion, IndexFailure
+from pipeline.model import (
+    DocClass,
+    DocumentRecord,
+    SearchHit,
+    SearchQuery,
+    SearchResult,
+    Visibility,
+)
+
+log = logging.getLogger(__name__)
+
+PREFIX_MIN_CHARS = 3
+_VISIBILITY_BITS = {flag: 1 << i for i, flag in enumerate(Visibility)}
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS documents (
+    id INTEGER PRIMARY KEY,
+    doc_id TEXT NOT NULL UNIQUE,
+    patient_id TEXT NOT NULL,
+    series_id TEXT NOT NULL,
+    content_sha256 TEXT NOT NULL,
+    doc_class TEXT NOT NULL,
+    type_code TEXT,
+    document_date TEXT,
+    superseded_by TEXT,
+    visibility INTEGER NOT NULL DEFAULT 0,
+    title TEXT NOT NULL,
+    record TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS documents_patient_date
+    ON documents (patient_id, document_date DESC);
+CREATE INDEX IF NOT EXISTS documents_patient_sha ON documents (patient_id, content_sha256);
+CREATE INDEX IF NOT EXISTS documents_patient_series ON documents (patient_id, series_id);
+CREATE VIRTUAL TABLE IF NOT EXISTS documents_fts USING fts5(
+    pat, title, meta, body,
+    tokenize = "unicode61 remove_diacritics 0 tokenchars '-'"
+);
+"""
+# bm25 column weights: the patient token ranks nothing; a title hit counts most.
+_BM25 = "bm25(documents_fts, 0.0, 4.0, 2.0, 1.0)"
+
+
+def patient_token(patient_id: str) -> str | None:
+    """The one FTS token naming a patient, or None if ``patient_id`` is not INS-shaped."""
+    if len(patient_id) == 15 and patient_id.isascii() and patient_id.isalnum():
+        return "p" + patient_id.lower()
+    return None
+
+
+def _meta_text(record: DocumentRecord) -> str:
+    parts: list[str | None] = [
+        record.type_code,
+        record.type_label,
+        record.producer,
+        record.producer_finess,
+        record.author_name,
+    ]
+    for result in record.results:
+        parts += [result.analyte, result.loinc]
+    return " ".join(p for p in parts if p)
+
+
+def _fts_row(record: DocumentRecord, pat: str) -> tuple[str, str, str, str]:
+    return (
+        pat,
+        " ".join(analyze(record.title)),
+        " ".join(analyze(_meta_text(record))),
+        " ".join(analyze(record.text)),
+    )
+
+
+def _visibility_mask(flags: Iterable[Visibility]) -> int:
+    mask = 0
+    for flag in flags:
+        mask |= _VISIBILITY_BITS[Visibility(flag)]
+    return mask
+
+
+def _match_expression(pat: str, tokens: list[str], last_is_prefix: bool) -> str:
+    """An FTS5 query: the patient token AND every term (each one quoted)."""
+    terms = [f'"{t}"' for t in tokens]  # tokens never contain '"' (see pipeline.analysis)
+    if last_is_prefix:
+        terms[-1] += "*"
+    return f'pat:"{pat}" AND {{title meta body}}:({" ".join(terms)})'
+
+
+class SqliteIndex:
+    """The embedded :class:`~pipeline.index.base.DocumentIndex` (one file, WAL mode)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(
+                self.path, check_same_thread=False, isolation_level=None, timeout=30.0
+            )
+            self._db.execute("PRAGMA journal_mode = WAL")
+            self._db.execute("PRAGMA synchronous = NORMAL")
+            self._db.execute("PRAGMA cache_size = -65536")  # 64 MiB
+            self._db.executescript(_SCHEMA)
+        except (OSError, sqlite3.Error) as exc:
+            raise BackendUnavailable(f"cannot open SQLite index: {exc}", index=str(path)) from exc
+        # One connection shared by threads (Airflow task, API workers): calls take turns.
+        self._lock = threading.RLock()
+
+    # -- writes --------------------------------------------------------------------------
+
+    def upsert(self, records: Sequence[DocumentRecord]) -> list[IndexFailure]:
+        failures: list[IndexFailure] = []
+        rows: list[tuple[tuple[object, ...], tuple[str, str, str, str]]] = []
+        for record in records:
+            pat = patient_token(record.patient_id)
+            if pat is None:
+                failures.append(
+                    IndexFailure(
+                        doc_id=record.doc_id,
+                        message=f"patient id {record.patient_id!r} is not a 15-character INS",
+                    )
+                )
+                continue
+            if not record.doc_id:
+                failures.append(IndexFailure(doc_id=record.doc_id, message="empty doc_id"))
+                continue
+            doc_row = (
+                record.doc_id,
+                record.patient_id,
+                record.series_id,
+                record.content_sha256,
+                record.doc_class.value,
+                record.type_code,
+                record.document_date.isoformat() if record.document_date else None,
+                record.superseded_by,
+                _visibility_mask(record.visibility),
+                record.title,
+                record.model_dump_json(),
+            )
+            rows.append((doc_row, _fts_row(record, pat)))
+        if not rows:
+            return failures
+        with self._lock:
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                for doc_row, fts_row in rows:
+                    (row_id,) = self._db.execute(
+                        """
+                        INSERT INTO documents (doc_id, patient_id, series_id, content_sha256,
+                            doc_class, type_code, document_date, superseded_by, visibility,
+                            title, record)
+                        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                        ON CONFLICT (doc_id) DO UPDATE SET
+                            patient_id = excluded.patient_id, series_id = excluded.series_id,
+                            content_sha256 = excluded.content_sha256,
+                            doc_class = excluded.doc_class, type_code = excluded.type_code,
+                            document_date = excluded.document_date,
+                            superseded_by = excluded.superseded_by,
+                            visibility = excluded.visibility, title = excluded.title,
+                            record = excluded.record
+                        RETURNING id
+                        """,
+                        doc_row,
+                    ).fetchone()
+                    self._db.execute("DELETE FROM documents_fts WHERE rowid = ?", (row_id,))
+                    self._db.execute(
+                        "INSERT INTO documents_fts (rowid, pat, title, meta, body)"
+                        " VALUES (?, ?, ?, ?, ?)",
+                        (row_id, *fts_row),
+                    )
+                self._db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                self._db.execute("ROLLBACK")
+                raise BackendUnavailable(f"SQLite index write failed: {exc}") from exc
+        return failures
+
+    def _update_record(self, patient_id: str, doc_id: str, **changes: object) -> bool:
+        """Rewrite one stored record (its JSON and the matching columns); False if absent."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT record FROM documents WHERE patient_id = ? AND doc_id = ?",
+                (patient_id, doc_id),
+            ).fetchone()
+            if row is None:
+                return False
+            record = DocumentRecord.model_validate_json(row[0]).model_copy(update=changes)
+            self._db.execute(
+                "UPDATE documents SET superseded_by = ?, visibility = ?, record = ?"
+                " WHERE patient_id = ? AND doc_id = ?",
+                (
+                    record.superseded_by,
+                    _visibility_mask(record.visibility),
+                    record.model_dump_json(),
+                    patient_id,
+                    doc_id,
+                ),
+            )
+            return True
+
+    def supersede(self, patient_id: str, doc_id: str, by_doc_id: str) -> None:
+        if not self._update_record(patient_id, doc_id, superseded_by=by_doc_id):
+            log.warning("supersede: no document %s for this patient", doc_id)
+
+    def set_visibility(
+        self, patient_id: str, doc_id: str, visibility: Sequence[Visibility]
+    ) -> bool:
+        flags = tuple(dict.fromkeys(Visibility(v) for v in visibility))
+        return self._update_record(patient_id, doc_id, visibility=flags)
+
+    def delete(self, patient_id: str, doc_id: str) -> bool:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            row = self._db.execute(
+                "DELETE FROM documents WHERE patient_id = ? AND doc_id = ? RETURNING id",
+                (patient_id, doc_id),
+            ).fetchone()
+            if row is not None:
+                self._db.execute("DELETE FROM documents_fts WHERE rowid = ?", row)
+            self._db.execute("COMMIT")
+        return row is not None
+
+    def delete_patient(self, patient_id: str) -> list[str]:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            rows = self._db.execute(
+                "DELETE FROM documents WHERE patient_id = ? RETURNING id, doc_id", (patient_id,)
+            ).fetchall()
+            self._db.executemany(
+                "DELETE FROM documents_fts WHERE rowid = ?", [(row_id,) for row_id, _ in rows]
+            )
+            self._db.execute("COMMIT")
+        return sorted(doc_id for _, doc_id in rows)
+
+    # -- reads ---------------------------------------------------------------------------
+
+    def get(self, patient_id: str, doc_id: str) -> DocumentRecord | None:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT record FROM documents WHERE patient_id = ? AND doc_id = ?",
+                (patient_id, doc_id),
+            ).fetchone()
+        return None if row is None else DocumentRecord.model_validate_json(row[0])
+
+    def find_versions(
+        self, patient_id: str, *, content_sha256: str, series_id: str
+    ) -> list[ExistingVersion]:
+        with self._lock:
+            rows = self._db.execute(
+                """
+                SELECT doc_id, series_id, content_sha256, superseded_by FROM documents
+                WHERE patient_id = ?1 AND content_sha256 = ?2
+                UNION
+                SELECT doc_id, series_id, content_sha256, superseded_by FROM documents
+                WHERE patient_id = ?1 AND series_id = ?3
+                ORDER BY doc_id
+                """,
+                (patient_id, content_sha256, series_id),
+            ).fetchall()
+        return [
+            ExistingVersion(doc_id=d, series_id=s, content_sha256=h, superseded_by=b)
+            for d, s, h, b in rows
+        ]
+
+    def list_ids(self) -> list[tuple[str, str, str]]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT patient_id, doc_id, content_sha256 FROM documents ORDER BY patient_id, doc_id"
+            ).fetchall()
+        return [(p, d, h) for p, d, h in rows]
+
+    def count(self) -> int:
+        with self._lock:
+            (n,) = self._db.execute("SELECT count(*) FROM documents").fetchone()
+        return int(n)
+
+    def search(self, query: SearchQuery) -> SearchResult:
+        pat = patient_token(query.patient_id)
+        if pat is None or query.limit < 0 or query.offset < 0:
+            return SearchResult(total=0, hits=())
+        where, params = self._filters(query)
+        text = (query.text or "").strip()
+        if not text:
+            return self._list_newest(query, where, params)
+        tokens = analyze_query(text)
+        if not tokens:
+            return SearchResult(total=0, hits=())
+        # Type-ahead: the last term also matches longer words when it is long enough
+        # (a shorter prefix would expand to too many index terms).
+        prefix = tokens[-1] if len(tokens[-1]) >= PREFIX_MIN_CHARS else None
+        match = _match_expression(pat, tokens, prefix is not None)
+        sql = f"""
+            WITH m AS MATERIALIZED (
+                SELECT rowid AS id, {_BM25} AS rank FROM documents_fts
+                WHERE documents_fts MATCH ?
+            )
+            SELECT d.id, -m.rank FROM m CROSS JOIN documents d ON d.id = m.id
+            WHERE {where}
+            ORDER BY m.rank, d.document_date DESC, d.doc_id
+        """
+        with self._lock:
+            try:
+                ranked = self._db.execute(sql, (match, *params)).fetchall()
+            except sqlite3.OperationalError as exc:
+                # Tokens are quoted words: a syntax error here is a bug, not user input.
+                log.error("FTS5 rejected %r: %s", match, exc)
+                raise
+            page = ranked[query.offset : query.offset + query.limit]
+            hits = self._hits(page, tokens, prefix)
+        return SearchResult(total=len(ranked), hits=tuple(hits))
+
+    def _filters(self, query: SearchQuery) -> tuple[str, list[object]]:
+        clauses = ["d.patient_id = ?"]
+        params: list[object] = [query.patient_id]
+        if not query.include_superseded:
+            clauses.append("d.superseded_by IS NULL")
+        if query.doc_class is not None:
+            clauses.append("d.doc_class = ?")
+            params.append(query.doc_class.value)
+        if query.allowed_classes is not None:
+            allowed = [DocClass(c).value for c in query.allowed_classes]
+            clauses.append(f"d.doc_class IN ({', '.join('?' * len(allowed))})" if allowed else "0")
+            params += allowed
+        if query.type_code is not None:
+            clauses.append("d.type_code = ?")
+            params.append(query.type_code)
+        if query.since is not None:
+            clauses.append("d.document_date >= ?")
+            params.append(query.since.isoformat())
+        if query.until is not None:
+            clauses.append("d.document_date <= ?")
+            params.append(query.until.isoformat())
+        if query.exclude_visibility:
+            clauses.append("(d.visibility & ?) = 0")
+            params.append(_visibility_mask(query.exclude_visibility))
+        return " AND ".join(clauses), params
+
+    def _list_newest(self, query: SearchQuery, where: str, params: list[object]) -> SearchResult:
+        with self._lock:
+            (total,) = self._db.execute(
+                f"SELECT count(*) FROM documents d WHERE {where}", params
+            ).fetchone()
+            page = self._db.execute(
+                f"""
+                SELECT d.id, 0.0 FROM documents d WHERE {where}
+                ORDER BY d.document_date IS NULL, d.document_date DESC, d.doc_id
+                LIMIT ? OFFSET ?
+                """,
+                (*params, query.limit, query.offset),
+            ).fetchall()
+            hits = self._hits(page, [], None)
+        return SearchResult(total=int(total), hits=tuple(hits))
+
+    def _hits(
+        self, page: list[tuple[int, float]], tokens: list[str], prefix: str | None
+    ) -> list[SearchHit]:
+        if not page:
+            return []
+        ids = [row_id for row_id, _ in page]
+        rows = self._db.execute(
+            f"""
+            SELECT id, doc_id, doc_class, type_code, title, document_date,
+                   json_extract(record, '$.text')
+            FROM documents WHERE id IN ({", ".join("?" * len(ids))})
+            """,
+            ids,
+        ).fetchall()
+        by_id = {row[0]: row for row in rows}
+        hits = []
+        for row_id, score in page:
+            _, doc_id, doc_class, type_code, title, date, body = by_id[row_id]
+            hits.append(
+                SearchHit(
+                    doc_id=doc_id,
+                    doc_class=DocClass(doc_class),
+                    type_code=type_code,
+                    title=title,
+                    date=dt.date.fromisoformat(date) if date else None,
+                    score=float(score),
+                    snippet=highlight(body or title, tokens, prefix),
+                )
+            )
+        return hits
+
+    def optimize(self) -> None:
+        """Merge the FTS5 segments (after a bulk load; not part of the protocol)."""
+        with self._lock:
+            self._db.execute("INSERT INTO documents_fts (documents_fts) VALUES ('optimize')")
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def __repr__(self) -> str:
+        return f"SqliteIndex({str(self.path)!r})"

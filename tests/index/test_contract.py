@@ -1,0 +1,437 @@
+"""The contract every index backend must meet, written against the protocol only.
+
+Each test runs once per backend (see ``conftest.index``). Writes must be visible
+to reads as soon as they return: the Elasticsearch backend refreshes before
+``upsert``/``supersede``/``set_visibility``/``delete`` return, so no test sleeps
+or polls.
+
+Search semantics held here: every query term must match (AND) in title, text,
+analytes, LOINC codes, type or producer; the last term also matches as a prefix
+when it has at least 3 characters; text without any searchable word finds
+nothing; no text lists the patient's documents newest first (undated last);
+``since``/``until`` leave undated documents out; snippets wrap matching words of
+the original text in ``[`` ``]``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+
+from pipeline.index import DocumentIndex, IndexFailure
+from pipeline.model import DocClass, LabResult, SearchQuery, SearchResult, Visibility
+from tests.index.conftest import PATIENT_A, PATIENT_B, PATIENT_C, make_record
+
+HB_TEXT = (
+    "Compte rendu de biologie. Numération formule sanguine : Hémoglobine 13,5 g/dL "
+    "(718-7), hématocrite 41 %. Glucose à jeun 5,1 mmol/L. Conclusion : pas d'anémie."
+)
+
+
+def search(index: DocumentIndex, text: str | None = None, **kw: object) -> SearchResult:
+    return index.search(SearchQuery(patient_id=kw.pop("patient_id", PATIENT_A), text=text, **kw))
+
+
+def ids(result: SearchResult) -> list[str]:
+    return [hit.doc_id for hit in result.hits]
+
+
+# -- writes and reads ----------------------------------------------------------------------
+
+
+def test_upsert_then_get_round_trips_the_record(index: DocumentIndex) -> None:
+    record = make_record(
+        "doc-1",
+        text=HB_TEXT,
+        results=(LabResult(analyte="Hémoglobine", loinc="718-7", value="13.5", unit="g/dL"),),
+        visibility=(Visibility.MASQUE_PS,),
+    )
+    assert index.upsert([record]) == []
+    assert index.get(PATIENT_A, "doc-1") == record
+    assert index.count() == 1
+    assert index.list_ids() == [(PATIENT_A, "doc-1", record.content_sha256)]
+
+
+def test_get_never_returns_another_patients_document(index: DocumentIndex) -> None:
+    index.upsert([make_record("doc-b", patient_id=PATIENT_B, text=HB_TEXT)])
+    assert index.get(PATIENT_A, "doc-b") is None
+    assert index.get(PATIENT_B, "doc-b") is not None
+    assert index.get(PATIENT_A, "missing") is None
+
+
+def test_re_upsert_is_idempotent_and_replaces_the_searchable_content(
+    index: DocumentIndex,
+) -> None:
+    index.upsert([make_record("doc-1", text="Ferritine basse")])
+    index.upsert([make_record("doc-1", text="Ferritine basse")])
+    assert index.count() == 1
+    index.upsert([make_record("doc-1", text="Vitamine B12 normale")])
+    assert index.count() == 1
+    assert search(index, "ferritine").total == 0
+    assert ids(search(index, "vitamine")) == ["doc-1"]
+    assert index.get(PATIENT_A, "doc-1").text == "Vitamine B12 normale"  # type: ignore[union-attr]
+
+
+def test_refused_records_come_back_as_failures_and_the_rest_is_indexed(
+    index: DocumentIndex,
+) -> None:
+    good = make_record("good", text=HB_TEXT)
+    bad = make_record("bad", patient_id="12345", text=HB_TEXT)
+    failures = index.upsert([good, bad])
+    assert [f.doc_id for f in failures] == ["bad"]
+    assert all(isinstance(f, IndexFailure) and f.message for f in failures)
+    assert index.count() == 1
+    assert index.get(PATIENT_A, "good") == good
+
+
+def test_find_versions_by_content_hash_and_by_series(index: DocumentIndex) -> None:
+    original = make_record("v1", series_id="s-1", content="same bytes")
+    same_bytes = make_record("copy", series_id="s-2", content="same bytes")
+    new_version = make_record("v2", series_id="s-1", content="new bytes")
+    unrelated = make_record("other", series_id="s-3", content="other bytes")
+    elsewhere = make_record("b-copy", patient_id=PATIENT_B, series_id="s-1", content="same bytes")
+    index.upsert([original, same_bytes, new_version, unrelated, elsewhere])
+
+    by_hash = index.find_versions(PATIENT_A, content_sha256=original.content_sha256, series_id="x")
+    assert sorted(v.doc_id for v in by_hash) == ["copy", "v1"]
+    by_series = index.find_versions(PATIENT_A, content_sha256="0" * 64, series_id="s-1")
+    assert sorted(v.doc_id for v in by_series) == ["v1", "v2"]
+    both = index.find_versions(
+        PATIENT_A, content_sha256=original.content_sha256, series_id="s-1"
+    )
+    assert sorted(v.doc_id for v in both) == ["copy", "v1", "v2"]
+    found = {v.doc_id: v for v in both}
+    assert found["v2"].series_id == "s-1"
+    assert found["v2"].content_sha256 == new_version.content_sha256
+    assert found["v2"].superseded_by is None
+    assert index.find_versions(PATIENT_C, content_sha256=original.content_sha256, series_id="s-1") == []
+
+
+def test_supersede_hides_the_old_version_from_default_search(index: DocumentIndex) -> None:
+    index.upsert([
+        make_record("v1", series_id="s", text="Hémoglobine 12"),
+        make_record("v2", series_id="s", text="Hémoglobine 13"),
+    ])
+    index.supersede(PATIENT_A, "v1", "v2")
+
+    assert ids(search(index, "hémoglobine")) == ["v2"]
+    assert ids(search(index)) == ["v2"]
+    assert sorted(ids(search(index, "hémoglobine", include_superseded=True))) == ["v1", "v2"]
+    old = index.get(PATIENT_A, "v1")
+    assert old is not None and old.superseded_by == "v2"
+    versions = index.find_versions(PATIENT_A, content_sha256="0" * 64, series_id="s")
+    assert {v.doc_id: v.superseded_by for v in versions} == {"v1": "v2", "v2": None}
+
+
+def test_supersede_cannot_touch_another_patients_document(index: DocumentIndex) -> None:
+    index.upsert([make_record("b1", patient_id=PATIENT_B, text="Hémoglobine")])
+    index.supersede(PATIENT_A, "b1", "x")
+    assert index.get(PATIENT_B, "b1").superseded_by is None  # type: ignore[union-attr]
+
+
+def test_set_visibility_and_exclude_visibility(index: DocumentIndex) -> None:
+    index.upsert([make_record("d1", text="Glucose"), make_record("d2", text="Glucose")])
+    assert index.set_visibility(PATIENT_A, "d1", [Visibility.INVISIBLE_PATIENT])
+    assert not index.set_visibility(PATIENT_A, "missing", [Visibility.MASQUE_PS])
+    assert not index.set_visibility(PATIENT_B, "d1", [Visibility.MASQUE_PS])
+
+    assert index.get(PATIENT_A, "d1").visibility == (Visibility.INVISIBLE_PATIENT,)  # type: ignore[union-attr]
+    hidden = (Visibility.INVISIBLE_PATIENT,)
+    assert ids(search(index, "glucose", exclude_visibility=hidden)) == ["d2"]
+    assert search(index, exclude_visibility=hidden).total == 1
+    assert search(index, "glucose", exclude_visibility=(Visibility.MASQUE_PS,)).total == 2
+    assert search(index, "glucose").total == 2
+
+    assert index.set_visibility(PATIENT_A, "d1", [])
+    assert search(index, "glucose", exclude_visibility=hidden).total == 2
+
+
+def test_delete_one_document(index: DocumentIndex) -> None:
+    index.upsert([make_record("d1", text="Glucose"), make_record("d2", text="Glucose")])
+    assert not index.delete(PATIENT_B, "d1")
+    assert index.delete(PATIENT_A, "d1")
+    assert not index.delete(PATIENT_A, "d1")
+    assert index.get(PATIENT_A, "d1") is None
+    assert ids(search(index, "glucose")) == ["d2"]
+    assert index.count() == 1
+
+
+def test_delete_patient_removes_only_that_patient(index: DocumentIndex) -> None:
+    index.upsert([
+        make_record("a1", text="Glucose"),
+        make_record("a2", text="Glucose"),
+        make_record("b1", patient_id=PATIENT_B, text="Glucose"),
+    ])
+    assert sorted(index.delete_patient(PATIENT_A)) == ["a1", "a2"]
+    assert search(index, "glucose").total == 0
+    assert search(index).total == 0
+    assert index.get(PATIENT_A, "a1") is None
+    assert [doc for _, doc, _ in index.list_ids()] == ["b1"]
+    assert ids(search(index, "glucose", patient_id=PATIENT_B)) == ["b1"]
+    assert index.delete_patient(PATIENT_A) == []
+
+
+# -- French matching -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "query", ["hémoglobine", "hemoglobine", "Hémoglobines", "HEMOGLOBINE", "l'hémoglobine"]
+)
+def test_accents_case_and_plurals_match(index: DocumentIndex, query: str) -> None:
+    index.upsert([make_record("hb", text=HB_TEXT), make_record("other", text="Radio du thorax")])
+    assert ids(search(index, query)) == ["hb"]
+
+
+def test_accented_query_finds_unaccented_text(index: DocumentIndex) -> None:
+    index.upsert([make_record("cr", text="Creatinine 80 umol/L"), make_record("x", text="TSH")])
+    assert ids(search(index, "créatinine")) == ["cr"]
+    assert ids(search(index, "CRÉATININES")) == ["cr"]
+
+
+def test_loinc_code_is_one_searchable_token(index: DocumentIndex) -> None:
+    index.upsert([
+        make_record("in-text", text=HB_TEXT),
+        make_record(
+            "in-results",
+            text="Bilan rénal",
+            results=(LabResult(analyte="Créatinine", loinc="2160-0"),),
+        ),
+        make_record("neither", text="Résultat 718 puis 7 et 2160 puis 0"),
+    ])
+    assert ids(search(index, "718-7")) == ["in-text"]
+    assert ids(search(index, "2160-0")) == ["in-results"]
+
+
+def test_title_analytes_and_producer_are_searchable(index: DocumentIndex) -> None:
+    index.upsert([
+        make_record(
+            "d1",
+            title="Bilan martial",
+            text="Voir résultats",
+            results=(LabResult(analyte="Ferritine", loinc="2276-4"),),
+            producer="labo-cerballiance",
+        ),
+        make_record("d2", title="Autre", text="Voir résultats", producer="labo-biogroup"),
+    ])
+    assert ids(search(index, "martial")) == ["d1"]
+    assert ids(search(index, "ferritine")) == ["d1"]
+    assert ids(search(index, "cerballiance")) == ["d1"]
+
+
+def test_all_terms_must_match(index: DocumentIndex) -> None:
+    index.upsert([
+        make_record("both", text="Hémoglobine et glucose"),
+        make_record("hb", text="Hémoglobine seule"),
+        make_record("glu", text="Glucose seul"),
+    ])
+    assert ids(search(index, "hémoglobine glucose")) == ["both"]
+    assert sorted(ids(search(index, "hémoglobine"))) == ["both", "hb"]
+
+
+def test_last_term_matches_as_a_prefix(index: DocumentIndex) -> None:
+    index.upsert([make_record("hb", text=HB_TEXT), make_record("x", text="Radio du thorax")])
+    assert ids(search(index, "hémog")) == ["hb"]
+    assert ids(search(index, "glucose hémato")) == ["hb"]
+
+
+def test_text_without_searchable_words_finds_nothing(index: DocumentIndex) -> None:
+    index.upsert([make_record("hb", text=HB_TEXT)])
+    for text in ["*", '"', "()", "le la les", "-"]:
+        assert search(index, text).total == 0, text
+    for blank in [None, "", "   "]:
+        assert ids(search(index, blank)) == ["hb"], blank
+
+
+# -- filters, ordering, paging ---------------------------------------------------------------
+
+
+@pytest.fixture
+def three_classes(index: DocumentIndex) -> DocumentIndex:
+    index.upsert([
+        make_record("bio", text="Glucose", document_date=dt.date(2023, 1, 10)),
+        make_record(
+            "img",
+            doc_class=DocClass.IMAGING,
+            text="Glucose ? non : scanner",
+            document_date=dt.date(2024, 2, 20),
+        ),
+        make_record(
+            "rx",
+            doc_class=DocClass.PRESCRIPTION,
+            text="Glucose lecteur",
+            document_date=dt.date(2024, 5, 5),
+        ),
+        make_record("undated", doc_class=DocClass.OTHER, text="Glucose", document_date=None),
+    ])
+    return index
+
+
+def test_filter_by_class_and_type_code(three_classes: DocumentIndex) -> None:
+    index = three_classes
+    assert ids(search(index, "glucose", doc_class=DocClass.IMAGING)) == ["img"]
+    assert ids(search(index, doc_class=DocClass.PRESCRIPTION)) == ["rx"]
+    assert ids(search(index, "glucose", type_code="11502-2")) == ["bio"]
+    assert search(index, "glucose", type_code="00000-0").total == 0
+
+
+def test_filter_by_allowed_classes(three_classes: DocumentIndex) -> None:
+    index = three_classes
+    allowed = (DocClass.BIOLOGY, DocClass.PRESCRIPTION)
+    assert sorted(ids(search(index, "glucose", allowed_classes=allowed))) == ["bio", "rx"]
+    assert search(index, "glucose", allowed_classes=()).total == 0
+    assert search(index, allowed_classes=()).total == 0
+
+
+def test_filter_by_date_range(three_classes: DocumentIndex) -> None:
+    index = three_classes
+    assert sorted(ids(search(index, "glucose", since=dt.date(2024, 1, 1)))) == ["img", "rx"]
+    assert ids(search(index, "glucose", until=dt.date(2023, 12, 31))) == ["bio"]
+    in_range = search(index, since=dt.date(2024, 2, 20), until=dt.date(2024, 2, 20))
+    assert ids(in_range) == ["img"]
+
+
+def test_without_text_newest_first_undated_last(three_classes: DocumentIndex) -> None:
+    result = search(three_classes)
+    assert ids(result) == ["rx", "img", "bio", "undated"]
+    assert result.total == 4
+    assert result.hits[0].date == dt.date(2024, 5, 5)
+    assert result.hits[0].doc_class is DocClass.PRESCRIPTION
+    assert result.hits[0].type_code == "57833-6"
+    assert result.hits[3].date is None
+
+
+def test_more_relevant_first(index: DocumentIndex) -> None:
+    filler = " ".join(["Compte rendu d'examen sans particularité."] * 20)
+    index.upsert([
+        make_record("weak", text=f"{filler} Ferritine à contrôler.", document_date=dt.date(2024, 6, 1)),
+        make_record(
+            "strong",
+            title="Ferritine",
+            text="Ferritine 12 µg/L, ferritine basse : carence martiale.",
+            document_date=dt.date(2020, 1, 1),
+        ),
+    ])
+    result = search(index, "ferritine")
+    assert ids(result) == ["strong", "weak"]
+    assert result.hits[0].score > result.hits[1].score
+
+
+def test_limit_offset_and_total(index: DocumentIndex) -> None:
+    index.upsert([
+        make_record(f"d{i}", text=f"Glucose mesure {i}", document_date=dt.date(2024, 1, 1 + i))
+        for i in range(5)
+    ])
+    index.upsert([make_record("b", patient_id=PATIENT_B, text="Glucose")])
+    for text in ["glucose", None]:
+        pages = [search(index, text, limit=2, offset=offset) for offset in (0, 2, 4, 6)]
+        assert [p.total for p in pages] == [5, 5, 5, 5]
+        assert [len(p.hits) for p in pages] == [2, 2, 1, 0]
+        seen = [doc for p in pages for doc in ids(p)]
+        assert sorted(seen) == [f"d{i}" for i in range(5)]
+    assert ids(search(index, limit=2)) == ["d4", "d3"]
+
+
+def test_snippet_highlights_the_original_words(index: DocumentIndex) -> None:
+    long_intro = "Laboratoire d'analyses médicales, prélèvement au domicile du patient. " * 6
+    index.upsert([make_record("hb", text=long_intro + HB_TEXT)])
+    hit = search(index, "hemoglobines").hits[0]
+    assert "[Hémoglobine]" in hit.snippet
+    assert len(hit.snippet) < 300
+    prefix_hit = search(index, "glucose hémato").hits[0]
+    assert "[hématocrite]" in prefix_hit.snippet
+    assert search(index).hits[0].snippet.startswith("Laboratoire")
+
+
+def test_search_for_a_patient_without_documents(index: DocumentIndex) -> None:
+    index.upsert([make_record("a1", text=HB_TEXT)])
+    assert search(index, "hémoglobine", patient_id=PATIENT_C) == SearchResult(total=0, hits=())
+    assert search(index, patient_id=PATIENT_C).total == 0
+
+
+# -- per-patient isolation -----------------------------------------------------------------
+
+CRAFTED_QUERIES = [
+    "*",
+    "**",
+    '"',
+    '"hémoglobine',
+    '"" OR ""',
+    "hémoglobine OR *",
+    "hémoglobine OR zolpidem",
+    "zolpidem",
+    "zolpidem*",
+    "zolpi",
+    f"patient_id:{PATIENT_B}",
+    f"patient_id:{PATIENT_B} OR hémoglobine",
+    "patient_id:*",
+    f"pat:p{PATIENT_B.lower()}",
+    f'pat:"p{PATIENT_B.lower()}"',
+    "pat:p2*",
+    "pat:* OR body:hémoglobine",
+    "{pat title meta body}:zolpidem",
+    PATIENT_B,
+    f"p{PATIENT_B.lower()}",
+    "NEAR(hémoglobine zolpidem)",
+    "NEAR(hémoglobine zolpidem, 10)",
+    "hémoglobine NOT glucose",
+    "(",
+    ")",
+    "((hémoglobine)",
+    "^hémoglobine",
+    "hémoglobine AND",
+    "- hémoglobine",
+    "+zolpidem",
+    "' OR 1=1 --",
+    "'; DROP TABLE documents; --",
+    "\\",
+    "hémoglobine " * 1000,
+    "x" * 10_000,
+    "",
+    "\x00\x01\x1f",
+    "\ud800 hémoglobine",
+    "🧪💊 𝔥é𝔪𝔬 \u200b\u202e ﷽ Ωμέγα 漢字 ٣٤",
+    "hémoglobine\nzolpidem\tglucose",
+    "_all:* OR _id:*",
+    "{\"match_all\": {}}",
+]
+
+
+@pytest.fixture
+def two_patients(index: DocumentIndex) -> DocumentIndex:
+    index.upsert([
+        make_record("a-hb", text=HB_TEXT),
+        make_record("a-glu", text="Glucose 5,0 mmol/L"),
+        make_record("b-hb", patient_id=PATIENT_B, text=HB_TEXT + " Zolpidem 10 mg"),
+        make_record("b-rx", patient_id=PATIENT_B, text="Ordonnance : zolpidem, hémoglobine"),
+    ])
+    return index
+
+
+@pytest.mark.parametrize("text", CRAFTED_QUERIES)
+def test_crafted_queries_never_leak_nor_fail(two_patients: DocumentIndex, text: str) -> None:
+    result = search(two_patients, text)
+    assert set(ids(result)) <= {"a-hb", "a-glu"}
+    assert result.total <= 2
+    assert all("zolpidem" not in hit.snippet.lower() for hit in result.hits)
+    seen_by_b = search(two_patients, text, patient_id=PATIENT_B, include_superseded=True)
+    assert set(ids(seen_by_b)) <= {"b-hb", "b-rx"}
+
+
+def test_another_patients_words_are_not_found(two_patients: DocumentIndex) -> None:
+    assert search(two_patients, "zolpidem").total == 0
+    assert ids(search(two_patients, "hémoglobine")) == ["a-hb"]
+    assert sorted(ids(search(two_patients, "hémoglobine", patient_id=PATIENT_B))) == [
+        "b-hb",
+        "b-rx",
+    ]
+
+
+@pytest.mark.parametrize(
+    "patient_id", ["", "*", "%", PATIENT_B[:14] + "*", f"{PATIENT_A} OR 1=1", "p" + PATIENT_A]
+)
+def test_malformed_patient_ids_see_nothing(two_patients: DocumentIndex, patient_id: str) -> None:
+    for text in [None, "hémoglobine", "*"]:
+        assert search(two_patients, text, patient_id=patient_id).total == 0
+    assert two_patients.get(patient_id, "a-hb") is None
+    assert two_patients.find_versions(patient_id, content_sha256="*", series_id="*") == []
