@@ -105,14 +105,26 @@ def register_fonts() -> None:
     pdfmetrics.registerFont(TTFont("DejaVuSans", str(FONT_DIR / "DejaVuSans.ttf")))
 
 
-def text_pages_pdf(pages: list[list[str]], *, title: str) -> bytes:
-    """A PDF with a real text layer, one list of lines per page."""
+def letterhead_logo() -> Image.Image:
+    """A small lab logo image, as printed at the top of real reports."""
+    font = ImageFont.truetype(str(FONT_DIR / "DejaVuSans-Bold.ttf"), 48)
+    logo = Image.new("L", (520, 140), 255)
+    draw = ImageDraw.Draw(logo)
+    draw.rectangle((4, 4, 515, 135), outline=0, width=6)
+    draw.text((30, 40), "LBM Tilleuls", font=font, fill=0)
+    return logo
+
+
+def text_pages_pdf(pages: list[list[str]], *, title: str, logo: Image.Image | None = None) -> bytes:
+    """A PDF with a real text layer, one list of lines per page (logo on page 1)."""
     buffer = io.BytesIO()
     pdf = canvas.Canvas(buffer, pagesize=A4, pageCompression=1)
     pdf.setTitle(title)
     pdf.setAuthor("Carnet test samples")
     width, height = A4
     for number, lines in enumerate(pages, start=1):
+        if logo is not None and number == 1:
+            pdf.drawImage(ImageReader(logo), width - 200, height - 90, width=130, height=35)
         pdf.setFont("DejaVuSans", 11)
         y = height - 72
         for line in lines:
@@ -199,7 +211,9 @@ def main() -> None:
     PDF_DIR.mkdir(exist_ok=True)
     IMAGE_DIR.mkdir(exist_ok=True)
 
-    text = text_pages_pdf([BIOLOGY_REPORT], title="Compte rendu d'examens biologiques")
+    text = text_pages_pdf(
+        [BIOLOGY_REPORT], title="Compte rendu d'examens biologiques", logo=letterhead_logo()
+    )
     write(PDF_DIR / "biology_text.pdf", text)
     write(PDF_DIR / "imaging_multipage.pdf", text_pages_pdf(IMAGING_PAGES, title="Compte rendu d'imagerie"))
     write(PDF_DIR / "biology_scanned.pdf", image_pdf([a4_scan(SCAN_REPORT)]))

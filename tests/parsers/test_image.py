@@ -1,0 +1,110 @@
+"""ImageParser on the synthetic scans in tests/samples/image (see make_pdf_image_samples.py).
+
+Tests marked ``tesseract`` run the real OCR engine.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from parsers.image import ImageParser
+from parsers.ocr import TesseractOcr
+from pipeline.errors import ParserError
+from pipeline.model import Format, ParsedDocument
+
+IMAGE_SAMPLES = Path(__file__).parents[1] / "samples" / "image"
+PDF_SAMPLES = Path(__file__).parents[1] / "samples" / "pdf"
+
+
+@pytest.fixture(scope="module")
+def parser() -> ImageParser:
+    return ImageParser(ocr=TesseractOcr(lang="fra", timeout_s=120))
+
+
+def parse_one(parser: ImageParser, name: str) -> ParsedDocument:
+    data = (IMAGE_SAMPLES / name).read_bytes()
+    documents = parser.parse(data, source=name)
+    assert len(documents) == 1
+    assert documents[0].content == data
+    assert documents[0].format is Format.IMAGE
+    return documents[0]
+
+
+@pytest.mark.tesseract
+def test_png_scan_is_ocred(parser: ImageParser) -> None:
+    document = parse_one(parser, "biology_scan.png")
+
+    assert document.page_count == 1
+    assert document.ocr_pages == 1
+    assert document.ocr_confidence is not None and document.ocr_confidence > 50
+    assert "Hémoglobine" in document.text
+    assert "INS : 2 84 05 75 123 456 72" in document.text
+
+
+@pytest.mark.tesseract
+def test_jpeg_scan_is_ocred(parser: ImageParser) -> None:
+    document = parse_one(parser, "biology_scan.jpg")
+
+    assert document.ocr_pages == 1
+    assert document.ocr_confidence is not None and document.ocr_confidence > 50
+    assert "Hémoglobine" in document.text
+    assert "Compte rendu d'examens biologiques" in document.text
+
+
+@pytest.mark.tesseract
+def test_every_frame_of_a_multipage_tiff_is_ocred(parser: ImageParser) -> None:
+    document = parse_one(parser, "imaging_2pages.tiff")
+
+    assert document.page_count == 2
+    assert document.ocr_pages == 2
+    assert document.ocr_confidence is not None and document.ocr_confidence > 50
+    assert document.text.index("Compte rendu d'imagerie") < document.text.index(
+        "Silhouette cardiaque"
+    )  # page 1 then page 2
+
+
+@pytest.mark.tesseract
+def test_blank_image_gives_little_or_no_text(parser: ImageParser) -> None:
+    document = parse_one(parser, "blank.png")
+
+    assert document.ocr_pages == 1
+    assert len(document.text.strip()) < 5
+    assert document.ocr_confidence is not None and document.ocr_confidence < 50
+
+
+@pytest.mark.tesseract
+def test_small_screenshot_is_upscaled_enough_to_read(parser: ImageParser) -> None:
+    # The PNG scan at a fifth of its size (60 dpi, like a thumbnail): tesseract misreads
+    # it as is (mean confidence ~64, "Hémoglobine" lost); upscaled it reads it (~87).
+    with Image.open(IMAGE_SAMPLES / "biology_scan.png") as scan:
+        size = (scan.width // 5, scan.height // 5)
+        small = scan.convert("L").resize(size, Image.Resampling.LANCZOS)
+    buffer = io.BytesIO()
+    small.save(buffer, "PNG")
+
+    document = parser.parse(buffer.getvalue(), source="small.png")[0]
+    assert document.ocr_confidence is not None and document.ocr_confidence > 75
+    assert "Hémoglobine" in document.text
+
+
+@pytest.mark.parametrize("name", ["truncated.png", "random.bin"])
+def test_corrupt_image_raises_parser_error(parser: ImageParser, name: str) -> None:
+    data = (IMAGE_SAMPLES / name).read_bytes()
+    with pytest.raises(ParserError) as caught:
+        parser.parse(data, source=name)
+    assert caught.value.context == {"source": name}
+
+
+def test_score_recognises_png_jpeg_and_tiff_only(parser: ImageParser) -> None:
+    for name in ("biology_scan.png", "biology_scan.jpg", "imaging_2pages.tiff", "blank.png"):
+        assert parser.score((IMAGE_SAMPLES / name).read_bytes()[:4096]) == 100, name
+    assert parser.score(b"MM\x00*\x00\x00\x00\x08") == 100  # big-endian TIFF
+    assert parser.score((IMAGE_SAMPLES / "random.bin").read_bytes()[:4096]) == 0
+    for path in sorted(PDF_SAMPLES.iterdir()):
+        assert parser.score(path.read_bytes()[:4096]) == 0, path.name
+    assert parser.score(b"GIF89a") == 0
+    assert parser.score(b"") == 0

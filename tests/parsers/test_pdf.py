@@ -1,0 +1,194 @@
+"""PdfParser on the synthetic samples in tests/samples/pdf (see make_pdf_image_samples.py).
+
+Tests marked ``tesseract`` run the real OCR engine.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from parsers.ocr import OcrPage, TesseractOcr
+from parsers.pdf import PdfParser, extract_pdf_text
+from pipeline.errors import EncryptedDocumentError, ParserError
+from pipeline.model import Format, ParsedDocument
+
+PDF_SAMPLES = Path(__file__).parents[1] / "samples" / "pdf"
+IMAGE_SAMPLES = Path(__file__).parents[1] / "samples" / "image"
+PATIENT_INS_PRINTED = "2 84 05 75 123 456 72"
+
+
+class CountingOcr(TesseractOcr):
+    """The real OCR, counting how many page images it is asked to read."""
+
+    def __init__(self) -> None:
+        super().__init__(lang="fra", timeout_s=120)
+        self.calls = 0
+
+    def read(self, image: Image.Image, *, source: str | None = None) -> OcrPage:
+        self.calls += 1
+        return super().read(image, source=source)
+
+
+def sample(name: str) -> bytes:
+    return (PDF_SAMPLES / name).read_bytes()
+
+
+def parse_one(parser: PdfParser, name: str) -> ParsedDocument:
+    documents = parser.parse(sample(name), source=name)
+    assert len(documents) == 1
+    return documents[0]
+
+
+@pytest.fixture
+def ocr() -> CountingOcr:
+    return CountingOcr()
+
+
+@pytest.fixture
+def parser(ocr: CountingOcr) -> PdfParser:
+    return PdfParser(ocr=ocr, min_text_chars_per_page=20)
+
+
+def test_text_pdf_is_read_from_its_text_layer_without_ocr(parser: PdfParser, ocr: CountingOcr) -> None:
+    document = parse_one(parser, "biology_text.pdf")
+
+    assert ocr.calls == 0  # the page has a letterhead logo, but enough text not to need it
+    assert document.ocr_pages == 0
+    assert document.ocr_confidence is None
+    assert document.format is Format.PDF
+    assert document.page_count == 1
+    assert document.title == "Compte rendu d'examens biologiques"
+    assert document.content == sample("biology_text.pdf")
+    for expected in (
+        "Compte rendu d'examens biologiques",
+        "Hémoglobine",
+        "Créatinine",
+        "µmol/L",
+        "Élodie",
+        f"INS : {PATIENT_INS_PRINTED}",
+    ):
+        assert expected in document.text
+
+
+def test_multipage_text_pdf_keeps_every_page_in_order(parser: PdfParser) -> None:
+    document = parse_one(parser, "imaging_multipage.pdf")
+
+    assert document.page_count == 3
+    assert document.ocr_pages == 0
+    positions = [
+        document.text.index(word)
+        for word in ("radiographie thoracique", "Silhouette cardiaque", "Radiographie thoracique normale")
+    ]
+    assert positions == sorted(positions)
+    assert "Page 3/3" in document.text
+
+
+@pytest.mark.tesseract
+def test_scanned_pdf_is_ocred(parser: PdfParser) -> None:
+    document = parse_one(parser, "biology_scanned.pdf")
+
+    assert document.page_count == 1
+    assert document.ocr_pages == 1
+    assert document.ocr_confidence is not None and document.ocr_confidence > 50
+    assert "Hémoglobine" in document.text
+    assert PATIENT_INS_PRINTED in document.text
+    # Lines are rebuilt from tesseract's word table, one report line per text line.
+    assert any(line.startswith("Hémoglobine") and "13,2" in line for line in document.text.splitlines())
+
+
+@pytest.mark.tesseract
+def test_mixed_pdf_ocrs_only_the_page_without_text(parser: PdfParser, ocr: CountingOcr) -> None:
+    document = parse_one(parser, "mixed.pdf")
+
+    assert document.page_count == 2
+    assert document.ocr_pages == 1
+    assert ocr.calls == 1  # one image on page 2, page 1 never sent to tesseract
+    assert document.ocr_confidence is not None and document.ocr_confidence > 50
+    assert "Compte rendu d'examens biologiques" in document.text  # page 1, text layer
+    assert "Ferritine" in document.text  # page 2, OCR
+    assert document.text.index("Compte rendu") < document.text.index("Ferritine")
+
+
+def test_page_below_the_threshold_has_its_images_ocred_and_keeps_its_text(
+    ocr: CountingOcr,
+) -> None:
+    # With a threshold above the page's text, the text page counts as "no text": its
+    # letterhead logo is then OCR'd, and the text layer it had is kept before the OCR text.
+    strict = PdfParser(ocr=ocr, min_text_chars_per_page=10_000)
+    document = strict.parse(sample("biology_text.pdf"), source="biology_text.pdf")[0]
+
+    assert ocr.calls == 1
+    assert document.ocr_pages == 1
+    assert "Hémoglobine" in document.text
+
+
+def test_encrypted_pdf_raises_encrypted_document_error(parser: PdfParser) -> None:
+    with pytest.raises(EncryptedDocumentError) as caught:
+        parser.parse(sample("encrypted.pdf"), source="encrypted.pdf")
+    assert caught.value.context == {"source": "encrypted.pdf"}
+
+
+def test_pdf_with_only_an_owner_password_opens_with_the_empty_password(
+    parser: PdfParser,
+) -> None:
+    document = parse_one(parser, "owner_password_only.pdf")
+
+    assert "Hémoglobine" in document.text
+    assert document.ocr_pages == 0
+
+
+def test_truncated_pdf_raises_parser_error(parser: PdfParser) -> None:
+    with pytest.raises(ParserError) as caught:
+        parser.parse(sample("truncated.pdf"), source="truncated.pdf")
+    assert not isinstance(caught.value, EncryptedDocumentError)
+
+
+def test_corrupt_body_with_valid_markers_raises_parser_error(parser: PdfParser) -> None:
+    # Header and %%EOF intact, everything between scrambled: pypdf's own errors are wrapped.
+    data = sample("biology_text.pdf")
+    corrupt = data[:16] + bytes(b ^ 0x5A for b in data[16:-64]) + data[-64:]
+
+    with pytest.raises(ParserError) as caught:
+        parser.parse(corrupt, source="corrupt.pdf")
+    assert caught.value.__cause__ is not None
+
+
+def test_pdf_without_text_or_images_gives_empty_text(parser: PdfParser, ocr: CountingOcr) -> None:
+    document = parse_one(parser, "blank.pdf")
+
+    assert document.text == ""
+    assert document.page_count == 1
+    assert document.ocr_pages == 0
+    assert ocr.calls == 0
+    assert document.title is None
+
+
+def test_leading_junk_before_the_header_is_tolerated(parser: PdfParser) -> None:
+    data = b"\r\n\xef\xbb\xbfjunk from the transport\r\n" + sample("biology_text.pdf")
+
+    assert parser.score(data[:4096]) > 0
+    document = parser.parse(data, source="junk.pdf")[0]
+    assert "Hémoglobine" in document.text
+
+
+def test_score_recognises_pdfs_only(parser: PdfParser) -> None:
+    for name in ("biology_text.pdf", "biology_scanned.pdf", "encrypted.pdf", "truncated.pdf"):
+        assert parser.score(sample(name)[:4096]) == 100, name
+    assert parser.score(b"  \n%PDF-1.7\n") == 100
+    assert parser.score(b"x" * 1500 + b"%PDF-1.7") == 0  # header too far in
+    for path in sorted(IMAGE_SAMPLES.iterdir()):
+        assert parser.score(path.read_bytes()[:4096]) == 0, path.name
+    assert parser.score(b"MSH|^~\\&|LAB|") == 0
+    assert parser.score(b"") == 0
+
+
+def test_extract_pdf_text_reads_the_text_layer_only() -> None:
+    assert "Hémoglobine" in extract_pdf_text(sample("biology_text.pdf"))
+    assert extract_pdf_text(sample("biology_scanned.pdf")) == ""  # no OCR here
+    with pytest.raises(EncryptedDocumentError):
+        extract_pdf_text(sample("encrypted.pdf"))
+    with pytest.raises(ParserError):
+        extract_pdf_text(sample("truncated.pdf"))
