@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import logging
 import os
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +43,7 @@ def _default_feed_url() -> str:
 @dag(
     dag_id="carnet_ingest",
     schedule=None,
-    start_date=datetime(2025, 1, 1, tzinfo=timezone.utc),
+    start_date=datetime(2025, 1, 1, tzinfo=UTC),
     catchup=False,
     tags=["carnet", "ingest"],
     doc_md=__doc__,
@@ -108,14 +108,12 @@ def format_summary(summaries: list[Any], totals: dict[str, Any]) -> str:
     """A plain-text table: one line per batch, then the run's totals."""
     statuses = sorted({s for b in summaries for s in b.by_status})
     header = ["batch", "total", *statuses]
-    rows = [[b.batch_key, str(b.total), *(str(b.by_status.get(s, 0)) for s in statuses)]
-            for b in summaries]
+    rows = [[b.batch_key, str(b.total), *(str(b.by_status.get(s, 0)) for s in statuses)] for b in summaries]
     if not rows:
         rows = [["(no new batch)", "0"]]
         header = header[:2]
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True))
-             for r in [header, *rows]]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in [header, *rows]]
     lines.insert(1, "  ".join("-" * w for w in widths))
     lines.append(f"totals: {totals}")
     return "\n".join(lines)

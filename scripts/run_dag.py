@@ -66,7 +66,10 @@ def ensure_migrated(home: Path) -> bool:
     # A subprocess, so that the migration's logging setup stays out of this process.
     done = subprocess.run(
         [sys.executable, "-m", "airflow", "db", "migrate"],
-        env=env, capture_output=True, text=True, check=False,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     if done.returncode != 0:
         sys.stderr.write(done.stdout[-4000:] + done.stderr[-4000:])
@@ -95,8 +98,13 @@ def task_return_value(dag_run: Any, task_id: str) -> Any:
 
     with create_session() as session:
         row = session.scalars(
-            XComModel.get_many(run_id=dag_run.run_id, dag_ids=dag_run.dag_id,
-                               task_ids=task_id, key="return_value", map_indexes=-1)
+            XComModel.get_many(
+                run_id=dag_run.run_id,
+                dag_ids=dag_run.dag_id,
+                task_ids=task_id,
+                key="return_value",
+                map_indexes=-1,
+            )
         ).first()
         return None if row is None else XComModel.deserialize_value(row)
 
@@ -130,10 +138,15 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--dag", default=DEFAULT_DAG, help="DAG id (default %(default)s)")
     p.add_argument("--conf", default="{}", help="extra run conf as JSON")
     p.add_argument("--airflow-home", type=Path, help="Airflow home to use (and keep)")
-    p.add_argument("--throwaway", action="store_true",
-                   help="use a temporary Airflow home, deleted afterwards")
-    p.add_argument("--retries", type=int, default=0,
-                   help="retries per task for this run (default %(default)s; -1: the DAG's)")
+    p.add_argument(
+        "--throwaway", action="store_true", help="use a temporary Airflow home, deleted afterwards"
+    )
+    p.add_argument(
+        "--retries",
+        type=int,
+        default=0,
+        help="retries per task for this run (default %(default)s; -1: the DAG's)",
+    )
     p.add_argument("-v", "--verbose", action="store_true", help="show Airflow's own logs")
     return p.parse_args(argv)
 
@@ -176,8 +189,7 @@ def main(argv: list[str] | None = None) -> int:
         started = time.monotonic()
         dag_run = run_dag(args.dag, conf, retries=None if args.retries < 0 else args.retries)
         state = str(dag_run.state)
-        log.info("DAG %s run %s: %s in %.1f s", args.dag, dag_run.run_id, state,
-                 time.monotonic() - started)
+        log.info("DAG %s run %s: %s in %.1f s", args.dag, dag_run.run_id, state, time.monotonic() - started)
         summary = task_return_value(dag_run, "summarize")
         if summary is not None:
             print(json.dumps(summary, indent=2, ensure_ascii=False))
