@@ -142,6 +142,22 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_replay(args: argparse.Namespace) -> int:
+    from pipeline.replay import ReplayFilter, replay_quarantine
+
+    selection = ReplayFilter(producer=args.producer, reason=args.reason, since=args.since,
+                             until=args.until)
+    result = replay_quarantine(_settings(args), selection, dry_run=args.dry_run)
+    verb = "would replay" if result.dry_run else "replayed"
+    print(f"{verb} {len(result.selected)} quarantined document(s)")
+    for q in result.selected:
+        codes = ",".join(r.code.value for r in q.reasons)
+        state = ("" if result.dry_run else
+                 " -> released" if q.quarantine_id in result.released else " -> still rejected")
+        print(f"  {q.producer:<24} {codes:<22} {q.source}{state}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="carnet", description=__doc__.split("\n")[0])
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -172,6 +188,16 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--store")
     st.add_argument("--limit", type=int, default=10)
     st.set_defaults(func=cmd_status)
+
+    rp = sub.add_parser("replay", help="reprocess quarantined documents")
+    rp.add_argument("--producer")
+    rp.add_argument("--reason", help="only documents rejected with this reason code")
+    rp.add_argument("--since", type=_date, help="quarantined on or after this day")
+    rp.add_argument("--until", type=_date, help="quarantined on or before this day")
+    rp.add_argument("--dry-run", action="store_true", help="list what would be replayed")
+    rp.add_argument("--index")
+    rp.add_argument("--store")
+    rp.set_defaults(func=cmd_replay)
 
     ge = sub.add_parser("generate", help="write a synthetic producer feed")
     ge.add_argument("root")
