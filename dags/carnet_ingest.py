@@ -94,7 +94,9 @@ def carnet_ingest() -> None:
         """Log a readable table of the run's outcomes and return the totals."""
         from pipeline.ingest import BatchSummary, summarize_batches
 
-        parsed = [BatchSummary.model_validate(s) for s in summaries]
+        # Indexing up to len() rather than iterating: the lazy XCom sequence finds its end
+        # by a failed lookup, which Airflow logs as an error.
+        parsed = [BatchSummary.model_validate(summaries[i]) for i in range(len(summaries))]
         totals = summarize_batches(parsed)
         log.info("Ingest summary\n%s", format_summary(parsed, totals))
         return totals

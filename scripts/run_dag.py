@@ -16,6 +16,7 @@ JSON on stdout; progress goes to stderr.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -25,6 +26,7 @@ import sys
 import tempfile
 import time
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -132,6 +134,21 @@ def _quiet_warnings() -> None:
     warnings.filterwarnings("ignore", category=FutureWarning, module="airflow")
 
 
+@contextlib.contextmanager
+def _stdout_to_stderr() -> Iterator[None]:
+    """Send what is written to fd 1 during the block to stderr: Airflow logs to stdout,
+    which should carry only the summary."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    os.dup2(2, 1)
+    try:
+        yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     p.add_argument("--feed", help="feed root: a folder or s3://bucket/prefix")
@@ -187,7 +204,8 @@ def main(argv: list[str] | None = None) -> int:
             _quiet_warnings()
         ensure_migrated(home)
         started = time.monotonic()
-        dag_run = run_dag(args.dag, conf, retries=None if args.retries < 0 else args.retries)
+        with _stdout_to_stderr():
+            dag_run = run_dag(args.dag, conf, retries=None if args.retries < 0 else args.retries)
         state = str(dag_run.state)
         log.info("DAG %s run %s: %s in %.1f s", args.dag, dag_run.run_id, state, time.monotonic() - started)
         summary = task_return_value(dag_run, "summarize")

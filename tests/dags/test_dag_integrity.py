@@ -17,8 +17,16 @@ REPO = Path(__file__).resolve().parents[2]
 
 DAG_FILES = sorted((REPO / "dags").glob("*.py"))
 # What the scheduler must never pay for at every parse of a DAG file.
-HEAVY_MODULES = ("pypdf", "pytesseract", "great_expectations", "elasticsearch", "hl7apy",
-                 "boto3", "pipeline.ingest", "parsers.registry")
+HEAVY_MODULES = (
+    "pypdf",
+    "pytesseract",
+    "great_expectations",
+    "elasticsearch",
+    "hl7apy",
+    "boto3",
+    "pipeline.ingest",
+    "parsers.registry",
+)
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +53,8 @@ def test_every_dag_has_the_basics(dagbag: Any) -> None:
         assert (dag.default_args or {}).get("retries", 0) >= 1, f"{dag_id}: no retries"
         assert dag.doc_md and dag.doc_md.strip(), f"{dag_id}: no doc_md"
         assert isinstance(dag.start_date, datetime) and dag.start_date.tzinfo is not None, (
-            f"{dag_id}: start_date must be a fixed, timezone-aware datetime")
+            f"{dag_id}: start_date must be a fixed, timezone-aware datetime"
+        )
         for task in dag.tasks:
             assert task.retries >= 1, f"{dag_id}.{task.task_id}: no retries"
 
@@ -61,8 +70,15 @@ dags = {{v.dag_id: v.start_date.isoformat() for v in vars(module).values() if is
 heavy = [m for m in {HEAVY_MODULES!r} if m in sys.modules]
 print(json.dumps({{"heavy": heavy, "start_dates": dags}}))
 """
-    done = subprocess.run([sys.executable, "-c", code], env=dict(os.environ), cwd=REPO,
-                          capture_output=True, text=True, timeout=300, check=False)
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        env=dict(os.environ),
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(done.stdout.strip().splitlines()[-1])
 

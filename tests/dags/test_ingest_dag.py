@@ -42,8 +42,7 @@ def _oru(ins: str) -> bytes:
     segments = [
         "MSH|^~\\&|SIL|LABO-BIO^750000001^FINESS|CARNET|DMP|20260115103000||ORU^R01^ORU_R01"
         "|MSG0001|P|2.5|||||FRA|UNICODE UTF-8",
-        f"PID|1||{ins}^^^ASIP-SANTE-INS-NIR&1.2.250.1.213.1.4.8&ISO^INS||MARTIN^PAUL^^^^^L"
-        "||19840512|M",
+        f"PID|1||{ins}^^^ASIP-SANTE-INS-NIR&1.2.250.1.213.1.4.8&ISO^INS||MARTIN^PAUL^^^^^L||19840512|M",
         "OBR|1||CMD0001|11502-2^CR d'examens biologiques^LN|||20260115080000",
         "OBX|1|NM|718-7^Hémoglobine^LN||14.2|g/dL|13.0-17.0|N|||F",
         "OBX|2|NM|6690-2^Leucocytes^LN||6.5|10*9/L|4.0-10.0|N|||F",
@@ -69,29 +68,35 @@ def build_feed(root: Path) -> dict[str, int]:
     bio = root / BIO_BATCH
     bio.mkdir(parents=True)
     (bio / "oru-0001.hl7").write_bytes(_oru(INS_A))
-    _pdf(bio / "cr-bio-0002.pdf", [
-        "Laboratoire de biologie médicale du Parc",
-        "Compte rendu d'examens biologiques",
-        f"Patiente : DURAND Claire   INS : {_spaced(INS_B)}",
-        "Date du prélèvement : 14/01/2026",
-        "Hémogramme - numération formule sanguine",
-        "Hémoglobine 12.9 g/dL (valeurs de référence 12.0 - 16.0)",
-        "Ferritine 45 µg/L    Créatinine 62 µmol/L    Glycémie 0.92 g/L",
-        "Validé par le Dr Alice Bernard, biologiste",
-    ])
+    _pdf(
+        bio / "cr-bio-0002.pdf",
+        [
+            "Laboratoire de biologie médicale du Parc",
+            "Compte rendu d'examens biologiques",
+            f"Patiente : DURAND Claire   INS : {_spaced(INS_B)}",
+            "Date du prélèvement : 14/01/2026",
+            "Hémogramme - numération formule sanguine",
+            "Hémoglobine 12.9 g/dL (valeurs de référence 12.0 - 16.0)",
+            "Ferritine 45 µg/L    Créatinine 62 µmol/L    Glycémie 0.92 g/L",
+            "Validé par le Dr Alice Bernard, biologiste",
+        ],
+    )
     (bio / READY_MARKER).touch()
     img = root / IMG_BATCH
     img.mkdir(parents=True)
-    _pdf(img / "cr-img-0001.pdf", [
-        "Cabinet de radiologie de l'Ouest - imagerie médicale",
-        "Compte rendu d'imagerie médicale : radiographie du thorax de face",
-        f"Patient : MARTIN Paul   INS : {_spaced(INS_A)}",
-        "Date de l'examen : 16/01/2026",
-        "Indication : toux persistante. Technique : cliché thoracique de face.",
-        "Résultat : pas de foyer parenchymateux, pas d'épanchement pleural.",
-        "Conclusion : radiographie thoracique normale.",
-        "Dr Marc Petit, radiologue",
-    ])
+    _pdf(
+        img / "cr-img-0001.pdf",
+        [
+            "Cabinet de radiologie de l'Ouest - imagerie médicale",
+            "Compte rendu d'imagerie médicale : radiographie du thorax de face",
+            f"Patient : MARTIN Paul   INS : {_spaced(INS_A)}",
+            "Date de l'examen : 16/01/2026",
+            "Indication : toux persistante. Technique : cliché thoracique de face.",
+            "Résultat : pas de foyer parenchymateux, pas d'épanchement pleural.",
+            "Conclusion : radiographie thoracique normale.",
+            "Dr Marc Petit, radiologue",
+        ],
+    )
     (img / READY_MARKER).touch()
     unfinished = root / UNFINISHED_BATCH
     unfinished.mkdir(parents=True)
@@ -105,15 +110,17 @@ def _task_instances(dag_run: Any) -> list[Any]:
     from sqlalchemy import select
 
     with create_session() as session:
-        tis = session.scalars(select(TaskInstance).where(
-            TaskInstance.dag_id == dag_run.dag_id, TaskInstance.run_id == dag_run.run_id)).all()
+        tis = session.scalars(
+            select(TaskInstance).where(
+                TaskInstance.dag_id == dag_run.dag_id, TaskInstance.run_id == dag_run.run_id
+            )
+        ).all()
         session.expunge_all()
         return list(tis)
 
 
 def _states(dag_run: Any, task_id: str) -> dict[int, str]:
-    return {ti.map_index: str(ti.state) for ti in _task_instances(dag_run)
-            if ti.task_id == task_id}
+    return {ti.map_index: str(ti.state) for ti in _task_instances(dag_run) if ti.task_id == task_id}
 
 
 @pytest.fixture
@@ -178,9 +185,15 @@ def test_dag_ingests_each_complete_batch_once(
 
 
 def _run_script(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, str(REPO / "scripts" / "run_dag.py"), *args],
-                          env=env, cwd=REPO, capture_output=True, text=True, timeout=300,
-                          check=False)
+    return subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "run_dag.py"), *args],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
 
 
 def test_run_dag_script_reports_an_empty_feed_and_fails_on_a_missing_one(
