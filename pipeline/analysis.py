@@ -18,7 +18,7 @@ from __future__ import annotations
 import re
 import threading
 import unicodedata
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 import Stemmer
 
@@ -44,8 +44,9 @@ SNIPPET_CHARS = 160
 
 _stemmer = Stemmer.Stemmer("french")
 _stem_lock = threading.Lock()  # a Stemmer object is not safe to share between threads
-_stem_cache: dict[str, str] = {}
-_STEM_CACHE_SIZE = 200_000
+# Raw word as written -> its tokens: most words recur, so analysis is mostly lookups.
+_word_cache: dict[str, tuple[str, ...]] = {}
+_WORD_CACHE_SIZE = 200_000
 
 
 def fold(word: str) -> str:
@@ -56,34 +57,51 @@ def fold(word: str) -> str:
     return "".join(c for c in decomposed if not unicodedata.combining(c)).casefold()
 
 
-def _stem_all(words: list[str]) -> list[str]:
-    """Stem folded words through a shared cache; codes and numbers are left as they are."""
-    stems: dict[str, str] = {}
+def _stem_all(folded: list[str]) -> dict[str, str]:
+    """Stems of folded words; codes and numbers are left as they are."""
+    unique = list(set(folded))
+    with _stem_lock:
+        stems = _stemmer.stemWords(unique)
+    return {
+        word: word if any(c.isdigit() for c in word) else stem
+        for word, stem in zip(unique, stems, strict=True)
+    }
+
+
+def _tokens_of_words(words: list[str]) -> list[tuple[str, ...]]:
+    """The tokens of each raw word: folded, stop words out, stemmed (cached)."""
+    known: dict[str, tuple[str, ...]] = {}
     missing: list[str] = []
     for word in set(words):
-        stem = _stem_cache.get(word)
-        if stem is None:
+        tokens = _word_cache.get(word)
+        if tokens is None:
             missing.append(word)
         else:
-            stems[word] = stem
+            known[word] = tokens
     if missing:
-        with _stem_lock:
-            stemmed = _stemmer.stemWords(missing)
-        for word, stem in zip(missing, stemmed, strict=True):
-            stems[word] = word if any(c.isdigit() for c in word) else stem
-        if len(_stem_cache) + len(missing) > _STEM_CACHE_SIZE:
-            _stem_cache.clear()
-        _stem_cache.update((w, stems[w]) for w in missing)
-    return [stems[w] for w in words]
+        parts_of: dict[str, list[str]] = {}
+        for word in missing:
+            folded = fold(word)
+            # Folding may turn one word into several (e.g. ``½`` -> ``1⁄2``).
+            parts = [folded] if _WORD.fullmatch(folded) else _WORD.findall(folded)
+            parts_of[word] = [p for p in parts if p not in _STOP_WORDS]
+        stems = _stem_all([p for parts in parts_of.values() for p in parts])
+        for word, parts in parts_of.items():
+            known[word] = tuple(stems[p] for p in parts)
+        if len(_word_cache) + len(missing) > _WORD_CACHE_SIZE:
+            _word_cache.clear()
+        _word_cache.update((w, known[w]) for w in missing)
+    return [known[w] for w in words]
 
 
-def _folded_words(text: str, *, query: bool = False) -> Iterator[tuple[int, int, list[str]]]:
-    """(start, end, folded sub-words) for each word of ``text``, stop words removed.
+def _spans(text: str, *, query: bool = False, limit: int | None = None) -> list[tuple[int, int, str]]:
+    """(start, end, word) of the words of ``text``, elided articles skipped.
 
     Offsets are in ``text`` itself, which callers pass NFC-normalised so that a
     decomposed accent does not split a word. With ``query``, capitalised operators
-    are skipped too.
+    are skipped too; ``limit`` stops after that many words.
     """
+    spans: list[tuple[int, int, str]] = []
     for match in _WORD.finditer(text):
         word = match.group()
         start, end = match.span()
@@ -91,33 +109,26 @@ def _folded_words(text: str, *, query: bool = False) -> Iterator[tuple[int, int,
             continue
         if query and word in _OPERATORS:
             continue
-        folded = fold(word)
-        # Folding may turn one word into several (e.g. ``½`` -> ``1⁄2``).
-        parts = [folded] if _WORD.fullmatch(folded) else _WORD.findall(folded)
-        parts = [p for p in parts if p not in _STOP_WORDS]
-        if parts:
-            yield start, end, parts
+        spans.append((start, end, word))
+        if limit is not None and len(spans) >= limit:
+            break
+    return spans
 
 
-def analyze_words(text: str) -> list[tuple[int, int, list[str]]]:
+def analyze_words(text: str) -> list[tuple[int, int, tuple[str, ...]]]:
     """Each kept word of ``text`` with its span and its tokens (for highlighting).
 
     ``text`` must already be NFC-normalised for the spans to index it.
     """
-    words = list(_folded_words(text))
-    flat = _stem_all([p for _, _, parts in words for p in parts])
-    out: list[tuple[int, int, list[str]]] = []
-    i = 0
-    for start, end, parts in words:
-        out.append((start, end, flat[i : i + len(parts)]))
-        i += len(parts)
-    return out
+    spans = _spans(text)
+    tokens = _tokens_of_words([w for _, _, w in spans])
+    return [(s, e, t) for (s, e, _), t in zip(spans, tokens, strict=True) if t]
 
 
 def analyze(text: str) -> list[str]:
     """The index tokens of ``text``, in order (duplicates kept, for term frequency)."""
-    text = unicodedata.normalize("NFC", text)
-    return _stem_all([p for _, _, parts in _folded_words(text) for p in parts])
+    spans = _spans(unicodedata.normalize("NFC", text))
+    return [t for tokens in _tokens_of_words([w for _, _, w in spans]) for t in tokens]
 
 
 def analyze_query(text: str) -> list[str]:
@@ -126,16 +137,11 @@ def analyze_query(text: str) -> list[str]:
     Only word characters survive tokenisation, so quotes, ``*``, ``:``, parentheses
     and the like never reach a backend's query syntax; capitalised operators
     (``AND``, ``OR``, ``NOT``, ``NEAR``) are dropped. Backends must still quote
-    every term.
+    every term. At most ``MAX_QUERY_TERMS`` tokens are kept.
     """
-    text = unicodedata.normalize("NFC", text)
-    words: list[str] = []
-    for _, _, parts in _folded_words(text, query=True):
-        words.extend(parts)
-        if len(words) >= MAX_QUERY_TERMS * 4:
-            break
-    distinct = list(dict.fromkeys(_stem_all(words)))
-    return distinct[:MAX_QUERY_TERMS]
+    spans = _spans(unicodedata.normalize("NFC", text), query=True, limit=MAX_QUERY_TERMS * 8)
+    tokens = [t for ts in _tokens_of_words([w for _, _, w in spans]) for t in ts]
+    return list(dict.fromkeys(tokens))[:MAX_QUERY_TERMS]
 
 
 def highlight(text: str, tokens: Sequence[str], prefix: str | None = None) -> str:
@@ -149,10 +155,10 @@ def highlight(text: str, tokens: Sequence[str], prefix: str | None = None) -> st
     text = " ".join(unicodedata.normalize("NFC", text).split())
     wanted = set(tokens)
 
-    def matches(word_tokens: list[str]) -> bool:
+    def matches(word_tokens: tuple[str, ...]) -> bool:
         return any(t in wanted or (prefix is not None and t.startswith(prefix)) for t in word_tokens)
 
-    words = analyze_words(text) if wanted else []
+    words = analyze_words(text) if wanted or prefix else []
     first = next((start for start, _, toks in words if matches(toks)), None)
     begin = 0 if first is None else max(0, first - SNIPPET_CHARS // 3)
     if begin:
