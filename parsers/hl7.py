@@ -1,0 +1,368 @@
+"""HL7 v2.5 ORU^R01 parser: lab results messages, one ``ParsedDocument`` per message.
+
+A file may hold several messages, with ``\\r``, ``\\n`` or ``\\r\\n`` between segments, MLLP
+framing and FHS/BHS/BTS/FTS batch envelopes (dropped). Each message is decoded on its own:
+ISO-8859-1 when its MSH-18 says ``8859/1`` (``8859/15`` likewise), else UTF-8. How the
+ER7 text is split and why hl7apy is used only for the header and segment vocabulary is
+explained in ``parsers/hl7_segments.py``.
+
+What is read, per message:
+
+* MSH-9 / MSH-10: ``message_type`` / ``message_control_id``; MSH-4 sending facility: a
+  9-digit universal id (HD.2) or namespace id (HD.1) is the ``producer_finess``, a
+  non-numeric namespace id the ``producer_name``.
+* PID-3 repetitions: ``PatientIdentifier(CX.1, authority = CX.4 universal id or namespace,
+  kind = CX.5)``; an INS OID authority without CX.5 gets kind ``INS``. Nothing is
+  validated here (``pipeline/identity.py`` does it). PID-5 (the legal name ``L`` first),
+  PID-7, PID-8: demographics.
+* OBR: ``title`` is OBR-4's text when the message has one OBR (several OBRs: the generic
+  biology title, each OBR-4 heading its section of ``text``); ``document_date`` OBR-7, else
+  MSH-7; ``producer_document_id`` OBR-3 filler order number, else MSH-10; author: the first
+  of OBR-32 (result interpreter), OBR-16, ORC-12 whose id is an RPPS (11 digits, or 12 with
+  the national ``8`` prefix).
+* ``version``: 2 when an OBR-25 result status is ``C`` (correction), else None: HL7 v2 has
+  no version number, and a correction shares OBR-3 with the report it replaces.
+* OBX: one ``LabResult`` each, except ED observations (an embedded base64 PDF, whose text
+  layer is appended to ``text``) and visibility observations.
+* Visibility convention: an OBX whose OBX-3 identifier is a ``Visibility`` value (e.g.
+  ``OBX|3|CE|MASQUE_PS^Masqué aux professionnels||Y``) with value Y/YES/TRUE/1/O/OUI sets
+  that flag on the document.
+* ``text``: the title, one line per result (``Hémoglobine (718-7) : 13.5 g/dL [12.0-16.0]
+  N``), NTE comments where they stand, then the embedded PDFs' text.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import logging
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from pipeline.errors import EncryptedDocumentError, ParserError
+from pipeline.model import (
+    Format,
+    LabResult,
+    ParsedDocument,
+    PatientDemographics,
+    PatientIdentifier,
+    Problem,
+    Reason,
+    Visibility,
+)
+
+from parsers.hl7_segments import (
+    BOM,
+    RawMessage,
+    Segment,
+    Separators,
+    charset_of,
+    check_segment_name,
+    parse_date,
+    parse_ts,
+    split_messages,
+)
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TITLE = "Compte rendu d'examens biologiques"
+# INS-NIR (production), INS-NIA, and the test / demonstration NIR namespaces.
+INS_OIDS = frozenset({"1.2.250.1.213.1.4.8", "1.2.250.1.213.1.4.9", "1.2.250.1.213.1.4.10",
+                      "1.2.250.1.213.1.4.11"})  # fmt: skip
+_HEAD = re.compile(rb"(?:MSH|FHS|BHS)[^A-Za-z0-9\s]")
+_FINESS = re.compile(r"\d{9}")
+_RPPS = re.compile(r"8?(\d{11})")
+_VISIBILITY = {v.value: v for v in Visibility}
+_YES = frozenset({"Y", "YES", "TRUE", "1", "O", "OUI"})
+_REQUIRED_MSH = {9: "MSH-9 message type", 10: "MSH-10 control id", 12: "MSH-12 version"}
+
+
+class Hl7Parser:
+    """Parser for HL7 v2 ORU^R01 files (single messages, MLLP streams, batches).
+
+    Failures: a file with no readable message raises ``ParserError``. When a file holds
+    several messages and only some are broken (no MSH, an MSH without MSH-9/10/12, bad
+    separators, a segment hl7apy does not know), the good ones are returned as usual and
+    each broken one as a ``ParsedDocument`` with empty text and a blocking
+    ``Problem(PARSE_ERROR)`` in ``warnings``, which the pipeline turns into a rejection of
+    that message alone. An unreadable embedded PDF is a non-blocking warning: the
+    structured results still stand.
+    """
+
+    name = "hl7v2"
+
+    def score(self, head: bytes) -> int:
+        """100 when the file starts (after MLLP start byte, BOM, blanks) with MSH/FHS/BHS."""
+        start = head.lstrip(b"\x0b \t\r\n")
+        if start.startswith(BOM):
+            start = start[len(BOM) :].lstrip(b"\x0b \t\r\n")
+        return 100 if _HEAD.match(start) else 0
+
+    def parse(self, data: bytes, *, source: str) -> list[ParsedDocument]:
+        messages = split_messages(data)
+        if not messages:
+            raise ParserError("no HL7 message in file", source=source)
+        docs: list[ParsedDocument] = []
+        failures: list[str] = []
+        for part, raw in enumerate(messages, start=1):
+            try:
+                docs.append(read_message(raw, source=source, part=part))
+            except ParserError as exc:
+                log.info("HL7 message %s#%d unreadable: %s", source, part, exc.message)
+                failures.append(f"message {part}: {exc.message}")
+                docs.append(_broken(raw, source, part, exc.message))
+        if len(failures) == len(messages):
+            raise ParserError("; ".join(failures) if len(failures) > 1 else
+                              failures[0].split(": ", 1)[1], source=source)  # fmt: skip
+        return docs
+
+
+def _broken(raw: RawMessage, source: str, part: int, message: str) -> ParsedDocument:
+    control_id = None
+    first = raw.segments[0]
+    if not raw.headless and len(first) > 3:
+        fields = first.split(first[3:4])
+        control_id = fields[9].decode("latin-1").strip() or None if len(fields) > 9 else None
+    return ParsedDocument(
+        source=source, part=part, format=Format.HL7V2, content=raw.content,
+        message_control_id=control_id,
+        warnings=(Problem(code=Reason.PARSE_ERROR, message=f"HL7 message {part}: {message}"),),
+    )  # fmt: skip
+
+
+def read_message(raw: RawMessage, *, source: str, part: int) -> ParsedDocument:
+    """One message's ``ParsedDocument``; ``ParserError`` when it cannot be read."""
+    if raw.headless:
+        name = raw.segments[0][:3].decode("latin-1")
+        raise ParserError(f"segments before any MSH (starts with {name!r})", source=source)
+    content = raw.content
+    warnings: list[Problem] = []
+    declared = charset_of(raw.segments[0])
+    charset = declared or "utf-8"
+    try:
+        text = content.decode(charset)
+    except UnicodeDecodeError:
+        # Senders often leave MSH-18 empty (or wrong) and send Windows/Latin-1 text.
+        charset = "iso-8859-1"
+        text = content.decode(charset)
+        said = f"MSH-18 declares {declared}" if declared else "MSH-18 declares no character set"
+        warnings.append(Problem(
+            code=Reason.PARSE_ERROR, blocking=False,
+            message=f"{said} but the message is not valid UTF-8: read as ISO-8859-1",
+        ))  # fmt: skip
+    lines = text.split("\r")
+    seps = Separators.from_msh(lines[0], source=source)
+    segments = []
+    for line in lines:
+        check_segment_name(line, seps, source=source)
+        segments.append(Segment(line, seps, charset))
+    return _Reader(segments, source, warnings).document(part, content)
+
+
+@dataclass
+class _Reader:
+    """Assembles one message's document from its segments, in order."""
+
+    segments: list[Segment]
+    source: str
+    warnings: list[Problem]
+    lines: list[str] = field(default_factory=list)
+    results: list[LabResult] = field(default_factory=list)
+    visibility: list[Visibility] = field(default_factory=list)
+    pdf_texts: list[str] = field(default_factory=list)
+
+    def document(self, part: int, content: bytes) -> ParsedDocument:
+        msh = self.segments[0]
+        for n, what in _REQUIRED_MSH.items():
+            if not msh.value(n):
+                raise ParserError(f"MSH without {what}", source=self.source)
+        version = msh.value(12)
+        if not version.startswith("2."):
+            raise ParserError(f"unsupported HL7 version {version!r}", source=self.source)
+        pid = self._first("PID")
+        obrs = [s for s in self.segments if s.name == "OBR"]
+        title = (_ce_text(obrs[0], 4) if len(obrs) == 1 else "") or DEFAULT_TITLE
+        for seg in self.segments[1:]:
+            self._read_body(seg, several_obr=len(obrs) > 1)
+        first_obr = obrs[0] if obrs else None
+        document_date = (parse_date(first_obr.value(7)) if first_obr else None) or parse_date(
+            msh.value(7))
+        finess, producer_name = _producer(msh)
+        rpps, author = _author(obrs, self._first("ORC"))
+        text = "\n".join([title, *self.lines, *self.pdf_texts])
+        return ParsedDocument(
+            source=self.source, part=part, format=Format.HL7V2, text=text, title=title,
+            content=content,
+            patient_ids=tuple(_patient_ids(pid)) if pid else (),
+            demographics=_demographics(pid) if pid else None,
+            message_type="^".join(c for c in (msh.value(9, 1), msh.value(9, 2)) if c),
+            message_control_id=msh.value(10),
+            document_date=document_date,
+            author_rpps=rpps, author_name=author,
+            producer_finess=finess, producer_name=producer_name,
+            producer_document_id=(first_obr.value(3) if first_obr else "") or msh.value(10),
+            version=2 if any(o.value(25) == "C" for o in obrs) else None,
+            results=tuple(self.results),
+            visibility=tuple(dict.fromkeys(self.visibility)),
+            warnings=tuple(self.warnings),
+        )  # fmt: skip
+
+    def _first(self, name: str) -> Segment | None:
+        return next((s for s in self.segments if s.name == name), None)
+
+    def _read_body(self, seg: Segment, *, several_obr: bool) -> None:
+        if seg.name == "OBX":
+            self._read_obx(seg)
+        elif seg.name == "NTE":
+            comment = "\n".join(seg.text(r) for r in seg.repetitions(3)).strip()
+            if comment:
+                self.lines.append(comment)
+        elif seg.name == "OBR" and several_obr:
+            heading = _ce_text(seg, 4)
+            if heading:
+                self.lines.append(heading)
+
+    def _read_obx(self, seg: Segment) -> None:
+        value_type = seg.value(2)
+        code = seg.value(3, 1)
+        if code in _VISIBILITY:
+            if seg.value(5).upper() in _YES:
+                self.visibility.append(_VISIBILITY[code])
+            return
+        if value_type == "ED":
+            self._read_ed(seg)
+            return
+        if seg.value(11) == "D":  # result status "deleted": the producer withdrew it
+            return
+        analyte = _ce_text(seg, 3) or code
+        if not analyte:
+            self.warnings.append(Problem(
+                code=Reason.INVALID_RESULT, blocking=False,
+                message=f"OBX {seg.value(1) or '?'} has no observation identifier (OBX-3)",
+            ))  # fmt: skip
+            return
+        value, number = _obx_value(seg, value_type)
+        result = LabResult(
+            analyte=analyte, loinc=_loinc(seg), value=value or None, numeric_value=number,
+            value_type=value_type or None, unit=seg.value(6, 1) or seg.value(6, 2) or None,
+            reference_range=seg.value(7) or None, abnormal_flag=seg.value(8) or None,
+            observed_at=parse_ts(seg.value(14)),
+        )  # fmt: skip
+        self.results.append(result)
+        self.lines.append(_render(result))
+
+    def _read_ed(self, seg: Segment) -> None:
+        ed = seg.repetitions(5)[0] if seg.repetitions(5) else ""
+        subtype, encoding = seg.part(ed, 3).lower(), seg.part(ed, 4).lower()
+        if subtype != "pdf":
+            log.debug("%s: OBX ED of subtype %r ignored", self.source, subtype)
+            return
+        try:
+            if encoding != "base64":
+                raise ParserError(f"embedded PDF encoding {encoding!r} is not Base64")
+            payload = base64.b64decode(seg.part(ed, 5), validate=False)
+            self.pdf_texts.append(_pdf_text(payload, self.source))
+        except (binascii.Error, ParserError) as exc:
+            reason = (Reason.ENCRYPTED_DOCUMENT if isinstance(exc, EncryptedDocumentError)
+                      else Reason.PARSE_ERROR)  # fmt: skip
+            message = exc.message if isinstance(exc, ParserError) else str(exc)
+            self.warnings.append(Problem(code=reason, blocking=False,
+                                         message=f"embedded PDF unreadable: {message}"))
+
+
+def _pdf_text(payload: bytes, source: str) -> str:
+    from parsers.pdf import extract_pdf_text  # pypdf is loaded only for messages with a PDF
+
+    return extract_pdf_text(payload, source=source).strip()
+
+
+def _ce_text(seg: Segment, n: int) -> str:
+    """A CE/CWE's text: CE.2, else the alternate text CE.5."""
+    return seg.value(n, 2) or seg.value(n, 5)
+
+
+def _loinc(seg: Segment) -> str | None:
+    if seg.value(3, 3) == "LN":
+        return seg.value(3, 1) or None
+    if seg.value(3, 6) == "LN":
+        return seg.value(3, 4) or None
+    return None
+
+
+def _number(text: str) -> float | None:
+    try:
+        return float(text.replace(",", "."))
+    except ValueError:
+        return None
+
+
+def _obx_value(seg: Segment, value_type: str) -> tuple[str, float | None]:
+    """(OBX-5 as text, its number when it is one)."""
+    reps = seg.repetitions(5)
+    if not reps:
+        return "", None
+    if value_type == "NM":
+        value = seg.part(reps[0])
+        return value, _number(value)
+    if value_type in {"CE", "CWE", "CNE"}:
+        return seg.part(reps[0], 2) or seg.part(reps[0], 1), None
+    if value_type == "SN":  # comparator ^ num1 ^ separator/suffix ^ num2
+        comparator, first, sep, second = (seg.part(reps[0], i) for i in range(1, 5))
+        value = f"{comparator}{first}{sep}{second}"
+        return value, _number(first) if not (comparator or sep or second) else None
+    return "\n".join(seg.text(r) for r in reps).strip(), None
+
+
+def _render(result: LabResult) -> str:
+    line = result.analyte + (f" ({result.loinc})" if result.loinc else "")
+    line += f" : {result.value or ''}"
+    if result.unit:
+        line += f" {result.unit}"
+    if result.reference_range:
+        line += f" [{result.reference_range}]"
+    if result.abnormal_flag:
+        line += f" {result.abnormal_flag}"
+    return line
+
+
+def _patient_ids(pid: Segment) -> Iterator[PatientIdentifier]:
+    for rep in pid.repetitions(3):
+        value = pid.part(rep, 1)
+        if not value:
+            continue
+        authority = pid.part(rep, 4, 2) or pid.part(rep, 4, 1) or None
+        kind = pid.part(rep, 5) or ("INS" if authority in INS_OIDS else None)
+        yield PatientIdentifier(value=value, authority=authority, kind=kind)
+
+
+def _demographics(pid: Segment) -> PatientDemographics:
+    names = pid.repetitions(5)
+    # The legal (birth) name, type L, is the one identity checks compare with.
+    name = next((n for n in names if pid.part(n, 7) == "L"), names[0] if names else "")
+    return PatientDemographics(
+        family_name=pid.part(name, 1) or None, given_name=pid.part(name, 2) or None,
+        birth_date=parse_date(pid.value(7)), sex=pid.value(8) or None,
+    )  # fmt: skip
+
+
+def _producer(msh: Segment) -> tuple[str | None, str | None]:
+    namespace, universal = msh.value(4, 1), msh.value(4, 2)
+    finess = next((v for v in (universal, namespace) if _FINESS.fullmatch(v)), None)
+    name = namespace if namespace and namespace != finess else None
+    return finess, name
+
+
+def _author(obrs: list[Segment], orc: Segment | None) -> tuple[str | None, str | None]:
+    """(RPPS, name) from OBR-32, OBR-16 then ORC-12: the first whose id is an RPPS."""
+    candidates: list[tuple[str, str, str]] = []
+    for obr in obrs:
+        # OBR-32 is an NDL: its first component is a CNN, written as subcomponents.
+        candidates.append((obr.value(32, 1, 1), obr.value(32, 1, 3), obr.value(32, 1, 2)))
+    for seg, n in [*((obr, 16) for obr in obrs), *([(orc, 12)] if orc else [])]:
+        candidates.append((seg.value(n, 1), seg.value(n, 3), seg.value(n, 2)))
+    for ident, given, family in candidates:
+        match = _RPPS.fullmatch(ident)
+        if match:
+            return match.group(1), " ".join(p for p in (given, family) if p) or None
+    return None, None

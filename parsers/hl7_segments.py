@@ -1,0 +1,231 @@
+"""Reading HL7 v2 ER7 text: message framing, separators, field access, escapes, timestamps.
+
+Why not hl7apy's element tree for every field: building it costs about 1.6 ms per segment
+here (``parse_segment``), 20+ ms per ORU message, so even one PID per message caps a core
+below 1,000 messages/s. hl7apy stays the authority on what it is cheap at: the MSH header
+(``get_message_info`` reads and checks the separators, the structure and the version) and
+the v2.5 segment vocabulary; fields are then split here with the message's own separators.
+``tests/parsers/test_hl7.py`` checks that this reading agrees with hl7apy's full parse.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import hl7apy
+from hl7apy.consts import MLLP_ENCODING_CHARS
+from hl7apy.exceptions import HL7apyException
+from hl7apy.parser import get_message_info
+
+from pipeline.errors import ParserError
+
+HL7_VERSION = "2.5"
+BOM = b"\xef\xbb\xbf"
+BATCH_SEGMENTS = frozenset({b"FHS", b"BHS", b"BTS", b"FTS"})
+
+# Segment ids hl7apy knows in v2.5; anything else (but Z-segments) hl7apy refuses to parse.
+_KNOWN_SEGMENTS = frozenset(hl7apy.load_library(HL7_VERSION).SEGMENTS)
+_MLLP_START = MLLP_ENCODING_CHARS.SB.encode()
+_MLLP_END = MLLP_ENCODING_CHARS.EB.encode()
+_TS = re.compile(r"(\d{4})(\d{2})(\d{2})(?:(\d{2})(\d{2})?(\d{2})?(?:\.\d+)?)?([+-]\d{4})?")
+
+# MSH-18 values (HL7 table 0211) and the Python codec that reads them.
+_CHARSETS = {
+    "8859/1": "iso-8859-1",
+    "8859/15": "iso-8859-15",
+    "UNICODE UTF-8": "utf-8",
+    "ASCII": "utf-8",  # ASCII is a subset: read leniently
+}
+
+
+@dataclass(frozen=True, slots=True)
+class RawMessage:
+    """The segments of one message as bytes (``headless`` when no MSH opened it)."""
+
+    segments: tuple[bytes, ...]
+    headless: bool = False
+
+    @property
+    def content(self) -> bytes:
+        return b"\r".join(self.segments)
+
+
+def split_messages(data: bytes) -> list[RawMessage]:
+    """Cut a file into messages: MLLP frames, any line ending, batch envelopes dropped.
+
+    Every MSH opens a message. Segments found before the first MSH (or after a batch
+    trailer) that are not envelope segments form a ``headless`` message, reported broken.
+    """
+    if data.startswith(BOM):
+        data = data[len(BOM) :]
+    # hl7apy only splits on \r: a \n-separated message would be read as one long segment.
+    flat = (
+        data.replace(b"\r\n", b"\r")
+        .replace(b"\n", b"\r")
+        .replace(_MLLP_START, b"\r")
+        .replace(_MLLP_END, b"\r")
+    )
+    groups: list[list[bytes]] = []
+    current: list[bytes] | None = None
+    for line in flat.split(b"\r"):
+        segment = line.strip()
+        if not segment:
+            continue
+        name = segment[:3]
+        if name in BATCH_SEGMENTS:
+            current = None
+            continue
+        if name == b"MSH" or current is None:
+            current = []
+            groups.append(current)
+        current.append(segment)
+    return [RawMessage(tuple(g), headless=g[0][:3] != b"MSH") for g in groups]
+
+
+def charset_of(msh: bytes) -> str | None:
+    """The codec MSH-18 asks for, or None when it says nothing (or something unknown)."""
+    if len(msh) < 4:
+        return None
+    fields = msh.split(msh[3:4])
+    if len(fields) < 18:
+        return None
+    declared = fields[17].split(b"~")[0].strip().decode("ascii", "replace").upper()
+    return _CHARSETS.get(declared)
+
+
+@dataclass(frozen=True, slots=True)
+class Separators:
+    field: str
+    component: str
+    repetition: str
+    escape: str
+    subcomponent: str
+
+    @classmethod
+    def from_msh(cls, msh: str, *, source: str) -> Separators:
+        """The separators MSH-1/MSH-2 declare, checked by hl7apy."""
+        try:
+            chars, _structure, _version = get_message_info(msh)
+        except (HL7apyException, IndexError, ValueError) as exc:
+            raise ParserError(f"unreadable MSH: {exc}", source=source) from exc
+        return cls(
+            chars["FIELD"], chars["COMPONENT"], chars["REPETITION"], chars["ESCAPE"],
+            chars["SUBCOMPONENT"],
+        )  # fmt: skip
+
+
+def check_segment_name(segment: str, seps: Separators, *, source: str) -> str:
+    """The segment id, if hl7apy's v2.5 library (or the Z- convention) knows it."""
+    name = segment[:3]
+    if len(segment) > 3 and segment[3] != seps.field:
+        raise ParserError(f"malformed segment {segment[:12]!r}", source=source)
+    if name not in _KNOWN_SEGMENTS and not (name[:1] == "Z" and name.isalnum() and name.isupper()):
+        raise ParserError(f"unknown segment {name!r} (not an HL7 v2.5 segment)", source=source)
+    return name
+
+
+class Segment:
+    """Field access on one segment; ``field(n)`` is SEG-n as in the HL7 tables."""
+
+    __slots__ = ("name", "seps", "fields", "_unescape")
+
+    def __init__(self, text: str, seps: Separators, charset: str) -> None:
+        self.seps = seps
+        fields = text.split(seps.field)
+        if fields[0] == "MSH":  # MSH-1 is the field separator itself
+            fields.insert(1, seps.field)
+        self.name = fields[0]
+        self.fields = fields
+        self._unescape = unescaper(seps, charset)
+
+    def raw(self, n: int) -> str:
+        return self.fields[n] if n < len(self.fields) else ""
+
+    def repetitions(self, n: int) -> list[str]:
+        raw = self.raw(n)
+        return raw.split(self.seps.repetition) if raw else []
+
+    def components(self, n: int, rep: int = 0) -> list[str]:
+        """Components of repetition ``rep`` of field ``n``, still escaped."""
+        reps = self.repetitions(n)
+        return reps[rep].split(self.seps.component) if rep < len(reps) else []
+
+    def value(self, n: int, comp: int = 1, sub: int = 1, rep: int = 0) -> str:
+        """Component ``comp``, subcomponent ``sub`` of field ``n`` (1-based), unescaped."""
+        reps = self.repetitions(n)
+        return self.part(reps[rep], comp, sub) if rep < len(reps) else ""
+
+    def part(self, repetition: str, comp: int = 1, sub: int = 1) -> str:
+        """Component ``comp``, subcomponent ``sub`` of one field repetition, unescaped."""
+        comps = repetition.split(self.seps.component)
+        if comp > len(comps):
+            return ""
+        subs = comps[comp - 1].split(self.seps.subcomponent)
+        return self._unescape(subs[sub - 1]).strip() if sub <= len(subs) else ""
+
+    def text(self, raw: str) -> str:
+        """A whole text value (TX/FT/ST) unescaped, formatting escapes turned into lines."""
+        return self._unescape(raw)
+
+
+def unescaper(seps: Separators, charset: str) -> Callable[[str], str]:
+    """The function that resolves HL7 escape sequences for these separators."""
+    return _unescaper(seps.field, seps.component, seps.repetition, seps.escape,
+                      seps.subcomponent, charset)  # fmt: skip
+
+
+@functools.lru_cache(maxsize=32)
+def _unescaper(
+    field: str, component: str, repetition: str, escape: str, subcomponent: str, charset: str
+) -> Callable[[str], str]:
+    simple = {"F": field, "S": component, "T": subcomponent, "R": repetition, "E": escape,
+              ".br": "\n", ".sp": "\n", "H": "", "N": ""}  # fmt: skip
+    esc = re.escape(escape)
+    pattern = re.compile(f"{esc}([^{esc}\r]*){esc}")
+
+    def resolve(match: re.Match[str]) -> str:
+        code = match.group(1)
+        if code in simple:
+            return simple[code]
+        if code[:1] == "X" and len(code) % 2 == 1:
+            try:
+                return bytes.fromhex(code[1:]).decode(charset, "replace")
+            except ValueError:
+                return match.group(0)
+        if code[:1] in {"C", "M"} or code[:3] in {".in", ".ti", ".sk", ".ce", ".fi", ".nf"}:
+            return ""  # character-set switches and layout hints: nothing to show
+        return match.group(0)
+
+    def unescape(value: str) -> str:
+        return pattern.sub(resolve, value) if escape in value else value
+
+    return unescape
+
+
+def parse_ts(value: str) -> dt.datetime | None:
+    """An HL7 TS/DTM (``YYYYMMDD[HHMM[SS[.S]]][+zzzz]``) as a datetime; None when absent,
+    invalid or less precise than a day. Aware when the value carries its offset."""
+    match = _TS.fullmatch(value.strip()) if value else None
+    if match is None:
+        return None
+    year, month, day, hour, minute, second, offset = match.groups()
+    tz = None
+    if offset:
+        delta = dt.timedelta(hours=int(offset[1:3]), minutes=int(offset[3:5]))
+        tz = dt.timezone(-delta if offset[0] == "-" else delta)
+    try:
+        return dt.datetime(
+            int(year), int(month), int(day), int(hour or 0), int(minute or 0), int(second or 0),
+            tzinfo=tz,
+        )  # fmt: skip
+    except ValueError:
+        return None
+
+
+def parse_date(value: str) -> dt.date | None:
+    ts = parse_ts(value)
+    return ts.date() if ts else None
