@@ -27,7 +27,8 @@ import datetime as dt
 import logging
 import sqlite3
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 from pipeline.analysis import analyze, analyze_query, highlight
@@ -172,43 +173,53 @@ class SqliteIndex:
             rows.append((doc_row, _fts_row(record, pat)))
         if not rows:
             return failures
+        with self._write():
+            for doc_values, fts_row in rows:
+                (row_id,) = self._db.execute(
+                    """
+                    INSERT INTO documents (doc_id, patient_id, series_id, content_sha256,
+                        doc_class, type_code, document_date, superseded_by, visibility,
+                        title, record)
+                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                    ON CONFLICT (doc_id) DO UPDATE SET
+                        patient_id = excluded.patient_id, series_id = excluded.series_id,
+                        content_sha256 = excluded.content_sha256,
+                        doc_class = excluded.doc_class, type_code = excluded.type_code,
+                        document_date = excluded.document_date,
+                        superseded_by = excluded.superseded_by,
+                        visibility = excluded.visibility, title = excluded.title,
+                        record = excluded.record
+                    RETURNING id
+                    """,
+                    doc_values,
+                ).fetchone()
+                self._db.execute("DELETE FROM documents_fts WHERE rowid = ?", (row_id,))
+                self._db.execute(
+                    "INSERT INTO documents_fts (rowid, pat, title, meta, body)"
+                    " VALUES (?, ?, ?, ?, ?)",
+                    (row_id, *fts_row),
+                )
+        return failures
+
+    @contextmanager
+    def _write(self) -> Iterator[None]:
+        """One write transaction, rolled back on error; SQLite errors become BackendUnavailable."""
         with self._lock:
             try:
                 self._db.execute("BEGIN IMMEDIATE")
-                for doc_row, fts_row in rows:
-                    (row_id,) = self._db.execute(
-                        """
-                        INSERT INTO documents (doc_id, patient_id, series_id, content_sha256,
-                            doc_class, type_code, document_date, superseded_by, visibility,
-                            title, record)
-                        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-                        ON CONFLICT (doc_id) DO UPDATE SET
-                            patient_id = excluded.patient_id, series_id = excluded.series_id,
-                            content_sha256 = excluded.content_sha256,
-                            doc_class = excluded.doc_class, type_code = excluded.type_code,
-                            document_date = excluded.document_date,
-                            superseded_by = excluded.superseded_by,
-                            visibility = excluded.visibility, title = excluded.title,
-                            record = excluded.record
-                        RETURNING id
-                        """,
-                        doc_row,
-                    ).fetchone()
-                    self._db.execute("DELETE FROM documents_fts WHERE rowid = ?", (row_id,))
-                    self._db.execute(
-                        "INSERT INTO documents_fts (rowid, pat, title, meta, body)"
-                        " VALUES (?, ?, ?, ?, ?)",
-                        (row_id, *fts_row),
-                    )
+                try:
+                    yield
+                except BaseException:
+                    self._db.execute("ROLLBACK")
+                    raise
                 self._db.execute("COMMIT")
             except sqlite3.Error as exc:
-                self._db.execute("ROLLBACK")
-                raise BackendUnavailable(f"SQLite index write failed: {exc}") from exc
-        return failures
+                message = f"SQLite index write failed: {exc}"
+                raise BackendUnavailable(message, index=str(self.path)) from exc
 
     def _update_record(self, patient_id: str, doc_id: str, **changes: object) -> bool:
         """Rewrite one stored record (its JSON and the matching columns); False if absent."""
-        with self._lock:
+        with self._write():
             row = self._db.execute(
                 "SELECT record FROM documents WHERE patient_id = ? AND doc_id = ?",
                 (patient_id, doc_id),
@@ -240,27 +251,23 @@ class SqliteIndex:
         return self._update_record(patient_id, doc_id, visibility=flags)
 
     def delete(self, patient_id: str, doc_id: str) -> bool:
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
+        with self._write():
             row = self._db.execute(
                 "DELETE FROM documents WHERE patient_id = ? AND doc_id = ? RETURNING id",
                 (patient_id, doc_id),
             ).fetchone()
             if row is not None:
                 self._db.execute("DELETE FROM documents_fts WHERE rowid = ?", row)
-            self._db.execute("COMMIT")
         return row is not None
 
     def delete_patient(self, patient_id: str) -> list[str]:
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
+        with self._write():
             rows = self._db.execute(
                 "DELETE FROM documents WHERE patient_id = ? RETURNING id, doc_id", (patient_id,)
             ).fetchall()
             self._db.executemany(
                 "DELETE FROM documents_fts WHERE rowid = ?", [(row_id,) for row_id, _ in rows]
             )
-            self._db.execute("COMMIT")
         return sorted(doc_id for _, doc_id in rows)
 
     # -- reads ---------------------------------------------------------------------------
