@@ -1,0 +1,349 @@
+"""HL7 v2.5 ORU^R01 parser, on the synthetic samples of ``tests/samples/hl7``."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import importlib.util
+from pathlib import Path
+
+import pytest
+from hl7apy.consts import VALIDATION_LEVEL
+from hl7apy.parser import parse_message
+
+from parsers.hl7 import DEFAULT_TITLE, Hl7Parser
+from pipeline.errors import ParserError
+from pipeline.identity import identify_patient
+from pipeline.model import (
+    Format,
+    LabResult,
+    ParsedDocument,
+    PatientDemographics,
+    PatientIdentifier,
+    Reason,
+    Visibility,
+)
+
+SAMPLES = Path(__file__).parents[1] / "samples" / "hl7"
+INS_DUPONT = "280017512345610"
+INS_SANTONI = "185122A00412371"
+IPP_AUTHORITY = "1.2.250.1.999.1.1.1"
+INS_OID = "1.2.250.1.213.1.4.8"
+WHEN = dt.datetime(2024, 3, 12, 8, 30)
+
+
+@pytest.fixture(scope="module")
+def parser() -> Hl7Parser:
+    return Hl7Parser()
+
+
+def sample(name: str) -> bytes:
+    return (SAMPLES / name).read_bytes()
+
+
+def parse(parser: Hl7Parser, name: str) -> list[ParsedDocument]:
+    return parser.parse(sample(name), source=name)
+
+
+def hgb() -> LabResult:
+    return LabResult(analyte="Hémoglobine", loinc="718-7", value="13.5", numeric_value=13.5,
+                     value_type="NM", unit="g/dL", reference_range="12.0-16.0",
+                     abnormal_flag="N", observed_at=WHEN)  # fmt: skip
+
+
+# --- sniffing ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "head",
+    [b"MSH|^~\\&|LAB", b"\x0bMSH|^~\\&|", b"\xef\xbb\xbf\r\n  MSH|^~\\&", b"FHS|^~\\&|",
+     b"BHS|^~\\&|", b"MSH#!*/$#"],
+)  # fmt: skip
+def test_score_recognises_hl7_heads(parser: Hl7Parser, head: bytes) -> None:
+    assert parser.score(head) == 100
+
+
+@pytest.mark.parametrize(
+    "head", [b"%PDF-1.7", b"<?xml version='1.0'?><ClinicalDocument/>", b"MSHX|", b"PID|1||", b""]
+)
+def test_score_refuses_other_content(parser: Hl7Parser, head: bytes) -> None:
+    assert parser.score(head) == 0
+
+
+def test_registry_chooses_hl7_for_every_sample() -> None:
+    from parsers.registry import default_registry
+
+    registry = default_registry()
+    for path in sorted(SAMPLES.glob("*.hl7")):
+        chosen = registry.choose(path.read_bytes())
+        assert chosen is not None and chosen.name == "hl7v2", path.name
+
+
+# --- one message, every field ------------------------------------------------------------
+
+
+def test_single_message_fields(parser: Hl7Parser) -> None:
+    [doc] = parse(parser, "oru_single.hl7")
+    assert doc.part == 1 and doc.source_ref == "oru_single.hl7#1"
+    assert doc.format is Format.HL7V2
+    assert doc.message_type == "ORU^R01" and doc.message_control_id == "MSG0001"
+    assert doc.patient_ids == (
+        PatientIdentifier(value=INS_DUPONT, authority=INS_OID, kind="INS"),
+        PatientIdentifier(value="IPP0001", authority=IPP_AUTHORITY, kind="PI"),
+    )
+    assert doc.demographics == PatientDemographics(
+        family_name="DUPONT", given_name="Jeanne", birth_date=dt.date(1980, 1, 15), sex="F")
+    assert doc.title == "Numération formule sanguine"
+    assert doc.document_date == dt.date(2024, 3, 12)
+    assert doc.producer_document_id == "DOS-MSG0001"
+    assert (doc.producer_finess, doc.producer_name) == ("690000123", "LABO EXEMPLE")
+    assert (doc.author_rpps, doc.author_name) == ("10101234567", "Luc BERNARD")
+    assert doc.version is None and doc.visibility == () and doc.warnings == ()
+    assert len(doc.results) == 5
+    assert doc.results[0] == hgb()
+    assert doc.results[1].abnormal_flag == "H" and doc.results[1].unit == "10*9/L"
+    assert doc.text.splitlines() == [
+        "Numération formule sanguine",
+        "Hémoglobine (718-7) : 13.5 g/dL [12.0-16.0] N",
+        "Leucocytes (6690-2) : 11.2 10*9/L [4.0-10.0] H",
+        "Plaquettes (777-3) : 250 10*9/L [150-400] N",
+        "Créatinine (2160-0) : 68 umol/L [45-90] N",
+        "Glucose (2345-7) : 5.1 mmol/L [3.9-5.8] N",
+        "Prélèvement réalisé à jeun.",
+        "Contrôle conseillé dans 3 mois.",
+    ]
+    assert doc.content == sample("oru_single.hl7").rstrip(b"\r")
+
+
+def test_sample_identifies_its_patient_by_ins(parser: Hl7Parser) -> None:
+    [doc] = parse(parser, "oru_single.hl7")
+    assert identify_patient(doc).patient_id == INS_DUPONT
+    corsican = parse(parser, "oru_batch.hl7")[0]
+    assert identify_patient(corsican).patient_id == INS_SANTONI
+
+
+def test_crlf_separators_read_like_cr(parser: Hl7Parser) -> None:
+    [expected] = parse(parser, "oru_single.hl7")
+    [doc] = parser.parse(sample("oru_single.hl7").replace(b"\r", b"\r\n"), source="oru_single.hl7")
+    assert doc == expected
+
+
+def test_without_obr_the_title_and_date_fall_back_to_defaults_and_msh(parser: Hl7Parser) -> None:
+    data = b"\r".join(
+        s for s in sample("oru_single.hl7").split(b"\r") if not s.startswith((b"OBR", b"ORC"))
+    )
+    [doc] = parser.parse(data, source="x")
+    assert doc.title == DEFAULT_TITLE and doc.text.startswith(DEFAULT_TITLE + "\n")
+    assert doc.document_date == dt.date(2024, 3, 12)  # MSH-7
+    assert doc.producer_document_id == "MSG0001"  # MSH-10
+    assert doc.author_rpps is None and doc.author_name is None
+
+
+# --- files holding several messages ------------------------------------------------------
+
+
+def test_three_messages_separated_by_newlines(parser: Hl7Parser) -> None:
+    docs = parse(parser, "oru_three_lf.hl7")
+    assert [d.part for d in docs] == [1, 2, 3]
+    assert [d.message_control_id for d in docs] == ["MSG0101", "MSG0102", "MSG0103"]
+    assert [len(d.results) for d in docs] == [2, 3, 4]
+    assert docs[1].patient_ids[0].value == INS_SANTONI
+    assert docs[1].demographics is not None and docs[1].demographics.family_name == "SANTONI"
+    for doc in docs:
+        assert b"\n" not in doc.content and doc.content.startswith(b"MSH|")
+        assert doc.content.count(b"\r") == 3 + len(doc.results)
+
+
+def test_mllp_framed_messages(parser: Hl7Parser) -> None:
+    docs = parse(parser, "oru_mllp.hl7")
+    assert [(d.part, d.message_control_id) for d in docs] == [(1, "MSG0201"), (2, "MSG0202")]
+    for doc in docs:
+        assert b"\x0b" not in doc.content and b"\x1c" not in doc.content
+        assert doc.results[0] == hgb()
+
+
+def test_batch_envelope_is_dropped(parser: Hl7Parser) -> None:
+    docs = parse(parser, "oru_batch.hl7")
+    assert [d.message_control_id for d in docs] == ["MSG0301", "MSG0302"]
+    for doc in docs:
+        assert not doc.warnings
+        assert all(s[:3] not in {b"FHS", b"BHS", b"BTS", b"FTS"} for s in doc.content.split(b"\r"))
+
+
+def test_one_broken_message_among_good_ones_is_kept_apart(parser: Hl7Parser) -> None:
+    docs = parse(parser, "oru_two_good_one_broken.hl7")
+    assert [d.part for d in docs] == [1, 2, 3]
+    good = [docs[0], docs[2]]
+    assert [d.message_control_id for d in good] == ["MSG1001", "MSG1003"]
+    assert all(not d.warnings and d.results for d in good)
+    broken = docs[1]
+    assert broken.text == "" and broken.results == () and broken.patient_ids == ()
+    assert broken.message_control_id == "MSG1002"
+    [problem] = broken.warnings
+    assert problem.code is Reason.PARSE_ERROR and problem.blocking
+    assert "QQQ" in problem.message and "message 2" in problem.message
+    assert broken.content.startswith(b"MSH|") and b"QQQ|1|inconnu" in broken.content
+
+
+def test_every_message_broken_is_a_file_failure(parser: Hl7Parser) -> None:
+    bad = b"MSH|^~\\&|LAB|X|||20240101||ORU^R01||P|2.5\rPID|1"  # no MSH-10
+    with pytest.raises(ParserError) as err:
+        parser.parse(bad + b"\n" + bad, source="bad.hl7")
+    assert "message 1: MSH without MSH-10" in err.value.message
+    assert "message 2: MSH without MSH-10" in err.value.message
+
+
+def test_segments_before_the_first_msh_are_a_broken_message(parser: Hl7Parser) -> None:
+    data = b"PID|1||X\r" + sample("oru_single.hl7")
+    docs = parser.parse(data, source="x")
+    assert [d.part for d in docs] == [1, 2]
+    assert docs[0].warnings[0].blocking and "before any MSH" in docs[0].warnings[0].message
+    assert docs[1].message_control_id == "MSG0001" and not docs[1].warnings
+
+
+# --- broken files ------------------------------------------------------------------------
+
+
+def test_msh_without_required_fields_raises(parser: Hl7Parser) -> None:
+    with pytest.raises(ParserError, match="MSH without MSH-9 message type"):
+        parse(parser, "broken_msh.hl7")
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (b"", "no HL7 message"),
+        (b" \r\n\x0b\x1c\r", "no HL7 message"),
+        (b"hello, this is not HL7\n", "before any MSH"),
+        (b"MSH|^~\\&", "MSH without MSH-9"),
+        (b"MSH|^^\\&|A|B|||20240101||ORU^R01|1|P|2.5", "unreadable MSH"),  # duplicate separators
+        (b"MSH|^~\\&|A|B|||20240101||ORU^R01|1|P|3.0", "unsupported HL7 version"),
+        (b"MSH|^~\\&|A|B|||20240101||ORU^R01|1|P|2.5\rOBXX|1", "malformed segment"),
+        (b"MSH|^~\\&|A|B|||20240101||ORU^R01|1|P|2.5\rpid|1", "unknown segment"),
+    ],
+)
+def test_unreadable_files_raise(parser: Hl7Parser, data: bytes, message: str) -> None:
+    with pytest.raises(ParserError, match=message):
+        parser.parse(data, source="x")
+
+
+def test_z_segments_are_accepted(parser: Hl7Parser) -> None:
+    data = sample("oru_single.hl7").rstrip(b"\r") + b"\rZBE|1|local"
+    [doc] = parser.parse(data, source="x")
+    assert not doc.warnings and len(doc.results) == 5
+
+
+# --- encodings, escapes, separators ------------------------------------------------------
+
+
+def test_latin1_message_declared_in_msh18(parser: Hl7Parser) -> None:
+    raw = sample("oru_latin1.hl7")
+    assert b"H\xe9moglobine" in raw and b"Cr\xe9atinine" in raw  # really latin-1 bytes
+    [doc] = parser.parse(raw, source="x")
+    assert doc.warnings == ()
+    assert doc.title == "Bilan rénal"
+    assert [r.analyte for r in doc.results] == ["Hémoglobine", "Créatinine"]
+    assert doc.demographics is not None
+    assert (doc.demographics.family_name, doc.demographics.given_name) == ("LEFÈVRE", "Hélène")
+    assert doc.content == raw  # the bytes as sent, not re-encoded
+
+
+def test_undeclared_latin1_is_read_with_a_warning(parser: Hl7Parser) -> None:
+    raw = sample("oru_latin1.hl7").replace(b"|FRA|8859/1", b"|FRA|")
+    [doc] = parser.parse(raw, source="x")
+    assert [r.analyte for r in doc.results] == ["Hémoglobine", "Créatinine"]
+    [warning] = doc.warnings
+    assert warning.code is Reason.PARSE_ERROR and not warning.blocking
+    assert "ISO-8859-1" in warning.message
+
+
+def test_each_message_is_decoded_with_its_own_charset(parser: Hl7Parser) -> None:
+    data = sample("oru_latin1.hl7") + b"\r" + sample("oru_single.hl7")
+    docs = parser.parse(data, source="x")
+    assert [d.results[0].analyte for d in docs] == ["Hémoglobine", "Hémoglobine"]
+    assert all(not d.warnings for d in docs)
+
+
+def test_escape_sequences_are_resolved(parser: Hl7Parser) -> None:
+    [doc] = parse(parser, "oru_escapes.hl7")
+    comment, colour = doc.results
+    assert comment.value == "Rapport A^B & C|D~E \\ fin\nDeuxième ligne AB"
+    assert comment.value_type == "TX" and comment.numeric_value is None
+    assert colour.value == "Jaune clair"
+    assert doc.text.endswith("Résultat ^ contrôlé\npar le biologiste")
+
+
+def test_separators_come_from_msh(parser: Hl7Parser) -> None:
+    [doc] = parse(parser, "oru_custom_separators.hl7")
+    assert doc.patient_ids[0] == PatientIdentifier(value=INS_DUPONT, authority=INS_OID, kind="INS")
+    assert doc.results[0] == hgb()
+    assert (doc.author_rpps, doc.producer_finess) == ("10101234567", "690000123")
+    assert doc.text.endswith("Seuil A!B dépassé")  # escape char "/" and component "!"
+
+
+# --- embedded PDF, visibility, corrections -----------------------------------------------
+
+
+def test_embedded_pdf_text_is_appended(parser: Hl7Parser) -> None:
+    [doc] = parse(parser, "oru_pdf.hl7")
+    assert [r.analyte for r in doc.results] == ["Glucose"]  # the ED is not a result
+    assert doc.warnings == ()
+    lines = doc.text.splitlines()
+    assert lines[:2] == ["Numération formule sanguine", "Glucose (2345-7) : 5.1 mmol/L [3.9-5.8] N"]
+    assert "Glycemie a jeun : 0,95 g/L (0,70-1,10)" in lines[2:]
+    assert "Conclusion : bilan normal" in lines[2:]
+
+
+def test_unreadable_embedded_pdf_is_a_non_blocking_warning(parser: Hl7Parser) -> None:
+    junk = base64.b64encode(b"%PDF-1.4 this is not a pdf").decode()
+    data = sample("oru_single.hl7").rstrip(b"\r") + (
+        f"\rOBX|6|ED|PDF^CR^L||^application^pdf^Base64^{junk}||||||F".encode()
+    )
+    [doc] = parser.parse(data, source="x")
+    assert len(doc.results) == 5
+    [warning] = doc.warnings
+    assert warning.code is Reason.PARSE_ERROR and not warning.blocking
+    assert warning.message.startswith("embedded PDF unreadable")
+
+
+def test_visibility_observations_set_flags(parser: Hl7Parser) -> None:
+    [doc] = parse(parser, "oru_visibility.hl7")
+    assert doc.visibility == (Visibility.MASQUE_PS, Visibility.INVISIBLE_REPRESENTANTS_LEGAUX)
+    assert doc.results == (hgb(),)  # flags are not results; "N" leaves INVISIBLE_PATIENT off
+    assert "MASQUE_PS" not in doc.text
+
+
+def test_correction_is_version_2_of_the_same_filler_order(parser: Hl7Parser) -> None:
+    [doc] = parse(parser, "oru_correction.hl7")
+    assert doc.version == 2
+    assert doc.producer_document_id == "DOS-MSG0901"
+    assert doc.message_control_id == "MSG0902"
+
+
+# --- agreement with hl7apy and sample freshness ------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["oru_single.hl7", "oru_custom_separators.hl7", "oru_escapes.hl7"])
+def test_fast_reading_agrees_with_hl7apy_full_parse(parser: Hl7Parser, name: str) -> None:
+    [doc] = parse(parser, name)
+    message = parse_message(doc.content.decode(), validation_level=VALIDATION_LEVEL.TOLERANT,
+                            find_groups=False)  # fmt: skip
+    pid = message.pid
+    assert [r.cx_1.value for r in pid.pid_3] == [i.value for i in doc.patient_ids]
+    assert [r.cx_5.value for r in pid.pid_3] == [i.kind for i in doc.patient_ids]
+    assert message.msh.msh_10.value == doc.message_control_id
+    obxs = [s for s in message.children if s.name == "OBX"]
+    assert [o.obx_3.obx_3_1.value for o in obxs] == [r.loinc for r in doc.results]
+    assert [o.obx_2.value for o in obxs] == [r.value_type for r in doc.results]
+    # hl7apy keeps escape sequences as sent: compare the values without any.
+    plain = [(o.obx_5.value, r.value) for o, r in zip(obxs, doc.results, strict=True)]
+    assert all(a == b for a, b in plain if a and "\\" not in a and "/" not in a)
+
+
+def test_samples_are_up_to_date() -> None:
+    spec = importlib.util.spec_from_file_location("make_hl7_samples", SAMPLES / "make_samples.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    for name, data in module.samples().items():
+        assert (SAMPLES / name).read_bytes() == data, f"{name}: re-run make_samples.py"
