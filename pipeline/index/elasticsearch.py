@@ -1,0 +1,556 @@
+"""The production index: Elasticsearch, behind the same protocol as the embedded one.
+
+Layout: an index template and a concrete index ``<alias>-v1`` built from
+``schemas/elasticsearch/documents.json``; every read and write goes through the alias,
+so :meth:`ElasticsearchIndex.reindex_to` can fill a new index and swap the alias in
+one atomic step. Documents are routed by patient (``routing=patient_id``) so that a
+patient's reads touch one shard, and every read is also filtered on ``patient_id`` here,
+never left to callers.
+
+Search gives the same answers as :mod:`pipeline.index.sqlite`: the record's title,
+meta (analytes, LOINC codes, type, producer, author) and body are indexed as the tokens
+of :func:`pipeline.analysis.analyze` in whitespace-analysed fields, and queries are the
+tokens of :func:`pipeline.analysis.analyze_query` as ``term`` clauses (the last one also
+as a ``prefix`` when long enough), all of which must match. User text never reaches a
+query parser. Snippets come from the same :func:`pipeline.analysis.highlight`.
+
+The node used in tests is Elastic's minimal distribution (no analysis-common, painless or
+reindex modules), so nothing here needs scripts, ``*_by_query`` or the reindex API.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from elastic_transport import HttpHeaders, TransportError, Urllib3HttpNode
+from elastic_transport._node import NodeApiResponse
+from elastic_transport.client_utils import DEFAULT
+from elasticsearch import ApiError, Elasticsearch, NotFoundError, helpers
+
+from pipeline.analysis import analyze, analyze_query, highlight
+from pipeline.errors import BackendUnavailable, ConfigurationError
+from pipeline.index.base import ExistingVersion, IndexFailure
+from pipeline.index.sqlite import PREFIX_MIN_CHARS, patient_token
+from pipeline.model import DocClass, DocumentRecord, SearchHit, SearchQuery, SearchResult, Visibility
+
+log = logging.getLogger(__name__)
+
+SCHEMA_PATH = Path(__file__).resolve().parents[2] / "schemas" / "elasticsearch" / "documents.json"
+TOKEN_FIELDS = ("title_tokens", "meta_tokens", "body_tokens")
+# Field weights, as the SQLite backend's bm25 column weights (title 4, meta 2, body 1).
+_BOOSTS = {"title_tokens": 4.0, "meta_tokens": 2.0, "body_tokens": 1.0}
+_HIT_SOURCE = ["doc_id", "doc_class", "type_code", "title", "document_date", "text"]
+MAX_RESULT_WINDOW = 10_000
+# Longer prefixes are refused by the cluster (index.max_regex_length); no real word is
+# that long, so such a last term is matched exactly instead.
+MAX_PREFIX_CHARS = 1000  # Elasticsearch's default index.max_result_window
+BULK_CHUNK = 500
+# Statuses that say the cluster, not the document, is the problem: the batch is retried
+# by the caller instead of the document being quarantined.
+_INFRA_STATUSES = frozenset({429, 500, 502, 503, 504})
+
+
+def load_schema(path: Path = SCHEMA_PATH) -> dict[str, Any]:
+    """The index settings and mappings kept in ``schemas/elasticsearch``."""
+    schema = json.loads(path.read_text(encoding="utf-8"))
+    return {"settings": schema["settings"], "mappings": schema["mappings"]}
+
+
+class RestCompat8Node(Urllib3HttpNode):
+    """An HTTP node that asks for the 8.x REST API instead of the 9.x one.
+
+    The 9.x Python client always sends ``compatible-with=9``, which an 8.x server
+    refuses; used only when the server says it is 8.x (9.x servers speak 8 too, but
+    get the native headers).
+    """
+
+    def perform_request(
+        self,
+        method: str,
+        target: str,
+        body: bytes | None = None,
+        headers: HttpHeaders | None = None,
+        request_timeout: Any = DEFAULT,
+    ) -> NodeApiResponse:
+        if headers:
+            headers = HttpHeaders(
+                {k: v.replace("compatible-with=9", "compatible-with=8") for k, v in headers.items()}
+            )
+        return super().perform_request(
+            method, target, body=body, headers=headers, request_timeout=request_timeout
+        )
+
+
+def _server_major(url: str) -> int:
+    """The major version of the node at ``url`` (plain JSON requests, no compat headers).
+
+    Asks for the local node's info first: ``GET /`` lives in a module that minimal
+    distributions leave out (a 405 there would also mark the node failed for a second).
+    """
+    probe = Elasticsearch(url, request_timeout=10)
+    headers = HttpHeaders({"accept": "application/json"})
+    try:
+        response = probe.transport.perform_request(
+            "GET", "/_nodes/_local?filter_path=nodes.*.version", headers=headers, max_retries=0
+        )
+        if response.meta.status == 200:
+            version = next(iter(response.body["nodes"].values()))["version"]
+        else:  # e.g. serverless, where /_nodes does not exist
+            response = probe.transport.perform_request("GET", "/", headers=headers, max_retries=0)
+            version = response.body["version"]["number"]
+        return int(str(version).split(".")[0])
+    except TransportError as exc:
+        raise BackendUnavailable(f"Elasticsearch unreachable: {exc}", index=url) from exc
+    except (KeyError, TypeError, ValueError, StopIteration) as exc:
+        raise BackendUnavailable(
+            f"not an Elasticsearch node (no version in its answer: HTTP {response.meta.status})",
+            index=url,
+        ) from exc
+    finally:
+        probe.close()
+
+
+def _meta_text(record: DocumentRecord) -> str:
+    parts: list[str | None] = [
+        record.type_code,
+        record.type_label,
+        record.producer,
+        record.producer_finess,
+        record.author_name,
+    ]
+    for result in record.results:
+        parts += [result.analyte, result.loinc]
+    return " ".join(p for p in parts if p)
+
+
+def _source(record: DocumentRecord) -> dict[str, Any]:
+    """The stored document: the record as JSON plus its analysed tokens."""
+    source: dict[str, Any] = record.model_dump(mode="json")
+    source["title_tokens"] = " ".join(analyze(record.title))
+    source["meta_tokens"] = " ".join(analyze(_meta_text(record)))
+    source["body_tokens"] = " ".join(analyze(record.text))
+    return source
+
+
+def _record(source: Mapping[str, Any]) -> DocumentRecord:
+    return DocumentRecord.model_validate({k: v for k, v in source.items() if k not in TOKEN_FIELDS})
+
+
+def _error_message(error: object) -> str:
+    if isinstance(error, Mapping):
+        reason = f"{error.get('type', 'error')}: {error.get('reason', '')}"
+        cause = error.get("caused_by")
+        if isinstance(cause, Mapping):
+            reason += f" (caused by {cause.get('type')}: {cause.get('reason')})"
+        return reason
+    return str(error)
+
+
+class ElasticsearchIndex:
+    """The Elasticsearch :class:`~pipeline.index.base.DocumentIndex`, reached through ``alias``."""
+
+    def __init__(self, url: str, alias: str = "carnet-documents", *, timeout_s: float = 30.0) -> None:
+        if not alias or alias != alias.lower() or any(c in alias for c in ' "*\\/<>|,?#:'):
+            raise ConfigurationError(f"invalid Elasticsearch alias {alias!r}")
+        self.url = url
+        self.alias = alias
+        self.server_major = _server_major(url)
+        node_class = RestCompat8Node if self.server_major == 8 else DEFAULT
+        self._es = Elasticsearch(
+            url,
+            node_class=node_class,
+            request_timeout=timeout_s,
+            max_retries=3,
+            retry_on_timeout=True,
+        )
+        self._schema = load_schema()
+        try:
+            self._ensure_index()
+        except (ApiError, TransportError) as exc:
+            self._es.close()
+            raise BackendUnavailable(f"cannot set up index {alias}: {exc}", index=url) from exc
+
+    # -- set-up ---------------------------------------------------------------------------
+
+    @property
+    def template_name(self) -> str:
+        return self.alias
+
+    def _ensure_index(self) -> None:
+        """Install the template and, when the alias is missing, ``<alias>-v1`` behind it."""
+        self._es.indices.put_index_template(
+            name=self.template_name,
+            index_patterns=[f"{self.alias}-v*"],
+            template=self._schema,
+            priority=100,
+            meta={"managed_by": "carnet", "alias": self.alias},
+        )
+        if self._es.indices.exists_alias(name=self.alias):
+            return
+        first = f"{self.alias}-v1"
+        try:
+            self._es.indices.create(index=first, aliases={self.alias: {"is_write_index": True}})
+            log.info("created index %s behind alias %s", first, self.alias)
+        except ApiError as exc:
+            # Another process created it between our check and our call: fine.
+            if exc.error != "resource_already_exists_exception":
+                raise
+            if not self._es.indices.exists_alias(name=self.alias):
+                self._es.indices.put_alias(index=first, name=self.alias)
+
+    def indices(self) -> list[str]:
+        """The concrete indices behind the alias."""
+        try:
+            return sorted(self._es.indices.get_alias(name=self.alias).body)
+        except NotFoundError:
+            return []
+
+    def reindex_to(self, new_index: str) -> list[str]:
+        """Copy every document into ``new_index`` (re-analysed), then swap the alias to it.
+
+        Readers see the old index until the one atomic alias update. Returns the indices
+        that were behind the alias (kept: delete them once the new one is checked).
+        """
+        old = self.indices()
+        if new_index in old:
+            raise ConfigurationError(f"{new_index} is already behind alias {self.alias}")
+        self._es.indices.create(index=new_index, **self._schema)
+        actions = (
+            self._action(_record(hit["_source"]), index=new_index)
+            for hit in helpers.scan(self._es, index=self.alias, query={"query": {"match_all": {}}})
+        )
+        failures = self._bulk(actions)
+        if failures:
+            raise BackendUnavailable(
+                f"reindex into {new_index} refused {len(failures)} documents "
+                f"(first: {failures[0].doc_id}: {failures[0].message}); alias left on {old}",
+                index=self.url,
+            )
+        self._es.indices.refresh(index=new_index)
+        swap: list[dict[str, Any]] = [{"remove": {"index": name, "alias": self.alias}} for name in old]
+        swap.append({"add": {"index": new_index, "alias": self.alias, "is_write_index": True}})
+        self._es.indices.update_aliases(actions=swap)
+        log.info("alias %s moved from %s to %s", self.alias, old, new_index)
+        return old
+
+    def drop(self) -> None:
+        """Delete the alias's indices and template (tests, decommissioning)."""
+        for name in self.indices():
+            self._es.indices.delete(index=name, ignore_unavailable=True)
+        try:
+            self._es.indices.delete_index_template(name=self.template_name)
+        except NotFoundError:
+            pass
+
+    # -- writes ---------------------------------------------------------------------------
+
+    def _action(self, record: DocumentRecord, *, index: str | None = None) -> dict[str, Any]:
+        return {
+            "_op_type": "index",
+            "_index": index or self.alias,
+            "_id": record.doc_id,
+            "_routing": record.patient_id,
+            "_source": _source(record),
+        }
+
+    def _bulk(self, actions: Iterator[dict[str, Any]] | list[dict[str, Any]]) -> list[IndexFailure]:
+        """Send ``actions`` in chunks (429s retried with backoff); per-document refusals."""
+        failures: list[IndexFailure] = []
+        overloaded: list[str] = []
+        try:
+            for ok, item in helpers.streaming_bulk(
+                self._es,
+                actions,
+                chunk_size=BULK_CHUNK,
+                raise_on_error=False,
+                max_retries=3,
+                initial_backoff=1,
+                max_backoff=30,
+            ):
+                if ok:
+                    continue
+                result = next(iter(item.values()))
+                doc_id = str(result.get("_id"))
+                if int(result.get("status", 0)) in _INFRA_STATUSES:
+                    overloaded.append(doc_id)
+                else:
+                    failures.append(
+                        IndexFailure(doc_id=doc_id, message=_error_message(result.get("error")))
+                    )
+        except (ApiError, TransportError) as exc:
+            raise BackendUnavailable(f"bulk request failed: {exc}", index=self.url) from exc
+        if overloaded:
+            raise BackendUnavailable(
+                f"cluster refused {len(overloaded)} documents as overloaded after retries "
+                f"(first {overloaded[0]}); retry the batch",
+                index=self.url,
+            )
+        return failures
+
+    def upsert(self, records: Sequence[DocumentRecord]) -> list[IndexFailure]:
+        failures: list[IndexFailure] = []
+        actions: list[dict[str, Any]] = []
+        for record in records:
+            if patient_token(record.patient_id) is None:
+                message = f"patient id {record.patient_id!r} is not a 15-character INS"
+                failures.append(IndexFailure(doc_id=record.doc_id, message=message))
+            elif not record.doc_id:
+                failures.append(IndexFailure(doc_id=record.doc_id, message="empty doc_id"))
+            else:
+                try:
+                    actions.append(self._action(record))
+                except ValueError as exc:  # a record pydantic cannot serialise
+                    failures.append(IndexFailure(doc_id=record.doc_id, message=str(exc)))
+        if actions:
+            failures += self._bulk(actions)
+            # Visible to reads before we return (one refresh per batch, not per document).
+            self._refresh()
+        return failures
+
+    def _refresh(self) -> None:
+        try:
+            self._es.indices.refresh(index=self.alias)
+        except (ApiError, TransportError) as exc:
+            raise BackendUnavailable(f"refresh failed: {exc}", index=self.url) from exc
+
+    def _fetch(self, patient_id: str, doc_id: str) -> tuple[dict[str, Any], int, int] | None:
+        """(source, seq_no, primary_term) of this patient's document, or None."""
+        if patient_token(patient_id) is None or not doc_id:
+            return None
+        try:
+            response = self._es.get(index=self.alias, id=doc_id, routing=patient_id)
+        except NotFoundError:
+            return None
+        source = response["_source"]
+        if source.get("patient_id") != patient_id:
+            return None
+        return source, response["_seq_no"], response["_primary_term"]
+
+    def _update(self, patient_id: str, doc_id: str, changes: dict[str, Any]) -> bool:
+        """Rewrite one stored record with ``changes``; False if this patient has no such doc.
+
+        A whole-document write, not a partial ``update``: the token fields are left out of
+        ``_source``, so an update merged from ``_source`` would drop them.
+        """
+        found = self._fetch(patient_id, doc_id)
+        if found is None:
+            return False
+        source, seq_no, primary_term = found
+        record = _record(source).model_copy(update=changes)
+        # Conditional on the version read, so a concurrent re-upsert is not overwritten.
+        self._es.index(
+            index=self.alias,
+            id=doc_id,
+            routing=patient_id,
+            document=_source(record),
+            if_seq_no=seq_no,
+            if_primary_term=primary_term,
+            refresh=True,
+        )
+        return True
+
+    def supersede(self, patient_id: str, doc_id: str, by_doc_id: str) -> None:
+        if not self._update(patient_id, doc_id, {"superseded_by": by_doc_id}):
+            log.warning("supersede: no document %s for this patient", doc_id)
+
+    def set_visibility(
+        self, patient_id: str, doc_id: str, visibility: Sequence[Visibility]
+    ) -> bool:
+        flags = tuple(dict.fromkeys(Visibility(v) for v in visibility))
+        return self._update(patient_id, doc_id, {"visibility": flags})
+
+    def delete(self, patient_id: str, doc_id: str) -> bool:
+        found = self._fetch(patient_id, doc_id)
+        if found is None:
+            return False
+        try:
+            self._es.delete(index=self.alias, id=doc_id, routing=patient_id, refresh=True)
+        except NotFoundError:
+            return False
+        return True
+
+    def delete_patient(self, patient_id: str) -> list[str]:
+        if patient_token(patient_id) is None:
+            return []
+        doc_ids = [
+            hit["_id"]
+            for hit in helpers.scan(
+                self._es,
+                index=self.alias,
+                routing=patient_id,
+                query={"query": {"bool": {"filter": [{"term": {"patient_id": patient_id}}]}}},
+                _source=False,
+            )
+        ]
+        actions = [
+            {"_op_type": "delete", "_index": self.alias, "_id": d, "_routing": patient_id}
+            for d in doc_ids
+        ]
+        deleted: list[str] = []
+        for ok, item in helpers.streaming_bulk(
+            self._es, actions, chunk_size=BULK_CHUNK, raise_on_error=False, max_retries=3
+        ):
+            result = item["delete"]
+            if ok:
+                deleted.append(result["_id"])
+            elif result.get("status") != 404:
+                raise BackendUnavailable(
+                    f"could not delete {result['_id']}: {_error_message(result.get('error'))}",
+                    index=self.url,
+                )
+        if actions:
+            self._refresh()
+        return sorted(deleted)
+
+    # -- reads ----------------------------------------------------------------------------
+
+    def get(self, patient_id: str, doc_id: str) -> DocumentRecord | None:
+        found = self._fetch(patient_id, doc_id)
+        return None if found is None else _record(found[0])
+
+    def find_versions(
+        self, patient_id: str, *, content_sha256: str, series_id: str
+    ) -> list[ExistingVersion]:
+        if patient_token(patient_id) is None:
+            return []
+        response = self._es.search(
+            index=self.alias,
+            routing=patient_id,
+            query={
+                "bool": {
+                    "filter": [{"term": {"patient_id": patient_id}}],
+                    "should": [
+                        {"term": {"content_sha256": content_sha256}},
+                        {"term": {"series_id": series_id}},
+                    ],
+                    "minimum_should_match": 1,
+                }
+            },
+            source_includes=["doc_id", "series_id", "content_sha256", "superseded_by"],
+            sort=[{"doc_id": "asc"}],
+            size=MAX_RESULT_WINDOW,
+        )
+        return [
+            ExistingVersion(
+                doc_id=s["doc_id"],
+                series_id=s["series_id"],
+                content_sha256=s["content_sha256"],
+                superseded_by=s.get("superseded_by"),
+            )
+            for s in (hit["_source"] for hit in response["hits"]["hits"])
+        ]
+
+    def list_ids(self) -> list[tuple[str, str, str]]:
+        rows = [
+            (hit["_source"]["patient_id"], hit["_source"]["doc_id"], hit["_source"]["content_sha256"])
+            for hit in helpers.scan(
+                self._es,
+                index=self.alias,
+                query={"query": {"match_all": {}}},
+                _source=["patient_id", "doc_id", "content_sha256"],
+            )
+        ]
+        return sorted(rows)
+
+    def count(self) -> int:
+        return int(self._es.count(index=self.alias)["count"])
+
+    def search(self, query: SearchQuery) -> SearchResult:
+        if patient_token(query.patient_id) is None or query.limit < 0 or query.offset < 0:
+            return SearchResult(total=0, hits=())
+        text = (query.text or "").strip()
+        tokens = analyze_query(text) if text else []
+        if text and not tokens:
+            return SearchResult(total=0, hits=())
+        prefix = tokens[-1] if tokens and len(tokens[-1]) >= PREFIX_MIN_CHARS else None
+        size = max(0, min(query.limit, MAX_RESULT_WINDOW - query.offset))
+        body: dict[str, Any] = {
+            "query": {"bool": {"filter": self._filters(query), "must": _must(tokens, prefix)}},
+            "track_total_hits": True,
+            "from": min(query.offset, MAX_RESULT_WINDOW),
+            "size": size,
+            "_source": _HIT_SOURCE,
+        }
+        if tokens:
+            body["sort"] = [
+                {"_score": "desc"},
+                {"document_date": {"order": "desc", "missing": "_last"}},
+                {"doc_id": "asc"},
+            ]
+        else:
+            body["sort"] = [
+                {"document_date": {"order": "desc", "missing": "_last"}},
+                {"doc_id": "asc"},
+            ]
+        response = self._es.search(index=self.alias, routing=query.patient_id, **body)
+        hits = []
+        for hit in response["hits"]["hits"]:
+            source = hit["_source"]
+            date = source.get("document_date")
+            hits.append(
+                SearchHit(
+                    doc_id=source["doc_id"],
+                    doc_class=DocClass(source["doc_class"]),
+                    type_code=source.get("type_code"),
+                    title=source["title"],
+                    date=dt.date.fromisoformat(date) if date else None,
+                    score=float(hit.get("_score") or 0.0) if tokens else 0.0,
+                    snippet=highlight(source.get("text") or source["title"], tokens, prefix),
+                )
+            )
+        return SearchResult(total=int(response["hits"]["total"]["value"]), hits=tuple(hits))
+
+    @staticmethod
+    def _filters(query: SearchQuery) -> list[dict[str, Any]]:
+        filters: list[dict[str, Any]] = [{"term": {"patient_id": query.patient_id}}]
+        if not query.include_superseded:
+            filters.append({"bool": {"must_not": [{"exists": {"field": "superseded_by"}}]}})
+        if query.doc_class is not None:
+            filters.append({"term": {"doc_class": query.doc_class.value}})
+        if query.allowed_classes is not None:
+            allowed = [DocClass(c).value for c in query.allowed_classes]
+            filters.append({"terms": {"doc_class": allowed}})
+        if query.type_code is not None:
+            filters.append({"term": {"type_code": query.type_code}})
+        if query.since is not None or query.until is not None:
+            bounds = {}
+            if query.since is not None:
+                bounds["gte"] = query.since.isoformat()
+            if query.until is not None:
+                bounds["lte"] = query.until.isoformat()
+            filters.append({"range": {"document_date": bounds}})
+        if query.exclude_visibility:
+            hidden = [Visibility(v).value for v in query.exclude_visibility]
+            filters.append({"bool": {"must_not": [{"terms": {"visibility": hidden}}]}})
+        return filters
+
+    def close(self) -> None:
+        self._es.close()
+
+    def __repr__(self) -> str:
+        return f"ElasticsearchIndex({self.url!r}, alias={self.alias!r})"
+
+
+def _must(tokens: list[str], prefix: str | None) -> list[dict[str, Any]]:
+    """One clause per token, each matching in any token field (all clauses required)."""
+    clauses = []
+    for i, token in enumerate(tokens):
+        last = i == len(tokens) - 1
+        kind = "prefix" if last and prefix is not None and len(prefix) <= MAX_PREFIX_CHARS else "term"
+        clauses.append(
+            {
+                "bool": {
+                    "should": [
+                        {kind: {field: {"value": token, "boost": boost}}}
+                        for field, boost in _BOOSTS.items()
+                    ],
+                    "minimum_should_match": 1,
+                }
+            }
+        )
+    return clauses
