@@ -41,7 +41,8 @@ def make_messages(count: int, seed: int = 7) -> list[str]:
     rng = random.Random(seed)
     messages = []
     for n in range(count):
-        nir = f"{rng.choice('12')}{rng.randint(40, 99):02d}{rng.randint(1, 12):02d}75{n % 1000:03d}{n // 1000:03d}"
+        born = f"{rng.choice('12')}{rng.randint(40, 99):02d}{rng.randint(1, 12):02d}"
+        nir = f"{born}75{n % 1000:03d}{n // 1000:03d}"
         results = []
         for code, text, unit, low, high in ANALYTES:
             value = round(rng.uniform(low * 0.8, high * 1.2), 1)
@@ -66,9 +67,7 @@ def run(quick: bool = False) -> dict[str, object]:
     count = 200 if quick else 2000
     subset = 10 if quick else 50
     messages = make_messages(count)
-    files = [
-        "\r".join(messages[i : i + FILE_SIZE]).encode() for i in range(0, count, FILE_SIZE)
-    ]
+    files = ["\r".join(messages[i : i + FILE_SIZE]).encode() for i in range(0, count, FILE_SIZE)]
     parser = Hl7Parser()
     docs = [d for f in files for d in parser.parse(f, source="bench")]
     assert len(docs) == count and all(len(d.results) == len(ANALYTES) for d in docs)

@@ -40,18 +40,6 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from pipeline.errors import EncryptedDocumentError, ParserError
-from pipeline.model import (
-    Format,
-    LabResult,
-    ParsedDocument,
-    PatientDemographics,
-    PatientIdentifier,
-    Problem,
-    Reason,
-    Visibility,
-)
-
 from parsers.hl7_segments import (
     BOM,
     RawMessage,
@@ -62,6 +50,17 @@ from parsers.hl7_segments import (
     parse_date,
     parse_ts,
     split_messages,
+)
+from pipeline.errors import EncryptedDocumentError, ParserError
+from pipeline.model import (
+    Format,
+    LabResult,
+    ParsedDocument,
+    PatientDemographics,
+    PatientIdentifier,
+    Problem,
+    Reason,
+    Visibility,
 )
 
 log = logging.getLogger(__name__)
@@ -110,11 +109,13 @@ class Hl7Parser:
                 docs.append(read_message(raw, source=source, part=part))
             except ParserError as exc:
                 log.info("HL7 message %s#%d unreadable: %s", source, part, exc.message)
-                failures.append(f"message {part}: {exc.message}")
+                failures.append(exc.message)
                 docs.append(_broken(raw, source, part, exc.message))
+        if len(failures) == 1 == len(messages):
+            raise ParserError(failures[0], source=source)
         if len(failures) == len(messages):
-            raise ParserError("; ".join(failures) if len(failures) > 1 else
-                              failures[0].split(": ", 1)[1], source=source)  # fmt: skip
+            listed = "; ".join(f"message {n}: {m}" for n, m in enumerate(failures, start=1))
+            raise ParserError(f"no readable HL7 message: {listed}", source=source)
         return docs
 
 
@@ -186,8 +187,7 @@ class _Reader:
         for seg in self.segments[1:]:
             self._read_body(seg, several_obr=len(obrs) > 1)
         first_obr = obrs[0] if obrs else None
-        document_date = (parse_date(first_obr.value(7)) if first_obr else None) or parse_date(
-            msh.value(7))
+        document_date = (parse_date(first_obr.value(7)) if first_obr else None) or parse_date(msh.value(7))
         finess, producer_name = _producer(msh)
         rpps, author = _author(obrs, self._first("ORC"))
         text = "\n".join([title, *self.lines, *self.pdf_texts])
@@ -267,8 +267,9 @@ class _Reader:
             reason = (Reason.ENCRYPTED_DOCUMENT if isinstance(exc, EncryptedDocumentError)
                       else Reason.PARSE_ERROR)  # fmt: skip
             message = exc.message if isinstance(exc, ParserError) else str(exc)
-            self.warnings.append(Problem(code=reason, blocking=False,
-                                         message=f"embedded PDF unreadable: {message}"))
+            self.warnings.append(
+                Problem(code=reason, blocking=False, message=f"embedded PDF unreadable: {message}")
+            )
 
 
 def _pdf_text(payload: bytes, source: str) -> str:

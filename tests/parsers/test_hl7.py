@@ -92,7 +92,8 @@ def test_single_message_fields(parser: Hl7Parser) -> None:
         PatientIdentifier(value="IPP0001", authority=IPP_AUTHORITY, kind="PI"),
     )
     assert doc.demographics == PatientDemographics(
-        family_name="DUPONT", given_name="Jeanne", birth_date=dt.date(1980, 1, 15), sex="F")
+        family_name="DUPONT", given_name="Jeanne", birth_date=dt.date(1980, 1, 15), sex="F"
+    )
     assert doc.title == "Numération formule sanguine"
     assert doc.document_date == dt.date(2024, 3, 12)
     assert doc.producer_document_id == "DOS-MSG0001"
@@ -129,9 +130,7 @@ def test_crlf_separators_read_like_cr(parser: Hl7Parser) -> None:
 
 
 def test_without_obr_the_title_and_date_fall_back_to_defaults_and_msh(parser: Hl7Parser) -> None:
-    data = b"\r".join(
-        s for s in sample("oru_single.hl7").split(b"\r") if not s.startswith((b"OBR", b"ORC"))
-    )
+    data = b"\r".join(s for s in sample("oru_single.hl7").split(b"\r") if not s.startswith((b"OBR", b"ORC")))
     [doc] = parser.parse(data, source="x")
     assert doc.title == DEFAULT_TITLE and doc.text.startswith(DEFAULT_TITLE + "\n")
     assert doc.document_date == dt.date(2024, 3, 12)  # MSH-7

@@ -94,8 +94,12 @@ def pdf_report() -> bytes:
     buf = io.BytesIO()
     page = canvas.Canvas(buf, invariant=1)
     page.setFont("Helvetica", 12)
-    lines = ["Laboratoire Exemple - Compte rendu", "Patiente : DUPONT Jeanne",
-             "Glycemie a jeun : 0,95 g/L (0,70-1,10)", "Conclusion : bilan normal"]
+    lines = [
+        "Laboratoire Exemple - Compte rendu",
+        "Patiente : DUPONT Jeanne",
+        "Glycemie a jeun : 0,95 g/L (0,70-1,10)",
+        "Conclusion : bilan normal",
+    ]
     for i, line in enumerate(lines):
         page.drawString(72, 760 - 20 * i, line)
     page.showPage()
@@ -106,56 +110,102 @@ def pdf_report() -> bytes:
 def samples() -> dict[str, bytes]:
     lab = "\r".join
     out: dict[str, bytes] = {}
-    out["oru_single.hl7"] = (oru_message("MSG0001", dupont(), extra=[
-        "NTE|1||Prélèvement réalisé à jeun.\\.br\\Contrôle conseillé dans 3 mois.",
-    ]) + "\r").encode()
-    three = [oru_message(f"MSG010{i}", dupont() if i != 2 else santoni(), CBC[: i + 1])
-             for i in range(1, 4)]
+    out["oru_single.hl7"] = (
+        oru_message(
+            "MSG0001",
+            dupont(),
+            extra=[
+                "NTE|1||Prélèvement réalisé à jeun.\\.br\\Contrôle conseillé dans 3 mois.",
+            ],
+        )
+        + "\r"
+    ).encode()
+    three = [oru_message(f"MSG010{i}", dupont() if i != 2 else santoni(), CBC[: i + 1]) for i in range(1, 4)]
     out["oru_three_lf.hl7"] = "\n".join(m.replace("\r", "\n") for m in three).encode() + b"\n"
     framed = [oru_message(f"MSG020{i}", dupont(), CBC[:2]) for i in (1, 2)]
     out["oru_mllp.hl7"] = b"".join(b"\x0b" + m.encode() + b"\r\x1c\r" for m in framed)
     batch = [oru_message(f"MSG030{i}", santoni(), CBC[:3]) for i in (1, 2)]
-    out["oru_batch.hl7"] = lab([
-        "FHS|^~\\&|SIL-LABO|LABO EXEMPLE|CARNET|CARNET|20240312090000||lot-42.hl7",
-        "BHS|^~\\&|SIL-LABO|LABO EXEMPLE|CARNET|CARNET|20240312090000",
-        *batch, "BTS|2", "FTS|1", "",
-    ]).encode()
+    out["oru_batch.hl7"] = lab(
+        [
+            "FHS|^~\\&|SIL-LABO|LABO EXEMPLE|CARNET|CARNET|20240312090000||lot-42.hl7",
+            "BHS|^~\\&|SIL-LABO|LABO EXEMPLE|CARNET|CARNET|20240312090000",
+            *batch,
+            "BTS|2",
+            "FTS|1",
+            "",
+        ]
+    ).encode()
     out["oru_latin1.hl7"] = oru_message(
-        "MSG0401", pid(INS_LEFEVRE, "IPP0003", "LEFÈVRE", "Hélène", "19920318", "F"),
-        CBC[:1] + CBC[3:4], title="Bilan rénal", charset="8859/1",
+        "MSG0401",
+        pid(INS_LEFEVRE, "IPP0003", "LEFÈVRE", "Hélène", "19920318", "F"),
+        CBC[:1] + CBC[3:4],
+        title="Bilan rénal",
+        charset="8859/1",
     ).encode("iso-8859-1")
     escapes = [
-        ("11502-2", "Commentaire", "TX", "Rapport A\\S\\B \\T\\ C\\F\\D\\R\\E \\E\\ fin"
-         "\\.br\\Deuxième ligne \\X41\\\\X42\\", "", "", ""),
+        (
+            "11502-2",
+            "Commentaire",
+            "TX",
+            "Rapport A\\S\\B \\T\\ C\\F\\D\\R\\E \\E\\ fin\\.br\\Deuxième ligne \\X41\\\\X42\\",
+            "",
+            "",
+            "",
+        ),
         ("5778-6", "Couleur urine", "ST", "Jaune \\H\\clair\\N\\", "", "", ""),
     ]
-    out["oru_escapes.hl7"] = oru_message("MSG0501", dupont(), escapes, extra=[
-        "NTE|1||Résultat \\S\\ contrôlé\\.br\\par le biologiste",
-    ]).encode()
+    out["oru_escapes.hl7"] = oru_message(
+        "MSG0501",
+        dupont(),
+        escapes,
+        extra=[
+            "NTE|1||Résultat \\S\\ contrôlé\\.br\\par le biologiste",
+        ],
+    ).encode()
     # Every separator changed: field #, component !, repetition *, escape /, subcomponent $.
-    custom = oru_message("MSG0601", dupont(), CBC[:1] + CBC[3:4], extra=[
-        "NTE|1||Seuil A\\S\\B dépassé",
-    ])
+    custom = oru_message(
+        "MSG0601",
+        dupont(),
+        CBC[:1] + CBC[3:4],
+        extra=[
+            "NTE|1||Seuil A\\S\\B dépassé",
+        ],
+    )
     table = str.maketrans({"|": "#", "^": "!", "~": "*", "\\": "/", "&": "$"})
     out["oru_custom_separators.hl7"] = custom.translate(table).encode()
     pdf = base64.b64encode(pdf_report()).decode()
-    out["oru_pdf.hl7"] = oru_message("MSG0701", dupont(), CBC[4:5], extra=[
-        f"OBX|2|ED|PDF^Compte rendu PDF^L||^application^pdf^Base64^{pdf}||||||F",
-    ]).encode()
-    out["oru_visibility.hl7"] = oru_message("MSG0801", dupont(), CBC[:1], extra=[
-        "OBX|2|CE|MASQUE_PS^Masqué aux professionnels de santé^L||Y||||||F",
-        "OBX|3|CE|INVISIBLE_PATIENT^Invisible pour le patient^L||N||||||F",
-        "OBX|4|CE|INVISIBLE_REPRESENTANTS_LEGAUX^Invisible représentants légaux^L||1||||||F",
-    ]).encode()
+    out["oru_pdf.hl7"] = oru_message(
+        "MSG0701",
+        dupont(),
+        CBC[4:5],
+        extra=[
+            f"OBX|2|ED|PDF^Compte rendu PDF^L||^application^pdf^Base64^{pdf}||||||F",
+        ],
+    ).encode()
+    out["oru_visibility.hl7"] = oru_message(
+        "MSG0801",
+        dupont(),
+        CBC[:1],
+        extra=[
+            "OBX|2|CE|MASQUE_PS^Masqué aux professionnels de santé^L||Y||||||F",
+            "OBX|3|CE|INVISIBLE_PATIENT^Invisible pour le patient^L||N||||||F",
+            "OBX|4|CE|INVISIBLE_REPRESENTANTS_LEGAUX^Invisible représentants légaux^L||1||||||F",
+        ],
+    ).encode()
     out["oru_correction.hl7"] = oru_message(
-        "MSG0902", dupont(), CBC[:1], filler="DOS-MSG0901", status="C").encode()
-    out["broken_msh.hl7"] = lab(["MSH|^~\\&|SIL-LABO|LABO EXEMPLE", dupont(),
-                                 obx(1, CBC[0], "20240312083000")]).encode()
+        "MSG0902", dupont(), CBC[:1], filler="DOS-MSG0901", status="C"
+    ).encode()
+    out["broken_msh.hl7"] = lab(
+        ["MSH|^~\\&|SIL-LABO|LABO EXEMPLE", dupont(), obx(1, CBC[0], "20240312083000")]
+    ).encode()
     broken = oru_message("MSG1002", santoni(), CBC[:1], extra=["QQQ|1|inconnu"])
-    out["oru_two_good_one_broken.hl7"] = "\r".join([
-        oru_message("MSG1001", dupont(), CBC[:2]), broken,
-        oru_message("MSG1003", dupont(), CBC[2:3]),
-    ]).encode()
+    out["oru_two_good_one_broken.hl7"] = "\r".join(
+        [
+            oru_message("MSG1001", dupont(), CBC[:2]),
+            broken,
+            oru_message("MSG1003", dupont(), CBC[2:3]),
+        ]
+    ).encode()
     return out
 
 
