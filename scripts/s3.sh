@@ -15,7 +15,8 @@
 #
 # Environment: CARNET_CACHE (build and state folder), CARNET_MINIO_VERSION,
 # CARNET_S3_PORT (9000), CARNET_S3_TIMEOUT (start timeout, s), MINIO_ROOT_USER and
-# MINIO_ROOT_PASSWORD (test credentials by default).
+# MINIO_ROOT_PASSWORD (test credentials by default), CARNET_S3_SSE=0 (start without a KMS
+# key, to see how Carnet behaves on a server that cannot encrypt).
 set -euo pipefail
 
 MINIO_MODULE="github.com/minio/minio"
@@ -110,10 +111,16 @@ start() {
   echo "$data" >"$DATA_FILE"
   rm -f "$PID_FILE"
   log "starting MinIO at $URL (data in $data)"
+  # A static KMS key (fresh per start, like the data folder) so that SSE-S3 requests are
+  # honoured as on AWS; without one MinIO answers NotImplemented to every SSE request.
+  local kms=()
+  if [[ "${CARNET_S3_SSE:-1}" != 0 ]]; then
+    kms=("MINIO_KMS_SECRET_KEY=carnet-test-key:$(head -c 32 /dev/urandom | base64)")
+  fi
   # setsid: its own session and process group, so the test runner's signals do not
   # reach it and `stop` can end it (and only it) by pid.
-  MINIO_ROOT_USER="$ROOT_USER" MINIO_ROOT_PASSWORD="$ROOT_PASSWORD" MINIO_BROWSER=off \
-    MINIO_UPDATE=off setsid "$MINIO_BIN" server --quiet --address "127.0.0.1:$S3_PORT" \
+  env MINIO_ROOT_USER="$ROOT_USER" MINIO_ROOT_PASSWORD="$ROOT_PASSWORD" MINIO_BROWSER=off \
+    MINIO_UPDATE=off "${kms[@]}" setsid "$MINIO_BIN" server --quiet --address "127.0.0.1:$S3_PORT" \
     "$data" >"$LOG_FILE" 2>&1 </dev/null &
   echo $! >"$PID_FILE"
   local deadline=$((SECONDS + START_TIMEOUT_S))

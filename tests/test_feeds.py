@@ -1,0 +1,158 @@
+"""The ``Feed`` contract, run against ``FolderFeed`` and ``S3Feed`` (real MinIO), plus
+feed URLs and manifest checks."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from pipeline.errors import ConfigurationError, SourceError
+from pipeline.feed_urls import open_feed, verify_manifest
+from pipeline.feeds import Feed, FolderFeed, ManifestEntry
+from pipeline.s3 import S3Feed, make_client
+from pipeline.store import sha256_hex
+from tests.test_s3 import s3_bucket, s3_endpoint  # noqa: F401  (session fixtures)
+
+Drop = Callable[[str, bytes], None]  # how a producer drops one file: (path under root, bytes)
+HL7 = b"MSH|^~\\&|LAB|BIO||CARNET|20250314||ORU^R01|1|P|2.5\r"
+PDF = b"%PDF-1.4\n" + bytes(range(256))
+
+
+@pytest.fixture(params=["folder", pytest.param("s3", marks=pytest.mark.s3)])
+def feed_and_drop(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[Feed, Drop]:
+    if request.param == "folder":
+        root = tmp_path / "feed"
+        root.mkdir()
+
+        def drop_file(name: str, data: bytes) -> None:
+            path = root / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(data)
+
+        return FolderFeed(root), drop_file
+
+    bucket = request.getfixturevalue("s3_bucket")
+    endpoint = request.getfixturevalue("s3_endpoint")
+    prefix = f"feeds-{tmp_path.name}"
+    client = make_client(endpoint_url=endpoint, region="us-east-1")
+
+    def drop_object(name: str, data: bytes) -> None:
+        client.put_object(Bucket=bucket, Key=f"{prefix}/{name}", Body=data)
+
+    return S3Feed.from_url(f"s3://{bucket}/{prefix}", endpoint_url=endpoint, region="us-east-1"), drop_object
+
+
+def test_is_a_feed(feed_and_drop: tuple[Feed, Drop]) -> None:
+    assert isinstance(feed_and_drop[0], Feed)
+
+
+def test_batch_without_marker_is_not_listed(feed_and_drop: tuple[Feed, Drop]) -> None:
+    feed, drop = feed_and_drop
+    drop("lab/b1/a.hl7", HL7)
+    drop("lab/b1/sub/b.pdf", PDF)
+    assert feed.list_batches() == []
+    drop("lab/b1/_READY", b"")
+    assert [b.key for b in feed.list_batches()] == ["lab/b1"]
+
+
+def test_ready_batch_lists_nested_files_without_control_files(feed_and_drop: tuple[Feed, Drop]) -> None:
+    feed, drop = feed_and_drop
+    for name, data in {
+        "a.hl7": HL7, "sub/b.pdf": PDF, "sub/deeper/c.xml": b"<ClinicalDocument/>",
+        "_READY": b"", "_report.json": b"{}", "_ack/a.hl7": b"MSH|ACK", ".DS_Store": b"x",
+        "sub/.partial": b"x",
+    }.items():
+        drop(f"lab/2025-03-14/{name}", data)
+    drop("radio/r7/x.pdf", PDF)  # incomplete batch of another producer
+
+    [batch] = feed.list_batches()
+    assert (batch.producer, batch.batch, batch.feed_url) == ("lab", "2025-03-14", feed.url)
+    assert batch.files == ("a.hl7", "sub/b.pdf", "sub/deeper/c.xml")
+    assert batch.manifest is None
+    assert feed.read(batch, "sub/b.pdf") == PDF
+    assert feed.read(batch, "a.hl7") == HL7
+    assert feed.source_uri(batch, "sub/b.pdf").endswith("/lab/2025-03-14/sub/b.pdf")
+
+
+def test_batches_sorted_across_producers(feed_and_drop: tuple[Feed, Drop]) -> None:
+    feed, drop = feed_and_drop
+    for key in ["radio/r2", "lab/b2", "lab/b1", "pharma/p1"]:
+        drop(f"{key}/doc.hl7", HL7)
+        drop(f"{key}/_READY", b"")
+    assert [b.key for b in feed.list_batches()] == ["lab/b1", "lab/b2", "pharma/p1", "radio/r2"]
+
+
+def test_manifest_batch_carries_its_entries(feed_and_drop: tuple[Feed, Drop]) -> None:
+    feed, drop = feed_and_drop
+    entries = [{"name": "a.hl7", "size": len(HL7), "sha256": sha256_hex(HL7)},
+               {"name": "scans/b.pdf", "size": len(PDF)}]
+    drop("lab/m1/a.hl7", HL7)
+    drop("lab/m1/scans/b.pdf", PDF)
+    drop("lab/m1/_manifest.json", json.dumps({"files": entries}).encode())
+
+    [batch] = feed.list_batches()
+    assert batch.files == ("a.hl7", "scans/b.pdf")
+    assert batch.manifest == tuple(ManifestEntry.model_validate(e) for e in entries)
+
+
+def test_unreadable_manifest_is_a_source_error(feed_and_drop: tuple[Feed, Drop]) -> None:
+    feed, drop = feed_and_drop
+    drop("lab/m2/a.hl7", HL7)
+    drop("lab/m2/_manifest.json", b"{not json")
+    with pytest.raises(SourceError, match="manifest"):
+        feed.list_batches()
+
+
+def test_acknowledgements_read_back_and_not_listed(feed_and_drop: tuple[Feed, Drop]) -> None:
+    feed, drop = feed_and_drop
+    drop("lab/b1/a.hl7", HL7)
+    drop("lab/b1/_READY", b"")
+    [batch] = feed.list_batches()
+
+    report = json.dumps({"files": [{"file": "a.hl7", "status": "indexed"}]}).encode()
+    feed.write(batch, "_report.json", report)
+    feed.write(batch, "_ack/a.hl7", b"MSH|^~\\&|CARNET\rMSA|AA|1\r")
+    assert feed.read(batch, "_report.json") == report
+    assert feed.read(batch, "_ack/a.hl7") == b"MSH|^~\\&|CARNET\rMSA|AA|1\r"
+    [again] = feed.list_batches()
+    assert again.files == ("a.hl7",)
+
+
+def test_missing_feed_root_is_a_source_error(tmp_path: Path) -> None:
+    with pytest.raises(SourceError):
+        FolderFeed(tmp_path / "nowhere").list_batches()
+
+
+@pytest.mark.s3
+def test_missing_bucket_is_a_source_error(s3_endpoint: str) -> None:  # noqa: F811
+    feed = S3Feed.from_url("s3://carnet-no-such-bucket-7f3a/feeds", endpoint_url=s3_endpoint,
+                           region="us-east-1")
+    with pytest.raises(SourceError, match="NoSuchBucket"):
+        feed.list_batches()
+
+
+def test_open_feed_picks_the_backend(tmp_path: Path) -> None:
+    assert isinstance(open_feed(str(tmp_path)), FolderFeed)
+    folder = open_feed(f"file://{tmp_path}")
+    assert isinstance(folder, FolderFeed) and folder.url == str(tmp_path)
+    s3 = open_feed("s3://feeds/producers/", endpoint_url="http://127.0.0.1:9000", region="us-east-1")
+    assert isinstance(s3, S3Feed) and s3.url == "s3://feeds/producers"
+    with pytest.raises(ConfigurationError):
+        open_feed("ftp://feeds/x")
+
+
+def test_verify_manifest() -> None:
+    data = b"compte rendu"
+    assert verify_manifest(ManifestEntry(name="a", size=len(data), sha256=sha256_hex(data)), data) is None
+    assert verify_manifest(ManifestEntry(name="a"), data) is None
+    assert verify_manifest(ManifestEntry(name="a", sha256=sha256_hex(data).upper()), data) is None
+
+    size = verify_manifest(ManifestEntry(name="a", size=len(data) + 1), data)
+    assert size == f"size {len(data)} bytes, manifest says {len(data) + 1}"
+
+    other = sha256_hex(b"another file")
+    sha = verify_manifest(ManifestEntry(name="a", size=len(data), sha256=other), data)
+    assert sha == f"sha256 {sha256_hex(data)}, manifest says {other}"

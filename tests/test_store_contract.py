@@ -1,0 +1,118 @@
+"""The ``DocumentStore`` contract, run against ``FileStore`` and ``S3Store`` (real MinIO)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from pathlib import Path
+
+import pytest
+
+from pipeline.model import Problem, Reason
+from pipeline.s3 import S3Store
+from pipeline.store import DocumentStore, FileStore, QuarantineAttempt, QuarantineRecord, sha256_hex
+from tests.test_s3 import s3_bucket, s3_endpoint  # noqa: F401  (session fixtures)
+
+FIVE_MB = os.urandom(5 * 1024 * 1024)
+
+
+@pytest.fixture(params=["file", pytest.param("s3", marks=pytest.mark.s3)])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> DocumentStore:
+    if request.param == "file":
+        return FileStore(tmp_path / "store")
+    bucket = request.getfixturevalue("s3_bucket")
+    endpoint = request.getfixturevalue("s3_endpoint")
+    prefix = f"contract-{tmp_path.name}"  # pytest's tmp_path names are unique per test
+    return S3Store.from_url(f"s3://{bucket}/{prefix}", endpoint_url=endpoint, region="us-east-1")
+
+
+def test_is_a_document_store(store: DocumentStore) -> None:
+    assert isinstance(store, DocumentStore)
+
+
+@pytest.mark.parametrize("data", [b"", b"MSH|^~\\&|LAB\r", bytes(range(256)), FIVE_MB],
+                         ids=["empty", "hl7", "all-bytes", "5MB"])
+def test_round_trip_byte_for_byte(store: DocumentStore, data: bytes) -> None:
+    digest = store.put(data)
+    assert digest == sha256_hex(data)
+    assert store.exists(digest)
+    assert store.get(digest) == data
+
+
+def test_put_is_idempotent(store: DocumentStore) -> None:
+    first = store.put(b"same document")
+    assert store.put(b"same document") == first
+    assert list(store.iter_hashes()) == [first]
+    assert store.get(first) == b"same document"
+
+
+def test_exists_and_delete(store: DocumentStore) -> None:
+    digest = store.put(b"to delete")
+    assert store.delete(digest) is True
+    assert not store.exists(digest)
+    assert store.delete(digest) is False
+    with pytest.raises(KeyError):
+        store.get(digest)
+
+
+def test_missing_object_is_a_key_error(store: DocumentStore) -> None:
+    missing = sha256_hex(b"never stored")
+    assert not store.exists(missing)
+    with pytest.raises(KeyError):
+        store.get(missing)
+
+
+def test_iter_hashes_lists_every_object_in_order(store: DocumentStore) -> None:
+    assert list(store.iter_hashes()) == []
+    digests = [store.put(f"document {i}".encode()) for i in range(5)]
+    assert list(store.iter_hashes()) == sorted(digests)
+
+
+@pytest.mark.parametrize("bad", ["", "abc", "A" * 64, "g" * 64, "../" + "a" * 61, "a" * 65])
+def test_bad_sha_is_rejected(store: DocumentStore, bad: str) -> None:
+    with pytest.raises(ValueError):
+        store.get(bad)
+    with pytest.raises(ValueError):
+        store.exists(bad)
+    with pytest.raises(ValueError):
+        store.delete(bad)
+
+
+def _record(qid: str, attempts: int = 0) -> QuarantineRecord:
+    at = dt.datetime(2025, 3, 14, 9, 26, 53, tzinfo=dt.UTC)
+    problem = Problem(code=Reason.INVALID_INS_KEY, message="INS key does not match")
+    return QuarantineRecord(
+        quarantine_id=qid, source="s3://feeds/lab/b1/a.hl7", producer="lab", batch="b1",
+        content_sha256=sha256_hex(b"a"), part=2, patient_id=None, reasons=(problem,),
+        first_quarantined_at=at,
+        attempts=tuple(QuarantineAttempt(at=at + dt.timedelta(hours=i), reasons=(problem,))
+                       for i in range(attempts)),
+    )
+
+
+def test_quarantine_round_trip(store: DocumentStore) -> None:
+    qid = QuarantineRecord.make_id("lab", "b1/a.hl7", sha256_hex(b"a"))
+    other = QuarantineRecord.make_id("lab", "b1/b.hl7", sha256_hex(b"b"))
+    assert store.get_quarantine(qid) is None
+    store.put_quarantine(_record(qid))
+    store.put_quarantine(_record(other))
+    assert store.get_quarantine(qid) == _record(qid)
+    assert sorted(r.quarantine_id for r in store.list_quarantine()) == sorted([qid, other])
+
+    store.put_quarantine(_record(qid, attempts=2))  # a retry overwrites the record
+    assert store.get_quarantine(qid) == _record(qid, attempts=2)
+
+    assert store.remove_quarantine(qid) is True
+    assert store.remove_quarantine(qid) is False
+    assert store.get_quarantine(qid) is None
+    assert [r.quarantine_id for r in store.list_quarantine()] == [other]
+    # Quarantine records are not documents.
+    assert list(store.iter_hashes()) == []
+
+
+@pytest.mark.parametrize("bad", ["../etc", "a/b", "", "x.json"])
+def test_bad_quarantine_id_is_rejected(store: DocumentStore, bad: str) -> None:
+    with pytest.raises(ValueError):
+        store.get_quarantine(bad)
+    with pytest.raises(ValueError):
+        store.remove_quarantine(bad)
