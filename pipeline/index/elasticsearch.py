@@ -45,10 +45,11 @@ TOKEN_FIELDS = ("title_tokens", "meta_tokens", "body_tokens")
 # Field weights, as the SQLite backend's bm25 column weights (title 4, meta 2, body 1).
 _BOOSTS = {"title_tokens": 4.0, "meta_tokens": 2.0, "body_tokens": 1.0}
 _HIT_SOURCE = ["doc_id", "doc_class", "type_code", "title", "document_date", "text"]
-MAX_RESULT_WINDOW = 10_000
+MAX_ID_BYTES = 512  # Elasticsearch's limit on _id
+MAX_RESULT_WINDOW = 10_000  # Elasticsearch's default index.max_result_window
 # Longer prefixes are refused by the cluster (index.max_regex_length); no real word is
 # that long, so such a last term is matched exactly instead.
-MAX_PREFIX_CHARS = 1000  # Elasticsearch's default index.max_result_window
+MAX_PREFIX_CHARS = 1000
 BULK_CHUNK = 500
 # Statuses that say the cluster, not the document, is the problem: the batch is retried
 # by the caller instead of the document being quarantined.
@@ -178,6 +179,11 @@ class ElasticsearchIndex:
     # -- set-up ---------------------------------------------------------------------------
 
     @property
+    def client(self) -> Elasticsearch:
+        """The underlying client (admin tasks and tests; reads should go through the alias)."""
+        return self._es
+
+    @property
     def template_name(self) -> str:
         return self.alias
 
@@ -301,6 +307,10 @@ class ElasticsearchIndex:
                 failures.append(IndexFailure(doc_id=record.doc_id, message=message))
             elif not record.doc_id:
                 failures.append(IndexFailure(doc_id=record.doc_id, message="empty doc_id"))
+            elif len(record.doc_id.encode()) > MAX_ID_BYTES:
+                # Checked here: the cluster fails the whole bulk request for one such id.
+                message = f"doc_id is longer than {MAX_ID_BYTES} bytes"
+                failures.append(IndexFailure(doc_id=record.doc_id, message=message))
             else:
                 try:
                     actions.append(self._action(record))

@@ -1,0 +1,143 @@
+"""Elasticsearch-specific behaviour beyond the shared contract: template and alias,
+routing by patient, refused documents, reindexing behind the alias, unreachable nodes."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import socket
+from collections.abc import Iterator
+from uuid import uuid4
+
+import pytest
+from elasticsearch import BadRequestError
+
+from pipeline.errors import BackendUnavailable
+from pipeline.index.elasticsearch import TOKEN_FIELDS, ElasticsearchIndex, load_schema
+from pipeline.model import DocumentRecord, LabResult, SearchQuery
+from tests.conftest import require_service
+from tests.index.conftest import PATIENT_A, PATIENT_B, make_record
+
+
+@pytest.fixture
+def es_url() -> str:
+    return require_service(
+        "Elasticsearch",
+        os.environ.get("CARNET_TEST_ES_URL", "http://127.0.0.1:9200"),
+        "scripts/elasticsearch.sh start",
+    )
+
+
+@pytest.fixture
+def es_index(es_url: str) -> Iterator[ElasticsearchIndex]:
+    index = ElasticsearchIndex(es_url, alias=f"carnet-test-{uuid4().hex[:8]}")
+    try:
+        yield index
+    finally:
+        index.drop()
+        index.close()
+
+
+def test_mapping_covers_every_record_field() -> None:
+    """A field added to the model must be mapped (the mapping is strict)."""
+    properties = load_schema()["mappings"]["properties"]
+    assert set(properties) - set(TOKEN_FIELDS) == set(DocumentRecord.model_fields)
+    assert set(properties["results"]["properties"]) == set(LabResult.model_fields)
+
+
+def test_unreachable_node_raises_backend_unavailable_with_the_url() -> None:
+    with socket.socket() as sock:  # a port on which nothing listens
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    url = f"http://127.0.0.1:{port}"
+    with pytest.raises(BackendUnavailable, match=f"127.0.0.1:{port}"):
+        ElasticsearchIndex(url, alias="carnet-unreachable")
+
+
+@pytest.mark.elasticsearch
+def test_template_and_alias_are_created_idempotently(
+    es_url: str, es_index: ElasticsearchIndex
+) -> None:
+    es_index.upsert([make_record("d1", text="Glucose")])
+    again = ElasticsearchIndex(es_url, alias=es_index.alias)
+    try:
+        assert again.indices() == es_index.indices() == [f"{es_index.alias}-v1"]
+        assert again.count() == 1
+        assert again.get(PATIENT_A, "d1") is not None
+    finally:
+        again.close()
+    client = es_index.client
+    template = client.indices.get_index_template(name=es_index.template_name)
+    patterns = template["index_templates"][0]["index_template"]["index_patterns"]
+    assert patterns == [f"{es_index.alias}-v*"]
+    mapping = client.indices.get_mapping(index=es_index.alias)[f"{es_index.alias}-v1"]["mappings"]
+    assert mapping["dynamic"] == "strict"
+    assert mapping["properties"]["results"]["type"] == "nested"
+    assert mapping["properties"]["body_tokens"]["analyzer"] == "whitespace"
+
+
+@pytest.mark.elasticsearch
+def test_documents_are_routed_by_patient(es_index: ElasticsearchIndex) -> None:
+    es_index.upsert([
+        make_record("a1", text="Glucose"),
+        make_record("b1", patient_id=PATIENT_B, text="Glucose"),
+    ])
+    client = es_index.client
+    stored = client.get(index=es_index.alias, id="a1", routing=PATIENT_A)
+    assert stored["_routing"] == PATIENT_A
+    assert client.get(index=es_index.alias, id="b1", routing=PATIENT_B)["_routing"] == PATIENT_B
+    # Routing is required by the mapping: a write without it is refused by the cluster.
+    with pytest.raises(BadRequestError, match="routing"):
+        client.index(index=es_index.alias, id="x", document={"doc_id": "x"})
+    # Token fields are indexed but not kept in _source (rebuilt from the record).
+    assert not set(TOKEN_FIELDS) & set(stored["_source"])
+
+
+@pytest.mark.elasticsearch
+def test_documents_the_cluster_refuses_come_back_as_failures(
+    es_index: ElasticsearchIndex,
+) -> None:
+    good = make_record("good", text="Hémoglobine 13")
+    # A date the mapping cannot parse (pydantic bypassed, as a buggy producer path might).
+    bad_date = make_record("bad-date", text="Glucose").model_construct(
+        **{**make_record("bad-date").__dict__, "document_date": "le 3 mars"}
+    )
+    # _id is limited to 512 bytes, and the cluster fails a whole bulk request for one.
+    too_long_id = make_record("x" * 600, text="Glucose")
+    with pytest.warns(UserWarning, match="document_date"):  # pydantic, serialising bad_date
+        failures = es_index.upsert([good, bad_date, too_long_id])
+
+    by_id = {f.doc_id: f.message for f in failures}
+    assert set(by_id) == {"bad-date", "x" * 600}
+    assert "document_date" in by_id["bad-date"]
+    assert "512 bytes" in by_id["x" * 600]
+    assert es_index.count() == 1
+    assert es_index.get(PATIENT_A, "good") == good
+
+
+@pytest.mark.elasticsearch
+def test_reindex_swaps_the_alias_and_search_still_works(es_index: ElasticsearchIndex) -> None:
+    records = [
+        make_record(f"a{i}", text=f"Hémoglobine {i}", document_date=dt.date(2024, 1, 1 + i))
+        for i in range(30)
+    ] + [make_record("b1", patient_id=PATIENT_B, text="Zolpidem")]
+    assert es_index.upsert(records) == []
+    es_index.supersede(PATIENT_A, "a0", "a1")
+    before = es_index.search(SearchQuery(patient_id=PATIENT_A, text="hemoglobines", limit=50))
+
+    old = es_index.reindex_to(f"{es_index.alias}-v2")
+
+    assert old == [f"{es_index.alias}-v1"]
+    assert es_index.indices() == [f"{es_index.alias}-v2"]
+    assert es_index.count() == 31
+    after = es_index.search(SearchQuery(patient_id=PATIENT_A, text="hemoglobines", limit=50))
+    assert after.total == before.total == 29
+    assert [h.doc_id for h in after.hits] == [h.doc_id for h in before.hits]
+    assert es_index.get(PATIENT_A, "a0").superseded_by == "a1"  # type: ignore[union-attr]
+    assert es_index.search(SearchQuery(patient_id=PATIENT_A, text="zolpidem")).total == 0
+    stored = es_index.client.get(index=es_index.alias, id="b1", routing=PATIENT_B)
+    assert stored["_index"] == f"{es_index.alias}-v2" and stored["_routing"] == PATIENT_B
+    # Writes go to the new index too.
+    es_index.upsert([make_record("new", text="Ferritine")])
+    assert es_index.search(SearchQuery(patient_id=PATIENT_A, text="ferritine")).total == 1
+    es_index.client.indices.delete(index=old)
