@@ -346,3 +346,22 @@ def test_samples_are_up_to_date() -> None:
     spec.loader.exec_module(module)
     for name, data in module.samples().items():
         assert (SAMPLES / name).read_bytes() == data, f"{name}: re-run make_samples.py"
+
+
+def test_several_obr_get_the_generic_title_and_headed_sections(parser: Hl7Parser) -> None:
+    data = sample("oru_single.hl7").rstrip(b"\r") + "\r".join([
+        "",
+        "OBR|2|CMD-2|DOS-2|24326-1^Ionogramme^LN|||20240311070000",
+        "OBX|1|SN|1988-5^Protéine C réactive^LN||<^5|mg/L|0-5||||F",
+        "OBX|2|SN|5195-3^Sérologie^LN||^1^:^128|||||F",
+        "OBX|3|NM|2951-2^Sodium^LN||140|mmol/L|136-145|N|||D",
+    ]).encode()  # fmt: skip
+    [doc] = parser.parse(data, source="x")
+    assert doc.title == DEFAULT_TITLE
+    assert doc.document_date == dt.date(2024, 3, 12)  # the first OBR's OBR-7
+    crp, serology = doc.results[5:]  # the deleted Sodium (OBX-11 "D") is left out
+    assert (crp.value, crp.numeric_value, serology.value) == ("<5", None, "1:128")
+    lines = doc.text.splitlines()
+    assert lines[0] == DEFAULT_TITLE and lines[1] == "Numération formule sanguine"
+    assert lines[-3:] == ["Ionogramme", "Protéine C réactive (1988-5) : <5 mg/L [0-5]",
+                          "Sérologie (5195-3) : 1:128"]  # fmt: skip
