@@ -55,6 +55,7 @@ log = logging.getLogger(__name__)
 
 # Records are written to the index in chunks of this size (one bulk request each).
 FLUSH_EVERY = 500
+_UNREADABLE = frozenset({Reason.UNREADABLE_SCAN, Reason.EMPTY_DOCUMENT})
 
 
 def _hash_id(*parts: str) -> str:
@@ -121,6 +122,7 @@ class Pipeline:
         # Documents of this run not yet flushed, so duplicates inside one batch are seen.
         self._pending_by_sha: dict[tuple[str, str], str] = {}
         self._pending_by_series: dict[tuple[str, str], str] = {}
+        self._pending_versions: dict[str, int | None] = {}
 
     def close(self) -> None:
         self.flush()
@@ -179,16 +181,21 @@ class Pipeline:
         if blocking:
             self._reject(item, raw_sha, doc, blocking)
             return
-        with self.clock.stage("identify"):
-            identity = identify_patient(doc)
-        if identity.patient_id is None:
-            self._reject(item, raw_sha, doc, list(identity.problems))
-            return
         with self.clock.stage("classify"):
             classification = classify_document(doc)
             document_date = doc.document_date or find_document_date(doc.text)
         with self.clock.stage("quality"):
             problems = check_document(doc, classification, document_date)
+        # An unreadable document is reported as such, not as one "without INS".
+        unreadable = [p for p in problems if p.blocking and p.code in _UNREADABLE]
+        if unreadable:
+            self._reject(item, raw_sha, doc, unreadable)
+            return
+        with self.clock.stage("identify"):
+            identity = identify_patient(doc)
+        if identity.patient_id is None:
+            self._reject(item, raw_sha, doc, list(identity.problems))
+            return
         if any(p.blocking for p in problems):
             self._reject(item, raw_sha, doc, [p for p in problems if p.blocking],
                          patient_id=identity.patient_id)
@@ -212,7 +219,7 @@ class Pipeline:
             ocr_confidence=doc.ocr_confidence, message_control_id=doc.message_control_id,
         )
         with self.clock.stage("dedup"):
-            duplicate_of, supersedes = self._existing(patient, content_sha, series_id)
+            duplicate_of, supersedes, newer = self._existing(patient, content_sha, series_id, doc.version)
         if duplicate_of:
             self.outcomes.append(Outcome(status=Status.DUPLICATE, doc_id=duplicate_of,
                                          **outcome_base))  # type: ignore[arg-type]
@@ -226,7 +233,8 @@ class Pipeline:
             title=doc.title or classification.type_label or "Document",
             document_date=document_date, producer=item.producer,
             producer_finess=doc.producer_finess or find_finess(doc.text),
-            producer_document_id=doc.producer_document_id,
+            producer_document_id=doc.producer_document_id, version=doc.version,
+            superseded_by=newer,
             author_rpps=doc.author_rpps or find_rpps(doc.text), author_name=doc.author_name,
             source=doc.source_ref, format=doc.format, content_sha256=content_sha,
             text=doc.text, results=doc.results, visibility=doc.visibility,
@@ -241,19 +249,32 @@ class Pipeline:
                                      **outcome_base))  # type: ignore[arg-type]
         self._pending.append(_Pending(record, len(self.outcomes) - 1, supersedes))
         self._pending_by_sha[(patient, content_sha)] = doc_id
-        self._pending_by_series[(patient, series_id)] = doc_id
+        if newer is None:
+            self._pending_by_series[(patient, series_id)] = doc_id
+            self._pending_versions[doc_id] = doc.version
 
-    def _existing(self, patient: str, content_sha: str, series_id: str) -> tuple[str | None, str | None]:
-        """(doc id this duplicates, doc id this replaces) — looking at pending then index."""
+    def _existing(
+        self, patient: str, content_sha: str, series_id: str, version: int | None
+    ) -> tuple[str | None, str | None, str | None]:
+        """(doc id this duplicates, doc id this replaces, newer doc id that supersedes this one).
+
+        Versions of a series replace each other in arrival order, except that a document
+        carrying a lower version number than the current one arrives already superseded.
+        """
         if (patient, content_sha) in self._pending_by_sha:
-            return self._pending_by_sha[(patient, content_sha)], None
-        supersedes = self._pending_by_series.get((patient, series_id))
+            return self._pending_by_sha[(patient, content_sha)], None, None
+        current = self._pending_by_series.get((patient, series_id))
+        current_version = self._pending_versions.get(current) if current else None
         for v in self.index.find_versions(patient, content_sha256=content_sha, series_id=series_id):
             if v.content_sha256 == content_sha:
-                return v.doc_id, None
-            if v.series_id == series_id and v.superseded_by is None and supersedes is None:
-                supersedes = v.doc_id
-        return None, supersedes
+                return v.doc_id, None, None
+            if v.series_id == series_id and v.superseded_by is None and current is None:
+                current = v.doc_id
+                existing = self.index.get(patient, v.doc_id)
+                current_version = existing.version if existing else None
+        if current and version is not None and current_version is not None and version < current_version:
+            return None, None, current
+        return None, current, None
 
     def _reject(
         self,
@@ -305,6 +326,7 @@ class Pipeline:
         pending, self._pending = self._pending, []
         self._pending_by_sha.clear()
         self._pending_by_series.clear()
+        self._pending_versions.clear()
         with self.clock.stage("index"):
             failures = {f.doc_id: f.message for f in self.index.upsert([p.record for p in pending])}
             for p in pending:

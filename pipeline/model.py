@@ -180,6 +180,7 @@ class DocumentRecord(Frozen):
     producer: str  # feed / producer id
     producer_finess: str | None = None
     producer_document_id: str | None = None
+    version: int | None = None  # the producer's version number within the series, if given
     author_rpps: str | None = None
     author_name: str | None = None
     source: str
