@@ -73,6 +73,28 @@ class AccessDecision(Frozen):
     allowed_classes: tuple[DocClass, ...] | None = None
 
 
+class Grant(Frozen):
+    """One entry of what a patient manages: an authorisation, block, delegation or representative."""
+
+    kind: str
+    subject: str  # RPPS, caregiver id or representative's person id
+    classes: tuple[DocClass, ...] | None = None  # delegations: None means every class
+    since: dt.datetime | None = None
+    until: dt.datetime | None = None  # representatives: the minor's 18th birthday
+
+
+def access_db_path(data_dir: Path) -> Path:
+    """Where an install keeps its access rules."""
+    return data_dir / "access.db"
+
+
+def _majority(birth: dt.date) -> dt.date:
+    try:
+        return birth.replace(year=birth.year + MAJORITY_AGE)
+    except ValueError:  # born on 29 February: of age on 1 March
+        return dt.date(birth.year + MAJORITY_AGE, 3, 1)
+
+
 def _age_on(birth: dt.date, day: dt.date) -> int:
     return day.year - birth.year - ((day.month, day.day) < (birth.month, birth.day))
 
@@ -132,11 +154,51 @@ class AccessRules:
                     (patient_id, rpps, reason, now.isoformat(), expires.isoformat()))
         return expires
 
-    def forget_patient(self, patient_id: str) -> None:
-        """Erasure: drop every grant, block, delegation and representative of a patient."""
+    def remove_representative(self, patient_id: str, person_id: str) -> bool:
+        return self._write("DELETE FROM representatives WHERE patient_id=? AND person_id=?",
+                           (patient_id, person_id)) > 0
+
+    def forget_patient(self, patient_id: str) -> int:
+        """Erasure: drop every grant, block, delegation and representative of a patient;
+        return how many rows went."""
+        removed = 0
         with self._lock, self._conn:
             for table in ("authorisations", "blocks", "delegations", "representatives", "break_glass"):
-                self._conn.execute(f"DELETE FROM {table} WHERE patient_id=?", (patient_id,))  # noqa: S608
+                removed += self._conn.execute(f"DELETE FROM {table} WHERE patient_id=?",  # noqa: S608
+                                              (patient_id,)).rowcount
+        return removed
+
+    # -- what the patient (or their representative) reads back ---------------------------------
+
+    def _rows(self, sql: str, args: tuple[object, ...]) -> list[tuple[object, ...]]:
+        with self._lock:
+            return [tuple(r) for r in self._conn.execute(sql, args)]
+
+    def authorisations(self, patient_id: str) -> list[Grant]:
+        """Professionals currently authorised, and the ones blocked."""
+        rows = self._rows("SELECT rpps, granted_at FROM authorisations WHERE patient_id=? "
+                          "AND revoked_at IS NULL ORDER BY rpps", (patient_id,))
+        blocked = self._rows("SELECT rpps, blocked_at FROM blocks WHERE patient_id=? ORDER BY rpps",
+                             (patient_id,))
+        return ([Grant(kind="authorisation", subject=str(r), since=dt.datetime.fromisoformat(str(t)))
+                 for r, t in rows]
+                + [Grant(kind="block", subject=str(r), since=dt.datetime.fromisoformat(str(t)))
+                   for r, t in blocked])
+
+    def delegations(self, patient_id: str) -> list[Grant]:
+        rows = self._rows("SELECT caregiver_id, classes, granted_at FROM delegations WHERE patient_id=? "
+                          "AND revoked_at IS NULL ORDER BY caregiver_id", (patient_id,))
+        return [Grant(kind="delegation", subject=str(c),
+                      classes=None if k is None else tuple(DocClass(x) for x in json.loads(str(k))),
+                      since=dt.datetime.fromisoformat(str(t))) for c, k, t in rows]
+
+    def representatives(self, patient_id: str) -> list[Grant]:
+        rows = self._rows("SELECT person_id, patient_birth_date FROM representatives WHERE patient_id=? "
+                          "ORDER BY person_id", (patient_id,))
+        return [Grant(kind="representative", subject=str(p),
+                      until=dt.datetime.combine(_majority(dt.date.fromisoformat(str(b))), dt.time(),
+                                                tzinfo=dt.UTC))
+                for p, b in rows]
 
     # -- the decision --------------------------------------------------------------------------
 

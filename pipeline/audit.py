@@ -8,6 +8,7 @@ or keys: who, role, when, which patient, which documents, what and why.
 from __future__ import annotations
 
 import datetime as dt
+import fcntl
 import hashlib
 import json
 import threading
@@ -17,6 +18,11 @@ from pathlib import Path
 from pipeline.model import Frozen
 
 GENESIS = "0" * 64
+
+
+def audit_log_path(data_dir: Path) -> Path:
+    """Where an install keeps its audit log."""
+    return data_dir / "audit.jsonl"
 
 
 class AuditEntry(Frozen):
@@ -56,12 +62,19 @@ class AuditLog:
         if not self.path.exists() or self.path.stat().st_size == 0:
             return None
         with self.path.open("rb") as fh:
-            # Read back from the end: the log can grow large.
+            # Read back from the end: the log can grow large. Widen the window until it holds
+            # a whole line (an erasure entry listing many documents can be long).
             fh.seek(0, 2)
             size = fh.tell()
-            block = min(size, 65536)
-            fh.seek(size - block)
-            last_line = fh.read().rstrip(b"\n").rsplit(b"\n", 1)[-1]
+            block = 65536
+            while True:
+                block = min(size, block)
+                fh.seek(size - block)
+                tail = fh.read().rstrip(b"\n")
+                if b"\n" in tail or block == size:
+                    break
+                block *= 4
+            last_line = tail.rsplit(b"\n", 1)[-1]
         return AuditEntry.model_validate_json(last_line)
 
     def append(
@@ -69,7 +82,10 @@ class AuditLog:
         doc_ids: Sequence[str] = (), reason: str | None = None,
         at: dt.datetime | None = None,
     ) -> AuditEntry:
-        with self._lock:
+        # The thread lock orders this process's writers; the file lock orders processes
+        # (the API server and a `carnet erase` may append at the same time).
+        with self._lock, self.path.with_suffix(".lock").open("a") as lock_file:
+            fcntl.flock(lock_file, fcntl.LOCK_EX)
             last = self._last()
             fields: dict[str, object] = {
                 "seq": (last.seq + 1) if last else 1,

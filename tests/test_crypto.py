@@ -1,0 +1,161 @@
+"""Encryption at rest: what lands on disk, the master key, crypto-shredding."""
+
+from __future__ import annotations
+
+import base64
+import logging
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from pipeline.crypto import EncryptedStore, KeyRing, load_master_key, open_encrypted_store
+from pipeline.errors import ConfigurationError
+from pipeline.settings import Settings
+from pipeline.store import FileStore, QuarantineRecord, sha256_hex
+
+P = "284057512345672"
+OTHER = "192016900100212"
+REPORT = "Compte rendu de biologie — Hémoglobine 13,5 g/dL — patient DUPONT Jeanne".encode()
+
+
+def _key() -> bytes:
+    return os.urandom(32)
+
+
+@pytest.fixture
+def master() -> bytes:
+    return _key()
+
+
+@pytest.fixture
+def store(tmp_path: Path, master: bytes) -> EncryptedStore:
+    s = EncryptedStore(FileStore(tmp_path / "store"), KeyRing(tmp_path / "keyring.db", master))
+    yield s
+    s.close()
+
+
+def _files(root: Path) -> list[Path]:
+    return [p for p in (root / "objects").rglob("*") if p.is_file()]
+
+
+def test_put_returns_the_plaintext_hash_and_only_ciphertext_reaches_the_disk(
+    store: EncryptedStore, tmp_path: Path,
+) -> None:
+    sha = store.put(REPORT)
+    assert sha == sha256_hex(REPORT)
+    assert store.put(REPORT) == sha  # idempotent: one object, not one per put
+    files = _files(tmp_path / "store")
+    assert len(files) == 1
+    on_disk = files[0].read_bytes()
+    assert REPORT not in on_disk and b"DUPONT" not in on_disk and b"moglobine" not in on_disk
+    assert files[0].name != sha[2:]  # not even the plaintext's address is visible
+    assert store.get(sha) == REPORT and store.exists(sha) and list(store.iter_hashes()) == [sha]
+    with pytest.raises(KeyError):
+        store.get(sha256_hex(b"never stored"))
+
+
+def test_assign_re_encrypts_under_the_patients_key(store: EncryptedStore, tmp_path: Path) -> None:
+    sha = store.put(REPORT)
+    before = _files(tmp_path / "store")[0].read_bytes()
+    assert store.assign(sha, P)
+    assert not store.assign(sha, P)  # already theirs
+    assert not store.assign(sha, OTHER)  # keeps its first owner
+    after = _files(tmp_path / "store")
+    assert len(after) == 1 and after[0].read_bytes() != before  # old copy gone
+    assert store.get(sha) == REPORT
+    assert store.owner_of(sha) == P and store.objects_of(P) == [sha] and store.objects_of(OTHER) == []
+
+
+def test_wrong_master_key_cannot_open_the_keyring(tmp_path: Path, master: bytes) -> None:
+    ring = KeyRing(tmp_path / "keyring.db", master)
+    EncryptedStore(FileStore(tmp_path / "store"), ring).put(REPORT)
+    ring.close()
+    with pytest.raises(ConfigurationError, match="does not open"):
+        KeyRing(tmp_path / "keyring.db", _key())
+
+
+def test_a_substituted_ciphertext_is_refused(store: EncryptedStore, tmp_path: Path) -> None:
+    a, b = store.put(REPORT), store.put(b"another document")
+    store.assign(a, P)
+    store.assign(b, P)
+    # Swap the two ciphertexts on disk: same key, but the plaintext hash is the AAD.
+    pa, pb = (store.base._path(store.keyring.lookup(x)[0]) for x in (a, b))  # type: ignore[attr-defined,index]
+    da, db = pa.read_bytes(), pb.read_bytes()
+    pa.write_bytes(db)
+    pb.write_bytes(da)
+    with pytest.raises(KeyError):
+        store.get(a)
+
+
+def test_destroyed_key_leaves_even_a_backup_copy_unreadable(store: EncryptedStore, tmp_path: Path) -> None:
+    sha = store.put(REPORT)
+    store.assign(sha, P)
+    keep = store.put(b"someone else's report")
+    store.assign(keep, OTHER)
+    backup = {p: p.read_bytes() for p in _files(tmp_path / "store")}
+
+    assert store.destroy_patient_key(P)
+    assert not store.destroy_patient_key(P)
+    with pytest.raises(KeyError):
+        store.get(sha)
+    store.delete(sha)
+    # Restore the backup copy of every file: the patient's object stays unreadable,
+    # the other patient's one is fine.
+    for path, data in backup.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+    assert store.get(keep) == b"someone else's report"
+    with pytest.raises(KeyError):
+        store.get(sha)
+    # And the same bytes ingested again are stored afresh, under a new key.
+    assert store.put(REPORT) == sha and store.get(sha) == REPORT
+
+
+def test_keys_never_show_in_reprs_or_logs(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture,
+) -> None:
+    settings = Settings(data_dir=tmp_path / "carnet")
+    with caplog.at_level(logging.DEBUG):
+        store = open_encrypted_store(settings)
+        sha = store.put(REPORT)
+        store.assign(sha, P)
+        store.get(sha)
+    master = load_master_key(settings)
+    patient_key = store.keyring.existing_patient_key(P)
+    assert patient_key is not None
+    text = repr(store) + repr(store.keyring) + caplog.text
+    for key in (master, patient_key):
+        assert key.hex() not in text and base64.b64encode(key).decode() not in text
+        assert repr(key) not in text
+    store.close()
+
+
+def test_default_master_key_file_is_private_and_stable(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path / "carnet")
+    first = load_master_key(settings)
+    path = settings.data_dir / "master.key"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert load_master_key(settings) == first
+    configured = base64.b64encode(_key()).decode()
+    assert load_master_key(Settings(data_dir=tmp_path / "carnet", master_key=configured)) != first
+    with pytest.raises(ConfigurationError):
+        load_master_key(Settings(data_dir=tmp_path, master_key=base64.b64encode(b"short").decode()))
+
+
+def test_quarantine_records_pass_through(store: EncryptedStore) -> None:
+    import datetime as dt
+
+    from pipeline.model import Problem, Reason
+
+    sha = store.put(b"%PDF- broken")
+    rec = QuarantineRecord(
+        quarantine_id=QuarantineRecord.make_id("labo", "a.pdf", sha), source="a.pdf",
+        producer="labo", content_sha256=sha,
+        reasons=(Problem(code=Reason.PARSE_ERROR, message="broken"),),
+        first_quarantined_at=dt.datetime(2026, 1, 1, tzinfo=dt.UTC))
+    store.put_quarantine(rec)
+    assert store.get_quarantine(rec.quarantine_id) == rec
+    assert list(store.list_quarantine()) == [rec]
+    assert store.remove_quarantine(rec.quarantine_id)
