@@ -19,7 +19,12 @@ from pipeline.feeds import READY_MARKER, REPORT
 from pipeline.settings import Settings
 from tests.dags.conftest import REPO, run_dag
 
-pytestmark = pytest.mark.airflow
+pytestmark = [
+    pytest.mark.airflow,
+    # Airflow 3.1's own deprecation chatter (SQLAlchemy noload, starlette, HTTP 422 alias).
+    pytest.mark.filterwarnings("ignore::DeprecationWarning:airflow.*"),
+    pytest.mark.filterwarnings("ignore::DeprecationWarning:starlette.*"),
+]
 
 BIO_BATCH = "labo-bio/2026-01-15-001"
 IMG_BATCH = "radio-ouest/2026-01-16-001"
