@@ -276,8 +276,10 @@ class QualityGate:
                     failed_results.setdefault((str(doc_id), int(n)), set()).add(check)
 
         problems: dict[str, tuple[Problem, ...]] = {}
-        for doc_id in set(failed) | {d for d, _ in failed_results}:
-            found = self._describe(by_id[doc_id], failed.get(doc_id, set()), today)
+        with_failures = set(failed) | {d for d, _ in failed_results}
+        for doc_id in (d for d in by_id if d in with_failures):
+            checks = failed.get(doc_id, set())
+            found = self._describe(by_id[doc_id], checks, today) if checks else []
             for (d, n), checks in sorted(failed_results.items()):
                 if d == doc_id:
                     result = by_id[d].record.results[n]
