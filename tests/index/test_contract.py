@@ -435,3 +435,10 @@ def test_malformed_patient_ids_see_nothing(two_patients: DocumentIndex, patient_
         assert search(two_patients, text, patient_id=patient_id).total == 0
     assert two_patients.get(patient_id, "a-hb") is None
     assert two_patients.find_versions(patient_id, content_sha256="*", series_id="*") == []
+
+
+def test_prefix_spanning_many_index_terms(index: DocumentIndex) -> None:
+    index.upsert([make_record(f"ca-{i}", text=f"Marqueur CA{100 + i}") for i in range(70)])
+    assert search(index, "ca1", limit=100).total == 70
+    assert sorted(ids(search(index, "marqueur ca10"))) == sorted(f"ca-{i}" for i in range(10))
+    assert search(index, "ca99").total == 0
