@@ -9,5 +9,14 @@ producers), ``documents`` (report contents), ``formats`` (bytes), ``feed`` (layo
 from __future__ import annotations
 
 from pipeline.generator.feed import ExpectedDocument, GeneratedFeed, GeneratedPatient, generate_feed
+from pipeline.generator.people import DEFAULT_PRODUCERS, Producer, ProducerKind
 
-__all__ = ["ExpectedDocument", "GeneratedFeed", "GeneratedPatient", "generate_feed"]
+__all__ = [
+    "DEFAULT_PRODUCERS",
+    "ExpectedDocument",
+    "GeneratedFeed",
+    "GeneratedPatient",
+    "Producer",
+    "ProducerKind",
+    "generate_feed",
+]
