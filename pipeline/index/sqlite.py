@@ -14,8 +14,14 @@ Search semantics (the contract tests hold the Elasticsearch backend to the same)
   no text (None or blank) lists the patient's documents, newest first;
 * documents without a date are left out by ``since`` / ``until``.
 
-Speed comes from scoping the patient *inside* MATCH (``pat:"p…" AND {…}:(…)``):
-FTS5 then walks the patient's short doclist instead of every match in the index.
+Speed (target: < 10 ms p95 at 100k documents) comes from three choices, each
+measured: the patient is scoped *inside* MATCH (``pat:"p…" AND {…}:(…)``), so
+FTS5 seeks within the patient's short doclist instead of filtering every match
+afterwards; the prefix term is expanded to exact terms from the ``terms`` table
+rather than FTS5's ``*``; and BM25 is computed in Python over the patient's few
+matched rows with cached document frequencies rather than by ``bm25()``, which
+re-counts every term's documents index-wide on each query.
+
 Every term is quoted, so user text never reaches FTS5 query syntax, and rows are
 joined back to ``documents`` on ``patient_id`` as well, so no read can return
 another patient's document.
