@@ -23,7 +23,7 @@ _DOC_LABEL = re.compile(
     r"(prelevement|examen|compte[- ]rendu|realise|date du|date de l'|edite|ordonnance|"
     r"prescription|valide|fait a .{0,30}le|\ble\b)\s*[^\n]{0,20}$"
 )
-_BIRTH_LABEL = re.compile(r"(ne\(e\)|nee?|naissance|ddn)\s*[^\n]{0,20}$")
+_BIRTH_LABEL = re.compile(r"(\bne\(e\)|\bnee?\b|naissance|\bddn\b)\s*[^\n]{0,20}$")
 
 
 def _candidates(folded: str) -> list[tuple[int, dt.date]]:
