@@ -266,24 +266,25 @@ class QualityGate:
             run_id = self._run_id(batch_label)
             docs_run = self._docs_def.run(batch_parameters={"dataframe": doc_frame},
                                           result_format=fmt, run_id=run_id)
-            for doc_id, check in _failures(docs_run, ("doc_id",)):
-                failed.setdefault(str(doc_id[0]), set()).add(check)
+            for ids, check in _failures(docs_run, ("doc_id",)):
+                failed.setdefault(str(ids[0]), set()).add(check)
             if len(res_frame):
                 fmt_r = dict(fmt, unexpected_index_column_names=["doc_id", "result_no"])
                 res_run = self._results_def.run(batch_parameters={"dataframe": res_frame},
                                                 result_format=fmt_r, run_id=run_id)
-                for (doc_id, n), check in _failures(res_run, ("doc_id", "result_no")):
-                    failed_results.setdefault((str(doc_id), int(n)), set()).add(check)
+                for ids, check in _failures(res_run, ("doc_id", "result_no")):
+                    key = (str(ids[0]), int(str(ids[1])))
+                    failed_results.setdefault(key, set()).add(check)
 
         problems: dict[str, tuple[Problem, ...]] = {}
         with_failures = set(failed) | {d for d, _ in failed_results}
         for doc_id in (d for d in by_id if d in with_failures):
             checks = failed.get(doc_id, set())
             found = self._describe(by_id[doc_id], checks, today) if checks else []
-            for (d, n), checks in sorted(failed_results.items()):
+            for (d, n), result_checks in sorted(failed_results.items()):
                 if d == doc_id:
                     result = by_id[d].record.results[n]
-                    found += [describe_result(result, c) for c in RESULT_CHECKS if c in checks]
+                    found += [describe_result(result, c) for c in RESULT_CHECKS if c in result_checks]
             # Warnings the per-document path already attached are not repeated.
             known = {(w.code, w.message) for w in by_id[doc_id].record.warnings}
             found = [p for p in dict.fromkeys(found) if (p.code, p.message) not in known]
