@@ -1,0 +1,45 @@
+"""The per-document path (``check_document``), run on every parsed document before the gate."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from pipeline.model import Classification, DocClass, Format, ParsedDocument, Reason
+from tests.quality.conftest import DEMOGRAPHICS, TEXT, TODAY
+
+BIOLOGY = Classification(doc_class=DocClass.BIOLOGY, type_code="11502-2", type_label=None,
+                         rule="text.keywords", confidence=0.9)
+
+
+def doc(**changes: object) -> ParsedDocument:
+    base = ParsedDocument(source="in/x.pdf", format=Format.PDF, text=TEXT, page_count=1,
+                          demographics=DEMOGRAPHICS)
+    return base.model_copy(update=changes)
+
+
+def codes(d: ParsedDocument, date: dt.date | None = dt.date(2025, 3, 14)) -> list[tuple[Reason, bool]]:
+    from pipeline.quality import check_document
+
+    return [(p.code, p.blocking) for p in check_document(d, BIOLOGY, date, today=TODAY)]
+
+
+def test_good_document_has_no_problem() -> None:
+    assert codes(doc()) == []
+
+
+def test_blank_scan_is_unreadable() -> None:
+    assert codes(doc(text="", ocr_pages=1, ocr_confidence=0.0)) == [(Reason.UNREADABLE_SCAN, True)]
+    # Enough words but a confidence too low to trust them.
+    assert codes(doc(ocr_pages=1, ocr_confidence=30.0)) == [(Reason.UNREADABLE_SCAN, True)]
+
+
+def test_text_short_for_the_kind_is_a_warning() -> None:
+    short = "Compte rendu biologique : glycémie normale, rien à signaler."
+    assert codes(doc(text=short)) == [(Reason.SHORT_TEXT, False)]
+    assert codes(doc(text="vide")) == [(Reason.EMPTY_DOCUMENT, True)]
+
+
+def test_dates() -> None:
+    assert codes(doc(), TODAY + dt.timedelta(days=1)) == [(Reason.IMPLAUSIBLE_DATE, True)]
+    assert codes(doc(), dt.date(1980, 1, 1)) == [(Reason.IMPLAUSIBLE_DATE, True)]  # before birth
+    assert codes(doc(), None) == [(Reason.MISSING_DATE, False)]
