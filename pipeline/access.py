@@ -27,7 +27,7 @@ import threading
 from enum import StrEnum
 from pathlib import Path
 
-from pipeline.model import DocClass, Frozen, Visibility
+from pipeline.model import DocClass, DocumentRecord, Frozen, SearchQuery, Visibility
 
 BREAK_GLASS_DURATION = dt.timedelta(hours=4)
 MAJORITY_AGE = 18
@@ -71,6 +71,27 @@ class AccessDecision(Frozen):
     via: str  # owner, authorisation, break_glass, delegation, representative, or why not
     exclude_visibility: tuple[Visibility, ...] = ()
     allowed_classes: tuple[DocClass, ...] | None = None
+
+
+def restrict(query: SearchQuery, decision: AccessDecision) -> SearchQuery:
+    """``query`` narrowed to what ``decision`` allows: the filters the index itself applies."""
+    if not decision.allowed:
+        raise ValueError("a denied decision has no query")
+    excluded = tuple(dict.fromkeys(query.exclude_visibility + decision.exclude_visibility))
+    classes = decision.allowed_classes
+    if query.allowed_classes is not None:
+        classes = query.allowed_classes if classes is None else tuple(
+            c for c in query.allowed_classes if c in classes)
+    return query.model_copy(update={"exclude_visibility": excluded, "allowed_classes": classes})
+
+
+def may_see(record: DocumentRecord, decision: AccessDecision) -> bool:
+    """Whether one fetched document is within ``decision`` (the check behind every ``get``)."""
+    if not decision.allowed:
+        return False
+    if any(flag in decision.exclude_visibility for flag in record.visibility):
+        return False
+    return decision.allowed_classes is None or record.doc_class in decision.allowed_classes
 
 
 class Grant(Frozen):

@@ -29,6 +29,7 @@ class AuditEntry(Frozen):
     seq: int
     at: dt.datetime
     actor: str
+    actor_name: str | None = None
     role: str
     action: str  # search, read, download, grant, revoke, visibility, break_glass, erase…
     patient_id: str | None
@@ -80,7 +81,7 @@ class AuditLog:
     def append(
         self, *, actor: str, role: str, action: str, patient_id: str | None,
         doc_ids: Sequence[str] = (), reason: str | None = None,
-        at: dt.datetime | None = None,
+        at: dt.datetime | None = None, actor_name: str | None = None,
     ) -> AuditEntry:
         # The thread lock orders this process's writers; the file lock orders processes
         # (the API server and a `carnet erase` may append at the same time).
@@ -94,6 +95,8 @@ class AuditLog:
                 "doc_ids": list(doc_ids), "reason": reason,
                 "prev_hash": last.hash if last else GENESIS,
             }
+            if actor_name is not None:  # only when given: older entries hash as they were
+                fields["actor_name"] = actor_name
             line = {**fields, "hash": _digest(fields)}
             # Written from the very dict that was hashed, so verify() sees the same bytes.
             with self.path.open("a", encoding="utf-8") as fh:

@@ -1,0 +1,106 @@
+"""The search API and the patient page: ``create_app(settings)`` builds the FastAPI app.
+
+Routes live in :mod:`pipeline.api.documents` and :mod:`pipeline.api.record`; every one
+goes through :mod:`pipeline.api.guard` (token, access decision, audit). The page is
+static HTML + JS under ``static/``, served at ``/``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from fastapi import FastAPI, Request
+from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+
+from pipeline.access import AccessRules, access_db_path
+from pipeline.api import documents, record
+from pipeline.api.auth import ApiConfig, TokenVerifier
+from pipeline.api.guard import Caller, Services
+from pipeline.api.schemas import Me
+from pipeline.audit import AuditLog, audit_log_path
+from pipeline.crypto import EncryptedStore, open_encrypted_store
+from pipeline.errors import BackendUnavailable
+from pipeline.index import DocumentIndex, open_index
+from pipeline.settings import Settings
+
+log = logging.getLogger(__name__)
+
+STATIC = Path(__file__).parent / "static"
+TITLE = "Carnet search API"
+VERSION = "1.0.0"
+
+_PAGE_CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
+             "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'")
+
+
+def _utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def create_app(
+    settings: Settings,
+    *,
+    config: ApiConfig | None = None,
+    clock: Callable[[], dt.datetime] = _utcnow,
+    index: DocumentIndex | None = None,
+    store: EncryptedStore | None = None,
+) -> FastAPI:
+    """The API over ``settings``' index, encrypted store, access rules and audit log.
+
+    Token keys come from ``config`` or, at this edge, from ``CARNET_API_JWT_*``.
+    """
+    verifier = TokenVerifier(config or ApiConfig.from_env())
+    svc = Services(
+        settings=settings,
+        index=index or open_index(settings.effective_index_url, alias=settings.es_index_alias),
+        store=store or open_encrypted_store(settings),
+        rules=AccessRules(access_db_path(settings.data_dir)),
+        audit=AuditLog(audit_log_path(settings.data_dir)),
+        verifier=verifier, clock=clock,
+    )
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        svc.close()
+
+    app = FastAPI(title=TITLE, version=VERSION, lifespan=lifespan,
+                  description="Search and manage a patient's record in Carnet. Every call needs the "
+                              "portal's bearer token; every access is audited.")
+    app.state.services = svc
+    app.include_router(documents.router)
+    app.include_router(record.router)
+
+    @app.get("/me", response_model=Me, tags=["record"], summary="Who the token says is asking")
+    def me(who: Caller) -> Me:
+        return Me(role=who.role.value, subject=who.subject, name=who.name)
+
+    @app.get("/", include_in_schema=False)
+    def page() -> FileResponse:
+        return FileResponse(STATIC / "index.html", media_type="text/html; charset=utf-8")
+
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    @app.exception_handler(BackendUnavailable)
+    async def unavailable(request: Request, exc: BackendUnavailable) -> JSONResponse:
+        log.error("backend unavailable: %s", exc)
+        return JSONResponse(status_code=503, content={"detail": "service unavailable"})
+
+    @app.middleware("http")
+    async def headers(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        response = await call_next(request)
+        # Health data: never cached, never sniffed, never framed, no referrer leaks.
+        response.headers["Cache-Control"] = "no-store"
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        response.headers["Referrer-Policy"] = "no-referrer"
+        response.headers["X-Frame-Options"] = "DENY"
+        if request.url.path == "/" or request.url.path.startswith("/static/"):
+            response.headers["Content-Security-Policy"] = _PAGE_CSP
+        return response
+
+    return app

@@ -1,0 +1,110 @@
+"""Who is asking: the portal's signed bearer tokens (JWT) turned into a ``Principal``.
+
+The portal authenticates people; Carnet only verifies its signature. A token carries
+``sub`` (INS, RPPS or person id), ``role`` (patient, professional, caregiver,
+representative), optionally ``name`` and ``profession``, and must carry ``exp``.
+HS256 with a shared key (``CARNET_API_JWT_KEY``) and/or RS256 with the portal's public
+key (``CARNET_API_JWT_PUBLIC_KEY``, PEM). Anything else is a 401.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import jwt
+
+from pipeline.access import Principal, Role
+from pipeline.errors import ConfigurationError
+
+MIN_HS256_KEY_BYTES = 32
+
+
+@dataclass(frozen=True)
+class ApiConfig:
+    """How the API verifies tokens. Keys are kept out of the repr."""
+
+    jwt_key: str | None = field(default=None, repr=False)
+    jwt_public_key: str | None = field(default=None, repr=False)
+    audience: str | None = None
+    issuer: str | None = None
+    leeway_s: int = 30
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> ApiConfig:
+        e = os.environ if env is None else env
+        public = e.get("CARNET_API_JWT_PUBLIC_KEY")
+        if public and not public.lstrip().startswith("-----"):
+            with open(public, encoding="ascii") as fh:  # a path to the PEM file
+                public = fh.read()
+        return cls(jwt_key=e.get("CARNET_API_JWT_KEY") or None, jwt_public_key=public or None,
+                   audience=e.get("CARNET_API_JWT_AUDIENCE") or None,
+                   issuer=e.get("CARNET_API_JWT_ISSUER") or None)
+
+    def check(self) -> None:
+        """Refuse to start without a way to verify tokens, or with a guessable HS256 key."""
+        if not self.jwt_key and not self.jwt_public_key:
+            raise ConfigurationError("no token key configured: set CARNET_API_JWT_KEY "
+                                     "(or CARNET_API_JWT_PUBLIC_KEY for RS256)")
+        if self.jwt_key and len(self.jwt_key.encode()) < MIN_HS256_KEY_BYTES:
+            raise ConfigurationError(f"CARNET_API_JWT_KEY must be at least {MIN_HS256_KEY_BYTES} bytes")
+
+
+class InvalidToken(Exception):
+    """The bearer token is missing, malformed, badly signed, expired or lacks a claim."""
+
+
+class TokenVerifier:
+    def __init__(self, config: ApiConfig) -> None:
+        config.check()
+        self._config = config
+
+    def __repr__(self) -> str:
+        return "TokenVerifier()"
+
+    def _key_for(self, token: str) -> tuple[str, str]:
+        try:
+            alg = jwt.get_unverified_header(token).get("alg")
+        except jwt.PyJWTError as exc:
+            raise InvalidToken("malformed token") from exc
+        # The algorithm is chosen by which key we hold, never trusted from the header alone.
+        if alg == "HS256" and self._config.jwt_key:
+            return self._config.jwt_key, alg
+        if alg == "RS256" and self._config.jwt_public_key:
+            return self._config.jwt_public_key, alg
+        raise InvalidToken("unsupported token algorithm")
+
+    def principal(self, token: str) -> Principal:
+        key, alg = self._key_for(token)
+        try:
+            claims = jwt.decode(
+                token, key, algorithms=[alg], audience=self._config.audience,
+                issuer=self._config.issuer, leeway=self._config.leeway_s,
+                options={"require": ["exp", "sub"], "verify_aud": self._config.audience is not None},
+            )
+        except jwt.PyJWTError as exc:
+            raise InvalidToken(str(exc)) from exc
+        subject, role, name = claims.get("sub"), claims.get("role"), claims.get("name")
+        if not isinstance(subject, str) or not subject.strip():
+            raise InvalidToken("token has no subject")
+        try:
+            parsed_role = Role(role)
+        except ValueError:
+            raise InvalidToken("token has no valid role") from None
+        return Principal(role=parsed_role, subject=subject.strip(),
+                         name=name if isinstance(name, str) else None)
+
+
+def issue_token(
+    key: str, principal: Principal, *, ttl: dt.timedelta = dt.timedelta(hours=1),
+    now: dt.datetime | None = None, algorithm: str = "HS256", **claims: object,
+) -> str:
+    """A token as the portal would sign it (tests, the demo and ``carnet serve --demo``)."""
+    issued = now or dt.datetime.now(dt.UTC)
+    payload: dict[str, object] = {"sub": principal.subject, "role": principal.role.value,
+                                  "iat": issued, "exp": issued + ttl, **claims}
+    if principal.name:
+        payload["name"] = principal.name
+    return jwt.encode(payload, key, algorithm=algorithm)

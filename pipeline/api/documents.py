@@ -1,0 +1,120 @@
+"""Routes over a patient's documents: search, read, download, hide/unhide, release."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Query
+from fastapi.responses import Response
+
+from pipeline.access import AccessDecision, Role, may_see, restrict
+from pipeline.api.guard import FORBIDDEN, NOT_FOUND, Caller, Services, Svc, decision, managing
+from pipeline.api.schemas import DOC_ID_PATTERN, INS_PATTERN, DocumentView, SearchPage, VisibilityView
+from pipeline.model import DocClass, DocumentRecord, Format, SearchQuery, Visibility
+
+router = APIRouter(prefix="/patients/{ins}/documents", tags=["documents"])
+
+Ins = Annotated[str, Path(pattern=INS_PATTERN, description="The patient's INS")]
+DocId = Annotated[str, Path(pattern=DOC_ID_PATTERN)]
+
+_MEDIA = {Format.CDA: ("application/xml", "xml"), Format.HL7V2: ("text/plain; charset=utf-8", "hl7"),
+          Format.PDF: ("application/pdf", "pdf")}
+_IMAGES = ((b"\x89PNG", "image/png", "png"), (b"\xff\xd8", "image/jpeg", "jpg"),
+           (b"II*\x00", "image/tiff", "tif"), (b"MM\x00*", "image/tiff", "tif"))
+
+
+def _visible(svc: Services, d: AccessDecision, ins: str, doc_id: str) -> DocumentRecord:
+    """The document if it is within the decision; else the same 404 as for no document."""
+    record = svc.index.get(ins, doc_id)
+    if record is None or not may_see(record, d):
+        raise NOT_FOUND
+    return record
+
+
+@router.get("", response_model=SearchPage, summary="Search the patient's documents")
+def search_documents(
+    ins: Ins, who: Caller, svc: Svc,
+    q: Annotated[str | None, Query(max_length=200, description="Words to find")] = None,
+    doc_class: Annotated[DocClass | None, Query(alias="class")] = None,
+    since: dt.date | None = None,
+    until: dt.date | None = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    offset: Annotated[int, Query(ge=0, le=10_000)] = 0,
+) -> SearchPage:
+    d = decision(svc, who, ins)
+    query = restrict(SearchQuery(patient_id=ins, text=q, doc_class=doc_class, since=since, until=until,
+                                 limit=limit, offset=offset), d)
+    result = svc.index.search(query)
+    svc.record(who, "search", ins, doc_ids=[h.doc_id for h in result.hits], reason=d.via)
+    return SearchPage(total=result.total, offset=offset, limit=limit, hits=result.hits)
+
+
+@router.get("/{doc_id}", response_model=DocumentView, summary="A document's metadata and text")
+def read_document(ins: Ins, doc_id: DocId, who: Caller, svc: Svc) -> DocumentView:
+    d = decision(svc, who, ins)
+    record = _visible(svc, d, ins, doc_id)
+    svc.record(who, "read", ins, doc_ids=[doc_id], reason=d.via)
+    return DocumentView.of(record)
+
+
+def _media(record: DocumentRecord, data: bytes) -> tuple[str, str]:
+    if record.format is Format.IMAGE:
+        for magic, media, ext in _IMAGES:
+            if data.startswith(magic):
+                return media, ext
+        return "application/octet-stream", "bin"
+    return _MEDIA[record.format]
+
+
+@router.get("/{doc_id}/file", summary="The document as the producer sent it (decrypted)",
+            response_class=Response,
+            responses={200: {"content": {"application/octet-stream": {}}, "description": "The file"}})
+def download_document(ins: Ins, doc_id: DocId, who: Caller, svc: Svc) -> Response:
+    d = decision(svc, who, ins)
+    record = _visible(svc, d, ins, doc_id)
+    try:
+        data = svc.store.get(record.content_sha256)
+    except KeyError:
+        raise NOT_FOUND from None
+    svc.record(who, "download", ins, doc_ids=[doc_id], reason=d.via)
+    media, ext = _media(record, data)
+    return Response(content=data, media_type=media,
+                    headers={"Content-Disposition": f'attachment; filename="{record.doc_id}.{ext}"'})
+
+
+def _set_flag(svc: Services, ins: str, record: DocumentRecord, flag: Visibility, on: bool) -> VisibilityView:
+    flags = tuple(v for v in record.visibility if v is not flag) + ((flag,) if on else ())
+    if flags != record.visibility and not svc.index.set_visibility(ins, record.doc_id, flags):
+        raise NOT_FOUND
+    return VisibilityView(doc_id=record.doc_id, visibility=flags)
+
+
+@router.put("/{doc_id}/hidden", response_model=VisibilityView,
+            summary="Hide a document from professionals (MASQUE_PS)")
+def hide_document(ins: Ins, doc_id: DocId, who: Caller, svc: Svc) -> VisibilityView:
+    d = managing(svc, who, ins)
+    view = _set_flag(svc, ins, _visible(svc, d, ins, doc_id), Visibility.MASQUE_PS, True)
+    svc.record(who, "visibility", ins, doc_ids=[doc_id], reason="hide from professionals")
+    return view
+
+
+@router.delete("/{doc_id}/hidden", response_model=VisibilityView,
+               summary="Show a hidden document to authorised professionals again")
+def unhide_document(ins: Ins, doc_id: DocId, who: Caller, svc: Svc) -> VisibilityView:
+    d = managing(svc, who, ins)
+    view = _set_flag(svc, ins, _visible(svc, d, ins, doc_id), Visibility.MASQUE_PS, False)
+    svc.record(who, "visibility", ins, doc_ids=[doc_id], reason="unhide")
+    return view
+
+
+@router.post("/{doc_id}/release", response_model=VisibilityView,
+             summary="Release a result to the patient (clears INVISIBLE_PATIENT)")
+def release_document(ins: Ins, doc_id: DocId, who: Caller, svc: Svc) -> VisibilityView:
+    d = decision(svc, who, ins)
+    if who.role is not Role.PROFESSIONAL:
+        svc.record(who, "denied", ins, doc_ids=[doc_id], reason="release_needs_professional")
+        raise FORBIDDEN
+    view = _set_flag(svc, ins, _visible(svc, d, ins, doc_id), Visibility.INVISIBLE_PATIENT, False)
+    svc.record(who, "visibility", ins, doc_ids=[doc_id], reason="released to the patient")
+    return view

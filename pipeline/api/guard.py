@@ -1,0 +1,93 @@
+"""What every route goes through: the caller's token, the access decision, the audit entry.
+
+A route never looks at the index before ``decision``/``managing`` said yes, and every
+refusal is the same bare 403 (or 404 for a document outside the decision), whether or
+not the patient or the document exists.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from pipeline.access import AccessDecision, AccessRules, Principal, Role
+from pipeline.api.auth import InvalidToken, TokenVerifier
+from pipeline.audit import AuditLog
+from pipeline.crypto import EncryptedStore
+from pipeline.index import DocumentIndex
+from pipeline.settings import Settings
+
+_bearer = HTTPBearer(auto_error=False, description="The portal's signed token (JWT)")
+
+
+@dataclass
+class Services:
+    """The backends one app holds open for all its requests."""
+
+    settings: Settings
+    index: DocumentIndex
+    store: EncryptedStore
+    rules: AccessRules
+    audit: AuditLog
+    verifier: TokenVerifier
+    clock: Callable[[], dt.datetime]
+
+    def close(self) -> None:
+        self.rules.close()
+        self.store.close()
+        self.index.close()
+
+    def record(self, who: Principal, action: str, patient_id: str, *,
+               doc_ids: Sequence[str] = (), reason: str | None = None) -> None:
+        self.audit.append(actor=who.subject, actor_name=who.name, role=who.role.value, action=action,
+                          patient_id=patient_id, doc_ids=doc_ids, reason=reason, at=self.clock())
+
+
+def services(request: Request) -> Services:
+    svc: Services = request.app.state.services
+    return svc
+
+
+def principal(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Principal:
+    """The caller, from ``Authorization: Bearer <jwt>``; 401 for anything less."""
+    unauthorised = HTTPException(status_code=401, detail="authentication required",
+                                 headers={"WWW-Authenticate": "Bearer"})
+    if credentials is None or credentials.scheme.lower() != "bearer":
+        raise unauthorised
+    try:
+        return services(request).verifier.principal(credentials.credentials)
+    except InvalidToken:
+        raise unauthorised from None
+
+
+Caller = Annotated[Principal, Depends(principal)]
+Svc = Annotated[Services, Depends(services)]
+
+FORBIDDEN = HTTPException(status_code=403, detail="access denied")
+NOT_FOUND = HTTPException(status_code=404, detail="not found")
+
+
+def decision(svc: Services, who: Principal, patient_id: str) -> AccessDecision:
+    """The caller's access to the record; a refusal is audited (the patient sees attempts)."""
+    d = svc.rules.decide(who, patient_id, svc.clock())
+    if not d.allowed:
+        svc.record(who, "denied", patient_id, reason=d.via)
+        raise FORBIDDEN
+    return d
+
+
+def managing(svc: Services, who: Principal, patient_id: str) -> AccessDecision:
+    """Only the patient, or a minor's legal representative, manages the record."""
+    d = svc.rules.decide(who, patient_id, svc.clock())
+    if not d.allowed or who.role not in (Role.PATIENT, Role.REPRESENTATIVE):
+        svc.record(who, "denied", patient_id, reason=d.via if not d.allowed else "not_a_manager")
+        raise FORBIDDEN
+    return d

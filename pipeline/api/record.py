@@ -1,0 +1,166 @@
+"""Routes over the record itself: access history, who may see it, break-the-glass, erasure."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Path
+
+from pipeline.access import Grant, Role
+from pipeline.api.guard import FORBIDDEN, Caller, Svc, decision, managing
+from pipeline.api.schemas import (
+    INS_PATTERN,
+    PERSON_PATTERN,
+    RPPS_PATTERN,
+    BreakGlassOpened,
+    BreakGlassRequest,
+    DelegationRequest,
+    Done,
+    HistoryEntry,
+    RepresentativeRequest,
+)
+from pipeline.erasure import ErasureReceipt, erase_patient_from
+
+router = APIRouter(prefix="/patients/{ins}")
+
+Ins = Annotated[str, Path(pattern=INS_PATTERN, description="The patient's INS")]
+Rpps = Annotated[str, Path(pattern=RPPS_PATTERN, description="The professional's RPPS number")]
+Person = Annotated[str, Path(pattern=PERSON_PATTERN, description="A caregiver's or representative's id")]
+
+
+@router.get("/history", response_model=list[HistoryEntry], tags=["record"],
+            summary="Who accessed the record, newest first")
+def access_history(ins: Ins, who: Caller, svc: Svc) -> list[HistoryEntry]:
+    managing(svc, who, ins)
+    return [HistoryEntry.of(e) for e in reversed(svc.audit.for_patient(ins))]
+
+
+# -- professionals: authorisations and blocks ---------------------------------------------------
+
+
+@router.get("/authorisations", response_model=list[Grant], tags=["authorisations"],
+            summary="Authorised and blocked professionals")
+def list_authorisations(ins: Ins, who: Caller, svc: Svc) -> list[Grant]:
+    managing(svc, who, ins)
+    return svc.rules.authorisations(ins)
+
+
+@router.put("/authorisations/{rpps}", response_model=Done, tags=["authorisations"],
+            summary="Authorise a professional")
+def grant_authorisation(ins: Ins, rpps: Rpps, who: Caller, svc: Svc) -> Done:
+    managing(svc, who, ins)
+    svc.rules.authorise(ins, rpps, svc.clock())
+    svc.record(who, "grant", ins, reason=f"authorise professional {rpps}")
+    return Done(changed=True)
+
+
+@router.delete("/authorisations/{rpps}", response_model=Done, tags=["authorisations"],
+               summary="Revoke a professional's authorisation")
+def revoke_authorisation(ins: Ins, rpps: Rpps, who: Caller, svc: Svc) -> Done:
+    managing(svc, who, ins)
+    changed = svc.rules.revoke_authorisation(ins, rpps, svc.clock())
+    svc.record(who, "revoke", ins, reason=f"revoke professional {rpps}")
+    return Done(changed=changed)
+
+
+@router.put("/blocks/{rpps}", response_model=Done, tags=["authorisations"],
+            summary="Block a professional (no access at all, not even in an emergency)")
+def block_professional(ins: Ins, rpps: Rpps, who: Caller, svc: Svc) -> Done:
+    managing(svc, who, ins)
+    svc.rules.block(ins, rpps, svc.clock())
+    svc.record(who, "grant", ins, reason=f"block professional {rpps}")
+    return Done(changed=True)
+
+
+@router.delete("/blocks/{rpps}", response_model=Done, tags=["authorisations"],
+               summary="Lift a block")
+def unblock_professional(ins: Ins, rpps: Rpps, who: Caller, svc: Svc) -> Done:
+    managing(svc, who, ins)
+    changed = svc.rules.unblock(ins, rpps)
+    svc.record(who, "revoke", ins, reason=f"unblock professional {rpps}")
+    return Done(changed=changed)
+
+
+# -- caregivers and representatives --------------------------------------------------------------
+
+
+@router.get("/delegations", response_model=list[Grant], tags=["delegations"],
+            summary="Caregivers and what they were delegated")
+def list_delegations(ins: Ins, who: Caller, svc: Svc) -> list[Grant]:
+    managing(svc, who, ins)
+    return svc.rules.delegations(ins)
+
+
+@router.put("/delegations/{caregiver_id}", response_model=Done, tags=["delegations"],
+            summary="Delegate all documents, or chosen classes, to a caregiver")
+def delegate(ins: Ins, caregiver_id: Person, body: DelegationRequest, who: Caller, svc: Svc) -> Done:
+    managing(svc, who, ins)
+    svc.rules.delegate(ins, caregiver_id, body.classes, svc.clock())
+    what = "all classes" if body.classes is None else ",".join(c.value for c in body.classes)
+    svc.record(who, "grant", ins, reason=f"delegate to caregiver {caregiver_id}: {what}")
+    return Done(changed=True)
+
+
+@router.delete("/delegations/{caregiver_id}", response_model=Done, tags=["delegations"],
+               summary="Revoke a caregiver's delegation")
+def revoke_delegation(ins: Ins, caregiver_id: Person, who: Caller, svc: Svc) -> Done:
+    managing(svc, who, ins)
+    changed = svc.rules.revoke_delegation(ins, caregiver_id, svc.clock())
+    svc.record(who, "revoke", ins, reason=f"revoke caregiver {caregiver_id}")
+    return Done(changed=changed)
+
+
+@router.get("/representatives", response_model=list[Grant], tags=["representatives"],
+            summary="A minor's legal representatives (until the minor is 18)")
+def list_representatives(ins: Ins, who: Caller, svc: Svc) -> list[Grant]:
+    managing(svc, who, ins)
+    return svc.rules.representatives(ins)
+
+
+@router.put("/representatives/{person_id}", response_model=Done, tags=["representatives"],
+            summary="Register a legal representative")
+def add_representative(ins: Ins, person_id: Person, body: RepresentativeRequest, who: Caller,
+                       svc: Svc) -> Done:
+    managing(svc, who, ins)
+    svc.rules.add_representative(ins, person_id, body.patient_birth_date)
+    svc.record(who, "grant", ins, reason=f"representative {person_id}")
+    return Done(changed=True)
+
+
+@router.delete("/representatives/{person_id}", response_model=Done, tags=["representatives"],
+               summary="Remove a legal representative")
+def remove_representative(ins: Ins, person_id: Person, who: Caller, svc: Svc) -> Done:
+    managing(svc, who, ins)
+    changed = svc.rules.remove_representative(ins, person_id)
+    svc.record(who, "revoke", ins, reason=f"remove representative {person_id}")
+    return Done(changed=changed)
+
+
+# -- emergencies and erasure ---------------------------------------------------------------------
+
+
+@router.post("/break-glass", response_model=BreakGlassOpened, tags=["record"],
+             summary="Emergency access by a professional, with a reason (time-limited, audited)")
+def break_glass(ins: Ins, body: BreakGlassRequest, who: Caller, svc: Svc) -> BreakGlassOpened:
+    if who.role is not Role.PROFESSIONAL:
+        svc.record(who, "denied", ins, reason="break_glass_needs_professional")
+        raise FORBIDDEN
+    now = svc.clock()
+    if svc.rules.decide(who, ins, now).via == "blocked":
+        svc.record(who, "denied", ins, reason="blocked")
+        raise FORBIDDEN
+    expires = svc.rules.open_break_glass(ins, who.subject, body.reason.strip(), now)
+    svc.record(who, "break_glass", ins, reason=body.reason.strip())
+    decision(svc, who, ins)  # the opening must grant access, or nothing was opened
+    return BreakGlassOpened(patient_id=ins, expires_at=expires)
+
+
+@router.delete("", response_model=ErasureReceipt, tags=["record"],
+               summary="Erase the patient's account and every document (patient only)")
+def erase_record(ins: Ins, who: Caller, svc: Svc) -> ErasureReceipt:
+    if who.role is not Role.PATIENT or who.subject != ins:
+        svc.record(who, "denied", ins, reason="erasure_needs_the_patient")
+        raise FORBIDDEN
+    return erase_patient_from(ins, index=svc.index, store=svc.store, rules=svc.rules, audit=svc.audit,
+                              actor=who.subject, role=who.role.value, now=svc.clock())
+

@@ -1,0 +1,101 @@
+"""What the API reads and returns (the shapes in its OpenAPI document)."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from pydantic import Field
+
+from pipeline.audit import AuditEntry
+from pipeline.model import DocClass, DocumentRecord, Format, Frozen, LabResult, SearchHit, Visibility
+
+# Path parameter shapes: anything else is a 422 before any lookup happens.
+INS_PATTERN = r"^[0-9]{6}[0-9AB][0-9]{8}$"
+RPPS_PATTERN = r"^[0-9]{11}$"
+PERSON_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+DOC_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
+
+
+class Me(Frozen):
+    role: str
+    subject: str
+    name: str | None = None
+
+
+class SearchPage(Frozen):
+    total: int
+    offset: int
+    limit: int
+    hits: tuple[SearchHit, ...]
+
+
+class DocumentView(Frozen):
+    """A document's metadata and text, as shown to whoever may see it."""
+
+    doc_id: str
+    doc_class: DocClass
+    type_code: str | None
+    type_label: str | None
+    title: str
+    document_date: dt.date | None
+    producer: str
+    producer_finess: str | None
+    author_rpps: str | None
+    author_name: str | None
+    format: Format
+    text: str
+    results: tuple[LabResult, ...]
+    visibility: tuple[Visibility, ...]
+    page_count: int
+    superseded_by: str | None
+    ingested_at: dt.datetime
+
+    @classmethod
+    def of(cls, record: DocumentRecord) -> DocumentView:
+        return cls(**{name: getattr(record, name) for name in cls.model_fields})
+
+
+class VisibilityView(Frozen):
+    doc_id: str
+    visibility: tuple[Visibility, ...]
+
+
+class HistoryEntry(Frozen):
+    """One line of a patient's access history: who did what, when, why."""
+
+    at: dt.datetime
+    actor: str
+    actor_name: str | None
+    role: str
+    action: str
+    doc_ids: tuple[str, ...]
+    reason: str | None
+
+    @classmethod
+    def of(cls, entry: AuditEntry) -> HistoryEntry:
+        return cls(at=entry.at, actor=entry.actor, actor_name=entry.actor_name, role=entry.role,
+                   action=entry.action, doc_ids=entry.doc_ids, reason=entry.reason)
+
+
+class DelegationRequest(Frozen):
+    classes: tuple[DocClass, ...] | None = Field(
+        default=None, description="Delegated classes; null for every class")
+
+
+class RepresentativeRequest(Frozen):
+    patient_birth_date: dt.date = Field(description="The minor's birth date (access ends at 18)")
+
+
+class BreakGlassRequest(Frozen):
+    reason: str = Field(min_length=3, max_length=500, pattern=r"\S")
+
+
+class BreakGlassOpened(Frozen):
+    patient_id: str
+    expires_at: dt.datetime
+
+
+class Done(Frozen):
+    """A change that was made (or was already in place)."""
+
+    changed: bool

@@ -1,0 +1,220 @@
+"""Every cell of the confidentiality table (docs/access-rules.md), through real HTTP, on
+both index backends.
+
+Each cell gets its own patient holding the same five documents; the cell's set-up goes
+through the API as the patient (or professional) would do it, then the asker's view is
+checked three ways: the search listing, ``GET`` of each document and its download.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from pipeline.access import Principal
+from pipeline.model import DocClass, Visibility
+from tests.api.conftest import (
+    NOW,
+    Api,
+    caregiver,
+    make_ins,
+    patient,
+    professional,
+    representative,
+    running_api,
+)
+
+DOCS: dict[str, tuple[DocClass, tuple[Visibility, ...]]] = {
+    "plain": (DocClass.BIOLOGY, ()),
+    "inv-patient": (DocClass.BIOLOGY, (Visibility.INVISIBLE_PATIENT,)),
+    "masked": (DocClass.IMAGING, (Visibility.MASQUE_PS,)),
+    "inv-rep": (DocClass.PRESCRIPTION, (Visibility.INVISIBLE_REPRESENTANTS_LEGAUX,)),
+    "rx": (DocClass.PRESCRIPTION, ()),
+}
+ALL = frozenset(DOCS)
+PRO, OTHER_PRO = professional("10101234567"), professional("10109999999")
+AIDANT, PARENT = caregiver("aidant-1"), representative("parent-1")
+
+Step = Callable[[Api, str], None]
+
+
+def ok(response: object) -> None:
+    assert response.status_code == 200, response.text  # type: ignore[attr-defined]
+
+
+def grant(a: Api, ins: str) -> None:
+    ok(a.put(patient(ins), f"/patients/{ins}/authorisations/{PRO.subject}"))
+
+
+def revoke(a: Api, ins: str) -> None:
+    ok(a.delete(patient(ins), f"/patients/{ins}/authorisations/{PRO.subject}"))
+
+
+def block(a: Api, ins: str) -> None:
+    ok(a.put(patient(ins), f"/patients/{ins}/blocks/{PRO.subject}"))
+
+
+def break_glass(a: Api, ins: str) -> None:
+    ok(a.post(PRO, f"/patients/{ins}/break-glass", json={"reason": "urgence vitale, patient inconscient"}))
+
+
+def break_glass_refused(a: Api, ins: str) -> None:
+    r = a.post(PRO, f"/patients/{ins}/break-glass", json={"reason": "urgence vitale"})
+    assert r.status_code == 403
+
+
+def later(hours: float) -> Step:
+    def step(a: Api, ins: str) -> None:
+        a.clock.now = NOW + dt.timedelta(hours=hours)
+    return step
+
+
+def delegate(classes: list[str] | None) -> Step:
+    def step(a: Api, ins: str) -> None:
+        ok(a.put(patient(ins), f"/patients/{ins}/delegations/{AIDANT.subject}", json={"classes": classes}))
+    return step
+
+
+def revoke_delegation(a: Api, ins: str) -> None:
+    ok(a.delete(patient(ins), f"/patients/{ins}/delegations/{AIDANT.subject}"))
+
+
+def add_parent(birth: dt.date) -> Step:
+    def step(a: Api, ins: str) -> None:
+        ok(a.put(patient(ins), f"/patients/{ins}/representatives/{PARENT.subject}",
+                 json={"patient_birth_date": birth.isoformat()}))
+    return step
+
+
+def on(day: dt.date) -> Step:
+    def step(a: Api, ins: str) -> None:
+        a.clock.now = dt.datetime.combine(day, dt.time(9), tzinfo=dt.UTC)
+    return step
+
+
+def release(name: str) -> Step:
+    def step(a: Api, ins: str) -> None:
+        ok(a.post(PRO, f"/patients/{ins}/documents/{name}-{ins}/release"))
+    return step
+
+
+def hide(name: str, *, by: Callable[[str], Principal] = patient) -> Step:
+    def step(a: Api, ins: str) -> None:
+        ok(a.put(by(ins), f"/patients/{ins}/documents/{name}-{ins}/hidden"))
+    return step
+
+
+def unhide(name: str) -> Step:
+    def step(a: Api, ins: str) -> None:
+        ok(a.delete(patient(ins), f"/patients/{ins}/documents/{name}-{ins}/hidden"))
+    return step
+
+
+OWNER = "owner"  # the asker is the cell's own patient
+OTHER_PATIENT = patient(make_ins(999))
+MINOR_BIRTH = dt.date(2012, 3, 14)
+
+
+@dataclass(frozen=True)
+class Cell:
+    id: str
+    steps: tuple[Step, ...]
+    asker: Principal | str
+    sees: frozenset[str] | None  # None: denied outright (403)
+
+
+CELLS = [
+    # patient
+    Cell("patient-sees-all-but-invisible-patient", (), OWNER, ALL - {"inv-patient"}),
+    Cell("patient-other-record-denied", (), OTHER_PATIENT, None),
+    Cell("patient-sees-released-result", (grant, release("inv-patient")), OWNER, ALL),
+    # professional
+    Cell("professional-unauthorised-denied", (), PRO, None),
+    Cell("professional-authorised-sees-all-but-masked", (grant,), PRO, ALL - {"masked"}),
+    Cell("professional-other-rpps-denied", (grant,), OTHER_PRO, None),
+    Cell("professional-revoked-denied", (grant, revoke), PRO, None),
+    Cell("professional-blocked-denied", (grant, block), PRO, None),
+    Cell("professional-hidden-by-patient", (grant, hide("plain")), PRO, ALL - {"masked", "plain"}),
+    Cell("professional-unhidden-by-patient", (grant, hide("plain"), unhide("plain"), unhide("masked")),
+         PRO, ALL),
+    # break-the-glass
+    Cell("break-glass-sees-all-but-masked", (break_glass,), PRO, ALL - {"masked"}),
+    Cell("break-glass-still-open-at-3h59", (break_glass, later(3.98)), PRO, ALL - {"masked"}),
+    Cell("break-glass-expired-after-4h", (break_glass, later(4.01)), PRO, None),
+    Cell("break-glass-blocked-stays-blocked", (block, break_glass_refused), PRO, None),
+    # caregiver
+    Cell("caregiver-without-delegation-denied", (), AIDANT, None),
+    Cell("caregiver-delegated-prescriptions", (delegate(["prescription"]),), AIDANT,
+         frozenset({"inv-rep", "rx"})),
+    Cell("caregiver-delegated-all", (delegate(None),), AIDANT, ALL - {"inv-patient"}),
+    Cell("caregiver-revoked-denied", (delegate(None), revoke_delegation), AIDANT, None),
+    # legal representatives of a minor
+    Cell("representative-of-minor", (add_parent(MINOR_BIRTH),), PARENT,
+         ALL - {"inv-rep", "inv-patient"}),
+    Cell("representative-day-before-18", (add_parent(MINOR_BIRTH), on(dt.date(2030, 3, 13))), PARENT,
+         ALL - {"inv-rep", "inv-patient"}),
+    Cell("representative-ends-at-18", (add_parent(MINOR_BIRTH), on(dt.date(2030, 3, 14))), PARENT, None),
+    Cell("representative-unknown-denied", (), representative("parent-2"), None),
+    Cell("representative-hides-from-professionals",
+         (add_parent(MINOR_BIRTH), grant, hide("plain", by=lambda _: PARENT)), PRO,
+         ALL - {"masked", "plain"}),
+]
+
+_serials = itertools.count(1)
+
+
+@pytest.fixture(scope="module", params=["sqlite", pytest.param("elasticsearch",
+                                                               marks=pytest.mark.elasticsearch)])
+def table_api(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
+    """One live API per backend for the whole table (each cell has its own patient)."""
+    data_dir: Path = tmp_path_factory.mktemp(f"rules-{request.param}")
+    with running_api(data_dir, request.param) as a:
+        yield a
+
+
+@pytest.mark.parametrize("cell", CELLS, ids=[c.id for c in CELLS])
+def test_rules_table(table_api: Api, cell: Cell) -> None:
+    a = table_api
+    a.clock.now = NOW
+    ins = make_ins(next(_serials))
+    for name, (doc_class, flags) in DOCS.items():
+        a.file(ins, f"{name}-{ins}", doc_class=doc_class, visibility=flags, text=f"compte rendu {name}")
+    for step in cell.steps:
+        step(a, ins)
+    asker = patient(ins) if cell.asker == OWNER else cell.asker
+    assert isinstance(asker, Principal)
+
+    listing = a.get(asker, f"/patients/{ins}/documents", params={"limit": 100})
+    if cell.sees is None:
+        assert listing.status_code == 403 and "hits" not in listing.text
+        for name in DOCS:
+            for suffix in ("", "/file"):
+                r = a.get(asker, f"/patients/{ins}/documents/{name}-{ins}{suffix}")
+                assert r.status_code == 403 and ins not in r.text
+        return
+    assert listing.status_code == 200, listing.text
+    seen = {h["doc_id"].removesuffix(f"-{ins}") for h in listing.json()["hits"]}
+    assert seen == cell.sees
+    assert listing.json()["total"] == len(cell.sees)
+    for name in DOCS:
+        meta = a.get(asker, f"/patients/{ins}/documents/{name}-{ins}")
+        raw = a.get(asker, f"/patients/{ins}/documents/{name}-{ins}/file")
+        if name in cell.sees:
+            assert meta.status_code == 200 and meta.json()["doc_id"] == f"{name}-{ins}"
+            assert raw.status_code == 200
+            assert raw.content == f"%PDF-1.4 raw {name}-{ins} compte rendu {name}".encode()
+        else:
+            # Outside the decision is exactly like absent: same status, same body.
+            absent = a.get(asker, f"/patients/{ins}/documents/absent-{ins}")
+            assert meta.status_code == raw.status_code == absent.status_code == 404
+            assert meta.json() == raw.json() == absent.json()
+    # The text search and the class filter are held to the same filters.
+    found = a.get(asker, f"/patients/{ins}/documents", params={"q": "compte rendu", "limit": 100}).json()
+    assert {h["doc_id"].removesuffix(f"-{ins}") for h in found["hits"]} == cell.sees
+    imaging = a.get(asker, f"/patients/{ins}/documents", params={"class": "imaging"}).json()
+    assert {h["doc_id"].removesuffix(f"-{ins}") for h in imaging["hits"]} == cell.sees & {"masked"}
