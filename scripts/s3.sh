@@ -66,6 +66,8 @@ build() {
   if [[ -x "$MINIO_BIN" && "$(cat "$VERSION_STAMP" 2>/dev/null)" == "$MINIO_VERSION" ]]; then
     return 0
   fi
+  # The official Go tarball's place, for shells whose PATH lacks it (CI, cron).
+  command -v go >/dev/null || PATH="$PATH:/usr/local/go/bin"
   command -v go >/dev/null || die "go not found: MinIO is built with the Go toolchain (>= 1.24)"
   command -v flock >/dev/null || die "flock not found (apt-get install -y util-linux)"
   mkdir -p "$BIN_DIR"
