@@ -37,11 +37,13 @@ from pipeline.model import (
     Frozen,
     Outcome,
     ParsedDocument,
+    PatientDemographics,
     Problem,
     Reason,
     Status,
 )
 from pipeline.quality import check_document
+from pipeline.quality_gate import GateItem, QualityGate
 from pipeline.settings import Settings
 from pipeline.store import (
     DocumentStore,
@@ -94,6 +96,10 @@ class _Pending:
     record: DocumentRecord
     outcome_index: int
     supersedes: str | None
+    raw_sha: str  # the input file's bytes, what a replay reads back
+    batch: str | None
+    part: int | None
+    demographics: PatientDemographics | None
 
 
 class Pipeline:
@@ -106,8 +112,13 @@ class Pipeline:
         index: DocumentIndex | None = None,
         store: DocumentStore | None = None,
         registry: ParserRegistry | None = None,
+        gate: QualityGate | None = None,
+        batch_label: str = "adhoc",
     ) -> None:
         self.settings = settings
+        self.gate = gate if gate is not None else QualityGate(settings)
+        self.batch_label = batch_label
+        self.batch_flags: list[Problem] = []
         self.index = index or open_index(settings.effective_index_url, alias=settings.es_index_alias)
         self.store = store or open_store(settings.effective_store_url,
                                          endpoint_url=settings.s3_endpoint_url,
@@ -247,7 +258,8 @@ class Pipeline:
         self.outcomes.append(Outcome(status=status, doc_id=doc_id,
                                      reasons=tuple(p for p in record.warnings),
                                      **outcome_base))  # type: ignore[arg-type]
-        self._pending.append(_Pending(record, len(self.outcomes) - 1, supersedes))
+        self._pending.append(_Pending(record, len(self.outcomes) - 1, supersedes, raw_sha, item.batch,
+                                      doc.part, doc.demographics))
         self._pending_by_sha[(patient, content_sha)] = doc_id
         if newer is None:
             self._pending_by_series[(patient, series_id)] = doc_id
@@ -320,26 +332,52 @@ class Pipeline:
     # -- writing ---------------------------------------------------------------------------
 
     def flush(self) -> None:
-        """Write pending records to the index; refused ones become ``index_error`` rejects."""
+        """Gate then write pending records; gate-blocked and refused ones become rejects."""
         if not self._pending:
             return
         pending, self._pending = self._pending, []
         self._pending_by_sha.clear()
         self._pending_by_series.clear()
         self._pending_versions.clear()
+        with self.clock.stage("quality"):
+            pending = self._apply_gate(pending)
         with self.clock.stage("index"):
             failures = {f.doc_id: f.message for f in self.index.upsert([p.record for p in pending])}
             for p in pending:
                 if p.record.doc_id in failures:
-                    old = self.outcomes[p.outcome_index]
-                    problem = Problem(code=Reason.INDEX_ERROR, message=failures[p.record.doc_id])
-                    self.outcomes[p.outcome_index] = old.model_copy(update={
-                        "status": Status.REJECTED, "doc_id": None, "reasons": (problem,)})
-                    self.quarantine(p.record.producer, None, p.record.source,
-                                    p.record.content_sha256, None, [problem],
-                                    patient_id=p.record.patient_id)
+                    self._reject_pending(p, [Problem(code=Reason.INDEX_ERROR,
+                                                     message=failures[p.record.doc_id])])
                 elif p.supersedes:
                     self.index.supersede(p.record.patient_id, p.supersedes, p.record.doc_id)
+
+    def _apply_gate(self, pending: list[_Pending]) -> list[_Pending]:
+        """Run the batch quality gate; return the records that may be indexed."""
+        counts = Counter(o.status.value for o in self.outcomes)
+        result = self.gate.validate([GateItem(record=p.record, demographics=p.demographics)
+                                     for p in pending], batch_label=self.batch_label,
+                                    outcome_counts=counts)
+        self.batch_flags.extend(result.batch_flags)
+        kept = []
+        for p in pending:
+            problems = result.problems.get(p.record.doc_id, ())
+            blocking = [x for x in problems if x.blocking]
+            if blocking:
+                self._reject_pending(p, blocking)
+                continue
+            if problems:
+                warnings = p.record.warnings + problems
+                p.record = p.record.model_copy(update={"warnings": warnings})
+                old = self.outcomes[p.outcome_index]
+                self.outcomes[p.outcome_index] = old.model_copy(update={"reasons": warnings})
+            kept.append(p)
+        return kept
+
+    def _reject_pending(self, p: _Pending, problems: list[Problem]) -> None:
+        old = self.outcomes[p.outcome_index]
+        self.outcomes[p.outcome_index] = old.model_copy(update={
+            "status": Status.REJECTED, "doc_id": None, "reasons": tuple(problems)})
+        self.quarantine(p.record.producer, p.batch, p.record.source, p.raw_sha, p.part, problems,
+                        patient_id=p.record.patient_id)
 
     def metrics(self, outcomes: Sequence[Outcome] | None = None) -> dict[str, object]:
         """Counts per status, class, producer and reason, OCR figures and stage times."""
@@ -494,6 +532,8 @@ class BatchSummary(Frozen):
     ocr_pages: int = 0
     ocr_mean_confidence: float | None = None
     seconds_per_stage: dict[str, float] = {}
+    # Batch-level quality findings (reject rate, OCR share…) for a data engineer to look at.
+    flags: tuple[str, ...] = ()
 
 
 def _open_feed(settings: Settings, feed_url: str) -> Feed:
@@ -563,7 +603,7 @@ def process_batch(settings: Settings, feed_url: str, batch_key: str) -> BatchSum
         raise SourceError("no complete batch with this key in the feed", source=feed.url,
                           batch=batch_key)
     manifest = {e.name: e for e in batch.manifest or ()}
-    with Pipeline(settings) as pipe:
+    with Pipeline(settings, batch_label=batch_key) as pipe:
         run_id = pipe.ledger.start_run("batch", f"{feed.url} {batch_key}")
         names = list(batch.files)
         # A manifest entry whose file is missing is a lost document: report it.
@@ -586,7 +626,9 @@ def process_batch(settings: Settings, feed_url: str, batch_key: str) -> BatchSum
         summary = BatchSummary(
             batch_key=batch_key, producer=batch.producer, run_id=run_id, total=total,
             by_status=by_status, rejected_by_reason=m["rejected_by_reason"],  # type: ignore[arg-type]
-            reject_rate=round(rate, 4), flagged=rate > settings.max_reject_rate,
+            reject_rate=round(rate, 4),
+            flagged=rate > settings.max_reject_rate or bool(pipe.batch_flags),
+            flags=tuple(dict.fromkeys(f.message for f in pipe.batch_flags)),
             ocr_pages=m["ocr_pages"],  # type: ignore[arg-type]
             ocr_mean_confidence=m["ocr_mean_confidence"],  # type: ignore[arg-type]
             seconds_per_stage=m["seconds_per_stage"],  # type: ignore[arg-type]

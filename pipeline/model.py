@@ -67,6 +67,9 @@ class Reason(StrEnum):
     INDEX_ERROR = "index_error"
     LOW_OCR_CONFIDENCE = "low_ocr_confidence"
     SHORT_TEXT = "short_text"
+    UNKNOWN_DOCUMENT_TYPE = "unknown_document_type"
+    MALFORMED_IDENTIFIER = "malformed_identifier"
+    BATCH_THRESHOLD = "batch_threshold"
 
 
 class Visibility(StrEnum):
