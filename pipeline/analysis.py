@@ -60,8 +60,12 @@ def fold(word: str) -> str:
 def _stem_all(folded: list[str]) -> dict[str, str]:
     """Stems of folded words; codes and numbers are left as they are."""
     unique = list(set(folded))
+    # The snowball stemmer treats some plurals apart from their singular ("scanners" ->
+    # "scanner" but "scanner" -> "scann"): drop a plural -s first so both meet.
+    singular = [w[:-1] if len(w) > 3 and w.endswith("s") and not w.endswith("ss") else w
+                for w in unique]
     with _stem_lock:
-        stems = _stemmer.stemWords(unique)
+        stems = _stemmer.stemWords(singular)
     return {
         word: word if any(c.isdigit() for c in word) else stem
         for word, stem in zip(unique, stems, strict=True)

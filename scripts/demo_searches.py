@@ -17,8 +17,16 @@ def main(expected_path: str) -> None:
     good = [d for d in docs if d["expected_status"] in ("indexed", "replaced") and d["patient_id"]]
     # The patient with the most documents makes the most telling example.
     patient, _ = Counter(d["patient_id"] for d in good).most_common(1)[0]
-    searches = [[patient], [patient, "hémoglobine"], [patient, "HEMOGLOBINES"],
-                [patient, "radiographie thoracique"], [patient, "--class", "prescription"]]
+    own = [d for d in good if d["patient_id"] == patient and d["key_terms"] and not d.get("replaced_by")]
+    terms = list(dict.fromkeys(d["key_terms"][0] for d in own))[:2]
+    searches = [[patient], *([patient, t] for t in terms)]
+    if terms:
+        # Case, accents and plural do not matter: the same documents come back.
+        shouted = terms[0].upper().replace("É", "E").replace("È", "E") + "S"
+        searches.append([patient, shouted])
+    classes = Counter(d["doc_class"] for d in own)
+    if classes:
+        searches.append([patient, "--class", classes.most_common()[-1][0]])
     for args in searches:
         print(f"$ carnet search {' '.join(args)}")
         subprocess.run([CARNET, "search", *args, "--limit", "5"], check=True)

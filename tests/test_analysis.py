@@ -93,3 +93,10 @@ def test_highlight_wraps_matching_original_words() -> None:
 def test_highlight_prefix_and_no_match() -> None:
     assert "[Hématocrite]" in highlight("Hématocrite 41 %", [], prefix="hemato")
     assert highlight("Radio du thorax", ["glucos"]) == "Radio du thorax"
+
+
+def test_plural_and_singular_meet_even_where_snowball_splits_them() -> None:
+    from pipeline.analysis import analyze
+
+    assert analyze("scanner") == analyze("SCANNERS") == analyze("Scanners")
+    assert analyze("examen") == analyze("examens")
