@@ -79,15 +79,25 @@ find_java() {
   echo "$best"
 }
 
+ensure_tools() {
+  local missing=() tool
+  for tool in mvn unzip curl; do
+    command -v "$tool" >/dev/null || missing+=("$tool")
+  done
+  (( ${#missing[@]} == 0 )) && return 0
+  [[ $(id -u) -eq 0 ]] || die "missing ${missing[*]}: install maven, unzip and curl"
+  log "installing maven unzip curl (apt)"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq maven unzip curl >/dev/null
+}
+
 fetch() {
   [[ -x "$ES_HOME/bin/elasticsearch" ]] && return 0
-  command -v mvn >/dev/null || die "mvn not found (apt-get install -y maven)"
-  command -v unzip >/dev/null || die "unzip not found (apt-get install -y unzip)"
   local downloads="$CACHE/downloads"
   mkdir -p "$downloads"
   log "fetching $ARTIFACT from Maven Central"
-  mvn -q -B dependency:copy -Dartifact="$ARTIFACT" -DoutputDirectory="$downloads" \
-    || die "could not fetch $ARTIFACT"
+  mvn -q -B -Dstyle.color=never dependency:copy -Dartifact="$ARTIFACT" \
+    -DoutputDirectory="$downloads" >&2 || die "could not fetch $ARTIFACT"
   local tmp="$CACHE/.unpack.$$"
   rm -rf "$tmp"
   mkdir -p "$tmp"
@@ -97,7 +107,12 @@ fetch() {
 }
 
 configure() {
+  # A throwaway node: data written by another version is wiped, not migrated.
+  if [[ -d "$NODE_DIR/data" && "$(cat "$NODE_DIR/version" 2>/dev/null)" != "$ES_VERSION" ]]; then
+    rm -rf "$NODE_DIR/data"
+  fi
   mkdir -p "$NODE_DIR/data" "$NODE_DIR/logs" "$NODE_DIR/tmp"
+  echo "$ES_VERSION" >"$NODE_DIR/version"
   rm -rf "$NODE_DIR/config"
   cp -r "$ES_HOME/config" "$NODE_DIR/config"
   cat >"$NODE_DIR/config/elasticsearch.yml" <<EOF
@@ -147,6 +162,7 @@ start() {
   if curl -fsS --max-time 2 "$URL" >/dev/null 2>&1; then
     die "something else already answers at $URL (not started by this script)"
   fi
+  ensure_tools
   local java_home
   java_home=$(find_java) || die "no JDK >= 17 found under /usr/lib/jvm (set ES_JAVA_HOME)"
   fetch

@@ -21,11 +21,12 @@ reindex modules), so nothing here needs scripts, ``*_by_query`` or the reindex A
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import logging
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 from elastic_transport import HttpHeaders, TransportError, Urllib3HttpNode
 from elastic_transport._node import NodeApiResponse
@@ -116,6 +117,27 @@ def _server_major(url: str) -> int:
         probe.close()
 
 
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _reachable(method: Callable[_P, _R]) -> Callable[_P, _R]:
+    """Turn a lost connection or timeout into :class:`BackendUnavailable` (run stops).
+
+    API errors (HTTP 4xx) are not translated: they are bugs here, not an outage.
+    """
+
+    @functools.wraps(method)
+    def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        try:
+            return method(*args, **kwargs)
+        except TransportError as exc:
+            url = getattr(args[0], "url", None)
+            raise BackendUnavailable(f"Elasticsearch unreachable: {exc}", index=url) from exc
+
+    return wrapper
+
+
 def _meta_text(record: DocumentRecord) -> str:
     parts: list[str | None] = [
         record.type_code,
@@ -197,6 +219,7 @@ class ElasticsearchIndex:
             meta={"managed_by": "carnet", "alias": self.alias},
         )
         if self._es.indices.exists_alias(name=self.alias):
+            self._check_mapping_version()
             return
         first = f"{self.alias}-v1"
         try:
@@ -209,6 +232,30 @@ class ElasticsearchIndex:
             if not self._es.indices.exists_alias(name=self.alias):
                 self._es.indices.put_alias(index=first, name=self.alias)
 
+    def _check_mapping_version(self) -> None:
+        """Bring older indices behind the alias up to ``schemas/elasticsearch``.
+
+        New fields are added in place; a change the cluster refuses (a field's type)
+        is logged: it takes :meth:`reindex_to`.
+        """
+        wanted = self._schema["mappings"].get("_meta", {}).get("version")
+        for name, body in self._es.indices.get_mapping(index=self.alias).body.items():
+            found = body["mappings"].get("_meta", {}).get("version")
+            if found == wanted:
+                continue
+            try:
+                self._es.indices.put_mapping(index=name, **self._schema["mappings"])
+                log.info("index %s mapping updated from version %s to %s", name, found, wanted)
+            except ApiError as exc:
+                log.warning(
+                    "index %s has mapping version %s, schema has %s, and cannot be updated "
+                    "in place (%s): run reindex_to()",
+                    name,
+                    found,
+                    wanted,
+                    exc.message,
+                )
+
     def indices(self) -> list[str]:
         """The concrete indices behind the alias."""
         try:
@@ -216,11 +263,13 @@ class ElasticsearchIndex:
         except NotFoundError:
             return []
 
+    @_reachable
     def reindex_to(self, new_index: str) -> list[str]:
         """Copy every document into ``new_index`` (re-analysed), then swap the alias to it.
 
-        Readers see the old index until the one atomic alias update. Returns the indices
-        that were behind the alias (kept: delete them once the new one is checked).
+        Readers see the old index until the one atomic alias update. Writes made during
+        the copy land in the old index only: pause ingestion while this runs. Returns the
+        indices that were behind the alias (kept: delete them once the new one is checked).
         """
         old = self.indices()
         if new_index in old:
@@ -244,6 +293,7 @@ class ElasticsearchIndex:
         log.info("alias %s moved from %s to %s", self.alias, old, new_index)
         return old
 
+    @_reachable
     def drop(self) -> None:
         """Delete the alias's indices and template (tests, decommissioning)."""
         for name in self.indices():
@@ -298,6 +348,7 @@ class ElasticsearchIndex:
             )
         return failures
 
+    @_reachable
     def upsert(self, records: Sequence[DocumentRecord]) -> list[IndexFailure]:
         failures: list[IndexFailure] = []
         actions: list[dict[str, Any]] = []
@@ -364,16 +415,19 @@ class ElasticsearchIndex:
         )
         return True
 
+    @_reachable
     def supersede(self, patient_id: str, doc_id: str, by_doc_id: str) -> None:
         if not self._update(patient_id, doc_id, {"superseded_by": by_doc_id}):
             log.warning("supersede: no document %s for this patient", doc_id)
 
+    @_reachable
     def set_visibility(
         self, patient_id: str, doc_id: str, visibility: Sequence[Visibility]
     ) -> bool:
         flags = tuple(dict.fromkeys(Visibility(v) for v in visibility))
         return self._update(patient_id, doc_id, {"visibility": flags})
 
+    @_reachable
     def delete(self, patient_id: str, doc_id: str) -> bool:
         found = self._fetch(patient_id, doc_id)
         if found is None:
@@ -384,6 +438,7 @@ class ElasticsearchIndex:
             return False
         return True
 
+    @_reachable
     def delete_patient(self, patient_id: str) -> list[str]:
         if patient_token(patient_id) is None:
             return []
@@ -419,10 +474,12 @@ class ElasticsearchIndex:
 
     # -- reads ----------------------------------------------------------------------------
 
+    @_reachable
     def get(self, patient_id: str, doc_id: str) -> DocumentRecord | None:
         found = self._fetch(patient_id, doc_id)
         return None if found is None else _record(found[0])
 
+    @_reachable
     def find_versions(
         self, patient_id: str, *, content_sha256: str, series_id: str
     ) -> list[ExistingVersion]:
@@ -455,6 +512,7 @@ class ElasticsearchIndex:
             for s in (hit["_source"] for hit in response["hits"]["hits"])
         ]
 
+    @_reachable
     def list_ids(self) -> list[tuple[str, str, str]]:
         rows = [
             (hit["_source"]["patient_id"], hit["_source"]["doc_id"], hit["_source"]["content_sha256"])
@@ -467,9 +525,11 @@ class ElasticsearchIndex:
         ]
         return sorted(rows)
 
+    @_reachable
     def count(self) -> int:
         return int(self._es.count(index=self.alias)["count"])
 
+    @_reachable
     def search(self, query: SearchQuery) -> SearchResult:
         if patient_token(query.patient_id) is None or query.limit < 0 or query.offset < 0:
             return SearchResult(total=0, hits=())

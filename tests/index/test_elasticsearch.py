@@ -4,6 +4,7 @@ routing by patient, refused documents, reindexing behind the alias, unreachable 
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import os
 import socket
 from collections.abc import Iterator
@@ -141,3 +142,35 @@ def test_reindex_swaps_the_alias_and_search_still_works(es_index: ElasticsearchI
     es_index.upsert([make_record("new", text="Ferritine")])
     assert es_index.search(SearchQuery(patient_id=PATIENT_A, text="ferritine")).total == 1
     es_index.client.indices.delete(index=old)
+
+
+@pytest.mark.elasticsearch
+def test_an_older_mapping_gets_new_fields_on_open(es_url: str, es_index: ElasticsearchIndex) -> None:
+    client = es_index.client
+    client.indices.put_mapping(index=es_index.alias, meta={"version": 0})
+    ElasticsearchIndex(es_url, alias=es_index.alias).close()
+    mapping = client.indices.get_mapping(index=es_index.alias)[f"{es_index.alias}-v1"]["mappings"]
+    assert mapping["_meta"]["version"] == load_schema()["mappings"]["_meta"]["version"]
+
+
+@pytest.mark.elasticsearch
+def test_an_incompatible_mapping_is_reported_on_open(
+    es_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    alias = f"carnet-test-{uuid4().hex[:8]}"
+    probe = ElasticsearchIndex(es_url, alias=f"{alias}-probe")
+    client = probe.client
+    try:
+        client.indices.create(
+            index=f"{alias}-v1",
+            mappings={"_meta": {"version": 0}, "properties": {"doc_id": {"type": "text"}}},
+            aliases={alias: {}},
+        )
+        with caplog.at_level(logging.WARNING):
+            ElasticsearchIndex(es_url, alias=alias).close()
+        assert "mapping version 0" in caplog.text and "reindex_to" in caplog.text
+    finally:
+        client.indices.delete(index=f"{alias}-v1", ignore_unavailable=True)
+        client.indices.delete_index_template(name=alias)
+        probe.drop()
+        probe.close()
