@@ -1,0 +1,57 @@
+"""Run every Carnet benchmark and write their figures to ``benchmarks/results.json``.
+
+``make bench`` runs the full sizes (about 20–30 minutes on 2 cores); ``--quick`` runs
+small sizes for a smoke check. The Elasticsearch comparison runs only when a node
+answers at ``CARNET_TEST_ES_URL`` (``scripts/elasticsearch.sh start``). Figures are
+per-core rates and ratios, never pass/fail thresholds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import platform
+import socket
+import time
+from pathlib import Path
+from urllib.parse import urlparse
+
+BENCHES = ("bench_pipeline", "bench_pdf_ocr", "bench_hl7", "bench_search", "bench_quality", "bench_es")
+
+
+def _es_up() -> bool:
+    url = urlparse(os.environ.get("CARNET_TEST_ES_URL", "http://127.0.0.1:9200"))
+    try:
+        with socket.create_connection((url.hostname or "127.0.0.1", url.port or 9200), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--only", nargs="*", choices=BENCHES)
+    parser.add_argument("--out", default=str(Path(__file__).with_name("results.json")))
+    args = parser.parse_args()
+    results: dict[str, object] = {
+        "machine": {"cores": os.cpu_count(), "python": platform.python_version(),
+                    "when": time.strftime("%Y-%m-%d")},
+        "quick": args.quick,
+    }
+    for name in args.only or BENCHES:
+        if name == "bench_es" and not _es_up():
+            results[name] = {"skipped": "no Elasticsearch node (scripts/elasticsearch.sh start)"}
+            continue
+        module = importlib.import_module(f"benchmarks.{name}")
+        t0 = time.perf_counter()
+        results[name] = module.run(quick=args.quick)
+        print(f"{name}: done in {time.perf_counter() - t0:.0f} s", flush=True)
+    Path(args.out).write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n")
+    print(json.dumps(results, indent=2, ensure_ascii=False))
+
+
+if __name__ == "__main__":
+    main()
