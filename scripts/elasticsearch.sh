@@ -96,8 +96,11 @@ fetch() {
   local downloads="$CACHE/downloads"
   mkdir -p "$downloads"
   log "fetching $ARTIFACT from Maven Central"
-  mvn -q -B -Dstyle.color=never dependency:copy -Dartifact="$ARTIFACT" \
-    -DoutputDirectory="$downloads" >&2 || die "could not fetch $ARTIFACT"
+  if ! mvn -q -B dependency:copy -Dartifact="$ARTIFACT" -DoutputDirectory="$downloads" \
+    >"$downloads/mvn.log" 2>&1; then
+    tail -n 40 "$downloads/mvn.log" >&2
+    die "could not fetch $ARTIFACT"
+  fi
   local tmp="$CACHE/.unpack.$$"
   rm -rf "$tmp"
   mkdir -p "$tmp"
