@@ -4,20 +4,34 @@
 Producers drop batches as ``<feed>/<producer>/<batch>/`` and mark them complete with
 ``_READY`` or ``_manifest.json``. Each run:
 
-1. **discover** lists the complete batches the ledger has not processed yet;
-2. **process** runs once per batch (dynamic task mapping; never per document): parse,
-   identify, classify, check, index, write ``_report.json`` back into the batch;
+1. **discover** lists the complete batches the ledger has not processed yet, as one
+   *lane* per producer (its batch keys in arrival order: a later batch may repeat or
+   replace a document of an earlier one, so one producer's batches never run
+   concurrently), and splits the lanes by file names: a lane holding scans (images) goes
+   to the OCR pool;
+2. **text_lanes** / **ocr_lanes** pick each pool's lanes, and **process_text** /
+   **process_ocr** run once per lane (dynamic task mapping over batches, never per
+   document), processing its batches one by one: parse, identify, classify, check,
+   index, write ``_report.json`` (and HL7 ACKs) back into the batch, keep the batch's
+   metrics and raise its alerts. ``process_ocr`` runs in the ``ocr`` pool (slots =
+   cores), so scans cannot starve the HL7/text work;
 3. **summarize** logs a table of outcomes and returns the totals, also when there was
-   nothing to do (the mapped task is then skipped).
+   nothing to do (the mapped tasks are then skipped).
 
 Re-running is safe: batches already in the ledger are not discovered again and
-``process`` is idempotent. Trigger with ``{"feed_url": "<folder or s3://bucket/prefix>"}``
-to read another feed than the default (``CARNET_FEED_URL``, else
-``<CARNET_DATA_DIR or ./.carnet>/feed``). Storage and index come from ``CARNET_*``
-variables (see ``pipeline.settings``).
+``process`` is idempotent. A task failure raises an alert (``pipeline.monitoring``).
 
-This file only wires tasks: the work lives in ``pipeline.ingest``, imported inside the
-tasks so that parsing the DAG stays cheap.
+Two kinds of DAG come from this file:
+- ``carnet_ingest``: unscheduled, the feed is a parameter. Trigger it with
+  ``{"feed_url": "<folder or s3://bucket/prefix>"}`` (default ``CARNET_FEED_URL``, else
+  ``<CARNET_DATA_DIR or ./.carnet>/feed``); used by the demo and the tests.
+- ``carnet_ingest_<feed id>``: one per feed of the feeds file (``CARNET_FEEDS_FILE``),
+  run when the feed's asset ``carnet-feed://<id>`` is updated (the producer's upload
+  tool or a storage notification posts the event when it closes a batch) or, as a safety
+  net, on the feed's cron ``schedule``: no sensor polls the storage.
+
+This file only wires tasks: the work lives in ``pipeline.*``, imported inside the tasks
+so that parsing the DAG stays cheap.
 """
 
 from __future__ import annotations
@@ -28,9 +42,22 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from airflow.sdk import Param, dag, task
+from airflow.sdk import DAG, Asset, Param, dag, task
+
+from pipeline.feeds_config import FeedConfig, load_feeds
+from pipeline.monitoring import on_task_failure
 
 log = logging.getLogger(__name__)
+
+OCR_POOL = "ocr"
+DEFAULT_ARGS: dict[str, Any] = {
+    "owner": "carnet",
+    "retries": 2,
+    "retry_delay": timedelta(seconds=30),
+    "retry_exponential_backoff": True,
+    "max_retry_delay": timedelta(minutes=10),
+    "execution_timeout": timedelta(hours=1),
+}
 
 
 def _default_feed_url() -> str:
@@ -40,77 +67,135 @@ def _default_feed_url() -> str:
     return str(data_dir / "feed")
 
 
-@dag(
-    dag_id="carnet_ingest",
-    schedule=None,
-    start_date=datetime(2025, 1, 1, tzinfo=UTC),
-    catchup=False,
-    tags=["carnet", "ingest"],
-    doc_md=__doc__,
-    max_active_runs=1,  # two runs on one feed would race for the same batches
-    max_active_tasks=4,
-    default_args={
-        "owner": "carnet",
-        "retries": 2,
-        "retry_delay": timedelta(seconds=30),
-        "retry_exponential_backoff": True,
-        "max_retry_delay": timedelta(minutes=10),
-        "execution_timeout": timedelta(hours=1),
-    },
-    params={
-        "feed_url": Param(
-            _default_feed_url(),
-            type="string",
-            minLength=1,
-            description="Feed root: a folder or s3://bucket/prefix",
-        ),
-    },
-)
-def carnet_ingest() -> None:
-    @task
-    def discover(params: dict[str, Any] | None = None) -> list[str]:
-        """Keys ``producer/batch`` of the complete batches not processed yet."""
-        from pipeline.ingest import discover_batches
-        from pipeline.settings import Settings
+def _schedule(feed: FeedConfig | None) -> Any:
+    if feed is None:
+        return None
+    from airflow.timetables.assets import AssetOrTimeSchedule
+    from airflow.timetables.trigger import CronTriggerTimetable
 
-        assert params is not None  # injected by Airflow from the run's context
-        keys = discover_batches(Settings.from_env(), params["feed_url"])
-        log.info("%d batch(es) to process in %s", len(keys), params["feed_url"])
-        return keys
+    return AssetOrTimeSchedule(
+        timetable=CronTriggerTimetable(feed.schedule, timezone="UTC"),
+        assets=[Asset(feed.asset_uri, group="carnet-feeds")],
+    )
 
-    @task(max_active_tis_per_dagrun=2)
-    def process(feed_url: str, batch_key: str) -> dict[str, Any]:
-        """Ingest one batch; only its counts travel through XCom."""
-        from pipeline.ingest import process_batch
-        from pipeline.settings import Settings
 
-        summary = process_batch(Settings.from_env(), feed_url, batch_key)
-        return summary.model_dump(mode="json")
+def build_ingest_dag(dag_id: str, feed: FeedConfig | None = None) -> DAG:
+    """The ingestion DAG for one configured feed, or the generic one (feed as a param)."""
 
-    # none_failed: with an empty feed the mapped task is skipped, and the summary must
-    # still run; a failed batch still fails the run.
-    @task(trigger_rule="none_failed")
-    def summarize(summaries: list[dict[str, Any]]) -> dict[str, Any]:
-        """Log a readable table of the run's outcomes and return the totals."""
-        from pipeline.ingest import BatchSummary, summarize_batches
+    @dag(
+        dag_id=dag_id,
+        schedule=_schedule(feed),
+        start_date=datetime(2025, 1, 1, tzinfo=UTC),
+        catchup=False,
+        tags=["carnet", "ingest"] + ([f"feed:{feed.id}"] if feed else []),
+        doc_md=__doc__,
+        max_active_runs=1,  # two runs on one feed would race for the same batches
+        max_active_tasks=4,
+        default_args=DEFAULT_ARGS,
+        params={
+            "feed_url": Param(
+                feed.url if feed else _default_feed_url(),
+                type="string",
+                minLength=1,
+                description="Feed root: a folder or s3://bucket/prefix",
+            ),
+            "feed_id": Param(feed.id if feed else None, type=["null", "string"],
+                             description="Feeds-file id (thresholds, metrics); none: the URL"),
+            "max_reject_rate": Param(
+                feed.max_reject_rate if feed else None, type=["null", "number"],
+                description="Alert above this reject rate (default: CARNET_MAX_REJECT_RATE)"),
+            "scans": Param(bool(feed and feed.scans), type="boolean",
+                           description="Every batch of this feed goes to the OCR pool"),
+        },
+    )
+    def ingest() -> None:
+        @task
+        def discover(params: dict[str, Any] | None = None) -> dict[str, list[list[str]]]:
+            """Per-producer lanes of ``producer/batch`` keys not processed yet, by pool."""
+            from pipeline.feeds_config import plan_batches
+            from pipeline.settings import Settings
 
-        # Indexing up to len() rather than iterating: the lazy XCom sequence finds its end
-        # by a failed lookup, which Airflow logs as an error.
-        parsed = [BatchSummary.model_validate(summaries[i]) for i in range(len(summaries))]
-        totals = summarize_batches(parsed)
-        log.info("Ingest summary\n%s", format_summary(parsed, totals))
-        return totals
+            assert params is not None  # injected by Airflow from the run's context
+            plan = plan_batches(Settings.from_env(), params["feed_url"], scans=params["scans"])
+            log.info("feed %s: %d batch(es) in %d text lane(s), %d batch(es) in %d OCR lane(s)",
+                     params["feed_url"], sum(map(len, plan["text"])), len(plan["text"]),
+                     sum(map(len, plan["ocr"])), len(plan["ocr"]))
+            return plan
 
-    keys = discover()
-    summaries = process.partial(feed_url="{{ params.feed_url }}").expand(batch_key=keys)
-    summarize(summaries)
+        @task
+        def pick(plan: dict[str, list[list[str]]], pool: str) -> list[list[str]]:
+            """The lanes of one pool (mapping needs a task's own return value)."""
+            return plan[pool]
+
+        def run_lane(lane: list[str], params: dict[str, Any]) -> list[dict[str, Any]]:
+            return [run_batch(key, params) for key in lane]
+
+        def run_batch(batch_key: str, params: dict[str, Any]) -> dict[str, Any]:
+            from pipeline.errors import CarnetError
+            from pipeline.ingest import process_batch
+            from pipeline.monitoring import check_batch, log_rejections
+            from pipeline.settings import Settings
+
+            settings = Settings.from_env()
+            producer = batch_key.split("/", 1)[0]
+            try:
+                summary = process_batch(settings, params["feed_url"], batch_key)
+            except (CarnetError, OSError) as exc:
+                log.error("batch failed: producer=%s batch=%s feed=%s document=%s: %s", producer,
+                          batch_key, params["feed_url"], getattr(exc, "context", {}).get("source"),
+                          exc)
+                raise
+            log_rejections(settings, summary.run_id, batch_key=batch_key)
+            threshold = params["max_reject_rate"]
+            check_batch(settings, params["feed_id"] or params["feed_url"], summary,
+                        max_reject_rate=settings.max_reject_rate if threshold is None else threshold)
+            return summary.model_dump(mode="json")
+
+        @task(max_active_tis_per_dagrun=2, on_failure_callback=on_task_failure)
+        def process_text(lane: list[str], params: dict[str, Any] | None = None
+                         ) -> list[dict[str, Any]]:
+            """Ingest one producer's HL7/text batches; only counts travel through XCom."""
+            assert params is not None
+            return run_lane(lane, params)
+
+        @task(pool=OCR_POOL, on_failure_callback=on_task_failure)
+        def process_ocr(lane: list[str], params: dict[str, Any] | None = None
+                        ) -> list[dict[str, Any]]:
+            """Ingest one producer's batches, some scan-heavy, in the OCR pool."""
+            assert params is not None
+            return run_lane(lane, params)
+
+        # none_failed: with an empty feed the mapped tasks are skipped, and the summary
+        # must still run; a failed batch still fails the run.
+        @task(trigger_rule="none_failed")
+        def summarize(text: list[list[dict[str, Any]]], ocr: list[list[dict[str, Any]]]
+                      ) -> dict[str, Any]:
+            """Log a readable table of the run's outcomes and return the totals."""
+            from pipeline.ingest import BatchSummary, summarize_batches
+
+            # Indexing up to len() rather than iterating: the lazy XCom sequence finds its
+            # end by a failed lookup, which Airflow logs as an error.
+            parsed = [BatchSummary.model_validate(b) for lanes in (text, ocr)
+                      for i in range(len(lanes)) for b in lanes[i]]
+            totals = summarize_batches(parsed)
+            totals["ocr_pages"] = sum(b.ocr_pages for b in parsed)
+            log.info("Ingest summary\n%s", format_summary(parsed, totals))
+            return totals
+
+        plan = discover()
+        text = pick.override(task_id="text_lanes")(plan, "text")
+        ocr = pick.override(task_id="ocr_lanes")(plan, "ocr")
+        summarize(process_text.expand(lane=text), process_ocr.expand(lane=ocr))
+
+    return ingest()
 
 
 def format_summary(summaries: list[Any], totals: dict[str, Any]) -> str:
     """A plain-text table: one line per batch, then the run's totals."""
     statuses = sorted({s for b in summaries for s in b.by_status})
-    header = ["batch", "total", *statuses]
-    rows = [[b.batch_key, str(b.total), *(str(b.by_status.get(s, 0)) for s in statuses)] for b in summaries]
+    header = ["batch", "total", *statuses, "ocr pages"]
+    rows = [[b.batch_key, str(b.total), *(str(b.by_status.get(s, 0)) for s in statuses),
+             str(b.ocr_pages)] for b in summaries]
     if not rows:
         rows = [["(no new batch)", "0"]]
         header = header[:2]
@@ -121,4 +206,11 @@ def format_summary(summaries: list[Any], totals: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-carnet_ingest()
+def _configured_feeds() -> tuple[FeedConfig, ...]:
+    path = os.environ.get("CARNET_FEEDS_FILE")
+    return load_feeds(Path(path)) if path else ()
+
+
+carnet_ingest = build_ingest_dag("carnet_ingest")
+for _feed in _configured_feeds():
+    globals()[_feed.dag_id] = build_ingest_dag(_feed.dag_id, _feed)

@@ -151,11 +151,12 @@ def test_dag_ingests_each_complete_batch_once(
     first = run_dag.run_dag("carnet_ingest", {"feed_url": str(feed)}, retries=0)
     assert str(first.state) == "success", _task_instances(first)
     assert _states(first, "discover") == {-1: "success"}
-    assert _states(first, "process") == {0: "success", 1: "success"}, "one task per batch"
+    assert _states(first, "process_text") == {0: "success", 1: "success"}, "one task per producer"
+    assert _states(first, "process_ocr") == {-1: "skipped"}, "no scan in these batches"
     assert _states(first, "summarize") == {-1: "success"}
 
-    keys = run_dag.task_return_value(first, "discover")
-    assert sorted(keys) == sorted(expected)
+    plan = run_dag.task_return_value(first, "discover")
+    assert plan == {"text": [[BIO_BATCH], [IMG_BATCH]], "ocr": []}
     totals = run_dag.task_return_value(first, "summarize")
     assert totals["batches"] == 2
     assert totals["documents"] == sum(expected.values())
@@ -178,8 +179,8 @@ def test_dag_ingests_each_complete_batch_once(
 
     second = run_dag.run_dag("carnet_ingest", {"feed_url": str(feed)}, retries=0)
     assert str(second.state) == "success"
-    assert run_dag.task_return_value(second, "discover") == []
-    assert _states(second, "process") == {-1: "skipped"}, "zero-length map: nothing to do"
+    assert run_dag.task_return_value(second, "discover") == {"text": [], "ocr": []}
+    assert _states(second, "process_text") == {-1: "skipped"}, "zero-length map: nothing to do"
     assert run_dag.task_return_value(second, "summarize")["batches"] == 0
     assert {k: (feed / k / REPORT).stat().st_mtime_ns for k in expected} == report_mtimes
     index = open_index(carnet_env.effective_index_url)

@@ -1,0 +1,163 @@
+"""Maintenance of the index and the store: integrity check, retention purge, reindex.
+
+- ``check_integrity``: every indexed document has its bytes in the store, and every
+  document the ledger recorded as accepted (indexed or replaced) is in the index.
+- ``purge_retention``: quarantine records (and their raw bytes, when nothing else uses
+  them) and metrics files older than the retention periods go. Indexed documents are
+  part of the patient's record and are never purged here (erasure is ``pipeline.erasure``).
+- ``rebuild_index``: Elasticsearch copies into a new index and swaps the alias;
+  SQLite merges its full-text segments in place.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from pipeline.index import DocumentIndex, open_index
+from pipeline.model import Frozen
+from pipeline.monitoring import metrics_dir
+from pipeline.settings import Settings
+from pipeline.store import DocumentStore, open_store
+
+log = logging.getLogger(__name__)
+
+
+class Discrepancy(Frozen):
+    kind: str  # "missing_bytes" | "missing_from_index"
+    patient_id: str | None
+    doc_id: str
+    content_sha256: str | None
+    source: str | None = None
+    producer: str | None = None
+
+
+class IntegrityReport(Frozen):
+    checked_at: dt.datetime
+    indexed: int
+    accepted_in_ledger: int
+    discrepancies: tuple[Discrepancy, ...]
+
+    @property
+    def ok(self) -> bool:
+        return not self.discrepancies
+
+
+class PurgeReport(Frozen):
+    quarantine_records: int
+    objects: int
+    metrics_files: int
+
+
+def open_backends(settings: Settings) -> tuple[DocumentIndex, DocumentStore]:
+    index = open_index(settings.effective_index_url, alias=settings.es_index_alias)
+    store = open_store(settings.effective_store_url, endpoint_url=settings.s3_endpoint_url,
+                       region=settings.s3_region)
+    return index, store
+
+
+@contextmanager
+def _ledger_rows(settings: Settings) -> Iterator[sqlite3.Connection]:
+    # Read-only: the ledger's schema belongs to pipeline.ledger, which has no query for this.
+    if not settings.ledger_path.exists():
+        conn = sqlite3.connect(":memory:")
+        conn.execute("CREATE TABLE outcomes (status, doc_id, patient_id, source, producer, line)")
+    else:
+        conn = sqlite3.connect(f"file:{settings.ledger_path}?mode=ro", uri=True, timeout=30)
+    try:
+        yield conn
+    finally:
+        conn.close()
+
+
+def accepted_documents(
+    settings: Settings,
+) -> dict[str, tuple[str | None, str | None, str | None, str | None]]:
+    """doc id → (patient, content sha, source, producer) of every accepted outcome in the ledger."""
+    with _ledger_rows(settings) as conn:
+        rows = conn.execute(
+            "SELECT doc_id, patient_id, source, producer, line FROM outcomes "
+            "WHERE status IN ('indexed', 'replaced') AND doc_id IS NOT NULL").fetchall()
+    return {d: (p, json.loads(line).get("content_sha256"), s, pr) for d, p, s, pr, line in rows}
+
+
+def check_integrity(settings: Settings) -> IntegrityReport:
+    """Compare the index, the store and the ledger; list every disagreement."""
+    index, store = open_backends(settings)
+    try:
+        held = index.list_ids()
+    finally:
+        index.close()
+    problems = [
+        Discrepancy(kind="missing_bytes", patient_id=p, doc_id=d, content_sha256=h)
+        for p, d, h in held if not store.exists(h)
+    ]
+    in_index = {d for _, d, _ in held}
+    accepted = accepted_documents(settings)
+    problems += [
+        Discrepancy(kind="missing_from_index", patient_id=p, doc_id=d, content_sha256=h,
+                    source=s, producer=pr)
+        for d, (p, h, s, pr) in sorted(accepted.items()) if d not in in_index
+    ]
+    report = IntegrityReport(checked_at=dt.datetime.now(dt.UTC), indexed=len(held),
+                             accepted_in_ledger=len(accepted), discrepancies=tuple(problems))
+    for x in problems:
+        log.error("integrity: %s doc=%s patient=%s sha=%s producer=%s source=%s", x.kind,
+                  x.doc_id, x.patient_id, x.content_sha256, x.producer, x.source)
+    log.info("integrity: %d indexed, %d accepted in the ledger, %d discrepancies", len(held),
+             len(accepted), len(problems))
+    return report
+
+
+def purge_retention(settings: Settings, *, quarantine_days: int, metrics_days: int,
+                    now: dt.datetime | None = None, dry_run: bool = False) -> PurgeReport:
+    """Drop quarantine records and metrics older than their retention (0 days: keep all)."""
+    now = now or dt.datetime.now(dt.UTC)
+    index, store = open_backends(settings)
+    try:
+        indexed_shas = {h for _, _, h in index.list_ids()}
+    finally:
+        index.close()
+    records = list(store.list_quarantine())
+    cutoff = now - dt.timedelta(days=quarantine_days)
+    # A record's age is counted from its last attempt: a replay restarts the clock.
+    expired = [q for q in records if quarantine_days > 0
+               and max([q.first_quarantined_at, *(a.at for a in q.attempts)]) < cutoff]
+    expired_ids = {q.quarantine_id for q in expired}
+    still_used = indexed_shas | {q.content_sha256 for q in records if q.quarantine_id not in expired_ids}
+    objects = {q.content_sha256 for q in expired} - still_used
+    old_metrics = []
+    if metrics_days > 0 and metrics_dir(settings).is_dir():
+        oldest = (now - dt.timedelta(days=metrics_days)).timestamp()
+        old_metrics = [p for p in metrics_dir(settings).glob("*.json") if p.stat().st_mtime < oldest]
+    if not dry_run:
+        for q in expired:
+            store.remove_quarantine(q.quarantine_id)
+        for sha in objects:
+            store.delete(sha)
+        for p in old_metrics:
+            p.unlink(missing_ok=True)
+    log.info("retention%s: %d quarantine record(s), %d object(s), %d metrics file(s)",
+             " (dry run)" if dry_run else "", len(expired), len(objects), len(old_metrics))
+    return PurgeReport(quarantine_records=len(expired), objects=len(objects),
+                       metrics_files=len(old_metrics))
+
+
+def rebuild_index(settings: Settings, *, now: dt.datetime | None = None) -> dict[str, object]:
+    """Reindex into a new Elasticsearch index and swap the alias; optimise SQLite in place."""
+    index = open_index(settings.effective_index_url, alias=settings.es_index_alias)
+    try:
+        if hasattr(index, "reindex_to"):
+            new = f"{settings.es_index_alias}-{(now or dt.datetime.now(dt.UTC)):%Y%m%d%H%M%S}"
+            old = index.reindex_to(new)
+            return {"backend": "elasticsearch", "new_index": new, "previous": old,
+                    "documents": index.count()}
+        if hasattr(index, "optimize"):
+            index.optimize()
+        return {"backend": "sqlite", "optimized": True, "documents": index.count()}
+    finally:
+        index.close()

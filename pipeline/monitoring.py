@@ -1,0 +1,345 @@
+"""Run metrics kept queryable, and the alerts raised on them.
+
+Each processed batch leaves one JSON file ``<data_dir>/metrics/<run_id>.json`` (feed,
+producer, batch, counts per status and reason, OCR pages and confidence, seconds per
+stage); the ledger holds the same run with its per-document outcomes. ``load_metrics``
+reads them back, ``producer_status`` condenses them per producer for ``carnet status``.
+
+Alerts go through a ``Notifier``: ``LogNotifier`` (default) logs them, ``WebhookNotifier``
+also POSTs them as JSON (``CARNET_ALERT_WEBHOOK``). They are raised when a batch task
+fails, when a producer's reject rate crosses its feed's threshold or jumps above its
+recent baseline, and when a feed has been silent for longer than its ``max_silence``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import os
+import urllib.request
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+from pipeline.model import Frozen
+from pipeline.settings import Settings
+
+log = logging.getLogger(__name__)
+
+# A batch whose reject rate exceeds the producer's recent mean by this much is a jump.
+REJECT_JUMP = 0.2
+# How many earlier batches of a producer make its baseline.
+BASELINE_BATCHES = 10
+
+
+class AlertKind(StrEnum):
+    BATCH_FAILED = "batch_failed"
+    REJECT_RATE = "reject_rate"
+    REJECT_RATE_JUMP = "reject_rate_jump"
+    FEED_SILENT = "feed_silent"
+    INTEGRITY = "integrity"
+
+
+class Alert(Frozen):
+    kind: AlertKind
+    message: str
+    feed: str | None = None
+    producer: str | None = None
+    batch: str | None = None
+    at: dt.datetime
+    details: dict[str, Any] = {}
+
+
+@runtime_checkable
+class Notifier(Protocol):
+    def notify(self, alert: Alert) -> None: ...
+
+
+class LogNotifier:
+    """Alerts as ERROR log lines (the task log, and whatever ships logs)."""
+
+    def notify(self, alert: Alert) -> None:
+        log.error("ALERT %s feed=%s producer=%s batch=%s: %s", alert.kind.value, alert.feed,
+                  alert.producer, alert.batch, alert.message)
+
+
+class WebhookNotifier:
+    """Alerts POSTed as JSON to a URL (chat, paging, incident tool), also logged."""
+
+    def __init__(self, url: str, *, timeout_s: float = 10.0) -> None:
+        self.url = url
+        self.timeout_s = timeout_s
+
+    def notify(self, alert: Alert) -> None:
+        LogNotifier().notify(alert)
+        request = urllib.request.Request(
+            self.url, data=alert.model_dump_json().encode(), method="POST",
+            headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout_s) as response:  # noqa: S310
+                response.read()
+        except OSError as exc:
+            # An unreachable webhook must not hide the alert nor fail the task that raised it.
+            log.error("alert webhook %s unreachable (%s); alert %s was logged only", self.url, exc,
+                      alert.kind.value)
+
+
+def default_notifier(env: Mapping[str, str] | None = None) -> Notifier:
+    """``WebhookNotifier`` when ``CARNET_ALERT_WEBHOOK`` is set, else ``LogNotifier``."""
+    url = (os.environ if env is None else env).get("CARNET_ALERT_WEBHOOK")
+    return WebhookNotifier(url) if url else LogNotifier()
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+# -- metrics ---------------------------------------------------------------------------------
+
+
+class BatchMetrics(Frozen):
+    """The metrics of one processed batch, as kept in ``metrics/<run_id>.json``."""
+
+    run_id: str
+    feed: str
+    producer: str
+    batch_key: str
+    recorded_at: dt.datetime
+    total: int
+    by_status: dict[str, int]
+    rejected_by_reason: dict[str, int]
+    reject_rate: float
+    flagged: bool
+    ocr_pages: int = 0
+    ocr_mean_confidence: float | None = None
+    seconds_per_stage: dict[str, float] = {}
+
+
+def metrics_dir(settings: Settings) -> Path:
+    return settings.data_dir / "metrics"
+
+
+def record_batch_metrics(settings: Settings, feed: str, summary: Any) -> BatchMetrics:
+    """Write one batch's metrics file (idempotent: keyed by the batch's run id) and log it."""
+    fields = summary.model_dump() if hasattr(summary, "model_dump") else dict(summary)
+    path = metrics_dir(settings) / f"{fields['run_id']}.json"
+    if path.exists():  # a retried task: keep the first record, its time included
+        return BatchMetrics.model_validate_json(path.read_bytes())
+    m = BatchMetrics(feed=feed, recorded_at=_now(), **{
+        k: fields[k] for k in BatchMetrics.model_fields if k in fields})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(m.model_dump_json(indent=2), encoding="utf-8")
+    tmp.replace(path)
+    log.info("batch metrics %s", m.model_dump_json())
+    return m
+
+
+def load_metrics(settings: Settings, *, producer: str | None = None, feed: str | None = None,
+                 since: dt.datetime | None = None) -> list[BatchMetrics]:
+    """Recorded batch metrics, oldest first, optionally for one producer or feed."""
+    folder = metrics_dir(settings)
+    if not folder.is_dir():
+        return []
+    found = []
+    for path in folder.glob("*.json"):
+        m = BatchMetrics.model_validate_json(path.read_bytes())
+        if ((producer is None or m.producer == producer) and (feed is None or m.feed == feed)
+                and (since is None or m.recorded_at >= since)):
+            found.append(m)
+    return sorted(found, key=lambda m: (m.recorded_at, m.run_id))
+
+
+# -- alerts ----------------------------------------------------------------------------------
+
+
+def reject_rate_alerts(current: BatchMetrics, history: Sequence[BatchMetrics], *,
+                       max_reject_rate: float) -> list[Alert]:
+    """Alerts for a batch above its feed's threshold, or far above the producer's baseline."""
+    alerts = []
+    base = dict(feed=current.feed, producer=current.producer, batch=current.batch_key, at=_now())
+    if current.reject_rate > max_reject_rate:
+        alerts.append(Alert(
+            kind=AlertKind.REJECT_RATE, details={"reject_rate": current.reject_rate,
+                                                 "threshold": max_reject_rate,
+                                                 "rejected_by_reason": current.rejected_by_reason},
+            message=f"reject rate {current.reject_rate:.0%} above the threshold "
+                    f"{max_reject_rate:.0%}", **base))
+    earlier = [m for m in history if m.run_id != current.run_id and m.total][-BASELINE_BATCHES:]
+    if earlier:
+        baseline = sum(m.reject_rate for m in earlier) / len(earlier)
+        if current.reject_rate - baseline > REJECT_JUMP:
+            alerts.append(Alert(
+                kind=AlertKind.REJECT_RATE_JUMP,
+                details={"reject_rate": current.reject_rate, "baseline": round(baseline, 4),
+                         "batches": len(earlier)},
+                message=f"reject rate jumped to {current.reject_rate:.0%} from a baseline of "
+                        f"{baseline:.0%} over {len(earlier)} batch(es)", **base))
+    return alerts
+
+
+def silence_alert(feed: str, last_batch_at: dt.datetime | None, *, max_silence: dt.timedelta,
+                  now: dt.datetime | None = None, watched_since: dt.datetime | None = None
+                  ) -> Alert | None:
+    """An alert when nothing arrived on ``feed`` for longer than ``max_silence``.
+
+    A feed that never sent anything is judged from ``watched_since`` (when Carnet started
+    watching it); without that it is not judged.
+    """
+    now = now or _now()
+    reference = last_batch_at or watched_since
+    if reference is None or now - reference <= max_silence:
+        return None
+    hours = (now - reference).total_seconds() / 3600
+    return Alert(kind=AlertKind.FEED_SILENT, feed=feed, at=now,
+                 details={"last_batch_at": last_batch_at.isoformat() if last_batch_at else None,
+                          "max_silence_hours": max_silence.total_seconds() / 3600},
+                 message=f"no batch for {hours:.1f} h (max {max_silence.total_seconds() / 3600:g} h)")
+
+
+def last_batch_time(settings: Settings, feed: str) -> dt.datetime | None:
+    """When the latest batch of ``feed`` was recorded, from the metrics files."""
+    found = load_metrics(settings, feed=feed)
+    return found[-1].recorded_at if found else None
+
+
+def check_batch(settings: Settings, feed: str, summary: Any, *, max_reject_rate: float,
+                notifier: Notifier | None = None) -> list[Alert]:
+    """Record a batch's metrics and raise its reject-rate alerts; return them."""
+    current = record_batch_metrics(settings, feed, summary)
+    history = load_metrics(settings, producer=current.producer)
+    alerts = reject_rate_alerts(current, history, max_reject_rate=max_reject_rate)
+    notify_all(alerts, notifier)
+    return alerts
+
+
+def notify_all(alerts: Iterable[Alert], notifier: Notifier | None = None) -> None:
+    n = notifier or default_notifier()
+    for a in alerts:
+        n.notify(a)
+
+
+def batch_failure_alert(*, feed: str | None, batch: str | None, error: str,
+                        task: str | None = None, try_number: int | None = None) -> Alert:
+    producer = batch.split("/", 1)[0] if batch else None
+    return Alert(kind=AlertKind.BATCH_FAILED, feed=feed, producer=producer, batch=batch, at=_now(),
+                 details={"task": task, "try_number": try_number},
+                 message=f"batch processing failed: {error}")
+
+
+# -- status ----------------------------------------------------------------------------------
+
+
+class ProducerStatus(Frozen):
+    producer: str
+    batches: int  # counted over the metrics kept
+    documents: int
+    by_status: dict[str, int]
+    rejected_by_reason: dict[str, int]
+    ocr_pages: int
+    ocr_mean_confidence: float | None
+    last_batches: tuple[BatchMetrics, ...]  # newest first
+
+
+def producer_status(settings: Settings, *, last: int = 3) -> list[ProducerStatus]:
+    """Per producer: totals over the kept metrics and its ``last`` batches, newest first."""
+    per: dict[str, list[BatchMetrics]] = defaultdict(list)
+    for m in load_metrics(settings):
+        per[m.producer].append(m)
+    rows = []
+    for producer, ms in sorted(per.items()):
+        by_status: dict[str, int] = defaultdict(int)
+        reasons: dict[str, int] = defaultdict(int)
+        for m in ms:
+            for k, v in m.by_status.items():
+                by_status[k] += v
+            for k, v in m.rejected_by_reason.items():
+                reasons[k] += v
+        ocr = [m for m in ms if m.ocr_pages and m.ocr_mean_confidence is not None]
+        pages = sum(m.ocr_pages for m in ms)
+        conf = (sum(m.ocr_mean_confidence * m.ocr_pages for m in ocr)  # type: ignore[operator]
+                / sum(m.ocr_pages for m in ocr)) if ocr else None
+        rows.append(ProducerStatus(
+            producer=producer, batches=len(ms), documents=sum(m.total for m in ms),
+            by_status=dict(by_status), rejected_by_reason=dict(reasons), ocr_pages=pages,
+            ocr_mean_confidence=round(conf, 1) if conf is not None else None,
+            last_batches=tuple(reversed(ms[-last:]))))
+    return rows
+
+
+def format_producer_status(settings: Settings, *, last: int = 3) -> str:
+    """The ``carnet status`` section: last runs per producer with counts and OCR figures."""
+    rows = producer_status(settings, last=last)
+    if not rows:
+        return "Last runs per producer: none recorded"
+    lines = ["Last runs per producer:"]
+    for r in rows:
+        conf = f"{r.ocr_mean_confidence:.1f}" if r.ocr_mean_confidence is not None else "-"
+        counts = " ".join(f"{k}={v}" for k, v in sorted(r.by_status.items()))
+        lines.append(f"  {r.producer}: {r.batches} batch(es), {r.documents} document(s) [{counts}]"
+                     f" OCR pages={r.ocr_pages} mean conf={conf}")
+        for m in r.last_batches:
+            c = " ".join(f"{k}={v}" for k, v in sorted(m.by_status.items()))
+            reasons = ", ".join(f"{k}={v}" for k, v in sorted(m.rejected_by_reason.items()))
+            lines.append(f"    {m.recorded_at:%Y-%m-%d %H:%M}  {m.batch_key:<40} {c}"
+                         f"  reject {m.reject_rate:.0%}  ocr {m.ocr_pages}p"
+                         + (f"  ({reasons})" if reasons else ""))
+    return "\n".join(lines)
+
+
+# -- Airflow glue (called from dags/, no Airflow import here) -------------------------------
+
+
+def on_task_failure(context: Mapping[str, Any]) -> None:
+    """Airflow ``on_failure_callback``: alert that a batch (or another task) failed."""
+    ti = context.get("ti") or context.get("task_instance")
+    task = context.get("task")
+    params = context.get("params") or {}
+    kwargs = getattr(task, "op_kwargs", None) or {}
+    # An ingestion task gets one batch key or a producer's lane of them.
+    batch = kwargs.get("batch_key") or kwargs.get("lane") if isinstance(kwargs, Mapping) else None
+    if isinstance(batch, list | tuple):
+        batch = ", ".join(map(str, batch))
+    error = context.get("exception")
+    alert = batch_failure_alert(
+        feed=params.get("feed_id") or params.get("feed_url"),
+        batch=batch if isinstance(batch, str) else None,
+        error=f"{type(error).__name__}: {error}" if error else "task failed",
+        task=f"{getattr(ti, 'dag_id', '?')}.{getattr(ti, 'task_id', '?')}"
+             f"[{getattr(ti, 'map_index', -1)}]",
+        try_number=getattr(ti, "try_number", None))
+    notify_all([alert])
+
+
+def log_rejections(settings: Settings, run_id: str, *, batch_key: str) -> int:
+    """Log every rejected document of a run, naming producer, batch and document."""
+    import sqlite3
+
+    if not settings.ledger_path.exists():
+        return 0
+    conn = sqlite3.connect(f"file:{settings.ledger_path}?mode=ro", uri=True, timeout=30)
+    try:
+        rows = conn.execute("SELECT producer, source, line FROM outcomes WHERE run_id=? AND "
+                            "status='rejected' ORDER BY seq", (run_id,)).fetchall()
+    finally:
+        conn.close()
+    for producer, source, line in rows:
+        log.warning("rejected: producer=%s batch=%s document=%s reasons=%s", producer, batch_key,
+                    source, "; ".join(json.loads(line).get("reasons") or []))
+    return len(rows)
+
+
+def check_silent_feeds(settings: Settings, feeds: Iterable[Any], *, now: dt.datetime | None = None,
+                       notifier: Notifier | None = None) -> list[Alert]:
+    """A silence alert for each configured feed quiet for longer than its ``max_silence_hours``."""
+    alerts = []
+    for f in feeds:
+        a = silence_alert(f.id, last_batch_time(settings, f.id),
+                          max_silence=dt.timedelta(hours=f.max_silence_hours), now=now)
+        if a is not None:
+            alerts.append(a)
+    notify_all(alerts, notifier)
+    return alerts
