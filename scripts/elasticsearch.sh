@@ -7,8 +7,8 @@
 #
 # The server is Elastic's minimal "integ-test-zip" distribution (server, netty transport,
 # x-pack core/security; no bundled JDK, no analysis-common). Maven Central serves it only
-# up to 8.19.x (no 9.x build is published there); the Python client 9.x talks to it in
-# 8-compatibility mode (see pipeline/index/elasticsearch.py).
+# up to 8.19.x (no 9.x build is published there), so Carnet pins the 8.x Python client:
+# the client's major version matches the server's.
 #
 # Environment: CARNET_CACHE (download/unpack/run folder, outside the repo),
 # CARNET_ES_VERSION, CARNET_ES_PORT (9200), CARNET_ES_HEAP (512m), CARNET_ES_USER

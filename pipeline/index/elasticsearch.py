@@ -28,9 +28,8 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
-from elastic_transport import HttpHeaders, TransportError, Urllib3HttpNode
-from elastic_transport._node import NodeApiResponse
-from elastic_transport.client_utils import DEFAULT
+import elasticsearch
+from elastic_transport import HttpHeaders, TransportError
 from elasticsearch import ApiError, Elasticsearch, NotFoundError, helpers
 
 from pipeline.analysis import analyze, analyze_query, highlight
@@ -46,6 +45,9 @@ TOKEN_FIELDS = ("title_tokens", "meta_tokens", "body_tokens")
 # Field weights, as the SQLite backend's bm25 column weights (title 4, meta 2, body 1).
 _BOOSTS = {"title_tokens": 4.0, "meta_tokens": 2.0, "body_tokens": 1.0}
 _HIT_SOURCE = ["doc_id", "doc_class", "type_code", "title", "document_date", "text"]
+# The client's major version matches the server's (the pinned elasticsearch 8.x client
+# speaks to 8.x nodes, which is what the Maven Central integ-test distribution provides).
+SUPPORTED_MAJOR = int(elasticsearch.__versionstr__.split(".")[0])
 MAX_ID_BYTES = 512  # Elasticsearch's limit on _id
 MAX_RESULT_WINDOW = 10_000  # Elasticsearch's default index.max_result_window
 # Longer prefixes are refused by the cluster (index.max_regex_length); no real word is
@@ -61,31 +63,6 @@ def load_schema(path: Path = SCHEMA_PATH) -> dict[str, Any]:
     """The index settings and mappings kept in ``schemas/elasticsearch``."""
     schema = json.loads(path.read_text(encoding="utf-8"))
     return {"settings": schema["settings"], "mappings": schema["mappings"]}
-
-
-class RestCompat8Node(Urllib3HttpNode):
-    """An HTTP node that asks for the 8.x REST API instead of the 9.x one.
-
-    The 9.x Python client always sends ``compatible-with=9``, which an 8.x server
-    refuses; used only when the server says it is 8.x (9.x servers speak 8 too, but
-    get the native headers).
-    """
-
-    def perform_request(
-        self,
-        method: str,
-        target: str,
-        body: bytes | None = None,
-        headers: HttpHeaders | None = None,
-        request_timeout: Any = DEFAULT,
-    ) -> NodeApiResponse:
-        if headers:
-            headers = HttpHeaders(
-                {k: v.replace("compatible-with=9", "compatible-with=8") for k, v in headers.items()}
-            )
-        return super().perform_request(
-            method, target, body=body, headers=headers, request_timeout=request_timeout
-        )
 
 
 def _server_major(url: str) -> int:
@@ -183,10 +160,13 @@ class ElasticsearchIndex:
         self.url = url
         self.alias = alias
         self.server_major = _server_major(url)
-        node_class = RestCompat8Node if self.server_major == 8 else DEFAULT
+        if self.server_major != SUPPORTED_MAJOR:
+            raise BackendUnavailable(
+                f"Elasticsearch {self.server_major}.x found; this Carnet uses the "
+                f"{SUPPORTED_MAJOR}.x client (the client's major version must match the server's)",
+                index=url)
         self._es = Elasticsearch(
             url,
-            node_class=node_class,
             request_timeout=timeout_s,
             max_retries=3,
             retry_on_timeout=True,
