@@ -21,7 +21,7 @@ from pipeline.access import AccessRules, access_db_path
 from pipeline.api import documents, record
 from pipeline.api.auth import ApiConfig, TokenVerifier
 from pipeline.api.guard import Caller, Services
-from pipeline.api.schemas import Me
+from pipeline.api.schemas import ERRORS, Me
 from pipeline.audit import AuditLog, audit_log_path
 from pipeline.crypto import EncryptedStore, open_encrypted_store
 from pipeline.errors import BackendUnavailable
@@ -76,7 +76,8 @@ def create_app(
     app.include_router(documents.router)
     app.include_router(record.router)
 
-    @app.get("/me", response_model=Me, tags=["record"], summary="Who the token says is asking")
+    @app.get("/me", response_model=Me, tags=["record"], summary="Who the token says is asking",
+             responses={401: ERRORS[401]})
     def me(who: Caller) -> Me:
         return Me(role=who.role.value, subject=who.subject, name=who.name)
 

@@ -10,10 +10,17 @@ from fastapi.responses import Response
 
 from pipeline.access import AccessDecision, Role, may_see, restrict
 from pipeline.api.guard import FORBIDDEN, NOT_FOUND, Caller, Services, Svc, decision, managing
-from pipeline.api.schemas import DOC_ID_PATTERN, INS_PATTERN, DocumentView, SearchPage, VisibilityView
+from pipeline.api.schemas import (
+    DOC_ID_PATTERN,
+    ERRORS,
+    INS_PATTERN,
+    DocumentView,
+    SearchPage,
+    VisibilityView,
+)
 from pipeline.model import DocClass, DocumentRecord, Format, SearchQuery, Visibility
 
-router = APIRouter(prefix="/patients/{ins}/documents", tags=["documents"])
+router = APIRouter(prefix="/patients/{ins}/documents", tags=["documents"], responses=ERRORS)
 
 Ins = Annotated[str, Path(pattern=INS_PATTERN, description="The patient's INS")]
 DocId = Annotated[str, Path(pattern=DOC_ID_PATTERN)]
@@ -113,7 +120,8 @@ def unhide_document(ins: Ins, doc_id: DocId, who: Caller, svc: Svc) -> Visibilit
 def release_document(ins: Ins, doc_id: DocId, who: Caller, svc: Svc) -> VisibilityView:
     d = decision(svc, who, ins)
     if who.role is not Role.PROFESSIONAL:
-        svc.record(who, "denied", ins, doc_ids=[doc_id], reason="release_needs_professional")
+        # No doc id: an id the caller made up must not enter the patient's history.
+        svc.record(who, "denied", ins, reason="release_needs_professional")
         raise FORBIDDEN
     view = _set_flag(svc, ins, _visible(svc, d, ins, doc_id), Visibility.INVISIBLE_PATIENT, False)
     svc.record(who, "visibility", ins, doc_ids=[doc_id], reason="released to the patient")

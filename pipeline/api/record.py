@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path
+from fastapi import APIRouter, Path, Query
 
 from pipeline.access import Grant, Role
 from pipeline.api.guard import FORBIDDEN, Caller, Svc, decision, managing
 from pipeline.api.schemas import (
+    ERRORS,
     INS_PATTERN,
     PERSON_PATTERN,
     RPPS_PATTERN,
@@ -21,7 +22,7 @@ from pipeline.api.schemas import (
 )
 from pipeline.erasure import ErasureReceipt, erase_patient_from
 
-router = APIRouter(prefix="/patients/{ins}")
+router = APIRouter(prefix="/patients/{ins}", responses=ERRORS)
 
 Ins = Annotated[str, Path(pattern=INS_PATTERN, description="The patient's INS")]
 Rpps = Annotated[str, Path(pattern=RPPS_PATTERN, description="The professional's RPPS number")]
@@ -30,9 +31,14 @@ Person = Annotated[str, Path(pattern=PERSON_PATTERN, description="A caregiver's 
 
 @router.get("/history", response_model=list[HistoryEntry], tags=["record"],
             summary="Who accessed the record, newest first")
-def access_history(ins: Ins, who: Caller, svc: Svc) -> list[HistoryEntry]:
+def access_history(
+    ins: Ins, who: Caller, svc: Svc,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 200,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> list[HistoryEntry]:
     managing(svc, who, ins)
-    return [HistoryEntry.of(e) for e in reversed(svc.audit.for_patient(ins))]
+    entries = svc.audit.for_patient(ins)[::-1][offset:offset + limit]
+    return [HistoryEntry.of(e) for e in entries]
 
 
 # -- professionals: authorisations and blocks ---------------------------------------------------

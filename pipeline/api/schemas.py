@@ -16,6 +16,18 @@ PERSON_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 DOC_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
 
 
+class ErrorDetail(Frozen):
+    detail: str
+
+
+ERRORS: dict[int | str, dict[str, object]] = {
+    400: {"model": ErrorDetail, "description": "The request body cannot be parsed"},
+    401: {"model": ErrorDetail, "description": "No valid bearer token"},
+    403: {"model": ErrorDetail, "description": "Not allowed (says nothing about what exists)"},
+    404: {"model": ErrorDetail, "description": "No such document within what the caller may see"},
+}
+
+
 class Me(Frozen):
     role: str
     subject: str

@@ -1,0 +1,245 @@
+"""The API over real HTTP: authentication, refusals that reveal nothing, the audit of
+every access, downloads, record management and erasure."""
+
+from __future__ import annotations
+
+import datetime as dt
+import warnings
+
+import jwt
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from pipeline.access import Principal, Role
+from pipeline.api import create_app
+from pipeline.api.auth import ApiConfig, issue_token
+from pipeline.errors import ConfigurationError
+from pipeline.model import DocClass, Format, Visibility
+from pipeline.settings import Settings
+from tests.api.conftest import (
+    TEST_JWT_KEY,
+    Api,
+    LiveServer,
+    caregiver,
+    make_ins,
+    patient,
+    professional,
+    representative,
+)
+
+A, B = make_ins(1), make_ins(2)
+PRO = professional()
+
+
+def _bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def _hs512(claims: dict[str, object]) -> str:
+    with warnings.catch_warnings():  # PyJWT warns that the key is short for HS512: that's the point
+        warnings.simplefilter("ignore")
+        return jwt.encode(claims, TEST_JWT_KEY, algorithm="HS512")
+
+
+@pytest.mark.parametrize("headers", [
+    {},
+    {"Authorization": "Basic dXNlcjpwYXNz"},
+    {"Authorization": "Bearer"},
+    {"Authorization": "Bearer not.a.jwt"},
+    _bearer(issue_token("another-key-of-at-least-32-bytes-long!!", patient(A))),
+    _bearer(issue_token(TEST_JWT_KEY, patient(A), ttl=dt.timedelta(minutes=-5))),
+    _bearer(jwt.encode({"sub": A, "role": "patient"}, TEST_JWT_KEY, algorithm="HS256")),  # no exp
+    _bearer(jwt.encode({"sub": A, "role": "admin", "exp": 4102444800}, TEST_JWT_KEY, algorithm="HS256")),
+    _bearer(jwt.encode({"sub": A, "role": "patient", "exp": 4102444800}, None, algorithm="none")),
+    _bearer(_hs512({"sub": A, "role": "patient", "exp": 4102444800})),
+], ids=["none", "basic", "empty", "garbage", "wrong-key", "expired", "no-exp", "bad-role", "alg-none",
+        "hs512"])
+def test_requests_without_a_valid_token_get_401_and_no_data(api: Api, headers: dict[str, str]) -> None:
+    api.file(A, "doc-a", text="Hémoglobine 13,5")
+    for path in (f"/patients/{A}/documents", f"/patients/{A}/documents/doc-a",
+                 f"/patients/{A}/documents/doc-a/file", f"/patients/{A}/history", "/me"):
+        r = api.http.get(path, headers=headers)
+        assert r.status_code == 401 and r.headers["WWW-Authenticate"] == "Bearer"
+        assert r.json() == {"detail": "authentication required"}
+    assert api.services.audit.for_patient(A) == []
+
+
+def test_rs256_tokens_from_the_portals_public_key(tmp_path: object) -> None:
+    private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = private.public_key().public_bytes(serialization.Encoding.PEM,
+                                            serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+    settings = Settings(data_dir=tmp_path / "carnet")  # type: ignore[operator]
+    app = create_app(settings, config=ApiConfig(jwt_public_key=pem))
+    import httpx
+
+    with LiveServer(app) as server, httpx.Client(base_url=server.url) as http:
+        good = issue_token(private, patient(A), algorithm="RS256")  # type: ignore[arg-type]
+        assert http.get("/me", headers=_bearer(good)).json()["subject"] == A
+        # An HS256 token signed with the public key as secret (key confusion) is refused.
+        forged = jwt.encode({"sub": A, "role": "patient", "exp": 4102444800}, "x" * 40, algorithm="HS256")
+        assert http.get("/me", headers=_bearer(forged)).status_code == 401
+
+
+def test_startup_refuses_missing_or_weak_keys(tmp_path: object) -> None:
+    settings = Settings(data_dir=tmp_path / "carnet")  # type: ignore[operator]
+    with pytest.raises(ConfigurationError):
+        create_app(settings, config=ApiConfig())
+    with pytest.raises(ConfigurationError):
+        create_app(settings, config=ApiConfig(jwt_key="short"))
+
+
+def test_refusals_reveal_nothing(api: Api) -> None:
+    api.file(A, "doc-a", text="Hémoglobine 13,5")
+    api.file(B, "doc-b", text="Hémoglobine 9,1 — anémie")
+    # Patient A cannot reach B's record, and B's document is not in A's record.
+    denied = api.get(patient(A), f"/patients/{B}/documents", params={"q": "anémie"})
+    never = api.get(patient(A), f"/patients/{make_ins(77)}/documents")  # nobody's record
+    assert denied.status_code == never.status_code == 403 and denied.json() == never.json()
+    for path in (f"/patients/{A}/documents/doc-b", f"/patients/{A}/documents/doc-b/file"):
+        r = api.get(patient(A), path)
+        assert r.status_code == 404 and "anémie" not in r.text and B not in r.text
+    assert api.get(patient(A), f"/patients/{A}/documents", params={"q": "anémie"}).json()["total"] == 0
+    # Managing someone else's record is refused, whatever the role.
+    for who in (patient(B), PRO, caregiver(), representative()):
+        assert api.put(who, f"/patients/{A}/authorisations/{PRO.subject}").status_code == 403
+        assert api.get(who, f"/patients/{A}/history").status_code == 403
+        assert api.delete(who, f"/patients/{A}").status_code == 403
+    assert api.get(patient(A), f"/patients/{A}/documents/doc-a").status_code == 200  # still there
+
+
+def test_every_access_is_audited_and_shown_in_the_patients_history(api: Api) -> None:
+    api.file(A, "hb", text="Hémoglobine 13,5", format=Format.PDF)
+    api.file(A, "secret", text="VIH négatif", visibility=(Visibility.INVISIBLE_PATIENT,))
+    me = patient(A)
+    assert api.get(me, f"/patients/{A}/documents", params={"q": "hémoglobine"}).status_code == 200
+    assert api.get(me, f"/patients/{A}/documents/hb").status_code == 200
+    assert api.get(me, f"/patients/{A}/documents/hb/file").status_code == 200
+    assert api.put(me, f"/patients/{A}/authorisations/{PRO.subject}").status_code == 200
+    assert api.get(PRO, f"/patients/{A}/documents/hb").status_code == 200
+    assert api.put(me, f"/patients/{A}/documents/hb/hidden").json()["visibility"] == ["MASQUE_PS"]
+    assert api.get(PRO, f"/patients/{A}/documents/hb").status_code == 404
+    assert api.delete(me, f"/patients/{A}/authorisations/{PRO.subject}").json() == {"changed": True}
+    assert api.get(PRO, f"/patients/{A}/documents").status_code == 403
+    other = professional("10109999999")
+    opened = api.post(other, f"/patients/{A}/break-glass", json={"reason": "arrêt cardiaque"})
+    assert opened.status_code == 200
+    assert api.get(other, f"/patients/{A}/documents/secret").status_code == 200
+    assert api.post(other, f"/patients/{A}/documents/secret/release").status_code == 200
+
+    history = api.get(me, f"/patients/{A}/history").json()
+    got = [(e["actor"], e["role"], e["action"], tuple(e["doc_ids"]), e["reason"]) for e in reversed(history)]
+    assert got == [
+        (A, "patient", "search", ("hb",), "owner"),
+        (A, "patient", "read", ("hb",), "owner"),
+        (A, "patient", "download", ("hb",), "owner"),
+        (A, "patient", "grant", (), f"authorise professional {PRO.subject}"),
+        (PRO.subject, "professional", "read", ("hb",), "authorisation"),
+        (A, "patient", "visibility", ("hb",), "hide from professionals"),
+        (A, "patient", "revoke", (), f"revoke professional {PRO.subject}"),
+        (PRO.subject, "professional", "denied", (), "not_authorised"),
+        ("10109999999", "professional", "break_glass", (), "arrêt cardiaque"),
+        ("10109999999", "professional", "read", ("secret",), "break_glass"),
+        ("10109999999", "professional", "visibility", ("secret",), "released to the patient"),
+    ]
+    assert history[0]["actor_name"] == "Dr Test"
+    # The refused professional read (hidden document) is a plain 404: not audited as a read.
+    assert all(set(e.keys()) == {"at", "actor", "actor_name", "role", "action", "doc_ids", "reason"}
+               for e in history)
+    assert api.services.audit.verify().ok
+    # Another patient's history holds none of this.
+    assert api.services.audit.for_patient(B) == []
+
+
+def test_download_is_the_decrypted_original_and_never_cached(api: Api) -> None:
+    png = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4
+    api.file(A, "scan", content=png, format=Format.IMAGE, doc_class=DocClass.IMAGING)
+    r = api.get(patient(A), f"/patients/{A}/documents/scan/file")
+    assert r.status_code == 200 and r.content == png
+    assert r.headers["content-type"] == "image/png"
+    assert r.headers["content-disposition"] == 'attachment; filename="scan.png"'
+    assert r.headers["cache-control"] == "no-store" and r.headers["x-content-type-options"] == "nosniff"
+    stored = list((api.settings.data_dir / "store" / "objects").rglob("*"))
+    assert all(png not in p.read_bytes() for p in stored if p.is_file())
+
+
+def test_document_view_and_search_pagination(api: Api) -> None:
+    for n in range(5):
+        api.file(A, f"d{n}", text=f"Glycémie contrôle {n}", document_date=dt.date(2024, 1, n + 1))
+    page = api.get(patient(A), f"/patients/{A}/documents",
+                   params={"q": "glycémie", "limit": 2, "offset": 2}).json()
+    assert page["total"] == 5 and page["limit"] == 2 and page["offset"] == 2 and len(page["hits"]) == 2
+    dated = api.get(patient(A), f"/patients/{A}/documents",
+                    params={"since": "2024-01-02", "until": "2024-01-03"}).json()
+    assert sorted(h["doc_id"] for h in dated["hits"]) == ["d1", "d2"]
+    view = api.get(patient(A), f"/patients/{A}/documents/d0").json()
+    assert view["text"] == "Glycémie contrôle 0" and view["document_date"] == "2024-01-01"
+    assert "content_sha256" not in view and "source" not in view
+    assert api.get(patient(A), f"/patients/{A}/documents", params={"limit": 0}).status_code == 422
+    assert api.get(patient(A), f"/patients/{A}/documents", params={"class": "x"}).status_code == 422
+    assert api.get(patient(A), "/patients/not-an-ins/documents").status_code == 422
+
+
+def test_management_routes(api: Api) -> None:
+    me = patient(A)
+    assert api.put(me, f"/patients/{A}/authorisations/{PRO.subject}").status_code == 200
+    assert api.put(me, f"/patients/{A}/blocks/10109999999").status_code == 200
+    grants = api.get(me, f"/patients/{A}/authorisations").json()
+    assert [(g["kind"], g["subject"]) for g in grants] == [
+        ("authorisation", PRO.subject), ("block", "10109999999")]
+    assert api.delete(me, f"/patients/{A}/blocks/10109999999").json() == {"changed": True}
+    assert api.delete(me, f"/patients/{A}/blocks/10109999999").json() == {"changed": False}
+    assert api.put(me, f"/patients/{A}/delegations/aidant-1",
+                   json={"classes": ["prescription"]}).status_code == 200
+    assert api.get(me, f"/patients/{A}/delegations").json()[0]["classes"] == ["prescription"]
+    assert api.put(me, f"/patients/{A}/representatives/parent-1",
+                   json={"patient_birth_date": "2015-06-01"}).status_code == 200
+    reps = api.get(me, f"/patients/{A}/representatives").json()
+    assert reps[0]["subject"] == "parent-1" and reps[0]["until"].startswith("2033-06-01")
+    # The representative manages the minor's record too (history, grants), not a caregiver.
+    parent = representative("parent-1")
+    assert api.get(parent, f"/patients/{A}/history").status_code == 200
+    assert api.put(parent, f"/patients/{A}/authorisations/10100000001").status_code == 200
+    assert api.get(caregiver("aidant-1"), f"/patients/{A}/history").status_code == 403
+    assert api.delete(me, f"/patients/{A}/representatives/parent-1").json() == {"changed": True}
+    assert api.get(parent, f"/patients/{A}/history").status_code == 403
+    # Break-the-glass: professionals only, with a reason; releasing is for professionals.
+    assert api.post(me, f"/patients/{A}/break-glass", json={"reason": "test"}).status_code == 403
+    assert api.post(PRO, f"/patients/{A}/break-glass", json={"reason": "   "}).status_code == 422
+    api.file(A, "res", visibility=(Visibility.INVISIBLE_PATIENT,))
+    assert api.post(me, f"/patients/{A}/documents/res/release").status_code in (403, 404)
+
+
+def test_erasure_through_the_api(api: Api) -> None:
+    api.file(A, "a1", text="Hémoglobine", content=b"%PDF a1")
+    api.file(A, "a2", text="Radio thorax", content=b"%PDF a2", doc_class=DocClass.IMAGING)
+    api.file(B, "b1", text="Hémoglobine", content=b"%PDF b1")
+    api.put(patient(A), f"/patients/{A}/authorisations/{PRO.subject}")
+    assert api.delete(PRO, f"/patients/{A}").status_code == 403
+
+    r = api.delete(patient(A), f"/patients/{A}")
+    assert r.status_code == 200, r.text
+    receipt = r.json()
+    assert receipt["doc_ids"] == ["a1", "a2"] and receipt["documents"] == 2 and receipt["objects"] == 2
+    assert receipt["key_destroyed"] and receipt["access_rules"] == 1 and receipt["actor"] == A
+    assert "key" not in {k for k in receipt if k != "key_destroyed"}
+    assert api.get(patient(A), f"/patients/{A}/documents").json()["total"] == 0
+    assert api.get(patient(A), f"/patients/{A}/documents/a1/file").status_code == 404
+    assert api.get(PRO, f"/patients/{A}/documents").status_code == 403  # the grant went too
+    assert api.get(patient(B), f"/patients/{B}/documents/b1/file").content == b"%PDF b1"
+    assert api.services.audit.verify().ok
+    erased = [e for e in api.services.audit.for_patient(A) if e.action == "erase"]
+    assert [(e.actor, e.doc_ids) for e in erased] == [(A, ("a1", "a2"))]
+
+
+def test_the_page_is_served_with_a_strict_policy(api: Api) -> None:
+    r = api.http.get("/")
+    assert r.status_code == 200 and "<title>Carnet" in r.text
+    assert "script-src 'self'" in r.headers["content-security-policy"]
+    assert api.http.get("/static/app.js").status_code == 200
+
+
+def test_me(api: Api) -> None:
+    who = Principal(role=Role.PROFESSIONAL, subject="10101234567", name="Dr Test")
+    assert api.get(who, "/me").json() == {"role": "professional", "subject": "10101234567",
+                                          "name": "Dr Test"}
