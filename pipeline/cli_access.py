@@ -31,7 +31,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from pipeline.api import create_app
 
     app = create_app(Settings.from_env(index_url=args.index, store_url=args.store))
-    uvicorn.run(app, host=args.host, port=args.port, log_level="info", proxy_headers=False)
+    # No access log: request lines carry search words (health data) and the demo's ?token=.
+    uvicorn.run(app, host=args.host, port=args.port, log_level="info", access_log=False,
+                proxy_headers=False)
     return 0
 
 

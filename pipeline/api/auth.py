@@ -89,10 +89,9 @@ class TokenVerifier:
         subject, role, name = claims.get("sub"), claims.get("role"), claims.get("name")
         if not isinstance(subject, str) or not subject.strip():
             raise InvalidToken("token has no subject")
-        try:
-            parsed_role = Role(role)
-        except ValueError:
-            raise InvalidToken("token has no valid role") from None
+        if not isinstance(role, str) or role not in {r.value for r in Role}:
+            raise InvalidToken("token has no valid role")
+        parsed_role = Role(role)
         return Principal(role=parsed_role, subject=subject.strip(),
                          name=name if isinstance(name, str) else None)
 
