@@ -98,3 +98,56 @@ def test_audit_chain_detects_modified_and_removed_entries(tmp_path: Path) -> Non
     log.path.write_text("\n".join(lines[:2] + lines[3:]) + "\n")
     v = log.verify()
     assert not v.ok and v.first_bad_seq == 3
+
+
+def test_restrict_and_may_see_carry_the_decision_into_the_index_layer(rules: AccessRules) -> None:
+    from pipeline.access import may_see, restrict
+    from pipeline.model import SearchQuery
+    from tests.index.conftest import make_record
+
+    rules.delegate(P, "aidant-42", (DocClass.PRESCRIPTION, DocClass.IMAGING), NOW)
+    d = rules.decide(Principal(role=Role.CAREGIVER, subject="aidant-42"), P, NOW)
+    q = restrict(SearchQuery(patient_id=P, allowed_classes=(DocClass.IMAGING, DocClass.BIOLOGY)), d)
+    assert q.allowed_classes == (DocClass.IMAGING,)  # never wider than the delegation
+    assert q.exclude_visibility == (Visibility.INVISIBLE_PATIENT,)
+    rx = make_record("rx", patient_id=P, doc_class=DocClass.PRESCRIPTION)
+    assert may_see(rx, d)
+    assert not may_see(rx.model_copy(update={"visibility": (Visibility.INVISIBLE_PATIENT,)}), d)
+    assert not may_see(make_record("bio", patient_id=P, doc_class=DocClass.BIOLOGY), d)
+    denied = rules.decide(Principal(role=Role.CAREGIVER, subject="nobody"), P, NOW)
+    assert not may_see(rx, denied)
+    with pytest.raises(ValueError):
+        restrict(SearchQuery(patient_id=P), denied)
+
+
+def test_listings_and_forget_patient(rules: AccessRules) -> None:
+    rules.authorise(P, "10101234567", NOW)
+    rules.block(P, "10109999999", NOW)
+    rules.delegate(P, "aidant-42", None, NOW)
+    rules.add_representative(P, "parent-1", dt.date(2012, 2, 29))
+    rules.authorise(OTHER, "10101234567", NOW)
+    assert [(g.kind, g.subject) for g in rules.authorisations(P)] == [
+        ("authorisation", "10101234567"), ("block", "10109999999")]
+    assert rules.delegations(P)[0].classes is None
+    # Born on 29 February: of age on 1 March of the 18th year, in the listing and the decision.
+    rep = rules.representatives(P)[0]
+    assert rep.until is not None and rep.until.date() == dt.date(2030, 3, 1)
+    parent = Principal(role=Role.REPRESENTATIVE, subject="parent-1")
+    assert rules.decide(parent, P, dt.datetime(2030, 2, 28, 23, tzinfo=dt.UTC)).allowed
+    assert not rules.decide(parent, P, dt.datetime(2030, 3, 1, tzinfo=dt.UTC)).allowed
+    assert rules.forget_patient(P) == 4
+    assert rules.authorisations(P) == [] and rules.delegations(P) == [] and rules.representatives(P) == []
+    assert rules.authorisations(OTHER) != []
+
+
+def test_audit_keeps_verifying_with_names_and_long_entries(tmp_path: Path) -> None:
+    log = AuditLog(tmp_path / "audit.jsonl")
+    log.append(actor="a", role="patient", action="search", patient_id=P)  # no name: hashed as before
+    log.append(actor="10101234567", actor_name="Dr Test", role="professional", action="read",
+               patient_id=P, doc_ids=["d1"])
+    many = [f"doc-{n:06d}-{'x' * 40}" for n in range(3000)]  # an erasure entry longer than 64 KiB
+    log.append(actor="a", role="patient", action="erase", patient_id=P, doc_ids=many)
+    after = log.append(actor="a", role="patient", action="search", patient_id=P)
+    assert after.seq == 4 and log.verify().ok
+    assert [e.actor_name for e in log.for_patient(P)] == [None, "Dr Test", None, None]
+    assert "actor_name" not in log.path.read_text().splitlines()[0]
