@@ -108,8 +108,8 @@ def cmd_search(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     from collections import Counter
 
+    from pipeline.crypto import open_encrypted_store
     from pipeline.ledger import Ledger
-    from pipeline.store import open_store
 
     settings = _settings(args)
     ledger = Ledger(settings.ledger_path)
@@ -121,8 +121,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     for r in runs:
         counts = (r.metrics or {}).get("by_status", {})
         print(f"  {r.started_at:%Y-%m-%d %H:%M}  {r.kind:<7} {r.detail[:60]:<60} {counts}")
-    store = open_store(settings.effective_store_url, endpoint_url=settings.s3_endpoint_url,
-                       region=settings.s3_region)
+    store = open_encrypted_store(settings)
     backlog = Counter((q.producer, q.reasons[0].code.value if q.reasons else "?")
                       for q in store.list_quarantine())
     print(f"Quarantine backlog: {sum(backlog.values())}")
@@ -208,6 +207,10 @@ def build_parser() -> argparse.ArgumentParser:
     ge.add_argument("--no-bad", action="store_true", help="only good documents")
     ge.add_argument("--expected", help="write the expected outcomes (JSON Lines) here")
     ge.set_defaults(func=cmd_generate)
+
+    from pipeline.cli_access import register
+
+    register(sub)  # serve, erase, audit
     return p
 
 

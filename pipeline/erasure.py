@@ -16,6 +16,7 @@ import logging
 from pipeline.access import AccessRules, access_db_path
 from pipeline.audit import AuditLog, audit_log_path
 from pipeline.index import DocumentIndex, open_index
+from pipeline.ledger import Ledger
 from pipeline.model import Frozen, SearchQuery
 from pipeline.settings import Settings
 from pipeline.store import DocumentStore
@@ -107,9 +108,15 @@ def erase_patient(settings: Settings, patient_id: str, *, actor: str,
     store = open_encrypted_store(settings)
     rules = AccessRules(access_db_path(settings.data_dir))
     try:
-        return erase_patient_from(patient_id, index=index, store=store, rules=rules,
-                                  audit=AuditLog(audit_log_path(settings.data_dir)),
-                                  actor=actor, role=role)
+        receipt = erase_patient_from(patient_id, index=index, store=store, rules=rules,
+                                     audit=AuditLog(audit_log_path(settings.data_dir)),
+                                     actor=actor, role=role)
+        ledger = Ledger(settings.ledger_path)
+        try:
+            ledger.forget_patient(patient_id)
+        finally:
+            ledger.close()
+        return receipt
     finally:
         rules.close()
         store.close()

@@ -26,6 +26,7 @@ from pathlib import Path
 
 from parsers.registry import ParserOptions, ParserRegistry, default_registry
 from pipeline.classification import classify_document
+from pipeline.crypto import open_encrypted_store
 from pipeline.dates import find_document_date
 from pipeline.errors import EncryptedDocumentError, ParserError, SourceError
 from pipeline.feeds import BatchRef, Feed, ManifestEntry
@@ -45,13 +46,7 @@ from pipeline.model import (
 from pipeline.quality import check_document
 from pipeline.quality_gate import GateItem, QualityGate
 from pipeline.settings import Settings
-from pipeline.store import (
-    DocumentStore,
-    QuarantineAttempt,
-    QuarantineRecord,
-    open_store,
-    sha256_hex,
-)
+from pipeline.store import DocumentStore, QuarantineAttempt, QuarantineRecord, sha256_hex
 
 log = logging.getLogger(__name__)
 
@@ -120,9 +115,9 @@ class Pipeline:
         self.batch_label = batch_label
         self.batch_flags: list[Problem] = []
         self.index = index or open_index(settings.effective_index_url, alias=settings.es_index_alias)
-        self.store = store or open_store(settings.effective_store_url,
-                                         endpoint_url=settings.s3_endpoint_url,
-                                         region=settings.s3_region)
+        # Raw documents are encrypted at rest: per-object keys until the patient is known,
+        # then the patient's data key (so erasure can destroy it).
+        self.store = store or open_encrypted_store(settings)
         self.registry = registry or default_registry(ParserOptions(
             ocr_lang=settings.ocr_lang, ocr_timeout_s=settings.ocr_timeout_s,
             min_text_chars_per_page=settings.min_text_chars_per_page))
@@ -217,6 +212,7 @@ class Pipeline:
         if content is not item.data:
             self.store.put(content)
         patient = identity.patient_id
+        self._assign(content_sha, patient)
         if doc.producer_document_id:
             series_id = _hash_id("series", item.producer, doc.producer_document_id)
             doc_id = _hash_id("doc", item.producer, doc.producer_document_id, content_sha)
@@ -264,6 +260,12 @@ class Pipeline:
         if newer is None:
             self._pending_by_series[(patient, series_id)] = doc_id
             self._pending_versions[doc_id] = doc.version
+
+    def _assign(self, sha: str, patient_id: str) -> None:
+        """Put a stored object under its patient's data key (encrypted stores only)."""
+        assign = getattr(self.store, "assign", None)
+        if assign is not None:
+            assign(sha, patient_id)
 
     def _existing(
         self, patient: str, content_sha: str, series_id: str, version: int | None

@@ -132,5 +132,19 @@ class Ledger:
             for r in rows
         ]
 
+    def forget_patient(self, patient_id: str) -> int:
+        """Erasure: redact a patient's id and doc ids from recorded outcomes (counts stay)."""
+        with self._lock, self._conn:
+            rows = self._conn.execute(
+                "SELECT run_id, seq, line FROM outcomes WHERE patient_id=?", (patient_id,)
+            ).fetchall()
+            for run_id, seq, line in rows:
+                redacted = dict(json.loads(line), patient_id=None, doc_id=None)
+                self._conn.execute(
+                    "UPDATE outcomes SET patient_id=NULL, doc_id=NULL, line=? WHERE run_id=? AND seq=?",
+                    (json.dumps(redacted, ensure_ascii=False), run_id, seq),
+                )
+        return len(rows)
+
     def close(self) -> None:
         self._conn.close()

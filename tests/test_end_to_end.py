@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 
+from pipeline.crypto import open_encrypted_store
 from pipeline.generator import GeneratedFeed, generate_feed
 from pipeline.index import open_index
 from pipeline.ingest import discover_batches, ingest_sources, process_batch
 from pipeline.model import SearchQuery, Status
 from pipeline.settings import Settings
-from pipeline.store import open_store
 
 pytestmark = pytest.mark.tesseract
 
@@ -80,7 +80,11 @@ def test_report_follows_the_command_line_contract(ingested) -> None:
 
 def test_raw_bytes_kept_and_rejects_quarantined(ingested) -> None:
     settings, _, summary, _ = ingested
-    store = open_store(settings.effective_store_url)
+    store = open_encrypted_store(settings)
+    raw_root = settings.data_dir / "store" / "objects"
+    # At rest the bytes are ciphertext: no INS of the feed appears in any stored object.
+    some_ins = next(o.patient_id for o in summary.outcomes if o.patient_id)
+    assert not any(some_ins.encode() in f.read_bytes() for f in raw_root.rglob("*") if f.is_file())
     assert all(store.exists(o.content_sha256) for o in summary.outcomes if o.content_sha256)
     quarantined = {q.source for q in store.list_quarantine()}
     rejected = {o.source for o in summary.outcomes if o.status is Status.REJECTED}
@@ -115,7 +119,8 @@ def test_searches_find_what_they_must_and_nothing_of_another_patient(ingested) -
         # A superseded version leaves default searches but is still there on request.
         for o in summary.outcomes:
             if any(o.source.endswith(ref) for ref in superseded) and o.status is not Status.REJECTED:
-                everything = index.search(SearchQuery(patient_id=o.patient_id, include_superseded=True, limit=500))
+                everything = index.search(SearchQuery(patient_id=o.patient_id,  # type: ignore[arg-type]
+                                                      include_superseded=True, limit=500))
                 assert o.doc_id in {h.doc_id for h in everything.hits}
     finally:
         index.close()
@@ -149,3 +154,29 @@ def test_batches_are_processed_once_with_an_acknowledgement(feed, tmp_path: Path
                 assert f["reasons"][0]["code"] and f["reasons"][0]["message"]
     assert discover_batches(settings, str(root)) == []
     assert process_batch(settings, str(root), keys[0]) == summaries[0]
+
+
+def test_erasing_a_patient_leaves_nothing_findable_readable_or_named(ingested) -> None:
+    """Last in this module: it erases one of the ingested patients."""
+    import sqlite3
+
+    from pipeline.erasure import erase_patient
+
+    settings, _, summary, _ = ingested
+    kept = [o for o in summary.outcomes if o.status is Status.INDEXED]
+    patient = kept[0].patient_id
+    assert patient is not None
+    receipt = erase_patient(settings, patient, actor="test-operator")
+    assert receipt.documents >= 1 and receipt.key_destroyed
+    index = open_index(settings.effective_index_url)
+    try:
+        assert index.search(SearchQuery(patient_id=patient, include_superseded=True)).total == 0
+    finally:
+        index.close()
+    store = open_encrypted_store(settings)
+    for o in kept:
+        if o.patient_id == patient:
+            assert not store.exists(o.content_sha256)  # type: ignore[arg-type]
+    with sqlite3.connect(settings.ledger_path) as conn:
+        assert conn.execute("SELECT COUNT(*) FROM outcomes WHERE patient_id=? OR line LIKE ?",
+                            (patient, f"%{patient}%")).fetchone()[0] == 0
