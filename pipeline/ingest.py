@@ -636,6 +636,9 @@ def process_batch(settings: Settings, feed_url: str, batch_key: str) -> BatchSum
             seconds_per_stage=m["seconds_per_stage"],  # type: ignore[arg-type]
         )
         feed.write(batch, "_report.json", _acknowledgement(batch, feed, pipe.outcomes, summary))
+        from pipeline.acks import write_hl7_acks
+
+        write_hl7_acks(feed, batch, pipe.outcomes)  # MSA AA/AE/AR per HL7 message, under _ack/
         pipe.ledger.record_outcomes(run_id, batch.batch, pipe.outcomes)
         pipe.ledger.finish_run(run_id, m)
         pipe.ledger.mark_batch(feed.url, batch_key, run_id, summary.model_dump_json())
