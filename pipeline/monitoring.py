@@ -343,3 +343,14 @@ def check_silent_feeds(settings: Settings, feeds: Iterable[Any], *, now: dt.date
             alerts.append(a)
     notify_all(alerts, notifier)
     return alerts
+
+
+def worker_hostname() -> str:
+    """Airflow ``core.hostname_callable``: ``CARNET_WORKER_NAME`` if set, else the FQDN.
+
+    Several Celery workers on one host then show up under their own names in task
+    instances and logs, so an operator can tell which worker ran what.
+    """
+    import socket
+
+    return os.environ.get("CARNET_WORKER_NAME") or socket.getfqdn()
