@@ -90,3 +90,31 @@ def test_parsing_a_dag_file_imports_nothing_heavy(dag_file: Path, dagbag: Any) -
     # Another interpreter, another moment: a start_date computed from "now" would differ.
     for dag_id, start in parsed["start_dates"].items():
         assert dagbag.dags[dag_id].start_date.isoformat() == start, f"{dag_id}: start_date moves"
+
+
+def test_the_feeds_file_gives_one_asset_or_cron_dag_per_feed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from airflow.models.dagbag import DagBag
+
+    monkeypatch.setenv("CARNET_FEEDS_FILE", str(REPO / "config" / "feeds.example.toml"))
+    bag = DagBag(dag_folder=str(REPO / "dags" / "carnet_ingest.py"), include_examples=False)
+    assert bag.import_errors == {}
+    assert set(bag.dags) == {"carnet_ingest", "carnet_ingest_labo_biolyon",
+                             "carnet_ingest_imagerie_du_parc"}
+    dag = bag.dags["carnet_ingest_imagerie_du_parc"]
+    assert dag.params["feed_url"] == "s3://carnet-feeds/imagerie-du-parc"
+    assert dag.params["scans"] is True and dag.params["max_reject_rate"] == 0.3
+    assert "carnet-feed://imagerie-du-parc" in str(dag.timetable.asset_condition)
+    assert "0 * * * *" in str(dag.timetable.timetable.summary)
+    ocr = dag.get_task("process_ocr")
+    assert ocr.pool == "ocr"
+    assert bag.dags["carnet_ingest"].timetable.summary in ("None", "")
+
+
+def test_every_maintenance_and_replay_task_alerts_on_failure(dagbag: Any) -> None:
+    for dag_id in ("carnet_replay", "carnet_maintenance"):
+        for t in dagbag.dags[dag_id].tasks:
+            assert t.on_failure_callback, f"{dag_id}.{t.task_id}"
+    for task_id in ("process_text", "process_ocr"):
+        assert dagbag.dags["carnet_ingest"].get_task(task_id).on_failure_callback
