@@ -160,7 +160,8 @@ def reject_rate_alerts(current: BatchMetrics, history: Sequence[BatchMetrics], *
                        max_reject_rate: float) -> list[Alert]:
     """Alerts for a batch above its feed's threshold, or far above the producer's baseline."""
     alerts = []
-    base = dict(feed=current.feed, producer=current.producer, batch=current.batch_key, at=_now())
+    base: dict[str, Any] = dict(feed=current.feed, producer=current.producer,
+                                batch=current.batch_key, at=_now())
     if current.reject_rate > max_reject_rate:
         alerts.append(Alert(
             kind=AlertKind.REJECT_RATE, details={"reject_rate": current.reject_rate,
@@ -260,8 +261,8 @@ def producer_status(settings: Settings, *, last: int = 3) -> list[ProducerStatus
                 reasons[k] += v
         ocr = [m for m in ms if m.ocr_pages and m.ocr_mean_confidence is not None]
         pages = sum(m.ocr_pages for m in ms)
-        conf = (sum(m.ocr_mean_confidence * m.ocr_pages for m in ocr)  # type: ignore[operator]
-                / sum(m.ocr_pages for m in ocr)) if ocr else None
+        weighted = [(m.ocr_mean_confidence or 0.0) * m.ocr_pages for m in ocr]
+        conf = sum(weighted) / sum(m.ocr_pages for m in ocr) if ocr else None
         rows.append(ProducerStatus(
             producer=producer, batches=len(ms), documents=sum(m.total for m in ms),
             by_status=dict(by_status), rejected_by_reason=dict(reasons), ocr_pages=pages,
