@@ -22,7 +22,7 @@ from pipeline.index import DocumentIndex, open_index
 from pipeline.model import Frozen
 from pipeline.monitoring import metrics_dir
 from pipeline.settings import Settings
-from pipeline.store import DocumentStore, open_store
+from pipeline.store import DocumentStore
 
 log = logging.getLogger(__name__)
 
@@ -54,10 +54,11 @@ class PurgeReport(Frozen):
 
 
 def open_backends(settings: Settings) -> tuple[DocumentIndex, DocumentStore]:
+    """The index, and the store as the pipeline sees it (decrypting, by plaintext hash)."""
+    from pipeline.crypto import open_encrypted_store
+
     index = open_index(settings.effective_index_url, alias=settings.es_index_alias)
-    store = open_store(settings.effective_store_url, endpoint_url=settings.s3_endpoint_url,
-                       region=settings.s3_region)
-    return index, store
+    return index, open_encrypted_store(settings)
 
 
 @contextmanager

@@ -155,11 +155,12 @@ def test_the_webhook_notifier_posts_the_alert_and_survives_a_dead_url(
 
 
 def test_retention_purges_old_quarantine_but_keeps_recent_and_indexed(tmp_path: Path) -> None:
+    from pipeline.crypto import open_encrypted_store
     from pipeline.maintenance import purge_retention
-    from pipeline.store import QuarantineRecord, open_store
+    from pipeline.store import QuarantineRecord
 
     settings = Settings(data_dir=tmp_path / "carnet")
-    store = open_store(settings.effective_store_url)
+    store = open_encrypted_store(settings)
     now = dt.datetime(2026, 6, 1, tzinfo=dt.UTC)
     problem = (Problem(code=Reason.MISSING_INS, message="no INS"),)
     old_sha, new_sha = store.put(b"old"), store.put(b"new")
@@ -174,3 +175,25 @@ def test_retention_purges_old_quarantine_but_keeps_recent_and_indexed(tmp_path: 
     assert (done.quarantine_records, done.objects) == (1, 1)
     assert not store.exists(old_sha) and store.exists(new_sha)
     assert [q.content_sha256 for q in store.list_quarantine()] == [new_sha]
+
+
+def test_the_failure_callback_alerts_with_the_lane_of_batches(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from types import SimpleNamespace
+
+    from pipeline.monitoring import on_task_failure
+
+    monkeypatch.delenv("CARNET_ALERT_WEBHOOK", raising=False)
+    context = {
+        "ti": SimpleNamespace(dag_id="carnet_ingest", task_id="process_ocr", map_index=3,
+                              try_number=2),
+        "task": SimpleNamespace(op_kwargs={"lane": ["labo/b1", "labo/b2"]}),
+        "params": {"feed_id": "labo-feed", "feed_url": "/srv/feed"},
+        "exception": OSError("disk full"),
+    }
+    with caplog.at_level("ERROR"):
+        on_task_failure(context)
+    [line] = [r.getMessage() for r in caplog.records if "ALERT" in r.getMessage()]
+    assert "batch_failed feed=labo-feed producer=labo batch=labo/b1, labo/b2" in line
+    assert "OSError: disk full" in line
