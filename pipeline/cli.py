@@ -121,6 +121,9 @@ def cmd_status(args: argparse.Namespace) -> int:
     for r in runs:
         counts = (r.metrics or {}).get("by_status", {})
         print(f"  {r.started_at:%Y-%m-%d %H:%M}  {r.kind:<7} {r.detail[:60]:<60} {counts}")
+    from pipeline.monitoring import format_producer_status
+
+    print(format_producer_status(settings))
     store = open_encrypted_store(settings)
     backlog = Counter((q.producer, q.reasons[0].code.value if q.reasons else "?")
                       for q in store.list_quarantine())
