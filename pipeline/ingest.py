@@ -114,6 +114,7 @@ class Pipeline:
         self.gate = gate if gate is not None else QualityGate(settings)
         self.batch_label = batch_label
         self.batch_flags: list[Problem] = []
+        self.data_docs_index: str | None = None
         self.index = index or open_index(settings.effective_index_url, alias=settings.es_index_alias)
         # Raw documents are encrypted at rest: per-object keys until the patient is known,
         # then the patient's data key (so erasure can destroy it).
@@ -359,6 +360,7 @@ class Pipeline:
                                      for p in pending], batch_label=self.batch_label,
                                     outcome_counts=counts)
         self.batch_flags.extend(result.batch_flags)
+        self.data_docs_index = result.data_docs_index or self.data_docs_index
         kept = []
         for p in pending:
             problems = result.problems.get(p.record.doc_id, ())
@@ -536,6 +538,7 @@ class BatchSummary(Frozen):
     seconds_per_stage: dict[str, float] = {}
     # Batch-level quality findings (reject rate, OCR share…) for a data engineer to look at.
     flags: tuple[str, ...] = ()
+    data_docs: str | None = None  # the pseudonymised Data Docs site of the run, if built
 
 
 def _open_feed(settings: Settings, feed_url: str) -> Feed:
@@ -605,7 +608,8 @@ def process_batch(settings: Settings, feed_url: str, batch_key: str) -> BatchSum
         raise SourceError("no complete batch with this key in the feed", source=feed.url,
                           batch=batch_key)
     manifest = {e.name: e for e in batch.manifest or ()}
-    with Pipeline(settings, batch_label=batch_key) as pipe:
+    gate = QualityGate(settings, build_data_docs=settings.data_docs)
+    with Pipeline(settings, batch_label=batch_key, gate=gate) as pipe:
         run_id = pipe.ledger.start_run("batch", f"{feed.url} {batch_key}")
         names = list(batch.files)
         # A manifest entry whose file is missing is a lost document: report it.
@@ -620,6 +624,10 @@ def process_batch(settings: Settings, feed_url: str, batch_key: str) -> BatchSum
                                    producer=batch.producer, batch=batch.batch,
                                    manifest_problem=_manifest_problem(batch, manifest, name, data)))
         pipe.flush()
+        if pipe.data_docs_index:
+            from pipeline.quality_gate import publish_data_docs
+
+            pipe.data_docs_index = publish_data_docs(settings) or pipe.data_docs_index
         m = pipe.metrics()
         by_status: dict[str, int] = m["by_status"]  # type: ignore[assignment]
         total = len(pipe.outcomes)
@@ -631,6 +639,7 @@ def process_batch(settings: Settings, feed_url: str, batch_key: str) -> BatchSum
             reject_rate=round(rate, 4),
             flagged=rate > settings.max_reject_rate or bool(pipe.batch_flags),
             flags=tuple(dict.fromkeys(f.message for f in pipe.batch_flags)),
+            data_docs=pipe.data_docs_index,
             ocr_pages=m["ocr_pages"],  # type: ignore[arg-type]
             ocr_mean_confidence=m["ocr_mean_confidence"],  # type: ignore[arg-type]
             seconds_per_stage=m["seconds_per_stage"],  # type: ignore[arg-type]

@@ -394,3 +394,26 @@ def _pseudonym_key(settings: Settings) -> bytes:
     except FileExistsError:
         pass
     return path.read_bytes()
+
+
+def publish_data_docs(settings: Settings) -> str | None:
+    """Copy the local Data Docs site next to the raw store when that store is on S3.
+
+    The pages hold no patient data (pseudonymised frames), so they may live beside the
+    store for data engineers; returns the S3 URI of the site's index, or None.
+    """
+    site = settings.data_dir / "data_docs"
+    url = settings.effective_store_url
+    if not url.startswith("s3://") or not (site / "index.html").exists():
+        return None
+    from pipeline.s3 import make_client, parse_s3_url
+
+    bucket, prefix = parse_s3_url(url)
+    base = f"{prefix.rstrip('/')}/data-docs" if prefix else "data-docs"
+    client = make_client(endpoint_url=settings.s3_endpoint_url, region=settings.s3_region)
+    for path in sorted(p for p in site.rglob("*") if p.is_file()):
+        key = f"{base}/{path.relative_to(site).as_posix()}"
+        kind = "text/html" if path.suffix == ".html" else "application/octet-stream"
+        client.put_object(Bucket=bucket, Key=key, Body=path.read_bytes(), ContentType=kind,
+                          ServerSideEncryption="AES256")
+    return f"s3://{bucket}/{base}/index.html"

@@ -33,6 +33,8 @@ class Settings:
     s3_region: str = "us-east-1"
     master_key: str | None = None  # base64 key wrapping per-patient data keys
     feeds_file: Path | None = None
+    # Build Great Expectations Data Docs (pseudonymised) for every processed batch.
+    data_docs: bool = True
 
     @property
     def ledger_path(self) -> Path:
@@ -70,6 +72,8 @@ class Settings:
             values["s3_region"] = e.get("AWS_REGION") or e["AWS_DEFAULT_REGION"]
         if "CARNET_MASTER_KEY" in e:
             values["master_key"] = e["CARNET_MASTER_KEY"]
+        if "CARNET_DATA_DOCS" in e:
+            values["data_docs"] = e["CARNET_DATA_DOCS"].lower() not in ("0", "false", "no")
         if "CARNET_FEEDS_FILE" in e:
             values["feeds_file"] = Path(e["CARNET_FEEDS_FILE"])
         values.update({k: v for k, v in overrides.items() if v is not None})

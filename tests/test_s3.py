@@ -194,3 +194,38 @@ def test_open_store_and_prefix_reads(s3_endpoint: str, s3_url: str) -> None:
         client.put_object(Bucket=bucket, Key=f"{prefix}/{key}", Body=body)
     got = dict(iter_s3_prefix(s3_url, endpoint_url=s3_endpoint, region="us-east-1"))
     assert got == {f"{s3_url}/lab/b1/a.hl7": b"MSH|a", f"{s3_url}/lab/b1/sub/b.pdf": b"%PDF-b"}
+
+
+def test_batches_from_an_s3_feed_into_an_s3_store_with_data_docs_beside_it(
+    s3_endpoint: str, s3_url: str, tmp_path: Path
+) -> None:
+    """The production path end to end on real S3: feed, encrypted store, acknowledgement,
+    and Data Docs published next to the store without any patient identifier."""
+    from pipeline.generator import generate_feed
+    from pipeline.ingest import discover_batches, process_batch
+    from pipeline.settings import Settings
+
+    local = tmp_path / "feed"
+    generated = generate_feed(local, seed=3, patients=6, documents=30, include_bad=True, scans=0)
+    client = make_client(endpoint_url=s3_endpoint, region="us-east-1")
+    bucket, prefix = s3_url.removeprefix("s3://").split("/", 1)
+    for path in (p for p in local.rglob("*") if p.is_file()):
+        client.put_object(Bucket=bucket, Key=f"{prefix}/feed/{path.relative_to(local).as_posix()}",
+                          Body=path.read_bytes())
+    settings = Settings(data_dir=tmp_path / "carnet", store_url=f"{s3_url}/store",
+                        s3_endpoint_url=s3_endpoint)
+    feed_url = f"{s3_url}/feed"
+    keys = discover_batches(settings, feed_url)
+    summaries = [process_batch(settings, feed_url, k) for k in keys]
+    assert sum(s.total for s in summaries) == len(generated.documents)
+    report = client.get_object(Bucket=bucket, Key=f"{prefix}/feed/{keys[0]}/_report.json")["Body"].read()
+    assert b'"files"' in report
+    assert summaries[-1].data_docs and summaries[-1].data_docs.startswith(f"s3://{bucket}/")
+    docs_keys = [o["Key"] for page in client.get_paginator("list_objects_v2").paginate(
+        Bucket=bucket, Prefix=f"{prefix}/store/data-docs/") for o in page.get("Contents", [])]
+    assert any(k.endswith("index.html") for k in docs_keys)
+    every_ins = {d.patient_id for d in generated.documents if d.patient_id}
+    for key in docs_keys:
+        body = client.get_object(Bucket=bucket, Key=key)["Body"].read()
+        assert not any(ins.encode() in body for ins in every_ins), key
+    assert discover_batches(settings, feed_url) == []
