@@ -34,6 +34,7 @@ from xml.etree.ElementTree import Element, ParseError
 import defusedxml.ElementTree as safe_etree
 from defusedxml import DefusedXmlException
 
+from parsers.timestamps import parse_ts
 from pipeline.errors import ParserError
 from pipeline.model import (
     Format,
@@ -60,8 +61,6 @@ _ID_KINDS = {INS_NIR_OID: "INS"}
 # The XML prolog that may precede the root element: declaration / PIs, comments, DOCTYPE.
 _PROLOG_ITEM = re.compile(r"\s*(?:<\?.*?\?>|<!--.*?-->|<!DOCTYPE[^\[>]*(?:\[.*?\]\s*)?>)", re.S)
 _ROOT_TAG = re.compile(r"\s*<(?:([A-Za-z_][\w.-]*):)?ClinicalDocument(?=[\s/>])([^>]*)")
-_TS = re.compile(r"(\d{4})(\d{2})(\d{2})(?:(\d{2})(\d{2})?(\d{2})?(?:\.\d+)?)?([+-]\d{4})?")
-
 
 class CdaParser:
     """Parser for HL7 CDA R2 documents."""
@@ -177,26 +176,6 @@ def _ii(elem: Element | None) -> str | None:
     if root is None:
         return extension
     return f"{root}^{extension}" if extension else root
-
-
-def parse_ts(value: str | None) -> dt.datetime | None:
-    """An HL7 TS (``YYYYMMDD[HHMM[SS]][+zzzz]``) to a datetime; None if absent or less precise
-    than a day. Aware when the timestamp carries its offset."""
-    match = _TS.fullmatch(value.strip()) if value else None
-    if match is None:
-        return None
-    year, month, day, hour, minute, second, offset = match.groups()
-    tz = None
-    if offset:
-        delta = dt.timedelta(hours=int(offset[1:3]), minutes=int(offset[3:5]))
-        tz = dt.timezone(-delta if offset[0] == "-" else delta)
-    try:
-        return dt.datetime(
-            int(year), int(month), int(day),
-            int(hour or 0), int(minute or 0), int(second or 0), tzinfo=tz,
-        )  # fmt: skip
-    except ValueError:
-        return None
 
 
 def _person_name(name: Element | None) -> str | None:

@@ -21,6 +21,7 @@ from hl7apy.consts import MLLP_ENCODING_CHARS
 from hl7apy.exceptions import HL7apyException
 from hl7apy.parser import get_message_info
 
+from parsers.timestamps import parse_ts
 from pipeline.errors import ParserError
 
 HL7_VERSION = "2.5"
@@ -31,8 +32,6 @@ BATCH_SEGMENTS = frozenset({b"FHS", b"BHS", b"BTS", b"FTS"})
 _KNOWN_SEGMENTS = frozenset(hl7apy.load_library(HL7_VERSION).SEGMENTS)
 _MLLP_START = MLLP_ENCODING_CHARS.SB.encode()
 _MLLP_END = MLLP_ENCODING_CHARS.EB.encode()
-_TS = re.compile(r"(\d{4})(\d{2})(\d{2})(?:(\d{2})(\d{2})?(\d{2})?(?:\.\d+)?)?([+-]\d{4})?")
-
 # MSH-18 values (HL7 table 0211) and the Python codec that reads them.
 _CHARSETS = {
     "8859/1": "iso-8859-1",
@@ -204,26 +203,6 @@ def _unescaper(
         return pattern.sub(resolve, value) if escape in value else value
 
     return unescape
-
-
-def parse_ts(value: str) -> dt.datetime | None:
-    """An HL7 TS/DTM (``YYYYMMDD[HHMM[SS[.S]]][+zzzz]``) as a datetime; None when absent,
-    invalid or less precise than a day. Aware when the value carries its offset."""
-    match = _TS.fullmatch(value.strip()) if value else None
-    if match is None:
-        return None
-    year, month, day, hour, minute, second, offset = match.groups()
-    tz = None
-    if offset:
-        delta = dt.timedelta(hours=int(offset[1:3]), minutes=int(offset[3:5]))
-        tz = dt.timezone(-delta if offset[0] == "-" else delta)
-    try:
-        return dt.datetime(
-            int(year), int(month), int(day), int(hour or 0), int(minute or 0), int(second or 0),
-            tzinfo=tz,
-        )  # fmt: skip
-    except ValueError:
-        return None
 
 
 def parse_date(value: str) -> dt.date | None:
