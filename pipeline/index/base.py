@@ -28,6 +28,16 @@ class IndexFailure(Frozen):
     message: str
 
 
+def meta_text(record: DocumentRecord) -> str:
+    """The searchable metadata of a record (type, producer, author, analytes, LOINC codes):
+    one definition, so both backends match the same fields."""
+    parts: list[str | None] = [record.type_code, record.type_label, record.producer,
+                               record.producer_finess, record.author_name]
+    for result in record.results:
+        parts += [result.analyte, result.loinc]
+    return " ".join(p for p in parts if p)
+
+
 @runtime_checkable
 class DocumentIndex(Protocol):
     def upsert(self, records: Sequence[DocumentRecord]) -> list[IndexFailure]:

@@ -34,7 +34,7 @@ from elasticsearch import ApiError, Elasticsearch, NotFoundError, helpers
 
 from pipeline.analysis import analyze, analyze_query, highlight
 from pipeline.errors import BackendUnavailable, ConfigurationError
-from pipeline.index.base import ExistingVersion, IndexFailure
+from pipeline.index.base import ExistingVersion, IndexFailure, meta_text
 from pipeline.index.sqlite import PREFIX_MIN_CHARS, patient_token
 from pipeline.model import DocClass, DocumentRecord, SearchHit, SearchQuery, SearchResult, Visibility
 
@@ -115,24 +115,11 @@ def _reachable(method: Callable[_P, _R]) -> Callable[_P, _R]:
     return wrapper
 
 
-def _meta_text(record: DocumentRecord) -> str:
-    parts: list[str | None] = [
-        record.type_code,
-        record.type_label,
-        record.producer,
-        record.producer_finess,
-        record.author_name,
-    ]
-    for result in record.results:
-        parts += [result.analyte, result.loinc]
-    return " ".join(p for p in parts if p)
-
-
 def _source(record: DocumentRecord) -> dict[str, Any]:
     """The stored document: the record as JSON plus its analysed tokens."""
     source: dict[str, Any] = record.model_dump(mode="json")
     source["title_tokens"] = " ".join(analyze(record.title))
-    source["meta_tokens"] = " ".join(analyze(_meta_text(record)))
+    source["meta_tokens"] = " ".join(analyze(meta_text(record)))
     source["body_tokens"] = " ".join(analyze(record.text))
     return source
 

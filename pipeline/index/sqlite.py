@@ -41,7 +41,7 @@ from pathlib import Path
 
 from pipeline.analysis import analyze, analyze_query, highlight
 from pipeline.errors import BackendUnavailable
-from pipeline.index.base import ExistingVersion, IndexFailure
+from pipeline.index.base import ExistingVersion, IndexFailure, meta_text
 from pipeline.model import (
     DocClass,
     DocumentRecord,
@@ -101,24 +101,11 @@ def patient_token(patient_id: str) -> str | None:
     return None
 
 
-def _meta_text(record: DocumentRecord) -> str:
-    parts: list[str | None] = [
-        record.type_code,
-        record.type_label,
-        record.producer,
-        record.producer_finess,
-        record.author_name,
-    ]
-    for result in record.results:
-        parts += [result.analyte, result.loinc]
-    return " ".join(p for p in parts if p)
-
-
 def _fts_row(record: DocumentRecord, pat: str) -> tuple[str, str, str, str]:
     return (
         pat,
         " ".join(analyze(record.title)),
-        " ".join(analyze(_meta_text(record))),
+        " ".join(analyze(meta_text(record))),
         " ".join(analyze(record.text)),
     )
 
