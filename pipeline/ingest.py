@@ -157,6 +157,9 @@ class Pipeline:
 
         with self.clock.stage("parse"):
             parsed, problem, exc_text = self._parse(item)
+        if problem is None and not parsed:
+            # A file a parser accepted but found nothing in is still accounted for.
+            problem = Problem(code=Reason.EMPTY_DOCUMENT, message="no document found in the file")
         if problem is not None:
             self._reject(item, raw_sha, None, [problem], exception=exc_text)
         for doc in parsed:
