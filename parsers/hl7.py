@@ -75,6 +75,12 @@ _RPPS = re.compile(r"8?(\d{11})")
 _VISIBILITY = {v.value: v for v in Visibility}
 _YES = frozenset({"Y", "YES", "TRUE", "1", "O", "OUI"})
 _REQUIRED_MSH = {9: "MSH-9 message type", 10: "MSH-10 control id", 12: "MSH-12 version"}
+# Messages that carry a document: lab results, and the document-management events of the
+# national profile "Transmission de documents CDA en HL7 v2" that come with the document
+# or withdraw one (T11). Anything else (ACK, ADT, QRY, local Z messages) is
+# ``unsupported_message``, named in the rejection.
+DOCUMENT_MESSAGES = frozenset({"ORU^R01", "MDM^T02", "MDM^T04", "MDM^T06", "MDM^T08",
+                               "MDM^T10", "MDM^T11"})
 
 
 class Hl7Parser:
@@ -154,11 +160,43 @@ def read_message(raw: RawMessage, *, source: str, part: int) -> ParsedDocument:
         ))  # fmt: skip
     lines = text.split("\r")
     seps = Separators.from_msh(lines[0], source=source)
+    msh = Segment(lines[0], seps, charset)
+    _check_msh(msh, source)
+    message_type = _message_type(msh)
+    if message_type not in DOCUMENT_MESSAGES:
+        return _not_a_document(msh, message_type, source, part, content)
     segments = []
     for line in lines:
         check_segment_name(line, seps, source=source)
         segments.append(Segment(line, seps, charset))
     return _Reader(segments, source, warnings).document(part, content)
+
+
+def _check_msh(msh: Segment, source: str) -> None:
+    for n, what in _REQUIRED_MSH.items():
+        if not msh.value(n):
+            raise ParserError(f"MSH without {what}", source=source)
+    version = msh.value(12)
+    if not version.startswith("2."):
+        raise ParserError(f"unsupported HL7 version {version!r}", source=source)
+
+
+def _message_type(msh: Segment) -> str:
+    """MSH-9 as ``code^event`` (the message structure, MSH-9.3, left out)."""
+    return "^".join(c for c in (msh.value(9, 1), msh.value(9, 2)) if c)
+
+
+def _not_a_document(msh: Segment, message_type: str, source: str, part: int,
+                    content: bytes) -> ParsedDocument:
+    """A readable message that carries no document (ACK, ADT, queries, local Z messages)."""
+    known = ", ".join(sorted(DOCUMENT_MESSAGES))
+    return ParsedDocument(
+        source=source, part=part, format=Format.HL7V2, content=content,
+        message_type=message_type, message_control_id=msh.value(10),
+        warnings=(Problem(code=Reason.UNSUPPORTED_MESSAGE, message=(
+            f"HL7 message {part} is {message_type}, not a document message"
+            f" (Carnet reads {known})")),),
+    )  # fmt: skip
 
 
 @dataclass
@@ -175,12 +213,6 @@ class _Reader:
 
     def document(self, part: int, content: bytes) -> ParsedDocument:
         msh = self.segments[0]
-        for n, what in _REQUIRED_MSH.items():
-            if not msh.value(n):
-                raise ParserError(f"MSH without {what}", source=self.source)
-        version = msh.value(12)
-        if not version.startswith("2."):
-            raise ParserError(f"unsupported HL7 version {version!r}", source=self.source)
         pid = self._first("PID")
         obrs = [s for s in self.segments if s.name == "OBR"]
         title = (_ce_text(obrs[0], 4) if len(obrs) == 1 else "") or DEFAULT_TITLE
@@ -196,7 +228,7 @@ class _Reader:
             content=content,
             patient_ids=tuple(_patient_ids(pid)) if pid else (),
             demographics=_demographics(pid) if pid else None,
-            message_type="^".join(c for c in (msh.value(9, 1), msh.value(9, 2)) if c),
+            message_type=_message_type(msh),
             message_control_id=msh.value(10),
             document_date=document_date,
             author_rpps=rpps, author_name=author,

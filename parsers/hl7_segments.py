@@ -4,7 +4,14 @@ Why not hl7apy's element tree for every field: building it costs about 1.6 ms pe
 here (``parse_segment``), 20+ ms per ORU message, so even one PID per message caps a core
 below 1,000 messages/s. hl7apy stays the authority on what it is cheap at: the MSH header
 (``get_message_info`` reads and checks the separators, the structure and the version) and
-the v2.5 segment vocabulary; fields are then split here with the message's own separators.
+the segment vocabulary; fields are then split here with the message's own separators.
+
+Segment vocabulary: every segment id of every HL7 v2 version hl7apy ships (2.1 to 2.8.2),
+not only v2.5's: national profiles built on v2.5 borrow later segments (the French
+document-transmission profile adds ``PRT``, from v2.7) and senders on v2.6+ send theirs.
+Z-segments are local by definition. Both are accepted and skipped unless a reader wants
+them; only an id that no version defines (a corrupted or lower-case segment) breaks the
+message.
 ``tests/parsers/test_hl7.py`` checks that this reading agrees with hl7apy's full parse.
 """
 
@@ -17,6 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import hl7apy
+from hl7apy import SUPPORTED_LIBRARIES
 from hl7apy.consts import MLLP_ENCODING_CHARS
 from hl7apy.exceptions import HL7apyException
 from hl7apy.parser import get_message_info
@@ -28,8 +36,10 @@ HL7_VERSION = "2.5"
 BOM = b"\xef\xbb\xbf"
 BATCH_SEGMENTS = frozenset({b"FHS", b"BHS", b"BTS", b"FTS"})
 
-# Segment ids hl7apy knows in v2.5; anything else (but Z-segments) hl7apy refuses to parse.
-_KNOWN_SEGMENTS = frozenset(hl7apy.load_library(HL7_VERSION).SEGMENTS)
+# Segment ids of every HL7 v2 version hl7apy knows (loading all of them takes ~0.2 s once).
+_KNOWN_SEGMENTS = frozenset(
+    name for version in SUPPORTED_LIBRARIES for name in hl7apy.load_library(version).SEGMENTS
+)
 _MLLP_START = MLLP_ENCODING_CHARS.SB.encode()
 _MLLP_END = MLLP_ENCODING_CHARS.EB.encode()
 # MSH-18 values (HL7 table 0211) and the Python codec that reads them.
@@ -118,12 +128,13 @@ class Separators:
 
 
 def check_segment_name(segment: str, seps: Separators, *, source: str) -> str:
-    """The segment id, if hl7apy's v2.5 library (or the Z- convention) knows it."""
+    """The segment id, if some HL7 v2 version (or the Z- convention) defines it."""
     name = segment[:3]
     if len(segment) > 3 and segment[3] != seps.field:
         raise ParserError(f"malformed segment {segment[:12]!r}", source=source)
     if name not in _KNOWN_SEGMENTS and not (name[:1] == "Z" and name.isalnum() and name.isupper()):
-        raise ParserError(f"unknown segment {name!r} (not an HL7 v2.5 segment)", source=source)
+        raise ParserError(f"unknown segment {name!r} (in no HL7 v2 version up to 2.8.2)",
+                          source=source)
     return name
 
 

@@ -50,6 +50,7 @@ class Reason(StrEnum):
     """Machine-readable reason codes carried by rejected documents and warnings."""
 
     UNSUPPORTED_FORMAT = "unsupported_format"
+    UNSUPPORTED_MESSAGE = "unsupported_message"  # an HL7 message that carries no document
     PARSE_ERROR = "parse_error"
     ENCRYPTED_DOCUMENT = "encrypted_document"
     EMPTY_DOCUMENT = "empty_document"

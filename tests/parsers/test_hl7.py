@@ -365,3 +365,59 @@ def test_several_obr_get_the_generic_title_and_headed_sections(parser: Hl7Parser
     assert lines[0] == DEFAULT_TITLE and lines[1] == "Numération formule sanguine"
     assert lines[-3:] == ["Ionogramme", "Protéine C réactive (1988-5) : <5 mg/L [0-5]",
                           "Sérologie (5195-3) : 1:128"]  # fmt: skip
+
+
+# --- the French profiles: segments of later versions, non-document messages --------------
+
+FR = SAMPLES / "fr"
+INS_COLIN = "169021305511811"
+INS_ROUX = "277064410905255"
+
+
+def fr_parse(parser: Hl7Parser, name: str) -> list[ParsedDocument]:
+    return parser.parse((FR / name).read_bytes(), source=name)
+
+
+def test_prt_z_and_later_version_segments_are_kept_not_fatal(parser: Hl7Parser) -> None:
+    raw = (FR / "02_oru_pdf_lf.hl7").read_bytes()
+    assert b"\nPRT|" in raw and b"\nZBE|" in raw and b"\nARV|" in raw and b"\r" not in raw
+    [doc] = fr_parse(parser, "02_oru_pdf_lf.hl7")
+    assert not [w for w in doc.warnings if w.blocking]
+    assert doc.message_type == "ORU^R01" and doc.message_control_id == "ORU0002"
+    assert b"PRT|" in doc.content and b"ARV|" in doc.content  # raw bytes kept whole
+    assert "Ferritine" in doc.text
+
+
+def test_pid_per_pam_fr_gives_the_ins_and_the_ipp(parser: Hl7Parser) -> None:
+    [doc] = fr_parse(parser, "02_oru_pdf_lf.hl7")
+    assert doc.patient_ids[0] == PatientIdentifier(value=INS_COLIN, authority=INS_OID, kind="INS")
+    assert doc.patient_ids[1].kind == "PI" and doc.patient_ids[1].value == "IPP7002"
+    assert identify_patient(doc).patient_id == INS_COLIN
+    assert doc.demographics == PatientDemographics(family_name="COLIN", given_name="Marc",
+                                                   birth_date=dt.date(1969, 2, 21), sex="M")
+
+
+@pytest.mark.parametrize("segment", ["PRT|1|UC||AUT^Author^participation", "UAC|KERB|x",
+                                     "ZFD|1|Y", "ARV|1|A"])
+def test_any_versions_segment_or_z_segment_added_to_an_oru_is_accepted(
+        parser: Hl7Parser, segment: str) -> None:
+    data = sample("oru_single.hl7").rstrip(b"\r") + b"\r" + segment.encode()
+    [doc] = parser.parse(data, source="x")
+    assert not doc.warnings and len(doc.results) == 5
+
+
+def test_non_document_messages_are_unsupported_message_naming_their_type(parser: Hl7Parser) -> None:
+    docs = fr_parse(parser, "09_not_documents.hl7")
+    assert [d.message_type for d in docs] == ["ACK^R01", "ADT^A04", "QRY^A19", "ZAM^Z01"]
+    for doc in docs:
+        [problem] = doc.warnings
+        assert problem.code is Reason.UNSUPPORTED_MESSAGE and problem.blocking
+        assert doc.message_type in problem.message and "not a document message" in problem.message
+        assert doc.message_control_id and doc.content.startswith(b"MSH|")
+
+
+def test_a_file_holding_one_adt_is_a_rejected_message_not_a_parse_error(parser: Hl7Parser) -> None:
+    data = b"MSH|^~\\&|A|B|C|D|20240101||ADT^A08^ADT_A01|X1|P|2.5\rPID|1||123^^^H^PI\rZBE|1"
+    [doc] = parser.parse(data, source="x")
+    assert [w.code for w in doc.warnings] == [Reason.UNSUPPORTED_MESSAGE]
+    assert "ADT^A08" in doc.warnings[0].message
