@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from enum import StrEnum
 
 from stdnum.exceptions import ValidationError
 from stdnum.fr import nir
 
+from pipeline.classification import fold
 from pipeline.errors import InvalidPatientId
 from pipeline.model import ParsedDocument, PatientIdentifier, Problem, Reason
 
@@ -27,25 +29,55 @@ INS_OIDS = frozenset({"1.2.250.1.213.1.4.8", "1.2.250.1.213.1.4.9", "1.2.250.1.2
                       "1.2.250.1.213.1.4.11"})
 INS_KINDS = frozenset({"INS", "INS-NIR", "INS-C", "NIR", "INS-NIA"})
 
-# A NIR printed with any common spacing: "2 84 05 75 123 456 78", "284057512345678",
-# "2 84 05 2A 123 456 - 78". Groups: sex, year, month, department (2 chars incl. 2A/2B),
-# commune (3), order (3), key (2).
+# What may stand between the characters of a printed INS: any run of whitespace (spaces,
+# U+00A0 and U+202F as PDF text layers write them, other Unicode spaces, tabs) with at
+# most one line break in the number (the key, or the last groups, wrapped onto the next
+# line; ``find_printed_identifiers`` checks the total), plus the
+# zero-width characters some generators insert, and an optional dot. Possessive
+# quantifiers keep the match linear on hostile input.
+_H = r"(?:[^\S\r\n]|[\u200b-\u200d\u2060\ufeff])*+"
+_GAP = rf"{_H}(?:(?:\r\n|[\r\n]){_H})?(?:\.{_H})?"
+# The NIR and key in that spacing: "2 84 05 75 123 456 78", "284057512345678",
+# "2 84 05 2A 123 456 - 78", "1 67 01 53 130 889  66". Groups: sex, year, month,
+# department (2 chars incl. 2A/2B), commune (3), order (3), key (2).
 _PRINTED_NIR = re.compile(
-    r"(?<![0-9A-Za-z])[1-478](?:[ .]?\d){4}[ .]?(?:2[AB]|\d[ .]?\d)(?:[ .]?\d){6}"
-    r"[ .]?(?:[-\u2013/][ .]?)?\d[ .]?\d(?![0-9])",
+    rf"(?<![0-9A-Za-z])[1-478](?:{_GAP}[0-9]){{4}}{_GAP}(?:2[AB]|[0-9]{_GAP}[0-9])"
+    rf"(?:{_GAP}[0-9]){{6}}{_GAP}(?:[-\u2013/]{_GAP})?[0-9]{_GAP}[0-9](?![0-9])",
     re.IGNORECASE,
 )
-# Labels that announce a patient identifier in printed text.
-_LABEL = re.compile(r"\b(?:INS(?:-NIR|-C)?|NIR|N°\s*(?:de\s+)?S(?:\.|écurité)?\s*S(?:\.|ociale)?|"
-                    r"No?\s*SS|Matricule\s+INS)\b\s*[:.]?", re.IGNORECASE)
+# Labels that announce a person's identifier in printed text (accent-folded, lower case):
+# the patient's (INS, NIR, N° SS…) and the insured person's (N° assuré, immatriculation).
+_LABEL = re.compile(
+    r"\b(?:ins(?:-nir|-c)?|nir|(?:n[°o]?|numero)\s*(?:de\s+)?s(?:\.|ecurite)?\s*s(?:\.|ociale)?|"
+    r"matricule\s+ins|(?:n[°o]|numero)\s*(?:d['\u2019]\s*)?assure|immatriculation)\b\s*[:.]?"
+)
+# "INS" is by definition the identifier of the person the document is about.
+_INS_LABEL = re.compile(r"\b(?:ins(?:-nir|-c)?|matricule\s+ins)\b\s*[:.]?\s*$")
+# Words that say whose number follows (accent-folded): the insured person's in the noun
+# forms that label it ("Assuré :", "de l'assuré", "N° d'assuré", "assuré social",
+# "ouvrant droit", the Assurance Maladie's "immatriculation"; never the verb "assure"),
+# or the patient's (bénéficiaire, ayant droit, patient).
+_INSURED_WORDS = re.compile(
+    r"\bassuree?s?\s*(?:\(e\)\s*)?:|^[^\S\n]*assuree?s?(?:\(e\))?[^\S\n]*$|"
+    r"\b(?:l['\u2019]\s*|(?:n[°o]|numero)\s*(?:d['\u2019]\s*)?)assure|"
+    r"\bassuree?s?\s+(?:social|principal)|\bouvrant[- ]droits?\b|\bimmatriculation\b",
+    re.MULTILINE,
+)
+_INSURED_AFTER = re.compile(r"\s*[(\[]\s*(?:assure|ouvrant[- ]droit)")
+_PATIENT_WORDS = re.compile(r"\bbeneficiaire\b|\bayant[- ]droits?\b|\bpatiente?s?\b")
+# How far before a number its label may stand (whitespace runs counted as one space),
+# and how far back a block heading ("Assuré", "Bénéficiaire") still applies.
+_LABEL_WINDOW = 40
+_ROLE_WINDOW = 160
 
 _RPPS_TEXT = re.compile(r"\bRPPS\s*(?:n°|no|:)?\s*[:.]?\s*(\d{11})\b", re.IGNORECASE)
 _FINESS_TEXT = re.compile(r"\bFINESS\s*(?:n°|no|:)?\s*[:.]?\s*(\d{9}|2[AB]\d{7})\b", re.IGNORECASE)
 
 
 def normalize_ins(value: str) -> str:
-    """Remove spaces, dots and dashes; upper-case (2a → 2A)."""
-    return re.sub(r"[\s.\-–/]", "", value).upper()
+    """Remove whitespace (any kind), zero-width characters, dots, dashes and slashes;
+    upper-case (2a → 2A)."""
+    return re.sub(r"[\s\u200b-\u200d\u2060\ufeff.\-\u2013/]", "", value).upper()
 
 
 def is_valid_ins(value: str) -> bool:
@@ -85,30 +117,106 @@ def _is_ins_identifier(ident: PatientIdentifier) -> bool:
     return bool(ident.kind and ident.kind.upper() in INS_KINDS)
 
 
-def find_printed_ins(text: str) -> list[str]:
-    """Candidate INS printed in ``text`` (compact form, in order, de-duplicated).
+class PrintedRole(StrEnum):
+    """Whose number a printed INS is, as its label says."""
 
-    A 15-character run is a candidate only when a label (INS, NIR, N° SS…) stands shortly
-    before it: unlabelled digit runs (phone numbers, order numbers) are never taken for
-    patient identifiers.
+    PATIENT = "patient"  # INS, NIR, N° SS, or qualified bénéficiaire / patient
+    INSURED = "insured"  # the insured person's: assuré, ouvrant droit, immatriculation
+
+
+@dataclass(frozen=True)
+class PrintedIns:
+    """An INS printed in a document's text (compact form) and whose it is."""
+
+    value: str
+    role: PrintedRole
+
+
+def find_printed_identifiers(text: str) -> list[PrintedIns]:
+    """Every labelled INS printed in ``text``, in order, with the role its label gives.
+
+    A 15-character run is a candidate only when a label (INS, NIR, N° SS, N° assuré…)
+    stands shortly before it: unlabelled digit runs (phone numbers, order numbers) are
+    never taken for identifiers. See ``_role`` for how the insured person's number is
+    told from the patient's.
     """
-    found: list[str] = []
+    found: list[PrintedIns] = []
+    previous_end = 0
     for m in _PRINTED_NIR.finditer(text):
-        candidate = normalize_ins(m.group(0))
-        window = text[max(0, m.start() - 40) : m.start()]
-        labelled = _LABEL.search(window) is not None
-        if not labelled:
+        if len(m.group(0).splitlines()) > 2:  # one line break at most: a wrap, not a column
             continue
-        if candidate not in found:
-            found.append(candidate)
+        before = fold(" ".join(text[max(0, m.start() - 4 * _LABEL_WINDOW) : m.start()].split()))
+        # A space stands for the whitespace run just before the number, as in the text.
+        label_window = (before + (" " if m.start() and text[m.start() - 1].isspace() else ""))
+        label_window = label_window[-_LABEL_WINDOW:]
+        if _LABEL.search(label_window) is None:
+            previous_end = m.end()
+            continue
+        role = _role(text, m.start(), m.end(), previous_end, label_window)
+        previous_end = m.end()
+        printed = PrintedIns(normalize_ins(m.group(0)), role)
+        if printed not in found:
+            found.append(printed)
     return found
+
+
+def _role(text: str, start: int, end: int, previous_end: int, label_window: str) -> PrintedRole:
+    """Whose number the one at ``text[start:end]`` is.
+
+    1. Words attached to it decide: on the label's line before the number ("Assuré :
+       DUPONT Marc, N° SS", "NIR de l'assuré", "Bénéficiaire … INS"), or a qualifier right
+       after it ("… 66 (ouvrant droit)"); the last one before the number wins.
+    2. Else a plain INS label is the patient's: the INS identifies the person the
+       document is about.
+    3. Else a block heading since the previous number ("Assuré" then lines of name and
+       N° SS) decides when only one kind of heading is there; when both kinds or none are,
+       the number counts as the patient's, so that two different ones are a conflict and
+       never a guess.
+    """
+    after = fold(text[end : end + 24].split("\n", 1)[0])
+    if _INSURED_AFTER.match(after):
+        return PrintedRole.INSURED
+    line_start = text.rfind("\n", 0, start) + 1
+    line = fold(text[max(line_start, previous_end) : start])
+    if _LABEL.search(line) is None:  # label on the line above: "INS :" then the number
+        line_start = text.rfind("\n", 0, max(line_start - 1, 0)) + 1
+        line = fold(text[max(line_start, previous_end) : start])
+    attached = _last_role_word(line)
+    if attached is not None:
+        return attached
+    if _INS_LABEL.search(label_window):
+        return PrintedRole.PATIENT
+    block = fold(text[max(previous_end, start - _ROLE_WINDOW) : start])
+    kinds = {role for role, pattern in _ROLE_WORDS if pattern.search(block)}
+    return kinds.pop() if len(kinds) == 1 else PrintedRole.PATIENT
+
+
+_ROLE_WORDS = ((PrintedRole.INSURED, _INSURED_WORDS), (PrintedRole.PATIENT, _PATIENT_WORDS))
+
+
+def _last_role_word(text: str) -> PrintedRole | None:
+    """The role named last in ``text``, or None."""
+    last: tuple[int, PrintedRole] | None = None
+    for role, pattern in _ROLE_WORDS:
+        for m in pattern.finditer(text):
+            if last is None or m.start() > last[0]:
+                last = (m.start(), role)
+    return last[1] if last else None
+
+
+def find_printed_ins(text: str) -> list[str]:
+    """The patient's candidate INS printed in ``text`` (compact, in order, de-duplicated);
+    numbers labelled as the insured person's are left out."""
+    values = (p.value for p in find_printed_identifiers(text) if p.role is PrintedRole.PATIENT)
+    return list(dict.fromkeys(values))
 
 
 def identify_patient(doc: ParsedDocument) -> IdentityResult:
     """Decide which patient ``doc`` belongs to from its structured and printed identifiers."""
     structured = [normalize_ins(i.value) for i in doc.patient_ids if _is_ins_identifier(i)]
     structured = list(dict.fromkeys(s for s in structured if s))
-    printed = find_printed_ins(doc.text)
+    identifiers = find_printed_identifiers(doc.text)
+    printed = list(dict.fromkeys(p.value for p in identifiers if p.role is PrintedRole.PATIENT))
 
     valid_structured = [s for s in structured if is_valid_ins(s)]
     valid_printed = [p for p in printed if is_valid_ins(p)]
@@ -135,6 +243,11 @@ def identify_patient(doc: ParsedDocument) -> IdentityResult:
     if printed:
         return IdentityResult(None, (Problem(code=Reason.INVALID_INS_KEY,
             message="the INS printed in the document fails its key check"),))
+    if identifiers:
+        # The insured person (a parent, for a child's document) need not be the patient.
+        return IdentityResult(None, (Problem(code=Reason.MISSING_INS,
+            message="only the insured person's number (assuré, ouvrant droit) is printed, "
+                    "and it need not be the patient's"),))
     return IdentityResult(None, (Problem(code=Reason.MISSING_INS,
         message="no INS found in structured fields or in the text"),))
 

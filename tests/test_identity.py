@@ -110,3 +110,130 @@ def test_rpps_and_finess() -> None:
     assert find_rpps(text) == "10101234567"
     assert find_finess(text) == "750712184"
     assert find_rpps("RPPS 123") is None
+
+
+# --- printed INS as PDF text layers and OCR produce it ------------------------------------
+
+INS_PARENT = make_ins("1670153130889")  # 1 67 01 53 130 889 66, the issue's own spacing
+INS_CHILD = make_ins("2150675123004")
+
+# Every kind of whitespace a text layer puts between groups: spaces (one or several),
+# no-break spaces, narrow no-break and thin spaces, figure and em spaces, tabs, and the
+# zero-width space some generators insert between glyphs.
+_GAPS = [" ", "  ", "   ", "\u00a0", "\u202f", "\u2009", "\u2007", "\u2003", "\t", "\t\t",
+         " \u00a0", "\u200b", ""]
+
+
+def groups(ins: str) -> list[str]:
+    return [ins[0], ins[1:3], ins[3:5], ins[5:7], ins[7:10], ins[10:13], ins[13:]]
+
+
+@pytest.mark.parametrize("gap", _GAPS, ids=[repr(g) for g in _GAPS])
+@pytest.mark.parametrize("key_gap", _GAPS + ["\n", " \n  ", "\r\n", "\u00a0\n\t", " - ", "\u00a0/\u00a0"],
+                         ids=lambda g: repr(g))
+def test_any_whitespace_between_groups_and_before_the_key(gap: str, key_gap: str) -> None:
+    printed = gap.join(groups(INS_PARENT)[:-1]) + key_gap + INS_PARENT[13:]
+    text = f"Patient : M. Dupont\nINS :{gap or ' '}{printed}\nTél : 01 23 45 67 89"
+    result = identify_patient(doc(text))
+    assert (result.patient_id, result.evidence) == (INS_PARENT, "printed")
+
+
+@pytest.mark.parametrize("layout", [
+    "INS :\n{n}",  # label on the line above
+    "INS :\n\t\t{n}",
+    "N° de sécurité sociale\u00a0:\u00a0{n}",
+    "Nº SS : {n}",  # the ordinal sign, as some fonts map N°
+    "INS\t\t\t\t\t\t\t\t\t\t\t\t\t\t\t\t\t\t\t\t\t\t\t\t{n}",  # a table cell: tabs count as one space
+    "Matricule INS : {n}",
+])
+def test_labels_and_layouts(layout: str) -> None:
+    n = " ".join(groups(INS_PARENT)[:-1]) + "\n" + INS_PARENT[13:]
+    assert find_printed_ins(layout.format(n=n)) == [INS_PARENT]
+
+
+def test_groups_across_more_than_one_line_break_are_not_one_number() -> None:
+    g = groups(INS_PARENT)
+    assert find_printed_ins(f"INS : {' '.join(g[:4])}\n\n{' '.join(g[4:])}") == []
+    assert find_printed_ins(f"INS : {' '.join(g[:3])}\n{' '.join(g[3:5])}\n{' '.join(g[5:])}") == []
+
+
+@pytest.mark.parametrize("text", [
+    # Long numbers that are not identifiers, even after an identifier label or beside one.
+    "INS : en attente\nTél : 01 23 45 67 89\nRPPS : 10101234567\nFINESS : 750712184",
+    "N° SS : non communiqué — Tél 04 78 12 34 56 — RPPS 1 01 01 23 45 67 — 12 03 2024",
+    "NIR : inconnu\nRPPS 10101234567\n0478123456 le 12/03/2024 à 08:15",
+    "Dossier 2 84 05 75 123 456 {k} du 12/03/2024",  # a valid-key number with no label
+])
+def test_other_long_numbers_are_not_taken_for_an_ins(text: str) -> None:
+    result = identify_patient(doc(text.format(k=INS_A[13:])))
+    assert result.patient_id is None and [p.code for p in result.problems] == [Reason.MISSING_INS]
+
+
+def test_a_whitespace_variant_with_a_wrong_key_is_still_a_key_error() -> None:
+    bad = wrong_key(INS_PARENT)
+    text = "INS :\u00a0" + "\u202f".join(groups(bad)[:-1]) + "\n" + bad[13:]
+    assert [p.code for p in identify_patient(doc(text)).problems] == [Reason.INVALID_INS_KEY]
+
+
+def spaced(ins: str, gap: str = " ") -> str:
+    return gap.join(groups(ins))
+
+
+# The insured parent's number beside the child's own INS, in the layouts lab and
+# hospital software print: one line each, blocks under a heading, a qualifier after the
+# number, either order. The child (the beneficiary) is the patient.
+@pytest.mark.parametrize("text", [
+    "Assuré : DUPONT Marc   N° SS : {p}\nBénéficiaire : DUPONT Léa   INS : {c}",
+    "Bénéficiaire : DUPONT Léa, née le 02/06/2015, INS : {c}\nOuvrant droit : DUPONT Marc, NIR : {p}",
+    "Patiente : DUPONT Léa\tINS\u00a0: {c}\nN° d'assuré : {p}",
+    "Immatriculation de l'assuré : {p}\nINS du bénéficiaire : {c}",
+    "Assuré(e)\nNom : DUPONT Marc\nN° SS : {p}\n\nBénéficiaire\nNom : DUPONT Léa\nNIR : {c}",
+    "INS : {c}\nNIR : {p} (ouvrant droit)",
+    "Patient : DUPONT Léa   NIR de l'assuré : {p}   INS : {c}",
+])
+def test_the_beneficiary_is_the_patient_not_the_insured_parent(text: str) -> None:
+    printed = text.format(p=spaced(INS_PARENT, "\u00a0"), c=spaced(INS_CHILD))
+    result = identify_patient(doc(printed))
+    assert (result.patient_id, result.problems) == (INS_CHILD, ())
+
+
+def test_the_insured_parent_does_not_conflict_with_a_structured_ins() -> None:
+    ins_id = PatientIdentifier(value=INS_CHILD, authority="1.2.250.1.213.1.4.8")
+    text = f"Bénéficiaire : DUPONT Léa\nAssuré : DUPONT Marc, N° SS : {spaced(INS_PARENT)}"
+    result = identify_patient(doc(text, (ins_id,)))
+    assert (result.patient_id, result.evidence) == (INS_CHILD, "structured")
+
+
+@pytest.mark.parametrize("text", [
+    "INS : {c}\nNIR : {p}",  # two numbers, both the patient's by their labels
+    "Patient : DUPONT Léa, INS : {c}\nPatient : DUPONT Léa, N° SS : {p}",
+    "Bénéficiaire : INS {c}   Bénéficiaire : INS {p}",
+    # Headings in columns: whose number is whose cannot be told, so never a guess.
+    "Bénéficiaire                    Assuré\nINS : {c}          N° SS : {p}",
+    "INS : {c} {p}",  # an unlabelled second number after the label stays as before
+])
+def test_two_numbers_labelled_as_the_patient_remain_a_conflict(text: str) -> None:
+    result = identify_patient(doc(text.format(c=spaced(INS_CHILD), p=spaced(INS_PARENT))))
+    assert result.patient_id is None
+    assert [p.code for p in result.problems] == [Reason.IDENTITY_CONFLICT]
+
+
+def test_only_the_insured_persons_number_is_not_the_patients() -> None:
+    text = f"Ouvrant droit : DUPONT Marc\nN° d'immatriculation : {spaced(INS_PARENT)}"
+    result = identify_patient(doc(text))
+    assert result.patient_id is None and [p.code for p in result.problems] == [Reason.MISSING_INS]
+    assert "insured" in result.problems[0].message
+
+
+def test_the_verb_assurer_does_not_make_a_number_the_insured_persons() -> None:
+    text = f"Le laboratoire assure la confidentialité. INS : {spaced(INS_CHILD)}"
+    assert identify_patient(doc(text)).patient_id == INS_CHILD
+
+
+def test_printed_ins_scan_is_linear_on_hostile_text() -> None:
+    import time
+
+    hostile = "INS : " + "1\u00a0" * 50_000 + "\n" + "1 \n" * 50_000
+    started = time.process_time()
+    find_printed_ins(hostile)
+    assert time.process_time() - started < 5.0
