@@ -47,6 +47,20 @@ class BatchRef(Frozen):
         return f"{self.producer}/{self.batch}"
 
 
+def printable_name(name: str) -> str:
+    """A file name or path as text fit for reports, acknowledgements and the ledger.
+
+    POSIX names are bytes: Python hands a name that is not UTF-8 over with its bad bytes
+    as lone surrogates (``surrogateescape``), which no JSON, SQLite or S3 write accepts.
+    Those bytes become ``\\xNN`` escapes here; every other name is returned unchanged.
+    """
+    try:
+        raw = name.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # a surrogate that does not stand for a byte
+        raw = name.encode("utf-8", "backslashreplace")
+    return raw.decode("utf-8", "backslashreplace")
+
+
 def is_control_file(name: str) -> bool:
     first = name.split("/", 1)[0]
     return name in CONTROL_NAMES or first == ACK_DIR or Path(name).name.startswith(".")

@@ -29,7 +29,7 @@ from pipeline.classification import classify_document
 from pipeline.crypto import open_encrypted_store
 from pipeline.dates import find_document_date
 from pipeline.errors import EncryptedDocumentError, ParserError, SourceError
-from pipeline.feeds import BatchRef, Feed, ManifestEntry
+from pipeline.feeds import BatchRef, Feed, ManifestEntry, printable_name
 from pipeline.identity import find_finess, find_rpps, identify_patient
 from pipeline.index import DocumentIndex, open_index
 from pipeline.ledger import Ledger
@@ -85,6 +85,13 @@ class InputFile:
     # Why the file disagrees with its batch manifest (size, SHA-256, unlisted), if it does.
     manifest_problem: str | None = None
 
+    def __post_init__(self) -> None:
+        # Names come from the filesystem, where any byte sequence is allowed: a name that is
+        # not UTF-8 is escaped once, here, so every report and record downstream can hold it.
+        self.source = printable_name(self.source)
+        self.producer = printable_name(self.producer)
+        self.batch = printable_name(self.batch) if self.batch is not None else None
+
 
 @dataclass
 class _Pending:
@@ -139,7 +146,12 @@ class Pipeline:
     def __enter__(self) -> Pipeline:
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
+        if exc_type is not None:
+            # The run failed (a backend died…): write nothing more, release what is open.
+            self.index.close()
+            self.ledger.close()
+            return
         self.close()
 
     # -- one input -------------------------------------------------------------------------
@@ -558,17 +570,19 @@ def discover_batches(settings: Settings, feed_url: str) -> list[str]:
         done = ledger.processed_batches(feed.url)
     finally:
         ledger.close()
-    return [b.key for b in feed.list_batches() if b.key not in done]
+    keys = (printable_name(b.key) for b in feed.list_batches())
+    return [k for k in keys if k not in done]
 
 
 def _acknowledgement(batch: BatchRef, feed: Feed, outcomes: Sequence[Outcome],
                      summary: BatchSummary) -> bytes:
-    prefix = feed.source_uri(batch, "")
-    files = [FileAck(file=o.source.removeprefix(prefix), source=o.source, status=o.status.value,
+    prefix = printable_name(feed.source_uri(batch, ""))
+    # A folder's prefix has no trailing separator, an S3 prefix has one: names never start with it.
+    files = [FileAck(file=o.source.removeprefix(prefix).lstrip("/"), source=o.source, status=o.status.value,
                      doc_id=o.doc_id, reasons=o.reasons).model_dump(mode="json")
              for o in outcomes]
     body = {
-        "producer": batch.producer, "batch": batch.batch,
+        "producer": printable_name(batch.producer), "batch": printable_name(batch.batch),
         "processed_at": dt.datetime.now(dt.UTC).isoformat(),
         "accepted": summary.by_status.get(Status.INDEXED.value, 0),
         "duplicate": summary.by_status.get(Status.DUPLICATE.value, 0),
@@ -606,7 +620,7 @@ def process_batch(settings: Settings, feed_url: str, batch_key: str) -> BatchSum
     if stored is not None:
         log.info("batch %s of %s already processed; skipping", batch_key, feed.url)
         return BatchSummary.model_validate_json(stored)
-    batch = next((b for b in feed.list_batches() if b.key == batch_key), None)
+    batch = next((b for b in feed.list_batches() if printable_name(b.key) == batch_key), None)
     if batch is None:
         raise SourceError("no complete batch with this key in the feed", source=feed.url,
                           batch=batch_key)
@@ -617,9 +631,9 @@ def process_batch(settings: Settings, feed_url: str, batch_key: str) -> BatchSum
         names = list(batch.files)
         # A manifest entry whose file is missing is a lost document: report it.
         for missing in sorted(set(manifest) - set(names)):
-            src = feed.source_uri(batch, missing)
+            src = printable_name(feed.source_uri(batch, missing))
             pipe.outcomes.append(Outcome(source=src, status=Status.REJECTED,
-                producer=batch.producer, reasons=(Problem(code=Reason.MANIFEST_MISMATCH,
+                producer=printable_name(batch.producer), reasons=(Problem(code=Reason.MANIFEST_MISMATCH,
                 message="listed in the manifest but absent from the batch"),)))
         for name in names:
             data = feed.read(batch, name)
@@ -637,7 +651,7 @@ def process_batch(settings: Settings, feed_url: str, batch_key: str) -> BatchSum
         rejected = by_status.get(Status.REJECTED.value, 0)
         rate = rejected / total if total else 0.0
         summary = BatchSummary(
-            batch_key=batch_key, producer=batch.producer, run_id=run_id, total=total,
+            batch_key=batch_key, producer=printable_name(batch.producer), run_id=run_id, total=total,
             by_status=by_status, rejected_by_reason=m["rejected_by_reason"],  # type: ignore[arg-type]
             reject_rate=round(rate, 4),
             flagged=rate > settings.max_reject_rate or bool(pipe.batch_flags),
