@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from parsers.registry import ParserOptions, ParserRegistry, default_registry
+from pipeline.access import AccessRules, access_db_path
 from pipeline.classification import classify_document
 from pipeline.crypto import open_encrypted_store
 from pipeline.dates import find_document_date
@@ -130,6 +131,8 @@ class Pipeline:
             ocr_lang=settings.ocr_lang, ocr_timeout_s=settings.ocr_timeout_s,
             min_text_chars_per_page=settings.min_text_chars_per_page))
         self.ledger = Ledger(settings.ledger_path)
+        # Identity traits (birth dates) and closed accounts live with the access rules.
+        self.rules = AccessRules(access_db_path(settings.data_dir))
         self.clock = StageClock()
         self.outcomes: list[Outcome] = []
         self._pending: list[_Pending] = []
@@ -142,6 +145,7 @@ class Pipeline:
         self.flush()
         self.index.close()
         self.ledger.close()
+        self.rules.close()
 
     def __enter__(self) -> Pipeline:
         return self
@@ -365,8 +369,13 @@ class Pipeline:
                 if p.record.doc_id in failures:
                     self._reject_pending(p, [Problem(code=Reason.INDEX_ERROR,
                                                      message=failures[p.record.doc_id])])
-                elif p.supersedes:
-                    self.index.supersede(p.record.patient_id, p.supersedes, p.record.doc_id)
+                else:
+                    if p.supersedes:
+                        self.index.supersede(p.record.patient_id, p.supersedes, p.record.doc_id)
+                    if p.demographics is not None and p.demographics.birth_date is not None:
+                        # Refines the birth date the INS gives (a minor's majority day).
+                        self.rules.record_birth_date(p.record.patient_id, p.demographics.birth_date,
+                                                     p.record.ingested_at)
 
     def _apply_gate(self, pending: list[_Pending]) -> list[_Pending]:
         """Run the batch quality gate; return the records that may be indexed."""

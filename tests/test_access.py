@@ -14,6 +14,14 @@ from pipeline.model import DocClass, Visibility
 
 P = "284057512345672"
 OTHER = "192016900100212"
+
+
+def _ins(nir: str) -> str:
+    return f"{nir}{97 - int(nir) % 97:02d}"
+
+
+MINOR = _ins("2100675123456")  # born in June 2010
+LEAP_MINOR = _ins("2120275123456")  # born in February 2012
 NOW = dt.datetime(2026, 11, 29, 10, 0, tzinfo=dt.UTC)
 
 
@@ -73,12 +81,58 @@ def test_caregiver_sees_delegated_classes_until_revoked(rules: AccessRules) -> N
 
 def test_representatives_of_a_minor_until_majority(rules: AccessRules) -> None:
     parent = Principal(role=Role.REPRESENTATIVE, subject="parent-1")
-    birth = dt.date(2010, 6, 15)
-    rules.add_representative(P, "parent-1", birth)
-    d = rules.decide(parent, P, dt.datetime(2028, 6, 14, tzinfo=dt.UTC))
+    assert rules.record_birth_date(MINOR, dt.date(2010, 6, 15), NOW)
+    rules.add_representative(MINOR, "parent-1", NOW)
+    d = rules.decide(parent, MINOR, dt.datetime(2028, 6, 14, tzinfo=dt.UTC))
     assert d.allowed and Visibility.INVISIBLE_REPRESENTANTS_LEGAUX in d.exclude_visibility
-    assert rules.decide(parent, P, dt.datetime(2028, 6, 15, tzinfo=dt.UTC)).via == "patient_of_age"
-    assert not rules.decide(Principal(role=Role.REPRESENTATIVE, subject="x"), P, NOW).allowed
+    assert rules.decide(parent, MINOR, dt.datetime(2028, 6, 15, tzinfo=dt.UTC)).via == "patient_of_age"
+    assert not rules.decide(Principal(role=Role.REPRESENTATIVE, subject="x"), MINOR, NOW).allowed
+
+
+def test_the_birth_date_is_a_fact_of_the_record_never_declared(rules: AccessRules) -> None:
+    from pipeline.access import BirthDateMismatch, birth_date_from_ins
+
+    parent = Principal(role=Role.REPRESENTATIVE, subject="parent-1")
+    # From the INS alone: the first of its month, in the latest century not in the future.
+    assert birth_date_from_ins(MINOR, NOW.date()) == dt.date(2010, 6, 1)
+    assert birth_date_from_ins(P, NOW.date()) == dt.date(1984, 5, 1)
+    assert birth_date_from_ins(_ins("2273075123456"), NOW.date()) == dt.date(1927, 1, 1)  # month unknown
+    for declared in (dt.date(1990, 6, 15), dt.date(2010, 7, 15)):
+        with pytest.raises(BirthDateMismatch):
+            rules.add_representative(MINOR, "parent-1", NOW, declared)
+    rules.add_representative(MINOR, "parent-1", NOW, dt.date(2010, 6, 20))  # consistent: checked only
+    assert rules.decide(parent, MINOR, dt.datetime(2028, 6, 1, tzinfo=dt.UTC)).via == "patient_of_age"
+    # A trait contradicting the INS is ignored; a consistent one refines to the day.
+    assert not rules.record_birth_date(MINOR, dt.date(2011, 6, 20), NOW)
+    assert rules.record_birth_date(MINOR, dt.date(2010, 6, 20), NOW)
+    assert rules.decide(parent, MINOR, dt.datetime(2028, 6, 19, tzinfo=dt.UTC)).allowed
+    assert not rules.decide(parent, MINOR, dt.datetime(2028, 6, 20, tzinfo=dt.UTC)).allowed
+    # Once the day is on record, any other declared day is a contradiction.
+    with pytest.raises(BirthDateMismatch):
+        rules.add_representative(MINOR, "parent-2", NOW, dt.date(2010, 6, 25))
+    # Two documents disagreeing on the day: the earlier one counts (access never longer).
+    assert rules.record_birth_date(MINOR, dt.date(2010, 6, 3), NOW)
+    assert not rules.decide(parent, MINOR, dt.datetime(2028, 6, 3, tzinfo=dt.UTC)).allowed
+
+
+def test_what_a_representative_delegates_stays_under_their_restrictions(rules: AccessRules) -> None:
+    parent = Principal(role=Role.REPRESENTATIVE, subject="parent-1")
+    aidant = Principal(role=Role.CAREGIVER, subject="aidant-1")
+    rules.record_birth_date(MINOR, dt.date(2010, 6, 15), NOW)
+    rules.add_representative(MINOR, "parent-1", NOW)
+    rules.delegate(MINOR, "aidant-1", None, NOW, by=parent)
+    d = rules.decide(aidant, MINOR, NOW)
+    assert d.allowed and set(d.exclude_visibility) == {Visibility.INVISIBLE_REPRESENTANTS_LEGAUX,
+                                                      Visibility.INVISIBLE_PATIENT}
+    assert not rules.decide(aidant, MINOR, dt.datetime(2028, 6, 15, tzinfo=dt.UTC)).allowed
+    rules.remove_representative(MINOR, "parent-1")
+    assert rules.decide(aidant, MINOR, NOW).via == "delegating_representative_gone"
+    # The minor's own delegation also ends at 18; an adult's does not end by itself.
+    rules.delegate(MINOR, "aidant-1", None, NOW)
+    assert rules.decide(aidant, MINOR, dt.datetime(2028, 6, 14, tzinfo=dt.UTC)).allowed
+    assert rules.decide(aidant, MINOR, dt.datetime(2028, 6, 15, tzinfo=dt.UTC)).via == "patient_of_age"
+    rules.delegate(P, "aidant-1", None, NOW)
+    assert rules.decide(aidant, P, NOW + dt.timedelta(days=365 * 30)).allowed
 
 
 def test_audit_chain_detects_modified_and_removed_entries(tmp_path: Path) -> None:
@@ -124,19 +178,21 @@ def test_listings_and_forget_patient(rules: AccessRules) -> None:
     rules.authorise(P, "10101234567", NOW)
     rules.block(P, "10109999999", NOW)
     rules.delegate(P, "aidant-42", None, NOW)
-    rules.add_representative(P, "parent-1", dt.date(2012, 2, 29))
+    rules.add_representative(LEAP_MINOR, "parent-1", NOW)
+    rules.record_birth_date(LEAP_MINOR, dt.date(2012, 2, 29), NOW)
     rules.authorise(OTHER, "10101234567", NOW)
     assert [(g.kind, g.subject) for g in rules.authorisations(P)] == [
         ("authorisation", "10101234567"), ("block", "10109999999")]
     assert rules.delegations(P)[0].classes is None
     # Born on 29 February: of age on 1 March of the 18th year, in the listing and the decision.
-    rep = rules.representatives(P)[0]
+    rep = rules.representatives(LEAP_MINOR, NOW)[0]
     assert rep.until is not None and rep.until.date() == dt.date(2030, 3, 1)
     parent = Principal(role=Role.REPRESENTATIVE, subject="parent-1")
-    assert rules.decide(parent, P, dt.datetime(2030, 2, 28, 23, tzinfo=dt.UTC)).allowed
-    assert not rules.decide(parent, P, dt.datetime(2030, 3, 1, tzinfo=dt.UTC)).allowed
-    assert rules.forget_patient(P) == 4
-    assert rules.authorisations(P) == [] and rules.delegations(P) == [] and rules.representatives(P) == []
+    assert rules.decide(parent, LEAP_MINOR, dt.datetime(2030, 2, 28, 23, tzinfo=dt.UTC)).allowed
+    assert not rules.decide(parent, LEAP_MINOR, dt.datetime(2030, 3, 1, tzinfo=dt.UTC)).allowed
+    assert rules.forget_patient(P) == 3 and rules.forget_patient(LEAP_MINOR) == 2
+    assert rules.authorisations(P) == [] and rules.delegations(P) == []
+    assert rules.representatives(LEAP_MINOR) == []
     assert rules.authorisations(OTHER) != []
 
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query
+from fastapi import APIRouter, HTTPException, Path, Query
 
-from pipeline.access import Grant, Role
+from pipeline.access import BirthDateMismatch, Grant, Role
 from pipeline.api.guard import FORBIDDEN, Caller, Svc, decision, managing
 from pipeline.api.schemas import (
     ERRORS,
@@ -101,7 +101,7 @@ def list_delegations(ins: Ins, who: Caller, svc: Svc) -> list[Grant]:
             summary="Delegate all documents, or chosen classes, to a caregiver")
 def delegate(ins: Ins, caregiver_id: Person, body: DelegationRequest, who: Caller, svc: Svc) -> Done:
     managing(svc, who, ins)
-    svc.rules.delegate(ins, caregiver_id, body.classes, svc.clock())
+    svc.rules.delegate(ins, caregiver_id, body.classes, svc.clock(), by=who)
     what = "all classes" if body.classes is None else ",".join(c.value for c in body.classes)
     svc.record(who, "grant", ins, reason=f"delegate to caregiver {caregiver_id}: {what}")
     return Done(changed=True)
@@ -120,7 +120,7 @@ def revoke_delegation(ins: Ins, caregiver_id: Person, who: Caller, svc: Svc) -> 
             summary="A minor's legal representatives (until the minor is 18)")
 def list_representatives(ins: Ins, who: Caller, svc: Svc) -> list[Grant]:
     managing(svc, who, ins)
-    return svc.rules.representatives(ins)
+    return svc.rules.representatives(ins, svc.clock())
 
 
 @router.put("/representatives/{person_id}", response_model=Done, tags=["representatives"],
@@ -128,7 +128,11 @@ def list_representatives(ins: Ins, who: Caller, svc: Svc) -> list[Grant]:
 def add_representative(ins: Ins, person_id: Person, body: RepresentativeRequest, who: Caller,
                        svc: Svc) -> Done:
     managing(svc, who, ins)
-    svc.rules.add_representative(ins, person_id, body.patient_birth_date)
+    try:
+        svc.rules.add_representative(ins, person_id, svc.clock(), body.patient_birth_date)
+    except BirthDateMismatch as exc:
+        svc.record(who, "denied", ins, reason="birth_date_contradicts_record")
+        raise HTTPException(status_code=422, detail=str(exc)) from None
     svc.record(who, "grant", ins, reason=f"representative {person_id}")
     return Done(changed=True)
 

@@ -95,7 +95,9 @@ class DelegationRequest(Frozen):
 
 
 class RepresentativeRequest(Frozen):
-    patient_birth_date: dt.date = Field(description="The minor's birth date (access ends at 18)")
+    patient_birth_date: dt.date | None = Field(
+        default=None, description="Optional, checked only: the record's birth date (INS, identity "
+                                  "traits) decides when access ends; a contradicting date is refused")
 
 
 class BreakGlassRequest(Frozen):

@@ -39,9 +39,10 @@ TEST_JWT_KEY = "carnet-tests-only-hs256-key-0123456789abcdef"
 NOW = dt.datetime(2026, 11, 29, 10, 0, tzinfo=dt.UTC)
 
 
-def make_ins(serial: int) -> str:
-    """A valid INS (13-character NIR + key) for test patient number ``serial``."""
-    nir = f"2850575{serial:06d}"
+def make_ins(serial: int, born: str = "8505") -> str:
+    """A valid INS (13-character NIR + key) for test patient number ``serial``, born in the
+    year and month ``born`` (``YYMM``, as the INS carries them)."""
+    nir = f"2{born}75{serial:06d}"
     return f"{nir}{97 - int(nir) % 97:02d}"
 
 

@@ -193,16 +193,20 @@ def test_management_routes(api: Api) -> None:
                    json={"classes": ["prescription"]}).status_code == 200
     assert api.get(me, f"/patients/{A}/delegations").json()[0]["classes"] == ["prescription"]
     assert api.put(me, f"/patients/{A}/representatives/parent-1",
+                   json={"patient_birth_date": "2015-06-01"}).status_code == 422  # A was born in 1985
+    minor = make_ins(3, born="1506")
+    assert api.put(patient(minor), f"/patients/{minor}/representatives/parent-1",
                    json={"patient_birth_date": "2015-06-01"}).status_code == 200
-    reps = api.get(me, f"/patients/{A}/representatives").json()
+    reps = api.get(patient(minor), f"/patients/{minor}/representatives").json()
     assert reps[0]["subject"] == "parent-1" and reps[0]["until"].startswith("2033-06-01")
     # The representative manages the minor's record too (history, grants), not a caregiver.
     parent = representative("parent-1")
-    assert api.get(parent, f"/patients/{A}/history").status_code == 200
-    assert api.put(parent, f"/patients/{A}/authorisations/10100000001").status_code == 200
+    assert api.get(parent, f"/patients/{minor}/history").status_code == 200
+    assert api.put(parent, f"/patients/{minor}/authorisations/10100000001").status_code == 200
     assert api.get(caregiver("aidant-1"), f"/patients/{A}/history").status_code == 403
-    assert api.delete(me, f"/patients/{A}/representatives/parent-1").json() == {"changed": True}
-    assert api.get(parent, f"/patients/{A}/history").status_code == 403
+    removed = api.delete(patient(minor), f"/patients/{minor}/representatives/parent-1")
+    assert removed.json() == {"changed": True}
+    assert api.get(parent, f"/patients/{minor}/history").status_code == 403
     # Break-the-glass: professionals only, with a reason; releasing is for professionals.
     assert api.post(me, f"/patients/{A}/break-glass", json={"reason": "test"}).status_code == 403
     assert api.post(PRO, f"/patients/{A}/break-glass", json={"reason": "   "}).status_code == 422

@@ -84,11 +84,25 @@ def revoke_delegation(a: Api, ins: str) -> None:
     ok(a.delete(patient(ins), f"/patients/{ins}/delegations/{AIDANT.subject}"))
 
 
-def add_parent(birth: dt.date) -> Step:
+def add_parent(a: Api, ins: str) -> None:
+    ok(a.put(patient(ins), f"/patients/{ins}/representatives/{PARENT.subject}", json={}))
+
+
+def born_on(birth: dt.date) -> Step:
+    """The identity traits of the minor's documents give their birth day (as ingestion does)."""
     def step(a: Api, ins: str) -> None:
-        ok(a.put(patient(ins), f"/patients/{ins}/representatives/{PARENT.subject}",
-                 json={"patient_birth_date": birth.isoformat()}))
+        assert a.services.rules.record_birth_date(ins, birth, a.clock())
     return step
+
+
+def parent_delegates(classes: list[str] | None) -> Step:
+    def step(a: Api, ins: str) -> None:
+        ok(a.put(PARENT, f"/patients/{ins}/delegations/{AIDANT.subject}", json={"classes": classes}))
+    return step
+
+
+def remove_parent(a: Api, ins: str) -> None:
+    ok(a.delete(patient(ins), f"/patients/{ins}/representatives/{PARENT.subject}"))
 
 
 def on(day: dt.date) -> Step:
@@ -118,6 +132,8 @@ def unhide(name: str) -> Step:
 OWNER = "owner"  # the asker is the cell's own patient
 OTHER_PATIENT = patient(make_ins(999))
 MINOR_BIRTH = dt.date(2012, 3, 14)
+MINOR = "1203"  # the INS of a minor born in March 2012
+MINOR_TRAITS = (born_on(MINOR_BIRTH), add_parent)
 
 
 @dataclass(frozen=True)
@@ -126,6 +142,7 @@ class Cell:
     steps: tuple[Step, ...]
     asker: Principal | str
     sees: frozenset[str] | None  # None: denied outright (403)
+    born: str = "8505"  # YYMM of the patient's INS
 
 
 CELLS = [
@@ -154,15 +171,27 @@ CELLS = [
     Cell("caregiver-delegated-all", (delegate(None),), AIDANT, ALL - {"inv-patient"}),
     Cell("caregiver-revoked-denied", (delegate(None), revoke_delegation), AIDANT, None),
     # legal representatives of a minor
-    Cell("representative-of-minor", (add_parent(MINOR_BIRTH),), PARENT,
-         ALL - {"inv-rep", "inv-patient"}),
-    Cell("representative-day-before-18", (add_parent(MINOR_BIRTH), on(dt.date(2030, 3, 13))), PARENT,
-         ALL - {"inv-rep", "inv-patient"}),
-    Cell("representative-ends-at-18", (add_parent(MINOR_BIRTH), on(dt.date(2030, 3, 14))), PARENT, None),
-    Cell("representative-unknown-denied", (), representative("parent-2"), None),
+    Cell("representative-of-minor", MINOR_TRAITS, PARENT, ALL - {"inv-rep", "inv-patient"}, MINOR),
+    Cell("representative-day-before-18", (*MINOR_TRAITS, on(dt.date(2030, 3, 13))), PARENT,
+         ALL - {"inv-rep", "inv-patient"}, MINOR),
+    Cell("representative-ends-at-18", (*MINOR_TRAITS, on(dt.date(2030, 3, 14))), PARENT, None, MINOR),
+    # Without a trait giving the day, the first of the INS's month counts: never later.
+    Cell("representative-ends-at-18-ins-month-only", (add_parent, on(dt.date(2030, 3, 1))), PARENT, None,
+         MINOR),
+    Cell("representative-of-an-adult-denied", (add_parent,), PARENT, None),
+    Cell("representative-unknown-denied", (), representative("parent-2"), None, MINOR),
     Cell("representative-hides-from-professionals",
-         (add_parent(MINOR_BIRTH), grant, hide("plain", by=lambda _: PARENT)), PRO,
-         ALL - {"masked", "plain"}),
+         (*MINOR_TRAITS, grant, hide("plain", by=lambda _: PARENT)), PRO,
+         ALL - {"masked", "plain"}, MINOR),
+    # what a representative delegates stays under the representatives' restrictions
+    Cell("caregiver-of-representative-never-sees-hidden-from-representatives",
+         (*MINOR_TRAITS, parent_delegates(None)), AIDANT, ALL - {"inv-rep", "inv-patient"}, MINOR),
+    Cell("caregiver-of-representative-ends-with-the-representative",
+         (*MINOR_TRAITS, parent_delegates(None), remove_parent), AIDANT, None, MINOR),
+    Cell("caregiver-of-minor-ends-at-18", (*MINOR_TRAITS, delegate(None), on(dt.date(2030, 3, 14))),
+         AIDANT, None, MINOR),
+    Cell("caregiver-of-minor-day-before-18", (*MINOR_TRAITS, delegate(None), on(dt.date(2030, 3, 13))),
+         AIDANT, ALL - {"inv-patient"}, MINOR),
 ]
 
 _serials = itertools.count(1)
@@ -181,7 +210,7 @@ def table_api(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathF
 def test_rules_table(table_api: Api, cell: Cell) -> None:
     a = table_api
     a.clock.now = NOW
-    ins = make_ins(next(_serials))
+    ins = make_ins(next(_serials), cell.born)
     for name, (doc_class, flags) in DOCS.items():
         a.file(ins, f"{name}-{ins}", doc_class=doc_class, visibility=flags, text=f"compte rendu {name}")
     for step in cell.steps:
@@ -218,3 +247,28 @@ def test_rules_table(table_api: Api, cell: Cell) -> None:
     assert {h["doc_id"].removesuffix(f"-{ins}") for h in found["hits"]} == cell.sees
     imaging = a.get(asker, f"/patients/{ins}/documents", params={"class": "imaging"}).json()
     assert {h["doc_id"].removesuffix(f"-{ins}") for h in imaging["hits"]} == cell.sees & {"masked"}
+
+
+def test_a_declared_birth_date_never_moves_the_end_of_representation(table_api: Api) -> None:
+    a = table_api
+    a.clock.now = NOW
+    ins = make_ins(next(_serials), MINOR)
+    born_on(MINOR_BIRTH)(a, ins)
+    a.file(ins, f"plain-{ins}", text="compte rendu")
+    for declared in ("1990-03-14", "2012-04-14", "2012-03-20"):  # other year, month, day
+        r = a.put(PARENT, f"/patients/{ins}/representatives/{PARENT.subject}",
+                  json={"patient_birth_date": declared})
+        assert r.status_code == 403  # not (yet) a representative: cannot manage the record
+        r = a.put(patient(ins), f"/patients/{ins}/representatives/{PARENT.subject}",
+                  json={"patient_birth_date": declared})
+        assert r.status_code == 422 and "contradicts" in r.json()["detail"], r.text
+    ok(a.put(patient(ins), f"/patients/{ins}/representatives/{PARENT.subject}",
+             json={"patient_birth_date": MINOR_BIRTH.isoformat()}))
+    # Once a representative, re-registering themselves with a made-up date is refused too.
+    r = a.put(PARENT, f"/patients/{ins}/representatives/{PARENT.subject}",
+              json={"patient_birth_date": "1990-01-01"})
+    assert r.status_code == 422
+    reps = a.get(PARENT, f"/patients/{ins}/representatives").json()
+    assert [x["until"][:10] for x in reps] == ["2030-03-14"]
+    on(dt.date(2030, 3, 14))(a, ins)
+    assert a.get(PARENT, f"/patients/{ins}/documents").status_code == 403
