@@ -37,10 +37,15 @@ import json
 import sqlite3
 import threading
 import unicodedata
+from collections.abc import Iterable
 from enum import StrEnum
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pipeline.model import DocClass, DocumentRecord, Frozen, SearchQuery, Visibility
+
+if TYPE_CHECKING:
+    from pipeline.index import DocumentIndex
 
 BREAK_GLASS_DURATION = dt.timedelta(hours=4)
 MAJORITY_AGE = 18
@@ -118,6 +123,18 @@ def may_see(record: DocumentRecord, decision: AccessDecision) -> bool:
     if any(flag in decision.exclude_visibility for flag in record.visibility):
         return False
     return decision.allowed_classes is None or record.doc_class in decision.allowed_classes
+
+
+def visible_ids(index: DocumentIndex, decision: AccessDecision, patient_id: str,
+                doc_ids: Iterable[str]) -> frozenset[str]:
+    """The ids among ``doc_ids`` of documents ``decision`` lets its holder see (history,
+    listings of past accesses: an id of a hidden or vanished document is never shown)."""
+    shown = set()
+    for doc_id in set(doc_ids):
+        record = index.get(patient_id, doc_id)
+        if record is not None and may_see(record, decision):
+            shown.add(doc_id)
+    return frozenset(shown)
 
 
 class Grant(Frozen):

@@ -8,8 +8,8 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query
 from fastapi.responses import Response
 
-from pipeline.access import AccessDecision, Role, may_see, restrict
-from pipeline.api.guard import FORBIDDEN, NOT_FOUND, Caller, Services, Svc, decision, managing
+from pipeline.access import Role, restrict
+from pipeline.api.guard import FORBIDDEN, NOT_FOUND, Caller, Services, Svc, decision, managing, readable
 from pipeline.api.schemas import (
     DOC_ID_PATTERN,
     ERRORS,
@@ -18,6 +18,7 @@ from pipeline.api.schemas import (
     SearchPage,
     VisibilityView,
 )
+from pipeline.index.base import set_series_flag
 from pipeline.model import DocClass, DocumentRecord, Format, SearchQuery, Visibility
 
 router = APIRouter(prefix="/patients/{ins}/documents", tags=["documents"], responses=ERRORS)
@@ -29,14 +30,6 @@ _MEDIA = {Format.CDA: ("application/xml", "xml"), Format.HL7V2: ("text/plain; ch
           Format.PDF: ("application/pdf", "pdf")}
 _IMAGES = ((b"\x89PNG", "image/png", "png"), (b"\xff\xd8", "image/jpeg", "jpg"),
            (b"II*\x00", "image/tiff", "tif"), (b"MM\x00*", "image/tiff", "tif"))
-
-
-def _visible(svc: Services, d: AccessDecision, ins: str, doc_id: str) -> DocumentRecord:
-    """The document if it is within the decision; else the same 404 as for no document."""
-    record = svc.index.get(ins, doc_id)
-    if record is None or not may_see(record, d):
-        raise NOT_FOUND
-    return record
 
 
 @router.get("", response_model=SearchPage, summary="Search the patient's documents")
@@ -60,7 +53,7 @@ def search_documents(
 @router.get("/{doc_id}", response_model=DocumentView, summary="A document's metadata and text")
 def read_document(ins: Ins, doc_id: DocId, who: Caller, svc: Svc) -> DocumentView:
     d = decision(svc, who, ins)
-    record = _visible(svc, d, ins, doc_id)
+    record = readable(svc, who, d, ins, doc_id, "read")
     svc.record(who, "read", ins, doc_ids=[doc_id], reason=d.via)
     return DocumentView.of(record)
 
@@ -79,10 +72,11 @@ def _media(record: DocumentRecord, data: bytes) -> tuple[str, str]:
             responses={200: {"content": {"application/octet-stream": {}}, "description": "The file"}})
 def download_document(ins: Ins, doc_id: DocId, who: Caller, svc: Svc) -> Response:
     d = decision(svc, who, ins)
-    record = _visible(svc, d, ins, doc_id)
+    record = readable(svc, who, d, ins, doc_id, "download")
     try:
         data = svc.store.get(record.content_sha256)
     except KeyError:
+        svc.record(who, "denied", ins, doc_ids=[doc_id], reason="download: no stored file")
         raise NOT_FOUND from None
     svc.record(who, "download", ins, doc_ids=[doc_id], reason=d.via)
     media, ext = _media(record, data)
@@ -91,8 +85,8 @@ def download_document(ins: Ins, doc_id: DocId, who: Caller, svc: Svc) -> Respons
 
 
 def _set_flag(svc: Services, ins: str, record: DocumentRecord, flag: Visibility, on: bool) -> VisibilityView:
-    flags = tuple(v for v in record.visibility if v is not flag) + ((flag,) if on else ())
-    if flags != record.visibility and not svc.index.set_visibility(ins, record.doc_id, flags):
+    flags = set_series_flag(svc.index, record, flag, on)
+    if flags is None:
         raise NOT_FOUND
     return VisibilityView(doc_id=record.doc_id, visibility=flags)
 
@@ -101,7 +95,7 @@ def _set_flag(svc: Services, ins: str, record: DocumentRecord, flag: Visibility,
             summary="Hide a document from professionals (MASQUE_PS)")
 def hide_document(ins: Ins, doc_id: DocId, who: Caller, svc: Svc) -> VisibilityView:
     d = managing(svc, who, ins)
-    view = _set_flag(svc, ins, _visible(svc, d, ins, doc_id), Visibility.MASQUE_PS, True)
+    view = _set_flag(svc, ins, readable(svc, who, d, ins, doc_id, "hide"), Visibility.MASQUE_PS, True)
     svc.record(who, "visibility", ins, doc_ids=[doc_id], reason="hide from professionals")
     return view
 
@@ -110,7 +104,8 @@ def hide_document(ins: Ins, doc_id: DocId, who: Caller, svc: Svc) -> VisibilityV
                summary="Show a hidden document to authorised professionals again")
 def unhide_document(ins: Ins, doc_id: DocId, who: Caller, svc: Svc) -> VisibilityView:
     d = managing(svc, who, ins)
-    view = _set_flag(svc, ins, _visible(svc, d, ins, doc_id), Visibility.MASQUE_PS, False)
+    view = _set_flag(svc, ins, readable(svc, who, d, ins, doc_id, "unhide"), Visibility.MASQUE_PS,
+                     False)
     svc.record(who, "visibility", ins, doc_ids=[doc_id], reason="unhide")
     return view
 
@@ -123,6 +118,7 @@ def release_document(ins: Ins, doc_id: DocId, who: Caller, svc: Svc) -> Visibili
         # No doc id: an id the caller made up must not enter the patient's history.
         svc.record(who, "denied", ins, reason="release_needs_professional")
         raise FORBIDDEN
-    view = _set_flag(svc, ins, _visible(svc, d, ins, doc_id), Visibility.INVISIBLE_PATIENT, False)
+    view = _set_flag(svc, ins, readable(svc, who, d, ins, doc_id, "release"),
+                     Visibility.INVISIBLE_PATIENT, False)
     svc.record(who, "visibility", ins, doc_ids=[doc_id], reason="released to the patient")
     return view

@@ -2,7 +2,8 @@
 
 A route never looks at the index before ``decision``/``managing`` said yes, and every
 refusal is the same bare 403 (or 404 for a document outside the decision), whether or
-not the patient or the document exists.
+not the patient or the document exists. Every refusal is audited, single-document ones
+included (``readable``), without the 404 becoming a tell.
 """
 
 from __future__ import annotations
@@ -15,11 +16,12 @@ from typing import Annotated
 from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from pipeline.access import AccessDecision, AccessRules, Principal, Role
+from pipeline.access import AccessDecision, AccessRules, Principal, Role, may_see
 from pipeline.api.auth import InvalidToken, TokenVerifier
 from pipeline.audit import AuditLog
 from pipeline.crypto import EncryptedStore
 from pipeline.index import DocumentIndex
+from pipeline.model import DocumentRecord
 from pipeline.settings import Settings
 
 _bearer = HTTPBearer(auto_error=False, description="The portal's signed token (JWT)")
@@ -82,6 +84,25 @@ def decision(svc: Services, who: Principal, patient_id: str) -> AccessDecision:
         svc.record(who, "denied", patient_id, reason=d.via)
         raise FORBIDDEN
     return d
+
+
+def readable(svc: Services, who: Principal, d: AccessDecision, patient_id: str, doc_id: str,
+             action: str) -> DocumentRecord:
+    """The document if it is within ``d``; else the refusal is audited and the answer is
+    the same 404 as for a document that does not exist.
+
+    A refused existing document is audited with its id (the record's owner may see who
+    tried it; ``/history`` withholds ids its reader may not see); a made-up id is audited
+    without it, so invented ids never enter the patient's history.
+    """
+    record = svc.index.get(patient_id, doc_id)
+    if record is None:
+        svc.record(who, "denied", patient_id, reason=f"{action}: no such document")
+        raise NOT_FOUND
+    if not may_see(record, d):
+        svc.record(who, "denied", patient_id, doc_ids=[doc_id], reason=f"{action}: outside {d.via}")
+        raise NOT_FOUND
+    return record
 
 
 def managing(svc: Services, who: Principal, patient_id: str) -> AccessDecision:

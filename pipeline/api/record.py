@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Path, Query
 
-from pipeline.access import BirthDateMismatch, Grant, Role
+from pipeline.access import BirthDateMismatch, Grant, Role, visible_ids
 from pipeline.api.guard import FORBIDDEN, Caller, Svc, decision, managing
 from pipeline.api.schemas import (
     ERRORS,
@@ -36,9 +36,10 @@ def access_history(
     limit: Annotated[int, Query(ge=1, le=1000)] = 200,
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> list[HistoryEntry]:
-    managing(svc, who, ins)
+    d = managing(svc, who, ins)
     entries = svc.audit.for_patient(ins)[::-1][offset:offset + limit]
-    return [HistoryEntry.of(e) for e in entries]
+    return [HistoryEntry.of(e, visible_ids(svc.index, d, ins, [i for e in entries for i in e.doc_ids]))
+            for e in entries]
 
 
 # -- professionals: authorisations and blocks ---------------------------------------------------

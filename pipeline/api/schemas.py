@@ -73,7 +73,8 @@ class VisibilityView(Frozen):
 
 
 class HistoryEntry(Frozen):
-    """One line of a patient's access history: who did what, when, why."""
+    """One line of a patient's access history: who did what, when, why. Documents the
+    reader may not see are left out of ``doc_ids`` (the entry stays, without them)."""
 
     at: dt.datetime
     actor: str
@@ -84,9 +85,10 @@ class HistoryEntry(Frozen):
     reason: str | None
 
     @classmethod
-    def of(cls, entry: AuditEntry) -> HistoryEntry:
+    def of(cls, entry: AuditEntry, shown: frozenset[str]) -> HistoryEntry:
         return cls(at=entry.at, actor=entry.actor, actor_name=entry.actor_name, role=entry.role,
-                   action=entry.action, doc_ids=entry.doc_ids, reason=entry.reason)
+                   action=entry.action, doc_ids=tuple(i for i in entry.doc_ids if i in shown),
+                   reason=entry.reason)
 
 
 class DelegationRequest(Frozen):

@@ -83,3 +83,24 @@ class DocumentIndex(Protocol):
     def count(self) -> int: ...
 
     def close(self) -> None: ...
+
+
+def set_series_flag(index: DocumentIndex, record: DocumentRecord, flag: Visibility,
+                    on: bool) -> tuple[Visibility, ...] | None:
+    """Set or clear ``flag`` on every version of ``record``'s series (a visibility choice
+    is about the document, not one version of it); return ``record``'s new flags, or None
+    when it is gone."""
+    versions = [v.doc_id for v in index.find_versions(record.patient_id, content_sha256=record.content_sha256,
+                                                       series_id=record.series_id)
+                if v.series_id == record.series_id]
+    result: tuple[Visibility, ...] | None = None
+    for doc_id in dict.fromkeys([record.doc_id, *versions]):
+        version = index.get(record.patient_id, doc_id)
+        if version is None:
+            continue
+        flags = tuple(v for v in version.visibility if v is not flag) + ((flag,) if on else ())
+        if flags != version.visibility and not index.set_visibility(record.patient_id, doc_id, flags):
+            continue
+        if doc_id == record.doc_id:
+            result = flags
+    return result

@@ -136,6 +136,7 @@ def test_every_access_is_audited_and_shown_in_the_patients_history(api: Api) -> 
         (A, "patient", "grant", (), f"authorise professional {PRO.subject}"),
         (PRO.subject, "professional", "read", ("hb",), "authorisation"),
         (A, "patient", "visibility", ("hb",), "hide from professionals"),
+        (PRO.subject, "professional", "denied", ("hb",), "read: outside authorisation"),
         (A, "patient", "revoke", (), f"revoke professional {PRO.subject}"),
         (PRO.subject, "professional", "denied", (), "not_authorised"),
         ("10109999999", "professional", "break_glass", (), "arrêt cardiaque"),
@@ -143,12 +144,76 @@ def test_every_access_is_audited_and_shown_in_the_patients_history(api: Api) -> 
         ("10109999999", "professional", "visibility", ("secret",), "released to the patient"),
     ]
     assert history[0]["actor_name"] == "Dr Test"
-    # The refused professional read (hidden document) is a plain 404: not audited as a read.
     assert all(set(e.keys()) == {"at", "actor", "actor_name", "role", "action", "doc_ids", "reason"}
                for e in history)
     assert api.services.audit.verify().ok
     # Another patient's history holds none of this.
     assert api.services.audit.for_patient(B) == []
+
+
+def test_refused_single_document_reads_are_audited_and_look_like_missing(api: Api) -> None:
+    me, aidant = patient(A), caregiver("aidant-1")
+    api.file(A, "masked", visibility=(Visibility.MASQUE_PS,))
+    api.file(A, "secret", visibility=(Visibility.INVISIBLE_PATIENT,))
+    api.file(A, "bio", doc_class=DocClass.BIOLOGY)
+    api.put(me, f"/patients/{A}/authorisations/{PRO.subject}")
+    api.put(me, f"/patients/{A}/delegations/aidant-1", json={"classes": ["prescription"]})
+    attempts = [(PRO, "masked", ""), (PRO, "masked", "/file"), (me, "secret", ""), (me, "secret", "/file"),
+                (aidant, "bio", ""), (aidant, "bio", "/file"), (aidant, "made-up", "")]
+    before = len(api.services.audit.for_patient(A))
+    absent = api.get(me, f"/patients/{A}/documents/absent-doc")
+    for who, doc_id, suffix in attempts:
+        r = api.get(who, f"/patients/{A}/documents/{doc_id}{suffix}")
+        assert (r.status_code, r.json()) == (absent.status_code, absent.json())
+    assert absent.status_code == 404 and absent.json() == {"detail": "not found"}
+    denied = [(e.actor, e.action, e.doc_ids) for e in api.services.audit.for_patient(A)[before:]]
+    assert denied == [
+        (A, "denied", ()),  # the absent document: audited, no made-up id recorded
+        (PRO.subject, "denied", ("masked",)), (PRO.subject, "denied", ("masked",)),
+        (A, "denied", ("secret",)), (A, "denied", ("secret",)),
+        ("aidant-1", "denied", ("bio",)), ("aidant-1", "denied", ("bio",)),
+        ("aidant-1", "denied", ()),
+    ]
+
+
+def test_history_never_shows_ids_of_documents_hidden_from_its_reader(api: Api) -> None:
+    minor = make_ins(4, born="1203")
+    parent = representative("parent-1")
+    api.services.rules.record_birth_date(minor, dt.date(2012, 3, 14), api.clock())
+    api.file(minor, "for-patient-later", visibility=(Visibility.INVISIBLE_PATIENT,))
+    api.file(minor, "not-for-parents", visibility=(Visibility.INVISIBLE_REPRESENTANTS_LEGAUX,))
+    api.file(minor, "plain")
+    assert api.put(patient(minor), f"/patients/{minor}/representatives/parent-1", json={}).status_code == 200
+    assert api.put(patient(minor), f"/patients/{minor}/authorisations/{PRO.subject}").status_code == 200
+    for doc_id in ("for-patient-later", "not-for-parents", "plain"):
+        assert api.get(PRO, f"/patients/{minor}/documents/{doc_id}").status_code == 200
+    assert api.get(PRO, f"/patients/{minor}/documents").status_code == 200
+    for reader, hidden in ((patient(minor), "for-patient-later"),
+                           (parent, "not-for-parents")):
+        r = api.get(reader, f"/patients/{minor}/history")
+        assert r.status_code == 200 and hidden not in r.text
+        reads = [e for e in r.json() if e["actor"] == PRO.subject and e["action"] == "read"]
+        assert len(reads) == 3  # the entries stay, without the ids the reader may not see
+        assert "plain" in r.text
+    # Released to the patient: from then on its id is in the patient's history.
+    assert api.post(PRO, f"/patients/{minor}/documents/for-patient-later/release").status_code == 200
+    assert "for-patient-later" in api.get(patient(minor), f"/patients/{minor}/history").text
+    assert "not-for-parents" not in api.get(parent, f"/patients/{minor}/history").text
+
+
+def test_a_visibility_choice_applies_to_every_version(api: Api) -> None:
+    me = patient(A)
+    api.file(A, "v1", series_id="cr-1", text="version 1")
+    api.file(A, "v2", series_id="cr-1", text="version 2")
+    api.index.supersede(A, "v1", "v2")
+    api.put(me, f"/patients/{A}/authorisations/{PRO.subject}")
+    assert api.put(me, f"/patients/{A}/documents/v2/hidden").status_code == 200
+    for doc_id in ("v1", "v2"):
+        for suffix in ("", "/file"):
+            assert api.get(PRO, f"/patients/{A}/documents/{doc_id}{suffix}").status_code == 404
+    assert api.delete(me, f"/patients/{A}/documents/v1/hidden").status_code == 200  # from either version
+    assert api.get(PRO, f"/patients/{A}/documents/v2").status_code == 200
+    assert api.get(PRO, f"/patients/{A}/documents/v1/file").status_code == 200
 
 
 def test_download_is_the_decrypted_original_and_never_cached(api: Api) -> None:
