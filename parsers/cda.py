@@ -4,8 +4,15 @@ Reads a ``ClinicalDocument`` (namespace ``urn:hl7-org:v3``) into one ``ParsedDoc
 patient identifiers and demographics from ``recordTarget``, type and title from ``code`` /
 ``title``, author RPPS and producer FINESS from ``author`` / ``custodian``, the narrative of
 every section as text, structured lab results from ``entry`` observations, and the text of an
-embedded PDF (``nonXMLBody``). The XML is parsed with defusedxml and DTDs are refused outright:
-a CDA never needs one, so XXE and entity-expansion attempts are parse errors.
+embedded document (``nonXMLBody``: a PDF read with its text layer and OCR for scanned
+pages, an image OCR'd, plain text; see ``parsers/embedded.py``). The XML is parsed with
+defusedxml and DTDs are refused outright: a CDA never needs one, so XXE and
+entity-expansion attempts are parse errors.
+
+The ``ClinicalDocument`` may be the root, or sit inside a wrapper: an *auto-presentable*
+document (the CI-SIS way of shipping a CDA with its own rendering: the root is an
+``xsl:stylesheet`` holding the ``ClinicalDocument``), an enveloping XML signature, or any
+other element, as long as the file holds exactly one ``ClinicalDocument``.
 
 Conventions chosen here (the pipeline relies on them):
 
@@ -15,6 +22,8 @@ Conventions chosen here (the pipeline relies on them):
 * ``visibility``: ``confidentialityCode`` N/R/V say nothing on their own; a flag is set only
   when the code, or one of its ``translation`` codes, is a ``Visibility`` value (the DMP
   vocabulary, e.g. ``MASQUE_PS``).
+* ``type_code``: the ``code`` of the document when it is LOINC or a national type
+  (TRE_A05), else its first LOINC or national ``translation``, else the code as given.
 * ``document_date`` is the exam date (``documentationOf/serviceEvent/effectiveTime/low``)
   when given, else the document's creation date (``ClinicalDocument/effectiveTime``).
 * ``producer_finess`` comes from the author's organisation first and the custodian second:
@@ -23,17 +32,17 @@ Conventions chosen here (the pipeline relies on them):
 
 from __future__ import annotations
 
-import base64
-import binascii
 import datetime as dt
 import logging
 import re
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 from xml.etree.ElementTree import Element, ParseError
 
 import defusedxml.ElementTree as safe_etree
 from defusedxml import DefusedXmlException
 
+from parsers.embedded import EmbeddedReader, EmbeddedText, decode_base64
 from parsers.timestamps import parse_ts
 from pipeline.errors import ParserError
 from pipeline.model import (
@@ -42,10 +51,12 @@ from pipeline.model import (
     ParsedDocument,
     PatientDemographics,
     PatientIdentifier,
-    Problem,
-    Reason,
     Visibility,
 )
+from pipeline.type_codes import TYPE_CODE_SYSTEMS
+
+if TYPE_CHECKING:
+    from parsers.ocr import TesseractOcr
 
 log = logging.getLogger(__name__)
 
@@ -58,21 +69,40 @@ STRUCTURE_OID = "1.2.250.1.71.4.2.2"  # national structure ids: "1" + FINESS
 
 _ID_KINDS = {INS_NIR_OID: "INS"}
 
+XSLT_NS = "http://www.w3.org/1999/XSL/Transform"
+XMLDSIG_NS = "http://www.w3.org/2000/09/xmldsig#"
+# Roots that wrap a CDA in the CI-SIS: auto-presentable documents, enveloping signatures.
+_WRAPPER_ROOTS = frozenset({(XSLT_NS, "stylesheet"), (XSLT_NS, "transform"), (XMLDSIG_NS, "Signature")})
+
 # The XML prolog that may precede the root element: declaration / PIs, comments, DOCTYPE.
 _PROLOG_ITEM = re.compile(r"\s*(?:<\?.*?\?>|<!--.*?-->|<!DOCTYPE[^\[>]*(?:\[.*?\]\s*)?>)", re.S)
-_ROOT_TAG = re.compile(r"\s*<(?:([A-Za-z_][\w.-]*):)?ClinicalDocument(?=[\s/>])([^>]*)")
+_START_TAG = re.compile(r"<(?:([A-Za-z_][\w.-]*):)?([A-Za-z_][\w.-]*)(?=[\s/>])([^>]*)")
+_CDA_TAG = re.compile(r"<(?:([A-Za-z_][\w.-]*):)?ClinicalDocument(?=[\s/>])([^>]*)")
+_XMLNS = re.compile(r"\bxmlns(?::([A-Za-z_][\w.-]*))?\s*=\s*([\"'])(.*?)\2", re.S)
+# Markup that can hold text looking like a start tag without being one.
+_NOT_MARKUP = re.compile(r"<!--.*?(?:-->|$)|<!\[CDATA\[.*?(?:\]\]>|$)|<\?.*?(?:\?>|$)", re.S)
+
 
 class CdaParser:
-    """Parser for HL7 CDA R2 documents."""
+    """Parser for HL7 CDA R2 documents (plain, auto-presentable or signed)."""
 
     name = "cda"
 
+    def __init__(self, *, ocr: TesseractOcr | None = None, min_text_chars_per_page: int = 20) -> None:
+        # OCR is for scanned PDFs and images in a nonXMLBody; without an engine given, a
+        # default French one is built the first time such a document comes.
+        self.embedded = EmbeddedReader(ocr=ocr, min_text_chars_per_page=min_text_chars_per_page)
+
     def score(self, head: bytes) -> int:
-        """100 when the root element is ``ClinicalDocument`` in the HL7 v3 namespace, else 0."""
-        return 100 if _is_clinical_document(head) else 0
+        """100 when the root element is ``ClinicalDocument`` in the HL7 v3 namespace; 90
+        when the first bytes show one inside another root (auto-presentable, signed); 50
+        when the root is an XSLT stylesheet or a signature that declares the HL7 v3
+        namespace (its ``ClinicalDocument`` further on); else 0."""
+        return _sniff(head)
 
     def parse(self, data: bytes, *, source: str) -> list[ParsedDocument]:
-        doc = _read_document(_parse_xml(data, source), data, source)
+        root = _clinical_document(_parse_xml(data, source), source)
+        doc = _read_document(root, data, source, self.embedded)
         log.debug(
             "CDA %s: type %s, %d patient ids, %d results, %d text chars",
             source, doc.type_code, len(doc.patient_ids), len(doc.results), len(doc.text),
@@ -80,37 +110,71 @@ class CdaParser:
         return [doc]
 
 
-def _is_clinical_document(head: bytes) -> bool:
+def _head_text(head: bytes) -> str:
     if head.startswith((b"\xff\xfe", b"\xfe\xff")):
-        text = head.decode("utf-16", errors="ignore")
-    else:
-        # Tag names are ASCII; latin-1 never fails and keeps byte offsets.
-        text = head.removeprefix(b"\xef\xbb\xbf").decode("latin-1")
+        return head.decode("utf-16", errors="ignore")
+    # Tag names are ASCII; latin-1 never fails and keeps byte offsets.
+    return head.removeprefix(b"\xef\xbb\xbf").decode("latin-1")
+
+
+def _namespaces(attributes: str) -> dict[str, str]:
+    """Namespace declarations in a start tag's attributes: prefix ('' = default) -> URI."""
+    return {prefix or "": uri for prefix, _, uri in _XMLNS.findall(attributes)}
+
+
+def _sniff(head: bytes) -> int:
+    text = _head_text(head)
     pos = 0
     while match := _PROLOG_ITEM.match(text, pos):
         pos = match.end()
-    root = _ROOT_TAG.match(text, pos)
+    root = _START_TAG.match(text, len(text) - len(text[pos:].lstrip()))
     if root is None:
-        return False
-    prefix, attributes = root.groups()
-    xmlns = f"xmlns:{prefix}" if prefix else "xmlns"
-    return re.search(rf"\b{xmlns}\s*=\s*([\"']){re.escape(NS)}\1", attributes) is not None
+        return 0
+    prefix, local, attributes = root.groups()
+    declared = _namespaces(attributes)
+    if local == "ClinicalDocument":
+        return 100 if declared.get(prefix or "") == NS else 0
+    # A wrapper: look for a ClinicalDocument start tag further in the head, its prefix
+    # bound to the HL7 v3 namespace by the declarations seen so far (a bounded, textual
+    # look: the parse decides for sure). Comments, CDATA and PIs are blanked first.
+    rest = _NOT_MARKUP.sub(lambda m: " " * len(m.group(0)), text[root.end():])
+    for tag in _CDA_TAG.finditer(rest):
+        scope = dict(declared)
+        for other in _START_TAG.finditer(rest, 0, tag.start()):
+            scope.update(_namespaces(other.group(3)))
+        scope.update(_namespaces(tag.group(2)))
+        if scope.get(tag.group(1) or "") == NS:
+            return 90
+    if (declared.get(prefix or ""), local) in _WRAPPER_ROOTS and NS in declared.values():
+        return 50
+    return 0
 
 
 def _parse_xml(data: bytes, source: str) -> Element:
     try:
-        root = safe_etree.fromstring(data, forbid_dtd=True)
+        return safe_etree.fromstring(data, forbid_dtd=True)
     except (ParseError, DefusedXmlException) as exc:
         raise ParserError(f"unreadable CDA XML: {exc}", source=source) from exc
-    if root.tag != _q("ClinicalDocument"):
-        raise ParserError(f"root element is {root.tag}, not a CDA ClinicalDocument", source=source)
-    return root
 
 
-def _read_document(root: Element, data: bytes, source: str) -> ParsedDocument:
-    warnings: list[Problem] = []
-    text = _body_text(root, source, warnings)
+def _clinical_document(root: Element, source: str) -> Element:
+    """The ``ClinicalDocument``: the root, or the one element of that name in a wrapper."""
+    if root.tag == _q("ClinicalDocument"):
+        return root
+    found = list(root.iter(_q("ClinicalDocument")))
+    if len(found) == 1:
+        return found[0]
+    if not found:
+        raise ParserError(f"root element is {root.tag}, not a CDA ClinicalDocument, and holds none",
+                          source=source)
+    raise ParserError(f"{root.tag} holds {len(found)} CDA ClinicalDocuments; one document per file",
+                      source=source)
+
+
+def _read_document(root: Element, data: bytes, source: str, embedded: EmbeddedReader) -> ParsedDocument:
+    body = _body(root, source, embedded)
     code = _find(root, "code")
+    type_code, type_system = _type_code(code)
     rpps, author_name = _author(root)
     finess, producer_name = _producer(root)
     version = _attr(_find(root, "versionNumber"), "value")
@@ -118,12 +182,12 @@ def _read_document(root: Element, data: bytes, source: str) -> ParsedDocument:
         source=source,
         format=Format.CDA,
         content=data,
-        text=text,
+        text=body.text,
         title=_squash(_text(_find(root, "title"))) or _attr(code, "displayName"),
         patient_ids=tuple(_patient_ids(root)),
         demographics=_demographics(root),
-        type_code=_attr(code, "code"),
-        type_code_system=_attr(code, "codeSystem"),
+        type_code=type_code,
+        type_code_system=type_system,
         document_date=_document_date(root),
         author_rpps=rpps,
         author_name=author_name,
@@ -133,7 +197,10 @@ def _read_document(root: Element, data: bytes, source: str) -> ParsedDocument:
         version=int(version) if version and version.isdigit() else None,
         results=tuple(_results(root)),
         visibility=_visibility(root),
-        warnings=tuple(warnings),
+        page_count=body.page_count,
+        ocr_pages=body.ocr_pages,
+        ocr_confidence=body.ocr_confidence,
+        warnings=body.warnings,
     )
 
 
@@ -263,6 +330,15 @@ def _producer(root: Element) -> tuple[str | None, str | None]:
     return None, next((n for n in names if n), None)
 
 
+def _type_code(code: Element | None) -> tuple[str | None, str | None]:
+    """(code, system) of the document type: LOINC or national first, translations included."""
+    candidates = [code, *_findall(code, "translation")]
+    for elem in candidates:
+        if _attr(elem, "code") and _attr(elem, "codeSystem") in TYPE_CODE_SYSTEMS:
+            return _attr(elem, "code"), _attr(elem, "codeSystem")
+    return _attr(code, "code"), _attr(code, "codeSystem")
+
+
 def _visibility(root: Element) -> tuple[Visibility, ...]:
     conf = _find(root, "confidentialityCode")
     codes = {_attr(e, "code") for e in (conf, *_findall(conf, "translation"))}
@@ -272,15 +348,15 @@ def _visibility(root: Element) -> tuple[Visibility, ...]:
 # --- body --------------------------------------------------------------------------------
 
 
-def _body_text(root: Element, source: str, warnings: list[Problem]) -> str:
+def _body(root: Element, source: str, embedded: EmbeddedReader) -> EmbeddedText:
     """The document's text: the sections' narrative, or what the nonXMLBody holds."""
     body = _find(root, "component/nonXMLBody/text")
     if body is not None:
-        return _non_xml_text(body, source, warnings)
+        return _non_xml_body(body, source, embedded)
     lines: list[str] = []
     for section in _findall(root, "component/structuredBody/component/section"):
         lines.extend(_section_lines(section))
-    return "\n".join(lines)
+    return EmbeddedText(text="\n".join(lines))
 
 
 def _section_lines(section: Element) -> list[str]:
@@ -335,37 +411,24 @@ def _narrative_lines(elem: Element) -> list[str]:
     return lines
 
 
-def _non_xml_text(body: Element, source: str, warnings: list[Problem]) -> str:
-    media = (_attr(body, "mediaType") or "text/plain").lower()
-    raw = _text(body)
-    if _attr(body, "representation") == "B64":
-        try:
-            payload = base64.b64decode("".join(raw.split()), validate=True)
-        except binascii.Error as exc:
-            raise ParserError(f"nonXMLBody is not valid base64: {exc}", source=source) from exc
+def _non_xml_body(body: Element, source: str, embedded: EmbeddedReader) -> EmbeddedText:
+    """A level-1 body: base64 (``representation="B64"``) or inline text of ``mediaType``."""
+    declared = _attr(body, "mediaType") or "text/plain"  # the CDA default for ED
+    if _find(body, "reference") is not None and not _text(body).strip():
+        raise ParserError("nonXMLBody refers to an external file instead of carrying it", source=source)
+    if _attr(body, "compression"):
+        raise ParserError(f"nonXMLBody compressed ({_attr(body, 'compression')}) is not supported",
+                          source=source)
+    binary = not declared.lower().startswith("text/")
+    if _attr(body, "representation") == "B64" or binary:
+        # A binary type cannot be carried as text: base64 even when representation is missing.
+        payload = decode_base64(_text(body), source=source, what="nonXMLBody")
+        if not payload:
+            raise ParserError("nonXMLBody is empty", source=source)
     else:
-        payload = raw.encode("utf-8")
-    if media == "application/pdf":
-        return _pdf_text(payload, source)
-    if media == "text/plain":
-        lines = (_squash(line) for line in payload.decode("utf-8", errors="replace").splitlines())
-        return "\n".join(line for line in lines if line)
-    warnings.append(
-        Problem(
-            code=Reason.UNSUPPORTED_FORMAT,
-            message=f"nonXMLBody of type {media} is not read",
-            blocking=False,
-        )
-    )
-    return ""
-
-
-def _pdf_text(payload: bytes, source: str) -> str:
-    """Text layer of an embedded PDF: no OCR here, the CDA parser is built without an engine."""
-    from parsers.pdf import extract_pdf_text  # pypdf is loaded only for CDAs that embed a PDF
-
-    lines = (_squash(line) for line in extract_pdf_text(payload, source=source).splitlines())
-    return "\n".join(line for line in lines if line)
+        payload = _text(body).encode("utf-8")
+        declared = f"{declared.split(';')[0]}; charset=utf-8"  # XML text is already decoded
+    return embedded.read(payload, declared, source=source)
 
 
 # --- lab results -------------------------------------------------------------------------

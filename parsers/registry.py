@@ -46,6 +46,6 @@ def default_registry(options: ParserOptions | None = None) -> ParserRegistry:
             PdfParser(ocr=ocr, min_text_chars_per_page=opts.min_text_chars_per_page),
             ImageParser(ocr=ocr),
             Hl7Parser(),
-            CdaParser(),
+            CdaParser(ocr=ocr, min_text_chars_per_page=opts.min_text_chars_per_page),
         ]
     )

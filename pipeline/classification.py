@@ -1,8 +1,11 @@
 """Classification of documents into biology / imaging / prescription / other, with the
 LOINC document type code, the rule that decided and a confidence.
 
-Explicit metadata wins (CDA ``code``, HL7 message type and OBR); content rules
-(weighted French keywords) decide only when the source says nothing.
+Explicit metadata wins (CDA ``code``, HL7 message type and OBR): a document's own type
+code always decides, whatever its text says, and a code outside biology / imaging /
+prescription files the document as *other* with that code (see ``pipeline/type_codes.py``
+for the national table). Content rules (weighted French keywords) decide only when the
+source says nothing.
 """
 
 from __future__ import annotations
@@ -11,20 +14,10 @@ import re
 import unicodedata
 
 from pipeline.model import Classification, DocClass, Format, ParsedDocument
+from pipeline.type_codes import LOINC_SYSTEM, TYPE_CODE_SYSTEMS, TYPE_CODES
 
-LOINC_SYSTEM = "2.16.840.1.113883.6.1"
+__all__ = ["LOINC_SYSTEM", "TYPE_CODES", "classify_document", "fold"]
 
-# LOINC document type codes Carnet knows, with their class and French label.
-TYPE_CODES: dict[str, tuple[DocClass, str]] = {
-    "11502-2": (DocClass.BIOLOGY, "CR d'examens biologiques"),
-    "18748-4": (DocClass.IMAGING, "CR d'imagerie médicale"),
-    "57833-6": (DocClass.PRESCRIPTION, "Prescription de produits de santé"),
-    "57832-8": (DocClass.PRESCRIPTION, "Prescription de soins"),
-    "11488-4": (DocClass.OTHER, "CR de consultation"),
-    "34133-9": (DocClass.OTHER, "Synthèse d'épisode de soins"),
-    "11526-1": (DocClass.BIOLOGY, "CR d'anatomie pathologique"),
-    "18842-5": (DocClass.OTHER, "Lettre de sortie"),
-}
 DEFAULT_TYPE: dict[DocClass, str] = {
     DocClass.BIOLOGY: "11502-2",
     DocClass.IMAGING: "18748-4",
@@ -61,13 +54,17 @@ def fold(text: str) -> str:
     return "".join(c for c in nfkd if not unicodedata.combining(c)).casefold()
 
 
-def _from_type_code(code: str, rule: str) -> Classification:
+def _from_type_code(code: str, system: str | None, rule: str) -> Classification:
     if code in TYPE_CODES:
         doc_class, label = TYPE_CODES[code]
         return Classification(doc_class=doc_class, type_code=code, type_label=label,
                               rule=rule, confidence=1.0)
+    # A code Carnet does not know still says what the document is not sure to be: it is
+    # kept, and the document is "other" rather than guessed from its words. A code from a
+    # local system (neither LOINC nor the national table) is a weaker statement.
+    known_system = system is None or system in TYPE_CODE_SYSTEMS
     return Classification(doc_class=DocClass.OTHER, type_code=code, type_label=None,
-                          rule=rule, confidence=0.9)
+                          rule=rule, confidence=0.9 if known_system else 0.7)
 
 
 def _score(text: str) -> dict[DocClass, float]:
@@ -76,12 +73,12 @@ def _score(text: str) -> dict[DocClass, float]:
 
 def classify_document(doc: ParsedDocument) -> Classification:
     """Class and LOINC type code of ``doc``: metadata first, then content keywords."""
-    if doc.type_code and (doc.type_code_system in (None, LOINC_SYSTEM)):
-        return _from_type_code(doc.type_code, "cda.code" if doc.format is Format.CDA else
-                               "source.type_code")
+    if doc.type_code:
+        rule = "cda.code" if doc.format is Format.CDA else "source.type_code"
+        return _from_type_code(doc.type_code, doc.type_code_system, rule)
     if doc.format is Format.HL7V2 and (doc.message_type or "").startswith("ORU"):
         # ORU^R01 carries observation results: a lab report (OBR/OBX) by definition here.
-        return _from_type_code("11502-2", "hl7.message_type")
+        return _from_type_code("11502-2", LOINC_SYSTEM, "hl7.message_type")
 
     title = fold(doc.title or "")
     body = fold(doc.text[:20000])

@@ -57,3 +57,82 @@ def test_document_date_prefers_labelled_dates_and_skips_birth_dates() -> None:
     assert find_document_date("Fait à Lyon, le 3 mars 2024") == dt.date(2024, 3, 3)
     assert find_document_date("Date de naissance : 01/01/1990") is None
     assert find_document_date("31/02/2024 invalide") is None
+
+
+# --- a document's own type code decides ------------------------------------------------------
+
+from stdnum import luhn  # noqa: E402
+
+from pipeline.type_codes import LOINC_SYSTEM, NATIONAL_TYPE_SYSTEM, TYPE_CODES  # noqa: E402
+
+# Text that keyword rules would file under each class, for every class at once.
+_ALL_KEYWORDS = (
+    "Compte rendu d'imagerie : scanner, IRM, radiographie, échographie, radiologue.\n"
+    "Ordonnance : posologie un comprimé 3 fois par jour pendant 5 jours, QSP, à renouveler.\n"
+    "Laboratoire de biologie médicale : hémoglobine, leucocytes, plaquettes, biologiste."
+)
+
+
+def _system(code: str) -> str:
+    return LOINC_SYSTEM if code[0].isdigit() else NATIONAL_TYPE_SYSTEM
+
+
+@pytest.mark.parametrize("code", sorted(TYPE_CODES))
+@pytest.mark.parametrize("fmt", [Format.CDA, Format.HL7V2, Format.PDF])
+def test_every_known_type_code_wins_over_any_words(code: str, fmt: Format) -> None:
+    c = classify_document(doc(_ALL_KEYWORDS, title="Compte rendu d'imagerie, ordonnance et biologie",
+                              format=fmt, type_code=code, type_code_system=_system(code),
+                              message_type="ORU^R01" if fmt is Format.HL7V2 else None))
+    doc_class, label = TYPE_CODES[code]
+    assert (c.doc_class, c.type_code, c.type_label, c.confidence) == (doc_class, code, label, 1.0)
+    assert c.rule == ("cda.code" if fmt is Format.CDA else "source.type_code")
+
+
+@pytest.mark.parametrize(
+    ("code", "system", "confidence"),
+    [
+        ("11369-6", LOINC_SYSTEM, 1.0),  # known, other
+        ("99999-9", LOINC_SYSTEM, 0.9),  # a LOINC type Carnet has no row for
+        ("NOUVEAU-TYPE", NATIONAL_TYPE_SYSTEM, 0.9),
+        ("CR-LOCAL-42", "1.2.250.1.999.77", 0.7),  # a producer's own code
+        ("99999-9", None, 0.9),
+    ],
+)
+def test_types_outside_the_three_classes_keep_their_code_as_other(code: str, system: str | None,
+                                                                   confidence: float) -> None:
+    c = classify_document(doc(_ALL_KEYWORDS, format=Format.CDA, type_code=code, type_code_system=system))
+    assert (c.doc_class, c.type_code, c.rule, c.confidence) == (DocClass.OTHER, code, "cda.code", confidence)
+
+
+@pytest.mark.parametrize(
+    ("code", "words", "expected"),
+    [
+        # The cases: the words point elsewhere, the code is what the document is.
+        ("REMB", "Actes remboursés : scanner, IRM, radiographie, échographie, imagerie", DocClass.OTHER),
+        ("SYNTH", "Ordonnance en cours : posologie un comprimé par jour, à renouveler", DocClass.OTHER),
+        ("34133-9", "Ordonnance : QSP 3 mois, posologie, comprimés, radiographie", DocClass.OTHER),
+        ("29274-8", "Renouvellement d'ordonnance, posologie inchangée", DocClass.OTHER),
+        ("60593-1", "Ordonnance délivrée en pharmacie : comprimés", DocClass.OTHER),  # a dispensation
+        # National imaging and prescription types map to their class whatever the text.
+        ("IMG-KOS", "Laboratoire, hémoglobine", DocClass.IMAGING),
+        ("DOCPAT04", "Ordonnance", DocClass.IMAGING),
+        ("55115-0", "Radiographie, scanner, imagerie", DocClass.PRESCRIPTION),  # a request for imaging acts
+        ("PRESC-BIO", "Laboratoire, hémoglobine, examens biologiques", DocClass.PRESCRIPTION),
+        ("PRESC-KINE", "Radiographie du genou", DocClass.PRESCRIPTION),
+        ("PRESC-INF", "Prélèvement sanguin au laboratoire", DocClass.PRESCRIPTION),
+        ("DOCPAT05", "Ordonnance", DocClass.BIOLOGY),
+    ],
+)
+def test_national_codes_against_misleading_words(code: str, words: str, expected: DocClass) -> None:
+    c = classify_document(doc(words, format=Format.CDA, type_code=code, type_code_system=_system(code)))
+    assert (c.doc_class, c.type_code) == (expected, code)
+
+
+def test_the_type_table_is_well_formed() -> None:
+    loinc = [code for code in TYPE_CODES if code[0].isdigit()]
+    # Every LOINC code carries its mod-10 check digit: a typo in the table shows here.
+    assert all(luhn.calc_check_digit(c.split("-")[0]) == c.split("-")[1] for c in loinc)
+    assert {c for c, (cls, _) in TYPE_CODES.items() if cls is DocClass.IMAGING} >= {"18748-4", "IMG-KOS"}
+    assert {c for c, (cls, _) in TYPE_CODES.items() if cls is DocClass.PRESCRIPTION} >= {
+        "57833-6", "57832-8", "57828-6", "PRESC-BIO", "PRESC-KINE", "PRESC-INF"}
+    assert all(label for _, label in TYPE_CODES.values())

@@ -14,6 +14,7 @@ from pypdf import PdfWriter
 
 from parsers.base import SNIFF_BYTES, Parser
 from parsers.cda import CdaParser, parse_ts
+from parsers.registry import default_registry
 from pipeline.errors import EncryptedDocumentError, ParserError
 from pipeline.model import (
     Format,
@@ -120,7 +121,6 @@ def test_scores_variants_of_the_prolog(head: bytes) -> None:
         b'<ClinicalDocument xmlns="urn:hl7-org:v2"/>',
         b'<v3:ClinicalDocument xmlns="urn:hl7-org:v3" xmlns:v3="urn:other"/>',
         b'<ClinicalDocumentX xmlns="urn:hl7-org:v3"/>',
-        b'<root><ClinicalDocument xmlns="urn:hl7-org:v3"/></root>',
         b'<!-- <ClinicalDocument xmlns="urn:hl7-org:v3"> --><html/>',
     ],
 )
@@ -383,7 +383,7 @@ def test_non_xml_body_pdf() -> None:
             "Hemoglobine glyquee HbA1c : 6,9 %",
         ]
     )
-    assert doc.page_count == 0  # extract_pdf_text does not count pages
+    assert (doc.page_count, doc.ocr_pages, doc.ocr_confidence) == (1, 0, None)  # a text layer: no OCR
     assert doc.title == "CR d'examens biologiques"  # no <title>: code/@displayName
     assert doc.document_date == dt.date(2024, 2, 20)
     assert doc.patient_ids == (PatientIdentifier(value="155086912332145", authority=INS_OID, kind="INS"),)
@@ -401,9 +401,16 @@ def test_non_xml_body_plain_text() -> None:
 
 
 def test_non_xml_body_of_another_type_warns() -> None:
-    doc = parse_one(with_body('<text mediaType="image/jpeg" representation="B64">/9j/</text>'))
+    body = base64.b64encode(b"{\\rtf1\\ansi Compte rendu}").decode()
+    doc = parse_one(with_body(f'<text mediaType="text/rtf" representation="B64">{body}</text>'))
     assert doc.text == ""
     assert [(w.code, w.blocking) for w in doc.warnings] == [(Reason.UNSUPPORTED_FORMAT, False)]
+
+
+def test_non_xml_body_broken_image() -> None:
+    with pytest.raises(ParserError, match="image") as info:
+        parse_one(with_body('<text mediaType="image/jpeg" representation="B64">/9j/</text>'))
+    assert info.value.__cause__ is not None
 
 
 def test_non_xml_body_bad_base64() -> None:
@@ -507,3 +514,246 @@ def test_samples_match_their_generator(tmp_path: Path) -> None:
     assert written == sorted(p.name for p in CDA.glob("*.xml"))
     for name in written:
         assert (tmp_path / name).read_bytes() == (CDA / name).read_bytes(), name
+
+
+# --- CDA as published: wrappers (auto-presentable, signed) ---------------------------------
+
+
+def make_samples() -> object:
+    spec = importlib.util.spec_from_file_location("make_cda_samples", CDA / "make_samples.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+SAMPLES = make_samples()
+
+
+def unwrapped_fields(doc: ParsedDocument) -> dict[str, object]:
+    return doc.model_dump(exclude={"content", "source"})
+
+
+def _strip_prolog(xml: str) -> str:
+    return xml[xml.index("<ClinicalDocument") :]
+
+
+def _wrappers() -> dict[str, object]:
+    """Every way the CI-SIS ships a CDA inside another root, as functions of a bare CDA."""
+    m = SAMPLES
+    return {
+        "xsl, data first": lambda cda: m.auto_presentable(cda, templates_first=False),  # type: ignore[attr-defined]
+        "xsl, stylesheet first": lambda cda: m.auto_presentable(cda, templates_first=True),  # type: ignore[attr-defined]
+        "xsl, prefixed document": lambda cda: m.auto_presentable(  # type: ignore[attr-defined]
+            m.prefixed(cda, "c").replace(' xmlns:c="urn:hl7-org:v3"', ""), templates_first=False),  # type: ignore[attr-defined]
+        "xmldsig enveloping": lambda cda: (
+            '<ds:Signature xmlns:ds="http://www.w3.org/2000/09/xmldsig#"><ds:SignedInfo/>'
+            f'<ds:SignatureValue>AA==</ds:SignatureValue><ds:Object>{cda}</ds:Object></ds:Signature>'),
+        "any envelope": lambda cda: (
+            f"<envelope xmlns='urn:example:transport'><payload>{cda}</payload></envelope>"),
+    }
+
+
+@pytest.mark.parametrize("wrapper", list(_wrappers()))
+@pytest.mark.parametrize("name", ["cr-bio.xml", "cr-img.xml", "cr-pdf.xml", "remb.xml", "presc-kine-text.xml",
+                                  "vital-signs.xml", "cr-imagerie.xml"])
+def test_a_wrapped_document_reads_as_the_bare_one(name: str, wrapper: str) -> None:
+    bare = sample(name).decode()
+    cda = _strip_prolog(bare)
+    if wrapper == "xsl, prefixed document":
+        cda = re.sub(r"<!--.*?-->\s*", "", cda, flags=re.S)  # the prefixing helper needs no comments
+    wrapped_text: str = _wrappers()[wrapper](cda)  # type: ignore[operator]
+    if not wrapped_text.startswith("<?xml"):
+        wrapped_text = '<?xml version="1.0" encoding="UTF-8"?>\n' + wrapped_text
+    wrapped = wrapped_text.encode()
+    assert CdaParser().score(wrapped[:SNIFF_BYTES]) > 0
+    assert default_registry().choose(wrapped).name == "cda"  # type: ignore[union-attr]
+    assert unwrapped_fields(parse_one(wrapped)) == unwrapped_fields(parse_one(bare.encode()))
+
+
+@pytest.mark.parametrize(("name", "expected"), [("cr-bio-auto.xml", 90), ("cr-img-auto.xml", 50),
+                                                ("cr-signed.xml", 90)])
+def test_published_wrappers_are_sniffed(name: str, expected: int) -> None:
+    assert score(sample(name)) == expected
+    assert default_registry().choose(sample(name)).name == "cda"  # type: ignore[union-attr]
+
+
+def test_auto_presentable_cr_bio() -> None:
+    doc = parse_one(sample("cr-bio-auto.xml"))
+    assert doc.patient_ids == (PatientIdentifier(value="291106912304591", authority=INS_OID, kind="INS"),)
+    assert (doc.type_code, doc.type_code_system) == ("11502-2", LOINC)
+    assert [(r.loinc, r.value, r.unit) for r in doc.results] == [("718-7", "13.6", "g/dL"),
+                                                                 ("777-3", "251", "10*9/L")]
+    assert "Hémoglobine | 13,6 | g/dL | 12 - 16" in doc.text
+    assert "xsl" not in doc.text and "Compte rendu d'examens biologiques" not in doc.text  # no label table
+    assert doc.content == sample("cr-bio-auto.xml")  # the raw bytes are the whole file
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        # A stylesheet that renders CDA but carries none, without the HL7 namespace.
+        b'<xsl:stylesheet version="1.0" xmlns:xsl="http://www.w3.org/1999/XSL/Transform"/>',
+        # Inside a wrapper, in a comment or CDATA only.
+        b'<root><!-- <ClinicalDocument xmlns="urn:hl7-org:v3"> --></root>',
+        b'<root><![CDATA[<ClinicalDocument xmlns="urn:hl7-org:v3">]]></root>',
+        b'<root><c:ClinicalDocument xmlns:c="urn:other"/></root>',
+        b'<root xmlns:c="urn:hl7-org:v3"><ClinicalDocument/></root>',  # default namespace is not HL7
+        b'<html><body>ClinicalDocument xmlns="urn:hl7-org:v3"</body></html>',
+        # A wrapper kind the CI-SIS uses, declaring another namespace only.
+        b'<ds:Signature xmlns:ds="http://www.w3.org/2000/09/xmldsig#" xmlns:x="urn:hl7-org:v2"/>',
+    ],
+)
+def test_wrappers_without_a_cda_score_zero(head: bytes) -> None:
+    assert score(head) == 0
+
+
+def test_auto_presentable_in_utf16_is_sniffed() -> None:
+    text = sample("cr-bio-auto.xml").decode()
+    data = text.replace('encoding="UTF-8"', 'encoding="UTF-16"').encode("utf-16")
+    assert score(data) == 90
+    assert parse_one(data).patient_ids == parse_one(sample("cr-bio-auto.xml")).patient_ids
+
+
+@pytest.mark.parametrize(
+    ("data", "match"),
+    [
+        # A rendering stylesheet that declares the HL7 namespace but holds no document.
+        (b'<xsl:stylesheet version="1.0" xmlns:xsl="http://www.w3.org/1999/XSL/Transform" '
+         b'xmlns:n1="urn:hl7-org:v3"><xsl:template match="n1:ClinicalDocument"/></xsl:stylesheet>',
+         "holds none"),
+        (b'<root><ClinicalDocument xmlns="urn:hl7-org:v3"/><ClinicalDocument xmlns="urn:hl7-org:v3"/></root>',
+         "2 CDA ClinicalDocuments"),
+        (b'<?xml version="1.0"?><!DOCTYPE xsl:stylesheet [<!ENTITY x "y">]><xsl:stylesheet '
+         b'xmlns:xsl="http://www.w3.org/1999/XSL/Transform"><ClinicalDocument xmlns="urn:hl7-org:v3">'
+         b"<title>&x;</title></ClinicalDocument></xsl:stylesheet>", "DTDForbidden"),
+    ],
+)
+def test_bad_wrappers_are_parse_errors(data: bytes, match: str) -> None:
+    with pytest.raises(ParserError, match=match) as info:
+        CdaParser().parse(data, source="w.xml")
+    assert info.value.context == {"source": "w.xml"}
+
+
+def test_billion_laughs_inside_a_wrapper_is_refused_fast() -> None:
+    laughs = sample("billion-laughs.xml").decode()
+    wrapped = laughs.replace("<!DOCTYPE ClinicalDocument", "<!DOCTYPE xsl:stylesheet").replace(
+        SAMPLES.ROOT_OPEN,  # type: ignore[attr-defined]
+        '<xsl:stylesheet xmlns:xsl="http://www.w3.org/1999/XSL/Transform">' + SAMPLES.ROOT_OPEN,  # type: ignore[attr-defined]
+    ).replace("</ClinicalDocument>", "</ClinicalDocument></xsl:stylesheet>")
+    with pytest.raises(ParserError, match="DTDForbidden"):
+        CdaParser().parse(wrapped.encode(), source="laughs.xml")
+
+
+# --- CDA as published: level 1 bodies ----------------------------------------------------
+
+
+@pytest.mark.tesseract
+def test_non_xml_body_scanned_pdf_is_ocr_read() -> None:
+    doc = parse_one(sample("cr-pdf-scan.xml"))
+    assert (doc.page_count, doc.ocr_pages) == (1, 1)
+    assert doc.ocr_confidence is not None and doc.ocr_confidence > 70
+    assert "Compte rendu d'examens biologiques" in doc.text
+    assert re.search(r"Plaquettes : 230 G/L", doc.text)
+    # The printed INS agrees with the structured one, so identity accepts the document.
+    from pipeline.identity import identify_patient
+
+    assert identify_patient(doc).patient_id == doc.patient_ids[0].value
+
+
+@pytest.mark.tesseract
+def test_non_xml_body_scanned_image_is_ocr_read() -> None:
+    doc = parse_one(sample("presc-png.xml"))
+    assert (doc.page_count, doc.ocr_pages) == (1, 1)
+    assert "pansement quotidien" in doc.text
+    assert (doc.type_code, doc.type_code_system) == ("57832-8", LOINC)
+
+
+def test_non_xml_body_text_layer_pdf_without_representation_attribute() -> None:
+    doc = parse_one(sample("cr-pdf-text-layer.xml"))
+    assert (doc.page_count, doc.ocr_pages) == (1, 0)
+    assert "Leucocytes : 7,2 G/L (4,0 - 10,0)" in doc.text
+
+
+def test_non_xml_body_inline_plain_text() -> None:
+    doc = parse_one(sample("presc-kine-text.xml"))
+    assert doc.text.splitlines()[1] == (
+        "Quinze séances de rééducation du genou droit, deux à trois fois par semaine.")
+    assert (doc.type_code, doc.type_code_system) == ("PRESC-KINE", "1.2.250.1.213.1.1.4.12")
+
+
+@pytest.mark.parametrize("separator", ["\n", "\r\n", "\r\n        ", " ", "\t", "\n\n"])
+def test_base64_line_breaks_and_indentation_are_ignored(separator: str) -> None:
+    pdf = SAMPLES.report_pdf()  # type: ignore[attr-defined]
+    encoded = base64.b64encode(pdf).decode()
+    body = separator.join(encoded[i : i + 64] for i in range(0, len(encoded), 64))
+    doc = parse_one(with_body(f'<text mediaType="application/pdf" representation="B64">{separator}{body}'
+                              f"{separator}</text>"))
+    assert doc.text == parse_one(sample("cr-pdf.xml")).text
+
+
+@pytest.mark.parametrize(
+    ("text_element", "match"),
+    [
+        ('<text mediaType="application/pdf" representation="B64">JVBERi0xLjQK*AAA</text>', "base64"),
+        ('<text mediaType="application/pdf" representation="B64">JVBERi0xLjQ</text>', "base64"),  # padding
+        ('<text mediaType="application/pdf" representation="B64">JVBERi é0xLjQK</text>', "base64"),
+        ('<text mediaType="application/pdf" representation="B64">  </text>', "empty"),
+        ('<text mediaType="application/pdf"><reference value="cr.pdf"/></text>', "external file"),
+        ('<text mediaType="application/pdf" representation="B64" compression="DF">eJwDAAAAAAE=</text>',
+         "compressed"),
+        ('<text mediaType="application/pdf" representation="B64">SGVsbG8=</text>', "not a PDF"),
+    ],
+)
+def test_bad_non_xml_bodies_are_clear_parse_errors(text_element: str, match: str) -> None:
+    with pytest.raises(ParserError, match=match):
+        parse_one(with_body(text_element))
+
+
+def test_the_published_bad_base64_sample_is_a_parse_error() -> None:
+    with pytest.raises(ParserError, match="nonXMLBody is not valid base64"):
+        parse_one(sample("cr-pdf-bad-base64.xml"))
+
+
+def test_non_xml_body_of_generic_type_is_sniffed() -> None:
+    body = base64.b64encode(SAMPLES.report_pdf()).decode()  # type: ignore[attr-defined]
+    element = f'<text mediaType="application/octet-stream" representation="B64">{body}</text>'
+    doc = parse_one(with_body(element))
+    assert "Hemoglobine glyquee HbA1c : 6,9 %" in doc.text
+
+
+def test_non_xml_body_plain_text_in_latin1() -> None:
+    body = base64.b64encode("Résultat : négatif".encode("cp1252")).decode()
+    doc = parse_one(with_body(f'<text mediaType="text/plain" representation="B64">{body}</text>'))
+    assert doc.text == "Résultat : négatif"
+
+
+# --- CDA as published: the document's type code -----------------------------------------
+
+
+def with_code(code_element: str) -> bytes:
+    return sample("remb.xml").decode().replace(
+        '<code code="REMB" codeSystem="1.2.250.1.213.1.1.4.12" displayName="Données de remboursement"/>',
+        code_element,
+    ).encode()
+
+
+@pytest.mark.parametrize(
+    ("code_element", "expected"),
+    [
+        ('<code code="REMB" codeSystem="1.2.250.1.213.1.1.4.12"/>', ("REMB", "1.2.250.1.213.1.1.4.12")),
+        # A local code with a LOINC or national translation: the translation is the type.
+        ('<code code="CR-42" codeSystem="1.2.250.1.999.77"><translation code="18748-4" '
+         'codeSystem="2.16.840.1.113883.6.1"/></code>', ("18748-4", LOINC)),
+        ('<code code="CR-42" codeSystem="1.2.250.1.999.77"><translation code="SYNTH" '
+         'codeSystem="1.2.250.1.213.1.1.4.12"/></code>', ("SYNTH", "1.2.250.1.213.1.1.4.12")),
+        # Only a local code: kept as given.
+        ('<code code="CR-42" codeSystem="1.2.250.1.999.77"/>', ("CR-42", "1.2.250.1.999.77")),
+        ('<code nullFlavor="UNK"/>', (None, None)),
+    ],
+)
+def test_type_code_prefers_loinc_and_national_codes(
+    code_element: str, expected: tuple[str | None, str | None]
+) -> None:
+    doc = parse_one(with_code(code_element))
+    assert (doc.type_code, doc.type_code_system) == expected

@@ -1,0 +1,145 @@
+"""Documents carried inside other documents: a CDA ``nonXMLBody``, an HL7 OBX of type ED.
+
+``EmbeddedReader.read`` turns decoded bytes and their declared media type into text with
+the same parsers as top-level files — a PDF through ``PdfParser`` (its text layer, and OCR
+for pages without one), an image through ``ImageParser`` (OCR), plain text decoded — so an
+embedded scan is read exactly like a scanned file, with its page and OCR figures.
+``decode_base64`` is the one strict base64 decoder for embedded payloads (line breaks and
+other whitespace inside the text are allowed, anything else is an error).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from pipeline.errors import ParserError
+from pipeline.model import ParsedDocument, Problem, Reason
+
+if TYPE_CHECKING:
+    from parsers.ocr import TesseractOcr
+
+log = logging.getLogger(__name__)
+
+_PDF_TYPES = frozenset({"application/pdf", "application/x-pdf"})
+_IMAGE_TYPES = frozenset({"image/jpeg", "image/jpg", "image/pjpeg", "image/png", "image/tiff", "image/tif"})
+# Media types that say nothing about the content: the bytes are sniffed instead.
+_GENERIC_TYPES = frozenset({"", "application/octet-stream", "binary/octet-stream"})
+_PDF_MAGIC = b"%PDF-"
+_IMAGE_MAGIC = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"II*\x00", b"MM\x00*")
+
+
+@dataclass(frozen=True)
+class EmbeddedText:
+    """What was read from an embedded document."""
+
+    text: str
+    page_count: int = 0
+    ocr_pages: int = 0
+    ocr_confidence: float | None = None
+    warnings: tuple[Problem, ...] = ()
+
+
+def decode_base64(encoded: str, *, source: str, what: str) -> bytes:
+    """Strict base64 with any whitespace (line breaks every 64 or 76 characters) ignored."""
+    compact = "".join(encoded.split())
+    try:
+        return base64.b64decode(compact, validate=True)
+    except (binascii.Error, ValueError) as exc:  # ValueError: non-ASCII characters
+        raise ParserError(f"{what} is not valid base64: {exc}", source=source) from exc
+
+
+def media_type(declared: str | None) -> tuple[str, str | None]:
+    """(``type/subtype`` lower-cased, charset or None) of a declared media type."""
+    if not declared:
+        return "", None
+    kind, *params = (part.strip() for part in declared.split(";"))
+    charsets = (p.split("=", 1)[1].strip(" \"'") for p in params if p.lower().startswith("charset="))
+    charset = next(charsets, None)
+    return kind.lower(), charset
+
+
+class EmbeddedReader:
+    """Reads embedded documents with Carnet's own parsers; OCR engine given at construction."""
+
+    def __init__(self, *, ocr: TesseractOcr | None = None, min_text_chars_per_page: int = 20) -> None:
+        self._ocr = ocr
+        self.min_text_chars_per_page = min_text_chars_per_page
+
+    @property
+    def ocr(self) -> TesseractOcr:
+        if self._ocr is None:  # built on first use: most documents embed nothing to OCR
+            from parsers.ocr import TesseractOcr
+
+            self._ocr = TesseractOcr()
+        return self._ocr
+
+    def read(self, payload: bytes, declared_type: str | None, *, source: str) -> EmbeddedText:
+        """The text of ``payload``; an unsupported type gives no text and a warning."""
+        kind, charset = media_type(declared_type)
+        if kind in _GENERIC_TYPES:
+            kind = _sniff(payload) or kind
+        if kind in _PDF_TYPES:
+            from parsers.pdf import PdfParser  # pypdf is loaded only for documents that embed a PDF
+
+            parser = PdfParser(ocr=self.ocr, min_text_chars_per_page=self.min_text_chars_per_page)
+            return _from_parsed(parser.parse(payload, source=source))
+        if kind in _IMAGE_TYPES:
+            from parsers.image import ImageParser
+
+            return _from_parsed(ImageParser(ocr=self.ocr).parse(payload, source=source))
+        if kind == "text/plain":
+            return EmbeddedText(text=_squash_lines(_decode_text(payload, charset)))
+        log.info("%s: embedded document of type %r is not read", source, declared_type)
+        return EmbeddedText(
+            text="",
+            warnings=(
+                Problem(
+                    code=Reason.UNSUPPORTED_FORMAT,
+                    message=f"embedded document of type {declared_type or 'unknown'} is not read",
+                    blocking=False,
+                ),
+            ),
+        )
+
+
+def _sniff(payload: bytes) -> str | None:
+    head = payload[:1024]
+    if _PDF_MAGIC in head:
+        return "application/pdf"
+    if payload.startswith(_IMAGE_MAGIC):
+        return "image/png" if payload.startswith(_IMAGE_MAGIC[0]) else "image/jpeg"
+    return None
+
+
+def _decode_text(payload: bytes, charset: str | None) -> str:
+    if charset:
+        try:
+            return payload.decode(charset)
+        except (LookupError, UnicodeDecodeError):
+            log.debug("declared charset %r does not decode the text; trying UTF-8", charset)
+    try:
+        return payload.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        # French producers' other usual encoding; cp1252 decodes every byte but five, and
+        # those are replaced rather than failing the document.
+        return payload.decode("cp1252", errors="replace")
+
+
+def _squash_lines(text: str) -> str:
+    lines = (" ".join(line.split()) for line in text.splitlines())
+    return "\n".join(line for line in lines if line)
+
+
+def _from_parsed(documents: list[ParsedDocument]) -> EmbeddedText:
+    (doc,) = documents  # PDF and image parsers return exactly one document
+    return EmbeddedText(
+        text=_squash_lines(doc.text),
+        page_count=doc.page_count,
+        ocr_pages=doc.ocr_pages,
+        ocr_confidence=doc.ocr_confidence,
+        warnings=doc.warnings,
+    )
