@@ -5,38 +5,50 @@ with the plaintext's SHA-256 as associated data, so a ciphertext cannot be passe
 as another object. Callers keep addressing objects by the plaintext hash: the
 ``KeyRing`` database maps it to the ciphertext's hash and to the key that opens it.
 
-Keys: raw input is stored before the patient is known, under its own random object key;
+Keys: raw input is stored before the patient is known, under its own object key;
 ``assign`` re-encrypts it under the patient's data key once the patient is identified.
 ``destroy_patient_key`` (crypto-shredding) makes every copy of that patient's objects,
-backups included, unreadable. Data keys are stored only wrapped (AES-GCM under the
-master key); no key is ever logged, repr'd or returned in a report.
+backups included, unreadable. Data keys are stored only wrapped, by the ``KeyWrapper``
+the settings choose (``pipeline.keywrap``: a local master key, or a KMS); no key is ever
+logged, repr'd or returned in a report.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import datetime as dt
 import logging
-import os
 import sqlite3
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from pipeline.errors import ConfigurationError
+from pipeline.keywrap import (
+    KEY_BYTES,
+    NONCE_BYTES,
+    KeyWrapper,
+    LocalKeyWrapper,
+    decode_master_key,
+    load_master_key,
+    open_key_wrapper,
+    seal,
+    unseal,
+)
 from pipeline.settings import Settings
 from pipeline.store import DocumentStore, QuarantineRecord, open_store, sha256_hex
+
+__all__ = [
+    "KEY_BYTES", "MAGIC", "NONCE_BYTES", "EncryptedStore", "KeyRing", "LocalKeyWrapper",
+    "decode_master_key", "keyring_path", "load_master_key", "open_encrypted_store",
+]
 
 log = logging.getLogger(__name__)
 
 MAGIC = b"CNE1"  # Carnet encrypted object, format 1
-NONCE_BYTES = 12
-KEY_BYTES = 32
-_CHECK = b"carnet keyring check"
+_CHECK_LABEL = "check"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value BLOB NOT NULL);
@@ -50,92 +62,68 @@ CREATE TABLE IF NOT EXISTS objects (
 CREATE INDEX IF NOT EXISTS objects_owner ON objects(owner);
 """
 
-_warned_default_key = False
+
+def _patient_label(patient_id: str) -> str:
+    return f"patient:{patient_id}"
 
 
-def _seal(key: bytes, data: bytes, aad: bytes) -> bytes:
-    nonce = os.urandom(NONCE_BYTES)
-    return nonce + AESGCM(key).encrypt(nonce, data, aad)
-
-
-def _open(key: bytes, sealed: bytes, aad: bytes) -> bytes:
-    return AESGCM(key).decrypt(sealed[:NONCE_BYTES], sealed[NONCE_BYTES:], aad)
-
-
-def decode_master_key(value: str) -> bytes:
-    """The master key from its base64 form; it must be exactly 32 bytes."""
-    try:
-        key = base64.b64decode(value.strip(), validate=True)
-    except (binascii.Error, ValueError):
-        raise ConfigurationError("master key is not valid base64") from None
-    if len(key) != KEY_BYTES:
-        raise ConfigurationError(f"master key must be {KEY_BYTES} bytes, got {len(key)}")
-    return key
-
-
-def load_master_key(settings: Settings) -> bytes:
-    """``settings.master_key``, or this install's own key file (created 0600 when missing)."""
-    global _warned_default_key
-    if settings.master_key:
-        return decode_master_key(settings.master_key)
-    path = settings.data_dir / "master.key"
-    if not _warned_default_key:
-        log.warning("no master key configured (CARNET_MASTER_KEY): using the per-install key file %s; "
-                    "production must supply its own key", path)
-        _warned_default_key = True
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:  # another process created it first: use theirs
-            pass
-        else:
-            with os.fdopen(fd, "w") as fh:
-                fh.write(base64.b64encode(os.urandom(KEY_BYTES)).decode() + "\n")
-    return decode_master_key(path.read_text())
+def _object_label(sha256: str) -> str:
+    return f"object:{sha256}"
 
 
 class KeyRing:
-    """Wrapped per-patient data keys and the plaintext-hash → ciphertext mapping (SQLite)."""
+    """Wrapped per-patient data keys and the plaintext-hash → ciphertext mapping (SQLite).
 
-    def __init__(self, path: Path, master_key: bytes) -> None:
-        if len(master_key) != KEY_BYTES:
-            raise ConfigurationError(f"master key must be {KEY_BYTES} bytes")
+    The keyring records which kind of wrapper made its keys and a wrapped check key, so
+    that a wrong master key, another KMS key or a switch between local and KMS wrapping
+    fails when it is opened, not as unreadable documents later.
+    """
+
+    def __init__(self, path: Path, wrapper: KeyWrapper) -> None:
         self.path = path
-        self._master = master_key
+        self.wrapper = wrapper
         path.parent.mkdir(parents=True, exist_ok=True)
         self._conn = sqlite3.connect(path, check_same_thread=False, timeout=30)
         self._lock = threading.RLock()
+        try:
+            self._check(path, wrapper)
+        except BaseException:
+            self._conn.close()
+            raise
+
+    def _check(self, path: Path, wrapper: KeyWrapper) -> None:
         with self._lock, self._conn:
             self._conn.executescript(_SCHEMA)
-            row = self._conn.execute("SELECT value FROM meta WHERE name='check'").fetchone()
-            if row is None:
-                self._conn.execute("INSERT INTO meta VALUES ('check', ?)",
-                                   (_seal(master_key, _CHECK, b"check"),))
-        if row is not None:
-            # Fail at open, not on the first read: a wrong key must not look like data loss.
-            try:
-                _open(master_key, bytes(row[0]), b"check")
-            except InvalidTag:
-                self._conn.close()
-                raise ConfigurationError(f"the master key does not open the keyring {path}") from None
+        meta = self._meta()
+        if "check" not in meta:
+            _, check = wrapper.generate(_CHECK_LABEL)
+            with self._lock, self._conn:  # two processes creating it at once keep the first
+                self._conn.execute("INSERT OR IGNORE INTO meta VALUES ('wrapper', ?)", (wrapper.kind,))
+                self._conn.execute("INSERT OR IGNORE INTO meta VALUES ('check', ?)", (check,))
+            meta = self._meta()
+        # Keyrings made before KMS wrapping existed have no 'wrapper' row: they are local.
+        kind = str(meta.get("wrapper", "local"))
+        if kind != wrapper.kind:
+            raise ConfigurationError(
+                f"the keyring {path} holds keys wrapped by a {kind} master key, but the settings "
+                f"give a {wrapper.kind} one (CARNET_KMS_KEY_ID / CARNET_MASTER_KEY)")
+        # Fail at open, not on the first read: a wrong key must not look like data loss.
+        try:
+            wrapper.unwrap(bytes(meta["check"]), _CHECK_LABEL)
+        except ConfigurationError:
+            raise ConfigurationError(f"the master key does not open the keyring {path}") from None
+
+    def _meta(self) -> dict[str, Any]:
+        with self._lock:
+            return {str(name): value for name, value in self._conn.execute("SELECT name, value FROM meta")}
 
     def __repr__(self) -> str:
-        return f"KeyRing({str(self.path)!r})"
+        return f"KeyRing({str(self.path)!r}, {self.wrapper!r})"
 
     def close(self) -> None:
         self._conn.close()
 
     # -- keys --------------------------------------------------------------------------------
-
-    def _wrap(self, key: bytes, label: str) -> bytes:
-        return _seal(self._master, key, label.encode())
-
-    def _unwrap(self, wrapped: bytes, label: str) -> bytes:
-        try:
-            return _open(self._master, wrapped, label.encode())
-        except InvalidTag:
-            raise ConfigurationError("a wrapped key does not open with the master key") from None
 
     def patient_key(self, patient_id: str) -> bytes:
         """The patient's data key, created on first use."""
@@ -143,19 +131,25 @@ class KeyRing:
             key = self.existing_patient_key(patient_id)
             if key is not None:
                 return key
-            key = AESGCM.generate_key(bit_length=256)
+            key, wrapped = self.wrapper.generate(_patient_label(patient_id))
             with self._conn:
-                self._conn.execute("INSERT INTO patient_keys VALUES (?,?,?)",
-                                   (patient_id, self._wrap(key, f"patient:{patient_id}"),
-                                    dt.datetime.now(dt.UTC).isoformat()))
-            return key
+                created = self._conn.execute(
+                    "INSERT OR IGNORE INTO patient_keys VALUES (?,?,?)",
+                    (patient_id, wrapped, dt.datetime.now(dt.UTC).isoformat())).rowcount
+            if created:
+                return key
+        # Another process gave the patient a key first: theirs is the one.
+        theirs = self.existing_patient_key(patient_id)
+        if theirs is None:  # destroyed in between: a fresh one
+            return self.patient_key(patient_id)
+        return theirs
 
     def existing_patient_key(self, patient_id: str) -> bytes | None:
         """The patient's data key, or None when they have none (never had, or destroyed)."""
         with self._lock:
             row = self._conn.execute("SELECT wrapped FROM patient_keys WHERE patient_id=?",
                                      (patient_id,)).fetchone()
-        return None if row is None else self._unwrap(bytes(row[0]), f"patient:{patient_id}")
+        return None if row is None else self.wrapper.unwrap(bytes(row[0]), _patient_label(patient_id))
 
     def has_patient_key(self, patient_id: str) -> bool:
         with self._lock:
@@ -165,16 +159,17 @@ class KeyRing:
     def destroy_patient_key(self, patient_id: str) -> bool:
         """Crypto-shredding: forget the patient's data key; False when there was none."""
         with self._lock, self._conn:
-            return self._conn.execute("DELETE FROM patient_keys WHERE patient_id=?",
-                                      (patient_id,)).rowcount > 0
+            removed = self._conn.execute("DELETE FROM patient_keys WHERE patient_id=?",
+                                         (patient_id,)).rowcount > 0
+        self.wrapper.forget(_patient_label(patient_id))  # and this process's opened copy
+        return removed
 
     def new_object_key(self, sha256: str) -> tuple[bytes, bytes]:
         """A fresh key for one object of unknown owner, and its wrapped form."""
-        key = AESGCM.generate_key(bit_length=256)
-        return key, self._wrap(key, f"object:{sha256}")
+        return self.wrapper.generate(_object_label(sha256))
 
     def object_key(self, sha256: str, wrapped: bytes) -> bytes:
-        return self._unwrap(wrapped, f"object:{sha256}")
+        return self.wrapper.unwrap(wrapped, _object_label(sha256))
 
     # -- the object mapping ------------------------------------------------------------------
 
@@ -223,7 +218,7 @@ class EncryptedStore:
 
     @staticmethod
     def _encrypt(key: bytes, data: bytes, sha256: str) -> bytes:
-        return MAGIC + _seal(key, data, sha256.encode())
+        return MAGIC + seal(key, data, sha256.encode())
 
     def put(self, data: bytes) -> str:
         """Encrypt and keep ``data``; return the SHA-256 of the plaintext. Idempotent."""
@@ -267,7 +262,7 @@ class EncryptedStore:
             raise KeyError(sha256)
         key = self._key_for(sha256, owner, wrapped)
         try:
-            return _open(key, sealed[len(MAGIC):], sha256.encode())
+            return unseal(key, sealed[len(MAGIC):], sha256.encode())
         except InvalidTag:
             log.error("stored object %s fails authentication (corrupted or substituted)", sha256)
             raise KeyError(sha256) from None
@@ -339,7 +334,12 @@ def keyring_path(settings: Settings) -> Path:
 
 
 def open_encrypted_store(settings: Settings) -> EncryptedStore:
-    """The configured store (file:// or s3://) behind encryption with this install's keys."""
+    """The configured store (file:// or s3://) behind encryption with this install's keys.
+
+    The keys are wrapped by the KMS when ``kms_key_id`` is set (no key file is then
+    written or read), else by the local master key.
+    """
+    wrapper = open_key_wrapper(settings)
     base = open_store(settings.effective_store_url, endpoint_url=settings.s3_endpoint_url,
                       region=settings.s3_region)
-    return EncryptedStore(base, KeyRing(keyring_path(settings), load_master_key(settings)))
+    return EncryptedStore(base, KeyRing(keyring_path(settings), wrapper))

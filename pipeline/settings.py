@@ -7,12 +7,25 @@ at the edge (CLI, DAG, API) and passed down.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from pipeline.errors import ConfigurationError
 
 
 def _default_data_dir() -> Path:
     return Path(os.environ.get("CARNET_DATA_DIR", Path.cwd() / ".carnet")).resolve()
+
+
+def _number(env: Mapping[str, str], name: str, kind: type[float] | type[int]) -> float | int:
+    try:
+        value = kind(env[name])
+    except ValueError:
+        raise ConfigurationError(f"{name} must be a {kind.__name__}, got {env[name]!r}") from None
+    if value < 0:
+        raise ConfigurationError(f"{name} must not be negative, got {value}")
+    return value
 
 
 @dataclass(frozen=True)
@@ -32,6 +45,14 @@ class Settings:
     s3_endpoint_url: str | None = None
     s3_region: str = "us-east-1"
     master_key: str | None = None  # base64 key wrapping per-patient data keys
+    # The master key held by an AWS-KMS-compatible service instead (key id, ARN or alias);
+    # its endpoint is AWS_ENDPOINT_URL_KMS (AWS_ENDPOINT_URL names the S3 server here).
+    kms_key_id: str | None = None
+    kms_endpoint_url: str | None = None
+    kms_region: str = "us-east-1"
+    # Data keys opened by the KMS stay in memory this long, at most this many per process.
+    kms_cache_ttl_s: float = 300.0
+    kms_cache_size: int = 10_000
     feeds_file: Path | None = None
     # Build Great Expectations Data Docs (pseudonymised) for every processed batch.
     data_docs: bool = True
@@ -72,6 +93,16 @@ class Settings:
             values["s3_region"] = e.get("AWS_REGION") or e["AWS_DEFAULT_REGION"]
         if "CARNET_MASTER_KEY" in e:
             values["master_key"] = e["CARNET_MASTER_KEY"]
+        if e.get("CARNET_KMS_KEY_ID"):
+            values["kms_key_id"] = e["CARNET_KMS_KEY_ID"]
+        if e.get("AWS_ENDPOINT_URL_KMS"):
+            values["kms_endpoint_url"] = e["AWS_ENDPOINT_URL_KMS"]
+        if "AWS_DEFAULT_REGION" in e or "AWS_REGION" in e:
+            values["kms_region"] = e.get("AWS_REGION") or e["AWS_DEFAULT_REGION"]
+        if "CARNET_KMS_CACHE_TTL_S" in e:
+            values["kms_cache_ttl_s"] = _number(e, "CARNET_KMS_CACHE_TTL_S", float)
+        if "CARNET_KMS_CACHE_SIZE" in e:
+            values["kms_cache_size"] = _number(e, "CARNET_KMS_CACHE_SIZE", int)
         if "CARNET_DATA_DOCS" in e:
             values["data_docs"] = e["CARNET_DATA_DOCS"].lower() not in ("0", "false", "no")
         if "CARNET_FEEDS_FILE" in e:

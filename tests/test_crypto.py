@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.crypto import EncryptedStore, KeyRing, load_master_key, open_encrypted_store
+from pipeline.crypto import EncryptedStore, KeyRing, open_encrypted_store
 from pipeline.errors import ConfigurationError
+from pipeline.keywrap import LocalKeyWrapper, load_master_key
 from pipeline.settings import Settings
 from pipeline.store import FileStore, QuarantineRecord, sha256_hex
 
@@ -31,7 +32,8 @@ def master() -> bytes:
 
 @pytest.fixture
 def store(tmp_path: Path, master: bytes) -> EncryptedStore:
-    s = EncryptedStore(FileStore(tmp_path / "store"), KeyRing(tmp_path / "keyring.db", master))
+    ring = KeyRing(tmp_path / "keyring.db", LocalKeyWrapper(master))
+    s = EncryptedStore(FileStore(tmp_path / "store"), ring)
     yield s
     s.close()
 
@@ -69,11 +71,11 @@ def test_assign_re_encrypts_under_the_patients_key(store: EncryptedStore, tmp_pa
 
 
 def test_wrong_master_key_cannot_open_the_keyring(tmp_path: Path, master: bytes) -> None:
-    ring = KeyRing(tmp_path / "keyring.db", master)
+    ring = KeyRing(tmp_path / "keyring.db", LocalKeyWrapper(master))
     EncryptedStore(FileStore(tmp_path / "store"), ring).put(REPORT)
     ring.close()
     with pytest.raises(ConfigurationError, match="does not open"):
-        KeyRing(tmp_path / "keyring.db", _key())
+        KeyRing(tmp_path / "keyring.db", LocalKeyWrapper(_key()))
 
 
 def test_a_substituted_ciphertext_is_refused(store: EncryptedStore, tmp_path: Path) -> None:

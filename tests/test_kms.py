@@ -1,0 +1,362 @@
+"""Keys from a KMS: data keys made and opened by a real KMS-compatible server
+(local-kms from ``scripts/kms.sh``), bound to their patient, cached briefly, shredded on
+erasure; no key file; an unreachable KMS is a one-line error. Plus the key cache's bounds
+and the wrapper choice, which need no server."""
+
+from __future__ import annotations
+
+import base64
+import os
+import sqlite3
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+
+from pipeline.crypto import EncryptedStore, KeyRing, keyring_path, open_encrypted_store
+from pipeline.erasure import erase_patient
+from pipeline.errors import BackendUnavailable, ConfigurationError
+from pipeline.keywrap import (
+    MASTER_KEY_FILE,
+    KeyCache,
+    KmsKeyWrapper,
+    LocalKeyWrapper,
+    encryption_context,
+    open_key_wrapper,
+)
+from pipeline.settings import Settings
+from tests.conftest import SAMPLES, require_service
+
+REPO = Path(__file__).resolve().parents[1]
+P = "284057512345672"
+OTHER = "192016900100212"
+REPORT = "Compte rendu de biologie — Hémoglobine 13,5 g/dL — patient DUPONT Jeanne".encode()
+# The credentials boto3 signs with; local-kms accepts any, AWS would check them.
+TEST_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "carnet-test", "AWS_SECRET_ACCESS_KEY": "carnet-test-secret",
+                    "AWS_DEFAULT_REGION": "us-east-1"}
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+# -- the key cache and the wrapper choice (no server) ---------------------------------------------
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_cached_keys_expire_after_their_ttl() -> None:
+    clock = _Clock()
+    cache = KeyCache(ttl_s=60, max_entries=10, clock=clock)
+    cache.put("patient:a", b"wrapped-a", b"k" * 32)
+    clock.now += 59.9
+    assert cache.get("patient:a", b"wrapped-a") == b"k" * 32
+    clock.now += 0.2
+    assert cache.get("patient:a", b"wrapped-a") is None and len(cache) == 0
+
+
+def test_the_cache_keeps_at_most_its_size_dropping_the_least_recently_used() -> None:
+    cache = KeyCache(ttl_s=60, max_entries=2, clock=_Clock())
+    cache.put("patient:a", b"wa", b"a" * 32)
+    cache.put("patient:b", b"wb", b"b" * 32)
+    assert cache.get("patient:a", b"wa") is not None  # a is now the most recent
+    cache.put("patient:c", b"wc", b"c" * 32)
+    assert len(cache) == 2
+    assert cache.get("patient:b", b"wb") is None
+    assert cache.get("patient:a", b"wa") is not None and cache.get("patient:c", b"wc") is not None
+
+
+def test_a_cached_key_answers_only_for_its_own_label_and_wrapped_form() -> None:
+    cache = KeyCache(ttl_s=60, max_entries=10, clock=_Clock())
+    cache.put("patient:a", b"wa", b"a" * 32)
+    assert cache.get("patient:b", b"wa") is None and cache.get("patient:a", b"other") is None
+    cache.forget("patient:a")
+    assert cache.get("patient:a", b"wa") is None
+
+
+def test_a_zero_ttl_or_size_turns_the_cache_off() -> None:
+    for cache in (KeyCache(ttl_s=0, max_entries=10), KeyCache(ttl_s=60, max_entries=0)):
+        cache.put("patient:a", b"wa", b"a" * 32)
+        assert len(cache) == 0
+
+
+def test_the_encryption_context_names_the_key_without_the_ins() -> None:
+    ctx = encryption_context(f"patient:{P}")
+    assert ctx["carnet:key"] == "patient" and P not in "".join(ctx.values())
+    assert ctx != encryption_context(f"patient:{OTHER}")
+
+
+def test_settings_choose_the_wrapper(tmp_path: Path) -> None:
+    local = open_key_wrapper(Settings(data_dir=tmp_path))
+    assert isinstance(local, LocalKeyWrapper) and (tmp_path / MASTER_KEY_FILE).exists()
+    kms = open_key_wrapper(Settings(data_dir=tmp_path / "k", kms_key_id="alias/x",
+                                    kms_endpoint_url="http://127.0.0.1:1"))
+    assert isinstance(kms, KmsKeyWrapper) and not (tmp_path / "k").exists()
+    master = base64.b64encode(os.urandom(32)).decode()
+    with pytest.raises(ConfigurationError, match="choose one"):
+        open_key_wrapper(Settings(data_dir=tmp_path, master_key=master, kms_key_id="alias/x"))
+
+
+def test_kms_settings_from_the_environment(tmp_path: Path) -> None:
+    s = Settings.from_env({"CARNET_DATA_DIR": str(tmp_path), "CARNET_KMS_KEY_ID": "alias/carnet",
+                           "AWS_ENDPOINT_URL": "http://s3.example", "AWS_ENDPOINT_URL_KMS": "http://kms.example",
+                           "AWS_REGION": "eu-west-3", "CARNET_KMS_CACHE_TTL_S": "30",
+                           "CARNET_KMS_CACHE_SIZE": "500"})
+    assert (s.kms_key_id, s.kms_endpoint_url, s.kms_region) == (
+        "alias/carnet", "http://kms.example", "eu-west-3")
+    assert s.s3_endpoint_url == "http://s3.example"  # S3's endpoint never becomes the KMS's
+    assert (s.kms_cache_ttl_s, s.kms_cache_size) == (30.0, 500)
+    with pytest.raises(ConfigurationError, match="CARNET_KMS_CACHE_SIZE"):
+        Settings.from_env({"CARNET_KMS_CACHE_SIZE": "lots"})
+
+
+# -- against a real KMS-compatible server ----------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def kms_url() -> Iterator[str]:
+    url = require_service("KMS", os.environ.get("CARNET_TEST_KMS_URL", "http://127.0.0.1:4599"),
+                          "scripts/kms.sh start")
+    with pytest.MonkeyPatch.context() as mp:
+        for name, value in TEST_CREDENTIALS.items():
+            mp.setenv(name, os.environ.get(name, value))
+        yield url
+
+
+@pytest.fixture(scope="module")
+def kms_key(kms_url: str) -> str:
+    return os.environ.get("CARNET_TEST_KMS_KEY_ID", "alias/carnet-test")
+
+
+@pytest.fixture
+def kms_settings(tmp_path: Path, kms_url: str, kms_key: str) -> Settings:
+    return Settings(data_dir=tmp_path / "carnet", kms_key_id=kms_key, kms_endpoint_url=kms_url)
+
+
+def _kms_client(url: str) -> Any:
+    return boto3.session.Session().client("kms", endpoint_url=url, region_name="us-east-1")
+
+
+def _count(store: EncryptedStore, operation: str) -> list[str]:
+    """Record each ``operation`` request the wrapper sends (a listener, not a stub)."""
+    calls: list[str] = []
+    client = store.keyring.wrapper._client  # type: ignore[attr-defined]
+    client.meta.events.register(f"before-call.kms.{operation}", lambda **_: calls.append(operation))
+    return calls
+
+
+def _wrapped_patient_key(settings: Settings, patient_id: str) -> bytes:
+    with sqlite3.connect(keyring_path(settings)) as conn:
+        return bytes(conn.execute("SELECT wrapped FROM patient_keys WHERE patient_id=?",
+                                  (patient_id,)).fetchone()[0])
+
+
+def _key_files(root: Path) -> list[Path]:
+    return [p for p in root.rglob("*") if p.name == MASTER_KEY_FILE or p.suffix == ".key"]
+
+
+
+@pytest.mark.kms
+def test_data_keys_are_generated_and_wrapped_by_the_kms(kms_settings: Settings, kms_url: str) -> None:
+    store = open_encrypted_store(kms_settings)
+    generated = _count(store, "GenerateDataKey")
+    sha = store.put(REPORT)
+    store.assign(sha, P)
+    assert len(generated) == 2  # the object's own key, then the patient's key
+    key = store.keyring.existing_patient_key(P)
+    store.close()
+
+    # The wrapped key in the keyring is a KMS ciphertext: the KMS itself opens it, with the
+    # patient's context, to the very key the store used.
+    wrapped = _wrapped_patient_key(kms_settings, P)
+    answer = _kms_client(kms_url).decrypt(CiphertextBlob=wrapped,
+                                          EncryptionContext=encryption_context(f"patient:{P}"))
+    assert answer["Plaintext"] == key
+    assert key is not None and key not in wrapped
+    assert _key_files(kms_settings.data_dir) == []
+
+
+@pytest.mark.kms
+def test_the_encrypted_store_round_trips_through_the_kms(kms_settings: Settings) -> None:
+    store = open_encrypted_store(kms_settings)
+    shas = [store.put(REPORT + bytes([i])) for i in range(5)]
+    for sha in shas:
+        store.assign(sha, P)
+    store.close()
+
+    # A new process: an empty cache, so the patient's key must come back from the KMS —
+    # once, then from the cache for every other object of the patient.
+    again = open_encrypted_store(kms_settings)
+    decrypts = _count(again, "Decrypt")
+    assert [again.get(sha) for sha in shas] == [REPORT + bytes([i]) for i in range(5)]
+    assert len(decrypts) == 1
+    again.close()
+
+
+@pytest.mark.kms
+def test_a_wrapped_key_moved_to_another_patient_does_not_open(kms_settings: Settings) -> None:
+    store = open_encrypted_store(kms_settings)
+    mine = store.put(REPORT)
+    theirs = store.put(b"another patient's report")
+    store.assign(mine, P)
+    store.assign(theirs, OTHER)
+    store.close()
+    # Someone with write access to the keyring gives P's row OTHER's wrapped key.
+    stolen = _wrapped_patient_key(kms_settings, OTHER)
+    with sqlite3.connect(keyring_path(kms_settings)) as conn:
+        conn.execute("UPDATE patient_keys SET wrapped=? WHERE patient_id=?", (stolen, P))
+
+    again = open_encrypted_store(kms_settings)
+    with pytest.raises(ConfigurationError, match="does not open with the KMS key"):
+        again.get(mine)
+    assert again.get(theirs) == b"another patient's report"
+    again.close()
+
+
+@pytest.mark.kms
+def test_a_keyring_opens_only_with_its_own_kind_of_master_key(
+    kms_settings: Settings, kms_url: str, tmp_path: Path,
+) -> None:
+    open_encrypted_store(kms_settings).close()
+    created = _kms_client(kms_url).create_key(Description="carnet test: another key")
+    other_key = created["KeyMetadata"]["KeyId"]
+    with pytest.raises(ConfigurationError, match="does not open the keyring"):
+        KeyRing(keyring_path(kms_settings), KmsKeyWrapper(other_key, endpoint_url=kms_url))
+    with pytest.raises(ConfigurationError, match="wrapped by a kms master key"):
+        KeyRing(keyring_path(kms_settings), LocalKeyWrapper(os.urandom(32)))
+
+    local = tmp_path / "local-keyring.db"
+    KeyRing(local, LocalKeyWrapper(os.urandom(32))).close()
+    with pytest.raises(ConfigurationError, match="wrapped by a local master key"):
+        KeyRing(local, KmsKeyWrapper(other_key, endpoint_url=kms_url))
+
+
+@pytest.mark.kms
+def test_erasure_shreds_a_kms_wrapped_key(kms_settings: Settings) -> None:
+    store = open_encrypted_store(kms_settings)
+    sha = store.put(REPORT)
+    store.assign(sha, P)
+    keep = store.put(b"someone else's report")
+    store.assign(keep, OTHER)
+    wrapper = store.keyring.wrapper
+    assert store.get(sha) == REPORT  # P's key is now in this process's cache
+    cipher_sha = store.keyring.lookup(sha)[0]  # type: ignore[index]
+    backup = store.base.get(cipher_sha)
+
+    # The erasure runs through its own store (another process, as `carnet erase` would).
+    receipt = erase_patient(kms_settings, P, actor="ops")
+    assert receipt.key_destroyed and receipt.objects == 1
+    # This process forgets P's key too once it destroys it itself (the erasure above
+    # ran elsewhere: there, the TTL bounds how long any copy stays in memory).
+    store.destroy_patient_key(P)
+    assert wrapper._cache.get(f"patient:{P}", b"") is None  # type: ignore[attr-defined]
+    assert all(label != f"patient:{P}" for label, _ in wrapper._cache._entries)  # type: ignore[attr-defined]
+    store.close()
+
+    again = open_encrypted_store(kms_settings)
+    with pytest.raises(KeyError):
+        again.get(sha)
+    # A backup copy of the ciphertext put back in the store is unreadable too.
+    again.base.put(backup)
+    again.keyring.record(sha, cipher_sha, P, None)
+    with pytest.raises(KeyError):
+        again.get(sha)
+    assert again.get(keep) == b"someone else's report"
+    again.close()
+    assert _key_files(kms_settings.data_dir) == []
+
+
+def _cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    full = {**os.environ, **env, "PYTHONPATH": str(REPO)}
+    full.pop("CARNET_MASTER_KEY", None)
+    return subprocess.run([sys.executable, "-m", "pipeline.cli", *args], env=full, cwd=REPO,
+                          capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.kms
+def test_the_cli_ingests_and_searches_with_keys_from_the_kms(
+    kms_url: str, kms_key: str, tmp_path: Path,
+) -> None:
+    data = tmp_path / "carnet"
+    env = {"CARNET_DATA_DIR": str(data), "CARNET_KMS_KEY_ID": kms_key, "AWS_ENDPOINT_URL_KMS": kms_url}
+    ingest = _cli(env, "ingest", str(SAMPLES / "hl7" / "oru_single.hl7"),
+                  "--report", str(tmp_path / "r.jsonl"))
+    assert ingest.returncode == 0, ingest.stderr
+    assert '"status": "indexed"' in (tmp_path / "r.jsonl").read_text()
+    found = _cli(env, "search", "280017512345610", "--json")
+    assert found.returncode == 0 and '"total": 1' in found.stdout
+    assert not (data / MASTER_KEY_FILE).exists() and _key_files(data) == []
+    assert "master key" not in ingest.stderr  # no warning about a missing local key
+
+
+@pytest.mark.kms
+@pytest.mark.parametrize("command", [["ingest", str(SAMPLES / "hl7" / "oru_single.hl7")], ["status"]])
+def test_an_unreachable_kms_is_one_clear_line_from_the_cli(
+    kms_key: str, tmp_path: Path, command: list[str],
+) -> None:
+    data = tmp_path / "carnet"
+    env = {"CARNET_DATA_DIR": str(data), "CARNET_KMS_KEY_ID": kms_key,
+           "AWS_ENDPOINT_URL_KMS": f"http://127.0.0.1:{_free_port()}"}
+    run = _cli(env, *command)
+    assert run.returncode == 1
+    lines = run.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in run.stderr, run.stderr
+    assert lines[0].startswith(f"carnet {command[0]}: error: KMS unreachable at http://127.0.0.1:")
+    assert not (data / MASTER_KEY_FILE).exists()
+
+
+@pytest.mark.kms
+def test_an_unknown_kms_key_is_a_configuration_error(kms_url: str, tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path / "carnet", kms_key_id="alias/carnet-no-such-key",
+                        kms_endpoint_url=kms_url)
+    with pytest.raises(ConfigurationError, match="NotFoundException"):
+        open_encrypted_store(settings)
+    unreachable = Settings(data_dir=tmp_path / "c2", kms_key_id="alias/carnet-test",
+                           kms_endpoint_url=f"http://127.0.0.1:{_free_port()}")
+    with pytest.raises(BackendUnavailable, match="KMS unreachable"):
+        open_encrypted_store(unreachable)
+
+
+@pytest.mark.kms
+def test_the_kms_script_is_idempotent_and_seeds_fresh_key_material_each_start(kms_url: str) -> None:
+    env = {**os.environ, "CARNET_KMS_PORT": str(_free_port())}
+    script = str(REPO / "scripts" / "kms.sh")
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([script, *args], env=env, capture_output=True, text=True, timeout=300)
+
+    def seed_wrapper(exports: dict[str, str]) -> KmsKeyWrapper:
+        return KmsKeyWrapper(exports["CARNET_TEST_KMS_KEY_ID"], endpoint_url=exports["CARNET_TEST_KMS_URL"])
+
+    try:
+        first = run("start")
+        assert first.returncode == 0, first.stderr
+        exports = dict(line.removeprefix("export ").split("=", 1) for line in first.stdout.splitlines())
+        assert run("status").returncode == 0
+        again = run("start")  # already running: same server, same env
+        assert again.returncode == 0 and again.stdout == first.stdout and "already running" in again.stderr
+        key, wrapped = seed_wrapper(exports).generate("object:x")
+        assert seed_wrapper(exports).unwrap(wrapped, "object:x") == key
+
+        assert run("stop").returncode == 0 and run("status").returncode == 3
+        assert run("start").returncode == 0
+        # Same key id and alias, new key material: what the last server wrapped is gone.
+        with pytest.raises(ConfigurationError, match="does not open"):
+            seed_wrapper(exports).unwrap(wrapped, "object:x")
+    finally:
+        run("stop")
+    assert run("status").returncode == 3
