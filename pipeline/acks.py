@@ -1,78 +1,402 @@
-"""HL7 v2 acknowledgements (ACK) for the HL7 messages of a batch.
+"""What a producer gets back in its batch: the ``_report.json`` and one HL7 ACK per message.
 
-One ACK per message, written as ``_ack/<message control id>.hl7`` in the batch through
-``Feed.write``: MSH, MSA (``AA`` accepted, indexed or a duplicate of what Carnet holds;
-``AE`` rejected for its content, e.g. no valid INS; ``AR`` refused for a reason the
-producer cannot fix in the message, e.g. the index refused it: send it again later) with
-the original message control id, and an ERR segment per reason for ``AE``/``AR``.
+``write_acknowledgements`` writes both through ``Feed.write``, after the batch is processed.
+
+The report (``BatchReport``, JSON Schema ``schemas/batch-report.schema.json``) has one
+entry per document found in the batch: one per PDF, image or CDA file, one per HL7
+message. ``file`` is the file's name relative to the batch (never a server path),
+``position`` the message's rank in an HL7 file (1-based), ``message_control_id`` its
+MSH-10 and ``ack`` the name of its ACK file. Reasons carry the code, its meaning and what
+to do in the report language (``CARNET_REPORT_LANG``, French by default; see
+``pipeline.texts``) and the pipeline's technical ``detail``.
+
+Every HL7 message gets an answer. One whose control id can be read (even from a header
+Carnet otherwise refuses) gets an ACK ``_ack/<control id>.hl7``: MSA ``AA`` accepted,
+indexed, replaced or a duplicate; ``AE`` rejected for its content (fix and resend);
+``AR`` refused before its content was looked at (unreadable header) or for a reason the
+producer cannot fix (Carnet's index refused it: resend later). The header echoes the
+sender (MSH-3/4 into MSH-5/6), its processing id and character set; one ERR per reason
+with the HL7 table 0357 code that matches it (ERR-3), Carnet's code (ERR-5), the
+technical detail (ERR-7) and the meaning and action for a person (ERR-8). A message with
+no readable control id (segments before any MSH) has no ACK: its report entry names the
+file and the position. Characters other than letters, digits, ``.``, ``_`` and ``-`` in
+a control id become ``_``; a control id met again in the same batch gets ``-2``, ``-3``…
+in report order, so every entry's ``ack`` names its own file.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import json
 import re
+from collections import Counter
 from collections.abc import Sequence
+from dataclasses import dataclass
 
-from pipeline.feeds import ACK_DIR, BatchRef, Feed
-from pipeline.model import Format, Outcome, Reason, Status
+from parsers.hl7_segments import Separators, split_messages
+from pipeline.errors import ParserError
+from pipeline.feeds import ACK_DIR, REPORT, BatchRef, Feed, printable_name
+from pipeline.model import Format, Frozen, Outcome, Problem, Reason, Status
+from pipeline.texts import DEFAULT_LANGUAGE, language, reason_text, status_text
 
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
+_SEPARATORS = "|^~\\&"
+# MSA-3 (v2.5) is 80 characters long; ERR-8 user message is free text, kept readable.
+MSA_TEXT_MAX = 80
+_MESSAGE_HEAD = re.compile(rb"^[\x0b\s\xef\xbb\xbf]*(?:MSH|FHS|BHS)[^A-Za-z0-9\s]")
+
+# HL7 table 0357 (message error condition codes) used in ERR-3.
+HL7_ERROR_TEXT = {
+    "100": "Segment sequence error",
+    "101": "Required field missing",
+    "102": "Data type error",
+    "103": "Table value not found",
+    "200": "Unsupported message type",
+    "203": "Unsupported version id",
+    "204": "Unknown key identifier",
+    "207": "Application internal error",
+}
+# Which 0357 condition each Carnet reason is. Reasons that are not about the message's
+# content (transport, Carnet's own failures, batch verdicts) are 207.
+HL7_ERROR_CODE: dict[str, str] = {
+    "unsupported_format": "200",
+    "parse_error": "100",
+    "encrypted_document": "102",
+    "empty_document": "101",
+    "missing_ins": "101",
+    "invalid_ins_key": "102",
+    "identity_conflict": "204",
+    "identity_mismatch": "204",
+    "unreadable_scan": "102",
+    "missing_date": "101",
+    "implausible_date": "102",
+    "implausible_unit": "103",
+    "invalid_result": "102",
+    "unknown_producer": "103",
+    "manifest_mismatch": "207",
+    "index_error": "207",
+    "low_ocr_confidence": "102",
+    "short_text": "101",
+    "unknown_document_type": "103",
+    "malformed_identifier": "102",
+    "batch_threshold": "207",
+}
+# Where in the message the patient identity lives (ERR-2, segment^sequence^field).
+_IDENTITY_LOCATION = "PID^1^3"
+_IDENTITY_REASONS = frozenset({"missing_ins", "invalid_ins_key", "identity_conflict",
+                               "identity_mismatch"})
 # Reasons for which the message itself is not at fault: the producer should resend it.
 _REFUSED = frozenset({Reason.INDEX_ERROR})
-_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
+# Header refusals (unsupported message type or version): AR in HL7's original mode.
+_HEADER_ERRORS = frozenset({"200", "203"})
 
 
-def ack_code(outcome: Outcome) -> str:
-    """``AA``, ``AE`` or ``AR`` for one document's outcome."""
+def hl7_error_code(problem: Problem) -> str:
+    """The HL7 table 0357 code (ERR-3) for one of Carnet's reasons."""
+    if problem.code is Reason.PARSE_ERROR:
+        # One code for many structural failures: tell the header's apart.
+        if "unsupported HL7 version" in problem.message:
+            return "203"
+        if "MSH without" in problem.message:
+            return "101"
+    return HL7_ERROR_CODE.get(problem.code.value, "207")
+
+
+# -- the report ------------------------------------------------------------------------------
+
+
+class ReportReason(Frozen):
+    """A reason code as a producer reads it."""
+
+    code: Reason
+    blocking: bool  # false: a warning, the document was still accepted
+    message: str  # what the code means, in the report language
+    action: str  # what the producer should do, in the report language
+    detail: str  # the pipeline's own message (technical, English)
+
+
+class ReportEntry(Frozen):
+    """One document of the batch: a file, or one message of an HL7 file."""
+
+    file: str  # relative to the batch, as the producer named it
+    position: int | None = None  # rank of the message in an HL7 file, 1-based
+    source: str  # ``file`` or ``file#position``
+    message_control_id: str | None = None  # HL7 MSH-10
+    ack: str | None = None  # the ACK written for this message, relative to the batch
+    ack_code: str | None = None  # AA, AE or AR
+    status: Status
+    status_text: str
+    doc_id: str | None = None
+    reasons: tuple[ReportReason, ...] = ()
+
+
+class BatchReport(Frozen):
+    """``_report.json``: what became of every document of one batch."""
+
+    producer: str
+    batch: str
+    processed_at: dt.datetime
+    language: str
+    documents: int
+    accepted: int  # indexed
+    duplicate: int
+    replaced: int
+    rejected: int
+    by_status: dict[str, int]
+    rejected_by_reason: dict[str, int]
+    files: tuple[ReportEntry, ...]
+
+
+# -- reading the producer's header ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Header:
+    """What an ACK echoes from the original message's MSH (fields as ER7 text)."""
+
+    control_id: str | None
+    sending_application: str = ""
+    sending_facility: str = ""
+    event: str = ""
+    processing_id: str = "P"
+    charset: str | None = None  # MSH-18 as declared, when Carnet can answer in it
+    valid: bool = True  # hl7apy accepts the separators and the structure
+
+
+_CODECS = {"8859/1": "iso-8859-1", "8859/15": "iso-8859-15", "UNICODE UTF-8": "utf-8"}
+
+
+def read_header(msh: bytes) -> Header:
+    """The fields an ACK needs, read tolerantly (a header Carnet refuses still has some)."""
+    text = msh.decode("latin-1")
+    if not text.startswith("MSH") or len(text) < 4:
+        return Header(control_id=None, valid=False)
+    fsep = text[3]
+    comp = text[4] if len(text) > 4 and text[4] not in (fsep, "\r") else "^"
+    fields = text.split(fsep)
+    fields.insert(1, fsep)  # MSH-1 is the separator itself
+
+    def field(n: int) -> list[str]:
+        raw = fields[n] if n < len(fields) else ""
+        return raw.split(comp)
+
+    standard = text[3:8] == _SEPARATORS
+
+    def hd(n: int) -> str:  # HD: up to 3 components, re-encoded with Carnet's separators
+        return "^".join(c if standard else _escape(c) for c in field(n)[:3]).rstrip("^")
+
+    try:
+        Separators.from_msh(text.split("\r")[0], source="ack")
+        valid = True
+    except ParserError:
+        valid = False
+    declared = field(18)[0].split("~")[0].strip().upper()
+    control = field(10)[0].strip()
+    return Header(
+        control_id=control or None, sending_application=hd(3), sending_facility=hd(4),
+        event=_escape(field(9)[1].strip()) if len(field(9)) > 1 else "",
+        processing_id=_escape(field(11)[0].strip()) or "P",
+        charset=declared if declared in _CODECS else None, valid=valid)
+
+
+def message_headers(data: bytes) -> list[Header | None]:
+    """Per message of an HL7 file (in order), its header; None for a message without MSH."""
+    return [None if raw.headless else read_header(raw.segments[0]) for raw in split_messages(data)]
+
+
+def looks_like_hl7(data: bytes) -> bool:
+    return bool(_MESSAGE_HEAD.match(data[:64]))
+
+
+# -- building an ACK -------------------------------------------------------------------------
+
+
+def ack_code(outcome: Outcome, header: Header | None = None) -> str:
+    """``AA``, ``AE`` or ``AR`` for one message's outcome."""
     if outcome.status is not Status.REJECTED:
         return "AA"
-    if any(r.code in _REFUSED for r in outcome.reasons):
+    header_refused = any(hl7_error_code(r) in _HEADER_ERRORS or "MSH" in r.message
+                         for r in outcome.reasons if r.code is Reason.PARSE_ERROR)
+    if (any(r.code in _REFUSED for r in outcome.reasons) or header_refused
+            or (header is not None and not header.valid)):
         return "AR"
     return "AE"
 
 
 def _escape(text: str) -> str:
-    """HL7 escape sequences for the delimiters of ``|^~\\&``."""
+    """HL7 escape sequences for the delimiters of ``|^~\\&``; line breaks become spaces."""
     out = text.replace("\\", "\\E\\").replace("|", "\\F\\").replace("^", "\\S\\")
     return out.replace("~", "\\R\\").replace("&", "\\T\\").replace("\r", " ").replace("\n", " ")
 
 
-def build_ack(outcome: Outcome, *, receiving_facility: str, at: dt.datetime) -> str:
-    """The ACK message for one HL7 message's outcome (segments separated by CR)."""
-    control_id = outcome.message_control_id or ""
-    code = ack_code(outcome)
-    ack_id = "ACK" + hashlib.sha256(f"{outcome.source}\x1f{control_id}".encode()).hexdigest()[:16]
-    text = ("accepted" if code == "AA" else
-            "; ".join(p.render() for p in outcome.reasons) or outcome.status.value)
+def clip(text: str, limit: int) -> str:
+    """``text`` escaped, at most ``limit`` characters, cut at a word boundary with ``…``."""
+    if len(_escape(text)) <= limit:
+        return _escape(text)
+    words = text.split()
+    while words and len(_escape(" ".join(words))) + 1 > limit:
+        words.pop()
+    return _escape(" ".join(words)) + "…" if words else _escape(text[: limit - 1]) + "…"
+
+
+def build_ack(outcome: Outcome, header: Header, *, at: dt.datetime, lang: str = DEFAULT_LANGUAGE,
+              ack_id_seed: str = "") -> bytes:
+    """The ACK message for one HL7 message's outcome (segments ended by CR), encoded."""
+    code = ack_code(outcome, header)
+    control_id = header.control_id or outcome.message_control_id or ""
+    ack_id = "ACK" + hashlib.sha256(
+        f"{ack_id_seed}\x1f{outcome.source}\x1f{control_id}".encode()).hexdigest()[:16]
+    if code == "AA":
+        text = status_text(outcome.status, lang)
+    else:
+        blocking = [p for p in outcome.reasons if p.blocking] or list(outcome.reasons)
+        text = reason_text(blocking[0].code, lang).meaning if blocking else status_text(
+            outcome.status, lang)
+    codec = _CODECS.get(header.charset or "", "utf-8")
+    charset = header.charset or "UNICODE UTF-8"
+    event = header.event or "R01"
     segments = [
-        f"MSH|^~\\&|CARNET|CARNET|{_escape(receiving_facility)}||{at:%Y%m%d%H%M%S}||ACK^R01^ACK"
-        f"|{ack_id}|P|2.5",
-        f"MSA|{code}|{_escape(control_id)}|{_escape(text)[:80]}",
+        f"MSH|{_SEPARATORS[1:]}|CARNET|CARNET|{header.sending_application}"
+        f"|{header.sending_facility}|{at:%Y%m%d%H%M%S}+0000||ACK^{event}^ACK|{ack_id}"
+        f"|{header.processing_id}|2.5||||||{charset}",
+        f"MSA|{code}|{_escape(control_id)}|{clip(text, MSA_TEXT_MAX)}",
     ]
-    if code != "AA":
-        # ERR-3 (HL7 table 0357) is too coarse for producers: it says 207 "application
-        # error"; Carnet's own reason code and message go in ERR-5 (application error code).
-        for p in outcome.reasons:
-            segments.append(f"ERR|||207^Application internal error^HL70357|E"
-                            f"|{p.code.value}^{_escape(p.message)[:200]}")
-    return "\r".join(segments) + "\r"
+    for p in outcome.reasons:
+        hl7_code = hl7_error_code(p)
+        meaning, action = reason_text(p.code, lang)
+        location = _IDENTITY_LOCATION if p.code.value in _IDENTITY_REASONS else ""
+        user = f"{meaning}. {action}" if action else meaning
+        segments.append("|".join([
+            "ERR", "", location, f"{hl7_code}^{HL7_ERROR_TEXT[hl7_code]}^HL70357",
+            "E" if p.blocking else "W", f"{p.code.value}^{clip(meaning, 199)}^CARNET", "",
+            clip(p.message, 2048), clip(user, 250)]))
+    return ("\r".join(segments) + "\r").encode(codec, "replace")
 
 
-def ack_file_name(outcome: Outcome) -> str:
-    control_id = _UNSAFE.sub("_", outcome.message_control_id or "unknown")
-    part = outcome.source.rsplit("#", 1)[1] if "#" in outcome.source else "1"
-    # The control id alone may repeat across files of a careless producer: keep the part.
-    return f"{ACK_DIR}/{control_id}.hl7" if part == "1" else f"{ACK_DIR}/{control_id}-{part}.hl7"
+def ack_base_name(control_id: str) -> str:
+    return _UNSAFE.sub("_", control_id) or "_"
 
 
-def write_hl7_acks(feed: Feed, batch: BatchRef, outcomes: Sequence[Outcome]) -> list[str]:
-    """Write one ACK per HL7 message of the batch; return the names written."""
-    at = dt.datetime.now(dt.UTC)
-    written: list[str] = []
-    for o in outcomes:
-        if o.format is not Format.HL7V2 or not o.message_control_id:
+# -- the batch's acknowledgements ----------------------------------------------------------------
+
+
+@dataclass
+class _Located:
+    outcome: Outcome
+    file: str  # the name in the batch, as the feed reads it
+    position: int | None
+
+
+def _relative_names(feed: Feed, batch: BatchRef) -> dict[str, str]:
+    """Source as reports write it (``printable_name``) → the file's own name in the batch."""
+    names = set(batch.files) | {e.name for e in batch.manifest or ()}
+    return {printable_name(feed.source_uri(batch, n)): n for n in names}
+
+
+def _locate(outcome: Outcome, names: dict[str, str], batch: BatchRef) -> _Located:
+    """The outcome's file relative to the batch, and its message position if any."""
+    source, position = outcome.source, None
+    head, sep, tail = source.rpartition("#")
+    if sep and tail.isdigit() and head in names:
+        source, position = head, int(tail)
+    name = names.get(source)
+    if name is None:
+        # Not a file of the batch listing (should not happen): never leak a server path.
+        marker = f"{batch.producer}/{batch.batch}/"
+        name = source.rsplit(marker, 1)[1] if marker in source else source.rsplit("/", 1)[-1]
+    return _Located(outcome, name, position)
+
+
+def _expand(located: list[_Located], headers: dict[str, list[Header | None]]
+            ) -> list[_Located]:
+    """A whole HL7 file refused as one (no message readable): one entry per message."""
+    out: list[_Located] = []
+    for loc in located:
+        msgs = headers.get(loc.file)
+        if loc.position is not None or not msgs:
+            out.append(loc)
             continue
-        name = ack_file_name(o)
-        feed.write(batch, name, build_ack(o, receiving_facility=batch.producer, at=at).encode())
-        written.append(name)
-    return written
+        for n, h in enumerate(msgs, start=1):
+            control = h.control_id if h else None
+            out.append(_Located(loc.outcome.model_copy(update={
+                "source": f"{loc.outcome.source}#{n}", "format": Format.HL7V2,
+                "message_control_id": control}), loc.file, n))
+    return out
+
+
+def _reasons(problems: Sequence[Problem], lang: str) -> tuple[ReportReason, ...]:
+    out = []
+    for p in problems:
+        meaning, action = reason_text(p.code, lang)
+        out.append(ReportReason(code=p.code, blocking=p.blocking, message=meaning, action=action,
+                                detail=p.message))
+    return tuple(out)
+
+
+def write_acknowledgements(feed: Feed, batch: BatchRef, outcomes: Sequence[Outcome], *,
+                           lang: str = DEFAULT_LANGUAGE,
+                           at: dt.datetime | None = None) -> BatchReport:
+    """Write every HL7 message's ACK, then ``_report.json``; return the report."""
+    at = at or dt.datetime.now(dt.UTC)
+    lang = language(lang)
+    names = _relative_names(feed, batch)
+    located = [_locate(o, names, batch) for o in outcomes]
+    headers: dict[str, list[Header | None]] = {}
+    for loc in located:
+        o = loc.outcome
+        maybe_hl7 = o.format is Format.HL7V2 or (o.format is None and o.status is Status.REJECTED)
+        if loc.file in headers or not maybe_hl7 or loc.file not in names.values():
+            continue
+        try:
+            data = feed.read(batch, loc.file)
+        except (OSError, KeyError):
+            continue  # listed in the manifest but absent: nothing to answer in HL7
+        if o.format is Format.HL7V2 or looks_like_hl7(data):
+            headers[loc.file] = message_headers(data)
+    entries = []
+    used: Counter[str] = Counter()
+    for loc in _expand(located, headers):
+        o = loc.outcome
+        header = None
+        if loc.file in headers and loc.position is not None:
+            msgs = headers[loc.file]
+            header = msgs[loc.position - 1] if loc.position <= len(msgs) else None
+        control_id = (header.control_id if header else None) or o.message_control_id
+        ack = code = None
+        if control_id and (loc.file in headers or o.format is Format.HL7V2):
+            base = ack_base_name(control_id)
+            used[base] += 1
+            ack = f"{ACK_DIR}/{base}.hl7" if used[base] == 1 else f"{ACK_DIR}/{base}-{used[base]}.hl7"
+            header = header or Header(control_id=control_id)
+            code = ack_code(o, header)
+            feed.write(batch, ack, build_ack(o, header, at=at, lang=lang, ack_id_seed=batch.key))
+        name = printable_name(loc.file)
+        entries.append(ReportEntry(
+            file=name, position=loc.position,
+            source=name if loc.position is None else f"{name}#{loc.position}",
+            message_control_id=control_id, ack=ack, ack_code=code, status=o.status,
+            status_text=status_text(o.status, lang), doc_id=o.doc_id,
+            reasons=_reasons(o.reasons, lang)))
+    counts = Counter(e.status.value for e in entries)
+    report = BatchReport(
+        producer=printable_name(batch.producer), batch=printable_name(batch.batch),
+        processed_at=at, language=lang,
+        documents=len(entries), accepted=counts[Status.INDEXED.value],
+        duplicate=counts[Status.DUPLICATE.value], replaced=counts[Status.REPLACED.value],
+        rejected=counts[Status.REJECTED.value],
+        by_status={s.value: counts[s.value] for s in Status},
+        rejected_by_reason=dict(sorted(Counter(
+            r.code.value for e in entries if e.status is Status.REJECTED for r in e.reasons
+            if r.blocking).items())),
+        files=tuple(entries))
+    feed.write(batch, REPORT, json.dumps(report.model_dump(mode="json"), ensure_ascii=False,
+                                         indent=2).encode())
+    return report
+
+
+def write_hl7_acks(feed: Feed, batch: BatchRef, outcomes: Sequence[Outcome], *,
+                   lang: str = DEFAULT_LANGUAGE) -> list[str]:
+    """Write the batch's acknowledgements; return the names of the ACK files written."""
+    report = write_acknowledgements(feed, batch, outcomes, lang=lang)
+    return [e.ack for e in report.files if e.ack]

@@ -536,16 +536,6 @@ def ingest_sources(
 # -- batches of a producer feed (the Airflow path) -------------------------------------------
 
 
-class FileAck(Frozen):
-    """One document's line in the acknowledgement a producer reads."""
-
-    file: str
-    source: str
-    status: str
-    doc_id: str | None
-    reasons: tuple[Problem, ...]
-
-
 class BatchSummary(Frozen):
     """What happened to one batch: small, JSON-safe, fit for XCom."""
 
@@ -581,26 +571,6 @@ def discover_batches(settings: Settings, feed_url: str) -> list[str]:
         ledger.close()
     keys = (printable_name(b.key) for b in feed.list_batches())
     return [k for k in keys if k not in done]
-
-
-def _acknowledgement(batch: BatchRef, feed: Feed, outcomes: Sequence[Outcome],
-                     summary: BatchSummary) -> bytes:
-    prefix = printable_name(feed.source_uri(batch, ""))
-    # A folder's prefix has no trailing separator, an S3 prefix has one: names never start with it.
-    files = [FileAck(file=o.source.removeprefix(prefix).lstrip("/"), source=o.source, status=o.status.value,
-                     doc_id=o.doc_id, reasons=o.reasons).model_dump(mode="json")
-             for o in outcomes]
-    body = {
-        "producer": printable_name(batch.producer), "batch": printable_name(batch.batch),
-        "processed_at": dt.datetime.now(dt.UTC).isoformat(),
-        "accepted": summary.by_status.get(Status.INDEXED.value, 0),
-        "duplicate": summary.by_status.get(Status.DUPLICATE.value, 0),
-        "replaced": summary.by_status.get(Status.REPLACED.value, 0),
-        "rejected": summary.by_status.get(Status.REJECTED.value, 0),
-        "rejected_by_reason": summary.rejected_by_reason,
-        "files": files,
-    }
-    return json.dumps(body, ensure_ascii=False, indent=2).encode()
 
 
 def _manifest_problem(batch: BatchRef, manifest: dict[str, ManifestEntry], name: str,
@@ -670,10 +640,10 @@ def process_batch(settings: Settings, feed_url: str, batch_key: str) -> BatchSum
             ocr_mean_confidence=m["ocr_mean_confidence"],  # type: ignore[arg-type]
             seconds_per_stage=m["seconds_per_stage"],  # type: ignore[arg-type]
         )
-        feed.write(batch, "_report.json", _acknowledgement(batch, feed, pipe.outcomes, summary))
-        from pipeline.acks import write_hl7_acks
+        from pipeline.acks import write_acknowledgements
 
-        write_hl7_acks(feed, batch, pipe.outcomes)  # MSA AA/AE/AR per HL7 message, under _ack/
+        # _report.json, and one ACK (MSA AA/AE/AR) per HL7 message under _ack/
+        write_acknowledgements(feed, batch, pipe.outcomes, lang=settings.report_language)
         pipe.ledger.record_outcomes(run_id, batch.batch, pipe.outcomes)
         pipe.ledger.finish_run(run_id, m)
         pipe.ledger.mark_batch(feed.url, batch_key, run_id, summary.model_dump_json())

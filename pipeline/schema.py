@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from pipeline.acks import BatchReport
 from pipeline.model import DocumentRecord, Outcome
 
 SCHEMAS = Path(__file__).resolve().parent.parent / "schemas"
@@ -19,6 +20,7 @@ def schemas() -> dict[str, dict[str, object]]:
     return {
         "document-record.schema.json": DocumentRecord.model_json_schema(),
         "outcome.schema.json": Outcome.model_json_schema(),
+        "batch-report.schema.json": BatchReport.model_json_schema(),
     }
 
 

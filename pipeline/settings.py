@@ -56,6 +56,8 @@ class Settings:
     feeds_file: Path | None = None
     # Build Great Expectations Data Docs (pseudonymised) for every processed batch.
     data_docs: bool = True
+    # Language of the texts a producer reads in its acknowledgements (fr, en).
+    report_language: str = "fr"
 
     @property
     def ledger_path(self) -> Path:
@@ -105,6 +107,8 @@ class Settings:
             values["kms_cache_size"] = _number(e, "CARNET_KMS_CACHE_SIZE", int)
         if "CARNET_DATA_DOCS" in e:
             values["data_docs"] = e["CARNET_DATA_DOCS"].lower() not in ("0", "false", "no")
+        if "CARNET_REPORT_LANG" in e:
+            values["report_language"] = e["CARNET_REPORT_LANG"]
         if "CARNET_FEEDS_FILE" in e:
             values["feeds_file"] = Path(e["CARNET_FEEDS_FILE"])
         values.update({k: v for k, v in overrides.items() if v is not None})

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.acks import ack_code, write_hl7_acks
+from pipeline.acks import ack_code, write_acknowledgements
 from pipeline.errors import ConfigurationError
 from pipeline.feeds import FolderFeed
 from pipeline.feeds_config import is_scan_heavy, load_feeds
@@ -64,9 +64,11 @@ def _hl7_outcomes(tmp_path: Path) -> list[Outcome]:
     good = _oru(INS_A)
     bad = _oru(INS_A[:-2] + "00").replace(b"MSG0001", b"MSG0002")
     settings = Settings(data_dir=tmp_path / "carnet")
+    path = tmp_path / "feed" / "labo" / "b1" / "oru.hl7"
+    path.parent.mkdir(parents=True)
+    path.write_bytes(good + bad)
     with Pipeline(settings) as pipe:
-        pipe.process(InputFile(data=good + bad, source="feed/labo/b1/oru.hl7", producer="labo",
-                               batch="b1"))
+        pipe.process(InputFile(data=good + bad, source=str(path), producer="labo", batch="b1"))
         pipe.flush()
         return list(pipe.outcomes)
 
@@ -75,22 +77,24 @@ def test_hl7_acks_carry_the_code_and_the_message_control_id(tmp_path: Path) -> N
     outcomes = _hl7_outcomes(tmp_path)
     assert [o.status for o in outcomes] == [Status.INDEXED, Status.REJECTED]
     feed_root = tmp_path / "feed"
-    (feed_root / "labo" / "b1").mkdir(parents=True)
     feed = FolderFeed(feed_root)
     from pipeline.feeds import BatchRef
 
     batch = BatchRef(feed_url=str(feed_root), producer="labo", batch="b1", files=("oru.hl7",))
-    names = write_hl7_acks(feed, batch, outcomes)
-    assert names == ["_ack/MSG0001.hl7", "_ack/MSG0002-2.hl7"]
+    names = [e.ack for e in write_acknowledgements(feed, batch, outcomes).files]
+    assert names == ["_ack/MSG0001.hl7", "_ack/MSG0002.hl7"]
     first = (feed_root / "labo" / "b1" / names[0]).read_bytes().decode().split("\r")
     second = (feed_root / "labo" / "b1" / names[1]).read_bytes().decode().split("\r")
-    assert first[0].startswith("MSH|^~\\&|CARNET|CARNET|labo|") and "|ACK^R01^ACK|" in first[0]
+    assert first[0].startswith("MSH|^~\\&|CARNET|CARNET|SIL|LABO-BIO^750000001^FINESS|")
+    assert "|ACK^R01^ACK|" in first[0]
     assert first[1].startswith("MSA|AA|MSG0001|")
-    assert second[1].startswith("MSA|AE|MSG0002|invalid_ins_key")
-    assert second[2].startswith("ERR|||207^") and "|E|invalid_ins_key^" in second[2]
+    assert second[1].startswith("MSA|AE|MSG0002|INS invalide")
+    assert second[2].startswith("ERR||PID^1^3|102^") and "|E|invalid_ins_key^" in second[2]
     # Only HL7 messages get an ACK.
-    pdf = Outcome(source="x.pdf", status=Status.INDEXED, format=Format.PDF)
-    assert write_hl7_acks(feed, batch, [pdf]) == []
+    pdf = Outcome(source=str(feed_root / "labo" / "b1" / "x.pdf"), status=Status.INDEXED,
+                  format=Format.PDF)
+    [entry] = write_acknowledgements(feed, batch, [pdf]).files
+    assert (entry.file, entry.ack) == ("x.pdf", None)
 
 
 def test_an_index_refusal_is_acknowledged_ar() -> None:

@@ -1,0 +1,155 @@
+"""What a lab gets back: a batch with good, rejected and broken HL7 messages run through
+``process_batch``; the ``_report.json`` validated against its committed JSON Schema, every
+ACK parsed by hl7apy, every message answered, the guides covering every code."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from pipeline.acks import HL7_ERROR_CODE, HL7_ERROR_TEXT, write_acknowledgements
+from pipeline.feeds import BatchRef, FolderFeed
+from pipeline.ingest import InputFile, Pipeline, process_batch
+from pipeline.model import Reason, Status
+from pipeline.schema import SCHEMAS
+from pipeline.settings import Settings
+from pipeline.texts import LANGUAGES, documented_codes, reason_text
+from tests.dags.test_ingest_dag import INS_A, _oru
+
+REPO = Path(__file__).resolve().parents[1]
+SENDER = ("SIL", "LABO-BIO^750000001^FINESS")
+
+
+def _message(control_id: str, ins: str = INS_A, *, version: str = "2.5") -> bytes:
+    return _oru(ins).replace(b"MSG0001", control_id.encode()).replace(b"|P|2.5|", f"|P|{version}|".encode())
+
+
+@pytest.fixture
+def processed(tmp_path: Path) -> tuple[Path, dict[str, object]]:
+    """One batch: a 5-message file (good, bad INS key, unreadable MSH, bad version, segments
+    after the batch trailer), a file whose
+    only message lacks MSH-12, a text file; processed as the DAG does."""
+    batch = tmp_path / "feed" / "labo-bio" / "2026-01-15"
+    (batch / "oru").mkdir(parents=True)
+    (batch / "oru" / "results.hl7").write_bytes(
+        _message("MSG0001") + _message("MSG0002", INS_A[:-2] + "00")
+        + b"MSH|||||\r%%%% TRANSMISSION INTERROMPUE %%%%\r" + _message("MSG0004", version="3.0")
+        + b"BTS|4\rPID|1||X\rOBX|1|NM|718-7^Hb^LN||1|g/dL\r")
+    (batch / "broken.hl7").write_bytes(
+        b"MSH|^~\\&|SIL|LABO-BIO^750000001^FINESS|CARNET|DMP|20260115||ORU^R01|MSGX9|P\r"
+        b"PID|1||1\r")
+    (batch / "notes.txt").write_bytes(b"pas un document medical")
+    (batch / "_READY").write_bytes(b"")
+    settings = Settings(data_dir=tmp_path / "carnet", data_docs=False)
+    process_batch(settings, str(tmp_path / "feed"), "labo-bio/2026-01-15")
+    return batch, json.loads((batch / "_report.json").read_text(encoding="utf-8"))
+
+
+def _validate(report: object) -> None:
+    import jsonschema
+
+    schema = json.loads((SCHEMAS / "batch-report.schema.json").read_text(encoding="utf-8"))
+    jsonschema.validate(report, schema, cls=jsonschema.Draft202012Validator)
+
+
+def _parse_ack(data: bytes) -> object:
+    from hl7apy.consts import VALIDATION_LEVEL
+    from hl7apy.parser import parse_message
+
+    text = data.decode("utf-8")
+    assert text.endswith("\r")
+    return parse_message(text, find_groups=True, validation_level=VALIDATION_LEVEL.STRICT)
+
+
+def test_the_report_names_files_in_the_batch_and_answers_every_message(
+    processed: tuple[Path, dict[str, object]], tmp_path: Path,
+) -> None:
+    batch, report = processed
+    _validate(report)
+    assert str(tmp_path) not in json.dumps(report), "no server path in the report"
+    entries = {e["source"]: e for e in report["files"]}  # type: ignore[attr-defined]
+    assert set(entries) == {f"oru/results.hl7#{n}" for n in range(1, 6)} | {
+        "broken.hl7#1", "notes.txt"}
+    assert all(not e["file"].startswith("/") for e in entries.values())
+    assert entries["notes.txt"]["position"] is None and entries["notes.txt"]["ack"] is None
+
+    assert [entries[f"oru/results.hl7#{n}"]["message_control_id"] for n in range(1, 6)] == \
+        ["MSG0001", "MSG0002", None, "MSG0004", None]
+    # Messages without a readable control id: no ACK possible, the report names them.
+    for n in (3, 5):
+        unanswerable = entries[f"oru/results.hl7#{n}"]
+        assert (unanswerable["status"], unanswerable["file"], unanswerable["position"],
+                unanswerable["ack"]) == ("rejected", "oru/results.hl7", n, None)
+        assert unanswerable["reasons"][0]["code"] == "parse_error"
+    # Each message with a control id has its ACK, named in its entry.
+    want = {"oru/results.hl7#1": ("AA", None), "oru/results.hl7#2": ("AE", "102"),
+            "oru/results.hl7#4": ("AR", "203"), "broken.hl7#1": ("AR", "101")}
+    acks = sorted(p.name for p in (batch / "_ack").iterdir())
+    assert acks == sorted(Path(entries[s]["ack"]).name for s in want)
+    for source, (code, err3) in want.items():
+        entry = entries[source]
+        assert entry["ack_code"] == code
+        message = _parse_ack((batch / entry["ack"]).read_bytes())
+        msh, msa = message.msh, message.msa  # type: ignore[attr-defined]
+        assert (msh.msh_5.to_er7(), msh.msh_6.to_er7()) == SENDER, "the sender is echoed"
+        assert msh.msh_9.to_er7() == "ACK^R01^ACK" and msh.msh_12.to_er7() == "2.5"
+        assert (msa.msa_1.to_er7(), msa.msa_2.to_er7()) == (code, entry["message_control_id"])
+        errs = [c for c in message.children if c.name == "ERR"]  # type: ignore[attr-defined]
+        # One ERR per reason: warnings (W) on an accepted message, errors (E) on a refused one.
+        assert [e.err_4.to_er7() for e in errs] == ["E" if r["blocking"] else "W"
+                                                    for r in entry["reasons"]]
+        if err3 is None:
+            assert entry["status"] == "indexed" and not any(r["blocking"] for r in entry["reasons"])
+            continue
+        assert entry["status"] == "rejected"
+        assert [e.err_3.to_er7().split("^")[:2] for e in errs][0] == [err3, HL7_ERROR_TEXT[err3]]
+        assert errs[0].err_5.to_er7().split("^")[0] == entry["reasons"][0]["code"]
+        # MSA-3 is the reason's meaning, in French, whole words only.
+        meaning = reason_text(entry["reasons"][0]["code"], "fr").meaning
+        text = msa.msa_3.to_er7()
+        assert meaning.startswith(text.removesuffix("…")), (text, meaning)
+        cut = len(text.removesuffix("…"))
+        assert cut == len(meaning) or meaning[cut] == " ", text
+    assert entries["oru/results.hl7#2"]["reasons"][0] == {
+        "code": "invalid_ins_key", "blocking": True,
+        "message": reason_text(Reason.INVALID_INS_KEY, "fr").meaning,
+        "action": reason_text(Reason.INVALID_INS_KEY, "fr").action,
+        "detail": entries["oru/results.hl7#2"]["reasons"][0]["detail"]}
+    assert report["language"] == "fr"
+    assert (report["accepted"], report["rejected"], report["documents"]) == (1, 6, 7)
+
+
+def test_a_control_id_met_twice_gets_its_own_ack_and_english_on_request(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path / "carnet", data_docs=False)
+    root = tmp_path / "feed"
+    (root / "labo" / "b1").mkdir(parents=True)
+    (root / "labo" / "b1" / "a.hl7").write_bytes(_message("M/1") + _message("M/1", INS_A[:-2] + "00"))
+    feed = FolderFeed(root)
+    batch = BatchRef(feed_url=str(root), producer="labo", batch="b1", files=("a.hl7",))
+    with Pipeline(settings) as pipe:
+        pipe.process(InputFile(data=(root / "labo" / "b1" / "a.hl7").read_bytes(),
+                               source=feed.source_uri(batch, "a.hl7"), producer="labo", batch="b1"))
+        pipe.flush()
+        outcomes = list(pipe.outcomes)
+    report = write_acknowledgements(feed, batch, outcomes, lang="en")
+    assert [(e.ack, e.ack_code) for e in report.files] == [("_ack/M_1.hl7", "AA"),
+                                                           ("_ack/M_1-2.hl7", "AE")]
+    assert report.files[1].reasons[0].message == reason_text(Reason.INVALID_INS_KEY, "en").meaning
+    assert report.files[1].status is Status.REJECTED and report.language == "en"
+    _validate(json.loads((root / "labo" / "b1" / "_report.json").read_text()))
+
+
+def test_every_code_has_a_meaning_an_hl7_error_and_a_line_in_both_guides() -> None:
+    codes = {r.value for r in Reason}
+    assert set(HL7_ERROR_CODE) == codes
+    assert set(HL7_ERROR_CODE.values()) <= set(HL7_ERROR_TEXT)
+    for lang, documented in documented_codes().items():
+        assert documented == codes, lang
+    for lang in LANGUAGES:
+        guide = (REPO / "docs" / f"acknowledgements.{lang}.md").read_text(encoding="utf-8")
+        for code in codes | {s.value for s in Status} | {"withdrawn"}:
+            assert f"`{code}`" in guide, (lang, code)
+        for hl7_code in HL7_ERROR_TEXT:
+            assert f"`{hl7_code}`" in guide, (lang, hl7_code)
