@@ -61,6 +61,7 @@ HL7_ERROR_TEXT = {
 # content (transport, Carnet's own failures, batch verdicts) are 207.
 HL7_ERROR_CODE: dict[str, str] = {
     "unsupported_format": "200",
+    "unsupported_message": "200",
     "parse_error": "100",
     "encrypted_document": "102",
     "empty_document": "101",
@@ -216,8 +217,9 @@ def ack_code(outcome: Outcome, header: Header | None = None) -> str:
     """``AA``, ``AE`` or ``AR`` for one message's outcome."""
     if outcome.status is not Status.REJECTED:
         return "AA"
-    header_refused = any(hl7_error_code(r) in _HEADER_ERRORS or "MSH" in r.message
-                         for r in outcome.reasons if r.code is Reason.PARSE_ERROR)
+    header_refused = any(hl7_error_code(r) in _HEADER_ERRORS
+                         or (r.code is Reason.PARSE_ERROR and "MSH" in r.message)
+                         for r in outcome.reasons if r.blocking)
     if (any(r.code in _REFUSED for r in outcome.reasons) or header_refused
             or (header is not None and not header.valid)):
         return "AR"

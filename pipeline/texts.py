@@ -30,6 +30,9 @@ _REASONS: dict[str, dict[str, ReasonText]] = {
         "unsupported_format": ReasonText(
             "Format non reconnu (ni PDF, ni image, ni HL7 v2, ni CDA) ou fichier vide",
             "Vérifier le fichier envoyé et le renvoyer dans un format accepté"),
+        "unsupported_message": ReasonText(
+            "Message HL7 qui ne porte pas de document (type autre que ORU, MDM…)",
+            "Ne pas envoyer ce type de message à Carnet"),
         "parse_error": ReasonText(
             "Document illisible : structure invalide (en-tête MSH, segments, XML)",
             "Corriger la structure du message et le renvoyer"),
@@ -95,6 +98,9 @@ _REASONS: dict[str, dict[str, ReasonText]] = {
         "unsupported_format": ReasonText(
             "Format not recognised (not PDF, image, HL7 v2 or CDA) or empty file",
             "Check the file and send it again in an accepted format"),
+        "unsupported_message": ReasonText(
+            "HL7 message that carries no document (a type other than ORU, MDM…)",
+            "Do not send this message type to Carnet"),
         "parse_error": ReasonText(
             "Unreadable document: invalid structure (MSH header, segments, XML)",
             "Fix the message structure and send it again"),
