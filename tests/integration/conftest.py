@@ -51,10 +51,18 @@ class AirflowApi:
         raise AssertionError(f"Airflow API at {self.base} not ready in time")
 
     def get(self, path: str) -> httpx.Response:
-        return httpx.get(f"{self.base}/api/v2{path}", headers=self._headers(), timeout=30)
+        # Reads are idempotent: on a loaded 2-core machine the API server (one of several
+        # Airflow processes) can stall past a timeout, so a read is tried again once.
+        for attempt in range(3):
+            try:
+                return httpx.get(f"{self.base}/api/v2{path}", headers=self._headers(), timeout=60)
+            except httpx.TimeoutException:
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
 
     def post(self, path: str, body: dict[str, Any]) -> httpx.Response:
-        return httpx.post(f"{self.base}/api/v2{path}", json=body, headers=self._headers(), timeout=30)
+        return httpx.post(f"{self.base}/api/v2{path}", json=body, headers=self._headers(), timeout=60)
 
     def wait_dag(self, dag_id: str, deadline: float) -> None:
         while time.monotonic() < deadline:
