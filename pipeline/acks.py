@@ -73,6 +73,8 @@ HL7_ERROR_CODE: dict[str, str] = {
     "missing_date": "101",
     "implausible_date": "102",
     "implausible_unit": "103",
+    "implausible_value": "102",
+    "negative_value": "102",
     "invalid_result": "102",
     "unknown_producer": "103",
     "manifest_mismatch": "207",

@@ -58,3 +58,12 @@ def find_document_date(text: str) -> dt.date | None:
     if labelled:
         return labelled[0]
     return unlabelled[0] if unlabelled else None
+
+
+def find_birth_date(text: str) -> dt.date | None:
+    """The birth date printed after ``né(e) le``, ``date de naissance``, ``DDN``… or None."""
+    folded = fold(text[:20000])
+    for pos, date in _candidates(folded):
+        if _BIRTH_LABEL.search(folded[max(0, pos - 40) : pos]):
+            return date
+    return None

@@ -62,6 +62,8 @@ class Reason(StrEnum):
     MISSING_DATE = "missing_date"
     IMPLAUSIBLE_DATE = "implausible_date"
     IMPLAUSIBLE_UNIT = "implausible_unit"
+    IMPLAUSIBLE_VALUE = "implausible_value"
+    NEGATIVE_VALUE = "negative_value"
     INVALID_RESULT = "invalid_result"
     UNKNOWN_PRODUCER = "unknown_producer"
     MANIFEST_MISMATCH = "manifest_mismatch"

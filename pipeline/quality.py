@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from stdnum import luhn
 
-from pipeline.classification import TYPE_CODES
+from pipeline.classification import TYPE_CODES, fold
+from pipeline.dates import find_birth_date
 from pipeline.model import (
     Classification,
     DocClass,
@@ -27,7 +28,14 @@ from pipeline.model import (
     Problem,
     Reason,
 )
-from pipeline.units import judge_unit
+from pipeline.units import (
+    Kind,
+    UnitVerdict,
+    find_analyte,
+    judge_unit,
+    limits_value,
+    misread_units,
+)
 
 MIN_TEXT_CHARS = 40
 # Enough text for the kind: a report with results or findings says more than a prescription.
@@ -93,23 +101,94 @@ def check_text(text: str, doc_class: DocClass, *, ocr_pages: int, page_count: in
 
 # -- dates -----------------------------------------------------------------------------------
 
+# The oldest a patient can be: beyond it a two-digit NIR year belongs to the later century.
+MAX_AGE_YEARS = 115
+
+
+def ins_birth_years(ins: str, *, today: dt.date) -> tuple[int, ...]:
+    """Birth years the NIR's two-digit year (digits 2-3) can stand for, oldest first."""
+    if len(ins) < 5 or not ins[1:3].isdigit():
+        return ()
+    yy = int(ins[1:3])
+    return tuple(y for y in (1900 + yy, 2000 + yy) if today.year - MAX_AGE_YEARS <= y <= today.year)
+
+
+def ins_birth_month(ins: str) -> int | None:
+    """The NIR's birth month (digits 4-5); None when unknown (20, 30-42, 50+, 99…)."""
+    mm = int(ins[3:5]) if len(ins) >= 5 and ins[3:5].isdigit() else 0
+    return mm if 1 <= mm <= 12 else None
+
+
+def birth_bounds(ins: str | None, declared: dt.date | None, *,
+                 today: dt.date) -> tuple[dt.date | None, dt.date | None]:
+    """(earliest, latest) birth date possible for the patient; (None, None) when nothing is known.
+
+    A declared birth date (structured or printed) is used when it agrees with the INS; else
+    the INS's year and month give the first day the patient can have been born, for each
+    century the two-digit year may stand for.
+    """
+    if not ins:
+        return declared, declared
+    years = ins_birth_years(ins, today=today)
+    month = ins_birth_month(ins)
+    if declared is not None and (not years or declared.year in years) and month in (None, declared.month):
+        return declared, declared
+    starts = [dt.date(y, month or 1, 1) for y in years]
+    return (min(starts), max(starts)) if starts else (None, None)
+
 
 def check_dates(document_date: dt.date | None, birth_date: dt.date | None, *,
-                today: dt.date) -> list[Problem]:
-    """Document date present, not in the future, not absurdly old, not before birth."""
+                today: dt.date, ins: str | None = None,
+                observed: tuple[dt.date, ...] = ()) -> list[Problem]:
+    """Document date present, not in the future, not absurdly old; no exam or collection before birth.
+
+    ``birth_date`` is the declared one (structured or printed); ``ins`` adds the birth year
+    and month it encodes; ``observed`` are the results' collection dates.
+    """
+    problems: list[Problem] = []
     if document_date is None:
-        return [Problem(code=Reason.MISSING_DATE, blocking=False,
-                        message="no document date in metadata or text")]
-    if document_date > today:
+        problems.append(Problem(code=Reason.MISSING_DATE, blocking=False,
+                                message="no document date in metadata or text"))
+    elif document_date > today:
         return [Problem(code=Reason.IMPLAUSIBLE_DATE,
                         message=f"document date {document_date} is in the future")]
-    if document_date < OLDEST_DOCUMENT:
+    elif document_date < OLDEST_DOCUMENT:
         return [Problem(code=Reason.IMPLAUSIBLE_DATE,
                         message=f"document date {document_date} is implausibly old")]
-    if birth_date and document_date < birth_date:
-        return [Problem(code=Reason.IMPLAUSIBLE_DATE,
-                        message="document date is before the patient's birth")]
-    return []
+    dates = [d for d in (document_date, *observed) if d is not None]
+    earliest, latest = birth_bounds(ins, birth_date, today=today)
+    if not dates or earliest is None or latest is None:
+        return problems
+    first = min(dates)
+    what = "document date" if first == document_date else "collection date"
+    if first < earliest:
+        return problems + [Problem(code=Reason.IMPLAUSIBLE_DATE, message=(
+            f"{what} {first} is before the patient's birth ({_born(earliest, ins, birth_date)})"))]
+    if first < latest:
+        # The INS's year has no century: before the birth only if the patient is the younger one.
+        problems.append(Problem(code=Reason.IMPLAUSIBLE_DATE, blocking=False, message=(
+            f"{what} {first} is before the patient's birth if born in {latest.year} "
+            f"(the INS does not say the century)")))
+    return problems
+
+
+def _born(earliest: dt.date, ins: str | None, declared: dt.date | None) -> str:
+    if declared == earliest:
+        return f"born {declared}"
+    return f"born in {earliest:%Y-%m} or later per the INS" if ins and ins_birth_month(ins) else \
+        f"born in {earliest.year} or later per the INS"
+
+
+def declared_birth(demographics: PatientDemographics | None, text: str) -> dt.date | None:
+    """The birth date the source gives: structured, else printed (``Né(e) le …``)."""
+    if demographics is not None and demographics.birth_date is not None:
+        return demographics.birth_date
+    return find_birth_date(text)
+
+
+def observed_dates(results: tuple[LabResult, ...]) -> tuple[dt.date, ...]:
+    """The results' collection dates."""
+    return tuple(sorted({r.observed_at.date() for r in results if r.observed_at is not None}))
 
 
 # -- identity --------------------------------------------------------------------------------
@@ -214,12 +293,21 @@ def check_type_and_producer(doc_class: DocClass, type_code: str | None, *, produ
 # -- lab results -----------------------------------------------------------------------------
 
 _NUMBER = r"[-+]?\d+(?:[.,]\d+)?"
-_NUMERIC_VALUE = re.compile(rf"^\s*(?:<=|>=|<|>)?\s*({_NUMBER})\s*$")
-_RANGE_BETWEEN = re.compile(rf"^\s*({_NUMBER})\s*(?:-|–|à|a|to)\s*({_NUMBER})\s*$")
+_NUMERIC_VALUE = re.compile(rf"^\s*(?:<=|>=|<|>|≤|≥)?\s*({_NUMBER})\s*$")
+_RANGE_BETWEEN = re.compile(rf"^\s*({_NUMBER})\s*(?:-|–|—|à|a|to)\s*({_NUMBER})\s*$")
 _RANGE_BOUND = re.compile(rf"^\s*(<=|>=|<|>|≤|≥)\s*({_NUMBER})\s*$")
-_HIGH_FLAGS = frozenset({"H", "HH", ">", "A", "AA", "+"})
-_LOW_FLAGS = frozenset({"L", "LL", "<", "A", "AA", "-"})
+_HIGH_FLAGS = frozenset({"H", "HH", ">", "A", "AA", "+", "*", "**", "↑"})
+_LOW_FLAGS = frozenset({"L", "LL", "<", "A", "AA", "-", "B", "*", "**", "↓"})
 _NORMAL_FLAGS = frozenset({"", "N"})
+# Factors of a unit slip (g/L printed as g/dL, µmol/L as mmol/L…) that explain a value.
+SLIP_FACTORS = (10.0, 100.0, 1000.0)
+# A printed range "supports" a slip when the corrected value lands within this factor of it.
+RANGE_SLACK = 2.0
+# Kinds of quantity that cannot be negative (a concentration, a count, a volume, a dose…).
+NON_NEGATIVE_KINDS = frozenset(Kind) - {Kind.TEMPERATURE, Kind.FRACTION}
+# Names of results that are differences or scores, which may be negative.
+_SIGNED = re.compile(r"\b(?:exces|excess|deficit|delta|variation|ecart|difference|score|trou anionique|"
+                     r"axe|t score|z score|ds)\b")
 
 
 def _number(text: str) -> float:
@@ -247,6 +335,87 @@ def parse_range(text: str) -> tuple[float | None, float | None] | None:
     return None
 
 
+def _near(value: float, bounds: tuple[float | None, float | None], slack: float) -> bool:
+    low, high = bounds
+    return (low is None or value >= low / slack) and (high is None or value <= high * slack)
+
+
+@dataclass(frozen=True)
+class ResultVerdict:
+    """Everything Carnet concludes about one result's unit and value (see ``judge_result``)."""
+
+    unit: UnitVerdict | None
+    number: float | None
+    bounds: tuple[float | None, float | None] | None  # the printed reference range
+    misread_as: str | None = None  # the unit a misread prefix stands for (µ read as p or m)
+    outside_limits: bool | None = None  # value beyond what the analyte can take (None: unknown)
+    slip: float | None = None  # the factor that brings the value back within the limits
+    slip_confirmed: bool = False  # the printed reference range agrees with that slip
+    negative: bool | None = None  # a negative value of a quantity that cannot be negative
+
+
+def _slip(verdict: UnitVerdict, number: float, bounds: tuple[float | None, float | None] | None,
+          ) -> tuple[float | None, bool]:
+    """The slip factor explaining an out-of-limits value, and whether the printed range confirms it."""
+    lv = limits_value(number, verdict)
+    if lv is None:
+        return None, False
+    value, limits = lv
+    for base in SLIP_FACTORS:
+        for factor in (1 / base, base):
+            if not limits.contains(value * factor):
+                continue
+            if bounds is None:
+                return factor, False
+            # The value is far outside its own printed range and the slip brings it back…
+            if _near(number * factor, bounds, RANGE_SLACK) and not _near(number, bounds, RANGE_SLACK):
+                return factor, True
+            # …or the range was printed in the other unit too (120-160 beside g/dL for haemoglobin).
+            ref = bounds[1] if bounds[1] is not None else bounds[0]
+            lr = limits_value(ref, verdict) if ref else None
+            if lr is not None and not lr[1].contains(lr[0]) and lr[1].contains(lr[0] * factor):
+                return factor, True
+            return factor, False
+    return None, False
+
+
+def judge_result(result: LabResult) -> ResultVerdict:
+    """The unit's kind, a known misreading, a value beyond the analyte's limits, a wrong sign."""
+    number = result_number(result)
+    bounds = parse_range(result.reference_range) if result.reference_range else None
+    verdict = judge_unit(result.unit, result.analyte, result.loinc) if result.unit else None
+    negative: bool | None = None
+    if number is not None and number < 0:
+        known = find_analyte(result.analyte, result.loinc)
+        kind = verdict.kind if verdict else None
+        signed = _SIGNED.search(_fold_words(result.analyte)) is not None
+        if signed:
+            negative = False
+        elif kind in NON_NEGATIVE_KINDS or (known is not None and kind in (Kind.FRACTION, None)):
+            negative = True
+    out = ResultVerdict(unit=verdict, number=number, bounds=bounds, negative=negative)
+    if verdict is None or not verdict.kind_ok or number is None or number <= 0:
+        return out
+    lv = limits_value(number, verdict)
+    if lv is None or lv[1].contains(lv[0]):
+        return replace(out, outside_limits=False if lv else None)
+    slip, confirmed = _slip(verdict, number, bounds)
+    # Far outside its own printed range and brought back into it by a slip: the value slipped.
+    # Otherwise a value impossible in its unit whose µ was misread explains it better (the range
+    # is then misread with it: "80 pmol/L (45-104)").
+    if not (confirmed and bounds is not None and not _near(number, bounds, RANGE_SLACK)):
+        for candidate in misread_units(verdict.ucum):
+            other = judge_unit(candidate, result.analyte, result.loinc)
+            lv2 = limits_value(number, other)
+            if lv2 is not None and lv2[1].contains(lv2[0]):
+                return replace(out, misread_as=candidate, outside_limits=True)
+    return replace(out, outside_limits=True, slip=slip, slip_confirmed=confirmed)
+
+
+def _fold_words(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", " ", fold(text))
+
+
 @dataclass(frozen=True)
 class ResultFacts:
     """Per-result findings; None means "does not apply" (e.g. no unit, unknown analyte)."""
@@ -254,24 +423,27 @@ class ResultFacts:
     numeric_ok: bool | None
     unit_valid_ucum: bool | None
     unit_plausible: bool | None
+    value_plausible: bool | None
+    value_sign_ok: bool | None
     range_ok: bool | None
     flag_consistent: bool | None
 
 
 def result_facts(result: LabResult) -> ResultFacts:
     numeric = result.value_type == "NM"
-    number = result_number(result)
+    j = judge_result(result)
+    number = j.number
     numeric_ok = (number is not None) if numeric else None
-    valid: bool | None = None
+    valid = j.unit.valid_ucum if j.unit else None
     plausible: bool | None = None
-    if result.unit:
-        verdict = judge_unit(result.unit, result.analyte, result.loinc)
-        valid, plausible = verdict.valid_ucum, verdict.plausible
-    bounds = parse_range(result.reference_range) if result.reference_range else None
-    range_ok = None if not result.reference_range else bounds is not None
+    if j.unit is not None and j.unit.kind_ok is not None:
+        plausible = j.unit.kind_ok and j.misread_as is None
+    value_ok = None if j.outside_limits is None or j.misread_as else not j.outside_limits
+    sign_ok = None if j.negative is None else not j.negative
+    range_ok = None if not result.reference_range else j.bounds is not None
     flag_consistent: bool | None = None
-    if bounds is not None and number is not None and result.abnormal_flag is not None:
-        low, high = bounds
+    if j.bounds is not None and number is not None and result.abnormal_flag is not None:
+        low, high = j.bounds
         flag = result.abnormal_flag.strip().upper()
         if high is not None and number > high:
             flag_consistent = flag in _HIGH_FLAGS
@@ -279,7 +451,11 @@ def result_facts(result: LabResult) -> ResultFacts:
             flag_consistent = flag in _LOW_FLAGS
         else:
             flag_consistent = flag in _NORMAL_FLAGS
-    return ResultFacts(numeric_ok, valid, plausible, range_ok, flag_consistent)
+    return ResultFacts(numeric_ok, valid, plausible, value_ok, sign_ok, range_ok, flag_consistent)
+
+
+def _shown(result: LabResult) -> str:
+    return f"{result.value or ''} {result.unit or ''}".strip()
 
 
 def describe_result(result: LabResult, check: str) -> Problem:
@@ -289,14 +465,33 @@ def describe_result(result: LabResult, check: str) -> Problem:
         return Problem(code=Reason.INVALID_RESULT,
                        message=f"{name}: numeric result (NM) whose value is not a number")
     if check == "unit_valid_ucum":
-        return Problem(code=Reason.IMPLAUSIBLE_UNIT,
+        # An unusual spelling is not a wrong unit: reported, never blocking.
+        return Problem(code=Reason.IMPLAUSIBLE_UNIT, blocking=False,
                        message=f"{name}: unit {result.unit!r} is not valid UCUM")
+    j = judge_result(result)
     if check == "unit_plausible":
-        verdict = judge_unit(result.unit or "", result.analyte, result.loinc)
-        expected = ", ".join(sorted(verdict.analyte.units)) if verdict.analyte else "?"
+        verdict = j.unit
+        assert verdict is not None and verdict.analyte is not None
+        if j.misread_as:
+            return Problem(code=Reason.IMPLAUSIBLE_UNIT, message=(
+                f"{name}: {_shown(result)} is not a possible value; in {j.misread_as} it would be "
+                f"(µ misread as {verdict.ucum[0]!r}?)"))
+        expected = ", ".join(sorted(k.value for k in verdict.analyte.kinds))
         return Problem(code=Reason.IMPLAUSIBLE_UNIT, message=(
-            f"{name}: unit {result.unit!r} is not plausible (expected one of {expected}); "
-            "likely an OCR misreading"))
+            f"{name}: unit {result.unit!r} measures a {verdict.kind}, "
+            f"but {verdict.analyte.name} is measured as {expected}"))
+    if check == "value_plausible":
+        shown = _shown(result)
+        if j.slip is not None and j.slip_confirmed:
+            factor = f"×{j.slip:g}" if j.slip >= 1 else f"÷{1 / j.slip:g}"
+            return Problem(code=Reason.IMPLAUSIBLE_VALUE, message=(
+                f"{name}: {shown} beside a reference range of {result.reference_range!r} "
+                f"is possible only {factor}: a unit slip"))
+        return Problem(code=Reason.IMPLAUSIBLE_VALUE, blocking=False,
+                       message=f"{name}: {shown} is outside the values this analyte usually takes")
+    if check == "value_sign_ok":
+        return Problem(code=Reason.NEGATIVE_VALUE,
+                       message=f"{name}: negative value {_shown(result)} for a quantity that cannot be")
     if check == "range_ok":
         return Problem(code=Reason.INVALID_RESULT, blocking=False,
                        message=f"{name}: reference range {result.reference_range!r} is malformed")
@@ -306,7 +501,8 @@ def describe_result(result: LabResult, check: str) -> Problem:
     raise ValueError(f"unknown result check {check!r}")
 
 
-RESULT_CHECKS = ("numeric_ok", "unit_valid_ucum", "unit_plausible", "range_ok", "flag_consistent")
+RESULT_CHECKS = ("numeric_ok", "unit_valid_ucum", "unit_plausible", "value_plausible",
+                 "value_sign_ok", "range_ok", "flag_consistent")
 
 
 def check_results(results: tuple[LabResult, ...]) -> list[Problem]:

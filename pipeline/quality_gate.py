@@ -38,15 +38,18 @@ from pipeline.quality import (
     OLDEST_DOCUMENT,
     RESULT_CHECKS,
     WARN_OCR_CONFIDENCE,
+    birth_bounds,
     check_dates,
     check_identity,
     check_text,
     check_type_and_producer,
     count_words,
+    declared_birth,
     describe_result,
     finess_ok,
     fully_ocr,
     identity_facts,
+    observed_dates,
     result_facts,
     rpps_ok,
     type_consistent,
@@ -171,6 +174,8 @@ class QualityGate:
             column="document_age_days", min_value=0, max_value=max_age, meta=_check("date", "document")))
         suite.add_expectation(E.ExpectColumnValuesToBeBetween(
             column="days_after_birth", min_value=0, meta=_check("date", "document")))
+        suite.add_expectation(E.ExpectColumnValuesToBeBetween(
+            column="days_after_possible_birth", min_value=0, meta=_check("date", "document")))
         suite.add_expectation(E.ExpectColumnPairValuesAToBeGreaterThanB(
             column_A="text_chars", column_B="min_text_chars", or_equal=True,
             meta=_check("text", "document")))
@@ -202,13 +207,16 @@ class QualityGate:
         docs: dict[str, list[object]] = {k: [] for k in (
             "doc_id", "patient_key", "producer", "doc_class", "type_code", "type_consistent",
             "sex_consistent", "birth_consistent", "finess_ok", "rpps_ok", "document_age_days",
-            "days_after_birth", "text_chars", "min_text_chars", "scan_words", "scan_confidence",
-            "ocr_confidence")}
+            "days_after_birth", "days_after_possible_birth", "text_chars", "min_text_chars",
+            "scan_words", "scan_confidence", "ocr_confidence")}
         res: dict[str, list[object]] = {k: [] for k in ("doc_id", "result_no", *RESULT_CHECKS)}
         for item in items:
             r = item.record
             ident = identity_facts(r.patient_id, item.demographics)
-            birth = item.demographics.birth_date if item.demographics else None
+            earliest, latest = birth_bounds(r.patient_id, declared_birth(item.demographics, r.text),
+                                            today=today)
+            dates = [d for d in (r.document_date, *observed_dates(r.results)) if d is not None]
+            first = min(dates) if dates else None
             scan = fully_ocr(r.ocr_pages, r.page_count)
             docs["doc_id"].append(r.doc_id)
             docs["patient_key"].append(self.pseudonym(r.patient_id))
@@ -221,8 +229,9 @@ class QualityGate:
             docs["finess_ok"].append(finess_ok(r.producer_finess))
             docs["rpps_ok"].append(rpps_ok(r.author_rpps))
             docs["document_age_days"].append((today - r.document_date).days if r.document_date else None)
-            docs["days_after_birth"].append((r.document_date - birth).days
-                                            if r.document_date and birth else None)
+            docs["days_after_birth"].append((first - earliest).days if first and earliest else None)
+            docs["days_after_possible_birth"].append(
+                (first - latest).days if first and latest and latest != earliest else None)
             docs["text_chars"].append(len(r.text.strip()))
             docs["min_text_chars"].append(MIN_TEXT_CHARS_BY_CLASS[r.doc_class])
             docs["scan_words"].append(count_words(r.text) if scan else None)
@@ -236,8 +245,8 @@ class QualityGate:
                     res[c].append(getattr(facts, c))
         flag_cols = ("type_consistent", "sex_consistent", "birth_consistent", "finess_ok", "rpps_ok",
                      *RESULT_CHECKS)
-        num_cols = ("document_age_days", "days_after_birth", "scan_words", "scan_confidence",
-                    "ocr_confidence")
+        num_cols = ("document_age_days", "days_after_birth", "days_after_possible_birth", "scan_words",
+                    "scan_confidence", "ocr_confidence")
         doc_frame = pd.DataFrame({k: pd.Series(v, dtype=object if k in flag_cols else
                                                "float64" if k in num_cols else None)
                                   for k, v in docs.items()})
@@ -306,8 +315,8 @@ class QualityGate:
                 r.doc_class, r.type_code, producer=r.producer, finess=r.producer_finess,
                 rpps=r.author_rpps, known_producers=self.known_producers)
         if checks & {"date_present", "date"}:
-            birth = item.demographics.birth_date if item.demographics else None
-            out += check_dates(r.document_date, birth, today=today)
+            out += check_dates(r.document_date, declared_birth(item.demographics, r.text), today=today,
+                               ins=r.patient_id, observed=observed_dates(r.results))
         if "text" in checks:
             out += check_text(r.text, r.doc_class, ocr_pages=r.ocr_pages, page_count=r.page_count,
                               ocr_confidence=r.ocr_confidence)

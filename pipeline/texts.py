@@ -61,11 +61,17 @@ _REASONS: dict[str, dict[str, ReasonText]] = {
             "Date du document absente",
             "Renseigner la date de l'examen et renvoyer"),
         "implausible_date": ReasonText(
-            "Date du document invraisemblable (future ou trop ancienne)",
+            "Date du document invraisemblable (future, trop ancienne ou avant la naissance)",
             "Corriger la date et renvoyer"),
         "implausible_unit": ReasonText(
             "Unité invraisemblable pour cette analyse (UCUM)",
             "Corriger l'unité du résultat et renvoyer"),
+        "implausible_value": ReasonText(
+            "Valeur invraisemblable pour cette analyse : un glissement d'unité (×10, ×1000) l'explique",
+            "Corriger la valeur ou l'unité du résultat et renvoyer"),
+        "negative_value": ReasonText(
+            "Valeur négative pour une concentration, une numération ou une dose",
+            "Corriger le résultat et renvoyer"),
         "invalid_result": ReasonText(
             "Résultat d'analyse incohérent (valeur, bornes ou interprétation)",
             "Corriger le résultat ; un avertissement seul ne demande rien"),
@@ -129,11 +135,17 @@ _REASONS: dict[str, dict[str, ReasonText]] = {
             "Document date missing",
             "Fill in the examination date and send again"),
         "implausible_date": ReasonText(
-            "Implausible document date (in the future or too old)",
+            "Implausible document date (in the future, too old or before the birth)",
             "Fix the date and send again"),
         "implausible_unit": ReasonText(
             "Implausible unit for this analyte (UCUM)",
             "Fix the result's unit and send again"),
+        "implausible_value": ReasonText(
+            "Implausible value for this analyte: a unit slip (×10, ×1000) explains it",
+            "Fix the result's value or unit and send again"),
+        "negative_value": ReasonText(
+            "Negative value for a concentration, a count or a dose",
+            "Fix the result and send again"),
         "invalid_result": ReasonText(
             "Inconsistent lab result (value, range or flag)",
             "Fix the result; a warning alone needs nothing"),

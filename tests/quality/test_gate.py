@@ -205,3 +205,25 @@ def test_data_docs_hold_no_patient_data(tmp_path: Path) -> None:
     # The pages still say which checks failed, so they are useful to a data engineer.
     validation_pages = "".join(p.read_text(encoding="utf-8") for p in pages if "validations" in p.parts)
     assert "sex_consistent" in validation_pages and "unit_plausible" in validation_pages
+
+
+def test_negative_value_and_unit_slip_are_blocking(gate: QualityGate) -> None:
+    negative = creatinine(value="-80", numeric_value=-80.0, abnormal_flag="L")
+    assert codes(run_one(gate, results=(negative,))) == [(Reason.NEGATIVE_VALUE, True)]
+    from pipeline.model import LabResult
+
+    slipped = LabResult(analyte="Hémoglobine", loinc="718-7", value="135", numeric_value=135.0,
+                        value_type="NM", unit="g/dL", reference_range="120-160", abnormal_flag="N")
+    assert codes(run_one(gate, results=(slipped,))) == [(Reason.IMPLAUSIBLE_VALUE, True)]
+
+
+def test_exam_before_the_birth_the_ins_encodes_is_blocking(gate: QualityGate) -> None:
+    # A back-filled PDF: no structured birth date, only the INS (born May 1984).
+    pdf = dict(format="pdf", results=())
+    assert codes(run_one(gate, None, document_date=dt.date(1984, 4, 30), **pdf)) == [
+        (Reason.IMPLAUSIBLE_DATE, True)]
+    assert run_one(gate, None, document_date=dt.date(1984, 5, 2), **pdf).problems == {}
+    # The printed birth date, when it agrees with the INS, is more precise than the month.
+    printed = "Né(e) le 17/05/1984. " + make_record().text
+    assert codes(run_one(gate, None, document_date=dt.date(1984, 5, 2), text=printed, **pdf)) == [
+        (Reason.IMPLAUSIBLE_DATE, True)]
