@@ -248,6 +248,8 @@ class SearchQuery(Frozen):
     limit: int = 20
     offset: int = 0
     include_superseded: bool = False
+    # Only the versions a newer one replaced (FHIR ``status=superseded``); implies the above.
+    superseded_only: bool = False
     # Visibility flags whose documents must be left out (set by the access layer).
     exclude_visibility: tuple[Visibility, ...] = ()
     # When set, only these classes (caregiver delegations).

@@ -1,7 +1,8 @@
 """The search API and the patient page: ``create_app(settings)`` builds the FastAPI app.
 
-Routes live in :mod:`pipeline.api.documents` and :mod:`pipeline.api.record`; every one
-goes through :mod:`pipeline.api.guard` (token, access decision, audit). The page is
+Routes live in :mod:`pipeline.api.documents` and :mod:`pipeline.api.record`, the FHIR R4
+read API in :mod:`pipeline.api.fhir` (mounted at ``/fhir``); every one goes through
+:mod:`pipeline.api.guard` (token, access decision, audit). The page is
 static HTML + JS under ``static/``, served at ``/``.
 """
 
@@ -20,6 +21,7 @@ from fastapi.staticfiles import StaticFiles
 from pipeline.access import AccessRules, access_db_path
 from pipeline.api import documents, record
 from pipeline.api.auth import ApiConfig, TokenVerifier
+from pipeline.api.fhir import create_fhir_app
 from pipeline.api.guard import Caller, Services
 from pipeline.api.schemas import ERRORS, Me
 from pipeline.audit import AuditLog, audit_log_path
@@ -86,6 +88,9 @@ def create_app(
         return FileResponse(STATIC / "index.html", media_type="text/html; charset=utf-8")
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    # The FHIR R4 read API: its own app (FHIR errors, described by its CapabilityStatement),
+    # over the same backends, guard and audit.
+    app.mount("/fhir", create_fhir_app(svc, version=VERSION))
 
     @app.exception_handler(BackendUnavailable)
     async def unavailable(request: Request, exc: BackendUnavailable) -> JSONResponse:

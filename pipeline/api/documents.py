@@ -58,7 +58,8 @@ def read_document(ins: Ins, doc_id: DocId, who: Caller, svc: Svc) -> DocumentVie
     return DocumentView.of(record)
 
 
-def _media(record: DocumentRecord, data: bytes) -> tuple[str, str]:
+def media_of(record: DocumentRecord, data: bytes) -> tuple[str, str]:
+    """(media type, file extension) of a stored document: images are told by their bytes."""
     if record.format is Format.IMAGE:
         for magic, media, ext in _IMAGES:
             if data.startswith(magic):
@@ -79,7 +80,7 @@ def download_document(ins: Ins, doc_id: DocId, who: Caller, svc: Svc) -> Respons
         svc.record(who, "denied", ins, doc_ids=[doc_id], reason="download: no stored file")
         raise NOT_FOUND from None
     svc.record(who, "download", ins, doc_ids=[doc_id], reason=d.via)
-    media, ext = _media(record, data)
+    media, ext = media_of(record, data)
     return Response(content=data, media_type=media,
                     headers={"Content-Disposition": f'attachment; filename="{record.doc_id}.{ext}"'})
 

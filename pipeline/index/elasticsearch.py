@@ -545,7 +545,9 @@ class ElasticsearchIndex:
     @staticmethod
     def _filters(query: SearchQuery) -> list[dict[str, Any]]:
         filters: list[dict[str, Any]] = [{"term": {"patient_id": query.patient_id}}]
-        if not query.include_superseded:
+        if query.superseded_only:
+            filters.append({"exists": {"field": "superseded_by"}})
+        elif not query.include_superseded:
             filters.append({"bool": {"must_not": [{"exists": {"field": "superseded_by"}}]}})
         if query.doc_class is not None:
             filters.append({"term": {"doc_class": query.doc_class.value}})

@@ -467,7 +467,9 @@ class SqliteIndex:
     def _filters(self, query: SearchQuery) -> tuple[str, list[object]]:
         clauses = ["d.patient_id = ?"]
         params: list[object] = [query.patient_id]
-        if not query.include_superseded:
+        if query.superseded_only:
+            clauses.append("d.superseded_by IS NOT NULL")
+        elif not query.include_superseded:
             clauses.append("d.superseded_by IS NULL")
         if query.doc_class is not None:
             clauses.append("d.doc_class = ?")

@@ -206,17 +206,23 @@ def table_api(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathF
         yield a
 
 
-@pytest.mark.parametrize("cell", CELLS, ids=[c.id for c in CELLS])
-def test_rules_table(table_api: Api, cell: Cell) -> None:
-    a = table_api
+def prepare(a: Api, cell: Cell, ins: str) -> Principal:
+    """File the table's documents for ``ins``, run the cell's set-up; return who asks."""
     a.clock.now = NOW
-    ins = make_ins(next(_serials), cell.born)
     for name, (doc_class, flags) in DOCS.items():
         a.file(ins, f"{name}-{ins}", doc_class=doc_class, visibility=flags, text=f"compte rendu {name}")
     for step in cell.steps:
         step(a, ins)
     asker = patient(ins) if cell.asker == OWNER else cell.asker
     assert isinstance(asker, Principal)
+    return asker
+
+
+@pytest.mark.parametrize("cell", CELLS, ids=[c.id for c in CELLS])
+def test_rules_table(table_api: Api, cell: Cell) -> None:
+    a = table_api
+    ins = make_ins(next(_serials), cell.born)
+    asker = prepare(a, cell, ins)
 
     listing = a.get(asker, f"/patients/{ins}/documents", params={"limit": 100})
     if cell.sees is None:

@@ -118,6 +118,8 @@ def test_supersede_hides_the_old_version_from_default_search(index: DocumentInde
     assert ids(search(index, "hémoglobine")) == ["v2"]
     assert ids(search(index)) == ["v2"]
     assert sorted(ids(search(index, "hémoglobine", include_superseded=True))) == ["v1", "v2"]
+    assert ids(search(index, superseded_only=True)) == ["v1"]
+    assert ids(search(index, "hémoglobine", superseded_only=True)) == ["v1"]
     old = index.get(PATIENT_A, "v1")
     assert old is not None and old.superseded_by == "v2"
     versions = index.find_versions(PATIENT_A, content_sha256="0" * 64, series_id="s")

@@ -1,0 +1,302 @@
+"""The FHIR R4 read API under ``/fhir``, for apps acting for a patient or a professional.
+
+``DocumentReference`` search and read, ``Binary`` read (the decrypted original), and the
+``CapabilityStatement`` at ``/fhir/metadata``. Nothing here decides who sees what: every
+route goes through the same guard as the search API (:func:`pipeline.api.guard.decision`,
+then :func:`pipeline.access.restrict` on the index query and :func:`pipeline.access.may_see`
+on each fetched record) and is audited the same way (``search``, ``read``, ``download``).
+Errors are ``OperationOutcome`` resources with the HTTP status the search API would give:
+400 for a search it cannot run, 401, 403 (the same whether or not the patient exists), 404
+(the same for an absent document and one outside the caller's rights), 503.
+
+Mounted as its own ASGI app so that its errors are FHIR's and its routes stay out of the
+search API's OpenAPI document (the ``CapabilityStatement`` describes them).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from dataclasses import dataclass, field
+from urllib.parse import urlencode
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import Response
+from starlette.datastructures import QueryParams
+from starlette.exceptions import HTTPException
+
+from pipeline.access import AccessDecision, may_see, restrict
+from pipeline.api.documents import media_of
+from pipeline.api.fhir_resources import (
+    CLASS_SYSTEM,
+    FHIR_JSON,
+    INS_SYSTEMS,
+    LOINC,
+    binary,
+    capability_statement,
+    document_reference,
+    operation_outcome,
+    search_bundle,
+    split_resource_id,
+)
+from pipeline.api.guard import NOT_FOUND, Caller, Services, Svc, decision, readable
+from pipeline.api.schemas import DOC_ID_PATTERN, INS_PATTERN
+from pipeline.errors import BackendUnavailable
+from pipeline.model import DocClass, DocumentRecord, Format, SearchQuery
+
+DEFAULT_COUNT = 20
+MAX_COUNT = 100
+MAX_OFFSET = 10_000
+_FHIR_ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
+_DATE = re.compile(r"^(eq|ge|gt|le|lt)?(\d{4})(?:-(\d{2})(?:-(\d{2})(?:T[0-9:.+\-Z]*)?)?)?$")
+_ISSUE_CODES = {400: "invalid", 401: "login", 403: "forbidden", 404: "not-found", 405: "not-supported",
+                406: "not-supported", 503: "transient"}
+
+
+class SearchError(Exception):
+    """A search the server cannot run as asked (a 400 ``OperationOutcome``)."""
+
+
+def fhir_response(resource: object, status_code: int = 200,
+                  headers: dict[str, str] | None = None) -> Response:
+    body: str = resource.model_dump_json()  # type: ignore[attr-defined]
+    return Response(content=body, status_code=status_code, media_type=FHIR_JSON, headers=headers)
+
+
+def _base(request: Request) -> str:
+    """The FHIR base URL (``.../fhir``) as the client reached it: links and fullUrls use it."""
+    return str(request.url_for("metadata")).removesuffix("/metadata")
+
+
+# -- search parameters -----------------------------------------------------------------------
+
+
+@dataclass
+class DocumentSearch:
+    """A ``DocumentReference`` search, parsed; ``applied`` is what the self link repeats."""
+
+    patient_id: str
+    type_code: str | None = None
+    doc_class: DocClass | None = None
+    since: dt.date | None = None
+    until: dt.date | None = None
+    current: bool = True
+    superseded: bool = False
+    count: int = DEFAULT_COUNT
+    offset: int = 0
+    applied: list[tuple[str, str]] = field(default_factory=list)
+
+
+def _one(params: QueryParams, name: str) -> str | None:
+    values = params.getlist(name)
+    if len(values) > 1:
+        raise SearchError(f"{name} may be given once")
+    if values and ("," in values[0]):
+        raise SearchError(f"{name}: several values (OR) are not supported")
+    return values[0] if values else None
+
+
+def _token(value: str, name: str, systems: frozenset[str]) -> str:
+    system, bar, code = value.rpartition("|")
+    if bar and system and system not in systems:
+        raise SearchError(f"{name}: unsupported system {system!r} (want {' or '.join(sorted(systems))})")
+    if not code:
+        raise SearchError(f"{name}: no code")
+    return code
+
+
+def _day_range(value: str, name: str) -> tuple[dt.date | None, dt.date | None]:
+    """The (since, until) days a FHIR date comparison selects, for document dates (days)."""
+    m = _DATE.match(value)
+    if not m:
+        raise SearchError(f"{name}: {value!r} is not a date with an eq/ge/gt/le/lt prefix")
+    prefix, year, month, day = m.group(1) or "eq", int(m.group(2)), m.group(3), m.group(4)
+    try:
+        if day:
+            first = last = dt.date(year, int(month), int(day))
+        elif month:
+            first = dt.date(year, int(month), 1)
+            last = (first.replace(day=28) + dt.timedelta(days=4)).replace(day=1) - dt.timedelta(days=1)
+        else:
+            first, last = dt.date(year, 1, 1), dt.date(year, 12, 31)
+    except ValueError:
+        raise SearchError(f"{name}: {value!r} is not a calendar date") from None
+    one_day = dt.timedelta(days=1)
+    try:
+        return {"eq": (first, last), "ge": (first, None), "gt": (last + one_day, None),
+                "le": (None, last), "lt": (None, first - one_day)}[prefix]
+    except OverflowError:
+        raise SearchError(f"{name}: {value!r} is out of range") from None
+
+
+def _int(params: QueryParams, name: str, default: int, low: int, high: int) -> int:
+    raw = _one(params, name)
+    if raw is None:
+        return default
+    if not raw.isdigit() or not low <= int(raw) <= 10 * high:
+        raise SearchError(f"{name} must be a number from {low} to {high}")
+    return min(int(raw), high)  # a larger page than served is allowed to come back smaller
+
+
+def parse_search(params: QueryParams) -> DocumentSearch:
+    """The parameters of a ``DocumentReference`` search; unknown ones are ignored (FHIR's
+    lenient default) and left out of the self link."""
+    patient = _one(params, "patient.identifier")
+    if patient is None:
+        raise SearchError("patient.identifier is required (the patient's INS)")
+    ins = _token(patient, "patient.identifier", INS_SYSTEMS)
+    if not re.match(INS_PATTERN, ins):
+        raise SearchError("patient.identifier: not an INS (15 characters)")
+    search = DocumentSearch(patient_id=ins, applied=[("patient.identifier", patient)])
+    if (value := _one(params, "type")) is not None:
+        search.type_code = _token(value, "type", frozenset({LOINC}))
+        search.applied.append(("type", value))
+    if (value := _one(params, "category")) is not None:
+        code = _token(value, "category", frozenset({CLASS_SYSTEM}))
+        if code not in {c.value for c in DocClass}:
+            raise SearchError(f"category: unknown class {code!r}")
+        search.doc_class = DocClass(code)
+        search.applied.append(("category", value))
+    for name in ("date", "period"):
+        for value in params.getlist(name):
+            since, until = _day_range(value, name)
+            if since and (search.since is None or since > search.since):
+                search.since = since
+            if until and (search.until is None or until < search.until):
+                search.until = until
+            search.applied.append((name, value))
+    if (value := params.get("status")) is not None:
+        if len(params.getlist("status")) > 1:
+            raise SearchError("status may be given once")
+        wanted = {s.strip() for s in value.split(",")}
+        unknown = wanted - {"current", "superseded", "entered-in-error"}
+        if unknown:
+            raise SearchError(f"status: unknown value {sorted(unknown)[0]!r}")
+        # Carnet deletes withdrawn documents: nothing is ever entered-in-error.
+        search.current, search.superseded = "current" in wanted, "superseded" in wanted
+        search.applied.append(("status", value))
+    search.count = _int(params, "_count", DEFAULT_COUNT, 1, MAX_COUNT)
+    search.offset = _int(params, "_offset", 0, 0, MAX_OFFSET)
+    return search
+
+
+def _query(search: DocumentSearch, d: AccessDecision) -> SearchQuery:
+    return restrict(SearchQuery(
+        patient_id=search.patient_id, type_code=search.type_code, doc_class=search.doc_class,
+        since=search.since, until=search.until, limit=search.count, offset=search.offset,
+        include_superseded=search.superseded, superseded_only=search.superseded and not search.current,
+    ), d)
+
+
+def _links(base: str, search: DocumentSearch, total: int) -> list[tuple[str, str]]:
+    def url(offset: int) -> str:
+        return f"{base}/DocumentReference?" + urlencode(
+            [*search.applied, ("_count", str(search.count)), ("_offset", str(offset))])
+
+    links = [("self", url(search.offset)), ("first", url(0))]
+    if search.offset > 0:
+        links.append(("previous", url(max(0, search.offset - search.count))))
+    if search.offset + search.count < total and search.offset + search.count <= MAX_OFFSET:
+        links.append(("next", url(search.offset + search.count)))
+    return links
+
+
+# -- the app ---------------------------------------------------------------------------------
+
+
+def _media_type(svc: Services, record: DocumentRecord, data: bytes | None = None) -> str:
+    if data is None and record.format is Format.IMAGE:
+        try:  # images are told apart by their bytes (PNG, JPEG, TIFF)
+            data = svc.store.get(record.content_sha256)
+        except KeyError:
+            data = b""
+    return media_of(record, data or b"")[0]
+
+
+def _visible_record(svc: Services, who: Caller, resource_id: str,
+                    action: str) -> tuple[DocumentRecord, AccessDecision]:
+    """The record behind a resource id, if the caller may see it: 403 for the record, 404 for
+    the document (refusals audited), exactly as ``GET /patients/{ins}/documents/{doc_id}``."""
+    parts = split_resource_id(resource_id) if _FHIR_ID.match(resource_id) else None
+    if parts is None or not re.match(INS_PATTERN, parts[0]) or not re.match(DOC_ID_PATTERN, parts[1]):
+        raise NOT_FOUND
+    ins, doc_id = parts
+    d = decision(svc, who, ins)
+    return readable(svc, who, d, ins, doc_id, action), d
+
+
+def _wants_fhir_json(request: Request) -> bool:
+    fmt = request.query_params.get("_format", "")
+    return fmt in ("json", FHIR_JSON, "application/json") or FHIR_JSON in request.headers.get("accept", "")
+
+
+def create_fhir_app(svc: Services, *, version: str) -> FastAPI:
+    """The ``/fhir`` sub-application over the search API's backends and guard."""
+    app = FastAPI(title="Carnet FHIR R4", version=version, openapi_url=None, docs_url=None,
+                  redoc_url=None)
+    app.state.services = svc
+
+    @app.get("/metadata")
+    def metadata(request: Request) -> Response:
+        return fhir_response(capability_statement(_base(request), software_version=version,
+                                                  now=svc.clock()))
+
+    @app.get("/DocumentReference")
+    def search_documents(request: Request, who: Caller, svc: Svc) -> Response:
+        try:
+            search = parse_search(request.query_params)
+        except SearchError as exc:
+            return fhir_response(operation_outcome("invalid", str(exc)), 400)
+        d = decision(svc, who, search.patient_id)
+        if not (search.current or search.superseded):
+            result_total, records = 0, []  # entered-in-error only: Carnet has none
+        else:
+            result = svc.index.search(_query(search, d))
+            fetched = [svc.index.get(search.patient_id, h.doc_id) for h in result.hits]
+            # The query already carried the decision's filters; each record is checked again
+            # as every single-document read is.
+            records = [r for r in fetched if r is not None and may_see(r, d)]
+            result_total = result.total
+        svc.record(who, "search", search.patient_id, doc_ids=[r.doc_id for r in records], reason=d.via)
+        base = _base(request)
+        resources = [document_reference(r, base_url=base, media_type=_media_type(svc, r)) for r in records]
+        return fhir_response(search_bundle(resources, total=result_total, base_url=base,
+                                           links=_links(base, search, result_total)))
+
+    @app.get("/DocumentReference/{resource_id}")
+    def read_document(resource_id: str, request: Request, who: Caller, svc: Svc) -> Response:
+        record, d = _visible_record(svc, who, resource_id, "read")
+        svc.record(who, "read", record.patient_id, doc_ids=[record.doc_id], reason=d.via)
+        return fhir_response(document_reference(record, base_url=_base(request),
+                                                media_type=_media_type(svc, record)))
+
+    @app.get("/Binary/{resource_id}")
+    def read_binary(resource_id: str, request: Request, who: Caller, svc: Svc) -> Response:
+        record, d = _visible_record(svc, who, resource_id, "download")
+        try:
+            data = svc.store.get(record.content_sha256)
+        except KeyError:
+            raise NOT_FOUND from None
+        svc.record(who, "download", record.patient_id, doc_ids=[record.doc_id], reason=d.via)
+        media = _media_type(svc, record, data)
+        if _wants_fhir_json(request):
+            return fhir_response(binary(record, data, media))
+        return Response(content=data, media_type=media)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> Response:
+        code = _ISSUE_CODES.get(exc.status_code, "processing")
+        return fhir_response(operation_outcome(code, str(exc.detail)), exc.status_code,
+                             headers=dict(exc.headers) if exc.headers else None)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> Response:
+        return fhir_response(operation_outcome("invalid", "the request cannot be parsed"), 400)
+
+    @app.exception_handler(BackendUnavailable)
+    async def unavailable(request: Request, exc: BackendUnavailable) -> Response:
+        return fhir_response(operation_outcome("transient", "service unavailable"), 503)
+
+    return app
+

@@ -1,0 +1,193 @@
+"""Carnet's records as FHIR R4 resources (built with ``fhir.resources``' R4B models).
+
+Why R4B models for an R4 API: ``fhir.resources`` 7+ (the pydantic-2 line Carnet needs,
+Airflow pins pydantic 2) ships R5, R4B and STU3, and R4 only in 6.x (pydantic 1). R4B
+(4.3) is R4 with the medication-definition and evidence resources reworked;
+``DocumentReference``, ``Bundle``, ``Binary``, ``OperationOutcome`` and
+``CapabilityStatement`` keep R4's elements, and Carnet uses none that R4 lacks: the
+resources are checked against the R4 4.0.1 definitions by the HL7 validation engine in
+``tests/api/test_fhir_validator.py``.
+
+Mapping of a ``DocumentRecord`` (one ``DocumentReference`` per filed document):
+
+| FHIR | Carnet |
+|---|---|
+| ``id`` | ``{INS}-{doc_id}`` (the INS is 15 characters, so the split is unambiguous) |
+| ``identifier`` | the doc id (``urn:carnet:document-id``) |
+| ``status`` | ``current``, or ``superseded`` once a newer version replaced it |
+| ``type`` | the LOINC document type code and label |
+| ``category`` | the Carnet class (``urn:carnet:document-class``: biology, imaging...) |
+| ``subject`` | the patient's INS (``urn:oid:1.2.250.1.213.1.4.8``), a logical reference |
+| ``author`` | the RPPS as the national PS id (``urn:oid:1.2.250.1.71.4.2.1``, ``8`` + RPPS) |
+| ``securityLabel`` | the visibility flags the asker may know of (``urn:carnet:visibility``) |
+| ``content.attachment`` | media type, ``Binary/{id}`` URL, title, the document's date (``creation``) |
+| ``context.period`` | the document's (clinical) date |
+
+``DocumentReference.date`` (when the reference was made) is left out: the search
+parameter ``date`` filters the clinical date, and one element must not say two things.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+from collections.abc import Sequence
+
+from fhir.resources.R4B.attachment import Attachment
+from fhir.resources.R4B.binary import Binary
+from fhir.resources.R4B.bundle import Bundle, BundleEntry, BundleEntrySearch, BundleLink
+from fhir.resources.R4B.capabilitystatement import (
+    CapabilityStatement,
+    CapabilityStatementImplementation,
+    CapabilityStatementRest,
+    CapabilityStatementRestResource,
+    CapabilityStatementRestResourceInteraction,
+    CapabilityStatementRestResourceSearchParam,
+    CapabilityStatementRestSecurity,
+    CapabilityStatementSoftware,
+)
+from fhir.resources.R4B.codeableconcept import CodeableConcept
+from fhir.resources.R4B.coding import Coding
+from fhir.resources.R4B.documentreference import (
+    DocumentReference,
+    DocumentReferenceContent,
+    DocumentReferenceContext,
+)
+from fhir.resources.R4B.identifier import Identifier
+from fhir.resources.R4B.operationoutcome import OperationOutcome, OperationOutcomeIssue
+from fhir.resources.R4B.period import Period
+from fhir.resources.R4B.reference import Reference
+
+from pipeline.identity import INS_OIDS
+from pipeline.model import DocClass, DocumentRecord
+
+FHIR_JSON = "application/fhir+json"
+FHIR_VERSION = "4.0.1"
+INS_SYSTEM = "urn:oid:1.2.250.1.213.1.4.8"  # INS-NIR, the national health identifier
+INS_SYSTEMS = frozenset(f"urn:oid:{oid}" for oid in INS_OIDS)  # + INS-NIA and the test OIDs
+PS_SYSTEM = "urn:oid:1.2.250.1.71.4.2.1"  # idNatPs: "8" + RPPS for a person
+LOINC = "http://loinc.org"
+DOC_ID_SYSTEM = "urn:carnet:document-id"
+CLASS_SYSTEM = "urn:carnet:document-class"
+VISIBILITY_SYSTEM = "urn:carnet:visibility"
+INS_LENGTH = 15
+
+CLASS_LABELS = {DocClass.BIOLOGY: "Biologie", DocClass.IMAGING: "Imagerie",
+                DocClass.PRESCRIPTION: "Ordonnance", DocClass.OTHER: "Autre"}
+
+
+def resource_id(record: DocumentRecord) -> str:
+    return f"{record.patient_id}-{record.doc_id}"
+
+
+def split_resource_id(resource_id: str) -> tuple[str, str] | None:
+    """(INS, doc id) of a ``DocumentReference``/``Binary`` id, or None if it is not one of ours."""
+    if len(resource_id) <= INS_LENGTH + 1 or resource_id[INS_LENGTH] != "-":
+        return None
+    return resource_id[:INS_LENGTH], resource_id[INS_LENGTH + 1:]
+
+
+def document_reference(record: DocumentRecord, *, base_url: str, media_type: str) -> DocumentReference:
+    """The ``DocumentReference`` of one record, its content served at ``{base_url}/Binary/{id}``."""
+    rid = resource_id(record)
+    doc_type = CodeableConcept(
+        coding=[Coding(system=LOINC, code=record.type_code, display=record.type_label)]
+        if record.type_code else None,
+        text=record.type_label or record.title)
+    author = None
+    if record.author_rpps or record.author_name:
+        author = [Reference(
+            identifier=Identifier(system=PS_SYSTEM, value=f"8{record.author_rpps}")
+            if record.author_rpps else None,
+            display=record.author_name)]
+    period = None
+    if record.document_date:
+        # A day, not an instant: the models type dateTime as datetime, so validate the text.
+        day = record.document_date.isoformat()
+        period = DocumentReferenceContext(period=Period.model_validate({"start": day, "end": day}))
+    return DocumentReference(
+        id=rid,
+        identifier=[Identifier(system=DOC_ID_SYSTEM, value=record.doc_id)],
+        status="superseded" if record.superseded_by else "current",
+        docStatus="final",
+        type=doc_type,
+        category=[CodeableConcept(coding=[Coding(system=CLASS_SYSTEM, code=record.doc_class.value,
+                                                 display=CLASS_LABELS[record.doc_class])])],
+        subject=Reference(identifier=Identifier(system=INS_SYSTEM, value=record.patient_id)),
+        author=author,
+        description=record.title,
+        securityLabel=[CodeableConcept(coding=[Coding(system=VISIBILITY_SYSTEM, code=v.value)])
+                       for v in record.visibility] or None,
+        content=[DocumentReferenceContent(attachment=Attachment.model_validate({
+            "contentType": media_type, "url": f"{base_url}/Binary/{rid}", "title": record.title,
+            "creation": record.document_date.isoformat() if record.document_date else None}))],
+        context=period,
+    )
+
+
+def binary(record: DocumentRecord, data: bytes, media_type: str) -> Binary:
+    # The model holds base64Binary as the base64 text's bytes (raw bytes would be mangled).
+    return Binary(id=resource_id(record), contentType=media_type, data=base64.b64encode(data))
+
+
+def search_bundle(resources: Sequence[DocumentReference], *, total: int, base_url: str,
+                  links: Sequence[tuple[str, str]]) -> Bundle:
+    return Bundle(
+        type="searchset", total=total,
+        link=[BundleLink(relation=rel, url=url) for rel, url in links],
+        entry=[BundleEntry(fullUrl=f"{base_url}/DocumentReference/{r.id}", resource=r,
+                           search=BundleEntrySearch(mode="match")) for r in resources] or None,
+    )
+
+
+def operation_outcome(code: str, diagnostics: str, *, severity: str = "error") -> OperationOutcome:
+    """One issue; ``code`` from the FHIR IssueType value set (invalid, forbidden, not-found...)."""
+    return OperationOutcome(issue=[OperationOutcomeIssue(severity=severity, code=code,
+                                                         diagnostics=diagnostics)])
+
+
+# The search parameters served, with what they match (stated in the CapabilityStatement).
+SEARCH_PARAMS: tuple[tuple[str, str, str], ...] = (
+    ("patient.identifier", "token",
+     f"Required. The patient's INS: {INS_SYSTEM}|INS (or the bare INS)."),
+    ("type", "token", f"The LOINC document type: {LOINC}|code (or the bare code)."),
+    ("category", "token", f"The Carnet class: {CLASS_SYSTEM}|biology, imaging, prescription, other."),
+    ("date", "date", "The document's clinical date (context.period), with eq/ge/gt/le/lt prefixes; "
+                     "documents without a date never match a date filter."),
+    ("period", "date", "The same as date: context.period."),
+    ("status", "token", "current (default) or superseded; comma-separated for both."),
+    ("_count", "number", "Page size, 1 to 100 (default 20)."),
+)
+
+
+def capability_statement(base_url: str, *, software_version: str, now: dt.datetime) -> CapabilityStatement:
+    """What ``/fhir`` serves: read and search of ``DocumentReference``, read of ``Binary``."""
+    return CapabilityStatement(
+        status="active", date=now.replace(microsecond=0), kind="instance",
+        publisher="Carnet",
+        software=CapabilityStatementSoftware(name="Carnet", version=software_version),
+        implementation=CapabilityStatementImplementation(
+            description="Carnet FHIR R4 read API over the patient record", url=base_url),
+        fhirVersion=FHIR_VERSION, format=["json"],
+        rest=[CapabilityStatementRest(
+            mode="server",
+            documentation="Every call but this one needs the portal's bearer token; the access "
+                          "rules of the search API apply unchanged and every access is audited.",
+            security=CapabilityStatementRestSecurity(
+                cors=False, description="Authorization: Bearer, a JWT signed by the portal"),
+            resource=[
+                CapabilityStatementRestResource(
+                    type="DocumentReference",
+                    interaction=[CapabilityStatementRestResourceInteraction(code="read"),
+                                 CapabilityStatementRestResourceInteraction(code="search-type")],
+                    searchParam=[CapabilityStatementRestResourceSearchParam(
+                        name=name, type=kind, documentation=doc) for name, kind, doc in SEARCH_PARAMS]),
+                CapabilityStatementRestResource(
+                    type="Binary",
+                    interaction=[CapabilityStatementRestResourceInteraction(code="read")],
+                    documentation="The decrypted original in its own media type; as a Binary "
+                                  "resource with Accept: application/fhir+json."),
+            ],
+        )],
+    )
+

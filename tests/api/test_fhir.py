@@ -1,0 +1,284 @@
+"""The FHIR R4 read API as an app uses it: fhirpy (sync and async) against the live server,
+paging by the Bundle's links, reads, Binary content, OperationOutcome errors, the audit.
+
+Every response is parsed back with the model library (``fhir.resources``' R4B models);
+``test_fhir_validator.py`` checks the same kinds of resources with the HL7 validation engine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import datetime as dt
+from typing import Any
+
+import httpx
+import pytest
+from fhir.resources.R4B.binary import Binary
+from fhir.resources.R4B.bundle import Bundle
+from fhir.resources.R4B.capabilitystatement import CapabilityStatement
+from fhir.resources.R4B.documentreference import DocumentReference
+from fhir.resources.R4B.operationoutcome import OperationOutcome
+from fhirpy import AsyncFHIRClient, SyncFHIRClient
+from fhirpy.base.exceptions import ForbiddenError, ResourceNotFound
+from fhirpy.base.searchset import Raw
+
+from pipeline.access import Principal
+from pipeline.api.fhir_resources import CLASS_SYSTEM, FHIR_JSON, INS_SYSTEM, LOINC
+from pipeline.model import DocClass, Format, Visibility
+from tests.api.conftest import Api, caregiver, make_ins, patient, professional
+
+A, B = make_ins(301), make_ins(302)
+PRO = professional()
+PDF = b"%PDF-1.4 bilan sanguin \x00\xff binaire"
+PNG = b"\x89PNG\r\n\x1a\n photo d'ordonnance"
+
+
+def rid(doc_id: str, ins: str = A) -> str:
+    return f"{ins}-{doc_id}"
+
+
+def _file_record(api: Api) -> None:
+    api.file(A, "hb-2024", text="Hémoglobine 13,5 g/dL", title="Bilan sanguin",
+             document_date=dt.date(2024, 3, 1), content=PDF, format=Format.PDF,
+             author_rpps="10101234567", author_name="Dr Biologiste", type_label="Biologie")
+    api.file(A, "rx-2025", doc_class=DocClass.PRESCRIPTION, title="Ordonnance",
+             document_date=dt.date(2025, 1, 10), content=PNG, format=Format.IMAGE)
+    api.file(A, "img-2023", doc_class=DocClass.IMAGING, title="Radio du thorax",
+             document_date=dt.date(2023, 6, 5))
+    api.file(A, "undated", doc_class=DocClass.OTHER, document_date=None)
+    api.file(A, "masked", doc_class=DocClass.IMAGING, visibility=(Visibility.MASQUE_PS,),
+             document_date=dt.date(2024, 5, 1))
+    api.file(A, "withheld", visibility=(Visibility.INVISIBLE_PATIENT,), document_date=dt.date(2024, 4, 1))
+    api.file(A, "hb-2022-v1", series_id="s-hb", document_date=dt.date(2022, 1, 1))
+    api.file(A, "hb-2022-v2", series_id="s-hb", document_date=dt.date(2022, 1, 2))
+    api.index.supersede(A, "hb-2022-v1", "hb-2022-v2")
+    api.file(B, "b-doc", text="autre patient")
+
+
+@pytest.fixture
+def record(api: Api) -> Api:
+    _file_record(api)
+    assert api.put(patient(A), f"/patients/{A}/authorisations/{PRO.subject}").status_code == 200
+    return api
+
+
+def client(api: Api, who: Principal) -> SyncFHIRClient:
+    return SyncFHIRClient(f"{api.url}/fhir", authorization=f"Bearer {api.token(who)}")
+
+
+def found(api: Api, who: Principal, *, limit: int | None = None, **params: Any) -> list[str]:
+    """Doc ids of every page of a search, as fhirpy walks the Bundle's next links."""
+    search = client(api, who).resources("DocumentReference").search(
+        Raw(**{"patient.identifier": f"{INS_SYSTEM}|{A}", **params}))
+    if limit:
+        search = search.limit(limit)
+    resources = search.fetch_all()
+    for r in resources:
+        DocumentReference.model_validate(r.serialize())
+    return [r["id"].removeprefix(f"{A}-") for r in resources]
+
+
+CURRENT = {"hb-2024", "rx-2025", "img-2023", "undated", "masked", "hb-2022-v2"}
+PRO_SEES = CURRENT - {"masked"} | {"withheld"}  # results not yet released to the patient too
+
+
+def test_an_app_searches_the_record_page_by_page_with_fhirpy(record: Api) -> None:
+    assert sorted(found(record, patient(A), limit=2)) == sorted(CURRENT)
+    assert sorted(found(record, PRO, limit=4)) == sorted(PRO_SEES)
+    # Newest first, as the search API lists them; undated documents last.
+    assert found(record, patient(A))[:3] == ["rx-2025", "masked", "hb-2024"]
+
+
+def test_each_page_is_a_searchset_bundle_with_paging_links(record: Api) -> None:
+    r = record.http.get("/fhir/DocumentReference", headers=record.as_(patient(A)),
+                        params={"patient.identifier": A, "_count": 2, "ignored-param": "x"})
+    assert r.status_code == 200 and r.headers["content-type"].startswith(FHIR_JSON)
+    bundle = Bundle.model_validate(r.json())
+    assert bundle.type == "searchset" and bundle.total == len(CURRENT) and len(bundle.entry) == 2
+    links = {link.relation: str(link.url) for link in bundle.link}
+    assert set(links) == {"self", "first", "next"}
+    assert "ignored-param" not in links["self"] and "_offset=2" in links["next"]
+    assert all(str(e.fullUrl).endswith(f"/DocumentReference/{e.resource.id}") for e in bundle.entry)
+    last = record.http.get(links["next"].replace("_offset=2", "_offset=4"), headers=record.as_(patient(A)))
+    last_links = {link["relation"] for link in last.json()["link"]}
+    assert last_links == {"self", "first", "previous"}
+
+
+@pytest.mark.parametrize(("params", "expected"), [
+    ({"type": f"{LOINC}|57833-6"}, {"rx-2025"}),
+    ({"type": "18748-4"}, {"img-2023", "masked"}),
+    ({"category": f"{CLASS_SYSTEM}|prescription"}, {"rx-2025"}),
+    ({"category": "other"}, {"undated"}),
+    ({"date": ["ge2024-01-01", "le2024-12-31"]}, {"hb-2024", "masked"}),
+    ({"date": "2024"}, {"hb-2024", "masked"}),
+    ({"date": "eq2024-03"}, {"hb-2024"}),
+    ({"date": "lt2024-03-01"}, {"img-2023", "hb-2022-v2"}),
+    ({"date": "gt2024-05-01"}, {"rx-2025"}),
+    ({"period": "ge2025-01-10"}, {"rx-2025"}),
+    ({"status": "superseded"}, {"hb-2022-v1"}),
+    ({"status": "current,superseded"}, CURRENT | {"hb-2022-v1"}),
+    ({"status": "entered-in-error"}, set()),
+    ({"category": "biology", "date": "ge2022-01-01", "status": "current,superseded"},
+     {"hb-2024", "hb-2022-v1", "hb-2022-v2"}),
+], ids=["type-system", "type-bare", "category-system", "category-bare", "date-range", "date-year",
+        "date-month", "date-lt", "date-gt", "period", "superseded", "both-statuses", "entered-in-error",
+        "combined"])
+def test_search_parameters(record: Api, params: dict[str, Any], expected: set[str]) -> None:
+    assert set(found(record, patient(A), **params)) == expected
+
+
+def test_a_document_reference_says_what_the_document_is(record: Api) -> None:
+    doc = client(record, patient(A)).reference("DocumentReference", rid("hb-2024")).to_resource()
+    ref = DocumentReference.model_validate(doc.serialize())
+    assert ref.status == "current" and ref.docStatus == "final"
+    assert ref.subject.identifier.system == INS_SYSTEM and ref.subject.identifier.value == A
+    assert [(c.system, c.code) for c in ref.type.coding] == [(LOINC, "11502-2")]
+    assert [(c.system, c.code) for c in ref.category[0].coding] == [(CLASS_SYSTEM, "biology")]
+    assert ref.author[0].identifier.value == "810101234567" and ref.author[0].display == "Dr Biologiste"
+    attachment = ref.content[0].attachment
+    assert attachment.contentType == "application/pdf" and attachment.title == "Bilan sanguin"
+    assert str(attachment.url) == f"{record.url}/fhir/Binary/{rid('hb-2024')}"
+    assert ref.context.period.start.isoformat() == "2024-03-01"
+    old = client(record, patient(A)).reference("DocumentReference", rid("hb-2022-v1")).to_resource()
+    assert old["status"] == "superseded"
+    masked = client(record, patient(A)).reference("DocumentReference", rid("masked")).to_resource()
+    assert masked["securityLabel"][0]["coding"][0]["code"] == "MASQUE_PS"
+
+
+def test_binary_is_the_decrypted_original_or_a_binary_resource(record: Api) -> None:
+    headers = record.as_(patient(A))
+    raw = record.http.get(f"/fhir/Binary/{rid('hb-2024')}", headers=headers)
+    assert raw.status_code == 200 and raw.content == PDF
+    assert raw.headers["content-type"] == "application/pdf"
+    photo = record.http.get(f"/fhir/Binary/{rid('rx-2025')}", headers=headers)
+    assert photo.content == PNG and photo.headers["content-type"] == "image/png"
+    as_fhir = record.http.get(f"/fhir/Binary/{rid('hb-2024')}", headers={**headers, "Accept": FHIR_JSON})
+    resource = Binary.model_validate(as_fhir.json())
+    assert resource.contentType == "application/pdf"
+    assert base64.b64decode(as_fhir.json()["data"]) == PDF
+    # The attachment URL an app got from the search is the one it fetches.
+    ref = client(record, patient(A)).reference("DocumentReference", rid("rx-2025")).to_resource()
+    assert ref["content"][0]["attachment"]["contentType"] == "image/png"
+    assert record.http.get(ref["content"][0]["attachment"]["url"], headers=headers).content == PNG
+
+
+def test_the_async_client_reads_the_same_record(record: Api) -> None:
+    async def run() -> tuple[list[str], dict[str, Any]]:
+        fhir = AsyncFHIRClient(f"{record.url}/fhir", authorization=f"Bearer {record.token(PRO)}")
+        search = fhir.resources("DocumentReference").search(Raw(**{"patient.identifier": A}))
+        resources = await search.limit(3).fetch_all()
+        doc = await fhir.reference("DocumentReference", rid("img-2023")).to_resource()
+        return [r["id"] for r in resources], doc.serialize()
+
+    ids, doc = asyncio.run(run())
+    assert sorted(ids) == sorted(rid(d) for d in PRO_SEES)
+    assert doc["description"] == "Radio du thorax"
+
+
+def _outcome(r: httpx.Response, status: int, code: str) -> OperationOutcome:
+    assert r.status_code == status, r.text
+    assert r.headers["content-type"].startswith(FHIR_JSON)
+    outcome = OperationOutcome.model_validate(r.json())
+    assert outcome.issue[0].severity == "error" and outcome.issue[0].code == code
+    return outcome
+
+
+def test_refusals_are_operation_outcomes_that_reveal_nothing(record: Api) -> None:
+    # No token: 401 with the bearer challenge, nothing audited.
+    before = len(record.services.audit.for_patient(A))
+    for path in ("/fhir/DocumentReference", f"/fhir/DocumentReference/{rid('hb-2024')}",
+                 f"/fhir/Binary/{rid('hb-2024')}"):
+        r = record.http.get(path, params={"patient.identifier": A})
+        _outcome(r, 401, "login")
+        assert r.headers["WWW-Authenticate"] == "Bearer"
+    assert len(record.services.audit.for_patient(A)) == before
+    # Another patient's record: the same 403 whether or not it exists.
+    nobody = make_ins(399)
+    for ins in (B, nobody):
+        r = record.http.get("/fhir/DocumentReference", headers=record.as_(patient(A)),
+                            params={"patient.identifier": f"{INS_SYSTEM}|{ins}"})
+        assert _outcome(r, 403, "forbidden").issue[0].diagnostics == "access denied"
+        assert ins not in r.text
+        read = record.http.get(f"/fhir/DocumentReference/{rid('b-doc', ins)}", headers=record.as_(patient(A)))
+        _outcome(read, 403, "forbidden")
+    with pytest.raises(ForbiddenError):
+        client(record, caregiver()).resources("DocumentReference").search(
+            Raw(**{"patient.identifier": A})).fetch()
+    # A document outside the decision is exactly like one that does not exist.
+    bodies = []
+    for doc in ("masked", "absent"):
+        for kind in ("DocumentReference", "Binary"):
+            r = record.http.get(f"/fhir/{kind}/{rid(doc)}", headers=record.as_(PRO))
+            _outcome(r, 404, "not-found")
+            bodies.append(r.json())
+    assert all(b == bodies[0] for b in bodies)
+    with pytest.raises(ResourceNotFound):
+        client(record, PRO).reference("DocumentReference", rid("masked")).to_resource()
+
+
+@pytest.mark.parametrize("params", [
+    {},
+    {"patient.identifier": "123"},
+    {"patient.identifier": f"http://example.org/mrn|{A}"},
+    {"patient.identifier": [A, B]},
+    {"patient.identifier": f"{A},{B}"},
+    {"patient.identifier": A, "type": "http://snomed.info/sct|123"},
+    {"patient.identifier": A, "type": "11502-2,18748-4"},
+    {"patient.identifier": A, "category": "letters"},
+    {"patient.identifier": A, "date": "yesterday"},
+    {"patient.identifier": A, "date": "sa2024-01-01"},
+    {"patient.identifier": A, "date": "2024-02-30"},
+    {"patient.identifier": A, "date": "lt0001-01-01"},
+    {"patient.identifier": A, "status": "draft"},
+    {"patient.identifier": A, "_count": "0"},
+    {"patient.identifier": A, "_count": "-5"},
+    {"patient.identifier": A, "_count": "99999999999999999999"},
+    {"patient.identifier": A, "_offset": "x"},
+], ids=lambda p: "&".join(f"{k}={v}" for k, v in p.items()) or "none")
+def test_a_search_it_cannot_run_is_a_400_operation_outcome(record: Api, params: dict[str, Any]) -> None:
+    r = record.http.get("/fhir/DocumentReference", headers=record.as_(patient(A)), params=params)
+    _outcome(r, 400, "invalid")
+
+
+@pytest.mark.parametrize(("method", "path", "status"), [
+    ("GET", "/fhir/Patient", 404),
+    ("GET", "/fhir/DocumentReference/not-an-id", 404),
+    ("GET", "/fhir/DocumentReference/" + "x" * 300, 404),
+    ("GET", f"/fhir/DocumentReference/{A}-bad%20id", 404),
+    ("GET", f"/fhir/Binary/{A}-", 404),
+    ("POST", "/fhir/DocumentReference", 405),
+    ("DELETE", f"/fhir/DocumentReference/{A}-hb-2024", 405),
+])
+def test_anything_else_is_a_4xx_operation_outcome(record: Api, method: str, path: str, status: int) -> None:
+    r = record.http.request(method, path, headers=record.as_(patient(A)))
+    assert 400 <= r.status_code < 500
+    _outcome(r, status, "not-found" if status == 404 else "not-supported")
+
+
+def test_every_fhir_access_is_audited_like_the_search_api(record: Api) -> None:
+    found(record, PRO, category="biology")
+    client(record, PRO).reference("DocumentReference", rid("hb-2024")).to_resource()
+    record.http.get(f"/fhir/Binary/{rid('hb-2024')}", headers=record.as_(PRO))
+    record.http.get("/fhir/DocumentReference", headers=record.as_(caregiver()),
+                    params={"patient.identifier": A})
+    entries = [e for e in record.services.audit.for_patient(A) if e.role != "patient"]
+    assert [(e.actor, e.action, e.reason) for e in entries] == [
+        (PRO.subject, "search", "authorisation"), (PRO.subject, "read", "authorisation"),
+        (PRO.subject, "download", "authorisation"), ("aidant-1", "denied", "no_delegation")]
+    assert set(entries[0].doc_ids) == {"hb-2024", "hb-2022-v2", "withheld"}
+    assert entries[1].doc_ids == entries[2].doc_ids == ("hb-2024",)
+
+
+def test_the_capability_statement_needs_no_token(api: Api) -> None:
+    r = api.http.get("/fhir/metadata")
+    assert r.status_code == 200 and r.headers["content-type"].startswith(FHIR_JSON)
+    cs = CapabilityStatement.model_validate(r.json())
+    assert cs.fhirVersion == "4.0.1" and cs.kind == "instance"
+    resources = {res.type: res for res in cs.rest[0].resource}
+    assert set(resources) == {"DocumentReference", "Binary"}
+    params = {p.name for p in resources["DocumentReference"].searchParam}
+    assert {"patient.identifier", "type", "category", "date", "status", "_count"} <= params
+    # The rest of the API still wants its token; the FHIR routes stay out of its OpenAPI.
+    assert api.http.get("/me").status_code == 401
+    assert not [p for p in api.http.get("/openapi.json").json()["paths"] if p.startswith("/fhir")]
