@@ -1,8 +1,8 @@
 """Run every Carnet benchmark and write their figures to ``benchmarks/results.json``.
 
 ``make bench`` runs the full sizes (about 20–30 minutes on 2 cores); ``--quick`` runs
-small sizes for a smoke check. The Elasticsearch comparison runs only when a node
-answers at ``CARNET_TEST_ES_URL`` (``scripts/elasticsearch.sh start``). Figures are
+small sizes for a smoke check. Benchmarks that need a server (Elasticsearch, S3, KMS)
+run only when it answers (``scripts/elasticsearch.sh``, ``s3.sh``, ``kms.sh start``). Figures are
 per-core rates and ratios, never pass/fail thresholds.
 """
 
@@ -18,13 +18,21 @@ import time
 from pathlib import Path
 from urllib.parse import urlparse
 
-BENCHES = ("bench_pipeline", "bench_pdf_ocr", "bench_hl7", "bench_search", "bench_quality", "bench_es")
+BENCHES = ("bench_pipeline", "bench_pdf_ocr", "bench_hl7", "bench_search", "bench_quality", "bench_es",
+           "bench_kms", "bench_footprint")
+# Benchmarks that need a server: (its URL variable, default URL, the command that starts it).
+_NEEDS = {
+    "bench_es": (("CARNET_TEST_ES_URL", "http://127.0.0.1:9200", "scripts/elasticsearch.sh start"),),
+    "bench_kms": (("CARNET_TEST_KMS_URL", "http://127.0.0.1:4599", "scripts/kms.sh start"),),
+    "bench_footprint": (("CARNET_TEST_ES_URL", "http://127.0.0.1:9200", "scripts/elasticsearch.sh start"),
+                        ("AWS_ENDPOINT_URL", "http://127.0.0.1:9000", "scripts/s3.sh start")),
+}
 
 
-def _es_up() -> bool:
-    url = urlparse(os.environ.get("CARNET_TEST_ES_URL", "http://127.0.0.1:9200"))
+def _up(variable: str, default: str) -> bool:
+    url = urlparse(os.environ.get(variable, default))
     try:
-        with socket.create_connection((url.hostname or "127.0.0.1", url.port or 9200), timeout=1):
+        with socket.create_connection((url.hostname or "127.0.0.1", url.port or 80), timeout=1):
             return True
     except OSError:
         return False
@@ -42,8 +50,9 @@ def main() -> None:
         "quick": args.quick,
     }
     for name in args.only or BENCHES:
-        if name == "bench_es" and not _es_up():
-            results[name] = {"skipped": "no Elasticsearch node (scripts/elasticsearch.sh start)"}
+        missing = [start for variable, default, start in _NEEDS.get(name, ()) if not _up(variable, default)]
+        if missing:
+            results[name] = {"skipped": f"a server is not running ({', '.join(missing)})"}
             continue
         module = importlib.import_module(f"benchmarks.{name}")
         t0 = time.perf_counter()
