@@ -30,11 +30,10 @@ INS_OIDS = frozenset({"1.2.250.1.213.1.4.8", "1.2.250.1.213.1.4.9", "1.2.250.1.2
 INS_KINDS = frozenset({"INS", "INS-NIR", "INS-C", "NIR", "INS-NIA"})
 
 # What may stand between the characters of a printed INS: any run of whitespace (spaces,
-# U+00A0 and U+202F as PDF text layers write them, other Unicode spaces, tabs) with at
-# most one line break in the number (the key, or the last groups, wrapped onto the next
-# line; ``find_printed_identifiers`` checks the total), plus the
-# zero-width characters some generators insert, and an optional dot. Possessive
-# quantifiers keep the match linear on hostile input.
+# U+00A0 and U+202F as PDF text layers write them, other Unicode spaces, tabs) holding at
+# most one line break (never a blank line), plus the zero-width characters some generators
+# insert, and an optional dot. ``_plausible_layout`` then checks where the line breaks
+# fall. Possessive quantifiers keep the match linear on hostile input.
 _H = r"(?:[^\S\r\n]|[\u200b-\u200d\u2060\ufeff])*+"
 _GAP = rf"{_H}(?:(?:\r\n|[\r\n]){_H})?(?:\.{_H})?"
 # The NIR and key in that spacing: "2 84 05 75 123 456 78", "284057512345678",
@@ -117,6 +116,25 @@ def _is_ins_identifier(ident: PatientIdentifier) -> bool:
     return bool(ident.kind and ident.kind.upper() in INS_KINDS)
 
 
+# Where the printed groups end, counted in characters of the NIR: 1 | 84 | 05 | 75 | 123 | 456.
+_GROUP_ENDS = frozenset({1, 3, 5, 7, 10, 13})
+
+
+def _plausible_layout(printed: str) -> bool:
+    """One line break anywhere (the key or a group wrapped onto the next line); more only
+    when every line holds whole groups, as text layers give groups drawn one by one. Digits
+    that run across several lines in other ways are a column of numbers, not an INS."""
+    lines = printed.splitlines()
+    if len(lines) <= 2:
+        return True
+    count = 0
+    for line in lines[:-1]:
+        count += len(normalize_ins(line))
+        if count not in _GROUP_ENDS:
+            return False
+    return True
+
+
 class PrintedRole(StrEnum):
     """Whose number a printed INS is, as its label says."""
 
@@ -143,7 +161,7 @@ def find_printed_identifiers(text: str) -> list[PrintedIns]:
     found: list[PrintedIns] = []
     previous_end = 0
     for m in _PRINTED_NIR.finditer(text):
-        if len(m.group(0).splitlines()) > 2:  # one line break at most: a wrap, not a column
+        if not _plausible_layout(m.group(0)):
             continue
         before = fold(" ".join(text[max(0, m.start() - 4 * _LABEL_WINDOW) : m.start()].split()))
         # A space stands for the whitespace run just before the number, as in the text.

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from pipeline.errors import InvalidPatientId
@@ -151,10 +153,21 @@ def test_labels_and_layouts(layout: str) -> None:
     assert find_printed_ins(layout.format(n=n)) == [INS_PARENT]
 
 
-def test_groups_across_more_than_one_line_break_are_not_one_number() -> None:
+@pytest.mark.parametrize("split", [[1, 2, 3, 4, 5, 6], [3, 5], [2, 4, 6], [4, 6]])
+def test_groups_on_lines_of_their_own(split: list[int]) -> None:
+    # Text layers give groups drawn one by one (table cells, justified text) one per line.
     g = groups(INS_PARENT)
-    assert find_printed_ins(f"INS : {' '.join(g[:4])}\n\n{' '.join(g[4:])}") == []
-    assert find_printed_ins(f"INS : {' '.join(g[:3])}\n{' '.join(g[3:5])}\n{' '.join(g[5:])}") == []
+    lines = [" ".join(g[a:b]) for a, b in zip([0, *split], [*split, len(g)], strict=True)]
+    assert find_printed_ins("INS :\n" + "\n".join(lines)) == [INS_PARENT]
+
+
+def test_digits_across_lines_in_other_ways_are_not_one_number() -> None:
+    g = groups(INS_PARENT)
+    assert find_printed_ins(f"INS : {' '.join(g[:4])}\n\n{' '.join(g[4:])}") == []  # a blank line
+    digits = INS_PARENT
+    # Three lines that cut groups: a column of numbers, not an INS.
+    assert find_printed_ins(f"INS :\n{digits[:4]}\n{digits[4:9]}\n{digits[9:]}") == []
+    assert find_printed_ins(f"INS :\n{digits[:6]}\n{digits[6:8]}\n{digits[8:12]}\n{digits[12:]}") == []
 
 
 @pytest.mark.parametrize("text", [
@@ -237,3 +250,44 @@ def test_printed_ins_scan_is_linear_on_hostile_text() -> None:
     started = time.process_time()
     find_printed_ins(hostile)
     assert time.process_time() - started < 5.0
+
+
+# --- the same on real text layers (tests/samples/identity, see make_samples.py) -----------
+
+IDENTITY_SAMPLES = Path(__file__).parent / "samples" / "identity"
+PRINTED_ADULT = make_ins("1670153130889")
+PRINTED_CHILD = make_ins("2150675123004")
+
+
+@pytest.mark.parametrize(
+    ("name", "patient", "reason"),
+    [
+        ("ins-two-spaces.pdf", PRINTED_ADULT, None),
+        ("ins-narrow-nbsp.pdf", PRINTED_ADULT, None),
+        ("ins-thin-figure-spaces.pdf", PRINTED_ADULT, None),
+        ("ins-key-next-line.pdf", PRINTED_ADULT, None),
+        ("ins-label-above.pdf", PRINTED_ADULT, None),
+        ("ins-positioned-groups.pdf", PRINTED_ADULT, None),  # pypdf gives one group per line
+        ("ins-table-columns.pdf", PRINTED_ADULT, None),
+        ("decoys.pdf", PRINTED_ADULT, None),
+        ("parent-child-lines.pdf", PRINTED_CHILD, None),
+        ("parent-child-block.pdf", PRINTED_CHILD, None),
+        ("two-patient-ins.pdf", None, Reason.IDENTITY_CONFLICT),
+        ("insured-only.pdf", None, Reason.MISSING_INS),
+    ],
+)
+def test_printed_ins_from_pdf_text_layers(name: str, patient: str | None, reason: Reason | None) -> None:
+    from parsers.ocr import TesseractOcr
+    from parsers.pdf import PdfParser
+
+    (parsed,) = PdfParser(ocr=TesseractOcr()).parse((IDENTITY_SAMPLES / name).read_bytes(), source=name)
+    assert parsed.ocr_pages == 0  # read from the text layer, as produced
+    result = identify_patient(parsed)
+    assert result.patient_id == patient
+    assert [p.code for p in result.problems] == ([reason] if reason else [])
+
+
+def test_identity_samples_match_their_generator(tmp_path: Path) -> None:
+    from tests.sample_scripts import assert_samples_match_their_generator
+
+    assert_samples_match_their_generator(IDENTITY_SAMPLES, "*.pdf", tmp_path)

@@ -1,8 +1,11 @@
 """`carnet ingest` on a folder of documents as French producers publish them — CDA
-auto-presentable, signed, level 1 with a PDF, a scan or text, national type codes — gives one
-report line per document with the right status, INS, class and type.
+auto-presentable, signed, level 1 with a PDF, a scan or text, national type codes; text PDFs
+whose INS is printed with the whitespace text layers produce, a child's report with the
+insured parent's number — gives one report line per document with the right status, INS,
+class and type.
 
-The samples are Carnet's own (``tests/samples/cda/make_samples.py``); the expected values
+The samples are Carnet's own (``tests/samples/cda/make_samples.py``,
+``tests/samples/identity/make_samples.py``); the expected values
 below are written out, not read from the generator, so that a generator change that
 breaks a sample shows here.
 """
@@ -41,6 +44,14 @@ EXPECTED: dict[str, tuple[str, str | None, str | None, str | None, str | None]] 
     "cda/vital-signs.xml": ("indexed", "265011305512339", "other", "29274-8", None),
     # Level 3 as before.
     "cda/cr-bio.xml": ("indexed", "284037512345640", "biology", "11502-2", None),
+    # Text PDFs: the INS as text layers print it, and the insured parent beside the child.
+    **{f"identity/{name}": ("indexed", "167015313088966", "biology", "11502-2", None) for name in [
+        "ins-two-spaces.pdf", "ins-narrow-nbsp.pdf", "ins-thin-figure-spaces.pdf", "ins-key-next-line.pdf",
+        "ins-label-above.pdf", "ins-positioned-groups.pdf", "ins-table-columns.pdf", "decoys.pdf"]},
+    "identity/parent-child-lines.pdf": ("indexed", "215067512300441", "biology", "11502-2", None),
+    "identity/parent-child-block.pdf": ("indexed", "215067512300441", "biology", "11502-2", None),
+    "identity/two-patient-ins.pdf": ("rejected", None, None, None, "identity_conflict"),
+    "identity/insured-only.pdf": ("rejected", None, None, None, "missing_ins"),
 }
 
 

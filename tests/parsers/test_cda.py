@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
-import importlib.util
 import io
 import re
 from pathlib import Path
@@ -25,6 +24,7 @@ from pipeline.model import (
     Reason,
     Visibility,
 )
+from tests.sample_scripts import assert_samples_match_their_generator, load_script
 
 CDA = Path(__file__).parents[1] / "samples" / "cda"
 INS_OID = "1.2.250.1.213.1.4.8"
@@ -505,29 +505,13 @@ def test_parse_ts(value: str | None, expected: dt.datetime | None) -> None:
 
 
 def test_samples_match_their_generator(tmp_path: Path) -> None:
-    spec = importlib.util.spec_from_file_location("make_cda_samples", CDA / "make_samples.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    module.main(tmp_path)
-    written = sorted(p.name for p in tmp_path.iterdir())
-    assert written == sorted(p.name for p in CDA.glob("*.xml"))
-    for name in written:
-        assert (tmp_path / name).read_bytes() == (CDA / name).read_bytes(), name
+    assert_samples_match_their_generator(CDA, "*.xml", tmp_path)
 
 
 # --- CDA as published: wrappers (auto-presentable, signed) ---------------------------------
 
 
-def make_samples() -> object:
-    spec = importlib.util.spec_from_file_location("make_cda_samples", CDA / "make_samples.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-SAMPLES = make_samples()
+SAMPLES = load_script(CDA / "make_samples.py")
 
 
 def unwrapped_fields(doc: ParsedDocument) -> dict[str, object]:
