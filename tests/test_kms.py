@@ -331,32 +331,76 @@ def test_an_unknown_kms_key_is_a_configuration_error(kms_url: str, tmp_path: Pat
         open_encrypted_store(unreachable)
 
 
-@pytest.mark.kms
-def test_the_kms_script_is_idempotent_and_seeds_fresh_key_material_each_start(kms_url: str) -> None:
-    env = {**os.environ, "CARNET_KMS_PORT": str(_free_port())}
-    script = str(REPO / "scripts" / "kms.sh")
+class PrivateKms:
+    """A second KMS server of this test's own, started and stopped by ``scripts/kms.sh``."""
 
-    def run(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([script, *args], env=env, capture_output=True, text=True, timeout=300)
+    def __init__(self) -> None:
+        self.env = {**os.environ, "CARNET_KMS_PORT": str(_free_port())}
+        self.exports: dict[str, str] = {}
 
-    def seed_wrapper(exports: dict[str, str]) -> KmsKeyWrapper:
-        return KmsKeyWrapper(exports["CARNET_TEST_KMS_KEY_ID"], endpoint_url=exports["CARNET_TEST_KMS_URL"])
+    def run(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([str(REPO / "scripts" / "kms.sh"), *args], env=self.env,
+                              capture_output=True, text=True, timeout=300)
 
+    def start(self) -> subprocess.CompletedProcess[str]:
+        started = self.run("start")
+        assert started.returncode == 0, started.stderr
+        lines = started.stdout.splitlines()
+        self.exports = dict(line.removeprefix("export ").split("=", 1) for line in lines)
+        return started
+
+    def wrapper(self) -> KmsKeyWrapper:
+        return KmsKeyWrapper(self.exports["CARNET_TEST_KMS_KEY_ID"],
+                             endpoint_url=self.exports["CARNET_TEST_KMS_URL"])
+
+
+@pytest.fixture
+def private_kms(kms_url: str) -> Iterator[PrivateKms]:
+    server = PrivateKms()
     try:
-        first = run("start")
-        assert first.returncode == 0, first.stderr
-        exports = dict(line.removeprefix("export ").split("=", 1) for line in first.stdout.splitlines())
-        assert run("status").returncode == 0
-        again = run("start")  # already running: same server, same env
-        assert again.returncode == 0 and again.stdout == first.stdout and "already running" in again.stderr
-        key, wrapped = seed_wrapper(exports).generate("object:x")
-        assert seed_wrapper(exports).unwrap(wrapped, "object:x") == key
-
-        assert run("stop").returncode == 0 and run("status").returncode == 3
-        assert run("start").returncode == 0
-        # Same key id and alias, new key material: what the last server wrapped is gone.
-        with pytest.raises(ConfigurationError, match="does not open"):
-            seed_wrapper(exports).unwrap(wrapped, "object:x")
+        yield server
     finally:
-        run("stop")
-    assert run("status").returncode == 3
+        server.run("stop")
+    assert server.run("status").returncode == 3
+
+
+@pytest.mark.kms
+def test_the_kms_script_is_idempotent_and_seeds_fresh_key_material_each_start(
+    private_kms: PrivateKms,
+) -> None:
+    first = private_kms.start()
+    assert private_kms.run("status").returncode == 0
+    again = private_kms.run("start")  # already running: same server, same env
+    assert again.returncode == 0 and again.stdout == first.stdout and "already running" in again.stderr
+    key, wrapped = private_kms.wrapper().generate("object:x")
+    assert private_kms.wrapper().unwrap(wrapped, "object:x") == key
+
+    assert private_kms.run("stop").returncode == 0 and private_kms.run("status").returncode == 3
+    private_kms.start()
+    # Same key id and alias, new key material: what the last server wrapped is gone.
+    with pytest.raises(ConfigurationError, match="does not open"):
+        private_kms.wrapper().unwrap(wrapped, "object:x")
+
+
+@pytest.mark.kms
+def test_a_kms_lost_mid_run_stops_the_run_instead_of_rejecting_documents(
+    private_kms: PrivateKms, tmp_path: Path,
+) -> None:
+    from pipeline.ingest import Pipeline, iter_source_inputs
+
+    private_kms.start()
+    settings = Settings(data_dir=tmp_path / "carnet", data_docs=False,
+                        kms_key_id=private_kms.exports["CARNET_TEST_KMS_KEY_ID"],
+                        kms_endpoint_url=private_kms.exports["CARNET_TEST_KMS_URL"])
+    first, second = iter_source_inputs([str(SAMPLES / "hl7" / "oru_single.hl7"),
+                                        str(SAMPLES / "cda" / "cr-bio.xml")],
+                                       producer="labo", settings=settings)
+    with Pipeline(settings) as pipe:
+        assert [o.status.value for o in pipe.process(first)] == ["indexed"]
+        pipe.flush()
+        assert private_kms.run("stop").returncode == 0
+        # An infrastructure failure: the run (the Airflow task) fails and is retried; the
+        # document is not turned into a rejection it does not deserve.
+        with pytest.raises(BackendUnavailable, match="KMS unreachable"):
+            pipe.process(second)
+        assert [o.source for o in pipe.outcomes] == [first.source + "#1"]
