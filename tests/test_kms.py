@@ -320,6 +320,21 @@ def test_an_unreachable_kms_is_one_clear_line_from_the_cli(
 
 
 @pytest.mark.kms
+def test_missing_aws_credentials_are_one_clear_line_from_the_cli(
+    kms_url: str, kms_key: str, tmp_path: Path,
+) -> None:
+    env = {"CARNET_DATA_DIR": str(tmp_path / "carnet"), "CARNET_KMS_KEY_ID": kms_key,
+           "AWS_ENDPOINT_URL_KMS": kms_url, "AWS_ACCESS_KEY_ID": "", "AWS_SECRET_ACCESS_KEY": "",
+           # Nowhere else to find credentials: no files, no instance metadata.
+           "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "none"), "AWS_CONFIG_FILE": str(tmp_path / "none"),
+           "AWS_EC2_METADATA_DISABLED": "true"}
+    run = _cli(env, "ingest", str(SAMPLES / "hl7" / "oru_single.hl7"))
+    assert run.returncode == 1 and "Traceback" not in run.stderr, run.stderr
+    assert run.stderr.strip() == (f"carnet ingest: error: no AWS credentials for the KMS at {kms_url} "
+                                  "(AWS_ACCESS_KEY_ID… or a profile)")
+
+
+@pytest.mark.kms
 def test_an_unknown_kms_key_is_a_configuration_error(kms_url: str, tmp_path: Path) -> None:
     settings = Settings(data_dir=tmp_path / "carnet", kms_key_id="alias/carnet-no-such-key",
                         kms_endpoint_url=kms_url)
