@@ -1,45 +1,60 @@
-"""HL7 v2.5 ORU^R01 parser: lab results messages, one ``ParsedDocument`` per message.
+"""HL7 v2 parser: lab results and document messages, one ``ParsedDocument`` per message.
+
+Messages read (``DOCUMENT_MESSAGES``): ORU^R01, and the MDM events of the ANS CI-SIS
+profile "Transmission de documents CDA en HL7 v2" that carry a document or withdraw one.
+Any other message (ACK, ADT, QRY, local Z messages) gives a ``ParsedDocument`` with a
+blocking ``unsupported_message`` problem naming its type.
 
 A file may hold several messages, with ``\\r``, ``\\n`` or ``\\r\\n`` between segments, MLLP
 framing and FHS/BHS/BTS/FTS batch envelopes (dropped). Each message is decoded on its own:
 ISO-8859-1 when its MSH-18 says ``8859/1`` (``8859/15`` likewise), else UTF-8. How the
-ER7 text is split and why hl7apy is used only for the header and segment vocabulary is
-explained in ``parsers/hl7_segments.py``.
+ER7 text is split, why hl7apy is used only for the header and segment vocabulary, and
+which segments are accepted (any HL7 v2 version's, Z-segments) is explained in
+``parsers/hl7_segments.py``.
 
 What is read, per message:
 
 * MSH-9 / MSH-10: ``message_type`` / ``message_control_id``; MSH-4 sending facility: a
   9-digit universal id (HD.2) or namespace id (HD.1) is the ``producer_finess``, a
   non-numeric namespace id the ``producer_name``.
-* PID-3 repetitions: ``PatientIdentifier(CX.1, authority = CX.4 universal id or namespace,
-  kind = CX.5)``; an INS OID authority without CX.5 gets kind ``INS``. Nothing is
-  validated here (``pipeline/identity.py`` does it). PID-5 (the legal name ``L`` first),
-  PID-7, PID-8: demographics.
-* OBR: ``title`` is OBR-4's text when the message has one OBR (several OBRs: the generic
-  biology title, each OBR-4 heading its section of ``text``); ``document_date`` OBR-7, else
-  MSH-7; ``producer_document_id`` OBR-3 filler order number, else MSH-10; author: the first
-  of OBR-32 (result interpreter), OBR-16, ORC-12 whose id is an RPPS (11 digits, or 12 with
-  the national ``8`` prefix).
-* ``version``: 2 when an OBR-25 result status is ``C`` (correction), else None: HL7 v2 has
-  no version number, and a correction shares OBR-3 with the report it replaces.
-* OBX: one ``LabResult`` each, except ED observations (an embedded base64 PDF, whose text
-  layer is appended to ``text``) and visibility observations.
-* Visibility convention: an OBX whose OBX-3 identifier is a ``Visibility`` value (e.g.
-  ``OBX|3|CE|MASQUE_PS^Masqué aux professionnels||Y``) with value Y/YES/TRUE/1/O/OUI sets
-  that flag on the document.
+* PID-3 repetitions (IHE PAM FR): ``PatientIdentifier(CX.1, authority = CX.4 universal id
+  or namespace, kind = CX.5)``; an INS OID authority without CX.5 gets kind ``INS``.
+  Nothing is validated here (``pipeline/identity.py`` does it). PID-5 (the legal name
+  ``L`` first), PID-7, PID-8: demographics.
+* OBR / TXA: ``title`` is OBR-4's text when the message has one OBR (several OBRs: the
+  generic biology title, each OBR-4 heading its section of ``text``), else the document
+  type's text; ``document_date`` OBR-7, else TXA-4, else MSH-7; author: the first of
+  OBR-32, OBR-16, ORC-12 and PRT-5 (author participation first) whose id is an RPPS.
+* OBX: one ``LabResult`` each, except visibility observations (an OBX whose OBX-3 is a
+  ``Visibility`` value, e.g. ``MASQUE_PS``, with value Y/YES/TRUE/1/O/OUI sets that flag),
+  the profile's instructions (``DESTDMP``, ``ACK_RECEPTION``…), and ED observations.
+* OBX of type ED: the document itself. Its Base64 is decoded (blanks and line breaks
+  dropped) and parsed by the embedded-document registry (the same CDA, PDF and image
+  parsers as for files); that document's text, results, visibility, patient ids, type
+  code, title, date, author and setId are the message's (PID-3 comes first in
+  ``patient_ids``, so an embedded INS that disagrees is an identity conflict). OBX-3 is
+  the document type code when the embedded document has none. An unreadable embedded
+  document is a warning when results stand beside it, else it blocks the message.
+* Identity of the document: ``producer_document_id`` is the embedded CDA's setId, else
+  TXA-12 (unique document number, as ``root^extension``), else OBR-3 filler order
+  number, else MSH-10; the other ids go to ``document_ids``. TXA-13 (parent document)
+  goes to ``refers_to``: what a replacement replaces.
+* Replacement and deletion (the profile's OBX-11 on the document's OBX: F original, C
+  replacement, D deletion): ``withdraw`` is set by MDM^T11, OBX-11 ``D`` or TXA-19
+  ``CA``; ``version`` is the embedded CDA's versionNumber, else 2 when an OBR-25 result
+  status is ``C`` (a correction shares OBR-3 with the report it replaces).
 * ``text``: the title, one line per result (``Hémoglobine (718-7) : 13.5 g/dL [12.0-16.0]
-  N``), NTE comments where they stand, then the embedded PDFs' text.
+  N``), NTE comments where they stand, then the embedded documents' text.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import logging
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
+from parsers.embedded import decode_base64
 from parsers.hl7_segments import (
     BOM,
     RawMessage,
@@ -51,6 +66,7 @@ from parsers.hl7_segments import (
     parse_ts,
     split_messages,
 )
+from parsers.registry import ParserRegistry
 from pipeline.errors import EncryptedDocumentError, ParserError
 from pipeline.model import (
     Format,
@@ -74,6 +90,11 @@ _FINESS = re.compile(r"\d{9}")
 _RPPS = re.compile(r"8?(\d{11})")
 _VISIBILITY = {v.value: v for v in Visibility}
 _YES = frozenset({"Y", "YES", "TRUE", "1", "O", "OUI"})
+# Document-level OBX of the national profile that are instructions, not observations:
+# recipients (DMP, MSSanté) and the receipts the producer asks for.
+_PROFILE_FLAGS = frozenset({"DESTDMP", "DESTMSSANTEPS", "DESTMSSANTEPAT", "ACK_RECEPTION",
+                            "ACK_LECTURE", "MODIF_CONF_CODE"})
+LOINC = "2.16.840.1.113883.6.1"
 _REQUIRED_MSH = {9: "MSH-9 message type", 10: "MSH-10 control id", 12: "MSH-12 version"}
 # Messages that carry a document: lab results, and the document-management events of the
 # national profile "Transmission de documents CDA en HL7 v2" that come with the document
@@ -97,6 +118,19 @@ class Hl7Parser:
 
     name = "hl7v2"
 
+    def __init__(self, embedded: ParserRegistry | None = None) -> None:
+        # The parsers for documents carried in OBX ED (CDA, PDF…): the registry's own, so a
+        # CDA in an HL7 message is read exactly as the same CDA dropped as a file.
+        self._embedded = embedded
+
+    @property
+    def embedded(self) -> ParserRegistry:
+        if self._embedded is None:
+            from parsers.registry import document_registry
+
+            self._embedded = document_registry()
+        return self._embedded
+
     def score(self, head: bytes) -> int:
         """100 when the file starts (after MLLP start byte, BOM, blanks) with MSH/FHS/BHS."""
         start = head.lstrip(b"\x0b \t\r\n")
@@ -112,7 +146,7 @@ class Hl7Parser:
         failures: list[str] = []
         for part, raw in enumerate(messages, start=1):
             try:
-                docs.append(read_message(raw, source=source, part=part))
+                docs.append(read_message(raw, source=source, part=part, embedded=self.embedded))
             except ParserError as exc:
                 log.info("HL7 message %s#%d unreadable: %s", source, part, exc.message)
                 failures.append(exc.message)
@@ -138,7 +172,8 @@ def _broken(raw: RawMessage, source: str, part: int, message: str) -> ParsedDocu
     )  # fmt: skip
 
 
-def read_message(raw: RawMessage, *, source: str, part: int) -> ParsedDocument:
+def read_message(raw: RawMessage, *, source: str, part: int,
+                 embedded: ParserRegistry) -> ParsedDocument:
     """One message's ``ParsedDocument``; ``ParserError`` when it cannot be read."""
     if raw.headless:
         name = raw.segments[0][:3].decode("latin-1")
@@ -169,7 +204,7 @@ def read_message(raw: RawMessage, *, source: str, part: int) -> ParsedDocument:
     for line in lines:
         check_segment_name(line, seps, source=source)
         segments.append(Segment(line, seps, charset))
-    return _Reader(segments, source, warnings).document(part, content)
+    return _Reader(segments, source, warnings, embedded).document(part, content)
 
 
 def _check_msh(msh: Segment, source: str) -> None:
@@ -206,42 +241,79 @@ class _Reader:
     segments: list[Segment]
     source: str
     warnings: list[Problem]
+    embedded_parsers: ParserRegistry
     lines: list[str] = field(default_factory=list)
     results: list[LabResult] = field(default_factory=list)
     visibility: list[Visibility] = field(default_factory=list)
-    pdf_texts: list[str] = field(default_factory=list)
+    embedded: list[ParsedDocument] = field(default_factory=list)
+    # OBX-11 and OBX-3 (code, text) of the OBX that carries the document (F / C / D).
+    document_status: str = ""
+    document_code: tuple[str | None, str] = (None, "")
+    ed_failures: list[Problem] = field(default_factory=list)
 
     def document(self, part: int, content: bytes) -> ParsedDocument:
         msh = self.segments[0]
-        pid = self._first("PID")
+        message_type = _message_type(msh)
+        pid, txa = self._first("PID"), self._first("TXA")
         obrs = [s for s in self.segments if s.name == "OBR"]
-        title = (_ce_text(obrs[0], 4) if len(obrs) == 1 else "") or DEFAULT_TITLE
         for seg in self.segments[1:]:
             self._read_body(seg, several_obr=len(obrs) > 1)
+        self._settle_ed_failures()
         first_obr = obrs[0] if obrs else None
-        document_date = (parse_date(first_obr.value(7)) if first_obr else None) or parse_date(msh.value(7))
+        inner = self.embedded[0] if self.embedded else ParsedDocument(source="", format=Format.HL7V2)
+        code, code_text = self.document_code if self.document_code[0] else _txa_type(txa)
+        title = (inner.title or (_ce_text(obrs[0], 4) if len(obrs) == 1 else "") or code_text
+                 or DEFAULT_TITLE)  # fmt: skip
+        document_date = (inner.document_date
+                         or (parse_date(first_obr.value(7)) if first_obr else None)
+                         or (parse_date(txa.value(4)) if txa else None) or parse_date(msh.value(7)))
         finess, producer_name = _producer(msh)
-        rpps, author = _author(obrs, self._first("ORC"))
-        text = "\n".join([title, *self.lines, *self.pdf_texts])
+        rpps, author = _author(obrs, self._first("ORC"), self._all("PRT"))
+        own_ids = _own_ids(txa, first_obr)
+        document_id = inner.producer_document_id or next(iter(own_ids), None) or msh.value(10)
         return ParsedDocument(
-            source=self.source, part=part, format=Format.HL7V2, text=text, title=title,
-            content=content,
-            patient_ids=tuple(_patient_ids(pid)) if pid else (),
-            demographics=_demographics(pid) if pid else None,
-            message_type=_message_type(msh),
-            message_control_id=msh.value(10),
+            source=self.source, part=part, format=Format.HL7V2, content=content, title=title,
+            text="\n".join([title, *self.lines, *(d.text for d in self.embedded if d.text)]),
+            patient_ids=(tuple(_patient_ids(pid)) if pid else ())
+            + tuple(i for d in self.embedded for i in d.patient_ids),
+            demographics=(_demographics(pid) if pid else None) or inner.demographics,
+            message_type=message_type, message_control_id=msh.value(10),
+            type_code=inner.type_code or code,
+            type_code_system=inner.type_code_system if inner.type_code else (LOINC if code else None),
             document_date=document_date,
-            author_rpps=rpps, author_name=author,
-            producer_finess=finess, producer_name=producer_name,
-            producer_document_id=(first_obr.value(3) if first_obr else "") or msh.value(10),
-            version=2 if any(o.value(25) == "C" for o in obrs) else None,
-            results=tuple(self.results),
-            visibility=tuple(dict.fromkeys(self.visibility)),
-            warnings=tuple(self.warnings),
+            author_rpps=inner.author_rpps or rpps, author_name=inner.author_name or author,
+            producer_finess=finess or inner.producer_finess,
+            producer_name=producer_name or inner.producer_name,
+            producer_document_id=document_id,
+            version=inner.version or (2 if any(o.value(25) == "C" for o in obrs) else None),
+            document_ids=tuple(i for i in own_ids if i != document_id),
+            refers_to=_parent_ids(txa),
+            withdraw=self._withdraws(message_type, txa),
+            results=tuple(self.results) + tuple(r for d in self.embedded for r in d.results),
+            visibility=tuple(dict.fromkeys(
+                [*self.visibility, *(v for d in self.embedded for v in d.visibility)])),
+            page_count=sum(d.page_count for d in self.embedded),
+            ocr_pages=sum(d.ocr_pages for d in self.embedded),
+            ocr_confidence=inner.ocr_confidence,
+            warnings=tuple(self.warnings) + tuple(w for d in self.embedded for w in d.warnings),
         )  # fmt: skip
 
     def _first(self, name: str) -> Segment | None:
         return next((s for s in self.segments if s.name == name), None)
+
+    def _all(self, name: str) -> list[Segment]:
+        return [s for s in self.segments if s.name == name]
+
+    def _withdraws(self, message_type: str, txa: Segment | None) -> bool:
+        """A deletion request: MDM^T11, a document OBX with status D, or TXA-19 canceled."""
+        return (message_type == "MDM^T11" or self.document_status == "D"
+                or (txa is not None and txa.value(19) == "CA"))  # fmt: skip
+
+    def _settle_ed_failures(self) -> None:
+        """An unreadable embedded document blocks the message unless results stand beside it."""
+        blocking = not self.results and not self.embedded
+        for problem in self.ed_failures:
+            self.warnings.append(problem.model_copy(update={"blocking": blocking}))
 
     def _read_body(self, seg: Segment, *, several_obr: bool) -> None:
         if seg.name == "OBX":
@@ -262,6 +334,8 @@ class _Reader:
             if seg.value(5).upper() in _YES:
                 self.visibility.append(_VISIBILITY[code])
             return
+        if code in _PROFILE_FLAGS:
+            return  # recipients and receipts the producer asks for: not observations
         if value_type == "ED":
             self._read_ed(seg)
             return
@@ -285,29 +359,57 @@ class _Reader:
         self.lines.append(_render(result))
 
     def _read_ed(self, seg: Segment) -> None:
+        """An OBX of type ED: the document itself (CDA, PDF…), parsed as what it is."""
         ed = seg.repetitions(5)[0] if seg.repetitions(5) else ""
-        subtype, encoding = seg.part(ed, 3).lower(), seg.part(ed, 4).lower()
-        if subtype != "pdf":
-            log.debug("%s: OBX ED of subtype %r ignored", self.source, subtype)
-            return
+        subtype, encoding = seg.part(ed, 3), seg.part(ed, 4).lower()
+        declared = subtype.upper() or "document"
+        if not self.document_status:
+            self.document_status = seg.value(11)
+            self.document_code = (_loinc(seg), _ce_text(seg, 3))
         try:
             if encoding != "base64":
-                raise ParserError(f"embedded PDF encoding {encoding!r} is not Base64")
-            payload = base64.b64decode(seg.part(ed, 5), validate=False)
-            self.pdf_texts.append(_pdf_text(payload, self.source))
-        except (binascii.Error, ParserError) as exc:
+                raise ParserError(f"embedded {declared} encoding {encoding!r} is not Base64")
+            # Line breaks or blanks inside the Base64 are the sender's wrapping: dropped.
+            payload = decode_base64(seg.part(ed, 5), source=self.source,
+                                    what=f"embedded {declared}")
+            parser = self.embedded_parsers.choose(payload)
+            if parser is None:
+                raise ParserError(f"embedded {declared} is not a PDF, image or CDA document")
+            declared = "PDF" if parser.name == "pdf" else parser.name.upper()
+            self.embedded.extend(parser.parse(payload, source=f"{self.source} OBX {seg.value(1)}"))
+        except ParserError as exc:
             reason = (Reason.ENCRYPTED_DOCUMENT if isinstance(exc, EncryptedDocumentError)
                       else Reason.PARSE_ERROR)  # fmt: skip
-            message = exc.message if isinstance(exc, ParserError) else str(exc)
-            self.warnings.append(
-                Problem(code=reason, blocking=False, message=f"embedded PDF unreadable: {message}")
-            )
+            self.ed_failures.append(Problem(
+                code=reason, blocking=False, message=f"embedded {declared} unreadable: {exc.message}"))
 
 
-def _pdf_text(payload: bytes, source: str) -> str:
-    from parsers.pdf import extract_pdf_text  # pypdf is loaded only for messages with a PDF
+def _txa_type(txa: Segment | None) -> tuple[str | None, str]:
+    """TXA-2 document type: (LOINC code or None, its text)."""
+    if txa is None:
+        return None, ""
+    return (txa.value(2, 1) or None) if txa.value(2, 3) == "LN" else None, _ce_text(txa, 2)
 
-    return extract_pdf_text(payload, source=source).strip()
+
+def _ei(seg: Segment, n: int, rep: int = 0) -> str:
+    """An EI (entity id ^ namespace ^ universal id) as ``root^extension``, like a CDA id."""
+    ident, root = seg.value(n, 1, rep=rep), seg.value(n, 3, rep=rep) or seg.value(n, 2, rep=rep)
+    if not ident:
+        return ""
+    return f"{root}^{ident}" if root else ident
+
+
+def _own_ids(txa: Segment | None, obr: Segment | None) -> tuple[str, ...]:
+    """This version's identifiers: TXA-12 unique document number, then OBR-3 filler number."""
+    ids = [_ei(txa, 12) if txa else "", obr.value(3) if obr else ""]
+    return tuple(dict.fromkeys(i for i in ids if i))
+
+
+def _parent_ids(txa: Segment | None) -> tuple[str, ...]:
+    """TXA-13 parent document number(s): the document a replacement replaces."""
+    if txa is None:
+        return ()
+    return tuple(i for i in (_ei(txa, 13, rep) for rep in range(len(txa.repetitions(13)))) if i)
 
 
 def _ce_text(seg: Segment, n: int) -> str:
@@ -386,13 +488,17 @@ def _producer(msh: Segment) -> tuple[str | None, str | None]:
     return finess, name
 
 
-def _author(obrs: list[Segment], orc: Segment | None) -> tuple[str | None, str | None]:
-    """(RPPS, name) from OBR-32, OBR-16 then ORC-12: the first whose id is an RPPS."""
+def _author(obrs: list[Segment], orc: Segment | None, prts: list[Segment]
+            ) -> tuple[str | None, str | None]:
+    """(RPPS, name) from OBR-32, OBR-16, ORC-12 then the PRT-5 participants (the French
+    profile's author, ``AUT``, first): the first whose id is an RPPS."""
     candidates: list[tuple[str, str, str]] = []
+    prts = sorted(prts, key=lambda p: p.value(4, 1) != "AUT")
     for obr in obrs:
         # OBR-32 is an NDL: its first component is a CNN, written as subcomponents.
         candidates.append((obr.value(32, 1, 1), obr.value(32, 1, 3), obr.value(32, 1, 2)))
-    for seg, n in [*((obr, 16) for obr in obrs), *([(orc, 12)] if orc else [])]:
+    for seg, n in [*((obr, 16) for obr in obrs), *([(orc, 12)] if orc else []),
+                   *((prt, 5) for prt in prts)]:
         candidates.append((seg.value(n, 1), seg.value(n, 3), seg.value(n, 2)))
     for ident, given, family in candidates:
         match = _RPPS.fullmatch(ident)

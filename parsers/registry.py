@@ -32,20 +32,29 @@ class ParserRegistry:
 
 
 def default_registry(options: ParserOptions | None = None) -> ParserRegistry:
-    """The built-in parsers: PDF (text layer + OCR fallback), images (OCR), HL7 v2, CDA R2."""
-    from parsers.cda import CdaParser
+    """The built-in parsers: PDF (text layer + OCR fallback), images (OCR), HL7 v2, CDA R2.
+
+    The HL7 parser reads the documents its messages carry (OBX ED) with the same PDF,
+    image and CDA parsers.
+    """
     from parsers.hl7 import Hl7Parser
+
+    documents = document_registry(options)
+    pdf, image, cda = documents.parsers
+    return ParserRegistry([pdf, image, Hl7Parser(embedded=documents), cda])
+
+
+def document_registry(options: ParserOptions | None = None) -> ParserRegistry:
+    """The parsers of documents an HL7 message may carry in an OBX ED: PDF, images, CDA."""
+    from parsers.cda import CdaParser
     from parsers.image import ImageParser
     from parsers.ocr import TesseractOcr
     from parsers.pdf import PdfParser
 
     opts = options or ParserOptions()
     ocr = TesseractOcr(lang=opts.ocr_lang, timeout_s=opts.ocr_timeout_s)
-    return ParserRegistry(
-        [
-            PdfParser(ocr=ocr, min_text_chars_per_page=opts.min_text_chars_per_page),
-            ImageParser(ocr=ocr),
-            Hl7Parser(),
-            CdaParser(ocr=ocr, min_text_chars_per_page=opts.min_text_chars_per_page),
-        ]
-    )
+    return ParserRegistry([
+        PdfParser(ocr=ocr, min_text_chars_per_page=opts.min_text_chars_per_page),
+        ImageParser(ocr=ocr),
+        CdaParser(ocr=ocr, min_text_chars_per_page=opts.min_text_chars_per_page),
+    ])  # fmt: skip

@@ -12,7 +12,8 @@ to do in the report language (``CARNET_REPORT_LANG``, French by default; see
 
 Every HL7 message gets an answer. One whose control id can be read (even from a header
 Carnet otherwise refuses) gets an ACK ``_ack/<control id>.hl7``: MSA ``AA`` accepted,
-indexed, replaced or a duplicate; ``AE`` rejected for its content (fix and resend);
+indexed, replaced, withdrawn at the producer's request or a duplicate; ``AE`` rejected
+for its content (fix and resend);
 ``AR`` refused before its content was looked at (unreadable header) or for a reason the
 producer cannot fix (Carnet's index refused it: resend later). The header echoes the
 sender (MSH-3/4 into MSH-5/6), its processing id and character set; one ERR per reason
@@ -77,6 +78,7 @@ HL7_ERROR_CODE: dict[str, str] = {
     "negative_value": "102",
     "invalid_result": "102",
     "unknown_producer": "103",
+    "unknown_document": "204",  # unknown key identifier: the document to delete
     "manifest_mismatch": "207",
     "index_error": "207",
     "low_ocr_confidence": "102",
@@ -145,6 +147,7 @@ class BatchReport(Frozen):
     accepted: int  # indexed
     duplicate: int
     replaced: int
+    withdrawn: int  # deletion requests applied
     rejected: int
     by_status: dict[str, int]
     rejected_by_reason: dict[str, int]
@@ -388,6 +391,7 @@ def write_acknowledgements(feed: Feed, batch: BatchRef, outcomes: Sequence[Outco
         processed_at=at, language=lang,
         documents=len(entries), accepted=counts[Status.INDEXED.value],
         duplicate=counts[Status.DUPLICATE.value], replaced=counts[Status.REPLACED.value],
+        withdrawn=counts[Status.WITHDRAWN.value],
         rejected=counts[Status.REJECTED.value],
         by_status={s.value: counts[s.value] for s in Status},
         rejected_by_reason=dict(sorted(Counter(

@@ -42,11 +42,12 @@ class ErasureReceipt(Frozen):
 
 
 def _indexed_content(index: DocumentIndex, patient_id: str) -> set[str]:
-    """Content hashes of every document of the patient, superseded versions included."""
+    """Content hashes of every document of the patient, superseded and withdrawn included."""
     shas: set[str] = set()
     offset = 0
     while True:
         result = index.search(SearchQuery(patient_id=patient_id, include_superseded=True,
+                                          include_withdrawn=True,
                                           limit=_PAGE, offset=offset))
         for hit in result.hits:
             record = index.get(patient_id, hit.doc_id)

@@ -1,6 +1,7 @@
 """The ingestion pipeline: raw bytes → parse → identify → classify → check → keep → index.
 
-Every document found in an input ends in exactly one ``Status`` with an ``Outcome``:
+Every document found in an input ends in exactly one ``Status`` with an ``Outcome``
+(a producer's deletion request ends ``withdrawn``, naming the document it took out):
 the raw bytes are stored first (nothing is lost), a failure of one document is a
 rejected outcome with reason codes (and a quarantine record), never a crash of the run.
 
@@ -123,6 +124,8 @@ class Pipeline:
         self.batch_label = batch_label
         self.batch_flags: list[Problem] = []
         self.data_docs_index: str | None = None
+        # An index given by the caller stays the caller's to close.
+        self._owns_index = index is None
         self.index = index or open_index(settings.effective_index_url, alias=settings.es_index_alias)
         # Raw documents are encrypted at rest: per-object keys until the patient is known,
         # then the patient's data key (so erasure can destroy it).
@@ -143,7 +146,8 @@ class Pipeline:
 
     def close(self) -> None:
         self.flush()
-        self.index.close()
+        if self._owns_index:
+            self.index.close()
         self.ledger.close()
         self.rules.close()
 
@@ -207,6 +211,9 @@ class Pipeline:
         if blocking:
             self._reject(item, raw_sha, doc, blocking)
             return
+        if doc.withdraw:
+            self._withdraw(item, raw_sha, doc)
+            return
         with self.clock.stage("classify"):
             classification = classify_document(doc)
             document_date = doc.document_date or find_document_date(doc.text)
@@ -235,6 +242,8 @@ class Pipeline:
         self._assign(content_sha, patient)
         if doc.producer_document_id:
             series_id = _hash_id("series", item.producer, doc.producer_document_id)
+            if doc.refers_to:  # a replacement naming its parent joins the parent's series
+                series_id = self._parent_series(patient, item.producer, doc.refers_to) or series_id
             doc_id = _hash_id("doc", item.producer, doc.producer_document_id, content_sha)
         else:
             series_id = doc_id = _hash_id("doc", patient, content_sha)
@@ -261,7 +270,7 @@ class Pipeline:
             document_date=document_date, producer=item.producer,
             producer_finess=doc.producer_finess or find_finess(doc.text),
             producer_document_id=doc.producer_document_id, version=doc.version,
-            superseded_by=newer,
+            document_ids=doc.document_ids, superseded_by=newer,
             author_rpps=doc.author_rpps or find_rpps(doc.text), author_name=doc.author_name,
             source=doc.source_ref, format=doc.format, content_sha256=content_sha,
             text=doc.text, results=doc.results, visibility=doc.visibility,
@@ -300,6 +309,8 @@ class Pipeline:
         current = self._pending_by_series.get((patient, series_id))
         current_version = self._pending_versions.get(current) if current else None
         for v in self.index.find_versions(patient, content_sha256=content_sha, series_id=series_id):
+            if v.withdrawn:
+                continue  # sent again after a deletion: filed anew, not a duplicate
             if v.content_sha256 == content_sha:
                 return v.doc_id, None, None
             if v.series_id == series_id and v.superseded_by is None and current is None:
@@ -309,6 +320,54 @@ class Pipeline:
         if current and version is not None and current_version is not None and version < current_version:
             return None, None, current
         return None, current, None
+
+    def _parent_series(self, patient: str, producer: str, parent_ids: Sequence[str]) -> str | None:
+        """The series of the document a replacement names as its parent, if Carnet holds it."""
+        self.flush()  # the parent may be pending in this very run
+        found = self.index.find_by_document_ids(patient, producer, parent_ids)
+        current = [v for v in found if v.superseded_by is None and not v.withdrawn]
+        return (current or found)[0].series_id if found else None
+
+    def _withdraw(self, item: InputFile, raw_sha: str, doc: ParsedDocument) -> None:
+        """A producer's deletion request: every version of the document it names leaves
+        every search (kept, with ``withdrawn_at``); an unknown document is a rejection."""
+        with self.clock.stage("identify"):
+            identity = identify_patient(doc)
+        patient = identity.patient_id
+        if patient is None:
+            self._reject(item, raw_sha, doc, list(identity.problems))
+            return
+        self._assign(raw_sha, patient)
+        names = tuple(dict.fromkeys(
+            i for i in (doc.producer_document_id, *doc.document_ids, *doc.refers_to) if i))
+        with self.clock.stage("index"):
+            self.flush()  # the document may have arrived earlier in this very run
+            named = self.index.find_by_document_ids(patient, item.producer, names)
+            series = {v.series_id for v in named}
+            versions = {v.doc_id: v for s in series
+                        for v in self.index.find_versions(patient, content_sha256="", series_id=s)}
+            versions.update({v.doc_id: v for v in named})
+            at = dt.datetime.now(dt.UTC)
+            for v in versions.values():
+                if not v.withdrawn:
+                    self.index.withdraw(patient, v.doc_id, at)
+        if not versions:
+            self._reject(item, raw_sha, doc, [Problem(
+                code=Reason.UNKNOWN_DOCUMENT,
+                message=f"deletion requested for a document this producer never filed for this "
+                        f"patient (identified as {', '.join(names) or 'nothing'})")],
+                patient_id=patient)
+            return
+        current = next((v for v in named if v.superseded_by is None), named[0])
+        record = self.index.get(patient, current.doc_id)
+        log.info("withdrew %d version(s) of %s for producer %s at its request (%s)",
+                 len(versions), current.doc_id, item.producer, doc.source_ref)
+        self.outcomes.append(Outcome(
+            source=doc.source_ref, status=Status.WITHDRAWN, doc_id=current.doc_id,
+            patient_id=patient, doc_class=record.doc_class if record else None,
+            type_code=record.type_code if record else doc.type_code, content_sha256=raw_sha,
+            producer=item.producer, format=doc.format, message_control_id=doc.message_control_id,
+        ))  # fmt: skip
 
     def _reject(
         self,
@@ -415,8 +474,8 @@ class Pipeline:
         return {
             "documents": len(outs),
             "by_status": dict(Counter(o.status.value for o in outs)),
-            "by_class": dict(Counter(o.doc_class.value for o in outs
-                                     if o.doc_class and o.status is not Status.REJECTED)),
+            "by_class": dict(Counter(o.doc_class.value for o in outs if o.doc_class
+                                     and o.status not in (Status.REJECTED, Status.WITHDRAWN))),
             "by_producer": {p: dict(Counter(o.status.value for o in outs if o.producer == p))
                             for p in sorted({o.producer or "" for o in outs})},
             "rejected_by_reason": dict(Counter(r.code.value for o in outs

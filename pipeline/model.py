@@ -43,6 +43,9 @@ class Status(StrEnum):
     INDEXED = "indexed"
     DUPLICATE = "duplicate"
     REPLACED = "replaced"
+    # A producer's deletion request (HL7 OBX-11 D, MDM^T11) took a document out of every
+    # search; it stays stored with its history. The Outcome's doc_id is that document's.
+    WITHDRAWN = "withdrawn"
     REJECTED = "rejected"
 
 
@@ -73,6 +76,7 @@ class Reason(StrEnum):
     UNKNOWN_DOCUMENT_TYPE = "unknown_document_type"
     MALFORMED_IDENTIFIER = "malformed_identifier"
     BATCH_THRESHOLD = "batch_threshold"
+    UNKNOWN_DOCUMENT = "unknown_document"  # a deletion names a document Carnet does not hold
 
 
 class Visibility(StrEnum):
@@ -149,6 +153,14 @@ class ParsedDocument(Frozen):
     producer_name: str | None = None
     producer_document_id: str | None = None
     version: int | None = None
+    # Other identifiers the producer gives this version (HL7 TXA-12 unique document number,
+    # OBR-3…): a later replacement or deletion may name the document by any of them.
+    document_ids: tuple[str, ...] = ()
+    # Identifiers of the document this one replaces (HL7 TXA-13 parent document) or, for a
+    # deletion request, of the document to withdraw.
+    refers_to: tuple[str, ...] = ()
+    # The producer asks to withdraw a document (HL7 OBX-11 D, MDM^T11): nothing to file.
+    withdraw: bool = False
     results: tuple[LabResult, ...] = ()
     visibility: tuple[Visibility, ...] = ()
     page_count: int = 0
@@ -187,6 +199,9 @@ class DocumentRecord(Frozen):
     producer_finess: str | None = None
     producer_document_id: str | None = None
     version: int | None = None  # the producer's version number within the series, if given
+    # Every other identifier the producer gave this version (HL7 TXA-12, OBR-3…), so that a
+    # later replacement or deletion naming any of them finds it.
+    document_ids: tuple[str, ...] = ()
     author_rpps: str | None = None
     author_name: str | None = None
     source: str
@@ -200,6 +215,8 @@ class DocumentRecord(Frozen):
     ocr_confidence: float | None = None
     warnings: tuple[Problem, ...] = ()
     superseded_by: str | None = None
+    # Set when the producer asked to delete the document: it leaves every search.
+    withdrawn_at: dt.datetime | None = None
     ingested_at: dt.datetime
 
 
@@ -250,6 +267,8 @@ class SearchQuery(Frozen):
     include_superseded: bool = False
     # Only the versions a newer one replaced (FHIR ``status=superseded``); implies the above.
     superseded_only: bool = False
+    # Withdrawn documents are in no search but this one (account erasure must find them).
+    include_withdrawn: bool = False
     # Visibility flags whose documents must be left out (set by the access layer).
     exclude_visibility: tuple[Visibility, ...] = ()
     # When set, only these classes (caregiver delegations).

@@ -78,6 +78,10 @@ _REASONS: dict[str, dict[str, ReasonText]] = {
         "unknown_producer": ReasonText(
             "Émetteur inconnu de Carnet",
             "Contacter l'équipe Carnet pour déclarer le flux"),
+        "unknown_document": ReasonText(
+            "Suppression demandée pour un document que Carnet n'a pas reçu de cet émetteur "
+            "pour ce patient",
+            "Vérifier l'identifiant du document (TXA-12, OBR-3, setId CDA) et le patient"),
         "manifest_mismatch": ReasonText(
             "Le fichier ne correspond pas au manifeste du lot (taille, empreinte, absent)",
             "Renvoyer le lot complet avec un manifeste à jour"),
@@ -152,6 +156,10 @@ _REASONS: dict[str, dict[str, ReasonText]] = {
         "unknown_producer": ReasonText(
             "Sender unknown to Carnet",
             "Contact the Carnet team to declare the feed"),
+        "unknown_document": ReasonText(
+            "Deletion requested for a document Carnet never received from this sender "
+            "for this patient",
+            "Check the document's identifier (TXA-12, OBR-3, CDA setId) and the patient"),
         "manifest_mismatch": ReasonText(
             "The file disagrees with the batch manifest (size, hash, missing)",
             "Send the whole batch again with an up-to-date manifest"),

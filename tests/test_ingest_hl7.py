@@ -4,15 +4,39 @@ the whole pipeline: one outcome per message with the right status, INS and type.
 from __future__ import annotations
 
 import datetime as dt
+import importlib.util
+import json
+import os
 import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 
-from pipeline.acks import ack_code, build_ack
-from pipeline.ingest import ingest_sources
-from pipeline.model import Reason, Status
+import pytest
+
+from parsers.hl7_segments import split_messages
+from pipeline.acks import ack_code, build_ack, read_header
+from pipeline.index import DocumentIndex
+from pipeline.ingest import InputFile, Pipeline, ingest_sources
+from pipeline.model import Outcome, Reason, SearchQuery, Status
 from pipeline.settings import Settings
+from tests.index.conftest import _elasticsearch, _sqlite
 
 FR = Path(__file__).parent / "samples" / "hl7" / "fr"
+_spec = importlib.util.spec_from_file_location("fr_samples", FR / "make_samples.py")
+assert _spec and _spec.loader
+fr_samples = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(fr_samples)
+EXPECTED: dict[str, tuple[str, str | None, str | None, str | None]] = fr_samples.EXPECTED
+FEED = sorted(fr_samples.samples())
+INS_ROUX, INS_COLIN = fr_samples.INS_ROUX, fr_samples.INS_COLIN
+
+
+@pytest.fixture(params=["sqlite", pytest.param("elasticsearch", marks=pytest.mark.elasticsearch)])
+def index(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[DocumentIndex]:
+    """The tests below run on the embedded index and on a real Elasticsearch node."""
+    yield from (_sqlite(tmp_path) if request.param == "sqlite" else _elasticsearch())
 
 
 def copy_samples(names: list[str], to: Path) -> Path:
@@ -23,17 +47,110 @@ def copy_samples(names: list[str], to: Path) -> Path:
     return folder
 
 
-def test_non_document_messages_are_rejected_unsupported_message_with_an_ae_ack(
+def test_non_document_messages_are_rejected_unsupported_message_with_an_ar_ack(
         tmp_path: Path) -> None:
     folder = copy_samples(["09_not_documents.hl7"], tmp_path)
     summary = ingest_sources([str(folder)], Settings(data_dir=tmp_path / "carnet"))
     assert [o.source.rsplit("/", 1)[1] for o in summary.outcomes] == [
         f"09_not_documents.hl7#{n}" for n in (1, 2, 3, 4)]
+    messages = split_messages((FR / "09_not_documents.hl7").read_bytes())
     for outcome, kind in zip(summary.outcomes, ["ACK^R01", "ADT^A04", "QRY^A19", "ZAM^Z01"],
                              strict=True):
         assert outcome.status is Status.REJECTED
         assert [r.code for r in outcome.reasons] == [Reason.UNSUPPORTED_MESSAGE]
         assert kind in outcome.reasons[0].message
-        assert ack_code(outcome) == "AE"
-        ack = build_ack(outcome, receiving_facility="hopital", at=dt.datetime(2024, 1, 1))
-        assert f"MSA|AE|{outcome.message_control_id}|" in ack and "unsupported_message" in ack
+        assert ack_code(outcome) == "AR"  # refused on its header: HL7's "application reject"
+        header = read_header(messages[int(outcome.source.rsplit("#", 1)[1]) - 1].segments[0])
+        ack = build_ack(outcome, header, at=dt.datetime(2024, 1, 1)).decode("latin-1")
+        assert f"MSA|AR|{outcome.message_control_id}|" in ack and "unsupported_message" in ack
+
+
+# -- the whole profile feed, on both index backends ---------------------------------------
+
+
+def run_feed(settings: Settings, index: DocumentIndex, names: list[str]) -> list[Outcome]:
+    with Pipeline(settings, index=index) as pipe:
+        for name in names:
+            pipe.process(InputFile(data=(FR / name).read_bytes(), source=name, producer="hopital"))
+        pipe.flush()
+        return list(pipe.outcomes)
+
+
+def test_profile_feed_gives_one_outcome_per_message_on_each_backend(
+        tmp_path: Path, index: DocumentIndex) -> None:
+    outcomes = run_feed(Settings(data_dir=tmp_path / "carnet"), index, FEED)
+    got = {o.source: o for o in outcomes}
+    assert len(outcomes) == len(EXPECTED)
+    for source, (status, patient, type_code, reason) in EXPECTED.items():
+        o = got[source if "#" in source else source + "#1"]  # each HL7 message is "file#n"
+        assert (o.status.value, o.patient_id if status != "rejected" else None,
+                o.type_code, o.reasons[0].code.value if o.reasons else None) == (
+            status, patient, type_code, reason), source
+        assert ack_code(o) == {"rejected": "AR" if reason == "unsupported_message" else "AE"
+                               }.get(status, "AA")
+
+
+def test_a_replacement_leaves_search_and_a_deletion_takes_the_document_out_of_every_search(
+        tmp_path: Path, index: DocumentIndex) -> None:
+    settings = Settings(data_dir=tmp_path / "carnet")
+    first = run_feed(settings, index, ["01_mdm_t02_cda.hl7", "02_oru_pdf_lf.hl7"])
+    v1, pdf = first[0].doc_id, first[1].doc_id
+    assert v1 and pdf
+    [replaced] = run_feed(settings, index, ["04_mdm_t10_replacement.hl7"])
+    assert replaced.status is Status.REPLACED
+    v2 = replaced.doc_id
+    assert v2 and v2 != v1
+    roux = SearchQuery(patient_id=INS_ROUX, text="hémoglobine")
+    assert [h.doc_id for h in index.search(roux).hits] == [v2]
+    assert index.get(INS_ROUX, v1).superseded_by == v2  # type: ignore[union-attr]
+
+    [t11, oru_d] = run_feed(settings, index, ["06_mdm_t11_deletion.hl7", "05_oru_deletion.hl7"])
+    assert (t11.status, t11.doc_id) == (Status.WITHDRAWN, v2)
+    assert (oru_d.status, oru_d.doc_id) == (Status.WITHDRAWN, pdf)
+    for patient in (INS_ROUX, INS_COLIN):
+        assert index.search(SearchQuery(patient_id=patient, include_superseded=True)).total == 0
+    kept = index.get(INS_ROUX, v2)  # still stored, with the date of its withdrawal
+    assert kept is not None and kept.withdrawn_at is not None
+    assert index.get(INS_ROUX, v1).withdrawn_at is not None  # type: ignore[union-attr]
+
+    # The same deletion again is still "withdrawn" (a producer may resend it); sending the
+    # document again after its deletion files it anew.
+    [again] = run_feed(settings, index, ["06_mdm_t11_deletion.hl7"])
+    assert (again.status, again.doc_id) == (Status.WITHDRAWN, v2)
+    [resent] = run_feed(settings, index, ["02_oru_pdf_lf.hl7"])
+    assert (resent.status, resent.doc_id) == (Status.INDEXED, pdf)
+    assert [h.doc_id for h in index.search(SearchQuery(patient_id=INS_COLIN)).hits] == [pdf]
+
+
+def test_deletion_of_a_document_sent_earlier_in_the_same_batch(tmp_path: Path,
+                                                               index: DocumentIndex) -> None:
+    outcomes = run_feed(Settings(data_dir=tmp_path / "carnet"), index,
+                        ["02_oru_pdf_lf.hl7", "05_oru_deletion.hl7"])
+    assert [o.status for o in outcomes] == [Status.INDEXED, Status.WITHDRAWN]
+    assert outcomes[1].doc_id == outcomes[0].doc_id
+    assert index.search(SearchQuery(patient_id=INS_COLIN)).total == 0
+
+
+def test_carnet_ingest_reports_one_line_per_message(tmp_path: Path) -> None:
+    folder = copy_samples(FEED, tmp_path)
+    report = tmp_path / "report.jsonl"
+    env = {**os.environ, "CARNET_DATA_DIR": str(tmp_path / "carnet"),
+           "PYTHONPATH": str(Path(__file__).parents[1])}
+    done = subprocess.run([sys.executable, "-m", "pipeline.cli", "ingest", str(folder),
+                           "--report", str(report)], env=env, capture_output=True, text=True,
+                          timeout=300, check=False)
+    assert done.returncode == 0, done.stderr
+    lines = [json.loads(line) for line in report.read_text(encoding="utf-8").splitlines()]
+    by_source = {line["source"].removeprefix(str(folder) + "/"): line for line in lines}
+    assert len(lines) == len(EXPECTED)
+    for source, (status, patient, type_code, reason) in EXPECTED.items():
+        line = by_source[source if "#" in source else source + "#1"]
+        assert line["status"] == status, source
+        if status != "rejected":
+            assert (line["patient_id"], line["type_code"]) == (patient, type_code), source
+            assert line["doc_id"]
+        else:
+            assert line["reasons"][0].startswith(f"{reason}: "), source
+    withdrawn = [line for line in lines if line["status"] == "withdrawn"]
+    indexed = {line["doc_id"] for line in lines if line["status"] in {"indexed", "replaced"}}
+    assert withdrawn and all(line["doc_id"] in indexed for line in withdrawn)

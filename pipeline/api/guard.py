@@ -96,7 +96,8 @@ def readable(svc: Services, who: Principal, d: AccessDecision, patient_id: str, 
     without it, so invented ids never enter the patient's history.
     """
     record = svc.index.get(patient_id, doc_id)
-    if record is None:
+    # A document its producer withdrew is no one's to read any more (it stays stored).
+    if record is None or record.withdrawn_at is not None:
         svc.record(who, "denied", patient_id, reason=f"{action}: no such document")
         raise NOT_FOUND
     if not may_see(record, d):

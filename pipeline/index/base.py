@@ -6,6 +6,7 @@ patient id and a backend must never return another patient's document.
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
@@ -19,6 +20,7 @@ class ExistingVersion(Frozen):
     series_id: str
     content_sha256: str
     superseded_by: str | None = None
+    withdrawn: bool = False
 
 
 class IndexFailure(Frozen):
@@ -38,6 +40,13 @@ def meta_text(record: DocumentRecord) -> str:
     return " ".join(p for p in parts if p)
 
 
+def names_any(record: DocumentRecord, producer: str, document_ids: Sequence[str]) -> bool:
+    """True when ``producer`` identified ``record`` by one of ``document_ids``."""
+    wanted = set(document_ids)
+    return record.producer == producer and (
+        record.producer_document_id in wanted or not wanted.isdisjoint(record.document_ids))
+
+
 @runtime_checkable
 class DocumentIndex(Protocol):
     def upsert(self, records: Sequence[DocumentRecord]) -> list[IndexFailure]:
@@ -54,8 +63,19 @@ class DocumentIndex(Protocol):
         """This patient's documents with the same content hash or the same series."""
         ...
 
+    def find_by_document_ids(
+        self, patient_id: str, producer: str, document_ids: Sequence[str]
+    ) -> list[ExistingVersion]:
+        """This patient's documents from ``producer`` that it identified by any of
+        ``document_ids`` (producer document id or another id it gave), withdrawn included."""
+        ...
+
     def supersede(self, patient_id: str, doc_id: str, by_doc_id: str) -> None:
         """Mark ``doc_id`` as replaced by ``by_doc_id``: it leaves default searches."""
+        ...
+
+    def withdraw(self, patient_id: str, doc_id: str, at: dt.datetime) -> bool:
+        """Take ``doc_id`` out of every search (kept, with ``withdrawn_at``); False if unknown."""
         ...
 
     def set_visibility(

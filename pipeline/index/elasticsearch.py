@@ -124,6 +124,22 @@ def _source(record: DocumentRecord) -> dict[str, Any]:
     return source
 
 
+_VERSION_FIELDS = ("doc_id", "series_id", "content_sha256", "superseded_by", "withdrawn_at")
+
+
+def _versions(response: Mapping[str, Any]) -> list[ExistingVersion]:
+    return [
+        ExistingVersion(
+            doc_id=s["doc_id"],
+            series_id=s["series_id"],
+            content_sha256=s["content_sha256"],
+            superseded_by=s.get("superseded_by"),
+            withdrawn=s.get("withdrawn_at") is not None,
+        )
+        for s in (hit["_source"] for hit in response["hits"]["hits"])
+    ]
+
+
 def _record(source: Mapping[str, Any]) -> DocumentRecord:
     return DocumentRecord.model_validate({k: v for k, v in source.items() if k not in TOKEN_FIELDS})
 
@@ -388,6 +404,10 @@ class ElasticsearchIndex:
             log.warning("supersede: no document %s for this patient", doc_id)
 
     @_reachable
+    def withdraw(self, patient_id: str, doc_id: str, at: dt.datetime) -> bool:
+        return self._update(patient_id, doc_id, {"withdrawn_at": at})
+
+    @_reachable
     def set_visibility(
         self, patient_id: str, doc_id: str, visibility: Sequence[Visibility]
     ) -> bool:
@@ -465,19 +485,36 @@ class ElasticsearchIndex:
                     "minimum_should_match": 1,
                 }
             },
-            source_includes=["doc_id", "series_id", "content_sha256", "superseded_by"],
+            source_includes=list(_VERSION_FIELDS),
             sort=[{"doc_id": "asc"}],
             size=MAX_RESULT_WINDOW,
         )
-        return [
-            ExistingVersion(
-                doc_id=s["doc_id"],
-                series_id=s["series_id"],
-                content_sha256=s["content_sha256"],
-                superseded_by=s.get("superseded_by"),
-            )
-            for s in (hit["_source"] for hit in response["hits"]["hits"])
-        ]
+        return _versions(response.body)
+
+    @_reachable
+    def find_by_document_ids(
+        self, patient_id: str, producer: str, document_ids: Sequence[str]
+    ) -> list[ExistingVersion]:
+        if patient_token(patient_id) is None or not document_ids:
+            return []
+        ids = list(document_ids)
+        response = self._es.search(
+            index=self.alias,
+            routing=patient_id,
+            query={
+                "bool": {
+                    "filter": [{"term": {"patient_id": patient_id}},
+                               {"term": {"producer": producer}}],
+                    "should": [{"terms": {"producer_document_id": ids}},
+                               {"terms": {"document_ids": ids}}],
+                    "minimum_should_match": 1,
+                }
+            },
+            source_includes=list(_VERSION_FIELDS),
+            sort=[{"doc_id": "asc"}],
+            size=MAX_RESULT_WINDOW,
+        )
+        return _versions(response.body)
 
     @_reachable
     def list_ids(self) -> list[tuple[str, str, str]]:
@@ -549,6 +586,8 @@ class ElasticsearchIndex:
             filters.append({"exists": {"field": "superseded_by"}})
         elif not query.include_superseded:
             filters.append({"bool": {"must_not": [{"exists": {"field": "superseded_by"}}]}})
+        if not query.include_withdrawn:
+            filters.append({"bool": {"must_not": [{"exists": {"field": "withdrawn_at"}}]}})
         if query.doc_class is not None:
             filters.append({"term": {"doc_class": query.doc_class.value}})
         if query.allowed_classes is not None:

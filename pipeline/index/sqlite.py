@@ -41,7 +41,7 @@ from pathlib import Path
 
 from pipeline.analysis import analyze, analyze_query, highlight
 from pipeline.errors import BackendUnavailable
-from pipeline.index.base import ExistingVersion, IndexFailure, meta_text
+from pipeline.index.base import ExistingVersion, IndexFailure, meta_text, names_any
 from pipeline.model import (
     DocClass,
     DocumentRecord,
@@ -57,6 +57,9 @@ PREFIX_MIN_CHARS = 3
 # A prefix matching more index terms than this is left to FTS5's own (slower) prefix query.
 PREFIX_MAX_TERMS = 64
 _VISIBILITY_BITS = {flag: 1 << i for i, flag in enumerate(Visibility)}
+# A withdrawn document is one more bit of the ``visibility`` mask: the searches that filter
+# on visibility flags already exclude it, and existing databases need no new column.
+WITHDRAWN_BIT = 1 << 30
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS documents (
@@ -110,11 +113,15 @@ def _fts_row(record: DocumentRecord, pat: str) -> tuple[str, str, str, str]:
     )
 
 
-def _visibility_mask(flags: Iterable[Visibility]) -> int:
-    mask = 0
+def _visibility_mask(flags: Iterable[Visibility], *, withdrawn: bool = False) -> int:
+    mask = WITHDRAWN_BIT if withdrawn else 0
     for flag in flags:
         mask |= _VISIBILITY_BITS[Visibility(flag)]
     return mask
+
+
+def _mask(record: DocumentRecord) -> int:
+    return _visibility_mask(record.visibility, withdrawn=record.withdrawn_at is not None)
 
 
 def _match_expression(
@@ -227,7 +234,7 @@ class SqliteIndex:
                 record.type_code,
                 record.document_date.isoformat() if record.document_date else None,
                 record.superseded_by,
-                _visibility_mask(record.visibility),
+                _mask(record),
                 record.title,
                 record.model_dump_json(),
             )
@@ -301,7 +308,7 @@ class SqliteIndex:
                 " WHERE patient_id = ? AND doc_id = ?",
                 (
                     record.superseded_by,
-                    _visibility_mask(record.visibility),
+                    _mask(record),
                     record.model_dump_json(),
                     patient_id,
                     doc_id,
@@ -312,6 +319,9 @@ class SqliteIndex:
     def supersede(self, patient_id: str, doc_id: str, by_doc_id: str) -> None:
         if not self._update_record(patient_id, doc_id, superseded_by=by_doc_id):
             log.warning("supersede: no document %s for this patient", doc_id)
+
+    def withdraw(self, patient_id: str, doc_id: str, at: dt.datetime) -> bool:
+        return self._update_record(patient_id, doc_id, withdrawn_at=at)
 
     def set_visibility(
         self, patient_id: str, doc_id: str, visibility: Sequence[Visibility]
@@ -355,18 +365,35 @@ class SqliteIndex:
         with self._lock:
             rows = self._db.execute(
                 """
-                SELECT doc_id, series_id, content_sha256, superseded_by FROM documents
+                SELECT doc_id, series_id, content_sha256, superseded_by, visibility FROM documents
                 WHERE patient_id = ?1 AND content_sha256 = ?2
                 UNION
-                SELECT doc_id, series_id, content_sha256, superseded_by FROM documents
+                SELECT doc_id, series_id, content_sha256, superseded_by, visibility FROM documents
                 WHERE patient_id = ?1 AND series_id = ?3
                 ORDER BY doc_id
                 """,
                 (patient_id, content_sha256, series_id),
             ).fetchall()
         return [
-            ExistingVersion(doc_id=d, series_id=s, content_sha256=h, superseded_by=b)
-            for d, s, h, b in rows
+            ExistingVersion(doc_id=d, series_id=s, content_sha256=h, superseded_by=b,
+                            withdrawn=bool(mask & WITHDRAWN_BIT))
+            for d, s, h, b, mask in rows
+        ]
+
+    def find_by_document_ids(
+        self, patient_id: str, producer: str, document_ids: Sequence[str]
+    ) -> list[ExistingVersion]:
+        # Deletions and replacements naming a parent are rare: reading the patient's records
+        # is cheaper than keeping an identifier table in step with every upsert.
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT record FROM documents WHERE patient_id = ? ORDER BY doc_id", (patient_id,)
+            ).fetchall()
+        records = (DocumentRecord.model_validate_json(r[0]) for r in rows)
+        return [
+            ExistingVersion(doc_id=r.doc_id, series_id=r.series_id, content_sha256=r.content_sha256,
+                            superseded_by=r.superseded_by, withdrawn=r.withdrawn_at is not None)
+            for r in records if names_any(r, producer, document_ids)
         ]
 
     def list_ids(self) -> list[tuple[str, str, str]]:
@@ -471,6 +498,8 @@ class SqliteIndex:
             clauses.append("d.superseded_by IS NOT NULL")
         elif not query.include_superseded:
             clauses.append("d.superseded_by IS NULL")
+        if not query.include_withdrawn:
+            clauses.append(f"(d.visibility & {WITHDRAWN_BIT}) = 0")
         if query.doc_class is not None:
             clauses.append("d.doc_class = ?")
             params.append(query.doc_class.value)

@@ -312,3 +312,13 @@ def test_me(api: Api) -> None:
     who = Principal(role=Role.PROFESSIONAL, subject="10101234567", name="Dr Test")
     assert api.get(who, "/me").json() == {"role": "professional", "subject": "10101234567",
                                           "name": "Dr Test"}
+
+
+def test_a_document_its_producer_withdrew_is_neither_found_nor_read(api: Api) -> None:
+    api.file(A, "gone", text="Hémoglobine 13,5")
+    me = patient(A)
+    assert api.get(me, f"/patients/{A}/documents/gone").status_code == 200
+    assert api.index.withdraw(A, "gone", dt.datetime(2024, 7, 1, tzinfo=dt.UTC))
+    assert api.get(me, f"/patients/{A}/documents", params={"q": "hémoglobine"}).json()["total"] == 0
+    assert api.get(me, f"/patients/{A}/documents/gone").status_code == 404
+    assert api.get(me, f"/patients/{A}/documents/gone/file").status_code == 404

@@ -132,6 +132,44 @@ def test_supersede_cannot_touch_another_patients_document(index: DocumentIndex) 
     assert index.get(PATIENT_B, "b1").superseded_by is None  # type: ignore[union-attr]
 
 
+def test_withdraw_takes_a_document_out_of_every_search_but_keeps_it(index: DocumentIndex) -> None:
+    index.upsert([
+        make_record("v1", series_id="s", text="Hémoglobine 12"),
+        make_record("v2", series_id="s", text="Hémoglobine 13"),
+        make_record("other", text="Hémoglobine 14"),
+    ])
+    index.supersede(PATIENT_A, "v1", "v2")
+    at = dt.datetime(2024, 7, 1, 9, 0, tzinfo=dt.UTC)
+    assert index.withdraw(PATIENT_A, "v1", at) and index.withdraw(PATIENT_A, "v2", at)
+
+    assert ids(search(index, "hémoglobine")) == ["other"]
+    assert ids(search(index, include_superseded=True)) == ["other"]
+    masked = search(index, include_superseded=True, exclude_visibility=(Visibility.MASQUE_PS,))
+    assert ids(masked) == ["other"]
+    everything = search(index, include_superseded=True, include_withdrawn=True)
+    assert sorted(ids(everything)) == ["other", "v1", "v2"]  # what account erasure reads
+    kept = index.get(PATIENT_A, "v2")
+    assert kept is not None and kept.withdrawn_at == at and kept.text == "Hémoglobine 13"
+    versions = index.find_versions(PATIENT_A, content_sha256="0" * 64, series_id="s")
+    assert {v.doc_id: v.withdrawn for v in versions} == {"v1": True, "v2": True}
+    assert not index.withdraw(PATIENT_B, "v2", at)  # another patient's id changes nothing
+    assert not index.withdraw(PATIENT_A, "missing", at)
+
+
+def test_find_by_document_ids_matches_a_producers_ids(index: DocumentIndex) -> None:
+    index.upsert([
+        make_record("d1", producer="hopital", producer_document_id="SET-1",
+                    document_ids=("DOC-1-V1", "FILLER-9")),
+        make_record("d2", producer="labo", producer_document_id="DOC-1-V1"),
+        make_record("d3", patient_id=PATIENT_B, producer="hopital", producer_document_id="SET-1"),
+    ])
+    found = index.find_by_document_ids(PATIENT_A, "hopital", ["DOC-1-V1"])
+    assert [v.doc_id for v in found] == ["d1"]  # not labo's d2, not patient B's d3
+    assert [v.doc_id for v in index.find_by_document_ids(PATIENT_A, "hopital", ["SET-1"])] == ["d1"]
+    assert index.find_by_document_ids(PATIENT_A, "hopital", ["NOPE"]) == []
+    assert index.find_by_document_ids(PATIENT_A, "hopital", []) == []
+
+
 def test_set_visibility_and_exclude_visibility(index: DocumentIndex) -> None:
     index.upsert([make_record("d1", text="Glucose"), make_record("d2", text="Glucose")])
     assert index.set_visibility(PATIENT_A, "d1", [Visibility.INVISIBLE_PATIENT])

@@ -421,3 +421,87 @@ def test_a_file_holding_one_adt_is_a_rejected_message_not_a_parse_error(parser: 
     [doc] = parser.parse(data, source="x")
     assert [w.code for w in doc.warnings] == [Reason.UNSUPPORTED_MESSAGE]
     assert "ADT^A08" in doc.warnings[0].message
+
+
+# --- the French profile: documents in OBX ED, MDM events, replacement and deletion -------
+
+INS_PAOLI = "290102B03301576"
+CRBIO_SET = "1.2.250.1.999.3.2^CRBIO-ROUX"
+
+
+def test_mdm_t02_with_a_cda_is_read_as_that_cda(parser: Hl7Parser) -> None:
+    raw = (FR / "01_mdm_t02_cda.hl7").read_bytes()
+    assert raw.startswith(b"\x0bMSH|") and raw.endswith(b"\x1c\r")  # MLLP framed
+    [doc] = fr_parse(parser, "01_mdm_t02_cda.hl7")
+    assert doc.message_type == "MDM^T02" and not doc.warnings and not doc.withdraw
+    assert doc.type_code == "11502-2" and doc.title == "CR d'examens biologiques"
+    assert doc.producer_document_id == CRBIO_SET  # the CDA setId: every version shares it
+    assert doc.document_ids == ("1.2.250.1.999.3.2^CRBIO-ROUX-V1",)  # TXA-12
+    assert doc.version == 1 and doc.document_date == dt.date(2024, 4, 2)
+    assert doc.author_rpps == "10109876549"
+    assert [(r.analyte, r.numeric_value, r.unit) for r in doc.results] == [
+        ("Hémoglobine", 13.1, "g/dL"), ("Plaquettes", 240.0, "10*9/L")]
+    assert "Hémoglobine" in doc.text and "DESTDMP" not in doc.text  # profile flags are not results
+    assert identify_patient(doc).patient_id == INS_ROUX
+
+
+def test_oru_with_a_pdf_in_ed_gives_the_pdf_text(parser: Hl7Parser) -> None:
+    [doc] = fr_parse(parser, "02_oru_pdf_lf.hl7")
+    assert doc.results == () and doc.page_count == 1 and doc.type_code == "11502-2"
+    assert "Ferritine : 85 ug/L (30-400)" in doc.text
+    assert doc.producer_document_id == "DOS-COLIN-1"
+
+
+def test_latin1_oru_with_an_imaging_cda_and_escapes(parser: Hl7Parser) -> None:
+    raw = (FR / "03_oru_cda_latin1.hl7").read_bytes()
+    assert b"\r\n" in raw and "réalisé".encode("iso-8859-1") in raw
+    [doc] = fr_parse(parser, "03_oru_cda_latin1.hl7")
+    assert not doc.warnings and doc.type_code == "18748-4"
+    assert "Examen réalisé & interprété le même jour\nDr Vernet" in doc.text
+    assert "Radiographie du thorax" in doc.text
+    assert identify_patient(doc).patient_id == INS_PAOLI
+
+
+def test_mdm_t10_is_a_new_version_naming_its_parent(parser: Hl7Parser) -> None:
+    [doc] = fr_parse(parser, "04_mdm_t10_replacement.hl7")
+    assert doc.producer_document_id == CRBIO_SET and doc.version == 2 and not doc.withdraw
+    assert doc.refers_to == ("1.2.250.1.999.3.2^CRBIO-ROUX-V1",)  # TXA-13
+    assert doc.results[0].numeric_value == 13.4
+
+
+@pytest.mark.parametrize(("name", "target"), [
+    ("05_oru_deletion.hl7", "DOS-COLIN-1"),  # ORU, document OBX-11 = D
+    ("06_mdm_t11_deletion.hl7", "1.2.250.1.999.3.2^CRBIO-ROUX-V2"),  # MDM^T11, TXA-12
+    ("07_mdm_t04_unknown_deletion.hl7", "1.2.250.1.999.3.2^CR-INCONNU-9"),  # T04, OBX-11 = D
+])
+def test_deletion_requests_are_marked_with_the_document_they_name(
+        parser: Hl7Parser, name: str, target: str) -> None:
+    [doc] = fr_parse(parser, name)
+    assert doc.withdraw and doc.producer_document_id == target and not doc.warnings
+
+
+def test_an_embedded_cda_naming_another_patient_is_an_identity_conflict(parser: Hl7Parser) -> None:
+    [doc] = fr_parse(parser, "08_mdm_t02_identity_conflict.hl7")
+    identity = identify_patient(doc)
+    assert identity.patient_id is None
+    assert [p.code for p in identity.problems] == [Reason.IDENTITY_CONFLICT]
+
+
+def test_base64_wrapped_on_several_lines_is_decoded(parser: Hl7Parser) -> None:
+    raw = (FR / "01_mdm_t02_cda.hl7").read_bytes()
+    payload = raw.split(b"^TEXT^XML^Base64^")[1].split(b"|")[0]
+    # Line breaks inside an HL7 field travel as the \.br\ escape.
+    wrapped = b"\\.br\\".join(payload[i : i + 76] for i in range(0, len(payload), 76))
+    [doc] = parser.parse(raw.replace(payload, wrapped), source="x")
+    assert not doc.warnings and doc.type_code == "11502-2" and len(doc.results) == 2
+
+
+def test_an_unreadable_document_alone_in_a_message_blocks_it(parser: Hl7Parser) -> None:
+    junk = base64.b64encode(b"%PDF-1.4 this is not a pdf").decode()
+    data = (f"MSH|^~\\&|A|B|C|D|20240101||MDM^T02^MDM_T02|X1|P|2.5\rPID|1||{INS_ROUX}^^^"
+            f"ASIP-SANTE-INS-NIR&{INS_OID}&ISO^INS\rTXA|1|11502-2^CR^LN\r"
+            f"OBX|1|ED|11502-2^CR^LN||^application^pdf^Base64^{junk}||||||F").encode()
+    [doc] = parser.parse(data, source="x")
+    [problem] = doc.warnings
+    assert problem.code is Reason.PARSE_ERROR and problem.blocking
+    assert problem.message.startswith("embedded PDF unreadable")

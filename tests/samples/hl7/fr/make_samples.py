@@ -22,8 +22,8 @@ from pathlib import Path
 from reportlab.pdfgen import canvas
 
 HERE = Path(__file__).parent
-FINESS = "750000456"  # made-up FINESS of the sending hospital
-RPPS = "10109876543"  # made-up RPPS of the author
+FINESS = "750000457"  # made-up FINESS of the sending hospital (valid Luhn key)
+RPPS = "10109876549"  # made-up RPPS of the author (valid Luhn key)
 INS_OID = "1.2.250.1.213.1.4.8"
 IPP_OID = "1.2.250.1.999.3.1"
 DOC_ROOT = "1.2.250.1.999.3.2"  # the producer's OID for document ids
@@ -188,7 +188,7 @@ def txa(doc_id: str, code: str, *, status: str = "AU", parent: str = "",
     """TXA: type, unique document number (TXA-12) and parent (TXA-13), statuses."""
     number = f"{doc_id}^^{DOC_ROOT}^ISO"
     parent_number = f"{parent}^^{DOC_ROOT}^ISO" if parent else ""
-    return (f"TXA|1|{code}|TEXT^^HL70191|20240402100000|||||||||{number}|{parent_number}"
+    return (f"TXA|1|{code}|TEXT^^HL70191|20240402100000||||||||{number}|{parent_number}"
             f"||||{status}||{availability}")
 
 
