@@ -12,7 +12,8 @@ from typing import Protocol, runtime_checkable
 
 from pipeline.model import ParsedDocument
 
-# How much of a file is shown to ``score``.
+# How much of a file is shown to ``score``; a parser whose format may start further in (a
+# CDA inside a wrapper) sets a ``sniff_bytes`` attribute of its own, still bounded.
 SNIFF_BYTES = 4096
 
 

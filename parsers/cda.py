@@ -77,8 +77,7 @@ _WRAPPER_ROOTS = frozenset({(XSLT_NS, "stylesheet"), (XSLT_NS, "transform"), (XM
 # The XML prolog that may precede the root element: declaration / PIs, comments, DOCTYPE.
 _PROLOG_ITEM = re.compile(r"\s*(?:<\?.*?\?>|<!--.*?-->|<!DOCTYPE[^\[>]*(?:\[.*?\]\s*)?>)", re.S)
 _START_TAG = re.compile(r"<(?:([A-Za-z_][\w.-]*):)?([A-Za-z_][\w.-]*)(?=[\s/>])([^>]*)")
-_CDA_TAG = re.compile(r"<(?:([A-Za-z_][\w.-]*):)?ClinicalDocument(?=[\s/>])([^>]*)")
-_XMLNS = re.compile(r"\bxmlns(?::([A-Za-z_][\w.-]*))?\s*=\s*([\"'])(.*?)\2", re.S)
+_XMLNS = re.compile(r"\bxmlns(?::([A-Za-z_][\w.-]*))?\s*=\s*([\"'])([^\"'<>]*)\2")
 # Markup that can hold text looking like a start tag without being one.
 _NOT_MARKUP = re.compile(r"<!--.*?(?:-->|$)|<!\[CDATA\[.*?(?:\]\]>|$)|<\?.*?(?:\?>|$)", re.S)
 
@@ -87,6 +86,10 @@ class CdaParser:
     """Parser for HL7 CDA R2 documents (plain, auto-presentable or signed)."""
 
     name = "cda"
+    # Wrappers put the ClinicalDocument a few KB in: an auto-presentable document's
+    # stylesheet, a signature's certificate and XAdES properties. The sniff stays textual
+    # and bounded.
+    sniff_bytes = 65536
 
     def __init__(self, *, ocr: TesseractOcr | None = None, min_text_chars_per_page: int = 20) -> None:
         # OCR is for scanned PDFs and images in a nonXMLBody; without an engine given, a
@@ -95,9 +98,9 @@ class CdaParser:
 
     def score(self, head: bytes) -> int:
         """100 when the root element is ``ClinicalDocument`` in the HL7 v3 namespace; 90
-        when the first bytes show one inside another root (auto-presentable, signed); 50
-        when the root is an XSLT stylesheet or a signature that declares the HL7 v3
-        namespace (its ``ClinicalDocument`` further on); else 0."""
+        when ``head`` (up to ``sniff_bytes``) shows one inside another root
+        (auto-presentable, signed); 50 when the root is an XSLT stylesheet or a signature
+        that declares the HL7 v3 namespace (its ``ClinicalDocument`` further on); else 0."""
         return _sniff(head)
 
     def parse(self, data: bytes, *, source: str) -> list[ParsedDocument]:
@@ -135,15 +138,14 @@ def _sniff(head: bytes) -> int:
     if local == "ClinicalDocument":
         return 100 if declared.get(prefix or "") == NS else 0
     # A wrapper: look for a ClinicalDocument start tag further in the head, its prefix
-    # bound to the HL7 v3 namespace by the declarations seen so far (a bounded, textual
-    # look: the parse decides for sure). Comments, CDATA and PIs are blanked first.
+    # bound to the HL7 v3 namespace by the declarations seen so far (one linear, textual
+    # pass; the parse decides for sure). Comments, CDATA and PIs are blanked first.
     rest = _NOT_MARKUP.sub(lambda m: " " * len(m.group(0)), text[root.end():])
-    for tag in _CDA_TAG.finditer(rest):
-        scope = dict(declared)
-        for other in _START_TAG.finditer(rest, 0, tag.start()):
-            scope.update(_namespaces(other.group(3)))
-        scope.update(_namespaces(tag.group(2)))
-        if scope.get(tag.group(1) or "") == NS:
+    scope = dict(declared)
+    for tag in _START_TAG.finditer(rest):
+        tag_prefix, tag_local, tag_attributes = tag.groups()
+        scope.update(_namespaces(tag_attributes))
+        if tag_local == "ClinicalDocument" and scope.get(tag_prefix or "") == NS:
             return 90
     if (declared.get(prefix or ""), local) in _WRAPPER_ROOTS and NS in declared.values():
         return 50

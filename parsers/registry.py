@@ -22,10 +22,9 @@ class ParserRegistry:
 
     def choose(self, data: bytes) -> Parser | None:
         """The parser scoring highest on the first bytes of ``data``, or None."""
-        head = data[:SNIFF_BYTES]
         best: tuple[int, Parser] | None = None
         for parser in self.parsers:
-            score = parser.score(head)
+            score = parser.score(data[: getattr(parser, "sniff_bytes", SNIFF_BYTES)])
             if score > 0 and (best is None or score > best[0]):
                 best = (score, parser)
         return best[1] if best else None

@@ -555,11 +555,46 @@ def test_a_wrapped_document_reads_as_the_bare_one(name: str, wrapper: str) -> No
     assert unwrapped_fields(parse_one(wrapped)) == unwrapped_fields(parse_one(bare.encode()))
 
 
-@pytest.mark.parametrize(("name", "expected"), [("cr-bio-auto.xml", 90), ("cr-img-auto.xml", 50),
-                                                ("cr-signed.xml", 90)])
-def test_published_wrappers_are_sniffed(name: str, expected: int) -> None:
-    assert score(sample(name)) == expected
-    assert default_registry().choose(sample(name)).name == "cda"  # type: ignore[union-attr]
+@pytest.mark.parametrize(("name", "in_4k"), [("cr-bio-auto.xml", 90), ("cr-img-auto.xml", 50),
+                                             ("cr-signed.xml", 90)])
+def test_published_wrappers_are_sniffed(name: str, in_4k: int) -> None:
+    data = sample(name)
+    assert score(data) == in_4k  # the first 4 KB: the stylesheet-first document starts later
+    assert CdaParser().score(data[: CdaParser.sniff_bytes]) == 90  # what the registry shows it
+    assert default_registry().choose(data).name == "cda"  # type: ignore[union-attr]
+
+
+def test_a_document_deep_in_its_wrapper_is_found_within_the_sniff_window() -> None:
+    # An enveloping XAdES signature: certificate and signed properties before the document,
+    # and the HL7 namespace declared on the ClinicalDocument only.
+    cda = _strip_prolog(sample("cr-img.xml").decode())
+    certificate = "".join(f"<ds:X509Certificate>{'MIIB' * 400}</ds:X509Certificate>" for _ in range(4))
+    data = (
+        '<?xml version="1.0" encoding="UTF-8"?><ds:Signature xmlns:ds="http://www.w3.org/2000/09/xmldsig#">'
+        f"<ds:SignedInfo/><ds:SignatureValue>AA==</ds:SignatureValue><ds:KeyInfo><ds:X509Data>{certificate}"
+        f"</ds:X509Data></ds:KeyInfo><ds:Object>{cda}</ds:Object></ds:Signature>"
+    ).encode()
+    assert data.index(b"<ClinicalDocument") > 6000
+    assert score(data) == 0  # nothing in the first 4 KB says CDA...
+    assert default_registry().choose(data).name == "cda"  # type: ignore[union-attr]  # ...the window does
+    assert parse_one(data).patient_ids == parse_one(sample("cr-img.xml")).patient_ids
+
+
+@pytest.mark.parametrize(
+    "hostile",
+    [
+        b"<root>" + b"<ClinicalDocument " * 4000,
+        b"<root>" + b'<a xmlns="' * 8000,
+        b"<root>" + b"<!--" * 16000,
+        b"<xsl:stylesheet " + b"xmlns:a='x' " * 5000,
+    ],
+)
+def test_sniffing_is_linear_on_hostile_heads(hostile: bytes) -> None:
+    import time
+
+    started = time.process_time()
+    CdaParser().score(hostile[: CdaParser.sniff_bytes])
+    assert time.process_time() - started < 1.0
 
 
 def test_auto_presentable_cr_bio() -> None:
