@@ -164,6 +164,22 @@ class KeyRing:
         self.wrapper.forget(_patient_label(patient_id))  # and this process's opened copy
         return removed
 
+    def named_key(self, name: str) -> bytes:
+        """A key of this install for another purpose than documents, created on first use.
+
+        Kept wrapped in the keyring like the data keys, so it is shared by every process
+        that opens the keyring and, with a KMS, never written anywhere in clear.
+        """
+        slot, label = f"named:{name}", f"named:{name}"
+        with self._lock:
+            row = self._conn.execute("SELECT value FROM meta WHERE name=?", (slot,)).fetchone()
+            if row is None:
+                _, wrapped = self.wrapper.generate(label)
+                with self._conn:  # two processes at once keep the first
+                    self._conn.execute("INSERT OR IGNORE INTO meta VALUES (?, ?)", (slot, wrapped))
+                row = self._conn.execute("SELECT value FROM meta WHERE name=?", (slot,)).fetchone()
+        return self.wrapper.unwrap(bytes(row[0]), label)
+
     def new_object_key(self, sha256: str) -> tuple[bytes, bytes]:
         """A fresh key for one object of unknown owner, and its wrapped form."""
         return self.wrapper.generate(_object_label(sha256))

@@ -111,7 +111,7 @@ class QualityGate:
         self.build_data_docs = build_data_docs
         self.thresholds = dict(DEFAULT_PRODUCER_THRESHOLDS, **(thresholds or {}))
         self.today = today
-        self._key = _pseudonym_key(settings)
+        self._key: bytes | None = None  # the pseudonyms' key, fetched when first needed
         self._ctx: Any = None
         self._docs_def: Any = None
         self._results_def: Any = None
@@ -199,6 +199,8 @@ class QualityGate:
 
     def pseudonym(self, ins: str) -> str:
         """Keyed hash of an INS: stable within an install, meaningless outside it."""
+        if self._key is None:
+            self._key = _pseudonym_key(self.settings)
         return hmac.new(self._key, ins.encode(), hashlib.sha256).hexdigest()[:24]
 
     def _frames(self, items: Sequence[GateItem], today: dt.date) -> tuple[Any, Any]:
@@ -391,9 +393,22 @@ def _failures(run: Any, id_columns: tuple[str, ...]) -> list[tuple[tuple[object,
 
 
 def _pseudonym_key(settings: Settings) -> bytes:
-    """The key of the INS pseudonyms: the master key, else a per-install salt file."""
+    """The key of the INS pseudonyms: from the master key, else a per-install salt file.
+
+    With the master key in a KMS, a key of its own kept wrapped in the keyring: no secret
+    is written to the data folder, and every worker opening the keyring shares it.
+    """
     if settings.master_key:
         return hashlib.sha256(b"carnet-quality\x00" + settings.master_key.encode()).digest()
+    if settings.kms_key_id:
+        from pipeline.crypto import KeyRing, keyring_path
+        from pipeline.keywrap import open_key_wrapper
+
+        ring = KeyRing(keyring_path(settings), open_key_wrapper(settings))
+        try:
+            return ring.named_key("quality-pseudonyms")
+        finally:
+            ring.close()
     path = settings.data_dir / SALT_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
     try:

@@ -28,6 +28,7 @@ from pipeline.keywrap import (
     encryption_context,
     open_key_wrapper,
 )
+from pipeline.quality_gate import SALT_FILE, QualityGate
 from pipeline.settings import Settings
 from tests.conftest import SAMPLES, require_service
 
@@ -166,7 +167,8 @@ def _wrapped_patient_key(settings: Settings, patient_id: str) -> bytes:
 
 
 def _key_files(root: Path) -> list[Path]:
-    return [p for p in root.rglob("*") if p.name == MASTER_KEY_FILE or p.suffix == ".key"]
+    """Secrets written in clear in the data folder: the master key file, the pseudonyms' salt."""
+    return [p for p in root.rglob("*") if p.name in (MASTER_KEY_FILE, SALT_FILE) or p.suffix == ".key"]
 
 
 
@@ -205,6 +207,21 @@ def test_the_encrypted_store_round_trips_through_the_kms(kms_settings: Settings)
     assert [again.get(sha) for sha in shas] == [REPORT + bytes([i]) for i in range(5)]
     assert len(decrypts) == 1
     again.close()
+
+
+@pytest.mark.kms
+def test_the_quality_pseudonyms_key_is_kept_wrapped_by_the_kms(kms_settings: Settings, kms_url: str) -> None:
+    gate = QualityGate(kms_settings)
+    first = gate.pseudonym(P)
+    # Another process (a second worker) gets the same pseudonyms from the keyring.
+    assert QualityGate(kms_settings).pseudonym(P) == first != QualityGate(kms_settings).pseudonym(OTHER)
+    assert _key_files(kms_settings.data_dir) == []
+    with sqlite3.connect(keyring_path(kms_settings)) as conn:
+        wrapped = bytes(conn.execute("SELECT value FROM meta WHERE name='named:quality-pseudonyms'")
+                        .fetchone()[0])
+    label = "named:quality-pseudonyms"
+    answer = _kms_client(kms_url).decrypt(CiphertextBlob=wrapped, EncryptionContext=encryption_context(label))
+    assert answer["Plaintext"] == gate._key  # the KMS alone opens it
 
 
 @pytest.mark.kms
