@@ -34,6 +34,7 @@ from pipeline.errors import EncryptedDocumentError, ParserError, SourceError
 from pipeline.feeds import BatchRef, Feed, ManifestEntry, printable_name
 from pipeline.identity import find_finess, find_rpps, identify_patient
 from pipeline.index import DocumentIndex, open_index
+from pipeline.index.base import names_any
 from pipeline.ledger import Ledger
 from pipeline.model import (
     DocumentRecord,
@@ -323,10 +324,16 @@ class Pipeline:
 
     def _parent_series(self, patient: str, producer: str, parent_ids: Sequence[str]) -> str | None:
         """The series of the document a replacement names as its parent, if Carnet holds it."""
-        self.flush()  # the parent may be pending in this very run
+        self._flush_if_pending(producer, parent_ids)
         found = self.index.find_by_document_ids(patient, producer, parent_ids)
         current = [v for v in found if v.superseded_by is None and not v.withdrawn]
         return (current or found)[0].series_id if found else None
+
+    def _flush_if_pending(self, producer: str, document_ids: Sequence[str]) -> None:
+        """Write pending records first when one of them is the document named: it may
+        have arrived earlier in this very run (flushing only then keeps batches whole)."""
+        if any(names_any(p.record, producer, document_ids) for p in self._pending):
+            self.flush()
 
     def _withdraw(self, item: InputFile, raw_sha: str, doc: ParsedDocument) -> None:
         """A producer's deletion request: every version of the document it names leaves
@@ -341,7 +348,7 @@ class Pipeline:
         names = tuple(dict.fromkeys(
             i for i in (doc.producer_document_id, *doc.document_ids, *doc.refers_to) if i))
         with self.clock.stage("index"):
-            self.flush()  # the document may have arrived earlier in this very run
+            self._flush_if_pending(item.producer, names)
             named = self.index.find_by_document_ids(patient, item.producer, names)
             series = {v.series_id for v in named}
             versions = {v.doc_id: v for s in series

@@ -131,6 +131,26 @@ def test_deletion_of_a_document_sent_earlier_in_the_same_batch(tmp_path: Path,
     assert index.search(SearchQuery(patient_id=INS_COLIN)).total == 0
 
 
+def test_a_pdf_replaced_twice_through_txa_13_keeps_one_series(tmp_path: Path,
+                                                             index: DocumentIndex) -> None:
+    settings = Settings(data_dir=tmp_path / "carnet")
+    names = ["11_mdm_t02_pdf_v1.hl7", "12_mdm_t10_pdf_v2.hl7", "13_mdm_t10_pdf_v3.hl7"]
+    v1, v2, v3 = (run_feed(settings, index, [name])[0] for name in names)
+    assert [o.status for o in (v1, v2, v3)] == [Status.INDEXED, Status.REPLACED, Status.REPLACED]
+    hits = index.search(SearchQuery(patient_id=INS_COLIN, text="vitamine")).hits
+    assert [h.doc_id for h in hits] == [v3.doc_id]
+    first, second = index.get(INS_COLIN, v1.doc_id), index.get(INS_COLIN, v2.doc_id)
+    assert first is not None and second is not None
+    assert (first.superseded_by, second.superseded_by) == (v2.doc_id, v3.doc_id)
+    assert first.series_id == second.series_id == index.get(INS_COLIN, v3.doc_id).series_id  # type: ignore[union-attr]
+    # Deleting the current version by its TXA-12 takes the whole series out.
+    deletion = (FR / "13_mdm_t10_pdf_v3.hl7").read_bytes().replace(b"MDM^T10", b"MDM^T11")
+    with Pipeline(settings, index=index) as pipe:
+        [out] = pipe.process(InputFile(data=deletion, source="del.hl7", producer="hopital"))
+    assert (out.status, out.doc_id) == (Status.WITHDRAWN, v3.doc_id)
+    assert index.search(SearchQuery(patient_id=INS_COLIN, include_superseded=True)).total == 0
+
+
 def test_carnet_ingest_reports_one_line_per_message(tmp_path: Path) -> None:
     folder = copy_samples(FEED, tmp_path)
     report = tmp_path / "report.jsonl"

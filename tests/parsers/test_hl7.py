@@ -505,3 +505,19 @@ def test_an_unreadable_document_alone_in_a_message_blocks_it(parser: Hl7Parser) 
     [problem] = doc.warnings
     assert problem.code is Reason.PARSE_ERROR and problem.blocking
     assert problem.message.startswith("embedded PDF unreadable")
+
+
+def test_mdm_with_a_level_1_cda_gives_its_pdf_text_and_keeps_its_type(parser: Hl7Parser) -> None:
+    [doc] = fr_parse(parser, "10_mdm_t02_cda_level1_pdf.hl7")
+    assert not doc.warnings and doc.type_code == "34133-9" and doc.page_count == 1
+    assert "Synthese d'hospitalisation du 2 au 5 avril 2024" in doc.text
+    assert identify_patient(doc).patient_id == INS_PAOLI
+
+
+def test_a_pdf_replaced_by_mdm_t10_names_each_parent_in_txa_13(parser: Hl7Parser) -> None:
+    docs = [fr_parse(parser, f"{n}_mdm_t{t}_pdf_v{v}.hl7")[0]
+            for n, t, v in ((11, "02", 1), (12, "10", 2), (13, "10", 3))]
+    assert [d.producer_document_id for d in docs] == [
+        f"1.2.250.1.999.3.2^CR-VITD-COLIN-V{v}" for v in (1, 2, 3)]
+    assert [d.refers_to for d in docs] == [
+        (), ("1.2.250.1.999.3.2^CR-VITD-COLIN-V1",), ("1.2.250.1.999.3.2^CR-VITD-COLIN-V2",)]

@@ -138,6 +138,17 @@ def imaging_body() -> str:
     </structuredBody>"""
 
 
+def non_xml_body(data: bytes) -> str:
+    """A level-1 body: the PDF itself, Base64 wrapped at 76 characters as senders do."""
+    encoded = base64.b64encode(data).decode()
+    lines = "\n".join(encoded[i : i + 76] for i in range(0, len(encoded), 76))
+    return f"""    <nonXMLBody>
+      <text mediaType="application/pdf" representation="B64">
+{lines}
+      </text>
+    </nonXMLBody>"""
+
+
 def pdf(lines: list[str]) -> bytes:
     buf = io.BytesIO()
     page = canvas.Canvas(buf, invariant=1)
@@ -291,6 +302,29 @@ def samples() -> dict[str, bytes]:
         "QRD|20240410100200|R|I|Q1|||1^RD|IPP7001|DEM",
         msh("ZAM^Z01", "ZAM0009", "20240410100300"), "ZAM|1|local", "",
     ]).encode()
+    # 10. MDM^T02 with a level-1 CDA (nonXMLBody PDF) of a type outside biology/imaging.
+    synthesis = pdf(["Hopital Exemple - Service de medecine", "Patiente : PAOLI Lucia",
+                     "Synthese d'hospitalisation du 2 au 5 avril 2024",
+                     "Sortie a domicile, traitement inchange."])
+    level1 = cda(ins_value=INS_PAOLI, family="PAOLI", given="Lucia", birth="19901007", sex="F",
+                 doc_id="SYNTH-PAOLI-V1", set_id="SYNTH-PAOLI", version=1, code="34133-9",
+                 title="Synthèse d'hospitalisation", body=non_xml_body(synthesis),
+                 time="20240405160000")
+    out["10_mdm_t02_cda_level1_pdf.hl7"] = mdm(
+        "T02", "MDM0010", "20240405160000", paoli(),
+        txa("SYNTH-PAOLI-V1", "34133-9^Synthèse d'hospitalisation^LN"),
+        [ed_obx(1, "34133-9", "Synthèse d'hospitalisation", level1, "cda", "F")]).encode()
+    # 11-13. A PDF report sent by MDM, then replaced twice: no CDA setId to link the
+    # versions, only TXA-13 naming the version each one replaces.
+    for n, version in ((11, 1), (12, 2), (13, 3)):
+        report_v = pdf(["Hopital Exemple - Laboratoire", "Patient : COLIN Marc",
+                        f"Vitamine D : {60 + version} nmol/L (75-250) - version {version}"])
+        out[f"{n}_mdm_t{'02' if version == 1 else '10'}_pdf_v{version}.hl7"] = mdm(
+            "T02" if version == 1 else "T10", f"MDM00{n}", f"2024041{version}100000", colin(),
+            txa(f"CR-VITD-COLIN-V{version}", "11502-2^CR d'examens biologiques^LN",
+                parent=f"CR-VITD-COLIN-V{version - 1}" if version > 1 else ""),
+            [ed_obx(1, "11502-2", "CR d'examens biologiques", report_v, "pdf",
+                    "F" if version == 1 else "C")]).encode()
     return out
 
 
@@ -308,6 +342,10 @@ EXPECTED: dict[str, tuple[str, str | None, str | None, str | None]] = {
     "09_not_documents.hl7#2": ("rejected", None, None, "unsupported_message"),
     "09_not_documents.hl7#3": ("rejected", None, None, "unsupported_message"),
     "09_not_documents.hl7#4": ("rejected", None, None, "unsupported_message"),
+    "10_mdm_t02_cda_level1_pdf.hl7": ("indexed", INS_PAOLI, "34133-9", None),
+    "11_mdm_t02_pdf_v1.hl7": ("indexed", INS_COLIN, "11502-2", None),
+    "12_mdm_t10_pdf_v2.hl7": ("replaced", INS_COLIN, "11502-2", None),
+    "13_mdm_t10_pdf_v3.hl7": ("replaced", INS_COLIN, "11502-2", None),
 }
 
 
