@@ -160,6 +160,27 @@ def cmd_replay(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_rewrap_keys(args: argparse.Namespace) -> int:
+    from pipeline.crypto import KeyRing, keyring_path
+    from pipeline.errors import ConfigurationError
+    from pipeline.keywrap import MASTER_KEY_FILE, existing_local_key_wrapper, kms_key_wrapper
+
+    settings = _settings(args)
+    target = kms_key_wrapper(settings)
+    path = keyring_path(settings)
+    if not path.exists():
+        raise ConfigurationError(f"no keyring at {path}: nothing to move")
+    ring = KeyRing(path, existing_local_key_wrapper(settings))
+    try:
+        moved = ring.rewrap(target)
+    finally:
+        ring.close()
+    print(f"re-wrapped {moved} keys of {path} under the KMS key {settings.kms_key_id}")
+    print(f"the local master key no longer opens this keyring: unset CARNET_MASTER_KEY and remove "
+          f"{settings.data_dir / MASTER_KEY_FILE} once its backups are no longer needed")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="carnet", description=__doc__.split("\n")[0])
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -210,6 +231,10 @@ def build_parser() -> argparse.ArgumentParser:
     ge.add_argument("--no-bad", action="store_true", help="only good documents")
     ge.add_argument("--expected", help="write the expected outcomes (JSON Lines) here")
     ge.set_defaults(func=cmd_generate)
+
+    rw = sub.add_parser("rewrap-keys", help="move the keyring from the local master key to the "
+                                             "KMS key CARNET_KMS_KEY_ID (stop workers and API first)")
+    rw.set_defaults(func=cmd_rewrap_keys)
 
     from pipeline.cli_access import register
 

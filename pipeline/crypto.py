@@ -180,6 +180,36 @@ class KeyRing:
                 row = self._conn.execute("SELECT value FROM meta WHERE name=?", (slot,)).fetchone()
         return self.wrapper.unwrap(bytes(row[0]), label)
 
+    def rewrap(self, target: KeyWrapper) -> int:
+        """Wrap every key of this keyring under ``target`` instead; the number of keys.
+
+        For moving an install from its local master key to a KMS key. One transaction:
+        either every key moves or none does. Stop the workers and the API first: the
+        keyring is locked meanwhile, and processes still holding the old wrapper would
+        refuse it afterwards.
+        """
+        moved = 0
+        with self._lock, self._conn:
+            rows: list[tuple[str, str, str, str, bytes]] = []  # table, key column, key, label, wrapped
+            for name, value in self._conn.execute(
+                    "SELECT name, value FROM meta WHERE name='check' OR name LIKE 'named:%'"):
+                rows.append(("meta", "name", name, name, bytes(value)))
+            for patient_id, wrapped in self._conn.execute("SELECT patient_id, wrapped FROM patient_keys"):
+                rows.append(("patient_keys", "patient_id", patient_id, _patient_label(patient_id),
+                             bytes(wrapped)))
+            for sha, wrapped in self._conn.execute(
+                    "SELECT sha256, wrapped_key FROM objects WHERE wrapped_key IS NOT NULL"):
+                rows.append(("objects", "sha256", sha, _object_label(sha), bytes(wrapped)))
+            column = {"meta": "value", "patient_keys": "wrapped", "objects": "wrapped_key"}
+            for table, key_column, key, label, wrapped in rows:
+                rewrapped = target.wrap(self.wrapper.unwrap(wrapped, label), label)
+                self._conn.execute(f"UPDATE {table} SET {column[table]}=? WHERE {key_column}=?",
+                                   (rewrapped, key))
+                moved += 1
+            self._conn.execute("INSERT OR REPLACE INTO meta VALUES ('wrapper', ?)", (target.kind,))
+        self.wrapper = target
+        return moved
+
     def new_object_key(self, sha256: str) -> tuple[bytes, bytes]:
         """A fresh key for one object of unknown owner, and its wrapped form."""
         return self.wrapper.generate(_object_label(sha256))

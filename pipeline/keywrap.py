@@ -78,6 +78,10 @@ class KeyWrapper(Protocol):
         """The data key of ``wrapped``; ``ConfigurationError`` when it does not open under ``label``."""
         ...
 
+    def wrap(self, key: bytes, label: str) -> bytes:
+        """An existing key wrapped and bound to ``label`` (to move keys from another wrapper)."""
+        ...
+
     def forget(self, label: str) -> None:
         """Drop any opened copy of ``label``'s key held in memory (crypto-shredding)."""
         ...
@@ -141,6 +145,9 @@ class LocalKeyWrapper:
             return unseal(self._master, wrapped, label.encode())
         except InvalidTag:
             raise ConfigurationError("a wrapped key does not open with the master key") from None
+
+    def wrap(self, key: bytes, label: str) -> bytes:
+        return seal(self._master, key, label.encode())
 
     def forget(self, label: str) -> None:
         """Nothing to drop: local unwrapping is cheap, so nothing is cached."""
@@ -295,8 +302,33 @@ class KmsKeyWrapper:
         self._cache.put(label, wrapped, key)
         return key
 
+    def wrap(self, key: bytes, label: str) -> bytes:
+        with self._translated("Encrypt"):
+            answer = self._client.encrypt(KeyId=self.key_id, Plaintext=key,
+                                          EncryptionContext=encryption_context(label))
+        return bytes(answer["CiphertextBlob"])
+
     def forget(self, label: str) -> None:
         self._cache.forget(label)
+
+
+def kms_key_wrapper(settings: Settings) -> KmsKeyWrapper:
+    """The wrapper of the KMS key the settings name (``ConfigurationError`` when none)."""
+    if not settings.kms_key_id:
+        raise ConfigurationError("no KMS key configured (CARNET_KMS_KEY_ID)")
+    return KmsKeyWrapper(settings.kms_key_id, endpoint_url=settings.kms_endpoint_url,
+                         region=settings.kms_region,
+                         cache=KeyCache(settings.kms_cache_ttl_s, settings.kms_cache_size))
+
+
+def existing_local_key_wrapper(settings: Settings) -> LocalKeyWrapper:
+    """The local master key the install already has (never creates a key file)."""
+    if settings.master_key:
+        return LocalKeyWrapper(decode_master_key(settings.master_key))
+    path = settings.data_dir / MASTER_KEY_FILE
+    if not path.exists():
+        raise ConfigurationError(f"no local master key: neither CARNET_MASTER_KEY nor {path}")
+    return LocalKeyWrapper(decode_master_key(path.read_text()))
 
 
 def open_key_wrapper(settings: Settings) -> KeyWrapper:
@@ -305,7 +337,5 @@ def open_key_wrapper(settings: Settings) -> KeyWrapper:
         if settings.master_key:
             raise ConfigurationError("both CARNET_KMS_KEY_ID and CARNET_MASTER_KEY are set: "
                                      "the master key is either in the KMS or local, choose one")
-        return KmsKeyWrapper(settings.kms_key_id, endpoint_url=settings.kms_endpoint_url,
-                             region=settings.kms_region,
-                             cache=KeyCache(settings.kms_cache_ttl_s, settings.kms_cache_size))
+        return kms_key_wrapper(settings)
     return LocalKeyWrapper(load_master_key(settings))

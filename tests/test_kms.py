@@ -352,6 +352,35 @@ def test_missing_aws_credentials_are_one_clear_line_from_the_cli(
 
 
 @pytest.mark.kms
+def test_an_install_moves_from_its_local_master_key_to_the_kms(
+    kms_url: str, kms_key: str, tmp_path: Path,
+) -> None:
+    data = tmp_path / "carnet"
+    local = Settings(data_dir=data)  # the embedded default: the install's master.key file
+    store = open_encrypted_store(local)
+    owned = store.put(REPORT)
+    store.assign(owned, P)
+    pending = store.put(b"raw input whose patient is not known yet")
+    store.close()
+
+    env = {"CARNET_DATA_DIR": str(data), "CARNET_KMS_KEY_ID": kms_key, "AWS_ENDPOINT_URL_KMS": kms_url}
+    moved = _cli(env, "rewrap-keys")
+    assert moved.returncode == 0, moved.stderr
+    assert moved.stdout.startswith("re-wrapped 3 keys")  # the check key, P's key, the pending object's
+
+    kms = Settings(data_dir=data, kms_key_id=kms_key, kms_endpoint_url=kms_url)
+    again = open_encrypted_store(kms)
+    assert again.get(owned) == REPORT
+    assert again.get(pending) == b"raw input whose patient is not known yet"
+    again.close()
+    with pytest.raises(ConfigurationError, match="wrapped by a kms master key"):
+        open_encrypted_store(local)
+    twice = _cli(env, "rewrap-keys")
+    assert twice.returncode == 1 and len(twice.stderr.strip().splitlines()) == 1, twice.stderr
+    assert "wrapped by a kms master key" in twice.stderr
+
+
+@pytest.mark.kms
 def test_an_unknown_kms_key_is_a_configuration_error(kms_url: str, tmp_path: Path) -> None:
     settings = Settings(data_dir=tmp_path / "carnet", kms_key_id="alias/carnet-no-such-key",
                         kms_endpoint_url=kms_url)
