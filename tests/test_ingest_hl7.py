@@ -174,3 +174,28 @@ def test_carnet_ingest_reports_one_line_per_message(tmp_path: Path) -> None:
     withdrawn = [line for line in lines if line["status"] == "withdrawn"]
     indexed = {line["doc_id"] for line in lines if line["status"] in {"indexed", "replaced"}}
     assert withdrawn and all(line["doc_id"] in indexed for line in withdrawn)
+
+
+def test_a_profile_batch_through_the_dag_path_is_acknowledged_per_message(tmp_path: Path) -> None:
+    import jsonschema
+
+    from pipeline.ingest import process_batch
+    from pipeline.schema import SCHEMAS
+
+    batch = tmp_path / "feed" / "hopital" / "2024-04"
+    batch.mkdir(parents=True)
+    for name in FEED:
+        shutil.copy(FR / name, batch / name)
+    (batch / "_READY").write_bytes(b"")
+    settings = Settings(data_dir=tmp_path / "carnet", data_docs=False)
+    summary = process_batch(settings, str(tmp_path / "feed"), "hopital/2024-04")
+    report = json.loads((batch / "_report.json").read_text(encoding="utf-8"))
+    schema = json.loads((SCHEMAS / "batch-report.schema.json").read_text(encoding="utf-8"))
+    jsonschema.validate(report, schema, cls=jsonschema.Draft202012Validator)
+    statuses = [s for s, *_ in EXPECTED.values()]
+    assert summary.by_status == {s: statuses.count(s) for s in set(statuses)}
+    assert (report["withdrawn"], report["replaced"]) == (2, statuses.count("replaced"))
+    acks = {name: (batch / "_ack" / f"{control}.hl7").read_bytes().decode()
+            for name, control in [("t11", "MDM0006"), ("oru_d", "ORU0005"), ("unknown", "MDM0007")]}
+    assert "MSA|AA|MDM0006" in acks["t11"] and "MSA|AA|ORU0005" in acks["oru_d"]
+    assert "MSA|AE|MDM0007" in acks["unknown"] and "unknown_document" in acks["unknown"]
