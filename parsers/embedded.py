@@ -2,7 +2,8 @@
 
 ``EmbeddedReader.read`` turns decoded bytes and their declared media type into text with
 the same parsers as top-level files — a PDF through ``PdfParser`` (its text layer, and OCR
-for pages without one), an image through ``ImageParser`` (OCR), plain text decoded — so an
+for pages without one), an image through ``ImageParser`` (OCR), plain text decoded, RTF
+stripped of its markup (striprtf) — so an
 embedded scan is read exactly like a scanned file, with its page and OCR figures.
 ``decode_base64`` is the one strict base64 decoder for embedded payloads (line breaks and
 other whitespace inside the text are allowed, anything else is an error).
@@ -12,7 +13,9 @@ from __future__ import annotations
 
 import base64
 import binascii
+import codecs
 import logging
+import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -26,6 +29,8 @@ log = logging.getLogger(__name__)
 
 _PDF_TYPES = frozenset({"application/pdf", "application/x-pdf"})
 _IMAGE_TYPES = frozenset({"image/jpeg", "image/jpg", "image/pjpeg", "image/png", "image/tiff", "image/tif"})
+_RTF_TYPES = frozenset({"text/rtf", "application/rtf"})
+_RTF_MAGIC = b"{\\rtf"
 # Media types that say nothing about the content: the bytes are sniffed instead.
 _GENERIC_TYPES = frozenset({"", "application/octet-stream", "binary/octet-stream"})
 _PDF_MAGIC = b"%PDF-"
@@ -93,6 +98,8 @@ class EmbeddedReader:
             return _from_parsed(ImageParser(ocr=self.ocr).parse(payload, source=source))
         if kind == "text/plain":
             return EmbeddedText(text=_squash_lines(_decode_text(payload, charset)))
+        if kind in _RTF_TYPES:
+            return EmbeddedText(text=_squash_lines(_rtf_text(payload, source)))
         log.info("%s: embedded document of type %r is not read", source, declared_type)
         return EmbeddedText(
             text="",
@@ -112,7 +119,30 @@ def _sniff(payload: bytes) -> str | None:
         return "application/pdf"
     if payload.startswith(_IMAGE_MAGIC):
         return "image/png" if payload.startswith(_IMAGE_MAGIC[0]) else "image/jpeg"
+    if payload.lstrip().startswith(_RTF_MAGIC):
+        return "text/rtf"
     return None
+
+
+def _rtf_text(payload: bytes, source: str) -> str:
+    """The text of an RTF document (control words, font and colour tables dropped)."""
+    from striprtf.striprtf import rtf_to_text
+
+    if not payload.lstrip().startswith(_RTF_MAGIC):
+        raise ParserError("embedded RTF does not start with {\\rtf", source=source)
+    # RTF is 7-bit text with \'hh escapes in the code page its header names (\ansicpg1252
+    # for French producers); stray 8-bit bytes are kept one for one.
+    rtf = payload.decode("latin-1")
+    declared = re.search(r"\\ansicpg(\d+)", rtf[:2048])
+    encoding = f"cp{declared.group(1)}" if declared else "cp1252"
+    try:
+        codecs.lookup(encoding)
+    except LookupError:
+        encoding = "cp1252"
+    try:
+        return rtf_to_text(rtf, encoding=encoding, errors="replace")
+    except (ValueError, IndexError, LookupError, OverflowError) as exc:  # striprtf on a malformed file
+        raise ParserError(f"unreadable RTF: {exc}", source=source) from exc
 
 
 def _decode_text(payload: bytes, charset: str | None) -> str:

@@ -31,11 +31,12 @@ EXPECTED: dict[str, tuple[str, str | None, str | None, str | None, str | None]] 
     "cda/cr-bio-auto.xml": ("indexed", "291106912304591", "biology", "11502-2", None),
     "cda/cr-img-auto.xml": ("indexed", "178064410908721", "imaging", "18748-4", None),
     "cda/cr-signed.xml": ("indexed", "265011305512339", "prescription", "57833-6", None),
-    # Level 1: a text-layer PDF, a scanned PDF (OCR), a PNG scan (OCR), inline text.
+    # Level 1: a text-layer PDF, a scanned PDF (OCR), a PNG scan (OCR), inline text, RTF.
     "cda/cr-pdf-text-layer.xml": ("indexed", "291106912304591", "biology", "11502-2", None),
     "cda/cr-pdf-scan.xml": ("indexed", "102023306307139", "biology", "11502-2", None),
     "cda/presc-png.xml": ("indexed", "265011305512339", "prescription", "57832-8", None),
     "cda/presc-kine-text.xml": ("indexed", "299057511223384", "prescription", "PRESC-KINE", None),
+    "cda/cr-img-rtf.xml": ("indexed", "291106912304591", "imaging", "18748-4", None),
     "cda/cr-pdf-bad-base64.xml": ("rejected", None, None, None, "parse_error"),
     # The document's own code wins over the words in it.
     "cda/cr-imagerie.xml": ("indexed", "102023306307139", "imaging", "18748-4", None),

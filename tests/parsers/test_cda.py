@@ -69,7 +69,7 @@ def ins_key_ok(ins: str) -> bool:
 def with_body(text_element: str) -> bytes:
     """The PDF sample with its ``nonXMLBody/text`` replaced."""
     data = sample("cr-pdf.xml").decode()
-    return re.sub(r"<text mediaType.*?</text>", text_element, data, flags=re.S).encode()
+    return re.sub(r"<text mediaType.*?</text>", lambda _: text_element, data, flags=re.S).encode()
 
 
 # --- sniffing ----------------------------------------------------------------------------
@@ -401,8 +401,8 @@ def test_non_xml_body_plain_text() -> None:
 
 
 def test_non_xml_body_of_another_type_warns() -> None:
-    body = base64.b64encode(b"{\\rtf1\\ansi Compte rendu}").decode()
-    doc = parse_one(with_body(f'<text mediaType="text/rtf" representation="B64">{body}</text>'))
+    body = base64.b64encode(b"\xd0\xcf\x11\xe0 a Word 97 file").decode()
+    doc = parse_one(with_body(f'<text mediaType="application/msword" representation="B64">{body}</text>'))
     assert doc.text == ""
     assert [(w.code, w.blocking) for w in doc.warnings] == [(Reason.UNSUPPORTED_FORMAT, False)]
 
@@ -739,6 +739,39 @@ def test_non_xml_body_of_generic_type_is_sniffed() -> None:
     element = f'<text mediaType="application/octet-stream" representation="B64">{body}</text>'
     doc = parse_one(with_body(element))
     assert "Hemoglobine glyquee HbA1c : 6,9 %" in doc.text
+
+
+def test_non_xml_body_rtf() -> None:
+    doc = parse_one(sample("cr-img-rtf.xml"))
+    assert doc.text.splitlines() == [
+        "Compte rendu de radiographie du genou droit",
+        "Indication : gonalgie droite après chute.",
+        "Technique : clichés de face et de profil en charge.",
+        "Résultat : pas de fracture, interligne fémoro-tibial conservé.",
+        "Conclusion : radiographie du genou droit normale.",
+    ]
+    assert "Arial" not in doc.text and "Secrétariat" not in doc.text  # tables and info dropped
+
+
+@pytest.mark.parametrize(
+    "element",
+    [
+        # Inline (no base64), an RTF media type spelled the other way, a generic type.
+        "<text mediaType=\"text/rtf\">{{\\rtf1\\ansi R\\'e9sultat n\\'e9gatif\\par}}</text>",
+        '<text mediaType="application/rtf" representation="B64">{b64}</text>',
+        '<text mediaType="application/octet-stream" representation="B64">{b64}</text>',
+    ],
+)
+def test_non_xml_body_rtf_variants(element: str) -> None:
+    b64 = base64.b64encode(b"{\\rtf1\\ansi R\\'e9sultat n\\'e9gatif\\par}").decode()
+    doc = parse_one(with_body(element.format(b64=b64)))
+    assert doc.text == "Résultat négatif"
+
+
+def test_non_xml_body_that_is_not_rtf_is_a_parse_error() -> None:
+    body = base64.b64encode(b"Compte rendu en texte brut").decode()
+    with pytest.raises(ParserError, match="RTF"):
+        parse_one(with_body(f'<text mediaType="text/rtf" representation="B64">{body}</text>'))
 
 
 def test_non_xml_body_plain_text_in_latin1() -> None:

@@ -811,6 +811,34 @@ def cr_pdf_text_layer() -> str:
     )
 
 
+# An imaging report dictated into a word processor and sent as RTF (code page 1252 escapes,
+# a Unicode escape, font and colour tables the reader must drop).
+IMAGING_RTF = (
+    r"{\rtf1\ansi\ansicpg1252\deff0{\fonttbl{\f0\fswiss Arial;}}{\colortbl;\red0\green0\blue0;}"
+    "\n"
+    r"{\info{\author Secr\'e9tariat}}\f0\fs22 {\b Compte rendu de radiographie du genou droit}\par"
+    "\n"
+    r"Indication : gonalgie droite apr\'e8s chute.\par"
+    "\n"
+    r"Technique : clich\'e9s de face et de profil en charge.\par"
+    "\n"
+    r"R\'e9sultat : pas de fracture, interligne f\u233?moro-tibial conserv\'e9.\par"
+    "\n"
+    r"Conclusion : radiographie du genou droit normale.\par"
+    "\n}"
+)
+
+
+def cr_img_rtf() -> str:
+    """CR-IMG level 1 whose body is an RTF document (base64)."""
+    return PROLOG + document(
+        doc_id="1.2.250.1.999.6^IMG-RTF-1", code="18748-4", display="CR d'imagerie médicale",
+        title="Compte rendu de radiographie", time="20250226120000+0100",
+        who=(INS_BERNARD, "Bernard", "Lucie", "19911007", "F"), by=RADIOLOGY, exam="20250226110000+0100",
+        body=non_xml_body(IMAGING_RTF.encode("ascii"), "text/rtf"),
+    )
+
+
 def cr_pdf_bad_base64() -> str:
     """A level-1 CDA whose base64 is broken in transfer (a stray character)."""
     good = cr_pdf()
@@ -890,6 +918,7 @@ SAMPLES = {
     "presc-png.xml": presc_png,
     "cr-pdf-text-layer.xml": cr_pdf_text_layer,
     "cr-pdf-bad-base64.xml": cr_pdf_bad_base64,
+    "cr-img-rtf.xml": cr_img_rtf,
     "malformed.xml": lambda: MALFORMED,
     "not-cda.xml": lambda: NOT_CDA,
     "xxe.xml": lambda: XXE,
