@@ -14,6 +14,9 @@ the API (the decision becomes filters of the index query itself).
 | legal representative     | a minor's documents until 18         | INVISIBLE_REPRESENTANTS_      |
 |                          |                                      | LEGAUX, INVISIBLE_PATIENT     |
 
+Adding documents (``AccessDecision.may_upload``): the patient, a minor's representative,
+and a caregiver whose delegation includes uploads (``delegate(..., upload=True)``).
+
 What flows from a representative stays under the representatives' restrictions: a
 caregiver a representative delegated to never sees ``INVISIBLE_REPRESENTANTS_LEGAUX``
 documents, and loses access when that representative does. Delegations and
@@ -76,6 +79,7 @@ CREATE TABLE IF NOT EXISTS patient_birth_dates (
 _ADDED_COLUMNS = (
     ("delegations", "granted_by", "TEXT"),
     ("delegations", "granted_by_role", "TEXT"),
+    ("delegations", "upload", "INTEGER NOT NULL DEFAULT 0"),
 )
 
 
@@ -102,6 +106,9 @@ class AccessDecision(Frozen):
     via: str  # owner, authorisation, break_glass, delegation, representative, or why not
     exclude_visibility: tuple[Visibility, ...] = ()
     allowed_classes: tuple[DocClass, ...] | None = None
+    # May add documents to the record (POST /patients/{ins}/documents): the patient, a
+    # minor's representative, a caregiver whose delegation includes uploads.
+    may_upload: bool = False
 
 
 def restrict(query: SearchQuery, decision: AccessDecision) -> SearchQuery:
@@ -143,6 +150,7 @@ class Grant(Frozen):
     kind: str
     subject: str  # RPPS, caregiver id or representative's person id
     classes: tuple[DocClass, ...] | None = None  # delegations: None means every class
+    upload: bool | None = None  # delegations: may the caregiver also add documents
     since: dt.datetime | None = None
     until: dt.datetime | None = None  # representatives: the minor's 18th birthday
 
@@ -242,19 +250,20 @@ class AccessRules:
         return self._write("DELETE FROM blocks WHERE patient_id=? AND rpps=?", (patient_id, rpps)) > 0
 
     def delegate(self, patient_id: str, caregiver_id: str, classes: tuple[DocClass, ...] | None,
-                 now: dt.datetime, *, by: Principal | None = None) -> None:
-        """Delegate to a caregiver; ``by`` is who grants it (the patient when None).
+                 now: dt.datetime, *, by: Principal | None = None, upload: bool = False) -> None:
+        """Delegate to a caregiver; ``by`` is who grants it (the patient when None);
+        ``upload`` lets the caregiver add documents to the record too.
 
         A representative's delegation carries the representatives' restrictions and lasts
         only as long as their own representation.
         """
         by_rep = by is not None and by.role is Role.REPRESENTATIVE
         self._write("INSERT OR REPLACE INTO delegations (patient_id, caregiver_id, classes, granted_at, "
-                    "revoked_at, granted_by, granted_by_role) VALUES (?,?,?,?,NULL,?,?)",
+                    "revoked_at, granted_by, granted_by_role, upload) VALUES (?,?,?,?,NULL,?,?,?)",
                     (patient_id, caregiver_id,
                      json.dumps([c.value for c in classes]) if classes is not None else None,
                      now.isoformat(), by.subject if by_rep and by else None,
-                     Role.REPRESENTATIVE.value if by_rep else None))
+                     Role.REPRESENTATIVE.value if by_rep else None, int(upload)))
 
     def revoke_delegation(self, patient_id: str, caregiver_id: str, now: dt.datetime) -> bool:
         return self._write("UPDATE delegations SET revoked_at=? WHERE patient_id=? AND caregiver_id=? "
@@ -340,11 +349,11 @@ class AccessRules:
                    for r, t in blocked])
 
     def delegations(self, patient_id: str) -> list[Grant]:
-        rows = self._rows("SELECT caregiver_id, classes, granted_at FROM delegations WHERE patient_id=? "
-                          "AND revoked_at IS NULL ORDER BY caregiver_id", (patient_id,))
+        rows = self._rows("SELECT caregiver_id, classes, granted_at, upload FROM delegations "
+                          "WHERE patient_id=? AND revoked_at IS NULL ORDER BY caregiver_id", (patient_id,))
         return [Grant(kind="delegation", subject=str(c),
                       classes=None if k is None else tuple(DocClass(x) for x in json.loads(str(k))),
-                      since=dt.datetime.fromisoformat(str(t))) for c, k, t in rows]
+                      upload=bool(u), since=dt.datetime.fromisoformat(str(t))) for c, k, t, u in rows]
 
     def representatives(self, patient_id: str, now: dt.datetime | None = None) -> list[Grant]:
         rows = self._rows("SELECT person_id FROM representatives WHERE patient_id=? ORDER BY person_id",
@@ -365,7 +374,7 @@ class AccessRules:
         if who.role is Role.PATIENT:
             if who.subject != patient_id:
                 return AccessDecision(allowed=False, via="not_own_record")
-            return AccessDecision(allowed=True, via="owner",
+            return AccessDecision(allowed=True, via="owner", may_upload=True,
                                   exclude_visibility=(Visibility.INVISIBLE_PATIENT,))
         if who.role is Role.PROFESSIONAL:
             if self._one("SELECT 1 FROM blocks WHERE patient_id=? AND rpps=?", (patient_id, who.subject)):
@@ -389,15 +398,16 @@ class AccessRules:
         # Majority ends the representatives' access by itself: computed, not a batch job.
         if _age_on(self.birth_date(patient_id, now.date()), now.date()) >= MAJORITY_AGE:
             return AccessDecision(allowed=False, via="patient_of_age")
-        return AccessDecision(allowed=True, via="representative", exclude_visibility=_REPRESENTATIVES_HIDDEN)
+        return AccessDecision(allowed=True, via="representative", exclude_visibility=_REPRESENTATIVES_HIDDEN,
+                              may_upload=True)
 
     def _caregiver(self, who: Principal, patient_id: str, now: dt.datetime) -> AccessDecision:
-        row = self._one("SELECT classes, granted_at, granted_by, granted_by_role FROM delegations "
+        row = self._one("SELECT classes, granted_at, granted_by, granted_by_role, upload FROM delegations "
                         "WHERE patient_id=? AND caregiver_id=? AND revoked_at IS NULL",
                         (patient_id, who.subject))
         if row is None:
             return AccessDecision(allowed=False, via="no_delegation")
-        classes_json, granted_at, granted_by, granted_by_role = row
+        classes_json, granted_at, granted_by, granted_by_role, upload = row
         birth = self.birth_date(patient_id, now.date())
         granted_day = dt.datetime.fromisoformat(str(granted_at)).date()
         if (_age_on(birth, granted_day) < MAJORITY_AGE <= _age_on(birth, now.date())):
@@ -410,4 +420,4 @@ class AccessRules:
             excluded = _REPRESENTATIVES_HIDDEN
         classes = None if classes_json is None else tuple(DocClass(c) for c in json.loads(str(classes_json)))
         return AccessDecision(allowed=True, via="delegation", allowed_classes=classes,
-                              exclude_visibility=excluded)
+                              exclude_visibility=excluded, may_upload=bool(upload))

@@ -341,6 +341,32 @@ def _reasons(problems: Sequence[Problem], lang: str) -> tuple[ReportReason, ...]
     return tuple(out)
 
 
+def _report(producer: str, batch: str, entries: Sequence[ReportEntry], *, at: dt.datetime,
+            lang: str) -> BatchReport:
+    counts = Counter(e.status.value for e in entries)
+    return BatchReport(
+        producer=producer, batch=batch, processed_at=at, language=lang,
+        documents=len(entries), accepted=counts[Status.INDEXED.value],
+        duplicate=counts[Status.DUPLICATE.value], replaced=counts[Status.REPLACED.value],
+        withdrawn=counts[Status.WITHDRAWN.value],
+        rejected=counts[Status.REJECTED.value],
+        by_status={s.value: counts[s.value] for s in Status},
+        rejected_by_reason=dict(sorted(Counter(
+            r.code.value for e in entries if e.status is Status.REJECTED for r in e.reasons
+            if r.blocking).items())),
+        files=tuple(entries))
+
+
+def upload_report(outcomes: Sequence[Outcome], *, producer: str, batch: str, file: str,
+                  lang: str = DEFAULT_LANGUAGE, at: dt.datetime | None = None) -> BatchReport:
+    """The acknowledgement of a batch of one uploaded file, as a producer's ``_report.json``
+    would say it (no HL7 ACKs: an upload is not an HL7 exchange)."""
+    lang = language(lang)
+    entries = [ReportEntry(file=file, source=file, status=o.status, status_text=status_text(o.status, lang),
+                           doc_id=o.doc_id, reasons=_reasons(o.reasons, lang)) for o in outcomes]
+    return _report(producer, batch, entries, at=at or dt.datetime.now(dt.UTC), lang=lang)
+
+
 def write_acknowledgements(feed: Feed, batch: BatchRef, outcomes: Sequence[Outcome], *,
                            lang: str = DEFAULT_LANGUAGE,
                            at: dt.datetime | None = None) -> BatchReport:
@@ -385,19 +411,8 @@ def write_acknowledgements(feed: Feed, batch: BatchRef, outcomes: Sequence[Outco
             message_control_id=control_id, ack=ack, ack_code=code, status=o.status,
             status_text=status_text(o.status, lang), doc_id=o.doc_id,
             reasons=_reasons(o.reasons, lang)))
-    counts = Counter(e.status.value for e in entries)
-    report = BatchReport(
-        producer=printable_name(batch.producer), batch=printable_name(batch.batch),
-        processed_at=at, language=lang,
-        documents=len(entries), accepted=counts[Status.INDEXED.value],
-        duplicate=counts[Status.DUPLICATE.value], replaced=counts[Status.REPLACED.value],
-        withdrawn=counts[Status.WITHDRAWN.value],
-        rejected=counts[Status.REJECTED.value],
-        by_status={s.value: counts[s.value] for s in Status},
-        rejected_by_reason=dict(sorted(Counter(
-            r.code.value for e in entries if e.status is Status.REJECTED for r in e.reasons
-            if r.blocking).items())),
-        files=tuple(entries))
+    report = _report(printable_name(batch.producer), printable_name(batch.batch), entries, at=at,
+                     lang=lang)
     feed.write(batch, REPORT, json.dumps(report.model_dump(mode="json"), ensure_ascii=False,
                                          indent=2).encode())
     return report

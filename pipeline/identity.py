@@ -22,7 +22,7 @@ from stdnum.fr import nir
 
 from pipeline.classification import fold
 from pipeline.errors import InvalidPatientId
-from pipeline.model import ParsedDocument, PatientIdentifier, Problem, Reason
+from pipeline.model import IdentitySource, ParsedDocument, PatientIdentifier, Problem, Reason
 
 # OIDs of the INS namespaces: INS-NIR (production), then the INS-NIA and test NIR OIDs.
 INS_OIDS = frozenset({"1.2.250.1.213.1.4.8", "1.2.250.1.213.1.4.9", "1.2.250.1.213.1.4.10",
@@ -107,7 +107,7 @@ class IdentityResult:
 
     patient_id: str | None
     problems: tuple[Problem, ...] = ()
-    evidence: str | None = None  # "structured" or "printed"
+    evidence: IdentitySource | None = None
 
 
 def _is_ins_identifier(ident: PatientIdentifier) -> bool:
@@ -248,7 +248,7 @@ def identify_patient(doc: ParsedDocument) -> IdentityResult:
         if others:
             return IdentityResult(None, (Problem(code=Reason.IDENTITY_CONFLICT,
                 message="structured INS and INS printed in the document disagree"),))
-        return IdentityResult(ins, evidence="structured")
+        return IdentityResult(ins, evidence=IdentitySource.STRUCTURED)
     if structured:
         # A structured INS with a bad key is never overridden by printed text.
         return IdentityResult(None, (Problem(code=Reason.INVALID_INS_KEY,
@@ -257,7 +257,7 @@ def identify_patient(doc: ParsedDocument) -> IdentityResult:
         return IdentityResult(None, (Problem(code=Reason.IDENTITY_CONFLICT,
             message="the document prints several different INS"),))
     if valid_printed:
-        return IdentityResult(valid_printed[0], evidence="printed")
+        return IdentityResult(valid_printed[0], evidence=IdentitySource.PRINTED)
     if printed:
         return IdentityResult(None, (Problem(code=Reason.INVALID_INS_KEY,
             message="the INS printed in the document fails its key check"),))
@@ -269,6 +269,25 @@ def identify_patient(doc: ParsedDocument) -> IdentityResult:
     return IdentityResult(None, (Problem(code=Reason.MISSING_INS,
         message="no INS found in structured fields or in the text"),))
 
+
+
+def identify_in_record(doc: ParsedDocument, patient_id: str) -> IdentityResult:
+    """The identity of a document its patient (or whoever acts for them) adds to their own
+    record ``patient_id``.
+
+    The identity stage still runs: a document naming the record's patient is filed as
+    usual; one naming another person is rejected (``identity_conflict``), never filed under
+    either; several or malformed INS are rejected as for any producer. A document naming no
+    one is filed in the record it was added to: the owner declared it theirs
+    (``IdentitySource.DECLARED_BY_PATIENT``, kept on the record), which is not a guess.
+    """
+    found = identify_patient(doc)
+    if found.patient_id is not None and found.patient_id != patient_id:
+        return IdentityResult(None, (Problem(code=Reason.IDENTITY_CONFLICT,
+            message="the document names another patient (INS) than the record it is added to"),))
+    if found.patient_id is None and all(p.code is Reason.MISSING_INS for p in found.problems):
+        return IdentityResult(patient_id, evidence=IdentitySource.DECLARED_BY_PATIENT)
+    return found
 
 def find_rpps(text: str) -> str | None:
     """The author's RPPS number (11 digits) printed after an ``RPPS`` label."""

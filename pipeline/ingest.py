@@ -32,11 +32,12 @@ from pipeline.crypto import open_encrypted_store
 from pipeline.dates import find_document_date
 from pipeline.errors import EncryptedDocumentError, ParserError, SourceError
 from pipeline.feeds import BatchRef, Feed, ManifestEntry, printable_name
-from pipeline.identity import find_finess, find_rpps, identify_patient
+from pipeline.identity import find_finess, find_rpps, identify_in_record, identify_patient
 from pipeline.index import DocumentIndex, open_index
 from pipeline.index.base import names_any
 from pipeline.ledger import Ledger
 from pipeline.model import (
+    Contributor,
     DocumentRecord,
     Frozen,
     Outcome,
@@ -87,6 +88,10 @@ class InputFile:
     batch: str | None = None
     # Why the file disagrees with its batch manifest (size, SHA-256, unlisted), if it does.
     manifest_problem: str | None = None
+    # A patient upload: the record it is added to (the identity stage still runs, see
+    # ``identify_in_record``) and who added it (recorded as the document's author).
+    record_of: str | None = None
+    contributor: Contributor | None = None
 
     def __post_init__(self) -> None:
         # Names come from the filesystem, where any byte sequence is allowed: a name that is
@@ -158,7 +163,8 @@ class Pipeline:
     def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
         if exc_type is not None:
             # The run failed (a backend died…): write nothing more, release what is open.
-            self.index.close()
+            if self._owns_index:
+                self.index.close()
             self.ledger.close()
             return
         self.close()
@@ -226,7 +232,8 @@ class Pipeline:
             self._reject(item, raw_sha, doc, unreadable)
             return
         with self.clock.stage("identify"):
-            identity = identify_patient(doc)
+            identity = (identify_in_record(doc, item.record_of) if item.record_of
+                        else identify_patient(doc))
         if identity.patient_id is None:
             self._reject(item, raw_sha, doc, list(identity.problems))
             return
@@ -272,7 +279,9 @@ class Pipeline:
             producer_finess=doc.producer_finess or find_finess(doc.text),
             producer_document_id=doc.producer_document_id, version=doc.version,
             document_ids=doc.document_ids, superseded_by=newer,
-            author_rpps=doc.author_rpps or find_rpps(doc.text), author_name=doc.author_name,
+            author_rpps=None if item.contributor else doc.author_rpps or find_rpps(doc.text),
+            author_name=item.contributor.name if item.contributor else doc.author_name,
+            contributed_by=item.contributor, identity_source=identity.evidence,
             source=doc.source_ref, format=doc.format, content_sha256=content_sha,
             text=doc.text, results=doc.results, visibility=doc.visibility,
             page_count=doc.page_count, ocr_pages=doc.ocr_pages,
@@ -596,6 +605,38 @@ def ingest_sources(
         outcomes = tuple(pipe.outcomes)
     if report_path is not None:
         write_report(report_path, outcomes)
+    return RunSummary(run_id=run_id, outcomes=outcomes, metrics=metrics)
+
+
+UPLOAD_PRODUCER = "patient"  # the producer id of documents patients add themselves
+
+
+def ingest_upload(
+    data: bytes,
+    settings: Settings,
+    *,
+    filename: str,
+    patient_id: str,
+    contributor: Contributor,
+    index: DocumentIndex | None = None,
+    store: DocumentStore | None = None,
+) -> RunSummary:
+    """A file a patient (or whoever acts for them) adds to their record: a batch of one
+    through the same ``Pipeline`` as every feed (kept, encrypted, parsed with OCR, checked,
+    classified, identified by ``identify_in_record``, indexed), recorded in the ledger.
+
+    ``index``/``store`` are the caller's (the API's, shared by its requests) and stay open.
+    """
+    source = f"upload/{contributor.role}/{filename}"
+    with Pipeline(settings, index=index, store=store, batch_label="upload") as pipe:
+        run_id = pipe.ledger.start_run("upload", source)
+        pipe.process(InputFile(data=data, source=source, producer=UPLOAD_PRODUCER, batch=run_id,
+                               record_of=patient_id, contributor=contributor))
+        pipe.flush()
+        metrics = pipe.metrics()
+        pipe.ledger.record_outcomes(run_id, run_id, pipe.outcomes)
+        pipe.ledger.finish_run(run_id, metrics)
+        outcomes = tuple(pipe.outcomes)
     return RunSummary(run_id=run_id, outcomes=outcomes, metrics=metrics)
 
 

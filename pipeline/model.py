@@ -79,6 +79,24 @@ class Reason(StrEnum):
     UNKNOWN_DOCUMENT = "unknown_document"  # a deletion names a document Carnet does not hold
 
 
+class IdentitySource(StrEnum):
+    """What decided the patient a document is filed under (the INS is the only key)."""
+
+    STRUCTURED = "structured"  # HL7 PID-3, CDA recordTarget
+    PRINTED = "printed"  # an INS printed in the text after its label
+    # The patient (or who acts for them) filed it into their own record, which printed no INS:
+    # a declaration by the record's owner, not a guess.
+    DECLARED_BY_PATIENT = "declared_by_patient"
+
+
+class Contributor(Frozen):
+    """Who added a document through the API (a patient upload), as their token said."""
+
+    role: str  # patient, representative, caregiver
+    subject: str  # INS for the patient, the person id otherwise
+    name: str | None = None
+
+
 class Visibility(StrEnum):
     """Confidentiality flags set by producers or by the patient (DMP vocabulary)."""
 
@@ -218,6 +236,9 @@ class DocumentRecord(Frozen):
     # Set when the producer asked to delete the document: it leaves every search.
     withdrawn_at: dt.datetime | None = None
     ingested_at: dt.datetime
+    identity_source: IdentitySource | None = None
+    # Set for documents added through the API by the patient or someone acting for them.
+    contributed_by: Contributor | None = None
 
 
 class Outcome(Frozen):

@@ -291,3 +291,27 @@ def test_identity_samples_match_their_generator(tmp_path: Path) -> None:
     from tests.sample_scripts import assert_samples_match_their_generator
 
     assert_samples_match_their_generator(IDENTITY_SAMPLES, "*.pdf", tmp_path)
+
+
+# -- documents a patient adds to their own record ---------------------------------------------
+
+
+def test_a_document_added_to_a_record_keeps_the_identity_stage() -> None:
+    from pipeline.identity import identify_in_record
+    from pipeline.model import IdentitySource
+
+    owner, other = make_ins("2840575123456"), make_ins("1690869388041")
+    # Naming no one: filed in the record, as declared by its owner (recorded as such).
+    declared = identify_in_record(doc("Ordonnance : amoxicilline 1 g"), owner)
+    assert (declared.patient_id, declared.evidence) == (owner, IdentitySource.DECLARED_BY_PATIENT)
+    # Naming the owner: identified from the document itself.
+    printed = identify_in_record(doc(f"INS : {owner}"), owner)
+    assert (printed.patient_id, printed.evidence) == (owner, IdentitySource.PRINTED)
+    structured = identify_in_record(doc(ids=(PatientIdentifier(value=owner, kind="INS"),)), owner)
+    assert (structured.patient_id, structured.evidence) == (owner, IdentitySource.STRUCTURED)
+    # Naming someone else, or several people, or a malformed INS: never filed.
+    for text, reason in ((f"INS : {other}", Reason.IDENTITY_CONFLICT),
+                         (f"INS : {owner}\nINS : {other}", Reason.IDENTITY_CONFLICT),
+                         (f"INS : {wrong_key(owner)}", Reason.INVALID_INS_KEY)):
+        result = identify_in_record(doc(text), owner)
+        assert result.patient_id is None and [p.code for p in result.problems] == [reason]

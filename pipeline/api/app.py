@@ -44,6 +44,16 @@ def _utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
+# Room for the multipart framing around the largest accepted file.
+_MULTIPART_OVERHEAD = 64 * 1024
+
+
+def _oversized_upload(request: Request) -> bool:
+    length = request.headers.get("content-length", "")
+    return (request.method == "POST" and request.url.path.endswith("/documents") and length.isdigit()
+            and int(length) > documents.UPLOAD_MAX_BYTES + _MULTIPART_OVERHEAD)
+
+
 def create_app(
     settings: Settings,
     *,
@@ -99,7 +109,12 @@ def create_app(
 
     @app.middleware("http")
     async def headers(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        response = await call_next(request)
+        if _oversized_upload(request):
+            # Refused before the multipart body is spooled; the route checks bodies without a length.
+            response: Response = JSONResponse(status_code=413, content={
+                "detail": f"larger than {documents.UPLOAD_MAX_BYTES} bytes"})
+        else:
+            response = await call_next(request)
         # Health data: never cached, never sniffed, never framed, no referrer leaks.
         response.headers["Cache-Control"] = "no-store"
         response.headers["X-Content-Type-Options"] = "nosniff"

@@ -1,25 +1,39 @@
-"""Routes over a patient's documents: search, read, download, hide/unhide, release."""
+"""Routes over a patient's documents: search, upload, read, download, hide/unhide, release."""
 
 from __future__ import annotations
 
 import datetime as dt
+import re
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query
+from fastapi import APIRouter, File, HTTPException, Path, Query, UploadFile
 from fastapi.responses import Response
 
 from pipeline.access import Role, restrict
-from pipeline.api.guard import FORBIDDEN, NOT_FOUND, Caller, Services, Svc, decision, managing, readable
+from pipeline.acks import BatchReport, upload_report
+from pipeline.api.guard import (
+    FORBIDDEN,
+    NOT_FOUND,
+    Caller,
+    Services,
+    Svc,
+    decision,
+    managing,
+    readable,
+    uploading,
+)
 from pipeline.api.schemas import (
     DOC_ID_PATTERN,
     ERRORS,
     INS_PATTERN,
     DocumentView,
+    ErrorDetail,
     SearchPage,
     VisibilityView,
 )
 from pipeline.index.base import set_series_flag
-from pipeline.model import DocClass, DocumentRecord, Format, SearchQuery, Visibility
+from pipeline.ingest import UPLOAD_PRODUCER, ingest_upload
+from pipeline.model import Contributor, DocClass, DocumentRecord, Format, SearchQuery, Status, Visibility
 
 router = APIRouter(prefix="/patients/{ins}/documents", tags=["documents"], responses=ERRORS)
 
@@ -30,6 +44,11 @@ _MEDIA = {Format.CDA: ("application/xml", "xml"), Format.HL7V2: ("text/plain; ch
           Format.PDF: ("application/pdf", "pdf")}
 _IMAGES = ((b"\x89PNG", "image/png", "png"), (b"\xff\xd8", "image/jpeg", "jpg"),
            (b"II*\x00", "image/tiff", "tif"), (b"MM\x00*", "image/tiff", "tif"))
+
+# What a patient may upload: a PDF, or a photo or scan (OCR'd).
+UPLOAD_MAX_BYTES = 20 * 1024 * 1024
+UPLOAD_TYPES = ("application/pdf", "image/jpeg", "image/png", "image/tiff")
+_UPLOAD_NAME = re.compile(r"[^A-Za-z0-9._ -]+")
 
 
 @router.get("", response_model=SearchPage, summary="Search the patient's documents")
@@ -48,6 +67,44 @@ def search_documents(
     result = svc.index.search(query)
     svc.record(who, "search", ins, doc_ids=[h.doc_id for h in result.hits], reason=d.via)
     return SearchPage(total=result.total, offset=offset, limit=limit, hits=result.hits)
+
+
+@router.post(
+    "", response_model=BatchReport, summary="Add a document to the record (a PDF, a photo or a scan)",
+    description=f"The patient, a minor's legal representative, or a caregiver whose delegation "
+                f"includes uploads. One file (multipart field `file`) of at most {UPLOAD_MAX_BYTES} bytes "
+                f"({UPLOAD_MAX_BYTES // 2**20} MiB), of type {', '.join(UPLOAD_TYPES)}. It goes through the "
+                f"same pipeline as every producer's document (kept encrypted, parsed with OCR for photos "
+                f"and scans, classified, checked, indexed) and the answer is the acknowledgement a "
+                f"producer gets: indexed, duplicate or rejected with reason codes. A document printing "
+                f"another person's INS is rejected (identity_conflict); one printing none is filed in "
+                f"this record, as declared by its owner.",
+    responses={413: {"model": ErrorDetail, "description": f"Larger than {UPLOAD_MAX_BYTES} bytes"},
+               415: {"model": ErrorDetail, "description": f"Not one of {', '.join(UPLOAD_TYPES)}"}},
+    openapi_extra={"requestBody": {"content": {"multipart/form-data": {
+        "encoding": {"file": {"contentType": ", ".join(UPLOAD_TYPES)}}}}}},
+)
+def upload_document(
+    ins: Ins, who: Caller, svc: Svc,
+    file: Annotated[UploadFile, File(description=f"PDF, JPEG, PNG or TIFF, ≤ {UPLOAD_MAX_BYTES} bytes")],
+) -> BatchReport:
+    d = uploading(svc, who, ins)
+    media = (file.content_type or "").split(";")[0].strip().lower()
+    if media not in UPLOAD_TYPES:
+        raise HTTPException(status_code=415,
+                            detail=f"unsupported type: send one of {', '.join(UPLOAD_TYPES)}")
+    data = file.file.read(UPLOAD_MAX_BYTES + 1)
+    if len(data) > UPLOAD_MAX_BYTES:
+        raise HTTPException(status_code=413, detail=f"larger than {UPLOAD_MAX_BYTES} bytes")
+    name = _UPLOAD_NAME.sub("_", (file.filename or "").replace("\\", "/").rsplit("/", 1)[-1])[:100]
+    name = name.strip(" .") or "document"
+    summary = ingest_upload(data, svc.settings, filename=name, patient_id=ins,
+                            contributor=Contributor(role=who.role.value, subject=who.subject, name=who.name),
+                            index=svc.index, store=svc.store)
+    statuses = ",".join(o.status.value for o in summary.outcomes)
+    svc.record(who, "upload", ins, reason=f"{d.via}: {statuses}",
+               doc_ids=[o.doc_id for o in summary.outcomes if o.doc_id and o.status is not Status.REJECTED])
+    return upload_report(summary.outcomes, producer=UPLOAD_PRODUCER, batch=summary.run_id, file=name)
 
 
 @router.get("/{doc_id}", response_model=DocumentView, summary="A document's metadata and text")

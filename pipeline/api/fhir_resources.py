@@ -18,7 +18,8 @@ Mapping of a ``DocumentRecord`` (one ``DocumentReference`` per filed document):
 | ``type`` | the LOINC document type code and label |
 | ``category`` | the Carnet class (``urn:carnet:document-class``: biology, imaging...) |
 | ``subject`` | the patient's INS (``urn:oid:1.2.250.1.213.1.4.8``), a logical reference |
-| ``author`` | the RPPS as the national PS id (``urn:oid:1.2.250.1.71.4.2.1``, ``8`` + RPPS) |
+| ``author`` | the RPPS as the national PS id (``urn:oid:1.2.250.1.71.4.2.1``, ``8`` + RPPS); |
+| | for an upload, the patient (INS) or the person who acted for them |
 | ``securityLabel`` | the visibility flags the asker may know of (``urn:carnet:visibility``) |
 | ``content.attachment`` | media type, ``Binary/{id}`` URL, title, the document's date (``creation``) |
 | ``context.period`` | the document's (clinical) date |
@@ -95,7 +96,12 @@ def document_reference(record: DocumentRecord, *, base_url: str, media_type: str
         if record.type_code else None,
         text=record.type_label or record.title)
     author = None
-    if record.author_rpps or record.author_name:
+    if record.contributed_by:  # added by the patient, or by who acts for them
+        who = record.contributed_by
+        author = [Reference(
+            identifier=Identifier(system=INS_SYSTEM, value=who.subject) if who.role == "patient" else None,
+            display=who.name or f"{who.role} {who.subject}")]
+    elif record.author_rpps or record.author_name:
         author = [Reference(
             identifier=Identifier(system=PS_SYSTEM, value=f"8{record.author_rpps}")
             if record.author_rpps else None,

@@ -113,3 +113,13 @@ def managing(svc: Services, who: Principal, patient_id: str) -> AccessDecision:
         svc.record(who, "denied", patient_id, reason=d.via if not d.allowed else "not_a_manager")
         raise FORBIDDEN
     return d
+
+
+def uploading(svc: Services, who: Principal, patient_id: str) -> AccessDecision:
+    """Who may add documents to the record: the patient, a minor's representative, a caregiver
+    whose delegation includes uploads (``AccessDecision.may_upload``)."""
+    d = svc.rules.decide(who, patient_id, svc.clock())
+    if not d.may_upload:
+        svc.record(who, "denied", patient_id, reason=d.via if not d.allowed else "upload_not_delegated")
+        raise FORBIDDEN
+    return d

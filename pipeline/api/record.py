@@ -102,8 +102,9 @@ def list_delegations(ins: Ins, who: Caller, svc: Svc) -> list[Grant]:
             summary="Delegate all documents, or chosen classes, to a caregiver")
 def delegate(ins: Ins, caregiver_id: Person, body: DelegationRequest, who: Caller, svc: Svc) -> Done:
     managing(svc, who, ins)
-    svc.rules.delegate(ins, caregiver_id, body.classes, svc.clock(), by=who)
+    svc.rules.delegate(ins, caregiver_id, body.classes, svc.clock(), by=who, upload=body.upload)
     what = "all classes" if body.classes is None else ",".join(c.value for c in body.classes)
+    what += ", uploads" if body.upload else ""
     svc.record(who, "grant", ins, reason=f"delegate to caregiver {caregiver_id}: {what}")
     return Done(changed=True)
 

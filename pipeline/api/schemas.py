@@ -94,6 +94,7 @@ class HistoryEntry(Frozen):
 class DelegationRequest(Frozen):
     classes: tuple[DocClass, ...] | None = Field(
         default=None, description="Delegated classes; null for every class")
+    upload: bool = Field(default=False, description="The caregiver may also add documents to the record")
 
 
 class RepresentativeRequest(Frozen):

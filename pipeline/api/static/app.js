@@ -7,7 +7,7 @@ const CLASSES = { biology: "Biologie", imaging: "Imagerie", prescription: "Ordon
 const ACTIONS = {
   search: "recherche", read: "consultation", download: "téléchargement", grant: "autorisation",
   revoke: "révocation", visibility: "visibilité", break_glass: "accès en urgence", denied: "accès refusé",
-  erase: "suppression",
+  erase: "suppression", upload: "ajout de document",
 };
 const PAGE = 10;
 const state = { token: null, me: null, offset: 0, total: 0 };
@@ -24,7 +24,8 @@ async function api(path, options = {}) {
     headers: { ...(options.headers || {}), Authorization: `Bearer ${state.token}` },
   });
   if (!response.ok) {
-    const messages = { 401: "Session invalide ou expirée.", 403: "Accès refusé.", 404: "Document introuvable." };
+    const messages = { 401: "Session invalide ou expirée.", 403: "Accès refusé.", 404: "Document introuvable.",
+      413: "Fichier trop volumineux (20 Mo au plus).", 415: "Type de fichier non accepté (PDF, JPEG, PNG, TIFF)." };
     throw new Error(messages[response.status] || `Erreur ${response.status}`);
   }
   return response;
@@ -166,6 +167,30 @@ async function showHistory() {
   }
 }
 
+// Adding a document: the answer is the acknowledgement a producer gets (status, reasons).
+async function uploadDocument() {
+  const file = $("upload-file").files[0];
+  if (!file) {
+    setStatus("Choisissez un fichier.", true);
+    return;
+  }
+  const body = new FormData();
+  body.append("file", file);
+  setStatus("Envoi et lecture du document…");
+  try {
+    const path = `/patients/${encodeURIComponent(patientId())}/documents`;
+    const entry = (await (await api(path, { method: "POST", body })).json()).files[0];
+    const reasons = entry.reasons.filter((r) => r.blocking).map((r) => r.message).join(" ; ");
+    $("upload-result").textContent = `${file.name} : ${entry.status_text}${reasons ? ` — ${reasons}` : ""}`;
+    $("upload-result").dataset.status = entry.status;
+    $("upload-file").value = "";
+    setStatus("");
+    await search(0);
+  } catch (error) {
+    setStatus(error.message, true);
+  }
+}
+
 document.addEventListener("DOMContentLoaded", () => {
   $("connect").addEventListener("click", () => connect($("token").value));
   $("token").addEventListener("keydown", (e) => { if (e.key === "Enter") connect($("token").value); });
@@ -174,6 +199,7 @@ document.addEventListener("DOMContentLoaded", () => {
   $("prev").addEventListener("click", () => search(Math.max(0, state.offset - PAGE)));
   $("next").addEventListener("click", () => search(state.offset + PAGE));
   $("show-history").addEventListener("click", showHistory);
+  $("upload").addEventListener("click", uploadDocument);
   // Demo convenience: ?token=… logs in, then the token leaves the address bar and history.
   const url = new URL(window.location.href);
   const token = url.searchParams.get("token");

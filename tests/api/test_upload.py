@@ -1,0 +1,162 @@
+"""Patients add their own documents: ``POST /patients/{ins}/documents`` over real HTTP, through
+the real pipeline (store, tesseract OCR, classification, identity, gate, index).
+
+The photos are drawn here (DejaVu text on a white page, as a phone photo of a printed
+prescription looks after the camera app's "document" mode); the INS printed on them are
+made-up test numbers.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import pytest
+from PIL import Image, ImageDraw, ImageFont
+
+from pipeline.access import Principal
+from pipeline.api.documents import UPLOAD_MAX_BYTES
+from pipeline.identity import find_printed_ins
+from pipeline.model import IdentitySource
+from tests.api.conftest import Api, caregiver, make_ins, patient, professional, representative
+
+pytestmark = pytest.mark.tesseract
+
+A, OTHER = make_ins(601), make_ins(602)
+FONT = Path("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf")
+
+
+def spaced(ins: str) -> str:
+    return " ".join((ins[0], ins[1:3], ins[3:5], ins[5:7], ins[7:10], ins[10:13], ins[13:]))
+
+
+def photo(lines: list[str], fmt: str = "PNG") -> bytes:
+    """A printed page as a phone's document mode saves it: 200 dpi, grayscale."""
+    font = ImageFont.truetype(str(FONT), 36)
+    image = Image.new("L", (1650, 120 + 60 * len(lines)), 255)
+    draw = ImageDraw.Draw(image)
+    for i, line in enumerate(lines):
+        draw.text((90, 60 + i * 60), line, font=font, fill=10)
+    buf = io.BytesIO()
+    image.save(buf, fmt, dpi=(200, 200))
+    return buf.getvalue()
+
+
+PRESCRIPTION = ["Docteur Claire Martin - médecine générale", "Ordonnance du 12/03/2025",
+                "Amoxicilline 1 g : un comprimé matin et soir pendant 6 jours",
+                "Paracétamol 1 g si douleur"]
+
+
+def upload(api: Api, who: Principal, ins: str, data: bytes, *, name: str = "ordonnance.png",
+           media: str = "image/png") -> dict[str, object]:
+    r = api.post(who, f"/patients/{ins}/documents", files={"file": (name, data, media)})
+    assert r.status_code == 200, r.text
+    body: dict[str, object] = r.json()
+    return body
+
+
+def only_file(report: dict[str, object]) -> dict[str, object]:
+    files = report["files"]
+    assert isinstance(files, list) and len(files) == 1
+    entry: dict[str, object] = files[0]
+    return entry
+
+
+def test_a_photo_without_ins_is_filed_in_the_patients_record_and_found_at_once(api: Api) -> None:
+    report = upload(api, patient(A), A, photo(PRESCRIPTION))
+    entry = only_file(report)
+    assert entry["status"] == "indexed" and report["accepted"] == 1, report
+    assert report["producer"] == "patient" and entry["file"] == "ordonnance.png"
+    doc_id = entry["doc_id"]
+    assert isinstance(doc_id, str)
+    record = api.index.get(A, doc_id)
+    assert record is not None and record.doc_class.value == "prescription" and record.ocr_pages == 1
+    assert record.identity_source is IdentitySource.DECLARED_BY_PATIENT
+    assert record.contributed_by is not None and record.contributed_by.subject == A
+    assert record.author_name == "Patient test" and record.author_rpps is None
+    # In the patient's search at once, by a word of its text.
+    hits = api.get(patient(A), f"/patients/{A}/documents", params={"q": "amoxicilline"}).json()["hits"]
+    assert [h["doc_id"] for h in hits] == [doc_id]
+    # The original bytes, encrypted at rest, come back as sent.
+    assert api.get(patient(A), f"/patients/{A}/documents/{doc_id}/file").content == photo(PRESCRIPTION)
+    # Visible to an authorised professional (it is not hidden), through FHIR too with the
+    # patient as author.
+    pro = professional()
+    assert api.put(patient(A), f"/patients/{A}/authorisations/{pro.subject}").status_code == 200
+    assert api.get(pro, f"/patients/{A}/documents/{doc_id}").status_code == 200
+    ref = api.get(pro, f"/fhir/DocumentReference/{A}-{doc_id}").json()
+    assert ref["author"][0]["identifier"]["value"] == A
+    # Sending it again is a duplicate, as for a producer.
+    again = only_file(upload(api, patient(A), A, photo(PRESCRIPTION)))
+    assert again["status"] == "duplicate" and again["doc_id"] == doc_id
+    # Audited: who added what.
+    uploads = [e for e in api.services.audit.for_patient(A) if e.action == "upload"]
+    assert [(e.actor, e.doc_ids) for e in uploads] == [(A, (doc_id,)), (A, (doc_id,))]
+
+
+def test_a_document_naming_another_patient_is_rejected_and_filed_nowhere(api: Api) -> None:
+    lines = [*PRESCRIPTION, f"Patient : INS {spaced(OTHER)}"]
+    assert find_printed_ins("\n".join(lines)) == [OTHER]
+    report = upload(api, patient(A), A, photo(lines))
+    entry = only_file(report)
+    assert entry["status"] == "rejected" and entry["doc_id"] is None
+    reasons = entry["reasons"]
+    assert isinstance(reasons, list) and [r["code"] for r in reasons] == ["identity_conflict"]
+    assert report["rejected_by_reason"] == {"identity_conflict": 1}
+    for ins in (A, OTHER):
+        found = api.get(patient(ins), f"/patients/{ins}/documents", params={"q": "amoxicilline"}).json()
+        assert found["total"] == 0
+    # Naming the record's own patient is fine (identity from the print, not declared).
+    own = only_file(upload(api, patient(A), A, photo([*PRESCRIPTION, f"INS {spaced(A)}"])))
+    assert own["status"] == "indexed"
+    record = api.index.get(A, str(own["doc_id"]))
+    assert record is not None and record.identity_source is IdentitySource.PRINTED
+
+
+def test_who_may_upload(api: Api) -> None:
+    minor = make_ins(603, "1205")
+    data = photo(PRESCRIPTION)
+    # Nobody else's record, no professional, no caregiver without an upload delegation.
+    for who, ins in ((patient(OTHER), A), (professional(), A), (caregiver("aidant-1"), A)):
+        r = api.post(who, f"/patients/{ins}/documents", files={"file": ("o.png", data, "image/png")})
+        assert r.status_code == 403 and r.json() == {"detail": "access denied"}
+    delegations = f"/patients/{A}/delegations/aidant-1"
+    assert api.put(patient(A), delegations, json={"classes": None}).status_code == 200
+    files = {"file": ("o.png", data, "image/png")}
+    assert api.post(caregiver("aidant-1"), f"/patients/{A}/documents", files=files).status_code == 403
+    # The delegation kind that allows it, shown in the delegations list.
+    grant = {"classes": ["prescription"], "upload": True}
+    assert api.put(patient(A), delegations, json=grant).status_code == 200
+    grants = api.get(patient(A), f"/patients/{A}/delegations").json()
+    assert [(g["subject"], g["upload"]) for g in grants] == [("aidant-1", True)]
+    entry = only_file(upload(api, caregiver("aidant-1"), A, data))
+    assert entry["status"] == "indexed"
+    record = api.index.get(A, str(entry["doc_id"]))
+    assert record is not None and record.contributed_by is not None
+    assert (record.contributed_by.role, record.contributed_by.subject) == ("caregiver", "aidant-1")
+    # A minor's legal representative.
+    assert api.put(patient(minor), f"/patients/{minor}/representatives/parent-1", json={}).status_code == 200
+    entry = only_file(upload(api, representative("parent-1"), minor, photo(["Carnet de vaccination",
+                                                                            "Vaccin ROR le 02/02/2024"])))
+    assert entry["status"] == "indexed"
+    denied = [e for e in api.services.audit.for_patient(A) if e.action == "denied"]
+    assert {e.reason for e in denied} >= {"not_own_record", "not_authorised", "no_delegation",
+                                         "upload_not_delegated"}
+
+
+@pytest.mark.parametrize(("data", "name", "media", "status"), [
+    (b"%PDF-1.4 not really", "a.pdf", "text/plain", 415),
+    (b"GIF89a", "a.gif", "image/gif", 415),
+    (b"\x00" * (UPLOAD_MAX_BYTES + 1), "big.pdf", "application/pdf", 413),  # the route's check
+    (b"\x00" * (UPLOAD_MAX_BYTES + 2**20), "big.pdf", "application/pdf", 413),  # before parsing
+])
+def test_size_and_type_limits(api: Api, data: bytes, name: str, media: str, status: int) -> None:
+    r = api.post(patient(A), f"/patients/{A}/documents", files={"file": (name, data, media)})
+    assert r.status_code == status and "detail" in r.json()
+
+
+def test_a_file_the_pipeline_cannot_read_is_rejected_with_its_reason(api: Api) -> None:
+    entry = only_file(upload(api, patient(A), A, b"%PDF-1.4\ngarbage", name="../../etc/x.pdf",
+                             media="application/pdf"))
+    assert entry["status"] == "rejected" and entry["file"] == "x.pdf"
+    assert isinstance(entry["reasons"], list) and entry["reasons"][0]["code"] == "parse_error"
