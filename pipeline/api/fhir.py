@@ -173,7 +173,7 @@ def parse_search(params: QueryParams) -> DocumentSearch:
         unknown = wanted - {"current", "superseded", "entered-in-error"}
         if unknown:
             raise SearchError(f"status: unknown value {sorted(unknown)[0]!r}")
-        # Carnet deletes withdrawn documents: nothing is ever entered-in-error.
+        # Withdrawn documents leave every search and read: none is served as entered-in-error.
         search.current, search.superseded = "current" in wanted, "superseded" in wanted
         search.applied.append(("status", value))
     search.count = _int(params, "_count", DEFAULT_COUNT, 1, MAX_COUNT)
