@@ -151,6 +151,19 @@ def test_a_pdf_replaced_twice_through_txa_13_keeps_one_series(tmp_path: Path,
     assert index.search(SearchQuery(patient_id=INS_COLIN, include_superseded=True)).total == 0
 
 
+def test_a_corrected_oru_obx_11_c_for_the_same_order_replaces_the_earlier_report(
+        tmp_path: Path, index: DocumentIndex) -> None:
+    settings = Settings(data_dir=tmp_path / "carnet")
+    original = (FR / "02_oru_pdf_lf.hl7").read_bytes()
+    corrected = original.replace(b"|ORU0002|", b"|ORU0102|").replace(b"||||||F\n", b"||||||C\n", 1)
+    assert corrected.count(b"||||||C\n") == 1
+    with Pipeline(settings, index=index) as pipe:
+        first = pipe.process(InputFile(data=original, source="v1.hl7", producer="hopital"))[0]
+        second = pipe.process(InputFile(data=corrected, source="v2.hl7", producer="hopital"))[0]
+    assert (first.status, second.status) == (Status.INDEXED, Status.REPLACED)
+    assert [h.doc_id for h in index.search(SearchQuery(patient_id=INS_COLIN)).hits] == [second.doc_id]
+
+
 def test_carnet_ingest_reports_one_line_per_message(tmp_path: Path) -> None:
     folder = copy_samples(FEED, tmp_path)
     report = tmp_path / "report.jsonl"
