@@ -48,7 +48,7 @@ from pipeline.model import (
     Status,
 )
 from pipeline.quality import check_document
-from pipeline.quality_gate import GateItem, QualityGate
+from pipeline.quality_gate import BatchThresholds, GateItem, QualityGate
 from pipeline.settings import Settings
 from pipeline.store import DocumentStore, QuarantineAttempt, QuarantineRecord, sha256_hex
 
@@ -628,7 +628,10 @@ def ingest_upload(
     ``index``/``store`` are the caller's (the API's, shared by its requests) and stay open.
     """
     source = f"upload/{contributor.role}/{filename}"
-    with Pipeline(settings, index=index, store=store, batch_label="upload") as pipe:
+    # Batch-level shares say nothing about a batch of one (a photo is 100 % OCR).
+    gate = QualityGate(settings, thresholds={UPLOAD_PRODUCER: BatchThresholds(
+        max_reject_rate=1.0, max_ocr_share=None, max_duplicate_share=None)})
+    with Pipeline(settings, index=index, store=store, batch_label="upload", gate=gate) as pipe:
         run_id = pipe.ledger.start_run("upload", source)
         pipe.process(InputFile(data=data, source=source, producer=UPLOAD_PRODUCER, batch=run_id,
                                record_of=patient_id, contributor=contributor))

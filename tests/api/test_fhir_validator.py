@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.api.fhir_resources import INS_SYSTEM
-from pipeline.model import DocClass, Format, Visibility
+from pipeline.model import Contributor, DocClass, Format, IdentitySource, Visibility
 from tests.api.conftest import Api, make_ins, patient
 
 pytestmark = pytest.mark.slow
@@ -53,6 +53,9 @@ def _served_resources(api: Api) -> dict[str, object]:
              author_name="Dr Biologiste", type_label="Compte rendu de biologie")
     api.file(A, "photo", doc_class=DocClass.PRESCRIPTION, content=b"\x89PNG\r\n\x1a\n...",
              format=Format.IMAGE, document_date=None, visibility=(Visibility.MASQUE_PS,))
+    api.file(A, "upload", doc_class=DocClass.OTHER, type_code=None, format=Format.IMAGE,
+             content=b"\xff\xd8\xff photo", contributed_by=Contributor(role="patient", subject=A, name="Ana"),
+             identity_source=IdentitySource.DECLARED_BY_PATIENT)
     api.file(A, "v1", series_id="s", type_code=None)
     api.file(A, "v2", series_id="s")
     api.index.supersede(A, "v1", "v2")
@@ -65,6 +68,7 @@ def _served_resources(api: Api) -> dict[str, object]:
         "document": api.http.get(f"/fhir/DocumentReference/{A}-hb", headers=me).json(),
         "superseded": api.http.get(f"/fhir/DocumentReference/{A}-v1", headers=me).json(),
         "photo": api.http.get(f"/fhir/DocumentReference/{A}-photo", headers=me).json(),
+        "upload": api.http.get(f"/fhir/DocumentReference/{A}-upload", headers=me).json(),
         "binary": api.http.get(f"/fhir/Binary/{A}-hb",
                                headers={**me, "Accept": "application/fhir+json"}).json(),
         "capability": api.http.get("/fhir/metadata").json(),
