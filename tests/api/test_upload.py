@@ -160,3 +160,18 @@ def test_a_file_the_pipeline_cannot_read_is_rejected_with_its_reason(api: Api) -
                              media="application/pdf"))
     assert entry["status"] == "rejected" and entry["file"] == "x.pdf"
     assert isinstance(entry["reasons"], list) and entry["reasons"][0]["code"] == "parse_error"
+
+
+def test_an_upload_on_both_index_backends(backend: str, tmp_path: Path) -> None:
+    """The upload's new record fields (identity source, contributor) go through both backends'
+    mappings (Elasticsearch's is strict) and the document is searchable at once."""
+    from tests.api.conftest import running_api
+
+    with running_api(tmp_path / "carnet", backend) as a:
+        entry = only_file(upload(a, patient(A), A, photo(PRESCRIPTION)))
+        assert entry["status"] == "indexed", entry
+        record = a.index.get(A, str(entry["doc_id"]))
+        assert record is not None and record.identity_source is IdentitySource.DECLARED_BY_PATIENT
+        assert record.contributed_by is not None and record.contributed_by.role == "patient"
+        found = a.get(patient(A), f"/patients/{A}/documents", params={"q": "paracétamol"}).json()
+        assert [h["doc_id"] for h in found["hits"]] == [entry["doc_id"]]
