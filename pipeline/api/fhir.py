@@ -130,13 +130,16 @@ def _day_range(value: str, name: str) -> tuple[dt.date | None, dt.date | None]:
         raise SearchError(f"{name}: {value!r} is out of range") from None
 
 
-def _int(params: QueryParams, name: str, default: int, low: int, high: int) -> int:
+def _int(params: QueryParams, name: str, default: int, low: int, high: int, *, cap: bool) -> int:
+    """A whole-number parameter; with ``cap`` a larger value is served as ``high`` (a page may
+    come back smaller than asked), else it is refused."""
     raw = _one(params, name)
     if raw is None:
         return default
-    if not raw.isdigit() or not low <= int(raw) <= 10 * high:
-        raise SearchError(f"{name} must be a number from {low} to {high}")
-    return min(int(raw), high)  # a larger page than served is allowed to come back smaller
+    value = int(raw) if raw.isascii() and raw.isdigit() else -1
+    if value < low or (value > high and not cap):
+        raise SearchError(f"{name} must be a whole number from {low} to {high}")
+    return min(value, high)
 
 
 def parse_search(params: QueryParams) -> DocumentSearch:
@@ -176,8 +179,8 @@ def parse_search(params: QueryParams) -> DocumentSearch:
         # Withdrawn documents leave every search and read: none is served as entered-in-error.
         search.current, search.superseded = "current" in wanted, "superseded" in wanted
         search.applied.append(("status", value))
-    search.count = _int(params, "_count", DEFAULT_COUNT, 1, MAX_COUNT)
-    search.offset = _int(params, "_offset", 0, 0, MAX_OFFSET)
+    search.count = _int(params, "_count", DEFAULT_COUNT, 1, MAX_COUNT, cap=True)
+    search.offset = _int(params, "_offset", 0, 0, MAX_OFFSET, cap=False)
     return search
 
 
