@@ -9,6 +9,14 @@ our own arithmetic.
 Order of evidence: structured identifiers first (HL7 PID-3, CDA recordTarget), then
 identifiers printed in the text. When both exist and disagree, the document is rejected
 (``identity_conflict``) instead of picking one.
+
+A printed number counts only after a label, in any whitespace a text layer or OCR gives
+(see ``_GAP`` and ``_plausible_layout``), and its label says whose it is
+(``PrintedRole``): the patient's (INS, NIR, N° SS, bénéficiaire, patient) or the insured
+person's (assuré, ouvrant droit, N° d'assuré, immatriculation). On a child's report the
+insured parent's number is set aside, never a conflict; a document printing only the
+insured person's number is ``missing_ins``; two different numbers both the patient's stay
+``identity_conflict``.
 """
 
 from __future__ import annotations
