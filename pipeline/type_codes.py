@@ -16,11 +16,14 @@ its code.
 
 from __future__ import annotations
 
+import re
+
 from pipeline.model import DocClass
 
 LOINC_SYSTEM = "2.16.840.1.113883.6.1"
 NATIONAL_TYPE_SYSTEM = "1.2.250.1.213.1.1.4.12"  # TRE_A05-TypeDocComplementaire
 TYPE_CODE_SYSTEMS = frozenset({LOINC_SYSTEM, NATIONAL_TYPE_SYSTEM})
+_LOINC_CODE = re.compile(r"\d{1,7}-\d")
 
 _BIO, _IMG, _RX, _OTHER = DocClass.BIOLOGY, DocClass.IMAGING, DocClass.PRESCRIPTION, DocClass.OTHER
 
@@ -158,3 +161,15 @@ _TABLE: tuple[tuple[str, DocClass, str], ...] = (
 
 # code -> (class, French label)
 TYPE_CODES: dict[str, tuple[DocClass, str]] = {code: (cls, label) for code, cls, label in _TABLE}
+
+
+def type_code_system(code: str) -> str | None:
+    """The code system (OID) of a type code as records keep it: LOINC for a LOINC-shaped
+    code, the national TRE_A05 for a code of its table, None for a producer's own code.
+
+    Parsers prefer LOINC and national codes (a ``translation`` included), so a record's
+    code is one of those unless the producer gave nothing else.
+    """
+    if _LOINC_CODE.fullmatch(code):
+        return LOINC_SYSTEM
+    return NATIONAL_TYPE_SYSTEM if code in TYPE_CODES else None

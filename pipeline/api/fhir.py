@@ -33,6 +33,7 @@ from pipeline.api.fhir_resources import (
     FHIR_JSON,
     INS_SYSTEMS,
     LOINC,
+    NATIONAL_TYPES,
     binary,
     capability_statement,
     document_reference,
@@ -153,7 +154,7 @@ def parse_search(params: QueryParams) -> DocumentSearch:
         raise SearchError("patient.identifier: not an INS (15 characters)")
     search = DocumentSearch(patient_id=ins, applied=[("patient.identifier", patient)])
     if (value := _one(params, "type")) is not None:
-        search.type_code = _token(value, "type", frozenset({LOINC}))
+        search.type_code = _token(value, "type", frozenset({LOINC, NATIONAL_TYPES}))
         search.applied.append(("type", value))
     if (value := _one(params, "category")) is not None:
         code = _token(value, "category", frozenset({CLASS_SYSTEM}))

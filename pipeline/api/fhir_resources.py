@@ -15,7 +15,7 @@ Mapping of a ``DocumentRecord`` (one ``DocumentReference`` per filed document):
 | ``id`` | ``{INS}-{doc_id}`` (the INS is 15 characters, so the split is unambiguous) |
 | ``identifier`` | the doc id (``urn:carnet:document-id``) |
 | ``status`` | ``current``, or ``superseded`` once a newer version replaced it |
-| ``type`` | the LOINC document type code and label |
+| ``type`` | the document type code and label: LOINC, or a national TRE_A05 type (REMB…) |
 | ``category`` | the Carnet class (``urn:carnet:document-class``: biology, imaging...) |
 | ``subject`` | the patient's INS (``urn:oid:1.2.250.1.213.1.4.8``), a logical reference |
 | ``author`` | the RPPS as the national PS id (``urn:oid:1.2.250.1.71.4.2.1``, ``8`` + RPPS); |
@@ -61,6 +61,7 @@ from fhir.resources.R4B.reference import Reference
 
 from pipeline.identity import INS_OIDS
 from pipeline.model import DocClass, DocumentRecord
+from pipeline.type_codes import LOINC_SYSTEM, NATIONAL_TYPE_SYSTEM, type_code_system
 
 FHIR_JSON = "application/fhir+json"
 FHIR_VERSION = "4.0.1"
@@ -68,6 +69,9 @@ INS_SYSTEM = "urn:oid:1.2.250.1.213.1.4.8"  # INS-NIR, the national health ident
 INS_SYSTEMS = frozenset(f"urn:oid:{oid}" for oid in INS_OIDS)  # + INS-NIA and the test OIDs
 PS_SYSTEM = "urn:oid:1.2.250.1.71.4.2.1"  # idNatPs: "8" + RPPS for a person
 LOINC = "http://loinc.org"
+# The national complementary document types (TRE_A05), as the ANS terminology server names them.
+NATIONAL_TYPES = "https://mos.esante.gouv.fr/NOS/TRE_A05-TypeDocComplementaire/FHIR/TRE-A05-TypeDocComplementaire"
+_TYPE_SYSTEMS = {LOINC_SYSTEM: LOINC, NATIONAL_TYPE_SYSTEM: NATIONAL_TYPES}
 DOC_ID_SYSTEM = "urn:carnet:document-id"
 CLASS_SYSTEM = "urn:carnet:document-class"
 VISIBILITY_SYSTEM = "urn:carnet:visibility"
@@ -91,8 +95,11 @@ def split_resource_id(resource_id: str) -> tuple[str, str] | None:
 def document_reference(record: DocumentRecord, *, base_url: str, media_type: str) -> DocumentReference:
     """The ``DocumentReference`` of one record, its content served at ``{base_url}/Binary/{id}``."""
     rid = resource_id(record)
+    # A national type (REMB, PRESC-KINE…) is not a LOINC code; a producer's own code has no
+    # system Carnet can name.
     doc_type = CodeableConcept(
-        coding=[Coding(system=LOINC, code=record.type_code, display=record.type_label)]
+        coding=[Coding(system=_TYPE_SYSTEMS.get(type_code_system(record.type_code) or ""),
+                       code=record.type_code, display=record.type_label)]
         if record.type_code else None,
         text=record.type_label or record.title)
     author = None
