@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import logging
+from collections.abc import Iterator
 
 from PIL import Image, ImageSequence, UnidentifiedImageError
 
@@ -41,9 +42,7 @@ class ImageParser:
         reads: list[OcrPage] = []
         try:
             with Image.open(io.BytesIO(data)) as image:
-                for number, frame in enumerate(ImageSequence.Iterator(image), start=1):
-                    frame.load()  # decode now so a corrupt frame fails here, not in OCR
-                    reads.append(self.ocr.read(frame, source=f"{source} page {number}"))
+                reads = list(self.ocr.read_pages(_frames(image, source)))
         except CarnetError:
             raise
         except (
@@ -69,3 +68,11 @@ class ImageParser:
                 ocr_confidence=sum(read.confidence for read in reads) / len(reads),
             )
         ]
+
+
+def _frames(image: Image.Image, source: str) -> Iterator[tuple[Image.Image, str]]:
+    """Each frame decoded on its own (a corrupt frame fails here, not in OCR)."""
+    for number, frame in enumerate(ImageSequence.Iterator(image), start=1):
+        # A copy: the iterator moves one shared image object from frame to frame, while
+        # the OCR pool may still be reading the previous ones.
+        yield frame.copy(), f"{source} page {number}"

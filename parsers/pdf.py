@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import io
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
+from PIL import Image
 from pypdf import PageObject, PasswordType, PdfReader
 
 from parsers.ocr import OcrPage, TesseractOcr
@@ -48,10 +50,14 @@ class PdfParser:
 
     def parse(self, data: bytes, *, source: str) -> list[ParsedDocument]:
         reader = _open(data, source)
+        pages: list[_PageText] = []
         try:
-            pages = [
-                self._read_page(page, number, source) for number, page in enumerate(reader.pages, start=1)
-            ]
+            # Text layers are read while earlier pages' scans are with tesseract: the
+            # images of pages without text go to the OCR pool as they are found.
+            reads = iter(list(self.ocr.read_pages(self._images_to_ocr(reader, source, pages))))
+            for page in pages:
+                if page.ocr_images:
+                    page.add_ocr([next(reads) for _ in range(page.ocr_images)])
             title = _title(reader)
         except CarnetError:
             raise
@@ -75,12 +81,22 @@ class PdfParser:
             )
         ]
 
-    def _read_page(self, page: PageObject, number: int, source: str) -> _PageText:
-        text = _clean(page.extract_text())
-        if _visible_chars(text) >= self.min_text_chars_per_page:
-            return _PageText(text=text)
-        result = _PageText(text=text)
-        reads: list[OcrPage] = []
+    def _images_to_ocr(
+        self, reader: PdfReader, source: str, pages: list[_PageText]
+    ) -> Iterator[tuple[Image.Image, str]]:
+        """Read every page's text layer into ``pages``; yield the images to OCR, in order."""
+        for number, page in enumerate(reader.pages, start=1):
+            result = _PageText(text=_clean(page.extract_text()))
+            pages.append(result)
+            if _visible_chars(result.text) >= self.min_text_chars_per_page:
+                continue
+            for image in self._page_images(page, number, source, result):
+                result.ocr_images += 1
+                yield image, f"{source} page {number}"
+
+    def _page_images(
+        self, page: PageObject, number: int, source: str, result: _PageText
+    ) -> Iterator[Image.Image]:
         for image_file in page.images:
             try:
                 image = image_file.image
@@ -98,20 +114,21 @@ class PdfParser:
                 continue
             if image is None or min(image.size) < _MIN_OCR_IMAGE_SIDE:
                 continue
-            reads.append(self.ocr.read(image, source=f"{source} page {number}"))
-        if not reads:
-            return result  # blank page, or only tiny decorations
-        ocr_text = "\n\n".join(read.text for read in reads if read.text)
-        result.text = "\n".join(part for part in (text, ocr_text) if part)
-        result.ocr = _merge(reads)
-        return result
+            yield image
 
 
 @dataclass
 class _PageText:
     text: str
     ocr: OcrPage | None = None  # set when the page was OCR'd
+    ocr_images: int = 0  # images of this page sent to OCR
     problems: list[Problem] = field(default_factory=list)
+
+    def add_ocr(self, reads: list[OcrPage]) -> None:
+        """The page's OCR after its text layer (kept, though below the threshold)."""
+        ocr_text = "\n\n".join(read.text for read in reads if read.text)
+        self.text = "\n".join(part for part in (self.text, ocr_text) if part)
+        self.ocr = _merge(reads)
 
 
 def extract_pdf_text(data: bytes, *, source: str | None = None) -> str:

@@ -14,6 +14,8 @@ class ParserOptions:
     ocr_lang: str = "fra"
     ocr_timeout_s: int = 120
     min_text_chars_per_page: int = 20
+    # Tesseract processes at once (``Settings.ocr_workers``: the CPUs this process may use).
+    ocr_workers: int = 1
 
 
 class ParserRegistry:
@@ -51,7 +53,7 @@ def document_registry(options: ParserOptions | None = None) -> ParserRegistry:
     from parsers.pdf import PdfParser
 
     opts = options or ParserOptions()
-    ocr = TesseractOcr(lang=opts.ocr_lang, timeout_s=opts.ocr_timeout_s)
+    ocr = TesseractOcr(lang=opts.ocr_lang, timeout_s=opts.ocr_timeout_s, workers=opts.ocr_workers)
     return ParserRegistry([
         PdfParser(ocr=ocr, min_text_chars_per_page=opts.min_text_chars_per_page),
         ImageParser(ocr=ocr),

@@ -138,7 +138,7 @@ class Pipeline:
         self.store = store or open_encrypted_store(settings)
         self.registry = registry or default_registry(ParserOptions(
             ocr_lang=settings.ocr_lang, ocr_timeout_s=settings.ocr_timeout_s,
-            min_text_chars_per_page=settings.min_text_chars_per_page))
+            min_text_chars_per_page=settings.min_text_chars_per_page, ocr_workers=settings.ocr_workers))
         self.ledger = Ledger(settings.ledger_path)
         # Identity traits (birth dates) and closed accounts live with the access rules.
         self.rules = AccessRules(access_db_path(settings.data_dir))

@@ -28,6 +28,14 @@ def _number(env: Mapping[str, str], name: str, kind: type[float] | type[int]) ->
     return value
 
 
+def available_cpus() -> int:
+    """The CPUs this process may run on (its affinity mask, not the machine's count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
 @dataclass(frozen=True)
 class Settings:
     """Where Carnet keeps things and how it reads documents."""
@@ -37,6 +45,8 @@ class Settings:
     store_url: str = ""  # file://… (default under data_dir) or s3://bucket/prefix
     ocr_lang: str = "fra"
     ocr_timeout_s: int = 120
+    # Pages OCR'd at once, one tesseract process (one thread) each.
+    ocr_workers: int = field(default_factory=available_cpus)
     # Pages whose text layer holds fewer characters than this are OCR'd.
     min_text_chars_per_page: int = 20
     # A batch whose reject share is above this fails its quality verdict.
@@ -85,6 +95,8 @@ class Settings:
             values["store_url"] = e["CARNET_STORE_URL"]
         if "CARNET_OCR_LANG" in e:
             values["ocr_lang"] = e["CARNET_OCR_LANG"]
+        if "CARNET_OCR_WORKERS" in e:
+            values["ocr_workers"] = max(1, int(_number(e, "CARNET_OCR_WORKERS", int)))
         if "CARNET_MAX_REJECT_RATE" in e:
             values["max_reject_rate"] = float(e["CARNET_MAX_REJECT_RATE"])
         if "CARNET_ES_ALIAS" in e:

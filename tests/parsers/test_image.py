@@ -6,6 +6,7 @@ Tests marked ``tesseract`` run the real OCR engine.
 from __future__ import annotations
 
 import io
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -108,3 +109,18 @@ def test_score_recognises_png_jpeg_and_tiff_only(parser: ImageParser) -> None:
         assert parser.score(path.read_bytes()[:4096]) == 0, path.name
     assert parser.score(b"GIF89a") == 0
     assert parser.score(b"") == 0
+
+
+@pytest.mark.tesseract
+def test_pages_read_on_several_cores_come_back_identical_and_in_order() -> None:
+    data = (IMAGE_SAMPLES / "imaging_2pages.tiff").read_bytes()
+    one = ImageParser(ocr=TesseractOcr(workers=1)).parse(data, source="tiff")[0]
+    pool = TesseractOcr(workers=2)
+    # Three documents at once share the one pool (never more than 2 tesseract processes).
+    with ThreadPoolExecutor(max_workers=3) as callers:
+        several = list(callers.map(lambda _: ImageParser(ocr=pool).parse(data, source="tiff")[0], range(3)))
+
+    for document in several:
+        assert document.text == one.text
+        assert document.ocr_confidence == one.ocr_confidence
+    assert one.text.index("Compte rendu d'imagerie") < one.text.index("Silhouette cardiaque")

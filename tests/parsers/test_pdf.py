@@ -5,10 +5,12 @@ Tests marked ``tesseract`` run the real OCR engine.
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import pytest
 from PIL import Image
+from pypdf import PdfReader, PdfWriter
 
 from parsers.ocr import OcrPage, TesseractOcr
 from parsers.pdf import PdfParser, extract_pdf_text
@@ -192,3 +194,21 @@ def test_extract_pdf_text_reads_the_text_layer_only() -> None:
         extract_pdf_text(sample("encrypted.pdf"))
     with pytest.raises(ParserError):
         extract_pdf_text(sample("truncated.pdf"))
+
+
+@pytest.mark.tesseract
+def test_scanned_pages_read_on_several_cores_keep_page_order() -> None:
+    writer = PdfWriter()
+    for name in ("biology_scanned.pdf", "mixed.pdf"):  # scan, then text + scan
+        for page in PdfReader(io.BytesIO(sample(name))).pages:
+            writer.add_page(page)
+    buffer = io.BytesIO()
+    writer.write(buffer)
+    data = buffer.getvalue()
+
+    one = PdfParser(ocr=TesseractOcr(workers=1)).parse(data, source="joined")[0]
+    two = PdfParser(ocr=TesseractOcr(workers=2)).parse(data, source="joined")[0]
+
+    assert two.text == one.text and two.ocr_confidence == one.ocr_confidence
+    assert two.ocr_pages == 2 and two.page_count == 3
+    assert two.text.index("Hémoglobine") < two.text.index("Ferritine")  # page 1 (scan) before page 3
