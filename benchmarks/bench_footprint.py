@@ -95,7 +95,7 @@ def _s3_requests_per_doc(documents: int) -> dict[str, Any]:
 
     from pipeline.crypto import open_encrypted_store
     from pipeline.ingest import Pipeline, iter_source_inputs
-    from pipeline.s3 import S3Store
+    from pipeline.store.s3 import S3Store
 
     bucket = f"carnet-bench-{uuid4().hex[:10]}"
     endpoint = os.environ.get("AWS_ENDPOINT_URL", "http://127.0.0.1:9000")

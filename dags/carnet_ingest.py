@@ -44,7 +44,7 @@ from typing import Any
 
 from airflow.sdk import DAG, Asset, Param, dag, task
 
-from pipeline.feeds_config import FeedConfig, load_feeds
+from pipeline.feeds.config import FeedConfig, load_feeds
 from pipeline.monitoring import on_task_failure
 
 log = logging.getLogger(__name__)
@@ -112,7 +112,7 @@ def build_ingest_dag(dag_id: str, feed: FeedConfig | None = None) -> DAG:
         @task
         def discover(params: dict[str, Any] | None = None) -> dict[str, list[list[str]]]:
             """Per-producer lanes of ``producer/batch`` keys not processed yet, by pool."""
-            from pipeline.feeds_config import plan_batches
+            from pipeline.feeds.plan import plan_batches
             from pipeline.settings import Settings
 
             assert params is not None  # injected by Airflow from the run's context

@@ -82,7 +82,7 @@ def carnet_maintenance() -> None:
         import os
         from pathlib import Path
 
-        from pipeline.feeds_config import load_feeds
+        from pipeline.feeds.config import load_feeds
         from pipeline.monitoring import check_silent_feeds
         from pipeline.settings import Settings
 

@@ -526,7 +526,7 @@ def iter_source_inputs(sources: Sequence[str], *, producer: str | None, settings
     """Every raw input named by ``sources`` (files, folders recursively, s3:// prefixes)."""
     for source in sources:
         if source.startswith("s3://"):
-            from pipeline.s3 import iter_s3_prefix
+            from pipeline.feeds.s3 import iter_s3_prefix
 
             for uri, data in iter_s3_prefix(source, endpoint_url=settings.s3_endpoint_url,
                                             region=settings.s3_region):
@@ -666,7 +666,7 @@ class BatchSummary(Frozen):
 
 
 def _open_feed(settings: Settings, feed_url: str) -> Feed:
-    from pipeline.feed_urls import open_feed
+    from pipeline.feeds import open_feed
 
     return open_feed(feed_url, endpoint_url=settings.s3_endpoint_url, region=settings.s3_region)
 
@@ -689,7 +689,7 @@ def _manifest_problem(batch: BatchRef, manifest: dict[str, ManifestEntry], name:
         return None
     if name not in manifest:
         return "file present in the batch but not listed in its manifest"
-    from pipeline.feed_urls import verify_manifest
+    from pipeline.feeds import verify_manifest
 
     return verify_manifest(manifest[name], data)
 

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from pipeline.errors import ConfigurationError, SourceError
-from pipeline.feed_urls import open_feed, verify_manifest
-from pipeline.feeds import Feed, FolderFeed, ManifestEntry
-from pipeline.s3 import S3Feed, make_client
+from pipeline.feeds import Feed, FolderFeed, ManifestEntry, open_feed, verify_manifest
+from pipeline.feeds.s3 import S3Feed
+from pipeline.s3 import make_client
 from pipeline.store import sha256_hex
 from tests.test_s3 import s3_bucket, s3_endpoint  # noqa: F401  (session fixtures)
 

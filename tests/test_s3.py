@@ -20,8 +20,10 @@ import pytest
 
 from pipeline.errors import BackendUnavailable
 from pipeline.feeds import BatchRef
-from pipeline.s3 import S3Feed, S3Store, iter_s3_prefix, make_client
+from pipeline.feeds.s3 import S3Feed, iter_s3_prefix
+from pipeline.s3 import make_client
 from pipeline.store import open_store
+from pipeline.store.s3 import S3Store
 from tests.conftest import require_service
 
 REPO = Path(__file__).resolve().parents[1]

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from pipeline.model import Problem, Reason
-from pipeline.s3 import S3Store
 from pipeline.store import DocumentStore, FileStore, QuarantineAttempt, QuarantineRecord, sha256_hex
+from pipeline.store.s3 import S3Store
 from tests.test_s3 import s3_bucket, s3_endpoint  # noqa: F401  (session fixtures)
 
 FIVE_MB = os.urandom(5 * 1024 * 1024)

@@ -14,7 +14,7 @@ import pytest
 from pipeline.acks import ack_code, write_acknowledgements
 from pipeline.errors import ConfigurationError
 from pipeline.feeds import FolderFeed
-from pipeline.feeds_config import is_scan_heavy, load_feeds
+from pipeline.feeds.config import is_scan_heavy, load_feeds
 from pipeline.model import Format, Outcome, Problem, Reason, Status
 from pipeline.monitoring import (
     Alert,

@@ -19,7 +19,6 @@ from pydantic import Field, ValidationError, field_validator
 
 from pipeline.errors import ConfigurationError
 from pipeline.model import Frozen
-from pipeline.settings import Settings
 
 _ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 # File extensions whose batches go through OCR (scans); PDFs may too, but rarely.
@@ -61,7 +60,7 @@ class FeedConfig(Frozen):
 
     @property
     def url(self) -> str:
-        """The feed URL ``pipeline.feed_urls.open_feed`` reads."""
+        """The feed URL ``pipeline.feeds.open_feed`` reads."""
         if self.kind is FeedKind.S3 and not self.location.startswith("s3://"):
             raise ConfigurationError(f"feed {self.id}: kind s3 needs an s3:// location")
         return self.location
@@ -107,33 +106,3 @@ def find_feed(feeds: tuple[FeedConfig, ...], *, feed_id: str | None = None,
 def is_scan_heavy(files: tuple[str, ...] | list[str], *, scans: bool = False) -> bool:
     """Whether a batch should run in the OCR pool, judged from its file names only."""
     return scans or any(Path(name).suffix.lower() in SCAN_EXTENSIONS for name in files)
-
-
-def plan_batches(settings: Settings, feed_url: str, *, scans: bool = False
-                 ) -> dict[str, list[list[str]]]:
-    """The feed's complete, unprocessed batches as per-producer lanes, split by pool.
-
-    A lane is one producer's batch keys in arrival order (batch names sort by date): they
-    must be processed one after the other, since a later batch may repeat or replace a
-    document of an earlier one. A lane holding a scan-heavy batch goes to ``ocr``, the
-    others to ``text``; this is judged from the feed listing alone (no file is read).
-    """
-    from pipeline.feed_urls import open_feed
-    from pipeline.ledger import Ledger
-
-    feed = open_feed(feed_url, endpoint_url=settings.s3_endpoint_url, region=settings.s3_region)
-    ledger = Ledger(settings.ledger_path)
-    try:
-        done = ledger.processed_batches(feed.url)
-    finally:
-        ledger.close()
-    lanes: dict[str, list[str]] = {}
-    heavy: set[str] = set()
-    for b in sorted(feed.list_batches(), key=lambda b: (b.producer, b.batch)):
-        if b.key in done:
-            continue
-        lanes.setdefault(b.producer, []).append(b.key)
-        if is_scan_heavy(b.files, scans=scans):
-            heavy.add(b.producer)
-    return {"text": [keys for p, keys in lanes.items() if p not in heavy],
-            "ocr": [keys for p, keys in lanes.items() if p in heavy]}

@@ -1,0 +1,84 @@
+"""What every producer feed is: the batch layout's control names, the batch reference
+and its manifest, and the ``Feed`` protocol."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+from pipeline.errors import SourceError
+from pipeline.model import Frozen
+
+READY_MARKER = "_READY"
+MANIFEST = "_manifest.json"
+REPORT = "_report.json"
+ACK_DIR = "_ack"
+# Files Carnet or the producer's tooling write that are not documents.
+CONTROL_NAMES = frozenset({READY_MARKER, MANIFEST, REPORT})
+
+
+class ManifestEntry(Frozen):
+    name: str
+    size: int | None = None
+    sha256: str | None = None
+
+
+class BatchRef(Frozen):
+    """A complete batch: ``producer/batch`` under a feed root."""
+
+    feed_url: str  # folder path or s3://bucket/prefix of the feed root
+    producer: str
+    batch: str
+    files: tuple[str, ...]  # names relative to the batch, sorted
+    manifest: tuple[ManifestEntry, ...] | None = None
+
+    @property
+    def key(self) -> str:
+        return f"{self.producer}/{self.batch}"
+
+
+def printable_name(name: str) -> str:
+    """A file name or path as text fit for reports, acknowledgements and the ledger.
+
+    POSIX names are bytes: Python hands a name that is not UTF-8 over with its bad bytes
+    as lone surrogates (``surrogateescape``), which no JSON, SQLite or S3 write accepts.
+    Those bytes become ``\\xNN`` escapes here; every other name is returned unchanged.
+    """
+    try:
+        raw = name.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # a surrogate that does not stand for a byte
+        raw = name.encode("utf-8", "backslashreplace")
+    return raw.decode("utf-8", "backslashreplace")
+
+
+def is_control_file(name: str) -> bool:
+    first = name.split("/", 1)[0]
+    return name in CONTROL_NAMES or first == ACK_DIR or Path(name).name.startswith(".")
+
+
+def parse_manifest(data: bytes, *, where: str) -> tuple[ManifestEntry, ...]:
+    try:
+        raw = json.loads(data)
+        return tuple(ManifestEntry.model_validate(f) for f in raw["files"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise SourceError(f"unreadable batch manifest: {exc}", source=where) from exc
+
+
+@runtime_checkable
+class Feed(Protocol):
+    url: str
+
+    def list_batches(self) -> list[BatchRef]:
+        """Every complete batch currently in the feed (processed or not)."""
+        ...
+
+    def read(self, batch: BatchRef, name: str) -> bytes: ...
+
+    def source_uri(self, batch: BatchRef, name: str) -> str:
+        """The URI written in reports for one file of a batch."""
+        ...
+
+    def write(self, batch: BatchRef, name: str, data: bytes) -> None:
+        """Write an acknowledgement file into the batch (report, HL7 ACK)."""
+        ...

@@ -1,0 +1,107 @@
+"""``S3Feed``: a producer feed in an S3 bucket, and plain reads of an S3 prefix
+(``iter_s3_prefix``, for the CLI)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import AbstractContextManager
+from typing import Any
+
+from pipeline.errors import SourceError
+from pipeline.feeds.base import (
+    ACK_DIR,
+    CONTROL_NAMES,
+    MANIFEST,
+    READY_MARKER,
+    BatchRef,
+    is_control_file,
+    parse_manifest,
+)
+from pipeline.s3 import Bucket, make_client, parse_s3_url, translated
+
+
+class S3Feed:
+    """A producer feed under ``s3://bucket/<root>/<producer>/<batch>/…``; same contract as
+    ``FolderFeed``."""
+
+    def __init__(self, client: Any, bucket: str, prefix: str = "", *, page_size: int | None = None,
+                 ) -> None:
+        self.bucket = Bucket(client, bucket, page_size=page_size)
+        self.prefix = f"{prefix.strip('/')}/" if prefix.strip("/") else ""
+        self.url = f"s3://{bucket}/{self.prefix}".rstrip("/")
+
+    @classmethod
+    def from_url(cls, url: str, *, endpoint_url: str | None = None, region: str | None = None,
+                 page_size: int | None = None) -> S3Feed:
+        bucket, prefix = parse_s3_url(url)
+        return cls(make_client(endpoint_url=endpoint_url, region=region), bucket, prefix,
+                   page_size=page_size)
+
+    def _errors(self, action: str, source: str | None = None) -> AbstractContextManager[None]:
+        return translated(SourceError, f"S3 feed cannot {action}", source or self.url)
+
+    def list_batches(self) -> list[BatchRef]:
+        batches = []
+        with self._errors("list batches"):
+            # Delimiter listings: one request per page of producers or batches, however
+            # many documents the batches hold.
+            for producer_prefix in sorted(self.bucket.subprefixes(self.prefix)):
+                producer = producer_prefix.removeprefix(self.prefix).rstrip("/")
+                for batch_prefix in sorted(self.bucket.subprefixes(producer_prefix)):
+                    ref = self._batch(producer, batch_prefix)
+                    if ref is not None:
+                        batches.append(ref)
+        return batches
+
+    def _batch(self, producer: str, batch_prefix: str) -> BatchRef | None:
+        names = [k.removeprefix(batch_prefix) for k in self.bucket.keys(batch_prefix)]
+        manifest = None
+        if MANIFEST in names:
+            data = self.bucket.get(batch_prefix + MANIFEST)
+            if data is None:
+                return None  # removed since listed: the producer is re-uploading
+            manifest = parse_manifest(data, where=f"s3://{self.bucket.name}/{batch_prefix}{MANIFEST}")
+        elif READY_MARKER not in names:
+            return None  # still being uploaded
+        # Keys ending in "/" are folder placeholders some upload tools create.
+        files = tuple(sorted(n for n in names if n and not n.endswith("/") and not is_control_file(n)))
+        batch = batch_prefix.removeprefix(self.prefix).removeprefix(f"{producer}/").rstrip("/")
+        return BatchRef(feed_url=self.url, producer=producer, batch=batch, files=files,
+                        manifest=manifest)
+
+    def _key(self, batch: BatchRef, name: str) -> str:
+        return f"{self.prefix}{batch.producer}/{batch.batch}/{name}"
+
+    def read(self, batch: BatchRef, name: str) -> bytes:
+        uri = self.source_uri(batch, name)
+        with self._errors("read a file", uri):
+            data = self.bucket.get(self._key(batch, name))
+        if data is None:
+            raise SourceError("no such object in the batch", source=uri)
+        return data
+
+    def source_uri(self, batch: BatchRef, name: str) -> str:
+        return f"s3://{self.bucket.name}/{self._key(batch, name)}"
+
+    def write(self, batch: BatchRef, name: str, data: bytes) -> None:
+        uri = self.source_uri(batch, name)
+        content_type = "application/json" if name.endswith(".json") else "application/octet-stream"
+        with self._errors("write an acknowledgement", uri):
+            self.bucket.put(self._key(batch, name), data, content_type)
+
+
+def iter_s3_prefix(url: str, *, endpoint_url: str | None = None, region: str | None = None,
+                   ) -> Iterator[tuple[str, bytes]]:
+    """``(s3://bucket/key, bytes)`` of every document under ``url``, in key order; control
+    files (``_READY``, manifests, reports, ``_ack/``, dot-files) left out."""
+    bucket_name, prefix = parse_s3_url(url)
+    bucket = Bucket(make_client(endpoint_url=endpoint_url, region=region), bucket_name)
+    with translated(SourceError, "cannot read S3 prefix", url):
+        for key in bucket.keys(prefix):
+            parts = key.removeprefix(prefix).split("/")
+            if key.endswith("/") or parts[-1] in CONTROL_NAMES or parts[-1].startswith(".") \
+                    or ACK_DIR in parts:
+                continue
+            data = bucket.get(key)
+            if data is not None:
+                yield f"s3://{bucket_name}/{key}", data

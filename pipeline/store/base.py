@@ -1,0 +1,80 @@
+"""What every raw-document store is: the ``DocumentStore`` protocol, the quarantine
+records it keeps, and the content address (SHA-256) it files bytes under."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from collections.abc import Iterator
+from typing import Protocol, runtime_checkable
+
+from pipeline.model import Frozen, Problem
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+class QuarantineAttempt(Frozen):
+    at: dt.datetime
+    reasons: tuple[Problem, ...]
+    exception: str | None = None
+
+
+class QuarantineRecord(Frozen):
+    """A rejected document kept for replay: where it came from and every failed attempt."""
+
+    quarantine_id: str
+    source: str
+    producer: str
+    batch: str | None = None
+    content_sha256: str  # the raw input file's hash (the bytes to replay)
+    part: int | None = None  # n-th HL7 message of the file
+    patient_id: str | None = None
+    reasons: tuple[Problem, ...]
+    exception: str | None = None
+    first_quarantined_at: dt.datetime
+    attempts: tuple[QuarantineAttempt, ...] = ()
+
+    @staticmethod
+    def make_id(producer: str, source_ref: str, content_sha256: str) -> str:
+        return sha256_hex(f"{producer}\x00{source_ref}\x00{content_sha256}".encode())[:32]
+
+
+@runtime_checkable
+class DocumentStore(Protocol):
+    def put(self, data: bytes) -> str:
+        """Keep ``data``; return its SHA-256. Idempotent."""
+        ...
+
+    def get(self, sha256: str) -> bytes:
+        """The bytes stored under ``sha256``; ``KeyError`` when absent."""
+        ...
+
+    def exists(self, sha256: str) -> bool: ...
+
+    def delete(self, sha256: str) -> bool: ...
+
+    def iter_hashes(self) -> Iterator[str]: ...
+
+    def put_quarantine(self, record: QuarantineRecord) -> None: ...
+
+    def get_quarantine(self, quarantine_id: str) -> QuarantineRecord | None: ...
+
+    def list_quarantine(self) -> Iterator[QuarantineRecord]: ...
+
+    def remove_quarantine(self, quarantine_id: str) -> bool: ...
+
+
+def check_sha256(sha256: str) -> str:
+    """``sha256`` if it is a lowercase hex digest; a key outside that shape never reaches a
+    path or an object key."""
+    if len(sha256) != 64 or not all(c in "0123456789abcdef" for c in sha256):
+        raise ValueError(f"not a sha256 hex digest: {sha256!r}")
+    return sha256
+
+
+def check_quarantine_id(quarantine_id: str) -> str:
+    if not quarantine_id.isalnum():
+        raise ValueError(f"bad quarantine id {quarantine_id!r}")
+    return quarantine_id

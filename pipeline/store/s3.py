@@ -1,0 +1,115 @@
+"""``S3Store``: the raw-document store in an S3 bucket (``s3://bucket/prefix``).
+
+Objects are written with server-side encryption requested (see ``pipeline.s3``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import AbstractContextManager
+from typing import Any
+
+from pipeline.errors import BackendUnavailable
+from pipeline.s3 import Bucket, make_client, parse_s3_url, translated
+from pipeline.store.base import QuarantineRecord, check_quarantine_id, check_sha256, sha256_hex
+
+
+class S3Store:
+    """Content-addressed objects under ``prefix/objects/ab/cdef…`` and quarantine records
+    under ``prefix/quarantine/<id>.json``; same contract as ``FileStore``."""
+
+    def __init__(self, client: Any, bucket: str, prefix: str = "", *, page_size: int | None = None,
+                 ) -> None:
+        self.bucket = Bucket(client, bucket, page_size=page_size)
+        self.prefix = f"{prefix.strip('/')}/" if prefix.strip("/") else ""
+        self.url = f"s3://{bucket}/{self.prefix}".rstrip("/")
+
+    @classmethod
+    def from_url(cls, url: str, *, endpoint_url: str | None = None, region: str | None = None,
+                 create_bucket: bool = False, page_size: int | None = None) -> S3Store:
+        bucket, prefix = parse_s3_url(url)
+        store = cls(make_client(endpoint_url=endpoint_url, region=region), bucket, prefix,
+                    page_size=page_size)
+        if create_bucket:
+            with store._errors("create bucket"):
+                store.bucket.ensure_exists(region)
+        return store
+
+    def _errors(self, action: str) -> AbstractContextManager[None]:
+        return translated(BackendUnavailable, f"S3 store cannot {action}", self.url)
+
+    def _key(self, sha256: str) -> str:
+        check_sha256(sha256)
+        return f"{self.prefix}objects/{sha256[:2]}/{sha256[2:]}"
+
+    def _qkey(self, quarantine_id: str) -> str:
+        return f"{self.prefix}quarantine/{check_quarantine_id(quarantine_id)}.json"
+
+    def put(self, data: bytes) -> str:
+        digest = sha256_hex(data)
+        key = self._key(digest)
+        with self._errors("store an object"):
+            if self.bucket.head(key) is None:
+                self.bucket.put(key, data, "application/octet-stream")
+        return digest
+
+    def get(self, sha256: str) -> bytes:
+        key = self._key(sha256)
+        with self._errors("read an object"):
+            data = self.bucket.get(key)
+        if data is None:
+            raise KeyError(sha256)
+        return data
+
+    def exists(self, sha256: str) -> bool:
+        key = self._key(sha256)
+        with self._errors("check an object"):
+            found = self.bucket.head(key) is not None
+        return found
+
+    def delete(self, sha256: str) -> bool:
+        key = self._key(sha256)
+        with self._errors("delete an object"):
+            if self.bucket.head(key) is None:
+                return False
+            self.bucket.delete(key)
+        return True
+
+    def iter_hashes(self) -> Iterator[str]:
+        base = f"{self.prefix}objects/"
+        with self._errors("list objects"):
+            for key in self.bucket.keys(base):
+                sub, _, rest = key.removeprefix(base).partition("/")
+                digest = sub + rest
+                if len(sub) == 2 and len(digest) == 64:
+                    yield digest
+
+    def put_quarantine(self, record: QuarantineRecord) -> None:
+        key = self._qkey(record.quarantine_id)
+        with self._errors("store a quarantine record"):
+            self.bucket.put(key, record.model_dump_json().encode(), "application/json")
+
+    def get_quarantine(self, quarantine_id: str) -> QuarantineRecord | None:
+        key = self._qkey(quarantine_id)
+        with self._errors("read a quarantine record"):
+            data = self.bucket.get(key)
+        return None if data is None else QuarantineRecord.model_validate_json(data)
+
+    def list_quarantine(self) -> Iterator[QuarantineRecord]:
+        base = f"{self.prefix}quarantine/"
+        with self._errors("list quarantine records"):
+            for key in self.bucket.keys(base):
+                name = key.removeprefix(base)
+                if "/" in name or not name.endswith(".json"):
+                    continue
+                data = self.bucket.get(key)
+                if data is not None:  # removed between listing and reading
+                    yield QuarantineRecord.model_validate_json(data)
+
+    def remove_quarantine(self, quarantine_id: str) -> bool:
+        key = self._qkey(quarantine_id)
+        with self._errors("remove a quarantine record"):
+            if self.bucket.head(key) is None:
+                return False
+            self.bucket.delete(key)
+        return True
