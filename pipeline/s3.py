@@ -151,6 +151,16 @@ class Bucket:
         log.info("created bucket s3://%s", self.name)
 
 
+class PrefixedBucket:
+    """A bucket and a key prefix in it: what the S3 store and the S3 feed both stand on."""
+
+    def __init__(self, client: Any, bucket: str, prefix: str = "", *, page_size: int | None = None,
+                 ) -> None:
+        self.bucket = Bucket(client, bucket, page_size=page_size)
+        self.prefix = f"{prefix.strip('/')}/" if prefix.strip("/") else ""
+        self.url = f"s3://{bucket}/{self.prefix}".rstrip("/")
+
+
 @contextmanager
 def translated(error_type: type[CarnetError], message: str, source: str) -> Iterator[None]:
     """Turn boto errors into Carnet's: ``error_type("<message>: <cause>", source=…)``."""

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
-from typing import Any
 
 from pipeline.errors import SourceError
 from pipeline.feeds.base import (
@@ -17,18 +16,12 @@ from pipeline.feeds.base import (
     is_control_file,
     parse_manifest,
 )
-from pipeline.s3 import Bucket, make_client, parse_s3_url, translated
+from pipeline.s3 import Bucket, PrefixedBucket, make_client, parse_s3_url, translated
 
 
-class S3Feed:
+class S3Feed(PrefixedBucket):
     """A producer feed under ``s3://bucket/<root>/<producer>/<batch>/…``; same contract as
     ``FolderFeed``."""
-
-    def __init__(self, client: Any, bucket: str, prefix: str = "", *, page_size: int | None = None,
-                 ) -> None:
-        self.bucket = Bucket(client, bucket, page_size=page_size)
-        self.prefix = f"{prefix.strip('/')}/" if prefix.strip("/") else ""
-        self.url = f"s3://{bucket}/{self.prefix}".rstrip("/")
 
     @classmethod
     def from_url(cls, url: str, *, endpoint_url: str | None = None, region: str | None = None,

@@ -7,22 +7,15 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
-from typing import Any
 
 from pipeline.errors import BackendUnavailable
-from pipeline.s3 import Bucket, make_client, parse_s3_url, translated
+from pipeline.s3 import PrefixedBucket, make_client, parse_s3_url, translated
 from pipeline.store.base import QuarantineRecord, check_quarantine_id, check_sha256, sha256_hex
 
 
-class S3Store:
+class S3Store(PrefixedBucket):
     """Content-addressed objects under ``prefix/objects/ab/cdef…`` and quarantine records
     under ``prefix/quarantine/<id>.json``; same contract as ``FileStore``."""
-
-    def __init__(self, client: Any, bucket: str, prefix: str = "", *, page_size: int | None = None,
-                 ) -> None:
-        self.bucket = Bucket(client, bucket, page_size=page_size)
-        self.prefix = f"{prefix.strip('/')}/" if prefix.strip("/") else ""
-        self.url = f"s3://{bucket}/{self.prefix}".rstrip("/")
 
     @classmethod
     def from_url(cls, url: str, *, endpoint_url: str | None = None, region: str | None = None,
