@@ -38,6 +38,7 @@ from pipeline.index.base import names_any
 from pipeline.ledger import Ledger
 from pipeline.model import (
     Contributor,
+    DocClass,
     DocumentRecord,
     Frozen,
     Outcome,
@@ -47,6 +48,7 @@ from pipeline.model import (
     Reason,
     Status,
 )
+from pipeline.observations import extract_observations
 from pipeline.quality import check_document
 from pipeline.quality_gate import BatchThresholds, GateItem, QualityGate
 from pipeline.settings import Settings
@@ -57,6 +59,8 @@ log = logging.getLogger(__name__)
 # Records are written to the index in chunks of this size (one bulk request each).
 FLUSH_EVERY = 500
 _UNREADABLE = frozenset({Reason.UNREADABLE_SCAN, Reason.EMPTY_DOCUMENT})
+# Classes whose text may print lab results or dose indicators (a prescription's doses are not).
+_RESULT_CLASSES = frozenset({DocClass.BIOLOGY, DocClass.IMAGING, DocClass.OTHER})
 
 
 def _hash_id(*parts: str) -> str:
@@ -224,6 +228,9 @@ class Pipeline:
         with self.clock.stage("classify"):
             classification = classify_document(doc)
             document_date = doc.document_date or find_document_date(doc.text)
+            if not doc.results and classification.doc_class in _RESULT_CLASSES:
+                # Results printed in text are checked like structured ones (one observation model).
+                doc = doc.model_copy(update={"results": extract_observations(doc.text)})
         with self.clock.stage("quality"):
             problems = check_document(doc, classification, document_date)
         # An unreadable document is reported as such, not as one "without INS".
