@@ -93,7 +93,11 @@ def _number(text: str) -> float:
 
 def read_row(line: str) -> list[LabResult]:
     """The results printed on one line (two when a value is printed in two units), or []."""
-    m = _ROW.match(_clean(line))
+    line = _clean(line)
+    m = _ROW.match(line)
+    if m is None and ": " in line:
+        # "Dosimétrie : PDL : 412 mGy.cm": a heading before the result on the same line.
+        m = _ROW.match(line.split(": ", 1)[1])
     if not m or not _name_ok(m.group("name")):
         return []
     name = m.group("name").strip()

@@ -28,6 +28,7 @@ def row(line: str) -> list[tuple[str, str | None, float | None, str | None, str 
      ("DFG estimé (CKD-EPI)", ">90", None, "mL/min/1,73m²", None, None)),
     ("PDL : 412 mGy.cm", ("PDL", "412", 412.0, "mGy.cm", None, None)),
     ("CTDIvol = 8,1 mGy", ("CTDIvol", "8,1", 8.1, "mGy", None, None)),
+    ("Dosimétrie : PDL : 412 mGy.cm", ("PDL", "412", 412.0, "mGy.cm", None, None)),
     ("Glucose 7,2 H (3,9-5,8)", ("Glucose", "7,2", 7.2, None, "3.9-5.8", "H")),
     ("INR 1,1 (0,8-1,2)", ("INR", "1,1", 1.1, None, "0.8-1.2", None)),
     ("Créatinine : -12 µmol/L (45-104)", ("Créatinine", "-12", -12.0, "µmol/L", "45-104", None)),
