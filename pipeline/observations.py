@@ -54,6 +54,8 @@ _STOP_END = frozenset({"a", "au", "aux", "de", "des", "du", "en", "et", "la", "l
                        "par", "pour", "sur", "avec", "dans", "sous", "apres", "avant", "fois", "environ"})
 _FLAGS = {"B": "L", "↑": "H", "↓": "L"}
 _MAX_NAME_WORDS = 8
+# A result row is short: longer lines are prose, never read as results.
+MAX_ROW_CHARS = 160
 
 
 def _clean(line: str) -> str:
@@ -94,6 +96,8 @@ def _number(text: str) -> float:
 def read_row(line: str) -> list[LabResult]:
     """The results printed on one line (two when a value is printed in two units), or []."""
     line = _clean(line)
+    if len(line) > MAX_ROW_CHARS:
+        return []
     m = _ROW.match(line)
     if m is None and ": " in line:
         # "Dosimétrie : PDL : 412 mGy.cm": a heading before the result on the same line.

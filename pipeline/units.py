@@ -125,13 +125,14 @@ class _Ucum:
         self.registry.load_definitions(str(files("ucumvert") / "pint_ucum_defs.txt"))
         self.parser = get_ucum_parser()
         self.transformer = UcumToPintTransformer(ureg=self.registry)
-        self.dimensions = {kind: self.quantity(u).dimensionality for kind, u in _KIND_UNITS.items()}
+        self.dimensions = {kind: self.quantity(self.parser.parse(u)).dimensionality
+                           for kind, u in _KIND_UNITS.items()}
 
-    def quantity(self, ucum: str) -> Any:
-        """The pint quantity of a UCUM unit (a pure annotation such as ``{ratio}`` is 1)."""
+    def quantity(self, tree: Any) -> Any:
+        """The pint quantity of a parsed UCUM unit (a pure annotation such as ``{ratio}`` is 1)."""
         from lark import Token
 
-        q = self.transformer.transform(self.parser.parse(ucum))
+        q = self.transformer.transform(tree)
         return self.registry.Quantity(1) if isinstance(q, Token) else q
 
 
@@ -162,10 +163,9 @@ def parse_unit(ucum: str) -> ParsedUnit | None:
     except LarkError:
         return None
     try:
-        q = u.quantity(ucum)
-    except LarkError:  # valid UCUM that pint cannot represent (e.g. [pH]): no kind
+        q = u.quantity(tree)
+    except (LarkError, ArithmeticError, ValueError):  # valid UCUM pint cannot represent ([pH])
         return ParsedUnit(ucum, None, None)
-    del tree
     dims = q.dimensionality
     kind = next((k for k, d in u.dimensions.items() if d == dims), None)
     if _ARBITRARY_ATOM.search(ucum):
@@ -188,8 +188,11 @@ def convert(value: float, from_unit: ParsedUnit, to_ucum_unit: str) -> float | N
         return None
     if from_unit.quantity.dimensionality != target.quantity.dimensionality:
         return None
-    ratio = (from_unit.quantity / target.quantity).to("dimensionless").magnitude
-    return float(value * ratio)
+    try:
+        converted = float(value * (from_unit.quantity / target.quantity).to("dimensionless").magnitude)
+    except (ArithmeticError, ValueError):  # 10*999999: a factor no float holds
+        return None
+    return converted if math.isfinite(converted) else None
 
 
 # -- analytes ----------------------------------------------------------------------------------
@@ -463,7 +466,7 @@ def limits_value(value: float, verdict: UnitVerdict) -> tuple[float, Limits] | N
     if limits is None:
         return None
     converted = convert(value, verdict.unit, limits.unit)
-    return None if converted is None or math.isnan(converted) else (converted, limits)
+    return None if converted is None else (converted, limits)
 
 
 # Misreadings of "µ" by OCR and keyboards: (printed prefix, meant prefix).
