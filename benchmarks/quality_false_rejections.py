@@ -1,6 +1,6 @@
 """The quality gate's false-rejection rate on a corpus of normal reports, and its detection rate.
 
-Normal French biology and imaging reports (text PDF in four row layouts, HL7 v2.5, CDA R2;
+Normal French biology and imaging reports (text PDF in five row layouts, HL7 v2.5, CDA R2;
 ``tests/samples/quality/corpus.py``) and defective ones (µ read as p or m, a unit of the
 wrong kind, a ×10 slip beside its range, a negative value, an exam before the birth) go
 through ``ingest_sources`` — the whole pipeline, gate included. A normal report rejected

@@ -7,8 +7,11 @@ A biology or imaging report that comes as a PDF or a scan prints its results as 
 becomes the same ``LabResult`` an HL7 OBX or a CDA entry gives, so that the quality gate
 judges every format alike.
 
-Extraction is conservative: a row is taken only when its whole line has that shape and
-it carries a unit that is valid UCUM (after the local spellings) or a reference range.
+A table whose cells a PDF places one by one comes out of its text layer one cell per line
+("Hémoglobine", "13,5", "g/dL", "12,0 - 16,5"): such runs of cells are read as rows too.
+
+Extraction is conservative: a row is taken only when its whole line (or run of cells) has
+that shape and carries a unit that is valid UCUM (after the local spellings) or a range.
 Dates (``12/03/2025``), times, phone numbers, identifiers (INS, RPPS, FINESS) and address
 lines never have that shape or are skipped by their label.
 """
@@ -132,10 +135,45 @@ def read_row(line: str) -> list[LabResult]:
     ) for value, u in pairs]
 
 
+# A table whose cells are placed one by one comes out of a PDF text layer one cell per line:
+# "Hémoglobine", "13,5", "g/dL", "12,0 - 16,5", "H". These say which line is which cell.
+_VALUE_CELL = re.compile(rf"^(?:<=|>=|<|>|≤|≥)?\s*(?:{_BIG}|{_NUM})"
+                         rf"(?:\s*\(\s*(?:{_FLAG})\s*\)|\s*\*{{1,2}})?$")
+_RANGE_CELL = re.compile(rf"^[(\[]?\s*{_RANGE_CORE}\s*[)\]]?$")
+_FLAG_CELL = re.compile(rf"^(?:{_FLAG}|\((?:{_FLAG})\))$")
+_UNIT_CELL = re.compile(rf"^(?:{_UNIT_TOKEN})$")
+
+
+def _cells(lines: list[str], start: int) -> tuple[str, int] | None:
+    """The row whose cells start at ``lines[start]`` (a name, then its value…), joined, and its length."""
+    if start + 1 >= len(lines) or not _VALUE_CELL.match(lines[start + 1]):
+        return None
+    cells, end = [lines[start], lines[start + 1]], start + 2
+    for pattern in (_UNIT_CELL, _RANGE_CELL, _FLAG_CELL):
+        if end < len(lines) and pattern.match(lines[end]) and not _VALUE_CELL.match(lines[end]):
+            cells.append(lines[end])
+            end += 1
+    return "  ".join(cells), end - start
+
+
 def extract_observations(text: str) -> tuple[LabResult, ...]:
-    """Every result row printed in ``text``, in reading order."""
+    """Every result printed in ``text``, row by row or cell by cell, in reading order."""
     found: list[LabResult] = []
-    for line in text.splitlines():
+    lines = [_clean(line) for line in text.splitlines()]
+    i = 0
+    while i < len(lines):
+        line = lines[i]
         if any(c.isdigit() for c in line):
-            found.extend(read_row(line))
+            rows = read_row(line)
+            if rows:
+                found.extend(rows)
+                i += 1
+                continue
+        joined = _cells(lines, i) if line else None
+        rows = read_row(joined[0]) if joined else []
+        if joined and rows:
+            found.extend(rows)
+            i += joined[1]
+        else:
+            i += 1
     return tuple(found)

@@ -68,3 +68,24 @@ def test_a_whole_report() -> None:
     ])
     assert [(r.analyte, r.unit) for r in extract_observations(text)] == [
         ("Hémoglobine", "g/dL"), ("Leucocytes", "G/L"), ("Créatinine", "µmol/L")]
+
+
+def test_a_table_drawn_cell_by_cell() -> None:
+    # What a PDF text layer gives for a table whose cells are placed one by one.
+    text = "\n".join([
+        "Analyse", "Résultat", "Unité", "Valeurs de référence", "Hémoglobine", "13,5", "g/dL",
+        "12,0 - 16,5", "Leucocytes", "11,2", "G/L", "4,0 - 10,0", "H", "INR", "1,05", "0,80 - 1,20",
+        "25-OH vitamine D", "32", "ng/mL", "30 - 100",
+    ])
+    assert [(r.analyte, r.value, r.unit, r.reference_range, r.abnormal_flag)
+            for r in extract_observations(text)] == [
+        ("Hémoglobine", "13,5", "g/dL", "12.0 - 16.5", None),
+        ("Leucocytes", "11,2", "G/L", "4.0 - 10.0", "H"),
+        ("INR", "1,05", None, "0.80 - 1.20", None), ("25-OH vitamine D", "32", "ng/mL", "30 - 100", None)]
+
+
+def test_cells_that_are_not_results() -> None:
+    text = "\n".join(["Tél.", "04 72 12 34 56", "Page", "1", "Né(e) le", "17/05/1984", "Âge", "41", "ans",
+                      "Dossier", "250312", "INS", "2 84 05 75 123 456 78", "Lyon", "69002", "Code postal",
+                      "69002"])
+    assert extract_observations(text) == ()

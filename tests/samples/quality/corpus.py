@@ -10,9 +10,10 @@ Normal reports use many analytes with the units French labs print — ``%``, ``p
 ``/mL``, ``mL/min/1,73m²``, ``mmol/L``, ``µmol/L``, ``g/L``, ``g/dL``, ``UI/L``, ``U/L``,
 ``G/L``, ``10^9/L``, ``x10E3/µL``, ``/mm3``, ``T/L``, ``ng/mL``, ``pmol/L`` for vitamin B12
 and free T4 — and imaging reports print their dose indicators (``mGy``, ``mGy.cm``,
-``Gy.cm²``). They come as text PDFs in four row layouts, HL7 v2.5 ORU^R01 messages and CDA
-R2 documents. Defective reports carry one known defect each: µ read as p, a unit of the
-wrong kind, a ×10 slip beside its range, a negative value, an exam before the birth.
+``Gy.cm²``). They come as text PDFs in five row layouts (one drawn cell by cell), HL7 v2.5
+ORU^R01 messages and CDA R2 documents. Defective reports carry one known defect each: µ read
+as p, a unit of the wrong kind, a ×10 slip beside its range, a negative value, an exam
+before the birth.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from pipeline.generator.people import (
 from pipeline.model import DocClass, Outcome, Reason
 
 REFERENCE_DAY = dt.date(2025, 6, 1)
+LAYOUTS = 5  # ways of printing a result row, see ``result_row``
 
 
 @dataclass(frozen=True)
@@ -186,7 +188,7 @@ def _scaled(a: Analyte, printed: Printed) -> Callable[[float], str]:
 
 
 def result_row(r: Result, printed: Printed, layout: int) -> str:
-    """One printed result row in one of four layouts seen on French lab reports."""
+    """One printed result row in one of five layouts seen on French lab reports."""
     a = r.analyte
     show = _scaled(a, printed)
     value, low, high = show(r.value), show(a.low), show(a.high)
@@ -198,7 +200,14 @@ def result_row(r: Result, printed: Printed, layout: int) -> str:
         return f"{a.name} {'.' * max(3, 34 - len(a.name))} {value} {unit}    {low} - {high}  {flag}".rstrip()
     if layout == 2:  # a table exported with column separators
         return f"{a.name} | {value} | {unit} | {low} - {high} | {flag or ''}".rstrip(" |")
-    return f"{a.name}   {value}{' *' if flag else ''} {unit}   [{low} - {high}]"  # flag as a star
+    if layout == 3:
+        return f"{a.name}   {value}{' *' if flag else ''} {unit}   [{low} - {high}]"  # flag as a star
+    # Cells placed one by one at their column (the text layer gives one cell per line).
+    return CELL.join((a.name, value, unit, f"{low} - {high}", flag))
+
+
+CELL = "\x1f"  # separates the cells of a row drawn cell by cell
+COLUMNS = (40, 230, 300, 380, 480)
 
 
 def _pdf(lines: list[tuple[str, str]]) -> bytes:
@@ -211,8 +220,9 @@ def _pdf(lines: list[tuple[str, str]]) -> bytes:
             c.showPage()
             y = height - 56
         c.setFont("Helvetica-Bold" if style != "body" else "Helvetica", 13 if style != "body" else 9)
-        if text:
-            c.drawString(40, y, text)
+        for x, cell in zip(COLUMNS if CELL in text else COLUMNS[:1], text.split(CELL), strict=False):
+            if cell:
+                c.drawString(x, y, cell)
         y -= 18 if style != "body" else 12
     c.showPage()
     c.save()
@@ -233,7 +243,7 @@ def _header(report: Report, *, print_birth: bool = True) -> list[tuple[str, str]
 
 def biology_pdf(report: Report, rng: random.Random, *, printed: dict[str, Printed] | None = None,
                 layout: int | None = None) -> bytes:
-    layout = rng.randrange(4) if layout is None else layout
+    layout = rng.randrange(LAYOUTS) if layout is None else layout
     lines = _header(report)
     lines.append(("body", f"Prélèvement du {report.date:%d/%m/%Y} à {report.time:%H:%M}"))
     lines.append(("body", "Analyse | Résultat | Unité | Valeurs de référence"))
@@ -336,7 +346,7 @@ def normal_corpus(*, per_format: int = 40, seed: int = 7) -> list[Sample]:
     for i in range(per_format):
         for fmt in ("pdf", "hl7", "cda"):
             r = w.biology()
-            data = (biology_pdf(r, w.rng, layout=i % 4) if fmt == "pdf"
+            data = (biology_pdf(r, w.rng, layout=i % LAYOUTS) if fmt == "pdf"
                     else w.hl7(r) if fmt == "hl7" else w.cda(r))
             out.append(Sample(f"bio-{i:03d}.{fmt}", fmt, data, ins=r.patient.ins))
         r = w.imaging()
@@ -381,7 +391,7 @@ def defect_corpus(*, seed: int = 11) -> list[Sample]:
             if fmt == "pdf":
                 spoiled = next(x.analyte for x in r.results if x.analyte.name == analyte)
                 printed = {analyte: Printed(spoiled.printed_unit)}
-                data = biology_pdf(r, w.rng, printed=printed, layout=w.rng.randrange(4))
+                data = biology_pdf(r, w.rng, printed=printed, layout=w.rng.randrange(LAYOUTS))
             else:
                 data = w.hl7(r) if fmt == "hl7" else w.cda(r)
             out.append(Sample(f"{name}.{fmt}", fmt, data, reason, ins=r.patient.ins))
