@@ -89,7 +89,7 @@ _LOCAL: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(r"(?<![\w\[])([kmun]?)(?:UI|IU|U\.I\.)(?![\w\]])"), r"\1[IU]"),
     (re.compile(r"(?<![\w\[])UA(?![\w\]])"), "[arb'U]"),
     (re.compile(r"Eq\b"), "eq"),
-    (re.compile(r"\s*[·•]\s*|\s+[x×]\s+"), "."),  # mGy·cm, mGy x cm
+    (re.compile(r"\s*[·•]\s*|\s+[x×]\s+|(?<=[A-Za-z])\*(?=[A-Za-z])"), "."),  # mGy·cm, mGy x cm, mGy*cm
     (re.compile(r"\s+"), ""),
 )
 
