@@ -104,6 +104,8 @@ def test_key_and_print_helpers_agree_with_stdnum() -> None:
     assert format_ins(ins, "spaced") == "2 84 05 75 123 456 78"
     assert format_ins(ins, "compact") == ins
     assert format_ins(ins, "dashed") == "2 84 05 75 123 456 - 78"
+    assert format_ins(ins, "wide-key") == "2 84 05 75 123 456  78"
+    assert format_ins(ins, "nbsp") == "2\u00a084\u00a005\u00a075\u00a0123\u00a0456\u00a078"
 
 
 def test_bad_identities_are_really_bad(feed) -> None:

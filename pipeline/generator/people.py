@@ -70,11 +70,17 @@ def format_ins(ins: str, style: str) -> str:
     """The INS as printed on paper, in one of the styles producers use.
 
     ``spaced``: ``2 84 05 75 123 456 78``; ``compact``: ``284057512345678``;
-    ``dashed``: ``2 84 05 75 123 456 - 78``.
+    ``dashed``: ``2 84 05 75 123 456 - 78``; ``wide-key``: ``2 84 05 75 123 456  78`` (two
+    spaces before the key); ``nbsp``: the groups joined by no-break spaces (U+00A0), as
+    word processors keep a number on one line.
     """
     groups = (ins[0], ins[1:3], ins[3:5], ins[5:7], ins[7:10], ins[10:13])
     if style == "spaced":
         return " ".join(groups) + " " + ins[13:]
+    if style == "wide-key":
+        return " ".join(groups) + "  " + ins[13:]
+    if style == "nbsp":
+        return "\u00a0".join((*groups, ins[13:]))
     if style == "compact":
         return ins
     if style == "dashed":
@@ -83,7 +89,8 @@ def format_ins(ins: str, style: str) -> str:
 
 
 # Label and style pairs seen on French reports.
-INS_PRINTS = (("INS :", "spaced"), ("N° SS :", "compact"), ("NIR", "dashed"))
+INS_PRINTS = (("INS :", "spaced"), ("N° SS :", "compact"), ("NIR", "dashed"), ("INS :", "wide-key"),
+              ("N° SS :", "nbsp"))
 
 
 @dataclass(frozen=True)
