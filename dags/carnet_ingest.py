@@ -37,15 +37,14 @@ so that parsing the DAG stays cheap.
 from __future__ import annotations
 
 import logging
-import os
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 from airflow.sdk import DAG, Asset, Param, dag, task
 
 from pipeline.feeds.config import FeedConfig, load_feeds
 from pipeline.monitoring import on_task_failure
+from pipeline.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -61,10 +60,7 @@ DEFAULT_ARGS: dict[str, Any] = {
 
 
 def _default_feed_url() -> str:
-    if url := os.environ.get("CARNET_FEED_URL"):
-        return url
-    data_dir = Path(os.environ.get("CARNET_DATA_DIR", ".carnet"))
-    return str(data_dir / "feed")
+    return Settings.from_env().effective_feed_url
 
 
 def _schedule(feed: FeedConfig | None) -> Any:
@@ -113,7 +109,6 @@ def build_ingest_dag(dag_id: str, feed: FeedConfig | None = None) -> DAG:
         def discover(params: dict[str, Any] | None = None) -> dict[str, list[list[str]]]:
             """Per-producer lanes of ``producer/batch`` keys not processed yet, by pool."""
             from pipeline.feeds.plan import plan_batches
-            from pipeline.settings import Settings
 
             assert params is not None  # injected by Airflow from the run's context
             plan = plan_batches(Settings.from_env(), params["feed_url"], scans=params["scans"])
@@ -134,7 +129,6 @@ def build_ingest_dag(dag_id: str, feed: FeedConfig | None = None) -> DAG:
             from pipeline.errors import CarnetError
             from pipeline.ingest import process_batch
             from pipeline.monitoring import check_batch, log_rejections
-            from pipeline.settings import Settings
 
             settings = Settings.from_env()
             producer = batch_key.split("/", 1)[0]
@@ -207,8 +201,8 @@ def format_summary(summaries: list[Any], totals: dict[str, Any]) -> str:
 
 
 def _configured_feeds() -> tuple[FeedConfig, ...]:
-    path = os.environ.get("CARNET_FEEDS_FILE")
-    return load_feeds(Path(path)) if path else ()
+    path = Settings.from_env().feeds_file
+    return load_feeds(path) if path else ()
 
 
 carnet_ingest = build_ingest_dag("carnet_ingest")

@@ -58,15 +58,17 @@ def carnet_maintenance() -> None:
     def check_integrity() -> dict[str, Any]:
         """Compare index, store and ledger; alert on any discrepancy."""
         from pipeline.maintenance import check_integrity as check
-        from pipeline.monitoring import Alert, AlertKind, notify_all
+        from pipeline.monitoring import Alert, AlertKind, default_notifier, notify_all
         from pipeline.settings import Settings
 
-        report = check(Settings.from_env())
+        settings = Settings.from_env()
+        report = check(settings)
         if not report.ok:
             kinds = sorted({d.kind for d in report.discrepancies})
             notify_all([Alert(kind=AlertKind.INTEGRITY, at=report.checked_at,
                               message=f"{len(report.discrepancies)} discrepancies ({', '.join(kinds)})",
-                              details={"first": report.discrepancies[0].model_dump(mode="json")})])
+                              details={"first": report.discrepancies[0].model_dump(mode="json")})],
+                       default_notifier(settings))
         return {
             "ok": report.ok,
             "indexed": report.indexed,
@@ -79,16 +81,13 @@ def carnet_maintenance() -> None:
     @task
     def check_feeds() -> int:
         """Alert on configured feeds silent for too long; return how many."""
-        import os
-        from pathlib import Path
-
         from pipeline.feeds.config import load_feeds
         from pipeline.monitoring import check_silent_feeds
         from pipeline.settings import Settings
 
-        path = os.environ.get("CARNET_FEEDS_FILE")
-        feeds = load_feeds(Path(path)) if path else ()
-        return len(check_silent_feeds(Settings.from_env(), feeds))
+        settings = Settings.from_env()
+        feeds = load_feeds(settings.feeds_file) if settings.feeds_file else ()
+        return len(check_silent_feeds(settings, feeds))
 
     @task
     def purge(params: dict[str, Any] | None = None) -> dict[str, int]:

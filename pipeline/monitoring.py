@@ -16,7 +16,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-import os
 import urllib.request
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
@@ -87,9 +86,10 @@ class WebhookNotifier:
                       alert.kind.value)
 
 
-def default_notifier(env: Mapping[str, str] | None = None) -> Notifier:
-    """``WebhookNotifier`` when ``CARNET_ALERT_WEBHOOK`` is set, else ``LogNotifier``."""
-    url = (os.environ if env is None else env).get("CARNET_ALERT_WEBHOOK")
+def default_notifier(settings: Settings) -> Notifier:
+    """``WebhookNotifier`` when an alert webhook is configured (``CARNET_ALERT_WEBHOOK``),
+    else ``LogNotifier``."""
+    url = settings.alert_webhook
     return WebhookNotifier(url) if url else LogNotifier()
 
 
@@ -213,14 +213,13 @@ def check_batch(settings: Settings, feed: str, summary: Any, *, max_reject_rate:
     current = record_batch_metrics(settings, feed, summary)
     history = load_metrics(settings, producer=current.producer)
     alerts = reject_rate_alerts(current, history, max_reject_rate=max_reject_rate)
-    notify_all(alerts, notifier)
+    notify_all(alerts, notifier or default_notifier(settings))
     return alerts
 
 
-def notify_all(alerts: Iterable[Alert], notifier: Notifier | None = None) -> None:
-    n = notifier or default_notifier()
+def notify_all(alerts: Iterable[Alert], notifier: Notifier) -> None:
     for a in alerts:
-        n.notify(a)
+        notifier.notify(a)
 
 
 def batch_failure_alert(*, feed: str | None, batch: str | None, error: str,
@@ -312,7 +311,7 @@ def on_task_failure(context: Mapping[str, Any]) -> None:
         task=f"{getattr(ti, 'dag_id', '?')}.{getattr(ti, 'task_id', '?')}"
              f"[{getattr(ti, 'map_index', -1)}]",
         try_number=getattr(ti, "try_number", None))
-    notify_all([alert])
+    notify_all([alert], default_notifier(Settings.from_env()))
 
 
 def log_rejections(settings: Settings, run_id: str, *, batch_key: str) -> int:
@@ -342,7 +341,7 @@ def check_silent_feeds(settings: Settings, feeds: Iterable[Any], *, now: dt.date
                           max_silence=dt.timedelta(hours=f.max_silence_hours), now=now)
         if a is not None:
             alerts.append(a)
-    notify_all(alerts, notifier)
+    notify_all(alerts, notifier or default_notifier(settings))
     return alerts
 
 
@@ -354,4 +353,4 @@ def worker_hostname() -> str:
     """
     import socket
 
-    return os.environ.get("CARNET_WORKER_NAME") or socket.getfqdn()
+    return Settings.from_env().worker_name or socket.getfqdn()

@@ -68,6 +68,12 @@ class Settings:
     data_docs: bool = True
     # Language of the texts a producer reads in its acknowledgements (fr, en).
     report_language: str = "fr"
+    # The ingestion DAG's default feed root (folder or s3://…); default under data_dir.
+    feed_url: str = ""
+    # Alerts are also POSTed as JSON here when set (else only logged).
+    alert_webhook: str | None = None
+    # The name a Celery worker reports to Airflow (several workers on one host).
+    worker_name: str | None = None
 
     @property
     def ledger_path(self) -> Path:
@@ -81,6 +87,10 @@ class Settings:
     @property
     def effective_store_url(self) -> str:
         return self.store_url or f"file://{self.data_dir / 'store'}"
+
+    @property
+    def effective_feed_url(self) -> str:
+        return self.feed_url or str(self.data_dir / "feed")
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, **overrides: object) -> Settings:
@@ -123,5 +133,11 @@ class Settings:
             values["report_language"] = e["CARNET_REPORT_LANG"]
         if "CARNET_FEEDS_FILE" in e:
             values["feeds_file"] = Path(e["CARNET_FEEDS_FILE"])
+        if e.get("CARNET_FEED_URL"):
+            values["feed_url"] = e["CARNET_FEED_URL"]
+        if e.get("CARNET_ALERT_WEBHOOK"):
+            values["alert_webhook"] = e["CARNET_ALERT_WEBHOOK"]
+        if e.get("CARNET_WORKER_NAME"):
+            values["worker_name"] = e["CARNET_WORKER_NAME"]
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)  # type: ignore[arg-type]

@@ -164,3 +164,45 @@ def test_imports_flow_one_way(lower: str, forbidden: tuple[str, ...]) -> None:
         and not any(_within(target, own) for own in (lower,))
     )
     assert not wrong, "imports against the flow: " + ", ".join(wrong)
+
+
+def _environment_reads(path: Path) -> list[int]:
+    """Lines of ``path`` that touch the process environment (``os.environ``, ``environ``
+    imported from ``os``, ``os.getenv``, ``getenv``)."""
+    lines = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Attribute) and node.attr in ("environ", "environb", "getenv") \
+                and isinstance(node.value, ast.Name) and node.value.id == "os":
+            lines.append(node.lineno)
+        elif isinstance(node, ast.ImportFrom) and node.module == "os" \
+                and any(a.name in ("environ", "environb", "getenv") for a in node.names):
+            lines.append(node.lineno)
+    return sorted(lines)
+
+
+# Modules allowed to touch the environment besides the settings module, and why.
+ENVIRONMENT_EXCEPTIONS = {
+    # Sets (does not read) the OpenMP thread limit the tesseract child process inherits.
+    "parsers/ocr.py",
+    # The API's token settings; api/* was being reworked in parallel when this rule came.
+    "pipeline/api/auth.py",
+}
+
+
+def test_only_the_settings_module_reads_the_environment() -> None:
+    readers = {
+        str(path.relative_to(ROOT)): lines
+        for path in _modules().values()
+        if (lines := _environment_reads(path)) and path != ROOT / "pipeline" / "settings.py"
+    }
+    unexpected = {p: lines for p, lines in readers.items() if p not in ENVIRONMENT_EXCEPTIONS}
+    assert not unexpected, f"read the environment through pipeline.settings.Settings: {unexpected}"
+    stale = ENVIRONMENT_EXCEPTIONS - set(readers)
+    assert not stale, f"no longer reading the environment, drop from the exceptions: {stale}"
+
+
+def test_the_environment_scan_sees_every_spelling(tmp_path: Path) -> None:
+    sample = tmp_path / "sample.py"
+    sample.write_text("import os\nfrom os import environ\na = os.environ['X']\nb = os.getenv('Y')\n"
+                      "c = os.environ.get('Z')\nd = os.path.join('a')\n")
+    assert _environment_reads(sample) == [2, 3, 4, 5]
