@@ -28,7 +28,7 @@ from typing import Any
 from uuid import uuid4
 
 from benchmarks.bench_search import synthetic_record
-from pipeline.generator import generate_feed
+from generator import generate_feed
 from pipeline.ingest import ingest_sources
 from pipeline.settings import Settings
 

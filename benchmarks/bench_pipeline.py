@@ -19,7 +19,7 @@ from pathlib import Path
 
 from pypdf import PdfReader
 
-from pipeline.generator import generate_feed
+from generator import generate_feed
 from pipeline.ingest import ingest_sources
 from pipeline.model import Status
 from pipeline.settings import Settings

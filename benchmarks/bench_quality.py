@@ -27,10 +27,10 @@ from reportlab.pdfbase.ttfonts import TTFont
 from reportlab.pdfgen import canvas
 from stdnum.fr import nir
 
+from generator.people import finess
 from parsers.ocr import TesseractOcr
 from parsers.pdf import PdfParser
 from pipeline.classification import classify_document
-from pipeline.generator.people import finess
 from pipeline.model import DocClass, DocumentRecord, Format, LabResult, PatientDemographics
 from pipeline.quality import check_document
 from pipeline.settings import Settings

@@ -134,7 +134,15 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    from pipeline.generator import generate_feed
+    from pipeline.errors import ConfigurationError
+    try:
+        # The generator is demo tooling outside the production package; its PDF writer
+        # (reportlab) comes with the ``demo`` extra only.
+        from generator import generate_feed
+    except ModuleNotFoundError as exc:
+        raise ConfigurationError(
+            f"carnet generate needs the demo extra ({exc.name} is missing): "
+            "pip install 'carnet[demo]'") from exc
 
     feed = generate_feed(Path(args.root), seed=args.seed, patients=args.patients,
                          documents=args.documents, include_bad=not args.no_bad, scans=args.scans)

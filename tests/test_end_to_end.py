@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from generator import GeneratedFeed, generate_feed
 from pipeline.crypto import open_encrypted_store
-from pipeline.generator import GeneratedFeed, generate_feed
 from pipeline.index import open_index
 from pipeline.ingest import discover_batches, ingest_sources, process_batch
 from pipeline.model import SearchQuery, Status

@@ -8,6 +8,8 @@ import hashlib
 import io
 import json
 import re
+import subprocess
+import sys
 import time
 import xml.etree.ElementTree as ET
 import zipfile
@@ -19,8 +21,8 @@ from PIL import Image
 from pypdf import PdfReader
 from stdnum.fr import nir
 
-from pipeline.generator import ExpectedDocument, GeneratedFeed, generate_feed
-from pipeline.generator.people import format_ins, nir_key, wrong_key
+from generator import ExpectedDocument, GeneratedFeed, generate_feed
+from generator.people import format_ins, nir_key, wrong_key
 
 V3 = "{urn:hl7-org:v3}"
 INS_OID = "1.2.250.1.213.1.4.8"
@@ -379,3 +381,15 @@ def test_good_only_feed_for_benchmarks_is_fast_and_all_indexed(tmp_path: Path) -
     assert {d.format for d in generated.documents} == {"pdf", "hl7v2", "cda"}
     assert not [d for d in generated.documents if Path(d.source_ref).name.startswith("SCAN")]
     assert rate >= 200, f"{rate:.0f} documents/s"
+
+
+def test_generate_without_the_demo_extra_says_what_to_install(tmp_path: Path) -> None:
+    # reportlab comes with carnet[demo] only: the CLI names the extra instead of a traceback.
+    code = ("import sys; sys.modules['reportlab'] = None\n"
+            "from pipeline.cli import main\n"
+            f"sys.argv = ['carnet', 'generate', {str(tmp_path / 'feed')!r}]\n"
+            "sys.exit(main())\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode != 0
+    assert "carnet[demo]" in done.stderr and "Traceback" not in done.stderr
+    assert not (tmp_path / "feed").exists()

@@ -203,7 +203,7 @@ def test_batches_from_an_s3_feed_into_an_s3_store_with_data_docs_beside_it(
 ) -> None:
     """The production path end to end on real S3: feed, encrypted store, acknowledgement,
     and Data Docs published next to the store without any patient identifier."""
-    from pipeline.generator import generate_feed
+    from generator import generate_feed
     from pipeline.ingest import discover_batches, process_batch
     from pipeline.settings import Settings
 

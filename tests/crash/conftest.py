@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.generator import GeneratedFeed, generate_feed
+from generator import GeneratedFeed, generate_feed
 
 REPO = Path(__file__).resolve().parents[2]
 

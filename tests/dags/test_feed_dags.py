@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
+from generator import generate_feed
 from pipeline.feeds import ACK_DIR, REPORT
-from pipeline.generator import generate_feed
 from pipeline.model import Status
 from pipeline.settings import Settings
 from tests.dags.conftest import run_dag

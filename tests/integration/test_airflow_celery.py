@@ -33,7 +33,7 @@ def _alive(pgid: int) -> bool:
 
 
 def test_celery_workers_share_the_ingestion(tmp_path: Path) -> None:
-    from pipeline.generator import generate_feed
+    from generator import generate_feed
     from pipeline.index import open_index
     from pipeline.settings import Settings
 

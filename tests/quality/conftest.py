@@ -7,7 +7,7 @@ import datetime as dt
 import pytest
 from stdnum.fr import nir
 
-from pipeline.generator.people import finess, rpps
+from generator.people import finess, rpps
 from pipeline.model import DocClass, DocumentRecord, Format, LabResult, PatientDemographics
 
 TODAY = dt.date(2025, 6, 1)

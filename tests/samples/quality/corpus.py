@@ -30,9 +30,9 @@ from pathlib import Path
 from reportlab.lib.pagesizes import A4
 from reportlab.pdfgen import canvas
 
-from pipeline.generator import formats
-from pipeline.generator.documents import BIOLOGY_CODE, IMAGING_CODE, Analyte, Report, Result
-from pipeline.generator.people import (
+from generator import formats
+from generator.documents import BIOLOGY_CODE, IMAGING_CODE, Analyte, Report, Result
+from generator.people import (
     DEFAULT_PRODUCERS,
     Patient,
     ProducerKind,

@@ -8,8 +8,8 @@ producers), ``documents`` (report contents), ``formats`` (bytes), ``feed`` (layo
 
 from __future__ import annotations
 
-from pipeline.generator.feed import ExpectedDocument, GeneratedFeed, GeneratedPatient, generate_feed
-from pipeline.generator.people import DEFAULT_PRODUCERS, Producer, ProducerKind
+from generator.feed import ExpectedDocument, GeneratedFeed, GeneratedPatient, generate_feed
+from generator.people import DEFAULT_PRODUCERS, Producer, ProducerKind
 
 __all__ = [
     "DEFAULT_PRODUCERS",

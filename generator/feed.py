@@ -19,9 +19,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from pipeline.feeds import MANIFEST, READY_MARKER
-from pipeline.generator import formats
-from pipeline.generator.documents import (
+from generator import formats
+from generator.documents import (
     Report,
     biology_report,
     corrected_biology,
@@ -29,7 +28,7 @@ from pipeline.generator.documents import (
     prescription,
     revised_imaging,
 )
-from pipeline.generator.people import (
+from generator.people import (
     DEFAULT_PRODUCERS,
     Patient,
     Producer,
@@ -37,6 +36,7 @@ from pipeline.generator.people import (
     make_patients,
     with_professionals,
 )
+from pipeline.feeds import MANIFEST, READY_MARKER
 from pipeline.model import DocClass, Format, Frozen, Reason, Status
 
 log = logging.getLogger(__name__)

@@ -23,8 +23,8 @@ from reportlab.lib.pdfencrypt import StandardEncryption
 from reportlab.lib.utils import ImageReader
 from reportlab.pdfgen import canvas
 
-from pipeline.generator.documents import PANEL_CODES, TYPE_LABELS, Report, report_lines
-from pipeline.generator.people import INS_PRINTS, Patient, format_ins
+from generator.documents import PANEL_CODES, TYPE_LABELS, Report, report_lines
+from generator.people import INS_PRINTS, Patient, format_ins
 from pipeline.model import DocClass
 
 FONT_DIR = Path("/usr/share/fonts/truetype/dejavu")

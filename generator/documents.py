@@ -12,7 +12,7 @@ import datetime as dt
 import random
 from dataclasses import dataclass, field, replace
 
-from pipeline.generator.people import Patient, Producer, Professional
+from generator.people import Patient, Producer, Professional
 from pipeline.model import DocClass
 
 BIOLOGY_CODE = "11502-2"
