@@ -213,3 +213,36 @@ def test_the_environment_scan_sees_every_spelling(tmp_path: Path) -> None:
     sample.write_text("import os\nfrom os import environ\na = os.environ['X']\nb = os.getenv('Y')\n"
                       "c = os.environ.get('Z')\nd = os.path.join('a')\n")
     assert _environment_reads(sample) == [2, 3, 4, 5]
+
+
+def _layout_table() -> list[str]:
+    """The paths named in the first column of README's Layout table (``a/b.py``, ``c.py``
+    after ``a/`` meaning ``a/c.py``)."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = text.split("\n## Layout\n", 1)[1].split("\n## ", 1)[0]
+    paths = []
+    for row in section.splitlines():
+        if not row.startswith("| `"):
+            continue
+        folder = ""
+        for name in row.split("|")[1].replace("`", "").split(","):
+            name = name.strip()
+            if "/" in name.rstrip("/"):
+                folder = name.rsplit("/", 1)[0] + "/" if not name.endswith("/") else ""
+            paths.append(name if "/" in name.rstrip("/") or not folder else folder + name)
+    return paths
+
+
+def test_the_readme_layout_table_matches_the_tree() -> None:
+    named = _layout_table()
+    missing = [p for p in named if not (ROOT / p).exists()]
+    assert not missing, f"README's layout table names paths that do not exist: {missing}"
+    modules = [p for pkg in ("pipeline",) for p in sorted((ROOT / pkg).iterdir())
+               if (p.suffix == ".py" and p.name != "__init__.py") or (p / "__init__.py").exists()]
+    tops = [p for p in sorted(ROOT.iterdir())
+            if p.is_dir() and not p.name.startswith((".", "_")) and p.name != "pipeline"
+            and any(p.iterdir())]
+    covered = {n.rstrip("/") for n in named}
+    unlisted = [str(p.relative_to(ROOT)) for p in [*modules, *tops]
+                if str(p.relative_to(ROOT)) not in covered]
+    assert not unlisted, f"not in README's layout table: {unlisted}"
