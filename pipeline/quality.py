@@ -423,21 +423,26 @@ class ResultFacts:
     numeric_ok: bool | None
     unit_valid_ucum: bool | None
     unit_plausible: bool | None
+    unit_read_ok: bool | None  # False: OCR read µ as p/m/n (the printed report is right)
     value_plausible: bool | None
     value_sign_ok: bool | None
     range_ok: bool | None
     flag_consistent: bool | None
 
 
-def result_facts(result: LabResult) -> ResultFacts:
+def result_facts(result: LabResult, *, ocr: bool = False) -> ResultFacts:
+    """The findings on one result; ``ocr``: it was read from OCR'd text, whose misread µ is
+    Carnet's own misreading of a right report (a warning), not the producer's (blocking)."""
     numeric = result.value_type == "NM"
     j = judge_result(result)
     number = j.number
     numeric_ok = (number is not None) if numeric else None
     valid = j.unit.valid_ucum if j.unit else None
     plausible: bool | None = None
+    read_ok: bool | None = None
     if j.unit is not None and j.unit.kind_ok is not None:
-        plausible = j.unit.kind_ok and j.misread_as is None
+        plausible = j.unit.kind_ok and (j.misread_as is None or ocr)
+        read_ok = not (ocr and j.misread_as)
     value_ok = None if j.outside_limits is None or j.misread_as else not j.outside_limits
     sign_ok = None if j.negative is None else not j.negative
     range_ok = None if not result.reference_range else j.bounds is not None
@@ -451,7 +456,7 @@ def result_facts(result: LabResult) -> ResultFacts:
             flag_consistent = flag in _LOW_FLAGS
         else:
             flag_consistent = flag in _NORMAL_FLAGS
-    return ResultFacts(numeric_ok, valid, plausible, value_ok, sign_ok, range_ok, flag_consistent)
+    return ResultFacts(numeric_ok, valid, plausible, read_ok, value_ok, sign_ok, range_ok, flag_consistent)
 
 
 def _shown(result: LabResult) -> str:
@@ -480,6 +485,10 @@ def describe_result(result: LabResult, check: str) -> Problem:
         return Problem(code=Reason.IMPLAUSIBLE_UNIT, message=(
             f"{name}: unit {result.unit!r} measures a {verdict.kind}, "
             f"but {verdict.analyte.name} is measured as {expected}"))
+    if check == "unit_read_ok":
+        return Problem(code=Reason.IMPLAUSIBLE_UNIT, blocking=False, message=(
+            f"{name}: OCR read {_shown(result)}, which is possible only in {j.misread_as} "
+            f"(µ read as {(j.unit.ucum if j.unit else '?')[0]!r}); the scan says µ"))
     if check == "value_plausible":
         shown = _shown(result)
         if j.slip is not None and j.slip_confirmed:
@@ -501,14 +510,14 @@ def describe_result(result: LabResult, check: str) -> Problem:
     raise ValueError(f"unknown result check {check!r}")
 
 
-RESULT_CHECKS = ("numeric_ok", "unit_valid_ucum", "unit_plausible", "value_plausible",
+RESULT_CHECKS = ("numeric_ok", "unit_valid_ucum", "unit_plausible", "unit_read_ok", "value_plausible",
                  "value_sign_ok", "range_ok", "flag_consistent")
 
 
-def check_results(results: tuple[LabResult, ...]) -> list[Problem]:
+def check_results(results: tuple[LabResult, ...], *, ocr: bool = False) -> list[Problem]:
     problems: list[Problem] = []
     for result in results:
-        facts = result_facts(result)
+        facts = result_facts(result, ocr=ocr)
         problems.extend(describe_result(result, c) for c in RESULT_CHECKS if getattr(facts, c) is False)
     return problems
 

@@ -240,7 +240,7 @@ class QualityGate:
             docs["scan_confidence"].append((r.ocr_confidence or 0.0) if scan else None)
             docs["ocr_confidence"].append((r.ocr_confidence or 0.0) if r.ocr_pages else None)
             for n, result in enumerate(r.results):
-                facts = result_facts(result)
+                facts = result_facts(result, ocr=bool(r.ocr_pages))
                 res["doc_id"].append(r.doc_id)
                 res["result_no"].append(n)
                 for c in RESULT_CHECKS:

@@ -86,7 +86,8 @@ _LOCAL: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(r"(?<=/)\s*24\s*h\b"), "(24.h)"),  # excretion per 24 hours
     (re.compile(r"\bsec(?:ondes?)?\b"), "s"),
     (re.compile(r"mmHg"), "mm[Hg]"),
-    (re.compile(r"(?<![\w\[])([kmun]?)(?:UI|IU|U\.I\.)(?![\w\]])"), r"\1[IU]"),
+    (re.compile(r"(?<=/)ML\b"), "mL"),  # OCR's capitals: no lab reports per megalitre
+    (re.compile(r"(?<![\w\[])([kmunp]?)(?:UI|IU|U\.I\.)(?![\w\]])"), r"\1[IU]"),
     (re.compile(r"(?<![\w\[])UA(?![\w\]])"), "[arb'U]"),
     (re.compile(r"Eq\b"), "eq"),
     (re.compile(r"\s*[·•]\s*|\s+[x×]\s+|(?<=[A-Za-z])\*(?=[A-Za-z])"), "."),  # mGy·cm, mGy x cm, mGy*cm
@@ -469,12 +470,13 @@ def limits_value(value: float, verdict: UnitVerdict) -> tuple[float, Limits] | N
     return None if converted is None else (converted, limits)
 
 
-# Misreadings of "µ" by OCR and keyboards: (printed prefix, meant prefix).
-MISREADINGS = (("p", "u"), ("m", "u"))
+# Misreadings of "µ" by fonts, keyboards and OCR: (printed prefix, meant prefix). Tesseract
+# reads a DejaVu "µmol/L" as "pmol/L" and "µg/L" as "ng/L".
+MISREADINGS = (("p", "u"), ("m", "u"), ("n", "u"))
 
 
 def misread_units(ucum: str) -> list[str]:
-    """The units ``ucum`` could be a misreading of (its first prefix p/m read back as µ)."""
+    """The units ``ucum`` could be a misreading of (its first prefix p/m/n read back as µ)."""
     out = []
     for printed, meant in MISREADINGS:
         m = re.match(rf"^(/?)({printed})(?=[a-zA-Z\[])", ucum)

@@ -56,3 +56,11 @@ def test_each_defect_is_rejected_with_its_reason_in_each_format(
              for s, o in defects if s.format == fmt}
     expected = {s.name: (Status.REJECTED, [s.expected]) for s, _ in defects if s.format == fmt}
     assert found == expected
+
+
+@pytest.mark.tesseract
+def test_scanned_normal_reports_are_indexed(tmp_path: Path) -> None:
+    # Tesseract reads a printed "µmol/L" as "pmol/L": a warning, never a rejection.
+    scans = ingest_corpus(normal_corpus(per_format=0, scans=2), tmp_path)
+    assert [(s.format, o.status) for s, o in scans] == [("image", Status.INDEXED)] * 2
+    assert all(not p.blocking for _, o in scans for p in o.reasons)

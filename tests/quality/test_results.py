@@ -44,6 +44,7 @@ def test_normal_results_have_no_blocking_finding(normal: LabResult) -> None:
     result("Créatinine", "80", "pmol/L", "45-104"),  # µ read as p: a million times off
     result("Créatinine", "80", "mmol/L", "45-104"),  # µ read as m: a thousand times off
     result("Ferritine", "120", "pg/L", "30-300"),
+    result("Ferritine", "120", "ng/L", "30-300"),  # what tesseract makes of a DejaVu "µg/L"
 ])
 def test_known_misreadings_are_implausible_units(misread: LabResult) -> None:
     found = check_results((misread,))
@@ -73,3 +74,13 @@ def test_unit_slip_beside_its_reference_range_is_implausible_value() -> None:
 ])
 def test_negative_concentrations_and_counts(negative: LabResult) -> None:
     assert (Reason.NEGATIVE_VALUE, True) in codes(negative)
+
+
+def test_a_misread_unit_in_ocr_text_is_a_warning() -> None:
+    # The scan says µmol/L: OCR's misreading is Carnet's, the report is right.
+    found = check_results((result("Créatinine", "80", "pmol/L", "45-104"),), ocr=True)
+    assert [(p.code, p.blocking) for p in found] == [(Reason.IMPLAUSIBLE_UNIT, False)]
+    assert "OCR read" in found[0].message
+    # A wrong kind stays blocking whatever read it.
+    wrong_kind = check_results((result("Leucocytes", "7,2", "mmol/L"),), ocr=True)
+    assert [(p.code, p.blocking) for p in wrong_kind] == [(Reason.IMPLAUSIBLE_UNIT, True)]

@@ -23,7 +23,8 @@ def test_invalid_ucum(unit: str) -> None:
     ("µmol/L", "umol/L"), ("mUI/L", "m[IU]/L"), ("G/L", "10*9/L"), ("T/L", "10*12/L"),
     ("10^9/L", "10*9/L"), ("x10E3/µL", "10*3/uL"), ("x 10^9/L", "10*9/L"), ("10⁹/L", "10*9/L"),
     ("µUI/mL", "u[IU]/mL"), ("UI/L", "[IU]/L"), ("mL/min/1,73m²", "mL/min/{1.73_m2}"),
-    ("ml/mn/1.73 m2", "ml/min/{1.73_m2}"), ("mGy·cm", "mGy.cm"), ("mGy*cm", "mGy.cm"), ("/mm³", "/mm3"),
+    ("ml/mn/1.73 m2", "ml/min/{1.73_m2}"), ("mGy·cm", "mGy.cm"), ("mGy*cm", "mGy.cm"),
+    ("pUI/ML", "p[IU]/mL"), ("/mm³", "/mm3"),
     ("mEq/L", "meq/L"), ("mmol/24h", "mmol/(24.h)"), ("mmHg", "mm[Hg]"),
 ])
 def test_local_spellings_map_to_ucum(local: str, ucum: str) -> None:

@@ -156,7 +156,7 @@ class Sample:
     """One document of the corpus: ``expected`` is None for a normal report."""
 
     name: str
-    format: str  # pdf, hl7, cda
+    format: str  # pdf, hl7, cda, image
     data: bytes
     expected: Reason | None = None
     ins: str = ""
@@ -261,6 +261,17 @@ def biology_pdf(report: Report, rng: random.Random, *, printed: dict[str, Printe
     return _pdf(lines)
 
 
+def biology_scan(report: Report, rng: random.Random) -> bytes:
+    """The report printed with the units labs print and scanned (PNG, 300 dpi): its text is OCR's."""
+    results = []
+    for r in report.results:
+        printed = rng.choice([p for p in PRINTED[(r.analyte.name, r.analyte.loinc)] if p.factor == 1])
+        results.append(replace(r, analyte=replace(r.analyte, printed_unit=printed.unit)))
+    page = formats.scan_page(replace(report, results=tuple(results)),
+                             ins_line=formats.ins_print(report.patient.ins, ("INS :", "spaced")))
+    return formats.png(page)
+
+
 def imaging_pdf(report: Report, *, print_birth: bool = True) -> bytes:
     lines = _header(report, print_birth=print_birth)
     lines.append(("body", f"Examen réalisé le {report.date:%d/%m/%Y}"))
@@ -339,10 +350,14 @@ class _World:
                                     ipp=f"9{self.seq:06d}")
 
 
-def normal_corpus(*, per_format: int = 40, seed: int = 7) -> list[Sample]:
-    """Normal reports: biology as PDF, HL7 and CDA; imaging (with dose indicators) as PDF and CDA."""
+def normal_corpus(*, per_format: int = 40, scans: int = 0, seed: int = 7) -> list[Sample]:
+    """Normal reports: biology as PDF, HL7 and CDA; imaging (with dose indicators) as PDF and
+    CDA; ``scans`` biology reports scanned (read by OCR)."""
     w = _World(seed)
     out: list[Sample] = []
+    for i in range(scans):
+        r = w.biology()
+        out.append(Sample(f"scan-{i:03d}.png", "image", biology_scan(r, w.rng), ins=r.patient.ins))
     for i in range(per_format):
         for fmt in ("pdf", "hl7", "cda"):
             r = w.biology()
@@ -415,7 +430,7 @@ def defect_corpus(*, seed: int = 11) -> list[Sample]:
     return out
 
 
-_EXT = {"pdf": "pdf", "hl7": "hl7", "cda": "xml"}
+_EXT = {"pdf": "pdf", "hl7": "hl7", "cda": "xml", "image": "png"}
 
 
 def write(samples: list[Sample], root: Path) -> list[Path]:
