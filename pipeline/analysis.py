@@ -50,7 +50,9 @@ _WORD_CACHE_SIZE = 200_000
 
 
 def fold(word: str) -> str:
-    """Accent-fold and casefold one word (``Hémoglobine`` -> ``hemoglobine``)."""
+    """Accent-fold and casefold a word or a text (``Hémoglobine`` -> ``hemoglobine``,
+    ``Œdème`` -> ``oedeme``): the one fold, for search terms, classification keywords,
+    dates and analyte names alike, so a ligature never matches in one place only."""
     if word.isascii():
         return word.lower()
     decomposed = unicodedata.normalize("NFKD", word.translate(_LIGATURES))

@@ -11,8 +11,8 @@ source says nothing.
 from __future__ import annotations
 
 import re
-import unicodedata
 
+from pipeline.analysis import fold
 from pipeline.model import Classification, DocClass, Format, ParsedDocument
 from pipeline.type_codes import LOINC_SYSTEM, TYPE_CODE_SYSTEMS, TYPE_CODES
 
@@ -46,12 +46,6 @@ _KEYWORDS: dict[DocClass, tuple[tuple[str, float], ...]] = {
 _COMPILED = {c: tuple((re.compile(p), w) for p, w in kws) for c, kws in _KEYWORDS.items()}
 # Minimum keyword score before content rules commit to a class.
 _MIN_SCORE = 3.0
-
-
-def fold(text: str) -> str:
-    """Lower-case, accent-free text for keyword rules."""
-    nfkd = unicodedata.normalize("NFKD", text)
-    return "".join(c for c in nfkd if not unicodedata.combining(c)).casefold()
 
 
 def _from_type_code(code: str, system: str | None, rule: str) -> Classification:

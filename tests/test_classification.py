@@ -136,3 +136,13 @@ def test_the_type_table_is_well_formed() -> None:
     assert {c for c, (cls, _) in TYPE_CODES.items() if cls is DocClass.PRESCRIPTION} >= {
         "57833-6", "57832-8", "57828-6", "PRESC-BIO", "PRESC-KINE", "PRESC-INF"}
     assert all(label for _, label in TYPE_CODES.values())
+
+
+def test_one_fold_for_search_classification_dates_and_units() -> None:
+    # Search spelled "œ" as "oe" and classification kept it: a ligature matched in one
+    # place only. One fold now serves every module that compares folded words.
+    from pipeline import analysis, classification, dates, units
+
+    assert classification.fold is analysis.fold is dates.fold is units.fold
+    assert analysis.fold("Œdème du CŒUR, hémoglobine") == "oedeme du coeur, hemoglobine"
+    assert analysis.fold("Hémoglobine glyquée") == "hemoglobine glyquee"
