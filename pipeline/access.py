@@ -45,7 +45,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pipeline.model import DocClass, DocumentRecord, Frozen, SearchQuery, Visibility
+from pipeline.model import DocClass, DocumentRecord, Frozen, Reason, SearchQuery, Visibility
 
 if TYPE_CHECKING:
     from pipeline.index import DocumentIndex
@@ -71,6 +71,10 @@ CREATE TABLE IF NOT EXISTS representatives (
 CREATE TABLE IF NOT EXISTS break_glass (
     patient_id TEXT NOT NULL, rpps TEXT NOT NULL, reason TEXT NOT NULL,
     opened_at TEXT NOT NULL, expires_at TEXT NOT NULL);
+-- Closed accounts and oppositions: a keyed hash of the INS (never the INS) and the reason
+-- code new documents for it are refused with (account_closed, opposition).
+CREATE TABLE IF NOT EXISTS closures (
+    patient_ref TEXT PRIMARY KEY, reason TEXT NOT NULL, closed_at TEXT NOT NULL);
 -- The birth date identity traits gave (consistent with the INS), for majority.
 CREATE TABLE IF NOT EXISTS patient_birth_dates (
     patient_id TEXT PRIMARY KEY, birth_date TEXT NOT NULL, recorded_at TEXT NOT NULL);
@@ -330,6 +334,24 @@ class AccessRules:
                 removed += self._conn.execute(f"DELETE FROM {table} WHERE patient_id=?",  # noqa: S608
                                               (patient_id,)).rowcount
         return removed
+
+    # -- closed accounts and oppositions (keyed by ``pipeline.crypto.patient_ref``) --------------
+
+    def close_account(self, patient_ref: str, reason: Reason, now: dt.datetime) -> None:
+        """Refuse new documents for the INS behind ``patient_ref`` (erasure, opposition)."""
+        if reason not in (Reason.ACCOUNT_CLOSED, Reason.OPPOSITION):
+            raise ValueError(f"not a closure reason: {reason}")
+        self._write("INSERT OR REPLACE INTO closures VALUES (?,?,?)",
+                    (patient_ref, reason.value, now.isoformat()))
+
+    def reopen_account(self, patient_ref: str) -> bool:
+        """Accept documents again (the patient asked); False when it was not closed."""
+        return self._write("DELETE FROM closures WHERE patient_ref=?", (patient_ref,)) > 0
+
+    def closure(self, patient_ref: str) -> Reason | None:
+        """Why documents for this INS are refused, or None when they are accepted."""
+        row = self._one("SELECT reason FROM closures WHERE patient_ref=?", (patient_ref,))
+        return None if row is None else Reason(str(row[0]))
 
     # -- what the patient (or their representative) reads back ---------------------------------
 

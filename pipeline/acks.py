@@ -86,13 +86,18 @@ HL7_ERROR_CODE: dict[str, str] = {
     "unknown_document_type": "103",
     "malformed_identifier": "102",
     "batch_threshold": "207",
+    "account_closed": "207",
+    "opposition": "207",
+    "unsafe_path": "207",
 }
 # Where in the message the patient identity lives (ERR-2, segment^sequence^field).
 _IDENTITY_LOCATION = "PID^1^3"
 _IDENTITY_REASONS = frozenset({"missing_ins", "invalid_ins_key", "identity_conflict",
                                "identity_mismatch"})
 # Reasons for which the message itself is not at fault: the producer should resend it.
-_REFUSED = frozenset({Reason.INDEX_ERROR})
+# ... or the patient's account is closed or they opposed the record (the ERR segment says
+# which; do not resend until the patient reopens it).
+_REFUSED = frozenset({Reason.INDEX_ERROR, Reason.ACCOUNT_CLOSED, Reason.OPPOSITION})
 # Header refusals (unsupported message type or version): AR in HL7's original mode.
 _HEADER_ERRORS = frozenset({"200", "203"})
 

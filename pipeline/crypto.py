@@ -16,6 +16,8 @@ logged, repr'd or returned in a report.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import hmac
 import logging
 import sqlite3
 import threading
@@ -373,6 +375,43 @@ class EncryptedStore:
 
     def remove_quarantine(self, quarantine_id: str) -> bool:
         return self.base.remove_quarantine(quarantine_id)
+
+    # Anchors hold no secret (a sequence number and a keyed MAC): they pass through too.
+
+    def put_anchor(self, kind: str, seq: int, data: bytes) -> None:
+        self.base.put_anchor(kind, seq, data)
+
+    def latest_anchor(self, kind: str) -> bytes | None:
+        return self.base.latest_anchor(kind)
+
+
+def _derived_key(settings: Settings, label: bytes) -> bytes:
+    """A key for one purpose, held apart from what it protects: derived from the local
+    master key (HMAC-SHA256 as a PRF, never stored), or, with the master key in a KMS, a
+    named key kept wrapped in the keyring (never written anywhere in clear)."""
+    if settings.kms_key_id:
+        ring = KeyRing(keyring_path(settings), open_key_wrapper(settings))
+        try:
+            return ring.named_key(label.decode())
+        finally:
+            ring.close()
+    return hmac.new(load_master_key(settings), label, hashlib.sha256).digest()
+
+
+def audit_key(settings: Settings) -> bytes:
+    """The key of the audit log's chain of MACs."""
+    return _derived_key(settings, b"carnet audit chain v2")
+
+
+def patient_ref_key(settings: Settings) -> bytes:
+    """The key of patient references: keyed hashes standing for an INS where the INS
+    itself must not be kept (closed accounts, identifiers named by quarantined documents)."""
+    return _derived_key(settings, b"carnet patient reference v1")
+
+
+def patient_ref(key: bytes, ins: str) -> str:
+    """The keyed hash standing for ``ins`` (not reversible without the key)."""
+    return hmac.new(key, ins.encode(), hashlib.sha256).hexdigest()
 
 
 def keyring_path(settings: Settings) -> Path:

@@ -1,11 +1,23 @@
-"""Erasure of a patient's account: every trace of their documents goes, and a receipt says what.
+"""Erasure of a patient's account: every trace of their documents goes, the account is
+closed, and a receipt says what.
 
-Removed: the patient's documents from the index, their stored objects (the ones encrypted
-under their key, the ones their documents point to, the raw inputs of their quarantine
-records), those quarantine records, their grants, blocks, delegations, representatives
-and break-the-glass openings, and their data key (so any backup copy of their objects is
-unreadable). The audit log keeps its entries (who accessed the record, never contents):
-it is append-only by design, and the erasure itself is appended to it.
+Removed: the patient's documents from the index (and every byte of them from its files:
+see each backend's ``delete_patient``), their stored objects (the ones encrypted under
+their key, the ones their documents point to, the raw inputs of the quarantine records
+that name them), those quarantine records (found by the patient id, or by any INS the
+document names, structured or printed), their grants, blocks, delegations,
+representatives, break-the-glass openings and birth date, their data key (so any backup
+copy of their objects is unreadable), and in the ledger their ids, source paths and
+content hashes (counts stay). The account is closed: a tombstone holding a keyed hash of
+the INS (not the INS) makes ingestion refuse later documents (``account_closed``) until an
+operator reopens it at the patient's request.
+
+The audit log keeps its entries (who accessed the record, never contents): it is
+append-only by design; the erasure is appended to it and its head anchored outside it,
+and the receipt prints that head.
+
+``erase_patient_from`` is the one erasure: ``carnet erase`` (``erase_patient``) and
+``DELETE /patients/{ins}`` both call it.
 """
 
 from __future__ import annotations
@@ -14,12 +26,14 @@ import datetime as dt
 import logging
 
 from pipeline.access import AccessRules, access_db_path
-from pipeline.audit import AuditLog, audit_log_path
+from pipeline.audit import AuditHead, AuditLog, open_audit_log
+from pipeline.crypto import patient_ref, patient_ref_key
+from pipeline.identity import named_ins
 from pipeline.index import DocumentIndex, open_index
 from pipeline.ledger import Ledger
-from pipeline.model import Frozen, SearchQuery
+from pipeline.model import Frozen, Reason, SearchQuery
 from pipeline.settings import Settings
-from pipeline.store import DocumentStore
+from pipeline.store import DocumentStore, QuarantineRecord
 
 log = logging.getLogger(__name__)
 
@@ -37,8 +51,11 @@ class ErasureReceipt(Frozen):
     objects: int
     quarantine_records: int
     access_rules: int
+    ledger_outcomes: int
     key_destroyed: bool
+    account_closed: bool
     audit_seq: int
+    audit_head: AuditHead | None  # as anchored outside the log, for the patient to keep
 
 
 def _indexed_content(index: DocumentIndex, patient_id: str) -> set[str]:
@@ -58,15 +75,45 @@ def _indexed_content(index: DocumentIndex, patient_id: str) -> set[str]:
             return shas
 
 
+def _named_in_content(store: DocumentStore, q: QuarantineRecord, patient_id: str) -> bool:
+    """Whether a quarantined input names the patient (records kept before their
+    ``patient_refs`` were): parsed again from its stored bytes."""
+    from parsers.registry import ParserOptions, default_registry
+
+    try:
+        data = store.get(q.content_sha256)
+    except KeyError:
+        return False
+    parser = default_registry(ParserOptions()).choose(data)
+    if parser is None:
+        return False
+    try:
+        docs = parser.parse(data, source=q.source)
+    except Exception:  # noqa: BLE001 — the parser boundary: an unparsable record names nobody we can find
+        log.warning("quarantine record %s could not be parsed to look for the patient", q.quarantine_id)
+        return False
+    return any(patient_id in named_ins(d) for d in docs)
+
+
+def _names_patient(store: DocumentStore, q: QuarantineRecord, patient_id: str, ref: str) -> bool:
+    if q.patient_id == patient_id:
+        return True
+    if q.patient_refs is not None:
+        return ref in q.patient_refs
+    return _named_in_content(store, q, patient_id)
+
+
 def erase_patient_from(
     patient_id: str, *, index: DocumentIndex, store: DocumentStore, rules: AccessRules,
-    audit: AuditLog, actor: str, role: str = "operator", now: dt.datetime | None = None,
+    audit: AuditLog, ledger: Ledger, ref_key: bytes, actor: str, role: str = "operator",
+    now: dt.datetime | None = None,
 ) -> ErasureReceipt:
-    """Erase with already opened backends (the API holds them open)."""
+    """Erase with already opened backends (the API holds them open; the CLI opens them)."""
     at = now or dt.datetime.now(dt.UTC)
+    ref = patient_ref(ref_key, patient_id)
     shas = _indexed_content(index, patient_id)
 
-    quarantined = [q for q in store.list_quarantine() if q.patient_id == patient_id]
+    quarantined = [q for q in store.list_quarantine() if _names_patient(store, q, patient_id, ref)]
     for q in quarantined:
         shas.add(q.content_sha256)
         store.remove_quarantine(q.quarantine_id)
@@ -86,39 +133,39 @@ def erase_patient_from(
 
     doc_ids = sorted(index.delete_patient(patient_id))
     rules_removed = rules.forget_patient(patient_id)
+    rules.close_account(ref, Reason.ACCOUNT_CLOSED, at)
     destroy = getattr(store, "destroy_patient_key", None)
     key_destroyed = bool(destroy(patient_id)) if callable(destroy) else False
+    ledger_rows = ledger.forget_patient(patient_id, shas)
 
     entry = audit.append(actor=actor, role=role, action="erase", patient_id=patient_id,
                          doc_ids=doc_ids, reason="account erasure", at=at)
+    head = audit.anchor()
     log.info("erased a patient's record: %d documents, %d objects, %d quarantine records",
              len(doc_ids), removed_objects, len(quarantined))
     return ErasureReceipt(
         patient_id=patient_id, erased_at=at, actor=actor, documents=len(doc_ids),
         doc_ids=tuple(doc_ids), objects=removed_objects, quarantine_records=len(quarantined),
-        access_rules=rules_removed, key_destroyed=key_destroyed, audit_seq=entry.seq,
+        access_rules=rules_removed, ledger_outcomes=ledger_rows, key_destroyed=key_destroyed,
+        account_closed=True, audit_seq=entry.seq, audit_head=head,
     )
 
 
 def erase_patient(settings: Settings, patient_id: str, *, actor: str,
                   role: str = "operator") -> ErasureReceipt:
-    """Erase ``patient_id`` from this install (index, encrypted store, quarantine, rules, key)."""
+    """Erase ``patient_id`` from this install (index, store, quarantine, rules, ledger, key)."""
     from pipeline.crypto import open_encrypted_store
 
     index = open_index(settings.effective_index_url, alias=settings.es_index_alias)
     store = open_encrypted_store(settings)
     rules = AccessRules(access_db_path(settings.data_dir))
+    ledger = Ledger(settings.ledger_path)
     try:
-        receipt = erase_patient_from(patient_id, index=index, store=store, rules=rules,
-                                     audit=AuditLog(audit_log_path(settings.data_dir)),
-                                     actor=actor, role=role)
-        ledger = Ledger(settings.ledger_path)
-        try:
-            ledger.forget_patient(patient_id)
-        finally:
-            ledger.close()
-        return receipt
+        return erase_patient_from(patient_id, index=index, store=store, rules=rules,
+                                  audit=open_audit_log(settings), ledger=ledger,
+                                  ref_key=patient_ref_key(settings), actor=actor, role=role)
     finally:
+        ledger.close()
         rules.close()
         store.close()
         index.close()

@@ -297,6 +297,14 @@ def identify_in_record(doc: ParsedDocument, patient_id: str) -> IdentityResult:
         return IdentityResult(patient_id, evidence=IdentitySource.DECLARED_BY_PATIENT)
     return found
 
+
+def named_ins(doc: ParsedDocument) -> list[str]:
+    """Every INS-shaped identifier ``doc`` names, structured or printed, valid or not
+    (what erasure must find a quarantined document by)."""
+    structured = [normalize_ins(i.value) for i in doc.patient_ids if _is_ins_identifier(i)]
+    return list(dict.fromkeys([s for s in structured if s] + find_printed_ins(doc.text)))
+
+
 def find_rpps(text: str) -> str | None:
     """The author's RPPS number (11 digits) printed after an ``RPPS`` label."""
     m = _RPPS_TEXT.search(text)

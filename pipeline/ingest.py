@@ -28,11 +28,18 @@ from pathlib import Path
 from parsers.registry import ParserOptions, ParserRegistry, default_registry
 from pipeline.access import AccessRules, access_db_path
 from pipeline.classification import classify_document
-from pipeline.crypto import open_encrypted_store
+from pipeline.crypto import open_encrypted_store, patient_ref, patient_ref_key
 from pipeline.dates import find_document_date
 from pipeline.errors import EncryptedDocumentError, ParserError, SourceError
 from pipeline.feeds import BatchRef, Feed, ManifestEntry, printable_name
-from pipeline.identity import find_finess, find_rpps, identify_in_record, identify_patient
+from pipeline.identity import (
+    find_finess,
+    find_printed_ins,
+    find_rpps,
+    identify_in_record,
+    identify_patient,
+    named_ins,
+)
 from pipeline.index import DocumentIndex, open_index
 from pipeline.index.base import names_any
 from pipeline.ledger import Ledger
@@ -61,6 +68,12 @@ FLUSH_EVERY = 500
 _UNREADABLE = frozenset({Reason.UNREADABLE_SCAN, Reason.EMPTY_DOCUMENT})
 # Classes whose text may print lab results or dose indicators (a prescription's doses are not).
 _RESULT_CLASSES = frozenset({DocClass.BIOLOGY, DocClass.IMAGING, DocClass.OTHER})
+_CLOSED = {
+    Reason.ACCOUNT_CLOSED: "the patient's account is closed: documents for this INS are refused "
+                           "(it is reopened only at the patient's request)",
+    Reason.OPPOSITION: "the patient opposed the creation of their record: documents for this INS "
+                       "are refused",
+}
 
 
 def _hash_id(*parts: str) -> str:
@@ -146,6 +159,7 @@ class Pipeline:
         self.ledger = Ledger(settings.ledger_path)
         # Identity traits (birth dates) and closed accounts live with the access rules.
         self.rules = AccessRules(access_db_path(settings.data_dir))
+        self._ref_key = patient_ref_key(settings)
         self.clock = StageClock()
         self.outcomes: list[Outcome] = []
         self._pending: list[_Pending] = []
@@ -243,6 +257,12 @@ class Pipeline:
                         else identify_patient(doc))
         if identity.patient_id is None:
             self._reject(item, raw_sha, doc, list(identity.problems))
+            return
+        closure = self.rules.closure(patient_ref(self._ref_key, identity.patient_id))
+        if closure is not None:
+            # A closed account (or an opposition) refuses new documents; its INS is not
+            # written in the report or the quarantine record, only its keyed hash.
+            self._reject(item, raw_sha, doc, [Problem(code=closure, message=_CLOSED[closure])])
             return
         if any(p.blocking for p in problems):
             self._reject(item, raw_sha, doc, [p for p in problems if p.blocking],
@@ -411,22 +431,30 @@ class Pipeline:
             ocr_confidence=doc.ocr_confidence if doc else None,
             message_control_id=doc.message_control_id if doc else None,
         ))
+        named = ([*named_ins(doc), *([patient_id] if patient_id else [])] if doc
+                 else [patient_id] if patient_id else [])
         self.quarantine(item.producer, item.batch, source_ref, raw_sha, doc.part if doc else None,
-                        problems, exception=exception, patient_id=patient_id)
+                        problems, exception=exception, patient_id=patient_id, named=named)
 
     def quarantine(
         self, producer: str, batch: str | None, source_ref: str, raw_sha: str,
         part: int | None, problems: Sequence[Problem], *, exception: str | None = None,
-        patient_id: str | None = None,
+        patient_id: str | None = None, named: Sequence[str] = (),
     ) -> None:
-        """Keep a rejected document's reasons beside its stored bytes, history included."""
+        """Keep a rejected document's reasons beside its stored bytes, history included.
+
+        ``named``: every INS the document names; kept as keyed hashes, so erasure finds the
+        record by any of them without the record holding them in clear.
+        """
         qid = QuarantineRecord.make_id(producer, source_ref, raw_sha)
         now = dt.datetime.now(dt.UTC)
         attempt = QuarantineAttempt(at=now, reasons=tuple(problems), exception=exception)
         previous = self.store.get_quarantine(qid)
         record = QuarantineRecord(
             quarantine_id=qid, source=source_ref, producer=producer, batch=batch,
-            content_sha256=raw_sha, part=part, patient_id=patient_id, reasons=tuple(problems),
+            content_sha256=raw_sha, part=part, patient_id=patient_id,
+            patient_refs=tuple(sorted({patient_ref(self._ref_key, n) for n in named})),
+            reasons=tuple(problems),
             exception=exception,
             first_quarantined_at=previous.first_quarantined_at if previous else now,
             attempts=(previous.attempts if previous else ()) + (attempt,),
@@ -487,7 +515,8 @@ class Pipeline:
         self.outcomes[p.outcome_index] = old.model_copy(update={
             "status": Status.REJECTED, "doc_id": None, "reasons": tuple(problems)})
         self.quarantine(p.record.producer, p.batch, p.record.source, p.raw_sha, p.part, problems,
-                        patient_id=p.record.patient_id)
+                        patient_id=p.record.patient_id,
+                        named=[p.record.patient_id, *find_printed_ins(p.record.text)])
 
     def metrics(self, outcomes: Sequence[Outcome] | None = None) -> dict[str, object]:
         """Counts per status, class, producer and reason, OCR figures and stage times."""

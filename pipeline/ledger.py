@@ -49,6 +49,9 @@ CREATE TABLE IF NOT EXISTS batches (
 """
 
 
+ERASED = "[erased]"  # what an erased patient's source paths become
+
+
 class RunRecord(Frozen):
     run_id: str
     kind: str
@@ -132,17 +135,25 @@ class Ledger:
             for r in rows
         ]
 
-    def forget_patient(self, patient_id: str) -> int:
-        """Erasure: redact a patient's id and doc ids from recorded outcomes (counts stay)."""
+    def forget_patient(self, patient_id: str, content_sha256s: Iterable[str] = ()) -> int:
+        """Erasure: redact the outcomes of a patient's documents (theirs by patient id, or by
+        the content hashes erasure found: quarantined documents naming them). Their patient
+        id, doc id, source path and content hash go; the counts stay."""
+        shas = sorted(set(content_sha256s))
+        marks = ",".join("?" * len(shas))
         with self._lock, self._conn:
             rows = self._conn.execute(
-                "SELECT run_id, seq, line FROM outcomes WHERE patient_id=?", (patient_id,)
+                "SELECT run_id, seq, line FROM outcomes WHERE patient_id=?"
+                + (f" OR json_extract(line, '$.content_sha256') IN ({marks})" if shas else ""),
+                (patient_id, *shas),
             ).fetchall()
             for run_id, seq, line in rows:
-                redacted = dict(json.loads(line), patient_id=None, doc_id=None)
+                redacted = dict(json.loads(line), patient_id=None, doc_id=None, source=ERASED,
+                                content_sha256=None)
                 self._conn.execute(
-                    "UPDATE outcomes SET patient_id=NULL, doc_id=NULL, line=? WHERE run_id=? AND seq=?",
-                    (json.dumps(redacted, ensure_ascii=False), run_id, seq),
+                    "UPDATE outcomes SET patient_id=NULL, doc_id=NULL, source=?, line=? "
+                    "WHERE run_id=? AND seq=?",
+                    (ERASED, json.dumps(redacted, ensure_ascii=False), run_id, seq),
                 )
         return len(rows)
 

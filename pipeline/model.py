@@ -77,6 +77,9 @@ class Reason(StrEnum):
     MALFORMED_IDENTIFIER = "malformed_identifier"
     BATCH_THRESHOLD = "batch_threshold"
     UNKNOWN_DOCUMENT = "unknown_document"  # a deletion names a document Carnet does not hold
+    ACCOUNT_CLOSED = "account_closed"
+    OPPOSITION = "opposition"
+    UNSAFE_PATH = "unsafe_path"
 
 
 class IdentitySource(StrEnum):

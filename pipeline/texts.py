@@ -103,6 +103,15 @@ _REASONS: dict[str, dict[str, ReasonText]] = {
         "batch_threshold": ReasonText(
             "Lot signalé : trop de rejets, de scans ou de doublons",
             "Examiner les rejets du lot ; Carnet est alerté"),
+        "account_closed": ReasonText(
+            "Le compte du patient est clos : les documents pour cet INS sont refusés",
+            "Ne pas renvoyer ; le compte n'est rouvert qu'à la demande du patient"),
+        "opposition": ReasonText(
+            "Le patient s'est opposé à son dossier : les documents pour cet INS sont refusés",
+            "Ne pas renvoyer tant que le patient maintient son opposition"),
+        "unsafe_path": ReasonText(
+            "Lien symbolique ou fichier spécial dans le dépôt : jamais lu",
+            "Déposer le fichier lui-même (fichier ordinaire) dans le lot"),
     },
     "en": {
         "unsupported_format": ReasonText(
@@ -181,6 +190,15 @@ _REASONS: dict[str, dict[str, ReasonText]] = {
         "batch_threshold": ReasonText(
             "Batch flagged: too many rejects, scans or duplicates",
             "Look at the batch's rejects; Carnet is alerted"),
+        "account_closed": ReasonText(
+            "The patient's account is closed: documents for this INS are refused",
+            "Do not resend; the account is reopened only at the patient's request"),
+        "opposition": ReasonText(
+            "The patient opposed their record: documents for this INS are refused",
+            "Do not resend while the patient maintains their opposition"),
+        "unsafe_path": ReasonText(
+            "A symbolic link or special file in the drop: never read",
+            "Drop the file itself (a regular file) in the batch"),
     },
 }
 

@@ -23,6 +23,7 @@ def _ins(nir: str) -> str:
 MINOR = _ins("2100675123456")  # born in June 2010
 LEAP_MINOR = _ins("2120275123456")  # born in February 2012
 NOW = dt.datetime(2026, 11, 29, 10, 0, tzinfo=dt.UTC)
+KEY = b"audit-test-key-0123456789abcdef!"
 
 
 @pytest.fixture
@@ -136,7 +137,7 @@ def test_what_a_representative_delegates_stays_under_their_restrictions(rules: A
 
 
 def test_audit_chain_detects_modified_and_removed_entries(tmp_path: Path) -> None:
-    log = AuditLog(tmp_path / "audit.jsonl")
+    log = AuditLog(tmp_path / "audit.jsonl", key=KEY)
     for i in range(5):
         log.append(actor=f"actor{i}", role="patient", action="search", patient_id=P, reason=None)
     assert log.verify().ok and log.verify().entries == 5
@@ -147,7 +148,7 @@ def test_audit_chain_detects_modified_and_removed_entries(tmp_path: Path) -> Non
     tampered["actor"] = "someone-else"
     log.path.write_text("\n".join(lines[:2] + [json.dumps(tampered)] + lines[3:]) + "\n")
     v = log.verify()
-    assert not v.ok and v.first_bad_seq == 3 and v.problem == "entry modified"
+    assert not v.ok and v.first_bad_seq == 3 and v.problem.startswith("entry modified")
 
     log.path.write_text("\n".join(lines[:2] + lines[3:]) + "\n")
     v = log.verify()
@@ -197,8 +198,8 @@ def test_listings_and_forget_patient(rules: AccessRules) -> None:
 
 
 def test_audit_keeps_verifying_with_names_and_long_entries(tmp_path: Path) -> None:
-    log = AuditLog(tmp_path / "audit.jsonl")
-    log.append(actor="a", role="patient", action="search", patient_id=P)  # no name: hashed as before
+    log = AuditLog(tmp_path / "audit.jsonl", key=KEY)
+    log.append(actor="a", role="patient", action="search", patient_id=P)
     log.append(actor="10101234567", actor_name="Dr Test", role="professional", action="read",
                patient_id=P, doc_ids=["d1"])
     many = [f"doc-{n:06d}-{'x' * 40}" for n in range(3000)]  # an erasure entry longer than 64 KiB
@@ -207,3 +208,121 @@ def test_audit_keeps_verifying_with_names_and_long_entries(tmp_path: Path) -> No
     assert after.seq == 4 and log.verify().ok
     assert [e.actor_name for e in log.for_patient(P)] == [None, "Dr Test", None, None]
     assert "actor_name" not in log.path.read_text().splitlines()[0]
+
+
+class _Anchors:
+    """An anchor store in memory (the object store's ``put_anchor``/``latest_anchor``)."""
+
+    def __init__(self) -> None:
+        self.kept: dict[int, bytes] = {}
+
+    def put_anchor(self, kind: str, seq: int, data: bytes) -> None:
+        self.kept.setdefault(seq, data)
+
+    def latest_anchor(self, kind: str) -> bytes | None:
+        return self.kept[max(self.kept)] if self.kept else None
+
+
+def _rechain_with_sha256(lines: list[str]) -> list[str]:
+    """What someone with write access to the log but without the key can do: drop entries
+    and recompute a plain SHA-256 chain (the old format) or a keyed-looking one."""
+    import hashlib
+
+    out, prev = [], "0" * 64
+    for n, line in enumerate(lines, start=1):
+        raw = json.loads(line)
+        raw.pop("hash")
+        raw.pop("v", None)
+        raw.update(seq=n, prev_hash=prev)
+        digest = hashlib.sha256(json.dumps(raw, sort_keys=True, ensure_ascii=False,
+                                           separators=(",", ":")).encode()).hexdigest()
+        out.append(json.dumps({**raw, "hash": digest}, ensure_ascii=False))
+        prev = digest
+    return out
+
+
+def test_a_rewritten_or_truncated_audit_chain_is_detected(tmp_path: Path) -> None:
+    anchors = _Anchors()
+    log = AuditLog(tmp_path / "audit.jsonl", key=KEY, anchors=anchors)
+    log.append(actor="10101234567", role="professional", action="read", patient_id=P, doc_ids=["d1"])
+    log.append(actor="10109999999", role="professional", action="break_glass", patient_id=P,
+               reason="urgence vitale, patient inconscient")
+    log.append(actor="10109999999", role="professional", action="read", patient_id=P, doc_ids=["d2"])
+    head = log.anchor()
+    log.append(actor=P, role="patient", action="search", patient_id=P)
+    assert head is not None and head.seq == 3 and log.verify().ok and log.verify().anchored_seq == 3
+    lines = log.path.read_text().splitlines()
+
+    # The break-the-glass and its read removed, the chain recomputed with plain SHA-256.
+    log.path.write_text("\n".join(_rechain_with_sha256([lines[0], lines[3]])) + "\n")
+    assert not log.verify().ok
+    assert not AuditLog(log.path, key=KEY).verify().ok  # even with the anchor store lost
+    # Nor can keyed-looking entries be forged without the key.
+    forged = [json.loads(x) for x in lines[:1] + lines[3:]]
+    forged[1].update(seq=2, prev_hash=forged[0]["hash"])
+    log.path.write_text("\n".join(json.dumps(x) for x in forged) + "\n")
+    assert not AuditLog(log.path, key=KEY).verify().ok
+    assert AuditLog(log.path, key=b"another-key-0123456789abcdef!!!!").verify().ok is False
+
+    # Truncation of the newest entries, down to before the anchored head.
+    log.path.write_text("\n".join(lines[:2]) + "\n")
+    v = log.verify()
+    assert not v.ok and "anchored head (entry 3) missing" in (v.problem or "")
+    assert AuditLog(log.path, key=KEY).verify().ok  # without the anchor it would go unnoticed
+    log.path.write_text("")  # the whole log replaced
+    assert not log.verify().ok
+    log.path.write_text("\n".join(lines) + "\n")
+    assert log.verify().ok
+
+
+def test_legacy_unkeyed_entries_verify_only_before_keyed_ones(tmp_path: Path) -> None:
+    old = {"seq": 1, "at": NOW.isoformat(), "actor": "a", "role": "patient", "action": "search",
+           "patient_id": P, "doc_ids": [], "reason": None, "prev_hash": "", "hash": ""}
+    legacy = _rechain_with_sha256([json.dumps(old)])
+    path = tmp_path / "audit.jsonl"
+    path.write_text(legacy[0] + "\n")
+    log = AuditLog(path, key=KEY)
+    log.append(actor="b", role="patient", action="search", patient_id=P)
+    assert not log.verify().ok  # anyone can write unkeyed entries: refused unless asked
+    v = log.verify(accept_legacy=True)
+    assert v.ok and v.entries == 2 and v.legacy_entries == 1
+    # An unkeyed entry after a keyed one is a rewrite.
+    lines = path.read_text().splitlines()
+    path.write_text("\n".join(_rechain_with_sha256(lines)[:1] + lines[1:]
+                              + _rechain_with_sha256(lines)[1:]) + "\n")
+    assert not log.verify(accept_legacy=True).ok
+
+
+def test_audit_never_fails_on_text_that_is_not_unicode(tmp_path: Path) -> None:
+    log = AuditLog(tmp_path / "audit.jsonl", key=KEY)
+    entry = log.append(actor="x\ud800", actor_name="\udfff", role="patient", action="denied",
+                       patient_id=P, reason="bad \ud800 claim")
+    assert entry.actor == "x\\ud800" and log.verify().ok
+
+
+def test_break_the_glass_reasons_must_be_readable_and_are_kept_verbatim(rules: AccessRules) -> None:
+    for junk in ("\u200b\u200b\u200b", "\u200b" * 40, "abc", "..........", "\x00\x00 urgence vitale",
+                 "a\u200bb\u200bc\u200bd", " " * 20):
+        with pytest.raises(ValueError):
+            rules.open_break_glass(P, "10109999999", junk, NOW)
+    reason = "  Urgence : patient inconscient\u00a0!  "
+    rules.open_break_glass(P, "10109999999", reason, NOW)
+    assert rules._rows("SELECT reason FROM break_glass", ()) == [(reason,)]
+
+
+def test_closed_accounts_and_oppositions_are_kept_as_keyed_hashes(rules: AccessRules, tmp_path: Path) -> None:
+    from pipeline.crypto import patient_ref
+    from pipeline.model import Reason
+
+    ref = patient_ref(KEY, P)
+    assert rules.closure(ref) is None
+    rules.close_account(ref, Reason.ACCOUNT_CLOSED, NOW)
+    assert rules.closure(ref) is Reason.ACCOUNT_CLOSED and rules.closure(patient_ref(KEY, OTHER)) is None
+    rules.forget_patient(P)  # erasure of the rules never reopens the account
+    assert rules.closure(ref) is Reason.ACCOUNT_CLOSED
+    assert P.encode() not in (tmp_path / "access.db").read_bytes()
+    assert rules.reopen_account(ref) and not rules.reopen_account(ref)
+    rules.close_account(ref, Reason.OPPOSITION, NOW)
+    assert rules.closure(ref) is Reason.OPPOSITION
+    with pytest.raises(ValueError):
+        rules.close_account(ref, Reason.MISSING_INS, NOW)

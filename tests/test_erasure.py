@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from pipeline import cli_access
 from pipeline.access import AccessRules, Principal, Role, access_db_path
-from pipeline.audit import AuditLog, audit_log_path
+from pipeline.audit import open_audit_log
 from pipeline.crypto import MAGIC, NONCE_BYTES, EncryptedStore, open_encrypted_store
 from pipeline.index import DocumentIndex, open_index
 from pipeline.model import DocClass, Problem, Reason, SearchQuery
@@ -107,7 +107,8 @@ def test_erase_removes_everything_of_the_patient_and_only_theirs(
     receipt = json.loads(capsys.readouterr().out)
     assert receipt["patient_id"] == A and receipt["doc_ids"] == ["a-bio", "a-bio-v2", "a-img"]
     assert receipt["documents"] == 3 and receipt["objects"] == 4 and receipt["quarantine_records"] == 1
-    assert receipt["access_rules"] == 2 and receipt["key_destroyed"] is True
+    assert receipt["access_rules"] == 2 and receipt["key_destroyed"] is True and receipt["account_closed"]
+    assert receipt["audit_head"]["seq"] == receipt["audit_seq"]  # anchored outside the log
     assert receipt["actor"].startswith("cli:")
 
     index = open_index(settings.effective_index_url, alias=settings.es_index_alias)
@@ -151,7 +152,7 @@ def test_erase_removes_everything_of_the_patient_and_only_theirs(
         index.close()
 
     # The erasure is audited; the chain holds.
-    log = AuditLog(audit_log_path(settings.data_dir))
+    log = open_audit_log(settings)
     assert [(e.action, e.doc_ids) for e in log.for_patient(A)] == [
         ("erase", ("a-bio", "a-bio-v2", "a-img"))]
     assert log.verify().ok
@@ -163,7 +164,7 @@ def test_erase_rejects_an_invalid_patient_id(settings: Settings, capsys: pytest.
 
 
 def test_audit_verify_and_history_commands(settings: Settings, capsys: pytest.CaptureFixture[str]) -> None:
-    log = AuditLog(audit_log_path(settings.data_dir))
+    log = open_audit_log(settings)
     for n in range(4):
         log.append(actor="10101234567", actor_name="Dr Test", role="professional", action="read",
                    patient_id=A, doc_ids=[f"d{n}"], reason="authorisation")
@@ -186,3 +187,201 @@ def test_audit_verify_and_history_commands(settings: Settings, capsys: pytest.Ca
     log.path.write_text("\n".join([entries[0], *entries[2:]]) + "\n")  # an entry removed
     assert cli_access.main(["audit", "verify"]) == 1
     assert "TAMPERED: entry 2" in capsys.readouterr().out
+
+
+# -- what erasure must leave nowhere: index files, ledger, quarantine; and the closed account --
+
+
+def _oru(ins: str, control_id: str, *, surname: str, words: str, printed: str = "",
+         birth: str | None = None) -> bytes:
+    """One ORU^R01 message for ``ins`` (structured, with a birth date and sex that agree with
+    it), with ``printed`` text in an NTE."""
+    birth = birth or f"19{ins[1:5]}12"
+    segments = [
+        f"MSH|^~\\&|SIL-LABO|LABO EXEMPLE^690000123^FINESS|CARNET|CARNET|20240312083000||ORU^R01^ORU_R01"
+        f"|{control_id}|P|2.5|||||FRA|UNICODE UTF-8",
+        f"PID|1||{ins}^^^ASIP-SANTE-INS-NIR&1.2.250.1.213.1.4.8&ISO^INS||{surname}^Camille||{birth}"
+        f"|{'M' if ins[0] == '1' else 'F'}",
+        f"ORC|RE|CMD-{control_id}|DOS-{control_id}",
+        f"OBR|1|CMD-{control_id}|DOS-{control_id}|58410-2^Numération formule sanguine^LN|||20240312083000",
+        "OBX|1|NM|718-7^Hémoglobine^LN||13.5|g/dL^g/dL^UCUM|12.0-16.0|N|||F|||20240312083000",
+        f"NTE|1||Patiente {surname}. {words} {printed}",
+    ]
+    return ("\r".join(segments) + "\r").encode()
+
+
+C = "160022A12345646"
+A_SURNAME, A_WORDS = "ZYGOMORPHESQUE", "xanthogranulomateuses quintessentiellement"
+
+
+def _index_bytes(settings: Settings) -> bytes:
+    files = sorted(settings.data_dir.glob("index.db*"))
+    return b"".join(p.read_bytes() for p in files)
+
+
+def test_erasure_leaves_no_byte_of_the_patient_in_the_index_files(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    from pipeline.analysis import analyze
+    from pipeline.ingest import ingest_sources
+
+    monkeypatch.setenv("CARNET_DATA_DIR", str(tmp_path / "carnet"))
+    monkeypatch.setenv("CARNET_MASTER_KEY", base64.b64encode(os.urandom(32)).decode())
+    settings = Settings.from_env()
+    feed = tmp_path / "feed" / "labo"
+    feed.mkdir(parents=True)
+    for n in range(3):  # several flushes: several FTS5 segments, as in a real index
+        (feed / f"a{n}.hl7").write_bytes(_oru(A, f"A{n}", surname=A_SURNAME, words=f"{A_WORDS} {n}"))
+        ingest_sources([str(feed / f"a{n}.hl7")], settings)
+    (feed / "b.hl7").write_bytes(_oru(B, "B1", surname="BERNADOTTE", words="hépatosplénomégalie"))
+    ingest_sources([str(feed / "b.hl7")], settings)
+    markers = [A.encode(), f"p{A.lower()}".encode(), A_SURNAME.encode(),
+               *{t.encode() for t in analyze(f"{A_SURNAME} {A_WORDS}")}]
+    before = _index_bytes(settings)
+    assert all(m in before for m in markers)  # the grep can see them: the test can fail
+
+    assert cli_access.main(["erase", A]) == 0
+    capsys.readouterr()
+    after = _index_bytes(settings)
+    assert [m for m in markers if m in after] == []
+    assert b"BERNADOTTE" in after and B.encode() in after  # others are untouched
+    index = open_index(settings.effective_index_url)
+    try:
+        assert index.search(SearchQuery(patient_id=B, text="hépatosplénomégalie")).total == 1
+        assert index.search(SearchQuery(patient_id=B, text="bernad")).total == 1  # prefixes still expand
+    finally:
+        index.close()
+
+
+@pytest.mark.elasticsearch
+def test_erasure_expunges_deleted_documents_from_the_elasticsearch_shard(tmp_path: Path) -> None:
+    from tests.conftest import require_service
+
+    url = require_service("Elasticsearch", os.environ.get("CARNET_TEST_ES_URL", "http://127.0.0.1:9200"),
+                          "scripts/elasticsearch.sh start")
+    index = open_index(url, alias=f"carnet-test-expunge-{uuid4().hex[:8]}")
+    try:
+        records = [make_record(f"a{n}", patient_id=A, text=f"{A_SURNAME} {A_WORDS}") for n in range(5)]
+        records.append(make_record("b1", patient_id=B, text="hépatosplénomégalie"))
+        assert index.upsert(records) == []
+        es = index.client  # type: ignore[attr-defined]
+        es.indices.flush(index=index.alias)  # segments on disk, as after any real load
+        assert sorted(index.delete_patient(A)) == [f"a{n}" for n in range(5)]
+        stats = es.indices.stats(index=index.alias, metric="docs")["_all"]["primaries"]["docs"]
+        assert stats == {"count": 1, "deleted": 0, **{k: v for k, v in stats.items()
+                                                       if k not in ("count", "deleted")}}
+        found = es.search(index=index.alias, query={"match": {"body_tokens": A_SURNAME.lower()}})
+        assert found["hits"]["total"]["value"] == 0
+    finally:
+        index.drop()  # type: ignore[attr-defined]
+        index.close()
+
+
+def test_quarantined_documents_naming_the_patient_in_any_identifier_are_erased(
+        settings: Settings, capsys: pytest.CaptureFixture[str]) -> None:
+    from pipeline.crypto import open_encrypted_store
+    from pipeline.ingest import ingest_sources
+
+    feed = settings.data_dir.parent / "feed" / "labo"
+    feed.mkdir(parents=True)
+    # Structured A, another INS printed; structured C, A printed: both identity_conflict.
+    (feed / "conflict-1.hl7").write_bytes(_oru(A, "Q1", surname=A_SURNAME, words="contrôle",
+                                               printed=f"INS : {C}"))
+    (feed / "conflict-2.hl7").write_bytes(_oru(C, "Q2", surname="AUTRE", words="contrôle",
+                                               printed=f"INS : {A}"))
+    (feed / "unrelated.hl7").write_bytes(_oru(C, "Q3", surname="AUTRE", words="contrôle",
+                                              printed=f"INS : {B}"))
+    summary = ingest_sources([str(feed)], settings)
+    assert [o.reasons[0].code for o in summary.outcomes] == [Reason.IDENTITY_CONFLICT] * 3
+    store = open_encrypted_store(settings)
+    try:
+        quarantined = {q.source.rsplit("/", 1)[-1].removesuffix("#1"): q for q in store.list_quarantine()}
+        assert all(q.patient_id is None for q in quarantined.values())
+        raw = {name: store.get(q.content_sha256) for name, q in quarantined.items()}
+        # One kept before quarantine records named anyone: found by reading its bytes again.
+        legacy = _quarantine(store, None, _oru(B, "Q4", surname="X", words="y", printed=f"NIR {A}"),
+                             "legacy.hl7")
+        for path in (settings.data_dir / "store" / "quarantine").glob("*.json"):
+            assert A.encode() not in path.read_bytes()  # keyed hashes, not the INS
+    finally:
+        store.close()
+
+    assert cli_access.main(["erase", A]) == 0
+    receipt = json.loads(capsys.readouterr().out)
+    assert receipt["quarantine_records"] == 3 and receipt["objects"] == 3
+    store = open_encrypted_store(settings)
+    try:
+        left = [q.source.rsplit("/", 1)[-1] for q in store.list_quarantine()]
+        assert left == ["unrelated.hl7#1"]
+        for name in ("conflict-1.hl7", "conflict-2.hl7"):
+            with pytest.raises(KeyError):
+                store.get(quarantined[name].content_sha256)
+        with pytest.raises(KeyError):
+            store.get(legacy.content_sha256)
+        assert store.get(quarantined["unrelated.hl7"].content_sha256) == raw["unrelated.hl7"]
+    finally:
+        store.close()
+    import sqlite3
+
+    with sqlite3.connect(settings.ledger_path) as conn:
+        lines = [r[0] for r in conn.execute("SELECT source || line FROM outcomes")]
+    assert len(lines) == 3 and sum("conflict-" in x for x in lines) == 0
+    assert sum("[erased]" in x for x in lines) == 2
+
+
+def _batch(root: Path, name: str, files: dict[str, bytes]) -> str:
+    folder = root / "labo" / name
+    folder.mkdir(parents=True)
+    for file, data in files.items():
+        (folder / file).write_bytes(data)
+    (folder / "_READY").write_text("")
+    return f"labo/{name}"
+
+
+def test_a_closed_account_refuses_new_documents_until_an_operator_reopens_it(
+        settings: Settings, capsys: pytest.CaptureFixture[str]) -> None:
+    from pipeline.ingest import process_batch
+
+    feed = settings.data_dir.parent / "feed"
+    first = process_batch(settings, str(feed), _batch(feed, "b1", {"a.hl7": _oru(A, "A1", surname="X",
+                                                                                words="ferritine")}))
+    assert first.by_status == {"indexed": 1}
+    rules = AccessRules(access_db_path(settings.data_dir))
+    try:  # the identity traits of the document gave the day the INS does not carry
+        assert rules.birth_date(A, NOW.date()) == dt.date(1985, 5, 12)
+    finally:
+        rules.close()
+    assert cli_access.main(["erase", A]) == 0
+    capsys.readouterr()
+
+    key = _batch(feed, "b2", {"a.hl7": _oru(A, "A2", surname="X", words="ferritine"),
+                              "b.hl7": _oru(B, "B2", surname="Y", words="ferritine")})
+    summary = process_batch(settings, str(feed), key)
+    assert summary.by_status == {"rejected": 1, "indexed": 1}
+    assert summary.rejected_by_reason == {"account_closed": 1}
+    report = json.loads((feed / key / "_report.json").read_text())
+    refused = [f for f in report["files"] if f["status"] == "rejected"]
+    assert [r["code"] for r in refused[0]["reasons"]] == ["account_closed"]
+    assert "account is closed" in refused[0]["reasons"][0]["message"]
+    ack = (feed / key / "_ack" / "A2.hl7").read_text()
+    assert "MSA|AR|A2|" in ack and "account_closed" in ack
+    for path in (settings.data_dir / "access.db", *(settings.data_dir / "store" / "quarantine").glob("*")):
+        assert A.encode() not in path.read_bytes()  # the tombstone and the refusal hold no INS
+
+    assert cli_access.main(["account", "status", A]) == 0
+    assert "account_closed" in capsys.readouterr().out
+    assert cli_access.main(["account", "reopen", A, "--why", "the patient asked"]) == 0
+    assert "reopened" in capsys.readouterr().out
+    again = process_batch(settings, str(feed), _batch(feed, "b3", {"a.hl7": _oru(
+        A, "A3", surname="X", words="ferritine")}))
+    assert again.by_status == {"indexed": 1}
+
+    # An opposition refuses documents the same way, with its own reason, until reopened.
+    assert cli_access.main(["account", "oppose", B]) == 0
+    opposed = process_batch(settings, str(feed), _batch(feed, "b4", {"b.hl7": _oru(
+        B, "B4", surname="Y", words="ferritine")}))
+    assert opposed.rejected_by_reason == {"opposition": 1}
+    assert "MSA|AR|B4|" in (feed / "labo" / "b4" / "_ack" / "B4.hl7").read_text()
+    assert cli_access.main(["account", "reopen", B]) == 0
+    actions = [e.action for e in open_audit_log(settings).for_patient(B)]
+    assert actions == ["account_oppose", "account_reopen"]
+    assert cli_access.main(["account", "status", "185057800608400"]) == 2

@@ -116,3 +116,15 @@ def test_bad_quarantine_id_is_rejected(store: DocumentStore, bad: str) -> None:
         store.get_quarantine(bad)
     with pytest.raises(ValueError):
         store.remove_quarantine(bad)
+
+
+def test_anchors_are_write_once_and_the_latest_is_found(store: DocumentStore) -> None:
+    assert store.latest_anchor("audit") is None
+    store.put_anchor("audit", 9, b'{"seq": 9}')
+    store.put_anchor("audit", 120, b'{"seq": 120}')
+    store.put_anchor("audit", 120, b'{"seq": 120, "rewritten": true}')  # never overwritten
+    store.put_anchor("other", 500, b"{}")
+    assert store.latest_anchor("audit") == b'{"seq": 120}'
+    assert list(store.iter_hashes()) == []  # anchors are not objects
+    with pytest.raises(ValueError):
+        store.put_anchor("../x", 1, b"")

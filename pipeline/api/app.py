@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 
@@ -25,7 +27,7 @@ from pipeline.api.fhir import create_fhir_app
 from pipeline.api.guard import Caller, Services
 from pipeline.api.schemas import ERRORS, Me
 from pipeline.audit import AuditLog, audit_log_path
-from pipeline.crypto import EncryptedStore, open_encrypted_store
+from pipeline.crypto import EncryptedStore, audit_key, open_encrypted_store
 from pipeline.errors import BackendUnavailable
 from pipeline.index import DocumentIndex, open_index
 from pipeline.settings import Settings
@@ -38,6 +40,15 @@ VERSION = "1.0.0"
 
 _PAGE_CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
              "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'")
+
+
+class _SafeStaticFiles(StaticFiles):
+    """Static files where a path the file system cannot take (a NUL byte) is a 404."""
+
+    def lookup_path(self, path: str) -> tuple[str, os.stat_result | None]:
+        if "\x00" in path:
+            return "", None
+        return super().lookup_path(path)
 
 
 def _utcnow() -> dt.datetime:
@@ -67,12 +78,13 @@ def create_app(
     Token keys come from ``config`` or, at this edge, from ``CARNET_API_JWT_*``.
     """
     verifier = TokenVerifier(config or ApiConfig.from_env())
+    store = store or open_encrypted_store(settings)
     svc = Services(
         settings=settings,
         index=index or open_index(settings.effective_index_url, alias=settings.es_index_alias),
-        store=store or open_encrypted_store(settings),
+        store=store,
         rules=AccessRules(access_db_path(settings.data_dir)),
-        audit=AuditLog(audit_log_path(settings.data_dir)),
+        audit=AuditLog(audit_log_path(settings.data_dir), key=audit_key(settings), anchors=store),
         verifier=verifier, clock=clock,
     )
 
@@ -97,10 +109,18 @@ def create_app(
     def page() -> FileResponse:
         return FileResponse(STATIC / "index.html", media_type="text/html; charset=utf-8")
 
-    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    app.mount("/static", _SafeStaticFiles(directory=STATIC), name="static")
     # The FHIR R4 read API: its own app (FHIR errors, described by its CapabilityStatement),
     # over the same backends, guard and audit.
     app.mount("/fhir", create_fhir_app(svc, version=VERSION))
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        # Only where and what: the rejected input is not echoed (it may be health data, or
+        # a number JSON cannot carry, such as Infinity, which would make this a 500).
+        errors = [{"loc": list(e.get("loc", ())), "msg": str(e.get("msg", "")),
+                   "type": str(e.get("type", ""))} for e in exc.errors()]
+        return JSONResponse(status_code=422, content={"detail": errors})
 
     @app.exception_handler(BackendUnavailable)
     async def unavailable(request: Request, exc: BackendUnavailable) -> JSONResponse:

@@ -5,6 +5,10 @@ The portal authenticates people; Carnet only verifies its signature. A token car
 representative), optionally ``name`` and ``profession``, and must carry ``exp``.
 HS256 with a shared key (``CARNET_API_JWT_KEY``) and/or RS256 with the portal's public
 key (``CARNET_API_JWT_PUBLIC_KEY``, PEM). Anything else is a 401.
+
+Clocks may disagree by ``LEEWAY_S`` seconds (an expired token is accepted that long after
+its ``exp``); a token must carry ``iat`` and live at most ``max_lifetime_s``
+(``CARNET_API_JWT_MAX_LIFETIME_S``, 12 hours by default).
 """
 
 from __future__ import annotations
@@ -20,6 +24,8 @@ from pipeline.access import Principal, Role
 from pipeline.errors import ConfigurationError
 
 MIN_HS256_KEY_BYTES = 32
+LEEWAY_S = 30
+MAX_LIFETIME_S = 12 * 3600
 
 
 @dataclass(frozen=True)
@@ -30,7 +36,8 @@ class ApiConfig:
     jwt_public_key: str | None = field(default=None, repr=False)
     audience: str | None = None
     issuer: str | None = None
-    leeway_s: int = 30
+    leeway_s: int = LEEWAY_S
+    max_lifetime_s: int = MAX_LIFETIME_S
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> ApiConfig:
@@ -39,9 +46,11 @@ class ApiConfig:
         if public and not public.lstrip().startswith("-----"):
             with open(public, encoding="ascii") as fh:  # a path to the PEM file
                 public = fh.read()
+        lifetime = e.get("CARNET_API_JWT_MAX_LIFETIME_S")
         return cls(jwt_key=e.get("CARNET_API_JWT_KEY") or None, jwt_public_key=public or None,
                    audience=e.get("CARNET_API_JWT_AUDIENCE") or None,
-                   issuer=e.get("CARNET_API_JWT_ISSUER") or None)
+                   issuer=e.get("CARNET_API_JWT_ISSUER") or None,
+                   max_lifetime_s=int(lifetime) if lifetime else MAX_LIFETIME_S)
 
     def check(self) -> None:
         """Refuse to start without a way to verify tokens, or with a guessable HS256 key."""
@@ -53,7 +62,26 @@ class ApiConfig:
 
 
 class InvalidToken(Exception):
-    """The bearer token is missing, malformed, badly signed, expired or lacks a claim."""
+    """The bearer token is missing, malformed, badly signed, expired or lacks a claim.
+
+    ``signed_subject`` is set when the signature was good but the claims are not acceptable
+    (the portal signed something wrong, or its key is misused): such refusals are audited.
+    """
+
+    def __init__(self, message: str, *, signed_subject: str | None = None) -> None:
+        super().__init__(message)
+        self.signed_subject = signed_subject
+
+
+def _is_text(value: object) -> bool:
+    """A string that is valid Unicode text (no lone surrogate, no NUL)."""
+    if not isinstance(value, str) or "\x00" in value:
+        return False
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 class TokenVerifier:
@@ -82,17 +110,27 @@ class TokenVerifier:
             claims = jwt.decode(
                 token, key, algorithms=[alg], audience=self._config.audience,
                 issuer=self._config.issuer, leeway=self._config.leeway_s,
-                options={"require": ["exp", "sub"], "verify_aud": self._config.audience is not None},
+                options={"require": ["exp", "iat", "sub"],
+                         "verify_aud": self._config.audience is not None},
             )
         except jwt.PyJWTError as exc:
             raise InvalidToken(str(exc)) from exc
         subject, role, name = claims.get("sub"), claims.get("role"), claims.get("name")
-        if not isinstance(subject, str) or not subject.strip():
-            raise InvalidToken("token has no subject")
+        shown = str(subject).encode("utf-8", "backslashreplace").decode()[:64]
+        try:
+            lifetime = float(claims["exp"]) - float(claims["iat"])
+        except (TypeError, ValueError):
+            raise InvalidToken("token times are not numbers", signed_subject=shown) from None
+        if lifetime > self._config.max_lifetime_s:
+            raise InvalidToken("token lives longer than allowed", signed_subject=shown)
+        if not _is_text(subject) or not str(subject).strip():
+            raise InvalidToken("token has no valid subject", signed_subject=shown)
         if not isinstance(role, str) or role not in {r.value for r in Role}:
-            raise InvalidToken("token has no valid role")
+            raise InvalidToken("token has no valid role", signed_subject=shown)
+        if name is not None and not _is_text(name):
+            raise InvalidToken("token has an invalid name", signed_subject=shown)
         parsed_role = Role(role)
-        return Principal(role=parsed_role, subject=subject.strip(),
+        return Principal(role=parsed_role, subject=str(subject).strip(),
                          name=name if isinstance(name, str) else None)
 
 

@@ -9,6 +9,7 @@ included (``readable``), without the 404 becoming a tell.
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Annotated
@@ -18,6 +19,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from pipeline.access import AccessDecision, AccessRules, Principal, Role, may_see
 from pipeline.api.auth import InvalidToken, TokenVerifier
+from pipeline.api.schemas import INS_PATTERN
 from pipeline.audit import AuditLog
 from pipeline.crypto import EncryptedStore
 from pipeline.index import DocumentIndex
@@ -64,9 +66,16 @@ def principal(
                                  headers={"WWW-Authenticate": "Bearer"})
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise unauthorised
+    svc = services(request)
     try:
-        return services(request).verifier.principal(credentials.credentials)
-    except InvalidToken:
+        return svc.verifier.principal(credentials.credentials)
+    except InvalidToken as exc:
+        if exc.signed_subject is not None:
+            # Signed, yet unusable: a refusal like any other, in the record's history.
+            ins = request.path_params.get("ins")
+            svc.audit.append(actor=exc.signed_subject, role="unknown", action="denied",
+                             patient_id=ins if isinstance(ins, str) and re.fullmatch(INS_PATTERN, ins)
+                             else None, reason=f"invalid_token_claims: {exc}", at=svc.clock())
         raise unauthorised from None
 
 

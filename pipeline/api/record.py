@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Path, Query
+from fastapi import APIRouter, Path, Query
+from fastapi.exceptions import RequestValidationError
 
 from pipeline.access import BirthDateMismatch, Grant, Role, visible_ids
 from pipeline.api.guard import FORBIDDEN, Caller, Svc, decision, managing
@@ -20,7 +21,9 @@ from pipeline.api.schemas import (
     HistoryEntry,
     RepresentativeRequest,
 )
+from pipeline.crypto import patient_ref_key
 from pipeline.erasure import ErasureReceipt, erase_patient_from
+from pipeline.ledger import Ledger
 
 router = APIRouter(prefix="/patients/{ins}", responses=ERRORS)
 
@@ -134,7 +137,8 @@ def add_representative(ins: Ins, person_id: Person, body: RepresentativeRequest,
         svc.rules.add_representative(ins, person_id, svc.clock(), body.patient_birth_date)
     except BirthDateMismatch as exc:
         svc.record(who, "denied", ins, reason="birth_date_contradicts_record")
-        raise HTTPException(status_code=422, detail=str(exc)) from None
+        raise RequestValidationError([{"loc": ("body", "patient_birth_date"), "msg": str(exc),
+                                       "type": "value_error"}]) from None
     svc.record(who, "grant", ins, reason=f"representative {person_id}")
     return Done(changed=True)
 
@@ -161,8 +165,8 @@ def break_glass(ins: Ins, body: BreakGlassRequest, who: Caller, svc: Svc) -> Bre
     if svc.rules.decide(who, ins, now).via == "blocked":
         svc.record(who, "denied", ins, reason="blocked")
         raise FORBIDDEN
-    expires = svc.rules.open_break_glass(ins, who.subject, body.reason.strip(), now)
-    svc.record(who, "break_glass", ins, reason=body.reason.strip())
+    expires = svc.rules.open_break_glass(ins, who.subject, body.reason, now)
+    svc.record(who, "break_glass", ins, reason=body.reason)  # verbatim
     decision(svc, who, ins)  # the opening must grant access, or nothing was opened
     return BreakGlassOpened(patient_id=ins, expires_at=expires)
 
@@ -173,6 +177,11 @@ def erase_record(ins: Ins, who: Caller, svc: Svc) -> ErasureReceipt:
     if who.role is not Role.PATIENT or who.subject != ins:
         svc.record(who, "denied", ins, reason="erasure_needs_the_patient")
         raise FORBIDDEN
-    return erase_patient_from(ins, index=svc.index, store=svc.store, rules=svc.rules, audit=svc.audit,
-                              actor=who.subject, role=who.role.value, now=svc.clock())
+    ledger = Ledger(svc.settings.ledger_path)
+    try:
+        return erase_patient_from(ins, index=svc.index, store=svc.store, rules=svc.rules, audit=svc.audit,
+                                  ledger=ledger, ref_key=patient_ref_key(svc.settings),
+                                  actor=who.subject, role=who.role.value, now=svc.clock())
+    finally:
+        ledger.close()
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import datetime as dt
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
+from pipeline.access import MIN_REASON_LETTERS, MIN_REASON_VISIBLE_CHARS, meaningful_reason
 from pipeline.audit import AuditEntry
 from pipeline.model import DocClass, DocumentRecord, Format, Frozen, LabResult, SearchHit, Visibility
 
@@ -104,7 +105,17 @@ class RepresentativeRequest(Frozen):
 
 
 class BreakGlassRequest(Frozen):
-    reason: str = Field(min_length=3, max_length=500, pattern=r"\S")
+    reason: str = Field(min_length=MIN_REASON_VISIBLE_CHARS, max_length=500,
+                        description=f"Why (kept verbatim): at least {MIN_REASON_VISIBLE_CHARS} visible "
+                                    f"characters, {MIN_REASON_LETTERS} of them letters")
+
+    @field_validator("reason")
+    @classmethod
+    def _readable(cls, value: str) -> str:
+        if not meaningful_reason(value):
+            raise ValueError(f"a reason needs at least {MIN_REASON_VISIBLE_CHARS} visible characters, "
+                             f"{MIN_REASON_LETTERS} of them letters, and no control characters")
+        return value
 
 
 class BreakGlassOpened(Frozen):

@@ -24,6 +24,7 @@ import datetime as dt
 import functools
 import json
 import logging
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
@@ -54,6 +55,9 @@ MAX_RESULT_WINDOW = 10_000  # Elasticsearch's default index.max_result_window
 # that long, so such a last term is matched exactly instead.
 MAX_PREFIX_CHARS = 1000
 BULK_CHUNK = 500
+# Erasure waits this long for deleted documents to be merged away (see _expunge).
+EXPUNGE_TIMEOUT_S = 120.0
+EXPUNGE_POLL_S = 3.0
 # Statuses that say the cluster, not the document, is the problem: the batch is retried
 # by the caller instead of the document being quarantined.
 _INFRA_STATUSES = frozenset({429, 500, 502, 503, 504})
@@ -457,7 +461,32 @@ class ElasticsearchIndex:
                 )
         if actions:
             self._refresh()
+            self._expunge()
         return sorted(deleted)
+
+    def _expunge(self, timeout_s: float = EXPUNGE_TIMEOUT_S) -> bool:
+        """Erasure: a delete only marks documents; flush, then merge away the segments'
+        deleted documents so their source and terms leave the shard's files.
+
+        Soft-deleted documents stay while a shard's retention lease covers them; the lease
+        moves past them at its next sync (30 s by default), so the merge is retried until
+        no deleted document is left or ``timeout_s`` passes. Returns whether it got there.
+        """
+        deadline = time.monotonic() + timeout_s
+        try:
+            while True:
+                self._es.indices.flush(index=self.alias, force=True, wait_if_ongoing=True)
+                self._es.indices.forcemerge(index=self.alias, only_expunge_deletes=True)
+                stats = self._es.indices.stats(index=self.alias, metric="docs")
+                if int(stats["_all"]["primaries"]["docs"]["deleted"]) == 0:
+                    return True
+                if time.monotonic() > deadline:
+                    log.error("deleted documents still in %s after %.0f s: run a force merge later",
+                              self.alias, timeout_s)
+                    return False
+                time.sleep(EXPUNGE_POLL_S)
+        except (ApiError, TransportError) as exc:
+            raise BackendUnavailable(f"expunge of deleted documents failed: {exc}", index=self.url) from exc
 
     # -- reads ----------------------------------------------------------------------------
 

@@ -186,6 +186,8 @@ class SqliteIndex:
             self._db.execute("PRAGMA journal_mode = WAL")
             self._db.execute("PRAGMA synchronous = NORMAL")
             self._db.execute("PRAGMA cache_size = -65536")  # 64 MiB
+            # Deleted content is overwritten with zeros, not left in free pages (erasure).
+            self._db.execute("PRAGMA secure_delete = ON")
             self._db.executescript(_SCHEMA)
         except (OSError, sqlite3.Error) as exc:
             raise BackendUnavailable(f"cannot open SQLite index: {exc}", index=str(path)) from exc
@@ -347,7 +349,31 @@ class SqliteIndex:
             self._db.executemany(
                 "DELETE FROM documents_fts WHERE rowid = ?", [(row_id,) for row_id, _ in rows]
             )
+        if rows:
+            self._expunge()
         return sorted(doc_id for _, doc_id in rows)
+
+    def _expunge(self) -> None:
+        """Leave no byte of deleted documents in the files (erasure).
+
+        An FTS5 delete only adds tombstones: the tokens (INS, words, stems) stay in the old
+        segments until they are merged, so the segments are merged into one; the ``terms``
+        table loses the words no document holds any more; VACUUM rewrites the file without
+        free pages, and the WAL is checkpointed and truncated.
+        """
+        with self._lock:
+            try:
+                self._db.execute("INSERT INTO documents_fts (documents_fts) VALUES ('optimize')")
+                self._db.execute(
+                    "DELETE FROM terms WHERE term NOT IN (SELECT term FROM documents_vocab)"
+                )
+                self._db.execute("VACUUM")
+                self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            except sqlite3.Error as exc:
+                raise BackendUnavailable(f"SQLite index expunge failed: {exc}", index=str(self.path)) from exc
+            self._known_terms.clear()
+            self._df.clear()
+            self._df_expires = 0.0
 
     # -- reads ---------------------------------------------------------------------------
 

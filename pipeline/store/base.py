@@ -31,6 +31,10 @@ class QuarantineRecord(Frozen):
     content_sha256: str  # the raw input file's hash (the bytes to replay)
     part: int | None = None  # n-th HL7 message of the file
     patient_id: str | None = None
+    # Keyed hashes (``pipeline.crypto.patient_ref``) of every INS the document names,
+    # structured or printed, valid or not: erasure finds it by any of them. None: not
+    # recorded (quarantined before this existed).
+    patient_refs: tuple[str, ...] | None = None
     reasons: tuple[Problem, ...]
     exception: str | None = None
     first_quarantined_at: dt.datetime
@@ -64,6 +68,21 @@ class DocumentStore(Protocol):
     def list_quarantine(self) -> Iterator[QuarantineRecord]: ...
 
     def remove_quarantine(self, quarantine_id: str) -> bool: ...
+
+    def put_anchor(self, kind: str, seq: int, data: bytes) -> None:
+        """Keep a small anchor (e.g. the audit chain's head) under a write-once name."""
+        ...
+
+    def latest_anchor(self, kind: str) -> bytes | None:
+        """The anchor of ``kind`` with the highest sequence number, or None."""
+        ...
+
+
+def anchor_name(kind: str, seq: int) -> str:
+    """``anchors/<kind>/<seq>.json``, zero-padded so names sort by sequence."""
+    if not kind.isalnum() or seq < 0:
+        raise ValueError(f"bad anchor {kind!r} {seq!r}")
+    return f"anchors/{kind}/{seq:012d}.json"
 
 
 def check_sha256(sha256: str) -> str:

@@ -7,7 +7,13 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from pipeline.store.base import QuarantineRecord, check_quarantine_id, check_sha256, sha256_hex
+from pipeline.store.base import (
+    QuarantineRecord,
+    anchor_name,
+    check_quarantine_id,
+    check_sha256,
+    sha256_hex,
+)
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
@@ -85,3 +91,13 @@ class FileStore:
             return False
         path.unlink()
         return True
+
+    def put_anchor(self, kind: str, seq: int, data: bytes) -> None:
+        path = self.root / anchor_name(kind, seq)
+        if not path.exists():  # write-once: an anchor is never overwritten
+            _atomic_write(path, data)
+            path.chmod(0o444)
+
+    def latest_anchor(self, kind: str) -> bytes | None:
+        names = sorted((self.root / anchor_name(kind, 0)).parent.glob("*.json"))
+        return names[-1].read_bytes() if names else None

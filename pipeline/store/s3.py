@@ -10,7 +10,13 @@ from contextlib import AbstractContextManager
 
 from pipeline.errors import BackendUnavailable
 from pipeline.s3 import PrefixedBucket, make_client, parse_s3_url, translated
-from pipeline.store.base import QuarantineRecord, check_quarantine_id, check_sha256, sha256_hex
+from pipeline.store.base import (
+    QuarantineRecord,
+    anchor_name,
+    check_quarantine_id,
+    check_sha256,
+    sha256_hex,
+)
 
 
 class S3Store(PrefixedBucket):
@@ -106,3 +112,16 @@ class S3Store(PrefixedBucket):
                 return False
             self.bucket.delete(key)
         return True
+
+    def put_anchor(self, kind: str, seq: int, data: bytes) -> None:
+        # Write-once names; a bucket with S3 Object Lock (compliance mode) makes them immutable.
+        key = self.prefix + anchor_name(kind, seq)
+        with self._errors("store an anchor"):
+            if self.bucket.head(key) is None:
+                self.bucket.put(key, data, "application/json")
+
+    def latest_anchor(self, kind: str) -> bytes | None:
+        base = self.prefix + anchor_name(kind, 0).rsplit("/", 1)[0] + "/"
+        with self._errors("read anchors"):
+            keys = [k for k in self.bucket.keys(base) if k.endswith(".json")]
+            return self.bucket.get(max(keys)) if keys else None

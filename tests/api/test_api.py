@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import warnings
+from pathlib import Path
 
 import jwt
 import pytest
@@ -273,13 +274,30 @@ def test_management_routes(api: Api) -> None:
     assert removed.json() == {"changed": True}
     assert api.get(parent, f"/patients/{minor}/history").status_code == 403
     # Break-the-glass: professionals only, with a reason; releasing is for professionals.
-    assert api.post(me, f"/patients/{A}/break-glass", json={"reason": "test"}).status_code == 403
-    assert api.post(PRO, f"/patients/{A}/break-glass", json={"reason": "   "}).status_code == 422
+    assert api.post(me, f"/patients/{A}/break-glass", json={"reason": "urgence, test"}).status_code == 403
+    for junk in ("   ", "test", "\u200b\u200b\u200b", "\u200b" * 20, "..........", "urgence\x00vitale!"):
+        r = api.post(PRO, f"/patients/{A}/break-glass", json={"reason": junk})
+        assert r.status_code == 422, junk
+    opened = api.post(PRO, f"/patients/{A}/break-glass", json={"reason": "  Urgence vitale !  "})
+    assert opened.status_code == 200
+    assert [e.reason for e in api.services.audit.for_patient(A) if e.action == "break_glass"] == [
+        "  Urgence vitale !  "]  # verbatim
     api.file(A, "res", visibility=(Visibility.INVISIBLE_PATIENT,))
     assert api.post(me, f"/patients/{A}/documents/res/release").status_code in (403, 404)
 
 
-def test_erasure_through_the_api(api: Api) -> None:
+def test_erasure_through_the_api(api: Api, tmp_path: Path) -> None:
+    import sqlite3
+
+    from pipeline.ingest import ingest_sources
+    from tests.test_erasure import _oru
+
+    # One document through ingestion, so the ledger has outcome rows naming A.
+    source = tmp_path / "feed" / "labo" / "a0.hl7"
+    source.parent.mkdir(parents=True)
+    source.write_bytes(_oru(A, "A0", surname="DURAND", words="ferritine"))
+    ingested = ingest_sources([str(source)], api.settings).outcomes
+    assert [o.status.value for o in ingested] == ["indexed"]
     api.file(A, "a1", text="Hémoglobine", content=b"%PDF a1")
     api.file(A, "a2", text="Radio thorax", content=b"%PDF a2", doc_class=DocClass.IMAGING)
     api.file(B, "b1", text="Hémoglobine", content=b"%PDF b1")
@@ -289,8 +307,14 @@ def test_erasure_through_the_api(api: Api) -> None:
     r = api.delete(patient(A), f"/patients/{A}")
     assert r.status_code == 200, r.text
     receipt = r.json()
-    assert receipt["doc_ids"] == ["a1", "a2"] and receipt["documents"] == 2 and receipt["objects"] == 2
-    assert receipt["key_destroyed"] and receipt["access_rules"] == 1 and receipt["actor"] == A
+    assert receipt["doc_ids"] == sorted(["a1", "a2", str(ingested[0].doc_id)]) and receipt["objects"] == 3
+    assert receipt["ledger_outcomes"] == 1 and receipt["account_closed"]
+    with sqlite3.connect(api.settings.ledger_path) as conn:
+        rows = conn.execute("SELECT source, doc_id, patient_id, line FROM outcomes").fetchall()
+    assert len(rows) == 1 and rows[0][:3] == ("[erased]", None, None)
+    assert A not in rows[0][3] and str(ingested[0].doc_id) not in rows[0][3] and "a0.hl7" not in rows[0][3]
+    # The grant, and the birth date the ingested document gave.
+    assert receipt["key_destroyed"] and receipt["access_rules"] == 2 and receipt["actor"] == A
     assert "key" not in {k for k in receipt if k != "key_destroyed"}
     assert api.get(patient(A), f"/patients/{A}/documents").json()["total"] == 0
     assert api.get(patient(A), f"/patients/{A}/documents/a1/file").status_code == 404
@@ -298,7 +322,7 @@ def test_erasure_through_the_api(api: Api) -> None:
     assert api.get(patient(B), f"/patients/{B}/documents/b1/file").content == b"%PDF b1"
     assert api.services.audit.verify().ok
     erased = [e for e in api.services.audit.for_patient(A) if e.action == "erase"]
-    assert [(e.actor, e.doc_ids) for e in erased] == [(A, ("a1", "a2"))]
+    assert [(e.actor, e.doc_ids) for e in erased] == [(A, tuple(receipt["doc_ids"]))]
 
 
 def test_the_page_is_served_with_a_strict_policy(api: Api) -> None:
@@ -322,3 +346,45 @@ def test_a_document_its_producer_withdrew_is_neither_found_nor_read(api: Api) ->
     assert api.get(me, f"/patients/{A}/documents", params={"q": "hémoglobine"}).json()["total"] == 0
     assert api.get(me, f"/patients/{A}/documents/gone").status_code == 404
     assert api.get(me, f"/patients/{A}/documents/gone/file").status_code == 404
+
+
+def _signed(claims: dict[str, object]) -> dict[str, str]:
+    return _bearer(jwt.encode(claims, TEST_JWT_KEY, algorithm="HS256"))
+
+
+def test_bad_input_is_a_4xx_never_a_500_and_signed_refusals_are_audited(api: Api) -> None:
+    import time
+
+    now = int(time.time())
+    api.file(A, "doc-a", text="Hémoglobine")
+    for claims in ({"sub": "\ud800", "role": "patient"}, {"sub": A, "role": "patient", "name": "x\udfff"},
+                   {"sub": A, "role": ["patient"]}, {"sub": A + "\x00", "role": "patient"}):
+        r = api.http.get(f"/patients/{A}/documents", headers=_signed({**claims, "iat": now, "exp": now + 60}))
+        assert r.status_code == 401 and r.json() == {"detail": "authentication required"}
+    refusals = [e for e in api.services.audit.for_patient(A) if e.action == "denied"]
+    assert len(refusals) == 4 and all(e.reason.startswith("invalid_token_claims") for e in refusals)
+    assert refusals[0].actor == "\\ud800" and api.services.audit.verify().ok
+    me = api.as_(patient(A))
+    for path in ("/static/%00", "/static/app.js%00.map", "/static/app%00.js"):
+        assert api.http.get(path).status_code == 404
+    for body in (b'{"classes": Infinity}', b'{"classes": [1e999]}', b'{"classes": NaN}'):
+        r = api.http.put(f"/patients/{A}/delegations/aidant-1", content=body,
+                         headers={**me, "Content-Type": "application/json"})
+        assert r.status_code == 422 and "Infinity" not in r.text, r.text
+    r = api.http.post(f"/patients/{A}/break-glass", content=b'{"reason": -Infinity}',
+                      headers={**api.as_(PRO), "Content-Type": "application/json"})
+    assert r.status_code == 422
+
+
+def test_token_lifetime_and_clock_leeway(api: Api) -> None:
+    import time
+
+    now = int(time.time())
+    claims = {"sub": A, "role": "patient"}
+    ok = _signed({**claims, "iat": now - 3600, "exp": now - 20})  # expired 20 s ago: within the leeway
+    assert api.http.get("/me", headers=ok).status_code == 200
+    for bad in ({**claims, "iat": now - 3600, "exp": now - 40},  # beyond the 30 s leeway
+                {**claims, "exp": now + 60},  # no iat
+                {**claims, "iat": now, "exp": now + 13 * 3600},  # lives longer than 12 hours
+                {**claims, "iat": now + 600, "exp": now + 900}):  # issued in the future
+        assert api.http.get("/me", headers=_signed(bad)).status_code == 401, bad

@@ -267,7 +267,7 @@ def test_a_declared_birth_date_never_moves_the_end_of_representation(table_api: 
         assert r.status_code == 403  # not (yet) a representative: cannot manage the record
         r = a.put(patient(ins), f"/patients/{ins}/representatives/{PARENT.subject}",
                   json={"patient_birth_date": declared})
-        assert r.status_code == 422 and "contradicts" in r.json()["detail"], r.text
+        assert r.status_code == 422 and "contradicts" in r.json()["detail"][0]["msg"], r.text
     ok(a.put(patient(ins), f"/patients/{ins}/representatives/{PARENT.subject}",
              json={"patient_birth_date": MINOR_BIRTH.isoformat()}))
     # Once a representative, re-registering themselves with a made-up date is refused too.
