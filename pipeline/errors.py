@@ -6,6 +6,8 @@ Rejected *documents* are not exceptions: they are ``Outcome`` values with
     CarnetError                      base of everything raised on purpose
     ├── ConfigurationError           a setting or URL is unusable (bad --index, unknown scheme)
     ├── SourceError                  an input source cannot be read at all (missing folder, S3 denied)
+    │   └── UnsafePathError          a feed entry is a symbolic link or not a regular file: never
+    │                                read (the document is rejected ``unsafe_path``)
     ├── BackendUnavailable           the index or store cannot be reached (run cannot proceed)
     ├── ParserError                  raised inside a parser for a document it cannot read;
     │                                caught at the parser boundary and turned into a reason code
@@ -35,6 +37,10 @@ class ConfigurationError(CarnetError):
 
 
 class SourceError(CarnetError):
+    pass
+
+
+class UnsafePathError(SourceError):
     pass
 
 

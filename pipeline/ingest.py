@@ -30,8 +30,8 @@ from pipeline.access import AccessRules, access_db_path
 from pipeline.classification import classify_document
 from pipeline.crypto import open_encrypted_store, patient_ref, patient_ref_key
 from pipeline.dates import find_document_date
-from pipeline.errors import EncryptedDocumentError, ParserError, SourceError
-from pipeline.feeds import BatchRef, Feed, ManifestEntry, printable_name
+from pipeline.errors import EncryptedDocumentError, ParserError, SourceError, UnsafePathError
+from pipeline.feeds import BatchRef, Feed, ManifestEntry, printable_name, read_regular_file
 from pipeline.identity import (
     find_finess,
     find_printed_ins,
@@ -109,6 +109,8 @@ class InputFile:
     # ``identify_in_record``) and who added it (recorded as the document's author).
     record_of: str | None = None
     contributor: Contributor | None = None
+    # Why the file was not read (a symbolic link or special file), if it was not.
+    unsafe_path: str | None = None
 
     def __post_init__(self) -> None:
         # Names come from the filesystem, where any byte sequence is allowed: a name that is
@@ -191,6 +193,11 @@ class Pipeline:
 
     def process(self, item: InputFile) -> list[Outcome]:
         """Run one raw input through every stage; return the outcome of each document in it."""
+        if item.unsafe_path is not None:
+            start = len(self.outcomes)
+            self._reject(item, self.store.put(b""), None,
+                         [Problem(code=Reason.UNSAFE_PATH, message=item.unsafe_path)])
+            return self.outcomes[start:]
         with self.clock.stage("store"):
             raw_sha = self.store.put(item.data)
         start = len(self.outcomes)
@@ -557,6 +564,15 @@ def _folder_inputs(root: Path, producer: str | None) -> Iterator[tuple[Path, str
             yield path, root.name or "local", None
 
 
+def _local_input(root: Path, path: Path, *, producer: str, batch: str | None = None) -> InputFile:
+    """A local file as an input; a link or special file is not read (``unsafe_path``)."""
+    try:
+        data = read_regular_file(root, path)
+    except UnsafePathError as exc:
+        return InputFile(data=b"", source=str(path), producer=producer, batch=batch, unsafe_path=exc.message)
+    return InputFile(data=data, source=str(path), producer=producer, batch=batch)
+
+
 def iter_source_inputs(sources: Sequence[str], *, producer: str | None, settings: Settings
                        ) -> Iterator[InputFile]:
     """Every raw input named by ``sources`` (files, folders recursively, s3:// prefixes)."""
@@ -571,13 +587,11 @@ def iter_source_inputs(sources: Sequence[str], *, producer: str | None, settings
                 yield InputFile(data=data, source=uri, producer=prod)
             continue
         path = Path(source)
-        if path.is_file():
-            yield InputFile(data=path.read_bytes(), source=str(path),
-                            producer=producer or path.parent.name or "local")
+        if path.is_symlink() or path.is_file():
+            yield _local_input(path.parent, path, producer=producer or path.parent.name or "local")
         elif path.is_dir():
             for file, prod, batch in _folder_inputs(path, producer):
-                yield InputFile(data=file.read_bytes(), source=str(file), producer=prod,
-                                batch=batch)
+                yield _local_input(path, file, producer=prod, batch=batch)
         else:
             raise SourceError("no such file or folder", source=source)
 
@@ -619,7 +633,7 @@ def ingest_sources(
 ) -> RunSummary:
     """Ingest files, folders and S3 prefixes; write the JSONL report; return the summary."""
     for s in sources:
-        if not s.startswith("s3://") and not Path(s).exists():
+        if not s.startswith("s3://") and not Path(s).exists() and not Path(s).is_symlink():
             raise SourceError("no such file or folder", source=s)
     with Pipeline(settings) as pipe:
         run_id = pipe.ledger.start_run("ingest", " ".join(sources))
@@ -761,7 +775,12 @@ def process_batch(settings: Settings, feed_url: str, batch_key: str) -> BatchSum
                 producer=printable_name(batch.producer), reasons=(Problem(code=Reason.MANIFEST_MISMATCH,
                 message="listed in the manifest but absent from the batch"),)))
         for name in names:
-            data = feed.read(batch, name)
+            try:
+                data = feed.read(batch, name)
+            except UnsafePathError as exc:
+                pipe.process(InputFile(data=b"", source=feed.source_uri(batch, name), producer=batch.producer,
+                                       batch=batch.batch, unsafe_path=exc.message))
+                continue
             pipe.process(InputFile(data=data, source=feed.source_uri(batch, name),
                                    producer=batch.producer, batch=batch.batch,
                                    manifest_problem=_manifest_problem(batch, manifest, name, data)))

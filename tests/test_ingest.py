@@ -50,3 +50,63 @@ def test_unreadable_source_is_an_error_not_an_empty_run(tmp_path: Path) -> None:
 
     with pytest.raises(SourceError):
         ingest_sources([str(tmp_path / "missing")], Settings(data_dir=tmp_path / "carnet"))
+
+
+def _symlink_feed(tmp_path: Path) -> tuple[Path, Path]:
+    """A producer folder holding a regular message, links to a message and a folder outside
+    the feed, and a FIFO; returns (feed root, the outside file)."""
+    import os
+
+    from tests.test_erasure import A, B, _oru
+
+    outside = tmp_path / "outside"
+    (outside / "dir").mkdir(parents=True)
+    secret = outside / "secret.hl7"
+    secret.write_bytes(_oru(B, "S1", surname="HORSFLUX", words="confidentiel"))
+    (outside / "dir" / "other.hl7").write_bytes(_oru(B, "S2", surname="HORSFLUX", words="confidentiel"))
+    batch = tmp_path / "feed" / "labo" / "b1"
+    batch.mkdir(parents=True)
+    (batch / "ok.hl7").write_bytes(_oru(A, "OK1", surname="DANSFLUX", words="ferritine"))
+    (batch / "link.hl7").symlink_to(secret)
+    (batch / "linked-dir").symlink_to(outside / "dir", target_is_directory=True)
+    os.mkfifo(batch / "pipe.hl7")
+    (batch / "_READY").write_text("")
+    return tmp_path / "feed", secret
+
+
+def test_ingestion_never_follows_links_or_reads_special_files(tmp_path: Path) -> None:
+    from pipeline.index import open_index
+    from pipeline.model import SearchQuery
+    from tests.test_erasure import B
+
+    feed, secret = _symlink_feed(tmp_path)
+    settings = Settings(data_dir=tmp_path / "carnet")
+    summary = ingest_sources([str(feed)], settings)
+    by_name = {Path(o.source.split("#")[0]).name: o for o in summary.outcomes}
+    assert sorted(by_name) == ["link.hl7", "linked-dir", "ok.hl7", "pipe.hl7"]
+    assert by_name["ok.hl7"].status is Status.INDEXED
+    for name in ("link.hl7", "linked-dir", "pipe.hl7"):
+        assert by_name[name].status is Status.REJECTED
+        assert [r.code for r in by_name[name].reasons] == [Reason.UNSAFE_PATH]
+    # Named on the command line, a link is refused all the same.
+    direct = ingest_sources([str(feed / "labo" / "b1" / "link.hl7")], settings)
+    assert [r.code for o in direct.outcomes for r in o.reasons] == [Reason.UNSAFE_PATH]
+    index = open_index(settings.effective_index_url)
+    try:
+        assert index.search(SearchQuery(patient_id=B)).total == 0  # nothing from outside the feed
+    finally:
+        index.close()
+
+
+def test_a_feed_batch_rejects_links_unsafe_path_in_its_acknowledgement(tmp_path: Path) -> None:
+    import json
+
+    from pipeline.ingest import process_batch
+
+    feed, _ = _symlink_feed(tmp_path)
+    summary = process_batch(Settings(data_dir=tmp_path / "carnet"), str(feed), "labo/b1")
+    assert summary.by_status == {"indexed": 1, "rejected": 3}
+    assert summary.rejected_by_reason == {"unsafe_path": 3}
+    report = json.loads((feed / "labo" / "b1" / "_report.json").read_text())
+    assert sorted(f["file"] for f in report["files"] if f["status"] == "rejected") == [
+        "link.hl7", "linked-dir", "pipe.hl7"]

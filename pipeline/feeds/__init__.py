@@ -25,11 +25,12 @@ from pipeline.feeds.base import (
     ManifestEntry,
     printable_name,
 )
-from pipeline.feeds.folder import FolderFeed, iter_folder_files
+from pipeline.feeds.folder import FolderFeed, iter_folder_files, read_regular_file
 from pipeline.store import sha256_hex
 
 __all__ = ["ACK_DIR", "CONTROL_NAMES", "MANIFEST", "READY_MARKER", "REPORT", "BatchRef", "Feed",
            "FolderFeed", "ManifestEntry", "iter_folder_files", "open_feed", "printable_name",
+           "read_regular_file",
            "verify_manifest"]
 
 

@@ -1,11 +1,21 @@
-"""``FolderFeed``: a producer feed in a local or mounted folder."""
+"""``FolderFeed``: a producer feed in a local or mounted folder.
+
+Nothing outside a folder feed's root is ever read: a symbolic link (to a file or a
+folder) or any other non-regular file (FIFO, device, socket) below the root is listed as
+an entry, so it is accounted for, but reading it raises ``UnsafePathError`` and ingestion
+rejects it ``unsafe_path``. ``read_regular_file`` is the one way folder files are read
+(feeds and ``carnet ingest`` alike).
+"""
 
 from __future__ import annotations
 
+import errno
+import os
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 
-from pipeline.errors import SourceError
+from pipeline.errors import SourceError, UnsafePathError
 from pipeline.feeds.base import ACK_DIR, MANIFEST, READY_MARKER, BatchRef, is_control_file, parse_manifest
 
 
@@ -38,7 +48,7 @@ class FolderFeed:
             sorted(
                 str(p.relative_to(batch_dir))
                 for p in batch_dir.rglob("*")
-                if p.is_file() and not is_control_file(str(p.relative_to(batch_dir)))
+                if _is_entry(p) and not is_control_file(str(p.relative_to(batch_dir)))
             )
         )
         return BatchRef(
@@ -50,7 +60,7 @@ class FolderFeed:
         return self.root / batch.producer / batch.batch / name
 
     def read(self, batch: BatchRef, name: str) -> bytes:
-        return self._path(batch, name).read_bytes()
+        return read_regular_file(self.root, self._path(batch, name))
 
     def source_uri(self, batch: BatchRef, name: str) -> str:
         return str(self._path(batch, name))
@@ -62,7 +72,43 @@ class FolderFeed:
 
 
 def iter_folder_files(root: Path) -> Iterator[Path]:
-    """Every document file below ``root`` (recursive, control files left out), sorted."""
+    """Every document entry below ``root`` (recursive, control files left out), sorted:
+    regular files, and symbolic links or special files (to be rejected when read)."""
     for p in sorted(root.rglob("*")):
-        if p.is_file() and not is_control_file(p.name) and ACK_DIR not in p.parts:
+        if _is_entry(p) and not is_control_file(p.name) and ACK_DIR not in p.parts:
             yield p
+
+
+def _is_entry(path: Path) -> bool:
+    """Anything but a real folder (a link to a folder is an entry, never descended into)."""
+    return path.is_symlink() or not path.is_dir()
+
+
+def read_regular_file(root: Path, path: Path) -> bytes:
+    """The bytes of ``path``, a regular file below ``root`` reached through no symbolic link.
+
+    Raises ``UnsafePathError`` for a link (the file itself or a folder on the way) or a
+    non-regular file; the file is opened without following links and checked on the open
+    descriptor, so it cannot be swapped for a link between the check and the read.
+    """
+    try:
+        rel = path.relative_to(root)
+    except ValueError:
+        raise UnsafePathError("outside the feed's root", source=str(path)) from None
+    folder = root
+    for part in rel.parts[:-1]:
+        folder = folder / part
+        if folder.is_symlink() or not folder.is_dir():
+            raise UnsafePathError("a folder on its path is a symbolic link", source=str(path))
+    try:
+        # O_NONBLOCK: opening a FIFO must not wait for a writer; it is refused below.
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.ENXIO, errno.EMLINK):
+            raise UnsafePathError("a symbolic link or a special file, never followed",
+                                  source=str(path)) from None
+        raise SourceError(f"cannot read: {exc.strerror}", source=str(path)) from exc
+    with os.fdopen(fd, "rb") as fh:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise UnsafePathError("not a regular file (FIFO, device or socket)", source=str(path))
+        return fh.read()
