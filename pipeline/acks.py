@@ -36,7 +36,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from parsers.hl7_segments import Separators, split_messages
-from pipeline.errors import ParserError
+from pipeline.errors import ParserError, SourceError
 from pipeline.feeds import ACK_DIR, REPORT, BatchRef, Feed, printable_name
 from pipeline.model import Format, Frozen, Outcome, Problem, Reason, Status
 from pipeline.texts import DEFAULT_LANGUAGE, language, reason_text, status_text
@@ -388,8 +388,10 @@ def write_acknowledgements(feed: Feed, batch: BatchRef, outcomes: Sequence[Outco
             continue
         try:
             data = feed.read(batch, loc.file)
-        except (OSError, KeyError):
-            continue  # listed in the manifest but absent: nothing to answer in HL7
+        except (OSError, KeyError, SourceError):
+            # Listed in the manifest but absent, or a link never read (unsafe_path):
+            # nothing to answer in HL7.
+            continue
         if o.format is Format.HL7V2 or looks_like_hl7(data):
             headers[loc.file] = message_headers(data)
     entries = []

@@ -361,7 +361,8 @@ def test_a_closed_account_refuses_new_documents_until_an_operator_reopens_it(
     report = json.loads((feed / key / "_report.json").read_text())
     refused = [f for f in report["files"] if f["status"] == "rejected"]
     assert [r["code"] for r in refused[0]["reasons"]] == ["account_closed"]
-    assert "account is closed" in refused[0]["reasons"][0]["message"]
+    assert "account is closed" in refused[0]["reasons"][0]["detail"]
+    assert "compte du patient est clos" in refused[0]["reasons"][0]["message"]
     ack = (feed / key / "_ack" / "A2.hl7").read_text()
     assert "MSA|AR|A2|" in ack and "account_closed" in ack
     for path in (settings.data_dir / "access.db", *(settings.data_dir / "store" / "quarantine").glob("*")):
