@@ -55,6 +55,7 @@ from pipeline.model import (
     Reason,
     Status,
 )
+from pipeline.monitoring import BatchCounts
 from pipeline.observations import extract_observations
 from pipeline.quality import check_document
 from pipeline.quality_gate import BatchThresholds, GateItem, QualityGate
@@ -696,20 +697,10 @@ def ingest_upload(
 # -- batches of a producer feed (the Airflow path) -------------------------------------------
 
 
-class BatchSummary(Frozen):
-    """What happened to one batch: small, JSON-safe, fit for XCom."""
+class BatchSummary(BatchCounts):
+    """What happened to one batch: small, JSON-safe, fit for XCom. Its counts are the
+    recorded metrics' (``pipeline.monitoring.BatchCounts``)."""
 
-    batch_key: str
-    producer: str
-    run_id: str
-    total: int
-    by_status: dict[str, int]
-    rejected_by_reason: dict[str, int]
-    reject_rate: float
-    flagged: bool
-    ocr_pages: int = 0
-    ocr_mean_confidence: float | None = None
-    seconds_per_stage: dict[str, float] = {}
     # Batch-level quality findings (reject rate, OCR share…) for a data engineer to look at.
     flags: tuple[str, ...] = ()
     data_docs: str | None = None  # the pseudonymised Data Docs site of the run, if built

@@ -100,14 +100,13 @@ def _now() -> dt.datetime:
 # -- metrics ---------------------------------------------------------------------------------
 
 
-class BatchMetrics(Frozen):
-    """The metrics of one processed batch, as kept in ``metrics/<run_id>.json``."""
+class BatchCounts(Frozen):
+    """What one processed batch counts: the fields the ingestion's summary
+    (``pipeline.ingest.BatchSummary``) and the recorded metrics share, defined once."""
 
     run_id: str
-    feed: str
     producer: str
     batch_key: str
-    recorded_at: dt.datetime
     total: int
     by_status: dict[str, int]
     rejected_by_reason: dict[str, int]
@@ -118,18 +117,28 @@ class BatchMetrics(Frozen):
     seconds_per_stage: dict[str, float] = {}
 
 
+class BatchMetrics(BatchCounts):
+    """The metrics of one processed batch, as kept in ``metrics/<run_id>.json``."""
+
+    feed: str
+    recorded_at: dt.datetime
+
+
 def metrics_dir(settings: Settings) -> Path:
     return settings.data_dir / "metrics"
 
 
-def record_batch_metrics(settings: Settings, feed: str, summary: Any) -> BatchMetrics:
-    """Write one batch's metrics file (idempotent: keyed by the batch's run id) and log it."""
-    fields = summary.model_dump() if hasattr(summary, "model_dump") else dict(summary)
-    path = metrics_dir(settings) / f"{fields['run_id']}.json"
+def record_batch_metrics(settings: Settings, feed: str,
+                         summary: BatchCounts | Mapping[str, Any]) -> BatchMetrics:
+    """Write one batch's metrics file (idempotent: keyed by the batch's run id) and log it.
+
+    ``summary`` is the ingestion's ``BatchSummary`` or its JSON form (from XCom)."""
+    fields = summary.model_dump() if isinstance(summary, BatchCounts) else dict(summary)
+    counts = {k: fields[k] for k in BatchCounts.model_fields if k in fields}
+    path = metrics_dir(settings) / f"{counts['run_id']}.json"
     if path.exists():  # a retried task: keep the first record, its time included
         return BatchMetrics.model_validate_json(path.read_bytes())
-    m = BatchMetrics(feed=feed, recorded_at=_now(), **{
-        k: fields[k] for k in BatchMetrics.model_fields if k in fields})
+    m = BatchMetrics(feed=feed, recorded_at=_now(), **counts)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     tmp.write_text(m.model_dump_json(indent=2), encoding="utf-8")
@@ -207,7 +216,8 @@ def last_batch_time(settings: Settings, feed: str) -> dt.datetime | None:
     return found[-1].recorded_at if found else None
 
 
-def check_batch(settings: Settings, feed: str, summary: Any, *, max_reject_rate: float,
+def check_batch(settings: Settings, feed: str, summary: BatchCounts | Mapping[str, Any], *,
+                max_reject_rate: float,
                 notifier: Notifier | None = None) -> list[Alert]:
     """Record a batch's metrics and raise its reject-rate alerts; return them."""
     current = record_batch_metrics(settings, feed, summary)
