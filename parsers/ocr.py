@@ -20,7 +20,6 @@ from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
-import pytesseract
 from PIL import Image
 
 from pipeline.errors import ConfigurationError, ParserError
@@ -61,6 +60,10 @@ class TesseractOcr:
         _limit_openmp_threads()
         # pytesseract would write the image as PNG (deflate, then inflated again by
         # tesseract): ~0.1 s of CPU a page for nothing. An uncompressed PGM costs a copy.
+        # Imported here: pytesseract imports pandas when it is installed (~0.5 s of CPU),
+        # which a run without scans should not pay at start-up.
+        import pytesseract
+
         handle, path = tempfile.mkstemp(prefix="carnet-ocr-", suffix=".pgm")
         try:
             with os.fdopen(handle, "wb") as fh:

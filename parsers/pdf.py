@@ -13,13 +13,15 @@ import io
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-
-from PIL import Image
-from pypdf import PageObject, PasswordType, PdfReader
+from typing import TYPE_CHECKING
 
 from parsers.ocr import OcrPage, TesseractOcr
 from pipeline.errors import CarnetError, EncryptedDocumentError, ParserError
 from pipeline.model import Format, ParsedDocument, Problem, Reason
+
+if TYPE_CHECKING:
+    from PIL import Image
+    from pypdf import PageObject, PdfReader
 
 log = logging.getLogger(__name__)
 
@@ -152,6 +154,9 @@ def _open(data: bytes, source: str | None) -> PdfReader:
     # rebuild it and might return part of the document as if it were whole.
     if b"%%EOF" not in data[-_HEADER_WINDOW:]:
         raise ParserError("truncated PDF: no %%EOF marker at the end", source=source)
+    # pypdf is imported with the first PDF (a run without PDFs does not pay for it).
+    from pypdf import PasswordType, PdfReader
+
     try:
         reader = PdfReader(io.BytesIO(data))
         if reader.is_encrypted and reader.decrypt("") == PasswordType.NOT_DECRYPTED:
