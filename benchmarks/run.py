@@ -1,9 +1,11 @@
 """Run every Carnet benchmark and write their figures to ``benchmarks/results.json``.
 
-``make bench`` runs the full sizes (about 20–30 minutes on 2 cores); ``--quick`` runs
-small sizes for a smoke check. Benchmarks that need a server (Elasticsearch, S3, KMS)
-run only when it answers (``scripts/elasticsearch.sh``, ``s3.sh``, ``kms.sh start``). Figures are
-per-core rates and ratios, never pass/fail thresholds.
+``make bench`` runs the full sizes (about 20–30 minutes on 2 cores, more on a loaded
+machine); ``--quick`` runs small sizes for a smoke check. ``bench_wallclock`` comes first:
+Carnet's wall-clock documents/s and pages/s, start-up included, beside the bare
+libraries on the same files, printed as a table. Benchmarks that need a server
+(Elasticsearch, S3, KMS) run only when it answers (``scripts/elasticsearch.sh``, ``s3.sh``,
+``kms.sh start``). Figures are rates and ratios, never pass/fail thresholds.
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ import time
 from pathlib import Path
 from urllib.parse import urlparse
 
-BENCHES = ("bench_pipeline", "bench_pdf_ocr", "bench_hl7", "bench_search", "bench_quality", "bench_es",
+BENCHES = ("bench_wallclock", "bench_pipeline", "bench_pdf_ocr",
+           "bench_hl7", "bench_search", "bench_quality", "bench_es",
            "bench_kms", "bench_footprint")
 # Benchmarks that need a server: (its URL variable, default URL, the command that starts it).
 _NEEDS = {
@@ -46,7 +49,8 @@ def main() -> None:
     args = parser.parse_args()
     results: dict[str, object] = {
         "machine": {"cores": os.cpu_count(), "python": platform.python_version(),
-                    "when": time.strftime("%Y-%m-%d")},
+                    "cpu": platform.processor() or platform.machine(),
+                    "load_average": os.getloadavg(), "when": time.strftime("%Y-%m-%d")},
         "quick": args.quick,
     }
     for name in args.only or BENCHES:
@@ -58,6 +62,8 @@ def main() -> None:
         t0 = time.perf_counter()
         results[name] = module.run(quick=args.quick)
         print(f"{name}: done in {time.perf_counter() - t0:.0f} s", flush=True)
+        if name == "bench_wallclock":
+            print(module.table(results[name]), flush=True)
     Path(args.out).write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n")
     print(json.dumps(results, indent=2, ensure_ascii=False))
 

@@ -19,8 +19,9 @@ import json
 import logging
 import time
 import traceback
-from collections import Counter, defaultdict
+from collections import Counter, defaultdict, deque
 from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -170,6 +171,8 @@ class Pipeline:
         self._pending_by_sha: dict[tuple[str, str], str] = {}
         self._pending_by_series: dict[tuple[str, str], str] = {}
         self._pending_versions: dict[str, int | None] = {}
+        # Inputs being parsed ahead of ``process`` (see ``parse_ahead``), by id of the input.
+        self._parsing: dict[int, Future[tuple[list[ParsedDocument], Problem | None, str | None]]] = {}
 
     def close(self) -> None:
         self.flush()
@@ -209,7 +212,8 @@ class Pipeline:
             return self.outcomes[start:]
 
         with self.clock.stage("parse"):
-            parsed, problem, exc_text = self._parse(item)
+            ahead = self._parsing.pop(id(item), None)
+            parsed, problem, exc_text = ahead.result() if ahead is not None else self._parse(item)
         if problem is None and not parsed:
             # A file a parser accepted but found nothing in is still accounted for.
             problem = Problem(code=Reason.EMPTY_DOCUMENT, message="no document found in the file")
@@ -220,6 +224,36 @@ class Pipeline:
         if len(self._pending) >= FLUSH_EVERY:
             self.flush()
         return self.outcomes[start:]
+
+    def parse_ahead(self, items: Iterable[InputFile]) -> Iterator[InputFile]:
+        """``items`` as they come, each already being parsed a few inputs ahead.
+
+        Parsing (OCR above all: one tesseract process per page, ``ocr_workers`` at once)
+        runs in ``ocr_workers`` threads while ``process`` takes the earlier inputs through
+        the other stages, so single-page scans keep every core busy too. Only parsing
+        moves: storing, identifying, indexing and outcomes stay in input order, in this
+        thread. At most twice ``ocr_workers`` inputs are held ahead.
+        """
+        workers = self.settings.ocr_workers
+        if workers <= 1:
+            yield from items
+            return
+        window: deque[InputFile] = deque()
+        pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="parse")
+        try:
+            for item in items:
+                if not item.manifest_problem and item.unsafe_path is None:  # else rejected unparsed
+                    self._parsing[id(item)] = pool.submit(self._parse, item)
+                window.append(item)
+                if len(window) > 2 * workers:
+                    yield window.popleft()
+            while window:
+                yield window.popleft()
+        finally:
+            for future in self._parsing.values():
+                future.cancel()
+            self._parsing.clear()
+            pool.shutdown(wait=False, cancel_futures=True)
 
     def _parse(self, item: InputFile) -> tuple[list[ParsedDocument], Problem | None, str | None]:
         parser = self.registry.choose(item.data) if item.data else None
@@ -643,7 +677,7 @@ def ingest_sources(
             from tqdm import tqdm
 
             bar = tqdm(total=count_source_files(sources), unit="file", desc="ingest")
-        for item in iter_source_inputs(sources, producer=producer, settings=settings):
+        for item in pipe.parse_ahead(iter_source_inputs(sources, producer=producer, settings=settings)):
             pipe.process(item)
             if bar is not None:
                 bar.update(1)
@@ -765,16 +799,21 @@ def process_batch(settings: Settings, feed_url: str, batch_key: str) -> BatchSum
             pipe.outcomes.append(Outcome(source=src, status=Status.REJECTED,
                 producer=printable_name(batch.producer), reasons=(Problem(code=Reason.MANIFEST_MISMATCH,
                 message="listed in the manifest but absent from the batch"),)))
-        for name in names:
-            try:
-                data = feed.read(batch, name)
-            except UnsafePathError as exc:
-                pipe.process(InputFile(data=b"", source=feed.source_uri(batch, name), producer=batch.producer,
-                                       batch=batch.batch, unsafe_path=exc.message))
-                continue
-            pipe.process(InputFile(data=data, source=feed.source_uri(batch, name),
-                                   producer=batch.producer, batch=batch.batch,
-                                   manifest_problem=_manifest_problem(batch, manifest, name, data)))
+
+        def inputs() -> Iterator[InputFile]:
+            for name in names:
+                source = feed.source_uri(batch, name)
+                try:
+                    data = feed.read(batch, name)
+                except UnsafePathError as exc:
+                    yield InputFile(data=b"", source=source, producer=batch.producer, batch=batch.batch,
+                                    unsafe_path=exc.message)
+                    continue
+                yield InputFile(data=data, source=source, producer=batch.producer, batch=batch.batch,
+                                manifest_problem=_manifest_problem(batch, manifest, name, data))
+
+        for item in pipe.parse_ahead(inputs()):
+            pipe.process(item)
         pipe.flush()
         if pipe.data_docs_index:
             from pipeline.quality_gate import publish_data_docs

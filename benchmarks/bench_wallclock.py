@@ -1,0 +1,380 @@
+"""Wall-clock throughput as a user sees it, beside bare references on the same files.
+
+One run, same generated files for both sides:
+
+- a non-scanned mixed feed (HL7 v2, text PDFs, CDA) through ``carnet ingest`` in a fresh
+  process (start-up included) into the embedded defaults, and into Elasticsearch + S3
+  when both answer; beside the bare parse of the same files, also in a fresh process:
+  pypdf text extraction, ElementTree for CDA, hl7apy's ``parse_message`` per message;
+- scanned documents (PNG, TIFF, image PDFs) through ``carnet ingest``, beside bare
+  ``tesseract`` on the same page images, run with as many processes as Carnet runs
+  (``Settings.ocr_workers``), ``OMP_THREAD_LIMIT=1``;
+- Elasticsearch: the bulk helper alone (``helpers.bulk`` of ready documents) beside
+  Carnet's write path (``ElasticsearchIndex.upsert`` in flushes of ``FLUSH_EVERY``,
+  analysis and serialisation included), on the same records;
+- peak memory (``ru_maxrss`` of a fresh process, and the part above its imports) parsing
+  a 500-page text PDF, a 50 MB CDA and an HL7 file of 100,000 segments.
+
+Figures are wall-clock rates and ratios (Carnet / bare), plus CPU seconds per document
+(a per-core figure that holds on a busy machine); never a pass/fail threshold.
+Run: ``.venv/bin/python -m benchmarks.bench_wallclock [--quick]``; prints one JSON object.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import random
+import resource
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from pipeline.settings import available_cpus
+
+PYTHON = sys.executable
+ES_URL = os.environ.get("CARNET_TEST_ES_URL", "http://127.0.0.1:9200")
+S3_URL = os.environ.get("AWS_ENDPOINT_URL", "http://127.0.0.1:9000")
+
+
+def _up(url: str) -> bool:
+    parts = urlparse(url)
+    try:
+        with socket.create_connection((parts.hostname or "127.0.0.1", parts.port or 80), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _timed(command: list[str], env: dict[str, str]) -> tuple[float, float, str]:
+    """(wall s, CPU s of the process and its children, stdout) of one fresh process."""
+    cpu0, wall0 = _children_cpu(), time.perf_counter()
+    done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+    wall, cpu = time.perf_counter() - wall0, _children_cpu() - cpu0
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(command)} failed ({done.returncode}): {done.stderr[-2000:]}")
+    return wall, cpu, done.stdout
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CARNET_")}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(__file__).parents[1]),
+                                                      env.get("PYTHONPATH")]))
+    env.setdefault("OMP_THREAD_LIMIT", "1")
+    env.update(extra)
+    return env
+
+
+def _carnet_ingest(folder: Path, data_dir: Path, **extra: str) -> dict[str, Any]:
+    """``carnet ingest folder`` in a fresh process: wall, CPU, documents and OCR pages."""
+    report = data_dir / "report.jsonl"
+    wall, cpu, _ = _timed([PYTHON, "-m", "pipeline.cli", "ingest", str(folder), "--quiet",
+                           "--report", str(report)], _env(CARNET_DATA_DIR=str(data_dir), **extra))
+    lines = [json.loads(line) for line in report.read_text().splitlines()]
+    statuses: dict[str, int] = {}
+    for line in lines:
+        statuses[line["status"]] = statuses.get(line["status"], 0) + 1
+    return {"documents": len(lines), "by_status": statuses,
+            "ocr_pages": sum(line["ocr_pages"] or 0 for line in lines),
+            "wall_s": round(wall, 2), "cpu_s": round(cpu, 2)}
+
+
+# -- bare references (run in a fresh process: ``python -m benchmarks.bench_wallclock --bare``) --
+
+
+def bare_parse(folder: Path) -> dict[str, int]:
+    """Parse every file with the bare libraries; counts of what was read."""
+    import xml.etree.ElementTree as ET
+
+    from hl7apy.parser import parse_message
+    from pypdf import PdfReader
+
+    counts = {"pdf_pages": 0, "cda": 0, "hl7_messages": 0, "chars": 0}
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        data = path.read_bytes()
+        if data.startswith(b"%PDF"):
+            for page in PdfReader(io.BytesIO(data)).pages:
+                counts["chars"] += len(page.extract_text())
+                counts["pdf_pages"] += 1
+        elif data.lstrip().startswith(b"<"):
+            root = ET.fromstring(data)
+            counts["chars"] += sum(len(t) for t in root.itertext())
+            counts["cda"] += 1
+        elif data.lstrip(b"\x0b").startswith(b"MSH"):
+            text = data.decode("latin-1").replace("\x0b", "").replace("\x1c", "").replace("\n", "\r")
+            for message in ("MSH" + m for m in text.split("\rMSH") if m.strip()):
+                message = message.removeprefix("MSHMSH").strip("\r")
+                if not message.startswith("MSH"):
+                    message = "MSH" + message
+                parse_message(message, find_groups=False)
+                counts["hl7_messages"] += 1
+    return counts
+
+
+def _page_images(folder: Path, out: Path) -> list[Path]:
+    """The page images of every scan under ``folder`` as PGM files (what Carnet OCRs)."""
+    from PIL import Image, ImageSequence
+    from pypdf import PdfReader
+
+    paths: list[Path] = []
+
+    def keep(image: Image.Image) -> None:
+        path = out / f"page{len(paths):04d}.pgm"
+        image.convert("L").save(path, "PPM")
+        paths.append(path)
+
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        data = path.read_bytes()
+        if data.startswith(b"%PDF"):
+            for page in PdfReader(io.BytesIO(data)).pages:
+                for image_file in page.images:
+                    keep(image_file.image)
+        elif data[:4] in (b"\x89PNG", b"II*\x00", b"MM\x00*") or data[:3] == b"\xff\xd8\xff":
+            with Image.open(io.BytesIO(data)) as image:
+                for frame in ImageSequence.Iterator(image):
+                    keep(frame)
+    return paths
+
+
+def bare_tesseract(pages: list[Path], processes: int) -> dict[str, float]:
+    """``tesseract page - tsv`` on every page, ``processes`` at once."""
+    env = dict(os.environ, OMP_THREAD_LIMIT="1")
+
+    def one(page: Path) -> None:
+        subprocess.run(["tesseract", str(page), "-", "-l", "fra", "--dpi", "300", "tsv"], env=env,
+                       capture_output=True, check=True)
+
+    cpu0, wall0 = _children_cpu(), time.perf_counter()
+    with ThreadPoolExecutor(max_workers=processes) as pool:
+        list(pool.map(one, pages))
+    return {"wall_s": time.perf_counter() - wall0, "cpu_s": _children_cpu() - cpu0}
+
+
+# -- Elasticsearch -------------------------------------------------------------------------
+
+
+def es_rates(documents: int) -> dict[str, Any]:
+    """The bulk helper alone vs Carnet's upsert, same records, fresh indices each."""
+    from elasticsearch import helpers
+
+    from benchmarks.bench_search import synthetic_record
+    from pipeline.index.elasticsearch import ElasticsearchIndex, _source
+    from pipeline.ingest import FLUSH_EVERY
+
+    rng = random.Random(5)
+    records = [synthetic_record(i, max(10, documents // 10), rng) for i in range(documents)]
+    figures: dict[str, Any] = {"documents": documents, "flush": FLUSH_EVERY}
+    index = ElasticsearchIndex(ES_URL, alias=f"carnet-bench-bare-{uuid.uuid4().hex[:8]}")
+    try:
+        ready = [{"_index": index.alias, "_id": r.doc_id, "_routing": r.patient_id, "_source": _source(r)}
+                 for r in records]
+        wall0 = time.perf_counter()
+        helpers.bulk(index.client, ready, chunk_size=FLUSH_EVERY, refresh=False)
+        index.client.indices.refresh(index=index.alias)
+        figures["bare_bulk_docs_per_s"] = round(documents / (time.perf_counter() - wall0))
+    finally:
+        index.drop()
+    index = ElasticsearchIndex(ES_URL, alias=f"carnet-bench-{uuid.uuid4().hex[:8]}")
+    try:
+        wall0, cpu0 = time.perf_counter(), time.process_time()
+        for start in range(0, documents, FLUSH_EVERY):
+            if index.upsert(records[start:start + FLUSH_EVERY]):
+                raise RuntimeError("the index refused benchmark records")
+        wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
+        figures["carnet_upsert_docs_per_s"] = round(documents / wall)
+        figures["carnet_upsert_client_cpu_ms_per_doc"] = round(cpu / documents * 1000, 3)
+    finally:
+        index.drop()
+    figures["carnet_over_bare"] = round(figures["carnet_upsert_docs_per_s"]
+                                        / figures["bare_bulk_docs_per_s"], 2)
+    return figures
+
+
+# -- memory ----------------------------------------------------------------------------------
+
+
+def make_big_inputs(folder: Path, quick: bool) -> dict[str, Path]:
+    """A 500-page text PDF, a 50 MB CDA and an HL7 file of 100,000 segments."""
+    from reportlab.lib.pagesizes import A4
+    from reportlab.pdfbase import pdfmetrics
+    from reportlab.pdfbase.ttfonts import TTFont
+    from reportlab.pdfgen import canvas
+
+    from benchmarks.bench_pdf_ocr import FONT, LINES
+
+    pages, cda_mb, segments = (50, 5, 10_000) if quick else (500, 50, 100_000)
+    pdfmetrics.registerFont(TTFont("DejaVuSans", str(FONT)))
+    buffer = io.BytesIO()
+    pdf = canvas.Canvas(buffer, pagesize=A4)
+    for page in range(pages):
+        pdf.setFont("DejaVuSans", 10)
+        for i in range(40):
+            pdf.drawString(50, 800 - 18 * i, f"{page}.{i} {LINES[i % len(LINES)]}")
+        pdf.showPage()
+    pdf.save()
+    paths = {"pdf": folder / "big.pdf", "cda": folder / "big.xml", "hl7": folder / "big.hl7"}
+    paths["pdf"].write_bytes(buffer.getvalue())
+
+    from pipeline.generator import generate_feed
+
+    feed = generate_feed(folder / "seed-feed", seed=3, patients=4, documents=40, include_bad=False)
+    sources = [folder / "seed-feed" / d.source_ref.split("#")[0] for d in feed.documents]
+    cda = next(p for p in sources if p.read_bytes().lstrip().startswith(b"<"))
+    hl7 = next(p for p in sources if p.read_bytes().lstrip(b"\x0b").startswith(b"MSH"))
+    # The CDA's first <paragraph> repeated until the file weighs ``cda_mb``.
+    text = cda.read_text(encoding="utf-8")
+    start = text.index("<paragraph>")
+    end = text.index("</paragraph>", start) + len("</paragraph>")
+    block = text[start:end]
+    repeat = cda_mb * 1_000_000 // len(block.encode()) + 1
+    paths["cda"].write_text(text[:start] + block * repeat + text[end:], encoding="utf-8")
+    # One HL7 message of the feed repeated until the file holds ``segments`` segments.
+    raw = hl7.read_bytes().replace(b"\n", b"\r").strip(b"\r\x0b\x1c")
+    per_message = raw.count(b"\r") + 1
+    paths["hl7"].write_bytes((raw + b"\r") * (segments // per_message + 1))
+    return paths
+
+
+def peak_memory(path: Path) -> dict[str, Any]:
+    """Peak RSS of a fresh process parsing ``path`` through Carnet's registry, and the peak
+    of Python allocations during the parse (tracemalloc, which slows the parse down)."""
+    code = (
+        "import resource, sys, time, tracemalloc\n"
+        "from parsers.registry import default_registry\n"
+        "registry = default_registry()\n"
+        "import pypdf, hl7apy.v2_5.segments  # imports counted in the baseline, not the file\n"
+        "base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "t = time.perf_counter()\n"
+        "tracemalloc.start()\n"
+        "data = open(sys.argv[1], 'rb').read()\n"
+        "docs = registry.choose(data).parse(data, source=sys.argv[1])\n"
+        "traced = tracemalloc.get_traced_memory()[1]\n"
+        "wall = time.perf_counter() - t\n"
+        "peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "print(base, peak, traced, len(docs), sum(len(d.text) for d in docs), wall)\n"
+    )
+    _, _, out = _timed([PYTHON, "-c", code, str(path)], _env())
+    base, peak, traced, docs, chars, wall = out.split()
+    return {"input_mb": round(path.stat().st_size / 1e6, 1), "documents": int(docs),
+            "text_mb": round(int(chars) / 1e6, 1), "parse_s": round(float(wall), 1),
+            "peak_rss_mb": round(int(peak) / 1024), "above_imports_mb": round((int(peak) - int(base)) / 1024),
+            "python_peak_mb": round(int(traced) / 1e6)}
+
+
+# -- the run ---------------------------------------------------------------------------------
+
+
+def run(quick: bool = False) -> dict[str, Any]:
+    from pipeline.generator import generate_feed
+
+    documents = 300 if quick else 1000
+    scans = 6 if quick else 24
+    workers = available_cpus()
+    results: dict[str, Any] = {"ocr_workers": workers, "load_average_before": os.getloadavg()}
+    with tempfile.TemporaryDirectory(prefix="bench_wallclock_") as tmp:
+        base = Path(tmp)
+        generate_feed(base / "text", seed=7, patients=max(20, documents // 10), documents=documents,
+                      include_bad=False, scans=0)
+        generate_feed(base / "scans", seed=8, patients=6, documents=scans, include_bad=False, scans=scans)
+
+        carnet = _carnet_ingest(base / "text", base / "carnet-text")
+        bare_wall, bare_cpu, bare_out = _timed([PYTHON, "-m", "benchmarks.bench_wallclock", "--bare",
+                                                str(base / "text")], _env())
+        n = carnet["documents"]
+        results["non_scanned"] = {
+            "carnet": {**carnet, "wall_docs_per_s": round(n / carnet["wall_s"], 1),
+                       "cpu_ms_per_doc": round(carnet["cpu_s"] / n * 1000, 2)},
+            "bare_parse": {**json.loads(bare_out), "wall_s": round(bare_wall, 2),
+                           "cpu_s": round(bare_cpu, 2)},
+            "carnet_over_bare_wall": round(carnet["wall_s"] / bare_wall, 2),
+        }
+        if _up(ES_URL) and _up(S3_URL):
+            bucket = f"carnet-bench-{uuid.uuid4().hex[:8]}"
+            from pipeline.s3 import S3Store
+
+            S3Store.from_url(f"s3://{bucket}", endpoint_url=S3_URL, region="us-east-1", create_bucket=True)
+            served = _carnet_ingest(base / "text", base / "carnet-es",
+                                    CARNET_INDEX_URL=ES_URL, CARNET_STORE_URL=f"s3://{bucket}/bench",
+                                    CARNET_ES_ALIAS=f"carnet-bench-{uuid.uuid4().hex[:8]}")
+            results["non_scanned"]["carnet_es_s3"] = {
+                **served, "wall_docs_per_s": round(served["documents"] / served["wall_s"], 1)}
+            results["elasticsearch"] = es_rates(2000 if quick else 10_000)
+
+        scanned = _carnet_ingest(base / "scans", base / "carnet-scans")
+        (base / "pages").mkdir()
+        pages = _page_images(base / "scans", base / "pages")
+        bare = bare_tesseract(pages, workers)
+        results["scanned"] = {
+            "carnet": {**scanned, "wall_pages_per_s": round(scanned["ocr_pages"] / scanned["wall_s"], 2),
+                       "cpu_s_per_page": round(scanned["cpu_s"] / max(1, scanned["ocr_pages"]), 2)},
+            "bare_tesseract": {"pages": len(pages), "processes": workers, "wall_s": round(bare["wall_s"], 2),
+                               "wall_pages_per_s": round(len(pages) / bare["wall_s"], 2),
+                               "cpu_s_per_page": round(bare["cpu_s"] / len(pages), 2)},
+        }
+        results["scanned"]["carnet_share_of_bare_pages_per_s"] = round(
+            results["scanned"]["carnet"]["wall_pages_per_s"]
+            / results["scanned"]["bare_tesseract"]["wall_pages_per_s"], 2)
+
+        (base / "big").mkdir()
+        big = make_big_inputs(base / "big", quick)
+        results["peak_memory"] = {kind: peak_memory(path) for kind, path in big.items()}
+    results["load_average_after"] = os.getloadavg()
+    return results
+
+
+def table(r: dict[str, Any]) -> str:
+    """The figures a user compares, one line each: Carnet, bare reference, ratio."""
+    rows = [("work", "Carnet (wall)", "bare reference (wall)", "ratio")]
+    text = r["non_scanned"]
+    rows.append((f"{text['carnet']['documents']} non-scanned docs, embedded defaults",
+                 f"{text['carnet']['wall_s']} s, {text['carnet']['wall_docs_per_s']} docs/s",
+                 f"{text['bare_parse']['wall_s']} s (pypdf + ElementTree + hl7apy)",
+                 f"{text['carnet_over_bare_wall']}x the time"))
+    if "carnet_es_s3" in text:
+        served = text["carnet_es_s3"]
+        rows.append(("same docs, Elasticsearch + S3",
+                     f"{served['wall_s']} s, {served['wall_docs_per_s']} docs/s", "", ""))
+    scan, bare = r["scanned"], r["scanned"]["bare_tesseract"]
+    rows.append((f"{scan['carnet']['ocr_pages']} scanned pages",
+                 f"{scan['carnet']['wall_s']} s, {scan['carnet']['wall_pages_per_s']} pages/s",
+                 f"{bare['wall_s']} s, {bare['wall_pages_per_s']} pages/s "
+                 f"({bare['processes']} tesseract processes)",
+                 f"{scan['carnet_share_of_bare_pages_per_s']:.0%} of bare pages/s"))
+    if "elasticsearch" in r:
+        es = r["elasticsearch"]
+        rows.append((f"{es['documents']} records into Elasticsearch",
+                     f"{es['carnet_upsert_docs_per_s']} docs/s",
+                     f"{es['bare_bulk_docs_per_s']} docs/s (helpers.bulk)",
+                     f"{es['carnet_over_bare']}x the rate"))
+    for kind, m in r["peak_memory"].items():
+        rows.append((f"peak memory, {kind} {m['input_mb']} MB",
+                     f"{m['peak_rss_mb']} MB RSS (+{m['above_imports_mb']} MB over imports, "
+                     f"Python peak {m['python_peak_mb']} MB)", "", ""))
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    return "\n".join(" | ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)) for row in rows)
+
+
+def main() -> None:
+    if sys.argv[1:2] == ["--bare"]:
+        print(json.dumps(bare_parse(Path(sys.argv[2]))))
+        return
+    results = run(quick="--quick" in sys.argv[1:])
+    print(json.dumps(results, indent=2))
+    print(table(results))
+
+
+if __name__ == "__main__":
+    main()
