@@ -228,7 +228,7 @@ def make_big_inputs(folder: Path, quick: bool) -> dict[str, Path]:
     paths = {"pdf": folder / "big.pdf", "cda": folder / "big.xml", "hl7": folder / "big.hl7"}
     paths["pdf"].write_bytes(buffer.getvalue())
 
-    from pipeline.generator import generate_feed
+    from generator import generate_feed
 
     feed = generate_feed(folder / "seed-feed", seed=3, patients=4, documents=40, include_bad=False)
     sources = [folder / "seed-feed" / d.source_ref.split("#")[0] for d in feed.documents]
@@ -278,7 +278,7 @@ def peak_memory(path: Path) -> dict[str, Any]:
 
 
 def run(quick: bool = False) -> dict[str, Any]:
-    from pipeline.generator import generate_feed
+    from generator import generate_feed
 
     documents = 300 if quick else 1000
     scans = 6 if quick else 24
