@@ -376,6 +376,19 @@ def write_acknowledgements(feed: Feed, batch: BatchRef, outcomes: Sequence[Outco
                            lang: str = DEFAULT_LANGUAGE,
                            at: dt.datetime | None = None) -> BatchReport:
     """Write every HL7 message's ACK, then ``_report.json``; return the report."""
+    report, files = build_acknowledgements(feed, batch, outcomes, lang=lang, at=at)
+    for name, data in files.items():
+        feed.write(batch, name, data)
+    return report
+
+
+def build_acknowledgements(feed: Feed, batch: BatchRef, outcomes: Sequence[Outcome], *,
+                           lang: str = DEFAULT_LANGUAGE, at: dt.datetime | None = None
+                           ) -> tuple[BatchReport, dict[str, bytes]]:
+    """The report and every file to write in the batch (ACKs first, ``_report.json`` last),
+    without writing them: a batch's acknowledgement is decided (recorded in the ledger)
+    before it is written, so that a rerun writes the same one."""
+    files: dict[str, bytes] = {}
     at = at or dt.datetime.now(dt.UTC)
     lang = language(lang)
     names = _relative_names(feed, batch)
@@ -410,7 +423,7 @@ def write_acknowledgements(feed: Feed, batch: BatchRef, outcomes: Sequence[Outco
             ack = f"{ACK_DIR}/{base}.hl7" if used[base] == 1 else f"{ACK_DIR}/{base}-{used[base]}.hl7"
             header = header or Header(control_id=control_id)
             code = ack_code(o, header)
-            feed.write(batch, ack, build_ack(o, header, at=at, lang=lang, ack_id_seed=batch.key))
+            files[ack] = build_ack(o, header, at=at, lang=lang, ack_id_seed=batch.key)
         name = printable_name(loc.file)
         entries.append(ReportEntry(
             file=name, position=loc.position,
@@ -420,9 +433,8 @@ def write_acknowledgements(feed: Feed, batch: BatchRef, outcomes: Sequence[Outco
             reasons=_reasons(o.reasons, lang)))
     report = _report(printable_name(batch.producer), printable_name(batch.batch), entries, at=at,
                      lang=lang)
-    feed.write(batch, REPORT, json.dumps(report.model_dump(mode="json"), ensure_ascii=False,
-                                         indent=2).encode())
-    return report
+    files[REPORT] = json.dumps(report.model_dump(mode="json"), ensure_ascii=False, indent=2).encode()
+    return report, files
 
 
 def write_hl7_acks(feed: Feed, batch: BatchRef, outcomes: Sequence[Outcome], *,

@@ -12,6 +12,7 @@ import argparse
 import datetime as dt
 import json
 import logging
+import sqlite3
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -258,6 +259,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args))
     except CarnetError as exc:  # SourceError, BackendUnavailable, ConfigurationError…
         print(f"carnet {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+    except (OSError, sqlite3.Error) as exc:  # a full disk, an unwritable data dir, a locked ledger
+        print(f"carnet {args.command}: error: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
 
 

@@ -9,6 +9,12 @@ Entry points:
 - ``ingest_sources``: files / folders / ``s3://`` prefixes, as ``carnet ingest`` does;
 - ``discover_batches`` / ``process_batch``: complete batches of a producer feed, as the
   Airflow DAG does (idempotent: a processed batch is recorded in the ledger).
+
+Crash consistency: every flush is one unit of commit (write-ahead record in the ledger,
+idempotent index writes, outcomes recorded; see ``pipeline.ledger``), and a run starts by
+finishing the flushes a killed run left unfinished. A document a killed run accepted but
+never reported is reported by the rerun with the outcome that run gave it (``indexed``,
+``replaced``), not as a ``duplicate`` of itself.
 """
 
 from __future__ import annotations
@@ -20,11 +26,12 @@ import logging
 import time
 import traceback
 from collections import Counter, defaultdict, deque
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from parsers.registry import ParserOptions, ParserRegistry, default_registry
 from pipeline.access import AccessRules, access_db_path
@@ -32,6 +39,7 @@ from pipeline.classification import classify_document
 from pipeline.crypto import open_encrypted_store, patient_ref, patient_ref_key
 from pipeline.dates import find_document_date
 from pipeline.errors import EncryptedDocumentError, ParserError, SourceError, UnsafePathError
+from pipeline.faults import reach
 from pipeline.feeds import BatchRef, Feed, ManifestEntry, printable_name, read_regular_file
 from pipeline.identity import (
     find_finess,
@@ -41,9 +49,9 @@ from pipeline.identity import (
     identify_patient,
     named_ins,
 )
-from pipeline.index import DocumentIndex, open_index
+from pipeline.index import DocumentIndex, IndexFailure, Supersede, open_index
 from pipeline.index.base import names_any
-from pipeline.ledger import Ledger
+from pipeline.ledger import Ledger, Unreported
 from pipeline.model import (
     Contributor,
     DocClass,
@@ -65,8 +73,6 @@ from pipeline.store import DocumentStore, QuarantineAttempt, QuarantineRecord, s
 
 log = logging.getLogger(__name__)
 
-# Records are written to the index in chunks of this size (one bulk request each).
-FLUSH_EVERY = 500
 _UNREADABLE = frozenset({Reason.UNREADABLE_SCAN, Reason.EMPTY_DOCUMENT})
 # Classes whose text may print lab results or dose indicators (a prescription's doses are not).
 _RESULT_CLASSES = frozenset({DocClass.BIOLOGY, DocClass.IMAGING, DocClass.OTHER})
@@ -133,6 +139,40 @@ class _Pending:
     demographics: PatientDemographics | None
 
 
+class _JournalItem(Frozen):
+    """One record of a journaled flush: what to write, and what to quarantine if refused."""
+
+    record: DocumentRecord
+    supersedes: str | None
+    raw_sha: str
+    part: int | None
+    batch: str | None
+    outcome_at: int  # position in the flush's outcomes
+
+
+class _FlushWrites(Frozen):
+    """The write-ahead record of one flush (the ``writes`` column of the ledger's journal)."""
+
+    items: tuple[_JournalItem, ...]
+    raw_shas: dict[int, str]  # position in the flush's outcomes -> the input's raw bytes
+
+    def supersedes(self) -> list[Supersede]:
+        return [Supersede(patient_id=i.record.patient_id, doc_id=i.supersedes, by_doc_id=i.record.doc_id)
+                for i in self.items if i.supersedes]
+
+
+def _version_key(version: int | None, date: dt.date | None) -> tuple[int, dt.date]:
+    """The producer's order of two versions of one document: its version number (HL7 v2
+    has none: an original is 1, a correction 2), then the document's effective date."""
+    return (version if version is not None else 1, date or dt.date.min)
+
+
+def _index_key(settings: Settings) -> str:
+    """Which index a journaled flush was for (an Elasticsearch URL holds many aliases)."""
+    url = settings.effective_index_url
+    return url if url.startswith("sqlite:") else f"{url}#{settings.es_index_alias}"
+
+
 class Pipeline:
     """The opened backends and the per-run state of one ingestion."""
 
@@ -170,16 +210,41 @@ class Pipeline:
         # Documents of this run not yet flushed, so duplicates inside one batch are seen.
         self._pending_by_sha: dict[tuple[str, str], str] = {}
         self._pending_by_series: dict[tuple[str, str], str] = {}
-        self._pending_versions: dict[str, int | None] = {}
+        self._pending_versions: dict[str, tuple[int, dt.date]] = {}
         # Inputs being parsed ahead of ``process`` (see ``parse_ahead``), by id of the input.
         self._parsing: dict[int, Future[tuple[list[ParsedDocument], Problem | None, str | None]]] = {}
+        # The run in the ledger (None: a bare pipeline, index writes only, nothing recorded).
+        self.run_id: str | None = None
+        self.batch_name: str | None = None
+        self._recorded = 0  # outcomes before this position are in the ledger
+        self._raw_sha_of: dict[int, str] = {}  # outcome position -> the input's raw bytes
+        self._unreported: dict[tuple[str, str], Unreported] = {}
+        self.took_over: set[str] = set()  # killed runs whose documents this run reports
+        self._held = ExitStack()
+
+    def start_run(self, kind: str, detail: str, *, exclusive: bool) -> str:
+        """Take the data directory (refusing if an exclusive run holds it), finish what a
+        killed run left unfinished, and record this run in the ledger."""
+        self._held.enter_context(self.ledger.run_lease(kind, exclusive=exclusive))
+        self.finish_unfinished_flushes()
+        self.run_id = self.ledger.start_run(kind, detail)
+        self._unreported = self.ledger.unreported_accepted(self.run_id)
+        return self.run_id
+
+    def checkpoint(self, point: str) -> None:
+        """A commit point: where the crash tests' fault hook may kill the run (pipeline.faults)."""
+        reach(self.settings.fault_point, point)
 
     def close(self) -> None:
         self.flush()
+        self._release()
+
+    def _release(self) -> None:
         if self._owns_index:
             self.index.close()
         self.ledger.close()
         self.rules.close()
+        self._held.close()
 
     def __enter__(self) -> Pipeline:
         return self
@@ -187,9 +252,7 @@ class Pipeline:
     def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
         if exc_type is not None:
             # The run failed (a backend died…): write nothing more, release what is open.
-            if self._owns_index:
-                self.index.close()
-            self.ledger.close()
+            self._release()
             return
         self.close()
 
@@ -221,7 +284,7 @@ class Pipeline:
             self._reject(item, raw_sha, None, [problem], exception=exc_text)
         for doc in parsed:
             self._process_document(item, raw_sha, doc)
-        if len(self._pending) >= FLUSH_EVERY:
+        if len(self._pending) >= self.settings.flush_every:
             self.flush()
         return self.outcomes[start:]
 
@@ -331,11 +394,12 @@ class Pipeline:
             producer=item.producer, format=doc.format, ocr_pages=doc.ocr_pages,
             ocr_confidence=doc.ocr_confidence, message_control_id=doc.message_control_id,
         )
+        version_key = _version_key(doc.version, document_date)
         with self.clock.stage("dedup"):
-            duplicate_of, supersedes, newer = self._existing(patient, content_sha, series_id, doc.version)
+            duplicate_of, supersedes, newer = self._existing(patient, content_sha, series_id, version_key)
         if duplicate_of:
-            self.outcomes.append(Outcome(status=Status.DUPLICATE, doc_id=duplicate_of,
-                                         **outcome_base))  # type: ignore[arg-type]
+            self._raw_sha_of[len(self.outcomes)] = raw_sha
+            self.outcomes.append(self._duplicate(doc.source_ref, duplicate_of, outcome_base))
             return
 
         record = DocumentRecord(
@@ -362,12 +426,23 @@ class Pipeline:
         self.outcomes.append(Outcome(status=status, doc_id=doc_id,
                                      reasons=tuple(p for p in record.warnings),
                                      **outcome_base))  # type: ignore[arg-type]
+        self._raw_sha_of[len(self.outcomes) - 1] = raw_sha
         self._pending.append(_Pending(record, len(self.outcomes) - 1, supersedes, raw_sha, item.batch,
                                       doc.part, doc.demographics))
         self._pending_by_sha[(patient, content_sha)] = doc_id
         if newer is None:
             self._pending_by_series[(patient, series_id)] = doc_id
-            self._pending_versions[doc_id] = doc.version
+            self._pending_versions[doc_id] = version_key
+
+    def _duplicate(self, source: str, doc_id: str, base: Mapping[str, Any]) -> Outcome:
+        """A document the index already holds: ``duplicate`` — unless a killed run put it
+        there and never reported it, in which case this run reports that run's outcome."""
+        unreported = self._unreported.pop((source, doc_id), None)
+        if unreported is None:
+            return Outcome(status=Status.DUPLICATE, doc_id=doc_id, **base)  # type: ignore[arg-type]
+        self.took_over.add(unreported.run_id)
+        return Outcome(status=unreported.status, doc_id=doc_id, reasons=unreported.problems(),
+                       **base)  # type: ignore[arg-type]
 
     def _assign(self, sha: str, patient_id: str) -> None:
         """Put a stored object under its patient's data key (encrypted stores only)."""
@@ -376,12 +451,14 @@ class Pipeline:
             assign(sha, patient_id)
 
     def _existing(
-        self, patient: str, content_sha: str, series_id: str, version: int | None
+        self, patient: str, content_sha: str, series_id: str, version: tuple[int, dt.date]
     ) -> tuple[str | None, str | None, str | None]:
         """(doc id this duplicates, doc id this replaces, newer doc id that supersedes this one).
 
-        Versions of a series replace each other in arrival order, except that a document
-        carrying a lower version number than the current one arrives already superseded.
+        The version chain follows the producer's order (``_version_key``), not the order of
+        arrival: a version older than the current one (a late delivery, a replay after a
+        fix) arrives already superseded and never hides the live one. Equal keys replace
+        each other in arrival order.
         """
         if (patient, content_sha) in self._pending_by_sha:
             return self._pending_by_sha[(patient, content_sha)], None, None
@@ -395,8 +472,9 @@ class Pipeline:
             if v.series_id == series_id and v.superseded_by is None and current is None:
                 current = v.doc_id
                 existing = self.index.get(patient, v.doc_id)
-                current_version = existing.version if existing else None
-        if current and version is not None and current_version is not None and version < current_version:
+                current_version = (_version_key(existing.version, existing.document_date)
+                                   if existing else None)
+        if current and current_version is not None and version < current_version:
             return None, None, current
         return None, current, None
 
@@ -506,28 +584,111 @@ class Pipeline:
     # -- writing ---------------------------------------------------------------------------
 
     def flush(self) -> None:
-        """Gate then write pending records; gate-blocked and refused ones become rejects."""
-        if not self._pending:
-            return
+        """Gate the pending records, then commit them as one unit: write-ahead record, index
+        (new versions with the supersede of the old ones), outcomes in the ledger.
+
+        Gate-blocked and refused records become rejects. Without a run (a bare pipeline)
+        only the index is written.
+        """
         pending, self._pending = self._pending, []
         self._pending_by_sha.clear()
         self._pending_by_series.clear()
         self._pending_versions.clear()
-        with self.clock.stage("quality"):
-            pending = self._apply_gate(pending)
-        with self.clock.stage("index"):
-            failures = {f.doc_id: f.message for f in self.index.upsert([p.record for p in pending])}
-            for p in pending:
-                if p.record.doc_id in failures:
-                    self._reject_pending(p, [Problem(code=Reason.INDEX_ERROR,
-                                                     message=failures[p.record.doc_id])])
-                else:
-                    if p.supersedes:
-                        self.index.supersede(p.record.patient_id, p.supersedes, p.record.doc_id)
-                    if p.demographics is not None and p.demographics.birth_date is not None:
-                        # Refines the birth date the INS gives (a minor's majority day).
-                        self.rules.record_birth_date(p.record.patient_id, p.demographics.birth_date,
-                                                     p.record.ingested_at)
+        if pending:
+            with self.clock.stage("quality"):
+                pending = self._apply_gate(pending)
+        if self.run_id is None:
+            with self.clock.stage("index"):
+                self._refuse(pending, self.index.apply(
+                    [p.record for p in pending], self._supersedes(pending)))
+            self._record_birth_dates(pending)
+            return
+        end = len(self.outcomes)
+        if end == self._recorded:
+            return
+        with self.clock.stage("index"), self.ledger.flush_lock():
+            start = self._recorded
+            flush_id = None
+            if pending:
+                self.checkpoint("before_journal")
+                writes = _FlushWrites(
+                    items=tuple(_JournalItem(record=p.record, supersedes=p.supersedes,
+                                             raw_sha=p.raw_sha, part=p.part, batch=p.batch,
+                                             outcome_at=p.outcome_index - start) for p in pending),
+                    raw_shas={i - start: sha for i, sha in self._raw_sha_of.items() if i >= start})
+                flush_id = self.ledger.journal_flush(self.run_id, _index_key(self.settings),
+                                                     self.batch_name, writes.model_dump_json(),
+                                                     self.outcomes[start:end])
+                self.checkpoint("after_journal")
+                self._refuse(pending, self.index.apply([p.record for p in pending],
+                                                       self._supersedes(pending),
+                                                       checkpoint=self.checkpoint))
+                self._record_birth_dates(pending)
+            self.checkpoint("before_ledger_record")
+            if flush_id is None:
+                self.ledger.record_outcomes(self.run_id, self.batch_name, self.outcomes[start:end])
+            else:
+                self.ledger.complete_flush(flush_id, self.run_id, self.batch_name,
+                                           self.outcomes[start:end])
+            self._recorded = end
+            self.checkpoint("after_ledger_record")
+            self._release_quarantine(self.outcomes[start:end],
+                                     {i - start: sha for i, sha in self._raw_sha_of.items() if i >= start})
+
+    def _record_birth_dates(self, pending: Sequence[_Pending]) -> None:
+        for p in pending:
+            if (self.outcomes[p.outcome_index].status is not Status.REJECTED
+                    and p.demographics is not None and p.demographics.birth_date is not None):
+                # Refines the birth date the INS gives (a minor's majority day).
+                self.rules.record_birth_date(p.record.patient_id, p.demographics.birth_date,
+                                             p.record.ingested_at)
+
+    @staticmethod
+    def _supersedes(pending: Sequence[_Pending]) -> list[Supersede]:
+        return [Supersede(patient_id=p.record.patient_id, doc_id=p.supersedes, by_doc_id=p.record.doc_id)
+                for p in pending if p.supersedes]
+
+    def _refuse(self, pending: Sequence[_Pending], failures: Sequence[IndexFailure]) -> None:
+        refused = {f.doc_id: f.message for f in failures}
+        for p in pending:
+            if p.record.doc_id in refused:
+                self._reject_pending(p, [Problem(code=Reason.INDEX_ERROR, message=refused[p.record.doc_id])])
+
+    def finish_unfinished_flushes(self) -> int:
+        """Finish every flush a killed run left ``intended``: apply its writes to the index
+        again (idempotent), then record its outcomes under that run. Returns how many."""
+        with self.ledger.flush_lock():
+            unfinished = self.ledger.unfinished_flushes(_index_key(self.settings))
+            for journaled in unfinished:
+                writes = _FlushWrites.model_validate_json(journaled.writes)
+                log.warning("finishing flush %s of run %s (%d records) left unfinished by a "
+                            "killed run", journaled.flush_id, journaled.run_id, len(writes.items))
+                failures = {f.doc_id: f.message for f in self.index.apply(
+                    [i.record for i in writes.items], writes.supersedes())}
+                outcomes = list(journaled.outcomes)
+                for i in writes.items:
+                    if i.record.doc_id in failures:
+                        problems = [Problem(code=Reason.INDEX_ERROR, message=failures[i.record.doc_id])]
+                        outcomes[i.outcome_at] = outcomes[i.outcome_at].model_copy(update={
+                            "status": Status.REJECTED, "doc_id": None, "reasons": tuple(problems)})
+                        self.quarantine(i.record.producer, i.batch, i.record.source, i.raw_sha, i.part,
+                                        problems, patient_id=i.record.patient_id)
+                if self.ledger.complete_flush(journaled.flush_id, journaled.run_id, journaled.batch,
+                                              outcomes):
+                    self._release_quarantine(outcomes, writes.raw_shas)
+        return len(unfinished)
+
+    def _release_quarantine(self, outcomes: Sequence[Outcome], raw_shas: dict[int, str]) -> None:
+        """Take out of quarantine every document these outcomes accept (a replay, or a
+        resend after a fix): an input ends in one state, not accepted and quarantined."""
+        accepted = {i: o for i, o in enumerate(outcomes)
+                    if o.status is not Status.REJECTED and i in raw_shas and o.producer}
+        if not accepted:
+            return
+        was_rejected = self.ledger.was_rejected(o.source for o in accepted.values())
+        for i, o in accepted.items():
+            if o.source in was_rejected and o.producer:
+                self.store.remove_quarantine(QuarantineRecord.make_id(o.producer, o.source, raw_shas[i]))
 
     def _apply_gate(self, pending: list[_Pending]) -> list[_Pending]:
         """Run the batch quality gate; return the records that may be indexed."""
@@ -671,7 +832,7 @@ def ingest_sources(
         if not s.startswith("s3://") and not Path(s).exists() and not Path(s).is_symlink():
             raise SourceError("no such file or folder", source=s)
     with Pipeline(settings) as pipe:
-        run_id = pipe.ledger.start_run("ingest", " ".join(sources))
+        run_id = pipe.start_run("ingest", " ".join(sources), exclusive=True)
         bar = None
         if progress:
             from tqdm import tqdm
@@ -685,11 +846,13 @@ def ingest_sources(
             bar.close()
         pipe.flush()
         metrics = pipe.metrics()
-        pipe.ledger.record_outcomes(run_id, None, pipe.outcomes)
-        pipe.ledger.finish_run(run_id, metrics)
+        pipe.ledger.finish_run(run_id, metrics, reported=report_path is None, took_over=pipe.took_over)
         outcomes = tuple(pipe.outcomes)
-    if report_path is not None:
-        write_report(report_path, outcomes)
+        if report_path is not None:
+            pipe.checkpoint("before_ack")
+            write_report(report_path, outcomes)
+            pipe.checkpoint("after_ack")
+            pipe.ledger.mark_reported(run_id)
     return RunSummary(run_id=run_id, outcomes=outcomes, metrics=metrics)
 
 
@@ -769,6 +932,19 @@ def _manifest_problem(batch: BatchRef, manifest: dict[str, ManifestEntry], name:
     return verify_manifest(manifest[name], data)
 
 
+def _find_batch(feed: Feed, batch_key: str) -> BatchRef:
+    batch = next((b for b in feed.list_batches() if printable_name(b.key) == batch_key), None)
+    if batch is None:
+        raise SourceError("no complete batch with this key in the feed", source=feed.url,
+                          batch=batch_key)
+    return batch
+
+
+def _write_ack(feed: Feed, batch: BatchRef, files: Mapping[str, bytes]) -> None:
+    for name, content in files.items():
+        feed.write(batch, name, content)
+
+
 def process_batch(settings: Settings, feed_url: str, batch_key: str) -> BatchSummary:
     """Ingest one complete batch; write its acknowledgement; record it as processed.
 
@@ -779,19 +955,24 @@ def process_batch(settings: Settings, feed_url: str, batch_key: str) -> BatchSum
     ledger = Ledger(settings.ledger_path)
     try:
         stored = ledger.batch_summary(feed.url, batch_key)
+        unwritten = ledger.pending_ack(feed.url, batch_key) if stored is not None else None
+        if unwritten is not None:
+            # Decided by a run killed before its acknowledgement was written: write that
+            # decision (never a new one, which would call its documents duplicates).
+            _write_ack(feed, _find_batch(feed, batch_key), unwritten)
+            ledger.mark_acknowledged(feed.url, batch_key)
     finally:
         ledger.close()
     if stored is not None:
         log.info("batch %s of %s already processed; skipping", batch_key, feed.url)
         return BatchSummary.model_validate_json(stored)
-    batch = next((b for b in feed.list_batches() if printable_name(b.key) == batch_key), None)
-    if batch is None:
-        raise SourceError("no complete batch with this key in the feed", source=feed.url,
-                          batch=batch_key)
+    batch = _find_batch(feed, batch_key)
     manifest = {e.name: e for e in batch.manifest or ()}
     gate = QualityGate(settings, build_data_docs=settings.data_docs)
     with Pipeline(settings, batch_label=batch_key, gate=gate) as pipe:
-        run_id = pipe.ledger.start_run("batch", f"{feed.url} {batch_key}")
+        # Lanes of different producers run side by side (shared); a `carnet ingest` waits.
+        run_id = pipe.start_run("batch", f"{feed.url} {batch_key}", exclusive=False)
+        pipe.batch_name = printable_name(batch.batch)
         names = list(batch.files)
         # A manifest entry whose file is missing is a lost document: report it.
         for missing in sorted(set(manifest) - set(names)):
@@ -835,13 +1016,18 @@ def process_batch(settings: Settings, feed_url: str, batch_key: str) -> BatchSum
             ocr_mean_confidence=m["ocr_mean_confidence"],  # type: ignore[arg-type]
             seconds_per_stage=m["seconds_per_stage"],  # type: ignore[arg-type]
         )
-        from pipeline.acks import write_acknowledgements
+        from pipeline.acks import build_acknowledgements
 
-        # _report.json, and one ACK (MSA AA/AE/AR) per HL7 message under _ack/
-        write_acknowledgements(feed, batch, pipe.outcomes, lang=settings.report_language)
-        pipe.ledger.record_outcomes(run_id, batch.batch, pipe.outcomes)
-        pipe.ledger.finish_run(run_id, m)
-        pipe.ledger.mark_batch(feed.url, batch_key, run_id, summary.model_dump_json())
+        # _report.json, and one ACK (MSA AA/AE/AR) per HL7 message under _ack/. The decision
+        # is recorded first, then the files written: a run killed in between leaves the
+        # decision, which the rerun writes (see the top of this function).
+        _, ack = build_acknowledgements(feed, batch, pipe.outcomes, lang=settings.report_language)
+        pipe.ledger.record_batch(feed.url, batch_key, run_id, summary.model_dump_json(), ack, m,
+                                 took_over=pipe.took_over)
+        pipe.checkpoint("before_ack")
+        _write_ack(feed, batch, ack)
+        pipe.checkpoint("after_ack")
+        pipe.ledger.mark_acknowledged(feed.url, batch_key)
     if summary.flagged:
         log.warning("batch %s of producer %s flagged: reject rate %.0f%% > %.0f%%",
                     batch_key, batch.producer, rate * 100, settings.max_reject_rate * 100)

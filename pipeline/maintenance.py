@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 
 
 class Discrepancy(Frozen):
-    kind: str  # "missing_bytes" | "missing_from_index"
+    kind: str  # "missing_bytes" | "missing_from_index" | "missing_from_ledger"
     patient_id: str | None
     doc_id: str
     content_sha256: str | None
@@ -103,6 +103,12 @@ def check_integrity(settings: Settings) -> IntegrityReport:
         Discrepancy(kind="missing_from_index", patient_id=p, doc_id=d, content_sha256=h,
                     source=s, producer=pr)
         for d, (p, h, s, pr) in sorted(accepted.items()) if d not in in_index
+    ]
+    # The reverse: a document in the index that no accepted outcome accounts for (what a
+    # run killed between its index writes and its ledger record used to leave).
+    problems += [
+        Discrepancy(kind="missing_from_ledger", patient_id=p, doc_id=d, content_sha256=h)
+        for p, d, h in held if d not in accepted
     ]
     report = IntegrityReport(checked_at=dt.datetime.now(dt.UTC), indexed=len(held),
                              accepted_in_ledger=len(accepted), discrepancies=tuple(problems))

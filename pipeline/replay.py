@@ -49,7 +49,7 @@ def replay_quarantine(settings: Settings, selection: ReplayFilter, *, dry_run: b
         selected = tuple(q for q in pipe.store.list_quarantine() if selection.matches(q))
         if dry_run:
             return ReplayResult(selected=selected, dry_run=True)
-        run_id = pipe.ledger.start_run("replay", selection.model_dump_json(exclude_none=True))
+        run_id = pipe.start_run("replay", selection.model_dump_json(exclude_none=True), exclusive=True)
         by_file: dict[tuple[str, str, str], list[QuarantineRecord]] = defaultdict(list)
         for q in selected:
             by_file[(q.content_sha256, q.producer, _file_source(q))].append(q)
@@ -66,7 +66,6 @@ def replay_quarantine(settings: Settings, selection: ReplayFilter, *, dry_run: b
                 released.append(q.quarantine_id)
             else:
                 still.append(q.quarantine_id)
-        pipe.ledger.record_outcomes(run_id, None, pipe.outcomes)
-        pipe.ledger.finish_run(run_id, pipe.metrics())
+        pipe.ledger.finish_run(run_id, pipe.metrics(), reported=True, took_over=pipe.took_over)
         return ReplayResult(selected=selected, released=tuple(released), still_rejected=tuple(still),
                             outcomes=tuple(pipe.outcomes))

@@ -74,6 +74,10 @@ class Settings:
     alert_webhook: str | None = None
     # The name a Celery worker reports to Airflow (several workers on one host).
     worker_name: str | None = None
+    # Records gated and written to the index per flush (one unit of commit each).
+    flush_every: int = 500
+    # Test-only: kill the process at this commit point (pipeline.faults). Never in production.
+    fault_point: str | None = None
 
     @property
     def ledger_path(self) -> Path:
@@ -131,6 +135,12 @@ class Settings:
             values["data_docs"] = e["CARNET_DATA_DOCS"].lower() not in ("0", "false", "no")
         if "CARNET_REPORT_LANG" in e:
             values["report_language"] = e["CARNET_REPORT_LANG"]
+        if "CARNET_FLUSH_EVERY" in e:
+            values["flush_every"] = max(1, int(e["CARNET_FLUSH_EVERY"]))
+        if e.get("CARNET_FAULT_POINT"):
+            from pipeline.faults import check_fault_point
+
+            values["fault_point"] = check_fault_point(e["CARNET_FAULT_POINT"])
         if "CARNET_FEEDS_FILE" in e:
             values["feeds_file"] = Path(e["CARNET_FEEDS_FILE"])
         if e.get("CARNET_FEED_URL"):

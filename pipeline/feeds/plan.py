@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pipeline.feeds import open_feed
+from pipeline.feeds import open_feed, printable_name
 from pipeline.feeds.config import is_scan_heavy
 from pipeline.ledger import Ledger
 from pipeline.settings import Settings
@@ -26,9 +26,10 @@ def plan_batches(settings: Settings, feed_url: str, *, scans: bool = False
     lanes: dict[str, list[str]] = {}
     heavy: set[str] = set()
     for b in sorted(feed.list_batches(), key=lambda b: (b.producer, b.batch)):
-        if b.key in done:
+        key = printable_name(b.key)  # as discover_batches and process_batch name it
+        if key in done:
             continue
-        lanes.setdefault(b.producer, []).append(b.key)
+        lanes.setdefault(b.producer, []).append(key)
         if is_scan_heavy(b.files, scans=scans):
             heavy.add(b.producer)
     return {"text": [keys for p, keys in lanes.items() if p not in heavy],

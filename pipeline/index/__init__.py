@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from pipeline.errors import ConfigurationError
-from pipeline.index.base import DocumentIndex, ExistingVersion, IndexFailure
+from pipeline.index.base import Checkpoint, DocumentIndex, ExistingVersion, IndexFailure, Supersede
 
-__all__ = ["DocumentIndex", "ExistingVersion", "IndexFailure", "open_index"]
+__all__ = ["Checkpoint", "DocumentIndex", "ExistingVersion", "IndexFailure", "Supersede", "open_index"]
 
 
 def open_index(url: str, *, alias: str = "carnet-documents") -> DocumentIndex:

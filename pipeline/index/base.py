@@ -7,7 +7,7 @@ patient id and a backend must never return another patient's document.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Protocol, runtime_checkable
 
 from pipeline.model import DocumentRecord, Frozen, SearchQuery, SearchResult, Visibility
@@ -21,6 +21,19 @@ class ExistingVersion(Frozen):
     content_sha256: str
     superseded_by: str | None = None
     withdrawn: bool = False
+
+
+class Supersede(Frozen):
+    """``doc_id`` (of ``patient_id``) is replaced by ``by_doc_id``, a newer version."""
+
+    patient_id: str
+    doc_id: str
+    by_doc_id: str
+
+
+# Called by ``apply`` at its named steps ("after_index_write", "after_supersede"): the
+# crash tests' fault points. Index backends never decide anything from it.
+Checkpoint = Callable[[str], None]
 
 
 class IndexFailure(Frozen):
@@ -51,6 +64,23 @@ def names_any(record: DocumentRecord, producer: str, document_ids: Sequence[str]
 class DocumentIndex(Protocol):
     def upsert(self, records: Sequence[DocumentRecord]) -> list[IndexFailure]:
         """Insert or overwrite ``records`` by ``doc_id``; return the ones refused."""
+        ...
+
+    def apply(
+        self,
+        records: Sequence[DocumentRecord],
+        supersedes: Sequence[Supersede],
+        *,
+        checkpoint: Checkpoint | None = None,
+    ) -> list[IndexFailure]:
+        """One flush's writes as one unit: upsert ``records``, then mark ``supersedes``.
+
+        SQLite applies both in one transaction; Elasticsearch sends both in one bulk
+        request. Idempotent (a rerun re-applies a flush it cannot know finished), and a
+        version chain never goes back: a document already superseded in the index stays
+        superseded when its record is written again. A supersede whose new version is
+        refused is not applied. Returns the refused records.
+        """
         ...
 
     def get(self, patient_id: str, doc_id: str) -> DocumentRecord | None:

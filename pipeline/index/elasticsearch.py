@@ -35,7 +35,7 @@ from elasticsearch import ApiError, Elasticsearch, NotFoundError, helpers
 
 from pipeline.analysis import analyze, analyze_query, highlight
 from pipeline.errors import BackendUnavailable, ConfigurationError
-from pipeline.index.base import ExistingVersion, IndexFailure, meta_text
+from pipeline.index.base import Checkpoint, ExistingVersion, IndexFailure, Supersede, meta_text
 from pipeline.index.sqlite import PREFIX_MIN_CHARS, patient_token
 from pipeline.model import DocClass, DocumentRecord, SearchHit, SearchQuery, SearchResult, Visibility
 
@@ -103,7 +103,8 @@ _R = TypeVar("_R")
 
 
 def _reachable(method: Callable[_P, _R]) -> Callable[_P, _R]:
-    """Turn a lost connection or timeout into :class:`BackendUnavailable` (run stops).
+    """Turn a lost connection, a timeout or a node answering 5xx (shutting down, no master)
+    into :class:`BackendUnavailable` (run stops).
 
     API errors (HTTP 4xx) are not translated: they are bugs here, not an outage.
     """
@@ -115,6 +116,11 @@ def _reachable(method: Callable[_P, _R]) -> Callable[_P, _R]:
         except TransportError as exc:
             url = getattr(args[0], "url", None)
             raise BackendUnavailable(f"Elasticsearch unreachable: {exc}", index=url) from exc
+        except ApiError as exc:
+            if exc.meta.status < 500:
+                raise
+            url = getattr(args[0], "url", None)
+            raise BackendUnavailable(f"Elasticsearch failed: {exc}", index=url) from exc
 
     return wrapper
 
@@ -337,8 +343,95 @@ class ElasticsearchIndex:
 
     @_reachable
     def upsert(self, records: Sequence[DocumentRecord]) -> list[IndexFailure]:
+        failures, valid = self._valid(records)
+        actions = self._actions(valid, failures)
+        if actions:
+            failures += self._bulk(actions)
+            # Visible to reads before we return (one refresh per batch, not per document).
+            self._refresh()
+        return failures
+
+    @_reachable
+    def apply(
+        self,
+        records: Sequence[DocumentRecord],
+        supersedes: Sequence[Supersede],
+        *,
+        checkpoint: Checkpoint | None = None,
+    ) -> list[IndexFailure]:
+        """New versions and the supersede of the old ones in one bulk request.
+
+        A bulk request is not a transaction: a node dying halfway leaves part of it
+        applied, which is why the caller journals the flush and a rerun sends it again.
+        """
+        failures, valid = self._valid(records)
+        refused = {f.doc_id for f in failures}
+        wanted = {s.doc_id: s for s in supersedes if s.by_doc_id not in refused}
+        by_id = {r.doc_id: r for r in valid}
+        current = self._mget([(r.patient_id, r.doc_id) for r in valid]
+                             + [(s.patient_id, s.doc_id) for s in wanted.values() if s.doc_id not in by_id])
+        chained: list[DocumentRecord] = []
+        for record in valid:
+            found = current.get(record.doc_id)
+            superseded_by = record.superseded_by
+            if record.doc_id in wanted:  # the old version is in this flush too
+                superseded_by = wanted[record.doc_id].by_doc_id
+            elif superseded_by is None and found is not None:
+                superseded_by = found[0].get("superseded_by")  # a chain never goes back
+            if superseded_by != record.superseded_by:
+                record = record.model_copy(update={"superseded_by": superseded_by})
+            chained.append(record)
+        actions = self._actions(chained, failures)
+        refused = {f.doc_id for f in failures}
+        targets: dict[str, tuple[dict[str, Any], int, int]] = {}
+        for s in wanted.values():
+            if s.doc_id in by_id or s.by_doc_id in refused:
+                continue
+            found = current.get(s.doc_id)
+            if found is None:
+                log.warning("supersede: no document %s for this patient", s.doc_id)
+                continue
+            targets[s.doc_id] = found
+            old = _record(found[0]).model_copy(update={"superseded_by": s.by_doc_id})
+            actions.append({**self._action(old), "if_seq_no": found[1], "if_primary_term": found[2]})
+        bulk_failures = self._bulk(actions) if actions else []
+        lost_race = [f for f in bulk_failures if f.doc_id in targets]
+        failures += [f for f in bulk_failures if f.doc_id not in targets]
+        for f in lost_race:  # the old version changed since it was read (visibility…): again
+            s = wanted[f.doc_id]
+            self._update(s.patient_id, s.doc_id, {"superseded_by": s.by_doc_id})
+        # A new version the cluster refused must not leave its predecessor hidden.
+        for f in failures:
+            for s in wanted.values():
+                if s.by_doc_id == f.doc_id and s.doc_id not in refused:
+                    previous = current.get(s.doc_id)
+                    self._update(s.patient_id, s.doc_id, {
+                        "superseded_by": previous[0].get("superseded_by") if previous else None})
+        if checkpoint:
+            checkpoint("after_index_write")
+        if actions:
+            self._refresh()
+        if checkpoint and supersedes:
+            checkpoint("after_supersede")
+        return failures
+
+    def _mget(self, keys: list[tuple[str, str]]) -> dict[str, tuple[dict[str, Any], int, int]]:
+        """doc id → (source, seq_no, primary_term) of the ``(patient, doc id)`` found."""
+        keys = [(p, d) for p, d in keys if patient_token(p) is not None and d]
+        if not keys:
+            return {}
+        response = self._es.mget(index=self.alias,
+                                 docs=[{"_id": d, "routing": p} for p, d in keys])
+        found: dict[str, tuple[dict[str, Any], int, int]] = {}
+        for (patient, doc_id), doc in zip(keys, response["docs"], strict=True):
+            if doc.get("found") and doc["_source"].get("patient_id") == patient:
+                found[doc_id] = (doc["_source"], doc["_seq_no"], doc["_primary_term"])
+        return found
+
+    def _valid(self, records: Sequence[DocumentRecord]) -> tuple[list[IndexFailure], list[DocumentRecord]]:
+        """Records the cluster would refuse (checked here) and the others."""
         failures: list[IndexFailure] = []
-        actions: list[dict[str, Any]] = []
+        valid: list[DocumentRecord] = []
         for record in records:
             if patient_token(record.patient_id) is None:
                 message = f"patient id {record.patient_id!r} is not a 15-character INS"
@@ -350,15 +443,18 @@ class ElasticsearchIndex:
                 message = f"doc_id is longer than {MAX_ID_BYTES} bytes"
                 failures.append(IndexFailure(doc_id=record.doc_id, message=message))
             else:
-                try:
-                    actions.append(self._action(record))
-                except ValueError as exc:  # a record pydantic cannot serialise
-                    failures.append(IndexFailure(doc_id=record.doc_id, message=str(exc)))
-        if actions:
-            failures += self._bulk(actions)
-            # Visible to reads before we return (one refresh per batch, not per document).
-            self._refresh()
-        return failures
+                valid.append(record)
+        return failures, valid
+
+    def _actions(self, records: Sequence[DocumentRecord], failures: list[IndexFailure]
+                 ) -> list[dict[str, Any]]:
+        actions = []
+        for record in records:
+            try:
+                actions.append(self._action(record))
+            except ValueError as exc:  # a record pydantic cannot serialise
+                failures.append(IndexFailure(doc_id=record.doc_id, message=str(exc)))
+        return actions
 
     def _refresh(self) -> None:
         try:

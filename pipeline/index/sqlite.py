@@ -41,7 +41,7 @@ from pathlib import Path
 
 from pipeline.analysis import analyze, analyze_query, highlight
 from pipeline.errors import BackendUnavailable
-from pipeline.index.base import ExistingVersion, IndexFailure, meta_text, names_any
+from pipeline.index.base import Checkpoint, ExistingVersion, IndexFailure, Supersede, meta_text, names_any
 from pipeline.model import (
     DocClass,
     DocumentRecord,
@@ -212,6 +212,59 @@ class SqliteIndex:
     # -- writes --------------------------------------------------------------------------
 
     def upsert(self, records: Sequence[DocumentRecord]) -> list[IndexFailure]:
+        failures, rows = self._rows(records)
+        if rows:
+            with self._write():
+                new_terms = self._write_rows(rows)
+            self._remember_terms(new_terms)
+        return failures
+
+    def apply(
+        self,
+        records: Sequence[DocumentRecord],
+        supersedes: Sequence[Supersede],
+        *,
+        checkpoint: Checkpoint | None = None,
+    ) -> list[IndexFailure]:
+        failures, rows = self._rows(records)
+        refused = {f.doc_id for f in failures}
+        new_terms: set[str] = set()
+        with self._write():
+            if rows:
+                # A document superseded meanwhile (by a later run) stays superseded.
+                ids = [values[0] for values, _ in rows]
+                already = dict(self._db.execute(
+                    f"SELECT doc_id, superseded_by FROM documents WHERE superseded_by IS NOT NULL"
+                    f" AND doc_id IN ({', '.join('?' * len(ids))})", ids).fetchall())
+                if already:
+                    rows = [self._keep_superseded(values, fts, already) for values, fts in rows]
+                new_terms = self._write_rows(rows)
+            if checkpoint:
+                checkpoint("after_index_write")
+            for s in supersedes:
+                if s.by_doc_id not in refused and not self._update_in_transaction(
+                        s.patient_id, s.doc_id, superseded_by=s.by_doc_id):
+                    log.warning("supersede: no document %s for this patient", s.doc_id)
+            if checkpoint and supersedes:
+                checkpoint("after_supersede")
+        self._remember_terms(new_terms)
+        return failures
+
+    @staticmethod
+    def _keep_superseded(
+        values: tuple[object, ...], fts: tuple[str, str, str, str], already: dict[str, str]
+    ) -> tuple[tuple[object, ...], tuple[str, str, str, str]]:
+        doc_id = str(values[0])
+        if doc_id not in already or values[7] is not None:
+            return values, fts
+        record = DocumentRecord.model_validate_json(str(values[10]))
+        record = record.model_copy(update={"superseded_by": already[doc_id]})
+        return (*values[:7], already[doc_id], *values[8:10], record.model_dump_json()), fts
+
+    def _rows(
+        self, records: Sequence[DocumentRecord]
+    ) -> tuple[list[IndexFailure], list[tuple[tuple[object, ...], tuple[str, str, str, str]]]]:
+        """The records refused, and the (documents row, FTS row) of the others."""
         failures: list[IndexFailure] = []
         rows: list[tuple[tuple[object, ...], tuple[str, str, str, str]]] = []
         for record in records:
@@ -241,43 +294,46 @@ class SqliteIndex:
                 record.model_dump_json(),
             )
             rows.append((doc_row, _fts_row(record, pat)))
-        if not rows:
-            return failures
-        with self._write():
-            for doc_values, fts_row in rows:
-                (row_id,) = self._db.execute(
-                    """
-                    INSERT INTO documents (doc_id, patient_id, series_id, content_sha256,
-                        doc_class, type_code, document_date, superseded_by, visibility,
-                        title, record)
-                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-                    ON CONFLICT (doc_id) DO UPDATE SET
-                        patient_id = excluded.patient_id, series_id = excluded.series_id,
-                        content_sha256 = excluded.content_sha256,
-                        doc_class = excluded.doc_class, type_code = excluded.type_code,
-                        document_date = excluded.document_date,
-                        superseded_by = excluded.superseded_by,
-                        visibility = excluded.visibility, title = excluded.title,
-                        record = excluded.record
-                    RETURNING id
-                    """,
-                    doc_values,
-                ).fetchone()
-                self._db.execute("DELETE FROM documents_fts WHERE rowid = ?", (row_id,))
-                self._db.execute(
-                    "INSERT INTO documents_fts (rowid, pat, title, meta, body)"
-                    " VALUES (?, ?, ?, ?, ?)",
-                    (row_id, *fts_row),
-                )
-            new_terms = {t for _, fts_row in rows for col in fts_row[1:] for t in col.split()}
-            new_terms -= self._known_terms
-            self._db.executemany(
-                "INSERT OR IGNORE INTO terms (term) VALUES (?)", [(t,) for t in new_terms]
+        return failures, rows
+
+    def _write_rows(self, rows: list[tuple[tuple[object, ...], tuple[str, str, str, str]]]) -> set[str]:
+        """Upsert rows inside the caller's transaction; return the terms not known yet."""
+        for doc_values, fts_row in rows:
+            (row_id,) = self._db.execute(
+                """
+                INSERT INTO documents (doc_id, patient_id, series_id, content_sha256,
+                    doc_class, type_code, document_date, superseded_by, visibility,
+                    title, record)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                ON CONFLICT (doc_id) DO UPDATE SET
+                    patient_id = excluded.patient_id, series_id = excluded.series_id,
+                    content_sha256 = excluded.content_sha256,
+                    doc_class = excluded.doc_class, type_code = excluded.type_code,
+                    document_date = excluded.document_date,
+                    superseded_by = excluded.superseded_by,
+                    visibility = excluded.visibility, title = excluded.title,
+                    record = excluded.record
+                RETURNING id
+                """,
+                doc_values,
+            ).fetchone()
+            self._db.execute("DELETE FROM documents_fts WHERE rowid = ?", (row_id,))
+            self._db.execute(
+                "INSERT INTO documents_fts (rowid, pat, title, meta, body)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (row_id, *fts_row),
             )
+        new_terms = {t for _, fts_row in rows for col in fts_row[1:] for t in col.split()}
+        new_terms -= self._known_terms
+        self._db.executemany(
+            "INSERT OR IGNORE INTO terms (term) VALUES (?)", [(t,) for t in new_terms]
+        )
+        return new_terms
+
+    def _remember_terms(self, new_terms: set[str]) -> None:
         if len(self._known_terms) + len(new_terms) > _KNOWN_TERMS_SIZE:
             self._known_terms.clear()
         self._known_terms |= new_terms
-        return failures
 
     @contextmanager
     def _write(self) -> Iterator[None]:
@@ -298,25 +354,28 @@ class SqliteIndex:
     def _update_record(self, patient_id: str, doc_id: str, **changes: object) -> bool:
         """Rewrite one stored record (its JSON and the matching columns); False if absent."""
         with self._write():
-            row = self._db.execute(
-                "SELECT record FROM documents WHERE patient_id = ? AND doc_id = ?",
-                (patient_id, doc_id),
-            ).fetchone()
-            if row is None:
-                return False
-            record = DocumentRecord.model_validate_json(row[0]).model_copy(update=changes)
-            self._db.execute(
-                "UPDATE documents SET superseded_by = ?, visibility = ?, record = ?"
-                " WHERE patient_id = ? AND doc_id = ?",
-                (
-                    record.superseded_by,
-                    _mask(record),
-                    record.model_dump_json(),
-                    patient_id,
-                    doc_id,
-                ),
-            )
-            return True
+            return self._update_in_transaction(patient_id, doc_id, **changes)
+
+    def _update_in_transaction(self, patient_id: str, doc_id: str, **changes: object) -> bool:
+        row = self._db.execute(
+            "SELECT record FROM documents WHERE patient_id = ? AND doc_id = ?",
+            (patient_id, doc_id),
+        ).fetchone()
+        if row is None:
+            return False
+        record = DocumentRecord.model_validate_json(row[0]).model_copy(update=changes)
+        self._db.execute(
+            "UPDATE documents SET superseded_by = ?, visibility = ?, record = ?"
+            " WHERE patient_id = ? AND doc_id = ?",
+            (
+                record.superseded_by,
+                _mask(record),
+                record.model_dump_json(),
+                patient_id,
+                doc_id,
+            ),
+        )
+        return True
 
     def supersede(self, patient_id: str, doc_id: str, by_doc_id: str) -> None:
         if not self._update_record(patient_id, doc_id, superseded_by=by_doc_id):

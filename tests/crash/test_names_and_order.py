@@ -74,3 +74,12 @@ def test_same_content_under_two_names_the_first_in_batch_order_is_indexed(
     assert done.returncode == 0, done.stderr
     status = {Path(str(x["source"])).name: x["status"] for x in read_report(report)}
     assert status == {first: "indexed", second: "duplicate"}
+    # Killed after the index write, before anything was recorded: the rerun gives the same
+    # answer, not "duplicate" for both.
+    crashed = tmp_path / "crashed"
+    killed = carnet("ingest", str(tmp_path / "in"), "-q", data_dir=crashed,
+                    fault="before_ledger_record")
+    assert killed.returncode == -9, killed.stderr
+    done = carnet("ingest", str(tmp_path / "in"), "--report", str(report), "-q", data_dir=crashed)
+    assert done.returncode == 0, done.stderr
+    assert {Path(str(x["source"])).name: x["status"] for x in read_report(report)} == status
