@@ -1,6 +1,8 @@
 """What a producer gets back in its batch: the ``_report.json`` and one HL7 ACK per message.
 
-``write_acknowledgements`` writes both through ``Feed.write``, after the batch is processed.
+``write_acknowledgements`` writes both through ``Feed.write``, after the batch is processed;
+``build_acknowledgements`` returns them unwritten, so the ingest can record its decision in
+the ledger first and write the very same files again after a crash.
 
 The report (``BatchReport``, JSON Schema ``schemas/batch-report.schema.json``) has one
 entry per document found in the batch: one per PDF, image or CDA file, one per HL7

@@ -255,6 +255,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
+    if not args.verbose:
+        # The Elasticsearch client logs every failed attempt with its traceback; when the
+        # node is gone the run ends with one line naming the failure instead (-v shows them).
+        logging.getLogger("elastic_transport").setLevel(logging.ERROR)
     try:
         return int(args.func(args))
     except CarnetError as exc:  # SourceError, BackendUnavailable, ConfigurationError…

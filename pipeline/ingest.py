@@ -681,14 +681,22 @@ class Pipeline:
     def _release_quarantine(self, outcomes: Sequence[Outcome], raw_shas: dict[int, str]) -> None:
         """Take out of quarantine every document these outcomes accept (a replay, or a
         resend after a fix): an input ends in one state, not accepted and quarantined."""
-        accepted = {i: o for i, o in enumerate(outcomes)
-                    if o.status is not Status.REJECTED and i in raw_shas and o.producer}
+        accepted: list[tuple[str, str, str]] = []  # (producer, source, raw sha)
+        for i, o in enumerate(outcomes):
+            if o.status is Status.REJECTED or i not in raw_shas or not o.producer:
+                continue
+            accepted.append((o.producer, o.source, raw_shas[i]))
+            file_source, sep, part = o.source.rpartition("#")
+            if sep and part.isdigit():
+                # An HL7 file once rejected whole (nothing parsed) now yields messages: its
+                # file-level record goes, each message having its own outcome now.
+                accepted.append((o.producer, file_source, raw_shas[i]))
         if not accepted:
             return
-        was_rejected = self.ledger.was_rejected(o.source for o in accepted.values())
-        for i, o in accepted.items():
-            if o.source in was_rejected and o.producer:
-                self.store.remove_quarantine(QuarantineRecord.make_id(o.producer, o.source, raw_shas[i]))
+        was_rejected = self.ledger.was_rejected(source for _, source, _ in accepted)
+        for producer, source, raw_sha in dict.fromkeys(accepted):
+            if source in was_rejected:
+                self.store.remove_quarantine(QuarantineRecord.make_id(producer, source, raw_sha))
 
     def _apply_gate(self, pending: list[_Pending]) -> list[_Pending]:
         """Run the batch quality gate; return the records that may be indexed."""

@@ -58,11 +58,12 @@ def replay_quarantine(settings: Settings, selection: ReplayFilter, *, dry_run: b
             pipe.process(InputFile(data=pipe.store.get(sha), source=source, producer=producer,
                                    batch=records[0].batch))
         pipe.flush()
-        final = {o.source: o for o in pipe.outcomes}
+        accepted = {o.source for o in pipe.outcomes if o.status is not Status.REJECTED}
+        # A file rejected whole (q.part None) may now yield messages, sources "file#n".
+        accepted_files = {s.rpartition("#")[0] for s in accepted if "#" in s}
         for q in selected:
-            outcome = final.get(q.source)
-            if outcome is not None and outcome.status is not Status.REJECTED:
-                pipe.store.remove_quarantine(q.quarantine_id)
+            if q.source in accepted or (q.part is None and q.source in accepted_files):
+                pipe.store.remove_quarantine(q.quarantine_id)  # if the flush has not already
                 released.append(q.quarantine_id)
             else:
                 still.append(q.quarantine_id)

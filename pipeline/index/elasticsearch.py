@@ -332,7 +332,7 @@ class ElasticsearchIndex:
                         IndexFailure(doc_id=doc_id, message=_error_message(result.get("error")))
                     )
         except (ApiError, TransportError) as exc:
-            raise BackendUnavailable(f"bulk request failed: {exc}", index=self.url) from exc
+            raise BackendUnavailable(f"Elasticsearch bulk request failed: {exc}", index=self.url) from exc
         if overloaded:
             raise BackendUnavailable(
                 f"cluster refused {len(overloaded)} documents as overloaded after retries "
