@@ -153,6 +153,12 @@ class Ledger:
                     except sqlite3.OperationalError as exc:  # another process added it first
                         if "duplicate column" not in str(exc):
                             raise
+                    else:
+                        if column == "reported_at":
+                            # Runs from before the column were reported when they ended (and
+                            # killed ones recorded no outcome): none is left to take over.
+                            self._conn.execute("UPDATE runs SET reported_at=COALESCE(finished_at,"
+                                               " started_at)")
             self._conn.commit()
 
     # -- locks -----------------------------------------------------------------------------
@@ -417,7 +423,24 @@ class Ledger:
                     "WHERE run_id=? AND seq=?",
                     (ERASED, json.dumps(redacted, ensure_ascii=False), run_id, seq),
                 )
+            self._forget_in_journal(patient_id)
         return len(rows)
+
+    def _forget_in_journal(self, patient_id: str) -> None:
+        """A flush a killed run left unfinished must not write an erased patient back: drop
+        their records from its writes and redact their outcomes (the format is
+        pipeline.ingest's ``_FlushWrites``: ``items[].record.patient_id``)."""
+        rows = self._conn.execute("SELECT flush_id, writes, outcomes FROM flushes WHERE state='intended'"
+                                  " AND (writes LIKE ? OR outcomes LIKE ?)",
+                                  (f"%{patient_id}%", f"%{patient_id}%")).fetchall()
+        for flush_id, writes, outcomes in rows:
+            w = json.loads(writes)
+            w["items"] = [i for i in w.get("items", ()) if i["record"]["patient_id"] != patient_id]
+            redacted = [dict(o, patient_id=None, doc_id=None) if o.get("patient_id") == patient_id else o
+                        for o in json.loads(outcomes)]
+            self._conn.execute("UPDATE flushes SET writes=?, outcomes=? WHERE flush_id=?",
+                               (json.dumps(w, ensure_ascii=False), json.dumps(redacted, ensure_ascii=False),
+                                flush_id))
 
     def close(self) -> None:
         self._conn.close()

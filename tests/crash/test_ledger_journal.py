@@ -1,0 +1,53 @@
+"""The ledger's journal on its own: a ledger from before it, and erasure meeting a flush
+a killed run left unfinished."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+from pipeline.ledger import Ledger
+from pipeline.model import Outcome, Status
+
+PATIENT = "185057800608491"
+
+
+def test_runs_recorded_before_the_journal_are_not_taken_for_killed_ones(tmp_path: Path) -> None:
+    path = tmp_path / "ledger.db"
+    with sqlite3.connect(path) as conn:  # the schema as the first release wrote it
+        conn.executescript("""
+            CREATE TABLE runs (run_id TEXT PRIMARY KEY, started_at TEXT NOT NULL, finished_at TEXT,
+                               kind TEXT NOT NULL, detail TEXT NOT NULL DEFAULT '', metrics TEXT);
+            CREATE TABLE batches (feed_url TEXT NOT NULL, batch_key TEXT NOT NULL, run_id TEXT NOT NULL,
+                                  processed_at TEXT NOT NULL, summary TEXT NOT NULL,
+                                  PRIMARY KEY (feed_url, batch_key));
+            INSERT INTO runs VALUES ('old', '2026-01-01', '2026-01-01', 'ingest', '', '{}');
+            INSERT INTO batches VALUES ('feed', 'labo/b1', 'old', '2026-01-01', '{}');
+        """)
+    ledger = Ledger(path)
+    try:
+        ledger.record_outcomes("old", None, [Outcome(source="a.xml", status=Status.INDEXED, doc_id="d1",
+                                                     patient_id=PATIENT)])
+        assert ledger.unreported_accepted("new") == {}
+        assert ledger.processed_batches("feed") == {"labo/b1"}
+    finally:
+        ledger.close()
+
+
+def test_erasure_takes_a_patient_out_of_an_unfinished_flush(tmp_path: Path) -> None:
+    ledger = Ledger(tmp_path / "ledger.db")
+    try:
+        run = ledger.start_run("ingest")
+        writes = {"items": [{"record": {"patient_id": PATIENT, "text": "secret"}, "outcome_at": 0},
+                            {"record": {"patient_id": "279126902300169", "text": "kept"}, "outcome_at": 1}],
+                  "raw_shas": {}}
+        outcomes = [Outcome(source="a", status=Status.INDEXED, doc_id="d1", patient_id=PATIENT),
+                    Outcome(source="b", status=Status.INDEXED, doc_id="d2", patient_id="279126902300169")]
+        ledger.journal_flush(run, "sqlite:///x", None, json.dumps(writes), outcomes)
+        ledger.forget_patient(PATIENT)
+        (flush,) = ledger.unfinished_flushes("sqlite:///x")
+        assert PATIENT not in flush.writes and "secret" not in flush.writes and "kept" in flush.writes
+        assert [o.patient_id for o in flush.outcomes] == [None, "279126902300169"]
+    finally:
+        ledger.close()
