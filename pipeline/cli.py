@@ -1,9 +1,10 @@
 """The ``carnet`` command line. Its ``ingest`` and ``search`` contract (names, options,
 report and JSON fields) is relied upon by other tools: change it only compatibly.
 
-Exit codes: 0 when the run completed (rejects included), 1 when the run itself could
-not proceed (unreachable index, unreadable source, bad settings), 2 for usage errors
-(including an invalid patient id).
+Exit codes: 0 when the run completed (rejects included), 1 with a one-line error when the
+run itself could not proceed (unreachable index or store, one dying mid-run, unreadable
+source, bad settings, another ingest or replay holding the data directory), 2 for usage
+errors (including an invalid patient id).
 """
 
 from __future__ import annotations
