@@ -222,10 +222,12 @@ class Pipeline:
         self.took_over: set[str] = set()  # killed runs whose documents this run reports
         self._held = ExitStack()
 
-    def start_run(self, kind: str, detail: str, *, exclusive: bool) -> str:
-        """Take the data directory (refusing if an exclusive run holds it), finish what a
-        killed run left unfinished, and record this run in the ledger."""
-        self._held.enter_context(self.ledger.run_lease(kind, exclusive=exclusive))
+    def start_run(self, kind: str, detail: str, *, exclusive: bool | None) -> str:
+        """Take the data directory (refusing if an exclusive run holds it; ``None``: no
+        lease, for single documents), finish what a killed run left unfinished, and record
+        this run in the ledger."""
+        if exclusive is not None:
+            self._held.enter_context(self.ledger.run_lease(kind, exclusive=exclusive))
         self.finish_unfinished_flushes()
         self.run_id = self.ledger.start_run(kind, detail)
         self._unreported = self.ledger.unreported_accepted(self.run_id)
@@ -888,13 +890,15 @@ def ingest_upload(
     gate = QualityGate(settings, thresholds={UPLOAD_PRODUCER: BatchThresholds(
         max_reject_rate=1.0, max_ocr_share=None, max_duplicate_share=None)})
     with Pipeline(settings, index=index, store=store, batch_label="upload", gate=gate) as pipe:
-        run_id = pipe.ledger.start_run("upload", source)
+        # No lease: one document, committed under the flush lock like any flush, and an
+        # upload is not refused because a `carnet ingest` is running.
+        run_id = pipe.start_run("upload", source, exclusive=None)
+        pipe.batch_name = run_id
         pipe.process(InputFile(data=data, source=source, producer=UPLOAD_PRODUCER, batch=run_id,
                                record_of=patient_id, contributor=contributor))
         pipe.flush()
         metrics = pipe.metrics()
-        pipe.ledger.record_outcomes(run_id, run_id, pipe.outcomes)
-        pipe.ledger.finish_run(run_id, metrics)
+        pipe.ledger.finish_run(run_id, metrics, reported=True)  # the API answers with it
         outcomes = tuple(pipe.outcomes)
     return RunSummary(run_id=run_id, outcomes=outcomes, metrics=metrics)
 
