@@ -436,7 +436,8 @@ class Ledger:
         for flush_id, writes, outcomes in rows:
             w = json.loads(writes)
             w["items"] = [i for i in w.get("items", ()) if i["record"]["patient_id"] != patient_id]
-            redacted = [dict(o, patient_id=None, doc_id=None) if o.get("patient_id") == patient_id else o
+            redacted = [dict(o, patient_id=None, doc_id=None, source=ERASED, content_sha256=None)
+                        if o.get("patient_id") == patient_id else o
                         for o in json.loads(outcomes)]
             self._conn.execute("UPDATE flushes SET writes=?, outcomes=? WHERE flush_id=?",
                                (json.dumps(w, ensure_ascii=False), json.dumps(redacted, ensure_ascii=False),
