@@ -19,7 +19,16 @@ Producers drop batches as ``<feed>/<producer>/<batch>/`` and mark them complete 
    nothing to do (the mapped tasks are then skipped).
 
 Re-running is safe: batches already in the ledger are not discovered again and
-``process`` is idempotent. A task failure raises an alert (``pipeline.monitoring``).
+``process`` is idempotent. Every task alerts on failure (``pipeline.monitoring``); a feed
+URL that leads nowhere fails ``discover`` at once, without retries.
+
+What the grid shows: each mapped ``process_*`` task is named after its lane
+(``map_index_template``: producer, batch count, and alerts if any were raised). A lane
+that raised alerts (reject rate above the feed's threshold, a jump, quality flags) stays
+green, because the batch was processed, but its name says ``ALERT``, its asset events on
+``carnet://index`` and ``carnet://store`` carry the metrics and alerts, ``carnet status``
+lists them, and the notifier sends them. Counters and timers go to Airflow's StatsD
+(``Stats``) when ``[metrics] statsd_on`` is set.
 
 Two kinds of DAG come from this file:
 - ``carnet_ingest``: unscheduled, the feed is a parameter. Trigger it with
@@ -38,17 +47,23 @@ from __future__ import annotations
 
 import logging
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
-from airflow.sdk import DAG, Asset, Param, dag, task
+from airflow.sdk import DAG, Asset, Param, dag, get_current_context, task
 
 from pipeline.feeds.config import FeedConfig, load_feeds
 from pipeline.monitoring import on_task_failure
 from pipeline.settings import Settings
 
-log = logging.getLogger(__name__)
+# Named, not __name__: Airflow imports DAG files under a mangled module name.
+log = logging.getLogger("carnet.dags.ingest")
 
 OCR_POOL = "ocr"
+# What an ingestion run changes: the index and the raw-document store (lineage, asset views).
+INDEX_ASSET = Asset(name="carnet_index", uri="carnet://index", group="carnet")
+STORE_ASSET = Asset(name="carnet_store", uri="carnet://store", group="carnet")
+# The mapped tasks' names in the grid: set by the task in its context (see run_lane).
+LANE_LABEL = "{{ lane_label }}"
 DEFAULT_ARGS: dict[str, Any] = {
     "owner": "carnet",
     "retries": 2,
@@ -56,6 +71,7 @@ DEFAULT_ARGS: dict[str, Any] = {
     "retry_exponential_backoff": True,
     "max_retry_delay": timedelta(minutes=10),
     "execution_timeout": timedelta(hours=1),
+    "on_failure_callback": on_task_failure,
 }
 
 
@@ -108,13 +124,27 @@ def build_ingest_dag(dag_id: str, feed: FeedConfig | None = None) -> DAG:
         @task
         def discover(params: dict[str, Any] | None = None) -> dict[str, list[list[str]]]:
             """Per-producer lanes of ``producer/batch`` keys not processed yet, by pool."""
+            from airflow.exceptions import AirflowFailException
+
+            from pipeline.errors import CarnetError
             from pipeline.feeds.plan import plan_batches
+            from pipeline.monitoring import is_configuration_error
 
             assert params is not None  # injected by Airflow from the run's context
-            plan = plan_batches(Settings.from_env(), params["feed_url"], scans=params["scans"])
-            log.info("feed %s: %d batch(es) in %d text lane(s), %d batch(es) in %d OCR lane(s)",
-                     params["feed_url"], sum(map(len, plan["text"])), len(plan["text"]),
-                     sum(map(len, plan["ocr"])), len(plan["ocr"]))
+            try:
+                plan = plan_batches(Settings.from_env(), params["feed_url"], scans=params["scans"])
+            except CarnetError as exc:
+                if is_configuration_error(exc):
+                    # Retrying a feed URL that leads nowhere only delays the alert. Airflow
+                    # hands no exception to the failure callback for this one: say it here.
+                    context = cast(dict[str, Any], get_current_context())
+                    context["carnet_error"] = f"feed configuration: {exc}"
+                    raise AirflowFailException(context["carnet_error"]) from exc
+                raise
+            log.info("%d batch(es) in %d text lane(s), %d batch(es) in %d OCR lane(s)",
+                     sum(map(len, plan["text"])), len(plan["text"]),
+                     sum(map(len, plan["ocr"])), len(plan["ocr"]),
+                     extra={"feed": params["feed_url"]})
             return plan
 
         @task
@@ -123,36 +153,67 @@ def build_ingest_dag(dag_id: str, feed: FeedConfig | None = None) -> DAG:
             return plan[pool]
 
         def run_lane(lane: list[str], params: dict[str, Any]) -> list[dict[str, Any]]:
-            return [run_batch(key, params) for key in lane]
+            """Process a producer's batches in order; name the mapped task after the lane,
+            and put the metrics and alerts on the index/store asset events."""
+            # The template reads a key of our own in the task's context.
+            context = cast(dict[str, Any], get_current_context())
+            producer = lane[0].split("/", 1)[0] if lane else "?"
+            plural = "batch" if len(lane) == 1 else "batches"
+            context["lane_label"] = f"{producer} ({len(lane)} {plural})"
+            results = [run_batch(key, params) for key in lane]
+            alerts = [a for r in results for a in r["alerts"]]
+            if alerts:
+                context["lane_label"] += f" ALERT: {alerts[0]['message']}" + (
+                    f" (+{len(alerts) - 1})" if len(alerts) > 1 else "")
+            extra = {"feed": params["feed_id"] or params["feed_url"], "producer": producer,
+                     "batches": [r["metrics"] for r in results],
+                     "alerts": alerts}
+            for asset in (INDEX_ASSET, STORE_ASSET):
+                context["outlet_events"][asset].extra = extra
+            return [r["summary"] for r in results]
 
         def run_batch(batch_key: str, params: dict[str, Any]) -> dict[str, Any]:
+            import dataclasses
+
+            from airflow.stats import Stats
+
             from pipeline.errors import CarnetError
             from pipeline.ingest import process_batch
-            from pipeline.monitoring import check_batch, log_rejections
+            from pipeline.monitoring import check_batch, emit_stats, log_fields, log_rejections
 
             settings = Settings.from_env()
-            producer = batch_key.split("/", 1)[0]
-            try:
-                summary = process_batch(settings, params["feed_url"], batch_key)
-            except (CarnetError, OSError) as exc:
-                log.error("batch failed: producer=%s batch=%s feed=%s document=%s: %s", producer,
-                          batch_key, params["feed_url"], getattr(exc, "context", {}).get("source"),
-                          exc)
-                raise
-            log_rejections(settings, summary.run_id, batch_key=batch_key)
             threshold = params["max_reject_rate"]
-            check_batch(settings, params["feed_id"] or params["feed_url"], summary,
-                        max_reject_rate=settings.max_reject_rate if threshold is None else threshold)
-            return summary.model_dump(mode="json")
+            if threshold is not None:  # the feed's threshold decides flagged and alerts alike
+                settings = dataclasses.replace(settings, max_reject_rate=threshold)
+            feed = params["feed_id"] or params["feed_url"]
+            producer = batch_key.split("/", 1)[0]
+            with log_fields(feed=feed, producer=producer, batch=batch_key):
+                try:
+                    summary = process_batch(settings, params["feed_url"], batch_key)
+                except (CarnetError, OSError) as exc:
+                    document = getattr(exc, "context", {}).get("source")
+                    log.error("batch failed: %s", exc, extra={
+                        "feed": feed, "producer": producer, "batch": batch_key,
+                        "document": document})
+                    raise
+                log_rejections(settings, summary.run_id, batch_key=batch_key)
+                check = check_batch(settings, feed, summary,
+                                    max_reject_rate=settings.max_reject_rate)
+                emit_stats(Stats, check.metrics)
+            summary = summary.model_copy(update={"flagged": check.metrics.flagged})
+            return {"summary": summary.model_dump(mode="json"),
+                    "metrics": check.metrics.model_dump(mode="json"),
+                    "alerts": [a.model_dump(mode="json") for a in check.alerts]}
 
-        @task(max_active_tis_per_dagrun=2, on_failure_callback=on_task_failure)
+        @task(max_active_tis_per_dagrun=2, map_index_template=LANE_LABEL,
+              outlets=[INDEX_ASSET, STORE_ASSET])
         def process_text(lane: list[str], params: dict[str, Any] | None = None
                          ) -> list[dict[str, Any]]:
             """Ingest one producer's HL7/text batches; only counts travel through XCom."""
             assert params is not None
             return run_lane(lane, params)
 
-        @task(pool=OCR_POOL, on_failure_callback=on_task_failure)
+        @task(pool=OCR_POOL, map_index_template=LANE_LABEL, outlets=[INDEX_ASSET, STORE_ASSET])
         def process_ocr(lane: list[str], params: dict[str, Any] | None = None
                         ) -> list[dict[str, Any]]:
             """Ingest one producer's batches, some scan-heavy, in the OCR pool."""
@@ -196,7 +257,11 @@ def format_summary(summaries: list[Any], totals: dict[str, Any]) -> str:
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in [header, *rows]]
     lines.insert(1, "  ".join("-" * w for w in widths))
-    lines.append(f"totals: {totals}")
+    by_status = totals.get("by_status") or {}
+    lines.append(f"totals: {totals.get('batches', 0)} batch(es), {totals.get('documents', 0)} "
+                 "document(s)" + "".join(f", {k} {v}" for k, v in sorted(by_status.items())))
+    if totals.get("flagged_batches"):
+        lines.append("flagged (alerts raised): " + ", ".join(totals["flagged_batches"]))
     return "\n".join(lines)
 
 

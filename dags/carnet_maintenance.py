@@ -25,7 +25,8 @@ from airflow.sdk import Param, dag, task
 
 from pipeline.monitoring import on_task_failure
 
-log = logging.getLogger(__name__)
+# Named, not __name__: Airflow imports DAG files under a mangled module name.
+log = logging.getLogger("carnet.dags.maintenance")
 
 
 @dag(
@@ -68,7 +69,7 @@ def carnet_maintenance() -> None:
             notify_all([Alert(kind=AlertKind.INTEGRITY, at=report.checked_at,
                               message=f"{len(report.discrepancies)} discrepancies ({', '.join(kinds)})",
                               details={"first": report.discrepancies[0].model_dump(mode="json")})],
-                       default_notifier(settings))
+                       default_notifier(settings), settings=settings)
         return {
             "ok": report.ok,
             "indexed": report.indexed,

@@ -23,7 +23,8 @@ from airflow.sdk import Param, dag, task
 
 from pipeline.monitoring import on_task_failure
 
-log = logging.getLogger(__name__)
+# Named, not __name__: Airflow imports DAG files under a mangled module name.
+log = logging.getLogger("carnet.dags.replay")
 
 
 @dag(

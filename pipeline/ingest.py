@@ -597,6 +597,8 @@ class Pipeline:
         self._pending_by_series.clear()
         self._pending_versions.clear()
         if pending:
+            with self.clock.stage("quality_setup"):  # GX's import, once per process: not "quality"
+                self.gate.prepare()
             with self.clock.stage("quality"):
                 pending = self._apply_gate(pending)
         if self.run_id is None:

@@ -8,17 +8,27 @@ reads them back, ``producer_status`` condenses them per producer for ``carnet st
 Alerts go through a ``Notifier``: ``LogNotifier`` (default) logs them, ``WebhookNotifier``
 also POSTs them as JSON (``CARNET_ALERT_WEBHOOK``). They are raised when a batch task
 fails, when a producer's reject rate crosses its feed's threshold or jumps above its
-recent baseline, and when a feed has been silent for longer than its ``max_silence``.
+recent baseline, when the quality gate flags a batch, and when a feed has been silent
+for longer than its ``max_silence``. Each alert is also kept as one JSON file under
+``<data_dir>/alerts/`` for ``carnet status``. A batch's ``flagged`` is true exactly when
+it raised an alert: one threshold, one answer.
+
+``emit_stats`` sends the batch counters and stage timers to a StatsD-style client (the
+DAG passes Airflow's ``Stats``). Log lines name producer, batch and document as fields
+(``log_fields``), not inside the message.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import hashlib
 import json
 import logging
+import re
 import urllib.request
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -38,8 +48,27 @@ class AlertKind(StrEnum):
     BATCH_FAILED = "batch_failed"
     REJECT_RATE = "reject_rate"
     REJECT_RATE_JUMP = "reject_rate_jump"
+    QUALITY_FLAGS = "quality_flags"
     FEED_SILENT = "feed_silent"
     INTEGRITY = "integrity"
+
+
+@contextlib.contextmanager
+def log_fields(**fields: object) -> Iterator[None]:
+    """Bind ``producer``/``batch``/``document``… to every log line written meanwhile.
+
+    Airflow's task logs are structlog: bound context variables become fields of each
+    line (JSON in the log file, ``key=value`` in the UI), for this module's lines and
+    for those of every ``pipeline`` module alike. Without structlog, nothing is bound.
+    """
+    try:
+        import structlog.contextvars
+    except ImportError:  # outside Airflow: the plain stdlib logging of the CLI
+        yield
+        return
+    with structlog.contextvars.bound_contextvars(**{k: v for k, v in fields.items()
+                                                    if v is not None}):
+        yield
 
 
 class Alert(Frozen):
@@ -61,8 +90,10 @@ class LogNotifier:
     """Alerts as ERROR log lines (the task log, and whatever ships logs)."""
 
     def notify(self, alert: Alert) -> None:
-        log.error("ALERT %s feed=%s producer=%s batch=%s: %s", alert.kind.value, alert.feed,
-                  alert.producer, alert.batch, alert.message)
+        fields = {"alert": alert.kind.value, "feed": alert.feed, "producer": alert.producer,
+                  "batch": alert.batch}
+        with log_fields(**fields):
+            log.error("ALERT %s: %s", alert.kind.value, alert.message, extra=fields)
 
 
 class WebhookNotifier:
@@ -129,21 +160,26 @@ def metrics_dir(settings: Settings) -> Path:
 
 
 def record_batch_metrics(settings: Settings, feed: str,
-                         summary: BatchCounts | Mapping[str, Any]) -> BatchMetrics:
+                         summary: BatchCounts | Mapping[str, Any], *,
+                         flagged: bool | None = None) -> BatchMetrics:
     """Write one batch's metrics file (idempotent: keyed by the batch's run id) and log it.
 
-    ``summary`` is the ingestion's ``BatchSummary`` or its JSON form (from XCom)."""
+    ``summary`` is the ingestion's ``BatchSummary`` or its JSON form (from XCom);
+    ``flagged``, when given, is the monitoring's verdict (any alert raised)."""
     fields = summary.model_dump() if isinstance(summary, BatchCounts) else dict(summary)
     counts = {k: fields[k] for k in BatchCounts.model_fields if k in fields}
     path = metrics_dir(settings) / f"{counts['run_id']}.json"
     if path.exists():  # a retried task: keep the first record, its time included
         return BatchMetrics.model_validate_json(path.read_bytes())
+    if flagged is not None:
+        counts["flagged"] = flagged
     m = BatchMetrics(feed=feed, recorded_at=_now(), **counts)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     tmp.write_text(m.model_dump_json(indent=2), encoding="utf-8")
     tmp.replace(path)
-    log.info("batch metrics %s", m.model_dump_json())
+    log.info("batch metrics: %d document(s), reject rate %.0f%%%s", m.total, m.reject_rate * 100,
+             " (flagged)" if m.flagged else "", extra={"metrics": m.model_dump(mode="json")})
     return m
 
 
@@ -163,6 +199,15 @@ def load_metrics(settings: Settings, *, producer: str | None = None, feed: str |
 
 
 # -- alerts ----------------------------------------------------------------------------------
+
+
+def quality_flag_alert(current: BatchMetrics, flags: Sequence[str]) -> Alert | None:
+    """An alert carrying the quality gate's batch-level findings, if it had any."""
+    if not flags:
+        return None
+    return Alert(kind=AlertKind.QUALITY_FLAGS, feed=current.feed, producer=current.producer,
+                 batch=current.batch_key, at=_now(), details={"flags": list(flags)},
+                 message="quality gate flagged the batch: " + "; ".join(flags))
 
 
 def reject_rate_alerts(current: BatchMetrics, history: Sequence[BatchMetrics], *,
@@ -216,20 +261,98 @@ def last_batch_time(settings: Settings, feed: str) -> dt.datetime | None:
     return found[-1].recorded_at if found else None
 
 
+class BatchCheck(Frozen):
+    metrics: BatchMetrics
+    alerts: tuple[Alert, ...]
+
+
 def check_batch(settings: Settings, feed: str, summary: BatchCounts | Mapping[str, Any], *,
-                max_reject_rate: float,
-                notifier: Notifier | None = None) -> list[Alert]:
-    """Record a batch's metrics and raise its reject-rate alerts; return them."""
-    current = record_batch_metrics(settings, feed, summary)
-    history = load_metrics(settings, producer=current.producer)
-    alerts = reject_rate_alerts(current, history, max_reject_rate=max_reject_rate)
-    notify_all(alerts, notifier or default_notifier(settings))
-    return alerts
+                max_reject_rate: float, notifier: Notifier | None = None) -> BatchCheck:
+    """Raise a batch's alerts (reject rate, jump, quality flags), record its metrics with
+    ``flagged`` = any alert, keep and send the alerts; return both."""
+    fields = summary.model_dump() if isinstance(summary, BatchCounts) else dict(summary)
+    probe = BatchMetrics(feed=feed, recorded_at=_now(), **{
+        k: fields[k] for k in BatchCounts.model_fields if k in fields})
+    history = load_metrics(settings, producer=probe.producer)
+    alerts = reject_rate_alerts(probe, history, max_reject_rate=max_reject_rate)
+    # The gate's own reject-rate flag is the reject_rate alert above, judged on the same
+    # threshold: one alert for it, not two.
+    gate_flags = [f for f in fields.get("flags") or () if ": reject rate " not in f]
+    if (flagged_by_gate := quality_flag_alert(probe, gate_flags)) is not None:
+        alerts.append(flagged_by_gate)
+    current = record_batch_metrics(settings, feed, summary, flagged=bool(alerts))
+    notify_all(alerts, notifier or default_notifier(settings), settings=settings)
+    return BatchCheck(metrics=current, alerts=tuple(alerts))
 
 
-def notify_all(alerts: Iterable[Alert], notifier: Notifier) -> None:
+def alerts_dir(settings: Settings) -> Path:
+    return settings.data_dir / "alerts"
+
+
+def keep_alert(settings: Settings, alert: Alert) -> Path:
+    """One file per alert (no shared file for concurrent workers to append to)."""
+    digest = hashlib.sha256(alert.model_dump_json().encode()).hexdigest()[:12]
+    path = alerts_dir(settings) / f"{alert.at:%Y%m%dT%H%M%S%f}-{alert.kind.value}-{digest}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(alert.model_dump_json(), encoding="utf-8")
+    tmp.replace(path)
+    return path
+
+
+def load_alerts(settings: Settings, *, since: dt.datetime | None = None) -> list[Alert]:
+    """Kept alerts, oldest first."""
+    folder = alerts_dir(settings)
+    if not folder.is_dir():
+        return []
+    found = [Alert.model_validate_json(p.read_bytes()) for p in folder.glob("*.json")]
+    return sorted((a for a in found if since is None or a.at >= since), key=lambda a: a.at)
+
+
+def notify_all(alerts: Iterable[Alert], notifier: Notifier, *,
+               settings: Settings | None = None) -> None:
+    """Send each alert through the notifier; keep it for ``carnet status`` when given settings."""
     for a in alerts:
+        if settings is not None:
+            keep_alert(settings, a)
         notifier.notify(a)
+
+
+class StatsClient(Protocol):
+    """What Carnet uses of a StatsD client (Airflow's ``Stats`` has this shape)."""
+
+    def incr(self, stat: str, count: int = 1, rate: float = 1, *,
+             tags: dict[str, str] | None = None) -> None: ...
+
+    def gauge(self, stat: str, value: float, rate: float = 1, delta: bool = False, *,
+              tags: dict[str, str] | None = None) -> None: ...
+
+    def timing(self, stat: str, dt: Any, *, tags: dict[str, str] | None = None) -> None: ...
+
+
+_STAT_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
+
+
+def emit_stats(stats: StatsClient, m: BatchMetrics) -> None:
+    """Counters per producer, status and reason, OCR pages, reject rate, stage timers.
+
+    Names carry the producer because plain StatsD has no tags; tags are sent too for
+    the Datadog/InfluxDB flavours.
+    """
+    producer = _STAT_UNSAFE.sub("_", m.producer)
+    for status, n in sorted(m.by_status.items()):
+        stats.incr(f"carnet.documents.{producer}.{status}", n,
+                   tags={"producer": m.producer, "status": status})
+    for reason, n in sorted(m.rejected_by_reason.items()):
+        stats.incr(f"carnet.rejected.{producer}.{reason}", n,
+                   tags={"producer": m.producer, "reason": reason})
+    stats.incr(f"carnet.batches.{producer}", 1, tags={"producer": m.producer})
+    if m.ocr_pages:
+        stats.incr(f"carnet.ocr_pages.{producer}", m.ocr_pages, tags={"producer": m.producer})
+    stats.gauge(f"carnet.reject_rate.{producer}", m.reject_rate, tags={"producer": m.producer})
+    for stage, seconds in sorted(m.seconds_per_stage.items()):
+        stats.timing(f"carnet.stage.{_STAT_UNSAFE.sub('_', stage)}", dt.timedelta(seconds=seconds),
+                     tags={"producer": m.producer, "stage": stage})
 
 
 def batch_failure_alert(*, feed: str | None, batch: str | None, error: str,
@@ -244,6 +367,7 @@ def batch_failure_alert(*, feed: str | None, batch: str | None, error: str,
 
 
 class ProducerStatus(Frozen):
+    feed: str
     producer: str
     batches: int  # counted over the metrics kept
     documents: int
@@ -251,16 +375,18 @@ class ProducerStatus(Frozen):
     rejected_by_reason: dict[str, int]
     ocr_pages: int
     ocr_mean_confidence: float | None
+    flagged_batches: int
     last_batches: tuple[BatchMetrics, ...]  # newest first
 
 
 def producer_status(settings: Settings, *, last: int = 3) -> list[ProducerStatus]:
-    """Per producer: totals over the kept metrics and its ``last`` batches, newest first."""
-    per: dict[str, list[BatchMetrics]] = defaultdict(list)
+    """Per feed and producer (two feeds may use the same producer names): totals over the
+    kept metrics and its ``last`` batches, newest first."""
+    per: dict[tuple[str, str], list[BatchMetrics]] = defaultdict(list)
     for m in load_metrics(settings):
-        per[m.producer].append(m)
+        per[(m.feed, m.producer)].append(m)
     rows = []
-    for producer, ms in sorted(per.items()):
+    for (feed, producer), ms in sorted(per.items()):
         by_status: dict[str, int] = defaultdict(int)
         reasons: dict[str, int] = defaultdict(int)
         for m in ms:
@@ -273,34 +399,76 @@ def producer_status(settings: Settings, *, last: int = 3) -> list[ProducerStatus
         weighted = [(m.ocr_mean_confidence or 0.0) * m.ocr_pages for m in ocr]
         conf = sum(weighted) / sum(m.ocr_pages for m in ocr) if ocr else None
         rows.append(ProducerStatus(
-            producer=producer, batches=len(ms), documents=sum(m.total for m in ms),
+            feed=feed, producer=producer, batches=len(ms), documents=sum(m.total for m in ms),
             by_status=dict(by_status), rejected_by_reason=dict(reasons), ocr_pages=pages,
             ocr_mean_confidence=round(conf, 1) if conf is not None else None,
+            flagged_batches=sum(1 for m in ms if m.flagged),
             last_batches=tuple(reversed(ms[-last:]))))
     return rows
 
 
+def _counts(values: Mapping[str, int]) -> str:
+    return ", ".join(f"{k} {v}" for k, v in sorted(values.items()) if v) or "-"
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]], indent: str = "  ") -> list[str]:
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    return [indent + "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
+            for r in [header, *rows]]
+
+
 def format_producer_status(settings: Settings, *, last: int = 3) -> str:
-    """The ``carnet status`` section: last runs per producer with counts and OCR figures."""
+    """The ``carnet status`` sections: runs per feed and producer, and their last batches."""
     rows = producer_status(settings, last=last)
     if not rows:
-        return "Last runs per producer: none recorded"
-    lines = ["Last runs per producer:"]
-    for r in rows:
-        conf = f"{r.ocr_mean_confidence:.1f}" if r.ocr_mean_confidence is not None else "-"
-        counts = " ".join(f"{k}={v}" for k, v in sorted(r.by_status.items()))
-        lines.append(f"  {r.producer}: {r.batches} batch(es), {r.documents} document(s) [{counts}]"
-                     f" OCR pages={r.ocr_pages} mean conf={conf}")
-        for m in r.last_batches:
-            c = " ".join(f"{k}={v}" for k, v in sorted(m.by_status.items()))
-            reasons = ", ".join(f"{k}={v}" for k, v in sorted(m.rejected_by_reason.items()))
-            lines.append(f"    {m.recorded_at:%Y-%m-%d %H:%M}  {m.batch_key:<40} {c}"
-                         f"  reject {m.reject_rate:.0%}  ocr {m.ocr_pages}p"
-                         + (f"  ({reasons})" if reasons else ""))
+        return "Producers: no batch recorded"
+    lines = [f"Producers ({len(rows)} feed/producer pair(s), totals over the metrics kept):"]
+    lines += _table(
+        ["feed", "producer", "batches", "flagged", "documents", "by status", "OCR pages",
+         "OCR conf"],
+        [[r.feed, r.producer, str(r.batches), str(r.flagged_batches), str(r.documents),
+          _counts(r.by_status), str(r.ocr_pages),
+          f"{r.ocr_mean_confidence:.1f}" if r.ocr_mean_confidence is not None else "-"]
+         for r in rows])
+    recent = [m for r in rows for m in r.last_batches]
+    lines.append(f"Last batches ({len(recent)}, up to {last} per producer, newest first):")
+    lines += _table(
+        ["recorded (UTC)", "feed", "batch", "documents", "by status", "reject", "flagged",
+         "rejected by reason"],
+        [[f"{m.recorded_at:%Y-%m-%d %H:%M}", m.feed, m.batch_key, str(m.total),
+          _counts(m.by_status), f"{m.reject_rate:.0%}", "yes" if m.flagged else "no",
+          _counts(m.rejected_by_reason)] for m in recent])
+    return "\n".join(lines)
+
+
+def format_alerts(settings: Settings, *, since: dt.datetime | None = None, last: int = 20) -> str:
+    """The ``carnet status`` alerts section: the latest kept alerts, newest first."""
+    kept = load_alerts(settings, since=since)
+    if not kept:
+        return "Alerts: none"
+    shown = list(reversed(kept[-last:]))
+    lines = [f"Alerts ({len(kept)} kept, {len(shown)} newest shown):"]
+    lines += _table(["at (UTC)", "kind", "feed", "batch", "message"],
+                    [[f"{a.at:%Y-%m-%d %H:%M}", a.kind.value, a.feed or "-",
+                      a.batch or a.producer or "-", a.message] for a in shown])
     return "\n".join(lines)
 
 
 # -- Airflow glue (called from dags/, no Airflow import here) -------------------------------
+
+
+# SourceError messages that mean the feed itself is wrong (a setting), not a passing fault.
+_CONFIGURATION_MARKERS = ("feed folder does not exist", "NoSuchBucket", "AccessDenied",
+                          "InvalidAccessKeyId")
+
+
+def is_configuration_error(exc: BaseException) -> bool:
+    """True when retrying cannot help: a bad setting or a feed URL that leads nowhere."""
+    from pipeline.errors import ConfigurationError, SourceError
+
+    if isinstance(exc, ConfigurationError):
+        return True
+    return isinstance(exc, SourceError) and any(m in str(exc) for m in _CONFIGURATION_MARKERS)
 
 
 def on_task_failure(context: Mapping[str, Any]) -> None:
@@ -314,14 +482,18 @@ def on_task_failure(context: Mapping[str, Any]) -> None:
     if isinstance(batch, list | tuple):
         batch = ", ".join(map(str, batch))
     error = context.get("exception")
+    # A task that fails on purpose (no retry) leaves its reason under "carnet_error".
+    reason = (f"{type(error).__name__}: {error}" if error else
+              str(context.get("carnet_error") or "task failed (see its log)"))
     alert = batch_failure_alert(
         feed=params.get("feed_id") or params.get("feed_url"),
         batch=batch if isinstance(batch, str) else None,
-        error=f"{type(error).__name__}: {error}" if error else "task failed",
+        error=reason,
         task=f"{getattr(ti, 'dag_id', '?')}.{getattr(ti, 'task_id', '?')}"
              f"[{getattr(ti, 'map_index', -1)}]",
         try_number=getattr(ti, "try_number", None))
-    notify_all([alert], default_notifier(Settings.from_env()))
+    settings = Settings.from_env()
+    notify_all([alert], default_notifier(settings), settings=settings)
 
 
 def log_rejections(settings: Settings, run_id: str, *, batch_key: str) -> int:
@@ -337,8 +509,11 @@ def log_rejections(settings: Settings, run_id: str, *, batch_key: str) -> int:
     finally:
         conn.close()
     for producer, source, line in rows:
-        log.warning("rejected: producer=%s batch=%s document=%s reasons=%s", producer, batch_key,
-                    source, "; ".join(json.loads(line).get("reasons") or []))
+        reasons = json.loads(line).get("reasons") or []
+        codes = ",".join(r.split(":", 1)[0] for r in reasons)
+        fields = {"producer": producer, "batch": batch_key, "document": source, "reasons": codes}
+        with log_fields(**fields):
+            log.warning("document rejected: %s", "; ".join(reasons), extra=fields)
     return len(rows)
 
 
@@ -351,7 +526,7 @@ def check_silent_feeds(settings: Settings, feeds: Iterable[Any], *, now: dt.date
                           max_silence=dt.timedelta(hours=f.max_silence_hours), now=now)
         if a is not None:
             alerts.append(a)
-    notify_all(alerts, notifier or default_notifier(settings))
+    notify_all(alerts, notifier or default_notifier(settings), settings=settings)
     return alerts
 
 

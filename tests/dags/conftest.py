@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import atexit
 import importlib.util
+import logging
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 
@@ -43,3 +45,31 @@ def airflow_home() -> Path:
     """The session's Airflow home, migrated (once) and ready for ``dag.test``."""
     run_dag.ensure_migrated(AIRFLOW_HOME)
     return AIRFLOW_HOME
+
+
+class _Keep(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+@pytest.fixture
+def carnet_log_records() -> Iterator[list[logging.LogRecord]]:
+    """The records of Carnet's loggers (``pipeline.*``, ``carnet.*``) during the test.
+
+    Attached to those loggers, not to the root: ``dag.test`` reconfigures Airflow's
+    logging (root handlers included) when a run starts, which pytest's caplog and capfd
+    do not survive from one run to the next in one session.
+    """
+    keep = _Keep()
+    loggers = [logging.getLogger(name) for name in ("pipeline", "carnet")]
+    for lg in loggers:
+        lg.addHandler(keep)
+    try:
+        yield keep.records
+    finally:
+        for lg in loggers:
+            lg.removeHandler(keep)

@@ -112,9 +112,15 @@ def test_the_feeds_file_gives_one_asset_or_cron_dag_per_feed(
     assert bag.dags["carnet_ingest"].timetable.summary in ("None", "")
 
 
-def test_every_maintenance_and_replay_task_alerts_on_failure(dagbag: Any) -> None:
-    for dag_id in ("carnet_replay", "carnet_maintenance"):
+def test_every_task_alerts_on_failure(dagbag: Any) -> None:
+    for dag_id in ("carnet_ingest", "carnet_replay", "carnet_maintenance"):
         for t in dagbag.dags[dag_id].tasks:
             assert t.on_failure_callback, f"{dag_id}.{t.task_id}"
+
+
+def test_mapped_tasks_are_named_and_declare_what_they_update(dagbag: Any) -> None:
+    dag = dagbag.dags["carnet_ingest"]
     for task_id in ("process_text", "process_ocr"):
-        assert dagbag.dags["carnet_ingest"].get_task(task_id).on_failure_callback
+        task = dag.get_task(task_id)
+        assert task.map_index_template == "{{ lane_label }}"
+        assert {a.name for a in task.outlets} == {"carnet_index", "carnet_store"}

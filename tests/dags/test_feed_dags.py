@@ -7,6 +7,7 @@ planted discrepancy."""
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 from collections import Counter
 from pathlib import Path
@@ -64,7 +65,8 @@ def carnet_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
 
 
 def test_ingest_replay_and_maintenance_over_a_generated_feed(
-    airflow_home: Path, carnet_env: Settings, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    airflow_home: Path, carnet_env: Settings, tmp_path: Path,
+    carnet_log_records: list[logging.LogRecord],
 ) -> None:
     from pipeline.crypto import open_encrypted_store
     from pipeline.index import open_index
@@ -76,8 +78,7 @@ def test_ingest_replay_and_maintenance_over_a_generated_feed(
     batches = sorted({f"{d.producer}/{d.batch}" for d in generated.documents})
 
     # -- ingestion ------------------------------------------------------------------------
-    with caplog.at_level("WARNING"):
-        run = run_dag.run_dag("carnet_ingest", {"feed_url": str(feed)}, retries=0)
+    run = run_dag.run_dag("carnet_ingest", {"feed_url": str(feed)}, retries=0)
     assert str(run.state) == "success", _tis(run)
     plan = run_dag.task_return_value(run, "discover")
     lanes = plan["text"] + plan["ocr"]
@@ -103,13 +104,15 @@ def test_ingest_replay_and_maintenance_over_a_generated_feed(
         if doc.expected_status is not Status.REJECTED:
             assert got["patient_id"] == doc.patient_id, ref
 
-    # Every rejected document is named in the task log with its producer and batch.
+    # Every rejected document is named in the task log, producer, batch and document as fields.
     rejected = [r for r, d in expected.items() if d.expected_status is Status.REJECTED]
-    logged = [m.getMessage() for m in caplog.records if m.getMessage().startswith("rejected:")]
+    logged = [(r.producer, r.batch, r.document) for r in carnet_log_records  # type: ignore[attr-defined]
+              if r.getMessage().startswith("document rejected")]
     for ref in rejected:
         producer, batch = ref.split("/")[:2]
-        assert any(f"producer={producer} batch={producer}/{batch}" in m and ref.split("#")[0] in m
-                   for m in logged), ref
+        document = f"{feed}/{ref.split('#')[0]}"
+        assert any(p == producer and b == f"{producer}/{batch}" and d.startswith(document)
+                   for p, b, d in logged), ref
 
     # The acknowledgement report of each batch: one line per document, counts that add up.
     for key in batches:

@@ -182,13 +182,14 @@ def test_retention_purges_old_quarantine_but_keeps_recent_and_indexed(tmp_path: 
 
 
 def test_the_failure_callback_alerts_with_the_lane_of_batches(
-    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
 ) -> None:
     from types import SimpleNamespace
 
-    from pipeline.monitoring import on_task_failure
+    from pipeline.monitoring import load_alerts, on_task_failure
 
     monkeypatch.delenv("CARNET_ALERT_WEBHOOK", raising=False)
+    monkeypatch.setenv("CARNET_DATA_DIR", str(tmp_path / "carnet"))
     context = {
         "ti": SimpleNamespace(dag_id="carnet_ingest", task_id="process_ocr", map_index=3,
                               try_number=2),
@@ -198,6 +199,10 @@ def test_the_failure_callback_alerts_with_the_lane_of_batches(
     }
     with caplog.at_level("ERROR"):
         on_task_failure(context)
-    [line] = [r.getMessage() for r in caplog.records if "ALERT" in r.getMessage()]
-    assert "batch_failed feed=labo-feed producer=labo batch=labo/b1, labo/b2" in line
-    assert "OSError: disk full" in line
+    [record] = [r for r in caplog.records if "ALERT" in r.getMessage()]
+    # Feed, producer and batch are fields of the log record, not words of its message.
+    assert (record.feed, record.producer, record.batch) == (  # type: ignore[attr-defined]
+        "labo-feed", "labo", "labo/b1, labo/b2")
+    assert "OSError: disk full" in record.getMessage()
+    [kept] = load_alerts(Settings(data_dir=tmp_path / "carnet"))
+    assert kept.batch == "labo/b1, labo/b2" and kept.details["task"] == "carnet_ingest.process_ocr[3]"
