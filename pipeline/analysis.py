@@ -22,7 +22,7 @@ from collections.abc import Sequence
 
 import Stemmer
 
-__all__ = ["analyze", "analyze_query", "analyze_words", "fold", "highlight"]
+__all__ = ["analyze", "analyze_query", "analyze_words", "excerpt", "fold", "highlight", "mark"]
 
 # A LOINC-like code (digits, dash, one check digit) is one token; anything else
 # splits on non-word characters. Underscore is not a word character here.
@@ -150,16 +150,41 @@ def analyze_query(text: str) -> list[str]:
     return list(dict.fromkeys(tokens))[:MAX_QUERY_TERMS]
 
 
-def highlight(text: str, tokens: Sequence[str], prefix: str | None = None) -> str:
-    """About ``SNIPPET_CHARS`` of ``text`` around its first word matching ``tokens``
-    (or starting with ``prefix``), each matching word wrapped in ``[`` ``]``.
+# Lines at the top of a document that say who it is about, not what it says.
+_IDENTITY_LINE = re.compile(
+    r"^\s*(?:patient(?:e)?|n[ée]+\(?e?\)?\s+le|date de naissance|ins|nir|n°\s*ss|ipp)\b",
+    re.IGNORECASE)
 
-    The excerpt is of the original text (whitespace collapsed), so ``Hémoglobines``
-    is shown as typed by the producer while matching the query ``hemoglobine``.
-    Without a match, the start of the text.
+
+def _body_start(text: str, title: str | None) -> int:
+    """Where a document's content starts, past its letterhead (lines up to the title) and
+    the lines naming the patient: what a snippet shows when nothing was searched."""
+    lines = text.splitlines(keepends=True)
+    head = [line.strip() for line in lines[:8]]
+    start = head.index(title.strip()) + 1 if title and title.strip() in head else 0
+    while start < len(lines) and (not lines[start].strip()
+                                  or _IDENTITY_LINE.match(lines[start])):
+        start += 1
+    if start >= len(lines):
+        return 0
+    return sum(len(line) for line in lines[:start])
+
+
+def excerpt(text: str, tokens: Sequence[str], prefix: str | None = None, *,
+            title: str | None = None) -> tuple[str, tuple[tuple[int, int], ...]]:
+    """About ``SNIPPET_CHARS`` of ``text`` around its first word matching ``tokens`` (or
+    starting with ``prefix``), and the (start, end) offsets of each matching word in it.
+
+    The excerpt is the original text (whitespace collapsed), so ``Hémoglobines`` is shown
+    as typed by the producer while matching the query ``hemoglobine``; brackets or other
+    marks in the text stay text. Without a match, the start of the document's content
+    (past the letterhead and the patient's identity lines when ``title`` is given).
     """
-    text = " ".join(unicodedata.normalize("NFC", text).split())
+    text = unicodedata.normalize("NFC", text)
     wanted = set(tokens)
+    if not wanted and prefix is None:
+        text = text[_body_start(text, title):]
+    text = " ".join(text.split())
 
     def matches(word_tokens: tuple[str, ...]) -> bool:
         return any(t in wanted or (prefix is not None and t.startswith(prefix)) for t in word_tokens)
@@ -174,14 +199,22 @@ def highlight(text: str, tokens: Sequence[str], prefix: str | None = None) -> st
     if end < len(text):
         space = text.rfind(" ", begin, end)
         end = space if space > begin else end
-    pieces: list[str] = ["…"] if begin else []
-    cursor = begin
-    for start, stop, toks in words:
-        if start < begin or stop > end or not matches(toks):
-            continue
-        pieces += [text[cursor:start], "[", text[start:stop], "]"]
+    lead = "…" if begin else ""
+    spans = tuple((start - begin + len(lead), stop - begin + len(lead)) for start, stop, toks in words
+                  if start >= begin and stop <= end and matches(toks))
+    return lead + text[begin:end] + ("…" if end < len(text) else ""), spans
+
+
+def highlight(text: str, tokens: Sequence[str], prefix: str | None = None) -> str:
+    """``excerpt`` with each matching word wrapped in ``[`` ``]`` (for a terminal)."""
+    snippet, spans = excerpt(text, tokens, prefix)
+    return mark(snippet, spans)
+
+
+def mark(snippet: str, spans: Sequence[tuple[int, int]], left: str = "[", right: str = "]") -> str:
+    pieces, cursor = [], 0
+    for start, stop in spans:
+        pieces += [snippet[cursor:start], left, snippet[start:stop], right]
         cursor = stop
-    pieces.append(text[cursor:end])
-    if end < len(text):
-        pieces.append("…")
+    pieces.append(snippet[cursor:])
     return "".join(pieces)

@@ -95,7 +95,8 @@ def cmd_search(args: argparse.Namespace) -> int:
         print(json.dumps({"total": result.total, "hits": [
             {"doc_id": h.doc_id, "doc_class": h.doc_class.value, "type_code": h.type_code,
              "title": h.title, "date": h.date.isoformat() if h.date else None,
-             "score": round(h.score, 4), "snippet": h.snippet} for h in result.hits]},
+             "score": round(h.score, 4), "snippet": h.snippet,
+             "highlights": [list(span) for span in h.highlights]} for h in result.hits]},
             ensure_ascii=False))
         return 0
     print(f"{result.total} document(s) for {patient}" + (f" matching {args.query!r}" if args.query else ""))
@@ -103,7 +104,9 @@ def cmd_search(args: argparse.Namespace) -> int:
         date = h.date.isoformat() if h.date else "----------"
         print(f"  {date}  {h.doc_class.value:<12} {h.title[:50]:<50}  {h.doc_id[:12]}")
         if h.snippet:
-            print(f"      {h.snippet}")
+            from pipeline.analysis import mark
+
+            print(f"      {mark(h.snippet, h.highlights)}")
     return 0
 
 
@@ -112,6 +115,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
     from pipeline.crypto import open_encrypted_store
     from pipeline.ledger import Ledger
+    from pipeline.monitoring import format_alerts, format_producer_status
 
     settings = _settings(args)
     ledger = Ledger(settings.ledger_path)
@@ -119,19 +123,58 @@ def cmd_status(args: argparse.Namespace) -> int:
         runs = ledger.recent_runs(args.limit)
     finally:
         ledger.close()
-    print("Last runs:")
+    print(f"Last runs ({len(runs)}, newest first):")
     for r in runs:
-        counts = (r.metrics or {}).get("by_status", {})
-        print(f"  {r.started_at:%Y-%m-%d %H:%M}  {r.kind:<7} {r.detail[:60]:<60} {counts}")
-    from pipeline.monitoring import format_producer_status
-
+        counts: dict[str, int] = (r.metrics or {}).get("by_status", {})  # type: ignore[assignment]
+        detail = ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "no document"
+        # The run's detail (feed and batch key, or the sources) in full: keys are not cut.
+        print(f"  {r.started_at:%Y-%m-%d %H:%M}  {r.kind:<7} {r.detail}  [{detail}]")
     print(format_producer_status(settings))
+    print(format_alerts(settings))
     store = open_encrypted_store(settings)
     backlog = Counter((q.producer, q.reasons[0].code.value if q.reasons else "?")
                       for q in store.list_quarantine())
     print(f"Quarantine backlog: {sum(backlog.values())}")
     for (producer, reason), n in sorted(backlog.items()):
         print(f"  {producer:<28} {reason:<22} {n:>5}")
+    return 0
+
+
+def cmd_token(args: argparse.Namespace) -> int:
+    """Print a bearer token for the local API (development only)."""
+    from pipeline.access import Principal, Role
+    from pipeline.api.auth import ApiConfig, issue_token
+
+    config = ApiConfig.from_env()
+    # Production is said by CARNET_ENV, or shown by a portal's token settings: there,
+    # tokens come from the identity provider and a locally minted one has no place.
+    production = [name for name, value in (("CARNET_API_JWT_PUBLIC_KEY", config.jwt_public_key),
+                                           ("CARNET_API_JWT_ISSUER", config.issuer)) if value]
+    if Settings.from_env().environment in ("production", "prod"):
+        production.insert(0, "CARNET_ENV=production")
+    if production:
+        print(f"carnet token: error: refused in production settings ({', '.join(production)}): "
+              "tokens come from the portal's identity provider", file=sys.stderr)
+        return 2
+    key = config.jwt_key
+    if not key:
+        print("carnet token: error: CARNET_API_JWT_KEY is not set (the key `carnet serve` "
+              "verifies tokens with)", file=sys.stderr)
+        return 2
+    role = Role(args.role)
+    if role is Role.PATIENT:
+        from pipeline.identity import require_ins
+
+        try:
+            subject = require_ins(args.subject)
+        except InvalidPatientId as exc:
+            print(f"carnet token: error: {exc.message}", file=sys.stderr)
+            return 2
+    else:
+        subject = args.subject
+    token = issue_token(key, Principal(role=role, subject=subject, name=args.name),
+                        ttl=dt.timedelta(minutes=args.minutes))
+    print(token)
     return 0
 
 
@@ -231,6 +274,15 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--index")
     rp.add_argument("--store")
     rp.set_defaults(func=cmd_replay)
+
+    tk = sub.add_parser("token", help="a bearer token for the local API (development only; "
+                                      "refused in production settings)")
+    tk.add_argument("subject", help="the patient's INS, or the professional's RPPS…")
+    tk.add_argument("--role", default="patient",
+                    choices=["patient", "professional", "caregiver", "representative"])
+    tk.add_argument("--name", help="display name carried by the token")
+    tk.add_argument("--minutes", type=int, default=60, help="lifetime (default 60)")
+    tk.set_defaults(func=cmd_token)
 
     ge = sub.add_parser("generate", help="write a synthetic producer feed")
     ge.add_argument("root")

@@ -306,7 +306,9 @@ class SearchHit(Frozen):
     title: str
     date: dt.date | None
     score: float
-    snippet: str
+    snippet: str  # plain text: any mark in it is the document's own
+    # (start, end) offsets in ``snippet`` of the words that matched the query.
+    highlights: tuple[tuple[int, int], ...] = ()
 
 
 class SearchResult(Frozen):

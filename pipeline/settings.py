@@ -68,6 +68,8 @@ class Settings:
     data_docs: bool = True
     # Language of the texts a producer reads in its acknowledgements (fr, en).
     report_language: str = "fr"
+    # "production" refuses development conveniences such as ``carnet token`` (CARNET_ENV).
+    environment: str = "development"
     # The ingestion DAG's default feed root (folder or s3://…); default under data_dir.
     feed_url: str = ""
     # Alerts are also POSTed as JSON here when set (else only logged).
@@ -133,6 +135,8 @@ class Settings:
             values["kms_cache_size"] = _number(e, "CARNET_KMS_CACHE_SIZE", int)
         if "CARNET_DATA_DOCS" in e:
             values["data_docs"] = e["CARNET_DATA_DOCS"].lower() not in ("0", "false", "no")
+        if "CARNET_ENV" in e:
+            values["environment"] = e["CARNET_ENV"].strip().lower()
         if "CARNET_REPORT_LANG" in e:
             values["report_language"] = e["CARNET_REPORT_LANG"]
         if "CARNET_FLUSH_EVERY" in e:

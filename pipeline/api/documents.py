@@ -31,6 +31,7 @@ from pipeline.api.schemas import (
     SearchPage,
     VisibilityView,
 )
+from pipeline.feeds.config import producer_name
 from pipeline.index.base import set_series_flag
 from pipeline.ingest import UPLOAD_PRODUCER, ingest_upload
 from pipeline.model import Contributor, DocClass, DocumentRecord, Format, SearchQuery, Status, Visibility
@@ -112,7 +113,7 @@ def read_document(ins: Ins, doc_id: DocId, who: Caller, svc: Svc) -> DocumentVie
     d = decision(svc, who, ins)
     record = readable(svc, who, d, ins, doc_id, "read")
     svc.record(who, "read", ins, doc_ids=[doc_id], reason=d.via)
-    return DocumentView.of(record)
+    return DocumentView.of(record, producer_name=producer_name(svc.settings, record.producer))
 
 
 def media_of(record: DocumentRecord, data: bytes) -> tuple[str, str]:

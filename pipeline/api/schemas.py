@@ -52,6 +52,7 @@ class DocumentView(Frozen):
     title: str
     document_date: dt.date | None
     producer: str
+    producer_name: str | None = None  # the sender's name from the feeds file, if listed there
     producer_finess: str | None
     author_rpps: str | None
     author_name: str | None
@@ -64,8 +65,9 @@ class DocumentView(Frozen):
     ingested_at: dt.datetime
 
     @classmethod
-    def of(cls, record: DocumentRecord) -> DocumentView:
-        return cls(**{name: getattr(record, name) for name in cls.model_fields})
+    def of(cls, record: DocumentRecord, *, producer_name: str | None = None) -> DocumentView:
+        return cls(producer_name=producer_name, **{
+            name: getattr(record, name) for name in cls.model_fields if name != "producer_name"})
 
 
 class VisibilityView(Frozen):

@@ -10,6 +10,7 @@ files may load it at parse time.
 
 from __future__ import annotations
 
+import functools
 import re
 import tomllib
 from enum import StrEnum
@@ -19,6 +20,7 @@ from pydantic import Field, ValidationError, field_validator
 
 from pipeline.errors import ConfigurationError
 from pipeline.model import Frozen
+from pipeline.settings import Settings
 
 _ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 # File extensions whose batches go through OCR (scans); PDFs may too, but rarely.
@@ -106,3 +108,19 @@ def find_feed(feeds: tuple[FeedConfig, ...], *, feed_id: str | None = None,
 def is_scan_heavy(files: tuple[str, ...] | list[str], *, scans: bool = False) -> bool:
     """Whether a batch should run in the OCR pool, judged from its file names only."""
     return scans or any(Path(name).suffix.lower() in SCAN_EXTENSIONS for name in files)
+
+
+def producer_name(settings: Settings, producer: str) -> str | None:
+    """The human name the feeds file gives a producer id (what a patient reads), if any."""
+    if settings.feeds_file is None:
+        return None
+    return _producer_names(settings.feeds_file).get(producer)
+
+
+@functools.lru_cache(maxsize=4)
+def _producer_names(path: Path) -> dict[str, str]:
+    try:
+        feeds = load_feeds(path)
+    except ConfigurationError:
+        return {}  # the API still answers; ingestion reports the broken file loudly
+    return {f.id: f.producer for f in feeds if f.producer}

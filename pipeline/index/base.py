@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable, Sequence
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from pipeline.model import DocumentRecord, Frozen, SearchQuery, SearchResult, Visibility
 
@@ -154,3 +154,12 @@ def set_series_flag(index: DocumentIndex, record: DocumentRecord, flag: Visibili
         if doc_id == record.doc_id:
             result = flags
     return result
+
+
+def snippet_fields(text: str, tokens: Sequence[str], prefix: str | None,
+                   title: str | None) -> dict[str, Any]:
+    """A hit's ``snippet`` and ``highlights``, the same for every backend."""
+    from pipeline.analysis import excerpt
+
+    snippet, spans = excerpt(text, tokens, prefix, title=title)
+    return {"snippet": snippet, "highlights": spans}

@@ -33,9 +33,10 @@ import elasticsearch
 from elastic_transport import HttpHeaders, TransportError
 from elasticsearch import ApiError, Elasticsearch, NotFoundError, helpers
 
-from pipeline.analysis import analyze, analyze_query, highlight
+from pipeline.analysis import analyze, analyze_query
 from pipeline.errors import BackendUnavailable, ConfigurationError
 from pipeline.index.base import Checkpoint, ExistingVersion, IndexFailure, Supersede, meta_text
+from pipeline.index.base import snippet_fields as _snippet
 from pipeline.index.sqlite import PREFIX_MIN_CHARS, patient_token
 from pipeline.model import DocClass, DocumentRecord, SearchHit, SearchQuery, SearchResult, Visibility
 
@@ -699,7 +700,8 @@ class ElasticsearchIndex:
                     title=source["title"],
                     date=dt.date.fromisoformat(date) if date else None,
                     score=float(hit.get("_score") or 0.0) if tokens else 0.0,
-                    snippet=highlight(source.get("text") or source["title"], tokens, prefix),
+                    **_snippet(source.get("text") or source["title"], tokens, prefix,
+                               source["title"]),
                 )
             )
         return SearchResult(total=int(response["hits"]["total"]["value"]), hits=tuple(hits))

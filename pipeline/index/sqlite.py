@@ -39,9 +39,10 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-from pipeline.analysis import analyze, analyze_query, highlight
+from pipeline.analysis import analyze, analyze_query
 from pipeline.errors import BackendUnavailable
 from pipeline.index.base import Checkpoint, ExistingVersion, IndexFailure, Supersede, meta_text, names_any
+from pipeline.index.base import snippet_fields as _snippet
 from pipeline.model import (
     DocClass,
     DocumentRecord,
@@ -648,7 +649,7 @@ class SqliteIndex:
                     title=title,
                     date=dt.date.fromisoformat(date) if date else None,
                     score=float(score),
-                    snippet=highlight(body or title, tokens, prefix),
+                    **_snippet(body or title, tokens, prefix, title),
                 )
             )
         return hits

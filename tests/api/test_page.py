@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.model import DocClass, Format, Visibility
+from pipeline.model import DocClass, Format, LabResult, Visibility
 from tests.api.conftest import Api, make_ins, patient, professional
 
 pytestmark = pytest.mark.browser
@@ -128,7 +128,9 @@ def test_patient_searches_filters_opens_downloads_and_sees_history(api: Api, bro
     rows = driver.find_elements(By.CSS_SELECTOR, "#history-rows tr")  # type: ignore[attr-defined]
     actions = [r.get_attribute("data-action") for r in rows]
     assert actions[0] == "download" and "read" in actions and "search" in actions
-    assert any("Dr Test" in r.text and "professional" in r.text for r in rows)
+    # Roles and motifs in French.
+    assert any("Dr Test" in r.text and "professionnel de santé" in r.text and "accès autorisé" in r.text
+               for r in rows), [r.text for r in rows]
 
 
 def test_a_bad_token_shows_an_error_and_no_data(api: Api, browser: object) -> None:
@@ -140,5 +142,96 @@ def test_a_bad_token_shows_an_error_and_no_data(api: Api, browser: object) -> No
     driver.find_element(By.ID, "token").send_keys("not-a-token")  # type: ignore[attr-defined]
     driver.find_element(By.ID, "connect").click()  # type: ignore[attr-defined]
     _wait(driver, lambda d: "invalide" in d.find_element(By.ID, "status").text)
+    assert not driver.find_element(By.ID, "main").is_displayed()  # type: ignore[attr-defined]
+    assert _results(driver) == []
+
+
+LAB_TEXT = ("Laboratoire du Parc\n12 rue des Lilas, 69000 Lyon\nBilan sanguin\n"
+            "Patiente : DURAND Claire\nHémoglobine 11.2 g/dL [12.0-16.5] L\n"
+            "Ferritine 45 µg/L [15-150] N")
+LAB_RESULTS = (
+    LabResult(analyte="Hémoglobine", value="11.2", unit="g/dL", reference_range="12.0-16.5",
+              abnormal_flag="L"),
+    LabResult(analyte="Ferritine", value="45", unit="µg/L", reference_range="15-150",
+              abnormal_flag="N"),
+)
+
+
+def _js(driver: object, script: str) -> object:
+    return driver.execute_script(script)  # type: ignore[attr-defined]
+
+
+def test_the_page_reads_like_a_record_a_patient_can_use(api: Api, browser: object) -> None:
+    from selenium.webdriver.common.by import By
+
+    driver = browser
+    api.file(INS, "lab-2024", title="Bilan sanguin", text=LAB_TEXT, results=LAB_RESULTS,
+             document_date=dt.date(2024, 3, 1))
+    api.file(INS, "rx-2025", doc_class=DocClass.PRESCRIPTION, title="Ordonnance",
+             text="Amoxicilline 1 g matin et soir.", document_date=dt.date(2025, 1, 10))
+    driver.get(f"{api.url}/?token={api.token(patient(INS))}")  # type: ignore[attr-defined]
+    _wait(driver, lambda d: _results(d) == ["rx-2025", "lab-2024"])
+
+    lab = driver.find_element(By.CSS_SELECTOR, "#results li[data-doc-id='lab-2024']")  # type: ignore[attr-defined]
+    # No query: the content, brackets as the lab wrote them, nothing highlighted; French date.
+    snippet = lab.find_element(By.CSS_SELECTOR, ".snippet")
+    assert snippet.text.startswith("Hémoglobine 11.2 g/dL [12.0-16.5] L"), snippet.text
+    assert lab.find_elements(By.CSS_SELECTOR, "mark") == []
+    assert "1 mars 2024" in lab.find_element(By.CSS_SELECTOR, ".meta").text
+    # Accessibility: the search box has a label, buttons say which document, the count is live.
+    assert _js(driver, "return document.getElementById('q').labels.length") == 1
+    open_button = lab.find_element(By.CSS_SELECTOR, "button.open")
+    assert open_button.get_attribute("aria-label") == "Ouvrir « Bilan sanguin » du 1 mars 2024"
+    assert _js(driver, "return document.getElementById('total').getAttribute('aria-live')") == "polite"
+    assert "2 document(s)" in driver.find_element(By.ID, "total").text  # type: ignore[attr-defined]
+
+    # A query: only the matched word is marked, the reference range stays text.
+    q = driver.find_element(By.ID, "q")  # type: ignore[attr-defined]
+    q.send_keys("ferritine")
+    driver.find_element(By.ID, "search").click()  # type: ignore[attr-defined]
+    _wait(driver, lambda d: _results(d) == ["lab-2024"])
+    marks = driver.find_elements(By.CSS_SELECTOR, "#results li mark")  # type: ignore[attr-defined]
+    assert [m.text for m in marks] == ["Ferritine"]
+    assert "[15-150]" in driver.find_element(By.CSS_SELECTOR, "#results .snippet").text  # type: ignore[attr-defined]
+
+    # Open: under its own result, focus on it, results as a table with the low value stressed.
+    driver.find_element(By.CSS_SELECTOR, "#results li[data-doc-id='lab-2024'] button.open").click()  # type: ignore[attr-defined]
+    _wait(driver, lambda d: d.find_element(By.ID, "doc").is_displayed())
+    assert _js(driver, "return document.getElementById('doc').closest('li').dataset.docId") == "lab-2024"
+    assert _js(driver, "return document.activeElement.id") == "doc-title"
+    rows = driver.find_elements(By.CSS_SELECTOR, "#doc-results-rows tr")  # type: ignore[attr-defined]
+    assert [r.get_attribute("class") for r in rows] == ["abnormal", ""]
+    assert rows[0].find_element(By.CSS_SELECTOR, "strong").text == "11.2"
+    assert "bas" in rows[0].text and "normal" in rows[1].text
+    assert "1 mars 2024" in driver.find_element(By.ID, "doc-meta").text  # type: ignore[attr-defined]
+    # Close: hidden, focus back on the button that opened it.
+    driver.find_element(By.ID, "doc-close").click()  # type: ignore[attr-defined]
+    assert not driver.find_element(By.ID, "doc").is_displayed()  # type: ignore[attr-defined]
+    assert _js(driver, "return document.activeElement.classList.contains('open')") is True
+    # A new search clears an opened document.
+    driver.find_element(By.CSS_SELECTOR, "#results li[data-doc-id='lab-2024'] button.open").click()  # type: ignore[attr-defined]
+    _wait(driver, lambda d: d.find_element(By.ID, "doc").is_displayed())
+    q.clear()
+    driver.find_element(By.ID, "search").click()  # type: ignore[attr-defined]
+    _wait(driver, lambda d: _results(d) == ["rx-2025", "lab-2024"])
+    assert not driver.find_element(By.ID, "doc").is_displayed()  # type: ignore[attr-defined]
+
+
+def test_an_expired_token_goes_back_to_the_login_screen(api: Api, browser: object) -> None:
+    from selenium.webdriver.common.by import By
+
+    from pipeline.api.auth import issue_token
+    from tests.api.conftest import TEST_JWT_KEY
+
+    driver = browser
+    api.file(INS, "hb-2024", text="Hémoglobine 13,5 g/dL")
+    # The API allows 30 s of clock skew past "exp": this token has 4 s of life left.
+    short = issue_token(TEST_JWT_KEY, patient(INS), ttl=dt.timedelta(seconds=-26))
+    driver.get(f"{api.url}/?token={short}")  # type: ignore[attr-defined]
+    _wait(driver, lambda d: _results(d) == ["hb-2024"])
+    time.sleep(5)
+    driver.find_element(By.ID, "search").click()  # type: ignore[attr-defined]
+    _wait(driver, lambda d: d.find_element(By.ID, "login").is_displayed())
+    assert "expiré" in driver.find_element(By.ID, "status").text  # type: ignore[attr-defined]
     assert not driver.find_element(By.ID, "main").is_displayed()  # type: ignore[attr-defined]
     assert _results(driver) == []

@@ -9,8 +9,8 @@ Search semantics held here: every query term must match (AND) in title, text,
 analytes, LOINC codes, type or producer; the last term also matches as a prefix
 when it has at least 3 characters; text without any searchable word finds
 nothing; no text lists the patient's documents newest first (undated last);
-``since``/``until`` leave undated documents out; snippets wrap matching words of
-the original text in ``[`` ``]``.
+``since``/``until`` leave undated documents out; snippets are plain text with the offsets of
+the matching words (brackets in a document stay text).
 """
 
 from __future__ import annotations
@@ -376,11 +376,25 @@ def test_snippet_highlights_the_original_words(index: DocumentIndex) -> None:
     long_intro = "Laboratoire d'analyses médicales, prélèvement au domicile du patient. " * 6
     index.upsert([make_record("hb", text=long_intro + HB_TEXT)])
     hit = search(index, "hemoglobines").hits[0]
-    assert "[Hémoglobine]" in hit.snippet
+    assert [hit.snippet[a:b] for a, b in hit.highlights] == ["Hémoglobine"]
     assert len(hit.snippet) < 300
     prefix_hit = search(index, "glucose hémato").hits[0]
-    assert "[hématocrite]" in prefix_hit.snippet
+    assert [prefix_hit.snippet[a:b] for a, b in prefix_hit.highlights] == ["hématocrite", "Glucose"]
     assert search(index).hits[0].snippet.startswith("Laboratoire")
+    assert search(index).hits[0].highlights == ()
+
+
+def test_snippet_marks_come_from_matches_never_from_the_text(index: DocumentIndex) -> None:
+    text = ("Laboratoire du Parc\n12 rue des Lilas, 69000 Lyon\nCompte rendu de biologie\n"
+            "Patiente : DURAND Claire  INS : 2 91 02 69 012 345 67\n"
+            "Hémoglobine 13.5 g/dL [12.0-16.5] N\nFerritine 45 µg/L [15-150]")
+    index.upsert([make_record("lab", title="Compte rendu de biologie", text=text)])
+    hit = search(index, "ferritine").hits[0]
+    assert "[12.0-16.5]" in hit.snippet or "[15-150]" in hit.snippet, "brackets stay text"
+    assert [hit.snippet[a:b] for a, b in hit.highlights] == ["Ferritine"]
+    # Without a query: the content, not the letterhead nor the patient's identity line.
+    plain = search(index).hits[0]
+    assert plain.snippet.startswith("Hémoglobine 13.5 g/dL [12.0-16.5]") and not plain.highlights
 
 
 def test_search_for_a_patient_without_documents(index: DocumentIndex) -> None:

@@ -9,6 +9,25 @@ const ACTIONS = {
   revoke: "révocation", visibility: "visibilité", break_glass: "accès en urgence", denied: "accès refusé",
   erase: "suppression", upload: "ajout de document",
 };
+const ROLES = {
+  patient: "patient", professional: "professionnel de santé", caregiver: "aidant",
+  representative: "représentant légal",
+};
+// Why an access happened (the access decision) or what a change was, as the history says it.
+const MOTIFS = {
+  owner: "mon propre accès", authorisation: "accès autorisé", break_glass: "accès en urgence",
+  delegation: "délégation", representative: "représentant légal", blocked: "bloqué",
+  not_authorised: "non autorisé", not_own_record: "dossier d'un autre patient",
+  not_representative: "non représentant", release_needs_professional: "réservé aux professionnels",
+  "hide from professionals": "masqué aux professionnels", unhide: "de nouveau visible",
+  "released to the patient": "rendu visible au patient",
+};
+// HL7 table 0078 abnormal flags: what the patient reads beside a result.
+const FLAGS = {
+  H: "élevé", HH: "très élevé", L: "bas", LL: "très bas", A: "anormal", AA: "très anormal",
+  N: "normal", ">": "au-dessus du seuil", "<": "en dessous du seuil",
+};
+const ABNORMAL = new Set(["H", "HH", "L", "LL", "A", "AA", ">", "<"]);
 const PAGE = 10;
 const state = { token: null, me: null, offset: 0, total: 0 };
 const $ = (id) => document.getElementById(id);
@@ -18,11 +37,18 @@ function setStatus(text, isError = false) {
   $("status").className = isError ? "error" : "";
 }
 
+class SessionExpired extends Error {}
+
 async function api(path, options = {}) {
   const response = await fetch(path, {
     ...options,
     headers: { ...(options.headers || {}), Authorization: `Bearer ${state.token}` },
   });
+  if (response.status === 401 && state.me) {
+    // The token expired (or was revoked) while the page was open: back to the login screen.
+    logout("Votre session a expiré. Reconnectez-vous avec un nouveau jeton d'accès.");
+    throw new SessionExpired("session expirée");
+  }
   if (!response.ok) {
     const messages = { 401: "Session invalide ou expirée.", 403: "Accès refusé.", 404: "Document introuvable.",
       413: "Fichier trop volumineux (20 Mo au plus).", 415: "Type de fichier non accepté (PDF, JPEG, PNG, TIFF)." };
@@ -42,14 +68,41 @@ function el(tag, className, text) {
   return node;
 }
 
-// Snippets mark matching words as [word]: render them as <mark> without parsing HTML.
-function snippetNode(snippet) {
+// The words that matched come as offsets into the snippet: the snippet itself is plain text,
+// whatever brackets or marks the document holds.
+function snippetNode(snippet, highlights) {
   const p = el("p", "snippet");
-  for (const part of snippet.split(/(\[[^\]]*\])/)) {
-    if (part.startsWith("[") && part.endsWith("]")) p.appendChild(el("mark", null, part.slice(1, -1)));
-    else if (part) p.appendChild(document.createTextNode(part));
+  let cursor = 0;
+  for (const [start, end] of highlights || []) {
+    if (start < cursor || end > snippet.length) continue;
+    if (start > cursor) p.appendChild(document.createTextNode(snippet.slice(cursor, start)));
+    p.appendChild(el("mark", null, snippet.slice(start, end)));
+    cursor = end;
   }
+  if (cursor < snippet.length) p.appendChild(document.createTextNode(snippet.slice(cursor)));
   return p;
+}
+
+function frenchDate(iso) {
+  if (!iso) return "sans date";
+  const [y, m, d] = iso.split("-").map(Number);
+  return new Date(y, m - 1, d).toLocaleDateString("fr-FR", { day: "numeric", month: "long", year: "numeric" });
+}
+
+function logout(message) {
+  state.token = null;
+  state.me = null;
+  closeDocument(false);
+  $("results").replaceChildren();
+  $("total").textContent = "";
+  $("history-rows").replaceChildren();
+  $("history").hidden = true;
+  $("main").hidden = true;
+  $("login").hidden = false;
+  $("token").value = "";
+  $("who").textContent = "Non connecté";
+  setStatus(message, true);
+  $("token").focus();
 }
 
 async function connect(token) {
@@ -63,7 +116,7 @@ async function connect(token) {
     return;
   }
   const who = state.me.name || state.me.subject;
-  $("who").textContent = `Connecté : ${who} (${state.me.role})`;
+  $("who").textContent = `Connecté : ${who} (${ROLES[state.me.role] || state.me.role})`;
   const other = state.me.role !== "patient";
   $("patient").hidden = !other;
   $("patient-label").hidden = !other;
@@ -86,6 +139,7 @@ async function search(offset) {
     showResults(page);
     setStatus("");
   } catch (error) {
+    if (error instanceof SessionExpired) return;
     $("results").replaceChildren();
     $("total").textContent = "";
     setStatus(error.message, true);
@@ -93,19 +147,25 @@ async function search(offset) {
 }
 
 function showResults(page) {
+  closeDocument(false);  // a new search clears what was open
   $("total").textContent = page.total === 0 ? "Aucun document." :
     `${page.total} document(s) — ${page.offset + 1} à ${page.offset + page.hits.length}`;
   const items = page.hits.map((hit) => {
     const li = el("li", "result");
     li.dataset.docId = hit.doc_id;
+    const when = frenchDate(hit.date);
     li.appendChild(el("div", "title", hit.title));
-    li.appendChild(el("div", "meta", `${CLASSES[hit.doc_class] || hit.doc_class} · ${hit.date || "sans date"}`));
-    if (hit.snippet) li.appendChild(snippetNode(hit.snippet));
+    li.appendChild(el("div", "meta", `${CLASSES[hit.doc_class] || hit.doc_class} · ${when}`));
+    if (hit.snippet) li.appendChild(snippetNode(hit.snippet, hit.highlights));
+    const named = `« ${hit.title} » du ${when}`;
     const open = el("button", "open", "Ouvrir");
     open.type = "button";
-    open.addEventListener("click", () => openDocument(hit.doc_id));
+    open.setAttribute("aria-label", `Ouvrir ${named}`);
+    open.setAttribute("aria-expanded", "false");
+    open.addEventListener("click", () => openDocument(hit.doc_id, li, open));
     const download = el("button", "download", "Télécharger");
     download.type = "button";
+    download.setAttribute("aria-label", `Télécharger ${named}`);
     download.addEventListener("click", () => downloadDocument(hit.doc_id, li));
     li.append(open, download);
     return li;
@@ -115,18 +175,61 @@ function showResults(page) {
   $("next").disabled = state.offset + PAGE >= state.total;
 }
 
-async function openDocument(docId) {
+function resultRows(results) {
+  return results.map((r) => {
+    const tr = el("tr");
+    const flag = (r.abnormal_flag || "").toUpperCase();
+    if (ABNORMAL.has(flag)) tr.className = "abnormal";
+    tr.appendChild(el("td", null, r.analyte));
+    const value = el("td");
+    if (ABNORMAL.has(flag)) value.appendChild(el("strong", null, r.value ?? ""));
+    else value.textContent = r.value ?? "";
+    tr.appendChild(value);
+    tr.appendChild(el("td", null, r.unit || ""));
+    tr.appendChild(el("td", null, r.reference_range || ""));
+    const interpretation = el("td", "flag", flag ? (FLAGS[flag] || flag) : "");
+    tr.appendChild(interpretation);
+    return tr;
+  });
+}
+
+let opener = null;  // the button that opened the document: focus goes back to it on close
+
+async function openDocument(docId, item, button) {
   try {
     const doc = await (await api(`/patients/${encodeURIComponent(patientId())}/documents/${encodeURIComponent(docId)}`)).json();
+    closeDocument(false);
     $("doc-title").textContent = doc.title;
     const by = doc.author_name ? ` · ${doc.author_name}` : "";
-    $("doc-meta").textContent = `${CLASSES[doc.doc_class] || doc.doc_class} · ${doc.document_date || "sans date"} · ${doc.producer}${by}`;
+    const from = doc.producer_name || doc.producer;
+    $("doc-meta").textContent = `${CLASSES[doc.doc_class] || doc.doc_class} · ${frenchDate(doc.document_date)} · ${from}${by}`;
+    const rows = resultRows(doc.results || []);
+    $("doc-results-rows").replaceChildren(...rows);
+    $("doc-results").hidden = rows.length === 0;
     $("doc-text").textContent = doc.text;
     $("doc").dataset.docId = doc.doc_id;
+    item.appendChild($("doc"));  // where the patient is looking, right under the result
     $("doc").hidden = false;
+    opener = button;
+    button.setAttribute("aria-expanded", "true");
+    $("doc-title").focus();
   } catch (error) {
-    setStatus(error.message, true);
+    if (!(error instanceof SessionExpired)) setStatus(error.message, true);
   }
+}
+
+function closeDocument(restoreFocus = true) {
+  const doc = $("doc");
+  doc.hidden = true;
+  delete doc.dataset.docId;
+  $("doc-results-rows").replaceChildren();
+  $("doc-text").textContent = "";
+  $("main").appendChild(doc);  // parked outside the list, which a search replaces
+  if (opener) {
+    opener.setAttribute("aria-expanded", "false");
+    if (restoreFocus && opener.isConnected) opener.focus();
+  }
+  opener = null;
 }
 
 async function downloadDocument(docId, item) {
@@ -143,7 +246,7 @@ async function downloadDocument(docId, item) {
     setTimeout(() => URL.revokeObjectURL(link.href), 60000);
     item.dataset.downloadedBytes = String(blob.size);
   } catch (error) {
-    setStatus(error.message, true);
+    if (!(error instanceof SessionExpired)) setStatus(error.message, true);
   }
 }
 
@@ -155,7 +258,8 @@ async function showHistory() {
       tr.dataset.action = e.action;
       const when = new Date(e.at).toLocaleString("fr-FR");
       const who = e.actor_name ? `${e.actor_name} (${e.actor})` : e.actor;
-      for (const text of [when, who, e.role, ACTIONS[e.action] || e.action, e.doc_ids.length || "", e.reason || ""]) {
+      const motif = e.reason ? (MOTIFS[e.reason] || e.reason) : "";
+      for (const text of [when, who, ROLES[e.role] || e.role, ACTIONS[e.action] || e.action, e.doc_ids.length || "", motif]) {
         tr.appendChild(el("td", null, String(text)));
       }
       return tr;
@@ -163,7 +267,7 @@ async function showHistory() {
     $("history-rows").replaceChildren(...rows);
     $("history").hidden = false;
   } catch (error) {
-    setStatus(error.message, true);
+    if (!(error instanceof SessionExpired)) setStatus(error.message, true);
   }
 }
 
@@ -200,6 +304,8 @@ document.addEventListener("DOMContentLoaded", () => {
   $("next").addEventListener("click", () => search(state.offset + PAGE));
   $("show-history").addEventListener("click", showHistory);
   $("upload").addEventListener("click", uploadDocument);
+  $("doc-close").addEventListener("click", () => closeDocument(true));
+  $("doc").addEventListener("keydown", (e) => { if (e.key === "Escape") closeDocument(true); });
   // Demo convenience: ?token=… logs in, then the token leaves the address bar and history.
   const url = new URL(window.location.href);
   const token = url.searchParams.get("token");
