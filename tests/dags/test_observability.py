@@ -21,6 +21,7 @@ import pytest
 from pipeline.feeds import READY_MARKER
 from pipeline.monitoring import AlertKind, load_alerts, load_metrics
 from pipeline.settings import Settings
+from tests.dags import test_feed_dags
 from tests.dags.conftest import REPO, run_dag
 from tests.dags.test_ingest_dag import BIO_BATCH, IMG_BATCH, INS_A, _oru, build_feed
 
@@ -30,16 +31,7 @@ pytestmark = [
 ]
 
 BAD_BATCH = "labo-x/2026-02-01-001"
-
-
-@pytest.fixture
-def carnet_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
-    monkeypatch.setenv("CARNET_DATA_DIR", str(tmp_path / "carnet"))
-    for name in ("CARNET_INDEX_URL", "CARNET_STORE_URL", "CARNET_FEED_URL", "CARNET_FEEDS_FILE",
-                 "CARNET_ALERT_WEBHOOK"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("OMP_THREAD_LIMIT", "1")
-    return Settings.from_env()
+carnet_env = test_feed_dags.carnet_env  # the same CARNET_* environment fixture
 
 
 def _feed(root: Path) -> None:
