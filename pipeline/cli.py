@@ -234,6 +234,27 @@ def cmd_rewrap_keys(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_db(args: argparse.Namespace) -> int:
+    """``carnet db upgrade`` migrates the state database; ``carnet db current`` shows its revision."""
+    from pipeline.state import current_revision, head_revision, open_engine, upgrade
+
+    engine = open_engine(_settings(args))
+    try:
+        where = engine.url.render_as_string(hide_password=True)
+        if args.action == "upgrade":
+            before = current_revision(engine)
+            reached = upgrade(engine)
+            print(f"state database {where}: {before or 'empty'} -> {reached}" if before != reached
+                  else f"state database {where}: already at {reached}")
+        else:
+            current = current_revision(engine)
+            state = "up to date" if current == head_revision() else f"needs {head_revision()}"
+            print(f"state database {where}: at {current or 'none (empty)'}, {state}")
+    finally:
+        engine.dispose()
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="carnet", description=__doc__.split("\n")[0])
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -297,6 +318,12 @@ def build_parser() -> argparse.ArgumentParser:
     rw = sub.add_parser("rewrap-keys", help="move the keyring from the local master key to the "
                                              "KMS key CARNET_KMS_KEY_ID (stop workers and API first)")
     rw.set_defaults(func=cmd_rewrap_keys)
+
+    db = sub.add_parser("db", help="the state database's schema (CARNET_STATE_URL)")
+    db.add_argument("action", choices=["upgrade", "current"],
+                    help="upgrade: migrate to this version's schema (run once, before starting "
+                         "workers, on PostgreSQL); current: show the schema revision")
+    db.set_defaults(func=cmd_db)
 
     from pipeline.cli_access import register
 

@@ -43,6 +43,8 @@ class Settings:
     data_dir: Path = field(default_factory=_default_data_dir)
     index_url: str = ""  # sqlite:///… (default under data_dir) or http(s)://host:9200
     store_url: str = ""  # file://… (default under data_dir) or s3://bucket/prefix
+    # The state database (ledger, …): sqlite:///… (default under data_dir) or postgresql://…
+    state_url: str = ""
     ocr_lang: str = "fra"
     ocr_timeout_s: int = 120
     # Pages OCR'd at once, one tesseract process (one thread) each.
@@ -87,6 +89,10 @@ class Settings:
         return self.data_dir / "ledger.db"
 
     @property
+    def effective_state_url(self) -> str:
+        return self.state_url or f"sqlite:///{self.data_dir / 'state.db'}"
+
+    @property
     def effective_index_url(self) -> str:
         return self.index_url or f"sqlite:///{self.data_dir / 'index.db'}"
 
@@ -109,6 +115,8 @@ class Settings:
             values["index_url"] = e["CARNET_INDEX_URL"]
         if "CARNET_STORE_URL" in e:
             values["store_url"] = e["CARNET_STORE_URL"]
+        if e.get("CARNET_STATE_URL"):
+            values["state_url"] = e["CARNET_STATE_URL"]
         if "CARNET_OCR_LANG" in e:
             values["ocr_lang"] = e["CARNET_OCR_LANG"]
         if "CARNET_OCR_WORKERS" in e:

@@ -31,6 +31,6 @@ stamp=.venv/.carnet-installed
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   echo "bootstrap: installing Carnet and its dependencies into .venv (first time: a few minutes)"
   .venv/bin/pip install -q --upgrade pip
-  .venv/bin/pip install -q -e ".[airflow,dev,demo]"
+  .venv/bin/pip install -q -e ".[airflow,postgres,dev,demo]"
   touch "$stamp"
 fi

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import os
 import socket
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -46,3 +48,38 @@ def samples() -> Path:
 def settings(tmp_path: Path) -> Settings:
     """Settings on a throwaway data folder (embedded index and file store)."""
     return Settings(data_dir=tmp_path / "carnet")
+
+
+# The PostgreSQL cluster of scripts/postgres.sh (scripts/test.sh exports the variable).
+PG_TEST_URL = os.environ.get("CARNET_TEST_STATE_URL",
+                             "postgresql://carnet:carnet@127.0.0.1:5434/carnet")
+
+
+@pytest.fixture
+def pg_state_url() -> Iterator[str]:
+    """A fresh, empty PostgreSQL database of its own for one test (dropped after)."""
+    from sqlalchemy import create_engine, text
+
+    from pipeline.state import state_url
+
+    require_service("PostgreSQL", "tcp://" + PG_TEST_URL.split("@", 1)[-1].split("/", 1)[0],
+                    "scripts/postgres.sh start")
+    admin = create_engine(state_url(PG_TEST_URL), isolation_level="AUTOCOMMIT")
+    name = f"carnet_test_{uuid.uuid4().hex[:12]}"
+    try:
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+        yield PG_TEST_URL.rsplit("/", 1)[0] + "/" + name
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    finally:
+        admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def state_settings(request: pytest.FixtureRequest, tmp_path: Path) -> Settings:
+    """Settings on a throwaway data folder whose state database is the embedded SQLite one
+    or a fresh PostgreSQL database: tests taking it run on both."""
+    if request.param == "sqlite":
+        return Settings(data_dir=tmp_path / "carnet")
+    return Settings(data_dir=tmp_path / "carnet", state_url=request.getfixturevalue("pg_state_url"))

@@ -1,0 +1,110 @@
+"""The state database's engine, made from ``Settings.effective_state_url``.
+
+SQLite (the embedded default, ``state.db`` under the data directory) and PostgreSQL
+(production: every worker and API replica on one database) through one SQLAlchemy
+engine. Dialect differences are settled here, once:
+
+- ``postgresql://`` URLs are served by psycopg 3 (``postgresql+psycopg://``), the driver
+  Airflow's own metadata database uses here;
+- SQLite runs in WAL mode with a busy timeout, and every transaction starts with
+  ``BEGIN IMMEDIATE``: a transaction that reads and then writes cannot fail on another
+  process's write in between (SQLite's answer to a row lock), and pysqlite's own
+  half-transactions (none before the first write) are switched off.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError
+
+from pipeline.errors import ConfigurationError
+from pipeline.settings import Settings
+
+log = logging.getLogger(__name__)
+
+BUSY_TIMEOUT_MS = 30_000
+LEGACY_LEDGER = "ledger.db"  # the SQLite ledger of versions before the state database
+
+
+def state_url(raw: str) -> URL:
+    """The SQLAlchemy URL for a ``CARNET_STATE_URL`` (PostgreSQL through psycopg 3)."""
+    try:
+        url = make_url(raw)
+    except ArgumentError as exc:
+        raise ConfigurationError(f"CARNET_STATE_URL is not a database URL: {raw!r}") from exc
+    if url.drivername in ("postgresql", "postgres"):
+        url = url.set(drivername="postgresql+psycopg")
+    if url.get_backend_name() not in ("sqlite", "postgresql"):
+        raise ConfigurationError(f"CARNET_STATE_URL must be sqlite:/// or postgresql://, "
+                                 f"got {url.drivername}://")
+    if url.get_backend_name() == "sqlite" and not url.database:
+        raise ConfigurationError("CARNET_STATE_URL: an SQLite state database needs a file path "
+                                 "(sqlite:////path/state.db)")
+    return url
+
+
+def sqlite_path(engine: Engine) -> Path | None:
+    """The file of an SQLite state database (None on PostgreSQL)."""
+    if engine.dialect.name != "sqlite" or not engine.url.database:
+        return None
+    return Path(engine.url.database)
+
+
+def open_engine(settings: Settings) -> Engine:
+    """An engine on the state database; the caller disposes of it."""
+    url = state_url(settings.effective_state_url)
+    if url.get_backend_name() == "sqlite":
+        path = Path(url.database or "")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if not settings.state_url:
+            _adopt_legacy_ledger(settings.data_dir, path)
+        engine = create_engine(url, connect_args={"timeout": BUSY_TIMEOUT_MS / 1000})
+        _sqlite_transactions(engine)
+        return engine
+    # pool_pre_ping: a worker outlives database restarts and idle-connection reaping.
+    return create_engine(url, pool_pre_ping=True)
+
+
+def _sqlite_transactions(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: sqlite3.Connection, _record: Any) -> None:
+        dbapi_conn.isolation_level = None  # SQLAlchemy emits BEGIN itself (below)
+        dbapi_conn.execute("PRAGMA journal_mode=WAL")
+        dbapi_conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        dbapi_conn.execute("PRAGMA foreign_keys=ON")
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def _adopt_legacy_ledger(data_dir: Path, state_db: Path) -> None:
+    """A data directory from before the state database keeps its ledger: ``ledger.db`` is
+    copied (SQLite's online backup: WAL content included) into ``state.db`` the first
+    time, and the migrations then bring its tables up to date. ``ledger.db`` is left as
+    it was; it may be deleted once the new version runs."""
+    legacy = data_dir / LEGACY_LEDGER
+    if state_db.exists() or not legacy.exists():
+        return
+    log.warning("state: adopting %s into %s (the older ledger is left in place)", legacy, state_db)
+    partial = state_db.with_name(f"{state_db.name}.{os.getpid()}.adopting")
+    src = sqlite3.connect(f"file:{legacy}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_MS / 1000)
+    dst = sqlite3.connect(partial)
+    try:
+        src.backup(dst)
+    finally:
+        dst.close()
+        src.close()
+    try:
+        os.link(partial, state_db)  # never over a state.db another process adopted first
+    except FileExistsError:
+        pass
+    finally:
+        partial.unlink()
