@@ -21,11 +21,12 @@ import datetime as dt
 import hashlib
 import hmac
 import logging
-import os
 import re
-import secrets
+import shutil
+import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from pipeline.classification import TYPE_CODES
@@ -60,7 +61,8 @@ log = logging.getLogger(__name__)
 
 _GX_LOGGERS = ("great_expectations", "great_expectations.core", "great_expectations.data_context",
                "posthog", "backoff")
-SALT_FILE = "quality-salt"
+# Where the Data Docs are published, beside the store's objects (file:// or s3://).
+DATA_DOCS_PREFIX = "data-docs"
 
 
 class GateItem(Frozen):
@@ -112,9 +114,24 @@ class QualityGate:
         self.thresholds = dict(DEFAULT_PRODUCER_THRESHOLDS, **(thresholds or {}))
         self.today = today
         self._key: bytes | None = None  # the pseudonyms' key, fetched when first needed
+        # GX renders the Data Docs here: private to this gate and temporary, since another
+        # worker could not see it; ``publish_data_docs`` copies the site to the store.
+        self.data_docs_site: Path | None = None
         self._ctx: Any = None
         self._docs_def: Any = None
         self._results_def: Any = None
+
+    def close(self) -> None:
+        """Delete the rendered Data Docs (publish them first)."""
+        if self.data_docs_site is not None:
+            shutil.rmtree(self.data_docs_site, ignore_errors=True)
+            self.data_docs_site = None
+
+    def __enter__(self) -> QualityGate:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     # -- GX setup ------------------------------------------------------------------------------
 
@@ -150,10 +167,11 @@ class QualityGate:
         self._results_def = ctx.validation_definitions.add(
             gx.ValidationDefinition(name="carnet_lab_results", data=results, suite=results_suite))
         if self.build_data_docs:
+            self.data_docs_site = Path(tempfile.mkdtemp(prefix="carnet-data-docs-"))
             ctx.add_data_docs_site("carnet", {
                 "class_name": "SiteBuilder",
                 "store_backend": {"class_name": "TupleFilesystemStoreBackend",
-                                  "base_directory": str(self.settings.data_dir / "data_docs")},
+                                  "base_directory": str(self.data_docs_site)},
                 "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
             })
         self._ctx = ctx
@@ -398,10 +416,9 @@ def _failures(run: Any, id_columns: tuple[str, ...]) -> list[tuple[tuple[object,
 
 
 def _pseudonym_key(settings: Settings) -> bytes:
-    """The key of the INS pseudonyms: from the master key, else a per-install salt file.
-
-    With the master key in a KMS, a key of its own kept wrapped in the keyring: no secret
-    is written to the data folder, and every worker opening the keyring shares it.
+    """The key of the INS pseudonyms, never a file of its own: from the local master key
+    (``CARNET_MASTER_KEY``, else the embedded default's key file), or, with the master key
+    in a KMS, a key of its own kept wrapped in the keyring, which every worker shares.
     """
     if settings.master_key:
         return hashlib.sha256(b"carnet-quality\x00" + settings.master_key.encode()).digest()
@@ -414,35 +431,46 @@ def _pseudonym_key(settings: Settings) -> bytes:
             return ring.named_key("quality-pseudonyms")
         finally:
             ring.close()
-    path = settings.data_dir / SALT_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        # Exclusive creation: two workers starting together end up with one salt.
-        with open(path, "xb", opener=lambda p, f: os.open(p, f, 0o600)) as fh:
-            fh.write(secrets.token_bytes(32))
-    except FileExistsError:
-        pass
-    return path.read_bytes()
+    from pipeline.keywrap import load_master_key
+
+    return hashlib.sha256(b"carnet-quality\x00" + load_master_key(settings)).digest()
 
 
-def publish_data_docs(settings: Settings) -> str | None:
-    """Copy the local Data Docs site next to the raw store when that store is on S3.
+def publish_data_docs(settings: Settings, site: Path, run_id: str) -> str | None:
+    """Copy a gate's rendered Data Docs beside the store's objects, under ``data-docs/``,
+    where every worker's batches end up in one site; return the URL of this run's index.
 
-    The pages hold no patient data (pseudonymised frames), so they may live beside the
-    store for data engineers; returns the S3 URI of the site's index, or None.
+    The validation pages have unique names (batch and time); the static assets are the
+    same for every run and copied once; the run's index is kept as ``index-<run>.html``
+    (same folder, so its relative links hold) and as ``index.html``, the latest. The pages
+    hold no patient data (pseudonymised frames).
     """
-    site = settings.data_dir / "data_docs"
-    url = settings.effective_store_url
-    if not url.startswith("s3://") or not (site / "index.html").exists():
+    if not (site / "index.html").exists():
         return None
-    from pipeline.s3 import make_client, parse_s3_url
+    files = {p.relative_to(site).as_posix(): p for p in sorted(site.rglob("*")) if p.is_file()}
+    files[f"index-{run_id}.html"] = files["index.html"]
+    url = settings.effective_store_url
+    if url.startswith("s3://"):
+        from pipeline.s3 import Bucket, make_client, parse_s3_url
 
-    bucket, prefix = parse_s3_url(url)
-    base = f"{prefix.rstrip('/')}/data-docs" if prefix else "data-docs"
-    client = make_client(endpoint_url=settings.s3_endpoint_url, region=settings.s3_region)
-    for path in sorted(p for p in site.rglob("*") if p.is_file()):
-        key = f"{base}/{path.relative_to(site).as_posix()}"
-        kind = "text/html" if path.suffix == ".html" else "application/octet-stream"
-        client.put_object(Bucket=bucket, Key=key, Body=path.read_bytes(), ContentType=kind,
-                          ServerSideEncryption="AES256")
-    return f"s3://{bucket}/{base}/index.html"
+        name, prefix = parse_s3_url(url)
+        base = f"{prefix}{DATA_DOCS_PREFIX}/"
+        bucket = Bucket(make_client(endpoint_url=settings.s3_endpoint_url,
+                                    region=settings.s3_region), name)
+        present = set(bucket.keys(f"{base}static/"))
+        for key, path in files.items():
+            if key.startswith("static/") and base + key in present:
+                continue
+            bucket.put(base + key, path.read_bytes(),
+                       "text/html" if path.suffix == ".html" else "application/octet-stream")
+        return f"s3://{name}/{base}index-{run_id}.html"
+    root = Path(url.removeprefix("file://")) / DATA_DOCS_PREFIX
+    for key, path in files.items():
+        target = root / key
+        if key.startswith("static/") and target.exists():
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".tmp-{run_id}-{target.name}")
+        shutil.copyfile(path, tmp)
+        tmp.replace(target)
+    return (root / f"index-{run_id}.html").as_uri()

@@ -28,7 +28,7 @@ from pipeline.keywrap import (
     encryption_context,
     open_key_wrapper,
 )
-from pipeline.quality_gate import SALT_FILE, QualityGate
+from pipeline.quality_gate import QualityGate
 from pipeline.settings import Settings
 from tests.conftest import SAMPLES, require_service
 
@@ -167,8 +167,10 @@ def _wrapped_patient_key(settings: Settings, patient_id: str) -> bytes:
 
 
 def _key_files(root: Path) -> list[Path]:
-    """Secrets written in clear in the data folder: the master key file, the pseudonyms' salt."""
-    return [p for p in root.rglob("*") if p.name in (MASTER_KEY_FILE, SALT_FILE) or p.suffix == ".key"]
+    """Secrets written in clear in the data folder: the master key file, the pseudonyms'
+    salt file of earlier versions."""
+    return [p for p in root.rglob("*") if p.name in (MASTER_KEY_FILE, "quality-salt")
+            or p.suffix == ".key"]
 
 
 

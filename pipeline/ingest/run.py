@@ -982,8 +982,8 @@ def process_batch(settings: Settings, feed_url: str, batch_key: str) -> BatchSum
         return BatchSummary.model_validate_json(stored)
     batch = _find_batch(feed, batch_key)
     manifest = {e.name: e for e in batch.manifest or ()}
-    gate = QualityGate(settings, build_data_docs=settings.data_docs)
-    with Pipeline(settings, batch_label=batch_key, gate=gate) as pipe:
+    with (QualityGate(settings, build_data_docs=settings.data_docs) as gate,
+          Pipeline(settings, batch_label=batch_key, gate=gate) as pipe):
         # Lanes of different producers run side by side (shared); a `carnet ingest` waits.
         run_id = pipe.start_run("batch", f"{feed.url} {batch_key}", exclusive=False)
         pipe.batch_name = printable_name(batch.batch)
@@ -1010,10 +1010,11 @@ def process_batch(settings: Settings, feed_url: str, batch_key: str) -> BatchSum
         for item in pipe.parse_ahead(inputs()):
             pipe.process(item)
         pipe.flush()
-        if pipe.data_docs_index:
+        if pipe.data_docs_index and gate.data_docs_site is not None:
             from pipeline.quality_gate import publish_data_docs
 
-            pipe.data_docs_index = publish_data_docs(settings) or pipe.data_docs_index
+            # Rendered in the gate's temporary folder: the store is where everyone sees it.
+            pipe.data_docs_index = publish_data_docs(settings, gate.data_docs_site, run_id)
         m = pipe.metrics()
         by_status: dict[str, int] = m["by_status"]  # type: ignore[assignment]
         total = len(pipe.outcomes)

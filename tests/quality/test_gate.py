@@ -8,9 +8,17 @@ from pathlib import Path
 import pytest
 from stdnum.fr import nir
 
+from pipeline.keywrap import MASTER_KEY_FILE
 from pipeline.model import PatientDemographics, Reason
 from pipeline.quality import BATCH_THRESHOLD, MALFORMED_IDENTIFIER, UNKNOWN_DOCUMENT_TYPE
-from pipeline.quality_gate import BatchThresholds, GateItem, GateResult, QualityGate
+from pipeline.quality_gate import (
+    DATA_DOCS_PREFIX,
+    BatchThresholds,
+    GateItem,
+    GateResult,
+    QualityGate,
+    publish_data_docs,
+)
 from pipeline.settings import Settings
 from tests.quality.conftest import DEMOGRAPHICS, INS, TODAY, creatinine, make_record
 
@@ -188,11 +196,22 @@ def test_data_docs_hold_no_patient_data(tmp_path: Path) -> None:
             creatinine(unit="pmol/L" if n == 1 else "umol/L", value="987.65", numeric_value=987.65,
                        abnormal_flag="N"),))
         items.append(GateItem(record=record, demographics=shown))
-    gate = QualityGate(settings, known_producers=KNOWN, build_data_docs=True, today=TODAY)
-    result = gate.validate(items, batch_label="labo-biolyon/batch-7")
-    assert result.rejected() == {"doc-0", "doc-1"}
-    assert result.data_docs_index and result.data_docs_index.endswith("index.html")
-    site = settings.data_dir / "data_docs"
+    with QualityGate(settings, known_producers=KNOWN, build_data_docs=True, today=TODAY) as gate:
+        result = gate.validate(items, batch_label="labo-biolyon/batch-7")
+        assert result.rejected() == {"doc-0", "doc-1"}
+        assert result.data_docs_index and result.data_docs_index.endswith("index.html")
+        assert gate.data_docs_site is not None
+        url = publish_data_docs(settings, gate.data_docs_site, "run-1")
+        rendered = gate.data_docs_site
+    # Rendered in a temporary folder (gone with the gate), published beside the store's
+    # objects; nothing of it, and no key or salt file, in the data folder.
+    assert not rendered.exists()
+    store_root = Path(settings.effective_store_url.removeprefix("file://"))
+    site = store_root / DATA_DOCS_PREFIX
+    assert url == (site / "index-run-1.html").as_uri()
+    assert (site / "index.html").read_bytes() == (site / "index-run-1.html").read_bytes()
+    assert not [p for p in settings.data_dir.rglob("*")
+                if p.is_file() and store_root not in p.parents and p.name != MASTER_KEY_FILE]
     pages = [p for p in site.rglob("*") if p.suffix in (".html", ".json")]
     assert any("validations" in p.parts for p in pages), "validation pages were not rendered"
     secrets = {ins for ins, _ in people} | {d.family_name for _, d in people if d.family_name} \
