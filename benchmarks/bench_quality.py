@@ -99,7 +99,7 @@ def run(quick: bool = False) -> dict[str, object]:
     per_doc_s = time.perf_counter() - t0
 
     with tempfile.TemporaryDirectory() as tmp:
-        from pipeline.quality_gate import GateItem, QualityGate
+        from pipeline.quality import GateItem, QualityGate
 
         items = [GateItem(record=r, demographics=d)
                  for r, d in (_record(i, doc.text) for i, doc in enumerate(parsed))]

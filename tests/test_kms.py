@@ -28,7 +28,7 @@ from pipeline.keywrap import (
     encryption_context,
     open_key_wrapper,
 )
-from pipeline.quality_gate import QualityGate
+from pipeline.quality import QualityGate
 from pipeline.settings import Settings
 from tests.conftest import SAMPLES, require_service
 

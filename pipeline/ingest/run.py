@@ -66,8 +66,7 @@ from pipeline.model import (
 )
 from pipeline.monitoring import BatchCounts
 from pipeline.observations import extract_observations
-from pipeline.quality import check_document
-from pipeline.quality_gate import BatchThresholds, GateItem, QualityGate
+from pipeline.quality import BatchThresholds, GateItem, QualityGate, check_document
 from pipeline.settings import Settings
 from pipeline.store import DocumentStore, QuarantineAttempt, QuarantineRecord, sha256_hex
 
@@ -1011,7 +1010,7 @@ def process_batch(settings: Settings, feed_url: str, batch_key: str) -> BatchSum
             pipe.process(item)
         pipe.flush()
         if pipe.data_docs_index and gate.data_docs_site is not None:
-            from pipeline.quality_gate import publish_data_docs
+            from pipeline.quality import publish_data_docs
 
             # Rendered in the gate's temporary folder: the store is where everyone sees it.
             pipe.data_docs_index = publish_data_docs(settings, gate.data_docs_site, run_id)

@@ -1,4 +1,5 @@
-"""The per-document path (``check_document``), run on every parsed document before the gate."""
+"""The per-document path (``check_document``), run on every parsed document before the gate:
+text, OCR and the document date, each check once (the birth is the gate's)."""
 
 from __future__ import annotations
 
@@ -41,5 +42,17 @@ def test_text_short_for_the_kind_is_a_warning() -> None:
 
 def test_dates() -> None:
     assert codes(doc(), TODAY + dt.timedelta(days=1)) == [(Reason.IMPLAUSIBLE_DATE, True)]
-    assert codes(doc(), dt.date(1980, 1, 1)) == [(Reason.IMPLAUSIBLE_DATE, True)]  # before birth
+    assert codes(doc(), dt.date(1901, 1, 1)) == [(Reason.IMPLAUSIBLE_DATE, True)]  # implausibly old
     assert codes(doc(), None) == [(Reason.MISSING_DATE, False)]
+
+
+def test_each_check_runs_in_one_place() -> None:
+    # The per-document checks and the gate's suites come from one table, with no check twice.
+    from pipeline.quality import CHECKS, DOCUMENT_CHECKS, RECORD_CHECKS, RESULT_CHECKS
+
+    table = [*DOCUMENT_CHECKS, *RECORD_CHECKS, *RESULT_CHECKS]
+    assert len(CHECKS) == len(table)  # unique names: GX reports a failure by its check's name
+    gate_facts = {c.fact for c in (*RECORD_CHECKS, *RESULT_CHECKS)}
+    assert not {c.fact for c in DOCUMENT_CHECKS} & gate_facts
+    # A date before the birth is the gate's: the per-document path does not know the INS.
+    assert codes(doc(), dt.date(1980, 1, 1)) == []

@@ -3,10 +3,11 @@
 Each flush becomes two pandas frames — one row per document, one row per lab result —
 of *derived* columns (flags, counts, ages in days, a keyed hash of the INS), never the
 INS, names or result values. Expectation suites built in code decide which rows fail;
-each expectation's ``meta`` names its check, and failed rows come back by id column
-(``unexpected_index_list``) and are turned into ``Problem``s with the messages of
-``pipeline.quality``. Because the frames hold no patient data, the Data Docs built from
-these validations hold none either.
+the suites are built from the record and result checks of ``pipeline.quality.checks``,
+one expectation per check whose ``meta`` names it; failed rows come back by id column
+(``unexpected_index_list``) and become that check's problem. GX is the only judge of
+these checks: nothing re-runs them. Because the frames hold no patient data, the Data
+Docs built from these validations hold none either.
 
 Batch-level figures (reject rate, OCR share, duplicate share, document count) are
 compared with per-producer thresholds and reported as ``batch_flags``; they never
@@ -24,36 +25,23 @@ import logging
 import re
 import shutil
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline.classification import TYPE_CODES
-from pipeline.model import DocumentRecord, Frozen, PatientDemographics, Problem, Status
-from pipeline.quality import (
-    BATCH_THRESHOLD,
-    MIN_OCR_CONFIDENCE,
-    MIN_OCR_WORDS,
-    MIN_TEXT_CHARS_BY_CLASS,
-    OLDEST_DOCUMENT,
+from pipeline.model import DocumentRecord, Frozen, PatientDemographics, Problem, Reason, Status
+from pipeline.quality.checks import (
+    CHECKS,
+    RECORD_CHECKS,
     RESULT_CHECKS,
-    WARN_OCR_CONFIDENCE,
-    birth_bounds,
-    check_dates,
-    check_identity,
-    check_text,
-    check_type_and_producer,
-    count_words,
-    declared_birth,
-    describe_result,
-    finess_ok,
-    fully_ocr,
-    identity_facts,
-    observed_dates,
+    Check,
+    RecordFacts,
+    ResultFacts,
+    columns,
+    problems,
+    record_facts,
     result_facts,
-    rpps_ok,
-    type_consistent,
 )
 from pipeline.settings import Settings
 
@@ -95,10 +83,6 @@ class BatchThresholds:
 
 # Producers whose usual batches differ from the default (e.g. a scanning centre).
 DEFAULT_PRODUCER_THRESHOLDS: dict[str, BatchThresholds] = {}
-
-
-def _check(name: str, problems_of: str) -> dict[str, str]:
-    return {"check": name, "problems_of": problems_of}
 
 
 class QualityGate:
@@ -177,46 +161,11 @@ class QualityGate:
         self._ctx = ctx
 
     def _documents_suite(self, gx: Any) -> Any:
-        """One expectation per document check; ``meta.check`` names the check."""
-        E = gx.expectations
-        suite = gx.ExpectationSuite(name="carnet_documents", meta={"version": "1"})
-        flag = ("sex_consistent", "birth_consistent", "finess_ok", "rpps_ok", "type_consistent")
-        for column in flag:
-            suite.add_expectation(E.ExpectColumnValuesToBeInSet(
-                column=column, value_set=[True], meta=_check(column, "document")))
-        suite.add_expectation(E.ExpectColumnValuesToBeInSet(
-            column="type_code", value_set=sorted(TYPE_CODES), meta=_check("type_code", "document")))
-        if self.known_producers is not None:
-            suite.add_expectation(E.ExpectColumnValuesToBeInSet(
-                column="producer", value_set=sorted(self.known_producers),
-                meta=_check("producer", "document")))
-        suite.add_expectation(E.ExpectColumnValuesToNotBeNull(
-            column="document_age_days", meta=_check("date_present", "document")))
-        max_age = ((self.today or dt.date.today()) - OLDEST_DOCUMENT).days
-        suite.add_expectation(E.ExpectColumnValuesToBeBetween(
-            column="document_age_days", min_value=0, max_value=max_age, meta=_check("date", "document")))
-        suite.add_expectation(E.ExpectColumnValuesToBeBetween(
-            column="days_after_birth", min_value=0, meta=_check("date", "document")))
-        suite.add_expectation(E.ExpectColumnValuesToBeBetween(
-            column="days_after_possible_birth", min_value=0, meta=_check("date", "document")))
-        suite.add_expectation(E.ExpectColumnPairValuesAToBeGreaterThanB(
-            column_A="text_chars", column_B="min_text_chars", or_equal=True,
-            meta=_check("text", "document")))
-        suite.add_expectation(E.ExpectColumnValuesToBeBetween(
-            column="scan_words", min_value=MIN_OCR_WORDS, meta=_check("text", "document")))
-        suite.add_expectation(E.ExpectColumnValuesToBeBetween(
-            column="scan_confidence", min_value=MIN_OCR_CONFIDENCE, meta=_check("text", "document")))
-        suite.add_expectation(E.ExpectColumnValuesToBeBetween(
-            column="ocr_confidence", min_value=WARN_OCR_CONFIDENCE, meta=_check("text", "document")))
-        return suite
+        """One expectation per record check; ``meta.check`` names the check."""
+        return _suite(gx, "carnet_documents", RECORD_CHECKS, "document")
 
     def _results_suite(self, gx: Any) -> Any:
-        E = gx.expectations
-        suite = gx.ExpectationSuite(name="carnet_lab_results", meta={"version": "1"})
-        for column in RESULT_CHECKS:
-            suite.add_expectation(E.ExpectColumnValuesToBeInSet(
-                column=column, value_set=[True], meta=_check(column, "result")))
-        return suite
+        return _suite(gx, "carnet_lab_results", RESULT_CHECKS, "result")
 
     # -- frames --------------------------------------------------------------------------------
 
@@ -226,58 +175,40 @@ class QualityGate:
             self._key = _pseudonym_key(self.settings)
         return hmac.new(self._key, ins.encode(), hashlib.sha256).hexdigest()[:24]
 
-    def _frames(self, items: Sequence[GateItem], today: dt.date) -> tuple[Any, Any]:
-        import pandas as pd
-
-        docs: dict[str, list[object]] = {k: [] for k in (
-            "doc_id", "patient_key", "producer", "doc_class", "type_code", "type_consistent",
-            "sex_consistent", "birth_consistent", "finess_ok", "rpps_ok", "document_age_days",
-            "days_after_birth", "days_after_possible_birth", "text_chars", "min_text_chars",
-            "scan_words", "scan_confidence", "ocr_confidence")}
-        res: dict[str, list[object]] = {k: [] for k in ("doc_id", "result_no", *RESULT_CHECKS)}
+    def _facts(self, items: Sequence[GateItem], today: dt.date,
+               ) -> tuple[dict[str, RecordFacts], dict[tuple[str, int], ResultFacts]]:
+        """The facts of every record and result, computed once: they fill GX's frames and
+        word the problems of the rows GX reports failed."""
+        records: dict[str, RecordFacts] = {}
+        results: dict[tuple[str, int], ResultFacts] = {}
         for item in items:
             r = item.record
-            ident = identity_facts(r.patient_id, item.demographics)
-            earliest, latest = birth_bounds(r.patient_id, declared_birth(item.demographics, r.text),
-                                            today=today)
-            dates = [d for d in (r.document_date, *observed_dates(r.results)) if d is not None]
-            first = min(dates) if dates else None
-            scan = fully_ocr(r.ocr_pages, r.page_count)
-            docs["doc_id"].append(r.doc_id)
-            docs["patient_key"].append(self.pseudonym(r.patient_id))
-            docs["producer"].append(r.producer)
-            docs["doc_class"].append(r.doc_class.value)
-            docs["type_code"].append(r.type_code)
-            docs["type_consistent"].append(type_consistent(r.doc_class, r.type_code))
-            docs["sex_consistent"].append(ident.sex_consistent)
-            docs["birth_consistent"].append(ident.birth_consistent)
-            docs["finess_ok"].append(finess_ok(r.producer_finess))
-            docs["rpps_ok"].append(rpps_ok(r.author_rpps))
-            docs["document_age_days"].append((today - r.document_date).days if r.document_date else None)
-            docs["days_after_birth"].append((first - earliest).days if first and earliest else None)
-            docs["days_after_possible_birth"].append(
-                (first - latest).days if first and latest and latest != earliest else None)
-            docs["text_chars"].append(len(r.text.strip()))
-            docs["min_text_chars"].append(MIN_TEXT_CHARS_BY_CLASS[r.doc_class])
-            docs["scan_words"].append(count_words(r.text) if scan else None)
-            docs["scan_confidence"].append((r.ocr_confidence or 0.0) if scan else None)
-            docs["ocr_confidence"].append((r.ocr_confidence or 0.0) if r.ocr_pages else None)
+            records[r.doc_id] = record_facts(r, item.demographics,
+                                             known_producers=self.known_producers, today=today)
             for n, result in enumerate(r.results):
-                facts = result_facts(result, ocr=bool(r.ocr_pages))
-                res["doc_id"].append(r.doc_id)
-                res["result_no"].append(n)
-                for c in RESULT_CHECKS:
-                    res[c].append(getattr(facts, c))
-        flag_cols = ("type_consistent", "sex_consistent", "birth_consistent", "finess_ok", "rpps_ok",
-                     *RESULT_CHECKS)
-        num_cols = ("document_age_days", "days_after_birth", "days_after_possible_birth", "scan_words",
-                    "scan_confidence", "ocr_confidence")
-        doc_frame = pd.DataFrame({k: pd.Series(v, dtype=object if k in flag_cols else
-                                               "float64" if k in num_cols else None)
-                                  for k, v in docs.items()})
-        res_frame = pd.DataFrame({k: pd.Series(v, dtype=object if k in flag_cols else None)
-                                  for k, v in res.items()})
-        return doc_frame, res_frame
+                results[(r.doc_id, n)] = result_facts(result, ocr=bool(r.ocr_pages))
+        return records, results
+
+    def _frames(self, records: Mapping[str, RecordFacts],
+                results: Mapping[tuple[str, int], ResultFacts]) -> tuple[Any, Any]:
+        """One row per record and one per result: ids, a pseudonym and the checks' facts only."""
+        import pandas as pd
+
+        docs = {
+            "doc_id": pd.Series(list(records), dtype=object),
+            "patient_key": pd.Series([self.pseudonym(f.record.patient_id) for f in records.values()]),
+            "producer": pd.Series([f.record.producer for f in records.values()]),
+            "doc_class": pd.Series([f.record.doc_class.value for f in records.values()]),
+        }
+        docs.update({fact: pd.Series([getattr(f, fact) for f in records.values()], dtype=expect.dtype)
+                     for fact, expect in columns(RECORD_CHECKS).items()})
+        res = {
+            "doc_id": pd.Series([d for d, _ in results], dtype=object),
+            "result_no": pd.Series([n for _, n in results], dtype="int64"),
+        }
+        res.update({fact: pd.Series([getattr(f, fact) for f in results.values()], dtype=expect.dtype)
+                    for fact, expect in columns(RESULT_CHECKS).items()})
+        return pd.DataFrame(docs), pd.DataFrame(res)
 
     # -- validation ----------------------------------------------------------------------------
 
@@ -290,11 +221,11 @@ class QualityGate:
         """
         today = self.today or dt.date.today()
         self._gx()
-        by_id = {i.record.doc_id: i for i in items}
-        failed: dict[str, set[str]] = {}  # doc_id -> failed document checks
+        failed: dict[str, set[str]] = {}  # doc_id -> failed record checks
         failed_results: dict[tuple[str, int], set[str]] = {}
+        records, results = self._facts(items, today)
         if items:
-            doc_frame, res_frame = self._frames(items, today)
+            doc_frame, res_frame = self._frames(records, results)
             fmt = {"result_format": "COMPLETE", "unexpected_index_column_names": ["doc_id"],
                    "partial_unexpected_count": 0, "include_unexpected_rows": False}
             run_id = self._run_id(batch_label)
@@ -307,57 +238,29 @@ class QualityGate:
                 res_run = self._results_def.run(batch_parameters={"dataframe": res_frame},
                                                 result_format=fmt_r, run_id=run_id)
                 for ids, check in _failures(res_run, ("doc_id", "result_no")):
-                    key = (str(ids[0]), int(str(ids[1])))
-                    failed_results.setdefault(key, set()).add(check)
+                    failed_results.setdefault((str(ids[0]), int(str(ids[1]))), set()).add(check)
 
-        problems: dict[str, tuple[Problem, ...]] = {}
-        with_failures = set(failed) | {d for d, _ in failed_results}
-        for doc_id in (d for d in by_id if d in with_failures):
-            checks = failed.get(doc_id, set())
-            found = self._describe(by_id[doc_id], checks, today) if checks else []
-            for (d, n), result_checks in sorted(failed_results.items()):
-                if d == doc_id:
-                    result = by_id[d].record.results[n]
-                    found += [describe_result(result, c) for c in RESULT_CHECKS if c in result_checks]
-            # Warnings the per-document path already attached are not repeated.
-            known = {(w.code, w.message) for w in by_id[doc_id].record.warnings}
-            found = [p for p in dict.fromkeys(found) if (p.code, p.message) not in known]
-            if found:
-                problems[doc_id] = tuple(found)
+        found: dict[str, tuple[Problem, ...]] = {}
+        for doc_id, facts in records.items():
+            names = failed.get(doc_id, set())
+            out = problems(RECORD_CHECKS, facts, _named(names)) if names else []
+            for key in sorted(k for k in failed_results if k[0] == doc_id):
+                out += problems(RESULT_CHECKS, results[key], _named(failed_results[key]))
+            if out:
+                found[doc_id] = tuple(dict.fromkeys(out))
 
-        flags = self._batch_flags(items, problems, batch_label, outcome_counts)
+        flags = self._batch_flags(items, found, batch_label, outcome_counts)
         docs_index = self._build_docs() if self.build_data_docs and items else None
-        return GateResult(problems=problems, batch_flags=flags, data_docs_index=docs_index)
+        return GateResult(problems=found, batch_flags=flags, data_docs_index=docs_index)
 
-    def _describe(self, item: GateItem, checks: set[str], today: dt.date) -> list[Problem]:
-        """Problems (with messages) of the document checks GX reported as failed."""
-        r = item.record
-        out: list[Problem] = []
-        if checks & {"sex_consistent", "birth_consistent"}:
-            out += check_identity(r.patient_id, item.demographics)
-        if checks & {"type_code", "type_consistent", "producer", "finess_ok", "rpps_ok"}:
-            out += check_type_and_producer(
-                r.doc_class, r.type_code, producer=r.producer, finess=r.producer_finess,
-                rpps=r.author_rpps, known_producers=self.known_producers)
-        if checks & {"date_present", "date"}:
-            out += check_dates(r.document_date, declared_birth(item.demographics, r.text), today=today,
-                               ins=r.patient_id, observed=observed_dates(r.results))
-        if "text" in checks:
-            out += check_text(r.text, r.doc_class, ocr_pages=r.ocr_pages, page_count=r.page_count,
-                              ocr_confidence=r.ocr_confidence)
-        if not out:
-            # GX and the Python rules disagree: never let that pass silently.
-            log.error("GX failed checks %s on %s but no rule explains it", sorted(checks), r.doc_id)
-        return out
-
-    def _batch_flags(self, items: Sequence[GateItem], problems: Mapping[str, tuple[Problem, ...]],
+    def _batch_flags(self, items: Sequence[GateItem], found: Mapping[str, tuple[Problem, ...]],
                      batch_label: str, outcome_counts: Mapping[str, int] | None) -> tuple[Problem, ...]:
         producers = {i.record.producer for i in items}
         producer = next(iter(producers)) if len(producers) == 1 else None
         t = self.thresholds.get(producer or "", BatchThresholds(
             max_reject_rate=self.settings.max_reject_rate))
         counts = dict(outcome_counts or {Status.INDEXED.value: len(items)})
-        gate_rejects = sum(1 for ps in problems.values() if any(p.blocking for p in ps))
+        gate_rejects = sum(1 for ps in found.values() if any(p.blocking for p in ps))
         total = sum(counts.values())
         if not total:
             return ()
@@ -365,7 +268,8 @@ class QualityGate:
         flags: list[Problem] = []
 
         def flag(message: str) -> None:
-            flags.append(Problem(code=BATCH_THRESHOLD, blocking=False, message=f"{batch_label}: {message}"))
+            flags.append(Problem(code=Reason.BATCH_THRESHOLD, blocking=False,
+                                 message=f"{batch_label}: {message}"))
 
         rate = rejected / total
         if rate > t.max_reject_rate:
@@ -398,6 +302,23 @@ class QualityGate:
         """Build the Data Docs site from the validations stored in this context."""
         urls = self._ctx.build_data_docs(site_names=["carnet"])
         return urls.get("carnet")
+
+
+def _suite(gx: Any, name: str, checks: Sequence[Check[Any]], problems_of: str) -> Any:
+    """A GX suite with one expectation per check of the table."""
+    suite = gx.ExpectationSuite(name=name, meta={"version": "2"})
+    for check in checks:
+        meta = {"check": check.name, "problems_of": problems_of}
+        suite.add_expectation(check.expect.gx(gx.expectations, check.fact, meta))
+    return suite
+
+
+def _named(names: set[str]) -> Callable[[Check[Any]], bool]:
+    """Whether a check is one of those GX reported failed for a row."""
+    unknown = names - set(CHECKS)
+    if unknown:
+        raise RuntimeError(f"GX reported checks the table does not have: {sorted(unknown)}")
+    return lambda check: check.name in names
 
 
 def _failures(run: Any, id_columns: tuple[str, ...]) -> list[tuple[tuple[object, ...], str]]:
