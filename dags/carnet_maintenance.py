@@ -7,7 +7,7 @@
 2. **check_feeds**: a silence alert for each feed of the feeds file quiet for longer
    than its ``max_silence_hours``.
 3. **purge**: quarantine records untouched for ``quarantine_days`` (with their raw bytes
-   when nothing else uses them) and metrics files older than ``metrics_days``; 0 keeps
+   when nothing else uses them) and batch metrics older than ``metrics_days``; 0 keeps
    everything. Indexed documents are never purged here.
 4. **reindex** (``reindex: true`` only): Elasticsearch copies into a new index and swaps
    the alias; SQLite merges its full-text segments. Pause ingestion while it runs.
@@ -49,7 +49,7 @@ log = logging.getLogger("carnet.dags.maintenance")
         "quarantine_days": Param(365, type="integer", minimum=0,
                                  description="Purge quarantine records idle this long (0: never)"),
         "metrics_days": Param(400, type="integer", minimum=0,
-                              description="Purge metrics files older than this (0: never)"),
+                              description="Purge batch metrics older than this (0: never)"),
         "purge_dry_run": Param(False, type="boolean", description="Only count what would go"),
         "reindex": Param(False, type="boolean", description="Rebuild the index (alias swap)"),
     },

@@ -3,7 +3,7 @@
 - ``check_integrity``: every indexed document has its bytes in the store, and every
   document the ledger recorded as accepted (indexed or replaced) is in the index.
 - ``purge_retention``: quarantine records (and their raw bytes, when nothing else uses
-  them) and metrics files older than the retention periods go. Indexed documents are
+  them) and batch metrics older than the retention periods go. Indexed documents are
   part of the patient's record and are never purged here (erasure is ``pipeline.erasure``).
 - ``rebuild_index``: Elasticsearch copies into a new index and swaps the alias;
   SQLite merges its full-text segments in place.
@@ -20,7 +20,7 @@ from contextlib import contextmanager
 
 from pipeline.index import DocumentIndex, open_index
 from pipeline.model import Frozen
-from pipeline.monitoring import metrics_dir
+from pipeline.monitoring import purge_metrics
 from pipeline.settings import Settings
 from pipeline.store import DocumentStore
 
@@ -50,7 +50,7 @@ class IntegrityReport(Frozen):
 class PurgeReport(Frozen):
     quarantine_records: int
     objects: int
-    metrics_files: int
+    metrics: int  # batch metrics records
 
 
 def open_backends(settings: Settings) -> tuple[DocumentIndex, DocumentStore]:
@@ -137,21 +137,16 @@ def purge_retention(settings: Settings, *, quarantine_days: int, metrics_days: i
     expired_ids = {q.quarantine_id for q in expired}
     still_used = indexed_shas | {q.content_sha256 for q in records if q.quarantine_id not in expired_ids}
     objects = {q.content_sha256 for q in expired} - still_used
-    old_metrics = []
-    if metrics_days > 0 and metrics_dir(settings).is_dir():
-        oldest = (now - dt.timedelta(days=metrics_days)).timestamp()
-        old_metrics = [p for p in metrics_dir(settings).glob("*.json") if p.stat().st_mtime < oldest]
     if not dry_run:
         for q in expired:
             store.remove_quarantine(q.quarantine_id)
         for sha in objects:
             store.delete(sha)
-        for p in old_metrics:
-            p.unlink(missing_ok=True)
-    log.info("retention%s: %d quarantine record(s), %d object(s), %d metrics file(s)",
-             " (dry run)" if dry_run else "", len(expired), len(objects), len(old_metrics))
-    return PurgeReport(quarantine_records=len(expired), objects=len(objects),
-                       metrics_files=len(old_metrics))
+    old_metrics = purge_metrics(settings, before=now - dt.timedelta(days=metrics_days),
+                                dry_run=dry_run) if metrics_days > 0 else 0
+    log.info("retention%s: %d quarantine record(s), %d object(s), %d batch metrics",
+             " (dry run)" if dry_run else "", len(expired), len(objects), old_metrics)
+    return PurgeReport(quarantine_records=len(expired), objects=len(objects), metrics=old_metrics)
 
 
 def rebuild_index(settings: Settings, *, now: dt.datetime | None = None) -> dict[str, object]:

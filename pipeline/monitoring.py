@@ -1,16 +1,17 @@
 """Run metrics kept queryable, and the alerts raised on them.
 
-Each processed batch leaves one JSON file ``<data_dir>/metrics/<run_id>.json`` (feed,
+Each processed batch leaves one row in the state database's ``batch_metrics`` (feed,
 producer, batch, counts per status and reason, OCR pages and confidence, seconds per
-stage); the ledger holds the same run with its per-document outcomes. ``load_metrics``
-reads them back, ``producer_status`` condenses them per producer for ``carnet status``.
+stage, its Data Docs); the ledger holds the same run with its per-document outcomes.
+``load_metrics`` reads them back, ``producer_status`` condenses them per producer for
+``carnet status``. Whichever worker processed a batch, every other process sees it.
 
 Alerts go through a ``Notifier``: ``LogNotifier`` (default) logs them, ``WebhookNotifier``
 also POSTs them as JSON (``CARNET_ALERT_WEBHOOK``). They are raised when a batch task
 fails, when a producer's reject rate crosses its feed's threshold or jumps above its
 recent baseline, when the quality gate flags a batch, and when a feed has been silent
-for longer than its ``max_silence``. Each alert is also kept as one JSON file under
-``<data_dir>/alerts/`` for ``carnet status``. A batch's ``flagged`` is true exactly when
+for longer than its ``max_silence``. Each alert is also kept in the state database
+(``alerts``) for ``carnet status``. A batch's ``flagged`` is true exactly when
 it raised an alert: one threshold, one answer.
 
 ``emit_stats`` sends the batch counters and stage timers to a StatsD-style client (the
@@ -30,11 +31,13 @@ import urllib.request
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from enum import StrEnum
-from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from pipeline.model import Frozen
 from pipeline.settings import Settings
+
+if TYPE_CHECKING:
+    from sqlalchemy import Connection, Engine, Table
 
 log = logging.getLogger(__name__)
 
@@ -146,38 +149,70 @@ class BatchCounts(Frozen):
     ocr_pages: int = 0
     ocr_mean_confidence: float | None = None
     seconds_per_stage: dict[str, float] = {}
+    data_docs: str | None = None  # the batch's pseudonymised Data Docs (URL in the store)
 
 
 class BatchMetrics(BatchCounts):
-    """The metrics of one processed batch, as kept in ``metrics/<run_id>.json``."""
+    """The metrics of one processed batch, as kept in the state database."""
 
     feed: str
     recorded_at: dt.datetime
 
 
-def metrics_dir(settings: Settings) -> Path:
-    return settings.data_dir / "metrics"
+# -- the state database (batch_metrics, alerts) ----------------------------------------------
+
+
+@contextlib.contextmanager
+def _state(settings: Settings) -> Iterator[Engine]:
+    from pipeline.state import ensure_current, open_engine
+
+    engine = open_engine(settings)
+    try:
+        ensure_current(engine)
+        yield engine
+    finally:
+        engine.dispose()
+
+
+def _stamp(at: dt.datetime) -> str:
+    """Fixed-width UTC text (as the ledger keeps times): it orders like the time."""
+    return at.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%f+00:00")
+
+
+def _insert_new(conn: Connection, table: Table, values: dict[str, Any]) -> bool:
+    """Insert a row unless one with its primary key exists (``INSERT … ON CONFLICT DO
+    NOTHING``: two workers, or a retried task, keep the first); True when inserted."""
+    from sqlalchemy.dialects.postgresql import insert as pg_insert
+    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+    insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
+    return conn.execute(insert(table).values(**values).on_conflict_do_nothing()).rowcount > 0
 
 
 def record_batch_metrics(settings: Settings, feed: str,
                          summary: BatchCounts | Mapping[str, Any], *,
                          flagged: bool | None = None) -> BatchMetrics:
-    """Write one batch's metrics file (idempotent: keyed by the batch's run id) and log it.
+    """Keep one batch's metrics (idempotent: keyed by the batch's run id) and log them.
 
     ``summary`` is the ingestion's ``BatchSummary`` or its JSON form (from XCom);
     ``flagged``, when given, is the monitoring's verdict (any alert raised)."""
+    from sqlalchemy import select
+
+    from pipeline.state.tables import batch_metrics
+
     fields = summary.model_dump() if isinstance(summary, BatchCounts) else dict(summary)
     counts = {k: fields[k] for k in BatchCounts.model_fields if k in fields}
-    path = metrics_dir(settings) / f"{counts['run_id']}.json"
-    if path.exists():  # a retried task: keep the first record, its time included
-        return BatchMetrics.model_validate_json(path.read_bytes())
     if flagged is not None:
         counts["flagged"] = flagged
     m = BatchMetrics(feed=feed, recorded_at=_now(), **counts)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(m.model_dump_json(indent=2), encoding="utf-8")
-    tmp.replace(path)
+    with _state(settings) as engine, engine.begin() as conn:
+        if not _insert_new(conn, batch_metrics, {
+                "run_id": m.run_id, "feed": m.feed, "producer": m.producer,
+                "recorded_at": _stamp(m.recorded_at), "metrics": m.model_dump_json()}):
+            # A retried task: the first record stands, its time included.
+            kept = conn.execute(select(batch_metrics.c.metrics)
+                                .where(batch_metrics.c.run_id == m.run_id)).scalar_one()
+            return BatchMetrics.model_validate_json(kept)
     log.info("batch metrics: %d document(s), reject rate %.0f%%%s", m.total, m.reject_rate * 100,
              " (flagged)" if m.flagged else "", extra={"metrics": m.model_dump(mode="json")})
     return m
@@ -186,16 +221,32 @@ def record_batch_metrics(settings: Settings, feed: str,
 def load_metrics(settings: Settings, *, producer: str | None = None, feed: str | None = None,
                  since: dt.datetime | None = None) -> list[BatchMetrics]:
     """Recorded batch metrics, oldest first, optionally for one producer or feed."""
-    folder = metrics_dir(settings)
-    if not folder.is_dir():
-        return []
-    found = []
-    for path in folder.glob("*.json"):
-        m = BatchMetrics.model_validate_json(path.read_bytes())
-        if ((producer is None or m.producer == producer) and (feed is None or m.feed == feed)
-                and (since is None or m.recorded_at >= since)):
-            found.append(m)
-    return sorted(found, key=lambda m: (m.recorded_at, m.run_id))
+    from sqlalchemy import select
+
+    from pipeline.state.tables import batch_metrics as t
+
+    query = select(t.c.metrics).order_by(t.c.recorded_at, t.c.run_id)
+    if producer is not None:
+        query = query.where(t.c.producer == producer)
+    if feed is not None:
+        query = query.where(t.c.feed == feed)
+    if since is not None:
+        query = query.where(t.c.recorded_at >= _stamp(since))
+    with _state(settings) as engine, engine.connect() as conn:
+        return [BatchMetrics.model_validate_json(row) for row in conn.execute(query).scalars()]
+
+
+def purge_metrics(settings: Settings, *, before: dt.datetime, dry_run: bool = False) -> int:
+    """Drop the metrics recorded before ``before``; return how many (would) go."""
+    from sqlalchemy import delete, func, select
+
+    from pipeline.state.tables import batch_metrics as t
+
+    old = t.c.recorded_at < _stamp(before)
+    with _state(settings) as engine, engine.begin() as conn:
+        if dry_run:
+            return int(conn.execute(select(func.count()).where(old)).scalar_one())
+        return int(conn.execute(delete(t).where(old)).rowcount)
 
 
 # -- alerts ----------------------------------------------------------------------------------
@@ -285,36 +336,39 @@ def check_batch(settings: Settings, feed: str, summary: BatchCounts | Mapping[st
     return BatchCheck(metrics=current, alerts=tuple(alerts))
 
 
-def alerts_dir(settings: Settings) -> Path:
-    return settings.data_dir / "alerts"
+def keep_alerts(settings: Settings, alerts: Sequence[Alert]) -> None:
+    """Keep alerts in the state database, each once (keyed by a digest of its JSON)."""
+    from pipeline.state.tables import alerts as t
 
-
-def keep_alert(settings: Settings, alert: Alert) -> Path:
-    """One file per alert (no shared file for concurrent workers to append to)."""
-    digest = hashlib.sha256(alert.model_dump_json().encode()).hexdigest()[:12]
-    path = alerts_dir(settings) / f"{alert.at:%Y%m%dT%H%M%S%f}-{alert.kind.value}-{digest}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(alert.model_dump_json(), encoding="utf-8")
-    tmp.replace(path)
-    return path
+    if not alerts:
+        return
+    with _state(settings) as engine, engine.begin() as conn:
+        for a in alerts:
+            body = a.model_dump_json()
+            _insert_new(conn, t, {"alert_id": hashlib.sha256(body.encode()).hexdigest(),
+                                  "at": _stamp(a.at), "kind": a.kind.value, "alert": body})
 
 
 def load_alerts(settings: Settings, *, since: dt.datetime | None = None) -> list[Alert]:
     """Kept alerts, oldest first."""
-    folder = alerts_dir(settings)
-    if not folder.is_dir():
-        return []
-    found = [Alert.model_validate_json(p.read_bytes()) for p in folder.glob("*.json")]
-    return sorted((a for a in found if since is None or a.at >= since), key=lambda a: a.at)
+    from sqlalchemy import select
+
+    from pipeline.state.tables import alerts as t
+
+    query = select(t.c.alert).order_by(t.c.at, t.c.alert_id)
+    if since is not None:
+        query = query.where(t.c.at >= _stamp(since))
+    with _state(settings) as engine, engine.connect() as conn:
+        return [Alert.model_validate_json(row) for row in conn.execute(query).scalars()]
 
 
 def notify_all(alerts: Iterable[Alert], notifier: Notifier, *,
                settings: Settings | None = None) -> None:
     """Send each alert through the notifier; keep it for ``carnet status`` when given settings."""
+    alerts = list(alerts)
+    if settings is not None:
+        keep_alerts(settings, alerts)
     for a in alerts:
-        if settings is not None:
-            keep_alert(settings, a)
         notifier.notify(a)
 
 
@@ -438,6 +492,10 @@ def format_producer_status(settings: Settings, *, last: int = 3) -> str:
         [[f"{m.recorded_at:%Y-%m-%d %H:%M}", m.feed, m.batch_key, str(m.total),
           _counts(m.by_status), f"{m.reject_rate:.0%}", "yes" if m.flagged else "no",
           _counts(m.rejected_by_reason)] for m in recent])
+    with_docs = [m for r in rows for m in r.last_batches if m.data_docs]
+    if with_docs:
+        newest = max(with_docs, key=lambda m: m.recorded_at)
+        lines.append(f"Data Docs of the newest batch ({newest.batch_key}): {newest.data_docs}")
     return "\n".join(lines)
 
 

@@ -913,7 +913,6 @@ class BatchSummary(BatchCounts):
 
     # Batch-level quality findings (reject rate, OCR share…) for a data engineer to look at.
     flags: tuple[str, ...] = ()
-    data_docs: str | None = None  # the pseudonymised Data Docs site of the run, if built
 
 
 def _open_feed(settings: Settings, feed_url: str) -> Feed:

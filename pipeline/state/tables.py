@@ -75,3 +75,25 @@ batches = Table(
     Column("ack", Text),                         # JSON {file name: base64 content}
     Column("acked_at", Text),
 )
+
+# -- monitoring (pipeline.monitoring): every worker's batches and alerts, for carnet status --
+
+batch_metrics = Table(
+    "batch_metrics", metadata,
+    Column("run_id", Text, primary_key=True),    # one record per processed batch (its run)
+    Column("feed", Text, nullable=False),
+    Column("producer", Text, nullable=False),
+    Column("recorded_at", Text, nullable=False),
+    Column("metrics", Text, nullable=False),     # JSON: monitoring.BatchMetrics
+    Index("batch_metrics_by_time", "recorded_at"),
+    Index("batch_metrics_by_producer", "producer", "recorded_at"),
+)
+
+alerts = Table(
+    "alerts", metadata,
+    Column("alert_id", Text, primary_key=True),  # SHA-256 of the alert's JSON: kept once
+    Column("at", Text, nullable=False),
+    Column("kind", Text, nullable=False),
+    Column("alert", Text, nullable=False),       # JSON: monitoring.Alert
+    Index("alerts_by_time", "at"),
+)

@@ -1,0 +1,111 @@
+"""Batch metrics and alerts kept in the state database, on SQLite and PostgreSQL: a retried
+task keeps the first record, an alert is kept once, the retention purge, and two workers
+with their own data folders on one PostgreSQL database seeing each other's batches."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+from pathlib import Path
+
+import pytest
+
+from pipeline.monitoring import (
+    Alert,
+    AlertKind,
+    BatchCounts,
+    format_alerts,
+    format_producer_status,
+    keep_alerts,
+    load_alerts,
+    load_metrics,
+    purge_metrics,
+    record_batch_metrics,
+)
+from pipeline.settings import Settings
+
+
+@pytest.fixture
+def state(state_settings: Settings) -> Settings:
+    """The state database migrated, as ``carnet db upgrade`` does (SQLite does it itself)."""
+    if state_settings.state_url:
+        _upgrade(state_settings)
+    return state_settings
+
+
+def _upgrade(settings: Settings) -> None:
+    from pipeline.state import open_engine, upgrade
+
+    engine = open_engine(settings)
+    try:
+        upgrade(engine)
+    finally:
+        engine.dispose()
+
+
+def _counts(run_id: str, producer: str = "labo-x", rejected: int = 0) -> BatchCounts:
+    return BatchCounts(run_id=run_id, producer=producer, batch_key=f"{producer}/{run_id}",
+                       total=10, by_status={"indexed": 10 - rejected, "rejected": rejected},
+                       rejected_by_reason={"missing_ins": rejected} if rejected else {},
+                       reject_rate=rejected / 10, flagged=False,
+                       data_docs=f"s3://carnet/data-docs/index-{run_id}.html")
+
+
+def test_metrics_are_kept_once_per_batch_and_read_back_in_order(state: Settings) -> None:
+    first = record_batch_metrics(state, "feed-a", _counts("r1"), flagged=False)
+    # A retried task records the same run again: the first record stands, time included.
+    again = record_batch_metrics(state, "feed-a", _counts("r1", rejected=5), flagged=True)
+    assert again == first
+    record_batch_metrics(state, "feed-b", _counts("r2", producer="radio-y", rejected=2))
+    kept = load_metrics(state)
+    assert [(m.run_id, m.feed, m.by_status["rejected"]) for m in kept] == [
+        ("r1", "feed-a", 0), ("r2", "feed-b", 2)]
+    assert [m.run_id for m in load_metrics(state, producer="radio-y")] == ["r2"]
+    assert [m.run_id for m in load_metrics(state, feed="feed-a")] == ["r1"]
+    assert load_metrics(state, since=kept[1].recorded_at) == [kept[1]]
+    status = format_producer_status(state)
+    assert "radio-y/r2" in status and "index-r2.html" in status
+
+
+def test_alerts_are_kept_once_and_shown_newest_first(state: Settings) -> None:
+    at = dt.datetime(2026, 3, 1, 8, tzinfo=dt.UTC)
+    early = Alert(kind=AlertKind.REJECT_RATE, message="reject rate 60%", feed="f", at=at)
+    late = Alert(kind=AlertKind.FEED_SILENT, message="no batch for 30 h", feed="f",
+                 at=at + dt.timedelta(hours=1))
+    keep_alerts(state, [late, early])
+    keep_alerts(state, [early])  # the same alert again: kept once
+    assert load_alerts(state) == [early, late]
+    assert load_alerts(state, since=late.at) == [late]
+    shown = format_alerts(state)
+    assert shown.index("no batch for 30 h") < shown.index("reject rate 60%")
+
+
+def test_retention_purges_the_old_metrics_only(state: Settings) -> None:
+    record_batch_metrics(state, "f", _counts("r1"))
+    later = dt.datetime.now(dt.UTC) + dt.timedelta(days=1)
+    assert purge_metrics(state, before=later - dt.timedelta(days=2)) == 0
+    assert purge_metrics(state, before=later, dry_run=True) == 1
+    assert len(load_metrics(state)) == 1
+    assert purge_metrics(state, before=later) == 1
+    assert load_metrics(state) == []
+
+
+def test_workers_with_their_own_folders_share_metrics_and_alerts(pg_state_url: str,
+                                                                 tmp_path: Path) -> None:
+    one = Settings(data_dir=tmp_path / "worker1", state_url=pg_state_url)
+    two = dataclasses.replace(one, data_dir=tmp_path / "worker2")
+    _upgrade(one)
+    record_batch_metrics(one, "f", _counts("r1"))
+    keep_alerts(two, [Alert(kind=AlertKind.BATCH_FAILED, message="boom", at=dt.datetime.now(dt.UTC))])
+    assert [m.run_id for m in load_metrics(two)] == ["r1"]
+    assert [a.message for a in load_alerts(one)] == ["boom"]
+    # Nothing of it on either worker's disk.
+    assert not [p for p in tmp_path.rglob("*") if p.is_file()]
+
+
+@pytest.mark.parametrize("kind", list(AlertKind))
+def test_every_alert_kind_round_trips(settings: Settings, kind: AlertKind) -> None:
+    alert = Alert(kind=kind, message="m", at=dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
+                  details={"n": 1})
+    keep_alerts(settings, [alert])
+    assert load_alerts(settings) == [alert]
