@@ -25,15 +25,13 @@ from reportlab.pdfgen import canvas
 
 from generator.documents import PANEL_CODES, TYPE_LABELS, Report, report_lines
 from generator.people import INS_PRINTS, Patient, format_ins
+from pipeline.identifiers import INS_NIR_OID, RPPS_OID, STRUCTURE_OID
 from pipeline.model import DocClass
 
 FONT_DIR = Path("/usr/share/fonts/truetype/dejavu")
 SCAN_DPI = 300
 # A4 at 300 dpi.
 SCAN_SIZE = (2480, 3508)
-INS_OID = "1.2.250.1.213.1.4.8"
-RPPS_OID = "1.2.250.1.71.4.2.1"
-FINESS_OID = "1.2.250.1.71.4.2.2"
 LOINC_OID = "2.16.840.1.113883.6.1"
 _WRAP = 95
 
@@ -223,7 +221,7 @@ def hl7_message(report: Report, *, control_id: str, ipp: str, ins: str, sent_at:
     msh = ["MSH", "^~\\&", "SIL", f"{e(p.name)}^{p.finess}^FINESS", "CARNET", "DMP", _ts(sent_at), "",
            "ORU^R01^ORU_R01", control_id, "P", "2.5", "", "", "AL", "NE", "FRA", p.hl7_charset, "FRA"]
     pid3 = (f"{ipp}^^^{p.producer_id.upper()}&{p.oid}&ISO^PI"
-            f"~{ins}^^^ASIP-SANTE-INS-NIR&{INS_OID}&ISO^INS")
+            f"~{ins}^^^ASIP-SANTE-INS-NIR&{INS_NIR_OID}&ISO^INS")
     pid = ["PID", "1", "", pid3, "", f"{e(patient.family_name)}^{e(patient.given_name)}^^^^^L", "",
            f"{patient.birth_date:%Y%m%d}", patient.sex]
     status = "C" if report.corrected else "F"
@@ -330,7 +328,7 @@ def cda_document(report: Report, *, doc_id: str, set_id: str, version: int, ins:
   <versionNumber value="{version}"/>
   <recordTarget>
     <patientRole>
-      <id root="{INS_OID}" extension="{ins}"/>
+      <id root="{INS_NIR_OID}" extension="{ins}"/>
       <id root="{p.oid}.1" extension="{ipp}"/>
       <patient>
         <name><given>{given}</given><family>{family}</family></name>
@@ -345,7 +343,7 @@ def cda_document(report: Report, *, doc_id: str, set_id: str, version: int, ins:
       <id root="{RPPS_OID}" extension="8{author.rpps}"/>
       <assignedPerson><name><prefix>Dr</prefix><given>{escape(author.given_name)}</given><family>{escape(author.family_name)}</family></name></assignedPerson>
       <representedOrganization>
-        <id root="{FINESS_OID}" extension="1{p.finess}"/>
+        <id root="{STRUCTURE_OID}" extension="1{p.finess}"/>
         <name>{escape(p.name)}</name>
       </representedOrganization>
     </assignedAuthor>
@@ -353,7 +351,7 @@ def cda_document(report: Report, *, doc_id: str, set_id: str, version: int, ins:
   <custodian>
     <assignedCustodian>
       <representedCustodianOrganization>
-        <id root="{FINESS_OID}" extension="1{p.finess}"/>
+        <id root="{STRUCTURE_OID}" extension="1{p.finess}"/>
         <name>{escape(p.name)}</name>
       </representedCustodianOrganization>
     </assignedCustodian>

@@ -45,6 +45,7 @@ from defusedxml import DefusedXmlException
 from parsers.embedded import EmbeddedReader, EmbeddedText, decode_base64
 from parsers.timestamps import parse_ts
 from pipeline.errors import ParserError
+from pipeline.identifiers import INS_NIR_OID, RPPS_OID, STRUCTURE_OID, finess_of, rpps_of
 from pipeline.model import (
     Format,
     LabResult,
@@ -63,9 +64,6 @@ log = logging.getLogger(__name__)
 NS = "urn:hl7-org:v3"
 XSI_TYPE = "{http://www.w3.org/2001/XMLSchema-instance}type"
 LOINC_OID = "2.16.840.1.113883.6.1"
-INS_NIR_OID = "1.2.250.1.213.1.4.8"
-RPPS_OID = "1.2.250.1.71.4.2.1"  # national health professional ids: "8" + RPPS
-STRUCTURE_OID = "1.2.250.1.71.4.2.2"  # national structure ids: "1" + FINESS
 
 _ID_KINDS = {INS_NIR_OID: "INS"}
 
@@ -296,22 +294,18 @@ def _document_date(root: Element) -> dt.date | None:
     return created.date() if created else None
 
 
-def _prefixed_id(elem: Element | None, oid: str, prefix: str, length: int) -> str | None:
-    """The national id in ``elem`` when its root is ``oid``: ``prefix`` + ``length`` chars."""
-    extension = _attr(elem, "extension")
-    if _attr(elem, "root") != oid or extension is None:
-        return None
-    if len(extension) == length + 1 and extension.startswith(prefix):
-        return extension[1:]
-    return extension if len(extension) == length else None
+def _national_id(elem: Element | None, oid: str) -> str | None:
+    """The id's extension when its root is ``oid``."""
+    return _attr(elem, "extension") if _attr(elem, "root") == oid else None
 
 
 def _author(root: Element) -> tuple[str | None, str | None]:
     """(RPPS, name) of the first author with an RPPS, else (None, first author's name)."""
     authors = _findall(root, "author/assignedAuthor")
     for author in authors:
-        rpps = _prefixed_id(_find(author, "id"), RPPS_OID, "8", 11)
-        if rpps and rpps.isdigit():
+        national = _national_id(_find(author, "id"), RPPS_OID)
+        rpps = rpps_of(national) if national else None
+        if rpps:
             return rpps, _person_name(_find(author, "assignedPerson/name"))
     names = (_person_name(_find(a, "assignedPerson/name")) for a in authors)
     return None, next((n for n in names if n), None)
@@ -325,7 +319,8 @@ def _producer(root: Element) -> tuple[str | None, str | None]:
     ]
     for org in orgs:
         for elem in _findall(org, "id"):
-            finess = _prefixed_id(elem, STRUCTURE_OID, "1", 9)
+            national = _national_id(elem, STRUCTURE_OID)
+            finess = finess_of(national) if national else None
             if finess:
                 return finess, _squash(_text(_find(org, "name"))) or None
     names = (_squash(_text(_find(org, "name"))) for org in orgs)

@@ -68,6 +68,7 @@ from parsers.hl7_segments import (
 )
 from parsers.registry import ParserRegistry
 from pipeline.errors import EncryptedDocumentError, ParserError
+from pipeline.identifiers import INS_OIDS, is_finess, rpps_of
 from pipeline.model import (
     Format,
     LabResult,
@@ -83,11 +84,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_TITLE = "Compte rendu d'examens biologiques"
 # INS-NIR (production), INS-NIA, and the test / demonstration NIR namespaces.
-INS_OIDS = frozenset({"1.2.250.1.213.1.4.8", "1.2.250.1.213.1.4.9", "1.2.250.1.213.1.4.10",
-                      "1.2.250.1.213.1.4.11"})  # fmt: skip
 _HEAD = re.compile(rb"(?:MSH|FHS|BHS)[^A-Za-z0-9\s]")
-_FINESS = re.compile(r"\d{9}")
-_RPPS = re.compile(r"8?(\d{11})")
 _VISIBILITY = {v.value: v for v in Visibility}
 _YES = frozenset({"Y", "YES", "TRUE", "1", "O", "OUI"})
 # Document-level OBX of the national profile that are instructions, not observations:
@@ -483,7 +480,7 @@ def _demographics(pid: Segment) -> PatientDemographics:
 
 def _producer(msh: Segment) -> tuple[str | None, str | None]:
     namespace, universal = msh.value(4, 1), msh.value(4, 2)
-    finess = next((v for v in (universal, namespace) if _FINESS.fullmatch(v)), None)
+    finess = next((v for v in (universal, namespace) if is_finess(v)), None)
     name = namespace if namespace and namespace != finess else None
     return finess, name
 
@@ -501,7 +498,7 @@ def _author(obrs: list[Segment], orc: Segment | None, prts: list[Segment]
                    *((prt, 5) for prt in prts)]:
         candidates.append((seg.value(n, 1), seg.value(n, 3), seg.value(n, 2)))
     for ident, given, family in candidates:
-        match = _RPPS.fullmatch(ident)
-        if match:
-            return match.group(1), " ".join(p for p in (given, family) if p) or None
+        rpps = rpps_of(ident)
+        if rpps:
+            return rpps, " ".join(p for p in (given, family) if p) or None
     return None, None

@@ -30,11 +30,9 @@ from stdnum.fr import nir
 
 from pipeline.classification import fold
 from pipeline.errors import InvalidPatientId
+from pipeline.identifiers import FINESS, INS_OIDS, RPPS
 from pipeline.model import IdentitySource, ParsedDocument, PatientIdentifier, Problem, Reason
 
-# OIDs of the INS namespaces: INS-NIR (production), then the INS-NIA and test NIR OIDs.
-INS_OIDS = frozenset({"1.2.250.1.213.1.4.8", "1.2.250.1.213.1.4.9", "1.2.250.1.213.1.4.10",
-                      "1.2.250.1.213.1.4.11"})
 INS_KINDS = frozenset({"INS", "INS-NIR", "INS-C", "NIR", "INS-NIA"})
 
 # What may stand between the characters of a printed INS: any run of whitespace (spaces,
@@ -77,8 +75,8 @@ _PATIENT_WORDS = re.compile(r"\bbeneficiaire\b|\bayant[- ]droits?\b|\bpatiente?s
 _LABEL_WINDOW = 40
 _ROLE_WINDOW = 160
 
-_RPPS_TEXT = re.compile(r"\bRPPS\s*(?:n°|no|:)?\s*[:.]?\s*(\d{11})\b", re.IGNORECASE)
-_FINESS_TEXT = re.compile(r"\bFINESS\s*(?:n°|no|:)?\s*[:.]?\s*(\d{9}|2[AB]\d{7})\b", re.IGNORECASE)
+_RPPS_TEXT = re.compile(rf"\bRPPS\s*(?:n°|no|:)?\s*[:.]?\s*({RPPS})\b", re.IGNORECASE)
+_FINESS_TEXT = re.compile(rf"\bFINESS\s*(?:n°|no|:)?\s*[:.]?\s*({FINESS})\b", re.IGNORECASE)
 
 
 def normalize_ins(value: str) -> str:

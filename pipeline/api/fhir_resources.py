@@ -59,15 +59,15 @@ from fhir.resources.R4B.operationoutcome import OperationOutcome, OperationOutco
 from fhir.resources.R4B.period import Period
 from fhir.resources.R4B.reference import Reference
 
-from pipeline.identity import INS_OIDS
+from pipeline.identifiers import INS_NIR_OID, INS_OIDS, RPPS_OID
 from pipeline.model import DocClass, DocumentRecord
 from pipeline.type_codes import LOINC_SYSTEM, NATIONAL_TYPE_SYSTEM, type_code_system
 
 FHIR_JSON = "application/fhir+json"
 FHIR_VERSION = "4.0.1"
-INS_SYSTEM = "urn:oid:1.2.250.1.213.1.4.8"  # INS-NIR, the national health identifier
+INS_SYSTEM = f"urn:oid:{INS_NIR_OID}"  # INS-NIR, the national health identifier
 INS_SYSTEMS = frozenset(f"urn:oid:{oid}" for oid in INS_OIDS)  # + INS-NIA and the test OIDs
-PS_SYSTEM = "urn:oid:1.2.250.1.71.4.2.1"  # idNatPs: "8" + RPPS for a person
+PS_SYSTEM = f"urn:oid:{RPPS_OID}"  # idNatPs: "8" + RPPS for a person
 LOINC = "http://loinc.org"
 # The national complementary document types (TRE_A05), as the ANS terminology server names them.
 NATIONAL_TYPES = "https://mos.esante.gouv.fr/NOS/TRE_A05-TypeDocComplementaire/FHIR/TRE-A05-TypeDocComplementaire"

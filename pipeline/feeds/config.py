@@ -19,6 +19,7 @@ from pathlib import Path
 from pydantic import Field, ValidationError, field_validator
 
 from pipeline.errors import ConfigurationError
+from pipeline.identifiers import is_finess
 from pipeline.model import Frozen
 from pipeline.settings import Settings
 
@@ -56,7 +57,7 @@ class FeedConfig(Frozen):
     @field_validator("finess")
     @classmethod
     def _check_finess(cls, value: str | None) -> str | None:
-        if value is not None and not re.fullmatch(r"\d{9}|2[AB]\d{7}", value):
+        if value is not None and not is_finess(value):
             raise ValueError("FINESS must be 9 characters (digits, or 2A/2B + 7 digits)")
         return value
 

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from pipeline.classification import TYPE_CODES
+from pipeline.identifiers import finess_ok, rpps_ok
 from pipeline.model import (
     Classification,
     DocClass,
@@ -40,11 +41,9 @@ from pipeline.quality.facts import (
     count_words,
     declared_birth,
     describe_birth,
-    finess_ok,
     fully_ocr,
     identity_facts,
     observed_dates,
-    rpps_ok,
     type_consistent,
 )
 from pipeline.quality.results import ResultVerdict, flag_consistent, judge_result

@@ -1,5 +1,6 @@
 """Facts about a document that the quality checks judge: words of a scan, the birth the INS
-and the demographics allow, whether the demographics agree with the INS, identifier shapes.
+and the demographics allow, whether the demographics agree with the INS, whether the type
+code belongs to the class (identifier shapes are ``pipeline.identifiers``').
 
 Pure functions with no threshold of their own: the thresholds are in the table of
 ``pipeline.quality.checks``.
@@ -10,8 +11,6 @@ from __future__ import annotations
 import datetime as dt
 import re
 from dataclasses import dataclass
-
-from stdnum import luhn
 
 from pipeline.classification import TYPE_CODES
 from pipeline.dates import find_birth_date
@@ -122,27 +121,7 @@ def identity_facts(ins: str, demographics: PatientDemographics | None) -> Identi
     return IdentityFacts(sex, birth)
 
 
-# -- type and producer -----------------------------------------------------------------------
-
-_FINESS = re.compile(r"^(?:\d{9}|2[AB]\d{7})$")
-_RPPS = re.compile(r"^\d{11}$")
-
-
-def finess_ok(finess: str | None) -> bool | None:
-    """FINESS: 9 characters (department incl. 2A/2B, serial, Luhn key); None when absent."""
-    if not finess:
-        return None
-    if not _FINESS.match(finess):
-        return False
-    return luhn.is_valid(finess) if finess.isdigit() else True
-
-
-def rpps_ok(rpps: str | None) -> bool | None:
-    """RPPS: 11 digits with a Luhn key; None when absent."""
-    if not rpps:
-        return None
-    return bool(_RPPS.match(rpps)) and luhn.is_valid(rpps)
-
+# -- type ------------------------------------------------------------------------------------
 
 def type_consistent(doc_class: DocClass, type_code: str | None) -> bool | None:
     """Whether a known type code belongs to the class; None when unknown or absent."""
