@@ -80,11 +80,11 @@ def _state_bytes_per_doc(documents: int) -> dict[str, Any]:
         by_status = dict(summary.metrics.get("by_status") or {})  # type: ignore[call-overload]
         n = sum(by_status.values())
         data = settings.data_dir
-        for db in ("ledger.db", "keyring.db", "index.db"):
+        for db in ("state.db", "keyring.db", "index.db"):
             with sqlite3.connect(data / db) as conn:  # sizes after VACUUM: no free pages counted
                 conn.execute("VACUUM")
         out: dict[str, Any] = {"documents": n, "by_status": by_status, "generated": len(feed.documents)}
-        for name in ("ledger.db", "keyring.db", "index.db", "store"):
+        for name in ("state.db", "keyring.db", "index.db", "store"):
             out[f"{name}_bytes_per_doc"] = round(_size(data / name) / n)
         out["raw_bytes_mean_by_extension"] = {ext: round(sum(v) / len(v)) for ext, v in sorted(raw.items())}
         return out

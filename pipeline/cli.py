@@ -118,7 +118,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     from pipeline.monitoring import format_alerts, format_producer_status
 
     settings = _settings(args)
-    ledger = Ledger(settings.ledger_path)
+    ledger = Ledger(settings)
     try:
         runs = ledger.recent_runs(args.limit)
     finally:
@@ -332,6 +332,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from sqlalchemy.exc import DBAPIError
+
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
@@ -344,7 +346,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CarnetError as exc:  # SourceError, BackendUnavailable, ConfigurationError…
         print(f"carnet {args.command}: error: {exc}", file=sys.stderr)
         return 1
-    except (OSError, sqlite3.Error) as exc:  # a full disk, an unwritable data dir, a locked ledger
+    except (OSError, sqlite3.Error, DBAPIError) as exc:  # a full disk, an unwritable data dir,
+        # a locked or unreachable state database
         print(f"carnet {args.command}: error: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
 

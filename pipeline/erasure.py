@@ -159,7 +159,7 @@ def erase_patient(settings: Settings, patient_id: str, *, actor: str,
     index = open_index(settings.effective_index_url, alias=settings.es_index_alias)
     store = open_encrypted_store(settings)
     rules = AccessRules(access_db_path(settings.data_dir))
-    ledger = Ledger(settings.ledger_path)
+    ledger = Ledger(settings)
     try:
         return erase_patient_from(patient_id, index=index, store=store, rules=rules,
                                   audit=open_audit_log(settings), ledger=ledger,

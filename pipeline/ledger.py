@@ -1,6 +1,7 @@
-"""The run ledger: a small SQLite database of runs, per-document outcomes and processed
-batches. It is what makes batch processing idempotent outside Airflow (a batch recorded
-here is never processed twice) and what ``carnet status`` and the metrics read.
+"""The run ledger: runs, per-document outcomes and processed batches, in the state
+database (``pipeline.state``: SQLite under the data directory, or PostgreSQL). It is what
+makes batch processing idempotent outside Airflow (a batch recorded here is never
+processed twice) and what ``carnet status`` and the metrics read.
 
 It is also the write-ahead journal that keeps the index and the ledger in step. A flush
 (one chunk of a run's documents) is one unit of commit:
@@ -17,9 +18,10 @@ holds, so a flush found unfinished under the lock belongs to a dead process. A b
 acknowledgement is journaled the same way (``record_batch`` then ``mark_acknowledged``),
 so it is written from one decision, however often a rerun has to write it.
 
-Locks come from the database, not from the process: SQLite's own locks here (a lock
-held by a killed process vanishes with it); ``pg_advisory_lock`` is their PostgreSQL
-counterpart.
+Locks come from the database, not from the process (``pipeline.state.locks``): SQLite's
+own locks on the embedded database, advisory locks on PostgreSQL; a lock held by a killed
+process vanishes with it. The ledger owns its queries: other modules call its methods,
+none reads its tables.
 """
 
 from __future__ import annotations
@@ -27,73 +29,25 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import json
-import sqlite3
-import threading
 import uuid
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Connection, Engine, func, select, update
 
 from pipeline.errors import RunInProgress
 from pipeline.model import Frozen, Outcome, Problem, Reason, Status
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS runs (
-    run_id TEXT PRIMARY KEY,
-    started_at TEXT NOT NULL,
-    finished_at TEXT,
-    kind TEXT NOT NULL,
-    detail TEXT NOT NULL DEFAULT '',
-    metrics TEXT
-);
-CREATE TABLE IF NOT EXISTS outcomes (
-    run_id TEXT NOT NULL REFERENCES runs(run_id),
-    seq INTEGER NOT NULL,
-    source TEXT NOT NULL,
-    producer TEXT,
-    batch TEXT,
-    status TEXT NOT NULL,
-    doc_id TEXT,
-    patient_id TEXT,
-    reasons TEXT NOT NULL,
-    line TEXT NOT NULL,
-    PRIMARY KEY (run_id, seq)
-);
-CREATE INDEX IF NOT EXISTS outcomes_by_producer ON outcomes(producer, status);
-CREATE INDEX IF NOT EXISTS outcomes_by_source ON outcomes(source);
-CREATE TABLE IF NOT EXISTS flushes (
-    flush_id TEXT PRIMARY KEY,
-    run_id TEXT NOT NULL REFERENCES runs(run_id),
-    index_key TEXT NOT NULL,        -- the index the writes are for (URL, alias)
-    batch TEXT,
-    state TEXT NOT NULL,            -- 'intended', then 'done'
-    created_at TEXT NOT NULL,
-    finished_at TEXT,
-    writes TEXT NOT NULL,           -- JSON: what the index must hold (see JournaledFlush)
-    outcomes TEXT NOT NULL          -- JSON: the outcomes to record once the index holds it
-);
-CREATE INDEX IF NOT EXISTS flushes_unfinished ON flushes(index_key, state);
-CREATE TABLE IF NOT EXISTS batches (
-    feed_url TEXT NOT NULL,
-    batch_key TEXT NOT NULL,
-    run_id TEXT NOT NULL,
-    processed_at TEXT NOT NULL,
-    summary TEXT NOT NULL,
-    PRIMARY KEY (feed_url, batch_key)
-);
-"""
-
+from pipeline.settings import Settings
+from pipeline.state import ensure_current, open_engine
+from pipeline.state.engine import upsert
+from pipeline.state.locks import held
+from pipeline.state.tables import batches, flushes, outcomes, runs
 
 ERASED = "[erased]"  # what an erased patient's source paths become
 
-# Columns added after the first release: (table, column, declaration).
-_ADDED_COLUMNS = (
-    ("runs", "reported_at", "TEXT"),      # the run's report / acknowledgement was written
-    ("runs", "taken_over_by", "TEXT"),    # a rerun reported this unreported run's documents
-    ("batches", "ack", "TEXT"),           # JSON {file name: base64 content} of the acknowledgement
-    ("batches", "acked_at", "TEXT"),
-)
 _ACCEPTED = (Status.INDEXED.value, Status.REPLACED.value)
+_CHUNK = 500  # values per IN (…): far below both databases' parameter limits
 
 
 class JournaledFlush(Frozen):
@@ -131,85 +85,73 @@ class RunRecord(Frozen):
     metrics: dict[str, object] | None
 
 
+class AcceptedDocument(Frozen):
+    """A document the ledger recorded as accepted (``indexed`` or ``replaced``)."""
+
+    doc_id: str
+    patient_id: str | None
+    content_sha256: str | None
+    source: str | None
+    producer: str | None
+
+
+class Rejection(Frozen):
+    """One rejected document of a run, as its report line gives it."""
+
+    producer: str | None
+    source: str
+    reasons: tuple[str, ...]  # rendered, "code: message"
+
+
 def _now() -> str:
-    return dt.datetime.now(dt.UTC).isoformat()
+    # Fixed width (microseconds always written), so the text orders like the time.
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%f+00:00")
+
+
+def _chunks(values: Iterable[str]) -> Iterator[list[str]]:
+    wanted = list(dict.fromkeys(values))
+    for i in range(0, len(wanted), _CHUNK):
+        yield wanted[i:i + _CHUNK]
 
 
 class Ledger:
-    def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # Airflow may call us from several threads of one worker; SQLite serialises writes.
-        self._conn = sqlite3.connect(path, check_same_thread=False, timeout=30)
-        self._lock = threading.Lock()
-        self._path = path
-        with self._lock:
-            self._conn.execute("PRAGMA journal_mode=WAL")
-            self._conn.executescript(_SCHEMA)
-            for table, column, decl in _ADDED_COLUMNS:
-                have = {r[1] for r in self._conn.execute(f"PRAGMA table_info({table})")}
-                if column not in have:
-                    try:
-                        self._conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
-                    except sqlite3.OperationalError as exc:  # another process added it first
-                        if "duplicate column" not in str(exc):
-                            raise
-                    else:
-                        if column == "reported_at":
-                            # Runs from before the column were reported when they ended (and
-                            # killed ones recorded no outcome): none is left to take over.
-                            self._conn.execute("UPDATE runs SET reported_at=COALESCE(finished_at,"
-                                               " started_at)")
-            self._conn.commit()
+    """The ledger on a state database: ``Ledger(settings)`` opens (and closes) its own
+    engine; ``Ledger(engine)`` uses the caller's, which stays the caller's to dispose of."""
+
+    def __init__(self, state: Settings | Engine) -> None:
+        self._owns_engine = isinstance(state, Settings)
+        self._engine = open_engine(state) if isinstance(state, Settings) else state
+        try:
+            ensure_current(self._engine)
+        except BaseException:
+            self.close()
+            raise
+
+    @property
+    def engine(self) -> Engine:
+        return self._engine
 
     # -- locks -----------------------------------------------------------------------------
 
     @contextmanager
-    def _held(self, name: str, *, exclusive: bool, wait_s: float) -> Iterator[bool]:
-        """Hold the database lock ``name`` (shared or exclusive) while the block runs.
-
-        SQLite: an open transaction on a small lock database beside the ledger — a read
-        transaction holds SHARED, ``BEGIN EXCLUSIVE`` holds EXCLUSIVE; both vanish with the
-        process. Yields False when the lock could not be had within ``wait_s``.
-        """
-        conn = sqlite3.connect(self._path.with_name(f"{self._path.stem}.{name}.lock"),
-                               timeout=wait_s, isolation_level=None, check_same_thread=False)
-        try:
-            try:
-                if exclusive:
-                    conn.execute("BEGIN EXCLUSIVE")
-                else:
-                    conn.execute("BEGIN")
-                    conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
-            except sqlite3.OperationalError as exc:
-                if "locked" not in str(exc) and "busy" not in str(exc):
-                    raise
-                yield False
-                return
-            try:
-                yield True
-            finally:
-                conn.execute("ROLLBACK")
-        finally:
-            conn.close()
-
-    @contextmanager
     def run_lease(self, kind: str, *, exclusive: bool) -> Iterator[None]:
-        """Hold the data directory for a run: ``exclusive`` (``carnet ingest``, replay: one at
-        a time, the next one refused) or shared (feed batches: lanes run side by side).
+        """Hold the state for a run: ``exclusive`` (``carnet ingest``, replay: one at a
+        time, the next one refused) or shared (feed batches: lanes run side by side).
 
         Raises :class:`RunInProgress` at once when the other kind holds it.
         """
-        with self._held("run", exclusive=exclusive, wait_s=0) as held:
-            if not held:
-                raise RunInProgress(f"another {kind} or replay is running on this data directory "
-                                    f"({self._path.parent}); try again once it has finished")
+        with held(self._engine, "run", exclusive=exclusive, wait_s=0) as got:
+            if not got:
+                where = self._engine.url.render_as_string(hide_password=True)
+                raise RunInProgress(f"another {kind} or replay is running on this state database "
+                                    f"({where}); try again once it has finished")
             yield
 
     @contextmanager
     def flush_lock(self) -> Iterator[None]:
-        """One flush's unit of commit at a time, across processes (waits its turn)."""
-        with self._held("flush", exclusive=True, wait_s=600) as held:
-            if not held:
+        """One flush's unit of commit at a time, across processes and hosts (waits its turn)."""
+        with held(self._engine, "flush", exclusive=True, wait_s=600) as got:
+            if not got:
                 raise RunInProgress("a flush of another run held the index for 10 minutes")
             yield
 
@@ -219,12 +161,11 @@ class Ledger:
                       outcomes: Iterable[Outcome]) -> str:
         """Record what a flush is about to write (state ``intended``); return its id."""
         flush_id = uuid.uuid4().hex
-        with self._lock, self._conn:
-            self._conn.execute(
-                "INSERT INTO flushes(flush_id, run_id, index_key, batch, state, created_at, writes,"
-                " outcomes) VALUES (?,?,?,?,'intended',?,?,?)",
-                (flush_id, run_id, index_key, batch, _now(), writes,
-                 json.dumps([o.model_dump(mode="json") for o in outcomes], ensure_ascii=False)))
+        with self._engine.begin() as conn:
+            conn.execute(flushes.insert().values(
+                flush_id=flush_id, run_id=run_id, index_key=index_key, batch=batch, state="intended",
+                created_at=_now(), writes=writes,
+                outcomes=json.dumps([o.model_dump(mode="json") for o in outcomes], ensure_ascii=False)))
         return flush_id
 
     def complete_flush(self, flush_id: str, run_id: str, batch: str | None,
@@ -233,20 +174,22 @@ class Ledger:
 
         False (and nothing recorded) when the flush was already done by someone else.
         """
-        with self._lock, self._conn:
-            cur = self._conn.execute(
-                "UPDATE flushes SET state='done', finished_at=?, writes='', outcomes='[]'"
-                " WHERE flush_id=? AND state='intended'", (_now(), flush_id))
-            if cur.rowcount != 1:
+        with self._engine.begin() as conn:
+            done = conn.execute(
+                update(flushes).where(flushes.c.flush_id == flush_id, flushes.c.state == "intended")
+                .values(state="done", finished_at=_now(), writes="", outcomes="[]"))
+            if done.rowcount != 1:
                 return False
-            self._insert_outcomes(run_id, batch, outcomes)
+            self._insert_outcomes(conn, run_id, batch, outcomes)
         return True
 
     def unfinished_flushes(self, index_key: str) -> list[JournaledFlush]:
-        rows = self._conn.execute(
-            "SELECT flush_id, run_id, batch, writes, outcomes FROM flushes"
-            " WHERE index_key=? AND state='intended' ORDER BY created_at, rowid", (index_key,)
-        ).fetchall()
+        with self._engine.begin() as conn:
+            rows = conn.execute(
+                select(flushes.c.flush_id, flushes.c.run_id, flushes.c.batch, flushes.c.writes,
+                       flushes.c.outcomes)
+                .where(flushes.c.index_key == index_key, flushes.c.state == "intended")
+                .order_by(flushes.c.created_at, flushes.c.flush_id)).all()
         return [JournaledFlush(flush_id=f, run_id=r, batch=b, writes=w,
                                outcomes=tuple(Outcome.model_validate(o) for o in json.loads(js)))
                 for f, r, b, w, js in rows]
@@ -254,194 +197,222 @@ class Ledger:
     def unreported_accepted(self, run_id: str) -> dict[tuple[str, str], Unreported]:
         """(source, doc id) → outcome of documents accepted by runs that never wrote their
         report or acknowledgement (killed) and that no rerun has taken over yet."""
-        rows = self._conn.execute(
-            "SELECT o.source, o.doc_id, o.status, o.run_id, o.line FROM outcomes o"
-            " JOIN runs r USING (run_id)"
-            " WHERE r.reported_at IS NULL AND r.taken_over_by IS NULL AND r.run_id != ?"
-            f" AND o.status IN ({','.join('?' * len(_ACCEPTED))}) AND o.doc_id IS NOT NULL",
-            (run_id, *_ACCEPTED)).fetchall()
+        with self._engine.begin() as conn:
+            rows = conn.execute(
+                select(outcomes.c.source, outcomes.c.doc_id, outcomes.c.status, outcomes.c.run_id,
+                       outcomes.c.line)
+                .join(runs, runs.c.run_id == outcomes.c.run_id)
+                .where(runs.c.reported_at.is_(None), runs.c.taken_over_by.is_(None),
+                       runs.c.run_id != run_id, outcomes.c.status.in_(_ACCEPTED),
+                       outcomes.c.doc_id.is_not(None))).all()
         return {(src, doc): Unreported(status=Status(st), run_id=run,
                                        reasons=tuple(json.loads(line).get("reasons") or ()))
                 for src, doc, st, run, line in rows}
 
     def was_rejected(self, sources: Iterable[str]) -> set[str]:
         """Which of ``sources`` have a rejected outcome on record (may be in quarantine)."""
-        wanted = list(dict.fromkeys(sources))
         found: set[str] = set()
-        for i in range(0, len(wanted), 500):
-            chunk = wanted[i:i + 500]
-            rows = self._conn.execute(
-                f"SELECT DISTINCT source FROM outcomes WHERE status='rejected'"
-                f" AND source IN ({','.join('?' * len(chunk))})", chunk)
-            found.update(r[0] for r in rows)
+        with self._engine.begin() as conn:
+            for chunk in _chunks(sources):
+                found.update(conn.execute(
+                    select(outcomes.c.source).distinct()
+                    .where(outcomes.c.status == Status.REJECTED.value, outcomes.c.source.in_(chunk))
+                ).scalars())
         return found
 
     def start_run(self, kind: str, detail: str = "") -> str:
         run_id = f"{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
-        with self._lock, self._conn:
-            self._conn.execute(
-                "INSERT INTO runs(run_id, started_at, kind, detail) VALUES (?,?,?,?)",
-                (run_id, _now(), kind, detail),
-            )
+        with self._engine.begin() as conn:
+            conn.execute(runs.insert().values(run_id=run_id, started_at=_now(), kind=kind, detail=detail))
         return run_id
 
     def record_outcomes(self, run_id: str, batch: str | None, outcomes: Iterable[Outcome]) -> None:
-        with self._lock, self._conn:
-            self._insert_outcomes(run_id, batch, outcomes)
+        with self._engine.begin() as conn:
+            self._insert_outcomes(conn, run_id, batch, outcomes)
 
-    def _insert_outcomes(self, run_id: str, batch: str | None, outcomes: Iterable[Outcome]) -> None:
-        start = self._conn.execute(
-            "SELECT COALESCE(MAX(seq), 0) FROM outcomes WHERE run_id=?", (run_id,)
-        ).fetchone()[0]
-        self._conn.executemany(
-            "INSERT INTO outcomes VALUES (?,?,?,?,?,?,?,?,?,?)",
-            [
-                (run_id, start + i + 1, o.source, o.producer, batch, o.status.value,
-                 o.doc_id, o.patient_id, json.dumps([r.code.value for r in o.reasons]),
-                 json.dumps(o.report_line(), ensure_ascii=False))
-                for i, o in enumerate(outcomes)
-            ],
-        )
+    @staticmethod
+    def _insert_outcomes(conn: Connection, run_id: str, batch: str | None,
+                         items: Iterable[Outcome]) -> None:
+        rows = list(items)
+        if not rows:
+            return
+        start = conn.execute(select(func.coalesce(func.max(outcomes.c.seq), 0))
+                             .where(outcomes.c.run_id == run_id)).scalar_one()
+        conn.execute(outcomes.insert(), [
+            dict(run_id=run_id, seq=start + i + 1, source=o.source, producer=o.producer, batch=batch,
+                 status=o.status.value, doc_id=o.doc_id, patient_id=o.patient_id,
+                 reasons=json.dumps([r.code.value for r in o.reasons]),
+                 line=json.dumps(o.report_line(), ensure_ascii=False))
+            for i, o in enumerate(rows)])
 
     def finish_run(self, run_id: str, metrics: dict[str, object], *, reported: bool = False,
                    took_over: Iterable[str] = ()) -> None:
         """The run is complete in the ledger; ``reported`` when nothing is left to write
         outside it. ``took_over``: unreported runs whose documents this run reported."""
-        with self._lock, self._conn:
-            self._conn.execute(
-                "UPDATE runs SET finished_at=?, metrics=?, reported_at=? WHERE run_id=?",
-                (_now(), json.dumps(metrics, ensure_ascii=False), _now() if reported else None,
-                 run_id),
-            )
-            self._take_over(run_id, took_over)
+        with self._engine.begin() as conn:
+            conn.execute(update(runs).where(runs.c.run_id == run_id).values(
+                finished_at=_now(), metrics=json.dumps(metrics, ensure_ascii=False),
+                reported_at=_now() if reported else None))
+            self._take_over(conn, run_id, took_over)
 
-    def _take_over(self, run_id: str, runs: Iterable[str]) -> None:
-        self._conn.executemany("UPDATE runs SET taken_over_by=? WHERE run_id=? AND reported_at IS NULL",
-                               [(run_id, r) for r in runs])
+    @staticmethod
+    def _take_over(conn: Connection, run_id: str, others: Iterable[str]) -> None:
+        for other in others:
+            conn.execute(update(runs).where(runs.c.run_id == other, runs.c.reported_at.is_(None))
+                         .values(taken_over_by=run_id))
 
     def mark_reported(self, run_id: str) -> None:
-        with self._lock, self._conn:
-            self._conn.execute("UPDATE runs SET reported_at=? WHERE run_id=?", (_now(), run_id))
+        with self._engine.begin() as conn:
+            conn.execute(update(runs).where(runs.c.run_id == run_id).values(reported_at=_now()))
 
     def runs_of(self, run_id: str, sources: Iterable[str]) -> set[str]:
         """The unreported runs (other than ``run_id``) that accepted any of ``sources``."""
-        wanted = list(dict.fromkeys(sources))
         found: set[str] = set()
-        for i in range(0, len(wanted), 500):
-            chunk = wanted[i:i + 500]
-            rows = self._conn.execute(
-                "SELECT DISTINCT o.run_id FROM outcomes o JOIN runs r USING (run_id)"
-                " WHERE r.reported_at IS NULL AND r.taken_over_by IS NULL AND r.run_id != ?"
-                f" AND o.source IN ({','.join('?' * len(chunk))})", (run_id, *chunk))
-            found.update(r[0] for r in rows)
+        with self._engine.begin() as conn:
+            for chunk in _chunks(sources):
+                found.update(conn.execute(
+                    select(outcomes.c.run_id).distinct()
+                    .join(runs, runs.c.run_id == outcomes.c.run_id)
+                    .where(runs.c.reported_at.is_(None), runs.c.taken_over_by.is_(None),
+                           runs.c.run_id != run_id, outcomes.c.source.in_(chunk))).scalars())
         return found
+
+    # -- batches ---------------------------------------------------------------------------
 
     def batch_summary(self, feed_url: str, batch_key: str) -> str | None:
         """The stored summary JSON of a processed batch, or None when not processed yet."""
-        row = self._conn.execute(
-            "SELECT summary FROM batches WHERE feed_url=? AND batch_key=?", (feed_url, batch_key)
-        ).fetchone()
-        return row[0] if row else None
+        with self._engine.begin() as conn:
+            return conn.execute(select(batches.c.summary).where(
+                batches.c.feed_url == feed_url, batches.c.batch_key == batch_key)).scalar()
 
     def mark_batch(self, feed_url: str, batch_key: str, run_id: str, summary_json: str) -> None:
         """Record a batch as processed and acknowledged."""
-        with self._lock, self._conn:
-            self._conn.execute(
-                "INSERT OR REPLACE INTO batches(feed_url, batch_key, run_id, processed_at, summary,"
-                " ack, acked_at) VALUES (?,?,?,?,?,NULL,?)",
-                (feed_url, batch_key, run_id, _now(), summary_json, _now()),
-            )
+        with self._engine.begin() as conn:
+            upsert(conn, batches, dict(feed_url=feed_url, batch_key=batch_key, run_id=run_id,
+                                       processed_at=_now(), summary=summary_json, ack=None,
+                                       acked_at=_now()))
 
     def record_batch(self, feed_url: str, batch_key: str, run_id: str, summary_json: str,
                      ack: Mapping[str, bytes], metrics: dict[str, object], took_over: Iterable[str]
                      ) -> None:
         """The batch's decision, in one transaction: its run finished, its summary and the
         acknowledgement files to write (``pending_ack`` until ``mark_acknowledged``)."""
-        with self._lock, self._conn:
-            self._conn.execute(
-                "UPDATE runs SET finished_at=?, metrics=? WHERE run_id=?",
-                (_now(), json.dumps(metrics, ensure_ascii=False), run_id))
-            self._take_over(run_id, took_over)
-            self._conn.execute(
-                "INSERT OR REPLACE INTO batches(feed_url, batch_key, run_id, processed_at, summary,"
-                " ack, acked_at) VALUES (?,?,?,?,?,?,NULL)",
-                (feed_url, batch_key, run_id, _now(), summary_json,
-                 json.dumps({k: base64.b64encode(v).decode() for k, v in ack.items()})))
+        with self._engine.begin() as conn:
+            conn.execute(update(runs).where(runs.c.run_id == run_id).values(
+                finished_at=_now(), metrics=json.dumps(metrics, ensure_ascii=False)))
+            self._take_over(conn, run_id, took_over)
+            upsert(conn, batches, dict(
+                feed_url=feed_url, batch_key=batch_key, run_id=run_id, processed_at=_now(),
+                summary=summary_json, acked_at=None,
+                ack=json.dumps({k: base64.b64encode(v).decode() for k, v in ack.items()})))
 
     def pending_ack(self, feed_url: str, batch_key: str) -> dict[str, bytes] | None:
         """The acknowledgement files of a decided batch not yet marked written, or None."""
-        row = self._conn.execute(
-            "SELECT ack FROM batches WHERE feed_url=? AND batch_key=? AND ack IS NOT NULL"
-            " AND acked_at IS NULL", (feed_url, batch_key)).fetchone()
-        if row is None:
+        with self._engine.begin() as conn:
+            ack = conn.execute(select(batches.c.ack).where(
+                batches.c.feed_url == feed_url, batches.c.batch_key == batch_key,
+                batches.c.ack.is_not(None), batches.c.acked_at.is_(None))).scalar()
+        if ack is None:
             return None
-        return {k: base64.b64decode(v) for k, v in json.loads(row[0]).items()}
+        return {k: base64.b64decode(v) for k, v in json.loads(ack).items()}
 
     def mark_acknowledged(self, feed_url: str, batch_key: str) -> None:
-        with self._lock, self._conn:
-            row = self._conn.execute(
-                "UPDATE batches SET acked_at=? WHERE feed_url=? AND batch_key=? RETURNING run_id",
-                (_now(), feed_url, batch_key)).fetchone()
-            if row:
-                self._conn.execute("UPDATE runs SET reported_at=? WHERE run_id=?", (_now(), row[0]))
+        with self._engine.begin() as conn:
+            run_id = conn.execute(
+                update(batches).where(batches.c.feed_url == feed_url, batches.c.batch_key == batch_key)
+                .values(acked_at=_now()).returning(batches.c.run_id)).scalar()
+            if run_id is not None:
+                conn.execute(update(runs).where(runs.c.run_id == run_id).values(reported_at=_now()))
 
     def processed_batches(self, feed_url: str) -> set[str]:
         """Batches decided and acknowledged (one decided but not acknowledged is not)."""
-        rows = self._conn.execute(
-            "SELECT batch_key FROM batches WHERE feed_url=? AND (ack IS NULL OR acked_at IS NOT NULL)",
-            (feed_url,))
-        return {r[0] for r in rows}
+        with self._engine.begin() as conn:
+            return set(conn.execute(select(batches.c.batch_key).where(
+                batches.c.feed_url == feed_url,
+                batches.c.ack.is_(None) | batches.c.acked_at.is_not(None))).scalars())
+
+    # -- reading -----------------------------------------------------------------------------
 
     def recent_runs(self, limit: int = 20) -> list[RunRecord]:
-        rows = self._conn.execute(
-            "SELECT run_id, kind, detail, started_at, finished_at, metrics FROM runs "
-            "ORDER BY started_at DESC LIMIT ?", (limit,)
-        ).fetchall()
+        with self._engine.begin() as conn:
+            rows = conn.execute(
+                select(runs.c.run_id, runs.c.kind, runs.c.detail, runs.c.started_at,
+                       runs.c.finished_at, runs.c.metrics)
+                .order_by(runs.c.started_at.desc()).limit(limit)).all()
         return [
             RunRecord(run_id=r[0], kind=r[1], detail=r[2], started_at=r[3], finished_at=r[4],
                       metrics=json.loads(r[5]) if r[5] else None)
             for r in rows
         ]
 
+    def accepted_documents(self) -> dict[str, AcceptedDocument]:
+        """doc id → every document an outcome on record accepted (``indexed``, ``replaced``)."""
+        with self._engine.begin() as conn:
+            rows = conn.execute(
+                select(outcomes.c.doc_id, outcomes.c.patient_id, outcomes.c.source,
+                       outcomes.c.producer, outcomes.c.line)
+                .where(outcomes.c.status.in_(_ACCEPTED), outcomes.c.doc_id.is_not(None))).all()
+        return {d: AcceptedDocument(doc_id=d, patient_id=p, source=s, producer=pr,
+                                    content_sha256=json.loads(line).get("content_sha256"))
+                for d, p, s, pr, line in rows}
+
+    def rejections(self, run_id: str) -> list[Rejection]:
+        """The rejected documents of a run, in the run's order."""
+        with self._engine.begin() as conn:
+            rows = conn.execute(
+                select(outcomes.c.producer, outcomes.c.source, outcomes.c.line)
+                .where(outcomes.c.run_id == run_id, outcomes.c.status == Status.REJECTED.value)
+                .order_by(outcomes.c.seq)).all()
+        return [Rejection(producer=p, source=s, reasons=tuple(json.loads(line).get("reasons") or ()))
+                for p, s, line in rows]
+
+    # -- erasure ---------------------------------------------------------------------------
+
     def forget_patient(self, patient_id: str, content_sha256s: Iterable[str] = ()) -> int:
         """Erasure: redact the outcomes of a patient's documents (theirs by patient id, or by
         the content hashes erasure found: quarantined documents naming them). Their patient
         id, doc id, source path and content hash go; the counts stay."""
         shas = sorted(set(content_sha256s))
-        marks = ",".join("?" * len(shas))
-        with self._lock, self._conn:
-            rows = self._conn.execute(
-                "SELECT run_id, seq, line FROM outcomes WHERE patient_id=?"
-                + (f" OR json_extract(line, '$.content_sha256') IN ({marks})" if shas else ""),
-                (patient_id, *shas),
-            ).fetchall()
-            for run_id, seq, line in rows:
-                redacted = dict(json.loads(line), patient_id=None, doc_id=None, source=ERASED,
-                                content_sha256=None)
-                self._conn.execute(
-                    "UPDATE outcomes SET patient_id=NULL, doc_id=NULL, source=?, line=? "
-                    "WHERE run_id=? AND seq=?",
-                    (ERASED, json.dumps(redacted, ensure_ascii=False), run_id, seq),
-                )
-            self._forget_in_journal(patient_id)
-        return len(rows)
+        with self._engine.begin() as conn:
+            # A hash is 64 hex digits: a LIKE pattern without wildcards of its own; the
+            # report line's own field decides (below), the pattern only narrows the read.
+            named = outcomes.c.patient_id == patient_id
+            for sha in shas:
+                named = named | outcomes.c.line.like(f"%{sha}%")
+            rows = conn.execute(select(outcomes.c.run_id, outcomes.c.seq, outcomes.c.patient_id,
+                                       outcomes.c.line).where(named)).all()
+            redacted = 0
+            for run_id, seq, pid, line in rows:
+                fields = json.loads(line)
+                if pid != patient_id and fields.get("content_sha256") not in shas:
+                    continue
+                fields.update(patient_id=None, doc_id=None, source=ERASED, content_sha256=None)
+                conn.execute(update(outcomes).where(outcomes.c.run_id == run_id, outcomes.c.seq == seq)
+                             .values(patient_id=None, doc_id=None, source=ERASED,
+                                     line=json.dumps(fields, ensure_ascii=False)))
+                redacted += 1
+            self._forget_in_journal(conn, patient_id)
+        return redacted
 
-    def _forget_in_journal(self, patient_id: str) -> None:
+    @staticmethod
+    def _forget_in_journal(conn: Connection, patient_id: str) -> None:
         """A flush a killed run left unfinished must not write an erased patient back: drop
         their records from its writes and redact their outcomes (the format is
         pipeline.ingest's ``_FlushWrites``: ``items[].record.patient_id``)."""
-        rows = self._conn.execute("SELECT flush_id, writes, outcomes FROM flushes WHERE state='intended'"
-                                  " AND (writes LIKE ? OR outcomes LIKE ?)",
-                                  (f"%{patient_id}%", f"%{patient_id}%")).fetchall()
-        for flush_id, writes, outcomes in rows:
-            w = json.loads(writes)
+        rows = conn.execute(
+            select(flushes.c.flush_id, flushes.c.writes, flushes.c.outcomes)
+            .where(flushes.c.state == "intended",
+                   flushes.c.writes.like(f"%{patient_id}%") | flushes.c.outcomes.like(f"%{patient_id}%"))
+        ).all()
+        for flush_id, writes, journaled in rows:
+            w: dict[str, Any] = json.loads(writes)
             w["items"] = [i for i in w.get("items", ()) if i["record"]["patient_id"] != patient_id]
-            redacted = [dict(o, patient_id=None, doc_id=None, source=ERASED, content_sha256=None)
-                        if o.get("patient_id") == patient_id else o
-                        for o in json.loads(outcomes)]
-            self._conn.execute("UPDATE flushes SET writes=?, outcomes=? WHERE flush_id=?",
-                               (json.dumps(w, ensure_ascii=False), json.dumps(redacted, ensure_ascii=False),
-                                flush_id))
+            kept: Sequence[dict[str, Any]] = [
+                dict(o, patient_id=None, doc_id=None, source=ERASED, content_sha256=None)
+                if o.get("patient_id") == patient_id else o for o in json.loads(journaled)]
+            conn.execute(update(flushes).where(flushes.c.flush_id == flush_id).values(
+                writes=json.dumps(w, ensure_ascii=False), outcomes=json.dumps(kept, ensure_ascii=False)))
 
     def close(self) -> None:
-        self._conn.close()
+        if self._owns_engine:
+            self._engine.dispose()

@@ -12,13 +12,10 @@
 from __future__ import annotations
 
 import datetime as dt
-import json
 import logging
-import sqlite3
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 from pipeline.index import DocumentIndex, open_index
+from pipeline.ledger import Ledger
 from pipeline.model import Frozen
 from pipeline.monitoring import purge_metrics
 from pipeline.settings import Settings
@@ -61,31 +58,6 @@ def open_backends(settings: Settings) -> tuple[DocumentIndex, DocumentStore]:
     return index, open_encrypted_store(settings)
 
 
-@contextmanager
-def _ledger_rows(settings: Settings) -> Iterator[sqlite3.Connection]:
-    # Read-only: the ledger's schema belongs to pipeline.ledger, which has no query for this.
-    if not settings.ledger_path.exists():
-        conn = sqlite3.connect(":memory:")
-        conn.execute("CREATE TABLE outcomes (status, doc_id, patient_id, source, producer, line)")
-    else:
-        conn = sqlite3.connect(f"file:{settings.ledger_path}?mode=ro", uri=True, timeout=30)
-    try:
-        yield conn
-    finally:
-        conn.close()
-
-
-def accepted_documents(
-    settings: Settings,
-) -> dict[str, tuple[str | None, str | None, str | None, str | None]]:
-    """doc id → (patient, content sha, source, producer) of every accepted outcome in the ledger."""
-    with _ledger_rows(settings) as conn:
-        rows = conn.execute(
-            "SELECT doc_id, patient_id, source, producer, line FROM outcomes "
-            "WHERE status IN ('indexed', 'replaced') AND doc_id IS NOT NULL").fetchall()
-    return {d: (p, json.loads(line).get("content_sha256"), s, pr) for d, p, s, pr, line in rows}
-
-
 def check_integrity(settings: Settings) -> IntegrityReport:
     """Compare the index, the store and the ledger; list every disagreement."""
     index, store = open_backends(settings)
@@ -98,11 +70,15 @@ def check_integrity(settings: Settings) -> IntegrityReport:
         for p, d, h in held if not store.exists(h)
     ]
     in_index = {d for _, d, _ in held}
-    accepted = accepted_documents(settings)
+    ledger = Ledger(settings)
+    try:
+        accepted = ledger.accepted_documents()
+    finally:
+        ledger.close()
     problems += [
-        Discrepancy(kind="missing_from_index", patient_id=p, doc_id=d, content_sha256=h,
-                    source=s, producer=pr)
-        for d, (p, h, s, pr) in sorted(accepted.items()) if d not in in_index
+        Discrepancy(kind="missing_from_index", patient_id=a.patient_id, doc_id=d,
+                    content_sha256=a.content_sha256, source=a.source, producer=a.producer)
+        for d, a in sorted(accepted.items()) if d not in in_index
     ]
     # The reverse: a document in the index that no accepted outcome accounts for (what a
     # run killed between its index writes and its ledger record used to leave).

@@ -24,7 +24,6 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import hashlib
-import json
 import logging
 import re
 import urllib.request
@@ -556,23 +555,19 @@ def on_task_failure(context: Mapping[str, Any]) -> None:
 
 def log_rejections(settings: Settings, run_id: str, *, batch_key: str) -> int:
     """Log every rejected document of a run, naming producer, batch and document."""
-    import sqlite3
+    from pipeline.ledger import Ledger
 
-    if not settings.ledger_path.exists():
-        return 0
-    conn = sqlite3.connect(f"file:{settings.ledger_path}?mode=ro", uri=True, timeout=30)
+    ledger = Ledger(settings)
     try:
-        rows = conn.execute("SELECT producer, source, line FROM outcomes WHERE run_id=? AND "
-                            "status='rejected' ORDER BY seq", (run_id,)).fetchall()
+        rejected = ledger.rejections(run_id)
     finally:
-        conn.close()
-    for producer, source, line in rows:
-        reasons = json.loads(line).get("reasons") or []
-        codes = ",".join(r.split(":", 1)[0] for r in reasons)
-        fields = {"producer": producer, "batch": batch_key, "document": source, "reasons": codes}
+        ledger.close()
+    for r in rejected:
+        codes = ",".join(reason.split(":", 1)[0] for reason in r.reasons)
+        fields = {"producer": r.producer, "batch": batch_key, "document": r.source, "reasons": codes}
         with log_fields(**fields):
-            log.warning("document rejected: %s", "; ".join(reasons), extra=fields)
-    return len(rows)
+            log.warning("document rejected: %s", "; ".join(r.reasons), extra=fields)
+    return len(rejected)
 
 
 def check_silent_feeds(settings: Settings, feeds: Iterable[Any], *, now: dt.datetime | None = None,

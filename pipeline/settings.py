@@ -84,11 +84,6 @@ class Settings:
     fault_point: str | None = None
 
     @property
-    def ledger_path(self) -> Path:
-        """SQLite file holding runs, outcomes, processed batches and quarantine index."""
-        return self.data_dir / "ledger.db"
-
-    @property
     def effective_state_url(self) -> str:
         return self.state_url or f"sqlite:///{self.data_dir / 'state.db'}"
 

@@ -77,9 +77,24 @@ def pg_state_url() -> Iterator[str]:
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
-def state_settings(request: pytest.FixtureRequest, tmp_path: Path) -> Settings:
+def empty_state_settings(request: pytest.FixtureRequest, tmp_path: Path) -> Settings:
     """Settings on a throwaway data folder whose state database is the embedded SQLite one
-    or a fresh PostgreSQL database: tests taking it run on both."""
+    or a fresh, empty PostgreSQL database: tests taking it run on both."""
     if request.param == "sqlite":
         return Settings(data_dir=tmp_path / "carnet")
     return Settings(data_dir=tmp_path / "carnet", state_url=request.getfixturevalue("pg_state_url"))
+
+
+@pytest.fixture
+def state_settings(empty_state_settings: Settings) -> Settings:
+    """``empty_state_settings`` with PostgreSQL migrated, as ``carnet db upgrade`` does
+    (SQLite migrates itself when opened)."""
+    if empty_state_settings.state_url:
+        from pipeline.state import open_engine, upgrade
+
+        engine = open_engine(empty_state_settings)
+        try:
+            upgrade(engine)
+        finally:
+            engine.dispose()
+    return empty_state_settings

@@ -177,6 +177,6 @@ def test_erasing_a_patient_leaves_nothing_findable_readable_or_named(ingested) -
     for o in kept:
         if o.patient_id == patient:
             assert not store.exists(o.content_sha256)  # type: ignore[arg-type]
-    with sqlite3.connect(settings.ledger_path) as conn:
+    with sqlite3.connect(settings.data_dir / "state.db") as conn:
         assert conn.execute("SELECT COUNT(*) FROM outcomes WHERE patient_id=? OR line LIKE ?",
                             (patient, f"%{patient}%")).fetchone()[0] == 0

@@ -322,7 +322,7 @@ def test_quarantined_documents_naming_the_patient_in_any_identifier_are_erased(
         store.close()
     import sqlite3
 
-    with sqlite3.connect(settings.ledger_path) as conn:
+    with sqlite3.connect(settings.data_dir / "state.db") as conn:
         lines = [r[0] for r in conn.execute("SELECT source || line FROM outcomes")]
     assert len(lines) == 3 and sum("conflict-" in x for x in lines) == 0
     assert sum("[erased]" in x for x in lines) == 2

@@ -177,7 +177,7 @@ def erase_record(ins: Ins, who: Caller, svc: Svc) -> ErasureReceipt:
     if who.role is not Role.PATIENT or who.subject != ins:
         svc.record(who, "denied", ins, reason="erasure_needs_the_patient")
         raise FORBIDDEN
-    ledger = Ledger(svc.settings.ledger_path)
+    ledger = Ledger(svc.settings)
     try:
         return erase_patient_from(ins, index=svc.index, store=svc.store, rules=svc.rules, audit=svc.audit,
                                   ledger=ledger, ref_key=patient_ref_key(svc.settings),

@@ -18,7 +18,7 @@ def plan_batches(settings: Settings, feed_url: str, *, scans: bool = False
     others to ``text``; this is judged from the feed listing alone (no file is read).
     """
     feed = open_feed(feed_url, endpoint_url=settings.s3_endpoint_url, region=settings.s3_region)
-    ledger = Ledger(settings.ledger_path)
+    ledger = Ledger(settings)
     try:
         done = ledger.processed_batches(feed.url)
     finally:

@@ -199,7 +199,7 @@ class Pipeline:
         self.registry = registry or default_registry(ParserOptions(
             ocr_lang=settings.ocr_lang, ocr_timeout_s=settings.ocr_timeout_s,
             min_text_chars_per_page=settings.min_text_chars_per_page, ocr_workers=settings.ocr_workers))
-        self.ledger = Ledger(settings.ledger_path)
+        self.ledger = Ledger(settings)
         # Identity traits (birth dates) and closed accounts live with the access rules.
         self.rules = AccessRules(access_db_path(settings.data_dir))
         self._ref_key = patient_ref_key(settings)
@@ -924,7 +924,7 @@ def _open_feed(settings: Settings, feed_url: str) -> Feed:
 def discover_batches(settings: Settings, feed_url: str) -> list[str]:
     """Keys (``producer/batch``) of the feed's complete batches not processed yet."""
     feed = _open_feed(settings, feed_url)
-    ledger = Ledger(settings.ledger_path)
+    ledger = Ledger(settings)
     try:
         done = ledger.processed_batches(feed.url)
     finally:
@@ -964,7 +964,7 @@ def process_batch(settings: Settings, feed_url: str, batch_key: str) -> BatchSum
     summary is returned), and re-ingesting the same documents yields duplicates only.
     """
     feed = _open_feed(settings, feed_url)
-    ledger = Ledger(settings.ledger_path)
+    ledger = Ledger(settings)
     try:
         stored = ledger.batch_summary(feed.url, batch_key)
         unwritten = ledger.pending_ack(feed.url, batch_key) if stored is not None else None

@@ -20,7 +20,7 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, Table, create_engine, event
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
@@ -108,3 +108,16 @@ def _adopt_legacy_ledger(data_dir: Path, state_db: Path) -> None:
         pass
     finally:
         partial.unlink()
+
+
+def upsert(conn: Connection, table: Table, values: dict[str, Any]) -> None:
+    """Insert a row, or update every other column of the row with the same primary key
+    (``INSERT … ON CONFLICT … DO UPDATE``, which both databases speak)."""
+    from sqlalchemy.dialects.postgresql import insert as pg_insert
+    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+    insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
+    keys = [c.name for c in table.primary_key.columns]
+    stmt = insert(table).values(**values)
+    conn.execute(stmt.on_conflict_do_update(
+        index_elements=keys, set_={k: stmt.excluded[k] for k in values if k not in keys}))

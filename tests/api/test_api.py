@@ -309,7 +309,7 @@ def test_erasure_through_the_api(api: Api, tmp_path: Path) -> None:
     receipt = r.json()
     assert receipt["doc_ids"] == sorted(["a1", "a2", str(ingested[0].doc_id)]) and receipt["objects"] == 3
     assert receipt["ledger_outcomes"] == 1 and receipt["account_closed"]
-    with sqlite3.connect(api.settings.ledger_path) as conn:
+    with sqlite3.connect(api.settings.data_dir / "state.db") as conn:
         rows = conn.execute("SELECT source, doc_id, patient_id, line FROM outcomes").fetchall()
     assert len(rows) == 1 and rows[0][:3] == ("[erased]", None, None)
     assert A not in rows[0][3] and str(ingested[0].doc_id) not in rows[0][3] and "a0.hl7" not in rows[0][3]

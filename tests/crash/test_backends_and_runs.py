@@ -100,7 +100,7 @@ def test_a_second_ingest_on_a_busy_data_dir_refuses_in_one_line(tmp_path: Path) 
     folder = tmp_path / "in" / "labo" / "b1"
     folder.mkdir(parents=True)
     (folder / "cr-bio.xml").write_bytes((SAMPLES / "cda" / "cr-bio.xml").read_bytes())
-    ledger = Ledger(Settings(data_dir=data_dir).ledger_path)
+    ledger = Ledger(Settings(data_dir=data_dir))
     try:
         with ledger.run_lease("ingest", exclusive=True):  # what a running `carnet ingest` holds
             refused = carnet("ingest", str(tmp_path / "in"), "--report", str(tmp_path / "r.jsonl"),
@@ -111,7 +111,7 @@ def test_a_second_ingest_on_a_busy_data_dir_refuses_in_one_line(tmp_path: Path) 
     assert refused.stderr.strip().splitlines() == [refused.stderr.strip()], refused.stderr
     assert refused.stderr.startswith("carnet ingest: error: another ingest or replay is running")
     assert not (tmp_path / "r.jsonl").exists()
-    with sqlite3.connect(data_dir / "ledger.db") as conn:
+    with sqlite3.connect(data_dir / "state.db") as conn:
         assert conn.execute("SELECT count(*) FROM runs").fetchone()[0] == 0, "nothing half-started"
 
 
@@ -125,8 +125,8 @@ def test_two_ingests_at_once_each_completes_or_refuses_cleanly(
                              stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:  # until the first one has its run in the ledger
-        if (data_dir / "ledger.db").exists():
-            with sqlite3.connect(data_dir / "ledger.db", timeout=30) as conn:
+        if (data_dir / "state.db").exists():
+            with sqlite3.connect(data_dir / "state.db", timeout=30) as conn:
                 if conn.execute("SELECT count(*) FROM sqlite_master WHERE name='runs'").fetchone()[0] \
                         and conn.execute("SELECT count(*) FROM runs").fetchone()[0]:
                     break

@@ -130,5 +130,5 @@ def test_batch_acknowledgements_are_written_once_from_one_decision(
         assert statuses(after[name]) == statuses(ack), name
     for name, ack in written_before.items():
         assert after[name] == ack, f"{name} was written again with another decision"
-    with sqlite3.connect(tmp_path / "carnet" / "ledger.db") as conn:
+    with sqlite3.connect(tmp_path / "carnet" / "state.db") as conn:
         assert conn.execute("SELECT count(*) FROM batches WHERE acked_at IS NULL").fetchone()[0] == 0

@@ -1,5 +1,6 @@
-"""The ledger's journal on its own: a ledger from before it, and erasure meeting a flush
-a killed run left unfinished."""
+"""The ledger's journal on its own: a ledger from before it (an SQLite ``ledger.db``,
+adopted into the state database), and erasure meeting a flush a killed run left
+unfinished (on SQLite and PostgreSQL)."""
 
 from __future__ import annotations
 
@@ -9,12 +10,13 @@ from pathlib import Path
 
 from pipeline.ledger import Ledger
 from pipeline.model import Outcome, Status
+from pipeline.settings import Settings
 
 PATIENT = "185057800608491"
 
 
 def test_runs_recorded_before_the_journal_are_not_taken_for_killed_ones(tmp_path: Path) -> None:
-    path = tmp_path / "ledger.db"
+    path = tmp_path / "ledger.db"  # a data directory of a version before the state database
     with sqlite3.connect(path) as conn:  # the schema as the first release wrote it
         conn.executescript("""
             CREATE TABLE runs (run_id TEXT PRIMARY KEY, started_at TEXT NOT NULL, finished_at TEXT,
@@ -25,18 +27,20 @@ def test_runs_recorded_before_the_journal_are_not_taken_for_killed_ones(tmp_path
             INSERT INTO runs VALUES ('old', '2026-01-01', '2026-01-01', 'ingest', '', '{}');
             INSERT INTO batches VALUES ('feed', 'labo/b1', 'old', '2026-01-01', '{}');
         """)
-    ledger = Ledger(path)
+    ledger = Ledger(Settings(data_dir=tmp_path))
     try:
         ledger.record_outcomes("old", None, [Outcome(source="a.xml", status=Status.INDEXED, doc_id="d1",
                                                      patient_id=PATIENT)])
         assert ledger.unreported_accepted("new") == {}
         assert ledger.processed_batches("feed") == {"labo/b1"}
+        assert [r.run_id for r in ledger.recent_runs()] == ["old"]
     finally:
         ledger.close()
+    assert (tmp_path / "state.db").exists() and path.exists()  # the older file is left as it was
 
 
-def test_erasure_takes_a_patient_out_of_an_unfinished_flush(tmp_path: Path) -> None:
-    ledger = Ledger(tmp_path / "ledger.db")
+def test_erasure_takes_a_patient_out_of_an_unfinished_flush(state_settings: Settings) -> None:
+    ledger = Ledger(state_settings)
     try:
         run = ledger.start_run("ingest")
         writes = {"items": [{"record": {"patient_id": PATIENT, "text": "secret"}, "outcome_at": 0},

@@ -40,7 +40,7 @@ def _tis(dag_run: Any) -> dict[tuple[str, int], str]:
 
 def _final_outcomes(settings: Settings, feed: Path) -> dict[str, dict[str, Any]]:
     """source_ref relative to the feed → the last outcome line the ledger holds for it."""
-    conn = sqlite3.connect(settings.ledger_path)
+    conn = sqlite3.connect(settings.data_dir / "state.db")
     try:
         rows = conn.execute(
             "SELECT o.line FROM outcomes o JOIN runs r USING (run_id) WHERE r.kind = 'batch' "

@@ -1,10 +1,8 @@
 """The state database's schema: migrations build exactly the metadata, on SQLite and
-PostgreSQL; SQLite is upgraded on open, PostgreSQL is only checked; an older SQLite
-ledger is adopted with its history."""
+PostgreSQL; SQLite is upgraded on open, PostgreSQL is only checked. (An older SQLite
+ledger adopted with its history: tests/crash/test_ledger_journal.py.)"""
 
 from __future__ import annotations
-
-import sqlite3
 
 import pytest
 from alembic.autogenerate import compare_metadata
@@ -17,8 +15,8 @@ from pipeline.state import current_revision, ensure_current, head_revision, meta
 from pipeline.state.engine import state_url
 
 
-def test_upgrade_of_an_empty_database_gives_the_metadata(state_settings: Settings) -> None:
-    engine = open_engine(state_settings)
+def test_upgrade_of_an_empty_database_gives_the_metadata(empty_state_settings: Settings) -> None:
+    engine = open_engine(empty_state_settings)
     try:
         assert current_revision(engine) is None
         assert upgrade(engine) == head_revision()
@@ -31,8 +29,8 @@ def test_upgrade_of_an_empty_database_gives_the_metadata(state_settings: Setting
         engine.dispose()
 
 
-def test_the_comparison_sees_a_missing_index(state_settings: Settings) -> None:
-    engine = open_engine(state_settings)
+def test_the_comparison_sees_a_missing_index(empty_state_settings: Settings) -> None:
+    engine = open_engine(empty_state_settings)
     try:
         upgrade(engine)
         with engine.begin() as conn:
@@ -44,8 +42,8 @@ def test_the_comparison_sees_a_missing_index(state_settings: Settings) -> None:
         engine.dispose()
 
 
-def test_sqlite_is_upgraded_on_open_postgresql_is_refused_until_upgraded(state_settings: Settings) -> None:
-    engine = open_engine(state_settings)
+def test_sqlite_is_upgraded_on_open_postgresql_refused_until_upgraded(empty_state_settings: Settings) -> None:
+    engine = open_engine(empty_state_settings)
     try:
         if engine.dialect.name == "sqlite":
             ensure_current(engine)
@@ -66,29 +64,3 @@ def test_postgresql_urls_use_psycopg_3() -> None:
         state_url("mysql://h/db")
     with pytest.raises(ConfigurationError):
         state_url("not a url")
-
-
-def test_an_older_ledger_is_adopted_with_its_history(tmp_path) -> None:
-    data = tmp_path / "carnet"
-    data.mkdir()
-    with sqlite3.connect(data / "ledger.db") as conn:  # the schema as the first release wrote it
-        conn.executescript("""
-            CREATE TABLE runs (run_id TEXT PRIMARY KEY, started_at TEXT NOT NULL, finished_at TEXT,
-                               kind TEXT NOT NULL, detail TEXT NOT NULL DEFAULT '', metrics TEXT);
-            CREATE TABLE batches (feed_url TEXT NOT NULL, batch_key TEXT NOT NULL, run_id TEXT NOT NULL,
-                                  processed_at TEXT NOT NULL, summary TEXT NOT NULL,
-                                  PRIMARY KEY (feed_url, batch_key));
-            INSERT INTO runs VALUES ('old', '2026-01-01', '2026-01-02', 'ingest', '', '{}');
-            INSERT INTO batches VALUES ('feed', 'labo/b1', 'old', '2026-01-01', '{}');
-        """)
-    engine = open_engine(Settings(data_dir=data))
-    try:
-        ensure_current(engine)
-        with engine.connect() as conn:
-            assert conn.execute(text("SELECT reported_at FROM runs")).scalar() == "2026-01-02"
-            assert conn.execute(text("SELECT batch_key, ack FROM batches")).all() == [("labo/b1", None)]
-        assert {c["name"] for c in inspect(engine).get_columns("batches")} >= {"ack", "acked_at"}
-        assert "flushes" in inspect(engine).get_table_names()
-    finally:
-        engine.dispose()
-    assert (data / "ledger.db").exists() and (data / "state.db").exists()
