@@ -10,6 +10,12 @@
 # Ports: CARNET_AIRFLOW_PORT (API, default 8080), CARNET_PG_PORT (default 5433),
 # CARNET_REDIS_PORT (default 6380). `env` prints the Airflow settings, for `airflow` CLI
 # use against this deployment (eval "$(scripts/airflow_celery.sh env)").
+#
+# Carnet's own settings (CARNET_*, AWS_*) are passed to every service as given. The
+# PostgreSQL cluster also holds a `carnet` database (role carnet, password carnet) for
+# CARNET_STATE_URL; when that variable is set, `carnet db upgrade` runs before the workers
+# start. CARNET_WORKER_DATA_ROOT: each worker gets CARNET_DATA_DIR=<root>/<worker>, a
+# private folder of its own (as on separate hosts), instead of one shared CARNET_DATA_DIR.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REPO=$(pwd)
@@ -85,6 +91,18 @@ install_missing() {
     .venv/bin/pip install -q "apache-airflow-providers-celery" "celery<5.7" "psycopg[binary]"
 }
 
+# A Celery worker: its own name (task instances show it), its own log-server port, and
+# with CARNET_WORKER_DATA_ROOT its own data folder.
+start_worker() {
+  local w=$1 port=$2
+  if [ -n "${CARNET_WORKER_DATA_ROOT:-}" ]; then
+    mkdir -p "$CARNET_WORKER_DATA_ROOT/$w"
+    local -x CARNET_DATA_DIR="$CARNET_WORKER_DATA_ROOT/$w"
+  fi
+  CARNET_WORKER_NAME=$w AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT=$port \
+    spawn "$w" "$AIRFLOW" celery worker --celery-hostname "$w@%h" --concurrency 1
+}
+
 as_postgres() { if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
 
 start_postgres() {
@@ -103,6 +121,10 @@ start_postgres() {
     "SELECT 1 FROM pg_roles WHERE rolname='airflow'" | grep -q 1 || \
     as_postgres "$PGBIN/psql" -q -h 127.0.0.1 -p "$PG_PORT" -U postgres \
       -c "CREATE ROLE airflow LOGIN PASSWORD 'airflow'" -c "CREATE DATABASE airflow OWNER airflow"
+  as_postgres "$PGBIN/psql" -q -h 127.0.0.1 -p "$PG_PORT" -U postgres -tc \
+    "SELECT 1 FROM pg_roles WHERE rolname='carnet'" | grep -q 1 || \
+    as_postgres "$PGBIN/psql" -q -h 127.0.0.1 -p "$PG_PORT" -U postgres \
+      -c "CREATE ROLE carnet LOGIN PASSWORD 'carnet'" -c "CREATE DATABASE carnet OWNER carnet"
 }
 
 case "${1:-}" in
@@ -113,15 +135,15 @@ case "${1:-}" in
     running redis || spawn redis redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no
     "$AIRFLOW" db migrate >"$STATE/migrate.log" 2>&1
     "$AIRFLOW" pools set ocr "$(nproc)" "OCR-heavy batches (slots = cores)" >>"$STATE/migrate.log" 2>&1
+    # Carnet's state schema: once, before any worker runs a task (never by the workers).
+    [ -z "${CARNET_STATE_URL:-}" ] || "$REPO/.venv/bin/carnet" db upgrade >>"$STATE/migrate.log" 2>&1
     running api-server || spawn api-server "$AIRFLOW" api-server --host 127.0.0.1 --port "$API_PORT"
     running scheduler || spawn scheduler "$AIRFLOW" scheduler
     running dag-processor || spawn dag-processor "$AIRFLOW" dag-processor
     port=$((API_PORT + 100))
     for w in "${WORKERS[@]}"; do
       port=$((port + 1))
-      # Each worker: its own name (task instances show it) and its own log-server port.
-      running "$w" || CARNET_WORKER_NAME=$w AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT=$port \
-        spawn "$w" "$AIRFLOW" celery worker --celery-hostname "$w@%h" --concurrency 1
+      running "$w" || start_worker "$w" "$port"
     done
     echo "airflow celery: API on 127.0.0.1:$API_PORT, PostgreSQL :$PG_PORT, Redis :$REDIS_PORT (state $STATE)"
     ;;
