@@ -36,7 +36,7 @@ from pipeline.model import Frozen
 from pipeline.settings import Settings
 
 if TYPE_CHECKING:
-    from sqlalchemy import Connection, Engine, Table
+    from sqlalchemy import Engine
 
 log = logging.getLogger(__name__)
 
@@ -178,16 +178,6 @@ def _stamp(at: dt.datetime) -> str:
     return at.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%f+00:00")
 
 
-def _insert_new(conn: Connection, table: Table, values: dict[str, Any]) -> bool:
-    """Insert a row unless one with its primary key exists (``INSERT … ON CONFLICT DO
-    NOTHING``: two workers, or a retried task, keep the first); True when inserted."""
-    from sqlalchemy.dialects.postgresql import insert as pg_insert
-    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-
-    insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
-    return conn.execute(insert(table).values(**values).on_conflict_do_nothing()).rowcount > 0
-
-
 def record_batch_metrics(settings: Settings, feed: str,
                          summary: BatchCounts | Mapping[str, Any], *,
                          flagged: bool | None = None) -> BatchMetrics:
@@ -197,6 +187,7 @@ def record_batch_metrics(settings: Settings, feed: str,
     ``flagged``, when given, is the monitoring's verdict (any alert raised)."""
     from sqlalchemy import select
 
+    from pipeline.state.engine import insert_new
     from pipeline.state.tables import batch_metrics
 
     fields = summary.model_dump() if isinstance(summary, BatchCounts) else dict(summary)
@@ -205,7 +196,7 @@ def record_batch_metrics(settings: Settings, feed: str,
         counts["flagged"] = flagged
     m = BatchMetrics(feed=feed, recorded_at=_now(), **counts)
     with _state(settings) as engine, engine.begin() as conn:
-        if not _insert_new(conn, batch_metrics, {
+        if not insert_new(conn, batch_metrics, {
                 "run_id": m.run_id, "feed": m.feed, "producer": m.producer,
                 "recorded_at": _stamp(m.recorded_at), "metrics": m.model_dump_json()}):
             # A retried task: the first record stands, its time included.
@@ -337,6 +328,7 @@ def check_batch(settings: Settings, feed: str, summary: BatchCounts | Mapping[st
 
 def keep_alerts(settings: Settings, alerts: Sequence[Alert]) -> None:
     """Keep alerts in the state database, each once (keyed by a digest of its JSON)."""
+    from pipeline.state.engine import insert_new
     from pipeline.state.tables import alerts as t
 
     if not alerts:
@@ -344,7 +336,7 @@ def keep_alerts(settings: Settings, alerts: Sequence[Alert]) -> None:
     with _state(settings) as engine, engine.begin() as conn:
         for a in alerts:
             body = a.model_dump_json()
-            _insert_new(conn, t, {"alert_id": hashlib.sha256(body.encode()).hexdigest(),
+            insert_new(conn, t, {"alert_id": hashlib.sha256(body.encode()).hexdigest(),
                                   "at": _stamp(a.at), "kind": a.kind.value, "alert": body})
 
 

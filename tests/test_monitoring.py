@@ -25,14 +25,6 @@ from pipeline.monitoring import (
 from pipeline.settings import Settings
 
 
-@pytest.fixture
-def state(state_settings: Settings) -> Settings:
-    """The state database migrated, as ``carnet db upgrade`` does (SQLite does it itself)."""
-    if state_settings.state_url:
-        _upgrade(state_settings)
-    return state_settings
-
-
 def _upgrade(settings: Settings) -> None:
     from pipeline.state import open_engine, upgrade
 
@@ -51,43 +43,43 @@ def _counts(run_id: str, producer: str = "labo-x", rejected: int = 0) -> BatchCo
                        data_docs=f"s3://carnet/data-docs/index-{run_id}.html")
 
 
-def test_metrics_are_kept_once_per_batch_and_read_back_in_order(state: Settings) -> None:
-    first = record_batch_metrics(state, "feed-a", _counts("r1"), flagged=False)
+def test_metrics_are_kept_once_per_batch_and_read_back_in_order(state_settings: Settings) -> None:
+    first = record_batch_metrics(state_settings, "feed-a", _counts("r1"), flagged=False)
     # A retried task records the same run again: the first record stands, time included.
-    again = record_batch_metrics(state, "feed-a", _counts("r1", rejected=5), flagged=True)
+    again = record_batch_metrics(state_settings, "feed-a", _counts("r1", rejected=5), flagged=True)
     assert again == first
-    record_batch_metrics(state, "feed-b", _counts("r2", producer="radio-y", rejected=2))
-    kept = load_metrics(state)
+    record_batch_metrics(state_settings, "feed-b", _counts("r2", producer="radio-y", rejected=2))
+    kept = load_metrics(state_settings)
     assert [(m.run_id, m.feed, m.by_status["rejected"]) for m in kept] == [
         ("r1", "feed-a", 0), ("r2", "feed-b", 2)]
-    assert [m.run_id for m in load_metrics(state, producer="radio-y")] == ["r2"]
-    assert [m.run_id for m in load_metrics(state, feed="feed-a")] == ["r1"]
-    assert load_metrics(state, since=kept[1].recorded_at) == [kept[1]]
-    status = format_producer_status(state)
+    assert [m.run_id for m in load_metrics(state_settings, producer="radio-y")] == ["r2"]
+    assert [m.run_id for m in load_metrics(state_settings, feed="feed-a")] == ["r1"]
+    assert load_metrics(state_settings, since=kept[1].recorded_at) == [kept[1]]
+    status = format_producer_status(state_settings)
     assert "radio-y/r2" in status and "index-r2.html" in status
 
 
-def test_alerts_are_kept_once_and_shown_newest_first(state: Settings) -> None:
+def test_alerts_are_kept_once_and_shown_newest_first(state_settings: Settings) -> None:
     at = dt.datetime(2026, 3, 1, 8, tzinfo=dt.UTC)
     early = Alert(kind=AlertKind.REJECT_RATE, message="reject rate 60%", feed="f", at=at)
     late = Alert(kind=AlertKind.FEED_SILENT, message="no batch for 30 h", feed="f",
                  at=at + dt.timedelta(hours=1))
-    keep_alerts(state, [late, early])
-    keep_alerts(state, [early])  # the same alert again: kept once
-    assert load_alerts(state) == [early, late]
-    assert load_alerts(state, since=late.at) == [late]
-    shown = format_alerts(state)
+    keep_alerts(state_settings, [late, early])
+    keep_alerts(state_settings, [early])  # the same alert again: kept once
+    assert load_alerts(state_settings) == [early, late]
+    assert load_alerts(state_settings, since=late.at) == [late]
+    shown = format_alerts(state_settings)
     assert shown.index("no batch for 30 h") < shown.index("reject rate 60%")
 
 
-def test_retention_purges_the_old_metrics_only(state: Settings) -> None:
-    record_batch_metrics(state, "f", _counts("r1"))
+def test_retention_purges_the_old_metrics_only(state_settings: Settings) -> None:
+    record_batch_metrics(state_settings, "f", _counts("r1"))
     later = dt.datetime.now(dt.UTC) + dt.timedelta(days=1)
-    assert purge_metrics(state, before=later - dt.timedelta(days=2)) == 0
-    assert purge_metrics(state, before=later, dry_run=True) == 1
-    assert len(load_metrics(state)) == 1
-    assert purge_metrics(state, before=later) == 1
-    assert load_metrics(state) == []
+    assert purge_metrics(state_settings, before=later - dt.timedelta(days=2)) == 0
+    assert purge_metrics(state_settings, before=later, dry_run=True) == 1
+    assert len(load_metrics(state_settings)) == 1
+    assert purge_metrics(state_settings, before=later) == 1
+    assert load_metrics(state_settings) == []
 
 
 def test_workers_with_their_own_folders_share_metrics_and_alerts(pg_state_url: str,
