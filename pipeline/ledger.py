@@ -183,6 +183,14 @@ class Ledger:
             self._insert_outcomes(conn, run_id, batch, outcomes)
         return True
 
+    def flush_generation(self, index_key: str) -> int:
+        """How many flushes into ``index_key`` are done, by any process: it grows with
+        every commit (journal rows are never deleted), so a run can tell whether the index
+        changed under it since it last looked."""
+        with self._engine.begin() as conn:
+            return conn.execute(select(func.count()).select_from(flushes).where(
+                flushes.c.index_key == index_key, flushes.c.state == "done")).scalar_one()
+
     def unfinished_flushes(self, index_key: str) -> list[JournaledFlush]:
         with self._engine.begin() as conn:
             rows = conn.execute(

@@ -220,6 +220,7 @@ class Pipeline:
         self._unreported: dict[tuple[str, str], Unreported] = {}
         self.took_over: set[str] = set()  # killed runs whose documents this run reports
         self._held = ExitStack()
+        self._generation = -1  # flushes done in the index when this run last looked
 
     def start_run(self, kind: str, detail: str, *, exclusive: bool | None) -> str:
         """Take the data directory (refusing if an exclusive run holds it; ``None``: no
@@ -228,6 +229,8 @@ class Pipeline:
         if exclusive is not None:
             self._held.enter_context(self.ledger.run_lease(kind, exclusive=exclusive))
         self.finish_unfinished_flushes()
+        # Decisions from here on see every flush counted so far (see ``_decide_again``).
+        self._generation = self.ledger.flush_generation(_index_key(self.settings))
         self.run_id = self.ledger.start_run(kind, detail)
         self._unreported = self.ledger.unreported_accepted(self.run_id)
         return self.run_id
@@ -430,10 +433,14 @@ class Pipeline:
         self._raw_sha_of[len(self.outcomes) - 1] = raw_sha
         self._pending.append(_Pending(record, len(self.outcomes) - 1, supersedes, raw_sha, item.batch,
                                       doc.part, doc.demographics))
-        self._pending_by_sha[(patient, content_sha)] = doc_id
-        if newer is None:
-            self._pending_by_series[(patient, series_id)] = doc_id
-            self._pending_versions[doc_id] = version_key
+        self._remember(record)
+
+    def _remember(self, record: DocumentRecord) -> None:
+        """A record about to be written: later documents of this run are decided against it."""
+        self._pending_by_sha[(record.patient_id, record.content_sha256)] = record.doc_id
+        if record.superseded_by is None:
+            self._pending_by_series[(record.patient_id, record.series_id)] = record.doc_id
+            self._pending_versions[record.doc_id] = _version_key(record.version, record.document_date)
 
     def _duplicate(self, source: str, doc_id: str, base: Mapping[str, Any]) -> Outcome:
         """A document the index already holds: ``duplicate`` — unless a killed run put it
@@ -612,6 +619,7 @@ class Pipeline:
         with self.clock.stage("index"), self.ledger.flush_lock():
             start = self._recorded
             flush_id = None
+            pending = self._decide_again(pending, start)
             if pending:
                 self.checkpoint("before_journal")
                 writes = _FlushWrites(
@@ -634,9 +642,48 @@ class Pipeline:
                 self.ledger.complete_flush(flush_id, self.run_id, self.batch_name,
                                            self.outcomes[start:end])
             self._recorded = end
+            self._generation = self.ledger.flush_generation(_index_key(self.settings))
             self.checkpoint("after_ledger_record")
             self._release_quarantine(self.outcomes[start:end],
                                      {i - start: sha for i, sha in self._raw_sha_of.items() if i >= start})
+
+    def _decide_again(self, pending: list[_Pending], start: int) -> list[_Pending]:
+        """Under the flush lock: when another process committed a flush since this run last
+        looked (``Ledger.flush_generation``), decide every pending record again against the
+        index as it is now. Two workers never both index one content nor leave two live
+        versions of a series: the later to commit gets ``duplicate``, or its place in the
+        version chain corrected (it replaces the other's version, or arrives superseded)."""
+        if self.ledger.flush_generation(_index_key(self.settings)) == self._generation:
+            return pending
+        kept: list[_Pending] = []
+        moved: dict[str, str] = {}  # a pending doc id -> the committed one it duplicates
+        for p in pending:
+            r = p.record
+            duplicate_of, supersedes, newer = self._existing(
+                r.patient_id, r.content_sha256, r.series_id, _version_key(r.version, r.document_date))
+            old = self.outcomes[p.outcome_index]
+            if duplicate_of:
+                log.info("%s: committed meanwhile by another worker as %s (duplicate)", r.source,
+                         duplicate_of)
+                moved[r.doc_id] = duplicate_of
+                self.outcomes[p.outcome_index] = old.model_copy(update={
+                    "status": Status.DUPLICATE, "doc_id": duplicate_of, "reasons": ()})
+                continue
+            if (supersedes, newer) != (p.supersedes, r.superseded_by):
+                p.supersedes = supersedes
+                p.record = r.model_copy(update={"superseded_by": newer})
+                self.outcomes[p.outcome_index] = old.model_copy(update={
+                    "status": Status.REPLACED if supersedes else Status.INDEXED})
+            kept.append(p)
+            self._remember(p.record)
+        self._pending_by_sha.clear()
+        self._pending_by_series.clear()
+        self._pending_versions.clear()
+        for i in range(start, len(self.outcomes)):  # duplicates of a record that went
+            o = self.outcomes[i]
+            if o.status is Status.DUPLICATE and o.doc_id in moved:
+                self.outcomes[i] = o.model_copy(update={"doc_id": moved[o.doc_id]})
+        return kept
 
     def _record_birth_dates(self, pending: Sequence[_Pending]) -> None:
         for p in pending:

@@ -1,0 +1,75 @@
+"""Two worker processes on one state database and one index end as one process would:
+the same content sent twice (by two producers, or twice by one) is indexed once, and a
+correction and its original never leave two live versions — whichever commits first.
+
+Both workers decide every document before either flushes (a barrier between their
+``process`` and ``flush``), the race that deciding against the index alone loses: the
+flush, under the database's flush lock, decides again against what is committed."""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import multiprocessing as mp
+from collections import Counter
+from typing import Any
+
+from pipeline.index import open_index
+from pipeline.ingest import InputFile, Pipeline
+from pipeline.ledger import Ledger
+from pipeline.settings import Settings
+from tests.conftest import SAMPLES
+
+CDA = SAMPLES / "cda"
+# worker 1: the original and a report; worker 2: the correction, the same report from
+# another producer, and the original again.
+INPUTS = (
+    [("labo/cr-bio.xml", "cr-bio.xml", "labo"), ("labo/cr-imagerie.xml", "cr-imagerie.xml", "labo")],
+    [("labo/cr-bio-v2.xml", "cr-bio-v2.xml", "labo"),
+     ("clinique/cr-imagerie.xml", "cr-imagerie.xml", "clinique"),
+     ("labo/again/cr-bio.xml", "cr-bio.xml", "labo")],
+)
+
+
+def _worker(settings: Settings, inputs: list[tuple[str, str, str]], barrier: Any, results: Any) -> None:
+    with Pipeline(settings) as pipe:
+        run_id = pipe.start_run("batch", "concurrency", exclusive=False)  # lanes side by side
+        for source, sample, producer in inputs:
+            pipe.process(InputFile(data=(CDA / sample).read_bytes(), source=source, producer=producer))
+        barrier.wait(timeout=300)  # both have decided everything; neither has flushed
+        pipe.flush()
+        pipe.ledger.finish_run(run_id, pipe.metrics(), reported=True)
+        results.put([(o.source, o.status.value, o.doc_id, o.content_sha256) for o in pipe.outcomes])
+
+
+def test_two_workers_end_as_one_process_would(state_settings: Settings) -> None:
+    settings = dataclasses.replace(state_settings, data_docs=False, ocr_workers=1,
+                                   master_key=base64.b64encode(b"k" * 32).decode())
+    Ledger(settings).close()  # the embedded state database made before the workers race
+    ctx = mp.get_context("spawn")
+    barrier, results = ctx.Barrier(2), ctx.Queue()
+    workers = [ctx.Process(target=_worker, args=(settings, inputs, barrier, results)) for inputs in INPUTS]
+    for w in workers:
+        w.start()
+    outcomes = [o for _ in workers for o in results.get(timeout=600)]
+    for w in workers:
+        w.join(60)
+        assert w.exitcode == 0
+
+    statuses = Counter(status for _, status, _, _ in outcomes)
+    accepted = [o for o in outcomes if o[1] in ("indexed", "replaced")]
+    # Each content accepted once: the original, the correction, the report.
+    assert sorted(Counter(sha for *_, sha in accepted).values()) == [1, 1, 1], outcomes
+    assert statuses["duplicate"] == 2 and statuses["rejected"] == 0, outcomes
+
+    index = open_index(settings.effective_index_url, alias=settings.es_index_alias)
+    try:
+        held = index.list_ids()
+        records = [index.get(patient, doc_id) for patient, doc_id, _ in held]
+    finally:
+        index.close()
+    assert len(held) == 3 and {d for _, d, _ in held} == {doc for _, _, doc, _ in accepted}
+    live = [r for r in records if r and r.superseded_by is None and r.withdrawn_at is None]
+    assert sorted(Counter(r.series_id for r in live).values()) == [1, 1], "one live version per series"
+    series = {r.series_id for r in records if r and r.version == 2}
+    assert [r.version for r in live if r.series_id in series] == [2]  # the correction is the live one
