@@ -11,14 +11,20 @@ from __future__ import annotations
 import base64
 import dataclasses
 import multiprocessing as mp
+import os
+import uuid
 from collections import Counter
+from pathlib import Path
 from typing import Any
+
+import pytest
 
 from pipeline.index import open_index
 from pipeline.ingest import InputFile, Pipeline
 from pipeline.ledger import Ledger
 from pipeline.settings import Settings
-from tests.conftest import SAMPLES
+from pipeline.state import open_engine, upgrade
+from tests.conftest import SAMPLES, require_service
 
 CDA = SAMPLES / "cda"
 # worker 1: the original and a report; worker 2: the correction, the same report from
@@ -43,6 +49,31 @@ def _worker(settings: Settings, inputs: list[tuple[str, str, str]], barrier: Any
 
 
 def test_two_workers_end_as_one_process_would(state_settings: Settings) -> None:
+    _race(state_settings)
+
+
+@pytest.mark.elasticsearch
+def test_two_workers_on_postgresql_and_elasticsearch(pg_state_url: str, tmp_path: Path) -> None:
+    url = require_service("Elasticsearch", os.environ.get("CARNET_TEST_ES_URL", "http://127.0.0.1:9200"),
+                          "scripts/elasticsearch.sh start")
+    settings = Settings(data_dir=tmp_path / "carnet", state_url=pg_state_url, index_url=url,
+                        es_index_alias=f"carnet-test-race-{uuid.uuid4().hex[:8]}")
+    engine = open_engine(settings)
+    try:
+        upgrade(engine)  # what `carnet db upgrade` does before workers start
+    finally:
+        engine.dispose()
+    try:
+        _race(settings)
+    finally:
+        index = open_index(settings.effective_index_url, alias=settings.es_index_alias)
+        try:
+            index.drop()  # type: ignore[attr-defined]
+        finally:
+            index.close()
+
+
+def _race(state_settings: Settings) -> None:
     settings = dataclasses.replace(state_settings, data_docs=False, ocr_workers=1,
                                    master_key=base64.b64encode(b"k" * 32).decode())
     Ledger(settings).close()  # the embedded state database made before the workers race
