@@ -4,6 +4,8 @@ ledger adopted with its history: tests/crash/test_ledger_journal.py.)"""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
@@ -64,3 +66,36 @@ def test_postgresql_urls_use_psycopg_3() -> None:
         state_url("mysql://h/db")
     with pytest.raises(ConfigurationError):
         state_url("not a url")
+
+
+def test_carnet_db_upgrade_and_current(empty_state_settings: Settings, monkeypatch: pytest.MonkeyPatch,
+                                       capsys: pytest.CaptureFixture[str]) -> None:
+    from pipeline.cli import main
+
+    monkeypatch.setenv("CARNET_DATA_DIR", str(empty_state_settings.data_dir))
+    if empty_state_settings.state_url:
+        monkeypatch.setenv("CARNET_STATE_URL", empty_state_settings.state_url)
+    else:
+        monkeypatch.delenv("CARNET_STATE_URL", raising=False)
+    assert main(["db", "current"]) == 0
+    assert f"at none (empty), needs {head_revision()}" in capsys.readouterr().out
+    assert main(["db", "upgrade"]) == 0
+    out = capsys.readouterr().out
+    assert f"empty -> {head_revision()}" in out and ":carnet@" not in out  # no password shown
+    assert main(["db", "upgrade"]) == 0
+    assert f"already at {head_revision()}" in capsys.readouterr().out
+    assert main(["db", "current"]) == 0
+    assert "up to date" in capsys.readouterr().out
+
+
+def test_a_worker_on_a_postgresql_database_behind_refuses_in_one_line(
+        pg_state_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from pipeline.cli import main
+
+    monkeypatch.setenv("CARNET_DATA_DIR", str(tmp_path / "carnet"))
+    monkeypatch.setenv("CARNET_STATE_URL", pg_state_url)
+    assert main(["status"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("carnet status: error: the state database") and "\n" not in err
+    assert "run `carnet db upgrade`" in err
