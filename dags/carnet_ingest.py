@@ -125,6 +125,7 @@ def build_ingest_dag(dag_id: str, feed: FeedConfig | None = None) -> DAG:
         def discover(params: dict[str, Any] | None = None) -> dict[str, list[list[str]]]:
             """Per-producer lanes of ``producer/batch`` keys not processed yet, by pool."""
             from airflow.exceptions import AirflowFailException
+            from carnet_settings import task_settings
 
             from pipeline.errors import CarnetError
             from pipeline.feeds.plan import plan_batches
@@ -132,7 +133,7 @@ def build_ingest_dag(dag_id: str, feed: FeedConfig | None = None) -> DAG:
 
             assert params is not None  # injected by Airflow from the run's context
             try:
-                plan = plan_batches(Settings.from_env(), params["feed_url"], scans=params["scans"])
+                plan = plan_batches(task_settings(), params["feed_url"], scans=params["scans"])
             except CarnetError as exc:
                 if is_configuration_error(exc):
                     # Retrying a feed URL that leads nowhere only delays the alert. Airflow
@@ -173,18 +174,15 @@ def build_ingest_dag(dag_id: str, feed: FeedConfig | None = None) -> DAG:
             return [r["summary"] for r in results]
 
         def run_batch(batch_key: str, params: dict[str, Any]) -> dict[str, Any]:
-            import dataclasses
-
             from airflow.stats import Stats
+            from carnet_settings import task_settings
 
             from pipeline.errors import CarnetError
             from pipeline.ingest import process_batch
             from pipeline.monitoring import check_batch, emit_stats, log_fields, log_rejections
 
-            settings = Settings.from_env()
-            threshold = params["max_reject_rate"]
-            if threshold is not None:  # the feed's threshold decides flagged and alerts alike
-                settings = dataclasses.replace(settings, max_reject_rate=threshold)
+            # The feed's threshold, when it has one, decides flagged and alerts alike.
+            settings = task_settings(max_reject_rate=params["max_reject_rate"])
             feed = params["feed_id"] or params["feed_url"]
             producer = batch_key.split("/", 1)[0]
             with log_fields(feed=feed, producer=producer, batch=batch_key):

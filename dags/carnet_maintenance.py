@@ -58,11 +58,12 @@ def carnet_maintenance() -> None:
     @task
     def check_integrity() -> dict[str, Any]:
         """Compare index, store and ledger; alert on any discrepancy."""
+        from carnet_settings import task_settings
+
         from pipeline.maintenance import check_integrity as check
         from pipeline.monitoring import Alert, AlertKind, default_notifier, notify_all
-        from pipeline.settings import Settings
 
-        settings = Settings.from_env()
+        settings = task_settings()
         report = check(settings)
         if not report.ok:
             kinds = sorted({d.kind for d in report.discrepancies})
@@ -82,21 +83,23 @@ def carnet_maintenance() -> None:
     @task
     def check_feeds() -> int:
         """Alert on configured feeds silent for too long; return how many."""
+        from carnet_settings import task_settings
+
         from pipeline.feeds.config import load_feeds
         from pipeline.monitoring import check_silent_feeds
-        from pipeline.settings import Settings
 
-        settings = Settings.from_env()
+        settings = task_settings()
         feeds = load_feeds(settings.feeds_file) if settings.feeds_file else ()
         return len(check_silent_feeds(settings, feeds))
 
     @task
     def purge(params: dict[str, Any] | None = None) -> dict[str, int]:
+        from carnet_settings import task_settings
+
         from pipeline.maintenance import purge_retention
-        from pipeline.settings import Settings
 
         assert params is not None
-        report = purge_retention(Settings.from_env(), quarantine_days=params["quarantine_days"],
+        report = purge_retention(task_settings(), quarantine_days=params["quarantine_days"],
                                  metrics_days=params["metrics_days"], dry_run=params["purge_dry_run"])
         return report.model_dump()
 
@@ -107,10 +110,11 @@ def carnet_maintenance() -> None:
 
     @task
     def reindex() -> dict[str, Any]:
-        from pipeline.maintenance import rebuild_index
-        from pipeline.settings import Settings
+        from carnet_settings import task_settings
 
-        return rebuild_index(Settings.from_env())
+        from pipeline.maintenance import rebuild_index
+
+        return rebuild_index(task_settings())
 
     checked = check_integrity()
     checked >> check_feeds()

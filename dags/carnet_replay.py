@@ -57,13 +57,14 @@ def carnet_replay() -> None:
     @task
     def replay(params: dict[str, Any] | None = None) -> dict[str, Any]:
         """Replay the selected quarantine records; return counts (ids when few)."""
+        from carnet_settings import task_settings
+
         from pipeline.replay import ReplayFilter, replay_quarantine
-        from pipeline.settings import Settings
 
         assert params is not None
         selection = ReplayFilter(producer=params["producer"], reason=params["reason"],
                                  since=params["since"], until=params["until"])
-        result = replay_quarantine(Settings.from_env(), selection, dry_run=params["dry_run"])
+        result = replay_quarantine(task_settings(), selection, dry_run=params["dry_run"])
         for q in result.selected:
             log.info("%s: producer=%s batch=%s document=%s reasons=%s",
                      "would replay" if result.dry_run else "replayed", q.producer, q.batch,

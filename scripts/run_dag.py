@@ -82,10 +82,14 @@ def ensure_migrated(home: Path) -> bool:
 
 
 def load_dag(dag_id: str) -> Any:
-    """The DAG ``dag_id`` from Carnet's dags folder; import errors are raised."""
-    from airflow.models.dagbag import DagBag
+    """The DAG ``dag_id`` from Carnet's dags folder; import errors are raised.
 
-    bag = DagBag(dag_folder=str(DAGS_FOLDER), include_examples=False)
+    Loaded as Airflow's DAG processor and task runner load a bundle: the dags folder on
+    ``sys.path``, so that tasks import the module beside them (``carnet_settings``).
+    """
+    from airflow.models.dagbag import BundleDagBag
+
+    bag = BundleDagBag(dag_folder=str(DAGS_FOLDER), bundle_path=DAGS_FOLDER)
     if bag.import_errors:
         raise RuntimeError(f"DAG import errors: {bag.import_errors}")
     if dag_id not in bag.dags:

@@ -12,6 +12,7 @@ import importlib.util
 import logging
 import os
 import shutil
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -38,6 +39,10 @@ else:
     AIRFLOW_HOME = Path(tempfile.mkdtemp(prefix="carnet-airflow-test-"))
     atexit.register(shutil.rmtree, AIRFLOW_HOME, ignore_errors=True)
 os.environ.update(run_dag.airflow_env(AIRFLOW_HOME))
+# The dags folder on sys.path, as Airflow puts a DAG bundle's: tests import the module the
+# tasks import their settings from (carnet_settings).
+if str(run_dag.DAGS_FOLDER) not in sys.path:
+    sys.path.append(str(run_dag.DAGS_FOLDER))
 
 
 @pytest.fixture(scope="session")
