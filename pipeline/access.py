@@ -28,24 +28,28 @@ patient's documents (``record_birth_date``, consistent with the INS only). Until
 gives the day, the first day of the INS's month counts: access never lasts longer than the
 INS allows. A declared date that contradicts the INS (or the recorded date) is refused.
 
-Grants, blocks, delegations, representatives, break-the-glass openings and the patients'
-birth dates are kept in a small SQLite database; every change and every access is
-written to the audit log.
+Grants, blocks, delegations, representatives, break-the-glass openings, the patients'
+birth dates and closed accounts are kept in the state database (``pipeline.state``:
+SQLite under the data directory, or PostgreSQL shared by every worker and API replica);
+every change and every access is written to the audit log.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
-import sqlite3
-import threading
 import unicodedata
 from collections.abc import Iterable
 from enum import StrEnum
-from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import Engine, Executable, Table, case, select
 
 from pipeline.model import DocClass, DocumentRecord, Frozen, Reason, SearchQuery, Visibility
+from pipeline.settings import Settings
+from pipeline.state import tables as t
+from pipeline.state.engine import insert_new, upsert
+from pipeline.state.opening import engine_of
 
 if TYPE_CHECKING:
     from pipeline.index import DocumentIndex
@@ -54,38 +58,6 @@ BREAK_GLASS_DURATION = dt.timedelta(hours=4)
 MAJORITY_AGE = 18
 MIN_REASON_VISIBLE_CHARS = 10
 MIN_REASON_LETTERS = 5
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS authorisations (
-    patient_id TEXT NOT NULL, rpps TEXT NOT NULL, granted_at TEXT NOT NULL, revoked_at TEXT,
-    PRIMARY KEY (patient_id, rpps));
-CREATE TABLE IF NOT EXISTS blocks (
-    patient_id TEXT NOT NULL, rpps TEXT NOT NULL, blocked_at TEXT NOT NULL,
-    PRIMARY KEY (patient_id, rpps));
-CREATE TABLE IF NOT EXISTS delegations (
-    patient_id TEXT NOT NULL, caregiver_id TEXT NOT NULL, classes TEXT,
-    granted_at TEXT NOT NULL, revoked_at TEXT, PRIMARY KEY (patient_id, caregiver_id));
-CREATE TABLE IF NOT EXISTS representatives (
-    patient_id TEXT NOT NULL, person_id TEXT NOT NULL, patient_birth_date TEXT NOT NULL,
-    PRIMARY KEY (patient_id, person_id));
-CREATE TABLE IF NOT EXISTS break_glass (
-    patient_id TEXT NOT NULL, rpps TEXT NOT NULL, reason TEXT NOT NULL,
-    opened_at TEXT NOT NULL, expires_at TEXT NOT NULL);
--- Closed accounts and oppositions: a keyed hash of the INS (never the INS) and the reason
--- code new documents for it are refused with (account_closed, opposition).
-CREATE TABLE IF NOT EXISTS closures (
-    patient_ref TEXT PRIMARY KEY, reason TEXT NOT NULL, closed_at TEXT NOT NULL);
--- The birth date identity traits gave (consistent with the INS), for majority.
-CREATE TABLE IF NOT EXISTS patient_birth_dates (
-    patient_id TEXT PRIMARY KEY, birth_date TEXT NOT NULL, recorded_at TEXT NOT NULL);
-"""
-# Columns added after the first release: (table, column, definition).
-_ADDED_COLUMNS = (
-    ("delegations", "granted_by", "TEXT"),
-    ("delegations", "granted_by_role", "TEXT"),
-    ("delegations", "upload", "INTEGER NOT NULL DEFAULT 0"),
-)
-
 
 _REPRESENTATIVES_HIDDEN = (Visibility.INVISIBLE_REPRESENTANTS_LEGAUX, Visibility.INVISIBLE_PATIENT)
 
@@ -159,11 +131,6 @@ class Grant(Frozen):
     until: dt.datetime | None = None  # representatives: the minor's 18th birthday
 
 
-def access_db_path(data_dir: Path) -> Path:
-    """Where an install keeps its access rules."""
-    return data_dir / "access.db"
-
-
 def _majority(birth: dt.date) -> dt.date:
     try:
         return birth.replace(year=birth.year + MAJORITY_AGE)
@@ -218,40 +185,44 @@ def meaningful_reason(reason: str) -> bool:
 
 
 class AccessRules:
-    def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._conn = sqlite3.connect(path, check_same_thread=False, timeout=30)
-        self._lock = threading.RLock()
-        with self._lock:
-            self._conn.executescript(_SCHEMA)
-            for table, column, definition in _ADDED_COLUMNS:
-                names = {r[1] for r in self._conn.execute(f"PRAGMA table_info({table})")}
-                if column not in names:
-                    self._conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
-            self._conn.commit()
+    """The rules in the state database (``pipeline.state``): every process and host that
+    opens it decides from the same rows. ``AccessRules(settings)`` opens (and closes) its
+    own engine; ``AccessRules(engine)`` uses the caller's, which stays the caller's."""
+
+    def __init__(self, state: Settings | Engine) -> None:
+        self._engine, self._owns_engine = engine_of(state)
 
     def close(self) -> None:
-        self._conn.close()
+        if self._owns_engine:
+            self._engine.dispose()
 
-    def _write(self, sql: str, args: tuple[object, ...]) -> int:
-        with self._lock, self._conn:
-            return self._conn.execute(sql, args).rowcount
+    def _write(self, statement: Executable) -> int:
+        with self._engine.begin() as conn:
+            return conn.execute(statement).rowcount
+
+    def _upsert(self, table: Table, values: dict[str, object]) -> None:
+        """Insert the row, or replace the one with the same primary key."""
+        with self._engine.begin() as conn:
+            upsert(conn, table, values)
 
     # -- what the patient manages ------------------------------------------------------------
 
     def authorise(self, patient_id: str, rpps: str, now: dt.datetime) -> None:
-        self._write("INSERT OR REPLACE INTO authorisations VALUES (?,?,?,NULL)",
-                    (patient_id, rpps, now.isoformat()))
+        self._upsert(t.authorisations, {"patient_id": patient_id, "rpps": rpps,
+                                        "granted_at": now.isoformat(), "revoked_at": None})
 
     def revoke_authorisation(self, patient_id: str, rpps: str, now: dt.datetime) -> bool:
-        return self._write("UPDATE authorisations SET revoked_at=? WHERE patient_id=? AND rpps=? "
-                           "AND revoked_at IS NULL", (now.isoformat(), patient_id, rpps)) > 0
+        a = t.authorisations.c
+        return self._write(t.authorisations.update()
+                           .where(a.patient_id == patient_id, a.rpps == rpps, a.revoked_at.is_(None))
+                           .values(revoked_at=now.isoformat())) > 0
 
     def block(self, patient_id: str, rpps: str, now: dt.datetime) -> None:
-        self._write("INSERT OR REPLACE INTO blocks VALUES (?,?,?)", (patient_id, rpps, now.isoformat()))
+        self._upsert(t.blocks, {"patient_id": patient_id, "rpps": rpps, "blocked_at": now.isoformat()})
 
     def unblock(self, patient_id: str, rpps: str) -> bool:
-        return self._write("DELETE FROM blocks WHERE patient_id=? AND rpps=?", (patient_id, rpps)) > 0
+        b = t.blocks.c
+        return self._write(t.blocks.delete().where(b.patient_id == patient_id, b.rpps == rpps)) > 0
 
     def delegate(self, patient_id: str, caregiver_id: str, classes: tuple[DocClass, ...] | None,
                  now: dt.datetime, *, by: Principal | None = None, upload: bool = False) -> None:
@@ -262,16 +233,19 @@ class AccessRules:
         only as long as their own representation.
         """
         by_rep = by is not None and by.role is Role.REPRESENTATIVE
-        self._write("INSERT OR REPLACE INTO delegations (patient_id, caregiver_id, classes, granted_at, "
-                    "revoked_at, granted_by, granted_by_role, upload) VALUES (?,?,?,?,NULL,?,?,?)",
-                    (patient_id, caregiver_id,
-                     json.dumps([c.value for c in classes]) if classes is not None else None,
-                     now.isoformat(), by.subject if by_rep and by else None,
-                     Role.REPRESENTATIVE.value if by_rep else None, int(upload)))
+        self._upsert(t.delegations, {
+            "patient_id": patient_id, "caregiver_id": caregiver_id,
+            "classes": json.dumps([c.value for c in classes]) if classes is not None else None,
+            "granted_at": now.isoformat(), "revoked_at": None,
+            "granted_by": by.subject if by_rep and by else None,
+            "granted_by_role": Role.REPRESENTATIVE.value if by_rep else None, "upload": upload})
 
     def revoke_delegation(self, patient_id: str, caregiver_id: str, now: dt.datetime) -> bool:
-        return self._write("UPDATE delegations SET revoked_at=? WHERE patient_id=? AND caregiver_id=? "
-                           "AND revoked_at IS NULL", (now.isoformat(), patient_id, caregiver_id)) > 0
+        d = t.delegations.c
+        return self._write(t.delegations.update()
+                           .where(d.patient_id == patient_id, d.caregiver_id == caregiver_id,
+                                  d.revoked_at.is_(None))
+                           .values(revoked_at=now.isoformat())) > 0
 
     def add_representative(self, patient_id: str, person_id: str, now: dt.datetime,
                            declared_birth_date: dt.date | None = None) -> dt.date:
@@ -287,8 +261,8 @@ class AccessRules:
             raise BirthDateMismatch("the declared birth date contradicts the patient's INS "
                                     "or the birth date on record")
         # The column keeps the date known at registration; decisions read the current fact.
-        self._write("INSERT OR REPLACE INTO representatives VALUES (?,?,?)",
-                    (patient_id, person_id, birth.isoformat()))
+        self._upsert(t.representatives, {"patient_id": patient_id, "person_id": person_id,
+                                         "patient_birth_date": birth.isoformat()})
         return birth
 
     def record_birth_date(self, patient_id: str, birth: dt.date, now: dt.datetime) -> bool:
@@ -296,13 +270,19 @@ class AccessRules:
         the INS (ignored). Of two different consistent dates, the earlier one is kept."""
         if not consistent_with_ins(patient_id, birth):
             return False
-        self._write("INSERT INTO patient_birth_dates VALUES (?,?,?) ON CONFLICT (patient_id) DO UPDATE "
-                    "SET birth_date=min(birth_date, excluded.birth_date), recorded_at=excluded.recorded_at",
-                    (patient_id, birth.isoformat(), now.isoformat()))
+        b, day = t.patient_birth_dates.c, birth.isoformat()
+        with self._engine.begin() as conn:
+            if not insert_new(conn, t.patient_birth_dates,
+                              {"patient_id": patient_id, "birth_date": day, "recorded_at": now.isoformat()}):
+                # One statement: two documents recorded at once still keep the earlier day.
+                conn.execute(t.patient_birth_dates.update().where(b.patient_id == patient_id).values(
+                    birth_date=case((b.birth_date > day, day), else_=b.birth_date),
+                    recorded_at=now.isoformat()))
         return True
 
     def _recorded_birth_date(self, patient_id: str) -> dt.date | None:
-        row = self._one("SELECT birth_date FROM patient_birth_dates WHERE patient_id=?", (patient_id,))
+        b = t.patient_birth_dates.c
+        row = self._one(select(b.birth_date).where(b.patient_id == patient_id))
         return None if row is None else dt.date.fromisoformat(str(row[0]))
 
     def birth_date(self, patient_id: str, today: dt.date) -> dt.date:
@@ -316,24 +296,33 @@ class AccessRules:
             raise ValueError(f"break-the-glass needs a reason of at least {MIN_REASON_VISIBLE_CHARS} "
                              "visible characters")
         expires = now + BREAK_GLASS_DURATION
-        self._write("INSERT INTO break_glass VALUES (?,?,?,?,?)",
-                    (patient_id, rpps, reason, now.isoformat(), expires.isoformat()))
+        self._write(t.break_glass.insert().values(
+            patient_id=patient_id, rpps=rpps, reason=reason, opened_at=now.isoformat(),
+            expires_at=expires.isoformat()))
         return expires
 
     def remove_representative(self, patient_id: str, person_id: str) -> bool:
-        return self._write("DELETE FROM representatives WHERE patient_id=? AND person_id=?",
-                           (patient_id, person_id)) > 0
+        r = t.representatives.c
+        return self._write(t.representatives.delete()
+                           .where(r.patient_id == patient_id, r.person_id == person_id)) > 0
 
     def forget_patient(self, patient_id: str) -> int:
         """Erasure: drop every grant, block, delegation and representative of a patient;
         return how many rows went."""
         removed = 0
-        with self._lock, self._conn:
-            for table in ("authorisations", "blocks", "delegations", "representatives", "break_glass",
-                          "patient_birth_dates"):
-                removed += self._conn.execute(f"DELETE FROM {table} WHERE patient_id=?",  # noqa: S608
-                                              (patient_id,)).rowcount
+        with self._engine.begin() as conn:
+            for table in (t.authorisations, t.blocks, t.delegations, t.representatives, t.break_glass,
+                          t.patient_birth_dates):
+                removed += conn.execute(table.delete().where(table.c.patient_id == patient_id)).rowcount
         return removed
+
+    def purge_old_versions(self) -> None:
+        """After an erasure: SQLite's write-ahead log is checkpointed and truncated, so no
+        earlier version of an erased row lingers in it (deleted content itself is zeroed,
+        SECURE_DELETE). PostgreSQL's autovacuum reclaims dead rows on its own."""
+        if self._engine.dialect.name == "sqlite":
+            with self._engine.connect() as conn:  # outside a transaction: the driver's own connection
+                conn.connection.driver_connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     # -- closed accounts and oppositions (keyed by ``pipeline.crypto.patient_ref``) --------------
 
@@ -341,54 +330,58 @@ class AccessRules:
         """Refuse new documents for the INS behind ``patient_ref`` (erasure, opposition)."""
         if reason not in (Reason.ACCOUNT_CLOSED, Reason.OPPOSITION):
             raise ValueError(f"not a closure reason: {reason}")
-        self._write("INSERT OR REPLACE INTO closures VALUES (?,?,?)",
-                    (patient_ref, reason.value, now.isoformat()))
+        self._upsert(t.closures, {"patient_ref": patient_ref, "reason": reason.value,
+                                  "closed_at": now.isoformat()})
 
     def reopen_account(self, patient_ref: str) -> bool:
         """Accept documents again (the patient asked); False when it was not closed."""
-        return self._write("DELETE FROM closures WHERE patient_ref=?", (patient_ref,)) > 0
+        return self._write(t.closures.delete().where(t.closures.c.patient_ref == patient_ref)) > 0
 
     def closure(self, patient_ref: str) -> Reason | None:
         """Why documents for this INS are refused, or None when they are accepted."""
-        row = self._one("SELECT reason FROM closures WHERE patient_ref=?", (patient_ref,))
+        c = t.closures.c
+        row = self._one(select(c.reason).where(c.patient_ref == patient_ref))
         return None if row is None else Reason(str(row[0]))
 
     # -- what the patient (or their representative) reads back ---------------------------------
 
-    def _rows(self, sql: str, args: tuple[object, ...]) -> list[tuple[object, ...]]:
-        with self._lock:
-            return [tuple(r) for r in self._conn.execute(sql, args)]
+    def _rows(self, query: Executable) -> list[tuple[Any, ...]]:
+        with self._engine.connect() as conn:
+            return [tuple(r) for r in conn.execute(query)]
 
     def authorisations(self, patient_id: str) -> list[Grant]:
         """Professionals currently authorised, and the ones blocked."""
-        rows = self._rows("SELECT rpps, granted_at FROM authorisations WHERE patient_id=? "
-                          "AND revoked_at IS NULL ORDER BY rpps", (patient_id,))
-        blocked = self._rows("SELECT rpps, blocked_at FROM blocks WHERE patient_id=? ORDER BY rpps",
-                             (patient_id,))
-        return ([Grant(kind="authorisation", subject=str(r), since=dt.datetime.fromisoformat(str(t)))
-                 for r, t in rows]
-                + [Grant(kind="block", subject=str(r), since=dt.datetime.fromisoformat(str(t)))
-                   for r, t in blocked])
+        a, b = t.authorisations.c, t.blocks.c
+        rows = self._rows(select(a.rpps, a.granted_at)
+                          .where(a.patient_id == patient_id, a.revoked_at.is_(None)).order_by(a.rpps))
+        blocked = self._rows(select(b.rpps, b.blocked_at).where(b.patient_id == patient_id)
+                             .order_by(b.rpps))
+        return ([Grant(kind="authorisation", subject=str(r), since=dt.datetime.fromisoformat(str(s)))
+                 for r, s in rows]
+                + [Grant(kind="block", subject=str(r), since=dt.datetime.fromisoformat(str(s)))
+                   for r, s in blocked])
 
     def delegations(self, patient_id: str) -> list[Grant]:
-        rows = self._rows("SELECT caregiver_id, classes, granted_at, upload FROM delegations "
-                          "WHERE patient_id=? AND revoked_at IS NULL ORDER BY caregiver_id", (patient_id,))
+        d = t.delegations.c
+        rows = self._rows(select(d.caregiver_id, d.classes, d.granted_at, d.upload)
+                          .where(d.patient_id == patient_id, d.revoked_at.is_(None))
+                          .order_by(d.caregiver_id))
         return [Grant(kind="delegation", subject=str(c),
                       classes=None if k is None else tuple(DocClass(x) for x in json.loads(str(k))),
-                      upload=bool(u), since=dt.datetime.fromisoformat(str(t))) for c, k, t, u in rows]
+                      upload=bool(u), since=dt.datetime.fromisoformat(str(s))) for c, k, s, u in rows]
 
     def representatives(self, patient_id: str, now: dt.datetime | None = None) -> list[Grant]:
-        rows = self._rows("SELECT person_id FROM representatives WHERE patient_id=? ORDER BY person_id",
-                          (patient_id,))
+        r = t.representatives.c
+        rows = self._rows(select(r.person_id).where(r.patient_id == patient_id).order_by(r.person_id))
         birth = self.birth_date(patient_id, (now or dt.datetime.now(dt.UTC)).date())
         until = dt.datetime.combine(_majority(birth), dt.time(), tzinfo=dt.UTC)
         return [Grant(kind="representative", subject=str(p), until=until) for (p,) in rows]
 
     # -- the decision --------------------------------------------------------------------------
 
-    def _one(self, sql: str, args: tuple[object, ...]) -> tuple[object, ...] | None:
-        with self._lock:
-            row = self._conn.execute(sql, args).fetchone()
+    def _one(self, query: Executable) -> tuple[Any, ...] | None:
+        with self._engine.connect() as conn:
+            row = conn.execute(query).first()
         return tuple(row) if row else None
 
     def decide(self, who: Principal, patient_id: str, now: dt.datetime) -> AccessDecision:
@@ -399,14 +392,15 @@ class AccessRules:
             return AccessDecision(allowed=True, via="owner", may_upload=True,
                                   exclude_visibility=(Visibility.INVISIBLE_PATIENT,))
         if who.role is Role.PROFESSIONAL:
-            if self._one("SELECT 1 FROM blocks WHERE patient_id=? AND rpps=?", (patient_id, who.subject)):
+            b, a, g = t.blocks.c, t.authorisations.c, t.break_glass.c
+            if self._one(select(1).where(b.patient_id == patient_id, b.rpps == who.subject)):
                 return AccessDecision(allowed=False, via="blocked")
             hidden = (Visibility.MASQUE_PS,)
-            if self._one("SELECT 1 FROM authorisations WHERE patient_id=? AND rpps=? AND revoked_at IS NULL",
-                         (patient_id, who.subject)):
+            if self._one(select(1).where(a.patient_id == patient_id, a.rpps == who.subject,
+                                         a.revoked_at.is_(None))):
                 return AccessDecision(allowed=True, via="authorisation", exclude_visibility=hidden)
-            if self._one("SELECT 1 FROM break_glass WHERE patient_id=? AND rpps=? AND opened_at<=? "
-                         "AND expires_at>?", (patient_id, who.subject, now.isoformat(), now.isoformat())):
+            if self._one(select(1).where(g.patient_id == patient_id, g.rpps == who.subject,
+                                         g.opened_at <= now.isoformat(), g.expires_at > now.isoformat())):
                 return AccessDecision(allowed=True, via="break_glass", exclude_visibility=hidden)
             return AccessDecision(allowed=False, via="not_authorised")
         if who.role is Role.CAREGIVER:
@@ -414,8 +408,8 @@ class AccessRules:
         return self._representative(who.subject, patient_id, now)
 
     def _representative(self, person_id: str, patient_id: str, now: dt.datetime) -> AccessDecision:
-        if self._one("SELECT 1 FROM representatives WHERE patient_id=? AND person_id=?",
-                     (patient_id, person_id)) is None:
+        r = t.representatives.c
+        if self._one(select(1).where(r.patient_id == patient_id, r.person_id == person_id)) is None:
             return AccessDecision(allowed=False, via="not_representative")
         # Majority ends the representatives' access by itself: computed, not a batch job.
         if _age_on(self.birth_date(patient_id, now.date()), now.date()) >= MAJORITY_AGE:
@@ -424,9 +418,10 @@ class AccessRules:
                               may_upload=True)
 
     def _caregiver(self, who: Principal, patient_id: str, now: dt.datetime) -> AccessDecision:
-        row = self._one("SELECT classes, granted_at, granted_by, granted_by_role, upload FROM delegations "
-                        "WHERE patient_id=? AND caregiver_id=? AND revoked_at IS NULL",
-                        (patient_id, who.subject))
+        d = t.delegations.c
+        row = self._one(select(d.classes, d.granted_at, d.granted_by, d.granted_by_role, d.upload)
+                        .where(d.patient_id == patient_id, d.caregiver_id == who.subject,
+                               d.revoked_at.is_(None)))
         if row is None:
             return AccessDecision(allowed=False, via="no_delegation")
         classes_json, granted_at, granted_by, granted_by_role, upload = row

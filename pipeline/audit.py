@@ -20,32 +20,29 @@ a keyed one always is.
 from __future__ import annotations
 
 import datetime as dt
-import fcntl
 import hashlib
 import hmac
 import json
 import logging
-import threading
-from collections.abc import Iterator, Sequence
-from pathlib import Path
+from collections.abc import Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Protocol
 
+from sqlalchemy import ColumnElement, Engine, select
+
 from pipeline.model import Frozen
+from pipeline.state import tables as t
+from pipeline.state.audit_rows import GENESIS, HEAD_ROW, entry_fields, entry_row
+from pipeline.state.engine import engine_name, insert_new
+from pipeline.state.opening import engine_of
 
 if TYPE_CHECKING:
     from pipeline.settings import Settings
 
 log = logging.getLogger(__name__)
 
-GENESIS = "0" * 64
 FORMAT = 2  # keyed entries carry "v": 2
 ANCHOR_EVERY = 100
 ANCHOR_KIND = "audit"
-
-
-def audit_log_path(data_dir: Path) -> Path:
-    """Where an install keeps its audit log."""
-    return data_dir / "audit.jsonl"
 
 
 class AuditEntry(Frozen):
@@ -80,9 +77,9 @@ class AnchorStore(Protocol):
 
 
 def _text(value: str) -> str:
-    """``value`` as valid UTF-8 text: a lone surrogate (from a token claim) is escaped, so
-    no caller input can make an append fail."""
-    return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    """``value`` as text every database keeps: a lone surrogate (from a token claim) and a
+    NUL (PostgreSQL text holds none) are escaped, so no caller input can make an append fail."""
+    return value.encode("utf-8", "backslashreplace").decode("utf-8").replace("\x00", "\\x00")
 
 
 def _canonical(fields: dict[str, object], *, ascii_only: bool) -> bytes:
@@ -107,72 +104,73 @@ class AuditVerification(Frozen):
 
 
 class AuditLog:
-    """A JSON Lines file, one keyed, chained entry per line, only ever appended to."""
+    """One table of keyed, chained entries in the state database, only ever appended to.
 
-    def __init__(self, path: Path, *, key: bytes, anchors: AnchorStore | None = None) -> None:
+    Appends are serialised by the database: each runs in one transaction that first locks
+    the one-row ``audit_head`` (a row lock on PostgreSQL, the write lock on SQLite), so any
+    number of processes, on any number of hosts, extend one chain in turn.
+    ``AuditLog(settings, …)`` opens (and closes) its own engine; ``AuditLog(engine, …)``
+    uses the caller's.
+    """
+
+    def __init__(self, state: Settings | Engine, *, key: bytes, anchors: AnchorStore | None = None) -> None:
         if len(key) < 16:
             raise ValueError("the audit key must be at least 16 bytes")
-        self.path = path
+        self._engine, self._owns_engine = engine_of(state)
         self._key = key
         self.anchors = anchors
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock = threading.Lock()
 
     def __repr__(self) -> str:
-        return f"AuditLog({str(self.path)!r})"
+        return f"AuditLog({engine_name(self._engine)!r})"
 
-    def _last(self) -> AuditEntry | None:
-        if not self.path.exists() or self.path.stat().st_size == 0:
-            return None
-        with self.path.open("rb") as fh:
-            # Read back from the end: the log can grow large. Widen the window until it holds
-            # a whole line (an erasure entry listing many documents can be long).
-            fh.seek(0, 2)
-            size = fh.tell()
-            block = 65536
-            while True:
-                block = min(size, block)
-                fh.seek(size - block)
-                tail = fh.read().rstrip(b"\n")
-                if b"\n" in tail or block == size:
-                    break
-                block *= 4
-            last_line = tail.rsplit(b"\n", 1)[-1]
-        return AuditEntry.model_validate_json(last_line)
+    def close(self) -> None:
+        if self._owns_engine:
+            self._engine.dispose()
 
     def append(
         self, *, actor: str, role: str, action: str, patient_id: str | None,
         doc_ids: Sequence[str] = (), reason: str | None = None,
         at: dt.datetime | None = None, actor_name: str | None = None,
     ) -> AuditEntry:
-        # The thread lock orders this process's writers; the file lock orders processes
-        # (the API server and a `carnet erase` may append at the same time).
-        with self._lock, self.path.with_suffix(".lock").open("a") as lock_file:
-            fcntl.flock(lock_file, fcntl.LOCK_EX)
-            last = self._last()
+        head = t.audit_head.c
+        with self._engine.begin() as conn:
+            # Lock the head first: the next append anywhere waits until this one commits.
+            locked = conn.execute(t.audit_head.update().where(head.id == HEAD_ROW)
+                                  .values(seq=head.seq).returning(head.seq, head.hash)).first()
+            if locked is None:  # a new chain: the first append creates the head, others wait on it
+                e = t.audit_entries.c
+                last = conn.execute(select(e.seq, e.hash).order_by(e.seq.desc()).limit(1)).first()
+                insert_new(conn, t.audit_head, {"id": HEAD_ROW, "seq": last.seq if last else 0,
+                                                "hash": last.hash if last else GENESIS})
+                locked = conn.execute(t.audit_head.update().where(head.id == HEAD_ROW)
+                                      .values(seq=head.seq).returning(head.seq, head.hash)).one()
+            last_seq, last_hash = int(locked[0]), str(locked[1])
             fields: dict[str, object] = {
                 "v": FORMAT,
-                "seq": (last.seq + 1) if last else 1,
+                "seq": last_seq + 1,
                 "at": (at or dt.datetime.now(dt.UTC)).isoformat(),
-                "actor": _text(actor), "role": role, "action": action, "patient_id": patient_id,
+                "actor": _text(actor), "role": role, "action": action,
+                "patient_id": None if patient_id is None else _text(patient_id),
                 "doc_ids": [_text(d) for d in doc_ids],
                 "reason": None if reason is None else _text(reason),
-                "prev_hash": last.hash if last else GENESIS,
+                "prev_hash": last_hash,
             }
             if actor_name is not None:
                 fields["actor_name"] = _text(actor_name)
-            line = {**fields, "hash": _mac(self._key, fields)}
-            # Written from the very dict that was MACed, so verify() sees the same values.
-            with self.path.open("a", encoding="utf-8") as fh:
-                fh.write(json.dumps(line, ensure_ascii=False) + "\n")
-            entry = AuditEntry.model_validate(line)
+            entry = AuditEntry.model_validate({**fields, "hash": _mac(self._key, fields)})
+            # Stored from the very values that were MACed, so verify() sees the same fields.
+            conn.execute(t.audit_entries.insert().values(entry_row(fields, entry.hash)))
+            conn.execute(t.audit_head.update().where(head.id == HEAD_ROW)
+                         .values(seq=entry.seq, hash=entry.hash))
         if self.anchors is not None and entry.seq % ANCHOR_EVERY == 0:
             self.anchor()
         return entry
 
     def head(self) -> AuditHead | None:
-        last = self._last()
-        return None if last is None else AuditHead(seq=last.seq, hash=last.hash, at=last.at)
+        e = t.audit_entries.c
+        with self._engine.connect() as conn:
+            row = conn.execute(select(e.seq, e.hash, e.at).order_by(e.seq.desc()).limit(1)).first()
+        return None if row is None else AuditHead(seq=row.seq, hash=row.hash, at=row.at)
 
     def anchor(self) -> AuditHead | None:
         """Write the current head to the anchor store (no-op without one); return it."""
@@ -185,68 +183,69 @@ class AuditLog:
         data = self.anchors.latest_anchor(ANCHOR_KIND) if self.anchors is not None else None
         return None if data is None else AuditHead.model_validate_json(data)
 
+    def _fields(self, where: ColumnElement[bool] | None = None) -> Iterator[tuple[dict[str, object], str]]:
+        """Each entry's fields, as they were MACed, and its claimed MAC, in chain order."""
+        query = select(t.audit_entries).order_by(t.audit_entries.c.seq)
+        if where is not None:
+            query = query.where(where)
+        with self._engine.connect() as conn:
+            # Streamed: the chain can be long.
+            for row in conn.execution_options(yield_per=1000).execute(query):
+                yield entry_fields(row._mapping), str(row.hash)
+
     def entries(self) -> Iterator[AuditEntry]:
-        if not self.path.exists():
-            return
-        with self.path.open(encoding="utf-8") as fh:
-            for line in fh:
-                if line.strip():
-                    yield AuditEntry.model_validate_json(line)
+        for fields, mac in self._fields():
+            yield AuditEntry.model_validate({**fields, "hash": mac})
 
     def for_patient(self, patient_id: str) -> list[AuditEntry]:
         """Who accessed this patient's record, and how (the patient's access history)."""
-        return [e for e in self.entries() if e.patient_id == patient_id]
+        return [AuditEntry.model_validate({**fields, "hash": mac})
+                for fields, mac in self._fields(t.audit_entries.c.patient_id == patient_id)]
 
     def verify(self, anchor: AuditHead | None = None, *, accept_legacy: bool = False) -> AuditVerification:
         """Recompute the keyed chain; report the first entry altered, inserted or removed,
         and check the log still holds the anchored head (``anchor``, else the latest one in
         the anchor store)."""
-        anchor = anchor or self.latest_anchor()
-        if not self.path.exists():
-            return self._check(iter(()), anchor, accept_legacy)
-        with self.path.open(encoding="utf-8") as lines:
-            return self._check(lines, anchor, accept_legacy)
+        return verify_chain(self._fields(), self._key, anchor or self.latest_anchor(),
+                            accept_legacy=accept_legacy)
 
-    def _check(self, lines: Iterator[str], anchor: AuditHead | None,
-               accept_legacy: bool) -> AuditVerification:
-        prev, count, legacy, keyed = GENESIS, 0, 0, False
-        anchored_seq = anchor.seq if anchor else None
-        found_anchor = anchor is None
 
-        def bad(n: int, problem: str) -> AuditVerification:
-            return AuditVerification(ok=False, entries=count, first_bad_seq=n, problem=problem,
-                                     legacy_entries=legacy, anchored_seq=anchored_seq)
+def verify_chain(entries: Iterable[tuple[dict[str, object], str]], key: bytes, anchor: AuditHead | None,
+                 *, accept_legacy: bool) -> AuditVerification:
+    """Check a chain of (fields, claimed MAC) pairs; see ``AuditLog.verify``."""
+    prev, count, legacy, keyed = GENESIS, 0, 0, False
+    anchored_seq = anchor.seq if anchor else None
+    found_anchor = anchor is None
 
-        for n, line in enumerate(lines, start=1):
-            try:
-                raw = json.loads(line)
-                claimed = str(raw.pop("hash"))
-            except (ValueError, KeyError, AttributeError, TypeError):
-                return bad(n, "unreadable entry")
-            if raw.get("seq") != n:
-                return bad(n, "sequence broken (entry removed or inserted)")
-            if raw.get("prev_hash") != prev:
-                return bad(n, "chain broken (previous entry changed or removed)")
-            if raw.get("v") == FORMAT:
-                keyed = True
-                if not hmac.compare_digest(_mac(self._key, raw), claimed):
-                    return bad(n, "entry modified (its MAC does not match)")
-            elif keyed or "v" in raw:
-                return bad(n, "unkeyed entry after keyed ones (chain rewritten)")
-            elif not accept_legacy:
-                return bad(n, "unkeyed entry (legacy format, or rewritten without the key)")
-            elif _legacy_digest(raw) != claimed:
-                return bad(n, "entry modified")
-            else:
-                legacy += 1
-            if anchor is not None and n == anchor.seq:
-                if not hmac.compare_digest(claimed, anchor.hash):
-                    return bad(n, "differs from the anchored head (log rewritten)")
-                found_anchor = True
-            prev, count = claimed, n
-        if not found_anchor:
-            return bad(count + 1, f"anchored head (entry {anchored_seq}) missing: log truncated or replaced")
-        return AuditVerification(ok=True, entries=count, legacy_entries=legacy, anchored_seq=anchored_seq)
+    def bad(n: int, problem: str) -> AuditVerification:
+        return AuditVerification(ok=False, entries=count, first_bad_seq=n, problem=problem,
+                                 legacy_entries=legacy, anchored_seq=anchored_seq)
+
+    for n, (raw, claimed) in enumerate(entries, start=1):
+        if raw.get("seq") != n:
+            return bad(n, "sequence broken (entry removed or inserted)")
+        if raw.get("prev_hash") != prev:
+            return bad(n, "chain broken (previous entry changed or removed)")
+        if raw.get("v") == FORMAT:
+            keyed = True
+            if not hmac.compare_digest(_mac(key, raw), claimed):
+                return bad(n, "entry modified (its MAC does not match)")
+        elif keyed or "v" in raw:
+            return bad(n, "unkeyed entry after keyed ones (chain rewritten)")
+        elif not accept_legacy:
+            return bad(n, "unkeyed entry (legacy format, or rewritten without the key)")
+        elif _legacy_digest(raw) != claimed:
+            return bad(n, "entry modified")
+        else:
+            legacy += 1
+        if anchor is not None and n == anchor.seq:
+            if not hmac.compare_digest(claimed, anchor.hash):
+                return bad(n, "differs from the anchored head (log rewritten)")
+            found_anchor = True
+        prev, count = claimed, n
+    if not found_anchor:
+        return bad(count + 1, f"anchored head (entry {anchored_seq}) missing: log truncated or replaced")
+    return AuditVerification(ok=True, entries=count, legacy_entries=legacy, anchored_seq=anchored_seq)
 
 
 def open_audit_log(settings: Settings) -> AuditLog:
@@ -256,4 +255,4 @@ def open_audit_log(settings: Settings) -> AuditLog:
 
     anchors = open_store(settings.effective_store_url, endpoint_url=settings.s3_endpoint_url,
                          region=settings.s3_region)
-    return AuditLog(audit_log_path(settings.data_dir), key=audit_key(settings), anchors=anchors)
+    return AuditLog(settings, key=audit_key(settings), anchors=anchors)

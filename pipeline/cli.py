@@ -214,21 +214,17 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 
 def cmd_rewrap_keys(args: argparse.Namespace) -> int:
-    from pipeline.crypto import KeyRing, keyring_path
-    from pipeline.errors import ConfigurationError
+    from pipeline.crypto import open_keyring
     from pipeline.keywrap import MASTER_KEY_FILE, existing_local_key_wrapper, kms_key_wrapper
 
     settings = _settings(args)
     target = kms_key_wrapper(settings)
-    path = keyring_path(settings)
-    if not path.exists():
-        raise ConfigurationError(f"no keyring at {path}: nothing to move")
-    ring = KeyRing(path, existing_local_key_wrapper(settings))
+    ring = open_keyring(settings, existing_local_key_wrapper(settings), create=False)
     try:
         moved = ring.rewrap(target)
     finally:
         ring.close()
-    print(f"re-wrapped {moved} keys of {path} under the KMS key {settings.kms_key_id}")
+    print(f"re-wrapped {moved} keys of the keyring in {ring.where} under the KMS key {settings.kms_key_id}")
     print(f"the local master key no longer opens this keyring: unset CARNET_MASTER_KEY and remove "
           f"{settings.data_dir / MASTER_KEY_FILE} once its backups are no longer needed")
     return 0
@@ -237,8 +233,10 @@ def cmd_rewrap_keys(args: argparse.Namespace) -> int:
 def cmd_db(args: argparse.Namespace) -> int:
     """``carnet db upgrade`` migrates the state database; ``carnet db current`` shows its revision."""
     from pipeline.state import current_revision, head_revision, open_engine, upgrade
+    from pipeline.state.imports import import_legacy_files
 
-    engine = open_engine(_settings(args))
+    settings = _settings(args)
+    engine = open_engine(settings)
     try:
         where = engine.url.render_as_string(hide_password=True)
         if args.action == "upgrade":
@@ -246,6 +244,9 @@ def cmd_db(args: argparse.Namespace) -> int:
             reached = upgrade(engine)
             print(f"state database {where}: {before or 'empty'} -> {reached}" if before != reached
                   else f"state database {where}: already at {reached}")
+            # Files of earlier versions in this data directory: access rules, keys, audit chain.
+            for name, rows in import_legacy_files(settings.data_dir, engine).items():
+                print(f"state database {where}: imported {settings.data_dir / name} ({rows} rows)")
         else:
             current = current_revision(engine)
             state = "up to date" if current == head_revision() else f"needs {head_revision()}"

@@ -75,7 +75,7 @@ def cmd_audit_anchor(args: argparse.Namespace) -> int:
 
 
 def cmd_account(args: argparse.Namespace) -> int:
-    from pipeline.access import AccessRules, access_db_path
+    from pipeline.access import AccessRules
     from pipeline.audit import open_audit_log
     from pipeline.crypto import patient_ref, patient_ref_key
     from pipeline.model import Reason
@@ -85,7 +85,7 @@ def cmd_account(args: argparse.Namespace) -> int:
         return 2
     settings = Settings.from_env()
     ref = patient_ref(patient_ref_key(settings), patient)
-    rules = AccessRules(access_db_path(settings.data_dir))
+    rules = AccessRules(settings)
     try:
         if args.account_command == "status":
             closure = rules.closure(ref)

@@ -19,13 +19,11 @@ import datetime as dt
 import hashlib
 import hmac
 import logging
-import sqlite3
-import threading
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 from cryptography.exceptions import InvalidTag
+from sqlalchemy import Engine, Executable, select
 
 from pipeline.errors import ConfigurationError
 from pipeline.keywrap import (
@@ -40,30 +38,20 @@ from pipeline.keywrap import (
     unseal,
 )
 from pipeline.settings import Settings
+from pipeline.state import tables as t
+from pipeline.state.engine import engine_name, insert_new, upsert
+from pipeline.state.opening import engine_of, open_state
 from pipeline.store import DocumentStore, QuarantineRecord, open_store, sha256_hex
 
 __all__ = [
     "KEY_BYTES", "MAGIC", "NONCE_BYTES", "EncryptedStore", "KeyRing", "LocalKeyWrapper",
-    "decode_master_key", "keyring_path", "load_master_key", "open_encrypted_store",
+    "decode_master_key", "load_master_key", "open_encrypted_store", "open_keyring",
 ]
 
 log = logging.getLogger(__name__)
 
 MAGIC = b"CNE1"  # Carnet encrypted object, format 1
 _CHECK_LABEL = "check"
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value BLOB NOT NULL);
-CREATE TABLE IF NOT EXISTS patient_keys (
-    patient_id TEXT PRIMARY KEY, wrapped BLOB NOT NULL, created_at TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS objects (
-    sha256 TEXT PRIMARY KEY,        -- of the plaintext: the address callers use
-    cipher_sha256 TEXT NOT NULL,    -- of the ciphertext: the address in the base store
-    owner TEXT,                     -- patient id once assigned
-    wrapped_key BLOB);              -- the object's own key while the owner is unknown
-CREATE INDEX IF NOT EXISTS objects_owner ON objects(owner);
-"""
-
 
 def _patient_label(patient_id: str) -> str:
     return f"patient:{patient_id}"
@@ -74,72 +62,78 @@ def _object_label(sha256: str) -> str:
 
 
 class KeyRing:
-    """Wrapped per-patient data keys and the plaintext-hash → ciphertext mapping (SQLite).
+    """Wrapped per-patient data keys and the plaintext-hash → ciphertext mapping, in the
+    state database (``pipeline.state``), shared by every process that opens it.
 
     The keyring records which kind of wrapper made its keys and a wrapped check key, so
     that a wrong master key, another KMS key or a switch between local and KMS wrapping
-    fails when it is opened, not as unreadable documents later.
+    fails when it is opened, not as unreadable documents later. ``KeyRing(settings, …)``
+    opens (and closes) its own engine; ``KeyRing(engine, …)`` uses the caller's.
     """
 
-    def __init__(self, path: Path, wrapper: KeyWrapper) -> None:
-        self.path = path
+    def __init__(self, state: Settings | Engine, wrapper: KeyWrapper) -> None:
+        self._engine, self._owns_engine = engine_of(state)
         self.wrapper = wrapper
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._conn = sqlite3.connect(path, check_same_thread=False, timeout=30)
-        self._lock = threading.RLock()
         try:
-            self._check(path, wrapper)
+            self._check(wrapper)
         except BaseException:
-            self._conn.close()
+            self.close()
             raise
 
-    def _check(self, path: Path, wrapper: KeyWrapper) -> None:
-        with self._lock, self._conn:
-            self._conn.executescript(_SCHEMA)
+    @property
+    def where(self) -> str:
+        """The state database, as messages name it (no password)."""
+        return engine_name(self._engine)
+
+    def _check(self, wrapper: KeyWrapper) -> None:
         meta = self._meta()
         if "check" not in meta:
             _, check = wrapper.generate(_CHECK_LABEL)
-            with self._lock, self._conn:  # two processes creating it at once keep the first
-                self._conn.execute("INSERT OR IGNORE INTO meta VALUES ('wrapper', ?)", (wrapper.kind,))
-                self._conn.execute("INSERT OR IGNORE INTO meta VALUES ('check', ?)", (check,))
+            with self._engine.begin() as conn:  # two processes creating it at once keep the first
+                for name, value in (("wrapper", wrapper.kind.encode()), ("check", check)):
+                    insert_new(conn, t.keyring_meta, {"name": name, "value": value})
             meta = self._meta()
-        # Keyrings made before KMS wrapping existed have no 'wrapper' row: they are local.
-        kind = str(meta.get("wrapper", "local"))
+        kind = meta["wrapper"].decode()
         if kind != wrapper.kind:
             raise ConfigurationError(
-                f"the keyring {path} holds keys wrapped by a {kind} master key, but the settings "
-                f"give a {wrapper.kind} one (CARNET_KMS_KEY_ID / CARNET_MASTER_KEY)")
+                f"the keyring in {self.where} holds keys wrapped by a {kind} master key, but the "
+                f"settings give a {wrapper.kind} one (CARNET_KMS_KEY_ID / CARNET_MASTER_KEY)")
         # Fail at open, not on the first read: a wrong key must not look like data loss.
         try:
-            wrapper.unwrap(bytes(meta["check"]), _CHECK_LABEL)
+            wrapper.unwrap(meta["check"], _CHECK_LABEL)
         except ConfigurationError:
-            raise ConfigurationError(f"the master key does not open the keyring {path}") from None
+            raise ConfigurationError(f"the master key does not open the keyring in {self.where}") from None
 
-    def _meta(self) -> dict[str, Any]:
-        with self._lock:
-            return {str(name): value for name, value in self._conn.execute("SELECT name, value FROM meta")}
+    def _meta(self) -> dict[str, bytes]:
+        m = t.keyring_meta.c
+        with self._engine.connect() as conn:
+            return {str(name): bytes(value) for name, value in conn.execute(
+                select(m.name, m.value).where(m.name.in_(("wrapper", "check"))))}
 
     def __repr__(self) -> str:
-        return f"KeyRing({str(self.path)!r}, {self.wrapper!r})"
+        return f"KeyRing({self.where!r}, {self.wrapper!r})"
 
     def close(self) -> None:
-        self._conn.close()
+        if self._owns_engine:
+            self._engine.dispose()
+
+    def _scalar(self, query: Executable) -> Any:
+        with self._engine.connect() as conn:
+            return conn.execute(query).scalar()
 
     # -- keys --------------------------------------------------------------------------------
 
     def patient_key(self, patient_id: str) -> bytes:
         """The patient's data key, created on first use."""
-        with self._lock:
-            key = self.existing_patient_key(patient_id)
-            if key is not None:
-                return key
-            key, wrapped = self.wrapper.generate(_patient_label(patient_id))
-            with self._conn:
-                created = self._conn.execute(
-                    "INSERT OR IGNORE INTO patient_keys VALUES (?,?,?)",
-                    (patient_id, wrapped, dt.datetime.now(dt.UTC).isoformat())).rowcount
-            if created:
-                return key
+        key = self.existing_patient_key(patient_id)
+        if key is not None:
+            return key
+        key, wrapped = self.wrapper.generate(_patient_label(patient_id))
+        with self._engine.begin() as conn:
+            created = insert_new(conn, t.patient_keys, {"patient_id": patient_id, "wrapped": wrapped,
+                                                        "created_at": dt.datetime.now(dt.UTC).isoformat()})
+        if created:
+            return key
         # Another process gave the patient a key first: theirs is the one.
         theirs = self.existing_patient_key(patient_id)
         if theirs is None:  # destroyed in between: a fresh one
@@ -148,21 +142,19 @@ class KeyRing:
 
     def existing_patient_key(self, patient_id: str) -> bytes | None:
         """The patient's data key, or None when they have none (never had, or destroyed)."""
-        with self._lock:
-            row = self._conn.execute("SELECT wrapped FROM patient_keys WHERE patient_id=?",
-                                     (patient_id,)).fetchone()
-        return None if row is None else self.wrapper.unwrap(bytes(row[0]), _patient_label(patient_id))
+        k = t.patient_keys.c
+        wrapped = self._scalar(select(k.wrapped).where(k.patient_id == patient_id))
+        return None if wrapped is None else self.wrapper.unwrap(bytes(wrapped), _patient_label(patient_id))
 
     def has_patient_key(self, patient_id: str) -> bool:
-        with self._lock:
-            return self._conn.execute("SELECT 1 FROM patient_keys WHERE patient_id=?",
-                                      (patient_id,)).fetchone() is not None
+        k = t.patient_keys.c
+        return self._scalar(select(1).where(k.patient_id == patient_id)) is not None
 
     def destroy_patient_key(self, patient_id: str) -> bool:
         """Crypto-shredding: forget the patient's data key; False when there was none."""
-        with self._lock, self._conn:
-            removed = self._conn.execute("DELETE FROM patient_keys WHERE patient_id=?",
-                                         (patient_id,)).rowcount > 0
+        with self._engine.begin() as conn:
+            removed = conn.execute(t.patient_keys.delete()
+                                   .where(t.patient_keys.c.patient_id == patient_id)).rowcount > 0
         self.wrapper.forget(_patient_label(patient_id))  # and this process's opened copy
         return removed
 
@@ -173,42 +165,44 @@ class KeyRing:
         that opens the keyring and, with a KMS, never written anywhere in clear.
         """
         slot, label = f"named:{name}", f"named:{name}"
-        with self._lock:
-            row = self._conn.execute("SELECT value FROM meta WHERE name=?", (slot,)).fetchone()
-            if row is None:
-                _, wrapped = self.wrapper.generate(label)
-                with self._conn:  # two processes at once keep the first
-                    self._conn.execute("INSERT OR IGNORE INTO meta VALUES (?, ?)", (slot, wrapped))
-                row = self._conn.execute("SELECT value FROM meta WHERE name=?", (slot,)).fetchone()
-        return self.wrapper.unwrap(bytes(row[0]), label)
+        m = t.keyring_meta.c
+        wrapped = self._scalar(select(m.value).where(m.name == slot))
+        if wrapped is None:
+            _, fresh = self.wrapper.generate(label)
+            with self._engine.begin() as conn:  # two processes at once keep the first
+                insert_new(conn, t.keyring_meta, {"name": slot, "value": fresh})
+            wrapped = self._scalar(select(m.value).where(m.name == slot))
+        return self.wrapper.unwrap(bytes(wrapped), label)
 
     def rewrap(self, target: KeyWrapper) -> int:
         """Wrap every key of this keyring under ``target`` instead; the number of keys.
 
         For moving an install from its local master key to a KMS key. One transaction:
-        either every key moves or none does. Stop the workers and the API first: the
-        keyring is locked meanwhile, and processes still holding the old wrapper would
-        refuse it afterwards.
+        either every key moves or none does. Stop the workers and the API first: processes
+        still holding the old wrapper would refuse the keyring afterwards.
         """
+        m, k, o = t.keyring_meta.c, t.patient_keys.c, t.keyring_objects.c
         moved = 0
-        with self._lock, self._conn:
-            rows: list[tuple[str, str, str, str, bytes]] = []  # table, key column, key, label, wrapped
-            for name, value in self._conn.execute(
-                    "SELECT name, value FROM meta WHERE name='check' OR name LIKE 'named:%'"):
-                rows.append(("meta", "name", name, name, bytes(value)))
-            for patient_id, wrapped in self._conn.execute("SELECT patient_id, wrapped FROM patient_keys"):
-                rows.append(("patient_keys", "patient_id", patient_id, _patient_label(patient_id),
-                             bytes(wrapped)))
-            for sha, wrapped in self._conn.execute(
-                    "SELECT sha256, wrapped_key FROM objects WHERE wrapped_key IS NOT NULL"):
-                rows.append(("objects", "sha256", sha, _object_label(sha), bytes(wrapped)))
-            column = {"meta": "value", "patient_keys": "wrapped", "objects": "wrapped_key"}
-            for table, key_column, key, label, wrapped in rows:
-                rewrapped = target.wrap(self.wrapper.unwrap(wrapped, label), label)
-                self._conn.execute(f"UPDATE {table} SET {column[table]}=? WHERE {key_column}=?",
-                                   (rewrapped, key))
+        with self._engine.begin() as conn:
+            for name, value in conn.execute(select(m.name, m.value)
+                                            .where((m.name == "check") | m.name.like("named:%"))).all():
+                conn.execute(t.keyring_meta.update().where(m.name == name)
+                             .values(value=target.wrap(self.wrapper.unwrap(bytes(value), name), name)))
                 moved += 1
-            self._conn.execute("INSERT OR REPLACE INTO meta VALUES ('wrapper', ?)", (target.kind,))
+            for patient_id, wrapped in conn.execute(select(k.patient_id, k.wrapped)).all():
+                label = _patient_label(patient_id)
+                conn.execute(t.patient_keys.update().where(k.patient_id == patient_id)
+                             .values(wrapped=target.wrap(self.wrapper.unwrap(bytes(wrapped), label), label)))
+                moved += 1
+            for sha, wrapped in conn.execute(select(o.sha256, o.wrapped_key)
+                                             .where(o.wrapped_key.is_not(None))).all():
+                label = _object_label(sha)
+                conn.execute(t.keyring_objects.update().where(o.sha256 == sha)
+                             .values(wrapped_key=target.wrap(self.wrapper.unwrap(bytes(wrapped), label),
+                                                             label)))
+                moved += 1
+            conn.execute(t.keyring_meta.update().where(m.name == "wrapper")
+                         .values(value=target.kind.encode()))
         self.wrapper = target
         return moved
 
@@ -223,32 +217,34 @@ class KeyRing:
 
     def lookup(self, sha256: str) -> tuple[str, str | None, bytes | None] | None:
         """(ciphertext hash, owner, wrapped object key) of a stored object, or None."""
-        with self._lock:
-            row = self._conn.execute(
-                "SELECT cipher_sha256, owner, wrapped_key FROM objects WHERE sha256=?",
-                (sha256,)).fetchone()
+        o = t.keyring_objects.c
+        with self._engine.connect() as conn:
+            row = conn.execute(select(o.cipher_sha256, o.owner, o.wrapped_key)
+                               .where(o.sha256 == sha256)).first()
         if row is None:
             return None
         return str(row[0]), row[1], bytes(row[2]) if row[2] is not None else None
 
     def record(self, sha256: str, cipher_sha256: str, owner: str | None, wrapped_key: bytes | None) -> None:
-        with self._lock, self._conn:
-            self._conn.execute("INSERT OR REPLACE INTO objects VALUES (?,?,?,?)",
-                               (sha256, cipher_sha256, owner, wrapped_key))
+        with self._engine.begin() as conn:
+            upsert(conn, t.keyring_objects, {"sha256": sha256, "cipher_sha256": cipher_sha256,
+                                             "owner": owner, "wrapped_key": wrapped_key})
 
     def forget(self, sha256: str) -> None:
-        with self._lock, self._conn:
-            self._conn.execute("DELETE FROM objects WHERE sha256=?", (sha256,))
+        with self._engine.begin() as conn:
+            conn.execute(t.keyring_objects.delete().where(t.keyring_objects.c.sha256 == sha256))
 
     def objects_of(self, patient_id: str) -> list[str]:
         """Plaintext hashes of the objects encrypted under this patient's key."""
-        with self._lock:
-            return [r[0] for r in self._conn.execute(
-                "SELECT sha256 FROM objects WHERE owner=? ORDER BY sha256", (patient_id,))]
+        o = t.keyring_objects.c
+        with self._engine.connect() as conn:
+            return list(conn.execute(select(o.sha256).where(o.owner == patient_id).order_by(o.sha256))
+                        .scalars())
 
     def hashes(self) -> list[str]:
-        with self._lock:
-            return [r[0] for r in self._conn.execute("SELECT sha256 FROM objects ORDER BY sha256")]
+        o = t.keyring_objects.c
+        with self._engine.connect() as conn:
+            return list(conn.execute(select(o.sha256).order_by(o.sha256)).scalars())
 
 
 class EncryptedStore:
@@ -390,7 +386,7 @@ def _derived_key(settings: Settings, label: bytes) -> bytes:
     master key (HMAC-SHA256 as a PRF, never stored), or, with the master key in a KMS, a
     named key kept wrapped in the keyring (never written anywhere in clear)."""
     if settings.kms_key_id:
-        ring = KeyRing(keyring_path(settings), open_key_wrapper(settings))
+        ring = open_keyring(settings)
         try:
             return ring.named_key(label.decode())
         finally:
@@ -414,8 +410,24 @@ def patient_ref(key: bytes, ins: str) -> str:
     return hmac.new(key, ins.encode(), hashlib.sha256).hexdigest()
 
 
-def keyring_path(settings: Settings) -> Path:
-    return settings.data_dir / "keyring.db"
+def open_keyring(settings: Settings, wrapper: KeyWrapper | None = None, *, create: bool = True) -> KeyRing:
+    """This install's keyring, on its state database, opened with ``wrapper`` (else the one
+    the settings choose); with ``create=False``, a ``ConfigurationError`` when there is none."""
+    if not create:
+        engine = open_state(settings)
+        try:
+            if not has_keyring(engine):
+                raise ConfigurationError(f"no keyring in {engine_name(engine)}: nothing to move")
+        finally:
+            engine.dispose()
+    return KeyRing(settings, wrapper or open_key_wrapper(settings))
+
+
+def has_keyring(engine: Engine) -> bool:
+    """Whether the state database holds a keyring yet (one is made on first open)."""
+    m = t.keyring_meta.c
+    with engine.connect() as conn:
+        return conn.execute(select(m.name).where(m.name == "check")).first() is not None
 
 
 def open_encrypted_store(settings: Settings) -> EncryptedStore:
@@ -427,4 +439,4 @@ def open_encrypted_store(settings: Settings) -> EncryptedStore:
     wrapper = open_key_wrapper(settings)
     base = open_store(settings.effective_store_url, endpoint_url=settings.s3_endpoint_url,
                       region=settings.s3_region)
-    return EncryptedStore(base, KeyRing(keyring_path(settings), wrapper))
+    return EncryptedStore(base, open_keyring(settings, wrapper))

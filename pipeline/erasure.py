@@ -25,7 +25,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 
-from pipeline.access import AccessRules, access_db_path
+from pipeline.access import AccessRules
 from pipeline.audit import AuditHead, AuditLog, open_audit_log
 from pipeline.crypto import patient_ref, patient_ref_key
 from pipeline.identity import named_ins
@@ -141,6 +141,7 @@ def erase_patient_from(
     entry = audit.append(actor=actor, role=role, action="erase", patient_id=patient_id,
                          doc_ids=doc_ids, reason="account erasure", at=at)
     head = audit.anchor()
+    rules.purge_old_versions()
     log.info("erased a patient's record: %d documents, %d objects, %d quarantine records",
              len(doc_ids), removed_objects, len(quarantined))
     return ErasureReceipt(
@@ -158,14 +159,16 @@ def erase_patient(settings: Settings, patient_id: str, *, actor: str,
 
     index = open_index(settings.effective_index_url, alias=settings.es_index_alias)
     store = open_encrypted_store(settings)
-    rules = AccessRules(access_db_path(settings.data_dir))
+    rules = AccessRules(settings)
+    audit = open_audit_log(settings)
     ledger = Ledger(settings)
     try:
         return erase_patient_from(patient_id, index=index, store=store, rules=rules,
-                                  audit=open_audit_log(settings), ledger=ledger,
+                                  audit=audit, ledger=ledger,
                                   ref_key=patient_ref_key(settings), actor=actor, role=role)
     finally:
         ledger.close()
+        audit.close()
         rules.close()
         store.close()
         index.close()

@@ -12,6 +12,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import pytest
+from sqlalchemy import Engine
 
 from pipeline.settings import Settings
 
@@ -98,3 +99,14 @@ def state_settings(empty_state_settings: Settings) -> Settings:
         finally:
             engine.dispose()
     return empty_state_settings
+
+
+@pytest.fixture
+def state_engine(state_settings: Settings) -> Iterator[Engine]:
+    """An engine on ``state_settings``' state database, migrated: SQLite and PostgreSQL."""
+    from pipeline.state import open_engine, upgrade
+
+    engine = open_engine(state_settings)
+    upgrade(engine)
+    yield engine
+    engine.dispose()

@@ -1,16 +1,19 @@
-"""Every cell of the confidentiality table in pipeline/access.py."""
+"""Every cell of the confidentiality table in pipeline/access.py, and the audit chain, on
+the state database: the embedded SQLite one and PostgreSQL."""
 
 from __future__ import annotations
 
 import datetime as dt
 import json
-from pathlib import Path
+from collections.abc import Iterator
 
 import pytest
+from sqlalchemy import Engine, select
 
 from pipeline.access import AccessRules, Principal, Role
 from pipeline.audit import AuditLog
 from pipeline.model import DocClass, Visibility
+from pipeline.state import tables
 
 P = "284057512345672"
 OTHER = "192016900100212"
@@ -27,10 +30,33 @@ KEY = b"audit-test-key-0123456789abcdef!"
 
 
 @pytest.fixture
-def rules(tmp_path: Path) -> AccessRules:
-    r = AccessRules(tmp_path / "access.db")
+def rules(state_engine: Engine) -> Iterator[AccessRules]:
+    r = AccessRules(state_engine)
     yield r
     r.close()
+
+
+def chain_lines(engine: Engine) -> list[str]:
+    """The audit chain as the JSON lines ``audit.jsonl`` held: one entry each, as MACed."""
+    from pipeline.state.audit_rows import entry_fields
+
+    with engine.connect() as conn:
+        rows = conn.execute(select(tables.audit_entries).order_by(tables.audit_entries.c.seq)).all()
+    return [json.dumps({**entry_fields(r._mapping), "hash": r.hash}, ensure_ascii=False) for r in rows]
+
+
+def write_chain(engine: Engine, lines: list[str]) -> None:
+    """What someone with write access to the state database can do: replace the chain
+    (and its head) with ``lines``."""
+    from pipeline.state.audit_rows import entry_row
+
+    with engine.begin() as conn:
+        conn.execute(tables.audit_entries.delete())
+        conn.execute(tables.audit_head.delete())
+        for line in lines:
+            raw = json.loads(line)
+            mac = raw.pop("hash")
+            conn.execute(tables.audit_entries.insert().values(entry_row(raw, mac)))
 
 
 def test_patient_sees_own_record_except_invisible_patient(rules: AccessRules) -> None:
@@ -136,21 +162,21 @@ def test_what_a_representative_delegates_stays_under_their_restrictions(rules: A
     assert rules.decide(aidant, P, NOW + dt.timedelta(days=365 * 30)).allowed
 
 
-def test_audit_chain_detects_modified_and_removed_entries(tmp_path: Path) -> None:
-    log = AuditLog(tmp_path / "audit.jsonl", key=KEY)
+def test_audit_chain_detects_modified_and_removed_entries(state_engine: Engine) -> None:
+    log = AuditLog(state_engine, key=KEY)
     for i in range(5):
         log.append(actor=f"actor{i}", role="patient", action="search", patient_id=P, reason=None)
     assert log.verify().ok and log.verify().entries == 5
     assert len(log.for_patient(P)) == 5 and log.for_patient(OTHER) == []
 
-    lines = log.path.read_text().splitlines()
-    tampered = json.loads(lines[2])
-    tampered["actor"] = "someone-else"
-    log.path.write_text("\n".join(lines[:2] + [json.dumps(tampered)] + lines[3:]) + "\n")
+    lines = chain_lines(state_engine)
+    with state_engine.begin() as conn:
+        conn.execute(tables.audit_entries.update().where(tables.audit_entries.c.seq == 3)
+                     .values(actor="someone-else"))
     v = log.verify()
     assert not v.ok and v.first_bad_seq == 3 and v.problem.startswith("entry modified")
 
-    log.path.write_text("\n".join(lines[:2] + lines[3:]) + "\n")
+    write_chain(state_engine, lines[:2] + lines[3:])
     v = log.verify()
     assert not v.ok and v.first_bad_seq == 3
 
@@ -197,8 +223,8 @@ def test_listings_and_forget_patient(rules: AccessRules) -> None:
     assert rules.authorisations(OTHER) != []
 
 
-def test_audit_keeps_verifying_with_names_and_long_entries(tmp_path: Path) -> None:
-    log = AuditLog(tmp_path / "audit.jsonl", key=KEY)
+def test_audit_keeps_verifying_with_names_and_long_entries(state_engine: Engine) -> None:
+    log = AuditLog(state_engine, key=KEY)
     log.append(actor="a", role="patient", action="search", patient_id=P)
     log.append(actor="10101234567", actor_name="Dr Test", role="professional", action="read",
                patient_id=P, doc_ids=["d1"])
@@ -207,7 +233,7 @@ def test_audit_keeps_verifying_with_names_and_long_entries(tmp_path: Path) -> No
     after = log.append(actor="a", role="patient", action="search", patient_id=P)
     assert after.seq == 4 and log.verify().ok
     assert [e.actor_name for e in log.for_patient(P)] == [None, "Dr Test", None, None]
-    assert "actor_name" not in log.path.read_text().splitlines()[0]
+    assert "actor_name" not in chain_lines(state_engine)[0]
 
 
 class _Anchors:
@@ -241,9 +267,9 @@ def _rechain_with_sha256(lines: list[str]) -> list[str]:
     return out
 
 
-def test_a_rewritten_or_truncated_audit_chain_is_detected(tmp_path: Path) -> None:
+def test_a_rewritten_or_truncated_audit_chain_is_detected(state_engine: Engine) -> None:
     anchors = _Anchors()
-    log = AuditLog(tmp_path / "audit.jsonl", key=KEY, anchors=anchors)
+    log = AuditLog(state_engine, key=KEY, anchors=anchors)
     log.append(actor="10101234567", role="professional", action="read", patient_id=P, doc_ids=["d1"])
     log.append(actor="10109999999", role="professional", action="break_glass", patient_id=P,
                reason="urgence vitale, patient inconscient")
@@ -251,53 +277,60 @@ def test_a_rewritten_or_truncated_audit_chain_is_detected(tmp_path: Path) -> Non
     head = log.anchor()
     log.append(actor=P, role="patient", action="search", patient_id=P)
     assert head is not None and head.seq == 3 and log.verify().ok and log.verify().anchored_seq == 3
-    lines = log.path.read_text().splitlines()
+    lines = chain_lines(state_engine)
 
     # The break-the-glass and its read removed, the chain recomputed with plain SHA-256.
-    log.path.write_text("\n".join(_rechain_with_sha256([lines[0], lines[3]])) + "\n")
+    write_chain(state_engine, _rechain_with_sha256([lines[0], lines[3]]))
     assert not log.verify().ok
-    assert not AuditLog(log.path, key=KEY).verify().ok  # even with the anchor store lost
+    assert not AuditLog(state_engine, key=KEY).verify().ok  # even with the anchor store lost
     # Nor can keyed-looking entries be forged without the key.
     forged = [json.loads(x) for x in lines[:1] + lines[3:]]
     forged[1].update(seq=2, prev_hash=forged[0]["hash"])
-    log.path.write_text("\n".join(json.dumps(x) for x in forged) + "\n")
-    assert not AuditLog(log.path, key=KEY).verify().ok
-    assert AuditLog(log.path, key=b"another-key-0123456789abcdef!!!!").verify().ok is False
+    write_chain(state_engine, [json.dumps(x) for x in forged])
+    assert not AuditLog(state_engine, key=KEY).verify().ok
+    assert AuditLog(state_engine, key=b"another-key-0123456789abcdef!!!!").verify().ok is False
 
     # Truncation of the newest entries, down to before the anchored head.
-    log.path.write_text("\n".join(lines[:2]) + "\n")
+    write_chain(state_engine, lines[:2])
     v = log.verify()
     assert not v.ok and "anchored head (entry 3) missing" in (v.problem or "")
-    assert AuditLog(log.path, key=KEY).verify().ok  # without the anchor it would go unnoticed
-    log.path.write_text("")  # the whole log replaced
+    assert AuditLog(state_engine, key=KEY).verify().ok  # without the anchor it would go unnoticed
+    write_chain(state_engine, [])  # the whole log replaced
     assert not log.verify().ok
-    log.path.write_text("\n".join(lines) + "\n")
+    write_chain(state_engine, lines)
+    assert log.verify().ok
+    # The chain goes on from the restored entries.
+    assert log.append(actor=P, role="patient", action="search", patient_id=P).seq == 5
     assert log.verify().ok
 
 
-def test_legacy_unkeyed_entries_verify_only_before_keyed_ones(tmp_path: Path) -> None:
+def test_legacy_unkeyed_entries_verify_only_before_keyed_ones(state_engine: Engine) -> None:
     old = {"seq": 1, "at": NOW.isoformat(), "actor": "a", "role": "patient", "action": "search",
            "patient_id": P, "doc_ids": [], "reason": None, "prev_hash": "", "hash": ""}
     legacy = _rechain_with_sha256([json.dumps(old)])
-    path = tmp_path / "audit.jsonl"
-    path.write_text(legacy[0] + "\n")
-    log = AuditLog(path, key=KEY)
+    write_chain(state_engine, legacy)
+    log = AuditLog(state_engine, key=KEY)
     log.append(actor="b", role="patient", action="search", patient_id=P)
     assert not log.verify().ok  # anyone can write unkeyed entries: refused unless asked
     v = log.verify(accept_legacy=True)
     assert v.ok and v.entries == 2 and v.legacy_entries == 1
     # An unkeyed entry after a keyed one is a rewrite.
-    lines = path.read_text().splitlines()
-    path.write_text("\n".join(_rechain_with_sha256(lines)[:1] + lines[1:]
-                              + _rechain_with_sha256(lines)[1:]) + "\n")
+    from pipeline.audit import _legacy_digest
+
+    lines = chain_lines(state_engine)
+    plain = {k: v for k, v in json.loads(lines[1]).items() if k not in ("v", "hash")}
+    plain.update(seq=3, prev_hash=json.loads(lines[1])["hash"])
+    write_chain(state_engine, lines + [json.dumps({**plain, "hash": _legacy_digest(plain)})])
     assert not log.verify(accept_legacy=True).ok
 
 
-def test_audit_never_fails_on_text_that_is_not_unicode(tmp_path: Path) -> None:
-    log = AuditLog(tmp_path / "audit.jsonl", key=KEY)
+def test_audit_never_fails_on_text_that_is_not_unicode(state_engine: Engine) -> None:
+    log = AuditLog(state_engine, key=KEY)
     entry = log.append(actor="x\ud800", actor_name="\udfff", role="patient", action="denied",
-                       patient_id=P, reason="bad \ud800 claim")
+                       patient_id=P, reason="bad \ud800 claim", doc_ids=["d\x00"])
     assert entry.actor == "x\\ud800" and log.verify().ok
+    # PostgreSQL text holds no NUL: escaped like a lone surrogate.
+    assert entry.doc_ids == ("d\\x00",) and log.for_patient(P)[0].doc_ids == ("d\\x00",)
 
 
 def test_break_the_glass_reasons_must_be_readable_and_are_kept_verbatim(rules: AccessRules) -> None:
@@ -307,10 +340,10 @@ def test_break_the_glass_reasons_must_be_readable_and_are_kept_verbatim(rules: A
             rules.open_break_glass(P, "10109999999", junk, NOW)
     reason = "  Urgence : patient inconscient\u00a0!  "
     rules.open_break_glass(P, "10109999999", reason, NOW)
-    assert rules._rows("SELECT reason FROM break_glass", ()) == [(reason,)]
+    assert rules._rows(select(tables.break_glass.c.reason)) == [(reason,)]
 
 
-def test_closed_accounts_and_oppositions_are_kept_as_keyed_hashes(rules: AccessRules, tmp_path: Path) -> None:
+def test_closed_accounts_and_oppositions_are_kept_as_keyed_hashes(rules: AccessRules) -> None:
     from pipeline.crypto import patient_ref
     from pipeline.model import Reason
 
@@ -320,7 +353,7 @@ def test_closed_accounts_and_oppositions_are_kept_as_keyed_hashes(rules: AccessR
     assert rules.closure(ref) is Reason.ACCOUNT_CLOSED and rules.closure(patient_ref(KEY, OTHER)) is None
     rules.forget_patient(P)  # erasure of the rules never reopens the account
     assert rules.closure(ref) is Reason.ACCOUNT_CLOSED
-    assert P.encode() not in (tmp_path / "access.db").read_bytes()
+    assert rules._rows(select(tables.closures.c.patient_ref)) == [(ref,)]
     assert rules.reopen_account(ref) and not rules.reopen_account(ref)
     rules.close_account(ref, Reason.OPPOSITION, NOW)
     assert rules.closure(ref) is Reason.OPPOSITION

@@ -1,4 +1,5 @@
-"""Encryption at rest: what lands on disk, the master key, crypto-shredding."""
+"""Encryption at rest: what lands on disk, the master key, crypto-shredding; the keyring
+on the state database (the embedded SQLite one and PostgreSQL)."""
 
 from __future__ import annotations
 
@@ -6,9 +7,11 @@ import base64
 import logging
 import os
 import stat
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy import Engine
 
 from pipeline.crypto import EncryptedStore, KeyRing, open_encrypted_store
 from pipeline.errors import ConfigurationError
@@ -31,8 +34,8 @@ def master() -> bytes:
 
 
 @pytest.fixture
-def store(tmp_path: Path, master: bytes) -> EncryptedStore:
-    ring = KeyRing(tmp_path / "keyring.db", LocalKeyWrapper(master))
+def store(tmp_path: Path, master: bytes, state_engine: Engine) -> Iterator[EncryptedStore]:
+    ring = KeyRing(state_engine, LocalKeyWrapper(master))
     s = EncryptedStore(FileStore(tmp_path / "store"), ring)
     yield s
     s.close()
@@ -70,12 +73,15 @@ def test_assign_re_encrypts_under_the_patients_key(store: EncryptedStore, tmp_pa
     assert store.owner_of(sha) == P and store.objects_of(P) == [sha] and store.objects_of(OTHER) == []
 
 
-def test_wrong_master_key_cannot_open_the_keyring(tmp_path: Path, master: bytes) -> None:
-    ring = KeyRing(tmp_path / "keyring.db", LocalKeyWrapper(master))
+def test_wrong_master_key_cannot_open_the_keyring(
+    tmp_path: Path, master: bytes, state_engine: Engine,
+) -> None:
+    ring = KeyRing(state_engine, LocalKeyWrapper(master))
     EncryptedStore(FileStore(tmp_path / "store"), ring).put(REPORT)
     ring.close()
     with pytest.raises(ConfigurationError, match="does not open"):
-        KeyRing(tmp_path / "keyring.db", LocalKeyWrapper(_key()))
+        KeyRing(state_engine, LocalKeyWrapper(_key()))
+    assert KeyRing(state_engine, LocalKeyWrapper(master)).lookup(sha256_hex(REPORT)) is not None
 
 
 def test_a_substituted_ciphertext_is_refused(store: EncryptedStore, tmp_path: Path) -> None:

@@ -14,16 +14,26 @@ from uuid import uuid4
 import pytest
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from sqlalchemy import select
 
 from pipeline import cli_access
-from pipeline.access import AccessRules, Principal, Role, access_db_path
+from pipeline.access import AccessRules, Principal, Role
 from pipeline.audit import open_audit_log
-from pipeline.crypto import MAGIC, NONCE_BYTES, EncryptedStore, open_encrypted_store
+from pipeline.crypto import (
+    MAGIC,
+    NONCE_BYTES,
+    EncryptedStore,
+    open_encrypted_store,
+    patient_ref,
+    patient_ref_key,
+)
 from pipeline.index import DocumentIndex, open_index
 from pipeline.model import DocClass, Problem, Reason, SearchQuery
 from pipeline.settings import Settings
+from pipeline.state import open_engine, tables
 from pipeline.store import QuarantineRecord
 from tests.index.conftest import make_record
+from tests.test_access import chain_lines, write_chain
 
 A = "185057800608491"
 B = "279126902300169"
@@ -78,7 +88,7 @@ def test_erase_removes_everything_of_the_patient_and_only_theirs(
 ) -> None:
     index = open_index(settings.effective_index_url, alias=settings.es_index_alias)
     store = open_encrypted_store(settings)
-    rules = AccessRules(access_db_path(settings.data_dir))
+    rules = AccessRules(settings)
     try:
         a1 = _file(index, store, A, "a-bio", "Hémoglobine de A: 13,5 g/dL".encode())
         a2 = _file(index, store, A, "a-img", b"Radio thorax de A", DocClass.IMAGING)
@@ -113,7 +123,7 @@ def test_erase_removes_everything_of_the_patient_and_only_theirs(
 
     index = open_index(settings.effective_index_url, alias=settings.es_index_alias)
     store = open_encrypted_store(settings)
-    rules = AccessRules(access_db_path(settings.data_dir))
+    rules = AccessRules(settings)
     try:
         # Index: nothing findable, by id, by search or by listing.
         for doc_id in ("a-bio", "a-img", "a-bio-v2"):
@@ -177,14 +187,17 @@ def test_audit_verify_and_history_commands(settings: Settings, capsys: pytest.Ca
     assert [x["doc_ids"] for x in lines] == [["d0"], ["d1"], ["d2"], ["d3"]]
     assert "hash" not in lines[0] and lines[0]["actor_name"] == "Dr Test"
 
-    entries = log.path.read_text().splitlines()
+    engine = open_engine(settings)
+    entries = chain_lines(engine)
     forged = json.loads(entries[1])
     forged["doc_ids"] = []  # someone hides what was read
-    log.path.write_text("\n".join([entries[0], json.dumps(forged), *entries[2:]]) + "\n")
+    write_chain(engine, [entries[0], json.dumps(forged), *entries[2:]])
     assert cli_access.main(["audit", "verify"]) == 1
     assert "TAMPERED: entry 2: entry modified" in capsys.readouterr().out
 
-    log.path.write_text("\n".join([entries[0], *entries[2:]]) + "\n")  # an entry removed
+    write_chain(engine, [entries[0], *entries[2:]])  # an entry removed
+    engine.dispose()
+    log.close()
     assert cli_access.main(["audit", "verify"]) == 1
     assert "TAMPERED: entry 2" in capsys.readouterr().out
 
@@ -345,7 +358,7 @@ def test_a_closed_account_refuses_new_documents_until_an_operator_reopens_it(
     first = process_batch(settings, str(feed), _batch(feed, "b1", {"a.hl7": _oru(A, "A1", surname="X",
                                                                                 words="ferritine")}))
     assert first.by_status == {"indexed": 1}
-    rules = AccessRules(access_db_path(settings.data_dir))
+    rules = AccessRules(settings)
     try:  # the identity traits of the document gave the day the INS does not carry
         assert rules.birth_date(A, NOW.date()) == dt.date(1985, 5, 12)
     finally:
@@ -365,8 +378,14 @@ def test_a_closed_account_refuses_new_documents_until_an_operator_reopens_it(
     assert "compte du patient est clos" in refused[0]["reasons"][0]["message"]
     ack = (feed / key / "_ack" / "A2.hl7").read_text()
     assert "MSA|AR|A2|" in ack and "account_closed" in ack
-    for path in (settings.data_dir / "access.db", *(settings.data_dir / "store" / "quarantine").glob("*")):
-        assert A.encode() not in path.read_bytes()  # the tombstone and the refusal hold no INS
+    for path in (settings.data_dir / "store" / "quarantine").glob("*"):
+        assert A.encode() not in path.read_bytes()  # the refusal holds no INS
+    rules = AccessRules(settings)
+    try:  # nor does the tombstone: a keyed hash
+        closures = rules._rows(select(tables.closures.c.patient_ref, tables.closures.c.reason))
+        assert closures == [(patient_ref(patient_ref_key(settings), A), "account_closed")]
+    finally:
+        rules.close()
 
     assert cli_access.main(["account", "status", A]) == 0
     assert "account_closed" in capsys.readouterr().out

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import base64
 import os
-import sqlite3
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -16,8 +15,9 @@ from typing import Any
 
 import boto3
 import pytest
+from sqlalchemy import select
 
-from pipeline.crypto import EncryptedStore, KeyRing, keyring_path, open_encrypted_store
+from pipeline.crypto import EncryptedStore, open_encrypted_store, open_keyring
 from pipeline.erasure import erase_patient
 from pipeline.errors import BackendUnavailable, ConfigurationError
 from pipeline.keywrap import (
@@ -30,6 +30,8 @@ from pipeline.keywrap import (
 )
 from pipeline.quality import QualityGate
 from pipeline.settings import Settings
+from pipeline.state import tables
+from pipeline.state.opening import open_state
 from tests.conftest import SAMPLES, require_service
 
 REPO = Path(__file__).resolve().parents[1]
@@ -160,10 +162,18 @@ def _count(store: EncryptedStore, operation: str) -> list[str]:
     return calls
 
 
+def _keyring_row(settings: Settings, query: Any) -> bytes:
+    engine = open_state(settings)
+    try:
+        with engine.connect() as conn:
+            return bytes(conn.execute(query).scalar_one())
+    finally:
+        engine.dispose()
+
+
 def _wrapped_patient_key(settings: Settings, patient_id: str) -> bytes:
-    with sqlite3.connect(keyring_path(settings)) as conn:
-        return bytes(conn.execute("SELECT wrapped FROM patient_keys WHERE patient_id=?",
-                                  (patient_id,)).fetchone()[0])
+    k = tables.patient_keys.c
+    return _keyring_row(settings, select(k.wrapped).where(k.patient_id == patient_id))
 
 
 def _key_files(root: Path) -> list[Path]:
@@ -218,9 +228,8 @@ def test_the_quality_pseudonyms_key_is_kept_wrapped_by_the_kms(kms_settings: Set
     # Another process (a second worker) gets the same pseudonyms from the keyring.
     assert QualityGate(kms_settings).pseudonym(P) == first != QualityGate(kms_settings).pseudonym(OTHER)
     assert _key_files(kms_settings.data_dir) == []
-    with sqlite3.connect(keyring_path(kms_settings)) as conn:
-        wrapped = bytes(conn.execute("SELECT value FROM meta WHERE name='named:quality-pseudonyms'")
-                        .fetchone()[0])
+    m = tables.keyring_meta.c
+    wrapped = _keyring_row(kms_settings, select(m.value).where(m.name == "named:quality-pseudonyms"))
     label = "named:quality-pseudonyms"
     answer = _kms_client(kms_url).decrypt(CiphertextBlob=wrapped, EncryptionContext=encryption_context(label))
     assert answer["Plaintext"] == gate._key  # the KMS alone opens it
@@ -236,8 +245,11 @@ def test_a_wrapped_key_moved_to_another_patient_does_not_open(kms_settings: Sett
     store.close()
     # Someone with write access to the keyring gives P's row OTHER's wrapped key.
     stolen = _wrapped_patient_key(kms_settings, OTHER)
-    with sqlite3.connect(keyring_path(kms_settings)) as conn:
-        conn.execute("UPDATE patient_keys SET wrapped=? WHERE patient_id=?", (stolen, P))
+    engine = open_state(kms_settings)
+    with engine.begin() as conn:
+        conn.execute(tables.patient_keys.update().where(tables.patient_keys.c.patient_id == P)
+                     .values(wrapped=stolen))
+    engine.dispose()
 
     again = open_encrypted_store(kms_settings)
     with pytest.raises(ConfigurationError, match="does not open with the KMS key"):
@@ -254,14 +266,14 @@ def test_a_keyring_opens_only_with_its_own_kind_of_master_key(
     created = _kms_client(kms_url).create_key(Description="carnet test: another key")
     other_key = created["KeyMetadata"]["KeyId"]
     with pytest.raises(ConfigurationError, match="does not open the keyring"):
-        KeyRing(keyring_path(kms_settings), KmsKeyWrapper(other_key, endpoint_url=kms_url))
+        open_keyring(kms_settings, KmsKeyWrapper(other_key, endpoint_url=kms_url))
     with pytest.raises(ConfigurationError, match="wrapped by a kms master key"):
-        KeyRing(keyring_path(kms_settings), LocalKeyWrapper(os.urandom(32)))
+        open_keyring(kms_settings, LocalKeyWrapper(os.urandom(32)))
 
-    local = tmp_path / "local-keyring.db"
-    KeyRing(local, LocalKeyWrapper(os.urandom(32))).close()
+    local = Settings(data_dir=tmp_path / "local")
+    open_keyring(local, LocalKeyWrapper(os.urandom(32))).close()
     with pytest.raises(ConfigurationError, match="wrapped by a local master key"):
-        KeyRing(local, KmsKeyWrapper(other_key, endpoint_url=kms_url))
+        open_keyring(local, KmsKeyWrapper(other_key, endpoint_url=kms_url))
 
 
 @pytest.mark.kms

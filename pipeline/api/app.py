@@ -20,17 +20,18 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 
-from pipeline.access import AccessRules, access_db_path
+from pipeline.access import AccessRules
 from pipeline.api import documents, record
 from pipeline.api.auth import ApiConfig, TokenVerifier
 from pipeline.api.fhir import create_fhir_app
 from pipeline.api.guard import Caller, Services
 from pipeline.api.schemas import ERRORS, Me
-from pipeline.audit import AuditLog, audit_log_path
+from pipeline.audit import AuditLog
 from pipeline.crypto import EncryptedStore, audit_key, open_encrypted_store
 from pipeline.errors import BackendUnavailable
 from pipeline.index import DocumentIndex, open_index
 from pipeline.settings import Settings
+from pipeline.state.opening import open_state
 
 log = logging.getLogger(__name__)
 
@@ -79,13 +80,15 @@ def create_app(
     """
     verifier = TokenVerifier(config or ApiConfig.from_env())
     store = store or open_encrypted_store(settings)
+    # One engine on the state database for the rules and the audit chain (closed with them).
+    state = open_state(settings)
     svc = Services(
         settings=settings,
         index=index or open_index(settings.effective_index_url, alias=settings.es_index_alias),
         store=store,
-        rules=AccessRules(access_db_path(settings.data_dir)),
-        audit=AuditLog(audit_log_path(settings.data_dir), key=audit_key(settings), anchors=store),
-        verifier=verifier, clock=clock,
+        rules=AccessRules(state),
+        audit=AuditLog(state, key=audit_key(settings), anchors=store),
+        verifier=verifier, clock=clock, state=state,
     )
 
     @asynccontextmanager

@@ -16,6 +16,7 @@ from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy import Engine
 
 from pipeline.access import AccessDecision, AccessRules, Principal, Role, may_see
 from pipeline.api.auth import InvalidToken, TokenVerifier
@@ -41,8 +42,13 @@ class Services:
     verifier: TokenVerifier
     clock: Callable[[], dt.datetime]
 
+    state: Engine | None = None  # the engine ``rules`` and ``audit`` share, when the app opened it
+
     def close(self) -> None:
         self.rules.close()
+        self.audit.close()
+        if self.state is not None:
+            self.state.dispose()
         self.store.close()
         self.index.close()
 

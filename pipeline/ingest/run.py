@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from parsers.registry import ParserOptions, ParserRegistry, default_registry
-from pipeline.access import AccessRules, access_db_path
+from pipeline.access import AccessRules
 from pipeline.classification import classify_document
 from pipeline.crypto import open_encrypted_store, patient_ref, patient_ref_key
 from pipeline.dates import find_document_date
@@ -201,7 +201,7 @@ class Pipeline:
             min_text_chars_per_page=settings.min_text_chars_per_page, ocr_workers=settings.ocr_workers))
         self.ledger = Ledger(settings)
         # Identity traits (birth dates) and closed accounts live with the access rules.
-        self.rules = AccessRules(access_db_path(settings.data_dir))
+        self.rules = AccessRules(settings)
         self._ref_key = patient_ref_key(settings)
         self.clock = StageClock()
         self.outcomes: list[Outcome] = []

@@ -344,10 +344,9 @@ def _pseudonym_key(settings: Settings) -> bytes:
     if settings.master_key:
         return hashlib.sha256(b"carnet-quality\x00" + settings.master_key.encode()).digest()
     if settings.kms_key_id:
-        from pipeline.crypto import KeyRing, keyring_path
-        from pipeline.keywrap import open_key_wrapper
+        from pipeline.crypto import open_keyring
 
-        ring = KeyRing(keyring_path(settings), open_key_wrapper(settings))
+        ring = open_keyring(settings)
         try:
             return ring.named_key("quality-pseudonyms")
         finally:

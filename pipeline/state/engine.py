@@ -133,3 +133,8 @@ def upsert(conn: Connection, table: Table, values: dict[str, Any]) -> None:
     stmt = _insert(conn, table).values(**values)
     conn.execute(stmt.on_conflict_do_update(
         index_elements=keys, set_={k: stmt.excluded[k] for k in values if k not in keys}))
+
+
+def engine_name(engine: Engine) -> str:
+    """The database an engine is on, as messages name it (never its password)."""
+    return engine.url.render_as_string(hide_password=True)

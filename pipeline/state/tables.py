@@ -10,7 +10,7 @@ them: both dialects store and order them alike.
 
 from __future__ import annotations
 
-from sqlalchemy import Column, ForeignKey, Index, Integer, MetaData, Table, Text
+from sqlalchemy import Boolean, Column, ForeignKey, Index, Integer, LargeBinary, MetaData, Table, Text
 
 # Constraint names fixed by convention, so both dialects and every migration agree.
 metadata = MetaData(naming_convention={
@@ -96,4 +96,129 @@ alerts = Table(
     Column("kind", Text, nullable=False),
     Column("alert", Text, nullable=False),       # JSON: monitoring.Alert
     Index("alerts_by_time", "at"),
+)
+
+# -- the access rules (pipeline.access) ---------------------------------------------------
+
+authorisations = Table(
+    "authorisations", metadata,
+    Column("patient_id", Text, primary_key=True),
+    Column("rpps", Text, primary_key=True),
+    Column("granted_at", Text, nullable=False),
+    Column("revoked_at", Text),
+)
+
+blocks = Table(
+    "blocks", metadata,
+    Column("patient_id", Text, primary_key=True),
+    Column("rpps", Text, primary_key=True),
+    Column("blocked_at", Text, nullable=False),
+)
+
+delegations = Table(
+    "delegations", metadata,
+    Column("patient_id", Text, primary_key=True),
+    Column("caregiver_id", Text, primary_key=True),
+    Column("classes", Text),                  # JSON list of document classes; NULL: every class
+    Column("granted_at", Text, nullable=False),
+    Column("revoked_at", Text),
+    Column("granted_by", Text),               # the representative who delegated, if one did
+    Column("granted_by_role", Text),
+    Column("upload", Boolean, nullable=False),
+)
+
+representatives = Table(
+    "representatives", metadata,
+    Column("patient_id", Text, primary_key=True),
+    Column("person_id", Text, primary_key=True),
+    Column("patient_birth_date", Text, nullable=False),  # as known at registration
+)
+
+break_glass = Table(
+    "break_glass", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("patient_id", Text, nullable=False),
+    Column("rpps", Text, nullable=False),
+    Column("reason", Text, nullable=False),   # verbatim
+    Column("opened_at", Text, nullable=False),
+    Column("expires_at", Text, nullable=False),
+    Index("break_glass_by_patient", "patient_id", "rpps"),
+)
+
+# Closed accounts and oppositions: a keyed hash of the INS (never the INS) and the reason
+# code new documents for it are refused with (account_closed, opposition).
+closures = Table(
+    "closures", metadata,
+    Column("patient_ref", Text, primary_key=True),
+    Column("reason", Text, nullable=False),
+    Column("closed_at", Text, nullable=False),
+)
+
+# The birth date identity traits gave (consistent with the INS), for majority.
+patient_birth_dates = Table(
+    "patient_birth_dates", metadata,
+    Column("patient_id", Text, primary_key=True),
+    Column("birth_date", Text, nullable=False),
+    Column("recorded_at", Text, nullable=False),
+)
+
+# -- the keyring (pipeline.crypto): data keys only ever stored wrapped ----------------------
+
+keyring_meta = Table(  # the wrapper's kind, the wrapped check key, named keys
+    "keyring_meta", metadata,
+    Column("name", Text, primary_key=True),
+    Column("value", LargeBinary, nullable=False),
+)
+
+patient_keys = Table(
+    "patient_keys", metadata,
+    Column("patient_id", Text, primary_key=True),
+    Column("wrapped", LargeBinary, nullable=False),
+    Column("created_at", Text, nullable=False),
+)
+
+keyring_objects = Table(
+    "keyring_objects", metadata,
+    Column("sha256", Text, primary_key=True),          # of the plaintext: the address callers use
+    Column("cipher_sha256", Text, nullable=False),     # of the ciphertext: the address in the store
+    Column("owner", Text),                             # patient id once assigned
+    Column("wrapped_key", LargeBinary),                # the object's own key while the owner is unknown
+    Index("keyring_objects_by_owner", "owner"),
+)
+
+# -- the audit chain (pipeline.audit) ----------------------------------------------------
+
+audit_entries = Table(
+    "audit_entries", metadata,
+    Column("seq", Integer, primary_key=True, autoincrement=False),
+    Column("v", Integer),                     # the entry's format; NULL: legacy unkeyed entry
+    Column("at", Text, nullable=False),       # exactly the text the MAC covers
+    Column("actor", Text, nullable=False),
+    Column("actor_name", Text),
+    Column("role", Text, nullable=False),
+    Column("action", Text, nullable=False),
+    Column("patient_id", Text),
+    Column("doc_ids", Text, nullable=False),  # JSON list
+    Column("reason", Text),
+    Column("prev_hash", Text, nullable=False),
+    Column("hash", Text, nullable=False),
+    Index("audit_entries_by_patient", "patient_id"),
+)
+
+# One row (id 1): the chain's last sequence number and MAC. Every append locks it first,
+# so appends from any number of processes and hosts extend one chain in turn.
+audit_head = Table(
+    "audit_head", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("seq", Integer, nullable=False),
+    Column("hash", Text, nullable=False),
+)
+
+# -- files of earlier versions copied in (pipeline.state.imports) --------------------------
+
+state_imports = Table(  # one row per file imported: never imported twice
+    "state_imports", metadata,
+    Column("name", Text, primary_key=True),   # access.db, keyring.db, audit.jsonl
+    Column("imported_at", Text, nullable=False),
+    Column("rows", Integer, nullable=False),
 )

@@ -29,12 +29,13 @@ import httpx
 import jwt
 import pytest
 
-from pipeline.access import AccessRules, Principal, Role, access_db_path
+from pipeline.access import AccessRules, Principal, Role
 from pipeline.api.auth import issue_token
 from pipeline.crypto import open_encrypted_store
 from pipeline.index import open_index
 from pipeline.model import DocClass, Visibility
 from pipeline.settings import Settings
+from pipeline.state import open_engine
 from tests.api.conftest import make_ins
 from tests.index.conftest import make_record
 from tests.test_erasure import _oru
@@ -96,6 +97,26 @@ class Probe:
     env: dict[str, str]
     http: httpx.Client
     tally: Tally
+
+    def chain(self) -> list[str]:
+        """The audit chain, one JSON line per entry (as ``audit.jsonl`` held it)."""
+        from tests.test_access import chain_lines
+
+        engine = open_engine(Settings(data_dir=self.data_dir))
+        try:
+            return chain_lines(engine)
+        finally:
+            engine.dispose()
+
+    def write_chain(self, lines: list[str]) -> None:
+        """Replace the chain in the state database, as someone with write access can."""
+        from tests.test_access import write_chain
+
+        engine = open_engine(Settings(data_dir=self.data_dir))
+        try:
+            write_chain(engine, lines)
+        finally:
+            engine.dispose()
 
     def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -159,7 +180,7 @@ def _seed(data_dir: Path, env: dict[str, str], feed: Path) -> None:
     finally:
         index.close()
         store.close()
-    rules = AccessRules(access_db_path(data_dir))
+    rules = AccessRules(Settings(data_dir=data_dir))
     try:
         rules.record_birth_date(MINOR, dt.date(2012, 3, 14), dt.datetime.now(dt.UTC))
     finally:
@@ -287,7 +308,7 @@ def _same_as_absent(p: Probe, who: dict[str, str], ins: str, doc_id: str) -> boo
 def _audit_count(p: Probe, ins: str) -> int:
     return sum(
         1
-        for line in (p.data_dir / "audit.jsonl").read_text().splitlines()
+        for line in p.chain()
         if json.loads(line)["patient_id"] == ins
     )
 
@@ -435,7 +456,7 @@ def _tokens(p: Probe) -> None:
                 r.status_code == 401 and "compte rendu" not in r.text,
                 f"{path} with a bad token -> {r.status_code}",
             )
-    lines = (p.data_dir / "audit.jsonl").read_text().splitlines()
+    lines = p.chain()
     claims = [json.loads(x) for x in lines if "invalid_token_claims" in (json.loads(x).get("reason") or "")]
     t.check("tokens", len(claims) >= 5, f"signed bad-claim refusals audited: {len(claims)}")
 
@@ -522,7 +543,7 @@ def _break_glass(p: Probe) -> None:
         f"/patients/{B}/break-glass", headers=OTHER_T, json={"reason": " Arrêt cardiaque, aux urgences "}
     )
     t.check("break-glass", r.status_code == 200, "a real reason refused")
-    kept = [json.loads(x) for x in (p.data_dir / "audit.jsonl").read_text().splitlines()]
+    kept = [json.loads(x) for x in p.chain()]
     t.check(
         "break-glass", any(e.get("reason") == " Arrêt cardiaque, aux urgences " for e in kept), "not verbatim"
     )
@@ -555,13 +576,38 @@ def _injection(p: Probe) -> None:
             t.check("injection", r.status_code == 200 and not _leaks_b(r), f"q={q!r} -> {r.status_code}")
 
 
+def _state_without_audit(p: Probe) -> bytes:
+    """The state database's bytes with the audit chain taken out (it names patients by
+    design): a copy, its audit rows deleted (SQLite zeroes deleted content here,
+    SECURE_DELETE) and its write-ahead log checkpointed into it."""
+    import shutil
+    import sqlite3
+
+    copy = p.data_dir.parent / "state-copy"
+    shutil.rmtree(copy, ignore_errors=True)
+    copy.mkdir()
+    for name in ("state.db", "state.db-wal"):
+        if (p.data_dir / name).exists():
+            shutil.copyfile(p.data_dir / name, copy / name)
+    conn = sqlite3.connect(copy / "state.db", isolation_level=None)
+    try:
+        conn.execute("PRAGMA secure_delete=ON")
+        conn.execute("DELETE FROM audit_entries")
+        conn.execute("DELETE FROM audit_head")
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    finally:
+        conn.close()
+    return (copy / "state.db").read_bytes()
+
+
 def _grep(p: Probe, markers: list[bytes]) -> list[str]:
     found = []
     for path in p.data_dir.rglob("*"):
-        if path.is_file() and not path.name.startswith("audit"):
+        if path.is_file() and not path.name.startswith(("audit", "state.db")):
             data = path.read_bytes()
             found += [f"{path.relative_to(p.data_dir)}: {m!r}" for m in markers if m in data]
-    return found
+    state = _state_without_audit(p)
+    return found + [f"state.db (audit chain aside): {m!r}" for m in markers if m in state]
 
 
 def _erasure(p: Probe) -> None:
@@ -597,10 +643,8 @@ def _erasure(p: Probe) -> None:
 
 def _audit(p: Probe) -> None:
     t = p.tally
-    log = p.data_dir / "audit.jsonl"
-    original = log.read_text()
+    lines = p.chain()
     t.check("audit-tampering", p.cli("audit", "verify").returncode == 0, "intact log refused")
-    lines = original.splitlines()
     glass = [i for i, x in enumerate(lines) if json.loads(x)["action"] == "break_glass"]
     from tests.test_access import _rechain_with_sha256
 
@@ -615,9 +659,9 @@ def _audit(p: Probe) -> None:
         "one entry dropped": lines[:3] + lines[4:],
     }
     for what, forged in forgeries.items():
-        log.write_text("".join(x + "\n" for x in forged))
+        p.write_chain(forged)
         t.check("audit-tampering", p.cli("audit", "verify").returncode == 1, f"not detected: {what}")
-    log.write_text(original)
+    p.write_chain(lines)
     t.check("audit-tampering", p.cli("audit", "verify").returncode == 0, "restored log refused")
 
 
