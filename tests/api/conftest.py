@@ -192,3 +192,35 @@ def api(tmp_path: Path) -> Iterator[Api]:
 @pytest.fixture(params=BACKENDS)
 def backend(request: pytest.FixtureRequest) -> str:
     return str(request.param)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def carnet_serve(env: dict[str, str], cwd: Path) -> Iterator[httpx.Client]:
+    """``carnet serve`` in a process of its own with ``env``, and a client on it once it answers."""
+    import subprocess
+    import sys
+
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "serve", "--port", str(port)],
+                              env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as http:
+            deadline = time.monotonic() + 90
+            while True:
+                try:
+                    http.get("/")
+                    break
+                except httpx.TransportError:
+                    if time.monotonic() > deadline or server.poll() is not None:
+                        raise RuntimeError("carnet serve did not start") from None
+                    time.sleep(0.2)
+            yield http
+    finally:
+        server.terminate()
+        server.wait(timeout=30)

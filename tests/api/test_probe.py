@@ -16,7 +16,6 @@ import base64
 import datetime as dt
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -36,7 +35,7 @@ from pipeline.index import open_index
 from pipeline.model import DocClass, Visibility
 from pipeline.settings import Settings
 from pipeline.state import open_engine
-from tests.api.conftest import make_ins
+from tests.api.conftest import carnet_serve, make_ins
 from tests.index.conftest import make_record
 from tests.test_erasure import _oru
 
@@ -83,12 +82,6 @@ P_A, P_B = _token(Role.PATIENT, A), _token(Role.PATIENT, B)
 P_MINOR = _token(Role.PATIENT, MINOR)
 PRO_T, OTHER_T = _token(Role.PROFESSIONAL, PRO), _token(Role.PROFESSIONAL, OTHER_PRO)
 PARENT, AIDANT = _token(Role.REPRESENTATIVE, "parent-1"), _token(Role.CAREGIVER, "aidant-1")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
@@ -203,29 +196,8 @@ def probe(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Probe]:
     for name in ("CARNET_INDEX_URL", "CARNET_STORE_URL", "CARNET_ES_ALIAS"):
         env.pop(name, None)
     _seed(data_dir, env, base / "feed" / "labo")
-    port = _free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "pipeline.cli", "serve", "--port", str(port)],
-        env=env,
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as http:
-            deadline = time.monotonic() + 60
-            while True:
-                try:
-                    http.get("/")
-                    break
-                except httpx.TransportError:
-                    if time.monotonic() > deadline or server.poll() is not None:
-                        raise RuntimeError("carnet serve did not start") from None
-                    time.sleep(0.2)
-            yield Probe(data_dir=data_dir, env=env, http=http, tally=Tally())
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
+    with carnet_serve(env, ROOT) as http:
+        yield Probe(data_dir=data_dir, env=env, http=http, tally=Tally())
 
 
 ABSENT = {"detail": "not found"}

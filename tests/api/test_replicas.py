@@ -10,14 +10,11 @@ import json
 import os
 import subprocess
 import sys
-import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from pathlib import Path
 
-import httpx
 import pytest
 
 from pipeline.access import Principal, Role
@@ -25,7 +22,7 @@ from pipeline.api.auth import issue_token
 from pipeline.index import open_index
 from pipeline.settings import Settings
 from pipeline.state import open_engine, upgrade
-from tests.api.conftest import make_ins
+from tests.api.conftest import carnet_serve, make_ins
 from tests.conftest import require_service
 from tests.test_s3 import s3_bucket, s3_endpoint  # noqa: F401  (session fixtures)
 
@@ -35,39 +32,8 @@ ROUNDS = 30  # requests to each replica, interleaved
 PRO = "10101234567"
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _bearer(who: Principal) -> dict[str, str]:
     return {"Authorization": f"Bearer {issue_token(JWT_KEY, who)}"}
-
-
-@contextmanager
-def _serve(env: dict[str, str]) -> Iterator[httpx.Client]:
-    port = _free_port()
-    server = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "serve", "--port", str(port)],
-                              env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    try:
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as http:
-            deadline = time.monotonic() + 90
-            while True:
-                try:
-                    http.get("/")
-                    break
-                except httpx.TransportError:
-                    if time.monotonic() > deadline or server.poll() is not None:
-                        output = server.stdout.read().decode() if server.stdout else ""
-                        raise RuntimeError(f"carnet serve did not start: {output}") from None
-                    time.sleep(0.2)
-            yield http
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
 
 
 @pytest.mark.elasticsearch
@@ -97,7 +63,7 @@ def test_two_api_replicas_extend_one_verifiable_audit_chain(
     patients = [make_ins(900 + n) for n in range(2 * ROUNDS)]
     with ExitStack() as stack:
         stack.callback(lambda: open_index(es, alias=alias).drop())  # type: ignore[attr-defined]
-        replicas = [stack.enter_context(_serve(env(f"replica{i}"))) for i in (1, 2)]
+        replicas = [stack.enter_context(carnet_serve(env(f"replica{i}"), ROOT)) for i in (1, 2)]
         for n, ins in enumerate(patients):  # A, B, A, B…: each patient searches their record once
             r = replicas[n % 2].get(f"/patients/{ins}/documents",
                                     headers=_bearer(Principal(role=Role.PATIENT, subject=ins)))
