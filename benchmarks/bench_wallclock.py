@@ -10,8 +10,8 @@ One run, same generated files for both sides:
   ``tesseract`` on the same page images, run with as many processes as Carnet runs
   (``Settings.ocr_workers``), ``OMP_THREAD_LIMIT=1``;
 - Elasticsearch: the bulk helper alone (``helpers.bulk`` of ready documents) beside
-  Carnet's write path (``ElasticsearchIndex.upsert`` in flushes of ``FLUSH_EVERY``,
-  analysis and serialisation included), on the same records;
+  Carnet's write path (``ElasticsearchIndex.apply`` per flush, supersedes, analysis and
+  serialisation included), on the same records (:mod:`benchmarks.bench_es_bulk`);
 - peak memory (``ru_maxrss`` of a fresh process, and the part above its imports) parsing
   a 500-page text PDF, a 50 MB CDA and an HL7 file of 100,000 segments.
 
@@ -25,7 +25,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import random
 import resource
 import socket
 import subprocess
@@ -167,40 +166,10 @@ def bare_tesseract(pages: list[Path], processes: int) -> dict[str, float]:
 
 
 def es_rates(documents: int) -> dict[str, Any]:
-    """The bulk helper alone vs Carnet's upsert, same records, fresh indices each."""
-    from elasticsearch import helpers
+    """The bulk helper alone vs Carnet's ``apply`` per flush (:mod:`benchmarks.bench_es_bulk`)."""
+    from benchmarks import bench_es_bulk
 
-    from benchmarks.bench_search import synthetic_record
-    from pipeline.index.elasticsearch import ElasticsearchIndex, _source
-    from pipeline.ingest import FLUSH_EVERY
-
-    rng = random.Random(5)
-    records = [synthetic_record(i, max(10, documents // 10), rng) for i in range(documents)]
-    figures: dict[str, Any] = {"documents": documents, "flush": FLUSH_EVERY}
-    index = ElasticsearchIndex(ES_URL, alias=f"carnet-bench-bare-{uuid.uuid4().hex[:8]}")
-    try:
-        ready = [{"_index": index.alias, "_id": r.doc_id, "_routing": r.patient_id, "_source": _source(r)}
-                 for r in records]
-        wall0 = time.perf_counter()
-        helpers.bulk(index.client, ready, chunk_size=FLUSH_EVERY, refresh=False)
-        index.client.indices.refresh(index=index.alias)
-        figures["bare_bulk_docs_per_s"] = round(documents / (time.perf_counter() - wall0))
-    finally:
-        index.drop()
-    index = ElasticsearchIndex(ES_URL, alias=f"carnet-bench-{uuid.uuid4().hex[:8]}")
-    try:
-        wall0, cpu0 = time.perf_counter(), time.process_time()
-        for start in range(0, documents, FLUSH_EVERY):
-            if index.upsert(records[start:start + FLUSH_EVERY]):
-                raise RuntimeError("the index refused benchmark records")
-        wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
-        figures["carnet_upsert_docs_per_s"] = round(documents / wall)
-        figures["carnet_upsert_client_cpu_ms_per_doc"] = round(cpu / documents * 1000, 3)
-    finally:
-        index.drop()
-    figures["carnet_over_bare"] = round(figures["carnet_upsert_docs_per_s"]
-                                        / figures["bare_bulk_docs_per_s"], 2)
-    return figures
+    return bench_es_bulk.run(docs=documents)
 
 
 # -- memory ----------------------------------------------------------------------------------
@@ -356,7 +325,7 @@ def table(r: dict[str, Any]) -> str:
     if "elasticsearch" in r:
         es = r["elasticsearch"]
         rows.append((f"{es['documents']} records into Elasticsearch",
-                     f"{es['carnet_upsert_docs_per_s']} docs/s",
+                     f"{es['carnet_apply_docs_per_s']} docs/s (apply per flush)",
                      f"{es['bare_bulk_docs_per_s']} docs/s (helpers.bulk)",
                      f"{es['carnet_over_bare']}x the rate"))
     for kind, m in r["peak_memory"].items():

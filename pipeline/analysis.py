@@ -28,6 +28,10 @@ __all__ = ["analyze", "analyze_query", "analyze_words", "excerpt", "fold", "high
 # splits on non-word characters. Underscore is not a word character here.
 _WORD = re.compile(r"\d{1,6}-\d(?![\d-])|[^\W_]+")
 _APOSTROPHES = "'’ʼ"
+# The same words, each with the apostrophe that follows it, if any (``ʼ`` is a word
+# character, so only ``'`` and ``’`` can follow a word): ``analyze`` needs no offsets,
+# and ``findall`` is quicker than a loop over match objects.
+_WORD_AND_APOSTROPHE = re.compile(r"(\d{1,6}-\d(?![\d-])|[^\W_]+)(['’]?)")
 _ELIDED = frozenset({"l", "d", "j", "m", "n", "s", "t", "c", "qu", "jusqu", "lorsqu", "puisqu"})
 _STOP_WORDS = frozenset(
     """
@@ -131,10 +135,16 @@ def analyze_words(text: str) -> list[tuple[int, int, tuple[str, ...]]]:
     return [(s, e, t) for (s, e, _), t in zip(spans, tokens, strict=True) if t]
 
 
+def _words(text: str) -> list[str]:
+    """The words of ``text`` that :func:`_spans` keeps, without their offsets."""
+    return [word for word, apostrophe in _WORD_AND_APOSTROPHE.findall(text)
+            if not apostrophe or word.lower() not in _ELIDED]
+
+
 def analyze(text: str) -> list[str]:
     """The index tokens of ``text``, in order (duplicates kept, for term frequency)."""
-    spans = _spans(unicodedata.normalize("NFC", text))
-    return [t for tokens in _tokens_of_words([w for _, _, w in spans]) for t in tokens]
+    words = _words(unicodedata.normalize("NFC", text))
+    return [t for tokens in _tokens_of_words(words) for t in tokens]
 
 
 def analyze_query(text: str) -> list[str]:

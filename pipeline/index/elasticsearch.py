@@ -25,7 +25,7 @@ import functools
 import json
 import logging
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
@@ -55,7 +55,10 @@ MAX_RESULT_WINDOW = 10_000  # Elasticsearch's default index.max_result_window
 # Longer prefixes are refused by the cluster (index.max_regex_length); no real word is
 # that long, so such a last term is matched exactly instead.
 MAX_PREFIX_CHARS = 1000
-BULK_CHUNK = 500
+# Bulk requests of up to this many documents or bytes: a default flush (500 records and
+# its supersedes) goes in one or two requests, each well under the node's 100 MB limit.
+BULK_CHUNK = 1000
+BULK_MAX_BYTES = 20 * 2**20
 # Erasure waits this long for deleted documents to be merged away (see _expunge).
 EXPUNGE_TIMEOUT_S = 120.0
 EXPUNGE_POLL_S = 3.0
@@ -308,8 +311,14 @@ class ElasticsearchIndex:
             "_source": _source(record),
         }
 
-    def _bulk(self, actions: Iterator[dict[str, Any]] | list[dict[str, Any]]) -> list[IndexFailure]:
-        """Send ``actions`` in chunks (429s retried with backoff); per-document refusals."""
+    def _bulk(self, actions: Iterable[dict[str, Any]]) -> list[IndexFailure]:
+        """Send ``actions`` in chunks (429s retried with backoff); per-document refusals.
+
+        ``actions`` may be a generator: each chunk is analysed and serialised as it is
+        sent, so a flush never holds its documents' JSON twice. (``parallel_bulk``, which
+        would build one chunk while the node indexes another, measured no faster on the
+        2-core machine, where the node and the client share the cores.)
+        """
         failures: list[IndexFailure] = []
         overloaded: list[str] = []
         try:
@@ -317,6 +326,7 @@ class ElasticsearchIndex:
                 self._es,
                 actions,
                 chunk_size=BULK_CHUNK,
+                max_chunk_bytes=BULK_MAX_BYTES,
                 raise_on_error=False,
                 max_retries=3,
                 initial_backoff=1,
@@ -345,9 +355,9 @@ class ElasticsearchIndex:
     @_reachable
     def upsert(self, records: Sequence[DocumentRecord]) -> list[IndexFailure]:
         failures, valid = self._valid(records)
-        actions = self._actions(valid, failures)
-        if actions:
-            failures += self._bulk(actions)
+        if valid:
+            refused = self._bulk(self._actions(valid, failures))
+            failures.extend(refused)
             # Visible to reads before we return (one refresh per batch, not per document).
             self._refresh()
         return failures
@@ -360,7 +370,8 @@ class ElasticsearchIndex:
         *,
         checkpoint: Checkpoint | None = None,
     ) -> list[IndexFailure]:
-        """New versions and the supersede of the old ones in one bulk request.
+        """New versions and the supersede of the old ones in the same bulk request (a flush
+        of more than ``BULK_CHUNK`` records: the supersedes in its last one), then one refresh.
 
         A bulk request is not a transaction: a node dying halfway leaves part of it
         applied, which is why the caller journals the flush and a rerun sends it again.
@@ -382,20 +393,26 @@ class ElasticsearchIndex:
             if superseded_by != record.superseded_by:
                 record = record.model_copy(update={"superseded_by": superseded_by})
             chained.append(record)
-        actions = self._actions(chained, failures)
-        refused = {f.doc_id for f in failures}
         targets: dict[str, tuple[dict[str, Any], int, int]] = {}
-        for s in wanted.values():
-            if s.doc_id in by_id or s.by_doc_id in refused:
-                continue
-            found = current.get(s.doc_id)
-            if found is None:
-                log.warning("supersede: no document %s for this patient", s.doc_id)
-                continue
-            targets[s.doc_id] = found
-            old = _record(found[0]).model_copy(update={"superseded_by": s.by_doc_id})
-            actions.append({**self._action(old), "if_seq_no": found[1], "if_primary_term": found[2]})
-        bulk_failures = self._bulk(actions) if actions else []
+
+        def actions() -> Iterator[dict[str, Any]]:
+            # Built as the bulk helper reads them; the supersedes come last, once every
+            # new version has been serialised (one refused here leaves its old one alone).
+            yield from self._actions(chained, failures)
+            unsent = {f.doc_id for f in failures}
+            for s in wanted.values():
+                if s.doc_id in by_id or s.by_doc_id in unsent:
+                    continue
+                found = current.get(s.doc_id)
+                if found is None:
+                    log.warning("supersede: no document %s for this patient", s.doc_id)
+                    continue
+                targets[s.doc_id] = found
+                old = _record(found[0]).model_copy(update={"superseded_by": s.by_doc_id})
+                yield {**self._action(old), "if_seq_no": found[1], "if_primary_term": found[2]}
+
+        bulk_failures = self._bulk(actions()) if chained or wanted else []
+        refused = {f.doc_id for f in failures}
         lost_race = [f for f in bulk_failures if f.doc_id in targets]
         failures += [f for f in bulk_failures if f.doc_id not in targets]
         for f in lost_race:  # the old version changed since it was read (visibility…): again
@@ -410,8 +427,8 @@ class ElasticsearchIndex:
                         "superseded_by": previous[0].get("superseded_by") if previous else None})
         if checkpoint:
             checkpoint("after_index_write")
-        if actions:
-            self._refresh()
+        if chained or targets:
+            self._refresh()  # once per flush: what it wrote is searchable when it returns
         if checkpoint and supersedes:
             checkpoint("after_supersede")
         return failures
@@ -448,14 +465,16 @@ class ElasticsearchIndex:
         return failures, valid
 
     def _actions(self, records: Sequence[DocumentRecord], failures: list[IndexFailure]
-                 ) -> list[dict[str, Any]]:
-        actions = []
+                 ) -> Iterator[dict[str, Any]]:
+        """Each record's bulk action, built as the bulk helper asks for it; the records
+        that cannot be serialised go to ``failures`` instead."""
         for record in records:
             try:
-                actions.append(self._action(record))
+                action = self._action(record)
             except ValueError as exc:  # a record pydantic cannot serialise
                 failures.append(IndexFailure(doc_id=record.doc_id, message=str(exc)))
-        return actions
+                continue
+            yield action
 
     def _refresh(self) -> None:
         try:
