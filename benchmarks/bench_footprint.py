@@ -3,8 +3,9 @@
 1. Elasticsearch: synthetic records (``bench_search``'s generator) indexed into a fresh
    index, refreshed and force-merged to one segment; primary store bytes per document.
 2. Carnet's own state: a generated producer feed (text PDFs, HL7, CDA; no scans) ingested
-   with the embedded backends; bytes per document of the ledger, the keyring, the encrypted
-   store and the SQLite index, and the raw input bytes per format.
+   with the embedded backends; bytes per document of the state database (in all and by
+   part: ledger, keyring, access rules, audit), the encrypted store and the SQLite index,
+   and the raw input bytes per format.
 3. S3 requests per document: the same kind of feed ingested into an S3 store (the server
    of ``scripts/s3.sh``), each request the store's client sends counted by operation, then
    every document read back once.
@@ -80,14 +81,40 @@ def _state_bytes_per_doc(documents: int) -> dict[str, Any]:
         by_status = dict(summary.metrics.get("by_status") or {})  # type: ignore[call-overload]
         n = sum(by_status.values())
         data = settings.data_dir
-        for db in ("state.db", "keyring.db", "index.db"):
+        for db in ("state.db", "index.db"):
             with sqlite3.connect(data / db) as conn:  # sizes after VACUUM: no free pages counted
                 conn.execute("VACUUM")
+                conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # the pages in the file, not its WAL
         out: dict[str, Any] = {"documents": n, "by_status": by_status, "generated": len(feed.documents)}
-        for name in ("state.db", "keyring.db", "index.db", "store"):
+        for name in ("state.db", "index.db", "store"):
             out[f"{name}_bytes_per_doc"] = round(_size(data / name) / n)
+        parts = _state_parts(data)
+        out["state_bytes_per_doc_by_part"] = {part: round(size / n) for part, size in parts.items()}
         out["raw_bytes_mean_by_extension"] = {ext: round(sum(v) / len(v)) for ext, v in sorted(raw.items())}
         return out
+
+
+# The state database's tables (with their indexes), by the part of Carnet that owns them.
+_STATE_PARTS = {
+    "ledger": ("runs", "outcomes", "flushes", "batches"),
+    "keyring": ("keyring_meta", "patient_keys", "keyring_objects"),
+    "access_rules": ("authorisations", "blocks", "delegations", "representatives", "break_glass",
+                     "closures", "patient_birth_dates"),
+    "audit": ("audit_entries", "audit_head"),
+}
+
+
+def _state_parts(data: Path) -> dict[str, int]:
+    """Bytes of ``state.db`` by part (SQLite's dbstat: pages of each table and its indexes)."""
+    with sqlite3.connect(data / "state.db") as conn:
+        tables = dict(conn.execute("SELECT name, tbl_name FROM sqlite_schema "
+                                   "WHERE tbl_name NOT LIKE 'sqlite_%'"))
+        pages = conn.execute("SELECT name, SUM(pgsize) FROM dbstat GROUP BY name").fetchall()
+    owner = {table: part for part, names in _STATE_PARTS.items() for table in names}
+    sizes: dict[str, int] = defaultdict(int)
+    for name, size in pages:
+        sizes[owner.get(tables.get(name, name), "other")] += int(size)
+    return dict(sizes)
 
 
 def _s3_requests_per_doc(documents: int) -> dict[str, Any]:
