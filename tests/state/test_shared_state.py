@@ -67,9 +67,12 @@ def test_processes_appending_at_once_extend_one_chain(state_settings: Settings) 
         for i in range(3):
             mine = [int(e.doc_ids[0].rsplit("-", 1)[1]) for e in entries if e.actor == f"worker{i}"]
             assert mine == list(range(APPENDS))
-        # The processes really interleaved (else this test proves nothing about locking).
-        switches = sum(a.actor != b.actor for a, b in zip(entries, entries[1:], strict=False))
-        assert switches > 2
+        if state_settings.state_url:
+            # The appends really interleaved (else this proves nothing about locking): the
+            # head's row lock hands over in turn. SQLite's busy handler backs off instead, so
+            # there one process may well append all its entries in a row.
+            switches = sum(a.actor != b.actor for a, b in zip(entries, entries[1:], strict=False))
+            assert switches > 2
     finally:
         log.close()
 
