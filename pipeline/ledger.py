@@ -40,9 +40,9 @@ from pipeline.errors import RunInProgress
 from pipeline.model import Frozen, Outcome, Problem, Reason, Status
 from pipeline.settings import Settings
 from pipeline.state import ensure_current, open_engine
-from pipeline.state.engine import upsert
+from pipeline.state.engine import insert_statement, upsert
 from pipeline.state.locks import held
-from pipeline.state.tables import batches, flushes, outcomes, runs
+from pipeline.state.tables import batches, flush_generations, flushes, outcomes, runs
 
 ERASED = "[erased]"  # what an erased patient's source paths become
 
@@ -170,26 +170,35 @@ class Ledger:
 
     def complete_flush(self, flush_id: str, run_id: str, batch: str | None,
                        outcomes: Iterable[Outcome]) -> bool:
-        """Record a flush's final outcomes and mark it done, in one transaction.
+        """Record a flush's final outcomes, mark it done and count it in its index's
+        generation (``flush_generation``), in one transaction.
 
         False (and nothing recorded) when the flush was already done by someone else.
         """
         with self._engine.begin() as conn:
             done = conn.execute(
                 update(flushes).where(flushes.c.flush_id == flush_id, flushes.c.state == "intended")
-                .values(state="done", finished_at=_now(), writes="", outcomes="[]"))
-            if done.rowcount != 1:
+                .values(state="done", finished_at=_now(), writes="", outcomes="[]")
+                .returning(flushes.c.index_key)).first()
+            if done is None:
                 return False
             self._insert_outcomes(conn, run_id, batch, outcomes)
+            self._next_generation(conn, done.index_key)
         return True
+
+    @staticmethod
+    def _next_generation(conn: Connection, index_key: str) -> None:
+        stmt = insert_statement(conn, flush_generations).values(index_key=index_key, generation=1)
+        conn.execute(stmt.on_conflict_do_update(
+            index_elements=["index_key"], set_={"generation": flush_generations.c.generation + 1}))
 
     def flush_generation(self, index_key: str) -> int:
         """How many flushes into ``index_key`` are done, by any process: it grows with
-        every commit (journal rows are never deleted), so a run can tell whether the index
-        changed under it since it last looked."""
+        every commit, so a run can tell whether the index changed under it since it last
+        looked (one row read, however long the journal)."""
         with self._engine.begin() as conn:
-            return conn.execute(select(func.count()).select_from(flushes).where(
-                flushes.c.index_key == index_key, flushes.c.state == "done")).scalar_one()
+            return conn.execute(select(flush_generations.c.generation).where(
+                flush_generations.c.index_key == index_key)).scalar_one_or_none() or 0
 
     def unfinished_flushes(self, index_key: str) -> list[JournaledFlush]:
         with self._engine.begin() as conn:

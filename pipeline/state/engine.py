@@ -110,7 +110,7 @@ def _adopt_legacy_ledger(data_dir: Path, state_db: Path) -> None:
         partial.unlink()
 
 
-def _insert(conn: Connection, table: Table) -> Any:
+def insert_statement(conn: Connection, table: Table) -> Any:
     """The dialect's INSERT, the one that has ``ON CONFLICT``."""
     from sqlalchemy.dialects.postgresql import insert as pg_insert
     from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -122,7 +122,7 @@ def insert_new(conn: Connection, table: Table, values: dict[str, Any]) -> bool:
     """Insert a row unless one with its primary key exists (``INSERT … ON CONFLICT DO
     NOTHING``: of two writers, the first one's row stands); True when inserted."""
     # RETURNING says it: psycopg's rowcount is -1 here.
-    stmt = _insert(conn, table).values(**values).on_conflict_do_nothing()
+    stmt = insert_statement(conn, table).values(**values).on_conflict_do_nothing()
     return conn.execute(stmt.returning(*table.primary_key.columns)).first() is not None
 
 
@@ -130,7 +130,7 @@ def upsert(conn: Connection, table: Table, values: dict[str, Any]) -> None:
     """Insert a row, or update every other column of the row with the same primary key
     (``INSERT … ON CONFLICT … DO UPDATE``, which both databases speak)."""
     keys = [c.name for c in table.primary_key.columns]
-    stmt = _insert(conn, table).values(**values)
+    stmt = insert_statement(conn, table).values(**values)
     conn.execute(stmt.on_conflict_do_update(
         index_elements=keys, set_={k: stmt.excluded[k] for k in values if k not in keys}))
 

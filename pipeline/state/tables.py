@@ -65,6 +65,15 @@ flushes = Table(  # the write-ahead journal of flushes (see pipeline.ledger)
     Index("flushes_unfinished", "index_key", "state"),
 )
 
+# How many flushes into each index are done, by any process: bumped in the transaction that
+# completes a flush (or commits a withdrawal), read twice per flush to tell whether the index
+# changed meanwhile (a count over the journal would grow slower with it).
+flush_generations = Table(
+    "flush_generations", metadata,
+    Column("index_key", Text, primary_key=True),
+    Column("generation", Integer, nullable=False),
+)
+
 batches = Table(
     "batches", metadata,
     Column("feed_url", Text, primary_key=True),

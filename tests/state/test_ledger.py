@@ -79,6 +79,20 @@ def test_flush_journal_and_erasure(ledger: Ledger) -> None:
     assert ledger.accepted_documents() == {}
 
 
+def test_flush_generation_counts_completed_flushes_per_index(ledger: Ledger) -> None:
+    run = ledger.start_run("ingest")
+    assert ledger.flush_generation("idx") == 0
+    first = ledger.journal_flush(run, "idx", None, '{"items": []}', [])
+    other = ledger.journal_flush(run, "other", None, '{"items": []}', [])
+    assert ledger.flush_generation("idx") == 0  # journaled, not done
+    assert ledger.complete_flush(first, run, None, [])
+    assert not ledger.complete_flush(first, run, None, [])  # done once: counted once
+    assert ledger.complete_flush(other, run, None, [])
+    second = ledger.journal_flush(run, "idx", None, '{"items": []}', [])
+    assert ledger.complete_flush(second, run, None, [])
+    assert (ledger.flush_generation("idx"), ledger.flush_generation("other")) == (2, 1)
+
+
 def test_run_lease_shared_or_exclusive(state_settings: Settings) -> None:
     a, b = Ledger(state_settings), Ledger(state_settings)
     try:
