@@ -9,6 +9,8 @@ Rejected *documents* are not exceptions: they are ``Outcome`` values with
     │   └── UnsafePathError          a feed entry is a symbolic link or not a regular file: never
     │                                read (the document is rejected ``unsafe_path``)
     ├── BackendUnavailable           the index or store cannot be reached (run cannot proceed)
+    │   └── LockLost                 a lock held in the state database went with its dropped
+    │                                connection: what it protected is not committed
     ├── RunInProgress                another run holds the data directory (the new one refuses)
     ├── ParserError                  raised inside a parser for a document it cannot read;
     │                                caught at the parser boundary and turned into a reason code
@@ -46,6 +48,10 @@ class UnsafePathError(SourceError):
 
 
 class BackendUnavailable(CarnetError):
+    pass
+
+
+class LockLost(BackendUnavailable):
     pass
 
 

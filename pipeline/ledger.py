@@ -41,7 +41,7 @@ from pipeline.model import Frozen, Outcome, Problem, Reason, Status
 from pipeline.settings import Settings
 from pipeline.state import ensure_current, open_engine
 from pipeline.state.engine import insert_statement, upsert
-from pipeline.state.locks import held
+from pipeline.state.locks import HeldLock, held
 from pipeline.state.tables import batches, flush_generations, flushes, outcomes, runs
 
 ERASED = "[erased]"  # what an erased patient's source paths become
@@ -148,12 +148,13 @@ class Ledger:
             yield
 
     @contextmanager
-    def flush_lock(self) -> Iterator[None]:
-        """One flush's unit of commit at a time, across processes and hosts (waits its turn)."""
-        with held(self._engine, "flush", exclusive=True, wait_s=600) as got:
-            if not got:
+    def flush_lock(self) -> Iterator[HeldLock]:
+        """One flush's unit of commit at a time, across processes and hosts (waits its
+        turn). The holder calls ``verify()`` on what it yields before committing."""
+        with held(self._engine, "flush", exclusive=True, wait_s=600) as lock:
+            if lock is None:
                 raise RunInProgress("a flush of another run held the index for 10 minutes")
-            yield
+            yield lock
 
     # -- the flush journal -----------------------------------------------------------------
 

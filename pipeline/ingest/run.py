@@ -616,7 +616,7 @@ class Pipeline:
         end = len(self.outcomes)
         if end == self._recorded:
             return
-        with self.clock.stage("index"), self.ledger.flush_lock():
+        with self.clock.stage("index"), self.ledger.flush_lock() as lock:
             start = self._recorded
             flush_id = None
             pending = self._decide_again(pending, start)
@@ -636,6 +636,7 @@ class Pipeline:
                                                        checkpoint=self.checkpoint))
                 self._record_birth_dates(pending)
             self.checkpoint("before_ledger_record")
+            lock.verify()  # lost: a rerun finishes the journaled flush under a lock it holds
             if flush_id is None:
                 self.ledger.record_outcomes(self.run_id, self.batch_name, self.outcomes[start:end])
             else:
@@ -707,7 +708,7 @@ class Pipeline:
     def finish_unfinished_flushes(self) -> int:
         """Finish every flush a killed run left ``intended``: apply its writes to the index
         again (idempotent), then record its outcomes under that run. Returns how many."""
-        with self.ledger.flush_lock():
+        with self.ledger.flush_lock() as lock:
             unfinished = self.ledger.unfinished_flushes(_index_key(self.settings))
             for journaled in unfinished:
                 writes = _FlushWrites.model_validate_json(journaled.writes)
@@ -723,6 +724,7 @@ class Pipeline:
                             "status": Status.REJECTED, "doc_id": None, "reasons": tuple(problems)})
                         self.quarantine(i.record.producer, i.batch, i.record.source, i.raw_sha, i.part,
                                         problems, patient_id=i.record.patient_id)
+                lock.verify()
                 if self.ledger.complete_flush(journaled.flush_id, journaled.run_id, journaled.batch,
                                               outcomes):
                     self._release_quarantine(outcomes, writes.raw_shas)
