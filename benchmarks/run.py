@@ -4,7 +4,7 @@
 machine); ``--quick`` runs small sizes for a smoke check. ``bench_wallclock`` comes first:
 Carnet's wall-clock documents/s and pages/s, start-up included, beside the bare
 libraries on the same files, printed as a table. Benchmarks that need a server
-(Elasticsearch, S3, KMS) run only when it answers (``scripts/elasticsearch.sh``, ``s3.sh``,
+(Elasticsearch, S3, KMS, PostgreSQL) run only when it answers (``scripts/elasticsearch.sh``, ``s3.sh``,
 ``kms.sh start``). Figures are rates and ratios, never pass/fail thresholds.
 """
 
@@ -22,13 +22,15 @@ from urllib.parse import urlparse
 
 BENCHES = ("bench_wallclock", "bench_pipeline", "bench_pdf_ocr",
            "bench_hl7", "bench_search", "bench_quality", "bench_es",
-           "bench_kms", "bench_footprint")
+           "bench_kms", "bench_footprint", "bench_audit")
 # Benchmarks that need a server: (its URL variable, default URL, the command that starts it).
 _NEEDS = {
     "bench_es": (("CARNET_TEST_ES_URL", "http://127.0.0.1:9200", "scripts/elasticsearch.sh start"),),
     "bench_kms": (("CARNET_TEST_KMS_URL", "http://127.0.0.1:4599", "scripts/kms.sh start"),),
     "bench_footprint": (("CARNET_TEST_ES_URL", "http://127.0.0.1:9200", "scripts/elasticsearch.sh start"),
                         ("AWS_ENDPOINT_URL", "http://127.0.0.1:9000", "scripts/s3.sh start")),
+    "bench_audit": (("CARNET_TEST_STATE_URL", "postgresql://carnet:carnet@127.0.0.1:5434/carnet",
+                     "scripts/postgres.sh start"),),
 }
 
 
