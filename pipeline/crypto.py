@@ -19,6 +19,7 @@ import datetime as dt
 import hashlib
 import hmac
 import logging
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -74,6 +75,10 @@ class KeyRing:
     def __init__(self, state: Settings | Engine, wrapper: KeyWrapper) -> None:
         self._engine, self._owns_engine = engine_of(state)
         self.wrapper = wrapper
+        self._lock = threading.RLock()
+        # Object rows recorded since the last ``commit`` (None: forgotten): written in one
+        # transaction per flush rather than one per document (see ``EncryptedStore.sync``).
+        self._uncommitted: dict[str, tuple[str, str | None, bytes | None] | None] = {}
         try:
             self._check(wrapper)
         except BaseException:
@@ -114,8 +119,24 @@ class KeyRing:
         return f"KeyRing({self.where!r}, {self.wrapper!r})"
 
     def close(self) -> None:
+        self.commit()
         if self._owns_engine:
             self._engine.dispose()
+
+    def commit(self) -> None:
+        """Write the object rows recorded since the last commit, in one transaction."""
+        o = t.keyring_objects.c
+        with self._lock:
+            if not self._uncommitted:
+                return
+            with self._engine.begin() as conn:
+                for sha256, row in self._uncommitted.items():
+                    if row is None:
+                        conn.execute(t.keyring_objects.delete().where(o.sha256 == sha256))
+                    else:
+                        upsert(conn, t.keyring_objects, {"sha256": sha256, "cipher_sha256": row[0],
+                                                         "owner": row[1], "wrapped_key": row[2]})
+            self._uncommitted.clear()
 
     def _scalar(self, query: Executable) -> Any:
         with self._engine.connect() as conn:
@@ -183,6 +204,7 @@ class KeyRing:
         """
         m, k, o = t.keyring_meta.c, t.patient_keys.c, t.keyring_objects.c
         moved = 0
+        self.commit()
         with self._engine.begin() as conn:
             for name, value in conn.execute(select(m.name, m.value)
                                             .where((m.name == "check") | m.name.like("named:%"))).all():
@@ -217,6 +239,9 @@ class KeyRing:
 
     def lookup(self, sha256: str) -> tuple[str, str | None, bytes | None] | None:
         """(ciphertext hash, owner, wrapped object key) of a stored object, or None."""
+        with self._lock:
+            if sha256 in self._uncommitted:
+                return self._uncommitted[sha256]
         o = t.keyring_objects.c
         with self._engine.connect() as conn:
             row = conn.execute(select(o.cipher_sha256, o.owner, o.wrapped_key)
@@ -226,22 +251,26 @@ class KeyRing:
         return str(row[0]), row[1], bytes(row[2]) if row[2] is not None else None
 
     def record(self, sha256: str, cipher_sha256: str, owner: str | None, wrapped_key: bytes | None) -> None:
-        with self._engine.begin() as conn:
-            upsert(conn, t.keyring_objects, {"sha256": sha256, "cipher_sha256": cipher_sha256,
-                                             "owner": owner, "wrapped_key": wrapped_key})
+        """Map an object to its ciphertext and key; written at the next ``commit``."""
+        with self._lock:
+            self._uncommitted[sha256] = (cipher_sha256, owner, wrapped_key)
 
     def forget(self, sha256: str) -> None:
-        with self._engine.begin() as conn:
-            conn.execute(t.keyring_objects.delete().where(t.keyring_objects.c.sha256 == sha256))
+        """Drop an object's row, now (erasure and clean-ups must not wait for a flush)."""
+        with self._lock:
+            self._uncommitted[sha256] = None
+            self.commit()
 
     def objects_of(self, patient_id: str) -> list[str]:
         """Plaintext hashes of the objects encrypted under this patient's key."""
+        self.commit()
         o = t.keyring_objects.c
         with self._engine.connect() as conn:
             return list(conn.execute(select(o.sha256).where(o.owner == patient_id).order_by(o.sha256))
                         .scalars())
 
     def hashes(self) -> list[str]:
+        self.commit()
         o = t.keyring_objects.c
         with self._engine.connect() as conn:
             return list(conn.execute(select(o.sha256).order_by(o.sha256)).scalars())
@@ -250,15 +279,40 @@ class KeyRing:
 class EncryptedStore:
     """A ``DocumentStore`` that encrypts every object before it reaches ``base``."""
 
-    def __init__(self, base: DocumentStore, keyring: KeyRing) -> None:
+    def __init__(self, base: DocumentStore, keyring: KeyRing, *, commit_on_sync: bool = False) -> None:
+        """``commit_on_sync``: keyring rows are committed (and replaced ciphertexts deleted)
+        at ``sync``, in one transaction, instead of one per write — for a writer that syncs
+        once per flush (the pipeline). Other processes see the objects only then."""
         self.base = base
         self.keyring = keyring
+        self.commit_on_sync = commit_on_sync
+        # Ciphertexts replaced since the last sync: deleted only once the keyring rows that
+        # replace them are committed (a kill before that must find the old one still there).
+        self._replaced: list[str] = []
 
     def __repr__(self) -> str:
         return f"EncryptedStore({self.base!r}, {self.keyring!r})"
 
     def close(self) -> None:
+        self.sync()
         self.keyring.close()
+
+    def sync(self) -> None:
+        """The ciphertexts durable first, then the keyring rows that point at them: a power
+        cut never leaves a row naming an object that is not there."""
+        self.base.sync()
+        self._commit()
+
+    def _commit(self) -> None:
+        self.keyring.commit()
+        replaced, self._replaced = self._replaced, []
+        for cipher_sha in replaced:
+            self.base.delete(cipher_sha)
+
+    def _recorded(self) -> None:
+        """After a write: committed now, unless the writer syncs once per flush."""
+        if not self.commit_on_sync:
+            self._commit()
 
     @staticmethod
     def _encrypt(key: bytes, data: bytes, sha256: str) -> bytes:
@@ -283,7 +337,8 @@ class EncryptedStore:
         new_cipher_sha = self.base.put(self._encrypt(key, data, sha))
         self.keyring.record(sha, new_cipher_sha, owner, wrapped)
         if known is not None and known[0] != new_cipher_sha:
-            self.base.delete(known[0])  # an unreadable leftover
+            self._replaced.append(known[0])  # an unreadable leftover
+        self._recorded()
         return sha
 
     def _key_for(self, sha256: str, owner: str | None, wrapped: bytes | None) -> bytes:
@@ -351,8 +406,10 @@ class EncryptedStore:
         key = self.keyring.patient_key(patient_id)
         new_cipher_sha = self.base.put(self._encrypt(key, data, sha256))
         self.keyring.record(sha256, new_cipher_sha, patient_id, None)
-        # The copy under the object key goes; its key is gone from the keyring with the row.
-        self.base.delete(cipher_sha)
+        # The copy under the object key goes (at the next sync); its key is gone from the
+        # keyring with the row.
+        self._replaced.append(cipher_sha)
+        self._recorded()
         return True
 
     def destroy_patient_key(self, patient_id: str) -> bool:
@@ -430,13 +487,14 @@ def has_keyring(engine: Engine) -> bool:
         return conn.execute(select(m.name).where(m.name == "check")).first() is not None
 
 
-def open_encrypted_store(settings: Settings) -> EncryptedStore:
+def open_encrypted_store(settings: Settings, *, commit_on_sync: bool = False) -> EncryptedStore:
     """The configured store (file:// or s3://) behind encryption with this install's keys.
 
     The keys are wrapped by the KMS when ``kms_key_id`` is set (no key file is then
-    written or read), else by the local master key.
+    written or read), else by the local master key. ``commit_on_sync``: see
+    :class:`EncryptedStore`.
     """
     wrapper = open_key_wrapper(settings)
     base = open_store(settings.effective_store_url, endpoint_url=settings.s3_endpoint_url,
                       region=settings.s3_region)
-    return EncryptedStore(base, open_keyring(settings, wrapper))
+    return EncryptedStore(base, open_keyring(settings, wrapper), commit_on_sync=commit_on_sync)

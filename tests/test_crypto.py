@@ -73,6 +73,29 @@ def test_assign_re_encrypts_under_the_patients_key(store: EncryptedStore, tmp_pa
     assert store.owner_of(sha) == P and store.objects_of(P) == [sha] and store.objects_of(OTHER) == []
 
 
+def test_a_pipeline_store_commits_its_rows_and_drops_replaced_copies_at_sync(
+    tmp_path: Path, master: bytes, state_engine: Engine,
+) -> None:
+    ring = KeyRing(state_engine, LocalKeyWrapper(master))
+    store = EncryptedStore(FileStore(tmp_path / "store"), ring, commit_on_sync=True)
+    try:
+        sha = store.put(REPORT)
+        before = _files(tmp_path / "store")[0].read_bytes()
+        assert store.assign(sha, P) and store.get(sha) == REPORT  # this store sees its rows
+        other = KeyRing(state_engine, LocalKeyWrapper(master))  # as another process would
+        try:
+            assert other.lookup(sha) is None  # nothing committed before the sync
+            # The copy a committed row could still name stays until the row replacing it is in.
+            assert before in [f.read_bytes() for f in _files(tmp_path / "store")]
+            store.sync()
+            assert other.lookup(sha) is not None and other.objects_of(P) == [sha]
+            assert [f.read_bytes() != before for f in _files(tmp_path / "store")] == [True]
+        finally:
+            other.close()
+    finally:
+        store.close()
+
+
 def test_wrong_master_key_cannot_open_the_keyring(
     tmp_path: Path, master: bytes, state_engine: Engine,
 ) -> None:

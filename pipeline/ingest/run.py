@@ -195,7 +195,8 @@ class Pipeline:
         self.index = index or open_index(settings.effective_index_url, alias=settings.es_index_alias)
         # Raw documents are encrypted at rest: per-object keys until the patient is known,
         # then the patient's data key (so erasure can destroy it).
-        self.store = store or open_encrypted_store(settings)
+        # Its own store commits keyring rows once per flush (``sync``), not per document.
+        self.store = store or open_encrypted_store(settings, commit_on_sync=True)
         self.registry = registry or default_registry(ParserOptions(
             ocr_lang=settings.ocr_lang, ocr_timeout_s=settings.ocr_timeout_s,
             min_text_chars_per_page=settings.min_text_chars_per_page, ocr_workers=settings.ocr_workers))
@@ -243,7 +244,15 @@ class Pipeline:
         self.flush()
         self._release()
 
+    def sync(self) -> None:
+        """Make what this run stored durable (objects, their directory entries, keyring
+        rows): before a flush is recorded and before a report or acknowledgement announces
+        it, so neither ever names a document a power cut could take back."""
+        with self.clock.stage("store"):
+            self.store.sync()
+
     def _release(self) -> None:
+        self.sync()
         if self._owns_index:
             self.index.close()
         self.ledger.close()
@@ -608,6 +617,7 @@ class Pipeline:
             with self.clock.stage("quality"):
                 pending = self._apply_gate(pending)
         if self.run_id is None:
+            self.sync()
             with self.clock.stage("index"):
                 self._refuse(pending, self.index.apply(
                     [p.record for p in pending], self._supersedes(pending)))
@@ -616,6 +626,7 @@ class Pipeline:
         end = len(self.outcomes)
         if end == self._recorded:
             return
+        self.sync()  # once per flush, before the ledger or the index refers to what was stored
         with self.clock.stage("index"), self.ledger.flush_lock() as lock:
             start = self._recorded
             flush_id = None
@@ -909,6 +920,7 @@ def ingest_sources(
         pipe.ledger.finish_run(run_id, metrics, reported=report_path is None, took_over=pipe.took_over)
         outcomes = tuple(pipe.outcomes)
         if report_path is not None:
+            pipe.sync()
             pipe.checkpoint("before_ack")
             write_report(report_path, outcomes)
             pipe.checkpoint("after_ack")
@@ -1084,6 +1096,7 @@ def process_batch(settings: Settings, feed_url: str, batch_key: str) -> BatchSum
         # is recorded first, then the files written: a run killed in between leaves the
         # decision, which the rerun writes (see the top of this function).
         _, ack = build_acknowledgements(feed, batch, pipe.outcomes, lang=settings.report_language)
+        pipe.sync()  # the acknowledgement must announce only what a power cut cannot take back
         pipe.ledger.record_batch(feed.url, batch_key, run_id, summary.model_dump_json(), ack, m,
                                  took_over=pipe.took_over)
         pipe.checkpoint("before_ack")

@@ -1,9 +1,17 @@
-"""``FileStore``: the raw-document store in a local or mounted folder (``file://``)."""
+"""``FileStore``: the raw-document store in a local or mounted folder (``file://``).
+
+Writes are atomic (a temporary file renamed into place) but not synced one by one:
+``sync`` makes everything written or removed since its last call durable at once — each
+file, then each directory whose entries changed, since a rename survives a power cut
+only once its directory is synced. The pipeline calls it once per flush, before the
+flush is recorded and before any acknowledgement is written.
+"""
 
 from __future__ import annotations
 
 import os
 import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,16 +24,12 @@ from pipeline.store.base import (
 )
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+def _fsync(path: Path, flags: int = os.O_RDONLY) -> None:
+    fd = os.open(path, flags)
     try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 class FileStore:
@@ -33,8 +37,71 @@ class FileStore:
 
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
-        (self.root / "objects").mkdir(parents=True, exist_ok=True)
-        (self.root / "quarantine").mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        # Written since the last sync: files, and directories whose entries changed.
+        self._unsynced_files: set[Path] = set()
+        self._unsynced_dirs: set[Path] = set()
+        for sub in ("objects", "quarantine"):
+            self._mkdir(self.root / sub)
+        self.sync()
+
+    def _mkdir(self, folder: Path) -> None:
+        """``folder`` and its missing parents, each new entry to be synced."""
+        missing = [p for p in (folder, *folder.parents) if not p.exists()]
+        folder.mkdir(parents=True, exist_ok=True)
+        with self._lock:
+            self._unsynced_dirs.update(p.parent for p in missing)
+
+    def _write(self, path: Path, data: bytes) -> None:
+        """Write ``path`` atomically (readers see the old file or the new one, whole)."""
+        self._mkdir(path.parent)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        with self._lock:
+            self._unsynced_files.add(path)
+            self._unsynced_dirs.add(path.parent)
+
+    def _remove(self, path: Path) -> bool:
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            return False
+        with self._lock:
+            self._unsynced_files.discard(path)
+            self._unsynced_dirs.add(path.parent)
+        return True
+
+    def sync(self) -> None:
+        """Make every write and removal since the last call durable: fsync each file
+        written, then each directory whose entries changed, deepest first."""
+        with self._lock:
+            files, self._unsynced_files = self._unsynced_files, set()
+            dirs, self._unsynced_dirs = self._unsynced_dirs, set()
+        try:
+            for path in sorted(files):
+                try:
+                    _fsync(path)
+                except FileNotFoundError:  # replaced or removed since: its directory says so
+                    continue
+            for folder in sorted(dirs, key=lambda d: len(d.parts), reverse=True):
+                _fsync(folder, os.O_RDONLY | os.O_DIRECTORY)
+        except BaseException:
+            with self._lock:  # not durable: the next sync tries again
+                self._unsynced_files |= files
+                self._unsynced_dirs |= dirs
+            raise
+
+    @property
+    def unsynced(self) -> int:
+        """How many files and directories ``sync`` has still to make durable."""
+        with self._lock:
+            return len(self._unsynced_files) + len(self._unsynced_dirs)
 
     def _path(self, sha256: str) -> Path:
         check_sha256(sha256)
@@ -44,7 +111,7 @@ class FileStore:
         digest = sha256_hex(data)
         path = self._path(digest)
         if not path.exists():
-            _atomic_write(path, data)
+            self._write(path, data)
         return digest
 
     def get(self, sha256: str) -> bytes:
@@ -57,11 +124,7 @@ class FileStore:
         return self._path(sha256).exists()
 
     def delete(self, sha256: str) -> bool:
-        path = self._path(sha256)
-        if not path.exists():
-            return False
-        path.unlink()
-        return True
+        return self._remove(self._path(sha256))
 
     def iter_hashes(self) -> Iterator[str]:
         for sub in sorted((self.root / "objects").iterdir()):
@@ -73,7 +136,7 @@ class FileStore:
         return self.root / "quarantine" / f"{check_quarantine_id(quarantine_id)}.json"
 
     def put_quarantine(self, record: QuarantineRecord) -> None:
-        _atomic_write(self._qpath(record.quarantine_id), record.model_dump_json().encode())
+        self._write(self._qpath(record.quarantine_id), record.model_dump_json().encode())
 
     def get_quarantine(self, quarantine_id: str) -> QuarantineRecord | None:
         path = self._qpath(quarantine_id)
@@ -86,16 +149,12 @@ class FileStore:
             yield QuarantineRecord.model_validate_json(path.read_bytes())
 
     def remove_quarantine(self, quarantine_id: str) -> bool:
-        path = self._qpath(quarantine_id)
-        if not path.exists():
-            return False
-        path.unlink()
-        return True
+        return self._remove(self._qpath(quarantine_id))
 
     def put_anchor(self, kind: str, seq: int, data: bytes) -> None:
         path = self.root / anchor_name(kind, seq)
         if not path.exists():  # write-once: an anchor is never overwritten
-            _atomic_write(path, data)
+            self._write(path, data)
             path.chmod(0o444)
 
     def latest_anchor(self, kind: str) -> bytes | None:
