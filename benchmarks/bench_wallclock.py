@@ -12,8 +12,8 @@ One run, same generated files for both sides:
 - Elasticsearch: the bulk helper alone (``helpers.bulk`` of ready documents) beside
   Carnet's write path (``ElasticsearchIndex.apply`` per flush, supersedes, analysis and
   serialisation included), on the same records (:mod:`benchmarks.bench_es_bulk`);
-- peak memory (``ru_maxrss`` of a fresh process, and the part above its imports) parsing
-  a 500-page text PDF, a 50 MB CDA and an HL7 file of 100,000 segments.
+- peak memory on a 500-page text PDF, a 50 MB CDA and an HL7 file of 100,000 segments
+  (:mod:`benchmarks.bench_memory`).
 
 Figures are wall-clock rates and ratios (Carnet / bare), plus CPU seconds per document
 (a per-core figure that holds on a busy machine); never a pass/fail threshold.
@@ -172,77 +172,6 @@ def es_rates(documents: int) -> dict[str, Any]:
     return bench_es_bulk.run(docs=documents)
 
 
-# -- memory ----------------------------------------------------------------------------------
-
-
-def make_big_inputs(folder: Path, quick: bool) -> dict[str, Path]:
-    """A 500-page text PDF, a 50 MB CDA and an HL7 file of 100,000 segments."""
-    from reportlab.lib.pagesizes import A4
-    from reportlab.pdfbase import pdfmetrics
-    from reportlab.pdfbase.ttfonts import TTFont
-    from reportlab.pdfgen import canvas
-
-    from benchmarks.bench_pdf_ocr import FONT, LINES
-
-    pages, cda_mb, segments = (50, 5, 10_000) if quick else (500, 50, 100_000)
-    pdfmetrics.registerFont(TTFont("DejaVuSans", str(FONT)))
-    buffer = io.BytesIO()
-    pdf = canvas.Canvas(buffer, pagesize=A4)
-    for page in range(pages):
-        pdf.setFont("DejaVuSans", 10)
-        for i in range(40):
-            pdf.drawString(50, 800 - 18 * i, f"{page}.{i} {LINES[i % len(LINES)]}")
-        pdf.showPage()
-    pdf.save()
-    paths = {"pdf": folder / "big.pdf", "cda": folder / "big.xml", "hl7": folder / "big.hl7"}
-    paths["pdf"].write_bytes(buffer.getvalue())
-
-    from generator import generate_feed
-
-    feed = generate_feed(folder / "seed-feed", seed=3, patients=4, documents=40, include_bad=False)
-    sources = [folder / "seed-feed" / d.source_ref.split("#")[0] for d in feed.documents]
-    cda = next(p for p in sources if p.read_bytes().lstrip().startswith(b"<"))
-    hl7 = next(p for p in sources if p.read_bytes().lstrip(b"\x0b").startswith(b"MSH"))
-    # The CDA's first <paragraph> repeated until the file weighs ``cda_mb``.
-    text = cda.read_text(encoding="utf-8")
-    start = text.index("<paragraph>")
-    end = text.index("</paragraph>", start) + len("</paragraph>")
-    block = text[start:end]
-    repeat = cda_mb * 1_000_000 // len(block.encode()) + 1
-    paths["cda"].write_text(text[:start] + block * repeat + text[end:], encoding="utf-8")
-    # One HL7 message of the feed repeated until the file holds ``segments`` segments.
-    raw = hl7.read_bytes().replace(b"\n", b"\r").strip(b"\r\x0b\x1c")
-    per_message = raw.count(b"\r") + 1
-    paths["hl7"].write_bytes((raw + b"\r") * (segments // per_message + 1))
-    return paths
-
-
-def peak_memory(path: Path) -> dict[str, Any]:
-    """Peak RSS of a fresh process parsing ``path`` through Carnet's registry, and the peak
-    of Python allocations during the parse (tracemalloc, which slows the parse down)."""
-    code = (
-        "import resource, sys, time, tracemalloc\n"
-        "from parsers.registry import default_registry\n"
-        "registry = default_registry()\n"
-        "import pypdf, hl7apy.v2_5.segments  # imports counted in the baseline, not the file\n"
-        "base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
-        "t = time.perf_counter()\n"
-        "tracemalloc.start()\n"
-        "data = open(sys.argv[1], 'rb').read()\n"
-        "docs = registry.choose(data).parse(data, source=sys.argv[1])\n"
-        "traced = tracemalloc.get_traced_memory()[1]\n"
-        "wall = time.perf_counter() - t\n"
-        "peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
-        "print(base, peak, traced, len(docs), sum(len(d.text) for d in docs), wall)\n"
-    )
-    _, _, out = _timed([PYTHON, "-c", code, str(path)], _env())
-    base, peak, traced, docs, chars, wall = out.split()
-    return {"input_mb": round(path.stat().st_size / 1e6, 1), "documents": int(docs),
-            "text_mb": round(int(chars) / 1e6, 1), "parse_s": round(float(wall), 1),
-            "peak_rss_mb": round(int(peak) / 1024), "above_imports_mb": round((int(peak) - int(base)) / 1024),
-            "python_peak_mb": round(int(traced) / 1e6)}
-
-
 # -- the run ---------------------------------------------------------------------------------
 
 
@@ -297,9 +226,9 @@ def run(quick: bool = False) -> dict[str, Any]:
             results["scanned"]["carnet"]["wall_pages_per_s"]
             / results["scanned"]["bare_tesseract"]["wall_pages_per_s"], 2)
 
-        (base / "big").mkdir()
-        big = make_big_inputs(base / "big", quick)
-        results["peak_memory"] = {kind: peak_memory(path) for kind, path in big.items()}
+        from benchmarks import bench_memory
+
+        results["peak_memory"] = bench_memory.measure(base / "big", quick)
     results["load_average_after"] = os.getloadavg()
     return results
 
@@ -330,8 +259,8 @@ def table(r: dict[str, Any]) -> str:
                      f"{es['carnet_over_bare']}x the rate"))
     for kind, m in r["peak_memory"].items():
         rows.append((f"peak memory, {kind} {m['input_mb']} MB",
-                     f"{m['peak_rss_mb']} MB RSS (+{m['above_imports_mb']} MB over imports, "
-                     f"Python peak {m['python_peak_mb']} MB)", "", ""))
+                     f"parse {m['peak_rss_mb']} MB RSS (+{m['above_imports_mb']} MB over imports); "
+                     f"carnet ingest {m['ingest_peak_rss_mb']} MB RSS", "", ""))
     widths = [max(len(row[i]) for row in rows) for i in range(4)]
     return "\n".join(" | ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)) for row in rows)
 

@@ -1,0 +1,132 @@
+"""Peak memory on big inputs: a 500-page text PDF, a 50 MB CDA, an HL7 file of 100,000
+segments, generated here (never committed).
+
+For each input, two fresh processes:
+- the parse alone through the registry: peak RSS (``ru_maxrss``), the part above the
+  parsers' imports, and tracemalloc's peak of Python allocations during the parse;
+- ``carnet ingest`` of the file into the embedded defaults: the whole pipeline's peak RSS
+  (store, parse, identify, classify, gate, index), read from ``RUSAGE_CHILDREN``.
+
+Figures are megabytes (and seconds), never a pass/fail threshold.
+Run: ``.venv/bin/python -m benchmarks.bench_memory [--quick]``; prints one JSON object.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from benchmarks.bench_wallclock import PYTHON, _env, _timed
+
+
+def make_big_inputs(folder: Path, quick: bool) -> dict[str, Path]:
+    """A 500-page text PDF, a 50 MB CDA and an HL7 file of 100,000 segments."""
+    from reportlab.lib.pagesizes import A4
+    from reportlab.pdfbase import pdfmetrics
+    from reportlab.pdfbase.ttfonts import TTFont
+    from reportlab.pdfgen import canvas
+
+    from benchmarks.bench_pdf_ocr import FONT, LINES
+
+    pages, cda_mb, segments = (50, 5, 10_000) if quick else (500, 50, 100_000)
+    pdfmetrics.registerFont(TTFont("DejaVuSans", str(FONT)))
+    buffer = io.BytesIO()
+    pdf = canvas.Canvas(buffer, pagesize=A4)
+    for page in range(pages):
+        pdf.setFont("DejaVuSans", 10)
+        for i in range(40):
+            pdf.drawString(50, 800 - 18 * i, f"{page}.{i} {LINES[i % len(LINES)]}")
+        pdf.showPage()
+    pdf.save()
+    paths = {"pdf": folder / "big.pdf", "cda": folder / "big.xml", "hl7": folder / "big.hl7"}
+    paths["pdf"].write_bytes(buffer.getvalue())
+
+    from generator import generate_feed
+
+    feed = generate_feed(folder / "seed-feed", seed=3, patients=4, documents=40, include_bad=False)
+    sources = [folder / "seed-feed" / d.source_ref.split("#")[0] for d in feed.documents]
+    cda = next(p for p in sources if p.read_bytes().lstrip().startswith(b"<"))
+    hl7 = next(p for p in sources if p.read_bytes().lstrip(b"\x0b").startswith(b"MSH"))
+    # The CDA's first <paragraph> repeated until the file weighs ``cda_mb``.
+    text = cda.read_text(encoding="utf-8")
+    start = text.index("<paragraph>")
+    end = text.index("</paragraph>", start) + len("</paragraph>")
+    block = text[start:end]
+    repeat = cda_mb * 1_000_000 // len(block.encode()) + 1
+    paths["cda"].write_text(text[:start] + block * repeat + text[end:], encoding="utf-8")
+    # One HL7 message of the feed repeated until the file holds ``segments`` segments.
+    raw = hl7.read_bytes().replace(b"\n", b"\r").strip(b"\r\x0b\x1c")
+    per_message = raw.count(b"\r") + 1
+    paths["hl7"].write_bytes((raw + b"\r") * (segments // per_message + 1))
+    return paths
+
+
+def peak_memory(path: Path) -> dict[str, Any]:
+    """Peak RSS of a fresh process parsing ``path`` through Carnet's registry, and the peak
+    of Python allocations during the parse (tracemalloc, which slows the parse down)."""
+    code = (
+        "import resource, sys, time, tracemalloc\n"
+        "from parsers.registry import default_registry\n"
+        "registry = default_registry()\n"
+        "import pypdf, hl7apy.v2_5.segments  # imports counted in the baseline, not the file\n"
+        "base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "t = time.perf_counter()\n"
+        "tracemalloc.start()\n"
+        "data = open(sys.argv[1], 'rb').read()\n"
+        "docs = registry.choose(data).parse(data, source=sys.argv[1])\n"
+        "traced = tracemalloc.get_traced_memory()[1]\n"
+        "wall = time.perf_counter() - t\n"
+        "peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "print(base, peak, traced, len(docs), sum(len(d.text) for d in docs), wall)\n"
+    )
+    _, _, out = _timed([PYTHON, "-c", code, str(path)], _env())
+    base, peak, traced, docs, chars, wall = out.split()
+    return {"input_mb": round(path.stat().st_size / 1e6, 1), "documents": int(docs),
+            "text_mb": round(int(chars) / 1e6, 1), "parse_s": round(float(wall), 1),
+            "peak_rss_mb": round(int(peak) / 1024), "above_imports_mb": round((int(peak) - int(base)) / 1024),
+            "python_peak_mb": round(int(traced) / 1e6)}
+
+
+def ingest_peak(path: Path, data_dir: Path) -> dict[str, Any]:
+    """Peak RSS of ``carnet ingest path`` in a fresh process (embedded defaults)."""
+    code = ("import resource, subprocess, sys\n"
+            "done = subprocess.run(sys.argv[1:], capture_output=True, text=True)\n"
+            "usage = resource.getrusage(resource.RUSAGE_CHILDREN)\n"
+            "print(done.returncode, usage.ru_maxrss, usage.ru_utime + usage.ru_stime)\n"
+            "sys.stderr.write(done.stderr[-2000:])\n")
+    folder = data_dir / "in"
+    folder.mkdir(parents=True)
+    (folder / path.name).write_bytes(path.read_bytes())
+    report = data_dir / "report.jsonl"
+    wall, _, out = _timed([PYTHON, "-c", code, PYTHON, "-m", "pipeline.cli", "ingest", str(folder),
+                           "--quiet", "--report", str(report)],
+                          _env(CARNET_DATA_DIR=str(data_dir / "carnet")))
+    code_rc, peak, cpu = out.split()
+    statuses: dict[str, int] = {}
+    for line in report.read_text().splitlines() if report.exists() else ():
+        status = json.loads(line)["status"]
+        statuses[status] = statuses.get(status, 0) + 1
+    return {"ingest_exit": int(code_rc), "ingest_peak_rss_mb": round(int(peak) / 1024),
+            "ingest_wall_s": round(wall, 1), "ingest_cpu_s": round(float(cpu), 1),
+            "ingest_by_status": statuses}
+
+
+def measure(folder: Path, quick: bool = False) -> dict[str, dict[str, Any]]:
+    """Both peaks for each big input, generated under ``folder``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    big = make_big_inputs(folder, quick)
+    return {kind: {**peak_memory(path), **ingest_peak(path, folder / f"ingest-{kind}")}
+            for kind, path in big.items()}
+
+
+def run(quick: bool = False) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="bench_memory_") as tmp:
+        return {"quick": quick, "inputs": measure(Path(tmp), quick)}
+
+
+if __name__ == "__main__":
+    print(json.dumps(run(quick="--quick" in sys.argv), indent=2))
