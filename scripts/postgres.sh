@@ -47,6 +47,9 @@ start() {
         -c max_connections=200" >/dev/null
   psql_admin -tc "SELECT 1 FROM pg_roles WHERE rolname='carnet'" | grep -q 1 || \
     psql_admin -c "CREATE ROLE carnet LOGIN CREATEDB PASSWORD 'carnet'"
+  # A test's DROP DATABASE … WITH (FORCE) must end an autovacuum worker that has just
+  # entered its database; that takes pg_signal_backend.
+  psql_admin -qc "GRANT pg_signal_backend TO carnet" >/dev/null
   psql_admin -tc "SELECT 1 FROM pg_database WHERE datname='carnet'" | grep -q 1 || \
     psql_admin -c "CREATE DATABASE carnet OWNER carnet"
   log "PostgreSQL on 127.0.0.1:$PORT (data $PGDATA)"
