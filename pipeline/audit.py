@@ -103,6 +103,9 @@ class AuditVerification(Frozen):
     anchored_seq: int | None = None  # the anchored head the log was checked against
 
 
+_PAGE = 1000  # entries read per transaction
+
+
 class AuditLog:
     """One table of keyed, chained entries in the state database, only ever appended to.
 
@@ -185,13 +188,21 @@ class AuditLog:
 
     def _fields(self, where: ColumnElement[bool] | None = None) -> Iterator[tuple[dict[str, object], str]]:
         """Each entry's fields, as they were MACed, and its claimed MAC, in chain order."""
-        query = select(t.audit_entries).order_by(t.audit_entries.c.seq)
-        if where is not None:
-            query = query.where(where)
-        with self._engine.connect() as conn:
-            # Streamed: the chain can be long.
-            for row in conn.execution_options(yield_per=1000).execute(query):
+        e = t.audit_entries.c
+        last = 0
+        while True:
+            # Page by page, each in a short transaction of its own: the chain can be long, and
+            # on SQLite every transaction holds the write lock, which appends wait for.
+            query = select(t.audit_entries).where(e.seq > last).order_by(e.seq).limit(_PAGE)
+            if where is not None:
+                query = query.where(where)
+            with self._engine.connect() as conn:
+                rows = conn.execute(query).all()
+            for row in rows:
                 yield entry_fields(row._mapping), str(row.hash)
+            if len(rows) < _PAGE:
+                return
+            last = rows[-1].seq
 
     def entries(self) -> Iterator[AuditEntry]:
         for fields, mac in self._fields():

@@ -359,3 +359,20 @@ def test_closed_accounts_and_oppositions_are_kept_as_keyed_hashes(rules: AccessR
     assert rules.closure(ref) is Reason.OPPOSITION
     with pytest.raises(ValueError):
         rules.close_account(ref, Reason.MISSING_INS, NOW)
+
+
+def test_the_chain_is_read_page_by_page_and_still_verified_whole(
+    state_engine: Engine, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import pipeline.audit
+
+    monkeypatch.setattr(pipeline.audit, "_PAGE", 2)  # five entries: three pages
+    log = AuditLog(state_engine, key=KEY)
+    for i in range(5):
+        log.append(actor=f"actor{i}", role="patient", action="search", patient_id=P if i % 2 else OTHER)
+    assert [e.seq for e in log.entries()] == [1, 2, 3, 4, 5] and log.verify().entries == 5
+    assert [e.seq for e in log.for_patient(P)] == [2, 4] and len(log.for_patient(OTHER)) == 3
+    with state_engine.begin() as conn:  # an entry removed in the middle page
+        conn.execute(tables.audit_entries.delete().where(tables.audit_entries.c.seq == 3))
+    v = log.verify()
+    assert not v.ok and v.first_bad_seq == 3
