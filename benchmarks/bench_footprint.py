@@ -121,7 +121,7 @@ def _s3_requests_per_doc(documents: int) -> dict[str, Any]:
     from collections import Counter
 
     from pipeline.crypto import open_encrypted_store
-    from pipeline.ingest import Pipeline, iter_source_inputs
+    from pipeline.ingest import Pipeline, iter_source_inputs, open_backends
     from pipeline.store.s3 import S3Store
 
     bucket = f"carnet-bench-{uuid4().hex[:10]}"
@@ -137,7 +137,7 @@ def _s3_requests_per_doc(documents: int) -> dict[str, Any]:
         client = store.base.bucket.client  # type: ignore[attr-defined]
         calls: Counter[str] = Counter()
         client.meta.events.register("before-call.s3", lambda model, **_: calls.update([model.name]))
-        with Pipeline(settings, store=store) as pipe:
+        with Pipeline(settings, open_backends(settings, store=store)) as pipe:
             for item in iter_source_inputs([str(root / "feed")], producer=None, settings=settings):
                 pipe.process(item)
             pipe.flush()

@@ -178,7 +178,7 @@ def build_ingest_dag(dag_id: str, feed: FeedConfig | None = None) -> DAG:
             from carnet_settings import task_settings
 
             from pipeline.errors import CarnetError
-            from pipeline.ingest import process_batch
+            from pipeline.ingest.batch import process_batch
             from pipeline.monitoring import check_batch, emit_stats, log_fields, log_rejections
 
             # The feed's threshold, when it has one, decides flagged and alerts alike.
@@ -224,7 +224,7 @@ def build_ingest_dag(dag_id: str, feed: FeedConfig | None = None) -> DAG:
         def summarize(text: list[list[dict[str, Any]]], ocr: list[list[dict[str, Any]]]
                       ) -> dict[str, Any]:
             """Log a readable table of the run's outcomes and return the totals."""
-            from pipeline.ingest import BatchSummary, summarize_batches
+            from pipeline.ingest.batch import BatchSummary, summarize_batches
 
             # Indexing up to len() rather than iterating: the lazy XCom sequence finds its
             # end by a failed lookup, which Airflow logs as an error.

@@ -37,7 +37,7 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
-    from pipeline.ingest import ingest_sources
+    from pipeline.ingest.sources import ingest_sources
 
     settings = _settings(args)
     summary = ingest_sources(args.sources, settings, producer=args.producer,

@@ -56,7 +56,7 @@ class JournaledFlush(Frozen):
     flush_id: str
     run_id: str
     batch: str | None
-    writes: str  # JSON, owned by pipeline.ingest
+    writes: str  # JSON, owned by pipeline.ingest.run
     outcomes: tuple[Outcome, ...]
 
 
@@ -416,7 +416,7 @@ class Ledger:
     def _forget_in_journal(conn: Connection, patient_id: str) -> None:
         """A flush a killed run left unfinished must not write an erased patient back: drop
         their records from its writes and redact their outcomes (the format is
-        pipeline.ingest's ``_FlushWrites``: ``items[].record.patient_id``)."""
+        pipeline.ingest.run's ``_FlushWrites``: ``items[].record.patient_id``)."""
         rows = conn.execute(
             select(flushes.c.flush_id, flushes.c.writes, flushes.c.outcomes)
             .where(flushes.c.state == "intended",

@@ -135,7 +135,7 @@ def _now() -> dt.datetime:
 
 class BatchCounts(Frozen):
     """What one processed batch counts: the fields the ingestion's summary
-    (``pipeline.ingest.BatchSummary``) and the recorded metrics share, defined once."""
+    (``pipeline.ingest.batch.BatchSummary``) and the recorded metrics share, defined once."""
 
     run_id: str
     producer: str

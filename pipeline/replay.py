@@ -11,7 +11,8 @@ from __future__ import annotations
 import datetime as dt
 from collections import defaultdict
 
-from pipeline.ingest import InputFile, Pipeline
+from pipeline.ingest.run import Pipeline
+from pipeline.ingest.stages import InputFile
 from pipeline.model import Frozen, Outcome, Status
 from pipeline.settings import Settings
 from pipeline.store import QuarantineRecord

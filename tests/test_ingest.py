@@ -35,10 +35,10 @@ class _FindsNothing:
 
 def test_no_document_vanishes_even_when_a_parser_returns_nothing(tmp_path: Path) -> None:
     from parsers.registry import ParserRegistry
-    from pipeline.ingest import InputFile, Pipeline
+    from pipeline.ingest import InputFile, Pipeline, open_backends
 
     settings = Settings(data_dir=tmp_path / "carnet")
-    with Pipeline(settings, registry=ParserRegistry([_FindsNothing()])) as pipe:
+    with Pipeline(settings, open_backends(settings, registry=ParserRegistry([_FindsNothing()]))) as pipe:
         outcomes = pipe.process(InputFile(data=b"something", source="x.bin", producer="p"))
     assert [(o.status, o.reasons[0].code) for o in outcomes] == [(Status.REJECTED, Reason.EMPTY_DOCUMENT)]
 

@@ -18,7 +18,7 @@ import pytest
 from parsers.hl7_segments import split_messages
 from pipeline.acks import ack_code, build_ack, read_header
 from pipeline.index import DocumentIndex
-from pipeline.ingest import InputFile, Pipeline, ingest_sources
+from pipeline.ingest import InputFile, Pipeline, ingest_sources, open_backends
 from pipeline.model import Outcome, Reason, SearchQuery, Status
 from pipeline.settings import Settings
 from tests.index.conftest import _elasticsearch, _sqlite
@@ -69,7 +69,7 @@ def test_non_document_messages_are_rejected_unsupported_message_with_an_ar_ack(
 
 
 def run_feed(settings: Settings, index: DocumentIndex, names: list[str]) -> list[Outcome]:
-    with Pipeline(settings, index=index) as pipe:
+    with Pipeline(settings, open_backends(settings, index=index)) as pipe:
         for name in names:
             pipe.process(InputFile(data=(FR / name).read_bytes(), source=name, producer="hopital"))
         pipe.flush()
@@ -145,7 +145,7 @@ def test_a_pdf_replaced_twice_through_txa_13_keeps_one_series(tmp_path: Path,
     assert first.series_id == second.series_id == index.get(INS_COLIN, v3.doc_id).series_id  # type: ignore[union-attr]
     # Deleting the current version by its TXA-12 takes the whole series out.
     deletion = (FR / "13_mdm_t10_pdf_v3.hl7").read_bytes().replace(b"MDM^T10", b"MDM^T11")
-    with Pipeline(settings, index=index) as pipe:
+    with Pipeline(settings, open_backends(settings, index=index)) as pipe:
         [out] = pipe.process(InputFile(data=deletion, source="del.hl7", producer="hopital"))
     assert (out.status, out.doc_id) == (Status.WITHDRAWN, v3.doc_id)
     assert index.search(SearchQuery(patient_id=INS_COLIN, include_superseded=True)).total == 0
@@ -157,7 +157,7 @@ def test_a_corrected_oru_obx_11_c_for_the_same_order_replaces_the_earlier_report
     original = (FR / "02_oru_pdf_lf.hl7").read_bytes()
     corrected = original.replace(b"|ORU0002|", b"|ORU0102|").replace(b"||||||F\n", b"||||||C\n", 1)
     assert corrected.count(b"||||||C\n") == 1
-    with Pipeline(settings, index=index) as pipe:
+    with Pipeline(settings, open_backends(settings, index=index)) as pipe:
         first = pipe.process(InputFile(data=original, source="v1.hl7", producer="hopital"))[0]
         second = pipe.process(InputFile(data=corrected, source="v2.hl7", producer="hopital"))[0]
     assert (first.status, second.status) == (Status.INDEXED, Status.REPLACED)

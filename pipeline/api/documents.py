@@ -33,7 +33,7 @@ from pipeline.api.schemas import (
 )
 from pipeline.feeds.config import producer_name
 from pipeline.index.base import set_series_flag
-from pipeline.ingest import UPLOAD_PRODUCER, ingest_upload
+from pipeline.ingest.sources import UPLOAD_PRODUCER, ingest_upload
 from pipeline.model import Contributor, DocClass, DocumentRecord, Format, SearchQuery, Status, Visibility
 
 router = APIRouter(prefix="/patients/{ins}/documents", tags=["documents"], responses=ERRORS)

@@ -1,0 +1,93 @@
+"""Duplicates and versions: whether an accepted document is already held, replaces the
+current version of its series, or arrives already superseded; and withdrawals.
+
+The index answers for what earlier runs and flushes wrote; ``Versions`` also remembers
+the documents of this run not flushed yet, so duplicates inside one batch are seen.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+
+from pipeline.index import DocumentIndex
+from pipeline.index.base import ExistingVersion
+from pipeline.model import DocumentRecord
+
+
+def version_key(version: int | None, date: dt.date | None) -> tuple[int, dt.date]:
+    """The producer's order of two versions of one document: its version number (HL7 v2
+    has none: an original is 1, a correction 2), then the document's effective date."""
+    return (version if version is not None else 1, date or dt.date.min)
+
+
+class Versions:
+    """The version chains of one run: the index, and the accepted documents not flushed yet."""
+
+    def __init__(self, index: DocumentIndex) -> None:
+        self.index = index
+        self._pending_by_sha: dict[tuple[str, str], str] = {}
+        self._pending_by_series: dict[tuple[str, str], str] = {}
+        self._pending_versions: dict[str, tuple[int, dt.date]] = {}
+
+    def remember(self, record: DocumentRecord) -> None:
+        """A record about to be written: later documents of this run are decided against it."""
+        self._pending_by_sha[(record.patient_id, record.content_sha256)] = record.doc_id
+        if record.superseded_by is None:
+            self._pending_by_series[(record.patient_id, record.series_id)] = record.doc_id
+            self._pending_versions[record.doc_id] = version_key(record.version, record.document_date)
+
+    def flushed(self) -> None:
+        """The pending documents are written (or refused): the index answers for them now."""
+        self._pending_by_sha.clear()
+        self._pending_by_series.clear()
+        self._pending_versions.clear()
+
+    def existing(
+        self, patient: str, content_sha: str, series_id: str, version: tuple[int, dt.date]
+    ) -> tuple[str | None, str | None, str | None]:
+        """(doc id this duplicates, doc id this replaces, newer doc id that supersedes this one).
+
+        The version chain follows the producer's order (``version_key``), not the order of
+        arrival: a version older than the current one (a late delivery, a replay after a
+        fix) arrives already superseded and never hides the live one. Equal keys replace
+        each other in arrival order.
+        """
+        if (patient, content_sha) in self._pending_by_sha:
+            return self._pending_by_sha[(patient, content_sha)], None, None
+        current = self._pending_by_series.get((patient, series_id))
+        current_version = self._pending_versions.get(current) if current else None
+        for v in self.index.find_versions(patient, content_sha256=content_sha, series_id=series_id):
+            if v.withdrawn:
+                continue  # sent again after a deletion: filed anew, not a duplicate
+            if v.content_sha256 == content_sha:
+                return v.doc_id, None, None
+            if v.series_id == series_id and v.superseded_by is None and current is None:
+                current = v.doc_id
+                existing = self.index.get(patient, v.doc_id)
+                current_version = (version_key(existing.version, existing.document_date)
+                                   if existing else None)
+        if current and current_version is not None and version < current_version:
+            return None, None, current
+        return None, current, None
+
+    def parent_series(self, patient: str, producer: str, parent_ids: Sequence[str]) -> str | None:
+        """The series of the document a replacement names as its parent, if Carnet holds it
+        (the caller flushes first when the parent is still pending)."""
+        found = self.index.find_by_document_ids(patient, producer, parent_ids)
+        current = [v for v in found if v.superseded_by is None and not v.withdrawn]
+        return (current or found)[0].series_id if found else None
+
+    def withdraw(self, patient: str, producer: str, names: Sequence[str], at: dt.datetime
+                 ) -> tuple[list[ExistingVersion], dict[str, ExistingVersion]]:
+        """Take every version of the documents ``names`` identify out of every search (kept,
+        with ``withdrawn_at``). Returns (the versions named, every version of their series)."""
+        named = self.index.find_by_document_ids(patient, producer, names)
+        series = {v.series_id for v in named}
+        versions = {v.doc_id: v for s in series
+                    for v in self.index.find_versions(patient, content_sha256="", series_id=s)}
+        versions.update({v.doc_id: v for v in named})
+        for v in versions.values():
+            if not v.withdrawn:
+                self.index.withdraw(patient, v.doc_id, at)
+        return list(named), versions

@@ -1,0 +1,229 @@
+"""The per-document stages, pure: raw bytes → parsed documents, and a parsed document →
+examined (classified, checked, identified) or rejected, then → the record to keep.
+
+Nothing here opens or queries a backend: what needs the index, the store or the access
+rules (duplicates, versions, closed accounts, quarantine) is the ``Pipeline``'s
+(``pipeline.ingest.run``), which calls these stages in order.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import logging
+import time
+import traceback
+from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from parsers.registry import ParserRegistry
+from pipeline.classification import classify_document
+from pipeline.dates import find_document_date
+from pipeline.errors import EncryptedDocumentError, ParserError
+from pipeline.feeds import printable_name
+from pipeline.identity import IdentityResult, find_finess, find_rpps, identify_in_record, identify_patient
+from pipeline.model import (
+    Classification,
+    Contributor,
+    DocClass,
+    DocumentRecord,
+    ParsedDocument,
+    Problem,
+    Reason,
+)
+from pipeline.observations import extract_observations
+from pipeline.quality import check_document
+
+log = logging.getLogger(__name__)
+
+_UNREADABLE = frozenset({Reason.UNREADABLE_SCAN, Reason.EMPTY_DOCUMENT})
+# Classes whose text may print lab results or dose indicators (a prescription's doses are not).
+_RESULT_CLASSES = frozenset({DocClass.BIOLOGY, DocClass.IMAGING, DocClass.OTHER})
+_CLOSED = {
+    Reason.ACCOUNT_CLOSED: "the patient's account is closed: documents for this INS are refused "
+                           "(it is reopened only at the patient's request)",
+    Reason.OPPOSITION: "the patient opposed the creation of their record: documents for this INS "
+                       "are refused",
+}
+
+# What parsing one input gives: its documents, or the problem that stopped it (and the
+# traceback of a parser that crashed).
+Parsed = tuple[list[ParsedDocument], Problem | None, str | None]
+
+
+def hash_id(*parts: str) -> str:
+    return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:32]
+
+
+@dataclass
+class StageClock:
+    """Seconds spent per stage, for run metrics."""
+
+    seconds: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] += time.perf_counter() - t0
+
+
+@dataclass
+class InputFile:
+    """One raw input: its bytes, where it came from and who sent it."""
+
+    data: bytes
+    source: str
+    producer: str
+    batch: str | None = None
+    # Why the file disagrees with its batch manifest (size, SHA-256, unlisted), if it does.
+    manifest_problem: str | None = None
+    # A patient upload: the record it is added to (the identity stage still runs, see
+    # ``identify_in_record``) and who added it (recorded as the document's author).
+    record_of: str | None = None
+    contributor: Contributor | None = None
+    # Why the file was not read (a symbolic link or special file), if it was not.
+    unsafe_path: str | None = None
+
+    def __post_init__(self) -> None:
+        # Names come from the filesystem, where any byte sequence is allowed: a name that is
+        # not UTF-8 is escaped once, here, so every report and record downstream can hold it.
+        self.source = printable_name(self.source)
+        self.producer = printable_name(self.producer)
+        self.batch = printable_name(self.batch) if self.batch is not None else None
+
+
+@dataclass(frozen=True)
+class Rejection:
+    """Why a document is refused (and whose it is, when that was found)."""
+
+    problems: tuple[Problem, ...]
+    patient_id: str | None = None
+
+
+@dataclass(frozen=True)
+class Examined:
+    """A document that went through classification, the per-document checks and
+    identification: filed under ``identity.patient_id`` unless ``blocking`` says no."""
+
+    doc: ParsedDocument  # with the results its text prints, when it had none structured
+    classification: Classification
+    document_date: dt.date | None
+    identity: IdentityResult
+    problems: tuple[Problem, ...]
+
+    @property
+    def patient_id(self) -> str:
+        assert self.identity.patient_id is not None  # examine() rejects a document without one
+        return self.identity.patient_id
+
+    @property
+    def blocking(self) -> tuple[Problem, ...]:
+        return tuple(p for p in self.problems if p.blocking)
+
+
+def parse_input(registry: ParserRegistry, item: InputFile) -> Parsed:
+    """The documents of one raw input, by the parser its content calls for."""
+    parser = registry.choose(item.data) if item.data else None
+    if parser is None:
+        what = "empty file" if not item.data else "content not recognised as PDF, image, HL7 v2 or CDA"
+        return [], Problem(code=Reason.UNSUPPORTED_FORMAT, message=what), None
+    try:
+        return parser.parse(item.data, source=item.source), None, None
+    except EncryptedDocumentError as exc:
+        return [], Problem(code=Reason.ENCRYPTED_DOCUMENT, message=exc.message), None
+    except ParserError as exc:
+        return [], Problem(code=Reason.PARSE_ERROR, message=exc.message), None
+    except Exception as exc:  # noqa: BLE001 — the parser boundary: one bad file never stops the batch
+        log.exception("parser %s crashed on %s (producer %s)", parser.name, item.source,
+                      item.producer)
+        return [], Problem(code=Reason.PARSE_ERROR,
+                           message=f"{parser.name} parser failed: {type(exc).__name__}: {exc}"), \
+            traceback.format_exc()
+
+
+def examine(doc: ParsedDocument, *, record_of: str | None, clock: StageClock) -> Examined | Rejection:
+    """Classify, check and identify one parsed document (a withdrawal is not examined).
+
+    Rejected here: a parser's blocking warning, an unreadable document (reported as such,
+    not as one "without INS"), a document no patient is found for. Other blocking
+    problems are left in ``Examined.blocking``: a closed account is reported before them.
+    """
+    blocking = [w for w in doc.warnings if w.blocking]
+    if blocking:
+        return Rejection(tuple(blocking))
+    with clock.stage("classify"):
+        classification = classify_document(doc)
+        document_date = doc.document_date or find_document_date(doc.text)
+        if not doc.results and classification.doc_class in _RESULT_CLASSES:
+            # Results printed in text are checked like structured ones (one observation model).
+            doc = doc.model_copy(update={"results": extract_observations(doc.text)})
+    with clock.stage("quality"):
+        problems = check_document(doc, classification, document_date)
+    unreadable = [p for p in problems if p.blocking and p.code in _UNREADABLE]
+    if unreadable:
+        return Rejection(tuple(unreadable))
+    with clock.stage("identify"):
+        identity = identify_in_record(doc, record_of) if record_of else identify_patient(doc)
+    if identity.patient_id is None:
+        return Rejection(identity.problems)
+    return Examined(doc=doc, classification=classification, document_date=document_date,
+                    identity=identity, problems=tuple(problems))
+
+
+def closed_account(closure: Reason) -> Rejection:
+    """A closed account (or an opposition) refuses new documents; its INS is not written
+    in the report or the quarantine record, only its keyed hash."""
+    return Rejection((Problem(code=closure, message=_CLOSED[closure]),))
+
+
+def document_ids(producer: str, patient_id: str, doc: ParsedDocument, content_sha: str) -> tuple[str, str]:
+    """(series id, doc id): deterministic, from the producer's document id when it gives
+    one (a replacement naming its parent may join the parent's series instead)."""
+    if doc.producer_document_id:
+        return (hash_id("series", producer, doc.producer_document_id),
+                hash_id("doc", producer, doc.producer_document_id, content_sha))
+    doc_id = hash_id("doc", patient_id, content_sha)
+    return doc_id, doc_id
+
+
+def outcome_fields(item: InputFile, examined: Examined, content_sha: str) -> dict[str, Any]:
+    """What every outcome of an identified document says, whatever its status."""
+    doc, classification = examined.doc, examined.classification
+    return dict(
+        source=doc.source_ref, patient_id=examined.patient_id, doc_class=classification.doc_class,
+        type_code=classification.type_code, content_sha256=content_sha,
+        producer=item.producer, format=doc.format, ocr_pages=doc.ocr_pages,
+        ocr_confidence=doc.ocr_confidence, message_control_id=doc.message_control_id,
+    )
+
+
+def build_record(item: InputFile, examined: Examined, *, doc_id: str, series_id: str,
+                 content_sha: str, superseded_by: str | None) -> DocumentRecord:
+    """The record an accepted document is indexed as."""
+    doc, classification = examined.doc, examined.classification
+    return DocumentRecord(
+        doc_id=doc_id, series_id=series_id, patient_id=examined.patient_id,
+        doc_class=classification.doc_class, type_code=classification.type_code,
+        type_label=classification.type_label, classification_rule=classification.rule,
+        classification_confidence=classification.confidence,
+        title=doc.title or classification.type_label or "Document",
+        document_date=examined.document_date, producer=item.producer,
+        producer_finess=doc.producer_finess or find_finess(doc.text),
+        producer_document_id=doc.producer_document_id, version=doc.version,
+        document_ids=doc.document_ids, superseded_by=superseded_by,
+        author_rpps=None if item.contributor else doc.author_rpps or find_rpps(doc.text),
+        author_name=item.contributor.name if item.contributor else doc.author_name,
+        contributed_by=item.contributor, identity_source=examined.identity.evidence,
+        source=doc.source_ref, format=doc.format, content_sha256=content_sha,
+        text=doc.text, results=doc.results, visibility=doc.visibility,
+        page_count=doc.page_count, ocr_pages=doc.ocr_pages,
+        ocr_confidence=doc.ocr_confidence,
+        warnings=tuple(doc.warnings) + tuple(p for p in examined.problems if not p.blocking),
+        ingested_at=dt.datetime.now(dt.UTC),
+    )
