@@ -33,7 +33,7 @@ from pipeline.index import DocumentIndex, open_index
 from pipeline.ledger import Ledger
 from pipeline.model import Frozen, Reason, SearchQuery
 from pipeline.settings import Settings
-from pipeline.store import DocumentStore, QuarantineRecord
+from pipeline.store import DocumentStore, KeyedStore, QuarantineRecord
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +104,7 @@ def _names_patient(store: DocumentStore, q: QuarantineRecord, patient_id: str, r
 
 
 def erase_patient_from(
-    patient_id: str, *, index: DocumentIndex, store: DocumentStore, rules: AccessRules,
+    patient_id: str, *, index: DocumentIndex, store: KeyedStore, rules: AccessRules,
     audit: AuditLog, ledger: Ledger, ref_key: bytes, actor: str, role: str = "operator",
     now: dt.datetime | None = None,
 ) -> ErasureReceipt:
@@ -118,13 +118,10 @@ def erase_patient_from(
         shas.add(q.content_sha256)
         store.remove_quarantine(q.quarantine_id)
 
-    owner_of = getattr(store, "owner_of", None)
-    objects_of = getattr(store, "objects_of", None)
-    if callable(objects_of):
-        shas.update(objects_of(patient_id))
+    shas.update(store.objects_of(patient_id))
     removed_objects = 0
     for sha in sorted(shas):
-        owner = owner_of(sha) if callable(owner_of) else None
+        owner = store.owner_of(sha)
         if owner is not None and owner != patient_id:
             # The same bytes were filed for someone else first: they are that person's too.
             log.warning("object %s is also another patient's; kept", sha)
@@ -134,8 +131,7 @@ def erase_patient_from(
     doc_ids = sorted(index.delete_patient(patient_id))
     rules_removed = rules.forget_patient(patient_id)
     rules.close_account(ref, Reason.ACCOUNT_CLOSED, at)
-    destroy = getattr(store, "destroy_patient_key", None)
-    key_destroyed = bool(destroy(patient_id)) if callable(destroy) else False
+    key_destroyed = store.destroy_patient_key(patient_id)
     ledger_rows = ledger.forget_patient(patient_id, shas)
 
     entry = audit.append(actor=actor, role=role, action="erase", patient_id=patient_id,

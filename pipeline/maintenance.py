@@ -129,13 +129,6 @@ def rebuild_index(settings: Settings, *, now: dt.datetime | None = None) -> dict
     """Reindex into a new Elasticsearch index and swap the alias; optimise SQLite in place."""
     index = open_index(settings.effective_index_url, alias=settings.es_index_alias)
     try:
-        if hasattr(index, "reindex_to"):
-            new = f"{settings.es_index_alias}-{(now or dt.datetime.now(dt.UTC)):%Y%m%d%H%M%S}"
-            old = index.reindex_to(new)
-            return {"backend": "elasticsearch", "new_index": new, "previous": old,
-                    "documents": index.count()}
-        if hasattr(index, "optimize"):
-            index.optimize()
-        return {"backend": "sqlite", "optimized": True, "documents": index.count()}
+        return index.rebuild(f"{(now or dt.datetime.now(dt.UTC)):%Y%m%d%H%M%S}")
     finally:
         index.close()

@@ -43,6 +43,19 @@ class IndexFailure(Frozen):
     message: str
 
 
+# The last query term also matches as a prefix from this many characters (type-ahead),
+# in both backends.
+PREFIX_MIN_CHARS = 3
+
+
+def patient_token(patient_id: str) -> str | None:
+    """The one token naming a patient (SQLite's FTS column, Elasticsearch's routing check),
+    or None if ``patient_id`` is not INS-shaped: such an id is never read or written."""
+    if len(patient_id) == 15 and patient_id.isascii() and patient_id.isalnum():
+        return "p" + patient_id.lower()
+    return None
+
+
 def meta_text(record: DocumentRecord) -> str:
     """The searchable metadata of a record (type, producer, author, analytes, LOINC codes):
     one definition, so both backends match the same fields."""
@@ -131,6 +144,12 @@ class DocumentIndex(Protocol):
         ...
 
     def count(self) -> int: ...
+
+    def rebuild(self, version: str) -> dict[str, object]:
+        """Rebuild for search (after a bulk load or a mapping change) and say what was
+        done: Elasticsearch copies every document into a new index ``<alias>-<version>``
+        and moves the alias to it (pause ingestion meanwhile); SQLite optimises in place."""
+        ...
 
     def close(self) -> None: ...
 

@@ -35,9 +35,16 @@ from elasticsearch import ApiError, Elasticsearch, NotFoundError, helpers
 
 from pipeline.analysis import analyze, analyze_query
 from pipeline.errors import BackendUnavailable, ConfigurationError
-from pipeline.index.base import Checkpoint, ExistingVersion, IndexFailure, Supersede, meta_text
+from pipeline.index.base import (
+    PREFIX_MIN_CHARS,
+    Checkpoint,
+    ExistingVersion,
+    IndexFailure,
+    Supersede,
+    meta_text,
+    patient_token,
+)
 from pipeline.index.base import snippet_fields as _snippet
-from pipeline.index.sqlite import PREFIX_MIN_CHARS, patient_token
 from pipeline.model import DocClass, DocumentRecord, SearchHit, SearchQuery, SearchResult, Visibility
 
 log = logging.getLogger(__name__)
@@ -259,6 +266,13 @@ class ElasticsearchIndex:
             return sorted(self._es.indices.get_alias(name=self.alias).body)
         except NotFoundError:
             return []
+
+    def rebuild(self, version: str) -> dict[str, object]:
+        """Copy into ``<alias>-<version>`` and move the alias there (``reindex_to``)."""
+        new = f"{self.alias}-{version}"
+        old = self.reindex_to(new)
+        return {"backend": "elasticsearch", "new_index": new, "previous": old,
+                "documents": self.count()}
 
     @_reachable
     def reindex_to(self, new_index: str) -> list[str]:

@@ -41,7 +41,16 @@ from pathlib import Path
 
 from pipeline.analysis import analyze, analyze_query
 from pipeline.errors import BackendUnavailable
-from pipeline.index.base import Checkpoint, ExistingVersion, IndexFailure, Supersede, meta_text, names_any
+from pipeline.index.base import (
+    PREFIX_MIN_CHARS,
+    Checkpoint,
+    ExistingVersion,
+    IndexFailure,
+    Supersede,
+    meta_text,
+    names_any,
+    patient_token,
+)
 from pipeline.index.base import snippet_fields as _snippet
 from pipeline.model import (
     DocClass,
@@ -54,7 +63,6 @@ from pipeline.model import (
 
 log = logging.getLogger(__name__)
 
-PREFIX_MIN_CHARS = 3
 # A prefix matching more index terms than this is left to FTS5's own (slower) prefix query.
 PREFIX_MAX_TERMS = 64
 _VISIBILITY_BITS = {flag: 1 << i for i, flag in enumerate(Visibility)}
@@ -96,13 +104,6 @@ _COLUMN_WEIGHTS = (4.0, 2.0, 1.0)  # title, meta, body: a title hit counts most
 _K1, _B = 1.2, 0.75
 _DF_TTL_SECONDS = 600.0
 _KNOWN_TERMS_SIZE = 500_000
-
-
-def patient_token(patient_id: str) -> str | None:
-    """The one FTS token naming a patient, or None if ``patient_id`` is not INS-shaped."""
-    if len(patient_id) == 15 and patient_id.isascii() and patient_id.isalnum():
-        return "p" + patient_id.lower()
-    return None
 
 
 def _fts_row(record: DocumentRecord, pat: str) -> tuple[str, str, str, str]:
@@ -655,9 +656,14 @@ class SqliteIndex:
         return hits
 
     def optimize(self) -> None:
-        """Merge the FTS5 segments (after a bulk load; not part of the protocol)."""
+        """Merge the FTS5 segments (after a bulk load)."""
         with self._lock:
             self._db.execute("INSERT INTO documents_fts (documents_fts) VALUES ('optimize')")
+
+    def rebuild(self, version: str) -> dict[str, object]:
+        """Optimise in place (one SQLite file: nothing to copy, no alias to move)."""
+        self.optimize()
+        return {"backend": "sqlite", "optimized": True, "documents": self.count()}
 
     def close(self) -> None:
         with self._lock:

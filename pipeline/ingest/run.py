@@ -59,7 +59,7 @@ from pipeline.model import (
 )
 from pipeline.quality import GateItem, QualityGate
 from pipeline.settings import Settings
-from pipeline.store import DocumentStore, sha256_hex
+from pipeline.store import KeyedStore, sha256_hex
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +71,7 @@ class Backends:
     index: DocumentIndex
     # Raw documents are encrypted at rest: per-object keys until the patient is known,
     # then the patient's data key (so erasure can destroy it).
-    store: DocumentStore
+    store: KeyedStore
     ledger: Ledger
     # Identity traits (birth dates) and closed accounts live with the access rules.
     rules: AccessRules
@@ -88,7 +88,7 @@ def open_backends(
     settings: Settings,
     *,
     index: DocumentIndex | None = None,
-    store: DocumentStore | None = None,
+    store: KeyedStore | None = None,
     registry: ParserRegistry | None = None,
 ) -> Backends:
     """The configured backends; ``index``, ``store`` and ``registry``, when given, are
@@ -320,7 +320,7 @@ class Pipeline:
         content_sha = raw_sha if content is item.data else sha256_hex(content)
         if content is not item.data:
             self.store.put(content)
-        self._assign(content_sha, patient)
+        self.store.assign(content_sha, patient)
         series_id, doc_id = document_ids(item.producer, patient, doc, content_sha)
         if doc.producer_document_id and doc.refers_to:
             # A replacement naming its parent joins the parent's series.
@@ -358,12 +358,6 @@ class Pipeline:
         return Outcome(status=unreported.status, doc_id=doc_id, reasons=unreported.problems(),
                        **base)  # type: ignore[arg-type]
 
-    def _assign(self, sha: str, patient_id: str) -> None:
-        """Put a stored object under its patient's data key (encrypted stores only)."""
-        assign = getattr(self.store, "assign", None)
-        if assign is not None:
-            assign(sha, patient_id)
-
     def _flush_if_pending(self, producer: str, document_ids: Sequence[str]) -> None:
         """Write pending records first when one of them is the document named: it may
         have arrived earlier in this very run (flushing only then keeps batches whole)."""
@@ -379,7 +373,7 @@ class Pipeline:
         if patient is None:
             self._reject(item, raw_sha, doc, list(identity.problems))
             return
-        self._assign(raw_sha, patient)
+        self.store.assign(raw_sha, patient)
         names = tuple(dict.fromkeys(
             i for i in (doc.producer_document_id, *doc.document_ids, *doc.refers_to) if i))
         with self.clock.stage("index"):

@@ -16,7 +16,7 @@ from pipeline.ingest.stages import InputFile
 from pipeline.model import Contributor, Frozen, Outcome
 from pipeline.quality import BatchThresholds, QualityGate
 from pipeline.settings import Settings
-from pipeline.store import DocumentStore
+from pipeline.store import KeyedStore
 
 
 def _folder_inputs(root: Path, producer: str | None) -> Iterator[tuple[Path, str, str | None]]:
@@ -143,7 +143,7 @@ def ingest_upload(
     patient_id: str,
     contributor: Contributor,
     index: DocumentIndex | None = None,
-    store: DocumentStore | None = None,
+    store: KeyedStore | None = None,
 ) -> RunSummary:
     """A file a patient (or whoever acts for them) adds to their record: a batch of one
     through the same ``Pipeline`` as every feed (kept, encrypted, parsed with OCR, checked,

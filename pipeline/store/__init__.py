@@ -12,14 +12,15 @@ from __future__ import annotations
 from pipeline.errors import ConfigurationError
 from pipeline.store.base import (
     DocumentStore,
+    KeyedStore,
     QuarantineAttempt,
     QuarantineRecord,
     sha256_hex,
 )
 from pipeline.store.file import FileStore
 
-__all__ = ["DocumentStore", "FileStore", "QuarantineAttempt", "QuarantineRecord", "open_store",
-           "sha256_hex"]
+__all__ = ["DocumentStore", "FileStore", "KeyedStore", "QuarantineAttempt", "QuarantineRecord",
+           "open_store", "sha256_hex"]
 
 
 def open_store(url: str, *, endpoint_url: str | None = None, region: str | None = None) -> DocumentStore:

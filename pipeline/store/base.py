@@ -84,6 +84,30 @@ class DocumentStore(Protocol):
         ...
 
 
+@runtime_checkable
+class KeyedStore(DocumentStore, Protocol):
+    """A store that keeps each object under its patient's data key (``pipeline.crypto``'s
+    ``EncryptedStore``, what ingestion and erasure always open): objects can be re-keyed
+    to their patient, and a patient's objects shredded by destroying that one key."""
+
+    def assign(self, sha256: str, patient_id: str) -> bool:
+        """Put a stored object under ``patient_id``'s data key; True when it changed (an
+        object already another patient's keeps its first owner)."""
+        ...
+
+    def owner_of(self, sha256: str) -> str | None:
+        """The patient whose key holds the object, or None (not assigned yet)."""
+        ...
+
+    def objects_of(self, patient_id: str) -> list[str]:
+        """The objects held under ``patient_id``'s key."""
+        ...
+
+    def destroy_patient_key(self, patient_id: str) -> bool:
+        """Shred: destroy ``patient_id``'s data key; False when there was none."""
+        ...
+
+
 def anchor_name(kind: str, seq: int) -> str:
     """``anchors/<kind>/<seq>.json``, zero-padded so names sort by sequence."""
     if not kind.isalnum() or seq < 0:

@@ -126,6 +126,26 @@ def test_supersede_hides_the_old_version_from_default_search(index: DocumentInde
     assert {v.doc_id: v.superseded_by for v in versions} == {"v1": "v2", "v2": None}
 
 
+def test_rebuild_keeps_every_document_its_version_chain_and_its_search(index: DocumentIndex) -> None:
+    index.upsert([
+        make_record("v1", series_id="s", text="Hémoglobine 12"),
+        make_record("v2", series_id="s", text="Hémoglobine 13"),
+        make_record("b1", patient_id=PATIENT_B, text="Hémoglobine 14"),
+    ])
+    index.supersede(PATIENT_A, "v1", "v2")
+
+    done = index.rebuild("v9")
+
+    previous: list[str] = done.get("previous", [])  # type: ignore[assignment]
+    for name in previous:  # Elasticsearch keeps the old index, for checking
+        index.client.indices.delete(index=name)  # type: ignore[attr-defined]
+    assert done["documents"] == index.count() == 3
+    assert ids(search(index, "hémoglobine")) == ["v2"]
+    assert ids(search(index, "hemoglobine", patient_id=PATIENT_B)) == ["b1"]
+    old = index.get(PATIENT_A, "v1")
+    assert old is not None and old.superseded_by == "v2"
+
+
 def test_supersede_cannot_touch_another_patients_document(index: DocumentIndex) -> None:
     index.upsert([make_record("b1", patient_id=PATIENT_B, text="Hémoglobine")])
     index.supersede(PATIENT_A, "b1", "x")
