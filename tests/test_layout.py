@@ -149,6 +149,9 @@ ONE_WAY = [
     ("pipeline.index", ("pipeline.ingest", "pipeline.feeds", "pipeline.store", "pipeline.api",
                         "dags")),
     ("pipeline", ("dags",)),
+    # The per-document stages are pure: no backend, and nothing of the pipeline that runs them.
+    ("pipeline.ingest.stages", ("pipeline.index", "pipeline.store", "pipeline.ledger", "pipeline.access",
+                                "pipeline.state", "pipeline.crypto", "pipeline.audit", "pipeline.ingest")),
     # Demo tooling: only the CLI's ``generate`` command reaches it (lazily).
     ("pipeline.ingest", ("generator",)),
     ("pipeline.index", ("generator",)),
