@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import threading
 import unicodedata
 from collections.abc import Iterable
 from enum import StrEnum
@@ -191,6 +192,7 @@ class AccessRules:
 
     def __init__(self, state: Settings | Engine) -> None:
         self._engine, self._owns_engine = engine_of(state)
+        self._reading = threading.local()  # the connection ``decide`` reads through
 
     def close(self) -> None:
         if self._owns_engine:
@@ -380,12 +382,26 @@ class AccessRules:
     # -- the decision --------------------------------------------------------------------------
 
     def _one(self, query: Executable) -> tuple[Any, ...] | None:
-        with self._engine.connect() as conn:
-            row = conn.execute(query).first()
+        reading = getattr(self._reading, "conn", None)
+        if reading is not None:
+            row = reading.execute(query).first()
+        else:
+            with self._engine.connect() as conn:
+                row = conn.execute(query).first()
         return tuple(row) if row else None
 
     def decide(self, who: Principal, patient_id: str, now: dt.datetime) -> AccessDecision:
         """May ``who`` see ``patient_id``'s record at ``now``, and which documents of it."""
+        # One connection for the decision's few queries (one pool checkout and one
+        # transaction, not one per query), kept for this thread while it decides.
+        with self._engine.connect() as conn:
+            self._reading.conn = conn
+            try:
+                return self._decide(who, patient_id, now)
+            finally:
+                self._reading.conn = None
+
+    def _decide(self, who: Principal, patient_id: str, now: dt.datetime) -> AccessDecision:
         if who.role is Role.PATIENT:
             if who.subject != patient_id:
                 return AccessDecision(allowed=False, via="not_own_record")
