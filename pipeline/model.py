@@ -108,6 +108,10 @@ class Visibility(StrEnum):
     INVISIBLE_REPRESENTANTS_LEGAUX = "INVISIBLE_REPRESENTANTS_LEGAUX"
 
 
+# The flags a patient sets on a whole series (every version, later ones included).
+PATIENT_SERIES_CHOICES = frozenset({Visibility.MASQUE_PS})
+
+
 class Problem(Frozen):
     """A reason code with a human message; ``blocking`` problems reject the document."""
 

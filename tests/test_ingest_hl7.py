@@ -18,8 +18,9 @@ import pytest
 from parsers.hl7_segments import split_messages
 from pipeline.acks import ack_code, build_ack, read_header
 from pipeline.index import DocumentIndex
+from pipeline.index.base import set_series_flag
 from pipeline.ingest import InputFile, Pipeline, ingest_sources, open_backends
-from pipeline.model import Outcome, Reason, SearchQuery, Status
+from pipeline.model import Outcome, Reason, SearchQuery, Status, Visibility
 from pipeline.settings import Settings
 from tests.index.conftest import _elasticsearch, _sqlite
 
@@ -212,3 +213,25 @@ def test_a_profile_batch_through_the_dag_path_is_acknowledged_per_message(tmp_pa
             for name, control in [("t11", "MDM0006"), ("oru_d", "ORU0005"), ("unknown", "MDM0007")]}
     assert "MSA|AA|MDM0006" in acks["t11"] and "MSA|AA|ORU0005" in acks["oru_d"]
     assert "MSA|AE|MDM0007" in acks["unknown"] and "unknown_document" in acks["unknown"]
+
+
+def test_a_new_version_keeps_the_series_hidden_that_the_patient_hid(tmp_path: Path,
+                                                                    index: DocumentIndex) -> None:
+    """Hiding is about the document, not one version: a correction must not show a
+    professional what the patient hid, and unhiding lets the next version show again."""
+    settings = Settings(data_dir=tmp_path / "carnet")
+    names = ["11_mdm_t02_pdf_v1.hl7", "12_mdm_t10_pdf_v2.hl7", "13_mdm_t10_pdf_v3.hl7"]
+    professional = SearchQuery(patient_id=INS_COLIN, exclude_visibility=(Visibility.MASQUE_PS,))
+    [v1] = run_feed(settings, index, [names[0]])
+    first = index.get(INS_COLIN, v1.doc_id)
+    assert first is not None
+    assert set_series_flag(index, first, Visibility.MASQUE_PS, True) == (Visibility.MASQUE_PS,)
+    [v2] = run_feed(settings, index, [names[1]])
+    assert v2.status is Status.REPLACED
+    second = index.get(INS_COLIN, v2.doc_id)
+    assert second is not None and Visibility.MASQUE_PS in second.visibility
+    assert index.search(professional).total == 0
+    assert [h.doc_id for h in index.search(SearchQuery(patient_id=INS_COLIN)).hits] == [v2.doc_id]
+    set_series_flag(index, second, Visibility.MASQUE_PS, False)
+    [v3] = run_feed(settings, index, [names[2]])
+    assert [h.doc_id for h in index.search(professional).hits] == [v3.doc_id]

@@ -48,6 +48,7 @@ from pipeline.ingest.stages import (
 )
 from pipeline.ledger import Ledger, Unreported
 from pipeline.model import (
+    PATIENT_SERIES_CHOICES,
     DocumentRecord,
     Frozen,
     Outcome,
@@ -56,6 +57,7 @@ from pipeline.model import (
     Problem,
     Reason,
     Status,
+    Visibility,
 )
 from pipeline.quality import GateItem, QualityGate
 from pipeline.settings import Settings
@@ -439,6 +441,7 @@ class Pipeline:
                 pending = self._apply_gate(pending)
         if self.run_id is None:
             self.sync()
+            self._carry_patient_choices(pending)
             with self.clock.stage("index"):
                 self._refuse(pending, self.index.apply(
                     [p.record for p in pending], self._supersedes(pending)))
@@ -452,6 +455,7 @@ class Pipeline:
             start = self._recorded
             flush_id = None
             pending = self._decide_again(pending, start)
+            self._carry_patient_choices(pending)
             if pending:
                 self.checkpoint("before_journal")
                 writes = _FlushWrites(
@@ -515,6 +519,27 @@ class Pipeline:
             if o.status is Status.DUPLICATE and o.doc_id in moved:
                 self.outcomes[i] = o.model_copy(update={"doc_id": moved[o.doc_id]})
         return kept
+
+    def _carry_patient_choices(self, pending: Sequence[_Pending]) -> None:
+        """A new version joins its series with the choices the patient made on it (hidden
+        from professionals): the choice is about the document, not one version of it, so a
+        correction must not show what the patient hid. Decided under the flush lock, from
+        the neighbouring version as committed (or as pending earlier in this flush)."""
+        chosen: dict[str, tuple[Visibility, ...]] = {}
+        for p in pending:
+            r = p.record
+            flags: set[Visibility] = set()
+            for other in (p.supersedes, r.superseded_by):
+                if other is None:
+                    continue
+                if other not in chosen:
+                    found = self.index.get(r.patient_id, other)
+                    chosen[other] = found.visibility if found is not None else ()
+                flags.update(f for f in chosen[other] if f in PATIENT_SERIES_CHOICES)
+            missing = tuple(sorted(flags - set(r.visibility)))
+            if missing:
+                p.record = r.model_copy(update={"visibility": r.visibility + missing})
+            chosen[r.doc_id] = p.record.visibility
 
     def _record_birth_dates(self, pending: Sequence[_Pending]) -> None:
         for p in pending:
