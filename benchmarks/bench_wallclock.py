@@ -201,7 +201,7 @@ def run(quick: bool = False) -> dict[str, Any]:
         }
         if _up(ES_URL) and _up(S3_URL):
             bucket = f"carnet-bench-{uuid.uuid4().hex[:8]}"
-            from pipeline.s3 import S3Store
+            from pipeline.store.s3 import S3Store
 
             S3Store.from_url(f"s3://{bucket}", endpoint_url=S3_URL, region="us-east-1", create_bucket=True)
             served = _carnet_ingest(base / "text", base / "carnet-es",
