@@ -416,7 +416,8 @@ class Ledger:
     def _forget_in_journal(conn: Connection, patient_id: str) -> None:
         """A flush a killed run left unfinished must not write an erased patient back: drop
         their records from its writes and redact their outcomes (the format is
-        pipeline.ingest.run's ``_FlushWrites``: ``items[].record.patient_id``)."""
+        pipeline.ingest.run's ``_FlushWrites``: ``items[].record.patient_id``,
+        ``withdrawals[].patient_id``)."""
         rows = conn.execute(
             select(flushes.c.flush_id, flushes.c.writes, flushes.c.outcomes)
             .where(flushes.c.state == "intended",
@@ -425,6 +426,7 @@ class Ledger:
         for flush_id, writes, journaled in rows:
             w: dict[str, Any] = json.loads(writes)
             w["items"] = [i for i in w.get("items", ()) if i["record"]["patient_id"] != patient_id]
+            w["withdrawals"] = [i for i in w.get("withdrawals", ()) if i["patient_id"] != patient_id]
             kept: Sequence[dict[str, Any]] = [
                 dict(o, patient_id=None, doc_id=None, source=ERASED, content_sha256=None)
                 if o.get("patient_id") == patient_id else o for o in json.loads(journaled)]

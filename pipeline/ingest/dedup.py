@@ -78,16 +78,13 @@ class Versions:
         current = [v for v in found if v.superseded_by is None and not v.withdrawn]
         return (current or found)[0].series_id if found else None
 
-    def withdraw(self, patient: str, producer: str, names: Sequence[str], at: dt.datetime
-                 ) -> tuple[list[ExistingVersion], dict[str, ExistingVersion]]:
-        """Take every version of the documents ``names`` identify out of every search (kept,
-        with ``withdrawn_at``). Returns (the versions named, every version of their series)."""
+    def withdrawal(self, patient: str, producer: str, names: Sequence[str]
+                   ) -> tuple[list[ExistingVersion], dict[str, ExistingVersion]]:
+        """What a deletion naming ``names`` takes out of every search: (the versions named,
+        every version of their series). The caller writes it, under the flush lock."""
         named = self.index.find_by_document_ids(patient, producer, names)
         series = {v.series_id for v in named}
         versions = {v.doc_id: v for s in series
                     for v in self.index.find_versions(patient, content_sha256="", series_id=s)}
         versions.update({v.doc_id: v for v in named})
-        for v in versions.values():
-            if not v.withdrawn:
-                self.index.withdraw(patient, v.doc_id, at)
         return list(named), versions

@@ -61,6 +61,7 @@ from pipeline.model import (
 )
 from pipeline.quality import GateItem, QualityGate
 from pipeline.settings import Settings
+from pipeline.state.locks import HeldLock
 from pipeline.store import KeyedStore, sha256_hex
 
 log = logging.getLogger(__name__)
@@ -135,11 +136,24 @@ class _JournalItem(Frozen):
     outcome_at: int  # position in the flush's outcomes
 
 
+class _Withdrawal(Frozen):
+    """One version a producer's deletion takes out of every search."""
+
+    patient_id: str
+    doc_id: str
+    at: dt.datetime
+
+
 class _FlushWrites(Frozen):
     """The write-ahead record of one flush (the ``writes`` column of the ledger's journal)."""
 
     items: tuple[_JournalItem, ...]
     raw_shas: dict[int, str]  # position in the flush's outcomes -> the input's raw bytes
+    withdrawals: tuple[_Withdrawal, ...] = ()
+
+    def withdraw(self, index: DocumentIndex) -> None:
+        for w in self.withdrawals:
+            index.withdraw(w.patient_id, w.doc_id, w.at)  # idempotent: the same date again
 
     def supersedes(self) -> list[Supersede]:
         return [Supersede(patient_id=i.record.patient_id, doc_id=i.supersedes, by_doc_id=i.record.doc_id)
@@ -378,27 +392,57 @@ class Pipeline:
         self.store.assign(raw_sha, patient)
         names = tuple(dict.fromkeys(
             i for i in (doc.producer_document_id, *doc.document_ids, *doc.refers_to) if i))
-        with self.clock.stage("index"):
-            self._flush_if_pending(item.producer, names)
-            named, versions = self.versions.withdraw(patient, item.producer, names,
-                                                     dt.datetime.now(dt.UTC))
-        if not versions:
-            self._reject(item, raw_sha, doc, [Problem(
-                code=Reason.UNKNOWN_DOCUMENT,
-                message=f"deletion requested for a document this producer never filed for this "
-                        f"patient (identified as {', '.join(names) or 'nothing'})")],
-                patient_id=patient)
+        # A withdrawal is a unit of commit of its own, decided under the flush lock: what
+        # came before it is committed first, and a new version another worker is committing
+        # is either withdrawn with its series or, committed after, decided against it.
+        self.flush()
+        self.sync()
+        with self.clock.stage("index"), self.ledger.flush_lock() as lock:
+            named, versions = self.versions.withdrawal(patient, item.producer, names)
+            if versions:
+                at = dt.datetime.now(dt.UTC)
+                current = next((v for v in named if v.superseded_by is None), named[0])
+                record = self.index.get(patient, current.doc_id)
+                self.outcomes.append(Outcome(
+                    source=doc.source_ref, status=Status.WITHDRAWN, doc_id=current.doc_id,
+                    patient_id=patient, doc_class=record.doc_class if record else None,
+                    type_code=record.type_code if record else doc.type_code, content_sha256=raw_sha,
+                    producer=item.producer, format=doc.format, message_control_id=doc.message_control_id,
+                ))  # fmt: skip
+                self._commit_withdrawal(lock, _FlushWrites(
+                    items=(), raw_shas={0: raw_sha},
+                    withdrawals=tuple(_Withdrawal(patient_id=patient, doc_id=v.doc_id, at=at)
+                                      for v in versions.values() if not v.withdrawn)))
+                log.info("withdrew %d version(s) of %s for producer %s at its request (%s)",
+                         len(versions), current.doc_id, item.producer, doc.source_ref)
+                return
+        self._reject(item, raw_sha, doc, [Problem(
+            code=Reason.UNKNOWN_DOCUMENT,
+            message=f"deletion requested for a document this producer never filed for this "
+                    f"patient (identified as {', '.join(names) or 'nothing'})")],
+            patient_id=patient)
+
+    def _commit_withdrawal(self, lock: HeldLock, writes: _FlushWrites) -> None:
+        """Under the flush lock, the withdrawal's outcome (the last one) and its index writes,
+        journaled like a flush; other workers' flushes then decide again (its generation)."""
+        if self.run_id is None:  # a bare pipeline: index writes only
+            writes.withdraw(self.index)
             return
-        current = next((v for v in named if v.superseded_by is None), named[0])
-        record = self.index.get(patient, current.doc_id)
-        log.info("withdrew %d version(s) of %s for producer %s at its request (%s)",
-                 len(versions), current.doc_id, item.producer, doc.source_ref)
-        self.outcomes.append(Outcome(
-            source=doc.source_ref, status=Status.WITHDRAWN, doc_id=current.doc_id,
-            patient_id=patient, doc_class=record.doc_class if record else None,
-            type_code=record.type_code if record else doc.type_code, content_sha256=raw_sha,
-            producer=item.producer, format=doc.format, message_control_id=doc.message_control_id,
-        ))  # fmt: skip
+        start, end = self._recorded, len(self.outcomes)
+        if not writes.withdrawals:  # every version was withdrawn already: nothing to write
+            lock.verify()
+            self.ledger.record_outcomes(self.run_id, self.batch_name, self.outcomes[start:end])
+        else:
+            flush_id = self.ledger.journal_flush(self.run_id, _index_key(self.settings), self.batch_name,
+                                                 writes.model_dump_json(), self.outcomes[start:end])
+            self.checkpoint("after_journal")
+            writes.withdraw(self.index)
+            self.checkpoint("before_ledger_record")
+            lock.verify()
+            self.ledger.complete_flush(flush_id, self.run_id, self.batch_name, self.outcomes[start:end])
+        self._recorded = end
+        self._generation = self.ledger.flush_generation(_index_key(self.settings))
+        self.quarantine.release(self.outcomes[start:end], writes.raw_shas)
 
     def _reject(
         self,
@@ -571,6 +615,7 @@ class Pipeline:
                             "killed run", journaled.flush_id, journaled.run_id, len(writes.items))
                 failures = {f.doc_id: f.message for f in self.index.apply(
                     [i.record for i in writes.items], writes.supersedes())}
+                writes.withdraw(self.index)
                 outcomes = list(journaled.outcomes)
                 for i in writes.items:
                     if i.record.doc_id in failures:

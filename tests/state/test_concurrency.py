@@ -22,6 +22,7 @@ import pytest
 from pipeline.index import open_index
 from pipeline.ingest import InputFile, Pipeline
 from pipeline.ledger import Ledger
+from pipeline.model import Status
 from pipeline.settings import Settings
 from pipeline.state import open_engine, upgrade
 from tests.conftest import SAMPLES, require_service
@@ -104,3 +105,40 @@ def _race(state_settings: Settings) -> None:
     assert sorted(Counter(r.series_id for r in live).values()) == [1, 1], "one live version per series"
     series = {r.series_id for r in records if r and r.version == 2}
     assert [r.version for r in live if r.series_id in series] == [2]  # the correction is the live one
+
+
+FR = SAMPLES / "hl7" / "fr"
+
+
+def test_a_withdrawal_committed_while_a_correction_waits_to_flush(state_settings: Settings) -> None:
+    """A producer's deletion commits (under the flush lock, counted in the flush generation)
+    between another worker's decision on a correction and its flush: that flush decides
+    again, and ends as one process taking the deletion first would, the correction filed
+    anew beside the withdrawn original (it replaces nothing withdrawn)."""
+    settings = dataclasses.replace(state_settings, data_docs=False, ocr_workers=1,
+                                   master_key=base64.b64encode(b"k" * 32).decode())
+
+    def item(name: str) -> InputFile:
+        return InputFile(data=(FR / name).read_bytes(), source=f"hopital/{name}", producer="hopital")
+
+    with Pipeline(settings) as first:
+        first.start_run("batch", "original", exclusive=False)
+        [original] = first.process(item("01_mdm_t02_cda.hl7"))
+    with Pipeline(settings) as correcting, Pipeline(settings) as deleting:
+        correcting.start_run("batch", "correction", exclusive=False)
+        deleting.start_run("batch", "deletion", exclusive=False)
+        [decided] = correcting.process(item("04_mdm_t10_replacement.hl7"))
+        assert decided.status is Status.REPLACED  # against the index as it stood
+        original_message = (FR / "01_mdm_t02_cda.hl7").read_bytes()
+        [withdrawn] = deleting.process(InputFile(data=original_message.replace(b"MDM^T02", b"MDM^T11"),
+                                                 source="hopital/deletion.hl7", producer="hopital"))
+        assert (withdrawn.status, withdrawn.doc_id) == (Status.WITHDRAWN, original.doc_id), withdrawn.reasons
+        correcting.flush()
+        [correction] = correcting.outcomes
+        records = {doc_id: correcting.index.get(patient, doc_id)
+                   for patient, doc_id, _ in correcting.index.list_ids()}
+    assert correction.status is Status.INDEXED
+    v1, v2 = records[original.doc_id], records[correction.doc_id or ""]
+    assert v1 is not None and v2 is not None
+    assert (v1.withdrawn_at is not None, v1.superseded_by) == (True, None)
+    assert (v2.withdrawn_at, v2.superseded_by) == (None, None)
