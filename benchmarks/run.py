@@ -22,7 +22,7 @@ from urllib.parse import urlparse
 
 BENCHES = ("bench_wallclock", "bench_pipeline", "bench_pdf_ocr",
            "bench_hl7", "bench_search", "bench_quality", "bench_es",
-           "bench_kms", "bench_footprint", "bench_audit")
+           "bench_kms", "bench_footprint", "bench_audit", "bench_state")
 # Benchmarks that need a server: (its URL variable, default URL, the command that starts it).
 _NEEDS = {
     "bench_es": (("CARNET_TEST_ES_URL", "http://127.0.0.1:9200", "scripts/elasticsearch.sh start"),),
@@ -30,6 +30,8 @@ _NEEDS = {
     "bench_footprint": (("CARNET_TEST_ES_URL", "http://127.0.0.1:9200", "scripts/elasticsearch.sh start"),
                         ("AWS_ENDPOINT_URL", "http://127.0.0.1:9000", "scripts/s3.sh start")),
     "bench_audit": (("CARNET_TEST_STATE_URL", "postgresql://carnet:carnet@127.0.0.1:5434/carnet",
+                     "scripts/postgres.sh start"),),
+    "bench_state": (("CARNET_TEST_STATE_URL", "postgresql://carnet:carnet@127.0.0.1:5434/carnet",
                      "scripts/postgres.sh start"),),
 }
 
