@@ -1,6 +1,6 @@
 """The ledger's journal on its own: a ledger from before it (an SQLite ``ledger.db``,
-adopted into the state database), and erasure meeting a flush a killed run left
-unfinished (on SQLite and PostgreSQL)."""
+adopted into the state database), erasure meeting a flush a killed run left unfinished,
+and a producer's deletion journaled then killed (on SQLite and PostgreSQL)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,9 @@ import json
 import sqlite3
 from pathlib import Path
 
+import pytest
+
+from pipeline.ingest import InputFile, Pipeline
 from pipeline.ledger import Ledger
 from pipeline.model import Outcome, Status
 from pipeline.settings import Settings
@@ -55,3 +58,32 @@ def test_erasure_takes_a_patient_out_of_an_unfinished_flush(state_settings: Sett
         assert [o.patient_id for o in flush.outcomes] == [None, "279126902300169"]
     finally:
         ledger.close()
+
+
+class _Killed(BaseException):
+    """Stands for a kill: no handler of the pipeline catches it."""
+
+
+class _KilledAfterJournal(Pipeline):
+    def checkpoint(self, point: str) -> None:
+        if point == "after_journal":
+            raise _Killed(point)
+
+
+def test_a_withdrawal_journaled_then_killed_is_finished_by_the_next_run(state_settings: Settings) -> None:
+    fr = Path(__file__).parents[1] / "samples" / "hl7" / "fr"
+    original = (fr / "01_mdm_t02_cda.hl7").read_bytes()
+    with Pipeline(state_settings) as first:
+        first.start_run("ingest", "original", exclusive=True)
+        [filed] = first.process(InputFile(data=original, source="01.hl7", producer="hopital"))
+    deletion = InputFile(data=original.replace(b"MDM^T02", b"MDM^T11"), source="del.hl7", producer="hopital")
+    with pytest.raises(_Killed), _KilledAfterJournal(state_settings) as killed:
+        killed.start_run("ingest", "deletion", exclusive=True)
+        killed.process(deletion)
+    with Pipeline(state_settings) as rerun:
+        index_key = state_settings.effective_index_url  # the embedded index
+        assert len(rerun.ledger.unfinished_flushes(index_key)) == 1
+        assert rerun.index.get(filed.patient_id or "", filed.doc_id or "").withdrawn_at is None  # type: ignore[union-attr]
+        rerun.start_run("ingest", "rerun", exclusive=True)  # finishes the withdrawal first
+        assert rerun.ledger.unfinished_flushes(index_key) == []
+        assert rerun.index.get(filed.patient_id or "", filed.doc_id or "").withdrawn_at is not None  # type: ignore[union-attr]
