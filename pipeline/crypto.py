@@ -5,8 +5,9 @@ with the plaintext's SHA-256 as associated data, so a ciphertext cannot be passe
 as another object. Callers keep addressing objects by the plaintext hash: the
 ``KeyRing`` database maps it to the ciphertext's hash and to the key that opens it.
 
-Keys: raw input is stored before the patient is known, under its own object key;
-``assign`` re-encrypts it under the patient's data key once the patient is identified.
+Keys: an object is written under its patient's data key when the writer knows the
+patient (the pipeline identifies a document before it keeps its bytes), else under a key
+of its own; ``assign`` re-encrypts such an object once its patient is known (a replay).
 ``destroy_patient_key`` (crypto-shredding) makes every copy of that patient's objects,
 backups included, unreadable. Data keys are stored only wrapped, by the ``KeyWrapper``
 the settings choose (``pipeline.keywrap``: a local master key, or a KMS); no key is ever
@@ -318,22 +319,31 @@ class EncryptedStore:
     def _encrypt(key: bytes, data: bytes, sha256: str) -> bytes:
         return MAGIC + seal(key, data, sha256.encode())
 
-    def put(self, data: bytes) -> str:
-        """Encrypt and keep ``data``; return the SHA-256 of the plaintext. Idempotent."""
+    def put(self, data: bytes, *, owner: str | None = None) -> str:
+        """Encrypt and keep ``data``; return the SHA-256 of the plaintext. Idempotent.
+
+        ``owner``: the patient whose data key encrypts it, so that bytes whose owner is
+        known are written once, under that key; without one (owner unknown, rejected), a
+        key of its own. An object kept earlier without an owner is then ``assign``-ed.
+        """
         sha = sha256_hex(data)
         known = self.keyring.lookup(sha)
         owner_key = None
         if known is not None:
-            cipher_sha, owner, _ = known
-            owner_key = self.keyring.existing_patient_key(owner) if owner is not None else None
-            readable = owner is None or owner_key is not None
+            cipher_sha, known_owner, _ = known
+            owner_key = self.keyring.existing_patient_key(known_owner) if known_owner is not None else None
+            readable = known_owner is None or owner_key is not None
             if readable and self.base.exists(cipher_sha):
+                if owner is not None:
+                    self.assign(sha, owner)  # no-op when it has one (the first owner stays)
                 return sha
+        wrapped: bytes | None = None
         if known is not None and owner_key is not None:
-            key, owner, wrapped = owner_key, known[1], None
+            key, owner = owner_key, known[1]
+        elif owner is not None:
+            key = self.keyring.patient_key(owner)
         else:  # owner unknown, or their key was destroyed: a key of its own
             key, wrapped = self.keyring.new_object_key(sha)
-            owner = None
         new_cipher_sha = self.base.put(self._encrypt(key, data, sha))
         self.keyring.record(sha, new_cipher_sha, owner, wrapped)
         if known is not None and known[0] != new_cipher_sha:

@@ -195,6 +195,8 @@ class Pipeline:
         self.clock = StageClock()
         self.outcomes: list[Outcome] = []
         self._pending: list[_Pending] = []
+        # Inputs not stored yet, by hash: [bytes, owner or None] (see ``process``).
+        self._unstored: dict[str, list[Any]] = {}
         # Inputs being parsed ahead of ``process`` (see ``parse_ahead``), by id of the input.
         self._parsing: dict[int, Future[Parsed]] = {}
         # The run in the ledger (None: a bare pipeline, index writes only, nothing recorded).
@@ -232,6 +234,8 @@ class Pipeline:
         """Make what this run stored durable (objects, their directory entries, keyring
         rows): before a flush is recorded and before a report or acknowledgement announces
         it, so neither ever names a document a power cut could take back."""
+        for raw_sha in list(self._unstored):
+            self._keep_raw(raw_sha)
         with self.clock.stage("store"):
             self.store.sync()
 
@@ -259,8 +263,12 @@ class Pipeline:
             self._reject(item, self.store.put(b""), None,
                          [Problem(code=Reason.UNSAFE_PATH, message=item.unsafe_path)])
             return self.outcomes[start:]
-        with self.clock.stage("store"):
-            raw_sha = self.store.put(item.data)
+        # Parsed and identified before its bytes are kept, so that they are written once,
+        # under the right key (the patient's; their own when rejected or owner unknown).
+        # Nothing is lost by the wait: the input stays in its feed until the batch is
+        # acknowledged, and ``sync`` keeps it before any flush or report names it.
+        raw_sha = sha256_hex(item.data)
+        self._unstored.setdefault(raw_sha, [item.data, None])
         start = len(self.outcomes)
 
         if item.manifest_problem:
@@ -278,6 +286,7 @@ class Pipeline:
             self._reject(item, raw_sha, None, [problem], exception=exc_text)
         for doc in parsed:
             self._process_document(item, raw_sha, doc)
+        self._keep_raw(raw_sha)
         if len(self._pending) >= self.settings.flush_every:
             self.flush()
         return self.outcomes[start:]
@@ -333,10 +342,11 @@ class Pipeline:
             return
 
         content = doc.content or item.data
-        content_sha = raw_sha if content is item.data else sha256_hex(content)
-        if content is not item.data:
-            self.store.put(content)
-        self.store.assign(content_sha, patient)
+        if content is item.data:
+            content_sha = raw_sha
+            self._assign(raw_sha, patient)
+        else:
+            content_sha = self._keep(content, patient)
         series_id, doc_id = document_ids(item.producer, patient, doc, content_sha)
         if doc.producer_document_id and doc.refers_to:
             # A replacement naming its parent joins the parent's series.
@@ -380,6 +390,27 @@ class Pipeline:
         if any(names_any(p.record, producer, document_ids) for p in self._pending):
             self.flush()
 
+    def _keep(self, data: bytes, owner: str | None) -> str:
+        """Store ``data`` once, under ``owner``'s data key (its own key without one)."""
+        with self.clock.stage("store"):
+            return self.store.put(data, owner=owner)
+
+    def _keep_raw(self, raw_sha: str) -> None:
+        """Store an input's bytes, now that its owner is known (or known to be unknown)."""
+        unstored = self._unstored.pop(raw_sha, None)
+        if unstored is not None:
+            self._keep(unstored[0], unstored[1])
+
+    def _assign(self, sha: str, patient_id: str) -> None:
+        """The input ``sha`` belongs to ``patient_id``: kept under their key when stored (the
+        first owner named wins, as ``assign`` keeps it); re-keyed if already stored."""
+        unstored = self._unstored.get(sha)
+        if unstored is None:
+            with self.clock.stage("store"):
+                self.store.assign(sha, patient_id)
+        elif unstored[1] is None:
+            unstored[1] = patient_id
+
     def _withdraw(self, item: InputFile, raw_sha: str, doc: ParsedDocument) -> None:
         """A producer's deletion request: every version of the document it names leaves
         every search (kept, with ``withdrawn_at``); an unknown document is a rejection."""
@@ -389,7 +420,7 @@ class Pipeline:
         if patient is None:
             self._reject(item, raw_sha, doc, list(identity.problems))
             return
-        self.store.assign(raw_sha, patient)
+        self._assign(raw_sha, patient)
         names = tuple(dict.fromkeys(
             i for i in (doc.producer_document_id, *doc.document_ids, *doc.refers_to) if i))
         # A withdrawal is a unit of commit of its own, decided under the flush lock: what

@@ -90,6 +90,12 @@ class KeyedStore(DocumentStore, Protocol):
     ``EncryptedStore``, what ingestion and erasure always open): objects can be re-keyed
     to their patient, and a patient's objects shredded by destroying that one key."""
 
+    def put(self, data: bytes, *, owner: str | None = None) -> str:
+        """Keep ``data`` under ``owner``'s data key (written once, under the right key), or
+        under a key of its own without one; an object kept earlier without an owner is
+        re-keyed to ``owner``. Returns its SHA-256. Idempotent."""
+        ...
+
     def assign(self, sha256: str, patient_id: str) -> bool:
         """Put a stored object under ``patient_id``'s data key; True when it changed (an
         object already another patient's keeps its first owner)."""

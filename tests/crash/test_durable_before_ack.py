@@ -15,10 +15,13 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.crypto import open_keyring
+from pipeline.crypto import open_encrypted_store, open_keyring
 from pipeline.ingest import Pipeline, process_batch
 from pipeline.settings import Settings
+from pipeline.store import sha256_hex
 from tests.test_erasure import A, B, _oru
+
+JUNK = b"\x00not a document"
 
 
 @pytest.fixture
@@ -40,7 +43,7 @@ def _batch(tmp_path: Path) -> Path:
     batch.mkdir(parents=True)
     (batch / "a.hl7").write_bytes(_oru(A, "D1", surname="DURABLE", words="ferritine"))
     (batch / "b.hl7").write_bytes(_oru(B, "D2", surname="DURABLE", words="glycemie"))
-    (batch / "junk.bin").write_bytes(b"\x00not a document")  # rejected: a quarantine record
+    (batch / "junk.bin").write_bytes(JUNK)  # rejected: a quarantine record
     (batch / "_READY").write_text("")
     return tmp_path / "feed"
 
@@ -81,3 +84,24 @@ def test_the_store_is_durable_before_a_batch_is_acknowledged(
     assert len(at_ack["objects"]) >= 3  # type: ignore[arg-type]
     assert at_ack["rows"] == at_ack["objects"]
     assert (feed / "labo" / "b1" / "_report.json").exists()
+
+
+def test_each_input_is_written_once_under_the_right_key(
+        tmp_path: Path, synced: set[Path]) -> None:
+    feed = _batch(tmp_path)
+    settings = Settings(data_dir=tmp_path / "carnet")
+    summary = process_batch(settings, str(feed), "labo/b1")
+    assert summary.by_status == {"indexed": 2, "rejected": 1}
+    objects = settings.data_dir / "store" / "objects"
+    kept = {p for p in objects.rglob("*") if p.is_file()}
+    # Every object ever written was fsynced by a flush: none was written, then replaced by
+    # a copy under another key (what storing first and re-encrypting later did).
+    written = {p for p in synced if p.parent.parent == objects}  # objects/ab/cdef…
+    assert written == kept
+    store = open_encrypted_store(settings)
+    try:
+        # Each patient's document under their key; the rejected file under its own.
+        assert store.objects_of(A) and store.objects_of(B)
+        assert store.owner_of(sha256_hex(JUNK)) is None and store.exists(sha256_hex(JUNK))
+    finally:
+        store.close()
