@@ -324,7 +324,9 @@ class AccessRules:
         SECURE_DELETE). PostgreSQL's autovacuum reclaims dead rows on its own."""
         if self._engine.dialect.name == "sqlite":
             with self._engine.connect() as conn:  # outside a transaction: the driver's own connection
-                conn.connection.driver_connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                raw = conn.connection.driver_connection
+                assert raw is not None  # an open pooled connection has its driver's
+                raw.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     # -- closed accounts and oppositions (keyed by ``pipeline.crypto.patient_ref``) --------------
 

@@ -199,7 +199,7 @@ class AuditLog:
             with self._engine.connect() as conn:
                 rows = conn.execute(query).all()
             for row in rows:
-                yield entry_fields(row._mapping), str(row.hash)
+                yield entry_fields(dict(row._mapping)), str(row.hash)
             if len(rows) < _PAGE:
                 return
             last = rows[-1].seq
