@@ -2,30 +2,34 @@
 
 Nothing below ``pipeline`` or ``parsers`` reads the environment: a ``Settings`` is built
 at the edge (CLI, DAG, API) and passed down.
+
+``Settings`` is a frozen pydantic-settings model whose only source is its keyword
+arguments (``settings_customise_sources``): ``Settings(data_dir=…)`` never looks at the
+environment, so a test or a caller gets exactly what it wrote, and validation is the same
+for both ways in. ``Settings.from_env`` alone reads variables, through pydantic-settings'
+own environment source (over ``os.environ`` or a given mapping), and passes them in under
+the overrides. Each field's variable is its ``validation_alias``; an empty variable counts
+as unset. An invalid value is a ``ConfigurationError`` naming the variable (or the keyword).
+One class rather than a model plus a separate ``BaseSettings`` reader: the fields, their
+variables and their checks are written once.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+from pydantic import AliasChoices, Field, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
 
 from pipeline.errors import ConfigurationError
-
-
-def _default_data_dir() -> Path:
-    return Path(os.environ.get("CARNET_DATA_DIR", Path.cwd() / ".carnet")).resolve()
-
-
-def _number(env: Mapping[str, str], name: str, kind: type[float] | type[int]) -> float | int:
-    try:
-        value = kind(env[name])
-    except ValueError:
-        raise ConfigurationError(f"{name} must be a {kind.__name__}, got {env[name]!r}") from None
-    if value < 0:
-        raise ConfigurationError(f"{name} must not be negative, got {value}")
-    return value
 
 
 def available_cpus() -> int:
@@ -36,52 +40,117 @@ def available_cpus() -> int:
         return os.cpu_count() or 1
 
 
-@dataclass(frozen=True)
-class Settings:
+class Settings(BaseSettings):
     """Where Carnet keeps things and how it reads documents."""
 
-    data_dir: Path = field(default_factory=_default_data_dir)
-    index_url: str = ""  # sqlite:///… (default under data_dir) or http(s)://host:9200
-    store_url: str = ""  # file://… (default under data_dir) or s3://bucket/prefix
+    model_config = SettingsConfigDict(frozen=True, extra="forbid", case_sensitive=True,
+                                      env_ignore_empty=True, validate_by_name=True,
+                                      validate_by_alias=True)
+
+    data_dir: Path = Field(default_factory=lambda: Path.cwd() / ".carnet",
+                           validation_alias="CARNET_DATA_DIR")
+    # sqlite:///… (default under data_dir) or http(s)://host:9200
+    index_url: str = Field("", validation_alias="CARNET_INDEX_URL")
+    # file://… (default under data_dir) or s3://bucket/prefix
+    store_url: str = Field("", validation_alias="CARNET_STORE_URL")
     # The state database (ledger, …): sqlite:///… (default under data_dir) or postgresql://…
-    state_url: str = ""
-    ocr_lang: str = "fra"
-    ocr_timeout_s: int = 120
-    # Pages OCR'd at once, one tesseract process (one thread) each.
-    ocr_workers: int = field(default_factory=available_cpus)
+    state_url: str = Field("", validation_alias="CARNET_STATE_URL")
+    ocr_lang: str = Field("fra", validation_alias="CARNET_OCR_LANG")
+    ocr_timeout_s: int = Field(120, ge=1)
+    # Pages OCR'd at once, one tesseract process (one thread) each; 0 means 1 (never no OCR).
+    ocr_workers: int = Field(default_factory=available_cpus, ge=0,
+                             validation_alias="CARNET_OCR_WORKERS")
     # Pages whose text layer holds fewer characters than this are OCR'd.
-    min_text_chars_per_page: int = 20
+    min_text_chars_per_page: int = Field(20, ge=0)
     # A batch whose reject share is above this fails its quality verdict.
-    max_reject_rate: float = 0.5
-    es_index_alias: str = "carnet-documents"
-    s3_endpoint_url: str | None = None
-    s3_region: str = "us-east-1"
-    master_key: str | None = None  # base64 key wrapping per-patient data keys
+    max_reject_rate: float = Field(0.5, ge=0, validation_alias="CARNET_MAX_REJECT_RATE")
+    es_index_alias: str = Field("carnet-documents", validation_alias="CARNET_ES_ALIAS")
+    s3_endpoint_url: str | None = Field(None, validation_alias="AWS_ENDPOINT_URL")
+    # AWS_REGION wins over AWS_DEFAULT_REGION, as in boto3.
+    s3_region: str = Field("us-east-1",
+                           validation_alias=AliasChoices("AWS_REGION", "AWS_DEFAULT_REGION"))
+    # base64 key wrapping per-patient data keys; kept out of the repr.
+    master_key: str | None = Field(None, repr=False, validation_alias="CARNET_MASTER_KEY")
     # The master key held by an AWS-KMS-compatible service instead (key id, ARN or alias);
     # its endpoint is AWS_ENDPOINT_URL_KMS (AWS_ENDPOINT_URL names the S3 server here).
-    kms_key_id: str | None = None
-    kms_endpoint_url: str | None = None
+    kms_key_id: str | None = Field(None, validation_alias="CARNET_KMS_KEY_ID")
+    kms_endpoint_url: str | None = Field(None, validation_alias="AWS_ENDPOINT_URL_KMS")
+    # From the same variables as s3_region (_READ_AS); a Connection's region is S3's only.
     kms_region: str = "us-east-1"
     # Data keys opened by the KMS stay in memory this long, at most this many per process.
-    kms_cache_ttl_s: float = 300.0
-    kms_cache_size: int = 10_000
-    feeds_file: Path | None = None
+    kms_cache_ttl_s: float = Field(300.0, ge=0, validation_alias="CARNET_KMS_CACHE_TTL_S")
+    kms_cache_size: int = Field(10_000, ge=0, validation_alias="CARNET_KMS_CACHE_SIZE")
+    feeds_file: Path | None = Field(None, validation_alias="CARNET_FEEDS_FILE")
     # Build Great Expectations Data Docs (pseudonymised) for every processed batch.
-    data_docs: bool = True
+    data_docs: bool = Field(True, validation_alias="CARNET_DATA_DOCS")
     # Language of the texts a producer reads in its acknowledgements (fr, en).
-    report_language: str = "fr"
-    # "production" refuses development conveniences such as ``carnet token`` (CARNET_ENV).
-    environment: str = "development"
+    report_language: str = Field("fr", validation_alias="CARNET_REPORT_LANG")
+    # "production" refuses development conveniences such as ``carnet token``.
+    environment: str = Field("development", validation_alias="CARNET_ENV")
     # The ingestion DAG's default feed root (folder or s3://…); default under data_dir.
-    feed_url: str = ""
+    feed_url: str = Field("", validation_alias="CARNET_FEED_URL")
     # Alerts are also POSTed as JSON here when set (else only logged).
-    alert_webhook: str | None = None
+    alert_webhook: str | None = Field(None, validation_alias="CARNET_ALERT_WEBHOOK")
     # The name a Celery worker reports to Airflow (several workers on one host).
-    worker_name: str | None = None
-    # Records gated and written to the index per flush (one unit of commit each).
-    flush_every: int = 500
+    worker_name: str | None = Field(None, validation_alias="CARNET_WORKER_NAME")
+    # Records gated and written to the index per flush (one unit of commit each); 0 means 1.
+    flush_every: int = Field(500, ge=0, validation_alias="CARNET_FLUSH_EVERY")
     # Test-only: kill the process at this commit point (pipeline.faults). Never in production.
-    fault_point: str | None = None
+    fault_point: str | None = Field(None, validation_alias="CARNET_FAULT_POINT")
+
+    def __init__(self, _read_from: Mapping[str, str] | None = None, **values: Any) -> None:
+        """Keyword arguments only; ``_read_from`` (field → variable) names errors for ``from_env``."""
+        try:
+            super().__init__(**values)
+        except ValidationError as e:
+            raise ConfigurationError(_one_line(e, _read_from or {})) from None
+
+    @classmethod
+    def settings_customise_sources(
+        cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource, dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Keyword arguments only: the environment is read by ``from_env`` alone."""
+        return (init_settings,)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
+        """Build settings from ``CARNET_*`` (and AWS_*) variables; ``overrides`` (None: unset) win."""
+        values = {k: v for k, v in overrides.items() if v is not None}
+        read_from: dict[str, str] = {}  # field → the variable its value came from
+        source = _EnvironmentSource(cls, env)
+        for name, field in cls.model_fields.items():
+            field = cls.model_fields[_READ_AS.get(name, name)]
+            if name in values or field.validation_alias is None:  # no variable sets it
+                continue
+            value, variable, is_complex = source.get_field_value(field, name)
+            if value is not None:
+                values[name] = source.prepare_field_value(name, field, value, is_complex)
+                read_from[name] = variable
+        return cls(read_from, **values)
+
+    @field_validator("data_dir")
+    @classmethod
+    def _absolute(cls, value: Path) -> Path:
+        return value.resolve()  # the same folder whatever the working directory is later
+
+    @field_validator("ocr_workers", "flush_every")
+    @classmethod
+    def _at_least_one(cls, value: int) -> int:
+        return max(1, value)
+
+    @field_validator("environment")
+    @classmethod
+    def _normalised(cls, value: str) -> str:
+        return value.strip().lower()
+
+    @field_validator("fault_point")
+    @classmethod
+    def _known_fault_point(cls, value: str | None) -> str | None:
+        from pipeline.faults import check_fault_point
+
+        return check_fault_point(value)
 
     @property
     def effective_state_url(self) -> str:
@@ -99,62 +168,24 @@ class Settings:
     def effective_feed_url(self) -> str:
         return self.feed_url or str(self.data_dir / "feed")
 
-    @classmethod
-    def from_env(cls, env: dict[str, str] | None = None, **overrides: object) -> Settings:
-        """Build settings from ``CARNET_*`` (and AWS_*) variables; ``overrides`` win."""
-        e = os.environ if env is None else env
-        values: dict[str, object] = {}
-        if "CARNET_DATA_DIR" in e:
-            values["data_dir"] = Path(e["CARNET_DATA_DIR"]).resolve()
-        if "CARNET_INDEX_URL" in e:
-            values["index_url"] = e["CARNET_INDEX_URL"]
-        if "CARNET_STORE_URL" in e:
-            values["store_url"] = e["CARNET_STORE_URL"]
-        if e.get("CARNET_STATE_URL"):
-            values["state_url"] = e["CARNET_STATE_URL"]
-        if "CARNET_OCR_LANG" in e:
-            values["ocr_lang"] = e["CARNET_OCR_LANG"]
-        if "CARNET_OCR_WORKERS" in e:
-            values["ocr_workers"] = max(1, int(_number(e, "CARNET_OCR_WORKERS", int)))
-        if "CARNET_MAX_REJECT_RATE" in e:
-            values["max_reject_rate"] = float(e["CARNET_MAX_REJECT_RATE"])
-        if "CARNET_ES_ALIAS" in e:
-            values["es_index_alias"] = e["CARNET_ES_ALIAS"]
-        if "AWS_ENDPOINT_URL" in e:
-            values["s3_endpoint_url"] = e["AWS_ENDPOINT_URL"]
-        if "AWS_DEFAULT_REGION" in e or "AWS_REGION" in e:
-            values["s3_region"] = e.get("AWS_REGION") or e["AWS_DEFAULT_REGION"]
-        if "CARNET_MASTER_KEY" in e:
-            values["master_key"] = e["CARNET_MASTER_KEY"]
-        if e.get("CARNET_KMS_KEY_ID"):
-            values["kms_key_id"] = e["CARNET_KMS_KEY_ID"]
-        if e.get("AWS_ENDPOINT_URL_KMS"):
-            values["kms_endpoint_url"] = e["AWS_ENDPOINT_URL_KMS"]
-        if "AWS_DEFAULT_REGION" in e or "AWS_REGION" in e:
-            values["kms_region"] = e.get("AWS_REGION") or e["AWS_DEFAULT_REGION"]
-        if "CARNET_KMS_CACHE_TTL_S" in e:
-            values["kms_cache_ttl_s"] = _number(e, "CARNET_KMS_CACHE_TTL_S", float)
-        if "CARNET_KMS_CACHE_SIZE" in e:
-            values["kms_cache_size"] = _number(e, "CARNET_KMS_CACHE_SIZE", int)
-        if "CARNET_DATA_DOCS" in e:
-            values["data_docs"] = e["CARNET_DATA_DOCS"].lower() not in ("0", "false", "no")
-        if "CARNET_ENV" in e:
-            values["environment"] = e["CARNET_ENV"].strip().lower()
-        if "CARNET_REPORT_LANG" in e:
-            values["report_language"] = e["CARNET_REPORT_LANG"]
-        if "CARNET_FLUSH_EVERY" in e:
-            values["flush_every"] = max(1, int(e["CARNET_FLUSH_EVERY"]))
-        if e.get("CARNET_FAULT_POINT"):
-            from pipeline.faults import check_fault_point
 
-            values["fault_point"] = check_fault_point(e["CARNET_FAULT_POINT"])
-        if "CARNET_FEEDS_FILE" in e:
-            values["feeds_file"] = Path(e["CARNET_FEEDS_FILE"])
-        if e.get("CARNET_FEED_URL"):
-            values["feed_url"] = e["CARNET_FEED_URL"]
-        if e.get("CARNET_ALERT_WEBHOOK"):
-            values["alert_webhook"] = e["CARNET_ALERT_WEBHOOK"]
-        if e.get("CARNET_WORKER_NAME"):
-            values["worker_name"] = e["CARNET_WORKER_NAME"]
-        values.update({k: v for k, v in overrides.items() if v is not None})
-        return cls(**values)  # type: ignore[arg-type]
+# Fields read from another field's variables: pydantic-settings cannot give two fields one
+# alias (its keyword names would collide), and one AWS_REGION configures both clients.
+_READ_AS = {"kms_region": "s3_region"}
+
+
+class _EnvironmentSource(EnvSettingsSource):
+    """pydantic-settings' environment source, over ``os.environ`` or the mapping given."""
+
+    def __init__(self, settings_cls: type[BaseSettings], env: Mapping[str, str] | None) -> None:
+        super().__init__(settings_cls)
+        if env is not None:  # case-sensitive names, empty values unset (model_config)
+            self.env_vars = {name: value for name, value in env.items() if value != ""}
+
+
+def _one_line(error: ValidationError, read_from: Mapping[str, str]) -> str:
+    """The first problem, naming the variable (or keyword) and the value refused."""
+    first = error.errors(include_url=False)[0]
+    name = ".".join(str(part) for part in first["loc"]) or "settings"
+    name = read_from.get(name, name)
+    return f"{name}: {first['msg']}, got {first['input']!r}"

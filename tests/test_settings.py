@@ -1,8 +1,9 @@
-"""Settings read from the environment: the OCR pool size."""
+"""Settings: read from the environment by from_env only, validated, one-line errors naming the variable."""
 
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 
@@ -19,3 +20,74 @@ def test_ocr_workers_from_the_environment() -> None:
     assert Settings.from_env({"CARNET_OCR_WORKERS": "0"}).ocr_workers == 1  # never no OCR at all
     with pytest.raises(ConfigurationError, match="CARNET_OCR_WORKERS"):
         Settings.from_env({"CARNET_OCR_WORKERS": "many"})
+
+
+@pytest.mark.parametrize(("variable", "value"), [
+    ("CARNET_OCR_WORKERS", "-1"), ("CARNET_FLUSH_EVERY", "-5"), ("CARNET_KMS_CACHE_TTL_S", "-1"),
+    ("CARNET_KMS_CACHE_SIZE", "-1"), ("CARNET_MAX_REJECT_RATE", "-0.1"),
+    ("CARNET_MAX_REJECT_RATE", "half"), ("CARNET_DATA_DOCS", "maybe"),
+    ("CARNET_FAULT_POINT", "after_lunch"), ("CARNET_FAULT_POINT", "after_ack:x"),
+])
+def test_a_bad_value_is_one_line_naming_its_variable(variable: str, value: str) -> None:
+    with pytest.raises(ConfigurationError, match=variable) as refused:
+        Settings.from_env({variable: value})
+    assert "\n" not in str(refused.value) and repr(value) in str(refused.value)
+
+
+def test_values_from_the_environment() -> None:
+    s = Settings.from_env({"CARNET_FLUSH_EVERY": "0", "CARNET_DATA_DOCS": "No", "CARNET_ENV": " Production ",
+                           "CARNET_FAULT_POINT": "after_ack:2", "CARNET_DATA_DIR": "relative",
+                           "CARNET_MAX_REJECT_RATE": "0.25", "CARNET_FEEDS_FILE": "feeds.toml"})
+    assert (s.flush_every, s.data_docs, s.environment) == (1, False, "production")
+    assert s.fault_point == "after_ack:2"
+    assert s.data_dir == (Path.cwd() / "relative").resolve() and s.max_reject_rate == 0.25
+    assert s.feeds_file == Path("feeds.toml")
+
+
+def test_aws_region_wins_over_aws_default_region() -> None:
+    both = Settings.from_env({"AWS_REGION": "eu-west-3", "AWS_DEFAULT_REGION": "us-west-2"})
+    assert (both.s3_region, both.kms_region) == ("eu-west-3", "eu-west-3")
+    assert Settings.from_env({"AWS_DEFAULT_REGION": "us-west-2"}).s3_region == "us-west-2"
+    assert Settings.from_env({}).kms_region == "us-east-1"
+
+
+def test_an_empty_variable_is_unset() -> None:
+    s = Settings.from_env({"CARNET_STATE_URL": "", "CARNET_KMS_KEY_ID": "", "CARNET_OCR_LANG": ""})
+    assert (s.state_url, s.kms_key_id, s.ocr_lang) == ("", None, "fra")
+
+
+def test_overrides_win_and_none_leaves_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CARNET_INDEX_URL", "http://env.example:9200")
+    monkeypatch.setenv("CARNET_STORE_URL", "s3://env/raw")
+    s = Settings.from_env(index_url="http://flag.example:9200", store_url=None)
+    assert (s.index_url, s.store_url) == ("http://flag.example:9200", "s3://env/raw")
+    assert Settings.from_env({}).index_url == ""  # a given mapping replaces os.environ
+
+
+def test_keyword_construction_never_reads_the_environment(monkeypatch: pytest.MonkeyPatch,
+                                                          tmp_path: Path) -> None:
+    monkeypatch.setenv("CARNET_INDEX_URL", "http://env.example:9200")
+    monkeypatch.setenv("CARNET_DATA_DIR", str(tmp_path / "env"))
+    monkeypatch.setenv("CARNET_FAULT_POINT", "before_ack")
+    s = Settings(master_key="k")
+    assert (s.index_url, s.fault_point, s.data_dir) == ("", None, (Path.cwd() / ".carnet").resolve())
+    assert "'k'" not in repr(s)  # the master key stays out of logs
+
+
+def test_keyword_construction_is_validated_and_frozen(tmp_path: Path) -> None:
+    with pytest.raises(ConfigurationError, match="ocr_workers"):
+        Settings(data_dir=tmp_path, ocr_workers=-1)
+    with pytest.raises(ConfigurationError, match="no_such_setting"):
+        Settings(data_dir=tmp_path, no_such_setting=1)
+    s = Settings(data_dir=tmp_path, ocr_workers=0)
+    assert s.ocr_workers == 1 and s == Settings(data_dir=tmp_path, ocr_workers=1)
+    with pytest.raises(ValueError, match="frozen"):
+        s.ocr_workers = 2  # type: ignore[misc]
+
+
+def test_an_override_replaces_one_setting_only() -> None:
+    s = Settings.from_env({"AWS_REGION": "eu-west-3", "CARNET_OCR_WORKERS": "-1"},
+                          s3_region="eu-west-1", ocr_workers=2)
+    assert (s.s3_region, s.kms_region, s.ocr_workers) == ("eu-west-1", "eu-west-3", 2)
+    with pytest.raises(ConfigurationError, match="^ocr_workers: "):  # named as it was given
+        Settings.from_env({}, ocr_workers=-1)
