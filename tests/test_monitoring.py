@@ -4,7 +4,6 @@ with their own data folders on one PostgreSQL database seeing each other's batch
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 from pathlib import Path
 
@@ -85,7 +84,7 @@ def test_retention_purges_the_old_metrics_only(state_settings: Settings) -> None
 def test_workers_with_their_own_folders_share_metrics_and_alerts(pg_state_url: str,
                                                                  tmp_path: Path) -> None:
     one = Settings(data_dir=tmp_path / "worker1", state_url=pg_state_url)
-    two = dataclasses.replace(one, data_dir=tmp_path / "worker2")
+    two = one.model_copy(update={"data_dir": tmp_path / "worker2"})
     _upgrade(one)
     record_batch_metrics(one, "f", _counts("r1"))
     keep_alerts(two, [Alert(kind=AlertKind.BATCH_FAILED, message="boom", at=dt.datetime.now(dt.UTC))])

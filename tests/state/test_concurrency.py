@@ -9,7 +9,6 @@ flush, under the database's flush lock, decides again against what is committed.
 from __future__ import annotations
 
 import base64
-import dataclasses
 import multiprocessing as mp
 import os
 import uuid
@@ -75,8 +74,8 @@ def test_two_workers_on_postgresql_and_elasticsearch(pg_state_url: str, tmp_path
 
 
 def _race(state_settings: Settings) -> None:
-    settings = dataclasses.replace(state_settings, data_docs=False, ocr_workers=1,
-                                   master_key=base64.b64encode(b"k" * 32).decode())
+    settings = state_settings.model_copy(update={
+        "data_docs": False, "ocr_workers": 1, "master_key": base64.b64encode(b"k" * 32).decode()})
     Ledger(settings).close()  # the embedded state database made before the workers race
     ctx = mp.get_context("spawn")
     barrier, results = ctx.Barrier(2), ctx.Queue()
