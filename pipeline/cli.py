@@ -143,14 +143,15 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_token(args: argparse.Namespace) -> int:
     """Print a bearer token for the local API (development only)."""
     from pipeline.access import Principal, Role
-    from pipeline.api.auth import ApiConfig, issue_token
+    from pipeline.api.auth import issue_token
 
-    config = ApiConfig.from_env()
+    settings = Settings.from_env()
+    config = settings.api
     # Production is said by CARNET_ENV, or shown by a portal's token settings: there,
     # tokens come from the identity provider and a locally minted one has no place.
     production = [name for name, value in (("CARNET_API_JWT_PUBLIC_KEY", config.jwt_public_key),
                                            ("CARNET_API_JWT_ISSUER", config.issuer)) if value]
-    if Settings.from_env().environment in ("production", "prod"):
+    if settings.environment in ("production", "prod"):
         production.insert(0, "CARNET_ENV=production")
     if production:
         print(f"carnet token: error: refused in production settings ({', '.join(production)}): "

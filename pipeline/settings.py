@@ -21,7 +21,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from pydantic import AliasChoices, Field, ValidationError, field_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
     EnvSettingsSource,
@@ -38,6 +39,50 @@ def available_cpus() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
         return os.cpu_count() or 1
+
+
+MIN_HS256_KEY_BYTES = 32
+LEEWAY_S = 30
+MAX_LIFETIME_S = 12 * 3600
+
+
+class ApiSettings(BaseModel):
+    """How the API verifies the portal's tokens (``pipeline.api.auth``). Keys stay out of the repr.
+
+    Clocks may disagree by ``leeway_s`` seconds; a token lives at most ``max_lifetime_s``.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid", validate_by_name=True,
+                              validate_by_alias=True)
+
+    # HS256 shared key.
+    jwt_key: str | None = Field(default=None, repr=False, validation_alias="CARNET_API_JWT_KEY")
+    # RS256: the portal's public key (PEM), or the path to its PEM file.
+    jwt_public_key: str | None = Field(default=None, repr=False,
+                                       validation_alias="CARNET_API_JWT_PUBLIC_KEY")
+    audience: str | None = Field(default=None, validation_alias="CARNET_API_JWT_AUDIENCE")
+    issuer: str | None = Field(default=None, validation_alias="CARNET_API_JWT_ISSUER")
+    leeway_s: int = Field(default=LEEWAY_S, ge=0)
+    max_lifetime_s: int = Field(default=MAX_LIFETIME_S, ge=1,
+                                validation_alias="CARNET_API_JWT_MAX_LIFETIME_S")
+
+    @field_validator("jwt_public_key")
+    @classmethod
+    def _pem(cls, value: str | None) -> str | None:
+        if value and not value.lstrip().startswith("-----"):
+            try:
+                return Path(value).read_text(encoding="ascii")
+            except (OSError, UnicodeDecodeError) as e:
+                raise ValueError(f"neither a PEM key nor a readable PEM file ({e})") from None
+        return value
+
+    def check(self) -> None:
+        """Refuse to serve without a way to verify tokens, or with a guessable HS256 key."""
+        if not self.jwt_key and not self.jwt_public_key:
+            raise ConfigurationError("no token key configured: set CARNET_API_JWT_KEY "
+                                     "(or CARNET_API_JWT_PUBLIC_KEY for RS256)")
+        if self.jwt_key and len(self.jwt_key.encode()) < MIN_HS256_KEY_BYTES:
+            raise ConfigurationError(f"CARNET_API_JWT_KEY must be at least {MIN_HS256_KEY_BYTES} bytes")
 
 
 class Settings(BaseSettings):
@@ -97,6 +142,8 @@ class Settings(BaseSettings):
     flush_every: int = Field(500, ge=0, validation_alias="CARNET_FLUSH_EVERY")
     # Test-only: kill the process at this commit point (pipeline.faults). Never in production.
     fault_point: str | None = Field(None, validation_alias="CARNET_FAULT_POINT")
+    # The search API's token verification (a section: its own model, its own variables).
+    api: ApiSettings = Field(default_factory=ApiSettings)
 
     def __init__(self, _read_from: Mapping[str, str] | None = None, **values: Any) -> None:
         """Keyword arguments only; ``_read_from`` (field → variable) names errors for ``from_env``."""
@@ -117,18 +164,11 @@ class Settings(BaseSettings):
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
         """Build settings from ``CARNET_*`` (and AWS_*) variables; ``overrides`` (None: unset) win."""
-        values = {k: v for k, v in overrides.items() if v is not None}
-        read_from: dict[str, str] = {}  # field → the variable its value came from
-        source = _EnvironmentSource(cls, env)
-        for name, field in cls.model_fields.items():
-            field = cls.model_fields[_READ_AS.get(name, name)]
-            if name in values or field.validation_alias is None:  # no variable sets it
-                continue
-            value, variable, is_complex = source.get_field_value(field, name)
-            if value is not None:
-                values[name] = source.prepare_field_value(name, field, value, is_complex)
-                read_from[name] = variable
-        return cls(read_from, **values)
+        given = {k: v for k, v in overrides.items() if v is not None}
+        read_from: dict[str, str] = {}  # field (section.field) → the variable it came from
+        found = _read(_EnvironmentSource(cls, env), cls.model_fields, read_from)
+        read_from = {k: v for k, v in read_from.items() if k.partition(".")[0] not in given}
+        return cls(read_from, **{**found, **given})
 
     @field_validator("data_dir")
     @classmethod
@@ -181,6 +221,25 @@ class _EnvironmentSource(EnvSettingsSource):
         super().__init__(settings_cls)
         if env is not None:  # case-sensitive names, empty values unset (model_config)
             self.env_vars = {name: value for name, value in env.items() if value != ""}
+
+
+def _read(source: EnvSettingsSource, fields: Mapping[str, FieldInfo], read_from: dict[str, str],
+          prefix: str = "") -> dict[str, Any]:
+    """The values the variables give for ``fields`` (a section's, as a dict of its own)."""
+    values: dict[str, Any] = {}
+    for name, field in fields.items():
+        section = field.annotation
+        if isinstance(section, type) and issubclass(section, BaseModel):
+            values[name] = _read(source, section.model_fields, read_from, f"{prefix}{name}.")
+            continue
+        field = fields[_READ_AS.get(name, name)]
+        if field.validation_alias is None:  # no variable sets it
+            continue
+        value, variable, is_complex = source.get_field_value(field, name)
+        if value is not None:
+            values[name] = source.prepare_field_value(name, field, value, is_complex)
+            read_from[prefix + name] = variable
+    return values
 
 
 def _one_line(error: ValidationError, read_from: Mapping[str, str]) -> str:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 
 from pipeline.access import Role
-from pipeline.api.auth import ApiConfig, TokenVerifier
+from pipeline.api.auth import TokenVerifier
 from pipeline.cli import main
+from pipeline.settings import ApiSettings
 from tests.api.conftest import TEST_JWT_KEY, make_ins
 
 
@@ -21,7 +22,7 @@ def test_a_development_token_opens_the_api(dev_env: None, capsys: pytest.Capture
     ins = make_ins(7)
     assert main(["token", ins, "--name", "Claire D.", "--minutes", "5"]) == 0
     token = capsys.readouterr().out.strip()
-    who = TokenVerifier(ApiConfig(jwt_key=TEST_JWT_KEY)).principal(token)
+    who = TokenVerifier(ApiSettings(jwt_key=TEST_JWT_KEY)).principal(token)
     assert (who.role, who.subject, who.name) == (Role.PATIENT, ins, "Claire D.")
 
 

@@ -91,3 +91,19 @@ def test_an_override_replaces_one_setting_only() -> None:
     assert (s.s3_region, s.kms_region, s.ocr_workers) == ("eu-west-1", "eu-west-3", 2)
     with pytest.raises(ConfigurationError, match="^ocr_workers: "):  # named as it was given
         Settings.from_env({}, ocr_workers=-1)
+
+
+def test_the_api_section_from_the_environment(tmp_path: Path) -> None:
+    pem = "-----BEGIN PUBLIC KEY-----\nMFkw\n-----END PUBLIC KEY-----\n"
+    (tmp_path / "portal.pem").write_text(pem, encoding="ascii")
+    api = Settings.from_env({"CARNET_API_JWT_KEY": "k" * 32, "CARNET_API_JWT_ISSUER": "https://portail.example",
+                             "CARNET_API_JWT_PUBLIC_KEY": str(tmp_path / "portal.pem"),
+                             "CARNET_API_JWT_MAX_LIFETIME_S": "600"}).api
+    assert (api.jwt_key, api.jwt_public_key, api.issuer, api.max_lifetime_s) == (
+        "k" * 32, pem, "https://portail.example", 600)
+    assert "k" * 32 not in repr(api) and "MFkw" not in repr(api)
+    assert Settings.from_env({}).api == Settings().api
+    with pytest.raises(ConfigurationError, match="^CARNET_API_JWT_MAX_LIFETIME_S: .*'0'"):
+        Settings.from_env({"CARNET_API_JWT_MAX_LIFETIME_S": "0"})
+    with pytest.raises(ConfigurationError, match="^CARNET_API_JWT_PUBLIC_KEY: .*PEM"):
+        Settings.from_env({"CARNET_API_JWT_PUBLIC_KEY": str(tmp_path / "missing.pem")})

@@ -22,7 +22,7 @@ from fastapi.staticfiles import StaticFiles
 
 from pipeline.access import AccessRules
 from pipeline.api import documents, record
-from pipeline.api.auth import ApiConfig, TokenVerifier
+from pipeline.api.auth import TokenVerifier
 from pipeline.api.fhir import create_fhir_app
 from pipeline.api.guard import Caller, Services
 from pipeline.api.schemas import ERRORS, Me
@@ -30,7 +30,7 @@ from pipeline.audit import AuditLog
 from pipeline.crypto import EncryptedStore, audit_key, open_encrypted_store
 from pipeline.errors import BackendUnavailable
 from pipeline.index import DocumentIndex, open_index
-from pipeline.settings import Settings
+from pipeline.settings import ApiSettings, Settings
 from pipeline.state.opening import open_state
 
 log = logging.getLogger(__name__)
@@ -69,16 +69,16 @@ def _oversized_upload(request: Request) -> bool:
 def create_app(
     settings: Settings,
     *,
-    config: ApiConfig | None = None,
+    config: ApiSettings | None = None,
     clock: Callable[[], dt.datetime] = _utcnow,
     index: DocumentIndex | None = None,
     store: EncryptedStore | None = None,
 ) -> FastAPI:
     """The API over ``settings``' index, encrypted store, access rules and audit log.
 
-    Token keys come from ``config`` or, at this edge, from ``CARNET_API_JWT_*``.
+    Token keys come from ``config`` (tests) or ``settings.api``.
     """
-    verifier = TokenVerifier(config or ApiConfig.from_env())
+    verifier = TokenVerifier(config or settings.api)
     store = store or open_encrypted_store(settings)
     # One engine on the state database for the rules and the audit chain (closed with them).
     state = open_state(settings)

@@ -6,59 +6,20 @@ representative), optionally ``name`` and ``profession``, and must carry ``exp``.
 HS256 with a shared key (``CARNET_API_JWT_KEY``) and/or RS256 with the portal's public
 key (``CARNET_API_JWT_PUBLIC_KEY``, PEM). Anything else is a 401.
 
-Clocks may disagree by ``LEEWAY_S`` seconds (an expired token is accepted that long after
+Clocks may disagree by ``leeway_s`` seconds (an expired token is accepted that long after
 its ``exp``); a token must carry ``iat`` and live at most ``max_lifetime_s``
-(``CARNET_API_JWT_MAX_LIFETIME_S``, 12 hours by default).
+(``CARNET_API_JWT_MAX_LIFETIME_S``, 12 hours by default). All of it is ``Settings.api``
+(``pipeline.settings.ApiSettings``).
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import os
-from collections.abc import Mapping
-from dataclasses import dataclass, field
 
 import jwt
 
 from pipeline.access import Principal, Role
-from pipeline.errors import ConfigurationError
-
-MIN_HS256_KEY_BYTES = 32
-LEEWAY_S = 30
-MAX_LIFETIME_S = 12 * 3600
-
-
-@dataclass(frozen=True)
-class ApiConfig:
-    """How the API verifies tokens. Keys are kept out of the repr."""
-
-    jwt_key: str | None = field(default=None, repr=False)
-    jwt_public_key: str | None = field(default=None, repr=False)
-    audience: str | None = None
-    issuer: str | None = None
-    leeway_s: int = LEEWAY_S
-    max_lifetime_s: int = MAX_LIFETIME_S
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> ApiConfig:
-        e = os.environ if env is None else env
-        public = e.get("CARNET_API_JWT_PUBLIC_KEY")
-        if public and not public.lstrip().startswith("-----"):
-            with open(public, encoding="ascii") as fh:  # a path to the PEM file
-                public = fh.read()
-        lifetime = e.get("CARNET_API_JWT_MAX_LIFETIME_S")
-        return cls(jwt_key=e.get("CARNET_API_JWT_KEY") or None, jwt_public_key=public or None,
-                   audience=e.get("CARNET_API_JWT_AUDIENCE") or None,
-                   issuer=e.get("CARNET_API_JWT_ISSUER") or None,
-                   max_lifetime_s=int(lifetime) if lifetime else MAX_LIFETIME_S)
-
-    def check(self) -> None:
-        """Refuse to start without a way to verify tokens, or with a guessable HS256 key."""
-        if not self.jwt_key and not self.jwt_public_key:
-            raise ConfigurationError("no token key configured: set CARNET_API_JWT_KEY "
-                                     "(or CARNET_API_JWT_PUBLIC_KEY for RS256)")
-        if self.jwt_key and len(self.jwt_key.encode()) < MIN_HS256_KEY_BYTES:
-            raise ConfigurationError(f"CARNET_API_JWT_KEY must be at least {MIN_HS256_KEY_BYTES} bytes")
+from pipeline.settings import ApiSettings
 
 
 class InvalidToken(Exception):
@@ -85,7 +46,7 @@ def _is_text(value: object) -> bool:
 
 
 class TokenVerifier:
-    def __init__(self, config: ApiConfig) -> None:
+    def __init__(self, config: ApiSettings) -> None:
         config.check()
         self._config = config
 

@@ -16,8 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.api.app import create_app
-from pipeline.api.auth import ApiConfig
-from pipeline.settings import Settings
+from pipeline.settings import ApiSettings, Settings
 
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "schemas" / "openapi.json"
 
@@ -27,7 +26,7 @@ def openapi_document() -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         # The placeholder only satisfies the start-up check: nothing is signed or verified.
         app = create_app(Settings(data_dir=Path(tmp), master_key="A" * 43 + "="),
-                         config=ApiConfig(jwt_key="openapi-generation-only-" + "0" * 16))
+                         config=ApiSettings(jwt_key="openapi-generation-only-" + "0" * 16))
         try:
             return app.openapi()
         finally:

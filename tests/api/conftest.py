@@ -27,12 +27,12 @@ import uvicorn
 
 from pipeline.access import Principal, Role
 from pipeline.api import create_app
-from pipeline.api.auth import ApiConfig, issue_token
+from pipeline.api.auth import issue_token
 from pipeline.api.guard import Services
 from pipeline.crypto import EncryptedStore, open_encrypted_store
 from pipeline.index import DocumentIndex, open_index
 from pipeline.model import DocClass, DocumentRecord, Visibility
-from pipeline.settings import Settings
+from pipeline.settings import ApiSettings, Settings
 from tests.index.conftest import make_record
 
 TEST_JWT_KEY = "carnet-tests-only-hs256-key-0123456789abcdef"
@@ -166,7 +166,7 @@ def running_api(data_dir: Path, backend: str = "sqlite") -> Iterator[Api]:
     settings = Settings(data_dir=data_dir, master_key=base64.b64encode(os.urandom(32)).decode())
     index = None if backend == "sqlite" else _open_backend(backend)
     clock = Clock()
-    app = create_app(settings, config=ApiConfig(jwt_key=TEST_JWT_KEY), clock=clock, index=index,
+    app = create_app(settings, config=ApiSettings(jwt_key=TEST_JWT_KEY), clock=clock, index=index,
                      store=open_encrypted_store(settings))
     services: Services = app.state.services
     # Stopping the server closes the backends (the app's lifespan); a test alias goes first.

@@ -14,10 +14,10 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from pipeline.access import Principal, Role
 from pipeline.api import create_app
-from pipeline.api.auth import ApiConfig, issue_token
+from pipeline.api.auth import issue_token
 from pipeline.errors import ConfigurationError
 from pipeline.model import DocClass, Format, Visibility
-from pipeline.settings import Settings
+from pipeline.settings import ApiSettings, Settings
 from tests.api.conftest import (
     TEST_JWT_KEY,
     Api,
@@ -71,7 +71,7 @@ def test_rs256_tokens_from_the_portals_public_key(tmp_path: object) -> None:
     pem = private.public_key().public_bytes(serialization.Encoding.PEM,
                                             serialization.PublicFormat.SubjectPublicKeyInfo).decode()
     settings = Settings(data_dir=tmp_path / "carnet")  # type: ignore[operator]
-    app = create_app(settings, config=ApiConfig(jwt_public_key=pem))
+    app = create_app(settings, config=ApiSettings(jwt_public_key=pem))
     import httpx
 
     with LiveServer(app) as server, httpx.Client(base_url=server.url) as http:
@@ -85,9 +85,9 @@ def test_rs256_tokens_from_the_portals_public_key(tmp_path: object) -> None:
 def test_startup_refuses_missing_or_weak_keys(tmp_path: object) -> None:
     settings = Settings(data_dir=tmp_path / "carnet")  # type: ignore[operator]
     with pytest.raises(ConfigurationError):
-        create_app(settings, config=ApiConfig())
+        create_app(settings, config=ApiSettings())
     with pytest.raises(ConfigurationError):
-        create_app(settings, config=ApiConfig(jwt_key="short"))
+        create_app(settings, config=ApiSettings(jwt_key="short"))
 
 
 def test_refusals_reveal_nothing(api: Api) -> None:
