@@ -6,9 +6,10 @@ import os
 from pathlib import Path
 
 import pytest
+from pydantic import AliasChoices
 
 from pipeline.errors import ConfigurationError
-from pipeline.settings import Settings
+from pipeline.settings import ApiSettings, Settings
 
 
 def test_ocr_workers_default_to_the_cpus_this_process_may_use() -> None:
@@ -107,3 +108,13 @@ def test_the_api_section_from_the_environment(tmp_path: Path) -> None:
         Settings.from_env({"CARNET_API_JWT_MAX_LIFETIME_S": "0"})
     with pytest.raises(ConfigurationError, match="^CARNET_API_JWT_PUBLIC_KEY: .*PEM"):
         Settings.from_env({"CARNET_API_JWT_PUBLIC_KEY": str(tmp_path / "missing.pem")})
+
+
+def test_every_variable_is_in_the_readme_configuration_table() -> None:
+    section = (Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8") \
+        .split("\n## Configuration\n", 1)[1].split("\n## ", 1)[0]
+    aliases = [f.validation_alias for model in (Settings, ApiSettings) for f in model.model_fields.values()]
+    variables = {v for a in aliases for v in (a.choices if isinstance(a, AliasChoices) else [a])
+                 if isinstance(v, str)}
+    assert {"CARNET_DATA_DIR", "CARNET_API_JWT_KEY", "AWS_DEFAULT_REGION"} <= variables
+    assert not {v for v in variables if f"`{v}`" not in section}, "document them in README's table"
