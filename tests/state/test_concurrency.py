@@ -114,8 +114,8 @@ def test_a_withdrawal_committed_while_a_correction_waits_to_flush(state_settings
     between another worker's decision on a correction and its flush: that flush decides
     again, and ends as one process taking the deletion first would, the correction filed
     anew beside the withdrawn original (it replaces nothing withdrawn)."""
-    settings = dataclasses.replace(state_settings, data_docs=False, ocr_workers=1,
-                                   master_key=base64.b64encode(b"k" * 32).decode())
+    settings = state_settings.model_copy(update={
+        "data_docs": False, "ocr_workers": 1, "master_key": base64.b64encode(b"k" * 32).decode()})
 
     def item(name: str) -> InputFile:
         return InputFile(data=(FR / name).read_bytes(), source=f"hopital/{name}", producer="hopital")
