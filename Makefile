@@ -18,7 +18,7 @@ bench: bootstrap
 	@.venv/bin/python -m benchmarks.run
 
 lint:
-	@.venv/bin/ruff check pipeline parsers dags tests && .venv/bin/mypy
+	@.venv/bin/ruff check pipeline parsers dags tests && .venv/bin/ruff format --check pipeline parsers dags tests generator benchmarks scripts && .venv/bin/mypy
 
 clean-demo:
 	rm -rf .carnet/demo

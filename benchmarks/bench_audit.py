@@ -48,8 +48,13 @@ def _rate(settings: Settings, processes: int, appends: int) -> dict[str, Any]:
     log = AuditLog(settings, key=KEY)
     check = log.verify()
     log.close()
-    return {"processes": processes, "appends": processes * appends,
-            "appends_per_s": round(processes * appends / wall), "verified": check.ok, "chain": check.entries}
+    return {
+        "processes": processes,
+        "appends": processes * appends,
+        "appends_per_s": round(processes * appends / wall),
+        "verified": check.ok,
+        "chain": check.entries,
+    }
 
 
 def _fresh_postgresql() -> tuple[str, Any]:

@@ -44,16 +44,18 @@ def _flushes(records: list[DocumentRecord], flush: int) -> list[tuple[list[Docum
     out: list[tuple[list[DocumentRecord], list[Supersede]]] = []
     previous: list[DocumentRecord] = []
     for start in range(0, len(records), flush):
-        chunk = list(records[start:start + flush])
+        chunk = list(records[start : start + flush])
         supersedes: list[Supersede] = []
         if previous:
             for k in range(int(len(chunk) * SUPERSEDE_SHARE)):
                 old = previous[k]
-                new = chunk[-1 - k].model_copy(update={"patient_id": old.patient_id,
-                                                       "series_id": old.series_id})
+                new = chunk[-1 - k].model_copy(
+                    update={"patient_id": old.patient_id, "series_id": old.series_id}
+                )
                 chunk[-1 - k] = new
-                supersedes.append(Supersede(patient_id=old.patient_id, doc_id=old.doc_id,
-                                            by_doc_id=new.doc_id))
+                supersedes.append(
+                    Supersede(patient_id=old.patient_id, doc_id=old.doc_id, by_doc_id=new.doc_id)
+                )
         out.append((chunk, supersedes))
         previous = chunk
     return out
@@ -67,8 +69,10 @@ def bare_bulk(records: list[DocumentRecord], flush: int) -> float:
 
     index = ElasticsearchIndex(ES_URL, alias=f"carnet-bench-bare-{uuid.uuid4().hex[:8]}")
     try:
-        ready = [{"_index": index.alias, "_id": r.doc_id, "_routing": r.patient_id, "_source": _source(r)}
-                 for r in records]
+        ready = [
+            {"_index": index.alias, "_id": r.doc_id, "_routing": r.patient_id, "_source": _source(r)}
+            for r in records
+        ]
         wall0 = time.perf_counter()
         helpers.bulk(index.client, ready, chunk_size=flush, refresh=False)
         index.client.indices.refresh(index=index.alias)
@@ -110,7 +114,9 @@ def run(quick: bool = False, *, docs: int | None = None, rounds: int = 2) -> dic
         cpu.append(cpu_ms)
     best_bare, best_carnet = max(bare), max(carnet)
     return {
-        "documents": documents, "flush": flush, "rounds": rounds,
+        "documents": documents,
+        "flush": flush,
+        "rounds": rounds,
         "supersedes_per_flush": int(flush * SUPERSEDE_SHARE),
         "bare_bulk_docs_per_s": round(best_bare),
         "carnet_apply_docs_per_s": round(best_carnet),

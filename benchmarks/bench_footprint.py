@@ -54,8 +54,12 @@ def _es_bytes_per_doc(docs: int) -> dict[str, Any]:
         es.indices.forcemerge(index=index.alias, max_num_segments=1)
         stats = es.indices.stats(index=index.alias, metric="store,docs")["_all"]["primaries"]
         size = int(stats["store"]["size_in_bytes"])
-        return {"docs": docs, "store_bytes": size, "bytes_per_doc": round(size / docs),
-                "text_chars_per_doc": round(text_chars / docs)}
+        return {
+            "docs": docs,
+            "store_bytes": size,
+            "bytes_per_doc": round(size / docs),
+            "text_chars_per_doc": round(text_chars / docs),
+        }
     finally:
         index.drop()
         index.close()
@@ -70,8 +74,14 @@ def _size(path: Path) -> int:
 def _state_bytes_per_doc(documents: int) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="carnet-bench-footprint-") as tmp:
         root = Path(tmp)
-        feed = generate_feed(root / "feed", seed=5, patients=max(10, documents // 4),
-                             documents=documents, include_bad=False, scans=0)
+        feed = generate_feed(
+            root / "feed",
+            seed=5,
+            patients=max(10, documents // 4),
+            documents=documents,
+            include_bad=False,
+            scans=0,
+        )
         raw: dict[str, list[int]] = defaultdict(list)
         for path in (root / "feed").rglob("*"):
             if path.is_file() and not path.name.startswith(("_", ".")):
@@ -98,8 +108,15 @@ def _state_bytes_per_doc(documents: int) -> dict[str, Any]:
 _STATE_PARTS = {
     "ledger": ("runs", "outcomes", "flushes", "batches"),
     "keyring": ("keyring_meta", "patient_keys", "keyring_objects"),
-    "access_rules": ("authorisations", "blocks", "delegations", "representatives", "break_glass",
-                     "closures", "patient_birth_dates"),
+    "access_rules": (
+        "authorisations",
+        "blocks",
+        "delegations",
+        "representatives",
+        "break_glass",
+        "closures",
+        "patient_birth_dates",
+    ),
     "audit": ("audit_entries", "audit_head"),
 }
 
@@ -107,8 +124,9 @@ _STATE_PARTS = {
 def _state_parts(data: Path) -> dict[str, int]:
     """Bytes of ``state.db`` by part (SQLite's dbstat: pages of each table and its indexes)."""
     with sqlite3.connect(data / "state.db") as conn:
-        tables = dict(conn.execute("SELECT name, tbl_name FROM sqlite_schema "
-                                   "WHERE tbl_name NOT LIKE 'sqlite_%'"))
+        tables = dict(
+            conn.execute("SELECT name, tbl_name FROM sqlite_schema WHERE tbl_name NOT LIKE 'sqlite_%'")
+        )
         pages = conn.execute("SELECT name, SUM(pgsize) FROM dbstat GROUP BY name").fetchall()
     owner = {table: part for part, names in _STATE_PARTS.items() for table in names}
     sizes: dict[str, int] = defaultdict(int)
@@ -129,10 +147,20 @@ def _s3_requests_per_doc(documents: int) -> dict[str, Any]:
     S3Store.from_url(f"s3://{bucket}", endpoint_url=endpoint, region="us-east-1", create_bucket=True)
     with tempfile.TemporaryDirectory(prefix="carnet-bench-s3-") as tmp:
         root = Path(tmp)
-        generate_feed(root / "feed", seed=6, patients=max(10, documents // 4), documents=documents,
-                      include_bad=False, scans=0)
-        settings = Settings(data_dir=root / "carnet", store_url=f"s3://{bucket}/raw",
-                            s3_endpoint_url=endpoint, data_docs=False)
+        generate_feed(
+            root / "feed",
+            seed=6,
+            patients=max(10, documents // 4),
+            documents=documents,
+            include_bad=False,
+            scans=0,
+        )
+        settings = Settings(
+            data_dir=root / "carnet",
+            store_url=f"s3://{bucket}/raw",
+            s3_endpoint_url=endpoint,
+            data_docs=False,
+        )
         store = open_encrypted_store(settings)
         client = store.base.bucket.client  # type: ignore[attr-defined]
         calls: Counter[str] = Counter()
@@ -152,15 +180,19 @@ def _s3_requests_per_doc(documents: int) -> dict[str, Any]:
             if keys:
                 client.delete_objects(Bucket=bucket, Delete={"Objects": keys, "Quiet": True})
         client.delete_bucket(Bucket=bucket)
-    return {"documents": n,
-            "ingest_requests_per_doc": {op: round(c / n, 2) for op, c in sorted(ingest.items())},
-            "read_requests_per_doc": {op: round(c / n, 2) for op, c in sorted(read.items())}}
+    return {
+        "documents": n,
+        "ingest_requests_per_doc": {op: round(c / n, 2) for op, c in sorted(ingest.items())},
+        "read_requests_per_doc": {op: round(c / n, 2) for op, c in sorted(read.items())},
+    }
 
 
 def run(quick: bool = False) -> dict[str, Any]:
-    return {"elasticsearch": _es_bytes_per_doc(2_000 if quick else 20_000),
-            "state": _state_bytes_per_doc(100 if quick else 400),
-            "s3": _s3_requests_per_doc(50 if quick else 200)}
+    return {
+        "elasticsearch": _es_bytes_per_doc(2_000 if quick else 20_000),
+        "state": _state_bytes_per_doc(100 if quick else 400),
+        "s3": _s3_requests_per_doc(50 if quick else 200),
+    }
 
 
 def main() -> None:

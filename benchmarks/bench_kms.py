@@ -49,9 +49,13 @@ def _kms_latency(requests: int) -> dict[str, Any]:
             wall.append((time.perf_counter() - t0) * 1000)
         cpu_ms = (time.process_time() - c0) * 1000 / requests
         wall.sort()
-        out[op] = {"requests": requests, "wall_ms_p50": _percentile(wall, 0.5),
-                   "wall_ms_p95": _percentile(wall, 0.95), "client_cpu_ms": round(cpu_ms, 2),
-                   "per_s_one_client": round(1000 / statistics.fmean(wall), 1)}
+        out[op] = {
+            "requests": requests,
+            "wall_ms_p50": _percentile(wall, 0.5),
+            "wall_ms_p95": _percentile(wall, 0.95),
+            "client_cpu_ms": round(cpu_ms, 2),
+            "per_s_one_client": round(1000 / statistics.fmean(wall), 1),
+        }
     return out
 
 
@@ -63,8 +67,9 @@ def _store_run(settings: Settings, docs: int, patients: int, reads: int) -> dict
     client = getattr(wrapper, "_client", None)
     if client is not None:
         for op in _OPS:
-            client.meta.events.register(f"before-call.kms.{op}",
-                                        lambda op=op, **_: counts.__setitem__(op, counts[op] + 1))
+            client.meta.events.register(
+                f"before-call.kms.{op}", lambda op=op, **_: counts.__setitem__(op, counts[op] + 1)
+            )
     body = os.urandom(2048)
     t0, c0 = time.perf_counter(), time.process_time()
     shas = []
@@ -81,7 +86,8 @@ def _store_run(settings: Settings, docs: int, patients: int, reads: int) -> dict
     read_wall = time.perf_counter() - t0
     store.close()
     return {
-        "docs": docs, "patients": patients,
+        "docs": docs,
+        "patients": patients,
         "ingest_ms_per_doc_wall": round(ingest_wall * 1000 / docs, 3),
         "ingest_cpu_ms_per_doc": round(ingest_cpu * 1000 / docs, 3),
         "read_ms_per_doc_wall": round(read_wall * 1000 / (docs * reads), 3) if reads else None,
@@ -99,8 +105,9 @@ def run(quick: bool = False) -> dict[str, Any]:
         runs = {
             "local": Settings(data_dir=Path(tmp) / "local", master_key=master),
             "kms_cached": Settings(data_dir=Path(tmp) / "kms", kms_key_id=KMS_KEY, kms_endpoint_url=KMS_URL),
-            "kms_uncached": Settings(data_dir=Path(tmp) / "kms0", kms_key_id=KMS_KEY,
-                                     kms_endpoint_url=KMS_URL, kms_cache_ttl_s=0),
+            "kms_uncached": Settings(
+                data_dir=Path(tmp) / "kms0", kms_key_id=KMS_KEY, kms_endpoint_url=KMS_URL, kms_cache_ttl_s=0
+            ),
         }
         results["store"] = {name: _store_run(s, docs, patients, reads=2) for name, s in runs.items()}
     return results

@@ -85,42 +85,68 @@ def peak_memory(path: Path) -> dict[str, Any]:
     )
     _, _, out = _timed([PYTHON, "-c", code, str(path)], _env())
     base, peak, traced, docs, chars, wall = out.split()
-    return {"input_mb": round(path.stat().st_size / 1e6, 1), "documents": int(docs),
-            "text_mb": round(int(chars) / 1e6, 1), "parse_s": round(float(wall), 1),
-            "peak_rss_mb": round(int(peak) / 1024), "above_imports_mb": round((int(peak) - int(base)) / 1024),
-            "python_peak_mb": round(int(traced) / 1e6)}
+    return {
+        "input_mb": round(path.stat().st_size / 1e6, 1),
+        "documents": int(docs),
+        "text_mb": round(int(chars) / 1e6, 1),
+        "parse_s": round(float(wall), 1),
+        "peak_rss_mb": round(int(peak) / 1024),
+        "above_imports_mb": round((int(peak) - int(base)) / 1024),
+        "python_peak_mb": round(int(traced) / 1e6),
+    }
 
 
 def ingest_peak(path: Path, data_dir: Path) -> dict[str, Any]:
     """Peak RSS of ``carnet ingest path`` in a fresh process (embedded defaults)."""
-    code = ("import resource, subprocess, sys\n"
-            "done = subprocess.run(sys.argv[1:], capture_output=True, text=True)\n"
-            "usage = resource.getrusage(resource.RUSAGE_CHILDREN)\n"
-            "print(done.returncode, usage.ru_maxrss, usage.ru_utime + usage.ru_stime)\n"
-            "sys.stderr.write(done.stderr[-2000:])\n")
+    code = (
+        "import resource, subprocess, sys\n"
+        "done = subprocess.run(sys.argv[1:], capture_output=True, text=True)\n"
+        "usage = resource.getrusage(resource.RUSAGE_CHILDREN)\n"
+        "print(done.returncode, usage.ru_maxrss, usage.ru_utime + usage.ru_stime)\n"
+        "sys.stderr.write(done.stderr[-2000:])\n"
+    )
     folder = data_dir / "in"
     folder.mkdir(parents=True)
     (folder / path.name).write_bytes(path.read_bytes())
     report = data_dir / "report.jsonl"
-    wall, _, out = _timed([PYTHON, "-c", code, PYTHON, "-m", "pipeline.cli", "ingest", str(folder),
-                           "--quiet", "--report", str(report)],
-                          _env(CARNET_DATA_DIR=str(data_dir / "carnet")))
+    wall, _, out = _timed(
+        [
+            PYTHON,
+            "-c",
+            code,
+            PYTHON,
+            "-m",
+            "pipeline.cli",
+            "ingest",
+            str(folder),
+            "--quiet",
+            "--report",
+            str(report),
+        ],
+        _env(CARNET_DATA_DIR=str(data_dir / "carnet")),
+    )
     code_rc, peak, cpu = out.split()
     statuses: dict[str, int] = {}
     for line in report.read_text().splitlines() if report.exists() else ():
         status = json.loads(line)["status"]
         statuses[status] = statuses.get(status, 0) + 1
-    return {"ingest_exit": int(code_rc), "ingest_peak_rss_mb": round(int(peak) / 1024),
-            "ingest_wall_s": round(wall, 1), "ingest_cpu_s": round(float(cpu), 1),
-            "ingest_by_status": statuses}
+    return {
+        "ingest_exit": int(code_rc),
+        "ingest_peak_rss_mb": round(int(peak) / 1024),
+        "ingest_wall_s": round(wall, 1),
+        "ingest_cpu_s": round(float(cpu), 1),
+        "ingest_by_status": statuses,
+    }
 
 
 def measure(folder: Path, quick: bool = False) -> dict[str, dict[str, Any]]:
     """Both peaks for each big input, generated under ``folder``."""
     folder.mkdir(parents=True, exist_ok=True)
     big = make_big_inputs(folder, quick)
-    return {kind: {**peak_memory(path), **ingest_peak(path, folder / f"ingest-{kind}")}
-            for kind, path in big.items()}
+    return {
+        kind: {**peak_memory(path), **ingest_peak(path, folder / f"ingest-{kind}")}
+        for kind, path in big.items()
+    }
 
 
 def run(quick: bool = False) -> dict[str, Any]:

@@ -47,8 +47,9 @@ def run(quick: bool = False) -> dict[str, object]:
     documents = 300 if quick else 1500
     with tempfile.TemporaryDirectory() as tmp:
         base = Path(tmp)
-        feed = generate_feed(base / "feed", seed=11, patients=max(20, documents // 10),
-                             documents=documents, include_bad=False)
+        feed = generate_feed(
+            base / "feed", seed=11, patients=max(20, documents // 10), documents=documents, include_bad=False
+        )
         folders = _split_by_format(base / "feed", list(feed.documents), base / "by_format")
 
         # Warm-up: imports (GX ~2–3 s), tesseract probe, index creation are one-offs per process.

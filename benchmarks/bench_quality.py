@@ -45,16 +45,56 @@ LINES = [
     "Prélèvement du 14/03/2025, validé par le biologiste",
 ]
 RESULTS = (
-    LabResult(analyte="Hémoglobine", loinc="718-7", value="13.2", numeric_value=13.2, value_type="NM",
-              unit="g/dL", reference_range="12.0-16.0", abnormal_flag="N"),
-    LabResult(analyte="Leucocytes", loinc="6690-2", value="6.8", numeric_value=6.8, value_type="NM",
-              unit="10*9/L", reference_range="4.0-10.0", abnormal_flag="N"),
-    LabResult(analyte="Glycémie à jeun", loinc="14749-6", value="5.1", numeric_value=5.1, value_type="NM",
-              unit="mmol/L", reference_range="4.1-5.9", abnormal_flag="N"),
-    LabResult(analyte="Créatinine", loinc="14682-9", value="68", numeric_value=68, value_type="NM",
-              unit="umol/L", reference_range="45-90", abnormal_flag="N"),
-    LabResult(analyte="Ferritine", loinc="2276-4", value="40", numeric_value=40, value_type="NM",
-              unit="ug/L", reference_range="30-300", abnormal_flag="N"),
+    LabResult(
+        analyte="Hémoglobine",
+        loinc="718-7",
+        value="13.2",
+        numeric_value=13.2,
+        value_type="NM",
+        unit="g/dL",
+        reference_range="12.0-16.0",
+        abnormal_flag="N",
+    ),
+    LabResult(
+        analyte="Leucocytes",
+        loinc="6690-2",
+        value="6.8",
+        numeric_value=6.8,
+        value_type="NM",
+        unit="10*9/L",
+        reference_range="4.0-10.0",
+        abnormal_flag="N",
+    ),
+    LabResult(
+        analyte="Glycémie à jeun",
+        loinc="14749-6",
+        value="5.1",
+        numeric_value=5.1,
+        value_type="NM",
+        unit="mmol/L",
+        reference_range="4.1-5.9",
+        abnormal_flag="N",
+    ),
+    LabResult(
+        analyte="Créatinine",
+        loinc="14682-9",
+        value="68",
+        numeric_value=68,
+        value_type="NM",
+        unit="umol/L",
+        reference_range="45-90",
+        abnormal_flag="N",
+    ),
+    LabResult(
+        analyte="Ferritine",
+        loinc="2276-4",
+        value="40",
+        numeric_value=40,
+        value_type="NM",
+        unit="ug/L",
+        reference_range="30-300",
+        abnormal_flag="N",
+    ),
 )
 
 
@@ -73,12 +113,26 @@ def _record(n: int, text: str) -> tuple[DocumentRecord, PatientDemographics]:
     body = f"2840569{n % 1000:03d}{n // 1000 + 100:03d}"
     ins = body + nir.calc_check_digits(body)
     record = DocumentRecord(
-        doc_id=f"doc-{n:05d}", series_id=f"doc-{n:05d}", patient_id=ins, doc_class=DocClass.BIOLOGY,
-        type_code="11502-2", classification_rule="text.keywords", classification_confidence=0.9,
-        title="CR de biologie", document_date=dt.date(2025, 3, 14), producer="labo-biolyon",
-        producer_finess=finess("69", 412031), author_rpps=None, source=f"bench/{n}.pdf", format=Format.PDF,
-        content_sha256=f"{n:064d}", text=text, results=RESULTS, page_count=1,
-        ingested_at=dt.datetime.now(dt.UTC))
+        doc_id=f"doc-{n:05d}",
+        series_id=f"doc-{n:05d}",
+        patient_id=ins,
+        doc_class=DocClass.BIOLOGY,
+        type_code="11502-2",
+        classification_rule="text.keywords",
+        classification_confidence=0.9,
+        title="CR de biologie",
+        document_date=dt.date(2025, 3, 14),
+        producer="labo-biolyon",
+        producer_finess=finess("69", 412031),
+        author_rpps=None,
+        source=f"bench/{n}.pdf",
+        format=Format.PDF,
+        content_sha256=f"{n:064d}",
+        text=text,
+        results=RESULTS,
+        page_count=1,
+        ingested_at=dt.datetime.now(dt.UTC),
+    )
     return record, PatientDemographics(sex="F", birth_date=dt.date(1984, 5, 2))
 
 
@@ -101,8 +155,10 @@ def run(quick: bool = False) -> dict[str, object]:
     with tempfile.TemporaryDirectory() as tmp:
         from pipeline.quality import GateItem, QualityGate
 
-        items = [GateItem(record=r, demographics=d)
-                 for r, d in (_record(i, doc.text) for i, doc in enumerate(parsed))]
+        items = [
+            GateItem(record=r, demographics=d)
+            for r, d in (_record(i, doc.text) for i, doc in enumerate(parsed))
+        ]
         t0 = time.perf_counter()
         import great_expectations  # noqa: F401  (the one-off import cost, measured apart)
 

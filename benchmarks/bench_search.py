@@ -213,9 +213,7 @@ def main() -> None:
     parser.add_argument("--index", default=None, help="index URL (default: a temporary SQLite file)")
     parser.add_argument("--quick", action="store_true", help="5,000 documents")
     args = parser.parse_args()
-    figures = run(
-        args.quick, args.index, docs=args.docs, patients=args.patients, searches=args.searches
-    )
+    figures = run(args.quick, args.index, docs=args.docs, patients=args.patients, searches=args.searches)
     print(json.dumps(figures, indent=2))
 
 

@@ -39,8 +39,10 @@ def _engine(url: str) -> Engine:
 def _bytes(engine: Engine, *tables: str) -> int:
     """Bytes of ``tables``, their indexes and TOAST included."""
     with engine.connect() as conn:
-        return sum(int(conn.execute(text("SELECT pg_total_relation_size(:t)"), {"t": t}).scalar_one())
-                   for t in tables)
+        return sum(
+            int(conn.execute(text("SELECT pg_total_relation_size(:t)"), {"t": t}).scalar_one())
+            for t in tables
+        )
 
 
 def _flushes(url: str, flushes: int, per_flush: int) -> dict[str, Any]:
@@ -54,9 +56,17 @@ def _flushes(url: str, flushes: int, per_flush: int) -> dict[str, Any]:
     before = _bytes(engine, *tables)
     t0 = time.perf_counter()
     for f in range(flushes):
-        outs = [Outcome(source=f"labo/{per_flush}/{f}/{i}.hl7#1", status=Status.INDEXED,
-                        doc_id=uuid.uuid4().hex, patient_id=PATIENT, content_sha256=uuid.uuid4().hex * 2,
-                        producer="labo") for i in range(per_flush)]
+        outs = [
+            Outcome(
+                source=f"labo/{per_flush}/{f}/{i}.hl7#1",
+                status=Status.INDEXED,
+                doc_id=uuid.uuid4().hex,
+                patient_id=PATIENT,
+                content_sha256=uuid.uuid4().hex * 2,
+                producer="labo",
+            )
+            for i in range(per_flush)
+        ]
         with ledger.flush_lock() as lock:
             ledger.flush_generation(key)
             flush_id = ledger.journal_flush(run, key, None, '{"items": []}', outs)
@@ -68,11 +78,14 @@ def _flushes(url: str, flushes: int, per_flush: int) -> dict[str, Any]:
     size = _bytes(engine, *tables) - before
     ledger.close()
     engine.dispose()
-    return {"flushes": flushes, "outcomes_per_flush": per_flush,
-            "flush_commit_ms": round(wall * 1000 / flushes, 2),
-            "flushes_per_s": round(flushes / wall, 1),
-            "outcome_rows_per_s": round(docs / wall),
-            "ledger_bytes_per_document": round(size / docs)}
+    return {
+        "flushes": flushes,
+        "outcomes_per_flush": per_flush,
+        "flush_commit_ms": round(wall * 1000 / flushes, 2),
+        "flushes_per_s": round(flushes / wall, 1),
+        "outcome_rows_per_s": round(docs / wall),
+        "ledger_bytes_per_document": round(size / docs),
+    }
 
 
 def _audit_bytes(url: str, appends: int) -> dict[str, Any]:
@@ -80,8 +93,13 @@ def _audit_bytes(url: str, appends: int) -> dict[str, Any]:
     engine = _engine(url)
     log = AuditLog(engine, key=AUDIT_KEY)
     for i in range(appends):
-        log.append(actor=f"8{i % 1000:010d}", role="professional", action="read", patient_id=PATIENT,
-                   doc_ids=[uuid.uuid4().hex])
+        log.append(
+            actor=f"8{i % 1000:010d}",
+            role="professional",
+            action="read",
+            patient_id=PATIENT,
+            doc_ids=[uuid.uuid4().hex],
+        )
     size = _bytes(engine, "audit_entries")
     engine.dispose()
     return {"appends": appends, "bytes_per_entry": round(size / appends)}
@@ -90,8 +108,10 @@ def _audit_bytes(url: str, appends: int) -> dict[str, Any]:
 def _server(url: str) -> dict[str, str]:
     engine = _engine(url)
     with engine.connect() as conn:
-        out = {s: str(conn.execute(text(f"SHOW {s}")).scalar_one())
-               for s in ("server_version", "fsync", "synchronous_commit", "shared_buffers")}
+        out = {
+            s: str(conn.execute(text(f"SHOW {s}")).scalar_one())
+            for s in ("server_version", "fsync", "synchronous_commit", "shared_buffers")
+        }
     engine.dispose()
     return out
 

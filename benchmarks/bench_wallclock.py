@@ -70,8 +70,7 @@ def _timed(command: list[str], env: dict[str, str]) -> tuple[float, float, str]:
 
 def _env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CARNET_")}
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(__file__).parents[1]),
-                                                      env.get("PYTHONPATH")]))
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(__file__).parents[1]), env.get("PYTHONPATH")]))
     env.setdefault("OMP_THREAD_LIMIT", "1")
     env.update(extra)
     return env
@@ -80,15 +79,21 @@ def _env(**extra: str) -> dict[str, str]:
 def _carnet_ingest(folder: Path, data_dir: Path, **extra: str) -> dict[str, Any]:
     """``carnet ingest folder`` in a fresh process: wall, CPU, documents and OCR pages."""
     report = data_dir / "report.jsonl"
-    wall, cpu, _ = _timed([PYTHON, "-m", "pipeline.cli", "ingest", str(folder), "--quiet",
-                           "--report", str(report)], _env(CARNET_DATA_DIR=str(data_dir), **extra))
+    wall, cpu, _ = _timed(
+        [PYTHON, "-m", "pipeline.cli", "ingest", str(folder), "--quiet", "--report", str(report)],
+        _env(CARNET_DATA_DIR=str(data_dir), **extra),
+    )
     lines = [json.loads(line) for line in report.read_text().splitlines()]
     statuses: dict[str, int] = {}
     for line in lines:
         statuses[line["status"]] = statuses.get(line["status"], 0) + 1
-    return {"documents": len(lines), "by_status": statuses,
-            "ocr_pages": sum(line["ocr_pages"] or 0 for line in lines),
-            "wall_s": round(wall, 2), "cpu_s": round(cpu, 2)}
+    return {
+        "documents": len(lines),
+        "by_status": statuses,
+        "ocr_pages": sum(line["ocr_pages"] or 0 for line in lines),
+        "wall_s": round(wall, 2),
+        "cpu_s": round(cpu, 2),
+    }
 
 
 # -- bare references (run in a fresh process: ``python -m benchmarks.bench_wallclock --bare``) --
@@ -153,8 +158,12 @@ def bare_tesseract(pages: list[Path], processes: int) -> dict[str, float]:
     env = dict(os.environ, OMP_THREAD_LIMIT="1")
 
     def one(page: Path) -> None:
-        subprocess.run(["tesseract", str(page), "-", "-l", "fra", "--dpi", "300", "tsv"], env=env,
-                       capture_output=True, check=True)
+        subprocess.run(
+            ["tesseract", str(page), "-", "-l", "fra", "--dpi", "300", "tsv"],
+            env=env,
+            capture_output=True,
+            check=True,
+        )
 
     cpu0, wall0 = _children_cpu(), time.perf_counter()
     with ThreadPoolExecutor(max_workers=processes) as pool:
@@ -184,19 +193,32 @@ def run(quick: bool = False) -> dict[str, Any]:
     results: dict[str, Any] = {"ocr_workers": workers, "load_average_before": os.getloadavg()}
     with tempfile.TemporaryDirectory(prefix="bench_wallclock_") as tmp:
         base = Path(tmp)
-        generate_feed(base / "text", seed=7, patients=max(20, documents // 10), documents=documents,
-                      include_bad=False, scans=0)
+        generate_feed(
+            base / "text",
+            seed=7,
+            patients=max(20, documents // 10),
+            documents=documents,
+            include_bad=False,
+            scans=0,
+        )
         generate_feed(base / "scans", seed=8, patients=6, documents=scans, include_bad=False, scans=scans)
 
         carnet = _carnet_ingest(base / "text", base / "carnet-text")
-        bare_wall, bare_cpu, bare_out = _timed([PYTHON, "-m", "benchmarks.bench_wallclock", "--bare",
-                                                str(base / "text")], _env())
+        bare_wall, bare_cpu, bare_out = _timed(
+            [PYTHON, "-m", "benchmarks.bench_wallclock", "--bare", str(base / "text")], _env()
+        )
         n = carnet["documents"]
         results["non_scanned"] = {
-            "carnet": {**carnet, "wall_docs_per_s": round(n / carnet["wall_s"], 1),
-                       "cpu_ms_per_doc": round(carnet["cpu_s"] / n * 1000, 2)},
-            "bare_parse": {**json.loads(bare_out), "wall_s": round(bare_wall, 2),
-                           "cpu_s": round(bare_cpu, 2)},
+            "carnet": {
+                **carnet,
+                "wall_docs_per_s": round(n / carnet["wall_s"], 1),
+                "cpu_ms_per_doc": round(carnet["cpu_s"] / n * 1000, 2),
+            },
+            "bare_parse": {
+                **json.loads(bare_out),
+                "wall_s": round(bare_wall, 2),
+                "cpu_s": round(bare_cpu, 2),
+            },
             "carnet_over_bare_wall": round(carnet["wall_s"] / bare_wall, 2),
         }
         if _up(ES_URL) and _up(S3_URL):
@@ -204,11 +226,17 @@ def run(quick: bool = False) -> dict[str, Any]:
             from pipeline.store.s3 import S3Store
 
             S3Store.from_url(f"s3://{bucket}", endpoint_url=S3_URL, region="us-east-1", create_bucket=True)
-            served = _carnet_ingest(base / "text", base / "carnet-es",
-                                    CARNET_INDEX_URL=ES_URL, CARNET_STORE_URL=f"s3://{bucket}/bench",
-                                    CARNET_ES_ALIAS=f"carnet-bench-{uuid.uuid4().hex[:8]}")
+            served = _carnet_ingest(
+                base / "text",
+                base / "carnet-es",
+                CARNET_INDEX_URL=ES_URL,
+                CARNET_STORE_URL=f"s3://{bucket}/bench",
+                CARNET_ES_ALIAS=f"carnet-bench-{uuid.uuid4().hex[:8]}",
+            )
             results["non_scanned"]["carnet_es_s3"] = {
-                **served, "wall_docs_per_s": round(served["documents"] / served["wall_s"], 1)}
+                **served,
+                "wall_docs_per_s": round(served["documents"] / served["wall_s"], 1),
+            }
             results["elasticsearch"] = es_rates(2000 if quick else 10_000)
 
         scanned = _carnet_ingest(base / "scans", base / "carnet-scans")
@@ -216,15 +244,24 @@ def run(quick: bool = False) -> dict[str, Any]:
         pages = _page_images(base / "scans", base / "pages")
         bare = bare_tesseract(pages, workers)
         results["scanned"] = {
-            "carnet": {**scanned, "wall_pages_per_s": round(scanned["ocr_pages"] / scanned["wall_s"], 2),
-                       "cpu_s_per_page": round(scanned["cpu_s"] / max(1, scanned["ocr_pages"]), 2)},
-            "bare_tesseract": {"pages": len(pages), "processes": workers, "wall_s": round(bare["wall_s"], 2),
-                               "wall_pages_per_s": round(len(pages) / bare["wall_s"], 2),
-                               "cpu_s_per_page": round(bare["cpu_s"] / len(pages), 2)},
+            "carnet": {
+                **scanned,
+                "wall_pages_per_s": round(scanned["ocr_pages"] / scanned["wall_s"], 2),
+                "cpu_s_per_page": round(scanned["cpu_s"] / max(1, scanned["ocr_pages"]), 2),
+            },
+            "bare_tesseract": {
+                "pages": len(pages),
+                "processes": workers,
+                "wall_s": round(bare["wall_s"], 2),
+                "wall_pages_per_s": round(len(pages) / bare["wall_s"], 2),
+                "cpu_s_per_page": round(bare["cpu_s"] / len(pages), 2),
+            },
         }
         results["scanned"]["carnet_share_of_bare_pages_per_s"] = round(
             results["scanned"]["carnet"]["wall_pages_per_s"]
-            / results["scanned"]["bare_tesseract"]["wall_pages_per_s"], 2)
+            / results["scanned"]["bare_tesseract"]["wall_pages_per_s"],
+            2,
+        )
 
         from benchmarks import bench_memory
 
@@ -237,30 +274,54 @@ def table(r: dict[str, Any]) -> str:
     """The figures a user compares, one line each: Carnet, bare reference, ratio."""
     rows = [("work", "Carnet (wall)", "bare reference (wall)", "ratio")]
     text = r["non_scanned"]
-    rows.append((f"{text['carnet']['documents']} non-scanned docs, embedded defaults",
-                 f"{text['carnet']['wall_s']} s, {text['carnet']['wall_docs_per_s']} docs/s",
-                 f"{text['bare_parse']['wall_s']} s (pypdf + ElementTree + hl7apy)",
-                 f"{text['carnet_over_bare_wall']}x the time"))
+    rows.append(
+        (
+            f"{text['carnet']['documents']} non-scanned docs, embedded defaults",
+            f"{text['carnet']['wall_s']} s, {text['carnet']['wall_docs_per_s']} docs/s",
+            f"{text['bare_parse']['wall_s']} s (pypdf + ElementTree + hl7apy)",
+            f"{text['carnet_over_bare_wall']}x the time",
+        )
+    )
     if "carnet_es_s3" in text:
         served = text["carnet_es_s3"]
-        rows.append(("same docs, Elasticsearch + S3",
-                     f"{served['wall_s']} s, {served['wall_docs_per_s']} docs/s", "", ""))
+        rows.append(
+            (
+                "same docs, Elasticsearch + S3",
+                f"{served['wall_s']} s, {served['wall_docs_per_s']} docs/s",
+                "",
+                "",
+            )
+        )
     scan, bare = r["scanned"], r["scanned"]["bare_tesseract"]
-    rows.append((f"{scan['carnet']['ocr_pages']} scanned pages",
-                 f"{scan['carnet']['wall_s']} s, {scan['carnet']['wall_pages_per_s']} pages/s",
-                 f"{bare['wall_s']} s, {bare['wall_pages_per_s']} pages/s "
-                 f"({bare['processes']} tesseract processes)",
-                 f"{scan['carnet_share_of_bare_pages_per_s']:.0%} of bare pages/s"))
+    rows.append(
+        (
+            f"{scan['carnet']['ocr_pages']} scanned pages",
+            f"{scan['carnet']['wall_s']} s, {scan['carnet']['wall_pages_per_s']} pages/s",
+            f"{bare['wall_s']} s, {bare['wall_pages_per_s']} pages/s "
+            f"({bare['processes']} tesseract processes)",
+            f"{scan['carnet_share_of_bare_pages_per_s']:.0%} of bare pages/s",
+        )
+    )
     if "elasticsearch" in r:
         es = r["elasticsearch"]
-        rows.append((f"{es['documents']} records into Elasticsearch",
-                     f"{es['carnet_apply_docs_per_s']} docs/s (apply per flush)",
-                     f"{es['bare_bulk_docs_per_s']} docs/s (helpers.bulk)",
-                     f"{es['carnet_over_bare']}x the rate"))
+        rows.append(
+            (
+                f"{es['documents']} records into Elasticsearch",
+                f"{es['carnet_apply_docs_per_s']} docs/s (apply per flush)",
+                f"{es['bare_bulk_docs_per_s']} docs/s (helpers.bulk)",
+                f"{es['carnet_over_bare']}x the rate",
+            )
+        )
     for kind, m in r["peak_memory"].items():
-        rows.append((f"peak memory, {kind} {m['input_mb']} MB",
-                     f"parse {m['peak_rss_mb']} MB RSS (+{m['above_imports_mb']} MB over imports); "
-                     f"carnet ingest {m['ingest_peak_rss_mb']} MB RSS", "", ""))
+        rows.append(
+            (
+                f"peak memory, {kind} {m['input_mb']} MB",
+                f"parse {m['peak_rss_mb']} MB RSS (+{m['above_imports_mb']} MB over imports); "
+                f"carnet ingest {m['ingest_peak_rss_mb']} MB RSS",
+                "",
+                "",
+            )
+        )
     widths = [max(len(row[i]) for row in rows) for i in range(4)]
     return "\n".join(" | ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)) for row in rows)
 

@@ -26,8 +26,11 @@ def measure(per_format: int, scans: int, work: Path) -> dict[str, object]:
     normal = ingest_corpus(normal_corpus(per_format=per_format, scans=scans), work / "normal")
     defects = ingest_corpus(defect_corpus(), work / "defects")
     rejected = [(s, o) for s, o in normal if o.status is Status.REJECTED]
-    detected = [(s, o) for s, o in defects if o.status is Status.REJECTED
-                and any(p.code is s.expected for p in o.reasons)]
+    detected = [
+        (s, o)
+        for s, o in defects
+        if o.status is Status.REJECTED and any(p.code is s.expected for p in o.reasons)
+    ]
     warnings = Counter(p.code.value for _, o in normal for p in o.reasons if not p.blocking)
     return {
         "normal_documents": len(normal),
@@ -39,8 +42,11 @@ def measure(per_format: int, scans: int, work: Path) -> dict[str, object]:
         "defective_documents": len(defects),
         "detected": len(detected),
         "detection_rate": round(len(detected) / len(defects), 4),
-        "missed": [f"{s.name}: {o.status.value} {[p.render() for p in o.reasons]}"
-                   for s, o in defects if (s, o) not in detected],
+        "missed": [
+            f"{s.name}: {o.status.value} {[p.render() for p in o.reasons]}"
+            for s, o in defects
+            if (s, o) not in detected
+        ],
     }
 
 

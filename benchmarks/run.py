@@ -20,19 +20,41 @@ import time
 from pathlib import Path
 from urllib.parse import urlparse
 
-BENCHES = ("bench_wallclock", "bench_pipeline", "bench_pdf_ocr",
-           "bench_hl7", "bench_search", "bench_quality", "bench_es",
-           "bench_kms", "bench_footprint", "bench_audit", "bench_state")
+BENCHES = (
+    "bench_wallclock",
+    "bench_pipeline",
+    "bench_pdf_ocr",
+    "bench_hl7",
+    "bench_search",
+    "bench_quality",
+    "bench_es",
+    "bench_kms",
+    "bench_footprint",
+    "bench_audit",
+    "bench_state",
+)
 # Benchmarks that need a server: (its URL variable, default URL, the command that starts it).
 _NEEDS = {
     "bench_es": (("CARNET_TEST_ES_URL", "http://127.0.0.1:9200", "scripts/elasticsearch.sh start"),),
     "bench_kms": (("CARNET_TEST_KMS_URL", "http://127.0.0.1:4599", "scripts/kms.sh start"),),
-    "bench_footprint": (("CARNET_TEST_ES_URL", "http://127.0.0.1:9200", "scripts/elasticsearch.sh start"),
-                        ("AWS_ENDPOINT_URL", "http://127.0.0.1:9000", "scripts/s3.sh start")),
-    "bench_audit": (("CARNET_TEST_STATE_URL", "postgresql://carnet:carnet@127.0.0.1:5434/carnet",
-                     "scripts/postgres.sh start"),),
-    "bench_state": (("CARNET_TEST_STATE_URL", "postgresql://carnet:carnet@127.0.0.1:5434/carnet",
-                     "scripts/postgres.sh start"),),
+    "bench_footprint": (
+        ("CARNET_TEST_ES_URL", "http://127.0.0.1:9200", "scripts/elasticsearch.sh start"),
+        ("AWS_ENDPOINT_URL", "http://127.0.0.1:9000", "scripts/s3.sh start"),
+    ),
+    "bench_audit": (
+        (
+            "CARNET_TEST_STATE_URL",
+            "postgresql://carnet:carnet@127.0.0.1:5434/carnet",
+            "scripts/postgres.sh start",
+        ),
+    ),
+    "bench_state": (
+        (
+            "CARNET_TEST_STATE_URL",
+            "postgresql://carnet:carnet@127.0.0.1:5434/carnet",
+            "scripts/postgres.sh start",
+        ),
+    ),
 }
 
 
@@ -52,9 +74,13 @@ def main() -> None:
     parser.add_argument("--out", default=str(Path(__file__).with_name("results.json")))
     args = parser.parse_args()
     results: dict[str, object] = {
-        "machine": {"cores": os.cpu_count(), "python": platform.python_version(),
-                    "cpu": platform.processor() or platform.machine(),
-                    "load_average": os.getloadavg(), "when": time.strftime("%Y-%m-%d")},
+        "machine": {
+            "cores": os.cpu_count(),
+            "python": platform.python_version(),
+            "cpu": platform.processor() or platform.machine(),
+            "load_average": os.getloadavg(),
+            "when": time.strftime("%Y-%m-%d"),
+        },
         "quick": args.quick,
     }
     for name in args.only or BENCHES:

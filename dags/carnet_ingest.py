@@ -111,13 +111,21 @@ def build_ingest_dag(dag_id: str, feed: FeedConfig | None = None) -> DAG:
                 minLength=1,
                 description="Feed root: a folder or s3://bucket/prefix",
             ),
-            "feed_id": Param(feed.id if feed else None, type=["null", "string"],
-                             description="Feeds-file id (thresholds, metrics); none: the URL"),
+            "feed_id": Param(
+                feed.id if feed else None,
+                type=["null", "string"],
+                description="Feeds-file id (thresholds, metrics); none: the URL",
+            ),
             "max_reject_rate": Param(
-                feed.max_reject_rate if feed else None, type=["null", "number"],
-                description="Alert above this reject rate (default: CARNET_MAX_REJECT_RATE)"),
-            "scans": Param(bool(feed and feed.scans), type="boolean",
-                           description="Every batch of this feed goes to the OCR pool"),
+                feed.max_reject_rate if feed else None,
+                type=["null", "number"],
+                description="Alert above this reject rate (default: CARNET_MAX_REJECT_RATE)",
+            ),
+            "scans": Param(
+                bool(feed and feed.scans),
+                type="boolean",
+                description="Every batch of this feed goes to the OCR pool",
+            ),
         },
     )
     def ingest() -> None:
@@ -142,10 +150,14 @@ def build_ingest_dag(dag_id: str, feed: FeedConfig | None = None) -> DAG:
                     context["carnet_error"] = f"feed configuration: {exc}"
                     raise AirflowFailException(context["carnet_error"]) from exc
                 raise
-            log.info("%d batch(es) in %d text lane(s), %d batch(es) in %d OCR lane(s)",
-                     sum(map(len, plan["text"])), len(plan["text"]),
-                     sum(map(len, plan["ocr"])), len(plan["ocr"]),
-                     extra={"feed": params["feed_url"]})
+            log.info(
+                "%d batch(es) in %d text lane(s), %d batch(es) in %d OCR lane(s)",
+                sum(map(len, plan["text"])),
+                len(plan["text"]),
+                sum(map(len, plan["ocr"])),
+                len(plan["ocr"]),
+                extra={"feed": params["feed_url"]},
+            )
             return plan
 
         @task
@@ -165,10 +177,14 @@ def build_ingest_dag(dag_id: str, feed: FeedConfig | None = None) -> DAG:
             alerts = [a for r in results for a in r["alerts"]]
             if alerts:
                 context["lane_label"] += f" ALERT: {alerts[0]['message']}" + (
-                    f" (+{len(alerts) - 1})" if len(alerts) > 1 else "")
-            extra = {"feed": params["feed_id"] or params["feed_url"], "producer": producer,
-                     "batches": [r["metrics"] for r in results],
-                     "alerts": alerts}
+                    f" (+{len(alerts) - 1})" if len(alerts) > 1 else ""
+                )
+            extra = {
+                "feed": params["feed_id"] or params["feed_url"],
+                "producer": producer,
+                "batches": [r["metrics"] for r in results],
+                "alerts": alerts,
+            }
             for asset in (INDEX_ASSET, STORE_ASSET):
                 context["outlet_events"][asset].extra = extra
             return [r["summary"] for r in results]
@@ -190,30 +206,30 @@ def build_ingest_dag(dag_id: str, feed: FeedConfig | None = None) -> DAG:
                     summary = process_batch(settings, params["feed_url"], batch_key)
                 except (CarnetError, OSError) as exc:
                     document = getattr(exc, "context", {}).get("source")
-                    log.error("batch failed: %s", exc, extra={
-                        "feed": feed, "producer": producer, "batch": batch_key,
-                        "document": document})
+                    log.error(
+                        "batch failed: %s",
+                        exc,
+                        extra={"feed": feed, "producer": producer, "batch": batch_key, "document": document},
+                    )
                     raise
                 log_rejections(settings, summary.run_id, batch_key=batch_key)
-                check = check_batch(settings, feed, summary,
-                                    max_reject_rate=settings.max_reject_rate)
+                check = check_batch(settings, feed, summary, max_reject_rate=settings.max_reject_rate)
                 emit_stats(Stats, check.metrics)
             summary = summary.model_copy(update={"flagged": check.metrics.flagged})
-            return {"summary": summary.model_dump(mode="json"),
-                    "metrics": check.metrics.model_dump(mode="json"),
-                    "alerts": [a.model_dump(mode="json") for a in check.alerts]}
+            return {
+                "summary": summary.model_dump(mode="json"),
+                "metrics": check.metrics.model_dump(mode="json"),
+                "alerts": [a.model_dump(mode="json") for a in check.alerts],
+            }
 
-        @task(max_active_tis_per_dagrun=2, map_index_template=LANE_LABEL,
-              outlets=[INDEX_ASSET, STORE_ASSET])
-        def process_text(lane: list[str], params: dict[str, Any] | None = None
-                         ) -> list[dict[str, Any]]:
+        @task(max_active_tis_per_dagrun=2, map_index_template=LANE_LABEL, outlets=[INDEX_ASSET, STORE_ASSET])
+        def process_text(lane: list[str], params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
             """Ingest one producer's HL7/text batches; only counts travel through XCom."""
             assert params is not None
             return run_lane(lane, params)
 
         @task(pool=OCR_POOL, map_index_template=LANE_LABEL, outlets=[INDEX_ASSET, STORE_ASSET])
-        def process_ocr(lane: list[str], params: dict[str, Any] | None = None
-                        ) -> list[dict[str, Any]]:
+        def process_ocr(lane: list[str], params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
             """Ingest one producer's batches, some scan-heavy, in the OCR pool."""
             assert params is not None
             return run_lane(lane, params)
@@ -221,15 +237,18 @@ def build_ingest_dag(dag_id: str, feed: FeedConfig | None = None) -> DAG:
         # none_failed: with an empty feed the mapped tasks are skipped, and the summary
         # must still run; a failed batch still fails the run.
         @task(trigger_rule="none_failed")
-        def summarize(text: list[list[dict[str, Any]]], ocr: list[list[dict[str, Any]]]
-                      ) -> dict[str, Any]:
+        def summarize(text: list[list[dict[str, Any]]], ocr: list[list[dict[str, Any]]]) -> dict[str, Any]:
             """Log a readable table of the run's outcomes and return the totals."""
             from pipeline.ingest.batch import BatchSummary, summarize_batches
 
             # Indexing up to len() rather than iterating: the lazy XCom sequence finds its
             # end by a failed lookup, which Airflow logs as an error.
-            parsed = [BatchSummary.model_validate(b) for lanes in (text, ocr)
-                      for i in range(len(lanes)) for b in lanes[i]]
+            parsed = [
+                BatchSummary.model_validate(b)
+                for lanes in (text, ocr)
+                for i in range(len(lanes))
+                for b in lanes[i]
+            ]
             totals = summarize_batches(parsed)
             totals["ocr_pages"] = sum(b.ocr_pages for b in parsed)
             log.info("Ingest summary\n%s", format_summary(parsed, totals))
@@ -249,8 +268,10 @@ def format_summary(summaries: list[Any], totals: dict[str, Any]) -> str:
     """A plain-text table: one line per batch, then the run's totals."""
     statuses = sorted({s for b in summaries for s in b.by_status})
     header = ["batch", "total", *statuses, "ocr pages"]
-    rows = [[b.batch_key, str(b.total), *(str(b.by_status.get(s, 0)) for s in statuses),
-             str(b.ocr_pages)] for b in summaries]
+    rows = [
+        [b.batch_key, str(b.total), *(str(b.by_status.get(s, 0)) for s in statuses), str(b.ocr_pages)]
+        for b in summaries
+    ]
     if not rows:
         rows = [["(no new batch)", "0"]]
         header = header[:2]
@@ -258,8 +279,10 @@ def format_summary(summaries: list[Any], totals: dict[str, Any]) -> str:
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in [header, *rows]]
     lines.insert(1, "  ".join("-" * w for w in widths))
     by_status = totals.get("by_status") or {}
-    lines.append(f"totals: {totals.get('batches', 0)} batch(es), {totals.get('documents', 0)} "
-                 "document(s)" + "".join(f", {k} {v}" for k, v in sorted(by_status.items())))
+    lines.append(
+        f"totals: {totals.get('batches', 0)} batch(es), {totals.get('documents', 0)} "
+        "document(s)" + "".join(f", {k} {v}" for k, v in sorted(by_status.items()))
+    )
     if totals.get("flagged_batches"):
         lines.append("flagged (alerts raised): " + ", ".join(totals["flagged_batches"]))
     return "\n".join(lines)

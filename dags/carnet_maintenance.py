@@ -46,10 +46,12 @@ log = logging.getLogger("carnet.dags.maintenance")
         "on_failure_callback": on_task_failure,
     },
     params={
-        "quarantine_days": Param(365, type="integer", minimum=0,
-                                 description="Purge quarantine records idle this long (0: never)"),
-        "metrics_days": Param(400, type="integer", minimum=0,
-                              description="Purge batch metrics older than this (0: never)"),
+        "quarantine_days": Param(
+            365, type="integer", minimum=0, description="Purge quarantine records idle this long (0: never)"
+        ),
+        "metrics_days": Param(
+            400, type="integer", minimum=0, description="Purge batch metrics older than this (0: never)"
+        ),
         "purge_dry_run": Param(False, type="boolean", description="Only count what would go"),
         "reindex": Param(False, type="boolean", description="Rebuild the index (alias swap)"),
     },
@@ -67,10 +69,18 @@ def carnet_maintenance() -> None:
         report = check(settings)
         if not report.ok:
             kinds = sorted({d.kind for d in report.discrepancies})
-            notify_all([Alert(kind=AlertKind.INTEGRITY, at=report.checked_at,
-                              message=f"{len(report.discrepancies)} discrepancies ({', '.join(kinds)})",
-                              details={"first": report.discrepancies[0].model_dump(mode="json")})],
-                       default_notifier(settings), settings=settings)
+            notify_all(
+                [
+                    Alert(
+                        kind=AlertKind.INTEGRITY,
+                        at=report.checked_at,
+                        message=f"{len(report.discrepancies)} discrepancies ({', '.join(kinds)})",
+                        details={"first": report.discrepancies[0].model_dump(mode="json")},
+                    )
+                ],
+                default_notifier(settings),
+                settings=settings,
+            )
         return {
             "ok": report.ok,
             "indexed": report.indexed,
@@ -99,8 +109,12 @@ def carnet_maintenance() -> None:
         from pipeline.maintenance import purge_retention
 
         assert params is not None
-        report = purge_retention(task_settings(), quarantine_days=params["quarantine_days"],
-                                 metrics_days=params["metrics_days"], dry_run=params["purge_dry_run"])
+        report = purge_retention(
+            task_settings(),
+            quarantine_days=params["quarantine_days"],
+            metrics_days=params["metrics_days"],
+            dry_run=params["purge_dry_run"],
+        )
         return report.model_dump()
 
     @task.short_circuit(ignore_downstream_trigger_rules=False)

@@ -46,10 +46,12 @@ log = logging.getLogger("carnet.dags.replay")
     params={
         "producer": Param(None, type=["null", "string"], description="Only this producer"),
         "reason": Param(None, type=["null", "string"], description="Only this reason code"),
-        "since": Param(None, type=["null", "string"], format="date",
-                       description="Quarantined on or after (YYYY-MM-DD)"),
-        "until": Param(None, type=["null", "string"], format="date",
-                       description="Quarantined on or before (YYYY-MM-DD)"),
+        "since": Param(
+            None, type=["null", "string"], format="date", description="Quarantined on or after (YYYY-MM-DD)"
+        ),
+        "until": Param(
+            None, type=["null", "string"], format="date", description="Quarantined on or before (YYYY-MM-DD)"
+        ),
         "dry_run": Param(True, type="boolean", description="Only list what would be replayed"),
     },
 )
@@ -62,17 +64,27 @@ def carnet_replay() -> None:
         from pipeline.replay import ReplayFilter, replay_quarantine
 
         assert params is not None
-        selection = ReplayFilter(producer=params["producer"], reason=params["reason"],
-                                 since=params["since"], until=params["until"])
+        selection = ReplayFilter(
+            producer=params["producer"], reason=params["reason"], since=params["since"], until=params["until"]
+        )
         result = replay_quarantine(task_settings(), selection, dry_run=params["dry_run"])
         for q in result.selected:
-            log.info("%s: producer=%s batch=%s document=%s reasons=%s",
-                     "would replay" if result.dry_run else "replayed", q.producer, q.batch,
-                     q.source, ", ".join(r.code.value for r in q.reasons))
+            log.info(
+                "%s: producer=%s batch=%s document=%s reasons=%s",
+                "would replay" if result.dry_run else "replayed",
+                q.producer,
+                q.batch,
+                q.source,
+                ", ".join(r.code.value for r in q.reasons),
+            )
         for o in result.outcomes:
             if o.status.value == "rejected":
-                log.warning("still rejected: producer=%s document=%s reasons=%s", o.producer,
-                            o.source, "; ".join(r.render() for r in o.reasons))
+                log.warning(
+                    "still rejected: producer=%s document=%s reasons=%s",
+                    o.producer,
+                    o.source,
+                    "; ".join(r.render() for r in o.reasons),
+                )
         return {
             "dry_run": result.dry_run,
             "selected": len(result.selected),

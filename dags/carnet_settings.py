@@ -46,8 +46,11 @@ def task_settings(**overrides: Any) -> Settings:
 def connection_settings() -> dict[str, Any]:
     """The settings the defined Connections give (none defined: an empty dict)."""
     values: dict[str, Any] = {}
-    for conn_id, read in ((INDEX_CONN_ID, index_settings), (STORE_CONN_ID, store_settings),
-                          (STATE_CONN_ID, state_settings)):
+    for conn_id, read in (
+        (INDEX_CONN_ID, index_settings),
+        (STORE_CONN_ID, store_settings),
+        (STATE_CONN_ID, state_settings),
+    ):
         conn = _connection(conn_id)
         if conn is not None:
             values.update(read(conn))
@@ -77,8 +80,9 @@ def index_settings(conn: Connection) -> dict[str, Any]:
     extra = conn.extra_dejson
     scheme = (extra.get("scheme") or conn.schema or "http").lower()
     if scheme not in ("http", "https"):
-        raise ConfigurationError(f"Airflow Connection {conn.conn_id!r}: scheme must be http or "
-                                 f"https, got {scheme!r}")
+        raise ConfigurationError(
+            f"Airflow Connection {conn.conn_id!r}: scheme must be http or https, got {scheme!r}"
+        )
     port = f":{conn.port}" if conn.port else ""
     values: dict[str, Any] = {"index_url": f"{scheme}://{_userinfo(conn)}{conn.host}{port}"}
     if extra.get("alias"):
@@ -91,7 +95,8 @@ def store_settings(conn: Connection) -> dict[str, Any]:
     if conn.login or conn.password:
         raise ConfigurationError(
             f"Airflow Connection {conn.conn_id!r} holds access keys, which Carnet does not take "
-            "from settings: give the workers an instance role, AWS_* variables or a profile")
+            "from settings: give the workers an instance role, AWS_* variables or a profile"
+        )
     extra = conn.extra_dejson
     values: dict[str, Any] = {}
     if extra.get("endpoint_url"):
@@ -100,8 +105,10 @@ def store_settings(conn: Connection) -> dict[str, Any]:
         values["s3_region"] = str(extra["region_name"])
     if extra.get("store_url"):
         if not str(extra["store_url"]).startswith("s3://"):
-            raise ConfigurationError(f"Airflow Connection {conn.conn_id!r}: store_url must be "
-                                     f"s3://bucket/prefix, got {extra['store_url']!r}")
+            raise ConfigurationError(
+                f"Airflow Connection {conn.conn_id!r}: store_url must be "
+                f"s3://bucket/prefix, got {extra['store_url']!r}"
+            )
         values["store_url"] = str(extra["store_url"])
     return values
 
@@ -118,5 +125,6 @@ def state_settings(conn: Connection) -> dict[str, Any]:
             raise ConfigurationError(f"Airflow Connection {conn.conn_id!r} names no host")
         port = f":{conn.port}" if conn.port else ""
         return {"state_url": f"postgresql://{_userinfo(conn)}{conn.host}{port}/{conn.schema or ''}"}
-    raise ConfigurationError(f"Airflow Connection {conn.conn_id!r} must be of type postgres or "
-                             f"sqlite, got {conn.conn_type!r}")
+    raise ConfigurationError(
+        f"Airflow Connection {conn.conn_id!r} must be of type postgres or sqlite, got {conn.conn_type!r}"
+    )

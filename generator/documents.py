@@ -57,6 +57,8 @@ PANEL_CODES = {
     "Bilan martial": ("2276-4", "Ferritine"),
     "Inflammation": ("1988-5", "CRP"),
 }
+
+
 # The word each analyte is searched by (the first word of its printed name).
 def _search_word(a: Analyte) -> str:
     return a.name.split()[0]
@@ -106,30 +108,66 @@ class Exam:
 
 
 EXAMS = (
-    Exam("Radiographie thoracique de face", "DX", "Cliché de face en inspiration profonde, debout.",
-         ("Parenchyme pulmonaire sans foyer de condensation.", "Culs-de-sac pleuraux libres.",
-          "Silhouette cardiaque de taille normale."),
-         ("Radiographie thoracique sans anomalie décelable.",
-          "Discret syndrome bronchique, sans foyer pneumonique."), "thoracique",
-         ("Toux persistante depuis trois semaines.", "Fièvre et dyspnée.")),
-    Exam("Échographie abdominale", "US", "Examen réalisé à jeun, sonde convexe.",
-         ("Foie de taille normale, d'échostructure homogène.", "Vésicule biliaire alithiasique.",
-          "Reins de taille normale, sans dilatation des cavités pyélocalicielles."),
-         ("Échographie abdominale normale.", "Stéatose hépatique modérée, sans lésion focale."),
-         "abdominale", ("Douleurs de l'hypocondre droit.", "Bilan hépatique perturbé.")),
-    Exam("IRM du genou droit", "MR", "Séquences sagittales, coronales et axiales DP FS, T1.",
-         ("Fissure horizontale de la corne postérieure du ménisque médial.",
-          "Ligaments croisés continus.", "Épanchement articulaire de faible abondance."),
-         ("Lésion méniscale médiale de grade 2.", "Pas de rupture ligamentaire."), "genou",
-         ("Gonalgie droite après torsion.", "Blocage intermittent du genou droit.")),
-    Exam("Scanner thoracique sans injection", "CT", "Acquisition hélicoïdale, coupes de 1 mm.",
-         ("Absence de nodule pulmonaire suspect.", "Pas d'adénomégalie médiastinale."),
-         ("Scanner thoracique sans anomalie significative.",), "scanner",
-         ("Suivi d'un tabagisme ancien.", "Toux chronique.")),
-    Exam("Mammographie bilatérale", "MG", "Incidences face et oblique externe bilatérales.",
-         ("Seins de densité de type B.", "Absence de masse ou de foyer de microcalcifications."),
-         ("Mammographie classée ACR 1.",), "mammographie",
-         ("Dépistage organisé.", "Contrôle annuel.")),
+    Exam(
+        "Radiographie thoracique de face",
+        "DX",
+        "Cliché de face en inspiration profonde, debout.",
+        (
+            "Parenchyme pulmonaire sans foyer de condensation.",
+            "Culs-de-sac pleuraux libres.",
+            "Silhouette cardiaque de taille normale.",
+        ),
+        (
+            "Radiographie thoracique sans anomalie décelable.",
+            "Discret syndrome bronchique, sans foyer pneumonique.",
+        ),
+        "thoracique",
+        ("Toux persistante depuis trois semaines.", "Fièvre et dyspnée."),
+    ),
+    Exam(
+        "Échographie abdominale",
+        "US",
+        "Examen réalisé à jeun, sonde convexe.",
+        (
+            "Foie de taille normale, d'échostructure homogène.",
+            "Vésicule biliaire alithiasique.",
+            "Reins de taille normale, sans dilatation des cavités pyélocalicielles.",
+        ),
+        ("Échographie abdominale normale.", "Stéatose hépatique modérée, sans lésion focale."),
+        "abdominale",
+        ("Douleurs de l'hypocondre droit.", "Bilan hépatique perturbé."),
+    ),
+    Exam(
+        "IRM du genou droit",
+        "MR",
+        "Séquences sagittales, coronales et axiales DP FS, T1.",
+        (
+            "Fissure horizontale de la corne postérieure du ménisque médial.",
+            "Ligaments croisés continus.",
+            "Épanchement articulaire de faible abondance.",
+        ),
+        ("Lésion méniscale médiale de grade 2.", "Pas de rupture ligamentaire."),
+        "genou",
+        ("Gonalgie droite après torsion.", "Blocage intermittent du genou droit."),
+    ),
+    Exam(
+        "Scanner thoracique sans injection",
+        "CT",
+        "Acquisition hélicoïdale, coupes de 1 mm.",
+        ("Absence de nodule pulmonaire suspect.", "Pas d'adénomégalie médiastinale."),
+        ("Scanner thoracique sans anomalie significative.",),
+        "scanner",
+        ("Suivi d'un tabagisme ancien.", "Toux chronique."),
+    ),
+    Exam(
+        "Mammographie bilatérale",
+        "MG",
+        "Incidences face et oblique externe bilatérales.",
+        ("Seins de densité de type B.", "Absence de masse ou de foyer de microcalcifications."),
+        ("Mammographie classée ACR 1.",),
+        "mammographie",
+        ("Dépistage organisé.", "Contrôle annuel."),
+    ),
 )
 
 
@@ -186,15 +224,24 @@ def _moment(rng: random.Random) -> dt.time:
 def _value(rng: random.Random, a: Analyte) -> Result:
     span = a.high - a.low
     if rng.random() < 0.2:  # out of range, either side
-        value = a.high + span * rng.uniform(0.05, 0.6) if rng.random() < 0.6 else \
-            max(a.low - span * rng.uniform(0.05, 0.3), a.low * 0.5)
+        value = (
+            a.high + span * rng.uniform(0.05, 0.6)
+            if rng.random() < 0.6
+            else max(a.low - span * rng.uniform(0.05, 0.3), a.low * 0.5)
+        )
     else:
         value = a.low + span * rng.uniform(0.1, 0.9)
     return Result(a, round(value, a.decimals))
 
 
-def biology_report(rng: random.Random, patient: Patient, producer: Producer, author: Professional,
-                   date: dt.date, order_number: str) -> Report:
+def biology_report(
+    rng: random.Random,
+    patient: Patient,
+    producer: Producer,
+    author: Professional,
+    date: dt.date,
+    order_number: str,
+) -> Report:
     panels = sorted({a.panel for a in ANALYTES})
     chosen = rng.sample(panels, rng.randrange(1, 4))
     if "Hémogramme" not in chosen and rng.random() < 0.5:
@@ -203,28 +250,54 @@ def biology_report(rng: random.Random, patient: Patient, producer: Producer, aut
     comment = "Résultats contrôlés et validés par le biologiste."
     terms = _plain_first([_search_word(r.analyte) for r in results])
     return Report(
-        doc_class=DocClass.BIOLOGY, type_code=BIOLOGY_CODE, title="Compte rendu d'examens biologiques",
-        date=date, time=_moment(rng), patient=patient, producer=producer, author=author,
-        order_number=order_number, results=results,
-        sections=(("Commentaire", (comment,)),), key_terms=terms,
+        doc_class=DocClass.BIOLOGY,
+        type_code=BIOLOGY_CODE,
+        title="Compte rendu d'examens biologiques",
+        date=date,
+        time=_moment(rng),
+        patient=patient,
+        producer=producer,
+        author=author,
+        order_number=order_number,
+        results=results,
+        sections=(("Commentaire", (comment,)),),
+        key_terms=terms,
     )
 
 
 def corrected_biology(rng: random.Random, report: Report) -> Report:
     """The same order with changed values (an HL7 correction, OBR-25 = C)."""
-    changed = tuple(Result(r.analyte, round(r.value * rng.uniform(1.08, 1.25), r.analyte.decimals))
-                    for r in report.results)
-    return replace(report, results=changed, corrected=True,
-                   sections=(("Commentaire", ("Résultats corrigés : erreur de saisie rectifiée.",)),))
+    changed = tuple(
+        Result(r.analyte, round(r.value * rng.uniform(1.08, 1.25), r.analyte.decimals))
+        for r in report.results
+    )
+    return replace(
+        report,
+        results=changed,
+        corrected=True,
+        sections=(("Commentaire", ("Résultats corrigés : erreur de saisie rectifiée.",)),),
+    )
 
 
-def imaging_report(rng: random.Random, patient: Patient, producer: Producer, author: Professional,
-                   date: dt.date, order_number: str) -> Report:
+def imaging_report(
+    rng: random.Random,
+    patient: Patient,
+    producer: Producer,
+    author: Professional,
+    date: dt.date,
+    order_number: str,
+) -> Report:
     exam = rng.choice(EXAMS)
     conclusion = rng.choice(exam.conclusions)
     return Report(
-        doc_class=DocClass.IMAGING, type_code=IMAGING_CODE, title="Compte rendu d'imagerie médicale",
-        date=date, time=_moment(rng), patient=patient, producer=producer, author=author,
+        doc_class=DocClass.IMAGING,
+        type_code=IMAGING_CODE,
+        title="Compte rendu d'imagerie médicale",
+        date=date,
+        time=_moment(rng),
+        patient=patient,
+        producer=producer,
+        author=author,
         order_number=order_number,
         sections=(
             ("Examen", (exam.title,)),
@@ -240,24 +313,43 @@ def imaging_report(rng: random.Random, patient: Patient, producer: Producer, aut
 def revised_imaging(report: Report) -> Report:
     """Version 2 of an imaging report: an addendum changes the conclusion."""
     sections = tuple(s for s in report.sections if s[0] != "Conclusion") + (
-        ("Conclusion", ("Conclusion : compte rendu complété après relecture, "
-                        "pas de modification de la prise en charge.",)),
+        (
+            "Conclusion",
+            (
+                "Conclusion : compte rendu complété après relecture, "
+                "pas de modification de la prise en charge.",
+            ),
+        ),
         ("Addendum", ("Addendum : comparaison avec l'examen antérieur, aspect stable.",)),
     )
     return replace(report, sections=sections, key_terms=report.key_terms + ("addendum",))
 
 
-def prescription(rng: random.Random, patient: Patient, producer: Producer, author: Professional,
-                 date: dt.date, order_number: str) -> Report:
+def prescription(
+    rng: random.Random,
+    patient: Patient,
+    producer: Producer,
+    author: Professional,
+    date: dt.date,
+    order_number: str,
+) -> Report:
     drugs = tuple(rng.sample(DRUGS, rng.randrange(1, 4)))
     renewals = rng.choice((0, 0, 1, 2, 3))
     lines = [f"{d.name} ({d.form}) : {d.posology}" for d in drugs]
     if renewals:
         lines.append(f"Ordonnance à renouveler {renewals} fois. QSP 3 mois.")
     return Report(
-        doc_class=DocClass.PRESCRIPTION, type_code=PRESCRIPTION_CODE, title="Ordonnance",
-        date=date, time=_moment(rng), patient=patient, producer=producer, author=author,
-        order_number=order_number, drugs=drugs, renewals=renewals,
+        doc_class=DocClass.PRESCRIPTION,
+        type_code=PRESCRIPTION_CODE,
+        title="Ordonnance",
+        date=date,
+        time=_moment(rng),
+        patient=patient,
+        producer=producer,
+        author=author,
+        order_number=order_number,
+        drugs=drugs,
+        renewals=renewals,
         sections=(("Prescription de produits de santé", tuple(lines)),),
         key_terms=(drugs[0].name.split()[0], "ordonnance"),
     )
@@ -275,8 +367,10 @@ def report_lines(report: Report) -> list[str]:
                 panel = r.analyte.panel
                 lines.append(panel.upper())
             flag = "" if r.flag == "N" else f" ({r.flag})"
-            lines.append(f"{r.analyte.name} : {r.printed}{flag} {r.analyte.printed_unit} "
-                         f"({r.range_text.replace('.', ',')})")
+            lines.append(
+                f"{r.analyte.name} : {r.printed}{flag} {r.analyte.printed_unit} "
+                f"({r.range_text.replace('.', ',')})"
+            )
     elif report.doc_class is DocClass.IMAGING:
         lines.append(f"Examen réalisé le {report.date:%d/%m/%Y}")
     for heading, body in report.sections:

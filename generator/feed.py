@@ -60,8 +60,12 @@ _FORMAT_MIX: dict[ProducerKind, tuple[tuple[str, int], ...]] = {
     ProducerKind.GP: (("pdf", 1),),
     ProducerKind.HOSPITAL: (("cda", 3), ("pdf", 2)),
 }
-_PRODUCER_WEIGHT = {ProducerKind.LAB: 3, ProducerKind.RADIOLOGY: 2, ProducerKind.GP: 2,
-                    ProducerKind.HOSPITAL: 2}
+_PRODUCER_WEIGHT = {
+    ProducerKind.LAB: 3,
+    ProducerKind.RADIOLOGY: 2,
+    ProducerKind.GP: 2,
+    ProducerKind.HOSPITAL: 2,
+}
 _SCAN_FORMATS = ("png", "tiff", "pdf")
 # Expected documents added by the bad set (kept in step with ``_add_bad_documents``).
 BAD_SET_SIZE = 21
@@ -132,8 +136,13 @@ class _Good:
 
 
 class _FeedBuilder:
-    def __init__(self, rng: random.Random, producers: list[Producer], patients: list[Patient],
-                 batches_per_producer: int) -> None:
+    def __init__(
+        self,
+        rng: random.Random,
+        producers: list[Producer],
+        patients: list[Patient],
+        batches_per_producer: int,
+    ) -> None:
         self.rng = rng
         self.producers = producers
         self.patients = patients
@@ -177,40 +186,66 @@ class _FeedBuilder:
         batch.files[name] = data
         return f"{batch.producer.producer_id}/{batch.name}/{name}"
 
-    def expect(self, ref: str, batch: _Batch, fmt: Format | None, status: Status,
-               report: Report | None = None, reasons: tuple[Reason, ...] = (),
-               replaced_by: str | None = None) -> None:
+    def expect(
+        self,
+        ref: str,
+        batch: _Batch,
+        fmt: Format | None,
+        status: Status,
+        report: Report | None = None,
+        reasons: tuple[Reason, ...] = (),
+        replaced_by: str | None = None,
+    ) -> None:
         filed = status is not Status.REJECTED and report is not None
-        self.expected.append(ExpectedDocument(
-            source_ref=ref, producer=batch.producer.producer_id, batch=batch.name, format=fmt,
-            patient_id=report.patient.ins if filed and report else None,
-            doc_class=report.doc_class if filed and report else None,
-            type_code=report.type_code if filed and report else None,
-            expected_status=status, expected_reasons=tuple(r.value for r in reasons),
-            key_terms=report.key_terms if report else (),
-            document_date=report.date if report else None, replaced_by=replaced_by,
-        ))
+        self.expected.append(
+            ExpectedDocument(
+                source_ref=ref,
+                producer=batch.producer.producer_id,
+                batch=batch.name,
+                format=fmt,
+                patient_id=report.patient.ins if filed and report else None,
+                doc_class=report.doc_class if filed and report else None,
+                type_code=report.type_code if filed and report else None,
+                expected_status=status,
+                expected_reasons=tuple(r.value for r in reasons),
+                key_terms=report.key_terms if report else (),
+                document_date=report.date if report else None,
+                replaced_by=replaced_by,
+            )
+        )
 
     def doc_name(self, producer: Producer, report: Report, ext: str) -> str:
-        prefix = {DocClass.BIOLOGY: "CR-BIO", DocClass.IMAGING: "CR-IMG",
-                  DocClass.PRESCRIPTION: "ORDONNANCE"}[report.doc_class]
+        prefix = {
+            DocClass.BIOLOGY: "CR-BIO",
+            DocClass.IMAGING: "CR-IMG",
+            DocClass.PRESCRIPTION: "ORDONNANCE",
+        }[report.doc_class]
         return f"{prefix}_{report.order_number}.{ext}"
 
-    def cda(self, report: Report, *, version: int = 1, set_id: str | None = None,
-            printed_ins: str | None = None) -> tuple[bytes, str]:
+    def cda(
+        self, report: Report, *, version: int = 1, set_id: str | None = None, printed_ins: str | None = None
+    ) -> tuple[bytes, str]:
         set_id = set_id or f"SET-{report.order_number}"
         data = formats.cda_document(
-            report, doc_id=f"{report.order_number}-V{version}", set_id=set_id, version=version,
-            ins=report.patient.ins, printed_ins=printed_ins,
-            ipp=self.ipp(report.producer, report.patient))
+            report,
+            doc_id=f"{report.order_number}-V{version}",
+            set_id=set_id,
+            version=version,
+            ins=report.patient.ins,
+            printed_ins=printed_ins,
+            ipp=self.ipp(report.producer, report.patient),
+        )
         return data, set_id
 
     def hl7(self, report: Report, ins: str | None = None) -> str:
         p = report.producer
         return formats.hl7_message(
-            report, control_id=f"{''.join(w[0] for w in p.producer_id.split('-')).upper()}{self.seq(p):08d}",
-            ipp=self.ipp(p, report.patient), ins=ins or report.patient.ins,
-            sent_at=dt.datetime.combine(report.date, dt.time(20, 0)))
+            report,
+            control_id=f"{''.join(w[0] for w in p.producer_id.split('-')).upper()}{self.seq(p):08d}",
+            ipp=self.ipp(p, report.patient),
+            ins=ins or report.patient.ins,
+            sent_at=dt.datetime.combine(report.date, dt.time(20, 0)),
+        )
 
     def hl7_file(self, batch: _Batch, messages: Sequence[str]) -> tuple[str, bytes]:
         p = batch.producer
@@ -228,17 +263,22 @@ class _FeedBuilder:
                 continue
             report = self.report(p, batch)
             if item.fmt == "pdf":
-                ref = self.add(batch, self.doc_name(p, report, "pdf"),
-                               formats.text_pdf(report, ins_line=self.ins_line(report.patient)))
+                ref = self.add(
+                    batch,
+                    self.doc_name(p, report, "pdf"),
+                    formats.text_pdf(report, ins_line=self.ins_line(report.patient)),
+                )
                 self.expect(ref, batch, Format.PDF, Status.INDEXED, report)
             elif item.fmt == "cda":
-                data, _ = self.cda(report, printed_ins=self.ins_line(report.patient)
-                                   if self.rng.random() < 0.5 else None)
+                data, _ = self.cda(
+                    report, printed_ins=self.ins_line(report.patient) if self.rng.random() < 0.5 else None
+                )
                 ref = self.add(batch, self.doc_name(p, report, "xml"), data)
                 self.expect(ref, batch, Format.CDA, Status.INDEXED, report)
             else:
-                page = formats.scan_page(report, ins_line=formats.ins_print(
-                    report.patient.ins, ("INS :", "spaced")))
+                page = formats.scan_page(
+                    report, ins_line=formats.ins_print(report.patient.ins, ("INS :", "spaced"))
+                )
                 kind = item.fmt.removeprefix("scan-")
                 stem = f"SCAN_{report.order_number}"
                 if kind == "png":
@@ -283,14 +323,20 @@ class _FeedBuilder:
         r = self.report(gp, b0)
         data = formats.text_pdf(r, ins_line=self.ins_line(r.patient))
         self.expect(self.add(b0, self.doc_name(gp, r, "pdf"), data), b0, Format.PDF, Status.INDEXED, r)
-        self.expect(self.add(b1, f"RENVOI_{self.doc_name(gp, r, 'pdf')}", data), b1, Format.PDF,
-                    Status.DUPLICATE, r)
+        self.expect(
+            self.add(b1, f"RENVOI_{self.doc_name(gp, r, 'pdf')}", data), b1, Format.PDF, Status.DUPLICATE, r
+        )
         b0, b1 = self.batch(radio, first), self.batch(radio, last)
         r = self.report(radio, b0)
         data, _ = self.cda(r)
         self.expect(self.add(b0, self.doc_name(radio, r, "xml"), data), b0, Format.CDA, Status.INDEXED, r)
-        self.expect(self.add(b1, f"RENVOI_{self.doc_name(radio, r, 'xml')}", data), b1, Format.CDA,
-                    Status.DUPLICATE, r)
+        self.expect(
+            self.add(b1, f"RENVOI_{self.doc_name(radio, r, 'xml')}", data),
+            b1,
+            Format.CDA,
+            Status.DUPLICATE,
+            r,
+        )
 
         # CDA version 2 (same setId, changed content) replaces version 1.
         r = self.report(radio, b0)
@@ -317,24 +363,43 @@ class _FeedBuilder:
         # Identity problems.
         b = anywhere(gp)
         r = self.report(gp, b)
-        self.expect(self.add(b, self.doc_name(gp, r, "pdf"), formats.text_pdf(r, ins_line=None)),
-                    b, Format.PDF, Status.REJECTED, r, (Reason.MISSING_INS,))
+        self.expect(
+            self.add(b, self.doc_name(gp, r, "pdf"), formats.text_pdf(r, ins_line=None)),
+            b,
+            Format.PDF,
+            Status.REJECTED,
+            r,
+            (Reason.MISSING_INS,),
+        )
         b = anywhere(lab)
         r = self.report(lab, b)
         pdf = formats.text_pdf(r, ins_line=formats.ins_print(r.patient.bad_ins, ("INS :", "spaced")))
-        self.expect(self.add(b, self.doc_name(lab, r, "pdf"), pdf), b, Format.PDF, Status.REJECTED, r,
-                    (Reason.INVALID_INS_KEY,))
+        self.expect(
+            self.add(b, self.doc_name(lab, r, "pdf"), pdf),
+            b,
+            Format.PDF,
+            Status.REJECTED,
+            r,
+            (Reason.INVALID_INS_KEY,),
+        )
         b = anywhere(lab2)
         r = self.report(lab2, b)
         name, data = self.hl7_file(b, [self.hl7(r, ins=r.patient.bad_ins)])
-        self.expect(f"{self.add(b, name, data)}#1", b, Format.HL7V2, Status.REJECTED, r,
-                    (Reason.INVALID_INS_KEY,))
+        self.expect(
+            f"{self.add(b, name, data)}#1", b, Format.HL7V2, Status.REJECTED, r, (Reason.INVALID_INS_KEY,)
+        )
         b = anywhere(hosp)
         r = self.report(hosp, b)
         other = next(p for p in self.patients if p is not r.patient)
         data, _ = self.cda(r, printed_ins=formats.ins_print(other.ins, ("INS :", "spaced")))
-        self.expect(self.add(b, self.doc_name(hosp, r, "xml"), data), b, Format.CDA, Status.REJECTED, r,
-                    (Reason.IDENTITY_CONFLICT,))
+        self.expect(
+            self.add(b, self.doc_name(hosp, r, "xml"), data),
+            b,
+            Format.CDA,
+            Status.REJECTED,
+            r,
+            (Reason.IDENTITY_CONFLICT,),
+        )
 
         # An HL7 file whose middle message is broken: the other two are filed.
         b = anywhere(lab)
@@ -349,26 +414,65 @@ class _FeedBuilder:
         b = anywhere(radio)
         r = self.report(radio, b)
         pdf = formats.truncated(formats.text_pdf(r, ins_line=self.ins_line(r.patient)))
-        self.expect(self.add(b, self.doc_name(radio, r, "pdf"), pdf), b, Format.PDF, Status.REJECTED,
-                    r, (Reason.PARSE_ERROR,))
+        self.expect(
+            self.add(b, self.doc_name(radio, r, "pdf"), pdf),
+            b,
+            Format.PDF,
+            Status.REJECTED,
+            r,
+            (Reason.PARSE_ERROR,),
+        )
         b = anywhere(hosp)
         r = self.report(hosp, b)
         pdf = formats.text_pdf(r, ins_line=self.ins_line(r.patient), password="confidentiel")
-        self.expect(self.add(b, self.doc_name(hosp, r, "pdf"), pdf), b, Format.PDF, Status.REJECTED,
-                    r, (Reason.ENCRYPTED_DOCUMENT,))
+        self.expect(
+            self.add(b, self.doc_name(hosp, r, "pdf"), pdf),
+            b,
+            Format.PDF,
+            Status.REJECTED,
+            r,
+            (Reason.ENCRYPTED_DOCUMENT,),
+        )
         b = anywhere(gp)
-        self.expect(self.add(b, "ORDONNANCE_vide.pdf", b""), b, None, Status.REJECTED, None,
-                    (Reason.UNSUPPORTED_FORMAT,))
+        self.expect(
+            self.add(b, "ORDONNANCE_vide.pdf", b""),
+            b,
+            None,
+            Status.REJECTED,
+            None,
+            (Reason.UNSUPPORTED_FORMAT,),
+        )
         b = anywhere(lab2)
-        self.expect(self.add(b, f"export_{self.seq(lab2):05d}.bin", formats.random_bytes(rng)), b, None,
-                    Status.REJECTED, None, (Reason.UNSUPPORTED_FORMAT,))
+        self.expect(
+            self.add(b, f"export_{self.seq(lab2):05d}.bin", formats.random_bytes(rng)),
+            b,
+            None,
+            Status.REJECTED,
+            None,
+            (Reason.UNSUPPORTED_FORMAT,),
+        )
         b = anywhere(gp)
-        self.expect(self.add(b, "courrier_patient.docx", formats.office_document(
-            "Courrier de liaison : merci de recevoir ce patient.")), b, None, Status.REJECTED, None,
-            (Reason.UNSUPPORTED_FORMAT,))
+        self.expect(
+            self.add(
+                b,
+                "courrier_patient.docx",
+                formats.office_document("Courrier de liaison : merci de recevoir ce patient."),
+            ),
+            b,
+            None,
+            Status.REJECTED,
+            None,
+            (Reason.UNSUPPORTED_FORMAT,),
+        )
         b = anywhere(radio)
-        self.expect(self.add(b, f"SCAN_{self.seq(radio):05d}_vierge.png", formats.png(formats.blank_page())),
-                    b, Format.IMAGE, Status.REJECTED, None, (Reason.UNREADABLE_SCAN,))
+        self.expect(
+            self.add(b, f"SCAN_{self.seq(radio):05d}_vierge.png", formats.png(formats.blank_page())),
+            b,
+            Format.IMAGE,
+            Status.REJECTED,
+            None,
+            (Reason.UNREADABLE_SCAN,),
+        )
 
     def of_kind(self, kind: ProducerKind, skip: Producer | None = None) -> Producer:
         """The first producer of ``kind`` (another one than ``skip`` when there is one)."""
@@ -389,8 +493,10 @@ class _FeedBuilder:
                     (folder / name).write_bytes(data)
                 # The marker comes last, as a producer closes a batch once uploaded.
                 if batch.producer.uses_manifest:
-                    files = [{"name": name, "size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
-                             for name, data in sorted(batch.files.items())]
+                    files = [
+                        {"name": name, "size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+                        for name, data in sorted(batch.files.items())
+                    ]
                     (folder / MANIFEST).write_text(json.dumps({"files": files}, indent=2) + "\n")
                 else:
                     (folder / READY_MARKER).write_bytes(b"")
@@ -401,15 +507,19 @@ def _batch_dates(count: int) -> list[dt.date]:
     return [FIRST_BATCH + dt.timedelta(days=int(i * step)) for i in range(count)]
 
 
-def _plan(rng: random.Random, producers: list[Producer], good: int, scans: int,
-          batches: int) -> list[_Good]:
+def _plan(rng: random.Random, producers: list[Producer], good: int, scans: int, batches: int) -> list[_Good]:
     """Which producer, batch and format each good document gets."""
     plan: list[_Good] = []
     scanners = [p for p in producers if p.kind in (ProducerKind.RADIOLOGY, ProducerKind.GP)]
     n_scans = min(scans, good) if scanners else 0
     for i in range(n_scans):
-        plan.append(_Good(scanners[i % len(scanners)], rng.randrange(batches),
-                          f"scan-{_SCAN_FORMATS[i % len(_SCAN_FORMATS)]}"))
+        plan.append(
+            _Good(
+                scanners[i % len(scanners)],
+                rng.randrange(batches),
+                f"scan-{_SCAN_FORMATS[i % len(_SCAN_FORMATS)]}",
+            )
+        )
     weights = [_PRODUCER_WEIGHT[p.kind] for p in producers]
     for i in range(good - n_scans):
         # Every producer sends at least one document before the weights take over.
@@ -458,9 +568,18 @@ def generate_feed(
     expected = tuple(sorted(builder.expected, key=lambda e: _ref_key(e.source_ref)))
     log.info("generated %d documents under %s (seed %d)", len(expected), root, seed)
     return GeneratedFeed(
-        root=str(root), seed=seed,
-        patients=tuple(GeneratedPatient(ins=p.ins, family_name=p.family_name, given_name=p.given_name,
-                                        sex=p.sex, birth_date=p.birth_date) for p in people),
+        root=str(root),
+        seed=seed,
+        patients=tuple(
+            GeneratedPatient(
+                ins=p.ins,
+                family_name=p.family_name,
+                given_name=p.given_name,
+                sex=p.sex,
+                birth_date=p.birth_date,
+            )
+            for p in people
+        ),
         documents=expected,
     )
 

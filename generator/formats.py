@@ -93,8 +93,7 @@ def ins_print(patient_ins: str, label_style: tuple[str, str]) -> str:
 def text_pdf(report: Report, *, ins_line: str | None, password: str | None = None) -> bytes:
     """A one-page report with a text layer (standard fonts, no embedding: fast)."""
     buf = io.BytesIO()
-    enc = StandardEncryption(password, ownerPassword=password + "-owner", strength=128) \
-        if password else None
+    enc = StandardEncryption(password, ownerPassword=password + "-owner", strength=128) if password else None
     c = canvas.Canvas(buf, pagesize=A4, invariant=1, encrypt=enc)
     c.setTitle(report.title)
     c.setAuthor(report.author.display_name)
@@ -206,8 +205,13 @@ def office_document(text: str) -> bytes:
 
 
 def _hl7_escape(text: str) -> str:
-    return (text.replace("\\", "\\E\\").replace("|", "\\F\\").replace("^", "\\S\\")
-            .replace("&", "\\T\\").replace("~", "\\R\\"))
+    return (
+        text.replace("\\", "\\E\\")
+        .replace("|", "\\F\\")
+        .replace("^", "\\S\\")
+        .replace("&", "\\T\\")
+        .replace("~", "\\R\\")
+    )
 
 
 def _ts(moment: dt.datetime) -> str:
@@ -218,27 +222,79 @@ def hl7_message(report: Report, *, control_id: str, ipp: str, ins: str, sent_at:
     """One ORU^R01 message, segments ended by ``\\r``; ``ins`` goes into PID-3 as given."""
     p, patient, author = report.producer, report.patient, report.author
     e = _hl7_escape
-    msh = ["MSH", "^~\\&", "SIL", f"{e(p.name)}^{p.finess}^FINESS", "CARNET", "DMP", _ts(sent_at), "",
-           "ORU^R01^ORU_R01", control_id, "P", "2.5", "", "", "AL", "NE", "FRA", p.hl7_charset, "FRA"]
-    pid3 = (f"{ipp}^^^{p.producer_id.upper()}&{p.oid}&ISO^PI"
-            f"~{ins}^^^ASIP-SANTE-INS-NIR&{INS_NIR_OID}&ISO^INS")
-    pid = ["PID", "1", "", pid3, "", f"{e(patient.family_name)}^{e(patient.given_name)}^^^^^L", "",
-           f"{patient.birth_date:%Y%m%d}", patient.sex]
+    msh = [
+        "MSH",
+        "^~\\&",
+        "SIL",
+        f"{e(p.name)}^{p.finess}^FINESS",
+        "CARNET",
+        "DMP",
+        _ts(sent_at),
+        "",
+        "ORU^R01^ORU_R01",
+        control_id,
+        "P",
+        "2.5",
+        "",
+        "",
+        "AL",
+        "NE",
+        "FRA",
+        p.hl7_charset,
+        "FRA",
+    ]
+    pid3 = f"{ipp}^^^{p.producer_id.upper()}&{p.oid}&ISO^PI~{ins}^^^ASIP-SANTE-INS-NIR&{INS_NIR_OID}&ISO^INS"
+    pid = [
+        "PID",
+        "1",
+        "",
+        pid3,
+        "",
+        f"{e(patient.family_name)}^{e(patient.given_name)}^^^^^L",
+        "",
+        f"{patient.birth_date:%Y%m%d}",
+        patient.sex,
+    ]
     status = "C" if report.corrected else "F"
     placer = f"P{report.order_number}"
     panels = list(dict.fromkeys(r.analyte.panel for r in report.results))
     code, label = PANEL_CODES[panels[0]]
-    interpreter = (f"{author.rpps}&{e(author.family_name.upper())}&{e(author.given_name)}&&&Dr&&&"
-                   f"ASIP-SANTE-PS&{RPPS_OID}&ISO")
+    interpreter = (
+        f"{author.rpps}&{e(author.family_name.upper())}&{e(author.given_name)}&&&Dr&&&"
+        f"ASIP-SANTE-PS&{RPPS_OID}&ISO"
+    )
     orc = ["ORC", "RE", placer, report.order_number]
-    obr = ["OBR", "1", placer, report.order_number, f"{code}^{e(label)}^LN", "", "",
-           _ts(report.moment)] + [""] * 14 + [_ts(sent_at), "", "", status] + [""] * 6 + [interpreter]
+    obr = (
+        ["OBR", "1", placer, report.order_number, f"{code}^{e(label)}^LN", "", "", _ts(report.moment)]
+        + [""] * 14
+        + [_ts(sent_at), "", "", status]
+        + [""] * 6
+        + [interpreter]
+    )
     segments = ["|".join(msh), "|".join(pid), "|".join(orc), "|".join(obr)]
     for i, r in enumerate(report.results, start=1):
         a = r.analyte
-        segments.append("|".join([
-            "OBX", str(i), "NM", f"{a.loinc}^{e(a.name)}^LN", "", r.text, f"{a.ucum}^{a.ucum}^UCUM",
-            r.range_text, r.flag, "", "", status, "", "", _ts(report.moment)]))
+        segments.append(
+            "|".join(
+                [
+                    "OBX",
+                    str(i),
+                    "NM",
+                    f"{a.loinc}^{e(a.name)}^LN",
+                    "",
+                    r.text,
+                    f"{a.ucum}^{a.ucum}^UCUM",
+                    r.range_text,
+                    r.flag,
+                    "",
+                    "",
+                    status,
+                    "",
+                    "",
+                    _ts(report.moment),
+                ]
+            )
+        )
     for _, body in report.sections:
         for j, line in enumerate(body, start=1):
             segments.append(f"NTE|{j}|L|{e(line)}")
@@ -261,16 +317,22 @@ def hl7_encoding(charset: str) -> str:
 def _cda_section(title: str, paragraphs: list[str], entries: str = "", code: str | None = None) -> str:
     body = "".join(f"<paragraph>{escape(x)}</paragraph>" for x in paragraphs)
     code_xml = f'<code code="{code}" codeSystem="{LOINC_OID}"/>' if code else ""
-    return (f"<component><section>{code_xml}<title>{escape(title)}</title><text>{body}</text>"
-            f"{entries}</section></component>")
+    return (
+        f"<component><section>{code_xml}<title>{escape(title)}</title><text>{body}</text>"
+        f"{entries}</section></component>"
+    )
 
 
 def _result_table(report: Report) -> str:
     rows = "".join(
         f"<tr><td>{escape(r.analyte.name)}</td><td>{r.text}</td><td>{escape(r.analyte.printed_unit)}"
-        f"</td><td>{r.range_text}</td><td>{r.flag}</td></tr>" for r in report.results)
-    return ("<table><thead><tr><th>Analyse</th><th>Résultat</th><th>Unité</th>"
-            f"<th>Valeurs de référence</th><th>Interprétation</th></tr></thead><tbody>{rows}</tbody></table>")
+        f"</td><td>{r.range_text}</td><td>{r.flag}</td></tr>"
+        for r in report.results
+    )
+    return (
+        "<table><thead><tr><th>Analyse</th><th>Résultat</th><th>Unité</th>"
+        f"<th>Valeurs de référence</th><th>Interprétation</th></tr></thead><tbody>{rows}</tbody></table>"
+    )
 
 
 def _result_entries(report: Report) -> str:
@@ -286,19 +348,27 @@ def _result_entries(report: Report) -> str:
             '<referenceRange><observationRange><value xsi:type="IVL_PQ">'
             f'<low value="{a.low:.{a.decimals}f}" unit={quoteattr(a.ucum)}/>'
             f'<high value="{a.high:.{a.decimals}f}" unit={quoteattr(a.ucum)}/>'
-            "</value></observationRange></referenceRange></observation></entry>")
+            "</value></observationRange></referenceRange></observation></entry>"
+        )
     return "".join(out)
 
 
-def cda_document(report: Report, *, doc_id: str, set_id: str, version: int, ins: str,
-                 printed_ins: str | None = None, ipp: str) -> bytes:
+def cda_document(
+    report: Report,
+    *,
+    doc_id: str,
+    set_id: str,
+    version: int,
+    ins: str,
+    printed_ins: str | None = None,
+    ipp: str,
+) -> bytes:
     """A CDA R2 document; ``printed_ins`` (if given) is printed in the narrative."""
     p, patient, author = report.producer, report.patient, report.author
     when = f"{_ts(report.moment)}+0100"
     family, given = escape(patient.family_name), escape(patient.given_name)
     sections = []
-    header = [f"Patient : {patient.family_name} {patient.given_name}, né(e) le "
-              f"{patient.birth_date:%d/%m/%Y}"]
+    header = [f"Patient : {patient.family_name} {patient.given_name}, né(e) le {patient.birth_date:%d/%m/%Y}"]
     if printed_ins:
         header.append(printed_ins)
     sections.append(_cda_section("Identification", header))
@@ -307,11 +377,13 @@ def cda_document(report: Report, *, doc_id: str, set_id: str, version: int, ins:
             f'<component><section><code code="18723-7" codeSystem="{LOINC_OID}"/>'
             f"<title>Résultats d'examens biologiques</title><text>"
             f"<paragraph>Prélèvement du {report.date:%d/%m/%Y} à {report.time:%H:%M}</paragraph>"
-            f"{_result_table(report)}</text>{_result_entries(report)}</section></component>")
+            f"{_result_table(report)}</text>{_result_entries(report)}</section></component>"
+        )
     for heading, body in report.sections:
         sections.append(_cda_section(heading, list(body)))
-    sections.append(_cda_section("Signature", [f"{author.display_name} ({author.specialty})",
-                                               f"RPPS : {author.rpps}"]))
+    sections.append(
+        _cda_section("Signature", [f"{author.display_name} ({author.specialty})", f"RPPS : {author.rpps}"])
+    )
     xml = f"""<?xml version="1.0" encoding="UTF-8"?>
 <ClinicalDocument xmlns="urn:hl7-org:v3" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance">
   <realmCode code="FR"/>

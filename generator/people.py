@@ -15,29 +15,152 @@ from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
 FAMILY_NAMES = (
-    "MARTIN", "BERNARD", "DUBOIS", "THOMAS", "ROBERT", "RICHARD", "PETIT", "DURAND", "LEROY",
-    "MOREAU", "SIMON", "LAURENT", "LEFEBVRE", "MICHEL", "GARCIA", "DAVID", "BERTRAND", "ROUX",
-    "VINCENT", "FOURNIER", "MOREL", "GIRARD", "ANDRE", "MERCIER", "DUPONT", "LAMBERT", "BONNET",
-    "FRANCOIS", "MARTINEZ", "LEGRAND", "GARNIER", "FAURE", "ROUSSEAU", "BLANC", "GUERIN",
-    "MULLER", "HENRY", "ROUSSEL", "NICOLAS", "PERRIN", "MORIN", "MATHIEU", "CLEMENT", "GAUTHIER",
-    "DUMONT", "LOPEZ", "FONTAINE", "CHEVALIER", "ROBIN", "MASSON", "SANTONI", "CASANOVA",
+    "MARTIN",
+    "BERNARD",
+    "DUBOIS",
+    "THOMAS",
+    "ROBERT",
+    "RICHARD",
+    "PETIT",
+    "DURAND",
+    "LEROY",
+    "MOREAU",
+    "SIMON",
+    "LAURENT",
+    "LEFEBVRE",
+    "MICHEL",
+    "GARCIA",
+    "DAVID",
+    "BERTRAND",
+    "ROUX",
+    "VINCENT",
+    "FOURNIER",
+    "MOREL",
+    "GIRARD",
+    "ANDRE",
+    "MERCIER",
+    "DUPONT",
+    "LAMBERT",
+    "BONNET",
+    "FRANCOIS",
+    "MARTINEZ",
+    "LEGRAND",
+    "GARNIER",
+    "FAURE",
+    "ROUSSEAU",
+    "BLANC",
+    "GUERIN",
+    "MULLER",
+    "HENRY",
+    "ROUSSEL",
+    "NICOLAS",
+    "PERRIN",
+    "MORIN",
+    "MATHIEU",
+    "CLEMENT",
+    "GAUTHIER",
+    "DUMONT",
+    "LOPEZ",
+    "FONTAINE",
+    "CHEVALIER",
+    "ROBIN",
+    "MASSON",
+    "SANTONI",
+    "CASANOVA",
 )
 CORSICAN_FAMILY_NAMES = ("SANTONI", "CASANOVA", "PIETRI", "ALBERTINI", "LUCIANI", "FILIPPI")
 FEMALE_NAMES = (
-    "Marie", "Camille", "Léa", "Manon", "Chloé", "Inès", "Sarah", "Julie", "Claire", "Sophie",
-    "Nathalie", "Isabelle", "Élodie", "Aurélie", "Émilie", "Anne", "Hélène", "Lucie", "Margaux",
-    "Louise", "Jeanne", "Françoise", "Monique", "Catherine", "Valérie", "Sandrine", "Zoé",
+    "Marie",
+    "Camille",
+    "Léa",
+    "Manon",
+    "Chloé",
+    "Inès",
+    "Sarah",
+    "Julie",
+    "Claire",
+    "Sophie",
+    "Nathalie",
+    "Isabelle",
+    "Élodie",
+    "Aurélie",
+    "Émilie",
+    "Anne",
+    "Hélène",
+    "Lucie",
+    "Margaux",
+    "Louise",
+    "Jeanne",
+    "Françoise",
+    "Monique",
+    "Catherine",
+    "Valérie",
+    "Sandrine",
+    "Zoé",
 )
 MALE_NAMES = (
-    "Jean", "Pierre", "Michel", "Philippe", "Alain", "Nicolas", "Julien", "Thomas", "Lucas",
-    "Hugo", "Louis", "Gabriel", "Antoine", "François", "Éric", "Laurent", "Olivier", "Sébastien",
-    "Mathieu", "Baptiste", "Théo", "Jérôme", "Bernard", "André", "Paul", "Maxime", "Noé",
+    "Jean",
+    "Pierre",
+    "Michel",
+    "Philippe",
+    "Alain",
+    "Nicolas",
+    "Julien",
+    "Thomas",
+    "Lucas",
+    "Hugo",
+    "Louis",
+    "Gabriel",
+    "Antoine",
+    "François",
+    "Éric",
+    "Laurent",
+    "Olivier",
+    "Sébastien",
+    "Mathieu",
+    "Baptiste",
+    "Théo",
+    "Jérôme",
+    "Bernard",
+    "André",
+    "Paul",
+    "Maxime",
+    "Noé",
 )
 # Mainland departments (two digits); Corsica is handled apart (2A, 2B).
 DEPARTMENTS = (
-    "01", "06", "13", "14", "21", "29", "31", "33", "34", "35", "38", "44", "45", "49", "54",
-    "57", "59", "62", "63", "67", "69", "72", "75", "76", "77", "78", "83", "84", "91", "92",
-    "93", "94",
+    "01",
+    "06",
+    "13",
+    "14",
+    "21",
+    "29",
+    "31",
+    "33",
+    "34",
+    "35",
+    "38",
+    "44",
+    "45",
+    "49",
+    "54",
+    "57",
+    "59",
+    "62",
+    "63",
+    "67",
+    "69",
+    "72",
+    "75",
+    "76",
+    "77",
+    "78",
+    "83",
+    "84",
+    "91",
+    "92",
+    "93",
+    "94",
 )
 
 
@@ -89,8 +212,13 @@ def format_ins(ins: str, style: str) -> str:
 
 
 # Label and style pairs seen on French reports.
-INS_PRINTS = (("INS :", "spaced"), ("N° SS :", "compact"), ("NIR", "dashed"), ("INS :", "wide-key"),
-              ("N° SS :", "nbsp"))
+INS_PRINTS = (
+    ("INS :", "spaced"),
+    ("N° SS :", "compact"),
+    ("NIR", "dashed"),
+    ("INS :", "wide-key"),
+    ("N° SS :", "nbsp"),
+)
 
 
 @dataclass(frozen=True)
@@ -172,22 +300,64 @@ def rpps(serial: int) -> str:
 
 
 DEFAULT_PRODUCERS: tuple[Producer, ...] = (
-    Producer("labo-biolyon", "Laboratoire BioLyon Confluence", ProducerKind.LAB,
-             finess("69", 412031), "Lyon", "12 cours Charlemagne, 69002 Lyon", "04 78 37 12 40",
-             "Biologie médicale", hl7_charset="UNICODE UTF-8", oid="1.2.250.1.999.1.11"),
-    Producer("labo-oceane", "Laboratoire Océane Biologie", ProducerKind.LAB,
-             finess("44", 203357), "Nantes", "8 quai de la Fosse, 44000 Nantes", "02 40 73 55 18",
-             "Biologie médicale", hl7_charset="8859/1", uses_manifest=True,
-             oid="1.2.250.1.999.1.12"),
-    Producer("imagerie-du-parc", "Centre d'imagerie médicale du Parc", ProducerKind.RADIOLOGY,
-             finess("13", 318840), "Marseille", "45 avenue du Prado, 13008 Marseille",
-             "04 91 22 64 10", "Radiologie", oid="1.2.250.1.999.1.13"),
-    Producer("cabinet-des-tilleuls", "Cabinet médical des Tilleuls", ProducerKind.GP,
-             finess("35", 104572), "Rennes", "3 rue des Tilleuls, 35000 Rennes", "02 99 30 41 27",
-             "Médecine générale", oid="1.2.250.1.999.1.14"),
-    Producer("ch-val-de-loire", "Centre hospitalier du Val de Loire", ProducerKind.HOSPITAL,
-             finess("37", 100049), "Tours", "2 boulevard Tonnellé, 37000 Tours", "02 47 47 47 47",
-             "Biologie médicale", oid="1.2.250.1.999.1.15"),
+    Producer(
+        "labo-biolyon",
+        "Laboratoire BioLyon Confluence",
+        ProducerKind.LAB,
+        finess("69", 412031),
+        "Lyon",
+        "12 cours Charlemagne, 69002 Lyon",
+        "04 78 37 12 40",
+        "Biologie médicale",
+        hl7_charset="UNICODE UTF-8",
+        oid="1.2.250.1.999.1.11",
+    ),
+    Producer(
+        "labo-oceane",
+        "Laboratoire Océane Biologie",
+        ProducerKind.LAB,
+        finess("44", 203357),
+        "Nantes",
+        "8 quai de la Fosse, 44000 Nantes",
+        "02 40 73 55 18",
+        "Biologie médicale",
+        hl7_charset="8859/1",
+        uses_manifest=True,
+        oid="1.2.250.1.999.1.12",
+    ),
+    Producer(
+        "imagerie-du-parc",
+        "Centre d'imagerie médicale du Parc",
+        ProducerKind.RADIOLOGY,
+        finess("13", 318840),
+        "Marseille",
+        "45 avenue du Prado, 13008 Marseille",
+        "04 91 22 64 10",
+        "Radiologie",
+        oid="1.2.250.1.999.1.13",
+    ),
+    Producer(
+        "cabinet-des-tilleuls",
+        "Cabinet médical des Tilleuls",
+        ProducerKind.GP,
+        finess("35", 104572),
+        "Rennes",
+        "3 rue des Tilleuls, 35000 Rennes",
+        "02 99 30 41 27",
+        "Médecine générale",
+        oid="1.2.250.1.999.1.14",
+    ),
+    Producer(
+        "ch-val-de-loire",
+        "Centre hospitalier du Val de Loire",
+        ProducerKind.HOSPITAL,
+        finess("37", 100049),
+        "Tours",
+        "2 boulevard Tonnellé, 37000 Tours",
+        "02 47 47 47 47",
+        "Biologie médicale",
+        oid="1.2.250.1.999.1.15",
+    ),
 )
 
 
@@ -198,13 +368,15 @@ def with_professionals(producer: Producer, rng: random.Random, count: int = 2) -
     pros = []
     for _ in range(count):
         female = rng.random() < 0.5
-        pros.append(Professional(
-            title="Dr",
-            given_name=rng.choice(FEMALE_NAMES if female else MALE_NAMES),
-            family_name=rng.choice(FAMILY_NAMES).capitalize(),
-            rpps=rpps(rng.randrange(10_000_000, 99_999_999)),
-            specialty=producer.specialty,
-        ))
+        pros.append(
+            Professional(
+                title="Dr",
+                given_name=rng.choice(FEMALE_NAMES if female else MALE_NAMES),
+                family_name=rng.choice(FAMILY_NAMES).capitalize(),
+                rpps=rpps(rng.randrange(10_000_000, 99_999_999)),
+                specialty=producer.specialty,
+            )
+        )
     return replace(producer, professionals=tuple(pros))
 
 
@@ -227,11 +399,21 @@ def make_patients(rng: random.Random, count: int, *, reference: dt.date) -> list
             family = rng.choice(FAMILY_NAMES)
         given = rng.choice(FEMALE_NAMES if sex == "F" else MALE_NAMES)
         while True:
-            nir = (f"{1 if sex == 'M' else 2}{birth.year % 100:02d}{birth.month:02d}{department}"
-                   f"{rng.randrange(1, 990):03d}{rng.randrange(1, 999):03d}")
+            nir = (
+                f"{1 if sex == 'M' else 2}{birth.year % 100:02d}{birth.month:02d}{department}"
+                f"{rng.randrange(1, 990):03d}{rng.randrange(1, 999):03d}"
+            )
             if nir not in seen:
                 break
         seen.add(nir)
-        patients.append(Patient(family_name=family, given_name=given, sex=sex, birth_date=birth,
-                                department=department, nir=nir))
+        patients.append(
+            Patient(
+                family_name=family,
+                given_name=given,
+                sex=sex,
+                birth_date=birth,
+                department=department,
+                nir=nir,
+            )
+        )
     return patients

@@ -138,7 +138,7 @@ def _sniff(head: bytes) -> int:
     # A wrapper: look for a ClinicalDocument start tag further in the head, its prefix
     # bound to the HL7 v3 namespace by the declarations seen so far (one linear, textual
     # pass; the parse decides for sure). Comments, CDATA and PIs are blanked first.
-    rest = _NOT_MARKUP.sub(lambda m: " " * len(m.group(0)), text[root.end():])
+    rest = _NOT_MARKUP.sub(lambda m: " " * len(m.group(0)), text[root.end() :])
     scope = dict(declared)
     for tag in _START_TAG.finditer(rest):
         tag_prefix, tag_local, tag_attributes = tag.groups()
@@ -165,10 +165,12 @@ def _clinical_document(root: Element, source: str) -> Element:
     if len(found) == 1:
         return found[0]
     if not found:
-        raise ParserError(f"root element is {root.tag}, not a CDA ClinicalDocument, and holds none",
-                          source=source)
-    raise ParserError(f"{root.tag} holds {len(found)} CDA ClinicalDocuments; one document per file",
-                      source=source)
+        raise ParserError(
+            f"root element is {root.tag}, not a CDA ClinicalDocument, and holds none", source=source
+        )
+    raise ParserError(
+        f"{root.tag} holds {len(found)} CDA ClinicalDocuments; one document per file", source=source
+    )
 
 
 def _read_document(root: Element, data: bytes, source: str, embedded: EmbeddedReader) -> ParsedDocument:
@@ -414,8 +416,9 @@ def _non_xml_body(body: Element, source: str, embedded: EmbeddedReader) -> Embed
     if _find(body, "reference") is not None and not _text(body).strip():
         raise ParserError("nonXMLBody refers to an external file instead of carrying it", source=source)
     if _attr(body, "compression"):
-        raise ParserError(f"nonXMLBody compressed ({_attr(body, 'compression')}) is not supported",
-                          source=source)
+        raise ParserError(
+            f"nonXMLBody compressed ({_attr(body, 'compression')}) is not supported", source=source
+        )
     binary = not declared.lower().startswith("text/")
     if _attr(body, "representation") == "B64" or binary:
         # A binary type cannot be carried as text: base64 even when representation is missing.

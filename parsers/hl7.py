@@ -89,16 +89,16 @@ _VISIBILITY = {v.value: v for v in Visibility}
 _YES = frozenset({"Y", "YES", "TRUE", "1", "O", "OUI"})
 # Document-level OBX of the national profile that are instructions, not observations:
 # recipients (DMP, MSSanté) and the receipts the producer asks for.
-_PROFILE_FLAGS = frozenset({"DESTDMP", "DESTMSSANTEPS", "DESTMSSANTEPAT", "ACK_RECEPTION",
-                            "ACK_LECTURE", "MODIF_CONF_CODE"})
+_PROFILE_FLAGS = frozenset(
+    {"DESTDMP", "DESTMSSANTEPS", "DESTMSSANTEPAT", "ACK_RECEPTION", "ACK_LECTURE", "MODIF_CONF_CODE"}
+)
 LOINC = "2.16.840.1.113883.6.1"
 _REQUIRED_MSH = {9: "MSH-9 message type", 10: "MSH-10 control id", 12: "MSH-12 version"}
 # Messages that carry a document: lab results, and the document-management events of the
 # national profile "Transmission de documents CDA en HL7 v2" that come with the document
 # or withdraw one (T11). Anything else (ACK, ADT, QRY, local Z messages) is
 # ``unsupported_message``, named in the rejection.
-DOCUMENT_MESSAGES = frozenset({"ORU^R01", "MDM^T02", "MDM^T04", "MDM^T06", "MDM^T08",
-                               "MDM^T10", "MDM^T11"})
+DOCUMENT_MESSAGES = frozenset({"ORU^R01", "MDM^T02", "MDM^T04", "MDM^T06", "MDM^T08", "MDM^T10", "MDM^T11"})
 
 
 class Hl7Parser:
@@ -169,8 +169,7 @@ def _broken(raw: RawMessage, source: str, part: int, message: str) -> ParsedDocu
     )  # fmt: skip
 
 
-def read_message(raw: RawMessage, *, source: str, part: int,
-                 embedded: ParserRegistry) -> ParsedDocument:
+def read_message(raw: RawMessage, *, source: str, part: int, embedded: ParserRegistry) -> ParsedDocument:
     """One message's ``ParsedDocument``; ``ParserError`` when it cannot be read."""
     if raw.headless:
         name = raw.segments[0][:3].decode("latin-1")
@@ -218,8 +217,9 @@ def _message_type(msh: Segment) -> str:
     return "^".join(c for c in (msh.value(9, 1), msh.value(9, 2)) if c)
 
 
-def _not_a_document(msh: Segment, message_type: str, source: str, part: int,
-                    content: bytes) -> ParsedDocument:
+def _not_a_document(
+    msh: Segment, message_type: str, source: str, part: int, content: bytes
+) -> ParsedDocument:
     """A readable message that carries no document (ACK, ADT, queries, local Z messages)."""
     known = ", ".join(sorted(DOCUMENT_MESSAGES))
     return ParsedDocument(
@@ -261,9 +261,12 @@ class _Reader:
         code, code_text = self.document_code if self.document_code[0] else _txa_type(txa)
         title = (inner.title or (_ce_text(obrs[0], 4) if len(obrs) == 1 else "") or code_text
                  or DEFAULT_TITLE)  # fmt: skip
-        document_date = (inner.document_date
-                         or (parse_date(first_obr.value(7)) if first_obr else None)
-                         or (parse_date(txa.value(4)) if txa else None) or parse_date(msh.value(7)))
+        document_date = (
+            inner.document_date
+            or (parse_date(first_obr.value(7)) if first_obr else None)
+            or (parse_date(txa.value(4)) if txa else None)
+            or parse_date(msh.value(7))
+        )
         finess, producer_name = _producer(msh)
         rpps, author = _author(obrs, self._first("ORC"), self._all("PRT"))
         own_ids = _own_ids(txa, first_obr)
@@ -367,8 +370,7 @@ class _Reader:
             if encoding != "base64":
                 raise ParserError(f"embedded {declared} encoding {encoding!r} is not Base64")
             # Line breaks or blanks inside the Base64 are the sender's wrapping: dropped.
-            payload = decode_base64(seg.part(ed, 5), source=self.source,
-                                    what=f"embedded {declared}")
+            payload = decode_base64(seg.part(ed, 5), source=self.source, what=f"embedded {declared}")
             parser = self.embedded_parsers.choose(payload)
             if parser is None:
                 raise ParserError(f"embedded {declared} is not a PDF, image or CDA document")
@@ -377,8 +379,9 @@ class _Reader:
         except ParserError as exc:
             reason = (Reason.ENCRYPTED_DOCUMENT if isinstance(exc, EncryptedDocumentError)
                       else Reason.PARSE_ERROR)  # fmt: skip
-            self.ed_failures.append(Problem(
-                code=reason, blocking=False, message=f"embedded {declared} unreadable: {exc.message}"))
+            self.ed_failures.append(
+                Problem(code=reason, blocking=False, message=f"embedded {declared} unreadable: {exc.message}")
+            )
 
 
 def _txa_type(txa: Segment | None) -> tuple[str | None, str]:
@@ -485,8 +488,7 @@ def _producer(msh: Segment) -> tuple[str | None, str | None]:
     return finess, name
 
 
-def _author(obrs: list[Segment], orc: Segment | None, prts: list[Segment]
-            ) -> tuple[str | None, str | None]:
+def _author(obrs: list[Segment], orc: Segment | None, prts: list[Segment]) -> tuple[str | None, str | None]:
     """(RPPS, name) from OBR-32, OBR-16, ORC-12 then the PRT-5 participants (the French
     profile's author, ``AUT``, first): the first whose id is an RPPS."""
     candidates: list[tuple[str, str, str]] = []
@@ -494,8 +496,7 @@ def _author(obrs: list[Segment], orc: Segment | None, prts: list[Segment]
     for obr in obrs:
         # OBR-32 is an NDL: its first component is a CNN, written as subcomponents.
         candidates.append((obr.value(32, 1, 1), obr.value(32, 1, 3), obr.value(32, 1, 2)))
-    for seg, n in [*((obr, 16) for obr in obrs), *([(orc, 12)] if orc else []),
-                   *((prt, 5) for prt in prts)]:
+    for seg, n in [*((obr, 16) for obr in obrs), *([(orc, 12)] if orc else []), *((prt, 5) for prt in prts)]:
         candidates.append((seg.value(n, 1), seg.value(n, 3), seg.value(n, 2)))
     for ident, given, family in candidates:
         rpps = rpps_of(ident)

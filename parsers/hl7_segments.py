@@ -37,13 +37,14 @@ BOM = b"\xef\xbb\xbf"
 BATCH_SEGMENTS = frozenset({b"FHS", b"BHS", b"BTS", b"FTS"})
 
 
-
 @functools.cache
 def _known_segments() -> frozenset[str]:
     """Segment ids of every HL7 v2 version hl7apy knows: loading its twelve libraries costs
     ~0.2 s of CPU, paid by the first HL7 message of a process, not by every start-up."""
-    return frozenset(name for version in SUPPORTED_LIBRARIES
-                     for name in hl7apy.load_library(version).SEGMENTS)
+    return frozenset(
+        name for version in SUPPORTED_LIBRARIES for name in hl7apy.load_library(version).SEGMENTS
+    )
+
 
 _MLLP_START = MLLP_ENCODING_CHARS.SB.encode()
 _MLLP_END = MLLP_ENCODING_CHARS.EB.encode()
@@ -138,8 +139,7 @@ def check_segment_name(segment: str, seps: Separators, *, source: str) -> str:
     if len(segment) > 3 and segment[3] != seps.field:
         raise ParserError(f"malformed segment {segment[:12]!r}", source=source)
     if name not in _known_segments() and not (name[:1] == "Z" and name.isalnum() and name.isupper()):
-        raise ParserError(f"unknown segment {name!r} (in no HL7 v2 version up to 2.8.2)",
-                          source=source)
+        raise ParserError(f"unknown segment {name!r} (in no HL7 v2 version up to 2.8.2)", source=source)
     return name
 
 

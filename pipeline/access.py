@@ -95,8 +95,11 @@ def restrict(query: SearchQuery, decision: AccessDecision) -> SearchQuery:
     excluded = tuple(dict.fromkeys(query.exclude_visibility + decision.exclude_visibility))
     classes = decision.allowed_classes
     if query.allowed_classes is not None:
-        classes = query.allowed_classes if classes is None else tuple(
-            c for c in query.allowed_classes if c in classes)
+        classes = (
+            query.allowed_classes
+            if classes is None
+            else tuple(c for c in query.allowed_classes if c in classes)
+        )
     return query.model_copy(update={"exclude_visibility": excluded, "allowed_classes": classes})
 
 
@@ -109,8 +112,9 @@ def may_see(record: DocumentRecord, decision: AccessDecision) -> bool:
     return decision.allowed_classes is None or record.doc_class in decision.allowed_classes
 
 
-def visible_ids(index: DocumentIndex, decision: AccessDecision, patient_id: str,
-                doc_ids: Iterable[str]) -> frozenset[str]:
+def visible_ids(
+    index: DocumentIndex, decision: AccessDecision, patient_id: str, doc_ids: Iterable[str]
+) -> frozenset[str]:
     """The ids among ``doc_ids`` of documents ``decision`` lets its holder see (history,
     listings of past accesses: an id of a hidden or vanished document is never shown)."""
     shown = set()
@@ -210,14 +214,21 @@ class AccessRules:
     # -- what the patient manages ------------------------------------------------------------
 
     def authorise(self, patient_id: str, rpps: str, now: dt.datetime) -> None:
-        self._upsert(t.authorisations, {"patient_id": patient_id, "rpps": rpps,
-                                        "granted_at": now.isoformat(), "revoked_at": None})
+        self._upsert(
+            t.authorisations,
+            {"patient_id": patient_id, "rpps": rpps, "granted_at": now.isoformat(), "revoked_at": None},
+        )
 
     def revoke_authorisation(self, patient_id: str, rpps: str, now: dt.datetime) -> bool:
         a = t.authorisations.c
-        return self._write(t.authorisations.update()
-                           .where(a.patient_id == patient_id, a.rpps == rpps, a.revoked_at.is_(None))
-                           .values(revoked_at=now.isoformat())) > 0
+        return (
+            self._write(
+                t.authorisations.update()
+                .where(a.patient_id == patient_id, a.rpps == rpps, a.revoked_at.is_(None))
+                .values(revoked_at=now.isoformat())
+            )
+            > 0
+        )
 
     def block(self, patient_id: str, rpps: str, now: dt.datetime) -> None:
         self._upsert(t.blocks, {"patient_id": patient_id, "rpps": rpps, "blocked_at": now.isoformat()})
@@ -226,8 +237,16 @@ class AccessRules:
         b = t.blocks.c
         return self._write(t.blocks.delete().where(b.patient_id == patient_id, b.rpps == rpps)) > 0
 
-    def delegate(self, patient_id: str, caregiver_id: str, classes: tuple[DocClass, ...] | None,
-                 now: dt.datetime, *, by: Principal | None = None, upload: bool = False) -> None:
+    def delegate(
+        self,
+        patient_id: str,
+        caregiver_id: str,
+        classes: tuple[DocClass, ...] | None,
+        now: dt.datetime,
+        *,
+        by: Principal | None = None,
+        upload: bool = False,
+    ) -> None:
         """Delegate to a caregiver; ``by`` is who grants it (the patient when None);
         ``upload`` lets the caregiver add documents to the record too.
 
@@ -235,22 +254,34 @@ class AccessRules:
         only as long as their own representation.
         """
         by_rep = by is not None and by.role is Role.REPRESENTATIVE
-        self._upsert(t.delegations, {
-            "patient_id": patient_id, "caregiver_id": caregiver_id,
-            "classes": json.dumps([c.value for c in classes]) if classes is not None else None,
-            "granted_at": now.isoformat(), "revoked_at": None,
-            "granted_by": by.subject if by_rep and by else None,
-            "granted_by_role": Role.REPRESENTATIVE.value if by_rep else None, "upload": upload})
+        self._upsert(
+            t.delegations,
+            {
+                "patient_id": patient_id,
+                "caregiver_id": caregiver_id,
+                "classes": json.dumps([c.value for c in classes]) if classes is not None else None,
+                "granted_at": now.isoformat(),
+                "revoked_at": None,
+                "granted_by": by.subject if by_rep and by else None,
+                "granted_by_role": Role.REPRESENTATIVE.value if by_rep else None,
+                "upload": upload,
+            },
+        )
 
     def revoke_delegation(self, patient_id: str, caregiver_id: str, now: dt.datetime) -> bool:
         d = t.delegations.c
-        return self._write(t.delegations.update()
-                           .where(d.patient_id == patient_id, d.caregiver_id == caregiver_id,
-                                  d.revoked_at.is_(None))
-                           .values(revoked_at=now.isoformat())) > 0
+        return (
+            self._write(
+                t.delegations.update()
+                .where(d.patient_id == patient_id, d.caregiver_id == caregiver_id, d.revoked_at.is_(None))
+                .values(revoked_at=now.isoformat())
+            )
+            > 0
+        )
 
-    def add_representative(self, patient_id: str, person_id: str, now: dt.datetime,
-                           declared_birth_date: dt.date | None = None) -> dt.date:
+    def add_representative(
+        self, patient_id: str, person_id: str, now: dt.datetime, declared_birth_date: dt.date | None = None
+    ) -> dt.date:
         """Register a minor's legal representative; return the birth date that counts.
 
         ``declared_birth_date`` is only checked, never used: one that contradicts the INS or
@@ -258,13 +289,17 @@ class AccessRules:
         """
         birth = self.birth_date(patient_id, now.date())
         if declared_birth_date is not None and (
-                not consistent_with_ins(patient_id, declared_birth_date)
-                or (self._recorded_birth_date(patient_id) not in (None, declared_birth_date))):
-            raise BirthDateMismatch("the declared birth date contradicts the patient's INS "
-                                    "or the birth date on record")
+            not consistent_with_ins(patient_id, declared_birth_date)
+            or (self._recorded_birth_date(patient_id) not in (None, declared_birth_date))
+        ):
+            raise BirthDateMismatch(
+                "the declared birth date contradicts the patient's INS or the birth date on record"
+            )
         # The column keeps the date known at registration; decisions read the current fact.
-        self._upsert(t.representatives, {"patient_id": patient_id, "person_id": person_id,
-                                         "patient_birth_date": birth.isoformat()})
+        self._upsert(
+            t.representatives,
+            {"patient_id": patient_id, "person_id": person_id, "patient_birth_date": birth.isoformat()},
+        )
         return birth
 
     def record_birth_date(self, patient_id: str, birth: dt.date, now: dt.datetime) -> bool:
@@ -274,12 +309,20 @@ class AccessRules:
             return False
         b, day = t.patient_birth_dates.c, birth.isoformat()
         with self._engine.begin() as conn:
-            if not insert_new(conn, t.patient_birth_dates,
-                              {"patient_id": patient_id, "birth_date": day, "recorded_at": now.isoformat()}):
+            if not insert_new(
+                conn,
+                t.patient_birth_dates,
+                {"patient_id": patient_id, "birth_date": day, "recorded_at": now.isoformat()},
+            ):
                 # One statement: two documents recorded at once still keep the earlier day.
-                conn.execute(t.patient_birth_dates.update().where(b.patient_id == patient_id).values(
-                    birth_date=case((b.birth_date > day, day), else_=b.birth_date),
-                    recorded_at=now.isoformat()))
+                conn.execute(
+                    t.patient_birth_dates.update()
+                    .where(b.patient_id == patient_id)
+                    .values(
+                        birth_date=case((b.birth_date > day, day), else_=b.birth_date),
+                        recorded_at=now.isoformat(),
+                    )
+                )
         return True
 
     def _recorded_birth_date(self, patient_id: str) -> dt.date | None:
@@ -295,26 +338,43 @@ class AccessRules:
         """Record an emergency access; returns when it expires. The reason is mandatory,
         must be readable (see ``meaningful_reason``) and is kept verbatim."""
         if not meaningful_reason(reason):
-            raise ValueError(f"break-the-glass needs a reason of at least {MIN_REASON_VISIBLE_CHARS} "
-                             "visible characters")
+            raise ValueError(
+                f"break-the-glass needs a reason of at least {MIN_REASON_VISIBLE_CHARS} visible characters"
+            )
         expires = now + BREAK_GLASS_DURATION
-        self._write(t.break_glass.insert().values(
-            patient_id=patient_id, rpps=rpps, reason=reason, opened_at=now.isoformat(),
-            expires_at=expires.isoformat()))
+        self._write(
+            t.break_glass.insert().values(
+                patient_id=patient_id,
+                rpps=rpps,
+                reason=reason,
+                opened_at=now.isoformat(),
+                expires_at=expires.isoformat(),
+            )
+        )
         return expires
 
     def remove_representative(self, patient_id: str, person_id: str) -> bool:
         r = t.representatives.c
-        return self._write(t.representatives.delete()
-                           .where(r.patient_id == patient_id, r.person_id == person_id)) > 0
+        return (
+            self._write(
+                t.representatives.delete().where(r.patient_id == patient_id, r.person_id == person_id)
+            )
+            > 0
+        )
 
     def forget_patient(self, patient_id: str) -> int:
         """Erasure: drop every grant, block, delegation and representative of a patient;
         return how many rows went."""
         removed = 0
         with self._engine.begin() as conn:
-            for table in (t.authorisations, t.blocks, t.delegations, t.representatives, t.break_glass,
-                          t.patient_birth_dates):
+            for table in (
+                t.authorisations,
+                t.blocks,
+                t.delegations,
+                t.representatives,
+                t.break_glass,
+                t.patient_birth_dates,
+            ):
                 removed += conn.execute(table.delete().where(table.c.patient_id == patient_id)).rowcount
         return removed
 
@@ -334,8 +394,9 @@ class AccessRules:
         """Refuse new documents for the INS behind ``patient_ref`` (erasure, opposition)."""
         if reason not in (Reason.ACCOUNT_CLOSED, Reason.OPPOSITION):
             raise ValueError(f"not a closure reason: {reason}")
-        self._upsert(t.closures, {"patient_ref": patient_ref, "reason": reason.value,
-                                  "closed_at": now.isoformat()})
+        self._upsert(
+            t.closures, {"patient_ref": patient_ref, "reason": reason.value, "closed_at": now.isoformat()}
+        )
 
     def reopen_account(self, patient_ref: str) -> bool:
         """Accept documents again (the patient asked); False when it was not closed."""
@@ -356,23 +417,34 @@ class AccessRules:
     def authorisations(self, patient_id: str) -> list[Grant]:
         """Professionals currently authorised, and the ones blocked."""
         a, b = t.authorisations.c, t.blocks.c
-        rows = self._rows(select(a.rpps, a.granted_at)
-                          .where(a.patient_id == patient_id, a.revoked_at.is_(None)).order_by(a.rpps))
-        blocked = self._rows(select(b.rpps, b.blocked_at).where(b.patient_id == patient_id)
-                             .order_by(b.rpps))
-        return ([Grant(kind="authorisation", subject=str(r), since=dt.datetime.fromisoformat(str(s)))
-                 for r, s in rows]
-                + [Grant(kind="block", subject=str(r), since=dt.datetime.fromisoformat(str(s)))
-                   for r, s in blocked])
+        rows = self._rows(
+            select(a.rpps, a.granted_at)
+            .where(a.patient_id == patient_id, a.revoked_at.is_(None))
+            .order_by(a.rpps)
+        )
+        blocked = self._rows(select(b.rpps, b.blocked_at).where(b.patient_id == patient_id).order_by(b.rpps))
+        return [
+            Grant(kind="authorisation", subject=str(r), since=dt.datetime.fromisoformat(str(s)))
+            for r, s in rows
+        ] + [Grant(kind="block", subject=str(r), since=dt.datetime.fromisoformat(str(s))) for r, s in blocked]
 
     def delegations(self, patient_id: str) -> list[Grant]:
         d = t.delegations.c
-        rows = self._rows(select(d.caregiver_id, d.classes, d.granted_at, d.upload)
-                          .where(d.patient_id == patient_id, d.revoked_at.is_(None))
-                          .order_by(d.caregiver_id))
-        return [Grant(kind="delegation", subject=str(c),
-                      classes=None if k is None else tuple(DocClass(x) for x in json.loads(str(k))),
-                      upload=bool(u), since=dt.datetime.fromisoformat(str(s))) for c, k, s, u in rows]
+        rows = self._rows(
+            select(d.caregiver_id, d.classes, d.granted_at, d.upload)
+            .where(d.patient_id == patient_id, d.revoked_at.is_(None))
+            .order_by(d.caregiver_id)
+        )
+        return [
+            Grant(
+                kind="delegation",
+                subject=str(c),
+                classes=None if k is None else tuple(DocClass(x) for x in json.loads(str(k))),
+                upload=bool(u),
+                since=dt.datetime.fromisoformat(str(s)),
+            )
+            for c, k, s, u in rows
+        ]
 
     def representatives(self, patient_id: str, now: dt.datetime | None = None) -> list[Grant]:
         r = t.representatives.c
@@ -407,18 +479,26 @@ class AccessRules:
         if who.role is Role.PATIENT:
             if who.subject != patient_id:
                 return AccessDecision(allowed=False, via="not_own_record")
-            return AccessDecision(allowed=True, via="owner", may_upload=True,
-                                  exclude_visibility=(Visibility.INVISIBLE_PATIENT,))
+            return AccessDecision(
+                allowed=True, via="owner", may_upload=True, exclude_visibility=(Visibility.INVISIBLE_PATIENT,)
+            )
         if who.role is Role.PROFESSIONAL:
             b, a, g = t.blocks.c, t.authorisations.c, t.break_glass.c
             if self._one(select(1).where(b.patient_id == patient_id, b.rpps == who.subject)):
                 return AccessDecision(allowed=False, via="blocked")
             hidden = (Visibility.MASQUE_PS,)
-            if self._one(select(1).where(a.patient_id == patient_id, a.rpps == who.subject,
-                                         a.revoked_at.is_(None))):
+            if self._one(
+                select(1).where(a.patient_id == patient_id, a.rpps == who.subject, a.revoked_at.is_(None))
+            ):
                 return AccessDecision(allowed=True, via="authorisation", exclude_visibility=hidden)
-            if self._one(select(1).where(g.patient_id == patient_id, g.rpps == who.subject,
-                                         g.opened_at <= now.isoformat(), g.expires_at > now.isoformat())):
+            if self._one(
+                select(1).where(
+                    g.patient_id == patient_id,
+                    g.rpps == who.subject,
+                    g.opened_at <= now.isoformat(),
+                    g.expires_at > now.isoformat(),
+                )
+            ):
                 return AccessDecision(allowed=True, via="break_glass", exclude_visibility=hidden)
             return AccessDecision(allowed=False, via="not_authorised")
         if who.role is Role.CAREGIVER:
@@ -432,20 +512,23 @@ class AccessRules:
         # Majority ends the representatives' access by itself: computed, not a batch job.
         if _age_on(self.birth_date(patient_id, now.date()), now.date()) >= MAJORITY_AGE:
             return AccessDecision(allowed=False, via="patient_of_age")
-        return AccessDecision(allowed=True, via="representative", exclude_visibility=_REPRESENTATIVES_HIDDEN,
-                              may_upload=True)
+        return AccessDecision(
+            allowed=True, via="representative", exclude_visibility=_REPRESENTATIVES_HIDDEN, may_upload=True
+        )
 
     def _caregiver(self, who: Principal, patient_id: str, now: dt.datetime) -> AccessDecision:
         d = t.delegations.c
-        row = self._one(select(d.classes, d.granted_at, d.granted_by, d.granted_by_role, d.upload)
-                        .where(d.patient_id == patient_id, d.caregiver_id == who.subject,
-                               d.revoked_at.is_(None)))
+        row = self._one(
+            select(d.classes, d.granted_at, d.granted_by, d.granted_by_role, d.upload).where(
+                d.patient_id == patient_id, d.caregiver_id == who.subject, d.revoked_at.is_(None)
+            )
+        )
         if row is None:
             return AccessDecision(allowed=False, via="no_delegation")
         classes_json, granted_at, granted_by, granted_by_role, upload = row
         birth = self.birth_date(patient_id, now.date())
         granted_day = dt.datetime.fromisoformat(str(granted_at)).date()
-        if (_age_on(birth, granted_day) < MAJORITY_AGE <= _age_on(birth, now.date())):
+        if _age_on(birth, granted_day) < MAJORITY_AGE <= _age_on(birth, now.date()):
             return AccessDecision(allowed=False, via="patient_of_age")  # a minor's delegation
         excluded: tuple[Visibility, ...] = (Visibility.INVISIBLE_PATIENT,)
         if granted_by_role == Role.REPRESENTATIVE.value:
@@ -454,5 +537,10 @@ class AccessRules:
                 return AccessDecision(allowed=False, via="delegating_representative_gone")
             excluded = _REPRESENTATIVES_HIDDEN
         classes = None if classes_json is None else tuple(DocClass(c) for c in json.loads(str(classes_json)))
-        return AccessDecision(allowed=True, via="delegation", allowed_classes=classes,
-                              exclude_visibility=excluded, may_upload=bool(upload))
+        return AccessDecision(
+            allowed=True,
+            via="delegation",
+            allowed_classes=classes,
+            exclude_visibility=excluded,
+            may_upload=bool(upload),
+        )

@@ -94,8 +94,7 @@ HL7_ERROR_CODE: dict[str, str] = {
 }
 # Where in the message the patient identity lives (ERR-2, segment^sequence^field).
 _IDENTITY_LOCATION = "PID^1^3"
-_IDENTITY_REASONS = frozenset({"missing_ins", "invalid_ins_key", "identity_conflict",
-                               "identity_mismatch"})
+_IDENTITY_REASONS = frozenset({"missing_ins", "invalid_ins_key", "identity_conflict", "identity_mismatch"})
 # Reasons for which the message itself is not at fault: the producer should resend it.
 # ... or the patient's account is closed or they opposed the record (the ERR segment says
 # which; do not resend until the patient reopens it).
@@ -207,10 +206,14 @@ def read_header(msh: bytes) -> Header:
     declared = field(18)[0].split("~")[0].strip().upper()
     control = field(10)[0].strip()
     return Header(
-        control_id=control or None, sending_application=hd(3), sending_facility=hd(4),
+        control_id=control or None,
+        sending_application=hd(3),
+        sending_facility=hd(4),
         event=_escape(field(9)[1].strip()) if len(field(9)) > 1 else "",
         processing_id=_escape(field(11)[0].strip()) or "P",
-        charset=declared if declared in _CODECS else None, valid=valid)
+        charset=declared if declared in _CODECS else None,
+        valid=valid,
+    )
 
 
 def message_headers(data: bytes) -> list[Header | None]:
@@ -229,11 +232,16 @@ def ack_code(outcome: Outcome, header: Header | None = None) -> str:
     """``AA``, ``AE`` or ``AR`` for one message's outcome."""
     if outcome.status is not Status.REJECTED:
         return "AA"
-    header_refused = any(hl7_error_code(r) in _HEADER_ERRORS
-                         or (r.code is Reason.PARSE_ERROR and "MSH" in r.message)
-                         for r in outcome.reasons if r.blocking)
-    if (any(r.code in _REFUSED for r in outcome.reasons) or header_refused
-            or (header is not None and not header.valid)):
+    header_refused = any(
+        hl7_error_code(r) in _HEADER_ERRORS or (r.code is Reason.PARSE_ERROR and "MSH" in r.message)
+        for r in outcome.reasons
+        if r.blocking
+    )
+    if (
+        any(r.code in _REFUSED for r in outcome.reasons)
+        or header_refused
+        or (header is not None and not header.valid)
+    ):
         return "AR"
     return "AE"
 
@@ -254,19 +262,20 @@ def clip(text: str, limit: int) -> str:
     return _escape(" ".join(words)) + "…" if words else _escape(text[: limit - 1]) + "…"
 
 
-def build_ack(outcome: Outcome, header: Header, *, at: dt.datetime, lang: str = DEFAULT_LANGUAGE,
-              ack_id_seed: str = "") -> bytes:
+def build_ack(
+    outcome: Outcome, header: Header, *, at: dt.datetime, lang: str = DEFAULT_LANGUAGE, ack_id_seed: str = ""
+) -> bytes:
     """The ACK message for one HL7 message's outcome (segments ended by CR), encoded."""
     code = ack_code(outcome, header)
     control_id = header.control_id or outcome.message_control_id or ""
-    ack_id = "ACK" + hashlib.sha256(
-        f"{ack_id_seed}\x1f{outcome.source}\x1f{control_id}".encode()).hexdigest()[:16]
+    ack_id = (
+        "ACK" + hashlib.sha256(f"{ack_id_seed}\x1f{outcome.source}\x1f{control_id}".encode()).hexdigest()[:16]
+    )
     if code == "AA":
         text = status_text(outcome.status, lang)
     else:
         blocking = [p for p in outcome.reasons if p.blocking] or list(outcome.reasons)
-        text = reason_text(blocking[0].code, lang).meaning if blocking else status_text(
-            outcome.status, lang)
+        text = reason_text(blocking[0].code, lang).meaning if blocking else status_text(outcome.status, lang)
     codec = _CODECS.get(header.charset or "", "utf-8")
     charset = header.charset or "UNICODE UTF-8"
     event = header.event or "R01"
@@ -281,10 +290,21 @@ def build_ack(outcome: Outcome, header: Header, *, at: dt.datetime, lang: str = 
         meaning, action = reason_text(p.code, lang)
         location = _IDENTITY_LOCATION if p.code.value in _IDENTITY_REASONS else ""
         user = f"{meaning}. {action}" if action else meaning
-        segments.append("|".join([
-            "ERR", "", location, f"{hl7_code}^{HL7_ERROR_TEXT[hl7_code]}^HL70357",
-            "E" if p.blocking else "W", f"{p.code.value}^{clip(meaning, 199)}^CARNET", "",
-            clip(p.message, 2048), clip(user, 250)]))
+        segments.append(
+            "|".join(
+                [
+                    "ERR",
+                    "",
+                    location,
+                    f"{hl7_code}^{HL7_ERROR_TEXT[hl7_code]}^HL70357",
+                    "E" if p.blocking else "W",
+                    f"{p.code.value}^{clip(meaning, 199)}^CARNET",
+                    "",
+                    clip(p.message, 2048),
+                    clip(user, 250),
+                ]
+            )
+        )
     return ("\r".join(segments) + "\r").encode(codec, "replace")
 
 
@@ -322,8 +342,7 @@ def _locate(outcome: Outcome, names: dict[str, str], batch: BatchRef) -> _Locate
     return _Located(outcome, name, position)
 
 
-def _expand(located: list[_Located], headers: dict[str, list[Header | None]]
-            ) -> list[_Located]:
+def _expand(located: list[_Located], headers: dict[str, list[Header | None]]) -> list[_Located]:
     """A whole HL7 file refused as one (no message readable): one entry per message."""
     out: list[_Located] = []
     for loc in located:
@@ -333,9 +352,19 @@ def _expand(located: list[_Located], headers: dict[str, list[Header | None]]
             continue
         for n, h in enumerate(msgs, start=1):
             control = h.control_id if h else None
-            out.append(_Located(loc.outcome.model_copy(update={
-                "source": f"{loc.outcome.source}#{n}", "format": Format.HL7V2,
-                "message_control_id": control}), loc.file, n))
+            out.append(
+                _Located(
+                    loc.outcome.model_copy(
+                        update={
+                            "source": f"{loc.outcome.source}#{n}",
+                            "format": Format.HL7V2,
+                            "message_control_id": control,
+                        }
+                    ),
+                    loc.file,
+                    n,
+                )
+            )
     return out
 
 
@@ -343,40 +372,77 @@ def _reasons(problems: Sequence[Problem], lang: str) -> tuple[ReportReason, ...]
     out = []
     for p in problems:
         meaning, action = reason_text(p.code, lang)
-        out.append(ReportReason(code=p.code, blocking=p.blocking, message=meaning, action=action,
-                                detail=p.message))
+        out.append(
+            ReportReason(code=p.code, blocking=p.blocking, message=meaning, action=action, detail=p.message)
+        )
     return tuple(out)
 
 
-def _report(producer: str, batch: str, entries: Sequence[ReportEntry], *, at: dt.datetime,
-            lang: str) -> BatchReport:
+def _report(
+    producer: str, batch: str, entries: Sequence[ReportEntry], *, at: dt.datetime, lang: str
+) -> BatchReport:
     counts = Counter(e.status.value for e in entries)
     return BatchReport(
-        producer=producer, batch=batch, processed_at=at, language=lang,
-        documents=len(entries), accepted=counts[Status.INDEXED.value],
-        duplicate=counts[Status.DUPLICATE.value], replaced=counts[Status.REPLACED.value],
+        producer=producer,
+        batch=batch,
+        processed_at=at,
+        language=lang,
+        documents=len(entries),
+        accepted=counts[Status.INDEXED.value],
+        duplicate=counts[Status.DUPLICATE.value],
+        replaced=counts[Status.REPLACED.value],
         withdrawn=counts[Status.WITHDRAWN.value],
         rejected=counts[Status.REJECTED.value],
         by_status={s.value: counts[s.value] for s in Status},
-        rejected_by_reason=dict(sorted(Counter(
-            r.code.value for e in entries if e.status is Status.REJECTED for r in e.reasons
-            if r.blocking).items())),
-        files=tuple(entries))
+        rejected_by_reason=dict(
+            sorted(
+                Counter(
+                    r.code.value
+                    for e in entries
+                    if e.status is Status.REJECTED
+                    for r in e.reasons
+                    if r.blocking
+                ).items()
+            )
+        ),
+        files=tuple(entries),
+    )
 
 
-def upload_report(outcomes: Sequence[Outcome], *, producer: str, batch: str, file: str,
-                  lang: str = DEFAULT_LANGUAGE, at: dt.datetime | None = None) -> BatchReport:
+def upload_report(
+    outcomes: Sequence[Outcome],
+    *,
+    producer: str,
+    batch: str,
+    file: str,
+    lang: str = DEFAULT_LANGUAGE,
+    at: dt.datetime | None = None,
+) -> BatchReport:
     """The acknowledgement of a batch of one uploaded file, as a producer's ``_report.json``
     would say it (no HL7 ACKs: an upload is not an HL7 exchange)."""
     lang = language(lang)
-    entries = [ReportEntry(file=file, source=file, status=o.status, status_text=status_text(o.status, lang),
-                           doc_id=o.doc_id, reasons=_reasons(o.reasons, lang)) for o in outcomes]
+    entries = [
+        ReportEntry(
+            file=file,
+            source=file,
+            status=o.status,
+            status_text=status_text(o.status, lang),
+            doc_id=o.doc_id,
+            reasons=_reasons(o.reasons, lang),
+        )
+        for o in outcomes
+    ]
     return _report(producer, batch, entries, at=at or dt.datetime.now(dt.UTC), lang=lang)
 
 
-def write_acknowledgements(feed: Feed, batch: BatchRef, outcomes: Sequence[Outcome], *,
-                           lang: str = DEFAULT_LANGUAGE,
-                           at: dt.datetime | None = None) -> BatchReport:
+def write_acknowledgements(
+    feed: Feed,
+    batch: BatchRef,
+    outcomes: Sequence[Outcome],
+    *,
+    lang: str = DEFAULT_LANGUAGE,
+    at: dt.datetime | None = None,
+) -> BatchReport:
     """Write every HL7 message's ACK, then ``_report.json``; return the report."""
     report, files = build_acknowledgements(feed, batch, outcomes, lang=lang, at=at)
     for name, data in files.items():
@@ -384,9 +450,14 @@ def write_acknowledgements(feed: Feed, batch: BatchRef, outcomes: Sequence[Outco
     return report
 
 
-def build_acknowledgements(feed: Feed, batch: BatchRef, outcomes: Sequence[Outcome], *,
-                           lang: str = DEFAULT_LANGUAGE, at: dt.datetime | None = None
-                           ) -> tuple[BatchReport, dict[str, bytes]]:
+def build_acknowledgements(
+    feed: Feed,
+    batch: BatchRef,
+    outcomes: Sequence[Outcome],
+    *,
+    lang: str = DEFAULT_LANGUAGE,
+    at: dt.datetime | None = None,
+) -> tuple[BatchReport, dict[str, bytes]]:
     """The report and every file to write in the batch (ACKs first, ``_report.json`` last),
     without writing them: a batch's acknowledgement is decided (recorded in the ledger)
     before it is written, so that a rerun writes the same one."""
@@ -427,20 +498,28 @@ def build_acknowledgements(feed: Feed, batch: BatchRef, outcomes: Sequence[Outco
             code = ack_code(o, header)
             files[ack] = build_ack(o, header, at=at, lang=lang, ack_id_seed=batch.key)
         name = printable_name(loc.file)
-        entries.append(ReportEntry(
-            file=name, position=loc.position,
-            source=name if loc.position is None else f"{name}#{loc.position}",
-            message_control_id=control_id, ack=ack, ack_code=code, status=o.status,
-            status_text=status_text(o.status, lang), doc_id=o.doc_id,
-            reasons=_reasons(o.reasons, lang)))
-    report = _report(printable_name(batch.producer), printable_name(batch.batch), entries, at=at,
-                     lang=lang)
+        entries.append(
+            ReportEntry(
+                file=name,
+                position=loc.position,
+                source=name if loc.position is None else f"{name}#{loc.position}",
+                message_control_id=control_id,
+                ack=ack,
+                ack_code=code,
+                status=o.status,
+                status_text=status_text(o.status, lang),
+                doc_id=o.doc_id,
+                reasons=_reasons(o.reasons, lang),
+            )
+        )
+    report = _report(printable_name(batch.producer), printable_name(batch.batch), entries, at=at, lang=lang)
     files[REPORT] = json.dumps(report.model_dump(mode="json"), ensure_ascii=False, indent=2).encode()
     return report, files
 
 
-def write_hl7_acks(feed: Feed, batch: BatchRef, outcomes: Sequence[Outcome], *,
-                   lang: str = DEFAULT_LANGUAGE) -> list[str]:
+def write_hl7_acks(
+    feed: Feed, batch: BatchRef, outcomes: Sequence[Outcome], *, lang: str = DEFAULT_LANGUAGE
+) -> list[str]:
     """Write the batch's acknowledgements; return the names of the ACK files written."""
     report = write_acknowledgements(feed, batch, outcomes, lang=lang)
     return [e.ack for e in report.files if e.ack]

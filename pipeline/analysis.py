@@ -68,8 +68,7 @@ def _stem_all(folded: list[str]) -> dict[str, str]:
     unique = list(set(folded))
     # The snowball stemmer treats some plurals apart from their singular ("scanners" ->
     # "scanner" but "scanner" -> "scann"): drop a plural -s first so both meet.
-    singular = [w[:-1] if len(w) > 3 and w.endswith("s") and not w.endswith("ss") else w
-                for w in unique]
+    singular = [w[:-1] if len(w) > 3 and w.endswith("s") and not w.endswith("ss") else w for w in unique]
     with _stem_lock:
         stems = _stemmer.stemWords(singular)
     return {
@@ -137,8 +136,11 @@ def analyze_words(text: str) -> list[tuple[int, int, tuple[str, ...]]]:
 
 def _words(text: str) -> list[str]:
     """The words of ``text`` that :func:`_spans` keeps, without their offsets."""
-    return [word for word, apostrophe in _WORD_AND_APOSTROPHE.findall(text)
-            if not apostrophe or word.lower() not in _ELIDED]
+    return [
+        word
+        for word, apostrophe in _WORD_AND_APOSTROPHE.findall(text)
+        if not apostrophe or word.lower() not in _ELIDED
+    ]
 
 
 def analyze(text: str) -> list[str]:
@@ -162,8 +164,8 @@ def analyze_query(text: str) -> list[str]:
 
 # Lines at the top of a document that say who it is about, not what it says.
 _IDENTITY_LINE = re.compile(
-    r"^\s*(?:patient(?:e)?|n[ée]+\(?e?\)?\s+le|date de naissance|ins|nir|n°\s*ss|ipp)\b",
-    re.IGNORECASE)
+    r"^\s*(?:patient(?:e)?|n[ée]+\(?e?\)?\s+le|date de naissance|ins|nir|n°\s*ss|ipp)\b", re.IGNORECASE
+)
 
 
 def _body_start(text: str, title: str | None) -> int:
@@ -172,16 +174,16 @@ def _body_start(text: str, title: str | None) -> int:
     lines = text.splitlines(keepends=True)
     head = [line.strip() for line in lines[:8]]
     start = head.index(title.strip()) + 1 if title and title.strip() in head else 0
-    while start < len(lines) and (not lines[start].strip()
-                                  or _IDENTITY_LINE.match(lines[start])):
+    while start < len(lines) and (not lines[start].strip() or _IDENTITY_LINE.match(lines[start])):
         start += 1
     if start >= len(lines):
         return 0
     return sum(len(line) for line in lines[:start])
 
 
-def excerpt(text: str, tokens: Sequence[str], prefix: str | None = None, *,
-            title: str | None = None) -> tuple[str, tuple[tuple[int, int], ...]]:
+def excerpt(
+    text: str, tokens: Sequence[str], prefix: str | None = None, *, title: str | None = None
+) -> tuple[str, tuple[tuple[int, int], ...]]:
     """About ``SNIPPET_CHARS`` of ``text`` around its first word matching ``tokens`` (or
     starting with ``prefix``), and the (start, end) offsets of each matching word in it.
 
@@ -193,7 +195,7 @@ def excerpt(text: str, tokens: Sequence[str], prefix: str | None = None, *,
     text = unicodedata.normalize("NFC", text)
     wanted = set(tokens)
     if not wanted and prefix is None:
-        text = text[_body_start(text, title):]
+        text = text[_body_start(text, title) :]
     text = " ".join(text.split())
 
     def matches(word_tokens: tuple[str, ...]) -> bool:
@@ -210,8 +212,11 @@ def excerpt(text: str, tokens: Sequence[str], prefix: str | None = None, *,
         space = text.rfind(" ", begin, end)
         end = space if space > begin else end
     lead = "…" if begin else ""
-    spans = tuple((start - begin + len(lead), stop - begin + len(lead)) for start, stop, toks in words
-                  if start >= begin and stop <= end and matches(toks))
+    spans = tuple(
+        (start - begin + len(lead), stop - begin + len(lead))
+        for start, stop, toks in words
+        if start >= begin and stop <= end and matches(toks)
+    )
     return lead + text[begin:end] + ("…" if end < len(text) else ""), spans
 
 

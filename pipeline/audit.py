@@ -131,28 +131,48 @@ class AuditLog:
             self._engine.dispose()
 
     def append(
-        self, *, actor: str, role: str, action: str, patient_id: str | None,
-        doc_ids: Sequence[str] = (), reason: str | None = None,
-        at: dt.datetime | None = None, actor_name: str | None = None,
+        self,
+        *,
+        actor: str,
+        role: str,
+        action: str,
+        patient_id: str | None,
+        doc_ids: Sequence[str] = (),
+        reason: str | None = None,
+        at: dt.datetime | None = None,
+        actor_name: str | None = None,
     ) -> AuditEntry:
         head = t.audit_head.c
         with self._engine.begin() as conn:
             # Lock the head first: the next append anywhere waits until this one commits.
-            locked = conn.execute(t.audit_head.update().where(head.id == HEAD_ROW)
-                                  .values(seq=head.seq).returning(head.seq, head.hash)).first()
+            locked = conn.execute(
+                t.audit_head.update()
+                .where(head.id == HEAD_ROW)
+                .values(seq=head.seq)
+                .returning(head.seq, head.hash)
+            ).first()
             if locked is None:  # a new chain: the first append creates the head, others wait on it
                 e = t.audit_entries.c
                 last = conn.execute(select(e.seq, e.hash).order_by(e.seq.desc()).limit(1)).first()
-                insert_new(conn, t.audit_head, {"id": HEAD_ROW, "seq": last.seq if last else 0,
-                                                "hash": last.hash if last else GENESIS})
-                locked = conn.execute(t.audit_head.update().where(head.id == HEAD_ROW)
-                                      .values(seq=head.seq).returning(head.seq, head.hash)).one()
+                insert_new(
+                    conn,
+                    t.audit_head,
+                    {"id": HEAD_ROW, "seq": last.seq if last else 0, "hash": last.hash if last else GENESIS},
+                )
+                locked = conn.execute(
+                    t.audit_head.update()
+                    .where(head.id == HEAD_ROW)
+                    .values(seq=head.seq)
+                    .returning(head.seq, head.hash)
+                ).one()
             last_seq, last_hash = int(locked[0]), str(locked[1])
             fields: dict[str, object] = {
                 "v": FORMAT,
                 "seq": last_seq + 1,
                 "at": (at or dt.datetime.now(dt.UTC)).isoformat(),
-                "actor": _text(actor), "role": role, "action": action,
+                "actor": _text(actor),
+                "role": role,
+                "action": action,
                 "patient_id": None if patient_id is None else _text(patient_id),
                 "doc_ids": [_text(d) for d in doc_ids],
                 "reason": None if reason is None else _text(reason),
@@ -163,8 +183,9 @@ class AuditLog:
             entry = AuditEntry.model_validate({**fields, "hash": _mac(self._key, fields)})
             # Stored from the very values that were MACed, so verify() sees the same fields.
             conn.execute(t.audit_entries.insert().values(entry_row(fields, entry.hash)))
-            conn.execute(t.audit_head.update().where(head.id == HEAD_ROW)
-                         .values(seq=entry.seq, hash=entry.hash))
+            conn.execute(
+                t.audit_head.update().where(head.id == HEAD_ROW).values(seq=entry.seq, hash=entry.hash)
+            )
         if self.anchors is not None and entry.seq % ANCHOR_EVERY == 0:
             self.anchor()
         return entry
@@ -210,27 +231,41 @@ class AuditLog:
 
     def for_patient(self, patient_id: str) -> list[AuditEntry]:
         """Who accessed this patient's record, and how (the patient's access history)."""
-        return [AuditEntry.model_validate({**fields, "hash": mac})
-                for fields, mac in self._fields(t.audit_entries.c.patient_id == patient_id)]
+        return [
+            AuditEntry.model_validate({**fields, "hash": mac})
+            for fields, mac in self._fields(t.audit_entries.c.patient_id == patient_id)
+        ]
 
     def verify(self, anchor: AuditHead | None = None, *, accept_legacy: bool = False) -> AuditVerification:
         """Recompute the keyed chain; report the first entry altered, inserted or removed,
         and check the log still holds the anchored head (``anchor``, else the latest one in
         the anchor store)."""
-        return verify_chain(self._fields(), self._key, anchor or self.latest_anchor(),
-                            accept_legacy=accept_legacy)
+        return verify_chain(
+            self._fields(), self._key, anchor or self.latest_anchor(), accept_legacy=accept_legacy
+        )
 
 
-def verify_chain(entries: Iterable[tuple[dict[str, object], str]], key: bytes, anchor: AuditHead | None,
-                 *, accept_legacy: bool) -> AuditVerification:
+def verify_chain(
+    entries: Iterable[tuple[dict[str, object], str]],
+    key: bytes,
+    anchor: AuditHead | None,
+    *,
+    accept_legacy: bool,
+) -> AuditVerification:
     """Check a chain of (fields, claimed MAC) pairs; see ``AuditLog.verify``."""
     prev, count, legacy, keyed = GENESIS, 0, 0, False
     anchored_seq = anchor.seq if anchor else None
     found_anchor = anchor is None
 
     def bad(n: int, problem: str) -> AuditVerification:
-        return AuditVerification(ok=False, entries=count, first_bad_seq=n, problem=problem,
-                                 legacy_entries=legacy, anchored_seq=anchored_seq)
+        return AuditVerification(
+            ok=False,
+            entries=count,
+            first_bad_seq=n,
+            problem=problem,
+            legacy_entries=legacy,
+            anchored_seq=anchored_seq,
+        )
 
     for n, (raw, claimed) in enumerate(entries, start=1):
         if raw.get("seq") != n:
@@ -264,6 +299,7 @@ def open_audit_log(settings: Settings) -> AuditLog:
     from pipeline.crypto import audit_key
     from pipeline.store import open_store
 
-    anchors = open_store(settings.effective_store_url, endpoint_url=settings.s3_endpoint_url,
-                         region=settings.s3_region)
+    anchors = open_store(
+        settings.effective_store_url, endpoint_url=settings.s3_endpoint_url, region=settings.s3_region
+    )
     return AuditLog(settings, key=audit_key(settings), anchors=anchors)

@@ -27,20 +27,49 @@ DEFAULT_TYPE: dict[DocClass, str] = {
 # Weighted keywords on accent-folded lower-case text; a title match counts double.
 _KEYWORDS: dict[DocClass, tuple[tuple[str, float], ...]] = {
     DocClass.BIOLOGY: (
-        (r"examens? biologiques?", 3), (r"laboratoire", 1.5), (r"biologie medicale", 3),
-        (r"hemoglobine", 1), (r"leucocytes", 1), (r"plaquettes", 1), (r"creatinine", 1),
-        (r"glycemie", 1), (r"hemogramme", 2), (r"numeration formule", 2), (r"biologiste", 2),
-        (r"valeurs? de reference", 2), (r"tsh", 0.5), (r"ferritine", 1), (r"prelevement", 1),
+        (r"examens? biologiques?", 3),
+        (r"laboratoire", 1.5),
+        (r"biologie medicale", 3),
+        (r"hemoglobine", 1),
+        (r"leucocytes", 1),
+        (r"plaquettes", 1),
+        (r"creatinine", 1),
+        (r"glycemie", 1),
+        (r"hemogramme", 2),
+        (r"numeration formule", 2),
+        (r"biologiste", 2),
+        (r"valeurs? de reference", 2),
+        (r"tsh", 0.5),
+        (r"ferritine", 1),
+        (r"prelevement", 1),
     ),
     DocClass.IMAGING: (
-        (r"imagerie", 3), (r"radiologi", 2), (r"radiographie", 2), (r"echographie", 2),
-        (r"scanner", 1.5), (r"tomodensitometrie", 2), (r"\birm\b", 2), (r"mammographie", 2),
-        (r"incidences?", 1), (r"technique ?:", 1), (r"radiologue", 2), (r"cliches?", 1),
+        (r"imagerie", 3),
+        (r"radiologi", 2),
+        (r"radiographie", 2),
+        (r"echographie", 2),
+        (r"scanner", 1.5),
+        (r"tomodensitometrie", 2),
+        (r"\birm\b", 2),
+        (r"mammographie", 2),
+        (r"incidences?", 1),
+        (r"technique ?:", 1),
+        (r"radiologue", 2),
+        (r"cliches?", 1),
     ),
     DocClass.PRESCRIPTION: (
-        (r"\bordonnance\b", 3), (r"prescription", 2), (r"posologie", 2), (r"\bcomprimes?\b", 1),
-        (r"\bgelules?\b", 1), (r"\bmg\b", 0.5), (r"fois par jour", 1.5), (r"pendant \d+ jours", 1),
-        (r"renouvel", 1.5), (r"\bqsp\b", 2), (r"pharmacie", 1), (r"a renouveler", 1.5),
+        (r"\bordonnance\b", 3),
+        (r"prescription", 2),
+        (r"posologie", 2),
+        (r"\bcomprimes?\b", 1),
+        (r"\bgelules?\b", 1),
+        (r"\bmg\b", 0.5),
+        (r"fois par jour", 1.5),
+        (r"pendant \d+ jours", 1),
+        (r"renouvel", 1.5),
+        (r"\bqsp\b", 2),
+        (r"pharmacie", 1),
+        (r"a renouveler", 1.5),
     ),
 }
 _COMPILED = {c: tuple((re.compile(p), w) for p, w in kws) for c, kws in _KEYWORDS.items()}
@@ -51,14 +80,20 @@ _MIN_SCORE = 3.0
 def _from_type_code(code: str, system: str | None, rule: str) -> Classification:
     if code in TYPE_CODES:
         doc_class, label = TYPE_CODES[code]
-        return Classification(doc_class=doc_class, type_code=code, type_label=label,
-                              rule=rule, confidence=1.0)
+        return Classification(
+            doc_class=doc_class, type_code=code, type_label=label, rule=rule, confidence=1.0
+        )
     # A code Carnet does not know still says what the document is not sure to be: it is
     # kept, and the document is "other" rather than guessed from its words. A code from a
     # local system (neither LOINC nor the national table) is a weaker statement.
     known_system = system is None or system in TYPE_CODE_SYSTEMS
-    return Classification(doc_class=DocClass.OTHER, type_code=code, type_label=None,
-                          rule=rule, confidence=0.9 if known_system else 0.7)
+    return Classification(
+        doc_class=DocClass.OTHER,
+        type_code=code,
+        type_label=None,
+        rule=rule,
+        confidence=0.9 if known_system else 0.7,
+    )
 
 
 def _score(text: str) -> dict[DocClass, float]:
@@ -81,9 +116,15 @@ def classify_document(doc: ParsedDocument) -> Classification:
         scores[c] += 2 * s
     best, best_score = max(scores.items(), key=lambda kv: kv[1])
     if best_score < _MIN_SCORE:
-        return Classification(doc_class=DocClass.OTHER, type_code=None, type_label=None,
-                              rule="text.no_match", confidence=0.3)
+        return Classification(
+            doc_class=DocClass.OTHER, type_code=None, type_label=None, rule="text.no_match", confidence=0.3
+        )
     total = sum(scores.values())
     code = DEFAULT_TYPE[best]
-    return Classification(doc_class=best, type_code=code, type_label=TYPE_CODES[code][1],
-                          rule="text.keywords", confidence=round(best_score / total, 2))
+    return Classification(
+        doc_class=best,
+        type_code=code,
+        type_label=TYPE_CODES[code][1],
+        rule="text.keywords",
+        confidence=round(best_score / total, 2),
+    )

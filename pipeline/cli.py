@@ -32,17 +32,20 @@ def _date(value: str) -> dt.date:
 
 
 def _settings(args: argparse.Namespace) -> Settings:
-    return Settings.from_env(index_url=getattr(args, "index", None),
-                             store_url=getattr(args, "store", None))
+    return Settings.from_env(index_url=getattr(args, "index", None), store_url=getattr(args, "store", None))
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
     from pipeline.ingest.sources import ingest_sources
 
     settings = _settings(args)
-    summary = ingest_sources(args.sources, settings, producer=args.producer,
-                             report_path=Path(args.report) if args.report else None,
-                             progress=sys.stderr.isatty() and not args.quiet)
+    summary = ingest_sources(
+        args.sources,
+        settings,
+        producer=args.producer,
+        report_path=Path(args.report) if args.report else None,
+        progress=sys.stderr.isatty() and not args.quiet,
+    )
     if not args.quiet:
         print_summary(summary.metrics, file=sys.stderr)
     return 0
@@ -56,8 +59,11 @@ def print_summary(metrics: dict[str, object], *, file: object = sys.stdout) -> N
         print(text, file=out)  # type: ignore[call-overload]
 
     line(f"Documents: {metrics['documents']}")
-    for title, key in (("By status", "by_status"), ("By class", "by_class"),
-                       ("Rejected by reason", "rejected_by_reason")):
+    for title, key in (
+        ("By status", "by_status"),
+        ("By class", "by_class"),
+        ("Rejected by reason", "rejected_by_reason"),
+    ):
         values: dict[str, int] = metrics.get(key) or {}  # type: ignore[assignment]
         if values:
             line(f"{title}:")
@@ -87,17 +93,40 @@ def cmd_search(args: argparse.Namespace) -> int:
     index = open_index(settings.effective_index_url, alias=settings.es_index_alias)
     try:
         doc_class = DocClass(args.doc_class) if args.doc_class else None
-        result = index.search(SearchQuery(patient_id=patient, text=args.query, doc_class=doc_class,
-                                          since=args.since, until=args.until, limit=args.limit))
+        result = index.search(
+            SearchQuery(
+                patient_id=patient,
+                text=args.query,
+                doc_class=doc_class,
+                since=args.since,
+                until=args.until,
+                limit=args.limit,
+            )
+        )
     finally:
         index.close()
     if args.json:
-        print(json.dumps({"total": result.total, "hits": [
-            {"doc_id": h.doc_id, "doc_class": h.doc_class.value, "type_code": h.type_code,
-             "title": h.title, "date": h.date.isoformat() if h.date else None,
-             "score": round(h.score, 4), "snippet": h.snippet,
-             "highlights": [list(span) for span in h.highlights]} for h in result.hits]},
-            ensure_ascii=False))
+        print(
+            json.dumps(
+                {
+                    "total": result.total,
+                    "hits": [
+                        {
+                            "doc_id": h.doc_id,
+                            "doc_class": h.doc_class.value,
+                            "type_code": h.type_code,
+                            "title": h.title,
+                            "date": h.date.isoformat() if h.date else None,
+                            "score": round(h.score, 4),
+                            "snippet": h.snippet,
+                            "highlights": [list(span) for span in h.highlights],
+                        }
+                        for h in result.hits
+                    ],
+                },
+                ensure_ascii=False,
+            )
+        )
         return 0
     print(f"{result.total} document(s) for {patient}" + (f" matching {args.query!r}" if args.query else ""))
     for h in result.hits:
@@ -132,8 +161,9 @@ def cmd_status(args: argparse.Namespace) -> int:
     print(format_producer_status(settings))
     print(format_alerts(settings))
     store = open_encrypted_store(settings)
-    backlog = Counter((q.producer, q.reasons[0].code.value if q.reasons else "?")
-                      for q in store.list_quarantine())
+    backlog = Counter(
+        (q.producer, q.reasons[0].code.value if q.reasons else "?") for q in store.list_quarantine()
+    )
     print(f"Quarantine backlog: {sum(backlog.values())}")
     for (producer, reason), n in sorted(backlog.items()):
         print(f"  {producer:<28} {reason:<22} {n:>5}")
@@ -149,18 +179,30 @@ def cmd_token(args: argparse.Namespace) -> int:
     config = settings.api
     # Production is said by CARNET_ENV, or shown by a portal's token settings: there,
     # tokens come from the identity provider and a locally minted one has no place.
-    production = [name for name, value in (("CARNET_API_JWT_PUBLIC_KEY", config.jwt_public_key),
-                                           ("CARNET_API_JWT_ISSUER", config.issuer)) if value]
+    production = [
+        name
+        for name, value in (
+            ("CARNET_API_JWT_PUBLIC_KEY", config.jwt_public_key),
+            ("CARNET_API_JWT_ISSUER", config.issuer),
+        )
+        if value
+    ]
     if settings.environment in ("production", "prod"):
         production.insert(0, "CARNET_ENV=production")
     if production:
-        print(f"carnet token: error: refused in production settings ({', '.join(production)}): "
-              "tokens come from the portal's identity provider", file=sys.stderr)
+        print(
+            f"carnet token: error: refused in production settings ({', '.join(production)}): "
+            "tokens come from the portal's identity provider",
+            file=sys.stderr,
+        )
         return 2
     key = config.jwt_key
     if not key:
-        print("carnet token: error: CARNET_API_JWT_KEY is not set (the key `carnet serve` "
-              "verifies tokens with)", file=sys.stderr)
+        print(
+            "carnet token: error: CARNET_API_JWT_KEY is not set (the key `carnet serve` "
+            "verifies tokens with)",
+            file=sys.stderr,
+        )
         return 2
     role = Role(args.role)
     if role is Role.PATIENT:
@@ -173,25 +215,33 @@ def cmd_token(args: argparse.Namespace) -> int:
             return 2
     else:
         subject = args.subject
-    token = issue_token(key, Principal(role=role, subject=subject, name=args.name),
-                        ttl=dt.timedelta(minutes=args.minutes))
+    token = issue_token(
+        key, Principal(role=role, subject=subject, name=args.name), ttl=dt.timedelta(minutes=args.minutes)
+    )
     print(token)
     return 0
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
     from pipeline.errors import ConfigurationError
+
     try:
         # The generator is demo tooling outside the production package; its PDF writer
         # (reportlab) comes with the ``demo`` extra only.
         from generator import generate_feed
     except ModuleNotFoundError as exc:
         raise ConfigurationError(
-            f"carnet generate needs the demo extra ({exc.name} is missing): "
-            "pip install 'carnet[demo]'") from exc
+            f"carnet generate needs the demo extra ({exc.name} is missing): pip install 'carnet[demo]'"
+        ) from exc
 
-    feed = generate_feed(Path(args.root), seed=args.seed, patients=args.patients,
-                         documents=args.documents, include_bad=not args.no_bad, scans=args.scans)
+    feed = generate_feed(
+        Path(args.root),
+        seed=args.seed,
+        patients=args.patients,
+        documents=args.documents,
+        include_bad=not args.no_bad,
+        scans=args.scans,
+    )
     if args.expected:
         feed.write_jsonl(Path(args.expected))
     print(f"generated {len(feed.documents)} documents under {args.root}")
@@ -201,15 +251,19 @@ def cmd_generate(args: argparse.Namespace) -> int:
 def cmd_replay(args: argparse.Namespace) -> int:
     from pipeline.replay import ReplayFilter, replay_quarantine
 
-    selection = ReplayFilter(producer=args.producer, reason=args.reason, since=args.since,
-                             until=args.until)
+    selection = ReplayFilter(producer=args.producer, reason=args.reason, since=args.since, until=args.until)
     result = replay_quarantine(_settings(args), selection, dry_run=args.dry_run)
     verb = "would replay" if result.dry_run else "replayed"
     print(f"{verb} {len(result.selected)} quarantined document(s)")
     for q in result.selected:
         codes = ",".join(r.code.value for r in q.reasons)
-        state = ("" if result.dry_run else
-                 " -> released" if q.quarantine_id in result.released else " -> still rejected")
+        state = (
+            ""
+            if result.dry_run
+            else " -> released"
+            if q.quarantine_id in result.released
+            else " -> still rejected"
+        )
         print(f"  {q.producer:<24} {codes:<22} {q.source}{state}")
     return 0
 
@@ -226,8 +280,10 @@ def cmd_rewrap_keys(args: argparse.Namespace) -> int:
     finally:
         ring.close()
     print(f"re-wrapped {moved} keys of the keyring in {ring.where} under the KMS key {settings.kms_key_id}")
-    print(f"the local master key no longer opens this keyring: unset CARNET_MASTER_KEY and remove "
-          f"{settings.data_dir / MASTER_KEY_FILE} once its backups are no longer needed")
+    print(
+        f"the local master key no longer opens this keyring: unset CARNET_MASTER_KEY and remove "
+        f"{settings.data_dir / MASTER_KEY_FILE} once its backups are no longer needed"
+    )
     return 0
 
 
@@ -243,8 +299,11 @@ def cmd_db(args: argparse.Namespace) -> int:
         if args.action == "upgrade":
             before = current_revision(engine)
             reached = upgrade(engine)
-            print(f"state database {where}: {before or 'empty'} -> {reached}" if before != reached
-                  else f"state database {where}: already at {reached}")
+            print(
+                f"state database {where}: {before or 'empty'} -> {reached}"
+                if before != reached
+                else f"state database {where}: already at {reached}"
+            )
             # Files of earlier versions in this data directory: access rules, keys, audit chain.
             for name, rows in import_legacy_files(settings.data_dir, engine).items():
                 print(f"state database {where}: imported {settings.data_dir / name} ({rows} rows)")
@@ -275,8 +334,7 @@ def build_parser() -> argparse.ArgumentParser:
     se.add_argument("patient_id", metavar="PATIENT_ID", help="the patient's 15-character INS")
     se.add_argument("query", nargs="?", metavar="QUERY")
     se.add_argument("--index")
-    se.add_argument("--class", dest="doc_class",
-                    choices=["biology", "imaging", "prescription", "other"])
+    se.add_argument("--class", dest="doc_class", choices=["biology", "imaging", "prescription", "other"])
     se.add_argument("--since", type=_date)
     se.add_argument("--until", type=_date)
     se.add_argument("--limit", type=int, default=20)
@@ -298,11 +356,13 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--store")
     rp.set_defaults(func=cmd_replay)
 
-    tk = sub.add_parser("token", help="a bearer token for the local API (development only; "
-                                      "refused in production settings)")
+    tk = sub.add_parser(
+        "token", help="a bearer token for the local API (development only; refused in production settings)"
+    )
     tk.add_argument("subject", help="the patient's INS, or the professional's RPPS…")
-    tk.add_argument("--role", default="patient",
-                    choices=["patient", "professional", "caregiver", "representative"])
+    tk.add_argument(
+        "--role", default="patient", choices=["patient", "professional", "caregiver", "representative"]
+    )
     tk.add_argument("--name", help="display name carried by the token")
     tk.add_argument("--minutes", type=int, default=60, help="lifetime (default 60)")
     tk.set_defaults(func=cmd_token)
@@ -317,14 +377,20 @@ def build_parser() -> argparse.ArgumentParser:
     ge.add_argument("--expected", help="write the expected outcomes (JSON Lines) here")
     ge.set_defaults(func=cmd_generate)
 
-    rw = sub.add_parser("rewrap-keys", help="move the keyring from the local master key to the "
-                                             "KMS key CARNET_KMS_KEY_ID (stop workers and API first)")
+    rw = sub.add_parser(
+        "rewrap-keys",
+        help="move the keyring from the local master key to the "
+        "KMS key CARNET_KMS_KEY_ID (stop workers and API first)",
+    )
     rw.set_defaults(func=cmd_rewrap_keys)
 
     db = sub.add_parser("db", help="the state database's schema (CARNET_STATE_URL)")
-    db.add_argument("action", choices=["upgrade", "current"],
-                    help="upgrade: migrate to this version's schema (run once, before starting "
-                         "workers, on PostgreSQL); current: show the schema revision")
+    db.add_argument(
+        "action",
+        choices=["upgrade", "current"],
+        help="upgrade: migrate to this version's schema (run once, before starting "
+        "workers, on PostgreSQL); current: show the schema revision",
+    )
     db.set_defaults(func=cmd_db)
 
     from pipeline.cli_access import register
@@ -337,8 +403,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     from sqlalchemy.exc import DBAPIError
 
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
     if not args.verbose:
         # The Elasticsearch client logs every failed attempt with its traceback; when the
         # node is gone the run ends with one line naming the failure instead (-v shows them).

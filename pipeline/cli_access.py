@@ -34,8 +34,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     app = create_app(Settings.from_env(index_url=args.index, store_url=args.store))
     # No access log: request lines carry search words (health data) and the demo's ?token=.
-    uvicorn.run(app, host=args.host, port=args.port, log_level="info", access_log=False,
-                proxy_headers=False)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="info", access_log=False, proxy_headers=False)
     return 0
 
 
@@ -45,8 +44,11 @@ def cmd_erase(args: argparse.Namespace) -> int:
     patient = _patient(args.patient_id, "erase")
     if patient is None:
         return 2
-    receipt = erase_patient(Settings.from_env(index_url=args.index, store_url=args.store), patient,
-                            actor=f"cli:{getpass.getuser()}")
+    receipt = erase_patient(
+        Settings.from_env(index_url=args.index, store_url=args.store),
+        patient,
+        actor=f"cli:{getpass.getuser()}",
+    )
     print(receipt.model_dump_json())
     return 0
 
@@ -56,13 +58,18 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
 
     result = open_audit_log(Settings.from_env()).verify(accept_legacy=args.accept_legacy)
     if result.ok:
-        anchored = (f", anchored head {result.anchored_seq} present" if result.anchored_seq
-                    else ", no anchored head yet")
+        anchored = (
+            f", anchored head {result.anchored_seq} present"
+            if result.anchored_seq
+            else ", no anchored head yet"
+        )
         legacy = f", {result.legacy_entries} legacy unkeyed" if result.legacy_entries else ""
         print(f"audit log intact: {result.entries} entries{legacy}{anchored}")
         return 0
-    print(f"audit log TAMPERED: entry {result.first_bad_seq}: {result.problem} "
-          f"({result.entries} entries verified before it)")
+    print(
+        f"audit log TAMPERED: entry {result.first_bad_seq}: {result.problem} "
+        f"({result.entries} entries verified before it)"
+    )
     return 1
 
 
@@ -99,9 +106,13 @@ def cmd_account(args: argparse.Namespace) -> int:
             what = "reopened: new documents are accepted" if changed else "was not closed"
     finally:
         rules.close()
-    open_audit_log(settings).append(actor=f"cli:{getpass.getuser()}", role="operator",
-                                    action=f"account_{args.account_command}", patient_id=patient,
-                                    reason=args.why)
+    open_audit_log(settings).append(
+        actor=f"cli:{getpass.getuser()}",
+        role="operator",
+        action=f"account_{args.account_command}",
+        patient_id=patient,
+        reason=args.why,
+    )
     print(f"{patient}: {what}")
     return 0
 
@@ -144,9 +155,12 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     au = sub.add_parser("audit", help="the access audit log")
     au_sub = au.add_subparsers(dest="audit_command", required=True)
     ve = au_sub.add_parser("verify", help="check the hash chain (exit 1 when tampered with)")
-    ve.add_argument("--accept-legacy", action="store_true",
-                    help="accept unkeyed entries written before keyed ones existed (a log from an "
-                         "older Carnet); anyone can write such entries")
+    ve.add_argument(
+        "--accept-legacy",
+        action="store_true",
+        help="accept unkeyed entries written before keyed ones existed (a log from an "
+        "older Carnet); anyone can write such entries",
+    )
     ve.set_defaults(func=cmd_audit_verify)
     an = au_sub.add_parser("anchor", help="write the chain's head to the object store (run it from cron)")
     an.set_defaults(func=cmd_audit_anchor)
@@ -161,10 +175,11 @@ def register_account(sub: argparse._SubParsersAction) -> None:  # type: ignore[t
     """``carnet account oppose|reopen|status PATIENT_ID``: closed accounts and oppositions."""
     ac = sub.add_parser("account", help="a patient's opposition, or reopening a closed account")
     ac_sub = ac.add_subparsers(dest="account_command", required=True)
-    for name, text in (("oppose", "record the patient's opposition: new documents are refused"),
-                       ("reopen", "accept documents again for a closed account or an opposition "
-                                  "(at the patient's request)"),
-                       ("status", "open, account_closed or opposition")):
+    for name, text in (
+        ("oppose", "record the patient's opposition: new documents are refused"),
+        ("reopen", "accept documents again for a closed account or an opposition (at the patient's request)"),
+        ("status", "open, account_closed or opposition"),
+    ):
         p = ac_sub.add_parser(name, help=text)
         p.add_argument("patient_id", metavar="PATIENT_ID")
         p.add_argument("--why", help="the patient's request, for the audit log")

@@ -46,14 +46,23 @@ from pipeline.state.opening import engine_of, open_state
 from pipeline.store import DocumentStore, QuarantineRecord, open_store, sha256_hex
 
 __all__ = [
-    "KEY_BYTES", "MAGIC", "NONCE_BYTES", "EncryptedStore", "KeyRing", "LocalKeyWrapper",
-    "decode_master_key", "load_master_key", "open_encrypted_store", "open_keyring",
+    "KEY_BYTES",
+    "MAGIC",
+    "NONCE_BYTES",
+    "EncryptedStore",
+    "KeyRing",
+    "LocalKeyWrapper",
+    "decode_master_key",
+    "load_master_key",
+    "open_encrypted_store",
+    "open_keyring",
 ]
 
 log = logging.getLogger(__name__)
 
 MAGIC = b"CNE1"  # Carnet encrypted object, format 1
 _CHECK_LABEL = "check"
+
 
 def _patient_label(patient_id: str) -> str:
     return f"patient:{patient_id}"
@@ -103,7 +112,8 @@ class KeyRing:
         if kind != wrapper.kind:
             raise ConfigurationError(
                 f"the keyring in {self.where} holds keys wrapped by a {kind} master key, but the "
-                f"settings give a {wrapper.kind} one (CARNET_KMS_KEY_ID / CARNET_MASTER_KEY)")
+                f"settings give a {wrapper.kind} one (CARNET_KMS_KEY_ID / CARNET_MASTER_KEY)"
+            )
         # Fail at open, not on the first read: a wrong key must not look like data loss.
         try:
             wrapper.unwrap(meta["check"], _CHECK_LABEL)
@@ -113,8 +123,12 @@ class KeyRing:
     def _meta(self) -> dict[str, bytes]:
         m = t.keyring_meta.c
         with self._engine.connect() as conn:
-            return {str(name): bytes(value) for name, value in conn.execute(
-                select(m.name, m.value).where(m.name.in_(("wrapper", "check"))))}
+            return {
+                str(name): bytes(value)
+                for name, value in conn.execute(
+                    select(m.name, m.value).where(m.name.in_(("wrapper", "check")))
+                )
+            }
 
     def __repr__(self) -> str:
         return f"KeyRing({self.where!r}, {self.wrapper!r})"
@@ -135,8 +149,16 @@ class KeyRing:
                     if row is None:
                         conn.execute(t.keyring_objects.delete().where(o.sha256 == sha256))
                     else:
-                        upsert(conn, t.keyring_objects, {"sha256": sha256, "cipher_sha256": row[0],
-                                                         "owner": row[1], "wrapped_key": row[2]})
+                        upsert(
+                            conn,
+                            t.keyring_objects,
+                            {
+                                "sha256": sha256,
+                                "cipher_sha256": row[0],
+                                "owner": row[1],
+                                "wrapped_key": row[2],
+                            },
+                        )
             self._uncommitted.clear()
 
     def _scalar(self, query: Executable) -> Any:
@@ -152,8 +174,15 @@ class KeyRing:
             return key
         key, wrapped = self.wrapper.generate(_patient_label(patient_id))
         with self._engine.begin() as conn:
-            created = insert_new(conn, t.patient_keys, {"patient_id": patient_id, "wrapped": wrapped,
-                                                        "created_at": dt.datetime.now(dt.UTC).isoformat()})
+            created = insert_new(
+                conn,
+                t.patient_keys,
+                {
+                    "patient_id": patient_id,
+                    "wrapped": wrapped,
+                    "created_at": dt.datetime.now(dt.UTC).isoformat(),
+                },
+            )
         if created:
             return key
         # Another process gave the patient a key first: theirs is the one.
@@ -175,8 +204,12 @@ class KeyRing:
     def destroy_patient_key(self, patient_id: str) -> bool:
         """Crypto-shredding: forget the patient's data key; False when there was none."""
         with self._engine.begin() as conn:
-            removed = conn.execute(t.patient_keys.delete()
-                                   .where(t.patient_keys.c.patient_id == patient_id)).rowcount > 0
+            removed = (
+                conn.execute(
+                    t.patient_keys.delete().where(t.patient_keys.c.patient_id == patient_id)
+                ).rowcount
+                > 0
+            )
         self.wrapper.forget(_patient_label(patient_id))  # and this process's opened copy
         return removed
 
@@ -207,25 +240,36 @@ class KeyRing:
         moved = 0
         self.commit()
         with self._engine.begin() as conn:
-            for name, value in conn.execute(select(m.name, m.value)
-                                            .where((m.name == "check") | m.name.like("named:%"))).all():
-                conn.execute(t.keyring_meta.update().where(m.name == name)
-                             .values(value=target.wrap(self.wrapper.unwrap(bytes(value), name), name)))
+            for name, value in conn.execute(
+                select(m.name, m.value).where((m.name == "check") | m.name.like("named:%"))
+            ).all():
+                conn.execute(
+                    t.keyring_meta.update()
+                    .where(m.name == name)
+                    .values(value=target.wrap(self.wrapper.unwrap(bytes(value), name), name))
+                )
                 moved += 1
             for patient_id, wrapped in conn.execute(select(k.patient_id, k.wrapped)).all():
                 label = _patient_label(patient_id)
-                conn.execute(t.patient_keys.update().where(k.patient_id == patient_id)
-                             .values(wrapped=target.wrap(self.wrapper.unwrap(bytes(wrapped), label), label)))
+                conn.execute(
+                    t.patient_keys.update()
+                    .where(k.patient_id == patient_id)
+                    .values(wrapped=target.wrap(self.wrapper.unwrap(bytes(wrapped), label), label))
+                )
                 moved += 1
-            for sha, wrapped in conn.execute(select(o.sha256, o.wrapped_key)
-                                             .where(o.wrapped_key.is_not(None))).all():
+            for sha, wrapped in conn.execute(
+                select(o.sha256, o.wrapped_key).where(o.wrapped_key.is_not(None))
+            ).all():
                 label = _object_label(sha)
-                conn.execute(t.keyring_objects.update().where(o.sha256 == sha)
-                             .values(wrapped_key=target.wrap(self.wrapper.unwrap(bytes(wrapped), label),
-                                                             label)))
+                conn.execute(
+                    t.keyring_objects.update()
+                    .where(o.sha256 == sha)
+                    .values(wrapped_key=target.wrap(self.wrapper.unwrap(bytes(wrapped), label), label))
+                )
                 moved += 1
-            conn.execute(t.keyring_meta.update().where(m.name == "wrapper")
-                         .values(value=target.kind.encode()))
+            conn.execute(
+                t.keyring_meta.update().where(m.name == "wrapper").values(value=target.kind.encode())
+            )
         self.wrapper = target
         return moved
 
@@ -245,8 +289,9 @@ class KeyRing:
                 return self._uncommitted[sha256]
         o = t.keyring_objects.c
         with self._engine.connect() as conn:
-            row = conn.execute(select(o.cipher_sha256, o.owner, o.wrapped_key)
-                               .where(o.sha256 == sha256)).first()
+            row = conn.execute(
+                select(o.cipher_sha256, o.owner, o.wrapped_key).where(o.sha256 == sha256)
+            ).first()
         if row is None:
             return None
         return str(row[0]), row[1], bytes(row[2]) if row[2] is not None else None
@@ -267,8 +312,9 @@ class KeyRing:
         self.commit()
         o = t.keyring_objects.c
         with self._engine.connect() as conn:
-            return list(conn.execute(select(o.sha256).where(o.owner == patient_id).order_by(o.sha256))
-                        .scalars())
+            return list(
+                conn.execute(select(o.sha256).where(o.owner == patient_id).order_by(o.sha256)).scalars()
+            )
 
     def hashes(self) -> list[str]:
         self.commit()
@@ -371,7 +417,7 @@ class EncryptedStore:
             raise KeyError(sha256)
         key = self._key_for(sha256, owner, wrapped)
         try:
-            return unseal(key, sealed[len(MAGIC):], sha256.encode())
+            return unseal(key, sealed[len(MAGIC) :], sha256.encode())
         except InvalidTag:
             log.error("stored object %s fails authentication (corrupted or substituted)", sha256)
             raise KeyError(sha256) from None
@@ -505,6 +551,7 @@ def open_encrypted_store(settings: Settings, *, commit_on_sync: bool = False) ->
     :class:`EncryptedStore`.
     """
     wrapper = open_key_wrapper(settings)
-    base = open_store(settings.effective_store_url, endpoint_url=settings.s3_endpoint_url,
-                      region=settings.s3_region)
+    base = open_store(
+        settings.effective_store_url, endpoint_url=settings.s3_endpoint_url, region=settings.s3_region
+    )
     return EncryptedStore(base, open_keyring(settings, wrapper), commit_on_sync=commit_on_sync)

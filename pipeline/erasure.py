@@ -63,9 +63,15 @@ def _indexed_content(index: DocumentIndex, patient_id: str) -> set[str]:
     shas: set[str] = set()
     offset = 0
     while True:
-        result = index.search(SearchQuery(patient_id=patient_id, include_superseded=True,
-                                          include_withdrawn=True,
-                                          limit=_PAGE, offset=offset))
+        result = index.search(
+            SearchQuery(
+                patient_id=patient_id,
+                include_superseded=True,
+                include_withdrawn=True,
+                limit=_PAGE,
+                offset=offset,
+            )
+        )
         for hit in result.hits:
             record = index.get(patient_id, hit.doc_id)
             if record is not None:
@@ -104,8 +110,16 @@ def _names_patient(store: DocumentStore, q: QuarantineRecord, patient_id: str, r
 
 
 def erase_patient_from(
-    patient_id: str, *, index: DocumentIndex, store: KeyedStore, rules: AccessRules,
-    audit: AuditLog, ledger: Ledger, ref_key: bytes, actor: str, role: str = "operator",
+    patient_id: str,
+    *,
+    index: DocumentIndex,
+    store: KeyedStore,
+    rules: AccessRules,
+    audit: AuditLog,
+    ledger: Ledger,
+    ref_key: bytes,
+    actor: str,
+    role: str = "operator",
     now: dt.datetime | None = None,
 ) -> ErasureReceipt:
     """Erase with already opened backends (the API holds them open; the CLI opens them)."""
@@ -134,22 +148,43 @@ def erase_patient_from(
     key_destroyed = store.destroy_patient_key(patient_id)
     ledger_rows = ledger.forget_patient(patient_id, shas)
 
-    entry = audit.append(actor=actor, role=role, action="erase", patient_id=patient_id,
-                         doc_ids=doc_ids, reason="account erasure", at=at)
+    entry = audit.append(
+        actor=actor,
+        role=role,
+        action="erase",
+        patient_id=patient_id,
+        doc_ids=doc_ids,
+        reason="account erasure",
+        at=at,
+    )
     head = audit.anchor()
     rules.purge_old_versions()
-    log.info("erased a patient's record: %d documents, %d objects, %d quarantine records",
-             len(doc_ids), removed_objects, len(quarantined))
+    log.info(
+        "erased a patient's record: %d documents, %d objects, %d quarantine records",
+        len(doc_ids),
+        removed_objects,
+        len(quarantined),
+    )
     return ErasureReceipt(
-        patient_id=patient_id, erased_at=at, actor=actor, documents=len(doc_ids),
-        doc_ids=tuple(doc_ids), objects=removed_objects, quarantine_records=len(quarantined),
-        access_rules=rules_removed, ledger_outcomes=ledger_rows, key_destroyed=key_destroyed,
-        account_closed=True, audit_seq=entry.seq, audit_head=head,
+        patient_id=patient_id,
+        erased_at=at,
+        actor=actor,
+        documents=len(doc_ids),
+        doc_ids=tuple(doc_ids),
+        objects=removed_objects,
+        quarantine_records=len(quarantined),
+        access_rules=rules_removed,
+        ledger_outcomes=ledger_rows,
+        key_destroyed=key_destroyed,
+        account_closed=True,
+        audit_seq=entry.seq,
+        audit_head=head,
     )
 
 
-def erase_patient(settings: Settings, patient_id: str, *, actor: str,
-                  role: str = "operator") -> ErasureReceipt:
+def erase_patient(
+    settings: Settings, patient_id: str, *, actor: str, role: str = "operator"
+) -> ErasureReceipt:
     """Erase ``patient_id`` from this install (index, store, quarantine, rules, ledger, key)."""
     from pipeline.crypto import open_encrypted_store
 
@@ -159,9 +194,17 @@ def erase_patient(settings: Settings, patient_id: str, *, actor: str,
     audit = open_audit_log(settings)
     ledger = Ledger(settings)
     try:
-        return erase_patient_from(patient_id, index=index, store=store, rules=rules,
-                                  audit=audit, ledger=ledger,
-                                  ref_key=patient_ref_key(settings), actor=actor, role=role)
+        return erase_patient_from(
+            patient_id,
+            index=index,
+            store=store,
+            rules=rules,
+            audit=audit,
+            ledger=ledger,
+            ref_key=patient_ref_key(settings),
+            actor=actor,
+            role=role,
+        )
     finally:
         ledger.close()
         audit.close()

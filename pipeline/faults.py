@@ -27,8 +27,14 @@ from collections import Counter
 from pipeline.errors import ConfigurationError
 
 FAULT_POINTS = (
-    "before_journal", "after_journal", "after_index_write", "after_supersede",
-    "before_ledger_record", "after_ledger_record", "before_ack", "after_ack",
+    "before_journal",
+    "after_journal",
+    "after_index_write",
+    "after_supersede",
+    "before_ledger_record",
+    "after_ledger_record",
+    "before_ack",
+    "after_ack",
 )
 
 
@@ -38,7 +44,8 @@ def check_fault_point(name: str | None) -> str | None:
         point, _, nth = name.partition(":")
         if point not in FAULT_POINTS or not (nth.isdigit() or nth == ""):
             raise ConfigurationError(
-                f"unknown CARNET_FAULT_POINT {name!r} (one of {', '.join(FAULT_POINTS)}, optionally :N)")
+                f"unknown CARNET_FAULT_POINT {name!r} (one of {', '.join(FAULT_POINTS)}, optionally :N)"
+            )
     return name
 
 

@@ -171,7 +171,7 @@ def find_printed_identifiers(text: str) -> list[PrintedIns]:
             continue
         before = fold(" ".join(text[max(0, m.start() - 4 * _LABEL_WINDOW) : m.start()].split()))
         # A space stands for the whitespace run just before the number, as in the text.
-        label_window = (before + (" " if m.start() and text[m.start() - 1].isspace() else ""))
+        label_window = before + (" " if m.start() and text[m.start() - 1].isspace() else "")
         label_window = label_window[-_LABEL_WINDOW:]
         if _LABEL.search(label_window) is None:
             previous_end = m.end()
@@ -246,35 +246,71 @@ def identify_patient(doc: ParsedDocument) -> IdentityResult:
     valid_printed = [p for p in printed if is_valid_ins(p)]
 
     if len(set(valid_structured)) > 1:
-        return IdentityResult(None, (Problem(code=Reason.IDENTITY_CONFLICT,
-            message=f"the source gives {len(set(valid_structured))} different INS"),))
+        return IdentityResult(
+            None,
+            (
+                Problem(
+                    code=Reason.IDENTITY_CONFLICT,
+                    message=f"the source gives {len(set(valid_structured))} different INS",
+                ),
+            ),
+        )
     if valid_structured:
         ins = valid_structured[0]
         others = [p for p in valid_printed if p != ins]
         if others:
-            return IdentityResult(None, (Problem(code=Reason.IDENTITY_CONFLICT,
-                message="structured INS and INS printed in the document disagree"),))
+            return IdentityResult(
+                None,
+                (
+                    Problem(
+                        code=Reason.IDENTITY_CONFLICT,
+                        message="structured INS and INS printed in the document disagree",
+                    ),
+                ),
+            )
         return IdentityResult(ins, evidence=IdentitySource.STRUCTURED)
     if structured:
         # A structured INS with a bad key is never overridden by printed text.
-        return IdentityResult(None, (Problem(code=Reason.INVALID_INS_KEY,
-            message="the INS given in the structured patient identifier fails its key check"),))
+        return IdentityResult(
+            None,
+            (
+                Problem(
+                    code=Reason.INVALID_INS_KEY,
+                    message="the INS given in the structured patient identifier fails its key check",
+                ),
+            ),
+        )
     if len(set(valid_printed)) > 1:
-        return IdentityResult(None, (Problem(code=Reason.IDENTITY_CONFLICT,
-            message="the document prints several different INS"),))
+        return IdentityResult(
+            None,
+            (Problem(code=Reason.IDENTITY_CONFLICT, message="the document prints several different INS"),),
+        )
     if valid_printed:
         return IdentityResult(valid_printed[0], evidence=IdentitySource.PRINTED)
     if printed:
-        return IdentityResult(None, (Problem(code=Reason.INVALID_INS_KEY,
-            message="the INS printed in the document fails its key check"),))
+        return IdentityResult(
+            None,
+            (
+                Problem(
+                    code=Reason.INVALID_INS_KEY, message="the INS printed in the document fails its key check"
+                ),
+            ),
+        )
     if identifiers:
         # The insured person (a parent, for a child's document) need not be the patient.
-        return IdentityResult(None, (Problem(code=Reason.MISSING_INS,
-            message="only the insured person's number (assuré, ouvrant droit) is printed, "
-                    "and it need not be the patient's"),))
-    return IdentityResult(None, (Problem(code=Reason.MISSING_INS,
-        message="no INS found in structured fields or in the text"),))
-
+        return IdentityResult(
+            None,
+            (
+                Problem(
+                    code=Reason.MISSING_INS,
+                    message="only the insured person's number (assuré, ouvrant droit) is printed, "
+                    "and it need not be the patient's",
+                ),
+            ),
+        )
+    return IdentityResult(
+        None, (Problem(code=Reason.MISSING_INS, message="no INS found in structured fields or in the text"),)
+    )
 
 
 def identify_in_record(doc: ParsedDocument, patient_id: str) -> IdentityResult:
@@ -289,8 +325,15 @@ def identify_in_record(doc: ParsedDocument, patient_id: str) -> IdentityResult:
     """
     found = identify_patient(doc)
     if found.patient_id is not None and found.patient_id != patient_id:
-        return IdentityResult(None, (Problem(code=Reason.IDENTITY_CONFLICT,
-            message="the document names another patient (INS) than the record it is added to"),))
+        return IdentityResult(
+            None,
+            (
+                Problem(
+                    code=Reason.IDENTITY_CONFLICT,
+                    message="the document names another patient (INS) than the record it is added to",
+                ),
+            ),
+        )
     if found.patient_id is None and all(p.code is Reason.MISSING_INS for p in found.problems):
         return IdentityResult(patient_id, evidence=IdentitySource.DECLARED_BY_PATIENT)
     return found

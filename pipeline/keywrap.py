@@ -108,8 +108,11 @@ def load_master_key(settings: Settings) -> bytes:
         return decode_master_key(settings.master_key)
     path = settings.data_dir / MASTER_KEY_FILE
     if not _warned_default_key:
-        log.warning("no master key configured (CARNET_MASTER_KEY or CARNET_KMS_KEY_ID): using the "
-                    "per-install key file %s; production must supply its own key", path)
+        log.warning(
+            "no master key configured (CARNET_MASTER_KEY or CARNET_KMS_KEY_ID): using the "
+            "per-install key file %s; production must supply its own key",
+            path,
+        )
         _warned_default_key = True
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -163,8 +166,7 @@ class KeyCache:
     with the old one. ``ttl_s`` or ``max_entries`` at 0 turns caching off.
     """
 
-    def __init__(self, ttl_s: float, max_entries: int,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, ttl_s: float, max_entries: int, clock: Callable[[], float] = time.monotonic) -> None:
         self.ttl_s = ttl_s
         self.max_entries = max_entries
         self._clock = clock
@@ -217,8 +219,14 @@ def encryption_context(label: str) -> dict[str, str]:
 
 
 # Answers meaning the service is there but failing or overloaded (after boto3's retries).
-_TRANSIENT = {"ThrottlingException", "KMSInternalException", "DependencyTimeoutException",
-              "LimitExceededException", "ServiceUnavailableException", "InternalFailure"}
+_TRANSIENT = {
+    "ThrottlingException",
+    "KMSInternalException",
+    "DependencyTimeoutException",
+    "LimitExceededException",
+    "ServiceUnavailableException",
+    "InternalFailure",
+}
 # Answers meaning this ciphertext does not open with this key and context.
 _DOES_NOT_OPEN = {"InvalidCiphertextException", "IncorrectKeyException"}
 
@@ -232,8 +240,15 @@ class KmsKeyWrapper:
 
     kind = "kms"
 
-    def __init__(self, key_id: str, *, endpoint_url: str | None = None, region: str | None = None,
-                 cache: KeyCache | None = None, timeout_s: float = 5.0) -> None:
+    def __init__(
+        self,
+        key_id: str,
+        *,
+        endpoint_url: str | None = None,
+        region: str | None = None,
+        cache: KeyCache | None = None,
+        timeout_s: float = 5.0,
+    ) -> None:
         import boto3
         from botocore.config import Config
 
@@ -243,14 +258,16 @@ class KmsKeyWrapper:
         self._cache = cache if cache is not None else KeyCache(ttl_s=0, max_entries=0)
         config = Config(
             retries={"max_attempts": 3, "mode": "standard"},
-            connect_timeout=timeout_s, read_timeout=timeout_s,
+            connect_timeout=timeout_s,
+            read_timeout=timeout_s,
             # The endpoint comes from Carnet's settings only: boto3 must not pick up
             # AWS_ENDPOINT_URL (which may name the S3 server) on its own.
             ignore_configured_endpoint_urls=True,
         )
         # A session per client: boto3's default session is shared process-wide state.
         self._client: Any = boto3.session.Session().client(
-            "kms", endpoint_url=endpoint_url, region_name=region, config=config)
+            "kms", endpoint_url=endpoint_url, region_name=region, config=config
+        )
 
     def __repr__(self) -> str:
         return f"KmsKeyWrapper({self.key_id!r}, endpoint_url={self.endpoint_url!r})"
@@ -268,22 +285,27 @@ class KmsKeyWrapper:
             if code in _DOES_NOT_OPEN:
                 raise ConfigurationError(
                     f"a wrapped key does not open with the KMS key {self.key_id} "
-                    f"(another key, or a key bound to another patient or object)") from None
+                    f"(another key, or a key bound to another patient or object)"
+                ) from None
             if code in _TRANSIENT:
                 raise BackendUnavailable(
-                    f"KMS {operation} failed at {self._where}: {code} {message}") from None
+                    f"KMS {operation} failed at {self._where}: {code} {message}"
+                ) from None
             raise ConfigurationError(
-                f"KMS {operation} refused for key {self.key_id} at {self._where}: {code} {message}") from None
+                f"KMS {operation} refused for key {self.key_id} at {self._where}: {code} {message}"
+            ) from None
         except NoCredentialsError:
-            raise ConfigurationError(f"no AWS credentials for the KMS at {self._where} "
-                                     "(AWS_ACCESS_KEY_ID… or a profile)") from None
+            raise ConfigurationError(
+                f"no AWS credentials for the KMS at {self._where} (AWS_ACCESS_KEY_ID… or a profile)"
+            ) from None
         except BotoCoreError as exc:  # connection refused, DNS, timeouts
             raise BackendUnavailable(f"KMS unreachable at {self._where}: {_one_line(exc)}") from None
 
     def generate(self, label: str) -> tuple[bytes, bytes]:
         with self._translated("GenerateDataKey"):
             answer = self._client.generate_data_key(
-                KeyId=self.key_id, KeySpec="AES_256", EncryptionContext=encryption_context(label))
+                KeyId=self.key_id, KeySpec="AES_256", EncryptionContext=encryption_context(label)
+            )
         key, wrapped = bytes(answer["Plaintext"]), bytes(answer["CiphertextBlob"])
         if len(key) != KEY_BYTES:
             raise ConfigurationError(f"KMS GenerateDataKey returned a {len(key)}-byte key, not {KEY_BYTES}")
@@ -296,16 +318,18 @@ class KmsKeyWrapper:
             return key
         with self._translated("Decrypt"):
             # KeyId too: KMS then refuses a ciphertext made under any other key.
-            answer = self._client.decrypt(CiphertextBlob=wrapped, KeyId=self.key_id,
-                                          EncryptionContext=encryption_context(label))
+            answer = self._client.decrypt(
+                CiphertextBlob=wrapped, KeyId=self.key_id, EncryptionContext=encryption_context(label)
+            )
         key = bytes(answer["Plaintext"])
         self._cache.put(label, wrapped, key)
         return key
 
     def wrap(self, key: bytes, label: str) -> bytes:
         with self._translated("Encrypt"):
-            answer = self._client.encrypt(KeyId=self.key_id, Plaintext=key,
-                                          EncryptionContext=encryption_context(label))
+            answer = self._client.encrypt(
+                KeyId=self.key_id, Plaintext=key, EncryptionContext=encryption_context(label)
+            )
         return bytes(answer["CiphertextBlob"])
 
     def forget(self, label: str) -> None:
@@ -316,9 +340,12 @@ def kms_key_wrapper(settings: Settings) -> KmsKeyWrapper:
     """The wrapper of the KMS key the settings name (``ConfigurationError`` when none)."""
     if not settings.kms_key_id:
         raise ConfigurationError("no KMS key configured (CARNET_KMS_KEY_ID)")
-    return KmsKeyWrapper(settings.kms_key_id, endpoint_url=settings.kms_endpoint_url,
-                         region=settings.kms_region,
-                         cache=KeyCache(settings.kms_cache_ttl_s, settings.kms_cache_size))
+    return KmsKeyWrapper(
+        settings.kms_key_id,
+        endpoint_url=settings.kms_endpoint_url,
+        region=settings.kms_region,
+        cache=KeyCache(settings.kms_cache_ttl_s, settings.kms_cache_size),
+    )
 
 
 def existing_local_key_wrapper(settings: Settings) -> LocalKeyWrapper:
@@ -335,7 +362,9 @@ def open_key_wrapper(settings: Settings) -> KeyWrapper:
     """The KMS wrapper when ``kms_key_id`` is set, else the local master key (file by default)."""
     if settings.kms_key_id:
         if settings.master_key:
-            raise ConfigurationError("both CARNET_KMS_KEY_ID and CARNET_MASTER_KEY are set: "
-                                     "the master key is either in the KMS or local, choose one")
+            raise ConfigurationError(
+                "both CARNET_KMS_KEY_ID and CARNET_MASTER_KEY are set: "
+                "the master key is either in the KMS or local, choose one"
+            )
         return kms_key_wrapper(settings)
     return LocalKeyWrapper(load_master_key(settings))

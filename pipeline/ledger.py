@@ -111,7 +111,7 @@ def _now() -> str:
 def _chunks(values: Iterable[str]) -> Iterator[list[str]]:
     wanted = list(dict.fromkeys(values))
     for i in range(0, len(wanted), _CHUNK):
-        yield wanted[i:i + _CHUNK]
+        yield wanted[i : i + _CHUNK]
 
 
 class Ledger:
@@ -143,8 +143,10 @@ class Ledger:
         with held(self._engine, "run", exclusive=exclusive, wait_s=0) as got:
             if not got:
                 where = self._engine.url.render_as_string(hide_password=True)
-                raise RunInProgress(f"another {kind} or replay is running on this state database "
-                                    f"({where}); try again once it has finished")
+                raise RunInProgress(
+                    f"another {kind} or replay is running on this state database "
+                    f"({where}); try again once it has finished"
+                )
             yield
 
     @contextmanager
@@ -158,19 +160,29 @@ class Ledger:
 
     # -- the flush journal -----------------------------------------------------------------
 
-    def journal_flush(self, run_id: str, index_key: str, batch: str | None, writes: str,
-                      outcomes: Iterable[Outcome]) -> str:
+    def journal_flush(
+        self, run_id: str, index_key: str, batch: str | None, writes: str, outcomes: Iterable[Outcome]
+    ) -> str:
         """Record what a flush is about to write (state ``intended``); return its id."""
         flush_id = uuid.uuid4().hex
         with self._engine.begin() as conn:
-            conn.execute(flushes.insert().values(
-                flush_id=flush_id, run_id=run_id, index_key=index_key, batch=batch, state="intended",
-                created_at=_now(), writes=writes,
-                outcomes=json.dumps([o.model_dump(mode="json") for o in outcomes], ensure_ascii=False)))
+            conn.execute(
+                flushes.insert().values(
+                    flush_id=flush_id,
+                    run_id=run_id,
+                    index_key=index_key,
+                    batch=batch,
+                    state="intended",
+                    created_at=_now(),
+                    writes=writes,
+                    outcomes=json.dumps([o.model_dump(mode="json") for o in outcomes], ensure_ascii=False),
+                )
+            )
         return flush_id
 
-    def complete_flush(self, flush_id: str, run_id: str, batch: str | None,
-                       outcomes: Iterable[Outcome]) -> bool:
+    def complete_flush(
+        self, flush_id: str, run_id: str, batch: str | None, outcomes: Iterable[Outcome]
+    ) -> bool:
         """Record a flush's final outcomes, mark it done and count it in its index's
         generation (``flush_generation``), in one transaction.
 
@@ -178,9 +190,11 @@ class Ledger:
         """
         with self._engine.begin() as conn:
             done = conn.execute(
-                update(flushes).where(flushes.c.flush_id == flush_id, flushes.c.state == "intended")
+                update(flushes)
+                .where(flushes.c.flush_id == flush_id, flushes.c.state == "intended")
                 .values(state="done", finished_at=_now(), writes="", outcomes="[]")
-                .returning(flushes.c.index_key)).first()
+                .returning(flushes.c.index_key)
+            ).first()
             if done is None:
                 return False
             self._insert_outcomes(conn, run_id, batch, outcomes)
@@ -190,52 +204,88 @@ class Ledger:
     @staticmethod
     def _next_generation(conn: Connection, index_key: str) -> None:
         stmt = insert_statement(conn, flush_generations).values(index_key=index_key, generation=1)
-        conn.execute(stmt.on_conflict_do_update(
-            index_elements=["index_key"], set_={"generation": flush_generations.c.generation + 1}))
+        conn.execute(
+            stmt.on_conflict_do_update(
+                index_elements=["index_key"], set_={"generation": flush_generations.c.generation + 1}
+            )
+        )
 
     def flush_generation(self, index_key: str) -> int:
         """How many flushes into ``index_key`` are done, by any process: it grows with
         every commit, so a run can tell whether the index changed under it since it last
         looked (one row read, however long the journal)."""
         with self._engine.begin() as conn:
-            return conn.execute(select(flush_generations.c.generation).where(
-                flush_generations.c.index_key == index_key)).scalar_one_or_none() or 0
+            return (
+                conn.execute(
+                    select(flush_generations.c.generation).where(flush_generations.c.index_key == index_key)
+                ).scalar_one_or_none()
+                or 0
+            )
 
     def unfinished_flushes(self, index_key: str) -> list[JournaledFlush]:
         with self._engine.begin() as conn:
             rows = conn.execute(
-                select(flushes.c.flush_id, flushes.c.run_id, flushes.c.batch, flushes.c.writes,
-                       flushes.c.outcomes)
+                select(
+                    flushes.c.flush_id,
+                    flushes.c.run_id,
+                    flushes.c.batch,
+                    flushes.c.writes,
+                    flushes.c.outcomes,
+                )
                 .where(flushes.c.index_key == index_key, flushes.c.state == "intended")
-                .order_by(flushes.c.created_at, flushes.c.flush_id)).all()
-        return [JournaledFlush(flush_id=f, run_id=r, batch=b, writes=w,
-                               outcomes=tuple(Outcome.model_validate(o) for o in json.loads(js)))
-                for f, r, b, w, js in rows]
+                .order_by(flushes.c.created_at, flushes.c.flush_id)
+            ).all()
+        return [
+            JournaledFlush(
+                flush_id=f,
+                run_id=r,
+                batch=b,
+                writes=w,
+                outcomes=tuple(Outcome.model_validate(o) for o in json.loads(js)),
+            )
+            for f, r, b, w, js in rows
+        ]
 
     def unreported_accepted(self, run_id: str) -> dict[tuple[str, str], Unreported]:
         """(source, doc id) → outcome of documents accepted by runs that never wrote their
         report or acknowledgement (killed) and that no rerun has taken over yet."""
         with self._engine.begin() as conn:
             rows = conn.execute(
-                select(outcomes.c.source, outcomes.c.doc_id, outcomes.c.status, outcomes.c.run_id,
-                       outcomes.c.line)
+                select(
+                    outcomes.c.source,
+                    outcomes.c.doc_id,
+                    outcomes.c.status,
+                    outcomes.c.run_id,
+                    outcomes.c.line,
+                )
                 .join(runs, runs.c.run_id == outcomes.c.run_id)
-                .where(runs.c.reported_at.is_(None), runs.c.taken_over_by.is_(None),
-                       runs.c.run_id != run_id, outcomes.c.status.in_(_ACCEPTED),
-                       outcomes.c.doc_id.is_not(None))).all()
-        return {(src, doc): Unreported(status=Status(st), run_id=run,
-                                       reasons=tuple(json.loads(line).get("reasons") or ()))
-                for src, doc, st, run, line in rows}
+                .where(
+                    runs.c.reported_at.is_(None),
+                    runs.c.taken_over_by.is_(None),
+                    runs.c.run_id != run_id,
+                    outcomes.c.status.in_(_ACCEPTED),
+                    outcomes.c.doc_id.is_not(None),
+                )
+            ).all()
+        return {
+            (src, doc): Unreported(
+                status=Status(st), run_id=run, reasons=tuple(json.loads(line).get("reasons") or ())
+            )
+            for src, doc, st, run, line in rows
+        }
 
     def was_rejected(self, sources: Iterable[str]) -> set[str]:
         """Which of ``sources`` have a rejected outcome on record (may be in quarantine)."""
         found: set[str] = set()
         with self._engine.begin() as conn:
             for chunk in _chunks(sources):
-                found.update(conn.execute(
-                    select(outcomes.c.source).distinct()
-                    .where(outcomes.c.status == Status.REJECTED.value, outcomes.c.source.in_(chunk))
-                ).scalars())
+                found.update(
+                    conn.execute(
+                        select(outcomes.c.source)
+                        .distinct()
+                        .where(outcomes.c.status == Status.REJECTED.value, outcomes.c.source.in_(chunk))
+                    ).scalars()
+                )
         return found
 
     def start_run(self, kind: str, detail: str = "") -> str:
@@ -249,35 +299,62 @@ class Ledger:
             self._insert_outcomes(conn, run_id, batch, outcomes)
 
     @staticmethod
-    def _insert_outcomes(conn: Connection, run_id: str, batch: str | None,
-                         items: Iterable[Outcome]) -> None:
+    def _insert_outcomes(conn: Connection, run_id: str, batch: str | None, items: Iterable[Outcome]) -> None:
         rows = list(items)
         if not rows:
             return
-        start = conn.execute(select(func.coalesce(func.max(outcomes.c.seq), 0))
-                             .where(outcomes.c.run_id == run_id)).scalar_one()
-        conn.execute(outcomes.insert(), [
-            dict(run_id=run_id, seq=start + i + 1, source=o.source, producer=o.producer, batch=batch,
-                 status=o.status.value, doc_id=o.doc_id, patient_id=o.patient_id,
-                 reasons=json.dumps([r.code.value for r in o.reasons]),
-                 line=json.dumps(o.report_line(), ensure_ascii=False))
-            for i, o in enumerate(rows)])
+        start = conn.execute(
+            select(func.coalesce(func.max(outcomes.c.seq), 0)).where(outcomes.c.run_id == run_id)
+        ).scalar_one()
+        conn.execute(
+            outcomes.insert(),
+            [
+                dict(
+                    run_id=run_id,
+                    seq=start + i + 1,
+                    source=o.source,
+                    producer=o.producer,
+                    batch=batch,
+                    status=o.status.value,
+                    doc_id=o.doc_id,
+                    patient_id=o.patient_id,
+                    reasons=json.dumps([r.code.value for r in o.reasons]),
+                    line=json.dumps(o.report_line(), ensure_ascii=False),
+                )
+                for i, o in enumerate(rows)
+            ],
+        )
 
-    def finish_run(self, run_id: str, metrics: dict[str, object], *, reported: bool = False,
-                   took_over: Iterable[str] = ()) -> None:
+    def finish_run(
+        self,
+        run_id: str,
+        metrics: dict[str, object],
+        *,
+        reported: bool = False,
+        took_over: Iterable[str] = (),
+    ) -> None:
         """The run is complete in the ledger; ``reported`` when nothing is left to write
         outside it. ``took_over``: unreported runs whose documents this run reported."""
         with self._engine.begin() as conn:
-            conn.execute(update(runs).where(runs.c.run_id == run_id).values(
-                finished_at=_now(), metrics=json.dumps(metrics, ensure_ascii=False),
-                reported_at=_now() if reported else None))
+            conn.execute(
+                update(runs)
+                .where(runs.c.run_id == run_id)
+                .values(
+                    finished_at=_now(),
+                    metrics=json.dumps(metrics, ensure_ascii=False),
+                    reported_at=_now() if reported else None,
+                )
+            )
             self._take_over(conn, run_id, took_over)
 
     @staticmethod
     def _take_over(conn: Connection, run_id: str, others: Iterable[str]) -> None:
         for other in others:
-            conn.execute(update(runs).where(runs.c.run_id == other, runs.c.reported_at.is_(None))
-                         .values(taken_over_by=run_id))
+            conn.execute(
+                update(runs)
+                .where(runs.c.run_id == other, runs.c.reported_at.is_(None))
+                .values(taken_over_by=run_id)
+            )
 
     def mark_reported(self, run_id: str) -> None:
         with self._engine.begin() as conn:
@@ -288,11 +365,19 @@ class Ledger:
         found: set[str] = set()
         with self._engine.begin() as conn:
             for chunk in _chunks(sources):
-                found.update(conn.execute(
-                    select(outcomes.c.run_id).distinct()
-                    .join(runs, runs.c.run_id == outcomes.c.run_id)
-                    .where(runs.c.reported_at.is_(None), runs.c.taken_over_by.is_(None),
-                           runs.c.run_id != run_id, outcomes.c.source.in_(chunk))).scalars())
+                found.update(
+                    conn.execute(
+                        select(outcomes.c.run_id)
+                        .distinct()
+                        .join(runs, runs.c.run_id == outcomes.c.run_id)
+                        .where(
+                            runs.c.reported_at.is_(None),
+                            runs.c.taken_over_by.is_(None),
+                            runs.c.run_id != run_id,
+                            outcomes.c.source.in_(chunk),
+                        )
+                    ).scalars()
+                )
         return found
 
     # -- batches ---------------------------------------------------------------------------
@@ -300,36 +385,73 @@ class Ledger:
     def batch_summary(self, feed_url: str, batch_key: str) -> str | None:
         """The stored summary JSON of a processed batch, or None when not processed yet."""
         with self._engine.begin() as conn:
-            return conn.execute(select(batches.c.summary).where(
-                batches.c.feed_url == feed_url, batches.c.batch_key == batch_key)).scalar()
+            return conn.execute(
+                select(batches.c.summary).where(
+                    batches.c.feed_url == feed_url, batches.c.batch_key == batch_key
+                )
+            ).scalar()
 
     def mark_batch(self, feed_url: str, batch_key: str, run_id: str, summary_json: str) -> None:
         """Record a batch as processed and acknowledged."""
         with self._engine.begin() as conn:
-            upsert(conn, batches, dict(feed_url=feed_url, batch_key=batch_key, run_id=run_id,
-                                       processed_at=_now(), summary=summary_json, ack=None,
-                                       acked_at=_now()))
+            upsert(
+                conn,
+                batches,
+                dict(
+                    feed_url=feed_url,
+                    batch_key=batch_key,
+                    run_id=run_id,
+                    processed_at=_now(),
+                    summary=summary_json,
+                    ack=None,
+                    acked_at=_now(),
+                ),
+            )
 
-    def record_batch(self, feed_url: str, batch_key: str, run_id: str, summary_json: str,
-                     ack: Mapping[str, bytes], metrics: dict[str, object], took_over: Iterable[str]
-                     ) -> None:
+    def record_batch(
+        self,
+        feed_url: str,
+        batch_key: str,
+        run_id: str,
+        summary_json: str,
+        ack: Mapping[str, bytes],
+        metrics: dict[str, object],
+        took_over: Iterable[str],
+    ) -> None:
         """The batch's decision, in one transaction: its run finished, its summary and the
         acknowledgement files to write (``pending_ack`` until ``mark_acknowledged``)."""
         with self._engine.begin() as conn:
-            conn.execute(update(runs).where(runs.c.run_id == run_id).values(
-                finished_at=_now(), metrics=json.dumps(metrics, ensure_ascii=False)))
+            conn.execute(
+                update(runs)
+                .where(runs.c.run_id == run_id)
+                .values(finished_at=_now(), metrics=json.dumps(metrics, ensure_ascii=False))
+            )
             self._take_over(conn, run_id, took_over)
-            upsert(conn, batches, dict(
-                feed_url=feed_url, batch_key=batch_key, run_id=run_id, processed_at=_now(),
-                summary=summary_json, acked_at=None,
-                ack=json.dumps({k: base64.b64encode(v).decode() for k, v in ack.items()})))
+            upsert(
+                conn,
+                batches,
+                dict(
+                    feed_url=feed_url,
+                    batch_key=batch_key,
+                    run_id=run_id,
+                    processed_at=_now(),
+                    summary=summary_json,
+                    acked_at=None,
+                    ack=json.dumps({k: base64.b64encode(v).decode() for k, v in ack.items()}),
+                ),
+            )
 
     def pending_ack(self, feed_url: str, batch_key: str) -> dict[str, bytes] | None:
         """The acknowledgement files of a decided batch not yet marked written, or None."""
         with self._engine.begin() as conn:
-            ack = conn.execute(select(batches.c.ack).where(
-                batches.c.feed_url == feed_url, batches.c.batch_key == batch_key,
-                batches.c.ack.is_not(None), batches.c.acked_at.is_(None))).scalar()
+            ack = conn.execute(
+                select(batches.c.ack).where(
+                    batches.c.feed_url == feed_url,
+                    batches.c.batch_key == batch_key,
+                    batches.c.ack.is_not(None),
+                    batches.c.acked_at.is_(None),
+                )
+            ).scalar()
         if ack is None:
             return None
         return {k: base64.b64decode(v) for k, v in json.loads(ack).items()}
@@ -337,29 +459,51 @@ class Ledger:
     def mark_acknowledged(self, feed_url: str, batch_key: str) -> None:
         with self._engine.begin() as conn:
             run_id = conn.execute(
-                update(batches).where(batches.c.feed_url == feed_url, batches.c.batch_key == batch_key)
-                .values(acked_at=_now()).returning(batches.c.run_id)).scalar()
+                update(batches)
+                .where(batches.c.feed_url == feed_url, batches.c.batch_key == batch_key)
+                .values(acked_at=_now())
+                .returning(batches.c.run_id)
+            ).scalar()
             if run_id is not None:
                 conn.execute(update(runs).where(runs.c.run_id == run_id).values(reported_at=_now()))
 
     def processed_batches(self, feed_url: str) -> set[str]:
         """Batches decided and acknowledged (one decided but not acknowledged is not)."""
         with self._engine.begin() as conn:
-            return set(conn.execute(select(batches.c.batch_key).where(
-                batches.c.feed_url == feed_url,
-                batches.c.ack.is_(None) | batches.c.acked_at.is_not(None))).scalars())
+            return set(
+                conn.execute(
+                    select(batches.c.batch_key).where(
+                        batches.c.feed_url == feed_url,
+                        batches.c.ack.is_(None) | batches.c.acked_at.is_not(None),
+                    )
+                ).scalars()
+            )
 
     # -- reading -----------------------------------------------------------------------------
 
     def recent_runs(self, limit: int = 20) -> list[RunRecord]:
         with self._engine.begin() as conn:
             rows = conn.execute(
-                select(runs.c.run_id, runs.c.kind, runs.c.detail, runs.c.started_at,
-                       runs.c.finished_at, runs.c.metrics)
-                .order_by(runs.c.started_at.desc()).limit(limit)).all()
+                select(
+                    runs.c.run_id,
+                    runs.c.kind,
+                    runs.c.detail,
+                    runs.c.started_at,
+                    runs.c.finished_at,
+                    runs.c.metrics,
+                )
+                .order_by(runs.c.started_at.desc())
+                .limit(limit)
+            ).all()
         return [
-            RunRecord(run_id=r[0], kind=r[1], detail=r[2], started_at=r[3], finished_at=r[4],
-                      metrics=json.loads(r[5]) if r[5] else None)
+            RunRecord(
+                run_id=r[0],
+                kind=r[1],
+                detail=r[2],
+                started_at=r[3],
+                finished_at=r[4],
+                metrics=json.loads(r[5]) if r[5] else None,
+            )
             for r in rows
         ]
 
@@ -367,12 +511,24 @@ class Ledger:
         """doc id → every document an outcome on record accepted (``indexed``, ``replaced``)."""
         with self._engine.begin() as conn:
             rows = conn.execute(
-                select(outcomes.c.doc_id, outcomes.c.patient_id, outcomes.c.source,
-                       outcomes.c.producer, outcomes.c.line)
-                .where(outcomes.c.status.in_(_ACCEPTED), outcomes.c.doc_id.is_not(None))).all()
-        return {d: AcceptedDocument(doc_id=d, patient_id=p, source=s, producer=pr,
-                                    content_sha256=json.loads(line).get("content_sha256"))
-                for d, p, s, pr, line in rows}
+                select(
+                    outcomes.c.doc_id,
+                    outcomes.c.patient_id,
+                    outcomes.c.source,
+                    outcomes.c.producer,
+                    outcomes.c.line,
+                ).where(outcomes.c.status.in_(_ACCEPTED), outcomes.c.doc_id.is_not(None))
+            ).all()
+        return {
+            d: AcceptedDocument(
+                doc_id=d,
+                patient_id=p,
+                source=s,
+                producer=pr,
+                content_sha256=json.loads(line).get("content_sha256"),
+            )
+            for d, p, s, pr, line in rows
+        }
 
     def rejections(self, run_id: str) -> list[Rejection]:
         """The rejected documents of a run, in the run's order."""
@@ -380,9 +536,12 @@ class Ledger:
             rows = conn.execute(
                 select(outcomes.c.producer, outcomes.c.source, outcomes.c.line)
                 .where(outcomes.c.run_id == run_id, outcomes.c.status == Status.REJECTED.value)
-                .order_by(outcomes.c.seq)).all()
-        return [Rejection(producer=p, source=s, reasons=tuple(json.loads(line).get("reasons") or ()))
-                for p, s, line in rows]
+                .order_by(outcomes.c.seq)
+            ).all()
+        return [
+            Rejection(producer=p, source=s, reasons=tuple(json.loads(line).get("reasons") or ()))
+            for p, s, line in rows
+        ]
 
     # -- erasure ---------------------------------------------------------------------------
 
@@ -397,17 +556,25 @@ class Ledger:
             named = outcomes.c.patient_id == patient_id
             for sha in shas:
                 named = named | outcomes.c.line.like(f"%{sha}%")
-            rows = conn.execute(select(outcomes.c.run_id, outcomes.c.seq, outcomes.c.patient_id,
-                                       outcomes.c.line).where(named)).all()
+            rows = conn.execute(
+                select(outcomes.c.run_id, outcomes.c.seq, outcomes.c.patient_id, outcomes.c.line).where(named)
+            ).all()
             redacted = 0
             for run_id, seq, pid, line in rows:
                 fields = json.loads(line)
                 if pid != patient_id and fields.get("content_sha256") not in shas:
                     continue
                 fields.update(patient_id=None, doc_id=None, source=ERASED, content_sha256=None)
-                conn.execute(update(outcomes).where(outcomes.c.run_id == run_id, outcomes.c.seq == seq)
-                             .values(patient_id=None, doc_id=None, source=ERASED,
-                                     line=json.dumps(fields, ensure_ascii=False)))
+                conn.execute(
+                    update(outcomes)
+                    .where(outcomes.c.run_id == run_id, outcomes.c.seq == seq)
+                    .values(
+                        patient_id=None,
+                        doc_id=None,
+                        source=ERASED,
+                        line=json.dumps(fields, ensure_ascii=False),
+                    )
+                )
                 redacted += 1
             self._forget_in_journal(conn, patient_id)
         return redacted
@@ -419,9 +586,10 @@ class Ledger:
         pipeline.ingest.run's ``_FlushWrites``: ``items[].record.patient_id``,
         ``withdrawals[].patient_id``)."""
         rows = conn.execute(
-            select(flushes.c.flush_id, flushes.c.writes, flushes.c.outcomes)
-            .where(flushes.c.state == "intended",
-                   flushes.c.writes.like(f"%{patient_id}%") | flushes.c.outcomes.like(f"%{patient_id}%"))
+            select(flushes.c.flush_id, flushes.c.writes, flushes.c.outcomes).where(
+                flushes.c.state == "intended",
+                flushes.c.writes.like(f"%{patient_id}%") | flushes.c.outcomes.like(f"%{patient_id}%"),
+            )
         ).all()
         for flush_id, writes, journaled in rows:
             w: dict[str, Any] = json.loads(writes)
@@ -429,9 +597,17 @@ class Ledger:
             w["withdrawals"] = [i for i in w.get("withdrawals", ()) if i["patient_id"] != patient_id]
             kept: Sequence[dict[str, Any]] = [
                 dict(o, patient_id=None, doc_id=None, source=ERASED, content_sha256=None)
-                if o.get("patient_id") == patient_id else o for o in json.loads(journaled)]
-            conn.execute(update(flushes).where(flushes.c.flush_id == flush_id).values(
-                writes=json.dumps(w, ensure_ascii=False), outcomes=json.dumps(kept, ensure_ascii=False)))
+                if o.get("patient_id") == patient_id
+                else o
+                for o in json.loads(journaled)
+            ]
+            conn.execute(
+                update(flushes)
+                .where(flushes.c.flush_id == flush_id)
+                .values(
+                    writes=json.dumps(w, ensure_ascii=False), outcomes=json.dumps(kept, ensure_ascii=False)
+                )
+            )
 
     def close(self) -> None:
         if self._owns_engine:

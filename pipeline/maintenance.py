@@ -67,7 +67,8 @@ def check_integrity(settings: Settings) -> IntegrityReport:
         index.close()
     problems = [
         Discrepancy(kind="missing_bytes", patient_id=p, doc_id=d, content_sha256=h)
-        for p, d, h in held if not store.exists(h)
+        for p, d, h in held
+        if not store.exists(h)
     ]
     in_index = {d for _, d, _ in held}
     ledger = Ledger(settings)
@@ -76,28 +77,57 @@ def check_integrity(settings: Settings) -> IntegrityReport:
     finally:
         ledger.close()
     problems += [
-        Discrepancy(kind="missing_from_index", patient_id=a.patient_id, doc_id=d,
-                    content_sha256=a.content_sha256, source=a.source, producer=a.producer)
-        for d, a in sorted(accepted.items()) if d not in in_index
+        Discrepancy(
+            kind="missing_from_index",
+            patient_id=a.patient_id,
+            doc_id=d,
+            content_sha256=a.content_sha256,
+            source=a.source,
+            producer=a.producer,
+        )
+        for d, a in sorted(accepted.items())
+        if d not in in_index
     ]
     # The reverse: a document in the index that no accepted outcome accounts for (what a
     # run killed between its index writes and its ledger record used to leave).
     problems += [
         Discrepancy(kind="missing_from_ledger", patient_id=p, doc_id=d, content_sha256=h)
-        for p, d, h in held if d not in accepted
+        for p, d, h in held
+        if d not in accepted
     ]
-    report = IntegrityReport(checked_at=dt.datetime.now(dt.UTC), indexed=len(held),
-                             accepted_in_ledger=len(accepted), discrepancies=tuple(problems))
+    report = IntegrityReport(
+        checked_at=dt.datetime.now(dt.UTC),
+        indexed=len(held),
+        accepted_in_ledger=len(accepted),
+        discrepancies=tuple(problems),
+    )
     for x in problems:
-        log.error("integrity: %s doc=%s patient=%s sha=%s producer=%s source=%s", x.kind,
-                  x.doc_id, x.patient_id, x.content_sha256, x.producer, x.source)
-    log.info("integrity: %d indexed, %d accepted in the ledger, %d discrepancies", len(held),
-             len(accepted), len(problems))
+        log.error(
+            "integrity: %s doc=%s patient=%s sha=%s producer=%s source=%s",
+            x.kind,
+            x.doc_id,
+            x.patient_id,
+            x.content_sha256,
+            x.producer,
+            x.source,
+        )
+    log.info(
+        "integrity: %d indexed, %d accepted in the ledger, %d discrepancies",
+        len(held),
+        len(accepted),
+        len(problems),
+    )
     return report
 
 
-def purge_retention(settings: Settings, *, quarantine_days: int, metrics_days: int,
-                    now: dt.datetime | None = None, dry_run: bool = False) -> PurgeReport:
+def purge_retention(
+    settings: Settings,
+    *,
+    quarantine_days: int,
+    metrics_days: int,
+    now: dt.datetime | None = None,
+    dry_run: bool = False,
+) -> PurgeReport:
     """Drop quarantine records and metrics older than their retention (0 days: keep all)."""
     now = now or dt.datetime.now(dt.UTC)
     index, store = open_backends(settings)
@@ -108,8 +138,11 @@ def purge_retention(settings: Settings, *, quarantine_days: int, metrics_days: i
     records = list(store.list_quarantine())
     cutoff = now - dt.timedelta(days=quarantine_days)
     # A record's age is counted from its last attempt: a replay restarts the clock.
-    expired = [q for q in records if quarantine_days > 0
-               and max([q.first_quarantined_at, *(a.at for a in q.attempts)]) < cutoff]
+    expired = [
+        q
+        for q in records
+        if quarantine_days > 0 and max([q.first_quarantined_at, *(a.at for a in q.attempts)]) < cutoff
+    ]
     expired_ids = {q.quarantine_id for q in expired}
     still_used = indexed_shas | {q.content_sha256 for q in records if q.quarantine_id not in expired_ids}
     objects = {q.content_sha256 for q in expired} - still_used
@@ -118,10 +151,18 @@ def purge_retention(settings: Settings, *, quarantine_days: int, metrics_days: i
             store.remove_quarantine(q.quarantine_id)
         for sha in objects:
             store.delete(sha)
-    old_metrics = purge_metrics(settings, before=now - dt.timedelta(days=metrics_days),
-                                dry_run=dry_run) if metrics_days > 0 else 0
-    log.info("retention%s: %d quarantine record(s), %d object(s), %d batch metrics",
-             " (dry run)" if dry_run else "", len(expired), len(objects), old_metrics)
+    old_metrics = (
+        purge_metrics(settings, before=now - dt.timedelta(days=metrics_days), dry_run=dry_run)
+        if metrics_days > 0
+        else 0
+    )
+    log.info(
+        "retention%s: %d quarantine record(s), %d object(s), %d batch metrics",
+        " (dry run)" if dry_run else "",
+        len(expired),
+        len(objects),
+        old_metrics,
+    )
     return PurgeReport(quarantine_records=len(expired), objects=len(objects), metrics=old_metrics)
 
 

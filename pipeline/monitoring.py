@@ -68,8 +68,7 @@ def log_fields(**fields: object) -> Iterator[None]:
     except ImportError:  # outside Airflow: the plain stdlib logging of the CLI
         yield
         return
-    with structlog.contextvars.bound_contextvars(**{k: v for k, v in fields.items()
-                                                    if v is not None}):
+    with structlog.contextvars.bound_contextvars(**{k: v for k, v in fields.items() if v is not None}):
         yield
 
 
@@ -92,8 +91,12 @@ class LogNotifier:
     """Alerts as ERROR log lines (the task log, and whatever ships logs)."""
 
     def notify(self, alert: Alert) -> None:
-        fields = {"alert": alert.kind.value, "feed": alert.feed, "producer": alert.producer,
-                  "batch": alert.batch}
+        fields = {
+            "alert": alert.kind.value,
+            "feed": alert.feed,
+            "producer": alert.producer,
+            "batch": alert.batch,
+        }
         with log_fields(**fields):
             log.error("ALERT %s: %s", alert.kind.value, alert.message, extra=fields)
 
@@ -108,15 +111,19 @@ class WebhookNotifier:
     def notify(self, alert: Alert) -> None:
         LogNotifier().notify(alert)
         request = urllib.request.Request(
-            self.url, data=alert.model_dump_json().encode(), method="POST",
-            headers={"Content-Type": "application/json"})
+            self.url,
+            data=alert.model_dump_json().encode(),
+            method="POST",
+            headers={"Content-Type": "application/json"},
+        )
         try:
             with urllib.request.urlopen(request, timeout=self.timeout_s) as response:  # noqa: S310
                 response.read()
         except OSError as exc:
             # An unreachable webhook must not hide the alert nor fail the task that raised it.
-            log.error("alert webhook %s unreachable (%s); alert %s was logged only", self.url, exc,
-                      alert.kind.value)
+            log.error(
+                "alert webhook %s unreachable (%s); alert %s was logged only", self.url, exc, alert.kind.value
+            )
 
 
 def default_notifier(settings: Settings) -> Notifier:
@@ -178,9 +185,9 @@ def _stamp(at: dt.datetime) -> str:
     return at.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%f+00:00")
 
 
-def record_batch_metrics(settings: Settings, feed: str,
-                         summary: BatchCounts | Mapping[str, Any], *,
-                         flagged: bool | None = None) -> BatchMetrics:
+def record_batch_metrics(
+    settings: Settings, feed: str, summary: BatchCounts | Mapping[str, Any], *, flagged: bool | None = None
+) -> BatchMetrics:
     """Keep one batch's metrics (idempotent: keyed by the batch's run id) and log them.
 
     ``summary`` is the ingestion's ``BatchSummary`` or its JSON form (from XCom);
@@ -196,20 +203,39 @@ def record_batch_metrics(settings: Settings, feed: str,
         counts["flagged"] = flagged
     m = BatchMetrics(feed=feed, recorded_at=_now(), **counts)
     with _state(settings) as engine, engine.begin() as conn:
-        if not insert_new(conn, batch_metrics, {
-                "run_id": m.run_id, "feed": m.feed, "producer": m.producer,
-                "recorded_at": _stamp(m.recorded_at), "metrics": m.model_dump_json()}):
+        if not insert_new(
+            conn,
+            batch_metrics,
+            {
+                "run_id": m.run_id,
+                "feed": m.feed,
+                "producer": m.producer,
+                "recorded_at": _stamp(m.recorded_at),
+                "metrics": m.model_dump_json(),
+            },
+        ):
             # A retried task: the first record stands, its time included.
-            kept = conn.execute(select(batch_metrics.c.metrics)
-                                .where(batch_metrics.c.run_id == m.run_id)).scalar_one()
+            kept = conn.execute(
+                select(batch_metrics.c.metrics).where(batch_metrics.c.run_id == m.run_id)
+            ).scalar_one()
             return BatchMetrics.model_validate_json(kept)
-    log.info("batch metrics: %d document(s), reject rate %.0f%%%s", m.total, m.reject_rate * 100,
-             " (flagged)" if m.flagged else "", extra={"metrics": m.model_dump(mode="json")})
+    log.info(
+        "batch metrics: %d document(s), reject rate %.0f%%%s",
+        m.total,
+        m.reject_rate * 100,
+        " (flagged)" if m.flagged else "",
+        extra={"metrics": m.model_dump(mode="json")},
+    )
     return m
 
 
-def load_metrics(settings: Settings, *, producer: str | None = None, feed: str | None = None,
-                 since: dt.datetime | None = None) -> list[BatchMetrics]:
+def load_metrics(
+    settings: Settings,
+    *,
+    producer: str | None = None,
+    feed: str | None = None,
+    since: dt.datetime | None = None,
+) -> list[BatchMetrics]:
     """Recorded batch metrics, oldest first, optionally for one producer or feed."""
     from sqlalchemy import select
 
@@ -246,40 +272,66 @@ def quality_flag_alert(current: BatchMetrics, flags: Sequence[str]) -> Alert | N
     """An alert carrying the quality gate's batch-level findings, if it had any."""
     if not flags:
         return None
-    return Alert(kind=AlertKind.QUALITY_FLAGS, feed=current.feed, producer=current.producer,
-                 batch=current.batch_key, at=_now(), details={"flags": list(flags)},
-                 message="quality gate flagged the batch: " + "; ".join(flags))
+    return Alert(
+        kind=AlertKind.QUALITY_FLAGS,
+        feed=current.feed,
+        producer=current.producer,
+        batch=current.batch_key,
+        at=_now(),
+        details={"flags": list(flags)},
+        message="quality gate flagged the batch: " + "; ".join(flags),
+    )
 
 
-def reject_rate_alerts(current: BatchMetrics, history: Sequence[BatchMetrics], *,
-                       max_reject_rate: float) -> list[Alert]:
+def reject_rate_alerts(
+    current: BatchMetrics, history: Sequence[BatchMetrics], *, max_reject_rate: float
+) -> list[Alert]:
     """Alerts for a batch above its feed's threshold, or far above the producer's baseline."""
     alerts = []
-    base: dict[str, Any] = dict(feed=current.feed, producer=current.producer,
-                                batch=current.batch_key, at=_now())
+    base: dict[str, Any] = dict(
+        feed=current.feed, producer=current.producer, batch=current.batch_key, at=_now()
+    )
     if current.reject_rate > max_reject_rate:
-        alerts.append(Alert(
-            kind=AlertKind.REJECT_RATE, details={"reject_rate": current.reject_rate,
-                                                 "threshold": max_reject_rate,
-                                                 "rejected_by_reason": current.rejected_by_reason},
-            message=f"reject rate {current.reject_rate:.0%} above the threshold "
-                    f"{max_reject_rate:.0%}", **base))
+        alerts.append(
+            Alert(
+                kind=AlertKind.REJECT_RATE,
+                details={
+                    "reject_rate": current.reject_rate,
+                    "threshold": max_reject_rate,
+                    "rejected_by_reason": current.rejected_by_reason,
+                },
+                message=f"reject rate {current.reject_rate:.0%} above the threshold {max_reject_rate:.0%}",
+                **base,
+            )
+        )
     earlier = [m for m in history if m.run_id != current.run_id and m.total][-BASELINE_BATCHES:]
     if earlier:
         baseline = sum(m.reject_rate for m in earlier) / len(earlier)
         if current.reject_rate - baseline > REJECT_JUMP:
-            alerts.append(Alert(
-                kind=AlertKind.REJECT_RATE_JUMP,
-                details={"reject_rate": current.reject_rate, "baseline": round(baseline, 4),
-                         "batches": len(earlier)},
-                message=f"reject rate jumped to {current.reject_rate:.0%} from a baseline of "
-                        f"{baseline:.0%} over {len(earlier)} batch(es)", **base))
+            alerts.append(
+                Alert(
+                    kind=AlertKind.REJECT_RATE_JUMP,
+                    details={
+                        "reject_rate": current.reject_rate,
+                        "baseline": round(baseline, 4),
+                        "batches": len(earlier),
+                    },
+                    message=f"reject rate jumped to {current.reject_rate:.0%} from a baseline of "
+                    f"{baseline:.0%} over {len(earlier)} batch(es)",
+                    **base,
+                )
+            )
     return alerts
 
 
-def silence_alert(feed: str, last_batch_at: dt.datetime | None, *, max_silence: dt.timedelta,
-                  now: dt.datetime | None = None, watched_since: dt.datetime | None = None
-                  ) -> Alert | None:
+def silence_alert(
+    feed: str,
+    last_batch_at: dt.datetime | None,
+    *,
+    max_silence: dt.timedelta,
+    now: dt.datetime | None = None,
+    watched_since: dt.datetime | None = None,
+) -> Alert | None:
     """An alert when nothing arrived on ``feed`` for longer than ``max_silence``.
 
     A feed that never sent anything is judged from ``watched_since`` (when Carnet started
@@ -290,10 +342,16 @@ def silence_alert(feed: str, last_batch_at: dt.datetime | None, *, max_silence: 
     if reference is None or now - reference <= max_silence:
         return None
     hours = (now - reference).total_seconds() / 3600
-    return Alert(kind=AlertKind.FEED_SILENT, feed=feed, at=now,
-                 details={"last_batch_at": last_batch_at.isoformat() if last_batch_at else None,
-                          "max_silence_hours": max_silence.total_seconds() / 3600},
-                 message=f"no batch for {hours:.1f} h (max {max_silence.total_seconds() / 3600:g} h)")
+    return Alert(
+        kind=AlertKind.FEED_SILENT,
+        feed=feed,
+        at=now,
+        details={
+            "last_batch_at": last_batch_at.isoformat() if last_batch_at else None,
+            "max_silence_hours": max_silence.total_seconds() / 3600,
+        },
+        message=f"no batch for {hours:.1f} h (max {max_silence.total_seconds() / 3600:g} h)",
+    )
 
 
 def last_batch_time(settings: Settings, feed: str) -> dt.datetime | None:
@@ -307,13 +365,20 @@ class BatchCheck(Frozen):
     alerts: tuple[Alert, ...]
 
 
-def check_batch(settings: Settings, feed: str, summary: BatchCounts | Mapping[str, Any], *,
-                max_reject_rate: float, notifier: Notifier | None = None) -> BatchCheck:
+def check_batch(
+    settings: Settings,
+    feed: str,
+    summary: BatchCounts | Mapping[str, Any],
+    *,
+    max_reject_rate: float,
+    notifier: Notifier | None = None,
+) -> BatchCheck:
     """Raise a batch's alerts (reject rate, jump, quality flags), record its metrics with
     ``flagged`` = any alert, keep and send the alerts; return both."""
     fields = summary.model_dump() if isinstance(summary, BatchCounts) else dict(summary)
-    probe = BatchMetrics(feed=feed, recorded_at=_now(), **{
-        k: fields[k] for k in BatchCounts.model_fields if k in fields})
+    probe = BatchMetrics(
+        feed=feed, recorded_at=_now(), **{k: fields[k] for k in BatchCounts.model_fields if k in fields}
+    )
     history = load_metrics(settings, producer=probe.producer)
     alerts = reject_rate_alerts(probe, history, max_reject_rate=max_reject_rate)
     # The gate's own reject-rate flag is the reject_rate alert above, judged on the same
@@ -336,8 +401,16 @@ def keep_alerts(settings: Settings, alerts: Sequence[Alert]) -> None:
     with _state(settings) as engine, engine.begin() as conn:
         for a in alerts:
             body = a.model_dump_json()
-            insert_new(conn, t, {"alert_id": hashlib.sha256(body.encode()).hexdigest(),
-                                  "at": _stamp(a.at), "kind": a.kind.value, "alert": body})
+            insert_new(
+                conn,
+                t,
+                {
+                    "alert_id": hashlib.sha256(body.encode()).hexdigest(),
+                    "at": _stamp(a.at),
+                    "kind": a.kind.value,
+                    "alert": body,
+                },
+            )
 
 
 def load_alerts(settings: Settings, *, since: dt.datetime | None = None) -> list[Alert]:
@@ -353,8 +426,7 @@ def load_alerts(settings: Settings, *, since: dt.datetime | None = None) -> list
         return [Alert.model_validate_json(row) for row in conn.execute(query).scalars()]
 
 
-def notify_all(alerts: Iterable[Alert], notifier: Notifier, *,
-               settings: Settings | None = None) -> None:
+def notify_all(alerts: Iterable[Alert], notifier: Notifier, *, settings: Settings | None = None) -> None:
     """Send each alert through the notifier; keep it for ``carnet status`` when given settings."""
     alerts = list(alerts)
     if settings is not None:
@@ -366,11 +438,19 @@ def notify_all(alerts: Iterable[Alert], notifier: Notifier, *,
 class StatsClient(Protocol):
     """What Carnet uses of a StatsD client (Airflow's ``Stats`` has this shape)."""
 
-    def incr(self, stat: str, count: int = 1, rate: float = 1, *,
-             tags: dict[str, str] | None = None) -> None: ...
+    def incr(
+        self, stat: str, count: int = 1, rate: float = 1, *, tags: dict[str, str] | None = None
+    ) -> None: ...
 
-    def gauge(self, stat: str, value: float, rate: float = 1, delta: bool = False, *,
-              tags: dict[str, str] | None = None) -> None: ...
+    def gauge(
+        self,
+        stat: str,
+        value: float,
+        rate: float = 1,
+        delta: bool = False,
+        *,
+        tags: dict[str, str] | None = None,
+    ) -> None: ...
 
     def timing(self, stat: str, dt: Any, *, tags: dict[str, str] | None = None) -> None: ...
 
@@ -386,26 +466,36 @@ def emit_stats(stats: StatsClient, m: BatchMetrics) -> None:
     """
     producer = _STAT_UNSAFE.sub("_", m.producer)
     for status, n in sorted(m.by_status.items()):
-        stats.incr(f"carnet.documents.{producer}.{status}", n,
-                   tags={"producer": m.producer, "status": status})
+        stats.incr(
+            f"carnet.documents.{producer}.{status}", n, tags={"producer": m.producer, "status": status}
+        )
     for reason, n in sorted(m.rejected_by_reason.items()):
-        stats.incr(f"carnet.rejected.{producer}.{reason}", n,
-                   tags={"producer": m.producer, "reason": reason})
+        stats.incr(f"carnet.rejected.{producer}.{reason}", n, tags={"producer": m.producer, "reason": reason})
     stats.incr(f"carnet.batches.{producer}", 1, tags={"producer": m.producer})
     if m.ocr_pages:
         stats.incr(f"carnet.ocr_pages.{producer}", m.ocr_pages, tags={"producer": m.producer})
     stats.gauge(f"carnet.reject_rate.{producer}", m.reject_rate, tags={"producer": m.producer})
     for stage, seconds in sorted(m.seconds_per_stage.items()):
-        stats.timing(f"carnet.stage.{_STAT_UNSAFE.sub('_', stage)}", dt.timedelta(seconds=seconds),
-                     tags={"producer": m.producer, "stage": stage})
+        stats.timing(
+            f"carnet.stage.{_STAT_UNSAFE.sub('_', stage)}",
+            dt.timedelta(seconds=seconds),
+            tags={"producer": m.producer, "stage": stage},
+        )
 
 
-def batch_failure_alert(*, feed: str | None, batch: str | None, error: str,
-                        task: str | None = None, try_number: int | None = None) -> Alert:
+def batch_failure_alert(
+    *, feed: str | None, batch: str | None, error: str, task: str | None = None, try_number: int | None = None
+) -> Alert:
     producer = batch.split("/", 1)[0] if batch else None
-    return Alert(kind=AlertKind.BATCH_FAILED, feed=feed, producer=producer, batch=batch, at=_now(),
-                 details={"task": task, "try_number": try_number},
-                 message=f"batch processing failed: {error}")
+    return Alert(
+        kind=AlertKind.BATCH_FAILED,
+        feed=feed,
+        producer=producer,
+        batch=batch,
+        at=_now(),
+        details={"task": task, "try_number": try_number},
+        message=f"batch processing failed: {error}",
+    )
 
 
 # -- status ----------------------------------------------------------------------------------
@@ -443,12 +533,20 @@ def producer_status(settings: Settings, *, last: int = 3) -> list[ProducerStatus
         pages = sum(m.ocr_pages for m in ms)
         weighted = [(m.ocr_mean_confidence or 0.0) * m.ocr_pages for m in ocr]
         conf = sum(weighted) / sum(m.ocr_pages for m in ocr) if ocr else None
-        rows.append(ProducerStatus(
-            feed=feed, producer=producer, batches=len(ms), documents=sum(m.total for m in ms),
-            by_status=dict(by_status), rejected_by_reason=dict(reasons), ocr_pages=pages,
-            ocr_mean_confidence=round(conf, 1) if conf is not None else None,
-            flagged_batches=sum(1 for m in ms if m.flagged),
-            last_batches=tuple(reversed(ms[-last:]))))
+        rows.append(
+            ProducerStatus(
+                feed=feed,
+                producer=producer,
+                batches=len(ms),
+                documents=sum(m.total for m in ms),
+                by_status=dict(by_status),
+                rejected_by_reason=dict(reasons),
+                ocr_pages=pages,
+                ocr_mean_confidence=round(conf, 1) if conf is not None else None,
+                flagged_batches=sum(1 for m in ms if m.flagged),
+                last_batches=tuple(reversed(ms[-last:])),
+            )
+        )
     return rows
 
 
@@ -458,8 +556,10 @@ def _counts(values: Mapping[str, int]) -> str:
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[str]], indent: str = "  ") -> list[str]:
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    return [indent + "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
-            for r in [header, *rows]]
+    return [
+        indent + "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
+        for r in [header, *rows]
+    ]
 
 
 def format_producer_status(settings: Settings, *, last: int = 3) -> str:
@@ -469,20 +569,48 @@ def format_producer_status(settings: Settings, *, last: int = 3) -> str:
         return "Producers: no batch recorded"
     lines = [f"Producers ({len(rows)} feed/producer pair(s), totals over the metrics kept):"]
     lines += _table(
-        ["feed", "producer", "batches", "flagged", "documents", "by status", "OCR pages",
-         "OCR conf"],
-        [[r.feed, r.producer, str(r.batches), str(r.flagged_batches), str(r.documents),
-          _counts(r.by_status), str(r.ocr_pages),
-          f"{r.ocr_mean_confidence:.1f}" if r.ocr_mean_confidence is not None else "-"]
-         for r in rows])
+        ["feed", "producer", "batches", "flagged", "documents", "by status", "OCR pages", "OCR conf"],
+        [
+            [
+                r.feed,
+                r.producer,
+                str(r.batches),
+                str(r.flagged_batches),
+                str(r.documents),
+                _counts(r.by_status),
+                str(r.ocr_pages),
+                f"{r.ocr_mean_confidence:.1f}" if r.ocr_mean_confidence is not None else "-",
+            ]
+            for r in rows
+        ],
+    )
     recent = [m for r in rows for m in r.last_batches]
     lines.append(f"Last batches ({len(recent)}, up to {last} per producer, newest first):")
     lines += _table(
-        ["recorded (UTC)", "feed", "batch", "documents", "by status", "reject", "flagged",
-         "rejected by reason"],
-        [[f"{m.recorded_at:%Y-%m-%d %H:%M}", m.feed, m.batch_key, str(m.total),
-          _counts(m.by_status), f"{m.reject_rate:.0%}", "yes" if m.flagged else "no",
-          _counts(m.rejected_by_reason)] for m in recent])
+        [
+            "recorded (UTC)",
+            "feed",
+            "batch",
+            "documents",
+            "by status",
+            "reject",
+            "flagged",
+            "rejected by reason",
+        ],
+        [
+            [
+                f"{m.recorded_at:%Y-%m-%d %H:%M}",
+                m.feed,
+                m.batch_key,
+                str(m.total),
+                _counts(m.by_status),
+                f"{m.reject_rate:.0%}",
+                "yes" if m.flagged else "no",
+                _counts(m.rejected_by_reason),
+            ]
+            for m in recent
+        ],
+    )
     with_docs = [m for r in rows for m in r.last_batches if m.data_docs]
     if with_docs:
         newest = max(with_docs, key=lambda m: m.recorded_at)
@@ -497,9 +625,13 @@ def format_alerts(settings: Settings, *, since: dt.datetime | None = None, last:
         return "Alerts: none"
     shown = list(reversed(kept[-last:]))
     lines = [f"Alerts ({len(kept)} kept, {len(shown)} newest shown):"]
-    lines += _table(["at (UTC)", "kind", "feed", "batch", "message"],
-                    [[f"{a.at:%Y-%m-%d %H:%M}", a.kind.value, a.feed or "-",
-                      a.batch or a.producer or "-", a.message] for a in shown])
+    lines += _table(
+        ["at (UTC)", "kind", "feed", "batch", "message"],
+        [
+            [f"{a.at:%Y-%m-%d %H:%M}", a.kind.value, a.feed or "-", a.batch or a.producer or "-", a.message]
+            for a in shown
+        ],
+    )
     return "\n".join(lines)
 
 
@@ -507,8 +639,7 @@ def format_alerts(settings: Settings, *, since: dt.datetime | None = None, last:
 
 
 # SourceError messages that mean the feed itself is wrong (a setting), not a passing fault.
-_CONFIGURATION_MARKERS = ("feed folder does not exist", "NoSuchBucket", "AccessDenied",
-                          "InvalidAccessKeyId")
+_CONFIGURATION_MARKERS = ("feed folder does not exist", "NoSuchBucket", "AccessDenied", "InvalidAccessKeyId")
 
 
 def is_configuration_error(exc: BaseException) -> bool:
@@ -532,15 +663,18 @@ def on_task_failure(context: Mapping[str, Any]) -> None:
         batch = ", ".join(map(str, batch))
     error = context.get("exception")
     # A task that fails on purpose (no retry) leaves its reason under "carnet_error".
-    reason = (f"{type(error).__name__}: {error}" if error else
-              str(context.get("carnet_error") or "task failed (see its log)"))
+    reason = (
+        f"{type(error).__name__}: {error}"
+        if error
+        else str(context.get("carnet_error") or "task failed (see its log)")
+    )
     alert = batch_failure_alert(
         feed=params.get("feed_id") or params.get("feed_url"),
         batch=batch if isinstance(batch, str) else None,
         error=reason,
-        task=f"{getattr(ti, 'dag_id', '?')}.{getattr(ti, 'task_id', '?')}"
-             f"[{getattr(ti, 'map_index', -1)}]",
-        try_number=getattr(ti, "try_number", None))
+        task=f"{getattr(ti, 'dag_id', '?')}.{getattr(ti, 'task_id', '?')}[{getattr(ti, 'map_index', -1)}]",
+        try_number=getattr(ti, "try_number", None),
+    )
     settings = Settings.from_env()
     notify_all([alert], default_notifier(settings), settings=settings)
 
@@ -562,13 +696,22 @@ def log_rejections(settings: Settings, run_id: str, *, batch_key: str) -> int:
     return len(rejected)
 
 
-def check_silent_feeds(settings: Settings, feeds: Iterable[Any], *, now: dt.datetime | None = None,
-                       notifier: Notifier | None = None) -> list[Alert]:
+def check_silent_feeds(
+    settings: Settings,
+    feeds: Iterable[Any],
+    *,
+    now: dt.datetime | None = None,
+    notifier: Notifier | None = None,
+) -> list[Alert]:
     """A silence alert for each configured feed quiet for longer than its ``max_silence_hours``."""
     alerts = []
     for f in feeds:
-        a = silence_alert(f.id, last_batch_time(settings, f.id),
-                          max_silence=dt.timedelta(hours=f.max_silence_hours), now=now)
+        a = silence_alert(
+            f.id,
+            last_batch_time(settings, f.id),
+            max_silence=dt.timedelta(hours=f.max_silence_hours),
+            now=now,
+        )
         if a is not None:
             alerts.append(a)
     notify_all(alerts, notifier or default_notifier(settings), settings=settings)

@@ -26,13 +26,18 @@ from pipeline.units import parse_unit, to_ucum
 
 _NUM = r"-?\d+(?:[.,]\d+)?"
 _BIG = r"\d{1,3}(?:[ ]\d{3})+(?:[.,]\d+)?"  # 250 000
-_UNIT_TOKEN = (r"(?:[x×]\s?)?10\s?[\^*Ee]\s?\d+\s?/\s?[µμu]?[lL]"  # 10^9/L, x10E3/µL
-               r"|[^\s()\[\]\d<>≤≥=:;,*+\-–][^\s()\[\]<>≤≥=;]*(?:\s?/\s?1[,.]73\s?m[²2])?")
+_UNIT_TOKEN = (
+    r"(?:[x×]\s?)?10\s?[\^*Ee]\s?\d+\s?/\s?[µμu]?[lL]"  # 10^9/L, x10E3/µL
+    r"|[^\s()\[\]\d<>≤≥=:;,*+\-–][^\s()\[\]<>≤≥=;]*(?:\s?/\s?1[,.]73\s?m[²2])?"
+)
 _FLAG = r"HH|LL|H|L|B|N|\+|-|\*{1,2}|↑|↓"
 _RANGE_NUM = rf"(?:{_BIG}|{_NUM})"
-_RANGE_CORE = (rf"(?:{_RANGE_NUM}\s*(?:-|–|—|à|a)\s*{_RANGE_NUM}"
-               rf"|(?:<=|>=|<|>|≤|≥|inf\.?\s*(?:à|a)|sup\.?\s*(?:à|a))\s*{_RANGE_NUM})")
-_ROW = re.compile(rf"""
+_RANGE_CORE = (
+    rf"(?:{_RANGE_NUM}\s*(?:-|–|—|à|a)\s*{_RANGE_NUM}"
+    rf"|(?:<=|>=|<|>|≤|≥|inf\.?\s*(?:à|a)|sup\.?\s*(?:à|a))\s*{_RANGE_NUM})"
+)
+_ROW = re.compile(
+    rf"""
     ^(?P<name>(?:[^\W\d_]|\d{{1,2}}[- ]?\(?OH\)?)[^:=|\t]*?[^\s:=.\-–])   # analyte
     (?:\s*[:=]\s*|\s+)
     (?P<cmp><=|>=|<|>|≤|≥)?\s*
@@ -44,17 +49,43 @@ _ROW = re.compile(rf"""
     (?:\s*[(\[]\s*(?P<range1>{_RANGE_CORE})\s*(?:{_UNIT_TOKEN})?\s*[)\]]|\s+(?P<range2>{_RANGE_CORE}))?
     (?:\s+(?P<flag3>{_FLAG})|\s*\(\s*(?P<flag4>{_FLAG})\s*\))?
     (?:\s+{_NUM}(?:\s*\(?\d{{2}}/\d{{2}}/\d{{2,4}}\)?)?)?                     # an earlier result
-    \s*$""", re.VERBOSE)
+    \s*$""",
+    re.VERBOSE,
+)
 
 # Labels of lines that are never results, whatever follows them.
 _NOT_RESULTS = re.compile(
     r"^(?:tel|telephone|fax|portable|ins|nir|n ?ss|secu|finess|rpps|adeli|ipp|ne|nee|date|age|sexe|"
     r"prelevement|preleve|recu|edite|imprime|valide|adresse|patient|dossier|page|n|no|numero|ref|"
-    r"code|cp|rue|bp|cedex|ordonnance|qsp|renouvel\w*|prescripteur|docteur|dr)\b")
+    r"code|cp|rue|bp|cedex|ordonnance|qsp|renouvel\w*|prescripteur|docteur|dr)\b"
+)
 _ADDRESS = re.compile(r"\b(?:rue|avenue|av|boulevard|bd|chemin|allee|place|impasse|route|quai|cedex|bp)\b")
 # A name ending with one of these is a phrase, not an analyte ("coupes de 1 mm").
-_STOP_END = frozenset({"a", "au", "aux", "de", "des", "du", "en", "et", "la", "le", "les",
-                       "par", "pour", "sur", "avec", "dans", "sous", "apres", "avant", "fois", "environ"})
+_STOP_END = frozenset(
+    {
+        "a",
+        "au",
+        "aux",
+        "de",
+        "des",
+        "du",
+        "en",
+        "et",
+        "la",
+        "le",
+        "les",
+        "par",
+        "pour",
+        "sur",
+        "avec",
+        "dans",
+        "sous",
+        "apres",
+        "avant",
+        "fois",
+        "environ",
+    }
+)
 _FLAGS = {"B": "L", "↑": "H", "↓": "L"}
 _MAX_NAME_WORDS = 8
 # A result row is short: longer lines are prose, never read as results.
@@ -127,18 +158,26 @@ def read_row(line: str) -> list[LabResult]:
         reference = None  # which unit the range is printed in is not said
     elif m.group("value2"):
         return []
-    return [LabResult(
-        analyte=name, value=f"{comparator}{value}", numeric_value=None if comparator else _number(value),
-        value_type="SN" if comparator else "NM", unit=u,
-        reference_range=_range_text(reference) if reference else None,
-        abnormal_flag=flag,
-    ) for value, u in pairs]
+    return [
+        LabResult(
+            analyte=name,
+            value=f"{comparator}{value}",
+            numeric_value=None if comparator else _number(value),
+            value_type="SN" if comparator else "NM",
+            unit=u,
+            reference_range=_range_text(reference) if reference else None,
+            abnormal_flag=flag,
+        )
+        for value, u in pairs
+    ]
 
 
 # A table whose cells are placed one by one comes out of a PDF text layer one cell per line:
 # "Hémoglobine", "13,5", "g/dL", "12,0 - 16,5", "H". These say which line is which cell.
-_VALUE_CELL = re.compile(rf"^(?:<=|>=|<|>|≤|≥)?\s*(?:{_BIG}|{_NUM})"
-                         rf"(?:\s*\(\s*(?:{_FLAG})\s*\)|\s*\*{{1,2}})?$")
+_VALUE_CELL = re.compile(
+    rf"^(?:<=|>=|<|>|≤|≥)?\s*(?:{_BIG}|{_NUM})"
+    rf"(?:\s*\(\s*(?:{_FLAG})\s*\)|\s*\*{{1,2}})?$"
+)
 _RANGE_CELL = re.compile(rf"^[(\[]?\s*{_RANGE_CORE}\s*[)\]]?$")
 _FLAG_CELL = re.compile(rf"^(?:{_FLAG}|\((?:{_FLAG})\))$")
 _UNIT_CELL = re.compile(rf"^(?:{_UNIT_TOKEN})$")

@@ -26,10 +26,12 @@ class ReplayFilter(Frozen):
 
     def matches(self, q: QuarantineRecord) -> bool:
         day = q.first_quarantined_at.date()
-        return ((self.producer is None or q.producer == self.producer)
-                and (self.reason is None or any(r.code.value == self.reason for r in q.reasons))
-                and (self.since is None or day >= self.since)
-                and (self.until is None or day <= self.until))
+        return (
+            (self.producer is None or q.producer == self.producer)
+            and (self.reason is None or any(r.code.value == self.reason for r in q.reasons))
+            and (self.since is None or day >= self.since)
+            and (self.until is None or day <= self.until)
+        )
 
 
 class ReplayResult(Frozen):
@@ -56,8 +58,9 @@ def replay_quarantine(settings: Settings, selection: ReplayFilter, *, dry_run: b
             by_file[(q.content_sha256, q.producer, _file_source(q))].append(q)
         released, still = [], []
         for (sha, producer, source), records in by_file.items():
-            pipe.process(InputFile(data=pipe.store.get(sha), source=source, producer=producer,
-                                   batch=records[0].batch))
+            pipe.process(
+                InputFile(data=pipe.store.get(sha), source=source, producer=producer, batch=records[0].batch)
+            )
         pipe.flush()
         accepted = {o.source for o in pipe.outcomes if o.status is not Status.REJECTED}
         # A file rejected whole (q.part None) may now yield messages, sources "file#n".
@@ -69,5 +72,9 @@ def replay_quarantine(settings: Settings, selection: ReplayFilter, *, dry_run: b
             else:
                 still.append(q.quarantine_id)
         pipe.ledger.finish_run(run_id, pipe.metrics(), reported=True, took_over=pipe.took_over)
-        return ReplayResult(selected=selected, released=tuple(released), still_rejected=tuple(still),
-                            outcomes=tuple(pipe.outcomes))
+        return ReplayResult(
+            selected=selected,
+            released=tuple(released),
+            still_rejected=tuple(still),
+            outcomes=tuple(pipe.outcomes),
+        )

@@ -51,9 +51,7 @@ def make_client(*, endpoint_url: str | None = None, region: str | None = None) -
         s3={"addressing_style": "path" if endpoint_url else "auto"},
     )
     # A session per client: boto3's default session is shared process-wide state.
-    return boto3.session.Session().client(
-        "s3", endpoint_url=endpoint_url, region_name=region, config=config
-    )
+    return boto3.session.Session().client("s3", endpoint_url=endpoint_url, region_name=region, config=config)
 
 
 def _error_code(exc: ClientError) -> str:
@@ -113,8 +111,13 @@ class Bucket:
     def put(self, key: str, data: bytes, content_type: str) -> None:
         if self._sse is not False:
             try:
-                self.client.put_object(Bucket=self.name, Key=key, Body=data, ContentType=content_type,
-                                       ServerSideEncryption=SSE_ALGORITHM)
+                self.client.put_object(
+                    Bucket=self.name,
+                    Key=key,
+                    Body=data,
+                    ContentType=content_type,
+                    ServerSideEncryption=SSE_ALGORITHM,
+                )
                 self._sse = True
                 return
             except ClientError as exc:
@@ -126,7 +129,10 @@ class Bucket:
                     if self._sse is None:
                         log.warning(
                             "s3://%s: server cannot do server-side encryption (%s); "
-                            "writing objects unencrypted", self.name, exc)
+                            "writing objects unencrypted",
+                            self.name,
+                            exc,
+                        )
                     self._sse = False
         self.client.put_object(Bucket=self.name, Key=key, Body=data, ContentType=content_type)
 
@@ -154,8 +160,14 @@ class Bucket:
 class PrefixedBucket:
     """A bucket and a key prefix in it: what the S3 store and the S3 feed both stand on."""
 
-    def __init__(self, client: Any, bucket: str, prefix: str = "", *, page_size: int | None = None,
-                 ) -> None:
+    def __init__(
+        self,
+        client: Any,
+        bucket: str,
+        prefix: str = "",
+        *,
+        page_size: int | None = None,
+    ) -> None:
         self.bucket = Bucket(client, bucket, page_size=page_size)
         self.prefix = f"{prefix.strip('/')}/" if prefix.strip("/") else ""
         self.url = f"s3://{bucket}/{self.prefix}".rstrip("/")

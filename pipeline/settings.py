@@ -52,19 +52,18 @@ class ApiSettings(BaseModel):
     Clocks may disagree by ``leeway_s`` seconds; a token lives at most ``max_lifetime_s``.
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid", validate_by_name=True,
-                              validate_by_alias=True)
+    model_config = ConfigDict(frozen=True, extra="forbid", validate_by_name=True, validate_by_alias=True)
 
     # HS256 shared key.
     jwt_key: str | None = Field(default=None, repr=False, validation_alias="CARNET_API_JWT_KEY")
     # RS256: the portal's public key (PEM), or the path to its PEM file.
-    jwt_public_key: str | None = Field(default=None, repr=False,
-                                       validation_alias="CARNET_API_JWT_PUBLIC_KEY")
+    jwt_public_key: str | None = Field(default=None, repr=False, validation_alias="CARNET_API_JWT_PUBLIC_KEY")
     audience: str | None = Field(default=None, validation_alias="CARNET_API_JWT_AUDIENCE")
     issuer: str | None = Field(default=None, validation_alias="CARNET_API_JWT_ISSUER")
     leeway_s: int = Field(default=LEEWAY_S, ge=0)
-    max_lifetime_s: int = Field(default=MAX_LIFETIME_S, ge=1,
-                                validation_alias="CARNET_API_JWT_MAX_LIFETIME_S")
+    max_lifetime_s: int = Field(
+        default=MAX_LIFETIME_S, ge=1, validation_alias="CARNET_API_JWT_MAX_LIFETIME_S"
+    )
 
     @field_validator("jwt_public_key")
     @classmethod
@@ -79,8 +78,9 @@ class ApiSettings(BaseModel):
     def check(self) -> None:
         """Refuse to serve without a way to verify tokens, or with a guessable HS256 key."""
         if not self.jwt_key and not self.jwt_public_key:
-            raise ConfigurationError("no token key configured: set CARNET_API_JWT_KEY "
-                                     "(or CARNET_API_JWT_PUBLIC_KEY for RS256)")
+            raise ConfigurationError(
+                "no token key configured: set CARNET_API_JWT_KEY (or CARNET_API_JWT_PUBLIC_KEY for RS256)"
+            )
         if self.jwt_key and len(self.jwt_key.encode()) < MIN_HS256_KEY_BYTES:
             raise ConfigurationError(f"CARNET_API_JWT_KEY must be at least {MIN_HS256_KEY_BYTES} bytes")
 
@@ -88,12 +88,16 @@ class ApiSettings(BaseModel):
 class Settings(BaseSettings):
     """Where Carnet keeps things and how it reads documents."""
 
-    model_config = SettingsConfigDict(frozen=True, extra="forbid", case_sensitive=True,
-                                      env_ignore_empty=True, validate_by_name=True,
-                                      validate_by_alias=True)
+    model_config = SettingsConfigDict(
+        frozen=True,
+        extra="forbid",
+        case_sensitive=True,
+        env_ignore_empty=True,
+        validate_by_name=True,
+        validate_by_alias=True,
+    )
 
-    data_dir: Path = Field(default_factory=lambda: Path.cwd() / ".carnet",
-                           validation_alias="CARNET_DATA_DIR")
+    data_dir: Path = Field(default_factory=lambda: Path.cwd() / ".carnet", validation_alias="CARNET_DATA_DIR")
     # sqlite:///… (default under data_dir) or http(s)://host:9200
     index_url: str = Field("", validation_alias="CARNET_INDEX_URL")
     # file://… (default under data_dir) or s3://bucket/prefix
@@ -103,8 +107,7 @@ class Settings(BaseSettings):
     ocr_lang: str = Field("fra", validation_alias="CARNET_OCR_LANG")
     ocr_timeout_s: int = Field(120, ge=1)
     # Pages OCR'd at once, one tesseract process (one thread) each; 0 means 1 (never no OCR).
-    ocr_workers: int = Field(default_factory=available_cpus, ge=0,
-                             validation_alias="CARNET_OCR_WORKERS")
+    ocr_workers: int = Field(default_factory=available_cpus, ge=0, validation_alias="CARNET_OCR_WORKERS")
     # Pages whose text layer holds fewer characters than this are OCR'd.
     min_text_chars_per_page: int = Field(20, ge=0)
     # A batch whose reject share is above this fails its quality verdict.
@@ -112,8 +115,7 @@ class Settings(BaseSettings):
     es_index_alias: str = Field("carnet-documents", validation_alias="CARNET_ES_ALIAS")
     s3_endpoint_url: str | None = Field(None, validation_alias="AWS_ENDPOINT_URL")
     # AWS_REGION wins over AWS_DEFAULT_REGION, as in boto3.
-    s3_region: str = Field("us-east-1",
-                           validation_alias=AliasChoices("AWS_REGION", "AWS_DEFAULT_REGION"))
+    s3_region: str = Field("us-east-1", validation_alias=AliasChoices("AWS_REGION", "AWS_DEFAULT_REGION"))
     # base64 key wrapping per-patient data keys; kept out of the repr.
     master_key: str | None = Field(None, repr=False, validation_alias="CARNET_MASTER_KEY")
     # The master key held by an AWS-KMS-compatible service instead (key id, ARN or alias);
@@ -154,8 +156,11 @@ class Settings(BaseSettings):
 
     @classmethod
     def settings_customise_sources(
-        cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource, dotenv_settings: PydanticBaseSettingsSource,
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         """Keyword arguments only: the environment is read by ``from_env`` alone."""
@@ -223,8 +228,9 @@ class _EnvironmentSource(EnvSettingsSource):
             self.env_vars = {name: value for name, value in env.items() if value != ""}
 
 
-def _read(source: EnvSettingsSource, fields: Mapping[str, FieldInfo], read_from: dict[str, str],
-          prefix: str = "") -> dict[str, Any]:
+def _read(
+    source: EnvSettingsSource, fields: Mapping[str, FieldInfo], read_from: dict[str, str], prefix: str = ""
+) -> dict[str, Any]:
     """The values the variables give for ``fields`` (a section's, as a dict of its own)."""
     values: dict[str, Any] = {}
     for name, field in fields.items():

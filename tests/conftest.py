@@ -52,8 +52,7 @@ def settings(tmp_path: Path) -> Settings:
 
 
 # The PostgreSQL cluster of scripts/postgres.sh (scripts/test.sh exports the variable).
-PG_TEST_URL = os.environ.get("CARNET_TEST_STATE_URL",
-                             "postgresql://carnet:carnet@127.0.0.1:5434/carnet")
+PG_TEST_URL = os.environ.get("CARNET_TEST_STATE_URL", "postgresql://carnet:carnet@127.0.0.1:5434/carnet")
 
 
 @pytest.fixture
@@ -63,8 +62,9 @@ def pg_state_url() -> Iterator[str]:
 
     from pipeline.state import state_url
 
-    require_service("PostgreSQL", "tcp://" + PG_TEST_URL.split("@", 1)[-1].split("/", 1)[0],
-                    "scripts/postgres.sh start")
+    require_service(
+        "PostgreSQL", "tcp://" + PG_TEST_URL.split("@", 1)[-1].split("/", 1)[0], "scripts/postgres.sh start"
+    )
     admin = create_engine(state_url(PG_TEST_URL), isolation_level="AUTOCOMMIT")
     name = f"carnet_test_{uuid.uuid4().hex[:12]}"
     try:

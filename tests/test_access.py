@@ -149,8 +149,10 @@ def test_what_a_representative_delegates_stays_under_their_restrictions(rules: A
     rules.add_representative(MINOR, "parent-1", NOW)
     rules.delegate(MINOR, "aidant-1", None, NOW, by=parent)
     d = rules.decide(aidant, MINOR, NOW)
-    assert d.allowed and set(d.exclude_visibility) == {Visibility.INVISIBLE_REPRESENTANTS_LEGAUX,
-                                                      Visibility.INVISIBLE_PATIENT}
+    assert d.allowed and set(d.exclude_visibility) == {
+        Visibility.INVISIBLE_REPRESENTANTS_LEGAUX,
+        Visibility.INVISIBLE_PATIENT,
+    }
     assert not rules.decide(aidant, MINOR, dt.datetime(2028, 6, 15, tzinfo=dt.UTC)).allowed
     rules.remove_representative(MINOR, "parent-1")
     assert rules.decide(aidant, MINOR, NOW).via == "delegating_representative_gone"
@@ -171,8 +173,9 @@ def test_audit_chain_detects_modified_and_removed_entries(state_engine: Engine) 
 
     lines = chain_lines(state_engine)
     with state_engine.begin() as conn:
-        conn.execute(tables.audit_entries.update().where(tables.audit_entries.c.seq == 3)
-                     .values(actor="someone-else"))
+        conn.execute(
+            tables.audit_entries.update().where(tables.audit_entries.c.seq == 3).values(actor="someone-else")
+        )
     v = log.verify()
     assert not v.ok and v.first_bad_seq == 3 and v.problem.startswith("entry modified")
 
@@ -209,7 +212,9 @@ def test_listings_and_forget_patient(rules: AccessRules) -> None:
     rules.record_birth_date(LEAP_MINOR, dt.date(2012, 2, 29), NOW)
     rules.authorise(OTHER, "10101234567", NOW)
     assert [(g.kind, g.subject) for g in rules.authorisations(P)] == [
-        ("authorisation", "10101234567"), ("block", "10109999999")]
+        ("authorisation", "10101234567"),
+        ("block", "10109999999"),
+    ]
     assert rules.delegations(P)[0].classes is None
     # Born on 29 February: of age on 1 March of the 18th year, in the listing and the decision.
     rep = rules.representatives(LEAP_MINOR, NOW)[0]
@@ -226,8 +231,14 @@ def test_listings_and_forget_patient(rules: AccessRules) -> None:
 def test_audit_keeps_verifying_with_names_and_long_entries(state_engine: Engine) -> None:
     log = AuditLog(state_engine, key=KEY)
     log.append(actor="a", role="patient", action="search", patient_id=P)
-    log.append(actor="10101234567", actor_name="Dr Test", role="professional", action="read",
-               patient_id=P, doc_ids=["d1"])
+    log.append(
+        actor="10101234567",
+        actor_name="Dr Test",
+        role="professional",
+        action="read",
+        patient_id=P,
+        doc_ids=["d1"],
+    )
     many = [f"doc-{n:06d}-{'x' * 40}" for n in range(3000)]  # an erasure entry longer than 64 KiB
     log.append(actor="a", role="patient", action="erase", patient_id=P, doc_ids=many)
     after = log.append(actor="a", role="patient", action="search", patient_id=P)
@@ -260,8 +271,9 @@ def _rechain_with_sha256(lines: list[str]) -> list[str]:
         raw.pop("hash")
         raw.pop("v", None)
         raw.update(seq=n, prev_hash=prev)
-        digest = hashlib.sha256(json.dumps(raw, sort_keys=True, ensure_ascii=False,
-                                           separators=(",", ":")).encode()).hexdigest()
+        digest = hashlib.sha256(
+            json.dumps(raw, sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode()
+        ).hexdigest()
         out.append(json.dumps({**raw, "hash": digest}, ensure_ascii=False))
         prev = digest
     return out
@@ -271,8 +283,13 @@ def test_a_rewritten_or_truncated_audit_chain_is_detected(state_engine: Engine) 
     anchors = _Anchors()
     log = AuditLog(state_engine, key=KEY, anchors=anchors)
     log.append(actor="10101234567", role="professional", action="read", patient_id=P, doc_ids=["d1"])
-    log.append(actor="10109999999", role="professional", action="break_glass", patient_id=P,
-               reason="urgence vitale, patient inconscient")
+    log.append(
+        actor="10109999999",
+        role="professional",
+        action="break_glass",
+        patient_id=P,
+        reason="urgence vitale, patient inconscient",
+    )
     log.append(actor="10109999999", role="professional", action="read", patient_id=P, doc_ids=["d2"])
     head = log.anchor()
     log.append(actor=P, role="patient", action="search", patient_id=P)
@@ -305,8 +322,18 @@ def test_a_rewritten_or_truncated_audit_chain_is_detected(state_engine: Engine) 
 
 
 def test_legacy_unkeyed_entries_verify_only_before_keyed_ones(state_engine: Engine) -> None:
-    old = {"seq": 1, "at": NOW.isoformat(), "actor": "a", "role": "patient", "action": "search",
-           "patient_id": P, "doc_ids": [], "reason": None, "prev_hash": "", "hash": ""}
+    old = {
+        "seq": 1,
+        "at": NOW.isoformat(),
+        "actor": "a",
+        "role": "patient",
+        "action": "search",
+        "patient_id": P,
+        "doc_ids": [],
+        "reason": None,
+        "prev_hash": "",
+        "hash": "",
+    }
     legacy = _rechain_with_sha256([json.dumps(old)])
     write_chain(state_engine, legacy)
     log = AuditLog(state_engine, key=KEY)
@@ -326,16 +353,30 @@ def test_legacy_unkeyed_entries_verify_only_before_keyed_ones(state_engine: Engi
 
 def test_audit_never_fails_on_text_that_is_not_unicode(state_engine: Engine) -> None:
     log = AuditLog(state_engine, key=KEY)
-    entry = log.append(actor="x\ud800", actor_name="\udfff", role="patient", action="denied",
-                       patient_id=P, reason="bad \ud800 claim", doc_ids=["d\x00"])
+    entry = log.append(
+        actor="x\ud800",
+        actor_name="\udfff",
+        role="patient",
+        action="denied",
+        patient_id=P,
+        reason="bad \ud800 claim",
+        doc_ids=["d\x00"],
+    )
     assert entry.actor == "x\\ud800" and log.verify().ok
     # PostgreSQL text holds no NUL: escaped like a lone surrogate.
     assert entry.doc_ids == ("d\\x00",) and log.for_patient(P)[0].doc_ids == ("d\\x00",)
 
 
 def test_break_the_glass_reasons_must_be_readable_and_are_kept_verbatim(rules: AccessRules) -> None:
-    for junk in ("\u200b\u200b\u200b", "\u200b" * 40, "abc", "..........", "\x00\x00 urgence vitale",
-                 "a\u200bb\u200bc\u200bd", " " * 20):
+    for junk in (
+        "\u200b\u200b\u200b",
+        "\u200b" * 40,
+        "abc",
+        "..........",
+        "\x00\x00 urgence vitale",
+        "a\u200bb\u200bc\u200bd",
+        " " * 20,
+    ):
         with pytest.raises(ValueError):
             rules.open_break_glass(P, "10109999999", junk, NOW)
     reason = "  Urgence : patient inconscient\u00a0!  "
@@ -362,7 +403,8 @@ def test_closed_accounts_and_oppositions_are_kept_as_keyed_hashes(rules: AccessR
 
 
 def test_the_chain_is_read_page_by_page_and_still_verified_whole(
-    state_engine: Engine, monkeypatch: pytest.MonkeyPatch,
+    state_engine: Engine,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     import pipeline.audit
 

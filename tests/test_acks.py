@@ -34,12 +34,15 @@ def processed(tmp_path: Path) -> tuple[Path, dict[str, object]]:
     batch = tmp_path / "feed" / "labo-bio" / "2026-01-15"
     (batch / "oru").mkdir(parents=True)
     (batch / "oru" / "results.hl7").write_bytes(
-        _message("MSG0001") + _message("MSG0002", INS_A[:-2] + "00")
-        + b"MSH|||||\r%%%% TRANSMISSION INTERROMPUE %%%%\r" + _message("MSG0004", version="3.0")
-        + b"BTS|4\rPID|1||X\rOBX|1|NM|718-7^Hb^LN||1|g/dL\r")
+        _message("MSG0001")
+        + _message("MSG0002", INS_A[:-2] + "00")
+        + b"MSH|||||\r%%%% TRANSMISSION INTERROMPUE %%%%\r"
+        + _message("MSG0004", version="3.0")
+        + b"BTS|4\rPID|1||X\rOBX|1|NM|718-7^Hb^LN||1|g/dL\r"
+    )
     (batch / "broken.hl7").write_bytes(
-        b"MSH|^~\\&|SIL|LABO-BIO^750000001^FINESS|CARNET|DMP|20260115||ORU^R01|MSGX9|P\r"
-        b"PID|1||1\r")
+        b"MSH|^~\\&|SIL|LABO-BIO^750000001^FINESS|CARNET|DMP|20260115||ORU^R01|MSGX9|P\rPID|1||1\r"
+    )
     (batch / "notes.txt").write_bytes(b"pas un document medical")
     (batch / "_READY").write_bytes(b"")
     settings = Settings(data_dir=tmp_path / "carnet", data_docs=False)
@@ -64,28 +67,41 @@ def _parse_ack(data: bytes) -> object:
 
 
 def test_the_report_names_files_in_the_batch_and_answers_every_message(
-    processed: tuple[Path, dict[str, object]], tmp_path: Path,
+    processed: tuple[Path, dict[str, object]],
+    tmp_path: Path,
 ) -> None:
     batch, report = processed
     _validate(report)
     assert str(tmp_path) not in json.dumps(report), "no server path in the report"
     entries = {e["source"]: e for e in report["files"]}  # type: ignore[attr-defined]
-    assert set(entries) == {f"oru/results.hl7#{n}" for n in range(1, 6)} | {
-        "broken.hl7#1", "notes.txt"}
+    assert set(entries) == {f"oru/results.hl7#{n}" for n in range(1, 6)} | {"broken.hl7#1", "notes.txt"}
     assert all(not e["file"].startswith("/") for e in entries.values())
     assert entries["notes.txt"]["position"] is None and entries["notes.txt"]["ack"] is None
 
-    assert [entries[f"oru/results.hl7#{n}"]["message_control_id"] for n in range(1, 6)] == \
-        ["MSG0001", "MSG0002", None, "MSG0004", None]
+    assert [entries[f"oru/results.hl7#{n}"]["message_control_id"] for n in range(1, 6)] == [
+        "MSG0001",
+        "MSG0002",
+        None,
+        "MSG0004",
+        None,
+    ]
     # Messages without a readable control id: no ACK possible, the report names them.
     for n in (3, 5):
         unanswerable = entries[f"oru/results.hl7#{n}"]
-        assert (unanswerable["status"], unanswerable["file"], unanswerable["position"],
-                unanswerable["ack"]) == ("rejected", "oru/results.hl7", n, None)
+        assert (
+            unanswerable["status"],
+            unanswerable["file"],
+            unanswerable["position"],
+            unanswerable["ack"],
+        ) == ("rejected", "oru/results.hl7", n, None)
         assert unanswerable["reasons"][0]["code"] == "parse_error"
     # Each message with a control id has its ACK, named in its entry.
-    want = {"oru/results.hl7#1": ("AA", None), "oru/results.hl7#2": ("AE", "102"),
-            "oru/results.hl7#4": ("AR", "203"), "broken.hl7#1": ("AR", "101")}
+    want = {
+        "oru/results.hl7#1": ("AA", None),
+        "oru/results.hl7#2": ("AE", "102"),
+        "oru/results.hl7#4": ("AR", "203"),
+        "broken.hl7#1": ("AR", "101"),
+    }
     acks = sorted(p.name for p in (batch / "_ack").iterdir())
     assert acks == sorted(Path(entries[s]["ack"]).name for s in want)
     for source, (code, err3) in want.items():
@@ -98,8 +114,7 @@ def test_the_report_names_files_in_the_batch_and_answers_every_message(
         assert (msa.msa_1.to_er7(), msa.msa_2.to_er7()) == (code, entry["message_control_id"])
         errs = [c for c in message.children if c.name == "ERR"]  # type: ignore[attr-defined]
         # One ERR per reason: warnings (W) on an accepted message, errors (E) on a refused one.
-        assert [e.err_4.to_er7() for e in errs] == ["E" if r["blocking"] else "W"
-                                                    for r in entry["reasons"]]
+        assert [e.err_4.to_er7() for e in errs] == ["E" if r["blocking"] else "W" for r in entry["reasons"]]
         if err3 is None:
             assert entry["status"] == "indexed" and not any(r["blocking"] for r in entry["reasons"])
             continue
@@ -113,10 +128,12 @@ def test_the_report_names_files_in_the_batch_and_answers_every_message(
         cut = len(text.removesuffix("…"))
         assert cut == len(meaning) or meaning[cut] == " ", text
     assert entries["oru/results.hl7#2"]["reasons"][0] == {
-        "code": "invalid_ins_key", "blocking": True,
+        "code": "invalid_ins_key",
+        "blocking": True,
         "message": reason_text(Reason.INVALID_INS_KEY, "fr").meaning,
         "action": reason_text(Reason.INVALID_INS_KEY, "fr").action,
-        "detail": entries["oru/results.hl7#2"]["reasons"][0]["detail"]}
+        "detail": entries["oru/results.hl7#2"]["reasons"][0]["detail"],
+    }
     assert report["language"] == "fr"
     assert (report["accepted"], report["rejected"], report["documents"]) == (1, 6, 7)
 
@@ -129,13 +146,18 @@ def test_a_control_id_met_twice_gets_its_own_ack_and_english_on_request(tmp_path
     feed = FolderFeed(root)
     batch = BatchRef(feed_url=str(root), producer="labo", batch="b1", files=("a.hl7",))
     with Pipeline(settings) as pipe:
-        pipe.process(InputFile(data=(root / "labo" / "b1" / "a.hl7").read_bytes(),
-                               source=feed.source_uri(batch, "a.hl7"), producer="labo", batch="b1"))
+        pipe.process(
+            InputFile(
+                data=(root / "labo" / "b1" / "a.hl7").read_bytes(),
+                source=feed.source_uri(batch, "a.hl7"),
+                producer="labo",
+                batch="b1",
+            )
+        )
         pipe.flush()
         outcomes = list(pipe.outcomes)
     report = write_acknowledgements(feed, batch, outcomes, lang="en")
-    assert [(e.ack, e.ack_code) for e in report.files] == [("_ack/M_1.hl7", "AA"),
-                                                           ("_ack/M_1-2.hl7", "AE")]
+    assert [(e.ack, e.ack_code) for e in report.files] == [("_ack/M_1.hl7", "AA"), ("_ack/M_1-2.hl7", "AE")]
     assert report.files[1].reasons[0].message == reason_text(Reason.INVALID_INS_KEY, "en").meaning
     assert report.files[1].status is Status.REJECTED and report.language == "en"
     _validate(json.loads((root / "labo" / "b1" / "_report.json").read_text()))

@@ -21,7 +21,14 @@ def test_ligatures_and_accented_capitals_fold() -> None:
 
 def test_loinc_codes_stay_whole_and_numbers_are_kept() -> None:
     assert analyze("Hémoglobine (718-7) 13,5 g/dL ; créatinine 2160-0") == [
-        "hemoglobin", "718-7", "13", "5", "g", "dl", "creatinin", "2160-0",
+        "hemoglobin",
+        "718-7",
+        "13",
+        "5",
+        "g",
+        "dl",
+        "creatinin",
+        "2160-0",
     ]
     # A date is not a code: its parts stay searchable.
     assert analyze("2024-01-15") == ["2024", "01", "15"]
@@ -29,7 +36,10 @@ def test_loinc_codes_stay_whole_and_numbers_are_kept() -> None:
 
 def test_stop_words_and_elisions_are_left_out() -> None:
     assert analyze("le taux de l'hémoglobine et d'hématocrite à jeun") == [
-        "taux", "hemoglobin", "hematocrit", "jeun",
+        "taux",
+        "hemoglobin",
+        "hematocrit",
+        "jeun",
     ]
     assert analyze("la le les des du") == []
     # A letter is only an elision before an apostrophe: vitamin D keeps its D.

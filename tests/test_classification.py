@@ -14,8 +14,14 @@ def doc(text: str = "", **kw: object) -> ParsedDocument:
 
 
 def test_cda_code_decides_over_text() -> None:
-    c = classify_document(doc("Ordonnance posologie", format=Format.CDA, type_code="18748-4",
-                              type_code_system="2.16.840.1.113883.6.1"))
+    c = classify_document(
+        doc(
+            "Ordonnance posologie",
+            format=Format.CDA,
+            type_code="18748-4",
+            type_code_system="2.16.840.1.113883.6.1",
+        )
+    )
     assert (c.doc_class, c.type_code, c.rule, c.confidence) == (DocClass.IMAGING, "18748-4", "cda.code", 1.0)
 
 
@@ -32,12 +38,24 @@ def test_hl7_oru_is_biology() -> None:
 @pytest.mark.parametrize(
     ("title", "text", "expected", "code"),
     [
-        ("Compte rendu d'examens biologiques", "Hémoglobine 13,5 g/dL Leucocytes Plaquettes",
-         DocClass.BIOLOGY, "11502-2"),
-        (None, "COMPTE RENDU D'IMAGERIE MÉDICALE\nRadiographie thoracique de face. Conclusion : normal",
-         DocClass.IMAGING, "18748-4"),
-        (None, "ORDONNANCE\nDoliprane 1000 mg : 1 comprimé 3 fois par jour pendant 5 jours. QSP 1 mois",
-         DocClass.PRESCRIPTION, "57833-6"),
+        (
+            "Compte rendu d'examens biologiques",
+            "Hémoglobine 13,5 g/dL Leucocytes Plaquettes",
+            DocClass.BIOLOGY,
+            "11502-2",
+        ),
+        (
+            None,
+            "COMPTE RENDU D'IMAGERIE MÉDICALE\nRadiographie thoracique de face. Conclusion : normal",
+            DocClass.IMAGING,
+            "18748-4",
+        ),
+        (
+            None,
+            "ORDONNANCE\nDoliprane 1000 mg : 1 comprimé 3 fois par jour pendant 5 jours. QSP 1 mois",
+            DocClass.PRESCRIPTION,
+            "57833-6",
+        ),
     ],
 )
 def test_content_rules(title: str | None, text: str, expected: DocClass, code: str) -> None:
@@ -80,9 +98,16 @@ def _system(code: str) -> str:
 @pytest.mark.parametrize("code", sorted(TYPE_CODES))
 @pytest.mark.parametrize("fmt", [Format.CDA, Format.HL7V2, Format.PDF])
 def test_every_known_type_code_wins_over_any_words(code: str, fmt: Format) -> None:
-    c = classify_document(doc(_ALL_KEYWORDS, title="Compte rendu d'imagerie, ordonnance et biologie",
-                              format=fmt, type_code=code, type_code_system=_system(code),
-                              message_type="ORU^R01" if fmt is Format.HL7V2 else None))
+    c = classify_document(
+        doc(
+            _ALL_KEYWORDS,
+            title="Compte rendu d'imagerie, ordonnance et biologie",
+            format=fmt,
+            type_code=code,
+            type_code_system=_system(code),
+            message_type="ORU^R01" if fmt is Format.HL7V2 else None,
+        )
+    )
     doc_class, label = TYPE_CODES[code]
     assert (c.doc_class, c.type_code, c.type_label, c.confidence) == (doc_class, code, label, 1.0)
     assert c.rule == ("cda.code" if fmt is Format.CDA else "source.type_code")
@@ -98,8 +123,9 @@ def test_every_known_type_code_wins_over_any_words(code: str, fmt: Format) -> No
         ("99999-9", None, 0.9),
     ],
 )
-def test_types_outside_the_three_classes_keep_their_code_as_other(code: str, system: str | None,
-                                                                   confidence: float) -> None:
+def test_types_outside_the_three_classes_keep_their_code_as_other(
+    code: str, system: str | None, confidence: float
+) -> None:
     c = classify_document(doc(_ALL_KEYWORDS, format=Format.CDA, type_code=code, type_code_system=system))
     assert (c.doc_class, c.type_code, c.rule, c.confidence) == (DocClass.OTHER, code, "cda.code", confidence)
 
@@ -134,7 +160,13 @@ def test_the_type_table_is_well_formed() -> None:
     assert all(luhn.calc_check_digit(c.split("-")[0]) == c.split("-")[1] for c in loinc)
     assert {c for c, (cls, _) in TYPE_CODES.items() if cls is DocClass.IMAGING} >= {"18748-4", "IMG-KOS"}
     assert {c for c, (cls, _) in TYPE_CODES.items() if cls is DocClass.PRESCRIPTION} >= {
-        "57833-6", "57832-8", "57828-6", "PRESC-BIO", "PRESC-KINE", "PRESC-INF"}
+        "57833-6",
+        "57832-8",
+        "57828-6",
+        "PRESC-BIO",
+        "PRESC-KINE",
+        "PRESC-INF",
+    }
     assert all(label for _, label in TYPE_CODES.values())
 
 

@@ -26,11 +26,15 @@ def test_a_development_token_opens_the_api(dev_env: None, capsys: pytest.Capture
     assert (who.role, who.subject, who.name) == (Role.PATIENT, ins, "Claire D.")
 
 
-@pytest.mark.parametrize("setting", [("CARNET_ENV", "production"),
-                                     ("CARNET_API_JWT_ISSUER", "https://portail.example")])
-def test_production_settings_refuse_it(dev_env: None, monkeypatch: pytest.MonkeyPatch,
-                                       capsys: pytest.CaptureFixture[str],
-                                       setting: tuple[str, str]) -> None:
+@pytest.mark.parametrize(
+    "setting", [("CARNET_ENV", "production"), ("CARNET_API_JWT_ISSUER", "https://portail.example")]
+)
+def test_production_settings_refuse_it(
+    dev_env: None,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    setting: tuple[str, str],
+) -> None:
     monkeypatch.setenv(*setting)
     assert main(["token", make_ins(7)]) == 2
     captured = capsys.readouterr()

@@ -28,19 +28,26 @@ def compose() -> dict[str, Any]:
 
 def _carnet_services(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """The services that run Carnet's code (their environment names CARNET_* settings)."""
-    return {name: svc for name, svc in compose["services"].items()
-            if any(k.startswith("CARNET_") for k in svc.get("environment") or {})}
+    return {
+        name: svc
+        for name, svc in compose["services"].items()
+        if any(k.startswith("CARNET_") for k in svc.get("environment") or {})
+    }
 
 
 def test_the_carnet_services_are_the_airflow_ones_and_the_api(compose: dict[str, Any]) -> None:
     assert set(_carnet_services(compose)) == {
-        "airflow-init", "airflow-apiserver", "airflow-scheduler", "airflow-dag-processor",
-        "airflow-worker", "carnet-api"}
+        "airflow-init",
+        "airflow-apiserver",
+        "airflow-scheduler",
+        "airflow-dag-processor",
+        "airflow-worker",
+        "carnet-api",
+    }
 
 
 def test_no_carnet_service_mounts_a_volume(compose: dict[str, Any]) -> None:
-    mounted = {name: svc["volumes"] for name, svc in _carnet_services(compose).items()
-               if svc.get("volumes")}
+    mounted = {name: svc["volumes"] for name, svc in _carnet_services(compose).items() if svc.get("volumes")}
     assert mounted == {}
     assert "carnet-data" not in (compose.get("volumes") or {})
 
@@ -55,8 +62,7 @@ def test_no_volume_is_shared_between_services(compose: dict[str, Any]) -> None:
 
 
 @pytest.mark.parametrize("service", ["airflow-worker", "carnet-api", "airflow-init"])
-def test_every_piece_of_state_is_on_a_service_of_the_stack(compose: dict[str, Any],
-                                                           service: str) -> None:
+def test_every_piece_of_state_is_on_a_service_of_the_stack(compose: dict[str, Any], service: str) -> None:
     env = {k: str(v) for k, v in compose["services"][service]["environment"].items()}
     settings = Settings.from_env(env)
     services = set(compose["services"])
@@ -85,9 +91,15 @@ def test_the_schema_is_migrated_before_workers_and_api_start(compose: dict[str, 
 
 def test_docker_compose_validates_the_file() -> None:
     docker = shutil.which("docker")
-    if docker is None or subprocess.run([docker, "compose", "version"], capture_output=True,
-                                        check=False).returncode != 0:
+    if (
+        docker is None
+        or subprocess.run([docker, "compose", "version"], capture_output=True, check=False).returncode != 0
+    ):
         pytest.skip("docker compose is not installed")
-    done = subprocess.run([docker, "compose", "-f", str(COMPOSE), "config", "--quiet"],
-                          capture_output=True, text=True, check=False)
+    done = subprocess.run(
+        [docker, "compose", "-f", str(COMPOSE), "config", "--quiet"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr

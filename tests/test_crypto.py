@@ -46,7 +46,8 @@ def _files(root: Path) -> list[Path]:
 
 
 def test_put_returns_the_plaintext_hash_and_only_ciphertext_reaches_the_disk(
-    store: EncryptedStore, tmp_path: Path,
+    store: EncryptedStore,
+    tmp_path: Path,
 ) -> None:
     sha = store.put(REPORT)
     assert sha == sha256_hex(REPORT)
@@ -74,7 +75,9 @@ def test_assign_re_encrypts_under_the_patients_key(store: EncryptedStore, tmp_pa
 
 
 def test_a_pipeline_store_commits_its_rows_and_drops_replaced_copies_at_sync(
-    tmp_path: Path, master: bytes, state_engine: Engine,
+    tmp_path: Path,
+    master: bytes,
+    state_engine: Engine,
 ) -> None:
     ring = KeyRing(state_engine, LocalKeyWrapper(master))
     store = EncryptedStore(FileStore(tmp_path / "store"), ring, commit_on_sync=True)
@@ -97,7 +100,9 @@ def test_a_pipeline_store_commits_its_rows_and_drops_replaced_copies_at_sync(
 
 
 def test_wrong_master_key_cannot_open_the_keyring(
-    tmp_path: Path, master: bytes, state_engine: Engine,
+    tmp_path: Path,
+    master: bytes,
+    state_engine: Engine,
 ) -> None:
     ring = KeyRing(state_engine, LocalKeyWrapper(master))
     EncryptedStore(FileStore(tmp_path / "store"), ring).put(REPORT)
@@ -145,7 +150,8 @@ def test_destroyed_key_leaves_even_a_backup_copy_unreadable(store: EncryptedStor
 
 
 def test_keys_never_show_in_reprs_or_logs(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     settings = Settings(data_dir=tmp_path / "carnet")
     with caplog.at_level(logging.DEBUG):
@@ -182,10 +188,13 @@ def test_quarantine_records_pass_through(store: EncryptedStore) -> None:
 
     sha = store.put(b"%PDF- broken")
     rec = QuarantineRecord(
-        quarantine_id=QuarantineRecord.make_id("labo", "a.pdf", sha), source="a.pdf",
-        producer="labo", content_sha256=sha,
+        quarantine_id=QuarantineRecord.make_id("labo", "a.pdf", sha),
+        source="a.pdf",
+        producer="labo",
+        content_sha256=sha,
         reasons=(Problem(code=Reason.PARSE_ERROR, message="broken"),),
-        first_quarantined_at=dt.datetime(2026, 1, 1, tzinfo=dt.UTC))
+        first_quarantined_at=dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
+    )
     store.put_quarantine(rec)
     assert store.get_quarantine(rec.quarantine_id) == rec
     assert list(store.list_quarantine()) == [rec]

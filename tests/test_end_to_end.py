@@ -38,7 +38,8 @@ def ingested(feed: tuple[Path, GeneratedFeed], tmp_path_factory: pytest.TempPath
 
 def _key(source: str, root: Path) -> str:
     return str(Path(source.split("#")[0]).relative_to(root)) + (
-        "#" + source.split("#")[1] if "#" in source else "")
+        "#" + source.split("#")[1] if "#" in source else ""
+    )
 
 
 def test_every_document_ends_in_its_expected_state(feed, ingested) -> None:
@@ -52,7 +53,8 @@ def test_every_document_ends_in_its_expected_state(feed, ingested) -> None:
         o = got[ref]
         codes = tuple(r.code.value for r in o.reasons if o.status is Status.REJECTED)
         if o.status.value != exp.expected_status or (
-            exp.expected_reasons and tuple(exp.expected_reasons) != codes):
+            exp.expected_reasons and tuple(exp.expected_reasons) != codes
+        ):
             wrong.append((ref, exp.expected_status, exp.expected_reasons, o.status.value, codes))
         if o.status is not Status.REJECTED:
             assert o.patient_id == exp.patient_id, ref
@@ -99,7 +101,8 @@ def test_searches_find_what_they_must_and_nothing_of_another_patient(ingested) -
         by_patient: dict[str, set[str]] = {}
         for o in summary.outcomes:
             if o.status in (Status.INDEXED, Status.REPLACED) and not any(
-                    o.source.endswith(ref) for ref in superseded):
+                o.source.endswith(ref) for ref in superseded
+            ):
                 by_patient.setdefault(o.patient_id, set()).add(o.doc_id)  # type: ignore[arg-type]
         for patient, doc_ids in by_patient.items():
             everything = index.search(SearchQuery(patient_id=patient, limit=500))
@@ -119,8 +122,13 @@ def test_searches_find_what_they_must_and_nothing_of_another_patient(ingested) -
         # A superseded version leaves default searches but is still there on request.
         for o in summary.outcomes:
             if any(o.source.endswith(ref) for ref in superseded) and o.status is not Status.REJECTED:
-                everything = index.search(SearchQuery(patient_id=o.patient_id,  # type: ignore[arg-type]
-                                                      include_superseded=True, limit=500))
+                everything = index.search(
+                    SearchQuery(
+                        patient_id=o.patient_id,  # type: ignore[arg-type]
+                        include_superseded=True,
+                        limit=500,
+                    )
+                )
                 assert o.doc_id in {h.doc_id for h in everything.hits}
     finally:
         index.close()
@@ -178,5 +186,9 @@ def test_erasing_a_patient_leaves_nothing_findable_readable_or_named(ingested) -
         if o.patient_id == patient:
             assert not store.exists(o.content_sha256)  # type: ignore[arg-type]
     with sqlite3.connect(settings.data_dir / "state.db") as conn:
-        assert conn.execute("SELECT COUNT(*) FROM outcomes WHERE patient_id=? OR line LIKE ?",
-                            (patient, f"%{patient}%")).fetchone()[0] == 0
+        assert (
+            conn.execute(
+                "SELECT COUNT(*) FROM outcomes WHERE patient_id=? OR line LIKE ?", (patient, f"%{patient}%")
+            ).fetchone()[0]
+            == 0
+        )

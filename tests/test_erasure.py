@@ -41,16 +41,21 @@ NOW = dt.datetime(2026, 11, 29, 10, 0, tzinfo=dt.UTC)
 
 
 @pytest.fixture(params=["sqlite", pytest.param("elasticsearch", marks=pytest.mark.elasticsearch)])
-def settings(request: pytest.FixtureRequest, tmp_path: Path,
-             monkeypatch: pytest.MonkeyPatch) -> Iterator[Settings]:
-    env = {"CARNET_DATA_DIR": str(tmp_path / "carnet"),
-           "CARNET_MASTER_KEY": base64.b64encode(os.urandom(32)).decode()}
+def settings(
+    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Settings]:
+    env = {
+        "CARNET_DATA_DIR": str(tmp_path / "carnet"),
+        "CARNET_MASTER_KEY": base64.b64encode(os.urandom(32)).decode(),
+    }
     if request.param == "elasticsearch":
         from tests.conftest import require_service
 
         env["CARNET_INDEX_URL"] = require_service(
-            "Elasticsearch", os.environ.get("CARNET_TEST_ES_URL", "http://127.0.0.1:9200"),
-            "scripts/elasticsearch.sh start")
+            "Elasticsearch",
+            os.environ.get("CARNET_TEST_ES_URL", "http://127.0.0.1:9200"),
+            "scripts/elasticsearch.sh start",
+        )
         env["CARNET_ES_ALIAS"] = f"carnet-test-erase-{uuid4().hex[:8]}"
     for k, v in env.items():
         monkeypatch.setenv(k, v)
@@ -64,8 +69,14 @@ def settings(request: pytest.FixtureRequest, tmp_path: Path,
         index.close()
 
 
-def _file(index: DocumentIndex, store: EncryptedStore, patient: str, doc_id: str, raw: bytes,
-          doc_class: DocClass = DocClass.BIOLOGY) -> str:
+def _file(
+    index: DocumentIndex,
+    store: EncryptedStore,
+    patient: str,
+    doc_id: str,
+    raw: bytes,
+    doc_class: DocClass = DocClass.BIOLOGY,
+) -> str:
     sha = store.put(raw)
     store.assign(sha, patient)
     record = make_record(doc_id, patient_id=patient, doc_class=doc_class, text=raw.decode())
@@ -76,15 +87,21 @@ def _file(index: DocumentIndex, store: EncryptedStore, patient: str, doc_id: str
 def _quarantine(store: EncryptedStore, patient: str | None, raw: bytes, source: str) -> QuarantineRecord:
     sha = store.put(raw)  # rejected before or after identification: never assigned
     record = QuarantineRecord(
-        quarantine_id=QuarantineRecord.make_id("labo", source, sha), source=source, producer="labo",
-        content_sha256=sha, patient_id=patient,
-        reasons=(Problem(code=Reason.MISSING_DATE, message="no date"),), first_quarantined_at=NOW)
+        quarantine_id=QuarantineRecord.make_id("labo", source, sha),
+        source=source,
+        producer="labo",
+        content_sha256=sha,
+        patient_id=patient,
+        reasons=(Problem(code=Reason.MISSING_DATE, message="no date"),),
+        first_quarantined_at=NOW,
+    )
     store.put_quarantine(record)
     return record
 
 
 def test_erase_removes_everything_of_the_patient_and_only_theirs(
-    settings: Settings, capsys: pytest.CaptureFixture[str],
+    settings: Settings,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     index = open_index(settings.effective_index_url, alias=settings.es_index_alias)
     store = open_encrypted_store(settings)
@@ -138,7 +155,8 @@ def test_erase_removes_everything_of_the_patient_and_only_theirs(
                 store.get(sha)
         assert store.get(b1) == "Hémoglobine de B: 12,1 g/dL".encode()
         assert [q.quarantine_id for q in store.list_quarantine()] == sorted(
-            [qb.quarantine_id, q_unknown.quarantine_id])
+            [qb.quarantine_id, q_unknown.quarantine_id]
+        )
         assert store.get(qb.content_sha256) == b"compte rendu de B sans date"
         assert store.objects_of(A) == [] and store.keyring.existing_patient_key(A) is None
         # Rules: no grant or delegation survives.
@@ -153,7 +171,7 @@ def test_erase_removes_everything_of_the_patient_and_only_theirs(
         assert b_key is not None
         for sha, sealed in a_copies.items():
             assert sealed.startswith(MAGIC) and b"de A" not in sealed
-            body = sealed[len(MAGIC):]
+            body = sealed[len(MAGIC) :]
             with pytest.raises(InvalidTag):
                 AESGCM(b_key).decrypt(body[:NONCE_BYTES], body[NONCE_BYTES:], sha.encode())
     finally:
@@ -163,8 +181,7 @@ def test_erase_removes_everything_of_the_patient_and_only_theirs(
 
     # The erasure is audited; the chain holds.
     log = open_audit_log(settings)
-    assert [(e.action, e.doc_ids) for e in log.for_patient(A)] == [
-        ("erase", ("a-bio", "a-bio-v2", "a-img"))]
+    assert [(e.action, e.doc_ids) for e in log.for_patient(A)] == [("erase", ("a-bio", "a-bio-v2", "a-img"))]
     assert log.verify().ok
 
 
@@ -176,8 +193,15 @@ def test_erase_rejects_an_invalid_patient_id(settings: Settings, capsys: pytest.
 def test_audit_verify_and_history_commands(settings: Settings, capsys: pytest.CaptureFixture[str]) -> None:
     log = open_audit_log(settings)
     for n in range(4):
-        log.append(actor="10101234567", actor_name="Dr Test", role="professional", action="read",
-                   patient_id=A, doc_ids=[f"d{n}"], reason="authorisation")
+        log.append(
+            actor="10101234567",
+            actor_name="Dr Test",
+            role="professional",
+            action="read",
+            patient_id=A,
+            doc_ids=[f"d{n}"],
+            reason="authorisation",
+        )
     log.append(actor=A, role="patient", action="search", patient_id=B)
     assert cli_access.main(["audit", "verify"]) == 0
     assert "intact: 5 entries" in capsys.readouterr().out
@@ -205,8 +229,9 @@ def test_audit_verify_and_history_commands(settings: Settings, capsys: pytest.Ca
 # -- what erasure must leave nowhere: index files, ledger, quarantine; and the closed account --
 
 
-def _oru(ins: str, control_id: str, *, surname: str, words: str, printed: str = "",
-         birth: str | None = None) -> bytes:
+def _oru(
+    ins: str, control_id: str, *, surname: str, words: str, printed: str = "", birth: str | None = None
+) -> bytes:
     """One ORU^R01 message for ``ins`` (structured, with a birth date and sex that agree with
     it), with ``printed`` text in an NTE."""
     birth = birth or f"19{ins[1:5]}12"
@@ -233,7 +258,8 @@ def _index_bytes(settings: Settings) -> bytes:
 
 
 def test_erasure_leaves_no_byte_of_the_patient_in_the_index_files(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     from pipeline.analysis import analyze
     from pipeline.ingest import ingest_sources
 
@@ -247,8 +273,12 @@ def test_erasure_leaves_no_byte_of_the_patient_in_the_index_files(
         ingest_sources([str(feed / f"a{n}.hl7")], settings)
     (feed / "b.hl7").write_bytes(_oru(B, "B1", surname="BERNADOTTE", words="hépatosplénomégalie"))
     ingest_sources([str(feed / "b.hl7")], settings)
-    markers = [A.encode(), f"p{A.lower()}".encode(), A_SURNAME.encode(),
-               *{t.encode() for t in analyze(f"{A_SURNAME} {A_WORDS}")}]
+    markers = [
+        A.encode(),
+        f"p{A.lower()}".encode(),
+        A_SURNAME.encode(),
+        *{t.encode() for t in analyze(f"{A_SURNAME} {A_WORDS}")},
+    ]
     before = _index_bytes(settings)
     assert all(m in before for m in markers)  # the grep can see them: the test can fail
 
@@ -269,8 +299,11 @@ def test_erasure_leaves_no_byte_of_the_patient_in_the_index_files(
 def test_erasure_expunges_deleted_documents_from_the_elasticsearch_shard(tmp_path: Path) -> None:
     from tests.conftest import require_service
 
-    url = require_service("Elasticsearch", os.environ.get("CARNET_TEST_ES_URL", "http://127.0.0.1:9200"),
-                          "scripts/elasticsearch.sh start")
+    url = require_service(
+        "Elasticsearch",
+        os.environ.get("CARNET_TEST_ES_URL", "http://127.0.0.1:9200"),
+        "scripts/elasticsearch.sh start",
+    )
     index = open_index(url, alias=f"carnet-test-expunge-{uuid4().hex[:8]}")
     try:
         records = [make_record(f"a{n}", patient_id=A, text=f"{A_SURNAME} {A_WORDS}") for n in range(5)]
@@ -280,8 +313,11 @@ def test_erasure_expunges_deleted_documents_from_the_elasticsearch_shard(tmp_pat
         es.indices.flush(index=index.alias)  # segments on disk, as after any real load
         assert sorted(index.delete_patient(A)) == [f"a{n}" for n in range(5)]
         stats = es.indices.stats(index=index.alias, metric="docs")["_all"]["primaries"]["docs"]
-        assert stats == {"count": 1, "deleted": 0, **{k: v for k, v in stats.items()
-                                                       if k not in ("count", "deleted")}}
+        assert stats == {
+            "count": 1,
+            "deleted": 0,
+            **{k: v for k, v in stats.items() if k not in ("count", "deleted")},
+        }
         found = es.search(index=index.alias, query={"match": {"body_tokens": A_SURNAME.lower()}})
         assert found["hits"]["total"]["value"] == 0
     finally:
@@ -290,19 +326,23 @@ def test_erasure_expunges_deleted_documents_from_the_elasticsearch_shard(tmp_pat
 
 
 def test_quarantined_documents_naming_the_patient_in_any_identifier_are_erased(
-        settings: Settings, capsys: pytest.CaptureFixture[str]) -> None:
+    settings: Settings, capsys: pytest.CaptureFixture[str]
+) -> None:
     from pipeline.crypto import open_encrypted_store
     from pipeline.ingest import ingest_sources
 
     feed = settings.data_dir.parent / "feed" / "labo"
     feed.mkdir(parents=True)
     # Structured A, another INS printed; structured C, A printed: both identity_conflict.
-    (feed / "conflict-1.hl7").write_bytes(_oru(A, "Q1", surname=A_SURNAME, words="contrôle",
-                                               printed=f"INS : {C}"))
-    (feed / "conflict-2.hl7").write_bytes(_oru(C, "Q2", surname="AUTRE", words="contrôle",
-                                               printed=f"INS : {A}"))
-    (feed / "unrelated.hl7").write_bytes(_oru(C, "Q3", surname="AUTRE", words="contrôle",
-                                              printed=f"INS : {B}"))
+    (feed / "conflict-1.hl7").write_bytes(
+        _oru(A, "Q1", surname=A_SURNAME, words="contrôle", printed=f"INS : {C}")
+    )
+    (feed / "conflict-2.hl7").write_bytes(
+        _oru(C, "Q2", surname="AUTRE", words="contrôle", printed=f"INS : {A}")
+    )
+    (feed / "unrelated.hl7").write_bytes(
+        _oru(C, "Q3", surname="AUTRE", words="contrôle", printed=f"INS : {B}")
+    )
     summary = ingest_sources([str(feed)], settings)
     assert [o.reasons[0].code for o in summary.outcomes] == [Reason.IDENTITY_CONFLICT] * 3
     store = open_encrypted_store(settings)
@@ -311,8 +351,9 @@ def test_quarantined_documents_naming_the_patient_in_any_identifier_are_erased(
         assert all(q.patient_id is None for q in quarantined.values())
         raw = {name: store.get(q.content_sha256) for name, q in quarantined.items()}
         # One kept before quarantine records named anyone: found by reading its bytes again.
-        legacy = _quarantine(store, None, _oru(B, "Q4", surname="X", words="y", printed=f"NIR {A}"),
-                             "legacy.hl7")
+        legacy = _quarantine(
+            store, None, _oru(B, "Q4", surname="X", words="y", printed=f"NIR {A}"), "legacy.hl7"
+        )
         for path in (settings.data_dir / "store" / "quarantine").glob("*.json"):
             assert A.encode() not in path.read_bytes()  # keyed hashes, not the INS
     finally:
@@ -351,12 +392,14 @@ def _batch(root: Path, name: str, files: dict[str, bytes]) -> str:
 
 
 def test_a_closed_account_refuses_new_documents_until_an_operator_reopens_it(
-        settings: Settings, capsys: pytest.CaptureFixture[str]) -> None:
+    settings: Settings, capsys: pytest.CaptureFixture[str]
+) -> None:
     from pipeline.ingest import process_batch
 
     feed = settings.data_dir.parent / "feed"
-    first = process_batch(settings, str(feed), _batch(feed, "b1", {"a.hl7": _oru(A, "A1", surname="X",
-                                                                                words="ferritine")}))
+    first = process_batch(
+        settings, str(feed), _batch(feed, "b1", {"a.hl7": _oru(A, "A1", surname="X", words="ferritine")})
+    )
     assert first.by_status == {"indexed": 1}
     rules = AccessRules(settings)
     try:  # the identity traits of the document gave the day the INS does not carry
@@ -366,8 +409,14 @@ def test_a_closed_account_refuses_new_documents_until_an_operator_reopens_it(
     assert cli_access.main(["erase", A]) == 0
     capsys.readouterr()
 
-    key = _batch(feed, "b2", {"a.hl7": _oru(A, "A2", surname="X", words="ferritine"),
-                              "b.hl7": _oru(B, "B2", surname="Y", words="ferritine")})
+    key = _batch(
+        feed,
+        "b2",
+        {
+            "a.hl7": _oru(A, "A2", surname="X", words="ferritine"),
+            "b.hl7": _oru(B, "B2", surname="Y", words="ferritine"),
+        },
+    )
     summary = process_batch(settings, str(feed), key)
     assert summary.by_status == {"rejected": 1, "indexed": 1}
     assert summary.rejected_by_reason == {"account_closed": 1}
@@ -391,14 +440,16 @@ def test_a_closed_account_refuses_new_documents_until_an_operator_reopens_it(
     assert "account_closed" in capsys.readouterr().out
     assert cli_access.main(["account", "reopen", A, "--why", "the patient asked"]) == 0
     assert "reopened" in capsys.readouterr().out
-    again = process_batch(settings, str(feed), _batch(feed, "b3", {"a.hl7": _oru(
-        A, "A3", surname="X", words="ferritine")}))
+    again = process_batch(
+        settings, str(feed), _batch(feed, "b3", {"a.hl7": _oru(A, "A3", surname="X", words="ferritine")})
+    )
     assert again.by_status == {"indexed": 1}
 
     # An opposition refuses documents the same way, with its own reason, until reopened.
     assert cli_access.main(["account", "oppose", B]) == 0
-    opposed = process_batch(settings, str(feed), _batch(feed, "b4", {"b.hl7": _oru(
-        B, "B4", surname="Y", words="ferritine")}))
+    opposed = process_batch(
+        settings, str(feed), _batch(feed, "b4", {"b.hl7": _oru(B, "B4", surname="Y", words="ferritine")})
+    )
     assert opposed.rejected_by_reason == {"opposition": 1}
     assert "MSA|AR|B4|" in (feed / "labo" / "b4" / "_ack" / "B4.hl7").read_text()
     assert cli_access.main(["account", "reopen", B]) == 0

@@ -61,8 +61,13 @@ def test_batch_without_marker_is_not_listed(feed_and_drop: tuple[Feed, Drop]) ->
 def test_ready_batch_lists_nested_files_without_control_files(feed_and_drop: tuple[Feed, Drop]) -> None:
     feed, drop = feed_and_drop
     for name, data in {
-        "a.hl7": HL7, "sub/b.pdf": PDF, "sub/deeper/c.xml": b"<ClinicalDocument/>",
-        "_READY": b"", "_report.json": b"{}", "_ack/a.hl7": b"MSH|ACK", ".DS_Store": b"x",
+        "a.hl7": HL7,
+        "sub/b.pdf": PDF,
+        "sub/deeper/c.xml": b"<ClinicalDocument/>",
+        "_READY": b"",
+        "_report.json": b"{}",
+        "_ack/a.hl7": b"MSH|ACK",
+        ".DS_Store": b"x",
         "sub/.partial": b"x",
     }.items():
         drop(f"lab/2025-03-14/{name}", data)
@@ -87,8 +92,10 @@ def test_batches_sorted_across_producers(feed_and_drop: tuple[Feed, Drop]) -> No
 
 def test_manifest_batch_carries_its_entries(feed_and_drop: tuple[Feed, Drop]) -> None:
     feed, drop = feed_and_drop
-    entries = [{"name": "a.hl7", "size": len(HL7), "sha256": sha256_hex(HL7)},
-               {"name": "scans/b.pdf", "size": len(PDF)}]
+    entries = [
+        {"name": "a.hl7", "size": len(HL7), "sha256": sha256_hex(HL7)},
+        {"name": "scans/b.pdf", "size": len(PDF)},
+    ]
     drop("lab/m1/a.hl7", HL7)
     drop("lab/m1/scans/b.pdf", PDF)
     drop("lab/m1/_manifest.json", json.dumps({"files": entries}).encode())
@@ -128,8 +135,9 @@ def test_missing_feed_root_is_a_source_error(tmp_path: Path) -> None:
 
 @pytest.mark.s3
 def test_missing_bucket_is_a_source_error(s3_endpoint: str) -> None:  # noqa: F811
-    feed = S3Feed.from_url("s3://carnet-no-such-bucket-7f3a/feeds", endpoint_url=s3_endpoint,
-                           region="us-east-1")
+    feed = S3Feed.from_url(
+        "s3://carnet-no-such-bucket-7f3a/feeds", endpoint_url=s3_endpoint, region="us-east-1"
+    )
     with pytest.raises(SourceError, match="NoSuchBucket"):
         feed.list_batches()
 

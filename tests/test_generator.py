@@ -173,7 +173,8 @@ def test_expected_list_covers_every_file_once_and_hl7_once_per_message(feed) -> 
         if name.endswith(".hl7"):
             messages = _hl7_messages((root / name).read_bytes())
             assert sorted(r for r in refs if r.startswith(name + "#")) == sorted(
-                f"{name}#{n}" for n in range(1, len(messages) + 1))
+                f"{name}#{n}" for n in range(1, len(messages) + 1)
+            )
         else:
             assert count == 1 and name in refs
     for doc in generated.documents:
@@ -191,8 +192,10 @@ def test_expected_states_and_reason_codes(feed) -> None:
     assert outcomes[("rejected", ("parse_error",))] == 2
     assert outcomes[("rejected", ("unsupported_format",))] == 3
     assert outcomes[("indexed", ())] == 60 - 15
-    batches = {d.producer: sorted({x.batch for x in generated.documents if x.producer == d.producer})
-               for d in generated.documents}
+    batches = {
+        d.producer: sorted({x.batch for x in generated.documents if x.producer == d.producer})
+        for d in generated.documents
+    }
     for doc in generated.documents:
         if doc.expected_status in ("duplicate", "replaced"):
             assert doc.batch == batches[doc.producer][-1]  # always after the original
@@ -203,7 +206,8 @@ def test_expected_states_and_reason_codes(feed) -> None:
             assert doc.document_date and doc.key_terms and doc.type_code in {"11502-2", "18748-4", "57833-6"}
     replaced = [d for d in generated.documents if d.replaced_by]
     assert {d.replaced_by for d in replaced} == {
-        d.source_ref for d in generated.documents if d.expected_status == "replaced"}
+        d.source_ref for d in generated.documents if d.expected_status == "replaced"
+    }
 
 
 def test_write_jsonl_round_trips(feed, tmp_path: Path) -> None:
@@ -311,7 +315,8 @@ def test_cda_documents_are_clinical_documents_with_ids_and_versions(feed) -> Non
         if doc.type_code:
             assert code.get("code") == doc.type_code
         assert tree.find(f"{V3}title").text and re.fullmatch(
-            r"\d{14}\+0100", tree.find(f"{V3}effectiveTime").get("value"))
+            r"\d{14}\+0100", tree.find(f"{V3}effectiveTime").get("value")
+        )
         ins = tree.find(f"{V3}recordTarget/{V3}patientRole/{V3}id[@root='{INS_OID}']").get("extension")
         assert nir.is_valid(ins) and (doc.patient_id in (None, ins))
         author = tree.find(f"{V3}author/{V3}assignedAuthor/{V3}id").get("extension")
@@ -323,7 +328,8 @@ def test_cda_documents_are_clinical_documents_with_ids_and_versions(feed) -> Non
         assert sections and all(s.find(f"{V3}text") is not None for s in sections)
         set_id = tree.find(f"{V3}setId")
         sets.setdefault(f"{set_id.get('root')}^{set_id.get('extension')}", []).append(
-            tree.find(f"{V3}versionNumber").get("value"))
+            tree.find(f"{V3}versionNumber").get("value")
+        )
     assert sorted(v for v in sets.values() if len(set(v)) > 1) == [["1", "2"]]
 
 
@@ -349,8 +355,10 @@ def test_scans_are_300_dpi_a4_images_and_the_blank_one_is_white(feed) -> None:
 
 def test_unsupported_files_are_what_they_claim(feed) -> None:
     root, generated = feed
-    datas = {Path(d.source_ref).suffix: (root / d.source_ref).read_bytes()
-             for d in _by_reason(generated, "unsupported_format")}
+    datas = {
+        Path(d.source_ref).suffix: (root / d.source_ref).read_bytes()
+        for d in _by_reason(generated, "unsupported_format")
+    }
     assert datas[".pdf"] == b""
     assert len(datas[".bin"]) == 4096 and b"%PDF-" not in datas[".bin"]
     assert "word/document.xml" in zipfile.ZipFile(io.BytesIO(datas[".docx"])).namelist()
@@ -373,8 +381,9 @@ def test_a_good_scan_is_read_by_tesseract(feed) -> None:
 
 def test_good_only_feed_for_benchmarks_is_fast_and_all_indexed(tmp_path: Path) -> None:
     start = time.process_time()  # CPU time: not slowed down by other jobs on the machine
-    generated = generate_feed(tmp_path / "bench", seed=1, patients=200, documents=1000,
-                              batches_per_producer=4, include_bad=False)
+    generated = generate_feed(
+        tmp_path / "bench", seed=1, patients=200, documents=1000, batches_per_producer=4, include_bad=False
+    )
     rate = len(generated.documents) / (time.process_time() - start)
     assert len(generated.documents) == 1000
     assert {d.expected_status for d in generated.documents} == {"indexed"}
@@ -385,10 +394,12 @@ def test_good_only_feed_for_benchmarks_is_fast_and_all_indexed(tmp_path: Path) -
 
 def test_generate_without_the_demo_extra_says_what_to_install(tmp_path: Path) -> None:
     # reportlab comes with carnet[demo] only: the CLI names the extra instead of a traceback.
-    code = ("import sys; sys.modules['reportlab'] = None\n"
-            "from pipeline.cli import main\n"
-            f"sys.argv = ['carnet', 'generate', {str(tmp_path / 'feed')!r}]\n"
-            "sys.exit(main())\n")
+    code = (
+        "import sys; sys.modules['reportlab'] = None\n"
+        "from pipeline.cli import main\n"
+        f"sys.argv = ['carnet', 'generate', {str(tmp_path / 'feed')!r}]\n"
+        "sys.exit(main())\n"
+    )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode != 0
     assert "carnet[demo]" in done.stderr and "Traceback" not in done.stderr

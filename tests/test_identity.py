@@ -40,8 +40,9 @@ def test_key_rule_including_corsica() -> None:
     assert is_valid_ins(INS_CORSICA) and "2A" in INS_CORSICA
     assert not is_valid_ins(wrong_key(INS_A))
     assert not is_valid_ins(INS_A[:14])
-    assert is_valid_ins(" ".join([INS_A[0], INS_A[1:3], INS_A[3:5], INS_A[5:7], INS_A[7:10],
-                                  INS_A[10:13], INS_A[13:]]))
+    assert is_valid_ins(
+        " ".join([INS_A[0], INS_A[1:3], INS_A[3:5], INS_A[5:7], INS_A[7:10], INS_A[10:13], INS_A[13:]])
+    )
 
 
 def test_require_ins_normalises_and_rejects() -> None:
@@ -61,9 +62,11 @@ def test_require_ins_normalises_and_rejects() -> None:
 )
 def test_printed_ins_in_common_spacings(printed: str) -> None:
     i = INS_A
-    text = "Patient : Mme Durand\n" + printed.format(
-        a=i[0], b=i[1:3], c=i[3:5], d=i[5:7], e=i[7:10], f=i[10:13], k=i[13:], all=i
-    ) + "\nTél : 01 23 45 67 89"
+    text = (
+        "Patient : Mme Durand\n"
+        + printed.format(a=i[0], b=i[1:3], c=i[3:5], d=i[5:7], e=i[7:10], f=i[10:13], k=i[13:], all=i)
+        + "\nTél : 01 23 45 67 89"
+    )
     assert find_printed_ins(text) == [INS_A]
 
 
@@ -122,8 +125,21 @@ INS_CHILD = make_ins("2150675123004")
 # Every kind of whitespace a text layer puts between groups: spaces (one or several),
 # no-break spaces, narrow no-break and thin spaces, figure and em spaces, tabs, and the
 # zero-width space some generators insert between glyphs.
-_GAPS = [" ", "  ", "   ", "\u00a0", "\u202f", "\u2009", "\u2007", "\u2003", "\t", "\t\t",
-         " \u00a0", "\u200b", ""]
+_GAPS = [
+    " ",
+    "  ",
+    "   ",
+    "\u00a0",
+    "\u202f",
+    "\u2009",
+    "\u2007",
+    "\u2003",
+    "\t",
+    "\t\t",
+    " \u00a0",
+    "\u200b",
+    "",
+]
 
 
 def groups(ins: str) -> list[str]:
@@ -131,8 +147,9 @@ def groups(ins: str) -> list[str]:
 
 
 @pytest.mark.parametrize("gap", _GAPS, ids=[repr(g) for g in _GAPS])
-@pytest.mark.parametrize("key_gap", _GAPS + ["\n", " \n  ", "\r\n", "\u00a0\n\t", " - ", "\u00a0/\u00a0"],
-                         ids=lambda g: repr(g))
+@pytest.mark.parametrize(
+    "key_gap", _GAPS + ["\n", " \n  ", "\r\n", "\u00a0\n\t", " - ", "\u00a0/\u00a0"], ids=lambda g: repr(g)
+)
 def test_any_whitespace_between_groups_and_before_the_key(gap: str, key_gap: str) -> None:
     printed = gap.join(groups(INS_PARENT)[:-1]) + key_gap + INS_PARENT[13:]
     text = f"Patient : M. Dupont\nINS :{gap or ' '}{printed}\nTél : 01 23 45 67 89"
@@ -140,14 +157,17 @@ def test_any_whitespace_between_groups_and_before_the_key(gap: str, key_gap: str
     assert (result.patient_id, result.evidence) == (INS_PARENT, "printed")
 
 
-@pytest.mark.parametrize("layout", [
-    "INS :\n{n}",  # label on the line above
-    "INS :\n\t\t{n}",
-    "N° de sécurité sociale\u00a0:\u00a0{n}",
-    "Nº SS : {n}",  # the ordinal sign, as some fonts map N°
-    "INS\t\t\t\t\t\t\t\t\t\t\t\t\t\t\t\t\t\t\t\t\t\t\t\t{n}",  # a table cell: tabs count as one space
-    "Matricule INS : {n}",
-])
+@pytest.mark.parametrize(
+    "layout",
+    [
+        "INS :\n{n}",  # label on the line above
+        "INS :\n\t\t{n}",
+        "N° de sécurité sociale\u00a0:\u00a0{n}",
+        "Nº SS : {n}",  # the ordinal sign, as some fonts map N°
+        "INS\t\t\t\t\t\t\t\t\t\t\t\t\t\t\t\t\t\t\t\t\t\t\t\t{n}",  # a table cell: tabs count as one space
+        "Matricule INS : {n}",
+    ],
+)
 def test_labels_and_layouts(layout: str) -> None:
     n = " ".join(groups(INS_PARENT)[:-1]) + "\n" + INS_PARENT[13:]
     assert find_printed_ins(layout.format(n=n)) == [INS_PARENT]
@@ -170,13 +190,16 @@ def test_digits_across_lines_in_other_ways_are_not_one_number() -> None:
     assert find_printed_ins(f"INS :\n{digits[:6]}\n{digits[6:8]}\n{digits[8:12]}\n{digits[12:]}") == []
 
 
-@pytest.mark.parametrize("text", [
-    # Long numbers that are not identifiers, even after an identifier label or beside one.
-    "INS : en attente\nTél : 01 23 45 67 89\nRPPS : 10101234567\nFINESS : 750712184",
-    "N° SS : non communiqué — Tél 04 78 12 34 56 — RPPS 1 01 01 23 45 67 — 12 03 2024",
-    "NIR : inconnu\nRPPS 10101234567\n0478123456 le 12/03/2024 à 08:15",
-    "Dossier 2 84 05 75 123 456 {k} du 12/03/2024",  # a valid-key number with no label
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        # Long numbers that are not identifiers, even after an identifier label or beside one.
+        "INS : en attente\nTél : 01 23 45 67 89\nRPPS : 10101234567\nFINESS : 750712184",
+        "N° SS : non communiqué — Tél 04 78 12 34 56 — RPPS 1 01 01 23 45 67 — 12 03 2024",
+        "NIR : inconnu\nRPPS 10101234567\n0478123456 le 12/03/2024 à 08:15",
+        "Dossier 2 84 05 75 123 456 {k} du 12/03/2024",  # a valid-key number with no label
+    ],
+)
 def test_other_long_numbers_are_not_taken_for_an_ins(text: str) -> None:
     result = identify_patient(doc(text.format(k=INS_A[13:])))
     assert result.patient_id is None and [p.code for p in result.problems] == [Reason.MISSING_INS]
@@ -195,15 +218,18 @@ def spaced(ins: str, gap: str = " ") -> str:
 # The insured parent's number beside the child's own INS, in the layouts lab and
 # hospital software print: one line each, blocks under a heading, a qualifier after the
 # number, either order. The child (the beneficiary) is the patient.
-@pytest.mark.parametrize("text", [
-    "Assuré : DUPONT Marc   N° SS : {p}\nBénéficiaire : DUPONT Léa   INS : {c}",
-    "Bénéficiaire : DUPONT Léa, née le 02/06/2015, INS : {c}\nOuvrant droit : DUPONT Marc, NIR : {p}",
-    "Patiente : DUPONT Léa\tINS\u00a0: {c}\nN° d'assuré : {p}",
-    "Immatriculation de l'assuré : {p}\nINS du bénéficiaire : {c}",
-    "Assuré(e)\nNom : DUPONT Marc\nN° SS : {p}\n\nBénéficiaire\nNom : DUPONT Léa\nNIR : {c}",
-    "INS : {c}\nNIR : {p} (ouvrant droit)",
-    "Patient : DUPONT Léa   NIR de l'assuré : {p}   INS : {c}",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Assuré : DUPONT Marc   N° SS : {p}\nBénéficiaire : DUPONT Léa   INS : {c}",
+        "Bénéficiaire : DUPONT Léa, née le 02/06/2015, INS : {c}\nOuvrant droit : DUPONT Marc, NIR : {p}",
+        "Patiente : DUPONT Léa\tINS\u00a0: {c}\nN° d'assuré : {p}",
+        "Immatriculation de l'assuré : {p}\nINS du bénéficiaire : {c}",
+        "Assuré(e)\nNom : DUPONT Marc\nN° SS : {p}\n\nBénéficiaire\nNom : DUPONT Léa\nNIR : {c}",
+        "INS : {c}\nNIR : {p} (ouvrant droit)",
+        "Patient : DUPONT Léa   NIR de l'assuré : {p}   INS : {c}",
+    ],
+)
 def test_the_beneficiary_is_the_patient_not_the_insured_parent(text: str) -> None:
     printed = text.format(p=spaced(INS_PARENT, "\u00a0"), c=spaced(INS_CHILD))
     result = identify_patient(doc(printed))
@@ -217,14 +243,17 @@ def test_the_insured_parent_does_not_conflict_with_a_structured_ins() -> None:
     assert (result.patient_id, result.evidence) == (INS_CHILD, "structured")
 
 
-@pytest.mark.parametrize("text", [
-    "INS : {c}\nNIR : {p}",  # two numbers, both the patient's by their labels
-    "Patient : DUPONT Léa, INS : {c}\nPatient : DUPONT Léa, N° SS : {p}",
-    "Bénéficiaire : INS {c}   Bénéficiaire : INS {p}",
-    # Headings in columns: whose number is whose cannot be told, so never a guess.
-    "Bénéficiaire                    Assuré\nINS : {c}          N° SS : {p}",
-    "INS : {c} {p}",  # an unlabelled second number after the label stays as before
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "INS : {c}\nNIR : {p}",  # two numbers, both the patient's by their labels
+        "Patient : DUPONT Léa, INS : {c}\nPatient : DUPONT Léa, N° SS : {p}",
+        "Bénéficiaire : INS {c}   Bénéficiaire : INS {p}",
+        # Headings in columns: whose number is whose cannot be told, so never a guess.
+        "Bénéficiaire                    Assuré\nINS : {c}          N° SS : {p}",
+        "INS : {c} {p}",  # an unlabelled second number after the label stays as before
+    ],
+)
 def test_two_numbers_labelled_as_the_patient_remain_a_conflict(text: str) -> None:
     result = identify_patient(doc(text.format(c=spaced(INS_CHILD), p=spaced(INS_PARENT))))
     assert result.patient_id is None
@@ -310,8 +339,10 @@ def test_a_document_added_to_a_record_keeps_the_identity_stage() -> None:
     structured = identify_in_record(doc(ids=(PatientIdentifier(value=owner, kind="INS"),)), owner)
     assert (structured.patient_id, structured.evidence) == (owner, IdentitySource.STRUCTURED)
     # Naming someone else, or several people, or a malformed INS: never filed.
-    for text, reason in ((f"INS : {other}", Reason.IDENTITY_CONFLICT),
-                         (f"INS : {owner}\nINS : {other}", Reason.IDENTITY_CONFLICT),
-                         (f"INS : {wrong_key(owner)}", Reason.INVALID_INS_KEY)):
+    for text, reason in (
+        (f"INS : {other}", Reason.IDENTITY_CONFLICT),
+        (f"INS : {owner}\nINS : {other}", Reason.IDENTITY_CONFLICT),
+        (f"INS : {wrong_key(owner)}", Reason.INVALID_INS_KEY),
+    ):
         result = identify_in_record(doc(text), owner)
         assert result.patient_id is None and [p.code for p in result.problems] == [reason]

@@ -109,4 +109,7 @@ def test_a_feed_batch_rejects_links_unsafe_path_in_its_acknowledgement(tmp_path:
     assert summary.rejected_by_reason == {"unsafe_path": 3}
     report = json.loads((feed / "labo" / "b1" / "_report.json").read_text())
     assert sorted(f["file"] for f in report["files"] if f["status"] == "rejected") == [
-        "link.hl7", "linked-dir", "pipe.hl7"]
+        "link.hl7",
+        "linked-dir",
+        "pipe.hl7",
+    ]

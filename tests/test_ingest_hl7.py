@@ -48,15 +48,14 @@ def copy_samples(names: list[str], to: Path) -> Path:
     return folder
 
 
-def test_non_document_messages_are_rejected_unsupported_message_with_an_ar_ack(
-        tmp_path: Path) -> None:
+def test_non_document_messages_are_rejected_unsupported_message_with_an_ar_ack(tmp_path: Path) -> None:
     folder = copy_samples(["09_not_documents.hl7"], tmp_path)
     summary = ingest_sources([str(folder)], Settings(data_dir=tmp_path / "carnet"))
     assert [o.source.rsplit("/", 1)[1] for o in summary.outcomes] == [
-        f"09_not_documents.hl7#{n}" for n in (1, 2, 3, 4)]
+        f"09_not_documents.hl7#{n}" for n in (1, 2, 3, 4)
+    ]
     messages = split_messages((FR / "09_not_documents.hl7").read_bytes())
-    for outcome, kind in zip(summary.outcomes, ["ACK^R01", "ADT^A04", "QRY^A19", "ZAM^Z01"],
-                             strict=True):
+    for outcome, kind in zip(summary.outcomes, ["ACK^R01", "ADT^A04", "QRY^A19", "ZAM^Z01"], strict=True):
         assert outcome.status is Status.REJECTED
         assert [r.code for r in outcome.reasons] == [Reason.UNSUPPORTED_MESSAGE]
         assert kind in outcome.reasons[0].message
@@ -78,21 +77,27 @@ def run_feed(settings: Settings, index: DocumentIndex, names: list[str]) -> list
 
 
 def test_profile_feed_gives_one_outcome_per_message_on_each_backend(
-        tmp_path: Path, index: DocumentIndex) -> None:
+    tmp_path: Path, index: DocumentIndex
+) -> None:
     outcomes = run_feed(Settings(data_dir=tmp_path / "carnet"), index, FEED)
     got = {o.source: o for o in outcomes}
     assert len(outcomes) == len(EXPECTED)
     for source, (status, patient, type_code, reason) in EXPECTED.items():
         o = got[source if "#" in source else source + "#1"]  # each HL7 message is "file#n"
-        assert (o.status.value, o.patient_id if status != "rejected" else None,
-                o.type_code, o.reasons[0].code.value if o.reasons else None) == (
-            status, patient, type_code, reason), source
-        assert ack_code(o) == {"rejected": "AR" if reason == "unsupported_message" else "AE"
-                               }.get(status, "AA")
+        assert (
+            o.status.value,
+            o.patient_id if status != "rejected" else None,
+            o.type_code,
+            o.reasons[0].code.value if o.reasons else None,
+        ) == (status, patient, type_code, reason), source
+        assert ack_code(o) == {"rejected": "AR" if reason == "unsupported_message" else "AE"}.get(
+            status, "AA"
+        )
 
 
 def test_a_replacement_leaves_search_and_a_deletion_takes_the_document_out_of_every_search(
-        tmp_path: Path, index: DocumentIndex) -> None:
+    tmp_path: Path, index: DocumentIndex
+) -> None:
     settings = Settings(data_dir=tmp_path / "carnet")
     first = run_feed(settings, index, ["01_mdm_t02_cda.hl7", "02_oru_pdf_lf.hl7"])
     v1, pdf = first[0].doc_id, first[1].doc_id
@@ -123,17 +128,16 @@ def test_a_replacement_leaves_search_and_a_deletion_takes_the_document_out_of_ev
     assert [h.doc_id for h in index.search(SearchQuery(patient_id=INS_COLIN)).hits] == [pdf]
 
 
-def test_deletion_of_a_document_sent_earlier_in_the_same_batch(tmp_path: Path,
-                                                               index: DocumentIndex) -> None:
-    outcomes = run_feed(Settings(data_dir=tmp_path / "carnet"), index,
-                        ["02_oru_pdf_lf.hl7", "05_oru_deletion.hl7"])
+def test_deletion_of_a_document_sent_earlier_in_the_same_batch(tmp_path: Path, index: DocumentIndex) -> None:
+    outcomes = run_feed(
+        Settings(data_dir=tmp_path / "carnet"), index, ["02_oru_pdf_lf.hl7", "05_oru_deletion.hl7"]
+    )
     assert [o.status for o in outcomes] == [Status.INDEXED, Status.WITHDRAWN]
     assert outcomes[1].doc_id == outcomes[0].doc_id
     assert index.search(SearchQuery(patient_id=INS_COLIN)).total == 0
 
 
-def test_a_pdf_replaced_twice_through_txa_13_keeps_one_series(tmp_path: Path,
-                                                             index: DocumentIndex) -> None:
+def test_a_pdf_replaced_twice_through_txa_13_keeps_one_series(tmp_path: Path, index: DocumentIndex) -> None:
     settings = Settings(data_dir=tmp_path / "carnet")
     names = ["11_mdm_t02_pdf_v1.hl7", "12_mdm_t10_pdf_v2.hl7", "13_mdm_t10_pdf_v3.hl7"]
     v1, v2, v3 = (run_feed(settings, index, [name])[0] for name in names)
@@ -153,7 +157,8 @@ def test_a_pdf_replaced_twice_through_txa_13_keeps_one_series(tmp_path: Path,
 
 
 def test_a_corrected_oru_obx_11_c_for_the_same_order_replaces_the_earlier_report(
-        tmp_path: Path, index: DocumentIndex) -> None:
+    tmp_path: Path, index: DocumentIndex
+) -> None:
     settings = Settings(data_dir=tmp_path / "carnet")
     original = (FR / "02_oru_pdf_lf.hl7").read_bytes()
     corrected = original.replace(b"|ORU0002|", b"|ORU0102|").replace(b"||||||F\n", b"||||||C\n", 1)
@@ -168,11 +173,19 @@ def test_a_corrected_oru_obx_11_c_for_the_same_order_replaces_the_earlier_report
 def test_carnet_ingest_reports_one_line_per_message(tmp_path: Path) -> None:
     folder = copy_samples(FEED, tmp_path)
     report = tmp_path / "report.jsonl"
-    env = {**os.environ, "CARNET_DATA_DIR": str(tmp_path / "carnet"),
-           "PYTHONPATH": str(Path(__file__).parents[1])}
-    done = subprocess.run([sys.executable, "-m", "pipeline.cli", "ingest", str(folder),
-                           "--report", str(report)], env=env, capture_output=True, text=True,
-                          timeout=300, check=False)
+    env = {
+        **os.environ,
+        "CARNET_DATA_DIR": str(tmp_path / "carnet"),
+        "PYTHONPATH": str(Path(__file__).parents[1]),
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", "ingest", str(folder), "--report", str(report)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr
     lines = [json.loads(line) for line in report.read_text(encoding="utf-8").splitlines()]
     by_source = {line["source"].removeprefix(str(folder) + "/"): line for line in lines}
@@ -209,14 +222,17 @@ def test_a_profile_batch_through_the_dag_path_is_acknowledged_per_message(tmp_pa
     statuses = [s for s, *_ in EXPECTED.values()]
     assert summary.by_status == {s: statuses.count(s) for s in set(statuses)}
     assert (report["withdrawn"], report["replaced"]) == (2, statuses.count("replaced"))
-    acks = {name: (batch / "_ack" / f"{control}.hl7").read_bytes().decode()
-            for name, control in [("t11", "MDM0006"), ("oru_d", "ORU0005"), ("unknown", "MDM0007")]}
+    acks = {
+        name: (batch / "_ack" / f"{control}.hl7").read_bytes().decode()
+        for name, control in [("t11", "MDM0006"), ("oru_d", "ORU0005"), ("unknown", "MDM0007")]
+    }
     assert "MSA|AA|MDM0006" in acks["t11"] and "MSA|AA|ORU0005" in acks["oru_d"]
     assert "MSA|AE|MDM0007" in acks["unknown"] and "unknown_document" in acks["unknown"]
 
 
-def test_a_new_version_keeps_the_series_hidden_that_the_patient_hid(tmp_path: Path,
-                                                                    index: DocumentIndex) -> None:
+def test_a_new_version_keeps_the_series_hidden_that_the_patient_hid(
+    tmp_path: Path, index: DocumentIndex
+) -> None:
     """Hiding is about the document, not one version: a correction must not show a
     professional what the patient hid, and unhiding lets the next version show again."""
     settings = Settings(data_dir=tmp_path / "carnet")

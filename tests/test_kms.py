@@ -39,8 +39,11 @@ P = "284057512345672"
 OTHER = "192016900100212"
 REPORT = "Compte rendu de biologie — Hémoglobine 13,5 g/dL — patient DUPONT Jeanne".encode()
 # The credentials boto3 signs with; local-kms accepts any, AWS would check them.
-TEST_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "carnet-test", "AWS_SECRET_ACCESS_KEY": "carnet-test-secret",
-                    "AWS_DEFAULT_REGION": "us-east-1"}
+TEST_CREDENTIALS = {
+    "AWS_ACCESS_KEY_ID": "carnet-test",
+    "AWS_SECRET_ACCESS_KEY": "carnet-test-secret",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
 
 
 def _free_port() -> int:
@@ -106,8 +109,9 @@ def test_the_encryption_context_names_the_key_without_the_ins() -> None:
 def test_settings_choose_the_wrapper(tmp_path: Path) -> None:
     local = open_key_wrapper(Settings(data_dir=tmp_path))
     assert isinstance(local, LocalKeyWrapper) and (tmp_path / MASTER_KEY_FILE).exists()
-    kms = open_key_wrapper(Settings(data_dir=tmp_path / "k", kms_key_id="alias/x",
-                                    kms_endpoint_url="http://127.0.0.1:1"))
+    kms = open_key_wrapper(
+        Settings(data_dir=tmp_path / "k", kms_key_id="alias/x", kms_endpoint_url="http://127.0.0.1:1")
+    )
     assert isinstance(kms, KmsKeyWrapper) and not (tmp_path / "k").exists()
     master = base64.b64encode(os.urandom(32)).decode()
     with pytest.raises(ConfigurationError, match="choose one"):
@@ -115,12 +119,22 @@ def test_settings_choose_the_wrapper(tmp_path: Path) -> None:
 
 
 def test_kms_settings_from_the_environment(tmp_path: Path) -> None:
-    s = Settings.from_env({"CARNET_DATA_DIR": str(tmp_path), "CARNET_KMS_KEY_ID": "alias/carnet",
-                           "AWS_ENDPOINT_URL": "http://s3.example", "AWS_ENDPOINT_URL_KMS": "http://kms.example",
-                           "AWS_REGION": "eu-west-3", "CARNET_KMS_CACHE_TTL_S": "30",
-                           "CARNET_KMS_CACHE_SIZE": "500"})
+    s = Settings.from_env(
+        {
+            "CARNET_DATA_DIR": str(tmp_path),
+            "CARNET_KMS_KEY_ID": "alias/carnet",
+            "AWS_ENDPOINT_URL": "http://s3.example",
+            "AWS_ENDPOINT_URL_KMS": "http://kms.example",
+            "AWS_REGION": "eu-west-3",
+            "CARNET_KMS_CACHE_TTL_S": "30",
+            "CARNET_KMS_CACHE_SIZE": "500",
+        }
+    )
     assert (s.kms_key_id, s.kms_endpoint_url, s.kms_region) == (
-        "alias/carnet", "http://kms.example", "eu-west-3")
+        "alias/carnet",
+        "http://kms.example",
+        "eu-west-3",
+    )
     assert s.s3_endpoint_url == "http://s3.example"  # S3's endpoint never becomes the KMS's
     assert (s.kms_cache_ttl_s, s.kms_cache_size) == (30.0, 500)
     with pytest.raises(ConfigurationError, match="CARNET_KMS_CACHE_SIZE"):
@@ -132,8 +146,9 @@ def test_kms_settings_from_the_environment(tmp_path: Path) -> None:
 
 @pytest.fixture(scope="module")
 def kms_url() -> Iterator[str]:
-    url = require_service("KMS", os.environ.get("CARNET_TEST_KMS_URL", "http://127.0.0.1:4599"),
-                          "scripts/kms.sh start")
+    url = require_service(
+        "KMS", os.environ.get("CARNET_TEST_KMS_URL", "http://127.0.0.1:4599"), "scripts/kms.sh start"
+    )
     with pytest.MonkeyPatch.context() as mp:
         for name, value in TEST_CREDENTIALS.items():
             mp.setenv(name, os.environ.get(name, value))
@@ -179,9 +194,7 @@ def _wrapped_patient_key(settings: Settings, patient_id: str) -> bytes:
 def _key_files(root: Path) -> list[Path]:
     """Secrets written in clear in the data folder: the master key file, the pseudonyms'
     salt file of earlier versions."""
-    return [p for p in root.rglob("*") if p.name in (MASTER_KEY_FILE, "quality-salt")
-            or p.suffix == ".key"]
-
+    return [p for p in root.rglob("*") if p.name in (MASTER_KEY_FILE, "quality-salt") or p.suffix == ".key"]
 
 
 @pytest.mark.kms
@@ -197,8 +210,9 @@ def test_data_keys_are_generated_and_wrapped_by_the_kms(kms_settings: Settings, 
     # The wrapped key in the keyring is a KMS ciphertext: the KMS itself opens it, with the
     # patient's context, to the very key the store used.
     wrapped = _wrapped_patient_key(kms_settings, P)
-    answer = _kms_client(kms_url).decrypt(CiphertextBlob=wrapped,
-                                          EncryptionContext=encryption_context(f"patient:{P}"))
+    answer = _kms_client(kms_url).decrypt(
+        CiphertextBlob=wrapped, EncryptionContext=encryption_context(f"patient:{P}")
+    )
     assert answer["Plaintext"] == key
     assert key is not None and key not in wrapped
     assert _key_files(kms_settings.data_dir) == []
@@ -247,8 +261,9 @@ def test_a_wrapped_key_moved_to_another_patient_does_not_open(kms_settings: Sett
     stolen = _wrapped_patient_key(kms_settings, OTHER)
     engine = open_state(kms_settings)
     with engine.begin() as conn:
-        conn.execute(tables.patient_keys.update().where(tables.patient_keys.c.patient_id == P)
-                     .values(wrapped=stolen))
+        conn.execute(
+            tables.patient_keys.update().where(tables.patient_keys.c.patient_id == P).values(wrapped=stolen)
+        )
     engine.dispose()
 
     again = open_encrypted_store(kms_settings)
@@ -260,7 +275,9 @@ def test_a_wrapped_key_moved_to_another_patient_does_not_open(kms_settings: Sett
 
 @pytest.mark.kms
 def test_a_keyring_opens_only_with_its_own_kind_of_master_key(
-    kms_settings: Settings, kms_url: str, tmp_path: Path,
+    kms_settings: Settings,
+    kms_url: str,
+    tmp_path: Path,
 ) -> None:
     open_encrypted_store(kms_settings).close()
     created = _kms_client(kms_url).create_key(Description="carnet test: another key")
@@ -314,18 +331,27 @@ def test_erasure_shreds_a_kms_wrapped_key(kms_settings: Settings) -> None:
 def _cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     full = {**os.environ, **env, "PYTHONPATH": str(REPO)}
     full.pop("CARNET_MASTER_KEY", None)
-    return subprocess.run([sys.executable, "-m", "pipeline.cli", *args], env=full, cwd=REPO,
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", *args],
+        env=full,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 @pytest.mark.kms
 def test_the_cli_ingests_and_searches_with_keys_from_the_kms(
-    kms_url: str, kms_key: str, tmp_path: Path,
+    kms_url: str,
+    kms_key: str,
+    tmp_path: Path,
 ) -> None:
     data = tmp_path / "carnet"
     env = {"CARNET_DATA_DIR": str(data), "CARNET_KMS_KEY_ID": kms_key, "AWS_ENDPOINT_URL_KMS": kms_url}
-    ingest = _cli(env, "ingest", str(SAMPLES / "hl7" / "oru_single.hl7"),
-                  "--report", str(tmp_path / "r.jsonl"))
+    ingest = _cli(
+        env, "ingest", str(SAMPLES / "hl7" / "oru_single.hl7"), "--report", str(tmp_path / "r.jsonl")
+    )
     assert ingest.returncode == 0, ingest.stderr
     assert '"status": "indexed"' in (tmp_path / "r.jsonl").read_text()
     found = _cli(env, "search", "280017512345610", "--json")
@@ -337,11 +363,16 @@ def test_the_cli_ingests_and_searches_with_keys_from_the_kms(
 @pytest.mark.kms
 @pytest.mark.parametrize("command", [["ingest", str(SAMPLES / "hl7" / "oru_single.hl7")], ["status"]])
 def test_an_unreachable_kms_is_one_clear_line_from_the_cli(
-    kms_key: str, tmp_path: Path, command: list[str],
+    kms_key: str,
+    tmp_path: Path,
+    command: list[str],
 ) -> None:
     data = tmp_path / "carnet"
-    env = {"CARNET_DATA_DIR": str(data), "CARNET_KMS_KEY_ID": kms_key,
-           "AWS_ENDPOINT_URL_KMS": f"http://127.0.0.1:{_free_port()}"}
+    env = {
+        "CARNET_DATA_DIR": str(data),
+        "CARNET_KMS_KEY_ID": kms_key,
+        "AWS_ENDPOINT_URL_KMS": f"http://127.0.0.1:{_free_port()}",
+    }
     run = _cli(env, *command)
     assert run.returncode == 1
     lines = run.stderr.strip().splitlines()
@@ -352,22 +383,33 @@ def test_an_unreachable_kms_is_one_clear_line_from_the_cli(
 
 @pytest.mark.kms
 def test_missing_aws_credentials_are_one_clear_line_from_the_cli(
-    kms_url: str, kms_key: str, tmp_path: Path,
+    kms_url: str,
+    kms_key: str,
+    tmp_path: Path,
 ) -> None:
-    env = {"CARNET_DATA_DIR": str(tmp_path / "carnet"), "CARNET_KMS_KEY_ID": kms_key,
-           "AWS_ENDPOINT_URL_KMS": kms_url, "AWS_ACCESS_KEY_ID": "", "AWS_SECRET_ACCESS_KEY": "",
-           # Nowhere else to find credentials: no files, no instance metadata.
-           "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "none"), "AWS_CONFIG_FILE": str(tmp_path / "none"),
-           "AWS_EC2_METADATA_DISABLED": "true"}
+    env = {
+        "CARNET_DATA_DIR": str(tmp_path / "carnet"),
+        "CARNET_KMS_KEY_ID": kms_key,
+        "AWS_ENDPOINT_URL_KMS": kms_url,
+        "AWS_ACCESS_KEY_ID": "",
+        "AWS_SECRET_ACCESS_KEY": "",
+        # Nowhere else to find credentials: no files, no instance metadata.
+        "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "none"),
+        "AWS_CONFIG_FILE": str(tmp_path / "none"),
+        "AWS_EC2_METADATA_DISABLED": "true",
+    }
     run = _cli(env, "ingest", str(SAMPLES / "hl7" / "oru_single.hl7"))
     assert run.returncode == 1 and "Traceback" not in run.stderr, run.stderr
-    assert run.stderr.strip() == (f"carnet ingest: error: no AWS credentials for the KMS at {kms_url} "
-                                  "(AWS_ACCESS_KEY_ID… or a profile)")
+    assert run.stderr.strip() == (
+        f"carnet ingest: error: no AWS credentials for the KMS at {kms_url} (AWS_ACCESS_KEY_ID… or a profile)"
+    )
 
 
 @pytest.mark.kms
 def test_an_install_moves_from_its_local_master_key_to_the_kms(
-    kms_url: str, kms_key: str, tmp_path: Path,
+    kms_url: str,
+    kms_key: str,
+    tmp_path: Path,
 ) -> None:
     data = tmp_path / "carnet"
     local = Settings(data_dir=data)  # the embedded default: the install's master.key file
@@ -396,12 +438,16 @@ def test_an_install_moves_from_its_local_master_key_to_the_kms(
 
 @pytest.mark.kms
 def test_an_unknown_kms_key_is_a_configuration_error(kms_url: str, tmp_path: Path) -> None:
-    settings = Settings(data_dir=tmp_path / "carnet", kms_key_id="alias/carnet-no-such-key",
-                        kms_endpoint_url=kms_url)
+    settings = Settings(
+        data_dir=tmp_path / "carnet", kms_key_id="alias/carnet-no-such-key", kms_endpoint_url=kms_url
+    )
     with pytest.raises(ConfigurationError, match="NotFoundException"):
         open_encrypted_store(settings)
-    unreachable = Settings(data_dir=tmp_path / "c2", kms_key_id="alias/carnet-test",
-                           kms_endpoint_url=f"http://127.0.0.1:{_free_port()}")
+    unreachable = Settings(
+        data_dir=tmp_path / "c2",
+        kms_key_id="alias/carnet-test",
+        kms_endpoint_url=f"http://127.0.0.1:{_free_port()}",
+    )
     with pytest.raises(BackendUnavailable, match="KMS unreachable"):
         open_encrypted_store(unreachable)
 
@@ -414,8 +460,13 @@ class PrivateKms:
         self.exports: dict[str, str] = {}
 
     def run(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([str(REPO / "scripts" / "kms.sh"), *args], env=self.env,
-                              capture_output=True, text=True, timeout=300)
+        return subprocess.run(
+            [str(REPO / "scripts" / "kms.sh"), *args],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
 
     def start(self) -> subprocess.CompletedProcess[str]:
         started = self.run("start")
@@ -425,8 +476,9 @@ class PrivateKms:
         return started
 
     def wrapper(self) -> KmsKeyWrapper:
-        return KmsKeyWrapper(self.exports["CARNET_TEST_KMS_KEY_ID"],
-                             endpoint_url=self.exports["CARNET_TEST_KMS_URL"])
+        return KmsKeyWrapper(
+            self.exports["CARNET_TEST_KMS_KEY_ID"], endpoint_url=self.exports["CARNET_TEST_KMS_URL"]
+        )
 
 
 @pytest.fixture
@@ -459,17 +511,23 @@ def test_the_kms_script_is_idempotent_and_seeds_fresh_key_material_each_start(
 
 @pytest.mark.kms
 def test_a_kms_lost_mid_run_stops_the_run_instead_of_rejecting_documents(
-    private_kms: PrivateKms, tmp_path: Path,
+    private_kms: PrivateKms,
+    tmp_path: Path,
 ) -> None:
     from pipeline.ingest import Pipeline, iter_source_inputs
 
     private_kms.start()
-    settings = Settings(data_dir=tmp_path / "carnet", data_docs=False,
-                        kms_key_id=private_kms.exports["CARNET_TEST_KMS_KEY_ID"],
-                        kms_endpoint_url=private_kms.exports["CARNET_TEST_KMS_URL"])
-    first, second = iter_source_inputs([str(SAMPLES / "hl7" / "oru_single.hl7"),
-                                        str(SAMPLES / "cda" / "cr-bio.xml")],
-                                       producer="labo", settings=settings)
+    settings = Settings(
+        data_dir=tmp_path / "carnet",
+        data_docs=False,
+        kms_key_id=private_kms.exports["CARNET_TEST_KMS_KEY_ID"],
+        kms_endpoint_url=private_kms.exports["CARNET_TEST_KMS_URL"],
+    )
+    first, second = iter_source_inputs(
+        [str(SAMPLES / "hl7" / "oru_single.hl7"), str(SAMPLES / "cda" / "cr-bio.xml")],
+        producer="labo",
+        settings=settings,
+    )
     with Pipeline(settings) as pipe:
         assert [o.status.value for o in pipe.process(first)] == ["indexed"]
         pipe.flush()

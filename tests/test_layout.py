@@ -137,21 +137,52 @@ def test_no_import_cycle() -> None:
 # (lower layer, modules it must never import): imports flow from the DAGs and the
 # ingestion down to the parsers and the model, never back up.
 ONE_WAY = [
-    ("parsers", ("pipeline.ingest", "pipeline.feeds", "pipeline.store", "pipeline.index",
-                 "pipeline.api", "pipeline.cli", "pipeline.settings", "dags")),
-    ("pipeline.model", ("pipeline.ingest", "pipeline.feeds", "pipeline.store", "pipeline.index",
-                        "pipeline.api", "pipeline.settings", "parsers", "dags")),
+    (
+        "parsers",
+        (
+            "pipeline.ingest",
+            "pipeline.feeds",
+            "pipeline.store",
+            "pipeline.index",
+            "pipeline.api",
+            "pipeline.cli",
+            "pipeline.settings",
+            "dags",
+        ),
+    ),
+    (
+        "pipeline.model",
+        (
+            "pipeline.ingest",
+            "pipeline.feeds",
+            "pipeline.store",
+            "pipeline.index",
+            "pipeline.api",
+            "pipeline.settings",
+            "parsers",
+            "dags",
+        ),
+    ),
     ("pipeline.errors", ("pipeline", "parsers", "dags")),
     ("pipeline.feeds", ("pipeline.ingest", "pipeline.index", "pipeline.api", "dags")),
-    ("pipeline.store", ("pipeline.ingest", "pipeline.feeds", "pipeline.index", "pipeline.api",
-                        "dags")),
+    ("pipeline.store", ("pipeline.ingest", "pipeline.feeds", "pipeline.index", "pipeline.api", "dags")),
     ("pipeline.s3", ("pipeline.ingest", "pipeline.feeds", "pipeline.store", "dags")),
-    ("pipeline.index", ("pipeline.ingest", "pipeline.feeds", "pipeline.store", "pipeline.api",
-                        "dags")),
+    ("pipeline.index", ("pipeline.ingest", "pipeline.feeds", "pipeline.store", "pipeline.api", "dags")),
     ("pipeline", ("dags",)),
     # The per-document stages are pure: no backend, and nothing of the pipeline that runs them.
-    ("pipeline.ingest.stages", ("pipeline.index", "pipeline.store", "pipeline.ledger", "pipeline.access",
-                                "pipeline.state", "pipeline.crypto", "pipeline.audit", "pipeline.ingest")),
+    (
+        "pipeline.ingest.stages",
+        (
+            "pipeline.index",
+            "pipeline.store",
+            "pipeline.ledger",
+            "pipeline.access",
+            "pipeline.state",
+            "pipeline.crypto",
+            "pipeline.audit",
+            "pipeline.ingest",
+        ),
+    ),
     # Demo tooling: only the CLI's ``generate`` command reaches it (lazily).
     ("pipeline.ingest", ("generator",)),
     ("pipeline.index", ("generator",)),
@@ -170,10 +201,10 @@ def _within(module: str, package: str) -> bool:
 def test_imports_flow_one_way(lower: str, forbidden: tuple[str, ...]) -> None:
     wrong = sorted(
         f"{module} -> {target}"
-        for module, targets in import_graph().items() if _within(module, lower)
+        for module, targets in import_graph().items()
+        if _within(module, lower)
         for target in targets
-        if any(_within(target, f) for f in forbidden)
-        and not any(_within(target, own) for own in (lower,))
+        if any(_within(target, f) for f in forbidden) and not any(_within(target, own) for own in (lower,))
     )
     assert not wrong, "imports against the flow: " + ", ".join(wrong)
 
@@ -183,11 +214,18 @@ def _environment_reads(path: Path) -> list[int]:
     imported from ``os``, ``os.getenv``, ``getenv``)."""
     lines = []
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-        if isinstance(node, ast.Attribute) and node.attr in ("environ", "environb", "getenv") \
-                and isinstance(node.value, ast.Name) and node.value.id == "os":
+        if (
+            isinstance(node, ast.Attribute)
+            and node.attr in ("environ", "environb", "getenv")
+            and isinstance(node.value, ast.Name)
+            and node.value.id == "os"
+        ):
             lines.append(node.lineno)
-        elif isinstance(node, ast.ImportFrom) and node.module == "os" \
-                and any(a.name in ("environ", "environb", "getenv") for a in node.names):
+        elif (
+            isinstance(node, ast.ImportFrom)
+            and node.module == "os"
+            and any(a.name in ("environ", "environb", "getenv") for a in node.names)
+        ):
             lines.append(node.lineno)
     return sorted(lines)
 
@@ -213,8 +251,10 @@ def test_only_the_settings_module_reads_the_environment() -> None:
 
 def test_the_environment_scan_sees_every_spelling(tmp_path: Path) -> None:
     sample = tmp_path / "sample.py"
-    sample.write_text("import os\nfrom os import environ\na = os.environ['X']\nb = os.getenv('Y')\n"
-                      "c = os.environ.get('Z')\nd = os.path.join('a')\n")
+    sample.write_text(
+        "import os\nfrom os import environ\na = os.environ['X']\nb = os.getenv('Y')\n"
+        "c = os.environ.get('Z')\nd = os.path.join('a')\n"
+    )
     assert _environment_reads(sample) == [2, 3, 4, 5]
 
 
@@ -242,16 +282,27 @@ def test_the_readme_layout_table_matches_the_tree() -> None:
     assert not missing, f"README's layout table names paths that do not exist: {missing}"
     # Only what the repository holds: an install or a run leaves untracked folders
     # (carnet.egg-info, .carnet, build) that are not part of the layout.
-    tracked = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True,
-                             check=True).stdout.splitlines()
+    tracked = subprocess.run(
+        ["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.splitlines()
     tracked_paths = {"/".join(f.split("/")[:depth]) for f in tracked for depth in (1, 2)}
-    modules = [p for pkg in ("pipeline",) for p in sorted((ROOT / pkg).iterdir())
-               if ((p.suffix == ".py" and p.name != "__init__.py") or (p / "__init__.py").exists())
-               and str(p.relative_to(ROOT)) in tracked_paths]
-    tops = [p for p in sorted(ROOT.iterdir())
-            if p.is_dir() and not p.name.startswith((".", "_")) and p.name != "pipeline"
-            and p.name in tracked_paths]
+    modules = [
+        p
+        for pkg in ("pipeline",)
+        for p in sorted((ROOT / pkg).iterdir())
+        if ((p.suffix == ".py" and p.name != "__init__.py") or (p / "__init__.py").exists())
+        and str(p.relative_to(ROOT)) in tracked_paths
+    ]
+    tops = [
+        p
+        for p in sorted(ROOT.iterdir())
+        if p.is_dir()
+        and not p.name.startswith((".", "_"))
+        and p.name != "pipeline"
+        and p.name in tracked_paths
+    ]
     covered = {n.rstrip("/") for n in named}
-    unlisted = [str(p.relative_to(ROOT)) for p in [*modules, *tops]
-                if str(p.relative_to(ROOT)) not in covered]
+    unlisted = [
+        str(p.relative_to(ROOT)) for p in [*modules, *tops] if str(p.relative_to(ROOT)) not in covered
+    ]
     assert not unlisted, f"not in README's layout table: {unlisted}"

@@ -18,12 +18,31 @@ from pipeline.schema import SCHEMAS, render, schemas
 
 def record() -> DocumentRecord:
     return DocumentRecord(
-        doc_id="d1", series_id="s1", patient_id="284057512345672", doc_class=DocClass.BIOLOGY,
-        type_code="11502-2", classification_rule="hl7.message_type", classification_confidence=1.0,
-        title="Bilan", document_date=dt.date(2025, 11, 5), producer="labo", source="a.hl7#1",
-        format=Format.HL7V2, content_sha256="0" * 64, text="Hémoglobine 13,5 g/dL",
-        results=(LabResult(analyte="Hémoglobine", loinc="718-7", value="13.5", numeric_value=13.5,
-                           unit="g/dL", reference_range="12-16", abnormal_flag="N"),),
+        doc_id="d1",
+        series_id="s1",
+        patient_id="284057512345672",
+        doc_class=DocClass.BIOLOGY,
+        type_code="11502-2",
+        classification_rule="hl7.message_type",
+        classification_confidence=1.0,
+        title="Bilan",
+        document_date=dt.date(2025, 11, 5),
+        producer="labo",
+        source="a.hl7#1",
+        format=Format.HL7V2,
+        content_sha256="0" * 64,
+        text="Hémoglobine 13,5 g/dL",
+        results=(
+            LabResult(
+                analyte="Hémoglobine",
+                loinc="718-7",
+                value="13.5",
+                numeric_value=13.5,
+                unit="g/dL",
+                reference_range="12-16",
+                abnormal_flag="N",
+            ),
+        ),
         visibility=(Visibility.MASQUE_PS,),
         warnings=(Problem(code=Reason.MISSING_DATE, message="m", blocking=False),),
         ingested_at=dt.datetime(2025, 11, 6, tzinfo=dt.UTC),
@@ -36,8 +55,9 @@ def test_document_record_json_round_trip() -> None:
 
 
 def test_outcome_report_line() -> None:
-    o = Outcome(source="f.pdf", status=Status.REJECTED,
-                reasons=(Problem(code=Reason.MISSING_INS, message="no INS"),))
+    o = Outcome(
+        source="f.pdf", status=Status.REJECTED, reasons=(Problem(code=Reason.MISSING_INS, message="no INS"),)
+    )
     line = o.report_line()
     assert line["reasons"] == ["missing_ins: no INS"] and line["doc_id"] is None
 
@@ -45,4 +65,5 @@ def test_outcome_report_line() -> None:
 def test_committed_json_schemas_are_up_to_date() -> None:
     for name, schema in schemas().items():
         assert (SCHEMAS / name).read_text(encoding="utf-8") == render(schema), (
-            f"schemas/{name} is stale: run python -m pipeline.schema")
+            f"schemas/{name} is stale: run python -m pipeline.schema"
+        )

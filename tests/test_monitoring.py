@@ -35,11 +35,17 @@ def _upgrade(settings: Settings) -> None:
 
 
 def _counts(run_id: str, producer: str = "labo-x", rejected: int = 0) -> BatchCounts:
-    return BatchCounts(run_id=run_id, producer=producer, batch_key=f"{producer}/{run_id}",
-                       total=10, by_status={"indexed": 10 - rejected, "rejected": rejected},
-                       rejected_by_reason={"missing_ins": rejected} if rejected else {},
-                       reject_rate=rejected / 10, flagged=False,
-                       data_docs=f"s3://carnet/data-docs/index-{run_id}.html")
+    return BatchCounts(
+        run_id=run_id,
+        producer=producer,
+        batch_key=f"{producer}/{run_id}",
+        total=10,
+        by_status={"indexed": 10 - rejected, "rejected": rejected},
+        rejected_by_reason={"missing_ins": rejected} if rejected else {},
+        reject_rate=rejected / 10,
+        flagged=False,
+        data_docs=f"s3://carnet/data-docs/index-{run_id}.html",
+    )
 
 
 def test_metrics_are_kept_once_per_batch_and_read_back_in_order(state_settings: Settings) -> None:
@@ -50,7 +56,9 @@ def test_metrics_are_kept_once_per_batch_and_read_back_in_order(state_settings: 
     record_batch_metrics(state_settings, "feed-b", _counts("r2", producer="radio-y", rejected=2))
     kept = load_metrics(state_settings)
     assert [(m.run_id, m.feed, m.by_status["rejected"]) for m in kept] == [
-        ("r1", "feed-a", 0), ("r2", "feed-b", 2)]
+        ("r1", "feed-a", 0),
+        ("r2", "feed-b", 2),
+    ]
     assert [m.run_id for m in load_metrics(state_settings, producer="radio-y")] == ["r2"]
     assert [m.run_id for m in load_metrics(state_settings, feed="feed-a")] == ["r1"]
     assert load_metrics(state_settings, since=kept[1].recorded_at) == [kept[1]]
@@ -61,8 +69,9 @@ def test_metrics_are_kept_once_per_batch_and_read_back_in_order(state_settings: 
 def test_alerts_are_kept_once_and_shown_newest_first(state_settings: Settings) -> None:
     at = dt.datetime(2026, 3, 1, 8, tzinfo=dt.UTC)
     early = Alert(kind=AlertKind.REJECT_RATE, message="reject rate 60%", feed="f", at=at)
-    late = Alert(kind=AlertKind.FEED_SILENT, message="no batch for 30 h", feed="f",
-                 at=at + dt.timedelta(hours=1))
+    late = Alert(
+        kind=AlertKind.FEED_SILENT, message="no batch for 30 h", feed="f", at=at + dt.timedelta(hours=1)
+    )
     keep_alerts(state_settings, [late, early])
     keep_alerts(state_settings, [early])  # the same alert again: kept once
     assert load_alerts(state_settings) == [early, late]
@@ -81,8 +90,7 @@ def test_retention_purges_the_old_metrics_only(state_settings: Settings) -> None
     assert load_metrics(state_settings) == []
 
 
-def test_workers_with_their_own_folders_share_metrics_and_alerts(pg_state_url: str,
-                                                                 tmp_path: Path) -> None:
+def test_workers_with_their_own_folders_share_metrics_and_alerts(pg_state_url: str, tmp_path: Path) -> None:
     one = Settings(data_dir=tmp_path / "worker1", state_url=pg_state_url)
     two = one.model_copy(update={"data_dir": tmp_path / "worker2"})
     _upgrade(one)
@@ -96,7 +104,6 @@ def test_workers_with_their_own_folders_share_metrics_and_alerts(pg_state_url: s
 
 @pytest.mark.parametrize("kind", list(AlertKind))
 def test_every_alert_kind_round_trips(settings: Settings, kind: AlertKind) -> None:
-    alert = Alert(kind=kind, message="m", at=dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
-                  details={"n": 1})
+    alert = Alert(kind=kind, message="m", at=dt.datetime(2026, 1, 1, tzinfo=dt.UTC), details={"n": 1})
     keep_alerts(settings, [alert])
     assert load_alerts(settings) == [alert]

@@ -46,9 +46,19 @@ EXPECTED: dict[str, tuple[str, str | None, str | None, str | None, str | None]] 
     # Level 3 as before.
     "cda/cr-bio.xml": ("indexed", "284037512345640", "biology", "11502-2", None),
     # Text PDFs: the INS as text layers print it, and the insured parent beside the child.
-    **{f"identity/{name}": ("indexed", "167015313088966", "biology", "11502-2", None) for name in [
-        "ins-two-spaces.pdf", "ins-narrow-nbsp.pdf", "ins-thin-figure-spaces.pdf", "ins-key-next-line.pdf",
-        "ins-label-above.pdf", "ins-positioned-groups.pdf", "ins-table-columns.pdf", "decoys.pdf"]},
+    **{
+        f"identity/{name}": ("indexed", "167015313088966", "biology", "11502-2", None)
+        for name in [
+            "ins-two-spaces.pdf",
+            "ins-narrow-nbsp.pdf",
+            "ins-thin-figure-spaces.pdf",
+            "ins-key-next-line.pdf",
+            "ins-label-above.pdf",
+            "ins-positioned-groups.pdf",
+            "ins-table-columns.pdf",
+            "decoys.pdf",
+        ]
+    },
     "identity/parent-child-lines.pdf": ("indexed", "215067512300441", "biology", "11502-2", None),
     "identity/parent-child-block.pdf": ("indexed", "215067512300441", "biology", "11502-2", None),
     "identity/two-patient-ins.pdf": ("rejected", None, None, None, "identity_conflict"),
@@ -60,8 +70,14 @@ def run_carnet(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     """The `carnet` command line, in a fresh interpreter, with this checkout's code."""
     root = str(Path(__file__).parents[1])
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
-    return subprocess.run([sys.executable, "-m", "pipeline.cli", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=900)
+    return subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
 
 
 def test_carnet_ingest_reads_published_documents(tmp_path: Path) -> None:
@@ -70,8 +86,17 @@ def test_carnet_ingest_reads_published_documents(tmp_path: Path) -> None:
         (feed / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(SAMPLES / name, feed / name)
     report = tmp_path / "report.jsonl"
-    done = run_carnet("ingest", str(feed.parent), "--index", f"sqlite:///{tmp_path / 'index.db'}",
-                      "--store", f"file://{tmp_path / 'store'}", "--report", str(report), cwd=tmp_path)
+    done = run_carnet(
+        "ingest",
+        str(feed.parent),
+        "--index",
+        f"sqlite:///{tmp_path / 'index.db'}",
+        "--store",
+        f"file://{tmp_path / 'store'}",
+        "--report",
+        str(report),
+        cwd=tmp_path,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
 
     lines = [json.loads(line) for line in report.read_text().splitlines()]
@@ -81,8 +106,13 @@ def test_carnet_ingest_reads_published_documents(tmp_path: Path) -> None:
     for name, (status, ins, doc_class, type_code, reason) in EXPECTED.items():
         line = got[name]
         reasons = [r.split(":")[0] for r in line["reasons"]]
-        actual = (line["status"], line["patient_id"], line["doc_class"], line["type_code"],
-                  reasons[0] if line["status"] == "rejected" else None)
+        actual = (
+            line["status"],
+            line["patient_id"],
+            line["doc_class"],
+            line["type_code"],
+            reasons[0] if line["status"] == "rejected" else None,
+        )
         if actual != (status, ins, doc_class, type_code, reason):
             wrong[name] = (actual, line["reasons"])
     assert not wrong, wrong

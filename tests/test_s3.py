@@ -38,8 +38,9 @@ TEST_CREDENTIALS = {
 @pytest.fixture(scope="session")
 def s3_endpoint() -> Iterator[str]:
     """The S3 server's URL, with credentials in the environment for boto3's default chain."""
-    url = require_service("S3", os.environ.get("AWS_ENDPOINT_URL", "http://127.0.0.1:9000"),
-                          "scripts/s3.sh start")
+    url = require_service(
+        "S3", os.environ.get("AWS_ENDPOINT_URL", "http://127.0.0.1:9000"), "scripts/s3.sh start"
+    )
     with pytest.MonkeyPatch.context() as mp:
         for name, value in TEST_CREDENTIALS.items():
             mp.setenv(name, os.environ.get(name, value))
@@ -80,7 +81,8 @@ def test_puts_ask_for_server_side_encryption(s3_endpoint: str, s3_url: str) -> N
     store = S3Store.from_url(s3_url, endpoint_url=s3_endpoint, region="us-east-1")
     puts: list[dict[str, Any]] = []
     store.bucket.client.meta.events.register(
-        "provide-client-params.s3.PutObject", lambda params, **_: puts.append(dict(params)))
+        "provide-client-params.s3.PutObject", lambda params, **_: puts.append(dict(params))
+    )
     digest = store.put(b"compte rendu de biologie")
     assert puts and puts[0]["ServerSideEncryption"] == "AES256"
     # scripts/s3.sh gives MinIO a KMS key, so the server really encrypts: no fallback.
@@ -119,8 +121,9 @@ def test_store_falls_back_once_when_server_cannot_encrypt(
     s3_without_kms: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     name = f"carnet-nokms-{uuid.uuid4().hex[:8]}"
-    store = S3Store.from_url(f"s3://{name}/p", endpoint_url=s3_without_kms, region="us-east-1",
-                             create_bucket=True)
+    store = S3Store.from_url(
+        f"s3://{name}/p", endpoint_url=s3_without_kms, region="us-east-1", create_bucket=True
+    )
     puts = _count_calls(store.bucket.client, "PutObject")
     with caplog.at_level("WARNING", logger="pipeline.s3"):
         first = store.put(b"one")
@@ -188,9 +191,13 @@ def test_open_store_and_prefix_reads(s3_endpoint: str, s3_url: str) -> None:
     client = store.bucket.client  # type: ignore[attr-defined]
     bucket, prefix = s3_url.removeprefix("s3://").split("/", 1)
     objects = {
-        "lab/b1/a.hl7": b"MSH|a", "lab/b1/sub/b.pdf": b"%PDF-b", "lab/b1/_READY": b"",
-        "lab/b1/_manifest.json": json.dumps({"files": []}).encode(), "lab/b1/_ack/a.hl7": b"ACK",
-        "lab/b1/.hidden": b"x", "lab/b1/_report.json": b"{}",
+        "lab/b1/a.hl7": b"MSH|a",
+        "lab/b1/sub/b.pdf": b"%PDF-b",
+        "lab/b1/_READY": b"",
+        "lab/b1/_manifest.json": json.dumps({"files": []}).encode(),
+        "lab/b1/_ack/a.hl7": b"ACK",
+        "lab/b1/.hidden": b"x",
+        "lab/b1/_report.json": b"{}",
     }
     for key, body in objects.items():
         client.put_object(Bucket=bucket, Key=f"{prefix}/{key}", Body=body)
@@ -212,10 +219,12 @@ def test_batches_from_an_s3_feed_into_an_s3_store_with_data_docs_beside_it(
     client = make_client(endpoint_url=s3_endpoint, region="us-east-1")
     bucket, prefix = s3_url.removeprefix("s3://").split("/", 1)
     for path in (p for p in local.rglob("*") if p.is_file()):
-        client.put_object(Bucket=bucket, Key=f"{prefix}/feed/{path.relative_to(local).as_posix()}",
-                          Body=path.read_bytes())
-    settings = Settings(data_dir=tmp_path / "carnet", store_url=f"{s3_url}/store",
-                        s3_endpoint_url=s3_endpoint)
+        client.put_object(
+            Bucket=bucket, Key=f"{prefix}/feed/{path.relative_to(local).as_posix()}", Body=path.read_bytes()
+        )
+    settings = Settings(
+        data_dir=tmp_path / "carnet", store_url=f"{s3_url}/store", s3_endpoint_url=s3_endpoint
+    )
     feed_url = f"{s3_url}/feed"
     keys = discover_batches(settings, feed_url)
     summaries = [process_batch(settings, feed_url, k) for k in keys]
@@ -223,8 +232,13 @@ def test_batches_from_an_s3_feed_into_an_s3_store_with_data_docs_beside_it(
     report = client.get_object(Bucket=bucket, Key=f"{prefix}/feed/{keys[0]}/_report.json")["Body"].read()
     assert b'"files"' in report
     assert summaries[-1].data_docs and summaries[-1].data_docs.startswith(f"s3://{bucket}/")
-    docs_keys = [o["Key"] for page in client.get_paginator("list_objects_v2").paginate(
-        Bucket=bucket, Prefix=f"{prefix}/store/data-docs/") for o in page.get("Contents", [])]
+    docs_keys = [
+        o["Key"]
+        for page in client.get_paginator("list_objects_v2").paginate(
+            Bucket=bucket, Prefix=f"{prefix}/store/data-docs/"
+        )
+        for o in page.get("Contents", [])
+    ]
     assert any(k.endswith("index.html") for k in docs_keys)
     every_ins = {d.patient_id for d in generated.documents if d.patient_id}
     for key in docs_keys:

@@ -23,12 +23,20 @@ def test_ocr_workers_from_the_environment() -> None:
         Settings.from_env({"CARNET_OCR_WORKERS": "many"})
 
 
-@pytest.mark.parametrize(("variable", "value"), [
-    ("CARNET_OCR_WORKERS", "-1"), ("CARNET_FLUSH_EVERY", "-5"), ("CARNET_KMS_CACHE_TTL_S", "-1"),
-    ("CARNET_KMS_CACHE_SIZE", "-1"), ("CARNET_MAX_REJECT_RATE", "-0.1"),
-    ("CARNET_MAX_REJECT_RATE", "half"), ("CARNET_DATA_DOCS", "maybe"),
-    ("CARNET_FAULT_POINT", "after_lunch"), ("CARNET_FAULT_POINT", "after_ack:x"),
-])
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("CARNET_OCR_WORKERS", "-1"),
+        ("CARNET_FLUSH_EVERY", "-5"),
+        ("CARNET_KMS_CACHE_TTL_S", "-1"),
+        ("CARNET_KMS_CACHE_SIZE", "-1"),
+        ("CARNET_MAX_REJECT_RATE", "-0.1"),
+        ("CARNET_MAX_REJECT_RATE", "half"),
+        ("CARNET_DATA_DOCS", "maybe"),
+        ("CARNET_FAULT_POINT", "after_lunch"),
+        ("CARNET_FAULT_POINT", "after_ack:x"),
+    ],
+)
 def test_a_bad_value_is_one_line_naming_its_variable(variable: str, value: str) -> None:
     with pytest.raises(ConfigurationError, match=variable) as refused:
         Settings.from_env({variable: value})
@@ -36,9 +44,17 @@ def test_a_bad_value_is_one_line_naming_its_variable(variable: str, value: str) 
 
 
 def test_values_from_the_environment() -> None:
-    s = Settings.from_env({"CARNET_FLUSH_EVERY": "0", "CARNET_DATA_DOCS": "No", "CARNET_ENV": " Production ",
-                           "CARNET_FAULT_POINT": "after_ack:2", "CARNET_DATA_DIR": "relative",
-                           "CARNET_MAX_REJECT_RATE": "0.25", "CARNET_FEEDS_FILE": "feeds.toml"})
+    s = Settings.from_env(
+        {
+            "CARNET_FLUSH_EVERY": "0",
+            "CARNET_DATA_DOCS": "No",
+            "CARNET_ENV": " Production ",
+            "CARNET_FAULT_POINT": "after_ack:2",
+            "CARNET_DATA_DIR": "relative",
+            "CARNET_MAX_REJECT_RATE": "0.25",
+            "CARNET_FEEDS_FILE": "feeds.toml",
+        }
+    )
     assert (s.flush_every, s.data_docs, s.environment) == (1, False, "production")
     assert s.fault_point == "after_ack:2"
     assert s.data_dir == (Path.cwd() / "relative").resolve() and s.max_reject_rate == 0.25
@@ -65,8 +81,9 @@ def test_overrides_win_and_none_leaves_the_environment(monkeypatch: pytest.Monke
     assert Settings.from_env({}).index_url == ""  # a given mapping replaces os.environ
 
 
-def test_keyword_construction_never_reads_the_environment(monkeypatch: pytest.MonkeyPatch,
-                                                          tmp_path: Path) -> None:
+def test_keyword_construction_never_reads_the_environment(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     monkeypatch.setenv("CARNET_INDEX_URL", "http://env.example:9200")
     monkeypatch.setenv("CARNET_DATA_DIR", str(tmp_path / "env"))
     monkeypatch.setenv("CARNET_FAULT_POINT", "before_ack")
@@ -87,8 +104,9 @@ def test_keyword_construction_is_validated_and_frozen(tmp_path: Path) -> None:
 
 
 def test_an_override_replaces_one_setting_only() -> None:
-    s = Settings.from_env({"AWS_REGION": "eu-west-3", "CARNET_OCR_WORKERS": "-1"},
-                          s3_region="eu-west-1", ocr_workers=2)
+    s = Settings.from_env(
+        {"AWS_REGION": "eu-west-3", "CARNET_OCR_WORKERS": "-1"}, s3_region="eu-west-1", ocr_workers=2
+    )
     assert (s.s3_region, s.kms_region, s.ocr_workers) == ("eu-west-1", "eu-west-3", 2)
     with pytest.raises(ConfigurationError, match="^ocr_workers: "):  # named as it was given
         Settings.from_env({}, ocr_workers=-1)
@@ -97,11 +115,20 @@ def test_an_override_replaces_one_setting_only() -> None:
 def test_the_api_section_from_the_environment(tmp_path: Path) -> None:
     pem = "-----BEGIN PUBLIC KEY-----\nMFkw\n-----END PUBLIC KEY-----\n"
     (tmp_path / "portal.pem").write_text(pem, encoding="ascii")
-    api = Settings.from_env({"CARNET_API_JWT_KEY": "k" * 32, "CARNET_API_JWT_ISSUER": "https://portail.example",
-                             "CARNET_API_JWT_PUBLIC_KEY": str(tmp_path / "portal.pem"),
-                             "CARNET_API_JWT_MAX_LIFETIME_S": "600"}).api
+    api = Settings.from_env(
+        {
+            "CARNET_API_JWT_KEY": "k" * 32,
+            "CARNET_API_JWT_ISSUER": "https://portail.example",
+            "CARNET_API_JWT_PUBLIC_KEY": str(tmp_path / "portal.pem"),
+            "CARNET_API_JWT_MAX_LIFETIME_S": "600",
+        }
+    ).api
     assert (api.jwt_key, api.jwt_public_key, api.issuer, api.max_lifetime_s) == (
-        "k" * 32, pem, "https://portail.example", 600)
+        "k" * 32,
+        pem,
+        "https://portail.example",
+        600,
+    )
     assert "k" * 32 not in repr(api) and "MFkw" not in repr(api)
     assert Settings.from_env({}).api == Settings().api
     with pytest.raises(ConfigurationError, match="^CARNET_API_JWT_MAX_LIFETIME_S: .*'0'"):
@@ -111,10 +138,15 @@ def test_the_api_section_from_the_environment(tmp_path: Path) -> None:
 
 
 def test_every_variable_is_in_the_readme_configuration_table() -> None:
-    section = (Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8") \
-        .split("\n## Configuration\n", 1)[1].split("\n## ", 1)[0]
+    section = (
+        (Path(__file__).parents[1] / "README.md")
+        .read_text(encoding="utf-8")
+        .split("\n## Configuration\n", 1)[1]
+        .split("\n## ", 1)[0]
+    )
     aliases = [f.validation_alias for model in (Settings, ApiSettings) for f in model.model_fields.values()]
-    variables = {v for a in aliases for v in (a.choices if isinstance(a, AliasChoices) else [a])
-                 if isinstance(v, str)}
+    variables = {
+        v for a in aliases for v in (a.choices if isinstance(a, AliasChoices) else [a]) if isinstance(v, str)
+    }
     assert {"CARNET_DATA_DIR", "CARNET_API_JWT_KEY", "AWS_DEFAULT_REGION"} <= variables
     assert not {v for v in variables if f"`{v}`" not in section}, "document them in README's table"

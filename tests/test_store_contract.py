@@ -30,8 +30,9 @@ def test_is_a_document_store(store: DocumentStore) -> None:
     assert isinstance(store, DocumentStore)
 
 
-@pytest.mark.parametrize("data", [b"", b"MSH|^~\\&|LAB\r", bytes(range(256)), FIVE_MB],
-                         ids=["empty", "hl7", "all-bytes", "5MB"])
+@pytest.mark.parametrize(
+    "data", [b"", b"MSH|^~\\&|LAB\r", bytes(range(256)), FIVE_MB], ids=["empty", "hl7", "all-bytes", "5MB"]
+)
 def test_round_trip_byte_for_byte(store: DocumentStore, data: bytes) -> None:
     digest = store.put(data)
     assert digest == sha256_hex(data)
@@ -82,11 +83,18 @@ def _record(qid: str, attempts: int = 0) -> QuarantineRecord:
     at = dt.datetime(2025, 3, 14, 9, 26, 53, tzinfo=dt.UTC)
     problem = Problem(code=Reason.INVALID_INS_KEY, message="INS key does not match")
     return QuarantineRecord(
-        quarantine_id=qid, source="s3://feeds/lab/b1/a.hl7", producer="lab", batch="b1",
-        content_sha256=sha256_hex(b"a"), part=2, patient_id=None, reasons=(problem,),
+        quarantine_id=qid,
+        source="s3://feeds/lab/b1/a.hl7",
+        producer="lab",
+        batch="b1",
+        content_sha256=sha256_hex(b"a"),
+        part=2,
+        patient_id=None,
+        reasons=(problem,),
         first_quarantined_at=at,
-        attempts=tuple(QuarantineAttempt(at=at + dt.timedelta(hours=i), reasons=(problem,))
-                       for i in range(attempts)),
+        attempts=tuple(
+            QuarantineAttempt(at=at + dt.timedelta(hours=i), reasons=(problem,)) for i in range(attempts)
+        ),
     )
 
 

@@ -39,8 +39,10 @@ STATIC = Path(__file__).parent / "static"
 TITLE = "Carnet search API"
 VERSION = "1.0.0"
 
-_PAGE_CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
-             "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'")
+_PAGE_CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
+    "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
+)
 
 
 class _SafeStaticFiles(StaticFiles):
@@ -62,8 +64,12 @@ _MULTIPART_OVERHEAD = 64 * 1024
 
 def _oversized_upload(request: Request) -> bool:
     length = request.headers.get("content-length", "")
-    return (request.method == "POST" and request.url.path.endswith("/documents") and length.isdigit()
-            and int(length) > documents.UPLOAD_MAX_BYTES + _MULTIPART_OVERHEAD)
+    return (
+        request.method == "POST"
+        and request.url.path.endswith("/documents")
+        and length.isdigit()
+        and int(length) > documents.UPLOAD_MAX_BYTES + _MULTIPART_OVERHEAD
+    )
 
 
 def create_app(
@@ -88,7 +94,9 @@ def create_app(
         store=store,
         rules=AccessRules(state),
         audit=AuditLog(state, key=audit_key(settings), anchors=store),
-        verifier=verifier, clock=clock, state=state,
+        verifier=verifier,
+        clock=clock,
+        state=state,
     )
 
     @asynccontextmanager
@@ -96,15 +104,24 @@ def create_app(
         yield
         svc.close()
 
-    app = FastAPI(title=TITLE, version=VERSION, lifespan=lifespan,
-                  description="Search and manage a patient's record in Carnet. Every call needs the "
-                              "portal's bearer token; every access is audited.")
+    app = FastAPI(
+        title=TITLE,
+        version=VERSION,
+        lifespan=lifespan,
+        description="Search and manage a patient's record in Carnet. Every call needs the "
+        "portal's bearer token; every access is audited.",
+    )
     app.state.services = svc
     app.include_router(documents.router)
     app.include_router(record.router)
 
-    @app.get("/me", response_model=Me, tags=["record"], summary="Who the token says is asking",
-             responses={401: ERRORS[401]})
+    @app.get(
+        "/me",
+        response_model=Me,
+        tags=["record"],
+        summary="Who the token says is asking",
+        responses={401: ERRORS[401]},
+    )
     def me(who: Caller) -> Me:
         return Me(role=who.role.value, subject=who.subject, name=who.name)
 
@@ -121,8 +138,10 @@ def create_app(
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         # Only where and what: the rejected input is not echoed (it may be health data, or
         # a number JSON cannot carry, such as Infinity, which would make this a 500).
-        errors = [{"loc": list(e.get("loc", ())), "msg": str(e.get("msg", "")),
-                   "type": str(e.get("type", ""))} for e in exc.errors()]
+        errors = [
+            {"loc": list(e.get("loc", ())), "msg": str(e.get("msg", "")), "type": str(e.get("type", ""))}
+            for e in exc.errors()
+        ]
         return JSONResponse(status_code=422, content={"detail": errors})
 
     @app.exception_handler(BackendUnavailable)
@@ -134,8 +153,9 @@ def create_app(
     async def headers(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
         if _oversized_upload(request):
             # Refused before the multipart body is spooled; the route checks bodies without a length.
-            response: Response = JSONResponse(status_code=413, content={
-                "detail": f"larger than {documents.UPLOAD_MAX_BYTES} bytes"})
+            response: Response = JSONResponse(
+                status_code=413, content={"detail": f"larger than {documents.UPLOAD_MAX_BYTES} bytes"}
+            )
         else:
             response = await call_next(request)
         # Health data: never cached, never sniffed, never framed, no referrer leaks.

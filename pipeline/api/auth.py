@@ -69,10 +69,13 @@ class TokenVerifier:
         key, alg = self._key_for(token)
         try:
             claims = jwt.decode(
-                token, key, algorithms=[alg], audience=self._config.audience,
-                issuer=self._config.issuer, leeway=self._config.leeway_s,
-                options={"require": ["exp", "iat", "sub"],
-                         "verify_aud": self._config.audience is not None},
+                token,
+                key,
+                algorithms=[alg],
+                audience=self._config.audience,
+                issuer=self._config.issuer,
+                leeway=self._config.leeway_s,
+                options={"require": ["exp", "iat", "sub"], "verify_aud": self._config.audience is not None},
             )
         except jwt.PyJWTError as exc:
             raise InvalidToken(str(exc)) from exc
@@ -91,18 +94,29 @@ class TokenVerifier:
         if name is not None and not _is_text(name):
             raise InvalidToken("token has an invalid name", signed_subject=shown)
         parsed_role = Role(role)
-        return Principal(role=parsed_role, subject=str(subject).strip(),
-                         name=name if isinstance(name, str) else None)
+        return Principal(
+            role=parsed_role, subject=str(subject).strip(), name=name if isinstance(name, str) else None
+        )
 
 
 def issue_token(
-    key: str, principal: Principal, *, ttl: dt.timedelta = dt.timedelta(hours=1),
-    now: dt.datetime | None = None, algorithm: str = "HS256", **claims: object,
+    key: str,
+    principal: Principal,
+    *,
+    ttl: dt.timedelta = dt.timedelta(hours=1),
+    now: dt.datetime | None = None,
+    algorithm: str = "HS256",
+    **claims: object,
 ) -> str:
     """A token as the portal would sign it (tests, the demo and ``carnet serve --demo``)."""
     issued = now or dt.datetime.now(dt.UTC)
-    payload: dict[str, object] = {"sub": principal.subject, "role": principal.role.value,
-                                  "iat": issued, "exp": issued + ttl, **claims}
+    payload: dict[str, object] = {
+        "sub": principal.subject,
+        "role": principal.role.value,
+        "iat": issued,
+        "exp": issued + ttl,
+        **claims,
+    }
     if principal.name:
         payload["name"] = principal.name
     return jwt.encode(payload, key, algorithm=algorithm)

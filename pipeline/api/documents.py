@@ -41,10 +41,17 @@ router = APIRouter(prefix="/patients/{ins}/documents", tags=["documents"], respo
 Ins = Annotated[str, Path(pattern=INS_PATTERN, description="The patient's INS")]
 DocId = Annotated[str, Path(pattern=DOC_ID_PATTERN)]
 
-_MEDIA = {Format.CDA: ("application/xml", "xml"), Format.HL7V2: ("text/plain; charset=utf-8", "hl7"),
-          Format.PDF: ("application/pdf", "pdf")}
-_IMAGES = ((b"\x89PNG", "image/png", "png"), (b"\xff\xd8", "image/jpeg", "jpg"),
-           (b"II*\x00", "image/tiff", "tif"), (b"MM\x00*", "image/tiff", "tif"))
+_MEDIA = {
+    Format.CDA: ("application/xml", "xml"),
+    Format.HL7V2: ("text/plain; charset=utf-8", "hl7"),
+    Format.PDF: ("application/pdf", "pdf"),
+}
+_IMAGES = (
+    (b"\x89PNG", "image/png", "png"),
+    (b"\xff\xd8", "image/jpeg", "jpg"),
+    (b"II*\x00", "image/tiff", "tif"),
+    (b"MM\x00*", "image/tiff", "tif"),
+)
 
 # What a patient may upload: a PDF, or a photo or scan (OCR'd).
 UPLOAD_MAX_BYTES = 20 * 1024 * 1024
@@ -54,7 +61,9 @@ _UPLOAD_NAME = re.compile(r"[^A-Za-z0-9._ -]+")
 
 @router.get("", response_model=SearchPage, summary="Search the patient's documents")
 def search_documents(
-    ins: Ins, who: Caller, svc: Svc,
+    ins: Ins,
+    who: Caller,
+    svc: Svc,
     q: Annotated[str | None, Query(max_length=200, description="Words to find")] = None,
     doc_class: Annotated[DocClass | None, Query(alias="class")] = None,
     since: dt.date | None = None,
@@ -63,48 +72,75 @@ def search_documents(
     offset: Annotated[int, Query(ge=0, le=10_000)] = 0,
 ) -> SearchPage:
     d = decision(svc, who, ins)
-    query = restrict(SearchQuery(patient_id=ins, text=q, doc_class=doc_class, since=since, until=until,
-                                 limit=limit, offset=offset), d)
+    query = restrict(
+        SearchQuery(
+            patient_id=ins, text=q, doc_class=doc_class, since=since, until=until, limit=limit, offset=offset
+        ),
+        d,
+    )
     result = svc.index.search(query)
     svc.record(who, "search", ins, doc_ids=[h.doc_id for h in result.hits], reason=d.via)
     return SearchPage(total=result.total, offset=offset, limit=limit, hits=result.hits)
 
 
 @router.post(
-    "", response_model=BatchReport, summary="Add a document to the record (a PDF, a photo or a scan)",
+    "",
+    response_model=BatchReport,
+    summary="Add a document to the record (a PDF, a photo or a scan)",
     description=f"The patient, a minor's legal representative, or a caregiver whose delegation "
-                f"includes uploads. One file (multipart field `file`) of at most {UPLOAD_MAX_BYTES} bytes "
-                f"({UPLOAD_MAX_BYTES // 2**20} MiB), of type {', '.join(UPLOAD_TYPES)}. It goes through the "
-                f"same pipeline as every producer's document (kept encrypted, parsed with OCR for photos "
-                f"and scans, classified, checked, indexed) and the answer is the acknowledgement a "
-                f"producer gets: indexed, duplicate or rejected with reason codes. A document printing "
-                f"another person's INS is rejected (identity_conflict); one printing none is filed in "
-                f"this record, as declared by its owner.",
-    responses={413: {"model": ErrorDetail, "description": f"Larger than {UPLOAD_MAX_BYTES} bytes"},
-               415: {"model": ErrorDetail, "description": f"Not one of {', '.join(UPLOAD_TYPES)}"}},
-    openapi_extra={"requestBody": {"content": {"multipart/form-data": {
-        "encoding": {"file": {"contentType": ", ".join(UPLOAD_TYPES)}}}}}},
+    f"includes uploads. One file (multipart field `file`) of at most {UPLOAD_MAX_BYTES} bytes "
+    f"({UPLOAD_MAX_BYTES // 2**20} MiB), of type {', '.join(UPLOAD_TYPES)}. It goes through the "
+    f"same pipeline as every producer's document (kept encrypted, parsed with OCR for photos "
+    f"and scans, classified, checked, indexed) and the answer is the acknowledgement a "
+    f"producer gets: indexed, duplicate or rejected with reason codes. A document printing "
+    f"another person's INS is rejected (identity_conflict); one printing none is filed in "
+    f"this record, as declared by its owner.",
+    responses={
+        413: {"model": ErrorDetail, "description": f"Larger than {UPLOAD_MAX_BYTES} bytes"},
+        415: {"model": ErrorDetail, "description": f"Not one of {', '.join(UPLOAD_TYPES)}"},
+    },
+    openapi_extra={
+        "requestBody": {
+            "content": {
+                "multipart/form-data": {"encoding": {"file": {"contentType": ", ".join(UPLOAD_TYPES)}}}
+            }
+        }
+    },
 )
 def upload_document(
-    ins: Ins, who: Caller, svc: Svc,
+    ins: Ins,
+    who: Caller,
+    svc: Svc,
     file: Annotated[UploadFile, File(description=f"PDF, JPEG, PNG or TIFF, ≤ {UPLOAD_MAX_BYTES} bytes")],
 ) -> BatchReport:
     d = uploading(svc, who, ins)
     media = (file.content_type or "").split(";")[0].strip().lower()
     if media not in UPLOAD_TYPES:
-        raise HTTPException(status_code=415,
-                            detail=f"unsupported type: send one of {', '.join(UPLOAD_TYPES)}")
+        raise HTTPException(
+            status_code=415, detail=f"unsupported type: send one of {', '.join(UPLOAD_TYPES)}"
+        )
     data = file.file.read(UPLOAD_MAX_BYTES + 1)
     if len(data) > UPLOAD_MAX_BYTES:
         raise HTTPException(status_code=413, detail=f"larger than {UPLOAD_MAX_BYTES} bytes")
     name = _UPLOAD_NAME.sub("_", (file.filename or "").replace("\\", "/").rsplit("/", 1)[-1])[:100]
     name = name.strip(" .") or "document"
-    summary = ingest_upload(data, svc.settings, filename=name, patient_id=ins,
-                            contributor=Contributor(role=who.role.value, subject=who.subject, name=who.name),
-                            index=svc.index, store=svc.store)
+    summary = ingest_upload(
+        data,
+        svc.settings,
+        filename=name,
+        patient_id=ins,
+        contributor=Contributor(role=who.role.value, subject=who.subject, name=who.name),
+        index=svc.index,
+        store=svc.store,
+    )
     statuses = ",".join(o.status.value for o in summary.outcomes)
-    svc.record(who, "upload", ins, reason=f"{d.via}: {statuses}",
-               doc_ids=[o.doc_id for o in summary.outcomes if o.doc_id and o.status is not Status.REJECTED])
+    svc.record(
+        who,
+        "upload",
+        ins,
+        reason=f"{d.via}: {statuses}",
+        doc_ids=[o.doc_id for o in summary.outcomes if o.doc_id and o.status is not Status.REJECTED],
+    )
     return upload_report(summary.outcomes, producer=UPLOAD_PRODUCER, batch=summary.run_id, file=name)
 
 
@@ -126,9 +162,12 @@ def media_of(record: DocumentRecord, data: bytes) -> tuple[str, str]:
     return _MEDIA[record.format]
 
 
-@router.get("/{doc_id}/file", summary="The document as the producer sent it (decrypted)",
-            response_class=Response,
-            responses={200: {"content": {"application/octet-stream": {}}, "description": "The file"}})
+@router.get(
+    "/{doc_id}/file",
+    summary="The document as the producer sent it (decrypted)",
+    response_class=Response,
+    responses={200: {"content": {"application/octet-stream": {}}, "description": "The file"}},
+)
 def download_document(ins: Ins, doc_id: DocId, who: Caller, svc: Svc) -> Response:
     d = decision(svc, who, ins)
     record = readable(svc, who, d, ins, doc_id, "download")
@@ -139,8 +178,11 @@ def download_document(ins: Ins, doc_id: DocId, who: Caller, svc: Svc) -> Respons
         raise NOT_FOUND from None
     svc.record(who, "download", ins, doc_ids=[doc_id], reason=d.via)
     media, ext = media_of(record, data)
-    return Response(content=data, media_type=media,
-                    headers={"Content-Disposition": f'attachment; filename="{record.doc_id}.{ext}"'})
+    return Response(
+        content=data,
+        media_type=media,
+        headers={"Content-Disposition": f'attachment; filename="{record.doc_id}.{ext}"'},
+    )
 
 
 def _set_flag(svc: Services, ins: str, record: DocumentRecord, flag: Visibility, on: bool) -> VisibilityView:
@@ -150,8 +192,11 @@ def _set_flag(svc: Services, ins: str, record: DocumentRecord, flag: Visibility,
     return VisibilityView(doc_id=record.doc_id, visibility=flags)
 
 
-@router.put("/{doc_id}/hidden", response_model=VisibilityView,
-            summary="Hide a document from professionals (MASQUE_PS)")
+@router.put(
+    "/{doc_id}/hidden",
+    response_model=VisibilityView,
+    summary="Hide a document from professionals (MASQUE_PS)",
+)
 def hide_document(ins: Ins, doc_id: DocId, who: Caller, svc: Svc) -> VisibilityView:
     d = managing(svc, who, ins)
     view = _set_flag(svc, ins, readable(svc, who, d, ins, doc_id, "hide"), Visibility.MASQUE_PS, True)
@@ -159,25 +204,31 @@ def hide_document(ins: Ins, doc_id: DocId, who: Caller, svc: Svc) -> VisibilityV
     return view
 
 
-@router.delete("/{doc_id}/hidden", response_model=VisibilityView,
-               summary="Show a hidden document to authorised professionals again")
+@router.delete(
+    "/{doc_id}/hidden",
+    response_model=VisibilityView,
+    summary="Show a hidden document to authorised professionals again",
+)
 def unhide_document(ins: Ins, doc_id: DocId, who: Caller, svc: Svc) -> VisibilityView:
     d = managing(svc, who, ins)
-    view = _set_flag(svc, ins, readable(svc, who, d, ins, doc_id, "unhide"), Visibility.MASQUE_PS,
-                     False)
+    view = _set_flag(svc, ins, readable(svc, who, d, ins, doc_id, "unhide"), Visibility.MASQUE_PS, False)
     svc.record(who, "visibility", ins, doc_ids=[doc_id], reason="unhide")
     return view
 
 
-@router.post("/{doc_id}/release", response_model=VisibilityView,
-             summary="Release a result to the patient (clears INVISIBLE_PATIENT)")
+@router.post(
+    "/{doc_id}/release",
+    response_model=VisibilityView,
+    summary="Release a result to the patient (clears INVISIBLE_PATIENT)",
+)
 def release_document(ins: Ins, doc_id: DocId, who: Caller, svc: Svc) -> VisibilityView:
     d = decision(svc, who, ins)
     if who.role is not Role.PROFESSIONAL:
         # No doc id: an id the caller made up must not enter the patient's history.
         svc.record(who, "denied", ins, reason="release_needs_professional")
         raise FORBIDDEN
-    view = _set_flag(svc, ins, readable(svc, who, d, ins, doc_id, "release"),
-                     Visibility.INVISIBLE_PATIENT, False)
+    view = _set_flag(
+        svc, ins, readable(svc, who, d, ins, doc_id, "release"), Visibility.INVISIBLE_PATIENT, False
+    )
     svc.record(who, "visibility", ins, doc_ids=[doc_id], reason="released to the patient")
     return view

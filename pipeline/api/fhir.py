@@ -51,16 +51,24 @@ MAX_COUNT = 100
 MAX_OFFSET = 10_000
 _FHIR_ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
 _DATE = re.compile(r"^(eq|ge|gt|le|lt)?(\d{4})(?:-(\d{2})(?:-(\d{2})(?:T[0-9:.+\-Z]*)?)?)?$")
-_ISSUE_CODES = {400: "invalid", 401: "login", 403: "forbidden", 404: "not-found", 405: "not-supported",
-                406: "not-supported", 503: "transient"}
+_ISSUE_CODES = {
+    400: "invalid",
+    401: "login",
+    403: "forbidden",
+    404: "not-found",
+    405: "not-supported",
+    406: "not-supported",
+    503: "transient",
+}
 
 
 class SearchError(Exception):
     """A search the server cannot run as asked (a 400 ``OperationOutcome``)."""
 
 
-def fhir_response(resource: object, status_code: int = 200,
-                  headers: dict[str, str] | None = None) -> Response:
+def fhir_response(
+    resource: object, status_code: int = 200, headers: dict[str, str] | None = None
+) -> Response:
     body: str = resource.model_dump_json()  # type: ignore[attr-defined]
     return Response(content=body, status_code=status_code, media_type=FHIR_JSON, headers=headers)
 
@@ -125,8 +133,13 @@ def _day_range(value: str, name: str) -> tuple[dt.date | None, dt.date | None]:
         raise SearchError(f"{name}: {value!r} is not a calendar date") from None
     one_day = dt.timedelta(days=1)
     try:
-        return {"eq": (first, last), "ge": (first, None), "gt": (last + one_day, None),
-                "le": (None, last), "lt": (None, first - one_day)}[prefix]
+        return {
+            "eq": (first, last),
+            "ge": (first, None),
+            "gt": (last + one_day, None),
+            "le": (None, last),
+            "lt": (None, first - one_day),
+        }[prefix]
     except OverflowError:
         raise SearchError(f"{name}: {value!r} is out of range") from None
 
@@ -186,17 +199,27 @@ def parse_search(params: QueryParams) -> DocumentSearch:
 
 
 def _query(search: DocumentSearch, d: AccessDecision) -> SearchQuery:
-    return restrict(SearchQuery(
-        patient_id=search.patient_id, type_code=search.type_code, doc_class=search.doc_class,
-        since=search.since, until=search.until, limit=search.count, offset=search.offset,
-        include_superseded=search.superseded, superseded_only=search.superseded and not search.current,
-    ), d)
+    return restrict(
+        SearchQuery(
+            patient_id=search.patient_id,
+            type_code=search.type_code,
+            doc_class=search.doc_class,
+            since=search.since,
+            until=search.until,
+            limit=search.count,
+            offset=search.offset,
+            include_superseded=search.superseded,
+            superseded_only=search.superseded and not search.current,
+        ),
+        d,
+    )
 
 
 def _links(base: str, search: DocumentSearch, total: int) -> list[tuple[str, str]]:
     def url(offset: int) -> str:
         return f"{base}/DocumentReference?" + urlencode(
-            [*search.applied, ("_count", str(search.count)), ("_offset", str(offset))])
+            [*search.applied, ("_count", str(search.count)), ("_offset", str(offset))]
+        )
 
     links = [("self", url(search.offset)), ("first", url(0))]
     if search.offset > 0:
@@ -218,8 +241,9 @@ def _media_type(svc: Services, record: DocumentRecord, data: bytes | None = None
     return media_of(record, data or b"")[0]
 
 
-def _visible_record(svc: Services, who: Caller, resource_id: str,
-                    action: str) -> tuple[DocumentRecord, AccessDecision]:
+def _visible_record(
+    svc: Services, who: Caller, resource_id: str, action: str
+) -> tuple[DocumentRecord, AccessDecision]:
     """The record behind a resource id, if the caller may see it: 403 for the record, 404 for
     the document (refusals audited), exactly as ``GET /patients/{ins}/documents/{doc_id}``."""
     parts = split_resource_id(resource_id) if _FHIR_ID.match(resource_id) else None
@@ -237,14 +261,12 @@ def _wants_fhir_json(request: Request) -> bool:
 
 def create_fhir_app(svc: Services, *, version: str) -> FastAPI:
     """The ``/fhir`` sub-application over the search API's backends and guard."""
-    app = FastAPI(title="Carnet FHIR R4", version=version, openapi_url=None, docs_url=None,
-                  redoc_url=None)
+    app = FastAPI(title="Carnet FHIR R4", version=version, openapi_url=None, docs_url=None, redoc_url=None)
     app.state.services = svc
 
     @app.get("/metadata")
     def metadata(request: Request) -> Response:
-        return fhir_response(capability_statement(_base(request), software_version=version,
-                                                  now=svc.clock()))
+        return fhir_response(capability_statement(_base(request), software_version=version, now=svc.clock()))
 
     @app.get("/DocumentReference")
     def search_documents(request: Request, who: Caller, svc: Svc) -> Response:
@@ -265,15 +287,19 @@ def create_fhir_app(svc: Services, *, version: str) -> FastAPI:
         svc.record(who, "search", search.patient_id, doc_ids=[r.doc_id for r in records], reason=d.via)
         base = _base(request)
         resources = [document_reference(r, base_url=base, media_type=_media_type(svc, r)) for r in records]
-        return fhir_response(search_bundle(resources, total=result_total, base_url=base,
-                                           links=_links(base, search, result_total)))
+        return fhir_response(
+            search_bundle(
+                resources, total=result_total, base_url=base, links=_links(base, search, result_total)
+            )
+        )
 
     @app.get("/DocumentReference/{resource_id}")
     def read_document(resource_id: str, request: Request, who: Caller, svc: Svc) -> Response:
         record, d = _visible_record(svc, who, resource_id, "read")
         svc.record(who, "read", record.patient_id, doc_ids=[record.doc_id], reason=d.via)
-        return fhir_response(document_reference(record, base_url=_base(request),
-                                                media_type=_media_type(svc, record)))
+        return fhir_response(
+            document_reference(record, base_url=_base(request), media_type=_media_type(svc, record))
+        )
 
     @app.get("/Binary/{resource_id}")
     def read_binary(resource_id: str, request: Request, who: Caller, svc: Svc) -> Response:
@@ -291,8 +317,11 @@ def create_fhir_app(svc: Services, *, version: str) -> FastAPI:
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> Response:
         code = _ISSUE_CODES.get(exc.status_code, "processing")
-        return fhir_response(operation_outcome(code, str(exc.detail)), exc.status_code,
-                             headers=dict(exc.headers) if exc.headers else None)
+        return fhir_response(
+            operation_outcome(code, str(exc.detail)),
+            exc.status_code,
+            headers=dict(exc.headers) if exc.headers else None,
+        )
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> Response:
@@ -303,4 +332,3 @@ def create_fhir_app(svc: Services, *, version: str) -> FastAPI:
         return fhir_response(operation_outcome("transient", "service unavailable"), 503)
 
     return app
-

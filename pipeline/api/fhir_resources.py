@@ -70,15 +70,21 @@ INS_SYSTEMS = frozenset(f"urn:oid:{oid}" for oid in INS_OIDS)  # + INS-NIA and t
 PS_SYSTEM = f"urn:oid:{RPPS_OID}"  # idNatPs: "8" + RPPS for a person
 LOINC = "http://loinc.org"
 # The national complementary document types (TRE_A05), as the ANS terminology server names them.
-NATIONAL_TYPES = "https://mos.esante.gouv.fr/NOS/TRE_A05-TypeDocComplementaire/FHIR/TRE-A05-TypeDocComplementaire"
+NATIONAL_TYPES = (
+    "https://mos.esante.gouv.fr/NOS/TRE_A05-TypeDocComplementaire/FHIR/TRE-A05-TypeDocComplementaire"
+)
 _TYPE_SYSTEMS = {LOINC_SYSTEM: LOINC, NATIONAL_TYPE_SYSTEM: NATIONAL_TYPES}
 DOC_ID_SYSTEM = "urn:carnet:document-id"
 CLASS_SYSTEM = "urn:carnet:document-class"
 VISIBILITY_SYSTEM = "urn:carnet:visibility"
 INS_LENGTH = 15
 
-CLASS_LABELS = {DocClass.BIOLOGY: "Biologie", DocClass.IMAGING: "Imagerie",
-                DocClass.PRESCRIPTION: "Ordonnance", DocClass.OTHER: "Autre"}
+CLASS_LABELS = {
+    DocClass.BIOLOGY: "Biologie",
+    DocClass.IMAGING: "Imagerie",
+    DocClass.PRESCRIPTION: "Ordonnance",
+    DocClass.OTHER: "Autre",
+}
 
 
 def resource_id(record: DocumentRecord) -> str:
@@ -89,7 +95,7 @@ def split_resource_id(resource_id: str) -> tuple[str, str] | None:
     """(INS, doc id) of a ``DocumentReference``/``Binary`` id, or None if it is not one of ours."""
     if len(resource_id) <= INS_LENGTH + 1 or resource_id[INS_LENGTH] != "-":
         return None
-    return resource_id[:INS_LENGTH], resource_id[INS_LENGTH + 1:]
+    return resource_id[:INS_LENGTH], resource_id[INS_LENGTH + 1 :]
 
 
 def document_reference(record: DocumentRecord, *, base_url: str, media_type: str) -> DocumentReference:
@@ -98,21 +104,37 @@ def document_reference(record: DocumentRecord, *, base_url: str, media_type: str
     # A national type (REMB, PRESC-KINE…) is not a LOINC code; a producer's own code has no
     # system Carnet can name.
     doc_type = CodeableConcept(
-        coding=[Coding(system=_TYPE_SYSTEMS.get(type_code_system(record.type_code) or ""),
-                       code=record.type_code, display=record.type_label)]
-        if record.type_code else None,
-        text=record.type_label or record.title)
+        coding=[
+            Coding(
+                system=_TYPE_SYSTEMS.get(type_code_system(record.type_code) or ""),
+                code=record.type_code,
+                display=record.type_label,
+            )
+        ]
+        if record.type_code
+        else None,
+        text=record.type_label or record.title,
+    )
     author = None
     if record.contributed_by:  # added by the patient, or by who acts for them
         who = record.contributed_by
-        author = [Reference(
-            identifier=Identifier(system=INS_SYSTEM, value=who.subject) if who.role == "patient" else None,
-            display=who.name or f"{who.role} {who.subject}")]
+        author = [
+            Reference(
+                identifier=Identifier(system=INS_SYSTEM, value=who.subject)
+                if who.role == "patient"
+                else None,
+                display=who.name or f"{who.role} {who.subject}",
+            )
+        ]
     elif record.author_rpps or record.author_name:
-        author = [Reference(
-            identifier=Identifier(system=PS_SYSTEM, value=f"8{record.author_rpps}")
-            if record.author_rpps else None,
-            display=record.author_name)]
+        author = [
+            Reference(
+                identifier=Identifier(system=PS_SYSTEM, value=f"8{record.author_rpps}")
+                if record.author_rpps
+                else None,
+                display=record.author_name,
+            )
+        ]
     period = None
     if record.document_date:
         # A day, not an instant: the models type dateTime as datetime, so validate the text.
@@ -124,16 +146,37 @@ def document_reference(record: DocumentRecord, *, base_url: str, media_type: str
         status="superseded" if record.superseded_by else "current",
         docStatus="final",
         type=doc_type,
-        category=[CodeableConcept(coding=[Coding(system=CLASS_SYSTEM, code=record.doc_class.value,
-                                                 display=CLASS_LABELS[record.doc_class])])],
+        category=[
+            CodeableConcept(
+                coding=[
+                    Coding(
+                        system=CLASS_SYSTEM,
+                        code=record.doc_class.value,
+                        display=CLASS_LABELS[record.doc_class],
+                    )
+                ]
+            )
+        ],
         subject=Reference(identifier=Identifier(system=INS_SYSTEM, value=record.patient_id)),
         author=author,
         description=record.title,
-        securityLabel=[CodeableConcept(coding=[Coding(system=VISIBILITY_SYSTEM, code=v.value)])
-                       for v in record.visibility] or None,
-        content=[DocumentReferenceContent(attachment=Attachment.model_validate({
-            "contentType": media_type, "url": f"{base_url}/Binary/{rid}", "title": record.title,
-            "creation": record.document_date.isoformat() if record.document_date else None}))],
+        securityLabel=[
+            CodeableConcept(coding=[Coding(system=VISIBILITY_SYSTEM, code=v.value)])
+            for v in record.visibility
+        ]
+        or None,
+        content=[
+            DocumentReferenceContent(
+                attachment=Attachment.model_validate(
+                    {
+                        "contentType": media_type,
+                        "url": f"{base_url}/Binary/{rid}",
+                        "title": record.title,
+                        "creation": record.document_date.isoformat() if record.document_date else None,
+                    }
+                )
+            )
+        ],
         context=period,
     )
 
@@ -143,30 +186,43 @@ def binary(record: DocumentRecord, data: bytes, media_type: str) -> Binary:
     return Binary(id=resource_id(record), contentType=media_type, data=base64.b64encode(data))
 
 
-def search_bundle(resources: Sequence[DocumentReference], *, total: int, base_url: str,
-                  links: Sequence[tuple[str, str]]) -> Bundle:
+def search_bundle(
+    resources: Sequence[DocumentReference], *, total: int, base_url: str, links: Sequence[tuple[str, str]]
+) -> Bundle:
     return Bundle(
-        type="searchset", total=total,
+        type="searchset",
+        total=total,
         link=[BundleLink(relation=rel, url=url) for rel, url in links],
-        entry=[BundleEntry(fullUrl=f"{base_url}/DocumentReference/{r.id}", resource=r,
-                           search=BundleEntrySearch(mode="match")) for r in resources] or None,
+        entry=[
+            BundleEntry(
+                fullUrl=f"{base_url}/DocumentReference/{r.id}",
+                resource=r,
+                search=BundleEntrySearch(mode="match"),
+            )
+            for r in resources
+        ]
+        or None,
     )
 
 
 def operation_outcome(code: str, diagnostics: str, *, severity: str = "error") -> OperationOutcome:
     """One issue; ``code`` from the FHIR IssueType value set (invalid, forbidden, not-found...)."""
-    return OperationOutcome(issue=[OperationOutcomeIssue(severity=severity, code=code,
-                                                         diagnostics=diagnostics)])
+    return OperationOutcome(
+        issue=[OperationOutcomeIssue(severity=severity, code=code, diagnostics=diagnostics)]
+    )
 
 
 # The search parameters served, with what they match (stated in the CapabilityStatement).
 SEARCH_PARAMS: tuple[tuple[str, str, str], ...] = (
-    ("patient.identifier", "token",
-     f"Required. The patient's INS: {INS_SYSTEM}|INS (or the bare INS)."),
+    ("patient.identifier", "token", f"Required. The patient's INS: {INS_SYSTEM}|INS (or the bare INS)."),
     ("type", "token", f"The LOINC document type: {LOINC}|code (or the bare code)."),
     ("category", "token", f"The Carnet class: {CLASS_SYSTEM}|biology, imaging, prescription, other."),
-    ("date", "date", "The document's clinical date (context.period), with eq/ge/gt/le/lt prefixes; "
-                     "documents without a date never match a date filter."),
+    (
+        "date",
+        "date",
+        "The document's clinical date (context.period), with eq/ge/gt/le/lt prefixes; "
+        "documents without a date never match a date filter.",
+    ),
     ("period", "date", "The same as date: context.period."),
     ("status", "token", "current (default) or superseded; comma-separated for both."),
     ("_count", "number", "Page size, 1 to 100 (default 20)."),
@@ -176,31 +232,45 @@ SEARCH_PARAMS: tuple[tuple[str, str, str], ...] = (
 def capability_statement(base_url: str, *, software_version: str, now: dt.datetime) -> CapabilityStatement:
     """What ``/fhir`` serves: read and search of ``DocumentReference``, read of ``Binary``."""
     return CapabilityStatement(
-        status="active", date=now.replace(microsecond=0), kind="instance",
+        status="active",
+        date=now.replace(microsecond=0),
+        kind="instance",
         publisher="Carnet",
         software=CapabilityStatementSoftware(name="Carnet", version=software_version),
         implementation=CapabilityStatementImplementation(
-            description="Carnet FHIR R4 read API over the patient record", url=base_url),
-        fhirVersion=FHIR_VERSION, format=["json"],
-        rest=[CapabilityStatementRest(
-            mode="server",
-            documentation="Every call but this one needs the portal's bearer token; the access "
-                          "rules of the search API apply unchanged and every access is audited.",
-            security=CapabilityStatementRestSecurity(
-                cors=False, description="Authorization: Bearer, a JWT signed by the portal"),
-            resource=[
-                CapabilityStatementRestResource(
-                    type="DocumentReference",
-                    interaction=[CapabilityStatementRestResourceInteraction(code="read"),
-                                 CapabilityStatementRestResourceInteraction(code="search-type")],
-                    searchParam=[CapabilityStatementRestResourceSearchParam(
-                        name=name, type=kind, documentation=doc) for name, kind, doc in SEARCH_PARAMS]),
-                CapabilityStatementRestResource(
-                    type="Binary",
-                    interaction=[CapabilityStatementRestResourceInteraction(code="read")],
-                    documentation="The decrypted original in its own media type; as a Binary "
-                                  "resource with Accept: application/fhir+json."),
-            ],
-        )],
+            description="Carnet FHIR R4 read API over the patient record", url=base_url
+        ),
+        fhirVersion=FHIR_VERSION,
+        format=["json"],
+        rest=[
+            CapabilityStatementRest(
+                mode="server",
+                documentation="Every call but this one needs the portal's bearer token; the access "
+                "rules of the search API apply unchanged and every access is audited.",
+                security=CapabilityStatementRestSecurity(
+                    cors=False, description="Authorization: Bearer, a JWT signed by the portal"
+                ),
+                resource=[
+                    CapabilityStatementRestResource(
+                        type="DocumentReference",
+                        interaction=[
+                            CapabilityStatementRestResourceInteraction(code="read"),
+                            CapabilityStatementRestResourceInteraction(code="search-type"),
+                        ],
+                        searchParam=[
+                            CapabilityStatementRestResourceSearchParam(
+                                name=name, type=kind, documentation=doc
+                            )
+                            for name, kind, doc in SEARCH_PARAMS
+                        ],
+                    ),
+                    CapabilityStatementRestResource(
+                        type="Binary",
+                        interaction=[CapabilityStatementRestResourceInteraction(code="read")],
+                        documentation="The decrypted original in its own media type; as a Binary "
+                        "resource with Accept: application/fhir+json.",
+                    ),
+                ],
+            )
+        ],
     )
-

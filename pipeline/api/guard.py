@@ -52,10 +52,25 @@ class Services:
         self.store.close()
         self.index.close()
 
-    def record(self, who: Principal, action: str, patient_id: str, *,
-               doc_ids: Sequence[str] = (), reason: str | None = None) -> None:
-        self.audit.append(actor=who.subject, actor_name=who.name, role=who.role.value, action=action,
-                          patient_id=patient_id, doc_ids=doc_ids, reason=reason, at=self.clock())
+    def record(
+        self,
+        who: Principal,
+        action: str,
+        patient_id: str,
+        *,
+        doc_ids: Sequence[str] = (),
+        reason: str | None = None,
+    ) -> None:
+        self.audit.append(
+            actor=who.subject,
+            actor_name=who.name,
+            role=who.role.value,
+            action=action,
+            patient_id=patient_id,
+            doc_ids=doc_ids,
+            reason=reason,
+            at=self.clock(),
+        )
 
 
 def services(request: Request) -> Services:
@@ -68,8 +83,9 @@ def principal(
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
     """The caller, from ``Authorization: Bearer <jwt>``; 401 for anything less."""
-    unauthorised = HTTPException(status_code=401, detail="authentication required",
-                                 headers={"WWW-Authenticate": "Bearer"})
+    unauthorised = HTTPException(
+        status_code=401, detail="authentication required", headers={"WWW-Authenticate": "Bearer"}
+    )
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise unauthorised
     svc = services(request)
@@ -79,9 +95,14 @@ def principal(
         if exc.signed_subject is not None:
             # Signed, yet unusable: a refusal like any other, in the record's history.
             ins = request.path_params.get("ins")
-            svc.audit.append(actor=exc.signed_subject, role="unknown", action="denied",
-                             patient_id=ins if isinstance(ins, str) and re.fullmatch(INS_PATTERN, ins)
-                             else None, reason=f"invalid_token_claims: {exc}", at=svc.clock())
+            svc.audit.append(
+                actor=exc.signed_subject,
+                role="unknown",
+                action="denied",
+                patient_id=ins if isinstance(ins, str) and re.fullmatch(INS_PATTERN, ins) else None,
+                reason=f"invalid_token_claims: {exc}",
+                at=svc.clock(),
+            )
         raise unauthorised from None
 
 
@@ -101,8 +122,9 @@ def decision(svc: Services, who: Principal, patient_id: str) -> AccessDecision:
     return d
 
 
-def readable(svc: Services, who: Principal, d: AccessDecision, patient_id: str, doc_id: str,
-             action: str) -> DocumentRecord:
+def readable(
+    svc: Services, who: Principal, d: AccessDecision, patient_id: str, doc_id: str, action: str
+) -> DocumentRecord:
     """The document if it is within ``d``; else the refusal is audited and the answer is
     the same 404 as for a document that does not exist.
 

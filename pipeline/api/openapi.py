@@ -25,8 +25,10 @@ def openapi_document() -> dict[str, Any]:
     """The document FastAPI derives from the routes (built on a throwaway data folder)."""
     with tempfile.TemporaryDirectory() as tmp:
         # The placeholder only satisfies the start-up check: nothing is signed or verified.
-        app = create_app(Settings(data_dir=Path(tmp), master_key="A" * 43 + "="),
-                         config=ApiSettings(jwt_key="openapi-generation-only-" + "0" * 16))
+        app = create_app(
+            Settings(data_dir=Path(tmp), master_key="A" * 43 + "="),
+            config=ApiSettings(jwt_key="openapi-generation-only-" + "0" * 16),
+        )
         try:
             return app.openapi()
         finally:

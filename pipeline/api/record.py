@@ -32,31 +32,44 @@ Rpps = Annotated[str, Path(pattern=RPPS_PATTERN, description="The professional's
 Person = Annotated[str, Path(pattern=PERSON_PATTERN, description="A caregiver's or representative's id")]
 
 
-@router.get("/history", response_model=list[HistoryEntry], tags=["record"],
-            summary="Who accessed the record, newest first")
+@router.get(
+    "/history",
+    response_model=list[HistoryEntry],
+    tags=["record"],
+    summary="Who accessed the record, newest first",
+)
 def access_history(
-    ins: Ins, who: Caller, svc: Svc,
+    ins: Ins,
+    who: Caller,
+    svc: Svc,
     limit: Annotated[int, Query(ge=1, le=1000)] = 200,
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> list[HistoryEntry]:
     d = managing(svc, who, ins)
-    entries = svc.audit.for_patient(ins)[::-1][offset:offset + limit]
-    return [HistoryEntry.of(e, visible_ids(svc.index, d, ins, [i for e in entries for i in e.doc_ids]))
-            for e in entries]
+    entries = svc.audit.for_patient(ins)[::-1][offset : offset + limit]
+    return [
+        HistoryEntry.of(e, visible_ids(svc.index, d, ins, [i for e in entries for i in e.doc_ids]))
+        for e in entries
+    ]
 
 
 # -- professionals: authorisations and blocks ---------------------------------------------------
 
 
-@router.get("/authorisations", response_model=list[Grant], tags=["authorisations"],
-            summary="Authorised and blocked professionals")
+@router.get(
+    "/authorisations",
+    response_model=list[Grant],
+    tags=["authorisations"],
+    summary="Authorised and blocked professionals",
+)
 def list_authorisations(ins: Ins, who: Caller, svc: Svc) -> list[Grant]:
     managing(svc, who, ins)
     return svc.rules.authorisations(ins)
 
 
-@router.put("/authorisations/{rpps}", response_model=Done, tags=["authorisations"],
-            summary="Authorise a professional")
+@router.put(
+    "/authorisations/{rpps}", response_model=Done, tags=["authorisations"], summary="Authorise a professional"
+)
 def grant_authorisation(ins: Ins, rpps: Rpps, who: Caller, svc: Svc) -> Done:
     managing(svc, who, ins)
     svc.rules.authorise(ins, rpps, svc.clock())
@@ -64,8 +77,12 @@ def grant_authorisation(ins: Ins, rpps: Rpps, who: Caller, svc: Svc) -> Done:
     return Done(changed=True)
 
 
-@router.delete("/authorisations/{rpps}", response_model=Done, tags=["authorisations"],
-               summary="Revoke a professional's authorisation")
+@router.delete(
+    "/authorisations/{rpps}",
+    response_model=Done,
+    tags=["authorisations"],
+    summary="Revoke a professional's authorisation",
+)
 def revoke_authorisation(ins: Ins, rpps: Rpps, who: Caller, svc: Svc) -> Done:
     managing(svc, who, ins)
     changed = svc.rules.revoke_authorisation(ins, rpps, svc.clock())
@@ -73,8 +90,12 @@ def revoke_authorisation(ins: Ins, rpps: Rpps, who: Caller, svc: Svc) -> Done:
     return Done(changed=changed)
 
 
-@router.put("/blocks/{rpps}", response_model=Done, tags=["authorisations"],
-            summary="Block a professional (no access at all, not even in an emergency)")
+@router.put(
+    "/blocks/{rpps}",
+    response_model=Done,
+    tags=["authorisations"],
+    summary="Block a professional (no access at all, not even in an emergency)",
+)
 def block_professional(ins: Ins, rpps: Rpps, who: Caller, svc: Svc) -> Done:
     managing(svc, who, ins)
     svc.rules.block(ins, rpps, svc.clock())
@@ -82,8 +103,7 @@ def block_professional(ins: Ins, rpps: Rpps, who: Caller, svc: Svc) -> Done:
     return Done(changed=True)
 
 
-@router.delete("/blocks/{rpps}", response_model=Done, tags=["authorisations"],
-               summary="Lift a block")
+@router.delete("/blocks/{rpps}", response_model=Done, tags=["authorisations"], summary="Lift a block")
 def unblock_professional(ins: Ins, rpps: Rpps, who: Caller, svc: Svc) -> Done:
     managing(svc, who, ins)
     changed = svc.rules.unblock(ins, rpps)
@@ -94,15 +114,23 @@ def unblock_professional(ins: Ins, rpps: Rpps, who: Caller, svc: Svc) -> Done:
 # -- caregivers and representatives --------------------------------------------------------------
 
 
-@router.get("/delegations", response_model=list[Grant], tags=["delegations"],
-            summary="Caregivers and what they were delegated")
+@router.get(
+    "/delegations",
+    response_model=list[Grant],
+    tags=["delegations"],
+    summary="Caregivers and what they were delegated",
+)
 def list_delegations(ins: Ins, who: Caller, svc: Svc) -> list[Grant]:
     managing(svc, who, ins)
     return svc.rules.delegations(ins)
 
 
-@router.put("/delegations/{caregiver_id}", response_model=Done, tags=["delegations"],
-            summary="Delegate all documents, or chosen classes, to a caregiver")
+@router.put(
+    "/delegations/{caregiver_id}",
+    response_model=Done,
+    tags=["delegations"],
+    summary="Delegate all documents, or chosen classes, to a caregiver",
+)
 def delegate(ins: Ins, caregiver_id: Person, body: DelegationRequest, who: Caller, svc: Svc) -> Done:
     managing(svc, who, ins)
     svc.rules.delegate(ins, caregiver_id, body.classes, svc.clock(), by=who, upload=body.upload)
@@ -112,8 +140,12 @@ def delegate(ins: Ins, caregiver_id: Person, body: DelegationRequest, who: Calle
     return Done(changed=True)
 
 
-@router.delete("/delegations/{caregiver_id}", response_model=Done, tags=["delegations"],
-               summary="Revoke a caregiver's delegation")
+@router.delete(
+    "/delegations/{caregiver_id}",
+    response_model=Done,
+    tags=["delegations"],
+    summary="Revoke a caregiver's delegation",
+)
 def revoke_delegation(ins: Ins, caregiver_id: Person, who: Caller, svc: Svc) -> Done:
     managing(svc, who, ins)
     changed = svc.rules.revoke_delegation(ins, caregiver_id, svc.clock())
@@ -121,30 +153,44 @@ def revoke_delegation(ins: Ins, caregiver_id: Person, who: Caller, svc: Svc) -> 
     return Done(changed=changed)
 
 
-@router.get("/representatives", response_model=list[Grant], tags=["representatives"],
-            summary="A minor's legal representatives (until the minor is 18)")
+@router.get(
+    "/representatives",
+    response_model=list[Grant],
+    tags=["representatives"],
+    summary="A minor's legal representatives (until the minor is 18)",
+)
 def list_representatives(ins: Ins, who: Caller, svc: Svc) -> list[Grant]:
     managing(svc, who, ins)
     return svc.rules.representatives(ins, svc.clock())
 
 
-@router.put("/representatives/{person_id}", response_model=Done, tags=["representatives"],
-            summary="Register a legal representative")
-def add_representative(ins: Ins, person_id: Person, body: RepresentativeRequest, who: Caller,
-                       svc: Svc) -> Done:
+@router.put(
+    "/representatives/{person_id}",
+    response_model=Done,
+    tags=["representatives"],
+    summary="Register a legal representative",
+)
+def add_representative(
+    ins: Ins, person_id: Person, body: RepresentativeRequest, who: Caller, svc: Svc
+) -> Done:
     managing(svc, who, ins)
     try:
         svc.rules.add_representative(ins, person_id, svc.clock(), body.patient_birth_date)
     except BirthDateMismatch as exc:
         svc.record(who, "denied", ins, reason="birth_date_contradicts_record")
-        raise RequestValidationError([{"loc": ("body", "patient_birth_date"), "msg": str(exc),
-                                       "type": "value_error"}]) from None
+        raise RequestValidationError(
+            [{"loc": ("body", "patient_birth_date"), "msg": str(exc), "type": "value_error"}]
+        ) from None
     svc.record(who, "grant", ins, reason=f"representative {person_id}")
     return Done(changed=True)
 
 
-@router.delete("/representatives/{person_id}", response_model=Done, tags=["representatives"],
-               summary="Remove a legal representative")
+@router.delete(
+    "/representatives/{person_id}",
+    response_model=Done,
+    tags=["representatives"],
+    summary="Remove a legal representative",
+)
 def remove_representative(ins: Ins, person_id: Person, who: Caller, svc: Svc) -> Done:
     managing(svc, who, ins)
     changed = svc.rules.remove_representative(ins, person_id)
@@ -155,8 +201,12 @@ def remove_representative(ins: Ins, person_id: Person, who: Caller, svc: Svc) ->
 # -- emergencies and erasure ---------------------------------------------------------------------
 
 
-@router.post("/break-glass", response_model=BreakGlassOpened, tags=["record"],
-             summary="Emergency access by a professional, with a reason (time-limited, audited)")
+@router.post(
+    "/break-glass",
+    response_model=BreakGlassOpened,
+    tags=["record"],
+    summary="Emergency access by a professional, with a reason (time-limited, audited)",
+)
 def break_glass(ins: Ins, body: BreakGlassRequest, who: Caller, svc: Svc) -> BreakGlassOpened:
     if who.role is not Role.PROFESSIONAL:
         svc.record(who, "denied", ins, reason="break_glass_needs_professional")
@@ -171,17 +221,29 @@ def break_glass(ins: Ins, body: BreakGlassRequest, who: Caller, svc: Svc) -> Bre
     return BreakGlassOpened(patient_id=ins, expires_at=expires)
 
 
-@router.delete("", response_model=ErasureReceipt, tags=["record"],
-               summary="Erase the patient's account and every document (patient only)")
+@router.delete(
+    "",
+    response_model=ErasureReceipt,
+    tags=["record"],
+    summary="Erase the patient's account and every document (patient only)",
+)
 def erase_record(ins: Ins, who: Caller, svc: Svc) -> ErasureReceipt:
     if who.role is not Role.PATIENT or who.subject != ins:
         svc.record(who, "denied", ins, reason="erasure_needs_the_patient")
         raise FORBIDDEN
     ledger = Ledger(svc.settings)
     try:
-        return erase_patient_from(ins, index=svc.index, store=svc.store, rules=svc.rules, audit=svc.audit,
-                                  ledger=ledger, ref_key=patient_ref_key(svc.settings),
-                                  actor=who.subject, role=who.role.value, now=svc.clock())
+        return erase_patient_from(
+            ins,
+            index=svc.index,
+            store=svc.store,
+            rules=svc.rules,
+            audit=svc.audit,
+            ledger=ledger,
+            ref_key=patient_ref_key(svc.settings),
+            actor=who.subject,
+            role=who.role.value,
+            now=svc.clock(),
+        )
     finally:
         ledger.close()
-

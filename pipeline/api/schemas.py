@@ -66,8 +66,10 @@ class DocumentView(Frozen):
 
     @classmethod
     def of(cls, record: DocumentRecord, *, producer_name: str | None = None) -> DocumentView:
-        return cls(producer_name=producer_name, **{
-            name: getattr(record, name) for name in cls.model_fields if name != "producer_name"})
+        return cls(
+            producer_name=producer_name,
+            **{name: getattr(record, name) for name in cls.model_fields if name != "producer_name"},
+        )
 
 
 class VisibilityView(Frozen):
@@ -89,34 +91,48 @@ class HistoryEntry(Frozen):
 
     @classmethod
     def of(cls, entry: AuditEntry, shown: frozenset[str]) -> HistoryEntry:
-        return cls(at=entry.at, actor=entry.actor, actor_name=entry.actor_name, role=entry.role,
-                   action=entry.action, doc_ids=tuple(i for i in entry.doc_ids if i in shown),
-                   reason=entry.reason)
+        return cls(
+            at=entry.at,
+            actor=entry.actor,
+            actor_name=entry.actor_name,
+            role=entry.role,
+            action=entry.action,
+            doc_ids=tuple(i for i in entry.doc_ids if i in shown),
+            reason=entry.reason,
+        )
 
 
 class DelegationRequest(Frozen):
     classes: tuple[DocClass, ...] | None = Field(
-        default=None, description="Delegated classes; null for every class")
+        default=None, description="Delegated classes; null for every class"
+    )
     upload: bool = Field(default=False, description="The caregiver may also add documents to the record")
 
 
 class RepresentativeRequest(Frozen):
     patient_birth_date: dt.date | None = Field(
-        default=None, description="Optional, checked only: the record's birth date (INS, identity "
-                                  "traits) decides when access ends; a contradicting date is refused")
+        default=None,
+        description="Optional, checked only: the record's birth date (INS, identity "
+        "traits) decides when access ends; a contradicting date is refused",
+    )
 
 
 class BreakGlassRequest(Frozen):
-    reason: str = Field(min_length=MIN_REASON_VISIBLE_CHARS, max_length=500,
-                        description=f"Why (kept verbatim): at least {MIN_REASON_VISIBLE_CHARS} visible "
-                                    f"characters, {MIN_REASON_LETTERS} of them letters")
+    reason: str = Field(
+        min_length=MIN_REASON_VISIBLE_CHARS,
+        max_length=500,
+        description=f"Why (kept verbatim): at least {MIN_REASON_VISIBLE_CHARS} visible "
+        f"characters, {MIN_REASON_LETTERS} of them letters",
+    )
 
     @field_validator("reason")
     @classmethod
     def _readable(cls, value: str) -> str:
         if not meaningful_reason(value):
-            raise ValueError(f"a reason needs at least {MIN_REASON_VISIBLE_CHARS} visible characters, "
-                             f"{MIN_REASON_LETTERS} of them letters, and no control characters")
+            raise ValueError(
+                f"a reason needs at least {MIN_REASON_VISIBLE_CHARS} visible characters, "
+                f"{MIN_REASON_LETTERS} of them letters, and no control characters"
+            )
         return value
 
 

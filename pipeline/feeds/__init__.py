@@ -28,10 +28,22 @@ from pipeline.feeds.base import (
 from pipeline.feeds.folder import FolderFeed, iter_folder_files, read_regular_file
 from pipeline.store import sha256_hex
 
-__all__ = ["ACK_DIR", "CONTROL_NAMES", "MANIFEST", "READY_MARKER", "REPORT", "BatchRef", "Feed",
-           "FolderFeed", "ManifestEntry", "iter_folder_files", "open_feed", "printable_name",
-           "read_regular_file",
-           "verify_manifest"]
+__all__ = [
+    "ACK_DIR",
+    "CONTROL_NAMES",
+    "MANIFEST",
+    "READY_MARKER",
+    "REPORT",
+    "BatchRef",
+    "Feed",
+    "FolderFeed",
+    "ManifestEntry",
+    "iter_folder_files",
+    "open_feed",
+    "printable_name",
+    "read_regular_file",
+    "verify_manifest",
+]
 
 
 def open_feed(url: str, *, endpoint_url: str | None = None, region: str | None = None) -> Feed:

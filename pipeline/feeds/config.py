@@ -97,8 +97,9 @@ def load_feeds(path: Path) -> tuple[FeedConfig, ...]:
     return feeds
 
 
-def find_feed(feeds: tuple[FeedConfig, ...], *, feed_id: str | None = None,
-              url: str | None = None) -> FeedConfig | None:
+def find_feed(
+    feeds: tuple[FeedConfig, ...], *, feed_id: str | None = None, url: str | None = None
+) -> FeedConfig | None:
     """The feed with this id, or whose location is this URL."""
     for f in feeds:
         if (feed_id is not None and f.id == feed_id) or (url is not None and f.location == url):

@@ -52,7 +52,10 @@ class FolderFeed:
             )
         )
         return BatchRef(
-            feed_url=self.url, producer=producer, batch=batch_dir.name, files=files,
+            feed_url=self.url,
+            producer=producer,
+            batch=batch_dir.name,
+            files=files,
             manifest=manifest,
         )
 
@@ -105,8 +108,9 @@ def read_regular_file(root: Path, path: Path) -> bytes:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     except OSError as exc:
         if exc.errno in (errno.ELOOP, errno.ENXIO, errno.EMLINK):
-            raise UnsafePathError("a symbolic link or a special file, never followed",
-                                  source=str(path)) from None
+            raise UnsafePathError(
+                "a symbolic link or a special file, never followed", source=str(path)
+            ) from None
         raise SourceError(f"cannot read: {exc.strerror}", source=str(path)) from exc
     with os.fdopen(fd, "rb") as fh:
         if not stat.S_ISREG(os.fstat(fd).st_mode):

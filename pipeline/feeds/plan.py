@@ -8,8 +8,7 @@ from pipeline.ledger import Ledger
 from pipeline.settings import Settings
 
 
-def plan_batches(settings: Settings, feed_url: str, *, scans: bool = False
-                 ) -> dict[str, list[list[str]]]:
+def plan_batches(settings: Settings, feed_url: str, *, scans: bool = False) -> dict[str, list[list[str]]]:
     """The feed's complete, unprocessed batches as per-producer lanes, split by pool.
 
     A lane is one producer's batch keys in arrival order (batch names sort by date): they
@@ -32,5 +31,7 @@ def plan_batches(settings: Settings, feed_url: str, *, scans: bool = False
         lanes.setdefault(b.producer, []).append(key)
         if is_scan_heavy(b.files, scans=scans):
             heavy.add(b.producer)
-    return {"text": [keys for p, keys in lanes.items() if p not in heavy],
-            "ocr": [keys for p, keys in lanes.items() if p in heavy]}
+    return {
+        "text": [keys for p, keys in lanes.items() if p not in heavy],
+        "ocr": [keys for p, keys in lanes.items() if p in heavy],
+    }

@@ -24,11 +24,16 @@ class S3Feed(PrefixedBucket):
     ``FolderFeed``."""
 
     @classmethod
-    def from_url(cls, url: str, *, endpoint_url: str | None = None, region: str | None = None,
-                 page_size: int | None = None) -> S3Feed:
+    def from_url(
+        cls,
+        url: str,
+        *,
+        endpoint_url: str | None = None,
+        region: str | None = None,
+        page_size: int | None = None,
+    ) -> S3Feed:
         bucket, prefix = parse_s3_url(url)
-        return cls(make_client(endpoint_url=endpoint_url, region=region), bucket, prefix,
-                   page_size=page_size)
+        return cls(make_client(endpoint_url=endpoint_url, region=region), bucket, prefix, page_size=page_size)
 
     def _errors(self, action: str, source: str | None = None) -> AbstractContextManager[None]:
         return translated(SourceError, f"S3 feed cannot {action}", source or self.url)
@@ -59,8 +64,7 @@ class S3Feed(PrefixedBucket):
         # Keys ending in "/" are folder placeholders some upload tools create.
         files = tuple(sorted(n for n in names if n and not n.endswith("/") and not is_control_file(n)))
         batch = batch_prefix.removeprefix(self.prefix).removeprefix(f"{producer}/").rstrip("/")
-        return BatchRef(feed_url=self.url, producer=producer, batch=batch, files=files,
-                        manifest=manifest)
+        return BatchRef(feed_url=self.url, producer=producer, batch=batch, files=files, manifest=manifest)
 
     def _key(self, batch: BatchRef, name: str) -> str:
         return f"{self.prefix}{batch.producer}/{batch.batch}/{name}"
@@ -83,8 +87,12 @@ class S3Feed(PrefixedBucket):
             self.bucket.put(self._key(batch, name), data, content_type)
 
 
-def iter_s3_prefix(url: str, *, endpoint_url: str | None = None, region: str | None = None,
-                   ) -> Iterator[tuple[str, bytes]]:
+def iter_s3_prefix(
+    url: str,
+    *,
+    endpoint_url: str | None = None,
+    region: str | None = None,
+) -> Iterator[tuple[str, bytes]]:
     """``(s3://bucket/key, bytes)`` of every document under ``url``, in key order; control
     files (``_READY``, manifests, reports, ``_ack/``, dot-files) left out."""
     bucket_name, prefix = parse_s3_url(url)
@@ -92,8 +100,12 @@ def iter_s3_prefix(url: str, *, endpoint_url: str | None = None, region: str | N
     with translated(SourceError, "cannot read S3 prefix", url):
         for key in bucket.keys(prefix):
             parts = key.removeprefix(prefix).split("/")
-            if key.endswith("/") or parts[-1] in CONTROL_NAMES or parts[-1].startswith(".") \
-                    or ACK_DIR in parts:
+            if (
+                key.endswith("/")
+                or parts[-1] in CONTROL_NAMES
+                or parts[-1].startswith(".")
+                or ACK_DIR in parts
+            ):
                 continue
             data = bucket.get(key)
             if data is not None:

@@ -59,8 +59,13 @@ def patient_token(patient_id: str) -> str | None:
 def meta_text(record: DocumentRecord) -> str:
     """The searchable metadata of a record (type, producer, author, analytes, LOINC codes):
     one definition, so both backends match the same fields."""
-    parts: list[str | None] = [record.type_code, record.type_label, record.producer,
-                               record.producer_finess, record.author_name]
+    parts: list[str | None] = [
+        record.type_code,
+        record.type_label,
+        record.producer,
+        record.producer_finess,
+        record.author_name,
+    ]
     for result in record.results:
         parts += [result.analyte, result.loinc]
     return " ".join(p for p in parts if p)
@@ -70,7 +75,8 @@ def names_any(record: DocumentRecord, producer: str, document_ids: Sequence[str]
     """True when ``producer`` identified ``record`` by one of ``document_ids``."""
     wanted = set(document_ids)
     return record.producer == producer and (
-        record.producer_document_id in wanted or not wanted.isdisjoint(record.document_ids))
+        record.producer_document_id in wanted or not wanted.isdisjoint(record.document_ids)
+    )
 
 
 @runtime_checkable
@@ -100,9 +106,7 @@ class DocumentIndex(Protocol):
         """One document of this patient (superseded versions included), or None."""
         ...
 
-    def find_versions(
-        self, patient_id: str, *, content_sha256: str, series_id: str
-    ) -> list[ExistingVersion]:
+    def find_versions(self, patient_id: str, *, content_sha256: str, series_id: str) -> list[ExistingVersion]:
         """This patient's documents with the same content hash or the same series."""
         ...
 
@@ -121,9 +125,7 @@ class DocumentIndex(Protocol):
         """Take ``doc_id`` out of every search (kept, with ``withdrawn_at``); False if unknown."""
         ...
 
-    def set_visibility(
-        self, patient_id: str, doc_id: str, visibility: Sequence[Visibility]
-    ) -> bool:
+    def set_visibility(self, patient_id: str, doc_id: str, visibility: Sequence[Visibility]) -> bool:
         """Replace a document's visibility flags; False when the document is unknown."""
         ...
 
@@ -154,14 +156,19 @@ class DocumentIndex(Protocol):
     def close(self) -> None: ...
 
 
-def set_series_flag(index: DocumentIndex, record: DocumentRecord, flag: Visibility,
-                    on: bool) -> tuple[Visibility, ...] | None:
+def set_series_flag(
+    index: DocumentIndex, record: DocumentRecord, flag: Visibility, on: bool
+) -> tuple[Visibility, ...] | None:
     """Set or clear ``flag`` on every version of ``record``'s series (a visibility choice
     is about the document, not one version of it); return ``record``'s new flags, or None
     when it is gone."""
-    versions = [v.doc_id for v in index.find_versions(record.patient_id, content_sha256=record.content_sha256,
-                                                       series_id=record.series_id)
-                if v.series_id == record.series_id]
+    versions = [
+        v.doc_id
+        for v in index.find_versions(
+            record.patient_id, content_sha256=record.content_sha256, series_id=record.series_id
+        )
+        if v.series_id == record.series_id
+    ]
     result: tuple[Visibility, ...] | None = None
     for doc_id in dict.fromkeys([record.doc_id, *versions]):
         version = index.get(record.patient_id, doc_id)
@@ -175,8 +182,7 @@ def set_series_flag(index: DocumentIndex, record: DocumentRecord, flag: Visibili
     return result
 
 
-def snippet_fields(text: str, tokens: Sequence[str], prefix: str | None,
-                   title: str | None) -> dict[str, Any]:
+def snippet_fields(text: str, tokens: Sequence[str], prefix: str | None, title: str | None) -> dict[str, Any]:
     """A hit's ``snippet`` and ``highlights``, the same for every backend."""
     from pipeline.analysis import excerpt
 

@@ -188,7 +188,8 @@ class ElasticsearchIndex:
             raise BackendUnavailable(
                 f"Elasticsearch {self.server_major}.x found; this Carnet uses the "
                 f"{SUPPORTED_MAJOR}.x client (the client's major version must match the server's)",
-                index=url)
+                index=url,
+            )
         self._es = Elasticsearch(
             url,
             request_timeout=timeout_s,
@@ -271,8 +272,7 @@ class ElasticsearchIndex:
         """Copy into ``<alias>-<version>`` and move the alias there (``reindex_to``)."""
         new = f"{self.alias}-{version}"
         old = self.reindex_to(new)
-        return {"backend": "elasticsearch", "new_index": new, "previous": old,
-                "documents": self.count()}
+        return {"backend": "elasticsearch", "new_index": new, "previous": old, "documents": self.count()}
 
     @_reachable
     def reindex_to(self, new_index: str) -> list[str]:
@@ -353,9 +353,7 @@ class ElasticsearchIndex:
                 if int(result.get("status", 0)) in _INFRA_STATUSES:
                     overloaded.append(doc_id)
                 else:
-                    failures.append(
-                        IndexFailure(doc_id=doc_id, message=_error_message(result.get("error")))
-                    )
+                    failures.append(IndexFailure(doc_id=doc_id, message=_error_message(result.get("error"))))
         except (ApiError, TransportError) as exc:
             raise BackendUnavailable(f"Elasticsearch bulk request failed: {exc}", index=self.url) from exc
         if overloaded:
@@ -394,8 +392,10 @@ class ElasticsearchIndex:
         refused = {f.doc_id for f in failures}
         wanted = {s.doc_id: s for s in supersedes if s.by_doc_id not in refused}
         by_id = {r.doc_id: r for r in valid}
-        current = self._mget([(r.patient_id, r.doc_id) for r in valid]
-                             + [(s.patient_id, s.doc_id) for s in wanted.values() if s.doc_id not in by_id])
+        current = self._mget(
+            [(r.patient_id, r.doc_id) for r in valid]
+            + [(s.patient_id, s.doc_id) for s in wanted.values() if s.doc_id not in by_id]
+        )
         chained: list[DocumentRecord] = []
         for record in valid:
             found = current.get(record.doc_id)
@@ -437,8 +437,11 @@ class ElasticsearchIndex:
             for s in wanted.values():
                 if s.by_doc_id == f.doc_id and s.doc_id not in refused:
                     previous = current.get(s.doc_id)
-                    self._update(s.patient_id, s.doc_id, {
-                        "superseded_by": previous[0].get("superseded_by") if previous else None})
+                    self._update(
+                        s.patient_id,
+                        s.doc_id,
+                        {"superseded_by": previous[0].get("superseded_by") if previous else None},
+                    )
         if checkpoint:
             checkpoint("after_index_write")
         if chained or targets:
@@ -452,8 +455,7 @@ class ElasticsearchIndex:
         keys = [(p, d) for p, d in keys if patient_token(p) is not None and d]
         if not keys:
             return {}
-        response = self._es.mget(index=self.alias,
-                                 docs=[{"_id": d, "routing": p} for p, d in keys])
+        response = self._es.mget(index=self.alias, docs=[{"_id": d, "routing": p} for p, d in keys])
         found: dict[str, tuple[dict[str, Any], int, int]] = {}
         for (patient, doc_id), doc in zip(keys, response["docs"], strict=True):
             if doc.get("found") and doc["_source"].get("patient_id") == patient:
@@ -478,8 +480,9 @@ class ElasticsearchIndex:
                 valid.append(record)
         return failures, valid
 
-    def _actions(self, records: Sequence[DocumentRecord], failures: list[IndexFailure]
-                 ) -> Iterator[dict[str, Any]]:
+    def _actions(
+        self, records: Sequence[DocumentRecord], failures: list[IndexFailure]
+    ) -> Iterator[dict[str, Any]]:
         """Each record's bulk action, built as the bulk helper asks for it; the records
         that cannot be serialised go to ``failures`` instead."""
         for record in records:
@@ -542,9 +545,7 @@ class ElasticsearchIndex:
         return self._update(patient_id, doc_id, {"withdrawn_at": at})
 
     @_reachable
-    def set_visibility(
-        self, patient_id: str, doc_id: str, visibility: Sequence[Visibility]
-    ) -> bool:
+    def set_visibility(self, patient_id: str, doc_id: str, visibility: Sequence[Visibility]) -> bool:
         flags = tuple(dict.fromkeys(Visibility(v) for v in visibility))
         return self._update(patient_id, doc_id, {"visibility": flags})
 
@@ -574,8 +575,7 @@ class ElasticsearchIndex:
             )
         ]
         actions = [
-            {"_op_type": "delete", "_index": self.alias, "_id": d, "_routing": patient_id}
-            for d in doc_ids
+            {"_op_type": "delete", "_index": self.alias, "_id": d, "_routing": patient_id} for d in doc_ids
         ]
         deleted: list[str] = []
         for ok, item in helpers.streaming_bulk(
@@ -611,8 +611,11 @@ class ElasticsearchIndex:
                 if int(stats["_all"]["primaries"]["docs"]["deleted"]) == 0:
                     return True
                 if time.monotonic() > deadline:
-                    log.error("deleted documents still in %s after %.0f s: run a force merge later",
-                              self.alias, timeout_s)
+                    log.error(
+                        "deleted documents still in %s after %.0f s: run a force merge later",
+                        self.alias,
+                        timeout_s,
+                    )
                     return False
                 time.sleep(EXPUNGE_POLL_S)
         except (ApiError, TransportError) as exc:
@@ -626,9 +629,7 @@ class ElasticsearchIndex:
         return None if found is None else _record(found[0])
 
     @_reachable
-    def find_versions(
-        self, patient_id: str, *, content_sha256: str, series_id: str
-    ) -> list[ExistingVersion]:
+    def find_versions(self, patient_id: str, *, content_sha256: str, series_id: str) -> list[ExistingVersion]:
         if patient_token(patient_id) is None:
             return []
         response = self._es.search(
@@ -662,10 +663,8 @@ class ElasticsearchIndex:
             routing=patient_id,
             query={
                 "bool": {
-                    "filter": [{"term": {"patient_id": patient_id}},
-                               {"term": {"producer": producer}}],
-                    "should": [{"terms": {"producer_document_id": ids}},
-                               {"terms": {"document_ids": ids}}],
+                    "filter": [{"term": {"patient_id": patient_id}}, {"term": {"producer": producer}}],
+                    "should": [{"terms": {"producer_document_id": ids}}, {"terms": {"document_ids": ids}}],
                     "minimum_should_match": 1,
                 }
             },
@@ -733,8 +732,7 @@ class ElasticsearchIndex:
                     title=source["title"],
                     date=dt.date.fromisoformat(date) if date else None,
                     score=float(hit.get("_score") or 0.0) if tokens else 0.0,
-                    **_snippet(source.get("text") or source["title"], tokens, prefix,
-                               source["title"]),
+                    **_snippet(source.get("text") or source["title"], tokens, prefix, source["title"]),
                 )
             )
         return SearchResult(total=int(response["hits"]["total"]["value"]), hits=tuple(hits))
@@ -784,8 +782,7 @@ def _must(tokens: list[str], prefix: str | None) -> list[dict[str, Any]]:
             {
                 "bool": {
                     "should": [
-                        {kind: {field: {"value": token, "boost": boost}}}
-                        for field, boost in _BOOSTS.items()
+                        {kind: {field: {"value": token, "boost": boost}}} for field, boost in _BOOSTS.items()
                     ],
                     "minimum_should_match": 1,
                 }

@@ -182,9 +182,7 @@ class SqliteIndex:
         self.path = Path(path)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(
-                self.path, check_same_thread=False, isolation_level=None, timeout=30.0
-            )
+            self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30.0)
             self._db.execute("PRAGMA journal_mode = WAL")
             self._db.execute("PRAGMA synchronous = NORMAL")
             self._db.execute("PRAGMA cache_size = -65536")  # 64 MiB
@@ -235,9 +233,13 @@ class SqliteIndex:
             if rows:
                 # A document superseded meanwhile (by a later run) stays superseded.
                 ids = [values[0] for values, _ in rows]
-                already = dict(self._db.execute(
-                    f"SELECT doc_id, superseded_by FROM documents WHERE superseded_by IS NOT NULL"
-                    f" AND doc_id IN ({', '.join('?' * len(ids))})", ids).fetchall())
+                already = dict(
+                    self._db.execute(
+                        f"SELECT doc_id, superseded_by FROM documents WHERE superseded_by IS NOT NULL"
+                        f" AND doc_id IN ({', '.join('?' * len(ids))})",
+                        ids,
+                    ).fetchall()
+                )
                 if already:
                     rows = [self._keep_superseded(values, fts, already) for values, fts in rows]
                 new_terms = self._write_rows(rows)
@@ -245,7 +247,8 @@ class SqliteIndex:
                 checkpoint("after_index_write")
             for s in supersedes:
                 if s.by_doc_id not in refused and not self._update_in_transaction(
-                        s.patient_id, s.doc_id, superseded_by=s.by_doc_id):
+                    s.patient_id, s.doc_id, superseded_by=s.by_doc_id
+                ):
                     log.warning("supersede: no document %s for this patient", s.doc_id)
             if checkpoint and supersedes:
                 checkpoint("after_supersede")
@@ -321,15 +324,12 @@ class SqliteIndex:
             ).fetchone()
             self._db.execute("DELETE FROM documents_fts WHERE rowid = ?", (row_id,))
             self._db.execute(
-                "INSERT INTO documents_fts (rowid, pat, title, meta, body)"
-                " VALUES (?, ?, ?, ?, ?)",
+                "INSERT INTO documents_fts (rowid, pat, title, meta, body) VALUES (?, ?, ?, ?, ?)",
                 (row_id, *fts_row),
             )
         new_terms = {t for _, fts_row in rows for col in fts_row[1:] for t in col.split()}
         new_terms -= self._known_terms
-        self._db.executemany(
-            "INSERT OR IGNORE INTO terms (term) VALUES (?)", [(t,) for t in new_terms]
-        )
+        self._db.executemany("INSERT OR IGNORE INTO terms (term) VALUES (?)", [(t,) for t in new_terms])
         return new_terms
 
     def _remember_terms(self, new_terms: set[str]) -> None:
@@ -386,9 +386,7 @@ class SqliteIndex:
     def withdraw(self, patient_id: str, doc_id: str, at: dt.datetime) -> bool:
         return self._update_record(patient_id, doc_id, withdrawn_at=at)
 
-    def set_visibility(
-        self, patient_id: str, doc_id: str, visibility: Sequence[Visibility]
-    ) -> bool:
+    def set_visibility(self, patient_id: str, doc_id: str, visibility: Sequence[Visibility]) -> bool:
         flags = tuple(dict.fromkeys(Visibility(v) for v in visibility))
         return self._update_record(patient_id, doc_id, visibility=flags)
 
@@ -425,9 +423,7 @@ class SqliteIndex:
         with self._lock:
             try:
                 self._db.execute("INSERT INTO documents_fts (documents_fts) VALUES ('optimize')")
-                self._db.execute(
-                    "DELETE FROM terms WHERE term NOT IN (SELECT term FROM documents_vocab)"
-                )
+                self._db.execute("DELETE FROM terms WHERE term NOT IN (SELECT term FROM documents_vocab)")
                 self._db.execute("VACUUM")
                 self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             except sqlite3.Error as exc:
@@ -446,9 +442,7 @@ class SqliteIndex:
             ).fetchone()
         return None if row is None else DocumentRecord.model_validate_json(row[0])
 
-    def find_versions(
-        self, patient_id: str, *, content_sha256: str, series_id: str
-    ) -> list[ExistingVersion]:
+    def find_versions(self, patient_id: str, *, content_sha256: str, series_id: str) -> list[ExistingVersion]:
         with self._lock:
             rows = self._db.execute(
                 """
@@ -462,8 +456,9 @@ class SqliteIndex:
                 (patient_id, content_sha256, series_id),
             ).fetchall()
         return [
-            ExistingVersion(doc_id=d, series_id=s, content_sha256=h, superseded_by=b,
-                            withdrawn=bool(mask & WITHDRAWN_BIT))
+            ExistingVersion(
+                doc_id=d, series_id=s, content_sha256=h, superseded_by=b, withdrawn=bool(mask & WITHDRAWN_BIT)
+            )
             for d, s, h, b, mask in rows
         ]
 
@@ -478,9 +473,15 @@ class SqliteIndex:
             ).fetchall()
         records = (DocumentRecord.model_validate_json(r[0]) for r in rows)
         return [
-            ExistingVersion(doc_id=r.doc_id, series_id=r.series_id, content_sha256=r.content_sha256,
-                            superseded_by=r.superseded_by, withdrawn=r.withdrawn_at is not None)
-            for r in records if names_any(r, producer, document_ids)
+            ExistingVersion(
+                doc_id=r.doc_id,
+                series_id=r.series_id,
+                content_sha256=r.content_sha256,
+                superseded_by=r.superseded_by,
+                withdrawn=r.withdrawn_at is not None,
+            )
+            for r in records
+            if names_any(r, producer, document_ids)
         ]
 
     def list_ids(self) -> list[tuple[str, str, str]]:
@@ -515,9 +516,7 @@ class SqliteIndex:
             expansion = self._expand(prefix)
             if expansion is not None and not expansion:
                 return SearchResult(total=0, hits=())  # no index term starts so
-            match = _match_expression(
-                pat, tokens, prefix_terms=expansion, native_prefix=expansion is None
-            )
+            match = _match_expression(pat, tokens, prefix_terms=expansion, native_prefix=expansion is None)
         sql = f"""
             WITH m AS MATERIALIZED (
                 SELECT rowid AS id, title, meta, body FROM documents_fts
@@ -571,9 +570,7 @@ class SqliteIndex:
                 sql = "SELECT sum(doc) FROM documents_vocab WHERE term >= ? AND term < ?"
                 (n,) = self._db.execute(sql, (token, upper)).fetchone()
             else:
-                row = self._db.execute(
-                    "SELECT doc FROM documents_vocab WHERE term = ?", (token,)
-                ).fetchone()
+                row = self._db.execute("SELECT doc FROM documents_vocab WHERE term = ?", (token,)).fetchone()
                 n = row[0] if row else 0
             self._df[token] = int(n or 0)
         return _bm25([r[:4] for r in rows], tokens, prefix, self._df, max(self._n_docs, len(rows)))
@@ -610,9 +607,7 @@ class SqliteIndex:
 
     def _list_newest(self, query: SearchQuery, where: str, params: list[object]) -> SearchResult:
         with self._lock:
-            (total,) = self._db.execute(
-                f"SELECT count(*) FROM documents d WHERE {where}", params
-            ).fetchone()
+            (total,) = self._db.execute(f"SELECT count(*) FROM documents d WHERE {where}", params).fetchone()
             page = self._db.execute(
                 f"""
                 SELECT d.id, 0.0 FROM documents d WHERE {where}
@@ -624,9 +619,7 @@ class SqliteIndex:
             hits = self._hits(page, [], None)
         return SearchResult(total=int(total), hits=tuple(hits))
 
-    def _hits(
-        self, page: list[tuple[int, float]], tokens: list[str], prefix: str | None
-    ) -> list[SearchHit]:
+    def _hits(self, page: list[tuple[int, float]], tokens: list[str], prefix: str | None) -> list[SearchHit]:
         if not page:
             return []
         ids = [row_id for row_id, _ in page]

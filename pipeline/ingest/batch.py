@@ -48,8 +48,9 @@ def discover_batches(settings: Settings, feed_url: str) -> list[str]:
     return [k for k in keys if k not in done]
 
 
-def _manifest_problem(batch: BatchRef, manifest: dict[str, ManifestEntry], name: str,
-                      data: bytes) -> str | None:
+def _manifest_problem(
+    batch: BatchRef, manifest: dict[str, ManifestEntry], name: str, data: bytes
+) -> str | None:
     if batch.manifest is None:
         return None
     if name not in manifest:
@@ -62,8 +63,7 @@ def _manifest_problem(batch: BatchRef, manifest: dict[str, ManifestEntry], name:
 def _find_batch(feed: Feed, batch_key: str) -> BatchRef:
     batch = next((b for b in feed.list_batches() if printable_name(b.key) == batch_key), None)
     if batch is None:
-        raise SourceError("no complete batch with this key in the feed", source=feed.url,
-                          batch=batch_key)
+        raise SourceError("no complete batch with this key in the feed", source=feed.url, batch=batch_key)
     return batch
 
 
@@ -95,8 +95,10 @@ def process_batch(settings: Settings, feed_url: str, batch_key: str) -> BatchSum
         return BatchSummary.model_validate_json(stored)
     batch = _find_batch(feed, batch_key)
     manifest = {e.name: e for e in batch.manifest or ()}
-    with (QualityGate(settings, build_data_docs=settings.data_docs) as gate,
-          Pipeline(settings, batch_label=batch_key, gate=gate) as pipe):
+    with (
+        QualityGate(settings, build_data_docs=settings.data_docs) as gate,
+        Pipeline(settings, batch_label=batch_key, gate=gate) as pipe,
+    ):
         # Lanes of different producers run side by side (shared); a `carnet ingest` waits.
         run_id = pipe.start_run("batch", f"{feed.url} {batch_key}", exclusive=False)
         pipe.batch_name = printable_name(batch.batch)
@@ -104,9 +106,19 @@ def process_batch(settings: Settings, feed_url: str, batch_key: str) -> BatchSum
         # A manifest entry whose file is missing is a lost document: report it.
         for missing in sorted(set(manifest) - set(names)):
             src = printable_name(feed.source_uri(batch, missing))
-            pipe.outcomes.append(Outcome(source=src, status=Status.REJECTED,
-                producer=printable_name(batch.producer), reasons=(Problem(code=Reason.MANIFEST_MISMATCH,
-                message="listed in the manifest but absent from the batch"),)))
+            pipe.outcomes.append(
+                Outcome(
+                    source=src,
+                    status=Status.REJECTED,
+                    producer=printable_name(batch.producer),
+                    reasons=(
+                        Problem(
+                            code=Reason.MANIFEST_MISMATCH,
+                            message="listed in the manifest but absent from the batch",
+                        ),
+                    ),
+                )
+            )
 
         def inputs() -> Iterator[InputFile]:
             for name in names:
@@ -114,11 +126,21 @@ def process_batch(settings: Settings, feed_url: str, batch_key: str) -> BatchSum
                 try:
                     data = feed.read(batch, name)
                 except UnsafePathError as exc:
-                    yield InputFile(data=b"", source=source, producer=batch.producer, batch=batch.batch,
-                                    unsafe_path=exc.message)
+                    yield InputFile(
+                        data=b"",
+                        source=source,
+                        producer=batch.producer,
+                        batch=batch.batch,
+                        unsafe_path=exc.message,
+                    )
                     continue
-                yield InputFile(data=data, source=source, producer=batch.producer, batch=batch.batch,
-                                manifest_problem=_manifest_problem(batch, manifest, name, data))
+                yield InputFile(
+                    data=data,
+                    source=source,
+                    producer=batch.producer,
+                    batch=batch.batch,
+                    manifest_problem=_manifest_problem(batch, manifest, name, data),
+                )
 
         for item in pipe.parse_ahead(inputs()):
             pipe.process(item)
@@ -134,8 +156,12 @@ def process_batch(settings: Settings, feed_url: str, batch_key: str) -> BatchSum
         rejected = by_status.get(Status.REJECTED.value, 0)
         rate = rejected / total if total else 0.0
         summary = BatchSummary(
-            batch_key=batch_key, producer=printable_name(batch.producer), run_id=run_id, total=total,
-            by_status=by_status, rejected_by_reason=m["rejected_by_reason"],  # type: ignore[arg-type]
+            batch_key=batch_key,
+            producer=printable_name(batch.producer),
+            run_id=run_id,
+            total=total,
+            by_status=by_status,
+            rejected_by_reason=m["rejected_by_reason"],  # type: ignore[arg-type]
             reject_rate=round(rate, 4),
             flagged=rate > settings.max_reject_rate or bool(pipe.batch_flags),
             flags=tuple(dict.fromkeys(f.message for f in pipe.batch_flags)),
@@ -151,15 +177,21 @@ def process_batch(settings: Settings, feed_url: str, batch_key: str) -> BatchSum
         # decision, which the rerun writes (see the top of this function).
         _, ack = build_acknowledgements(feed, batch, pipe.outcomes, lang=settings.report_language)
         pipe.sync()  # the acknowledgement must announce only what a power cut cannot take back
-        pipe.ledger.record_batch(feed.url, batch_key, run_id, summary.model_dump_json(), ack, m,
-                                 took_over=pipe.took_over)
+        pipe.ledger.record_batch(
+            feed.url, batch_key, run_id, summary.model_dump_json(), ack, m, took_over=pipe.took_over
+        )
         pipe.checkpoint("before_ack")
         _write_ack(feed, batch, ack)
         pipe.checkpoint("after_ack")
         pipe.ledger.mark_acknowledged(feed.url, batch_key)
     if summary.flagged:
-        log.warning("batch %s of producer %s flagged: reject rate %.0f%% > %.0f%%",
-                    batch_key, batch.producer, rate * 100, settings.max_reject_rate * 100)
+        log.warning(
+            "batch %s of producer %s flagged: reject rate %.0f%% > %.0f%%",
+            batch_key,
+            batch.producer,
+            rate * 100,
+            settings.max_reject_rate * 100,
+        )
     return summary
 
 

@@ -65,8 +65,7 @@ class Versions:
             if v.series_id == series_id and v.superseded_by is None and current is None:
                 current = v.doc_id
                 existing = self.index.get(patient, v.doc_id)
-                current_version = (version_key(existing.version, existing.document_date)
-                                   if existing else None)
+                current_version = version_key(existing.version, existing.document_date) if existing else None
         if current and current_version is not None and version < current_version:
             return None, None, current
         return None, current, None
@@ -78,13 +77,17 @@ class Versions:
         current = [v for v in found if v.superseded_by is None and not v.withdrawn]
         return (current or found)[0].series_id if found else None
 
-    def withdrawal(self, patient: str, producer: str, names: Sequence[str]
-                   ) -> tuple[list[ExistingVersion], dict[str, ExistingVersion]]:
+    def withdrawal(
+        self, patient: str, producer: str, names: Sequence[str]
+    ) -> tuple[list[ExistingVersion], dict[str, ExistingVersion]]:
         """What a deletion naming ``names`` takes out of every search: (the versions named,
         every version of their series). The caller writes it, under the flush lock."""
         named = self.index.find_by_document_ids(patient, producer, names)
         series = {v.series_id for v in named}
-        versions = {v.doc_id: v for s in series
-                    for v in self.index.find_versions(patient, content_sha256="", series_id=s)}
+        versions = {
+            v.doc_id: v
+            for s in series
+            for v in self.index.find_versions(patient, content_sha256="", series_id=s)
+        }
         versions.update({v.doc_id: v for v in named})
         return list(named), versions

@@ -21,9 +21,17 @@ class Quarantine:
         self._ref_key = ref_key
 
     def keep(
-        self, producer: str, batch: str | None, source_ref: str, raw_sha: str,
-        part: int | None, problems: Sequence[Problem], *, exception: str | None = None,
-        patient_id: str | None = None, named: Sequence[str] = (),
+        self,
+        producer: str,
+        batch: str | None,
+        source_ref: str,
+        raw_sha: str,
+        part: int | None,
+        problems: Sequence[Problem],
+        *,
+        exception: str | None = None,
+        patient_id: str | None = None,
+        named: Sequence[str] = (),
     ) -> None:
         """Keep a rejected document's reasons beside its stored bytes, history included.
 
@@ -35,8 +43,13 @@ class Quarantine:
         attempt = QuarantineAttempt(at=now, reasons=tuple(problems), exception=exception)
         previous = self.store.get_quarantine(qid)
         record = QuarantineRecord(
-            quarantine_id=qid, source=source_ref, producer=producer, batch=batch,
-            content_sha256=raw_sha, part=part, patient_id=patient_id,
+            quarantine_id=qid,
+            source=source_ref,
+            producer=producer,
+            batch=batch,
+            content_sha256=raw_sha,
+            part=part,
+            patient_id=patient_id,
             patient_refs=tuple(sorted({patient_ref(self._ref_key, n) for n in named})),
             reasons=tuple(problems),
             exception=exception,

@@ -96,8 +96,9 @@ def open_backends(
 ) -> Backends:
     """The configured backends; ``index``, ``store`` and ``registry``, when given, are
     used instead (an index given by the caller stays the caller's to close)."""
-    opened_index = open_index(settings.effective_index_url, alias=settings.es_index_alias) \
-        if index is None else None
+    opened_index = (
+        open_index(settings.effective_index_url, alias=settings.es_index_alias) if index is None else None
+    )
     ledger = Ledger(settings)
     rules = AccessRules(settings)
     return Backends(
@@ -106,10 +107,15 @@ def open_backends(
         store=store or open_encrypted_store(settings, commit_on_sync=True),
         ledger=ledger,
         rules=rules,
-        registry=registry or default_registry(ParserOptions(
-            ocr_lang=settings.ocr_lang, ocr_timeout_s=settings.ocr_timeout_s,
-            min_text_chars_per_page=settings.min_text_chars_per_page,
-            ocr_workers=settings.ocr_workers)),
+        registry=registry
+        or default_registry(
+            ParserOptions(
+                ocr_lang=settings.ocr_lang,
+                ocr_timeout_s=settings.ocr_timeout_s,
+                min_text_chars_per_page=settings.min_text_chars_per_page,
+                ocr_workers=settings.ocr_workers,
+            )
+        ),
         closers=(*([opened_index.close] if opened_index is not None else []), ledger.close, rules.close),
     )
 
@@ -156,8 +162,11 @@ class _FlushWrites(Frozen):
             index.withdraw(w.patient_id, w.doc_id, w.at)  # idempotent: the same date again
 
     def supersedes(self) -> list[Supersede]:
-        return [Supersede(patient_id=i.record.patient_id, doc_id=i.supersedes, by_doc_id=i.record.doc_id)
-                for i in self.items if i.supersedes]
+        return [
+            Supersede(patient_id=i.record.patient_id, doc_id=i.supersedes, by_doc_id=i.record.doc_id)
+            for i in self.items
+            if i.supersedes
+        ]
 
 
 def _index_key(settings: Settings) -> str:
@@ -260,8 +269,9 @@ class Pipeline:
         """Run one raw input through every stage; return the outcome of each document in it."""
         if item.unsafe_path is not None:
             start = len(self.outcomes)
-            self._reject(item, self.store.put(b""), None,
-                         [Problem(code=Reason.UNSAFE_PATH, message=item.unsafe_path)])
+            self._reject(
+                item, self.store.put(b""), None, [Problem(code=Reason.UNSAFE_PATH, message=item.unsafe_path)]
+            )
             return self.outcomes[start:]
         # Parsed and identified before its bytes are kept, so that they are written once,
         # under the right key (the patient's; their own when rejected or owner unknown).
@@ -272,8 +282,9 @@ class Pipeline:
         start = len(self.outcomes)
 
         if item.manifest_problem:
-            self._reject(item, raw_sha, None, [Problem(code=Reason.MANIFEST_MISMATCH,
-                                                       message=item.manifest_problem)])
+            self._reject(
+                item, raw_sha, None, [Problem(code=Reason.MANIFEST_MISMATCH, message=item.manifest_problem)]
+            )
             return self.outcomes[start:]
 
         with self.clock.stage("parse"):
@@ -356,22 +367,25 @@ class Pipeline:
         outcome_base = outcome_fields(item, examined, content_sha)
         version = version_key(doc.version, examined.document_date)
         with self.clock.stage("dedup"):
-            duplicate_of, supersedes, newer = self.versions.existing(patient, content_sha, series_id,
-                                                                     version)
+            duplicate_of, supersedes, newer = self.versions.existing(patient, content_sha, series_id, version)
         if duplicate_of:
             self._raw_sha_of[len(self.outcomes)] = raw_sha
             self.outcomes.append(self._duplicate(doc.source_ref, duplicate_of, outcome_base))
             return
 
-        record = build_record(item, examined, doc_id=doc_id, series_id=series_id,
-                              content_sha=content_sha, superseded_by=newer)
+        record = build_record(
+            item, examined, doc_id=doc_id, series_id=series_id, content_sha=content_sha, superseded_by=newer
+        )
         status = Status.REPLACED if supersedes else Status.INDEXED
-        self.outcomes.append(Outcome(status=status, doc_id=doc_id,
-                                     reasons=tuple(p for p in record.warnings),
-                                     **outcome_base))
+        self.outcomes.append(
+            Outcome(status=status, doc_id=doc_id, reasons=tuple(p for p in record.warnings), **outcome_base)
+        )
         self._raw_sha_of[len(self.outcomes) - 1] = raw_sha
-        self._pending.append(_Pending(record, len(self.outcomes) - 1, supersedes, raw_sha, item.batch,
-                                      doc.part, doc.demographics))
+        self._pending.append(
+            _Pending(
+                record, len(self.outcomes) - 1, supersedes, raw_sha, item.batch, doc.part, doc.demographics
+            )
+        )
         self.versions.remember(record)
 
     def _duplicate(self, source: str, doc_id: str, base: Mapping[str, Any]) -> Outcome:
@@ -381,8 +395,7 @@ class Pipeline:
         if unreported is None:
             return Outcome(status=Status.DUPLICATE, doc_id=doc_id, **base)  # type: ignore[arg-type]
         self.took_over.add(unreported.run_id)
-        return Outcome(status=unreported.status, doc_id=doc_id, reasons=unreported.problems(),
-                       **base)  # type: ignore[arg-type]
+        return Outcome(status=unreported.status, doc_id=doc_id, reasons=unreported.problems(), **base)  # type: ignore[arg-type]
 
     def _flush_if_pending(self, producer: str, document_ids: Sequence[str]) -> None:
         """Write pending records first when one of them is the document named: it may
@@ -421,8 +434,9 @@ class Pipeline:
             self._reject(item, raw_sha, doc, list(identity.problems))
             return
         self._assign(raw_sha, patient)
-        names = tuple(dict.fromkeys(
-            i for i in (doc.producer_document_id, *doc.document_ids, *doc.refers_to) if i))
+        names = tuple(
+            dict.fromkeys(i for i in (doc.producer_document_id, *doc.document_ids, *doc.refers_to) if i)
+        )
         # A withdrawal is a unit of commit of its own, decided under the flush lock: what
         # came before it is committed first, and a new version another worker is committing
         # is either withdrawn with its series or, committed after, decided against it.
@@ -440,18 +454,39 @@ class Pipeline:
                     type_code=record.type_code if record else doc.type_code, content_sha256=raw_sha,
                     producer=item.producer, format=doc.format, message_control_id=doc.message_control_id,
                 ))  # fmt: skip
-                self._commit_withdrawal(lock, _FlushWrites(
-                    items=(), raw_shas={0: raw_sha},
-                    withdrawals=tuple(_Withdrawal(patient_id=patient, doc_id=v.doc_id, at=at)
-                                      for v in versions.values() if not v.withdrawn)))
-                log.info("withdrew %d version(s) of %s for producer %s at its request (%s)",
-                         len(versions), current.doc_id, item.producer, doc.source_ref)
+                self._commit_withdrawal(
+                    lock,
+                    _FlushWrites(
+                        items=(),
+                        raw_shas={0: raw_sha},
+                        withdrawals=tuple(
+                            _Withdrawal(patient_id=patient, doc_id=v.doc_id, at=at)
+                            for v in versions.values()
+                            if not v.withdrawn
+                        ),
+                    ),
+                )
+                log.info(
+                    "withdrew %d version(s) of %s for producer %s at its request (%s)",
+                    len(versions),
+                    current.doc_id,
+                    item.producer,
+                    doc.source_ref,
+                )
                 return
-        self._reject(item, raw_sha, doc, [Problem(
-            code=Reason.UNKNOWN_DOCUMENT,
-            message=f"deletion requested for a document this producer never filed for this "
-                    f"patient (identified as {', '.join(names) or 'nothing'})")],
-            patient_id=patient)
+        self._reject(
+            item,
+            raw_sha,
+            doc,
+            [
+                Problem(
+                    code=Reason.UNKNOWN_DOCUMENT,
+                    message=f"deletion requested for a document this producer never filed for this "
+                    f"patient (identified as {', '.join(names) or 'nothing'})",
+                )
+            ],
+            patient_id=patient,
+        )
 
     def _commit_withdrawal(self, lock: HeldLock, writes: _FlushWrites) -> None:
         """Under the flush lock, the withdrawal's outcome (the last one) and its index writes,
@@ -464,8 +499,13 @@ class Pipeline:
             lock.verify()
             self.ledger.record_outcomes(self.run_id, self.batch_name, self.outcomes[start:end])
         else:
-            flush_id = self.ledger.journal_flush(self.run_id, _index_key(self.settings), self.batch_name,
-                                                 writes.model_dump_json(), self.outcomes[start:end])
+            flush_id = self.ledger.journal_flush(
+                self.run_id,
+                _index_key(self.settings),
+                self.batch_name,
+                writes.model_dump_json(),
+                self.outcomes[start:end],
+            )
             self.checkpoint("after_journal")
             writes.withdraw(self.index)
             self.checkpoint("before_ledger_record")
@@ -486,19 +526,38 @@ class Pipeline:
         patient_id: str | None = None,
     ) -> None:
         source_ref = doc.source_ref if doc else item.source
-        self.outcomes.append(Outcome(
-            source=source_ref, status=Status.REJECTED, patient_id=patient_id,
-            reasons=tuple(problems), content_sha256=raw_sha, producer=item.producer,
-            format=doc.format if doc else None,
-            ocr_pages=doc.ocr_pages if doc else 0,
-            ocr_confidence=doc.ocr_confidence if doc else None,
-            message_control_id=doc.message_control_id if doc else None,
-        ))
-        named = ([*named_ins(doc), *([patient_id] if patient_id else [])] if doc
-                 else [patient_id] if patient_id else [])
-        self.quarantine.keep(item.producer, item.batch, source_ref, raw_sha,
-                             doc.part if doc else None, problems, exception=exception,
-                             patient_id=patient_id, named=named)
+        self.outcomes.append(
+            Outcome(
+                source=source_ref,
+                status=Status.REJECTED,
+                patient_id=patient_id,
+                reasons=tuple(problems),
+                content_sha256=raw_sha,
+                producer=item.producer,
+                format=doc.format if doc else None,
+                ocr_pages=doc.ocr_pages if doc else 0,
+                ocr_confidence=doc.ocr_confidence if doc else None,
+                message_control_id=doc.message_control_id if doc else None,
+            )
+        )
+        named = (
+            [*named_ins(doc), *([patient_id] if patient_id else [])]
+            if doc
+            else [patient_id]
+            if patient_id
+            else []
+        )
+        self.quarantine.keep(
+            item.producer,
+            item.batch,
+            source_ref,
+            raw_sha,
+            doc.part if doc else None,
+            problems,
+            exception=exception,
+            patient_id=patient_id,
+            named=named,
+        )
 
     def flush(self) -> None:
         """Gate the pending records, then commit them as one unit: write-ahead record, index
@@ -518,8 +577,9 @@ class Pipeline:
             self.sync()
             self._carry_patient_choices(pending)
             with self.clock.stage("index"):
-                self._refuse(pending, self.index.apply(
-                    [p.record for p in pending], self._supersedes(pending)))
+                self._refuse(
+                    pending, self.index.apply([p.record for p in pending], self._supersedes(pending))
+                )
             self._record_birth_dates(pending)
             return
         end = len(self.outcomes)
@@ -534,30 +594,47 @@ class Pipeline:
             if pending:
                 self.checkpoint("before_journal")
                 writes = _FlushWrites(
-                    items=tuple(_JournalItem(record=p.record, supersedes=p.supersedes,
-                                             raw_sha=p.raw_sha, part=p.part, batch=p.batch,
-                                             outcome_at=p.outcome_index - start) for p in pending),
-                    raw_shas={i - start: sha for i, sha in self._raw_sha_of.items() if i >= start})
-                flush_id = self.ledger.journal_flush(self.run_id, _index_key(self.settings),
-                                                     self.batch_name, writes.model_dump_json(),
-                                                     self.outcomes[start:end])
+                    items=tuple(
+                        _JournalItem(
+                            record=p.record,
+                            supersedes=p.supersedes,
+                            raw_sha=p.raw_sha,
+                            part=p.part,
+                            batch=p.batch,
+                            outcome_at=p.outcome_index - start,
+                        )
+                        for p in pending
+                    ),
+                    raw_shas={i - start: sha for i, sha in self._raw_sha_of.items() if i >= start},
+                )
+                flush_id = self.ledger.journal_flush(
+                    self.run_id,
+                    _index_key(self.settings),
+                    self.batch_name,
+                    writes.model_dump_json(),
+                    self.outcomes[start:end],
+                )
                 self.checkpoint("after_journal")
-                self._refuse(pending, self.index.apply([p.record for p in pending],
-                                                       self._supersedes(pending),
-                                                       checkpoint=self.checkpoint))
+                self._refuse(
+                    pending,
+                    self.index.apply(
+                        [p.record for p in pending], self._supersedes(pending), checkpoint=self.checkpoint
+                    ),
+                )
                 self._record_birth_dates(pending)
             self.checkpoint("before_ledger_record")
             lock.verify()  # lost: a rerun finishes the journaled flush under a lock it holds
             if flush_id is None:
                 self.ledger.record_outcomes(self.run_id, self.batch_name, self.outcomes[start:end])
             else:
-                self.ledger.complete_flush(flush_id, self.run_id, self.batch_name,
-                                           self.outcomes[start:end])
+                self.ledger.complete_flush(flush_id, self.run_id, self.batch_name, self.outcomes[start:end])
             self._recorded = end
             self._generation = self.ledger.flush_generation(_index_key(self.settings))
             self.checkpoint("after_ledger_record")
-            self.quarantine.release(self.outcomes[start:end],
-                                     {i - start: sha for i, sha in self._raw_sha_of.items() if i >= start})
+            self.quarantine.release(
+                self.outcomes[start:end],
+                {i - start: sha for i, sha in self._raw_sha_of.items() if i >= start},
+            )
 
     def _decide_again(self, pending: list[_Pending], start: int) -> list[_Pending]:
         """Under the flush lock: when another process committed a flush since this run last
@@ -572,20 +649,24 @@ class Pipeline:
         for p in pending:
             r = p.record
             duplicate_of, supersedes, newer = self.versions.existing(
-                r.patient_id, r.content_sha256, r.series_id, version_key(r.version, r.document_date))
+                r.patient_id, r.content_sha256, r.series_id, version_key(r.version, r.document_date)
+            )
             old = self.outcomes[p.outcome_index]
             if duplicate_of:
-                log.info("%s: committed meanwhile by another worker as %s (duplicate)", r.source,
-                         duplicate_of)
+                log.info(
+                    "%s: committed meanwhile by another worker as %s (duplicate)", r.source, duplicate_of
+                )
                 moved[r.doc_id] = duplicate_of
-                self.outcomes[p.outcome_index] = old.model_copy(update={
-                    "status": Status.DUPLICATE, "doc_id": duplicate_of, "reasons": ()})
+                self.outcomes[p.outcome_index] = old.model_copy(
+                    update={"status": Status.DUPLICATE, "doc_id": duplicate_of, "reasons": ()}
+                )
                 continue
             if (supersedes, newer) != (p.supersedes, r.superseded_by):
                 p.supersedes = supersedes
                 p.record = r.model_copy(update={"superseded_by": newer})
-                self.outcomes[p.outcome_index] = old.model_copy(update={
-                    "status": Status.REPLACED if supersedes else Status.INDEXED})
+                self.outcomes[p.outcome_index] = old.model_copy(
+                    update={"status": Status.REPLACED if supersedes else Status.INDEXED}
+                )
             kept.append(p)
             self.versions.remember(p.record)
         self.versions.flushed()
@@ -618,16 +699,23 @@ class Pipeline:
 
     def _record_birth_dates(self, pending: Sequence[_Pending]) -> None:
         for p in pending:
-            if (self.outcomes[p.outcome_index].status is not Status.REJECTED
-                    and p.demographics is not None and p.demographics.birth_date is not None):
+            if (
+                self.outcomes[p.outcome_index].status is not Status.REJECTED
+                and p.demographics is not None
+                and p.demographics.birth_date is not None
+            ):
                 # Refines the birth date the INS gives (a minor's majority day).
-                self.rules.record_birth_date(p.record.patient_id, p.demographics.birth_date,
-                                             p.record.ingested_at)
+                self.rules.record_birth_date(
+                    p.record.patient_id, p.demographics.birth_date, p.record.ingested_at
+                )
 
     @staticmethod
     def _supersedes(pending: Sequence[_Pending]) -> list[Supersede]:
-        return [Supersede(patient_id=p.record.patient_id, doc_id=p.supersedes, by_doc_id=p.record.doc_id)
-                for p in pending if p.supersedes]
+        return [
+            Supersede(patient_id=p.record.patient_id, doc_id=p.supersedes, by_doc_id=p.record.doc_id)
+            for p in pending
+            if p.supersedes
+        ]
 
     def _refuse(self, pending: Sequence[_Pending], failures: Sequence[IndexFailure]) -> None:
         refused = {f.doc_id: f.message for f in failures}
@@ -642,32 +730,48 @@ class Pipeline:
             unfinished = self.ledger.unfinished_flushes(_index_key(self.settings))
             for journaled in unfinished:
                 writes = _FlushWrites.model_validate_json(journaled.writes)
-                log.warning("finishing flush %s of run %s (%d records) left unfinished by a "
-                            "killed run", journaled.flush_id, journaled.run_id, len(writes.items))
-                failures = {f.doc_id: f.message for f in self.index.apply(
-                    [i.record for i in writes.items], writes.supersedes())}
+                log.warning(
+                    "finishing flush %s of run %s (%d records) left unfinished by a killed run",
+                    journaled.flush_id,
+                    journaled.run_id,
+                    len(writes.items),
+                )
+                failures = {
+                    f.doc_id: f.message
+                    for f in self.index.apply([i.record for i in writes.items], writes.supersedes())
+                }
                 writes.withdraw(self.index)
                 outcomes = list(journaled.outcomes)
                 for i in writes.items:
                     if i.record.doc_id in failures:
                         problems = [Problem(code=Reason.INDEX_ERROR, message=failures[i.record.doc_id])]
-                        outcomes[i.outcome_at] = outcomes[i.outcome_at].model_copy(update={
-                            "status": Status.REJECTED, "doc_id": None, "reasons": tuple(problems)})
-                        self.quarantine.keep(i.record.producer, i.batch, i.record.source, i.raw_sha,
-                                             i.part, problems, patient_id=i.record.patient_id)
+                        outcomes[i.outcome_at] = outcomes[i.outcome_at].model_copy(
+                            update={"status": Status.REJECTED, "doc_id": None, "reasons": tuple(problems)}
+                        )
+                        self.quarantine.keep(
+                            i.record.producer,
+                            i.batch,
+                            i.record.source,
+                            i.raw_sha,
+                            i.part,
+                            problems,
+                            patient_id=i.record.patient_id,
+                        )
                 lock.verify()
-                if self.ledger.complete_flush(journaled.flush_id, journaled.run_id, journaled.batch,
-                                              outcomes):
+                if self.ledger.complete_flush(
+                    journaled.flush_id, journaled.run_id, journaled.batch, outcomes
+                ):
                     self.quarantine.release(outcomes, writes.raw_shas)
         return len(unfinished)
-
 
     def _apply_gate(self, pending: list[_Pending]) -> list[_Pending]:
         """Run the batch quality gate; return the records that may be indexed."""
         counts = Counter(o.status.value for o in self.outcomes)
-        result = self.gate.validate([GateItem(record=p.record, demographics=p.demographics)
-                                     for p in pending], batch_label=self.batch_label,
-                                    outcome_counts=counts)
+        result = self.gate.validate(
+            [GateItem(record=p.record, demographics=p.demographics) for p in pending],
+            batch_label=self.batch_label,
+            outcome_counts=counts,
+        )
         self.batch_flags.extend(result.batch_flags)
         self.data_docs_index = result.data_docs_index or self.data_docs_index
         kept = []
@@ -687,11 +791,19 @@ class Pipeline:
 
     def _reject_pending(self, p: _Pending, problems: list[Problem]) -> None:
         old = self.outcomes[p.outcome_index]
-        self.outcomes[p.outcome_index] = old.model_copy(update={
-            "status": Status.REJECTED, "doc_id": None, "reasons": tuple(problems)})
-        self.quarantine.keep(p.record.producer, p.batch, p.record.source, p.raw_sha, p.part, problems,
-                             patient_id=p.record.patient_id,
-                             named=[p.record.patient_id, *find_printed_ins(p.record.text)])
+        self.outcomes[p.outcome_index] = old.model_copy(
+            update={"status": Status.REJECTED, "doc_id": None, "reasons": tuple(problems)}
+        )
+        self.quarantine.keep(
+            p.record.producer,
+            p.batch,
+            p.record.source,
+            p.raw_sha,
+            p.part,
+            problems,
+            patient_id=p.record.patient_id,
+            named=[p.record.patient_id, *find_printed_ins(p.record.text)],
+        )
 
     def metrics(self, outcomes: Sequence[Outcome] | None = None) -> dict[str, object]:
         """Counts per status, class, producer and reason, OCR figures and stage times."""
@@ -701,14 +813,21 @@ class Pipeline:
         return {
             "documents": len(outs),
             "by_status": dict(Counter(o.status.value for o in outs)),
-            "by_class": dict(Counter(o.doc_class.value for o in outs if o.doc_class
-                                     and o.status not in (Status.REJECTED, Status.WITHDRAWN))),
-            "by_producer": {p: dict(Counter(o.status.value for o in outs if o.producer == p))
-                            for p in sorted({o.producer or "" for o in outs})},
-            "rejected_by_reason": dict(Counter(r.code.value for o in outs
-                                               if o.status is Status.REJECTED for r in o.reasons)),
+            "by_class": dict(
+                Counter(
+                    o.doc_class.value
+                    for o in outs
+                    if o.doc_class and o.status not in (Status.REJECTED, Status.WITHDRAWN)
+                )
+            ),
+            "by_producer": {
+                p: dict(Counter(o.status.value for o in outs if o.producer == p))
+                for p in sorted({o.producer or "" for o in outs})
+            },
+            "rejected_by_reason": dict(
+                Counter(r.code.value for o in outs if o.status is Status.REJECTED for r in o.reasons)
+            ),
             "ocr_pages": sum(o.ocr_pages for o in ocr),
             "ocr_mean_confidence": round(sum(confs) / len(confs), 1) if confs else None,
             "seconds_per_stage": {k: round(v, 3) for k, v in self.clock.seconds.items()},
         }
-

@@ -44,15 +44,17 @@ def _local_input(root: Path, path: Path, *, producer: str, batch: str | None = N
     return InputFile(data=data, source=str(path), producer=producer, batch=batch)
 
 
-def iter_source_inputs(sources: Sequence[str], *, producer: str | None, settings: Settings
-                       ) -> Iterator[InputFile]:
+def iter_source_inputs(
+    sources: Sequence[str], *, producer: str | None, settings: Settings
+) -> Iterator[InputFile]:
     """Every raw input named by ``sources`` (files, folders recursively, s3:// prefixes)."""
     for source in sources:
         if source.startswith("s3://"):
             from pipeline.feeds.s3 import iter_s3_prefix
 
-            for uri, data in iter_s3_prefix(source, endpoint_url=settings.s3_endpoint_url,
-                                            region=settings.s3_region):
+            for uri, data in iter_s3_prefix(
+                source, endpoint_url=settings.s3_endpoint_url, region=settings.s3_region
+            ):
                 key_parts = uri.removeprefix(source.rstrip("/") + "/").split("/")
                 prod = producer or (key_parts[0] if len(key_parts) > 1 else "s3")
                 yield InputFile(data=data, source=uri, producer=prod)
@@ -153,16 +155,30 @@ def ingest_upload(
     """
     source = f"upload/{contributor.role}/{filename}"
     # Batch-level shares say nothing about a batch of one (a photo is 100 % OCR).
-    gate = QualityGate(settings, thresholds={UPLOAD_PRODUCER: BatchThresholds(
-        max_reject_rate=1.0, max_ocr_share=None, max_duplicate_share=None)})
+    gate = QualityGate(
+        settings,
+        thresholds={
+            UPLOAD_PRODUCER: BatchThresholds(
+                max_reject_rate=1.0, max_ocr_share=None, max_duplicate_share=None
+            )
+        },
+    )
     backends = open_backends(settings, index=index, store=store)
     with Pipeline(settings, backends, batch_label="upload", gate=gate) as pipe:
         # No lease: one document, committed under the flush lock like any flush, and an
         # upload is not refused because a `carnet ingest` is running.
         run_id = pipe.start_run("upload", source, exclusive=None)
         pipe.batch_name = run_id
-        pipe.process(InputFile(data=data, source=source, producer=UPLOAD_PRODUCER, batch=run_id,
-                               record_of=patient_id, contributor=contributor))
+        pipe.process(
+            InputFile(
+                data=data,
+                source=source,
+                producer=UPLOAD_PRODUCER,
+                batch=run_id,
+                record_of=patient_id,
+                contributor=contributor,
+            )
+        )
         pipe.flush()
         metrics = pipe.metrics()
         pipe.ledger.finish_run(run_id, metrics, reported=True)  # the API answers with it

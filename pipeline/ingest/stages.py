@@ -44,9 +44,8 @@ _UNREADABLE = frozenset({Reason.UNREADABLE_SCAN, Reason.EMPTY_DOCUMENT})
 _RESULT_CLASSES = frozenset({DocClass.BIOLOGY, DocClass.IMAGING, DocClass.OTHER})
 _CLOSED = {
     Reason.ACCOUNT_CLOSED: "the patient's account is closed: documents for this INS are refused "
-                           "(it is reopened only at the patient's request)",
-    Reason.OPPOSITION: "the patient opposed the creation of their record: documents for this INS "
-                       "are refused",
+    "(it is reopened only at the patient's request)",
+    Reason.OPPOSITION: "the patient opposed the creation of their record: documents for this INS are refused",
 }
 
 # What parsing one input gives: its documents, or the problem that stopped it (and the
@@ -140,11 +139,14 @@ def parse_input(registry: ParserRegistry, item: InputFile) -> Parsed:
     except ParserError as exc:
         return [], Problem(code=Reason.PARSE_ERROR, message=exc.message), None
     except Exception as exc:  # noqa: BLE001 — the parser boundary: one bad file never stops the batch
-        log.exception("parser %s crashed on %s (producer %s)", parser.name, item.source,
-                      item.producer)
-        return [], Problem(code=Reason.PARSE_ERROR,
-                           message=f"{parser.name} parser failed: {type(exc).__name__}: {exc}"), \
-            traceback.format_exc()
+        log.exception("parser %s crashed on %s (producer %s)", parser.name, item.source, item.producer)
+        return (
+            [],
+            Problem(
+                code=Reason.PARSE_ERROR, message=f"{parser.name} parser failed: {type(exc).__name__}: {exc}"
+            ),
+            traceback.format_exc(),
+        )
 
 
 def examine(doc: ParsedDocument, *, record_of: str | None, clock: StageClock) -> Examined | Rejection:
@@ -172,8 +174,13 @@ def examine(doc: ParsedDocument, *, record_of: str | None, clock: StageClock) ->
         identity = identify_in_record(doc, record_of) if record_of else identify_patient(doc)
     if identity.patient_id is None:
         return Rejection(identity.problems)
-    return Examined(doc=doc, classification=classification, document_date=document_date,
-                    identity=identity, problems=tuple(problems))
+    return Examined(
+        doc=doc,
+        classification=classification,
+        document_date=document_date,
+        identity=identity,
+        problems=tuple(problems),
+    )
 
 
 def closed_account(closure: Reason) -> Rejection:
@@ -186,8 +193,10 @@ def document_ids(producer: str, patient_id: str, doc: ParsedDocument, content_sh
     """(series id, doc id): deterministic, from the producer's document id when it gives
     one (a replacement naming its parent may join the parent's series instead)."""
     if doc.producer_document_id:
-        return (hash_id("series", producer, doc.producer_document_id),
-                hash_id("doc", producer, doc.producer_document_id, content_sha))
+        return (
+            hash_id("series", producer, doc.producer_document_id),
+            hash_id("doc", producer, doc.producer_document_id, content_sha),
+        )
     doc_id = hash_id("doc", patient_id, content_sha)
     return doc_id, doc_id
 
@@ -196,33 +205,59 @@ def outcome_fields(item: InputFile, examined: Examined, content_sha: str) -> dic
     """What every outcome of an identified document says, whatever its status."""
     doc, classification = examined.doc, examined.classification
     return dict(
-        source=doc.source_ref, patient_id=examined.patient_id, doc_class=classification.doc_class,
-        type_code=classification.type_code, content_sha256=content_sha,
-        producer=item.producer, format=doc.format, ocr_pages=doc.ocr_pages,
-        ocr_confidence=doc.ocr_confidence, message_control_id=doc.message_control_id,
+        source=doc.source_ref,
+        patient_id=examined.patient_id,
+        doc_class=classification.doc_class,
+        type_code=classification.type_code,
+        content_sha256=content_sha,
+        producer=item.producer,
+        format=doc.format,
+        ocr_pages=doc.ocr_pages,
+        ocr_confidence=doc.ocr_confidence,
+        message_control_id=doc.message_control_id,
     )
 
 
-def build_record(item: InputFile, examined: Examined, *, doc_id: str, series_id: str,
-                 content_sha: str, superseded_by: str | None) -> DocumentRecord:
+def build_record(
+    item: InputFile,
+    examined: Examined,
+    *,
+    doc_id: str,
+    series_id: str,
+    content_sha: str,
+    superseded_by: str | None,
+) -> DocumentRecord:
     """The record an accepted document is indexed as."""
     doc, classification = examined.doc, examined.classification
     return DocumentRecord(
-        doc_id=doc_id, series_id=series_id, patient_id=examined.patient_id,
-        doc_class=classification.doc_class, type_code=classification.type_code,
-        type_label=classification.type_label, classification_rule=classification.rule,
+        doc_id=doc_id,
+        series_id=series_id,
+        patient_id=examined.patient_id,
+        doc_class=classification.doc_class,
+        type_code=classification.type_code,
+        type_label=classification.type_label,
+        classification_rule=classification.rule,
         classification_confidence=classification.confidence,
         title=doc.title or classification.type_label or "Document",
-        document_date=examined.document_date, producer=item.producer,
+        document_date=examined.document_date,
+        producer=item.producer,
         producer_finess=doc.producer_finess or find_finess(doc.text),
-        producer_document_id=doc.producer_document_id, version=doc.version,
-        document_ids=doc.document_ids, superseded_by=superseded_by,
+        producer_document_id=doc.producer_document_id,
+        version=doc.version,
+        document_ids=doc.document_ids,
+        superseded_by=superseded_by,
         author_rpps=None if item.contributor else doc.author_rpps or find_rpps(doc.text),
         author_name=item.contributor.name if item.contributor else doc.author_name,
-        contributed_by=item.contributor, identity_source=examined.identity.evidence,
-        source=doc.source_ref, format=doc.format, content_sha256=content_sha,
-        text=doc.text, results=doc.results, visibility=doc.visibility,
-        page_count=doc.page_count, ocr_pages=doc.ocr_pages,
+        contributed_by=item.contributor,
+        identity_source=examined.identity.evidence,
+        source=doc.source_ref,
+        format=doc.format,
+        content_sha256=content_sha,
+        text=doc.text,
+        results=doc.results,
+        visibility=doc.visibility,
+        page_count=doc.page_count,
+        ocr_pages=doc.ocr_pages,
         ocr_confidence=doc.ocr_confidence,
         warnings=tuple(doc.warnings) + tuple(p for p in examined.problems if not p.blocking),
         ingested_at=dt.datetime.now(dt.UTC),

@@ -53,7 +53,10 @@ from pipeline.quality.results import ResultVerdict, flag_consistent, judge_resul
 MIN_TEXT_CHARS = 40
 # Enough text for the kind: a report with results or findings says more than a prescription.
 MIN_TEXT_CHARS_BY_CLASS: dict[DocClass, int] = {
-    DocClass.BIOLOGY: 80, DocClass.IMAGING: 80, DocClass.PRESCRIPTION: 40, DocClass.OTHER: 40,
+    DocClass.BIOLOGY: 80,
+    DocClass.IMAGING: 80,
+    DocClass.PRESCRIPTION: 40,
+    DocClass.OTHER: 40,
 }
 MIN_OCR_CONFIDENCE = 45.0
 # Below this mean confidence a readable OCR'd document is indexed with a warning.
@@ -118,8 +121,9 @@ class AtLeastFact:
         return value is None or minimum is None or bool(value >= minimum)
 
     def gx(self, E: Any, column: str, meta: dict[str, str]) -> Any:
-        return E.ExpectColumnPairValuesAToBeGreaterThanB(column_A=column, column_B=self.other,
-                                                         or_equal=True, meta=meta)
+        return E.ExpectColumnPairValuesAToBeGreaterThanB(
+            column_A=column, column_B=self.other, or_equal=True, meta=meta
+        )
 
 
 @dataclass(frozen=True)
@@ -158,8 +162,9 @@ class Check(Generic[F]):
         return Problem(code=self.code, blocking=self.blocking, message=self.message(facts))
 
 
-def problems(checks: Sequence[Check[F]], facts: F,
-             failed: Callable[[Check[F]], bool] | None = None) -> list[Problem]:
+def problems(
+    checks: Sequence[Check[F]], facts: F, failed: Callable[[Check[F]], bool] | None = None
+) -> list[Problem]:
     """The problems of the checks ``facts`` fails, in table order.
 
     ``failed`` says which checks failed when something else evaluated them (GX); without
@@ -205,9 +210,16 @@ class DocumentFacts:
     document_age_days: int | None
 
 
-def document_facts(text: str, doc_class: DocClass, *, ocr_pages: int, page_count: int,
-                   ocr_confidence: float | None, document_date: dt.date | None,
-                   today: dt.date) -> DocumentFacts:
+def document_facts(
+    text: str,
+    doc_class: DocClass,
+    *,
+    ocr_pages: int,
+    page_count: int,
+    ocr_confidence: float | None,
+    document_date: dt.date | None,
+    today: dt.date,
+) -> DocumentFacts:
     scan = fully_ocr(ocr_pages, page_count)
     return DocumentFacts(
         doc_class=doc_class,
@@ -226,23 +238,78 @@ def _unreadable(f: DocumentFacts) -> str:
 
 
 DOCUMENT_CHECKS: tuple[Check[DocumentFacts], ...] = (
-    Check("scan_words", "scan_words", AtLeast(MIN_OCR_WORDS), Reason.UNREADABLE_SCAN, True,
-          _unreadable, group="text"),
-    Check("scan_confidence", "scan_confidence", AtLeast(MIN_OCR_CONFIDENCE), Reason.UNREADABLE_SCAN,
-          True, _unreadable, group="text"),
-    Check("text_present", "text_chars", AtLeast(MIN_TEXT_CHARS), Reason.EMPTY_DOCUMENT, True,
-          lambda f: f"only {f.text_chars} characters of text", group="text"),
-    Check("text_enough", "text_chars", AtLeastFact("min_text_chars"), Reason.SHORT_TEXT, False,
-          lambda f: (f"only {f.text_chars} characters of text for a {f.doc_class.value} document "
-                     f"(usually ≥ {f.min_text_chars})"), group="text"),
-    Check("ocr_confidence", "ocr_confidence", AtLeast(WARN_OCR_CONFIDENCE), Reason.LOW_OCR_CONFIDENCE,
-          False, lambda f: f"mean OCR confidence {f.ocr_confidence:.0f}", group="text"),
-    Check("date_present", "document_age_days", NotNull(), Reason.MISSING_DATE, False,
-          lambda f: "no document date in metadata or text"),
-    Check("date_not_future", "document_age_days", AtLeast(0), Reason.IMPLAUSIBLE_DATE, True,
-          lambda f: f"document date {f.document_date} is in the future"),
-    Check("date_not_too_old", "document_date", AtLeast(OLDEST_DOCUMENT), Reason.IMPLAUSIBLE_DATE, True,
-          lambda f: f"document date {f.document_date} is implausibly old"),
+    Check(
+        "scan_words",
+        "scan_words",
+        AtLeast(MIN_OCR_WORDS),
+        Reason.UNREADABLE_SCAN,
+        True,
+        _unreadable,
+        group="text",
+    ),
+    Check(
+        "scan_confidence",
+        "scan_confidence",
+        AtLeast(MIN_OCR_CONFIDENCE),
+        Reason.UNREADABLE_SCAN,
+        True,
+        _unreadable,
+        group="text",
+    ),
+    Check(
+        "text_present",
+        "text_chars",
+        AtLeast(MIN_TEXT_CHARS),
+        Reason.EMPTY_DOCUMENT,
+        True,
+        lambda f: f"only {f.text_chars} characters of text",
+        group="text",
+    ),
+    Check(
+        "text_enough",
+        "text_chars",
+        AtLeastFact("min_text_chars"),
+        Reason.SHORT_TEXT,
+        False,
+        lambda f: (
+            f"only {f.text_chars} characters of text for a {f.doc_class.value} document "
+            f"(usually ≥ {f.min_text_chars})"
+        ),
+        group="text",
+    ),
+    Check(
+        "ocr_confidence",
+        "ocr_confidence",
+        AtLeast(WARN_OCR_CONFIDENCE),
+        Reason.LOW_OCR_CONFIDENCE,
+        False,
+        lambda f: f"mean OCR confidence {f.ocr_confidence:.0f}",
+        group="text",
+    ),
+    Check(
+        "date_present",
+        "document_age_days",
+        NotNull(),
+        Reason.MISSING_DATE,
+        False,
+        lambda f: "no document date in metadata or text",
+    ),
+    Check(
+        "date_not_future",
+        "document_age_days",
+        AtLeast(0),
+        Reason.IMPLAUSIBLE_DATE,
+        True,
+        lambda f: f"document date {f.document_date} is in the future",
+    ),
+    Check(
+        "date_not_too_old",
+        "document_date",
+        AtLeast(OLDEST_DOCUMENT),
+        Reason.IMPLAUSIBLE_DATE,
+        True,
+        lambda f: f"document date {f.document_date} is implausibly old",
+    ),
 )
 
 
@@ -258,9 +325,15 @@ def check_document(
     Identity, producer, type, birth and lab-result checks run in the batch gate
     (``pipeline.quality.gate``), where the INS and the feed are known.
     """
-    facts = document_facts(doc.text, classification.doc_class, ocr_pages=doc.ocr_pages,
-                            page_count=doc.page_count, ocr_confidence=doc.ocr_confidence,
-                            document_date=document_date, today=today or dt.date.today())
+    facts = document_facts(
+        doc.text,
+        classification.doc_class,
+        ocr_pages=doc.ocr_pages,
+        page_count=doc.page_count,
+        ocr_confidence=doc.ocr_confidence,
+        document_date=document_date,
+        today=today or dt.date.today(),
+    )
     return problems(DOCUMENT_CHECKS, facts)
 
 
@@ -289,8 +362,13 @@ class RecordFacts:
     declared_birth: dt.date | None
 
 
-def record_facts(record: DocumentRecord, demographics: PatientDemographics | None, *,
-                 known_producers: frozenset[str] | None, today: dt.date) -> RecordFacts:
+def record_facts(
+    record: DocumentRecord,
+    demographics: PatientDemographics | None,
+    *,
+    known_producers: frozenset[str] | None,
+    today: dt.date,
+) -> RecordFacts:
     ident = identity_facts(record.patient_id, demographics)
     declared = declared_birth(demographics, record.text)
     earliest, latest = birth_bounds(record.patient_id, declared, today=today)
@@ -306,9 +384,11 @@ def record_facts(record: DocumentRecord, demographics: PatientDemographics | Non
         finess_ok=finess_ok(record.producer_finess),
         rpps_ok=rpps_ok(record.author_rpps),
         days_after_birth=(first - earliest).days if first and earliest else None,
-        days_after_possible_birth=(first - latest).days if first and latest and latest != earliest
-        else None,
-        first_date=first, earliest_birth=earliest, latest_birth=latest, declared_birth=declared,
+        days_after_possible_birth=(first - latest).days if first and latest and latest != earliest else None,
+        first_date=first,
+        earliest_birth=earliest,
+        latest_birth=latest,
+        declared_birth=declared,
     )
 
 
@@ -326,29 +406,87 @@ def _before_birth(f: RecordFacts) -> str:
 def _before_possible_birth(f: RecordFacts) -> str:
     assert f.latest_birth is not None
     # The INS's year has no century: before the birth only if the patient is the younger one.
-    return (f"{_dated(f)} is before the patient's birth if born in {f.latest_birth.year} "
-            f"(the INS does not say the century)")
+    return (
+        f"{_dated(f)} is before the patient's birth if born in {f.latest_birth.year} "
+        f"(the INS does not say the century)"
+    )
 
 
 RECORD_CHECKS: tuple[Check[RecordFacts], ...] = (
-    Check("sex_consistent", "sex_consistent", IsTrue(), Reason.IDENTITY_MISMATCH, True,
-          lambda f: "the patient's sex disagrees with the sex digit of the INS"),
-    Check("birth_consistent", "birth_consistent", IsTrue(), Reason.IDENTITY_MISMATCH, True,
-          lambda f: "the patient's birth date disagrees with the birth year/month encoded in the INS"),
-    Check("producer", "producer_known", IsTrue(), Reason.UNKNOWN_PRODUCER, True,
-          lambda f: f"producer {f.record.producer!r} is not a known feed; held"),
-    Check("type_code", "type_code", InSet(frozenset(TYPE_CODES)), Reason.UNKNOWN_DOCUMENT_TYPE, False,
-          lambda f: f"type code {f.type_code} is not an allowed document type"),
-    Check("type_consistent", "type_consistent", IsTrue(), Reason.UNKNOWN_DOCUMENT_TYPE, False,
-          lambda f: f"type code {f.type_code} does not belong to class {f.record.doc_class.value}"),
-    Check("finess_ok", "finess_ok", IsTrue(), Reason.MALFORMED_IDENTIFIER, False,
-          lambda f: "producer FINESS is not a well-formed 9-character number"),
-    Check("rpps_ok", "rpps_ok", IsTrue(), Reason.MALFORMED_IDENTIFIER, False,
-          lambda f: "author RPPS is not a well-formed 11-digit number"),
-    Check("after_birth", "days_after_birth", AtLeast(0), Reason.IMPLAUSIBLE_DATE, True,
-          _before_birth, group="birth"),
-    Check("after_possible_birth", "days_after_possible_birth", AtLeast(0), Reason.IMPLAUSIBLE_DATE,
-          False, _before_possible_birth, group="birth"),
+    Check(
+        "sex_consistent",
+        "sex_consistent",
+        IsTrue(),
+        Reason.IDENTITY_MISMATCH,
+        True,
+        lambda f: "the patient's sex disagrees with the sex digit of the INS",
+    ),
+    Check(
+        "birth_consistent",
+        "birth_consistent",
+        IsTrue(),
+        Reason.IDENTITY_MISMATCH,
+        True,
+        lambda f: "the patient's birth date disagrees with the birth year/month encoded in the INS",
+    ),
+    Check(
+        "producer",
+        "producer_known",
+        IsTrue(),
+        Reason.UNKNOWN_PRODUCER,
+        True,
+        lambda f: f"producer {f.record.producer!r} is not a known feed; held",
+    ),
+    Check(
+        "type_code",
+        "type_code",
+        InSet(frozenset(TYPE_CODES)),
+        Reason.UNKNOWN_DOCUMENT_TYPE,
+        False,
+        lambda f: f"type code {f.type_code} is not an allowed document type",
+    ),
+    Check(
+        "type_consistent",
+        "type_consistent",
+        IsTrue(),
+        Reason.UNKNOWN_DOCUMENT_TYPE,
+        False,
+        lambda f: f"type code {f.type_code} does not belong to class {f.record.doc_class.value}",
+    ),
+    Check(
+        "finess_ok",
+        "finess_ok",
+        IsTrue(),
+        Reason.MALFORMED_IDENTIFIER,
+        False,
+        lambda f: "producer FINESS is not a well-formed 9-character number",
+    ),
+    Check(
+        "rpps_ok",
+        "rpps_ok",
+        IsTrue(),
+        Reason.MALFORMED_IDENTIFIER,
+        False,
+        lambda f: "author RPPS is not a well-formed 11-digit number",
+    ),
+    Check(
+        "after_birth",
+        "days_after_birth",
+        AtLeast(0),
+        Reason.IMPLAUSIBLE_DATE,
+        True,
+        _before_birth,
+        group="birth",
+    ),
+    Check(
+        "after_possible_birth",
+        "days_after_possible_birth",
+        AtLeast(0),
+        Reason.IMPLAUSIBLE_DATE,
+        False,
+        _before_possible_birth,
+        group="birth",
+    ),
 )
 
 
@@ -384,10 +522,12 @@ def result_facts(result: LabResult, *, ocr: bool = False) -> ResultFacts:
     outside = None if j.outside_limits is None or j.misread_as else j.outside_limits
     slipped = bool(outside) and j.slip is not None and j.slip_confirmed
     return ResultFacts(
-        result=result, verdict=j,
+        result=result,
+        verdict=j,
         numeric_ok=(j.number is not None) if result.value_type == "NM" else None,
         unit_valid_ucum=j.unit.valid_ucum if j.unit else None,
-        unit_plausible=plausible, unit_read_ok=read_ok,
+        unit_plausible=plausible,
+        unit_read_ok=read_ok,
         value_unslipped=None if outside is None else not slipped,
         value_plausible=None if outside is None else not outside or slipped,
         value_sign_ok=None if j.negative is None else not j.negative,
@@ -404,46 +544,91 @@ def _implausible_unit(f: ResultFacts) -> str:
     r, j = f.result, f.verdict
     assert j.unit is not None and j.unit.analyte is not None
     if j.misread_as:
-        return (f"{r.analyte}: {_shown(r)} is not a possible value; in {j.misread_as} it would be "
-                f"(µ misread as {j.unit.ucum[0]!r}?)")
+        return (
+            f"{r.analyte}: {_shown(r)} is not a possible value; in {j.misread_as} it would be "
+            f"(µ misread as {j.unit.ucum[0]!r}?)"
+        )
     expected = ", ".join(sorted(k.value for k in j.unit.analyte.kinds))
-    return (f"{r.analyte}: unit {r.unit!r} measures a {j.unit.kind}, "
-            f"but {j.unit.analyte.name} is measured as {expected}")
+    return (
+        f"{r.analyte}: unit {r.unit!r} measures a {j.unit.kind}, "
+        f"but {j.unit.analyte.name} is measured as {expected}"
+    )
 
 
 def _misread_by_ocr(f: ResultFacts) -> str:
     r, j = f.result, f.verdict
-    return (f"{r.analyte}: OCR read {_shown(r)}, which is possible only in {j.misread_as} "
-            f"(µ read as {(j.unit.ucum if j.unit else '?')[0]!r}); the scan says µ")
+    return (
+        f"{r.analyte}: OCR read {_shown(r)}, which is possible only in {j.misread_as} "
+        f"(µ read as {(j.unit.ucum if j.unit else '?')[0]!r}); the scan says µ"
+    )
 
 
 def _slipped(f: ResultFacts) -> str:
     slip = f.verdict.slip
     assert slip is not None
     factor = f"×{slip:g}" if slip >= 1 else f"÷{1 / slip:g}"
-    return (f"{f.result.analyte}: {_shown(f.result)} beside a reference range of "
-            f"{f.result.reference_range!r} is possible only {factor}: a unit slip")
+    return (
+        f"{f.result.analyte}: {_shown(f.result)} beside a reference range of "
+        f"{f.result.reference_range!r} is possible only {factor}: a unit slip"
+    )
 
 
 RESULT_CHECKS: tuple[Check[ResultFacts], ...] = (
-    Check("numeric_ok", "numeric_ok", IsTrue(), Reason.INVALID_RESULT, True,
-          lambda f: f"{f.result.analyte}: numeric result (NM) whose value is not a number"),
+    Check(
+        "numeric_ok",
+        "numeric_ok",
+        IsTrue(),
+        Reason.INVALID_RESULT,
+        True,
+        lambda f: f"{f.result.analyte}: numeric result (NM) whose value is not a number",
+    ),
     # An unusual spelling is not a wrong unit: reported, never blocking.
-    Check("unit_valid_ucum", "unit_valid_ucum", IsTrue(), Reason.IMPLAUSIBLE_UNIT, False,
-          lambda f: f"{f.result.analyte}: unit {f.result.unit!r} is not valid UCUM"),
+    Check(
+        "unit_valid_ucum",
+        "unit_valid_ucum",
+        IsTrue(),
+        Reason.IMPLAUSIBLE_UNIT,
+        False,
+        lambda f: f"{f.result.analyte}: unit {f.result.unit!r} is not valid UCUM",
+    ),
     Check("unit_plausible", "unit_plausible", IsTrue(), Reason.IMPLAUSIBLE_UNIT, True, _implausible_unit),
     Check("unit_read_ok", "unit_read_ok", IsTrue(), Reason.IMPLAUSIBLE_UNIT, False, _misread_by_ocr),
     Check("value_unslipped", "value_unslipped", IsTrue(), Reason.IMPLAUSIBLE_VALUE, True, _slipped),
-    Check("value_plausible", "value_plausible", IsTrue(), Reason.IMPLAUSIBLE_VALUE, False,
-          lambda f: f"{f.result.analyte}: {_shown(f.result)} is outside the values this analyte usually "
-                    "takes"),
-    Check("value_sign_ok", "value_sign_ok", IsTrue(), Reason.NEGATIVE_VALUE, True,
-          lambda f: f"{f.result.analyte}: negative value {_shown(f.result)} for a quantity that cannot be"),
-    Check("range_ok", "range_ok", IsTrue(), Reason.INVALID_RESULT, False,
-          lambda f: f"{f.result.analyte}: reference range {f.result.reference_range!r} is malformed"),
-    Check("flag_consistent", "flag_consistent", IsTrue(), Reason.INVALID_RESULT, False,
-          lambda f: (f"{f.result.analyte}: abnormal flag {f.result.abnormal_flag!r} disagrees with "
-                     f"value and reference range")),
+    Check(
+        "value_plausible",
+        "value_plausible",
+        IsTrue(),
+        Reason.IMPLAUSIBLE_VALUE,
+        False,
+        lambda f: f"{f.result.analyte}: {_shown(f.result)} is outside the values this analyte usually takes",
+    ),
+    Check(
+        "value_sign_ok",
+        "value_sign_ok",
+        IsTrue(),
+        Reason.NEGATIVE_VALUE,
+        True,
+        lambda f: f"{f.result.analyte}: negative value {_shown(f.result)} for a quantity that cannot be",
+    ),
+    Check(
+        "range_ok",
+        "range_ok",
+        IsTrue(),
+        Reason.INVALID_RESULT,
+        False,
+        lambda f: f"{f.result.analyte}: reference range {f.result.reference_range!r} is malformed",
+    ),
+    Check(
+        "flag_consistent",
+        "flag_consistent",
+        IsTrue(),
+        Reason.INVALID_RESULT,
+        False,
+        lambda f: (
+            f"{f.result.analyte}: abnormal flag {f.result.abnormal_flag!r} disagrees with "
+            f"value and reference range"
+        ),
+    ),
 )
 
 

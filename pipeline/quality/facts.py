@@ -47,8 +47,9 @@ def ins_birth_month(ins: str) -> int | None:
     return mm if 1 <= mm <= 12 else None
 
 
-def birth_bounds(ins: str | None, declared: dt.date | None, *,
-                 today: dt.date) -> tuple[dt.date | None, dt.date | None]:
+def birth_bounds(
+    ins: str | None, declared: dt.date | None, *, today: dt.date
+) -> tuple[dt.date | None, dt.date | None]:
     """(earliest, latest) birth date possible for the patient; (None, None) when nothing is known.
 
     A declared birth date (structured or printed) is used when it agrees with the INS; else
@@ -69,8 +70,11 @@ def describe_birth(earliest: dt.date, ins: str | None, declared: dt.date | None)
     """How a message names the earliest birth: the declared date, else what the INS says."""
     if declared == earliest:
         return f"born {declared}"
-    return f"born in {earliest:%Y-%m} or later per the INS" if ins and ins_birth_month(ins) else \
-        f"born in {earliest.year} or later per the INS"
+    return (
+        f"born in {earliest:%Y-%m} or later per the INS"
+        if ins and ins_birth_month(ins)
+        else f"born in {earliest.year} or later per the INS"
+    )
 
 
 def declared_birth(demographics: PatientDemographics | None, text: str) -> dt.date | None:
@@ -122,6 +126,7 @@ def identity_facts(ins: str, demographics: PatientDemographics | None) -> Identi
 
 
 # -- type ------------------------------------------------------------------------------------
+
 
 def type_consistent(doc_class: DocClass, type_code: str | None) -> bool | None:
     """Whether a known type code belongs to the class; None when unknown or absent."""

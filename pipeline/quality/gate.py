@@ -47,8 +47,13 @@ from pipeline.settings import Settings
 
 log = logging.getLogger(__name__)
 
-_GX_LOGGERS = ("great_expectations", "great_expectations.core", "great_expectations.data_context",
-               "posthog", "backoff")
+_GX_LOGGERS = (
+    "great_expectations",
+    "great_expectations.core",
+    "great_expectations.data_context",
+    "posthog",
+    "backoff",
+)
 # Where the Data Docs are published, beside the store's objects (file:// or s3://).
 DATA_DOCS_PREFIX = "data-docs"
 
@@ -88,10 +93,15 @@ DEFAULT_PRODUCER_THRESHOLDS: dict[str, BatchThresholds] = {}
 class QualityGate:
     """Validates candidate records with GX and reports problems per document and per batch."""
 
-    def __init__(self, settings: Settings, *, known_producers: frozenset[str] | None = None,
-                 build_data_docs: bool = False,
-                 thresholds: Mapping[str, BatchThresholds] | None = None,
-                 today: dt.date | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        known_producers: frozenset[str] | None = None,
+        build_data_docs: bool = False,
+        thresholds: Mapping[str, BatchThresholds] | None = None,
+        today: dt.date | None = None,
+    ) -> None:
         self.settings = settings
         self.known_producers = known_producers
         self.build_data_docs = build_data_docs
@@ -137,9 +147,11 @@ class QualityGate:
             ProgressBarsConfig,
         )
 
-        config = DataContextConfig(store_backend_defaults=InMemoryStoreBackendDefaults(),
-                                   analytics_enabled=False,
-                                   progress_bars=ProgressBarsConfig(globally=False))
+        config = DataContextConfig(
+            store_backend_defaults=InMemoryStoreBackendDefaults(),
+            analytics_enabled=False,
+            progress_bars=ProgressBarsConfig(globally=False),
+        )
         ctx = gx.get_context(mode="ephemeral", project_config=config)
         source = ctx.data_sources.add_pandas("carnet")
         docs = source.add_dataframe_asset("documents").add_batch_definition_whole_dataframe("flush")
@@ -147,17 +159,24 @@ class QualityGate:
         docs_suite = ctx.suites.add(self._documents_suite(gx))
         results_suite = ctx.suites.add(self._results_suite(gx))
         self._docs_def = ctx.validation_definitions.add(
-            gx.ValidationDefinition(name="carnet_documents", data=docs, suite=docs_suite))
+            gx.ValidationDefinition(name="carnet_documents", data=docs, suite=docs_suite)
+        )
         self._results_def = ctx.validation_definitions.add(
-            gx.ValidationDefinition(name="carnet_lab_results", data=results, suite=results_suite))
+            gx.ValidationDefinition(name="carnet_lab_results", data=results, suite=results_suite)
+        )
         if self.build_data_docs:
             self.data_docs_site = Path(tempfile.mkdtemp(prefix="carnet-data-docs-"))
-            ctx.add_data_docs_site("carnet", {
-                "class_name": "SiteBuilder",
-                "store_backend": {"class_name": "TupleFilesystemStoreBackend",
-                                  "base_directory": str(self.data_docs_site)},
-                "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
-            })
+            ctx.add_data_docs_site(
+                "carnet",
+                {
+                    "class_name": "SiteBuilder",
+                    "store_backend": {
+                        "class_name": "TupleFilesystemStoreBackend",
+                        "base_directory": str(self.data_docs_site),
+                    },
+                    "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
+                },
+            )
         self._ctx = ctx
 
     def _documents_suite(self, gx: Any) -> Any:
@@ -175,22 +194,27 @@ class QualityGate:
             self._key = _pseudonym_key(self.settings)
         return hmac.new(self._key, ins.encode(), hashlib.sha256).hexdigest()[:24]
 
-    def _facts(self, items: Sequence[GateItem], today: dt.date,
-               ) -> tuple[dict[str, RecordFacts], dict[tuple[str, int], ResultFacts]]:
+    def _facts(
+        self,
+        items: Sequence[GateItem],
+        today: dt.date,
+    ) -> tuple[dict[str, RecordFacts], dict[tuple[str, int], ResultFacts]]:
         """The facts of every record and result, computed once: they fill GX's frames and
         word the problems of the rows GX reports failed."""
         records: dict[str, RecordFacts] = {}
         results: dict[tuple[str, int], ResultFacts] = {}
         for item in items:
             r = item.record
-            records[r.doc_id] = record_facts(r, item.demographics,
-                                             known_producers=self.known_producers, today=today)
+            records[r.doc_id] = record_facts(
+                r, item.demographics, known_producers=self.known_producers, today=today
+            )
             for n, result in enumerate(r.results):
                 results[(r.doc_id, n)] = result_facts(result, ocr=bool(r.ocr_pages))
         return records, results
 
-    def _frames(self, records: Mapping[str, RecordFacts],
-                results: Mapping[tuple[str, int], ResultFacts]) -> tuple[Any, Any]:
+    def _frames(
+        self, records: Mapping[str, RecordFacts], results: Mapping[tuple[str, int], ResultFacts]
+    ) -> tuple[Any, Any]:
         """One row per record and one per result: ids, a pseudonym and the checks' facts only."""
         import pandas as pd
 
@@ -200,20 +224,29 @@ class QualityGate:
             "producer": pd.Series([f.record.producer for f in records.values()]),
             "doc_class": pd.Series([f.record.doc_class.value for f in records.values()]),
         }
-        docs.update({fact: pd.Series([getattr(f, fact) for f in records.values()], dtype=expect.dtype)
-                     for fact, expect in columns(RECORD_CHECKS).items()})
+        docs.update(
+            {
+                fact: pd.Series([getattr(f, fact) for f in records.values()], dtype=expect.dtype)
+                for fact, expect in columns(RECORD_CHECKS).items()
+            }
+        )
         res = {
             "doc_id": pd.Series([d for d, _ in results], dtype=object),
             "result_no": pd.Series([n for _, n in results], dtype="int64"),
         }
-        res.update({fact: pd.Series([getattr(f, fact) for f in results.values()], dtype=expect.dtype)
-                    for fact, expect in columns(RESULT_CHECKS).items()})
+        res.update(
+            {
+                fact: pd.Series([getattr(f, fact) for f in results.values()], dtype=expect.dtype)
+                for fact, expect in columns(RESULT_CHECKS).items()
+            }
+        )
         return pd.DataFrame(docs), pd.DataFrame(res)
 
     # -- validation ----------------------------------------------------------------------------
 
-    def validate(self, items: Sequence[GateItem], *, batch_label: str,
-                 outcome_counts: Mapping[str, int] | None = None) -> GateResult:
+    def validate(
+        self, items: Sequence[GateItem], *, batch_label: str, outcome_counts: Mapping[str, int] | None = None
+    ) -> GateResult:
         """Problems per doc id (GX decides which rows fail) and the batch's flags.
 
         ``outcome_counts``: the batch's outcomes so far by ``Status`` value, these items
@@ -226,17 +259,23 @@ class QualityGate:
         records, results = self._facts(items, today)
         if items:
             doc_frame, res_frame = self._frames(records, results)
-            fmt = {"result_format": "COMPLETE", "unexpected_index_column_names": ["doc_id"],
-                   "partial_unexpected_count": 0, "include_unexpected_rows": False}
+            fmt = {
+                "result_format": "COMPLETE",
+                "unexpected_index_column_names": ["doc_id"],
+                "partial_unexpected_count": 0,
+                "include_unexpected_rows": False,
+            }
             run_id = self._run_id(batch_label)
-            docs_run = self._docs_def.run(batch_parameters={"dataframe": doc_frame},
-                                          result_format=fmt, run_id=run_id)
+            docs_run = self._docs_def.run(
+                batch_parameters={"dataframe": doc_frame}, result_format=fmt, run_id=run_id
+            )
             for ids, check in _failures(docs_run, ("doc_id",)):
                 failed.setdefault(str(ids[0]), set()).add(check)
             if len(res_frame):
                 fmt_r = dict(fmt, unexpected_index_column_names=["doc_id", "result_no"])
-                res_run = self._results_def.run(batch_parameters={"dataframe": res_frame},
-                                                result_format=fmt_r, run_id=run_id)
+                res_run = self._results_def.run(
+                    batch_parameters={"dataframe": res_frame}, result_format=fmt_r, run_id=run_id
+                )
                 for ids, check in _failures(res_run, ("doc_id", "result_no")):
                     failed_results.setdefault((str(ids[0]), int(str(ids[1]))), set()).add(check)
 
@@ -253,12 +292,18 @@ class QualityGate:
         docs_index = self._build_docs() if self.build_data_docs and items else None
         return GateResult(problems=found, batch_flags=flags, data_docs_index=docs_index)
 
-    def _batch_flags(self, items: Sequence[GateItem], found: Mapping[str, tuple[Problem, ...]],
-                     batch_label: str, outcome_counts: Mapping[str, int] | None) -> tuple[Problem, ...]:
+    def _batch_flags(
+        self,
+        items: Sequence[GateItem],
+        found: Mapping[str, tuple[Problem, ...]],
+        batch_label: str,
+        outcome_counts: Mapping[str, int] | None,
+    ) -> tuple[Problem, ...]:
         producers = {i.record.producer for i in items}
         producer = next(iter(producers)) if len(producers) == 1 else None
-        t = self.thresholds.get(producer or "", BatchThresholds(
-            max_reject_rate=self.settings.max_reject_rate))
+        t = self.thresholds.get(
+            producer or "", BatchThresholds(max_reject_rate=self.settings.max_reject_rate)
+        )
         counts = dict(outcome_counts or {Status.INDEXED.value: len(items)})
         gate_rejects = sum(1 for ps in found.values() if any(p.blocking for p in ps))
         total = sum(counts.values())
@@ -268,8 +313,9 @@ class QualityGate:
         flags: list[Problem] = []
 
         def flag(message: str) -> None:
-            flags.append(Problem(code=Reason.BATCH_THRESHOLD, blocking=False,
-                                 message=f"{batch_label}: {message}"))
+            flags.append(
+                Problem(code=Reason.BATCH_THRESHOLD, blocking=False, message=f"{batch_label}: {message}")
+            )
 
         rate = rejected / total
         if rate > t.max_reject_rate:
@@ -328,8 +374,10 @@ def _failures(run: Any, id_columns: tuple[str, ...]) -> list[tuple[tuple[object,
         if er.success:
             continue
         if er.exception_info and er.exception_info.get("raised_exception"):
-            raise RuntimeError(f"GX expectation {er.expectation_config.type} raised: "
-                               f"{er.exception_info.get('exception_message')}")
+            raise RuntimeError(
+                f"GX expectation {er.expectation_config.type} raised: "
+                f"{er.exception_info.get('exception_message')}"
+            )
         check = er.expectation_config.meta["check"]
         for row in er.result.get("unexpected_index_list") or ():
             out.append((tuple(row[c] for c in id_columns), check))
@@ -375,14 +423,16 @@ def publish_data_docs(settings: Settings, site: Path, run_id: str) -> str | None
 
         name, prefix = parse_s3_url(url)
         base = f"{prefix}{DATA_DOCS_PREFIX}/"
-        bucket = Bucket(make_client(endpoint_url=settings.s3_endpoint_url,
-                                    region=settings.s3_region), name)
+        bucket = Bucket(make_client(endpoint_url=settings.s3_endpoint_url, region=settings.s3_region), name)
         present = set(bucket.keys(f"{base}static/"))
         for key, path in files.items():
             if key.startswith("static/") and base + key in present:
                 continue
-            bucket.put(base + key, path.read_bytes(),
-                       "text/html" if path.suffix == ".html" else "application/octet-stream")
+            bucket.put(
+                base + key,
+                path.read_bytes(),
+                "text/html" if path.suffix == ".html" else "application/octet-stream",
+            )
         return f"s3://{name}/{base}index-{run_id}.html"
     root = Path(url.removeprefix("file://")) / DATA_DOCS_PREFIX
     for key, path in files.items():

@@ -28,8 +28,10 @@ RANGE_SLACK = 2.0
 # Kinds of quantity that cannot be negative (a concentration, a count, a volume, a dose…).
 NON_NEGATIVE_KINDS = frozenset(Kind) - {Kind.TEMPERATURE, Kind.FRACTION}
 # Names of results that are differences or scores, which may be negative.
-_SIGNED = re.compile(r"\b(?:exces|excess|deficit|delta|variation|ecart|difference|score|trou anionique|"
-                     r"axe|t score|z score|ds)\b")
+_SIGNED = re.compile(
+    r"\b(?:exces|excess|deficit|delta|variation|ecart|difference|score|trou anionique|"
+    r"axe|t score|z score|ds)\b"
+)
 
 
 def _number(text: str) -> float:
@@ -76,8 +78,11 @@ class ResultVerdict:
     negative: bool | None = None  # a negative value of a quantity that cannot be negative
 
 
-def _slip(verdict: UnitVerdict, number: float, bounds: tuple[float | None, float | None] | None,
-          ) -> tuple[float | None, bool]:
+def _slip(
+    verdict: UnitVerdict,
+    number: float,
+    bounds: tuple[float | None, float | None] | None,
+) -> tuple[float | None, bool]:
     """The slip factor explaining an out-of-limits value, and whether the printed range confirms it."""
     lv = limits_value(number, verdict)
     if lv is None:

@@ -14,5 +14,12 @@ from pipeline.state.engine import open_engine, state_url
 from pipeline.state.migrate import current_revision, ensure_current, head_revision, upgrade
 from pipeline.state.tables import metadata
 
-__all__ = ["current_revision", "ensure_current", "head_revision", "metadata", "open_engine",
-           "state_url", "upgrade"]
+__all__ = [
+    "current_revision",
+    "ensure_current",
+    "head_revision",
+    "metadata",
+    "open_engine",
+    "state_url",
+    "upgrade",
+]

@@ -14,8 +14,19 @@ from typing import Any
 GENESIS = "0" * 64  # the previous MAC of the first entry
 HEAD_ROW = 1
 # The fields an entry may carry (as MACed); "v" and "actor_name" only when set.
-_COLUMNS = ("v", "seq", "at", "actor", "actor_name", "role", "action", "patient_id", "doc_ids",
-            "reason", "prev_hash")
+_COLUMNS = (
+    "v",
+    "seq",
+    "at",
+    "actor",
+    "actor_name",
+    "role",
+    "action",
+    "patient_id",
+    "doc_ids",
+    "reason",
+    "prev_hash",
+)
 
 
 def entry_row(fields: dict[str, object], mac: str) -> dict[str, object]:

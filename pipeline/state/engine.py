@@ -42,11 +42,13 @@ def state_url(raw: str) -> URL:
     if url.drivername in ("postgresql", "postgres"):
         url = url.set(drivername="postgresql+psycopg")
     if url.get_backend_name() not in ("sqlite", "postgresql"):
-        raise ConfigurationError(f"CARNET_STATE_URL must be sqlite:/// or postgresql://, "
-                                 f"got {url.drivername}://")
+        raise ConfigurationError(
+            f"CARNET_STATE_URL must be sqlite:/// or postgresql://, got {url.drivername}://"
+        )
     if url.get_backend_name() == "sqlite" and not url.database:
-        raise ConfigurationError("CARNET_STATE_URL: an SQLite state database needs a file path "
-                                 "(sqlite:////path/state.db)")
+        raise ConfigurationError(
+            "CARNET_STATE_URL: an SQLite state database needs a file path (sqlite:////path/state.db)"
+        )
     return url
 
 
@@ -131,8 +133,11 @@ def upsert(conn: Connection, table: Table, values: dict[str, Any]) -> None:
     (``INSERT … ON CONFLICT … DO UPDATE``, which both databases speak)."""
     keys = [c.name for c in table.primary_key.columns]
     stmt = insert_statement(conn, table).values(**values)
-    conn.execute(stmt.on_conflict_do_update(
-        index_elements=keys, set_={k: stmt.excluded[k] for k in values if k not in keys}))
+    conn.execute(
+        stmt.on_conflict_do_update(
+            index_elements=keys, set_={k: stmt.excluded[k] for k in values if k not in keys}
+        )
+    )
 
 
 def engine_name(engine: Engine) -> str:

@@ -36,8 +36,12 @@ ACCESS_DB, KEYRING_DB, AUDIT_LOG = "access.db", "keyring.db", "audit.jsonl"
 
 # access.db's tables, copied row by row (a column an older file lacks takes its default).
 _ACCESS_TABLES: tuple[tuple[Table, dict[str, object]], ...] = (
-    (t.authorisations, {}), (t.blocks, {}), (t.representatives, {}), (t.break_glass, {}),
-    (t.closures, {}), (t.patient_birth_dates, {}),
+    (t.authorisations, {}),
+    (t.blocks, {}),
+    (t.representatives, {}),
+    (t.break_glass, {}),
+    (t.closures, {}),
+    (t.patient_birth_dates, {}),
     (t.delegations, {"granted_by": None, "granted_by_role": None, "upload": False}),
 )
 
@@ -46,8 +50,9 @@ def _sqlite_rows(path: Path, table: str) -> list[dict[str, object]]:
     conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
     conn.row_factory = sqlite3.Row
     try:
-        exists = conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name=?",
-                              (table,)).fetchone()
+        exists = conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE type='table' AND name=?", (table,)
+        ).fetchone()
         return [dict(r) for r in conn.execute(f"SELECT * FROM {table}")] if exists else []  # noqa: S608
     finally:
         conn.close()
@@ -71,16 +76,20 @@ def _import_access(conn: Connection, path: Path) -> int:
 def _import_keyring(conn: Connection, path: Path) -> int:
     keys = conn.execute(select(func.count()).select_from(t.patient_keys)).scalar_one()
     objects = conn.execute(select(func.count()).select_from(t.keyring_objects)).scalar_one()
-    named = conn.execute(select(func.count()).select_from(t.keyring_meta)
-                         .where(t.keyring_meta.c.name.like("named:%"))).scalar_one()
+    named = conn.execute(
+        select(func.count()).select_from(t.keyring_meta).where(t.keyring_meta.c.name.like("named:%"))
+    ).scalar_one()
     if keys or objects or named:
         raise ConfigurationError(
             f"the state database {engine_name(conn.engine)} already holds keys of its own: {path} cannot "
-            "be imported into it (import it into a new state database, before any worker runs)")
+            "be imported into it (import it into a new state database, before any worker runs)"
+        )
     # A keyring the state database made for itself (a check key, nothing it opens) gives way.
     conn.execute(t.keyring_meta.delete())
-    meta = [{"name": r["name"], "value": r["value"].encode() if isinstance(r["value"], str) else r["value"]}
-            for r in _sqlite_rows(path, "meta")]
+    meta = [
+        {"name": r["name"], "value": r["value"].encode() if isinstance(r["value"], str) else r["value"]}
+        for r in _sqlite_rows(path, "meta")
+    ]
     if not any(m["name"] == "wrapper" for m in meta):  # keyrings from before KMS wrapping: local
         meta.append({"name": "wrapper", "value": b"local"})
     rows = _sqlite_rows(path, "patient_keys")
@@ -101,8 +110,9 @@ def _import_audit(conn: Connection, path: Path) -> int:
     repeats a sequence number or holds fields the table does not keep.
     """
     if conn.execute(select(t.audit_head.c.seq)).first() is not None:
-        raise ValueError(f"the audit chain in {engine_name(conn.engine)} already has entries; "
-                         f"{path} not imported")
+        raise ValueError(
+            f"the audit chain in {engine_name(conn.engine)} already has entries; {path} not imported"
+        )
     rows: dict[int, dict[str, object]] = {}
     with path.open(encoding="utf-8") as lines:
         for n, line in enumerate(lines, start=1):
@@ -117,19 +127,27 @@ def _import_audit(conn: Connection, path: Path) -> int:
             except (ValueError, KeyError, AttributeError, TypeError):
                 raise ValueError(f"{path}: line {n} is not an audit entry; not imported") from None
             if not fits or seq in rows:
-                raise ValueError(f"{path}: line {n} does not fit the audit table (a field it does not "
-                                 "keep, or a repeated sequence number); not imported")
+                raise ValueError(
+                    f"{path}: line {n} does not fit the audit table (a field it does not "
+                    "keep, or a repeated sequence number); not imported"
+                )
             rows[seq] = row
     if rows:
         conn.execute(t.audit_entries.insert(), list(rows.values()))
     last = rows[max(rows)] if rows else None
-    conn.execute(t.audit_head.insert().values(id=HEAD_ROW, seq=max(rows, default=0),
-                                              hash=last["hash"] if last else GENESIS))
+    conn.execute(
+        t.audit_head.insert().values(
+            id=HEAD_ROW, seq=max(rows, default=0), hash=last["hash"] if last else GENESIS
+        )
+    )
     return len(rows)
 
 
 _IMPORTS: tuple[tuple[str, Callable[[Connection, Path], int]], ...] = (
-    (ACCESS_DB, _import_access), (KEYRING_DB, _import_keyring), (AUDIT_LOG, _import_audit))
+    (ACCESS_DB, _import_access),
+    (KEYRING_DB, _import_keyring),
+    (AUDIT_LOG, _import_audit),
+)
 
 
 def import_legacy_files(data_dir: Path, engine: Engine) -> dict[str, int]:
@@ -150,8 +168,11 @@ def import_legacy_files(data_dir: Path, engine: Engine) -> dict[str, int]:
                     rows = copy(conn, path)
                 except FileNotFoundError:  # another process imported it and tidied it away meanwhile
                     continue
-                conn.execute(t.state_imports.insert().values(
-                    name=name, imported_at=dt.datetime.now(dt.UTC).isoformat(), rows=rows))
+                conn.execute(
+                    t.state_imports.insert().values(
+                        name=name, imported_at=dt.datetime.now(dt.UTC).isoformat(), rows=rows
+                    )
+                )
                 imported[name] = rows
                 log.warning("state: imported %s (%d rows) into %s", path, rows, engine_name(engine))
         _tidy(path)
@@ -166,6 +187,10 @@ def _tidy(path: Path) -> None:
             pass
         path.with_suffix(".lock").unlink(missing_ok=True)
         return
-    for leftover in (path, path.with_name(f"{path.name}-wal"), path.with_name(f"{path.name}-shm"),
-                     path.with_name(f"{path.name}-journal")):
+    for leftover in (
+        path,
+        path.with_name(f"{path.name}-wal"),
+        path.with_name(f"{path.name}-shm"),
+        path.with_name(f"{path.name}-journal"),
+    ):
         leftover.unlink(missing_ok=True)

@@ -31,7 +31,8 @@ log = logging.getLogger(__name__)
 _STILL_HELD = text(
     "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 1"
     " AND pid = pg_backend_pid() AND granted AND mode = :mode"
-    " AND ((classid::bigint << 32) | objid::bigint) = :k)")
+    " AND ((classid::bigint << 32) | objid::bigint) = :k)"
+)
 
 
 @dataclass(frozen=True)
@@ -44,8 +45,11 @@ class HeldLock:
     def verify(self) -> None:
         """Raise :class:`LockLost` if the database no longer holds the lock for this process."""
         if not self._holds():
-            raise LockLost(f"the state database's {self.name} lock was lost (its connection "
-                           f"dropped): nothing it protects was committed", lock=self.name)
+            raise LockLost(
+                f"the state database's {self.name} lock was lost (its connection "
+                f"dropped): nothing it protects was committed",
+                lock=self.name,
+            )
 
 
 def lock_key(name: str) -> int:
@@ -84,8 +88,7 @@ def _still_held(conn: Connection, key: int, exclusive: bool) -> bool:
 
 @contextmanager
 def _held_sqlite(lock_db: Path, exclusive: bool, wait_s: float) -> Iterator[bool]:
-    conn = sqlite3.connect(lock_db, timeout=wait_s, isolation_level=None,
-                           check_same_thread=False)
+    conn = sqlite3.connect(lock_db, timeout=wait_s, isolation_level=None, check_same_thread=False)
     try:
         try:
             if exclusive:

@@ -76,4 +76,5 @@ def ensure_current(engine: Engine) -> None:
     where = engine.url.render_as_string(hide_password=True)
     raise ConfigurationError(
         f"the state database {where} is at schema revision {current or 'none (empty)'}, this "
-        f"Carnet needs {head_revision()}: run `carnet db upgrade` (once, before starting workers)")
+        f"Carnet needs {head_revision()}: run `carnet db upgrade` (once, before starting workers)"
+    )

@@ -19,8 +19,15 @@ from pipeline.store.base import (
 )
 from pipeline.store.file import FileStore
 
-__all__ = ["DocumentStore", "FileStore", "KeyedStore", "QuarantineAttempt", "QuarantineRecord",
-           "open_store", "sha256_hex"]
+__all__ = [
+    "DocumentStore",
+    "FileStore",
+    "KeyedStore",
+    "QuarantineAttempt",
+    "QuarantineRecord",
+    "open_store",
+    "sha256_hex",
+]
 
 
 def open_store(url: str, *, endpoint_url: str | None = None, region: str | None = None) -> DocumentStore:

@@ -24,11 +24,19 @@ class S3Store(PrefixedBucket):
     under ``prefix/quarantine/<id>.json``; same contract as ``FileStore``."""
 
     @classmethod
-    def from_url(cls, url: str, *, endpoint_url: str | None = None, region: str | None = None,
-                 create_bucket: bool = False, page_size: int | None = None) -> S3Store:
+    def from_url(
+        cls,
+        url: str,
+        *,
+        endpoint_url: str | None = None,
+        region: str | None = None,
+        create_bucket: bool = False,
+        page_size: int | None = None,
+    ) -> S3Store:
         bucket, prefix = parse_s3_url(url)
-        store = cls(make_client(endpoint_url=endpoint_url, region=region), bucket, prefix,
-                    page_size=page_size)
+        store = cls(
+            make_client(endpoint_url=endpoint_url, region=region), bucket, prefix, page_size=page_size
+        )
         if create_bucket:
             with store._errors("create bucket"):
                 store.bucket.ensure_exists(region)

@@ -108,15 +108,24 @@ class Api:
     def delete(self, who: Principal, path: str, **kw: Any) -> httpx.Response:
         return self.http.delete(path, headers=self.as_(who), **kw)
 
-    def file(self, ins: str, doc_id: str, *, doc_class: DocClass = DocClass.BIOLOGY,
-             visibility: tuple[Visibility, ...] = (), text: str = "", content: bytes | None = None,
-             **fields: Any) -> DocumentRecord:
+    def file(
+        self,
+        ins: str,
+        doc_id: str,
+        *,
+        doc_class: DocClass = DocClass.BIOLOGY,
+        visibility: tuple[Visibility, ...] = (),
+        text: str = "",
+        content: bytes | None = None,
+        **fields: Any,
+    ) -> DocumentRecord:
         """Store ``content`` (encrypted, assigned to the patient) and index its record."""
         raw = content if content is not None else f"%PDF-1.4 raw {doc_id} {text}".encode()
         sha = self.store.put(raw)
         self.store.assign(sha, ins)
-        record = make_record(doc_id, patient_id=ins, doc_class=doc_class, visibility=visibility,
-                             text=text, **fields).model_copy(update={"content_sha256": sha})
+        record = make_record(
+            doc_id, patient_id=ins, doc_class=doc_class, visibility=visibility, text=text, **fields
+        ).model_copy(update={"content_sha256": sha})
         assert self.index.upsert([record]) == []
         return record
 
@@ -129,8 +138,7 @@ class LiveServer:
         self._sock.bind(("127.0.0.1", 0))
         self.port = self._sock.getsockname()[1]
         self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
-        self._thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self._sock]},
-                                        daemon=True)
+        self._thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self._sock]}, daemon=True)
 
     @property
     def url(self) -> str:
@@ -156,8 +164,11 @@ def _open_backend(backend: str) -> DocumentIndex:
         raise AssertionError("sqlite is opened from the settings")
     from tests.conftest import require_service
 
-    url = require_service("Elasticsearch", os.environ.get("CARNET_TEST_ES_URL", "http://127.0.0.1:9200"),
-                          "scripts/elasticsearch.sh start")
+    url = require_service(
+        "Elasticsearch",
+        os.environ.get("CARNET_TEST_ES_URL", "http://127.0.0.1:9200"),
+        "scripts/elasticsearch.sh start",
+    )
     return open_index(url, alias=f"carnet-test-api-{uuid4().hex[:8]}")
 
 
@@ -166,8 +177,13 @@ def running_api(data_dir: Path, backend: str = "sqlite") -> Iterator[Api]:
     settings = Settings(data_dir=data_dir, master_key=base64.b64encode(os.urandom(32)).decode())
     index = None if backend == "sqlite" else _open_backend(backend)
     clock = Clock()
-    app = create_app(settings, config=ApiSettings(jwt_key=TEST_JWT_KEY), clock=clock, index=index,
-                     store=open_encrypted_store(settings))
+    app = create_app(
+        settings,
+        config=ApiSettings(jwt_key=TEST_JWT_KEY),
+        clock=clock,
+        index=index,
+        store=open_encrypted_store(settings),
+    )
     services: Services = app.state.services
     # Stopping the server closes the backends (the app's lifespan); a test alias goes first.
     with LiveServer(app) as server, httpx.Client(base_url=server.url, timeout=30) as http:
@@ -207,8 +223,13 @@ def carnet_serve(env: dict[str, str], cwd: Path) -> Iterator[httpx.Client]:
     import sys
 
     port = free_port()
-    server = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "serve", "--port", str(port)],
-                              env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "pipeline.cli", "serve", "--port", str(port)],
+        env=env,
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
     try:
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as http:
             deadline = time.monotonic() + 90

@@ -43,23 +43,42 @@ def _hs512(claims: dict[str, object]) -> str:
         return jwt.encode(claims, TEST_JWT_KEY, algorithm="HS512")
 
 
-@pytest.mark.parametrize("headers", [
-    {},
-    {"Authorization": "Basic dXNlcjpwYXNz"},
-    {"Authorization": "Bearer"},
-    {"Authorization": "Bearer not.a.jwt"},
-    _bearer(issue_token("another-key-of-at-least-32-bytes-long!!", patient(A))),
-    _bearer(issue_token(TEST_JWT_KEY, patient(A), ttl=dt.timedelta(minutes=-5))),
-    _bearer(jwt.encode({"sub": A, "role": "patient"}, TEST_JWT_KEY, algorithm="HS256")),  # no exp
-    _bearer(jwt.encode({"sub": A, "role": "admin", "exp": 4102444800}, TEST_JWT_KEY, algorithm="HS256")),
-    _bearer(jwt.encode({"sub": A, "role": "patient", "exp": 4102444800}, None, algorithm="none")),
-    _bearer(_hs512({"sub": A, "role": "patient", "exp": 4102444800})),
-], ids=["none", "basic", "empty", "garbage", "wrong-key", "expired", "no-exp", "bad-role", "alg-none",
-        "hs512"])
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {},
+        {"Authorization": "Basic dXNlcjpwYXNz"},
+        {"Authorization": "Bearer"},
+        {"Authorization": "Bearer not.a.jwt"},
+        _bearer(issue_token("another-key-of-at-least-32-bytes-long!!", patient(A))),
+        _bearer(issue_token(TEST_JWT_KEY, patient(A), ttl=dt.timedelta(minutes=-5))),
+        _bearer(jwt.encode({"sub": A, "role": "patient"}, TEST_JWT_KEY, algorithm="HS256")),  # no exp
+        _bearer(jwt.encode({"sub": A, "role": "admin", "exp": 4102444800}, TEST_JWT_KEY, algorithm="HS256")),
+        _bearer(jwt.encode({"sub": A, "role": "patient", "exp": 4102444800}, None, algorithm="none")),
+        _bearer(_hs512({"sub": A, "role": "patient", "exp": 4102444800})),
+    ],
+    ids=[
+        "none",
+        "basic",
+        "empty",
+        "garbage",
+        "wrong-key",
+        "expired",
+        "no-exp",
+        "bad-role",
+        "alg-none",
+        "hs512",
+    ],
+)
 def test_requests_without_a_valid_token_get_401_and_no_data(api: Api, headers: dict[str, str]) -> None:
     api.file(A, "doc-a", text="Hémoglobine 13,5")
-    for path in (f"/patients/{A}/documents", f"/patients/{A}/documents/doc-a",
-                 f"/patients/{A}/documents/doc-a/file", f"/patients/{A}/history", "/me"):
+    for path in (
+        f"/patients/{A}/documents",
+        f"/patients/{A}/documents/doc-a",
+        f"/patients/{A}/documents/doc-a/file",
+        f"/patients/{A}/history",
+        "/me",
+    ):
         r = api.http.get(path, headers=headers)
         assert r.status_code == 401 and r.headers["WWW-Authenticate"] == "Bearer"
         assert r.json() == {"detail": "authentication required"}
@@ -68,8 +87,11 @@ def test_requests_without_a_valid_token_get_401_and_no_data(api: Api, headers: d
 
 def test_rs256_tokens_from_the_portals_public_key(tmp_path: object) -> None:
     private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    pem = private.public_key().public_bytes(serialization.Encoding.PEM,
-                                            serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+    pem = (
+        private.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
     settings = Settings(data_dir=tmp_path / "carnet")  # type: ignore[operator]
     app = create_app(settings, config=ApiSettings(jwt_public_key=pem))
     import httpx
@@ -145,8 +167,9 @@ def test_every_access_is_audited_and_shown_in_the_patients_history(api: Api) -> 
         ("10109999999", "professional", "visibility", ("secret",), "released to the patient"),
     ]
     assert history[0]["actor_name"] == "Dr Test"
-    assert all(set(e.keys()) == {"at", "actor", "actor_name", "role", "action", "doc_ids", "reason"}
-               for e in history)
+    assert all(
+        set(e.keys()) == {"at", "actor", "actor_name", "role", "action", "doc_ids", "reason"} for e in history
+    )
     assert api.services.audit.verify().ok
     # Another patient's history holds none of this.
     assert api.services.audit.for_patient(B) == []
@@ -159,8 +182,15 @@ def test_refused_single_document_reads_are_audited_and_look_like_missing(api: Ap
     api.file(A, "bio", doc_class=DocClass.BIOLOGY)
     api.put(me, f"/patients/{A}/authorisations/{PRO.subject}")
     api.put(me, f"/patients/{A}/delegations/aidant-1", json={"classes": ["prescription"]})
-    attempts = [(PRO, "masked", ""), (PRO, "masked", "/file"), (me, "secret", ""), (me, "secret", "/file"),
-                (aidant, "bio", ""), (aidant, "bio", "/file"), (aidant, "made-up", "")]
+    attempts = [
+        (PRO, "masked", ""),
+        (PRO, "masked", "/file"),
+        (me, "secret", ""),
+        (me, "secret", "/file"),
+        (aidant, "bio", ""),
+        (aidant, "bio", "/file"),
+        (aidant, "made-up", ""),
+    ]
     before = len(api.services.audit.for_patient(A))
     absent = api.get(me, f"/patients/{A}/documents/absent-doc")
     for who, doc_id, suffix in attempts:
@@ -170,9 +200,12 @@ def test_refused_single_document_reads_are_audited_and_look_like_missing(api: Ap
     denied = [(e.actor, e.action, e.doc_ids) for e in api.services.audit.for_patient(A)[before:]]
     assert denied == [
         (A, "denied", ()),  # the absent document: audited, no made-up id recorded
-        (PRO.subject, "denied", ("masked",)), (PRO.subject, "denied", ("masked",)),
-        (A, "denied", ("secret",)), (A, "denied", ("secret",)),
-        ("aidant-1", "denied", ("bio",)), ("aidant-1", "denied", ("bio",)),
+        (PRO.subject, "denied", ("masked",)),
+        (PRO.subject, "denied", ("masked",)),
+        (A, "denied", ("secret",)),
+        (A, "denied", ("secret",)),
+        ("aidant-1", "denied", ("bio",)),
+        ("aidant-1", "denied", ("bio",)),
         ("aidant-1", "denied", ()),
     ]
 
@@ -189,8 +222,7 @@ def test_history_never_shows_ids_of_documents_hidden_from_its_reader(api: Api) -
     for doc_id in ("for-patient-later", "not-for-parents", "plain"):
         assert api.get(PRO, f"/patients/{minor}/documents/{doc_id}").status_code == 200
     assert api.get(PRO, f"/patients/{minor}/documents").status_code == 200
-    for reader, hidden in ((patient(minor), "for-patient-later"),
-                           (parent, "not-for-parents")):
+    for reader, hidden in ((patient(minor), "for-patient-later"), (parent, "not-for-parents")):
         r = api.get(reader, f"/patients/{minor}/history")
         assert r.status_code == 200 and hidden not in r.text
         reads = [e for e in r.json() if e["actor"] == PRO.subject and e["action"] == "read"]
@@ -232,11 +264,13 @@ def test_download_is_the_decrypted_original_and_never_cached(api: Api) -> None:
 def test_document_view_and_search_pagination(api: Api) -> None:
     for n in range(5):
         api.file(A, f"d{n}", text=f"Glycémie contrôle {n}", document_date=dt.date(2024, 1, n + 1))
-    page = api.get(patient(A), f"/patients/{A}/documents",
-                   params={"q": "glycémie", "limit": 2, "offset": 2}).json()
+    page = api.get(
+        patient(A), f"/patients/{A}/documents", params={"q": "glycémie", "limit": 2, "offset": 2}
+    ).json()
     assert page["total"] == 5 and page["limit"] == 2 and page["offset"] == 2 and len(page["hits"]) == 2
-    dated = api.get(patient(A), f"/patients/{A}/documents",
-                    params={"since": "2024-01-02", "until": "2024-01-03"}).json()
+    dated = api.get(
+        patient(A), f"/patients/{A}/documents", params={"since": "2024-01-02", "until": "2024-01-03"}
+    ).json()
     assert sorted(h["doc_id"] for h in dated["hits"]) == ["d1", "d2"]
     view = api.get(patient(A), f"/patients/{A}/documents/d0").json()
     assert view["text"] == "Glycémie contrôle 0" and view["document_date"] == "2024-01-01"
@@ -252,17 +286,31 @@ def test_management_routes(api: Api) -> None:
     assert api.put(me, f"/patients/{A}/blocks/10109999999").status_code == 200
     grants = api.get(me, f"/patients/{A}/authorisations").json()
     assert [(g["kind"], g["subject"]) for g in grants] == [
-        ("authorisation", PRO.subject), ("block", "10109999999")]
+        ("authorisation", PRO.subject),
+        ("block", "10109999999"),
+    ]
     assert api.delete(me, f"/patients/{A}/blocks/10109999999").json() == {"changed": True}
     assert api.delete(me, f"/patients/{A}/blocks/10109999999").json() == {"changed": False}
-    assert api.put(me, f"/patients/{A}/delegations/aidant-1",
-                   json={"classes": ["prescription"]}).status_code == 200
+    assert (
+        api.put(me, f"/patients/{A}/delegations/aidant-1", json={"classes": ["prescription"]}).status_code
+        == 200
+    )
     assert api.get(me, f"/patients/{A}/delegations").json()[0]["classes"] == ["prescription"]
-    assert api.put(me, f"/patients/{A}/representatives/parent-1",
-                   json={"patient_birth_date": "2015-06-01"}).status_code == 422  # A was born in 1985
+    assert (
+        api.put(
+            me, f"/patients/{A}/representatives/parent-1", json={"patient_birth_date": "2015-06-01"}
+        ).status_code
+        == 422
+    )  # A was born in 1985
     minor = make_ins(3, born="1506")
-    assert api.put(patient(minor), f"/patients/{minor}/representatives/parent-1",
-                   json={"patient_birth_date": "2015-06-01"}).status_code == 200
+    assert (
+        api.put(
+            patient(minor),
+            f"/patients/{minor}/representatives/parent-1",
+            json={"patient_birth_date": "2015-06-01"},
+        ).status_code
+        == 200
+    )
     reps = api.get(patient(minor), f"/patients/{minor}/representatives").json()
     assert reps[0]["subject"] == "parent-1" and reps[0]["until"].startswith("2033-06-01")
     # The representative manages the minor's record too (history, grants), not a caregiver.
@@ -281,7 +329,8 @@ def test_management_routes(api: Api) -> None:
     opened = api.post(PRO, f"/patients/{A}/break-glass", json={"reason": "  Urgence vitale !  "})
     assert opened.status_code == 200
     assert [e.reason for e in api.services.audit.for_patient(A) if e.action == "break_glass"] == [
-        "  Urgence vitale !  "]  # verbatim
+        "  Urgence vitale !  "
+    ]  # verbatim
     api.file(A, "res", visibility=(Visibility.INVISIBLE_PATIENT,))
     assert api.post(me, f"/patients/{A}/documents/res/release").status_code in (403, 404)
 
@@ -334,8 +383,7 @@ def test_the_page_is_served_with_a_strict_policy(api: Api) -> None:
 
 def test_me(api: Api) -> None:
     who = Principal(role=Role.PROFESSIONAL, subject="10101234567", name="Dr Test")
-    assert api.get(who, "/me").json() == {"role": "professional", "subject": "10101234567",
-                                          "name": "Dr Test"}
+    assert api.get(who, "/me").json() == {"role": "professional", "subject": "10101234567", "name": "Dr Test"}
 
 
 def test_a_document_its_producer_withdrew_is_neither_found_nor_read(api: Api) -> None:
@@ -357,8 +405,12 @@ def test_bad_input_is_a_4xx_never_a_500_and_signed_refusals_are_audited(api: Api
 
     now = int(time.time())
     api.file(A, "doc-a", text="Hémoglobine")
-    for claims in ({"sub": "\ud800", "role": "patient"}, {"sub": A, "role": "patient", "name": "x\udfff"},
-                   {"sub": A, "role": ["patient"]}, {"sub": A + "\x00", "role": "patient"}):
+    for claims in (
+        {"sub": "\ud800", "role": "patient"},
+        {"sub": A, "role": "patient", "name": "x\udfff"},
+        {"sub": A, "role": ["patient"]},
+        {"sub": A + "\x00", "role": "patient"},
+    ):
         r = api.http.get(f"/patients/{A}/documents", headers=_signed({**claims, "iat": now, "exp": now + 60}))
         assert r.status_code == 401 and r.json() == {"detail": "authentication required"}
     refusals = [e for e in api.services.audit.for_patient(A) if e.action == "denied"]
@@ -368,11 +420,17 @@ def test_bad_input_is_a_4xx_never_a_500_and_signed_refusals_are_audited(api: Api
     for path in ("/static/%00", "/static/app.js%00.map", "/static/app%00.js"):
         assert api.http.get(path).status_code == 404
     for body in (b'{"classes": Infinity}', b'{"classes": [1e999]}', b'{"classes": NaN}'):
-        r = api.http.put(f"/patients/{A}/delegations/aidant-1", content=body,
-                         headers={**me, "Content-Type": "application/json"})
+        r = api.http.put(
+            f"/patients/{A}/delegations/aidant-1",
+            content=body,
+            headers={**me, "Content-Type": "application/json"},
+        )
         assert r.status_code == 422 and "Infinity" not in r.text, r.text
-    r = api.http.post(f"/patients/{A}/break-glass", content=b'{"reason": -Infinity}',
-                      headers={**api.as_(PRO), "Content-Type": "application/json"})
+    r = api.http.post(
+        f"/patients/{A}/break-glass",
+        content=b'{"reason": -Infinity}',
+        headers={**api.as_(PRO), "Content-Type": "application/json"},
+    )
     assert r.status_code == 422
 
 
@@ -383,8 +441,10 @@ def test_token_lifetime_and_clock_leeway(api: Api) -> None:
     claims = {"sub": A, "role": "patient"}
     ok = _signed({**claims, "iat": now - 3600, "exp": now - 20})  # expired 20 s ago: within the leeway
     assert api.http.get("/me", headers=ok).status_code == 200
-    for bad in ({**claims, "iat": now - 3600, "exp": now - 40},  # beyond the 30 s leeway
-                {**claims, "exp": now + 60},  # no iat
-                {**claims, "iat": now, "exp": now + 13 * 3600},  # lives longer than 12 hours
-                {**claims, "iat": now + 600, "exp": now + 900}):  # issued in the future
+    for bad in (
+        {**claims, "iat": now - 3600, "exp": now - 40},  # beyond the 30 s leeway
+        {**claims, "exp": now + 60},  # no iat
+        {**claims, "iat": now, "exp": now + 13 * 3600},  # lives longer than 12 hours
+        {**claims, "iat": now + 600, "exp": now + 900},
+    ):  # issued in the future
         assert api.http.get("/me", headers=_signed(bad)).status_code == 401, bad

@@ -39,16 +39,38 @@ def rid(doc_id: str, ins: str = A) -> str:
 
 
 def _file_record(api: Api) -> None:
-    api.file(A, "hb-2024", text="Hémoglobine 13,5 g/dL", title="Bilan sanguin",
-             document_date=dt.date(2024, 3, 1), content=PDF, format=Format.PDF,
-             author_rpps="10101234567", author_name="Dr Biologiste", type_label="Biologie")
-    api.file(A, "rx-2025", doc_class=DocClass.PRESCRIPTION, title="Ordonnance",
-             document_date=dt.date(2025, 1, 10), content=PNG, format=Format.IMAGE)
-    api.file(A, "img-2023", doc_class=DocClass.IMAGING, title="Radio du thorax",
-             document_date=dt.date(2023, 6, 5))
+    api.file(
+        A,
+        "hb-2024",
+        text="Hémoglobine 13,5 g/dL",
+        title="Bilan sanguin",
+        document_date=dt.date(2024, 3, 1),
+        content=PDF,
+        format=Format.PDF,
+        author_rpps="10101234567",
+        author_name="Dr Biologiste",
+        type_label="Biologie",
+    )
+    api.file(
+        A,
+        "rx-2025",
+        doc_class=DocClass.PRESCRIPTION,
+        title="Ordonnance",
+        document_date=dt.date(2025, 1, 10),
+        content=PNG,
+        format=Format.IMAGE,
+    )
+    api.file(
+        A, "img-2023", doc_class=DocClass.IMAGING, title="Radio du thorax", document_date=dt.date(2023, 6, 5)
+    )
     api.file(A, "undated", doc_class=DocClass.OTHER, document_date=None)
-    api.file(A, "masked", doc_class=DocClass.IMAGING, visibility=(Visibility.MASQUE_PS,),
-             document_date=dt.date(2024, 5, 1))
+    api.file(
+        A,
+        "masked",
+        doc_class=DocClass.IMAGING,
+        visibility=(Visibility.MASQUE_PS,),
+        document_date=dt.date(2024, 5, 1),
+    )
     api.file(A, "withheld", visibility=(Visibility.INVISIBLE_PATIENT,), document_date=dt.date(2024, 4, 1))
     api.file(A, "hb-2022-v1", series_id="s-hb", document_date=dt.date(2022, 1, 1))
     api.file(A, "hb-2022-v2", series_id="s-hb", document_date=dt.date(2022, 1, 2))
@@ -69,8 +91,11 @@ def client(api: Api, who: Principal) -> SyncFHIRClient:
 
 def found(api: Api, who: Principal, *, limit: int | None = None, **params: Any) -> list[str]:
     """Doc ids of every page of a search, as fhirpy walks the Bundle's next links."""
-    search = client(api, who).resources("DocumentReference").search(
-        Raw(**{"patient.identifier": f"{INS_SYSTEM}|{A}", **params}))
+    search = (
+        client(api, who)
+        .resources("DocumentReference")
+        .search(Raw(**{"patient.identifier": f"{INS_SYSTEM}|{A}", **params}))
+    )
     if limit:
         search = search.limit(limit)
     resources = search.fetch_all()
@@ -91,8 +116,11 @@ def test_an_app_searches_the_record_page_by_page_with_fhirpy(record: Api) -> Non
 
 
 def test_each_page_is_a_searchset_bundle_with_paging_links(record: Api) -> None:
-    r = record.http.get("/fhir/DocumentReference", headers=record.as_(patient(A)),
-                        params={"patient.identifier": A, "_count": 2, "ignored-param": "x"})
+    r = record.http.get(
+        "/fhir/DocumentReference",
+        headers=record.as_(patient(A)),
+        params={"patient.identifier": A, "_count": 2, "ignored-param": "x"},
+    )
     assert r.status_code == 200 and r.headers["content-type"].startswith(FHIR_JSON)
     bundle = Bundle.model_validate(r.json())
     assert bundle.type == "searchset" and bundle.total == len(CURRENT) and len(bundle.entry) == 2
@@ -100,8 +128,11 @@ def test_each_page_is_a_searchset_bundle_with_paging_links(record: Api) -> None:
     assert set(links) == {"self", "first", "next"}
     assert "ignored-param" not in links["self"] and "_offset=2" in links["next"]
     # A larger page than served is allowed to come back smaller (at most 100).
-    big = record.http.get("/fhir/DocumentReference", headers=record.as_(patient(A)),
-                          params={"patient.identifier": A, "_count": "99999999999999999999"})
+    big = record.http.get(
+        "/fhir/DocumentReference",
+        headers=record.as_(patient(A)),
+        params={"patient.identifier": A, "_count": "99999999999999999999"},
+    )
     assert big.status_code == 200 and "_count=100" in big.json()["link"][0]["url"]
     assert all(str(e.fullUrl).endswith(f"/DocumentReference/{e.resource.id}") for e in bundle.entry)
     last = record.http.get(links["next"].replace("_offset=2", "_offset=4"), headers=record.as_(patient(A)))
@@ -109,25 +140,44 @@ def test_each_page_is_a_searchset_bundle_with_paging_links(record: Api) -> None:
     assert last_links == {"self", "first", "previous"}
 
 
-@pytest.mark.parametrize(("params", "expected"), [
-    ({"type": f"{LOINC}|57833-6"}, {"rx-2025"}),
-    ({"type": "18748-4"}, {"img-2023", "masked"}),
-    ({"category": f"{CLASS_SYSTEM}|prescription"}, {"rx-2025"}),
-    ({"category": "other"}, {"undated"}),
-    ({"date": ["ge2024-01-01", "le2024-12-31"]}, {"hb-2024", "masked"}),
-    ({"date": "2024"}, {"hb-2024", "masked"}),
-    ({"date": "eq2024-03"}, {"hb-2024"}),
-    ({"date": "lt2024-03-01"}, {"img-2023", "hb-2022-v2"}),
-    ({"date": "gt2024-05-01"}, {"rx-2025"}),
-    ({"period": "ge2025-01-10"}, {"rx-2025"}),
-    ({"status": "superseded"}, {"hb-2022-v1"}),
-    ({"status": "current,superseded"}, CURRENT | {"hb-2022-v1"}),
-    ({"status": "entered-in-error"}, set()),
-    ({"category": "biology", "date": "ge2022-01-01", "status": "current,superseded"},
-     {"hb-2024", "hb-2022-v1", "hb-2022-v2"}),
-], ids=["type-system", "type-bare", "category-system", "category-bare", "date-range", "date-year",
-        "date-month", "date-lt", "date-gt", "period", "superseded", "both-statuses", "entered-in-error",
-        "combined"])
+@pytest.mark.parametrize(
+    ("params", "expected"),
+    [
+        ({"type": f"{LOINC}|57833-6"}, {"rx-2025"}),
+        ({"type": "18748-4"}, {"img-2023", "masked"}),
+        ({"category": f"{CLASS_SYSTEM}|prescription"}, {"rx-2025"}),
+        ({"category": "other"}, {"undated"}),
+        ({"date": ["ge2024-01-01", "le2024-12-31"]}, {"hb-2024", "masked"}),
+        ({"date": "2024"}, {"hb-2024", "masked"}),
+        ({"date": "eq2024-03"}, {"hb-2024"}),
+        ({"date": "lt2024-03-01"}, {"img-2023", "hb-2022-v2"}),
+        ({"date": "gt2024-05-01"}, {"rx-2025"}),
+        ({"period": "ge2025-01-10"}, {"rx-2025"}),
+        ({"status": "superseded"}, {"hb-2022-v1"}),
+        ({"status": "current,superseded"}, CURRENT | {"hb-2022-v1"}),
+        ({"status": "entered-in-error"}, set()),
+        (
+            {"category": "biology", "date": "ge2022-01-01", "status": "current,superseded"},
+            {"hb-2024", "hb-2022-v1", "hb-2022-v2"},
+        ),
+    ],
+    ids=[
+        "type-system",
+        "type-bare",
+        "category-system",
+        "category-bare",
+        "date-range",
+        "date-year",
+        "date-month",
+        "date-lt",
+        "date-gt",
+        "period",
+        "superseded",
+        "both-statuses",
+        "entered-in-error",
+        "combined",
+    ],
+)
 def test_search_parameters(record: Api, params: dict[str, Any], expected: set[str]) -> None:
     assert set(found(record, patient(A), **params)) == expected
 
@@ -191,8 +241,11 @@ def _outcome(r: httpx.Response, status: int, code: str) -> OperationOutcome:
 def test_refusals_are_operation_outcomes_that_reveal_nothing(record: Api) -> None:
     # No token: 401 with the bearer challenge, nothing audited.
     before = len(record.services.audit.for_patient(A))
-    for path in ("/fhir/DocumentReference", f"/fhir/DocumentReference/{rid('hb-2024')}",
-                 f"/fhir/Binary/{rid('hb-2024')}"):
+    for path in (
+        "/fhir/DocumentReference",
+        f"/fhir/DocumentReference/{rid('hb-2024')}",
+        f"/fhir/Binary/{rid('hb-2024')}",
+    ):
         r = record.http.get(path, params={"patient.identifier": A})
         _outcome(r, 401, "login")
         assert r.headers["WWW-Authenticate"] == "Bearer"
@@ -200,15 +253,19 @@ def test_refusals_are_operation_outcomes_that_reveal_nothing(record: Api) -> Non
     # Another patient's record: the same 403 whether or not it exists.
     nobody = make_ins(399)
     for ins in (B, nobody):
-        r = record.http.get("/fhir/DocumentReference", headers=record.as_(patient(A)),
-                            params={"patient.identifier": f"{INS_SYSTEM}|{ins}"})
+        r = record.http.get(
+            "/fhir/DocumentReference",
+            headers=record.as_(patient(A)),
+            params={"patient.identifier": f"{INS_SYSTEM}|{ins}"},
+        )
         assert _outcome(r, 403, "forbidden").issue[0].diagnostics == "access denied"
         assert ins not in r.text
         read = record.http.get(f"/fhir/DocumentReference/{rid('b-doc', ins)}", headers=record.as_(patient(A)))
         _outcome(read, 403, "forbidden")
     with pytest.raises(ForbiddenError):
         client(record, caregiver()).resources("DocumentReference").search(
-            Raw(**{"patient.identifier": A})).fetch()
+            Raw(**{"patient.identifier": A})
+        ).fetch()
     # A document outside the decision is exactly like one that does not exist.
     bodies = []
     for doc in ("masked", "absent"):
@@ -221,40 +278,47 @@ def test_refusals_are_operation_outcomes_that_reveal_nothing(record: Api) -> Non
         client(record, PRO).reference("DocumentReference", rid("masked")).to_resource()
 
 
-@pytest.mark.parametrize("params", [
-    {},
-    {"patient.identifier": "123"},
-    {"patient.identifier": f"http://example.org/mrn|{A}"},
-    {"patient.identifier": [A, B]},
-    {"patient.identifier": f"{A},{B}"},
-    {"patient.identifier": A, "type": "http://snomed.info/sct|123"},
-    {"patient.identifier": A, "type": "11502-2,18748-4"},
-    {"patient.identifier": A, "category": "letters"},
-    {"patient.identifier": A, "date": "yesterday"},
-    {"patient.identifier": A, "date": "sa2024-01-01"},
-    {"patient.identifier": A, "date": "2024-02-30"},
-    {"patient.identifier": A, "date": "lt0001-01-01"},
-    {"patient.identifier": A, "status": "draft"},
-    {"patient.identifier": A, "_count": "0"},
-    {"patient.identifier": A, "_count": "-5"},
-    {"patient.identifier": A, "_count": "１０"},  # full-width digits
-    {"patient.identifier": A, "_offset": "x"},
-    {"patient.identifier": A, "_offset": "10001"},
-], ids=lambda p: "&".join(f"{k}={v}" for k, v in p.items()) or "none")
+@pytest.mark.parametrize(
+    "params",
+    [
+        {},
+        {"patient.identifier": "123"},
+        {"patient.identifier": f"http://example.org/mrn|{A}"},
+        {"patient.identifier": [A, B]},
+        {"patient.identifier": f"{A},{B}"},
+        {"patient.identifier": A, "type": "http://snomed.info/sct|123"},
+        {"patient.identifier": A, "type": "11502-2,18748-4"},
+        {"patient.identifier": A, "category": "letters"},
+        {"patient.identifier": A, "date": "yesterday"},
+        {"patient.identifier": A, "date": "sa2024-01-01"},
+        {"patient.identifier": A, "date": "2024-02-30"},
+        {"patient.identifier": A, "date": "lt0001-01-01"},
+        {"patient.identifier": A, "status": "draft"},
+        {"patient.identifier": A, "_count": "0"},
+        {"patient.identifier": A, "_count": "-5"},
+        {"patient.identifier": A, "_count": "１０"},  # full-width digits
+        {"patient.identifier": A, "_offset": "x"},
+        {"patient.identifier": A, "_offset": "10001"},
+    ],
+    ids=lambda p: "&".join(f"{k}={v}" for k, v in p.items()) or "none",
+)
 def test_a_search_it_cannot_run_is_a_400_operation_outcome(record: Api, params: dict[str, Any]) -> None:
     r = record.http.get("/fhir/DocumentReference", headers=record.as_(patient(A)), params=params)
     _outcome(r, 400, "invalid")
 
 
-@pytest.mark.parametrize(("method", "path", "status"), [
-    ("GET", "/fhir/Patient", 404),
-    ("GET", "/fhir/DocumentReference/not-an-id", 404),
-    ("GET", "/fhir/DocumentReference/" + "x" * 300, 404),
-    ("GET", f"/fhir/DocumentReference/{A}-bad%20id", 404),
-    ("GET", f"/fhir/Binary/{A}-", 404),
-    ("POST", "/fhir/DocumentReference", 405),
-    ("DELETE", f"/fhir/DocumentReference/{A}-hb-2024", 405),
-])
+@pytest.mark.parametrize(
+    ("method", "path", "status"),
+    [
+        ("GET", "/fhir/Patient", 404),
+        ("GET", "/fhir/DocumentReference/not-an-id", 404),
+        ("GET", "/fhir/DocumentReference/" + "x" * 300, 404),
+        ("GET", f"/fhir/DocumentReference/{A}-bad%20id", 404),
+        ("GET", f"/fhir/Binary/{A}-", 404),
+        ("POST", "/fhir/DocumentReference", 405),
+        ("DELETE", f"/fhir/DocumentReference/{A}-hb-2024", 405),
+    ],
+)
 def test_anything_else_is_a_4xx_operation_outcome(record: Api, method: str, path: str, status: int) -> None:
     r = record.http.request(method, path, headers=record.as_(patient(A)))
     assert 400 <= r.status_code < 500
@@ -265,12 +329,16 @@ def test_every_fhir_access_is_audited_like_the_search_api(record: Api) -> None:
     found(record, PRO, category="biology")
     client(record, PRO).reference("DocumentReference", rid("hb-2024")).to_resource()
     record.http.get(f"/fhir/Binary/{rid('hb-2024')}", headers=record.as_(PRO))
-    record.http.get("/fhir/DocumentReference", headers=record.as_(caregiver()),
-                    params={"patient.identifier": A})
+    record.http.get(
+        "/fhir/DocumentReference", headers=record.as_(caregiver()), params={"patient.identifier": A}
+    )
     entries = [e for e in record.services.audit.for_patient(A) if e.role != "patient"]
     assert [(e.actor, e.action, e.reason) for e in entries] == [
-        (PRO.subject, "search", "authorisation"), (PRO.subject, "read", "authorisation"),
-        (PRO.subject, "download", "authorisation"), ("aidant-1", "denied", "no_delegation")]
+        (PRO.subject, "search", "authorisation"),
+        (PRO.subject, "read", "authorisation"),
+        (PRO.subject, "download", "authorisation"),
+        ("aidant-1", "denied", "no_delegation"),
+    ]
     assert set(entries[0].doc_ids) == {"hb-2024", "hb-2022-v2", "withheld"}
     assert entries[1].doc_ids == entries[2].doc_ids == ("hb-2024",)
 

@@ -23,8 +23,11 @@ def test_rules_table_through_fhir(table_api: Api, cell: Cell) -> None:  # noqa: 
     asker = prepare(a, cell, ins)
 
     def search(**params: str) -> tuple[int, dict[str, object]]:
-        r = a.get(asker, "/fhir/DocumentReference",
-                  params={"patient.identifier": f"{INS_SYSTEM}|{ins}", "_count": "100", **params})
+        r = a.get(
+            asker,
+            "/fhir/DocumentReference",
+            params={"patient.identifier": f"{INS_SYSTEM}|{ins}", "_count": "100", **params},
+        )
         assert r.headers["content-type"].startswith(FHIR_JSON)
         return r.status_code, r.json()
 

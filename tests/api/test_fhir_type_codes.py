@@ -19,18 +19,33 @@ INS = "299057511223384"
 def record(type_code: str | None) -> DocumentRecord:
     known = TYPE_CODES.get(type_code or "")
     return DocumentRecord(
-        doc_id="d" * 32, series_id="s" * 32, patient_id=INS,
-        doc_class=known[0] if known else DocClass.OTHER, type_code=type_code,
-        type_label=known[1] if known else None, classification_rule="cda.code",
-        classification_confidence=1.0, title="Document", producer="p", source="x.xml",
-        format=Format.CDA, content_sha256="0" * 64, ingested_at=dt.datetime(2025, 1, 1, tzinfo=dt.UTC),
+        doc_id="d" * 32,
+        series_id="s" * 32,
+        patient_id=INS,
+        doc_class=known[0] if known else DocClass.OTHER,
+        type_code=type_code,
+        type_label=known[1] if known else None,
+        classification_rule="cda.code",
+        classification_confidence=1.0,
+        title="Document",
+        producer="p",
+        source="x.xml",
+        format=Format.CDA,
+        content_sha256="0" * 64,
+        ingested_at=dt.datetime(2025, 1, 1, tzinfo=dt.UTC),
     )
 
 
 @pytest.mark.parametrize(
     ("code", "system"),
-    [("11502-2", LOINC), ("29274-8", LOINC), ("99999-9", LOINC), ("REMB", NATIONAL_TYPES),
-     ("PRESC-KINE", NATIONAL_TYPES), ("CR-LOCAL-42", None)],
+    [
+        ("11502-2", LOINC),
+        ("29274-8", LOINC),
+        ("99999-9", LOINC),
+        ("REMB", NATIONAL_TYPES),
+        ("PRESC-KINE", NATIONAL_TYPES),
+        ("CR-LOCAL-42", None),
+    ],
 )
 def test_document_reference_type_has_the_codes_own_system(code: str, system: str | None) -> None:
     resource = document_reference(record(code), base_url="http://x/fhir", media_type="text/xml")

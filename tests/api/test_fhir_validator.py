@@ -40,22 +40,57 @@ def _tools() -> tuple[str, str]:
 
 def _classpath(mvn: str, out: Path) -> str:
     target = out / "classpath.txt"
-    done = subprocess.run([mvn, "-q", "-B", "-f", str(VALIDATOR / "pom.xml"), "dependency:build-classpath",
-                           f"-Dmdep.outputFile={target}"], capture_output=True, text=True, timeout=900,
-                          check=False)
+    done = subprocess.run(
+        [
+            mvn,
+            "-q",
+            "-B",
+            "-f",
+            str(VALIDATOR / "pom.xml"),
+            "dependency:build-classpath",
+            f"-Dmdep.outputFile={target}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return target.read_text().strip()
 
 
 def _served_resources(api: Api) -> dict[str, object]:
-    api.file(A, "hb", text="Hémoglobine", title="Bilan sanguin", document_date=dt.date(2024, 3, 1),
-             content=b"%PDF-1.4 bilan", format=Format.PDF, author_rpps="10101234567",
-             author_name="Dr Biologiste", type_label="Compte rendu de biologie")
-    api.file(A, "photo", doc_class=DocClass.PRESCRIPTION, content=b"\x89PNG\r\n\x1a\n...",
-             format=Format.IMAGE, document_date=None, visibility=(Visibility.MASQUE_PS,))
-    api.file(A, "upload", doc_class=DocClass.OTHER, type_code=None, format=Format.IMAGE,
-             content=b"\xff\xd8\xff photo", contributed_by=Contributor(role="patient", subject=A, name="Ana"),
-             identity_source=IdentitySource.DECLARED_BY_PATIENT)
+    api.file(
+        A,
+        "hb",
+        text="Hémoglobine",
+        title="Bilan sanguin",
+        document_date=dt.date(2024, 3, 1),
+        content=b"%PDF-1.4 bilan",
+        format=Format.PDF,
+        author_rpps="10101234567",
+        author_name="Dr Biologiste",
+        type_label="Compte rendu de biologie",
+    )
+    api.file(
+        A,
+        "photo",
+        doc_class=DocClass.PRESCRIPTION,
+        content=b"\x89PNG\r\n\x1a\n...",
+        format=Format.IMAGE,
+        document_date=None,
+        visibility=(Visibility.MASQUE_PS,),
+    )
+    api.file(
+        A,
+        "upload",
+        doc_class=DocClass.OTHER,
+        type_code=None,
+        format=Format.IMAGE,
+        content=b"\xff\xd8\xff photo",
+        contributed_by=Contributor(role="patient", subject=A, name="Ana"),
+        identity_source=IdentitySource.DECLARED_BY_PATIENT,
+    )
     api.file(A, "v1", series_id="s", type_code=None)
     api.file(A, "v2", series_id="s")
     api.index.supersede(A, "v1", "v2")
@@ -63,19 +98,22 @@ def _served_resources(api: Api) -> dict[str, object]:
     search = {"patient.identifier": f"{INS_SYSTEM}|{A}", "status": "current,superseded", "_count": "2"}
     return {
         "bundle": api.http.get("/fhir/DocumentReference", headers=me, params=search).json(),
-        "bundle-empty": api.http.get("/fhir/DocumentReference", headers=me,
-                                     params={"patient.identifier": A, "date": "1990"}).json(),
+        "bundle-empty": api.http.get(
+            "/fhir/DocumentReference", headers=me, params={"patient.identifier": A, "date": "1990"}
+        ).json(),
         "document": api.http.get(f"/fhir/DocumentReference/{A}-hb", headers=me).json(),
         "superseded": api.http.get(f"/fhir/DocumentReference/{A}-v1", headers=me).json(),
         "photo": api.http.get(f"/fhir/DocumentReference/{A}-photo", headers=me).json(),
         "upload": api.http.get(f"/fhir/DocumentReference/{A}-upload", headers=me).json(),
-        "binary": api.http.get(f"/fhir/Binary/{A}-hb",
-                               headers={**me, "Accept": "application/fhir+json"}).json(),
+        "binary": api.http.get(
+            f"/fhir/Binary/{A}-hb", headers={**me, "Accept": "application/fhir+json"}
+        ).json(),
         "capability": api.http.get("/fhir/metadata").json(),
         "outcome-400": api.http.get("/fhir/DocumentReference", headers=me).json(),
         "outcome-401": api.http.get("/fhir/DocumentReference").json(),
-        "outcome-403": api.http.get("/fhir/DocumentReference", headers=me,
-                                    params={"patient.identifier": make_ins(402)}).json(),
+        "outcome-403": api.http.get(
+            "/fhir/DocumentReference", headers=me, params={"patient.identifier": make_ins(402)}
+        ).json(),
         "outcome-404": api.http.get(f"/fhir/DocumentReference/{A}-absent", headers=me).json(),
     }
 
@@ -91,8 +129,13 @@ def test_served_resources_are_valid_fhir_r4(api: Api, tmp_path: Path) -> None:
         path = tmp_path / f"{name}.json"
         path.write_text(json.dumps(body), encoding="utf-8")
         files.append(str(path))
-    done = subprocess.run([java, "-cp", classpath, str(VALIDATOR / "Validate.java"), *files],
-                          capture_output=True, text=True, timeout=600, check=False)
+    done = subprocess.run(
+        [java, "-cp", classpath, str(VALIDATOR / "Validate.java"), *files],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
     errors: dict[str, list[str]] = {}
     for line in done.stdout.splitlines():
         file, severity, location, message = (line.split("\t") + ["", "", ""])[:4]

@@ -59,8 +59,7 @@ def _leaks(response: httpx.Response) -> list[str]:
 
 
 @schema.parametrize()
-@settings(max_examples=8, deadline=None, database=None,
-          suppress_health_check=list(HealthCheck))
+@settings(max_examples=8, deadline=None, database=None, suppress_health_check=list(HealthCheck))
 def test_no_server_error_and_no_cross_patient_data(case: schemathesis.Case, live: Api) -> None:
     # Aim half the calls at A's own record (where there is data to leak), with B's document
     # ids tried inside it.

@@ -33,19 +33,30 @@ def browser(tmp_path: Path) -> Iterator[object]:
 
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
-    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--disable-dev-shm-usage", f"--user-data-dir={tmp_path / 'profile'}"):
+    for flag in (
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-dev-shm-usage",
+        f"--user-data-dir={tmp_path / 'profile'}",
+    ):
         options.add_argument(flag)
     downloads = tmp_path / "downloads"
     downloads.mkdir()
-    options.add_experimental_option("prefs", {"download.default_directory": str(downloads),
-                                              "download.prompt_for_download": False})
+    options.add_experimental_option(
+        "prefs", {"download.default_directory": str(downloads), "download.prompt_for_download": False}
+    )
     driver = webdriver.Chrome(options=options, service=Service(CHROMEDRIVER))
     driver.set_page_load_timeout(30)
     # Headless Chromium drops downloads unless told where to put them.
-    driver.execute_cdp_cmd("Browser.setDownloadBehavior",
-                           {"behavior": "allow", "downloadPath": str(downloads)})
+    driver.execute_cdp_cmd(
+        "Browser.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(downloads)}
+    )
     driver.downloads = downloads  # type: ignore[attr-defined]
     try:
         yield driver
@@ -63,7 +74,8 @@ def _wait(driver: object, condition: object, timeout: float = 15) -> object:
 def _results(driver: object) -> list[str]:
     # Read in one script call: the list is re-rendered while the test polls it.
     return driver.execute_script(  # type: ignore[attr-defined,no-any-return]
-        "return [...document.querySelectorAll('#results li')].map(li => li.dataset.docId)")
+        "return [...document.querySelectorAll('#results li')].map(li => li.dataset.docId)"
+    )
 
 
 def test_patient_searches_filters_opens_downloads_and_sees_history(api: Api, browser: object) -> None:
@@ -71,13 +83,29 @@ def test_patient_searches_filters_opens_downloads_and_sees_history(api: Api, bro
     from selenium.webdriver.support.ui import Select
 
     driver = browser
-    api.file(INS, "hb-2024", text="Numération : hémoglobine 13,5 g/dL, plaquettes normales.",
-             title="Bilan sanguin", document_date=dt.date(2024, 3, 1),
-             content=b"%PDF-1.4 bilan sanguin hemoglobine", format=Format.PDF)
-    api.file(INS, "rx-2025", doc_class=DocClass.PRESCRIPTION, text="Amoxicilline 1 g matin et soir.",
-             title="Ordonnance", document_date=dt.date(2025, 1, 10))
-    api.file(INS, "secret", text="Hémoglobine glyquée en attente d'annonce.",
-             visibility=(Visibility.INVISIBLE_PATIENT,))
+    api.file(
+        INS,
+        "hb-2024",
+        text="Numération : hémoglobine 13,5 g/dL, plaquettes normales.",
+        title="Bilan sanguin",
+        document_date=dt.date(2024, 3, 1),
+        content=b"%PDF-1.4 bilan sanguin hemoglobine",
+        format=Format.PDF,
+    )
+    api.file(
+        INS,
+        "rx-2025",
+        doc_class=DocClass.PRESCRIPTION,
+        text="Amoxicilline 1 g matin et soir.",
+        title="Ordonnance",
+        document_date=dt.date(2025, 1, 10),
+    )
+    api.file(
+        INS,
+        "secret",
+        text="Hémoglobine glyquée en attente d'annonce.",
+        visibility=(Visibility.INVISIBLE_PATIENT,),
+    )
     api.file(make_ins(502), "hb-other", text="Hémoglobine d'un autre patient.")
     # A professional looked at the record earlier: the patient must see it in the history.
     api.put(patient(INS), f"/patients/{INS}/authorisations/10101234567")
@@ -129,8 +157,10 @@ def test_patient_searches_filters_opens_downloads_and_sees_history(api: Api, bro
     actions = [r.get_attribute("data-action") for r in rows]
     assert actions[0] == "download" and "read" in actions and "search" in actions
     # Roles and motifs in French.
-    assert any("Dr Test" in r.text and "professionnel de santé" in r.text and "accès autorisé" in r.text
-               for r in rows), [r.text for r in rows]
+    assert any(
+        "Dr Test" in r.text and "professionnel de santé" in r.text and "accès autorisé" in r.text
+        for r in rows
+    ), [r.text for r in rows]
 
 
 def test_a_bad_token_shows_an_error_and_no_data(api: Api, browser: object) -> None:
@@ -146,14 +176,16 @@ def test_a_bad_token_shows_an_error_and_no_data(api: Api, browser: object) -> No
     assert _results(driver) == []
 
 
-LAB_TEXT = ("Laboratoire du Parc\n12 rue des Lilas, 69000 Lyon\nBilan sanguin\n"
-            "Patiente : DURAND Claire\nHémoglobine 11.2 g/dL [12.0-16.5] L\n"
-            "Ferritine 45 µg/L [15-150] N")
+LAB_TEXT = (
+    "Laboratoire du Parc\n12 rue des Lilas, 69000 Lyon\nBilan sanguin\n"
+    "Patiente : DURAND Claire\nHémoglobine 11.2 g/dL [12.0-16.5] L\n"
+    "Ferritine 45 µg/L [15-150] N"
+)
 LAB_RESULTS = (
-    LabResult(analyte="Hémoglobine", value="11.2", unit="g/dL", reference_range="12.0-16.5",
-              abnormal_flag="L"),
-    LabResult(analyte="Ferritine", value="45", unit="µg/L", reference_range="15-150",
-              abnormal_flag="N"),
+    LabResult(
+        analyte="Hémoglobine", value="11.2", unit="g/dL", reference_range="12.0-16.5", abnormal_flag="L"
+    ),
+    LabResult(analyte="Ferritine", value="45", unit="µg/L", reference_range="15-150", abnormal_flag="N"),
 )
 
 
@@ -165,10 +197,22 @@ def test_the_page_reads_like_a_record_a_patient_can_use(api: Api, browser: objec
     from selenium.webdriver.common.by import By
 
     driver = browser
-    api.file(INS, "lab-2024", title="Bilan sanguin", text=LAB_TEXT, results=LAB_RESULTS,
-             document_date=dt.date(2024, 3, 1))
-    api.file(INS, "rx-2025", doc_class=DocClass.PRESCRIPTION, title="Ordonnance",
-             text="Amoxicilline 1 g matin et soir.", document_date=dt.date(2025, 1, 10))
+    api.file(
+        INS,
+        "lab-2024",
+        title="Bilan sanguin",
+        text=LAB_TEXT,
+        results=LAB_RESULTS,
+        document_date=dt.date(2024, 3, 1),
+    )
+    api.file(
+        INS,
+        "rx-2025",
+        doc_class=DocClass.PRESCRIPTION,
+        title="Ordonnance",
+        text="Amoxicilline 1 g matin et soir.",
+        document_date=dt.date(2025, 1, 10),
+    )
     driver.get(f"{api.url}/?token={api.token(patient(INS))}")  # type: ignore[attr-defined]
     _wait(driver, lambda d: _results(d) == ["rx-2025", "lab-2024"])
 

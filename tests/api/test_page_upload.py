@@ -18,7 +18,10 @@ INS = make_ins(511)
 
 
 def test_a_patient_adds_a_photo_from_the_page_and_finds_it_by_a_word(
-        api: Api, browser: object, tmp_path: Path) -> None:  # noqa: F811
+    api: Api,
+    browser: object,  # noqa: F811 (the fixture imported by name)
+    tmp_path: Path,
+) -> None:
     from selenium.webdriver.common.by import By
 
     driver = browser
@@ -42,8 +45,13 @@ def test_a_patient_adds_a_photo_from_the_page_and_finds_it_by_a_word(
     q = driver.find_element(By.ID, "q")  # type: ignore[attr-defined]
     q.send_keys("amoxicilline")
     driver.find_element(By.ID, "search").click()  # type: ignore[attr-defined]
-    _wait(driver, lambda d: len(_results(d)) == 1
-          and "amoxicilline" in d.find_element(By.CSS_SELECTOR, "#results li mark").text.lower())
+    _wait(
+        driver,
+        lambda d: (
+            len(_results(d)) == 1
+            and "amoxicilline" in d.find_element(By.CSS_SELECTOR, "#results li mark").text.lower()
+        ),
+    )
     seconds = time.monotonic() - started
     assert seconds < 120, seconds
 

@@ -278,11 +278,7 @@ def _same_as_absent(p: Probe, who: dict[str, str], ins: str, doc_id: str) -> boo
 
 
 def _audit_count(p: Probe, ins: str) -> int:
-    return sum(
-        1
-        for line in p.chain()
-        if json.loads(line)["patient_id"] == ins
-    )
+    return sum(1 for line in p.chain() if json.loads(line)["patient_id"] == ins)
 
 
 def _hidden_documents(p: Probe) -> None:

@@ -39,16 +39,27 @@ def _bearer(who: Principal) -> dict[str, str]:
 @pytest.mark.elasticsearch
 @pytest.mark.s3
 def test_two_api_replicas_extend_one_verifiable_audit_chain(
-    tmp_path: Path, pg_state_url: str, s3_endpoint: str, s3_bucket: str,  # noqa: F811
+    tmp_path: Path,
+    pg_state_url: str,
+    s3_endpoint: str,  # noqa: F811
+    s3_bucket: str,  # noqa: F811
 ) -> None:
-    es = require_service("Elasticsearch", os.environ.get("CARNET_TEST_ES_URL", "http://127.0.0.1:9200"),
-                         "scripts/elasticsearch.sh start")
+    es = require_service(
+        "Elasticsearch",
+        os.environ.get("CARNET_TEST_ES_URL", "http://127.0.0.1:9200"),
+        "scripts/elasticsearch.sh start",
+    )
     alias = f"carnet-test-replicas-{uuid.uuid4().hex[:8]}"
     shared = {
-        "CARNET_STATE_URL": pg_state_url, "CARNET_INDEX_URL": es, "CARNET_ES_ALIAS": alias,
+        "CARNET_STATE_URL": pg_state_url,
+        "CARNET_INDEX_URL": es,
+        "CARNET_ES_ALIAS": alias,
         "CARNET_STORE_URL": f"s3://{s3_bucket}/replicas-{uuid.uuid4().hex[:8]}",
-        "CARNET_MASTER_KEY": base64.b64encode(os.urandom(32)).decode(), "CARNET_API_JWT_KEY": JWT_KEY,
-        "AWS_ENDPOINT_URL": s3_endpoint, "CARNET_DATA_DOCS": "0", "PYTHONPATH": str(ROOT),
+        "CARNET_MASTER_KEY": base64.b64encode(os.urandom(32)).decode(),
+        "CARNET_API_JWT_KEY": JWT_KEY,
+        "AWS_ENDPOINT_URL": s3_endpoint,
+        "CARNET_DATA_DOCS": "0",
+        "PYTHONPATH": str(ROOT),
     }
     engine = open_engine(Settings(data_dir=tmp_path / "operator", state_url=pg_state_url))
     try:
@@ -65,8 +76,9 @@ def test_two_api_replicas_extend_one_verifiable_audit_chain(
         stack.callback(lambda: open_index(es, alias=alias).drop())  # type: ignore[attr-defined]
         replicas = [stack.enter_context(carnet_serve(env(f"replica{i}"), ROOT)) for i in (1, 2)]
         for n, ins in enumerate(patients):  # A, B, A, B…: each patient searches their record once
-            r = replicas[n % 2].get(f"/patients/{ins}/documents",
-                                    headers=_bearer(Principal(role=Role.PATIENT, subject=ins)))
+            r = replicas[n % 2].get(
+                f"/patients/{ins}/documents", headers=_bearer(Principal(role=Role.PATIENT, subject=ins))
+            )
             assert r.status_code == 200, r.text
         # A grant made through one replica decides on the other: the rules are shared too.
         owner = patients[0]
@@ -77,16 +89,32 @@ def test_two_api_replicas_extend_one_verifiable_audit_chain(
         assert replicas[1].get(f"/patients/{owner}/documents", headers=as_pro).status_code == 200
 
     cli_env = env("operator-cli")
-    verify = subprocess.run([sys.executable, "-m", "pipeline.cli", "audit", "verify"], env=cli_env, cwd=ROOT,
-                            capture_output=True, text=True, timeout=120)
+    verify = subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", "audit", "verify"],
+        env=cli_env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert verify.returncode == 0, verify.stdout + verify.stderr
     assert f"intact: {2 * ROUNDS + 3} entries" in verify.stdout  # 60 searches, a refusal, a grant, a read
 
-    history = subprocess.run([sys.executable, "-m", "pipeline.cli", "audit", "history", owner, "--json"],
-                             env=cli_env, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    history = subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", "audit", "history", owner, "--json"],
+        env=cli_env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert history.returncode == 0, history.stderr
-    assert [json.loads(x)["action"] for x in history.stdout.splitlines()] == ["search", "denied", "grant",
-                                                                                "search"]
+    assert [json.loads(x)["action"] for x in history.stdout.splitlines()] == [
+        "search",
+        "denied",
+        "grant",
+        "search",
+    ]
     engine = open_engine(Settings(data_dir=tmp_path / "operator", state_url=pg_state_url))
     try:
         from pipeline.audit import AuditLog

@@ -71,12 +71,14 @@ def break_glass_refused(a: Api, ins: str) -> None:
 def later(hours: float) -> Step:
     def step(a: Api, ins: str) -> None:
         a.clock.now = NOW + dt.timedelta(hours=hours)
+
     return step
 
 
 def delegate(classes: list[str] | None) -> Step:
     def step(a: Api, ins: str) -> None:
         ok(a.put(patient(ins), f"/patients/{ins}/delegations/{AIDANT.subject}", json={"classes": classes}))
+
     return step
 
 
@@ -90,14 +92,17 @@ def add_parent(a: Api, ins: str) -> None:
 
 def born_on(birth: dt.date) -> Step:
     """The identity traits of the minor's documents give their birth day (as ingestion does)."""
+
     def step(a: Api, ins: str) -> None:
         assert a.services.rules.record_birth_date(ins, birth, a.clock())
+
     return step
 
 
 def parent_delegates(classes: list[str] | None) -> Step:
     def step(a: Api, ins: str) -> None:
         ok(a.put(PARENT, f"/patients/{ins}/delegations/{AIDANT.subject}", json={"classes": classes}))
+
     return step
 
 
@@ -108,24 +113,28 @@ def remove_parent(a: Api, ins: str) -> None:
 def on(day: dt.date) -> Step:
     def step(a: Api, ins: str) -> None:
         a.clock.now = dt.datetime.combine(day, dt.time(9), tzinfo=dt.UTC)
+
     return step
 
 
 def release(name: str) -> Step:
     def step(a: Api, ins: str) -> None:
         ok(a.post(PRO, f"/patients/{ins}/documents/{name}-{ins}/release"))
+
     return step
 
 
 def hide(name: str, *, by: Callable[[str], Principal] = patient) -> Step:
     def step(a: Api, ins: str) -> None:
         ok(a.put(by(ins), f"/patients/{ins}/documents/{name}-{ins}/hidden"))
+
     return step
 
 
 def unhide(name: str) -> Step:
     def step(a: Api, ins: str) -> None:
         ok(a.delete(patient(ins), f"/patients/{ins}/documents/{name}-{ins}/hidden"))
+
     return step
 
 
@@ -157,8 +166,12 @@ CELLS = [
     Cell("professional-revoked-denied", (grant, revoke), PRO, None),
     Cell("professional-blocked-denied", (grant, block), PRO, None),
     Cell("professional-hidden-by-patient", (grant, hide("plain")), PRO, ALL - {"masked", "plain"}),
-    Cell("professional-unhidden-by-patient", (grant, hide("plain"), unhide("plain"), unhide("masked")),
-         PRO, ALL),
+    Cell(
+        "professional-unhidden-by-patient",
+        (grant, hide("plain"), unhide("plain"), unhide("masked")),
+        PRO,
+        ALL,
+    ),
     # break-the-glass
     Cell("break-glass-sees-all-but-masked", (break_glass,), PRO, ALL - {"masked"}),
     Cell("break-glass-still-open-at-3h59", (break_glass, later(3.98)), PRO, ALL - {"masked"}),
@@ -166,39 +179,74 @@ CELLS = [
     Cell("break-glass-blocked-stays-blocked", (block, break_glass_refused), PRO, None),
     # caregiver
     Cell("caregiver-without-delegation-denied", (), AIDANT, None),
-    Cell("caregiver-delegated-prescriptions", (delegate(["prescription"]),), AIDANT,
-         frozenset({"inv-rep", "rx"})),
+    Cell(
+        "caregiver-delegated-prescriptions",
+        (delegate(["prescription"]),),
+        AIDANT,
+        frozenset({"inv-rep", "rx"}),
+    ),
     Cell("caregiver-delegated-all", (delegate(None),), AIDANT, ALL - {"inv-patient"}),
     Cell("caregiver-revoked-denied", (delegate(None), revoke_delegation), AIDANT, None),
     # legal representatives of a minor
     Cell("representative-of-minor", MINOR_TRAITS, PARENT, ALL - {"inv-rep", "inv-patient"}, MINOR),
-    Cell("representative-day-before-18", (*MINOR_TRAITS, on(dt.date(2030, 3, 13))), PARENT,
-         ALL - {"inv-rep", "inv-patient"}, MINOR),
+    Cell(
+        "representative-day-before-18",
+        (*MINOR_TRAITS, on(dt.date(2030, 3, 13))),
+        PARENT,
+        ALL - {"inv-rep", "inv-patient"},
+        MINOR,
+    ),
     Cell("representative-ends-at-18", (*MINOR_TRAITS, on(dt.date(2030, 3, 14))), PARENT, None, MINOR),
     # Without a trait giving the day, the first of the INS's month counts: never later.
-    Cell("representative-ends-at-18-ins-month-only", (add_parent, on(dt.date(2030, 3, 1))), PARENT, None,
-         MINOR),
+    Cell(
+        "representative-ends-at-18-ins-month-only", (add_parent, on(dt.date(2030, 3, 1))), PARENT, None, MINOR
+    ),
     Cell("representative-of-an-adult-denied", (add_parent,), PARENT, None),
     Cell("representative-unknown-denied", (), representative("parent-2"), None, MINOR),
-    Cell("representative-hides-from-professionals",
-         (*MINOR_TRAITS, grant, hide("plain", by=lambda _: PARENT)), PRO,
-         ALL - {"masked", "plain"}, MINOR),
+    Cell(
+        "representative-hides-from-professionals",
+        (*MINOR_TRAITS, grant, hide("plain", by=lambda _: PARENT)),
+        PRO,
+        ALL - {"masked", "plain"},
+        MINOR,
+    ),
     # what a representative delegates stays under the representatives' restrictions
-    Cell("caregiver-of-representative-never-sees-hidden-from-representatives",
-         (*MINOR_TRAITS, parent_delegates(None)), AIDANT, ALL - {"inv-rep", "inv-patient"}, MINOR),
-    Cell("caregiver-of-representative-ends-with-the-representative",
-         (*MINOR_TRAITS, parent_delegates(None), remove_parent), AIDANT, None, MINOR),
-    Cell("caregiver-of-minor-ends-at-18", (*MINOR_TRAITS, delegate(None), on(dt.date(2030, 3, 14))),
-         AIDANT, None, MINOR),
-    Cell("caregiver-of-minor-day-before-18", (*MINOR_TRAITS, delegate(None), on(dt.date(2030, 3, 13))),
-         AIDANT, ALL - {"inv-patient"}, MINOR),
+    Cell(
+        "caregiver-of-representative-never-sees-hidden-from-representatives",
+        (*MINOR_TRAITS, parent_delegates(None)),
+        AIDANT,
+        ALL - {"inv-rep", "inv-patient"},
+        MINOR,
+    ),
+    Cell(
+        "caregiver-of-representative-ends-with-the-representative",
+        (*MINOR_TRAITS, parent_delegates(None), remove_parent),
+        AIDANT,
+        None,
+        MINOR,
+    ),
+    Cell(
+        "caregiver-of-minor-ends-at-18",
+        (*MINOR_TRAITS, delegate(None), on(dt.date(2030, 3, 14))),
+        AIDANT,
+        None,
+        MINOR,
+    ),
+    Cell(
+        "caregiver-of-minor-day-before-18",
+        (*MINOR_TRAITS, delegate(None), on(dt.date(2030, 3, 13))),
+        AIDANT,
+        ALL - {"inv-patient"},
+        MINOR,
+    ),
 ]
 
 _serials = itertools.count(1)
 
 
-@pytest.fixture(scope="module", params=["sqlite", pytest.param("elasticsearch",
-                                                               marks=pytest.mark.elasticsearch)])
+@pytest.fixture(
+    scope="module", params=["sqlite", pytest.param("elasticsearch", marks=pytest.mark.elasticsearch)]
+)
 def table_api(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
     """One live API per backend for the whole table (each cell has its own patient)."""
     data_dir: Path = tmp_path_factory.mktemp(f"rules-{request.param}")
@@ -262,17 +310,27 @@ def test_a_declared_birth_date_never_moves_the_end_of_representation(table_api: 
     born_on(MINOR_BIRTH)(a, ins)
     a.file(ins, f"plain-{ins}", text="compte rendu")
     for declared in ("1990-03-14", "2012-04-14", "2012-03-20"):  # other year, month, day
-        r = a.put(PARENT, f"/patients/{ins}/representatives/{PARENT.subject}",
-                  json={"patient_birth_date": declared})
+        r = a.put(
+            PARENT, f"/patients/{ins}/representatives/{PARENT.subject}", json={"patient_birth_date": declared}
+        )
         assert r.status_code == 403  # not (yet) a representative: cannot manage the record
-        r = a.put(patient(ins), f"/patients/{ins}/representatives/{PARENT.subject}",
-                  json={"patient_birth_date": declared})
+        r = a.put(
+            patient(ins),
+            f"/patients/{ins}/representatives/{PARENT.subject}",
+            json={"patient_birth_date": declared},
+        )
         assert r.status_code == 422 and "contradicts" in r.json()["detail"][0]["msg"], r.text
-    ok(a.put(patient(ins), f"/patients/{ins}/representatives/{PARENT.subject}",
-             json={"patient_birth_date": MINOR_BIRTH.isoformat()}))
+    ok(
+        a.put(
+            patient(ins),
+            f"/patients/{ins}/representatives/{PARENT.subject}",
+            json={"patient_birth_date": MINOR_BIRTH.isoformat()},
+        )
+    )
     # Once a representative, re-registering themselves with a made-up date is refused too.
-    r = a.put(PARENT, f"/patients/{ins}/representatives/{PARENT.subject}",
-              json={"patient_birth_date": "1990-01-01"})
+    r = a.put(
+        PARENT, f"/patients/{ins}/representatives/{PARENT.subject}", json={"patient_birth_date": "1990-01-01"}
+    )
     assert r.status_code == 422
     reps = a.get(PARENT, f"/patients/{ins}/representatives").json()
     assert [x["until"][:10] for x in reps] == ["2030-03-14"]

@@ -38,14 +38,22 @@ def _free_port() -> int:
 
 @pytest.fixture
 def carnet(tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]:
-    env = {**os.environ, "CARNET_DATA_DIR": str(tmp_path / "carnet"), "CARNET_API_JWT_KEY": TEST_JWT_KEY,
-           "CARNET_MASTER_KEY": base64.b64encode(os.urandom(32)).decode(),
-           "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    env = {
+        **os.environ,
+        "CARNET_DATA_DIR": str(tmp_path / "carnet"),
+        "CARNET_API_JWT_KEY": TEST_JWT_KEY,
+        "CARNET_MASTER_KEY": base64.b64encode(os.urandom(32)).decode(),
+        "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+    }
     for name in ("CARNET_INDEX_URL", "CARNET_STORE_URL", "CARNET_KMS_KEY_ID"):
         env.pop(name, None)
     port = _free_port()
-    server = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "serve", "--port", str(port)], env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "pipeline.cli", "serve", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
@@ -65,20 +73,34 @@ def carnet(tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]:
 
 
 def test_an_app_reads_through_carnet_serve_what_a_producer_and_the_patient_filed(
-        carnet: tuple[str, dict[str, str]]) -> None:
+    carnet: tuple[str, dict[str, str]],
+) -> None:
     url, env = carnet
-    ingested = subprocess.run([sys.executable, "-m", "pipeline.cli", "ingest", str(SAMPLE)], env=env,
-                              capture_output=True, text=True, timeout=300, check=False)
+    ingested = subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", "ingest", str(SAMPLE)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert ingested.returncode == 0, ingested.stderr[-2000:]
     token = issue_token(TEST_JWT_KEY, patient(PATIENT_INS))
     bearer = {"Authorization": f"Bearer {token}"}
-    added = httpx.post(f"{url}/patients/{PATIENT_INS}/documents", headers=bearer,
-                       files={"file": ("ordonnance.png", photo(PRESCRIPTION), "image/png")}, timeout=120)
+    added = httpx.post(
+        f"{url}/patients/{PATIENT_INS}/documents",
+        headers=bearer,
+        files={"file": ("ordonnance.png", photo(PRESCRIPTION), "image/png")},
+        timeout=120,
+    )
     assert added.status_code == 200 and added.json()["files"][0]["status"] == "indexed", added.text
 
     fhir = SyncFHIRClient(f"{url}/fhir", authorization=f"Bearer {token}")
-    found = fhir.resources("DocumentReference").search(
-        Raw(**{"patient.identifier": f"{INS_SYSTEM}|{PATIENT_INS}"})).fetch_all()
+    found = (
+        fhir.resources("DocumentReference")
+        .search(Raw(**{"patient.identifier": f"{INS_SYSTEM}|{PATIENT_INS}"}))
+        .fetch_all()
+    )
     by_category = {r["category"][0]["coding"][0]["code"]: r for r in found}
     assert set(by_category) == {"biology", "prescription"}
     report, upload = by_category["biology"], by_category["prescription"]

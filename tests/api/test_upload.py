@@ -42,13 +42,17 @@ def photo(lines: list[str], fmt: str = "PNG") -> bytes:
     return buf.getvalue()
 
 
-PRESCRIPTION = ["Docteur Claire Martin - médecine générale", "Ordonnance du 12/03/2025",
-                "Amoxicilline 1 g : un comprimé matin et soir pendant 6 jours",
-                "Paracétamol 1 g si douleur"]
+PRESCRIPTION = [
+    "Docteur Claire Martin - médecine générale",
+    "Ordonnance du 12/03/2025",
+    "Amoxicilline 1 g : un comprimé matin et soir pendant 6 jours",
+    "Paracétamol 1 g si douleur",
+]
 
 
-def upload(api: Api, who: Principal, ins: str, data: bytes, *, name: str = "ordonnance.png",
-           media: str = "image/png") -> dict[str, object]:
+def upload(
+    api: Api, who: Principal, ins: str, data: bytes, *, name: str = "ordonnance.png", media: str = "image/png"
+) -> dict[str, object]:
     r = api.post(who, f"/patients/{ins}/documents", files={"file": (name, data, media)})
     assert r.status_code == 200, r.text
     body: dict[str, object] = r.json()
@@ -136,28 +140,42 @@ def test_who_may_upload(api: Api) -> None:
     assert (record.contributed_by.role, record.contributed_by.subject) == ("caregiver", "aidant-1")
     # A minor's legal representative.
     assert api.put(patient(minor), f"/patients/{minor}/representatives/parent-1", json={}).status_code == 200
-    entry = only_file(upload(api, representative("parent-1"), minor, photo(["Carnet de vaccination",
-                                                                            "Vaccin ROR le 02/02/2024"])))
+    entry = only_file(
+        upload(
+            api,
+            representative("parent-1"),
+            minor,
+            photo(["Carnet de vaccination", "Vaccin ROR le 02/02/2024"]),
+        )
+    )
     assert entry["status"] == "indexed"
     denied = [e for e in api.services.audit.for_patient(A) if e.action == "denied"]
-    assert {e.reason for e in denied} >= {"not_own_record", "not_authorised", "no_delegation",
-                                         "upload_not_delegated"}
+    assert {e.reason for e in denied} >= {
+        "not_own_record",
+        "not_authorised",
+        "no_delegation",
+        "upload_not_delegated",
+    }
 
 
-@pytest.mark.parametrize(("data", "name", "media", "status"), [
-    (b"%PDF-1.4 not really", "a.pdf", "text/plain", 415),
-    (b"GIF89a", "a.gif", "image/gif", 415),
-    (b"\x00" * (UPLOAD_MAX_BYTES + 1), "big.pdf", "application/pdf", 413),  # the route's check
-    (b"\x00" * (UPLOAD_MAX_BYTES + 2**20), "big.pdf", "application/pdf", 413),  # before parsing
-])
+@pytest.mark.parametrize(
+    ("data", "name", "media", "status"),
+    [
+        (b"%PDF-1.4 not really", "a.pdf", "text/plain", 415),
+        (b"GIF89a", "a.gif", "image/gif", 415),
+        (b"\x00" * (UPLOAD_MAX_BYTES + 1), "big.pdf", "application/pdf", 413),  # the route's check
+        (b"\x00" * (UPLOAD_MAX_BYTES + 2**20), "big.pdf", "application/pdf", 413),  # before parsing
+    ],
+)
 def test_size_and_type_limits(api: Api, data: bytes, name: str, media: str, status: int) -> None:
     r = api.post(patient(A), f"/patients/{A}/documents", files={"file": (name, data, media)})
     assert r.status_code == status and "detail" in r.json()
 
 
 def test_a_file_the_pipeline_cannot_read_is_rejected_with_its_reason(api: Api) -> None:
-    entry = only_file(upload(api, patient(A), A, b"%PDF-1.4\ngarbage", name="../../etc/x.pdf",
-                             media="application/pdf"))
+    entry = only_file(
+        upload(api, patient(A), A, b"%PDF-1.4\ngarbage", name="../../etc/x.pdf", media="application/pdf")
+    )
     assert entry["status"] == "rejected" and entry["file"] == "x.pdf"
     assert isinstance(entry["reasons"], list) and entry["reasons"][0]["code"] == "parse_error"
 

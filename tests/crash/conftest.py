@@ -25,16 +25,32 @@ from pipeline.settings import Settings
 REPO = Path(__file__).resolve().parents[2]
 
 
-def carnet(*args: str, data_dir: Path, fault: str | None = None, env: dict[str, str] | None = None,
-           timeout: float = 300) -> subprocess.CompletedProcess[str]:
+def carnet(
+    *args: str,
+    data_dir: Path,
+    fault: str | None = None,
+    env: dict[str, str] | None = None,
+    timeout: float = 300,
+) -> subprocess.CompletedProcess[str]:
     """Run ``carnet ARGS`` in a fresh interpreter on ``data_dir``, optionally with a fault point."""
     environ = {k: v for k, v in os.environ.items() if not k.startswith("CARNET_")}
-    environ.update(CARNET_DATA_DIR=str(data_dir), PYTHONPATH=str(REPO), CARNET_DATA_DOCS="0",
-                   OMP_THREAD_LIMIT="1", **(env or {}))
+    environ.update(
+        CARNET_DATA_DIR=str(data_dir),
+        PYTHONPATH=str(REPO),
+        CARNET_DATA_DOCS="0",
+        OMP_THREAD_LIMIT="1",
+        **(env or {}),
+    )
     if fault:
         environ["CARNET_FAULT_POINT"] = fault
-    return subprocess.run([sys.executable, "-m", "pipeline.cli", *args], env=environ, cwd=REPO,
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", *args],
+        env=environ,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def read_report(path: Path) -> list[dict[str, object]]:
@@ -69,8 +85,11 @@ def live_versions_by_series(index_url: str, alias: str | None = None) -> dict[tu
 def es_url() -> str:
     from tests.conftest import require_service
 
-    return require_service("Elasticsearch", os.environ.get("CARNET_TEST_ES_URL", "http://127.0.0.1:9200"),
-                           "scripts/elasticsearch.sh start")
+    return require_service(
+        "Elasticsearch",
+        os.environ.get("CARNET_TEST_ES_URL", "http://127.0.0.1:9200"),
+        "scripts/elasticsearch.sh start",
+    )
 
 
 def drop_alias(url: str, alias: str) -> None:
@@ -111,8 +130,9 @@ class Backend:
 
 
 @pytest.fixture(scope="session")
-def clean_run(small_feed: tuple[Path, GeneratedFeed], tmp_path_factory: pytest.TempPathFactory
-              ) -> dict[str, object]:
+def clean_run(
+    small_feed: tuple[Path, GeneratedFeed], tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, object]:
     """What an uninterrupted run gives: every source's (status, doc id), the live versions."""
     root, _ = small_feed
     b = Backend(tmp_path_factory.mktemp("clean") / "carnet", None)
@@ -121,8 +141,10 @@ def clean_run(small_feed: tuple[Path, GeneratedFeed], tmp_path_factory: pytest.T
         assert b.ingest_in_process(root, report, m) == 0
     lines = read_report(report)
     live = live_versions_by_series(b.settings.effective_index_url)
-    return {"by_source": {x["source"]: (x["status"], x["doc_id"]) for x in lines},
-            "live": {d for ids in live.values() for d in ids}}
+    return {
+        "by_source": {x["source"]: (x["status"], x["doc_id"]) for x in lines},
+        "live": {d for ids in live.values() for d in ids},
+    }
 
 
 def assert_consistent(b: Backend, report: Path, clean: dict[str, object]) -> None:
@@ -151,12 +173,15 @@ def assert_consistent(b: Backend, report: Path, clean: dict[str, object]) -> Non
         assert conn.execute("SELECT count(*) FROM flushes WHERE state != 'done'").fetchone()[0] == 0
         (run_id, n) = conn.execute(
             "SELECT r.run_id, count(o.seq) FROM runs r JOIN outcomes o USING (run_id)"
-            " GROUP BY r.run_id ORDER BY r.started_at DESC LIMIT 1").fetchone()
+            " GROUP BY r.run_id ORDER BY r.started_at DESC LIMIT 1"
+        ).fetchone()
         assert n == len(lines), "the rerun recorded exactly what it reported"
         # A killed run that recorded accepted documents and never reported them: the rerun
         # must have taken it over (one killed before recording anything has nothing to hand on).
         interrupted = conn.execute(
             "SELECT count(DISTINCT r.run_id) FROM runs r JOIN outcomes o USING (run_id)"
             " WHERE r.reported_at IS NULL AND r.taken_over_by IS NULL AND r.run_id != ?"
-            " AND o.status IN ('indexed', 'replaced')", (run_id,)).fetchone()[0]
+            " AND o.status IN ('indexed', 'replaced')",
+            (run_id,),
+        ).fetchone()[0]
         assert interrupted == 0, "the killed run's documents were reported by the rerun"

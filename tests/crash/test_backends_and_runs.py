@@ -45,8 +45,12 @@ def _free_port() -> int:
 
 
 def _proxy(port: int, upstream: str, *cut: str) -> subprocess.Popen[str]:
-    proc = subprocess.Popen([sys.executable, "-m", "tests.crash.es_proxy", str(port), upstream, *cut],
-                            cwd=REPO, stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tests.crash.es_proxy", str(port), upstream, *cut],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
     return proc
 
@@ -60,8 +64,12 @@ def es_alias() -> Iterator[tuple[str, str]]:
 
 @pytest.mark.elasticsearch
 def test_elasticsearch_dying_mid_bulk_in_the_final_flush_is_exit_1_then_the_rerun_repairs(
-        es_alias: tuple[str, str], small_feed: tuple[Path, GeneratedFeed],
-        clean_run: dict[str, object], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    es_alias: tuple[str, str],
+    small_feed: tuple[Path, GeneratedFeed],
+    clean_run: dict[str, object],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     upstream, alias = es_alias
     port = _free_port()
     # One flush (the default size holds the whole feed): the bulk that dies is the final one.
@@ -71,15 +79,17 @@ def test_elasticsearch_dying_mid_bulk_in_the_final_flush_is_exit_1_then_the_reru
     b.env.update(CARNET_ES_ALIAS=alias, CARNET_FLUSH_EVERY="500", **MASTER_KEY)
     report = tmp_path / "report.jsonl"
     try:
-        done = carnet("ingest", str(small_feed[0]), "--report", str(report), "-q",
-                      data_dir=b.data_dir, env=b.env)
+        done = carnet(
+            "ingest", str(small_feed[0]), "--report", str(report), "-q", data_dir=b.data_dir, env=b.env
+        )
         assert proxy.wait(timeout=30) == 0, "the proxy died at the bulk request"
     finally:
         proxy.kill()
     assert done.returncode == 1, done.stderr
     lines = done.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("carnet ingest: error:") and "Elasticsearch" in lines[0], \
+    assert len(lines) == 1 and lines[0].startswith("carnet ingest: error:") and "Elasticsearch" in lines[0], (
         done.stderr
+    )
     held = open_index(upstream, alias=alias)
     try:
         written = held.count()
@@ -103,8 +113,14 @@ def test_a_second_ingest_on_a_busy_data_dir_refuses_in_one_line(tmp_path: Path) 
     ledger = Ledger(Settings(data_dir=data_dir))
     try:
         with ledger.run_lease("ingest", exclusive=True):  # what a running `carnet ingest` holds
-            refused = carnet("ingest", str(tmp_path / "in"), "--report", str(tmp_path / "r.jsonl"),
-                             data_dir=data_dir, env=MASTER_KEY)
+            refused = carnet(
+                "ingest",
+                str(tmp_path / "in"),
+                "--report",
+                str(tmp_path / "r.jsonl"),
+                data_dir=data_dir,
+                env=MASTER_KEY,
+            )
     finally:
         ledger.close()
     assert refused.returncode == 1
@@ -116,23 +132,34 @@ def test_a_second_ingest_on_a_busy_data_dir_refuses_in_one_line(tmp_path: Path) 
 
 
 def test_two_ingests_at_once_each_completes_or_refuses_cleanly(
-        small_feed: tuple[Path, GeneratedFeed], tmp_path: Path) -> None:
+    small_feed: tuple[Path, GeneratedFeed], tmp_path: Path
+) -> None:
     data_dir = tmp_path / "carnet"
-    env = {"CARNET_DATA_DIR": str(data_dir), "CARNET_DATA_DOCS": "0", "PYTHONPATH": str(REPO),
-           "OMP_THREAD_LIMIT": "1", "PATH": "/usr/bin:/bin", **MASTER_KEY}
+    env = {
+        "CARNET_DATA_DIR": str(data_dir),
+        "CARNET_DATA_DOCS": "0",
+        "PYTHONPATH": str(REPO),
+        "OMP_THREAD_LIMIT": "1",
+        "PATH": "/usr/bin:/bin",
+        **MASTER_KEY,
+    }
     cmd = [sys.executable, "-m", "pipeline.cli", "ingest", str(small_feed[0]), "-q", "--report"]
-    first = subprocess.Popen([*cmd, str(tmp_path / "a.jsonl")], env=env, cwd=REPO,
-                             stderr=subprocess.PIPE, text=True)
+    first = subprocess.Popen(
+        [*cmd, str(tmp_path / "a.jsonl")], env=env, cwd=REPO, stderr=subprocess.PIPE, text=True
+    )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:  # until the first one has its run in the ledger
         if (data_dir / "state.db").exists():
             with sqlite3.connect(data_dir / "state.db", timeout=30) as conn:
-                if conn.execute("SELECT count(*) FROM sqlite_master WHERE name='runs'").fetchone()[0] \
-                        and conn.execute("SELECT count(*) FROM runs").fetchone()[0]:
+                if (
+                    conn.execute("SELECT count(*) FROM sqlite_master WHERE name='runs'").fetchone()[0]
+                    and conn.execute("SELECT count(*) FROM runs").fetchone()[0]
+                ):
                     break
         time.sleep(0.05)
-    second = subprocess.run([*cmd, str(tmp_path / "b.jsonl")], env=env, cwd=REPO,
-                            capture_output=True, text=True, timeout=300)
+    second = subprocess.run(
+        [*cmd, str(tmp_path / "b.jsonl")], env=env, cwd=REPO, capture_output=True, text=True, timeout=300
+    )
     _, first_err = first.communicate(timeout=300)
     assert first.returncode == 0, first_err
     assert len(read_report(tmp_path / "a.jsonl")) == len(small_feed[1].documents)
@@ -171,12 +198,15 @@ def _feed(root: Path) -> dict[str, bytes]:
 
 @pytest.mark.parametrize("how", ["replay", "resend"])
 def test_after_a_parser_fix_the_quarantine_is_released_and_versions_keep_producer_order(
-        how: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    how: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     files = _feed(tmp_path / "in")
     assert HL7_ORIGINAL != HL7_CORRECTION and b"|||F|" in HL7_ORIGINAL
     # The bug: the older version of each document and the imaging report fail to parse.
-    buggy = {hashlib.sha256(files[n]).hexdigest() for n in ("1-cr-bio-v1.xml", "3-oru-original.hl7",
-                                                             "5-cr-img.xml")}
+    buggy = {
+        hashlib.sha256(files[n]).hexdigest()
+        for n in ("1-cr-bio-v1.xml", "3-oru-original.hl7", "5-cr-img.xml")
+    }
     parse = Pipeline._parse
 
     def broken_parse(self: Pipeline, item: InputFile):  # type: ignore[no-untyped-def]
@@ -197,8 +227,10 @@ def test_after_a_parser_fix_the_quarantine_is_released_and_versions_keep_produce
         outcomes = {Path(o.source.split("#")[0]).name: o for o in result.outcomes}
         assert len(result.released) == 3 and len(result.still_rejected) == 1
     else:
-        outcomes = {Path(o.source.split("#")[0]).name: o
-                    for o in ingest_sources([str(tmp_path / "in")], settings).outcomes}
+        outcomes = {
+            Path(o.source.split("#")[0]).name: o
+            for o in ingest_sources([str(tmp_path / "in")], settings).outcomes
+        }
     for name in ("1-cr-bio-v1.xml", "3-oru-original.hl7", "5-cr-img.xml"):
         assert outcomes[name].status is Status.INDEXED, name
     left = [q.source for q in store.list_quarantine()]
@@ -210,8 +242,10 @@ def test_after_a_parser_fix_the_quarantine_is_released_and_versions_keep_produce
     live_ids = {d for ids in live.values() for d in ids}
     index = open_index(settings.effective_index_url)
     try:
-        for old, new in (("1-cr-bio-v1.xml", "2-cr-bio-v2.xml"),
-                         ("3-oru-original.hl7", "4-oru-correction.hl7")):
+        for old, new in (
+            ("1-cr-bio-v1.xml", "2-cr-bio-v2.xml"),
+            ("3-oru-original.hl7", "4-oru-correction.hl7"),
+        ):
             old_id = outcomes[old].doc_id
             new_id = next(o.doc_id for o in first.outcomes if Path(o.source.split("#")[0]).name == new)
             assert new_id in live_ids and old_id not in live_ids

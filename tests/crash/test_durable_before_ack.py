@@ -49,7 +49,8 @@ def _batch(tmp_path: Path) -> Path:
 
 
 def test_the_store_is_durable_before_a_batch_is_acknowledged(
-        tmp_path: Path, synced: set[Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, synced: set[Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
     feed = _batch(tmp_path)
     settings = Settings(data_dir=tmp_path / "carnet")
     store_root = settings.data_dir / "store"
@@ -63,8 +64,9 @@ def test_the_store_is_durable_before_a_batch_is_acknowledged(
             kept = [store_root / "objects", store_root / "quarantine"]
             on_disk = [store_root, *kept, *(p for folder in kept for p in folder.rglob("*"))]
             at_ack["unsynced"] = sorted(str(p) for p in on_disk if p not in synced)
-            at_ack["objects"] = {p.parent.name + p.name for p in (store_root / "objects").rglob("*")
-                                 if p.is_file()}
+            at_ack["objects"] = {
+                p.parent.name + p.name for p in (store_root / "objects").rglob("*") if p.is_file()
+            }
             ring = open_keyring(settings)  # its own connection: what is committed
             try:
                 at_ack["rows"] = {ring.lookup(sha)[0] for sha in ring.hashes()}  # type: ignore[index]
@@ -86,8 +88,7 @@ def test_the_store_is_durable_before_a_batch_is_acknowledged(
     assert (feed / "labo" / "b1" / "_report.json").exists()
 
 
-def test_each_input_is_written_once_under_the_right_key(
-        tmp_path: Path, synced: set[Path]) -> None:
+def test_each_input_is_written_once_under_the_right_key(tmp_path: Path, synced: set[Path]) -> None:
     feed = _batch(tmp_path)
     settings = Settings(data_dir=tmp_path / "carnet")
     summary = process_batch(settings, str(feed), "labo/b1")

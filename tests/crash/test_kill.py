@@ -40,15 +40,19 @@ def es_backend(tmp_path: Path) -> Iterator[Backend]:
 # Every point a run reaches (after_supersede: in the first flush that supersedes; ":2": in
 # the second flush, the first one done). The quick set runs by default, the rest is `slow`.
 QUICK = {"after_journal", "after_supersede", "before_ledger_record", "before_ack"}
-POINTS = [p if p in QUICK else pytest.param(p, marks=pytest.mark.slow)
-          for p in [*FAULT_POINTS, "after_index_write:2"]]
+POINTS = [
+    p if p in QUICK else pytest.param(p, marks=pytest.mark.slow)
+    for p in [*FAULT_POINTS, "after_index_write:2"]
+]
 
 
-def _kill_then_rerun(b: Backend, point: str, feed: Path, clean: dict[str, object],
-                     monkeypatch: pytest.MonkeyPatch) -> None:
+def _kill_then_rerun(
+    b: Backend, point: str, feed: Path, clean: dict[str, object], monkeypatch: pytest.MonkeyPatch
+) -> None:
     report = b.data_dir.parent / "report.jsonl"
-    killed = carnet("ingest", str(feed), "--report", str(report), "-q", data_dir=b.data_dir,
-                    fault=point, env=b.env)
+    killed = carnet(
+        "ingest", str(feed), "--report", str(report), "-q", data_dir=b.data_dir, fault=point, env=b.env
+    )
     assert killed.returncode == -9, (killed.returncode, killed.stderr[-2000:])
     assert report.exists() == (point == "after_ack"), "the report is written last"
     assert b.ingest_in_process(feed, report, monkeypatch) == 0
@@ -56,36 +60,59 @@ def _kill_then_rerun(b: Backend, point: str, feed: Path, clean: dict[str, object
 
 
 @pytest.mark.parametrize("point", POINTS)
-def test_killed_at_a_commit_point_then_rerun(point: str, sqlite_backend: Backend,
-                                             clean_run: dict[str, object],
-                                             small_feed: tuple[Path, GeneratedFeed],
-                                             monkeypatch: pytest.MonkeyPatch) -> None:
+def test_killed_at_a_commit_point_then_rerun(
+    point: str,
+    sqlite_backend: Backend,
+    clean_run: dict[str, object],
+    small_feed: tuple[Path, GeneratedFeed],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     _kill_then_rerun(sqlite_backend, point, small_feed[0], clean_run, monkeypatch)
 
 
 @pytest.mark.elasticsearch
-@pytest.mark.parametrize("point", [
-    # New versions and supersedes in one bulk request: killed once it is sent.
-    "after_supersede",
-    pytest.param("after_index_write:2", marks=pytest.mark.slow),
-    pytest.param("before_ledger_record", marks=pytest.mark.slow),
-])
+@pytest.mark.parametrize(
+    "point",
+    [
+        # New versions and supersedes in one bulk request: killed once it is sent.
+        "after_supersede",
+        pytest.param("after_index_write:2", marks=pytest.mark.slow),
+        pytest.param("before_ledger_record", marks=pytest.mark.slow),
+    ],
+)
 def test_killed_at_a_commit_point_then_rerun_on_elasticsearch(
-        point: str, es_backend: Backend, clean_run: dict[str, object],
-        small_feed: tuple[Path, GeneratedFeed], monkeypatch: pytest.MonkeyPatch) -> None:
+    point: str,
+    es_backend: Backend,
+    clean_run: dict[str, object],
+    small_feed: tuple[Path, GeneratedFeed],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     _kill_then_rerun(es_backend, point, small_feed[0], clean_run, monkeypatch)
 
 
 def _kill_batches(feed: Path, data_dir: Path, fault: str) -> subprocess.CompletedProcess[str]:
     """Every batch of ``feed`` through ``process_batch`` (the DAG's path) in a subprocess."""
-    script = ("import sys; from pipeline.settings import Settings; "
-              "from pipeline.ingest import discover_batches, process_batch; s = Settings.from_env(); "
-              "[process_batch(s, sys.argv[1], k) for k in discover_batches(s, sys.argv[1])]")
+    script = (
+        "import sys; from pipeline.settings import Settings; "
+        "from pipeline.ingest import discover_batches, process_batch; s = Settings.from_env(); "
+        "[process_batch(s, sys.argv[1], k) for k in discover_batches(s, sys.argv[1])]"
+    )
     env = {k: v for k, v in os.environ.items() if not k.startswith("CARNET_")}
-    env.update(CARNET_DATA_DIR=str(data_dir), PYTHONPATH=str(REPO), CARNET_DATA_DOCS="0",
-               CARNET_FLUSH_EVERY=FLUSH_EVERY, CARNET_FAULT_POINT=fault)
-    return subprocess.run([sys.executable, "-c", script, str(feed)], env=env, cwd=REPO,
-                          capture_output=True, text=True, timeout=300)
+    env.update(
+        CARNET_DATA_DIR=str(data_dir),
+        PYTHONPATH=str(REPO),
+        CARNET_DATA_DOCS="0",
+        CARNET_FLUSH_EVERY=FLUSH_EVERY,
+        CARNET_FAULT_POINT=fault,
+    )
+    return subprocess.run(
+        [sys.executable, "-c", script, str(feed)],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def _run_batches(feed: Path, data_dir: Path) -> None:
@@ -99,8 +126,9 @@ def _acks(feed: Path) -> dict[str, bytes]:
 
 
 @pytest.fixture(scope="module")
-def clean_acks(small_feed: tuple[Path, GeneratedFeed], tmp_path_factory: pytest.TempPathFactory
-               ) -> dict[str, bytes]:
+def clean_acks(
+    small_feed: tuple[Path, GeneratedFeed], tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, bytes]:
     root, _ = small_feed
     feed = tmp_path_factory.mktemp("clean-batches") / "feed"
     shutil.copytree(root, feed)
@@ -108,11 +136,17 @@ def clean_acks(small_feed: tuple[Path, GeneratedFeed], tmp_path_factory: pytest.
     return _acks(feed)
 
 
-@pytest.mark.parametrize("point", ["before_ack", pytest.param("after_ack", marks=pytest.mark.slow),
-                                   pytest.param("before_ledger_record:2", marks=pytest.mark.slow)])
+@pytest.mark.parametrize(
+    "point",
+    [
+        "before_ack",
+        pytest.param("after_ack", marks=pytest.mark.slow),
+        pytest.param("before_ledger_record:2", marks=pytest.mark.slow),
+    ],
+)
 def test_batch_acknowledgements_are_written_once_from_one_decision(
-        point: str, small_feed: tuple[Path, GeneratedFeed], clean_acks: dict[str, bytes],
-        tmp_path: Path) -> None:
+    point: str, small_feed: tuple[Path, GeneratedFeed], clean_acks: dict[str, bytes], tmp_path: Path
+) -> None:
     root, _ = small_feed
     feed = tmp_path / "feed"
     shutil.copytree(root, feed)

@@ -32,8 +32,9 @@ def test_runs_recorded_before_the_journal_are_not_taken_for_killed_ones(tmp_path
         """)
     ledger = Ledger(Settings(data_dir=tmp_path))
     try:
-        ledger.record_outcomes("old", None, [Outcome(source="a.xml", status=Status.INDEXED, doc_id="d1",
-                                                     patient_id=PATIENT)])
+        ledger.record_outcomes(
+            "old", None, [Outcome(source="a.xml", status=Status.INDEXED, doc_id="d1", patient_id=PATIENT)]
+        )
         assert ledger.unreported_accepted("new") == {}
         assert ledger.processed_batches("feed") == {"labo/b1"}
         assert [r.run_id for r in ledger.recent_runs()] == ["old"]
@@ -46,11 +47,17 @@ def test_erasure_takes_a_patient_out_of_an_unfinished_flush(state_settings: Sett
     ledger = Ledger(state_settings)
     try:
         run = ledger.start_run("ingest")
-        writes = {"items": [{"record": {"patient_id": PATIENT, "text": "secret"}, "outcome_at": 0},
-                            {"record": {"patient_id": "279126902300169", "text": "kept"}, "outcome_at": 1}],
-                  "raw_shas": {}}
-        outcomes = [Outcome(source="a", status=Status.INDEXED, doc_id="d1", patient_id=PATIENT),
-                    Outcome(source="b", status=Status.INDEXED, doc_id="d2", patient_id="279126902300169")]
+        writes = {
+            "items": [
+                {"record": {"patient_id": PATIENT, "text": "secret"}, "outcome_at": 0},
+                {"record": {"patient_id": "279126902300169", "text": "kept"}, "outcome_at": 1},
+            ],
+            "raw_shas": {},
+        }
+        outcomes = [
+            Outcome(source="a", status=Status.INDEXED, doc_id="d1", patient_id=PATIENT),
+            Outcome(source="b", status=Status.INDEXED, doc_id="d2", patient_id="279126902300169"),
+        ]
         ledger.journal_flush(run, "sqlite:///x", None, json.dumps(writes), outcomes)
         ledger.forget_patient(PATIENT)
         (flush,) = ledger.unfinished_flushes("sqlite:///x")

@@ -31,8 +31,9 @@ def test_a_file_name_that_is_not_utf8_is_ingested_and_escaped_in_the_report(tmp_
     _batch_with_a_latin1_name(tmp_path / "in")
     report = tmp_path / "report.jsonl"
     for attempt in ("first run", "rerun"):
-        done = carnet("ingest", str(tmp_path / "in"), "--report", str(report), "-q",
-                      data_dir=tmp_path / "carnet")
+        done = carnet(
+            "ingest", str(tmp_path / "in"), "--report", str(report), "-q", data_dir=tmp_path / "carnet"
+        )
         assert done.returncode == 0, (attempt, done.stderr)
         assert "Traceback" not in done.stderr
         lines = read_report(report)
@@ -55,13 +56,15 @@ def test_a_batch_holding_a_name_that_is_not_utf8_is_acknowledged(tmp_path: Path)
     assert summary.total == 4 and summary.by_status.get("indexed") == 4
     ack = json.loads((batch / REPORT).read_text(encoding="utf-8"))
     assert sorted(f["file"] for f in ack["files"]) == sorted(
-        ["cr-bio.xml", "cr-img.xml", "cr-masque-ps.xml", "r\\xe9sultat d'analyse.xml"])
+        ["cr-bio.xml", "cr-img.xml", "cr-masque-ps.xml", "r\\xe9sultat d'analyse.xml"]
+    )
     assert discover_batches(settings, str(feed)) == []
 
 
 @pytest.mark.parametrize("names", [("a-copy.xml", "b-copy.xml"), ("z-copy.xml", "m-copy.xml")])
 def test_same_content_under_two_names_the_first_in_batch_order_is_indexed(
-        tmp_path: Path, names: tuple[str, str]) -> None:
+    tmp_path: Path, names: tuple[str, str]
+) -> None:
     batch = tmp_path / "in" / "labo" / "b1"
     batch.mkdir(parents=True)
     data = (SAMPLES / "cda" / "cr-bio.xml").read_bytes()
@@ -69,16 +72,14 @@ def test_same_content_under_two_names_the_first_in_batch_order_is_indexed(
         (batch / name).write_bytes(data)
     first, second = sorted(names)
     report = tmp_path / "report.jsonl"
-    done = carnet("ingest", str(tmp_path / "in"), "--report", str(report), "-q",
-                  data_dir=tmp_path / "carnet")
+    done = carnet("ingest", str(tmp_path / "in"), "--report", str(report), "-q", data_dir=tmp_path / "carnet")
     assert done.returncode == 0, done.stderr
     status = {Path(str(x["source"])).name: x["status"] for x in read_report(report)}
     assert status == {first: "indexed", second: "duplicate"}
     # Killed after the index write, before anything was recorded: the rerun gives the same
     # answer, not "duplicate" for both.
     crashed = tmp_path / "crashed"
-    killed = carnet("ingest", str(tmp_path / "in"), "-q", data_dir=crashed,
-                    fault="before_ledger_record")
+    killed = carnet("ingest", str(tmp_path / "in"), "-q", data_dir=crashed, fault="before_ledger_record")
     assert killed.returncode == -9, killed.stderr
     done = carnet("ingest", str(tmp_path / "in"), "--report", str(report), "-q", data_dir=crashed)
     assert done.returncode == 0, done.stderr

@@ -100,8 +100,7 @@ def test_the_feeds_file_gives_one_asset_or_cron_dag_per_feed(
     monkeypatch.setenv("CARNET_FEEDS_FILE", str(REPO / "config" / "feeds.example.toml"))
     bag = DagBag(dag_folder=str(REPO / "dags" / "carnet_ingest.py"), include_examples=False)
     assert bag.import_errors == {}
-    assert set(bag.dags) == {"carnet_ingest", "carnet_ingest_labo_biolyon",
-                             "carnet_ingest_imagerie_du_parc"}
+    assert set(bag.dags) == {"carnet_ingest", "carnet_ingest_labo_biolyon", "carnet_ingest_imagerie_du_parc"}
     dag = bag.dags["carnet_ingest_imagerie_du_parc"]
     assert dag.params["feed_url"] == "s3://carnet-feeds/imagerie-du-parc"
     assert dag.params["scans"] is True and dag.params["max_reject_rate"] == 0.3

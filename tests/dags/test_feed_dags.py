@@ -33,8 +33,11 @@ def _tis(dag_run: Any) -> dict[tuple[str, int], str]:
     from sqlalchemy import select
 
     with create_session() as session:
-        rows = session.scalars(select(TaskInstance).where(
-            TaskInstance.dag_id == dag_run.dag_id, TaskInstance.run_id == dag_run.run_id)).all()
+        rows = session.scalars(
+            select(TaskInstance).where(
+                TaskInstance.dag_id == dag_run.dag_id, TaskInstance.run_id == dag_run.run_id
+            )
+        ).all()
         return {(ti.task_id, ti.map_index): str(ti.state) for ti in rows}
 
 
@@ -44,7 +47,8 @@ def _final_outcomes(settings: Settings, feed: Path) -> dict[str, dict[str, Any]]
     try:
         rows = conn.execute(
             "SELECT o.line FROM outcomes o JOIN runs r USING (run_id) WHERE r.kind = 'batch' "
-            "ORDER BY r.started_at, o.seq").fetchall()
+            "ORDER BY r.started_at, o.seq"
+        ).fetchall()
     finally:
         conn.close()
     out = {}
@@ -57,15 +61,22 @@ def _final_outcomes(settings: Settings, feed: Path) -> dict[str, dict[str, Any]]
 @pytest.fixture
 def carnet_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
     monkeypatch.setenv("CARNET_DATA_DIR", str(tmp_path / "carnet"))
-    for name in ("CARNET_INDEX_URL", "CARNET_STORE_URL", "CARNET_FEED_URL", "CARNET_FEEDS_FILE",
-                 "CARNET_ALERT_WEBHOOK"):
+    for name in (
+        "CARNET_INDEX_URL",
+        "CARNET_STORE_URL",
+        "CARNET_FEED_URL",
+        "CARNET_FEEDS_FILE",
+        "CARNET_ALERT_WEBHOOK",
+    ):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("OMP_THREAD_LIMIT", "1")
     return Settings.from_env()
 
 
 def test_ingest_replay_and_maintenance_over_a_generated_feed(
-    airflow_home: Path, carnet_env: Settings, tmp_path: Path,
+    airflow_home: Path,
+    carnet_env: Settings,
+    tmp_path: Path,
     carnet_log_records: list[logging.LogRecord],
 ) -> None:
     from pipeline.crypto import open_encrypted_store
@@ -89,10 +100,14 @@ def test_ingest_replay_and_maintenance_over_a_generated_feed(
     image_producers = {d.producer for d in generated.documents if d.format == "image"}
     assert {lane[0].split("/")[0] for lane in plan["ocr"]} == image_producers
     states = _tis(run)
-    assert sorted(i for (t, i), s in states.items() if t == "process_text" and s == "success") == \
-        list(range(len(plan["text"])))
-    assert sum(1 for (t, _), s in states.items() if t == "process_ocr" and s == "success") == \
-        len(plan["ocr"]) == 1
+    assert sorted(i for (t, i), s in states.items() if t == "process_text" and s == "success") == list(
+        range(len(plan["text"]))
+    )
+    assert (
+        sum(1 for (t, _), s in states.items() if t == "process_ocr" and s == "success")
+        == len(plan["ocr"])
+        == 1
+    )
 
     finals = _final_outcomes(carnet_env, feed)
     assert set(finals) == set(expected), set(finals) ^ set(expected)
@@ -106,13 +121,17 @@ def test_ingest_replay_and_maintenance_over_a_generated_feed(
 
     # Every rejected document is named in the task log, producer, batch and document as fields.
     rejected = [r for r, d in expected.items() if d.expected_status is Status.REJECTED]
-    logged = [(r.producer, r.batch, r.document) for r in carnet_log_records  # type: ignore[attr-defined]
-              if r.getMessage().startswith("document rejected")]
+    logged = [
+        (r.producer, r.batch, r.document)
+        for r in carnet_log_records  # type: ignore[attr-defined]
+        if r.getMessage().startswith("document rejected")
+    ]
     for ref in rejected:
         producer, batch = ref.split("/")[:2]
         document = f"{feed}/{ref.split('#')[0]}"
-        assert any(p == producer and b == f"{producer}/{batch}" and d.startswith(document)
-                   for p, b, d in logged), ref
+        assert any(
+            p == producer and b == f"{producer}/{batch}" and d.startswith(document) for p, b, d in logged
+        ), ref
 
     # The acknowledgement report of each batch: one line per document, counts that add up.
     for key in batches:
@@ -128,7 +147,11 @@ def test_ingest_replay_and_maintenance_over_a_generated_feed(
                 assert f["reasons"] and all(r["message"] for r in f["reasons"]), f
         counts = Counter(d.expected_status.value for d in mine.values())
         assert (report["accepted"], report["duplicate"], report["replaced"], report["rejected"]) == (
-            counts["indexed"], counts["duplicate"], counts["replaced"], counts["rejected"])
+            counts["indexed"],
+            counts["duplicate"],
+            counts["replaced"],
+            counts["rejected"],
+        )
 
     # Metrics: one record per batch, adding up to the feed; status per producer.
     metrics = load_metrics(carnet_env)
@@ -175,10 +198,15 @@ def test_ingest_replay_and_maintenance_over_a_generated_feed(
     dry = run_dag.run_dag("carnet_replay", {"producer": producer, "dry_run": True}, retries=0)
     assert str(dry.state) == "success"
     assert run_dag.task_return_value(dry, "replay") == {
-        "dry_run": True, "selected": len(theirs), "released": 0, "still_rejected": 0,
-        "filter": {"producer": producer}}
-    assert {q.quarantine_id: len(q.attempts) for q in store.list_quarantine()} == \
-        {i: len(q.attempts) for i, q in quarantined.items()}, "a dry run changes nothing"
+        "dry_run": True,
+        "selected": len(theirs),
+        "released": 0,
+        "still_rejected": 0,
+        "filter": {"producer": producer},
+    }
+    assert {q.quarantine_id: len(q.attempts) for q in store.list_quarantine()} == {
+        i: len(q.attempts) for i, q in quarantined.items()
+    }, "a dry run changes nothing"
     real = run_dag.run_dag("carnet_replay", {"producer": producer, "dry_run": False}, retries=0)
     result = run_dag.task_return_value(real, "replay")
     assert (result["selected"], result["still_rejected"]) == (len(theirs), len(theirs)), result
@@ -218,8 +246,7 @@ def test_hl7_acks_are_written_next_to_the_batch(
         if "parse_error" in d.expected_reasons:
             name, _, position = d.source_ref.split("/", 2)[2].partition("#")
             report = json.loads((feed / d.producer / d.batch / REPORT).read_text())
-            [entry] = [e for e in report["files"] if e["file"] == name
-                       and e["position"] == int(position)]
+            [entry] = [e for e in report["files"] if e["file"] == name and e["position"] == int(position)]
             assert entry["status"] == "rejected" and entry["ack"] is None
     want = Counter("AE" if d.expected_status is Status.REJECTED else "AA" for d in acked)
     assert want["AA"] and want["AE"], "the feed should hold accepted and rejected messages"

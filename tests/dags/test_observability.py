@@ -51,9 +51,13 @@ def _task_instances(dag_run: Any, task_id: str) -> list[Any]:
     from sqlalchemy import select
 
     with create_session() as session:
-        tis = session.scalars(select(TaskInstance).where(
-            TaskInstance.dag_id == dag_run.dag_id, TaskInstance.run_id == dag_run.run_id,
-            TaskInstance.task_id == task_id)).all()
+        tis = session.scalars(
+            select(TaskInstance).where(
+                TaskInstance.dag_id == dag_run.dag_id,
+                TaskInstance.run_id == dag_run.run_id,
+                TaskInstance.task_id == task_id,
+            )
+        ).all()
         session.expunge_all()
         return list(tis)
 
@@ -64,28 +68,34 @@ def _asset_events(dag_run: Any, name: str) -> list[dict[str, Any]]:
     from sqlalchemy import select
 
     with create_session() as session:
-        rows = session.scalars(select(AssetEvent).join(AssetModel, AssetEvent.asset_id == AssetModel.id)
-                               .where(AssetModel.name == name,
-                                      AssetEvent.source_run_id == dag_run.run_id)).all()
+        rows = session.scalars(
+            select(AssetEvent)
+            .join(AssetModel, AssetEvent.asset_id == AssetModel.id)
+            .where(AssetModel.name == name, AssetEvent.source_run_id == dag_run.run_id)
+        ).all()
         return [dict(r.extra or {}) for r in rows]
 
 
 def test_lanes_are_named_and_an_alert_shows_everywhere_an_operator_looks(
-    airflow_home: Path, carnet_env: Settings, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    airflow_home: Path,
+    carnet_env: Settings,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
     carnet_log_records: list[logging.LogRecord],
 ) -> None:
     from pipeline.cli import main
 
     feed = tmp_path / "feed"
     _feed(feed)
-    run = run_dag.run_dag("carnet_ingest", {"feed_url": str(feed), "max_reject_rate": 0.2},
-                          retries=0)
+    run = run_dag.run_dag("carnet_ingest", {"feed_url": str(feed), "max_reject_rate": 0.2}, retries=0)
     assert str(run.state) == "success"
 
     # The grid names each mapped task after its lane; the alerting one says so.
     names = sorted(ti.rendered_map_index for ti in _task_instances(run, "process_text"))
-    assert names[:2] == ["labo-bio (1 batch)", "labo-x (1 batch) ALERT: reject rate 50% above "
-                                                "the threshold 20%"], names
+    assert names[:2] == [
+        "labo-bio (1 batch)",
+        "labo-x (1 batch) ALERT: reject rate 50% above the threshold 20%",
+    ], names
     assert names[2] == "radio-ouest (1 batch)"
 
     # One threshold, one answer: the metrics' flagged, the alerts kept and the run totals.
@@ -108,7 +118,8 @@ def test_lanes_are_named_and_an_alert_shows_everywhere_an_operator_looks(
     # Log records: a real logger name, producer/batch/document as fields, no dict reprs.
     rejected = [r for r in carnet_log_records if r.getMessage().startswith("document rejected")]
     assert [(r.name, r.producer, r.batch, r.reasons) for r in rejected] == [  # type: ignore[attr-defined]
-        ("pipeline.monitoring", "labo-x", BAD_BATCH, "invalid_ins_key")]
+        ("pipeline.monitoring", "labo-x", BAD_BATCH, "invalid_ins_key")
+    ]
     assert rejected[0].document.endswith("labo-x/2026-02-01-001/oru.hl7#2")  # type: ignore[attr-defined]
     assert not any("{'" in r.getMessage() for r in carnet_log_records)
     assert not any(r.name.startswith("unusual_prefix") for r in carnet_log_records)
@@ -125,11 +136,12 @@ def test_lanes_are_named_and_an_alert_shows_everywhere_an_operator_looks(
 
 
 def test_a_feed_url_that_leads_nowhere_fails_at_once_and_alerts(
-    airflow_home: Path, carnet_env: Settings, tmp_path: Path,
+    airflow_home: Path,
+    carnet_env: Settings,
+    tmp_path: Path,
 ) -> None:
     # The DAG's own retries (2, with a 30 s delay): configuration errors must not use them.
-    run = run_dag.run_dag("carnet_ingest", {"feed_url": str(tmp_path / "no-such-feed")},
-                          retries=None)
+    run = run_dag.run_dag("carnet_ingest", {"feed_url": str(tmp_path / "no-such-feed")}, retries=None)
     assert str(run.state) == "failed"
     [ti] = _task_instances(run, "discover")
     assert (str(ti.state), ti.try_number) == ("failed", 1)
@@ -139,22 +151,39 @@ def test_a_feed_url_that_leads_nowhere_fails_at_once_and_alerts(
 
 
 def test_counters_and_timers_reach_statsd_through_airflow(
-    airflow_home: Path, carnet_env: Settings, tmp_path: Path,
+    airflow_home: Path,
+    carnet_env: Settings,
+    tmp_path: Path,
 ) -> None:
     sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sink.bind(("127.0.0.1", 0))
     sink.settimeout(0.5)
     feed = tmp_path / "feed"
     _feed(feed)
-    env = {**os.environ, "AIRFLOW__METRICS__STATSD_ON": "True",
-           "AIRFLOW__METRICS__STATSD_HOST": "127.0.0.1",
-           "AIRFLOW__METRICS__STATSD_PORT": str(sink.getsockname()[1]),
-           "AIRFLOW__METRICS__STATSD_PREFIX": "airflow"}
+    env = {
+        **os.environ,
+        "AIRFLOW__METRICS__STATSD_ON": "True",
+        "AIRFLOW__METRICS__STATSD_HOST": "127.0.0.1",
+        "AIRFLOW__METRICS__STATSD_PORT": str(sink.getsockname()[1]),
+        "AIRFLOW__METRICS__STATSD_PREFIX": "airflow",
+    }
     try:
         done = subprocess.run(
-            [sys.executable, str(REPO / "scripts" / "run_dag.py"), "--feed", str(feed),
-             "--airflow-home", str(airflow_home)],
-            env=env, cwd=REPO, capture_output=True, text=True, timeout=300, check=False)
+            [
+                sys.executable,
+                str(REPO / "scripts" / "run_dag.py"),
+                "--feed",
+                str(feed),
+                "--airflow-home",
+                str(airflow_home),
+            ],
+            env=env,
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
         assert done.returncode == 0, done.stderr[-3000:]
         packets: list[str] = []
         while True:

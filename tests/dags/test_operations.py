@@ -36,13 +36,16 @@ def test_the_example_feeds_file_loads() -> None:
     assert feeds[1].url == "s3://carnet-feeds/imagerie-du-parc" and feeds[1].scans
 
 
-@pytest.mark.parametrize("body", [
-    '[[feeds]]\nid = "Bad Id"\nlocation = "/x"\n',
-    '[[feeds]]\nid = "a"\nlocation = "/x"\nfiness = "12"\n',
-    '[[feeds]]\nid = "a"\nlocation = "/x"\n[[feeds]]\nid = "a"\nlocation = "/y"\n',
-    '[[feeds]]\nid = "a"\nlocation = "/x"\nmax_reject_rate = 2\n',
-    'feeds = 3',
-])
+@pytest.mark.parametrize(
+    "body",
+    [
+        '[[feeds]]\nid = "Bad Id"\nlocation = "/x"\n',
+        '[[feeds]]\nid = "a"\nlocation = "/x"\nfiness = "12"\n',
+        '[[feeds]]\nid = "a"\nlocation = "/x"\n[[feeds]]\nid = "a"\nlocation = "/y"\n',
+        '[[feeds]]\nid = "a"\nlocation = "/x"\nmax_reject_rate = 2\n',
+        "feeds = 3",
+    ],
+)
 def test_a_bad_feeds_file_is_refused(tmp_path: Path, body: str) -> None:
     path = tmp_path / "feeds.toml"
     path.write_text(body)
@@ -91,23 +94,35 @@ def test_hl7_acks_carry_the_code_and_the_message_control_id(tmp_path: Path) -> N
     assert second[1].startswith("MSA|AE|MSG0002|INS invalide")
     assert second[2].startswith("ERR||PID^1^3|102^") and "|E|invalid_ins_key^" in second[2]
     # Only HL7 messages get an ACK.
-    pdf = Outcome(source=str(feed_root / "labo" / "b1" / "x.pdf"), status=Status.INDEXED,
-                  format=Format.PDF)
+    pdf = Outcome(source=str(feed_root / "labo" / "b1" / "x.pdf"), status=Status.INDEXED, format=Format.PDF)
     [entry] = write_acknowledgements(feed, batch, [pdf]).files
     assert (entry.file, entry.ack) == ("x.pdf", None)
 
 
 def test_an_index_refusal_is_acknowledged_ar() -> None:
-    refused = Outcome(source="a.hl7", status=Status.REJECTED, format=Format.HL7V2,
-                      message_control_id="M1",
-                      reasons=(Problem(code=Reason.INDEX_ERROR, message="mapping"),))
+    refused = Outcome(
+        source="a.hl7",
+        status=Status.REJECTED,
+        format=Format.HL7V2,
+        message_control_id="M1",
+        reasons=(Problem(code=Reason.INDEX_ERROR, message="mapping"),),
+    )
     assert ack_code(refused) == "AR"
 
 
 def _metrics(rate: float, run: str) -> BatchMetrics:
-    return BatchMetrics(run_id=run, feed="f", producer="p", batch_key=f"p/{run}",
-                        recorded_at=dt.datetime.now(dt.UTC), total=10, by_status={},
-                        rejected_by_reason={}, reject_rate=rate, flagged=False)
+    return BatchMetrics(
+        run_id=run,
+        feed="f",
+        producer="p",
+        batch_key=f"p/{run}",
+        recorded_at=dt.datetime.now(dt.UTC),
+        total=10,
+        by_status={},
+        rejected_by_reason={},
+        reject_rate=rate,
+        flagged=False,
+    )
 
 
 def test_reject_rate_alerts_on_threshold_and_on_a_jump() -> None:
@@ -145,8 +160,14 @@ def test_the_webhook_notifier_posts_the_alert_and_survives_a_dead_url(
     server = HTTPServer(("127.0.0.1", 0), Handler)
     thread = threading.Thread(target=server.handle_request, daemon=True)
     thread.start()
-    alert = Alert(kind=AlertKind.BATCH_FAILED, message="boom", feed="f", producer="p", batch="p/b",
-                  at=dt.datetime.now(dt.UTC))
+    alert = Alert(
+        kind=AlertKind.BATCH_FAILED,
+        message="boom",
+        feed="f",
+        producer="p",
+        batch="p/b",
+        at=dt.datetime.now(dt.UTC),
+    )
     WebhookNotifier(f"http://127.0.0.1:{server.server_port}/hook").notify(alert)
     thread.join(5)
     server.server_close()
@@ -170,9 +191,16 @@ def test_retention_purges_old_quarantine_but_keeps_recent_and_indexed(tmp_path: 
     old_sha, new_sha = store.put(b"old"), store.put(b"new")
     for sha, age in ((old_sha, 400), (new_sha, 10)):
         at = now - dt.timedelta(days=age)
-        store.put_quarantine(QuarantineRecord(
-            quarantine_id=sha[:32], source=f"s-{age}", producer="p", content_sha256=sha,
-            reasons=problem, first_quarantined_at=at))
+        store.put_quarantine(
+            QuarantineRecord(
+                quarantine_id=sha[:32],
+                source=f"s-{age}",
+                producer="p",
+                content_sha256=sha,
+                reasons=problem,
+                first_quarantined_at=at,
+            )
+        )
     dry = purge_retention(settings, quarantine_days=365, metrics_days=0, now=now, dry_run=True)
     assert (dry.quarantine_records, dry.objects) == (1, 1) and store.exists(old_sha)
     done = purge_retention(settings, quarantine_days=365, metrics_days=0, now=now)
@@ -182,7 +210,9 @@ def test_retention_purges_old_quarantine_but_keeps_recent_and_indexed(tmp_path: 
 
 
 def test_the_failure_callback_alerts_with_the_lane_of_batches(
-    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
 ) -> None:
     from types import SimpleNamespace
 
@@ -191,8 +221,7 @@ def test_the_failure_callback_alerts_with_the_lane_of_batches(
     monkeypatch.delenv("CARNET_ALERT_WEBHOOK", raising=False)
     monkeypatch.setenv("CARNET_DATA_DIR", str(tmp_path / "carnet"))
     context = {
-        "ti": SimpleNamespace(dag_id="carnet_ingest", task_id="process_ocr", map_index=3,
-                              try_number=2),
+        "ti": SimpleNamespace(dag_id="carnet_ingest", task_id="process_ocr", map_index=3, try_number=2),
         "task": SimpleNamespace(op_kwargs={"lane": ["labo/b1", "labo/b2"]}),
         "params": {"feed_id": "labo-feed", "feed_url": "/srv/feed"},
         "exception": OSError("disk full"),
@@ -202,7 +231,10 @@ def test_the_failure_callback_alerts_with_the_lane_of_batches(
     [record] = [r for r in caplog.records if "ALERT" in r.getMessage()]
     # Feed, producer and batch are fields of the log record, not words of its message.
     assert (record.feed, record.producer, record.batch) == (  # type: ignore[attr-defined]
-        "labo-feed", "labo", "labo/b1, labo/b2")
+        "labo-feed",
+        "labo",
+        "labo/b1, labo/b2",
+    )
     assert "OSError: disk full" in record.getMessage()
     [kept] = load_alerts(Settings(data_dir=tmp_path / "carnet"))
     assert kept.batch == "labo/b1, labo/b2" and kept.details["task"] == "carnet_ingest.process_ocr[3]"

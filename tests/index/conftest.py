@@ -99,9 +99,7 @@ def _elasticsearch() -> Iterator[DocumentIndex]:
         index.close()
 
 
-@pytest.fixture(
-    params=["sqlite", pytest.param("elasticsearch", marks=pytest.mark.elasticsearch)]
-)
+@pytest.fixture(params=["sqlite", pytest.param("elasticsearch", marks=pytest.mark.elasticsearch)])
 def index(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[DocumentIndex]:
     if request.param == "sqlite":
         yield from _sqlite(tmp_path)

@@ -97,9 +97,7 @@ def test_find_versions_by_content_hash_and_by_series(index: DocumentIndex) -> No
     assert sorted(v.doc_id for v in by_hash) == ["copy", "v1"]
     by_series = index.find_versions(PATIENT_A, content_sha256="0" * 64, series_id="s-1")
     assert sorted(v.doc_id for v in by_series) == ["v1", "v2"]
-    both = index.find_versions(
-        PATIENT_A, content_sha256=original.content_sha256, series_id="s-1"
-    )
+    both = index.find_versions(PATIENT_A, content_sha256=original.content_sha256, series_id="s-1")
     assert sorted(v.doc_id for v in both) == ["copy", "v1", "v2"]
     found = {v.doc_id: v for v in both}
     assert found["v2"].series_id == "s-1"
@@ -109,10 +107,12 @@ def test_find_versions_by_content_hash_and_by_series(index: DocumentIndex) -> No
 
 
 def test_supersede_hides_the_old_version_from_default_search(index: DocumentIndex) -> None:
-    index.upsert([
-        make_record("v1", series_id="s", text="Hémoglobine 12"),
-        make_record("v2", series_id="s", text="Hémoglobine 13"),
-    ])
+    index.upsert(
+        [
+            make_record("v1", series_id="s", text="Hémoglobine 12"),
+            make_record("v2", series_id="s", text="Hémoglobine 13"),
+        ]
+    )
     index.supersede(PATIENT_A, "v1", "v2")
 
     assert ids(search(index, "hémoglobine")) == ["v2"]
@@ -127,11 +127,13 @@ def test_supersede_hides_the_old_version_from_default_search(index: DocumentInde
 
 
 def test_rebuild_keeps_every_document_its_version_chain_and_its_search(index: DocumentIndex) -> None:
-    index.upsert([
-        make_record("v1", series_id="s", text="Hémoglobine 12"),
-        make_record("v2", series_id="s", text="Hémoglobine 13"),
-        make_record("b1", patient_id=PATIENT_B, text="Hémoglobine 14"),
-    ])
+    index.upsert(
+        [
+            make_record("v1", series_id="s", text="Hémoglobine 12"),
+            make_record("v2", series_id="s", text="Hémoglobine 13"),
+            make_record("b1", patient_id=PATIENT_B, text="Hémoglobine 14"),
+        ]
+    )
     index.supersede(PATIENT_A, "v1", "v2")
 
     done = index.rebuild("v9")
@@ -153,11 +155,13 @@ def test_supersede_cannot_touch_another_patients_document(index: DocumentIndex) 
 
 
 def test_withdraw_takes_a_document_out_of_every_search_but_keeps_it(index: DocumentIndex) -> None:
-    index.upsert([
-        make_record("v1", series_id="s", text="Hémoglobine 12"),
-        make_record("v2", series_id="s", text="Hémoglobine 13"),
-        make_record("other", text="Hémoglobine 14"),
-    ])
+    index.upsert(
+        [
+            make_record("v1", series_id="s", text="Hémoglobine 12"),
+            make_record("v2", series_id="s", text="Hémoglobine 13"),
+            make_record("other", text="Hémoglobine 14"),
+        ]
+    )
     index.supersede(PATIENT_A, "v1", "v2")
     at = dt.datetime(2024, 7, 1, 9, 0, tzinfo=dt.UTC)
     assert index.withdraw(PATIENT_A, "v1", at) and index.withdraw(PATIENT_A, "v2", at)
@@ -177,12 +181,15 @@ def test_withdraw_takes_a_document_out_of_every_search_but_keeps_it(index: Docum
 
 
 def test_find_by_document_ids_matches_a_producers_ids(index: DocumentIndex) -> None:
-    index.upsert([
-        make_record("d1", producer="hopital", producer_document_id="SET-1",
-                    document_ids=("DOC-1-V1", "FILLER-9")),
-        make_record("d2", producer="labo", producer_document_id="DOC-1-V1"),
-        make_record("d3", patient_id=PATIENT_B, producer="hopital", producer_document_id="SET-1"),
-    ])
+    index.upsert(
+        [
+            make_record(
+                "d1", producer="hopital", producer_document_id="SET-1", document_ids=("DOC-1-V1", "FILLER-9")
+            ),
+            make_record("d2", producer="labo", producer_document_id="DOC-1-V1"),
+            make_record("d3", patient_id=PATIENT_B, producer="hopital", producer_document_id="SET-1"),
+        ]
+    )
     found = index.find_by_document_ids(PATIENT_A, "hopital", ["DOC-1-V1"])
     assert [v.doc_id for v in found] == ["d1"]  # not labo's d2, not patient B's d3
     assert [v.doc_id for v in index.find_by_document_ids(PATIENT_A, "hopital", ["SET-1"])] == ["d1"]
@@ -218,11 +225,13 @@ def test_delete_one_document(index: DocumentIndex) -> None:
 
 
 def test_delete_patient_removes_only_that_patient(index: DocumentIndex) -> None:
-    index.upsert([
-        make_record("a1", text="Glucose"),
-        make_record("a2", text="Glucose"),
-        make_record("b1", patient_id=PATIENT_B, text="Glucose"),
-    ])
+    index.upsert(
+        [
+            make_record("a1", text="Glucose"),
+            make_record("a2", text="Glucose"),
+            make_record("b1", patient_id=PATIENT_B, text="Glucose"),
+        ]
+    )
     assert sorted(index.delete_patient(PATIENT_A)) == ["a1", "a2"]
     assert search(index, "glucose").total == 0
     assert search(index).total == 0
@@ -250,41 +259,47 @@ def test_accented_query_finds_unaccented_text(index: DocumentIndex) -> None:
 
 
 def test_loinc_code_is_one_searchable_token(index: DocumentIndex) -> None:
-    index.upsert([
-        make_record("in-text", text=HB_TEXT),
-        make_record(
-            "in-results",
-            text="Bilan rénal",
-            results=(LabResult(analyte="Créatinine", loinc="2160-0"),),
-        ),
-        make_record("neither", text="Résultat 718 puis 7 et 2160 puis 0"),
-    ])
+    index.upsert(
+        [
+            make_record("in-text", text=HB_TEXT),
+            make_record(
+                "in-results",
+                text="Bilan rénal",
+                results=(LabResult(analyte="Créatinine", loinc="2160-0"),),
+            ),
+            make_record("neither", text="Résultat 718 puis 7 et 2160 puis 0"),
+        ]
+    )
     assert ids(search(index, "718-7")) == ["in-text"]
     assert ids(search(index, "2160-0")) == ["in-results"]
 
 
 def test_title_analytes_and_producer_are_searchable(index: DocumentIndex) -> None:
-    index.upsert([
-        make_record(
-            "d1",
-            title="Bilan martial",
-            text="Voir résultats",
-            results=(LabResult(analyte="Ferritine", loinc="2276-4"),),
-            producer="labo-cerballiance",
-        ),
-        make_record("d2", title="Autre", text="Voir résultats", producer="labo-biogroup"),
-    ])
+    index.upsert(
+        [
+            make_record(
+                "d1",
+                title="Bilan martial",
+                text="Voir résultats",
+                results=(LabResult(analyte="Ferritine", loinc="2276-4"),),
+                producer="labo-cerballiance",
+            ),
+            make_record("d2", title="Autre", text="Voir résultats", producer="labo-biogroup"),
+        ]
+    )
     assert ids(search(index, "martial")) == ["d1"]
     assert ids(search(index, "ferritine")) == ["d1"]
     assert ids(search(index, "cerballiance")) == ["d1"]
 
 
 def test_all_terms_must_match(index: DocumentIndex) -> None:
-    index.upsert([
-        make_record("both", text="Hémoglobine et glucose"),
-        make_record("hb", text="Hémoglobine seule"),
-        make_record("glu", text="Glucose seul"),
-    ])
+    index.upsert(
+        [
+            make_record("both", text="Hémoglobine et glucose"),
+            make_record("hb", text="Hémoglobine seule"),
+            make_record("glu", text="Glucose seul"),
+        ]
+    )
     assert ids(search(index, "hémoglobine glucose")) == ["both"]
     assert sorted(ids(search(index, "hémoglobine"))) == ["both", "hb"]
 
@@ -308,22 +323,24 @@ def test_text_without_searchable_words_finds_nothing(index: DocumentIndex) -> No
 
 @pytest.fixture
 def three_classes(index: DocumentIndex) -> DocumentIndex:
-    index.upsert([
-        make_record("bio", text="Glucose", document_date=dt.date(2023, 1, 10)),
-        make_record(
-            "img",
-            doc_class=DocClass.IMAGING,
-            text="Glucose ? non : scanner",
-            document_date=dt.date(2024, 2, 20),
-        ),
-        make_record(
-            "rx",
-            doc_class=DocClass.PRESCRIPTION,
-            text="Glucose lecteur",
-            document_date=dt.date(2024, 5, 5),
-        ),
-        make_record("undated", doc_class=DocClass.OTHER, text="Glucose", document_date=None),
-    ])
+    index.upsert(
+        [
+            make_record("bio", text="Glucose", document_date=dt.date(2023, 1, 10)),
+            make_record(
+                "img",
+                doc_class=DocClass.IMAGING,
+                text="Glucose ? non : scanner",
+                document_date=dt.date(2024, 2, 20),
+            ),
+            make_record(
+                "rx",
+                doc_class=DocClass.PRESCRIPTION,
+                text="Glucose lecteur",
+                document_date=dt.date(2024, 5, 5),
+            ),
+            make_record("undated", doc_class=DocClass.OTHER, text="Glucose", document_date=None),
+        ]
+    )
     return index
 
 
@@ -363,25 +380,29 @@ def test_without_text_newest_first_undated_last(three_classes: DocumentIndex) ->
 
 def test_more_relevant_first(index: DocumentIndex) -> None:
     filler = " ".join(["Compte rendu d'examen sans particularité."] * 20)
-    index.upsert([
-        make_record("weak", text=f"{filler} Ferritine à contrôler.", document_date=dt.date(2024, 6, 1)),
-        make_record(
-            "strong",
-            title="Ferritine",
-            text="Ferritine 12 µg/L, ferritine basse : carence martiale.",
-            document_date=dt.date(2020, 1, 1),
-        ),
-    ])
+    index.upsert(
+        [
+            make_record("weak", text=f"{filler} Ferritine à contrôler.", document_date=dt.date(2024, 6, 1)),
+            make_record(
+                "strong",
+                title="Ferritine",
+                text="Ferritine 12 µg/L, ferritine basse : carence martiale.",
+                document_date=dt.date(2020, 1, 1),
+            ),
+        ]
+    )
     result = search(index, "ferritine")
     assert ids(result) == ["strong", "weak"]
     assert result.hits[0].score > result.hits[1].score
 
 
 def test_limit_offset_and_total(index: DocumentIndex) -> None:
-    index.upsert([
-        make_record(f"d{i}", text=f"Glucose mesure {i}", document_date=dt.date(2024, 1, 1 + i))
-        for i in range(5)
-    ])
+    index.upsert(
+        [
+            make_record(f"d{i}", text=f"Glucose mesure {i}", document_date=dt.date(2024, 1, 1 + i))
+            for i in range(5)
+        ]
+    )
     index.upsert([make_record("b", patient_id=PATIENT_B, text="Glucose")])
     for text in ["glucose", None]:
         pages = [search(index, text, limit=2, offset=offset) for offset in (0, 2, 4, 6)]
@@ -405,9 +426,11 @@ def test_snippet_highlights_the_original_words(index: DocumentIndex) -> None:
 
 
 def test_snippet_marks_come_from_matches_never_from_the_text(index: DocumentIndex) -> None:
-    text = ("Laboratoire du Parc\n12 rue des Lilas, 69000 Lyon\nCompte rendu de biologie\n"
-            "Patiente : DURAND Claire  INS : 2 91 02 69 012 345 67\n"
-            "Hémoglobine 13.5 g/dL [12.0-16.5] N\nFerritine 45 µg/L [15-150]")
+    text = (
+        "Laboratoire du Parc\n12 rue des Lilas, 69000 Lyon\nCompte rendu de biologie\n"
+        "Patiente : DURAND Claire  INS : 2 91 02 69 012 345 67\n"
+        "Hémoglobine 13.5 g/dL [12.0-16.5] N\nFerritine 45 µg/L [15-150]"
+    )
     index.upsert([make_record("lab", title="Compte rendu de biologie", text=text)])
     hit = search(index, "ferritine").hits[0]
     assert "[12.0-16.5]" in hit.snippet or "[15-150]" in hit.snippet, "brackets stay text"
@@ -467,18 +490,20 @@ CRAFTED_QUERIES = [
     "🧪💊 𝔥é𝔪𝔬 \u200b\u202e ﷽ Ωμέγα 漢字 ٣٤",
     "hémoglobine\nzolpidem\tglucose",
     "_all:* OR _id:*",
-    "{\"match_all\": {}}",
+    '{"match_all": {}}',
 ]
 
 
 @pytest.fixture
 def two_patients(index: DocumentIndex) -> DocumentIndex:
-    index.upsert([
-        make_record("a-hb", text=HB_TEXT),
-        make_record("a-glu", text="Glucose 5,0 mmol/L"),
-        make_record("b-hb", patient_id=PATIENT_B, text=HB_TEXT + " Zolpidem 10 mg"),
-        make_record("b-rx", patient_id=PATIENT_B, text="Ordonnance : zolpidem, hémoglobine"),
-    ])
+    index.upsert(
+        [
+            make_record("a-hb", text=HB_TEXT),
+            make_record("a-glu", text="Glucose 5,0 mmol/L"),
+            make_record("b-hb", patient_id=PATIENT_B, text=HB_TEXT + " Zolpidem 10 mg"),
+            make_record("b-rx", patient_id=PATIENT_B, text="Ordonnance : zolpidem, hémoglobine"),
+        ]
+    )
     return index
 
 

@@ -56,9 +56,7 @@ def test_unreachable_node_raises_backend_unavailable_with_the_url() -> None:
 
 
 @pytest.mark.elasticsearch
-def test_template_and_alias_are_created_idempotently(
-    es_url: str, es_index: ElasticsearchIndex
-) -> None:
+def test_template_and_alias_are_created_idempotently(es_url: str, es_index: ElasticsearchIndex) -> None:
     es_index.upsert([make_record("d1", text="Glucose")])
     again = ElasticsearchIndex(es_url, alias=es_index.alias)
     try:
@@ -79,10 +77,12 @@ def test_template_and_alias_are_created_idempotently(
 
 @pytest.mark.elasticsearch
 def test_documents_are_routed_by_patient(es_index: ElasticsearchIndex) -> None:
-    es_index.upsert([
-        make_record("a1", text="Glucose"),
-        make_record("b1", patient_id=PATIENT_B, text="Glucose"),
-    ])
+    es_index.upsert(
+        [
+            make_record("a1", text="Glucose"),
+            make_record("b1", patient_id=PATIENT_B, text="Glucose"),
+        ]
+    )
     client = es_index.client
     stored = client.get(index=es_index.alias, id="a1", routing=PATIENT_A)
     assert stored["_routing"] == PATIENT_A
@@ -154,9 +154,7 @@ def test_an_older_mapping_gets_new_fields_on_open(es_url: str, es_index: Elastic
 
 
 @pytest.mark.elasticsearch
-def test_an_incompatible_mapping_is_reported_on_open(
-    es_url: str, caplog: pytest.LogCaptureFixture
-) -> None:
+def test_an_incompatible_mapping_is_reported_on_open(es_url: str, caplog: pytest.LogCaptureFixture) -> None:
     alias = f"carnet-test-{uuid4().hex[:8]}"
     probe = ElasticsearchIndex(es_url, alias=f"{alias}-probe")
     client = probe.client

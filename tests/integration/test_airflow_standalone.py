@@ -41,11 +41,13 @@ def test_standalone_runs_the_ingestion_over_the_rest_api(tmp_path: Path) -> None
     port = free_port()
     data_dir = tmp_path / "carnet"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "CARNET_"))}
-    env.update(AIRFLOW_HOME=str(tmp_path / "airflow"), CARNET_AIRFLOW_PORT=str(port),
-               CARNET_DATA_DIR=str(data_dir))
+    env.update(
+        AIRFLOW_HOME=str(tmp_path / "airflow"), CARNET_AIRFLOW_PORT=str(port), CARNET_DATA_DIR=str(data_dir)
+    )
     started = time.monotonic()
-    done = subprocess.run([str(SCRIPT), "start"], env=env, capture_output=True, text=True,
-                          timeout=180, check=False)
+    done = subprocess.run(
+        [str(SCRIPT), "start"], env=env, capture_output=True, text=True, timeout=180, check=False
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     pgid = int((tmp_path / "airflow" / "standalone.pgid").read_text())
     log = tmp_path / "airflow" / "standalone.log"

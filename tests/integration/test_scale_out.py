@@ -40,8 +40,14 @@ from pipeline.feeds import REPORT
 from tests.conftest import require_service
 from tests.integration.conftest import AirflowApi, free_port, unavailable
 
-pytestmark = [pytest.mark.slow, pytest.mark.airflow, pytest.mark.elasticsearch, pytest.mark.s3,
-              pytest.mark.kms, pytest.mark.timeout(720)]
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.airflow,
+    pytest.mark.elasticsearch,
+    pytest.mark.s3,
+    pytest.mark.kms,
+    pytest.mark.timeout(720),
+]
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "scripts" / "airflow_celery.sh"
@@ -70,8 +76,14 @@ def _feed(root: Path) -> None:
     generated = generate_feed(root, seed=7, patients=6, documents=28, include_bad=True, scans=0)
     producers = sorted({d.producer for d in generated.documents})
     for fmt in ("pdf", "cda"):
-        doc = next(d for d in generated.documents if d.format is not None and d.format.value == fmt
-                   and d.expected_status is Status.INDEXED and d.replaced_by is None)
+        doc = next(
+            d
+            for d in generated.documents
+            if d.format is not None
+            and d.format.value == fmt
+            and d.expected_status is Status.INDEXED
+            and d.replaced_by is None
+        )
         other = producers[(producers.index(doc.producer) + 1) % len(producers)]
         first = min(p.name for p in (root / other).iterdir() if p.is_dir())
         name = Path(doc.source_ref).name
@@ -85,21 +97,25 @@ def _race_groups(root: Path) -> dict[tuple[str, str], str]:
         if path.is_file() and not path.name.startswith("_"):
             batch = path.parent.relative_to(root).as_posix()
             by_digest[hashlib.sha256(path.read_bytes()).hexdigest()].append((batch, path.name))
-    return {where: digest for digest, places in by_digest.items()
-            if len({b.split("/")[0] for b, _ in places}) > 1 for where in places}
+    return {
+        where: digest
+        for digest, places in by_digest.items()
+        if len({b.split("/")[0] for b, _ in places}) > 1
+        for where in places
+    }
 
 
 def _outcomes(reports: dict[str, bytes]) -> dict[Key, Outcome]:
     found: dict[Key, Outcome] = {}
     for batch, body in reports.items():
         for f in json.loads(body)["files"]:
-            found[(batch, f["file"], f["position"])] = (f["status"],
-                                                        tuple(r["code"] for r in f["reasons"]))
+            found[(batch, f["file"], f["position"])] = (f["status"], tuple(r["code"] for r in f["reasons"]))
     return found
 
 
-def _compared(outcomes: dict[Key, Outcome], races: dict[tuple[str, str], str]
-              ) -> tuple[dict[Key, Outcome], dict[str, Counter[str]]]:
+def _compared(
+    outcomes: dict[Key, Outcome], races: dict[tuple[str, str], str]
+) -> tuple[dict[Key, Outcome], dict[str, Counter[str]]]:
     """Outcomes one by one outside the race groups, and each group's statuses as a multiset."""
     single = {k: o for k, o in outcomes.items() if (k[0], k[1]) not in races}
     groups: dict[str, Counter[str]] = defaultdict(Counter)
@@ -128,16 +144,18 @@ def _reference(feed: Path, data_dir: Path) -> tuple[dict[Key, Outcome], set[tupl
 
 
 def _s3_endpoint() -> str:
-    return require_service("S3", os.environ.get("AWS_ENDPOINT_URL", "http://127.0.0.1:9000"),
-                           "scripts/s3.sh start")
+    return require_service(
+        "S3", os.environ.get("AWS_ENDPOINT_URL", "http://127.0.0.1:9000"), "scripts/s3.sh start"
+    )
 
 
 @pytest.fixture
 def bucket() -> Iterator[Any]:
     from pipeline.s3 import Bucket, make_client
 
-    b = Bucket(make_client(endpoint_url=_s3_endpoint(), region="us-east-1"),
-               f"carnet-proof-{uuid.uuid4().hex[:10]}")
+    b = Bucket(
+        make_client(endpoint_url=_s3_endpoint(), region="us-east-1"), f"carnet-proof-{uuid.uuid4().hex[:10]}"
+    )
     b.ensure_exists("us-east-1")
     try:
         yield b
@@ -148,7 +166,8 @@ def bucket() -> Iterator[Any]:
 
 
 def test_two_workers_with_private_folders_give_the_single_process_outcomes(
-        tmp_path: Path, bucket: Any) -> None:
+    tmp_path: Path, bucket: Any
+) -> None:
     from pipeline.index.elasticsearch import ElasticsearchIndex
     from pipeline.maintenance import check_integrity
     from pipeline.monitoring import format_producer_status, load_metrics
@@ -156,18 +175,21 @@ def test_two_workers_with_private_folders_give_the_single_process_outcomes(
 
     if shutil.which("apt-get") is None and shutil.which("redis-server") is None:
         unavailable("neither redis-server nor apt-get to install it")
-    es_url = require_service("Elasticsearch", os.environ.get("CARNET_TEST_ES_URL",
-                             "http://127.0.0.1:9200"), "scripts/elasticsearch.sh start")
-    kms_url = require_service("KMS", os.environ.get("CARNET_TEST_KMS_URL", "http://127.0.0.1:4599"),
-                              "scripts/kms.sh start")
+    es_url = require_service(
+        "Elasticsearch",
+        os.environ.get("CARNET_TEST_ES_URL", "http://127.0.0.1:9200"),
+        "scripts/elasticsearch.sh start",
+    )
+    kms_url = require_service(
+        "KMS", os.environ.get("CARNET_TEST_KMS_URL", "http://127.0.0.1:4599"), "scripts/kms.sh start"
+    )
     feed = tmp_path / "feed"
     _feed(feed)
     races = _race_groups(feed)
     assert len(set(races.values())) == 2, races
     shutil.copytree(feed, tmp_path / "reference-feed")
     for path in (p for p in feed.rglob("*") if p.is_file()):
-        bucket.put(f"feed/{path.relative_to(feed).as_posix()}", path.read_bytes(),
-                   "application/octet-stream")
+        bucket.put(f"feed/{path.relative_to(feed).as_posix()}", path.read_bytes(), "application/octet-stream")
     feed_url = f"s3://{bucket.name}/feed"
 
     state = tmp_path / "celery"
@@ -175,24 +197,33 @@ def test_two_workers_with_private_folders_give_the_single_process_outcomes(
     alias = f"carnet-proof-{uuid.uuid4().hex[:8]}"
     carnet = {
         "CARNET_STATE_URL": f"postgresql://carnet:carnet@127.0.0.1:{pg_port}/carnet",
-        "CARNET_INDEX_URL": es_url, "CARNET_ES_ALIAS": alias,
-        "CARNET_STORE_URL": f"s3://{bucket.name}/store", "AWS_ENDPOINT_URL": _s3_endpoint(),
+        "CARNET_INDEX_URL": es_url,
+        "CARNET_ES_ALIAS": alias,
+        "CARNET_STORE_URL": f"s3://{bucket.name}/store",
+        "AWS_ENDPOINT_URL": _s3_endpoint(),
         "CARNET_KMS_KEY_ID": os.environ.get("CARNET_TEST_KMS_KEY_ID", "alias/carnet-test"),
         "AWS_ENDPOINT_URL_KMS": kms_url,
     }
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "CARNET_"))}
-    env.update(carnet, CARNET_CELERY_HOME=str(state), CARNET_AIRFLOW_PORT=str(port),
-               CARNET_PG_PORT=str(pg_port), CARNET_REDIS_PORT=str(free_port()),
-               # The scheduler, API server and DAG processor: an empty folder too.
-               CARNET_DATA_DIR=str(tmp_path / "control"),
-               CARNET_WORKER_DATA_ROOT=str(tmp_path / "workers"))
+    env.update(
+        carnet,
+        CARNET_CELERY_HOME=str(state),
+        CARNET_AIRFLOW_PORT=str(port),
+        CARNET_PG_PORT=str(pg_port),
+        CARNET_REDIS_PORT=str(free_port()),
+        # The scheduler, API server and DAG processor: an empty folder too.
+        CARNET_DATA_DIR=str(tmp_path / "control"),
+        CARNET_WORKER_DATA_ROOT=str(tmp_path / "workers"),
+    )
     started = time.monotonic()
     pgids: dict[str, int] = {}
     try:
-        done = subprocess.run([str(SCRIPT), "start"], env=env, capture_output=True, text=True,
-                              timeout=240, check=False)
-        pgids = {s: int((state / f"{s}.pgid").read_text()) for s in SERVICES
-                 if (state / f"{s}.pgid").exists()}
+        done = subprocess.run(
+            [str(SCRIPT), "start"], env=env, capture_output=True, text=True, timeout=240, check=False
+        )
+        pgids = {
+            s: int((state / f"{s}.pgid").read_text()) for s in SERVICES if (state / f"{s}.pgid").exists()
+        }
         if done.returncode != 0:
             logs = {p.name: p.read_text(errors="replace")[-1500:] for p in state.glob("*.log")}
             raise AssertionError(f"{done.stdout}{done.stderr}\n{json.dumps(logs, indent=1)}")
@@ -225,11 +256,15 @@ def test_two_workers_with_private_folders_give_the_single_process_outcomes(
     # (a) both workers ran tasks.
     ran = [t for t in tis if t["state"] == "success"]
     assert {t["hostname"] for t in ran} == set(WORKERS), [
-        (t["task_id"], t["map_index"], t["hostname"]) for t in ran]
+        (t["task_id"], t["map_index"], t["hostname"]) for t in ran
+    ]
 
     # (b) the outcomes of one process, document by document (race groups as groups).
-    reports = {k.removeprefix("feed/").removesuffix(f"/{REPORT}"): bucket.get(k)
-               for k in bucket.keys("feed/") if k.endswith(f"/{REPORT}")}
+    reports = {
+        k.removeprefix("feed/").removesuffix(f"/{REPORT}"): bucket.get(k)
+        for k in bucket.keys("feed/")
+        if k.endswith(f"/{REPORT}")
+    }
     got = _outcomes(reports)
     assert set(got) == set(reference)
     got_single, got_groups = _compared(got, races)
@@ -253,6 +288,10 @@ def test_two_workers_with_private_folders_give_the_single_process_outcomes(
             assert bucket.head(m.data_docs.removeprefix(f"s3://{bucket.name}/")), m.data_docs
 
     # (d) nothing on any worker's disk (nor on the other services' or the auditor's).
-    kept = [p.relative_to(tmp_path).as_posix() for folder in ("workers", "control", "auditor")
-            for p in (tmp_path / folder).rglob("*") if p.is_file()]
+    kept = [
+        p.relative_to(tmp_path).as_posix()
+        for folder in ("workers", "control", "auditor")
+        for p in (tmp_path / folder).rglob("*")
+        if p.is_file()
+    ]
     assert kept == []

@@ -529,18 +529,31 @@ def _wrappers() -> dict[str, object]:
         "xsl, data first": lambda cda: m.auto_presentable(cda, templates_first=False),  # type: ignore[attr-defined]
         "xsl, stylesheet first": lambda cda: m.auto_presentable(cda, templates_first=True),  # type: ignore[attr-defined]
         "xsl, prefixed document": lambda cda: m.auto_presentable(  # type: ignore[attr-defined]
-            m.prefixed(cda, "c").replace(' xmlns:c="urn:hl7-org:v3"', ""), templates_first=False),  # type: ignore[attr-defined]
+            m.prefixed(cda, "c").replace(' xmlns:c="urn:hl7-org:v3"', ""), templates_first=False
+        ),  # type: ignore[attr-defined]
         "xmldsig enveloping": lambda cda: (
             '<ds:Signature xmlns:ds="http://www.w3.org/2000/09/xmldsig#"><ds:SignedInfo/>'
-            f'<ds:SignatureValue>AA==</ds:SignatureValue><ds:Object>{cda}</ds:Object></ds:Signature>'),
+            f"<ds:SignatureValue>AA==</ds:SignatureValue><ds:Object>{cda}</ds:Object></ds:Signature>"
+        ),
         "any envelope": lambda cda: (
-            f"<envelope xmlns='urn:example:transport'><payload>{cda}</payload></envelope>"),
+            f"<envelope xmlns='urn:example:transport'><payload>{cda}</payload></envelope>"
+        ),
     }
 
 
 @pytest.mark.parametrize("wrapper", list(_wrappers()))
-@pytest.mark.parametrize("name", ["cr-bio.xml", "cr-img.xml", "cr-pdf.xml", "remb.xml", "presc-kine-text.xml",
-                                  "vital-signs.xml", "cr-imagerie.xml"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "cr-bio.xml",
+        "cr-img.xml",
+        "cr-pdf.xml",
+        "remb.xml",
+        "presc-kine-text.xml",
+        "vital-signs.xml",
+        "cr-imagerie.xml",
+    ],
+)
 def test_a_wrapped_document_reads_as_the_bare_one(name: str, wrapper: str) -> None:
     bare = sample(name).decode()
     cda = _strip_prolog(bare)
@@ -555,8 +568,9 @@ def test_a_wrapped_document_reads_as_the_bare_one(name: str, wrapper: str) -> No
     assert unwrapped_fields(parse_one(wrapped)) == unwrapped_fields(parse_one(bare.encode()))
 
 
-@pytest.mark.parametrize(("name", "in_4k"), [("cr-bio-auto.xml", 90), ("cr-img-auto.xml", 50),
-                                             ("cr-signed.xml", 90)])
+@pytest.mark.parametrize(
+    ("name", "in_4k"), [("cr-bio-auto.xml", 90), ("cr-img-auto.xml", 50), ("cr-signed.xml", 90)]
+)
 def test_published_wrappers_are_sniffed(name: str, in_4k: int) -> None:
     data = sample(name)
     assert score(data) == in_4k  # the first 4 KB: the stylesheet-first document starts later
@@ -601,8 +615,10 @@ def test_auto_presentable_cr_bio() -> None:
     doc = parse_one(sample("cr-bio-auto.xml"))
     assert doc.patient_ids == (PatientIdentifier(value="291106912304591", authority=INS_OID, kind="INS"),)
     assert (doc.type_code, doc.type_code_system) == ("11502-2", LOINC)
-    assert [(r.loinc, r.value, r.unit) for r in doc.results] == [("718-7", "13.6", "g/dL"),
-                                                                 ("777-3", "251", "10*9/L")]
+    assert [(r.loinc, r.value, r.unit) for r in doc.results] == [
+        ("718-7", "13.6", "g/dL"),
+        ("777-3", "251", "10*9/L"),
+    ]
     assert "Hémoglobine | 13,6 | g/dL | 12 - 16" in doc.text
     assert "xsl" not in doc.text and "Compte rendu d'examens biologiques" not in doc.text  # no label table
     assert doc.content == sample("cr-bio-auto.xml")  # the raw bytes are the whole file
@@ -638,14 +654,22 @@ def test_auto_presentable_in_utf16_is_sniffed() -> None:
     ("data", "match"),
     [
         # A rendering stylesheet that declares the HL7 namespace but holds no document.
-        (b'<xsl:stylesheet version="1.0" xmlns:xsl="http://www.w3.org/1999/XSL/Transform" '
-         b'xmlns:n1="urn:hl7-org:v3"><xsl:template match="n1:ClinicalDocument"/></xsl:stylesheet>',
-         "holds none"),
-        (b'<root><ClinicalDocument xmlns="urn:hl7-org:v3"/><ClinicalDocument xmlns="urn:hl7-org:v3"/></root>',
-         "2 CDA ClinicalDocuments"),
-        (b'<?xml version="1.0"?><!DOCTYPE xsl:stylesheet [<!ENTITY x "y">]><xsl:stylesheet '
-         b'xmlns:xsl="http://www.w3.org/1999/XSL/Transform"><ClinicalDocument xmlns="urn:hl7-org:v3">'
-         b"<title>&x;</title></ClinicalDocument></xsl:stylesheet>", "DTDForbidden"),
+        (
+            b'<xsl:stylesheet version="1.0" xmlns:xsl="http://www.w3.org/1999/XSL/Transform" '
+            b'xmlns:n1="urn:hl7-org:v3"><xsl:template match="n1:ClinicalDocument"/></xsl:stylesheet>',
+            "holds none",
+        ),
+        (
+            b'<root><ClinicalDocument xmlns="urn:hl7-org:v3"/>'
+            b'<ClinicalDocument xmlns="urn:hl7-org:v3"/></root>',
+            "2 CDA ClinicalDocuments",
+        ),
+        (
+            b'<?xml version="1.0"?><!DOCTYPE xsl:stylesheet [<!ENTITY x "y">]><xsl:stylesheet '
+            b'xmlns:xsl="http://www.w3.org/1999/XSL/Transform"><ClinicalDocument xmlns="urn:hl7-org:v3">'
+            b"<title>&x;</title></ClinicalDocument></xsl:stylesheet>",
+            "DTDForbidden",
+        ),
     ],
 )
 def test_bad_wrappers_are_parse_errors(data: bytes, match: str) -> None:
@@ -656,10 +680,14 @@ def test_bad_wrappers_are_parse_errors(data: bytes, match: str) -> None:
 
 def test_billion_laughs_inside_a_wrapper_is_refused_fast() -> None:
     laughs = sample("billion-laughs.xml").decode()
-    wrapped = laughs.replace("<!DOCTYPE ClinicalDocument", "<!DOCTYPE xsl:stylesheet").replace(
-        SAMPLES.ROOT_OPEN,  # type: ignore[attr-defined]
-        '<xsl:stylesheet xmlns:xsl="http://www.w3.org/1999/XSL/Transform">' + SAMPLES.ROOT_OPEN,  # type: ignore[attr-defined]
-    ).replace("</ClinicalDocument>", "</ClinicalDocument></xsl:stylesheet>")
+    wrapped = (
+        laughs.replace("<!DOCTYPE ClinicalDocument", "<!DOCTYPE xsl:stylesheet")
+        .replace(
+            SAMPLES.ROOT_OPEN,  # type: ignore[attr-defined]
+            '<xsl:stylesheet xmlns:xsl="http://www.w3.org/1999/XSL/Transform">' + SAMPLES.ROOT_OPEN,  # type: ignore[attr-defined]
+        )
+        .replace("</ClinicalDocument>", "</ClinicalDocument></xsl:stylesheet>")
+    )
     with pytest.raises(ParserError, match="DTDForbidden"):
         CdaParser().parse(wrapped.encode(), source="laughs.xml")
 
@@ -697,7 +725,8 @@ def test_non_xml_body_text_layer_pdf_without_representation_attribute() -> None:
 def test_non_xml_body_inline_plain_text() -> None:
     doc = parse_one(sample("presc-kine-text.xml"))
     assert doc.text.splitlines()[1] == (
-        "Quinze séances de rééducation du genou droit, deux à trois fois par semaine.")
+        "Quinze séances de rééducation du genou droit, deux à trois fois par semaine."
+    )
     assert (doc.type_code, doc.type_code_system) == ("PRESC-KINE", "1.2.250.1.213.1.1.4.12")
 
 
@@ -706,8 +735,11 @@ def test_base64_line_breaks_and_indentation_are_ignored(separator: str) -> None:
     pdf = SAMPLES.report_pdf()  # type: ignore[attr-defined]
     encoded = base64.b64encode(pdf).decode()
     body = separator.join(encoded[i : i + 64] for i in range(0, len(encoded), 64))
-    doc = parse_one(with_body(f'<text mediaType="application/pdf" representation="B64">{separator}{body}'
-                              f"{separator}</text>"))
+    doc = parse_one(
+        with_body(
+            f'<text mediaType="application/pdf" representation="B64">{separator}{body}{separator}</text>'
+        )
+    )
     assert doc.text == parse_one(sample("cr-pdf.xml")).text
 
 
@@ -719,8 +751,10 @@ def test_base64_line_breaks_and_indentation_are_ignored(separator: str) -> None:
         ('<text mediaType="application/pdf" representation="B64">JVBERi é0xLjQK</text>', "base64"),
         ('<text mediaType="application/pdf" representation="B64">  </text>', "empty"),
         ('<text mediaType="application/pdf"><reference value="cr.pdf"/></text>', "external file"),
-        ('<text mediaType="application/pdf" representation="B64" compression="DF">eJwDAAAAAAE=</text>',
-         "compressed"),
+        (
+            '<text mediaType="application/pdf" representation="B64" compression="DF">eJwDAAAAAAE=</text>',
+            "compressed",
+        ),
         ('<text mediaType="application/pdf" representation="B64">SGVsbG8=</text>', "not a PDF"),
     ],
 )
@@ -784,10 +818,15 @@ def test_non_xml_body_plain_text_in_latin1() -> None:
 
 
 def with_code(code_element: str) -> bytes:
-    return sample("remb.xml").decode().replace(
-        '<code code="REMB" codeSystem="1.2.250.1.213.1.1.4.12" displayName="Données de remboursement"/>',
-        code_element,
-    ).encode()
+    return (
+        sample("remb.xml")
+        .decode()
+        .replace(
+            '<code code="REMB" codeSystem="1.2.250.1.213.1.1.4.12" displayName="Données de remboursement"/>',
+            code_element,
+        )
+        .encode()
+    )
 
 
 @pytest.mark.parametrize(
@@ -795,10 +834,16 @@ def with_code(code_element: str) -> bytes:
     [
         ('<code code="REMB" codeSystem="1.2.250.1.213.1.1.4.12"/>', ("REMB", "1.2.250.1.213.1.1.4.12")),
         # A local code with a LOINC or national translation: the translation is the type.
-        ('<code code="CR-42" codeSystem="1.2.250.1.999.77"><translation code="18748-4" '
-         'codeSystem="2.16.840.1.113883.6.1"/></code>', ("18748-4", LOINC)),
-        ('<code code="CR-42" codeSystem="1.2.250.1.999.77"><translation code="SYNTH" '
-         'codeSystem="1.2.250.1.213.1.1.4.12"/></code>', ("SYNTH", "1.2.250.1.213.1.1.4.12")),
+        (
+            '<code code="CR-42" codeSystem="1.2.250.1.999.77"><translation code="18748-4" '
+            'codeSystem="2.16.840.1.113883.6.1"/></code>',
+            ("18748-4", LOINC),
+        ),
+        (
+            '<code code="CR-42" codeSystem="1.2.250.1.999.77"><translation code="SYNTH" '
+            'codeSystem="1.2.250.1.213.1.1.4.12"/></code>',
+            ("SYNTH", "1.2.250.1.213.1.1.4.12"),
+        ),
         # Only a local code: kept as given.
         ('<code code="CR-42" codeSystem="1.2.250.1.999.77"/>', ("CR-42", "1.2.250.1.999.77")),
         ('<code nullFlavor="UNK"/>', (None, None)),

@@ -393,14 +393,17 @@ def test_pid_per_pam_fr_gives_the_ins_and_the_ipp(parser: Hl7Parser) -> None:
     assert doc.patient_ids[0] == PatientIdentifier(value=INS_COLIN, authority=INS_OID, kind="INS")
     assert doc.patient_ids[1].kind == "PI" and doc.patient_ids[1].value == "IPP7002"
     assert identify_patient(doc).patient_id == INS_COLIN
-    assert doc.demographics == PatientDemographics(family_name="COLIN", given_name="Marc",
-                                                   birth_date=dt.date(1969, 2, 21), sex="M")
+    assert doc.demographics == PatientDemographics(
+        family_name="COLIN", given_name="Marc", birth_date=dt.date(1969, 2, 21), sex="M"
+    )
 
 
-@pytest.mark.parametrize("segment", ["PRT|1|UC||AUT^Author^participation", "UAC|KERB|x",
-                                     "ZFD|1|Y", "ARV|1|A"])
+@pytest.mark.parametrize(
+    "segment", ["PRT|1|UC||AUT^Author^participation", "UAC|KERB|x", "ZFD|1|Y", "ARV|1|A"]
+)
 def test_any_versions_segment_or_z_segment_added_to_an_oru_is_accepted(
-        parser: Hl7Parser, segment: str) -> None:
+    parser: Hl7Parser, segment: str
+) -> None:
     data = sample("oru_single.hl7").rstrip(b"\r") + b"\r" + segment.encode()
     [doc] = parser.parse(data, source="x")
     assert not doc.warnings and len(doc.results) == 5
@@ -440,7 +443,9 @@ def test_mdm_t02_with_a_cda_is_read_as_that_cda(parser: Hl7Parser) -> None:
     assert doc.version == 1 and doc.document_date == dt.date(2024, 4, 2)
     assert doc.author_rpps == "10109876549"
     assert [(r.analyte, r.numeric_value, r.unit) for r in doc.results] == [
-        ("Hémoglobine", 13.1, "g/dL"), ("Plaquettes", 240.0, "10*9/L")]
+        ("Hémoglobine", 13.1, "g/dL"),
+        ("Plaquettes", 240.0, "10*9/L"),
+    ]
     assert "Hémoglobine" in doc.text and "DESTDMP" not in doc.text  # profile flags are not results
     assert identify_patient(doc).patient_id == INS_ROUX
 
@@ -469,13 +474,17 @@ def test_mdm_t10_is_a_new_version_naming_its_parent(parser: Hl7Parser) -> None:
     assert doc.results[0].numeric_value == 13.4
 
 
-@pytest.mark.parametrize(("name", "target"), [
-    ("05_oru_deletion.hl7", "DOS-COLIN-1"),  # ORU, document OBX-11 = D
-    ("06_mdm_t11_deletion.hl7", "1.2.250.1.999.3.2^CRBIO-ROUX-V2"),  # MDM^T11, TXA-12
-    ("07_mdm_t04_unknown_deletion.hl7", "1.2.250.1.999.3.2^CR-INCONNU-9"),  # T04, OBX-11 = D
-])
+@pytest.mark.parametrize(
+    ("name", "target"),
+    [
+        ("05_oru_deletion.hl7", "DOS-COLIN-1"),  # ORU, document OBX-11 = D
+        ("06_mdm_t11_deletion.hl7", "1.2.250.1.999.3.2^CRBIO-ROUX-V2"),  # MDM^T11, TXA-12
+        ("07_mdm_t04_unknown_deletion.hl7", "1.2.250.1.999.3.2^CR-INCONNU-9"),  # T04, OBX-11 = D
+    ],
+)
 def test_deletion_requests_are_marked_with_the_document_they_name(
-        parser: Hl7Parser, name: str, target: str) -> None:
+    parser: Hl7Parser, name: str, target: str
+) -> None:
     [doc] = fr_parse(parser, name)
     assert doc.withdraw and doc.producer_document_id == target and not doc.warnings
 
@@ -498,9 +507,11 @@ def test_base64_wrapped_on_several_lines_is_decoded(parser: Hl7Parser) -> None:
 
 def test_an_unreadable_document_alone_in_a_message_blocks_it(parser: Hl7Parser) -> None:
     junk = base64.b64encode(b"%PDF-1.4 this is not a pdf").decode()
-    data = (f"MSH|^~\\&|A|B|C|D|20240101||MDM^T02^MDM_T02|X1|P|2.5\rPID|1||{INS_ROUX}^^^"
-            f"ASIP-SANTE-INS-NIR&{INS_OID}&ISO^INS\rTXA|1|11502-2^CR^LN\r"
-            f"OBX|1|ED|11502-2^CR^LN||^application^pdf^Base64^{junk}||||||F").encode()
+    data = (
+        f"MSH|^~\\&|A|B|C|D|20240101||MDM^T02^MDM_T02|X1|P|2.5\rPID|1||{INS_ROUX}^^^"
+        f"ASIP-SANTE-INS-NIR&{INS_OID}&ISO^INS\rTXA|1|11502-2^CR^LN\r"
+        f"OBX|1|ED|11502-2^CR^LN||^application^pdf^Base64^{junk}||||||F"
+    ).encode()
     [doc] = parser.parse(data, source="x")
     [problem] = doc.warnings
     assert problem.code is Reason.PARSE_ERROR and problem.blocking
@@ -515,9 +526,15 @@ def test_mdm_with_a_level_1_cda_gives_its_pdf_text_and_keeps_its_type(parser: Hl
 
 
 def test_a_pdf_replaced_by_mdm_t10_names_each_parent_in_txa_13(parser: Hl7Parser) -> None:
-    docs = [fr_parse(parser, f"{n}_mdm_t{t}_pdf_v{v}.hl7")[0]
-            for n, t, v in ((11, "02", 1), (12, "10", 2), (13, "10", 3))]
+    docs = [
+        fr_parse(parser, f"{n}_mdm_t{t}_pdf_v{v}.hl7")[0]
+        for n, t, v in ((11, "02", 1), (12, "10", 2), (13, "10", 3))
+    ]
     assert [d.producer_document_id for d in docs] == [
-        f"1.2.250.1.999.3.2^CR-VITD-COLIN-V{v}" for v in (1, 2, 3)]
+        f"1.2.250.1.999.3.2^CR-VITD-COLIN-V{v}" for v in (1, 2, 3)
+    ]
     assert [d.refers_to for d in docs] == [
-        (), ("1.2.250.1.999.3.2^CR-VITD-COLIN-V1",), ("1.2.250.1.999.3.2^CR-VITD-COLIN-V2",)]
+        (),
+        ("1.2.250.1.999.3.2^CR-VITD-COLIN-V1",),
+        ("1.2.250.1.999.3.2^CR-VITD-COLIN-V2",),
+    ]

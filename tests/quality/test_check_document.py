@@ -8,13 +8,15 @@ import datetime as dt
 from pipeline.model import Classification, DocClass, Format, ParsedDocument, Reason
 from tests.quality.conftest import DEMOGRAPHICS, TEXT, TODAY
 
-BIOLOGY = Classification(doc_class=DocClass.BIOLOGY, type_code="11502-2", type_label=None,
-                         rule="text.keywords", confidence=0.9)
+BIOLOGY = Classification(
+    doc_class=DocClass.BIOLOGY, type_code="11502-2", type_label=None, rule="text.keywords", confidence=0.9
+)
 
 
 def doc(**changes: object) -> ParsedDocument:
-    base = ParsedDocument(source="in/x.pdf", format=Format.PDF, text=TEXT, page_count=1,
-                          demographics=DEMOGRAPHICS)
+    base = ParsedDocument(
+        source="in/x.pdf", format=Format.PDF, text=TEXT, page_count=1, demographics=DEMOGRAPHICS
+    )
     return base.model_copy(update=changes)
 
 

@@ -34,8 +34,9 @@ def test_normal_reports_of_every_format_are_indexed(normal: list[tuple[Sample, O
     assert all(o.patient_id == s.ins for s, o in normal)
 
 
-def test_printed_results_are_checked_like_structured_ones(normal: list[tuple[Sample, Outcome]],
-                                                          tmp_path: Path) -> None:
+def test_printed_results_are_checked_like_structured_ones(
+    normal: list[tuple[Sample, Outcome]], tmp_path: Path
+) -> None:
     from pipeline.index import open_index
 
     pdf = next(o for s, o in normal if s.format == "pdf" and s.name.startswith("bio"))
@@ -51,9 +52,13 @@ def test_printed_results_are_checked_like_structured_ones(normal: list[tuple[Sam
 
 @pytest.mark.parametrize("fmt", ["pdf", "hl7", "cda"])
 def test_each_defect_is_rejected_with_its_reason_in_each_format(
-        defects: list[tuple[Sample, Outcome]], fmt: str) -> None:
-    found = {s.name: (o.status, sorted({p.code for p in o.reasons if p.blocking}))
-             for s, o in defects if s.format == fmt}
+    defects: list[tuple[Sample, Outcome]], fmt: str
+) -> None:
+    found = {
+        s.name: (o.status, sorted({p.code for p in o.reasons if p.blocking}))
+        for s, o in defects
+        if s.format == fmt
+    }
     expected = {s.name: (Status.REJECTED, [s.expected]) for s, _ in defects if s.format == fmt}
     assert found == expected
 

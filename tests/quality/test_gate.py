@@ -34,8 +34,9 @@ def gate(tmp_path_factory: pytest.TempPathFactory) -> QualityGate:
     return QualityGate(settings, known_producers=KNOWN, today=TODAY)
 
 
-def run_one(gate: QualityGate, demographics: PatientDemographics | None = DEMOGRAPHICS,
-            **changes: object) -> GateResult:
+def run_one(
+    gate: QualityGate, demographics: PatientDemographics | None = DEMOGRAPHICS, **changes: object
+) -> GateResult:
     item = GateItem(record=make_record("doc-1", **changes), demographics=demographics)
     return gate.validate([item], batch_label="test")
 
@@ -70,8 +71,12 @@ def test_special_nir_month_is_not_compared() -> None:
     facts = identity_facts(ins, DEMOGRAPHICS)
     assert facts == identity_facts(INS, DEMOGRAPHICS)
     assert facts.birth_consistent is True and facts.sex_consistent is True
-    assert identity_facts(ins, DEMOGRAPHICS.model_copy(
-        update={"birth_date": dt.date(1985, 5, 17)})).birth_consistent is False
+    assert (
+        identity_facts(
+            ins, DEMOGRAPHICS.model_copy(update={"birth_date": dt.date(1985, 5, 17)})
+        ).birth_consistent
+        is False
+    )
 
 
 def test_no_demographics_means_no_identity_verdict(gate: QualityGate) -> None:
@@ -104,15 +109,20 @@ def test_range_and_flag_problems_are_warnings(gate: QualityGate) -> None:
     high_but_normal = creatinine(value="180", numeric_value=180.0, abnormal_flag="N")
     bad_range = creatinine(reference_range="104-45", abnormal_flag=None)
     assert codes(run_one(gate, results=(high_but_normal, bad_range))) == [
-        (Reason.INVALID_RESULT, False), (Reason.INVALID_RESULT, False)]
-    assert run_one(gate, results=(creatinine(value="180", numeric_value=180.0,
-                                             abnormal_flag="H"),)).problems == {}
+        (Reason.INVALID_RESULT, False),
+        (Reason.INVALID_RESULT, False),
+    ]
+    assert (
+        run_one(gate, results=(creatinine(value="180", numeric_value=180.0, abnormal_flag="H"),)).problems
+        == {}
+    )
 
 
 def test_text_is_not_checked_again(gate: QualityGate) -> None:
     # An unreadable scan is check_document's (before identification), not the gate's.
-    result = run_one(gate, format="pdf", text="  ", ocr_pages=1, page_count=1,
-                     ocr_confidence=12.0, results=())
+    result = run_one(
+        gate, format="pdf", text="  ", ocr_pages=1, page_count=1, ocr_confidence=12.0, results=()
+    )
     assert result.problems == {}
 
 
@@ -122,8 +132,11 @@ def test_unknown_producer_is_held(gate: QualityGate) -> None:
 
 def test_malformed_identifiers_and_unknown_type_are_warnings(gate: QualityGate) -> None:
     result = run_one(gate, producer_finess="69412", author_rpps="10000012340", type_code="99999-9")
-    assert codes(result) == [(UNKNOWN_DOCUMENT_TYPE, False), (MALFORMED_IDENTIFIER, False),
-                             (MALFORMED_IDENTIFIER, False)]
+    assert codes(result) == [
+        (UNKNOWN_DOCUMENT_TYPE, False),
+        (MALFORMED_IDENTIFIER, False),
+        (MALFORMED_IDENTIFIER, False),
+    ]
 
 
 def test_mixed_batch(gate: QualityGate) -> None:
@@ -138,8 +151,11 @@ def test_mixed_batch(gate: QualityGate) -> None:
         GateItem(record=make_record("no-finess", producer_finess="69412"), demographics=DEMOGRAPHICS),
         GateItem(record=make_record("scan", ocr_pages=1, ocr_confidence=55.0), demographics=DEMOGRAPHICS),
     ]
-    result = gate.validate(items, batch_label="labo-biolyon/2025-06-01",
-                           outcome_counts={"indexed": 8, "rejected": 1, "duplicate": 1})
+    result = gate.validate(
+        items,
+        batch_label="labo-biolyon/2025-06-01",
+        outcome_counts={"indexed": 8, "rejected": 1, "duplicate": 1},
+    )
     assert {d: [(p.code, p.blocking) for p in ps] for d, ps in result.problems.items()} == {
         "wrong-sex": [(Reason.IDENTITY_MISMATCH, True)],
         "unborn": [(Reason.IMPLAUSIBLE_DATE, True)],
@@ -149,11 +165,21 @@ def test_mixed_batch(gate: QualityGate) -> None:
     assert result.rejected() == {"wrong-sex", "unborn", "pmol"}
     # 1 rejected before the gate + 3 by it, out of 10: 40% is under the default 50%.
     assert result.batch_flags == ()
-    strict = QualityGate(gate.settings, known_producers=KNOWN, today=TODAY, thresholds={
-        "labo-biolyon": BatchThresholds(max_reject_rate=0.2, max_ocr_share=0.1, max_duplicate_share=0.05,
-                                        min_documents=50)})
-    flagged = strict.validate(items, batch_label="labo-biolyon/2025-06-01",
-                              outcome_counts={"indexed": 8, "rejected": 1, "duplicate": 1})
+    strict = QualityGate(
+        gate.settings,
+        known_producers=KNOWN,
+        today=TODAY,
+        thresholds={
+            "labo-biolyon": BatchThresholds(
+                max_reject_rate=0.2, max_ocr_share=0.1, max_duplicate_share=0.05, min_documents=50
+            )
+        },
+    )
+    flagged = strict.validate(
+        items,
+        batch_label="labo-biolyon/2025-06-01",
+        outcome_counts={"indexed": 8, "rejected": 1, "duplicate": 1},
+    )
     assert flagged.problems == result.problems
     messages = [f.message for f in flagged.batch_flags]
     assert all(f.code is BATCH_THRESHOLD and not f.blocking for f in flagged.batch_flags)
@@ -170,9 +196,17 @@ def _people(n: int) -> list[tuple[str, PatientDemographics]]:
         sex = "1" if i % 2 else "2"
         body = f"{sex}{70 + i:02d}{(i % 12) + 1:02d}69{123 + i:03d}{400 + i:03d}"
         family, given = names[i % len(names)]
-        out.append((body + nir.calc_check_digits(body), PatientDemographics(
-            family_name=family, given_name=given, sex="M" if i % 2 else "F",
-            birth_date=dt.date(1970 + i, (i % 12) + 1, 3))))
+        out.append(
+            (
+                body + nir.calc_check_digits(body),
+                PatientDemographics(
+                    family_name=family,
+                    given_name=given,
+                    sex="M" if i % 2 else "F",
+                    birth_date=dt.date(1970 + i, (i % 12) + 1, 3),
+                ),
+            )
+        )
     return out
 
 
@@ -183,9 +217,18 @@ def test_data_docs_hold_no_patient_data(tmp_path: Path) -> None:
     for n, (ins, demo) in enumerate(people):
         # Person 0 is given the wrong sex so that failures (and their rows) are rendered too.
         shown = demo.model_copy(update={"sex": "M"}) if n == 0 else demo
-        record = make_record(f"doc-{n}", patient_id=ins, results=(
-            creatinine(unit="pmol/L" if n == 1 else "umol/L", value="987.65", numeric_value=987.65,
-                       abnormal_flag="N"),))
+        record = make_record(
+            f"doc-{n}",
+            patient_id=ins,
+            results=(
+                creatinine(
+                    unit="pmol/L" if n == 1 else "umol/L",
+                    value="987.65",
+                    numeric_value=987.65,
+                    abnormal_flag="N",
+                ),
+            ),
+        )
         items.append(GateItem(record=record, demographics=shown))
     with QualityGate(settings, known_producers=KNOWN, build_data_docs=True, today=TODAY) as gate:
         result = gate.validate(items, batch_label="labo-biolyon/batch-7")
@@ -201,12 +244,19 @@ def test_data_docs_hold_no_patient_data(tmp_path: Path) -> None:
     site = store_root / DATA_DOCS_PREFIX
     assert url == (site / "index-run-1.html").as_uri()
     assert (site / "index.html").read_bytes() == (site / "index-run-1.html").read_bytes()
-    assert not [p for p in settings.data_dir.rglob("*")
-                if p.is_file() and store_root not in p.parents and p.name != MASTER_KEY_FILE]
+    assert not [
+        p
+        for p in settings.data_dir.rglob("*")
+        if p.is_file() and store_root not in p.parents and p.name != MASTER_KEY_FILE
+    ]
     pages = [p for p in site.rglob("*") if p.suffix in (".html", ".json")]
     assert any("validations" in p.parts for p in pages), "validation pages were not rendered"
-    secrets = {ins for ins, _ in people} | {d.family_name for _, d in people if d.family_name} \
-        | {d.given_name for _, d in people if d.given_name} | {"987.65"}
+    secrets = (
+        {ins for ins, _ in people}
+        | {d.family_name for _, d in people if d.family_name}
+        | {d.given_name for _, d in people if d.given_name}
+        | {"987.65"}
+    )
     # (A decimal value: a bare "173" also occurs by chance in timestamps and run ids.)
     for page in pages:
         text = page.read_text(encoding="utf-8", errors="replace")
@@ -222,8 +272,16 @@ def test_negative_value_and_unit_slip_are_blocking(gate: QualityGate) -> None:
     assert codes(run_one(gate, results=(negative,))) == [(Reason.NEGATIVE_VALUE, True)]
     from pipeline.model import LabResult
 
-    slipped = LabResult(analyte="Hémoglobine", loinc="718-7", value="135", numeric_value=135.0,
-                        value_type="NM", unit="g/dL", reference_range="120-160", abnormal_flag="N")
+    slipped = LabResult(
+        analyte="Hémoglobine",
+        loinc="718-7",
+        value="135",
+        numeric_value=135.0,
+        value_type="NM",
+        unit="g/dL",
+        reference_range="120-160",
+        abnormal_flag="N",
+    )
     assert codes(run_one(gate, results=(slipped,))) == [(Reason.IMPLAUSIBLE_VALUE, True)]
 
 
@@ -231,9 +289,11 @@ def test_exam_before_the_birth_the_ins_encodes_is_blocking(gate: QualityGate) ->
     # A back-filled PDF: no structured birth date, only the INS (born May 1984).
     pdf = dict(format="pdf", results=())
     assert codes(run_one(gate, None, document_date=dt.date(1984, 4, 30), **pdf)) == [
-        (Reason.IMPLAUSIBLE_DATE, True)]
+        (Reason.IMPLAUSIBLE_DATE, True)
+    ]
     assert run_one(gate, None, document_date=dt.date(1984, 5, 2), **pdf).problems == {}
     # The printed birth date, when it agrees with the INS, is more precise than the month.
     printed = "Né(e) le 17/05/1984. " + make_record().text
     assert codes(run_one(gate, None, document_date=dt.date(1984, 5, 2), text=printed, **pdf)) == [
-        (Reason.IMPLAUSIBLE_DATE, True)]
+        (Reason.IMPLAUSIBLE_DATE, True)
+    ]

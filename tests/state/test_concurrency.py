@@ -31,9 +31,11 @@ CDA = SAMPLES / "cda"
 # another producer, and the original again.
 INPUTS = (
     [("labo/cr-bio.xml", "cr-bio.xml", "labo"), ("labo/cr-imagerie.xml", "cr-imagerie.xml", "labo")],
-    [("labo/cr-bio-v2.xml", "cr-bio-v2.xml", "labo"),
-     ("clinique/cr-imagerie.xml", "cr-imagerie.xml", "clinique"),
-     ("labo/again/cr-bio.xml", "cr-bio.xml", "labo")],
+    [
+        ("labo/cr-bio-v2.xml", "cr-bio-v2.xml", "labo"),
+        ("clinique/cr-imagerie.xml", "cr-imagerie.xml", "clinique"),
+        ("labo/again/cr-bio.xml", "cr-bio.xml", "labo"),
+    ],
 )
 
 
@@ -54,10 +56,17 @@ def test_two_workers_end_as_one_process_would(state_settings: Settings) -> None:
 
 @pytest.mark.elasticsearch
 def test_two_workers_on_postgresql_and_elasticsearch(pg_state_url: str, tmp_path: Path) -> None:
-    url = require_service("Elasticsearch", os.environ.get("CARNET_TEST_ES_URL", "http://127.0.0.1:9200"),
-                          "scripts/elasticsearch.sh start")
-    settings = Settings(data_dir=tmp_path / "carnet", state_url=pg_state_url, index_url=url,
-                        es_index_alias=f"carnet-test-race-{uuid.uuid4().hex[:8]}")
+    url = require_service(
+        "Elasticsearch",
+        os.environ.get("CARNET_TEST_ES_URL", "http://127.0.0.1:9200"),
+        "scripts/elasticsearch.sh start",
+    )
+    settings = Settings(
+        data_dir=tmp_path / "carnet",
+        state_url=pg_state_url,
+        index_url=url,
+        es_index_alias=f"carnet-test-race-{uuid.uuid4().hex[:8]}",
+    )
     engine = open_engine(settings)
     try:
         upgrade(engine)  # what `carnet db upgrade` does before workers start
@@ -74,8 +83,9 @@ def test_two_workers_on_postgresql_and_elasticsearch(pg_state_url: str, tmp_path
 
 
 def _race(state_settings: Settings) -> None:
-    settings = state_settings.model_copy(update={
-        "data_docs": False, "ocr_workers": 1, "master_key": base64.b64encode(b"k" * 32).decode()})
+    settings = state_settings.model_copy(
+        update={"data_docs": False, "ocr_workers": 1, "master_key": base64.b64encode(b"k" * 32).decode()}
+    )
     Ledger(settings).close()  # the embedded state database made before the workers race
     ctx = mp.get_context("spawn")
     barrier, results = ctx.Barrier(2), ctx.Queue()
@@ -114,8 +124,9 @@ def test_a_withdrawal_committed_while_a_correction_waits_to_flush(state_settings
     between another worker's decision on a correction and its flush: that flush decides
     again, and ends as one process taking the deletion first would, the correction filed
     anew beside the withdrawn original (it replaces nothing withdrawn)."""
-    settings = state_settings.model_copy(update={
-        "data_docs": False, "ocr_workers": 1, "master_key": base64.b64encode(b"k" * 32).decode()})
+    settings = state_settings.model_copy(
+        update={"data_docs": False, "ocr_workers": 1, "master_key": base64.b64encode(b"k" * 32).decode()}
+    )
 
     def item(name: str) -> InputFile:
         return InputFile(data=(FR / name).read_bytes(), source=f"hopital/{name}", producer="hopital")
@@ -129,13 +140,20 @@ def test_a_withdrawal_committed_while_a_correction_waits_to_flush(state_settings
         [decided] = correcting.process(item("04_mdm_t10_replacement.hl7"))
         assert decided.status is Status.REPLACED  # against the index as it stood
         original_message = (FR / "01_mdm_t02_cda.hl7").read_bytes()
-        [withdrawn] = deleting.process(InputFile(data=original_message.replace(b"MDM^T02", b"MDM^T11"),
-                                                 source="hopital/deletion.hl7", producer="hopital"))
+        [withdrawn] = deleting.process(
+            InputFile(
+                data=original_message.replace(b"MDM^T02", b"MDM^T11"),
+                source="hopital/deletion.hl7",
+                producer="hopital",
+            )
+        )
         assert (withdrawn.status, withdrawn.doc_id) == (Status.WITHDRAWN, original.doc_id), withdrawn.reasons
         correcting.flush()
         [correction] = correcting.outcomes
-        records = {doc_id: correcting.index.get(patient, doc_id)
-                   for patient, doc_id, _ in correcting.index.list_ids()}
+        records = {
+            doc_id: correcting.index.get(patient, doc_id)
+            for patient, doc_id, _ in correcting.index.list_ids()
+        }
     assert correction.status is Status.INDEXED
     v1, v2 = records[original.doc_id], records[correction.doc_id or ""]
     assert v1 is not None and v2 is not None

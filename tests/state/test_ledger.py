@@ -26,15 +26,17 @@ def ledger(state_settings: Settings) -> Iterator[Ledger]:
 
 
 def _outcome(source: str, status: Status, doc_id: str | None = None, **kw: object) -> Outcome:
-    return Outcome(source=source, status=status, doc_id=doc_id, patient_id=P if doc_id else None,
-                   producer="labo", **kw)  # type: ignore[arg-type]
+    return Outcome(
+        source=source, status=status, doc_id=doc_id, patient_id=P if doc_id else None, producer="labo", **kw
+    )  # type: ignore[arg-type]
 
 
 def test_runs_and_outcomes(ledger: Ledger) -> None:
     run = ledger.start_run("ingest", "in/")
     ledger.record_outcomes(run, "b1", [_outcome("a.xml", Status.INDEXED, "d1", content_sha256="ab" * 32)])
-    rejected = _outcome("b.pdf", Status.REJECTED,
-                        reasons=(Problem(code=Reason.PARSE_ERROR, message="broken"),))
+    rejected = _outcome(
+        "b.pdf", Status.REJECTED, reasons=(Problem(code=Reason.PARSE_ERROR, message="broken"),)
+    )
     ledger.record_outcomes(run, "b1", [rejected, _outcome("c.xml", Status.DUPLICATE, "d1")])
     assert ledger.was_rejected(["a.xml", "b.pdf", "zz"]) == {"b.pdf"}
     assert [r.source for r in ledger.rejections(run)] == ["b.pdf"]

@@ -37,9 +37,17 @@ def pg_settings(pg_state_url: str, tmp_path: Path) -> Settings:
 def _terminate_holder(admin: Engine, name: str) -> None:
     """End the session holding the advisory lock ``name``, from another connection."""
     with admin.connect() as conn:
-        pids = conn.execute(text(
-            "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 1 AND granted"
-            " AND ((classid::bigint << 32) | objid::bigint) = :k"), {"k": lock_key(name)}).scalars().all()
+        pids = (
+            conn.execute(
+                text(
+                    "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 1 AND granted"
+                    " AND ((classid::bigint << 32) | objid::bigint) = :k"
+                ),
+                {"k": lock_key(name)},
+            )
+            .scalars()
+            .all()
+        )
         assert len(pids) == 1
         assert conn.execute(text("SELECT pg_terminate_backend(:p)"), {"p": pids[0]}).scalar()
 

@@ -68,8 +68,9 @@ def test_postgresql_urls_use_psycopg_3() -> None:
         state_url("not a url")
 
 
-def test_carnet_db_upgrade_and_current(empty_state_settings: Settings, monkeypatch: pytest.MonkeyPatch,
-                                       capsys: pytest.CaptureFixture[str]) -> None:
+def test_carnet_db_upgrade_and_current(
+    empty_state_settings: Settings, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     from pipeline.cli import main
 
     monkeypatch.setenv("CARNET_DATA_DIR", str(empty_state_settings.data_dir))
@@ -89,8 +90,8 @@ def test_carnet_db_upgrade_and_current(empty_state_settings: Settings, monkeypat
 
 
 def test_a_worker_on_a_postgresql_database_behind_refuses_in_one_line(
-        pg_state_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-        capsys: pytest.CaptureFixture[str]) -> None:
+    pg_state_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     from pipeline.cli import main
 
     monkeypatch.setenv("CARNET_DATA_DIR", str(tmp_path / "carnet"))

@@ -94,10 +94,14 @@ def _old_access_db(path: Path) -> None:
                 closed_at TEXT NOT NULL);
         """)
         conn.execute("INSERT INTO authorisations VALUES (?, '10101234567', ?, NULL)", (P, NOW.isoformat()))
-        conn.execute("INSERT INTO delegations VALUES (?, 'aidant-1', '[\"prescription\"]', ?, NULL)",
-                     (P, NOW.isoformat()))
-        conn.execute("INSERT INTO break_glass VALUES (?, '10109999999', 'urgence vitale', ?, ?)",
-                     (P, NOW.isoformat(), (NOW + dt.timedelta(hours=4)).isoformat()))
+        conn.execute(
+            "INSERT INTO delegations VALUES (?, 'aidant-1', '[\"prescription\"]', ?, NULL)",
+            (P, NOW.isoformat()),
+        )
+        conn.execute(
+            "INSERT INTO break_glass VALUES (?, '10109999999', 'urgence vitale', ?, ?)",
+            (P, NOW.isoformat(), (NOW + dt.timedelta(hours=4)).isoformat()),
+        )
         conn.execute("INSERT INTO closures VALUES ('ref-of-someone', 'opposition', ?)", (NOW.isoformat(),))
 
 
@@ -127,17 +131,35 @@ def _old_audit_log(path: Path, key: bytes) -> list[dict[str, object]]:
     """audit.jsonl: a legacy unkeyed entry, then keyed ones (one with a name, one with a
     long list), written as the file-based log wrote them."""
     lines: list[dict[str, object]] = []
-    legacy = {"seq": 1, "at": NOW.isoformat(), "actor": "a", "role": "patient", "action": "search",
-              "patient_id": P, "doc_ids": [], "reason": None, "prev_hash": GENESIS}
-    digest = hashlib.sha256(json.dumps(legacy, sort_keys=True, ensure_ascii=False,
-                                       separators=(",", ":")).encode()).hexdigest()
+    legacy = {
+        "seq": 1,
+        "at": NOW.isoformat(),
+        "actor": "a",
+        "role": "patient",
+        "action": "search",
+        "patient_id": P,
+        "doc_ids": [],
+        "reason": None,
+        "prev_hash": GENESIS,
+    }
+    digest = hashlib.sha256(
+        json.dumps(legacy, sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode()
+    ).hexdigest()
     lines.append({**legacy, "hash": digest})
     for seq, extra in ((2, {"actor_name": "Dr Éloïse"}), (3, {}), (4, {})):
         fields: dict[str, object] = {
-            "v": 2, "seq": seq, "at": (NOW + dt.timedelta(minutes=seq)).isoformat(), "actor": "10101234567",
-            "role": "professional", "action": "read", "patient_id": P,
-            "doc_ids": [f"doc-{n}" for n in range(seq * 100)], "reason": "autorisation",
-            "prev_hash": lines[-1]["hash"], **extra}
+            "v": 2,
+            "seq": seq,
+            "at": (NOW + dt.timedelta(minutes=seq)).isoformat(),
+            "actor": "10101234567",
+            "role": "professional",
+            "action": "read",
+            "patient_id": P,
+            "doc_ids": [f"doc-{n}" for n in range(seq * 100)],
+            "reason": "autorisation",
+            "prev_hash": lines[-1]["hash"],
+            **extra,
+        }
         canonical = json.dumps(fields, sort_keys=True, separators=(",", ":")).encode()
         lines.append({**fields, "hash": hmac.new(key, canonical, hashlib.sha256).hexdigest()})
         assert lines[-1]["hash"] == _mac(key, fields)
@@ -208,7 +230,10 @@ def test_the_embedded_state_imports_an_older_install_when_opened(old_install) ->
 
 
 def test_carnet_db_upgrade_imports_an_older_install_into_postgresql(
-    old_install, pg_state_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+    old_install,
+    pg_state_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:  # type: ignore[no-untyped-def]
     data, master, lines, key, obj_key = old_install
     monkeypatch.setenv("CARNET_DATA_DIR", str(data))

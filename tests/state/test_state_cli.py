@@ -26,8 +26,9 @@ def test_db_upgrade_ingest_and_status_on_postgresql(pg_state_url: str, tmp_path:
     assert carnet("db", "upgrade", data_dir=data_dir, env=env).returncode == 0
 
     for report in ("first.jsonl", "second.jsonl"):
-        run = carnet("ingest", str(feed), "-q", "--report", str(tmp_path / report),
-                     data_dir=data_dir, env=env)
+        run = carnet(
+            "ingest", str(feed), "-q", "--report", str(tmp_path / report), data_dir=data_dir, env=env
+        )
         assert run.returncode == 0, run.stderr
     first, second = read_report(tmp_path / "first.jsonl"), read_report(tmp_path / "second.jsonl")
     assert sorted(x["status"] for x in first) == ["indexed", "indexed"]

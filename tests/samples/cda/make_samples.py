@@ -425,14 +425,34 @@ INS_PETIT = ins("1020233063071")  # Noah Petit, born 2002-02-11
 INS_ROUX = ins("2990575112233")  # Inès Roux, born 1999-05-03
 
 # Producers with well-formed national identifiers (RPPS and FINESS carry a Luhn key).
-LAB = dict(rpps="10001234565", given="Sophie", family="Biologiste", finess="690001235",
-           org="Laboratoire Exemple Villeurbanne")
-RADIOLOGY = dict(rpps="10007654329", given="Marc", family="Radiologue", finess="750012346",
-                 org="Centre d'imagerie Exemple Paris")
-GP = dict(rpps="10002345675", given="Anne", family="Generaliste", finess="130005671",
-          org="Maison de santé Exemple Marseille")
-HOSPITAL = dict(rpps="10009876540", given="Paul", family="Interniste", finess="330008905",
-                org="Centre hospitalier Exemple Bordeaux")
+LAB = dict(
+    rpps="10001234565",
+    given="Sophie",
+    family="Biologiste",
+    finess="690001235",
+    org="Laboratoire Exemple Villeurbanne",
+)
+RADIOLOGY = dict(
+    rpps="10007654329",
+    given="Marc",
+    family="Radiologue",
+    finess="750012346",
+    org="Centre d'imagerie Exemple Paris",
+)
+GP = dict(
+    rpps="10002345675",
+    given="Anne",
+    family="Generaliste",
+    finess="130005671",
+    org="Maison de santé Exemple Marseille",
+)
+HOSPITAL = dict(
+    rpps="10009876540",
+    given="Paul",
+    family="Interniste",
+    finess="330008905",
+    org="Centre hospitalier Exemple Bordeaux",
+)
 
 
 def narrative_body(sections: list[tuple[str, list[str]]]) -> str:
@@ -488,8 +508,16 @@ def document(
     ins_value, family, given, birth, sex = who
     return (
         root_open
-        + header(doc_id=doc_id, code=code, display=display, title=title, time=time,
-                 set_id=f"1.2.250.1.999.6^{doc_id.split('^')[-1]}", version=1, code_system=code_system)
+        + header(
+            doc_id=doc_id,
+            code=code,
+            display=display,
+            title=title,
+            time=time,
+            set_id=f"1.2.250.1.999.6^{doc_id.split('^')[-1]}",
+            version=1,
+            code_system=code_system,
+        )
         + patient(ins_id(ins_value), family, given, birth, sex)
         + author(by["rpps"], by["given"], by["family"], by["finess"], by["org"], time)
         + custodian(by["finess"], by["org"])
@@ -502,15 +530,23 @@ def document(
 def cr_bio_level3(doc_id: str) -> str:
     """A CR-BIO level 3 for Lucie Bernard (narrative table and coded entries)."""
     cbc = lab_entry(
-        "58410-2", "Hémogramme", "202501140745+0100",
+        "58410-2",
+        "Hémogramme",
+        "202501140745+0100",
         observation("718-7", "Hémoglobine", pq("13.6", "g/dL"), rng=ref("12", "16", "g/dL"), interp="N")
-        + observation("777-3", "Plaquettes", pq("251", "10*9/L"), rng=ref("150", "400", "10*9/L"),
-                      interp="N"),
+        + observation(
+            "777-3", "Plaquettes", pq("251", "10*9/L"), rng=ref("150", "400", "10*9/L"), interp="N"
+        ),
     )
     return document(
-        doc_id=doc_id, code="11502-2", display="CR d'examens biologiques",
-        title="Compte rendu d'examens de biologie médicale", time="20250114160000+0100",
-        who=(INS_BERNARD, "Bernard", "Lucie", "19911007", "F"), by=LAB, exam="202501140745+0100",
+        doc_id=doc_id,
+        code="11502-2",
+        display="CR d'examens biologiques",
+        title="Compte rendu d'examens de biologie médicale",
+        time="20250114160000+0100",
+        who=(INS_BERNARD, "Bernard", "Lucie", "19911007", "F"),
+        by=LAB,
+        exam="202501140745+0100",
         body=f"""  <component>
     <structuredBody>
       <component>
@@ -559,15 +595,24 @@ RENDERING_TEMPLATES = """  <xsl:output method="html" encoding="UTF-8" indent="ye
 """
 # Labels a rendering stylesheet looks up: enough of them that, written before the data,
 # they push the ClinicalDocument past the first 4 KB a sniffer sees.
-RENDERING_LABELS = "  <xsl:variable name=\"labels\">\n" + "".join(
-    f'    <data:label code="{code}">{label}</data:label>\n'
-    for code, label in [
-        ("11502-2", "Compte rendu d'examens biologiques"), ("18748-4", "Compte rendu d'imagerie médicale"),
-        ("57833-6", "Prescription de produits de santé"), ("57832-8", "Prescription de soins"),
-        ("34133-9", "Synthèse d'épisode de soins"), ("29274-8", "Mesures de signes vitaux"),
-        ("11488-4", "Compte rendu de consultation"), ("60591-5", "Synthèse médicale"),
-    ] * 6
-) + "  </xsl:variable>\n"
+RENDERING_LABELS = (
+    '  <xsl:variable name="labels">\n'
+    + "".join(
+        f'    <data:label code="{code}">{label}</data:label>\n'
+        for code, label in [
+            ("11502-2", "Compte rendu d'examens biologiques"),
+            ("18748-4", "Compte rendu d'imagerie médicale"),
+            ("57833-6", "Prescription de produits de santé"),
+            ("57832-8", "Prescription de soins"),
+            ("34133-9", "Synthèse d'épisode de soins"),
+            ("29274-8", "Mesures de signes vitaux"),
+            ("11488-4", "Compte rendu de consultation"),
+            ("60591-5", "Synthèse médicale"),
+        ]
+        * 6
+    )
+    + "  </xsl:variable>\n"
+)
 
 
 def auto_presentable(cda: str, *, templates_first: bool) -> str:
@@ -600,16 +645,28 @@ def cr_bio_auto() -> str:
 def cr_img_auto() -> str:
     """CR-IMG, auto-presentable with the stylesheet first and a default-namespace document."""
     cda = document(
-        doc_id="1.2.250.1.999.6^AUTO-IMG-1", code="18748-4", display="CR d'imagerie médicale",
-        title="Compte rendu d'échographie abdominale", time="20250203113000+0100",
-        who=(INS_HADDAD, "Haddad", "Karim", "19780619", "M"), by=RADIOLOGY, exam="20250203110000+0100",
-        body=narrative_body([
-            ("Indication", ["Douleurs de l'hypochondre droit."]),
-            ("Technique", ["Échographie abdominale par voie sus-pubienne et sous-costale."]),
-            ("Résultat", ["Foie de taille normale, d'échostructure homogène.",
-                          "Vésicule biliaire alithiasique, voies biliaires non dilatées."]),
-            ("Conclusion", ["Échographie abdominale sans anomalie."]),
-        ]),
+        doc_id="1.2.250.1.999.6^AUTO-IMG-1",
+        code="18748-4",
+        display="CR d'imagerie médicale",
+        title="Compte rendu d'échographie abdominale",
+        time="20250203113000+0100",
+        who=(INS_HADDAD, "Haddad", "Karim", "19780619", "M"),
+        by=RADIOLOGY,
+        exam="20250203110000+0100",
+        body=narrative_body(
+            [
+                ("Indication", ["Douleurs de l'hypochondre droit."]),
+                ("Technique", ["Échographie abdominale par voie sus-pubienne et sous-costale."]),
+                (
+                    "Résultat",
+                    [
+                        "Foie de taille normale, d'échostructure homogène.",
+                        "Vésicule biliaire alithiasique, voies biliaires non dilatées.",
+                    ],
+                ),
+                ("Conclusion", ["Échographie abdominale sans anomalie."]),
+            ]
+        ),
     )
     return auto_presentable(cda, templates_first=True)
 
@@ -617,14 +674,25 @@ def cr_img_auto() -> str:
 def cr_signed() -> str:
     """A prescription enveloped in an XML signature (the CDA inside ``ds:Object``)."""
     cda = document(
-        doc_id="1.2.250.1.999.6^SIGNED-RX-1", code="57833-6", display="Prescription de produits de santé",
-        title="Ordonnance", time="20250210094500+0100",
-        who=(INS_FAURE, "Faure", "Odile", "19650130", "F"), by=GP,
-        body=narrative_body([
-            ("Prescription", ["Amoxicilline 1 g : un comprimé matin et soir pendant 6 jours.",
-                              "Paracétamol 1 g : un comprimé jusqu'à trois fois par jour si douleur."]),
-            ("Commentaire", ["Contrôle radiographique thoracique si la toux persiste."]),
-        ]),
+        doc_id="1.2.250.1.999.6^SIGNED-RX-1",
+        code="57833-6",
+        display="Prescription de produits de santé",
+        title="Ordonnance",
+        time="20250210094500+0100",
+        who=(INS_FAURE, "Faure", "Odile", "19650130", "F"),
+        by=GP,
+        body=narrative_body(
+            [
+                (
+                    "Prescription",
+                    [
+                        "Amoxicilline 1 g : un comprimé matin et soir pendant 6 jours.",
+                        "Paracétamol 1 g : un comprimé jusqu'à trois fois par jour si douleur.",
+                    ],
+                ),
+                ("Commentaire", ["Contrôle radiographique thoracique si la toux persiste."]),
+            ]
+        ),
     )
     return (
         PROLOG
@@ -644,76 +712,131 @@ def cr_signed() -> str:
 def cr_imagerie() -> str:
     """CR-IMAGERIE (CT with contrast): lab words in the text, the imaging code decides."""
     return PROLOG + document(
-        doc_id="1.2.250.1.999.6^IMG-CT-1", code="18748-4", display="CR d'imagerie médicale",
-        title="Compte rendu de scanner thoracique", time="20250304170000+0100",
-        who=(INS_PETIT, "Petit", "Noah", "20020211", "M"), by=RADIOLOGY, exam="20250304160000+0100",
-        body=narrative_body([
-            ("Indication", ["Bilan d'une dyspnée."]),
-            ("Technique", ["Acquisition hélicoïdale après injection de produit de contraste iodé.",
-                           "Créatinine du laboratoire de biologie médicale : 72 µmol/L, "
-                           "prélèvement du 01/03/2025."]),
-            ("Résultat", ["Pas d'embolie pulmonaire. Parenchyme pulmonaire normal."]),
-            ("Conclusion", ["Scanner thoracique normal."]),
-        ]),
+        doc_id="1.2.250.1.999.6^IMG-CT-1",
+        code="18748-4",
+        display="CR d'imagerie médicale",
+        title="Compte rendu de scanner thoracique",
+        time="20250304170000+0100",
+        who=(INS_PETIT, "Petit", "Noah", "20020211", "M"),
+        by=RADIOLOGY,
+        exam="20250304160000+0100",
+        body=narrative_body(
+            [
+                ("Indication", ["Bilan d'une dyspnée."]),
+                (
+                    "Technique",
+                    [
+                        "Acquisition hélicoïdale après injection de produit de contraste iodé.",
+                        "Créatinine du laboratoire de biologie médicale : 72 µmol/L, "
+                        "prélèvement du 01/03/2025.",
+                    ],
+                ),
+                ("Résultat", ["Pas d'embolie pulmonaire. Parenchyme pulmonaire normal."]),
+                ("Conclusion", ["Scanner thoracique normal."]),
+            ]
+        ),
     )
 
 
 def remb() -> str:
     """Reimbursement data (national type REMB): a list of imaging acts, filed as other."""
     return PROLOG + document(
-        doc_id="1.2.250.1.999.6^REMB-2025-01", code="REMB", display="Données de remboursement",
-        title="Données de remboursement", time="20250401080000+0200", code_system=NATIONAL_TYPES,
-        who=(INS_ROUX, "Roux", "Inès", "19990503", "F"), by=HOSPITAL,
-        body=narrative_body([
-            ("Actes remboursés", [
-                "12/02/2025 : Scanner (tomodensitométrie) du thorax — centre d'imagerie médicale",
-                "14/02/2025 : IRM du genou droit — radiologie",
-                "20/02/2025 : Radiographie du thorax, deux incidences — cabinet de radiologie",
-                "03/03/2025 : Échographie abdominale — imagerie",
-            ]),
-        ]),
+        doc_id="1.2.250.1.999.6^REMB-2025-01",
+        code="REMB",
+        display="Données de remboursement",
+        title="Données de remboursement",
+        time="20250401080000+0200",
+        code_system=NATIONAL_TYPES,
+        who=(INS_ROUX, "Roux", "Inès", "19990503", "F"),
+        by=HOSPITAL,
+        body=narrative_body(
+            [
+                (
+                    "Actes remboursés",
+                    [
+                        "12/02/2025 : Scanner (tomodensitométrie) du thorax — centre d'imagerie médicale",
+                        "14/02/2025 : IRM du genou droit — radiologie",
+                        "20/02/2025 : Radiographie du thorax, deux incidences — cabinet de radiologie",
+                        "03/03/2025 : Échographie abdominale — imagerie",
+                    ],
+                ),
+            ]
+        ),
     )
 
 
 def vital_signs() -> str:
     """Vital signs (29274-8) noted at a pharmacy, with prescription words in the text."""
     return PROLOG + document(
-        doc_id="1.2.250.1.999.6^VSM-1", code="29274-8", display="Mesures de signes vitaux",
-        title="Mesures de signes vitaux", time="20250312101500+0100",
-        who=(INS_FAURE, "Faure", "Odile", "19650130", "F"), by=GP,
-        body=narrative_body([
-            ("Mesures", ["Pression artérielle : 128/82 mmHg", "Fréquence cardiaque : 72 /min",
-                         "Poids : 64 kg"]),
-            ("Contexte", ["Mesures prises lors du renouvellement de l'ordonnance.",
-                          "Posologie inchangée : un comprimé par jour, à renouveler en pharmacie."]),
-        ]),
+        doc_id="1.2.250.1.999.6^VSM-1",
+        code="29274-8",
+        display="Mesures de signes vitaux",
+        title="Mesures de signes vitaux",
+        time="20250312101500+0100",
+        who=(INS_FAURE, "Faure", "Odile", "19650130", "F"),
+        by=GP,
+        body=narrative_body(
+            [
+                (
+                    "Mesures",
+                    ["Pression artérielle : 128/82 mmHg", "Fréquence cardiaque : 72 /min", "Poids : 64 kg"],
+                ),
+                (
+                    "Contexte",
+                    [
+                        "Mesures prises lors du renouvellement de l'ordonnance.",
+                        "Posologie inchangée : un comprimé par jour, à renouveler en pharmacie.",
+                    ],
+                ),
+            ]
+        ),
     )
 
 
 def synthesis() -> str:
     """A medical synthesis (national type SYNTH) quoting prescriptions and imaging."""
     return PROLOG + document(
-        doc_id="1.2.250.1.999.6^SYNTH-1", code="SYNTH", display="Synthèse", code_system=NATIONAL_TYPES,
-        title="Synthèse médicale", time="20250320150000+0100",
-        who=(INS_HADDAD, "Haddad", "Karim", "19780619", "M"), by=GP,
-        body=narrative_body([
-            ("Antécédents", ["Cholécystectomie en 2019."]),
-            ("Traitements", ["Ordonnance en cours : oméprazole 20 mg, un comprimé par jour, à renouveler.",
-                             "Posologie adaptée par le médecin traitant."]),
-            ("Examens", ["Échographie abdominale et radiographie récentes normales."]),
-        ]),
+        doc_id="1.2.250.1.999.6^SYNTH-1",
+        code="SYNTH",
+        display="Synthèse",
+        code_system=NATIONAL_TYPES,
+        title="Synthèse médicale",
+        time="20250320150000+0100",
+        who=(INS_HADDAD, "Haddad", "Karim", "19780619", "M"),
+        by=GP,
+        body=narrative_body(
+            [
+                ("Antécédents", ["Cholécystectomie en 2019."]),
+                (
+                    "Traitements",
+                    [
+                        "Ordonnance en cours : oméprazole 20 mg, un comprimé par jour, à renouveler.",
+                        "Posologie adaptée par le médecin traitant.",
+                    ],
+                ),
+                ("Examens", ["Échographie abdominale et radiographie récentes normales."]),
+            ]
+        ),
     )
 
 
 def presc_kine_text() -> str:
     """A physiotherapy prescription (national type PRESC-KINE), level 1 with inline text."""
-    text = ("Prescription d'actes de kinésithérapie\n"
-            "Quinze séances de rééducation du genou droit, deux à trois fois par semaine.\n"
-            "Fait le 05/03/2025 par le Dr Anne Generaliste.")
+    text = (
+        "Prescription d'actes de kinésithérapie\n"
+        "Quinze séances de rééducation du genou droit, deux à trois fois par semaine.\n"
+        "Fait le 05/03/2025 par le Dr Anne Generaliste."
+    )
     return PROLOG + document(
-        doc_id="1.2.250.1.999.6^KINE-1", code="PRESC-KINE", display="Prescription d'actes de kinésithérapie",
-        code_system=NATIONAL_TYPES, title=None, time="20250305090000+0100",
-        who=(INS_ROUX, "Roux", "Inès", "19990503", "F"), by=GP, body=non_xml_body(text, "text/plain"),
+        doc_id="1.2.250.1.999.6^KINE-1",
+        code="PRESC-KINE",
+        display="Prescription d'actes de kinésithérapie",
+        code_system=NATIONAL_TYPES,
+        title=None,
+        time="20250305090000+0100",
+        who=(INS_ROUX, "Roux", "Inès", "19990503", "F"),
+        by=GP,
+        body=non_xml_body(text, "text/plain"),
     )
 
 
@@ -772,24 +895,35 @@ def scanned_png(lines: list[str]) -> bytes:
 def cr_pdf_scan() -> str:
     """CR-BIO level 1 whose PDF is a scan: its text comes from OCR."""
     return PROLOG + document(
-        doc_id="1.2.250.1.999.6^SCAN-BIO-1", code="11502-2", display="CR d'examens biologiques",
-        title="Compte rendu d'examens biologiques (numérisé)", time="20250121170000+0100",
-        who=(INS_PETIT, "Petit", "Noah", "20020211", "M"), by=LAB, exam="20250121080000+0100",
+        doc_id="1.2.250.1.999.6^SCAN-BIO-1",
+        code="11502-2",
+        display="CR d'examens biologiques",
+        title="Compte rendu d'examens biologiques (numérisé)",
+        time="20250121170000+0100",
+        who=(INS_PETIT, "Petit", "Noah", "20020211", "M"),
+        by=LAB,
+        exam="20250121080000+0100",
         body=non_xml_body(scanned_pdf(lab_lines("PETIT Noah", INS_PETIT)), "application/pdf"),
     )
 
 
 def presc_png() -> str:
     """A prescription for nursing care (57832-8), level 1 with a PNG scan of the paper form."""
-    lines = ["Dr Anne Generaliste - Maison de santé Exemple Marseille",
-             "Ordonnance du 18/02/2025",
-             "Patiente : FAURE Odile",
-             "Soins infirmiers à domicile : pansement quotidien",
-             "pendant 10 jours, à renouveler une fois."]
+    lines = [
+        "Dr Anne Generaliste - Maison de santé Exemple Marseille",
+        "Ordonnance du 18/02/2025",
+        "Patiente : FAURE Odile",
+        "Soins infirmiers à domicile : pansement quotidien",
+        "pendant 10 jours, à renouveler une fois.",
+    ]
     return PROLOG + document(
-        doc_id="1.2.250.1.999.6^RX-SCAN-1", code="57832-8", display="Prescription de soins",
-        title="Prescription de soins infirmiers", time="20250218100000+0100",
-        who=(INS_FAURE, "Faure", "Odile", "19650130", "F"), by=GP,
+        doc_id="1.2.250.1.999.6^RX-SCAN-1",
+        code="57832-8",
+        display="Prescription de soins",
+        title="Prescription de soins infirmiers",
+        time="20250218100000+0100",
+        who=(INS_FAURE, "Faure", "Odile", "19650130", "F"),
+        by=GP,
         body=non_xml_body(scanned_png(lines), "image/png", line=76),
     )
 
@@ -804,9 +938,14 @@ def cr_pdf_text_layer() -> str:
     pdf.showPage()
     pdf.save()
     return PROLOG + document(
-        doc_id="1.2.250.1.999.6^PDF-BIO-2", code="11502-2", display="CR d'examens biologiques",
-        title=None, time="20250121180000+0100",
-        who=(INS_BERNARD, "Bernard", "Lucie", "19911007", "F"), by=LAB, exam="20250121080000+0100",
+        doc_id="1.2.250.1.999.6^PDF-BIO-2",
+        code="11502-2",
+        display="CR d'examens biologiques",
+        title=None,
+        time="20250121180000+0100",
+        who=(INS_BERNARD, "Bernard", "Lucie", "19911007", "F"),
+        by=LAB,
+        exam="20250121080000+0100",
         body=non_xml_body(out.getvalue(), "application/pdf", representation=False),
     )
 
@@ -832,9 +971,14 @@ IMAGING_RTF = (
 def cr_img_rtf() -> str:
     """CR-IMG level 1 whose body is an RTF document (base64)."""
     return PROLOG + document(
-        doc_id="1.2.250.1.999.6^IMG-RTF-1", code="18748-4", display="CR d'imagerie médicale",
-        title="Compte rendu de radiographie", time="20250226120000+0100",
-        who=(INS_BERNARD, "Bernard", "Lucie", "19911007", "F"), by=RADIOLOGY, exam="20250226110000+0100",
+        doc_id="1.2.250.1.999.6^IMG-RTF-1",
+        code="18748-4",
+        display="CR d'imagerie médicale",
+        title="Compte rendu de radiographie",
+        time="20250226120000+0100",
+        who=(INS_BERNARD, "Bernard", "Lucie", "19911007", "F"),
+        by=RADIOLOGY,
+        exam="20250226110000+0100",
         body=non_xml_body(IMAGING_RTF.encode("ascii"), "text/rtf"),
     )
 

@@ -50,7 +50,10 @@ def spaced(value: str, gap: str = " ", key_gap: str | None = None) -> str:
 Line = str | list[tuple[float, str]]
 
 HEADER: list[Line] = [
-    "Laboratoire de biologie médicale des Tilleuls", "Compte rendu d'examens biologiques", ""]
+    "Laboratoire de biologie médicale des Tilleuls",
+    "Compte rendu d'examens biologiques",
+    "",
+]
 RESULTS: list[Line] = [
     "Prélèvement du 14/01/2025 à 08h10",
     "",
@@ -91,40 +94,60 @@ def runs(x: float, texts: list[str], step: float) -> list[tuple[float, str]]:
 SAMPLES: dict[str, Callable[[], list[Line]]] = {
     # The example: two spaces before the key.
     "ins-two-spaces.pdf": lambda: report(
-        ["Patient : M. MARTIN Louis", f"INS : {spaced(INS_ADULT, ' ', '  ')}"]),
+        ["Patient : M. MARTIN Louis", f"INS : {spaced(INS_ADULT, ' ', '  ')}"]
+    ),
     "ins-narrow-nbsp.pdf": lambda: report(
-        ["Patient : M. MARTIN Louis", f"INS\u00a0:\u202f{spaced(INS_ADULT, chr(0x202F))}"]),
+        ["Patient : M. MARTIN Louis", f"INS\u00a0:\u202f{spaced(INS_ADULT, chr(0x202F))}"]
+    ),
     "ins-thin-figure-spaces.pdf": lambda: report(
-        ["Patient : M. MARTIN Louis", f"N° SS : {spaced(INS_ADULT, chr(0x2009), chr(0x2007) * 2)}"]),
+        ["Patient : M. MARTIN Louis", f"N° SS : {spaced(INS_ADULT, chr(0x2009), chr(0x2007) * 2)}"]
+    ),
     "ins-key-next-line.pdf": lambda: report(
-        ["Patient : M. MARTIN Louis", f"INS : {' '.join(groups(INS_ADULT)[:-1])}", f"{INS_ADULT[13:]}"]),
+        ["Patient : M. MARTIN Louis", f"INS : {' '.join(groups(INS_ADULT)[:-1])}", f"{INS_ADULT[13:]}"]
+    ),
     "ins-label-above.pdf": lambda: report(
-        ["Patient : M. MARTIN Louis", "Matricule INS :", spaced(INS_ADULT)]),
+        ["Patient : M. MARTIN Louis", "Matricule INS :", spaced(INS_ADULT)]
+    ),
     "ins-positioned-groups.pdf": lambda: report(
-        ["Patient : M. MARTIN Louis", [(60, "INS :"), *runs(110, groups(INS_ADULT), 34)]]),
+        ["Patient : M. MARTIN Louis", [(60, "INS :"), *runs(110, groups(INS_ADULT), 34)]]
+    ),
     "ins-table-columns.pdf": lambda: report(
-        [[(60, "Patient"), (300, "M. MARTIN Louis")], [(60, "NIR"), (300, spaced(INS_ADULT, "  "))]]),
+        [[(60, "Patient"), (300, "M. MARTIN Louis")], [(60, "NIR"), (300, spaced(INS_ADULT, "  "))]]
+    ),
     # A child's report: the insured parent's number beside the child's own INS.
-    "parent-child-lines.pdf": lambda: report([
-        f"Assuré : DUPONT Marc    N° SS : {spaced(INS_PARENT)}",
-        f"Bénéficiaire : DUPONT Léa, née le 02/06/2015    INS : {spaced(INS_CHILD, chr(0xA0))}",
-    ]),
-    "parent-child-block.pdf": lambda: report([
-        "Bénéficiaire", "Nom : DUPONT Léa, née le 02/06/2015", f"INS : {spaced(INS_CHILD, chr(0x202F))}", "",
-        "Ouvrant droit", "Nom : DUPONT Marc", f"N° d'immatriculation : {spaced(INS_PARENT)}",
-    ]),
+    "parent-child-lines.pdf": lambda: report(
+        [
+            f"Assuré : DUPONT Marc    N° SS : {spaced(INS_PARENT)}",
+            f"Bénéficiaire : DUPONT Léa, née le 02/06/2015    INS : {spaced(INS_CHILD, chr(0xA0))}",
+        ]
+    ),
+    "parent-child-block.pdf": lambda: report(
+        [
+            "Bénéficiaire",
+            "Nom : DUPONT Léa, née le 02/06/2015",
+            f"INS : {spaced(INS_CHILD, chr(0x202F))}",
+            "",
+            "Ouvrant droit",
+            "Nom : DUPONT Marc",
+            f"N° d'immatriculation : {spaced(INS_PARENT)}",
+        ]
+    ),
     # Still refused: two different numbers both the patient's, or only the insured's.
     "two-patient-ins.pdf": lambda: report(
-        ["Patient : M. MARTIN Louis", f"INS : {spaced(INS_ADULT)}", f"NIR : {spaced(INS_OTHER, '  ')}"]),
+        ["Patient : M. MARTIN Louis", f"INS : {spaced(INS_ADULT)}", f"NIR : {spaced(INS_OTHER, '  ')}"]
+    ),
     "insured-only.pdf": lambda: report(
-        ["Assuré : DUPONT Marc", f"N° d'immatriculation de l'assuré : {spaced(INS_PARENT)}"]),
+        ["Assuré : DUPONT Marc", f"N° d'immatriculation de l'assuré : {spaced(INS_PARENT)}"]
+    ),
     # Long numbers that are not identifiers around the real one.
-    "decoys.pdf": lambda: report([
-        "Patient : M. MARTIN Louis   Tél : 06 12 34 56 78",
-        f"INS : {spaced(INS_ADULT, chr(0xA0), '  ')}",
-        "Prescripteur RPPS : 10101234567 — FINESS : 690001235",
-        f"Dossier n° {spaced(INS_OTHER)} du 14/01/2025 08:10",
-    ]),
+    "decoys.pdf": lambda: report(
+        [
+            "Patient : M. MARTIN Louis   Tél : 06 12 34 56 78",
+            f"INS : {spaced(INS_ADULT, chr(0xA0), '  ')}",
+            "Prescripteur RPPS : 10101234567 — FINESS : 690001235",
+            f"Dossier n° {spaced(INS_OTHER)} du 14/01/2025 08:10",
+        ]
+    ),
 }
 
 

@@ -58,19 +58,29 @@ def _a(name: str, loinc: str, ucum: str, low: float, high: float, decimals: int,
     return Analyte(name, loinc, ucum, ucum, low, high, decimals, panel)
 
 
-H, R, G, T, M, INF = ("Hémogramme", "Bilan rénal", "Bilan glucidique", "Bilan thyroïdien", "Bilan martial",
-                      "Inflammation")
+H, R, G, T, M, INF = (
+    "Hémogramme",
+    "Bilan rénal",
+    "Bilan glucidique",
+    "Bilan thyroïdien",
+    "Bilan martial",
+    "Inflammation",
+)
 ANALYTES: tuple[tuple[Analyte, tuple[Printed, ...]], ...] = (
-    (_a("Hématies", "789-8", "10*12/L", 4.2, 5.7, 2, H), (Printed("T/L"), Printed("10^12/L"),
-                                                         Printed("x10E6/µL"))),
+    (
+        _a("Hématies", "789-8", "10*12/L", 4.2, 5.7, 2, H),
+        (Printed("T/L"), Printed("10^12/L"), Printed("x10E6/µL")),
+    ),
     (_a("Hémoglobine", "718-7", "g/dL", 12.0, 16.5, 1, H), (Printed("g/dL"), Printed("g/L", 10))),
     (_a("Hématocrite", "4544-3", "%", 37.0, 49.0, 1, H), (Printed("%"),)),
     (_a("VGM", "787-2", "fL", 80.0, 100.0, 1, H), (Printed("fL"), Printed("µm3"))),
     (_a("TCMH", "785-6", "pg", 27.0, 32.0, 1, H), (Printed("pg"),)),
     (_a("CCMH", "786-4", "g/dL", 32.0, 36.0, 1, H), (Printed("g/dL"), Printed("%"))),
     (_a("IDR", "788-0", "%", 11.5, 14.5, 1, H), (Printed("%"),)),
-    (_a("Leucocytes", "6690-2", "10*9/L", 4.0, 10.0, 2, H), (
-        Printed("G/L"), Printed("10^9/L"), Printed("x10E3/µL"), Printed("/mm3", 1000))),
+    (
+        _a("Leucocytes", "6690-2", "10*9/L", 4.0, 10.0, 2, H),
+        (Printed("G/L"), Printed("10^9/L"), Printed("x10E3/µL"), Printed("/mm3", 1000)),
+    ),
     (_a("Polynucléaires neutrophiles", "770-8", "%", 40.0, 75.0, 1, H), (Printed("%"),)),
     (_a("Polynucléaires neutrophiles", "751-8", "10*9/L", 1.8, 7.5, 2, H), (Printed("G/L"),)),
     (_a("Lymphocytes", "736-9", "%", 20.0, 45.0, 1, H), (Printed("%"),)),
@@ -78,10 +88,14 @@ ANALYTES: tuple[tuple[Analyte, tuple[Printed, ...]], ...] = (
     (_a("Monocytes", "5905-5", "%", 2.0, 10.0, 1, H), (Printed("%"),)),
     (_a("Plaquettes", "777-3", "10*9/L", 150, 400, 0, H), (Printed("G/L"), Printed("/mm3", 1000))),
     (_a("VPM", "32623-1", "fL", 7.4, 10.8, 1, H), (Printed("fL"),)),
-    (_a("Créatinine", "14682-9", "umol/L", 45, 104, 0, R), (Printed("µmol/L"), Printed("umol/L"),
-                                                           Printed("mg/L", 0.1131))),
-    (_a("DFG estimé (CKD-EPI)", "62238-1", "mL/min/{1.73_m2}", 60, 140, 0, R), (
-        Printed("mL/min/1,73m²"), Printed("mL/min/1.73 m2"))),
+    (
+        _a("Créatinine", "14682-9", "umol/L", 45, 104, 0, R),
+        (Printed("µmol/L"), Printed("umol/L"), Printed("mg/L", 0.1131)),
+    ),
+    (
+        _a("DFG estimé (CKD-EPI)", "62238-1", "mL/min/{1.73_m2}", 60, 140, 0, R),
+        (Printed("mL/min/1,73m²"), Printed("mL/min/1.73 m2")),
+    ),
     (_a("Clairance de la créatinine", "2164-2", "mL/min", 80, 140, 0, R), (Printed("mL/min"),)),
     (_a("Urée", "22664-7", "mmol/L", 2.5, 7.5, 2, R), (Printed("mmol/L"), Printed("g/L", 0.06006))),
     (_a("Sodium", "2951-2", "mmol/L", 136, 145, 0, R), (Printed("mmol/L"), Printed("mEq/L"))),
@@ -92,8 +106,10 @@ ANALYTES: tuple[tuple[Analyte, tuple[Printed, ...]], ...] = (
     (_a("Leucocytes urinaires", "30405-5", "/mL", 0, 10000, 0, R), (Printed("/mL"),)),
     (_a("Hématies urinaires", "13945-1", "/mL", 0, 10000, 0, R), (Printed("/mL"),)),
     (_a("Microalbuminurie", "14957-5", "mg/L", 0, 30, 1, R), (Printed("mg/L"),)),
-    (_a("Glycémie à jeun", "14749-6", "mmol/L", 3.9, 5.8, 2, G), (Printed("mmol/L"),
-                                                                  Printed("g/L", 0.18016))),
+    (
+        _a("Glycémie à jeun", "14749-6", "mmol/L", 3.9, 5.8, 2, G),
+        (Printed("mmol/L"), Printed("g/L", 0.18016)),
+    ),
     (_a("HbA1c", "4548-4", "%", 4.0, 6.0, 1, G), (Printed("%"),)),
     (_a("Cholestérol total", "2093-3", "g/L", 1.5, 2.0, 2, G), (Printed("g/L"), Printed("mmol/L", 2.586))),
     (_a("Cholestérol HDL", "2085-9", "g/L", 0.4, 0.8, 2, G), (Printed("g/L"),)),
@@ -136,18 +152,34 @@ DOSES: dict[str, tuple[Dose, ...]] = {
     "MG": (Dose("Dose glande moyenne", "mGy", 0.8, 2.5),),
 }
 EXAMS = (
-    ("Scanner thoracique sans injection", "CT", "Acquisition hélicoïdale, coupes de 1 mm.",
-     ("Absence de nodule pulmonaire suspect.", "Pas d'adénomégalie médiastinale."),
-     "Scanner thoracique sans anomalie significative."),
-    ("Scanner abdomino-pelvien avec injection", "CT", "Acquisition au temps portal après injection.",
-     ("Foie de taille normale, sans lésion focale.", "Reins de morphologie normale."),
-     "Examen sans anomalie."),
-    ("Radiographie thoracique de face", "DX", "Cliché de face en inspiration profonde, debout.",
-     ("Parenchyme pulmonaire sans foyer de condensation.", "Culs-de-sac pleuraux libres."),
-     "Radiographie thoracique normale."),
-    ("Mammographie bilatérale", "MG", "Incidences face et oblique externe bilatérales.",
-     ("Seins de densité de type B.", "Absence de masse ou de foyer de microcalcifications."),
-     "Mammographie classée ACR 1."),
+    (
+        "Scanner thoracique sans injection",
+        "CT",
+        "Acquisition hélicoïdale, coupes de 1 mm.",
+        ("Absence de nodule pulmonaire suspect.", "Pas d'adénomégalie médiastinale."),
+        "Scanner thoracique sans anomalie significative.",
+    ),
+    (
+        "Scanner abdomino-pelvien avec injection",
+        "CT",
+        "Acquisition au temps portal après injection.",
+        ("Foie de taille normale, sans lésion focale.", "Reins de morphologie normale."),
+        "Examen sans anomalie.",
+    ),
+    (
+        "Radiographie thoracique de face",
+        "DX",
+        "Cliché de face en inspiration profonde, debout.",
+        ("Parenchyme pulmonaire sans foyer de condensation.", "Culs-de-sac pleuraux libres."),
+        "Radiographie thoracique normale.",
+    ),
+    (
+        "Mammographie bilatérale",
+        "MG",
+        "Incidences face et oblique externe bilatérales.",
+        ("Seins de densité de type B.", "Absence de masse ou de foyer de microcalcifications."),
+        "Mammographie classée ACR 1.",
+    ),
 )
 
 
@@ -168,8 +200,11 @@ class Sample:
 def _value(rng: random.Random, a: Analyte) -> float:
     span = a.high - a.low
     if rng.random() < 0.2:  # outside the range, as a fifth of real results are
-        value = a.high + span * rng.uniform(0.05, 0.6) if rng.random() < 0.6 else \
-            max(a.low - span * rng.uniform(0.05, 0.3), a.low * 0.5)
+        value = (
+            a.high + span * rng.uniform(0.05, 0.6)
+            if rng.random() < 0.6
+            else max(a.low - span * rng.uniform(0.05, 0.3), a.low * 0.5)
+        )
     else:
         value = a.low + span * rng.uniform(0.1, 0.9)
     return round(value, a.decimals)
@@ -231,18 +266,32 @@ def _pdf(lines: list[tuple[str, str]]) -> bytes:
 
 def _header(report: Report, *, print_birth: bool = True) -> list[tuple[str, str]]:
     p, patient = report.producer, report.patient
-    lines = [("head", p.name), ("body", p.address), ("body", f"Tél. {p.phone}"),
-             ("body", f"FINESS : {p.finess}"), ("body", ""),
-             ("body", f"Patient : {patient.family_name} {patient.given_name}")]
+    lines = [
+        ("head", p.name),
+        ("body", p.address),
+        ("body", f"Tél. {p.phone}"),
+        ("body", f"FINESS : {p.finess}"),
+        ("body", ""),
+        ("body", f"Patient : {patient.family_name} {patient.given_name}"),
+    ]
     if print_birth:
         lines.append(("body", f"Né(e) le {patient.birth_date:%d/%m/%Y}   Sexe : {patient.sex}"))
-    lines += [("body", formats.ins_print(patient.ins, ("INS :", "spaced"))), ("body", ""),
-              ("title", report.title), ("body", "")]
+    lines += [
+        ("body", formats.ins_print(patient.ins, ("INS :", "spaced"))),
+        ("body", ""),
+        ("title", report.title),
+        ("body", ""),
+    ]
     return lines
 
 
-def biology_pdf(report: Report, rng: random.Random, *, printed: dict[str, Printed] | None = None,
-                layout: int | None = None) -> bytes:
+def biology_pdf(
+    report: Report,
+    rng: random.Random,
+    *,
+    printed: dict[str, Printed] | None = None,
+    layout: int | None = None,
+) -> bytes:
     layout = rng.randrange(LAYOUTS) if layout is None else layout
     lines = _header(report)
     lines.append(("body", f"Prélèvement du {report.date:%d/%m/%Y} à {report.time:%H:%M}"))
@@ -254,10 +303,13 @@ def biology_pdf(report: Report, rng: random.Random, *, printed: dict[str, Printe
             lines.append(("body", panel.upper()))
         choice = (printed or {}).get(r.analyte.name) or rng.choice(PRINTED[(r.analyte.name, r.analyte.loinc)])
         lines.append(("body", result_row(r, choice, layout)))
-    lines += [("body", ""), ("body", "Résultats contrôlés et validés par le biologiste."),
-              ("body", f"Compte rendu validé le {report.date:%d/%m/%Y}"),
-              ("body", f"{report.author.display_name} ({report.author.specialty})"),
-              ("body", f"RPPS : {report.author.rpps}")]
+    lines += [
+        ("body", ""),
+        ("body", "Résultats contrôlés et validés par le biologiste."),
+        ("body", f"Compte rendu validé le {report.date:%d/%m/%Y}"),
+        ("body", f"{report.author.display_name} ({report.author.specialty})"),
+        ("body", f"RPPS : {report.author.rpps}"),
+    ]
     return _pdf(lines)
 
 
@@ -267,8 +319,10 @@ def biology_scan(report: Report, rng: random.Random) -> bytes:
     for r in report.results:
         printed = rng.choice([p for p in PRINTED[(r.analyte.name, r.analyte.loinc)] if p.factor == 1])
         results.append(replace(r, analyte=replace(r.analyte, printed_unit=printed.unit)))
-    page = formats.scan_page(replace(report, results=tuple(results)),
-                             ins_line=formats.ins_print(report.patient.ins, ("INS :", "spaced")))
+    page = formats.scan_page(
+        replace(report, results=tuple(results)),
+        ins_line=formats.ins_print(report.patient.ins, ("INS :", "spaced")),
+    )
     return formats.png(page)
 
 
@@ -281,8 +335,11 @@ def imaging_pdf(report: Report, *, print_birth: bool = True) -> bytes:
         else:
             lines.append(("body", f"{heading} :"))
             lines.extend(("body", line) for line in body)
-    lines += [("body", ""), ("body", f"{report.author.display_name} ({report.author.specialty})"),
-              ("body", f"RPPS : {report.author.rpps}")]
+    lines += [
+        ("body", ""),
+        ("body", f"{report.author.display_name} ({report.author.specialty})"),
+        ("body", f"RPPS : {report.author.rpps}"),
+    ]
     return _pdf(lines)
 
 
@@ -293,10 +350,14 @@ class _World:
     def __init__(self, seed: int) -> None:
         self.rng = random.Random(seed)
         self.patients = make_patients(self.rng, 24, reference=REFERENCE_DAY)
-        self.labs = [with_professionals(p, self.rng) for p in DEFAULT_PRODUCERS
-                     if p.kind in (ProducerKind.LAB, ProducerKind.HOSPITAL)]
-        self.radiology = [with_professionals(p, self.rng) for p in DEFAULT_PRODUCERS
-                          if p.kind is ProducerKind.RADIOLOGY]
+        self.labs = [
+            with_professionals(p, self.rng)
+            for p in DEFAULT_PRODUCERS
+            if p.kind in (ProducerKind.LAB, ProducerKind.HOSPITAL)
+        ]
+        self.radiology = [
+            with_professionals(p, self.rng) for p in DEFAULT_PRODUCERS if p.kind is ProducerKind.RADIOLOGY
+        ]
         self.seq = 0
 
     def order(self, date: dt.date) -> str:
@@ -315,14 +376,26 @@ class _World:
         panels = sorted({a.panel for a, _ in ANALYTES})
         chosen = set(rng.sample(panels, rng.randrange(2, 5)))
         results = tuple(Result(a, _value(rng, a)) for a, _ in ANALYTES if a.panel in chosen)
-        return Report(doc_class=DocClass.BIOLOGY, type_code=BIOLOGY_CODE,
-                      title="Compte rendu d'examens biologiques", date=date, time=dt.time(8, 30),
-                      patient=patient, producer=producer, author=rng.choice(producer.professionals),
-                      order_number=self.order(date), results=results,
-                      sections=(("Commentaire", ("Résultats contrôlés et validés par le biologiste.",)),))
+        return Report(
+            doc_class=DocClass.BIOLOGY,
+            type_code=BIOLOGY_CODE,
+            title="Compte rendu d'examens biologiques",
+            date=date,
+            time=dt.time(8, 30),
+            patient=patient,
+            producer=producer,
+            author=rng.choice(producer.professionals),
+            order_number=self.order(date),
+            results=results,
+            sections=(("Commentaire", ("Résultats contrôlés et validés par le biologiste.",)),),
+        )
 
-    def imaging(self, patient: Patient | None = None, date: dt.date | None = None,
-                dose_value: Callable[[Dose], float] | None = None) -> Report:
+    def imaging(
+        self,
+        patient: Patient | None = None,
+        date: dt.date | None = None,
+        dose_value: Callable[[Dose], float] | None = None,
+    ) -> Report:
         rng = self.rng
         patient = patient or rng.choice(self.patients)
         producer = rng.choice(self.radiology)
@@ -330,24 +403,45 @@ class _World:
         title, modality, technique, findings, conclusion = rng.choice(EXAMS)
         doses = tuple(
             f"{d.label} : {_fr(dose_value(d) if dose_value else rng.uniform(d.low, d.high), 1)} {d.unit}"
-            for d in DOSES[modality])
-        return Report(doc_class=DocClass.IMAGING, type_code=IMAGING_CODE,
-                      title="Compte rendu d'imagerie médicale", date=date, time=dt.time(10, 15),
-                      patient=patient, producer=producer, author=rng.choice(producer.professionals),
-                      order_number=self.order(date),
-                      sections=(("Examen", (title,)), ("Technique", (technique,)), ("Dosimétrie", doses),
-                                ("Résultats", findings), ("Conclusion", (f"Conclusion : {conclusion}",))))
+            for d in DOSES[modality]
+        )
+        return Report(
+            doc_class=DocClass.IMAGING,
+            type_code=IMAGING_CODE,
+            title="Compte rendu d'imagerie médicale",
+            date=date,
+            time=dt.time(10, 15),
+            patient=patient,
+            producer=producer,
+            author=rng.choice(producer.professionals),
+            order_number=self.order(date),
+            sections=(
+                ("Examen", (title,)),
+                ("Technique", (technique,)),
+                ("Dosimétrie", doses),
+                ("Résultats", findings),
+                ("Conclusion", (f"Conclusion : {conclusion}",)),
+            ),
+        )
 
     def hl7(self, report: Report) -> bytes:
-        return formats.hl7_message(report, control_id=f"Q{self.seq:08d}", ipp=f"9{self.seq:06d}",
-                                   ins=report.patient.ins,
-                                   sent_at=dt.datetime.combine(report.date, dt.time(20, 0)),
-                                   ).encode(formats.hl7_encoding(report.producer.hl7_charset))
+        return formats.hl7_message(
+            report,
+            control_id=f"Q{self.seq:08d}",
+            ipp=f"9{self.seq:06d}",
+            ins=report.patient.ins,
+            sent_at=dt.datetime.combine(report.date, dt.time(20, 0)),
+        ).encode(formats.hl7_encoding(report.producer.hl7_charset))
 
     def cda(self, report: Report) -> bytes:
-        return formats.cda_document(report, doc_id=f"{report.order_number}-V1",
-                                    set_id=f"S{report.order_number}", version=1, ins=report.patient.ins,
-                                    ipp=f"9{self.seq:06d}")
+        return formats.cda_document(
+            report,
+            doc_id=f"{report.order_number}-V1",
+            set_id=f"S{report.order_number}",
+            version=1,
+            ins=report.patient.ins,
+            ipp=f"9{self.seq:06d}",
+        )
 
 
 def normal_corpus(*, per_format: int = 40, scans: int = 0, seed: int = 7) -> list[Sample]:
@@ -361,8 +455,13 @@ def normal_corpus(*, per_format: int = 40, scans: int = 0, seed: int = 7) -> lis
     for i in range(per_format):
         for fmt in ("pdf", "hl7", "cda"):
             r = w.biology()
-            data = (biology_pdf(r, w.rng, layout=i % LAYOUTS) if fmt == "pdf"
-                    else w.hl7(r) if fmt == "hl7" else w.cda(r))
+            data = (
+                biology_pdf(r, w.rng, layout=i % LAYOUTS)
+                if fmt == "pdf"
+                else w.hl7(r)
+                if fmt == "hl7"
+                else w.cda(r)
+            )
             out.append(Sample(f"bio-{i:03d}.{fmt}", fmt, data, ins=r.patient.ins))
         r = w.imaging()
         out.append(Sample(f"img-{i:03d}.pdf", "pdf", imaging_pdf(r), ins=r.patient.ins))
@@ -382,16 +481,36 @@ def _spoil(report: Report, name: str, change: Callable[[Analyte, float], tuple[A
 
 # Each defect: (name, expected reason, how the analyte changes, how the printed unit reads).
 DEFECTS: tuple[tuple[str, Reason, str, Callable[[Analyte, float], tuple[Analyte, float]]], ...] = (
-    ("creatinine-pmol", Reason.IMPLAUSIBLE_UNIT, "Créatinine",  # µ read as p
-     lambda a, v: (replace(a, ucum="pmol/L", printed_unit="pmol/L"), v)),
-    ("ferritine-pg", Reason.IMPLAUSIBLE_UNIT, "Ferritine",  # µg/L read as pg/L
-     lambda a, v: (replace(a, ucum="pg/L", printed_unit="pg/L"), v)),
-    ("creatinine-mmol", Reason.IMPLAUSIBLE_UNIT, "Créatinine",  # µ read as m
-     lambda a, v: (replace(a, ucum="mmol/L", printed_unit="mmol/L"), v)),
-    ("leucocytes-mmol", Reason.IMPLAUSIBLE_UNIT, "Leucocytes",  # a unit of the wrong kind
-     lambda a, v: (replace(a, ucum="mmol/L", printed_unit="mmol/L"), v)),
-    ("hemoglobine-x10", Reason.IMPLAUSIBLE_VALUE, "Hémoglobine",  # a g/L value under g/dL
-     lambda a, v: (a, round(v * 10, 0))),
+    (
+        "creatinine-pmol",
+        Reason.IMPLAUSIBLE_UNIT,
+        "Créatinine",  # µ read as p
+        lambda a, v: (replace(a, ucum="pmol/L", printed_unit="pmol/L"), v),
+    ),
+    (
+        "ferritine-pg",
+        Reason.IMPLAUSIBLE_UNIT,
+        "Ferritine",  # µg/L read as pg/L
+        lambda a, v: (replace(a, ucum="pg/L", printed_unit="pg/L"), v),
+    ),
+    (
+        "creatinine-mmol",
+        Reason.IMPLAUSIBLE_UNIT,
+        "Créatinine",  # µ read as m
+        lambda a, v: (replace(a, ucum="mmol/L", printed_unit="mmol/L"), v),
+    ),
+    (
+        "leucocytes-mmol",
+        Reason.IMPLAUSIBLE_UNIT,
+        "Leucocytes",  # a unit of the wrong kind
+        lambda a, v: (replace(a, ucum="mmol/L", printed_unit="mmol/L"), v),
+    ),
+    (
+        "hemoglobine-x10",
+        Reason.IMPLAUSIBLE_VALUE,
+        "Hémoglobine",  # a g/L value under g/dL
+        lambda a, v: (a, round(v * 10, 0)),
+    ),
     ("glucose-negative", Reason.NEGATIVE_VALUE, "Glycémie à jeun", lambda a, v: (a, -v)),
 )
 
@@ -422,8 +541,9 @@ def defect_corpus(*, seed: int = 11) -> list[Sample]:
         else:
             r = w.biology(patient, before)
             data = w.hl7(r) if fmt == "hl7" else w.cda(r)
-        out.append(Sample(f"before-birth.{fmt}", fmt.split("-")[0], data, Reason.IMPLAUSIBLE_DATE,
-                          ins=patient.ins))
+        out.append(
+            Sample(f"before-birth.{fmt}", fmt.split("-")[0], data, Reason.IMPLAUSIBLE_DATE, ins=patient.ins)
+        )
     # A negative dose indicator printed in an imaging report.
     r = w.imaging(dose_value=lambda d: -d.high / 2)
     out.append(Sample("negative-dose.pdf", "pdf", imaging_pdf(r), Reason.NEGATIVE_VALUE, ins=r.patient.ins))

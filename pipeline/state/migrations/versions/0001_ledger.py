@@ -22,14 +22,17 @@ depends_on = None
 
 
 def _tables() -> list[sa.Table]:
-    m = sa.MetaData(naming_convention={
-        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
-        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
-        "pk": "pk_%(table_name)s",
-    })
+    m = sa.MetaData(
+        naming_convention={
+            "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+            "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+            "pk": "pk_%(table_name)s",
+        }
+    )
     return [
         sa.Table(
-            "runs", m,
+            "runs",
+            m,
             sa.Column("run_id", sa.Text, primary_key=True),
             sa.Column("started_at", sa.Text, nullable=False),
             sa.Column("finished_at", sa.Text),
@@ -40,7 +43,8 @@ def _tables() -> list[sa.Table]:
             sa.Column("taken_over_by", sa.Text),
         ),
         sa.Table(
-            "outcomes", m,
+            "outcomes",
+            m,
             sa.Column("run_id", sa.Text, sa.ForeignKey("runs.run_id"), primary_key=True),
             sa.Column("seq", sa.Integer, primary_key=True, autoincrement=False),
             sa.Column("source", sa.Text, nullable=False),
@@ -56,7 +60,8 @@ def _tables() -> list[sa.Table]:
             sa.Index("outcomes_by_patient", "patient_id"),
         ),
         sa.Table(
-            "flushes", m,
+            "flushes",
+            m,
             sa.Column("flush_id", sa.Text, primary_key=True),
             sa.Column("run_id", sa.Text, sa.ForeignKey("runs.run_id"), nullable=False),
             sa.Column("index_key", sa.Text, nullable=False),
@@ -69,7 +74,8 @@ def _tables() -> list[sa.Table]:
             sa.Index("flushes_unfinished", "index_key", "state"),
         ),
         sa.Table(
-            "batches", m,
+            "batches",
+            m,
             sa.Column("feed_url", sa.Text, primary_key=True),
             sa.Column("batch_key", sa.Text, primary_key=True),
             sa.Column("run_id", sa.Text, nullable=False),

@@ -17,9 +17,21 @@ down_revision = "0002"
 branch_labels = None
 depends_on = None
 
-_TABLES = ("authorisations", "blocks", "delegations", "representatives", "break_glass", "closures",
-           "patient_birth_dates", "keyring_meta", "patient_keys", "keyring_objects", "audit_entries",
-           "audit_head", "state_imports")
+_TABLES = (
+    "authorisations",
+    "blocks",
+    "delegations",
+    "representatives",
+    "break_glass",
+    "closures",
+    "patient_birth_dates",
+    "keyring_meta",
+    "patient_keys",
+    "keyring_objects",
+    "audit_entries",
+    "audit_head",
+    "state_imports",
+)
 
 
 def upgrade() -> None:

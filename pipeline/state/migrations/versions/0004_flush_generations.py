@@ -24,8 +24,10 @@ def upgrade() -> None:
         sa.Column("generation", sa.Integer, nullable=False),
         sa.PrimaryKeyConstraint("index_key", name="pk_flush_generations"),
     )
-    op.execute("INSERT INTO flush_generations (index_key, generation) "
-               "SELECT index_key, count(*) FROM flushes WHERE state = 'done' GROUP BY index_key")
+    op.execute(
+        "INSERT INTO flush_generations (index_key, generation) "
+        "SELECT index_key, count(*) FROM flushes WHERE state = 'done' GROUP BY index_key"
+    )
 
 
 def downgrade() -> None:

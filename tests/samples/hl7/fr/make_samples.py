@@ -44,8 +44,21 @@ INS_OTHER = ins("1881075056201")  # someone else: for the identity conflict
 # -- the embedded documents ----------------------------------------------------------------
 
 
-def cda(*, ins_value: str, family: str, given: str, birth: str, sex: str, doc_id: str,
-        set_id: str, version: int, code: str, title: str, body: str, time: str) -> bytes:
+def cda(
+    *,
+    ins_value: str,
+    family: str,
+    given: str,
+    birth: str,
+    sex: str,
+    doc_id: str,
+    set_id: str,
+    version: int,
+    code: str,
+    title: str,
+    body: str,
+    time: str,
+) -> bytes:
     """A CDA R2 document in the national header style, level 3 or with a nonXMLBody."""
     return f"""<?xml version="1.0" encoding="UTF-8"?>
 <ClinicalDocument xmlns="urn:hl7-org:v3" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance">
@@ -164,22 +177,25 @@ def pdf(lines: list[str]) -> bytes:
 
 
 def msh(message_type: str, control_id: str, when: str, *, charset: str = "UNICODE UTF-8") -> str:
-    return (f"MSH|^~\\&|DPI-EXEMPLE|HOPITAL EXEMPLE^{FINESS}^FINESS|CARNET|CARNET|{when}||"
-            f"{message_type}|{control_id}|P|2.5|||||FRA|{charset}|||2.1^CISIS_CDA_HL7_V2")
+    return (
+        f"MSH|^~\\&|DPI-EXEMPLE|HOPITAL EXEMPLE^{FINESS}^FINESS|CARNET|CARNET|{when}||"
+        f"{message_type}|{control_id}|P|2.5|||||FRA|{charset}|||2.1^CISIS_CDA_HL7_V2"
+    )
 
 
 def pid(ins_value: str, ipp: str, family: str, given: str, used: str, birth: str, sex: str) -> str:
     """PID per IHE PAM FR: INS (OID + type INS) then IPP; birth name L, used name D; VALI."""
-    ids = (f"{ins_value}^^^ASIP-SANTE-INS-NIR&{INS_OID}&ISO^INS"
-           f"~{ipp}^^^HOPITAL-EXEMPLE&{IPP_OID}&ISO^PI")
+    ids = f"{ins_value}^^^ASIP-SANTE-INS-NIR&{INS_OID}&ISO^INS~{ipp}^^^HOPITAL-EXEMPLE&{IPP_OID}&ISO^PI"
     names = f"{family}^{given}^{given}^^^^L~{used}^{given}^^^^^D"
     return f"PID|1||{ids}||{names}||{birth}|{sex}" + "|" * 24 + "VALI"
 
 
 def prt_author() -> str:
     """PRT (v2.7 segment the French profile adds to v2.5): the author of the document."""
-    return (f"PRT||UC||AUT^Author^participation|8{RPPS}^VERNET^Nadia^^^^^^"
-            f"ASIP-SANTE-PS&1.2.250.1.71.4.2.1&ISO^D^^^RPPS")
+    return (
+        f"PRT||UC||AUT^Author^participation|8{RPPS}^VERNET^Nadia^^^^^^"
+        f"ASIP-SANTE-PS&1.2.250.1.71.4.2.1&ISO^D^^^RPPS"
+    )
 
 
 def ed_obx(n: int, code: str, title: str, data: bytes, kind: str, status: str) -> str:
@@ -194,28 +210,42 @@ def flag_obx(n: int, code: str, label: str, value: str) -> str:
     return f"OBX|{n}|CE|{code}^{label}^MetaDMPMSS||{value}||||||F"
 
 
-def txa(doc_id: str, code: str, *, status: str = "AU", parent: str = "",
-        availability: str = "AV") -> str:
+def txa(doc_id: str, code: str, *, status: str = "AU", parent: str = "", availability: str = "AV") -> str:
     """TXA: type, unique document number (TXA-12) and parent (TXA-13), statuses."""
     number = f"{doc_id}^^{DOC_ROOT}^ISO"
     parent_number = f"{parent}^^{DOC_ROOT}^ISO" if parent else ""
-    return (f"TXA|1|{code}|TEXT^^HL70191|20240402100000||||||||{number}|{parent_number}"
-            f"||||{status}||{availability}")
+    return (
+        f"TXA|1|{code}|TEXT^^HL70191|20240402100000||||||||{number}|{parent_number}"
+        f"||||{status}||{availability}"
+    )
 
 
-def mdm(event: str, control_id: str, when: str, patient: str, doc_txa: str,
-        obx: list[str]) -> str:
-    segments = [msh(f"MDM^{event}^MDM_T02", control_id, when), f"EVN||{when}", patient,
-                "PV1|1|N", doc_txa, prt_author(), *obx]
+def mdm(event: str, control_id: str, when: str, patient: str, doc_txa: str, obx: list[str]) -> str:
+    segments = [
+        msh(f"MDM^{event}^MDM_T02", control_id, when),
+        f"EVN||{when}",
+        patient,
+        "PV1|1|N",
+        doc_txa,
+        prt_author(),
+        *obx,
+    ]
     return "\r".join(segments)
 
 
-def oru(control_id: str, when: str, patient: str, filler: str, obx: list[str],
-        extra: list[str] | None = None) -> str:
-    segments = [msh("ORU^R01^ORU_R01", control_id, when), patient, "PV1|1|N",
-                f"ORC|RE|CMD-{control_id}|{filler}",
-                f"OBR|1|CMD-{control_id}|{filler}|11502-2^CR d'examens biologiques^LN|||{when}",
-                prt_author(), *(extra or []), *obx]
+def oru(
+    control_id: str, when: str, patient: str, filler: str, obx: list[str], extra: list[str] | None = None
+) -> str:
+    segments = [
+        msh("ORU^R01^ORU_R01", control_id, when),
+        patient,
+        "PV1|1|N",
+        f"ORC|RE|CMD-{control_id}|{filler}",
+        f"OBR|1|CMD-{control_id}|{filler}|11502-2^CR d'examens biologiques^LN|||{when}",
+        prt_author(),
+        *(extra or []),
+        *obx,
+    ]
     return "\r".join(segments)
 
 
@@ -232,99 +262,213 @@ def paoli() -> str:
 
 
 def roux_cda(version: int, hb: str) -> bytes:
-    return cda(ins_value=INS_ROUX, family="ROUX", given="Agnès", birth="19770614", sex="F",
-               doc_id=f"CRBIO-ROUX-V{version}", set_id="CRBIO-ROUX", version=version,
-               code="11502-2", title="CR d'examens biologiques", body=lab_body(hb),
-               time="20240402100000")
+    return cda(
+        ins_value=INS_ROUX,
+        family="ROUX",
+        given="Agnès",
+        birth="19770614",
+        sex="F",
+        doc_id=f"CRBIO-ROUX-V{version}",
+        set_id="CRBIO-ROUX",
+        version=version,
+        code="11502-2",
+        title="CR d'examens biologiques",
+        body=lab_body(hb),
+        time="20240402100000",
+    )
 
 
 def samples() -> dict[str, bytes]:
     out: dict[str, bytes] = {}
-    flags = [flag_obx(2, "DESTDMP", "Destinataire DMP", "Y"),
-             flag_obx(3, "MASQUE_PS", "Masqué aux professionnels de Santé", "N")]
+    flags = [
+        flag_obx(2, "DESTDMP", "Destinataire DMP", "Y"),
+        flag_obx(3, "MASQUE_PS", "Masqué aux professionnels de Santé", "N"),
+    ]
     # 1. MDM^T02 with a level-3 CR-BIO CDA, MLLP framed.
-    t02 = mdm("T02", "MDM0001", "20240402100000", roux(),
-              txa("CRBIO-ROUX-V1", "11502-2^CR d'examens biologiques^LN"),
-              [ed_obx(1, "11502-2", "CR d'examens biologiques", roux_cda(1, "13.1"), "cda", "F"),
-               *flags])
+    t02 = mdm(
+        "T02",
+        "MDM0001",
+        "20240402100000",
+        roux(),
+        txa("CRBIO-ROUX-V1", "11502-2^CR d'examens biologiques^LN"),
+        [ed_obx(1, "11502-2", "CR d'examens biologiques", roux_cda(1, "13.1"), "cda", "F"), *flags],
+    )
     out["01_mdm_t02_cda.hl7"] = b"\x0b" + t02.encode() + b"\r\x1c\r"
     # 2. ORU^R01 with a PDF report in ED, \n line endings, a Z-segment and v2.8's ARV.
-    report = pdf(["Hopital Exemple - Laboratoire", "Patient : COLIN Marc",
-                  "Ferritine : 85 ug/L (30-400)", "Conclusion : bilan martial normal"])
-    oru_pdf = oru("ORU0002", "20240403090000", colin(), "DOS-COLIN-1",
-                  [ed_obx(1, "11502-2", "CR d'examens biologiques", report, "pdf", "F"),
-                   flag_obx(2, "DESTDMP", "Destinataire DMP", "Y")],
-                  extra=["ZBE|MVT-11^HOPITAL-EXEMPLE|20240403080000||INSERT|N", "ARV|1|A|PRE"])
+    report = pdf(
+        [
+            "Hopital Exemple - Laboratoire",
+            "Patient : COLIN Marc",
+            "Ferritine : 85 ug/L (30-400)",
+            "Conclusion : bilan martial normal",
+        ]
+    )
+    oru_pdf = oru(
+        "ORU0002",
+        "20240403090000",
+        colin(),
+        "DOS-COLIN-1",
+        [
+            ed_obx(1, "11502-2", "CR d'examens biologiques", report, "pdf", "F"),
+            flag_obx(2, "DESTDMP", "Destinataire DMP", "Y"),
+        ],
+        extra=["ZBE|MVT-11^HOPITAL-EXEMPLE|20240403080000||INSERT|N", "ARV|1|A|PRE"],
+    )
     out["02_oru_pdf_lf.hl7"] = oru_pdf.replace("\r", "\n").encode() + b"\n"
     # 3. ORU^R01 with an imaging CDA, latin-1 (MSH-18 8859/1), \r\n, escapes in an NTE.
-    img = cda(ins_value=INS_PAOLI, family="PAOLI", given="Lucia", birth="19901007", sex="F",
-              doc_id="CRIMG-PAOLI-V1", set_id="CRIMG-PAOLI", version=1, code="18748-4",
-              title="CR d'imagerie médicale", body=imaging_body(), time="20240404110000")
-    oru_img = oru("ORU0003", "20240404110000", paoli(), "DOS-PAOLI-1",
-                  [ed_obx(1, "18748-4", "CR d'imagerie médicale", img, "cda", "F")],
-                  extra=["NTE|1||Examen réalisé \\T\\ interprété le même jour\\.br\\Dr Vernet"])
-    out["03_oru_cda_latin1.hl7"] = (oru_img.replace("UNICODE UTF-8", "8859/1")
-                                    .replace("\r", "\r\n").encode("iso-8859-1"))
+    img = cda(
+        ins_value=INS_PAOLI,
+        family="PAOLI",
+        given="Lucia",
+        birth="19901007",
+        sex="F",
+        doc_id="CRIMG-PAOLI-V1",
+        set_id="CRIMG-PAOLI",
+        version=1,
+        code="18748-4",
+        title="CR d'imagerie médicale",
+        body=imaging_body(),
+        time="20240404110000",
+    )
+    oru_img = oru(
+        "ORU0003",
+        "20240404110000",
+        paoli(),
+        "DOS-PAOLI-1",
+        [ed_obx(1, "18748-4", "CR d'imagerie médicale", img, "cda", "F")],
+        extra=["NTE|1||Examen réalisé \\T\\ interprété le même jour\\.br\\Dr Vernet"],
+    )
+    out["03_oru_cda_latin1.hl7"] = (
+        oru_img.replace("UNICODE UTF-8", "8859/1").replace("\r", "\r\n").encode("iso-8859-1")
+    )
     # 4. MDM^T10: version 2 of the CR-BIO of file 1 replaces it (TXA-13 = version 1).
     out["04_mdm_t10_replacement.hl7"] = mdm(
-        "T10", "MDM0004", "20240405100000", roux(),
+        "T10",
+        "MDM0004",
+        "20240405100000",
+        roux(),
         txa("CRBIO-ROUX-V2", "11502-2^CR d'examens biologiques^LN", parent="CRBIO-ROUX-V1"),
-        [ed_obx(1, "11502-2", "CR d'examens biologiques", roux_cda(2, "13.4"), "cda", "C"),
-         *flags]).encode()
+        [ed_obx(1, "11502-2", "CR d'examens biologiques", roux_cda(2, "13.4"), "cda", "C"), *flags],
+    ).encode()
     # 5. ORU^R01 deletion (OBX-11 D) of the PDF report of file 2 (same OBR-3).
     out["05_oru_deletion.hl7"] = oru(
-        "ORU0005", "20240406090000", colin(), "DOS-COLIN-1",
-        [ed_obx(1, "11502-2", "CR d'examens biologiques", report, "pdf", "D")]).encode()
+        "ORU0005",
+        "20240406090000",
+        colin(),
+        "DOS-COLIN-1",
+        [ed_obx(1, "11502-2", "CR d'examens biologiques", report, "pdf", "D")],
+    ).encode()
     # 6. MDM^T11: the producer cancels the CR-BIO (its current version, TXA-12).
     out["06_mdm_t11_deletion.hl7"] = mdm(
-        "T11", "MDM0006", "20240407100000", roux(),
+        "T11",
+        "MDM0006",
+        "20240407100000",
+        roux(),
         txa("CRBIO-ROUX-V2", "11502-2^CR d'examens biologiques^LN", availability="CA"),
-        []).encode()
+        [],
+    ).encode()
     # 7. MDM^T04 with OBX-11 D for a document Carnet never received.
     out["07_mdm_t04_unknown_deletion.hl7"] = mdm(
-        "T04", "MDM0007", "20240408100000", colin(),
+        "T04",
+        "MDM0007",
+        "20240408100000",
+        colin(),
         txa("CR-INCONNU-9", "11502-2^CR d'examens biologiques^LN"),
-        [ed_obx(1, "11502-2", "CR d'examens biologiques", report, "pdf", "D")]).encode()
+        [ed_obx(1, "11502-2", "CR d'examens biologiques", report, "pdf", "D")],
+    ).encode()
     # 8. MDM^T02 whose CDA names another patient than PID-3.
-    other = cda(ins_value=INS_OTHER, family="ROUX", given="Agnès", birth="19770614", sex="F",
-                doc_id="CRBIO-X-V1", set_id="CRBIO-X", version=1, code="11502-2",
-                title="CR d'examens biologiques", body=lab_body("12.8"), time="20240409100000")
+    other = cda(
+        ins_value=INS_OTHER,
+        family="ROUX",
+        given="Agnès",
+        birth="19770614",
+        sex="F",
+        doc_id="CRBIO-X-V1",
+        set_id="CRBIO-X",
+        version=1,
+        code="11502-2",
+        title="CR d'examens biologiques",
+        body=lab_body("12.8"),
+        time="20240409100000",
+    )
     out["08_mdm_t02_identity_conflict.hl7"] = mdm(
-        "T02", "MDM0008", "20240409100000", roux(),
+        "T02",
+        "MDM0008",
+        "20240409100000",
+        roux(),
         txa("CRBIO-X-V1", "11502-2^CR d'examens biologiques^LN"),
-        [ed_obx(1, "11502-2", "CR d'examens biologiques", other, "cda", "F")]).encode()
+        [ed_obx(1, "11502-2", "CR d'examens biologiques", other, "cda", "F")],
+    ).encode()
     # 9. Messages that carry no document, one file: ACK, ADT with ZBE, a query, a Z message.
-    out["09_not_documents.hl7"] = "\r".join([
-        msh("ACK^R01^ACK", "ACK0009", "20240410100000"), "MSA|AA|LAB0001",
-        msh("ADT^A04^ADT_A01", "ADT0009", "20240410100100"), "EVN||20240410100100", roux(),
-        "PV1|1|O", "ZBE|MVT-12^HOPITAL-EXEMPLE|20240410100100||INSERT|N",
-        msh("QRY^A19^QRY_A19", "QRY0009", "20240410100200"),
-        "QRD|20240410100200|R|I|Q1|||1^RD|IPP7001|DEM",
-        msh("ZAM^Z01", "ZAM0009", "20240410100300"), "ZAM|1|local", "",
-    ]).encode()
+    out["09_not_documents.hl7"] = "\r".join(
+        [
+            msh("ACK^R01^ACK", "ACK0009", "20240410100000"),
+            "MSA|AA|LAB0001",
+            msh("ADT^A04^ADT_A01", "ADT0009", "20240410100100"),
+            "EVN||20240410100100",
+            roux(),
+            "PV1|1|O",
+            "ZBE|MVT-12^HOPITAL-EXEMPLE|20240410100100||INSERT|N",
+            msh("QRY^A19^QRY_A19", "QRY0009", "20240410100200"),
+            "QRD|20240410100200|R|I|Q1|||1^RD|IPP7001|DEM",
+            msh("ZAM^Z01", "ZAM0009", "20240410100300"),
+            "ZAM|1|local",
+            "",
+        ]
+    ).encode()
     # 10. MDM^T02 with a level-1 CDA (nonXMLBody PDF) of a type outside biology/imaging.
-    synthesis = pdf(["Hopital Exemple - Service de medecine", "Patiente : PAOLI Lucia",
-                     "Synthese d'hospitalisation du 2 au 5 avril 2024",
-                     "Sortie a domicile, traitement inchange."])
-    level1 = cda(ins_value=INS_PAOLI, family="PAOLI", given="Lucia", birth="19901007", sex="F",
-                 doc_id="SYNTH-PAOLI-V1", set_id="SYNTH-PAOLI", version=1, code="34133-9",
-                 title="Synthèse d'hospitalisation", body=non_xml_body(synthesis),
-                 time="20240405160000")
+    synthesis = pdf(
+        [
+            "Hopital Exemple - Service de medecine",
+            "Patiente : PAOLI Lucia",
+            "Synthese d'hospitalisation du 2 au 5 avril 2024",
+            "Sortie a domicile, traitement inchange.",
+        ]
+    )
+    level1 = cda(
+        ins_value=INS_PAOLI,
+        family="PAOLI",
+        given="Lucia",
+        birth="19901007",
+        sex="F",
+        doc_id="SYNTH-PAOLI-V1",
+        set_id="SYNTH-PAOLI",
+        version=1,
+        code="34133-9",
+        title="Synthèse d'hospitalisation",
+        body=non_xml_body(synthesis),
+        time="20240405160000",
+    )
     out["10_mdm_t02_cda_level1_pdf.hl7"] = mdm(
-        "T02", "MDM0010", "20240405160000", paoli(),
+        "T02",
+        "MDM0010",
+        "20240405160000",
+        paoli(),
         txa("SYNTH-PAOLI-V1", "34133-9^Synthèse d'hospitalisation^LN"),
-        [ed_obx(1, "34133-9", "Synthèse d'hospitalisation", level1, "cda", "F")]).encode()
+        [ed_obx(1, "34133-9", "Synthèse d'hospitalisation", level1, "cda", "F")],
+    ).encode()
     # 11-13. A PDF report sent by MDM, then replaced twice: no CDA setId to link the
     # versions, only TXA-13 naming the version each one replaces.
     for n, version in ((11, 1), (12, 2), (13, 3)):
-        report_v = pdf(["Hopital Exemple - Laboratoire", "Patient : COLIN Marc",
-                        f"Vitamine D : {60 + version} nmol/L (75-250) - version {version}"])
+        report_v = pdf(
+            [
+                "Hopital Exemple - Laboratoire",
+                "Patient : COLIN Marc",
+                f"Vitamine D : {60 + version} nmol/L (75-250) - version {version}",
+            ]
+        )
         out[f"{n}_mdm_t{'02' if version == 1 else '10'}_pdf_v{version}.hl7"] = mdm(
-            "T02" if version == 1 else "T10", f"MDM00{n}", f"2024041{version}100000", colin(),
-            txa(f"CR-VITD-COLIN-V{version}", "11502-2^CR d'examens biologiques^LN",
-                parent=f"CR-VITD-COLIN-V{version - 1}" if version > 1 else ""),
-            [ed_obx(1, "11502-2", "CR d'examens biologiques", report_v, "pdf",
-                    "F" if version == 1 else "C")]).encode()
+            "T02" if version == 1 else "T10",
+            f"MDM00{n}",
+            f"2024041{version}100000",
+            colin(),
+            txa(
+                f"CR-VITD-COLIN-V{version}",
+                "11502-2^CR d'examens biologiques^LN",
+                parent=f"CR-VITD-COLIN-V{version - 1}" if version > 1 else "",
+            ),
+            [ed_obx(1, "11502-2", "CR d'examens biologiques", report_v, "pdf", "F" if version == 1 else "C")],
+        ).encode()
     return out
 
 
