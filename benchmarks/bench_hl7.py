@@ -20,6 +20,7 @@ from hl7apy.consts import VALIDATION_LEVEL
 from hl7apy.parser import parse_message
 
 from parsers.hl7 import Hl7Parser
+from parsers.registry import document_registry
 from tests.samples.hl7.make_samples import ins, oru_message, pid
 
 ANALYTES = [
@@ -68,7 +69,7 @@ def run(quick: bool = False) -> dict[str, object]:
     subset = 10 if quick else 50
     messages = make_messages(count)
     files = ["\r".join(messages[i : i + FILE_SIZE]).encode() for i in range(0, count, FILE_SIZE)]
-    parser = Hl7Parser()
+    parser = Hl7Parser(embedded=document_registry())
     docs = [d for f in files for d in parser.parse(f, source="bench")]
     assert len(docs) == count and all(len(d.results) == len(ANALYTES) for d in docs)
 

@@ -28,3 +28,10 @@ class Parser(Protocol):
     def parse(self, data: bytes, *, source: str) -> list[ParsedDocument]:
         """Read every document in ``data``; raise ``ParserError`` when it cannot."""
         ...
+
+
+class ParserChooser(Protocol):
+    """What a container format needs to read the documents it carries (an HL7 OBX ED holds
+    a CDA, PDF or image): the parser for some bytes. The registry is one."""
+
+    def choose(self, data: bytes) -> Parser | None: ...

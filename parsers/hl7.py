@@ -54,6 +54,7 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
+from parsers.base import ParserChooser
 from parsers.embedded import decode_base64
 from parsers.hl7_segments import (
     BOM,
@@ -66,7 +67,6 @@ from parsers.hl7_segments import (
     parse_ts,
     split_messages,
 )
-from parsers.registry import ParserRegistry
 from pipeline.errors import EncryptedDocumentError, ParserError
 from pipeline.identifiers import INS_OIDS, is_finess, rpps_of
 from pipeline.model import (
@@ -115,18 +115,12 @@ class Hl7Parser:
 
     name = "hl7v2"
 
-    def __init__(self, embedded: ParserRegistry | None = None) -> None:
-        # The parsers for documents carried in OBX ED (CDA, PDF…): the registry's own, so a
-        # CDA in an HL7 message is read exactly as the same CDA dropped as a file.
-        self._embedded = embedded
-
-    @property
-    def embedded(self) -> ParserRegistry:
-        if self._embedded is None:
-            from parsers.registry import document_registry
-
-            self._embedded = document_registry()
-        return self._embedded
+    def __init__(self, embedded: ParserChooser) -> None:
+        # The parsers for documents carried in OBX ED (CDA, PDF…): the registry's own
+        # (``parsers.registry.document_registry``), so a CDA in an HL7 message is read
+        # exactly as the same CDA dropped as a file. Handed in, not imported: the registry
+        # imports this module.
+        self.embedded = embedded
 
     def score(self, head: bytes) -> int:
         """100 when the file starts (after MLLP start byte, BOM, blanks) with MSH/FHS/BHS."""
@@ -169,7 +163,7 @@ def _broken(raw: RawMessage, source: str, part: int, message: str) -> ParsedDocu
     )  # fmt: skip
 
 
-def read_message(raw: RawMessage, *, source: str, part: int, embedded: ParserRegistry) -> ParsedDocument:
+def read_message(raw: RawMessage, *, source: str, part: int, embedded: ParserChooser) -> ParsedDocument:
     """One message's ``ParsedDocument``; ``ParserError`` when it cannot be read."""
     if raw.headless:
         name = raw.segments[0][:3].decode("latin-1")
@@ -238,7 +232,7 @@ class _Reader:
     segments: list[Segment]
     source: str
     warnings: list[Problem]
-    embedded_parsers: ParserRegistry
+    embedded_parsers: ParserChooser
     lines: list[str] = field(default_factory=list)
     results: list[LabResult] = field(default_factory=list)
     visibility: list[Visibility] = field(default_factory=list)

@@ -12,6 +12,7 @@ from hl7apy.consts import VALIDATION_LEVEL
 from hl7apy.parser import parse_message
 
 from parsers.hl7 import DEFAULT_TITLE, Hl7Parser
+from parsers.registry import document_registry
 from pipeline.errors import ParserError
 from pipeline.identity import identify_patient
 from pipeline.model import (
@@ -34,7 +35,7 @@ WHEN = dt.datetime(2024, 3, 12, 8, 30)
 
 @pytest.fixture(scope="module")
 def parser() -> Hl7Parser:
-    return Hl7Parser()
+    return Hl7Parser(embedded=document_registry())
 
 
 def sample(name: str) -> bytes:
