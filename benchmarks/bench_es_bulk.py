@@ -3,7 +3,7 @@
 - bare reference: ``elasticsearch.helpers.bulk`` of ready documents (their ``_source``
   built before the clock starts), one refresh at the end;
 - Carnet: ``ElasticsearchIndex.apply`` as the pipeline calls it, one call per flush of
-  ``Settings.flush_every`` records, every flush after the first also superseding 5 % of
+  ``Settings.ingestion.flush_every`` records, every flush after the first also superseding 5 % of
   the previous flush's documents by new versions; analysis, serialisation, the read of
   the current versions and the per-flush refresh are all inside the clock.
 
@@ -103,7 +103,7 @@ def carnet_apply(flushes: list[tuple[list[DocumentRecord], list[Supersede]]]) ->
 
 def run(quick: bool = False, *, docs: int | None = None, rounds: int = 2) -> dict[str, Any]:
     documents = docs or (2000 if quick else 10_000)
-    flush = Settings().flush_every
+    flush = Settings().ingestion.flush_every
     records = _records(documents)
     flushes = _flushes(records, flush)
     bare, carnet, cpu = [], [], []

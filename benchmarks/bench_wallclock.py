@@ -8,7 +8,7 @@ One run, same generated files for both sides:
   pypdf text extraction, ElementTree for CDA, hl7apy's ``parse_message`` per message;
 - scanned documents (PNG, TIFF, image PDFs) through ``carnet ingest``, beside bare
   ``tesseract`` on the same page images, run with as many processes as Carnet runs
-  (``Settings.ocr_workers``), ``OMP_THREAD_LIMIT=1``;
+  (``Settings.ocr.workers``), ``OMP_THREAD_LIMIT=1``;
 - Elasticsearch: the bulk helper alone (``helpers.bulk`` of ready documents) beside
   Carnet's write path (``ElasticsearchIndex.apply`` per flush, supersedes, analysis and
   serialisation included), on the same records (:mod:`benchmarks.bench_es_bulk`);

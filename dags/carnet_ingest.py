@@ -213,7 +213,9 @@ def build_ingest_dag(dag_id: str, feed: FeedConfig | None = None) -> DAG:
                     )
                     raise
                 log_rejections(settings, summary.run_id, batch_key=batch_key)
-                check = check_batch(settings, feed, summary, max_reject_rate=settings.max_reject_rate)
+                check = check_batch(
+                    settings, feed, summary, max_reject_rate=settings.ingestion.max_reject_rate
+                )
                 emit_stats(Stats, check.metrics)
             summary = summary.model_copy(update={"flagged": check.metrics.flagged})
             return {
@@ -289,7 +291,7 @@ def format_summary(summaries: list[Any], totals: dict[str, Any]) -> str:
 
 
 def _configured_feeds() -> tuple[FeedConfig, ...]:
-    path = Settings.from_env().feeds_file
+    path = Settings.from_env().ingestion.feeds_file
     return load_feeds(path) if path else ()
 
 

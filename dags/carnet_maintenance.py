@@ -99,7 +99,7 @@ def carnet_maintenance() -> None:
         from pipeline.monitoring import check_silent_feeds
 
         settings = task_settings()
-        feeds = load_feeds(settings.feeds_file) if settings.feeds_file else ()
+        feeds = load_feeds(settings.ingestion.feeds_file) if settings.ingestion.feeds_file else ()
         return len(check_silent_feeds(settings, feeds))
 
     @task

@@ -14,7 +14,7 @@ class ParserOptions:
     ocr_lang: str = "fra"
     ocr_timeout_s: int = 120
     min_text_chars_per_page: int = 20
-    # Tesseract processes at once (``Settings.ocr_workers``: the CPUs this process may use).
+    # Tesseract processes at once (``Settings.ocr.workers``: the CPUs this process may use).
     ocr_workers: int = 1
 
 

@@ -90,7 +90,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         print(f"carnet search: error: {exc.message}", file=sys.stderr)
         return 2
     settings = _settings(args)
-    index = open_index(settings.effective_index_url, alias=settings.es_index_alias)
+    index = open_index(settings.effective_index_url, alias=settings.index.es_alias)
     try:
         doc_class = DocClass(args.doc_class) if args.doc_class else None
         result = index.search(
@@ -279,7 +279,7 @@ def cmd_rewrap_keys(args: argparse.Namespace) -> int:
         moved = ring.rewrap(target)
     finally:
         ring.close()
-    print(f"re-wrapped {moved} keys of the keyring in {ring.where} under the KMS key {settings.kms_key_id}")
+    print(f"re-wrapped {moved} keys of the keyring in {ring.where} under the KMS key {settings.kms.key_id}")
     print(
         f"the local master key no longer opens this keyring: unset CARNET_MASTER_KEY and remove "
         f"{settings.data_dir / MASTER_KEY_FILE} once its backups are no longer needed"

@@ -498,7 +498,7 @@ def _derived_key(settings: Settings, label: bytes) -> bytes:
     """A key for one purpose, held apart from what it protects: derived from the local
     master key (HMAC-SHA256 as a PRF, never stored), or, with the master key in a KMS, a
     named key kept wrapped in the keyring (never written anywhere in clear)."""
-    if settings.kms_key_id:
+    if settings.kms.key_id:
         ring = open_keyring(settings)
         try:
             return ring.named_key(label.decode())
@@ -552,6 +552,6 @@ def open_encrypted_store(settings: Settings, *, commit_on_sync: bool = False) ->
     """
     wrapper = open_key_wrapper(settings)
     base = open_store(
-        settings.effective_store_url, endpoint_url=settings.s3_endpoint_url, region=settings.s3_region
+        settings.effective_store_url, endpoint_url=settings.s3.endpoint_url, region=settings.s3.region
     )
     return EncryptedStore(base, open_keyring(settings, wrapper), commit_on_sync=commit_on_sync)

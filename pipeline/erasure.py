@@ -188,7 +188,7 @@ def erase_patient(
     """Erase ``patient_id`` from this install (index, store, quarantine, rules, ledger, key)."""
     from pipeline.crypto import open_encrypted_store
 
-    index = open_index(settings.effective_index_url, alias=settings.es_index_alias)
+    index = open_index(settings.effective_index_url, alias=settings.index.es_alias)
     store = open_encrypted_store(settings)
     rules = AccessRules(settings)
     audit = open_audit_log(settings)

@@ -1,6 +1,6 @@
 """Test-only fault injection: the crash tests' way to kill a real run at a commit point.
 
-``CARNET_FAULT_POINT=<point>`` (read once into ``Settings.fault_point``) makes the process
+``CARNET_FAULT_POINT=<point>`` (read once into ``Settings.ingestion.fault_point``) makes the process
 send itself SIGKILL when it reaches that point: no ``finally``, no ``atexit``, no flush —
 what a power cut or the OOM killer does. Production never sets it. The points, in the
 order a flush and a run reach them (see ``pipeline.ledger`` for the unit of commit):

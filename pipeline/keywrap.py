@@ -102,10 +102,10 @@ def decode_master_key(value: str) -> bytes:
 
 
 def load_master_key(settings: Settings) -> bytes:
-    """``settings.master_key``, or this install's own key file (created 0600 when missing)."""
+    """``settings.kms.master_key``, or this install's own key file (created 0600 when missing)."""
     global _warned_default_key
-    if settings.master_key:
-        return decode_master_key(settings.master_key)
+    if settings.kms.master_key:
+        return decode_master_key(settings.kms.master_key)
     path = settings.data_dir / MASTER_KEY_FILE
     if not _warned_default_key:
         log.warning(
@@ -338,20 +338,20 @@ class KmsKeyWrapper:
 
 def kms_key_wrapper(settings: Settings) -> KmsKeyWrapper:
     """The wrapper of the KMS key the settings name (``ConfigurationError`` when none)."""
-    if not settings.kms_key_id:
+    if not settings.kms.key_id:
         raise ConfigurationError("no KMS key configured (CARNET_KMS_KEY_ID)")
     return KmsKeyWrapper(
-        settings.kms_key_id,
-        endpoint_url=settings.kms_endpoint_url,
-        region=settings.kms_region,
-        cache=KeyCache(settings.kms_cache_ttl_s, settings.kms_cache_size),
+        settings.kms.key_id,
+        endpoint_url=settings.kms.endpoint_url,
+        region=settings.kms.region,
+        cache=KeyCache(settings.kms.cache_ttl_s, settings.kms.cache_size),
     )
 
 
 def existing_local_key_wrapper(settings: Settings) -> LocalKeyWrapper:
     """The local master key the install already has (never creates a key file)."""
-    if settings.master_key:
-        return LocalKeyWrapper(decode_master_key(settings.master_key))
+    if settings.kms.master_key:
+        return LocalKeyWrapper(decode_master_key(settings.kms.master_key))
     path = settings.data_dir / MASTER_KEY_FILE
     if not path.exists():
         raise ConfigurationError(f"no local master key: neither CARNET_MASTER_KEY nor {path}")
@@ -360,8 +360,8 @@ def existing_local_key_wrapper(settings: Settings) -> LocalKeyWrapper:
 
 def open_key_wrapper(settings: Settings) -> KeyWrapper:
     """The KMS wrapper when ``kms_key_id`` is set, else the local master key (file by default)."""
-    if settings.kms_key_id:
-        if settings.master_key:
+    if settings.kms.key_id:
+        if settings.kms.master_key:
             raise ConfigurationError(
                 "both CARNET_KMS_KEY_ID and CARNET_MASTER_KEY are set: "
                 "the master key is either in the KMS or local, choose one"

@@ -54,7 +54,7 @@ def open_backends(settings: Settings) -> tuple[DocumentIndex, DocumentStore]:
     """The index, and the store as the pipeline sees it (decrypting, by plaintext hash)."""
     from pipeline.crypto import open_encrypted_store
 
-    index = open_index(settings.effective_index_url, alias=settings.es_index_alias)
+    index = open_index(settings.effective_index_url, alias=settings.index.es_alias)
     return index, open_encrypted_store(settings)
 
 
@@ -168,7 +168,7 @@ def purge_retention(
 
 def rebuild_index(settings: Settings, *, now: dt.datetime | None = None) -> dict[str, object]:
     """Reindex into a new Elasticsearch index and swap the alias; optimise SQLite in place."""
-    index = open_index(settings.effective_index_url, alias=settings.es_index_alias)
+    index = open_index(settings.effective_index_url, alias=settings.index.es_alias)
     try:
         return index.rebuild(f"{(now or dt.datetime.now(dt.UTC)):%Y%m%d%H%M%S}")
     finally:

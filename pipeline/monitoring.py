@@ -129,7 +129,7 @@ class WebhookNotifier:
 def default_notifier(settings: Settings) -> Notifier:
     """``WebhookNotifier`` when an alert webhook is configured (``CARNET_ALERT_WEBHOOK``),
     else ``LogNotifier``."""
-    url = settings.alert_webhook
+    url = settings.alerts.webhook
     return WebhookNotifier(url) if url else LogNotifier()
 
 

@@ -2,8 +2,8 @@
 (``pipeline.feeds.s3``): URL parsing, the client, one bucket's reads and writes, and
 boto errors turned into Carnet's. Works on AWS S3 or any S3-compatible server.
 
-The endpoint and region come from the caller (``Settings.s3_endpoint_url``,
-``Settings.s3_region``); access keys come from boto3's default chain (environment,
+The endpoint and region come from the caller (``Settings.s3.endpoint_url``,
+``Settings.s3.region``); access keys come from boto3's default chain (environment,
 profile, instance role), never from Carnet's code or settings.
 
 Everything Carnet writes asks for server-side encryption (SSE-S3, ``AES256``). A server

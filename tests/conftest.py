@@ -90,7 +90,7 @@ def empty_state_settings(request: pytest.FixtureRequest, tmp_path: Path) -> Sett
 def state_settings(empty_state_settings: Settings) -> Settings:
     """``empty_state_settings`` with PostgreSQL migrated, as ``carnet db upgrade`` does
     (SQLite migrates itself when opened)."""
-    if empty_state_settings.state_url:
+    if empty_state_settings.state.url:
         from pipeline.state import open_engine, upgrade
 
         engine = open_engine(empty_state_settings)

@@ -70,16 +70,16 @@ def test_every_piece_of_state_is_on_a_service_of_the_stack(compose: dict[str, An
     assert state.scheme == "postgresql" and state.hostname in services
     assert urlparse(settings.effective_index_url).hostname == "elasticsearch"
     assert settings.effective_store_url.startswith("s3://")
-    assert urlparse(settings.s3_endpoint_url or "").hostname in services
-    assert settings.kms_key_id and not settings.master_key
-    assert urlparse(settings.kms_endpoint_url or "").hostname in services
+    assert urlparse(settings.s3.endpoint_url or "").hostname in services
+    assert settings.kms.key_id and not settings.kms.master_key
+    assert urlparse(settings.kms.endpoint_url or "").hostname in services
     assert not settings.effective_feed_url.startswith(str(settings.data_dir))
     # The state database the URL names is the one the cluster is created with.
     init = compose["configs"]["carnet-state-db"]["content"]
     assert f"CREATE DATABASE {state.path.lstrip('/')} OWNER {state.username}" in init
     assert f"ROLE {state.username} LOGIN PASSWORD '{state.password}'" in init
     # The KMS serves the key alias the services use.
-    assert f"AliasName: {settings.kms_key_id}" in compose["configs"]["kms-seed"]["content"]
+    assert f"AliasName: {settings.kms.key_id}" in compose["configs"]["kms-seed"]["content"]
 
 
 def test_the_schema_is_migrated_before_workers_and_api_start(compose: dict[str, Any]) -> None:

@@ -62,7 +62,7 @@ def settings(
     s = Settings.from_env()
     yield s
     if request.param == "elasticsearch":
-        index = open_index(s.effective_index_url, alias=s.es_index_alias)
+        index = open_index(s.effective_index_url, alias=s.index.es_alias)
         drop = getattr(index, "drop", None)
         if callable(drop):
             drop()
@@ -103,7 +103,7 @@ def test_erase_removes_everything_of_the_patient_and_only_theirs(
     settings: Settings,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    index = open_index(settings.effective_index_url, alias=settings.es_index_alias)
+    index = open_index(settings.effective_index_url, alias=settings.index.es_alias)
     store = open_encrypted_store(settings)
     rules = AccessRules(settings)
     try:
@@ -138,7 +138,7 @@ def test_erase_removes_everything_of_the_patient_and_only_theirs(
     assert receipt["audit_head"]["seq"] == receipt["audit_seq"]  # anchored outside the log
     assert receipt["actor"].startswith("cli:")
 
-    index = open_index(settings.effective_index_url, alias=settings.es_index_alias)
+    index = open_index(settings.effective_index_url, alias=settings.index.es_alias)
     store = open_encrypted_store(settings)
     rules = AccessRules(settings)
     try:

@@ -130,13 +130,13 @@ def test_kms_settings_from_the_environment(tmp_path: Path) -> None:
             "CARNET_KMS_CACHE_SIZE": "500",
         }
     )
-    assert (s.kms_key_id, s.kms_endpoint_url, s.kms_region) == (
+    assert (s.kms.key_id, s.kms.endpoint_url, s.kms.region) == (
         "alias/carnet",
         "http://kms.example",
         "eu-west-3",
     )
-    assert s.s3_endpoint_url == "http://s3.example"  # S3's endpoint never becomes the KMS's
-    assert (s.kms_cache_ttl_s, s.kms_cache_size) == (30.0, 500)
+    assert s.s3.endpoint_url == "http://s3.example"  # S3's endpoint never becomes the KMS's
+    assert (s.kms.cache_ttl_s, s.kms.cache_size) == (30.0, 500)
     with pytest.raises(ConfigurationError, match="CARNET_KMS_CACHE_SIZE"):
         Settings.from_env({"CARNET_KMS_CACHE_SIZE": "lots"})
 

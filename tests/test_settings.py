@@ -6,19 +6,19 @@ import os
 from pathlib import Path
 
 import pytest
-from pydantic import AliasChoices
+from pydantic import AliasChoices, BaseModel
 
 from pipeline.errors import ConfigurationError
-from pipeline.settings import ApiSettings, Settings
+from pipeline.settings import FLAT_NAMES, IndexSettings, Settings
 
 
 def test_ocr_workers_default_to_the_cpus_this_process_may_use() -> None:
-    assert Settings.from_env({}).ocr_workers == len(os.sched_getaffinity(0))
+    assert Settings.from_env({}).ocr.workers == len(os.sched_getaffinity(0))
 
 
 def test_ocr_workers_from_the_environment() -> None:
-    assert Settings.from_env({"CARNET_OCR_WORKERS": "3"}).ocr_workers == 3
-    assert Settings.from_env({"CARNET_OCR_WORKERS": "0"}).ocr_workers == 1  # never no OCR at all
+    assert Settings.from_env({"CARNET_OCR_WORKERS": "3"}).ocr.workers == 3
+    assert Settings.from_env({"CARNET_OCR_WORKERS": "0"}).ocr.workers == 1  # never no OCR at all
     with pytest.raises(ConfigurationError, match="CARNET_OCR_WORKERS"):
         Settings.from_env({"CARNET_OCR_WORKERS": "many"})
 
@@ -55,30 +55,30 @@ def test_values_from_the_environment() -> None:
             "CARNET_FEEDS_FILE": "feeds.toml",
         }
     )
-    assert (s.flush_every, s.data_docs, s.environment) == (1, False, "production")
-    assert s.fault_point == "after_ack:2"
-    assert s.data_dir == (Path.cwd() / "relative").resolve() and s.max_reject_rate == 0.25
-    assert s.feeds_file == Path("feeds.toml")
+    assert (s.ingestion.flush_every, s.ingestion.data_docs, s.environment) == (1, False, "production")
+    assert s.ingestion.fault_point == "after_ack:2"
+    assert s.data_dir == (Path.cwd() / "relative").resolve() and s.ingestion.max_reject_rate == 0.25
+    assert s.ingestion.feeds_file == Path("feeds.toml")
 
 
 def test_aws_region_wins_over_aws_default_region() -> None:
     both = Settings.from_env({"AWS_REGION": "eu-west-3", "AWS_DEFAULT_REGION": "us-west-2"})
-    assert (both.s3_region, both.kms_region) == ("eu-west-3", "eu-west-3")
-    assert Settings.from_env({"AWS_DEFAULT_REGION": "us-west-2"}).s3_region == "us-west-2"
-    assert Settings.from_env({}).kms_region == "us-east-1"
+    assert (both.s3.region, both.kms.region) == ("eu-west-3", "eu-west-3")
+    assert Settings.from_env({"AWS_DEFAULT_REGION": "us-west-2"}).s3.region == "us-west-2"
+    assert Settings.from_env({}).kms.region == "us-east-1"
 
 
 def test_an_empty_variable_is_unset() -> None:
     s = Settings.from_env({"CARNET_STATE_URL": "", "CARNET_KMS_KEY_ID": "", "CARNET_OCR_LANG": ""})
-    assert (s.state_url, s.kms_key_id, s.ocr_lang) == ("", None, "fra")
+    assert (s.state.url, s.kms.key_id, s.ocr.lang) == ("", None, "fra")
 
 
 def test_overrides_win_and_none_leaves_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CARNET_INDEX_URL", "http://env.example:9200")
     monkeypatch.setenv("CARNET_STORE_URL", "s3://env/raw")
     s = Settings.from_env(index_url="http://flag.example:9200", store_url=None)
-    assert (s.index_url, s.store_url) == ("http://flag.example:9200", "s3://env/raw")
-    assert Settings.from_env({}).index_url == ""  # a given mapping replaces os.environ
+    assert (s.index.url, s.store.url) == ("http://flag.example:9200", "s3://env/raw")
+    assert Settings.from_env({}).index.url == ""  # a given mapping replaces os.environ
 
 
 def test_keyword_construction_never_reads_the_environment(
@@ -88,7 +88,11 @@ def test_keyword_construction_never_reads_the_environment(
     monkeypatch.setenv("CARNET_DATA_DIR", str(tmp_path / "env"))
     monkeypatch.setenv("CARNET_FAULT_POINT", "before_ack")
     s = Settings(master_key="k")
-    assert (s.index_url, s.fault_point, s.data_dir) == ("", None, (Path.cwd() / ".carnet").resolve())
+    assert (s.index.url, s.ingestion.fault_point, s.data_dir) == (
+        "",
+        None,
+        (Path.cwd() / ".carnet").resolve(),
+    )
     assert "'k'" not in repr(s)  # the master key stays out of logs
 
 
@@ -98,16 +102,16 @@ def test_keyword_construction_is_validated_and_frozen(tmp_path: Path) -> None:
     with pytest.raises(ConfigurationError, match="no_such_setting"):
         Settings(data_dir=tmp_path, no_such_setting=1)
     s = Settings(data_dir=tmp_path, ocr_workers=0)
-    assert s.ocr_workers == 1 and s == Settings(data_dir=tmp_path, ocr_workers=1)
+    assert s.ocr.workers == 1 and s == Settings(data_dir=tmp_path, ocr_workers=1)
     with pytest.raises(ValueError, match="frozen"):
-        s.ocr_workers = 2  # type: ignore[misc]
+        s.ocr.workers = 2  # type: ignore[misc]
 
 
 def test_an_override_replaces_one_setting_only() -> None:
     s = Settings.from_env(
         {"AWS_REGION": "eu-west-3", "CARNET_OCR_WORKERS": "-1"}, s3_region="eu-west-1", ocr_workers=2
     )
-    assert (s.s3_region, s.kms_region, s.ocr_workers) == ("eu-west-1", "eu-west-3", 2)
+    assert (s.s3.region, s.kms.region, s.ocr.workers) == ("eu-west-1", "eu-west-3", 2)
     with pytest.raises(ConfigurationError, match="^ocr_workers: "):  # named as it was given
         Settings.from_env({}, ocr_workers=-1)
 
@@ -144,9 +148,36 @@ def test_every_variable_is_in_the_readme_configuration_table() -> None:
         .split("\n## Configuration\n", 1)[1]
         .split("\n## ", 1)[0]
     )
-    aliases = [f.validation_alias for model in (Settings, ApiSettings) for f in model.model_fields.values()]
+    models = [Settings, *(f.annotation for f in Settings.model_fields.values() if _is_section(f.annotation))]
+    aliases = [f.validation_alias for model in models for f in model.model_fields.values()]
     variables = {
         v for a in aliases for v in (a.choices if isinstance(a, AliasChoices) else [a]) if isinstance(v, str)
     }
-    assert {"CARNET_DATA_DIR", "CARNET_API_JWT_KEY", "AWS_DEFAULT_REGION"} <= variables
+    assert {"CARNET_DATA_DIR", "CARNET_API_JWT_KEY", "AWS_DEFAULT_REGION", "CARNET_KMS_KEY_ID"} <= variables
     assert not {v for v in variables if f"`{v}`" not in section}, "document them in README's table"
+
+
+def _is_section(annotation: object) -> bool:
+    return isinstance(annotation, type) and issubclass(annotation, BaseModel)
+
+
+def test_every_flat_name_names_a_field_of_its_section() -> None:
+    for flat, (section, field) in FLAT_NAMES.items():
+        assert field in Settings.model_fields[section].annotation.model_fields, flat  # type: ignore[union-attr]
+
+
+def test_a_section_given_whole_replaces_the_environment_s() -> None:
+    env = {"CARNET_INDEX_URL": "http://env.example:9200", "CARNET_ES_ALIAS": "env-alias"}
+    s = Settings.from_env(env, index=IndexSettings(url="http://given.example:9200"))
+    assert s.index == IndexSettings(url="http://given.example:9200")  # its alias is the default again
+    assert Settings.from_env(env, index_url="http://one.example:9200").index.es_alias == "env-alias"
+    assert Settings(index=IndexSettings(es_alias="a"), index_url="http://u").index == IndexSettings(
+        url="http://u", es_alias="a"
+    )
+
+
+def test_a_section_field_error_names_its_variable_or_flat_name(tmp_path: Path) -> None:
+    with pytest.raises(ConfigurationError, match="^CARNET_KMS_CACHE_SIZE: "):
+        Settings.from_env({"CARNET_KMS_CACHE_SIZE": "lots"})
+    with pytest.raises(ConfigurationError, match="^flush_every: "):
+        Settings(data_dir=tmp_path, flush_every=-1)

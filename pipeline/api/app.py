@@ -90,7 +90,7 @@ def create_app(
     state = open_state(settings)
     svc = Services(
         settings=settings,
-        index=index or open_index(settings.effective_index_url, alias=settings.es_index_alias),
+        index=index or open_index(settings.effective_index_url, alias=settings.index.es_alias),
         store=store,
         rules=AccessRules(state),
         audit=AuditLog(state, key=audit_key(settings), anchors=store),

@@ -114,9 +114,9 @@ def is_scan_heavy(files: tuple[str, ...] | list[str], *, scans: bool = False) ->
 
 def producer_name(settings: Settings, producer: str) -> str | None:
     """The human name the feeds file gives a producer id (what a patient reads), if any."""
-    if settings.feeds_file is None:
+    if settings.ingestion.feeds_file is None:
         return None
-    return _producer_names(settings.feeds_file).get(producer)
+    return _producer_names(settings.ingestion.feeds_file).get(producer)
 
 
 @functools.lru_cache(maxsize=4)

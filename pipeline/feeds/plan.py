@@ -16,7 +16,7 @@ def plan_batches(settings: Settings, feed_url: str, *, scans: bool = False) -> d
     document of an earlier one. A lane holding a scan-heavy batch goes to ``ocr``, the
     others to ``text``; this is judged from the feed listing alone (no file is read).
     """
-    feed = open_feed(feed_url, endpoint_url=settings.s3_endpoint_url, region=settings.s3_region)
+    feed = open_feed(feed_url, endpoint_url=settings.s3.endpoint_url, region=settings.s3.region)
     ledger = Ledger(settings)
     try:
         done = ledger.processed_batches(feed.url)

@@ -33,7 +33,7 @@ class BatchSummary(BatchCounts):
 def _open_feed(settings: Settings, feed_url: str) -> Feed:
     from pipeline.feeds import open_feed
 
-    return open_feed(feed_url, endpoint_url=settings.s3_endpoint_url, region=settings.s3_region)
+    return open_feed(feed_url, endpoint_url=settings.s3.endpoint_url, region=settings.s3.region)
 
 
 def discover_batches(settings: Settings, feed_url: str) -> list[str]:
@@ -96,7 +96,7 @@ def process_batch(settings: Settings, feed_url: str, batch_key: str) -> BatchSum
     batch = _find_batch(feed, batch_key)
     manifest = {e.name: e for e in batch.manifest or ()}
     with (
-        QualityGate(settings, build_data_docs=settings.data_docs) as gate,
+        QualityGate(settings, build_data_docs=settings.ingestion.data_docs) as gate,
         Pipeline(settings, batch_label=batch_key, gate=gate) as pipe,
     ):
         # Lanes of different producers run side by side (shared); a `carnet ingest` waits.
@@ -163,7 +163,7 @@ def process_batch(settings: Settings, feed_url: str, batch_key: str) -> BatchSum
             by_status=by_status,
             rejected_by_reason=m["rejected_by_reason"],  # type: ignore[arg-type]
             reject_rate=round(rate, 4),
-            flagged=rate > settings.max_reject_rate or bool(pipe.batch_flags),
+            flagged=rate > settings.ingestion.max_reject_rate or bool(pipe.batch_flags),
             flags=tuple(dict.fromkeys(f.message for f in pipe.batch_flags)),
             data_docs=pipe.data_docs_index,
             ocr_pages=m["ocr_pages"],  # type: ignore[arg-type]
@@ -175,7 +175,7 @@ def process_batch(settings: Settings, feed_url: str, batch_key: str) -> BatchSum
         # _report.json, and one ACK (MSA AA/AE/AR) per HL7 message under _ack/. The decision
         # is recorded first, then the files written: a run killed in between leaves the
         # decision, which the rerun writes (see the top of this function).
-        _, ack = build_acknowledgements(feed, batch, pipe.outcomes, lang=settings.report_language)
+        _, ack = build_acknowledgements(feed, batch, pipe.outcomes, lang=settings.ingestion.report_language)
         pipe.sync()  # the acknowledgement must announce only what a power cut cannot take back
         pipe.ledger.record_batch(
             feed.url, batch_key, run_id, summary.model_dump_json(), ack, m, took_over=pipe.took_over
@@ -190,7 +190,7 @@ def process_batch(settings: Settings, feed_url: str, batch_key: str) -> BatchSum
             batch_key,
             batch.producer,
             rate * 100,
-            settings.max_reject_rate * 100,
+            settings.ingestion.max_reject_rate * 100,
         )
     return summary
 

@@ -97,7 +97,7 @@ def open_backends(
     """The configured backends; ``index``, ``store`` and ``registry``, when given, are
     used instead (an index given by the caller stays the caller's to close)."""
     opened_index = (
-        open_index(settings.effective_index_url, alias=settings.es_index_alias) if index is None else None
+        open_index(settings.effective_index_url, alias=settings.index.es_alias) if index is None else None
     )
     ledger = Ledger(settings)
     rules = AccessRules(settings)
@@ -110,10 +110,10 @@ def open_backends(
         registry=registry
         or default_registry(
             ParserOptions(
-                ocr_lang=settings.ocr_lang,
-                ocr_timeout_s=settings.ocr_timeout_s,
-                min_text_chars_per_page=settings.min_text_chars_per_page,
-                ocr_workers=settings.ocr_workers,
+                ocr_lang=settings.ocr.lang,
+                ocr_timeout_s=settings.ocr.timeout_s,
+                min_text_chars_per_page=settings.ocr.min_text_chars_per_page,
+                ocr_workers=settings.ocr.workers,
             )
         ),
         closers=(*([opened_index.close] if opened_index is not None else []), ledger.close, rules.close),
@@ -172,7 +172,7 @@ class _FlushWrites(Frozen):
 def _index_key(settings: Settings) -> str:
     """Which index a journaled flush was for (an Elasticsearch URL holds many aliases)."""
     url = settings.effective_index_url
-    return url if url.startswith("sqlite:") else f"{url}#{settings.es_index_alias}"
+    return url if url.startswith("sqlite:") else f"{url}#{settings.index.es_alias}"
 
 
 class Pipeline:
@@ -233,7 +233,7 @@ class Pipeline:
 
     def checkpoint(self, point: str) -> None:
         """A commit point: where the crash tests' fault hook may kill the run (pipeline.faults)."""
-        reach(self.settings.fault_point, point)
+        reach(self.settings.ingestion.fault_point, point)
 
     def close(self) -> None:
         self.flush()
@@ -298,7 +298,7 @@ class Pipeline:
         for doc in parsed:
             self._process_document(item, raw_sha, doc)
         self._keep_raw(raw_sha)
-        if len(self._pending) >= self.settings.flush_every:
+        if len(self._pending) >= self.settings.ingestion.flush_every:
             self.flush()
         return self.outcomes[start:]
 
@@ -311,7 +311,7 @@ class Pipeline:
         moves: storing, identifying, indexing and outcomes stay in input order, in this
         thread. At most twice ``ocr_workers`` inputs are held ahead.
         """
-        workers = self.settings.ocr_workers
+        workers = self.settings.ocr.workers
         if workers <= 1:
             yield from items
             return

@@ -53,7 +53,7 @@ def iter_source_inputs(
             from pipeline.feeds.s3 import iter_s3_prefix
 
             for uri, data in iter_s3_prefix(
-                source, endpoint_url=settings.s3_endpoint_url, region=settings.s3_region
+                source, endpoint_url=settings.s3.endpoint_url, region=settings.s3.region
             ):
                 key_parts = uri.removeprefix(source.rstrip("/") + "/").split("/")
                 prod = producer or (key_parts[0] if len(key_parts) > 1 else "s3")

@@ -302,7 +302,7 @@ class QualityGate:
         producers = {i.record.producer for i in items}
         producer = next(iter(producers)) if len(producers) == 1 else None
         t = self.thresholds.get(
-            producer or "", BatchThresholds(max_reject_rate=self.settings.max_reject_rate)
+            producer or "", BatchThresholds(max_reject_rate=self.settings.ingestion.max_reject_rate)
         )
         counts = dict(outcome_counts or {Status.INDEXED.value: len(items)})
         gate_rejects = sum(1 for ps in found.values() if any(p.blocking for p in ps))
@@ -389,9 +389,9 @@ def _pseudonym_key(settings: Settings) -> bytes:
     (``CARNET_MASTER_KEY``, else the embedded default's key file), or, with the master key
     in a KMS, a key of its own kept wrapped in the keyring, which every worker shares.
     """
-    if settings.master_key:
-        return hashlib.sha256(b"carnet-quality\x00" + settings.master_key.encode()).digest()
-    if settings.kms_key_id:
+    if settings.kms.master_key:
+        return hashlib.sha256(b"carnet-quality\x00" + settings.kms.master_key.encode()).digest()
+    if settings.kms.key_id:
         from pipeline.crypto import open_keyring
 
         ring = open_keyring(settings)
@@ -423,7 +423,7 @@ def publish_data_docs(settings: Settings, site: Path, run_id: str) -> str | None
 
         name, prefix = parse_s3_url(url)
         base = f"{prefix}{DATA_DOCS_PREFIX}/"
-        bucket = Bucket(make_client(endpoint_url=settings.s3_endpoint_url, region=settings.s3_region), name)
+        bucket = Bucket(make_client(endpoint_url=settings.s3.endpoint_url, region=settings.s3.region), name)
         present = set(bucket.keys(f"{base}static/"))
         for key, path in files.items():
             if key.startswith("static/") and base + key in present:

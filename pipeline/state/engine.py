@@ -65,7 +65,7 @@ def open_engine(settings: Settings) -> Engine:
     if url.get_backend_name() == "sqlite":
         path = Path(url.database or "")
         path.parent.mkdir(parents=True, exist_ok=True)
-        if not settings.state_url:
+        if not settings.state.url:
             _adopt_legacy_ledger(settings.data_dir, path)
         engine = create_engine(url, connect_args={"timeout": BUSY_TIMEOUT_MS / 1000})
         _sqlite_transactions(engine)

@@ -25,7 +25,7 @@ def open_state(settings: Settings) -> Engine:
     engine = open_engine(settings)
     try:
         ensure_current(engine)
-        if engine.dialect.name == "sqlite" and not settings.state_url:
+        if engine.dialect.name == "sqlite" and not settings.state.url:
             # The embedded default upgrades itself, files of earlier versions included.
             from pipeline.state.imports import import_legacy_files
 

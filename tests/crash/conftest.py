@@ -156,12 +156,12 @@ def assert_consistent(b: Backend, report: Path, clean: dict[str, object]) -> Non
     expected = clean["by_source"]
     assert got == expected, {k: (v, got.get(k)) for k, v in expected.items() if got.get(k) != v}  # type: ignore[union-attr]
     settings = b.settings
-    live = live_versions_by_series(settings.effective_index_url, settings.es_index_alias)
+    live = live_versions_by_series(settings.effective_index_url, settings.index.es_alias)
     assert all(len(ids) == 1 for ids in live.values()), {k: v for k, v in live.items() if len(v) > 1}
     assert {d for ids in live.values() for d in ids} == clean["live"]
     integrity = check_integrity(settings)
     assert integrity.ok, integrity.discrepancies
-    index = open_index(settings.effective_index_url, alias=settings.es_index_alias)
+    index = open_index(settings.effective_index_url, alias=settings.index.es_alias)
     try:
         accepted = {x["doc_id"] for x in lines if x["status"] in ("indexed", "replaced")}
         assert {d for _, d, _ in index.list_ids()} == accepted

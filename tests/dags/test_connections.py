@@ -53,7 +53,7 @@ def test_without_connections_the_environment_applies(env: pytest.MonkeyPatch) ->
     env.setenv("CARNET_STORE_URL", "s3://raw/carnet")
     env.setenv("AWS_ENDPOINT_URL", "http://s3.internal:9000")
     assert settings() == Settings.from_env()
-    assert settings().index_url == "http://es.internal:9200"
+    assert settings().index.url == "http://es.internal:9200"
 
 
 def test_index_connection_in_json_form(env: pytest.MonkeyPatch) -> None:
@@ -73,17 +73,17 @@ def test_index_connection_in_json_form(env: pytest.MonkeyPatch) -> None:
         ),
     )
     s = settings()
-    url = urlsplit(s.index_url)
+    url = urlsplit(s.index.url)
     assert (url.scheme, url.hostname, url.port) == ("https", "es.example", 9243)
     assert (unquote(url.username or ""), unquote(url.password or "")) == ("carnet", "p@ss:w/rd")
-    assert s.es_index_alias == "carnet-prod"
+    assert s.index.es_alias == "carnet-prod"
     # Only what the Connection names changes.
-    assert s.store_url == Settings.from_env().store_url
+    assert s.store.url == Settings.from_env().store.url
 
 
 def test_index_connection_in_uri_form(env: pytest.MonkeyPatch) -> None:
     env.setenv("AIRFLOW_CONN_CARNET_INDEX", "elasticsearch://es.example:9200")
-    assert settings().index_url == "http://es.example:9200"
+    assert settings().index.url == "http://es.example:9200"
     env.setenv("AIRFLOW_CONN_CARNET_INDEX", "elasticsearch://es.example:9243?scheme=ftp")
     with pytest.raises(ConfigurationError, match="http or https"):
         settings()
@@ -105,7 +105,7 @@ def test_store_connection(env: pytest.MonkeyPatch) -> None:
         ),
     )
     s = settings()
-    assert (s.s3_endpoint_url, s.s3_region, s.store_url) == (
+    assert (s.s3.endpoint_url, s.s3.region, s.store.url) == (
         "http://minio.internal:9000",
         "eu-west-3",
         "s3://carnet-raw/prod",
@@ -125,7 +125,7 @@ def test_store_connection(env: pytest.MonkeyPatch) -> None:
 
 def test_state_connection(env: pytest.MonkeyPatch, tmp_path: Path) -> None:
     env.setenv("AIRFLOW_CONN_CARNET_STATE", "postgres://carnet:p%40ss@pg.example:5432/carnet")
-    assert settings().state_url == "postgresql://carnet:p%40ss@pg.example:5432/carnet"
+    assert settings().state.url == "postgresql://carnet:p%40ss@pg.example:5432/carnet"
     env.setenv(
         "AIRFLOW_CONN_CARNET_STATE", json.dumps({"conn_type": "sqlite", "host": str(tmp_path / "state.db")})
     )

@@ -75,7 +75,7 @@ def test_two_workers_on_postgresql_and_elasticsearch(pg_state_url: str, tmp_path
     try:
         _race(settings)
     finally:
-        index = open_index(settings.effective_index_url, alias=settings.es_index_alias)
+        index = open_index(settings.effective_index_url, alias=settings.index.es_alias)
         try:
             index.drop()  # type: ignore[attr-defined]
         finally:
@@ -103,7 +103,7 @@ def _race(state_settings: Settings) -> None:
     assert sorted(Counter(sha for *_, sha in accepted).values()) == [1, 1, 1], outcomes
     assert statuses["duplicate"] == 2 and statuses["rejected"] == 0, outcomes
 
-    index = open_index(settings.effective_index_url, alias=settings.es_index_alias)
+    index = open_index(settings.effective_index_url, alias=settings.index.es_alias)
     try:
         held = index.list_ids()
         records = [index.get(patient, doc_id) for patient, doc_id, _ in held]

@@ -54,7 +54,7 @@ def _terminate_holder(admin: Engine, name: str) -> None:
 
 @pytest.fixture
 def admin(pg_settings: Settings) -> Iterator[Engine]:
-    engine = create_engine(state_url(pg_settings.state_url or ""), isolation_level="AUTOCOMMIT")
+    engine = create_engine(state_url(pg_settings.state.url or ""), isolation_level="AUTOCOMMIT")
     yield engine
     engine.dispose()
 

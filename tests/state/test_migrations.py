@@ -74,8 +74,8 @@ def test_carnet_db_upgrade_and_current(
     from pipeline.cli import main
 
     monkeypatch.setenv("CARNET_DATA_DIR", str(empty_state_settings.data_dir))
-    if empty_state_settings.state_url:
-        monkeypatch.setenv("CARNET_STATE_URL", empty_state_settings.state_url)
+    if empty_state_settings.state.url:
+        monkeypatch.setenv("CARNET_STATE_URL", empty_state_settings.state.url)
     else:
         monkeypatch.delenv("CARNET_STATE_URL", raising=False)
     assert main(["db", "current"]) == 0

@@ -47,7 +47,7 @@ def test_processes_appending_at_once_extend_one_chain(state_settings: Settings) 
     AuditLog(state_settings, key=KEY).close()  # the schema in place (SQLite migrates on open)
     spawn = multiprocessing.get_context("spawn")  # fresh interpreters: nothing shared but the database
     start = spawn.Barrier(3)
-    where = (state_settings.state_url, str(state_settings.data_dir))
+    where = (state_settings.state.url, str(state_settings.data_dir))
     workers = [spawn.Process(target=_append_many, args=(*where, f"worker{i}", start)) for i in range(3)]
     for w in workers:
         w.start()
@@ -67,7 +67,7 @@ def test_processes_appending_at_once_extend_one_chain(state_settings: Settings) 
         for i in range(3):
             mine = [int(e.doc_ids[0].rsplit("-", 1)[1]) for e in entries if e.actor == f"worker{i}"]
             assert mine == list(range(APPENDS))
-        if state_settings.state_url:
+        if state_settings.state.url:
             # The appends really interleaved (else this proves nothing about locking): the
             # head's row lock hands over in turn. SQLite's busy handler backs off instead, so
             # there one process may well append all its entries in a row.
