@@ -32,7 +32,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic.fields import FieldInfo
@@ -276,6 +276,15 @@ class Settings(BaseSettings):
                 found[name] = value
                 read_from = {k: v for k, v in read_from.items() if k.partition(".")[0] != name}
         return cls(read_from, **found)
+
+    def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Self:
+        """A copy with ``update`` applied and checked as ``Settings(…)`` checks it: a flat name
+        (``ocr_workers=…``) reaches its section (pydantic's own copy would keep it as a stray
+        attribute and change nothing, silently)."""
+        if not update:
+            return super().model_copy(deep=deep)
+        current = {name: getattr(self, name) for name in type(self).model_fields}
+        return type(self)(**{**current, **update})
 
     @field_validator("data_dir")
     @classmethod

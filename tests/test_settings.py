@@ -181,3 +181,12 @@ def test_a_section_field_error_names_its_variable_or_flat_name(tmp_path: Path) -
         Settings.from_env({"CARNET_KMS_CACHE_SIZE": "lots"})
     with pytest.raises(ConfigurationError, match="^flush_every: "):
         Settings(data_dir=tmp_path, flush_every=-1)
+
+
+def test_a_copy_applies_flat_names_to_their_section_and_checks_them() -> None:
+    base = Settings(data_dir=Path("/tmp/carnet-copy"))
+    copy = base.model_copy(update={"ocr_workers": 1, "data_docs": False, "master_key": "k" * 44})
+    assert (copy.ocr.workers, copy.ingestion.data_docs, copy.kms.master_key) == (1, False, "k" * 44)
+    assert copy.data_dir == base.data_dir and base.ingestion.data_docs is True
+    with pytest.raises(ConfigurationError, match="flush_every"):
+        base.model_copy(update={"flush_every": -3})
