@@ -9,8 +9,9 @@ It is also the write-ahead journal that keeps the index and the ledger in step. 
 1. ``journal_flush``: the flush's intended index writes (new records, supersedes) and
    outcomes are recorded, state ``intended``;
 2. the index applies them (idempotent upserts, by deterministic document ids);
-3. ``complete_flush``: the outcomes are recorded and the flush marked ``done``, in one
-   transaction.
+3. ``complete_flush``: the outcomes are recorded and the flush's journal row deleted, in
+   one transaction (a completed flush needs nothing more from the journal, whose rows
+   hold the flush's records and would otherwise grow with every flush ever run).
 
 A process killed anywhere in between leaves an ``intended`` flush that the next run
 finishes first (``unfinished_flushes``), under the same ``flush_lock`` that every flush
@@ -34,7 +35,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import Connection, Engine, func, select, update
+from sqlalchemy import Connection, Engine, delete, func, select, update
 
 from pipeline.errors import RunInProgress
 from pipeline.model import Frozen, Outcome, Problem, Reason, Status
@@ -183,16 +184,17 @@ class Ledger:
     def complete_flush(
         self, flush_id: str, run_id: str, batch: str | None, outcomes: Iterable[Outcome]
     ) -> bool:
-        """Record a flush's final outcomes, mark it done and count it in its index's
-        generation (``flush_generation``), in one transaction.
+        """Record a flush's final outcomes, delete its journal row and count it in its
+        index's generation (``flush_generation``), in one transaction.
 
-        False (and nothing recorded) when the flush was already done by someone else.
+        False (and nothing recorded) when the flush was already done by someone else: the
+        delete is the compare-and-set, so of two processes finishing one flush (a rerun
+        and the run whose lock was lost after its last check) only one records it.
         """
         with self._engine.begin() as conn:
             done = conn.execute(
-                update(flushes)
+                delete(flushes)
                 .where(flushes.c.flush_id == flush_id, flushes.c.state == "intended")
-                .values(state="done", finished_at=_now(), writes="", outcomes="[]")
                 .returning(flushes.c.index_key)
             ).first()
             if done is None:

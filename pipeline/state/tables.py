@@ -62,7 +62,9 @@ flushes = Table(  # the write-ahead journal of flushes (see pipeline.ledger)
     Column("run_id", Text, ForeignKey("runs.run_id"), nullable=False),
     Column("index_key", Text, nullable=False),  # the index the writes are for (URL, alias)
     Column("batch", Text),
-    Column("state", Text, nullable=False),  # 'intended', then 'done'
+    # 'intended'; the row is deleted when the flush completes ('done' only in rows written
+    # before revision 0005, which deletes them).
+    Column("state", Text, nullable=False),
     Column("created_at", Text, nullable=False),
     Column("finished_at", Text),
     Column("writes", Text, nullable=False),  # JSON: what the index must hold

@@ -8,12 +8,14 @@ import threading
 from collections.abc import Iterator
 
 import pytest
+from sqlalchemy import func, select
 
 from pipeline.errors import RunInProgress
 from pipeline.ledger import Ledger
 from pipeline.model import Outcome, Problem, Reason, Status
 from pipeline.settings import Settings
 from pipeline.state.locks import held
+from pipeline.state.tables import flushes
 
 P = "185057800608491"
 
@@ -77,6 +79,9 @@ def test_flush_journal_and_erasure(ledger: Ledger) -> None:
     assert ledger.complete_flush(flush, run, None, out)
     assert not ledger.complete_flush(flush, run, None, out)  # done once only
     assert ledger.unfinished_flushes("idx") == []
+    with ledger.engine.begin() as conn:  # a completed flush leaves nothing in the journal
+        assert conn.execute(select(func.count()).select_from(flushes)).scalar_one() == 0
+    assert ledger.flush_generation("idx") == 1
     assert ledger.forget_patient("279126902300169", ["cd" * 32]) == 1  # by content hash
     assert ledger.accepted_documents() == {}
 

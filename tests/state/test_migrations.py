@@ -100,3 +100,25 @@ def test_a_worker_on_a_postgresql_database_behind_refuses_in_one_line(
     err = capsys.readouterr().err.strip()
     assert err.startswith("carnet status: error: the state database") and "\n" not in err
     assert "run `carnet db upgrade`" in err
+
+
+def test_revision_0005_deletes_the_flushes_completed_before_it(empty_state_settings: Settings) -> None:
+    engine = open_engine(empty_state_settings)
+    try:
+        upgrade(engine, "0004")
+        with engine.begin() as conn:
+            conn.execute(text("INSERT INTO runs (run_id, kind, started_at) VALUES ('r', 'ingest', 'now')"))
+            for flush_id, state in (("f1", "done"), ("f2", "intended")):
+                conn.execute(
+                    text(
+                        "INSERT INTO flushes (flush_id, run_id, index_key, state, created_at,"
+                        " writes, outcomes) VALUES (:f, 'r', 'idx', :s, 'now', '{}', '[]')"
+                    ),
+                    {"f": flush_id, "s": state},
+                )
+        upgrade(engine)
+        with engine.connect() as conn:
+            # An unfinished flush stays for the next run to finish.
+            assert conn.execute(text("SELECT flush_id FROM flushes")).scalars().all() == ["f2"]
+    finally:
+        engine.dispose()
