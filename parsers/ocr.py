@@ -138,7 +138,8 @@ def _prepare(image: Image.Image) -> tuple[Image.Image, int]:
         rgba = image.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         image = Image.alpha_composite(background, rgba)
-    gray = image.convert("L")
+    # An 8-bit gray page is used as it is (convert would copy it: ~9 MB for an A4 page).
+    gray = image if image.mode == "L" else image.convert("L")
     long_side = max(gray.size)
     if 0 < long_side < _MIN_LONG_SIDE:
         factor = min(_MAX_UPSCALE, _MIN_LONG_SIDE / long_side)

@@ -212,3 +212,47 @@ def test_scanned_pages_read_on_several_cores_keep_page_order() -> None:
     assert two.text == one.text and two.ocr_confidence == one.ocr_confidence
     assert two.ocr_pages == 2 and two.page_count == 3
     assert two.text.index("Hémoglobine") < two.text.index("Ferritine")  # page 1 (scan) before page 3
+
+
+def _image_pdf(image: Image.Image) -> bytes:
+    """A one-page PDF of ``image`` as Pillow writes it (JPEG, DCTDecode, no text layer)."""
+    buffer = io.BytesIO()
+    image.save(buffer, "PDF", resolution=300)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("name", ["biology_scanned.pdf", "mixed.pdf", "biology_text.pdf"])
+def test_page_images_decode_to_pypdfs_pixels(name: str) -> None:
+    # The samples' deflated gray and RGB images are decoded without pypdf's PNG round
+    # trip: the pixels tesseract gets are the same.
+    from PIL import ImageChops
+
+    from parsers.pdf import _page_image
+
+    for page in PdfReader(io.BytesIO(sample(name))).pages:
+        for image_id in page.images.keys():
+            ours, theirs = _page_image(page, image_id), page.images[image_id].image
+            assert ours is not None and theirs is not None
+            assert (ours.mode, ours.size) == (theirs.mode, theirs.size)
+            assert ImageChops.difference(ours, theirs).getbbox() is None
+
+
+def test_jpeg_page_image_is_the_embedded_jpeg() -> None:
+    from parsers.pdf import _page_image
+
+    scan = Image.open(IMAGE_SAMPLES / "biology_scan.jpg").convert("RGB")
+    page = PdfReader(io.BytesIO(_image_pdf(scan))).pages[0]
+    image = _page_image(page, page.images.keys()[0])
+
+    assert image is not None and image.format == "JPEG" and image.size == scan.size
+
+
+def test_undecodable_page_image_is_a_warning_not_a_failure(parser: PdfParser, ocr: CountingOcr) -> None:
+    data = bytearray(_image_pdf(Image.new("L", (200, 200), 255)))
+    start = data.index(b"\xff\xd8\xff")  # the JPEG stream: its markers made unreadable
+    data[start : start + 64] = b"\x00" * 64
+
+    document = parser.parse(bytes(data), source="broken.pdf")[0]
+
+    assert ocr.calls == 0
+    assert [w.code for w in document.warnings] == ["unreadable_scan"]
