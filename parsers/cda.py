@@ -9,6 +9,11 @@ pages, an image OCR'd, plain text; see ``parsers/embedded.py``). The XML is pars
 defusedxml and DTDs are refused outright: a CDA never needs one, so XXE and
 entity-expansion attempts are parse errors.
 
+The XML is read as a stream (``iterparse``), so that a big document is not held twice:
+each section's narrative is turned into lines child by child as the parse reaches it,
+and each ``entry`` into lab results when it closes; both are then dropped from the tree,
+which keeps only the header and the sections' skeleton (see ``_StreamedDocument``).
+
 The ``ClinicalDocument`` may be the root, or sit inside a wrapper: an *auto-presentable*
 document (the CI-SIS way of shipping a CDA with its own rendering: the root is an
 ``xsl:stylesheet`` holding the ``ClinicalDocument``), an enveloping XML signature, or any
@@ -33,9 +38,11 @@ Conventions chosen here (the pipeline relies on them):
 from __future__ import annotations
 
 import datetime as dt
+import io
 import logging
 import re
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 from xml.etree.ElementTree import Element, ParseError
 
@@ -102,8 +109,7 @@ class CdaParser:
         return _sniff(head)
 
     def parse(self, data: bytes, *, source: str) -> list[ParsedDocument]:
-        root = _clinical_document(_parse_xml(data, source), source)
-        doc = _read_document(root, data, source, self.embedded)
+        doc = _read_document(_stream_xml(data, source), data, source, self.embedded)
         log.debug(
             "CDA %s: type %s, %d patient ids, %d results, %d text chars",
             source, doc.type_code, len(doc.patient_ids), len(doc.results), len(doc.text),
@@ -150,18 +156,126 @@ def _sniff(head: bytes) -> int:
     return 0
 
 
-def _parse_xml(data: bytes, source: str) -> Element:
+class _Narrative:
+    """The lines of one section's narrative block (``section/text``), read a child at a
+    time while the parse goes on: a child is read once its tail is known (when the next
+    child starts or the block ends), then removed, so one child at most is held."""
+
+    def __init__(self, elem: Element) -> None:
+        self.elem = elem
+        self.lines: list[str] = []
+        self.pending: list[str] = []
+        self.started = False
+        self.closed: list[Element] = []  # children ended, not read yet
+
+    def child_starts(self) -> None:
+        """A child starts: the block's own text and the previous children's tails are known."""
+        self._read_closed()
+
+    def child_ends(self, child: Element) -> None:
+        self.closed.append(child)
+
+    def end(self) -> None:
+        self._read_closed()
+        _flush(self.lines, self.pending)
+
+    def _read_closed(self) -> None:
+        if not self.started:
+            self.pending.append(self.elem.text or "")
+            self.started = True
+        for child in self.closed:
+            _narrative_child(child, self.lines, self.pending)
+            self.elem.remove(child)
+        self.closed.clear()
+
+
+@dataclass
+class _StreamedDocument:
+    """A CDA read by ``_stream_xml``: the ``ClinicalDocument`` without its narratives and
+    entries, which were read on the way (lines by narrative element, results in order)."""
+
+    root: Element
+    narratives: dict[int, list[str]] = field(default_factory=dict)  # id(section/text) -> lines
+    results: list[LabResult] = field(default_factory=list)
+
+    def narrative_lines(self, text: Element) -> list[str]:
+        return self.narratives[id(text)]  # every section/text was read on the way
+
+
+_CLINICAL_DOCUMENT = f"{{{NS}}}ClinicalDocument"
+_ENTRY = f"{{{NS}}}entry"
+_SECTION = f"{{{NS}}}section"
+_TEXT = f"{{{NS}}}text"
+
+
+def _stream_xml(data: bytes, source: str) -> _StreamedDocument:
+    """Parse ``data`` (defusedxml, no DTD) into a ``_StreamedDocument``.
+
+    Results come out as ``ClinicalDocument.iter('entry')`` would give them (entries in
+    document order, each one's observations without its nested entries'), and each
+    narrative's lines as ``_narrative_lines`` would read the whole element.
+    """
+    stack: list[Element] = []
+    documents: list[Element] = []
+    in_document = 0  # ClinicalDocument elements open
+    narratives: dict[int, _Narrative] = {}
+    open_narratives = 0
+    entry_slots: list[list[LabResult]] = []  # one per entry, in the order entries start
+    open_entries: list[int] = []
+    root: Element | None = None
     try:
-        return safe_etree.fromstring(data, forbid_dtd=True)
+        for event, elem in safe_etree.iterparse(io.BytesIO(data), ("start", "end"), forbid_dtd=True):
+            parent = stack[-1] if stack else None
+            reading = narratives.get(id(parent)) if parent is not None else None
+            if event == "start":
+                if reading is not None:
+                    reading.child_starts()
+                if elem.tag == _CLINICAL_DOCUMENT:
+                    documents.append(elem)
+                    in_document += 1
+                elif elem.tag == _ENTRY and in_document:
+                    entry_slots.append([])
+                    open_entries.append(len(entry_slots) - 1)
+                elif elem.tag == _TEXT and parent is not None and parent.tag == _SECTION:
+                    narratives[id(elem)] = _Narrative(elem)
+                    open_narratives += 1
+                stack.append(elem)
+                continue
+            stack.pop()
+            parent = stack[-1] if stack else None
+            reading = narratives.get(id(parent)) if parent is not None else None
+            own = narratives.get(id(elem))
+            if own is not None:
+                own.end()
+                open_narratives -= 1
+            if elem.tag == _CLINICAL_DOCUMENT:
+                in_document -= 1
+            elif elem.tag == _ENTRY and in_document:
+                entry_slots[open_entries.pop()] = list(_entry_results(elem, None))
+                # Read: dropped, unless a narrative still has to read its content as text.
+                if not open_narratives:
+                    elem.clear()
+            if reading is not None:
+                reading.child_ends(elem)
+            if not stack:
+                root = elem
     except (ParseError, DefusedXmlException) as exc:
         raise ParserError(f"unreadable CDA XML: {exc}", source=source) from exc
+    if root is None:  # iterparse raises on a document without an element; kept for mypy
+        raise ParserError("unreadable CDA XML: no element", source=source)
+    document = _clinical_document(root, documents, source)
+    return _StreamedDocument(
+        root=document,
+        narratives={key: n.lines for key, n in narratives.items()},
+        results=[result for slot in entry_slots for result in slot],
+    )
 
 
-def _clinical_document(root: Element, source: str) -> Element:
-    """The ``ClinicalDocument``: the root, or the one element of that name in a wrapper."""
-    if root.tag == _q("ClinicalDocument"):
+def _clinical_document(root: Element, found: list[Element], source: str) -> Element:
+    """The ``ClinicalDocument``: the root, or the one element of that name in a wrapper
+    (``found``: every ``ClinicalDocument`` element, in document order)."""
+    if root.tag == _CLINICAL_DOCUMENT:
         return root
-    found = list(root.iter(_q("ClinicalDocument")))
     if len(found) == 1:
         return found[0]
     if not found:
@@ -173,8 +287,11 @@ def _clinical_document(root: Element, source: str) -> Element:
     )
 
 
-def _read_document(root: Element, data: bytes, source: str, embedded: EmbeddedReader) -> ParsedDocument:
-    body = _body(root, source, embedded)
+def _read_document(
+    streamed: _StreamedDocument, data: bytes, source: str, embedded: EmbeddedReader
+) -> ParsedDocument:
+    root = streamed.root
+    body = _body(streamed, source, embedded)
     code = _find(root, "code")
     type_code, type_system = _type_code(code)
     rpps, author_name = _author(root)
@@ -197,7 +314,7 @@ def _read_document(root: Element, data: bytes, source: str, embedded: EmbeddedRe
         producer_name=producer_name,
         producer_document_id=_ii(_find(root, "setId")) or _ii(_find(root, "id")),
         version=int(version) if version and version.isdigit() else None,
-        results=tuple(_results(root)),
+        results=tuple(streamed.results),
         visibility=_visibility(root),
         page_count=body.page_count,
         ocr_pages=body.ocr_pages,
@@ -347,26 +464,27 @@ def _visibility(root: Element) -> tuple[Visibility, ...]:
 # --- body --------------------------------------------------------------------------------
 
 
-def _body(root: Element, source: str, embedded: EmbeddedReader) -> EmbeddedText:
+def _body(streamed: _StreamedDocument, source: str, embedded: EmbeddedReader) -> EmbeddedText:
     """The document's text: the sections' narrative, or what the nonXMLBody holds."""
-    body = _find(root, "component/nonXMLBody/text")
+    body = _find(streamed.root, "component/nonXMLBody/text")
     if body is not None:
         return _non_xml_body(body, source, embedded)
     lines: list[str] = []
-    for section in _findall(root, "component/structuredBody/component/section"):
-        lines.extend(_section_lines(section))
+    for section in _findall(streamed.root, "component/structuredBody/component/section"):
+        _section_lines(section, streamed, lines)
     return EmbeddedText(text="\n".join(lines))
 
 
-def _section_lines(section: Element) -> list[str]:
+def _section_lines(section: Element, streamed: _StreamedDocument, lines: list[str]) -> None:
+    """Append the lines of ``section`` (title, narrative, subsections) to ``lines``."""
     title = _squash(_text(_find(section, "title")))
-    lines = [title] if title else []
+    if title:
+        lines.append(title)
     text = _find(section, "text")
     if text is not None:
-        lines.extend(_narrative_lines(text))
+        lines.extend(streamed.narrative_lines(text))
     for child in _findall(section, "component/section"):
-        lines.extend(_section_lines(child))
-    return lines
+        _section_lines(child, streamed, lines)
 
 
 # Narrative block elements: each starts a line of its own.
@@ -377,37 +495,43 @@ def _narrative_lines(elem: Element) -> list[str]:
     """The narrative block as lines: one per paragraph / list item, table rows as `a | b`."""
     lines: list[str] = []
     pending: list[str] = []
-
-    def flush() -> None:
-        line = _squash("".join(pending))
-        pending.clear()
-        if line:
-            lines.append(line)
-
-    def walk(node: Element) -> None:
-        pending.append(node.text or "")
-        for child in node:
-            tag = _local(child.tag)
-            if tag == "tr":
-                flush()
-                cells = [" ".join(_narrative_lines(c)) for c in child if _local(c.tag) in {"td", "th"}]
-                if any(cells):
-                    lines.append(" | ".join(cells))
-            elif tag == "br":
-                flush()
-            elif tag in _BLOCKS:
-                flush()
-                walk(child)
-                flush()
-            elif tag != "renderMultiMedia":  # inline markup: content, sub, sup, linkHtml…
-                if tag == "sup":  # 10<sup>9</sup>/L must not read as 109/L
-                    pending.append("^")
-                walk(child)
-            pending.append(child.tail or "")
-
-    walk(elem)
-    flush()
+    _walk(elem, lines, pending)
+    _flush(lines, pending)
     return lines
+
+
+def _flush(lines: list[str], pending: list[str]) -> None:
+    line = _squash("".join(pending))
+    pending.clear()
+    if line:
+        lines.append(line)
+
+
+def _walk(node: Element, lines: list[str], pending: list[str]) -> None:
+    pending.append(node.text or "")
+    for child in node:
+        _narrative_child(child, lines, pending)
+
+
+def _narrative_child(child: Element, lines: list[str], pending: list[str]) -> None:
+    """One child of a narrative element, its tail included."""
+    tag = _local(child.tag)
+    if tag == "tr":
+        _flush(lines, pending)
+        cells = [" ".join(_narrative_lines(c)) for c in child if _local(c.tag) in {"td", "th"}]
+        if any(cells):
+            lines.append(" | ".join(cells))
+    elif tag == "br":
+        _flush(lines, pending)
+    elif tag in _BLOCKS:
+        _flush(lines, pending)
+        _walk(child, lines, pending)
+        _flush(lines, pending)
+    elif tag != "renderMultiMedia":  # inline markup: content, sub, sup, linkHtml…
+        if tag == "sup":  # 10<sup>9</sup>/L must not read as 109/L
+            pending.append("^")
+        _walk(child, lines, pending)
+    pending.append(child.tail or "")
 
 
 def _non_xml_body(body: Element, source: str, embedded: EmbeddedReader) -> EmbeddedText:
@@ -432,11 +556,6 @@ def _non_xml_body(body: Element, source: str, embedded: EmbeddedReader) -> Embed
 
 
 # --- lab results -------------------------------------------------------------------------
-
-
-def _results(root: Element) -> Iterator[LabResult]:
-    for entry in root.iter(_q("entry")):
-        yield from _entry_results(entry, None)
 
 
 def _entry_results(node: Element, inherited: dt.datetime | None) -> Iterator[LabResult]:

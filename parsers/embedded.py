@@ -49,12 +49,55 @@ class EmbeddedText:
 
 
 def decode_base64(encoded: str, *, source: str, what: str) -> bytes:
-    """Strict base64 with any whitespace (line breaks every 64 or 76 characters) ignored."""
+    """Strict base64 with any whitespace (line breaks every 64 or 76 characters) ignored.
+
+    Decoded a slice at a time, so a big payload (a scanned PDF in a CDA) is not held again
+    as a list of its lines and a compacted copy; anything unusual (non-ASCII text, a bad
+    character, padding) is decoded again the plain way, which says what is wrong.
+    """
+    decoded = _decode_base64_slices(encoded)
+    if decoded is not None:
+        return decoded
     compact = "".join(encoded.split())
     try:
         return base64.b64decode(compact, validate=True)
     except (binascii.Error, ValueError) as exc:  # ValueError: non-ASCII characters
         raise ParserError(f"{what} is not valid base64: {exc}", source=source) from exc
+
+
+# What ``str.split()`` drops among ASCII characters; base64 alphabet, no padding.
+_ASCII_BLANKS = b" \t\n\r\x0b\x0c\x1c\x1d\x1e\x1f"
+_BASE64_BODY = re.compile(rb"[A-Za-z0-9+/]*")
+_BASE64_END = re.compile(rb"[A-Za-z0-9+/]*={0,2}")
+_SLICE_CHARS = 1 << 22
+
+
+def _decode_base64_slices(encoded: str) -> bytes | None:
+    """``encoded`` decoded slice by slice; None when it is not plain ASCII base64."""
+    parts: list[bytes] = []
+    carry = b""
+    for start in range(0, len(encoded), _SLICE_CHARS):
+        piece = encoded[start : start + _SLICE_CHARS]
+        if not piece.isascii():
+            return None
+        compact = carry + piece.encode("ascii").translate(None, _ASCII_BLANKS)
+        if start + _SLICE_CHARS < len(encoded):
+            cut = len(compact) - len(compact) % 4
+            carry = compact[cut:]
+            compact = compact[:cut]
+            if not _BASE64_BODY.fullmatch(compact):
+                return None
+        else:
+            carry = b""
+            if not _BASE64_END.fullmatch(compact):
+                return None
+        try:
+            parts.append(binascii.a2b_base64(compact, strict_mode=True))
+        except binascii.Error:
+            return None
+    if carry:  # only when the last slice was empty of base64: never, kept for safety
+        return None
+    return b"".join(parts)
 
 
 def media_type(declared: str | None) -> tuple[str, str | None]:
