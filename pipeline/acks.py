@@ -91,6 +91,7 @@ HL7_ERROR_CODE: dict[str, str] = {
     "account_closed": "207",
     "opposition": "207",
     "unsafe_path": "207",
+    "text_truncated": "207",  # Carnet's own limit, not a fault of the message
 }
 # Where in the message the patient identity lives (ERR-2, segment^sequence^field).
 _IDENTITY_LOCATION = "PID^1^3"

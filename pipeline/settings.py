@@ -183,6 +183,12 @@ class IngestionSettings(_Section):
     report_language: str = Field(default="fr", validation_alias="CARNET_REPORT_LANG")
     # Records gated and written to the index per flush (one unit of commit each); 0 means 1.
     flush_every: int = Field(default=500, ge=0, validation_alias="CARNET_FLUSH_EVERY")
+    # Characters of a document's text that are classified, checked and indexed; the rest is
+    # dropped with a ``text_truncated`` warning (the document itself is stored whole); 0 keeps
+    # all. A million is Elasticsearch's default ``index.highlight.max_analyzed_offset``, past
+    # which it refuses to highlight, and ~400 pages of text: searching further into one
+    # document is of little use, while indexing it costs ~25 × its text in memory.
+    max_text_chars: int = Field(default=1_000_000, ge=0, validation_alias="CARNET_MAX_TEXT_CHARS")
     # Test-only: kill the process at this commit point (pipeline.faults). Never in production.
     fault_point: str | None = Field(default=None, validation_alias="CARNET_FAULT_POINT")
 

@@ -105,6 +105,10 @@ _REASONS: dict[str, dict[str, ReasonText]] = {
         "short_text": ReasonText(
             "Très peu de texte lisible (avertissement)", "Aucune action requise si le document est complet"
         ),
+        "text_truncated": ReasonText(
+            "Texte très long : seul le début est indexé, le document est conservé entier (avertissement)",
+            "Aucune action requise",
+        ),
         "unknown_document_type": ReasonText(
             "Type de document non reconnu (avertissement)", "Renseigner le code LOINC du type de document"
         ),
@@ -203,6 +207,10 @@ _REASONS: dict[str, dict[str, ReasonText]] = {
         ),
         "short_text": ReasonText(
             "Very little readable text (warning)", "No action needed if the document is complete"
+        ),
+        "text_truncated": ReasonText(
+            "Very long text: only its beginning is indexed, the document is kept whole (warning)",
+            "No action needed",
         ),
         "unknown_document_type": ReasonText(
             "Document type not recognised (warning)", "Fill in the LOINC document type code"

@@ -113,3 +113,38 @@ def test_a_feed_batch_rejects_links_unsafe_path_in_its_acknowledgement(tmp_path:
         "linked-dir",
         "pipe.hl7",
     ]
+
+
+def test_a_text_past_the_limit_is_indexed_in_part_with_a_warning(tmp_path: Path) -> None:
+    """``max_text_chars`` bounds what is classified and indexed; the outcome says so, and the
+    document's bytes are kept whole."""
+    import hashlib
+
+    from pipeline.index import open_index
+
+    cda = Path(__file__).parent / "samples" / "cda" / "cr-bio.xml"
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / cda.name).write_bytes(cda.read_bytes())
+    settings = Settings(data_dir=tmp_path / "carnet", ingestion={"max_text_chars": 120})
+    summary = ingest_sources([str(tmp_path / "in")], settings)
+    (outcome,) = summary.outcomes
+    assert outcome.status is Status.INDEXED
+    assert [r.code for r in outcome.reasons if r.code is Reason.TEXT_TRUNCATED] == [Reason.TEXT_TRUNCATED]
+    assert outcome.content_sha256 == hashlib.sha256(cda.read_bytes()).hexdigest()
+    index = open_index(settings.effective_index_url)
+    try:
+        record = index.get(outcome.patient_id, outcome.doc_id)
+    finally:
+        index.close()
+    assert record is not None and 0 < len(record.text) <= 120 and record.results
+
+
+def test_cap_text_cuts_after_a_line_and_leaves_short_texts_alone() -> None:
+    from pipeline.ingest.stages import cap_text
+    from pipeline.model import Format, ParsedDocument
+
+    doc = ParsedDocument(source="x", format=Format.CDA, text="un deux\ntrois quatre\ncinq")
+    assert cap_text(doc, 0) is doc and cap_text(doc, len(doc.text)) is doc
+    cut = cap_text(doc, 18)
+    assert cut.text == "un deux" and [w.code for w in cut.warnings] == [Reason.TEXT_TRUNCATED]
+    assert not cut.warnings[0].blocking and doc.warnings == ()

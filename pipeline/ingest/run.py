@@ -40,6 +40,7 @@ from pipeline.ingest.stages import (
     Rejection,
     StageClock,
     build_record,
+    cap_text,
     closed_account,
     document_ids,
     examine,
@@ -339,6 +340,7 @@ class Pipeline:
         if doc.withdraw and not any(w.blocking for w in doc.warnings):
             self._withdraw(item, raw_sha, doc)
             return
+        doc = cap_text(doc, self.settings.ingestion.max_text_chars)
         examined = examine(doc, record_of=item.record_of, clock=self.clock)
         if isinstance(examined, Rejection):
             self._reject(item, raw_sha, doc, list(examined.problems))

@@ -149,6 +149,27 @@ def parse_input(registry: ParserRegistry, item: InputFile) -> Parsed:
         )
 
 
+def cap_text(doc: ParsedDocument, max_chars: int) -> ParsedDocument:
+    """``doc`` with at most ``max_chars`` of text (0: no limit), cut after a whole line or
+    word when one ends near the limit, and a ``text_truncated`` warning saying so. Only
+    the text is cut: the bytes (``content``) and structured results stay whole."""
+    if not max_chars or len(doc.text) <= max_chars:
+        return doc
+    kept = doc.text[:max_chars]
+    for blank in ("\n", " "):
+        at = kept.rfind(blank, max_chars - 1000)
+        if at > 0:
+            kept = kept[:at]
+            break
+    warning = Problem(
+        code=Reason.TEXT_TRUNCATED,
+        blocking=False,
+        message=f"text of {len(doc.text):,} characters: the first {len(kept):,} are indexed "
+        f"(CARNET_MAX_TEXT_CHARS {max_chars:,}); the document is kept whole",
+    )
+    return doc.model_copy(update={"text": kept, "warnings": (*doc.warnings, warning)})
+
+
 def examine(doc: ParsedDocument, *, record_of: str | None, clock: StageClock) -> Examined | Rejection:
     """Classify, check and identify one parsed document (a withdrawal is not examined).
 
