@@ -63,9 +63,9 @@ from parsers.hl7_segments import (
     Separators,
     charset_of,
     check_segment_name,
+    iter_messages,
     parse_date,
     parse_ts,
-    split_messages,
 )
 from pipeline.errors import EncryptedDocumentError, ParserError
 from pipeline.identifiers import INS_OIDS, is_finess, rpps_of
@@ -130,24 +130,41 @@ class Hl7Parser:
         return 100 if _HEAD.match(start) else 0
 
     def parse(self, data: bytes, *, source: str) -> list[ParsedDocument]:
-        messages = split_messages(data)
-        if not messages:
-            raise ParserError("no HL7 message in file", source=source)
-        docs: list[ParsedDocument] = []
+        return list(self.iter_documents(data, source=source))
+
+    def iter_documents(self, data: bytes, *, source: str) -> Iterator[ParsedDocument]:
+        """``parse``, one message at a time: a message is split, read and handed on before
+        the next is looked at. Broken messages are held back only until a readable one
+        comes (a file with none raises ``ParserError``, as ``parse`` does)."""
+        held: list[ParsedDocument] = []  # broken messages while no message was readable
         failures: list[str] = []
-        for part, raw in enumerate(messages, start=1):
+        readable = False
+        for part, raw in enumerate(iter_messages(data), start=1):
             try:
-                docs.append(read_message(raw, source=source, part=part, embedded=self.embedded))
+                doc = read_message(raw, source=source, part=part, embedded=self.embedded)
             except ParserError as exc:
                 log.info("HL7 message %s#%d unreadable: %s", source, part, exc.message)
-                failures.append(exc.message)
-                docs.append(_broken(raw, source, part, exc.message))
-        if len(failures) == 1 == len(messages):
+                broken = _broken(raw, source, part, exc.message)
+                if readable:
+                    yield broken
+                else:
+                    failures.append(exc.message)
+                    held.append(broken)
+                continue
+            if not readable:
+                readable = True
+                yield from held
+                held.clear()
+                failures.clear()
+            yield doc
+        if readable:
+            return
+        if not failures:
+            raise ParserError("no HL7 message in file", source=source)
+        if len(failures) == 1:
             raise ParserError(failures[0], source=source)
-        if len(failures) == len(messages):
-            listed = "; ".join(f"message {n}: {m}" for n, m in enumerate(failures, start=1))
-            raise ParserError(f"no readable HL7 message: {listed}", source=source)
-        return docs
+        listed = "; ".join(f"message {n}: {m}" for n, m in enumerate(failures, start=1))
+        raise ParserError(f"no readable HL7 message: {listed}", source=source)
 
 
 def _broken(raw: RawMessage, source: str, part: int, message: str) -> ParsedDocument:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import hl7apy
@@ -48,6 +48,8 @@ def _known_segments() -> frozenset[str]:
 
 _MLLP_START = MLLP_ENCODING_CHARS.SB.encode()
 _MLLP_END = MLLP_ENCODING_CHARS.EB.encode()
+# A line of the file: what lies between line ends (\r, \n, \r\n) and MLLP framing bytes.
+_LINE = re.compile(b"[^\r\n" + re.escape(_MLLP_START + _MLLP_END) + b"]+")
 # MSH-18 values (HL7 table 0211) and the Python codec that reads them.
 _CHARSETS = {
     "8859/1": "iso-8859-1",
@@ -70,35 +72,41 @@ class RawMessage:
 
 
 def split_messages(data: bytes) -> list[RawMessage]:
-    """Cut a file into messages: MLLP frames, any line ending, batch envelopes dropped.
+    """Every message of ``data`` (see ``iter_messages``) in one list."""
+    return list(iter_messages(data))
+
+
+def iter_messages(data: bytes) -> Iterator[RawMessage]:
+    """Cut a file into messages, one at a time: MLLP frames, any line ending, batch
+    envelopes dropped. Lines are found in place, so neither a normalised copy of the file
+    nor the list of all its segments is ever held.
 
     Every MSH opens a message. Segments found before the first MSH (or after a batch
     trailer) that are not envelope segments form a ``headless`` message, reported broken.
     """
-    if data.startswith(BOM):
-        data = data[len(BOM) :]
-    # hl7apy only splits on \r: a \n-separated message would be read as one long segment.
-    flat = (
-        data.replace(b"\r\n", b"\r")
-        .replace(b"\n", b"\r")
-        .replace(_MLLP_START, b"\r")
-        .replace(_MLLP_END, b"\r")
-    )
-    groups: list[list[bytes]] = []
+    # hl7apy only splits on \r: every other line end (and MLLP framing) ends a segment too.
     current: list[bytes] | None = None
-    for line in flat.split(b"\r"):
-        segment = line.strip()
+    for line in _LINE.finditer(data, len(BOM) if data.startswith(BOM) else 0):
+        segment = line.group().strip()
         if not segment:
             continue
         name = segment[:3]
         if name in BATCH_SEGMENTS:
+            if current:
+                yield _raw_message(current)
             current = None
             continue
         if name == b"MSH" or current is None:
+            if current:
+                yield _raw_message(current)
             current = []
-            groups.append(current)
         current.append(segment)
-    return [RawMessage(tuple(g), headless=g[0][:3] != b"MSH") for g in groups]
+    if current:
+        yield _raw_message(current)
+
+
+def _raw_message(segments: list[bytes]) -> RawMessage:
+    return RawMessage(tuple(segments), headless=segments[0][:3] != b"MSH")
 
 
 def charset_of(msh: bytes) -> str | None:

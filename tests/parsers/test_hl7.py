@@ -539,3 +539,34 @@ def test_a_pdf_replaced_by_mdm_t10_names_each_parent_in_txa_13(parser: Hl7Parser
         ("1.2.250.1.999.3.2^CR-VITD-COLIN-V1",),
         ("1.2.250.1.999.3.2^CR-VITD-COLIN-V2",),
     ]
+
+
+def test_iter_documents_reads_a_message_only_when_asked(
+    parser: Hl7Parser, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file is read message by message: its documents can be handed on, and let go, one
+    at a time (a 100,000-segment file is never held as a list of documents)."""
+    import parsers.hl7 as hl7
+
+    read: list[int] = []
+    real = hl7.read_message
+
+    def spy(raw: object, **kwargs: object) -> ParsedDocument:
+        read.append(kwargs["part"])  # type: ignore[arg-type]
+        return real(raw, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(hl7, "read_message", spy)
+    data = sample("oru_batch.hl7")
+    documents = parser.iter_documents(data, source="batch.hl7")
+    first = next(documents)
+    assert read == [1] and first.part == 1
+    assert [first, *documents] == parser.parse(data, source="batch.hl7")
+
+
+def test_iter_documents_holds_broken_messages_only_until_one_is_readable(parser: Hl7Parser) -> None:
+    good = sample("oru_batch.hl7")
+    documents = list(parser.iter_documents(b"PID|1||x\r" + good, source="f.hl7"))
+    assert documents[0].warnings[0].code is Reason.PARSE_ERROR and documents[0].part == 1
+    assert documents[1:] and not any(w.blocking for d in documents[1:] for w in d.warnings)
+    with pytest.raises(ParserError, match="segments before any MSH"):
+        list(parser.iter_documents(b"PID|1||x\r", source="f.hl7"))
