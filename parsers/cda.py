@@ -215,49 +215,51 @@ def _stream_xml(data: bytes, source: str) -> _StreamedDocument:
     document order, each one's observations without its nested entries'), and each
     narrative's lines as ``_narrative_lines`` would read the whole element.
     """
-    stack: list[Element] = []
+    # Open elements, each with its reader when it is a section's narrative block.
+    stack: list[tuple[Element, _Narrative | None]] = [(Element("document"), None)]
     documents: list[Element] = []
     in_document = 0  # ClinicalDocument elements open
-    narratives: dict[int, _Narrative] = {}
+    narratives: list[_Narrative] = []
     open_narratives = 0
     entry_slots: list[list[LabResult]] = []  # one per entry, in the order entries start
     open_entries: list[int] = []
     root: Element | None = None
     try:
         for event, elem in safe_etree.iterparse(io.BytesIO(data), ("start", "end"), forbid_dtd=True):
-            parent = stack[-1] if stack else None
-            reading = narratives.get(id(parent)) if parent is not None else None
             if event == "start":
+                parent, reading = stack[-1]
                 if reading is not None:
                     reading.child_starts()
-                if elem.tag == _CLINICAL_DOCUMENT:
+                own = None
+                tag = elem.tag
+                if tag == _CLINICAL_DOCUMENT:
                     documents.append(elem)
                     in_document += 1
-                elif elem.tag == _ENTRY and in_document:
+                elif tag == _ENTRY and in_document:
                     entry_slots.append([])
                     open_entries.append(len(entry_slots) - 1)
-                elif elem.tag == _TEXT and parent is not None and parent.tag == _SECTION:
-                    narratives[id(elem)] = _Narrative(elem)
+                elif tag == _TEXT and parent.tag == _SECTION:
+                    own = _Narrative(elem)
+                    narratives.append(own)
                     open_narratives += 1
-                stack.append(elem)
+                stack.append((elem, own))
                 continue
-            stack.pop()
-            parent = stack[-1] if stack else None
-            reading = narratives.get(id(parent)) if parent is not None else None
-            own = narratives.get(id(elem))
+            _, own = stack.pop()
             if own is not None:
                 own.end()
                 open_narratives -= 1
-            if elem.tag == _CLINICAL_DOCUMENT:
+            tag = elem.tag
+            if tag == _CLINICAL_DOCUMENT:
                 in_document -= 1
-            elif elem.tag == _ENTRY and in_document:
+            elif tag == _ENTRY and in_document:
                 entry_slots[open_entries.pop()] = list(_entry_results(elem, None))
                 # Read: dropped, unless a narrative still has to read its content as text.
                 if not open_narratives:
                     elem.clear()
+            reading = stack[-1][1]
             if reading is not None:
                 reading.child_ends(elem)
-            if not stack:
+            if len(stack) == 1:
                 root = elem
     except (ParseError, DefusedXmlException) as exc:
         raise ParserError(f"unreadable CDA XML: {exc}", source=source) from exc
@@ -266,7 +268,7 @@ def _stream_xml(data: bytes, source: str) -> _StreamedDocument:
     document = _clinical_document(root, documents, source)
     return _StreamedDocument(
         root=document,
-        narratives={key: n.lines for key, n in narratives.items()},
+        narratives={id(n.elem): n.lines for n in narratives},
         results=[result for slot in entry_slots for result in slot],
     )
 
