@@ -5,9 +5,14 @@ For each input, two fresh processes:
 - the parse alone through the registry: peak RSS (``ru_maxrss``), the part above the
   parsers' imports, and tracemalloc's peak of Python allocations during the parse;
 - ``carnet ingest`` of the file into the embedded defaults: the whole pipeline's peak RSS
-  (store, parse, identify, classify, gate, index), read from ``RUSAGE_CHILDREN``.
+  (store, parse, identify, classify, gate, index), read from ``RUSAGE_CHILDREN``, and how
+  far above the peak of ingesting one small CDA (``ingest_baseline_mb``: the interpreter,
+  the parsers, Great Expectations, the index) it goes, per megabyte of input: the ``k`` of
+  "peak = baseline + k × input".
 
-Figures are megabytes (and seconds), never a pass/fail threshold.
+The HL7 file's messages each have their own control id and order number, so that every
+one is a new document (repeated as they are, all but one would be duplicates and never
+reach the index). Figures are megabytes (and seconds), never a pass/fail threshold.
 Run: ``.venv/bin/python -m benchmarks.bench_memory [--quick]``; prints one JSON object.
 """
 
@@ -42,7 +47,12 @@ def make_big_inputs(folder: Path, quick: bool) -> dict[str, Path]:
             pdf.drawString(50, 800 - 18 * i, f"{page}.{i} {LINES[i % len(LINES)]}")
         pdf.showPage()
     pdf.save()
-    paths = {"pdf": folder / "big.pdf", "cda": folder / "big.xml", "hl7": folder / "big.hl7"}
+    paths = {
+        "pdf": folder / "big.pdf",
+        "cda": folder / "big.xml",
+        "hl7": folder / "big.hl7",
+        "small": folder / "small.xml",
+    }
     paths["pdf"].write_bytes(buffer.getvalue())
 
     from generator import generate_feed
@@ -51,6 +61,7 @@ def make_big_inputs(folder: Path, quick: bool) -> dict[str, Path]:
     sources = [folder / "seed-feed" / d.source_ref.split("#")[0] for d in feed.documents]
     cda = next(p for p in sources if p.read_bytes().lstrip().startswith(b"<"))
     hl7 = next(p for p in sources if p.read_bytes().lstrip(b"\x0b").startswith(b"MSH"))
+    paths["small"].write_bytes(cda.read_bytes())
     # The CDA's first <paragraph> repeated until the file weighs ``cda_mb``.
     text = cda.read_text(encoding="utf-8")
     start = text.index("<paragraph>")
@@ -58,10 +69,19 @@ def make_big_inputs(folder: Path, quick: bool) -> dict[str, Path]:
     block = text[start:end]
     repeat = cda_mb * 1_000_000 // len(block.encode()) + 1
     paths["cda"].write_text(text[:start] + block * repeat + text[end:], encoding="utf-8")
-    # One HL7 message of the feed repeated until the file holds ``segments`` segments.
+    # One HL7 message of the feed repeated until the file holds ``segments`` segments, each
+    # copy with its own MSH-10 control id and ORC/OBR order numbers (same lengths).
     raw = hl7.read_bytes().replace(b"\n", b"\r").strip(b"\r\x0b\x1c")
     per_message = raw.count(b"\r") + 1
-    paths["hl7"].write_bytes((raw + b"\r") * (segments // per_message + 1))
+    fields = raw.split(b"\r")[0].split(b"|")
+    control = fields[9]
+    orders = {f for seg in raw.split(b"\r") if seg[:3] in {b"ORC", b"OBR"} for f in seg.split(b"|")[2:4] if f}
+    with paths["hl7"].open("wb") as out:
+        for n in range(segments // per_message + 1):
+            message = raw.replace(control, b"C%0*d" % (len(control) - 1, n))
+            for order in orders:
+                message = message.replace(order, b"9%0*d" % (len(order) - 1, n))
+            out.write(message + b"\r")
     return paths
 
 
@@ -139,19 +159,25 @@ def ingest_peak(path: Path, data_dir: Path) -> dict[str, Any]:
     }
 
 
-def measure(folder: Path, quick: bool = False) -> dict[str, dict[str, Any]]:
-    """Both peaks for each big input, generated under ``folder``."""
+def measure(folder: Path, quick: bool = False) -> dict[str, Any]:
+    """Both peaks for each big input, generated under ``folder``, and the ingest of one
+    small CDA they are compared with."""
     folder.mkdir(parents=True, exist_ok=True)
     big = make_big_inputs(folder, quick)
-    return {
-        kind: {**peak_memory(path), **ingest_peak(path, folder / f"ingest-{kind}")}
-        for kind, path in big.items()
-    }
+    baseline = ingest_peak(big.pop("small"), folder / "ingest-small")["ingest_peak_rss_mb"]
+    inputs = {}
+    for kind, path in big.items():
+        figures = {**peak_memory(path), **ingest_peak(path, folder / f"ingest-{kind}")}
+        above = figures["ingest_peak_rss_mb"] - baseline
+        figures["ingest_above_baseline_mb"] = above
+        figures["k_per_input_mb"] = round(above / max(figures["input_mb"], 0.1), 1)
+        inputs[kind] = figures
+    return {"ingest_baseline_mb": baseline, "inputs": inputs}
 
 
 def run(quick: bool = False) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="bench_memory_") as tmp:
-        return {"quick": quick, "inputs": measure(Path(tmp), quick)}
+        return {"quick": quick, **measure(Path(tmp), quick)}
 
 
 if __name__ == "__main__":

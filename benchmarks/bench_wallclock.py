@@ -414,12 +414,13 @@ def table(r: dict[str, Any]) -> str:
                 f"{es['carnet_over_bare']}x the rate",
             )
         )
-    for kind, m in r.get("peak_memory", {}).items():
+    for kind, m in r.get("peak_memory", {}).get("inputs", {}).items():
         rows.append(
             (
                 f"peak memory, {kind} {m['input_mb']} MB",
                 f"parse {m['peak_rss_mb']} MB RSS (+{m['above_imports_mb']} MB over imports); "
-                f"carnet ingest {m['ingest_peak_rss_mb']} MB RSS",
+                f"carnet ingest {m['ingest_peak_rss_mb']} MB RSS "
+                f"({m['k_per_input_mb']} x input over one small CDA's)",
                 "",
                 "",
             )
