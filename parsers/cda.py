@@ -263,6 +263,8 @@ def _stream_xml(data: bytes, source: str) -> _StreamedDocument:
                 root = elem
     except (ParseError, DefusedXmlException) as exc:
         raise ParserError(f"unreadable CDA XML: {exc}", source=source) from exc
+    except LookupError as exc:  # the XML declaration names an encoding Python does not know
+        raise ParserError(f"unreadable CDA XML: {exc}", source=source) from exc
     if root is None:  # iterparse raises on a document without an element; kept for mypy
         raise ParserError("unreadable CDA XML: no element", source=source)
     document = _clinical_document(root, documents, source)

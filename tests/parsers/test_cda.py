@@ -461,6 +461,13 @@ def test_bad_inputs_raise_parser_error(name: str, match: str) -> None:
     assert "root:" not in str(info.value)  # /etc/passwd was not read
 
 
+def test_an_unknown_declared_encoding_is_a_parser_error() -> None:
+    data = sample("cr-bio.xml").replace(b'encoding="UTF-8"', b'encoding="UTF-1e4008"', 1)
+    assert b"UTF-1e4008" in data
+    with pytest.raises(ParserError, match="unknown encoding"):
+        parse_one(data)
+
+
 def test_entities_without_external_reference_are_refused() -> None:
     data = (
         b'<?xml version="1.0"?><!DOCTYPE ClinicalDocument [<!ENTITY x "expanded">]>'
