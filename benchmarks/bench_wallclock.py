@@ -207,8 +207,9 @@ def bare_tesseract(pages: list[Path], processes: int) -> dict[str, float]:
     return {"wall_s": time.perf_counter() - wall0, "cpu_s": _children_cpu() - cpu0}
 
 
-def scanned_rates(base: Path, workers: int) -> dict[str, Any]:
-    """Carnet on the scans beside bare tesseract on the same page images, same processes.
+def scanned_rates(base: Path, workers: int, scans: int) -> dict[str, Any]:
+    """Carnet on ``scans`` generated scans beside bare tesseract on the same page images,
+    with the same number of processes.
 
     Bare tesseract reads the page images as Carnet hands them to tesseract (8-bit gray
     PGM, extracted here beforehand: its best case, no decoding; the extraction's CPU is
@@ -217,6 +218,11 @@ def scanned_rates(base: Path, workers: int) -> dict[str, Any]:
     average. A second Carnet run on one of the scans gives the fixed cost of a run; the
     per-page figures are the difference between the two runs.
     """
+    from generator import generate_feed
+
+    generate_feed(
+        base / "scans", seed=8, patients=max(6, scans // 4), documents=scans, include_bad=False, scans=scans
+    )
     (base / "pages").mkdir()
     cpu0 = time.process_time()
     pages = _page_images(base / "scans", base / "pages")
@@ -300,14 +306,6 @@ def run(quick: bool = False) -> dict[str, Any]:
             include_bad=False,
             scans=0,
         )
-        generate_feed(
-            base / "scans",
-            seed=8,
-            patients=max(6, scans // 4),
-            documents=scans,
-            include_bad=False,
-            scans=scans,
-        )
 
         carnet = _carnet_ingest(base / "text", base / "carnet-text")
         bare_wall, bare_cpu, bare_out = _timed(
@@ -345,7 +343,7 @@ def run(quick: bool = False) -> dict[str, Any]:
             }
             results["elasticsearch"] = es_rates(2000 if quick else 10_000)
 
-        results["scanned"] = scanned_rates(base, workers)
+        results["scanned"] = scanned_rates(base, workers, scans)
 
         from benchmarks import bench_memory
 
@@ -431,21 +429,10 @@ def table(r: dict[str, Any]) -> str:
 
 def run_scanned(pages: int) -> dict[str, Any]:
     """The scanned comparison alone (``--scanned [PAGES]``), on ``pages`` generated scans."""
-    from generator import generate_feed
-
     workers = available_cpus()
     results: dict[str, Any] = {"ocr_workers": workers, "load_average_before": os.getloadavg()}
     with tempfile.TemporaryDirectory(prefix="bench_wallclock_") as tmp:
-        base = Path(tmp)
-        generate_feed(
-            base / "scans",
-            seed=8,
-            patients=max(6, pages // 4),
-            documents=pages,
-            include_bad=False,
-            scans=pages,
-        )
-        results["scanned"] = scanned_rates(base, workers)
+        results["scanned"] = scanned_rates(Path(tmp), workers, pages)
     results["load_average_after"] = os.getloadavg()
     return results
 
