@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from pipeline.ingest import ingest_sources
 from pipeline.model import Reason, Status
 from pipeline.settings import Settings
@@ -148,3 +150,27 @@ def test_cap_text_cuts_after_a_line_and_leaves_short_texts_alone() -> None:
     cut = cap_text(doc, 18)
     assert cut.text == "un deux" and [w.code for w in cut.warnings] == [Reason.TEXT_TRUNCATED]
     assert not cut.warnings[0].blocking and doc.warnings == ()
+
+
+def test_a_file_of_many_documents_is_flushed_as_it_goes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An HL7 file's records are written every ``flush_every`` documents, not all at the end
+    of the file: a 100,000-segment file never holds all its records at once."""
+    from pipeline.ingest import InputFile, Pipeline, open_backends
+
+    held: list[int] = []
+    real_flush = Pipeline.flush
+
+    def flush(self: Pipeline) -> None:
+        held.append(len(self._pending))
+        real_flush(self)
+
+    monkeypatch.setattr(Pipeline, "flush", flush)
+    data = (Path(__file__).parent / "samples" / "hl7" / "oru_three_lf.hl7").read_bytes()
+    settings = Settings(data_dir=tmp_path / "carnet", ingestion={"flush_every": 1})
+    with Pipeline(settings, open_backends(settings)) as pipe:
+        outcomes = pipe.process(InputFile(data=data, source="three.hl7", producer="p"))
+        during = list(held)
+    assert [o.status for o in outcomes] == [Status.INDEXED] * 3
+    assert during == [1, 1, 1]

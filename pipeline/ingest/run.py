@@ -298,9 +298,11 @@ class Pipeline:
             self._reject(item, raw_sha, None, [problem], exception=exc_text)
         for doc in parsed:
             self._process_document(item, raw_sha, doc)
+            if len(self._pending) >= self.settings.ingestion.flush_every:
+                # A file of many documents (an HL7 batch) is flushed as it goes, as
+                # ``_flush_if_pending`` may do: its records are never all held at once.
+                self.flush()
         self._keep_raw(raw_sha)
-        if len(self._pending) >= self.settings.ingestion.flush_every:
-            self.flush()
         return self.outcomes[start:]
 
     def parse_ahead(self, items: Iterable[InputFile]) -> Iterator[InputFile]:
