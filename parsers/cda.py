@@ -551,6 +551,7 @@ def _non_xml_body(body: Element, source: str, embedded: EmbeddedReader) -> Embed
     if _attr(body, "representation") == "B64" or binary:
         # A binary type cannot be carried as text: base64 even when representation is missing.
         payload = decode_base64(_text(body), source=source, what="nonXMLBody")
+        body.text = None  # the base64 text, up to 4/3 of the payload, is not needed any more
         if not payload:
             raise ParserError("nonXMLBody is empty", source=source)
     else:

@@ -203,6 +203,26 @@ def _decode_text(payload: bytes, charset: str | None) -> str:
 
 
 def _squash_lines(text: str) -> str:
+    """Each line's blanks squashed to one space, empty lines dropped. Done a slice of
+    ``_SQUASH_SLICE`` characters at a time (cut after a ``\n``, where a line ends whatever
+    else ends lines), so a long text is never held as the list of all its lines."""
+    if len(text) <= _SQUASH_SLICE:
+        return _squash_slice(text)
+    parts: list[str] = []
+    start = 0
+    while start < len(text):
+        end = text.find("\n", start + _SQUASH_SLICE) + 1 or len(text)
+        part = _squash_slice(text[start:end])
+        if part:
+            parts.append(part)
+        start = end
+    return "\n".join(parts)
+
+
+_SQUASH_SLICE = 1 << 20
+
+
+def _squash_slice(text: str) -> str:
     lines = (" ".join(line.split()) for line in text.splitlines())
     return "\n".join(line for line in lines if line)
 
