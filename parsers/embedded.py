@@ -76,12 +76,15 @@ def _decode_base64_slices(encoded: str) -> bytes | None:
     """``encoded`` decoded slice by slice; None when it is not plain ASCII base64."""
     parts: list[bytes] = []
     carry = b""
-    for start in range(0, len(encoded), _SLICE_CHARS):
-        piece = encoded[start : start + _SLICE_CHARS]
+    end = len(encoded)
+    while end and encoded[end - 1].isspace():  # trailing blanks: the padding ends the last slice
+        end -= 1
+    for start in range(0, end, _SLICE_CHARS):
+        piece = encoded[start : min(start + _SLICE_CHARS, end)]
         if not piece.isascii():
             return None
         compact = carry + piece.encode("ascii").translate(None, _ASCII_BLANKS)
-        if start + _SLICE_CHARS < len(encoded):
+        if start + _SLICE_CHARS < end:
             cut = len(compact) - len(compact) % 4
             carry = compact[cut:]
             compact = compact[:cut]

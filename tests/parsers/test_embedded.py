@@ -1,0 +1,58 @@
+"""Embedded payloads read piecewise (``parsers/embedded.py``): slicing changes nothing."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import random
+
+import pytest
+
+from parsers import embedded
+from parsers.embedded import decode_base64
+from pipeline.errors import ParserError
+
+# Pieces of base64 text: valid groups, line ends, blanks str.split() drops, padding, and
+# characters that make it invalid (non-ASCII blanks among them).
+_PIECES = ["QUJD", "RA==", "RUY=", "\n", "\r\n", " ", "\t", "\x1c", "\xa0", "=", "*", "é", "A"]
+
+
+def _whole(encoded: str) -> bytes | str:
+    """What decoding the compacted text in one go gives (or its error)."""
+    try:
+        return base64.b64decode("".join(encoded.split()), validate=True)
+    except (binascii.Error, ValueError) as exc:
+        return str(exc)
+
+
+def _sliced(encoded: str) -> bytes | str:
+    try:
+        return decode_base64(encoded, source="x", what="payload")
+    except ParserError as exc:
+        return exc.message.removeprefix("payload is not valid base64: ")
+
+
+@pytest.mark.parametrize("slice_chars", [1, 3, 4, 7, 64])
+def test_base64_decoded_by_slices_as_in_one_go(monkeypatch: pytest.MonkeyPatch, slice_chars: int) -> None:
+    monkeypatch.setattr(embedded, "_SLICE_CHARS", slice_chars)
+    rnd = random.Random(slice_chars)
+    for _ in range(2000):
+        encoded = "".join(rnd.choice(_PIECES) for _ in range(rnd.randint(0, 12)))
+        assert _sliced(encoded) == _whole(encoded), repr(encoded)
+    payload = bytes(range(256)) * 40
+    # Valid base64 with line breaks is decoded slice by slice (not by the one-go fallback).
+    assert embedded._decode_base64_slices(base64.encodebytes(payload).decode()) == payload
+
+
+@pytest.mark.parametrize("slice_chars", [1, 2, 5, 64])
+def test_text_squashed_by_slices_as_in_one_go(monkeypatch: pytest.MonkeyPatch, slice_chars: int) -> None:
+    def whole(text: str) -> str:
+        lines = (" ".join(line.split()) for line in text.splitlines())
+        return "\n".join(line for line in lines if line)
+
+    monkeypatch.setattr(embedded, "_SQUASH_SLICE", slice_chars)
+    rnd = random.Random(slice_chars)
+    pieces = ["mot", " ", "\t", "\n", "\r", "\r\n", "\n\n", "\x0b", "\x85", "\u2028", "\xa0", "é"]
+    for _ in range(2000):
+        text = "".join(rnd.choice(pieces) for _ in range(rnd.randint(0, 30)))
+        assert embedded._squash_lines(text) == whole(text), repr(text)
