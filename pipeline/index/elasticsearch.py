@@ -22,16 +22,21 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import itertools
 import json
 import logging
+import math
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from pathlib import Path
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, NamedTuple, ParamSpec, TypeVar
 
 import elasticsearch
 from elastic_transport import HttpHeaders, TransportError
 from elasticsearch import ApiError, Elasticsearch, NotFoundError, helpers
+from pydantic import BaseModel
 
 from pipeline.analysis import analyze, analyze_query
 from pipeline.errors import BackendUnavailable, ConfigurationError
@@ -45,7 +50,15 @@ from pipeline.index.base import (
     patient_token,
 )
 from pipeline.index.base import snippet_fields as _snippet
-from pipeline.model import DocClass, DocumentRecord, SearchHit, SearchQuery, SearchResult, Visibility
+from pipeline.model import (
+    DocClass,
+    DocumentRecord,
+    LabResult,
+    SearchHit,
+    SearchQuery,
+    SearchResult,
+    Visibility,
+)
 
 log = logging.getLogger(__name__)
 
@@ -62,8 +75,12 @@ MAX_RESULT_WINDOW = 10_000  # Elasticsearch's default index.max_result_window
 # Longer prefixes are refused by the cluster (index.max_regex_length); no real word is
 # that long, so such a last term is matched exactly instead.
 MAX_PREFIX_CHARS = 1000
-# Bulk requests of up to this many documents or bytes: a default flush (500 records and
-# its supersedes) goes in one or two requests, each well under the node's 100 MB limit.
+# A flush's writes go in two bulk requests, one behind the other (see _bulk), so that
+# the client prepares the second while the node indexes the first: each of at least
+# BULK_MIN_CHUNK documents (a request costs the node ~4 ms of CPU beside its documents'
+# own, measured with bench_es_bulk: smaller ones cost more than the overlap gives), at
+# most BULK_CHUNK documents and BULK_MAX_BYTES (well under the node's 100 MB limit).
+BULK_MIN_CHUNK = 100
 BULK_CHUNK = 1000
 BULK_MAX_BYTES = 20 * 2**20
 # Erasure waits this long for deleted documents to be merged away (see _expunge).
@@ -136,13 +153,49 @@ def _reachable(method: Callable[_P, _R]) -> Callable[_P, _R]:
     return wrapper
 
 
+def _tokens(record: DocumentRecord) -> dict[str, str]:
+    """The record's analysed token fields (what the cluster indexes for search)."""
+    return {
+        "title_tokens": " ".join(analyze(record.title)),
+        "meta_tokens": " ".join(analyze(meta_text(record))),
+        "body_tokens": " ".join(analyze(record.text)),
+    }
+
+
 def _source(record: DocumentRecord) -> dict[str, Any]:
     """The stored document: the record as JSON plus its analysed tokens."""
     source: dict[str, Any] = record.model_dump(mode="json")
-    source["title_tokens"] = " ".join(analyze(record.title))
-    source["meta_tokens"] = " ".join(analyze(meta_text(record)))
-    source["body_tokens"] = " ".join(analyze(record.text))
+    source.update(_tokens(record))
     return source
+
+
+def _floats(model: type[BaseModel]) -> tuple[str, ...]:
+    return tuple(
+        name for name, field in model.model_fields.items() if field.annotation in (float, float | None)
+    )
+
+
+_RECORD_FLOATS = _floats(DocumentRecord)
+_RESULT_FLOATS = _floats(LabResult)
+
+
+def _all_finite(record: DocumentRecord) -> bool:
+    values = [getattr(record, name) for name in _RECORD_FLOATS]
+    values += [getattr(result, name) for result in record.results for name in _RESULT_FLOATS]
+    return all(v is None or math.isfinite(v) for v in values)
+
+
+def _source_json(record: DocumentRecord) -> bytes | dict[str, Any]:
+    """:func:`_source` as the bulk body's line, the record serialised by pydantic (a quarter
+    of the client's ``json.dumps`` of the same dict), the tokens appended.
+
+    A record holding a NaN or an infinity stays a dict: pydantic would write ``null``, where
+    ``json.dumps`` writes ``NaN``, which the cluster refuses as it always has.
+    """
+    if not _all_finite(record):
+        return _source(record)
+    tokens = json.dumps(_tokens(record), ensure_ascii=False, separators=(",", ":")).encode()
+    return record.__pydantic_serializer__.to_json(record)[:-1] + b"," + tokens[1:]
 
 
 _VERSION_FIELDS = ("doc_id", "series_id", "content_sha256", "superseded_by", "withdrawn_at")
@@ -163,6 +216,18 @@ def _versions(response: Mapping[str, Any]) -> list[ExistingVersion]:
 
 def _record(source: Mapping[str, Any]) -> DocumentRecord:
     return DocumentRecord.model_validate({k: v for k, v in source.items() if k not in TOKEN_FIELDS})
+
+
+def _halves(count: int) -> int:
+    """The chunk size that sends ``count`` actions in two requests (see BULK_MIN_CHUNK)."""
+    return min(BULK_CHUNK, max(BULK_MIN_CHUNK, -(-count // 2)))
+
+
+class _BulkResult(NamedTuple):
+    """What the cluster refused, and the ``create`` actions it refused as already there."""
+
+    failures: list[IndexFailure]
+    existing: set[str]
 
 
 def _error_message(error: object) -> str:
@@ -290,7 +355,7 @@ class ElasticsearchIndex:
             self._action(_record(hit["_source"]), index=new_index)
             for hit in helpers.scan(self._es, index=self.alias, query={"query": {"match_all": {}}})
         )
-        failures = self._bulk(actions)
+        failures = self._bulk(actions).failures
         if failures:
             raise BackendUnavailable(
                 f"reindex into {new_index} refused {len(failures)} documents "
@@ -316,60 +381,96 @@ class ElasticsearchIndex:
 
     # -- writes ---------------------------------------------------------------------------
 
-    def _action(self, record: DocumentRecord, *, index: str | None = None) -> dict[str, Any]:
+    def _action(
+        self, record: DocumentRecord, *, index: str | None = None, op: str = "index"
+    ) -> dict[str, Any]:
         return {
-            "_op_type": "index",
+            "_op_type": op,
             "_index": index or self.alias,
             "_id": record.doc_id,
             "_routing": record.patient_id,
-            "_source": _source(record),
+            "_source": _source_json(record),
         }
 
-    def _bulk(self, actions: Iterable[dict[str, Any]]) -> list[IndexFailure]:
-        """Send ``actions`` in chunks (429s retried with backoff); per-document refusals.
+    def _bulk(
+        self,
+        actions: Iterable[dict[str, Any]],
+        size: int = BULK_CHUNK,
+        sender: ThreadPoolExecutor | None = None,
+    ) -> _BulkResult:
+        """Send ``actions`` in chunks of ``size`` (429s retried with backoff); per-document
+        refusals.
 
-        ``actions`` may be a generator: each chunk is analysed and serialised as it is
-        sent, so a flush never holds its documents' JSON twice. (``parallel_bulk``, which
-        would build one chunk while the node indexes another, measured no faster on the
-        2-core machine, where the node and the client share the cores.)
+        ``actions`` may be a generator: it is read here, a chunk at a time, while the
+        previous chunk is on its way in ``sender``'s thread (one request in flight; that
+        thread mostly waits on the socket), so the client analyses and serialises the next
+        chunk while the node indexes this one, and holds at most two chunks.
         """
-        failures: list[IndexFailure] = []
+        result = _BulkResult([], set())
         overloaded: list[str] = []
-        try:
-            for ok, item in helpers.streaming_bulk(
-                self._es,
-                actions,
-                chunk_size=BULK_CHUNK,
-                max_chunk_bytes=BULK_MAX_BYTES,
-                raise_on_error=False,
-                max_retries=3,
-                initial_backoff=1,
-                max_backoff=30,
-            ):
+
+        def send(chunk: list[dict[str, Any]]) -> list[tuple[bool, dict[str, Any]]]:
+            return list(
+                helpers.streaming_bulk(
+                    self._es,
+                    chunk,
+                    chunk_size=len(chunk),
+                    max_chunk_bytes=BULK_MAX_BYTES,
+                    raise_on_error=False,
+                    max_retries=3,
+                    initial_backoff=1,
+                    max_backoff=30,
+                )
+            )
+
+        def collect(items: list[tuple[bool, dict[str, Any]]]) -> None:
+            for ok, item in items:
                 if ok:
                     continue
-                result = next(iter(item.values()))
-                doc_id = str(result.get("_id"))
-                if int(result.get("status", 0)) in _INFRA_STATUSES:
+                op, answer = next(iter(item.items()))
+                doc_id, status = str(answer.get("_id")), int(answer.get("status", 0))
+                if status in _INFRA_STATUSES:
                     overloaded.append(doc_id)
+                elif op == "create" and status == 409:
+                    result.existing.add(doc_id)
                 else:
-                    failures.append(IndexFailure(doc_id=doc_id, message=_error_message(result.get("error"))))
+                    message = _error_message(answer.get("error"))
+                    result.failures.append(IndexFailure(doc_id=doc_id, message=message))
+
+        own = sender is None
+        sender = sender or ThreadPoolExecutor(max_workers=1, thread_name_prefix="carnet-bulk")
+        in_flight: deque[Future[list[tuple[bool, dict[str, Any]]]]] = deque()
+        try:
+            pending = iter(actions)
+            while chunk := list(itertools.islice(pending, size)):
+                in_flight.append(sender.submit(send, chunk))
+                if len(in_flight) > 1:
+                    collect(in_flight.popleft().result())
+            while in_flight:
+                collect(in_flight.popleft().result())
         except (ApiError, TransportError) as exc:
             raise BackendUnavailable(f"Elasticsearch bulk request failed: {exc}", index=self.url) from exc
+        finally:
+            # After a failed request nothing more is sent: the chunk queued is dropped, the
+            # one being sent waited for, so no write lands after this method has returned.
+            for future in in_flight:
+                future.cancel()
+            wait(in_flight)
+            if own:
+                sender.shutdown()
         if overloaded:
             raise BackendUnavailable(
                 f"cluster refused {len(overloaded)} documents as overloaded after retries "
                 f"(first {overloaded[0]}); retry the batch",
                 index=self.url,
             )
-        return failures
+        return result
 
     @_reachable
     def upsert(self, records: Sequence[DocumentRecord]) -> list[IndexFailure]:
         failures, valid = self._valid(records)
         if valid:
-            refused = self._bulk(self._actions(valid, failures))
-            failures.extend(refused)
+            failures += self._bulk(self._actions(valid, failures), _halves(len(valid))).failures
             # Visible to reads before we return (one refresh per batch, not per document).
             self._refresh()
         return failures
@@ -382,8 +483,14 @@ class ElasticsearchIndex:
         *,
         checkpoint: Checkpoint | None = None,
     ) -> list[IndexFailure]:
-        """New versions and the supersede of the old ones in the same bulk request (a flush
-        of more than ``BULK_CHUNK`` records: the supersedes in its last one), then one refresh.
+        """New versions and the supersede of the old ones in the same bulk requests (the
+        supersedes in the last one), then one refresh.
+
+        A version chain never goes back: a record whose stored document is already
+        superseded keeps that mark. Rather than reading every record's stored document
+        first, a record is sent as ``create``: one already there answers 409 (a rerun, a
+        document ingested again), and only those are read and written again, keeping the
+        mark. The old versions to mark are read while the first chunks are analysed.
 
         A bulk request is not a transaction: a node dying halfway leaves part of it
         applied, which is why the caller journals the flush and a rerun sends it again.
@@ -392,40 +499,55 @@ class ElasticsearchIndex:
         refused = {f.doc_id for f in failures}
         wanted = {s.doc_id: s for s in supersedes if s.by_doc_id not in refused}
         by_id = {r.doc_id: r for r in valid}
-        current = self._mget(
-            [(r.patient_id, r.doc_id) for r in valid]
-            + [(s.patient_id, s.doc_id) for s in wanted.values() if s.doc_id not in by_id]
-        )
-        chained: list[DocumentRecord] = []
-        for record in valid:
-            found = current.get(record.doc_id)
-            superseded_by = record.superseded_by
-            if record.doc_id in wanted:  # the old version is in this flush too
-                superseded_by = wanted[record.doc_id].by_doc_id
-            elif superseded_by is None and found is not None:
-                superseded_by = found[0].get("superseded_by")  # a chain never goes back
-            if superseded_by != record.superseded_by:
-                record = record.model_copy(update={"superseded_by": superseded_by})
-            chained.append(record)
         targets: dict[str, tuple[dict[str, Any], int, int]] = {}
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="carnet-bulk") as sender:
+            # The old versions as stored (those in this flush too: what to put back if their
+            # new version is refused), read first in the sender's queue: before any chunk of
+            # this flush is written, while the first one is being prepared.
+            read = sender.submit(self._mget, [(s.patient_id, s.doc_id) for s in wanted.values()])
 
-        def actions() -> Iterator[dict[str, Any]]:
-            # Built as the bulk helper reads them; the supersedes come last, once every
-            # new version has been serialised (one refused here leaves its old one alone).
-            yield from self._actions(chained, failures)
-            unsent = {f.doc_id for f in failures}
-            for s in wanted.values():
-                if s.doc_id in by_id or s.by_doc_id in unsent:
-                    continue
-                found = current.get(s.doc_id)
-                if found is None:
-                    log.warning("supersede: no document %s for this patient", s.doc_id)
-                    continue
-                targets[s.doc_id] = found
-                old = _record(found[0]).model_copy(update={"superseded_by": s.by_doc_id})
-                yield {**self._action(old), "if_seq_no": found[1], "if_primary_term": found[2]}
+            def actions() -> Iterator[dict[str, Any]]:
+                for record in valid:
+                    if record.doc_id in wanted:  # the old version is in this flush too
+                        marked = record.model_copy(update={"superseded_by": wanted[record.doc_id].by_doc_id})
+                        yield from self._actions([marked], failures)
+                    elif record.superseded_by is not None:
+                        yield from self._actions([record], failures)
+                    else:
+                        yield from self._actions([record], failures, op="create")
+                # The supersedes come last, once every new version has been serialised
+                # (one refused here leaves its old one alone).
+                unsent = {f.doc_id for f in failures}
+                current = read.result()
+                for s in wanted.values():
+                    if s.doc_id in by_id or s.by_doc_id in unsent:
+                        continue
+                    found = current.get(s.doc_id)
+                    if found is None:
+                        log.warning("supersede: no document %s for this patient", s.doc_id)
+                        continue
+                    targets[s.doc_id] = found
+                    old = _record(found[0]).model_copy(update={"superseded_by": s.by_doc_id})
+                    yield {**self._action(old), "if_seq_no": found[1], "if_primary_term": found[2]}
 
-        bulk_failures = self._bulk(actions()) if chained or wanted else []
+            sent = (
+                self._bulk(actions(), _halves(len(valid) + len(wanted)), sender)
+                if valid or wanted
+                else _BulkResult([], set())
+            )
+            bulk_failures = sent.failures
+            if sent.existing:
+                again = [by_id[d] for d in sorted(sent.existing)]
+                stored = self._mget([(r.patient_id, r.doc_id) for r in again], source=["superseded_by"])
+                again = [
+                    r.model_copy(update={"superseded_by": stored[r.doc_id][0].get("superseded_by")})
+                    if r.doc_id in stored
+                    else r
+                    for r in again
+                ]
+                bulk_failures += self._bulk(
+                    self._actions(again, failures), _halves(len(again)), sender
+                ).failures
         refused = {f.doc_id for f in failures}
         lost_race = [f for f in bulk_failures if f.doc_id in targets]
         failures += [f for f in bulk_failures if f.doc_id not in targets]
@@ -433,6 +555,7 @@ class ElasticsearchIndex:
             s = wanted[f.doc_id]
             self._update(s.patient_id, s.doc_id, {"superseded_by": s.by_doc_id})
         # A new version the cluster refused must not leave its predecessor hidden.
+        current = read.result()
         for f in failures:
             for s in wanted.values():
                 if s.by_doc_id == f.doc_id and s.doc_id not in refused:
@@ -444,18 +567,26 @@ class ElasticsearchIndex:
                     )
         if checkpoint:
             checkpoint("after_index_write")
-        if chained or targets:
+        if valid or targets:
             self._refresh()  # once per flush: what it wrote is searchable when it returns
         if checkpoint and supersedes:
             checkpoint("after_supersede")
         return failures
 
-    def _mget(self, keys: list[tuple[str, str]]) -> dict[str, tuple[dict[str, Any], int, int]]:
-        """doc id → (source, seq_no, primary_term) of the ``(patient, doc id)`` found."""
+    def _mget(
+        self, keys: list[tuple[str, str]], *, source: list[str] | None = None
+    ) -> dict[str, tuple[dict[str, Any], int, int]]:
+        """doc id → (source, seq_no, primary_term) of the ``(patient, doc id)`` found
+        (``source``: only these fields of it)."""
         keys = [(p, d) for p, d in keys if patient_token(p) is not None and d]
         if not keys:
             return {}
-        response = self._es.mget(index=self.alias, docs=[{"_id": d, "routing": p} for p, d in keys])
+        fields = None if source is None else ["patient_id", *source]
+        response = self._es.mget(
+            index=self.alias,
+            docs=[{"_id": d, "routing": p} for p, d in keys],
+            source_includes=fields,
+        )
         found: dict[str, tuple[dict[str, Any], int, int]] = {}
         for (patient, doc_id), doc in zip(keys, response["docs"], strict=True):
             if doc.get("found") and doc["_source"].get("patient_id") == patient:
@@ -481,13 +612,13 @@ class ElasticsearchIndex:
         return failures, valid
 
     def _actions(
-        self, records: Sequence[DocumentRecord], failures: list[IndexFailure]
+        self, records: Sequence[DocumentRecord], failures: list[IndexFailure], *, op: str = "index"
     ) -> Iterator[dict[str, Any]]:
         """Each record's bulk action, built as the bulk helper asks for it; the records
         that cannot be serialised go to ``failures`` instead."""
         for record in records:
             try:
-                action = self._action(record)
+                action = self._action(record, op=op)
             except ValueError as exc:  # a record pydantic cannot serialise
                 failures.append(IndexFailure(doc_id=record.doc_id, message=str(exc)))
                 continue

@@ -19,7 +19,7 @@ import datetime as dt
 
 import pytest
 
-from pipeline.index import DocumentIndex, IndexFailure
+from pipeline.index import DocumentIndex, IndexFailure, Supersede
 from pipeline.model import DocClass, LabResult, SearchQuery, SearchResult, Visibility
 from tests.index.conftest import PATIENT_A, PATIENT_B, PATIENT_C, make_record
 
@@ -146,6 +146,73 @@ def test_rebuild_keeps_every_document_its_version_chain_and_its_search(index: Do
     assert ids(search(index, "hemoglobine", patient_id=PATIENT_B)) == ["b1"]
     old = index.get(PATIENT_A, "v1")
     assert old is not None and old.superseded_by == "v2"
+
+
+# -- one flush: apply ------------------------------------------------------------------------
+
+
+def _chain(index: DocumentIndex, *doc_ids: str) -> dict[str, str | None]:
+    records = {d: index.get(PATIENT_A, d) for d in doc_ids}
+    return {d: r.superseded_by if r else "missing" for d, r in records.items()}
+
+
+def test_apply_writes_a_flush_and_supersedes_stored_versions(index: DocumentIndex) -> None:
+    assert index.apply([make_record("v1", series_id="s", text="Ferritine 20")], []) == []
+    flush = [
+        make_record("v2", series_id="s", text="Ferritine 35"),
+        make_record("other", text="Glycémie 5,1"),
+        make_record("b1", patient_id=PATIENT_B, text="Ferritine 40"),
+    ]
+    assert index.apply(flush, [Supersede(patient_id=PATIENT_A, doc_id="v1", by_doc_id="v2")]) == []
+    assert ids(search(index, "ferritine")) == ["v2"]
+    assert sorted(ids(search(index))) == ["other", "v2"]
+    assert ids(search(index, "ferritine", patient_id=PATIENT_B)) == ["b1"]
+    assert _chain(index, "v1", "v2", "other") == {"v1": "v2", "v2": None, "other": None}
+    assert index.get(PATIENT_A, "v2") == flush[0]
+
+
+def test_apply_supersedes_an_old_version_written_in_the_same_flush(index: DocumentIndex) -> None:
+    flush = [make_record("v1", series_id="s", text="Ferritine 20"), make_record("v2", series_id="s")]
+    assert index.apply(flush, [Supersede(patient_id=PATIENT_A, doc_id="v1", by_doc_id="v2")]) == []
+    assert _chain(index, "v1", "v2") == {"v1": "v2", "v2": None}
+    assert ids(search(index, "ferritine")) == []
+
+
+def test_apply_again_changes_nothing_and_a_version_chain_never_goes_back(index: DocumentIndex) -> None:
+    first = [make_record("v1", series_id="s", text="Ferritine 20"), make_record("x", text="Glycémie")]
+    second = (
+        [make_record("v2", series_id="s", text="Ferritine 35")],
+        [Supersede(patient_id=PATIENT_A, doc_id="v1", by_doc_id="v2")],
+    )
+    assert index.apply(first, []) == []
+    assert index.apply(*second) == []
+    before = (index.list_ids(), ids(search(index, "ferritine")), _chain(index, "v1", "v2", "x"))
+    # A rerun of both flushes (the journal replays what it cannot know finished): v1,
+    # sent again as it was first written, stays superseded.
+    assert index.apply(first, []) == []
+    assert index.apply(*second) == []
+    assert (index.list_ids(), ids(search(index, "ferritine")), _chain(index, "v1", "v2", "x")) == before
+    assert before[1:] == (["v2"], {"v1": "v2", "v2": None, "x": None})
+    # Sent again with new content, it is rewritten, and still superseded.
+    assert index.apply([make_record("v1", series_id="s", text="Ferritine 21")], []) == []
+    assert index.get(PATIENT_A, "v1").text == "Ferritine 21"  # type: ignore[union-attr]
+    assert _chain(index, "v1") == {"v1": "v2"}
+
+
+def test_apply_leaves_the_old_version_of_a_refused_new_version_alone(index: DocumentIndex) -> None:
+    assert index.apply([make_record("v1", series_id="s", text="Ferritine 20")], []) == []
+    refused = make_record("v2", patient_id="12345", series_id="s")
+    failures = index.apply([refused], [Supersede(patient_id=PATIENT_A, doc_id="v1", by_doc_id="v2")])
+    assert [f.doc_id for f in failures] == ["v2"]
+    assert _chain(index, "v1") == {"v1": None}
+    assert ids(search(index, "ferritine")) == ["v1"]
+
+
+def test_apply_of_a_supersede_alone_and_of_a_missing_old_version(index: DocumentIndex) -> None:
+    assert index.apply([make_record("v1", series_id="s"), make_record("v2", series_id="s")], []) == []
+    assert index.apply([], [Supersede(patient_id=PATIENT_A, doc_id="v1", by_doc_id="v2")]) == []
+    assert index.apply([], [Supersede(patient_id=PATIENT_A, doc_id="gone", by_doc_id="v2")]) == []
+    assert _chain(index, "v1", "v2", "gone") == {"v1": "v2", "v2": None, "gone": "missing"}
 
 
 def test_supersede_cannot_touch_another_patients_document(index: DocumentIndex) -> None:

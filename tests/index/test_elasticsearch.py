@@ -8,12 +8,16 @@ import logging
 import os
 import socket
 from collections.abc import Iterator
+from typing import Any
 from uuid import uuid4
 
 import pytest
+from elastic_transport import ConnectionError as NodeConnectionError
 from elasticsearch import BadRequestError
 
 from pipeline.errors import BackendUnavailable
+from pipeline.index import Supersede
+from pipeline.index import elasticsearch as elasticsearch_index
 from pipeline.index.elasticsearch import TOKEN_FIELDS, ElasticsearchIndex, load_schema
 from pipeline.model import DocumentRecord, LabResult, SearchQuery
 from tests.conftest import require_service
@@ -172,3 +176,83 @@ def test_an_incompatible_mapping_is_reported_on_open(es_url: str, caplog: pytest
         client.indices.delete_index_template(name=alias)
         probe.drop()
         probe.close()
+
+
+def _refused_by_the_cluster(doc_id: str, **fields: object) -> DocumentRecord:
+    """A record whose date the mapping cannot parse (pydantic bypassed)."""
+    record = make_record(doc_id, **fields)  # type: ignore[arg-type]
+    return record.model_construct(**{**record.__dict__, "document_date": "le 3 mars"})
+
+
+@pytest.mark.elasticsearch
+@pytest.mark.filterwarnings("ignore:Pydantic serializer warnings")
+def test_a_new_version_the_cluster_refuses_leaves_its_old_version_unsuperseded(
+    es_index: ElasticsearchIndex,
+) -> None:
+    assert es_index.apply([make_record("v1", series_id="s", text="Ferritine 20")], []) == []
+    supersede = Supersede(patient_id=PATIENT_A, doc_id="v1", by_doc_id="v2")
+    failures = es_index.apply([_refused_by_the_cluster("v2", series_id="s")], [supersede])
+    assert [f.doc_id for f in failures] == ["v2"] and "document_date" in failures[0].message
+    assert es_index.get(PATIENT_A, "v1").superseded_by is None  # type: ignore[union-attr]
+    # The old version in the same flush: written, then its mark taken back.
+    same_flush = [
+        make_record("w1", series_id="t", text="Ferritine 30"),
+        _refused_by_the_cluster("w2", series_id="t"),
+    ]
+    supersede = Supersede(patient_id=PATIENT_A, doc_id="w1", by_doc_id="w2")
+    assert [f.doc_id for f in es_index.apply(same_flush, [supersede])] == ["w2"]
+    assert es_index.get(PATIENT_A, "w1").superseded_by is None  # type: ignore[union-attr]
+    hits = es_index.search(SearchQuery(patient_id=PATIENT_A, text="ferritine")).hits
+    assert sorted(h.doc_id for h in hits) == ["v1", "w1"]
+
+
+@pytest.mark.elasticsearch
+def test_a_nan_result_is_refused_by_the_cluster_and_the_rest_indexed(es_index: ElasticsearchIndex) -> None:
+    # pydantic would write null; the document goes as json.dumps writes it (NaN), and
+    # the cluster refuses it, as it always has.
+    nan = make_record(
+        "nan", results=(LabResult(analyte="Ferritine", value="NaN", numeric_value=float("nan")),)
+    )
+    failures = es_index.apply([nan, make_record("good", text="Ferritine")], [])
+    assert [f.doc_id for f in failures] == ["nan"] and "NaN" in failures[0].message
+    assert es_index.count() == 1
+
+
+@pytest.mark.elasticsearch
+def test_a_flush_of_many_bulk_requests_is_written_whole(
+    es_index: ElasticsearchIndex, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(elasticsearch_index, "BULK_CHUNK", 3)
+    old = [make_record(f"v{i}", series_id=f"s{i}", text=f"Ferritine {i}") for i in range(10)]
+    assert es_index.apply(old, []) == []
+    new = [make_record(f"w{i}", series_id=f"s{i}", text=f"Ferritine {i}") for i in range(10)]
+    supersedes = [Supersede(patient_id=PATIENT_A, doc_id=f"v{i}", by_doc_id=f"w{i}") for i in range(0, 10, 2)]
+    for _ in range(2):  # and a rerun, whose creates all meet their documents
+        assert es_index.apply([*new, make_record("x", text="Glycémie")], supersedes) == []
+        assert es_index.count() == 21
+        hits = es_index.search(SearchQuery(patient_id=PATIENT_A, text="ferritine", limit=50)).hits
+        assert sorted(h.doc_id for h in hits) == sorted(
+            [*(f"w{i}" for i in range(10)), *(f"v{i}" for i in range(1, 10, 2))]
+        )
+
+
+@pytest.mark.elasticsearch
+def test_a_bulk_request_failing_mid_flush_stops_the_flush(
+    es_index: ElasticsearchIndex, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(elasticsearch_index, "BULK_CHUNK", 2)
+    real = elasticsearch_index.helpers.streaming_bulk
+    sent: list[int] = []
+
+    def failing_second(*args: Any, **kwargs: Any) -> Any:
+        sent.append(len(sent) + 1)
+        if len(sent) == 2:
+            raise NodeConnectionError("connection reset by the node")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(elasticsearch_index.helpers, "streaming_bulk", failing_second)
+    with pytest.raises(BackendUnavailable, match="bulk request failed"):
+        es_index.apply([make_record(f"d{i}", text="Ferritine") for i in range(10)], [])
+    # The third chunk, queued while the second was being sent, was never sent.
+    assert sent == [1, 2]
+    assert es_index.count() <= 2
