@@ -4,7 +4,9 @@
 confidence, word count) from a single ``image_to_data`` call, so a page is never
 recognised twice. ``TesseractOcr.read_pages`` reads the pages of a document on every
 core: one tesseract process per worker (``workers``, one thread each waiting on its
-process), results in page order. Failures reading a page raise ``ParserError``; a
+process), results in page order; ``slots``, when given, is a semaphore shared with other
+processes' engines, held while tesseract runs, so that parsers in several processes
+together never run more than its count. Failures reading a page raise ``ParserError``; a
 missing tesseract binary raises ``ConfigurationError`` (a broken install, not a bad
 document).
 """
@@ -18,6 +20,7 @@ import threading
 from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 
 from PIL import Image
@@ -47,10 +50,18 @@ class OcrPage:
 class TesseractOcr:
     """Runs the tesseract binary (through pytesseract) on page images."""
 
-    def __init__(self, *, lang: str = "fra", timeout_s: int = 120, workers: int = 1) -> None:
+    def __init__(
+        self,
+        *,
+        lang: str = "fra",
+        timeout_s: int = 120,
+        workers: int = 1,
+        slots: AbstractContextManager[object] | None = None,
+    ) -> None:
         self.lang = lang
         self.timeout_s = timeout_s
         self.workers = max(1, workers)
+        self.slots = slots
         self._pool: ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
 
@@ -68,13 +79,14 @@ class TesseractOcr:
         try:
             with os.fdopen(handle, "wb") as fh:
                 prepared.save(fh, "PPM")
-            data = pytesseract.image_to_data(
-                path,
-                lang=self.lang,
-                config=f"--dpi {dpi}",
-                output_type=pytesseract.Output.DICT,
-                timeout=self.timeout_s,
-            )
+            with self.slots or nullcontext():
+                data = pytesseract.image_to_data(
+                    path,
+                    lang=self.lang,
+                    config=f"--dpi {dpi}",
+                    output_type=pytesseract.Output.DICT,
+                    timeout=self.timeout_s,
+                )
         except pytesseract.TesseractNotFoundError as exc:
             raise ConfigurationError(
                 "tesseract is not installed (apt-get install tesseract-ocr tesseract-ocr-fra)",

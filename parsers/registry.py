@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
 from parsers.base import SNIFF_BYTES, Parser
@@ -16,6 +17,9 @@ class ParserOptions:
     min_text_chars_per_page: int = 20
     # Tesseract processes at once (``Settings.ocr.workers``: the CPUs this process may use).
     ocr_workers: int = 1
+    # Shared by parsers in several processes: tesseract runs at once among them all (see
+    # ``TesseractOcr``); ``None`` in a single process, where ``ocr_workers`` bounds them.
+    ocr_slots: AbstractContextManager[object] | None = None
 
 
 class ParserRegistry:
@@ -53,7 +57,9 @@ def document_registry(options: ParserOptions | None = None) -> ParserRegistry:
     from parsers.pdf import PdfParser
 
     opts = options or ParserOptions()
-    ocr = TesseractOcr(lang=opts.ocr_lang, timeout_s=opts.ocr_timeout_s, workers=opts.ocr_workers)
+    ocr = TesseractOcr(
+        lang=opts.ocr_lang, timeout_s=opts.ocr_timeout_s, workers=opts.ocr_workers, slots=opts.ocr_slots
+    )
     return ParserRegistry([
         PdfParser(ocr=ocr, min_text_chars_per_page=opts.min_text_chars_per_page),
         ImageParser(ocr=ocr),

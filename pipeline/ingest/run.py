@@ -33,6 +33,7 @@ from pipeline.identity import find_printed_ins, identify_patient, named_ins
 from pipeline.index import DocumentIndex, IndexFailure, Supersede, open_index
 from pipeline.index.base import names_any
 from pipeline.ingest.dedup import Versions, version_key
+from pipeline.ingest.parsing import ParsePool, RegistryRecipe
 from pipeline.ingest.quarantine import Quarantine
 from pipeline.ingest.stages import (
     InputFile,
@@ -67,6 +68,13 @@ from pipeline.store import KeyedStore, sha256_hex
 
 log = logging.getLogger(__name__)
 
+# Inputs parsed in threads before ``parse_ahead`` starts worker processes: a run of a
+# handful of files (an upload, a small batch) never pays their start-up (~0.5 s of CPU for
+# the forkserver's imports, then a fork per worker), and a large one has them ready, started
+# in the background, after its first inputs. Beyond ~2 ms of pure-Python parsing per text
+# document, the processes pay back their start-up within the first few hundred inputs.
+_PROCESSES_AFTER = 16
+
 
 @dataclass(frozen=True)
 class Backends:
@@ -80,6 +88,9 @@ class Backends:
     # Identity traits (birth dates) and closed accounts live with the access rules.
     rules: AccessRules
     registry: ParserRegistry
+    # How parse worker processes build the same registry (None: the caller's registry,
+    # parsed in threads of this process only).
+    recipe: RegistryRecipe | None = None
     # How to close what ``open_backends`` opened (what the caller gave stays the caller's).
     closers: tuple[Callable[[], None], ...] = field(default=(), repr=False)
 
@@ -94,29 +105,35 @@ def open_backends(
     index: DocumentIndex | None = None,
     store: KeyedStore | None = None,
     registry: ParserRegistry | None = None,
+    recipe: RegistryRecipe | None = None,
 ) -> Backends:
     """The configured backends; ``index``, ``store`` and ``registry``, when given, are
-    used instead (an index given by the caller stays the caller's to close)."""
+    used instead (an index given by the caller stays the caller's to close). ``recipe``:
+    how the parsers are built, in this process and in parse workers (the default
+    registry when neither is given)."""
     opened_index = (
         open_index(settings.effective_index_url, alias=settings.index.es_alias) if index is None else None
     )
     ledger = Ledger(settings)
     rules = AccessRules(settings)
+    if registry is None and recipe is None:
+        recipe = RegistryRecipe(
+            default_registry,
+            ParserOptions(
+                ocr_lang=settings.ocr.lang,
+                ocr_timeout_s=settings.ocr.timeout_s,
+                min_text_chars_per_page=settings.ocr.min_text_chars_per_page,
+                ocr_workers=settings.ocr.workers,
+            ),
+        )
     return Backends(
         index=index or opened_index,  # type: ignore[arg-type]
         # Its own store commits keyring rows once per flush (``sync``), not per document.
         store=store or open_encrypted_store(settings, commit_on_sync=True),
         ledger=ledger,
         rules=rules,
-        registry=registry
-        or default_registry(
-            ParserOptions(
-                ocr_lang=settings.ocr.lang,
-                ocr_timeout_s=settings.ocr.timeout_s,
-                min_text_chars_per_page=settings.ocr.min_text_chars_per_page,
-                ocr_workers=settings.ocr.workers,
-            )
-        ),
+        registry=registry or recipe.registry(),  # type: ignore[union-attr]
+        recipe=None if registry is not None else recipe,
         closers=(*([opened_index.close] if opened_index is not None else []), ledger.close, rules.close),
     )
 
@@ -209,6 +226,7 @@ class Pipeline:
         self._unstored: dict[str, list[Any]] = {}
         # Inputs being parsed ahead of ``process`` (see ``parse_ahead``), by id of the input.
         self._parsing: dict[int, Future[Parsed]] = {}
+        self._parse_pool: ParsePool | None = None  # while ``parse_ahead`` uses processes
         # The run in the ledger (None: a bare pipeline, index writes only, nothing recorded).
         self.run_id: str | None = None
         self.batch_name: str | None = None
@@ -289,8 +307,7 @@ class Pipeline:
             return self.outcomes[start:]
 
         with self.clock.stage("parse"):
-            ahead = self._parsing.pop(id(item), None)
-            parsed, problem, exc_text = ahead.result() if ahead is not None else self._parse(item)
+            parsed, problem, exc_text = self._parsed(item, self._parsing.pop(id(item), None))
         if problem is None and not parsed:
             # A file a parser accepted but found nothing in is still accounted for.
             problem = Problem(code=Reason.EMPTY_DOCUMENT, message="no document found in the file")
@@ -308,22 +325,34 @@ class Pipeline:
     def parse_ahead(self, items: Iterable[InputFile]) -> Iterator[InputFile]:
         """``items`` as they come, each already being parsed a few inputs ahead.
 
-        Parsing (OCR above all: one tesseract process per page, ``ocr_workers`` at once)
-        runs in ``ocr_workers`` threads while ``process`` takes the earlier inputs through
-        the other stages, so single-page scans keep every core busy too. Only parsing
-        moves: storing, identifying, indexing and outcomes stay in input order, in this
-        thread. At most twice ``ocr_workers`` inputs are held ahead.
+        Parsing runs beside ``process``, which takes the earlier inputs through the other
+        stages: in ``ocr.workers`` threads for the first inputs (enough for OCR, where
+        tesseract runs outside the GIL), then in as many worker processes (``ParsePool``:
+        pypdf and the other parsers are pure Python). Only parsing moves: storing,
+        identifying, indexing and outcomes stay in input order, in this thread. At most
+        twice ``ocr.workers`` inputs are held ahead.
         """
         workers = self.settings.ocr.workers
         if workers <= 1:
             yield from items
             return
         window: deque[InputFile] = deque()
-        pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="parse")
+        threads: ThreadPoolExecutor | None = ThreadPoolExecutor(workers, thread_name_prefix="parse")
         try:
-            for item in items:
+            for seen, item in enumerate(items):
+                if seen == _PROCESSES_AFTER and self.backends.recipe is not None:
+                    self._parse_pool = ParsePool(self.backends.recipe, workers)
                 if not item.manifest_problem and item.unsafe_path is None:  # else rejected unparsed
-                    self._parsing[id(item)] = pool.submit(self._parse, item)
+                    if threads is not None and self._parse_pool is not None and self._parse_pool.ready():
+                        # The threads' parses end first: this process's tesseracts and the
+                        # workers' would otherwise run together, past ``workers``.
+                        threads.shutdown(wait=True)
+                        threads = None
+                    if threads is not None:
+                        self._parsing[id(item)] = threads.submit(self._parse, item)
+                    else:
+                        assert self._parse_pool is not None
+                        self._parsing[id(item)] = self._parse_pool.submit(item)
                 window.append(item)
                 if len(window) > 2 * workers:
                     yield window.popleft()
@@ -333,10 +362,24 @@ class Pipeline:
             for future in self._parsing.values():
                 future.cancel()
             self._parsing.clear()
-            pool.shutdown(wait=False, cancel_futures=True)
+            if threads is not None:
+                threads.shutdown(wait=False, cancel_futures=True)
+            if self._parse_pool is not None:
+                self._parse_pool.close()
+                self._parse_pool = None
 
     def _parse(self, item: InputFile) -> Parsed:
         return parse_input(self.registry, item)
+
+    def _parsed(self, item: InputFile, ahead: Future[Parsed] | None) -> Parsed:
+        """``item``'s parse: what ``parse_ahead`` started for it, else parsed here."""
+        if ahead is None:
+            return self._parse(item)
+        if self._parse_pool is not None:
+            # A future of the threads, or the pool's: the pool also parses again, alone,
+            # an input whose worker died.
+            return self._parse_pool.result(item, ahead)
+        return ahead.result()
 
     def _process_document(self, item: InputFile, raw_sha: str, doc: ParsedDocument) -> None:
         if doc.withdraw and not any(w.blocking for w in doc.warnings):

@@ -1,0 +1,199 @@
+"""Parsing in worker processes (``pipeline.ingest.parsing``): inputs are parsed in other
+processes, the outcomes are those of the serial path, a parser that kills its process
+rejects only its input, and tesseract runs at most ``workers`` at once among them all."""
+
+from __future__ import annotations
+
+import functools
+import io
+import os
+import stat
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from parsers.registry import ParserOptions, ParserRegistry, default_registry
+from pipeline.ingest import InputFile, Pipeline, ingest_sources, open_backends, run
+from pipeline.ingest.parsing import ParsePool, RegistryRecipe
+from pipeline.model import Format, Outcome, ParsedDocument, Reason, Status
+from pipeline.settings import Settings
+
+CRASH = b"CRASH THE PARSER"
+
+
+class _Pid:
+    """A parser reporting the process it runs in."""
+
+    name = "pid"
+
+    def score(self, head: bytes) -> int:
+        return 1000 if head.startswith(b"PID") else 0
+
+    def parse(self, data: bytes, *, source: str) -> list[ParsedDocument]:
+        return [ParsedDocument(source=source, format=Format.CDA, text=str(os.getpid()))]
+
+
+class _Crasher:
+    """A parser that ends its interpreter at once, as a segfault in a native library would."""
+
+    name = "crasher"
+
+    def score(self, head: bytes) -> int:
+        return 1000 if head.startswith(CRASH) else 0
+
+    def parse(self, data: bytes, *, source: str) -> list[ParsedDocument]:
+        os._exit(70)
+
+
+def _test_registry(options: ParserOptions) -> ParserRegistry:
+    """The default parsers, and the two above (built in each worker, imported by name)."""
+    return ParserRegistry([_Pid(), _Crasher(), *default_registry(options).parsers])
+
+
+def _fake_tesseract_registry(fake: str, options: ParserOptions) -> ParserRegistry:
+    import pytesseract
+
+    pytesseract.pytesseract.tesseract_cmd = fake
+    return default_registry(options)
+
+
+@pytest.fixture
+def processes_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``parse_ahead`` starts its workers at the first input and waits for them, so that
+    every input of a small test goes to a process."""
+    monkeypatch.setattr(run, "_PROCESSES_AFTER", 0)
+    monkeypatch.setattr(ParsePool, "ready", functools.partialmethod(ParsePool.ready, timeout=120))
+
+
+@pytest.fixture
+def pool() -> Iterator[ParsePool]:
+    pool = ParsePool(RegistryRecipe(_test_registry, ParserOptions()), 2)
+    assert pool.ready(timeout=120)
+    yield pool
+    pool.close()
+
+
+def _outcomes(outcomes: tuple[Outcome, ...] | list[Outcome]) -> list[tuple[object, ...]]:
+    return [(o.source, o.status, o.doc_id, o.patient_id, tuple(r.code for r in o.reasons)) for o in outcomes]
+
+
+def test_inputs_are_parsed_in_other_processes(pool: ParsePool) -> None:
+    items = [InputFile(data=b"PID %d" % n, source=f"{n}.pid", producer="p") for n in range(6)]
+    futures = [pool.submit(item) for item in items]
+    pids = {int(pool.result(item, f)[0][0].text) for item, f in zip(items, futures, strict=True)}
+    assert pids and os.getpid() not in pids and len(pids) <= 2
+
+
+def test_a_parser_killing_its_process_rejects_only_its_input(pool: ParsePool) -> None:
+    items = [
+        InputFile(data=CRASH if n == 3 else b"PID %d" % n, source=f"{n}.bin", producer="p") for n in range(8)
+    ]
+    futures = [pool.submit(item) for item in items]
+    parsed = [pool.result(item, f) for item, f in zip(items, futures, strict=True)]
+    docs, problem, _ = parsed[3]
+    assert docs == [] and problem is not None and problem.code is Reason.PARSE_ERROR
+    assert "process died" in problem.message
+    assert all(p[1] is None and len(p[0]) == 1 for n, p in enumerate(parsed) if n != 3)
+    # The pool goes on with new processes.
+    after = InputFile(data=b"PID after", source="after.pid", producer="p")
+    assert pool.result(after, pool.submit(after))[0][0].text.isdigit()
+
+
+def _feed(tmp_path: Path) -> Path:
+    from generator import generate_feed
+
+    root = tmp_path / "feed"
+    generate_feed(root, seed=11, patients=8, documents=40, include_bad=True, scans=0)
+    return root
+
+
+def test_outcomes_are_those_of_the_serial_path(tmp_path: Path, processes_at_once: None) -> None:
+    feed = _feed(tmp_path)
+    serial = ingest_sources([str(feed)], Settings(data_dir=tmp_path / "serial", ocr_workers=1))
+    calls: list[str] = []
+    submit = ParsePool.submit
+
+    def counted(self: ParsePool, item: InputFile) -> object:
+        calls.append(item.source)
+        return submit(self, item)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(ParsePool, "submit", counted)
+        pooled = ingest_sources([str(feed)], Settings(data_dir=tmp_path / "pooled", ocr_workers=2))
+    assert calls, "parsed in worker processes"
+    assert {o.status for o in serial.outcomes} >= {Status.INDEXED, Status.REJECTED}
+    assert _outcomes(pooled.outcomes) == _outcomes(serial.outcomes)
+
+
+def test_a_crashing_input_in_a_run_is_rejected_and_the_run_goes_on(
+    tmp_path: Path, processes_at_once: None
+) -> None:
+    feed = _feed(tmp_path)
+    serial = ingest_sources([str(feed)], Settings(data_dir=tmp_path / "serial", ocr_workers=1))
+    crasher = next(feed.rglob("*.hl7")).with_name("0000-crash.bin")
+    crasher.write_bytes(CRASH)
+    settings = Settings(data_dir=tmp_path / "pooled", ocr_workers=2)
+    recipe = RegistryRecipe(_test_registry, ParserOptions(ocr_workers=2))
+    with Pipeline(settings, open_backends(settings, recipe=recipe)) as pipe:
+        pipe.start_run("ingest", str(feed), exclusive=True)
+        from pipeline.ingest import iter_source_inputs
+
+        for item in pipe.parse_ahead(iter_source_inputs([str(feed)], producer=None, settings=settings)):
+            pipe.process(item)
+    crashed = [o for o in pipe.outcomes if o.source == str(crasher)]
+    assert [(o.status, o.reasons[0].code) for o in crashed] == [(Status.REJECTED, Reason.PARSE_ERROR)]
+    others = [o for o in pipe.outcomes if o.source != str(crasher)]
+    assert sorted(_outcomes(others), key=str) == sorted(_outcomes(serial.outcomes), key=str)
+
+
+_FAKE_TESSERACT = """#!{python}
+# Records how many of its kind run at once, then answers like `tesseract IMAGE BASE ... tsv`.
+import os, sys, time
+if "--version" in sys.argv:
+    print("tesseract 5.3.0")
+    sys.exit(0)
+running = {running!r}
+mine = os.path.join(running, str(os.getpid()))
+open(mine, "w").close()
+with open({log!r}, "a") as log:
+    log.write("%d\\n" % len(os.listdir(running)))
+time.sleep(0.3)
+os.unlink(mine)
+with open(sys.argv[2] + ".tsv", "w") as out:
+    out.write("level\\tpage_num\\tblock_num\\tpar_num\\tline_num\\tword_num\\tleft\\ttop\\twidth\\theight\\tconf\\ttext\\n")
+    out.write("5\\t1\\t1\\t1\\t1\\t1\\t0\\t0\\t10\\t10\\t95\\tBonjour\\n")
+"""
+
+
+def _tiff(pages: int) -> bytes:
+    from PIL import Image
+
+    frames = [Image.new("L", (200, 100), 255) for _ in range(pages)]
+    out = io.BytesIO()
+    frames[0].save(out, "TIFF", save_all=True, append_images=frames[1:])
+    return out.getvalue()
+
+
+def test_tesseract_runs_at_most_workers_at_once_among_all_processes(tmp_path: Path) -> None:
+    running, log = tmp_path / "running", tmp_path / "log"
+    running.mkdir()
+    fake = tmp_path / "tesseract"
+    fake.write_text(_FAKE_TESSERACT.format(python=sys.executable, running=str(running), log=str(log)))
+    fake.chmod(fake.stat().st_mode | stat.S_IXUSR)
+    # Two workers, each reading four-page scans two pages at a time: four tesseracts at
+    # once without the shared bound.
+    recipe = RegistryRecipe(
+        functools.partial(_fake_tesseract_registry, str(fake)), ParserOptions(ocr_workers=2)
+    )
+    pool = ParsePool(recipe, 2)
+    try:
+        items = [InputFile(data=_tiff(4), source=f"{n}.tiff", producer="p") for n in range(4)]
+        futures = [pool.submit(item) for item in items]
+        parsed = [pool.result(item, f) for item, f in zip(items, futures, strict=True)]
+    finally:
+        pool.close()
+    assert all(problem is None and docs[0].ocr_pages == 4 for docs, problem, _ in parsed), parsed
+    at_once = [int(n) for n in log.read_text().split()]
+    assert len(at_once) == 16 and max(at_once) <= 2
