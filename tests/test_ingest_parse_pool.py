@@ -1,6 +1,7 @@
 """Parsing in worker processes (``pipeline.ingest.parsing``): inputs are parsed in other
-processes, the outcomes are those of the serial path, a parser that kills its process
-rejects only its input, and tesseract runs at most ``workers`` at once among them all."""
+processes, the outcomes are those of the serial path (GX in its own process too), a
+parser that kills its process rejects only its input, and tesseract runs at most
+``workers`` at once among them all."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from parsers.registry import ParserOptions, ParserRegistry, default_registry
 from pipeline.ingest import InputFile, Pipeline, ingest_sources, open_backends, run
 from pipeline.ingest.parsing import ParsePool, RegistryRecipe
 from pipeline.model import Format, Outcome, ParsedDocument, Reason, Status
+from pipeline.quality import QualityGate
 from pipeline.settings import Settings
 
 CRASH = b"CRASH THE PARSER"
@@ -119,10 +121,19 @@ def test_outcomes_are_those_of_the_serial_path(tmp_path: Path, processes_at_once
         calls.append(item.source)
         return submit(self, item)
 
+    started: list[QualityGate] = []
+    start = QualityGate.start
+
+    def gate_started(self: QualityGate) -> None:
+        started.append(self)
+        start(self)
+
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(ParsePool, "submit", counted)
+        mp.setattr(QualityGate, "start", gate_started)
         pooled = ingest_sources([str(feed)], Settings(data_dir=tmp_path / "pooled", ocr_workers=2))
     assert calls, "parsed in worker processes"
+    assert started, "gated in the GX worker"
     assert {o.status for o in serial.outcomes} >= {Status.INDEXED, Status.REJECTED}
     assert _outcomes(pooled.outcomes) == _outcomes(serial.outcomes)
 

@@ -315,6 +315,9 @@ class Pipeline:
             self._reject(item, raw_sha, None, [problem], exception=exc_text)
         for doc in parsed:
             self._process_document(item, raw_sha, doc)
+            if self._pending and self._parse_pool is not None:
+                # A large run with a record to gate: GX is imported on the other core meanwhile.
+                self.gate.start()
             if len(self._pending) >= self.settings.ingestion.flush_every:
                 # A file of many documents (an HL7 batch) is flushed as it goes, as
                 # ``_flush_if_pending`` may do: its records are never all held at once.

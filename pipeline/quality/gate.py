@@ -13,20 +13,30 @@ Batch-level figures (reject rate, OCR share, duplicate share, document count) ar
 compared with per-producer thresholds and reported as ``batch_flags``; they never
 change the verdict of a document.
 
-GX takes seconds to import: it is imported in ``QualityGate._gx`` only, on first use.
+GX takes seconds to import (~3.4 s of CPU) and seconds to validate: it runs in this
+process on first use (``_GxSession``), or, once ``QualityGate.start`` is called (a large
+run, as soon as it has a record to gate), in a process of its own (``_GxWorker``, one per
+process, shared by its gates), so that its import and validations use another core than
+the pipeline's. The worker is handed the same columns and runs the same ``_GxSession``:
+the verdicts do not depend on where GX runs.
 """
 
 from __future__ import annotations
 
+import atexit
 import datetime as dt
 import hashlib
 import hmac
 import logging
+import multiprocessing
 import re
 import shutil
 import tempfile
+import threading
+import traceback
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
@@ -111,12 +121,13 @@ class QualityGate:
         # GX renders the Data Docs here: private to this gate and temporary, since another
         # worker could not see it; ``publish_data_docs`` copies the site to the store.
         self.data_docs_site: Path | None = None
-        self._ctx: Any = None
-        self._docs_def: Any = None
-        self._results_def: Any = None
+        self._session: _GxSession | _RemoteSession | None = None
 
     def close(self) -> None:
         """Delete the rendered Data Docs (publish them first)."""
+        if isinstance(self._session, _RemoteSession):
+            self._session.close()
+        self._session = None
         if self.data_docs_site is not None:
             shutil.rmtree(self.data_docs_site, ignore_errors=True)
             self.data_docs_site = None
@@ -129,62 +140,28 @@ class QualityGate:
 
     # -- GX setup ------------------------------------------------------------------------------
 
+    def start(self) -> None:
+        """Have GX imported in a process of its own, from now on, without waiting for it:
+        this gate validates there (``_GxWorker``). Once per gate, before its first use."""
+        if self._session is None:
+            self._session = _RemoteSession(_gx_worker(), self._site())
+
     def prepare(self) -> None:
-        """Import GX and build its context now: seconds once per process, which a stage
-        timer must not count as the gate's work."""
-        self._gx()
+        """Import GX and build its context now (or wait for the worker to have done it):
+        seconds once per process, which a stage timer must not count as the gate's work."""
+        self._gx().ready()
 
-    def _gx(self) -> None:
-        """Import GX and build the ephemeral context, assets and suites (once per gate)."""
-        if self._ctx is not None:
-            return
-        for name in _GX_LOGGERS:
-            logging.getLogger(name).setLevel(logging.ERROR)
-        import great_expectations as gx
-        from great_expectations.data_context.types.base import (
-            DataContextConfig,
-            InMemoryStoreBackendDefaults,
-            ProgressBarsConfig,
-        )
+    def _gx(self) -> _GxSession | _RemoteSession:
+        """GX's session: in this process unless ``start`` sent it to the worker."""
+        if self._session is None:
+            self._session = _GxSession(self._site())
+        return self._session
 
-        config = DataContextConfig(
-            store_backend_defaults=InMemoryStoreBackendDefaults(),
-            analytics_enabled=False,
-            progress_bars=ProgressBarsConfig(globally=False),
-        )
-        ctx = gx.get_context(mode="ephemeral", project_config=config)
-        source = ctx.data_sources.add_pandas("carnet")
-        docs = source.add_dataframe_asset("documents").add_batch_definition_whole_dataframe("flush")
-        results = source.add_dataframe_asset("lab_results").add_batch_definition_whole_dataframe("flush")
-        docs_suite = ctx.suites.add(self._documents_suite(gx))
-        results_suite = ctx.suites.add(self._results_suite(gx))
-        self._docs_def = ctx.validation_definitions.add(
-            gx.ValidationDefinition(name="carnet_documents", data=docs, suite=docs_suite)
-        )
-        self._results_def = ctx.validation_definitions.add(
-            gx.ValidationDefinition(name="carnet_lab_results", data=results, suite=results_suite)
-        )
-        if self.build_data_docs:
-            self.data_docs_site = Path(tempfile.mkdtemp(prefix="carnet-data-docs-"))
-            ctx.add_data_docs_site(
-                "carnet",
-                {
-                    "class_name": "SiteBuilder",
-                    "store_backend": {
-                        "class_name": "TupleFilesystemStoreBackend",
-                        "base_directory": str(self.data_docs_site),
-                    },
-                    "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
-                },
-            )
-        self._ctx = ctx
-
-    def _documents_suite(self, gx: Any) -> Any:
-        """One expectation per record check; ``meta.check`` names the check."""
-        return _suite(gx, "carnet_documents", RECORD_CHECKS, "document")
-
-    def _results_suite(self, gx: Any) -> Any:
-        return _suite(gx, "carnet_lab_results", RESULT_CHECKS, "result")
+    def _site(self) -> str | None:
+        if not self.build_data_docs:
+            return None
+        self.data_docs_site = Path(tempfile.mkdtemp(prefix="carnet-data-docs-"))
+        return str(self.data_docs_site)
 
     # -- frames --------------------------------------------------------------------------------
 
@@ -212,35 +189,34 @@ class QualityGate:
                 results[(r.doc_id, n)] = result_facts(result, ocr=bool(r.ocr_pages))
         return records, results
 
-    def _frames(
+    def _columns(
         self, records: Mapping[str, RecordFacts], results: Mapping[tuple[str, int], ResultFacts]
-    ) -> tuple[Any, Any]:
-        """One row per record and one per result: ids, a pseudonym and the checks' facts only."""
-        import pandas as pd
-
-        docs = {
-            "doc_id": pd.Series(list(records), dtype=object),
-            "patient_key": pd.Series([self.pseudonym(f.record.patient_id) for f in records.values()]),
-            "producer": pd.Series([f.record.producer for f in records.values()]),
-            "doc_class": pd.Series([f.record.doc_class.value for f in records.values()]),
+    ) -> tuple[_Columns, _Columns]:
+        """One row per record and one per result: ids, a pseudonym and the checks' facts only
+        (as columns with their dtype: pandas frames are built where GX runs)."""
+        docs: _Columns = {
+            "doc_id": (list(records), "object"),
+            "patient_key": ([self.pseudonym(f.record.patient_id) for f in records.values()], None),
+            "producer": ([f.record.producer for f in records.values()], None),
+            "doc_class": ([f.record.doc_class.value for f in records.values()], None),
         }
         docs.update(
             {
-                fact: pd.Series([getattr(f, fact) for f in records.values()], dtype=expect.dtype)
+                fact: ([getattr(f, fact) for f in records.values()], expect.dtype)
                 for fact, expect in columns(RECORD_CHECKS).items()
             }
         )
-        res = {
-            "doc_id": pd.Series([d for d, _ in results], dtype=object),
-            "result_no": pd.Series([n for _, n in results], dtype="int64"),
+        res: _Columns = {
+            "doc_id": ([d for d, _ in results], "object"),
+            "result_no": ([n for _, n in results], "int64"),
         }
         res.update(
             {
-                fact: pd.Series([getattr(f, fact) for f in results.values()], dtype=expect.dtype)
+                fact: ([getattr(f, fact) for f in results.values()], expect.dtype)
                 for fact, expect in columns(RESULT_CHECKS).items()
             }
         )
-        return pd.DataFrame(docs), pd.DataFrame(res)
+        return docs, res
 
     # -- validation ----------------------------------------------------------------------------
 
@@ -253,31 +229,19 @@ class QualityGate:
         included (as indexed/replaced); without it the items are the whole batch.
         """
         today = self.today or dt.date.today()
-        self._gx()
+        session = self._gx()
         failed: dict[str, set[str]] = {}  # doc_id -> failed record checks
         failed_results: dict[tuple[str, int], set[str]] = {}
         records, results = self._facts(items, today)
         if items:
-            doc_frame, res_frame = self._frames(records, results)
-            fmt = {
-                "result_format": "COMPLETE",
-                "unexpected_index_column_names": ["doc_id"],
-                "partial_unexpected_count": 0,
-                "include_unexpected_rows": False,
-            }
-            run_id = self._run_id(batch_label)
-            docs_run = self._docs_def.run(
-                batch_parameters={"dataframe": doc_frame}, result_format=fmt, run_id=run_id
-            )
-            for ids, check in _failures(docs_run, ("doc_id",)):
+            # The label names the batch in Data Docs; keep it free of patient data (caller's
+            # contract). Data Docs keys are path parts: no separators in the run name.
+            run_name = re.sub(r"[^\w.-]+", "_", batch_label)
+            docs_failed, results_failed = session.validate(*self._columns(records, results), run_name)
+            for ids, check in docs_failed:
                 failed.setdefault(str(ids[0]), set()).add(check)
-            if len(res_frame):
-                fmt_r = dict(fmt, unexpected_index_column_names=["doc_id", "result_no"])
-                res_run = self._results_def.run(
-                    batch_parameters={"dataframe": res_frame}, result_format=fmt_r, run_id=run_id
-                )
-                for ids, check in _failures(res_run, ("doc_id", "result_no")):
-                    failed_results.setdefault((str(ids[0]), int(str(ids[1]))), set()).add(check)
+            for ids, check in results_failed:
+                failed_results.setdefault((str(ids[0]), int(str(ids[1]))), set()).add(check)
 
         found: dict[str, tuple[Problem, ...]] = {}
         for doc_id, facts in records.items():
@@ -289,7 +253,7 @@ class QualityGate:
                 found[doc_id] = tuple(dict.fromkeys(out))
 
         flags = self._batch_flags(items, found, batch_label, outcome_counts)
-        docs_index = self._build_docs() if self.build_data_docs and items else None
+        docs_index = session.build_docs() if self.build_data_docs and items else None
         return GateResult(problems=found, batch_flags=flags, data_docs_index=docs_index)
 
     def _batch_flags(
@@ -336,18 +300,215 @@ class QualityGate:
             log.warning("quality gate flag: %s", f.message)
         return tuple(flags)
 
-    def _run_id(self, batch_label: str) -> Any:
+
+# A frame as plain columns: name -> (values, pandas dtype or None to infer).
+_Columns = dict[str, tuple[list[Any], str | None]]
+# (id values of a failed row, name of the check that failed it)
+_Failures = list[tuple[tuple[object, ...], str]]
+
+
+class _GxSession:
+    """GX's ephemeral context with Carnet's suites: the validations of one gate, run where
+    it lives (this process, or the GX worker)."""
+
+    def __init__(self, data_docs_site: str | None) -> None:
+        for name in _GX_LOGGERS:
+            logging.getLogger(name).setLevel(logging.ERROR)
+        import great_expectations as gx
+        from great_expectations.data_context.types.base import (
+            DataContextConfig,
+            InMemoryStoreBackendDefaults,
+            ProgressBarsConfig,
+        )
+
+        config = DataContextConfig(
+            store_backend_defaults=InMemoryStoreBackendDefaults(),
+            analytics_enabled=False,
+            progress_bars=ProgressBarsConfig(globally=False),
+        )
+        ctx = gx.get_context(mode="ephemeral", project_config=config)
+        source = ctx.data_sources.add_pandas("carnet")
+        docs = source.add_dataframe_asset("documents").add_batch_definition_whole_dataframe("flush")
+        results = source.add_dataframe_asset("lab_results").add_batch_definition_whole_dataframe("flush")
+        # One expectation per record check; ``meta.check`` names the check.
+        docs_suite = ctx.suites.add(_suite(gx, "carnet_documents", RECORD_CHECKS, "document"))
+        results_suite = ctx.suites.add(_suite(gx, "carnet_lab_results", RESULT_CHECKS, "result"))
+        self._docs_def = ctx.validation_definitions.add(
+            gx.ValidationDefinition(name="carnet_documents", data=docs, suite=docs_suite)
+        )
+        self._results_def = ctx.validation_definitions.add(
+            gx.ValidationDefinition(name="carnet_lab_results", data=results, suite=results_suite)
+        )
+        if data_docs_site is not None:
+            ctx.add_data_docs_site(
+                "carnet",
+                {
+                    "class_name": "SiteBuilder",
+                    "store_backend": {
+                        "class_name": "TupleFilesystemStoreBackend",
+                        "base_directory": data_docs_site,
+                    },
+                    "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
+                },
+            )
+        self._ctx = ctx
+
+    def ready(self) -> None:
+        """Built in ``__init__``: nothing to wait for."""
+
+    def validate(self, docs: _Columns, results: _Columns, run_name: str) -> tuple[_Failures, _Failures]:
+        """The failed rows of each frame, by id columns and check."""
         from great_expectations.core.run_identifier import RunIdentifier
 
-        # The label names the batch in Data Docs; keep it free of patient data (caller's contract).
-        # Data Docs keys are path parts: no separators in the run name.
-        name = re.sub(r"[^\w.-]+", "_", batch_label)
-        return RunIdentifier(run_name=name, run_time=dt.datetime.now(dt.UTC))
+        run_id = RunIdentifier(run_name=run_name, run_time=dt.datetime.now(dt.UTC))
+        fmt = {
+            "result_format": "COMPLETE",
+            "unexpected_index_column_names": ["doc_id"],
+            "partial_unexpected_count": 0,
+            "include_unexpected_rows": False,
+        }
+        docs_run = self._docs_def.run(
+            batch_parameters={"dataframe": _frame(docs)}, result_format=fmt, run_id=run_id
+        )
+        results_failed: _Failures = []
+        if results["doc_id"][0]:
+            fmt_r = dict(fmt, unexpected_index_column_names=["doc_id", "result_no"])
+            res_run = self._results_def.run(
+                batch_parameters={"dataframe": _frame(results)}, result_format=fmt_r, run_id=run_id
+            )
+            results_failed = _failures(res_run, ("doc_id", "result_no"))
+        return _failures(docs_run, ("doc_id",)), results_failed
 
-    def _build_docs(self) -> str | None:
+    def build_docs(self) -> str | None:
         """Build the Data Docs site from the validations stored in this context."""
         urls = self._ctx.build_data_docs(site_names=["carnet"])
         return urls.get("carnet")
+
+
+def _frame(columns: _Columns) -> Any:
+    import pandas as pd
+
+    return pd.DataFrame({name: pd.Series(values, dtype=dtype) for name, (values, dtype) in columns.items()})
+
+
+class _GxWorker:
+    """A process running GX for every gate of this process (``_serve_gx``), one request at
+    a time. Spawned (not forked: the parent may hold threads and sockets), daemonic (it
+    ends with this process, even amid its import), and it ends when its pipe closes."""
+
+    def __init__(self) -> None:
+        context = multiprocessing.get_context("spawn")
+        self._conn, theirs = context.Pipe()
+        self._process = context.Process(target=_serve_gx, args=(theirs,), name="carnet-gx", daemon=True)
+        self._process.start()
+        theirs.close()
+        self._lock = threading.Lock()
+        self._sessions = 0
+        self._answered = False  # GX imported there: it can end cleanly at once
+        atexit.register(self.stop)
+
+    def stop(self) -> None:
+        """End the worker: cleanly (its pipe closed, it returns) once it has answered;
+        else it is still importing GX, and terminated like any daemonic process."""
+        with self._lock:
+            self._conn.close()
+            if self._answered:
+                self._process.join(timeout=10)
+            if self._process.is_alive():
+                self._process.terminate()
+                self._process.join(timeout=10)
+
+    def session_key(self) -> int:
+        with self._lock:
+            self._sessions += 1
+            return self._sessions
+
+    def call(self, *request: object) -> Any:
+        """Send ``request``, return its answer; what failed there is raised here."""
+        with self._lock:
+            try:
+                self._conn.send(request)
+                ok, answer = self._conn.recv()
+                self._answered = True
+            except (EOFError, OSError) as exc:
+                raise RuntimeError(
+                    f"the quality gate's GX process (pid {self._process.pid}) died: "
+                    f"exit code {self._process.exitcode}"
+                ) from exc
+        if not ok:
+            raise RuntimeError(f"the quality gate's GX process failed: {answer}")
+        return answer
+
+
+_worker: _GxWorker | None = None
+_worker_lock = threading.Lock()
+
+
+def _gx_worker() -> _GxWorker:
+    """This process's GX worker, started on first use: GX is imported once per process."""
+    global _worker
+    with _worker_lock:
+        if _worker is None or not _worker._process.is_alive():
+            _worker = _GxWorker()
+        return _worker
+
+
+def _serve_gx(conn: Connection) -> None:
+    """The GX worker's loop: GX imported first (what ``QualityGate.start`` overlaps with
+    the pipeline's work), then one request at a time, each answered ``(ok, answer)``."""
+    for name in _GX_LOGGERS:
+        logging.getLogger(name).setLevel(logging.ERROR)
+    import great_expectations  # noqa: F401 — the import is the point: done before any request
+
+    sessions: dict[int, _GxSession] = {}
+    while True:
+        try:
+            op, key, *args = conn.recv()
+        except EOFError:  # the parent closed its end, or died
+            return
+        try:
+            if op == "validate":
+                site, docs, results, run_name = args
+                if key not in sessions:
+                    sessions[key] = _GxSession(site)
+                answer: Any = sessions[key].validate(docs, results, run_name)
+            elif op == "docs":
+                answer = sessions[key].build_docs()
+            elif op == "close":
+                answer = sessions.pop(key, None) is not None
+            else:  # "ready": answered once GX is imported
+                answer = None
+        except Exception as exc:  # noqa: BLE001 — GX's failure goes back to the gate, raised there
+            conn.send((False, f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}"))
+        else:
+            conn.send((True, answer))
+
+
+class _RemoteSession:
+    """A gate's ``_GxSession`` in the GX worker (created there at its first validation)."""
+
+    def __init__(self, worker: _GxWorker, data_docs_site: str | None) -> None:
+        self._worker = worker
+        self._key = worker.session_key()
+        self._site = data_docs_site
+
+    def ready(self) -> None:
+        """Wait until the worker has imported GX."""
+        self._worker.call("ready", self._key)
+
+    def validate(self, docs: _Columns, results: _Columns, run_name: str) -> tuple[_Failures, _Failures]:
+        answer: tuple[_Failures, _Failures] = self._worker.call(
+            "validate", self._key, self._site, docs, results, run_name
+        )
+        return answer
+
+    def build_docs(self) -> str | None:
+        url: str | None = self._worker.call("docs", self._key)
+        return url
+
+    def close(self) -> None:
+        if self._worker._process.is_alive():
+            self._worker.call("close", self._key)
 
 
 def _suite(gx: Any, name: str, checks: Sequence[Check[Any]], problems_of: str) -> Any:

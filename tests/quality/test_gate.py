@@ -27,11 +27,15 @@ from tests.quality.conftest import DEMOGRAPHICS, INS, TODAY, creatinine, make_re
 KNOWN = frozenset({"labo-biolyon", "radio-nantes"})
 
 
-@pytest.fixture(scope="module")
-def gate(tmp_path_factory: pytest.TempPathFactory) -> QualityGate:
-    """One gate (one GX context) for the module: building it is the slow part."""
+@pytest.fixture(scope="module", params=["here", "worker"])
+def gate(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> QualityGate:
+    """One gate (one GX context) for the module: building it is the slow part. Every test
+    runs with GX in this process and in the GX worker (``start``): same verdicts."""
     settings = Settings(data_dir=tmp_path_factory.mktemp("gate"))
-    return QualityGate(settings, known_producers=KNOWN, today=TODAY)
+    gate = QualityGate(settings, known_producers=KNOWN, today=TODAY)
+    if request.param == "worker":
+        gate.start()
+    return gate
 
 
 def run_one(
@@ -210,7 +214,8 @@ def _people(n: int) -> list[tuple[str, PatientDemographics]]:
     return out
 
 
-def test_data_docs_hold_no_patient_data(tmp_path: Path) -> None:
+@pytest.mark.parametrize("where", ["here", "worker"])
+def test_data_docs_hold_no_patient_data(tmp_path: Path, where: str) -> None:
     settings = Settings(data_dir=tmp_path / "carnet")
     people = _people(4)
     items = []
@@ -231,6 +236,8 @@ def test_data_docs_hold_no_patient_data(tmp_path: Path) -> None:
         )
         items.append(GateItem(record=record, demographics=shown))
     with QualityGate(settings, known_producers=KNOWN, build_data_docs=True, today=TODAY) as gate:
+        if where == "worker":
+            gate.start()
         result = gate.validate(items, batch_label="labo-biolyon/batch-7")
         assert result.rejected() == {"doc-0", "doc-1"}
         assert result.data_docs_index and result.data_docs_index.endswith("index.html")
