@@ -44,7 +44,7 @@ from collections.abc import Iterable
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Engine, Executable, Table, case, select
+from sqlalchemy import Connection, Engine, Executable, Table, case, select
 
 from pipeline.model import DocClass, DocumentRecord, Frozen, Reason, SearchQuery, Visibility
 from pipeline.settings import Settings
@@ -59,6 +59,7 @@ BREAK_GLASS_DURATION = dt.timedelta(hours=4)
 MAJORITY_AGE = 18
 MIN_REASON_VISIBLE_CHARS = 10
 MIN_REASON_LETTERS = 5
+_IN_CHUNK = 500  # ids per ``IN (…)`` list: well under every database's parameter limit
 
 _REPRESENTATIVES_HIDDEN = (Visibility.INVISIBLE_REPRESENTANTS_LEGAUX, Visibility.INVISIBLE_PATIENT)
 
@@ -307,23 +308,53 @@ class AccessRules:
         the INS (ignored). Of two different consistent dates, the earlier one is kept."""
         if not consistent_with_ins(patient_id, birth):
             return False
-        b, day = t.patient_birth_dates.c, birth.isoformat()
         with self._engine.begin() as conn:
-            if not insert_new(
-                conn,
-                t.patient_birth_dates,
-                {"patient_id": patient_id, "birth_date": day, "recorded_at": now.isoformat()},
-            ):
-                # One statement: two documents recorded at once still keep the earlier day.
-                conn.execute(
-                    t.patient_birth_dates.update()
-                    .where(b.patient_id == patient_id)
-                    .values(
-                        birth_date=case((b.birth_date > day, day), else_=b.birth_date),
-                        recorded_at=now.isoformat(),
+            self._record_day(conn, patient_id, birth.isoformat(), now.isoformat())
+        return True
+
+    def record_birth_dates(self, traits: Iterable[tuple[str, dt.date]], now: dt.datetime) -> int:
+        """``record_birth_date`` for many patients at once (one flush's documents), in one
+        transaction; returns how many dates were consistent with their INS.
+
+        A date no earlier than the one on record changes nothing, so it is not written:
+        the recorded date only ever moves earlier (``record_birth_date``), and a row erased
+        meanwhile stays erased either way."""
+        earliest: dict[str, str] = {}
+        for patient_id, birth in traits:
+            if consistent_with_ins(patient_id, birth):
+                day = birth.isoformat()
+                earliest[patient_id] = min(day, earliest.get(patient_id, day))
+        if not earliest:
+            return 0
+        b, stamp = t.patient_birth_dates.c, now.isoformat()
+        with self._engine.begin() as conn:
+            recorded: dict[str, str] = {}
+            ids = sorted(earliest)
+            for at in range(0, len(ids), _IN_CHUNK):
+                recorded.update(
+                    (str(p), str(d))
+                    for p, d in conn.execute(
+                        select(b.patient_id, b.birth_date).where(b.patient_id.in_(ids[at : at + _IN_CHUNK]))
                     )
                 )
-        return True
+            for patient_id, day in earliest.items():
+                if patient_id in recorded and recorded[patient_id] <= day:
+                    continue
+                self._record_day(conn, patient_id, day, stamp)
+        return len(earliest)
+
+    @staticmethod
+    def _record_day(conn: Connection, patient_id: str, day: str, stamp: str) -> None:
+        b = t.patient_birth_dates.c
+        if not insert_new(
+            conn, t.patient_birth_dates, {"patient_id": patient_id, "birth_date": day, "recorded_at": stamp}
+        ):
+            # One statement: two documents recorded at once still keep the earlier day.
+            conn.execute(
+                t.patient_birth_dates.update()
+                .where(b.patient_id == patient_id)
+                .values(birth_date=case((b.birth_date > day, day), else_=b.birth_date), recorded_at=stamp)
+            )
 
     def _recorded_birth_date(self, patient_id: str) -> dt.date | None:
         b = t.patient_birth_dates.c
@@ -407,6 +438,16 @@ class AccessRules:
         c = t.closures.c
         row = self._one(select(c.reason).where(c.patient_ref == patient_ref))
         return None if row is None else Reason(str(row[0]))
+
+    def closures(self, patient_refs: Iterable[str]) -> dict[str, Reason]:
+        """``closure`` of many INS at once: the closed ones among ``patient_refs``, and why."""
+        c, refs = t.closures.c, sorted(set(patient_refs))
+        closed: dict[str, Reason] = {}
+        for at in range(0, len(refs), _IN_CHUNK):
+            chunk = refs[at : at + _IN_CHUNK]
+            rows = self._rows(select(c.patient_ref, c.reason).where(c.patient_ref.in_(chunk)))
+            closed.update((str(ref), Reason(str(reason))) for ref, reason in rows)
+        return closed
 
     # -- what the patient (or their representative) reads back ---------------------------------
 

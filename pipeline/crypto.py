@@ -21,7 +21,9 @@ import hashlib
 import hmac
 import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import Any
 
 from cryptography.exceptions import InvalidTag
@@ -41,7 +43,7 @@ from pipeline.keywrap import (
 )
 from pipeline.settings import Settings
 from pipeline.state import tables as t
-from pipeline.state.engine import engine_name, insert_new, upsert
+from pipeline.state.engine import engine_name, insert_new, upsert_many
 from pipeline.state.opening import engine_of, open_state
 from pipeline.store import DocumentStore, QuarantineRecord, open_store, sha256_hex
 
@@ -72,6 +74,17 @@ def _object_label(sha256: str) -> str:
     return f"object:{sha256}"
 
 
+_IN_CHUNK = 500  # values per ``IN (…)`` list: well under every database's parameter limit
+
+
+@dataclass
+class _ReadAhead:
+    """Keyring rows read for one batch of writes (``KeyRing.reading_ahead``); None: no row."""
+
+    objects: dict[str, tuple[str, str | None, bytes | None] | None] = field(default_factory=dict)
+    wrapped_keys: dict[str, bytes | None] = field(default_factory=dict)
+
+
 class KeyRing:
     """Wrapped per-patient data keys and the plaintext-hash → ciphertext mapping, in the
     state database (``pipeline.state``), shared by every process that opens it.
@@ -89,6 +102,7 @@ class KeyRing:
         # Object rows recorded since the last ``commit`` (None: forgotten): written in one
         # transaction per flush rather than one per document (see ``EncryptedStore.sync``).
         self._uncommitted: dict[str, tuple[str, str | None, bytes | None] | None] = {}
+        self._reading = threading.local()  # ``.ahead``: see ``reading_ahead``
         try:
             self._check(wrapper)
         except BaseException:
@@ -144,21 +158,16 @@ class KeyRing:
         with self._lock:
             if not self._uncommitted:
                 return
+            gone = [sha256 for sha256, row in self._uncommitted.items() if row is None]
+            rows = [
+                {"sha256": sha256, "cipher_sha256": row[0], "owner": row[1], "wrapped_key": row[2]}
+                for sha256, row in self._uncommitted.items()
+                if row is not None
+            ]
             with self._engine.begin() as conn:
-                for sha256, row in self._uncommitted.items():
-                    if row is None:
-                        conn.execute(t.keyring_objects.delete().where(o.sha256 == sha256))
-                    else:
-                        upsert(
-                            conn,
-                            t.keyring_objects,
-                            {
-                                "sha256": sha256,
-                                "cipher_sha256": row[0],
-                                "owner": row[1],
-                                "wrapped_key": row[2],
-                            },
-                        )
+                for at in range(0, len(gone), _IN_CHUNK):
+                    conn.execute(t.keyring_objects.delete().where(o.sha256.in_(gone[at : at + _IN_CHUNK])))
+                upsert_many(conn, t.keyring_objects, rows)
             self._uncommitted.clear()
 
     def _scalar(self, query: Executable) -> Any:
@@ -184,8 +193,12 @@ class KeyRing:
                 },
             )
         if created:
+            if self._read_ahead is not None:
+                self._read_ahead.wrapped_keys[patient_id] = wrapped
             return key
         # Another process gave the patient a key first: theirs is the one.
+        if self._read_ahead is not None:
+            self._read_ahead.wrapped_keys.pop(patient_id, None)
         theirs = self.existing_patient_key(patient_id)
         if theirs is None:  # destroyed in between: a fresh one
             return self.patient_key(patient_id)
@@ -193,9 +206,74 @@ class KeyRing:
 
     def existing_patient_key(self, patient_id: str) -> bytes | None:
         """The patient's data key, or None when they have none (never had, or destroyed)."""
-        k = t.patient_keys.c
-        wrapped = self._scalar(select(k.wrapped).where(k.patient_id == patient_id))
+        read = self._read_ahead
+        if read is not None and patient_id in read.wrapped_keys:
+            wrapped = read.wrapped_keys[patient_id]
+        else:
+            k = t.patient_keys.c
+            wrapped = self._scalar(select(k.wrapped).where(k.patient_id == patient_id))
         return None if wrapped is None else self.wrapper.unwrap(bytes(wrapped), _patient_label(patient_id))
+
+    @contextmanager
+    def reading_ahead(self, shas: Collection[str], patient_ids: Collection[str]) -> Iterator[None]:
+        """Within the block, in this thread, ``lookup`` of ``shas`` and the keys of
+        ``patient_ids`` are answered from two queries made on entering it, instead of one
+        query per call.
+
+        Patients of ``patient_ids`` without a key are given one on entering (they are about
+        to be written for). For one batch of writes (``EncryptedStore.put_many``), nothing
+        longer: rows read on entering are as fresh as those each call would have read a
+        few milliseconds later, and what this keyring writes inside the block updates them
+        (``record``, a key created); the block's end drops them, so nothing read here
+        answers a later call."""
+        o, k = t.keyring_objects.c, t.patient_keys.c
+        read = _ReadAhead()
+        wanted, people = sorted(set(shas)), sorted(set(patient_ids))
+        with self._engine.connect() as conn:
+            for at in range(0, len(wanted), _IN_CHUNK):
+                chunk = wanted[at : at + _IN_CHUNK]
+                read.objects.update(dict.fromkeys(chunk))
+                for sha, cipher, owner, wrapped in conn.execute(
+                    select(o.sha256, o.cipher_sha256, o.owner, o.wrapped_key).where(o.sha256.in_(chunk))
+                ):
+                    read.objects[str(sha)] = (str(cipher), owner, None if wrapped is None else bytes(wrapped))
+            for at in range(0, len(people), _IN_CHUNK):
+                chunk = people[at : at + _IN_CHUNK]
+                read.wrapped_keys.update(dict.fromkeys(chunk))
+                for patient_id, wrapped in conn.execute(
+                    select(k.patient_id, k.wrapped).where(k.patient_id.in_(chunk))
+                ):
+                    read.wrapped_keys[str(patient_id)] = bytes(wrapped)
+        self._create_keys(read)
+        self._reading.ahead = read
+        try:
+            yield
+        finally:
+            self._reading.ahead = None
+
+    def _create_keys(self, read: _ReadAhead) -> None:
+        """Keys for the batch's patients who have none, in one transaction rather than one
+        each; a patient another process gave a key meanwhile keeps theirs (read on use)."""
+        missing = sorted(p for p, wrapped in read.wrapped_keys.items() if wrapped is None)
+        if not missing:
+            return
+        made = {p: self.wrapper.generate(_patient_label(p))[1] for p in missing}
+        now = dt.datetime.now(dt.UTC).isoformat()
+        with self._engine.begin() as conn:
+            created = {
+                p
+                for p, wrapped in made.items()
+                if insert_new(conn, t.patient_keys, {"patient_id": p, "wrapped": wrapped, "created_at": now})
+            }
+        for p, wrapped in made.items():
+            if p in created:
+                read.wrapped_keys[p] = wrapped
+            else:
+                del read.wrapped_keys[p]
+
+    @property
+    def _read_ahead(self) -> _ReadAhead | None:
+        return getattr(self._reading, "ahead", None)
 
     def has_patient_key(self, patient_id: str) -> bool:
         k = t.patient_keys.c
@@ -211,6 +289,8 @@ class KeyRing:
                 > 0
             )
         self.wrapper.forget(_patient_label(patient_id))  # and this process's opened copy
+        if self._read_ahead is not None:
+            self._read_ahead.wrapped_keys[patient_id] = None
         return removed
 
     def named_key(self, name: str) -> bytes:
@@ -287,6 +367,9 @@ class KeyRing:
         with self._lock:
             if sha256 in self._uncommitted:
                 return self._uncommitted[sha256]
+        read = self._read_ahead
+        if read is not None and sha256 in read.objects:
+            return read.objects[sha256]  # kept current by ``record`` and ``forget``
         o = t.keyring_objects.c
         with self._engine.connect() as conn:
             row = conn.execute(
@@ -300,12 +383,16 @@ class KeyRing:
         """Map an object to its ciphertext and key; written at the next ``commit``."""
         with self._lock:
             self._uncommitted[sha256] = (cipher_sha256, owner, wrapped_key)
+        if self._read_ahead is not None:
+            self._read_ahead.objects[sha256] = (cipher_sha256, owner, wrapped_key)
 
     def forget(self, sha256: str) -> None:
         """Drop an object's row, now (erasure and clean-ups must not wait for a flush)."""
         with self._lock:
             self._uncommitted[sha256] = None
             self.commit()
+        if self._read_ahead is not None:
+            self._read_ahead.objects[sha256] = None
 
     def objects_of(self, patient_id: str) -> list[str]:
         """Plaintext hashes of the objects encrypted under this patient's key."""
@@ -372,7 +459,9 @@ class EncryptedStore:
         known are written once, under that key; without one (owner unknown, rejected), a
         key of its own. An object kept earlier without an owner is then ``assign``-ed.
         """
-        sha = sha256_hex(data)
+        return self._put(data, sha256_hex(data), owner)
+
+    def _put(self, data: bytes, sha: str, owner: str | None) -> str:
         known = self.keyring.lookup(sha)
         owner_key = None
         if known is not None:
@@ -396,6 +485,13 @@ class EncryptedStore:
             self._replaced.append(known[0])  # an unreadable leftover
         self._recorded()
         return sha
+
+    def put_many(self, items: Sequence[tuple[bytes, str | None]]) -> list[str]:
+        """``put`` of each ``(data, owner)`` in turn, the keyring read in two queries for
+        them all rather than two per object (a pipeline's flush)."""
+        shas = [sha256_hex(data) for data, _ in items]
+        with self.keyring.reading_ahead(shas, {o for _, o in items if o is not None}):
+            return [self._put(data, sha, owner) for (data, owner), sha in zip(items, shas, strict=True)]
 
     def _key_for(self, sha256: str, owner: str | None, wrapped: bytes | None) -> bytes:
         if owner is None:

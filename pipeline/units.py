@@ -25,7 +25,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from functools import cache
+from functools import cache, lru_cache
 from typing import Any
 
 from pipeline.classification import fold
@@ -110,6 +110,7 @@ _LOCAL: tuple[tuple[re.Pattern[str], str], ...] = (
 )
 
 
+@lru_cache(maxsize=4096)  # a feed prints few spellings, again and again
 def to_ucum(unit: str) -> str:
     """``unit`` with the common local spellings replaced by their UCUM form."""
     # "10⁹/L": the superscript is an exponent of ten, not more digits.
@@ -204,16 +205,29 @@ def is_valid_ucum(unit: str) -> bool:
 
 def convert(value: float, from_unit: ParsedUnit, to_ucum_unit: str) -> float | None:
     """``value`` in ``from_unit`` expressed in ``to_ucum_unit`` (None if not commensurable)."""
-    target = parse_unit(to_ucum_unit)
-    if from_unit.quantity is None or target is None or target.quantity is None:
+    if from_unit.quantity is None:
         return None
-    if from_unit.quantity.dimensionality != target.quantity.dimensionality:
+    factor = _factor(from_unit.ucum, to_ucum_unit)
+    if factor is None:
+        return None
+    converted = value * factor
+    return converted if math.isfinite(converted) else None
+
+
+@lru_cache(maxsize=4096)
+def _factor(from_ucum: str, to_ucum_unit: str) -> float | None:
+    """What one ``from_ucum`` is in ``to_ucum_unit`` (None if not commensurable): pint's
+    arithmetic once per pair of units, not once per value (UCUM conversions are linear)."""
+    source, target = parse_unit(from_ucum), parse_unit(to_ucum_unit)
+    if source is None or source.quantity is None or target is None or target.quantity is None:
+        return None
+    if source.quantity.dimensionality != target.quantity.dimensionality:
         return None
     try:
-        converted = float(value * (from_unit.quantity / target.quantity).to("dimensionless").magnitude)
+        factor = float((source.quantity / target.quantity).to("dimensionless").magnitude)
     except (ArithmeticError, ValueError):  # 10*999999: a factor no float holds
         return None
-    return converted if math.isfinite(converted) else None
+    return factor if math.isfinite(factor) else None
 
 
 # -- analytes ----------------------------------------------------------------------------------
@@ -726,6 +740,7 @@ _NOT_THE_ANALYTE = re.compile(
 _LEADING = re.compile(r"^(?:taux|dosage|concentration|numeration|recherche)\s+(?:de la|de l|des|du|de|d)?\s*")
 
 
+@lru_cache(maxsize=4096)
 def find_analyte(analyte: str, loinc: str | None) -> Analyte | None:
     """The known analyte a result is about: its LOINC code, else the words its name starts with.
 
@@ -778,6 +793,7 @@ class UnitVerdict:
         return self.unit.kind if self.unit else None
 
 
+@lru_cache(maxsize=4096)  # a pure function of its (few, recurring) arguments
 def judge_unit(unit: str, analyte: str, loinc: str | None) -> UnitVerdict:
     """Whether ``unit`` is valid UCUM and measures a kind of quantity ``analyte`` is measured as."""
     ucum = to_ucum(unit)

@@ -142,6 +142,23 @@ def test_the_birth_date_is_a_fact_of_the_record_never_declared(rules: AccessRule
     assert not rules.decide(parent, MINOR, dt.datetime(2028, 6, 3, tzinfo=dt.UTC)).allowed
 
 
+def test_birth_dates_of_a_flush_are_recorded_at_once_the_earliest_kept(rules: AccessRules) -> None:
+    assert rules.record_birth_date(MINOR, dt.date(2010, 6, 20), NOW)
+    traits = [
+        (MINOR, dt.date(2010, 6, 25)),  # later than on record: nothing changes
+        (MINOR, dt.date(2011, 6, 1)),  # contradicts the INS: ignored
+        (P, dt.date(1984, 5, 9)),
+        (P, dt.date(1984, 5, 7)),  # two documents disagreeing: the earlier day
+        (P, dt.date(1984, 5, 8)),
+    ]
+    assert rules.record_birth_dates(traits, NOW) == 2
+    assert rules.birth_date(MINOR, NOW.date()) == dt.date(2010, 6, 20)
+    assert rules.birth_date(P, NOW.date()) == dt.date(1984, 5, 7)
+    assert rules.record_birth_dates([(MINOR, dt.date(2010, 6, 2))], NOW) == 1  # earlier: kept
+    assert rules.birth_date(MINOR, NOW.date()) == dt.date(2010, 6, 2)
+    assert rules.record_birth_dates([(MINOR, dt.date(2011, 1, 1))], NOW) == 0
+
+
 def test_what_a_representative_delegates_stays_under_their_restrictions(rules: AccessRules) -> None:
     parent = Principal(role=Role.REPRESENTATIVE, subject="parent-1")
     aidant = Principal(role=Role.CAREGIVER, subject="aidant-1")

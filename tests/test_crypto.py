@@ -149,6 +149,35 @@ def test_destroyed_key_leaves_even_a_backup_copy_unreadable(store: EncryptedStor
     assert store.put(REPORT) == sha and store.get(sha) == REPORT
 
 
+def test_a_batch_of_puts_reads_the_keyring_once_and_nothing_after_it(
+    tmp_path: Path, master: bytes, state_engine: Engine
+) -> None:
+    """``put_many`` reads the rows and keys it needs in one go; what it writes meanwhile
+    (objects, a new key) is what the rest of the batch sees; what it read is dropped at the
+    end, so a key destroyed after it (by another process) is never used again."""
+    ring = KeyRing(state_engine, LocalKeyWrapper(master))
+    store = EncryptedStore(FileStore(tmp_path / "store"), ring, commit_on_sync=True)
+    other = KeyRing(state_engine, LocalKeyWrapper(master))  # as another process would
+    try:
+        unowned = store.put(b"owner unknown at first")
+        first = store.put_many([(REPORT, P), (b"owner unknown at first", P), (REPORT, OTHER), (b"x", None)])
+        assert first == [sha256_hex(REPORT), unowned, sha256_hex(REPORT), sha256_hex(b"x")]
+        assert store.owner_of(first[0]) == P and store.owner_of(unowned) == P  # first owner kept
+        assert store.owner_of(first[3]) is None and ring._read_ahead is None
+        store.sync()
+        assert other.destroy_patient_key(P)
+        with pytest.raises(KeyError):
+            store.get(first[0])
+        # Filed again after the shredding: a fresh key, not the one read in the batch.
+        again = store.put_many([(b"a later report", P), (b"and another", P)])
+        assert [store.get(sha) for sha in again] == [b"a later report", b"and another"]
+        store.sync()
+        assert other.lookup(again[0]) is not None and other.existing_patient_key(P) is not None
+    finally:
+        other.close()
+        store.close()
+
+
 def test_keys_never_show_in_reprs_or_logs(
     tmp_path: Path,
     caplog: pytest.LogCaptureFixture,

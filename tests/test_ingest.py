@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from pathlib import Path
 
 import pytest
 
 from pipeline.ingest import ingest_sources
-from pipeline.model import Reason, Status
+from pipeline.ingest.stages import InputFile
+from pipeline.model import Reason, SearchQuery, Status
 from pipeline.settings import Settings
 
 
@@ -174,3 +176,80 @@ def test_a_file_of_many_documents_is_flushed_as_it_goes(
         during = list(held)
     assert [o.status for o in outcomes] == [Status.INDEXED] * 3
     assert during == [1, 1, 1]
+
+
+# -- what a run reads once instead of once per document, and why nothing it reads goes stale --
+
+
+_NOW = dt.datetime(2026, 12, 2, 12, 0, tzinfo=dt.UTC)
+
+
+def _pipeline_settings(tmp_path: Path) -> Settings:
+    import base64
+    import os
+
+    return Settings(data_dir=tmp_path / "carnet", master_key=base64.b64encode(os.urandom(32)).decode())
+
+
+def _oru_input(ins: str, control_id: str, source: str, words: str = "ferritine") -> InputFile:
+    from tests.test_erasure import _oru
+
+    return InputFile(data=_oru(ins, control_id, surname="X", words=words), source=source, producer="labo")
+
+
+def test_an_account_closed_mid_flush_refuses_what_was_examined_before_it(tmp_path: Path) -> None:
+    """A run takes an account found open as open until its next flush; the flush asks again
+    for all its records at once, so a closure made meanwhile (an erasure in another process)
+    refuses the documents examined before it too, none kept under the patient's key."""
+    from pipeline.access import AccessRules
+    from pipeline.crypto import patient_ref, patient_ref_key
+    from pipeline.ingest.run import Pipeline
+    from tests.test_erasure import A, B
+
+    settings = _pipeline_settings(tmp_path)
+    with Pipeline(settings) as pipe:
+        pipe.start_run("ingest", "test", exclusive=True)
+        pipe.process(_oru_input(A, "A1", "a1"))
+        pipe.process(_oru_input(B, "B1", "b1"))
+        other = AccessRules(settings)  # as another process would
+        try:
+            other.close_account(patient_ref(patient_ref_key(settings), A), Reason.ACCOUNT_CLOSED, _NOW)
+        finally:
+            other.close()
+        pipe.process(_oru_input(A, "A2", "a2"))
+        pipe.flush()
+        outcomes = {o.source.partition("#")[0]: o for o in pipe.outcomes}
+        assert outcomes["b1"].status is Status.INDEXED
+        for source in ("a1", "a2"):
+            assert outcomes[source].status is Status.REJECTED and outcomes[source].patient_id is None
+            assert [r.code for r in outcomes[source].reasons] == [Reason.ACCOUNT_CLOSED]
+        pipe.sync()
+        assert pipe.store.objects_of(A) == []
+        assert pipe.index.search(SearchQuery(patient_id=A, include_superseded=True)).total == 0
+
+
+def test_a_reopened_account_accepts_documents_at_once_within_a_flush(tmp_path: Path) -> None:
+    """A closed account is not remembered as closed: reopened mid-flush, it accepts the
+    next document."""
+    from pipeline.access import AccessRules
+    from pipeline.crypto import patient_ref, patient_ref_key
+    from pipeline.ingest.run import Pipeline
+    from tests.test_erasure import A
+
+    settings = _pipeline_settings(tmp_path)
+    ref = patient_ref(patient_ref_key(settings), A)
+    rules = AccessRules(settings)
+    try:
+        rules.close_account(ref, Reason.OPPOSITION, _NOW)
+        with Pipeline(settings) as pipe:
+            pipe.start_run("ingest", "test", exclusive=True)
+            pipe.process(_oru_input(A, "A1", "a1", "un"))
+            assert rules.reopen_account(ref)
+            pipe.process(_oru_input(A, "A2", "a2", "deux"))
+            pipe.flush()
+            assert [(o.source.partition("#")[0], o.status) for o in pipe.outcomes] == [
+                ("a1", Status.REJECTED),
+                ("a2", Status.INDEXED),
+            ]
+    finally:
+        rules.close()

@@ -528,16 +528,15 @@ def test_a_kms_lost_mid_run_stops_the_run_instead_of_rejecting_documents(
         producer="labo",
         settings=settings,
     )
-    with Pipeline(settings) as pipe:
+    # An infrastructure failure: the run (the Airflow task) fails and is retried; the
+    # document is not turned into a rejection it does not deserve.
+    with pytest.raises(BackendUnavailable, match="KMS unreachable"), Pipeline(settings) as pipe:
         assert [o.status.value for o in pipe.process(first)] == ["indexed"]
         pipe.flush()
         assert private_kms.run("stop").returncode == 0
-        # An infrastructure failure: the run (the Airflow task) fails and is retried; the
-        # document is not turned into a rejection it does not deserve.
-        with pytest.raises(BackendUnavailable, match="KMS unreachable"):
-            pipe.process(second)
-        # Parsed and judged before its bytes are kept (under its patient's key, which the
-        # KMS wraps), the second input may hold an outcome; never a rejection, and the
-        # failed run reports nothing.
-        assert pipe.outcomes[0].source == first.source + "#1"
-        assert "rejected" not in {o.status.value for o in pipe.outcomes}
+        # Parsed and judged first, its bytes kept (under its patient's key, which the KMS
+        # wraps) with the flush's, before anything names it: the flush is where it fails.
+        pipe.process(second)
+        pipe.flush()
+    assert pipe.outcomes[0].source == first.source + "#1"
+    assert "rejected" not in {o.status.value for o in pipe.outcomes}

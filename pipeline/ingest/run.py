@@ -75,6 +75,9 @@ log = logging.getLogger(__name__)
 # document, the processes pay back their start-up within the first few hundred inputs.
 _PROCESSES_AFTER = 16
 
+# Bytes of inputs held for the next flush's ``put_many`` before they are stored earlier.
+_UNSTORED_BYTES = 32 * 1024 * 1024
+
 
 @dataclass(frozen=True)
 class Backends:
@@ -217,13 +220,17 @@ class Pipeline:
         self.ledger = self.backends.ledger
         self.rules = self.backends.rules
         self._ref_key = patient_ref_key(settings)
+        self._refs: dict[str, str] = {}  # patient id -> patient_ref (a keyed hash: fixed)
+        self._open_accounts: set[str] = set()  # refs found open since the last flush
         self.quarantine = Quarantine(self.store, self.ledger, self._ref_key)
         self.versions = Versions(self.index)
         self.clock = StageClock()
         self.outcomes: list[Outcome] = []
         self._pending: list[_Pending] = []
-        # Inputs not stored yet, by hash: [bytes, owner or None] (see ``process``).
+        # Inputs and contents not stored yet, by hash: [bytes, owner or None] (see
+        # ``process``); kept together at the next ``sync`` or past ``_UNSTORED_BYTES``.
         self._unstored: dict[str, list[Any]] = {}
+        self._unstored_bytes = 0
         # Inputs being parsed ahead of ``process`` (see ``parse_ahead``), by id of the input.
         self._parsing: dict[int, Future[Parsed]] = {}
         self._parse_pool: ParsePool | None = None  # while ``parse_ahead`` uses processes
@@ -262,12 +269,15 @@ class Pipeline:
         """Make what this run stored durable (objects, their directory entries, keyring
         rows): before a flush is recorded and before a report or acknowledgement announces
         it, so neither ever names a document a power cut could take back."""
-        for raw_sha in list(self._unstored):
-            self._keep_raw(raw_sha)
+        self._store_unstored()
         with self.clock.stage("store"):
             self.store.sync()
 
-    def _release(self) -> None:
+    def _release(self, *, failed: bool = False) -> None:
+        if failed:
+            # Nothing more is written; no recorded flush names what is not stored yet, and
+            # those inputs stay in their feed until a rerun acknowledges them.
+            self._unstored.clear()
         self.sync()
         self.backends.close()
         self._held.close()
@@ -278,7 +288,7 @@ class Pipeline:
     def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
         if exc_type is not None:
             # The run failed (a backend died…): write nothing more, release what is open.
-            self._release()
+            self._release(failed=True)
             return
         self.close()
 
@@ -297,7 +307,9 @@ class Pipeline:
         # Nothing is lost by the wait: the input stays in its feed until the batch is
         # acknowledged, and ``sync`` keeps it before any flush or report names it.
         raw_sha = sha256_hex(item.data)
-        self._unstored.setdefault(raw_sha, [item.data, None])
+        if raw_sha not in self._unstored:
+            self._unstored[raw_sha] = [item.data, None]
+            self._unstored_bytes += len(item.data)
         start = len(self.outcomes)
 
         if item.manifest_problem:
@@ -322,7 +334,10 @@ class Pipeline:
                 # A file of many documents (an HL7 batch) is flushed as it goes, as
                 # ``_flush_if_pending`` may do: its records are never all held at once.
                 self.flush()
-        self._keep_raw(raw_sha)
+        # Every owner in the input is known now; its bytes are kept with the flush's
+        # (one batch of keyring reads: ``store.put_many``), or now if many bytes wait.
+        if self._unstored_bytes > _UNSTORED_BYTES:
+            self._store_unstored()
         return self.outcomes[start:]
 
     def parse_ahead(self, items: Iterable[InputFile]) -> Iterator[InputFile]:
@@ -394,7 +409,7 @@ class Pipeline:
             self._reject(item, raw_sha, doc, list(examined.problems))
             return
         doc, patient = examined.doc, examined.patient_id
-        closure = self.rules.closure(patient_ref(self._ref_key, patient))
+        closure = self._closure(patient)
         if closure is not None:
             self._reject(item, raw_sha, doc, list(closed_account(closure).problems))
             return
@@ -438,6 +453,61 @@ class Pipeline:
         )
         self.versions.remember(record)
 
+    def _patient_ref(self, patient_id: str) -> str:
+        ref = self._refs.get(patient_id)
+        if ref is None:
+            ref = self._refs[patient_id] = patient_ref(self._ref_key, patient_id)
+        return ref
+
+    def _closure(self, patient_id: str) -> Reason | None:
+        """Why the patient's account refuses documents, or None.
+
+        An account found open is taken as open until the next flush, without asking
+        again: ``flush`` asks once more for all its records (``_refuse_closed``), so a
+        closure made meanwhile still refuses them, and nothing the cache answers reaches
+        the index unchecked. A closed account is asked about every time (rare), so a
+        reopening counts at once."""
+        ref = self._patient_ref(patient_id)
+        if ref in self._open_accounts:
+            return None
+        closure = self.rules.closure(ref)
+        if closure is None:
+            self._open_accounts.add(ref)
+        return closure
+
+    def _refuse_closed(self, pending: list[_Pending]) -> list[_Pending]:
+        """The flush's records whose account is still open, asked in one query: an account
+        closed since a record was examined (erasure, opposition) refuses it now, as
+        ``_process_document`` would have; its bytes are not kept under the patient's key."""
+        self._open_accounts.clear()  # decided afresh from here on (see ``_closure``)
+        if not pending:
+            return pending
+        closed = self.rules.closures(self._patient_ref(p.record.patient_id) for p in pending)
+        if not closed:
+            return pending
+        kept = []
+        for p in pending:
+            closure = closed.get(self._patient_ref(p.record.patient_id))
+            if closure is None:
+                kept.append(p)
+                continue
+            for unstored in self._unstored.values():
+                if unstored[1] == p.record.patient_id:
+                    unstored[1] = None
+            problems = list(closed_account(closure).problems)
+            refused = {"status": Status.REJECTED, "doc_id": None, "patient_id": None, "reasons": (*problems,)}
+            self.outcomes[p.outcome_index] = self.outcomes[p.outcome_index].model_copy(update=refused)
+            self.quarantine.keep(
+                p.record.producer,
+                p.batch,
+                p.record.source,
+                p.raw_sha,
+                p.part,
+                problems,
+                named=[p.record.patient_id, *find_printed_ins(p.record.text)],
+            )
+        return kept
+
     def _duplicate(self, source: str, doc_id: str, base: Mapping[str, Any]) -> Outcome:
         """A document the index already holds: ``duplicate`` — unless a killed run put it
         there and never reported it, in which case this run reports that run's outcome."""
@@ -453,16 +523,22 @@ class Pipeline:
         if any(names_any(p.record, producer, document_ids) for p in self._pending):
             self.flush()
 
-    def _keep(self, data: bytes, owner: str | None) -> str:
-        """Store ``data`` once, under ``owner``'s data key (its own key without one)."""
-        with self.clock.stage("store"):
-            return self.store.put(data, owner=owner)
+    def _keep(self, data: bytes, owner: str) -> str:
+        """Keep ``data`` under ``owner``'s data key, with the other unstored bytes."""
+        sha = sha256_hex(data)
+        if sha not in self._unstored:
+            self._unstored[sha] = [data, None]
+            self._unstored_bytes += len(data)
+        self._assign(sha, owner)
+        return sha
 
-    def _keep_raw(self, raw_sha: str) -> None:
-        """Store an input's bytes, now that its owner is known (or known to be unknown)."""
-        unstored = self._unstored.pop(raw_sha, None)
-        if unstored is not None:
-            self._keep(unstored[0], unstored[1])
+    def _store_unstored(self) -> None:
+        """Store every input and content not stored yet, each once, under its owner's key
+        (or its own key when its owner is unknown): their owners are known by now."""
+        if self._unstored:
+            with self.clock.stage("store"):  # idempotent: a failed call is made again whole
+                self.store.put_many([(data, owner) for data, owner in self._unstored.values()])
+        self._unstored, self._unstored_bytes = {}, 0
 
     def _assign(self, sha: str, patient_id: str) -> None:
         """The input ``sha`` belongs to ``patient_id``: kept under their key when stored (the
@@ -618,6 +694,7 @@ class Pipeline:
         """
         pending, self._pending = self._pending, []
         self.versions.flushed()
+        pending = self._refuse_closed(pending)
         if pending:
             with self.clock.stage("quality_setup"):  # GX's import, once per process: not "quality"
                 self.gate.prepare()
@@ -748,16 +825,18 @@ class Pipeline:
             chosen[r.doc_id] = p.record.visibility
 
     def _record_birth_dates(self, pending: Sequence[_Pending]) -> None:
-        for p in pending:
-            if (
-                self.outcomes[p.outcome_index].status is not Status.REJECTED
+        """The birth dates the flush's accepted documents give: they refine the one the
+        INS gives (a minor's majority day). One transaction for the flush."""
+        self.rules.record_birth_dates(
+            (
+                (p.record.patient_id, p.demographics.birth_date)
+                for p in pending
+                if self.outcomes[p.outcome_index].status is not Status.REJECTED
                 and p.demographics is not None
                 and p.demographics.birth_date is not None
-            ):
-                # Refines the birth date the INS gives (a minor's majority day).
-                self.rules.record_birth_date(
-                    p.record.patient_id, p.demographics.birth_date, p.record.ingested_at
-                )
+            ),
+            dt.datetime.now(dt.UTC),
+        )
 
     @staticmethod
     def _supersedes(pending: Sequence[_Pending]) -> list[Supersede]:

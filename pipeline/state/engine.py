@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import os
 import sqlite3
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -137,6 +138,20 @@ def upsert(conn: Connection, table: Table, values: dict[str, Any]) -> None:
         stmt.on_conflict_do_update(
             index_elements=keys, set_={k: stmt.excluded[k] for k in values if k not in keys}
         )
+    )
+
+
+def upsert_many(conn: Connection, table: Table, rows: Sequence[dict[str, Any]]) -> None:
+    """``upsert`` of many rows with the same columns, as one executemany statement."""
+    if not rows:
+        return
+    keys = [c.name for c in table.primary_key.columns]
+    stmt = insert_statement(conn, table)
+    conn.execute(
+        stmt.on_conflict_do_update(
+            index_elements=keys, set_={k: stmt.excluded[k] for k in rows[0] if k not in keys}
+        ),
+        list(rows),
     )
 
 

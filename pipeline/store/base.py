@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Protocol, runtime_checkable
 
 from pipeline.model import Frozen, Problem
@@ -94,6 +94,10 @@ class KeyedStore(DocumentStore, Protocol):
         """Keep ``data`` under ``owner``'s data key (written once, under the right key), or
         under a key of its own without one; an object kept earlier without an owner is
         re-keyed to ``owner``. Returns its SHA-256. Idempotent."""
+        ...
+
+    def put_many(self, items: Sequence[tuple[bytes, str | None]]) -> list[str]:
+        """``put(data, owner=owner)`` of each item in turn, in one batch."""
         ...
 
     def assign(self, sha256: str, patient_id: str) -> bool:
