@@ -136,3 +136,34 @@ def test_anchors_are_write_once_and_the_latest_is_found(store: DocumentStore) ->
     assert list(store.iter_hashes()) == []  # anchors are not objects
     with pytest.raises(ValueError):
         store.put_anchor("../x", 1, b"")
+
+
+def test_a_file_store_sync_reaches_every_file_and_folder_and_retries_after_a_failure(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Files are fsynced several at once, then their folders deepest first; a failed sync
+    leaves everything to the next one."""
+    store = FileStore(tmp_path / "store")
+    shas = [store.put(os.urandom(64)) for _ in range(40)]
+    synced: list[Path] = []
+    real_fsync, fail = os.fsync, [True]
+
+    def fsync(fd: int) -> None:
+        path = Path(os.readlink(f"/proc/self/fd/{fd}"))
+        if fail[0] and path.is_dir():
+            raise OSError("disk gone")
+        real_fsync(fd)
+        synced.append(path)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    with pytest.raises(OSError, match="disk gone"):
+        store.sync()
+    assert store.unsynced > 0
+    fail[0], synced[:] = False, []
+    store.sync()
+    objects = tmp_path / "store" / "objects"
+    files = {objects / sha[:2] / sha[2:] for sha in shas}
+    assert files <= set(synced) and store.unsynced == 0
+    folders = [p for p in synced if p not in files]
+    assert {objects / sha[:2] for sha in shas} <= set(folders)
+    assert folders.index(objects) > max(folders.index(objects / sha[:2]) for sha in shas)
