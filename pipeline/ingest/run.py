@@ -494,18 +494,8 @@ class Pipeline:
             for unstored in self._unstored.values():
                 if unstored[1] == p.record.patient_id:
                     unstored[1] = None
-            problems = list(closed_account(closure).problems)
-            refused = {"status": Status.REJECTED, "doc_id": None, "patient_id": None, "reasons": (*problems,)}
-            self.outcomes[p.outcome_index] = self.outcomes[p.outcome_index].model_copy(update=refused)
-            self.quarantine.keep(
-                p.record.producer,
-                p.batch,
-                p.record.source,
-                p.raw_sha,
-                p.part,
-                problems,
-                named=[p.record.patient_id, *find_printed_ins(p.record.text)],
-            )
+            # Its INS is not written in the outcome nor the quarantine record (closed_account).
+            self._reject_pending(p, list(closed_account(closure).problems), name_patient=False)
         return kept
 
     def _duplicate(self, source: str, doc_id: str, base: Mapping[str, Any]) -> Outcome:
@@ -918,11 +908,14 @@ class Pipeline:
             kept.append(p)
         return kept
 
-    def _reject_pending(self, p: _Pending, problems: list[Problem]) -> None:
-        old = self.outcomes[p.outcome_index]
-        self.outcomes[p.outcome_index] = old.model_copy(
-            update={"status": Status.REJECTED, "doc_id": None, "reasons": tuple(problems)}
-        )
+    def _reject_pending(self, p: _Pending, problems: list[Problem], *, name_patient: bool = True) -> None:
+        """A pending record refused; ``name_patient=False``: its patient is named by keyed
+        hashes only (a closed account), not in the outcome nor the quarantine record."""
+        patient_id = p.record.patient_id if name_patient else None
+        refused: dict[str, Any] = {"status": Status.REJECTED, "doc_id": None, "reasons": tuple(problems)}
+        if not name_patient:
+            refused["patient_id"] = None
+        self.outcomes[p.outcome_index] = self.outcomes[p.outcome_index].model_copy(update=refused)
         self.quarantine.keep(
             p.record.producer,
             p.batch,
@@ -930,7 +923,7 @@ class Pipeline:
             p.raw_sha,
             p.part,
             problems,
-            patient_id=p.record.patient_id,
+            patient_id=patient_id,
             named=[p.record.patient_id, *find_printed_ins(p.record.text)],
         )
 
