@@ -178,6 +178,31 @@ def test_a_batch_of_puts_reads_the_keyring_once_and_nothing_after_it(
         store.close()
 
 
+def test_a_key_another_process_gave_first_is_the_one_a_batch_uses(
+    tmp_path: Path, master: bytes, state_engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ring = KeyRing(state_engine, LocalKeyWrapper(master))
+    store = EncryptedStore(FileStore(tmp_path / "store"), ring, commit_on_sync=True)
+    other = KeyRing(state_engine, LocalKeyWrapper(master))  # as another process would
+    generate = ring.wrapper.generate
+
+    def first_elsewhere(label: str) -> tuple[bytes, bytes]:
+        if label == f"patient:{P}":
+            other.patient_key(P)  # between the batch's read and its insert
+        return generate(label)
+
+    monkeypatch.setattr(ring.wrapper, "generate", first_elsewhere)
+    try:
+        (sha,) = store.put_many([(REPORT, P)])
+        store.sync()
+        assert ring.existing_patient_key(P) == other.existing_patient_key(P)
+        reader = EncryptedStore(FileStore(tmp_path / "store"), other)
+        assert reader.get(sha) == REPORT
+    finally:
+        other.close()
+        store.close()
+
+
 def test_keys_never_show_in_reprs_or_logs(
     tmp_path: Path,
     caplog: pytest.LogCaptureFixture,
