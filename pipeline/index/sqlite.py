@@ -60,6 +60,7 @@ from pipeline.model import (
     SearchResult,
     Visibility,
 )
+from pipeline.state.wal import enable_wal
 
 log = logging.getLogger(__name__)
 
@@ -183,7 +184,7 @@ class SqliteIndex:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30.0)
-            self._db.execute("PRAGMA journal_mode = WAL")
+            enable_wal(self._db, wait_s=30.0)
             self._db.execute("PRAGMA synchronous = NORMAL")
             self._db.execute("PRAGMA cache_size = -65536")  # 64 MiB
             # Deleted content is overwritten with zeros, not left in free pages (erasure).

@@ -27,6 +27,7 @@ from sqlalchemy.exc import ArgumentError
 
 from pipeline.errors import ConfigurationError
 from pipeline.settings import Settings
+from pipeline.state.wal import enable_wal
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +80,7 @@ def _sqlite_transactions(engine: Engine) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn: sqlite3.Connection, _record: Any) -> None:
         dbapi_conn.isolation_level = None  # SQLAlchemy emits BEGIN itself (below)
-        dbapi_conn.execute("PRAGMA journal_mode=WAL")
+        enable_wal(dbapi_conn, BUSY_TIMEOUT_MS / 1000)
         dbapi_conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
         dbapi_conn.execute("PRAGMA foreign_keys=ON")
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 import base64
 import multiprocessing as mp
 import os
+import queue
+import time
 import uuid
 from collections import Counter
 from pathlib import Path
@@ -92,10 +94,15 @@ def _race(state_settings: Settings) -> None:
     workers = [ctx.Process(target=_worker, args=(settings, inputs, barrier, results)) for inputs in INPUTS]
     for w in workers:
         w.start()
-    outcomes = [o for _ in workers for o in results.get(timeout=600)]
+    try:
+        outcomes = [o for batch in _results(results, workers) for o in batch]
+    except BaseException:
+        for w in workers:
+            w.kill()  # the survivor would wait at the barrier
+        raise
     for w in workers:
         w.join(60)
-        assert w.exitcode == 0
+    assert [w.exitcode for w in workers] == [0, 0]
 
     statuses = Counter(status for _, status, _, _ in outcomes)
     accepted = [o for o in outcomes if o[1] in ("indexed", "replaced")]
@@ -114,6 +121,20 @@ def _race(state_settings: Settings) -> None:
     assert sorted(Counter(r.series_id for r in live).values()) == [1, 1], "one live version per series"
     series = {r.series_id for r in records if r and r.version == 2}
     assert [r.version for r in live if r.series_id in series] == [2]  # the correction is the live one
+
+
+def _results(results: Any, workers: list[Any], wait_s: float = 600) -> list[Any]:
+    """Each worker's outcomes; a worker that dies fails the test at once (its partner
+    would otherwise wait at the barrier, and the test on the queue, for minutes)."""
+    deadline, batches = time.monotonic() + wait_s, []
+    while len(batches) < len(workers):
+        try:
+            batches.append(results.get(timeout=1))
+        except queue.Empty:
+            died = [w.exitcode for w in workers if w.exitcode not in (None, 0)]
+            assert not died, f"a worker died (exit codes {died}): its traceback is above"
+            assert time.monotonic() < deadline, "the workers did not finish"
+    return batches
 
 
 FR = SAMPLES / "hl7" / "fr"
