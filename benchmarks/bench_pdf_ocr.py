@@ -132,7 +132,7 @@ def run(quick: bool = False) -> dict[str, object]:
             results = list(pool.map(lambda _: parser.parse(scan, source="scan")[0], range(ocr_pages)))
         wall = time.perf_counter() - start
         tesseract_cpu = children_cpu() - cpu_before
-        parser_cpu_ocr = time.process_time() - own_before  # decode, prepare, pytesseract
+        parser_cpu_ocr = time.process_time() - own_before  # decode, prepare, run tesseract
 
         # Bare tesseract on the same page image, as Carnet hands it over (8-bit gray PGM).
         page_image = Path(folder) / "page.pgm"
@@ -165,7 +165,7 @@ def run(quick: bool = False) -> dict[str, object]:
         "ocr_pages_per_s_per_process": round(ocr_pages / wall / workers, 3),
         "ocr_tesseract_cpu_s_per_page": round(tesseract_cpu / ocr_pages, 3),
         # The parser's own CPU per OCR'd page beside tesseract's (image decoding, gray
-        # conversion, the PGM handed over, pytesseract): what Carnet adds to tesseract.
+        # conversion, the PGM handed over, the subprocess): what Carnet adds to tesseract.
         "ocr_parser_cpu_s_per_page": round(parser_cpu_ocr / ocr_pages, 3),
         "bare_tesseract_cpu_s_per_page": round(bare_tesseract_cpu / ocr_pages, 3),
         "ocr_wall_over_bare_tesseract": round(wall / bare_tesseract_wall, 2),

@@ -20,6 +20,8 @@ class ParserOptions:
     # Shared by parsers in several processes: tesseract runs at once among them all (see
     # ``TesseractOcr``); ``None`` in a single process, where ``ocr_workers`` bounds them.
     ocr_slots: AbstractContextManager[object] | None = None
+    # The tesseract binary: a name on the PATH, or a path.
+    ocr_command: str = "tesseract"
 
 
 class ParserRegistry:
@@ -58,7 +60,11 @@ def document_registry(options: ParserOptions | None = None) -> ParserRegistry:
 
     opts = options or ParserOptions()
     ocr = TesseractOcr(
-        lang=opts.ocr_lang, timeout_s=opts.ocr_timeout_s, workers=opts.ocr_workers, slots=opts.ocr_slots
+        lang=opts.ocr_lang,
+        timeout_s=opts.ocr_timeout_s,
+        workers=opts.ocr_workers,
+        slots=opts.ocr_slots,
+        command=opts.ocr_command,
     )
     return ParserRegistry([
         PdfParser(ocr=ocr, min_text_chars_per_page=opts.min_text_chars_per_page),

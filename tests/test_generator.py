@@ -366,12 +366,12 @@ def test_unsupported_files_are_what_they_claim(feed) -> None:
 
 @pytest.mark.tesseract
 def test_a_good_scan_is_read_by_tesseract(feed) -> None:
-    import pytesseract
+    from parsers.ocr import TesseractOcr
 
     root, generated = feed
     doc = next(d for d in generated.documents if d.source_ref.endswith(".png") and d.patient_id)
     with Image.open(root / doc.source_ref) as image:
-        text = pytesseract.image_to_string(image, lang="fra", config="--dpi 300")
+        text = TesseractOcr(lang="fra").read(image).text
     assert doc.patient_id in _compact(text)
     assert doc.key_terms[0].lower() in text.lower()
 

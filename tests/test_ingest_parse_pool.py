@@ -5,6 +5,7 @@ parser that kills its process rejects only its input, and tesseract runs at most
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import io
 import os
@@ -55,10 +56,7 @@ def _test_registry(options: ParserOptions) -> ParserRegistry:
 
 
 def _fake_tesseract_registry(fake: str, options: ParserOptions) -> ParserRegistry:
-    import pytesseract
-
-    pytesseract.pytesseract.tesseract_cmd = fake
-    return default_registry(options)
+    return default_registry(dataclasses.replace(options, ocr_command=fake))
 
 
 @pytest.fixture
@@ -160,11 +158,8 @@ def test_a_crashing_input_in_a_run_is_rejected_and_the_run_goes_on(
 
 
 _FAKE_TESSERACT = """#!{python}
-# Records how many of its kind run at once, then answers like `tesseract IMAGE BASE ... tsv`.
+# Records how many of its kind run at once, then answers like `tesseract IMAGE stdout ... tsv`.
 import os, sys, time
-if "--version" in sys.argv:
-    print("tesseract 5.3.0")
-    sys.exit(0)
 running = {running!r}
 mine = os.path.join(running, str(os.getpid()))
 open(mine, "w").close()
@@ -172,7 +167,7 @@ with open({log!r}, "a") as log:
     log.write("%d\\n" % len(os.listdir(running)))
 time.sleep(0.3)
 os.unlink(mine)
-with open(sys.argv[2] + ".tsv", "w") as out:
+with sys.stdout as out:
     out.write("level\\tpage_num\\tblock_num\\tpar_num\\tline_num\\tword_num\\tleft\\ttop\\twidth\\theight\\tconf\\ttext\\n")
     out.write("5\\t1\\t1\\t1\\t1\\t1\\t0\\t0\\t10\\t10\\t95\\tBonjour\\n")
 """
