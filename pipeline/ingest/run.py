@@ -327,9 +327,6 @@ class Pipeline:
             self._reject(item, raw_sha, None, [problem], exception=exc_text)
         for doc in parsed:
             self._process_document(item, raw_sha, doc)
-            if self._pending and self._parse_pool is not None:
-                # A large run with a record to gate: GX is imported on the other core meanwhile.
-                self.gate.start()
             if len(self._pending) >= self.settings.ingestion.flush_every:
                 # A file of many documents (an HL7 batch) is flushed as it goes, as
                 # ``_flush_if_pending`` may do: its records are never all held at once.
@@ -348,7 +345,9 @@ class Pipeline:
         tesseract runs outside the GIL), then in as many worker processes (``ParsePool``:
         pypdf and the other parsers are pure Python). Only parsing moves: storing,
         identifying, indexing and outcomes stay in input order, in this thread. At most
-        twice ``ocr.workers`` inputs are held ahead.
+        twice ``ocr.workers`` inputs are held ahead. The quality gate's GX is started in
+        its own process at the first input (``QualityGate.start``): its seconds of import
+        then overlap the start-up and the first parses instead of holding the first flush.
         """
         workers = self.settings.ocr.workers
         if workers <= 1:
@@ -358,6 +357,8 @@ class Pipeline:
         threads: ThreadPoolExecutor | None = ThreadPoolExecutor(workers, thread_name_prefix="parse")
         try:
             for seen, item in enumerate(items):
+                if seen == 0:
+                    self.gate.start()
                 if seen == _PROCESSES_AFTER and self.backends.recipe is not None:
                     self._parse_pool = ParsePool(self.backends.recipe, workers)
                 if not item.manifest_problem and item.unsafe_path is None:  # else rejected unparsed

@@ -304,3 +304,13 @@ def test_exam_before_the_birth_the_ins_encodes_is_blocking(gate: QualityGate) ->
     assert codes(run_one(gate, None, document_date=dt.date(1984, 5, 2), text=printed, **pdf)) == [
         (Reason.IMPLAUSIBLE_DATE, True)
     ]
+
+
+def test_the_gx_process_ends_cleanly_once_its_pipe_is_closed() -> None:
+    # It skips the interpreter's teardown of GX's objects (``os._exit``), with exit code 0.
+    from pipeline.quality.gate import _GxWorker
+
+    worker = _GxWorker()
+    worker.call("ready", 0)
+    worker.stop()
+    assert worker._process.exitcode == 0
