@@ -9,9 +9,11 @@ Keys: an object is written under its patient's data key when the writer knows th
 patient (the pipeline identifies a document before it keeps its bytes), else under a key
 of its own; ``assign`` re-encrypts such an object once its patient is known (a replay).
 ``destroy_patient_key`` (crypto-shredding) makes every copy of that patient's objects,
-backups included, unreadable. Data keys are stored only wrapped, by the ``KeyWrapper``
-the settings choose (``pipeline.keywrap``: a local master key, or a KMS); no key is ever
-logged, repr'd or returned in a report.
+backups included, unreadable. A patient may get a new key after that: each object row
+names the key it needs (``key_id``), so the old objects stay unreadable under the new key
+and their bytes, filed again, are written again rather than taken as stored. Data keys
+are stored only wrapped, by the ``KeyWrapper`` the settings choose (``pipeline.keywrap``:
+a local master key, or a KMS); no key is ever logged, repr'd or returned in a report.
 """
 
 from __future__ import annotations
@@ -20,11 +22,12 @@ import datetime as dt
 import hashlib
 import hmac
 import logging
+import secrets
 import threading
 from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from cryptography.exceptions import InvalidTag
 from sqlalchemy import Engine, Executable, select
@@ -53,6 +56,7 @@ __all__ = [
     "NONCE_BYTES",
     "EncryptedStore",
     "KeyRing",
+    "ObjectRow",
     "LocalKeyWrapper",
     "decode_master_key",
     "load_master_key",
@@ -77,12 +81,31 @@ def _object_label(sha256: str) -> str:
 _IN_CHUNK = 500  # values per ``IN (…)`` list: well under every database's parameter limit
 
 
+class ObjectRow(NamedTuple):
+    """Where an object is and what opens it: its patient's key ``key_id`` once it has an
+    owner, else its own key (``wrapped_key``)."""
+
+    cipher_sha256: str
+    owner: str | None
+    wrapped_key: bytes | None
+    key_id: str | None = None
+
+
+class _KeyRow(NamedTuple):
+    key_id: str
+    wrapped: bytes
+
+
 @dataclass
 class _ReadAhead:
     """Keyring rows read for one batch of writes (``KeyRing.reading_ahead``); None: no row."""
 
-    objects: dict[str, tuple[str, str | None, bytes | None] | None] = field(default_factory=dict)
-    wrapped_keys: dict[str, bytes | None] = field(default_factory=dict)
+    objects: dict[str, ObjectRow | None] = field(default_factory=dict)
+    wrapped_keys: dict[str, _KeyRow | None] = field(default_factory=dict)
+
+
+def _new_key_id() -> str:
+    return secrets.token_hex(16)
 
 
 class KeyRing:
@@ -101,7 +124,7 @@ class KeyRing:
         self._lock = threading.RLock()
         # Object rows recorded since the last ``commit`` (None: forgotten): written in one
         # transaction per flush rather than one per document (see ``EncryptedStore.sync``).
-        self._uncommitted: dict[str, tuple[str, str | None, bytes | None] | None] = {}
+        self._uncommitted: dict[str, ObjectRow | None] = {}
         self._reading = threading.local()  # ``.ahead``: see ``reading_ahead``
         try:
             self._check(wrapper)
@@ -158,12 +181,9 @@ class KeyRing:
         with self._lock:
             if not self._uncommitted:
                 return
-            gone = [sha256 for sha256, row in self._uncommitted.items() if row is None]
-            rows = [
-                {"sha256": sha256, "cipher_sha256": row[0], "owner": row[1], "wrapped_key": row[2]}
-                for sha256, row in self._uncommitted.items()
-                if row is not None
-            ]
+            written = self._uncommitted.items()
+            gone = [sha256 for sha256, row in written if row is None]
+            rows = [{"sha256": sha256, **row._asdict()} for sha256, row in written if row is not None]
             with self._engine.begin() as conn:
                 for at in range(0, len(gone), _IN_CHUNK):
                     conn.execute(t.keyring_objects.delete().where(o.sha256.in_(gone[at : at + _IN_CHUNK])))
@@ -178,10 +198,15 @@ class KeyRing:
 
     def patient_key(self, patient_id: str) -> bytes:
         """The patient's data key, created on first use."""
-        key = self.existing_patient_key(patient_id)
-        if key is not None:
-            return key
+        return self.patient_key_with_id(patient_id)[1]
+
+    def patient_key_with_id(self, patient_id: str) -> tuple[str, bytes]:
+        """(key id, data key) of the patient, created on first use."""
+        existing = self.existing_patient_key_with_id(patient_id)
+        if existing is not None:
+            return existing
         key, wrapped = self.wrapper.generate(_patient_label(patient_id))
+        row = _KeyRow(_new_key_id(), wrapped)
         with self._engine.begin() as conn:
             created = insert_new(
                 conn,
@@ -190,29 +215,46 @@ class KeyRing:
                     "patient_id": patient_id,
                     "wrapped": wrapped,
                     "created_at": dt.datetime.now(dt.UTC).isoformat(),
+                    "key_id": row.key_id,
                 },
             )
         if created:
             if self._read_ahead is not None:
-                self._read_ahead.wrapped_keys[patient_id] = wrapped
-            return key
+                self._read_ahead.wrapped_keys[patient_id] = row
+            return row.key_id, key
         # Another process gave the patient a key first: theirs is the one.
         if self._read_ahead is not None:
             self._read_ahead.wrapped_keys.pop(patient_id, None)
-        theirs = self.existing_patient_key(patient_id)
+        theirs = self.existing_patient_key_with_id(patient_id)
         if theirs is None:  # destroyed in between: a fresh one
-            return self.patient_key(patient_id)
+            return self.patient_key_with_id(patient_id)
         return theirs
 
     def existing_patient_key(self, patient_id: str) -> bytes | None:
         """The patient's data key, or None when they have none (never had, or destroyed)."""
+        existing = self.existing_patient_key_with_id(patient_id)
+        return None if existing is None else existing[1]
+
+    def existing_patient_key_with_id(self, patient_id: str) -> tuple[str, bytes] | None:
+        """(key id, data key) of the patient, or None when they have none."""
+        row = self._key_row(patient_id)
+        if row is None:
+            return None
+        return row.key_id, self.wrapper.unwrap(row.wrapped, _patient_label(patient_id))
+
+    def patient_key_id(self, patient_id: str) -> str | None:
+        """The id of the patient's current key (None: they have none), without opening it."""
+        row = self._key_row(patient_id)
+        return None if row is None else row.key_id
+
+    def _key_row(self, patient_id: str) -> _KeyRow | None:
         read = self._read_ahead
         if read is not None and patient_id in read.wrapped_keys:
-            wrapped = read.wrapped_keys[patient_id]
-        else:
-            k = t.patient_keys.c
-            wrapped = self._scalar(select(k.wrapped).where(k.patient_id == patient_id))
-        return None if wrapped is None else self.wrapper.unwrap(bytes(wrapped), _patient_label(patient_id))
+            return read.wrapped_keys[patient_id]
+        k = t.patient_keys.c
+        with self._engine.connect() as conn:
+            row = conn.execute(select(k.key_id, k.wrapped).where(k.patient_id == patient_id)).first()
+        return None if row is None else _KeyRow(str(row[0]), bytes(row[1]))
 
     @contextmanager
     def reading_ahead(self, shas: Collection[str], patient_ids: Collection[str]) -> Iterator[None]:
@@ -233,17 +275,21 @@ class KeyRing:
             for at in range(0, len(wanted), _IN_CHUNK):
                 chunk = wanted[at : at + _IN_CHUNK]
                 read.objects.update(dict.fromkeys(chunk))
-                for sha, cipher, owner, wrapped in conn.execute(
-                    select(o.sha256, o.cipher_sha256, o.owner, o.wrapped_key).where(o.sha256.in_(chunk))
+                for sha, cipher, owner, wrapped, key_id in conn.execute(
+                    select(o.sha256, o.cipher_sha256, o.owner, o.wrapped_key, o.key_id).where(
+                        o.sha256.in_(chunk)
+                    )
                 ):
-                    read.objects[str(sha)] = (str(cipher), owner, None if wrapped is None else bytes(wrapped))
+                    read.objects[str(sha)] = ObjectRow(
+                        str(cipher), owner, None if wrapped is None else bytes(wrapped), key_id
+                    )
             for at in range(0, len(people), _IN_CHUNK):
                 chunk = people[at : at + _IN_CHUNK]
                 read.wrapped_keys.update(dict.fromkeys(chunk))
-                for patient_id, wrapped in conn.execute(
-                    select(k.patient_id, k.wrapped).where(k.patient_id.in_(chunk))
+                for patient_id, key_id, wrapped in conn.execute(
+                    select(k.patient_id, k.key_id, k.wrapped).where(k.patient_id.in_(chunk))
                 ):
-                    read.wrapped_keys[str(patient_id)] = bytes(wrapped)
+                    read.wrapped_keys[str(patient_id)] = _KeyRow(str(key_id), bytes(wrapped))
         self._create_keys(read)
         self._reading.ahead = read
         try:
@@ -257,17 +303,21 @@ class KeyRing:
         missing = sorted(p for p, wrapped in read.wrapped_keys.items() if wrapped is None)
         if not missing:
             return
-        made = {p: self.wrapper.generate(_patient_label(p))[1] for p in missing}
+        made = {p: _KeyRow(_new_key_id(), self.wrapper.generate(_patient_label(p))[1]) for p in missing}
         now = dt.datetime.now(dt.UTC).isoformat()
         with self._engine.begin() as conn:
             created = {
                 p
-                for p, wrapped in made.items()
-                if insert_new(conn, t.patient_keys, {"patient_id": p, "wrapped": wrapped, "created_at": now})
+                for p, row in made.items()
+                if insert_new(
+                    conn,
+                    t.patient_keys,
+                    {"patient_id": p, "wrapped": row.wrapped, "created_at": now, "key_id": row.key_id},
+                )
             }
-        for p, wrapped in made.items():
+        for p, row in made.items():
             if p in created:
-                read.wrapped_keys[p] = wrapped
+                read.wrapped_keys[p] = row
             else:
                 del read.wrapped_keys[p]
 
@@ -362,8 +412,8 @@ class KeyRing:
 
     # -- the object mapping ------------------------------------------------------------------
 
-    def lookup(self, sha256: str) -> tuple[str, str | None, bytes | None] | None:
-        """(ciphertext hash, owner, wrapped object key) of a stored object, or None."""
+    def lookup(self, sha256: str) -> ObjectRow | None:
+        """The row of a stored object, or None (its key may have been destroyed since)."""
         with self._lock:
             if sha256 in self._uncommitted:
                 return self._uncommitted[sha256]
@@ -373,18 +423,34 @@ class KeyRing:
         o = t.keyring_objects.c
         with self._engine.connect() as conn:
             row = conn.execute(
-                select(o.cipher_sha256, o.owner, o.wrapped_key).where(o.sha256 == sha256)
+                select(o.cipher_sha256, o.owner, o.wrapped_key, o.key_id).where(o.sha256 == sha256)
             ).first()
         if row is None:
             return None
-        return str(row[0]), row[1], bytes(row[2]) if row[2] is not None else None
+        return ObjectRow(str(row[0]), row[1], bytes(row[2]) if row[2] is not None else None, row[3])
 
-    def record(self, sha256: str, cipher_sha256: str, owner: str | None, wrapped_key: bytes | None) -> None:
-        """Map an object to its ciphertext and key; written at the next ``commit``."""
+    def record(
+        self,
+        sha256: str,
+        cipher_sha256: str,
+        owner: str | None,
+        wrapped_key: bytes | None,
+        key_id: str | None = None,
+    ) -> None:
+        """Map an object to its ciphertext and key (``key_id``: the owner's key it is
+        encrypted under; None, no key of theirs opens it); written at the next ``commit``."""
+        row = ObjectRow(cipher_sha256, owner, wrapped_key, key_id)
         with self._lock:
-            self._uncommitted[sha256] = (cipher_sha256, owner, wrapped_key)
+            self._uncommitted[sha256] = row
         if self._read_ahead is not None:
-            self._read_ahead.objects[sha256] = (cipher_sha256, owner, wrapped_key)
+            self._read_ahead.objects[sha256] = row
+
+    def opens(self, row: ObjectRow) -> bool:
+        """Whether a key this keyring holds opens ``row``'s object: its own key, or the
+        key of its owner it was encrypted under, not one the owner was given since."""
+        if row.owner is None:
+            return row.wrapped_key is not None
+        return row.key_id is not None and row.key_id == self.patient_key_id(row.owner)
 
     def forget(self, sha256: str) -> None:
         """Drop an object's row, now (erasure and clean-ups must not wait for a flush)."""
@@ -463,26 +529,26 @@ class EncryptedStore:
 
     def _put(self, data: bytes, sha: str, owner: str | None) -> str:
         known = self.keyring.lookup(sha)
-        owner_key = None
-        if known is not None:
-            cipher_sha, known_owner, _ = known
-            owner_key = self.keyring.existing_patient_key(known_owner) if known_owner is not None else None
-            readable = known_owner is None or owner_key is not None
-            if readable and self.base.exists(cipher_sha):
-                if owner is not None:
-                    self.assign(sha, owner)  # no-op when it has one (the first owner stays)
-                return sha
+        # Already stored only if a live key opens it: a row whose key was destroyed (even
+        # if its owner has a new one now) holds nothing readable, so the bytes go in again.
+        opens = known is not None and self.keyring.opens(known)
+        if known is not None and opens and self.base.exists(known.cipher_sha256):
+            if owner is not None:
+                self.assign(sha, owner)  # no-op when it has one (the first owner stays)
+            return sha
         wrapped: bytes | None = None
-        if known is not None and owner_key is not None:
-            key, owner = owner_key, known[1]
+        key_id: str | None = None
+        if known is not None and opens and known.owner is not None:  # its ciphertext went missing
+            owner = known.owner
+            key_id, key = self.keyring.patient_key_with_id(owner)
         elif owner is not None:
-            key = self.keyring.patient_key(owner)
+            key_id, key = self.keyring.patient_key_with_id(owner)
         else:  # owner unknown, or their key was destroyed: a key of its own
             key, wrapped = self.keyring.new_object_key(sha)
         new_cipher_sha = self.base.put(self._encrypt(key, data, sha))
-        self.keyring.record(sha, new_cipher_sha, owner, wrapped)
-        if known is not None and known[0] != new_cipher_sha:
-            self._replaced.append(known[0])  # an unreadable leftover
+        self.keyring.record(sha, new_cipher_sha, owner, wrapped, key_id)
+        if known is not None and known.cipher_sha256 != new_cipher_sha:
+            self._replaced.append(known.cipher_sha256)  # an unreadable leftover
         self._recorded()
         return sha
 
@@ -493,25 +559,26 @@ class EncryptedStore:
         with self.keyring.reading_ahead(shas, {o for _, o in items if o is not None}):
             return [self._put(data, sha, owner) for (data, owner), sha in zip(items, shas, strict=True)]
 
-    def _key_for(self, sha256: str, owner: str | None, wrapped: bytes | None) -> bytes:
-        if owner is None:
-            if wrapped is None:
+    def _key_for(self, sha256: str, known: ObjectRow) -> bytes:
+        if known.owner is None:
+            if known.wrapped_key is None:
                 raise KeyError(sha256)
-            return self.keyring.object_key(sha256, wrapped)
-        key = self.keyring.existing_patient_key(owner)
-        if key is None:  # crypto-shredded: the ciphertext, wherever it is, stays unreadable
+            return self.keyring.object_key(sha256, known.wrapped_key)
+        existing = self.keyring.existing_patient_key_with_id(known.owner)
+        # Crypto-shredded, the owner given a new key since or not: the ciphertext, wherever
+        # it is, stays unreadable.
+        if existing is None or existing[0] != known.key_id:
             raise KeyError(sha256)
-        return key
+        return existing[1]
 
     def get(self, sha256: str) -> bytes:
         known = self.keyring.lookup(sha256)
         if known is None:
             raise KeyError(sha256)
-        cipher_sha, owner, wrapped = known
-        sealed = self.base.get(cipher_sha)
+        sealed = self.base.get(known.cipher_sha256)
         if not sealed.startswith(MAGIC):
             raise KeyError(sha256)
-        key = self._key_for(sha256, owner, wrapped)
+        key = self._key_for(sha256, known)
         try:
             return unseal(key, sealed[len(MAGIC) :], sha256.encode())
         except InvalidTag:
@@ -519,14 +586,15 @@ class EncryptedStore:
             raise KeyError(sha256) from None
 
     def exists(self, sha256: str) -> bool:
+        """Kept and readable: an object whose key was destroyed does not exist any more."""
         known = self.keyring.lookup(sha256)
-        return known is not None and self.base.exists(known[0])
+        return known is not None and self.keyring.opens(known) and self.base.exists(known.cipher_sha256)
 
     def delete(self, sha256: str) -> bool:
         known = self.keyring.lookup(sha256)
         if known is None:
             return False
-        removed = self.base.delete(known[0])
+        removed = self.base.delete(known.cipher_sha256)
         self.keyring.forget(sha256)
         return removed
 
@@ -549,18 +617,17 @@ class EncryptedStore:
         known = self.keyring.lookup(sha256)
         if known is None:
             raise KeyError(sha256)
-        cipher_sha, owner, wrapped = known
-        if owner is not None:
-            if owner != patient_id:
+        if known.owner is not None:  # under its owner's key, or one destroyed: nothing to re-key
+            if known.owner != patient_id:
                 log.warning("object %s already belongs to another patient; left under their key", sha256)
             return False
         data = self.get(sha256)
-        key = self.keyring.patient_key(patient_id)
+        key_id, key = self.keyring.patient_key_with_id(patient_id)
         new_cipher_sha = self.base.put(self._encrypt(key, data, sha256))
-        self.keyring.record(sha256, new_cipher_sha, patient_id, None)
+        self.keyring.record(sha256, new_cipher_sha, patient_id, None, key_id)
         # The copy under the object key goes (at the next sync); its key is gone from the
         # keyring with the row.
-        self._replaced.append(cipher_sha)
+        self._replaced.append(known.cipher_sha256)
         self._recorded()
         return True
 

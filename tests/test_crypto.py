@@ -11,13 +11,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from cryptography.exceptions import InvalidTag
 from sqlalchemy import Engine
 
-from pipeline.crypto import EncryptedStore, KeyRing, open_encrypted_store
+from pipeline.crypto import MAGIC, EncryptedStore, KeyRing, open_encrypted_store
 from pipeline.errors import ConfigurationError
-from pipeline.keywrap import LocalKeyWrapper, load_master_key
+from pipeline.keywrap import LocalKeyWrapper, load_master_key, unseal
 from pipeline.settings import Settings
-from pipeline.store import FileStore, QuarantineRecord, sha256_hex
+from pipeline.store import DocumentStore, FileStore, QuarantineRecord, sha256_hex
+from tests.test_s3 import FILE_OR_S3, file_or_s3_store, s3_bucket, s3_endpoint  # noqa: F401  (session fixtures)
 
 P = "284057512345672"
 OTHER = "192016900100212"
@@ -147,6 +149,76 @@ def test_destroyed_key_leaves_even_a_backup_copy_unreadable(store: EncryptedStor
         store.get(sha)
     # And the same bytes ingested again are stored afresh, under a new key.
     assert store.put(REPORT) == sha and store.get(sha) == REPORT
+
+
+@pytest.fixture(params=FILE_OR_S3)
+def base(request: pytest.FixtureRequest, tmp_path: Path) -> DocumentStore:
+    """The store under the encryption: a folder, or a prefix of the S3 test bucket."""
+    return file_or_s3_store(request, tmp_path)
+
+
+def test_bytes_filed_again_after_a_bare_shredding_are_written_again_under_the_new_key(
+    base: DocumentStore, master: bytes, state_engine: Engine
+) -> None:
+    """A patient key destroyed on its own (crypto-shredding, not an erasure, which deletes
+    the objects first) leaves its objects' rows behind. The same bytes filed again, once
+    the batch has given the patient a new key, are not "already stored": they are written
+    under the new key, readable, and the copy under the destroyed key goes."""
+    store = EncryptedStore(base, KeyRing(state_engine, LocalKeyWrapper(master)))
+    try:
+        (sha,) = store.put_many([(REPORT, P)])
+        shredded = base.get(store.keyring.lookup(sha)[0])  # type: ignore[index]
+        assert store.destroy_patient_key(P)
+
+        assert store.put_many([(REPORT, P)]) == [sha]
+        assert store.get(sha) == REPORT and store.exists(sha) and store.owner_of(sha) == P
+        assert [h for h in base.iter_hashes()] == [store.keyring.lookup(sha)[0]]  # type: ignore[index]
+        # The shredded copy (a backup of it) does not open under the new key either.
+        new_key = store.keyring.existing_patient_key(P)
+        assert new_key is not None
+        with pytest.raises(InvalidTag):
+            unseal(new_key, shredded[len(MAGIC) :], sha.encode())
+    finally:
+        store.close()
+
+
+def test_a_key_given_again_does_not_make_a_shredded_object_look_stored(
+    store: EncryptedStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    """After a bare shredding, another document gives the patient a new key: the old
+    object's row names the patient, but not that key."""
+    sha = store.put(REPORT, owner=P)
+    assert store.destroy_patient_key(P)
+    store.put(b"a later report", owner=P)
+    assert not store.exists(sha)
+    with caplog.at_level(logging.ERROR), pytest.raises(KeyError):
+        store.get(sha)
+    assert "fails authentication" not in caplog.text  # not taken for a corrupted object
+    assert not store.assign(sha, P)  # nothing to re-key: its bytes are gone
+    # Filed again before its owner is known: under a key of its own, then re-keyed.
+    assert store.put(REPORT) == sha and store.get(sha) == REPORT and store.owner_of(sha) is None
+    assert store.assign(sha, P) and store.get(sha) == REPORT and store.owner_of(sha) == P
+
+
+def test_rows_a_flush_commits_after_its_key_was_shredded_elsewhere_are_not_trusted(
+    tmp_path: Path, master: bytes, state_engine: Engine
+) -> None:
+    """A flush encrypts under the key it read, another process destroys that key before the
+    flush commits its rows, then the patient gets a new key: the rows name the old key."""
+    ring = KeyRing(state_engine, LocalKeyWrapper(master))
+    store = EncryptedStore(FileStore(tmp_path / "store"), ring, commit_on_sync=True)
+    other = KeyRing(state_engine, LocalKeyWrapper(master))  # as another process would
+    try:
+        (sha,) = store.put_many([(REPORT, P)])
+        assert other.destroy_patient_key(P)
+        store.sync()
+        other.patient_key(P)
+        assert store.put_many([(REPORT, P)]) == [sha]
+        store.sync()
+        assert EncryptedStore(FileStore(tmp_path / "store"), other).get(sha) == REPORT
+    finally:
+        other.close()
+        store.close()
 
 
 def test_a_batch_of_puts_reads_the_keyring_once_and_nothing_after_it(

@@ -456,3 +456,46 @@ def test_a_closed_account_refuses_new_documents_until_an_operator_reopens_it(
     actions = [e.action for e in open_audit_log(settings).for_patient(B)]
     assert actions == ["account_oppose", "account_reopen"]
     assert cli_access.main(["account", "status", "185057800608400"]) == 2
+
+
+def test_an_input_filed_again_after_a_bare_shredding_is_kept_readable_then_erased(
+    settings: Settings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A's key destroyed on its own (crypto-shredding, no erasure); the same file comes
+    again: it ends in one state, its bytes kept and readable under A's new key (the copy
+    under the destroyed key goes), and an erasure then removes them with the rest."""
+    from pipeline.ingest import process_batch
+
+    feed = settings.data_dir.parent / "feed"
+    objects_dir = settings.data_dir / "store" / "objects"
+    message = _oru(A, "A1", surname="X", words="ferritine")
+    first = process_batch(settings, str(feed), _batch(feed, "b1", {"a.hl7": message}))
+    assert first.by_status == {"indexed": 1}
+    files = len([p for p in objects_dir.rglob("*") if p.is_file()])
+    store = open_encrypted_store(settings)
+    try:
+        objects = store.objects_of(A)  # what the first batch kept under A's key
+        assert objects and all(store.exists(sha) for sha in objects)
+        assert store.destroy_patient_key(A)
+        assert not any(store.exists(sha) for sha in objects)
+    finally:
+        store.close()
+
+    again = process_batch(settings, str(feed), _batch(feed, "b2", {"a.hl7": message}))
+    assert again.by_status == {"duplicate": 1}  # the index holds it: one state
+    assert len([p for p in objects_dir.rglob("*") if p.is_file()]) == files
+    store = open_encrypted_store(settings)
+    try:
+        assert store.objects_of(A) == objects
+        assert all(store.get(sha).startswith(b"MSH|") for sha in objects)
+    finally:
+        store.close()
+
+    assert cli_access.main(["erase", A]) == 0
+    assert json.loads(capsys.readouterr().out)["objects"] == len(objects)
+    store = open_encrypted_store(settings)
+    try:
+        assert store.objects_of(A) == [] and not any(store.exists(sha) for sha in objects)
+        assert len([p for p in objects_dir.rglob("*") if p.is_file()]) == files - len(objects)
+    finally:
+        store.close()

@@ -328,6 +328,30 @@ def test_erasure_shreds_a_kms_wrapped_key(kms_settings: Settings) -> None:
     assert _key_files(kms_settings.data_dir) == []
 
 
+@pytest.mark.kms
+def test_a_kms_key_shredded_elsewhere_and_made_again_does_not_pass_for_the_old_one(
+    kms_settings: Settings,
+) -> None:
+    """This process holds P's first key in its cache; another destroys it (no erasure) and
+    gives P a new one. The same bytes filed here again are written under the new key, and
+    what the first key encrypted is not read with either."""
+    assert kms_settings.kms.cache_ttl_s > 0  # keys are cached (the default)
+    store = open_encrypted_store(kms_settings)
+    elsewhere = open_encrypted_store(kms_settings)
+    try:
+        (sha,) = store.put_many([(REPORT, P)])
+        assert store.get(sha) == REPORT  # P's first key now cached here
+        assert elsewhere.destroy_patient_key(P)
+        elsewhere.put(b"a later report", owner=P)
+        with pytest.raises(KeyError):
+            store.get(sha)
+        assert store.put_many([(REPORT, P)]) == [sha]
+        assert store.get(sha) == REPORT and elsewhere.get(sha) == REPORT
+    finally:
+        elsewhere.close()
+        store.close()
+
+
 def _cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     full = {**os.environ, **env, "PYTHONPATH": str(REPO)}
     full.pop("CARNET_MASTER_KEY", None)

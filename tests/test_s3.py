@@ -22,7 +22,7 @@ from pipeline.errors import BackendUnavailable
 from pipeline.feeds import BatchRef
 from pipeline.feeds.s3 import S3Feed, iter_s3_prefix
 from pipeline.s3 import make_client
-from pipeline.store import open_store
+from pipeline.store import DocumentStore, FileStore, open_store
 from pipeline.store.s3 import S3Store
 from tests.conftest import require_service
 
@@ -65,6 +65,22 @@ def s3_bucket(s3_endpoint: str) -> Iterator[str]:
 def s3_url(s3_bucket: str) -> str:
     """A fresh ``s3://bucket/prefix`` for one test."""
     return f"s3://{s3_bucket}/t-{uuid.uuid4().hex[:10]}"
+
+
+# A store fixture over both backends: ``@pytest.fixture(params=FILE_OR_S3)`` returning
+# ``file_or_s3_store(request, tmp_path)``.
+FILE_OR_S3 = ["file", pytest.param("s3", marks=pytest.mark.s3)]
+
+
+def file_or_s3_store(request: pytest.FixtureRequest, tmp_path: Path) -> DocumentStore:
+    """A ``FileStore`` in ``tmp_path``, or an ``S3Store`` under a prefix of its own in the
+    session's bucket, as the fixture's parameter says."""
+    if request.param == "file":
+        return FileStore(tmp_path / "store")
+    bucket = request.getfixturevalue("s3_bucket")
+    endpoint = request.getfixturevalue("s3_endpoint")
+    prefix = f"t-{tmp_path.name}"  # pytest's tmp_path names are unique per test
+    return S3Store.from_url(f"s3://{bucket}/{prefix}", endpoint_url=endpoint, region="us-east-1")
 
 
 def _count_calls(client: Any, operation: str) -> list[str]:

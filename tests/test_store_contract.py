@@ -10,20 +10,14 @@ import pytest
 
 from pipeline.model import Problem, Reason
 from pipeline.store import DocumentStore, FileStore, QuarantineAttempt, QuarantineRecord, sha256_hex
-from pipeline.store.s3 import S3Store
-from tests.test_s3 import s3_bucket, s3_endpoint  # noqa: F401  (session fixtures)
+from tests.test_s3 import FILE_OR_S3, file_or_s3_store, s3_bucket, s3_endpoint  # noqa: F401  (session fixtures)
 
 FIVE_MB = os.urandom(5 * 1024 * 1024)
 
 
-@pytest.fixture(params=["file", pytest.param("s3", marks=pytest.mark.s3)])
+@pytest.fixture(params=FILE_OR_S3)
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> DocumentStore:
-    if request.param == "file":
-        return FileStore(tmp_path / "store")
-    bucket = request.getfixturevalue("s3_bucket")
-    endpoint = request.getfixturevalue("s3_endpoint")
-    prefix = f"contract-{tmp_path.name}"  # pytest's tmp_path names are unique per test
-    return S3Store.from_url(f"s3://{bucket}/{prefix}", endpoint_url=endpoint, region="us-east-1")
+    return file_or_s3_store(request, tmp_path)
 
 
 def test_is_a_document_store(store: DocumentStore) -> None:

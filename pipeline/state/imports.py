@@ -92,8 +92,11 @@ def _import_keyring(conn: Connection, path: Path) -> int:
     ]
     if not any(m["name"] == "wrapper" for m in meta):  # keyrings from before KMS wrapping: local
         meta.append({"name": "wrapper", "value": b"local"})
-    rows = _sqlite_rows(path, "patient_keys")
-    objs = _sqlite_rows(path, "objects")
+    # Key ids as revision 0006 gives the keys it finds: the file's objects are under the
+    # keys it holds, and an object whose owner has none stays unreadable.
+    rows = [{**r, "key_id": f"legacy:{r['created_at']}"} for r in _sqlite_rows(path, "patient_keys")]
+    key_ids = {r["patient_id"]: r["key_id"] for r in rows}
+    objs = [{**o, "key_id": key_ids.get(o["owner"])} for o in _sqlite_rows(path, "objects")]
     for table, values in ((t.keyring_meta, meta), (t.patient_keys, rows), (t.keyring_objects, objs)):
         if values:
             conn.execute(table.insert(), values)

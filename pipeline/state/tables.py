@@ -204,6 +204,9 @@ patient_keys = Table(
     Column("patient_id", Text, primary_key=True),
     Column("wrapped", LargeBinary, nullable=False),
     Column("created_at", Text, nullable=False),
+    # Names this key among every key the patient had: a key destroyed, then made again,
+    # does not open what the first one encrypted, and the object rows say which they need.
+    Column("key_id", Text, nullable=False),
 )
 
 keyring_objects = Table(
@@ -213,6 +216,7 @@ keyring_objects = Table(
     Column("cipher_sha256", Text, nullable=False),  # of the ciphertext: the address in the store
     Column("owner", Text),  # patient id once assigned
     Column("wrapped_key", LargeBinary),  # the object's own key while the owner is unknown
+    Column("key_id", Text),  # the owner's key it is encrypted under (patient_keys.key_id)
     Index("keyring_objects_by_owner", "owner"),
 )
 

@@ -122,3 +122,27 @@ def test_revision_0005_deletes_the_flushes_completed_before_it(empty_state_setti
             assert conn.execute(text("SELECT flush_id FROM flushes")).scalars().all() == ["f2"]
     finally:
         engine.dispose()
+
+
+def test_revision_0006_names_each_key_and_the_key_each_object_needs(empty_state_settings: Settings) -> None:
+    engine = open_engine(empty_state_settings)
+    try:
+        upgrade(engine, "0005")
+        with engine.begin() as conn:
+            conn.execute(
+                text("INSERT INTO patient_keys (patient_id, wrapped, created_at) VALUES ('p', :w, 't0')"),
+                {"w": b"wrapped"},
+            )
+            for sha, owner in (("a", "p"), ("b", "shredded"), ("c", None)):
+                conn.execute(
+                    text("INSERT INTO keyring_objects (sha256, cipher_sha256, owner) VALUES (:s, 'x', :o)"),
+                    {"s": sha, "o": owner},
+                )
+        upgrade(engine)
+        with engine.connect() as conn:
+            assert conn.execute(text("SELECT key_id FROM patient_keys")).scalars().all() == ["legacy:t0"]
+            objects = conn.execute(text("SELECT sha256, key_id FROM keyring_objects ORDER BY sha256")).all()
+            # Under the key its owner has; none for an owner whose key was destroyed before.
+            assert [tuple(r) for r in objects] == [("a", "legacy:t0"), ("b", None), ("c", None)]
+    finally:
+        engine.dispose()
