@@ -3,12 +3,14 @@
 Quarantine records are selected by producer, reason code and quarantine date; each raw
 file is run through the pipeline again once (an HL7 file's messages together). A document
 that now passes leaves quarantine; one that fails again keeps its record, with the new
-attempt appended to its history.
+attempt appended to its history. One whose bytes no key opens any more (its patient's
+key destroyed) keeps its record and is not replayed.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from collections import defaultdict
 
 from pipeline.ingest.run import Pipeline
@@ -16,6 +18,8 @@ from pipeline.ingest.stages import InputFile
 from pipeline.model import Frozen, Outcome, Status
 from pipeline.settings import Settings
 from pipeline.store import QuarantineRecord
+
+log = logging.getLogger(__name__)
 
 
 class ReplayFilter(Frozen):
@@ -58,9 +62,17 @@ def replay_quarantine(settings: Settings, selection: ReplayFilter, *, dry_run: b
             by_file[(q.content_sha256, q.producer, _file_source(q))].append(q)
         released, still = [], []
         for (sha, producer, source), records in by_file.items():
-            pipe.process(
-                InputFile(data=pipe.store.get(sha), source=source, producer=producer, batch=records[0].batch)
-            )
+            try:
+                data = pipe.store.get(sha)
+            except KeyError:
+                # Its patient's key destroyed (crypto-shredding): no key opens these bytes
+                # any more. The record stays for the operator; the other inputs replay.
+                log.warning(
+                    "quarantined input %s: no key opens its bytes (shredded); not replayed",
+                    ", ".join(q.quarantine_id for q in records),
+                )
+                continue
+            pipe.process(InputFile(data=data, source=source, producer=producer, batch=records[0].batch))
         pipe.flush()
         accepted = {o.source for o in pipe.outcomes if o.status is not Status.REJECTED}
         # A file rejected whole (q.part None) may now yield messages, sources "file#n".

@@ -1,0 +1,68 @@
+"""Replay of quarantined inputs (``pipeline.replay``) where their bytes are concerned; the
+replay after a parser fix, end to end: tests/crash/test_backends_and_runs.py."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import logging
+import os
+from pathlib import Path
+
+import pytest
+
+from pipeline.crypto import open_encrypted_store
+from pipeline.ledger import Ledger
+from pipeline.model import Problem, Reason
+from pipeline.replay import ReplayFilter, replay_quarantine
+from pipeline.settings import Settings
+from pipeline.store import QuarantineRecord
+
+P = "284057512345672"
+
+
+def _quarantined(settings: Settings, data: bytes, source: str, owner: str | None) -> str:
+    store = open_encrypted_store(settings)
+    try:
+        sha = store.put(data, owner=owner)
+        record = QuarantineRecord(
+            quarantine_id=QuarantineRecord.make_id("labo", source, sha),
+            source=source,
+            producer="labo",
+            content_sha256=sha,
+            reasons=(Problem(code=Reason.PARSE_ERROR, message="broken"),),
+            first_quarantined_at=dt.datetime(2026, 12, 1, tzinfo=dt.UTC),
+        )
+        store.put_quarantine(record)
+        return record.quarantine_id
+    finally:
+        store.close()
+
+
+def test_an_input_whose_key_was_shredded_stays_quarantined_and_the_replay_goes_on(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Its patient's key destroyed on its own (no erasure), the input's bytes open under no
+    key: the replay keeps its record, says so, and replays the others."""
+    settings = Settings(
+        data_dir=tmp_path / "carnet", master_key=base64.b64encode(os.urandom(32)).decode(), data_docs=False
+    )
+    shredded = _quarantined(settings, b"%PDF-1.4 broken, of P", "p.pdf", P)
+    other = _quarantined(settings, b"%PDF-1.4 broken, of someone", "other.pdf", None)
+    store = open_encrypted_store(settings)
+    try:
+        assert store.destroy_patient_key(P)
+    finally:
+        store.close()
+
+    with caplog.at_level(logging.WARNING, logger="pipeline.replay"):
+        result = replay_quarantine(settings, ReplayFilter())
+    assert sorted(result.still_rejected) == sorted([shredded, other]) and result.released == ()
+    assert [o.source for o in result.outcomes] == ["other.pdf"]  # the other one was replayed
+    assert shredded in caplog.text and "no key opens" in caplog.text
+    ledger = Ledger(settings)
+    try:
+        (run,) = [r for r in ledger.recent_runs() if r.kind == "replay"]
+        assert run.finished_at is not None
+    finally:
+        ledger.close()
