@@ -499,12 +499,14 @@ class _RemoteSession:
         self._worker = worker
         self._key = worker.session_key()
         self._site = data_docs_site
+        self._validated = False  # the worker has this session (made at its first validation)
 
     def ready(self) -> None:
         """Wait until the worker has imported GX."""
         self._worker.call("ready", self._key)
 
     def validate(self, docs: _Columns, results: _Columns, run_name: str) -> tuple[_Failures, _Failures]:
+        self._validated = True
         answer: tuple[_Failures, _Failures] = self._worker.call(
             "validate", self._key, self._site, docs, results, run_name
         )
@@ -515,7 +517,9 @@ class _RemoteSession:
         return url
 
     def close(self) -> None:
-        if self._worker._process.is_alive():
+        # Nothing to close there before a validation: a run that gated nothing (all its
+        # inputs duplicates or rejected) does not wait for GX's import to end.
+        if self._validated and self._worker._process.is_alive():
             self._worker.call("close", self._key)
 
 

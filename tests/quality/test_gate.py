@@ -314,3 +314,19 @@ def test_the_gx_process_ends_cleanly_once_its_pipe_is_closed() -> None:
     worker.call("ready", 0)
     worker.stop()
     assert worker._process.exitcode == 0
+
+
+def test_a_gate_in_the_gx_process_that_validated_nothing_closes_without_asking_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A run whose inputs were all duplicates or rejected: closing must not wait for GX's import.
+    from pipeline.quality.gate import _GxWorker
+
+    gate = QualityGate(Settings(data_dir=tmp_path))
+    gate.start()
+
+    def no_call(self: _GxWorker, *request: object) -> None:
+        raise AssertionError(f"asked the GX process {request}")
+
+    monkeypatch.setattr(_GxWorker, "call", no_call)
+    gate.close()
