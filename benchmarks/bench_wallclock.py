@@ -17,12 +17,13 @@ One run, same generated files for both sides:
 
 Figures are wall-clock rates and ratios (Carnet / bare), plus CPU seconds per document
 (a per-core figure that holds on a busy machine); never a pass/fail threshold.
-Run: ``.venv/bin/python -m benchmarks.bench_wallclock [--quick]`` (``--scanned [PAGES]``: the
-scanned comparison alone); prints one JSON object and a table.
+Run: ``.venv/bin/python -m benchmarks.bench_wallclock [--quick]`` (``--scanned [PAGES]``,
+``--non-scanned [DOCS]``: one comparison alone; ``--help``); prints one JSON object and a table.
 """
 
 from __future__ import annotations
 
+import argparse
 import io
 import json
 import os
@@ -285,42 +286,47 @@ def es_rates(documents: int) -> dict[str, Any]:
 # -- the run ---------------------------------------------------------------------------------
 
 
-def run(quick: bool = False) -> dict[str, Any]:
+def non_scanned_rates(base: Path, documents: int) -> dict[str, Any]:
+    """Carnet on a generated non-scanned feed of ``documents`` beside the bare parse of the
+    same files, each in a fresh process (start-up included)."""
     from generator import generate_feed
 
+    generate_feed(
+        base / "text",
+        seed=7,
+        patients=max(20, documents // 10),
+        documents=documents,
+        include_bad=False,
+        scans=0,
+    )
+    carnet = _carnet_ingest(base / "text", base / "carnet-text")
+    bare_wall, bare_cpu, bare_out = _timed(
+        [PYTHON, "-m", "benchmarks.bench_wallclock", "--bare", str(base / "text")], _env()
+    )
+    n = carnet["documents"]
+    return {
+        "carnet": {
+            **carnet,
+            "wall_docs_per_s": round(n / carnet["wall_s"], 1),
+            "cpu_ms_per_doc": round(carnet["cpu_s"] / n * 1000, 2),
+        },
+        "bare_parse": {
+            **json.loads(bare_out),
+            "wall_s": round(bare_wall, 2),
+            "cpu_s": round(bare_cpu, 2),
+        },
+        "carnet_over_bare_wall": round(carnet["wall_s"] / bare_wall, 2),
+    }
+
+
+def run(quick: bool = False) -> dict[str, Any]:
     documents = 300 if quick else 1000
     scans = 8 if quick else SCANNED_PAGES
     workers = available_cpus()
     results: dict[str, Any] = {"ocr_workers": workers, "load_average_before": os.getloadavg()}
     with tempfile.TemporaryDirectory(prefix="bench_wallclock_") as tmp:
         base = Path(tmp)
-        generate_feed(
-            base / "text",
-            seed=7,
-            patients=max(20, documents // 10),
-            documents=documents,
-            include_bad=False,
-            scans=0,
-        )
-
-        carnet = _carnet_ingest(base / "text", base / "carnet-text")
-        bare_wall, bare_cpu, bare_out = _timed(
-            [PYTHON, "-m", "benchmarks.bench_wallclock", "--bare", str(base / "text")], _env()
-        )
-        n = carnet["documents"]
-        results["non_scanned"] = {
-            "carnet": {
-                **carnet,
-                "wall_docs_per_s": round(n / carnet["wall_s"], 1),
-                "cpu_ms_per_doc": round(carnet["cpu_s"] / n * 1000, 2),
-            },
-            "bare_parse": {
-                **json.loads(bare_out),
-                "wall_s": round(bare_wall, 2),
-                "cpu_s": round(bare_cpu, 2),
-            },
-            "carnet_over_bare_wall": round(carnet["wall_s"] / bare_wall, 2),
-        }
+        results["non_scanned"] = non_scanned_rates(base, documents)
         if _up(ES_URL) and _up(S3_URL):
             bucket = f"carnet-bench-{uuid.uuid4().hex[:8]}"
             from pipeline.store.s3 import S3Store
@@ -377,7 +383,7 @@ def _scanned_rows(scan: dict[str, Any]) -> list[tuple[str, str, str, str]]:
 def table(r: dict[str, Any]) -> str:
     """The figures a user compares, one line each: Carnet, bare reference, ratio."""
     rows = [("work", "Carnet (wall)", "bare reference (wall)", "ratio")]
-    text = r.get("non_scanned")  # absent with --scanned
+    text = r.get("non_scanned")  # absent with --scanned alone
     if text is not None:
         rows.append(
             (
@@ -397,7 +403,8 @@ def table(r: dict[str, Any]) -> str:
                     "",
                 )
             )
-    rows.extend(_scanned_rows(r["scanned"]))
+    if "scanned" in r:
+        rows.extend(_scanned_rows(r["scanned"]))
     if "elasticsearch" in r:
         es = r["elasticsearch"]
         rows.append(
@@ -423,25 +430,38 @@ def table(r: dict[str, Any]) -> str:
     return "\n".join(" | ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)) for row in rows)
 
 
-def run_scanned(pages: int) -> dict[str, Any]:
-    """The scanned comparison alone (``--scanned [PAGES]``), on ``pages`` generated scans."""
-    workers = available_cpus()
-    results: dict[str, Any] = {"ocr_workers": workers, "load_average_before": os.getloadavg()}
+def run_alone(scanned: int | None = None, non_scanned: int | None = None) -> dict[str, Any]:
+    """One comparison alone: ``scanned`` generated scans, or ``non_scanned`` documents."""
+    results: dict[str, Any] = {"ocr_workers": available_cpus(), "load_average_before": os.getloadavg()}
     with tempfile.TemporaryDirectory(prefix="bench_wallclock_") as tmp:
-        results["scanned"] = scanned_rates(Path(tmp), workers, pages)
+        if scanned is not None:
+            results["scanned"] = scanned_rates(Path(tmp), available_cpus(), scanned)
+        if non_scanned is not None:
+            results["non_scanned"] = non_scanned_rates(Path(tmp), non_scanned)
     results["load_average_after"] = os.getloadavg()
     return results
 
 
 def main() -> None:
-    args = sys.argv[1:]
-    if args[:1] == ["--bare"]:
-        print(json.dumps(bare_parse(Path(args[1]))))
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.bench_wallclock",
+        description="Wall-clock throughput of `carnet ingest` beside bare references (see the module "
+        "docstring); prints one JSON object and a table. Without an option: every comparison.",
+    )
+    parser.add_argument("--quick", action="store_true", help="small sizes (300 documents, 8 scans)")
+    alone = "this comparison alone"
+    parser.add_argument("--scanned", nargs="?", type=int, const=SCANNED_PAGES, metavar="PAGES", help=alone)
+    parser.add_argument("--non-scanned", nargs="?", type=int, const=1000, metavar="DOCS", help=alone)
+    # The bare parse runs in a process of its own: this same script, given the folder.
+    parser.add_argument("--bare", type=Path, metavar="FOLDER", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.bare is not None:
+        print(json.dumps(bare_parse(args.bare)))
         return
-    if args[:1] == ["--scanned"]:
-        results = run_scanned(int(args[1]) if len(args) > 1 else SCANNED_PAGES)
+    if args.scanned is not None or args.non_scanned is not None:
+        results = run_alone(args.scanned, args.non_scanned)
     else:
-        results = run(quick="--quick" in args)
+        results = run(quick=args.quick)
     print(json.dumps(results, indent=2))
     print(table(results))
 
