@@ -413,7 +413,8 @@ class KeyRing:
     # -- the object mapping ------------------------------------------------------------------
 
     def lookup(self, sha256: str) -> ObjectRow | None:
-        """The row of a stored object, or None (its key may have been destroyed since)."""
+        """The row of a stored object, or None; a row whose key was destroyed since stays
+        until the object is deleted or written again (``opens`` tells)."""
         with self._lock:
             if sha256 in self._uncommitted:
                 return self._uncommitted[sha256]
