@@ -2,12 +2,15 @@
 
 A parser is chosen by sniffing content (``score``), never by file extension alone.
 ``parse`` returns one ``ParsedDocument`` per document found (several for an HL7 batch
-file) and raises ``ParserError`` for a document it cannot read. Parsers never read
-settings or the environment: what they need (OCR language…) is given at construction.
+file) and raises ``ParserError`` for a document it cannot read; a parser of files that
+hold many documents is also a ``StreamingParser``, read one document at a time. Parsers
+never read settings or the environment: what they need (OCR language…) is given at
+construction.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Protocol, runtime_checkable
 
 from pipeline.model import ParsedDocument
@@ -27,6 +30,20 @@ class Parser(Protocol):
 
     def parse(self, data: bytes, *, source: str) -> list[ParsedDocument]:
         """Read every document in ``data``; raise ``ParserError`` when it cannot."""
+        ...
+
+
+@runtime_checkable
+class StreamingParser(Parser, Protocol):
+    """A parser whose files may hold thousands of documents (an HL7 batch): the pipeline
+    reads a big one a document at a time instead of holding all its parsed documents."""
+
+    def count_documents(self, data: bytes) -> int:
+        """About how many documents ``data`` holds, found without parsing it."""
+        ...
+
+    def iter_documents(self, data: bytes, *, source: str) -> Iterator[ParsedDocument]:
+        """``parse``, one document at a time, each read only when asked for."""
         ...
 
 

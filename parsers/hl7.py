@@ -63,6 +63,7 @@ from parsers.hl7_segments import (
     Separators,
     charset_of,
     check_segment_name,
+    count_messages,
     iter_messages,
     parse_date,
     parse_ts,
@@ -131,6 +132,9 @@ class Hl7Parser:
 
     def parse(self, data: bytes, *, source: str) -> list[ParsedDocument]:
         return list(self.iter_documents(data, source=source))
+
+    def count_documents(self, data: bytes) -> int:
+        return count_messages(data)
 
     def iter_documents(self, data: bytes, *, source: str) -> Iterator[ParsedDocument]:
         """``parse``, one message at a time: a message is split, read and handed on before

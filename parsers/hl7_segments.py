@@ -105,6 +105,13 @@ def iter_messages(data: bytes) -> Iterator[RawMessage]:
         yield _raw_message(current)
 
 
+def count_messages(data: bytes) -> int:
+    """About how many messages ``data`` holds, without cutting it: the MSH segments that
+    start a line (a wrapped Base64 line starting with "MSH" counts too)."""
+    ends = (b"\r", b"\n", _MLLP_START)
+    return data.startswith(b"MSH") + sum(data.count(end + b"MSH") for end in ends)
+
+
 def _raw_message(segments: list[bytes]) -> RawMessage:
     return RawMessage(tuple(segments), headless=segments[0][:3] != b"MSH")
 

@@ -19,6 +19,15 @@ from pipeline.settings import Settings
 SAMPLES = Path(__file__).parent / "samples"
 
 
+def hl7_batch(messages: int, *, start: int = 0) -> bytes:
+    """An HL7 file of ``messages`` lab results for one patient, each a new document: the
+    first message of ``oru_three_lf.hl7`` with its own control id and order numbers
+    (``start``, ``start`` + 1…)."""
+    sample = (SAMPLES / "hl7" / "oru_three_lf.hl7").read_bytes()
+    first = sample[: sample.index(b"\nMSH", 1) + 1].replace(b"\n", b"\r")
+    return b"".join(first.replace(b"MSG0101", b"M%06d" % n) for n in range(start, start + messages))
+
+
 def _reachable(url: str) -> bool:
     parsed = urlparse(url)
     host = parsed.hostname or "127.0.0.1"

@@ -22,6 +22,7 @@ from pipeline.ingest.parsing import ParsePool, RegistryRecipe
 from pipeline.model import Format, Outcome, ParsedDocument, Reason, Status
 from pipeline.quality import QualityGate
 from pipeline.settings import Settings
+from tests.conftest import hl7_batch
 
 CRASH = b"CRASH THE PARSER"
 
@@ -203,3 +204,42 @@ def test_tesseract_runs_at_most_workers_at_once_among_all_processes(tmp_path: Pa
     assert all(problem is None and docs[0].ocr_pages == 4 for docs, problem, _ in parsed), parsed
     at_once = [int(n) for n in log.read_text().split()]
     assert len(at_once) == 16 and max(at_once) <= 2
+
+
+def test_a_file_of_more_messages_than_a_flush_is_read_here_a_message_at_a_time(
+    tmp_path: Path, processes_at_once: None
+) -> None:
+    """Not parsed ahead in a worker (which would send all its documents back at once): read
+    by ``process``, each message only once the ones before it are through, flushed as it
+    goes. A file of fewer messages still goes to a worker."""
+    from parsers.hl7 import Hl7Parser
+
+    feed = tmp_path / "feed"
+    feed.mkdir()
+    (feed / "a-three.hl7").write_bytes(hl7_batch(3))
+    (feed / "b-one.hl7").write_bytes(hl7_batch(1, start=3))
+    events: list[str] = []
+    submit, flush, iter_documents = ParsePool.submit, Pipeline.flush, Hl7Parser.iter_documents
+
+    def submitted(self: ParsePool, item: InputFile) -> object:
+        events.append(f"submit {Path(item.source).name}")
+        return submit(self, item)
+
+    def read(self: Hl7Parser, data: bytes, *, source: str) -> Iterator[ParsedDocument]:
+        for doc in iter_documents(self, data, source=source):
+            events.append("read")
+            yield doc
+
+    def flushed(self: Pipeline) -> None:
+        events.append(f"flush {len(self._pending)}")
+        flush(self)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(ParsePool, "submit", submitted)
+        mp.setattr(Hl7Parser, "iter_documents", read)
+        mp.setattr(Pipeline, "flush", flushed)
+        summary = ingest_sources(
+            [str(feed)], Settings(data_dir=tmp_path / "carnet", ocr_workers=2, flush_every=2)
+        )
+    assert [o.status for o in summary.outcomes] == [Status.INDEXED] * 4
+    assert events[:6] == ["submit b-one.hl7", "read", "read", "flush 2", "read", "flush 2"]

@@ -25,6 +25,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import Any
 
+from parsers.base import StreamingParser
 from parsers.registry import ParserOptions, ParserRegistry, default_registry
 from pipeline.access import AccessRules
 from pipeline.crypto import open_encrypted_store, patient_ref, patient_ref_key
@@ -38,6 +39,7 @@ from pipeline.ingest.quarantine import Quarantine
 from pipeline.ingest.stages import (
     InputFile,
     Parsed,
+    ParseFailure,
     Rejection,
     StageClock,
     build_record,
@@ -45,6 +47,7 @@ from pipeline.ingest.stages import (
     closed_account,
     document_ids,
     examine,
+    iter_parsed,
     outcome_fields,
     parse_input,
 )
@@ -318,15 +321,13 @@ class Pipeline:
             )
             return self.outcomes[start:]
 
-        with self.clock.stage("parse"):
-            parsed, problem, exc_text = self._parsed(item, self._parsing.pop(id(item), None))
-        if problem is None and not parsed:
-            # A file a parser accepted but found nothing in is still accounted for.
-            problem = Problem(code=Reason.EMPTY_DOCUMENT, message="no document found in the file")
-        if problem is not None:
-            self._reject(item, raw_sha, None, [problem], exception=exc_text)
-        for doc in parsed:
-            self._process_document(item, raw_sha, doc)
+        for parsed in self._parsed(item):
+            if isinstance(parsed, ParseFailure):
+                # The input is rejected (and quarantined) whole; messages of it read before a
+                # parser crashed keep their own outcomes, as a rerun of the input would give.
+                self._reject(item, raw_sha, None, [parsed.problem], exception=parsed.exception)
+                continue
+            self._process_document(item, raw_sha, parsed)
             if len(self._pending) >= self.settings.ingestion.flush_every:
                 # A file of many documents (an HL7 batch) is flushed as it goes, as
                 # ``_flush_if_pending`` may do: its records are never all held at once.
@@ -345,9 +346,11 @@ class Pipeline:
         tesseract runs outside the GIL), then in as many worker processes (``ParsePool``:
         pypdf and the other parsers are pure Python). Only parsing moves: storing,
         identifying, indexing and outcomes stay in input order, in this thread. At most
-        twice ``ocr.workers`` inputs are held ahead. The quality gate's GX is started in
-        its own process at the first input (``QualityGate.start``): its seconds of import
-        then overlap the start-up and the first parses instead of holding the first flush.
+        twice ``ocr.workers`` inputs are held ahead. A file of more documents than a flush
+        holds is not parsed ahead: ``process`` reads it one document at a time (``_streamed``).
+        The quality gate's GX is started in its own process at the first input
+        (``QualityGate.start``): its seconds of import then overlap the start-up and the
+        first parses instead of holding the first flush.
         """
         workers = self.settings.ocr.workers
         if workers <= 1:
@@ -361,7 +364,8 @@ class Pipeline:
                     self.gate.start()
                 if seen == _PROCESSES_AFTER and self.backends.recipe is not None:
                     self._parse_pool = ParsePool(self.backends.recipe, workers)
-                if not item.manifest_problem and item.unsafe_path is None:  # else rejected unparsed
+                # Else rejected unparsed, or read by ``process`` one document at a time.
+                if not item.manifest_problem and item.unsafe_path is None and not self._streamed(item):
                     if threads is not None and self._parse_pool is not None and self._parse_pool.ready():
                         # The threads' parses end first: this process's tesseracts and the
                         # workers' would otherwise run together, past ``workers``.
@@ -390,15 +394,38 @@ class Pipeline:
     def _parse(self, item: InputFile) -> Parsed:
         return parse_input(self.registry, item)
 
-    def _parsed(self, item: InputFile, ahead: Future[Parsed] | None) -> Parsed:
-        """``item``'s parse: what ``parse_ahead`` started for it, else parsed here."""
+    def _streamed(self, item: InputFile) -> bool:
+        """Whether ``item`` is left to ``process`` to read one document at a time instead of
+        being parsed ahead: a file of more documents than a flush holds (an HL7 batch).
+        Parsed ahead, all its documents (~15 KB each for a lab result) would be held at
+        once, in the worker and again here; read here, a flush's worth at most."""
+        parser = self.registry.choose(item.data) if item.data else None
+        return (
+            isinstance(parser, StreamingParser)
+            and parser.count_documents(item.data) > self.settings.ingestion.flush_every
+        )
+
+    def _parsed(self, item: InputFile) -> Iterator[ParsedDocument | ParseFailure]:
+        """``item``'s documents: what ``parse_ahead`` parsed for it, else read here, each
+        when asked for (``iter_parsed``); the time spent reading counts as "parse"."""
+        ahead = self._parsing.pop(id(item), None)
         if ahead is None:
-            return self._parse(item)
-        if self._parse_pool is not None:
+            documents = iter_parsed(self.registry, item)
+            while True:
+                with self.clock.stage("parse"):
+                    parsed = next(documents, None)
+                if parsed is None:
+                    return
+                yield parsed
+        with self.clock.stage("parse"):
             # A future of the threads, or the pool's: the pool also parses again, alone,
             # an input whose worker died.
-            return self._parse_pool.result(item, ahead)
-        return ahead.result()
+            read, problem, exc_text = (
+                ahead.result() if self._parse_pool is None else self._parse_pool.result(item, ahead)
+            )
+        yield from read
+        if problem is not None:
+            yield ParseFailure(problem, exc_text)
 
     def _process_document(self, item: InputFile, raw_sha: str, doc: ParsedDocument) -> None:
         if doc.withdraw and not any(w.blocking for w in doc.warnings):

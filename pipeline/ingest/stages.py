@@ -14,11 +14,12 @@ import logging
 import time
 import traceback
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+from parsers.base import StreamingParser
 from parsers.registry import ParserRegistry
 from pipeline.classification import classify_document
 from pipeline.dates import find_document_date
@@ -48,8 +49,8 @@ _CLOSED = {
     Reason.OPPOSITION: "the patient opposed the creation of their record: documents for this INS are refused",
 }
 
-# What parsing one input gives: its documents, or the problem that stopped it (and the
-# traceback of a parser that crashed).
+# What parsing one input gives: its documents, and the problem that stopped the parse
+# after them, if one did (and the traceback of a parser that crashed).
 Parsed = tuple[list[ParsedDocument], Problem | None, str | None]
 
 
@@ -126,27 +127,53 @@ class Examined:
         return tuple(p for p in self.problems if p.blocking)
 
 
-def parse_input(registry: ParserRegistry, item: InputFile) -> Parsed:
-    """The documents of one raw input, by the parser its content calls for."""
+@dataclass(frozen=True)
+class ParseFailure:
+    """Why the parse of an input stopped (and the traceback of a parser that crashed)."""
+
+    problem: Problem
+    exception: str | None = None
+
+
+def iter_parsed(registry: ParserRegistry, item: InputFile) -> Iterator[ParsedDocument | ParseFailure]:
+    """The documents of one raw input, by the parser its content calls for, each read only
+    when asked for if the parser can (``StreamingParser``: an HL7 batch); then, if the
+    parse stopped or found nothing, a ``ParseFailure``, last."""
     parser = registry.choose(item.data) if item.data else None
     if parser is None:
         what = "empty file" if not item.data else "content not recognised as PDF, image, HL7 v2 or CDA"
-        return [], Problem(code=Reason.UNSUPPORTED_FORMAT, message=what), None
+        yield ParseFailure(Problem(code=Reason.UNSUPPORTED_FORMAT, message=what))
+        return
+    found = 0
     try:
-        return parser.parse(item.data, source=item.source), None, None
+        if isinstance(parser, StreamingParser):
+            documents: Iterable[ParsedDocument] = parser.iter_documents(item.data, source=item.source)
+        else:
+            documents = parser.parse(item.data, source=item.source)
+        for doc in documents:
+            found += 1
+            yield doc
     except EncryptedDocumentError as exc:
-        return [], Problem(code=Reason.ENCRYPTED_DOCUMENT, message=exc.message), None
+        yield ParseFailure(Problem(code=Reason.ENCRYPTED_DOCUMENT, message=exc.message))
     except ParserError as exc:
-        return [], Problem(code=Reason.PARSE_ERROR, message=exc.message), None
+        yield ParseFailure(Problem(code=Reason.PARSE_ERROR, message=exc.message))
     except Exception as exc:  # noqa: BLE001 — the parser boundary: one bad file never stops the batch
         log.exception("parser %s crashed on %s (producer %s)", parser.name, item.source, item.producer)
-        return (
-            [],
-            Problem(
-                code=Reason.PARSE_ERROR, message=f"{parser.name} parser failed: {type(exc).__name__}: {exc}"
-            ),
-            traceback.format_exc(),
-        )
+        message = f"{parser.name} parser failed: {type(exc).__name__}: {exc}"
+        yield ParseFailure(Problem(code=Reason.PARSE_ERROR, message=message), traceback.format_exc())
+    else:
+        if not found:  # a file a parser accepted but found nothing in is still accounted for
+            yield ParseFailure(Problem(code=Reason.EMPTY_DOCUMENT, message="no document found in the file"))
+
+
+def parse_input(registry: ParserRegistry, item: InputFile) -> Parsed:
+    """``iter_parsed``, every document read before the result is returned."""
+    documents: list[ParsedDocument] = []
+    for parsed in iter_parsed(registry, item):
+        if isinstance(parsed, ParseFailure):
+            return documents, parsed.problem, parsed.exception
+        documents.append(parsed)
+    return documents, None, None
 
 
 def cap_text(doc: ParsedDocument, max_chars: int) -> ParsedDocument:

@@ -133,12 +133,17 @@ class Backend:
 def clean_run(
     small_feed: tuple[Path, GeneratedFeed], tmp_path_factory: pytest.TempPathFactory
 ) -> dict[str, object]:
-    """What an uninterrupted run gives: every source's (status, doc id), the live versions."""
-    root, _ = small_feed
-    b = Backend(tmp_path_factory.mktemp("clean") / "carnet", None)
+    """What an uninterrupted run gives on the small feed (see ``run_clean``)."""
+    return run_clean(small_feed[0], tmp_path_factory.mktemp("clean") / "carnet")
+
+
+def run_clean(feed: Path, data_dir: Path) -> dict[str, object]:
+    """What an uninterrupted run of ``feed`` gives: every source's (status, doc id), the
+    live versions."""
+    b = Backend(data_dir, None)
     report = b.data_dir.parent / "report.jsonl"
     with pytest.MonkeyPatch.context() as m:
-        assert b.ingest_in_process(root, report, m) == 0
+        assert b.ingest_in_process(feed, report, m) == 0
     lines = read_report(report)
     live = live_versions_by_series(b.settings.effective_index_url)
     return {

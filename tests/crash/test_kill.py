@@ -21,7 +21,17 @@ from generator import GeneratedFeed
 from pipeline.faults import FAULT_POINTS
 from pipeline.ingest import discover_batches, process_batch
 from pipeline.settings import Settings
-from tests.crash.conftest import FLUSH_EVERY, REPO, Backend, assert_consistent, carnet, drop_alias, es_url
+from tests.conftest import hl7_batch
+from tests.crash.conftest import (
+    FLUSH_EVERY,
+    REPO,
+    Backend,
+    assert_consistent,
+    carnet,
+    drop_alias,
+    es_url,
+    run_clean,
+)
 
 
 @pytest.fixture
@@ -88,6 +98,23 @@ def test_killed_at_a_commit_point_then_rerun_on_elasticsearch(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     _kill_then_rerun(es_backend, point, small_feed[0], clean_run, monkeypatch)
+
+
+@pytest.mark.parametrize("point", ["after_journal:2", "before_ledger_record:3"])
+def test_killed_in_the_middle_of_an_hl7_file_read_a_message_at_a_time_then_rerun(
+    point: str, tmp_path: Path, sqlite_backend: Backend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file of more messages than a flush holds is read and flushed a message at a time:
+    killed with some of its flushes done, the rerun still leaves every message in the
+    state a clean run gives it (one of them a duplicate, one broken)."""
+    feed = tmp_path / "feed"
+    feed.mkdir()
+    broken = b"MSH|^~\\&|LAB\rPID|1\r"  # no MSH-9/10/12: rejected, alone
+    (feed / "batch.hl7").write_bytes(hl7_batch(12) + broken + hl7_batch(1, start=5) + hl7_batch(12, start=12))
+    clean = run_clean(feed, tmp_path / "clean" / "carnet")
+    statuses = sorted(status for status, _ in clean["by_source"].values())  # type: ignore[attr-defined]
+    assert statuses == ["duplicate", *["indexed"] * 24, "rejected"] and int(FLUSH_EVERY) < 26
+    _kill_then_rerun(sqlite_backend, point, feed, clean, monkeypatch)
 
 
 def _kill_batches(feed: Path, data_dir: Path, fault: str) -> subprocess.CompletedProcess[str]:
