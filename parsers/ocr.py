@@ -84,8 +84,14 @@ class TesseractOcr:
                 prepared.save(fh, "PPM")
             command = [self.command, path, "stdout", "-l", self.lang, "--dpi", str(dpi), "tsv"]
             with self.slots or nullcontext():
-                # ``run`` kills tesseract when the timeout expires.
-                done = subprocess.run(command, capture_output=True, timeout=self.timeout_s, check=False)
+                # ``run`` kills tesseract when the timeout expires; it reads no input.
+                done = subprocess.run(
+                    command,
+                    stdin=subprocess.DEVNULL,
+                    capture_output=True,
+                    timeout=self.timeout_s,
+                    check=False,
+                )
         except FileNotFoundError as exc:
             raise ConfigurationError(
                 f"tesseract is not installed ({self.command!r} not found: "
