@@ -49,7 +49,7 @@ from sqlalchemy import Connection, Engine, Executable, Table, case, select
 from pipeline.model import DocClass, DocumentRecord, Frozen, Reason, SearchQuery, Visibility
 from pipeline.settings import Settings
 from pipeline.state import tables as t
-from pipeline.state.engine import insert_new, upsert
+from pipeline.state.engine import insert_new, insert_new_many, upsert
 from pipeline.state.opening import engine_of
 
 if TYPE_CHECKING:
@@ -337,10 +337,21 @@ class AccessRules:
                         select(b.patient_id, b.birth_date).where(b.patient_id.in_(ids[at : at + _IN_CHUNK]))
                     )
                 )
-            for patient_id, day in earliest.items():
-                if patient_id in recorded and recorded[patient_id] <= day:
-                    continue
-                self._record_day(conn, patient_id, day, stamp)
+            earlier = {p: day for p, day in earliest.items() if p not in recorded or day < recorded[p]}
+            # The days no patient had yet in one statement; another writer's meanwhile (rare)
+            # is then kept only if it is earlier, one statement each (``_record_day``).
+            inserted = insert_new_many(
+                conn,
+                t.patient_birth_dates,
+                [
+                    {"patient_id": p, "birth_date": day, "recorded_at": stamp}
+                    for p, day in earlier.items()
+                    if p not in recorded
+                ],
+            )
+            for patient_id, day in earlier.items():
+                if (patient_id,) not in inserted:
+                    self._record_day(conn, patient_id, day, stamp)
         return len(earliest)
 
     @staticmethod
@@ -438,6 +449,15 @@ class AccessRules:
         c = t.closures.c
         row = self._one(select(c.reason).where(c.patient_ref == patient_ref))
         return None if row is None else Reason(str(row[0]))
+
+    def closed_accounts(self, *, at_most: int) -> dict[str, Reason] | None:
+        """Every closed account (``patient_ref`` -> why), or None when there are more than
+        ``at_most``."""
+        c = t.closures.c
+        rows = self._rows(select(c.patient_ref, c.reason).limit(at_most + 1))
+        if len(rows) > at_most:
+            return None
+        return {str(ref): Reason(str(reason)) for ref, reason in rows}
 
     def closures(self, patient_refs: Iterable[str]) -> dict[str, Reason]:
         """``closure`` of many INS at once: the closed ones among ``patient_refs``, and why."""

@@ -46,7 +46,7 @@ from pipeline.keywrap import (
 )
 from pipeline.settings import Settings
 from pipeline.state import tables as t
-from pipeline.state.engine import engine_name, insert_new, upsert_many
+from pipeline.state.engine import engine_name, insert_new, insert_new_many, upsert_many
 from pipeline.state.opening import engine_of, open_state
 from pipeline.store import DocumentStore, QuarantineRecord, open_store, sha256_hex
 
@@ -307,12 +307,14 @@ class KeyRing:
         now = dt.datetime.now(dt.UTC).isoformat()
         with self._engine.begin() as conn:
             created = {
-                p
-                for p, row in made.items()
-                if insert_new(
+                str(p)
+                for (p,) in insert_new_many(
                     conn,
                     t.patient_keys,
-                    {"patient_id": p, "wrapped": row.wrapped, "created_at": now, "key_id": row.key_id},
+                    [
+                        {"patient_id": p, "wrapped": row.wrapped, "created_at": now, "key_id": row.key_id}
+                        for p, row in made.items()
+                    ],
                 )
             }
         for p, row in made.items():

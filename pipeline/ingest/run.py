@@ -81,6 +81,10 @@ _PROCESSES_AFTER = 16
 # Bytes of inputs held for the next flush's ``put_many`` before they are stored earlier.
 _UNSTORED_BYTES = 32 * 1024 * 1024
 
+# Closed accounts read in one query once per flush while there are at most this many (see
+# ``Pipeline._closure``); beyond, each patient's account is asked about on its own.
+_CLOSED_READ_AT_ONCE = 2000
+
 
 @dataclass(frozen=True)
 class Backends:
@@ -225,6 +229,9 @@ class Pipeline:
         self._ref_key = patient_ref_key(settings)
         self._refs: dict[str, str] = {}  # patient id -> patient_ref (a keyed hash: fixed)
         self._open_accounts: set[str] = set()  # refs found open since the last flush
+        # Every closed account, read once since the last flush (None: too many to read).
+        self._closed_accounts: dict[str, Reason] | None = None
+        self._closed_read = False
         self.quarantine = Quarantine(self.store, self.ledger, self._ref_key)
         self.versions = Versions(self.index)
         self.clock = StageClock()
@@ -494,9 +501,20 @@ class Pipeline:
         again: ``flush`` asks once more for all its records (``_refuse_closed``), so a
         closure made meanwhile still refuses them, and nothing the cache answers reaches
         the index unchecked. A closed account is asked about every time (rare), so a
-        reopening counts at once."""
+        reopening counts at once.
+
+        While closed accounts are few, they are all read in one query the first time after
+        a flush, and an account not among them is found open without a query of its own
+        (a lab feed names a new patient in almost every message); it is taken as open
+        until the next flush, on the same terms."""
         ref = self._patient_ref(patient_id)
         if ref in self._open_accounts:
+            return None
+        if not self._closed_read:
+            self._closed_accounts = self.rules.closed_accounts(at_most=_CLOSED_READ_AT_ONCE)
+            self._closed_read = True
+        if self._closed_accounts is not None and ref not in self._closed_accounts:
+            self._open_accounts.add(ref)
             return None
         closure = self.rules.closure(ref)
         if closure is None:
@@ -508,6 +526,7 @@ class Pipeline:
         closed since a record was examined (erasure, opposition) refuses it now, as
         ``_process_document`` would have; its bytes are not kept under the patient's key."""
         self._open_accounts.clear()  # decided afresh from here on (see ``_closure``)
+        self._closed_read = False
         if not pending:
             return pending
         closed = self.rules.closures(self._patient_ref(p.record.patient_id) for p in pending)

@@ -130,6 +130,15 @@ def insert_new(conn: Connection, table: Table, values: dict[str, Any]) -> bool:
     return conn.execute(stmt.returning(*table.primary_key.columns)).first() is not None
 
 
+def insert_new_many(conn: Connection, table: Table, rows: Sequence[dict[str, Any]]) -> set[tuple[Any, ...]]:
+    """``insert_new`` of many rows with the same columns, as one executemany statement
+    (SQLAlchemy sends them as multi-row INSERTs); the primary keys of the rows inserted."""
+    if not rows:
+        return set()
+    stmt = insert_statement(conn, table).on_conflict_do_nothing().returning(*table.primary_key.columns)
+    return {tuple(r) for r in conn.execute(stmt, list(rows))}
+
+
 def upsert(conn: Connection, table: Table, values: dict[str, Any]) -> None:
     """Insert a row, or update every other column of the row with the same primary key
     (``INSERT … ON CONFLICT … DO UPDATE``, which both databases speak)."""

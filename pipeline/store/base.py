@@ -125,10 +125,13 @@ def anchor_name(kind: str, seq: int) -> str:
     return f"anchors/{kind}/{seq:012d}.json"
 
 
+_HEX_DIGITS = frozenset("0123456789abcdef")
+
+
 def check_sha256(sha256: str) -> str:
     """``sha256`` if it is a lowercase hex digest; a key outside that shape never reaches a
     path or an object key."""
-    if len(sha256) != 64 or not all(c in "0123456789abcdef" for c in sha256):
+    if len(sha256) != 64 or not _HEX_DIGITS.issuperset(sha256):
         raise ValueError(f"not a sha256 hex digest: {sha256!r}")
     return sha256
 

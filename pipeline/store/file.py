@@ -9,8 +9,9 @@ flush is recorded and before any acknowledgement is written.
 
 from __future__ import annotations
 
+import itertools
 import os
-import tempfile
+import secrets
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -63,35 +64,68 @@ class FileStore:
 
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
+        self._objects = os.path.join(self.root, "objects")
         self._lock = threading.Lock()
         # Written since the last sync: files, and directories whose entries changed.
         self._unsynced_files: set[Path] = set()
         self._unsynced_dirs: set[Path] = set()
+        # Folders this store made or found: a flush's hundreds of objects are written
+        # without walking up every parent again (a folder removed behind its back is made
+        # again: see ``_write``).
+        self._folders: set[str] = set()
+        # Temporary names unique to this store (one random prefix, then a counter) instead
+        # of ``tempfile``'s random name per file; ``O_EXCL`` still refuses any clash.
+        self._tmp_prefix = f".tmp-{secrets.token_hex(6)}-"
+        self._tmp_seq = itertools.count()
         for sub in ("objects", "quarantine"):
             self._mkdir(self.root / sub)
         self.sync()
 
     def _mkdir(self, folder: Path) -> None:
         """``folder`` and its missing parents, each new entry to be synced."""
+        if str(folder) in self._folders:
+            return
         missing = [p for p in (folder, *folder.parents) if not p.exists()]
         folder.mkdir(parents=True, exist_ok=True)
         with self._lock:
             self._unsynced_dirs.update(p.parent for p in missing)
+            self._folders.add(str(folder))
 
     def _write(self, path: Path, data: bytes) -> None:
         """Write ``path`` atomically (readers see the old file or the new one, whole)."""
-        self._mkdir(path.parent)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+        folder = path.parent
+        self._mkdir(folder)
         try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-            os.replace(tmp, path)
+            tmp = self._create_tmp(folder)
+        except FileNotFoundError:  # the folder went since: made again
+            with self._lock:
+                self._folders.discard(str(folder))
+            self._mkdir(folder)
+            tmp = self._create_tmp(folder)
+        fd, name = tmp
+        try:
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view) :]
+            finally:
+                os.close(fd)
+            os.replace(name, path)
         except BaseException:
-            Path(tmp).unlink(missing_ok=True)
+            Path(name).unlink(missing_ok=True)
             raise
         with self._lock:
             self._unsynced_files.add(path)
-            self._unsynced_dirs.add(path.parent)
+            self._unsynced_dirs.add(folder)
+
+    def _create_tmp(self, folder: Path) -> tuple[int, str]:
+        """A new temporary file in ``folder``, opened for writing (mode 0600, as mkstemp)."""
+        while True:
+            name = os.path.join(folder, f"{self._tmp_prefix}{next(self._tmp_seq)}")
+            try:
+                return os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600), name
+            except FileExistsError:
+                continue
 
     def _remove(self, path: Path) -> bool:
         try:
@@ -130,7 +164,7 @@ class FileStore:
 
     def _path(self, sha256: str) -> Path:
         check_sha256(sha256)
-        return self.root / "objects" / sha256[:2] / sha256[2:]
+        return Path(self._objects, sha256[:2], sha256[2:])
 
     def put(self, data: bytes) -> str:
         digest = sha256_hex(data)
