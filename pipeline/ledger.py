@@ -35,6 +35,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
+from pydantic import TypeAdapter
 from sqlalchemy import Connection, Engine, delete, func, select, update
 
 from pipeline.errors import RunInProgress
@@ -49,6 +50,8 @@ ERASED = "[erased]"  # what an erased patient's source paths become
 
 _ACCEPTED = (Status.INDEXED.value, Status.REPLACED.value)
 _CHUNK = 500  # values per IN (…): far below both databases' parameter limits
+# A flush's outcomes as the journal keeps them (one call for the list, not one per outcome).
+_OUTCOME_LIST: TypeAdapter[list[Outcome]] = TypeAdapter(list[Outcome])
 
 
 class JournaledFlush(Frozen):
@@ -176,7 +179,7 @@ class Ledger:
                     state="intended",
                     created_at=_now(),
                     writes=writes,
-                    outcomes=json.dumps([o.model_dump(mode="json") for o in outcomes], ensure_ascii=False),
+                    outcomes=_OUTCOME_LIST.dump_json(list(outcomes)).decode(),
                 )
             )
         return flush_id

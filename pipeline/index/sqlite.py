@@ -304,6 +304,9 @@ class SqliteIndex:
 
     def _write_rows(self, rows: list[tuple[tuple[object, ...], tuple[str, str, str, str]]]) -> set[str]:
         """Upsert rows inside the caller's transaction; return the terms not known yet."""
+        # Each row's old FTS row out and its new one in, as two executemany for all the
+        # rows: by rowid, the last row written for a document wins (as one by one).
+        fts_rows: dict[int, tuple[str, str, str, str]] = {}
         for doc_values, fts_row in rows:
             (row_id,) = self._db.execute(
                 """
@@ -323,11 +326,12 @@ class SqliteIndex:
                 """,
                 doc_values,
             ).fetchone()
-            self._db.execute("DELETE FROM documents_fts WHERE rowid = ?", (row_id,))
-            self._db.execute(
-                "INSERT INTO documents_fts (rowid, pat, title, meta, body) VALUES (?, ?, ?, ?, ?)",
-                (row_id, *fts_row),
-            )
+            fts_rows[row_id] = fts_row
+        self._db.executemany("DELETE FROM documents_fts WHERE rowid = ?", [(i,) for i in fts_rows])
+        self._db.executemany(
+            "INSERT INTO documents_fts (rowid, pat, title, meta, body) VALUES (?, ?, ?, ?, ?)",
+            [(i, *fts_row) for i, fts_row in fts_rows.items()],
+        )
         new_terms = {t for _, fts_row in rows for col in fts_row[1:] for t in col.split()}
         new_terms -= self._known_terms
         self._db.executemany("INSERT OR IGNORE INTO terms (term) VALUES (?)", [(t,) for t in new_terms])
