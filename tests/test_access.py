@@ -419,6 +419,18 @@ def test_closed_accounts_and_oppositions_are_kept_as_keyed_hashes(rules: AccessR
         rules.close_account(ref, Reason.MISSING_INS, NOW)
 
 
+def test_closed_accounts_are_read_at_once_while_they_are_few(rules: AccessRules) -> None:
+    from pipeline.crypto import patient_ref
+    from pipeline.model import Reason
+
+    assert rules.closed_accounts(at_most=1) == {}
+    a, b = patient_ref(KEY, P), patient_ref(KEY, OTHER)
+    rules.close_account(a, Reason.ACCOUNT_CLOSED, NOW)
+    rules.close_account(b, Reason.OPPOSITION, NOW)
+    assert rules.closed_accounts(at_most=2) == {a: Reason.ACCOUNT_CLOSED, b: Reason.OPPOSITION}
+    assert rules.closed_accounts(at_most=1) is None  # too many: asked about one by one
+
+
 def test_the_chain_is_read_page_by_page_and_still_verified_whole(
     state_engine: Engine,
     monkeypatch: pytest.MonkeyPatch,

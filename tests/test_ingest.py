@@ -303,6 +303,34 @@ def test_an_account_closed_mid_flush_refuses_what_was_examined_before_it(tmp_pat
         assert pipe.index.search(SearchQuery(patient_id=A, include_superseded=True)).total == 0
 
 
+@pytest.mark.parametrize("read_at_once", [2000, 0])
+def test_a_closed_account_refuses_documents_whether_closures_are_read_at_once_or_not(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, read_at_once: int
+) -> None:
+    """Closed accounts are read in one query per flush while few (0: more than the limit,
+    each patient asked about): either way a closed account's document is refused when
+    examined, and an open one's accepted."""
+    from pipeline.access import AccessRules
+    from pipeline.crypto import patient_ref, patient_ref_key
+    from pipeline.ingest import run
+    from tests.test_erasure import A, B
+
+    monkeypatch.setattr(run, "_CLOSED_READ_AT_ONCE", read_at_once)
+    settings = _pipeline_settings(tmp_path)
+    rules = AccessRules(settings)
+    try:
+        rules.close_account(patient_ref(patient_ref_key(settings), A), Reason.OPPOSITION, _NOW)
+    finally:
+        rules.close()
+    with run.Pipeline(settings) as pipe:
+        pipe.start_run("ingest", "test", exclusive=True)
+        (a1,) = pipe.process(_oru_input(A, "A1", "a1"))
+        (b1,) = pipe.process(_oru_input(B, "B1", "b1"))
+        assert a1.status is Status.REJECTED and [r.code for r in a1.reasons] == [Reason.OPPOSITION]
+        assert b1.status is Status.INDEXED
+        pipe.flush()
+
+
 def test_a_reopened_account_accepts_documents_at_once_within_a_flush(tmp_path: Path) -> None:
     """A closed account is not remembered as closed: reopened mid-flush, it accepts the
     next document."""
