@@ -14,13 +14,15 @@ The HL7 file's messages each have their own control id and order number, so that
 one is a new document (repeated as they are, all but one would be duplicates and never
 reach the index). Figures are megabytes (and seconds), never a pass/fail threshold.
 Run: ``.venv/bin/python -m benchmarks.bench_memory [--quick]``; prints one JSON object.
+``--hl7 100000 400000``: only the ingest of HL7 files of those many segments (12,501 and
+50,001 messages), to see whether its peak grows with the messages.
 """
 
 from __future__ import annotations
 
+import argparse
 import io
 import json
-import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -55,12 +57,7 @@ def make_big_inputs(folder: Path, quick: bool) -> dict[str, Path]:
     }
     paths["pdf"].write_bytes(buffer.getvalue())
 
-    from generator import generate_feed
-
-    feed = generate_feed(folder / "seed-feed", seed=3, patients=4, documents=40, include_bad=False)
-    sources = [folder / "seed-feed" / d.source_ref.split("#")[0] for d in feed.documents]
-    cda = next(p for p in sources if p.read_bytes().lstrip().startswith(b"<"))
-    hl7 = next(p for p in sources if p.read_bytes().lstrip(b"\x0b").startswith(b"MSH"))
+    cda, hl7 = _samples(folder)
     paths["small"].write_bytes(cda.read_bytes())
     # The CDA's first <paragraph> repeated until the file weighs ``cda_mb``.
     text = cda.read_text(encoding="utf-8")
@@ -69,20 +66,35 @@ def make_big_inputs(folder: Path, quick: bool) -> dict[str, Path]:
     block = text[start:end]
     repeat = cda_mb * 1_000_000 // len(block.encode()) + 1
     paths["cda"].write_text(text[:start] + block * repeat + text[end:], encoding="utf-8")
-    # One HL7 message of the feed repeated until the file holds ``segments`` segments, each
-    # copy with its own MSH-10 control id and ORC/OBR order numbers (same lengths).
-    raw = hl7.read_bytes().replace(b"\n", b"\r").strip(b"\r\x0b\x1c")
+    write_hl7(hl7, paths["hl7"], segments)
+    return paths
+
+
+def _samples(folder: Path) -> tuple[Path, Path]:
+    """A small CDA and an HL7 message of a generated feed."""
+    from generator import generate_feed
+
+    feed = generate_feed(folder / "seed-feed", seed=3, patients=4, documents=40, include_bad=False)
+    sources = [folder / "seed-feed" / d.source_ref.split("#")[0] for d in feed.documents]
+    cda = next(p for p in sources if p.read_bytes().lstrip().startswith(b"<"))
+    hl7 = next(p for p in sources if p.read_bytes().lstrip(b"\x0b").startswith(b"MSH"))
+    return cda, hl7
+
+
+def write_hl7(sample: Path, out: Path, segments: int) -> None:
+    """``sample``'s HL7 message repeated until ``out`` holds ``segments`` segments, each copy
+    with its own MSH-10 control id and ORC/OBR order numbers (same lengths)."""
+    raw = sample.read_bytes().replace(b"\n", b"\r").strip(b"\r\x0b\x1c")
     per_message = raw.count(b"\r") + 1
     fields = raw.split(b"\r")[0].split(b"|")
     control = fields[9]
     orders = {f for seg in raw.split(b"\r") if seg[:3] in {b"ORC", b"OBR"} for f in seg.split(b"|")[2:4] if f}
-    with paths["hl7"].open("wb") as out:
+    with out.open("wb") as file:
         for n in range(segments // per_message + 1):
             message = raw.replace(control, b"C%0*d" % (len(control) - 1, n))
             for order in orders:
                 message = message.replace(order, b"9%0*d" % (len(order) - 1, n))
-            out.write(message + b"\r")
-    return paths
+            file.write(message + b"\r")
 
 
 def peak_memory(path: Path) -> dict[str, Any]:
@@ -175,10 +187,35 @@ def measure(folder: Path, quick: bool = False) -> dict[str, Any]:
     return {"ingest_baseline_mb": baseline, "inputs": inputs}
 
 
-def run(quick: bool = False) -> dict[str, Any]:
+def measure_hl7(folder: Path, segments: list[int]) -> dict[str, Any]:
+    """The ingest peak of HL7 files of each number of ``segments`` (the big file's message
+    repeated), and of the small CDA they are compared with."""
+    folder.mkdir(parents=True, exist_ok=True)
+    cda, hl7 = _samples(folder)
+    baseline = ingest_peak(cda, folder / "ingest-small")["ingest_peak_rss_mb"]
+    inputs = {}
+    for n in segments:
+        path = folder / f"big-{n}.hl7"
+        write_hl7(hl7, path, n)
+        figures = {"input_mb": round(path.stat().st_size / 1e6, 1)}
+        figures.update(ingest_peak(path, folder / f"ingest-{n}"))
+        figures["ingest_above_baseline_mb"] = figures["ingest_peak_rss_mb"] - baseline
+        inputs[f"hl7-{n}-segments"] = figures
+    return {"ingest_baseline_mb": baseline, "inputs": inputs}
+
+
+def run(quick: bool = False, hl7_segments: list[int] | None = None) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="bench_memory_") as tmp:
+        if hl7_segments:
+            return measure_hl7(Path(tmp), hl7_segments)
         return {"quick": quick, **measure(Path(tmp), quick)}
 
 
 if __name__ == "__main__":
-    print(json.dumps(run(quick="--quick" in sys.argv), indent=2))
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.bench_memory", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="small inputs (50 pages, 5 MB, 10,000 segments)")
+    parser.add_argument(
+        "--hl7", nargs="+", type=int, metavar="SEGMENTS", help="only the ingest of HL7 files of these sizes"
+    )
+    args = parser.parse_args()
+    print(json.dumps(run(quick=args.quick, hl7_segments=args.hl7), indent=2))
