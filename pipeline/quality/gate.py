@@ -462,6 +462,13 @@ def _serve_gx(conn: Connection) -> None:
     for name in _GX_LOGGERS:
         logging.getLogger(name).setLevel(logging.ERROR)
     import great_expectations  # noqa: F401 — the import is the point: done before any request
+    from tqdm import tqdm
+
+    # GX's validations make (disabled) tqdm bars, and tqdm's first bar creates a
+    # multiprocessing lock: a named semaphore that ``os._exit`` below would leave for the
+    # resource tracker to report as leaked on the run's stderr. One process, one thread
+    # at a time: a thread lock is all tqdm needs here.
+    tqdm.set_lock(threading.RLock())
 
     sessions: dict[int, _GxSession] = {}
     while True:

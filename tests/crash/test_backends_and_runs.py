@@ -8,6 +8,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -90,6 +91,9 @@ def test_elasticsearch_dying_mid_bulk_in_the_final_flush_is_exit_1_then_the_reru
     assert len(lines) == 1 and lines[0].startswith("carnet ingest: error:") and "Elasticsearch" in lines[0], (
         done.stderr
     )
+    # What reached the node, searchable or not: the run died before its refresh, and the
+    # node's own periodic refresh may not have come yet.
+    urllib.request.urlopen(urllib.request.Request(f"{upstream}/{alias}/_refresh", method="POST")).close()
     held = open_index(upstream, alias=alias)
     try:
         written = held.count()
