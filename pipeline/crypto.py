@@ -125,6 +125,7 @@ class KeyRing:
         # Object rows recorded since the last ``commit`` (None: forgotten): written in one
         # transaction per flush rather than one per document (see ``EncryptedStore.sync``).
         self._uncommitted: dict[str, ObjectRow | None] = {}
+        self._unlinked: set[tuple[str, str]] = set()  # links (object, patient) not written yet
         self._reading = threading.local()  # ``.ahead``: see ``reading_ahead``
         try:
             self._check(wrapper)
@@ -179,16 +180,23 @@ class KeyRing:
         """Write the object rows recorded since the last commit, in one transaction."""
         o = t.keyring_objects.c
         with self._lock:
-            if not self._uncommitted:
+            if not self._uncommitted and not self._unlinked:
                 return
             written = self._uncommitted.items()
             gone = [sha256 for sha256, row in written if row is None]
             rows = [{"sha256": sha256, **row._asdict()} for sha256, row in written if row is not None]
+            links = [{"sha256": sha256, "patient_id": p} for sha256, p in sorted(self._unlinked)]
             with self._engine.begin() as conn:
                 for at in range(0, len(gone), _IN_CHUNK):
-                    conn.execute(t.keyring_objects.delete().where(o.sha256.in_(gone[at : at + _IN_CHUNK])))
+                    chunk = gone[at : at + _IN_CHUNK]
+                    conn.execute(t.keyring_objects.delete().where(o.sha256.in_(chunk)))
+                    # An object gone takes its links: they named patients, for nothing now.
+                    conn.execute(t.keyring_links.delete().where(t.keyring_links.c.sha256.in_(chunk)))
                 upsert_many(conn, t.keyring_objects, rows)
+                # In the objects' transaction: no input is stored unlinked.
+                insert_new_many(conn, t.keyring_links, links)
             self._uncommitted.clear()
+            self._unlinked.clear()
 
     def _scalar(self, query: Executable) -> Any:
         with self._engine.connect() as conn:
@@ -463,6 +471,28 @@ class KeyRing:
         if self._read_ahead is not None:
             self._read_ahead.objects[sha256] = None
 
+    def link(self, links: Collection[tuple[str, str]]) -> None:
+        """Record that each object ``(sha256, patient_id)`` holds data of that patient, with
+        the next ``commit`` (the objects' own rows, if they are written in it too)."""
+        with self._lock:
+            self._unlinked.update(links)
+
+    def linked_to(self, patient_id: str) -> list[str]:
+        """Plaintext hashes of the objects linked to the patient, whoever's key they are under."""
+        self.commit()
+        k = t.keyring_links.c
+        with self._engine.connect() as conn:
+            return list(
+                conn.execute(select(k.sha256).where(k.patient_id == patient_id).order_by(k.sha256)).scalars()
+            )
+
+    def unlink_patient(self, patient_id: str) -> int:
+        """Drop every link naming the patient (erasure); how many there were."""
+        self.commit()
+        k = t.keyring_links.c
+        with self._engine.begin() as conn:
+            return conn.execute(t.keyring_links.delete().where(k.patient_id == patient_id)).rowcount
+
     def objects_of(self, patient_id: str) -> list[str]:
         """Plaintext hashes of the objects encrypted under this patient's key."""
         self.commit()
@@ -610,6 +640,18 @@ class EncryptedStore:
 
     def objects_of(self, patient_id: str) -> list[str]:
         return self.keyring.objects_of(patient_id)
+
+    def link(self, links: Collection[tuple[str, str]]) -> None:
+        """Each ``(sha256, patient_id)``: the object holds that patient's data, whoever's key
+        it is under; recorded with the next write of keyring rows (``sync``)."""
+        self.keyring.link(links)
+        self._recorded()
+
+    def linked_to(self, patient_id: str) -> list[str]:
+        return self.keyring.linked_to(patient_id)
+
+    def unlink_patient(self, patient_id: str) -> int:
+        return self.keyring.unlink_patient(patient_id)
 
     def assign(self, sha256: str, patient_id: str) -> bool:
         """Re-encrypt an object under ``patient_id``'s data key; True when it changed.

@@ -4,13 +4,23 @@ closed, and a receipt says what.
 Removed: the patient's documents from the index (and every byte of them from its files:
 see each backend's ``delete_patient``), their stored objects (the ones encrypted under
 their key, the ones their documents point to, the raw inputs of the quarantine records
-that name them), those quarantine records (found by the patient id, or by any INS the
+that name them, the raw inputs linked to them whoever's key they are under: an HL7 file
+whose messages are kept apart, a batch of several patients' messages), those quarantine
+records (found by the patient id, or by any INS the
 document names, structured or printed), their grants, blocks, delegations,
 representatives, break-the-glass openings and birth date, their data key (so any backup
 copy of their objects is unreadable), and in the ledger their ids, source paths and
 content hashes (counts stay). The account is closed: a tombstone holding a keyed hash of
 the INS (not the INS) makes ingestion refuse later documents (``account_closed``) until an
 operator reopens it at the patient's request.
+
+A raw input of several patients (an HL7 batch) is shredded whole by the erasure of any of
+them (``shared_inputs`` in the receipt: those under another patient's key). The others'
+documents stay readable and searchable, each message's own bytes being kept apart under
+its patient's key; what they lose is the file they came in (a replay of one of their
+quarantined messages from it).
+Objects stored before the links were recorded (revision 0007) are found only by their
+owner, their documents or their quarantine records.
 
 The audit log keeps its entries (who accessed the record, never contents): it is
 append-only by design; the erasure is appended to it and its head anchored outside it,
@@ -49,6 +59,9 @@ class ErasureReceipt(Frozen):
     documents: int
     doc_ids: tuple[str, ...]
     objects: int
+    # Of ``objects``: raw inputs kept under another patient's key (the first one a batch
+    # of several patients named), shredded all the same (see the module docstring).
+    shared_inputs: int = 0
     quarantine_records: int
     access_rules: int
     ledger_outcomes: int
@@ -133,14 +146,22 @@ def erase_patient_from(
         store.remove_quarantine(q.quarantine_id)
 
     shas.update(store.objects_of(patient_id))
-    removed_objects = 0
+    linked = set(store.linked_to(patient_id))
+    shas.update(linked)
+    removed_objects = shared = 0
     for sha in sorted(shas):
         owner = store.owner_of(sha)
         if owner is not None and owner != patient_id:
-            # The same bytes were filed for someone else first: they are that person's too.
-            log.warning("object %s is also another patient's; kept", sha)
-            continue
+            if sha not in linked:
+                # The same bytes were filed for someone else first: they are that person's too.
+                log.warning("object %s is also another patient's; kept", sha)
+                continue
+            # An input holding this patient's data under another's key (a batch of several
+            # patients): shredded, its row and key with it; the other's documents are
+            # kept apart from it.
+            shared += 1
         removed_objects += store.delete(sha)
+    store.unlink_patient(patient_id)  # links to objects never stored (a failed run) too
 
     doc_ids = sorted(index.delete_patient(patient_id))
     rules_removed = rules.forget_patient(patient_id)
@@ -160,9 +181,11 @@ def erase_patient_from(
     head = audit.anchor()
     rules.purge_old_versions()
     log.info(
-        "erased a patient's record: %d documents, %d objects, %d quarantine records",
+        "erased a patient's record: %d documents, %d objects (%d inputs shared with others), "
+        "%d quarantine records",
         len(doc_ids),
         removed_objects,
+        shared,
         len(quarantined),
     )
     return ErasureReceipt(
@@ -172,6 +195,7 @@ def erase_patient_from(
         documents=len(doc_ids),
         doc_ids=tuple(doc_ids),
         objects=removed_objects,
+        shared_inputs=shared,
         quarantine_records=len(quarantined),
         access_rules=rules_removed,
         ledger_outcomes=ledger_rows,

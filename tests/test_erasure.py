@@ -31,7 +31,7 @@ from pipeline.index import DocumentIndex, open_index
 from pipeline.model import DocClass, Problem, Reason, SearchQuery
 from pipeline.settings import Settings
 from pipeline.state import open_engine, tables
-from pipeline.store import QuarantineRecord
+from pipeline.store import QuarantineRecord, sha256_hex
 from tests.index.conftest import make_record
 from tests.test_access import chain_lines, write_chain
 
@@ -498,4 +498,100 @@ def test_an_input_filed_again_after_a_bare_shredding_is_kept_readable_then_erase
         assert store.objects_of(A) == [] and not any(store.exists(sha) for sha in objects)
         assert len([p for p in objects_dir.rglob("*") if p.is_file()]) == files - len(objects)
     finally:
+        store.close()
+
+
+# -- raw inputs that are not their document's own bytes: an HL7 file, a batch of patients --
+
+FR_SAMPLES = Path(__file__).parent / "samples" / "hl7" / "fr"
+
+
+def _readable(store: EncryptedStore) -> dict[str, bytes]:
+    """Every object the store still opens, by hash."""
+    readable = {}
+    for sha in store.iter_hashes():
+        try:
+            readable[sha] = store.get(sha)
+        except KeyError:
+            continue
+    return readable
+
+
+def test_an_hl7_message_with_an_embedded_cda_leaves_neither_its_document_nor_its_file(
+    settings: Settings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The message's document is kept apart from the file it came in (the message's bytes,
+    the embedded CDA read from them); erasure takes both: the file used to stay, under a key
+    of its own and no owner, with the INS, the name and the results readable."""
+    from pipeline.ingest import ingest_sources
+
+    ins = "277064410905255"
+    raw = (FR_SAMPLES / "01_mdm_t02_cda.hl7").read_bytes()
+    cda = raw.split(b"^Base64^", 1)[1][:60]  # the embedded document, as it travels
+    summary = ingest_sources([str(FR_SAMPLES / "01_mdm_t02_cda.hl7")], settings)
+    assert [(o.status.value, o.patient_id) for o in summary.outcomes] == [("indexed", ins)]
+    content_sha = summary.outcomes[0].content_sha256
+    assert content_sha is not None and content_sha != sha256_hex(raw)  # apart from the file
+    store = open_encrypted_store(settings)
+    try:
+        assert store.owner_of(sha256_hex(raw)) == ins  # under the patient's key
+        kept = _readable(store)
+        assert {sha256_hex(raw), content_sha} <= set(kept) and cda in kept[sha256_hex(raw)]
+    finally:
+        store.close()
+
+    assert cli_access.main(["erase", ins]) == 0
+    assert json.loads(capsys.readouterr().out)["objects"] == 2
+    store = open_encrypted_store(settings)
+    try:
+        for sha in (sha256_hex(raw), content_sha):
+            with pytest.raises(KeyError):
+                store.get(sha)
+        left = _readable(store)
+        assert [s for s, data in left.items() if ins.encode() in data or b"ROUX" in data or cda in data] == []
+        assert store.objects_of(ins) == [] and store.linked_to(ins) == []
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize("erased", ["first", "second"])
+def test_erasing_one_patient_of_a_batch_shreds_the_file_and_keeps_the_others_documents(
+    settings: Settings, capsys: pytest.CaptureFixture[str], erased: str
+) -> None:
+    """A batch file of two patients' messages: the erasure of either one (the first named,
+    whose key the file is under, or the second) leaves the file unreadable and their
+    message gone; the other's document, kept apart under their own key, stays readable
+    and searchable."""
+    from pipeline.ingest import ingest_sources
+
+    feed = settings.data_dir.parent / "feed" / "labo"
+    feed.mkdir(parents=True)
+    batch = _oru(A, "A1", surname=A_SURNAME, words=A_WORDS) + _oru(
+        B, "B1", surname="BERNADOTTE", words="hépatosplénomégalie"
+    )
+    (feed / "batch.hl7").write_bytes(batch)
+    summary = ingest_sources([str(feed / "batch.hl7")], settings)
+    assert [(o.status.value, o.patient_id) for o in summary.outcomes] == [("indexed", A), ("indexed", B)]
+    content = {o.patient_id: o.content_sha256 for o in summary.outcomes}
+    gone, kept = (A, B) if erased == "first" else (B, A)
+    gone_marker = (A_SURNAME if gone == A else "BERNADOTTE").encode()
+
+    assert cli_access.main(["erase", gone]) == 0
+    receipt = json.loads(capsys.readouterr().out)
+    assert receipt["objects"] == 2 and receipt["shared_inputs"] == (0 if gone == A else 1)
+    store = open_encrypted_store(settings)
+    index = open_index(settings.effective_index_url, alias=settings.index.es_alias)
+    try:
+        for sha in (sha256_hex(batch), content[gone]):
+            with pytest.raises(KeyError):
+                store.get(sha)
+        left = _readable(store)
+        assert [s for s, data in left.items() if gone.encode() in data or gone_marker in data] == []
+        assert set(left) == {content[kept]} and kept.encode() in left[content[kept]]
+        words = "xanthogranulomateuses" if kept == A else "hépatosplénomégalie"
+        assert index.search(SearchQuery(patient_id=kept, text=words)).total == 1
+        assert index.search(SearchQuery(patient_id=gone, include_superseded=True)).total == 0
+        assert store.linked_to(gone) == [] and store.linked_to(kept) == []  # the file went
+    finally:
+        index.close()
         store.close()

@@ -241,6 +241,8 @@ class Pipeline:
         # ``process``); kept together at the next ``sync`` or past ``_UNSTORED_BYTES``.
         self._unstored: dict[str, list[Any]] = {}
         self._unstored_bytes = 0
+        # (input, patient) links not handed to the store yet (see ``_hold_raw``).
+        self._links: set[tuple[str, str]] = set()
         # Inputs being parsed ahead of ``process`` (see ``parse_ahead``), by id of the input.
         self._parsing: dict[int, Future[Parsed]] = {}
         self._parse_pool: ParsePool | None = None  # while ``parse_ahead`` uses processes
@@ -458,6 +460,8 @@ class Pipeline:
             self._assign(raw_sha, patient)
         else:
             content_sha = self._keep(content, patient)
+            if content_sha != raw_sha:  # the input holds more than this document's bytes
+                self._hold_raw(raw_sha, patient)
         series_id, doc_id = document_ids(item.producer, patient, doc, content_sha)
         if doc.producer_document_id and doc.refers_to:
             # A replacement naming its parent joins the parent's series.
@@ -541,6 +545,7 @@ class Pipeline:
             for unstored in self._unstored.values():
                 if unstored[1] == p.record.patient_id:
                     unstored[1] = None
+            self._links = {link for link in self._links if link[1] != p.record.patient_id}
             # Its INS is not written in the outcome nor the quarantine record (closed_account).
             self._reject_pending(p, list(closed_account(closure).problems), name_patient=False)
         return kept
@@ -572,6 +577,9 @@ class Pipeline:
     def _store_unstored(self) -> None:
         """Store every input and content not stored yet, each once, under its owner's key
         (or its own key when its owner is unknown): their owners are known by now."""
+        if self._links:  # written with the objects' keyring rows, at the next sync
+            self.store.link(self._links)
+            self._links = set()
         if self._unstored:
             with self.clock.stage("store"):  # idempotent: a failed call is made again whole
                 self.store.put_many([(data, owner) for data, owner in self._unstored.values()])
@@ -587,6 +595,16 @@ class Pipeline:
         elif unstored[1] is None:
             unstored[1] = patient_id
 
+    def _hold_raw(self, raw_sha: str, patient_id: str) -> None:
+        """The input ``raw_sha`` holds data of ``patient_id`` without being their document's
+        own bytes (an HL7 message's file, a batch of messages, a rejected or withdrawing
+        message): kept under their key when they are the first named (``_assign``), and
+        linked to them, so that their erasure shreds it whoever's key it is under. An input
+        of several patients is kept once, under the first one's key: each message's own
+        bytes are kept apart under its patient's key, so the others' documents stay whole."""
+        self._assign(raw_sha, patient_id)
+        self._links.add((raw_sha, patient_id))
+
     def _withdraw(self, item: InputFile, raw_sha: str, doc: ParsedDocument) -> None:
         """A producer's deletion request: every version of the document it names leaves
         every search (kept, with ``withdrawn_at``); an unknown document is a rejection."""
@@ -596,7 +614,7 @@ class Pipeline:
         if patient is None:
             self._reject(item, raw_sha, doc, list(identity.problems))
             return
-        self._assign(raw_sha, patient)
+        self._hold_raw(raw_sha, patient)
         names = tuple(
             dict.fromkeys(i for i in (doc.producer_document_id, *doc.document_ids, *doc.refers_to) if i)
         )
@@ -689,6 +707,8 @@ class Pipeline:
         patient_id: str | None = None,
     ) -> None:
         source_ref = doc.source_ref if doc else item.source
+        if patient_id is not None:  # identified: its bytes are that patient's to erase
+            self._hold_raw(raw_sha, patient_id)
         self.outcomes.append(
             Outcome(
                 source=source_ref,

@@ -220,6 +220,17 @@ keyring_objects = Table(
     Index("keyring_objects_by_owner", "owner"),
 )
 
+# The patients whose documents a stored input holds when its bytes are not one document's
+# own (an HL7 message, a batch of messages, possibly of several patients): the erasure of
+# any of them shreds the input, whoever's key it is under (``pipeline.erasure``).
+keyring_links = Table(
+    "keyring_links",
+    metadata,
+    Column("sha256", Text, primary_key=True),  # keyring_objects.sha256 (no foreign key:
+    Column("patient_id", Text, primary_key=True),  # a link may be written before its object)
+    Index("keyring_links_by_patient", "patient_id"),
+)
+
 # -- the audit chain (pipeline.audit) ----------------------------------------------------
 
 audit_entries = Table(

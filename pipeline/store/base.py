@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from typing import Protocol, runtime_checkable
 
 from pipeline.model import Frozen, Problem
@@ -111,6 +111,19 @@ class KeyedStore(DocumentStore, Protocol):
 
     def objects_of(self, patient_id: str) -> list[str]:
         """The objects held under ``patient_id``'s key."""
+        ...
+
+    def link(self, links: Collection[tuple[str, str]]) -> None:
+        """Each ``(sha256, patient_id)``: the object (a raw input) holds that patient's data,
+        under their key or not (an input of several patients keeps its first owner's)."""
+        ...
+
+    def linked_to(self, patient_id: str) -> list[str]:
+        """The objects linked to ``patient_id`` (``link``), whoever's key they are under."""
+        ...
+
+    def unlink_patient(self, patient_id: str) -> int:
+        """Drop the links naming ``patient_id``; how many there were."""
         ...
 
     def destroy_patient_key(self, patient_id: str) -> bool:
