@@ -185,7 +185,8 @@ class KeyRing:
             written = self._uncommitted.items()
             gone = [sha256 for sha256, row in written if row is None]
             rows = [{"sha256": sha256, **row._asdict()} for sha256, row in written if row is not None]
-            links = [{"sha256": sha256, "patient_id": p} for sha256, p in sorted(self._unlinked)]
+            went = set(gone)  # an object gone since it was linked takes its links with it
+            links = [{"sha256": sha, "patient_id": p} for sha, p in sorted(self._unlinked) if sha not in went]
             with self._engine.begin() as conn:
                 for at in range(0, len(gone), _IN_CHUNK):
                     chunk = gone[at : at + _IN_CHUNK]

@@ -146,7 +146,10 @@ def erase_patient_from(
         store.remove_quarantine(q.quarantine_id)
 
     shas.update(store.objects_of(patient_id))
-    linked = set(store.linked_to(patient_id))
+    # Inputs known to hold the patient's data, whoever's key they are under: linked to them
+    # at ingestion, or quarantined naming them (a record kept before the links, a message
+    # refused unidentified in a batch of other patients'; nothing else links those).
+    linked = set(store.linked_to(patient_id)) | {q.content_sha256 for q in quarantined}
     shas.update(linked)
     removed_objects = shared = 0
     for sha in sorted(shas):

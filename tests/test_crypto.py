@@ -101,6 +101,33 @@ def test_a_pipeline_store_commits_its_rows_and_drops_replaced_copies_at_sync(
         store.close()
 
 
+def test_links_are_committed_with_the_objects_and_go_with_them(
+    tmp_path: Path,
+    master: bytes,
+    state_engine: Engine,
+) -> None:
+    """An input linked to each patient it holds, whoever's key it is under: the links are
+    written in the sync that writes its row (never an input stored unlinked), and an object
+    deleted takes its links; ``unlink_patient`` drops the rest of a patient's."""
+    ring = KeyRing(state_engine, LocalKeyWrapper(master))
+    store = EncryptedStore(FileStore(tmp_path / "store"), ring, commit_on_sync=True)
+    other = KeyRing(state_engine, LocalKeyWrapper(master))  # as another process would
+    try:
+        batch, never = store.put(REPORT, owner=P), sha256_hex(b"never stored")
+        store.link([(batch, P), (batch, OTHER), (never, OTHER)])
+        assert other.linked_to(OTHER) == [] and other.lookup(batch) is None  # nothing before the sync
+        store.sync()
+        assert other.linked_to(P) == [batch] and other.lookup(batch) is not None
+        assert store.owner_of(batch) == P and store.linked_to(OTHER) == sorted([batch, never])
+        store.link([(batch, OTHER)])  # again: one link
+        assert store.delete(batch)
+        assert store.linked_to(P) == [] and store.linked_to(OTHER) == [never]
+        assert store.unlink_patient(OTHER) == 1 and store.linked_to(OTHER) == []
+    finally:
+        other.close()
+        store.close()
+
+
 def test_wrong_master_key_cannot_open_the_keyring(
     tmp_path: Path,
     master: bytes,

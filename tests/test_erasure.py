@@ -595,3 +595,66 @@ def test_erasing_one_patient_of_a_batch_shreds_the_file_and_keeps_the_others_doc
     finally:
         index.close()
         store.close()
+
+
+def test_an_input_kept_unassigned_before_the_links_is_assigned_and_linked_when_filed_again(
+    settings: Settings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """What an operator can do for inputs stored before (under a key of their own, found by
+    no erasure): file them again; the input is then the patient's, and erased with them."""
+    from pipeline.ingest import ingest_sources
+
+    feed = settings.data_dir.parent / "feed" / "labo"
+    feed.mkdir(parents=True)
+    batch = _oru(A, "A1", surname=A_SURNAME, words=A_WORDS) + _oru(
+        B, "B1", surname="BERNADOTTE", words="rate"
+    )
+    (feed / "batch.hl7").write_bytes(batch)
+    store = open_encrypted_store(settings)
+    try:
+        store.put(batch)  # as kept before: no owner, no link
+    finally:
+        store.close()
+    summary = ingest_sources([str(feed / "batch.hl7")], settings)
+    assert [o.status.value for o in summary.outcomes] == ["indexed", "indexed"]
+    store = open_encrypted_store(settings)
+    try:
+        assert store.owner_of(sha256_hex(batch)) == A
+        assert store.linked_to(A) == store.linked_to(B) == [sha256_hex(batch)]
+    finally:
+        store.close()
+    assert cli_access.main(["erase", B]) == 0
+    assert json.loads(capsys.readouterr().out)["shared_inputs"] == 1
+    store = open_encrypted_store(settings)
+    try:
+        with pytest.raises(KeyError):
+            store.get(sha256_hex(batch))
+    finally:
+        store.close()
+
+
+def test_a_batch_input_quarantined_naming_the_patient_is_shredded_under_another_patients_key(
+    settings: Settings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A's message indexed (the file under A's key), C's refused for naming B too (identity
+    conflict: B named only by keyed hashes, nothing links B): B's erasure shreds the file."""
+    from pipeline.ingest import ingest_sources
+
+    feed = settings.data_dir.parent / "feed" / "labo"
+    feed.mkdir(parents=True)
+    batch = _oru(A, "A1", surname=A_SURNAME, words=A_WORDS) + _oru(
+        C, "C1", surname="AUTRE", words="contrôle", printed=f"INS : {B}"
+    )
+    (feed / "batch.hl7").write_bytes(batch)
+    summary = ingest_sources([str(feed / "batch.hl7")], settings)
+    assert [o.status.value for o in summary.outcomes] == ["indexed", "rejected"]
+    assert cli_access.main(["erase", B]) == 0
+    receipt = json.loads(capsys.readouterr().out)
+    assert receipt["quarantine_records"] == 1 and receipt["shared_inputs"] == 1
+    store = open_encrypted_store(settings)
+    try:
+        with pytest.raises(KeyError):
+            store.get(sha256_hex(batch))
+        assert A_SURNAME.encode() in store.get(summary.outcomes[0].content_sha256 or "")
+    finally:
+        store.close()

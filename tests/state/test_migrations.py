@@ -146,3 +146,18 @@ def test_revision_0006_names_each_key_and_the_key_each_object_needs(empty_state_
             assert [tuple(r) for r in objects] == [("a", "legacy:t0"), ("b", None), ("c", None)]
     finally:
         engine.dispose()
+
+
+def test_revision_0007_adds_the_keyring_links(
+    empty_state_settings: Settings,
+) -> None:
+    engine = open_engine(empty_state_settings)
+    try:
+        upgrade(engine, "0006")
+        assert "keyring_links" not in inspect(engine).get_table_names()
+        upgrade(engine)
+        with engine.begin() as conn:
+            conn.execute(text("INSERT INTO keyring_links (sha256, patient_id) VALUES ('a', 'p')"))
+            assert conn.execute(text("SELECT patient_id FROM keyring_links")).scalars().all() == ["p"]
+    finally:
+        engine.dispose()
