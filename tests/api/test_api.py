@@ -356,7 +356,8 @@ def test_erasure_through_the_api(api: Api, tmp_path: Path) -> None:
     r = api.delete(patient(A), f"/patients/{A}")
     assert r.status_code == 200, r.text
     receipt = r.json()
-    assert receipt["doc_ids"] == sorted(["a1", "a2", str(ingested[0].doc_id)]) and receipt["objects"] == 3
+    assert receipt["doc_ids"] == sorted(["a1", "a2", str(ingested[0].doc_id)])
+    assert receipt["objects"] == 4  # a1, a2, the message, and the file it came in
     assert receipt["ledger_outcomes"] == 1 and receipt["account_closed"]
     with sqlite3.connect(api.settings.data_dir / "state.db") as conn:
         rows = conn.execute("SELECT source, doc_id, patient_id, line FROM outcomes").fetchall()
