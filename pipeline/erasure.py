@@ -4,10 +4,9 @@ closed, and a receipt says what.
 Removed: the patient's documents from the index (and every byte of them from its files:
 see each backend's ``delete_patient``), their stored objects (the ones encrypted under
 their key, the ones their documents point to, the raw inputs of the quarantine records
-that name them, the raw inputs linked to them whoever's key they are under: an HL7 file
-whose messages are kept apart, a batch of several patients' messages), those quarantine
-records (found by the patient id, or by any INS the
-document names, structured or printed), their grants, blocks, delegations,
+that name them, the raw inputs linked to them whoever's key they are under: a batch of
+several patients' messages), those quarantine records (found by the patient id, or by any
+INS the document names, structured or printed), their grants, blocks, delegations,
 representatives, break-the-glass openings and birth date, their data key (so any backup
 copy of their objects is unreadable), and in the ledger their ids, source paths and
 content hashes (counts stay). The account is closed: a tombstone holding a keyed hash of

@@ -241,8 +241,10 @@ class Pipeline:
         # ``process``); kept together at the next ``sync`` or past ``_UNSTORED_BYTES``.
         self._unstored: dict[str, list[Any]] = {}
         self._unstored_bytes = 0
-        # (input, patient) links not handed to the store yet (see ``_hold_raw``).
+        # (input, patient) links not handed to the store yet, and the patients the input
+        # being processed named (see ``_hold_raw``).
         self._links: set[tuple[str, str]] = set()
+        self._raw_patients: set[str] = set()
         # Inputs being parsed ahead of ``process`` (see ``parse_ahead``), by id of the input.
         self._parsing: dict[int, Future[Parsed]] = {}
         self._parse_pool: ParsePool | None = None  # while ``parse_ahead`` uses processes
@@ -308,6 +310,7 @@ class Pipeline:
 
     def process(self, item: InputFile) -> list[Outcome]:
         """Run one raw input through every stage; return the outcome of each document in it."""
+        self._raw_patients = set()
         if item.unsafe_path is not None:
             start = len(self.outcomes)
             self._reject(
@@ -546,6 +549,7 @@ class Pipeline:
                 if unstored[1] == p.record.patient_id:
                     unstored[1] = None
             self._links = {link for link in self._links if link[1] != p.record.patient_id}
+            self._raw_patients.discard(p.record.patient_id)
             # Its INS is not written in the outcome nor the quarantine record (closed_account).
             self._reject_pending(p, list(closed_account(closure).problems), name_patient=False)
         return kept
@@ -598,12 +602,15 @@ class Pipeline:
     def _hold_raw(self, raw_sha: str, patient_id: str) -> None:
         """The input ``raw_sha`` holds data of ``patient_id`` without being their document's
         own bytes (an HL7 message's file, a batch of messages, a rejected or withdrawing
-        message): kept under their key when they are the first named (``_assign``), and
-        linked to them, so that their erasure shreds it whoever's key it is under. An input
-        of several patients is kept once, under the first one's key: each message's own
-        bytes are kept apart under its patient's key, so the others' documents stay whole."""
+        message): kept under their key when they are the first named (``_assign``), which
+        their erasure finds. An input of several patients is kept once, under the first
+        one's key, and linked to each of them, so that the erasure of any shreds it whoever's
+        key it is under: each message's own bytes are kept apart under its patient's key, so
+        the others' documents stay whole. (Linked only then: a row per HL7 file otherwise.)"""
         self._assign(raw_sha, patient_id)
-        self._links.add((raw_sha, patient_id))
+        self._raw_patients.add(patient_id)
+        if len(self._raw_patients) > 1:  # the first one named included
+            self._links.update((raw_sha, p) for p in self._raw_patients)
 
     def _withdraw(self, item: InputFile, raw_sha: str, doc: ParsedDocument) -> None:
         """A producer's deletion request: every version of the document it names leaves

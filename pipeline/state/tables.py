@@ -220,9 +220,9 @@ keyring_objects = Table(
     Index("keyring_objects_by_owner", "owner"),
 )
 
-# The patients whose documents a stored input holds when its bytes are not one document's
-# own (an HL7 message, a batch of messages, possibly of several patients): the erasure of
-# any of them shreds the input, whoever's key it is under (``pipeline.erasure``).
+# The patients whose documents a stored input holds when they are several (an HL7 batch):
+# the input is under the first one's key, and the erasure of any of them shreds it
+# (``pipeline.erasure``).
 keyring_links = Table(
     "keyring_links",
     metadata,

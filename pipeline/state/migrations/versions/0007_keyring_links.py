@@ -1,7 +1,6 @@
-"""The keyring links each stored input to every patient whose documents it holds
-(``keyring_links``), so that a patient's erasure shreds the raw inputs of their documents
-that are not under their key: an HL7 message kept as its own content beside the file it
-came in, a batch file of several patients (under the key of the first one named).
+"""The keyring links a stored input holding documents of several patients (an HL7 batch,
+kept under the key of the first one named) to each of them (``keyring_links``), so that
+the erasure of any of them shreds it.
 
 Objects stored before are not linked: a link cannot be told from a row (the owner, when
 there is one, is already what erasure finds). See the README's erasure section for what an
