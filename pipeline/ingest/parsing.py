@@ -30,13 +30,17 @@ from collections.abc import Callable
 from concurrent.futures import CancelledError, Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, replace
+from typing import TypeVar
 
 from parsers.registry import ParserOptions, ParserRegistry
 from pipeline.errors import ConfigurationError
 from pipeline.ingest.stages import InputFile, Parsed, parse_input
 from pipeline.model import Problem, Reason
+from pipeline.processes import without_main_module
 
 log = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
 
 # What a worker of a broken executor was doing is not known: the input it read is named
 # only by parsing each input in flight again alone.
@@ -98,10 +102,9 @@ class ParsePool:
         self._context = multiprocessing.get_context("forkserver")
         # Process-wide, and harmless to any other user of the forkserver: the server (one
         # per parent process) imports the parsers and the pipeline once instead of each
-        # worker importing them (~0.5 s of CPU each). Every worker still runs the main
-        # module again (``python -m pipeline.cli``), whose imports are then done already.
-        # Ignored if the server already runs.
-        self._context.set_forkserver_preload(["__main__", __name__])
+        # worker importing them (~0.5 s of CPU each); no worker runs the parent's main
+        # module (``without_main_module``). Ignored if the server already runs.
+        self._context.set_forkserver_preload([__name__])
         self.workers = workers
         self.recipe = replace(
             recipe, options=replace(recipe.options, ocr_slots=self._context.BoundedSemaphore(workers))
@@ -123,7 +126,7 @@ class ParsePool:
         # Starting a process waits for the forkserver's imports: done here, off the caller's
         # thread; one call per worker so that every worker is up when this is done.
         try:
-            for future in [self._executor.submit(_pid) for _ in range(self.workers)]:
+            for future in [self._submit(self._executor, _pid) for _ in range(self.workers)]:
                 future.result()
         except (OSError, BrokenProcessPool) as exc:
             self._started.set_exception(exc)
@@ -131,6 +134,13 @@ class ParsePool:
             self._started.cancel()
         else:
             self._started.set_result(None)
+
+    @staticmethod
+    def _submit(executor: ProcessPoolExecutor, fn: Callable[..., _T], *args: object) -> Future[_T]:
+        # A submit may start the executor's processes (and the forkserver): none of them
+        # imports this process's main module.
+        with without_main_module():
+            return executor.submit(fn, *args)
 
     def ready(self, timeout: float = 0) -> bool:
         """Whether the workers are up, waiting ``timeout`` seconds at most for them (raises
@@ -147,12 +157,12 @@ class ParsePool:
         """Parse ``item`` in a worker; a broken executor is replaced first."""
         with self._lock:
             try:
-                return self._executor.submit(_parse_here, item)
+                return self._submit(self._executor, _parse_here, item)
             except BrokenProcessPool:
                 log.warning("a parser process died: parsing goes on in new processes")
                 self._executor.shutdown(wait=False, cancel_futures=True)
                 self._executor = self._new_executor(self.workers)
-                return self._executor.submit(_parse_here, item)
+                return self._submit(self._executor, _parse_here, item)
 
     def result(self, item: InputFile, future: Future[Parsed]) -> Parsed:
         """What ``submit`` gave for ``item``; if its worker died, ``item`` parsed alone
@@ -166,7 +176,8 @@ class ParsePool:
         """``item`` parsed in a process of its own: one that kills it is rejected."""
         alone = self._new_executor(1)
         try:
-            return alone.submit(_parse_here, item).result()
+            future = self._submit(alone, _parse_here, item)
+            return future.result()
         except BrokenProcessPool:
             log.error("the parser's process died reading %s (producer %s)", item.source, item.producer)
             return [], Problem(code=Reason.PARSE_ERROR, message=_DIED), None

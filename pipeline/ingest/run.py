@@ -64,6 +64,7 @@ from pipeline.model import (
     Status,
     Visibility,
 )
+from pipeline.processes import can_start_processes
 from pipeline.quality import GateItem, QualityGate
 from pipeline.settings import Settings
 from pipeline.state.locks import HeldLock
@@ -374,7 +375,7 @@ class Pipeline:
             for seen, item in enumerate(items):
                 if seen == 0:
                     self.gate.start()
-                if seen == _PROCESSES_AFTER and self.backends.recipe is not None:
+                if seen == _PROCESSES_AFTER and self.backends.recipe is not None and can_start_processes():
                     self._parse_pool = ParsePool(self.backends.recipe, workers)
                 # Else rejected unparsed, or read by ``process`` one document at a time.
                 if not item.manifest_problem and item.unsafe_path is None and not self._streamed(item):

@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.model import DocumentRecord, Frozen, PatientDemographics, Problem, Reason, Status
+from pipeline.processes import can_start_processes, without_main_module
 from pipeline.quality.checks import (
     CHECKS,
     RECORD_CHECKS,
@@ -145,8 +146,9 @@ class QualityGate:
 
     def start(self) -> None:
         """Have GX imported in a process of its own, from now on, without waiting for it:
-        this gate validates there (``_GxWorker``). Once per gate, before its first use."""
-        if self._session is None:
+        this gate validates there (``_GxWorker``). Once per gate, before its first use;
+        nothing in a process that may not have children (it then validates here)."""
+        if self._session is None and can_start_processes():
             self._session = _RemoteSession(_gx_worker(), self._site())
 
     def prepare(self) -> None:
@@ -403,7 +405,8 @@ class _GxWorker:
         context = multiprocessing.get_context("spawn")
         self._conn, theirs = context.Pipe()
         self._process = context.Process(target=_serve_gx, args=(theirs,), name="carnet-gx", daemon=True)
-        self._process.start()
+        with without_main_module():  # under Airflow, ``__main__`` is the airflow script
+            self._process.start()
         theirs.close()
         self._lock = threading.Lock()
         self._sessions = 0

@@ -239,6 +239,11 @@ def test_two_workers_with_private_folders_give_the_single_process_outcomes(
         tis = api.task_instances("carnet_ingest", run_id)
         if run_state != "success":
             logs = {p.name: p.read_text(errors="replace")[-3000:] for p in state.glob("worker*.log")}
+            # The tasks' own logs say why they failed (the workers' only that they did).
+            logs.update(
+                (str(p.relative_to(state)), p.read_text(errors="replace")[-4000:])
+                for p in state.rglob("attempt=*.log")
+            )
             raise AssertionError(json.dumps(tis, indent=1)[-3000:] + json.dumps(logs, indent=1))
 
         # (c) from a third, empty folder: the integrity check and carnet status.
