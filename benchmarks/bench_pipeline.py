@@ -5,6 +5,10 @@ bare pypdf on the same PDFs.
 CPU time of this process is reported (a per-core rate that holds on a busy machine), as
 well as wall time. Inputs come from Carnet's generator. Run:
 ``.venv/bin/python -m benchmarks.bench_pipeline [--quick]``; prints one JSON object.
+
+On ext4, every file created in the ~30 s after a mass deletion (another benchmark's or a
+test's temporary folders removed) costs the kernel a scan of the recently deleted inodes:
+the store's writes then take the HL7 rate down by a quarter. Run it apart to compare rates.
 """
 
 from __future__ import annotations
