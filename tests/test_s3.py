@@ -23,6 +23,7 @@ from pipeline.feeds import BatchRef
 from pipeline.feeds.s3 import S3Feed, iter_s3_prefix
 from pipeline.s3 import make_client
 from pipeline.store import DocumentStore, FileStore, open_store
+from pipeline.store.base import sha256_hex
 from pipeline.store.s3 import S3Store
 from tests.conftest import require_service
 
@@ -194,11 +195,15 @@ def test_credentials_come_from_the_environment(
         wrong.get(digest)
 
 
-def test_put_is_skipped_when_the_object_exists(s3_endpoint: str, s3_url: str) -> None:
+def test_a_put_is_one_request_and_putting_the_same_bytes_again_is_harmless(
+    s3_endpoint: str, s3_url: str
+) -> None:
     store = S3Store.from_url(s3_url, endpoint_url=s3_endpoint, region="us-east-1")
     puts = _count_calls(store.bucket.client, "PutObject")
-    assert store.put(b"same bytes") == store.put(b"same bytes")
-    assert len(puts) == 1
+    heads = _count_calls(store.bucket.client, "HeadObject")
+    assert store.put(b"same bytes") == store.put(b"same bytes") == sha256_hex(b"same bytes")
+    assert (len(puts), len(heads)) == (2, 0)
+    assert store.get(sha256_hex(b"same bytes")) == b"same bytes"
 
 
 def test_open_store_and_prefix_reads(s3_endpoint: str, s3_url: str) -> None:
