@@ -40,6 +40,7 @@ from __future__ import annotations
 import datetime as dt
 import io
 import logging
+import math
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -606,11 +607,14 @@ def _lab_result(obs: Element, observed_at: dt.datetime | None) -> LabResult | No
     )
 
 
+# An HL7 v3 REAL literal: decimal or scientific. Python's float() also reads "NaN", "INF"
+# and "1_3": none is a number, and an exponent past a double's range is not one either.
+_REAL = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")
+
+
 def _number(text: str | None) -> float | None:
-    try:
-        return float(text) if text else None
-    except ValueError:
-        return None
+    number = float(text) if text and _REAL.fullmatch(text) else None
+    return number if number is not None and math.isfinite(number) else None
 
 
 def _value(value: Element) -> tuple[str | None, float | None, str | None, str | None]:

@@ -440,11 +440,13 @@ def _loinc(seg: Segment) -> str | None:
     return None
 
 
+# HL7 NM: an optional sign, digits, an optional decimal point (a comma from French senders).
+# Python's float() also reads "nan", "inf", "1e400" and "1_000": none is an NM.
+_NM = re.compile(r"[+-]?(?:\d+(?:[.,]\d*)?|[.,]\d+)")
+
+
 def _number(text: str) -> float | None:
-    try:
-        return float(text.replace(",", "."))
-    except ValueError:
-        return None
+    return float(text.replace(",", ".")) if _NM.fullmatch(text) else None
 
 
 def _obx_value(seg: Segment, value_type: str) -> tuple[str, float | None]:

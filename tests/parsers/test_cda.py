@@ -242,6 +242,19 @@ def test_cr_bio_lab_results() -> None:
     )
 
 
+@pytest.mark.parametrize(
+    ("value", "number"),
+    [("13.2", 13.2), ("1.32e1", 13.2), ("-4", -4.0),
+     ("NaN", None), ("INF", None), ("-INF", None), ("1e400", None), ("1_3.2", None), ("13,2", None)],
+)  # fmt: skip
+def test_a_pq_value_is_a_number_only_when_a_finite_real(value: str, number: float | None) -> None:
+    """float() reads "NaN", "INF", "1_3.2": such a value must stay "not a number" (which the
+    quality gate rejects), never become a NaN or infinite result."""
+    data = sample("cr-bio.xml").replace(b'value="13.2"', f'value="{value}"'.encode())
+    result = parse_one(data).results[0]
+    assert (result.value, result.numeric_value) == (value, number)
+
+
 def test_version_2_shares_the_series_of_version_1() -> None:
     v1 = parse_one(sample("cr-bio.xml"))
     v2 = parse_one(sample("cr-bio-v2.xml"))

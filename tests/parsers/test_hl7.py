@@ -273,6 +273,22 @@ def test_escape_sequences_are_resolved(parser: Hl7Parser) -> None:
     assert doc.text.endswith("Résultat ^ contrôlé\npar le biologiste")
 
 
+@pytest.mark.parametrize(
+    ("value", "number"),
+    [("13.5", 13.5), ("13,5", 13.5), ("-2", -2.0), ("+.5", 0.5), ("7.", 7.0),
+     ("nan", None), ("inf", None), ("-Infinity", None), ("1e400", None), ("1e2", None),
+     ("1_000", None)],
+)  # fmt: skip
+def test_an_nm_value_is_a_number_only_in_the_nm_grammar(
+    parser: Hl7Parser, value: str, number: float | None
+) -> None:
+    """float() reads "nan", "inf", "1_000": such an NM must stay "not a number" (which the
+    quality gate rejects), never become a NaN or infinite result."""
+    data = sample("oru_single.hl7").replace(b"||13.5|", f"||{value}|".encode())
+    [doc] = parser.parse(data, source="x")
+    assert (doc.results[0].value, doc.results[0].numeric_value) == (value, number)
+
+
 def test_separators_come_from_msh(parser: Hl7Parser) -> None:
     [doc] = parse(parser, "oru_custom_separators.hl7")
     assert doc.patient_ids[0] == PatientIdentifier(value=INS_DUPONT, authority=INS_OID, kind="INS")
