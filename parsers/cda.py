@@ -203,6 +203,11 @@ class _StreamedDocument:
         return self.narratives[id(text)]  # every section/text was read on the way
 
 
+# Elements deeper than this make the file a parse error. A CI-SIS CDA nests some 20 deep
+# (sections in sections, organizers, reference ranges, narrative tables); the readers of
+# narratives, sections and entries recurse once or twice per level, so a hostile nesting
+# thousands deep would otherwise end in a RecursionError instead of a clear rejection.
+MAX_DEPTH = 128
 _CLINICAL_DOCUMENT = f"{{{NS}}}ClinicalDocument"
 _ENTRY = f"{{{NS}}}entry"
 _SECTION = f"{{{NS}}}section"
@@ -228,6 +233,8 @@ def _stream_xml(data: bytes, source: str) -> _StreamedDocument:
     try:
         for event, elem in safe_etree.iterparse(io.BytesIO(data), ("start", "end"), forbid_dtd=True):
             if event == "start":
+                if len(stack) > MAX_DEPTH:  # the stack holds a placeholder root, then elements
+                    raise ParserError(f"XML nested more than {MAX_DEPTH} elements deep", source=source)
                 parent, reading = stack[-1]
                 if reading is not None:
                     reading.child_starts()

@@ -12,7 +12,7 @@ import pytest
 from pypdf import PdfWriter
 
 from parsers.base import SNIFF_BYTES, Parser
-from parsers.cda import CdaParser, parse_ts
+from parsers.cda import MAX_DEPTH, CdaParser, parse_ts
 from parsers.registry import default_registry
 from pipeline.errors import EncryptedDocumentError, ParserError
 from pipeline.model import (
@@ -472,6 +472,30 @@ def test_bad_inputs_raise_parser_error(name: str, match: str) -> None:
     assert info.value.context == {"source": name}
     assert info.value.__cause__ is not None or name == "not-cda.xml"
     assert "root:" not in str(info.value)  # /etc/passwd was not read
+
+
+@pytest.mark.parametrize(
+    ("anchor", "opening", "closing"),
+    [
+        (b"<paragraph>", b"<content>", b"</content>"),  # inline narrative markup
+        (b"<section>", b"<component><section>", b"</section></component>"),  # subsections
+        (b"<organizer", b"<component><organizer>", b"</organizer></component>"),  # entries
+    ],
+)
+def test_nesting_beyond_the_depth_limit_is_a_parser_error(
+    anchor: bytes, opening: bytes, closing: bytes
+) -> None:
+    """Each reader recurses per level: thousands of levels were a RecursionError (and its
+    traceback on stderr), not a rejection; within the limit the document still reads."""
+    data = sample("cr-bio.xml")
+    assert anchor in data
+
+    def nested(levels: int) -> bytes:
+        return data.replace(anchor, opening * levels + closing * levels + anchor, 1)
+
+    assert parse_one(nested((MAX_DEPTH - 20) // 2)).results
+    with pytest.raises(ParserError, match=f"more than {MAX_DEPTH} elements deep"):
+        parse_one(nested(3000))
 
 
 def test_an_unknown_declared_encoding_is_a_parser_error() -> None:
