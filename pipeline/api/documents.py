@@ -57,6 +57,19 @@ _IMAGES = (
 UPLOAD_MAX_BYTES = 20 * 1024 * 1024
 UPLOAD_TYPES = ("application/pdf", "image/jpeg", "image/png", "image/tiff")
 _UPLOAD_NAME = re.compile(r"[^A-Za-z0-9._ -]+")
+# A PDF may have whitespace before its header, as the PDF parser allows (scored first).
+_PDF_HEADER_WINDOW = 1024
+
+
+def uploaded_media(data: bytes) -> str | None:
+    """The upload type ``data`` is by its bytes (PDF header, image magic), or None.
+
+    The declared type alone is not enough: a CDA or an HL7 message sent as a PDF would be
+    parsed as what it is, with the visibility flags and identifiers it declares itself.
+    """
+    if data[:_PDF_HEADER_WINDOW].lstrip().startswith(b"%PDF-"):
+        return "application/pdf"
+    return next((media for magic, media, _ in _IMAGES if data.startswith(magic)), None)
 
 
 @router.get("", response_model=SearchPage, summary="Search the patient's documents")
@@ -122,6 +135,10 @@ def upload_document(
     data = file.file.read(UPLOAD_MAX_BYTES + 1)
     if len(data) > UPLOAD_MAX_BYTES:
         raise HTTPException(status_code=413, detail=f"larger than {UPLOAD_MAX_BYTES} bytes")
+    if uploaded_media(data) is None:
+        raise HTTPException(
+            status_code=415, detail=f"the file is not what it says: send one of {', '.join(UPLOAD_TYPES)}"
+        )
     name = _UPLOAD_NAME.sub("_", (file.filename or "").replace("\\", "/").rsplit("/", 1)[-1])[:100]
     name = name.strip(" .") or "document"
     summary = ingest_upload(

@@ -17,12 +17,13 @@ from PIL import Image, ImageDraw, ImageFont
 from pipeline.access import Principal
 from pipeline.api.documents import UPLOAD_MAX_BYTES
 from pipeline.identity import find_printed_ins
-from pipeline.model import IdentitySource
+from pipeline.model import IdentitySource, SearchQuery
 from tests.api.conftest import Api, caregiver, make_ins, patient, professional, representative
 
 pytestmark = pytest.mark.tesseract
 
 A, OTHER = make_ins(601), make_ins(602)
+SAMPLES = Path(__file__).resolve().parents[1] / "samples"
 FONT = Path("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf")
 
 
@@ -170,6 +171,24 @@ def test_who_may_upload(api: Api) -> None:
 def test_size_and_type_limits(api: Api, data: bytes, name: str, media: str, status: int) -> None:
     r = api.post(patient(A), f"/patients/{A}/documents", files={"file": (name, data, media)})
     assert r.status_code == status and "detail" in r.json()
+
+
+def test_a_file_that_is_not_what_its_type_says_is_refused(api: Api) -> None:
+    """A CDA or an HL7 message sent as a PDF or a photo would be parsed as what it is, with
+    the flags it declares itself: a caregiver with uploads could plant a document hidden
+    from the patient (INVISIBLE_PATIENT) in the patient's own record."""
+    from tests.test_erasure import _oru
+
+    cda = (SAMPLES / "cda" / "cr-masque-ps.xml").read_text().replace("172032A04501227", A)
+    grant = {"classes": None, "upload": True}
+    assert api.put(patient(A), f"/patients/{A}/delegations/aidant-1", json=grant).status_code == 200
+    hidden_cda = cda.replace("MASQUE_PS", "INVISIBLE_PATIENT").encode()
+    for data in (hidden_cda, _oru(A, "U1", surname="X", words="y")):
+        for media in ("application/pdf", "image/png"):
+            files = {"file": ("a.pdf", data, media)}
+            r = api.post(caregiver("aidant-1"), f"/patients/{A}/documents", files=files)
+            assert r.status_code == 415 and "detail" in r.json(), r.text
+    assert api.index.search(SearchQuery(patient_id=A)).total == 0
 
 
 def test_a_file_the_pipeline_cannot_read_is_rejected_with_its_reason(api: Api) -> None:
