@@ -1,8 +1,9 @@
 """Scanned documents sent as images (PNG, JPEG, TIFF): every page OCR'd.
 
 A multi-page TIFF is one document whose frames are its pages. An image that Pillow
-cannot decode raises ``ParserError``; a blank page is not an error (it yields little or
-no text, which later checks reject).
+cannot decode raises ``ParserError``, and so does a page of more than ``MAX_PIXELS``
+pixels, before it is decoded; a blank page is not an error (it yields little or no text,
+which later checks reject).
 """
 
 from __future__ import annotations
@@ -25,6 +26,12 @@ _MAGIC = (
     b"II*\x00",  # TIFF, little-endian
     b"MM\x00*",  # TIFF, big-endian
 )
+
+# Pixels a page may have. An A3 page scanned at 600 dpi has 70 million; Pillow refuses
+# only past 179 million, and a page that size costs gigabytes once decoded and prepared
+# for OCR (a 700 KB PNG of 13,000 x 13,000 transparent pixels: 3.5 GB), so a page beyond
+# this is rejected before it is decoded.
+MAX_PIXELS = 80_000_000
 
 
 class ImageParser:
@@ -73,6 +80,13 @@ class ImageParser:
 def _frames(image: Image.Image, source: str) -> Iterator[tuple[Image.Image, str]]:
     """Each frame decoded on its own (a corrupt frame fails here, not in OCR)."""
     for number, frame in enumerate(ImageSequence.Iterator(image), start=1):
+        width, height = frame.size  # read from the header: nothing is decoded yet
+        if width * height > MAX_PIXELS:
+            raise ParserError(
+                f"page {number} is {width} x {height} pixels, more than the {MAX_PIXELS:,}"
+                " a scanned page may have (a decompression bomb?)",
+                source=source,
+            )
         # A copy: the iterator moves one shared image object from frame to frame, while
         # the OCR pool may still be reading the previous ones.
         yield frame.copy(), f"{source} page {number}"

@@ -6,14 +6,15 @@ Tests marked ``tesseract`` run the real OCR engine.
 from __future__ import annotations
 
 import io
+import math
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
-from parsers.image import ImageParser
-from parsers.ocr import TesseractOcr
+from parsers.image import MAX_PIXELS, ImageParser
+from parsers.ocr import OcrPage, TesseractOcr
 from pipeline.errors import ParserError
 from pipeline.model import Format, ParsedDocument
 
@@ -98,6 +99,28 @@ def test_corrupt_image_raises_parser_error(parser: ImageParser, name: str) -> No
     with pytest.raises(ParserError) as caught:
         parser.parse(data, source=name)
     assert caught.value.context == {"source": name}
+
+
+class SmallPagesOcr(TesseractOcr):
+    """An engine that reads nothing and fails the test if a page too big reaches it."""
+
+    def read(self, image: Image.Image, *, source: str | None = None) -> OcrPage:
+        assert image.width * image.height <= MAX_PIXELS, f"{source} was decoded and sent to OCR"
+        return OcrPage(text="", confidence=0.0, word_count=0)
+
+
+@pytest.mark.parametrize("first_page", [False, True])
+def test_a_page_of_too_many_pixels_is_refused_before_it_is_decoded(first_page: bool) -> None:
+    """Pillow refuses only past 179 million pixels: a page below that but beyond
+    ``MAX_PIXELS`` (a few hundred KB on disk) was decoded, taking gigabytes."""
+    side = math.isqrt(MAX_PIXELS) + 1
+    pages = [Image.new("1", (side, side), 1), Image.new("1", (100, 100), 1)]
+    if not first_page:
+        pages.reverse()
+    buffer = io.BytesIO()
+    pages[0].save(buffer, "TIFF", compression="group4", save_all=True, append_images=pages[1:])
+    with pytest.raises(ParserError, match=f"page {1 if first_page else 2} is {side} x {side} pixels"):
+        ImageParser(ocr=SmallPagesOcr(lang="fra", timeout_s=5)).parse(buffer.getvalue(), source="big.tif")
 
 
 def test_score_recognises_png_jpeg_and_tiff_only(parser: ImageParser) -> None:
