@@ -510,6 +510,18 @@ class KeyRing:
             return list(conn.execute(select(o.sha256).order_by(o.sha256)).scalars())
 
 
+@dataclass(frozen=True)
+class _Write:
+    """A ciphertext ``EncryptedStore`` is about to write, and what its row will say."""
+
+    sha256: str  # of the plaintext
+    ciphertext: bytes
+    owner: str | None
+    wrapped_key: bytes | None
+    key_id: str | None
+    replaces: ObjectRow | None  # the row it supersedes (its ciphertext unreadable or gone)
+
+
 class EncryptedStore:
     """A ``DocumentStore`` that encrypts every object before it reaches ``base``."""
 
@@ -562,6 +574,15 @@ class EncryptedStore:
         return self._put(data, sha256_hex(data), owner)
 
     def _put(self, data: bytes, sha: str, owner: str | None) -> str:
+        write = self._plan(data, sha, owner)
+        if write is not None:
+            self._record(write, self.base.put(write.ciphertext))
+            self._recorded()
+        return sha
+
+    def _plan(self, data: bytes, sha: str, owner: str | None) -> _Write | None:
+        """The ciphertext to write for ``data`` and the row that will point at it; None when
+        a readable copy is stored already (re-keyed to ``owner`` if it had none)."""
         known = self.keyring.lookup(sha)
         # Already stored only if a live key opens it: a row whose key was destroyed (even
         # if its owner has a new one now) holds nothing readable, so the bytes go in again.
@@ -569,7 +590,7 @@ class EncryptedStore:
         if known is not None and opens and self.base.exists(known.cipher_sha256):
             if owner is not None:
                 self.assign(sha, owner)  # no-op when it has one (the first owner stays)
-            return sha
+            return None
         wrapped: bytes | None = None
         key_id: str | None = None
         if known is not None and opens and known.owner is not None:  # its ciphertext went missing
@@ -579,19 +600,45 @@ class EncryptedStore:
             key_id, key = self.keyring.patient_key_with_id(owner)
         else:  # owner unknown, or their key was destroyed: a key of its own
             key, wrapped = self.keyring.new_object_key(sha)
-        new_cipher_sha = self.base.put(self._encrypt(key, data, sha))
-        self.keyring.record(sha, new_cipher_sha, owner, wrapped, key_id)
-        if known is not None and known.cipher_sha256 != new_cipher_sha:
-            self._replaced.append(known.cipher_sha256)  # an unreadable leftover
-        self._recorded()
-        return sha
+        return _Write(sha, self._encrypt(key, data, sha), owner, wrapped, key_id, known)
+
+    def _record(self, write: _Write, cipher_sha: str) -> None:
+        """The row of a ciphertext now written (committed with the keyring)."""
+        self.keyring.record(write.sha256, cipher_sha, write.owner, write.wrapped_key, write.key_id)
+        if write.replaces is not None and write.replaces.cipher_sha256 != cipher_sha:
+            self._replaced.append(write.replaces.cipher_sha256)  # an unreadable leftover
 
     def put_many(self, items: Sequence[tuple[bytes, str | None]]) -> list[str]:
-        """``put`` of each ``(data, owner)`` in turn, the keyring read in two queries for
-        them all rather than two per object (a pipeline's flush)."""
+        """``put`` of each ``(data, owner)``, as one batch (a pipeline's flush): the keyring
+        read in two queries for them all, and the ciphertexts written together
+        (``base.put_all``: at once where the store can, as an object store over a network),
+        their rows recorded only once all are written. Bytes that come twice are put again
+        after the batch, where the first copy is found."""
         shas = [sha256_hex(data) for data, _ in items]
+        writes: list[_Write] = []
+        again: list[int] = []
+        seen: set[str] = set()
         with self.keyring.reading_ahead(shas, {o for _, o in items if o is not None}):
-            return [self._put(data, sha, owner) for (data, owner), sha in zip(items, shas, strict=True)]
+            for i, ((data, owner), sha) in enumerate(zip(items, shas, strict=True)):
+                if sha in seen:
+                    again.append(i)
+                    continue
+                seen.add(sha)
+                write = self._plan(data, sha, owner)
+                if write is not None:
+                    writes.append(write)
+            if writes:
+                cipher_shas = self.base.put_all([w.ciphertext for w in writes])
+                for write, cipher_sha in zip(writes, cipher_shas, strict=True):
+                    self._record(write, cipher_sha)
+                self._recorded()
+            for i in again:
+                self._put(items[i][0], shas[i], items[i][1])
+        return shas
+
+    def put_all(self, items: Sequence[bytes]) -> list[str]:
+        """``put_many`` of bytes whose owner is not known."""
+        return self.put_many([(data, None) for data in items])
 
     def _key_for(self, sha256: str, known: ObjectRow) -> bytes:
         if known.owner is None:

@@ -7,7 +7,7 @@ import base64
 import logging
 import os
 import stat
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -352,3 +352,42 @@ def test_quarantine_records_pass_through(store: EncryptedStore) -> None:
     assert store.get_quarantine(rec.quarantine_id) == rec
     assert list(store.list_quarantine()) == [rec]
     assert store.remove_quarantine(rec.quarantine_id)
+
+
+class _FailingAfter(FileStore):
+    """A folder store whose batch write fails after its first object (a network or disk
+    error mid-flush)."""
+
+    def put_all(self, items: Sequence[bytes]) -> list[str]:
+        self.put(items[0])
+        raise OSError("the disk went away")
+
+
+def test_a_batch_records_its_rows_only_once_every_ciphertext_is_written(
+    tmp_path: Path, master: bytes, state_engine: Engine
+) -> None:
+    store = EncryptedStore(
+        _FailingAfter(tmp_path / "store"), KeyRing(state_engine, LocalKeyWrapper(master)), commit_on_sync=True
+    )
+    with pytest.raises(OSError, match="went away"):
+        store.put_many([(REPORT, P), (b"second report", OTHER)])
+    store.sync()  # what the pipeline's next flush would commit
+    # No row names a ciphertext that was never written (the one written is an orphan).
+    assert store.keyring.lookup(sha256_hex(REPORT)) is None
+    assert store.keyring.lookup(sha256_hex(b"second report")) is None
+    store.close()
+
+
+def test_bytes_twice_in_one_batch_are_written_once(
+    base: DocumentStore, master: bytes, state_engine: Engine
+) -> None:
+    store = EncryptedStore(base, KeyRing(state_engine, LocalKeyWrapper(master)))
+    try:
+        shas = store.put_many([(REPORT, None), (b"other", P), (REPORT, P)])
+        assert shas == [sha256_hex(REPORT), sha256_hex(b"other"), sha256_hex(REPORT)]
+        # Kept once, then given to its patient by the second occurrence, as two puts would.
+        assert len(list(base.iter_hashes())) == 2
+        assert store.owner_of(shas[0]) == P and store.get(shas[0]) == REPORT
+        assert store.get(shas[1]) == b"other"
+    finally:
+        store.close()

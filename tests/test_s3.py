@@ -10,6 +10,8 @@ import json
 import os
 import socket
 import subprocess
+import threading
+import time
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -204,6 +206,30 @@ def test_a_put_is_one_request_and_putting_the_same_bytes_again_is_harmless(
     assert store.put(b"same bytes") == store.put(b"same bytes") == sha256_hex(b"same bytes")
     assert (len(puts), len(heads)) == (2, 0)
     assert store.get(sha256_hex(b"same bytes")) == b"same bytes"
+
+
+def test_a_batch_of_puts_is_sent_several_at_once(s3_endpoint: str, s3_url: str) -> None:
+    store = S3Store.from_url(s3_url, endpoint_url=s3_endpoint, region="us-east-1")
+    in_flight: list[int] = [0]
+    most: list[int] = [0]
+    lock = threading.Lock()
+
+    def started(**_: Any) -> None:
+        with lock:
+            in_flight[0] += 1
+            most[0] = max(most[0], in_flight[0])
+        time.sleep(0.02)  # a slower network: requests overlap if they may
+
+    def ended(**_: Any) -> None:
+        with lock:
+            in_flight[0] -= 1
+
+    store.bucket.client.meta.events.register("before-call.s3.PutObject", started)
+    store.bucket.client.meta.events.register("after-call.s3.PutObject", ended)
+    items = [f"objet {n}".encode() for n in range(20)]
+    assert store.put_all(items) == [sha256_hex(data) for data in items]
+    assert most[0] > 1
+    assert [store.get(sha256_hex(data)) for data in items] == items
 
 
 def test_open_store_and_prefix_reads(s3_endpoint: str, s3_url: str) -> None:

@@ -51,6 +51,11 @@ class DocumentStore(Protocol):
         """Keep ``data``; return its SHA-256. Idempotent."""
         ...
 
+    def put_all(self, items: Sequence[bytes]) -> list[str]:
+        """``put`` of each item (several at once where the store gains by it); their SHA-256s.
+        If one fails, the error is raised once the others are done."""
+        ...
+
     def get(self, sha256: str) -> bytes:
         """The bytes stored under ``sha256``; ``KeyError`` when absent."""
         ...
