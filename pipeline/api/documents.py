@@ -9,7 +9,7 @@ from typing import Annotated
 from fastapi import APIRouter, File, HTTPException, Path, Query, UploadFile
 from fastapi.responses import Response
 
-from pipeline.access import Role, restrict
+from pipeline.access import Role, restrict, visible_ids
 from pipeline.acks import BatchReport, upload_report
 from pipeline.api.guard import (
     FORBIDDEN,
@@ -158,7 +158,12 @@ def upload_document(
         reason=f"{d.via}: {statuses}",
         doc_ids=[o.doc_id for o in summary.outcomes if o.doc_id and o.status is not Status.REJECTED],
     )
-    return upload_report(summary.outcomes, producer=UPLOAD_PRODUCER, batch=summary.run_id, file=name)
+    # A duplicate names the document already filed, which may be one the sender may not see
+    # (a result not yet released to the patient, a class outside a caregiver's delegation):
+    # its id is not shown, as the search and the history never show it.
+    shown = visible_ids(svc.index, d, ins, [o.doc_id for o in summary.outcomes if o.doc_id])
+    outcomes = [o if o.doc_id in shown else o.model_copy(update={"doc_id": None}) for o in summary.outcomes]
+    return upload_report(outcomes, producer=UPLOAD_PRODUCER, batch=summary.run_id, file=name)
 
 
 @router.get("/{doc_id}", response_model=DocumentView, summary="A document's metadata and text")

@@ -17,7 +17,7 @@ from PIL import Image, ImageDraw, ImageFont
 from pipeline.access import Principal
 from pipeline.api.documents import UPLOAD_MAX_BYTES
 from pipeline.identity import find_printed_ins
-from pipeline.model import IdentitySource, SearchQuery
+from pipeline.model import DocClass, IdentitySource, SearchQuery, Visibility
 from tests.api.conftest import Api, caregiver, make_ins, patient, professional, representative
 
 pytestmark = pytest.mark.tesseract
@@ -189,6 +189,30 @@ def test_a_file_that_is_not_what_its_type_says_is_refused(api: Api) -> None:
             r = api.post(caregiver("aidant-1"), f"/patients/{A}/documents", files=files)
             assert r.status_code == 415 and "detail" in r.json(), r.text
     assert api.index.search(SearchQuery(patient_id=A)).total == 0
+
+
+def test_a_duplicate_of_a_document_hidden_from_the_sender_does_not_name_it(api: Api) -> None:
+    """Sending the bytes of a result not yet released to the patient, or of a class outside a
+    caregiver's delegation, must not give its id (the search and the history never do)."""
+    data = photo(PRESCRIPTION)
+    api.file(A, "not-yet-released", visibility=(Visibility.INVISIBLE_PATIENT,), content=data)
+    biology = photo(["Laboratoire des Tilleuls - compte rendu de biologie", *PRESCRIPTION[1:]])
+    api.file(A, "a-biology-report", content=biology)
+    grant = {"classes": ["prescription"], "upload": True}
+    assert api.put(patient(A), f"/patients/{A}/delegations/aidant-1", json=grant).status_code == 200
+    for who, doc_id, content in (
+        (patient(A), "not-yet-released", data),
+        (caregiver("aidant-1"), "a-biology-report", biology),
+    ):
+        r = api.post(who, f"/patients/{A}/documents", files={"file": ("o.png", content, "image/png")})
+        entry = only_file(r.json())
+        assert entry["status"] == "duplicate" and entry["doc_id"] is None, entry
+        assert doc_id not in r.text
+    # A duplicate the sender may see keeps its id.
+    seen = photo([*PRESCRIPTION, "Kinésithérapie : dix séances"])
+    api.file(A, "seen", content=seen, doc_class=DocClass.PRESCRIPTION)
+    entry = only_file(upload(api, caregiver("aidant-1"), A, seen))
+    assert (entry["status"], entry["doc_id"]) == ("duplicate", "seen")
 
 
 def test_a_file_the_pipeline_cannot_read_is_rejected_with_its_reason(api: Api) -> None:
