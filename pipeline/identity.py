@@ -88,7 +88,9 @@ def normalize_ins(value: str) -> str:
 def is_valid_ins(value: str) -> bool:
     """True when ``value`` is a 15-character INS with a correct key."""
     compact = normalize_ins(value)
-    if len(compact) != 15:
+    # stdnum reads full-width digits ("１") as ASCII ones, and the compact form is what
+    # the document is filed under: only ASCII is an INS.
+    if len(compact) != 15 or not compact.isascii():
         return False
     try:
         nir.validate(compact)

@@ -105,6 +105,18 @@ def test_rejections(text: str, reason: Reason) -> None:
     assert [p.code for p in result.problems] == [reason]
 
 
+def test_an_ins_in_non_ascii_digits_is_not_valid() -> None:
+    """stdnum validates "１" (full width) as "1": such an INS was taken as the patient id,
+    which no index accepts (an index_error instead of the identity's own rejection)."""
+    full_width = chr(ord(INS_A[0]) - ord("0") + ord("０")) + INS_A[1:]
+    assert not is_valid_ins(full_width)
+    ins_id = PatientIdentifier(value=full_width, authority="1.2.250.1.213.1.4.8", kind="INS")
+    result = identify_patient(doc("", (ins_id,)))
+    assert result.patient_id is None and [p.code for p in result.problems] == [Reason.INVALID_INS_KEY]
+    with pytest.raises(InvalidPatientId):
+        require_ins(full_width)
+
+
 def test_ipp_alone_is_never_a_patient_key() -> None:
     ipp = PatientIdentifier(value=INS_A, authority="1.2.3.4", kind="PI")
     assert identify_patient(doc("", (ipp,))).problems[0].code is Reason.MISSING_INS
