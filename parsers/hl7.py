@@ -19,7 +19,9 @@ What is read, per message:
   non-numeric namespace id the ``producer_name``.
 * PID-3 repetitions (IHE PAM FR): ``PatientIdentifier(CX.1, authority = CX.4 universal id
   or namespace, kind = CX.5)``; an INS OID authority without CX.5 gets kind ``INS``.
-  Nothing is validated here (``pipeline/identity.py`` does it). PID-5 (the legal name
+  Nothing is validated here (``pipeline/identity.py`` does it), except that a message
+  whose PID segments (a repeated PATIENT_RESULT group) name different patients is a
+  blocking ``identity_conflict``: one message is one document, of one patient. PID-5 (the legal name
   ``L`` first), PID-7, PID-8: demographics.
 * OBR / TXA: ``title`` is OBR-4's text when the message has one OBR (several OBRs: the
   generic biology title, each OBR-4 heading its section of ``text``), else the document
@@ -267,6 +269,14 @@ class _Reader:
         msh = self.segments[0]
         message_type = _message_type(msh)
         pid, txa = self._first("PID"), self._first("TXA")
+        # An ORU^R01 may repeat its PATIENT_RESULT group, one PID each: results of several
+        # patients in one message, which is one document filed under one patient. Every
+        # PID's ids are kept (so the rejected message is found by each patient's erasure).
+        pids = [tuple(_patient_ids(p)) for p in self._all("PID")]
+        if len(set(pids)) > 1:
+            self.warnings.append(Problem(code=Reason.IDENTITY_CONFLICT, message=(
+                f"the message holds {len(pids)} PID segments naming different patients (PID-3):"
+                " one patient per message")))  # fmt: skip
         obrs = [s for s in self.segments if s.name == "OBR"]
         for seg in self.segments[1:]:
             self._read_body(seg, several_obr=len(obrs) > 1)
@@ -289,7 +299,7 @@ class _Reader:
         return ParsedDocument(
             source=self.source, part=part, format=Format.HL7V2, content=content, title=title,
             text="\n".join([title, *self.lines, *(d.text for d in self.embedded if d.text)]),
-            patient_ids=(tuple(_patient_ids(pid)) if pid else ())
+            patient_ids=tuple(dict.fromkeys(i for ids in pids for i in ids))
             + tuple(i for d in self.embedded for i in d.patient_ids),
             demographics=(_demographics(pid) if pid else None) or inner.demographics,
             message_type=message_type, message_control_id=msh.value(10),

@@ -289,6 +289,22 @@ def test_an_nm_value_is_a_number_only_in_the_nm_grammar(
     assert (doc.results[0].value, doc.results[0].numeric_value) == (value, number)
 
 
+def test_results_of_several_patients_in_one_message_are_an_identity_conflict(parser: Hl7Parser) -> None:
+    """ORU^R01 repeats PATIENT_RESULT, a PID each: the second patient's results were read
+    into the first patient's document, filed in their record."""
+    single = sample("oru_single.hl7").rstrip(b"\r")
+    pid = next(line for line in single.split(b"\r") if line.startswith(b"PID|"))
+    other = pid.replace(INS_DUPONT.encode(), INS_SANTONI.encode()).replace(b"IPP0001", b"IPP0002")
+    group = b"\r".join(line for line in single.split(b"\r")[2:])  # ORC, OBR, OBX..., NTE
+    [doc] = parser.parse(single + b"\r" + other + b"\r" + group, source="x")
+    assert [(w.code, w.blocking) for w in doc.warnings] == [(Reason.IDENTITY_CONFLICT, True)]
+    assert "2 PID segments naming different patients" in doc.warnings[0].message
+    assert [i.value for i in doc.patient_ids] == [INS_DUPONT, "IPP0001", INS_SANTONI, "IPP0002"]
+    # The same patient's PID repeated is one patient.
+    [same] = parser.parse(single + b"\r" + pid + b"\r" + group, source="x")
+    assert same.warnings == () and [i.value for i in same.patient_ids] == [INS_DUPONT, "IPP0001"]
+
+
 def test_separators_come_from_msh(parser: Hl7Parser) -> None:
     [doc] = parse(parser, "oru_custom_separators.hl7")
     assert doc.patient_ids[0] == PatientIdentifier(value=INS_DUPONT, authority=INS_OID, kind="INS")
