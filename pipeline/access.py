@@ -46,6 +46,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, Engine, Executable, Table, case, select
 
+from pipeline.crypto import patient_ref
 from pipeline.model import DocClass, DocumentRecord, Frozen, Reason, SearchQuery, Visibility
 from pipeline.settings import Settings
 from pipeline.state import tables as t
@@ -60,6 +61,9 @@ MAJORITY_AGE = 18
 MIN_REASON_VISIBLE_CHARS = 10
 MIN_REASON_LETTERS = 5
 _IN_CHUNK = 500  # ids per ``IN (…)`` list: well under every database's parameter limit
+
+# Why a decision refuses an erased account (``Reason.ACCOUNT_CLOSED``).
+ACCOUNT_CLOSED = Reason.ACCOUNT_CLOSED.value
 
 _REPRESENTATIVES_HIDDEN = (Visibility.INVISIBLE_REPRESENTANTS_LEGAUX, Visibility.INVISIBLE_PATIENT)
 
@@ -195,9 +199,12 @@ class AccessRules:
     opens it decides from the same rows. ``AccessRules(settings)`` opens (and closes) its
     own engine; ``AccessRules(engine)`` uses the caller's, which stays the caller's."""
 
-    def __init__(self, state: Settings | Engine) -> None:
+    def __init__(self, state: Settings | Engine, *, ref_key: bytes | None = None) -> None:
         self._engine, self._owns_engine = engine_of(state)
         self._reading = threading.local()  # the connection ``decide`` reads through
+        # The key of patient references (``pipeline.crypto.patient_ref_key``): with it,
+        # ``decide`` refuses every access to a closed account (the API always gives it).
+        self._ref_key = ref_key
 
     def close(self) -> None:
         if self._owns_engine:
@@ -537,6 +544,10 @@ class AccessRules:
                 self._reading.conn = None
 
     def _decide(self, who: Principal, patient_id: str, now: dt.datetime) -> AccessDecision:
+        if self._ref_key is not None and self._closed(patient_id):
+            # Erased: nobody reads or writes it any more, so no grant, delegation or
+            # break-the-glass row brings the INS back into the state database.
+            return AccessDecision(allowed=False, via=ACCOUNT_CLOSED)
         if who.role is Role.PATIENT:
             if who.subject != patient_id:
                 return AccessDecision(allowed=False, via="not_own_record")
@@ -565,6 +576,12 @@ class AccessRules:
         if who.role is Role.CAREGIVER:
             return self._caregiver(who, patient_id, now)
         return self._representative(who.subject, patient_id, now)
+
+    def _closed(self, patient_id: str) -> bool:
+        assert self._ref_key is not None
+        c = t.closures.c
+        ref = patient_ref(self._ref_key, patient_id)
+        return self._one(select(1).where(c.patient_ref == ref, c.reason == ACCOUNT_CLOSED)) is not None
 
     def _representative(self, person_id: str, patient_id: str, now: dt.datetime) -> AccessDecision:
         r = t.representatives.c

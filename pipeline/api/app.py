@@ -27,7 +27,7 @@ from pipeline.api.fhir import create_fhir_app
 from pipeline.api.guard import Caller, Services
 from pipeline.api.schemas import ERRORS, Me
 from pipeline.audit import AuditLog
-from pipeline.crypto import EncryptedStore, audit_key, open_encrypted_store
+from pipeline.crypto import EncryptedStore, audit_key, open_encrypted_store, patient_ref_key
 from pipeline.errors import BackendUnavailable
 from pipeline.index import DocumentIndex, open_index
 from pipeline.settings import ApiSettings, Settings
@@ -92,7 +92,7 @@ def create_app(
         settings=settings,
         index=index or open_index(settings.effective_index_url, alias=settings.index.es_alias),
         store=store,
-        rules=AccessRules(state),
+        rules=AccessRules(state, ref_key=patient_ref_key(settings)),
         audit=AuditLog(state, key=audit_key(settings), anchors=store),
         verifier=verifier,
         clock=clock,

@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query
 from fastapi.exceptions import RequestValidationError
 
-from pipeline.access import BirthDateMismatch, Grant, Role, visible_ids
+from pipeline.access import ACCOUNT_CLOSED, BirthDateMismatch, Grant, Role, visible_ids
 from pipeline.api.guard import FORBIDDEN, Caller, Svc, decision, managing
 from pipeline.api.schemas import (
     ERRORS,
@@ -212,8 +212,9 @@ def break_glass(ins: Ins, body: BreakGlassRequest, who: Caller, svc: Svc) -> Bre
         svc.record(who, "denied", ins, reason="break_glass_needs_professional")
         raise FORBIDDEN
     now = svc.clock()
-    if svc.rules.decide(who, ins, now).via == "blocked":
-        svc.record(who, "denied", ins, reason="blocked")
+    refused = svc.rules.decide(who, ins, now).via
+    if refused in ("blocked", ACCOUNT_CLOSED):  # nothing is opened for them
+        svc.record(who, "denied", ins, reason=refused)
         raise FORBIDDEN
     expires = svc.rules.open_break_glass(ins, who.subject, body.reason, now)
     svc.record(who, "break_glass", ins, reason=body.reason)  # verbatim

@@ -366,13 +366,48 @@ def test_erasure_through_the_api(api: Api, tmp_path: Path) -> None:
     # The grant, and the birth date the ingested document gave.
     assert receipt["key_destroyed"] and receipt["access_rules"] == 2 and receipt["actor"] == A
     assert "key" not in {k for k in receipt if k != "key_destroyed"}
-    assert api.get(patient(A), f"/patients/{A}/documents").json()["total"] == 0
-    assert api.get(patient(A), f"/patients/{A}/documents/a1/file").status_code == 404
+    # The account is closed: nobody, its patient included, reads it any more.
+    assert api.get(patient(A), f"/patients/{A}/documents").status_code == 403
+    assert api.get(patient(A), f"/patients/{A}/documents/a1/file").status_code == 403
     assert api.get(PRO, f"/patients/{A}/documents").status_code == 403  # the grant went too
     assert api.get(patient(B), f"/patients/{B}/documents/b1/file").content == b"%PDF b1"
     assert api.services.audit.verify().ok
     erased = [e for e in api.services.audit.for_patient(A) if e.action == "erase"]
     assert [(e.actor, e.doc_ids) for e in erased] == [(A, tuple(receipt["doc_ids"]))]
+
+
+def test_a_closed_account_is_closed_to_every_route(api: Api) -> None:
+    """After erasure no grant, delegation, representative, block, break-the-glass or upload
+    may write the INS back into the state database, and nothing is read through any route."""
+    import sqlite3
+
+    from pipeline.crypto import patient_ref, patient_ref_key
+
+    api.file(A, "a1", text="Hémoglobine")
+    assert api.delete(patient(A), f"/patients/{A}").status_code == 200
+    other_pro = professional("10100000001")
+    attempts = [
+        (patient(A), "PUT", f"/patients/{A}/authorisations/{PRO.subject}", None),
+        (patient(A), "PUT", f"/patients/{A}/blocks/10109999999", None),
+        (patient(A), "PUT", f"/patients/{A}/delegations/aidant-1", {"classes": None, "upload": True}),
+        (patient(A), "PUT", f"/patients/{A}/representatives/parent-1", {}),
+        (patient(A), "GET", f"/patients/{A}/history", None),
+        (patient(A), "GET", f"/patients/{A}/documents", None),
+        (patient(A), "GET", f"/fhir/DocumentReference?patient.identifier={A}", None),
+        (other_pro, "POST", f"/patients/{A}/break-glass", {"reason": "Arrêt cardiaque aux urgences"}),
+        (other_pro, "GET", f"/patients/{A}/documents", None),
+    ]
+    for who, method, path, body in attempts:
+        r = api.http.request(method, path, headers=api.as_(who), json=body)
+        assert r.status_code == 403, (method, path, r.status_code)
+    with sqlite3.connect(api.settings.data_dir / "state.db") as conn:
+        for table in ("authorisations", "blocks", "delegations", "representatives", "break_glass"):
+            assert conn.execute(f"SELECT count(*) FROM {table}").fetchone() == (0,), table
+    denied = [e.reason for e in api.services.audit.for_patient(A) if e.action == "denied"]
+    assert denied.count("account_closed") == len(attempts)
+    # Reopened at the patient's request: theirs again.
+    assert api.services.rules.reopen_account(patient_ref(patient_ref_key(api.settings), A))
+    assert api.get(patient(A), f"/patients/{A}/documents").json()["total"] == 0
 
 
 def test_the_page_is_served_with_a_strict_policy(api: Api) -> None:
