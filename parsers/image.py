@@ -14,7 +14,7 @@ from collections.abc import Iterator
 
 from PIL import Image, ImageSequence, UnidentifiedImageError
 
-from parsers.ocr import OcrPage, TesseractOcr
+from parsers.ocr import MAX_PIXELS, OcrPage, TesseractOcr
 from pipeline.errors import CarnetError, ParserError
 from pipeline.model import Format, ParsedDocument
 
@@ -26,12 +26,6 @@ _MAGIC = (
     b"II*\x00",  # TIFF, little-endian
     b"MM\x00*",  # TIFF, big-endian
 )
-
-# Pixels a page may have. An A3 page scanned at 600 dpi has 70 million; Pillow refuses
-# only past 179 million, and a page that size costs gigabytes once decoded and prepared
-# for OCR (a 700 KB PNG of 13,000 x 13,000 transparent pixels: 3.5 GB), so a page beyond
-# this is rejected before it is decoded.
-MAX_PIXELS = 80_000_000
 
 
 class ImageParser:

@@ -38,6 +38,11 @@ log = logging.getLogger(__name__)
 # capital letters are 20+ px tall, which small screenshots or thumbnails do not give.
 _MIN_LONG_SIDE = 1600
 _MAX_UPSCALE = 4.0
+# Pixels a page image may have. An A3 page scanned at 600 dpi has 70 million; Pillow
+# refuses only past 179 million, and an image that size costs gigabytes once decoded and
+# prepared for OCR (a 700 KB PNG of 13,000 x 13,000 transparent pixels: 3.5 GB), so the
+# parsers refuse a bigger one from its declared size, before decoding it.
+MAX_PIXELS = 80_000_000
 # Assumed resolution when the image does not say (typical scanner setting). Without it
 # tesseract guesses (and warns about) a resolution, which skews its noise filters.
 _DEFAULT_DPI = 300

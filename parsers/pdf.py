@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from parsers.ocr import OcrPage, TesseractOcr
+from parsers.ocr import MAX_PIXELS, OcrPage, TesseractOcr
 from pipeline.errors import CarnetError, EncryptedDocumentError, ParserError
 from pipeline.model import Format, ParsedDocument, Problem, Reason
 
@@ -100,6 +100,14 @@ class PdfParser:
         self, page: PageObject, number: int, source: str, result: _PageText
     ) -> Iterator[Image.Image]:
         for image_id in page.images.keys():
+            width, height = _declared_size(page, image_id)
+            if width * height > MAX_PIXELS:  # decoding it alone would take gigabytes
+                result.problems.append(Problem(
+                    code=Reason.UNREADABLE_SCAN, blocking=False,
+                    message=f"page {number}: image {image_id} is {width} x {height} pixels, more than"
+                    f" the {MAX_PIXELS:,} a scanned page may have: not decoded",
+                ))  # fmt: skip
+                continue
             try:
                 image = _page_image(page, image_id)
             except CarnetError:
@@ -129,14 +137,30 @@ def _page_image(page: PageObject, image_id: str | list[str]) -> Image.Image | No
     the same pixels; anything else (masks, decode arrays, palettes, CMYK, other codecs,
     inline images) goes through pypdf.
     """
-    if isinstance(image_id, str) and not image_id.startswith("~"):  # not inline, not nested
-        resources: Any = page.get("/Resources")
-        xobjects: Any = resources.get_object().get("/XObject") if resources is not None else None
-        xobject: Any = xobjects.get_object().get(image_id) if xobjects is not None else None
-        image = _plain_image(xobject.get_object()) if xobject is not None else None
-        if image is not None:
-            return image
-    return page.images[image_id].image
+    xobject = _xobject(page, image_id)
+    image = _plain_image(xobject) if xobject is not None else None
+    return image if image is not None else page.images[image_id].image
+
+
+def _xobject(page: PageObject, image_id: str | list[str]) -> Any:
+    """The image XObject ``image_id`` of the page's resources; None for an inline image
+    or one nested in a form."""
+    if not isinstance(image_id, str) or image_id.startswith("~"):
+        return None
+    resources: Any = page.get("/Resources")
+    xobjects: Any = resources.get_object().get("/XObject") if resources is not None else None
+    xobject: Any = xobjects.get_object().get(image_id) if xobjects is not None else None
+    return xobject.get_object() if xobject is not None else None
+
+
+def _declared_size(page: PageObject, image_id: str | list[str]) -> tuple[int, int]:
+    """(width, height) an image XObject declares, (0, 0) when unknown (pypdf and Pillow
+    then decide, Pillow refusing past its own limit)."""
+    xobject = _xobject(page, image_id)
+    try:
+        return int(xobject["/Width"]), int(xobject["/Height"])
+    except (TypeError, KeyError, ValueError):
+        return 0, 0
 
 
 # Filters that only unwrap bytes before the image codec (pypdf's get_data undoes them).

@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 from pypdf import PdfReader, PdfWriter
 
-from parsers.ocr import OcrPage, TesseractOcr
+from parsers.ocr import MAX_PIXELS, OcrPage, TesseractOcr
 from parsers.pdf import PdfParser, extract_pdf_text
 from pipeline.errors import EncryptedDocumentError, ParserError
 from pipeline.model import Format, ParsedDocument
@@ -256,3 +256,17 @@ def test_undecodable_page_image_is_a_warning_not_a_failure(parser: PdfParser, oc
 
     assert ocr.calls == 0
     assert [w.code for w in document.warnings] == ["unreadable_scan"]
+
+
+def test_page_image_of_too_many_pixels_is_not_decoded(parser: PdfParser, ocr: CountingOcr) -> None:
+    """A 2 MB JPEG of 12,000 x 12,000 pixels on a page took 800 MB to decode for OCR: an
+    image declaring more than ``MAX_PIXELS`` is skipped with a warning, never decoded."""
+    data = _image_pdf(Image.new("L", (1000, 1000), 255))
+    big = data.replace(b"/Width 1000", b"/Width 9000").replace(b"/Height 1000", b"/Height 9000")
+    assert 9000 * 9000 > MAX_PIXELS and len(big) == len(data)
+
+    document = parser.parse(big, source="big.pdf")[0]
+
+    assert ocr.calls == 0
+    assert [(w.code, w.blocking) for w in document.warnings] == [("unreadable_scan", False)]
+    assert "9000 x 9000 pixels" in document.warnings[0].message
