@@ -34,6 +34,7 @@ from pipeline.api.fhir_resources import (
     INS_SYSTEMS,
     LOINC,
     NATIONAL_TYPES,
+    SEARCH_PARAMS,
     binary,
     capability_statement,
     document_reference,
@@ -156,14 +157,31 @@ def _int(params: QueryParams, name: str, default: int, low: int, high: int, *, c
     return min(value, high)
 
 
-def parse_search(params: QueryParams) -> DocumentSearch:
+# The search parameters served (the CapabilityStatement's) and the paging offset.
+_KNOWN = frozenset(name for name, _, _ in SEARCH_PARAMS) | {"_offset"}
+
+
+def _check_names(params: QueryParams, *, strict: bool) -> None:
+    """A modifier on a served parameter (``type:not``, ``date:missing``) is refused, as FHIR
+    requires: ignored, it would widen the results the client asked to narrow. Unknown
+    parameters are refused too under ``Prefer: handling=strict``."""
+    for key in dict.fromkeys(params.keys()):
+        name, colon, modifier = key.partition(":")
+        if colon and name in _KNOWN:
+            raise SearchError(f"{name}: the modifier {modifier!r} is not supported")
+        if strict and key not in _KNOWN and key != "_format":
+            raise SearchError(f"{key}: unknown search parameter (Prefer: handling=strict)")
+
+
+def parse_search(params: QueryParams, *, strict: bool = False) -> DocumentSearch:
     """The parameters of a ``DocumentReference`` search; unknown ones are ignored (FHIR's
-    lenient default) and left out of the self link."""
+    lenient default) and left out of the self link, or refused when ``strict``."""
+    _check_names(params, strict=strict)
     patient = _one(params, "patient.identifier")
     if patient is None:
         raise SearchError("patient.identifier is required (the patient's INS)")
     ins = _token(patient, "patient.identifier", INS_SYSTEMS)
-    if not re.match(INS_PATTERN, ins):
+    if not re.fullmatch(INS_PATTERN, ins):
         raise SearchError("patient.identifier: not an INS (15 characters)")
     search = DocumentSearch(patient_id=ins, applied=[("patient.identifier", patient)])
     if (value := _one(params, "type")) is not None:
@@ -246,12 +264,18 @@ def _visible_record(
 ) -> tuple[DocumentRecord, AccessDecision]:
     """The record behind a resource id, if the caller may see it: 403 for the record, 404 for
     the document (refusals audited), exactly as ``GET /patients/{ins}/documents/{doc_id}``."""
-    parts = split_resource_id(resource_id) if _FHIR_ID.match(resource_id) else None
-    if parts is None or not re.match(INS_PATTERN, parts[0]) or not re.match(DOC_ID_PATTERN, parts[1]):
+    parts = split_resource_id(resource_id) if _FHIR_ID.fullmatch(resource_id) else None
+    if parts is None or not re.fullmatch(INS_PATTERN, parts[0]) or not re.fullmatch(DOC_ID_PATTERN, parts[1]):
         raise NOT_FOUND
     ins, doc_id = parts
     d = decision(svc, who, ins)
     return readable(svc, who, d, ins, doc_id, action), d
+
+
+def _strict(request: Request) -> bool:
+    """``Prefer: handling=strict``: the client wants unknown parameters refused."""
+    prefer = request.headers.get("prefer", "")
+    return any(p.strip().replace(" ", "") == "handling=strict" for p in prefer.lower().split(","))
 
 
 def _wants_fhir_json(request: Request) -> bool:
@@ -271,7 +295,7 @@ def create_fhir_app(svc: Services, *, version: str) -> FastAPI:
     @app.get("/DocumentReference")
     def search_documents(request: Request, who: Caller, svc: Svc) -> Response:
         try:
-            search = parse_search(request.query_params)
+            search = parse_search(request.query_params, strict=_strict(request))
         except SearchError as exc:
             return fhir_response(operation_outcome("invalid", str(exc)), 400)
         d = decision(svc, who, search.patient_id)

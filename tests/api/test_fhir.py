@@ -299,12 +299,32 @@ def test_refusals_are_operation_outcomes_that_reveal_nothing(record: Api) -> Non
         {"patient.identifier": A, "_count": "１０"},  # full-width digits
         {"patient.identifier": A, "_offset": "x"},
         {"patient.identifier": A, "_offset": "10001"},
+        # Modifiers it does not serve: ignored, they would widen what the client narrowed.
+        {"patient.identifier": A, "type:not": f"{LOINC}|11502-2"},
+        {"patient.identifier": A, "category:not": "biology"},
+        {"patient.identifier": A, "date:missing": "true"},
+        {"patient.identifier": A, "status:not": "current"},
+        {"patient.identifier": A, "type:text": "bilan"},
+        {"patient.identifier": f"{A}\n"},  # an INS with a line break after it
     ],
     ids=lambda p: "&".join(f"{k}={v}" for k, v in p.items()) or "none",
 )
 def test_a_search_it_cannot_run_is_a_400_operation_outcome(record: Api, params: dict[str, Any]) -> None:
     r = record.http.get("/fhir/DocumentReference", headers=record.as_(patient(A)), params=params)
     _outcome(r, 400, "invalid")
+
+
+def test_unknown_parameters_are_refused_when_the_client_asks_for_strict_handling(record: Api) -> None:
+    params = {"patient.identifier": A, "_id": rid("hb-2024"), "_format": "json"}
+    lenient = record.http.get("/fhir/DocumentReference", headers=record.as_(patient(A)), params=params)
+    assert lenient.status_code == 200 and "_id" not in lenient.json()["link"][0]["url"]
+    for prefer in ("handling=strict", "return=minimal, handling=strict"):
+        headers = {**record.as_(patient(A)), "Prefer": prefer}
+        r = record.http.get("/fhir/DocumentReference", headers=headers, params=params)
+        assert "_id" in _outcome(r, 400, "invalid").issue[0].diagnostics
+    del params["_id"]
+    r = record.http.get("/fhir/DocumentReference", headers=headers, params=params)
+    assert r.status_code == 200
 
 
 @pytest.mark.parametrize(
