@@ -356,3 +356,28 @@ def test_a_reopened_account_accepts_documents_at_once_within_a_flush(tmp_path: P
             ]
     finally:
         rules.close()
+
+
+def test_a_copy_of_a_document_refused_at_its_flush_is_refused_with_it(tmp_path: Path) -> None:
+    """The same message twice before a flush (two producers' feeds): the copy was reported
+    ``duplicate`` of the first, which the flush's quality gate then refused, so the copy
+    named a doc id never filed and its input was in no quarantine. Both are refused now."""
+    from pipeline.ingest.run import Pipeline
+    from tests.test_erasure import A, _oru
+
+    settings = _pipeline_settings(tmp_path)
+    # A birth date that disagrees with the INS: identity_mismatch, found by the flush's gate.
+    data = _oru(A, "M1", surname="X", words="ferritine", birth="19300101")
+    with Pipeline(settings) as pipe:
+        pipe.start_run("ingest", "test", exclusive=True)
+        pipe.process(InputFile(data=data, source="a/m.hl7", producer="labo-a"))
+        pipe.process(InputFile(data=data, source="b/m.hl7", producer="labo-b"))
+        pipe.flush()
+        assert [(o.status, o.doc_id, o.producer) for o in pipe.outcomes] == [
+            (Status.REJECTED, None, "labo-a"),
+            (Status.REJECTED, None, "labo-b"),
+        ]
+        assert pipe.outcomes[0].reasons == pipe.outcomes[1].reasons
+        assert {r.code for r in pipe.outcomes[1].reasons} == {Reason.IDENTITY_MISMATCH}
+        quarantined = sorted((q.producer, q.source) for q in pipe.store.list_quarantine())
+        assert quarantined == [("labo-a", "a/m.hl7#1"), ("labo-b", "b/m.hl7#1")]

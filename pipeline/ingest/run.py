@@ -238,6 +238,9 @@ class Pipeline:
         self.clock = StageClock()
         self.outcomes: list[Outcome] = []
         self._pending: list[_Pending] = []
+        # Documents reported ``duplicate`` of a record still pending, by its doc id:
+        # (outcome position, batch, part). Refused at the flush, it takes them along.
+        self._copies: dict[str, list[tuple[int, str | None, int | None]]] = {}
         # Inputs and contents not stored yet, by hash: [bytes, owner or None] (see
         # ``process``); kept together at the next ``sync`` or past ``_UNSTORED_BYTES``.
         self._unstored: dict[str, list[Any]] = {}
@@ -477,6 +480,7 @@ class Pipeline:
         with self.clock.stage("dedup"):
             duplicate_of, supersedes, newer = self.versions.existing(patient, content_sha, series_id, version)
         if duplicate_of:
+            self._copies.setdefault(duplicate_of, []).append((len(self.outcomes), item.batch, doc.part))
             self._raw_sha_of[len(self.outcomes)] = raw_sha
             self.outcomes.append(self._duplicate(doc.source_ref, duplicate_of, outcome_base))
             return
@@ -754,9 +758,16 @@ class Pipeline:
         """Gate the pending records, then commit them as one unit: write-ahead record, index
         (new versions with the supersede of the old ones), outcomes in the ledger.
 
-        Gate-blocked and refused records become rejects. Without a run (a bare pipeline)
-        only the index is written.
+        Gate-blocked and refused records become rejects, and so do the copies of them
+        met since (first reported ``duplicate``). Without a run (a bare pipeline) only the
+        index is written.
         """
+        try:
+            self._flush()
+        finally:
+            self._copies.clear()  # past the flush, their originals are committed or refused
+
+    def _flush(self) -> None:
         pending, self._pending = self._pending, []
         self.versions.flushed()
         pending = self._refuse_closed(pending)
@@ -990,17 +1001,20 @@ class Pipeline:
         refused: dict[str, Any] = {"status": Status.REJECTED, "doc_id": None, "reasons": tuple(problems)}
         if not name_patient:
             refused["patient_id"] = None
-        self.outcomes[p.outcome_index] = self.outcomes[p.outcome_index].model_copy(update=refused)
-        self.quarantine.keep(
-            p.record.producer,
-            p.batch,
-            p.record.source,
-            p.raw_sha,
-            p.part,
-            problems,
-            patient_id=patient_id,
-            named=[p.record.patient_id, *find_printed_ins(p.record.text)],
-        )
+        named = [p.record.patient_id, *find_printed_ins(p.record.text)]
+        # The same content met again since was reported a duplicate of this record, which
+        # is not filed: each copy is refused with it, its own input kept in quarantine.
+        copies = [(p.outcome_index, p.batch, p.raw_sha, p.part)] + [
+            (at, batch, self._raw_sha_of[at], part)
+            for at, batch, part in self._copies.pop(p.record.doc_id, ())
+        ]
+        for at, batch, raw_sha, part in copies:
+            outcome = self.outcomes[at]
+            self.outcomes[at] = outcome.model_copy(update=refused)
+            self.quarantine.keep(
+                outcome.producer or p.record.producer, batch, outcome.source, raw_sha, part, problems,
+                patient_id=patient_id, named=named,
+            )  # fmt: skip
 
     def metrics(self, outcomes: Sequence[Outcome] | None = None) -> dict[str, object]:
         """Counts per status, class, producer and reason, OCR figures and stage times."""
