@@ -15,10 +15,11 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from pipeline.access import AccessRules
 from pipeline.api import documents, record
@@ -60,16 +61,43 @@ def _utcnow() -> dt.datetime:
 
 # Room for the multipart framing around the largest accepted file.
 _MULTIPART_OVERHEAD = 64 * 1024
+# Every other body is a small JSON object (a delegation's classes, a reason of 500 characters).
+JSON_MAX_BYTES = 64 * 1024
 
 
-def _oversized_upload(request: Request) -> bool:
-    length = request.headers.get("content-length", "")
-    return (
-        request.method == "POST"
-        and request.url.path.endswith("/documents")
-        and length.isdigit()
-        and int(length) > documents.UPLOAD_MAX_BYTES + _MULTIPART_OVERHEAD
-    )
+class _BodyLimit:
+    """A request body larger than its route takes is a 413 before anything holds it: FastAPI
+    reads a body whole before the route's token check, so an anonymous 200 MB JSON body was
+    taken into memory (several times over, parsed) only to be answered 401. A declared
+    length is refused at once; a streamed body is counted as it is read."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        upload = scope["method"] == "POST" and str(scope["path"]).endswith("/documents")
+        stated = documents.UPLOAD_MAX_BYTES if upload else JSON_MAX_BYTES
+        limit = stated + _MULTIPART_OVERHEAD if upload else stated
+        detail = f"larger than {stated} bytes"
+        length = dict(scope["headers"]).get(b"content-length", b"")
+        if length.isdigit() and int(length) > limit:
+            await JSONResponse(status_code=413, content={"detail": detail})(scope, receive, send)
+            return
+        received = 0
+
+        async def counted() -> Message:
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > limit:
+                # Raised to the route's body reading, which FastAPI answers as this status.
+                raise HTTPException(status_code=413, detail=detail)
+            return message
+
+        await self.app(scope, counted, send)
 
 
 def create_app(
@@ -149,15 +177,11 @@ def create_app(
         log.error("backend unavailable: %s", exc)
         return JSONResponse(status_code=503, content={"detail": "service unavailable"})
 
+    app.add_middleware(_BodyLimit)  # inside ``headers``: its 413s get them too
+
     @app.middleware("http")
     async def headers(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        if _oversized_upload(request):
-            # Refused before the multipart body is spooled; the route checks bodies without a length.
-            response: Response = JSONResponse(
-                status_code=413, content={"detail": f"larger than {documents.UPLOAD_MAX_BYTES} bytes"}
-            )
-        else:
-            response = await call_next(request)
+        response = await call_next(request)
         # Health data: never cached, never sniffed, never framed, no referrer leaks.
         response.headers["Cache-Control"] = "no-store"
         response.headers["X-Content-Type-Options"] = "nosniff"
