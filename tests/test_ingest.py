@@ -381,3 +381,36 @@ def test_a_copy_of_a_document_refused_at_its_flush_is_refused_with_it(tmp_path: 
         assert {r.code for r in pipe.outcomes[1].reasons} == {Reason.IDENTITY_MISMATCH}
         quarantined = sorted((q.producer, q.source) for q in pipe.store.list_quarantine())
         assert quarantined == [("labo-a", "a/m.hl7#1"), ("labo-b", "b/m.hl7#1")]
+
+
+@pytest.mark.parametrize("refused_version", [1, 2])
+def test_a_version_refused_at_its_flush_leaves_the_other_version_live(
+    tmp_path: Path, refused_version: int
+) -> None:
+    """An original and its correction in one flush, one of them refused by the gate. The
+    other was decided against it: a correction reported ``replaced`` (nothing was), or an
+    original filed superseded by a correction never filed, hidden from every search."""
+    from pipeline.ingest.run import Pipeline
+    from tests.test_erasure import A, _oru
+
+    def message(version: int) -> bytes:
+        # A birth date that disagrees with the INS: identity_mismatch, found by the gate.
+        birth = "19300101" if version == refused_version else None
+        data = _oru(A, "M1", surname="X", words=f"version {version}", birth=birth)
+        if version == 2:  # a correction: the same OBR-3, its own control id, OBR-25 "C"
+            data = data.replace(b"|M1|P|", b"|M2|P|").replace(
+                b"|||20240312083000\r", b"|||20240312083000" + b"|" * 18 + b"C\r"
+            )
+        return data
+
+    settings = _pipeline_settings(tmp_path)
+    with Pipeline(settings) as pipe:
+        pipe.start_run("ingest", "test", exclusive=True)
+        for version in (2, 1) if refused_version == 2 else (1, 2):  # the refused one first
+            pipe.process(InputFile(data=message(version), source=f"v{version}", producer="labo"))
+        pipe.flush()
+        statuses = {o.source.partition("#")[0]: o.status for o in pipe.outcomes}
+        kept = 3 - refused_version
+        assert statuses == {f"v{refused_version}": Status.REJECTED, f"v{kept}": Status.INDEXED}
+        found = pipe.index.search(SearchQuery(patient_id=A, text=f"version {kept}"))
+        assert found.total == 1

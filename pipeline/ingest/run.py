@@ -770,6 +770,7 @@ class Pipeline:
     def _flush(self) -> None:
         pending, self._pending = self._pending, []
         self.versions.flushed()
+        queued = len(pending)
         pending = self._refuse_closed(pending)
         if pending:
             with self.clock.stage("quality_setup"):  # GX's import, once per process: not "quality"
@@ -792,7 +793,7 @@ class Pipeline:
         with self.clock.stage("index"), self.ledger.flush_lock() as lock:
             start = self._recorded
             flush_id = None
-            pending = self._decide_again(pending, start)
+            pending = self._decide_again(pending, start, refused=len(pending) < queued)
             self._carry_patient_choices(pending)
             if pending:
                 self.checkpoint("before_journal")
@@ -839,13 +840,17 @@ class Pipeline:
                 {i - start: sha for i, sha in self._raw_sha_of.items() if i >= start},
             )
 
-    def _decide_again(self, pending: list[_Pending], start: int) -> list[_Pending]:
+    def _decide_again(self, pending: list[_Pending], start: int, *, refused: bool) -> list[_Pending]:
         """Under the flush lock: when another process committed a flush since this run last
         looked (``Ledger.flush_generation``), decide every pending record again against the
         index as it is now. Two workers never both index one content nor leave two live
         versions of a series: the later to commit gets ``duplicate``, or its place in the
-        version chain corrected (it replaces the other's version, or arrives superseded)."""
-        if self.ledger.flush_generation(_index_key(self.settings)) == self._generation:
+        version chain corrected (it replaces the other's version, or arrives superseded).
+
+        Likewise when this flush ``refused`` some of its records (gate, closed account): a
+        version was decided against them, and must neither replace one never filed nor
+        arrive superseded by it (hidden from every default search with no live version)."""
+        if not refused and self.ledger.flush_generation(_index_key(self.settings)) == self._generation:
             return pending
         kept: list[_Pending] = []
         moved: dict[str, str] = {}  # a pending doc id -> the committed one it duplicates
