@@ -51,7 +51,11 @@ DEFAULT_COUNT = 20
 MAX_COUNT = 100
 MAX_OFFSET = 10_000
 _FHIR_ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
-_DATE = re.compile(r"^(eq|ge|gt|le|lt)?(\d{4})(?:-(\d{2})(?:-(\d{2})(?:T[0-9:.+\-Z]*)?)?)?$")
+# A FHIR date or dateTime (ASCII digits only: \d would take other scripts' digits), the time
+# of day as FHIR writes it, though only the day counts: document dates are days.
+_TIME = r"T(?:[01][0-9]|2[0-3]):[0-5][0-9](?::(?:[0-5][0-9]|60)(?:\.[0-9]{1,9})?)?"
+_ZONE = r"(?:Z|[+-](?:(?:0[0-9]|1[0-3]):[0-5][0-9]|14:00))?"
+_DATE = re.compile(rf"(eq|ge|gt|le|lt)?([0-9]{{4}})(?:-([0-9]{{2}})(?:-([0-9]{{2}})(?:{_TIME}{_ZONE})?)?)?")
 _ISSUE_CODES = {
     400: "invalid",
     401: "login",
@@ -118,7 +122,7 @@ def _token(value: str, name: str, systems: frozenset[str]) -> str:
 
 def _day_range(value: str, name: str) -> tuple[dt.date | None, dt.date | None]:
     """The (since, until) days a FHIR date comparison selects, for document dates (days)."""
-    m = _DATE.match(value)
+    m = _DATE.fullmatch(value)
     if not m:
         raise SearchError(f"{name}: {value!r} is not a date with an eq/ge/gt/le/lt prefix")
     prefix, year, month, day = m.group(1) or "eq", int(m.group(2)), m.group(3), m.group(4)
