@@ -15,11 +15,14 @@ def parse_ts(value: str | None) -> dt.datetime | None:
     if match is None:
         return None
     year, month, day, hour, minute, second, offset = match.groups()
-    tz = None
-    if offset:
-        delta = dt.timedelta(hours=int(offset[1:3]), minutes=int(offset[3:5]))
-        tz = dt.timezone(-delta if offset[0] == "-" else delta)
     try:
+        tz = None
+        if offset:
+            if int(offset[3:5]) >= 60:
+                return None
+            delta = dt.timedelta(hours=int(offset[1:3]), minutes=int(offset[3:5]))
+            # An offset of 24 hours or more ("+9999") is a ValueError here, as a bad date is.
+            tz = dt.timezone(-delta if offset[0] == "-" else delta)
         return dt.datetime(
             int(year), int(month), int(day),
             int(hour or 0), int(minute or 0), int(second or 0), tzinfo=tz,

@@ -534,6 +534,10 @@ def test_minimal_document() -> None:
             dt.datetime(2024, 3, 12, 8, 15, 30, tzinfo=dt.timezone(-dt.timedelta(hours=4, minutes=30))),
         ),
         ("20240312081530+0100", dt.datetime(2024, 3, 12, 8, 15, 30, tzinfo=CET)),
+        # Offsets no clock has: invalid, like a bad date (they crashed the whole file).
+        ("20240312081530+2400", None),
+        ("20240312081530-9999", None),
+        ("20240312081530+0160", None),
         ("202403", None),  # less precise than a day
         ("20241345", None),
         ("2024-03-12", None),
