@@ -183,14 +183,22 @@ def birth_date_from_ins(ins: str, today: dt.date) -> dt.date:
     return dt.date(year, month, 1)
 
 
+# Direction embeddings, overrides and isolates: they reorder what follows them when shown, so
+# a reason holding one reads in the patient's history as something else than was written.
+_BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+
+
 def meaningful_reason(reason: str) -> bool:
-    """A break-the-glass reason someone can read: enough visible characters, some letters.
+    """A break-the-glass reason someone can read: enough visible characters, some letters,
+    shown as written (no control characters, no direction overrides).
 
     Invisible characters (zero-width spaces, joiners, controls) do not count.
     """
     visible = [c for c in reason if unicodedata.category(c)[0] in "LNPS"]
     letters = sum(1 for c in visible if unicodedata.category(c)[0] == "L")
-    controls = any(unicodedata.category(c) == "Cc" and c not in "\t\n" for c in reason)
+    controls = any(
+        (unicodedata.category(c) == "Cc" and c not in "\t\n") or c in _BIDI_CONTROLS for c in reason
+    )
     return len(visible) >= MIN_REASON_VISIBLE_CHARS and letters >= MIN_REASON_LETTERS and not controls
 
 

@@ -393,6 +393,10 @@ def test_break_the_glass_reasons_must_be_readable_and_are_kept_verbatim(rules: A
         "\x00\x00 urgence vitale",
         "a\u200bb\u200bc\u200bd",
         " " * 20,
+        # Direction overrides and isolates: shown, the reason would read as something else.
+        "Urgence vitale \u202eecnegru'd sap",
+        "\u2067Arrêt cardiaque\u2069 aux urgences",
+        "\u202aPatient inconscient\u202c",
     ):
         with pytest.raises(ValueError):
             rules.open_break_glass(P, "10109999999", junk, NOW)

@@ -131,7 +131,7 @@ class BreakGlassRequest(Frozen):
         if not meaningful_reason(value):
             raise ValueError(
                 f"a reason needs at least {MIN_REASON_VISIBLE_CHARS} visible characters, "
-                f"{MIN_REASON_LETTERS} of them letters, and no control characters"
+                f"{MIN_REASON_LETTERS} of them letters, and no control characters or direction overrides"
             )
         return value
 
