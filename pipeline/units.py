@@ -167,12 +167,19 @@ class ParsedUnit:
     quantity: Any = field(repr=False, compare=False)  # pint quantity of 1 unit, None if unknown
 
 
+# The longest unit read as UCUM. Real ones are short ("mL/min/{1.73_m2}", "10*9/L", an
+# annotation or two); lark's parse and ucumvert's transformer recurse per term and per
+# parenthesis, so a long product or deep nesting in a producer's OBX-6 ("mg.mg.mg…", "(((…")
+# raised RecursionError in the quality gate and killed the whole run.
+MAX_UNIT_CHARS = 80
+
+
 @cache
 def parse_unit(ucum: str) -> ParsedUnit | None:
-    """``ucum`` parsed (None when it is not valid UCUM)."""
+    """``ucum`` parsed (None when it is not valid UCUM, or longer than ``MAX_UNIT_CHARS``)."""
     from lark.exceptions import LarkError
 
-    if not ucum:
+    if not ucum or len(ucum) > MAX_UNIT_CHARS:
         return None
     u = _ucum()
     try:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.units import Kind, find_analyte, is_valid_ucum, judge_unit, to_ucum
+from pipeline.units import MAX_UNIT_CHARS, Kind, find_analyte, is_valid_ucum, judge_unit, to_ucum
 
 
 @pytest.mark.parametrize(
@@ -38,6 +38,19 @@ def test_valid_ucum(unit: str) -> None:
 @pytest.mark.parametrize("unit", ["", "x", "mg/", "rnmol/L", "mg//L", "(mg/L", "µmol/L", "mUI/L"])
 def test_invalid_ucum(unit: str) -> None:
     assert not is_valid_ucum(unit)
+
+
+@pytest.mark.parametrize("unit", ["(" * 3000 + "mg" + ")" * 3000, "mg." * 6000 + "mg", "m/" * 5000 + "m"])
+def test_a_unit_longer_than_any_real_one_is_invalid_not_a_recursion_error(unit: str) -> None:
+    """The UCUM parser and transformer recurse per term and parenthesis: such an OBX-6 raised
+    RecursionError in the quality gate, which killed the whole run."""
+    assert not is_valid_ucum(unit)
+    assert judge_unit(unit, "Hémoglobine", "718-7").unit is None
+
+
+def test_units_up_to_the_length_limit_are_read() -> None:
+    assert is_valid_ucum("(" * 39 + "mg" + ")" * 39) and len("(" * 39 + "mg" + ")" * 39) == MAX_UNIT_CHARS
+    assert is_valid_ucum("mL/min/{" + "x" * (MAX_UNIT_CHARS - 9) + "}")
 
 
 @pytest.mark.parametrize(
