@@ -133,12 +133,16 @@ def readable(
     without it, so invented ids never enter the patient's history.
     """
     record = svc.index.get(patient_id, doc_id)
+    # One reason for both refusals, the answer the caller got: the history withholds the id
+    # of a document its reader may not see, and a reason of its own would still tell it
+    # from a made-up id. The audit log itself tells them apart by the id.
+    reason = f"{action}: not found"
     # A document its producer withdrew is no one's to read any more (it stays stored).
     if record is None or record.withdrawn_at is not None:
-        svc.record(who, "denied", patient_id, reason=f"{action}: no such document")
+        svc.record(who, "denied", patient_id, reason=reason)
         raise NOT_FOUND
     if not may_see(record, d):
-        svc.record(who, "denied", patient_id, doc_ids=[doc_id], reason=f"{action}: outside {d.via}")
+        svc.record(who, "denied", patient_id, doc_ids=[doc_id], reason=reason)
         raise NOT_FOUND
     return record
 

@@ -160,7 +160,7 @@ def test_every_access_is_audited_and_shown_in_the_patients_history(api: Api) -> 
         (A, "patient", "grant", (), f"authorise professional {PRO.subject}"),
         (PRO.subject, "professional", "read", ("hb",), "authorisation"),
         (A, "patient", "visibility", ("hb",), "hide from professionals"),
-        (PRO.subject, "professional", "denied", ("hb",), "read: outside authorisation"),
+        (PRO.subject, "professional", "denied", ("hb",), "read: not found"),
         (A, "patient", "revoke", (), f"revoke professional {PRO.subject}"),
         (PRO.subject, "professional", "denied", (), "not_authorised"),
         ("10109999999", "professional", "break_glass", (), "arrêt cardiaque"),
@@ -233,6 +233,25 @@ def test_history_never_shows_ids_of_documents_hidden_from_its_reader(api: Api) -
     assert api.post(PRO, f"/patients/{minor}/documents/for-patient-later/release").status_code == 200
     assert "for-patient-later" in api.get(patient(minor), f"/patients/{minor}/history").text
     assert "not-for-parents" not in api.get(parent, f"/patients/{minor}/history").text
+
+
+def test_the_history_does_not_tell_a_hidden_document_from_a_made_up_id(api: Api) -> None:
+    """A refused read of a document hidden from the history's reader and one of an id nobody
+    filed must read the same there, or the history undoes the identical 404s."""
+    minor = make_ins(5, born="1203")
+    parent = representative("parent-1")
+    api.services.rules.record_birth_date(minor, dt.date(2012, 3, 14), api.clock())
+    api.file(minor, "for-patient-later", visibility=(Visibility.INVISIBLE_PATIENT,))
+    api.file(minor, "not-for-parents", visibility=(Visibility.INVISIBLE_REPRESENTANTS_LEGAUX,))
+    assert api.put(patient(minor), f"/patients/{minor}/representatives/parent-1", json={}).status_code == 200
+    for reader, hidden in ((patient(minor), "for-patient-later"), (parent, "not-for-parents")):
+        for doc_id in (hidden, "made-up-id"):
+            for suffix in ("", "/file"):
+                r = api.get(reader, f"/patients/{minor}/documents/{doc_id}{suffix}")
+                assert r.status_code == 404
+        entries = api.get(reader, f"/patients/{minor}/history", params={"limit": 4}).json()
+        shown = [{k: v for k, v in e.items() if k != "at"} for e in entries]
+        assert shown[:2] == shown[2:], shown
 
 
 def test_a_visibility_choice_applies_to_every_version(api: Api) -> None:
