@@ -334,7 +334,10 @@ def create_fhir_app(svc: Services, *, version: str) -> FastAPI:
         record, d = _visible_record(svc, who, resource_id, "download")
         try:
             data = svc.store.get(record.content_sha256)
-        except KeyError:
+        except KeyError:  # audited as the search API's download audits it
+            svc.record(
+                who, "denied", record.patient_id, doc_ids=[record.doc_id], reason="download: no stored file"
+            )
             raise NOT_FOUND from None
         svc.record(who, "download", record.patient_id, doc_ids=[record.doc_id], reason=d.via)
         media = _media_type(svc, record, data)

@@ -368,6 +368,17 @@ def test_every_fhir_access_is_audited_like_the_search_api(record: Api) -> None:
     assert entries[1].doc_ids == entries[2].doc_ids == ("hb-2024",)
 
 
+def test_a_binary_whose_stored_file_is_gone_is_audited_like_the_search_api(api: Api) -> None:
+    from tests.index.conftest import make_record
+
+    lost = make_record("lost", patient_id=A).model_copy(update={"content_sha256": "0" * 64})
+    assert api.index.upsert([lost]) == []
+    for path in (f"/fhir/Binary/{rid('lost')}", f"/patients/{A}/documents/lost/file"):
+        assert api.http.get(path, headers=api.as_(patient(A))).status_code == 404
+    denied = [(e.action, e.doc_ids, e.reason) for e in api.services.audit.for_patient(A)]
+    assert denied == [("denied", ("lost",), "download: no stored file")] * 2
+
+
 def test_the_capability_statement_needs_no_token(api: Api) -> None:
     r = api.http.get("/fhir/metadata")
     assert r.status_code == 200 and r.headers["content-type"].startswith(FHIR_JSON)
