@@ -86,8 +86,9 @@ def iter_messages(data: bytes) -> Iterator[RawMessage]:
     """
     # hl7apy only splits on \r: every other line end (and MLLP framing) ends a segment too.
     current: list[bytes] | None = None
-    for line in _LINE.finditer(data, len(BOM) if data.startswith(BOM) else 0):
-        segment = line.group().strip()
+    for line in _LINE.finditer(data):
+        # A BOM opens the file, or each message of files concatenated (``cat *.hl7``).
+        segment = line.group().strip().removeprefix(BOM).lstrip()
         if not segment:
             continue
         name = segment[:3]
@@ -109,7 +110,7 @@ def count_messages(data: bytes) -> int:
     """About how many messages ``data`` holds, without cutting it: the MSH segments that
     start a line (a wrapped Base64 line starting with "MSH" counts too)."""
     ends = (b"\r", b"\n", _MLLP_START)
-    return data.startswith(b"MSH") + sum(data.count(end + b"MSH") for end in ends)
+    return data.startswith(b"MSH") + sum(data.count(end + b"MSH") for end in ends) + data.count(BOM + b"MSH")
 
 
 def _raw_message(segments: list[bytes]) -> RawMessage:

@@ -162,6 +162,23 @@ def test_mllp_framed_messages(parser: Hl7Parser) -> None:
         assert doc.results[0] == hgb()
 
 
+def test_files_concatenated_each_with_its_bom_keep_every_message(parser: Hl7Parser) -> None:
+    """``cat a.hl7 b.hl7`` of files saved with a UTF-8 BOM: the second MSH, behind its BOM,
+    was read as a broken segment of the first message, which was rejected, and the second
+    message was lost."""
+    bom = b"\xef\xbb\xbf"
+    one = sample("oru_single.hl7").rstrip(b"\r") + b"\r"
+    two = one.replace(b"|MSG0001|", b"|MSG0002|")
+    data = bom + one + bom + two + b"\r\n" + bom + one.replace(b"|MSG0001|", b"|MSG0003|")
+    docs = parser.parse(data, source="x")
+    assert [(d.message_control_id, d.warnings) for d in docs] == [
+        ("MSG0001", ()),
+        ("MSG0002", ()),
+        ("MSG0003", ()),
+    ]
+    assert parser.count_documents(data) == 3
+
+
 def test_batch_envelope_is_dropped(parser: Hl7Parser) -> None:
     docs = parse(parser, "oru_batch.hl7")
     assert [d.message_control_id for d in docs] == ["MSG0301", "MSG0302"]
