@@ -15,11 +15,23 @@ its ``exp``); a token must carry ``iat`` and live at most ``max_lifetime_s``
 from __future__ import annotations
 
 import datetime as dt
+import re
 
 import jwt
 
 from pipeline.access import Principal, Role
+from pipeline.api.schemas import INS_PATTERN, PERSON_PATTERN, RPPS_PATTERN
 from pipeline.settings import ApiSettings
+
+# A subject is an id of the kind the record's managers name people by (the routes' path
+# patterns): a professional's token with another spelling of an RPPS (full-width digits) could
+# open a break-the-glass, yet the patient could never block, authorise or revoke it.
+_SUBJECTS = {
+    Role.PATIENT: INS_PATTERN,
+    Role.PROFESSIONAL: RPPS_PATTERN,
+    Role.CAREGIVER: PERSON_PATTERN,
+    Role.REPRESENTATIVE: PERSON_PATTERN,
+}
 
 
 class InvalidToken(Exception):
@@ -94,6 +106,8 @@ class TokenVerifier:
         if name is not None and not _is_text(name):
             raise InvalidToken("token has an invalid name", signed_subject=shown)
         parsed_role = Role(role)
+        if not re.fullmatch(_SUBJECTS[parsed_role], str(subject).strip()):
+            raise InvalidToken(f"token subject is not a {parsed_role.value}'s id", signed_subject=shown)
         return Principal(
             role=parsed_role, subject=str(subject).strip(), name=name if isinstance(name, str) else None
         )

@@ -479,6 +479,31 @@ def _signed(claims: dict[str, object]) -> dict[str, str]:
     return _bearer(jwt.encode(claims, TEST_JWT_KEY, algorithm="HS256"))
 
 
+def test_a_token_subject_must_be_an_id_of_its_role(api: Api) -> None:
+    """A professional named by another spelling of an RPPS could open a break-the-glass that the
+    patient could never block (the block's path takes an RPPS); such tokens are refused."""
+    import time
+
+    now = int(time.time())
+    reason = {"reason": "Arrêt cardiaque aux urgences"}
+    for role, subject in (
+        ("professional", "１０１０１２３４５６７"),  # full-width digits
+        ("professional", "10101234567a"),
+        ("professional", "Dr House"),
+        ("caregiver", "аidant-1"),  # a Cyrillic а
+        ("representative", "parent 1"),
+        ("patient", A.replace("0", "٠")),  # Arabic-Indic zeros
+    ):
+        headers = _signed({"sub": subject, "role": role, "iat": now, "exp": now + 60})
+        r = api.http.post(f"/patients/{A}/break-glass", headers=headers, json=reason)
+        assert r.status_code == 401, (role, subject, r.status_code)
+    refusals = [e for e in api.services.audit.for_patient(A) if e.action == "denied"]
+    assert len(refusals) == 6 and all(e.reason.startswith("invalid_token_claims") for e in refusals)
+    assert api.services.rules.decide(professional("10101234567"), A, api.clock()).allowed is False
+    ok = _signed({"sub": " 10101234567 ", "role": "professional", "iat": now, "exp": now + 60})
+    assert api.http.post(f"/patients/{A}/break-glass", headers=ok, json=reason).status_code == 200
+
+
 def test_bad_input_is_a_4xx_never_a_500_and_signed_refusals_are_audited(api: Api) -> None:
     import time
 
