@@ -48,6 +48,9 @@ def _known_segments() -> frozenset[str]:
 
 _MLLP_START = MLLP_ENCODING_CHARS.SB.encode()
 _MLLP_END = MLLP_ENCODING_CHARS.EB.encode()
+# Blanks around a segment, and the padding some transfers leave after the last one: NUL
+# bytes, a DOS end-of-file mark (Ctrl-Z).
+_PADDING = b" \t\r\n\x0b\x0c\x00\x1a"
 # A line of the file: what lies between line ends (\r, \n, \r\n) and MLLP framing bytes.
 _LINE = re.compile(b"[^\r\n" + re.escape(_MLLP_START + _MLLP_END) + b"]+")
 # MSH-18 values (HL7 table 0211) and the Python codec that reads them.
@@ -88,7 +91,7 @@ def iter_messages(data: bytes) -> Iterator[RawMessage]:
     current: list[bytes] | None = None
     for line in _LINE.finditer(data):
         # A BOM opens the file, or each message of files concatenated (``cat *.hl7``).
-        segment = line.group().strip().removeprefix(BOM).lstrip()
+        segment = line.group().strip(_PADDING).removeprefix(BOM).lstrip(_PADDING)
         if not segment:
             continue
         name = segment[:3]

@@ -179,6 +179,14 @@ def test_files_concatenated_each_with_its_bom_keep_every_message(parser: Hl7Pars
     assert parser.count_documents(data) == 3
 
 
+@pytest.mark.parametrize("padding", [b"\x00" * 64, b"\x1a", b"\r\n\x1a\r\n", b"\x00\r\x00"])
+def test_padding_after_the_last_segment_is_not_a_segment(parser: Hl7Parser, padding: bytes) -> None:
+    """NUL bytes or a DOS end-of-file mark after the message were read as a segment named
+    "\\x00" or "\\x1a": the message itself was rejected."""
+    [doc] = parser.parse(sample("oru_single.hl7") + padding, source="x")
+    assert doc.warnings == () and doc.message_control_id == "MSG0001"
+
+
 def test_batch_envelope_is_dropped(parser: Hl7Parser) -> None:
     docs = parse(parser, "oru_batch.hl7")
     assert [d.message_control_id for d in docs] == ["MSG0301", "MSG0302"]
