@@ -58,7 +58,13 @@ case "${1:-}" in
     pgid=$(cat "$PIDFILE")
     kill -TERM -- "-$pgid" 2>/dev/null || true
     for _ in $(seq 30); do running || break; sleep 1; done
-    running && kill -KILL -- "-$pgid" 2>/dev/null || true
+    if running; then
+      echo "still running after 30 s (SIGKILL):" >&2
+      ps -o pid,ppid,stat,etime,args -g "$pgid" >&2 || true
+      kill -KILL -- "-$pgid" 2>/dev/null || true
+      # Killed processes linger until their parent reaps them: stopped means gone.
+      for _ in $(seq 50); do running || break; sleep 0.2; done
+    fi
     rm -f "$PIDFILE"
     echo "airflow standalone stopped"
     ;;

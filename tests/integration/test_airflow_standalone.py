@@ -67,9 +67,12 @@ def test_standalone_runs_the_ingestion_over_the_rest_api(tmp_path: Path) -> None
         assert sorted(t["map_index"] for t in processed) == [0, 1]
         assert all(t["state"] == "success" for t in processed)
     finally:
-        subprocess.run([str(SCRIPT), "stop"], env=env, capture_output=True, timeout=60, check=False)
+        stopped = subprocess.run(
+            [str(SCRIPT), "stop"], env=env, capture_output=True, text=True, timeout=90, check=False
+        )
         tail = log.read_text(errors="replace")[-3000:] if log.exists() else ""
-    assert not _group_alive(pgid), "processes of the standalone group survived stop"
+    left = subprocess.run(["ps", "-o", "pid,ppid,stat,args", "-g", str(pgid)], capture_output=True, text=True)
+    assert not _group_alive(pgid), f"the standalone group survived stop:\n{left.stdout}{stopped.stderr}"
     for key, n in expected.items():
         assert json.loads((feed / key / REPORT).read_text())["accepted"] == n, tail
     index = open_index(Settings.from_env({"CARNET_DATA_DIR": str(data_dir)}).effective_index_url)
