@@ -15,6 +15,7 @@ from pipeline.errors import ConfigurationError
 from pipeline.settings import Settings
 from pipeline.state import current_revision, ensure_current, head_revision, metadata, open_engine, upgrade
 from pipeline.state.engine import state_url
+from pipeline.state.migrate import scripts_head
 
 
 def test_upgrade_of_an_empty_database_gives_the_metadata(empty_state_settings: Settings) -> None:
@@ -27,6 +28,23 @@ def test_upgrade_of_an_empty_database_gives_the_metadata(empty_state_settings: S
         assert diff == []
         assert set(inspect(engine).get_table_names()) >= {"runs", "outcomes", "flushes", "batches"}
         assert upgrade(engine) == head_revision()  # a second upgrade has nothing to do
+    finally:
+        engine.dispose()
+
+
+def test_the_head_written_out_is_the_scripts_head() -> None:
+    # A new revision script must move HEAD_REVISION with it (opening the state trusts it).
+    assert head_revision() == scripts_head()
+
+
+def test_the_revision_read_is_alembics(empty_state_settings: Settings) -> None:
+    engine = open_engine(empty_state_settings)
+    try:
+        for target in ("0003", "head"):
+            upgrade(engine, target)
+            with engine.connect() as conn:
+                assert current_revision(engine) == MigrationContext.configure(conn).get_current_revision()
+        assert current_revision(engine) == head_revision()
     finally:
         engine.dispose()
 
