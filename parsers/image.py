@@ -12,7 +12,7 @@ import io
 import logging
 from collections.abc import Iterator
 
-from PIL import Image, ImageSequence, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageSequence, UnidentifiedImageError
 
 from parsers.ocr import MAX_PIXELS, OcrPage, TesseractOcr
 from pipeline.errors import CarnetError, ParserError
@@ -26,6 +26,19 @@ _MAGIC = (
     b"II*\x00",  # TIFF, little-endian
     b"MM\x00*",  # TIFF, big-endian
 )
+
+# EXIF orientation -> the transposition that shows the page upright. Phones store a photo
+# taken in portrait sideways, with this tag saying how to turn it; tesseract reads the
+# pixels as stored, so a photographed prescription was read sideways (and rejected).
+_UPRIGHT = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
 
 
 class ImageParser:
@@ -81,6 +94,8 @@ def _frames(image: Image.Image, source: str) -> Iterator[tuple[Image.Image, str]
                 " a scanned page may have (a decompression bomb?)",
                 source=source,
             )
-        # A copy: the iterator moves one shared image object from frame to frame, while
-        # the OCR pool may still be reading the previous ones.
-        yield frame.copy(), f"{source} page {number}"
+        # A copy (a transposition is one): the iterator moves one shared image object from
+        # frame to frame, while the OCR pool may still be reading the previous ones.
+        orientation = frame.getexif().get(ExifTags.Base.Orientation)
+        upright = _UPRIGHT.get(orientation) if isinstance(orientation, int) else None
+        yield (frame.transpose(upright) if upright is not None else frame.copy()), f"{source} page {number}"

@@ -101,6 +101,44 @@ def test_corrupt_image_raises_parser_error(parser: ImageParser, name: str) -> No
     assert caught.value.context == {"source": name}
 
 
+class CapturingOcr(TesseractOcr):
+    """An engine that reads nothing and keeps the page images it was given."""
+
+    def __init__(self) -> None:
+        super().__init__(lang="fra", timeout_s=5)
+        self.pages: list[Image.Image] = []
+
+    def read(self, image: Image.Image, *, source: str | None = None) -> OcrPage:
+        self.pages.append(image)
+        return OcrPage(text="", confidence=0.0, word_count=0)
+
+
+@pytest.mark.parametrize(
+    ("orientation", "stored"),
+    [
+        (1, None),
+        (3, Image.Transpose.ROTATE_180),
+        (6, Image.Transpose.ROTATE_90),  # a phone held upright: stored turned left
+        (8, Image.Transpose.ROTATE_270),
+        (2, Image.Transpose.FLIP_LEFT_RIGHT),
+    ],
+)
+def test_a_photo_is_read_the_way_its_exif_orientation_shows_it(
+    orientation: int, stored: Image.Transpose | None
+) -> None:
+    """Phones store a portrait photo sideways with an EXIF orientation: it was OCR'd as
+    stored, sideways (a photographed report: missing_ins instead of its INS)."""
+    upright = Image.frombytes("L", (40, 24), bytes(i * 7 % 251 for i in range(40 * 24)))  # no symmetry
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    buffer = io.BytesIO()
+    (upright.transpose(stored) if stored is not None else upright).save(buffer, "PNG", exif=exif)
+    ocr = CapturingOcr()
+    ImageParser(ocr=ocr).parse(buffer.getvalue(), source="photo.png")
+    [page] = ocr.pages
+    assert page.size == upright.size and page.tobytes() == upright.tobytes()
+
+
 class SmallPagesOcr(TesseractOcr):
     """An engine that reads nothing and fails the test if a page too big reaches it."""
 
