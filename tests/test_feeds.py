@@ -105,10 +105,13 @@ def test_manifest_batch_carries_its_entries(feed_and_drop: tuple[Feed, Drop]) ->
     assert batch.manifest == tuple(ManifestEntry.model_validate(e) for e in entries)
 
 
-def test_unreadable_manifest_is_a_source_error(feed_and_drop: tuple[Feed, Drop]) -> None:
+@pytest.mark.parametrize(
+    "manifest", [b"{not json", b'{"files": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"]
+)  # the second was a RecursionError out of the feed's listing
+def test_unreadable_manifest_is_a_source_error(feed_and_drop: tuple[Feed, Drop], manifest: bytes) -> None:
     feed, drop = feed_and_drop
     drop("lab/m2/a.hl7", HL7)
-    drop("lab/m2/_manifest.json", b"{not json")
+    drop("lab/m2/_manifest.json", manifest)
     with pytest.raises(SourceError, match="manifest"):
         feed.list_batches()
 

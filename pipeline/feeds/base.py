@@ -61,7 +61,8 @@ def parse_manifest(data: bytes, *, where: str) -> tuple[ManifestEntry, ...]:
     try:
         raw = json.loads(data)
         return tuple(ManifestEntry.model_validate(f) for f in raw["files"])
-    except (ValueError, KeyError, TypeError) as exc:
+    # RecursionError: json's decoder recurses per nesting level ("[[[[…" a producer wrote).
+    except (ValueError, KeyError, TypeError, RecursionError) as exc:
         raise SourceError(f"unreadable batch manifest: {exc}", source=where) from exc
 
 
