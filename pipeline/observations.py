@@ -92,11 +92,15 @@ _MAX_NAME_WORDS = 8
 MAX_ROW_CHARS = 160
 
 
+_SEPARATOR = re.compile(r"\||\.{3,}|…+|_{3,}")
+
+
 def _clean(line: str) -> str:
     """One printed line with its column separators (tabs, ``|``, dotted leaders) as spaces."""
     line = re.sub(r"[\u00a0\u202f\u2007\t]", " ", line)
-    line = re.sub(r"\s*(?:\||\.{3,}|…+|_{3,})\s*", "  ", line)
-    return line.strip()
+    # Split and strip, not one "\s*SEP\s*" substitution: that one scans a run of blanks
+    # again from each of its positions, quadratic in the run (20,000 tabs: 11 s).
+    return "  ".join(part.strip() for part in _SEPARATOR.split(line)).strip()
 
 
 def _usable_unit(unit: str | None) -> str | None:
