@@ -12,9 +12,12 @@ import re
 
 from stdnum import luhn
 
-# The INS namespaces: INS-NIR (production), then the INS-NIA and test NIR OIDs.
+# The INS namespaces: INS-NIR and INS-NIA (real people), then the INSi test and
+# demonstration ones, whose identities are fictitious: an INS qualified so is an INS, and
+# never a patient whose record a document may go to.
 INS_NIR_OID = "1.2.250.1.213.1.4.8"
-INS_OIDS = frozenset({INS_NIR_OID, "1.2.250.1.213.1.4.9", "1.2.250.1.213.1.4.10", "1.2.250.1.213.1.4.11"})
+INS_TEST_OIDS = frozenset({"1.2.250.1.213.1.4.10", "1.2.250.1.213.1.4.11"})
+INS_OIDS = frozenset({INS_NIR_OID, "1.2.250.1.213.1.4.9", *INS_TEST_OIDS})
 # National ids (ANS): a professional's is "8" + RPPS, a structure's "1" + FINESS.
 RPPS_OID = "1.2.250.1.71.4.2.1"
 STRUCTURE_OID = "1.2.250.1.71.4.2.2"

@@ -30,7 +30,7 @@ from stdnum.fr import nir
 
 from pipeline.classification import fold
 from pipeline.errors import InvalidPatientId
-from pipeline.identifiers import FINESS, INS_OIDS, RPPS
+from pipeline.identifiers import FINESS, INS_OIDS, INS_TEST_OIDS, RPPS
 from pipeline.model import IdentitySource, ParsedDocument, PatientIdentifier, Problem, Reason
 
 INS_KINDS = frozenset({"INS", "INS-NIR", "INS-C", "NIR", "INS-NIA"})
@@ -239,6 +239,22 @@ def find_printed_ins(text: str) -> list[str]:
 
 def identify_patient(doc: ParsedDocument) -> IdentityResult:
     """Decide which patient ``doc`` belongs to from its structured and printed identifiers."""
+    fictitious = sorted(
+        {a for a in (i.authority for i in doc.patient_ids) if a is not None and a in INS_TEST_OIDS}
+    )
+    if fictitious:
+        # A test system's message reaching production: its INS may be a real person's
+        # number, and the document is nobody's. Printed text does not override it either.
+        return IdentityResult(
+            None,
+            (
+                Problem(
+                    code=Reason.MISSING_INS,
+                    message=f"the patient's INS is qualified by the INSi test or demonstration "
+                    f"namespace ({', '.join(fictitious)}): a fictitious identity, filed in no record",
+                ),
+            ),
+        )
     structured = [normalize_ins(i.value) for i in doc.patient_ids if _is_ins_identifier(i)]
     structured = list(dict.fromkeys(s for s in structured if s))
     identifiers = find_printed_identifiers(doc.text)

@@ -358,3 +358,35 @@ def test_a_document_added_to_a_record_keeps_the_identity_stage() -> None:
     ):
         result = identify_in_record(doc(text), owner)
         assert result.patient_id is None and [p.code for p in result.problems] == [reason]
+
+
+@pytest.mark.parametrize("oid", ["1.2.250.1.213.1.4.10", "1.2.250.1.213.1.4.11"])
+def test_an_ins_of_the_insi_test_namespaces_is_filed_nowhere(oid: str) -> None:
+    fictitious = PatientIdentifier(value=INS_A, authority=oid, kind="INS")
+    # Not even when the text prints the same number as the patient's.
+    for text in ("", f"Patient : DUPONT Jeanne  INS : {INS_A}"):
+        result = identify_patient(doc(text, (fictitious,)))
+        assert result.patient_id is None
+        assert [p.code for p in result.problems] == [Reason.MISSING_INS]
+        assert oid in result.problems[0].message
+
+
+def test_an_ins_nia_is_a_real_patients() -> None:
+    nia = PatientIdentifier(value=INS_A, authority="1.2.250.1.213.1.4.9", kind="INS")
+    assert identify_patient(doc("", (nia,))).patient_id == INS_A
+
+
+def test_a_message_from_a_test_system_is_rejected_whole(tmp_path: Path) -> None:
+    from pipeline.ingest import ingest_sources
+    from pipeline.model import Status
+    from pipeline.settings import Settings
+
+    sample = (Path(__file__).parent / "samples" / "hl7" / "oru_latin1.hl7").read_bytes()
+    assert b"1.2.250.1.213.1.4.8" in sample
+    (tmp_path / "feed").mkdir()
+    (tmp_path / "feed" / "test-system.hl7").write_bytes(
+        sample.replace(b"1.2.250.1.213.1.4.8", b"1.2.250.1.213.1.4.10")
+    )
+    summary = ingest_sources([str(tmp_path / "feed")], Settings(data_dir=tmp_path / "carnet"))
+    assert [(o.status, o.patient_id) for o in summary.outcomes] == [(Status.REJECTED, None)]
+    assert [p.code for p in summary.outcomes[0].reasons] == [Reason.MISSING_INS]
