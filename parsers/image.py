@@ -9,14 +9,15 @@ which later checks reject).
 from __future__ import annotations
 
 import io
+import itertools
 import logging
 from collections.abc import Iterator
 
 from PIL import ExifTags, Image, ImageSequence, UnidentifiedImageError
 
-from parsers.ocr import MAX_PIXELS, OcrPage, TesseractOcr
+from parsers.ocr import MAX_PIXELS, OcrPage, TesseractOcr, pages_left_unread
 from pipeline.errors import CarnetError, ParserError
-from pipeline.model import Format, ParsedDocument
+from pipeline.model import Format, ParsedDocument, Problem
 
 log = logging.getLogger(__name__)
 
@@ -54,9 +55,18 @@ class ImageParser:
 
     def parse(self, data: bytes, *, source: str) -> list[ParsedDocument]:
         reads: list[OcrPage] = []
+        warnings: tuple[Problem, ...] = ()
+        total = 0
         try:
             with Image.open(io.BytesIO(data)) as image:
-                reads = list(self.ocr.read_pages(_frames(image, source)))
+                frames = _frames(image, source)
+                cap = self.ocr.max_pages
+                if cap:
+                    frames = itertools.islice(frames, cap)
+                reads = list(self.ocr.read_pages(frames))
+                total = getattr(image, "n_frames", 1)  # read from the headers only
+                if total > len(reads):
+                    warnings = (pages_left_unread(len(reads), total, cap),)
         except CarnetError:
             raise
         except (
@@ -77,9 +87,10 @@ class ImageParser:
                 format=Format.IMAGE,
                 text="\n\n".join(read.text for read in reads if read.text),
                 content=data,
-                page_count=len(reads),
+                page_count=max(total, len(reads)),
                 ocr_pages=len(reads),
                 ocr_confidence=sum(read.confidence for read in reads) / len(reads),
+                warnings=warnings,
             )
         ]
 

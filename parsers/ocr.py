@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from PIL import Image
 
 from pipeline.errors import ConfigurationError, ParserError
+from pipeline.model import Problem, Reason
 
 log = logging.getLogger(__name__)
 
@@ -68,8 +69,11 @@ class TesseractOcr:
         workers: int = 1,
         slots: AbstractContextManager[object] | None = None,
         command: str = "tesseract",
+        max_pages: int = 0,
     ) -> None:
         self.command = command
+        # Pages of one document the parsers hand over (0: all); they say what was left.
+        self.max_pages = max_pages
         self.lang = lang
         self.timeout_s = timeout_s
         self.workers = max(1, workers)
@@ -217,3 +221,13 @@ def _page_from_data(data: dict[str, list[str]]) -> OcrPage:
         text_lines.append(" ".join(words))
     mean = sum(confidences) / len(confidences) if confidences else 0.0
     return OcrPage(text="\n".join(text_lines), confidence=mean, word_count=len(confidences))
+
+
+def pages_left_unread(read: int, total: int, max_pages: int) -> Problem:
+    """The warning of a document whose pages past ``max_pages`` were not OCR'd."""
+    return Problem(
+        code=Reason.TEXT_TRUNCATED,
+        blocking=False,
+        message=f"only the first {read} of {total} scanned pages were read (CARNET_OCR_MAX_PAGES "
+        f"{max_pages}); the document is kept whole",
+    )

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from parsers.ocr import MAX_PIXELS, OcrPage, TesseractOcr
+from parsers.ocr import MAX_PIXELS, OcrPage, TesseractOcr, pages_left_unread
 from pipeline.errors import CarnetError, EncryptedDocumentError, ParserError
 from pipeline.model import Format, ParsedDocument, Problem, Reason
 
@@ -86,15 +86,24 @@ class PdfParser:
     def _images_to_ocr(
         self, reader: PdfReader, source: str, pages: list[_PageText]
     ) -> Iterator[tuple[Image.Image, str]]:
-        """Read every page's text layer into ``pages``; yield the images to OCR, in order."""
+        """Read every page's text layer into ``pages``; yield the images to OCR, in order,
+        those of the first ``ocr.max_pages`` pages that need it (a warning on the last page
+        read says how many were left)."""
+        cap, scanned, unread = self.ocr.max_pages, 0, 0
         for number, page in enumerate(reader.pages, start=1):
             result = _PageText(text=_clean(page.extract_text()))
             pages.append(result)
             if _visible_chars(result.text) >= self.min_text_chars_per_page:
                 continue
+            if cap and scanned >= cap:
+                unread += 1
+                continue
+            scanned += 1
             for image in self._page_images(page, number, source, result):
                 result.ocr_images += 1
                 yield image, f"{source} page {number}"
+        if unread:
+            pages[-1].problems.append(pages_left_unread(scanned, scanned + unread, cap))
 
     def _page_images(
         self, page: PageObject, number: int, source: str, result: _PageText

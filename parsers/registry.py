@@ -22,6 +22,8 @@ class ParserOptions:
     ocr_slots: AbstractContextManager[object] | None = None
     # The tesseract binary: a name on the PATH, or a path.
     ocr_command: str = "tesseract"
+    # Pages OCR'd per document, the rest left unread with a warning; 0: no limit.
+    ocr_max_pages: int = 200
 
 
 class ParserRegistry:
@@ -65,6 +67,7 @@ def document_registry(options: ParserOptions | None = None) -> ParserRegistry:
         workers=opts.ocr_workers,
         slots=opts.ocr_slots,
         command=opts.ocr_command,
+        max_pages=opts.ocr_max_pages,
     )
     return ParserRegistry([
         PdfParser(ocr=ocr, min_text_chars_per_page=opts.min_text_chars_per_page),

@@ -146,6 +146,10 @@ class OcrSettings(_Section):
     workers: int = Field(default_factory=available_cpus, ge=0, validation_alias="CARNET_OCR_WORKERS")
     # Pages whose text layer holds fewer characters than this are OCR'd.
     min_text_chars_per_page: int = Field(default=20, ge=0)
+    # Pages OCR'd per document; past it, the rest are left unread (``text_truncated``, the
+    # document kept whole). A scan of thousands of pages would hold a lane for hours: 200
+    # pages is ~2 minutes of tesseract on 2 cores, far beyond any report. 0: no limit.
+    max_pages: int = Field(default=200, ge=0, validation_alias="CARNET_OCR_MAX_PAGES")
 
     @field_validator("workers")
     @classmethod

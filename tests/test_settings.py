@@ -16,6 +16,19 @@ def test_ocr_workers_default_to_the_cpus_this_process_may_use() -> None:
     assert Settings.from_env({}).ocr.workers == len(os.sched_getaffinity(0))
 
 
+def test_the_ocr_page_limit_reaches_the_parsers(tmp_path: Path) -> None:
+    from pipeline.ingest import open_backends
+
+    settings = Settings.from_env({"CARNET_OCR_MAX_PAGES": "7", "CARNET_DATA_DIR": str(tmp_path)})
+    assert Settings.from_env({}).ocr.max_pages == 200
+    backends = open_backends(settings)
+    try:
+        assert backends.recipe is not None and backends.recipe.options.ocr_max_pages == 7
+        assert backends.registry.parsers[0].ocr.max_pages == 7  # type: ignore[attr-defined]
+    finally:
+        backends.close()
+
+
 def test_ocr_workers_from_the_environment() -> None:
     assert Settings.from_env({"CARNET_OCR_WORKERS": "3"}).ocr.workers == 3
     assert Settings.from_env({"CARNET_OCR_WORKERS": "0"}).ocr.workers == 1  # never no OCR at all

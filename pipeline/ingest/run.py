@@ -135,6 +135,7 @@ def open_backends(
                 ocr_timeout_s=settings.ocr.timeout_s,
                 min_text_chars_per_page=settings.ocr.min_text_chars_per_page,
                 ocr_workers=settings.ocr.workers,
+                ocr_max_pages=settings.ocr.max_pages,
             ),
         )
     return Backends(

@@ -185,3 +185,22 @@ def test_pages_read_on_several_cores_come_back_identical_and_in_order() -> None:
         assert document.text == one.text
         assert document.ocr_confidence == one.ocr_confidence
     assert one.text.index("Compte rendu d'imagerie") < one.text.index("Silhouette cardiaque")
+
+
+@pytest.mark.tesseract
+def test_pages_past_the_ocr_limit_are_left_unread_with_a_warning() -> None:
+    from pipeline.model import Reason
+
+    pages = [Image.new("1", (1240, 1754), 1) for _ in range(5)]  # blank A4 pages, 150 dpi
+    buffer = io.BytesIO()
+    pages[0].save(
+        buffer, "TIFF", compression="group4", save_all=True, append_images=pages[1:], dpi=(150, 150)
+    )
+    data = buffer.getvalue()
+    ocr = TesseractOcr(max_pages=2)
+    (doc,) = ImageParser(ocr=ocr).parse(data, source="long.tif")
+    assert (doc.ocr_pages, doc.page_count) == (2, 5)
+    assert [(w.code, w.blocking) for w in doc.warnings] == [(Reason.TEXT_TRUNCATED, False)]
+    assert "first 2 of 5" in doc.warnings[0].message
+    (whole,) = ImageParser(ocr=TesseractOcr(max_pages=0)).parse(data, source="long.tif")
+    assert (whole.ocr_pages, whole.warnings) == (5, ())

@@ -270,3 +270,24 @@ def test_page_image_of_too_many_pixels_is_not_decoded(parser: PdfParser, ocr: Co
     assert ocr.calls == 0
     assert [(w.code, w.blocking) for w in document.warnings] == [("unreadable_scan", False)]
     assert "9000 x 9000 pixels" in document.warnings[0].message
+
+
+@pytest.mark.tesseract
+def test_scanned_pages_past_the_ocr_limit_are_left_unread_with_a_warning() -> None:
+    from pipeline.model import Reason
+
+    writer = PdfWriter()
+    for _ in range(2):
+        for name in ("biology_scanned.pdf", "mixed.pdf"):  # scan, then text + scan
+            for page in PdfReader(io.BytesIO(sample(name))).pages:
+                writer.add_page(page)
+    buffer = io.BytesIO()
+    writer.write(buffer)
+    capped = CountingOcr()
+    capped.max_pages = 3
+    (doc,) = PdfParser(ocr=capped).parse(buffer.getvalue(), source="joined")
+    # 6 pages, 4 of them scans: the first 3 scans are read, the text page after them too.
+    assert (doc.page_count, doc.ocr_pages, capped.calls) == (6, 3, 3)
+    assert [(w.code, w.blocking) for w in doc.warnings] == [(Reason.TEXT_TRUNCATED, False)]
+    assert "first 3 of 4" in doc.warnings[0].message
+    assert doc.text.count("Hémoglobine") >= 2
