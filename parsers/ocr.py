@@ -22,6 +22,7 @@ import os
 import subprocess
 import tempfile
 import threading
+import warnings
 from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -44,6 +45,9 @@ _MAX_UPSCALE = 4.0
 # prepared for OCR (a 700 KB PNG of 13,000 x 13,000 transparent pixels: 3.5 GB), so the
 # parsers refuse a bigger one from its declared size, before decoding it.
 MAX_PIXELS = 80_000_000
+# Pillow also warns, on stderr, when it opens an image past 89 million pixels: such a page
+# is refused above, with a reason, so the warning would only be noise on the run's stderr.
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 # Assumed resolution when the image does not say (typical scanner setting). Without it
 # tesseract guesses (and warns about) a resolution, which skews its noise filters.
 _DEFAULT_DPI = 300

@@ -24,6 +24,10 @@ when there is one, so a log line names what failed.
 
 from __future__ import annotations
 
+import re
+
+_OBJECT_REPR = re.compile(r"<[\w.]+ object at 0x[0-9a-fA-F]+>")
+
 
 class CarnetError(Exception):
     """Base class; ``context`` names producer / source / document where known."""
@@ -60,7 +64,12 @@ class RunInProgress(CarnetError):
 
 
 class ParserError(CarnetError):
-    pass
+    """Its message becomes a document's reason, which producers read and which two runs on
+    the same bytes must give alike: an object's repr from the library that failed (Pillow's
+    "cannot identify image file <_io.BytesIO object at 0x7f…>") is named, not printed."""
+
+    def __init__(self, message: str, **context: str | None) -> None:
+        super().__init__(_OBJECT_REPR.sub("the file", message), **context)
 
 
 class EncryptedDocumentError(ParserError):

@@ -99,6 +99,8 @@ def test_corrupt_image_raises_parser_error(parser: ImageParser, name: str) -> No
     with pytest.raises(ParserError) as caught:
         parser.parse(data, source=name)
     assert caught.value.context == {"source": name}
+    # A reason two runs give alike: no repr of an object of this process.
+    assert " at 0x" not in caught.value.message
 
 
 class CapturingOcr(TesseractOcr):
@@ -204,3 +206,29 @@ def test_pages_past_the_ocr_limit_are_left_unread_with_a_warning() -> None:
     assert "first 2 of 5" in doc.warnings[0].message
     (whole,) = ImageParser(ocr=TesseractOcr(max_pages=0)).parse(data, source="long.tif")
     assert (whole.ocr_pages, whole.warnings) == (5, ())
+
+
+def test_a_page_past_pillows_own_warning_leaves_stderr_quiet(tmp_path: Path) -> None:
+    """Between 89 and 179 million pixels Pillow warns on stderr as it opens the image,
+    before Carnet refuses it with a reason: one message is enough."""
+    import subprocess
+    import sys
+
+    side = 9_600  # 92 million pixels
+    buffer = io.BytesIO()
+    Image.new("1", (side, side), 1).save(buffer, "TIFF", compression="group4")
+    (tmp_path / "big.tif").write_bytes(buffer.getvalue())
+    code = (
+        "import sys; from pathlib import Path\n"
+        "from parsers.image import ImageParser; from parsers.ocr import TesseractOcr\n"
+        "from pipeline.errors import ParserError\n"
+        "try:\n"
+        "    ImageParser(ocr=TesseractOcr()).parse(Path(sys.argv[1]).read_bytes(), source='big.tif')\n"
+        "except ParserError as exc:\n"
+        "    print(exc.message)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path / "big.tif")], capture_output=True, text=True, timeout=60
+    )
+    assert f"is {side} x {side} pixels" in done.stdout
+    assert done.stderr == ""
