@@ -18,7 +18,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from pipeline.errors import CarnetError, InvalidPatientId
+from pipeline.errors import CarnetError, ConfigurationError, InvalidPatientId
 from pipeline.settings import Settings
 
 log = logging.getLogger("carnet")
@@ -39,6 +39,9 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     from pipeline.ingest.sources import ingest_sources
 
     settings = _settings(args)
+    if args.report and Path(args.report).is_dir():
+        # Found before the run, not after it: the documents would be filed and no report kept.
+        raise ConfigurationError(f"--report {args.report} is a folder: give a file's path")
     summary = ingest_sources(
         args.sources,
         settings,
@@ -223,8 +226,6 @@ def cmd_token(args: argparse.Namespace) -> int:
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    from pipeline.errors import ConfigurationError
-
     try:
         # The generator is demo tooling outside the production package; its PDF writer
         # (reportlab) comes with the ``demo`` extra only.

@@ -251,3 +251,15 @@ def test_a_new_version_keeps_the_series_hidden_that_the_patient_hid(
     set_series_flag(index, second, Visibility.MASQUE_PS, False)
     [v3] = run_feed(settings, index, [names[2]])
     assert [h.doc_id for h in index.search(professional).hits] == [v3.doc_id]
+
+
+def test_a_report_path_that_is_a_folder_is_refused_before_the_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from pipeline.cli import main
+
+    folder = copy_samples(FEED, tmp_path)
+    monkeypatch.setenv("CARNET_DATA_DIR", str(tmp_path / "carnet"))
+    assert main(["ingest", str(folder), "--report", str(tmp_path), "--quiet"]) == 1
+    assert "is a folder" in capsys.readouterr().err
+    assert not (tmp_path / "carnet" / "index.db").exists()  # nothing was filed
