@@ -69,6 +69,8 @@ def test_ready_batch_lists_nested_files_without_control_files(feed_and_drop: tup
         "_ack/a.hl7": b"MSH|ACK",
         ".DS_Store": b"x",
         "sub/.partial": b"x",
+        ".git/objects/ab": HL7,  # inside a hidden folder: not a document either
+        "sub/.thumbnails/b.png": b"x",
     }.items():
         drop(f"lab/2025-03-14/{name}", data)
     drop("radio/r7/x.pdf", PDF)  # incomplete batch of another producer
@@ -167,3 +169,13 @@ def test_verify_manifest() -> None:
     other = sha256_hex(b"another file")
     sha = verify_manifest(ManifestEntry(name="a", size=len(data), sha256=other), data)
     assert sha == f"sha256 {sha256_hex(data)}, manifest says {other}"
+
+
+def test_a_folder_given_to_ingest_leaves_hidden_folders_out(tmp_path: Path) -> None:
+    from pipeline.feeds.folder import iter_folder_files
+
+    root = tmp_path / ".carnet" / "feed"  # a hidden folder above the root does not count
+    for name in ("lab/a.hl7", "lab/.git/HEAD", ".Trash-1000/files/old.pdf", "lab/.notes", "lab/sub/b.pdf"):
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_bytes(b"x")
+    assert [p.relative_to(root).as_posix() for p in iter_folder_files(root)] == ["lab/a.hl7", "lab/sub/b.pdf"]

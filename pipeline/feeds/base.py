@@ -53,8 +53,11 @@ def printable_name(name: str) -> str:
 
 
 def is_control_file(name: str) -> bool:
+    """Whether ``name`` (a path below a batch or a folder given to ingest) is no document:
+    a feed's control file, or hidden — a name or a folder on its way starting with a dot
+    (``.DS_Store``, ``.git/``, a file manager's ``.Trash-1000/``)."""
     first = name.split("/", 1)[0]
-    return name in CONTROL_NAMES or first == ACK_DIR or Path(name).name.startswith(".")
+    return name in CONTROL_NAMES or first == ACK_DIR or any(part.startswith(".") for part in Path(name).parts)
 
 
 def parse_manifest(data: bytes, *, where: str) -> tuple[ManifestEntry, ...]:

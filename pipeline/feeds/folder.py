@@ -78,7 +78,12 @@ def iter_folder_files(root: Path) -> Iterator[Path]:
     """Every document entry below ``root`` (recursive, control files left out), sorted:
     regular files, and symbolic links or special files (to be rejected when read)."""
     for p in sorted(root.rglob("*")):
-        if _is_entry(p) and not is_control_file(p.name) and ACK_DIR not in p.parts:
+        if (
+            _is_entry(p)
+            and not is_control_file(p.name)
+            and not is_control_file(str(p.relative_to(root)))
+            and ACK_DIR not in p.parts
+        ):
             yield p
 
 
