@@ -14,7 +14,7 @@ from __future__ import annotations
 import datetime as dt
 from enum import StrEnum
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
 class Frozen(BaseModel):
@@ -114,12 +114,25 @@ class Visibility(StrEnum):
 PATIENT_SERIES_CHOICES = frozenset({Visibility.MASQUE_PS})
 
 
+# The longest message a problem keeps: messages quote what a producer sent (a unit, an
+# analyte's name, a library's error on its bytes), and they go into every report,
+# acknowledgement and ledger row, whatever length the producer chose.
+PROBLEM_MESSAGE_MAX = 500
+
+
 class Problem(Frozen):
     """A reason code with a human message; ``blocking`` problems reject the document."""
 
     code: Reason
     message: str
     blocking: bool = True
+
+    @field_validator("message")
+    @classmethod
+    def _bounded(cls, message: str) -> str:
+        if len(message) <= PROBLEM_MESSAGE_MAX:
+            return message
+        return message[: PROBLEM_MESSAGE_MAX - 1] + "…"
 
     def render(self) -> str:
         return f"{self.code.value}: {self.message}"

@@ -67,3 +67,16 @@ def test_committed_json_schemas_are_up_to_date() -> None:
         assert (SCHEMAS / name).read_text(encoding="utf-8") == render(schema), (
             f"schemas/{name} is stale: run python -m pipeline.schema"
         )
+
+
+def test_a_problem_message_quoting_what_a_producer_sent_is_bounded() -> None:
+    from pipeline.model import PROBLEM_MESSAGE_MAX
+
+    analyte = "Hémoglobine " * 2_000  # an analyte name as long as a producer cares to make it
+    long = Problem(
+        code=Reason.INVALID_RESULT, message=f"{analyte}: numeric result (NM) whose value is not a number"
+    )
+    assert len(long.message) == PROBLEM_MESSAGE_MAX and long.message.endswith("…")
+    assert long.message.startswith("Hémoglobine Hémoglobine")
+    short = Problem(code=Reason.INVALID_RESULT, message="Hémoglobine: not a number")
+    assert short.message == "Hémoglobine: not a number"
