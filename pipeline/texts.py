@@ -106,7 +106,8 @@ _REASONS: dict[str, dict[str, ReasonText]] = {
             "Très peu de texte lisible (avertissement)", "Aucune action requise si le document est complet"
         ),
         "text_truncated": ReasonText(
-            "Texte très long : seul le début est indexé, le document est conservé entier (avertissement)",
+            "Texte très long, ou scan de très nombreuses pages : seul le début est lu et indexé, "
+            "le document est conservé entier (avertissement)",
             "Aucune action requise",
         ),
         "unknown_document_type": ReasonText(
@@ -209,7 +210,8 @@ _REASONS: dict[str, dict[str, ReasonText]] = {
             "Very little readable text (warning)", "No action needed if the document is complete"
         ),
         "text_truncated": ReasonText(
-            "Very long text: only its beginning is indexed, the document is kept whole (warning)",
+            "Very long text, or a scan of very many pages: only its beginning is read and indexed, "
+            "the document is kept whole (warning)",
             "No action needed",
         ),
         "unknown_document_type": ReasonText(
