@@ -158,15 +158,19 @@ def bare_parse(folder: Path) -> dict[str, int]:
 
 
 def _page_images(folder: Path, out: Path) -> list[Path]:
-    """The page images of every scan under ``folder`` as PGM files (what Carnet OCRs)."""
+    """The page images of every scan under ``folder``, as Carnet hands them to tesseract
+    (8-bit gray BMP with the page's resolution, by ``parsers.ocr.prepare_page``)."""
     from PIL import Image, ImageSequence
     from pypdf import PdfReader
+
+    from parsers.ocr import prepare_page
 
     paths: list[Path] = []
 
     def keep(image: Image.Image) -> None:
-        path = out / f"page{len(paths):04d}.pgm"
-        image.convert("L").save(path, "PPM")
+        path = out / f"page{len(paths):04d}.bmp"
+        page, dpi = prepare_page(image)
+        page.save(path, "BMP", dpi=(dpi, dpi))
         paths.append(path)
 
     for path in sorted(p for p in folder.rglob("*") if p.is_file()):
@@ -182,22 +186,35 @@ def _page_images(folder: Path, out: Path) -> list[Path]:
     return paths
 
 
-def bare_tesseract(pages: list[Path], processes: int) -> dict[str, float]:
-    """``tesseract page - tsv`` on every page, ``processes`` at once."""
+def _tesseract_on(inputs: list[Path], processes: int) -> dict[str, float]:
+    """``tesseract INPUT - -l fra tsv`` for every input, ``processes`` at once."""
     env = dict(os.environ, OMP_THREAD_LIMIT="1")
 
-    def one(page: Path) -> None:
-        subprocess.run(
-            ["tesseract", str(page), "-", "-l", "fra", "--dpi", "300", "tsv"],
-            env=env,
-            capture_output=True,
-            check=True,
-        )
+    def one(path: Path) -> None:
+        command = ["tesseract", str(path), "-", "-l", "fra", "tsv"]
+        subprocess.run(command, env=env, capture_output=True, check=True)
 
     cpu0, wall0 = _children_cpu(), time.perf_counter()
     with ThreadPoolExecutor(max_workers=processes) as pool:
-        list(pool.map(one, pages))
+        list(pool.map(one, inputs))
     return {"wall_s": time.perf_counter() - wall0, "cpu_s": _children_cpu() - cpu0}
+
+
+def bare_tesseract(pages: list[Path], processes: int) -> dict[str, float]:
+    """Tesseract on every page, ``processes`` at once: one process a page, as issue 14
+    measured it."""
+    return _tesseract_on(pages, processes)
+
+
+def bare_tesseract_lists(pages: list[Path], processes: int, folder: Path) -> dict[str, float]:
+    """Tesseract given lists of pages: ``processes`` processes, each reading its list (the
+    pages dealt in turn), so each loads its model once: tesseract's own best."""
+    lists = []
+    for n in range(processes):
+        listing = folder / f"pages-{n}-{uuid.uuid4().hex}.txt"
+        listing.write_text("".join(f"{page}\n" for page in pages[n::processes]))
+        lists.append(listing)
+    return _tesseract_on(lists, processes)
 
 
 def scanned_rates(base: Path, workers: int, scans: int) -> dict[str, Any]:
@@ -205,12 +222,14 @@ def scanned_rates(base: Path, workers: int, scans: int) -> dict[str, Any]:
     with the same number of processes.
 
     Bare tesseract reads the page images as Carnet hands them to tesseract (8-bit gray
-    PGM, extracted here beforehand: its best case, no decoding; the extraction's CPU is
-    reported, not counted). On a shared machine the load drifts: bare runs half of the
-    pages before Carnet's run and half after, so a steady drift weighs on both sides
-    alike (the halves' times show a load that moved faster). A second Carnet run on one
-    of the scans gives the fixed cost of a run; the per-page figures are the difference
-    between the two runs. CPU counts every process a run started (tesseract, parse
+    BMP, extracted here beforehand: its best case, no decoding; the extraction's CPU is
+    reported, not counted), in two ways: one process a page (the reference issue 14
+    set), and one process per worker reading a list of pages (the model loaded once per
+    process, as Carnet's processes do: tesseract's own best). On a shared machine the load
+    drifts: bare runs half of the pages before Carnet's run and half after, so a steady
+    drift weighs on both sides alike (the halves' times show a load that moved faster). A
+    second Carnet run on one of the scans gives the fixed cost of a run; the per-page
+    figures are the difference between the two runs. CPU counts every process a run started (tesseract, parse
     workers, the quality gate's): the steady figure on a loaded machine.
     """
     from generator import generate_feed
@@ -228,9 +247,13 @@ def scanned_rates(base: Path, workers: int, scans: int) -> dict[str, Any]:
 
     half = len(pages) // 2
     bare_before = bare_tesseract(pages[:half], workers)
+    lists_before = bare_tesseract_lists(pages[:half], workers, base)
     carnet = _carnet_ingest(base / "scans", base / "carnet-scans")
     bare_after = bare_tesseract(pages[half:], workers)
+    lists_after = bare_tesseract_lists(pages[half:], workers, base)
     one = _carnet_ingest(base / "one-scan", base / "carnet-one-scan")
+    lists_wall = lists_before["wall_s"] + lists_after["wall_s"]
+    lists_cpu = lists_before["cpu_s"] + lists_after["cpu_s"]
 
     n = carnet["ocr_pages"]
     bare_wall = bare_before["wall_s"] + bare_after["wall_s"]
@@ -265,11 +288,23 @@ def scanned_rates(base: Path, workers: int, scans: int) -> dict[str, Any]:
             "halves_wall_s": [round(bare_before["wall_s"], 2), round(bare_after["wall_s"], 2)],
             "page_extraction_cpu_s_per_page": round(extraction_cpu / len(pages), 3),
         },
+        "bare_tesseract_lists": {
+            "processes": workers,
+            "wall_s": round(lists_wall, 2),
+            "wall_pages_per_s": round(len(pages) / lists_wall, 2),
+            "wall_s_per_page": round(lists_wall / len(pages), 3),
+            "cpu_s_per_page": round(lists_cpu / len(pages), 3),
+            "halves_wall_s": [round(lists_before["wall_s"], 2), round(lists_after["wall_s"], 2)],
+        },
         "carnet_share_of_bare_pages_per_s": round(bare_wall / len(pages) * n / carnet["wall_s"], 2),
+        "carnet_share_of_lists_pages_per_s": round(lists_wall / len(pages) * n / carnet["wall_s"], 2),
         # CPU per page, the fixed cost left out: Carnet's (tesseract included) over bare's.
         "carnet_over_bare_cpu_per_page": round(per_page_cpu / (bare_cpu / len(pages)), 2),
         # Without the fixed cost (a long batch): bare's wall per page over Carnet's.
         "carnet_share_per_page": round(bare_s_per_page / per_page_wall, 2) if per_page_wall > 0 else None,
+        "carnet_share_of_lists_per_page": (
+            round(lists_wall / len(pages) / per_page_wall, 2) if per_page_wall > 0 else None
+        ),
     }
 
 
@@ -355,7 +390,7 @@ def run(quick: bool = False) -> dict[str, Any]:
 
 
 def _scanned_rows(scan: dict[str, Any]) -> list[tuple[str, str, str, str]]:
-    bare, costs = scan["bare_tesseract"], scan["carnet_costs"]
+    bare, lists, costs = scan["bare_tesseract"], scan["bare_tesseract_lists"], scan["carnet_costs"]
     return [
         (
             f"{scan['carnet']['ocr_pages']} scanned pages",
@@ -370,6 +405,14 @@ def _scanned_rows(scan: dict[str, Any]) -> list[tuple[str, str, str, str]]:
             f"({scan['carnet_over_bare_cpu_per_page']}x bare's), tesseract included",
             f"{bare['wall_s_per_page']} s wall; CPU {bare['cpu_s_per_page']} s tesseract",
             f"{scan['carnet_share_per_page']:.0%} of bare pages/s" if scan["carnet_share_per_page"] else "",
+        ),
+        (
+            "  the same pages, tesseract given lists",
+            "",
+            f"{lists['wall_s']} s, {lists['wall_pages_per_s']} pages/s ({lists['processes']} processes, "
+            f"one model load each); CPU {lists['cpu_s_per_page']} s a page",
+            f"{scan['carnet_share_of_lists_pages_per_s']:.0%} of its pages/s; "
+            f"{scan['carnet_share_of_lists_per_page']:.0%} per page",
         ),
         (
             "  fixed cost of a run (start-up, GX)",

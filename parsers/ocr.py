@@ -1,28 +1,33 @@
-"""Tesseract OCR behind one small class: one tesseract run per page image.
+"""Tesseract OCR behind one small class: one tesseract pass per page image.
 
 ``TesseractOcr.read`` returns an ``OcrPage`` (text rebuilt line by line, mean word
-confidence, word count) from a single ``image_to_data`` call, so a page is never
-recognised twice. ``TesseractOcr.read_pages`` reads the pages of a document on every
-core: one tesseract process per worker (``workers``, one thread each waiting on its
-process), results in page order; ``slots``, when given, is a semaphore shared with other
-processes' engines, held while tesseract runs, so that parsers in several processes
-together never run more than its count. Failures reading a page raise ``ParserError``; a
+confidence, word count) from the page's TSV, so a page is never recognised twice.
+``TesseractOcr.read_pages`` reads the pages of a document on every core: one tesseract
+process per worker (``workers``, one thread each waiting on its process), results in
+page order; ``slots``, when given, is a semaphore shared with other processes' engines,
+held while tesseract reads a page, so that parsers in several processes together never
+read more pages at once than its count. Failures reading a page raise ``ParserError``; a
 missing tesseract binary raises ``ConfigurationError`` (a broken install, not a bad
 document).
 
-Tesseract is run as a subprocess, as ``tesseract IMAGE stdout -l LANG --dpi N tsv``: the
-command pytesseract builds, without pytesseract, which imports pandas when it is installed
-(~0.35 s of CPU in every process that reads a scan, for an output type Carnet never asks).
+Tesseract runs as a subprocess that reads page after page (``parsers.tesseract``), kept
+between pages and documents: loading its model costs ~0.07 s of CPU, an eighth of a
+page. At most ``workers`` wait idle in an engine, each ended after ``IDLE_S`` seconds
+without a page, and when the interpreter exits. pytesseract is not used: it starts one
+process a page and imports pandas when it is installed (~0.35 s of CPU in every process
+that reads a scan, for an output type Carnet never asks).
 """
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
-import subprocess
 import tempfile
 import threading
+import time
 import warnings
+import weakref
 from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -31,7 +36,8 @@ from dataclasses import dataclass
 
 from PIL import Image
 
-from pipeline.errors import ConfigurationError, ParserError
+from parsers.tesseract import END_OF_PAGE_IMAGE, TesseractGone, TesseractProcess
+from pipeline.errors import ConfigurationError
 from pipeline.model import Problem, Reason
 
 log = logging.getLogger(__name__)
@@ -51,6 +57,9 @@ warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 # Assumed resolution when the image does not say (typical scanner setting). Without it
 # tesseract guesses (and warns about) a resolution, which skews its noise filters.
 _DEFAULT_DPI = 300
+# Seconds an idle tesseract process is kept for the next page: a run's pages follow each
+# other closely; a server between two uploads should not hold processes (~50 MB each).
+IDLE_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -84,42 +93,96 @@ class TesseractOcr:
         self.slots = slots
         self._pool: ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
+        self._idle: list[TesseractProcess] = []
+        self._idle_lock = threading.Lock()
+        self._reaper: threading.Thread | None = None
+        _engines.add(self)
 
     def read(self, image: Image.Image, *, source: str | None = None) -> OcrPage:
         """Recognise the text of one page image."""
-        prepared, dpi = _prepare(image)
-        _limit_openmp_threads()
-        # An uncompressed PGM costs a copy; a PNG (what pytesseract writes) would be
-        # deflated here and inflated again by tesseract: ~0.1 s of CPU a page for nothing.
-        handle, path = tempfile.mkstemp(prefix="carnet-ocr-", suffix=".pgm")
-        try:
-            with os.fdopen(handle, "wb") as fh:
-                prepared.save(fh, "PPM")
-            command = [self.command, path, "stdout", "-l", self.lang, "--dpi", str(dpi), "tsv"]
+        prepared, dpi = prepare_page(image)
+        with tempfile.TemporaryDirectory(prefix="carnet-ocr-") as folder:
+            # BMP carries the resolution (so one tesseract serves pages of any resolution)
+            # and is the cheapest to write: 7 ms for an A4 page at 300 dpi, against 11 for
+            # a PGM (which has none) and 24 for an uncompressed PNG.
+            page, blank = os.path.join(folder, "page.bmp"), os.path.join(folder, "blank.pgm")
+            prepared.save(page, "BMP", dpi=(dpi, dpi))
+            with open(blank, "wb") as fh:
+                fh.write(END_OF_PAGE_IMAGE)
             with self.slots or nullcontext():
-                # ``run`` kills tesseract when the timeout expires; it reads no input.
-                done = subprocess.run(
-                    command,
-                    stdin=subprocess.DEVNULL,
-                    capture_output=True,
-                    timeout=self.timeout_s,
-                    check=False,
-                )
-        except FileNotFoundError as exc:
-            raise ConfigurationError(
-                f"tesseract is not installed ({self.command!r} not found: "
-                "apt-get install tesseract-ocr tesseract-ocr-fra)",
-                source=source,
-            ) from exc
-        except subprocess.TimeoutExpired as exc:
-            raise ParserError(f"OCR gave up after {self.timeout_s} s: {exc}", source=source) from exc
-        finally:
-            os.unlink(path)
-        if done.returncode != 0:
-            errors = " ".join(done.stderr.decode("utf-8", "replace").split())
-            raise ParserError(f"tesseract failed ({done.returncode}): {errors}", source=source)
-        data = _tsv_columns(done.stdout.decode("utf-8", "replace"))
-        return _page_from_data(data)
+                rows = self._recognise(page, blank, source)
+        return _page_from_data(_tsv_columns(rows))
+
+    def _recognise(self, page: str, blank: str, source: str | None) -> list[list[str]]:
+        process = self._checkout(source)
+        try:
+            rows = process.read(page, blank, timeout_s=self.timeout_s, source=source)
+        except TesseractGone:
+            # Died while idle, before this page: a fresh process reads it.
+            log.warning("a tesseract process ended while idle: starting another")
+            process.close()
+            process = self._start(source)
+            rows = self._read_or_close(process, page, blank, source)
+        except BaseException:
+            process.close()  # amid a page: its next rows would be this page's
+            raise
+        self._checkin(process)
+        return rows
+
+    def _read_or_close(
+        self, process: TesseractProcess, page: str, blank: str, source: str | None
+    ) -> list[list[str]]:
+        try:
+            return process.read(page, blank, timeout_s=self.timeout_s, source=source)
+        except BaseException:
+            process.close()
+            raise
+
+    def _start(self, source: str | None) -> TesseractProcess:
+        _limit_openmp_threads()
+        try:
+            return TesseractProcess(self.command, self.lang)
+        except ConfigurationError as exc:
+            raise ConfigurationError(str(exc), source=source) from exc
+
+    def _checkout(self, source: str | None) -> TesseractProcess:
+        """An idle process (the one used last: its pages are warm in the cache), or a new one."""
+        with self._idle_lock:
+            if self._idle:
+                return self._idle.pop()
+        return self._start(source)
+
+    def _checkin(self, process: TesseractProcess) -> None:
+        with self._idle_lock:
+            if len(self._idle) < self.workers:
+                self._idle.append(process)
+                if self._reaper is None:
+                    self._reaper = threading.Thread(target=self._reap, name="tesseract-reaper", daemon=True)
+                    self._reaper.start()
+                return
+        process.close()
+
+    def _reap(self) -> None:
+        """Close the processes idle for ``IDLE_S``; the thread ends with the last of them."""
+        while True:
+            time.sleep(IDLE_S / 4)
+            now = time.monotonic()
+            with self._idle_lock:
+                expired = [p for p in self._idle if now - p.idle_since >= IDLE_S]
+                self._idle = [p for p in self._idle if p not in expired]
+                if not self._idle:
+                    self._reaper = None
+            for process in expired:
+                process.close()
+            if self._reaper is None:
+                return
+
+    def close(self) -> None:
+        """End the idle tesseract processes (those at work end when their page is read)."""
+        with self._idle_lock:
+            idle, self._idle = self._idle, []
+        for process in idle:
+            process.close()
 
     def read_pages(self, pages: Iterable[tuple[Image.Image, str]]) -> Iterator[OcrPage]:
         """Read ``(image, source)`` pages ``workers`` at a time; yield results in page order.
@@ -163,8 +226,9 @@ def _limit_openmp_threads() -> None:
     os.environ.setdefault("OMP_THREAD_LIMIT", "1")
 
 
-def _prepare(image: Image.Image) -> tuple[Image.Image, int]:
-    """Grayscale (drops alpha and palettes), upscaled when small; with its resolution."""
+def prepare_page(image: Image.Image) -> tuple[Image.Image, int]:
+    """The page as tesseract is given it: grayscale (drops alpha and palettes), upscaled
+    when small; with its resolution."""
     dpi = _image_dpi(image)
     if image.mode == "RGBA" or image.mode == "LA" or "transparency" in image.info:
         # Transparent pixels are often black underneath: paint them white first.
@@ -192,10 +256,9 @@ def _image_dpi(image: Image.Image) -> int:
     return dpi if 100 <= dpi <= 1200 else _DEFAULT_DPI
 
 
-def _tsv_columns(tsv: str) -> dict[str, list[str]]:
-    """Tesseract's TSV as columns (header name -> cells); a row's missing last cell (an
-    empty text at the end of the output) is empty."""
-    rows = [row.split("\t") for row in tsv.strip().split("\n") if row]
+def _tsv_columns(rows: list[list[str]]) -> dict[str, list[str]]:
+    """Tesseract's TSV rows (header first) as columns (header name -> cells); a row's
+    missing last cell (an empty text at the end of the output) is empty."""
     if not rows:
         return {}
     header, body = rows[0], rows[1:]
@@ -235,3 +298,14 @@ def pages_left_unread(read: int, total: int, max_pages: int) -> Problem:
         message=f"only the first {read} of {total} scanned pages were read (CARNET_OCR_MAX_PAGES "
         f"{max_pages}); the document is kept whole",
     )
+
+
+_engines: weakref.WeakSet[TesseractOcr] = weakref.WeakSet()
+
+
+@atexit.register
+def _close_engines() -> None:
+    # Idle processes would end anyway when this process's pipes close; closed here, they
+    # are waited for, not left to whoever reaps orphans.
+    for engine in list(_engines):
+        engine.close()

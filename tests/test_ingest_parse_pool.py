@@ -159,18 +159,24 @@ def test_a_crashing_input_in_a_run_is_rejected_and_the_run_goes_on(
 
 
 _FAKE_TESSERACT = """#!{python}
-# Records how many of its kind run at once, then answers like `tesseract IMAGE stdout ... tsv`.
+# Reads image paths on stdin as `tesseract stdin stdout ... stream_filelist=true tsv` does;
+# records how many of its kind are reading a page at once.
 import os, sys, time
 running = {running!r}
 mine = os.path.join(running, str(os.getpid()))
-open(mine, "w").close()
-with open({log!r}, "a") as log:
-    log.write("%d\\n" % len(os.listdir(running)))
-time.sleep(0.3)
-os.unlink(mine)
-with sys.stdout as out:
-    out.write("level\\tpage_num\\tblock_num\\tpar_num\\tline_num\\tword_num\\tleft\\ttop\\twidth\\theight\\tconf\\ttext\\n")
-    out.write("5\\t1\\t1\\t1\\t1\\t1\\t0\\t0\\t10\\t10\\t95\\tBonjour\\n")
+out = sys.stdout
+out.write("level\\tpage_num\\tblock_num\\tpar_num\\tline_num\\tword_num\\tleft\\ttop\\twidth\\theight\\tconf\\ttext\\n")
+out.flush()
+for n, line in enumerate(sys.stdin, start=1):
+    if not line.strip().endswith("blank.pgm"):
+        open(mine, "w").close()
+        with open({log!r}, "a") as log:
+            log.write("%d\\n" % len(os.listdir(running)))
+        time.sleep(0.3)
+        os.unlink(mine)
+        out.write("5\\t%d\\t1\\t1\\t1\\t1\\t0\\t0\\t10\\t10\\t95\\tBonjour\\n" % n)
+    out.write("1\\t%d\\t0\\t0\\t0\\t0\\t0\\t0\\t8\\t8\\t-1\\t\\n" % n)
+    out.flush()
 """
 
 
