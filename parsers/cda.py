@@ -627,6 +627,11 @@ def _number(text: str | None) -> float | None:
 def _value(value: Element) -> tuple[str | None, float | None, str | None, str | None]:
     """(text, number, HL7 v2 value type, unit) of an observation value, by its xsi:type."""
     xsi = (value.get(XSI_TYPE) or "").rsplit(":", 1)[-1]
+    empty = _attr(value, "value") is None and not len(value) and not (value.text or "").strip()
+    if empty and _attr(value, "nullFlavor"):
+        # No value, for the reason the nullFlavor gives (not done, sample unfit…): nothing
+        # to type, rather than a number missing from a numeric result.
+        return None, None, None, None
     if xsi in {"PQ", "INT", "REAL"}:
         number = _attr(value, "value")
         return number, _number(number), "NM", _attr(value, "unit") if xsi == "PQ" else None
@@ -634,8 +639,13 @@ def _value(value: Element) -> tuple[str | None, float | None, str | None, str | 
         # Coded values are mapped to the HL7 v2 coded type, CE, as OBX-2 would carry them.
         label = _attr(value, "displayName") or _squash(_text(_find(value, "originalText")))
         return label or _attr(value, "code"), None, "CE", None
-    if xsi == "IVL_PQ":
-        return _interval(value), None, "ST", _attr(_find(value, "low"), "unit")
+    if xsi == "IVL_PQ":  # below or above a limit ("<5"): the unit is either bound's
+        unit = _attr(_find(value, "low"), "unit") or _attr(_find(value, "high"), "unit")
+        return _interval(value), None, "ST", unit
+    if xsi.startswith("RTO"):  # a ratio (a titre): numerator/denominator
+        numerator = _attr(_find(value, "numerator"), "value")
+        denominator = _attr(_find(value, "denominator"), "value")
+        return (f"{numerator}/{denominator}" if numerator and denominator else None), None, "ST", None
     if xsi in {"TS", "BL"}:
         return _attr(value, "value"), None, xsi, None
     return _squash(_text(value)) or _attr(value, "value"), None, "ST", None

@@ -24,6 +24,7 @@ from pipeline.model import (
     Reason,
     Visibility,
 )
+from pipeline.quality.checks import check_results
 from tests.sample_scripts import assert_samples_match_their_generator, load_script
 
 CDA = Path(__file__).parents[1] / "samples" / "cda"
@@ -253,6 +254,41 @@ def test_a_pq_value_is_a_number_only_when_a_finite_real(value: str, number: floa
     data = sample("cr-bio.xml").replace(b'value="13.2"', f'value="{value}"'.encode())
     result = parse_one(data).results[0]
     assert (result.value, result.numeric_value) == (value, number)
+
+
+HB_VALUE = b'<value xsi:type="PQ" value="13.2" unit="g/dL"/>'
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        # A value withheld for a stated reason (not done, haemolysed sample): no value, no type.
+        (b'<value xsi:type="PQ" nullFlavor="NA"/>', (None, None, None, None)),
+        (b'<value xsi:type="PQ" nullFlavor="UNK" unit="g/dL"/>', (None, None, None, None)),
+        (b'<value nullFlavor="NI"/>', (None, None, None, None)),
+        # Below or above a limit: the unit is the bound's, whichever bound is given.
+        (b'<value xsi:type="IVL_PQ"><high value="5" unit="mg/L" inclusive="false"/></value>',
+         ("<5", None, "ST", "mg/L")),
+        (b'<value xsi:type="IVL_PQ"><low value="90" unit="mL/min"/></value>', (">90", None, "ST", "mL/min")),
+        # A ratio (a titre, an INR written as a ratio): numerator/denominator.
+        (b'<value xsi:type="RTO_INT_INT"><numerator value="1"/><denominator value="160"/></value>',
+         ("1/160", None, "ST", None)),
+        (b'<value xsi:type="RTO"><numerator xsi:type="INT" value="1"/>'
+         b'<denominator xsi:type="INT" value="64"/></value>',
+         ("1/64", None, "ST", None)),
+    ],
+)  # fmt: skip
+def test_values_without_a_plain_number(value: bytes, expected: tuple[object, ...]) -> None:
+    data = sample("cr-bio.xml").replace(HB_VALUE, value)
+    result = parse_one(data).results[0]
+    assert (result.value, result.numeric_value, result.value_type, result.unit) == expected
+
+
+def test_a_result_withheld_by_a_null_flavor_is_not_an_invalid_result() -> None:
+    """A lab report with one analyte not done is a normal report: the gate must not reject it
+    as a numeric result whose value is not a number."""
+    data = sample("cr-bio.xml").replace(HB_VALUE, b'<value xsi:type="PQ" nullFlavor="NA"/>')
+    assert check_results(parse_one(data).results) == []
 
 
 def test_version_2_shares_the_series_of_version_1() -> None:
