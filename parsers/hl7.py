@@ -6,8 +6,9 @@ Any other message (ACK, ADT, QRY, local Z messages) gives a ``ParsedDocument`` w
 blocking ``unsupported_message`` problem naming its type.
 
 A file may hold several messages, with ``\\r``, ``\\n`` or ``\\r\\n`` between segments, MLLP
-framing and FHS/BHS/BTS/FTS batch envelopes (dropped). Each message is decoded on its own:
-ISO-8859-1 when its MSH-18 says ``8859/1`` (``8859/15`` likewise), else UTF-8. How the
+framing and FHS/BHS/BTS/FTS batch envelopes (dropped). Each message is decoded on its own,
+as its MSH-18 says (``8859/1`` and its usual spellings read as Windows-1252, ``8859/15``,
+UTF-8), unless its bytes can only be something else (``decode_message``). How the
 ER7 text is split, why hl7apy is used only for the header and segment vocabulary, and
 which segments are accepted (any HL7 v2 version's, Z-segments) is explained in
 ``parsers/hl7_segments.py``.
@@ -63,9 +64,9 @@ from parsers.hl7_segments import (
     RawMessage,
     Segment,
     Separators,
-    charset_of,
     check_segment_name,
     count_messages,
+    decode_message,
     iter_messages,
     parse_date,
     parse_ts,
@@ -193,19 +194,9 @@ def read_message(raw: RawMessage, *, source: str, part: int, embedded: ParserCho
         raise ParserError(f"segments before any MSH (starts with {name!r})", source=source)
     content = raw.content
     warnings: list[Problem] = []
-    declared = charset_of(raw.segments[0])
-    charset = declared or "utf-8"
-    try:
-        text = content.decode(charset)
-    except UnicodeDecodeError:
-        # Senders often leave MSH-18 empty (or wrong) and send Windows/Latin-1 text.
-        charset = "iso-8859-1"
-        text = content.decode(charset)
-        said = f"MSH-18 declares {declared}" if declared else "MSH-18 declares no character set"
-        warnings.append(Problem(
-            code=Reason.PARSE_ERROR, blocking=False,
-            message=f"{said} but the message is not valid UTF-8: read as ISO-8859-1",
-        ))  # fmt: skip
+    text, charset, misdeclared = decode_message(content, raw.segments[0])
+    if misdeclared:
+        warnings.append(Problem(code=Reason.PARSE_ERROR, blocking=False, message=misdeclared))
     lines = text.split("\r")
     seps = Separators.from_msh(lines[0], source=source)
     msh = Segment(lines[0], seps, charset)

@@ -53,13 +53,18 @@ _MLLP_END = MLLP_ENCODING_CHARS.EB.encode()
 _PADDING = b" \t\r\n\x0b\x0c\x00\x1a"
 # A line of the file: what lies between line ends (\r, \n, \r\n) and MLLP framing bytes.
 _LINE = re.compile(b"[^\r\n" + re.escape(_MLLP_START + _MLLP_END) + b"]+")
-# MSH-18 values (HL7 table 0211) and the Python codec that reads them.
+# MSH-18 values (HL7 table 0211), and the spellings senders use for them ("ISO-8859-1",
+# "UTF8", DICOM's "ISO_IR 100"), compared upper-case without blanks or punctuation, and the
+# codec that reads them. ISO-8859-1 is read as Windows-1252 (``LATIN``): its bytes 0x80-0x9F
+# are control characters no text holds, and senders labelled 8859/1 write "œ", "’", "€" there.
+LATIN = "cp1252"
 _CHARSETS = {
-    "8859/1": "iso-8859-1",
-    "8859/15": "iso-8859-15",
-    "UNICODE UTF-8": "utf-8",
-    "ASCII": "utf-8",  # ASCII is a subset: read leniently
+    **dict.fromkeys(["88591", "ISO88591", "ISOIR100", "LATIN1", "WINDOWS1252", "CP1252"], LATIN),
+    **dict.fromkeys(["885915", "ISO885915", "LATIN9"], "iso-8859-15"),
+    # ASCII is a subset of UTF-8: read leniently.
+    **dict.fromkeys(["UNICODEUTF8", "UTF8", "UNICODE", "ASCII", "USASCII"], "utf-8"),
 }
+_SINGLE_BYTE = frozenset({LATIN, "iso-8859-15"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,15 +125,50 @@ def _raw_message(segments: list[bytes]) -> RawMessage:
     return RawMessage(tuple(segments), headless=segments[0][:3] != b"MSH")
 
 
-def charset_of(msh: bytes) -> str | None:
-    """The codec MSH-18 asks for, or None when it says nothing (or something unknown)."""
+def declared_charset(msh: bytes) -> str:
+    """MSH-18 as the message writes it (its first repetition), or ``""``."""
     if len(msh) < 4:
-        return None
+        return ""
     fields = msh.split(msh[3:4])
     if len(fields) < 18:
-        return None
-    declared = fields[17].split(b"~")[0].strip().decode("ascii", "replace").upper()
-    return _CHARSETS.get(declared)
+        return ""
+    return fields[17].split(b"~")[0].strip().decode("ascii", "replace")
+
+
+def charset_of(msh: bytes) -> str | None:
+    """The codec MSH-18 asks for, or None when it says nothing (or something unknown)."""
+    return _CHARSETS.get(re.sub(r"[^0-9A-Z]", "", declared_charset(msh).upper()))
+
+
+def decode_message(content: bytes, msh: bytes) -> tuple[str, str, str | None]:
+    """(text, codec, why it is not the codec MSH-18 names, if so) of one message.
+
+    The bytes overrule the label when they can only be something else: UTF-8 labelled
+    8859/1 (an interface engine re-encoded it and kept the header), and text that is not
+    UTF-8 labelled UTF-8 or not labelled at all (Windows/Latin-1, as most French senders).
+    """
+    declared = declared_charset(msh)
+    codec = charset_of(msh)
+    said = f"MSH-18 declares {declared!r}" if declared else "MSH-18 declares no character set"
+    if codec in _SINGLE_BYTE:
+        if not content.isascii():
+            try:
+                return content.decode("utf-8"), "utf-8", f"{said} but the message is UTF-8: read as UTF-8"
+            except UnicodeDecodeError:
+                pass
+        return _decode_latin(content, codec), codec, None
+    try:
+        return content.decode("utf-8"), "utf-8", None
+    except UnicodeDecodeError:
+        why = f"{said} but the message is not valid UTF-8: read as ISO-8859-1 (Windows-1252)"
+        return _decode_latin(content, LATIN), LATIN, why
+
+
+def _decode_latin(content: bytes, codec: str | None) -> str:
+    try:
+        return content.decode(codec or LATIN)
+    except UnicodeDecodeError:  # the five bytes Windows-1252 leaves undefined
+        return content.decode("iso-8859-1")
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,9 +267,13 @@ def _unescaper(
             return simple[code]
         if code[:1] == "X" and len(code) % 2 == 1:
             try:
-                return bytes.fromhex(code[1:]).decode(charset, "replace")
+                raw = bytes.fromhex(code[1:])
             except ValueError:
                 return match.group(0)
+            try:
+                return raw.decode(charset)
+            except UnicodeDecodeError:  # a Latin-1 byte escaped in a UTF-8 message
+                return _decode_latin(raw, LATIN)
         if code[:1] in {"C", "M"} or code[:3] in {".in", ".ti", ".sk", ".ce", ".fi", ".nf"}:
             return ""  # character-set switches and layout hints: nothing to show
         return match.group(0)

@@ -627,3 +627,43 @@ def test_iter_documents_holds_broken_messages_only_until_one_is_readable(parser:
     assert documents[1:] and not any(w.blocking for d in documents[1:] for w in d.warnings)
     with pytest.raises(ParserError, match="segments before any MSH"):
         list(parser.iter_documents(b"PID|1||x\r", source="f.hl7"))
+
+
+# --- character sets as senders label them --------------------------------------------------
+
+
+def _oru(msh18: str, analyte: str = "Hémoglobine", comment: str = "RAS") -> str:
+    return (
+        f"MSH|^~\\&|LIS|LABO|CARNET|CARNET|20240312083000||ORU^R01^ORU_R01|C1|P|2.5|||||FRA|{msh18}\r"
+        f"PID|1||{INS_DUPONT}^^^ASIP-SANTE-INS-NIR&{INS_OID}&ISO^INS||DUPONT^Marie^^^^^L||19800101|F\r"
+        "OBR|1||F1|BIO^Bilan^L|||20240312083000\r"
+        f"OBX|1|NM|718-7^{analyte}^LN||13.5|g/dL|12-16|N|||F\r"
+        f"NTE|1||{comment}\r"
+    )
+
+
+@pytest.mark.parametrize("msh18", ["8859/1", "8859/15"])
+def test_utf8_bytes_labelled_latin1_are_read_as_utf8_with_a_warning(parser: Hl7Parser, msh18: str) -> None:
+    # An interface engine re-encoded the message in UTF-8 and kept the sender's MSH-18.
+    [doc] = parser.parse(_oru(msh18).encode("utf-8"), source="x")
+    assert [r.analyte for r in doc.results] == ["Hémoglobine"]
+    [warning] = doc.warnings
+    assert not warning.blocking and repr(msh18) in warning.message and "UTF-8" in warning.message
+
+
+@pytest.mark.parametrize("msh18", ["ISO-8859-1", "ISO8859-1", "iso_ir 100", "LATIN1", "WINDOWS-1252"])
+def test_latin1_under_its_usual_spellings_is_read_without_warning(parser: Hl7Parser, msh18: str) -> None:
+    [doc] = parser.parse(_oru(msh18).encode("iso-8859-1"), source="x")
+    assert [r.analyte for r in doc.results] == ["Hémoglobine"] and doc.warnings == ()
+
+
+@pytest.mark.parametrize("msh18", ["8859/1", "", "UNICODE UTF-8"])
+def test_windows_1252_characters_of_a_latin1_message_are_read(parser: Hl7Parser, msh18: str) -> None:
+    [doc] = parser.parse(_oru(msh18, comment="Sœur : l’œdème, 5 €").encode("cp1252"), source="x")
+    assert "Sœur : l’œdème, 5 €" in doc.text
+    assert all(msh18 == "8859/1" or "ISO-8859-1" in w.message for w in doc.warnings)
+
+
+def test_a_latin1_byte_escaped_in_a_utf8_message_is_read_as_latin1(parser: Hl7Parser) -> None:
+    [doc] = parser.parse(_oru("UNICODE UTF-8", comment="caf\\XE9\\ et th\\XC3A9\\").encode(), source="x")
+    assert "café et thé" in doc.text
