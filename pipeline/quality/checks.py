@@ -524,7 +524,9 @@ def result_facts(result: LabResult, *, ocr: bool = False) -> ResultFacts:
     return ResultFacts(
         result=result,
         verdict=j,
-        numeric_ok=(j.number is not None) if result.value_type == "NM" else None,
+        # An NM without a value (OBX-11 X: "cannot be obtained", a pending result) has no
+        # number to be wrong about: only a value given that is no number is invalid.
+        numeric_ok=(j.number is not None) if result.value_type == "NM" and result.value else None,
         unit_valid_ucum=j.unit.valid_ucum if j.unit else None,
         unit_plausible=plausible,
         unit_read_ok=read_ok,

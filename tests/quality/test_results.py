@@ -117,3 +117,12 @@ def test_a_misread_unit_in_ocr_text_is_a_warning() -> None:
     # A wrong kind stays blocking whatever read it.
     wrong_kind = check_results((result("Leucocytes", "7,2", "mmol/L"),), ocr=True)
     assert [(p.code, p.blocking) for p in wrong_kind] == [(Reason.IMPLAUSIBLE_UNIT, True)]
+
+
+@pytest.mark.parametrize("value", [None, ""])
+def test_an_nm_result_without_a_value_is_not_invalid(value: str | None) -> None:
+    # HL7 OBX-11 X: the lab could not obtain the result (haemolysed sample…), OBX-5 empty.
+    not_obtained = LabResult(analyte="Glucose", loinc="2345-7", value=value, value_type="NM",
+                             unit="mmol/L", reference_range="3.9-5.8")  # fmt: skip
+    assert codes(not_obtained) == []
+    assert codes(not_obtained.model_copy(update={"value": "hémolysé"})) == [(Reason.INVALID_RESULT, True)]
