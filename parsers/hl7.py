@@ -28,9 +28,10 @@ What is read, per message:
   generic biology title, each OBR-4 heading its section of ``text``), else the document
   type's text; ``document_date`` OBR-7, else TXA-4, else MSH-7; author: the first of
   OBR-32, OBR-16, ORC-12 and PRT-5 (author participation first) whose id is an RPPS.
-* OBX: one ``LabResult`` each, except visibility observations (an OBX whose OBX-3 is a
-  ``Visibility`` value, e.g. ``MASQUE_PS``, with value Y/YES/TRUE/1/O/OUI sets that flag),
-  the profile's instructions (``DESTDMP``, ``ACK_RECEPTION``…), and ED observations.
+* OBX: one ``LabResult`` each, except results withdrawn (OBX-11 D, W), visibility
+  observations (an OBX whose OBX-3 is a ``Visibility`` value, e.g. ``MASQUE_PS``, with
+  value Y/YES/TRUE/1/O/OUI sets that flag), the profile's instructions (``DESTDMP``,
+  ``ACK_RECEPTION``…), and ED observations.
 * OBX of type ED: the document itself. Its Base64 is decoded (blanks and line breaks
   dropped) and parsed by the embedded-document registry (the same CDA, PDF and image
   parsers as for files); that document's text, results, visibility, patient ids, type
@@ -97,6 +98,9 @@ _PROFILE_FLAGS = frozenset(
     {"DESTDMP", "DESTMSSANTEPS", "DESTMSSANTEPAT", "ACK_RECEPTION", "ACK_LECTURE", "MODIF_CONF_CODE"}
 )
 LOINC = "2.16.840.1.113883.6.1"
+# OBX-11 (HL7 table 0085) of a result the producer took back: D deleted, W posted as wrong
+# (e.g. sent for the wrong patient). Neither is a result of this patient's.
+_WITHDRAWN_RESULT = frozenset({"D", "W"})
 _REQUIRED_MSH = {9: "MSH-9 message type", 10: "MSH-10 control id", 12: "MSH-12 version"}
 # Messages that carry a document: lab results, and the document-management events of the
 # national profile "Transmission de documents CDA en HL7 v2" that come with the document
@@ -355,7 +359,7 @@ class _Reader:
         if value_type == "ED":
             self._read_ed(seg)
             return
-        if seg.value(11) == "D":  # result status "deleted": the producer withdrew it
+        if seg.value(11) in _WITHDRAWN_RESULT:
             return
         analyte = _ce_text(seg, 3) or code
         if not analyte:

@@ -667,3 +667,12 @@ def test_windows_1252_characters_of_a_latin1_message_are_read(parser: Hl7Parser,
 def test_a_latin1_byte_escaped_in_a_utf8_message_is_read_as_latin1(parser: Hl7Parser) -> None:
     [doc] = parser.parse(_oru("UNICODE UTF-8", comment="caf\\XE9\\ et th\\XC3A9\\").encode(), source="x")
     assert "café et thé" in doc.text
+
+
+@pytest.mark.parametrize("status", ["D", "W"])
+def test_a_result_deleted_or_posted_as_wrong_is_no_result(parser: Hl7Parser, status: str) -> None:
+    # OBX-11 W: "post original as wrong", e.g. a creatinine transmitted for the wrong patient.
+    wrong = f"OBX|2|NM|2160-0^Créatinine^LN||88|µmol/L|45-90||||{status}\r"
+    data = _oru("8859/1").replace("NTE|1||RAS\r", wrong)
+    [doc] = parser.parse(data.encode("cp1252"), source="x")
+    assert [r.analyte for r in doc.results] == ["Hémoglobine"] and "Créatinine" not in doc.text
