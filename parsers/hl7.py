@@ -46,7 +46,8 @@ What is read, per message:
 * Replacement and deletion (the profile's OBX-11 on the document's OBX: F original, C
   replacement, D deletion): ``withdraw`` is set by MDM^T11, OBX-11 ``D`` or TXA-19
   ``CA``; ``version`` is the embedded CDA's versionNumber, else 2 when an OBR-25 result
-  status is ``C`` (a correction shares OBR-3 with the report it replaces).
+  status is ``C`` (a correction shares OBR-3 with the report it replaces), 0 when every
+  OBR-25 says the report is not final (preliminary, partial: it comes before the final).
 * ``text``: the title, one line per result (``Hémoglobine (718-7) : 13.5 g/dL [12.0-16.0]
   N``), NTE comments where they stand, then the embedded documents' text.
 """
@@ -305,7 +306,7 @@ class _Reader:
             producer_finess=finess or inner.producer_finess,
             producer_name=producer_name or inner.producer_name,
             producer_document_id=document_id,
-            version=inner.version or (2 if any(o.value(25) == "C" for o in obrs) else None),
+            version=inner.version or _report_version(obrs),
             document_ids=tuple(i for i in own_ids if i != document_id),
             refers_to=_parent_ids(txa),
             withdraw=self._withdraws(message_type, txa),
@@ -402,6 +403,22 @@ class _Reader:
             self.ed_failures.append(
                 Problem(code=reason, blocking=False, message=f"embedded {declared} unreadable: {exc.message}")
             )
+
+
+# OBR-25 result statuses (HL7 table 0123) of a report not final yet: some results
+# available (A), preliminary (P), not verified (R), in the lab (I), scheduled (S), order
+# received (O).
+_NOT_FINAL = frozenset({"A", "P", "R", "I", "S", "O"})
+
+
+def _report_version(obrs: list[Segment]) -> int | None:
+    """The report's place among the versions of its order (OBR-3), from OBR-25: 0 when not
+    final yet, 2 when corrected, else None (an original, 1). A preliminary report that
+    arrives after the final one (files sorted by name, a resend) must not replace it."""
+    statuses = {o.value(25) for o in obrs} - {""}
+    if "C" in statuses:
+        return 2
+    return 0 if statuses and statuses <= _NOT_FINAL else None
 
 
 def _txa_type(txa: Segment | None) -> tuple[str | None, str]:

@@ -263,3 +263,23 @@ def test_a_report_path_that_is_a_folder_is_refused_before_the_run(
     assert main(["ingest", str(folder), "--report", str(tmp_path), "--quiet"]) == 1
     assert "is a folder" in capsys.readouterr().err
     assert not (tmp_path / "carnet" / "index.db").exists()  # nothing was filed
+
+
+def test_a_preliminary_report_after_its_final_one_never_hides_it(
+    tmp_path: Path, index: DocumentIndex
+) -> None:
+    # Files named by status sort the final (…_F) before the preliminary (…_P) it completes.
+    head = (
+        "MSH|^~\\&|LIS|LABO|CARNET|CARNET|20240312100000||ORU^R01^ORU_R01|{ctrl}|P|2.5|||||FRA|\r"
+        f"PID|1||{INS_COLIN}^^^ASIP-SANTE-INS-NIR&1.2.250.1.213.1.4.8&ISO^INS||COLIN^Marc^^^^^L||19690221|M\r"
+        "OBR|1||ORDER-7|BIO^Bilan biologique^L|||20240312083000|||||||||||||||20240312100000|||{status}\r"
+        "OBX|1|NM|718-7^Hémoglobine^LN||13.5|g/dL|13-17|N|||{status}\r"
+    )
+    final = head + "OBX|2|NM|2951-2^Sodium^LN||141|mmol/L|135-145|N|||F\r"
+    settings = Settings(data_dir=tmp_path / "carnet")
+    with Pipeline(settings, open_backends(settings, index=index)) as pipe:
+        for name, message in [("ORDER-7_F.hl7", final.format(ctrl="M2", status="F")),
+                              ("ORDER-7_P.hl7", head.format(ctrl="M1", status="P"))]:  # fmt: skip
+            pipe.process(InputFile(data=message.encode(), source=name, producer="labo"))
+    [hit] = index.search(SearchQuery(patient_id=INS_COLIN)).hits
+    assert "Sodium" in (index.get(INS_COLIN, hit.doc_id) or pytest.fail("no live version")).text

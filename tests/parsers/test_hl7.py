@@ -676,3 +676,19 @@ def test_a_result_deleted_or_posted_as_wrong_is_no_result(parser: Hl7Parser, sta
     data = _oru("8859/1").replace("NTE|1||RAS\r", wrong)
     [doc] = parser.parse(data.encode("cp1252"), source="x")
     assert [r.analyte for r in doc.results] == ["Hémoglobine"] and "Créatinine" not in doc.text
+
+
+@pytest.mark.parametrize(
+    ("statuses", "version"), [("PP", 0), ("AR", 0), ("FF", None), ("PF", None), ("CF", 2), ("", None)]
+)
+def test_obr_25_places_a_report_among_the_versions_of_its_order(
+    parser: Hl7Parser, statuses: str, version: int | None
+) -> None:
+    obrs = "".join(
+        f"OBR|{n}||F1|BIO^Bilan^L|||20240312083000|||||||||||||||20240312100000|||{status}\r"
+        f"OBX|1|NM|718-7^Hémoglobine^LN||13.5|g/dL|12-16|N|||{status or 'F'}\r"
+        for n, status in enumerate(statuses or " ", start=1)
+    ).replace("||| \r", "|||\r")
+    data = _oru("UNICODE UTF-8").split("OBR|")[0] + obrs
+    [doc] = parser.parse(data.encode(), source="x")
+    assert doc.version == version and not doc.warnings
