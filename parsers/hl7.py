@@ -269,7 +269,7 @@ class _Reader:
         # patients in one message, which is one document filed under one patient. Every
         # PID's ids are kept (so the rejected message is found by each patient's erasure).
         pids = [tuple(_patient_ids(p)) for p in self._all("PID")]
-        if len(set(pids)) > 1:
+        if not _one_patient(pids):
             self.warnings.append(Problem(code=Reason.IDENTITY_CONFLICT, message=(
                 f"the message holds {len(pids)} PID segments naming different patients (PID-3):"
                 " one patient per message")))  # fmt: skip
@@ -508,6 +508,26 @@ def _patient_ids(pid: Segment) -> Iterator[PatientIdentifier]:
         authority = pid.part(rep, 4, 2) or pid.part(rep, 4, 1) or None
         kind = pid.part(rep, 5) or ("INS" if authority in INS_OIDS else None)
         yield PatientIdentifier(value=value, authority=authority, kind=kind)
+
+
+def _one_patient(pids: list[tuple[PatientIdentifier, ...]]) -> bool:
+    """Whether the PID segments of a message name one patient: each repeats an identifier
+    of the first and gives no other value in a namespace they share. A repeated PID may list
+    the same ids in another order, or fewer of them (the INS without the IPP)."""
+
+    def by_namespace(ids: tuple[PatientIdentifier, ...]) -> dict[str, set[str]]:
+        found: dict[str, set[str]] = {}
+        for i in ids:
+            found.setdefault(i.authority or i.kind or "", set()).add(i.value)
+        return found
+
+    first = by_namespace(pids[0]) if pids else {}
+    for ids in pids[1:]:
+        other = by_namespace(ids)
+        shared = first.keys() & other.keys()
+        if not any(first[n] & other[n] for n in shared) or any(first[n] != other[n] for n in shared):
+            return False
+    return True
 
 
 def _demographics(pid: Segment) -> PatientDemographics:

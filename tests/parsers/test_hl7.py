@@ -330,6 +330,34 @@ def test_results_of_several_patients_in_one_message_are_an_identity_conflict(par
     assert same.warnings == () and [i.value for i in same.patient_ids] == [INS_DUPONT, "IPP0001"]
 
 
+def _pid(*ids: str) -> str:
+    return f"PID|1||{'~'.join(ids)}||DUPONT^Marie^^^^^L||19800101|F"
+
+
+INS = f"{INS_DUPONT}^^^ASIP-SANTE-INS-NIR&{INS_OID}&ISO^INS"
+
+
+@pytest.mark.parametrize(
+    ("second", "one"),
+    [
+        (_pid("IPP0001^^^LABO&1.2.3&ISO^PI", INS), True),  # the same ids in another order
+        (_pid(INS), True),  # the INS without the IPP
+        (_pid("IPP0001^^^LABO&1.2.3&ISO^PI"), True),  # the IPP without the INS
+        (_pid(INS, "IPP0002^^^LABO&1.2.3&ISO^PI"), False),  # another IPP of the same lab
+        (_pid(f"{INS_SANTONI}^^^ASIP-SANTE-INS-NIR&{INS_OID}&ISO^INS"), False),
+        (_pid("IPP0001^^^AUTRE&9.9.9&ISO^PI"), False),  # nothing in common: not known to be one
+    ],
+)
+def test_a_repeated_pid_of_the_same_patient_is_no_identity_conflict(
+    parser: Hl7Parser, second: str, one: bool
+) -> None:
+    first = _oru("UNICODE UTF-8").replace(f"PID|1||{INS}", f"PID|1||{INS}~IPP0001^^^LABO&1.2.3&ISO^PI")
+    group = first[first.index("OBR|") :]
+    [doc] = parser.parse((first + second + "\r" + group).encode(), source="x")
+    conflicts = [w for w in doc.warnings if w.code is Reason.IDENTITY_CONFLICT]
+    assert (conflicts == []) is one
+
+
 def test_separators_come_from_msh(parser: Hl7Parser) -> None:
     [doc] = parse(parser, "oru_custom_separators.hl7")
     assert doc.patient_ids[0] == PatientIdentifier(value=INS_DUPONT, authority=INS_OID, kind="INS")
