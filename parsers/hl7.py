@@ -276,7 +276,8 @@ class _Reader:
         obrs = [s for s in self.segments if s.name == "OBR"]
         for seg in self.segments[1:]:
             self._read_body(seg, several_obr=len(obrs) > 1)
-        self._settle_ed_failures()
+        withdraw = self._withdraws(message_type, txa)
+        self._settle_ed_failures(withdraw=withdraw)
         first_obr = obrs[0] if obrs else None
         inner = self.embedded[0] if self.embedded else ParsedDocument(source="", format=Format.HL7V2)
         code, code_text = self.document_code if self.document_code[0] else _txa_type(txa)
@@ -309,7 +310,7 @@ class _Reader:
             version=inner.version or _report_version(obrs),
             document_ids=tuple(i for i in own_ids if i != document_id),
             refers_to=_parent_ids(txa),
-            withdraw=self._withdraws(message_type, txa),
+            withdraw=withdraw,
             results=tuple(self.results) + tuple(r for d in self.embedded for r in d.results),
             visibility=tuple(dict.fromkeys(
                 [*self.visibility, *(v for d in self.embedded for v in d.visibility)])),
@@ -330,9 +331,11 @@ class _Reader:
         return (message_type == "MDM^T11" or self.document_status == "D"
                 or (txa is not None and txa.value(19) == "CA"))  # fmt: skip
 
-    def _settle_ed_failures(self) -> None:
-        """An unreadable embedded document blocks the message unless results stand beside it."""
-        blocking = not self.results and not self.embedded
+    def _settle_ed_failures(self, *, withdraw: bool) -> None:
+        """An unreadable embedded document blocks the message unless results stand beside it
+        or the message withdraws a document: a deletion names its target by its ids (TXA-12,
+        OBR-3), and senders often leave the document's OBX-5 empty in it."""
+        blocking = not self.results and not self.embedded and not withdraw
         for problem in self.ed_failures:
             self.warnings.append(problem.model_copy(update={"blocking": blocking}))
 

@@ -720,3 +720,14 @@ def test_obr_25_places_a_report_among_the_versions_of_its_order(
     data = _oru("UNICODE UTF-8").split("OBR|")[0] + obrs
     [doc] = parser.parse(data.encode(), source="x")
     assert doc.version == version and not doc.warnings
+
+
+@pytest.mark.parametrize("ed", ["", "^AP^PDF^Base64^", "^AP^PDF^Base64^bm90IGEgUERG"])
+def test_a_deletion_whose_document_obx_is_empty_or_unreadable_still_withdraws(
+    parser: Hl7Parser, ed: str
+) -> None:
+    t11 = (FR / "06_mdm_t11_deletion.hl7").read_bytes().rstrip(b"\r")
+    t11 += f"\rOBX|1|ED|11502-2^CR d'examens biologiques^LN||{ed}||||||D\r".encode()
+    [doc] = parser.parse(t11, source="x")
+    assert doc.withdraw and doc.producer_document_id == "1.2.250.1.999.3.2^CRBIO-ROUX-V2"
+    assert not any(w.blocking for w in doc.warnings)
