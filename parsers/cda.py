@@ -23,7 +23,10 @@ Conventions chosen here (the pipeline relies on them):
 
 * ``producer_document_id`` is the **setId** (``root^extension``) when the document has one,
   else its ``id``: every version of a document shares its setId, so version 2 replaces
-  version 1 in the patient's record; ``version`` carries ``versionNumber``.
+  version 1 in the patient's record; ``version`` carries ``versionNumber``. The ``id`` is
+  kept in ``document_ids`` too, and ``refers_to`` holds the ids (and setIds) that
+  ``relatedDocument typeCode="RPLC"`` names: a replacement finds its parent by them when
+  the producer kept no setId (optional before the CI-SIS made it mandatory) or gave a new one.
 * ``visibility``: ``confidentialityCode`` N/R/V say nothing on their own; a flag is set only
   when the code, or one of its ``translation`` codes, is a ``Visibility`` value (the DMP
   vocabulary, e.g. ``MASQUE_PS``).
@@ -309,6 +312,7 @@ def _read_document(
     rpps, author_name = _author(root)
     finess, producer_name = _producer(root)
     version = _attr(_find(root, "versionNumber"), "value")
+    own_id, set_id = _ii(_find(root, "id")), _ii(_find(root, "setId"))
     return ParsedDocument(
         source=source,
         format=Format.CDA,
@@ -324,8 +328,10 @@ def _read_document(
         author_name=author_name,
         producer_finess=finess,
         producer_name=producer_name,
-        producer_document_id=_ii(_find(root, "setId")) or _ii(_find(root, "id")),
+        producer_document_id=set_id or own_id,
         version=int(version) if version and version.isdigit() else None,
+        document_ids=(own_id,) if own_id and set_id and own_id != set_id else (),
+        refers_to=_replaced_documents(root),
         results=tuple(streamed.results),
         visibility=_visibility(root),
         page_count=body.page_count,
@@ -465,6 +471,17 @@ def _type_code(code: Element | None) -> tuple[str | None, str | None]:
         if _attr(elem, "code") and _attr(elem, "codeSystem") in TYPE_CODE_SYSTEMS:
             return _attr(elem, "code"), _attr(elem, "codeSystem")
     return _attr(code, "code"), _attr(code, "codeSystem")
+
+
+def _replaced_documents(root: Element) -> tuple[str, ...]:
+    """The ids (and setIds) of the documents this one replaces (``relatedDocument`` RPLC)."""
+    ids = (
+        _ii(elem)
+        for related in _findall(root, "relatedDocument")
+        if _attr(related, "typeCode") == "RPLC"
+        for elem in (*_findall(related, "parentDocument/id"), *_findall(related, "parentDocument/setId"))
+    )
+    return tuple(dict.fromkeys(i for i in ids if i))
 
 
 def _visibility(root: Element) -> tuple[Visibility, ...]:

@@ -309,6 +309,42 @@ def test_without_set_id_the_document_id_is_used() -> None:
     assert parse_one(root_only).producer_document_id == "1.2.250.1.999.2"
 
 
+SET_ID = b'<setId root="1.2.250.1.999.3" extension="CRBIO-2024-0042"/>'
+
+
+def replacement_of(parent_id: bytes, *, own_id: bytes = b"CRBIO-2024-0042-V2", set_id: bytes = b"") -> bytes:
+    """The CR-BIO sample as a version 2 replacing the document ``parent_id`` (RPLC)."""
+    related = (
+        b'<relatedDocument typeCode="RPLC"><parentDocument>'
+        b'<id root="1.2.250.1.999.2" extension="' + parent_id + b'"/>'
+        b"</parentDocument></relatedDocument>"
+    )
+    return (
+        sample("cr-bio.xml")
+        .replace(SET_ID, set_id)
+        .replace(b'extension="CRBIO-2024-0042-V1"', b'extension="' + own_id + b'"')
+        .replace(b'<versionNumber value="1"/>', b'<versionNumber value="2"/>')
+        .replace(b"<component>\n    <structuredBody>", related + b"<component>\n    <structuredBody>")
+    )
+
+
+def test_a_replacement_names_its_parent_document() -> None:
+    """relatedDocument RPLC names the replaced document by its id: the series a replacement
+    joins when the producer kept no setId (optional until the CI-SIS made it mandatory) or
+    gave a new one; the document's own id is one the next replacement may name."""
+    doc = parse_one(replacement_of(b"CRBIO-2024-0042-V1"))
+    assert doc.refers_to == ("1.2.250.1.999.2^CRBIO-2024-0042-V1",)
+    assert doc.producer_document_id == "1.2.250.1.999.2^CRBIO-2024-0042-V2"  # no setId: its id
+    with_set = parse_one(replacement_of(b"CRBIO-2024-0042-V1", set_id=SET_ID))
+    assert with_set.producer_document_id == "1.2.250.1.999.3^CRBIO-2024-0042"
+    assert with_set.document_ids == ("1.2.250.1.999.2^CRBIO-2024-0042-V2",)
+    # An addendum (APND) or a transformation (XFRM) replaces nothing.
+    addendum = replacement_of(b"CRBIO-2024-0042-V1").replace(b'typeCode="RPLC"', b'typeCode="APND"')
+    assert parse_one(addendum).refers_to == ()
+    original = parse_one(sample("cr-bio.xml"))
+    assert (original.refers_to, original.document_ids) == ((), ("1.2.250.1.999.2^CRBIO-2024-0042-V1",))
+
+
 # --- CR-IMG ------------------------------------------------------------------------------
 
 

@@ -1,0 +1,52 @@
+"""CDA R2 as French producers send it to the DMP, through the whole pipeline: versions and
+replacements of a document (setId, versionNumber, relatedDocument)."""
+
+from __future__ import annotations
+
+import base64
+import os
+from pathlib import Path
+
+import pytest
+
+from pipeline.ingest.run import Pipeline
+from pipeline.ingest.stages import InputFile
+from pipeline.model import SearchQuery, Status
+from pipeline.settings import Settings
+from tests.parsers.test_cda import SET_ID, replacement_of, sample
+
+
+def _settings(tmp_path: Path) -> Settings:
+    return Settings(data_dir=tmp_path / "carnet", master_key=base64.b64encode(os.urandom(32)).decode())
+
+
+@pytest.mark.parametrize("one_run", [True, False])
+@pytest.mark.parametrize("parent_set_id", [False, True])
+def test_a_cda_replacement_naming_its_parent_takes_its_place(
+    tmp_path: Path, one_run: bool, parent_set_id: bool
+) -> None:
+    """A CDA replaces the document its relatedDocument RPLC names even without the same
+    setId (none at all, as before the CI-SIS made it mandatory, or a new one): the parent
+    leaves default searches, and a third version naming the second joins the same series."""
+    original = sample("cr-bio.xml") if parent_set_id else sample("cr-bio.xml").replace(SET_ID, b"")
+    second = replacement_of(b"CRBIO-2024-0042-V1").replace(b'value="13.2"', b'value="12.9"')
+    third = replacement_of(b"CRBIO-2024-0042-V2", own_id=b"CRBIO-2024-0042-V3").replace(
+        b'<versionNumber value="2"/>', b'<versionNumber value="3"/>'
+    )
+    inputs = [("v1.xml", original), ("v2.xml", second), ("v3.xml", third)]
+    settings = _settings(tmp_path)
+    outcomes = []
+    for batch in [inputs] if one_run else [[i] for i in inputs]:
+        with Pipeline(settings) as pipe:
+            pipe.start_run("ingest", "test", exclusive=True)
+            for source, data in batch:
+                pipe.process(InputFile(data=data, source=source, producer="labo"))
+            pipe.flush()
+            outcomes += pipe.outcomes
+            index = pipe.index
+            ins = "284037512345640"
+            live = index.search(SearchQuery(patient_id=ins)).hits
+            every = index.search(SearchQuery(patient_id=ins, include_superseded=True)).hits
+    assert [o.status for o in outcomes] == [Status.INDEXED, Status.REPLACED, Status.REPLACED]
+    assert [h.doc_id for h in live] == [outcomes[2].doc_id]
+    assert len(every) == 3
