@@ -53,7 +53,7 @@ from xml.etree.ElementTree import Element, ParseError
 import defusedxml.ElementTree as safe_etree
 from defusedxml import DefusedXmlException
 
-from parsers.embedded import EmbeddedReader, EmbeddedText, decode_base64
+from parsers.embedded import EmbeddedReader, EmbeddedText, decode_base64, sniff_media_type
 from parsers.timestamps import parse_ts
 from pipeline.errors import ParserError
 from pipeline.identifiers import INS_NIR_OID, RPPS_OID, STRUCTURE_OID, finess_of, rpps_of
@@ -565,7 +565,8 @@ def _narrative_child(child: Element, lines: list[str], pending: list[str]) -> No
 
 def _non_xml_body(body: Element, source: str, embedded: EmbeddedReader) -> EmbeddedText:
     """A level-1 body: base64 (``representation="B64"``) or inline text of ``mediaType``."""
-    declared = _attr(body, "mediaType") or "text/plain"  # the CDA default for ED
+    media_type = _attr(body, "mediaType")
+    declared = media_type or "text/plain"  # the CDA default for ED
     if _find(body, "reference") is not None and not _text(body).strip():
         raise ParserError("nonXMLBody refers to an external file instead of carrying it", source=source)
     if _attr(body, "compression"):
@@ -579,6 +580,8 @@ def _non_xml_body(body: Element, source: str, embedded: EmbeddedReader) -> Embed
         body.text = None  # the base64 text, up to 4/3 of the payload, is not needed any more
         if not payload:
             raise ParserError("nonXMLBody is empty", source=source)
+        if media_type is None:  # left out over base64: the bytes say what they are
+            declared = sniff_media_type(payload) or declared
     else:
         payload = _text(body).encode("utf-8")
         declared = f"{declared.split(';')[0]}; charset=utf-8"  # XML text is already decoded

@@ -132,7 +132,7 @@ class EmbeddedReader:
         """The text of ``payload``; an unsupported type gives no text and a warning."""
         kind, charset = media_type(declared_type)
         if kind in _GENERIC_TYPES:
-            kind = _sniff(payload) or kind
+            kind = sniff_media_type(payload) or kind
         if kind in _PDF_TYPES:
             from parsers.pdf import PdfParser  # pypdf is loaded only for documents that embed a PDF
 
@@ -143,6 +143,10 @@ class EmbeddedReader:
 
             return _from_parsed(ImageParser(ocr=self.ocr).parse(payload, source=source))
         if kind == "text/plain":
+            # Decoded as text, a PDF's or an image's bytes would be indexed as its words.
+            if payload.lstrip().startswith(_PDF_MAGIC) or payload.startswith(_IMAGE_MAGIC):
+                what = "a PDF" if payload.lstrip().startswith(_PDF_MAGIC) else "an image"
+                raise ParserError(f"embedded document declared {kind} holds {what}", source=source)
             return EmbeddedText(text=_squash_lines(_decode_text(payload, charset)))
         if kind in _RTF_TYPES:
             return EmbeddedText(text=_squash_lines(_rtf_text(payload, source)))
@@ -159,7 +163,8 @@ class EmbeddedReader:
         )
 
 
-def _sniff(payload: bytes) -> str | None:
+def sniff_media_type(payload: bytes) -> str | None:
+    """The media type the payload's first bytes show (PDF, PNG/JPEG/TIFF, RTF), or None."""
     head = payload[:1024]
     if _PDF_MAGIC in head:
         return "application/pdf"

@@ -895,6 +895,25 @@ def test_non_xml_body_of_generic_type_is_sniffed() -> None:
     assert "Hemoglobine glyquee HbA1c : 6,9 %" in doc.text
 
 
+def test_non_xml_body_without_media_type_is_read_as_what_it_holds() -> None:
+    """mediaType left out (text/plain by CDA's default) over a base64 PDF: the PDF's text,
+    never its bytes indexed as if they were the report's words."""
+    body = base64.b64encode(SAMPLES.report_pdf()).decode()  # type: ignore[attr-defined]
+    doc = parse_one(with_body(f'<text representation="B64">{body}</text>'))
+    assert "Hemoglobine glyquee HbA1c : 6,9 %" in doc.text
+    assert "%PDF" not in doc.text and "endobj" not in doc.text
+    text = base64.b64encode("Compte rendu : résultats normaux.".encode()).decode()
+    assert parse_one(with_body(f'<text representation="B64">{text}</text>')).text == (
+        "Compte rendu : résultats normaux."
+    )
+
+
+def test_non_xml_body_declared_text_holding_a_pdf_is_a_parse_error() -> None:
+    body = base64.b64encode(SAMPLES.report_pdf()).decode()  # type: ignore[attr-defined]
+    with pytest.raises(ParserError, match="text/plain.*PDF"):
+        parse_one(with_body(f'<text mediaType="text/plain" representation="B64">{body}</text>'))
+
+
 def test_non_xml_body_rtf() -> None:
     doc = parse_one(sample("cr-img-rtf.xml"))
     assert doc.text.splitlines() == [

@@ -56,3 +56,17 @@ def test_text_squashed_by_slices_as_in_one_go(monkeypatch: pytest.MonkeyPatch, s
     for _ in range(2000):
         text = "".join(rnd.choice(pieces) for _ in range(rnd.randint(0, 30)))
         assert embedded._squash_lines(text) == whole(text), repr(text)
+
+
+@pytest.mark.parametrize(
+    ("payload", "what"),
+    [(b"%PDF-1.7\n%\xe2\xe3\n1 0 obj", "a PDF"), (b"\n%PDF-1.4\n", "a PDF"),
+     (b"\x89PNG\r\n\x1a\n\x00\x00", "an image"), (b"\xff\xd8\xff\xe0\x00\x10JFIF", "an image")],
+)  # fmt: skip
+def test_text_declared_over_a_pdf_or_an_image_is_an_error(payload: bytes, what: str) -> None:
+    """Decoded as text, its bytes would be indexed as the document's words."""
+    with pytest.raises(ParserError, match=f"declared text/plain holds {what}"):
+        embedded.EmbeddedReader().read(payload, "text/plain; charset=utf-8", source="x")
+    # Text that merely mentions one is text.
+    text = embedded.EmbeddedReader().read(b"Joint : rapport.pdf (%PDF-1.7)", "text/plain", source="x")
+    assert text.text == "Joint : rapport.pdf (%PDF-1.7)"
