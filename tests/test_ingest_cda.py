@@ -50,3 +50,25 @@ def test_a_cda_replacement_naming_its_parent_takes_its_place(
     assert [o.status for o in outcomes] == [Status.INDEXED, Status.REPLACED, Status.REPLACED]
     assert [h.doc_id for h in live] == [outcomes[2].doc_id]
     assert len(every) == 3
+
+
+def test_a_lab_report_with_entries_and_a_one_line_narrative_is_filed(tmp_path: Path) -> None:
+    """Its entries are its content: indexed with a short_text warning, not refused as empty."""
+    import re
+
+    data = re.sub(
+        rb"<component>\s*<structuredBody>.*</structuredBody>\s*</component>",
+        b"<component><structuredBody><component><section><title>Biochimie</title><text>Glucose 5,4 mmol/L"
+        b'</text><entry><observation classCode="OBS" moodCode="EVN"><code code="2345-7" codeSystem='
+        b'"2.16.840.1.113883.6.1" displayName="Glucose"/><value xsi:type="PQ" value="5.4" unit="mmol/L"/>'
+        b"</observation></entry></section></component></structuredBody></component>",
+        sample("cr-bio.xml"),
+        flags=re.S,
+    )
+    with Pipeline(_settings(tmp_path)) as pipe:
+        pipe.start_run("ingest", "test", exclusive=True)
+        pipe.process(InputFile(data=data, source="glucose.xml", producer="labo"))
+        pipe.flush()
+        [outcome] = pipe.outcomes
+    assert outcome.status is Status.INDEXED
+    assert "short_text" in [r.code.value for r in outcome.reasons]  # a warning

@@ -210,11 +210,12 @@ def examine(doc: ParsedDocument, *, record_of: str | None, clock: StageClock) ->
     with clock.stage("classify"):
         classification = classify_document(doc)
         document_date = doc.document_date or find_document_date(doc.text)
-        if not doc.results and classification.doc_class in _RESULT_CLASSES:
+        structured = bool(doc.results)
+        if not structured and classification.doc_class in _RESULT_CLASSES:
             # Results printed in text are checked like structured ones (one observation model).
             doc = doc.model_copy(update={"results": extract_observations(doc.text)})
     with clock.stage("quality"):
-        problems = check_document(doc, classification, document_date)
+        problems = check_document(doc, classification, document_date, structured_results=structured)
     unreadable = [p for p in problems if p.blocking and p.code in _UNREADABLE]
     if unreadable:
         return Rejection(tuple(unreadable))

@@ -204,6 +204,10 @@ class DocumentFacts:
     scan_words: int | None  # words of a fully OCR'd document (None: a text layer vouches)
     scan_confidence: float | None
     text_chars: int
+    # The text's length where the text is all the document holds; None (does not apply)
+    # when it carries structured results (CDA entries, HL7 OBX): they are its content,
+    # however short the narrative beside them.
+    content_text_chars: int | None
     min_text_chars: int
     ocr_confidence: float | None  # when any page was OCR'd
     document_date: dt.date | None
@@ -219,13 +223,16 @@ def document_facts(
     ocr_confidence: float | None,
     document_date: dt.date | None,
     today: dt.date,
+    structured_results: bool = False,
 ) -> DocumentFacts:
     scan = fully_ocr(ocr_pages, page_count)
+    text_chars = len(text.strip())
     return DocumentFacts(
         doc_class=doc_class,
         scan_words=count_words(text) if scan else None,
         scan_confidence=(ocr_confidence or 0.0) if scan else None,
-        text_chars=len(text.strip()),
+        text_chars=text_chars,
+        content_text_chars=None if structured_results else text_chars,
         min_text_chars=MIN_TEXT_CHARS_BY_CLASS[doc_class],
         ocr_confidence=(ocr_confidence or 0.0) if ocr_pages else None,
         document_date=document_date,
@@ -258,7 +265,7 @@ DOCUMENT_CHECKS: tuple[Check[DocumentFacts], ...] = (
     ),
     Check(
         "text_present",
-        "text_chars",
+        "content_text_chars",
         AtLeast(MIN_TEXT_CHARS),
         Reason.EMPTY_DOCUMENT,
         True,
@@ -319,9 +326,12 @@ def check_document(
     document_date: dt.date | None,
     *,
     today: dt.date | None = None,
+    structured_results: bool = False,
 ) -> list[Problem]:
     """Problems of the per-document checks in ``doc``; blocking ones prevent indexing.
 
+    ``structured_results``: the parser read results from the document's structure (CDA
+    entries, HL7 OBX), not from its text; such a document is not empty for a short text.
     Identity, producer, type, birth and lab-result checks run in the batch gate
     (``pipeline.quality.gate``), where the INS and the feed are known.
     """
@@ -333,6 +343,7 @@ def check_document(
         ocr_confidence=doc.ocr_confidence,
         document_date=document_date,
         today=today or dt.date.today(),
+        structured_results=structured_results,
     )
     return problems(DOCUMENT_CHECKS, facts)
 

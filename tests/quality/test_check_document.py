@@ -42,6 +42,20 @@ def test_text_short_for_the_kind_is_a_warning() -> None:
     assert codes(doc(text="vide")) == [(Reason.EMPTY_DOCUMENT, True)]
 
 
+def test_structured_results_are_content_however_short_the_text() -> None:
+    """A CDA with lab entries (or an HL7 ORU) beside a one-line narrative is a report,
+    not an empty document; its short text is still reported."""
+    from pipeline.model import LabResult
+    from pipeline.quality import check_document
+
+    glucose = LabResult(analyte="Glucose", value="5.1", numeric_value=5.1, value_type="NM", unit="mmol/L")
+    one_line = doc(format=Format.CDA, text="Biochimie\nGlucose 5,1 mmol/L", results=(glucose,))
+    found = check_document(one_line, BIOLOGY, dt.date(2025, 3, 14), today=TODAY, structured_results=True)
+    assert [(p.code, p.blocking) for p in found] == [(Reason.SHORT_TEXT, False)]
+    # Results read from the text itself do not make a near-empty text a document.
+    assert codes(one_line) == [(Reason.EMPTY_DOCUMENT, True)]
+
+
 def test_dates() -> None:
     assert codes(doc(), TODAY + dt.timedelta(days=1)) == [(Reason.IMPLAUSIBLE_DATE, True)]
     assert codes(doc(), dt.date(1901, 1, 1)) == [(Reason.IMPLAUSIBLE_DATE, True)]  # implausibly old
