@@ -12,13 +12,16 @@ One run, same generated files for both sides:
 - Elasticsearch: the bulk helper alone (``helpers.bulk`` of ready documents) beside
   Carnet's write path (``ElasticsearchIndex.apply`` per flush, supersedes, analysis and
   serialisation included), on the same records (:mod:`benchmarks.bench_es_bulk`);
+- HL7 v2 through the whole pipeline: messages per second per core, with the CPU of every
+  process a run starts, the run's fixed cost left out;
 - peak memory on a 500-page text PDF, a 50 MB CDA and an HL7 file of 100,000 segments
   (:mod:`benchmarks.bench_memory`).
 
 Figures are wall-clock rates and ratios (Carnet / bare), plus CPU seconds per document
 (a per-core figure that holds on a busy machine); never a pass/fail threshold.
 Run: ``.venv/bin/python -m benchmarks.bench_wallclock [--quick]`` (``--scanned [PAGES]``,
-``--non-scanned [DOCS]``: one comparison alone; ``--help``); prints one JSON object and a table.
+``--non-scanned [DOCS]``, ``--hl7 [DOCS]``: one comparison alone; ``--help``); prints one JSON
+object and a table.
 """
 
 from __future__ import annotations
@@ -354,6 +357,44 @@ def non_scanned_rates(base: Path, documents: int) -> dict[str, Any]:
     }
 
 
+def hl7_rates(base: Path, documents: int) -> dict[str, Any]:
+    """HL7 v2 through the whole pipeline, per core: ``carnet ingest`` of the HL7 files of a
+    generated feed, and of one of them, each in a fresh process; CPU counts every process
+    a run starts (parse workers, the quality gate's). The difference between the two runs
+    is the CPU the messages cost, the run's fixed cost (start-up, GX's import) left out;
+    beside the bare parse (hl7apy ``parse_message``) of the same files."""
+    from benchmarks.bench_pipeline import _split_by_format
+    from generator import generate_feed
+
+    feed = generate_feed(
+        base / "hl7-feed", seed=11, patients=max(20, documents // 10), documents=documents, include_bad=False
+    )
+    folder = _split_by_format(base / "hl7-feed", list(feed.documents), base / "hl7-by-format")["hl7v2"]
+    first = sorted(p for p in folder.rglob("*.hl7"))[0]
+    (base / "hl7-one").mkdir()
+    shutil.copy(first, base / "hl7-one" / first.name)
+    carnet = _carnet_ingest(folder, base / "carnet-hl7")
+    one = _carnet_ingest(base / "hl7-one", base / "carnet-hl7-one")
+    bare_wall, bare_cpu, bare_out = _timed(
+        [PYTHON, "-m", "benchmarks.bench_wallclock", "--bare", str(folder)], _env()
+    )
+    n = carnet["documents"]
+    per_message = (carnet["cpu_s"] - one["cpu_s"]) / max(1, n - one["documents"])
+    messages = json.loads(bare_out)["hl7_messages"]
+    return {
+        "carnet": {**carnet, "wall_messages_per_s": round(n / carnet["wall_s"], 1)},
+        "carnet_one_file": one,
+        "cpu_ms_per_message": round(per_message * 1000, 3),
+        "messages_per_s_per_core": round(1 / per_message) if per_message > 0 else None,
+        "bare_parse": {
+            "messages": messages,
+            "wall_s": round(bare_wall, 2),
+            "cpu_s": round(bare_cpu, 2),
+            "messages_per_s_per_core": round(messages / bare_cpu),
+        },
+    }
+
+
 def run(quick: bool = False) -> dict[str, Any]:
     documents = 300 if quick else 1000
     scans = 8 if quick else SCANNED_PAGES
@@ -362,6 +403,7 @@ def run(quick: bool = False) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="bench_wallclock_") as tmp:
         base = Path(tmp)
         results["non_scanned"] = non_scanned_rates(base, documents)
+        results["hl7"] = hl7_rates(base, 300 if quick else 1500)
         if _up(ES_URL) and _up(S3_URL):
             bucket = f"carnet-bench-{uuid.uuid4().hex[:8]}"
             from pipeline.store.s3 import S3Store
@@ -446,6 +488,18 @@ def table(r: dict[str, Any]) -> str:
                     "",
                 )
             )
+    if "hl7" in r:
+        hl7 = r["hl7"]
+        rows.append(
+            (
+                f"{hl7['carnet']['documents']} HL7 messages, whole pipeline",
+                f"{hl7['carnet']['wall_s']} s, {hl7['carnet']['wall_messages_per_s']} msgs/s; per core "
+                f"{hl7['messages_per_s_per_core']} msgs/s ({hl7['cpu_ms_per_message']} ms CPU a message, "
+                "every process, fixed cost left out)",
+                f"hl7apy parse alone: {hl7['bare_parse']['messages_per_s_per_core']} msgs/s per core",
+                "",
+            )
+        )
     if "scanned" in r:
         rows.extend(_scanned_rows(r["scanned"]))
     if "elasticsearch" in r:
@@ -473,14 +527,19 @@ def table(r: dict[str, Any]) -> str:
     return "\n".join(" | ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)) for row in rows)
 
 
-def run_alone(scanned: int | None = None, non_scanned: int | None = None) -> dict[str, Any]:
-    """One comparison alone: ``scanned`` generated scans, or ``non_scanned`` documents."""
+def run_alone(
+    scanned: int | None = None, non_scanned: int | None = None, hl7: int | None = None
+) -> dict[str, Any]:
+    """One comparison alone: ``scanned`` generated scans, ``non_scanned`` documents, or the
+    HL7 messages of a feed of ``hl7`` documents."""
     results: dict[str, Any] = {"ocr_workers": available_cpus(), "load_average_before": os.getloadavg()}
     with tempfile.TemporaryDirectory(prefix="bench_wallclock_") as tmp:
         if scanned is not None:
             results["scanned"] = scanned_rates(Path(tmp), available_cpus(), scanned)
         if non_scanned is not None:
             results["non_scanned"] = non_scanned_rates(Path(tmp), non_scanned)
+        if hl7 is not None:
+            results["hl7"] = hl7_rates(Path(tmp), hl7)
     results["load_average_after"] = os.getloadavg()
     return results
 
@@ -495,14 +554,15 @@ def main() -> None:
     alone = "this comparison alone"
     parser.add_argument("--scanned", nargs="?", type=int, const=SCANNED_PAGES, metavar="PAGES", help=alone)
     parser.add_argument("--non-scanned", nargs="?", type=int, const=1000, metavar="DOCS", help=alone)
+    parser.add_argument("--hl7", nargs="?", type=int, const=1500, metavar="DOCS", help=alone)
     # The bare parse runs in a process of its own: this same script, given the folder.
     parser.add_argument("--bare", type=Path, metavar="FOLDER", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.bare is not None:
         print(json.dumps(bare_parse(args.bare)))
         return
-    if args.scanned is not None or args.non_scanned is not None:
-        results = run_alone(args.scanned, args.non_scanned)
+    if args.scanned is not None or args.non_scanned is not None or args.hl7 is not None:
+        results = run_alone(args.scanned, args.non_scanned, args.hl7)
     else:
         results = run(quick=args.quick)
     print(json.dumps(results, indent=2))

@@ -180,12 +180,9 @@ def test_cap_text_cuts_after_a_line_and_leaves_short_texts_alone() -> None:
     assert not cut.warnings[0].blocking and doc.warnings == ()
 
 
-def test_a_file_of_many_documents_is_flushed_as_it_goes(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """An HL7 file's records are written every ``flush_every`` documents, not all at the end
-    of the file: a 100,000-segment file never holds all its records at once."""
-    from pipeline.ingest import InputFile, Pipeline, open_backends
+def _flushes(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The records pending at each ``Pipeline.flush``, in order, from now on."""
+    from pipeline.ingest import Pipeline
 
     held: list[int] = []
     real_flush = Pipeline.flush
@@ -195,10 +192,42 @@ def test_a_file_of_many_documents_is_flushed_as_it_goes(
         real_flush(self)
 
     monkeypatch.setattr(Pipeline, "flush", flush)
+    return held
+
+
+def test_a_file_of_many_documents_is_flushed_as_it_goes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An HL7 file's records are written every ``flush_every`` documents, not all at the end
+    of the file: a 100,000-segment file never holds all its records at once."""
+    from pipeline.ingest import InputFile, Pipeline, open_backends
+
+    held = _flushes(monkeypatch)
     data = (Path(__file__).parent / "samples" / "hl7" / "oru_three_lf.hl7").read_bytes()
     settings = Settings(data_dir=tmp_path / "carnet", ingestion={"flush_every": 1})
     with Pipeline(settings, open_backends(settings)) as pipe:
         outcomes = pipe.process(InputFile(data=data, source="three.hl7", producer="p"))
+        during = list(held)
+    assert [o.status for o in outcomes] == [Status.INDEXED] * 3
+    assert during == [1, 1, 1]
+
+
+def test_a_flush_comes_early_when_its_records_hold_much_text(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Records are flushed before ``flush_every`` of them wait once their texts reach
+    ``_PENDING_TEXT_CHARS``: long reports are not held a thousand at a time."""
+    from pipeline.ingest import InputFile, Pipeline, open_backends, run
+
+    held = _flushes(monkeypatch)
+    settings = Settings(data_dir=tmp_path / "carnet", ingestion={"flush_every": 1000})
+    with Pipeline(settings, open_backends(settings)) as pipe:
+        pipe.process(InputFile(data=hl7_batch(3), source="first.hl7", producer="p"))
+        assert held == [] and len(pipe._pending) == 3  # short texts: they wait
+        pipe.flush()
+        held.clear()
+        monkeypatch.setattr(run, "_PENDING_TEXT_CHARS", 1)
+        outcomes = pipe.process(InputFile(data=hl7_batch(3, start=3), source="next.hl7", producer="p"))
         during = list(held)
     assert [o.status for o in outcomes] == [Status.INDEXED] * 3
     assert during == [1, 1, 1]

@@ -65,6 +65,7 @@ def processes_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
     """``parse_ahead`` starts its workers at the first input and waits for them, so that
     every input of a small test goes to a process."""
     monkeypatch.setattr(run, "_PROCESSES_AFTER", 0)
+    monkeypatch.setattr(run, "_READ_HERE_BELOW", 0)  # small HL7 files sent ahead too
     monkeypatch.setattr(ParsePool, "ready", functools.partialmethod(ParsePool.ready, timeout=120))
 
 
@@ -210,6 +211,42 @@ def test_tesseract_runs_at_most_workers_at_once_among_all_processes(tmp_path: Pa
     assert all(problem is None and docs[0].ocr_pages == 4 for docs, problem, _ in parsed), parsed
     at_once = [int(n) for n in log.read_text().split()]
     assert len(at_once) == 16 and max(at_once) <= 2
+
+
+def test_small_hl7_files_are_read_here_and_start_no_process(tmp_path: Path) -> None:
+    """A feed of small HL7 files: each read by ``process`` (its trip to a worker would cost
+    more than its parse), none sent ahead, and no worker process started for them; a PDF
+    after them starts the workers."""
+    feed = tmp_path / "feed"
+    feed.mkdir()
+    for n in range(run._PROCESSES_AFTER + 4):
+        (feed / f"m{n:03d}.hl7").write_bytes(hl7_batch(1, start=n))
+    submitted: list[str] = []
+    pools: list[ParsePool] = []
+    submit, init = ParsePool.submit, ParsePool.__init__
+
+    def counted(self: ParsePool, item: InputFile) -> object:
+        submitted.append(Path(item.source).name)
+        return submit(self, item)
+
+    def started(self: ParsePool, *args: object) -> None:
+        pools.append(self)
+        init(self, *args)  # type: ignore[arg-type]
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(ParsePool, "submit", counted)
+        mp.setattr(ParsePool, "__init__", started)
+        summary = ingest_sources([str(feed)], Settings(data_dir=tmp_path / "carnet", ocr_workers=2))
+    assert [o.status for o in summary.outcomes] == [Status.INDEXED] * (run._PROCESSES_AFTER + 4)
+    assert submitted == [] and pools == []
+
+    (feed / "z-report.pdf").write_bytes(
+        (Path(__file__).parent / "samples" / "pdf" / "biology_text.pdf").read_bytes()
+    )
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(ParsePool, "__init__", started)
+        ingest_sources([str(feed)], Settings(data_dir=tmp_path / "again", ocr_workers=2))
+    assert len(pools) == 1
 
 
 def test_a_file_of_more_messages_than_a_flush_is_read_here_a_message_at_a_time(

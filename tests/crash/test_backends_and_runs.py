@@ -16,12 +16,14 @@ from pathlib import Path
 import pytest
 
 from generator import GeneratedFeed
+from parsers.registry import ParserRegistry
 from pipeline.crypto import open_encrypted_store
+from pipeline.errors import ParserError
 from pipeline.index import open_index
-from pipeline.ingest import InputFile, Pipeline, ingest_sources
+from pipeline.ingest import ingest_sources
 from pipeline.ledger import Ledger
 from pipeline.maintenance import check_integrity
-from pipeline.model import Problem, Reason, Status
+from pipeline.model import ParsedDocument, Status
 from pipeline.replay import ReplayFilter, replay_quarantine
 from pipeline.settings import Settings
 from tests.conftest import SAMPLES
@@ -200,6 +202,18 @@ def _feed(root: Path) -> dict[str, bytes]:
     return files
 
 
+class _BuggyParser:
+    """A parser with a bug: it fails on every input it is given."""
+
+    name = "buggy"
+
+    def score(self, head: bytes) -> int:
+        return 0
+
+    def parse(self, data: bytes, *, source: str) -> list[ParsedDocument]:
+        raise ParserError("simulated parser bug", source=source)
+
+
 @pytest.mark.parametrize("how", ["replay", "resend"])
 def test_after_a_parser_fix_the_quarantine_is_released_and_versions_keep_producer_order(
     how: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
@@ -211,20 +225,19 @@ def test_after_a_parser_fix_the_quarantine_is_released_and_versions_keep_produce
         hashlib.sha256(files[n]).hexdigest()
         for n in ("1-cr-bio-v1.xml", "3-oru-original.hl7", "5-cr-img.xml")
     }
-    parse = Pipeline._parse
+    choose = ParserRegistry.choose
 
-    def broken_parse(self: Pipeline, item: InputFile):  # type: ignore[no-untyped-def]
-        if hashlib.sha256(item.data).hexdigest() in buggy:
-            return [], Problem(code=Reason.PARSE_ERROR, message="simulated parser bug"), None
-        return parse(self, item)
+    def broken_choose(self: ParserRegistry, data: bytes) -> object:
+        # Chosen for every input, whichever way it is then parsed (ahead, or by ``process``).
+        return _BuggyParser() if hashlib.sha256(data).hexdigest() in buggy else choose(self, data)
 
     settings = Settings(data_dir=tmp_path / "carnet", data_docs=False)
-    monkeypatch.setattr(Pipeline, "_parse", broken_parse)
+    monkeypatch.setattr(ParserRegistry, "choose", broken_choose)
     first = ingest_sources([str(tmp_path / "in")], settings)
     assert [o.status for o in first.outcomes].count(Status.REJECTED) == 4
     store = open_encrypted_store(settings)
     assert len(list(store.list_quarantine())) == 4
-    monkeypatch.setattr(Pipeline, "_parse", parse)  # the fix
+    monkeypatch.setattr(ParserRegistry, "choose", choose)  # the fix
 
     if how == "replay":
         result = replay_quarantine(settings, ReplayFilter())

@@ -731,3 +731,17 @@ def test_a_deletion_whose_document_obx_is_empty_or_unreadable_still_withdraws(
     [doc] = parser.parse(t11, source="x")
     assert doc.withdraw and doc.producer_document_id == "1.2.250.1.999.3.2^CRBIO-ROUX-V2"
     assert not any(w.blocking for w in doc.warnings)
+
+
+def test_the_written_out_segment_ids_are_those_of_every_hl7apy_library() -> None:
+    import hl7apy
+
+    from parsers.hl7_segments import KNOWN_SEGMENTS
+
+    shipped = {
+        name
+        for version in hl7apy.SUPPORTED_LIBRARIES
+        for name in hl7apy.load_library(version).SEGMENTS
+        if len(name) == 3  # hl7apy's ANYHL7SEGMENT placeholder is no segment id
+    }
+    assert shipped == KNOWN_SEGMENTS
