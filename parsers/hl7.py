@@ -24,6 +24,8 @@ What is read, per message:
   whose PID segments (a repeated PATIENT_RESULT group) name different patients is a
   blocking ``identity_conflict``: one message is one document, of one patient. PID-5 (the legal name
   ``L`` first), PID-7, PID-8: demographics.
+* OBR-24: a diagnostic service section of imaging (``RAD``, ``CT``, ``US``…) in every OBR
+  makes the message an imaging report (``type_code`` 18748-4) when nothing else types it.
 * OBR / TXA: ``title`` is OBR-4's text when the message has one OBR (several OBRs: the
   generic biology title, each OBR-4 heading its section of ``text``), else the document
   type's text; ``document_date`` OBR-7, else TXA-4, else MSH-7; author: the first of
@@ -281,6 +283,7 @@ class _Reader:
         first_obr = obrs[0] if obrs else None
         inner = self.embedded[0] if self.embedded else ParsedDocument(source="", format=Format.HL7V2)
         code, code_text = self.document_code if self.document_code[0] else _txa_type(txa)
+        code = code or _section_type(obrs)
         title = (inner.title or (_ce_text(obrs[0], 4) if len(obrs) == 1 else "") or code_text
                  or DEFAULT_TITLE)  # fmt: skip
         document_date = (
@@ -422,6 +425,22 @@ def _report_version(obrs: list[Segment]) -> int | None:
     if "C" in statuses:
         return 2
     return 0 if statuses and statuses <= _NOT_FINAL else None
+
+
+# OBR-24 diagnostic service sections (HL7 table 0074) of imaging, and the DICOM modality
+# codes radiology systems put there (none is a code of table 0074 for something else).
+_IMAGING_SECTIONS = frozenset(
+    {"RAD", "RX", "CT", "NMR", "NMS", "RUS", "OUS", "VUS", "CUS", "XRC",
+     "MR", "US", "MG", "DX", "CR", "XA", "RF", "PET"}
+)  # fmt: skip
+IMAGING_REPORT = "18748-4"  # LOINC "Diagnostic imaging study": the national CR d'imagerie
+
+
+def _section_type(obrs: list[Segment]) -> str | None:
+    """The document type OBR-24 says when every OBR is an imaging section's: a radiology
+    system's ORU^R01 is an imaging report, not a lab's."""
+    sections = {o.value(24).upper() for o in obrs}
+    return IMAGING_REPORT if sections and sections <= _IMAGING_SECTIONS else None
 
 
 def _txa_type(txa: Segment | None) -> tuple[str | None, str]:

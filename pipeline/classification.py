@@ -100,13 +100,23 @@ def _score(text: str) -> dict[DocClass, float]:
     return {c: sum(w * len(p.findall(text)) for p, w in pats) for c, pats in _COMPILED.items()}
 
 
+# HL7 OBX-2 value types of a measured or coded result (a lab's), as against report text.
+_MEASURED = frozenset({"NM", "SN", "CE", "CWE", "CNE", "NA", "CQ"})
+
+
+def _narrative_only(doc: ParsedDocument) -> bool:
+    """Whether an HL7 message's results are all text (TX, FT, ST…) without a unit."""
+    return not any(r.value_type in _MEASURED or r.unit or r.numeric_value is not None for r in doc.results)
+
+
 def classify_document(doc: ParsedDocument) -> Classification:
     """Class and LOINC type code of ``doc``: metadata first, then content keywords."""
     if doc.type_code:
         rule = "cda.code" if doc.format is Format.CDA else "source.type_code"
         return _from_type_code(doc.type_code, doc.type_code_system, rule)
-    if doc.format is Format.HL7V2 and (doc.message_type or "").startswith("ORU"):
-        # ORU^R01 carries observation results: a lab report (OBR/OBX) by definition here.
+    oru = doc.format is Format.HL7V2 and (doc.message_type or "").startswith("ORU")
+    if oru and not _narrative_only(doc):
+        # ORU^R01 carries observation results: with measured ones, a lab report by definition.
         return _from_type_code("11502-2", LOINC_SYSTEM, "hl7.message_type")
 
     title = fold(doc.title or "")
@@ -115,6 +125,10 @@ def classify_document(doc: ParsedDocument) -> Classification:
     for c, s in _score(title).items():
         scores[c] += 2 * s
     best, best_score = max(scores.items(), key=lambda kv: kv[1])
+    if oru and (best is not DocClass.IMAGING or best_score < _MIN_SCORE):
+        # A report in text lines (OBX TX/FT) is a lab's too unless its words say imaging:
+        # radiology information systems send their reports as ORU^R01.
+        return _from_type_code("11502-2", LOINC_SYSTEM, "hl7.message_type")
     if best_score < _MIN_SCORE:
         return Classification(
             doc_class=DocClass.OTHER, type_code=None, type_label=None, rule="text.no_match", confidence=0.3

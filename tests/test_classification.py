@@ -6,7 +6,7 @@ import pytest
 
 from pipeline.classification import classify_document
 from pipeline.dates import find_document_date
-from pipeline.model import DocClass, Format, ParsedDocument
+from pipeline.model import DocClass, Format, LabResult, ParsedDocument
 
 
 def doc(text: str = "", **kw: object) -> ParsedDocument:
@@ -178,3 +178,24 @@ def test_one_fold_for_search_classification_dates_and_units() -> None:
     assert classification.fold is analysis.fold is dates.fold is units.fold
     assert analysis.fold("Œdème du CŒUR, hémoglobine") == "oedeme du coeur, hemoglobine"
     assert analysis.fold("Hémoglobine glyquée") == "hemoglobine glyquee"
+
+
+def _oru(text: str, *results: LabResult) -> ParsedDocument:
+    return doc(text, format=Format.HL7V2, message_type="ORU^R01", results=results)
+
+
+def test_an_oru_of_report_text_is_what_its_words_say_else_biology() -> None:
+    # A radiology information system's ORU^R01: its report in OBX TX lines, no OBR-24.
+    lines = ["Radiographie du thorax", "Technique : incidences de face et de profil.",
+             "Pas de foyer de condensation. Conclusion : radiographie normale."]  # fmt: skip
+    report = _oru("\n".join(lines), *(LabResult(analyte="Texte", value=t, value_type="TX") for t in lines))
+    c = classify_document(report)
+    assert (c.doc_class, c.type_code) == (DocClass.IMAGING, "18748-4")
+    culture = _oru("Examen cytobactériologique des urines\nAbsence de germe", LabResult(
+        analyte="Culture", value="Absence de germe", value_type="TX"))  # fmt: skip
+    assert classify_document(culture).doc_class is DocClass.BIOLOGY
+    # Measured results make it a lab report whatever its words (a lab's comment on a scanner).
+    measured = report.model_copy(
+        update={"results": (LabResult(analyte="TSH", value="2.1", value_type="NM"),)}
+    )
+    assert classify_document(measured).doc_class is DocClass.BIOLOGY

@@ -745,3 +745,23 @@ def test_the_written_out_segment_ids_are_those_of_every_hl7apy_library() -> None
         if len(name) == 3  # hl7apy's ANYHL7SEGMENT placeholder is no segment id
     }
     assert shipped == KNOWN_SEGMENTS
+
+
+def _ris(section: str) -> bytes:
+    return (
+        "MSH|^~\\&|RIS|CABINET|CARNET|CARNET|20240312120000||ORU^R01^ORU_R01|R1|P|2.5|||||FRA|UNICODE UTF-8\r"
+        f"PID|1||{INS}||DUPONT^Marie^^^^^L||19800101|F\r"
+        "OBR|1||ACC1|ZBQK002^Radiographie du thorax^CCAM|||20240312101500|||||||||||||||"
+        f"20240312120000||{section}|F\r"
+        "OBX|1|TX|&GDT^Texte du compte rendu||Pas de foyer de condensation.||||||F\r"
+    ).encode()
+
+
+@pytest.mark.parametrize(
+    ("section", "code"), [("RAD", "18748-4"), ("ct", "18748-4"), ("HM", None), ("", None)]
+)
+def test_obr_24_of_an_imaging_section_types_the_report(
+    parser: Hl7Parser, section: str, code: str | None
+) -> None:
+    [doc] = parser.parse(_ris(section), source="x")
+    assert doc.type_code == code and doc.title == "Radiographie du thorax"
