@@ -447,7 +447,7 @@ def _txa_type(txa: Segment | None) -> tuple[str | None, str]:
     """TXA-2 document type: (LOINC code or None, its text)."""
     if txa is None:
         return None, ""
-    return (txa.value(2, 1) or None) if txa.value(2, 3) == "LN" else None, _ce_text(txa, 2)
+    return (txa.value(2, 1) or None) if _is_loinc(txa.value(2, 3)) else None, _ce_text(txa, 2)
 
 
 def _ei(seg: Segment, n: int, rep: int = 0) -> str:
@@ -477,11 +477,20 @@ def _ce_text(seg: Segment, n: int) -> str:
 
 
 def _loinc(seg: Segment) -> str | None:
-    if seg.value(3, 3) == "LN":
+    if _is_loinc(seg.value(3, 3)):
         return seg.value(3, 1) or None
-    if seg.value(3, 6) == "LN":
+    if _is_loinc(seg.value(3, 6)):
         return seg.value(3, 4) or None
     return None
+
+
+# CE.3 / CE.6 naming LOINC: "LN" (HL7 table 0396), as senders also write it ("ln",
+# "LOINC") or as its OID (v2.7+ CWE.14 style, put in CE.3 by some).
+_LOINC_SYSTEMS = frozenset({"LN", "LOINC", LOINC})
+
+
+def _is_loinc(system: str) -> bool:
+    return system.upper() in _LOINC_SYSTEMS
 
 
 # HL7 NM: an optional sign, digits, an optional decimal point (a comma from French senders).

@@ -11,7 +11,7 @@ import pytest
 from hl7apy.consts import VALIDATION_LEVEL
 from hl7apy.parser import parse_message
 
-from parsers.hl7 import DEFAULT_TITLE, Hl7Parser
+from parsers.hl7 import DEFAULT_TITLE, LOINC, Hl7Parser
 from parsers.registry import document_registry
 from pipeline.errors import ParserError
 from pipeline.identity import identify_patient
@@ -765,3 +765,16 @@ def test_obr_24_of_an_imaging_section_types_the_report(
 ) -> None:
     [doc] = parser.parse(_ris(section), source="x")
     assert doc.type_code == code and doc.title == "Radiographie du thorax"
+
+
+@pytest.mark.parametrize(
+    "obx3",
+    ["2345-7^Glucose^LN", "2345-7^Glucose^ln", "2345-7^Glucose^LOINC", f"2345-7^Glucose^{LOINC}",
+     "GLY^Glycémie^L^2345-7^Glucose^LOINC"],
+)  # fmt: skip
+def test_obx_3_codes_of_loinc_however_the_system_is_spelled(parser: Hl7Parser, obx3: str) -> None:
+    data = _oru("UNICODE UTF-8").replace(
+        "718-7^Hémoglobine^LN||13.5|g/dL|12-16", f"{obx3}||5.1|mmol/L|3.9-5.8"
+    )
+    [doc] = parser.parse(data.encode(), source="x")
+    assert [r.loinc for r in doc.results] == ["2345-7"]
