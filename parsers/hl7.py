@@ -493,13 +493,17 @@ def _is_loinc(system: str) -> bool:
     return system.upper() in _LOINC_SYSTEMS
 
 
-# HL7 NM: an optional sign, digits, an optional decimal point (a comma from French senders).
-# Python's float() also reads "nan", "inf", "1e400" and "1_000": none is an NM.
-_NM = re.compile(r"[+-]?(?:\d+(?:[.,]\d*)?|[.,]\d+)")
+# HL7 NM: an optional sign, digits, an optional decimal point (a comma from French senders,
+# who also group thousands with a space: "150 000" platelets/mm3). Python's float() also
+# reads "nan", "inf", "1e400" and "1_000": none is an NM.
+_THOUSANDS = "[ \u00a0\u202f]"
+_NM = re.compile(rf"[+-]?(?:(?:\d{{1,3}}(?:{_THOUSANDS}\d{{3}})+|\d+)(?:[.,]\d*)?|[.,]\d+)")
 
 
 def _number(text: str) -> float | None:
-    return float(text.replace(",", ".")) if _NM.fullmatch(text) else None
+    if not _NM.fullmatch(text):
+        return None
+    return float(re.sub(_THOUSANDS, "", text).replace(",", "."))
 
 
 def _obx_value(seg: Segment, value_type: str) -> tuple[str, float | None]:
@@ -514,6 +518,7 @@ def _obx_value(seg: Segment, value_type: str) -> tuple[str, float | None]:
         return seg.part(reps[0], 2) or seg.part(reps[0], 1), None
     if value_type == "SN":  # comparator ^ num1 ^ separator/suffix ^ num2
         comparator, first, sep, second = (seg.part(reps[0], i) for i in range(1, 5))
+        comparator = "" if comparator == "=" else comparator  # "=^5" is exactly 5
         value = f"{comparator}{first}{sep}{second}"
         return value, _number(first) if not (comparator or sep or second) else None
     return "\n".join(seg.text(r) for r in reps).strip(), None

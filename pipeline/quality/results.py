@@ -14,7 +14,9 @@ from pipeline.analysis import fold
 from pipeline.model import LabResult
 from pipeline.units import Kind, UnitVerdict, find_analyte, judge_unit, limits_value, misread_units
 
-_NUMBER = r"[-+]?\d+(?:[.,]\d+)?"
+# Thousands grouped by a space, as French reports print them ("150 000-400 000"), or not.
+_THOUSANDS = "[ \u00a0\u202f]"
+_NUMBER = rf"[-+]?(?:\d{{1,3}}(?:{_THOUSANDS}\d{{3}})+|\d+)(?:[.,]\d+)?"
 _NUMERIC_VALUE = re.compile(rf"^\s*(?:<=|>=|<|>|≤|≥)?\s*({_NUMBER})\s*$")
 _RANGE_BETWEEN = re.compile(rf"^\s*({_NUMBER})\s*(?:-|–|—|à|a|to)\s*({_NUMBER})\s*$")
 _RANGE_BOUND = re.compile(rf"^\s*(<=|>=|<|>|≤|≥)\s*({_NUMBER})\s*$")
@@ -35,7 +37,7 @@ _SIGNED = re.compile(
 
 
 def _number(text: str) -> float:
-    return float(text.replace(",", "."))
+    return float(re.sub(_THOUSANDS, "", text).replace(",", "."))
 
 
 def result_number(result: LabResult) -> float | None:

@@ -302,7 +302,8 @@ def test_escape_sequences_are_resolved(parser: Hl7Parser) -> None:
     ("value", "number"),
     [("13.5", 13.5), ("13,5", 13.5), ("-2", -2.0), ("+.5", 0.5), ("7.", 7.0),
      ("nan", None), ("inf", None), ("-Infinity", None), ("1e400", None), ("1e2", None),
-     ("1_000", None)],
+     ("1_000", None), ("150 000", 150000.0), ("1\u202f250,5", 1250.5), ("12 34", None),
+     ("1 2345", None), ("1  000", None)],
 )  # fmt: skip
 def test_an_nm_value_is_a_number_only_in_the_nm_grammar(
     parser: Hl7Parser, value: str, number: float | None
@@ -778,3 +779,16 @@ def test_obx_3_codes_of_loinc_however_the_system_is_spelled(parser: Hl7Parser, o
     )
     [doc] = parser.parse(data.encode(), source="x")
     assert [r.loinc for r in doc.results] == ["2345-7"]
+
+
+@pytest.mark.parametrize(
+    ("sn", "value", "number"), [("=^5", "5", 5.0), ("^5", "5", 5.0), (">=^10", ">=10", None)]
+)
+def test_an_sn_equal_to_a_number_is_that_number(
+    parser: Hl7Parser, sn: str, value: str, number: float | None
+) -> None:
+    data = _oru("UNICODE UTF-8").replace(
+        "|NM|718-7^Hémoglobine^LN||13.5|", f"|SN|718-7^Hémoglobine^LN||{sn}|"
+    )
+    [doc] = parser.parse(data.encode(), source="x")
+    assert (doc.results[0].value, doc.results[0].numeric_value) == (value, number)

@@ -126,3 +126,11 @@ def test_an_nm_result_without_a_value_is_not_invalid(value: str | None) -> None:
                              unit="mmol/L", reference_range="3.9-5.8")  # fmt: skip
     assert codes(not_obtained) == []
     assert codes(not_obtained.model_copy(update={"value": "hémolysé"})) == [(Reason.INVALID_RESULT, True)]
+
+
+def test_a_range_with_thousands_grouped_by_a_space_is_read() -> None:
+    platelets = LabResult(analyte="Plaquettes", loinc="777-3", value="250 000", numeric_value=250000.0,
+                          value_type="NM", unit="/mm3", reference_range="150 000-400 000",
+                          abnormal_flag="N")  # fmt: skip
+    assert codes(platelets) == []
+    assert codes(platelets.model_copy(update={"reference_range": "150\u202f000 - 400\u202f000"})) == []
