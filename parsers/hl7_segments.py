@@ -282,6 +282,8 @@ def _unescaper(
                 return raw.decode(charset)
             except UnicodeDecodeError:  # a Latin-1 byte escaped in a UTF-8 message
                 return _decode_latin(raw, LATIN)
+        if code[:3] == ".sp":  # "\.sp 2\": skip lines, one line break in the text
+            return "\n"
         if code[:1] in {"C", "M"} or code[:3] in {".in", ".ti", ".sk", ".ce", ".fi", ".nf"}:
             return ""  # character-set switches and layout hints: nothing to show
         return match.group(0)

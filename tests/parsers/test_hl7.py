@@ -792,3 +792,9 @@ def test_an_sn_equal_to_a_number_is_that_number(
     )
     [doc] = parser.parse(data.encode(), source="x")
     assert (doc.results[0].value, doc.results[0].numeric_value) == (value, number)
+
+
+def test_formatting_escapes_with_a_count_are_line_breaks_not_text(parser: Hl7Parser) -> None:
+    data = _oru("UNICODE UTF-8", comment="Conclusion\\.sp 2\\Normal\\.sp2\\fin\\.in+4\\ x")
+    [doc] = parser.parse(data.encode(), source="x")
+    assert doc.text.endswith("Conclusion\nNormal\nfin x")
