@@ -99,14 +99,25 @@ def iter_messages(data: bytes) -> Iterator[RawMessage]:
 
     Every MSH opens a message. Segments found before the first MSH (or after a batch
     trailer) that are not envelope segments form a ``headless`` message, reported broken.
+    Lines that continue an OBX's Base64 data cut by raw line breaks are joined back to it.
     """
     # hl7apy only splits on \r: every other line end (and MLLP framing) ends a segment too.
     current: list[bytes] | None = None
+    # The last segment is an OBX whose Base64 data a raw line break cut (MIME-style lines
+    # of 76 characters, unescaped): the lines that follow are the rest of that field.
+    open_base64 = False
     for line in _LINE.finditer(data):
         # A BOM opens the file, or each message of files concatenated (``cat *.hl7``).
         segment = line.group().strip(_PADDING).removeprefix(BOM).lstrip(_PADDING)
         if not segment:
             continue
+        if open_base64 and current and not _segment_start(segment, current[0][3:4]):
+            rest = _BASE64_RUN.match(segment)
+            if rest:
+                current[-1] += segment
+                open_base64 = rest.end() == len(segment)
+                continue
+        open_base64 = False
         name = segment[:3]
         if name in BATCH_SEGMENTS:
             if current:
@@ -118,8 +129,20 @@ def iter_messages(data: bytes) -> Iterator[RawMessage]:
                 yield _raw_message(current)
             current = []
         current.append(segment)
+        open_base64 = name == b"OBX" and _BASE64_OPEN.search(segment) is not None
     if current:
         yield _raw_message(current)
+
+
+# An ED's data as its last field, still open at the end of a line: "...^Base64^JVBERi0x".
+_BASE64_OPEN = re.compile(rb"\^base64\^[A-Za-z0-9+/=]*\Z", re.IGNORECASE)
+_BASE64_RUN = re.compile(rb"[A-Za-z0-9+/=]+")
+_SEGMENT_ID = re.compile(rb"[A-Z][A-Z0-9]{2}")
+
+
+def _segment_start(line: bytes, field_separator: bytes) -> bool:
+    """Whether ``line`` opens a segment: an id, then the field separator or nothing."""
+    return _SEGMENT_ID.match(line) is not None and line[3:4] in (field_separator, b"")
 
 
 def count_messages(data: bytes) -> int:

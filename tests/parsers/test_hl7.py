@@ -798,3 +798,28 @@ def test_formatting_escapes_with_a_count_are_line_breaks_not_text(parser: Hl7Par
     data = _oru("UNICODE UTF-8", comment="Conclusion\\.sp 2\\Normal\\.sp2\\fin\\.in+4\\ x")
     [doc] = parser.parse(data.encode(), source="x")
     assert doc.text.endswith("Conclusion\nNormal\nfin x")
+
+
+@pytest.mark.parametrize("name", ["02_oru_pdf_lf.hl7", "01_mdm_t02_cda.hl7", "11_mdm_t02_pdf_v1.hl7"])
+@pytest.mark.parametrize("line_end", [b"\r\n", b"\n", b"\r"])
+def test_base64_wrapped_by_raw_line_breaks_is_the_rest_of_its_field(
+    parser: Hl7Parser, name: str, line_end: bytes
+) -> None:
+    # MIME-style Base64 (76 characters a line) put into OBX-5 without escaping its breaks.
+    raw = (FR / name).read_bytes()
+    payload = raw.split(b"^Base64^")[1].split(b"|")[0].split(b"\r")[0].split(b"\n")[0]
+    wrapped = line_end.join(payload[i : i + 76] for i in range(0, len(payload), 76))
+    [expected] = parser.parse(raw, source="x")
+    [doc] = parser.parse(raw.replace(payload, wrapped), source="x")
+    assert (doc.text, doc.results, doc.warnings) == (expected.text, expected.results, expected.warnings)
+    assert doc.type_code == expected.type_code and doc.text
+
+
+def test_a_segment_after_base64_ending_its_line_is_a_segment(parser: Hl7Parser) -> None:
+    raw = (FR / "11_mdm_t02_pdf_v1.hl7").read_bytes().rstrip(b"\r\n")
+    assert raw.split(b"\r")[-1].startswith(b"OBX") or raw.split(b"\n")[-1].startswith(b"OBX")
+    last_obx = raw.rsplit(b"^Base64^", 1)[1]
+    bare = raw.replace(last_obx, last_obx.split(b"|")[0])  # OBX-5 the last field, no trailing ones
+    [doc] = parser.parse(bare + b"\rNTE|1||Fin du document\rZBE|1", source="x")
+    assert doc.text.endswith("Fin du document") or "Fin du document" in doc.text
+    assert not [w for w in doc.warnings if w.blocking]
