@@ -40,6 +40,7 @@ Conventions chosen here (the pipeline relies on them):
 
 from __future__ import annotations
 
+import codecs
 import datetime as dt
 import io
 import logging
@@ -217,7 +218,79 @@ _SECTION = f"{{{NS}}}section"
 _TEXT = f"{{{NS}}}text"
 
 
+# The XML declaration after blanks, and its encoding; what Python's codecs call the Latin
+# encodings French producers declare.
+_DECLARATION = re.compile(rb"[ \t\r\n]*(<\?xml[ \t\r\n][^?>]*\?>)")
+_ENCODING = re.compile(rb"""(\bencoding\s*=\s*)(["'])([A-Za-z][\w.:-]*)\2""")
+_LATIN = frozenset({"latin-1", "iso8859-1", "iso8859-15", "cp1252"})
+_UTF8_BOM = b"\xef\xbb\xbf"
+
+
+def _is_utf8(data: bytes) -> bool:
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def _xml_input(data: bytes, *, not_utf8: bool = False) -> bytes | None:
+    """What expat is to read instead of ``data`` when its prolog misleads it, else None.
+
+    The bytes decide where the declaration cannot be right: a UTF-8 BOM, or bytes that are
+    UTF-8 and not ASCII under a Latin declaration (an interface re-encoding, never Latin
+    text: an accented letter there is one byte, invalid as UTF-8), are UTF-8; with
+    ``not_utf8`` (the parse failed), bytes declared or defaulting to UTF-8 that are not
+    UTF-8 are read as Windows-1252, French producers' other encoding. A spelling of UTF-8
+    expat does not know (``UTF8``) is written out, and blanks before the declaration (a
+    template's) are dropped. UTF-16 (its BOM) is left to expat.
+    """
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")) or b"\x00" in data[:4]:
+        return None  # UTF-16 or UTF-32: expat reads them by their BOM
+    bom = data.startswith(_UTF8_BOM)
+    rest = data[len(_UTF8_BOM) :] if bom else data
+    declaration = _DECLARATION.match(rest)
+    label = _ENCODING.search(declaration.group(1)) if declaration else None
+    try:
+        declared = codecs.lookup(label.group(3).decode("ascii")).name if label else "utf-8"
+    except LookupError:
+        return None  # refused by expat, with its reason
+    if declared != "utf-8" and (bom or (declared in _LATIN and not rest.isascii() and _is_utf8(rest))):
+        encoding = "UTF-8"
+    elif not_utf8 and declared == "utf-8" and not _is_utf8(rest):
+        encoding = "windows-1252"
+    elif declared == "utf-8" and label is not None and label.group(3).upper() != b"UTF-8":
+        encoding = "UTF-8"
+    elif declaration is not None and declaration.start(1) > 0:
+        encoding = None  # only the blanks to drop
+    else:
+        return None
+    if declaration is None:
+        return b'<?xml version="1.0" encoding="' + (encoding or "UTF-8").encode() + b'"?>' + rest
+    text = declaration.group(1)
+    if encoding is not None:
+        name = b'"' + encoding.encode() + b'"'
+        text = (
+            _ENCODING.sub(lambda m: m.group(1) + name, text)
+            if label
+            else text[:-2] + b" encoding=" + name + b"?>"
+        )
+    return text + rest[declaration.end() :]
+
+
 def _stream_xml(data: bytes, source: str) -> _StreamedDocument:
+    """Parse ``data`` into a ``_StreamedDocument``, read in the encoding its bytes are in
+    (``_xml_input``): as declared, unless the bytes say otherwise."""
+    try:
+        return _parse_xml(_xml_input(data) or data, source)
+    except ParserError:
+        again = _xml_input(data, not_utf8=True)
+        if again is None:
+            raise
+        return _parse_xml(again, source)  # its error, if any, is about the text, not a byte
+
+
+def _parse_xml(data: bytes, source: str) -> _StreamedDocument:
     """Parse ``data`` (defusedxml, no DTD) into a ``_StreamedDocument``.
 
     Results come out as ``ClinicalDocument.iter('entry')`` would give them (entries in

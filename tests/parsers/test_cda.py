@@ -577,6 +577,55 @@ def test_an_unknown_declared_encoding_is_a_parser_error() -> None:
         parse_one(data)
 
 
+def _encoded(declaration: str, encoding: str, *, bom: bytes = b"", before: str = "") -> bytes:
+    """The CR-BIO sample with an accented, cp1252-only title, in ``encoding`` behind ``declaration``."""
+    text = sample("cr-bio.xml").decode().replace("Compte rendu d'examens", "Compte rendu d\u2019examens")
+    body = text.split("?>", 1)[1]
+    return bom + (before + declaration + body).encode(encoding)
+
+
+UTF8_DECLARED = '<?xml version="1.0" encoding="UTF-8"?>'
+LATIN1_DECLARED = '<?xml version="1.0" encoding="ISO-8859-1"?>'
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        # A UTF-8 BOM says what the bytes are, whatever the declaration.
+        _encoded(LATIN1_DECLARED, "utf-8", bom=b"\xef\xbb\xbf"),
+        # Declared Latin, written UTF-8 (an interface re-encoding): the bytes cannot be Latin text.
+        _encoded(LATIN1_DECLARED, "utf-8"),
+        _encoded('<?xml version="1.0" encoding="windows-1252"?>', "utf-8"),
+        # Declared (or by default) UTF-8, written in Windows-1252: not UTF-8, so read as French
+        # producers' other encoding.
+        _encoded(UTF8_DECLARED, "cp1252"),
+        _encoded("", "cp1252"),
+        _encoded('<?xml version="1.0"?>', "cp1252"),
+        # A spelling of UTF-8 expat does not know by that name.
+        _encoded('<?xml version="1.0" encoding="UTF8"?>', "utf-8"),
+        _encoded("<?xml version='1.0' encoding='utf8' standalone='yes'?>", "utf-8"),
+        # Blank lines before the declaration (a template's), after a BOM or not.
+        _encoded(UTF8_DECLARED, "utf-8", before="\n\r\n  "),
+        _encoded(UTF8_DECLARED, "utf-8", bom=b"\xef\xbb\xbf", before="\n"),
+        # What was read right already stays so.
+        _encoded(LATIN1_DECLARED.replace("ISO-8859-1", "windows-1252"), "cp1252"),
+        _encoded(UTF8_DECLARED, "utf-8"),
+    ],
+)
+def test_the_bytes_decide_an_encoding_the_declaration_gets_wrong(data: bytes) -> None:
+    doc = parse_one(data)
+    assert doc.title == "Compte rendu d\u2019examens de biologie médicale"
+    assert doc.text.startswith("Hématologie\nHémogramme\nAnalyse | Résultat")
+
+
+def test_malformed_xml_stays_a_parse_error_in_any_encoding() -> None:
+    broken = _encoded(UTF8_DECLARED, "cp1252").replace(b"</title>", b"</titl>", 1)
+    with pytest.raises(ParserError, match="mismatched tag"):
+        parse_one(broken)
+    with pytest.raises(ParserError, match="mismatched tag"):
+        parse_one(_encoded(UTF8_DECLARED, "utf-8").replace(b"</title>", b"</titl>", 1))
+
+
 def test_entities_without_external_reference_are_refused() -> None:
     data = (
         b'<?xml version="1.0"?><!DOCTYPE ClinicalDocument [<!ENTITY x "expanded">]>'
