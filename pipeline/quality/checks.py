@@ -320,6 +320,13 @@ DOCUMENT_CHECKS: tuple[Check[DocumentFacts], ...] = (
 )
 
 
+def latest_today(now: dt.datetime | None = None) -> dt.date:
+    """Today's date where it is latest on Earth (UTC+14). A document's date is its
+    producer's local date ("20241204003000+0100": the 4th), which a server on UTC reaches
+    hours later: only a date later than this one is in the future."""
+    return ((now or dt.datetime.now(dt.UTC)).astimezone(dt.UTC) + dt.timedelta(hours=14)).date()
+
+
 def check_document(
     doc: ParsedDocument,
     classification: Classification,
@@ -342,7 +349,7 @@ def check_document(
         page_count=doc.page_count,
         ocr_confidence=doc.ocr_confidence,
         document_date=document_date,
-        today=today or dt.date.today(),
+        today=today or latest_today(),
         structured_results=structured_results,
     )
     return problems(DOCUMENT_CHECKS, facts)

@@ -72,3 +72,18 @@ def test_each_check_runs_in_one_place() -> None:
     assert not {c.fact for c in DOCUMENT_CHECKS} & gate_facts
     # A date before the birth is the gate's: the per-document path does not know the INS.
     assert codes(doc(), dt.date(1980, 1, 1)) == []
+
+
+def test_a_date_is_in_the_future_only_where_it_is_latest_on_earth() -> None:
+    from pipeline.quality import check_document
+    from pipeline.quality.checks import latest_today
+
+    # 23:30 UTC on the 3rd is 00:30 on the 4th in Paris (UTC+1): a lab's report of the 4th.
+    late_evening = dt.datetime(2024, 12, 3, 23, 30, tzinfo=dt.UTC)
+    assert latest_today(late_evening) == dt.date(2024, 12, 4)
+    assert latest_today(dt.datetime(2024, 12, 3, 9, 0, tzinfo=dt.UTC)) == dt.date(2024, 12, 3)
+    latest = latest_today()
+    found = check_document(doc(), BIOLOGY, latest)  # the default clock: no future date yet
+    assert [p.code for p in found] == []
+    found = check_document(doc(), BIOLOGY, latest + dt.timedelta(days=2))
+    assert [(p.code, p.blocking) for p in found] == [(Reason.IMPLAUSIBLE_DATE, True)]
