@@ -720,6 +720,9 @@ def _number(text: str | None) -> float | None:
 def _value(value: Element) -> tuple[str | None, float | None, str | None, str | None]:
     """(text, number, HL7 v2 value type, unit) of an observation value, by its xsi:type."""
     xsi = (value.get(XSI_TYPE) or "").rsplit(":", 1)[-1]
+    if not xsi:  # left out (the schema requires it): the attributes show a quantity or a code
+        quantity = _attr(value, "unit") and _number(_attr(value, "value")) is not None
+        xsi = "PQ" if quantity else "CD" if _attr(value, "code") else ""
     empty = _attr(value, "value") is None and not len(value) and not (value.text or "").strip()
     if empty and _attr(value, "nullFlavor"):
         # No value, for the reason the nullFlavor gives (not done, sample unfit…): nothing

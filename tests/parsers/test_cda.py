@@ -284,6 +284,25 @@ def test_values_without_a_plain_number(value: bytes, expected: tuple[object, ...
     assert (result.value, result.numeric_value, result.value_type, result.unit) == expected
 
 
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (b'<value value="13.2" unit="g/dL"/>', ("13.2", 13.2, "NM", "g/dL")),
+        (b'<value code="10828004" codeSystem="2.16.840.1.113883.6.96" displayName="Positif"/>',
+         ("Positif", None, "CE", None)),
+        (b'<value value="positif"/>', ("positif", None, "ST", None)),
+        (b"<value>Limpide</value>", ("Limpide", None, "ST", None)),
+    ],
+)  # fmt: skip
+def test_a_value_without_its_xsi_type_is_read_by_its_attributes(
+    value: bytes, expected: tuple[object, ...]
+) -> None:
+    """The schema wants xsi:type on an observation's value; a producer leaving it out still
+    gives a quantity (value and unit) or a code, which must keep its unit and number."""
+    result = parse_one(sample("cr-bio.xml").replace(HB_VALUE, value)).results[0]
+    assert (result.value, result.numeric_value, result.value_type, result.unit) == expected
+
+
 def test_a_result_withheld_by_a_null_flavor_is_not_an_invalid_result() -> None:
     """A lab report with one analyte not done is a normal report: the gate must not reject it
     as a numeric result whose value is not a number."""
