@@ -28,7 +28,8 @@ What is read, per message:
   makes the message an imaging report (``type_code`` 18748-4) when nothing else types it.
 * OBR / TXA: ``title`` is OBR-4's text when the message has one OBR (several OBRs: the
   generic biology title, each OBR-4 heading its section of ``text``), else the document
-  type's text; ``document_date`` OBR-7, else TXA-4, else MSH-7; author: the first of
+  type's text; ``document_date`` OBR-7, else TXA-4, else the earliest SPM-17 or OBX-14,
+  else MSH-7; author: the first of
   OBR-32, OBR-16, ORC-12 and PRT-5 (author participation first) whose id is an RPPS.
 * OBX: one ``LabResult`` each, except results withdrawn (OBX-11 D, W), visibility
   observations (an OBX whose OBX-3 is a ``Visibility`` value, e.g. ``MASQUE_PS``, with
@@ -56,6 +57,7 @@ What is read, per message:
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import re
 from collections.abc import Iterator
@@ -290,6 +292,7 @@ class _Reader:
             inner.document_date
             or (parse_date(first_obr.value(7)) if first_obr else None)
             or (parse_date(txa.value(4)) if txa else None)
+            or self._collected_on()
             or parse_date(msh.value(7))
         )
         finess, producer_name = _producer(msh)
@@ -322,6 +325,13 @@ class _Reader:
             ocr_confidence=inner.ocr_confidence,
             warnings=tuple(self.warnings) + tuple(w for d in self.embedded for w in d.warnings),
         )  # fmt: skip
+
+    def _collected_on(self) -> dt.date | None:
+        """The earliest specimen collection (SPM-17) or observation (OBX-14) date: what the
+        report is of when OBR-7 is empty; MSH-7 is only when it was sent, days later maybe."""
+        dates = [d for d in (parse_date(s.value(17)) for s in self._all("SPM")) if d]
+        dates += [r.observed_at.date() for r in self.results if r.observed_at]
+        return min(dates, default=None)
 
     def _first(self, name: str) -> Segment | None:
         return next((s for s in self.segments if s.name == name), None)

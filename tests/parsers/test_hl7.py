@@ -823,3 +823,20 @@ def test_a_segment_after_base64_ending_its_line_is_a_segment(parser: Hl7Parser) 
     [doc] = parser.parse(bare + b"\rNTE|1||Fin du document\rZBE|1", source="x")
     assert doc.text.endswith("Fin du document") or "Fin du document" in doc.text
     assert not [w for w in doc.warnings if w.blocking]
+
+
+@pytest.mark.parametrize(
+    ("segments", "date"),
+    [
+        ("OBX|1|NM|718-7^Hb^LN||13.5|g/dL|12-16|N|||F|||20240301083000+0100\r", dt.date(2024, 3, 1)),
+        ("SPM|1|||BLD|||||||||||||20240229080000\r"
+         "OBX|1|NM|718-7^Hb^LN||13.5|g/dL|12-16|N|||F|||20240301083000\r", dt.date(2024, 2, 29)),
+        ("OBX|1|NM|718-7^Hb^LN||13.5|g/dL|12-16|N|||F\r", dt.date(2024, 3, 12)),  # MSH-7 at last
+    ],
+)  # fmt: skip
+def test_without_obr_7_the_report_is_dated_by_its_collection(
+    parser: Hl7Parser, segments: str, date: dt.date
+) -> None:
+    head = _oru("UNICODE UTF-8").split("OBR|")[0]
+    [doc] = parser.parse((head + "OBR|1||F1|BIO^Bilan^L\r" + segments).encode(), source="x")
+    assert doc.document_date == date
