@@ -214,13 +214,23 @@ class Separators:
     def from_msh(cls, msh: str, *, source: str) -> Separators:
         """The separators MSH-1/MSH-2 declare, checked by hl7apy."""
         try:
-            chars, _structure, _version = get_message_info(msh)
+            chars, _structure, _version = get_message_info(_without_truncation(msh))
         except (HL7apyException, IndexError, ValueError) as exc:
             raise ParserError(f"unreadable MSH: {exc}", source=source) from exc
         return cls(
             chars["FIELD"], chars["COMPONENT"], chars["REPETITION"], chars["ESCAPE"],
             chars["SUBCOMPONENT"],
         )  # fmt: skip
+
+
+def _without_truncation(msh: str) -> str:
+    """MSH without a fifth encoding character (v2.7's truncation character, ``#``):
+    senders built on v2.7+ libraries write ``^~\\&#`` in messages of the v2.5 profile too,
+    which hl7apy refuses for a v2.5 message. It truncates nothing Carnet reads."""
+    # "MSH" + field separator + encoding characters + field separator.
+    if len(msh) > 9 and msh[9] == msh[3] and msh[8] != msh[3]:
+        return msh[:8] + msh[9:]
+    return msh
 
 
 def check_segment_name(segment: str, seps: Separators, *, source: str) -> str:

@@ -840,3 +840,11 @@ def test_without_obr_7_the_report_is_dated_by_its_collection(
     head = _oru("UNICODE UTF-8").split("OBR|")[0]
     [doc] = parser.parse((head + "OBR|1||F1|BIO^Bilan^L\r" + segments).encode(), source="x")
     assert doc.document_date == date
+
+
+@pytest.mark.parametrize("version", ["2.5", "2.5.1", "2.7"])
+def test_the_truncation_character_of_v2_7_is_read_in_any_version(parser: Hl7Parser, version: str) -> None:
+    data = _oru("UNICODE UTF-8").replace("MSH|^~\\&|", "MSH|^~\\&#|").replace("|P|2.5|", f"|P|{version}|")
+    [doc] = parser.parse(data.encode(), source="x")
+    assert [r.analyte for r in doc.results] == ["Hémoglobine"] and doc.warnings == ()
+    assert doc.message_type == "ORU^R01" and doc.message_control_id == "C1"
