@@ -33,7 +33,8 @@ Conventions chosen here (the pipeline relies on them):
 * ``type_code``: the ``code`` of the document when it is LOINC or a national type
   (TRE_A05), else its first LOINC or national ``translation``, else the code as given.
 * ``document_date`` is the exam date (``documentationOf/serviceEvent/effectiveTime/low``)
-  when given, else the document's creation date (``ClinicalDocument/effectiveTime``).
+  when given, else the document's creation date (``ClinicalDocument/effectiveTime``); an
+  act later than the creation date is planned, not done, and does not date the document.
 * ``producer_finess`` comes from the author's organisation first and the custodian second:
   the custodian may be a hosting service rather than the lab or radiology practice.
 """
@@ -495,13 +496,16 @@ def _demographics(root: Element) -> PatientDemographics | None:
 
 
 def _document_date(root: Element) -> dt.date | None:
+    """The exam's date, unless the act comes after the document was written (a planned
+    act: a prescribed treatment's period, an appointment); else the creation date."""
+    stamp = parse_ts(_attr(_find(root, "effectiveTime"), "value"))
+    created = stamp.date() if stamp else None
     for event in _findall(root, "documentationOf/serviceEvent"):
         when = _find(event, "effectiveTime")
         exam = parse_ts(_attr(_find(when, "low"), "value") or _attr(when, "value"))
-        if exam:
+        if exam and (created is None or exam.date() <= created):
             return exam.date()
-    created = parse_ts(_attr(_find(root, "effectiveTime"), "value"))
-    return created.date() if created else None
+    return created
 
 
 def _national_id(elem: Element | None, oid: str) -> str | None:

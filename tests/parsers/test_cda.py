@@ -392,6 +392,27 @@ def test_creation_date_when_there_is_no_service_event() -> None:
     assert parse_one(data).document_date == dt.date(2024, 4, 5)
 
 
+@pytest.mark.parametrize(
+    "service",
+    [
+        # A prescribed treatment's period.
+        b'<effectiveTime><low value="20270115"/><high value="20270415"/></effectiveTime>',
+        b'<effectiveTime value="202701151000+0100"/>',  # an appointment
+    ],
+)
+def test_an_act_planned_after_the_document_was_written_does_not_date_it(service: bytes) -> None:
+    """A prescription's treatment period or an appointment (serviceEvent after the
+    document's own effectiveTime) is not an exam done: the document is dated when written,
+    not refused as a document from the future."""
+    data = re.sub(
+        rb"(<serviceEvent[^>]*>).*?(</serviceEvent>)",
+        lambda m: m.group(1) + service + m.group(2),
+        sample("cr-img.xml"),
+        flags=re.S,
+    )
+    assert parse_one(data).document_date == dt.date(2024, 4, 5)
+
+
 def test_no_date_at_all() -> None:
     data = re.sub(rb"<documentationOf>.*?</documentationOf>", b"", sample("cr-img.xml"), flags=re.S)
     data = data.replace(b'<effectiveTime value="20240405183000+0200"/>', b"")
