@@ -22,7 +22,9 @@ What is read, per message:
   or namespace, kind = CX.5)``; an INS OID authority without CX.5 gets kind ``INS``.
   Nothing is validated here (``pipeline/identity.py`` does it), except that a message
   whose PID segments (a repeated PATIENT_RESULT group) name different patients is a
-  blocking ``identity_conflict``: one message is one document, of one patient. PID-5 (the legal name
+  blocking ``identity_conflict``: one message is one document, of one patient. A PID-32
+  saying the identity is not qualified (``PROV``, ``RECUP``, ``FICT``…) is a blocking
+  ``missing_ins``: its INS may not reference health data. PID-5 (the legal name
   ``L`` first), PID-7, PID-8: demographics.
 * OBR-24: a diagnostic service section of imaging (``RAD``, ``CT``, ``US``…) in every OBR
   makes the message an imaging report (``type_code`` 18748-4) when nothing else types it.
@@ -277,6 +279,11 @@ class _Reader:
             self.warnings.append(Problem(code=Reason.IDENTITY_CONFLICT, message=(
                 f"the message holds {len(pids)} PID segments naming different patients (PID-3):"
                 " one patient per message")))  # fmt: skip
+        unqualified = sorted({c for p in self._all("PID") for c in _identity_statuses(p)} & _UNQUALIFIED)
+        if unqualified:
+            self.warnings.append(Problem(code=Reason.MISSING_INS, message=(
+                f"PID-32 says the patient's identity is not qualified ({', '.join(unqualified)}):"
+                " only a qualified identity's INS may reference health data (RNIV)")))  # fmt: skip
         obrs = [s for s in self.segments if s.name == "OBR"]
         for seg in self.segments[1:]:
             self._read_body(seg, several_obr=len(obrs) > 1)
@@ -554,6 +561,17 @@ def _patient_ids(pid: Segment) -> Iterator[PatientIdentifier]:
         authority = pid.part(rep, 4, 2) or pid.part(rep, 4, 1) or None
         kind = pid.part(rep, 5) or ("INS" if authority in INS_OIDS else None)
         yield PatientIdentifier(value=value, authority=authority, kind=kind)
+
+
+# PID-32 identity reliability codes (IHE PAM FR, table 0445 as extended for France) of an
+# identity whose INS may not reference health data: provisional, not yet qualified or
+# retrieved from INSi unverified, doubtful, fictitious, usurped, invalidated, deactivated.
+# A qualified (QUAL) or validated (VALI) identity, or no PID-32 at all, is read as usual.
+_UNQUALIFIED = frozenset({"VIDE", "PROV", "RECUP", "DOUT", "FICT", "USUR", "INVA", "DESA"})
+
+
+def _identity_statuses(pid: Segment) -> set[str]:
+    return {pid.part(rep, 1).upper() for rep in pid.repetitions(32)}
 
 
 def _one_patient(pids: list[tuple[PatientIdentifier, ...]]) -> bool:

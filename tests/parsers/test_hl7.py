@@ -848,3 +848,19 @@ def test_the_truncation_character_of_v2_7_is_read_in_any_version(parser: Hl7Pars
     [doc] = parser.parse(data.encode(), source="x")
     assert [r.analyte for r in doc.results] == ["Hémoglobine"] and doc.warnings == ()
     assert doc.message_type == "ORU^R01" and doc.message_control_id == "C1"
+
+
+@pytest.mark.parametrize(
+    ("status", "blocks"),
+    [("", False), ("VALI", False), ("QUAL", False), ("PROV", True), ("RECUP", True), ("FICT", True),
+     ("VALI~USUR", True), ("prov", True)],
+)  # fmt: skip
+def test_an_identity_pid_32_says_is_not_qualified_files_the_report_nowhere(
+    parser: Hl7Parser, status: str, blocks: bool
+) -> None:
+    pid = f"PID|1||{INS}||DUPONT^Marie^^^^^L||19800101|F"
+    data = _oru("UNICODE UTF-8").replace(pid, pid + "|" * 24 + status)
+    assert data.split("\r")[1].split("|")[32] == status
+    [doc] = parser.parse(data.encode(), source="x")
+    found = [(w.code, w.blocking) for w in doc.warnings]
+    assert found == ([(Reason.MISSING_INS, True)] if blocks else [])
