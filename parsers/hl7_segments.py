@@ -141,8 +141,13 @@ _SEGMENT_ID = re.compile(rb"[A-Z][A-Z0-9]{2}")
 
 
 def _segment_start(line: bytes, field_separator: bytes) -> bool:
-    """Whether ``line`` opens a segment: an id, then the field separator or nothing."""
-    return _SEGMENT_ID.match(line) is not None and line[3:4] in (field_separator, b"")
+    """Whether ``line`` opens a segment: an id then the field separator, or alone a known
+    id (the last line of wrapped Base64 may be three capitals: "QUJ")."""
+    if _SEGMENT_ID.match(line) is None:
+        return False
+    if line[3:4] == field_separator:
+        return True
+    return len(line) == 3 and (line.decode("ascii") in KNOWN_SEGMENTS or line[:1] == b"Z")
 
 
 def count_messages(data: bytes) -> int:

@@ -864,3 +864,12 @@ def test_an_identity_pid_32_says_is_not_qualified_files_the_report_nowhere(
     [doc] = parser.parse(data.encode(), source="x")
     found = [(w.code, w.blocking) for w in doc.warnings]
     assert found == ([(Reason.MISSING_INS, True)] if blocks else [])
+
+
+def test_a_last_base64_line_of_three_capitals_is_data_but_a_bare_segment_id_a_segment() -> None:
+    from parsers.hl7_segments import split_messages
+
+    head = b"MSH|^~\\&|A|B|C|D|20240312||MDM^T02|1|P|2.5\rOBX|1|ED|X^Y^LN||^AP^PDF^Base64^QUJDRA\r\n"
+    [msg] = split_messages(head + b"QUJ\r\nNTE\r\nZBE|1")
+    assert [s[:3] for s in msg.segments] == [b"MSH", b"OBX", b"NTE", b"ZBE"]
+    assert msg.segments[1].endswith(b"^Base64^QUJDRAQUJ")
