@@ -633,6 +633,8 @@ def _narrative_child(child: Element, lines: list[str], pending: list[str]) -> No
         _flush(lines, pending)
         _walk(child, lines, pending)
         _flush(lines, pending)
+    elif tag == "content" and child.get("revised") == "delete":
+        pass  # a revision mark: deleted text is not rendered, so not the document's words
     elif tag != "renderMultiMedia":  # inline markup: content, sub, sup, linkHtml…
         if tag == "sup":  # 10<sup>9</sup>/L must not read as 109/L
             pending.append("^")

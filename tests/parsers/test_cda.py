@@ -189,6 +189,19 @@ def test_cr_bio_narrative_text() -> None:
     )
 
 
+def test_narrative_content_marked_deleted_is_not_text() -> None:
+    """CDA narrative revision marks: content revised="delete" is not rendered, so it is
+    neither searchable nor shown; inserted content is."""
+    data = sample("cr-bio.xml").replace(
+        b"<paragraph>Hyperleucocytose mod\xc3\xa9r\xc3\xa9e.</paragraph>",
+        '<paragraph>Hyperleucocytose <content revised="delete">sévère, leucémie</content>'
+        '<content revised="insert">modérée</content>.</paragraph>'.encode(),
+    )
+    text = parse_one(data).text
+    assert "Hyperleucocytose modérée." in text.splitlines()
+    assert "leucémie" not in text and "sévère" not in text
+
+
 def test_cr_bio_lab_results() -> None:
     doc = parse_one(sample("cr-bio.xml"))
     battery_time = dt.datetime(2024, 3, 12, 8, 15, tzinfo=CET)
