@@ -39,7 +39,8 @@ What is read, per message:
   ``ACK_RECEPTION``…), and ED observations.
 * OBX of type ED: the document itself. Its Base64 is decoded (blanks and line breaks
   dropped) and parsed by the embedded-document registry (the same CDA, PDF and image
-  parsers as for files); that document's text, results, visibility, patient ids, type
+  parsers as for files), an RTF or plain-text report as a CDA's non-XML body is; that
+  document's text, results, visibility, patient ids, type
   code, title, date, author and setId are the message's (PID-3 comes first in
   ``patient_ids``, so an embedded INS that disagrees is an identity conflict). OBX-3 is
   the document type code when the embedded document has none. An unreadable embedded
@@ -66,7 +67,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from parsers.base import ParserChooser
-from parsers.embedded import decode_base64
+from parsers.embedded import EmbeddedReader, decode_base64
 from parsers.hl7_segments import (
     BOM,
     RawMessage,
@@ -415,17 +416,40 @@ class _Reader:
                 raise ParserError(f"embedded {declared} encoding {encoding!r} is not Base64")
             # Line breaks or blanks inside the Base64 are the sender's wrapping: dropped.
             payload = decode_base64(seg.part(ed, 5), source=self.source, what=f"embedded {declared}")
+            source = f"{self.source} OBX {seg.value(1)}"
             parser = self.embedded_parsers.choose(payload)
             if parser is None:
-                raise ParserError(f"embedded {declared} is not a PDF, image or CDA document")
+                media = _ed_media_type(seg.part(ed, 2), subtype)
+                self.embedded.append(_text_document(payload, media, source))
+                return
             declared = "PDF" if parser.name == "pdf" else parser.name.upper()
-            self.embedded.extend(parser.parse(payload, source=f"{self.source} OBX {seg.value(1)}"))
+            self.embedded.extend(parser.parse(payload, source=source))
         except ParserError as exc:
             reason = (Reason.ENCRYPTED_DOCUMENT if isinstance(exc, EncryptedDocumentError)
                       else Reason.PARSE_ERROR)  # fmt: skip
             self.ed_failures.append(
                 Problem(code=reason, blocking=False, message=f"embedded {declared} unreadable: {exc.message}")
             )
+
+
+def _ed_media_type(kind: str, subtype: str) -> str:
+    """The media type an ED's type of data (HL7 table 0191) and subtype (0291) name, for the
+    documents the registry's parsers do not read: RTF and plain text, as hospital systems
+    send their reports ("^TEXT^RTF^Base64^…"). ``""`` lets the bytes say (RTF's magic)."""
+    sub = subtype.lower()
+    if sub == "rtf":
+        return "text/rtf"
+    if sub in {"plain", "txt", "text"} or (kind.upper() == "TEXT" and not sub):
+        return "text/plain"
+    return ""
+
+
+def _text_document(payload: bytes, media: str, source: str) -> ParsedDocument:
+    """An ED holding an RTF or plain-text report, read as a CDA's non-XML body is."""
+    read = EmbeddedReader().read(payload, media, source=source)
+    if not read.text:
+        raise ParserError("embedded document is not a PDF, image, CDA, RTF or text document")
+    return ParsedDocument(source=source, format=Format.HL7V2, text=read.text, warnings=read.warnings)
 
 
 # OBR-25 result statuses (HL7 table 0123) of a report not final yet: some results

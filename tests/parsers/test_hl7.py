@@ -873,3 +873,35 @@ def test_a_last_base64_line_of_three_capitals_is_data_but_a_bare_segment_id_a_se
     [msg] = split_messages(head + b"QUJ\r\nNTE\r\nZBE|1")
     assert [s[:3] for s in msg.segments] == [b"MSH", b"OBX", b"NTE", b"ZBE"]
     assert msg.segments[1].endswith(b"^Base64^QUJDRAQUJ")
+
+
+RTF = (
+    rb"{\rtf1\ansi\ansicpg1252{\fonttbl{\f0 Arial;}}\f0 Compte rendu de consultation\par "
+    rb"Examen normal, traitement modifi\'e9.\par}"
+)
+PLAIN = "Compte rendu opératoire\nAppendicectomie sous cœlioscopie. Suites simples.".encode()
+
+
+@pytest.mark.parametrize(
+    ("ed", "text"),
+    [
+        (f"^TEXT^RTF^Base64^{base64.b64encode(RTF).decode()}", "Examen normal, traitement modifié."),
+        (f"^application^rtf^Base64^{base64.b64encode(RTF).decode()}", "Examen normal, traitement modifié."),
+        (f"^AP^^Base64^{base64.b64encode(RTF).decode()}", "Examen normal, traitement modifié."),  # sniffed
+        (f"^TEXT^PLAIN^Base64^{base64.b64encode(PLAIN).decode()}", "Appendicectomie sous cœlioscopie."),
+        (f"^TEXT^^Base64^{base64.b64encode(PLAIN).decode()}", "Appendicectomie sous cœlioscopie."),
+    ],
+)
+def test_an_rtf_or_plain_text_report_in_an_ed_is_read(parser: Hl7Parser, ed: str, text: str) -> None:
+    mdm = (FR / "11_mdm_t02_pdf_v1.hl7").read_bytes().decode()
+    payload = mdm.split("|ED|")[1].split("||")[1].split("|")[0]
+    [doc] = parser.parse(mdm.replace(payload, ed).encode(), source="x")
+    assert text in doc.text and not [w for w in doc.warnings if w.blocking]
+
+
+def test_an_ed_of_another_kind_still_blocks_alone(parser: Hl7Parser) -> None:
+    mdm = (FR / "11_mdm_t02_pdf_v1.hl7").read_bytes().decode()
+    payload = mdm.split("|ED|")[1].split("||")[1].split("|")[0]
+    html = f"^TEXT^HTML^Base64^{base64.b64encode(b'<html><p>Bonjour</p></html>').decode()}"
+    [doc] = parser.parse(mdm.replace(payload, html).encode(), source="x")
+    assert [(w.code, w.blocking) for w in doc.warnings] == [(Reason.PARSE_ERROR, True)]
