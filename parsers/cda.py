@@ -502,7 +502,9 @@ def _document_date(root: Element) -> dt.date | None:
     created = stamp.date() if stamp else None
     for event in _findall(root, "documentationOf/serviceEvent"):
         when = _find(event, "effectiveTime")
-        exam = parse_ts(_attr(_find(when, "low"), "value") or _attr(when, "value"))
+        exam = parse_ts(
+            _attr(_find(when, "low"), "value") or _attr(when, "value") or _attr(_find(when, "high"), "value")
+        )
         if exam and (created is None or exam.date() <= created):
             return exam.date()
     return created

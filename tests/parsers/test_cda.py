@@ -426,6 +426,17 @@ def test_an_act_planned_after_the_document_was_written_does_not_date_it(service:
     assert parse_one(data).document_date == dt.date(2024, 4, 5)
 
 
+def test_an_exam_with_only_its_end_known_is_dated_by_it() -> None:
+    service = b'<effectiveTime><low nullFlavor="UNK"/><high value="20240403"/></effectiveTime>'
+    data = re.sub(
+        rb"(<serviceEvent[^>]*>).*?(</serviceEvent>)",
+        lambda m: m.group(1) + service + m.group(2),
+        sample("cr-img.xml"),
+        flags=re.S,
+    )
+    assert parse_one(data).document_date == dt.date(2024, 4, 3)
+
+
 def test_no_date_at_all() -> None:
     data = re.sub(rb"<documentationOf>.*?</documentationOf>", b"", sample("cr-img.xml"), flags=re.S)
     data = data.replace(b'<effectiveTime value="20240405183000+0200"/>', b"")
