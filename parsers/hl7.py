@@ -267,6 +267,9 @@ class _Reader:
     document_status: str = ""
     document_code: tuple[str | None, str] = (None, "")
     ed_failures: list[Problem] = field(default_factory=list)
+    # OBX-11 of every result OBX (not ED, visibility or profile instruction), kept or not.
+    result_statuses: list[str] = field(default_factory=list)
+    carries_document: bool = False  # an OBX of type ED
 
     def document(self, part: int, content: bytes) -> ParsedDocument:
         msh = self.segments[0]
@@ -348,8 +351,11 @@ class _Reader:
         return [s for s in self.segments if s.name == name]
 
     def _withdraws(self, message_type: str, txa: Segment | None) -> bool:
-        """A deletion request: MDM^T11, a document OBX with status D, or TXA-19 canceled."""
-        return (message_type == "MDM^T11" or self.document_status == "D"
+        """A deletion request: MDM^T11, a document OBX with status D, TXA-19 canceled, or a
+        lab report (no document OBX) every result of which is deleted (OBX-11 D or W)."""
+        results_deleted = (not self.carries_document and bool(self.result_statuses)
+                           and all(s in _WITHDRAWN_RESULT for s in self.result_statuses))  # fmt: skip
+        return (message_type == "MDM^T11" or self.document_status == "D" or results_deleted
                 or (txa is not None and txa.value(19) == "CA"))  # fmt: skip
 
     def _settle_ed_failures(self, *, withdraw: bool) -> None:
@@ -384,6 +390,7 @@ class _Reader:
         if value_type == "ED":
             self._read_ed(seg)
             return
+        self.result_statuses.append(seg.value(11))
         if seg.value(11) in _WITHDRAWN_RESULT:
             return
         analyte = _ce_text(seg, 3) or code
@@ -408,6 +415,7 @@ class _Reader:
         ed = seg.repetitions(5)[0] if seg.repetitions(5) else ""
         subtype, encoding = seg.part(ed, 3), seg.part(ed, 4).lower()
         declared = subtype.upper() or "document"
+        self.carries_document = True
         if not self.document_status:
             self.document_status = seg.value(11)
             self.document_code = (_loinc(seg), _ce_text(seg, 3))

@@ -283,3 +283,24 @@ def test_a_preliminary_report_after_its_final_one_never_hides_it(
             pipe.process(InputFile(data=message.encode(), source=name, producer="labo"))
     [hit] = index.search(SearchQuery(patient_id=INS_COLIN)).hits
     assert "Sodium" in (index.get(INS_COLIN, hit.doc_id) or pytest.fail("no live version")).text
+
+
+def test_a_lab_report_whose_results_are_all_deleted_withdraws_the_report(
+    tmp_path: Path, index: DocumentIndex
+) -> None:
+    message = (
+        "MSH|^~\\&|LIS|LABO|CARNET|CARNET|20240312100000||ORU^R01^ORU_R01|{ctrl}|P|2.5\r"
+        f"PID|1||{INS_COLIN}^^^ASIP-SANTE-INS-NIR&1.2.250.1.213.1.4.8&ISO^INS||COLIN^Marc^^^^^L||19690221|M\r"
+        "OBR|1||ORDER-9|BIO^Bilan biologique^L|||20240312083000\r"
+        "OBX|1|NM|718-7^Hémoglobine^LN||13.5|g/dL|13-17|N|||{status}\r"
+        "OBX|2|NM|2951-2^Sodium^LN||141|mmol/L|135-145|N|||{status}\r"
+    )
+    settings = Settings(data_dir=tmp_path / "carnet")
+    with Pipeline(settings, open_backends(settings, index=index)) as pipe:
+        sent, deleted = (
+            pipe.process(InputFile(data=message.format(ctrl=c, status=s).encode(), source=f"{c}.hl7",
+                                   producer="labo"))[0]
+            for c, s in [("M1", "F"), ("M2", "D")]
+        )  # fmt: skip
+    assert (sent.status, deleted.status, deleted.doc_id) == (Status.INDEXED, Status.WITHDRAWN, sent.doc_id)
+    assert index.search(SearchQuery(patient_id=INS_COLIN)).total == 0

@@ -905,3 +905,15 @@ def test_an_ed_of_another_kind_still_blocks_alone(parser: Hl7Parser) -> None:
     html = f"^TEXT^HTML^Base64^{base64.b64encode(b'<html><p>Bonjour</p></html>').decode()}"
     [doc] = parser.parse(mdm.replace(payload, html).encode(), source="x")
     assert [(w.code, w.blocking) for w in doc.warnings] == [(Reason.PARSE_ERROR, True)]
+
+
+@pytest.mark.parametrize(("statuses", "withdraw"), [("DD", True), ("DW", True), ("DF", False), ("FF", False)])
+def test_a_lab_report_every_result_of_which_is_deleted_withdraws_its_order(
+    parser: Hl7Parser, statuses: str, withdraw: bool
+) -> None:
+    head = _oru("UNICODE UTF-8").split("OBX|")[0]
+    obxs = "".join(
+        f"OBX|{n}|NM|718-7^Hémoglobine^LN||13.5|g/dL|12-16|N|||{s}\r" for n, s in enumerate(statuses, 1)
+    )
+    [doc] = parser.parse((head + obxs).encode(), source="x")
+    assert doc.withdraw is withdraw and doc.producer_document_id == "F1"
