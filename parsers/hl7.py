@@ -51,7 +51,8 @@ What is read, per message:
   goes to ``refers_to``: what a replacement replaces.
 * Replacement and deletion (the profile's OBX-11 on the document's OBX: F original, C
   replacement, D deletion): ``withdraw`` is set by MDM^T11, OBX-11 ``D`` or TXA-19
-  ``CA``; ``version`` is the embedded CDA's versionNumber, else 2 when an OBR-25 result
+  ``CA``, and in a lab report carrying no document by ``D`` or ``W`` on every result;
+  ``version`` is the embedded CDA's versionNumber, else 2 when an OBR-25 result
   status is ``C`` (a correction shares OBR-3 with the report it replaces), 0 when every
   OBR-25 says the report is not final (preliminary, partial: it comes before the final).
 * ``text``: the title, one line per result (``Hémoglobine (718-7) : 13.5 g/dL [12.0-16.0]
