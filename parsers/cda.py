@@ -48,7 +48,7 @@ import logging
 import math
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 from xml.etree.ElementTree import Element, ParseError
 
@@ -65,6 +65,7 @@ from pipeline.model import (
     ParsedDocument,
     PatientDemographics,
     PatientIdentifier,
+    Reason,
     Visibility,
 )
 from pipeline.type_codes import TYPE_CODE_SYSTEMS
@@ -666,7 +667,14 @@ def _non_xml_body(body: Element, source: str, embedded: EmbeddedReader) -> Embed
     else:
         payload = _text(body).encode("utf-8")
         declared = f"{declared.split(';')[0]}; charset=utf-8"  # XML text is already decoded
-    return embedded.read(payload, declared, source=source)
+    read = embedded.read(payload, declared, source=source)
+    # The body is the whole document: one of a type Carnet cannot read is refused for that
+    # reason, naming the type, rather than reported as an empty document.
+    unread = tuple(
+        w.model_copy(update={"blocking": True}) if w.code is Reason.UNSUPPORTED_FORMAT else w
+        for w in read.warnings
+    )
+    return replace(read, warnings=unread)
 
 
 # --- lab results -------------------------------------------------------------------------

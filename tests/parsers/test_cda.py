@@ -549,11 +549,14 @@ def test_non_xml_body_plain_text() -> None:
     assert doc.warnings == ()
 
 
-def test_non_xml_body_of_another_type_warns() -> None:
+def test_non_xml_body_of_another_type_is_unsupported_format() -> None:
+    """The body is the whole document: one Carnet cannot read is refused for that reason
+    (unsupported_format, naming the type), not reported as an empty document."""
     body = base64.b64encode(b"\xd0\xcf\x11\xe0 a Word 97 file").decode()
     doc = parse_one(with_body(f'<text mediaType="application/msword" representation="B64">{body}</text>'))
     assert doc.text == ""
-    assert [(w.code, w.blocking) for w in doc.warnings] == [(Reason.UNSUPPORTED_FORMAT, False)]
+    assert [(w.code, w.blocking) for w in doc.warnings] == [(Reason.UNSUPPORTED_FORMAT, True)]
+    assert "application/msword" in doc.warnings[0].message
 
 
 def test_non_xml_body_broken_image() -> None:
