@@ -405,36 +405,31 @@ def test_creation_date_when_there_is_no_service_event() -> None:
     assert parse_one(data).document_date == dt.date(2024, 4, 5)
 
 
+def with_service_time(effective_time: bytes) -> bytes:
+    """The CR-IMG sample (written 2024-04-05) with its serviceEvent timed by ``effective_time``."""
+    return re.sub(
+        rb"(<serviceEvent[^>]*>).*?(</serviceEvent>)",
+        lambda m: m.group(1) + effective_time + m.group(2),
+        sample("cr-img.xml"),
+        flags=re.S,
+    )
+
+
 @pytest.mark.parametrize(
-    "service",
+    ("service", "date"),
     [
-        # A prescribed treatment's period.
-        b'<effectiveTime><low value="20270115"/><high value="20270415"/></effectiveTime>',
-        b'<effectiveTime value="202701151000+0100"/>',  # an appointment
+        # An act planned after the document was written is not an exam done: a prescribed
+        # treatment's period, an appointment. Dated when written, not refused as from the future.
+        (b'<effectiveTime><low value="20270115"/><high value="20270415"/></effectiveTime>',
+         dt.date(2024, 4, 5)),
+        (b'<effectiveTime value="202701151000+0100"/>', dt.date(2024, 4, 5)),
+        # An exam whose end alone is known is dated by its end.
+        (b'<effectiveTime><low nullFlavor="UNK"/><high value="20240403"/></effectiveTime>',
+         dt.date(2024, 4, 3)),
     ],
-)
-def test_an_act_planned_after_the_document_was_written_does_not_date_it(service: bytes) -> None:
-    """A prescription's treatment period or an appointment (serviceEvent after the
-    document's own effectiveTime) is not an exam done: the document is dated when written,
-    not refused as a document from the future."""
-    data = re.sub(
-        rb"(<serviceEvent[^>]*>).*?(</serviceEvent>)",
-        lambda m: m.group(1) + service + m.group(2),
-        sample("cr-img.xml"),
-        flags=re.S,
-    )
-    assert parse_one(data).document_date == dt.date(2024, 4, 5)
-
-
-def test_an_exam_with_only_its_end_known_is_dated_by_it() -> None:
-    service = b'<effectiveTime><low nullFlavor="UNK"/><high value="20240403"/></effectiveTime>'
-    data = re.sub(
-        rb"(<serviceEvent[^>]*>).*?(</serviceEvent>)",
-        lambda m: m.group(1) + service + m.group(2),
-        sample("cr-img.xml"),
-        flags=re.S,
-    )
-    assert parse_one(data).document_date == dt.date(2024, 4, 3)
+)  # fmt: skip
+def test_the_service_event_dates_a_document_it_does_not_postdate(service: bytes, date: dt.date) -> None:
+    assert parse_one(with_service_time(service)).document_date == date
 
 
 def test_no_date_at_all() -> None:
