@@ -404,7 +404,7 @@ def _read_document(
         producer_finess=finess,
         producer_name=producer_name,
         producer_document_id=set_id or own_id,
-        version=int(version) if version and version.isdigit() else None,
+        version=_version(version),
         document_ids=(own_id,) if own_id and set_id and own_id != set_id else (),
         refers_to=_replaced_documents(root),
         results=tuple(streamed.results),
@@ -551,6 +551,18 @@ def _type_code(code: Element | None) -> tuple[str | None, str | None]:
         if _attr(elem, "code") and _attr(elem, "codeSystem") in TYPE_CODE_SYSTEMS:
             return _attr(elem, "code"), _attr(elem, "codeSystem")
     return _attr(code, "code"), _attr(code, "codeSystem")
+
+
+# The largest version number a record keeps: Elasticsearch holds it as a 32-bit integer,
+# and a document carrying a larger one (a timestamp used as a version) would fail there.
+MAX_VERSION = 2**31 - 1
+
+
+def _version(value: str | None) -> int | None:
+    """``versionNumber`` as a count; a number no count reaches (a timestamp) is none, and the
+    versions are then ordered by their dates."""
+    number = int(value) if value and value.isascii() and value.isdigit() else None
+    return number if number is not None and number <= MAX_VERSION else None
 
 
 def _replaced_documents(root: Element) -> tuple[str, ...]:

@@ -334,6 +334,18 @@ def test_version_2_shares_the_series_of_version_1() -> None:
     assert v2.patient_ids == v1.patient_ids
 
 
+@pytest.mark.parametrize(
+    ("number", "version"),
+    [(b"7", 7), (b"2147483647", 2147483647), (b"20240312170000", None), (b"-1", None), (b"\xd9\xa3", None)],
+)
+def test_a_version_number_beyond_any_count_is_no_version(number: bytes, version: int | None) -> None:
+    """A timestamp used as versionNumber: the embedded index kept it, Elasticsearch (a 32-bit
+    integer field) refused the document (index_error); versions are then ordered by date."""
+    tag = b'<versionNumber value="' + number + b'"/>'
+    data = sample("cr-bio.xml").replace(b'<versionNumber value="1"/>', tag)
+    assert parse_one(data).version == version
+
+
 def test_without_set_id_the_document_id_is_used() -> None:
     data = sample("cr-bio.xml").replace(b'<setId root="1.2.250.1.999.3" extension="CRBIO-2024-0042"/>', b"")
     assert parse_one(data).producer_document_id == "1.2.250.1.999.2^CRBIO-2024-0042-V1"
