@@ -126,7 +126,8 @@ def test_a_page_of_more_output_than_a_pipe_holds_is_read_whole(tmp_path: Path) -
 
 def test_a_failing_tesseract_is_a_parser_error(tmp_path: Path) -> None:
     fake = _fake(tmp_path, "pass", start="sys.stderr.write('Error in pixReadStream\\n'); sys.exit(1)")
-    with pytest.raises(ParserError, match=r"tesseract failed \(1\): Error in pixReadStream \[source=scan.png\]$"):
+    said = r"tesseract failed \(1\): Error in pixReadStream \[source=scan.png\]$"
+    with pytest.raises(ParserError, match=said):
         TesseractOcr(command=fake).read(_page(), source="scan.png")
 
 
@@ -138,7 +139,8 @@ if n == 3:
 {_PID_WORD}"""
     engine = TesseractOcr(command=_fake(tmp_path, page))
     first = engine.read(_page()).text
-    with pytest.raises(ParserError, match=r"failed \(1\): Error in pixRead: image unreadable \[source=scan.png\]$"):
+    said = r"failed \(1\): Error in pixRead: image unreadable \[source=scan.png\]$"
+    with pytest.raises(ParserError, match=said):
         engine.read(_page(), source="scan.png")  # the process's second page: n == 3
     assert engine.read(_page()).text not in ("", first)  # a new process
     engine.close()
