@@ -116,27 +116,19 @@ class TesseractOcr:
     def _recognise(self, page: str, blank: str, source: str | None) -> list[list[str]]:
         process = self._checkout(source)
         try:
-            rows = process.read(page, blank, timeout_s=self.timeout_s, source=source)
-        except TesseractGone:
-            # Died while idle, before this page: a fresh process reads it.
-            log.warning("a tesseract process ended while idle: starting another")
-            process.close()
-            process = self._start(source)
-            rows = self._read_or_close(process, page, blank, source)
+            try:
+                rows = process.read(page, blank, timeout_s=self.timeout_s, source=source)
+            except TesseractGone:
+                # Died while idle, before this page: a fresh process reads it.
+                log.warning("a tesseract process ended while idle: starting another")
+                process.close()
+                process = self._start(source)
+                rows = process.read(page, blank, timeout_s=self.timeout_s, source=source)
         except BaseException:
             process.close()  # amid a page: its next rows would be this page's
             raise
         self._checkin(process)
         return rows
-
-    def _read_or_close(
-        self, process: TesseractProcess, page: str, blank: str, source: str | None
-    ) -> list[list[str]]:
-        try:
-            return process.read(page, blank, timeout_s=self.timeout_s, source=source)
-        except BaseException:
-            process.close()
-            raise
 
     def _start(self, source: str | None) -> TesseractProcess:
         _limit_openmp_threads()

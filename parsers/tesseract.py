@@ -145,7 +145,7 @@ class TesseractProcess:
 
     def _drain_stderr(self) -> None:
         deadline = time.monotonic() + 2
-        while self._stderr in {key.fd for key in self._selector.get_map().values()}:
+        while self._stderr in self._selector.get_map():
             if not self._selector.select(max(0.0, deadline - time.monotonic())):
                 return
             chunk = os.read(self._stderr, 65536)
