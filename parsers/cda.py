@@ -127,6 +127,10 @@ class CdaParser:
 def _head_text(head: bytes) -> str:
     if head.startswith((b"\xff\xfe", b"\xfe\xff")):
         return head.decode("utf-16", errors="ignore")
+    if len(head) >= 2 and (head[0] == 0) != (head[1] == 0):
+        # UTF-16 without a BOM (XML 1.0 appendix F): markup starts with an ASCII character,
+        # so one of its two bytes is NUL; which one gives the byte order. expat reads it so.
+        return head.decode("utf-16-be" if head[0] == 0 else "utf-16-le", errors="ignore")
     # Tag names are ASCII; latin-1 never fails and keeps byte offsets.
     return head.removeprefix(b"\xef\xbb\xbf").decode("latin-1")
 

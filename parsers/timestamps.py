@@ -5,19 +5,22 @@ from __future__ import annotations
 import datetime as dt
 import re
 
-_TS = re.compile(r"(\d{4})(\d{2})(\d{2})(?:(\d{2})(\d{2})?(\d{2})?(?:\.\d+)?)?([+-]\d{4})?")
+_TS = re.compile(r"(\d{4})(\d{2})(\d{2})(?:(\d{2})(\d{2})?(\d{2})?(?:\.\d+)?)?([+-]\d{4}|Z)?")
 
 
 def parse_ts(value: str | None) -> dt.datetime | None:
-    """``YYYYMMDD[HHMM[SS[.S]]][+zzzz]`` as a datetime; None when absent, invalid or less
-    precise than a day. Aware when the value carries its offset."""
+    """``YYYYMMDD[HHMM[SS[.S]]][+zzzz|Z]`` as a datetime; None when absent, invalid or less
+    precise than a day. Aware when the value carries its offset (``Z``: UTC, as some CDA
+    producers write ISO 8601's mark for it)."""
     match = _TS.fullmatch(value.strip()) if value else None
     if match is None:
         return None
     year, month, day, hour, minute, second, offset = match.groups()
     try:
         tz = None
-        if offset:
+        if offset == "Z":
+            tz = dt.UTC
+        elif offset:
             if int(offset[3:5]) >= 60:
                 return None
             delta = dt.timedelta(hours=int(offset[1:3]), minutes=int(offset[3:5]))

@@ -444,6 +444,12 @@ def test_the_service_event_dates_a_document_it_does_not_postdate(service: bytes,
     assert parse_one(with_service_time(service)).document_date == date
 
 
+def test_a_creation_time_in_utc_dates_the_document() -> None:
+    data = re.sub(rb"<documentationOf>.*?</documentationOf>", b"", sample("cr-img.xml"), flags=re.S)
+    data = data.replace(b'value="20240405183000+0200"', b'value="20240405163000Z"')
+    assert parse_one(data).document_date == dt.date(2024, 4, 5)
+
+
 def test_no_date_at_all() -> None:
     data = re.sub(rb"<documentationOf>.*?</documentationOf>", b"", sample("cr-img.xml"), flags=re.S)
     data = data.replace(b'<effectiveTime value="20240405183000+0200"/>', b"")
@@ -729,6 +735,11 @@ def test_minimal_document() -> None:
             dt.datetime(2024, 3, 12, 8, 15, 30, tzinfo=dt.timezone(-dt.timedelta(hours=4, minutes=30))),
         ),
         ("20240312081530+0100", dt.datetime(2024, 3, 12, 8, 15, 30, tzinfo=CET)),
+        # ISO 8601's UTC mark, which some CDA producers write instead of +0000.
+        ("20240312101500Z", dt.datetime(2024, 3, 12, 10, 15, tzinfo=dt.UTC)),
+        ("20240312101500.250Z", dt.datetime(2024, 3, 12, 10, 15, tzinfo=dt.UTC)),
+        ("202403121015Z", dt.datetime(2024, 3, 12, 10, 15, tzinfo=dt.UTC)),
+        ("20240312101500+0000Z", None),
         # Offsets no clock has: invalid, like a bad date (they crashed the whole file).
         ("20240312081530+2400", None),
         ("20240312081530-9999", None),
@@ -884,6 +895,21 @@ def test_auto_presentable_cr_bio() -> None:
 )
 def test_wrappers_without_a_cda_score_zero(head: bytes) -> None:
     assert score(head) == 0
+
+
+@pytest.mark.parametrize("encoding", ["utf-16-le", "utf-16-be"])
+@pytest.mark.parametrize("declared", [True, False])
+def test_utf16_without_a_bom_is_sniffed_and_read(encoding: str, declared: bool) -> None:
+    # XML 1.0 appendix F: without a BOM, the NUL byte beside the first "<" tells UTF-16
+    # and its byte order; expat reads it so, and the sniff must too.
+    text = sample("cr-bio.xml").decode().replace('encoding="UTF-8"', 'encoding="UTF-16"')
+    if not declared:
+        text = text.split("?>", 1)[1].lstrip()
+    data = text.encode(encoding)
+    assert not data.startswith((b"\xff\xfe", b"\xfe\xff"))
+    assert score(data) == 100
+    assert isinstance(default_registry().choose(data), CdaParser)
+    assert parse_one(data).patient_ids == parse_one(sample("cr-bio.xml")).patient_ids
 
 
 def test_auto_presentable_in_utf16_is_sniffed() -> None:
