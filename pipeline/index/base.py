@@ -71,9 +71,22 @@ def meta_text(record: DocumentRecord) -> str:
     return " ".join(p for p in parts if p)
 
 
+# The longest keyword value a lookup matches. Elasticsearch refuses a whole document for
+# one term over 32,766 bytes, so its mapping keeps longer keywords in the record but out
+# of the terms (``ignore_above``: characters, up to 4 bytes each); both backends then
+# match no longer value, so that they agree. A real code or identifier is far shorter.
+KEYWORD_MAX_CHARS = 8191
+
+
+def matchable(value: str) -> bool:
+    """Whether a keyword lookup may match ``value`` (``KEYWORD_MAX_CHARS``)."""
+    return len(value) <= KEYWORD_MAX_CHARS
+
+
 def names_any(record: DocumentRecord, producer: str, document_ids: Sequence[str]) -> bool:
-    """True when ``producer`` identified ``record`` by one of ``document_ids``."""
-    wanted = set(document_ids)
+    """True when ``producer`` identified ``record`` by one of ``document_ids`` (each one
+    ``matchable``)."""
+    wanted = {i for i in document_ids if matchable(i)}
     return record.producer == producer and (
         record.producer_document_id in wanted or not wanted.isdisjoint(record.document_ids)
     )

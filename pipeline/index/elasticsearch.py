@@ -51,6 +51,7 @@ from pipeline.index.base import (
     ExistingVersion,
     IndexFailure,
     Supersede,
+    matchable,
     meta_text,
     patient_token,
 )
@@ -776,9 +777,9 @@ class ElasticsearchIndex:
     def find_by_document_ids(
         self, patient_id: str, producer: str, document_ids: Sequence[str]
     ) -> list[ExistingVersion]:
-        if patient_token(patient_id) is None or not document_ids:
+        ids = [i for i in document_ids if matchable(i)]  # a longer term is a 400 here
+        if patient_token(patient_id) is None or not ids:
             return []
-        ids = list(document_ids)
         response = self._es.search(
             index=self.alias,
             routing=patient_id,
@@ -873,7 +874,9 @@ class ElasticsearchIndex:
             allowed = [DocClass(c).value for c in query.allowed_classes]
             filters.append({"terms": {"doc_class": allowed}})
         if query.type_code is not None:
-            filters.append({"term": {"type_code": query.type_code}})
+            filters.append(
+                {"term": {"type_code": query.type_code}} if matchable(query.type_code) else {"match_none": {}}
+            )
         if query.since is not None or query.until is not None:
             bounds = {}
             if query.since is not None:

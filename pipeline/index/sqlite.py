@@ -47,6 +47,7 @@ from pipeline.index.base import (
     ExistingVersion,
     IndexFailure,
     Supersede,
+    matchable,
     meta_text,
     names_any,
     patient_token,
@@ -597,8 +598,8 @@ class SqliteIndex:
             clauses.append(f"d.doc_class IN ({', '.join('?' * len(allowed))})" if allowed else "0")
             params += allowed
         if query.type_code is not None:
-            clauses.append("d.type_code = ?")
-            params.append(query.type_code)
+            clauses.append("d.type_code = ?" if matchable(query.type_code) else "0")
+            params += [query.type_code] if matchable(query.type_code) else []
         if query.since is not None:
             clauses.append("d.document_date >= ?")
             params.append(query.since.isoformat())

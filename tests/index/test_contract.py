@@ -20,6 +20,7 @@ import datetime as dt
 import pytest
 
 from pipeline.index import DocumentIndex, IndexFailure, Supersede
+from pipeline.index.base import KEYWORD_MAX_CHARS
 from pipeline.model import DocClass, LabResult, SearchQuery, SearchResult, Visibility
 from tests.index.conftest import PATIENT_A, PATIENT_B, PATIENT_C, make_record
 
@@ -51,6 +52,35 @@ def test_upsert_then_get_round_trips_the_record(index: DocumentIndex) -> None:
     assert index.get(PATIENT_A, "doc-1") == record
     assert index.count() == 1
     assert index.list_ids() == [(PATIENT_A, "doc-1", record.content_sha256)]
+
+
+def test_keyword_values_past_the_term_limit_are_kept_and_the_document_found_by_text(
+    index: DocumentIndex,
+) -> None:
+    # Over 32 KB in every field a producer fills with a code or an identifier: Elasticsearch
+    # refused the whole document (index_error) where the embedded index took it. Both keep
+    # it whole and find it by its text; neither matches a value past KEYWORD_MAX_CHARS.
+    huge, wide = "X" * 40_000, "é" * 17_000  # 40,000 bytes; 34,000 bytes in 17,000 characters
+    at_limit = "é" * KEYWORD_MAX_CHARS
+    record = make_record(
+        "doc-huge",
+        text=HB_TEXT,
+        type_code=huge,
+        producer_finess=wide,
+        producer_document_id=huge,
+        document_ids=(wide, at_limit, "short-id"),
+        author_rpps=huge,
+        results=(LabResult(analyte="Hémoglobine", loinc=huge, value="13.5", unit=wide, abnormal_flag=huge),),
+    )
+    assert index.upsert([record]) == []
+    assert index.get(PATIENT_A, "doc-huge") == record
+    assert ids(search(index, "hémoglobine")) == ["doc-huge"]
+    assert index.find_by_document_ids(PATIENT_A, "labo-test", [huge, wide]) == []
+    for name in ("short-id", at_limit):
+        assert [v.doc_id for v in index.find_by_document_ids(PATIENT_A, "labo-test", [huge, name])] == [
+            "doc-huge"
+        ]
+    assert search(index, type_code=huge).total == 0
 
 
 def test_get_never_returns_another_patients_document(index: DocumentIndex) -> None:

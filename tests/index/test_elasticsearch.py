@@ -18,6 +18,7 @@ from elasticsearch import BadRequestError
 from pipeline.errors import BackendUnavailable
 from pipeline.index import Supersede
 from pipeline.index import elasticsearch as elasticsearch_index
+from pipeline.index.base import KEYWORD_MAX_CHARS
 from pipeline.index.elasticsearch import TOKEN_FIELDS, ElasticsearchIndex, load_schema
 from pipeline.model import DocumentRecord, LabResult, SearchQuery
 from tests.conftest import require_service
@@ -155,6 +156,49 @@ def test_an_older_mapping_gets_new_fields_on_open(es_url: str, es_index: Elastic
     ElasticsearchIndex(es_url, alias=es_index.alias).close()
     mapping = client.indices.get_mapping(index=es_index.alias)[f"{es_index.alias}-v1"]["mappings"]
     assert mapping["_meta"]["version"] == load_schema()["mappings"]["_meta"]["version"]
+
+
+def _keywords(properties: dict[str, Any], path: str = "") -> Iterator[tuple[str, dict[str, Any]]]:
+    for name, field in properties.items():
+        if field.get("type") == "keyword":
+            yield path + name, field
+        yield from _keywords(field.get("properties", {}), f"{path}{name}.")
+
+
+def test_every_keyword_field_has_a_cap_under_the_term_limit() -> None:
+    """A keyword value over 32,766 bytes fails its whole document unless ``ignore_above``
+    keeps it out of the terms; the lookups of both backends stop at the same length."""
+    keywords = dict(_keywords(load_schema()["mappings"]["properties"]))
+    assert "results.loinc" in keywords
+    uncapped = [n for n, f in keywords.items() if not 0 < f.get("ignore_above", 0) <= KEYWORD_MAX_CHARS]
+    assert uncapped == []
+    assert KEYWORD_MAX_CHARS * 4 <= 32_766  # 4 bytes a character at most in UTF-8
+
+
+@pytest.mark.elasticsearch
+def test_an_index_of_uncapped_keywords_gets_the_caps_on_open(es_url: str) -> None:
+    alias = f"carnet-test-{uuid4().hex[:8]}"
+    probe = ElasticsearchIndex(es_url, alias=f"{alias}-probe")
+    client = probe.client
+    older = load_schema()
+    older["mappings"]["_meta"]["version"] = 4
+    for _, field in _keywords(older["mappings"]["properties"]):
+        if field.get("ignore_above") == KEYWORD_MAX_CHARS:
+            del field["ignore_above"]  # the mapping of version 4
+    index = None
+    try:
+        client.indices.create(index=f"{alias}-v1", **older, aliases={alias: {"is_write_index": True}})
+        index = ElasticsearchIndex(es_url, alias=alias)
+        record = make_record("doc-huge", text="hémoglobine", producer_document_id="X" * 40_000)
+        assert index.upsert([record]) == []
+        assert index.get(PATIENT_A, "doc-huge") == record
+    finally:
+        if index is not None:
+            index.close()
+        client.indices.delete(index=f"{alias}-v1", ignore_unavailable=True)
+        client.options(ignore_status=404).indices.delete_index_template(name=alias)
+        probe.drop()
+        probe.close()
 
 
 @pytest.mark.elasticsearch
