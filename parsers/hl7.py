@@ -47,8 +47,10 @@ What is read, per message:
   document is a warning when results stand beside it, else it blocks the message.
 * Identity of the document: ``producer_document_id`` is the embedded CDA's setId, else
   TXA-12 (unique document number, as ``root^extension``), else OBR-3 filler order
-  number, else MSH-10; the other ids go to ``document_ids``. TXA-13 (parent document)
-  goes to ``refers_to``: what a replacement replaces.
+  number, else none (MSH-10 names a transmission, not the document: a resend has its
+  own); the other ids go to ``document_ids``. TXA-13 (parent document) goes to
+  ``refers_to``: what a replacement replaces. ``content_fingerprint`` hashes the message
+  without its envelope (MSH-7, MSH-10…): a message sent again is a duplicate of the first.
 * Replacement and deletion (the profile's OBX-11 on the document's OBX: F original, C
   replacement, D deletion): ``withdraw`` is set by MDM^T11, OBX-11 ``D`` or TXA-19
   ``CA``, and in a lab report carrying no document by ``D`` or ``W`` on every result;
@@ -62,6 +64,7 @@ What is read, per message:
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import logging
 import re
 from collections.abc import Iterator
@@ -221,7 +224,34 @@ def read_message(raw: RawMessage, *, source: str, part: int, embedded: ParserCho
     for line in lines:
         check_segment_name(line, seps, source=source)
         segments.append(Segment(line, seps, charset))
-    return _Reader(segments, source, warnings, embedded).document(part, content)
+    doc = _Reader(segments, source, warnings, embedded).document(part, content)
+    return doc.model_copy(update={"content_fingerprint": content_fingerprint(lines, seps)})
+
+
+# MSH fields that a sender changes when it sends the same message again: date/time of
+# message (7), control id (10), sequence number (13), continuation pointer (14), and the
+# character set (18), since the fingerprint is of the decoded text.
+_ENVELOPE_MSH = (7, 10, 13, 14, 18)
+
+
+def content_fingerprint(lines: list[str], seps: Separators) -> str:
+    """SHA-256 of what a message says, leaving out its transmission envelope: the MSH
+    fields of ``_ENVELOPE_MSH`` and trailing empty fields. Batch headers, MLLP framing, line
+    endings and the byte encoding are gone already (``iter_messages``, ``decode_message``).
+    A message sent again (a resend after a missing ACK, a replayed interface queue) has the
+    fingerprint of the first; a correction (a value, OBR-25, OBX-11 changed) has its own."""
+    digest = hashlib.sha256()
+    for n, line in enumerate(lines):
+        fields = line.split(seps.field)
+        if n == 0:  # MSH-1 is the separator itself: MSH-n is fields[n - 1]
+            for k in _ENVELOPE_MSH:
+                if k - 1 < len(fields):
+                    fields[k - 1] = ""
+        while len(fields) > 1 and not fields[-1]:
+            fields.pop()
+        digest.update(seps.field.join(fields).encode())
+        digest.update(b"\r")
+    return digest.hexdigest()
 
 
 def _check_msh(msh: Segment, source: str) -> None:
@@ -310,7 +340,7 @@ class _Reader:
         finess, producer_name = _producer(msh)
         rpps, author = _author(obrs, self._first("ORC"), self._all("PRT"))
         own_ids = _own_ids(txa, first_obr)
-        document_id = inner.producer_document_id or next(iter(own_ids), None) or msh.value(10)
+        document_id = inner.producer_document_id or next(iter(own_ids), None)
         return ParsedDocument(
             source=self.source, part=part, format=Format.HL7V2, content=content, title=title,
             text="\n".join([title, *self.lines, *(d.text for d in self.embedded if d.text)]),

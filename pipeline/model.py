@@ -180,6 +180,10 @@ class ParsedDocument(Frozen):
     text: str = ""
     title: str | None = None
     content: bytes = Field(default=b"", repr=False)  # raw bytes of this document
+    # A hash of what the document says without what changes when it is sent again (HL7:
+    # MSH-7, MSH-10, batch headers, framing): its identity for duplicates, in place of the
+    # hash of ``content``. None: the bytes decide.
+    content_fingerprint: str | None = None
     patient_ids: tuple[PatientIdentifier, ...] = ()
     demographics: PatientDemographics | None = None
     message_type: str | None = None  # HL7 MSH-9, e.g. "ORU^R01"

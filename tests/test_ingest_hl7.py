@@ -22,6 +22,7 @@ from pipeline.index.base import set_series_flag
 from pipeline.ingest import InputFile, Pipeline, ingest_sources, open_backends
 from pipeline.model import Outcome, Reason, SearchQuery, Status, Visibility
 from pipeline.settings import Settings
+from pipeline.store.base import sha256_hex
 from tests.index.conftest import _elasticsearch, _sqlite
 
 FR = Path(__file__).parent / "samples" / "hl7" / "fr"
@@ -304,3 +305,64 @@ def test_a_lab_report_whose_results_are_all_deleted_withdraws_the_report(
         )  # fmt: skip
     assert (sent.status, deleted.status, deleted.doc_id) == (Status.INDEXED, Status.WITHDRAWN, sent.doc_id)
     assert index.search(SearchQuery(patient_id=INS_COLIN)).total == 0
+
+
+def resent(message: bytes, control_id: bytes, sent_at: bytes) -> bytes:
+    """``message`` as a sender sends it again: a new MSH-7 and MSH-10, in a batch envelope,
+    MLLP-framed, with CR LF between segments."""
+    msh, rest = message.split(b"\n", 1)
+    fields = msh.split(b"|")
+    fields[6], fields[9] = sent_at, control_id
+    body = b"|".join(fields) + b"\n" + rest.rstrip(b"\n") + b"\n"
+    envelope = b"FHS|^~\\&|DPI-EXEMPLE|HOPITAL\nBHS|^~\\&|DPI-EXEMPLE|HOPITAL\n"
+    return b"\x0b" + (envelope + body + b"BTS|1\nFTS|1\n").replace(b"\n", b"\r\n") + b"\x1c\r"
+
+
+def test_a_message_sent_again_in_a_new_envelope_is_a_duplicate_of_the_live_document(
+    tmp_path: Path, index: DocumentIndex
+) -> None:
+    settings = Settings(data_dir=tmp_path / "carnet")
+    original = (FR / "02_oru_pdf_lf.hl7").read_bytes()
+    again = resent(original, b"ORU0902", b"20240404120000")
+    later = resent(original, b"ORU0903", b"20240405120000")
+    with Pipeline(settings, open_backends(settings, index=index)) as pipe:
+        first = pipe.process(InputFile(data=original, source="v1.hl7", producer="hopital"))[0]
+        same_run = pipe.process(InputFile(data=again, source="again.hl7", producer="hopital"))[0]
+    with Pipeline(settings, open_backends(settings, index=index)) as pipe:
+        next_run = pipe.process(InputFile(data=later, source="later.hl7", producer="hopital"))[0]
+    kept = [pipe.store.exists(sha256_hex(data)) for data in (original, again, later)]
+    assert first.status is Status.INDEXED
+    assert (same_run.status, same_run.doc_id) == (Status.DUPLICATE, first.doc_id)
+    assert (next_run.status, next_run.doc_id) == (Status.DUPLICATE, first.doc_id)
+    assert kept == [True, True, True]  # every input's bytes, as received
+    hits = index.search(SearchQuery(patient_id=INS_COLIN, include_superseded=True)).hits
+    assert [h.doc_id for h in hits] == [first.doc_id]
+    # A correction sent in the same envelope as a resend is still a new version.
+    corrected = resent(original.replace(b"||||||F\n", b"||||||C\n", 1), b"ORU0904", b"20240406120000")
+    with Pipeline(settings, open_backends(settings, index=index)) as pipe:
+        correction = pipe.process(InputFile(data=corrected, source="v2.hl7", producer="hopital"))[0]
+    assert correction.status is Status.REPLACED
+    assert [h.doc_id for h in index.search(SearchQuery(patient_id=INS_COLIN)).hits] == [correction.doc_id]
+
+
+def test_a_lab_report_identified_by_its_control_id_alone_sent_again_is_a_duplicate(
+    tmp_path: Path, index: DocumentIndex
+) -> None:
+    # No OBR-3, no TXA-12: MSH-10 names the transmission, and each resend has its own.
+    message = (
+        "MSH|^~\\&|LIS|LABO|CARNET|CARNET|{at}||ORU^R01^ORU_R01|{ctrl}|P|2.5\r"
+        f"PID|1||{INS_COLIN}^^^ASIP-SANTE-INS-NIR&1.2.250.1.213.1.4.8&ISO^INS||COLIN^Marc^^^^^L||19690221|M\r"
+        "OBR|1|||BIO^Bilan biologique^L|||20240312083000\r"
+        "OBX|1|NM|718-7^Hémoglobine^LN||{hb}|g/dL|13-17|N|||F\r"
+    )
+    settings = Settings(data_dir=tmp_path / "carnet")
+    sent = [("M1", "20240312100000", "13.5"), ("M2", "20240313100000", "13.5"),
+            ("M3", "20240313110000", "12.1")]  # fmt: skip
+    with Pipeline(settings, open_backends(settings, index=index)) as pipe:
+        first, again, other = (
+            pipe.process(InputFile(data=message.format(ctrl=c, at=at, hb=hb).encode(), source=f"{c}.hl7",
+                                   producer="labo"))[0]
+            for c, at, hb in sent
+        )  # fmt: skip
+    assert (first.status, again.status, again.doc_id) == (Status.INDEXED, Status.DUPLICATE, first.doc_id)
+    assert other.status is Status.INDEXED and other.doc_id != first.doc_id  # another report

@@ -27,12 +27,14 @@ class Versions:
     def __init__(self, index: DocumentIndex) -> None:
         self.index = index
         self._pending_by_sha: dict[tuple[str, str], str] = {}
+        self._pending_ids: set[tuple[str, str]] = set()
         self._pending_by_series: dict[tuple[str, str], str] = {}
         self._pending_versions: dict[str, tuple[int, dt.date]] = {}
 
     def remember(self, record: DocumentRecord) -> None:
         """A record about to be written: later documents of this run are decided against it."""
         self._pending_by_sha[(record.patient_id, record.content_sha256)] = record.doc_id
+        self._pending_ids.add((record.patient_id, record.doc_id))
         if record.superseded_by is None:
             self._pending_by_series[(record.patient_id, record.series_id)] = record.doc_id
             self._pending_versions[record.doc_id] = version_key(record.version, record.document_date)
@@ -40,13 +42,18 @@ class Versions:
     def flushed(self) -> None:
         """The pending documents are written (or refused): the index answers for them now."""
         self._pending_by_sha.clear()
+        self._pending_ids.clear()
         self._pending_by_series.clear()
         self._pending_versions.clear()
 
     def existing(
-        self, patient: str, content_sha: str, series_id: str, version: tuple[int, dt.date]
+        self, patient: str, content_sha: str, series_id: str, version: tuple[int, dt.date], doc_id: str
     ) -> tuple[str | None, str | None, str | None]:
         """(doc id this duplicates, doc id this replaces, newer doc id that supersedes this one).
+
+        A duplicate has the same bytes (``content_sha``) or the same ``doc_id``: doc ids
+        derive from the content's fingerprint when the parser gives one (``document_ids``),
+        so an HL7 message sent again with a new MSH-7 and MSH-10 is a duplicate too.
 
         The version chain follows the producer's order (``version_key``), not the order of
         arrival: a version older than the current one (a late delivery, a replay after a
@@ -55,12 +62,14 @@ class Versions:
         """
         if (patient, content_sha) in self._pending_by_sha:
             return self._pending_by_sha[(patient, content_sha)], None, None
+        if (patient, doc_id) in self._pending_ids:
+            return doc_id, None, None
         current = self._pending_by_series.get((patient, series_id))
         current_version = self._pending_versions.get(current) if current else None
         for v in self.index.find_versions(patient, content_sha256=content_sha, series_id=series_id):
             if v.withdrawn:
                 continue  # sent again after a deletion: filed anew, not a duplicate
-            if v.content_sha256 == content_sha:
+            if v.content_sha256 == content_sha or v.doc_id == doc_id:
                 return v.doc_id, None, None
             if v.series_id == series_id and v.superseded_by is None and current is None:
                 current = v.doc_id

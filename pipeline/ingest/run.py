@@ -505,7 +505,9 @@ class Pipeline:
         outcome_base = outcome_fields(item, examined, content_sha)
         version = version_key(doc.version, examined.document_date)
         with self.clock.stage("dedup"):
-            duplicate_of, supersedes, newer = self.versions.existing(patient, content_sha, series_id, version)
+            duplicate_of, supersedes, newer = self.versions.existing(
+                patient, content_sha, series_id, version, doc_id
+            )
         if duplicate_of:
             self._copies.setdefault(duplicate_of, []).append((len(self.outcomes), item.batch, doc.part))
             self._raw_sha_of[len(self.outcomes)] = raw_sha
@@ -886,7 +888,7 @@ class Pipeline:
         for p in pending:
             r = p.record
             duplicate_of, supersedes, newer = self.versions.existing(
-                r.patient_id, r.content_sha256, r.series_id, version_key(r.version, r.document_date)
+                r.patient_id, r.content_sha256, r.series_id, version_key(r.version, r.document_date), r.doc_id
             )
             old = self.outcomes[p.outcome_index]
             if duplicate_of:

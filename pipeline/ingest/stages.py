@@ -240,13 +240,16 @@ def closed_account(closure: Reason) -> Rejection:
 
 def document_ids(producer: str, patient_id: str, doc: ParsedDocument, content_sha: str) -> tuple[str, str]:
     """(series id, doc id): deterministic, from the producer's document id when it gives
-    one (a replacement naming its parent may join the parent's series instead)."""
+    one (a replacement naming its parent may join the parent's series instead), and from
+    the content's fingerprint when the parser gives one, else its bytes' hash: the same
+    document sent again gets the same doc id, which makes it a duplicate."""
+    content = doc.content_fingerprint or content_sha
     if doc.producer_document_id:
         return (
             hash_id("series", producer, doc.producer_document_id),
-            hash_id("doc", producer, doc.producer_document_id, content_sha),
+            hash_id("doc", producer, doc.producer_document_id, content),
         )
-    doc_id = hash_id("doc", patient_id, content_sha)
+    doc_id = hash_id("doc", patient_id, content)
     return doc_id, doc_id
 
 

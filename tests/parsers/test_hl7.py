@@ -135,8 +135,47 @@ def test_without_obr_the_title_and_date_fall_back_to_defaults_and_msh(parser: Hl
     [doc] = parser.parse(data, source="x")
     assert doc.title == DEFAULT_TITLE and doc.text.startswith(DEFAULT_TITLE + "\n")
     assert doc.document_date == dt.date(2024, 3, 12)  # MSH-7
-    assert doc.producer_document_id == "MSG0001"  # MSH-10
+    # MSH-10 names the transmission, not the document: a resend has its own.
+    assert doc.producer_document_id is None and doc.message_control_id == "MSG0001"
     assert doc.author_rpps is None and doc.author_name is None
+
+
+def _sent_again(data: bytes) -> list[bytes]:
+    """``oru_single.hl7`` as senders send it again: what changes is the envelope only."""
+    msh, rest = data.split(b"\r", 1)
+    new_header = msh.replace(b"|20240312083000|", b"|20240320101010|").replace(b"|MSG0001|", b"|RESEND-7|")
+    message = new_header + b"\r" + rest
+    latin = message.replace(b"UNICODE UTF-8", b"8859/1").decode().encode("cp1252")
+    batch = b"FHS|^~\\&|SIL\rBHS|^~\\&|SIL\r" + message.replace(b"\r", b"\r\n") + b"BTS|1\rFTS|1"
+    # MSH-13 sequence number set, and trailing empty fields.
+    numbered = new_header.replace(b"|2.5|||", b"|2.5|42||") + b"\r" + rest.replace(b"\r", b"|||\r")
+    return [message, b"\x0b" + message + b"\x1c\r", batch, numbered, latin]
+
+
+def test_a_message_sent_again_has_the_fingerprint_of_the_first(parser: Hl7Parser) -> None:
+    [first] = parse(parser, "oru_single.hl7")
+    assert first.content_fingerprint
+    for data in _sent_again(sample("oru_single.hl7")):
+        [again] = parser.parse(data, source="again")
+        assert again.content != first.content or data.startswith(b"\x0b")
+        assert again.content_fingerprint == first.content_fingerprint, data[:80]
+
+
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [(b"||13.5|", b"||12.5|"),  # a value corrected
+     (b"|||F|||||||10101234567", b"|||C|||||||10101234567"),  # OBR-25: corrected report
+     (b"|N|||F|||20240312083000\rOBX|2", b"|N|||C|||20240312083000\rOBX|2"),  # OBX-11
+     (b"|P|2.5|", b"|T|2.5|")],  # MSH-11 processing id: a test message is not the real one
+)  # fmt: skip
+def test_a_message_that_says_something_else_has_its_own_fingerprint(
+    parser: Hl7Parser, old: bytes, new: bytes
+) -> None:
+    [first] = parse(parser, "oru_single.hl7")
+    data = sample("oru_single.hl7")
+    assert old in data
+    [other] = parser.parse(data.replace(old, new, 1), source="other")
+    assert other.content_fingerprint != first.content_fingerprint
 
 
 # --- files holding several messages ------------------------------------------------------
