@@ -175,6 +175,15 @@ def sniff_media_type(payload: bytes) -> str | None:
     return None
 
 
+_MARKUP_STARTS = (b"<?xml", b"<!doctype", b"<html")
+
+
+def opens_a_document(head: bytes) -> bool:
+    """Whether ``head`` is the start of a document (PDF, image, RTF, XML or HTML), not a
+    piece from the middle of one."""
+    return sniff_media_type(head) is not None or head.lstrip()[:9].lower().startswith(_MARKUP_STARTS)
+
+
 def _rtf_text(payload: bytes, source: str) -> str:
     """The text of an RTF document (control words, font and colour tables dropped)."""
     from striprtf.striprtf import rtf_to_text

@@ -42,7 +42,9 @@ What is read, per message:
   parsers as for files), an RTF or plain-text report as a CDA's non-XML body is; that
   document's text, results, visibility, patient ids, type
   code, title, date, author and setId are the message's (PID-3 comes first in
-  ``patient_ids``, so an embedded INS that disagrees is an identity conflict). OBX-3 is
+  ``patient_ids``, so an embedded INS that disagrees is an identity conflict). An ED split
+  over consecutive OBX of the same OBX-3 and OBX-4 (a LIS limiting its field length),
+  the parts repeating the ED's header or not, is joined back into one document. OBX-3 is
   the document type code when the embedded document has none. An unreadable embedded
   document is a warning when results stand beside it, else it blocks the message.
 * Identity of the document: ``producer_document_id`` is the embedded CDA's setId, else
@@ -63,6 +65,8 @@ What is read, per message:
 
 from __future__ import annotations
 
+import base64
+import binascii
 import datetime as dt
 import hashlib
 import logging
@@ -71,7 +75,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from parsers.base import ParserChooser
-from parsers.embedded import EmbeddedReader, decode_base64
+from parsers.embedded import EmbeddedReader, decode_base64, opens_a_document
 from parsers.hl7_segments import (
     BOM,
     RawMessage,
@@ -301,6 +305,8 @@ class _Reader:
     # OBX-11 of every result OBX (not ED, visibility or profile instruction), kept or not.
     result_statuses: list[str] = field(default_factory=list)
     carries_document: bool = False  # an OBX of type ED
+    # The data of the OBX that continue an ED's (``_join_split_eds``), by the OBX they continue.
+    ed_parts: dict[Segment, list[str]] = field(default_factory=dict)
 
     def document(self, part: int, content: bytes) -> ParsedDocument:
         msh = self.segments[0]
@@ -320,7 +326,7 @@ class _Reader:
                 f"PID-32 says the patient's identity is not qualified ({', '.join(unqualified)}):"
                 " only a qualified identity's INS may reference health data (RNIV)")))  # fmt: skip
         obrs = [s for s in self.segments if s.name == "OBR"]
-        for seg in self.segments[1:]:
+        for seg in self._join_split_eds(self.segments[1:]):
             self._read_body(seg, several_obr=len(obrs) > 1)
         withdraw = self._withdraws(message_type, txa)
         self._settle_ed_failures(withdraw=withdraw)
@@ -397,6 +403,35 @@ class _Reader:
         for problem in self.ed_failures:
             self.warnings.append(problem.model_copy(update={"blocking": blocking}))
 
+    def _join_split_eds(self, body: list[Segment]) -> list[Segment]:
+        """``body`` without the OBX that continue an ED, their data kept in ``ed_parts``. A LIS
+        whose fields are limited in length splits a PDF's Base64 over consecutive OBX of the
+        same OBX-3 and OBX-4 (``_ed_continuation``); an OBX whose data opens a document of
+        its own is the next document, not the rest of the one before."""
+        kept: list[Segment] = []
+        opened: Segment | None = None  # the ED that the next OBX may continue
+        for seg in body:
+            data = _ed_continuation(opened, seg) if opened else None
+            if opened and data is not None and not self._opens_a_document(opened, data):
+                self.ed_parts.setdefault(opened, []).append(data)
+                continue
+            kept.append(seg)
+            opened = seg if seg.name == "OBX" and seg.value(2) == "ED" else None
+        return kept
+
+    def _opens_a_document(self, ed_obx: Segment, data: str) -> bool:
+        """Whether ``data``, in the encoding ``ed_obx`` declares, starts with a document's
+        magic (PDF, image, CDA, RTF, HTML)."""
+        head = "".join(data[:_SNIFF_CHARS].split())
+        if _ed_header(ed_obx)[2] == "base64":
+            try:
+                raw = base64.b64decode(head[: len(head) - len(head) % 4], validate=True)
+            except (binascii.Error, ValueError):  # no Base64 alone: a part cut mid-quantum
+                return False
+        else:
+            raw = head.encode()
+        return self.embedded_parsers.choose(raw) is not None or opens_a_document(raw)
+
     def _read_body(self, seg: Segment, *, several_obr: bool) -> None:
         if seg.name == "OBX":
             self._read_obx(seg)
@@ -454,7 +489,8 @@ class _Reader:
             if encoding != "base64":
                 raise ParserError(f"embedded {declared} encoding {encoding!r} is not Base64")
             # Line breaks or blanks inside the Base64 are the sender's wrapping: dropped.
-            payload = decode_base64(seg.part(ed, 5), source=self.source, what=f"embedded {declared}")
+            chunks = [seg.part(ed, 5), *self.ed_parts.get(seg, ())]
+            payload = _decode_parts(chunks, source=self.source, what=f"embedded {declared}")
             source = f"{self.source} OBX {seg.value(1)}"
             parser = self.embedded_parsers.choose(payload)
             if parser is None:
@@ -469,6 +505,48 @@ class _Reader:
             self.ed_failures.append(
                 Problem(code=reason, blocking=False, message=f"embedded {declared} unreadable: {exc.message}")
             )
+
+
+# Base64 characters enough for the first kilobyte of a document: what sniffing looks at.
+_SNIFF_CHARS = 1368
+
+
+def _ed_header(seg: Segment) -> tuple[str, str, str]:
+    """An ED's type of data, subtype and encoding, lower-cased."""
+    ed = seg.repetitions(5)[0] if seg.repetitions(5) else ""
+    return seg.part(ed, 2).lower(), seg.part(ed, 3).lower(), seg.part(ed, 4).lower()
+
+
+def _ed_continuation(first: Segment, seg: Segment) -> str | None:
+    """The data ``seg`` adds to the ED that ``first`` opens when it is a part of it, else
+    None: an OBX of type ED with the same OBX-3 code and OBX-4 sub-id, whose ED names the
+    same type, subtype and encoding or none (its data alone, in ED.5 or as the whole field)."""
+    if seg.name != "OBX" or seg.value(2) != "ED":
+        return None
+    if (seg.value(3, 1), seg.value(4)) != (first.value(3, 1), first.value(4)):
+        return None
+    reps = seg.repetitions(5)
+    if not reps:
+        return None
+    if seg.seps.component not in reps[0]:
+        return seg.part(reps[0])
+    header = _ed_header(seg)
+    if any(header) and header != _ed_header(first):
+        return None
+    return seg.part(reps[0], 5)
+
+
+def _decode_parts(parts: list[str], *, source: str, what: str) -> bytes:
+    """The Base64 of an ED's parts decoded as one; or part by part when each part was
+    encoded on its own (padding inside the joined text)."""
+    try:
+        return decode_base64("".join(parts), source=source, what=what)
+    except ParserError:
+        if len(parts) == 1:
+            raise
+        return b"".join(
+            decode_base64(p, source=source, what=f"{what} part {n}") for n, p in enumerate(parts, start=1)
+        )
 
 
 def _ed_media_type(kind: str, subtype: str) -> str:

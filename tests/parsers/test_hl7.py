@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import importlib.util
+import itertools
 from pathlib import Path
 
 import pytest
@@ -956,3 +957,50 @@ def test_a_lab_report_every_result_of_which_is_deleted_withdraws_its_order(
     )
     [doc] = parser.parse((head + obxs).encode(), source="x")
     assert doc.withdraw is withdraw and doc.producer_document_id == "F1"
+
+
+def _split_ed(parts: list[str]) -> bytes:
+    """``11_mdm_t02_pdf_v1.hl7`` with its PDF's OBX replaced by one OBX per ED in ``parts``
+    (same OBX-3, OBX-4 and OBX-11), as a LIS limiting its field length sends it."""
+    mdm = (FR / "11_mdm_t02_pdf_v1.hl7").read_bytes().decode()
+    head, obx = mdm.split("\rOBX|1|ED|")
+    obxs = [f"OBX|{n}|ED|11502-2^CR d'examens biologiques^LN|1|{ed}||||||F" for n, ed in enumerate(parts, 1)]
+    return "\r".join([head, *obxs]).encode()
+
+
+def _pdf_base64() -> str:
+    mdm = (FR / "11_mdm_t02_pdf_v1.hl7").read_bytes().decode()
+    return mdm.split("^application^pdf^Base64^")[1].split("|")[0]
+
+
+@pytest.mark.parametrize("style", ["header_each_time", "header_once", "data_alone", "each_part_encoded"])
+def test_a_pdf_split_over_several_obx_is_read_as_one_document(parser: Hl7Parser, style: str) -> None:
+    data = _pdf_base64()
+    cuts = [0, 601, 1302, len(data)]  # not on a 4-character quantum
+    chunks = [data[a:b] for a, b in itertools.pairwise(cuts)]
+    if style == "each_part_encoded":  # each part's bytes encoded on their own, padded
+        pdf = base64.b64decode(data)
+        cuts = [0, 500, 1000, len(pdf)]
+        chunks = [base64.b64encode(pdf[a:b]).decode() for a, b in itertools.pairwise(cuts)]
+        assert chunks[0].endswith("=")
+    header = "^application^pdf^Base64^"
+    parts = {
+        "header_each_time": [header + c for c in chunks],
+        "header_once": [header + chunks[0], *("^^^^" + c for c in chunks[1:])],
+        "data_alone": [header + chunks[0], *chunks[1:]],
+        "each_part_encoded": [header + c for c in chunks],
+    }[style]
+    [doc] = parser.parse(_split_ed(parts), source="x")
+    [expected] = fr_parse(parser, "11_mdm_t02_pdf_v1.hl7")
+    assert doc.warnings == () and doc.page_count == 1
+    assert doc.text == expected.text and "Vitamine D : 61 nmol/L" in doc.text
+
+
+def test_whole_documents_in_consecutive_obx_are_not_joined(parser: Hl7Parser) -> None:
+    pdf = "^application^pdf^Base64^" + _pdf_base64()
+    text = "^TEXT^PLAIN^Base64^" + base64.b64encode(b"%PDF-1.4 un second document").decode()
+    [doc] = parser.parse(_split_ed([pdf, pdf]), source="x")
+    assert doc.page_count == 2 and doc.text.count("Vitamine D : 61 nmol/L") == 2
+    # Another type, subtype or encoding: another document (here an unreadable one).
+    [doc] = parser.parse(_split_ed([pdf, text]), source="x")
+    assert doc.page_count == 1 and [w.code for w in doc.warnings] == [Reason.PARSE_ERROR]
