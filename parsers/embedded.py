@@ -3,7 +3,7 @@
 ``EmbeddedReader.read`` turns decoded bytes and their declared media type into text with
 the same parsers as top-level files — a PDF through ``PdfParser`` (its text layer, and OCR
 for pages without one), an image through ``ImageParser`` (OCR), plain text decoded, RTF
-stripped of its markup (striprtf) — so an
+stripped of its markup (striprtf), HTML of its tags (the standard library's parser) — so an
 embedded scan is read exactly like a scanned file, with its page and OCR figures.
 ``decode_base64`` is the one strict base64 decoder for embedded payloads (line breaks and
 other whitespace inside the text are allowed, anything else is an error).
@@ -17,6 +17,7 @@ import codecs
 import logging
 import re
 from dataclasses import dataclass
+from html.parser import HTMLParser
 from typing import TYPE_CHECKING
 
 from pipeline.errors import ParserError
@@ -31,6 +32,8 @@ _PDF_TYPES = frozenset({"application/pdf", "application/x-pdf"})
 _IMAGE_TYPES = frozenset({"image/jpeg", "image/jpg", "image/pjpeg", "image/png", "image/tiff", "image/tif"})
 _RTF_TYPES = frozenset({"text/rtf", "application/rtf"})
 _RTF_MAGIC = b"{\\rtf"
+_HTML_TYPES = frozenset({"text/html", "application/xhtml+xml"})
+_HTML_STARTS = (b"<!doctype html", b"<html")
 # Media types that say nothing about the content: the bytes are sniffed instead.
 _GENERIC_TYPES = frozenset({"", "application/octet-stream", "binary/octet-stream"})
 _PDF_MAGIC = b"%PDF-"
@@ -150,6 +153,8 @@ class EmbeddedReader:
             return EmbeddedText(text=_squash_lines(_decode_text(payload, charset)))
         if kind in _RTF_TYPES:
             return EmbeddedText(text=_squash_lines(_rtf_text(payload, source)))
+        if kind in _HTML_TYPES:
+            return EmbeddedText(text=_squash_lines(html_text(_decode_text(payload, charset))))
         log.info("%s: embedded document of type %r is not read", source, declared_type)
         return EmbeddedText(
             text="",
@@ -164,7 +169,7 @@ class EmbeddedReader:
 
 
 def sniff_media_type(payload: bytes) -> str | None:
-    """The media type the payload's first bytes show (PDF, PNG/JPEG/TIFF, RTF), or None."""
+    """The media type the payload's first bytes show (PDF, PNG/JPEG/TIFF, RTF, HTML), or None."""
     head = payload[:1024]
     if _PDF_MAGIC in head:
         return "application/pdf"
@@ -172,6 +177,8 @@ def sniff_media_type(payload: bytes) -> str | None:
         return "image/png" if payload.startswith(_IMAGE_MAGIC[0]) else "image/jpeg"
     if payload.lstrip().startswith(_RTF_MAGIC):
         return "text/rtf"
+    if payload.lstrip().removeprefix(b"\xef\xbb\xbf")[:14].lower().startswith(_HTML_STARTS):
+        return "text/html"
     return None
 
 
@@ -182,6 +189,59 @@ def opens_a_document(head: bytes) -> bool:
     """Whether ``head`` is the start of a document (PDF, image, RTF, XML or HTML), not a
     piece from the middle of one."""
     return sniff_media_type(head) is not None or head.lstrip()[:9].lower().startswith(_MARKUP_STARTS)
+
+
+class _HtmlText(HTMLParser):
+    """The text of an HTML document: scripts and styles left out, a line per block (paragraph,
+    heading, list item, table row…), table cells side by side."""
+
+    _BLOCKS = frozenset(
+        {"p", "div", "br", "li", "tr", "h1", "h2", "h3", "h4", "h5", "h6", "table", "ul", "ol",
+         "dl", "dt", "dd", "pre", "blockquote", "hr", "section", "article", "header", "footer",
+         "title", "caption", "thead", "tbody", "tfoot"}
+    )  # fmt: skip
+    _HIDDEN = frozenset({"script", "style", "template", "noscript"})
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.parts: list[str] = []
+        self._hidden = 0
+        self._pre = 0
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag in self._HIDDEN:
+            self._hidden += 1
+            return
+        self._pre += tag == "pre"
+        if tag in self._BLOCKS:
+            self.parts.append("\n")
+        elif tag in {"td", "th"}:
+            self.parts.append(" ")
+
+    def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag in self._BLOCKS:  # <br/>, <hr/>: no end tag follows
+            self.parts.append("\n")
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in self._HIDDEN:
+            self._hidden = max(0, self._hidden - 1)
+            return
+        self._pre = max(0, self._pre - (tag == "pre"))
+        if tag in self._BLOCKS:
+            self.parts.append("\n")
+
+    def handle_data(self, data: str) -> None:
+        if not self._hidden:
+            # Line breaks outside <pre> are the source's wrapping, not the text's.
+            self.parts.append(data if self._pre else " ".join(data.splitlines()))
+
+
+def html_text(html: str) -> str:
+    """The text an HTML document shows (entities resolved, markup dropped)."""
+    reader = _HtmlText()
+    reader.feed(html)
+    reader.close()
+    return "".join(reader.parts)
 
 
 def _rtf_text(payload: bytes, source: str) -> str:

@@ -39,10 +39,11 @@ What is read, per message:
   ``ACK_RECEPTION``…), and ED observations.
 * OBX of type ED: the document itself. Its Base64 is decoded (blanks and line breaks
   dropped) and parsed by the embedded-document registry (the same CDA, PDF and image
-  parsers as for files), an RTF or plain-text report as a CDA's non-XML body is; that
-  document's text, results, visibility, patient ids, type
-  code, title, date, author and setId are the message's (PID-3 comes first in
-  ``patient_ids``, so an embedded INS that disagrees is an identity conflict). An ED split
+  parsers as for files), an RTF, HTML or plain-text report as a CDA's non-XML body is;
+  data sent unencoded (ED.4 ``A``) or in ``Hex`` is read too. That document's text,
+  results, visibility, patient ids, type code, title, date, author and setId are the
+  message's (PID-3 comes first in ``patient_ids``, so an embedded INS that disagrees is
+  an identity conflict). An ED split
   over consecutive OBX of the same OBX-3 and OBX-4 (a LIS limiting its field length),
   the parts repeating the ED's header or not, is joined back into one document. OBX-3 is
   the document type code when the embedded document has none. An unreadable embedded
@@ -479,22 +480,30 @@ class _Reader:
     def _read_ed(self, seg: Segment) -> None:
         """An OBX of type ED: the document itself (CDA, PDF…), parsed as what it is."""
         ed = seg.repetitions(5)[0] if seg.repetitions(5) else ""
-        subtype, encoding = seg.part(ed, 3), seg.part(ed, 4).lower()
+        kind, subtype, encoding = _ed_header(seg)
         declared = subtype.upper() or "document"
         self.carries_document = True
         if not self.document_status:
             self.document_status = seg.value(11)
             self.document_code = (_loinc(seg), _ce_text(seg, 3))
         try:
-            if encoding != "base64":
-                raise ParserError(f"embedded {declared} encoding {encoding!r} is not Base64")
-            # Line breaks or blanks inside the Base64 are the sender's wrapping: dropped.
-            chunks = [seg.part(ed, 5), *self.ed_parts.get(seg, ())]
-            payload = _decode_parts(chunks, source=self.source, what=f"embedded {declared}")
+            chunks = [_ed_data(seg, ed), *self.ed_parts.get(seg, ())]
+            what = f"embedded {declared}"
+            media = _ed_media_type(kind, subtype)
+            if encoding == "base64":
+                # Line breaks or blanks inside the Base64 are the sender's wrapping: dropped.
+                payload = _decode_parts(chunks, source=self.source, what=what)
+            elif encoding == "hex":
+                payload = _decode_hex("".join(chunks), source=self.source, what=what)
+            elif encoding == "a" or (not encoding and kind == "text"):
+                # HL7 table 0299 "A": the text itself, decoded with the message already.
+                payload = "".join(chunks).encode()
+                media = f"{media or 'text/plain'}; charset=utf-8"
+            else:
+                raise ParserError(f"{what} encoding {encoding!r} is not Base64, Hex or A (none)")
             source = f"{self.source} OBX {seg.value(1)}"
             parser = self.embedded_parsers.choose(payload)
             if parser is None:
-                media = _ed_media_type(seg.part(ed, 2), subtype)
                 self.embedded.append(_text_document(payload, media, source))
                 return
             declared = "PDF" if parser.name == "pdf" else parser.name.upper()
@@ -529,11 +538,24 @@ def _ed_continuation(first: Segment, seg: Segment) -> str | None:
     if not reps:
         return None
     if seg.seps.component not in reps[0]:
-        return seg.part(reps[0])
+        return seg.text(reps[0]).strip()
     header = _ed_header(seg)
     if any(header) and header != _ed_header(first):
         return None
-    return seg.part(reps[0], 5)
+    return _ed_data(seg, reps[0])
+
+
+def _ed_data(seg: Segment, ed: str) -> str:
+    """An ED's data (ED.5), unescaped: everything after its fourth component separator, since
+    HTML or text sent unencoded ("A") often holds the separators unescaped (``&nbsp;``)."""
+    return seg.text(seg.seps.component.join(ed.split(seg.seps.component)[4:])).strip()
+
+
+def _decode_hex(data: str, *, source: str, what: str) -> bytes:
+    try:
+        return bytes.fromhex("".join(data.split()))
+    except ValueError as exc:
+        raise ParserError(f"{what} is not valid hexadecimal: {exc}", source=source) from exc
 
 
 def _decode_parts(parts: list[str], *, source: str, what: str) -> bytes:
@@ -551,11 +573,13 @@ def _decode_parts(parts: list[str], *, source: str, what: str) -> bytes:
 
 def _ed_media_type(kind: str, subtype: str) -> str:
     """The media type an ED's type of data (HL7 table 0191) and subtype (0291) name, for the
-    documents the registry's parsers do not read: RTF and plain text, as hospital systems
-    send their reports ("^TEXT^RTF^Base64^…"). ``""`` lets the bytes say (RTF's magic)."""
+    documents the registry's parsers do not read: RTF, HTML and plain text, as hospital
+    systems send their reports ("^TEXT^RTF^Base64^…"). ``""`` lets the bytes say (magic)."""
     sub = subtype.lower()
     if sub == "rtf":
         return "text/rtf"
+    if sub in {"html", "htm", "xhtml"}:
+        return "text/html"
     if sub in {"plain", "txt", "text"} or (kind.upper() == "TEXT" and not sub):
         return "text/plain"
     return ""
@@ -565,7 +589,7 @@ def _text_document(payload: bytes, media: str, source: str) -> ParsedDocument:
     """An ED holding an RTF or plain-text report, read as a CDA's non-XML body is."""
     read = EmbeddedReader().read(payload, media, source=source)
     if not read.text:
-        raise ParserError("embedded document is not a PDF, image, CDA, RTF or text document")
+        raise ParserError("embedded document is not a PDF, image, CDA, RTF, HTML or text document")
     return ParsedDocument(source=source, format=Format.HL7V2, text=read.text, warnings=read.warnings)
 
 

@@ -70,3 +70,18 @@ def test_text_declared_over_a_pdf_or_an_image_is_an_error(payload: bytes, what: 
     # Text that merely mentions one is text.
     text = embedded.EmbeddedReader().read(b"Joint : rapport.pdf (%PDF-1.7)", "text/plain", source="x")
     assert text.text == "Joint : rapport.pdf (%PDF-1.7)"
+
+
+def test_html_is_read_as_the_text_it_shows() -> None:
+    page = (
+        b"<html><head><title>CR</title><script>var x = '<p>';</script></head><body>"
+        b"<p>Bilan <b>normal</b>,\nrevoir dans 1&nbsp;an &amp; contr\xc3\xb4ler.</p>"
+        b"<ul><li>TSH</li><li>T4</li></ul>"
+        b"<pre>col1  col2\nval1  val2</pre></body></html>"
+    )
+    for declared in ("text/html; charset=utf-8", "application/xhtml+xml", ""):
+        payload = page if declared else b"<!DOCTYPE html>" + page  # no type: sniffed
+        read = embedded.EmbeddedReader().read(payload, declared, source="x")
+        assert read.text.splitlines() == [
+            "CR", "Bilan normal, revoir dans 1 an & contrôler.", "TSH", "T4", "col1 col2", "val1 val2",
+        ], declared  # fmt: skip

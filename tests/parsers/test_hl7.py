@@ -942,9 +942,36 @@ def test_an_rtf_or_plain_text_report_in_an_ed_is_read(parser: Hl7Parser, ed: str
 def test_an_ed_of_another_kind_still_blocks_alone(parser: Hl7Parser) -> None:
     mdm = (FR / "11_mdm_t02_pdf_v1.hl7").read_bytes().decode()
     payload = mdm.split("|ED|")[1].split("||")[1].split("|")[0]
-    html = f"^TEXT^HTML^Base64^{base64.b64encode(b'<html><p>Bonjour</p></html>').decode()}"
-    [doc] = parser.parse(mdm.replace(payload, html).encode(), source="x")
+    word = "^AP^msword^Base64^" + base64.b64encode(b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1 Bonjour").decode()
+    [doc] = parser.parse(mdm.replace(payload, word).encode(), source="x")
     assert [(w.code, w.blocking) for w in doc.warnings] == [(Reason.PARSE_ERROR, True)]
+
+
+HTML = (
+    "<!DOCTYPE html><html><head><meta charset='utf-8'><style>p {{ color: red }}</style></head>"
+    "<body><h1>Compte rendu d&#39;échographie</h1><p>Foie de taille normale,\nsans l&eacute;sion.</p>"
+    "<table><tr><td>Rate</td><td>11&nbsp;cm</td></tr></table><script>track()</script></body></html>"
+)
+HTML_TEXT = "Compte rendu d'échographie\nFoie de taille normale, sans lésion.\nRate 11 cm"
+
+
+@pytest.mark.parametrize(
+    "ed",
+    [
+        f"^TEXT^HTML^Base64^{base64.b64encode(HTML.encode()).decode()}",
+        f"^text^html^Base64^{base64.b64encode(HTML.encode('cp1252')).decode()}",  # not UTF-8
+        f"^AP^^Base64^{base64.b64encode(HTML.encode()).decode()}",  # sniffed
+        # Unencoded (HL7 table 0299 "A"): a line break escaped, "&" escaped or not.
+        "^TEXT^HTML^A^" + HTML.replace("\n", "\\.br\\").replace("&#39;", "\\T\\#39;"),
+        f"^TEXT^HTML^Hex^{HTML.encode().hex().upper()}",
+    ],
+)
+def test_an_html_report_in_an_ed_is_read_as_its_text(parser: Hl7Parser, ed: str) -> None:
+    mdm = (FR / "11_mdm_t02_pdf_v1.hl7").read_bytes().decode()
+    payload = mdm.split("|ED|")[1].split("||")[1].split("|")[0]
+    [doc] = parser.parse(mdm.replace(payload, ed).encode(), source="x")
+    assert doc.warnings == ()
+    assert HTML_TEXT in doc.text and "track()" not in doc.text and "color" not in doc.text
 
 
 @pytest.mark.parametrize(("statuses", "withdraw"), [("DD", True), ("DW", True), ("DF", False), ("FF", False)])
