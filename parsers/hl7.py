@@ -6,7 +6,8 @@ Any other message (ACK, ADT, QRY, local Z messages) gives a ``ParsedDocument`` w
 blocking ``unsupported_message`` problem naming its type.
 
 A file may hold several messages, with ``\\r``, ``\\n`` or ``\\r\\n`` between segments, MLLP
-framing and FHS/BHS/BTS/FTS batch envelopes (dropped). Each message is decoded on its own,
+framing and FHS/BHS/BTS/FTS batch envelopes (dropped); a file in UTF-16, with or without a
+byte order mark, is read as its UTF-8 transcription. Each message is decoded on its own,
 as its MSH-18 says (``8859/1`` and its usual spellings read as Windows-1252, ``8859/15``,
 UTF-8), unless its bytes can only be something else (``decode_message``). How the
 ER7 text is split, why hl7apy is used only for the header and segment vocabulary, and
@@ -88,6 +89,7 @@ from parsers.hl7_segments import (
     iter_messages,
     parse_date,
     parse_ts,
+    utf16_codec,
 )
 from pipeline.errors import EncryptedDocumentError, ParserError
 from pipeline.identifiers import INS_OIDS, is_finess, rpps_of
@@ -148,7 +150,10 @@ class Hl7Parser:
         self.embedded = embedded
 
     def score(self, head: bytes) -> int:
-        """100 when the file starts (after MLLP start byte, BOM, blanks) with MSH/FHS/BHS."""
+        """100 when the file starts (after MLLP start byte, BOM, blanks) with MSH/FHS/BHS,
+        in an ASCII-compatible encoding or in UTF-16."""
+        if utf16_codec(head):
+            return 100
         start = head.lstrip(b"\x0b \t\r\n")
         if start.startswith(BOM):
             start = start[len(BOM) :].lstrip(b"\x0b \t\r\n")

@@ -87,6 +87,31 @@ class RawMessage:
         return b"\r".join(self.segments)
 
 
+# A file in UTF-16 (Windows interface engines' "Unicode"), with or without its byte order
+# mark: the NUL beside each letter of the first segment id gives the byte order.
+_IDS_16 = b"|".join(b"\x00".join(name[i : i + 1] for i in range(3)) for name in (b"MSH", b"FHS", b"BHS"))
+_UTF16 = {
+    "utf-16-le": re.compile(rb"(?:\xff\xfe)?(?:[\x0b\r\n \t]\x00)*(?:" + _IDS_16 + rb")\x00"),
+    "utf-16-be": re.compile(rb"(?:\xfe\xff)?(?:\x00[\x0b\r\n \t])*\x00(?:" + _IDS_16 + rb")"),
+}
+
+
+def utf16_codec(head: bytes) -> str | None:
+    """The UTF-16 codec of an HL7 file starting with ``head``, or None when it is not UTF-16."""
+    return next((codec for codec, start in _UTF16.items() if start.match(head)), None)
+
+
+def as_utf8(data: bytes) -> bytes:
+    """``data`` in UTF-8 when it is UTF-16 HL7 (each message is then read as UTF-8), else as is."""
+    codec = utf16_codec(data[:64])
+    if codec is None:
+        return data
+    try:
+        return data.decode(codec).removeprefix("\ufeff").encode()
+    except UnicodeDecodeError as exc:
+        raise ParserError(f"the file starts as {codec} HL7 but is not valid {codec}: {exc}") from exc
+
+
 def split_messages(data: bytes) -> list[RawMessage]:
     """Every message of ``data`` (see ``iter_messages``) in one list."""
     return list(iter_messages(data))
@@ -101,6 +126,7 @@ def iter_messages(data: bytes) -> Iterator[RawMessage]:
     trailer) that are not envelope segments form a ``headless`` message, reported broken.
     Lines that continue an OBX's Base64 data cut by raw line breaks are joined back to it.
     """
+    data = as_utf8(data)
     # hl7apy only splits on \r: every other line end (and MLLP framing) ends a segment too.
     current: list[bytes] | None = None
     # The last segment is an OBX whose Base64 data a raw line break cut (MIME-style lines
@@ -153,6 +179,9 @@ def _segment_start(line: bytes, field_separator: bytes) -> bool:
 def count_messages(data: bytes) -> int:
     """About how many messages ``data`` holds, without cutting it: the MSH segments that
     start a line (a wrapped Base64 line starting with "MSH" counts too)."""
+    codec = utf16_codec(data[:64])
+    if codec:  # an estimate: a character that does not decode counts for nothing
+        data = data.decode(codec, errors="replace").encode()
     ends = (b"\r", b"\n", _MLLP_START)
     return data.startswith(b"MSH") + sum(data.count(end + b"MSH") for end in ends) + data.count(BOM + b"MSH")
 

@@ -179,6 +179,25 @@ def test_a_message_that_says_something_else_has_its_own_fingerprint(
     assert other.content_fingerprint != first.content_fingerprint
 
 
+BATCH = b"FHS|^~\\&|SIL\rBHS|^~\\&|SIL\r%s\rBTS|1\rFTS|1"
+
+
+@pytest.mark.parametrize("codec", ["utf-16-le", "utf-16-be", "utf-16"])  # "utf-16": with a BOM
+@pytest.mark.parametrize("framing", [b"%s", b"\x0b%s\x1c\r", BATCH])
+def test_a_utf16_file_is_recognised_and_read_as_in_utf8(
+    parser: Hl7Parser, codec: str, framing: bytes
+) -> None:
+    from parsers.hl7_segments import count_messages, split_messages
+    from parsers.registry import default_registry
+
+    [expected] = parse(parser, "oru_single.hl7")
+    data = (framing % sample("oru_single.hl7")).decode().encode(codec)
+    assert isinstance(default_registry().choose(data), Hl7Parser)
+    assert count_messages(data) == 1 and len(split_messages(data)) == 1  # the ACKs' reading too
+    [doc] = parser.parse(data, source="oru_single.hl7")
+    assert doc == expected
+
+
 # --- files holding several messages ------------------------------------------------------
 
 
@@ -1031,3 +1050,9 @@ def test_whole_documents_in_consecutive_obx_are_not_joined(parser: Hl7Parser) ->
     # Another type, subtype or encoding: another document (here an unreadable one).
     [doc] = parser.parse(_split_ed([pdf, text]), source="x")
     assert doc.page_count == 1 and [w.code for w in doc.warnings] == [Reason.PARSE_ERROR]
+
+
+def test_a_file_that_starts_as_utf16_but_is_not_is_a_file_failure(parser: Hl7Parser) -> None:
+    data = sample("oru_single.hl7").decode().encode("utf-16-le") + b"\x00\xd8"  # a lone surrogate
+    with pytest.raises(ParserError, match="not valid utf-16-le"):
+        parser.parse(data, source="x")
