@@ -177,9 +177,14 @@ def sniff_media_type(payload: bytes) -> str | None:
         return "image/png" if payload.startswith(_IMAGE_MAGIC[0]) else "image/jpeg"
     if payload.lstrip().startswith(_RTF_MAGIC):
         return "text/rtf"
-    if payload.lstrip().removeprefix(b"\xef\xbb\xbf")[:14].lower().startswith(_HTML_STARTS):
+    start = payload.lstrip().removeprefix(b"\xef\xbb\xbf")[:14].lower()
+    if start.startswith(_HTML_STARTS) or (start.startswith(b"<?xml") and _XHTML_ROOT.search(head)):
         return "text/html"
     return None
+
+
+# XHTML: an XML declaration, then (comments, a doctype maybe) an html root element.
+_XHTML_ROOT = re.compile(rb"<html[\s>]", re.IGNORECASE)
 
 
 _MARKUP_STARTS = (b"<?xml", b"<!doctype", b"<html")

@@ -79,8 +79,9 @@ def test_html_is_read_as_the_text_it_shows() -> None:
         b"<ul><li>TSH</li><li>T4</li></ul>"
         b"<pre>col1  col2\nval1  val2</pre></body></html>"
     )
-    for declared in ("text/html; charset=utf-8", "application/xhtml+xml", ""):
-        payload = page if declared else b"<!DOCTYPE html>" + page  # no type: sniffed
+    sniffed = [b"<!DOCTYPE html>" + page, b'<?xml version="1.0"?>\n' + page]  # no type given
+    for declared, payload in [("text/html; charset=utf-8", page), ("application/xhtml+xml", page),
+                              *(("", p) for p in sniffed)]:  # fmt: skip
         read = embedded.EmbeddedReader().read(payload, declared, source="x")
         assert read.text.splitlines() == [
             "CR", "Bilan normal, revoir dans 1 an & contrôler.", "TSH", "T4", "col1 col2", "val1 val2",
