@@ -8,6 +8,9 @@ as another object. Callers keep addressing objects by the plaintext hash: the
 Keys: an object is written under its patient's data key when the writer knows the
 patient (the pipeline identifies a document before it keeps its bytes), else under a key
 of its own; ``assign`` re-encrypts such an object once its patient is known (a replay).
+An input holding several patients' data (an HL7 batch) is kept under a key of its own too
+(``share`` re-encrypts one found under a patient's key), which ``delete`` destroys: the
+erasure of any of them leaves no key that opens a backup copy of it.
 ``destroy_patient_key`` (crypto-shredding) makes every copy of that patient's objects,
 backups included, unreadable. A patient may get a new key after that: each object row
 names the key it needs (``key_id``), so the old objects stay unreadable under the new key
@@ -465,10 +468,12 @@ class KeyRing:
         return row.key_id is not None and row.key_id == self.patient_key_id(row.owner)
 
     def forget(self, sha256: str) -> None:
-        """Drop an object's row, now (erasure and clean-ups must not wait for a flush)."""
+        """Drop an object's row, now (erasure and clean-ups must not wait for a flush): the
+        key of its own it may have goes with it, and any opened copy of that key."""
         with self._lock:
             self._uncommitted[sha256] = None
             self.commit()
+        self.wrapper.forget(_object_label(sha256))
         if self._read_ahead is not None:
             self._read_ahead.objects[sha256] = None
 
@@ -720,6 +725,20 @@ class EncryptedStore:
         self.keyring.record(sha256, new_cipher_sha, patient_id, None, key_id)
         # The copy under the object key goes (at the next sync); its key is gone from the
         # keyring with the row.
+        self._replaced.append(known.cipher_sha256)
+        self._recorded()
+        return True
+
+    def share(self, sha256: str) -> bool:
+        """Re-encrypt an object under a key of its own; True when it changed (see
+        ``KeyedStore.share``). Its owner's copy goes at the next sync, as ``assign``'s does."""
+        known = self.keyring.lookup(sha256)
+        if known is None or known.owner is None:
+            return False
+        data = self.get(sha256)
+        key, wrapped = self.keyring.new_object_key(sha256)
+        new_cipher_sha = self.base.put(self._encrypt(key, data, sha256))
+        self.keyring.record(sha256, new_cipher_sha, None, wrapped)
         self._replaced.append(known.cipher_sha256)
         self._recorded()
         return True

@@ -13,13 +13,17 @@ content hashes (counts stay). The account is closed: a tombstone holding a keyed
 the INS (not the INS) makes ingestion refuse later documents (``account_closed``) until an
 operator reopens it at the patient's request.
 
-A raw input of several patients (an HL7 batch) is shredded whole by the erasure of any of
-them (``shared_inputs`` in the receipt: those under another patient's key). The others'
-documents stay readable and searchable, each message's own bytes being kept apart under
-its patient's key; what they lose is the file they came in (a replay of one of their
+A raw input of several patients (an HL7 batch) is kept under a key of its own and shredded
+whole, that key with it, by the erasure of any of them (``shared_inputs`` in the receipt:
+those not under the erased patient's key), so no key left opens a backup copy of it. The
+others' documents stay readable and searchable, each message's own bytes being kept apart
+under its patient's key; what they lose is the file they came in (a replay of one of their
 quarantined messages from it).
 Objects stored before the links were recorded (revision 0007) are found only by their
-owner, their documents or their quarantine records.
+owner, their documents or their quarantine records; a batch stored under its first
+patient's key before inputs of several patients got keys of their own is deleted by
+another one's erasure, but its backup copies open with the first patient's key until it
+is filed again (``share``).
 
 The audit log keeps its entries (who accessed the record, never contents): it is
 append-only by design; the erasure is appended to it and its head anchored outside it,
@@ -58,8 +62,8 @@ class ErasureReceipt(Frozen):
     documents: int
     doc_ids: tuple[str, ...]
     objects: int
-    # Of ``objects``: raw inputs kept under another patient's key (the first one a batch
-    # of several patients named), shredded all the same (see the module docstring).
+    # Of ``objects``: raw inputs of several patients (under a key of their own, or, kept
+    # before, under another patient's), shredded all the same (see the module docstring).
     shared_inputs: int = 0
     quarantine_records: int
     access_rules: int
@@ -153,14 +157,14 @@ def erase_patient_from(
     removed_objects = shared = 0
     for sha in sorted(shas):
         owner = store.owner_of(sha)
-        if owner is not None and owner != patient_id:
-            if sha not in linked:
-                # The same bytes were filed for someone else first: they are that person's too.
-                log.warning("object %s is also another patient's; kept", sha)
-                continue
-            # An input holding this patient's data under another's key (a batch of several
-            # patients): shredded, its row and key with it; the other's documents are
-            # kept apart from it.
+        if owner is not None and owner != patient_id and sha not in linked:
+            # The same bytes were filed for someone else first: they are that person's too.
+            log.warning("object %s is also another patient's; kept", sha)
+            continue
+        if sha in linked and owner != patient_id:
+            # An input holding this patient's data not under their key (a batch of several
+            # patients, under a key of its own): shredded, its row and key with it; the
+            # others' documents are kept apart from it.
             shared += 1
         removed_objects += store.delete(sha)
     store.unlink_patient(patient_id)  # links to objects never stored (a failed run) too

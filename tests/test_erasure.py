@@ -554,14 +554,45 @@ def test_an_hl7_message_with_an_embedded_cda_leaves_neither_its_document_nor_its
         store.close()
 
 
+def _keys_left(store: EncryptedStore) -> list[bytes]:
+    """Every key the keyring still holds: the patients' and the objects' own."""
+    ring = store.keyring
+    with ring._engine.connect() as conn:
+        patients = [str(p) for (p,) in conn.execute(select(tables.patient_keys.c.patient_id))]
+        own = [
+            (str(sha), bytes(w))
+            for sha, w in conn.execute(
+                select(tables.keyring_objects.c.sha256, tables.keyring_objects.c.wrapped_key).where(
+                    tables.keyring_objects.c.wrapped_key.is_not(None)
+                )
+            )
+        ]
+    return [k for p in patients if (k := ring.existing_patient_key(p)) is not None] + [
+        ring.object_key(sha, wrapped) for sha, wrapped in own
+    ]
+
+
+def _opened_by_any(keys: list[bytes], sha: str, sealed: bytes) -> bool:
+    """Whether one of ``keys`` decrypts a copy of the ciphertext of the object ``sha``."""
+    body = sealed[len(MAGIC) :]
+    for key in keys:
+        try:
+            AESGCM(key).decrypt(body[:NONCE_BYTES], body[NONCE_BYTES:], sha.encode())
+        except InvalidTag:
+            continue
+        return True
+    return False
+
+
 @pytest.mark.parametrize("erased", ["first", "second"])
 def test_erasing_one_patient_of_a_batch_shreds_the_file_and_keeps_the_others_documents(
     settings: Settings, capsys: pytest.CaptureFixture[str], erased: str
 ) -> None:
-    """A batch file of two patients' messages: the erasure of either one (the first named,
-    whose key the file is under, or the second) leaves the file unreadable and their
-    message gone; the other's document, kept apart under their own key, stays readable
-    and searchable."""
+    """A batch file of two patients' messages is kept under a key of its own, not under
+    the first one named's: the erasure of either one leaves the file unreadable, its
+    backup copies included (no key left opens them: under the first patient's key, they
+    would open as long as that patient is not erased), and their message gone; the
+    other's document, kept apart under their own key, stays readable and searchable."""
     from pipeline.ingest import ingest_sources
 
     feed = settings.data_dir.parent / "feed" / "labo"
@@ -575,16 +606,27 @@ def test_erasing_one_patient_of_a_batch_shreds_the_file_and_keeps_the_others_doc
     content = {o.patient_id: o.content_sha256 for o in summary.outcomes}
     gone, kept = (A, B) if erased == "first" else (B, A)
     gone_marker = (A_SURNAME if gone == A else "BERNADOTTE").encode()
+    objects_dir = settings.data_dir / "store" / "objects"
+    store = open_encrypted_store(settings)
+    try:
+        assert store.owner_of(sha256_hex(batch)) is None  # a key of its own
+        assert store.linked_to(A) == store.linked_to(B) == [sha256_hex(batch)]
+        cipher = store.keyring.lookup(sha256_hex(batch))[0]  # type: ignore[index]
+        backup = (objects_dir / cipher[:2] / cipher[2:]).read_bytes()  # a backup copy of it
+        assert _opened_by_any(_keys_left(store), sha256_hex(batch), backup)
+    finally:
+        store.close()
 
     assert cli_access.main(["erase", gone]) == 0
     receipt = json.loads(capsys.readouterr().out)
-    assert receipt["objects"] == 2 and receipt["shared_inputs"] == (0 if gone == A else 1)
+    assert receipt["objects"] == 2 and receipt["shared_inputs"] == 1
     store = open_encrypted_store(settings)
     index = open_index(settings.effective_index_url, alias=settings.index.es_alias)
     try:
         for sha in (sha256_hex(batch), content[gone]):
             with pytest.raises(KeyError):
                 store.get(sha)
+        assert not _opened_by_any(_keys_left(store), sha256_hex(batch), backup)
         left = _readable(store)
         assert [s for s, data in left.items() if gone.encode() in data or gone_marker in data] == []
         assert set(left) == {content[kept]} and kept.encode() in left[content[kept]]
@@ -597,11 +639,57 @@ def test_erasing_one_patient_of_a_batch_shreds_the_file_and_keeps_the_others_doc
         store.close()
 
 
-def test_an_input_kept_unassigned_before_the_links_is_assigned_and_linked_when_filed_again(
-    settings: Settings, capsys: pytest.CaptureFixture[str]
+@pytest.mark.parametrize("second", [B, A])
+def test_a_batch_flushed_in_its_middle_is_never_kept_under_one_patients_key_unless_it_is_theirs(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch, second: str
+) -> None:
+    """A batch flushed before all of it is read (more messages than a flush holds) is kept
+    under a key of its own until its patients are all known: a backup taken meanwhile never
+    holds a copy under the first patient's key. A file of one patient's messages is then
+    put under their key, the interim copy gone."""
+    from pipeline.crypto import KeyRing
+    from pipeline.ingest import ingest_sources
+
+    monkeypatch.setenv("CARNET_FLUSH_EVERY", "1")
+    settings = Settings.from_env()
+    feed = settings.data_dir.parent / "feed" / "labo"
+    feed.mkdir(parents=True)
+    batch = (
+        _oru(A, "A1", surname=A_SURNAME, words=A_WORDS)
+        + _oru(A, "A2", surname=A_SURNAME, words="rate")
+        + _oru(second, "X3", surname="BERNADOTTE" if second == B else A_SURNAME, words="foie")
+    )
+    (feed / "batch.hl7").write_bytes(batch)
+    owners: list[str | None] = []
+    record = KeyRing.record
+
+    def spy(ring: KeyRing, sha: str, cipher: str, owner: str | None, *args: object) -> None:
+        if sha == sha256_hex(batch):
+            owners.append(owner)
+        record(ring, sha, cipher, owner, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(KeyRing, "record", spy)
+    summary = ingest_sources([str(feed / "batch.hl7")], settings)
+    assert [o.status.value for o in summary.outcomes] == ["indexed"] * 3
+    assert owners == ([None] if second == B else [None, A])
+    store = open_encrypted_store(settings)
+    try:
+        assert store.owner_of(sha256_hex(batch)) == (None if second == B else A)
+        assert store.get(sha256_hex(batch)) == batch
+        files = [f for f in (settings.data_dir / "store" / "objects").rglob("*") if f.is_file()]
+        assert len(files) == len(list(store.iter_hashes())) == 4  # the file and three messages
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize("kept_under", [None, A])
+def test_a_batch_kept_before_the_links_is_linked_and_under_its_own_key_when_filed_again(
+    settings: Settings, capsys: pytest.CaptureFixture[str], kept_under: str | None
 ) -> None:
     """What an operator can do for inputs stored before (under a key of their own, found by
-    no erasure): file them again; the input is then the patient's, and erased with them."""
+    no erasure; or under the first patient's key, which opens its backup copies after
+    another one's erasure): file them again; the input is then linked to each patient,
+    under a key of its own, and shredded with any of them."""
     from pipeline.ingest import ingest_sources
 
     feed = settings.data_dir.parent / "feed" / "labo"
@@ -612,15 +700,20 @@ def test_an_input_kept_unassigned_before_the_links_is_assigned_and_linked_when_f
     (feed / "batch.hl7").write_bytes(batch)
     store = open_encrypted_store(settings)
     try:
-        store.put(batch)  # as kept before: no owner, no link
+        store.put(batch, owner=kept_under)  # as kept before: no link
     finally:
         store.close()
     summary = ingest_sources([str(feed / "batch.hl7")], settings)
     assert [o.status.value for o in summary.outcomes] == ["indexed", "indexed"]
+    objects_dir = settings.data_dir / "store" / "objects"
     store = open_encrypted_store(settings)
     try:
-        assert store.owner_of(sha256_hex(batch)) == A
+        assert store.owner_of(sha256_hex(batch)) is None
         assert store.linked_to(A) == store.linked_to(B) == [sha256_hex(batch)]
+        # The copy under A's key is gone from the store, not left beside the new one.
+        assert len([f for f in objects_dir.rglob("*") if f.is_file()]) == len(list(store.iter_hashes())) == 3
+        cipher = store.keyring.lookup(sha256_hex(batch))[0]  # type: ignore[index]
+        backup = (objects_dir / cipher[:2] / cipher[2:]).read_bytes()
     finally:
         store.close()
     assert cli_access.main(["erase", B]) == 0
@@ -629,6 +722,7 @@ def test_an_input_kept_unassigned_before_the_links_is_assigned_and_linked_when_f
     try:
         with pytest.raises(KeyError):
             store.get(sha256_hex(batch))
+        assert not _opened_by_any(_keys_left(store), sha256_hex(batch), backup)
     finally:
         store.close()
 

@@ -264,6 +264,14 @@ class Pipeline:
         # being processed named (see ``_hold_raw``).
         self._links: set[tuple[str, str]] = set()
         self._raw_patients: set[str] = set()
+        # Every INS the input's rejected documents name (identified or not): an input that
+        # names more than one person is kept under a key of its own (``_settle_raw``).
+        self._raw_names: set[str] = set()
+        # The input being processed, whose key is not decided before all of it is read.
+        self._raw_open: str | None = None
+        # Inputs of several patients waiting to be stored: one found stored under a
+        # patient's key (filed before) is then put under a key of its own (``share``).
+        self._shared: set[str] = set()
         # Inputs being parsed ahead of ``process`` (see ``parse_ahead``), by id of the input.
         self._parsing: dict[int, Future[Parsed]] = {}
         self._parse_pool: ParsePool | None = None  # while ``parse_ahead`` uses processes
@@ -329,7 +337,7 @@ class Pipeline:
 
     def process(self, item: InputFile) -> list[Outcome]:
         """Run one raw input through every stage; return the outcome of each document in it."""
-        self._raw_patients = set()
+        self._raw_patients, self._raw_names = set(), set()
         if item.unsafe_path is not None:
             start = len(self.outcomes)
             self._reject(
@@ -337,35 +345,37 @@ class Pipeline:
             )
             return self.outcomes[start:]
         # Parsed and identified before its bytes are kept, so that they are written once,
-        # under the right key (the patient's; their own when rejected or owner unknown).
-        # Nothing is lost by the wait: the input stays in its feed until the batch is
-        # acknowledged, and ``sync`` keeps it before any flush or report names it.
+        # under the right key (the patient's; their own when rejected, owner unknown or
+        # several patients: see ``_settle_raw``). Nothing is lost by the wait: the input
+        # stays in its feed until the batch is acknowledged, and ``sync`` keeps it before
+        # any flush or report names it.
         raw_sha = sha256_hex(item.data)
         if raw_sha not in self._unstored:
             self._unstored[raw_sha] = [item.data, None]
             self._unstored_bytes += len(item.data)
         start = len(self.outcomes)
+        self._raw_open = raw_sha
 
         if item.manifest_problem:
             self._reject(
                 item, raw_sha, None, [Problem(code=Reason.MANIFEST_MISMATCH, message=item.manifest_problem)]
             )
-            return self.outcomes[start:]
-
-        for parsed in self._parsed(item):
-            if isinstance(parsed, ParseFailure):
-                # The input is rejected (and quarantined) whole; messages of it read before a
-                # parser crashed keep their own outcomes, as a rerun of the input would give.
-                self._reject(item, raw_sha, None, [parsed.problem], exception=parsed.exception)
-                continue
-            self._process_document(item, raw_sha, parsed)
-            if (
-                len(self._pending) >= self.settings.ingestion.flush_every
-                or self._pending_chars >= _PENDING_TEXT_CHARS
-            ):
-                # A file of many documents (an HL7 batch) is flushed as it goes, as
-                # ``_flush_if_pending`` may do: its records are never all held at once.
-                self.flush()
+        else:
+            for parsed in self._parsed(item):
+                if isinstance(parsed, ParseFailure):
+                    # The input is rejected (and quarantined) whole; messages of it read before a
+                    # parser crashed keep their own outcomes, as a rerun of the input would give.
+                    self._reject(item, raw_sha, None, [parsed.problem], exception=parsed.exception)
+                    continue
+                self._process_document(item, raw_sha, parsed)
+                if (
+                    len(self._pending) >= self.settings.ingestion.flush_every
+                    or self._pending_chars >= _PENDING_TEXT_CHARS
+                ):
+                    # A file of many documents (an HL7 batch) is flushed as it goes, as
+                    # ``_flush_if_pending`` may do: its records are never all held at once.
+                    self.flush()
+        self._settle_raw(raw_sha)
         # Every owner in the input is known now; its bytes are kept with the flush's
         # (one batch of keyring reads: ``store.put_many``), or now if many bytes wait.
         if self._unstored_bytes > _UNSTORED_BYTES:
@@ -585,6 +595,8 @@ class Pipeline:
                     unstored[1] = None
             self._links = {link for link in self._links if link[1] != p.record.patient_id}
             self._raw_patients.discard(p.record.patient_id)
+            if p.raw_sha == self._raw_open:  # still held in its input: not under another's key
+                self._raw_names.add(p.record.patient_id)
             # Its INS is not written in the outcome nor the quarantine record (closed_account).
             self._reject_pending(p, list(closed_account(closure).problems), name_patient=False)
         return kept
@@ -616,13 +628,19 @@ class Pipeline:
     def _store_unstored(self) -> None:
         """Store every input and content not stored yet, each once, under its owner's key
         (or its own key when its owner is unknown): their owners are known by now."""
+        if self._raw_open in self._unstored:
+            # An input kept before all of it is read (a flush in its middle) is under a key of
+            # its own until ``_settle_raw``: linked now, its erasure finds it if the run dies.
+            self._links.update((self._raw_open, p) for p in self._raw_patients)
         if self._links:  # written with the objects' keyring rows, at the next sync
             self.store.link(self._links)
             self._links = set()
         if self._unstored:
             with self.clock.stage("store"):  # idempotent: a failed call is made again whole
                 self.store.put_many([(data, owner) for data, owner in self._unstored.values()])
-        self._unstored, self._unstored_bytes = {}, 0
+                for sha in sorted(self._shared):  # a no-op for those written just now
+                    self.store.share(sha)
+        self._unstored, self._unstored_bytes, self._shared = {}, 0, set()
 
     def _assign(self, sha: str, patient_id: str) -> None:
         """The input ``sha`` belongs to ``patient_id``: kept under their key when stored (the
@@ -637,15 +655,30 @@ class Pipeline:
     def _hold_raw(self, raw_sha: str, patient_id: str) -> None:
         """The input ``raw_sha`` holds data of ``patient_id`` without being their document's
         own bytes (an HL7 message's file, a batch of messages, a rejected or withdrawing
-        message): kept under their key when they are the first named (``_assign``), which
-        their erasure finds. An input of several patients is kept once, under the first
-        one's key, and linked to each of them, so that the erasure of any shreds it whoever's
-        key it is under: each message's own bytes are kept apart under its patient's key, so
-        the others' documents stay whole. (Linked only then: a row per HL7 file otherwise.)"""
-        self._assign(raw_sha, patient_id)
+        message): its key is decided once all of it is read (``_settle_raw``). An input of
+        several patients is linked to each of them (only then: a row per HL7 file otherwise)."""
         self._raw_patients.add(patient_id)
         if len(self._raw_patients) > 1:  # the first one named included
             self._links.update((raw_sha, p) for p in self._raw_patients)
+
+    def _settle_raw(self, raw_sha: str) -> None:
+        """The input is read: kept under its one patient's key, or, when it holds data of
+        several people, under a key of its own, which the erasure of any patient linked to
+        it destroys: under one patient's key, a backup copy of it would stay readable after
+        another one's erasure. Each message's own bytes are kept apart under its patient's
+        key, so the others' documents stay whole."""
+        patients, self._raw_open = self._raw_patients, None
+        if len(patients | self._raw_names) <= 1:
+            if patients:
+                self._assign(raw_sha, next(iter(patients)))
+            return
+        unstored = self._unstored.get(raw_sha)
+        if unstored is not None:
+            unstored[1] = None
+            self._shared.add(raw_sha)
+        else:  # stored by a flush in its middle (under a key of its own, or a patient's before)
+            with self.clock.stage("store"):
+                self.store.share(raw_sha)
 
     def _withdraw(self, item: InputFile, raw_sha: str, doc: ParsedDocument) -> None:
         """A producer's deletion request: every version of the document it names leaves
@@ -772,6 +805,7 @@ class Pipeline:
             if patient_id
             else []
         )
+        self._raw_names.update(named)
         self.quarantine.keep(
             item.producer,
             item.batch,

@@ -110,6 +110,12 @@ class KeyedStore(DocumentStore, Protocol):
         object already another patient's keeps its first owner)."""
         ...
 
+    def share(self, sha256: str) -> bool:
+        """Put a stored object under a key of its own (an input of several patients, which
+        the erasure of any of them shreds with that key); True when it changed. False when
+        it is under its own key already, or not stored."""
+        ...
+
     def owner_of(self, sha256: str) -> str | None:
         """The patient whose key holds the object, or None (not assigned yet)."""
         ...
@@ -120,7 +126,7 @@ class KeyedStore(DocumentStore, Protocol):
 
     def link(self, links: Collection[tuple[str, str]]) -> None:
         """Each ``(sha256, patient_id)``: the object (a raw input) holds that patient's data,
-        under their key or not (an input of several patients keeps its first owner's)."""
+        under their key or not (an input of several patients is under a key of its own)."""
         ...
 
     def linked_to(self, patient_id: str) -> list[str]:
