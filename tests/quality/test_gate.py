@@ -193,6 +193,31 @@ def test_mixed_batch(gate: QualityGate) -> None:
     assert any("fewer than the usual 50" in m for m in messages)
 
 
+def test_runs_that_keep_results_for_data_docs_reach_the_same_verdicts(gate: QualityGate) -> None:
+    """Without Data Docs the suites run for verdicts first and again only for the checks
+    that failed; with them, GX's validation definitions run whole: the same rows fail."""
+    male = DEMOGRAPHICS.model_copy(update={"sex": "M"})
+    items = [
+        GateItem(record=make_record("good"), demographics=DEMOGRAPHICS),
+        GateItem(record=make_record("wrong-sex"), demographics=male),
+        GateItem(record=make_record("unborn", document_date=dt.date(1980, 1, 1)), demographics=male),
+        GateItem(
+            record=make_record(
+                "units",
+                results=(creatinine(unit="pmol/L"), creatinine(), creatinine(value="x", numeric_value=None)),
+            ),
+            demographics=DEMOGRAPHICS,
+        ),
+        GateItem(record=make_record("no-finess", producer_finess="69412"), demographics=DEMOGRAPHICS),
+    ]
+    light = gate.validate(items, batch_label="b")
+    with QualityGate(gate.settings, known_producers=KNOWN, build_data_docs=True, today=TODAY) as kept:
+        assert kept.validate(items, batch_label="b").problems == light.problems
+    assert set(light.problems) == {"wrong-sex", "unborn", "units", "no-finess"}
+    assert {p.code for p in light.problems["unborn"]} == {Reason.IDENTITY_MISMATCH, Reason.IMPLAUSIBLE_DATE}
+    assert Reason.IMPLAUSIBLE_UNIT in {p.code for p in light.problems["units"]}
+
+
 def _people(n: int) -> list[tuple[str, PatientDemographics]]:
     names = [("Lefebvre", "Amélie"), ("Nguyen", "Thomas"), ("Moreau", "Inès"), ("Garnier", "Louis")]
     out = []
