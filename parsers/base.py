@@ -47,6 +47,21 @@ class StreamingParser(Parser, Protocol):
         ...
 
 
+_STREAMING: dict[type, bool] = {}
+
+
+def streaming(parser: Parser | None) -> StreamingParser | None:
+    """``parser`` if it is a ``StreamingParser``, else None: decided once per class, since
+    a runtime protocol check looks up each of the protocol's methods on every call."""
+    if parser is None:
+        return None
+    kind = type(parser)
+    is_streaming = _STREAMING.get(kind)
+    if is_streaming is None:
+        is_streaming = _STREAMING[kind] = isinstance(parser, StreamingParser)
+    return parser if is_streaming else None  # type: ignore[return-value]
+
+
 class ParserChooser(Protocol):
     """What a container format needs to read the documents it carries (an HL7 OBX ED holds
     a CDA, PDF or image): the parser for some bytes. The registry is one."""

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import re
 
 _TS = re.compile(r"(\d{4})(\d{2})(\d{2})(?:(\d{2})(\d{2})?(\d{2})?(?:\.\d+)?)?([+-]\d{4}|Z)?")
 
 
+# A lab report repeats its few timestamps on every result: most calls are lookups.
+@functools.lru_cache(maxsize=4096)
 def parse_ts(value: str | None) -> dt.datetime | None:
     """``YYYYMMDD[HHMM[SS[.S]]][+zzzz|Z]`` as a datetime; None when absent, invalid or less
     precise than a day. Aware when the value carries its offset (``Z``: UTC, as some CDA

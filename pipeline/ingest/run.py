@@ -25,7 +25,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import Any
 
-from parsers.base import StreamingParser
+from parsers.base import streaming
 from parsers.registry import ParserOptions, ParserRegistry, default_registry
 from pipeline.access import AccessRules
 from pipeline.crypto import open_encrypted_store, patient_ref, patient_ref_key
@@ -452,10 +452,10 @@ class Pipeline:
         of fewer than ``_READ_HERE_BELOW`` bytes. Parsed ahead, all the documents of a big
         one (~15 KB each for a lab result) would be held at once, in the worker and again
         here; read here, a flush's worth at most."""
-        parser = self.registry.choose(item.data) if item.data else None
-        return isinstance(parser, StreamingParser) and (
+        batch = streaming(self.registry.choose(item.data) if item.data else None)
+        return batch is not None and (
             len(item.data) < _READ_HERE_BELOW
-            or parser.count_documents(item.data) > self.settings.ingestion.flush_every
+            or batch.count_documents(item.data) > self.settings.ingestion.flush_every
         )
 
     def _parsed(self, item: InputFile) -> Iterator[ParsedDocument | ParseFailure]:

@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from parsers.base import StreamingParser
+from parsers.base import streaming
 from parsers.registry import ParserRegistry
 from pipeline.classification import classify_document
 from pipeline.dates import find_document_date
@@ -146,8 +146,9 @@ def iter_parsed(registry: ParserRegistry, item: InputFile) -> Iterator[ParsedDoc
         return
     found = 0
     try:
-        if isinstance(parser, StreamingParser):
-            documents: Iterable[ParsedDocument] = parser.iter_documents(item.data, source=item.source)
+        batch = streaming(parser)
+        if batch is not None:
+            documents: Iterable[ParsedDocument] = batch.iter_documents(item.data, source=item.source)
         else:
             documents = parser.parse(item.data, source=item.source)
         for doc in documents:
