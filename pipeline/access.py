@@ -141,6 +141,19 @@ class Grant(Frozen):
     until: dt.datetime | None = None  # representatives: the minor's 18th birthday
 
 
+# The zone where a day starts first among France's (Wallis-et-Futuna, UTC+12, no summer
+# time). A birth date is a civil day where the patient was born, which the record does not
+# say: a minor's 18th birthday counts from when it has begun there, so that a
+# representative's access never outlasts it (reckoned in UTC, it ran on for 1 to 2 hours
+# into the birthday in metropolitan France, up to 12 in the Pacific territories).
+EARLIEST_CIVIL_ZONE = dt.timezone(dt.timedelta(hours=12), "UTC+12")
+
+
+def civil_day(at: dt.datetime) -> dt.date:
+    """The latest calendar day anywhere in France at ``at`` (naive: UTC)."""
+    return (at if at.tzinfo is not None else at.replace(tzinfo=dt.UTC)).astimezone(EARLIEST_CIVIL_ZONE).date()
+
+
 def _majority(birth: dt.date) -> dt.date:
     try:
         return birth.replace(year=birth.year + MAJORITY_AGE)
@@ -236,15 +249,23 @@ class AccessRules:
         )
 
     def revoke_authorisation(self, patient_id: str, rpps: str, now: dt.datetime) -> bool:
-        a = t.authorisations.c
-        return (
-            self._write(
+        """End the professional's access: their authorisation, and any break-the-glass they
+        opened that is still running (the patient's latest word; a new emergency is a new,
+        audited opening). True when there was either."""
+        a, g = t.authorisations.c, t.break_glass.c
+        stamp = now.isoformat()
+        with self._engine.begin() as conn:
+            revoked = conn.execute(
                 t.authorisations.update()
                 .where(a.patient_id == patient_id, a.rpps == rpps, a.revoked_at.is_(None))
-                .values(revoked_at=now.isoformat())
-            )
-            > 0
-        )
+                .values(revoked_at=stamp)
+            ).rowcount
+            closed = conn.execute(
+                t.break_glass.update()
+                .where(g.patient_id == patient_id, g.rpps == rpps, g.expires_at > stamp)
+                .values(expires_at=stamp)
+            ).rowcount
+        return revoked + closed > 0
 
     def block(self, patient_id: str, rpps: str, now: dt.datetime) -> None:
         self._upsert(t.blocks, {"patient_id": patient_id, "rpps": rpps, "blocked_at": now.isoformat()})
@@ -303,7 +324,7 @@ class AccessRules:
         ``declared_birth_date`` is only checked, never used: one that contradicts the INS or
         the recorded birth date raises ``BirthDateMismatch``.
         """
-        birth = self.birth_date(patient_id, now.date())
+        birth = self.birth_date(patient_id, civil_day(now))
         if declared_birth_date is not None and (
             not consistent_with_ins(patient_id, declared_birth_date)
             or (self._recorded_birth_date(patient_id) not in (None, declared_birth_date))
@@ -525,8 +546,8 @@ class AccessRules:
     def representatives(self, patient_id: str, now: dt.datetime | None = None) -> list[Grant]:
         r = t.representatives.c
         rows = self._rows(select(r.person_id).where(r.patient_id == patient_id).order_by(r.person_id))
-        birth = self.birth_date(patient_id, (now or dt.datetime.now(dt.UTC)).date())
-        until = dt.datetime.combine(_majority(birth), dt.time(), tzinfo=dt.UTC)
+        birth = self.birth_date(patient_id, civil_day(now or dt.datetime.now(dt.UTC)))
+        until = dt.datetime.combine(_majority(birth), dt.time(), tzinfo=EARLIEST_CIVIL_ZONE)
         return [Grant(kind="representative", subject=str(p), until=until) for (p,) in rows]
 
     # -- the decision --------------------------------------------------------------------------
@@ -596,7 +617,8 @@ class AccessRules:
         if self._one(select(1).where(r.patient_id == patient_id, r.person_id == person_id)) is None:
             return AccessDecision(allowed=False, via="not_representative")
         # Majority ends the representatives' access by itself: computed, not a batch job.
-        if _age_on(self.birth_date(patient_id, now.date()), now.date()) >= MAJORITY_AGE:
+        today = civil_day(now)
+        if _age_on(self.birth_date(patient_id, today), today) >= MAJORITY_AGE:
             return AccessDecision(allowed=False, via="patient_of_age")
         return AccessDecision(
             allowed=True, via="representative", exclude_visibility=_REPRESENTATIVES_HIDDEN, may_upload=True
@@ -612,9 +634,10 @@ class AccessRules:
         if row is None:
             return AccessDecision(allowed=False, via="no_delegation")
         classes_json, granted_at, granted_by, granted_by_role, upload = row
-        birth = self.birth_date(patient_id, now.date())
-        granted_day = dt.datetime.fromisoformat(str(granted_at)).date()
-        if _age_on(birth, granted_day) < MAJORITY_AGE <= _age_on(birth, now.date()):
+        today = civil_day(now)
+        birth = self.birth_date(patient_id, today)
+        granted_day = civil_day(dt.datetime.fromisoformat(str(granted_at)))
+        if _age_on(birth, granted_day) < MAJORITY_AGE <= _age_on(birth, today):
             return AccessDecision(allowed=False, via="patient_of_age")  # a minor's delegation
         excluded: tuple[Visibility, ...] = (Visibility.INVISIBLE_PATIENT,)
         if granted_by_role == Role.REPRESENTATIVE.value:

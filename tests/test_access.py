@@ -237,8 +237,9 @@ def test_listings_and_forget_patient(rules: AccessRules) -> None:
     rep = rules.representatives(LEAP_MINOR, NOW)[0]
     assert rep.until is not None and rep.until.date() == dt.date(2030, 3, 1)
     parent = Principal(role=Role.REPRESENTATIVE, subject="parent-1")
-    assert rules.decide(parent, LEAP_MINOR, dt.datetime(2030, 2, 28, 23, tzinfo=dt.UTC)).allowed
-    assert not rules.decide(parent, LEAP_MINOR, dt.datetime(2030, 3, 1, tzinfo=dt.UTC)).allowed
+    # From when 1 March has begun anywhere in France (UTC+12): noon UTC the day before.
+    assert rules.decide(parent, LEAP_MINOR, dt.datetime(2030, 2, 28, 11, 59, tzinfo=dt.UTC)).allowed
+    assert not rules.decide(parent, LEAP_MINOR, dt.datetime(2030, 2, 28, 12, tzinfo=dt.UTC)).allowed
     assert rules.forget_patient(P) == 3 and rules.forget_patient(LEAP_MINOR) == 2
     assert rules.authorisations(P) == [] and rules.delegations(P) == []
     assert rules.representatives(LEAP_MINOR) == []

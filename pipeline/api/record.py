@@ -46,11 +46,13 @@ def access_history(
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> list[HistoryEntry]:
     d = managing(svc, who, ins)
-    entries = svc.audit.for_patient(ins)[::-1][offset : offset + limit]
-    return [
-        HistoryEntry.of(e, visible_ids(svc.index, d, ins, [i for e in entries for i in e.doc_ids]))
-        for e in entries
-    ]
+    entries = svc.audit.for_patient(ins)[::-1]
+    shown = visible_ids(svc.index, d, ins, [i for e in entries for i in e.doc_ids])
+    # An access to documents the reader may not see is left out whole: kept without its ids,
+    # it still said who read something hidden, and when. A refusal stays (without the id),
+    # as one of a made-up id does: they must read the same.
+    kept = [e for e in entries if e.action == "denied" or not e.doc_ids or shown.intersection(e.doc_ids)]
+    return [HistoryEntry.of(e, shown) for e in kept[offset : offset + limit]]
 
 
 # -- professionals: authorisations and blocks ---------------------------------------------------

@@ -1,0 +1,114 @@
+"""Leaks an independent evaluator found through the API: each test tried what a reader
+should not get (a hidden document's existence, access past its end) and failed before
+the fix it names."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+
+from pipeline.model import Visibility
+from tests.api.conftest import Api, caregiver, make_ins, patient, professional, representative
+
+PRO = professional()
+PARENT, AIDANT = representative("parent-1"), caregiver("aidant-1")
+MINOR = make_ins(31, born="1203")  # born in March 2012; the traits give the 14th
+BIRTH = dt.date(2012, 3, 14)
+
+
+def _utc(day: dt.date, hour: int, minute: int = 0) -> dt.datetime:
+    return dt.datetime.combine(day, dt.time(hour, minute), tzinfo=dt.UTC)
+
+
+@pytest.mark.parametrize(
+    ("at", "allowed"),
+    [
+        (_utc(dt.date(2030, 3, 13), 9), True),  # the day before, everywhere in France
+        (_utc(dt.date(2030, 3, 13), 11, 59), True),  # 23:59 in Wallis-et-Futuna (UTC+12)
+        (_utc(dt.date(2030, 3, 13), 12), False),  # the 18th birthday has begun there
+        (_utc(dt.date(2030, 3, 13), 23, 30), False),  # 00:30 on the birthday in Paris
+    ],
+)
+def test_a_minors_representatives_and_caregivers_lose_access_when_the_18th_birthday_begins(
+    api: Api, at: dt.datetime, allowed: bool
+) -> None:
+    """The birthday was reckoned in UTC: a parent (and a caregiver the minor delegated to)
+    still read the record of a patient already 18 in Paris, from midnight to 1 or 2 a.m."""
+    api.services.rules.record_birth_date(MINOR, BIRTH, api.clock())
+    api.file(MINOR, "plain")
+    me = patient(MINOR)
+    assert api.put(me, f"/patients/{MINOR}/representatives/{PARENT.subject}", json={}).status_code == 200
+    assert api.put(me, f"/patients/{MINOR}/delegations/{AIDANT.subject}", json={}).status_code == 200
+    api.clock.now = at
+    for who in (PARENT, AIDANT):
+        r = api.get(who, f"/patients/{MINOR}/documents/plain")
+        assert r.status_code == (200 if allowed else 403), (who.role, r.text)
+    reps = api.get(me, f"/patients/{MINOR}/representatives").json()
+    until = dt.datetime.fromisoformat(reps[0]["until"])
+    assert until == _utc(dt.date(2030, 3, 13), 12)  # what the patient is told
+
+
+def test_a_version_never_names_a_newer_one_its_reader_may_not_see(api: Api) -> None:
+    """A result corrected by a version not released to the patient (or masked from
+    professionals): reading the old version by its id gave the hidden version's id in
+    ``superseded_by``, where every other route answers as if it did not exist."""
+    ins = make_ins(32)
+    api.file(ins, "first-result", series_id="cr-1", superseded_by="corrected-result")
+    api.file(
+        ins,
+        "corrected-result",
+        series_id="cr-1",
+        visibility=(Visibility.INVISIBLE_PATIENT, Visibility.MASQUE_PS),
+    )
+    assert api.put(patient(ins), f"/patients/{ins}/authorisations/{PRO.subject}").status_code == 200
+    for who in (patient(ins), PRO):
+        assert api.get(who, f"/patients/{ins}/documents/corrected-result").status_code == 404
+        r = api.get(who, f"/patients/{ins}/documents/first-result")
+        assert r.status_code == 200 and r.json()["superseded_by"] is None
+        assert "corrected-result" not in r.text
+
+
+def test_the_history_shows_no_access_to_documents_hidden_from_its_reader(api: Api) -> None:
+    """A professional's read of a minor's document hidden from the parents stayed in the
+    parents' history, without its id: who read something hidden, and when (a family
+    planning consultation, say) — the existence the 404s deny. Likewise for the patient
+    and a result not released to them."""
+    api.services.rules.record_birth_date(MINOR, BIRTH, api.clock())
+    api.file(MINOR, "not-for-parents", visibility=(Visibility.INVISIBLE_REPRESENTANTS_LEGAUX,))
+    api.file(MINOR, "for-patient-later", visibility=(Visibility.INVISIBLE_PATIENT,))
+    me = patient(MINOR)
+    assert api.put(me, f"/patients/{MINOR}/representatives/{PARENT.subject}", json={}).status_code == 200
+    assert api.put(me, f"/patients/{MINOR}/authorisations/{PRO.subject}").status_code == 200
+    for doc_id in ("not-for-parents", "for-patient-later"):
+        assert api.get(PRO, f"/patients/{MINOR}/documents/{doc_id}").status_code == 200
+        assert api.get(PRO, f"/patients/{MINOR}/documents/{doc_id}/file").status_code == 200
+    for reader, hidden, seen in (
+        (PARENT, "not-for-parents", "for-patient-later"),
+        (me, "for-patient-later", "not-for-parents"),
+    ):
+        entries = api.get(reader, f"/patients/{MINOR}/history").json()
+        by_pro = [(e["action"], tuple(e["doc_ids"])) for e in entries if e["actor"] == PRO.subject]
+        if reader is PARENT:  # nor the result not released to the patient: parents see less
+            assert by_pro == [], by_pro
+        else:
+            assert sorted(by_pro) == [("download", (seen,)), ("read", (seen,))], by_pro
+        assert hidden not in str(entries)
+
+
+def test_a_revoked_professional_loses_an_emergency_access_opened_before(api: Api) -> None:
+    """The table says a revoked professional sees nothing: one who had opened a
+    break-the-glass kept reading the record until it expired (up to 4 hours)."""
+    ins = make_ins(33)
+    api.file(ins, "plain")
+    me = patient(ins)
+    assert api.put(me, f"/patients/{ins}/authorisations/{PRO.subject}").status_code == 200
+    reason = {"reason": "urgence vitale, patient inconscient"}
+    assert api.post(PRO, f"/patients/{ins}/break-glass", json=reason).status_code == 200
+    api.clock.now += dt.timedelta(minutes=30)
+    assert api.delete(me, f"/patients/{ins}/authorisations/{PRO.subject}").status_code == 200
+    assert api.get(PRO, f"/patients/{ins}/documents/plain").status_code == 403
+    assert api.get(PRO, f"/patients/{ins}/documents").status_code == 403
+    # A new emergency is a new opening, audited as such.
+    assert api.post(PRO, f"/patients/{ins}/break-glass", json=reason).status_code == 200
+    assert api.get(PRO, f"/patients/{ins}/documents/plain").status_code == 200
