@@ -246,6 +246,10 @@ class DocumentRecord(Frozen):
     # Every other identifier the producer gave this version (HL7 TXA-12, OBR-3…), so that a
     # later replacement or deletion naming any of them finds it.
     document_ids: tuple[str, ...] = ()
+    # The identifiers of the document this version replaces, as the producer named it
+    # (CDA relatedDocument RPLC, HL7 TXA-13), its own ones left out: a parent that comes
+    # after its replacement finds it by them (``DocumentIndex.find_replacements``).
+    refers_to: tuple[str, ...] = ()
     author_rpps: str | None = None
     author_name: str | None = None
     source: str

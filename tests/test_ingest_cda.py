@@ -11,13 +11,35 @@ import pytest
 
 from pipeline.ingest.run import Pipeline
 from pipeline.ingest.stages import InputFile
-from pipeline.model import SearchQuery, Status
+from pipeline.model import DocumentRecord, Outcome, SearchHit, SearchQuery, Status
 from pipeline.settings import Settings
 from tests.parsers.test_cda import SET_ID, replacement_of, sample
+
+INS = "284037512345640"  # the samples' patient
 
 
 def _settings(tmp_path: Path) -> Settings:
     return Settings(data_dir=tmp_path / "carnet", master_key=base64.b64encode(os.urandom(32)).decode())
+
+
+def _ingest(
+    settings: Settings, inputs: list[tuple[str, bytes]], *, one_run: bool
+) -> tuple[list[Outcome], list[SearchHit], list[SearchHit], list[DocumentRecord | None]]:
+    """``inputs`` from producer "labo", in one run or a run each: (outcomes, live hits, every
+    hit, each outcome's record) for the samples' patient, as the last run left them."""
+    outcomes: list[Outcome] = []
+    for batch in [inputs] if one_run else [[i] for i in inputs]:
+        with Pipeline(settings) as pipe:
+            pipe.start_run("ingest", "test", exclusive=True)
+            for source, data in batch:
+                pipe.process(InputFile(data=data, source=source, producer="labo"))
+            pipe.flush()
+            outcomes += pipe.outcomes
+            index = pipe.index
+            live = index.search(SearchQuery(patient_id=INS)).hits
+            every = index.search(SearchQuery(patient_id=INS, include_superseded=True)).hits
+            records = [index.get(INS, o.doc_id or "") for o in outcomes]
+    return outcomes, list(live), list(every), records
 
 
 @pytest.mark.parametrize("one_run", [True, False])
@@ -34,22 +56,43 @@ def test_a_cda_replacement_naming_its_parent_takes_its_place(
         b'<versionNumber value="2"/>', b'<versionNumber value="3"/>'
     )
     inputs = [("v1.xml", original), ("v2.xml", second), ("v3.xml", third)]
-    settings = _settings(tmp_path)
-    outcomes = []
-    for batch in [inputs] if one_run else [[i] for i in inputs]:
-        with Pipeline(settings) as pipe:
-            pipe.start_run("ingest", "test", exclusive=True)
-            for source, data in batch:
-                pipe.process(InputFile(data=data, source=source, producer="labo"))
-            pipe.flush()
-            outcomes += pipe.outcomes
-            index = pipe.index
-            ins = "284037512345640"
-            live = index.search(SearchQuery(patient_id=ins)).hits
-            every = index.search(SearchQuery(patient_id=ins, include_superseded=True)).hits
+    outcomes, live, every, _ = _ingest(_settings(tmp_path), inputs, one_run=one_run)
     assert [o.status for o in outcomes] == [Status.INDEXED, Status.REPLACED, Status.REPLACED]
     assert [h.doc_id for h in live] == [outcomes[2].doc_id]
     assert len(every) == 3
+
+
+@pytest.mark.parametrize("one_run", [True, False])
+@pytest.mark.parametrize("parent_set_id", [False, True])
+@pytest.mark.parametrize("replacement_version", [b"2", b"1"])
+def test_a_parent_filed_after_its_replacement_arrives_superseded(
+    tmp_path: Path, one_run: bool, parent_set_id: bool, replacement_version: bytes
+) -> None:
+    """The same versions in the reverse order (a replacement delivered before the document
+    it replaces, in one run or in earlier ones): each parent joins its replacement's series
+    already superseded, as a late older version does ("indexed"), so that searches return
+    the newest only. The replacement naming it decides, not version numbers (one no higher
+    than the parent's)."""
+    original = sample("cr-bio.xml") if parent_set_id else sample("cr-bio.xml").replace(SET_ID, b"")
+    second = (
+        replacement_of(b"CRBIO-2024-0042-V1")
+        .replace(b'value="13.2"', b'value="12.9"')
+        .replace(b'<versionNumber value="2"/>', b'<versionNumber value="' + replacement_version + b'"/>')
+    )
+    third = replacement_of(b"CRBIO-2024-0042-V2", own_id=b"CRBIO-2024-0042-V3").replace(
+        b'<versionNumber value="2"/>', b'<versionNumber value="3"/>'
+    )
+    inputs = [("v3.xml", third), ("v2.xml", second), ("v1.xml", original)]
+    outcomes, live, every, records = _ingest(_settings(tmp_path), inputs, one_run=one_run)
+    assert [o.status for o in outcomes] == [Status.INDEXED] * 3
+    newest = outcomes[0].doc_id
+    assert [h.doc_id for h in live] == [newest]
+    assert len(every) == 3
+    assert [(r.superseded_by, r.series_id) for r in records if r] == [
+        (None, records[0].series_id),  # type: ignore[union-attr]
+        (newest, records[0].series_id),  # type: ignore[union-attr]
+        (newest, records[0].series_id),  # type: ignore[union-attr]
+    ]
 
 
 def test_a_lab_report_with_entries_and_a_one_line_narrative_is_filed(tmp_path: Path) -> None:

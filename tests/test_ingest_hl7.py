@@ -157,6 +157,29 @@ def test_a_pdf_replaced_twice_through_txa_13_keeps_one_series(tmp_path: Path, in
     assert index.search(SearchQuery(patient_id=INS_COLIN, include_superseded=True)).total == 0
 
 
+@pytest.mark.parametrize("one_run", [True, False])
+def test_versions_delivered_newest_first_through_txa_13_keep_the_newest_live(
+    tmp_path: Path, index: DocumentIndex, one_run: bool
+) -> None:
+    """The MDM replacements of the test above, the newest first: each parent (TXA-12 named
+    by a later TXA-13) arrives already superseded, in one series, whether its replacement
+    came in the same run or in an earlier one."""
+    settings = Settings(data_dir=tmp_path / "carnet")
+    names = ["13_mdm_t10_pdf_v3.hl7", "12_mdm_t10_pdf_v2.hl7", "11_mdm_t02_pdf_v1.hl7"]
+    v3, v2, v1 = (
+        run_feed(settings, index, names) if one_run else [run_feed(settings, index, [n])[0] for n in names]
+    )
+    assert [o.status for o in (v3, v2, v1)] == [Status.INDEXED] * 3
+    hits = index.search(SearchQuery(patient_id=INS_COLIN, text="vitamine")).hits
+    assert [h.doc_id for h in hits] == [v3.doc_id]
+    records = [index.get(INS_COLIN, o.doc_id or "") for o in (v3, v2, v1)]
+    assert [(r.superseded_by, r.series_id) for r in records if r] == [
+        (None, records[0].series_id),  # type: ignore[union-attr]
+        (v3.doc_id, records[0].series_id),  # type: ignore[union-attr]
+        (v3.doc_id, records[0].series_id),  # type: ignore[union-attr]
+    ]
+
+
 def test_a_corrected_oru_obx_11_c_for_the_same_order_replaces_the_earlier_report(
     tmp_path: Path, index: DocumentIndex
 ) -> None:

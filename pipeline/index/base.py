@@ -130,6 +130,13 @@ class DocumentIndex(Protocol):
         ``document_ids`` (producer document id or another id it gave), withdrawn included."""
         ...
 
+    def find_replacements(
+        self, patient_id: str, producer: str, document_ids: Sequence[str]
+    ) -> list[ExistingVersion]:
+        """This patient's documents from ``producer`` that name any of ``document_ids`` as the
+        document they replace (``refers_to``), withdrawn included: one indexed lookup."""
+        ...
+
     def supersede(self, patient_id: str, doc_id: str, by_doc_id: str) -> None:
         """Mark ``doc_id`` as replaced by ``by_doc_id``: it leaves default searches."""
         ...

@@ -750,28 +750,25 @@ class ElasticsearchIndex:
         found = self._fetch(patient_id, doc_id)
         return None if found is None else _record(found[0])
 
-    @_reachable
-    def find_versions(self, patient_id: str, *, content_sha256: str, series_id: str) -> list[ExistingVersion]:
-        if patient_token(patient_id) is None:
-            return []
+    def _versions_where(self, patient_id: str, query: dict[str, Any]) -> list[ExistingVersion]:
+        """The versions ``query`` (a bool query) finds among this patient's documents."""
+        query["bool"].setdefault("filter", []).insert(0, {"term": {"patient_id": patient_id}})
         response = self._es.search(
             index=self.alias,
             routing=patient_id,
-            query={
-                "bool": {
-                    "filter": [{"term": {"patient_id": patient_id}}],
-                    "should": [
-                        {"term": {"content_sha256": content_sha256}},
-                        {"term": {"series_id": series_id}},
-                    ],
-                    "minimum_should_match": 1,
-                }
-            },
+            query=query,
             source_includes=list(_VERSION_FIELDS),
             sort=[{"doc_id": "asc"}],
             size=MAX_RESULT_WINDOW,
         )
         return _versions(response.body)
+
+    @_reachable
+    def find_versions(self, patient_id: str, *, content_sha256: str, series_id: str) -> list[ExistingVersion]:
+        if patient_token(patient_id) is None:
+            return []
+        should = [{"term": {"content_sha256": content_sha256}}, {"term": {"series_id": series_id}}]
+        return self._versions_where(patient_id, {"bool": {"should": should, "minimum_should_match": 1}})
 
     @_reachable
     def find_by_document_ids(
@@ -780,21 +777,24 @@ class ElasticsearchIndex:
         ids = [i for i in document_ids if matchable(i)]  # a longer term is a 400 here
         if patient_token(patient_id) is None or not ids:
             return []
-        response = self._es.search(
-            index=self.alias,
-            routing=patient_id,
-            query={
-                "bool": {
-                    "filter": [{"term": {"patient_id": patient_id}}, {"term": {"producer": producer}}],
-                    "should": [{"terms": {"producer_document_id": ids}}, {"terms": {"document_ids": ids}}],
-                    "minimum_should_match": 1,
-                }
-            },
-            source_includes=list(_VERSION_FIELDS),
-            sort=[{"doc_id": "asc"}],
-            size=MAX_RESULT_WINDOW,
-        )
-        return _versions(response.body)
+        query = {
+            "bool": {
+                "filter": [{"term": {"producer": producer}}],
+                "should": [{"terms": {"producer_document_id": ids}}, {"terms": {"document_ids": ids}}],
+                "minimum_should_match": 1,
+            }
+        }
+        return self._versions_where(patient_id, query)
+
+    @_reachable
+    def find_replacements(
+        self, patient_id: str, producer: str, document_ids: Sequence[str]
+    ) -> list[ExistingVersion]:
+        ids = [i for i in document_ids if matchable(i)]
+        if patient_token(patient_id) is None or not ids:
+            return []
+        filters = [{"term": {"producer": producer}}, {"terms": {"refers_to": ids}}]
+        return self._versions_where(patient_id, {"bool": {"filter": filters}})
 
     @_reachable
     def list_ids(self) -> list[tuple[str, str, str]]:

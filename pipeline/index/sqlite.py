@@ -3,7 +3,8 @@
 ``documents`` holds one row per document (the record as JSON plus the columns
 filters need); ``documents_fts`` shares its rowid and holds *analysed* tokens
 (:mod:`pipeline.analysis`) in four columns: ``pat`` (the single token ``p`` + INS),
-``title``, ``meta`` (analytes, LOINC codes, type, producer, author) and ``body``.
+``title``, ``meta`` (analytes, LOINC codes, type, producer, author) and ``body``;
+``document_parents`` lists the documents each one replaces (``refers_to``).
 
 Search semantics (the contract tests hold the Elasticsearch backend to the same):
 
@@ -91,6 +92,17 @@ CREATE INDEX IF NOT EXISTS documents_patient_date
     ON documents (patient_id, document_date DESC);
 CREATE INDEX IF NOT EXISTS documents_patient_sha ON documents (patient_id, content_sha256);
 CREATE INDEX IF NOT EXISTS documents_patient_series ON documents (patient_id, series_id);
+-- Which document names which parent as the one it replaces (``refers_to``): a parent
+-- filed after its replacement finds it in one indexed lookup (``find_replacements``).
+CREATE TABLE IF NOT EXISTS document_parents (
+    doc_id TEXT NOT NULL,
+    parent_id TEXT NOT NULL,
+    patient_id TEXT NOT NULL,
+    producer TEXT NOT NULL,
+    PRIMARY KEY (doc_id, parent_id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS document_parents_named
+    ON document_parents (patient_id, producer, parent_id);
 CREATE VIRTUAL TABLE IF NOT EXISTS documents_fts USING fts5(
     pat, title, meta, body,
     tokenize = "unicode61 remove_diacritics 0 tokenchars '-'"
@@ -218,6 +230,7 @@ class SqliteIndex:
         if rows:
             with self._write():
                 new_terms = self._write_rows(rows)
+                self._write_parents(records, failures)
             self._remember_terms(new_terms)
         return failures
 
@@ -245,6 +258,7 @@ class SqliteIndex:
                 if already:
                     rows = [self._keep_superseded(values, fts, already) for values, fts in rows]
                 new_terms = self._write_rows(rows)
+                self._write_parents(records, failures)
             if checkpoint:
                 checkpoint("after_index_write")
             for s in supersedes:
@@ -338,6 +352,17 @@ class SqliteIndex:
         self._db.executemany("INSERT OR IGNORE INTO terms (term) VALUES (?)", [(t,) for t in new_terms])
         return new_terms
 
+    def _write_parents(self, records: Sequence[DocumentRecord], failures: Sequence[IndexFailure]) -> None:
+        """Each written record's ``document_parents`` rows, inside the caller's transaction."""
+        refused = {f.doc_id for f in failures}
+        written = [r for r in records if r.doc_id not in refused]
+        self._db.executemany("DELETE FROM document_parents WHERE doc_id = ?", [(r.doc_id,) for r in written])
+        self._db.executemany(
+            "INSERT OR IGNORE INTO document_parents (doc_id, parent_id, patient_id, producer)"
+            " VALUES (?, ?, ?, ?)",
+            [(r.doc_id, parent, r.patient_id, r.producer) for r in written for parent in r.refers_to],
+        )
+
     def _remember_terms(self, new_terms: set[str]) -> None:
         if len(self._known_terms) + len(new_terms) > _KNOWN_TERMS_SIZE:
             self._known_terms.clear()
@@ -404,6 +429,7 @@ class SqliteIndex:
             ).fetchone()
             if row is not None:
                 self._db.execute("DELETE FROM documents_fts WHERE rowid = ?", row)
+                self._db.execute("DELETE FROM document_parents WHERE doc_id = ?", (doc_id,))
         return row is not None
 
     def delete_patient(self, patient_id: str) -> list[str]:
@@ -414,6 +440,7 @@ class SqliteIndex:
             self._db.executemany(
                 "DELETE FROM documents_fts WHERE rowid = ?", [(row_id,) for row_id, _ in rows]
             )
+            self._db.execute("DELETE FROM document_parents WHERE patient_id = ?", (patient_id,))
         if rows:
             self._expunge()
         return sorted(doc_id for _, doc_id in rows)
@@ -488,6 +515,30 @@ class SqliteIndex:
             )
             for r in records
             if names_any(r, producer, document_ids)
+        ]
+
+    def find_replacements(
+        self, patient_id: str, producer: str, document_ids: Sequence[str]
+    ) -> list[ExistingVersion]:
+        ids = [i for i in dict.fromkeys(document_ids) if matchable(i)]
+        if not ids:
+            return []
+        with self._lock:
+            rows = self._db.execute(
+                f"""
+                SELECT DISTINCT d.doc_id, d.series_id, d.content_sha256, d.superseded_by, d.visibility
+                FROM document_parents p
+                JOIN documents d ON d.doc_id = p.doc_id AND d.patient_id = p.patient_id
+                WHERE p.patient_id = ? AND p.producer = ? AND p.parent_id IN ({", ".join("?" * len(ids))})
+                ORDER BY d.doc_id
+                """,
+                (patient_id, producer, *ids),
+            ).fetchall()
+        return [
+            ExistingVersion(
+                doc_id=d, series_id=s, content_sha256=h, superseded_by=b, withdrawn=bool(mask & WITHDRAWN_BIT)
+            )
+            for d, s, h, b, mask in rows
         ]
 
     def list_ids(self) -> list[tuple[str, str, str]]:

@@ -3,6 +3,10 @@ current version of its series, or arrives already superseded; and withdrawals.
 
 The index answers for what earlier runs and flushes wrote; ``Versions`` also remembers
 the documents of this run not flushed yet, so duplicates inside one batch are seen.
+
+A replacement names its parent (``refers_to``): it joins the parent's series when the
+parent is filed (``parent_series``), and a parent that comes after its replacement joins
+the replacement's series, already superseded (``replacement_series``), whichever came first.
 """
 
 from __future__ import annotations
@@ -30,11 +34,15 @@ class Versions:
         self._pending_ids: set[tuple[str, str]] = set()
         self._pending_by_series: dict[tuple[str, str], str] = {}
         self._pending_versions: dict[str, tuple[int, dt.date]] = {}
+        # (patient, producer, a parent's id) -> the series of the pending record replacing it.
+        self._pending_parents: dict[tuple[str, str, str], str] = {}
 
     def remember(self, record: DocumentRecord) -> None:
         """A record about to be written: later documents of this run are decided against it."""
         self._pending_by_sha[(record.patient_id, record.content_sha256)] = record.doc_id
         self._pending_ids.add((record.patient_id, record.doc_id))
+        for parent in record.refers_to:
+            self._pending_parents[(record.patient_id, record.producer, parent)] = record.series_id
         if record.superseded_by is None:
             self._pending_by_series[(record.patient_id, record.series_id)] = record.doc_id
             self._pending_versions[record.doc_id] = version_key(record.version, record.document_date)
@@ -45,9 +53,17 @@ class Versions:
         self._pending_ids.clear()
         self._pending_by_series.clear()
         self._pending_versions.clear()
+        self._pending_parents.clear()
 
     def existing(
-        self, patient: str, content_sha: str, series_id: str, version: tuple[int, dt.date], doc_id: str
+        self,
+        patient: str,
+        content_sha: str,
+        series_id: str,
+        version: tuple[int, dt.date],
+        doc_id: str,
+        *,
+        replaced: bool = False,
     ) -> tuple[str | None, str | None, str | None]:
         """(doc id this duplicates, doc id this replaces, newer doc id that supersedes this one).
 
@@ -58,7 +74,9 @@ class Versions:
         The version chain follows the producer's order (``version_key``), not the order of
         arrival: a version older than the current one (a late delivery, a replay after a
         fix) arrives already superseded and never hides the live one. Equal keys replace
-        each other in arrival order.
+        each other in arrival order. ``replaced``: a version of the series names this
+        document as the one it replaces (``replacement_series``), so it is older than the
+        current one, whatever their keys say.
         """
         if (patient, content_sha) in self._pending_by_sha:
             return self._pending_by_sha[(patient, content_sha)], None, None
@@ -75,7 +93,7 @@ class Versions:
                 current = v.doc_id
                 existing = self.index.get(patient, v.doc_id)
                 current_version = version_key(existing.version, existing.document_date) if existing else None
-        if current and current_version is not None and version < current_version:
+        if current and (replaced or (current_version is not None and version < current_version)):
             return None, None, current
         return None, current, None
 
@@ -85,6 +103,17 @@ class Versions:
         found = self.index.find_by_document_ids(patient, producer, parent_ids)
         current = [v for v in found if v.superseded_by is None and not v.withdrawn]
         return (current or found)[0].series_id if found else None
+
+    def replacement_series(self, patient: str, producer: str, own_ids: Sequence[str]) -> str | None:
+        """The series of a document, filed or pending, that names one of ``own_ids`` (this
+        document's) as the one it replaces and is not withdrawn: a replacement that came
+        before its parent. One indexed lookup (``DocumentIndex.find_replacements``)."""
+        for own in own_ids:
+            pending = self._pending_parents.get((patient, producer, own))
+            if pending is not None:
+                return pending
+        found = self.index.find_replacements(patient, producer, own_ids)
+        return next((v.series_id for v in found if not v.withdrawn), None)
 
     def withdrawal(
         self, patient: str, producer: str, names: Sequence[str]

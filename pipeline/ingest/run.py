@@ -49,6 +49,7 @@ from pipeline.ingest.stages import (
     examine,
     iter_parsed,
     outcome_fields,
+    own_ids,
     parse_input,
 )
 from pipeline.ledger import Ledger, Unreported
@@ -172,6 +173,7 @@ class _Pending:
     batch: str | None
     part: int | None
     demographics: PatientDemographics | None
+    replaced: bool = False  # a version of its series names it as the one it replaces
 
 
 class _JournalItem(Frozen):
@@ -511,12 +513,21 @@ class Pipeline:
             # A replacement naming its parent joins the parent's series.
             self._flush_if_pending(item.producer, doc.refers_to)
             series_id = self.versions.parent_series(patient, item.producer, doc.refers_to) or series_id
+        replaced = False
+        if ids := own_ids(doc):
+            # A replacement that came first (in an earlier run, or earlier in this one) names
+            # this document: it joins the replacement's series as an older version, already
+            # superseded, as a late version is ("indexed"), whatever their version numbers.
+            with self.clock.stage("dedup"):
+                later = self.versions.replacement_series(patient, item.producer, ids)
+            if later is not None:
+                series_id, replaced = later, True
 
         outcome_base = outcome_fields(item, examined, content_sha)
         version = version_key(doc.version, examined.document_date)
         with self.clock.stage("dedup"):
             duplicate_of, supersedes, newer = self.versions.existing(
-                patient, content_sha, series_id, version, doc_id
+                patient, content_sha, series_id, version, doc_id, replaced=replaced
             )
         if duplicate_of:
             self._copies.setdefault(duplicate_of, []).append((len(self.outcomes), item.batch, doc.part))
@@ -534,7 +545,14 @@ class Pipeline:
         self._raw_sha_of[len(self.outcomes) - 1] = raw_sha
         self._pending.append(
             _Pending(
-                record, len(self.outcomes) - 1, supersedes, raw_sha, item.batch, doc.part, doc.demographics
+                record,
+                len(self.outcomes) - 1,
+                supersedes,
+                raw_sha,
+                item.batch,
+                doc.part,
+                doc.demographics,
+                replaced,
             )
         )
         self._pending_chars += len(record.text)
@@ -922,7 +940,12 @@ class Pipeline:
         for p in pending:
             r = p.record
             duplicate_of, supersedes, newer = self.versions.existing(
-                r.patient_id, r.content_sha256, r.series_id, version_key(r.version, r.document_date), r.doc_id
+                r.patient_id,
+                r.content_sha256,
+                r.series_id,
+                version_key(r.version, r.document_date),
+                r.doc_id,
+                replaced=p.replaced,
             )
             old = self.outcomes[p.outcome_index]
             if duplicate_of:

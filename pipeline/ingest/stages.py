@@ -254,6 +254,11 @@ def document_ids(producer: str, patient_id: str, doc: ParsedDocument, content_sh
     return doc_id, doc_id
 
 
+def own_ids(doc: ParsedDocument) -> tuple[str, ...]:
+    """The identifiers the producer gave this document (setId or id, TXA-12, OBR-3…)."""
+    return tuple(dict.fromkeys(i for i in (doc.producer_document_id, *doc.document_ids) if i))
+
+
 def outcome_fields(item: InputFile, examined: Examined, content_sha: str) -> dict[str, Any]:
     """What every outcome of an identified document says, whatever its status."""
     doc, classification = examined.doc, examined.classification
@@ -298,6 +303,7 @@ def build_record(
         producer_document_id=doc.producer_document_id,
         version=doc.version,
         document_ids=doc.document_ids,
+        refers_to=tuple(i for i in doc.refers_to if i not in own_ids(doc)),
         superseded_by=superseded_by,
         author_rpps=None if item.contributor else doc.author_rpps or find_rpps(doc.text),
         author_name=item.contributor.name if item.contributor else doc.author_name,

@@ -294,6 +294,33 @@ def test_find_by_document_ids_matches_a_producers_ids(index: DocumentIndex) -> N
     assert index.find_by_document_ids(PATIENT_A, "hopital", []) == []
 
 
+def test_find_replacements_finds_the_documents_naming_a_parent(index: DocumentIndex) -> None:
+    at = dt.datetime(2024, 6, 2, tzinfo=dt.UTC)
+    index.upsert(
+        [
+            make_record("r1", producer="hopital", producer_document_id="DOC-2", refers_to=("DOC-1", "SET-0")),
+            make_record("r2", producer="labo", refers_to=("DOC-1",)),
+            make_record("r3", patient_id=PATIENT_B, producer="hopital", refers_to=("DOC-1",)),
+            make_record("r4", producer="hopital", refers_to=("DOC-7",)),
+        ]
+    )
+    found = index.find_replacements(PATIENT_A, "hopital", ["DOC-1"])
+    assert [(v.doc_id, v.series_id) for v in found] == [("r1", "series-r1")]  # not labo's, not B's
+    assert [v.doc_id for v in index.find_replacements(PATIENT_A, "hopital", ["SET-0", "DOC-7"])] == [
+        "r1",
+        "r4",
+    ]
+    assert index.find_replacements(PATIENT_A, "hopital", ["DOC-2"]) == []  # its own id, not a parent
+    assert index.find_replacements(PATIENT_A, "hopital", []) == []
+    assert index.withdraw(PATIENT_A, "r1", at)
+    assert index.find_replacements(PATIENT_A, "hopital", ["DOC-1"])[0].withdrawn
+    assert index.delete(PATIENT_A, "r1")
+    assert index.find_replacements(PATIENT_A, "hopital", ["DOC-1"]) == []
+    assert index.delete_patient(PATIENT_A) == ["r2", "r4"]
+    assert index.find_replacements(PATIENT_A, "hopital", ["DOC-7"]) == []
+    assert [v.doc_id for v in index.find_replacements(PATIENT_B, "hopital", ["DOC-1"])] == ["r3"]
+
+
 def test_set_visibility_and_exclude_visibility(index: DocumentIndex) -> None:
     index.upsert([make_record("d1", text="Glucose"), make_record("d2", text="Glucose")])
     assert index.set_visibility(PATIENT_A, "d1", [Visibility.INVISIBLE_PATIENT])
