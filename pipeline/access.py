@@ -130,6 +130,16 @@ def visible_ids(
     return frozenset(shown)
 
 
+def as_seen(index: DocumentIndex, decision: AccessDecision, record: DocumentRecord) -> DocumentRecord:
+    """``record`` as ``decision``'s holder may know it: a newer version they may not see (a
+    correction not released to the patient, one masked from professionals) is not named,
+    as every route answers for it as if it did not exist. (That the version is superseded
+    still shows: it leaves the default listings, and FHIR calls it so.)"""
+    if record.superseded_by and not visible_ids(index, decision, record.patient_id, [record.superseded_by]):
+        return record.model_copy(update={"superseded_by": None})
+    return record
+
+
 class Grant(Frozen):
     """One entry of what a patient manages: an authorisation, block, delegation or representative."""
 

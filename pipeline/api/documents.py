@@ -9,7 +9,7 @@ from typing import Annotated
 from fastapi import APIRouter, File, HTTPException, Path, Query, UploadFile
 from fastapi.responses import Response
 
-from pipeline.access import Role, restrict, visible_ids
+from pipeline.access import Role, as_seen, restrict, visible_ids
 from pipeline.acks import BatchReport, upload_report
 from pipeline.api.guard import (
     FORBIDDEN,
@@ -171,10 +171,7 @@ def read_document(ins: Ins, doc_id: DocId, who: Caller, svc: Svc) -> DocumentVie
     d = decision(svc, who, ins)
     record = readable(svc, who, d, ins, doc_id, "read")
     svc.record(who, "read", ins, doc_ids=[doc_id], reason=d.via)
-    if record.superseded_by and not visible_ids(svc.index, d, ins, [record.superseded_by]):
-        # A newer version the caller may not see (not released to the patient, masked
-        # from professionals) is not named: it does not exist for them, as its 404 says.
-        record = record.model_copy(update={"superseded_by": None})
+    record = as_seen(svc.index, d, record)  # no newer version the caller may not see
     return DocumentView.of(record, producer_name=producer_name(svc.settings, record.producer))
 
 

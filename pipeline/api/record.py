@@ -218,8 +218,10 @@ def break_glass(ins: Ins, body: BreakGlassRequest, who: Caller, svc: Svc) -> Bre
     if refused in ("blocked", ACCOUNT_CLOSED):  # nothing is opened for them
         svc.record(who, "denied", ins, reason=refused)
         raise FORBIDDEN
-    expires = svc.rules.open_break_glass(ins, who.subject, body.reason, now)
+    # Audited before it is opened: an audit log that cannot be written refuses the opening
+    # (answered 503), never leaves one running that no entry explains.
     svc.record(who, "break_glass", ins, reason=body.reason)  # verbatim
+    expires = svc.rules.open_break_glass(ins, who.subject, body.reason, now)
     decision(svc, who, ins)  # the opening must grant access, or nothing was opened
     return BreakGlassOpened(patient_id=ins, expires_at=expires)
 

@@ -5,9 +5,11 @@ the fix it names."""
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
 
 import pytest
 
+from pipeline.errors import BackendUnavailable
 from pipeline.model import Visibility
 from tests.api.conftest import Api, caregiver, make_ins, patient, professional, representative
 
@@ -112,3 +114,25 @@ def test_a_revoked_professional_loses_an_emergency_access_opened_before(api: Api
     # A new emergency is a new opening, audited as such.
     assert api.post(PRO, f"/patients/{ins}/break-glass", json=reason).status_code == 200
     assert api.get(PRO, f"/patients/{ins}/documents/plain").status_code == 200
+
+
+def test_no_break_the_glass_is_opened_that_the_audit_log_does_not_hold(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The opening was written before its audit entry: with the audit log failing, the
+    professional got a 503 and yet an emergency access running for 4 hours, its reason
+    nowhere (each read audited, the why of them all lost)."""
+    ins = make_ins(34)
+    api.file(ins, "plain")
+    audit = api.services.audit
+    append = audit.append
+
+    def failing(**entry: Any) -> Any:
+        if entry["action"] == "break_glass":
+            raise BackendUnavailable("the audit log cannot be written")
+        return append(**entry)
+
+    monkeypatch.setattr(audit, "append", failing)
+    r = api.post(PRO, f"/patients/{ins}/break-glass", json={"reason": "urgence vitale, patient inconscient"})
+    assert r.status_code == 503
+    assert api.get(PRO, f"/patients/{ins}/documents/plain").status_code == 403
