@@ -91,6 +91,7 @@ HL7_ERROR_CODE: dict[str, str] = {
     "account_closed": "207",
     "opposition": "207",
     "unsafe_path": "207",
+    "unreadable_file": "207",
     "text_truncated": "207",  # Carnet's own limit, not a fault of the message
 }
 # Where in the message the patient identity lives (ERR-2, segment^sequence^field).
@@ -476,7 +477,8 @@ def build_acknowledgements(
         try:
             data = feed.read(batch, loc.file)
         except (OSError, KeyError, SourceError):
-            # Listed in the manifest but absent, or a link never read (unsafe_path):
+            # Listed in the manifest but absent, a link never read (unsafe_path) or a file
+            # Carnet may not read (unreadable_file):
             # nothing to answer in HL7.
             continue
         if o.format is Format.HL7V2 or looks_like_hl7(data):

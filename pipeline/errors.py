@@ -6,8 +6,10 @@ Rejected *documents* are not exceptions: they are ``Outcome`` values with
     CarnetError                      base of everything raised on purpose
     ├── ConfigurationError           a setting or URL is unusable (bad --index, unknown scheme)
     ├── SourceError                  an input source cannot be read at all (missing folder, S3 denied)
-    │   └── UnsafePathError          a feed entry is a symbolic link or not a regular file: never
-    │                                read (the document is rejected ``unsafe_path``)
+    │   ├── UnsafePathError          a feed entry is a symbolic link or not a regular file: never
+    │   │                            read (the document is rejected ``unsafe_path``)
+    │   └── UnreadableFileError      a feed entry Carnet may not read (permissions) or gone since
+    │                                it was listed (the document is rejected ``unreadable_file``)
     ├── BackendUnavailable           the index or store cannot be reached (run cannot proceed)
     │   └── LockLost                 a lock held in the state database went with its dropped
     │                                connection: what it protected is not committed
@@ -48,6 +50,10 @@ class SourceError(CarnetError):
 
 
 class UnsafePathError(SourceError):
+    pass
+
+
+class UnreadableFileError(SourceError):
     pass
 
 

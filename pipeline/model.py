@@ -80,6 +80,8 @@ class Reason(StrEnum):
     ACCOUNT_CLOSED = "account_closed"
     OPPOSITION = "opposition"
     UNSAFE_PATH = "unsafe_path"
+    # A file of the drop Carnet may not read (its permissions) or removed since it was listed.
+    UNREADABLE_FILE = "unreadable_file"
     # Text past ``Settings.ingestion.max_text_chars`` is not indexed (the bytes are kept whole).
     TEXT_TRUNCATED = "text_truncated"
 

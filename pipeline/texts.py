@@ -133,6 +133,10 @@ _REASONS: dict[str, dict[str, ReasonText]] = {
             "Lien symbolique ou fichier spécial dans le dépôt : jamais lu",
             "Déposer le fichier lui-même (fichier ordinaire) dans le lot",
         ),
+        "unreadable_file": ReasonText(
+            "Fichier illisible pour Carnet (droits d'accès) ou retiré du lot pendant son traitement",
+            "Vérifier les droits de lecture du fichier et redéposer le lot sous un nouveau nom",
+        ),
     },
     "en": {
         "unsupported_format": ReasonText(
@@ -235,6 +239,10 @@ _REASONS: dict[str, dict[str, ReasonText]] = {
         "unsafe_path": ReasonText(
             "A symbolic link or special file in the drop: never read",
             "Drop the file itself (a regular file) in the batch",
+        ),
+        "unreadable_file": ReasonText(
+            "A file Carnet may not read (its permissions) or removed from the batch while it was processed",
+            "Check the file's read permissions and drop the batch again under a new name",
         ),
     },
 }

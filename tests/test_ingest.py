@@ -145,6 +145,65 @@ def test_a_feed_batch_rejects_links_unsafe_path_in_its_acknowledgement(tmp_path:
     ]
 
 
+def _refuse_to_open(monkeypatch: pytest.MonkeyPatch, name: str, errno_: int) -> None:
+    """``os.open`` fails on files called ``name`` as it does for a user who may not read
+    them (the tests may run as root, who may read anything)."""
+    real_open = os.open
+
+    def fake_open(path: str | os.PathLike[str], *args: object, **kwargs: object) -> int:
+        if Path(path).name == name:
+            raise OSError(errno_, os.strerror(errno_), str(path))
+        return real_open(path, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "open", fake_open)
+
+
+@pytest.mark.parametrize("errno_", [13, 2], ids=["permission-denied", "removed-since-listed"])
+def test_a_file_the_feed_cannot_read_is_rejected_and_the_batch_goes_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, errno_: int
+) -> None:
+    """A file of the batch Carnet may not read (its permissions) or that went between the
+    listing and the read is the producer's to fix: rejected ``unreadable_file`` in the
+    acknowledgement, never a failed batch that holds back every other document of the lane."""
+    import json
+
+    from pipeline.ingest import process_batch
+    from tests.test_acks import _validate
+    from tests.test_erasure import A, B, _oru
+
+    batch = tmp_path / "feed" / "labo" / "b1"
+    batch.mkdir(parents=True)
+    (batch / "ok.hl7").write_bytes(_oru(A, "OK1", surname="DANSFLUX", words="ferritine"))
+    (batch / "locked.hl7").write_bytes(_oru(B, "L1", surname="VERROU", words="ferritine"))
+    (batch / "_READY").write_text("")
+    _refuse_to_open(monkeypatch, "locked.hl7", errno_)
+    settings = Settings(data_dir=tmp_path / "carnet", data_docs=False)
+    summary = process_batch(settings, str(tmp_path / "feed"), "labo/b1")
+    assert summary.by_status == {"indexed": 1, "rejected": 1}
+    assert summary.rejected_by_reason == {"unreadable_file": 1}
+    report = json.loads((batch / "_report.json").read_text())
+    _validate(report)
+    refused = {f["file"]: f for f in report["files"] if f["status"] == "rejected"}
+    assert list(refused) == ["locked.hl7"]
+    assert [r["code"] for r in refused["locked.hl7"]["reasons"]] == ["unreadable_file"]
+    assert refused["locked.hl7"]["ack"] is None  # never read: no header to answer
+
+
+def test_carnet_ingest_rejects_a_file_it_may_not_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.test_erasure import A, _oru
+
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "ok.hl7").write_bytes(_oru(A, "OK1", surname="DANSFLUX", words="ferritine"))
+    (tmp_path / "in" / "locked.hl7").write_bytes(b"%PDF-1.4")
+    _refuse_to_open(monkeypatch, "locked.hl7", 13)
+    summary = ingest_sources([str(tmp_path / "in")], Settings(data_dir=tmp_path / "carnet", data_docs=False))
+    by_name = {Path(o.source.split("#")[0]).name: o for o in summary.outcomes}
+    assert by_name["ok.hl7"].status is Status.INDEXED
+    assert [r.code for r in by_name["locked.hl7"].reasons] == [Reason.UNREADABLE_FILE]
+
+
 def test_a_text_past_the_limit_is_indexed_in_part_with_a_warning(tmp_path: Path) -> None:
     """``max_text_chars`` bounds what is classified and indexed; the outcome says so, and the
     document's bytes are kept whole."""

@@ -3,8 +3,10 @@
 Nothing outside a folder feed's root is ever read: a symbolic link (to a file or a
 folder) or any other non-regular file (FIFO, device, socket) below the root is listed as
 an entry, so it is accounted for, but reading it raises ``UnsafePathError`` and ingestion
-rejects it ``unsafe_path``. ``read_regular_file`` is the one way folder files are read
-(feeds and ``carnet ingest`` alike).
+rejects it ``unsafe_path``; a file Carnet may not open (permissions) or gone since it
+was listed raises ``UnreadableFileError``, rejected ``unreadable_file``.
+``read_regular_file`` is the one way folder files are read (feeds and ``carnet ingest``
+alike).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import stat
 from collections.abc import Iterator
 from pathlib import Path
 
-from pipeline.errors import SourceError, UnsafePathError
+from pipeline.errors import SourceError, UnreadableFileError, UnsafePathError
 from pipeline.feeds.base import ACK_DIR, MANIFEST, READY_MARKER, BatchRef, is_control_file, parse_manifest
 
 
@@ -96,8 +98,9 @@ def read_regular_file(root: Path, path: Path) -> bytes:
     """The bytes of ``path``, a regular file below ``root`` reached through no symbolic link.
 
     Raises ``UnsafePathError`` for a link (the file itself or a folder on the way) or a
-    non-regular file; the file is opened without following links and checked on the open
-    descriptor, so it cannot be swapped for a link between the check and the read.
+    non-regular file, ``UnreadableFileError`` for a file Carnet may not read or that is
+    gone; the file is opened without following links and checked on the open descriptor,
+    so it cannot be swapped for a link between the check and the read.
     """
     try:
         rel = path.relative_to(root)
@@ -116,6 +119,9 @@ def read_regular_file(root: Path, path: Path) -> bytes:
             raise UnsafePathError(
                 "a symbolic link or a special file, never followed", source=str(path)
             ) from None
+        if exc.errno in (errno.EACCES, errno.EPERM, errno.ENOENT):
+            # Its permissions, or removed since it was listed: the producer's to fix.
+            raise UnreadableFileError(f"cannot read: {exc.strerror}", source=str(path)) from exc
         raise SourceError(f"cannot read: {exc.strerror}", source=str(path)) from exc
     with os.fdopen(fd, "rb") as fh:
         if not stat.S_ISREG(os.fstat(fd).st_mode):

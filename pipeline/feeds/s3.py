@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
 
-from pipeline.errors import SourceError
+from pipeline.errors import SourceError, UnreadableFileError
 from pipeline.feeds.base import (
     ACK_DIR,
     CONTROL_NAMES,
@@ -74,7 +74,8 @@ class S3Feed(PrefixedBucket):
         with self._errors("read a file", uri):
             data = self.bucket.get(self._key(batch, name))
         if data is None:
-            raise SourceError("no such object in the batch", source=uri)
+            # Removed since the batch was listed: the producer's doing, rejected unreadable_file.
+            raise UnreadableFileError("no such object in the batch (removed since it was listed)", source=uri)
         return data
 
     def source_uri(self, batch: BatchRef, name: str) -> str:

@@ -9,7 +9,7 @@ import logging
 from collections import Counter, defaultdict
 from collections.abc import Iterator, Mapping, Sequence
 
-from pipeline.errors import SourceError, UnsafePathError
+from pipeline.errors import SourceError, UnreadableFileError, UnsafePathError
 from pipeline.feeds import BatchRef, Feed, ManifestEntry, printable_name
 from pipeline.ingest.run import Pipeline
 from pipeline.ingest.stages import InputFile
@@ -132,6 +132,17 @@ def process_batch(settings: Settings, feed_url: str, batch_key: str) -> BatchSum
                         producer=batch.producer,
                         batch=batch.batch,
                         unsafe_path=exc.message,
+                    )
+                    continue
+                except UnreadableFileError as exc:
+                    # The producer's to fix: rejected, the batch goes on (any other read error
+                    # fails the batch, retried: the feed itself is at fault).
+                    yield InputFile(
+                        data=b"",
+                        source=source,
+                        producer=batch.producer,
+                        batch=batch.batch,
+                        unreadable=exc.message,
                     )
                     continue
                 yield InputFile(

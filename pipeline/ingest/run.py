@@ -340,11 +340,10 @@ class Pipeline:
     def process(self, item: InputFile) -> list[Outcome]:
         """Run one raw input through every stage; return the outcome of each document in it."""
         self._raw_patients, self._raw_names = set(), set()
-        if item.unsafe_path is not None:
+        unread = item.unread()
+        if unread is not None:
             start = len(self.outcomes)
-            self._reject(
-                item, self.store.put(b""), None, [Problem(code=Reason.UNSAFE_PATH, message=item.unsafe_path)]
-            )
+            self._reject(item, self.store.put(b""), None, [unread])
             return self.outcomes[start:]
         # Parsed and identified before its bytes are kept, so that they are written once,
         # under the right key (the patient's; their own when rejected, owner unknown or
@@ -410,7 +409,7 @@ class Pipeline:
                 if seen == 0:
                     self.gate.start()
                 # Else rejected unparsed, or read by ``process`` one document at a time.
-                if not item.manifest_problem and item.unsafe_path is None and not self._read_here(item):
+                if not item.manifest_problem and item.unread() is None and not self._read_here(item):
                     if (
                         seen >= _PROCESSES_AFTER
                         and self._parse_pool is None

@@ -8,7 +8,7 @@ import json
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
-from pipeline.errors import SourceError, UnsafePathError
+from pipeline.errors import SourceError, UnreadableFileError, UnsafePathError
 from pipeline.feeds import read_regular_file
 from pipeline.index import DocumentIndex
 from pipeline.ingest.run import Pipeline, open_backends
@@ -36,11 +36,14 @@ def _folder_inputs(root: Path, producer: str | None) -> Iterator[tuple[Path, str
 
 
 def _local_input(root: Path, path: Path, *, producer: str, batch: str | None = None) -> InputFile:
-    """A local file as an input; a link or special file is not read (``unsafe_path``)."""
+    """A local file as an input; a link or special file is not read (``unsafe_path``), nor
+    one Carnet may not read (``unreadable_file``)."""
     try:
         data = read_regular_file(root, path)
     except UnsafePathError as exc:
         return InputFile(data=b"", source=str(path), producer=producer, batch=batch, unsafe_path=exc.message)
+    except UnreadableFileError as exc:
+        return InputFile(data=b"", source=str(path), producer=producer, batch=batch, unreadable=exc.message)
     return InputFile(data=data, source=str(path), producer=producer, batch=batch)
 
 

@@ -89,6 +89,16 @@ class InputFile:
     contributor: Contributor | None = None
     # Why the file was not read (a symbolic link or special file), if it was not.
     unsafe_path: str | None = None
+    # Why the file could not be read (its permissions, removed since listed), if so.
+    unreadable: str | None = None
+
+    def unread(self) -> Problem | None:
+        """Why the file's bytes were never read (it is rejected for that), or None."""
+        if self.unsafe_path is not None:
+            return Problem(code=Reason.UNSAFE_PATH, message=self.unsafe_path)
+        if self.unreadable is not None:
+            return Problem(code=Reason.UNREADABLE_FILE, message=self.unreadable)
+        return None
 
     def __post_init__(self) -> None:
         # Names come from the filesystem, where any byte sequence is allowed: a name that is
