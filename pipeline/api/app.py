@@ -24,7 +24,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from pipeline.access import AccessRules
 from pipeline.api import documents, record
 from pipeline.api.auth import TokenVerifier
-from pipeline.api.fhir import create_fhir_app
+from pipeline.api.fhir import FHIR_PREFIX, create_fhir_app, error_response
 from pipeline.api.guard import Caller, Services
 from pipeline.api.schemas import ERRORS, Me
 from pipeline.audit import AuditLog
@@ -84,7 +84,14 @@ class _BodyLimit:
         detail = f"larger than {stated} bytes"
         length = dict(scope["headers"]).get(b"content-length", b"")
         if length.isdigit() and int(length) > limit:
-            await JSONResponse(status_code=413, content={"detail": detail})(scope, receive, send)
+            # The FHIR API's errors are OperationOutcomes, this one too.
+            fhir = str(scope["path"]).startswith(f"{FHIR_PREFIX}/") or scope["path"] == FHIR_PREFIX
+            refusal = (
+                error_response(413, detail)
+                if fhir
+                else JSONResponse(status_code=413, content={"detail": detail})
+            )
+            await refusal(scope, receive, send)
             return
         received = 0
 
@@ -160,7 +167,7 @@ def create_app(
     app.mount("/static", _SafeStaticFiles(directory=STATIC), name="static")
     # The FHIR R4 read API: its own app (FHIR errors, described by its CapabilityStatement),
     # over the same backends, guard and audit.
-    app.mount("/fhir", create_fhir_app(svc, version=VERSION))
+    app.mount(FHIR_PREFIX, create_fhir_app(svc, version=VERSION))
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -7,7 +7,8 @@ then :func:`pipeline.access.restrict` on the index query and :func:`pipeline.acc
 on each fetched record) and is audited the same way (``search``, ``read``, ``download``).
 Errors are ``OperationOutcome`` resources with the HTTP status the search API would give:
 400 for a search it cannot run, 401, 403 (the same whether or not the patient exists), 404
-(the same for an absent document and one outside the caller's rights), 503.
+(the same for an absent document and one outside the caller's rights), 503; and 406 for a
+format other than FHIR JSON, 413 for a body over the size limit, 500 for a fault.
 
 Mounted as its own ASGI app so that its errors are FHIR's and its routes stay out of the
 search API's OpenAPI document (the ``CapabilityStatement`` describes them).
@@ -16,7 +17,9 @@ search API's OpenAPI document (the ``CapabilityStatement`` describes them).
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import re
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from urllib.parse import urlencode
 
@@ -47,6 +50,9 @@ from pipeline.api.schemas import DOC_ID_PATTERN, INS_PATTERN
 from pipeline.errors import BackendUnavailable
 from pipeline.model import DocClass, DocumentRecord, Format, SearchQuery
 
+log = logging.getLogger(__name__)
+
+FHIR_PREFIX = "/fhir"  # where the search API mounts this app
 DEFAULT_COUNT = 20
 MAX_COUNT = 100
 MAX_OFFSET = 10_000
@@ -63,8 +69,14 @@ _ISSUE_CODES = {
     404: "not-found",
     405: "not-supported",
     406: "not-supported",
+    413: "too-long",
+    500: "exception",
     503: "transient",
 }
+# What FHIR reads as its JSON format (http.html: a generic JSON type means FHIR JSON), as a
+# media type or a _format value.
+_JSON_FORMATS = frozenset({FHIR_JSON, "application/json", "application/json+fhir", "text/json", "json"})
+_BINARY_READ = re.compile(r"/Binary/[^/]*$")
 
 
 class SearchError(Exception):
@@ -76,6 +88,12 @@ def fhir_response(
 ) -> Response:
     body: str = resource.model_dump_json()  # type: ignore[attr-defined]
     return Response(content=body, status_code=status_code, media_type=FHIR_JSON, headers=headers)
+
+
+def error_response(status_code: int, diagnostics: str, headers: dict[str, str] | None = None) -> Response:
+    """An ``OperationOutcome`` with the issue code FHIR gives ``status_code``."""
+    code = _ISSUE_CODES.get(status_code, "processing")
+    return fhir_response(operation_outcome(code, diagnostics), status_code, headers=headers)
 
 
 def _base(request: Request) -> str:
@@ -282,15 +300,64 @@ def _strict(request: Request) -> bool:
     return any(p.strip().replace(" ", "") == "handling=strict" for p in prefer.lower().split(","))
 
 
+def _accepted(accept: str) -> list[str]:
+    """The media ranges of an ``Accept`` header, lower-case and without parameters, less
+    those the client refuses (``q=0``)."""
+    ranges = []
+    for part in accept.split(","):
+        media, *params = (p.strip().lower() for p in part.split(";"))
+        refused = False
+        for param in params:
+            name, _, value = param.partition("=")
+            if name.strip() == "q":
+                try:
+                    refused = float(value) <= 0
+                except ValueError:
+                    refused = False
+        if media and not refused:
+            ranges.append(media)
+    return ranges
+
+
+def _format(request: Request) -> str | None:
+    """``_format``'s media type, without parameters (``fhirVersion``), or None."""
+    fmt = request.query_params.get("_format")
+    return None if fmt is None else fmt.split(";")[0].strip().lower()
+
+
+def _unservable_format(request: Request) -> str | None:
+    """Why the format asked for cannot be served (only FHIR JSON is), or None. ``_format``
+    overrides ``Accept``; a ``Binary`` read answers other types with the document itself."""
+    fmt = _format(request)
+    if fmt is not None:
+        return None if fmt in _JSON_FORMATS else f"_format {fmt!r}: only FHIR JSON is served"
+    accept = request.headers.get("accept", "").strip()
+    if not accept or _BINARY_READ.search(request.url.path):
+        return None
+    if any(m in _JSON_FORMATS or m in ("*/*", "application/*") for m in _accepted(accept)):
+        return None
+    return f"only {FHIR_JSON} is served"
+
+
 def _wants_fhir_json(request: Request) -> bool:
-    fmt = request.query_params.get("_format", "")
-    return fmt in ("json", FHIR_JSON, "application/json") or FHIR_JSON in request.headers.get("accept", "")
+    """A ``Binary`` read answered as a resource rather than as the document's own bytes."""
+    fmt = _format(request)
+    if fmt is not None:
+        return fmt in _JSON_FORMATS
+    return any(m in _JSON_FORMATS for m in _accepted(request.headers.get("accept", "")))
 
 
 def create_fhir_app(svc: Services, *, version: str) -> FastAPI:
     """The ``/fhir`` sub-application over the search API's backends and guard."""
     app = FastAPI(title="Carnet FHIR R4", version=version, openapi_url=None, docs_url=None, redoc_url=None)
     app.state.services = svc
+
+    @app.middleware("http")
+    async def negotiate(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        # Before anything else: JSON sent to a client that asked for XML would be misread.
+        if (why := _unservable_format(request)) is not None:
+            return error_response(406, why)
+        return await call_next(request)
 
     @app.get("/metadata")
     def metadata(request: Request) -> Response:
@@ -347,11 +414,8 @@ def create_fhir_app(svc: Services, *, version: str) -> FastAPI:
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> Response:
-        code = _ISSUE_CODES.get(exc.status_code, "processing")
-        return fhir_response(
-            operation_outcome(code, str(exc.detail)),
-            exc.status_code,
-            headers=dict(exc.headers) if exc.headers else None,
+        return error_response(
+            exc.status_code, str(exc.detail), headers=dict(exc.headers) if exc.headers else None
         )
 
     @app.exception_handler(RequestValidationError)
@@ -361,5 +425,11 @@ def create_fhir_app(svc: Services, *, version: str) -> FastAPI:
     @app.exception_handler(BackendUnavailable)
     async def unavailable(request: Request, exc: BackendUnavailable) -> Response:
         return fhir_response(operation_outcome("transient", "service unavailable"), 503)
+
+    @app.exception_handler(Exception)
+    async def fault(request: Request, exc: Exception) -> Response:
+        # A fault still answers in FHIR, and says nothing of it: the message may quote data.
+        log.error("FHIR %s failed: %s", request.url.path, type(exc).__name__)
+        return error_response(500, "internal error")
 
     return app

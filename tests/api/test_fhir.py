@@ -391,3 +391,75 @@ def test_the_capability_statement_needs_no_token(api: Api) -> None:
     # The rest of the API still wants its token; the FHIR routes stay out of its OpenAPI.
     assert api.http.get("/me").status_code == 401
     assert not [p for p in api.http.get("/openapi.json").json()["paths"] if p.startswith("/fhir")]
+
+
+def test_a_body_too_large_is_an_operation_outcome(record: Api) -> None:
+    # The size limit answers before the FHIR app is reached: its answer must still be FHIR's.
+    r = record.http.post("/fhir/DocumentReference", headers=record.as_(patient(A)), content=b"x" * 70_000)
+    assert _outcome(r, 413, "too-long").issue[0].diagnostics == "larger than 65536 bytes"
+    # The search API's own answer keeps its shape.
+    plain = record.http.post("/me", headers=record.as_(patient(A)), content=b"x" * 70_000)
+    assert plain.status_code == 413 and plain.json() == {"detail": "larger than 65536 bytes"}
+
+
+def test_an_unexpected_failure_is_a_500_operation_outcome(
+    record: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(query: object) -> None:
+        raise RuntimeError("index bug with a patient's words in it")
+
+    monkeypatch.setattr(record.services.index, "search", broken)
+    r = record.http.get(
+        "/fhir/DocumentReference", headers=record.as_(patient(A)), params={"patient.identifier": A}
+    )
+    outcome = _outcome(r, 500, "exception")
+    assert "patient's words" not in r.text and outcome.issue[0].diagnostics == "internal error"
+
+
+@pytest.mark.parametrize(
+    ("path", "headers", "params"),
+    [
+        ("/fhir/metadata", {"Accept": "application/fhir+xml"}, {}),
+        ("/fhir/metadata", {}, {"_format": "xml"}),
+        ("/fhir/metadata", {"Accept": FHIR_JSON}, {"_format": "application/fhir+xml"}),  # _format wins
+        ("/fhir/DocumentReference", {"Accept": "application/xml, text/xml"}, {"patient.identifier": A}),
+        ("/fhir/DocumentReference", {"Accept": f"{FHIR_JSON};q=0, application/fhir+xml"}, {}),
+        (f"/fhir/DocumentReference/{rid('hb-2024')}", {}, {"_format": "ttl"}),
+        (f"/fhir/Binary/{rid('hb-2024')}", {}, {"_format": "xml"}),
+    ],
+)
+def test_a_format_it_cannot_serve_is_a_406(
+    record: Api, path: str, headers: dict[str, str], params: dict[str, str]
+) -> None:
+    # FHIR JSON only: answering JSON to a client that asked for XML would be parsed as XML.
+    r = record.http.get(path, headers={**record.as_(patient(A)), **headers}, params=params)
+    _outcome(r, 406, "not-supported")
+
+
+@pytest.mark.parametrize(
+    ("headers", "params"),
+    [
+        ({"Accept": "application/json"}, {}),
+        ({"Accept": "application/fhir+json; fhirVersion=4.0"}, {}),
+        ({"Accept": "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"}, {}),
+        ({"Accept": "application/fhir+xml"}, {"_format": "json"}),
+        ({}, {"_format": "application/fhir+json"}),
+    ],
+)
+def test_json_in_any_of_its_spellings_is_served(
+    record: Api, headers: dict[str, str], params: dict[str, str]
+) -> None:
+    headers = {**record.as_(patient(A)), **headers}
+    r = record.http.get(f"/fhir/DocumentReference/{rid('hb-2024')}", headers=headers, params=params)
+    assert r.status_code == 200 and r.headers["content-type"].startswith(FHIR_JSON)
+
+
+def test_binary_as_a_resource_for_json_in_any_of_its_spellings(record: Api) -> None:
+    headers = record.as_(patient(A))
+    for accept in ("application/json", "application/fhir+json;fhirVersion=4.0"):
+        r = record.http.get(f"/fhir/Binary/{rid('hb-2024')}", headers={**headers, "Accept": accept})
+        assert r.headers["content-type"].startswith(FHIR_JSON) and r.json()["resourceType"] == "Binary"
+    # Any other type, the document's own included, is the document itself.
+    for accept in ("application/pdf", "*/*", "application/fhir+json;q=0, */*"):
+        r = record.http.get(f"/fhir/Binary/{rid('hb-2024')}", headers={**headers, "Accept": accept})
+        assert r.status_code == 200 and r.content == PDF
