@@ -186,12 +186,18 @@ def _stamp(at: dt.datetime) -> str:
 
 
 def record_batch_metrics(
-    settings: Settings, feed: str, summary: BatchCounts | Mapping[str, Any], *, flagged: bool | None = None
+    settings: Settings,
+    feed: str,
+    summary: BatchCounts | Mapping[str, Any],
+    *,
+    flagged: bool | None = None,
+    at: dt.datetime | None = None,
 ) -> BatchMetrics:
     """Keep one batch's metrics (idempotent: keyed by the batch's run id) and log them.
 
     ``summary`` is the ingestion's ``BatchSummary`` or its JSON form (from XCom);
-    ``flagged``, when given, is the monitoring's verdict (any alert raised)."""
+    ``flagged``, when given, is the monitoring's verdict (any alert raised); ``at``: when
+    it is recorded (now by default)."""
     from sqlalchemy import select
 
     from pipeline.state.engine import insert_new
@@ -201,7 +207,7 @@ def record_batch_metrics(
     counts = {k: fields[k] for k in BatchCounts.model_fields if k in fields}
     if flagged is not None:
         counts["flagged"] = flagged
-    m = BatchMetrics(feed=feed, recorded_at=_now(), **counts)
+    m = BatchMetrics(feed=feed, recorded_at=at or _now(), **counts)
     with _state(settings) as engine, engine.begin() as conn:
         if not insert_new(
             conn,
@@ -277,7 +283,7 @@ def quality_flag_alert(current: BatchMetrics, flags: Sequence[str]) -> Alert | N
         feed=current.feed,
         producer=current.producer,
         batch=current.batch_key,
-        at=_now(),
+        at=current.recorded_at,
         details={"flags": list(flags)},
         message="quality gate flagged the batch: " + "; ".join(flags),
     )
@@ -286,10 +292,12 @@ def quality_flag_alert(current: BatchMetrics, flags: Sequence[str]) -> Alert | N
 def reject_rate_alerts(
     current: BatchMetrics, history: Sequence[BatchMetrics], *, max_reject_rate: float
 ) -> list[Alert]:
-    """Alerts for a batch above its feed's threshold, or far above the producer's baseline."""
+    """Alerts for a batch above its feed's threshold, or far above the producer's baseline
+    (its batches recorded before this one). Dated when the batch was recorded, so that
+    a retried task raises the very same alerts (kept, and sent, once)."""
     alerts = []
     base: dict[str, Any] = dict(
-        feed=current.feed, producer=current.producer, batch=current.batch_key, at=_now()
+        feed=current.feed, producer=current.producer, batch=current.batch_key, at=current.recorded_at
     )
     if current.reject_rate > max_reject_rate:
         alerts.append(
@@ -304,7 +312,9 @@ def reject_rate_alerts(
                 **base,
             )
         )
-    earlier = [m for m in history if m.run_id != current.run_id and m.total][-BASELINE_BATCHES:]
+    earlier = [
+        m for m in history if m.run_id != current.run_id and m.total and m.recorded_at < current.recorded_at
+    ][-BASELINE_BATCHES:]
     if earlier:
         baseline = sum(m.reject_rate for m in earlier) / len(earlier)
         if current.reject_rate - baseline > REJECT_JUMP:
@@ -374,34 +384,40 @@ def check_batch(
     notifier: Notifier | None = None,
 ) -> BatchCheck:
     """Raise a batch's alerts (reject rate, jump, quality flags), record its metrics with
-    ``flagged`` = any alert, keep and send the alerts; return both."""
+    ``flagged`` = any alert, keep and send the alerts; return both.
+
+    A retried task checks its batches again: the metrics first recorded stand, and the
+    alerts, judged as of then, are the same ones, neither kept nor sent a second time."""
     fields = summary.model_dump() if isinstance(summary, BatchCounts) else dict(summary)
-    probe = BatchMetrics(
-        feed=feed, recorded_at=_now(), **{k: fields[k] for k in BatchCounts.model_fields if k in fields}
-    )
-    history = load_metrics(settings, producer=probe.producer)
+    counts = {k: fields[k] for k in BatchCounts.model_fields if k in fields}
+    history = load_metrics(settings, producer=counts["producer"])
+    recorded = next((m for m in history if m.run_id == counts["run_id"]), None)
+    at = recorded.recorded_at if recorded is not None else _now()
+    probe = BatchMetrics(feed=feed, recorded_at=at, **counts)
     alerts = reject_rate_alerts(probe, history, max_reject_rate=max_reject_rate)
     # The gate's own reject-rate flag is the reject_rate alert above, judged on the same
     # threshold: one alert for it, not two.
     gate_flags = [f for f in fields.get("flags") or () if ": reject rate " not in f]
     if (flagged_by_gate := quality_flag_alert(probe, gate_flags)) is not None:
         alerts.append(flagged_by_gate)
-    current = record_batch_metrics(settings, feed, summary, flagged=bool(alerts))
+    current = record_batch_metrics(settings, feed, summary, flagged=bool(alerts), at=at)
     notify_all(alerts, notifier or default_notifier(settings), settings=settings)
     return BatchCheck(metrics=current, alerts=tuple(alerts))
 
 
-def keep_alerts(settings: Settings, alerts: Sequence[Alert]) -> None:
-    """Keep alerts in the state database, each once (keyed by a digest of its JSON)."""
+def keep_alerts(settings: Settings, alerts: Sequence[Alert]) -> list[Alert]:
+    """Keep alerts in the state database, each once (keyed by a digest of its JSON);
+    return those not kept before."""
     from pipeline.state.engine import insert_new
     from pipeline.state.tables import alerts as t
 
+    new: list[Alert] = []
     if not alerts:
-        return
+        return new
     with _state(settings) as engine, engine.begin() as conn:
         for a in alerts:
             body = a.model_dump_json()
-            insert_new(
+            if insert_new(
                 conn,
                 t,
                 {
@@ -410,7 +426,9 @@ def keep_alerts(settings: Settings, alerts: Sequence[Alert]) -> None:
                     "kind": a.kind.value,
                     "alert": body,
                 },
-            )
+            ):
+                new.append(a)
+    return new
 
 
 def load_alerts(settings: Settings, *, since: dt.datetime | None = None) -> list[Alert]:
@@ -427,10 +445,11 @@ def load_alerts(settings: Settings, *, since: dt.datetime | None = None) -> list
 
 
 def notify_all(alerts: Iterable[Alert], notifier: Notifier, *, settings: Settings | None = None) -> None:
-    """Send each alert through the notifier; keep it for ``carnet status`` when given settings."""
+    """Send each alert through the notifier; keep it for ``carnet status`` when given settings
+    (then an alert kept before, already sent, is not sent again)."""
     alerts = list(alerts)
     if settings is not None:
-        keep_alerts(settings, alerts)
+        alerts = keep_alerts(settings, alerts)
     for a in alerts:
         notifier.notify(a)
 

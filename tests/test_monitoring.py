@@ -107,3 +107,34 @@ def test_every_alert_kind_round_trips(settings: Settings, kind: AlertKind) -> No
     alert = Alert(kind=kind, message="m", at=dt.datetime(2026, 1, 1, tzinfo=dt.UTC), details={"n": 1})
     keep_alerts(settings, [alert])
     assert load_alerts(settings) == [alert]
+
+
+class _Recorder:
+    def __init__(self) -> None:
+        self.sent: list[Alert] = []
+
+    def notify(self, alert: Alert) -> None:
+        self.sent.append(alert)
+
+
+def test_a_retried_task_raises_a_batch_s_alerts_once(settings: Settings) -> None:
+    """A lane's task retried after a later batch failed checks its processed batches again
+    (``process_batch`` returns their stored summary): the data engineer must not be paged
+    again, nor see the alerts twice in ``carnet status``, even once the producer has newer
+    batches recorded."""
+    from pipeline.monitoring import check_batch
+
+    record_batch_metrics(settings, "f", _counts("r0"))
+    summary = _counts("r1", rejected=8).model_dump() | {"flags": ["labo-x/r1: duplicate share 60% above 50%"]}
+    notifier = _Recorder()
+    first = check_batch(settings, "f", summary, max_reject_rate=0.2, notifier=notifier)
+    assert sorted(a.kind for a in first.alerts) == [
+        AlertKind.QUALITY_FLAGS,
+        AlertKind.REJECT_RATE,
+        AlertKind.REJECT_RATE_JUMP,
+    ]
+    record_batch_metrics(settings, "f", _counts("r2"))  # the lane's next batch, then a failure
+    again = check_batch(settings, "f", summary, max_reject_rate=0.2, notifier=notifier)
+    assert again.alerts == first.alerts and again.metrics == first.metrics
+    assert len(notifier.sent) == 3
+    assert len(load_alerts(settings)) == 3
