@@ -4,6 +4,7 @@ replacements of a document (setId, versionNumber, relatedDocument)."""
 from __future__ import annotations
 
 import base64
+import itertools
 import os
 from pathlib import Path
 
@@ -20,6 +21,20 @@ INS = "284037512345640"  # the samples' patient
 
 def _settings(tmp_path: Path) -> Settings:
     return Settings(data_dir=tmp_path / "carnet", master_key=base64.b64encode(os.urandom(32)).decode())
+
+
+def _three_versions(*, parent_set_id: bool, second_version: bytes = b"2") -> list[tuple[str, bytes]]:
+    """v1 (with or without a setId), v2 naming v1, v3 naming v2 (RPLC, no setId)."""
+    original = sample("cr-bio.xml") if parent_set_id else sample("cr-bio.xml").replace(SET_ID, b"")
+    second = (
+        replacement_of(b"CRBIO-2024-0042-V1")
+        .replace(b'value="13.2"', b'value="12.9"')
+        .replace(b'<versionNumber value="2"/>', b'<versionNumber value="' + second_version + b'"/>')
+    )
+    third = replacement_of(b"CRBIO-2024-0042-V2", own_id=b"CRBIO-2024-0042-V3").replace(
+        b'<versionNumber value="2"/>', b'<versionNumber value="3"/>'
+    )
+    return [("v1.xml", original), ("v2.xml", second), ("v3.xml", third)]
 
 
 def _ingest(
@@ -50,12 +65,7 @@ def test_a_cda_replacement_naming_its_parent_takes_its_place(
     """A CDA replaces the document its relatedDocument RPLC names even without the same
     setId (none at all, as before the CI-SIS made it mandatory, or a new one): the parent
     leaves default searches, and a third version naming the second joins the same series."""
-    original = sample("cr-bio.xml") if parent_set_id else sample("cr-bio.xml").replace(SET_ID, b"")
-    second = replacement_of(b"CRBIO-2024-0042-V1").replace(b'value="13.2"', b'value="12.9"')
-    third = replacement_of(b"CRBIO-2024-0042-V2", own_id=b"CRBIO-2024-0042-V3").replace(
-        b'<versionNumber value="2"/>', b'<versionNumber value="3"/>'
-    )
-    inputs = [("v1.xml", original), ("v2.xml", second), ("v3.xml", third)]
+    inputs = _three_versions(parent_set_id=parent_set_id)
     outcomes, live, every, _ = _ingest(_settings(tmp_path), inputs, one_run=one_run)
     assert [o.status for o in outcomes] == [Status.INDEXED, Status.REPLACED, Status.REPLACED]
     assert [h.doc_id for h in live] == [outcomes[2].doc_id]
@@ -73,16 +83,7 @@ def test_a_parent_filed_after_its_replacement_arrives_superseded(
     already superseded, as a late older version does ("indexed"), so that searches return
     the newest only. The replacement naming it decides, not version numbers (one no higher
     than the parent's)."""
-    original = sample("cr-bio.xml") if parent_set_id else sample("cr-bio.xml").replace(SET_ID, b"")
-    second = (
-        replacement_of(b"CRBIO-2024-0042-V1")
-        .replace(b'value="13.2"', b'value="12.9"')
-        .replace(b'<versionNumber value="2"/>', b'<versionNumber value="' + replacement_version + b'"/>')
-    )
-    third = replacement_of(b"CRBIO-2024-0042-V2", own_id=b"CRBIO-2024-0042-V3").replace(
-        b'<versionNumber value="2"/>', b'<versionNumber value="3"/>'
-    )
-    inputs = [("v3.xml", third), ("v2.xml", second), ("v1.xml", original)]
+    inputs = _three_versions(parent_set_id=parent_set_id, second_version=replacement_version)[::-1]
     outcomes, live, every, records = _ingest(_settings(tmp_path), inputs, one_run=one_run)
     assert [o.status for o in outcomes] == [Status.INDEXED] * 3
     newest = outcomes[0].doc_id
@@ -93,6 +94,21 @@ def test_a_parent_filed_after_its_replacement_arrives_superseded(
         (newest, records[0].series_id),  # type: ignore[union-attr]
         (newest, records[0].series_id),  # type: ignore[union-attr]
     ]
+
+
+@pytest.mark.parametrize("one_run", [True, False])
+@pytest.mark.parametrize("order", list(itertools.permutations(range(3))))
+def test_three_versions_in_any_order_leave_the_newest_live(
+    tmp_path: Path, one_run: bool, order: tuple[int, ...]
+) -> None:
+    """Whatever the order of arrival: the middle version coming last stands between two
+    chains (its parent live, its replacement live) and takes both out but the newest."""
+    versions = _three_versions(parent_set_id=False)
+    outcomes, live, every, _ = _ingest(_settings(tmp_path), [versions[i] for i in order], one_run=one_run)
+    newest = outcomes[order.index(2)].doc_id
+    assert {o.status for o in outcomes} <= {Status.INDEXED, Status.REPLACED}
+    assert [h.doc_id for h in live] == [newest]
+    assert len(every) == 3
 
 
 def test_a_lab_report_with_entries_and_a_one_line_narrative_is_filed(tmp_path: Path) -> None:

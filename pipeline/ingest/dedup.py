@@ -64,6 +64,7 @@ class Versions:
         doc_id: str,
         *,
         replaced: bool = False,
+        parent_series: str | None = None,
     ) -> tuple[str | None, str | None, str | None]:
         """(doc id this duplicates, doc id this replaces, newer doc id that supersedes this one).
 
@@ -76,7 +77,9 @@ class Versions:
         fix) arrives already superseded and never hides the live one. Equal keys replace
         each other in arrival order. ``replaced``: a version of the series names this
         document as the one it replaces (``replacement_series``), so it is older than the
-        current one, whatever their keys say.
+        current one, whatever their keys say; ``parent_series``: the series of the parent
+        this document names in turn (``parent_series``), whose current version it replaces
+        as well (a middle version coming last: both chains leave default searches).
         """
         if (patient, content_sha) in self._pending_by_sha:
             return self._pending_by_sha[(patient, content_sha)], None, None
@@ -94,6 +97,9 @@ class Versions:
                 existing = self.index.get(patient, v.doc_id)
                 current_version = version_key(existing.version, existing.document_date) if existing else None
         if current and (replaced or (current_version is not None and version < current_version)):
+            if parent_series is not None and parent_series != series_id:
+                _, older, _ = self.existing(patient, content_sha, parent_series, version, doc_id)
+                return None, older, current
             return None, None, current
         return None, current, None
 

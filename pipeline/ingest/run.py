@@ -174,6 +174,7 @@ class _Pending:
     part: int | None
     demographics: PatientDemographics | None
     replaced: bool = False  # a version of its series names it as the one it replaces
+    parent_series: str | None = None  # the series of the parent it names, when not its own
 
 
 class _JournalItem(Frozen):
@@ -508,10 +509,12 @@ class Pipeline:
             if content_sha != raw_sha:  # the input holds more than this document's bytes
                 self._hold_raw(raw_sha, patient)
         series_id, doc_id = document_ids(item.producer, patient, doc, content_sha)
+        parent_series = None
         if doc.producer_document_id and doc.refers_to:
             # A replacement naming its parent joins the parent's series.
             self._flush_if_pending(item.producer, doc.refers_to)
-            series_id = self.versions.parent_series(patient, item.producer, doc.refers_to) or series_id
+            parent_series = self.versions.parent_series(patient, item.producer, doc.refers_to)
+            series_id = parent_series or series_id
         replaced = False
         if ids := own_ids(doc):
             # A replacement that came first (in an earlier run, or earlier in this one) names
@@ -521,12 +524,19 @@ class Pipeline:
                 later = self.versions.replacement_series(patient, item.producer, ids)
             if later is not None:
                 series_id, replaced = later, True
+        parent_series = parent_series if replaced and parent_series != series_id else None
 
         outcome_base = outcome_fields(item, examined, content_sha)
         version = version_key(doc.version, examined.document_date)
         with self.clock.stage("dedup"):
             duplicate_of, supersedes, newer = self.versions.existing(
-                patient, content_sha, series_id, version, doc_id, replaced=replaced
+                patient,
+                content_sha,
+                series_id,
+                version,
+                doc_id,
+                replaced=replaced,
+                parent_series=parent_series,
             )
         if duplicate_of:
             self._copies.setdefault(duplicate_of, []).append((len(self.outcomes), item.batch, doc.part))
@@ -552,6 +562,7 @@ class Pipeline:
                 doc.part,
                 doc.demographics,
                 replaced,
+                parent_series,
             )
         )
         self._pending_chars += len(record.text)
@@ -945,6 +956,7 @@ class Pipeline:
                 version_key(r.version, r.document_date),
                 r.doc_id,
                 replaced=p.replaced,
+                parent_series=p.parent_series,
             )
             old = self.outcomes[p.outcome_index]
             if duplicate_of:
