@@ -502,3 +502,26 @@ def test_a_version_refused_at_its_flush_leaves_the_other_version_live(
         assert statuses == {f"v{refused_version}": Status.REJECTED, f"v{kept}": Status.INDEXED}
         found = pipe.index.search(SearchQuery(patient_id=A, text=f"version {kept}"))
         assert found.total == 1
+
+
+def test_a_batch_flagged_for_its_duplicates_says_so_not_a_reject_rate(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The warning of a flagged batch names what flagged it: a batch of duplicates was
+    logged 'flagged: reject rate 0% > 50%', a threshold it had not crossed."""
+    import logging
+
+    from pipeline.ingest import process_batch
+    from tests.test_acks import _message
+
+    batch = tmp_path / "feed" / "labo" / "b1"
+    batch.mkdir(parents=True)
+    for n in range(4):  # one report sent four times: three duplicates
+        (batch / f"m{n}.hl7").write_bytes(_message(f"M{n}"))
+    (batch / "_READY").write_text("")
+    settings = Settings(data_dir=tmp_path / "carnet", data_docs=False)
+    with caplog.at_level(logging.WARNING, logger="pipeline.ingest.batch"):
+        summary = process_batch(settings, str(tmp_path / "feed"), "labo/b1")
+    assert summary.flagged and summary.reject_rate == 0
+    (line,) = [r.getMessage() for r in caplog.records if r.name == "pipeline.ingest.batch"]
+    assert "reject rate" not in line and "duplicate share 75% above 50%" in line, line

@@ -196,13 +196,11 @@ def process_batch(settings: Settings, feed_url: str, batch_key: str) -> BatchSum
         pipe.checkpoint("after_ack")
         pipe.ledger.mark_acknowledged(feed.url, batch_key)
     if summary.flagged:
-        log.warning(
-            "batch %s of producer %s flagged: reject rate %.0f%% > %.0f%%",
-            batch_key,
-            batch.producer,
-            rate * 100,
-            settings.ingestion.max_reject_rate * 100,
-        )
+        # What flagged it: the reject rate, or the gate's findings (duplicates, scans…).
+        why = list(summary.flags)
+        if rate > settings.ingestion.max_reject_rate:
+            why.insert(0, f"reject rate {rate:.0%} > {settings.ingestion.max_reject_rate:.0%}")
+        log.warning("batch %s of producer %s flagged: %s", batch_key, batch.producer, "; ".join(why))
     return summary
 
 
