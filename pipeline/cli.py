@@ -3,8 +3,10 @@ report and JSON fields) is relied upon by other tools: change it only compatibly
 
 Exit codes: 0 when the run completed (rejects included), 1 with a one-line error when the
 run itself could not proceed (unreachable index or store, one dying mid-run, unreadable
-source, bad settings, another ingest or replay holding the data directory), 2 for usage
-errors (including an invalid patient id).
+source, bad settings, another ingest or replay holding the data directory, a data
+directory that does not exist for a command that reads what runs left there), 2 for
+usage errors (including an invalid patient id, an unknown reason code, a date window
+that ends before it starts).
 """
 
 from __future__ import annotations
@@ -29,6 +31,54 @@ def _date(value: str) -> dt.date:
         return dt.date.fromisoformat(value)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {value!r}") from None
+
+
+def _positive(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"not a positive number: {value!r}")
+    return number
+
+
+def _reason(value: str) -> str:
+    from pipeline.model import Reason
+
+    codes = {r.value for r in Reason}
+    if value not in codes:
+        known = ", ".join(sorted(codes))
+        raise argparse.ArgumentTypeError(f"unknown reason code {value!r} (one of: {known})")
+    return value
+
+
+# Commands that read or change what earlier runs left, and which of the embedded stores
+# under the data directory they use (unless its URL points elsewhere). Run on a data
+# directory that does not exist (a mistyped CARNET_DATA_DIR, a volume not mounted), they
+# would create an empty one, a new master key with it, and answer "nothing there".
+_READS_DATA = {
+    "search": "index",
+    "status": "state",
+    "replay": "state",
+    "erase": "state",
+    "audit": "state",
+    "account": "state",
+}
+
+
+def check_data_dir(args: argparse.Namespace) -> None:
+    """Refuse a command of ``_READS_DATA`` on an embedded store whose data directory does
+    not exist (``ConfigurationError``), before anything is opened or created."""
+    uses = _READS_DATA.get(args.command)
+    if uses is None:
+        return
+    settings = _settings(args)
+    embedded = not settings.index.url if uses == "index" else not settings.state.url
+    if embedded and not settings.data_dir.is_dir():
+        raise ConfigurationError(
+            f"no data directory at {settings.data_dir} (CARNET_DATA_DIR): nothing was ingested there"
+        )
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -338,18 +388,18 @@ def build_parser() -> argparse.ArgumentParser:
     se.add_argument("--class", dest="doc_class", choices=["biology", "imaging", "prescription", "other"])
     se.add_argument("--since", type=_date)
     se.add_argument("--until", type=_date)
-    se.add_argument("--limit", type=int, default=20)
+    se.add_argument("--limit", type=_positive, default=20)
     se.add_argument("--json", action="store_true")
     se.set_defaults(func=cmd_search)
 
     st = sub.add_parser("status", help="last runs and the quarantine backlog")
     st.add_argument("--store")
-    st.add_argument("--limit", type=int, default=10)
+    st.add_argument("--limit", type=_positive, default=10)
     st.set_defaults(func=cmd_status)
 
     rp = sub.add_parser("replay", help="reprocess quarantined documents")
     rp.add_argument("--producer")
-    rp.add_argument("--reason", help="only documents rejected with this reason code")
+    rp.add_argument("--reason", type=_reason, help="only documents rejected with this reason code")
     rp.add_argument("--since", type=_date, help="quarantined on or after this day")
     rp.add_argument("--until", type=_date, help="quarantined on or before this day")
     rp.add_argument("--dry-run", action="store_true", help="list what would be replayed")
@@ -403,7 +453,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     from sqlalchemy.exc import DBAPIError
 
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    since, until = getattr(args, "since", None), getattr(args, "until", None)
+    if since is not None and until is not None and since > until:
+        parser.error(f"--since {since} is after --until {until}: no day is in that window")
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
     )
@@ -412,6 +466,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # node is gone the run ends with one line naming the failure instead (-v shows them).
         logging.getLogger("elastic_transport").setLevel(logging.ERROR)
     try:
+        check_data_dir(args)
         return int(args.func(args))
     except CarnetError as exc:  # SourceError, BackendUnavailable, ConfigurationError…
         print(f"carnet {args.command}: error: {exc}", file=sys.stderr)

@@ -13,9 +13,11 @@ import datetime as dt
 import logging
 from collections import defaultdict
 
+from pydantic import model_validator
+
 from pipeline.ingest.run import Pipeline
 from pipeline.ingest.stages import InputFile
-from pipeline.model import Frozen, Outcome, Status
+from pipeline.model import Frozen, Outcome, Reason, Status
 from pipeline.settings import Settings
 from pipeline.store import QuarantineRecord
 
@@ -23,16 +25,25 @@ log = logging.getLogger(__name__)
 
 
 class ReplayFilter(Frozen):
+    """Which quarantine records to replay. A selection that can match nothing (an unknown
+    reason code, a window ending before it starts) is refused, not run empty."""
+
     producer: str | None = None
-    reason: str | None = None
+    reason: Reason | None = None
     since: dt.date | None = None
     until: dt.date | None = None
+
+    @model_validator(mode="after")
+    def _window(self) -> ReplayFilter:
+        if self.since is not None and self.until is not None and self.since > self.until:
+            raise ValueError(f"since {self.since} is after until {self.until}: no day is in that window")
+        return self
 
     def matches(self, q: QuarantineRecord) -> bool:
         day = q.first_quarantined_at.date()
         return (
             (self.producer is None or q.producer == self.producer)
-            and (self.reason is None or any(r.code.value == self.reason for r in q.reasons))
+            and (self.reason is None or any(r.code is self.reason for r in q.reasons))
             and (self.since is None or day >= self.since)
             and (self.until is None or day <= self.until)
         )

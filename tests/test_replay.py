@@ -66,3 +66,15 @@ def test_an_input_whose_key_was_shredded_stays_quarantined_and_the_replay_goes_o
         assert run.finished_at is not None
     finally:
         ledger.close()
+
+
+def test_a_selection_that_can_match_nothing_is_refused_not_run() -> None:
+    """The replay DAG's params: a misspelt reason code or a window ending before it starts
+    selected nothing and 'replayed 0', as if the quarantine held none of them."""
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="missing_inss"):
+        ReplayFilter(reason="missing_inss")
+    with pytest.raises(ValidationError, match="after until"):
+        ReplayFilter(since=dt.date(2026, 2, 1), until=dt.date(2026, 1, 1))
+    assert ReplayFilter(reason="missing_ins").reason is Reason.MISSING_INS

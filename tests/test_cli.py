@@ -1,0 +1,82 @@
+"""The ``carnet`` commands a data engineer runs against what earlier runs left (``status``,
+``replay``, ``search``, ``erase``…): a bad argument is a usage error (exit 2), a data
+directory that does not exist a one-line error (exit 1) that creates nothing, never a
+traceback nor an empty answer that reads as "nothing there"."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pipeline.cli import main
+from tests.api.conftest import make_ins
+
+
+@pytest.fixture
+def missing_data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    data_dir = tmp_path / "no-such-dir"
+    monkeypatch.setenv("CARNET_DATA_DIR", str(data_dir))
+    for name in ("CARNET_STATE_URL", "CARNET_INDEX_URL", "CARNET_STORE_URL"):
+        monkeypatch.delenv(name, raising=False)
+    return data_dir
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["status"],
+        ["replay", "--dry-run"],
+        ["replay"],
+        ["search", make_ins(7)],
+        ["erase", make_ins(7)],
+        ["account", "status", make_ins(7)],
+        ["audit", "history", make_ins(7)],
+    ],
+    ids=lambda argv: " ".join(argv[:2]),
+)
+def test_a_missing_data_directory_is_an_error_that_creates_nothing(
+    missing_data_dir: Path, capsys: pytest.CaptureFixture[str], argv: list[str]
+) -> None:
+    # Before, `status` said "no batch recorded" and `erase` closed the account in a new,
+    # empty state database, a master key created beside it: a mistyped CARNET_DATA_DIR
+    # read as an install with nothing in it.
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"carnet {argv[0]}: error: no data directory at {missing_data_dir}"), err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert not missing_data_dir.exists()
+
+
+@pytest.mark.parametrize(
+    ("argv", "says"),
+    [
+        (["replay", "--reason", "no_such_reason", "--dry-run"], "unknown reason code 'no_such_reason'"),
+        (["replay", "--since", "2026-02-01", "--until", "2026-01-01"], "--since 2026-02-01 is after"),
+        (["status", "--limit", "-3"], "not a positive number: '-3'"),
+        (["search", make_ins(7), "--limit", "0"], "not a positive number: '0'"),
+    ],
+)
+def test_bad_arguments_are_usage_errors(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    argv: list[str],
+    says: str,
+) -> None:
+    monkeypatch.setenv("CARNET_DATA_DIR", str(tmp_path / "carnet"))
+    with pytest.raises(SystemExit) as exited:
+        main(argv)
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert says in err and "Traceback" not in err, err
+
+
+def test_a_known_reason_code_is_accepted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "carnet").mkdir()
+    monkeypatch.setenv("CARNET_DATA_DIR", str(tmp_path / "carnet"))
+    monkeypatch.delenv("CARNET_STATE_URL", raising=False)
+    assert main(["replay", "--reason", "missing_ins", "--dry-run"]) == 0
+    assert capsys.readouterr().out.startswith("would replay 0 quarantined document(s)")
