@@ -141,6 +141,10 @@ def erase_patient_from(
     """Erase with already opened backends (the API holds them open; the CLI opens them)."""
     at = now or dt.datetime.now(dt.UTC)
     ref = patient_ref(ref_key, patient_id)
+    # Closed first: every route refuses the record from here on, so an erasure that fails
+    # midway (a backend down) leaves it closed, not readable half-erased; asked again, it
+    # completes (``DELETE /patients/{ins}`` and ``carnet erase`` do not ask the decision).
+    rules.close_account(ref, Reason.ACCOUNT_CLOSED, at)
     shas = _indexed_content(index, patient_id)
 
     quarantined = [q for q in store.list_quarantine() if _names_patient(store, q, patient_id, ref)]
@@ -171,7 +175,6 @@ def erase_patient_from(
 
     doc_ids = sorted(index.delete_patient(patient_id))
     rules_removed = rules.forget_patient(patient_id)
-    rules.close_account(ref, Reason.ACCOUNT_CLOSED, at)
     key_destroyed = store.destroy_patient_key(patient_id)
     ledger_rows = ledger.forget_patient(patient_id, shas)
 

@@ -136,3 +136,29 @@ def test_no_break_the_glass_is_opened_that_the_audit_log_does_not_hold(
     r = api.post(PRO, f"/patients/{ins}/break-glass", json={"reason": "urgence vitale, patient inconscient"})
     assert r.status_code == 503
     assert api.get(PRO, f"/patients/{ins}/documents/plain").status_code == 403
+
+
+def test_an_erasure_that_fails_midway_leaves_the_record_closed_not_readable(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The account was closed last: an erasure that failed after the stored files went but
+    before the index was emptied (Elasticsearch down, say) left the record open, its
+    documents' texts searchable and readable by the patient and every professional they
+    had authorised, though the patient had asked for it all to go."""
+    ins = make_ins(35)
+    api.file(ins, "plain", text="hémoglobine glyquée")
+    me = patient(ins)
+    assert api.put(me, f"/patients/{ins}/authorisations/{PRO.subject}").status_code == 200
+
+    def down(patient_id: str) -> Any:
+        raise BackendUnavailable("the index is unreachable")
+
+    with monkeypatch.context() as m:
+        m.setattr(api.services.index, "delete_patient", down)
+        assert api.delete(me, f"/patients/{ins}").status_code == 503
+    for who in (me, PRO):
+        assert api.get(who, f"/patients/{ins}/documents", params={"q": "hémoglobine"}).status_code == 403
+        assert api.get(who, f"/patients/{ins}/documents/plain").status_code == 403
+    # The patient asks again: the erasure completes.
+    r = api.delete(me, f"/patients/{ins}")
+    assert r.status_code == 200 and r.json()["doc_ids"] == ["plain"]
