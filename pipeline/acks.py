@@ -472,7 +472,9 @@ def build_acknowledgements(
     for loc in located:
         o = loc.outcome
         maybe_hl7 = o.format is Format.HL7V2 or (o.format is None and o.status is Status.REJECTED)
-        if loc.file in headers or not maybe_hl7 or loc.file not in names.values():
+        # Only a file found in the batch: a name only its manifest gives is a missing file,
+        # and may point anywhere ("../../<other producer>/…").
+        if loc.file in headers or not maybe_hl7 or loc.file not in batch.files:
             continue
         try:
             data = feed.read(batch, loc.file)

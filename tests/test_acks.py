@@ -175,3 +175,34 @@ def test_every_code_has_a_meaning_an_hl7_error_and_a_line_in_both_guides() -> No
             assert f"`{code}`" in guide, (lang, code)
         for hl7_code in HL7_ERROR_TEXT:
             assert f"`{hl7_code}`" in guide, (lang, hl7_code)
+
+
+def test_a_manifest_naming_another_producer_s_file_reads_nothing_outside_the_batch(tmp_path: Path) -> None:
+    """A manifest entry climbing out of its batch (``../../<producer>/<batch>/<file>``) is a
+    missing file of this batch. Carnet read the other producer's file to answer it: the
+    report gave that producer's message control ids, and ACKs echoing its sending
+    application and facility were written into this producer's batch."""
+    feed = tmp_path / "feed"
+    other = feed / "hopital-x" / "b9"
+    other.mkdir(parents=True)
+    theirs = _message("HOPX-SECRET-42").replace(SENDER[0].encode(), b"HOPX-APP", 1)
+    (other / "adt.hl7").write_bytes(theirs.replace(SENDER[1].encode(), b"HOPX^123456789^FINESS", 1))
+    batch = feed / "labo" / "b1"
+    batch.mkdir(parents=True)
+    (batch / "ok.hl7").write_bytes(_message("MSG0001"))
+    climbing = "../../hopital-x/b9/adt.hl7"
+    (batch / "_manifest.json").write_text(json.dumps({"files": [{"name": "ok.hl7"}, {"name": climbing}]}))
+    settings = Settings(data_dir=tmp_path / "carnet", data_docs=False)
+    summary = process_batch(settings, str(feed), "labo/b1")
+    assert summary.rejected_by_reason == {"manifest_mismatch": 1}
+    report = json.loads((batch / "_report.json").read_text(encoding="utf-8"))
+    _validate(report)
+    (entry,) = [e for e in report["files"] if e["status"] == "rejected"]
+    assert (entry["file"], entry["position"], entry["message_control_id"], entry["ack"]) == (
+        climbing,
+        None,
+        None,
+        None,
+    )
+    assert [p.name for p in (batch / "_ack").iterdir()] == ["MSG0001.hl7"]
+    assert b"HOPX" not in (batch / "_report.json").read_bytes()

@@ -179,3 +179,15 @@ def test_a_folder_given_to_ingest_leaves_hidden_folders_out(tmp_path: Path) -> N
         (root / name).parent.mkdir(parents=True, exist_ok=True)
         (root / name).write_bytes(b"x")
     assert [p.relative_to(root).as_posix() for p in iter_folder_files(root)] == ["lab/a.hl7", "lab/sub/b.pdf"]
+
+
+def test_a_name_climbing_out_of_its_folder_is_never_read(tmp_path: Path) -> None:
+    from pipeline.errors import UnsafePathError
+    from pipeline.feeds import read_regular_file
+
+    (tmp_path / "feed" / "labo" / "b1").mkdir(parents=True)
+    (tmp_path / "feed" / "other" / "b2").mkdir(parents=True)
+    (tmp_path / "feed" / "other" / "b2" / "x.hl7").write_bytes(b"MSH|^~\\&|")
+    batch = tmp_path / "feed" / "labo" / "b1"
+    with pytest.raises(UnsafePathError, match="outside"):
+        read_regular_file(batch, batch / ".." / ".." / "other" / "b2" / "x.hl7")

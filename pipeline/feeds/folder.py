@@ -106,6 +106,10 @@ def read_regular_file(root: Path, path: Path) -> bytes:
         rel = path.relative_to(root)
     except ValueError:
         raise UnsafePathError("outside the feed's root", source=str(path)) from None
+    if ".." in rel.parts:
+        # relative_to is arithmetic on names: "b1/../../other/x" climbs out of the root it
+        # is relative to (a manifest entry can name any file so).
+        raise UnsafePathError("outside the feed's root (a '..' in its name)", source=str(path))
     folder = root
     for part in rel.parts[:-1]:
         folder = folder / part
