@@ -38,6 +38,7 @@ from pipeline.api.fhir_resources import (
     LOINC,
     NATIONAL_TYPES,
     SEARCH_PARAMS,
+    STATUS_SYSTEM,
     binary,
     capability_statement,
     document_reference,
@@ -61,7 +62,7 @@ _FHIR_ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
 # of day as FHIR writes it, though only the day counts: document dates are days.
 _TIME = r"T(?:[01][0-9]|2[0-3]):[0-5][0-9](?::(?:[0-5][0-9]|60)(?:\.[0-9]{1,9})?)?"
 _ZONE = r"(?:Z|[+-](?:(?:0[0-9]|1[0-3]):[0-5][0-9]|14:00))?"
-_DATE = re.compile(rf"(eq|ge|gt|le|lt)?([0-9]{{4}})(?:-([0-9]{{2}})(?:-([0-9]{{2}})(?:{_TIME}{_ZONE})?)?)?")
+_DATE = re.compile(rf"(eq|ge|gt|le|lt)?([0-9]{{4}})(?:-([0-9]{{2}})(?:-([0-9]{{2}})({_TIME}{_ZONE})?)?)?")
 _ISSUE_CODES = {
     400: "invalid",
     401: "login",
@@ -118,6 +119,7 @@ class DocumentSearch:
     count: int = DEFAULT_COUNT
     offset: int = 0
     applied: list[tuple[str, str]] = field(default_factory=list)
+    ignored: list[str] = field(default_factory=list)  # unknown parameters, told in a warning
 
 
 def _one(params: QueryParams, name: str) -> str | None:
@@ -143,7 +145,7 @@ def _day_range(value: str, name: str) -> tuple[dt.date | None, dt.date | None]:
     m = _DATE.fullmatch(value)
     if not m:
         raise SearchError(f"{name}: {value!r} is not a date with an eq/ge/gt/le/lt prefix")
-    prefix, year, month, day = m.group(1) or "eq", int(m.group(2)), m.group(3), m.group(4)
+    prefix, year, month, day, timed = m.group(1) or "eq", int(m.group(2)), m.group(3), m.group(4), m.group(5)
     try:
         if day:
             first = last = dt.date(year, int(month), int(day))
@@ -154,14 +156,17 @@ def _day_range(value: str, name: str) -> tuple[dt.date | None, dt.date | None]:
             first, last = dt.date(year, 1, 1), dt.date(year, 12, 31)
     except ValueError:
         raise SearchError(f"{name}: {value!r} is not a calendar date") from None
-    one_day = dt.timedelta(days=1)
+    # A document's date is a whole day: an instant within it has some of the day after it
+    # and some before, so gt and lt with a time of day keep that day (FHIR: the ranges
+    # overlap). eq with a time is read as its day.
+    after = 0 if timed else 1
     try:
         return {
             "eq": (first, last),
             "ge": (first, None),
-            "gt": (last + one_day, None),
+            "gt": (last + dt.timedelta(days=after), None),
             "le": (None, last),
-            "lt": (None, first - one_day),
+            "lt": (None, first - dt.timedelta(days=after)),
         }[prefix]
     except OverflowError:
         raise SearchError(f"{name}: {value!r} is out of range") from None
@@ -179,33 +184,47 @@ def _int(params: QueryParams, name: str, default: int, low: int, high: int, *, c
     return min(value, high)
 
 
-# The search parameters served (the CapabilityStatement's) and the paging offset.
-_KNOWN = frozenset(name for name, _, _ in SEARCH_PARAMS) | {"_offset"}
+# The ways to name the patient by its INS: the subject is a logical reference (no Patient
+# resource), which R4 searches with :identifier; MHD clients chain with .identifier.
+_PATIENT_NAMES = ("patient.identifier", "subject.identifier", "patient:identifier", "subject:identifier")
+# The search parameters served (the CapabilityStatement's), the paging offset, the format.
+_KNOWN = frozenset(name for name, _, _ in SEARCH_PARAMS) | set(_PATIENT_NAMES) | {"_offset", "_format"}
 
 
-def _check_names(params: QueryParams, *, strict: bool) -> None:
-    """A modifier on a served parameter (``type:not``, ``date:missing``) is refused, as FHIR
-    requires: ignored, it would widen the results the client asked to narrow. Unknown
-    parameters are refused too under ``Prefer: handling=strict``."""
+def _unknown_names(params: QueryParams, *, strict: bool) -> list[str]:
+    """The parameters that are not served, to be ignored (FHIR's lenient default). A modifier
+    on a served parameter (``type:not``, ``date:missing``) is refused, as FHIR requires:
+    ignored, it would widen the results the client asked to narrow. Unknown parameters are
+    refused too under ``Prefer: handling=strict``."""
+    unknown = []
     for key in dict.fromkeys(params.keys()):
+        if key in _KNOWN:
+            continue
         name, colon, modifier = key.partition(":")
         if colon and name in _KNOWN:
             raise SearchError(f"{name}: the modifier {modifier!r} is not supported")
-        if strict and key not in _KNOWN and key != "_format":
+        if strict:
             raise SearchError(f"{key}: unknown search parameter (Prefer: handling=strict)")
+        unknown.append(key)
+    return unknown
 
 
 def parse_search(params: QueryParams, *, strict: bool = False) -> DocumentSearch:
     """The parameters of a ``DocumentReference`` search; unknown ones are ignored (FHIR's
-    lenient default) and left out of the self link, or refused when ``strict``."""
-    _check_names(params, strict=strict)
-    patient = _one(params, "patient.identifier")
-    if patient is None:
+    lenient default), left out of the self link and named in ``ignored``, or refused when
+    ``strict``."""
+    ignored = _unknown_names(params, strict=strict)
+    named = [name for name in _PATIENT_NAMES if name in params]
+    if not named:
         raise SearchError("patient.identifier is required (the patient's INS)")
-    ins = _token(patient, "patient.identifier", INS_SYSTEMS)
+    if len(named) > 1:
+        raise SearchError(f"the patient is named once ({' and '.join(named)} given)")
+    patient_param = named[0]
+    patient = _one(params, patient_param) or ""
+    ins = _token(patient, patient_param, INS_SYSTEMS)
     if not re.fullmatch(INS_PATTERN, ins):
-        raise SearchError("patient.identifier: not an INS (15 characters)")
-    search = DocumentSearch(patient_id=ins, applied=[("patient.identifier", patient)])
+        raise SearchError(f"{patient_param}: not an INS (15 characters)")
+    search = DocumentSearch(patient_id=ins, applied=[(patient_param, patient)], ignored=ignored)
     if (value := _one(params, "type")) is not None:
         search.type_code = _token(value, "type", frozenset({LOINC, NATIONAL_TYPES}))
         search.applied.append(("type", value))
@@ -226,7 +245,7 @@ def parse_search(params: QueryParams, *, strict: bool = False) -> DocumentSearch
     if (value := params.get("status")) is not None:
         if len(params.getlist("status")) > 1:
             raise SearchError("status may be given once")
-        wanted = {s.strip() for s in value.split(",")}
+        wanted = {_token(s.strip(), "status", frozenset({STATUS_SYSTEM})) for s in value.split(",")}
         unknown = wanted - {"current", "superseded", "entered-in-error"}
         if unknown:
             raise SearchError(f"status: unknown value {sorted(unknown)[0]!r}")
@@ -258,7 +277,8 @@ def _query(search: DocumentSearch, d: AccessDecision) -> SearchQuery:
 def _links(base: str, search: DocumentSearch, total: int) -> list[tuple[str, str]]:
     def url(offset: int) -> str:
         return f"{base}/DocumentReference?" + urlencode(
-            [*search.applied, ("_count", str(search.count)), ("_offset", str(offset))]
+            [*search.applied, ("_count", str(search.count)), ("_offset", str(offset))],
+            safe=":",  # a query may hold colons: subject:identifier stays readable
         )
 
     links = [("self", url(search.offset)), ("first", url(0))]
@@ -382,9 +402,20 @@ def create_fhir_app(svc: Services, *, version: str) -> FastAPI:
         svc.record(who, "search", search.patient_id, doc_ids=[r.doc_id for r in records], reason=d.via)
         base = _base(request)
         resources = [document_reference(r, base_url=base, media_type=_media_type(svc, r)) for r in records]
+        warning = None
+        if search.ignored:
+            warning = operation_outcome(
+                "not-supported",
+                f"ignored (not supported): {', '.join(search.ignored)}",
+                severity="warning",
+            )
         return fhir_response(
             search_bundle(
-                resources, total=result_total, base_url=base, links=_links(base, search, result_total)
+                resources,
+                total=result_total,
+                base_url=base,
+                links=_links(base, search, result_total),
+                outcome=warning,
             )
         )
 

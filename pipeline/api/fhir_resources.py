@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import uuid
 from collections.abc import Sequence
 
 from fhir.resources.R4B.attachment import Attachment
@@ -74,6 +75,7 @@ NATIONAL_TYPES = (
     "https://mos.esante.gouv.fr/NOS/TRE_A05-TypeDocComplementaire/FHIR/TRE-A05-TypeDocComplementaire"
 )
 _TYPE_SYSTEMS = {LOINC_SYSTEM: LOINC, NATIONAL_TYPE_SYSTEM: NATIONAL_TYPES}
+STATUS_SYSTEM = "http://hl7.org/fhir/document-reference-status"
 DOC_ID_SYSTEM = "urn:carnet:document-id"
 CLASS_SYSTEM = "urn:carnet:document-class"
 VISIBILITY_SYSTEM = "urn:carnet:visibility"
@@ -187,21 +189,36 @@ def binary(record: DocumentRecord, data: bytes, media_type: str) -> Binary:
 
 
 def search_bundle(
-    resources: Sequence[DocumentReference], *, total: int, base_url: str, links: Sequence[tuple[str, str]]
+    resources: Sequence[DocumentReference],
+    *,
+    total: int,
+    base_url: str,
+    links: Sequence[tuple[str, str]],
+    outcome: OperationOutcome | None = None,
 ) -> Bundle:
+    """A searchset page; ``outcome`` (what the search ignored) goes last, as an ``outcome``
+    entry that ``total`` does not count."""
+    entries = [
+        BundleEntry(
+            fullUrl=f"{base_url}/DocumentReference/{r.id}",
+            resource=r,
+            search=BundleEntrySearch(mode="match"),
+        )
+        for r in resources
+    ]
+    if outcome is not None:
+        entries.append(
+            BundleEntry(
+                fullUrl=f"urn:uuid:{uuid.uuid4()}",
+                resource=outcome,
+                search=BundleEntrySearch(mode="outcome"),
+            )
+        )
     return Bundle(
         type="searchset",
         total=total,
         link=[BundleLink(relation=rel, url=url) for rel, url in links],
-        entry=[
-            BundleEntry(
-                fullUrl=f"{base_url}/DocumentReference/{r.id}",
-                resource=r,
-                search=BundleEntrySearch(mode="match"),
-            )
-            for r in resources
-        ]
-        or None,
+        entry=entries or None,
     )
 
 
@@ -214,7 +231,13 @@ def operation_outcome(code: str, diagnostics: str, *, severity: str = "error") -
 
 # The search parameters served, with what they match (stated in the CapabilityStatement).
 SEARCH_PARAMS: tuple[tuple[str, str, str], ...] = (
-    ("patient.identifier", "token", f"Required. The patient's INS: {INS_SYSTEM}|INS (or the bare INS)."),
+    (
+        "patient.identifier",
+        "token",
+        f"Required, or one of its spellings subject.identifier, patient:identifier, "
+        f"subject:identifier. The patient's INS: {INS_SYSTEM}|INS (or the bare INS).",
+    ),
+    ("subject.identifier", "token", "The same as patient.identifier."),
     ("type", "token", f"The LOINC document type: {LOINC}|code (or the bare code)."),
     ("category", "token", f"The Carnet class: {CLASS_SYSTEM}|biology, imaging, prescription, other."),
     (
@@ -224,8 +247,14 @@ SEARCH_PARAMS: tuple[tuple[str, str, str], ...] = (
         "documents without a date never match a date filter.",
     ),
     ("period", "date", "The same as date: context.period."),
-    ("status", "token", "current (default) or superseded; comma-separated for both."),
+    (
+        "status",
+        "token",
+        f"current (default) or superseded ({STATUS_SYSTEM}); comma-separated for both.",
+    ),
     ("_count", "number", "Page size, 1 to 100 (default 20)."),
+    # Unknown parameters are ignored and named in a warning entry of the Bundle (search mode
+    # outcome); with Prefer: handling=strict they are a 400.
 )
 
 

@@ -95,7 +95,13 @@ def _served_resources(api: Api) -> dict[str, object]:
     api.file(A, "v2", series_id="s")
     api.index.supersede(A, "v1", "v2")
     me = api.as_(patient(A))
-    search = {"patient.identifier": f"{INS_SYSTEM}|{A}", "status": "current,superseded", "_count": "2"}
+    # An ignored parameter (_sort) adds the warning entry (search mode outcome) to check too.
+    search = {
+        "patient.identifier": f"{INS_SYSTEM}|{A}",
+        "status": "current,superseded",
+        "_count": "2",
+        "_sort": "-date",
+    }
     return {
         "bundle": api.http.get("/fhir/DocumentReference", headers=me, params=search).json(),
         "bundle-empty": api.http.get(
