@@ -35,7 +35,6 @@ import logging
 import math
 import sqlite3
 import threading
-import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -111,12 +110,13 @@ CREATE VIRTUAL TABLE IF NOT EXISTS documents_vocab USING fts5vocab(documents_fts
 -- Every token ever indexed, to expand a prefix into exact terms (see _match_expression).
 CREATE TABLE IF NOT EXISTS terms (term TEXT PRIMARY KEY) WITHOUT ROWID;
 """
-# Ranking is BM25 computed here on the few rows of one patient, not FTS5's bm25():
-# bm25() counts each term's documents over the whole index on every query (~3 ms
-# at 100k documents), while document frequencies barely move and can be cached.
+# Ranking is BM25 computed here on the few rows of one patient, not FTS5's bm25(): bm25()
+# counts each term's documents over the whole index (~3 ms at 100k documents), every
+# patient's, hidden ones included, and a score so weighed tells its reader whether other
+# records hold a word. Document frequencies are counted among the documents the query may
+# return (the patient's, within the reader's decision): see ``_score``.
 _COLUMN_WEIGHTS = (4.0, 2.0, 1.0)  # title, meta, body: a title hit counts most
 _K1, _B = 1.2, 0.75
-_DF_TTL_SECONDS = 600.0
 _KNOWN_TERMS_SIZE = 500_000
 
 
@@ -207,9 +207,6 @@ class SqliteIndex:
             raise BackendUnavailable(f"cannot open SQLite index: {exc}", index=str(path)) from exc
         # One connection shared by threads (Airflow task, API workers): calls take turns.
         self._lock = threading.RLock()
-        self._df: dict[str, int] = {}  # token (or prefix) -> documents holding it
-        self._n_docs = 0
-        self._df_expires = 0.0
         self._known_terms: set[str] = set()  # terms this process has already recorded
         self._backfill_terms()
 
@@ -462,8 +459,6 @@ class SqliteIndex:
             except sqlite3.Error as exc:
                 raise BackendUnavailable(f"SQLite index expunge failed: {exc}", index=str(self.path)) from exc
             self._known_terms.clear()
-            self._df.clear()
-            self._df_expires = 0.0
 
     # -- reads ---------------------------------------------------------------------------
 
@@ -567,6 +562,7 @@ class SqliteIndex:
         # Type-ahead: the last term also matches longer words when it is long enough
         # (a shorter prefix would expand to too many index terms).
         prefix = tokens[-1] if len(tokens[-1]) >= PREFIX_MIN_CHARS else None
+        expansion: list[str] | None = None
         if prefix is None:
             match = _match_expression(pat, tokens)
         else:
@@ -590,7 +586,7 @@ class SqliteIndex:
                 # Tokens are quoted words: a syntax error here is a bug, not user input.
                 log.error("FTS5 rejected %r: %s", match, exc)
                 raise
-            scores = self._score(rows, tokens, prefix)
+            scores = self._score(rows, tokens, prefix, (pat, where, params, expansion))
             # Best first; ties newest first (undated last), then by doc_id.
             rows.sort(key=lambda r: r[5])
             rows.sort(key=lambda r: r[4] or "", reverse=True)
@@ -610,27 +606,38 @@ class SqliteIndex:
         return None if len(rows) > PREFIX_MAX_TERMS else [t for (t,) in rows]
 
     def _score(
-        self, rows: list[tuple[int, str, str, str, str | None, str]], tokens: list[str], prefix: str | None
+        self,
+        rows: list[tuple[int, str, str, str, str | None, str]],
+        tokens: list[str],
+        prefix: str | None,
+        scope: tuple[str, str, list[object], list[str] | None],
     ) -> dict[int, float]:
+        """BM25 of the matched rows, each word weighed by how many of the documents the
+        query may return hold it (``scope``: the patient token, the query's filters and the
+        prefix's expansion), never the whole index: a score weighed by every patient's
+        documents, hidden ones included, told a reader whether other records hold a word."""
         if not rows:
             return {}
-        now = time.monotonic()
-        if now > self._df_expires:
-            self._df.clear()
-            (self._n_docs,) = self._db.execute("SELECT count(*) FROM documents").fetchone()
-            self._df_expires = now + _DF_TTL_SECONDS
+        pat, where, params, expansion = scope
+        (n_docs,) = self._db.execute(f"SELECT count(*) FROM documents d WHERE {where}", params).fetchone()
+        df: dict[str, int] = {}
         for token in tokens:
-            if token in self._df:
+            if len(tokens) == 1:  # every matched row holds it
+                df[token] = len(rows)
                 continue
-            if token == prefix:
-                upper = token[:-1] + chr(ord(token[-1]) + 1)
-                sql = "SELECT sum(doc) FROM documents_vocab WHERE term >= ? AND term < ?"
-                (n,) = self._db.execute(sql, (token, upper)).fetchone()
-            else:
-                row = self._db.execute("SELECT doc FROM documents_vocab WHERE term = ?", (token,)).fetchone()
-                n = row[0] if row else 0
-            self._df[token] = int(n or 0)
-        return _bm25([r[:4] for r in rows], tokens, prefix, self._df, max(self._n_docs, len(rows)))
+            is_prefix = token == prefix
+            match = _match_expression(
+                pat,
+                [token],
+                prefix_terms=expansion if is_prefix else None,
+                native_prefix=is_prefix and expansion is None,
+            )
+            (df[token],) = self._db.execute(
+                f"""SELECT count(*) FROM documents_fts m CROSS JOIN documents d ON d.id = m.rowid
+                WHERE documents_fts MATCH ? AND {where}""",
+                (match, *params),
+            ).fetchone()
+        return _bm25([r[:4] for r in rows], tokens, prefix, df, max(n_docs, len(rows)))
 
     def _filters(self, query: SearchQuery) -> tuple[str, list[object]]:
         clauses = ["d.patient_id = ?"]

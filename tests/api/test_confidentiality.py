@@ -162,3 +162,26 @@ def test_an_erasure_that_fails_midway_leaves_the_record_closed_not_readable(
     # The patient asks again: the erasure completes.
     r = api.delete(me, f"/patients/{ins}")
     assert r.status_code == 200 and r.json()["doc_ids"] == ["plain"]
+
+
+def test_a_search_score_says_nothing_of_other_patients_documents(api: Api) -> None:
+    """The relevance score weighs each word by how many documents in the whole index hold
+    it (every patient's, hidden ones too): a patient searching a rare word of one of their
+    own documents read, in the score, whether someone else's record holds that word too
+    (a surname, a diagnosis). The API now shows only the hits' order."""
+    a, b = make_ins(36), make_ins(37)
+    api.file(a, "mine", text="compte rendu ZYGOMORPHESQUE hémoglobine")
+    api.file(a, "other-of-mine", text="compte rendu hémoglobine ferritine ZYGOMORPHESQUE ZYGOMORPHESQUE")
+
+    def scores() -> list[tuple[str, float]]:
+        # The embedded index cached its whole-index statistics for 10 minutes: read afresh.
+        api.index._df_expires = 0.0  # type: ignore[attr-defined]
+        r = api.get(patient(a), f"/patients/{a}/documents", params={"q": "zygomorphesque hémoglobine"})
+        assert r.status_code == 200
+        return [(h["doc_id"], h["score"]) for h in r.json()["hits"]]
+
+    before = scores()
+    for n in range(5):
+        api.file(b, f"theirs-{n}", text="ZYGOMORPHESQUE", visibility=(Visibility.INVISIBLE_PATIENT,))
+    assert scores() == before
+    assert [s for _, s in before] == sorted((s for _, s in before), reverse=True)  # still best first
