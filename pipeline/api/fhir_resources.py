@@ -17,10 +17,10 @@ Mapping of a ``DocumentRecord`` (one ``DocumentReference`` per filed document):
 | ``status`` | ``current``, or ``superseded`` once a newer version replaced it |
 | ``type`` | the document type code and label: LOINC, or a national TRE_A05 type (REMB…) |
 | ``category`` | the Carnet class (``urn:carnet:document-class``: biology, imaging...) |
-| ``subject`` | the patient's INS (``urn:oid:1.2.250.1.213.1.4.8``), a logical reference |
+| ``subject`` | the patient's INS (``urn:oid:1.2.250.1.213.1.4.8``), a logical reference to a Patient |
 | ``author`` | the RPPS as the national PS id (``urn:oid:1.2.250.1.71.4.2.1``, ``8`` + RPPS); |
 | | for an upload, the patient (INS) or the person who acted for them |
-| ``securityLabel`` | the visibility flags the asker may know of (``urn:carnet:visibility``) |
+| ``securityLabel`` | the visibility flags, in the DMP's vocabulary (TRE_A07, ``1.2.250.1.213.1.1.4.13``) |
 | ``content.attachment`` | media type, ``Binary/{id}`` URL, title, the document's date (``creation``) |
 | ``context.period`` | the document's (clinical) date |
 
@@ -61,7 +61,7 @@ from fhir.resources.R4B.period import Period
 from fhir.resources.R4B.reference import Reference
 
 from pipeline.identifiers import INS_NIR_OID, INS_OIDS, RPPS_OID
-from pipeline.model import DocClass, DocumentRecord
+from pipeline.model import DocClass, DocumentRecord, Visibility
 from pipeline.type_codes import LOINC_SYSTEM, NATIONAL_TYPE_SYSTEM, type_code_system
 
 FHIR_JSON = "application/fhir+json"
@@ -78,7 +78,16 @@ _TYPE_SYSTEMS = {LOINC_SYSTEM: LOINC, NATIONAL_TYPE_SYSTEM: NATIONAL_TYPES}
 STATUS_SYSTEM = "http://hl7.org/fhir/document-reference-status"
 DOC_ID_SYSTEM = "urn:carnet:document-id"
 CLASS_SYSTEM = "urn:carnet:document-class"
-VISIBILITY_SYSTEM = "urn:carnet:visibility"
+# The DMP's confidentiality codes (TRE_A07 StatutVisibiliteDocument, 1.2.250.1.213.1.1.4.13),
+# as the ANS terminology server names the code system; Carnet's flags are its codes.
+VISIBILITY_SYSTEM = (
+    "https://mos.esante.gouv.fr/NOS/TRE_A07-StatutVisibiliteDocument/FHIR/TRE-A07-StatutVisibiliteDocument"
+)
+VISIBILITY_LABELS = {
+    Visibility.INVISIBLE_PATIENT: "Non visible par le patient",
+    Visibility.MASQUE_PS: "Masqué aux professionnels de santé",
+    Visibility.INVISIBLE_REPRESENTANTS_LEGAUX: "Non visible par représentants légaux du patient",
+}
 INS_LENGTH = 15
 
 CLASS_LABELS = {
@@ -159,11 +168,13 @@ def document_reference(record: DocumentRecord, *, base_url: str, media_type: str
                 ]
             )
         ],
-        subject=Reference(identifier=Identifier(system=INS_SYSTEM, value=record.patient_id)),
+        subject=Reference(type="Patient", identifier=Identifier(system=INS_SYSTEM, value=record.patient_id)),
         author=author,
         description=record.title,
         securityLabel=[
-            CodeableConcept(coding=[Coding(system=VISIBILITY_SYSTEM, code=v.value)])
+            CodeableConcept(
+                coding=[Coding(system=VISIBILITY_SYSTEM, code=v.value, display=VISIBILITY_LABELS[v])]
+            )
             for v in record.visibility
         ]
         or None,
@@ -185,7 +196,14 @@ def document_reference(record: DocumentRecord, *, base_url: str, media_type: str
 
 def binary(record: DocumentRecord, data: bytes, media_type: str) -> Binary:
     # The model holds base64Binary as the base64 text's bytes (raw bytes would be mangled).
-    return Binary(id=resource_id(record), contentType=media_type, data=base64.b64encode(data))
+    # securityContext: access to the bytes is access to the DocumentReference, as served.
+    rid = resource_id(record)
+    return Binary(
+        id=rid,
+        contentType=media_type,
+        securityContext=Reference(reference=f"DocumentReference/{rid}"),
+        data=base64.b64encode(data),
+    )
 
 
 def search_bundle(

@@ -24,7 +24,7 @@ from fhirpy.base.exceptions import ForbiddenError, ResourceNotFound
 from fhirpy.base.searchset import Raw
 
 from pipeline.access import Principal
-from pipeline.api.fhir_resources import CLASS_SYSTEM, FHIR_JSON, INS_SYSTEM, LOINC
+from pipeline.api.fhir_resources import CLASS_SYSTEM, FHIR_JSON, INS_SYSTEM, LOINC, VISIBILITY_SYSTEM
 from pipeline.model import DocClass, Format, Visibility
 from tests.api.conftest import Api, caregiver, make_ins, patient, professional
 
@@ -517,3 +517,25 @@ def test_ignored_parameters_are_named_in_a_warning_of_the_bundle(record: Api) ->
         params={"patient.identifier": A, "_format": "json"},
     )
     assert {e["search"]["mode"] for e in clean.json()["entry"]} == {"match"}
+
+
+def test_references_and_labels_use_the_national_vocabularies(record: Api) -> None:
+    headers = record.as_(patient(A))
+    ref = record.http.get(f"/fhir/DocumentReference/{rid('masked')}", headers=headers).json()
+    # The DMP's confidentiality codes are those of TRE_A07 (StatutVisibiliteDocument).
+    assert ref["securityLabel"] == [
+        {
+            "coding": [
+                {
+                    "system": VISIBILITY_SYSTEM,
+                    "code": "MASQUE_PS",
+                    "display": "Masqué aux professionnels de santé",
+                }
+            ]
+        }
+    ]
+    assert VISIBILITY_SYSTEM.startswith("https://mos.esante.gouv.fr/NOS/TRE_A07-StatutVisibiliteDocument/")
+    assert ref["subject"]["type"] == "Patient"
+    # A Binary says which DocumentReference rules access to it.
+    binary = record.http.get(f"/fhir/Binary/{rid('masked')}", headers={**headers, "Accept": FHIR_JSON}).json()
+    assert binary["securityContext"] == {"reference": f"DocumentReference/{rid('masked')}"}
