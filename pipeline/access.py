@@ -468,8 +468,9 @@ class AccessRules:
 
     def purge_old_versions(self) -> None:
         """After an erasure: SQLite's write-ahead log is checkpointed and truncated, so no
-        earlier version of an erased row lingers in it (deleted content itself is zeroed,
-        SECURE_DELETE). PostgreSQL's autovacuum reclaims dead rows on its own."""
+        earlier version of an erased row lingers in it (deleted content itself is zeroed:
+        ``secure_delete``, set on every connection by ``pipeline.state.engine``).
+        PostgreSQL's autovacuum reclaims dead rows on its own."""
         if self._engine.dialect.name == "sqlite":
             with self._engine.connect() as conn:  # outside a transaction: the driver's own connection
                 raw = conn.connection.driver_connection

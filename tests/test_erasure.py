@@ -752,3 +752,25 @@ def test_a_batch_input_quarantined_naming_the_patient_is_shredded_under_another_
         assert A_SURNAME.encode() in store.get(summary.outcomes[0].content_sha256 or "")
     finally:
         store.close()
+
+
+def test_a_destroyed_data_key_leaves_no_byte_in_the_state_database(settings: Settings) -> None:
+    """Crypto-shredding holds only if the wrapped key is gone from the file, not just
+    unlinked from its table: the state database zeroes what it deletes (``secure_delete``,
+    set on every connection rather than left to the SQLite build's default) and the
+    erasure's checkpoint empties the write-ahead log."""
+    store = open_encrypted_store(settings)
+    try:
+        for n in range(20):
+            store.keyring.patient_key(f"2850575{n:06d}00")
+        store.keyring.patient_key(A)
+        with store.keyring._engine.connect() as conn:
+            assert conn.exec_driver_sql("PRAGMA secure_delete").scalar() == 1
+            wrapped = conn.execute(
+                select(tables.patient_keys.c.wrapped).where(tables.patient_keys.c.patient_id == A)
+            ).scalar_one()
+    finally:
+        store.close()
+    assert cli_access.main(["erase", A]) == 0
+    state_files = sorted(settings.data_dir.glob("state.db*"))
+    assert state_files and not any(bytes(wrapped) in f.read_bytes() for f in state_files)

@@ -83,6 +83,10 @@ def _sqlite_transactions(engine: Engine) -> None:
         enable_wal(dbapi_conn, BUSY_TIMEOUT_MS / 1000)
         dbapi_conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
         dbapi_conn.execute("PRAGMA foreign_keys=ON")
+        # A deleted row's bytes are zeroed, not left in a free page: a destroyed data key
+        # (erasure) must not stay readable in a copy of the file. Set here, not left to the
+        # build's default (on in Debian's SQLite, off in SQLite's own).
+        dbapi_conn.execute("PRAGMA secure_delete=ON")
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Any) -> None:
