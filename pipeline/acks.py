@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from parsers.hl7_segments import Separators, split_messages
 from pipeline.errors import ParserError, SourceError
 from pipeline.feeds import ACK_DIR, REPORT, BatchRef, Feed, printable_name
-from pipeline.model import Format, Frozen, Outcome, Problem, Reason, Status
+from pipeline.model import Format, Frozen, Outcome, Problem, Reason, Status, count_rejects
 from pipeline.texts import DEFAULT_LANGUAGE, language, reason_text, status_text
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
@@ -396,16 +396,8 @@ def _report(
         withdrawn=counts[Status.WITHDRAWN.value],
         rejected=counts[Status.REJECTED.value],
         by_status={s.value: counts[s.value] for s in Status},
-        rejected_by_reason=dict(
-            sorted(
-                Counter(
-                    r.code.value
-                    for e in entries
-                    if e.status is Status.REJECTED
-                    for r in e.reasons
-                    if r.blocking
-                ).items()
-            )
+        rejected_by_reason=count_rejects(
+            (r.code for r in e.reasons if r.blocking) for e in entries if e.status is Status.REJECTED
         ),
         files=tuple(entries),
     )

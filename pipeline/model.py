@@ -12,6 +12,8 @@ dict plumbing.
 from __future__ import annotations
 
 import datetime as dt
+from collections import Counter
+from collections.abc import Iterable
 from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -306,6 +308,14 @@ class Outcome(Frozen):
             "ocr_pages": self.ocr_pages,
             "ocr_confidence": self.ocr_confidence,
         }
+
+
+def count_rejects(blocking_codes: Iterable[Iterable[Reason]]) -> dict[str, int]:
+    """Rejected documents per reason code, sorted by code, from each rejected document's
+    blocking codes: a document is counted once per code it was refused for, however many
+    problems of that code it had. The count reports, metrics and alerts share."""
+    counts = Counter(code.value for codes in blocking_codes for code in set(codes))
+    return dict(sorted(counts.items()))
 
 
 class SearchQuery(Frozen):

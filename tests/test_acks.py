@@ -16,7 +16,7 @@ from pipeline.model import Reason, Status
 from pipeline.schema import SCHEMAS
 from pipeline.settings import Settings
 from pipeline.texts import LANGUAGES, documented_codes, reason_text
-from tests.dags.test_ingest_dag import INS_A, _oru
+from tests.dags.test_ingest_dag import INS_A, INS_B, _oru
 
 REPO = Path(__file__).resolve().parents[1]
 SENDER = ("SIL", "LABO-BIO^750000001^FINESS")
@@ -206,3 +206,20 @@ def test_a_manifest_naming_another_producer_s_file_reads_nothing_outside_the_bat
     )
     assert [p.name for p in (batch / "_ack").iterdir()] == ["MSG0001.hl7"]
     assert b"HOPX" not in (batch / "_report.json").read_bytes()
+
+
+def test_rejects_are_counted_by_document_per_reason(tmp_path: Path) -> None:
+    """``rejected_by_reason`` counts documents: one refused with two problems of the same
+    code (sex and birth date both disagree with the INS) is one ``identity_mismatch``, in
+    the report, the batch summary (metrics, StatsD) alike; a warning is no reject reason."""
+    feed = tmp_path / "feed"
+    batch = feed / "labo" / "b1"
+    batch.mkdir(parents=True)
+    (batch / "ok.hl7").write_bytes(_message("MSG0001"))
+    (batch / "mismatch.hl7").write_bytes(_oru(INS_B).replace(b"MSG0001", b"MSG0002"))
+    (batch / "_READY").write_text("")
+    summary = process_batch(Settings(data_dir=tmp_path / "carnet", data_docs=False), str(feed), "labo/b1")
+    report = json.loads((batch / "_report.json").read_text(encoding="utf-8"))
+    (refused,) = [e for e in report["files"] if e["status"] == "rejected"]
+    assert [r["code"] for r in refused["reasons"]] == ["identity_mismatch", "identity_mismatch"]
+    assert report["rejected_by_reason"] == summary.rejected_by_reason == {"identity_mismatch": 1}

@@ -64,6 +64,7 @@ from pipeline.model import (
     Reason,
     Status,
     Visibility,
+    count_rejects,
 )
 from pipeline.processes import can_start_processes
 from pipeline.quality import GateItem, QualityGate
@@ -1139,8 +1140,8 @@ class Pipeline:
                 p: dict(Counter(o.status.value for o in outs if o.producer == p))
                 for p in sorted({o.producer or "" for o in outs})
             },
-            "rejected_by_reason": dict(
-                Counter(r.code.value for o in outs if o.status is Status.REJECTED for r in o.reasons)
+            "rejected_by_reason": count_rejects(
+                (r.code for r in o.reasons if r.blocking) for o in outs if o.status is Status.REJECTED
             ),
             "ocr_pages": sum(o.ocr_pages for o in ocr),
             "ocr_mean_confidence": round(sum(confs) / len(confs), 1) if confs else None,
