@@ -47,7 +47,7 @@ from pipeline.api.fhir_resources import (
     split_resource_id,
 )
 from pipeline.api.guard import NOT_FOUND, Caller, Services, Svc, decision, readable
-from pipeline.api.schemas import DOC_ID_PATTERN, INS_PATTERN
+from pipeline.api.schemas import DOC_ID_PATTERN, INS_PATTERN, QUERY_MAX_CHARS
 from pipeline.errors import BackendUnavailable
 from pipeline.model import DocClass, DocumentRecord, Format, SearchQuery
 
@@ -114,8 +114,10 @@ class DocumentSearch:
     doc_class: DocClass | None = None
     since: dt.date | None = None
     until: dt.date | None = None
+    text: str | None = None
     current: bool = True
     superseded: bool = False
+    count_only: bool = False  # _summary=count or _count=0: the total, no entry
     count: int = DEFAULT_COUNT
     offset: int = 0
     applied: list[tuple[str, str]] = field(default_factory=list)
@@ -189,6 +191,8 @@ def _int(params: QueryParams, name: str, default: int, low: int, high: int, *, c
 _PATIENT_NAMES = ("patient.identifier", "subject.identifier", "patient:identifier", "subject:identifier")
 # The search parameters served (the CapabilityStatement's), the paging offset, the format.
 _KNOWN = frozenset(name for name, _, _ in SEARCH_PARAMS) | set(_PATIENT_NAMES) | {"_offset", "_format"}
+# The _summary values served; any other (true, text, data) is ignored, the whole resource served.
+_SUMMARIES = ("count", "false")
 
 
 def _unknown_names(params: QueryParams, *, strict: bool) -> list[str]:
@@ -228,6 +232,11 @@ def parse_search(params: QueryParams, *, strict: bool = False) -> DocumentSearch
     if (value := _one(params, "type")) is not None:
         search.type_code = _token(value, "type", frozenset({LOINC, NATIONAL_TYPES}))
         search.applied.append(("type", value))
+    if (value := _one(params, "_content")) is not None:
+        if not value.strip() or len(value) > QUERY_MAX_CHARS:
+            raise SearchError(f"_content: 1 to {QUERY_MAX_CHARS} characters of words to find")
+        search.text = value
+        search.applied.append(("_content", value))
     if (value := _one(params, "category")) is not None:
         code = _token(value, "category", frozenset({CLASS_SYSTEM}))
         if code not in {c.value for c in DocClass}:
@@ -252,8 +261,16 @@ def parse_search(params: QueryParams, *, strict: bool = False) -> DocumentSearch
         # Withdrawn documents leave every search and read: none is served as entered-in-error.
         search.current, search.superseded = "current" in wanted, "superseded" in wanted
         search.applied.append(("status", value))
-    search.count = _int(params, "_count", DEFAULT_COUNT, 1, MAX_COUNT, cap=True)
+    if (value := _one(params, "_summary")) in _SUMMARIES:
+        search.count_only = value == "count"
+    elif value is not None and strict:
+        raise SearchError(f"_summary={value} is not supported (Prefer: handling=strict)")
+    elif value is not None:
+        search.ignored.append(f"_summary={value}")
+    search.count = _int(params, "_count", DEFAULT_COUNT, 0, MAX_COUNT, cap=True)
     search.offset = _int(params, "_offset", 0, 0, MAX_OFFSET, cap=False)
+    if search.count == 0:  # FHIR: the same as _summary=count
+        search.count_only, search.count = True, DEFAULT_COUNT
     return search
 
 
@@ -261,6 +278,7 @@ def _query(search: DocumentSearch, d: AccessDecision) -> SearchQuery:
     return restrict(
         SearchQuery(
             patient_id=search.patient_id,
+            text=search.text,
             type_code=search.type_code,
             doc_class=search.doc_class,
             since=search.since,
@@ -275,6 +293,10 @@ def _query(search: DocumentSearch, d: AccessDecision) -> SearchQuery:
 
 
 def _links(base: str, search: DocumentSearch, total: int) -> list[tuple[str, str]]:
+    if search.count_only:  # one page of no entry: nothing to page through
+        query = urlencode([*search.applied, ("_summary", "count")], safe=":")
+        return [("self", f"{base}/DocumentReference?{query}")]
+
     def url(offset: int) -> str:
         return f"{base}/DocumentReference?" + urlencode(
             [*search.applied, ("_count", str(search.count)), ("_offset", str(offset))],
@@ -394,7 +416,8 @@ def create_fhir_app(svc: Services, *, version: str) -> FastAPI:
             result_total, records = 0, []  # entered-in-error only: Carnet has none
         else:
             result = svc.index.search(_query(search, d))
-            fetched = [svc.index.get(search.patient_id, h.doc_id) for h in result.hits]
+            hits = () if search.count_only else result.hits
+            fetched = [svc.index.get(search.patient_id, h.doc_id) for h in hits]
             # The query already carried the decision's filters; each record is checked again
             # as every single-document read is.
             records = [r for r in fetched if r is not None and may_see(r, d)]

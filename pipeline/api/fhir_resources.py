@@ -270,7 +270,13 @@ SEARCH_PARAMS: tuple[tuple[str, str, str], ...] = (
         "token",
         f"current (default) or superseded ({STATUS_SYSTEM}); comma-separated for both.",
     ),
-    ("_count", "number", "Page size, 1 to 100 (default 20)."),
+    (
+        "_content",
+        "string",
+        "Words of the document's text, as the search API's q finds them (at most 200 characters).",
+    ),
+    ("_count", "number", "Page size, 1 to 100 (default 20); 0 for the total alone."),
+    ("_summary", "token", "count: the total alone, no entry. Other values are ignored."),
     # Unknown parameters are ignored and named in a warning entry of the Bundle (search mode
     # outcome); with Prefer: handling=strict they are a 400.
 )

@@ -14,6 +14,8 @@ from pipeline.model import DocClass, DocumentRecord, Format, Frozen, LabResult, 
 INS_PATTERN = r"^[0-9]{6}[0-9AB][0-9]{8}$"
 RPPS_PATTERN = r"^[0-9]{11}$"
 PERSON_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+# The longest text query (the search API's q, FHIR's _content).
+QUERY_MAX_CHARS = 200
 DOC_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
 
 

@@ -160,6 +160,9 @@ def test_each_page_is_a_searchset_bundle_with_paging_links(record: Api) -> None:
         ({"date": "lt2024-03-01T10:00"}, {"hb-2024", "img-2023", "hb-2022-v2"}),
         ({"date": "lt2024-03-01"}, {"img-2023", "hb-2022-v2"}),
         ({"status": "http://hl7.org/fhir/document-reference-status|superseded"}, {"hb-2022-v1"}),
+        # The words of the document, as the search API's q finds them.
+        ({"_content": "hémoglobine"}, {"hb-2024"}),
+        ({"_content": "hemoglobine", "category": "imaging"}, set()),
         ({"status": "superseded"}, {"hb-2022-v1"}),
         ({"status": "current,superseded"}, CURRENT | {"hb-2022-v1"}),
         ({"status": "entered-in-error"}, set()),
@@ -184,6 +187,8 @@ def test_each_page_is_a_searchset_bundle_with_paging_links(record: Api) -> None:
         "date-lt-time",
         "date-lt-day",
         "status-system",
+        "content",
+        "content-and-category",
         "superseded",
         "both-statuses",
         "entered-in-error",
@@ -309,7 +314,6 @@ def test_refusals_are_operation_outcomes_that_reveal_nothing(record: Api) -> Non
         {"patient.identifier": A, "date": "ge2024-01-01T99:99"},
         {"patient.identifier": A, "date": "ge2024-01-01Tnoon"},
         {"patient.identifier": A, "status": "draft"},
-        {"patient.identifier": A, "_count": "0"},
         {"patient.identifier": A, "_count": "-5"},
         {"patient.identifier": A, "_count": "１０"},  # full-width digits
         {"patient.identifier": A, "_offset": "x"},
@@ -321,6 +325,8 @@ def test_refusals_are_operation_outcomes_that_reveal_nothing(record: Api) -> Non
         {"patient.identifier": A, "status:not": "current"},
         {"patient.identifier": A, "type:text": "bilan"},
         {"patient.identifier": f"{A}\n"},  # an INS with a line break after it
+        {"patient.identifier": A, "_content": "x" * 201},  # the search API's q takes 200
+        {"patient.identifier": A, "_content": ["bilan", "sanguin"]},
     ],
     ids=lambda p: "&".join(f"{k}={v}" for k, v in p.items()) or "none",
 )
@@ -539,3 +545,19 @@ def test_references_and_labels_use_the_national_vocabularies(record: Api) -> Non
     # A Binary says which DocumentReference rules access to it.
     binary = record.http.get(f"/fhir/Binary/{rid('masked')}", headers={**headers, "Accept": FHIR_JSON}).json()
     assert binary["securityContext"] == {"reference": f"DocumentReference/{rid('masked')}"}
+
+
+@pytest.mark.parametrize("params", [{"_summary": "count"}, {"_count": "0"}], ids=["summary", "count-0"])
+def test_a_count_only_search_gives_the_total_and_no_entry(record: Api, params: dict[str, str]) -> None:
+    r = record.http.get(
+        "/fhir/DocumentReference",
+        headers=record.as_(PRO),
+        params={"patient.identifier": A, "category": "biology", **params},
+    )
+    bundle = Bundle.model_validate(r.json())
+    assert r.status_code == 200 and bundle.total == 3 and not bundle.entry
+    self_link = str(bundle.link[0].url)
+    assert bundle.link[0].relation == "self" and "_summary=count" in self_link
+    assert "_offset" not in self_link and len(bundle.link) == 1
+    # Counted is not read: the audit names no document.
+    assert record.services.audit.for_patient(A)[-1].doc_ids == ()
