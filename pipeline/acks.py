@@ -23,8 +23,10 @@ with the HL7 table 0357 code that matches it (ERR-3), Carnet's code (ERR-5), the
 technical detail (ERR-7) and the meaning and action for a person (ERR-8). A message with
 no readable control id (segments before any MSH) has no ACK: its report entry names the
 file and the position. Characters other than letters, digits, ``.``, ``_`` and ``-`` in
-a control id become ``_``; a control id met again in the same batch gets ``-2``, ``-3``…
-in report order, so every entry's ``ack`` names its own file.
+a control id become ``_``, and one longer than 112 characters is cut to its first 95,
+then ``_`` and 16 hex digits of its SHA-256 (MSA-2 gives it whole); a control id met
+again in the same batch gets ``-2``, ``-3``… in report order, so every entry's ``ack``
+names its own file.
 """
 
 from __future__ import annotations
@@ -47,6 +49,8 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 _SEPARATORS = "|^~\\&"
 # MSA-3 (v2.5) is 80 characters long; ERR-8 user message is free text, kept readable.
 MSA_TEXT_MAX = 80
+# Longest ACK file name base: MSH-10 is 20 characters in v2.5 (199 in v2.7+).
+ACK_NAME_MAX = 112
 _MESSAGE_HEAD = re.compile(rb"^[\x0b\s\xef\xbb\xbf]*(?:MSH|FHS|BHS)[^A-Za-z0-9\s]")
 
 # HL7 table 0357 (message error condition codes) used in ERR-3.
@@ -311,7 +315,14 @@ def build_ack(
 
 
 def ack_base_name(control_id: str) -> str:
-    return _UNSAFE.sub("_", control_id) or "_"
+    """The ACK's file name for a control id (before ``.hl7`` and any ``-2``): its unsafe
+    characters replaced; one too long for a file name (filesystems allow 255 bytes) cut,
+    with a digest of the whole id so that two long ids sharing a beginning stay apart."""
+    base = _UNSAFE.sub("_", control_id) or "_"
+    if len(base) <= ACK_NAME_MAX:
+        return base
+    digest = hashlib.sha256(control_id.encode("utf-8", "surrogateescape")).hexdigest()[:16]
+    return f"{base[: ACK_NAME_MAX - 17]}_{digest}"
 
 
 # -- the batch's acknowledgements ----------------------------------------------------------------

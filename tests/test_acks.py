@@ -223,3 +223,24 @@ def test_rejects_are_counted_by_document_per_reason(tmp_path: Path) -> None:
     (refused,) = [e for e in report["files"] if e["status"] == "rejected"]
     assert [r["code"] for r in refused["reasons"]] == ["identity_mismatch", "identity_mismatch"]
     assert report["rejected_by_reason"] == summary.rejected_by_reason == {"identity_mismatch": 1}
+
+
+def test_a_control_id_too_long_for_a_file_name_still_gets_its_ack(tmp_path: Path) -> None:
+    """An MSH-10 of 300 characters (v2.5 allows 20; some senders put a UUID chain there)
+    made the ACK's file name longer than the filesystem allows: the batch, already decided
+    and its documents filed, failed at every rerun and was never acknowledged."""
+    feed = tmp_path / "feed"
+    batch = feed / "labo" / "b1"
+    batch.mkdir(parents=True)
+    long_id, other_long_id = "A" * 300, "A" * 299 + "B"
+    (batch / "long.hl7").write_bytes(_message(long_id) + _message(other_long_id, INS_A[:-2] + "00"))
+    (batch / "_READY").write_text("")
+    process_batch(Settings(data_dir=tmp_path / "carnet", data_docs=False), str(feed), "labo/b1")
+    report = json.loads((batch / "_report.json").read_text(encoding="utf-8"))
+    _validate(report)
+    acks = [e["ack"] for e in report["files"]]
+    assert len(set(acks)) == 2 and all(len(Path(a).name) <= 128 for a in acks), acks
+    for entry, control_id in zip(report["files"], (long_id, other_long_id), strict=True):
+        # MSA-2 echoes the id whole (past ST's 199 characters, as the sender's MSH-10 was).
+        msa = (batch / entry["ack"]).read_bytes().decode().split("\r")[1].split("|")
+        assert msa[:3] == ["MSA", entry["ack_code"], control_id] and entry["message_control_id"] == control_id
