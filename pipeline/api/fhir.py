@@ -45,6 +45,7 @@ from pipeline.api.fhir_resources import (
     operation_outcome,
     search_bundle,
     split_resource_id,
+    type_system,
 )
 from pipeline.api.guard import NOT_FOUND, Caller, Services, Svc, decision, readable
 from pipeline.api.schemas import DOC_ID_PATTERN, INS_PATTERN, QUERY_MAX_CHARS
@@ -118,10 +119,17 @@ class DocumentSearch:
     current: bool = True
     superseded: bool = False
     count_only: bool = False  # _summary=count or _count=0: the total, no entry
+    other_system: bool = False  # a type asked for in a system its code is not of
     count: int = DEFAULT_COUNT
     offset: int = 0
     applied: list[tuple[str, str]] = field(default_factory=list)
     ignored: list[str] = field(default_factory=list)  # unknown parameters, told in a warning
+
+    @property
+    def matches_nothing(self) -> bool:
+        """Whether no document can match (answered without asking the index)."""
+        # entered-in-error alone: Carnet serves none (withdrawn documents leave every search).
+        return self.other_system or not (self.current or self.superseded)
 
 
 def _one(params: QueryParams, name: str) -> str | None:
@@ -231,6 +239,9 @@ def parse_search(params: QueryParams, *, strict: bool = False) -> DocumentSearch
     search = DocumentSearch(patient_id=ins, applied=[(patient_param, patient)], ignored=ignored)
     if (value := _one(params, "type")) is not None:
         search.type_code = _token(value, "type", frozenset({LOINC, NATIONAL_TYPES}))
+        # system|code matches that system's codings only (|code: a code with no system).
+        system, bar, _ = value.rpartition("|")
+        search.other_system = bool(bar) and type_system(search.type_code) != (system or None)
         search.applied.append(("type", value))
     if (value := _one(params, "_content")) is not None:
         if not value.strip() or len(value) > QUERY_MAX_CHARS:
@@ -412,8 +423,8 @@ def create_fhir_app(svc: Services, *, version: str) -> FastAPI:
         except SearchError as exc:
             return fhir_response(operation_outcome("invalid", str(exc)), 400)
         d = decision(svc, who, search.patient_id)
-        if not (search.current or search.superseded):
-            result_total, records = 0, []  # entered-in-error only: Carnet has none
+        if search.matches_nothing:
+            result_total, records = 0, []
         else:
             result = svc.index.search(_query(search, d))
             hits = () if search.count_only else result.hits

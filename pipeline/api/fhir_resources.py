@@ -98,6 +98,12 @@ CLASS_LABELS = {
 }
 
 
+def type_system(code: str) -> str | None:
+    """The FHIR system of a document type code: LOINC, the national types', or none (a
+    producer's own code has no system Carnet can name)."""
+    return _TYPE_SYSTEMS.get(type_code_system(code) or "")
+
+
 def resource_id(record: DocumentRecord) -> str:
     return f"{record.patient_id}-{record.doc_id}"
 
@@ -112,12 +118,11 @@ def split_resource_id(resource_id: str) -> tuple[str, str] | None:
 def document_reference(record: DocumentRecord, *, base_url: str, media_type: str) -> DocumentReference:
     """The ``DocumentReference`` of one record, its content served at ``{base_url}/Binary/{id}``."""
     rid = resource_id(record)
-    # A national type (REMB, PRESC-KINE…) is not a LOINC code; a producer's own code has no
-    # system Carnet can name.
+    # A national type (REMB, PRESC-KINE…) is not a LOINC code.
     doc_type = CodeableConcept(
         coding=[
             Coding(
-                system=_TYPE_SYSTEMS.get(type_code_system(record.type_code) or ""),
+                system=type_system(record.type_code),
                 code=record.type_code,
                 display=record.type_label,
             )
@@ -256,7 +261,12 @@ SEARCH_PARAMS: tuple[tuple[str, str, str], ...] = (
         f"subject:identifier. The patient's INS: {INS_SYSTEM}|INS (or the bare INS).",
     ),
     ("subject.identifier", "token", "The same as patient.identifier."),
-    ("type", "token", f"The LOINC document type: {LOINC}|code (or the bare code)."),
+    (
+        "type",
+        "token",
+        f"The document type: {LOINC}|code, {NATIONAL_TYPES}|code, or the bare code; "
+        "with a system, codes of that system only.",
+    ),
     ("category", "token", f"The Carnet class: {CLASS_SYSTEM}|biology, imaging, prescription, other."),
     (
         "date",

@@ -12,6 +12,7 @@ from pipeline.api.fhir import SearchError, parse_search
 from pipeline.api.fhir_resources import LOINC, NATIONAL_TYPES, document_reference
 from pipeline.model import DocClass, DocumentRecord, Format
 from pipeline.type_codes import LOINC_SYSTEM, NATIONAL_TYPE_SYSTEM, TYPE_CODES, type_code_system
+from tests.api.conftest import Api, patient
 
 INS = "299057511223384"
 
@@ -71,3 +72,30 @@ def test_type_search_accepts_loinc_and_national_systems(value: str) -> None:
 def test_type_search_refuses_other_systems() -> None:
     with pytest.raises(SearchError, match="unsupported system"):
         parse_search(QueryParams({"patient.identifier": INS, "type": "urn:oid:1.2.3|REMB"}))
+
+
+@pytest.mark.parametrize(
+    ("value", "matches"),
+    [
+        (f"{LOINC}|11502-2", True),
+        (f"{NATIONAL_TYPES}|REMB", True),
+        ("REMB", True),
+        # A token's system|code matches codings of that system only: REMB is no LOINC code,
+        # 11502-2 no national type, and |code is a code given without a system.
+        (f"{LOINC}|REMB", False),
+        (f"{NATIONAL_TYPES}|11502-2", False),
+        ("|REMB", False),
+        ("|CR-LOCAL-42", True),
+    ],
+)
+def test_type_search_matches_the_code_in_its_own_system_only(value: str, matches: bool) -> None:
+    search = parse_search(QueryParams({"patient.identifier": INS, "type": value}))
+    assert search.matches_nothing is not matches
+
+
+def test_a_type_in_another_system_finds_nothing_through_the_api(api: Api) -> None:
+    api.file(INS, "remb", type_code="REMB", doc_class=DocClass.OTHER)
+    for value, found in ((f"{NATIONAL_TYPES}|REMB", 1), (f"{LOINC}|REMB", 0)):
+        params = {"patient.identifier": INS, "type": value}
+        r = api.get(patient(INS), "/fhir/DocumentReference", params=params)
+        assert r.status_code == 200 and r.json()["total"] == found
