@@ -221,8 +221,8 @@ keyring_objects = Table(
 )
 
 # The patients whose documents a stored input holds when they are several (an HL7 batch):
-# the input is under the first one's key, and the erasure of any of them shreds it
-# (``pipeline.erasure``).
+# the input is under a key of its own (before, the first one's), and the erasure of any of
+# them shreds it with that key (``pipeline.erasure``).
 keyring_links = Table(
     "keyring_links",
     metadata,
