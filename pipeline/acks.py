@@ -345,7 +345,9 @@ def _locate(outcome: Outcome, names: dict[str, str], batch: BatchRef) -> _Locate
     """The outcome's file relative to the batch, and its message position if any."""
     source, position = outcome.source, None
     head, sep, tail = source.rpartition("#")
-    if sep and tail.isdigit() and head in names:
+    # "cr#1" is message 1 of the file "cr" only when it is a message: a file may be named
+    # so itself (an HL7 message's source always ends in "#n", a file's never does).
+    if sep and tail.isdigit() and head in names and (outcome.format is Format.HL7V2 or source not in names):
         source, position = head, int(tail)
     name = names.get(source)
     if name is None:

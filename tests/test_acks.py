@@ -244,3 +244,28 @@ def test_a_control_id_too_long_for_a_file_name_still_gets_its_ack(tmp_path: Path
         # MSA-2 echoes the id whole (past ST's 199 characters, as the sender's MSH-10 was).
         msa = (batch / entry["ack"]).read_bytes().decode().split("\r")[1].split("|")
         assert msa[:3] == ["MSA", entry["ack_code"], control_id] and entry["message_control_id"] == control_id
+
+
+def test_a_file_named_like_a_message_of_another_is_reported_as_itself(tmp_path: Path) -> None:
+    """``cr#1`` beside ``cr``, ``m.hl7#1`` beside ``m.hl7``: each file once in the report,
+    under its own name. ``cr#1`` was reported as message 1 of ``cr``, and ``m.hl7#1`` as a
+    second, rejected, message 1 of ``m.hl7``, the file itself never named."""
+    samples = Path(__file__).parent / "samples" / "cda"
+    feed = tmp_path / "feed"
+    batch = feed / "labo" / "b1"
+    batch.mkdir(parents=True)
+    (batch / "cr").write_bytes((samples / "cr-bio.xml").read_bytes())
+    (batch / "cr#1").write_bytes((samples / "cr-img.xml").read_bytes())
+    (batch / "m.hl7").write_bytes(_message("MSG0001"))
+    (batch / "m.hl7#1").write_bytes(b"pas un document medical")
+    (batch / "_READY").write_text("")
+    process_batch(Settings(data_dir=tmp_path / "carnet", data_docs=False), str(feed), "labo/b1")
+    report = json.loads((batch / "_report.json").read_text(encoding="utf-8"))
+    _validate(report)
+    located = sorted(((e["file"], e["position"], e["status"]) for e in report["files"]), key=lambda e: e[0])
+    assert located == [
+        ("cr", None, "indexed"),
+        ("cr#1", None, "indexed"),
+        ("m.hl7", 1, "indexed"),
+        ("m.hl7#1", None, "rejected"),
+    ]
