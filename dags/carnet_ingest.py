@@ -195,7 +195,7 @@ def build_ingest_dag(dag_id: str, feed: FeedConfig | None = None) -> DAG:
 
             from pipeline.errors import CarnetError
             from pipeline.ingest.batch import process_batch
-            from pipeline.monitoring import check_batch, emit_stats, log_fields, log_rejections
+            from pipeline.monitoring import check_batch, log_fields, log_rejections
 
             # The feed's threshold, when it has one, decides flagged and alerts alike.
             settings = task_settings(max_reject_rate=params["max_reject_rate"])
@@ -214,9 +214,8 @@ def build_ingest_dag(dag_id: str, feed: FeedConfig | None = None) -> DAG:
                     raise
                 log_rejections(settings, summary.run_id, batch_key=batch_key)
                 check = check_batch(
-                    settings, feed, summary, max_reject_rate=settings.ingestion.max_reject_rate
+                    settings, feed, summary, max_reject_rate=settings.ingestion.max_reject_rate, stats=Stats
                 )
-                emit_stats(Stats, check.metrics)
             summary = summary.model_copy(update={"flagged": check.metrics.flagged})
             return {
                 "summary": summary.model_dump(mode="json"),

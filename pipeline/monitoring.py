@@ -382,12 +382,14 @@ def check_batch(
     *,
     max_reject_rate: float,
     notifier: Notifier | None = None,
+    stats: StatsClient | None = None,
 ) -> BatchCheck:
     """Raise a batch's alerts (reject rate, jump, quality flags), record its metrics with
     ``flagged`` = any alert, keep and send the alerts; return both.
 
     A retried task checks its batches again: the metrics first recorded stand, and the
-    alerts, judged as of then, are the same ones, neither kept nor sent a second time."""
+    alerts, judged as of then, are the same ones, neither kept nor sent a second time;
+    the counters and timers go to ``stats`` (Airflow's ``Stats``) the first time only."""
     fields = summary.model_dump() if isinstance(summary, BatchCounts) else dict(summary)
     counts = {k: fields[k] for k in BatchCounts.model_fields if k in fields}
     history = load_metrics(settings, producer=counts["producer"])
@@ -402,6 +404,8 @@ def check_batch(
         alerts.append(flagged_by_gate)
     current = record_batch_metrics(settings, feed, summary, flagged=bool(alerts), at=at)
     notify_all(alerts, notifier or default_notifier(settings), settings=settings)
+    if stats is not None and recorded is None:
+        emit_stats(stats, current)
     return BatchCheck(metrics=current, alerts=tuple(alerts))
 
 

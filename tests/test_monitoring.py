@@ -138,3 +138,30 @@ def test_a_retried_task_raises_a_batch_s_alerts_once(settings: Settings) -> None
     assert again.alerts == first.alerts and again.metrics == first.metrics
     assert len(notifier.sent) == 3
     assert len(load_alerts(settings)) == 3
+
+
+class _Stats:
+    def __init__(self) -> None:
+        self.counted: dict[str, int] = {}
+
+    def incr(self, stat: str, count: int = 1, rate: float = 1, *, tags: dict[str, str] | None = None) -> None:
+        self.counted[stat] = self.counted.get(stat, 0) + count
+
+    def gauge(self, stat: str, value: float, rate: float = 1, delta: bool = False, **_: object) -> None:
+        pass
+
+    def timing(self, stat: str, dt: object, *, tags: dict[str, str] | None = None) -> None:
+        pass
+
+
+def test_a_retried_task_counts_a_batch_s_documents_in_statsd_once(settings: Settings) -> None:
+    """StatsD counters add up: a batch checked again by a retried task was counted twice
+    (``carnet.documents.<producer>.<status>``, ``carnet.batches.<producer>``…)."""
+    from pipeline.monitoring import check_batch
+
+    stats = _Stats()
+    for _ in range(2):
+        check_batch(settings, "f", _counts("r1", rejected=2), max_reject_rate=0.5, stats=stats)
+    assert stats.counted["carnet.batches.labo-x"] == 1
+    assert stats.counted["carnet.documents.labo-x.indexed"] == 8
+    assert stats.counted["carnet.rejected.labo-x.missing_ins"] == 2
