@@ -169,15 +169,13 @@ def _day_range(value: str, name: str) -> tuple[dt.date | None, dt.date | None]:
     # A document's date is a whole day: an instant within it has some of the day after it
     # and some before, so gt and lt with a time of day keep that day (FHIR: the ranges
     # overlap). eq with a time is read as its day.
-    after = 0 if timed else 1
-    try:
-        return {
-            "eq": (first, last),
-            "ge": (first, None),
-            "gt": (last + dt.timedelta(days=after), None),
-            "le": (None, last),
-            "lt": (None, first - dt.timedelta(days=after)),
-        }[prefix]
+    after = dt.timedelta(days=0 if timed else 1)
+    try:  # only the bound asked for: the calendar's first and last days are days too
+        if prefix == "gt":
+            return last + after, None
+        if prefix == "lt":
+            return None, first - after
+        return {"eq": (first, last), "ge": (first, None), "le": (None, last)}[prefix]
     except OverflowError:
         raise SearchError(f"{name}: {value!r} is out of range") from None
 
@@ -373,9 +371,10 @@ def _accepted(accept: str) -> list[str]:
 
 
 def _format(request: Request) -> str | None:
-    """``_format``'s media type, without parameters (``fhirVersion``), or None."""
-    fmt = request.query_params.get("_format")
-    return None if fmt is None else fmt.split(";")[0].strip().lower()
+    """``_format``'s media type, without parameters (``fhirVersion``), or None (an empty
+    ``_format`` is none)."""
+    fmt = request.query_params.get("_format", "").split(";")[0].strip().lower()
+    return fmt or None
 
 
 def _unservable_format(request: Request) -> str | None:
@@ -383,7 +382,7 @@ def _unservable_format(request: Request) -> str | None:
     overrides ``Accept``; a ``Binary`` read answers other types with the document itself."""
     fmt = _format(request)
     if fmt is not None:
-        return None if fmt in _JSON_FORMATS else f"_format {fmt!r}: only FHIR JSON is served"
+        return None if fmt in _JSON_FORMATS else f"_format {fmt[:40]!r}: only FHIR JSON is served"
     accept = request.headers.get("accept", "").strip()
     if not accept or _BINARY_READ.search(request.url.path):
         return None

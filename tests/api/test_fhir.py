@@ -160,6 +160,10 @@ def test_each_page_is_a_searchset_bundle_with_paging_links(record: Api) -> None:
         ({"date": "lt2024-03-01T10:00"}, {"hb-2024", "img-2023", "hb-2022-v2"}),
         ({"date": "lt2024-03-01"}, {"img-2023", "hb-2022-v2"}),
         ({"status": "http://hl7.org/fhir/document-reference-status|superseded"}, {"hb-2022-v1"}),
+        # The calendar's last and first days are days like any other for eq, ge and le.
+        ({"date": ["9999-12-31", "ge2022-01-01"]}, set()),
+        ({"date": "le9999-12-31", "category": "imaging"}, {"img-2023", "masked"}),
+        ({"date": "ge0001-01-01", "category": "imaging"}, {"img-2023", "masked"}),
         # The words of the document, as the search API's q finds them.
         ({"_content": "hémoglobine"}, {"hb-2024"}),
         ({"_content": "hemoglobine", "category": "imaging"}, set()),
@@ -187,6 +191,9 @@ def test_each_page_is_a_searchset_bundle_with_paging_links(record: Api) -> None:
         "date-lt-time",
         "date-lt-day",
         "status-system",
+        "date-last-day",
+        "date-le-last-day",
+        "date-ge-first-day",
         "content",
         "content-and-category",
         "superseded",
@@ -460,6 +467,7 @@ def test_a_format_it_cannot_serve_is_a_406(
         ({"Accept": "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"}, {}),
         ({"Accept": "application/fhir+xml"}, {"_format": "json"}),
         ({}, {"_format": "application/fhir+json"}),
+        ({}, {"_format": ""}),  # an empty parameter is no parameter
     ],
 )
 def test_json_in_any_of_its_spellings_is_served(
