@@ -52,6 +52,9 @@ log = logging.getLogger("carnet.dags.replay")
         "until": Param(
             None, type=["null", "string"], format="date", description="Quarantined on or before (YYYY-MM-DD)"
         ),
+        "ids": Param(
+            [], type="array", items={"type": "string"}, description="Only these quarantine ids (32 hex)"
+        ),
         "dry_run": Param(True, type="boolean", description="Only list what would be replayed"),
     },
 )
@@ -65,13 +68,18 @@ def carnet_replay() -> None:
 
         assert params is not None
         selection = ReplayFilter(
-            producer=params["producer"], reason=params["reason"], since=params["since"], until=params["until"]
+            producer=params["producer"],
+            reason=params["reason"],
+            since=params["since"],
+            until=params["until"],
+            ids=tuple(params.get("ids") or ()),
         )
         result = replay_quarantine(task_settings(), selection, dry_run=params["dry_run"])
         for q in result.selected:
             log.info(
-                "%s: producer=%s batch=%s document=%s reasons=%s",
+                "%s: id=%s producer=%s batch=%s document=%s reasons=%s",
                 "would replay" if result.dry_run else "replayed",
+                q.quarantine_id,
                 q.producer,
                 q.batch,
                 q.source,

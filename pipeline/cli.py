@@ -5,8 +5,8 @@ Exit codes: 0 when the run completed (rejects included), 1 with a one-line error
 run itself could not proceed (unreachable index or store, one dying mid-run, unreadable
 source, bad settings, another ingest or replay holding the data directory, a data
 directory that does not exist for a command that reads what runs left there), 2 for
-usage errors (including an invalid patient id, an unknown reason code, a date window
-that ends before it starts).
+usage errors (including an invalid patient id, an unknown reason code or quarantine id, a
+date window that ends before it starts).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from pipeline.errors import CarnetError, ConfigurationError, InvalidPatientId
+from pipeline.errors import CarnetError, ConfigurationError, InvalidPatientId, UnknownQuarantineRecord
 from pipeline.settings import Settings
 
 log = logging.getLogger("carnet")
@@ -41,6 +41,14 @@ def _positive(value: str) -> int:
     if number < 1:
         raise argparse.ArgumentTypeError(f"not a positive number: {value!r}")
     return number
+
+
+def _quarantine_id(value: str) -> str:
+    from pipeline.replay import is_quarantine_id
+
+    if not is_quarantine_id(value):
+        raise argparse.ArgumentTypeError(f"not a quarantine id (32 hex digits, see --dry-run): {value!r}")
+    return value
 
 
 def _reason(value: str) -> str:
@@ -302,8 +310,14 @@ def cmd_generate(args: argparse.Namespace) -> int:
 def cmd_replay(args: argparse.Namespace) -> int:
     from pipeline.replay import ReplayFilter, replay_quarantine
 
-    selection = ReplayFilter(producer=args.producer, reason=args.reason, since=args.since, until=args.until)
-    result = replay_quarantine(_settings(args), selection, dry_run=args.dry_run)
+    selection = ReplayFilter(
+        producer=args.producer, reason=args.reason, since=args.since, until=args.until, ids=tuple(args.ids)
+    )
+    try:
+        result = replay_quarantine(_settings(args), selection, dry_run=args.dry_run)
+    except UnknownQuarantineRecord as exc:
+        print(f"carnet replay: error: {exc.message}", file=sys.stderr)
+        return 2
     verb = "would replay" if result.dry_run else "replayed"
     print(f"{verb} {len(result.selected)} quarantined document(s)")
     for q in result.selected:
@@ -315,7 +329,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
             if q.quarantine_id in result.released
             else " -> still rejected"
         )
-        print(f"  {q.producer:<24} {codes:<22} {q.source}{state}")
+        print(f"  {q.quarantine_id}  {q.producer:<24} {codes:<22} {q.source}{state}")
     return 0
 
 
@@ -398,6 +412,15 @@ def build_parser() -> argparse.ArgumentParser:
     st.set_defaults(func=cmd_status)
 
     rp = sub.add_parser("replay", help="reprocess quarantined documents")
+    rp.add_argument(
+        "--id",
+        dest="ids",
+        action="append",
+        default=[],
+        type=_quarantine_id,
+        metavar="QID",
+        help="only this quarantine record (repeatable; --dry-run lists the ids)",
+    )
     rp.add_argument("--producer")
     rp.add_argument("--reason", type=_reason, help="only documents rejected with this reason code")
     rp.add_argument("--since", type=_date, help="quarantined on or after this day")

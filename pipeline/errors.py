@@ -18,6 +18,7 @@ Rejected *documents* are not exceptions: they are ``Outcome`` values with
     │                                caught at the parser boundary and turned into a reason code
     │   └── EncryptedDocumentError   the document is password-protected
     ├── InvalidPatientId             a patient id given by a caller is not a valid INS
+    ├── UnknownQuarantineRecord      a quarantine id given by a caller names no record
     └── AccessDenied                 the caller may not see what they asked for
 
 Every exception carries the context it was raised in (producer, source, document id)
@@ -50,6 +51,10 @@ class SourceError(CarnetError):
 
 
 class UnsafePathError(SourceError):
+    pass
+
+
+class UnknownQuarantineRecord(CarnetError):
     pass
 
 

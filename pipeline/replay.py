@@ -1,6 +1,8 @@
 """Replay of quarantined documents after a parser fix or a rule change.
 
-Quarantine records are selected by producer, reason code and quarantine date; each raw
+Quarantine records are selected by producer, reason code, quarantine date and/or their
+quarantine ids (an id the quarantine does not hold is an error: the record may have been
+released or purged meanwhile); each raw
 file is run through the pipeline again once (an HL7 file's messages together). A document
 that now passes leaves quarantine; one that fails again keeps its record, with the new
 attempt appended to its history. One whose bytes no key opens any more (its patient's
@@ -11,10 +13,12 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import re
 from collections import defaultdict
 
-from pydantic import model_validator
+from pydantic import field_validator, model_validator
 
+from pipeline.errors import UnknownQuarantineRecord
 from pipeline.ingest.run import Pipeline
 from pipeline.ingest.stages import InputFile
 from pipeline.model import Frozen, Outcome, Reason, Status
@@ -22,6 +26,13 @@ from pipeline.settings import Settings
 from pipeline.store import QuarantineRecord
 
 log = logging.getLogger(__name__)
+
+_QUARANTINE_ID = re.compile(r"[0-9a-f]{32}")
+
+
+def is_quarantine_id(value: str) -> bool:
+    """Whether ``value`` has the form of a quarantine id (``QuarantineRecord.make_id``)."""
+    return bool(_QUARANTINE_ID.fullmatch(value))
 
 
 class ReplayFilter(Frozen):
@@ -32,6 +43,15 @@ class ReplayFilter(Frozen):
     reason: Reason | None = None
     since: dt.date | None = None
     until: dt.date | None = None
+    ids: tuple[str, ...] = ()  # quarantine ids (``QuarantineRecord.quarantine_id``)
+
+    @field_validator("ids")
+    @classmethod
+    def _ids(cls, ids: tuple[str, ...]) -> tuple[str, ...]:
+        for qid in ids:
+            if not is_quarantine_id(qid):
+                raise ValueError(f"not a quarantine id (32 hex digits): {qid!r}")
+        return ids
 
     @model_validator(mode="after")
     def _window(self) -> ReplayFilter:
@@ -42,7 +62,8 @@ class ReplayFilter(Frozen):
     def matches(self, q: QuarantineRecord) -> bool:
         day = q.first_quarantined_at.date()
         return (
-            (self.producer is None or q.producer == self.producer)
+            (not self.ids or q.quarantine_id in self.ids)
+            and (self.producer is None or q.producer == self.producer)
             and (self.reason is None or any(r.code is self.reason for r in q.reasons))
             and (self.since is None or day >= self.since)
             and (self.until is None or day <= self.until)
@@ -62,9 +83,14 @@ def _file_source(q: QuarantineRecord) -> str:
 
 
 def replay_quarantine(settings: Settings, selection: ReplayFilter, *, dry_run: bool = False) -> ReplayResult:
-    """Reprocess the quarantined documents ``selection`` matches (or only list them)."""
+    """Reprocess the quarantined documents ``selection`` matches (or only list them).
+    Raises ``UnknownQuarantineRecord`` when an id it names is not in the quarantine."""
     with Pipeline(settings) as pipe:
-        selected = tuple(q for q in pipe.store.list_quarantine() if selection.matches(q))
+        records = list(pipe.store.list_quarantine())
+        unknown = sorted(set(selection.ids) - {q.quarantine_id for q in records})
+        if unknown:
+            raise UnknownQuarantineRecord(f"no quarantine record with the id {', '.join(unknown)}")
+        selected = tuple(q for q in records if selection.matches(q))
         if dry_run:
             return ReplayResult(selected=selected, dry_run=True)
         run_id = pipe.start_run("replay", selection.model_dump_json(exclude_none=True), exclusive=True)

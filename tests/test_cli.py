@@ -80,3 +80,38 @@ def test_a_known_reason_code_is_accepted(
     monkeypatch.delenv("CARNET_STATE_URL", raising=False)
     assert main(["replay", "--reason", "missing_ins", "--dry-run"]) == 0
     assert capsys.readouterr().out.startswith("would replay 0 quarantined document(s)")
+
+
+def test_the_quarantine_is_listed_with_its_ids_and_one_record_replayed_by_id(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``carnet replay --dry-run`` lists each record with its quarantine id, and ``--id``
+    replays that record alone; an id the quarantine does not hold is a clear error (exit
+    2), and a malformed one a usage error, never a lookup of a path it names."""
+    from pipeline.settings import Settings
+    from tests.test_replay import _quarantined
+
+    settings = Settings(data_dir=tmp_path / "carnet", data_docs=False)
+    monkeypatch.setenv("CARNET_DATA_DIR", str(settings.data_dir))
+    monkeypatch.setenv("CARNET_DATA_DOCS", "false")
+    monkeypatch.delenv("CARNET_STATE_URL", raising=False)
+    one = _quarantined(settings, b"%PDF-1.4 broken one", "one.pdf", None)
+    two = _quarantined(settings, b"%PDF-1.4 broken two", "two.pdf", None)
+
+    assert main(["replay", "--dry-run"]) == 0
+    listing = capsys.readouterr().out
+    assert one in listing and two in listing
+
+    assert main(["replay", "--id", two]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("replayed 1 quarantined document(s)") and two in out and one not in out
+
+    unknown = "0" * 32
+    assert main(["replay", "--id", unknown, "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert err.strip() == f"carnet replay: error: no quarantine record with the id {unknown}"
+
+    with pytest.raises(SystemExit) as exited:
+        main(["replay", "--id", "../../../etc/passwd"])
+    assert exited.value.code == 2
+    assert "not a quarantine id" in capsys.readouterr().err
