@@ -3,8 +3,10 @@
 
 After a parser fix or a corrected upload, run the quarantined documents through the
 pipeline again: all of them, or those of one producer, one reason code and/or a
-quarantine-date window. A replayed document that now passes leaves quarantine; one that
-fails again stays, with the new attempt appended to its history.
+quarantine-date window, or given quarantine ids. A replayed document that now passes
+leaves quarantine; one that fails again stays, with the new attempt appended to its
+history. One refused before its content was judged (a link, an unreadable file, a
+manifest mismatch) is not replayed: the producer must send it again.
 
 With ``dry_run`` (the default) nothing is reprocessed: the task logs and returns what
 would be replayed. Trigger with e.g.
@@ -98,6 +100,7 @@ def carnet_replay() -> None:
             "selected": len(result.selected),
             "released": len(result.released),
             "still_rejected": len(result.still_rejected),
+            "not_replayable": len(result.not_replayable),
             "filter": selection.model_dump(mode="json", exclude_none=True),
         }
 

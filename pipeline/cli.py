@@ -308,7 +308,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    from pipeline.replay import ReplayFilter, replay_quarantine
+    from pipeline.replay import ReplayFilter, replay_quarantine, replayable
 
     selection = ReplayFilter(
         producer=args.producer, reason=args.reason, since=args.since, until=args.until, ids=tuple(args.ids)
@@ -323,7 +323,9 @@ def cmd_replay(args: argparse.Namespace) -> int:
     for q in result.selected:
         codes = ",".join(r.code.value for r in q.reasons)
         state = (
-            ""
+            " -> not replayable: the producer must send it again"
+            if not replayable(q)
+            else ""
             if result.dry_run
             else " -> released"
             if q.quarantine_id in result.released

@@ -5,7 +5,9 @@ quarantine ids (an id the quarantine does not hold is an error: the record may h
 released or purged meanwhile); each raw
 file is run through the pipeline again once (an HL7 file's messages together). A document
 that now passes leaves quarantine; one that fails again keeps its record, with the new
-attempt appended to its history. One whose bytes no key opens any more (its patient's
+attempt appended to its history. One refused before its content was judged (a link,
+an unreadable file, a manifest mismatch: ``NOT_REPLAYABLE``) is left as it is, named as
+such: the producer must send it again. One whose bytes no key opens any more (its patient's
 key destroyed) keeps its record and is not replayed.
 """
 
@@ -70,10 +72,23 @@ class ReplayFilter(Frozen):
         )
 
 
+# Refused before their content was judged: a link or special file never read, a file
+# Carnet could not read (no bytes kept), bytes that disagree with their batch manifest
+# (which the producer never vouched for). Replaying the kept bytes cannot redo that check:
+# their fix is the producer's new drop.
+NOT_REPLAYABLE = frozenset({Reason.UNSAFE_PATH, Reason.UNREADABLE_FILE, Reason.MANIFEST_MISMATCH})
+
+
+def replayable(q: QuarantineRecord) -> bool:
+    """Whether a replay can decide this record again (see ``NOT_REPLAYABLE``)."""
+    return not any(r.code in NOT_REPLAYABLE for r in q.reasons if r.blocking)
+
+
 class ReplayResult(Frozen):
     selected: tuple[QuarantineRecord, ...]
     released: tuple[str, ...] = ()  # quarantine ids that now pass
     still_rejected: tuple[str, ...] = ()
+    not_replayable: tuple[str, ...] = ()  # kept as they are: the producer must send them again
     outcomes: tuple[Outcome, ...] = ()
     dry_run: bool = False
 
@@ -86,16 +101,25 @@ def replay_quarantine(settings: Settings, selection: ReplayFilter, *, dry_run: b
     """Reprocess the quarantined documents ``selection`` matches (or only list them).
     Raises ``UnknownQuarantineRecord`` when an id it names is not in the quarantine."""
     with Pipeline(settings) as pipe:
-        records = list(pipe.store.list_quarantine())
-        unknown = sorted(set(selection.ids) - {q.quarantine_id for q in records})
+        held = list(pipe.store.list_quarantine())
+        unknown = sorted(set(selection.ids) - {q.quarantine_id for q in held})
         if unknown:
             raise UnknownQuarantineRecord(f"no quarantine record with the id {', '.join(unknown)}")
-        selected = tuple(q for q in records if selection.matches(q))
+        selected = tuple(q for q in held if selection.matches(q))
         if dry_run:
             return ReplayResult(selected=selected, dry_run=True)
         run_id = pipe.start_run("replay", selection.model_dump_json(exclude_none=True), exclusive=True)
         by_file: dict[tuple[str, str, str], list[QuarantineRecord]] = defaultdict(list)
+        not_replayable = tuple(q.quarantine_id for q in selected if not replayable(q))
         for q in selected:
+            if not replayable(q):
+                log.warning(
+                    "quarantined input %s (%s): refused before its content was judged; not "
+                    "replayed, the producer must send it again",
+                    q.quarantine_id,
+                    ", ".join(r.code.value for r in q.reasons),
+                )
+                continue
             by_file[(q.content_sha256, q.producer, _file_source(q))].append(q)
         released, still = [], []
         for (sha, producer, source), records in by_file.items():
@@ -115,6 +139,8 @@ def replay_quarantine(settings: Settings, selection: ReplayFilter, *, dry_run: b
         # A file rejected whole (q.part None) may now yield messages, sources "file#n".
         accepted_files = {s.rpartition("#")[0] for s in accepted if "#" in s}
         for q in selected:
+            if q.quarantine_id in not_replayable:
+                continue
             if q.source in accepted or (q.part is None and q.source in accepted_files):
                 pipe.store.remove_quarantine(q.quarantine_id)  # if the flush has not already
                 released.append(q.quarantine_id)
@@ -125,5 +151,6 @@ def replay_quarantine(settings: Settings, selection: ReplayFilter, *, dry_run: b
             selected=selected,
             released=tuple(released),
             still_rejected=tuple(still),
+            not_replayable=not_replayable,
             outcomes=tuple(pipe.outcomes),
         )

@@ -21,7 +21,9 @@ from pipeline.store import QuarantineRecord
 P = "284057512345672"
 
 
-def _quarantined(settings: Settings, data: bytes, source: str, owner: str | None) -> str:
+def _quarantined(
+    settings: Settings, data: bytes, source: str, owner: str | None, reason: Reason = Reason.PARSE_ERROR
+) -> str:
     store = open_encrypted_store(settings)
     try:
         sha = store.put(data, owner=owner)
@@ -30,7 +32,7 @@ def _quarantined(settings: Settings, data: bytes, source: str, owner: str | None
             source=source,
             producer="labo",
             content_sha256=sha,
-            reasons=(Problem(code=Reason.PARSE_ERROR, message="broken"),),
+            reasons=(Problem(code=reason, message="broken"),),
             first_quarantined_at=dt.datetime(2026, 12, 1, tzinfo=dt.UTC),
         )
         store.put_quarantine(record)
@@ -78,3 +80,29 @@ def test_a_selection_that_can_match_nothing_is_refused_not_run() -> None:
     with pytest.raises(ValidationError, match="after until"):
         ReplayFilter(since=dt.date(2026, 2, 1), until=dt.date(2026, 1, 1))
     assert ReplayFilter(reason="missing_ins").reason is Reason.MISSING_INS
+
+
+@pytest.mark.parametrize("reason", [Reason.UNSAFE_PATH, Reason.UNREADABLE_FILE, Reason.MANIFEST_MISMATCH])
+def test_an_input_refused_before_its_content_was_judged_is_not_replayed(
+    tmp_path: Path, reason: Reason
+) -> None:
+    """A link never read, a file Carnet could not read, bytes that disagree with their
+    batch manifest: replaying the kept bytes (none, or bytes the producer never vouched
+    for) cannot redo what refused them. Replayed, a link's record was rewritten
+    ``unsupported_format`` (its empty bytes) and a manifest mismatch was indexed as if the
+    producer had confirmed it. They stay as they are, named as not replayable: their fix
+    is the producer's new drop."""
+    from tests.test_acks import _message
+
+    settings = Settings(data_dir=tmp_path / "carnet", data_docs=False)
+    data = b"" if reason is not Reason.MANIFEST_MISMATCH else _message("M1")
+    kept = _quarantined(settings, data, "feed/labo/b1/m.hl7", None, reason)
+    result = replay_quarantine(settings, ReplayFilter())
+    assert result.not_replayable == (kept,) and result.still_rejected == () and result.released == ()
+    assert result.outcomes == ()
+    store = open_encrypted_store(settings)
+    try:
+        record = store.get_quarantine(kept)
+    finally:
+        store.close()
+    assert record is not None and [r.code for r in record.reasons] == [reason] and len(record.attempts) == 0
