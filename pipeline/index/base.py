@@ -137,6 +137,19 @@ class DocumentIndex(Protocol):
         document they replace (``refers_to``), withdrawn included: one indexed lookup."""
         ...
 
+    def find_versions_and_replacements(
+        self,
+        patient_id: str,
+        *,
+        content_sha256: str,
+        series_id: str,
+        producer: str,
+        document_ids: Sequence[str],
+    ) -> tuple[list[ExistingVersion], list[ExistingVersion]]:
+        """``find_versions`` and ``find_replacements`` at once: what a document with ids of
+        its own asks before it is filed, in one round trip where the index is remote."""
+        ...
+
     def supersede(self, patient_id: str, doc_id: str, by_doc_id: str) -> None:
         """Mark ``doc_id`` as replaced by ``by_doc_id``: it leaves default searches."""
         ...

@@ -207,6 +207,27 @@ def _source_json(record: DocumentRecord) -> bytes | dict[str, Any]:
 _VERSION_FIELDS = ("doc_id", "series_id", "content_sha256", "superseded_by", "withdrawn_at")
 
 
+def _same_content_or_series(content_sha256: str, series_id: str) -> dict[str, Any]:
+    should = [{"term": {"content_sha256": content_sha256}}, {"term": {"series_id": series_id}}]
+    return {"bool": {"should": should, "minimum_should_match": 1}}
+
+
+def _naming_as_parent(producer: str, ids: Sequence[str]) -> dict[str, Any]:
+    return {"bool": {"filter": [{"term": {"producer": producer}}, {"terms": {"refers_to": list(ids)}}]}}
+
+
+def _versions_search(patient_id: str, query: dict[str, Any]) -> dict[str, Any]:
+    """The search body of a versions lookup: ``query`` (a bool query) among this patient's
+    documents, only the fields an ``ExistingVersion`` holds."""
+    query["bool"].setdefault("filter", []).insert(0, {"term": {"patient_id": patient_id}})
+    return {
+        "query": query,
+        "_source": {"includes": list(_VERSION_FIELDS)},
+        "sort": [{"doc_id": "asc"}],
+        "size": MAX_RESULT_WINDOW,
+    }
+
+
 def _versions(response: Mapping[str, Any]) -> list[ExistingVersion]:
     return [
         ExistingVersion(
@@ -752,14 +773,14 @@ class ElasticsearchIndex:
 
     def _versions_where(self, patient_id: str, query: dict[str, Any]) -> list[ExistingVersion]:
         """The versions ``query`` (a bool query) finds among this patient's documents."""
-        query["bool"].setdefault("filter", []).insert(0, {"term": {"patient_id": patient_id}})
+        body = _versions_search(patient_id, query)
         response = self._es.search(
             index=self.alias,
             routing=patient_id,
-            query=query,
+            query=body["query"],
             source_includes=list(_VERSION_FIELDS),
-            sort=[{"doc_id": "asc"}],
-            size=MAX_RESULT_WINDOW,
+            sort=body["sort"],
+            size=body["size"],
         )
         return _versions(response.body)
 
@@ -767,8 +788,7 @@ class ElasticsearchIndex:
     def find_versions(self, patient_id: str, *, content_sha256: str, series_id: str) -> list[ExistingVersion]:
         if patient_token(patient_id) is None:
             return []
-        should = [{"term": {"content_sha256": content_sha256}}, {"term": {"series_id": series_id}}]
-        return self._versions_where(patient_id, {"bool": {"should": should, "minimum_should_match": 1}})
+        return self._versions_where(patient_id, _same_content_or_series(content_sha256, series_id))
 
     @_reachable
     def find_by_document_ids(
@@ -793,8 +813,38 @@ class ElasticsearchIndex:
         ids = [i for i in document_ids if matchable(i)]
         if patient_token(patient_id) is None or not ids:
             return []
-        filters = [{"term": {"producer": producer}}, {"terms": {"refers_to": ids}}]
-        return self._versions_where(patient_id, {"bool": {"filter": filters}})
+        return self._versions_where(patient_id, _naming_as_parent(producer, ids))
+
+    @_reachable
+    def find_versions_and_replacements(
+        self,
+        patient_id: str,
+        *,
+        content_sha256: str,
+        series_id: str,
+        producer: str,
+        document_ids: Sequence[str],
+    ) -> tuple[list[ExistingVersion], list[ExistingVersion]]:
+        ids = [i for i in document_ids if matchable(i)]
+        if patient_token(patient_id) is None:
+            return [], []
+        if not ids:
+            return self.find_versions(patient_id, content_sha256=content_sha256, series_id=series_id), []
+        # One _msearch: the two lookups cost one round trip to the cluster, not two (a
+        # document with ids of its own asks both before it is filed: most of a lab feed).
+        header = {"index": self.alias, "routing": patient_id}
+        queries = [_same_content_or_series(content_sha256, series_id), _naming_as_parent(producer, ids)]
+        response = self._es.msearch(
+            searches=[part for q in queries for part in (header, _versions_search(patient_id, q))]
+        )
+        answers = response.body["responses"]
+        for answer in answers:
+            if "error" in answer:  # as ``_reachable`` takes the search API's errors
+                status = int(answer.get("status", 500))
+                if status >= 500:
+                    raise BackendUnavailable(f"Elasticsearch failed: {answer['error']}", index=self.url)
+                raise RuntimeError(f"Elasticsearch refused a versions lookup ({status}): {answer['error']}")
+        return _versions(answers[0]), _versions(answers[1])
 
     @_reachable
     def list_ids(self) -> list[tuple[str, str, str]]:

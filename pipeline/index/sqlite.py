@@ -536,6 +536,20 @@ class SqliteIndex:
             for d, s, h, b, mask in rows
         ]
 
+    def find_versions_and_replacements(
+        self,
+        patient_id: str,
+        *,
+        content_sha256: str,
+        series_id: str,
+        producer: str,
+        document_ids: Sequence[str],
+    ) -> tuple[list[ExistingVersion], list[ExistingVersion]]:
+        return (
+            self.find_versions(patient_id, content_sha256=content_sha256, series_id=series_id),
+            self.find_replacements(patient_id, producer, document_ids),
+        )
+
     def list_ids(self) -> list[tuple[str, str, str]]:
         with self._lock:
             rows = self._db.execute(

@@ -36,6 +36,9 @@ class Versions:
         self._pending_versions: dict[str, tuple[int, dt.date]] = {}
         # (patient, producer, a parent's id) -> the series of the pending record replacing it.
         self._pending_parents: dict[tuple[str, str, str], str] = {}
+        # The versions ``replacement_series`` read with its lookup, for the ``existing`` call
+        # that follows it: (patient, content sha, series id) -> what the index answered.
+        self._read_ahead: tuple[tuple[str, str, str], list[ExistingVersion]] | None = None
 
     def remember(self, record: DocumentRecord) -> None:
         """A record about to be written: later documents of this run are decided against it."""
@@ -54,6 +57,7 @@ class Versions:
         self._pending_by_series.clear()
         self._pending_versions.clear()
         self._pending_parents.clear()
+        self._read_ahead = None
 
     def existing(
         self,
@@ -87,7 +91,7 @@ class Versions:
             return doc_id, None, None
         current = self._pending_by_series.get((patient, series_id))
         current_version = self._pending_versions.get(current) if current else None
-        for v in self.index.find_versions(patient, content_sha256=content_sha, series_id=series_id):
+        for v in self._versions(patient, content_sha, series_id):
             if v.withdrawn:
                 continue  # sent again after a deletion: filed anew, not a duplicate
             if v.content_sha256 == content_sha or v.doc_id == doc_id:
@@ -110,16 +114,31 @@ class Versions:
         current = [v for v in found if v.superseded_by is None and not v.withdrawn]
         return (current or found)[0].series_id if found else None
 
-    def replacement_series(self, patient: str, producer: str, own_ids: Sequence[str]) -> str | None:
+    def replacement_series(
+        self, patient: str, producer: str, own_ids: Sequence[str], *, content_sha: str, series_id: str
+    ) -> str | None:
         """The series of a document, filed or pending, that names one of ``own_ids`` (this
         document's) as the one it replaces and is not withdrawn: a replacement that came
-        before its parent. One indexed lookup (``DocumentIndex.find_replacements``)."""
+        before its parent. One indexed lookup, which also reads the versions of
+        ``content_sha`` and ``series_id`` for the ``existing`` call that follows
+        (``DocumentIndex.find_versions_and_replacements``: one round trip to a cluster)."""
         for own in own_ids:
             pending = self._pending_parents.get((patient, producer, own))
             if pending is not None:
                 return pending
-        found = self.index.find_replacements(patient, producer, own_ids)
+        versions, found = self.index.find_versions_and_replacements(
+            patient, content_sha256=content_sha, series_id=series_id, producer=producer, document_ids=own_ids
+        )
+        self._read_ahead = ((patient, content_sha, series_id), versions)
         return next((v.series_id for v in found if not v.withdrawn), None)
+
+    def _versions(self, patient: str, content_sha: str, series_id: str) -> list[ExistingVersion]:
+        """The index's versions of ``content_sha`` and ``series_id``: read ahead by the
+        ``replacement_series`` call just made for the same document, else asked now."""
+        read_ahead, self._read_ahead = self._read_ahead, None
+        if read_ahead is not None and read_ahead[0] == (patient, content_sha, series_id):
+            return read_ahead[1]
+        return self.index.find_versions(patient, content_sha256=content_sha, series_id=series_id)
 
     def withdrawal(
         self, patient: str, producer: str, names: Sequence[str]

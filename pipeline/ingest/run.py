@@ -522,7 +522,9 @@ class Pipeline:
             # this document: it joins the replacement's series as an older version, already
             # superseded, as a late version is ("indexed"), whatever their version numbers.
             with self.clock.stage("dedup"):
-                later = self.versions.replacement_series(patient, item.producer, ids)
+                later = self.versions.replacement_series(
+                    patient, item.producer, ids, content_sha=content_sha, series_id=series_id
+                )
             if later is not None:
                 series_id, replaced = later, True
         parent_series = parent_series if replaced and parent_series != series_id else None

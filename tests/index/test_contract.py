@@ -321,6 +321,39 @@ def test_find_replacements_finds_the_documents_naming_a_parent(index: DocumentIn
     assert [v.doc_id for v in index.find_replacements(PATIENT_B, "hopital", ["DOC-1"])] == ["r3"]
 
 
+def test_versions_and_replacements_at_once_answer_as_each_lookup_alone(index: DocumentIndex) -> None:
+    original = make_record("v1", producer="hopital", producer_document_id="DOC-1", series_id="s-1")
+    index.upsert(
+        [
+            original,
+            make_record("v2", producer="hopital", series_id="s-1", refers_to=("DOC-1",)),
+            make_record("r1", producer="hopital", series_id="s-9", refers_to=("DOC-5", "SET-5")),
+            make_record("r2", producer="labo", refers_to=("DOC-5",)),
+        ]
+    )
+    for sha, series, ids in [
+        (original.content_sha256, "s-1", ["DOC-5"]),
+        ("0" * 64, "s-1", ["DOC-1", "SET-5"]),
+        ("0" * 64, "none", ["NOPE"]),
+        (original.content_sha256, "none", []),
+        ("0" * 64, "s-9", ["x" * 40_000]),  # a value no lookup matches (over the keyword cap)
+    ]:
+        both = index.find_versions_and_replacements(
+            PATIENT_A, content_sha256=sha, series_id=series, producer="hopital", document_ids=ids
+        )
+        assert both == (
+            index.find_versions(PATIENT_A, content_sha256=sha, series_id=series),
+            index.find_replacements(PATIENT_A, "hopital", ids),
+        )
+    versions, replacements = index.find_versions_and_replacements(
+        PATIENT_A, content_sha256="0" * 64, series_id="s-1", producer="hopital", document_ids=["DOC-5"]
+    )
+    assert ([v.doc_id for v in versions], [v.doc_id for v in replacements]) == (["v1", "v2"], ["r1"])
+    assert index.find_versions_and_replacements(
+        PATIENT_C, content_sha256="0" * 64, series_id="s-1", producer="hopital", document_ids=["DOC-5"]
+    ) == ([], [])
+
+
 def test_set_visibility_and_exclude_visibility(index: DocumentIndex) -> None:
     index.upsert([make_record("d1", text="Glucose"), make_record("d2", text="Glucose")])
     assert index.set_visibility(PATIENT_A, "d1", [Visibility.INVISIBLE_PATIENT])
