@@ -91,7 +91,8 @@ _REASONS: dict[str, dict[str, ReasonText]] = {
             "Vérifier l'identifiant du document (TXA-12, OBR-3, setId CDA) et le patient",
         ),
         "manifest_mismatch": ReasonText(
-            "Le fichier ne correspond pas au manifeste du lot (taille, empreinte, absent)",
+            "Le fichier ne correspond pas au manifeste du lot (taille, empreinte, absent) "
+            "ou le manifeste est illisible",
             "Renvoyer le lot complet avec un manifeste à jour",
         ),
         "index_error": ReasonText(
@@ -201,7 +202,7 @@ _REASONS: dict[str, dict[str, ReasonText]] = {
             "Check the document's identifier (TXA-12, OBR-3, CDA setId) and the patient",
         ),
         "manifest_mismatch": ReasonText(
-            "The file disagrees with the batch manifest (size, hash, missing)",
+            "The file disagrees with the batch manifest (size, hash, missing) or the manifest is unreadable",
             "Send the whole batch again with an up-to-date manifest",
         ),
         "index_error": ReasonText(

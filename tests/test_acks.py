@@ -269,3 +269,32 @@ def test_a_file_named_like_a_message_of_another_is_reported_as_itself(tmp_path: 
         ("m.hl7", 1, "indexed"),
         ("m.hl7#1", None, "rejected"),
     ]
+
+
+def test_a_batch_whose_manifest_cannot_be_read_is_acknowledged_and_stops_no_one(tmp_path: Path) -> None:
+    """Each of its files is refused ``manifest_mismatch`` saying why (nothing of it filed:
+    the producer vouched for none of them), the batch is acknowledged, and the other
+    producers' batches run. A batch holding nothing but such a manifest is answered too."""
+    from pipeline.feeds.plan import plan_batches
+
+    feed = tmp_path / "feed"
+    for key, manifest in (("labo/b1", b'{"files": [{"name": "m.hl7", "size": "big"}]'), ("labo/b2", b"[")):
+        batch = feed / key
+        batch.mkdir(parents=True)
+        (batch / "_manifest.json").write_bytes(manifest)
+    (feed / "labo" / "b1" / "m.hl7").write_bytes(_message("MSG0001"))
+    (feed / "radio" / "b1").mkdir(parents=True)
+    (feed / "radio" / "b1" / "m.hl7").write_bytes(_message("MSG0002"))
+    (feed / "radio" / "b1" / "_READY").write_text("")
+    settings = Settings(data_dir=tmp_path / "carnet", data_docs=False)
+    assert plan_batches(settings, str(feed))["text"] == [["labo/b1", "labo/b2"], ["radio/b1"]]
+    for key, refused in (("labo/b1", "m.hl7"), ("labo/b2", "_manifest.json")):
+        summary = process_batch(settings, str(feed), key)
+        assert summary.by_status == {"rejected": 1} and summary.rejected_by_reason == {"manifest_mismatch": 1}
+        report = json.loads((feed / key / "_report.json").read_text(encoding="utf-8"))
+        _validate(report)
+        (entry,) = report["files"]
+        assert entry["file"] == refused
+        (reason,) = entry["reasons"]
+        assert reason["code"] == "manifest_mismatch" and "manifest" in reason["detail"]
+    assert process_batch(settings, str(feed), "radio/b1").by_status == {"indexed": 1}

@@ -110,12 +110,21 @@ def test_manifest_batch_carries_its_entries(feed_and_drop: tuple[Feed, Drop]) ->
 @pytest.mark.parametrize(
     "manifest", [b"{not json", b'{"files": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"]
 )  # the second was a RecursionError out of the feed's listing
-def test_unreadable_manifest_is_a_source_error(feed_and_drop: tuple[Feed, Drop], manifest: bytes) -> None:
+def test_an_unreadable_manifest_is_the_batch_s_not_the_feed_s(
+    feed_and_drop: tuple[Feed, Drop], manifest: bytes
+) -> None:
+    """The batch is complete (its manifest is there) and says why its manifest cannot be
+    read; the other batches are listed. It was a SourceError out of the whole listing: one
+    producer's broken manifest stopped every producer of the feed, at every schedule."""
     feed, drop = feed_and_drop
     drop("lab/m2/a.hl7", HL7)
     drop("lab/m2/_manifest.json", manifest)
-    with pytest.raises(SourceError, match="manifest"):
-        feed.list_batches()
+    drop("other/b1/a.hl7", HL7)
+    drop("other/b1/_READY", b"")
+    broken, other = feed.list_batches()
+    assert (broken.key, broken.files, broken.manifest) == ("lab/m2", ("a.hl7",), None)
+    assert broken.manifest_error is not None and broken.manifest_error.startswith("unreadable batch manifest")
+    assert other.key == "other/b1" and other.manifest_error is None
 
 
 def test_acknowledgements_read_back_and_not_listed(feed_and_drop: tuple[Feed, Drop]) -> None:

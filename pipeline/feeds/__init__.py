@@ -3,7 +3,9 @@
 Layout, for folders and S3 alike: ``<root>/<producer>/<batch>/…files…``. A batch is
 complete when its ``_READY`` marker or its ``_manifest.json`` is present. A manifest
 lists ``{"files": [{"name", "size", "sha256"}]}``; a file that does not match it is
-rejected with ``manifest_mismatch``. Carnet writes its acknowledgement ``_report.json``
+rejected with ``manifest_mismatch``, and so is every file of a batch whose manifest
+cannot be read (``BatchRef.manifest_error``): the batch is listed, answered, and the
+feed's other batches run. Carnet writes its acknowledgement ``_report.json``
 (and HL7 ACKs under ``_ack/``) back into the batch.
 
 ``FolderFeed`` (``pipeline.feeds.folder``) and ``S3Feed`` (``pipeline.feeds.s3``) implement

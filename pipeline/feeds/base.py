@@ -32,6 +32,9 @@ class BatchRef(Frozen):
     batch: str
     files: tuple[str, ...]  # names relative to the batch, sorted
     manifest: tuple[ManifestEntry, ...] | None = None
+    # Why its manifest could not be read, if so: the batch is complete all the same, and
+    # its files are refused (the producer vouched for none of them), the feed's others run.
+    manifest_error: str | None = None
 
     @property
     def key(self) -> str:
@@ -58,6 +61,15 @@ def is_control_file(name: str) -> bool:
     (``.DS_Store``, ``.git/``, a file manager's ``.Trash-1000/``)."""
     first = name.split("/", 1)[0]
     return name in CONTROL_NAMES or first == ACK_DIR or any(part.startswith(".") for part in Path(name).parts)
+
+
+def read_manifest(data: bytes, *, where: str) -> tuple[tuple[ManifestEntry, ...] | None, str | None]:
+    """(entries, None), or (None, why) for a manifest that cannot be read: one producer's
+    broken manifest is its batch's problem, never the whole feed listing's."""
+    try:
+        return parse_manifest(data, where=where), None
+    except SourceError as exc:
+        return None, exc.message
 
 
 def parse_manifest(data: bytes, *, where: str) -> tuple[ManifestEntry, ...]:

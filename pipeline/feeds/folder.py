@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from pipeline.errors import SourceError, UnreadableFileError, UnsafePathError
-from pipeline.feeds.base import ACK_DIR, MANIFEST, READY_MARKER, BatchRef, is_control_file, parse_manifest
+from pipeline.feeds.base import ACK_DIR, MANIFEST, READY_MARKER, BatchRef, is_control_file, read_manifest
 
 
 class FolderFeed:
@@ -41,9 +41,9 @@ class FolderFeed:
 
     def _batch(self, producer: str, batch_dir: Path) -> BatchRef | None:
         manifest_path = batch_dir / MANIFEST
-        manifest = None
+        manifest, manifest_error = None, None
         if manifest_path.exists():
-            manifest = parse_manifest(manifest_path.read_bytes(), where=str(manifest_path))
+            manifest, manifest_error = read_manifest(manifest_path.read_bytes(), where=str(manifest_path))
         elif not (batch_dir / READY_MARKER).exists():
             return None  # still being uploaded
         files = tuple(
@@ -59,6 +59,7 @@ class FolderFeed:
             batch=batch_dir.name,
             files=files,
             manifest=manifest,
+            manifest_error=manifest_error,
         )
 
     def _path(self, batch: BatchRef, name: str) -> Path:

@@ -14,7 +14,7 @@ from pipeline.feeds.base import (
     READY_MARKER,
     BatchRef,
     is_control_file,
-    parse_manifest,
+    read_manifest,
 )
 from pipeline.s3 import Bucket, PrefixedBucket, make_client, parse_s3_url, translated
 
@@ -53,18 +53,26 @@ class S3Feed(PrefixedBucket):
 
     def _batch(self, producer: str, batch_prefix: str) -> BatchRef | None:
         names = [k.removeprefix(batch_prefix) for k in self.bucket.keys(batch_prefix)]
-        manifest = None
+        manifest, manifest_error = None, None
         if MANIFEST in names:
             data = self.bucket.get(batch_prefix + MANIFEST)
             if data is None:
                 return None  # removed since listed: the producer is re-uploading
-            manifest = parse_manifest(data, where=f"s3://{self.bucket.name}/{batch_prefix}{MANIFEST}")
+            where = f"s3://{self.bucket.name}/{batch_prefix}{MANIFEST}"
+            manifest, manifest_error = read_manifest(data, where=where)
         elif READY_MARKER not in names:
             return None  # still being uploaded
         # Keys ending in "/" are folder placeholders some upload tools create.
         files = tuple(sorted(n for n in names if n and not n.endswith("/") and not is_control_file(n)))
         batch = batch_prefix.removeprefix(self.prefix).removeprefix(f"{producer}/").rstrip("/")
-        return BatchRef(feed_url=self.url, producer=producer, batch=batch, files=files, manifest=manifest)
+        return BatchRef(
+            feed_url=self.url,
+            producer=producer,
+            batch=batch,
+            files=files,
+            manifest=manifest,
+            manifest_error=manifest_error,
+        )
 
     def _key(self, batch: BatchRef, name: str) -> str:
         return f"{self.prefix}{batch.producer}/{batch.batch}/{name}"

@@ -10,7 +10,7 @@ from collections import Counter, defaultdict
 from collections.abc import Iterator, Mapping, Sequence
 
 from pipeline.errors import SourceError, UnreadableFileError, UnsafePathError
-from pipeline.feeds import BatchRef, Feed, ManifestEntry, printable_name
+from pipeline.feeds import MANIFEST, BatchRef, Feed, ManifestEntry, printable_name
 from pipeline.ingest.run import Pipeline
 from pipeline.ingest.stages import InputFile
 from pipeline.ledger import Ledger
@@ -51,6 +51,8 @@ def discover_batches(settings: Settings, feed_url: str) -> list[str]:
 def _manifest_problem(
     batch: BatchRef, manifest: dict[str, ManifestEntry], name: str, data: bytes
 ) -> str | None:
+    if batch.manifest_error is not None:
+        return batch.manifest_error
     if batch.manifest is None:
         return None
     if name not in manifest:
@@ -103,20 +105,20 @@ def process_batch(settings: Settings, feed_url: str, batch_key: str) -> BatchSum
         run_id = pipe.start_run("batch", f"{feed.url} {batch_key}", exclusive=False)
         pipe.batch_name = printable_name(batch.batch)
         names = list(batch.files)
-        # A manifest entry whose file is missing is a lost document: report it.
-        for missing in sorted(set(manifest) - set(names)):
+        # A manifest entry whose file is missing is a lost document: report it. So is a
+        # manifest that cannot be read in a batch of nothing else: the drop is answered.
+        absent = "listed in the manifest but absent from the batch"
+        unanswered = {m: absent for m in set(manifest) - set(names)}
+        if batch.manifest_error is not None and not names:
+            unanswered[MANIFEST] = batch.manifest_error
+        for missing, problem in sorted(unanswered.items()):
             src = printable_name(feed.source_uri(batch, missing))
             pipe.outcomes.append(
                 Outcome(
                     source=src,
                     status=Status.REJECTED,
                     producer=printable_name(batch.producer),
-                    reasons=(
-                        Problem(
-                            code=Reason.MANIFEST_MISMATCH,
-                            message="listed in the manifest but absent from the batch",
-                        ),
-                    ),
+                    reasons=(Problem(code=Reason.MANIFEST_MISMATCH, message=problem),),
                 )
             )
 
