@@ -127,25 +127,10 @@ def process_batch(settings: Settings, feed_url: str, batch_key: str) -> BatchSum
                 source = feed.source_uri(batch, name)
                 try:
                     data = feed.read(batch, name)
-                except UnsafePathError as exc:
-                    yield InputFile(
-                        data=b"",
-                        source=source,
-                        producer=batch.producer,
-                        batch=batch.batch,
-                        unsafe_path=exc.message,
-                    )
-                    continue
-                except UnreadableFileError as exc:
+                except (UnsafePathError, UnreadableFileError) as exc:
                     # The producer's to fix: rejected, the batch goes on (any other read error
                     # fails the batch, retried: the feed itself is at fault).
-                    yield InputFile(
-                        data=b"",
-                        source=source,
-                        producer=batch.producer,
-                        batch=batch.batch,
-                        unreadable=exc.message,
-                    )
+                    yield InputFile.never_read(exc, source=source, producer=batch.producer, batch=batch.batch)
                     continue
                 yield InputFile(
                     data=data,

@@ -40,10 +40,8 @@ def _local_input(root: Path, path: Path, *, producer: str, batch: str | None = N
     one Carnet may not read (``unreadable_file``)."""
     try:
         data = read_regular_file(root, path)
-    except UnsafePathError as exc:
-        return InputFile(data=b"", source=str(path), producer=producer, batch=batch, unsafe_path=exc.message)
-    except UnreadableFileError as exc:
-        return InputFile(data=b"", source=str(path), producer=producer, batch=batch, unreadable=exc.message)
+    except (UnsafePathError, UnreadableFileError) as exc:
+        return InputFile.never_read(exc, source=str(path), producer=producer, batch=batch)
     return InputFile(data=data, source=str(path), producer=producer, batch=batch)
 
 

@@ -23,7 +23,7 @@ from parsers.base import streaming
 from parsers.registry import ParserRegistry
 from pipeline.classification import classify_document
 from pipeline.dates import find_document_date
-from pipeline.errors import EncryptedDocumentError, ParserError
+from pipeline.errors import EncryptedDocumentError, ParserError, UnreadableFileError, UnsafePathError
 from pipeline.feeds import printable_name
 from pipeline.identity import IdentityResult, find_finess, find_rpps, identify_in_record, identify_patient
 from pipeline.model import (
@@ -91,6 +91,21 @@ class InputFile:
     unsafe_path: str | None = None
     # Why the file could not be read (its permissions, removed since listed), if so.
     unreadable: str | None = None
+
+    @classmethod
+    def never_read(
+        cls, error: UnsafePathError | UnreadableFileError, *, source: str, producer: str, batch: str | None
+    ) -> InputFile:
+        """An input whose file was not read, rejected for why (``unread``)."""
+        unsafe = isinstance(error, UnsafePathError)
+        return cls(
+            data=b"",
+            source=source,
+            producer=producer,
+            batch=batch,
+            unsafe_path=error.message if unsafe else None,
+            unreadable=None if unsafe else error.message,
+        )
 
     def unread(self) -> Problem | None:
         """Why the file's bytes were never read (it is rejected for that), or None."""
