@@ -200,3 +200,16 @@ def test_a_name_climbing_out_of_its_folder_is_never_read(tmp_path: Path) -> None
     batch = tmp_path / "feed" / "labo" / "b1"
     with pytest.raises(UnsafePathError, match="outside"):
         read_regular_file(batch, batch / ".." / ".." / "other" / "b2" / "x.hl7")
+
+
+def test_a_file_gone_since_the_listing_is_the_producer_s_to_resend(feed_and_drop: tuple[Feed, Drop]) -> None:
+    """Removed between the listing and the read (the producer re-uploading): rejected
+    ``unreadable_file`` by the batch, not a failure of the feed."""
+    from pipeline.errors import UnreadableFileError
+
+    feed, drop = feed_and_drop
+    drop("lab/b1/a.hl7", HL7)
+    drop("lab/b1/_READY", b"")
+    (batch,) = feed.list_batches()
+    with pytest.raises(UnreadableFileError):
+        feed.read(batch, "gone.hl7")
