@@ -336,6 +336,8 @@ class SearchQuery(Frozen):
     exclude_visibility: tuple[Visibility, ...] = ()
     # When set, only these classes (caregiver delegations).
     allowed_classes: tuple[DocClass, ...] | None = None
+    # When set, only this document (FHIR ``_id``), held to every other filter.
+    doc_id: str | None = None
 
 
 class SearchHit(Frozen):

@@ -119,7 +119,9 @@ class DocumentSearch:
     current: bool = True
     superseded: bool = False
     count_only: bool = False  # _summary=count or _count=0: the total, no entry
-    other_system: bool = False  # a type asked for in a system its code is not of
+    doc_id: str | None = None  # _id
+    # A type asked for in a system its code is not of, an _id not of this patient's.
+    no_match: bool = False
     count: int = DEFAULT_COUNT
     offset: int = 0
     applied: list[tuple[str, str]] = field(default_factory=list)
@@ -129,7 +131,7 @@ class DocumentSearch:
     def matches_nothing(self) -> bool:
         """Whether no document can match (answered without asking the index)."""
         # entered-in-error alone: Carnet serves none (withdrawn documents leave every search).
-        return self.other_system or not (self.current or self.superseded)
+        return self.no_match or not (self.current or self.superseded)
 
 
 def _one(params: QueryParams, name: str) -> str | None:
@@ -219,12 +221,16 @@ def _unknown_names(params: QueryParams, *, strict: bool) -> list[str]:
     return unknown
 
 
-def parse_search(params: QueryParams, *, strict: bool = False) -> DocumentSearch:
-    """The parameters of a ``DocumentReference`` search; unknown ones are ignored (FHIR's
-    lenient default), left out of the self link and named in ``ignored``, or refused when
-    ``strict``."""
-    ignored = _unknown_names(params, strict=strict)
-    named = [name for name in _PATIENT_NAMES if name in params]
+def _ids(resource_id: str) -> tuple[str, str] | None:
+    """(INS, doc id) of one of Carnet's resource ids, or None."""
+    parts = split_resource_id(resource_id) if _FHIR_ID.fullmatch(resource_id) else None
+    if parts is None or not re.fullmatch(INS_PATTERN, parts[0]) or not re.fullmatch(DOC_ID_PATTERN, parts[1]):
+        return None
+    return parts
+
+
+def _patient_search(params: QueryParams, named: list[str], ignored: list[str]) -> DocumentSearch:
+    """A search of the patient the parameters name by INS, under one of its spellings."""
     if not named:
         raise SearchError("patient.identifier is required (the patient's INS)")
     if len(named) > 1:
@@ -234,12 +240,32 @@ def parse_search(params: QueryParams, *, strict: bool = False) -> DocumentSearch
     ins = _token(patient, patient_param, INS_SYSTEMS)
     if not re.fullmatch(INS_PATTERN, ins):
         raise SearchError(f"{patient_param}: not an INS (15 characters)")
-    search = DocumentSearch(patient_id=ins, applied=[(patient_param, patient)], ignored=ignored)
+    return DocumentSearch(patient_id=ins, applied=[(patient_param, patient)], ignored=ignored)
+
+
+def parse_search(params: QueryParams, *, strict: bool = False) -> DocumentSearch:
+    """The parameters of a ``DocumentReference`` search; unknown ones are ignored (FHIR's
+    lenient default), left out of the self link and named in ``ignored``, or refused when
+    ``strict``. ``_id`` alone names its patient (the resource id holds the INS)."""
+    ignored = _unknown_names(params, strict=strict)
+    named = [name for name in _PATIENT_NAMES if name in params]
+    resource = _one(params, "_id")
+    by_id = _ids(resource) if resource is not None else None
+    if not named and by_id is not None:  # the resource id names its patient
+        search = DocumentSearch(patient_id=by_id[0], ignored=ignored)
+    else:
+        search = _patient_search(params, named, ignored)
+    if resource is not None:
+        search.applied.append(("_id", resource))
+        if by_id is None or by_id[0] != search.patient_id:
+            search.no_match = True
+        else:
+            search.doc_id = by_id[1]
     if (value := _one(params, "type")) is not None:
         search.type_code = _token(value, "type", frozenset({LOINC, NATIONAL_TYPES}))
         # system|code matches that system's codings only (|code: a code with no system).
         system, bar, _ = value.rpartition("|")
-        search.other_system = bool(bar) and type_system(search.type_code) != (system or None)
+        search.no_match |= bool(bar) and type_system(search.type_code) != (system or None)
         search.applied.append(("type", value))
     if (value := _one(params, "_content")) is not None:
         if not value.strip() or len(value) > QUERY_MAX_CHARS:
@@ -294,6 +320,7 @@ def _query(search: DocumentSearch, d: AccessDecision) -> SearchQuery:
             until=search.until,
             limit=search.count,
             offset=search.offset,
+            doc_id=search.doc_id,
             include_superseded=search.superseded,
             superseded_only=search.superseded and not search.current,
         ),
@@ -337,8 +364,8 @@ def _visible_record(
 ) -> tuple[DocumentRecord, AccessDecision]:
     """The record behind a resource id, if the caller may see it: 403 for the record, 404 for
     the document (refusals audited), exactly as ``GET /patients/{ins}/documents/{doc_id}``."""
-    parts = split_resource_id(resource_id) if _FHIR_ID.fullmatch(resource_id) else None
-    if parts is None or not re.fullmatch(INS_PATTERN, parts[0]) or not re.fullmatch(DOC_ID_PATTERN, parts[1]):
+    parts = _ids(resource_id)
+    if parts is None:
         raise NOT_FOUND
     ins, doc_id = parts
     d = decision(svc, who, ins)

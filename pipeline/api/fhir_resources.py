@@ -257,10 +257,16 @@ SEARCH_PARAMS: tuple[tuple[str, str, str], ...] = (
     (
         "patient.identifier",
         "token",
-        f"Required, or one of its spellings subject.identifier, patient:identifier, "
+        f"Required (unless _id is given), or one of its spellings subject.identifier, patient:identifier, "
         f"subject:identifier. The patient's INS: {INS_SYSTEM}|INS (or the bare INS).",
     ),
     ("subject.identifier", "token", "The same as patient.identifier."),
+    (
+        "_id",
+        "token",
+        "One document by its resource id ({INS}-{doc id}), held to the other parameters; "
+        "alone, it names the patient.",
+    ),
     (
         "type",
         "token",

@@ -927,6 +927,8 @@ class ElasticsearchIndex:
             filters.append(
                 {"term": {"type_code": query.type_code}} if matchable(query.type_code) else {"match_none": {}}
             )
+        if query.doc_id is not None:
+            filters.append({"term": {"doc_id": query.doc_id}})
         if query.since is not None or query.until is not None:
             bounds = {}
             if query.since is not None:

@@ -672,6 +672,9 @@ class SqliteIndex:
         if query.type_code is not None:
             clauses.append("d.type_code = ?" if matchable(query.type_code) else "0")
             params += [query.type_code] if matchable(query.type_code) else []
+        if query.doc_id is not None:
+            clauses.append("d.doc_id = ?")
+            params.append(query.doc_id)
         if query.since is not None:
             clauses.append("d.document_date >= ?")
             params.append(query.since.isoformat())

@@ -160,6 +160,14 @@ def test_each_page_is_a_searchset_bundle_with_paging_links(record: Api) -> None:
         ({"date": "lt2024-03-01T10:00"}, {"hb-2024", "img-2023", "hb-2022-v2"}),
         ({"date": "lt2024-03-01"}, {"img-2023", "hb-2022-v2"}),
         ({"status": "http://hl7.org/fhir/document-reference-status|superseded"}, {"hb-2022-v1"}),
+        # One document by its resource id, held to the other parameters as any search.
+        ({"_id": rid("hb-2024")}, {"hb-2024"}),
+        ({"_id": rid("hb-2024"), "category": "imaging"}, set()),
+        ({"_id": rid("hb-2022-v1")}, set()),  # superseded: status=current by default
+        ({"_id": rid("hb-2022-v1"), "status": "superseded"}, {"hb-2022-v1"}),
+        ({"_id": rid("withheld")}, set()),  # not released to the patient
+        ({"_id": rid("b-doc", B)}, set()),  # another patient's id, under this patient
+        ({"_id": "not-one-of-ours"}, set()),
         # The calendar's last and first days are days like any other for eq, ge and le.
         ({"date": ["9999-12-31", "ge2022-01-01"]}, set()),
         ({"date": "le9999-12-31", "category": "imaging"}, {"img-2023", "masked"}),
@@ -191,6 +199,13 @@ def test_each_page_is_a_searchset_bundle_with_paging_links(record: Api) -> None:
         "date-lt-time",
         "date-lt-day",
         "status-system",
+        "id",
+        "id-and-category",
+        "id-superseded",
+        "id-superseded-asked",
+        "id-withheld",
+        "id-other-patient",
+        "id-not-ours",
         "date-last-day",
         "date-le-last-day",
         "date-ge-first-day",
@@ -334,6 +349,8 @@ def test_refusals_are_operation_outcomes_that_reveal_nothing(record: Api) -> Non
         {"patient.identifier": f"{A}\n"},  # an INS with a line break after it
         {"patient.identifier": A, "_content": "x" * 201},  # the search API's q takes 200
         {"patient.identifier": A, "_content": ["bilan", "sanguin"]},
+        {"patient.identifier": A, "_id": f"{rid('hb-2024')},{rid('rx-2025')}"},
+        {"_id": "not-one-of-ours"},  # no patient to decide on
     ],
     ids=lambda p: "&".join(f"{k}={v}" for k, v in p.items()) or "none",
 )
@@ -343,14 +360,14 @@ def test_a_search_it_cannot_run_is_a_400_operation_outcome(record: Api, params: 
 
 
 def test_unknown_parameters_are_refused_when_the_client_asks_for_strict_handling(record: Api) -> None:
-    params = {"patient.identifier": A, "_id": rid("hb-2024"), "_format": "json"}
+    params = {"patient.identifier": A, "_lastUpdated": "ge2024", "_format": "json"}
     lenient = record.http.get("/fhir/DocumentReference", headers=record.as_(patient(A)), params=params)
-    assert lenient.status_code == 200 and "_id" not in lenient.json()["link"][0]["url"]
+    assert lenient.status_code == 200 and "_lastUpdated" not in lenient.json()["link"][0]["url"]
     for prefer in ("handling=strict", "return=minimal, handling=strict"):
         headers = {**record.as_(patient(A)), "Prefer": prefer}
         r = record.http.get("/fhir/DocumentReference", headers=headers, params=params)
-        assert "_id" in _outcome(r, 400, "invalid").issue[0].diagnostics
-    del params["_id"]
+        assert "_lastUpdated" in _outcome(r, 400, "invalid").issue[0].diagnostics
+    del params["_lastUpdated"]
     r = record.http.get("/fhir/DocumentReference", headers=headers, params=params)
     assert r.status_code == 200
 
@@ -569,3 +586,13 @@ def test_a_count_only_search_gives_the_total_and_no_entry(record: Api, params: d
     assert "_offset" not in self_link and len(bundle.link) == 1
     # Counted is not read: the audit names no document.
     assert record.services.audit.for_patient(A)[-1].doc_ids == ()
+
+
+def test_an_id_alone_names_its_patient_and_is_decided_like_any_search(record: Api) -> None:
+    def by_id(resource_id: str) -> httpx.Response:
+        return record.get(PRO, "/fhir/DocumentReference", params={"_id": resource_id})
+
+    assert [e["resource"]["id"] for e in by_id(rid("hb-2024")).json()["entry"]] == [rid("hb-2024")]
+    masked = by_id(rid("masked"))  # masked from professionals: not found, as its read says
+    assert masked.status_code == 200 and masked.json()["total"] == 0
+    _outcome(by_id(rid("b-doc", B)), 403, "forbidden")

@@ -509,6 +509,14 @@ def test_filter_by_class_and_type_code(three_classes: DocumentIndex) -> None:
     assert search(index, "glucose", type_code="00000-0").total == 0
 
 
+def test_filter_by_doc_id(three_classes: DocumentIndex) -> None:
+    index = three_classes
+    assert ids(search(index, doc_id="img")) == ["img"]
+    assert ids(search(index, "glucose", doc_id="rx", since=dt.date(2024, 1, 1))) == ["rx"]
+    assert search(index, doc_id="rx", doc_class=DocClass.IMAGING).total == 0
+    assert search(index, doc_id="absent").total == 0
+
+
 def test_filter_by_allowed_classes(three_classes: DocumentIndex) -> None:
     index = three_classes
     allowed = (DocClass.BIOLOGY, DocClass.PRESCRIPTION)
