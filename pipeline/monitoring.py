@@ -399,7 +399,9 @@ def check_batch(
     alerts = reject_rate_alerts(probe, history, max_reject_rate=max_reject_rate)
     # The gate's own reject-rate flag is the reject_rate alert above, judged on the same
     # threshold: one alert for it, not two.
-    gate_flags = [f for f in fields.get("flags") or () if ": reject rate " not in f]
+    from pipeline.quality.gate import is_reject_rate_flag
+
+    gate_flags = [f for f in fields.get("flags") or () if not is_reject_rate_flag(f)]
     if (flagged_by_gate := quality_flag_alert(probe, gate_flags)) is not None:
         alerts.append(flagged_by_gate)
     current = record_batch_metrics(settings, feed, summary, flagged=bool(alerts), at=at)

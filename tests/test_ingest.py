@@ -525,3 +525,25 @@ def test_a_batch_flagged_for_its_duplicates_says_so_not_a_reject_rate(
     assert summary.flagged and summary.reject_rate == 0
     (line,) = [r.getMessage() for r in caplog.records if r.name == "pipeline.ingest.batch"]
     assert "reject rate" not in line and "duplicate share 75% above 50%" in line, line
+
+
+@pytest.mark.parametrize(("bad", "flagged"), [(3, False), (12, True)])
+def test_a_batch_s_reject_rate_is_judged_on_the_whole_batch(tmp_path: Path, bad: int, flagged: bool) -> None:
+    """The gate judges the reject rate at each flush, on the documents seen so far: a batch
+    whose first files were its only rejects (3 of 12, 25 %) was flagged 'reject rate 60%
+    above 50% (3/5)' after its first flush, a rate it does not have."""
+    from pipeline.ingest import process_batch
+    from tests.test_acks import INS_A, _message
+
+    batch = tmp_path / "feed" / "labo" / "b1"
+    batch.mkdir(parents=True)
+    for n in range(bad):  # first in the listing: an invalid INS key, rejected
+        (batch / f"0{n}-bad.hl7").write_bytes(_message(f"B{n}", INS_A[:-2] + "00"))
+    (batch / "1-good.hl7").write_bytes(hl7_batch(9))
+    (batch / "_READY").write_text("")
+    settings = Settings(data_dir=tmp_path / "carnet", data_docs=False, ingestion={"flush_every": 2})
+    summary = process_batch(settings, str(tmp_path / "feed"), "labo/b1")
+    total = bad + 9
+    assert summary.reject_rate == round(bad / total, 4) and summary.flagged is flagged
+    want = [f"labo/b1: reject rate {bad / total:.0%} above 50% ({bad}/{total})"] if flagged else []
+    assert list(summary.flags) == want

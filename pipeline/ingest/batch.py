@@ -17,6 +17,7 @@ from pipeline.ledger import Ledger
 from pipeline.model import Outcome, Problem, Reason, Status
 from pipeline.monitoring import BatchCounts
 from pipeline.quality import QualityGate
+from pipeline.quality.gate import is_reject_rate_flag, reject_rate_flag
 from pipeline.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -153,6 +154,11 @@ def process_batch(settings: Settings, feed_url: str, batch_key: str) -> BatchSum
         total = len(pipe.outcomes)
         rejected = by_status.get(Status.REJECTED.value, 0)
         rate = rejected / total if total else 0.0
+        # The gate judged the reject rate at each flush, on the documents seen so far: the
+        # batch's is judged here, on all of them, against the same threshold.
+        flags = [f.message for f in pipe.batch_flags if not is_reject_rate_flag(f.message)]
+        if rate > settings.ingestion.max_reject_rate:
+            flags.insert(0, reject_rate_flag(batch_key, rejected, total, settings.ingestion.max_reject_rate))
         summary = BatchSummary(
             batch_key=batch_key,
             producer=printable_name(batch.producer),
@@ -161,8 +167,8 @@ def process_batch(settings: Settings, feed_url: str, batch_key: str) -> BatchSum
             by_status=by_status,
             rejected_by_reason=m["rejected_by_reason"],  # type: ignore[arg-type]
             reject_rate=round(rate, 4),
-            flagged=rate > settings.ingestion.max_reject_rate or bool(pipe.batch_flags),
-            flags=tuple(dict.fromkeys(f.message for f in pipe.batch_flags)),
+            flagged=bool(flags),
+            flags=tuple(dict.fromkeys(flags)),
             data_docs=pipe.data_docs_index,
             ocr_pages=m["ocr_pages"],  # type: ignore[arg-type]
             ocr_mean_confidence=m["ocr_mean_confidence"],  # type: ignore[arg-type]
@@ -184,10 +190,8 @@ def process_batch(settings: Settings, feed_url: str, batch_key: str) -> BatchSum
         pipe.ledger.mark_acknowledged(feed.url, batch_key)
     if summary.flagged:
         # What flagged it: the reject rate, or the gate's findings (duplicates, scans…).
-        why = list(summary.flags)
-        if rate > settings.ingestion.max_reject_rate:
-            why.insert(0, f"reject rate {rate:.0%} > {settings.ingestion.max_reject_rate:.0%}")
-        log.warning("batch %s of producer %s flagged: %s", batch_key, batch.producer, "; ".join(why))
+        why = "; ".join(summary.flags)
+        log.warning("batch %s of producer %s flagged: %s", batch_key, batch.producer, why)
     return summary
 
 

@@ -91,6 +91,15 @@ class GateResult(Frozen):
         return {d for d, ps in self.problems.items() if any(p.blocking for p in ps)}
 
 
+def reject_rate_flag(batch_label: str, rejected: int, total: int, threshold: float) -> str:
+    """A batch flag for a reject rate above its threshold (``is_reject_rate_flag`` tells it)."""
+    return f"{batch_label}: reject rate {rejected / total:.0%} above {threshold:.0%} ({rejected}/{total})"
+
+
+def is_reject_rate_flag(message: str) -> bool:
+    return ": reject rate " in message
+
+
 @dataclass(frozen=True)
 class BatchThresholds:
     """Above these shares a batch is flagged; ``None`` disables a check."""
@@ -288,9 +297,9 @@ class QualityGate:
                 Problem(code=Reason.BATCH_THRESHOLD, blocking=False, message=f"{batch_label}: {message}")
             )
 
-        rate = rejected / total
-        if rate > t.max_reject_rate:
-            flag(f"reject rate {rate:.0%} above {t.max_reject_rate:.0%} ({rejected}/{total})")
+        if rejected / total > t.max_reject_rate:
+            message = reject_rate_flag(batch_label, rejected, total, t.max_reject_rate)
+            flags.append(Problem(code=Reason.BATCH_THRESHOLD, blocking=False, message=message))
         if t.max_ocr_share is not None and items:
             share = sum(1 for i in items if i.record.ocr_pages) / len(items)
             if share > t.max_ocr_share:
