@@ -873,8 +873,10 @@ class ElasticsearchIndex:
             return SearchResult(total=0, hits=())
         prefix = tokens[-1] if tokens and len(tokens[-1]) >= PREFIX_MIN_CHARS else None
         size = max(0, min(query.limit, MAX_RESULT_WINDOW - query.offset))
+        filters = self._filters(query)
+        weights = self._weights(query.patient_id, filters, tokens, prefix)
         body: dict[str, Any] = {
-            "query": {"bool": {"filter": self._filters(query), "must": _must(tokens, prefix)}},
+            "query": {"bool": {"filter": filters, "must": _must(tokens, prefix, weights)}},
             "track_total_hits": True,
             "from": min(query.offset, MAX_RESULT_WINDOW),
             "size": size,
@@ -908,6 +910,27 @@ class ElasticsearchIndex:
                 )
             )
         return SearchResult(total=int(response["hits"]["total"]["value"]), hits=tuple(hits))
+
+    def _weights(
+        self, patient_id: str, filters: list[dict[str, Any]], tokens: list[str], prefix: str | None
+    ) -> list[float]:
+        """Each token's weight, BM25's idf counted among the documents this search may
+        return (``filters``: the patient, the reader's decision), never over the shard,
+        whose every patient's documents, hidden ones too, would show in the scores. One
+        word needs none: every hit holds it."""
+        if len(tokens) < 2:
+            return [1.0] * len(tokens)
+        response = self._es.search(
+            index=self.alias,
+            routing=patient_id,
+            query={"bool": {"filter": filters}},
+            size=0,
+            track_total_hits=True,
+            aggs={f"t{i}": {"filter": _any_field(t, i, tokens, prefix)} for i, t in enumerate(tokens)},
+        )
+        n = int(response["hits"]["total"]["value"])
+        frequencies = [int(response["aggregations"][f"t{i}"]["doc_count"]) for i in range(len(tokens))]
+        return [math.log(1 + (n - df + 0.5) / (df + 0.5)) for df in frequencies]
 
     @staticmethod
     def _filters(query: SearchQuery) -> list[dict[str, Any]]:
@@ -948,20 +971,27 @@ class ElasticsearchIndex:
         return f"ElasticsearchIndex({self.url!r}, alias={self.alias!r})"
 
 
-def _must(tokens: list[str], prefix: str | None) -> list[dict[str, Any]]:
-    """One clause per token, each matching in any token field (all clauses required)."""
+def _match_kind(i: int, tokens: list[str], prefix: str | None) -> str:
+    last = i == len(tokens) - 1
+    return "prefix" if last and prefix is not None and len(prefix) <= MAX_PREFIX_CHARS else "term"
+
+
+def _any_field(token: str, i: int, tokens: list[str], prefix: str | None) -> dict[str, Any]:
+    """Token ``i`` of ``tokens`` in any token field."""
+    kind = _match_kind(i, tokens, prefix)
+    return {"bool": {"should": [{kind: {field: token}} for field in _BOOSTS], "minimum_should_match": 1}}
+
+
+def _must(tokens: list[str], prefix: str | None, weights: list[float]) -> list[dict[str, Any]]:
+    """One clause per token, each matching in any token field (all clauses required),
+    scored by the field's boost times the token's weight: constant per field, so that no
+    statistic of the shard (other patients' documents) enters the score."""
     clauses = []
-    for i, token in enumerate(tokens):
-        last = i == len(tokens) - 1
-        kind = "prefix" if last and prefix is not None and len(prefix) <= MAX_PREFIX_CHARS else "term"
-        clauses.append(
-            {
-                "bool": {
-                    "should": [
-                        {kind: {field: {"value": token, "boost": boost}}} for field, boost in _BOOSTS.items()
-                    ],
-                    "minimum_should_match": 1,
-                }
-            }
-        )
+    for i, (token, weight) in enumerate(zip(tokens, weights, strict=True)):
+        kind = _match_kind(i, tokens, prefix)
+        should = [
+            {"constant_score": {"filter": {kind: {field: token}}, "boost": boost * weight}}
+            for field, boost in _BOOSTS.items()
+        ]
+        clauses.append({"bool": {"should": should, "minimum_should_match": 1}})
     return clauses

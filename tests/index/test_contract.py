@@ -561,6 +561,40 @@ def test_more_relevant_first(index: DocumentIndex) -> None:
     assert result.hits[0].score > result.hits[1].score
 
 
+def test_relevance_says_nothing_of_other_patients_documents(index: DocumentIndex) -> None:
+    """A word's weight is counted among the documents the search may return, never the
+    whole index: otherwise a patient searching a rare word of their own documents would
+    read in the scores, or in their order, whether other records hold it (a surname, a
+    diagnosis), hidden ones included."""
+    index.upsert(
+        [
+            make_record("mine-1", text="Compte rendu zygomorphesque. Hémoglobine normale."),
+            make_record("mine-2", text="Hémoglobine basse, ferritine, zygomorphesque zygomorphesque."),
+            make_record("mine-3", title="Hémoglobine", text="Hémoglobine stable."),
+        ]
+    )
+
+    def scores() -> list[tuple[str, float]]:
+        hits = search(index, "zygomorphesque hémoglobine").hits
+        return [(h.doc_id, round(h.score, 6)) for h in hits]
+
+    before = scores()
+    assert [d for d, _ in before] and all(s > 0 for _, s in before)
+    index.upsert(
+        [
+            make_record(
+                f"theirs-{n}",
+                patient_id=PATIENT_B,
+                text="zygomorphesque",
+                visibility=(Visibility.INVISIBLE_PATIENT,),
+            )
+            for n in range(30)
+        ]
+        + [make_record(f"other-{n}", patient_id=PATIENT_C, text="Hémoglobine") for n in range(30)]
+    )
+    assert scores() == before
+
+
 def test_limit_offset_and_total(index: DocumentIndex) -> None:
     index.upsert(
         [
