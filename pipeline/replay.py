@@ -133,7 +133,13 @@ def replay_quarantine(settings: Settings, selection: ReplayFilter, *, dry_run: b
                     ", ".join(q.quarantine_id for q in records),
                 )
                 continue
-            pipe.process(InputFile(data=data, source=source, producer=producer, batch=records[0].batch))
+            # Messages selected one by one: only they are decided again; a record of the whole
+            # file (nothing of it read then) replays all of it.
+            numbers = [q.part for q in records]
+            parts = frozenset(n for n in numbers if n is not None) if None not in numbers else None
+            pipe.process(
+                InputFile(data=data, source=source, producer=producer, batch=records[0].batch, parts=parts)
+            )
         pipe.flush()
         accepted = {o.source for o in pipe.outcomes if o.status is not Status.REJECTED}
         # A file rejected whole (q.part None) may now yield messages, sources "file#n".

@@ -106,3 +106,36 @@ def test_an_input_refused_before_its_content_was_judged_is_not_replayed(
     finally:
         store.close()
     assert record is not None and [r.code for r in record.reasons] == [reason] and len(record.attempts) == 0
+
+
+def test_replaying_one_message_of_an_hl7_file_leaves_its_other_messages_alone(tmp_path: Path) -> None:
+    """Selected by id (or by reason), a message's record is replayed alone: the file's other
+    messages were read and decided again with it, each replay appending an attempt to
+    records nobody selected, or filing them, and reporting outcomes for them."""
+    from pipeline.ingest import process_batch
+    from tests.test_acks import INS_A, _message
+
+    feed = tmp_path / "feed"
+    batch = feed / "labo" / "b1"
+    batch.mkdir(parents=True)
+    bad_key = INS_A[:-2] + "00"
+    (batch / "two.hl7").write_bytes(_message("M1", bad_key) + _message("M2", bad_key).replace(b"MSG", b"X"))
+    (batch / "_READY").write_text("")
+    settings = Settings(data_dir=tmp_path / "carnet", data_docs=False)
+    process_batch(settings, str(feed), "labo/b1")
+    store = open_encrypted_store(settings)
+    try:
+        first, second = sorted(store.list_quarantine(), key=lambda q: q.part or 0)
+    finally:
+        store.close()
+    assert (first.part, second.part) == (1, 2)
+
+    result = replay_quarantine(settings, ReplayFilter(ids=(first.quarantine_id,)))
+    assert [o.source for o in result.outcomes] == [first.source]
+    assert result.still_rejected == (first.quarantine_id,)
+    store = open_encrypted_store(settings)
+    try:
+        kept: dict[str, QuarantineRecord] = {q.quarantine_id: q for q in store.list_quarantine()}
+    finally:
+        store.close()
+    assert len(kept[first.quarantine_id].attempts) == 2 and len(kept[second.quarantine_id].attempts) == 1

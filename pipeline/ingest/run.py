@@ -370,6 +370,8 @@ class Pipeline:
                     # parser crashed keep their own outcomes, as a rerun of the input would give.
                     self._reject(item, raw_sha, None, [parsed.problem], exception=parsed.exception)
                     continue
+                if item.parts is not None and parsed.part not in item.parts:
+                    continue  # a replay of other messages of this file
                 self._process_document(item, raw_sha, parsed)
                 if (
                     len(self._pending) >= self.settings.ingestion.flush_every

@@ -91,6 +91,9 @@ class InputFile:
     unsafe_path: str | None = None
     # Why the file could not be read (its permissions, removed since listed), if so.
     unreadable: str | None = None
+    # A replay of some messages of a file: only these (1-based) are decided again, the
+    # file's others left as they stand (None: every document of the input).
+    parts: frozenset[int] | None = None
 
     @classmethod
     def never_read(
