@@ -213,3 +213,26 @@ def test_a_file_gone_since_the_listing_is_the_producer_s_to_resend(feed_and_drop
     (batch,) = feed.list_batches()
     with pytest.raises(UnreadableFileError):
         feed.read(batch, "gone.hl7")
+
+
+@pytest.mark.parametrize("kind", ["symlink", "fifo"])
+def test_a_manifest_that_is_no_regular_file_is_never_read(tmp_path: Path, kind: str) -> None:
+    """``_manifest.json`` linked to another producer's manifest gave this batch that
+    manifest (its file names then reported here as missing); a FIFO so named hung the
+    whole feed's listing. Either is the batch's unreadable manifest."""
+    import os
+
+    root = tmp_path / "feed"
+    other = root / "other" / "b9"
+    other.mkdir(parents=True)
+    (other / "_manifest.json").write_text('{"files": [{"name": "secret-name.hl7"}]}')
+    batch = root / "lab" / "b1"
+    batch.mkdir(parents=True)
+    (batch / "a.hl7").write_bytes(HL7)
+    if kind == "symlink":
+        (batch / "_manifest.json").symlink_to(other / "_manifest.json")
+    else:
+        os.mkfifo(batch / "_manifest.json")
+    lab = next(b for b in FolderFeed(root).list_batches() if b.producer == "lab")
+    assert lab.manifest is None and lab.manifest_error is not None
+    assert "manifest" in lab.manifest_error and str(tmp_path) not in lab.manifest_error

@@ -42,8 +42,15 @@ class FolderFeed:
     def _batch(self, producer: str, batch_dir: Path) -> BatchRef | None:
         manifest_path = batch_dir / MANIFEST
         manifest, manifest_error = None, None
-        if manifest_path.exists():
-            manifest, manifest_error = read_manifest(manifest_path.read_bytes(), where=str(manifest_path))
+        if manifest_path.exists() or manifest_path.is_symlink():
+            try:
+                # As any file of the feed: a link (another batch's manifest) or a FIFO (which
+                # would hang the listing) is never read.
+                data = read_regular_file(self.root, manifest_path)
+            except SourceError as exc:
+                manifest_error = f"unreadable batch manifest: {exc.message}"
+            else:
+                manifest, manifest_error = read_manifest(data, where=str(manifest_path))
         elif not (batch_dir / READY_MARKER).exists():
             return None  # still being uploaded
         files = tuple(
