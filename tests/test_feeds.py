@@ -236,3 +236,18 @@ def test_a_manifest_that_is_no_regular_file_is_never_read(tmp_path: Path, kind: 
     lab = next(b for b in FolderFeed(root).list_batches() if b.producer == "lab")
     assert lab.manifest is None and lab.manifest_error is not None
     assert "manifest" in lab.manifest_error and str(tmp_path) not in lab.manifest_error
+
+
+def test_a_batch_or_producer_folder_that_is_a_link_is_not_a_batch(tmp_path: Path) -> None:
+    """A producer links a batch folder of its own to another producer's batch (or a whole
+    producer folder): listed, the other producer's file names went into its report, and
+    Carnet wrote that report and ACKs through the link, over the other producer's own."""
+    root = tmp_path / "feed"
+    other = root / "other" / "b9"
+    other.mkdir(parents=True)
+    (other / "a.hl7").write_bytes(HL7)
+    (other / "_READY").write_bytes(b"")
+    (root / "lab").mkdir()
+    (root / "lab" / "b1").symlink_to(other, target_is_directory=True)
+    (root / "evil").symlink_to(root / "other", target_is_directory=True)
+    assert [b.key for b in FolderFeed(root).list_batches()] == ["other/b9"]

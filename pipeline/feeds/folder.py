@@ -4,7 +4,9 @@ Nothing outside a folder feed's root is ever read: a symbolic link (to a file or
 folder) or any other non-regular file (FIFO, device, socket) below the root is listed as
 an entry, so it is accounted for, but reading it raises ``UnsafePathError`` and ingestion
 rejects it ``unsafe_path``; a file Carnet may not open (permissions) or gone since it
-was listed raises ``UnreadableFileError``, rejected ``unreadable_file``.
+was listed raises ``UnreadableFileError``, rejected ``unreadable_file``. A producer or
+batch folder that is itself a link is no batch (skipped with a warning): its files would
+be another folder's, and its acknowledgement written through it into another batch.
 ``read_regular_file`` is the one way folder files are read (feeds and ``carnet ingest``
 alike).
 """
@@ -12,6 +14,7 @@ alike).
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import stat
 from collections.abc import Iterator
@@ -19,6 +22,8 @@ from pathlib import Path
 
 from pipeline.errors import SourceError, UnreadableFileError, UnsafePathError
 from pipeline.feeds.base import ACK_DIR, MANIFEST, READY_MARKER, BatchRef, is_control_file, read_manifest
+
+log = logging.getLogger(__name__)
 
 
 class FolderFeed:
@@ -32,8 +37,10 @@ class FolderFeed:
         if not self.root.is_dir():
             raise SourceError("feed folder does not exist", source=str(self.root))
         batches = []
-        for producer_dir in sorted(p for p in self.root.iterdir() if p.is_dir()):
-            for batch_dir in sorted(p for p in producer_dir.iterdir() if p.is_dir()):
+        # A producer or batch folder that is a link is no batch: its files would be another
+        # folder's, and the acknowledgement written through it land in another batch.
+        for producer_dir in sorted(p for p in self.root.iterdir() if _is_folder(p)):
+            for batch_dir in sorted(p for p in producer_dir.iterdir() if _is_folder(p)):
                 ref = self._batch(producer_dir.name, batch_dir)
                 if ref is not None:
                     batches.append(ref)
@@ -95,6 +102,15 @@ def iter_folder_files(root: Path) -> Iterator[Path]:
             and ACK_DIR not in p.parts
         ):
             yield p
+
+
+def _is_folder(path: Path) -> bool:
+    """A real folder (a link to one is not: skipped with a warning)."""
+    if path.is_symlink():
+        if path.is_dir():
+            log.warning("feed folder %s is a symbolic link: not a batch, never followed", path)
+        return False
+    return path.is_dir()
 
 
 def _is_entry(path: Path) -> bool:
