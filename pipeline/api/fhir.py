@@ -26,10 +26,11 @@ from urllib.parse import urlencode
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
+from fhir.resources.R4B.documentreference import DocumentReference
 from starlette.datastructures import QueryParams
 from starlette.exceptions import HTTPException
 
-from pipeline.access import AccessDecision, may_see, restrict
+from pipeline.access import AccessDecision, may_see, restrict, visible_ids
 from pipeline.api.documents import media_of
 from pipeline.api.fhir_resources import (
     CLASS_SYSTEM,
@@ -359,6 +360,24 @@ def _media_type(svc: Services, record: DocumentRecord, data: bytes | None = None
     return media_of(record, data or b"")[0]
 
 
+def _document_reference(
+    svc: Services, d: AccessDecision, record: DocumentRecord, base_url: str
+) -> DocumentReference:
+    """The resource of a record as ``d``'s holder may know it: the versions it replaced are
+    named only if they may see them (one they may not does not exist for them)."""
+    versions = svc.index.find_versions(
+        record.patient_id, content_sha256=record.content_sha256, series_id=record.series_id
+    )
+    older = [v.doc_id for v in versions if v.superseded_by == record.doc_id and not v.withdrawn]
+    shown = visible_ids(svc.index, d, record.patient_id, older) if older else frozenset()
+    return document_reference(
+        record,
+        base_url=base_url,
+        media_type=_media_type(svc, record),
+        replaces=sorted(shown),
+    )
+
+
 def _visible_record(
     svc: Services, who: Caller, resource_id: str, action: str
 ) -> tuple[DocumentRecord, AccessDecision]:
@@ -461,7 +480,7 @@ def create_fhir_app(svc: Services, *, version: str) -> FastAPI:
             result_total = result.total
         svc.record(who, "search", search.patient_id, doc_ids=[r.doc_id for r in records], reason=d.via)
         base = _base(request)
-        resources = [document_reference(r, base_url=base, media_type=_media_type(svc, r)) for r in records]
+        resources = [_document_reference(svc, d, r, base) for r in records]
         warning = None
         if search.ignored:
             warning = operation_outcome(
@@ -483,9 +502,7 @@ def create_fhir_app(svc: Services, *, version: str) -> FastAPI:
     def read_document(resource_id: str, request: Request, who: Caller, svc: Svc) -> Response:
         record, d = _visible_record(svc, who, resource_id, "read")
         svc.record(who, "read", record.patient_id, doc_ids=[record.doc_id], reason=d.via)
-        return fhir_response(
-            document_reference(record, base_url=_base(request), media_type=_media_type(svc, record))
-        )
+        return fhir_response(_document_reference(svc, d, record, _base(request)))
 
     @app.get("/Binary/{resource_id}")
     def read_binary(resource_id: str, request: Request, who: Caller, svc: Svc) -> Response:

@@ -15,6 +15,7 @@ Mapping of a ``DocumentRecord`` (one ``DocumentReference`` per filed document):
 | ``id`` | ``{INS}-{doc_id}`` (the INS is 15 characters, so the split is unambiguous) |
 | ``identifier`` | the doc id (``urn:carnet:document-id``) |
 | ``status`` | ``current``, or ``superseded`` once a newer version replaced it |
+| ``relatesTo`` | ``replaces`` the versions this one superseded that the reader may see |
 | ``type`` | the document type code and label: LOINC, or a national TRE_A05 type (REMB…) |
 | ``category`` | the Carnet class (``urn:carnet:document-class``: biology, imaging...) |
 | ``subject`` | the patient's INS (``urn:oid:1.2.250.1.213.1.4.8``), a logical reference to a Patient |
@@ -54,6 +55,7 @@ from fhir.resources.R4B.documentreference import (
     DocumentReference,
     DocumentReferenceContent,
     DocumentReferenceContext,
+    DocumentReferenceRelatesTo,
 )
 from fhir.resources.R4B.identifier import Identifier
 from fhir.resources.R4B.operationoutcome import OperationOutcome, OperationOutcomeIssue
@@ -115,8 +117,11 @@ def split_resource_id(resource_id: str) -> tuple[str, str] | None:
     return resource_id[:INS_LENGTH], resource_id[INS_LENGTH + 1 :]
 
 
-def document_reference(record: DocumentRecord, *, base_url: str, media_type: str) -> DocumentReference:
-    """The ``DocumentReference`` of one record, its content served at ``{base_url}/Binary/{id}``."""
+def document_reference(
+    record: DocumentRecord, *, base_url: str, media_type: str, replaces: Sequence[str] = ()
+) -> DocumentReference:
+    """The ``DocumentReference`` of one record, its content served at ``{base_url}/Binary/{id}``;
+    ``replaces``: the doc ids of the versions it superseded, to be named (``relatesTo``)."""
     rid = resource_id(record)
     # A national type (REMB, PRESC-KINE…) is not a LOINC code.
     doc_type = CodeableConcept(
@@ -160,6 +165,14 @@ def document_reference(record: DocumentRecord, *, base_url: str, media_type: str
         id=rid,
         identifier=[Identifier(system=DOC_ID_SYSTEM, value=record.doc_id)],
         status="superseded" if record.superseded_by else "current",
+        relatesTo=[
+            DocumentReferenceRelatesTo(
+                code="replaces",
+                target=Reference(reference=f"DocumentReference/{record.patient_id}-{old}"),
+            )
+            for old in replaces
+        ]
+        or None,
         docStatus="final",
         type=doc_type,
         category=[

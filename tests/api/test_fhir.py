@@ -596,3 +596,23 @@ def test_an_id_alone_names_its_patient_and_is_decided_like_any_search(record: Ap
     masked = by_id(rid("masked"))  # masked from professionals: not found, as its read says
     assert masked.status_code == 200 and masked.json()["total"] == 0
     _outcome(by_id(rid("b-doc", B)), 403, "forbidden")
+
+
+def test_a_newer_version_says_which_one_it_replaces_if_the_reader_may_see_it(record: Api) -> None:
+    new = record.http.get(f"/fhir/DocumentReference/{rid('hb-2022-v2')}", headers=record.as_(patient(A)))
+    assert new.json()["relatesTo"] == [
+        {"code": "replaces", "target": {"reference": f"DocumentReference/{rid('hb-2022-v1')}"}}
+    ]
+    params = {"patient.identifier": A, "_count": 100}
+    search = record.get(patient(A), "/fhir/DocumentReference", params=params)
+    by_id = {e["resource"]["id"]: e["resource"] for e in search.json()["entry"]}
+    assert by_id[rid("hb-2022-v2")]["relatesTo"] == new.json()["relatesTo"]
+    assert "relatesTo" not in by_id[rid("hb-2024")]
+    # A version masked from professionals is not named to one: it does not exist for them.
+    record.file(A, "cr-v1", series_id="s-cr", visibility=(Visibility.MASQUE_PS,))
+    record.file(A, "cr-v2", series_id="s-cr")
+    record.index.supersede(A, "cr-v1", "cr-v2")
+    seen_by_pro = record.get(PRO, f"/fhir/DocumentReference/{rid('cr-v2')}").json()
+    assert "relatesTo" not in seen_by_pro and "cr-v1" not in str(seen_by_pro)
+    seen_by_patient = record.get(patient(A), f"/fhir/DocumentReference/{rid('cr-v2')}").json()
+    assert seen_by_patient["relatesTo"][0]["target"]["reference"].endswith(rid("cr-v1"))

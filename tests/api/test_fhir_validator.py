@@ -109,6 +109,7 @@ def _served_resources(api: Api) -> dict[str, object]:
         ).json(),
         "document": api.http.get(f"/fhir/DocumentReference/{A}-hb", headers=me).json(),
         "superseded": api.http.get(f"/fhir/DocumentReference/{A}-v1", headers=me).json(),
+        "replacing": api.http.get(f"/fhir/DocumentReference/{A}-v2", headers=me).json(),
         "photo": api.http.get(f"/fhir/DocumentReference/{A}-photo", headers=me).json(),
         "upload": api.http.get(f"/fhir/DocumentReference/{A}-upload", headers=me).json(),
         "binary": api.http.get(
