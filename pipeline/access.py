@@ -252,10 +252,21 @@ class AccessRules:
 
     # -- what the patient manages ------------------------------------------------------------
 
-    def authorise(self, patient_id: str, rpps: str, now: dt.datetime) -> None:
+    def authorise(self, patient_id: str, rpps: str, now: dt.datetime, *, by: Principal | None = None) -> None:
+        """Authorise a professional; ``by`` is who grants it (the patient when None). A
+        representative's authorisation carries the representatives' restrictions and lasts
+        only as long as their own representation, as their delegations do."""
+        by_rep = by is not None and by.role is Role.REPRESENTATIVE
         self._upsert(
             t.authorisations,
-            {"patient_id": patient_id, "rpps": rpps, "granted_at": now.isoformat(), "revoked_at": None},
+            {
+                "patient_id": patient_id,
+                "rpps": rpps,
+                "granted_at": now.isoformat(),
+                "revoked_at": None,
+                "granted_by": by.subject if by_rep and by else None,
+                "granted_by_role": Role.REPRESENTATIVE.value if by_rep else None,
+            },
         )
 
     def revoke_authorisation(self, patient_id: str, rpps: str, now: dt.datetime) -> bool:
@@ -599,10 +610,23 @@ class AccessRules:
             if self._one(select(1).where(b.patient_id == patient_id, b.rpps == who.subject)):
                 return AccessDecision(allowed=False, via="blocked")
             hidden = (Visibility.MASQUE_PS,)
-            if self._one(
-                select(1).where(a.patient_id == patient_id, a.rpps == who.subject, a.revoked_at.is_(None))
-            ):
-                return AccessDecision(allowed=True, via="authorisation", exclude_visibility=hidden)
+            granted = self._one(
+                select(a.granted_by, a.granted_by_role).where(
+                    a.patient_id == patient_id, a.rpps == who.subject, a.revoked_at.is_(None)
+                )
+            )
+            if granted is not None:
+                granted_by, granted_by_role = granted
+                if granted_by_role != Role.REPRESENTATIVE.value:
+                    return AccessDecision(allowed=True, via="authorisation", exclude_visibility=hidden)
+                # Never what the minor hid from the representative who authorised, nor after.
+                if not self._representative(str(granted_by), patient_id, now).allowed:
+                    return AccessDecision(allowed=False, via="authorising_representative_gone")
+                return AccessDecision(
+                    allowed=True,
+                    via="authorisation",
+                    exclude_visibility=(*hidden, Visibility.INVISIBLE_REPRESENTANTS_LEGAUX),
+                )
             if self._one(
                 select(1).where(
                     g.patient_id == patient_id,

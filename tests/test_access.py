@@ -181,6 +181,32 @@ def test_what_a_representative_delegates_stays_under_their_restrictions(rules: A
     assert rules.decide(aidant, P, NOW + dt.timedelta(days=365 * 30)).allowed
 
 
+def test_a_professional_a_representative_authorised_never_sees_what_is_hidden_from_them(
+    rules: AccessRules,
+) -> None:
+    """A parent who is also a professional (or one they choose) authorised by the parent
+    would otherwise read the documents the minor hid from their parents: an authorisation a
+    representative grants stays under the representatives' restrictions, and lasts as long
+    as their representation; the minor's own authorisation does not."""
+    parent = Principal(role=Role.REPRESENTATIVE, subject="parent-1")
+    doc = Principal(role=Role.PROFESSIONAL, subject="10101234567")
+    rules.record_birth_date(MINOR, dt.date(2010, 6, 15), NOW)
+    rules.add_representative(MINOR, "parent-1", NOW)
+    rules.authorise(MINOR, "10101234567", NOW, by=parent)
+    d = rules.decide(doc, MINOR, NOW)
+    assert d.allowed
+    assert set(d.exclude_visibility) == {Visibility.MASQUE_PS, Visibility.INVISIBLE_REPRESENTANTS_LEGAUX}
+    of_age = dt.datetime(2028, 6, 15, tzinfo=dt.UTC)
+    assert rules.decide(doc, MINOR, of_age).via == "authorising_representative_gone"
+    rules.remove_representative(MINOR, "parent-1")
+    assert rules.decide(doc, MINOR, NOW).via == "authorising_representative_gone"
+    # The minor's own authorisation (the latest word) sees all but MASQUE_PS, past 18 too.
+    rules.authorise(MINOR, "10101234567", NOW)
+    d = rules.decide(doc, MINOR, NOW)
+    assert d.allowed and d.exclude_visibility == (Visibility.MASQUE_PS,)
+    assert rules.decide(doc, MINOR, of_age).allowed
+
+
 def test_audit_chain_detects_modified_and_removed_entries(state_engine: Engine) -> None:
     log = AuditLog(state_engine, key=KEY)
     for i in range(5):

@@ -74,7 +74,7 @@ def list_authorisations(ins: Ins, who: Caller, svc: Svc) -> list[Grant]:
 )
 def grant_authorisation(ins: Ins, rpps: Rpps, who: Caller, svc: Svc) -> Done:
     managing(svc, who, ins)
-    svc.rules.authorise(ins, rpps, svc.clock())
+    svc.rules.authorise(ins, rpps, svc.clock(), by=who)
     svc.record(who, "grant", ins, reason=f"authorise professional {rpps}")
     return Done(changed=True)
 

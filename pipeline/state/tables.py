@@ -127,6 +127,8 @@ authorisations = Table(
     Column("rpps", Text, primary_key=True),
     Column("granted_at", Text, nullable=False),
     Column("revoked_at", Text),
+    Column("granted_by", Text),  # the representative who authorised, if one did
+    Column("granted_by_role", Text),
 )
 
 blocks = Table(

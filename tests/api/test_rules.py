@@ -106,6 +106,10 @@ def parent_delegates(classes: list[str] | None) -> Step:
     return step
 
 
+def parent_grants(a: Api, ins: str) -> None:
+    ok(a.put(PARENT, f"/patients/{ins}/authorisations/{PRO.subject}"))
+
+
 def remove_parent(a: Api, ins: str) -> None:
     ok(a.delete(patient(ins), f"/patients/{ins}/representatives/{PARENT.subject}"))
 
@@ -222,6 +226,20 @@ CELLS = [
         "caregiver-of-representative-ends-with-the-representative",
         (*MINOR_TRAITS, parent_delegates(None), remove_parent),
         AIDANT,
+        None,
+        MINOR,
+    ),
+    Cell(
+        "professional-of-representative-never-sees-hidden-from-representatives",
+        (*MINOR_TRAITS, parent_grants),
+        PRO,
+        ALL - {"masked", "inv-rep"},
+        MINOR,
+    ),
+    Cell(
+        "professional-of-representative-ends-with-the-representative",
+        (*MINOR_TRAITS, parent_grants, remove_parent),
+        PRO,
         None,
         MINOR,
     ),

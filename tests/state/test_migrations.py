@@ -179,3 +179,21 @@ def test_revision_0007_adds_the_keyring_links(
             assert conn.execute(text("SELECT patient_id FROM keyring_links")).scalars().all() == ["p"]
     finally:
         engine.dispose()
+
+
+def test_revision_0008_records_who_granted_an_authorisation(
+    empty_state_settings: Settings,
+) -> None:
+    engine = open_engine(empty_state_settings)
+    try:
+        upgrade(engine, "0007")
+        with engine.begin() as conn:
+            conn.execute(
+                text("INSERT INTO authorisations (patient_id, rpps, granted_at) VALUES ('p', 'r', 't')")
+            )
+        upgrade(engine)
+        with engine.connect() as conn:
+            row = conn.execute(text("SELECT rpps, granted_by, granted_by_role FROM authorisations")).one()
+            assert tuple(row) == ("r", None, None)  # the patient's own, as before
+    finally:
+        engine.dispose()
