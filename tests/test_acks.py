@@ -298,3 +298,26 @@ def test_a_batch_whose_manifest_cannot_be_read_is_acknowledged_and_stops_no_one(
         (reason,) = entry["reasons"]
         assert reason["code"] == "manifest_mismatch" and "manifest" in reason["detail"]
     assert process_batch(settings, str(feed), "radio/b1").by_status == {"indexed": 1}
+
+
+def test_acknowledgements_are_never_written_through_a_link(tmp_path: Path) -> None:
+    """``_report.json`` and ``_ack/`` are Carnet's names in the batch: a producer's link so
+    named (to another producer's report and ACK folder) is replaced by Carnet's own files.
+    Carnet wrote through it, over the other producer's acknowledgement."""
+    feed = tmp_path / "feed"
+    other = feed / "other" / "b9"
+    (other / "_ack").mkdir(parents=True)
+    (other / "_report.json").write_text("theirs")
+    (other / "_ack" / "MSG0001.hl7").write_text("theirs")
+    batch = feed / "labo" / "b1"
+    batch.mkdir(parents=True)
+    (batch / "m.hl7").write_bytes(_message("MSG0001"))
+    (batch / "_READY").write_text("")
+    (batch / "_report.json").symlink_to(other / "_report.json")
+    (batch / "_ack").symlink_to(other / "_ack", target_is_directory=True)
+    process_batch(Settings(data_dir=tmp_path / "carnet", data_docs=False), str(feed), "labo/b1")
+    assert (other / "_report.json").read_text() == "theirs"
+    assert (other / "_ack" / "MSG0001.hl7").read_text() == "theirs"
+    assert not (batch / "_report.json").is_symlink() and not (batch / "_ack").is_symlink()
+    _validate(json.loads((batch / "_report.json").read_text(encoding="utf-8")))
+    assert (batch / "_ack" / "MSG0001.hl7").read_bytes().startswith(b"MSH|")

@@ -17,7 +17,7 @@ import errno
 import logging
 import os
 import stat
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from pipeline.errors import SourceError, UnreadableFileError, UnsafePathError
@@ -86,9 +86,34 @@ class FolderFeed:
         return str(self._path(batch, name))
 
     def write(self, batch: BatchRef, name: str, data: bytes) -> None:
-        path = self._path(batch, name)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(data)
+        """Write Carnet's file ``name`` (``_report.json``, ``_ack/…``) into the batch, never
+        through a link: whatever else a producer put under that name (a link to another
+        batch's report or ACK folder, a FIFO) is replaced. Each folder on the way is opened
+        without following links, so none can be swapped for one meanwhile."""
+        flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+        *folders, leaf = Path(name).parts
+        fd = os.open(self.root / batch.producer / batch.batch, flags)
+        try:
+            for part in folders:
+                _replace_unless(part, fd, stat.S_ISDIR)
+                try:
+                    os.mkdir(part, dir_fd=fd)
+                except FileExistsError:
+                    pass
+                inner = os.open(part, flags, dir_fd=fd)
+                os.close(fd)
+                fd = inner
+            _replace_unless(leaf, fd, stat.S_ISREG)
+            out = os.open(
+                leaf,
+                os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0),
+                0o644,
+                dir_fd=fd,
+            )
+            with os.fdopen(out, "wb") as fh:
+                fh.write(data)
+        finally:
+            os.close(fd)
 
 
 def iter_folder_files(root: Path) -> Iterator[Path]:
@@ -102,6 +127,16 @@ def iter_folder_files(root: Path) -> Iterator[Path]:
             and ACK_DIR not in p.parts
         ):
             yield p
+
+
+def _replace_unless(name: str, folder_fd: int, kind: Callable[[int], bool]) -> None:
+    """Remove ``name`` from the folder unless it is of ``kind`` (a link never is)."""
+    try:
+        mode = os.stat(name, dir_fd=folder_fd, follow_symlinks=False).st_mode
+    except FileNotFoundError:
+        return
+    if not kind(mode):
+        os.unlink(name, dir_fd=folder_fd)
 
 
 def _is_folder(path: Path) -> bool:
