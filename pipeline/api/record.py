@@ -24,6 +24,7 @@ from pipeline.api.schemas import (
 from pipeline.crypto import patient_ref_key
 from pipeline.erasure import ErasureReceipt, erase_patient_from
 from pipeline.ledger import Ledger
+from pipeline.model import Visibility
 
 router = APIRouter(prefix="/patients/{ins}", responses=ERRORS)
 
@@ -52,7 +53,14 @@ def access_history(
     # it still said who read something hidden, and when. A refusal stays (without the id),
     # as one of a made-up id does: they must read the same.
     kept = [e for e in entries if e.action == "denied" or not e.doc_ids or shown.intersection(e.doc_ids)]
-    return [HistoryEntry.of(e, shown) for e in kept[offset : offset + limit]]
+    # A break-the-glass reason is typed freely by the professional: it may say what a minor
+    # hid from their parents. Who reads under the representatives' restrictions sees that
+    # the emergency access happened, by whom and when, not its reason.
+    withhold = Visibility.INVISIBLE_REPRESENTANTS_LEGAUX in d.exclude_visibility
+    return [
+        HistoryEntry.of(e, shown, reason=None if withhold and e.action == "break_glass" else e.reason)
+        for e in kept[offset : offset + limit]
+    ]
 
 
 # -- professionals: authorisations and blocks ---------------------------------------------------

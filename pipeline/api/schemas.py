@@ -92,7 +92,8 @@ class HistoryEntry(Frozen):
     reason: str | None
 
     @classmethod
-    def of(cls, entry: AuditEntry, shown: frozenset[str]) -> HistoryEntry:
+    def of(cls, entry: AuditEntry, shown: frozenset[str], *, reason: str | None) -> HistoryEntry:
+        """``entry`` as its reader may see it: ``shown`` documents only, ``reason`` as given."""
         return cls(
             at=entry.at,
             actor=entry.actor,
@@ -100,7 +101,7 @@ class HistoryEntry(Frozen):
             role=entry.role,
             action=entry.action,
             doc_ids=tuple(i for i in entry.doc_ids if i in shown),
-            reason=entry.reason,
+            reason=reason,
         )
 
 

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from pipeline.access import Principal
 from pipeline.errors import BackendUnavailable
 from pipeline.model import Visibility
 from tests.api.conftest import Api, caregiver, make_ins, patient, professional, representative
@@ -96,6 +97,26 @@ def test_the_history_shows_no_access_to_documents_hidden_from_its_reader(api: Ap
         else:
             assert sorted(by_pro) == [("download", (seen,)), ("read", (seen,))], by_pro
         assert hidden not in str(entries)
+
+
+def test_parents_see_an_emergency_access_to_their_child_but_not_its_reason(api: Api) -> None:
+    """A break-the-glass reason is typed freely ("IVG, complication hémorragique"): it may
+    say what the minor hid from their parents. The parents' history shows the emergency
+    access (who, when), its reason withheld; the minor's own history shows it whole."""
+    api.services.rules.record_birth_date(MINOR, BIRTH, api.clock())
+    api.file(MINOR, "plain")
+    me = patient(MINOR)
+    assert api.put(me, f"/patients/{MINOR}/representatives/{PARENT.subject}", json={}).status_code == 200
+    reason = "IVG, complication hémorragique"
+    assert api.post(PRO, f"/patients/{MINOR}/break-glass", json={"reason": reason}).status_code == 200
+
+    def emergencies(reader: Principal) -> list[tuple[str, str | None]]:
+        entries = api.get(reader, f"/patients/{MINOR}/history").json()
+        return [(e["actor"], e["reason"]) for e in entries if e["action"] == "break_glass"]
+
+    assert emergencies(me) == [(PRO.subject, reason)]
+    assert emergencies(PARENT) == [(PRO.subject, None)]
+    assert "IVG" not in api.get(PARENT, f"/patients/{MINOR}/history").text
 
 
 def test_a_revoked_professional_loses_an_emergency_access_opened_before(api: Api) -> None:
