@@ -392,6 +392,7 @@ def test_an_unreachable_kms_is_one_clear_line_from_the_cli(
     command: list[str],
 ) -> None:
     data = tmp_path / "carnet"
+    data.mkdir()  # `status` refuses a data directory that does not exist before any key
     env = {
         "CARNET_DATA_DIR": str(data),
         "CARNET_KMS_KEY_ID": kms_key,

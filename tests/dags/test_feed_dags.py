@@ -202,7 +202,8 @@ def test_ingest_replay_and_maintenance_over_a_generated_feed(
         "selected": len(theirs),
         "released": 0,
         "still_rejected": 0,
-        "filter": {"producer": producer},
+        "not_replayable": 0,
+        "filter": {"producer": producer, "ids": []},
     }
     assert {q.quarantine_id: len(q.attempts) for q in store.list_quarantine()} == {
         i: len(q.attempts) for i, q in quarantined.items()
