@@ -225,6 +225,14 @@ def meaningful_reason(reason: str) -> bool:
     return len(visible) >= MIN_REASON_VISIBLE_CHARS and letters >= MIN_REASON_LETTERS and not controls
 
 
+def _grantor(by: Principal | None) -> dict[str, object]:
+    """Who granted an authorisation or a delegation, recorded when a legal representative
+    did (None: the patient), so that it stays under the representatives' restrictions."""
+    if by is None or by.role is not Role.REPRESENTATIVE:
+        return {"granted_by": None, "granted_by_role": None}
+    return {"granted_by": by.subject, "granted_by_role": Role.REPRESENTATIVE.value}
+
+
 class AccessRules:
     """The rules in the state database (``pipeline.state``): every process and host that
     opens it decides from the same rows. ``AccessRules(settings)`` opens (and closes) its
@@ -256,7 +264,6 @@ class AccessRules:
         """Authorise a professional; ``by`` is who grants it (the patient when None). A
         representative's authorisation carries the representatives' restrictions and lasts
         only as long as their own representation, as their delegations do."""
-        by_rep = by is not None and by.role is Role.REPRESENTATIVE
         self._upsert(
             t.authorisations,
             {
@@ -264,8 +271,7 @@ class AccessRules:
                 "rpps": rpps,
                 "granted_at": now.isoformat(),
                 "revoked_at": None,
-                "granted_by": by.subject if by_rep and by else None,
-                "granted_by_role": Role.REPRESENTATIVE.value if by_rep else None,
+                **_grantor(by),
             },
         )
 
@@ -311,7 +317,6 @@ class AccessRules:
         A representative's delegation carries the representatives' restrictions and lasts
         only as long as their own representation.
         """
-        by_rep = by is not None and by.role is Role.REPRESENTATIVE
         self._upsert(
             t.delegations,
             {
@@ -320,9 +325,8 @@ class AccessRules:
                 "classes": json.dumps([c.value for c in classes]) if classes is not None else None,
                 "granted_at": now.isoformat(),
                 "revoked_at": None,
-                "granted_by": by.subject if by_rep and by else None,
-                "granted_by_role": Role.REPRESENTATIVE.value if by_rep else None,
                 "upload": upload,
+                **_grantor(by),
             },
         )
 

@@ -7,6 +7,7 @@ patient id and a backend must never return another patient's document.
 from __future__ import annotations
 
 import datetime as dt
+import math
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol, runtime_checkable
 
@@ -76,6 +77,12 @@ def meta_text(record: DocumentRecord) -> str:
 # of the terms (``ignore_above``: characters, up to 4 bytes each); both backends then
 # match no longer value, so that they agree. A real code or identifier is far shorter.
 KEYWORD_MAX_CHARS = 8191
+
+
+def idf(documents: int, holding: int) -> float:
+    """BM25's weight of a word that ``holding`` of ``documents`` hold: both backends count
+    them among the documents a search may return, never over the whole index."""
+    return math.log(1 + (documents - holding + 0.5) / (holding + 0.5))
 
 
 def matchable(value: str) -> bool:

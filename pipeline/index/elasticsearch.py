@@ -51,6 +51,7 @@ from pipeline.index.base import (
     ExistingVersion,
     IndexFailure,
     Supersede,
+    idf,
     matchable,
     meta_text,
     patient_token,
@@ -930,7 +931,7 @@ class ElasticsearchIndex:
         )
         n = int(response["hits"]["total"]["value"])
         frequencies = [int(response["aggregations"][f"t{i}"]["doc_count"]) for i in range(len(tokens))]
-        return [math.log(1 + (n - df + 0.5) / (df + 0.5)) for df in frequencies]
+        return [idf(n, df) for df in frequencies]
 
     @staticmethod
     def _filters(query: SearchQuery) -> list[dict[str, Any]]:

@@ -32,12 +32,12 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import math
 import sqlite3
 import threading
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from pipeline.analysis import analyze, analyze_query
 from pipeline.errors import BackendUnavailable
@@ -47,6 +47,7 @@ from pipeline.index.base import (
     ExistingVersion,
     IndexFailure,
     Supersede,
+    idf,
     matchable,
     meta_text,
     names_any,
@@ -120,6 +121,16 @@ _K1, _B = 1.2, 0.75
 _KNOWN_TERMS_SIZE = 500_000
 
 
+def _existing_versions(rows: Sequence[Sequence[Any]]) -> list[ExistingVersion]:
+    """``(doc_id, series_id, content_sha256, superseded_by, visibility)`` rows as versions."""
+    return [
+        ExistingVersion(
+            doc_id=d, series_id=s, content_sha256=h, superseded_by=b, withdrawn=bool(mask & WITHDRAWN_BIT)
+        )
+        for d, s, h, b, mask in rows
+    ]
+
+
 def _fts_row(record: DocumentRecord, pat: str) -> tuple[str, str, str, str]:
     return (
         pat,
@@ -173,7 +184,7 @@ def _bm25(
     columns = {row_id: [c.split() for c in cols] for row_id, *cols in rows}
     lengths = {row_id: sum(len(c) for c in cols) for row_id, cols in columns.items()}
     mean_length = max(1.0, sum(lengths.values()) / max(1, len(lengths)))
-    idf = {t: math.log(1 + (n_docs - df[t] + 0.5) / (df[t] + 0.5)) for t in tokens}
+    weight = {t: idf(n_docs, df[t]) for t in tokens}
     scores: dict[int, float] = {}
     for row_id, cols in columns.items():
         norm = _K1 * (1 - _B + _B * lengths[row_id] / mean_length)
@@ -184,7 +195,7 @@ def _bm25(
             else:
                 counts = [col.count(token) for col in cols]
             tf = sum(w * c for w, c in zip(_COLUMN_WEIGHTS, counts, strict=True))
-            score += idf[token] * tf * (_K1 + 1) / (tf + norm)
+            score += weight[token] * tf * (_K1 + 1) / (tf + norm)
         scores[row_id] = round(score, 6)
     return scores
 
@@ -483,12 +494,7 @@ class SqliteIndex:
                 """,
                 (patient_id, content_sha256, series_id),
             ).fetchall()
-        return [
-            ExistingVersion(
-                doc_id=d, series_id=s, content_sha256=h, superseded_by=b, withdrawn=bool(mask & WITHDRAWN_BIT)
-            )
-            for d, s, h, b, mask in rows
-        ]
+        return _existing_versions(rows)
 
     def find_by_document_ids(
         self, patient_id: str, producer: str, document_ids: Sequence[str]
@@ -529,12 +535,7 @@ class SqliteIndex:
                 """,
                 (patient_id, producer, *ids),
             ).fetchall()
-        return [
-            ExistingVersion(
-                doc_id=d, series_id=s, content_sha256=h, superseded_by=b, withdrawn=bool(mask & WITHDRAWN_BIT)
-            )
-            for d, s, h, b, mask in rows
-        ]
+        return _existing_versions(rows)
 
     def find_versions_and_replacements(
         self,
