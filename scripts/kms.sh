@@ -25,7 +25,7 @@ set -euo pipefail
 KMS_MODULE="github.com/nsmithuk/local-kms"
 KMS_VERSION="${CARNET_LOCAL_KMS_VERSION:-v0.0.0-20260228092603-2a5e92d09ab6}"
 KMS_PORT="${CARNET_KMS_PORT:-4599}"
-START_TIMEOUT_S="${CARNET_KMS_TIMEOUT:-30}"
+START_TIMEOUT_S="${CARNET_KMS_TIMEOUT:-60}"
 # The region and account local-kms puts in its key ARNs; the tests' region.
 KMS_REGION="${AWS_DEFAULT_REGION:-us-east-1}"
 SEED_KEY_ID="6f1c0a52-3d0e-4c9b-9a57-0c6a7a1e2b01"  # fixed id, fresh key material per start

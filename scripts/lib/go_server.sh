@@ -75,22 +75,53 @@ new_data_dir() {
 
 launch() {
   # Run "$@" in its own session and process group, so the test runner's signals do not
-  # reach it and `stop` can end it (and only it) by pid; wait until `ready`.
+  # reach it and `stop` can end it (and only it) by pid; wait until `ready`. A start that
+  # fails is tried once more, after its process is gone: on a loaded machine a first start
+  # has been seen to stay silent (an empty log) and never answer.
+  local timeout_s=$1
+  shift
+  local attempt
+  for attempt in 1 2; do
+    launch_once "$timeout_s" "$@" && return 0
+    (( attempt == 1 )) && log "start failed; trying once more"
+  done
+  die "$SERVER_NAME did not become ready at $URL within ${timeout_s}s (two attempts)"
+}
+
+launch_once() {
   local timeout_s=$1
   shift
   rm -f "$PID_FILE"
   setsid "$@" >"$LOG_FILE" 2>&1 </dev/null &
-  echo $! >"$PID_FILE"
+  local pid=$!
+  echo "$pid" >"$PID_FILE"
   local deadline=$((SECONDS + timeout_s))
   until ready; do
-    if (( SECONDS >= deadline )) || ! running_pid >/dev/null; then
+    # Alive is checked on the pid itself, not on running_pid's binary check: until the
+    # forked shell has exec'd the server, /proc/$pid/exe is still bash or setsid.
+    if (( SECONDS >= deadline )) || ! kill -0 "$pid" 2>/dev/null; then
+      log "no answer at $URL after $((timeout_s - deadline + SECONDS))s; process $pid: $(
+        ps -o stat=,etime=,args= -p "$pid" 2>/dev/null || echo gone)"
       show_log
-      stop >/dev/null 2>&1 || true
-      die "$SERVER_NAME did not become ready at $URL within ${timeout_s}s"
+      kill_launched "$pid"
+      return 1
     fi
     sleep 0.3
   done
-  log "up (pid $(running_pid)) at $URL"
+  log "up (pid $pid) at $URL"
+}
+
+kill_launched() {
+  # End a server this script launched that never became ready (its whole process group).
+  local pid=$1 waited=0
+  kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
+  while kill -0 "$pid" 2>/dev/null && (( waited < 50 )); do
+    sleep 0.2
+    waited=$((waited + 1))
+  done
+  kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+  rm -f "$PID_FILE"
 }
 
 cleanup_data() {
