@@ -24,7 +24,9 @@ technical detail (ERR-7) and the meaning and action for a person (ERR-8). A mess
 no readable control id (segments before any MSH) has no ACK: its report entry names the
 file and the position. Characters other than letters, digits, ``.``, ``_`` and ``-`` in
 a control id become ``_``, and one longer than 112 characters is cut to its first 95,
-then ``_`` and 16 hex digits of its SHA-256 (MSA-2 gives it whole); a control id met
+then ``_`` and 16 hex digits of its SHA-256; MSA-2 gives at most its first 199 characters
+(as escaped; HL7's longest ST), with an ERR warning (102, ``MSH^1^10``) saying the report
+gives it whole, so the ACK stays valid HL7; a control id met
 again in the same batch gets ``-2``, ``-3``… in report order, so every entry's ``ack``
 names its own file.
 """
@@ -49,6 +51,16 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 _SEPARATORS = "|^~\\&"
 # MSA-3 (v2.5) is 80 characters long; ERR-8 user message is free text, kept readable.
 MSA_TEXT_MAX = 80
+# MSA-2 (ST) at its longest: 199 characters, as HL7 allows MSH-10 from v2.7 on (v2.5 says
+# 20, which UUID-bearing senders exceed; Carnet accepts theirs, so answers them at 199).
+MSA_CONTROL_ID_MAX = 199
+# What a cut MSA-2 says to the producer (ERR-8), in the report language.
+_CUT_CONTROL_ID = {
+    "fr": "Identifiant de message (MSH-10) de plus de {limit} caractères : MSA-2 en donne le début, "
+    "le rapport _report.json le donne en entier. Raccourcir MSH-10.",
+    "en": "Message control id (MSH-10) longer than {limit} characters: MSA-2 gives its beginning, "
+    "_report.json gives it whole. Shorten MSH-10.",
+}
 # Longest ACK file name base: MSH-10 is 20 characters in v2.5 (199 in v2.7+).
 ACK_NAME_MAX = 112
 _MESSAGE_HEAD = re.compile(rb"^[\x0b\s\xef\xbb\xbf]*(?:MSH|FHS|BHS)[^A-Za-z0-9\s]")
@@ -289,8 +301,14 @@ def build_ack(
         f"MSH|{_SEPARATORS[1:]}|CARNET|CARNET|{header.sending_application}"
         f"|{header.sending_facility}|{at:%Y%m%d%H%M%S}+0000||ACK^{event}^ACK|{ack_id}"
         f"|{header.processing_id}|2.5||||||{charset}",
-        f"MSA|{code}|{_escape(control_id)}|{clip(text, MSA_TEXT_MAX)}",
+        f"MSA|{code}|{msa_control_id(control_id)}|{clip(text, MSA_TEXT_MAX)}",
     ]
+    if msa_control_id(control_id) != _escape(control_id):
+        detail = f"MSH-10 has {len(control_id)} characters, past HL7's {MSA_CONTROL_ID_MAX}: MSA-2 cut"
+        user = _CUT_CONTROL_ID[language(lang)].format(limit=MSA_CONTROL_ID_MAX)
+        # ERR-5 (Carnet's code) empty: no reason of Carnet's, the outcome stands as decided.
+        fields = ["ERR", "", "MSH^1^10", f"102^{HL7_ERROR_TEXT['102']}^HL70357", "W", "", ""]
+        segments.append("|".join([*fields, clip(detail, 2048), clip(user, 250)]))
     for p in outcome.reasons:
         hl7_code = hl7_error_code(p)
         meaning, action = reason_text(p.code, lang)
@@ -312,6 +330,18 @@ def build_ack(
             )
         )
     return ("\r".join(segments) + "\r").encode(codec, "replace")
+
+
+def msa_control_id(control_id: str) -> str:
+    """MSA-2 for a control id: escaped, cut to its longest beginning that fits HL7's
+    199 characters without splitting an escape sequence (the report keeps it whole)."""
+    out = ""
+    for char in control_id:
+        escaped = _escape(char)
+        if len(out) + len(escaped) > MSA_CONTROL_ID_MAX:
+            break
+        out += escaped
+    return out
 
 
 def ack_base_name(control_id: str) -> str:

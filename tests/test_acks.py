@@ -241,9 +241,27 @@ def test_a_control_id_too_long_for_a_file_name_still_gets_its_ack(tmp_path: Path
     acks = [e["ack"] for e in report["files"]]
     assert len(set(acks)) == 2 and all(len(Path(a).name) <= 128 for a in acks), acks
     for entry, control_id in zip(report["files"], (long_id, other_long_id), strict=True):
-        # MSA-2 echoes the id whole (past ST's 199 characters, as the sender's MSH-10 was).
-        msa = (batch / entry["ack"]).read_bytes().decode().split("\r")[1].split("|")
-        assert msa[:3] == ["MSA", entry["ack_code"], control_id] and entry["message_control_id"] == control_id
+        # The report gives the id whole; MSA-2 its first 199 characters (HL7's longest ST),
+        # with a warning saying so: the ACK is valid HL7.
+        ack = (batch / entry["ack"]).read_bytes()
+        _parse_ack(ack)
+        segments = ack.decode().split("\r")
+        assert segments[1].split("|")[:3] == ["MSA", entry["ack_code"], control_id[:199]]
+        assert entry["message_control_id"] == control_id
+        (cut,) = [s.split("|") for s in segments if s.startswith("ERR|") and "MSH^1^10" in s]
+        assert cut[3].startswith("102^") and cut[4] == "W" and "300" in cut[7]
+
+
+def test_msa_2_is_cut_whole_escape_sequences_at_199_characters() -> None:
+    """An MSH-10 past 199 characters gave an MSA-2 as long (an invalid ACK); cut, an escape
+    sequence (a delimiter in the id) is never split."""
+    from pipeline.acks import msa_control_id
+
+    assert msa_control_id("A" * 20) == "A" * 20
+    assert msa_control_id("A" * 199) == "A" * 199
+    assert msa_control_id("A" * 250) == "A" * 199
+    cut = msa_control_id("A" * 197 + "|BC")
+    assert cut == "A" * 197 and len(msa_control_id("A" * 196 + "|BC")) == 199
 
 
 def test_a_file_named_like_a_message_of_another_is_reported_as_itself(tmp_path: Path) -> None:
