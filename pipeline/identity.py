@@ -22,6 +22,7 @@ insured person's number is ``missing_ins``; two different numbers both the patie
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -45,19 +46,43 @@ _GAP = rf"{_H}(?:(?:\r\n|[\r\n]){_H})?(?:\.{_H})?"
 # The NIR and key in that spacing: "2 84 05 75 123 456 78", "284057512345678",
 # "2 84 05 2A 123 456 - 78", "1 67 01 53 130 889  66". Groups: sex, year, month,
 # department (2 chars incl. 2A/2B), commune (3), order (3), key (2).
+# The key may stand apart, after a dash, a slash or the word "clé" ("… 456  Clé : 78").
+_KEY_SEPARATOR = rf"(?:(?:[-\u2013/]|cl[eé]{_H}:?){_GAP})?"
 _PRINTED_NIR = re.compile(
     rf"(?<![0-9A-Za-z])[1-478](?:{_GAP}[0-9]){{4}}{_GAP}(?:2[AB]|[0-9]{_GAP}[0-9])"
-    rf"(?:{_GAP}[0-9]){{6}}{_GAP}(?:[-\u2013/]{_GAP})?[0-9]{_GAP}[0-9](?![0-9])",
+    rf"(?:{_GAP}[0-9]){{6}}{_GAP}{_KEY_SEPARATOR}[0-9]{_GAP}[0-9](?![0-9])",
+    re.IGNORECASE,
+)
+# The same number as OCR misreads it on a scan or a photo: letters it takes digits for (O
+# and D for 0, l, I and | for 1, Z for 2, S for 5, G and b for 6, T for 7, B for 8, g and q
+# for 9). Such a number is never corrected into an INS (that would be a guess): it is an
+# INS that cannot be read (``_unreadable``), which no document is filed under.
+_MISREAD_DIGITS = "OoDQlIi|!ZzSsGbTBgq"
+_D = rf"[0-9{re.escape(_MISREAD_DIGITS)}]"
+_MISREAD_NIR = re.compile(
+    rf"(?<![0-9A-Za-z]){_D}(?:{_GAP}{_D}){{4}}{_GAP}(?:[2Zz][AB]|{_D}{_GAP}{_D})"
+    rf"(?:{_GAP}{_D}){{6}}{_GAP}{_KEY_SEPARATOR}{_D}{_GAP}{_D}(?![0-9A-Za-z])"
+)
+# A misread changes a few digits: a run with fewer real ones is words, not a number.
+_MIN_DIGITS_READ = 11
+# The 13-character NIR with no key after it (a social-security number printed alone).
+_KEYLESS_NIR = re.compile(
+    rf"(?<![0-9A-Za-z])[1-478](?:{_GAP}[0-9]){{4}}{_GAP}(?:2[AB]|[0-9]{_GAP}[0-9])"
+    rf"(?:{_GAP}[0-9]){{6}}(?![0-9A-Za-z])(?!{_GAP}{_KEY_SEPARATOR}[0-9]{_GAP}[0-9])",
     re.IGNORECASE,
 )
 # Labels that announce a person's identifier in printed text (accent-folded, lower case):
 # the patient's (INS, NIR, N° SS…) and the insured person's (N° assuré, immatriculation).
 _LABEL = re.compile(
     r"\b(?:ins(?:-nir|-c)?|nir|(?:n[°o]?|numero)\s*(?:de\s+)?s(?:\.|ecurite)?\s*s(?:\.|ociale)?|"
+    r"(?:n[°o]|numero)\s*(?:de\s+)?secu|identifiant\s+national\s+de\s+sante|"
     r"matricule\s+ins|(?:n[°o]|numero)\s*(?:d['\u2019]\s*)?assure|immatriculation)\b\s*[:.]?"
 )
-# "INS" is by definition the identifier of the person the document is about.
-_INS_LABEL = re.compile(r"\b(?:ins(?:-nir|-c)?|matricule\s+ins)\b\s*[:.]?\s*$")
+# "INS" (identifiant national de santé) is by definition the identifier of the person the
+# document is about.
+_INS_LABEL = re.compile(
+    r"\b(?:ins(?:-nir|-c)?|matricule\s+ins|identifiant\s+national\s+de\s+sante)\b\s*[:.]?\s*$"
+)
 # Words that say whose number follows (accent-folded): the insured person's in the noun
 # forms that label it ("Assuré :", "de l'assuré", "N° d'assuré", "assuré social",
 # "ouvrant droit", the Assurance Maladie's "immatriculation"; never the verb "assure"),
@@ -83,6 +108,12 @@ def normalize_ins(value: str) -> str:
     """Remove whitespace (any kind), zero-width characters, dots, dashes and slashes;
     upper-case (2a → 2A)."""
     return re.sub(r"[\s\u200b-\u200d\u2060\ufeff.\-\u2013/]", "", value).upper()
+
+
+def _compact(printed: str) -> str:
+    """A printed number's characters as printed (case kept): ``normalize_ins`` without
+    the key's separator word either."""
+    return re.sub(r"[\s\u200b-\u200d\u2060\ufeff.\-\u2013/:]|cl[eé]", "", printed, flags=re.IGNORECASE)
 
 
 def is_valid_ins(value: str) -> bool:
@@ -137,7 +168,7 @@ def _plausible_layout(printed: str) -> bool:
         return True
     count = 0
     for line in lines[:-1]:
-        count += len(normalize_ins(line))
+        count += len(_compact(line))
         if count not in _GROUP_ENDS:
             return False
     return True
@@ -167,8 +198,18 @@ def find_printed_identifiers(text: str) -> list[PrintedIns]:
     told from the patient's.
     """
     found: list[PrintedIns] = []
+    for number, role in _labelled(text, _PRINTED_NIR):
+        printed = PrintedIns(_compact(number).upper(), role)
+        if printed not in found:
+            found.append(printed)
+    return found
+
+
+def _labelled(text: str, pattern: re.Pattern[str]) -> Iterator[tuple[str, PrintedRole]]:
+    """The numbers ``pattern`` finds in ``text`` after a label (as printed), with the role
+    the label gives."""
     previous_end = 0
-    for m in _PRINTED_NIR.finditer(text):
+    for m in pattern.finditer(text):
         if not _plausible_layout(m.group(0)):
             continue
         before = fold(" ".join(text[max(0, m.start() - 4 * _LABEL_WINDOW) : m.start()].split()))
@@ -180,10 +221,31 @@ def find_printed_identifiers(text: str) -> list[PrintedIns]:
             continue
         role = _role(text, m.start(), m.end(), previous_end, label_window)
         previous_end = m.end()
-        printed = PrintedIns(normalize_ins(m.group(0)), role)
-        if printed not in found:
-            found.append(printed)
-    return found
+        yield m.group(0), role
+
+
+def _unreadable(text: str) -> list[str]:
+    """The patient's INS printed in ``text`` with letters where digits should be (as
+    printed, compact): OCR's misreadings, never corrected."""
+    found: list[str] = []
+    for number, role in _labelled(text, _MISREAD_NIR):
+        value = _compact(number)
+        digits = sum(c.isdigit() for c in value)
+        if role is PrintedRole.PATIENT and _misread(value) and digits >= _MIN_DIGITS_READ:
+            found.append(value)
+    return list(dict.fromkeys(found))
+
+
+def _misread(value: str) -> list[str]:
+    """The letters standing for digits in a compact printed number (the A or B of
+    Corsica's department is none)."""
+    return [c for i, c in enumerate(value) if not c.isdigit() and not (i == 6 and c in "AB")]
+
+
+def _keyless(text: str) -> list[str]:
+    """The patient's NIR printed without its key (13 characters, compact)."""
+    numbers = _labelled(text, _KEYLESS_NIR)
+    return list(dict.fromkeys(_compact(n).upper() for n, role in numbers if role is PrintedRole.PATIENT))
 
 
 def _role(text: str, start: int, end: int, previous_end: int, label_window: str) -> PrintedRole:
@@ -314,6 +376,21 @@ def identify_patient(doc: ParsedDocument) -> IdentityResult:
                 ),
             ),
         )
+    unreadable = _unreadable(doc.text)
+    if unreadable:
+        misread = sorted({c for value in unreadable for c in _misread(value)})
+        return IdentityResult(
+            None,
+            (
+                Problem(
+                    code=Reason.INVALID_INS_KEY,
+                    message="the INS printed in the document cannot be read: "
+                    f"{', '.join(map(repr, misread))} where digits should be (a scan or photo misread?); "
+                    "it is never corrected into a number: a sharper scan or photo, or the INS given "
+                    "in a structured field, is needed",
+                ),
+            ),
+        )
     if identifiers:
         # The insured person (a parent, for a child's document) need not be the patient.
         return IdentityResult(
@@ -323,6 +400,16 @@ def identify_patient(doc: ParsedDocument) -> IdentityResult:
                     code=Reason.MISSING_INS,
                     message="only the insured person's number (assuré, ouvrant droit) is printed, "
                     "and it need not be the patient's",
+                ),
+            ),
+        )
+    if _keyless(doc.text):
+        return IdentityResult(
+            None,
+            (
+                Problem(
+                    code=Reason.MISSING_INS,
+                    message="a NIR is printed without its key: it is no INS, and is not checked",
                 ),
             ),
         )
@@ -353,6 +440,17 @@ def identify_in_record(doc: ParsedDocument, patient_id: str) -> IdentityResult:
             ),
         )
     if found.patient_id is None and all(p.code is Reason.MISSING_INS for p in found.problems):
+        # A NIR printed without its key is checked against the record's own.
+        if any(nir13 != patient_id[:13] for nir13 in _keyless(doc.text)):
+            return IdentityResult(
+                None,
+                (
+                    Problem(
+                        code=Reason.IDENTITY_CONFLICT,
+                        message="the document names another person (NIR) than the record it is added to",
+                    ),
+                ),
+            )
         return IdentityResult(patient_id, evidence=IdentitySource.DECLARED_BY_PATIENT)
     return found
 

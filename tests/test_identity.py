@@ -390,3 +390,81 @@ def test_a_message_from_a_test_system_is_rejected_whole(tmp_path: Path) -> None:
     summary = ingest_sources([str(tmp_path / "feed")], Settings(data_dir=tmp_path / "carnet"))
     assert [(o.status, o.patient_id) for o in summary.outcomes] == [(Status.REJECTED, None)]
     assert [p.code for p in summary.outcomes[0].reasons] == [Reason.MISSING_INS]
+
+
+# -- INS printed as French documents print it, and as OCR misreads it ---------------------------
+
+
+@pytest.mark.parametrize(
+    "printed",
+    [
+        "Identifiant national de santé : {spaced}",
+        "IDENTIFIANT NATIONAL DE SANTE\n{spaced}",
+        "N° de sécu : {spaced}",
+        "NIR : {nir}  Clé : {key}",
+        "N° SS {nir} clé {key}",
+        "Matricule INS : {spaced} (NIR)",
+    ],
+)
+def test_the_ways_french_documents_print_the_ins(printed: str) -> None:
+    for ins in (INS_A, INS_CORSICA):
+        text = printed.format(spaced=spaced(ins), nir=spaced(ins)[:-3], key=ins[13:])
+        result = identify_patient(doc(f"Compte rendu\nPatient : DUPONT Jeanne\n{text}\nGlycémie 5,1 mmol/L"))
+        assert (result.patient_id, result.problems) == (ins, ()), text
+
+
+# Each misreading replaces one digit with the letter OCR takes it for.
+MISREADINGS = [
+    ("0", "O"), ("0", "o"), ("0", "D"), ("1", "l"), ("1", "I"), ("1", "|"), ("5", "S"), ("8", "B"), ("2", "Z")
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("digit", "letter"), MISREADINGS)
+def test_an_ins_misread_by_ocr_is_never_corrected_into_a_patient(digit: str, letter: str) -> None:
+    from pipeline.identity import identify_in_record
+
+    for ins in (INS_A, INS_B, INS_CORSICA):
+        if digit not in ins[:13]:
+            continue
+        for position in [i for i, c in enumerate(ins) if c == digit][:3]:
+            misread = ins[:position] + letter + ins[position + 1 :]
+            text = f"Compte rendu\nPatient : DUPONT Jeanne\nINS : {spaced(misread)}\nGlycémie 5,1 mmol/L"
+            result = identify_patient(doc(text))
+            # Not missing (a number is printed), and never the number corrected.
+            assert result.patient_id is None
+            assert [p.code for p in result.problems] == [Reason.INVALID_INS_KEY], misread
+            assert repr(letter) in result.problems[0].message
+            # A patient adding it to their own record: it names someone, perhaps someone else.
+            for record in (ins, make_ins("1690869388041")):
+                added = identify_in_record(doc(text), record)
+                assert added.patient_id is None
+                assert [p.code for p in added.problems] == [Reason.INVALID_INS_KEY]
+
+
+def test_words_after_an_ins_label_are_no_misread_ins() -> None:
+    from pipeline.identity import identify_in_record
+
+    for text in (
+        "INS : non renseigné, identité provisoire",
+        "INS : SOLIDE Bio 2024 2025 lot 12",
+        "NIR : 1 2 3 4 5 6 7 8 9 O I S B Z",  # a sequence of separate tokens, too few digits
+        "Téléphone : 01 45 67 89 10",
+    ):
+        assert [p.code for p in identify_patient(doc(text)).problems] == [Reason.MISSING_INS], text
+        assert identify_in_record(doc(text), INS_A).patient_id == INS_A
+
+
+def test_a_nir_printed_without_its_key_is_no_ins_and_names_someone() -> None:
+    from pipeline.identity import identify_in_record
+    from pipeline.model import IdentitySource
+
+    text = f"Compte rendu\nPatient : DUPONT Jeanne\nN° SS : {spaced(INS_A)[:-3]}\nGlycémie 5,1 mmol/L"
+    result = identify_patient(doc(text))
+    assert [p.code for p in result.problems] == [Reason.MISSING_INS]
+    assert "without its key" in result.problems[0].message
+    # Added to its patient's own record: the same NIR, filed as declared.
+    own = identify_in_record(doc(text), INS_A)
+    assert (own.patient_id, own.evidence) == (INS_A, IdentitySource.DECLARED_BY_PATIENT)
+    # Added to another record: it names another person.
+    other = identify_in_record(doc(text), INS_B)
+    assert other.patient_id is None and [p.code for p in other.problems] == [Reason.IDENTITY_CONFLICT]

@@ -118,6 +118,22 @@ def test_a_document_naming_another_patient_is_rejected_and_filed_nowhere(api: Ap
     assert record is not None and record.identity_source is IdentitySource.PRINTED
 
 
+@pytest.mark.parametrize(
+    "printed",
+    [
+        "Identifiant national de santé : {spaced}",  # the INS's name in full
+        "N° de sécu : {nir}",  # the NIR without its key
+    ],
+)
+def test_a_photo_naming_another_patient_in_other_words_is_filed_nowhere(api: Api, printed: str) -> None:
+    lines = [*PRESCRIPTION, printed.format(spaced=spaced(OTHER), nir=spaced(OTHER)[:-3])]
+    entry = only_file(upload(api, patient(A), A, photo(lines)))
+    assert entry["status"] == "rejected" and entry["doc_id"] is None, entry
+    reasons = entry["reasons"]
+    assert isinstance(reasons, list) and [r["code"] for r in reasons] == ["identity_conflict"]
+    assert api.get(patient(A), f"/patients/{A}/documents", params={"q": "amoxicilline"}).json()["total"] == 0
+
+
 def test_who_may_upload(api: Api) -> None:
     minor = make_ins(603, "1205")
     data = photo(PRESCRIPTION)
