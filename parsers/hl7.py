@@ -54,13 +54,15 @@ What is read, per message:
   number, else none (MSH-10 names a transmission, not the document: a resend has its
   own); the other ids go to ``document_ids``. TXA-13 (parent document) goes to
   ``refers_to``: what a replacement replaces. ``content_fingerprint`` hashes the message
-  without its envelope (MSH-7, MSH-10…): a message sent again is a duplicate of the first.
+  without its envelope (MSH-7, MSH-10…) and the times a message is stamped with when built
+  again (EVN-2, ORC-9, OBR-22): a message sent again is a duplicate of the first.
 * Replacement and deletion (the profile's OBX-11 on the document's OBX: F original, C
   replacement, D deletion): ``withdraw`` is set by MDM^T11, OBX-11 ``D`` or TXA-19
   ``CA``, and in a lab report carrying no document by ``D`` or ``W`` on every result;
   ``version`` is the embedded CDA's versionNumber, else 2 when an OBR-25 result
-  status is ``C`` (a correction shares OBR-3 with the report it replaces), 0 when every
-  OBR-25 says the report is not final (preliminary, partial: it comes before the final).
+  status or a result's OBX-11 is ``C`` (a correction shares OBR-3 with the report it
+  replaces), 0 when every OBR-25 says the report is not final (preliminary, partial: it
+  comes before the final).
 * ``text``: the title, one line per result (``Hémoglobine (718-7) : 13.5 g/dL [12.0-16.0]
   N``), NTE comments where they stand, then the embedded documents' text.
 """
@@ -242,14 +244,20 @@ def read_message(raw: RawMessage, *, source: str, part: int, embedded: ParserCho
 # message (7), control id (10), sequence number (13), continuation pointer (14), and the
 # character set (18), since the fingerprint is of the decoded text.
 _ENVELOPE_MSH = (7, 10, 13, 14, 18)
+# The times a system stamps a message with when it builds it again, though it says nothing
+# new: EVN-2 recorded date/time, ORC-9 date/time of the transaction, OBR-22 date/time of the
+# report or of its last status change. A correction changes these too, but never only these:
+# its values, OBR-25 or OBX-11 change, and they stay in the fingerprint.
+_RESTAMPED = {"EVN": (2,), "ORC": (9,), "OBR": (22,)}
 
 
 def content_fingerprint(lines: list[str], seps: Separators) -> str:
     """SHA-256 of what a message says, leaving out its transmission envelope: the MSH
-    fields of ``_ENVELOPE_MSH`` and trailing empty fields. Batch headers, MLLP framing, line
-    endings and the byte encoding are gone already (``iter_messages``, ``decode_message``).
-    A message sent again (a resend after a missing ACK, a replayed interface queue) has the
-    fingerprint of the first; a correction (a value, OBR-25, OBX-11 changed) has its own."""
+    fields of ``_ENVELOPE_MSH``, the times of ``_RESTAMPED`` and trailing empty fields. Batch
+    headers, MLLP framing, line endings and the byte encoding are gone already
+    (``iter_messages``, ``decode_message``). A message sent again (a resend after a missing
+    ACK, a replayed interface queue) has the fingerprint of the first; a correction (a
+    value, OBR-25, OBX-11 changed) has its own."""
     digest = hashlib.sha256()
     for n, line in enumerate(lines):
         fields = line.split(seps.field)
@@ -257,6 +265,9 @@ def content_fingerprint(lines: list[str], seps: Separators) -> str:
             for k in _ENVELOPE_MSH:
                 if k - 1 < len(fields):
                     fields[k - 1] = ""
+        for k in _RESTAMPED.get(fields[0], ()):
+            if k < len(fields):
+                fields[k] = ""
         while len(fields) > 1 and not fields[-1]:
             fields.pop()
         digest.update(seps.field.join(fields).encode())
@@ -367,7 +378,7 @@ class _Reader:
             producer_finess=finess or inner.producer_finess,
             producer_name=producer_name or inner.producer_name,
             producer_document_id=document_id,
-            version=inner.version or _report_version(obrs),
+            version=inner.version or _report_version(obrs, self.result_statuses),
             document_ids=tuple(i for i in own_ids if i != document_id),
             refers_to=_parent_ids(txa),
             withdraw=withdraw,
@@ -604,12 +615,14 @@ def _text_document(payload: bytes, media: str, source: str) -> ParsedDocument:
 _NOT_FINAL = frozenset({"A", "P", "R", "I", "S", "O"})
 
 
-def _report_version(obrs: list[Segment]) -> int | None:
-    """The report's place among the versions of its order (OBR-3), from OBR-25: 0 when not
-    final yet, 2 when corrected, else None (an original, 1). A preliminary report that
-    arrives after the final one (files sorted by name, a resend) must not replace it."""
+def _report_version(obrs: list[Segment], result_statuses: list[str]) -> int | None:
+    """The report's place among the versions of its order (OBR-3), from OBR-25 and the
+    results' OBX-11: 0 when not final yet, 2 when corrected (OBR-25 C, or a result C: many
+    LIS mark the corrected result alone and leave OBR-25 F), else None (an original, 1). A
+    preliminary report, or the original sent again, arriving after the final one or the
+    correction (files sorted by name, a replayed queue) must not replace it."""
     statuses = {o.value(25) for o in obrs} - {""}
-    if "C" in statuses:
+    if "C" in statuses or "C" in result_statuses:
         return 2
     return 0 if statuses and statuses <= _NOT_FINAL else None
 

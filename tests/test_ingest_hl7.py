@@ -389,3 +389,31 @@ def test_a_lab_report_identified_by_its_control_id_alone_sent_again_is_a_duplica
         )  # fmt: skip
     assert (first.status, again.status, again.doc_id) == (Status.INDEXED, Status.DUPLICATE, first.doc_id)
     assert other.status is Status.INDEXED and other.doc_id != first.doc_id  # another report
+
+
+def test_an_original_resent_with_new_times_after_its_correction_never_hides_the_correction(
+    tmp_path: Path, index: DocumentIndex
+) -> None:
+    # The correction marks its result OBX-11 C and leaves OBR-25 F; the LIS then replays its
+    # queue and sends the original again, stamped anew (MSH-7/10, ORC-9, OBR-22).
+    message = (
+        "MSH|^~\\&|LIS|LABO|CARNET|CARNET|{at}||ORU^R01^ORU_R01|{ctrl}|P|2.5\r"
+        f"PID|1||{INS_COLIN}^^^ASIP-SANTE-INS-NIR&1.2.250.1.213.1.4.8&ISO^INS||COLIN^Marc^^^^^L||19690221|M\r"
+        "ORC|RE||ORDER-11||||||{at}\r"
+        "OBR|1||ORDER-11|BIO^Bilan biologique^L|||20240312083000|||||||||||||||{at}|||F\r"
+        "OBX|1|NM|2160-0^Créatinine^LN||{value}|µmol/L|45-90|{flag}|||{status}\r"
+    )
+    sent = [("M1", "20240312100000", "250", "H", "F"), ("M2", "20240313100000", "25", "L", "C"),
+            ("M3", "20240314100000", "250", "H", "F")]  # fmt: skip
+    settings = Settings(data_dir=tmp_path / "carnet")
+    with Pipeline(settings, open_backends(settings, index=index)) as pipe:
+        original, correction, again = (
+            pipe.process(InputFile(
+                data=message.format(ctrl=c, at=at, value=v, flag=f, status=s).encode(),
+                source=f"{c}.hl7", producer="labo"))[0]
+            for c, at, v, f, s in sent
+        )  # fmt: skip
+    assert (original.status, correction.status) == (Status.INDEXED, Status.REPLACED)
+    assert (again.status, again.doc_id) == (Status.DUPLICATE, original.doc_id)
+    [live] = index.search(SearchQuery(patient_id=INS_COLIN)).hits
+    assert live.doc_id == correction.doc_id

@@ -179,6 +179,34 @@ def test_a_message_that_says_something_else_has_its_own_fingerprint(
     assert other.content_fingerprint != first.content_fingerprint
 
 
+def test_a_message_sent_again_with_new_transaction_times_has_the_fingerprint_of_the_first(
+    parser: Hl7Parser,
+) -> None:
+    # A LIS regenerating a message stamps it anew: ORC-9 (date/time of the transaction),
+    # OBR-22 (report or status change) and, in document messages, EVN-2 (recorded).
+    data = sample("oru_single.hl7")
+    [first] = parser.parse(data, source="first")
+    stamped = data.replace(b"|DOS-MSG0001\r", b"|DOS-MSG0001||||||20240320101010\r", 1).replace(
+        b"||||||20240312083000|||F|", b"||||||20240320101010|||F|", 1
+    )
+    assert stamped.count(b"20240320101010") == 2
+    [again] = parser.parse(stamped, source="again")
+    assert again.content_fingerprint == first.content_fingerprint
+    evn = [data.replace(b"\rPID|", b"\rEVN|R01|%s\rPID|" % at, 1) for at in (b"20240312", b"20240320")]
+    assert len({d.content_fingerprint for e in evn for d in parser.parse(e, source="evn")}) == 1
+    # What the times leave out is all they leave out: a value changed still counts.
+    [other] = parser.parse(stamped.replace(b"||13.5|", b"||12.5|"), source="other")
+    assert other.content_fingerprint != first.content_fingerprint
+
+
+def test_a_result_marked_corrected_makes_the_report_a_correction(parser: Hl7Parser) -> None:
+    # OBX-11 C (HL7 table 0085: "a correction, replaces a final result") with OBR-25 still F:
+    # the report is the order's corrected version, above the original that may come again.
+    data = _oru("UNICODE UTF-8").replace("|N|||F\r", "|N|||C\r")
+    [doc] = parser.parse(data.encode(), source="x")
+    assert doc.version == 2
+
+
 BATCH = b"FHS|^~\\&|SIL\rBHS|^~\\&|SIL\r%s\rBTS|1\rFTS|1"
 
 
