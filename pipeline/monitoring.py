@@ -52,6 +52,7 @@ class AlertKind(StrEnum):
     REJECT_RATE_JUMP = "reject_rate_jump"
     QUALITY_FLAGS = "quality_flags"
     FEED_SILENT = "feed_silent"
+    FOLDER_UNLISTED = "folder_unlisted"
     INTEGRITY = "integrity"
 
 
@@ -739,6 +740,31 @@ def check_silent_feeds(
         )
         if a is not None:
             alerts.append(a)
+    notify_all(alerts, notifier or default_notifier(settings), settings=settings)
+    return alerts
+
+
+def unlisted_folder_alerts(
+    settings: Settings,
+    feed: str,
+    unlisted: Iterable[Any],
+    *,
+    notifier: Notifier | None = None,
+) -> list[Alert]:
+    """An alert per producer or batch folder (``UnlistedFolder``) the feed could not list:
+    its batches wait unseen until its permissions are fixed, while the others run."""
+    alerts = [
+        Alert(
+            kind=AlertKind.FOLDER_UNLISTED,
+            feed=feed,
+            producer=u.producer,
+            batch=f"{u.producer}/{u.batch}" if u.batch is not None else None,
+            at=_now(),
+            message=f"{'batch' if u.batch is not None else 'producer'} folder of {u.producer} "
+            f"not listed, its batches wait: {u.reason}",
+        )
+        for u in unlisted
+    ]
     notify_all(alerts, notifier or default_notifier(settings), settings=settings)
     return alerts
 

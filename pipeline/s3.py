@@ -62,6 +62,11 @@ def _is_not_found(exc: ClientError) -> bool:
     return _error_code(exc) in _NOT_FOUND
 
 
+def is_access_denied(exc: BaseException | None) -> bool:
+    """Whether S3 refused the request for Carnet's rights (not a fault of the service)."""
+    return isinstance(exc, ClientError) and _error_code(exc) in ("AccessDenied", "AllAccessDisabled")
+
+
 class Bucket:
     """One bucket through one client: paginated listing and writes with SSE requested."""
 

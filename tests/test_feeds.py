@@ -251,3 +251,101 @@ def test_a_batch_or_producer_folder_that_is_a_link_is_not_a_batch(tmp_path: Path
     (root / "lab" / "b1").symlink_to(other, target_is_directory=True)
     (root / "evil").symlink_to(root / "other", target_is_directory=True)
     assert [b.key for b in FolderFeed(root).list_batches()] == ["other/b9"]
+
+
+def _deny_listing(monkeypatch: pytest.MonkeyPatch, *denied: Path) -> None:
+    """``os.scandir`` raises EACCES for ``denied`` (the tests run as root, whom chmod
+    would not stop)."""
+    import errno
+    import os
+
+    def denying(real: Callable[[object], object]) -> Callable[[object], object]:
+        def listing(path: object) -> object:
+            if Path(str(path)) in denied:
+                raise PermissionError(errno.EACCES, "Permission denied", str(path))
+            return real(path)
+
+        return listing
+
+    for name in ("scandir", "listdir"):  # pathlib lists with either
+        monkeypatch.setattr(os, name, denying(getattr(os, name)))
+
+
+def test_a_producer_folder_carnet_may_not_list_is_that_producer_s_problem(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One producer's folder Carnet may not list (its permissions) raised PermissionError
+    out of list_batches: discover failed for every producer of the feed, at every run. Now
+    the others' batches are listed and discovered, and that producer is alerted on."""
+    from pipeline.ingest import discover_batches
+    from pipeline.monitoring import AlertKind, load_alerts
+    from pipeline.settings import Settings
+
+    root = tmp_path / "feed"
+    for name in ("labo/b1/a.hl7", "labo/b1/_READY", "radio/r1/x.pdf", "radio/r1/_READY", "pharma/p1/_READY"):
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_bytes(HL7)
+    _deny_listing(monkeypatch, root / "labo", root / "pharma" / "p1")
+    feed = FolderFeed(root)
+    assert [b.key for b in feed.list_batches()] == ["radio/r1"]
+    assert [(u.producer, u.batch) for u in feed.unlisted] == [("labo", None), ("pharma", "p1")]
+    assert all("Permission denied" in u.reason for u in feed.unlisted)
+    settings = Settings(data_dir=tmp_path / "carnet", data_docs=False)
+    assert discover_batches(settings, str(root)) == ["radio/r1"]
+    alerts = [a for a in load_alerts(settings) if a.kind is AlertKind.FOLDER_UNLISTED]
+    assert [(a.producer, a.batch) for a in alerts] == [("labo", None), ("pharma", "pharma/p1")]
+    assert "Permission denied" in alerts[0].message
+
+
+def test_a_batch_sub_folder_carnet_may_not_list_is_rejected_not_left_out(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """pathlib's glob skips a folder it may not list: the files of such a sub-folder of a
+    batch were left out of it, and of its report, in silence. It is now an entry of the
+    batch, rejected unreadable_file."""
+    from pipeline.ingest import process_batch
+    from pipeline.settings import Settings
+    from tests.test_acks import _validate
+
+    root = tmp_path / "feed"
+    batch = root / "labo" / "b1"
+    (batch / "locked").mkdir(parents=True)
+    (batch / "locked" / "x.pdf").write_bytes(PDF)
+    (batch / "a.txt").write_bytes(b"pas un document")
+    (batch / "_READY").write_bytes(b"")
+    _deny_listing(monkeypatch, batch / "locked")
+    (ref,) = FolderFeed(root).list_batches()
+    assert ref.files == ("a.txt", "locked")
+    summary = process_batch(Settings(data_dir=tmp_path / "carnet", data_docs=False), str(root), "labo/b1")
+    report = json.loads((batch / "_report.json").read_text(encoding="utf-8"))
+    _validate(report)
+    locked = next(e for e in report["files"] if e["file"] == "locked")
+    assert [r["code"] for r in locked["reasons"]] == ["unreadable_file"]
+    assert summary.total == 2
+
+
+def test_an_s3_producer_prefix_denied_is_that_producer_s_problem(
+    feed_and_drop: tuple[Feed, Drop], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bucket policy denying Carnet one producer's prefix failed the whole listing; any
+    other S3 error still does (retried)."""
+    from botocore.exceptions import ClientError
+
+    feed, drop = feed_and_drop
+    if not isinstance(feed, S3Feed):
+        pytest.skip("S3 only")
+    for name in ("labo/b1/a.hl7", "labo/b1/_READY", "radio/r1/x.pdf", "radio/r1/_READY"):
+        drop(name, HL7)
+    real = feed.bucket.subprefixes
+
+    def subprefixes(prefix: str, code: str = "AccessDenied") -> object:
+        if prefix.endswith("/labo/"):
+            raise ClientError({"Error": {"Code": code, "Message": "denied"}}, "ListObjectsV2")
+        return real(prefix)
+
+    monkeypatch.setattr(feed.bucket, "subprefixes", subprefixes)
+    assert [b.key for b in feed.list_batches()] == ["radio/r1"]
+    assert [u.producer for u in feed.unlisted] == ["labo"]
+    monkeypatch.setattr(feed.bucket, "subprefixes", lambda p: subprefixes(p, "InternalError"))
+    with pytest.raises(SourceError):
+        feed.list_batches()

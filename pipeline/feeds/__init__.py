@@ -25,6 +25,7 @@ from pipeline.feeds.base import (
     BatchRef,
     Feed,
     ManifestEntry,
+    UnlistedFolder,
     printable_name,
 )
 from pipeline.feeds.folder import FolderFeed, iter_folder_files, read_regular_file
@@ -40,6 +41,7 @@ __all__ = [
     "Feed",
     "FolderFeed",
     "ManifestEntry",
+    "UnlistedFolder",
     "iter_folder_files",
     "open_feed",
     "printable_name",

@@ -41,6 +41,15 @@ class BatchRef(Frozen):
         return f"{self.producer}/{self.batch}"
 
 
+class UnlistedFolder(Frozen):
+    """A producer's folder (or one batch of it) the feed could not list: its permissions,
+    or an S3 prefix Carnet is denied. That producer's problem, alerted; the others run."""
+
+    producer: str
+    batch: str | None = None  # None: the whole producer folder
+    reason: str
+
+
 def printable_name(name: str) -> str:
     """A file name or path as text fit for reports, acknowledgements and the ledger.
 
@@ -84,9 +93,12 @@ def parse_manifest(data: bytes, *, where: str) -> tuple[ManifestEntry, ...]:
 @runtime_checkable
 class Feed(Protocol):
     url: str
+    # The folders the last ``list_batches`` could not list (one producer's problem each).
+    unlisted: list[UnlistedFolder]
 
     def list_batches(self) -> list[BatchRef]:
-        """Every complete batch currently in the feed (processed or not)."""
+        """Every complete batch currently in the feed (processed or not); a producer or
+        batch folder that cannot be listed goes to ``unlisted`` instead of failing all."""
         ...
 
     def read(self, batch: BatchRef, name: str) -> bytes: ...

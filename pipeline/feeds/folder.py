@@ -7,6 +7,9 @@ rejects it ``unsafe_path``; a file Carnet may not open (permissions) or gone sin
 was listed raises ``UnreadableFileError``, rejected ``unreadable_file``. A producer or
 batch folder that is itself a link is no batch (skipped with a warning): its files would
 be another folder's, and its acknowledgement written through it into another batch.
+A producer or batch folder Carnet may not list goes to ``unlisted`` (alerted, the feed's
+other batches run); a sub-folder of a batch it may not list is an entry of the batch,
+rejected ``unreadable_file``.
 ``read_regular_file`` is the one way folder files are read (feeds and ``carnet ingest``
 alike).
 """
@@ -21,7 +24,16 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from pipeline.errors import SourceError, UnreadableFileError, UnsafePathError
-from pipeline.feeds.base import ACK_DIR, MANIFEST, READY_MARKER, BatchRef, is_control_file, read_manifest
+from pipeline.feeds.base import (
+    ACK_DIR,
+    MANIFEST,
+    READY_MARKER,
+    BatchRef,
+    UnlistedFolder,
+    is_control_file,
+    printable_name,
+    read_manifest,
+)
 
 log = logging.getLogger(__name__)
 
@@ -32,23 +44,42 @@ class FolderFeed:
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
         self.url = str(self.root)
+        self.unlisted: list[UnlistedFolder] = []
 
     def list_batches(self) -> list[BatchRef]:
         if not self.root.is_dir():
             raise SourceError("feed folder does not exist", source=str(self.root))
-        batches = []
-        # A producer or batch folder that is a link is no batch: its files would be another
-        # folder's, and the acknowledgement written through it land in another batch.
-        for producer_dir in sorted(p for p in self.root.iterdir() if _is_folder(p)):
-            for batch_dir in sorted(p for p in producer_dir.iterdir() if _is_folder(p)):
-                ref = self._batch(producer_dir.name, batch_dir)
+        try:
+            producers = _folders(self.root)
+        except OSError as exc:
+            raise SourceError(f"cannot list the feed folder: {exc.strerror}", source=str(self.root)) from exc
+        batches, self.unlisted = [], []
+        # A folder Carnet may not list is that producer's (or batch's) problem: recorded in
+        # unlisted for an alert, and the feed's other producers and batches run.
+        for producer_dir in producers:
+            producer = printable_name(producer_dir.name)
+            try:
+                batch_dirs = _folders(producer_dir)
+            except OSError as exc:
+                self.unlisted.append(UnlistedFolder(producer=producer, reason=_cannot_list(exc)))
+                continue
+            for batch_dir in batch_dirs:
+                try:
+                    ref = self._batch(producer_dir.name, batch_dir)
+                except OSError as exc:
+                    name = printable_name(batch_dir.name)
+                    unlisted = UnlistedFolder(producer=producer, batch=name, reason=_cannot_list(exc))
+                    self.unlisted.append(unlisted)
+                    continue
                 if ref is not None:
                     batches.append(ref)
         return batches
 
     def _batch(self, producer: str, batch_dir: Path) -> BatchRef | None:
-        manifest_path = batch_dir / MANIFEST
+        """The batch in ``batch_dir`` if complete; OSError if the folder cannot be listed."""
+        names = _batch_names(batch_dir)  # first: a folder Carnet may not list raises here
         manifest, manifest_error = None, None
+        manifest_path = batch_dir / MANIFEST
         if manifest_path.exists() or manifest_path.is_symlink():
             try:
                 # As any file of the feed: a link (another batch's manifest) or a FIFO (which
@@ -60,18 +91,11 @@ class FolderFeed:
                 manifest, manifest_error = read_manifest(data, where=str(manifest_path))
         elif not (batch_dir / READY_MARKER).exists():
             return None  # still being uploaded
-        files = tuple(
-            sorted(
-                str(p.relative_to(batch_dir))
-                for p in batch_dir.rglob("*")
-                if _is_entry(p) and not is_control_file(str(p.relative_to(batch_dir)))
-            )
-        )
         return BatchRef(
             feed_url=self.url,
             producer=producer,
             batch=batch_dir.name,
-            files=files,
+            files=tuple(sorted(n for n in names if not is_control_file(n))),
             manifest=manifest,
             manifest_error=manifest_error,
         )
@@ -148,6 +172,38 @@ def _is_folder(path: Path) -> bool:
     return path.is_dir()
 
 
+def _folders(folder: Path) -> list[Path]:
+    """The real folders in ``folder``, sorted; OSError if it cannot be listed."""
+    with os.scandir(folder) as entries:
+        paths = [Path(e.path) for e in entries]
+    return sorted(p for p in paths if _is_folder(p))
+
+
+def _batch_names(batch_dir: Path, below: str = "") -> list[str]:
+    """Every entry below ``batch_dir`` as a relative name, sorted; links and special files
+    are entries, never descended into. A sub-folder Carnet may not list is an entry too,
+    refused ``unreadable_file`` when read: its files are never silently left out (pathlib's
+    glob skips such a folder). OSError if ``batch_dir`` itself cannot be listed."""
+    with os.scandir(batch_dir) as it:
+        entries = sorted(it, key=lambda e: e.name)
+    names = []
+    for entry in entries:
+        name = f"{below}{entry.name}"
+        if not entry.is_dir(follow_symlinks=False):
+            names.append(name)
+            continue
+        try:
+            names.extend(_batch_names(Path(entry.path), f"{name}/"))
+        except OSError as exc:
+            log.warning("batch sub-folder %s cannot be listed: %s", entry.path, exc.strerror)
+            names.append(name)
+    return names
+
+
+def _cannot_list(exc: OSError) -> str:
+    return f"folder cannot be listed: {exc.strerror}"
+
+
 def _is_entry(path: Path) -> bool:
     """Anything but a real folder (a link to a folder is an entry, never descended into)."""
     return path.is_symlink() or not path.is_dir()
@@ -186,6 +242,10 @@ def read_regular_file(root: Path, path: Path) -> bytes:
             # Its permissions, or removed since it was listed: the producer's to fix.
             raise UnreadableFileError(f"cannot read: {exc.strerror}", source=str(path)) from exc
         raise SourceError(f"cannot read: {exc.strerror}", source=str(path)) from exc
+    if stat.S_ISDIR(os.fstat(fd).st_mode):
+        os.close(fd)  # fdopen refuses a folder's descriptor
+        # Listed as an entry because it could not be listed: its files are unknown.
+        raise UnreadableFileError("a folder, not a file (one Carnet could not list)", source=str(path))
     with os.fdopen(fd, "rb") as fh:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             raise UnsafePathError("not a regular file (FIFO, device or socket)", source=str(path))

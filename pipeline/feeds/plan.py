@@ -2,10 +2,27 @@
 
 from __future__ import annotations
 
-from pipeline.feeds import open_feed, printable_name
+from pipeline.feeds import BatchRef, Feed, open_feed, printable_name
 from pipeline.feeds.config import is_scan_heavy
 from pipeline.ledger import Ledger
 from pipeline.settings import Settings
+
+
+def pending_batches(settings: Settings, feed: Feed) -> list[BatchRef]:
+    """The feed's complete batches not processed yet; an alert for each folder it could
+    not list (that producer's batches wait, the others' are returned)."""
+    ledger = Ledger(settings)
+    try:
+        done = ledger.processed_batches(feed.url)
+    finally:
+        ledger.close()
+    batches = feed.list_batches()
+    if feed.unlisted:
+        from pipeline.monitoring import unlisted_folder_alerts
+
+        unlisted_folder_alerts(settings, feed.url, feed.unlisted)
+    # printable_name: as process_batch names the batch in the ledger.
+    return [b for b in batches if printable_name(b.key) not in done]
 
 
 def plan_batches(settings: Settings, feed_url: str, *, scans: bool = False) -> dict[str, list[list[str]]]:
@@ -17,18 +34,10 @@ def plan_batches(settings: Settings, feed_url: str, *, scans: bool = False) -> d
     others to ``text``; this is judged from the feed listing alone (no file is read).
     """
     feed = open_feed(feed_url, endpoint_url=settings.s3.endpoint_url, region=settings.s3.region)
-    ledger = Ledger(settings)
-    try:
-        done = ledger.processed_batches(feed.url)
-    finally:
-        ledger.close()
     lanes: dict[str, list[str]] = {}
     heavy: set[str] = set()
-    for b in sorted(feed.list_batches(), key=lambda b: (b.producer, b.batch)):
-        key = printable_name(b.key)  # as discover_batches and process_batch name it
-        if key in done:
-            continue
-        lanes.setdefault(b.producer, []).append(key)
+    for b in sorted(pending_batches(settings, feed), key=lambda b: (b.producer, b.batch)):
+        lanes.setdefault(b.producer, []).append(printable_name(b.key))
         if is_scan_heavy(b.files, scans=scans):
             heavy.add(b.producer)
     return {

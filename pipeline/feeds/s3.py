@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
+from typing import Any
 
 from pipeline.errors import SourceError, UnreadableFileError
 from pipeline.feeds.base import (
@@ -13,15 +14,20 @@ from pipeline.feeds.base import (
     MANIFEST,
     READY_MARKER,
     BatchRef,
+    UnlistedFolder,
     is_control_file,
     read_manifest,
 )
-from pipeline.s3 import Bucket, PrefixedBucket, make_client, parse_s3_url, translated
+from pipeline.s3 import Bucket, PrefixedBucket, is_access_denied, make_client, parse_s3_url, translated
 
 
 class S3Feed(PrefixedBucket):
     """A producer feed under ``s3://bucket/<root>/<producer>/<batch>/…``; same contract as
     ``FolderFeed``."""
+
+    def __init__(self, client: Any, bucket: str, prefix: str = "", *, page_size: int | None = None) -> None:
+        super().__init__(client, bucket, prefix, page_size=page_size)
+        self.unlisted: list[UnlistedFolder] = []
 
     @classmethod
     def from_url(
@@ -39,16 +45,27 @@ class S3Feed(PrefixedBucket):
         return translated(SourceError, f"S3 feed cannot {action}", source or self.url)
 
     def list_batches(self) -> list[BatchRef]:
-        batches = []
+        batches: list[BatchRef] = []
+        self.unlisted = []
         with self._errors("list batches"):
-            # Delimiter listings: one request per page of producers or batches, however
-            # many documents the batches hold.
-            for producer_prefix in sorted(self.bucket.subprefixes(self.prefix)):
-                producer = producer_prefix.removeprefix(self.prefix).rstrip("/")
-                for batch_prefix in sorted(self.bucket.subprefixes(producer_prefix)):
-                    ref = self._batch(producer, batch_prefix)
-                    if ref is not None:
-                        batches.append(ref)
+            producer_prefixes = sorted(self.bucket.subprefixes(self.prefix))
+        # Delimiter listings: one request per page of producers or batches, however many
+        # documents the batches hold. A producer's prefix Carnet is denied (a bucket
+        # policy) is that producer's problem: recorded in unlisted, the others run; any
+        # other error fails the listing, to be retried.
+        for producer_prefix in producer_prefixes:
+            producer = producer_prefix.removeprefix(self.prefix).rstrip("/")
+            try:
+                with self._errors("list batches", f"s3://{self.bucket.name}/{producer_prefix}"):
+                    for batch_prefix in sorted(self.bucket.subprefixes(producer_prefix)):
+                        ref = self._batch(producer, batch_prefix)
+                        if ref is not None:
+                            batches.append(ref)
+            except SourceError as exc:
+                if not is_access_denied(exc.__cause__):
+                    raise
+                why = f"prefix cannot be listed: {exc}"
+                self.unlisted.append(UnlistedFolder(producer=producer, reason=why))
         return batches
 
     def _batch(self, producer: str, batch_prefix: str) -> BatchRef | None:

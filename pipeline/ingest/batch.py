@@ -39,14 +39,9 @@ def _open_feed(settings: Settings, feed_url: str) -> Feed:
 
 def discover_batches(settings: Settings, feed_url: str) -> list[str]:
     """Keys (``producer/batch``) of the feed's complete batches not processed yet."""
-    feed = _open_feed(settings, feed_url)
-    ledger = Ledger(settings)
-    try:
-        done = ledger.processed_batches(feed.url)
-    finally:
-        ledger.close()
-    keys = (printable_name(b.key) for b in feed.list_batches())
-    return [k for k in keys if k not in done]
+    from pipeline.feeds.plan import pending_batches
+
+    return [printable_name(b.key) for b in pending_batches(settings, _open_feed(settings, feed_url))]
 
 
 def _manifest_problem(
