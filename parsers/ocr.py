@@ -23,6 +23,8 @@ from __future__ import annotations
 import atexit
 import logging
 import os
+import re
+import subprocess
 import tempfile
 import threading
 import time
@@ -57,6 +59,16 @@ warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 # Assumed resolution when the image does not say (typical scanner setting). Without it
 # tesseract guesses (and warns about) a resolution, which skews its noise filters.
 _DEFAULT_DPI = 300
+# Below this mean word confidence a page may be turned (upright text reads at 80-95; a
+# sideways or upside-down page at 40-50): its orientation is detected, and the page read
+# again turned upright if that reads better. ~0.4 s of CPU, paid by such pages only.
+ORIENT_BELOW_CONFIDENCE = 65.0
+# Tesseract's orientation confidence under which its answer is not tried (measured: 6-8
+# for a turned page of a report, 2.5 for one at half that size); the turned page is kept
+# only if it reads better anyway.
+_MIN_OSD_CONFIDENCE = 1.0
+_OSD_ROTATE = re.compile(rb"^Rotate: (\d+)$", re.MULTILINE)
+_OSD_CONFIDENCE = re.compile(rb"^Orientation confidence: ([0-9.]+)$", re.MULTILINE)
 # Seconds an idle tesseract process is kept for the next page: a run's pages follow each
 # other closely; a server between two uploads should not hold processes (~50 MB each).
 IDLE_S = 10.0
@@ -99,7 +111,8 @@ class TesseractOcr:
         _engines.add(self)
 
     def read(self, image: Image.Image, *, source: str | None = None) -> OcrPage:
-        """Recognise the text of one page image."""
+        """Recognise the text of one page image; a page read poorly is turned upright first
+        when tesseract's orientation detection says it is sideways or upside down."""
         prepared, dpi = prepare_page(image)
         with tempfile.TemporaryDirectory(prefix="carnet-ocr-") as folder:
             # BMP carries the resolution (so one tesseract serves pages of any resolution)
@@ -110,8 +123,36 @@ class TesseractOcr:
             with open(blank, "wb") as fh:
                 fh.write(END_OF_PAGE_IMAGE)
             with self.slots or nullcontext():
-                rows = self._recognise(page, blank, source)
-        return _page_from_data(_tsv_columns(rows))
+                read = _page_from_data(_tsv_columns(self._recognise(page, blank, source)))
+                # A page turned on the scanner bed carries no orientation tag, and reads as
+                # letter soup of low confidence. Only such pages pay for the detection.
+                if 0 < read.word_count and read.confidence < ORIENT_BELOW_CONFIDENCE:
+                    turn = self._orientation(page, source)
+                    if turn:
+                        prepared.rotate(-turn, expand=True).save(page, "BMP", dpi=(dpi, dpi))
+                        turned = _page_from_data(_tsv_columns(self._recognise(page, blank, source)))
+                        if turned.confidence > read.confidence:
+                            log.info("%s: read turned %d degrees clockwise", source, turn)
+                            read = turned
+        return read
+
+    def _orientation(self, page: str, source: str | None) -> int:
+        """Degrees (clockwise) that turn the page image at ``page`` upright, by tesseract's
+        orientation and script detection; 0 when it is upright or cannot tell."""
+        argv = [self.command, page, "stdout", "--psm", "0", "-l", "osd"]
+        try:
+            done = subprocess.run(argv, capture_output=True, timeout=self.timeout_s, check=False)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            log.warning("%s: orientation not detected: %s", source, exc)
+            return 0
+        # A page of too few letters, or an install without osd.traineddata: left as it is.
+        found = _OSD_ROTATE.search(done.stdout)
+        confidence = _OSD_CONFIDENCE.search(done.stdout)
+        if done.returncode != 0 or found is None or confidence is None:
+            return 0
+        if float(confidence.group(1)) < _MIN_OSD_CONFIDENCE:
+            return 0
+        return int(found.group(1)) % 360
 
     def _recognise(self, page: str, blank: str, source: str | None) -> list[list[str]]:
         process = self._checkout(source)

@@ -232,3 +232,36 @@ def test_a_page_past_pillows_own_warning_leaves_stderr_quiet(tmp_path: Path) -> 
     )
     assert f"is {side} x {side} pixels" in done.stdout
     assert done.stderr == ""
+
+
+def printed_page(ins: str) -> Image.Image:
+    """A small report page (DejaVu on white), upright, printing ``ins``."""
+    from PIL import ImageDraw, ImageFont
+
+    font = ImageFont.truetype("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf", 30)
+    lines = [
+        "Compte rendu d'examens biologiques",
+        "Patient : DUPONT Marie",
+        f"INS : {ins[0]} {ins[1:3]} {ins[3:5]} {ins[5:7]} {ins[7:10]} {ins[10:13]} {ins[13:]}",
+        "Hémoglobine 13,5 g/dL",
+    ]
+    page = Image.new("L", (1000, 80 + 50 * len(lines)), 255)
+    draw = ImageDraw.Draw(page)
+    for i, line in enumerate(lines):
+        draw.text((50, 40 + 50 * i), line, font=font, fill=0)
+    return page
+
+
+@pytest.mark.tesseract
+@pytest.mark.parametrize("degrees", [90, 180, 270])
+def test_a_scan_stored_turned_without_exif_is_read_upright(parser: ImageParser, degrees: int) -> None:
+    """A scanner feeding a page sideways or upside down writes no orientation tag: the
+    page was OCR'd as stored, into letters soup, and its INS was never found."""
+    from pipeline.identity import identify_patient
+
+    ins = "284057512345672"
+    buffer = io.BytesIO()
+    printed_page(ins).rotate(degrees, expand=True).save(buffer, "PNG")
+    [document] = parser.parse(buffer.getvalue(), source="turned.png")
+    assert identify_patient(document).patient_id == ins, document.text
+    assert "Hémoglobine" in document.text

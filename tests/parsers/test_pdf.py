@@ -291,3 +291,25 @@ def test_scanned_pages_past_the_ocr_limit_are_left_unread_with_a_warning() -> No
     assert [(w.code, w.blocking) for w in doc.warnings] == [(Reason.TEXT_TRUNCATED, False)]
     assert "first 3 of 4" in doc.warnings[0].message
     assert doc.text.count("Hémoglobine") >= 2
+
+
+@pytest.mark.tesseract
+def test_a_scanned_page_shown_upright_by_its_rotate_entry_is_read_upright(parser: PdfParser) -> None:
+    """Scanners store a landscape-fed page's image as scanned and turn the page for display
+    with /Rotate: the image was OCR'd as stored, sideways."""
+    from pypdf import PdfReader, PdfWriter
+
+    from pipeline.identity import identify_patient
+    from tests.parsers.test_image import printed_page
+
+    ins = "284057512345672"
+    scan = io.BytesIO()
+    printed_page(ins).rotate(90, expand=True).save(scan, "PDF", resolution=150)
+    writer = PdfWriter()
+    for page in PdfReader(scan).pages:
+        writer.add_page(page).rotate(90)
+    rotated = io.BytesIO()
+    writer.write(rotated)
+    [document] = parser.parse(rotated.getvalue(), source="rotated.pdf")
+    assert document.ocr_pages == 1
+    assert identify_patient(document).patient_id == ins, document.text
