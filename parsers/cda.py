@@ -521,11 +521,12 @@ def _national_id(elem: Element | None, oid: str) -> str | None:
 
 
 def _author(root: Element) -> tuple[str | None, str | None]:
-    """(RPPS, name) of the first author with an RPPS, else (None, first author's name)."""
+    """(RPPS, name) of the first author with an RPPS, else (None, first author's name).
+    An author may have several ids (a practice's own before the national one): any is read."""
     authors = _findall(root, "author/assignedAuthor")
     for author in authors:
-        national = _national_id(_find(author, "id"), RPPS_OID)
-        rpps = rpps_of(national) if national else None
+        nationals = (_national_id(elem, RPPS_OID) for elem in _findall(author, "id"))
+        rpps = next((r for r in (rpps_of(n) for n in nationals if n) if r), None)
         if rpps:
             return rpps, _person_name(_find(author, "assignedPerson/name"))
     names = (_person_name(_find(a, "assignedPerson/name")) for a in authors)
@@ -697,16 +698,23 @@ def _non_xml_body(body: Element, source: str, embedded: EmbeddedReader) -> Embed
 
 
 def _entry_results(node: Element, inherited: dt.datetime | None) -> Iterator[LabResult]:
-    """Observations under ``node``; an observation without a time takes its organizer's."""
+    """Observations under ``node``; an observation without a time takes its organizer's.
+
+    Only what happened is a result: an act of another mood than ``EVN`` (a goal, a
+    request, an intent) is left out with all it holds, since its observations (a
+    prescription line's indication, a goal's target) are the intent's, and a negated
+    observation (``negationInd``: the value was not found) is none either."""
     for child in node:
         tag = _local(child.tag)
         if tag == "entry":  # nested entries are visited by ``_results`` itself
+            continue
+        if (_attr(child, "moodCode") or "EVN") != "EVN":
             continue
         when = inherited
         if tag in {"organizer", "observation", "act"}:
             time = _find(child, "effectiveTime")
             when = parse_ts(_attr(time, "value") or _attr(_find(time, "low"), "value")) or when
-        if tag == "observation":
+        if tag == "observation" and _attr(child, "negationInd") != "true":
             result = _lab_result(child, when)
             if result is not None:
                 yield result

@@ -298,6 +298,44 @@ def test_values_without_a_plain_number(value: bytes, expected: tuple[object, ...
 
 
 @pytest.mark.parametrize(
+    "attributes",
+    [
+        # Not an event: a goal (HbA1c below 7 %), a request, an intent, a proposal.
+        b'moodCode="GOL"', b'moodCode="RQO"', b'moodCode="INT"', b'moodCode="PRP"',
+        # A negated observation says the value was not found.
+        b'moodCode="EVN" negationInd="true"',
+    ],
+)  # fmt: skip
+def test_an_observation_that_did_not_happen_as_stated_is_no_result(attributes: bytes) -> None:
+    data = sample("cr-bio.xml")
+    tag = b'<observation classCode="OBS" moodCode="EVN">'  # the haemoglobin's, the first
+    data = data.replace(tag, b'<observation classCode="OBS" %s>' % attributes, 1)
+    analytes = [r.analyte for r in parse_one(data).results]
+    assert "Hémoglobine" not in analytes and "Leucocytes" in analytes
+
+
+def test_the_reason_of_a_prescribed_medication_is_no_result() -> None:
+    # The indication of a prescription line (IHE PCC: entryRelationship RSON of a
+    # substanceAdministration INT) is the intent's, though its own mood is EVN.
+    line = (
+        b'<entry><substanceAdministration classCode="SBADM" moodCode="INT">'
+        b'<consumable><manufacturedProduct><manufacturedMaterial><code code="3400935955838"'
+        b' codeSystem="1.2.250.1.213.2.3.1" displayName="AMOXICILLINE 1 g"/></manufacturedMaterial>'
+        b"</manufacturedProduct></consumable>"
+        b'<entryRelationship typeCode="RSON"><observation classCode="OBS" moodCode="EVN">'
+        b'<code code="ASSERTION" codeSystem="2.16.840.1.113883.5.4"/>'
+        b'<value xsi:type="CD" code="J15.9" codeSystem="2.16.840.1.113883.6.3"'
+        b' displayName="Pneumopathie"/></observation></entryRelationship>'
+        b"</substanceAdministration></entry>"
+    )
+    data = sample("cr-bio.xml")
+    first = data.index(b"<entry")
+    data = data[:first] + line + data[first:]
+    analytes = [r.analyte for r in parse_one(data).results]
+    assert "ASSERTION" not in analytes and "Hémoglobine" in analytes
+
+
+@pytest.mark.parametrize(
     ("value", "expected"),
     [
         (b'<value value="13.2" unit="g/dL"/>', ("13.2", 13.2, "NM", "g/dL")),
@@ -519,6 +557,15 @@ def test_author_without_rpps() -> None:
     )
     doc = parse_one(data)
     assert (doc.author_rpps, doc.author_name) == (None, "Marc Radiologue")
+
+
+def test_the_authors_rpps_among_several_ids() -> None:
+    # assignedAuthor/id is 1..*: a laboratory's own id for the biologist may come first.
+    national = b'<id root="1.2.250.1.71.4.2.1" extension="810001234567"/>'
+    local = b'<id root="1.2.250.1.999.7.8" extension="BIO-42"/>'
+    data = sample("cr-bio.xml").replace(national, local + national)
+    assert data.count(b"BIO-42") == 1
+    assert parse_one(data).author_rpps == "10001234567"
 
 
 def test_custodian_finess_when_the_author_has_none() -> None:
