@@ -305,8 +305,28 @@ class Segment:
 
     def value(self, n: int, comp: int = 1, sub: int = 1, rep: int = 0) -> str:
         """Component ``comp``, subcomponent ``sub`` of field ``n`` (1-based), unescaped."""
-        reps = self.repetitions(n)
-        return self.part(reps[rep], comp, sub) if rep < len(reps) else ""
+        # The parser's most called function (~75 times a message): written out, each level
+        # split only when it holds its separator or a later part is asked for.
+        fields = self.fields
+        if n >= len(fields) or not (raw := fields[n]):
+            return ""
+        seps = self.seps
+        if rep or seps.repetition in raw:
+            reps = raw.split(seps.repetition)
+            if rep >= len(reps):
+                return ""
+            raw = reps[rep]
+        if comp > 1 or seps.component in raw:
+            comps = raw.split(seps.component)
+            if comp > len(comps):
+                return ""
+            raw = comps[comp - 1]
+        if sub > 1 or seps.subcomponent in raw:
+            subs = raw.split(seps.subcomponent)
+            if sub > len(subs):
+                return ""
+            raw = subs[sub - 1]
+        return self._unescape(raw).strip()
 
     def part(self, repetition: str, comp: int = 1, sub: int = 1) -> str:
         """Component ``comp``, subcomponent ``sub`` of one field repetition, unescaped."""

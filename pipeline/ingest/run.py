@@ -30,6 +30,7 @@ from parsers.registry import ParserOptions, ParserRegistry, default_registry
 from pipeline.access import AccessRules
 from pipeline.crypto import open_encrypted_store, patient_ref, patient_ref_key
 from pipeline.faults import reach
+from pipeline.heap import freeze_long_lived
 from pipeline.identity import find_printed_ins, identify_patient, named_ins
 from pipeline.index import DocumentIndex, IndexFailure, Supersede, open_index
 from pipeline.index.base import names_any
@@ -863,6 +864,9 @@ class Pipeline:
             self._flush()
         finally:
             self._copies.clear()  # past the flush, their originals are committed or refused
+        # By the end of a first flush, the parsers and the gate a run needs are imported and
+        # the pending records dropped: what is alive now lives as long as the process.
+        freeze_long_lived()
 
     def _flush(self) -> None:
         pending, self._pending = self._pending, []
