@@ -2,15 +2,18 @@
 
 A page whose text layer has at least ``min_text_chars_per_page`` non-space characters
 is never OCR'd; other pages have their embedded images OCR'd (a page without images is
-blank). Password-protected files raise ``EncryptedDocumentError``, unreadable or
-truncated ones ``ParserError``. ``extract_pdf_text`` reads only the text layer, for PDFs
-embedded in HL7 or CDA documents.
+blank), and so do pages whose text layer is garbled (glyph codes of a font without a
+character map: control and private-use characters), that layer set aside with a warning.
+Password-protected files raise ``EncryptedDocumentError``, unreadable or truncated ones
+``ParserError``. ``extract_pdf_text`` reads only the text layer, for PDFs embedded in HL7
+or CDA documents.
 """
 
 from __future__ import annotations
 
 import io
 import logging
+import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -92,6 +95,13 @@ class PdfParser:
         cap, scanned, unread = self.ocr.max_pages, 0, 0
         for number, page in enumerate(reader.pages, start=1):
             result = _PageText(text=_clean(page.extract_text()))
+            if _garbled(result.text):
+                result.text = ""
+                result.problems.append(Problem(
+                    code=Reason.EMPTY_DOCUMENT, blocking=False,
+                    message=f"page {number}: its text layer cannot be read (a font without a usable"
+                    " character map): set aside, the page read by OCR of its images if it has any",
+                ))  # fmt: skip
             pages.append(result)
             if _visible_chars(result.text) >= self.min_text_chars_per_page:
                 continue
@@ -271,6 +281,21 @@ def _title(reader: PdfReader) -> str | None:
 def _clean(text: str) -> str:
     # Trailing spaces and NULs are layout noise from extract_text.
     return "\n".join(line.rstrip() for line in text.replace("\x00", "").splitlines()).strip()
+
+
+# Characters no text holds: controls, private-use and unassigned code points, surrogates
+# and U+FFFD. A font without a character map gives them (its glyph ids read as codes).
+_UNUSABLE_CATEGORIES = frozenset({"Cc", "Co", "Cn", "Cs"})
+# Share of a page's visible characters past which its text layer is garbled. Real text has
+# none (the odd stray one is tolerated); a glyph-id layer has one for every space and digit.
+_MAX_UNUSABLE_SHARE = 0.05
+
+
+def _garbled(text: str) -> bool:
+    """Whether a page's text layer is glyph codes rather than text."""
+    visible = [char for char in text if not char.isspace()]
+    unusable = sum(1 for c in visible if c == "\ufffd" or unicodedata.category(c) in _UNUSABLE_CATEGORIES)
+    return bool(visible) and unusable > _MAX_UNUSABLE_SHARE * len(visible)
 
 
 def _visible_chars(text: str) -> int:

@@ -313,3 +313,69 @@ def test_a_scanned_page_shown_upright_by_its_rotate_entry_is_read_upright(parser
     [document] = parser.parse(rotated.getvalue(), source="rotated.pdf")
     assert document.ocr_pages == 1
     assert identify_patient(document).patient_id == ins, document.text
+
+
+def one_page_pdf(content: bytes, image: Image.Image | None) -> bytes:
+    """A PDF of one page drawing ``content`` with font F1, a Type0 font (Identity-H) whose
+    ToUnicode map is missing, as subset fonts of some generators are; ``image`` as /Im1."""
+    width, height = (image.width * 72 // 150, image.height * 72 // 150) if image else (595, 842)
+    objects = [
+        b"<< /Type /Catalog /Pages 2 0 R >>",
+        b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 %d %d] /Contents 4 0 R /Resources"
+        b" << /Font << /F1 5 0 R >> /XObject << /Im1 7 0 R >> >> >>" % (width, height),
+        b"<< /Length %d >>\nstream\n%s\nendstream" % (len(content), content),
+        b"<< /Type /Font /Subtype /Type0 /BaseFont /AAAAAA+Arial /Encoding /Identity-H"
+        b" /DescendantFonts [6 0 R] >>",
+        b"<< /Type /Font /Subtype /CIDFontType2 /BaseFont /AAAAAA+Arial /DW 500 /CIDSystemInfo"
+        b" << /Registry (Adobe) /Ordering (Identity) /Supplement 0 >> >>",
+    ]
+    if image is not None:
+        pixels = image.convert("L").tobytes()
+        objects.append(
+            b"<< /Type /XObject /Subtype /Image /Width %d /Height %d /ColorSpace /DeviceGray"
+            b" /BitsPerComponent 8 /Length %d >>\nstream\n%s\nendstream"
+            % (image.width, image.height, len(pixels), pixels)
+        )
+    out = bytearray(b"%PDF-1.7\n")
+    offsets = []
+    for number, body in enumerate(objects, start=1):
+        offsets.append(len(out))
+        out += b"%d 0 obj\n%s\nendobj\n" % (number, body)
+    xref = len(out)
+    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
+    out += b"".join(b"%010d 00000 n \n" % offset for offset in offsets)
+    out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objects) + 1, xref)
+    return bytes(out)
+
+
+def glyph_ids(text: str) -> bytes:
+    """``text`` shown as a TrueType subset's glyph ids (the standard Macintosh order: the
+    character code minus 29), which a reader without ToUnicode takes for characters."""
+    return b"<" + "".join(f"{(ord(c) - 29) % 0xFFFF:04x}" for c in text).encode() + b"> Tj"
+
+
+@pytest.mark.tesseract
+def test_a_scan_under_a_garbled_text_layer_is_ocred(parser: PdfParser, ocr: CountingOcr) -> None:
+    """A scanner's invisible text layer written with a font that has no character map
+    reads as shifted letters and control characters ('/DERUDWRLUH\\x03GH…'): it passed
+    for text, the scan under it was never OCR'd and its INS never found."""
+    from pipeline.identity import identify_patient
+    from tests.parsers.test_image import printed_page
+
+    ins = "284057512345672"
+    layer = "Compte rendu d'examens biologiques Patient DUPONT Marie INS 2 84 05 75 123 456 72"
+    content = b"q 480 0 0 163 0 0 cm /Im1 Do Q BT 3 Tr /F1 12 Tf 50 100 Td " + glyph_ids(layer) + b" ET"
+    [document] = parser.parse(one_page_pdf(content, printed_page(ins)), source="garbled.pdf")
+    assert ocr.calls == 1 and document.ocr_pages == 1
+    assert identify_patient(document).patient_id == ins, document.text
+    assert "\x03" not in document.text and "/DERUDWRLUH" not in document.text
+    assert any("text layer" in w.message for w in document.warnings)
+
+
+def test_a_garbled_text_layer_alone_is_no_text(parser: PdfParser, ocr: CountingOcr) -> None:
+    content = b"BT /F1 12 Tf 50 700 Td " + glyph_ids("Ordonnance du 12/03/2025 : amoxicilline 1 g") + b" ET"
+    [document] = parser.parse(one_page_pdf(content, None), source="garbled.pdf")
+    assert document.text == "" and ocr.calls == 0
+    [warning] = document.warnings
+    assert not warning.blocking and "page 1" in warning.message and "text layer" in warning.message
