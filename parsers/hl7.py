@@ -53,7 +53,9 @@ What is read, per message:
   TXA-12 (unique document number, as ``root^extension``), else OBR-3 filler order
   number, else none (MSH-10 names a transmission, not the document: a resend has its
   own); the other ids go to ``document_ids``. TXA-13 (parent document) goes to
-  ``refers_to``: what a replacement replaces. ``content_fingerprint`` hashes the message
+  ``refers_to``: what a replacement replaces (not in an addendum, MDM^T06, whose parent
+  stays valid), with the parents the embedded CDA names (relatedDocument RPLC).
+  ``content_fingerprint`` hashes the message
   without its envelope (MSH-7, MSH-10…) and the times a message is stamped with when built
   again (EVN-2, ORC-9, OBR-22): a message sent again is a duplicate of the first.
 * Replacement and deletion (the profile's OBX-11 on the document's OBX: F original, C
@@ -380,7 +382,7 @@ class _Reader:
             producer_document_id=document_id,
             version=inner.version or _report_version(obrs, self.result_statuses),
             document_ids=tuple(i for i in own_ids if i != document_id),
-            refers_to=_parent_ids(txa),
+            refers_to=_replaced_ids(message_type, txa, inner),
             withdraw=withdraw,
             results=tuple(self.results) + tuple(r for d in self.embedded for r in d.results),
             visibility=tuple(dict.fromkeys(
@@ -669,6 +671,19 @@ def _parent_ids(txa: Segment | None) -> tuple[str, ...]:
     if txa is None:
         return ()
     return tuple(i for i in (_ei(txa, 13, rep) for rep in range(len(txa.repetitions(13)))) if i)
+
+
+# MDM events whose TXA-13 names the document this one is an addendum to: the parent stays
+# valid beside it (HL7 v2.5 chapter 9; a CDA says so with relatedDocument APND).
+_ADDENDA = frozenset({"MDM^T05", "MDM^T06"})
+
+
+def _replaced_ids(message_type: str, txa: Segment | None, inner: ParsedDocument) -> tuple[str, ...]:
+    """The ids of the documents this one replaces: TXA-13 unless the message is an addendum,
+    and those its embedded CDA names (relatedDocument RPLC), which are all an ORU^R01 or a
+    producer that keeps no TXA-13 gives when the new version has a new setId."""
+    parents = () if message_type in _ADDENDA else _parent_ids(txa)
+    return tuple(dict.fromkeys([*parents, *inner.refers_to]))
 
 
 def _ce_text(seg: Segment, n: int) -> str:

@@ -624,6 +624,36 @@ def test_mdm_t02_with_a_cda_is_read_as_that_cda(parser: Hl7Parser) -> None:
     assert identify_patient(doc).patient_id == INS_ROUX
 
 
+def test_an_addendum_replaces_nothing_an_edit_or_replacement_replaces_its_parent(parser: Hl7Parser) -> None:
+    # TXA-13 names the parent in T06 (addendum), T08 (edit) and T10 (replacement) alike; an
+    # addendum is a document of its own beside its parent, which stays valid (as CDA APND).
+    data = (FR / "12_mdm_t10_pdf_v2.hl7").read_bytes()
+    parent = ("1.2.250.1.999.3.2^CR-VITD-COLIN-V1",)
+    for event, refers_to in [(b"T10", parent), (b"T08", parent), (b"T06", ())]:
+        [doc] = parser.parse(data.replace(b"|MDM^T10^", b"|MDM^%s^" % event, 1), source="x")
+        assert doc.refers_to == refers_to, event
+
+
+def test_a_cda_in_an_oru_replacing_its_parent_under_a_new_set_id_names_it(parser: Hl7Parser) -> None:
+    # The CDA's relatedDocument RPLC is what a replacement carried in HL7 without TXA names.
+    msh, *segments = (FR / "01_mdm_t02_cda.hl7").read_bytes().strip(b"\x0b\x1c\r").split(b"\r")
+    obx = next(s for s in segments if s.startswith(b"OBX|1|ED|"))
+    head, encoded = obx.split(b"^Base64^")
+    cda = base64.b64decode(encoded.split(b"|")[0])
+    related = (
+        b'<relatedDocument typeCode="RPLC"><parentDocument><id root="1.2.250.1.999.3.2" extension="V1"/>'
+        b'<setId root="1.2.250.1.999.3.2" extension="OLD-SET"/></parentDocument></relatedDocument>'
+    )
+    cda = cda.replace(b'extension="CRBIO-ROUX"/>', b'extension="NEW-SET"/>', 1)
+    cda = cda.replace(b"\n  <component>", b"\n  " + related + b"\n  <component>", 1)
+    assert b"NEW-SET" in cda and related in cda
+    ed = head + b"^Base64^" + base64.b64encode(cda) + b"|" + encoded.split(b"|", 1)[1]
+    oru = msh.replace(b"|MDM^T02^MDM_T02|", b"|ORU^R01^ORU_R01|")
+    body = [s if s is not obx else ed for s in segments if not s.startswith((b"TXA", b"EVN"))]
+    [doc] = parser.parse(b"\r".join([oru, *body]), source="x")
+    assert set(doc.refers_to) == {"1.2.250.1.999.3.2^V1", "1.2.250.1.999.3.2^OLD-SET"}
+
+
 def test_oru_with_a_pdf_in_ed_gives_the_pdf_text(parser: Hl7Parser) -> None:
     [doc] = fr_parse(parser, "02_oru_pdf_lf.hl7")
     assert doc.results == () and doc.page_count == 1 and doc.type_code == "11502-2"
