@@ -131,12 +131,22 @@ def visible_ids(
 
 
 def as_seen(index: DocumentIndex, decision: AccessDecision, record: DocumentRecord) -> DocumentRecord:
-    """``record`` as ``decision``'s holder may know it: a newer version they may not see (a
-    correction not released to the patient, one masked from professionals) is not named,
-    as every route answers for it as if it did not exist. (That the version is superseded
-    still shows: it leaves the default listings, and FHIR calls it so.)"""
-    if record.superseded_by and not visible_ids(index, decision, record.patient_id, [record.superseded_by]):
-        return record.model_copy(update={"superseded_by": None})
+    """``record`` as ``decision``'s holder may know it: superseded by the first newer version
+    along its chain that they may see, or current when they may see none (a correction not
+    released to the patient, one masked from professionals), as every route answers for such
+    a version as if it did not exist and the index's listings count the record current for
+    them (``pipeline.index.base.unseen_successors``)."""
+    newer, passed = record.superseded_by, set()
+    while newer is not None and newer not in passed:
+        passed.add(newer)
+        version = index.get(record.patient_id, newer)
+        if version is not None and may_see(version, decision):
+            break
+        newer = version.superseded_by if version is not None else None
+    else:
+        newer = None  # no newer version they may see (or a chain that loops)
+    if newer != record.superseded_by:
+        return record.model_copy(update={"superseded_by": newer})
     return record
 
 

@@ -30,7 +30,7 @@ from fhir.resources.R4B.documentreference import DocumentReference
 from starlette.datastructures import QueryParams
 from starlette.exceptions import HTTPException
 
-from pipeline.access import AccessDecision, may_see, restrict, visible_ids
+from pipeline.access import AccessDecision, as_seen, may_see, restrict
 from pipeline.api.documents import media_of
 from pipeline.api.fhir_resources import (
     CLASS_SYSTEM,
@@ -363,18 +363,27 @@ def _media_type(svc: Services, record: DocumentRecord, data: bytes | None = None
 def _document_reference(
     svc: Services, d: AccessDecision, record: DocumentRecord, base_url: str
 ) -> DocumentReference:
-    """The resource of a record as ``d``'s holder may know it: the versions it replaced are
-    named only if they may see them (one they may not does not exist for them)."""
+    """The resource of a record as ``d``'s holder may know it (``as_seen``): superseded only
+    by a version they may see, and naming the versions it replaced that they may see, past
+    any they may not (one they may not does not exist for them)."""
+    record = as_seen(svc.index, d, record)
     versions = svc.index.find_versions(
         record.patient_id, content_sha256=record.content_sha256, series_id=record.series_id
     )
-    older = [v.doc_id for v in versions if v.superseded_by == record.doc_id and not v.withdrawn]
-    shown = visible_ids(svc.index, d, record.patient_id, older) if older else frozenset()
+    replaces = []
+    for v in versions:
+        if v.superseded_by is None or v.withdrawn or v.doc_id == record.doc_id:
+            continue
+        older = svc.index.get(record.patient_id, v.doc_id)
+        if older is None or not may_see(older, d):
+            continue
+        if as_seen(svc.index, d, older).superseded_by == record.doc_id:
+            replaces.append(v.doc_id)
     return document_reference(
         record,
         base_url=base_url,
         media_type=_media_type(svc, record),
-        replaces=sorted(shown),
+        replaces=sorted(replaces),
     )
 
 

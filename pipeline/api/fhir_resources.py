@@ -14,7 +14,7 @@ Mapping of a ``DocumentRecord`` (one ``DocumentReference`` per filed document):
 |---|---|
 | ``id`` | ``{INS}-{doc_id}`` (the INS is 15 characters, so the split is unambiguous) |
 | ``identifier`` | the doc id (``urn:carnet:document-id``) |
-| ``status`` | ``current``, or ``superseded`` once a newer version replaced it |
+| ``status`` | ``current``, or ``superseded`` once a newer version the reader may see replaced it |
 | ``relatesTo`` | ``replaces`` the versions this one superseded that the reader may see |
 | ``type`` | the document type code and label: LOINC, or a national TRE_A05 type (REMB…) |
 | ``category`` | the Carnet class (``urn:carnet:document-class``: biology, imaging...) |

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 from pipeline.model import DocumentRecord, Frozen, SearchQuery, SearchResult, Visibility
@@ -220,6 +220,31 @@ def set_series_flag(
         if doc_id == record.doc_id:
             result = flags
     return result
+
+
+def reader_versions(query: SearchQuery) -> bool:
+    """Whether ``query`` tells current from superseded versions for a reader who may not see
+    every document (a decision's filters): a version replaced only by versions hidden from
+    them is current for them (``unseen_successors``)."""
+    restricted = bool(query.exclude_visibility) or query.allowed_classes is not None
+    return restricted and (query.superseded_only or not query.include_superseded)
+
+
+def unseen_successors(hidden: Mapping[str, str | None]) -> frozenset[str]:
+    """Of the newer versions hidden from a reader (doc id -> the version that replaced it in
+    turn), those whose chain reaches no version the reader may see. A document they
+    replaced is current for that reader: shown superseded, it told them that a version
+    they may not see exists (every route answers for that version as for none)."""
+    unseen = set()
+    for start in hidden:
+        chain: set[str] = set()
+        current: str | None = start
+        while current is not None and current in hidden and current not in chain:
+            chain.add(current)
+            current = hidden[current]
+        if current is None or current in chain:
+            unseen.add(start)
+    return frozenset(unseen)
 
 
 def snippet_fields(text: str, tokens: Sequence[str], prefix: str | None, title: str | None) -> dict[str, Any]:

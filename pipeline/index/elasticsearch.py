@@ -55,6 +55,8 @@ from pipeline.index.base import (
     matchable,
     meta_text,
     patient_token,
+    reader_versions,
+    unseen_successors,
 )
 from pipeline.index.base import snippet_fields as _snippet
 from pipeline.model import (
@@ -933,13 +935,17 @@ class ElasticsearchIndex:
         frequencies = [int(response["aggregations"][f"t{i}"]["doc_count"]) for i in range(len(tokens))]
         return [idf(n, df) for df in frequencies]
 
-    @staticmethod
-    def _filters(query: SearchQuery) -> list[dict[str, Any]]:
+    def _filters(self, query: SearchQuery) -> list[dict[str, Any]]:
         filters: list[dict[str, Any]] = [{"term": {"patient_id": query.patient_id}}]
+        unseen = sorted(self._unseen_successors(query)) if reader_versions(query) else []
+        # Replaced by a version the reader may not see: current for them.
+        current = [{"terms": {"superseded_by": unseen}}] if unseen else []
+        replaced = {"exists": {"field": "superseded_by"}}
         if query.superseded_only:
-            filters.append({"exists": {"field": "superseded_by"}})
+            filters.append({"bool": {"filter": [replaced], "must_not": current}})
         elif not query.include_superseded:
-            filters.append({"bool": {"must_not": [{"exists": {"field": "superseded_by"}}]}})
+            never_replaced = {"bool": {"must_not": [replaced]}}
+            filters.append({"bool": {"should": [never_replaced, *current], "minimum_should_match": 1}})
         if not query.include_withdrawn:
             filters.append({"bool": {"must_not": [{"exists": {"field": "withdrawn_at"}}]}})
         if query.doc_class is not None:
@@ -964,6 +970,39 @@ class ElasticsearchIndex:
             hidden = [Visibility(v).value for v in query.exclude_visibility]
             filters.append({"bool": {"must_not": [{"terms": {"visibility": hidden}}]}})
         return filters
+
+    def _unseen_successors(self, query: SearchQuery) -> frozenset[str]:
+        """The patient's documents ``query``'s reader may not see whose own newer versions
+        they may not see either (``unseen_successors``), read page by page."""
+        hidden: list[dict[str, Any]] = []
+        if query.exclude_visibility:
+            hidden.append({"terms": {"visibility": [Visibility(v).value for v in query.exclude_visibility]}})
+        if query.allowed_classes is not None:
+            allowed = [DocClass(c).value for c in query.allowed_classes]
+            hidden.append({"bool": {"must_not": [{"terms": {"doc_class": allowed}}]}})
+        where = {
+            "bool": {
+                "filter": [{"term": {"patient_id": query.patient_id}}],
+                "should": hidden,
+                "minimum_should_match": 1,
+            }
+        }
+        successors: dict[str, str | None] = {}
+        after: list[Any] | None = None
+        while True:
+            page = self._es.search(
+                index=self.alias,
+                routing=query.patient_id,
+                query=where,
+                source_includes=["doc_id", "superseded_by"],
+                sort=[{"doc_id": "asc"}],
+                size=MAX_RESULT_WINDOW,
+                search_after=after,
+            )["hits"]["hits"]
+            successors.update((h["_source"]["doc_id"], h["_source"].get("superseded_by")) for h in page)
+            if len(page) < MAX_RESULT_WINDOW:
+                return unseen_successors(successors)
+            after = page[-1]["sort"]
 
     def close(self) -> None:
         self._es.close()

@@ -52,6 +52,8 @@ from pipeline.index.base import (
     meta_text,
     names_any,
     patient_token,
+    reader_versions,
+    unseen_successors,
 )
 from pipeline.index.base import snippet_fields as _snippet
 from pipeline.model import (
@@ -657,10 +659,14 @@ class SqliteIndex:
     def _filters(self, query: SearchQuery) -> tuple[str, list[object]]:
         clauses = ["d.patient_id = ?"]
         params: list[object] = [query.patient_id]
+        unseen = sorted(self._unseen_successors(query)) if reader_versions(query) else []
+        current = f"d.superseded_by IN ({', '.join('?' * len(unseen))})" if unseen else "0"
         if query.superseded_only:
-            clauses.append("d.superseded_by IS NOT NULL")
+            clauses.append(f"d.superseded_by IS NOT NULL AND NOT ({current})")
+            params += unseen
         elif not query.include_superseded:
-            clauses.append("d.superseded_by IS NULL")
+            clauses.append(f"(d.superseded_by IS NULL OR {current})")
+            params += unseen
         if not query.include_withdrawn:
             clauses.append(f"(d.visibility & {WITHDRAWN_BIT}) = 0")
         if query.doc_class is not None:
@@ -686,6 +692,30 @@ class SqliteIndex:
             clauses.append("(d.visibility & ?) = 0")
             params.append(_visibility_mask(query.exclude_visibility))
         return " AND ".join(clauses), params
+
+    def _unseen_successors(self, query: SearchQuery) -> frozenset[str]:
+        """The newer versions of this patient's documents that ``query``'s reader may not see
+        and whose own newer versions they may not see either (``unseen_successors``)."""
+        hidden: list[str] = []
+        params: list[object] = []
+        if query.exclude_visibility:
+            hidden.append("(n.visibility & ?) != 0")
+            params.append(_visibility_mask(query.exclude_visibility))
+        if query.allowed_classes is not None:
+            allowed = [DocClass(c).value for c in query.allowed_classes]
+            hidden.append(f"n.doc_class NOT IN ({', '.join('?' * len(allowed))})" if allowed else "1")
+            params += allowed
+        with self._lock:
+            rows = self._db.execute(
+                f"""
+                SELECT n.doc_id, n.superseded_by FROM documents n
+                WHERE n.patient_id = ? AND ({" OR ".join(hidden)}) AND n.doc_id IN (
+                    SELECT superseded_by FROM documents WHERE patient_id = ? AND superseded_by IS NOT NULL
+                )
+                """,
+                (query.patient_id, *params, query.patient_id),
+            ).fetchall()
+        return unseen_successors(dict(rows))
 
     def _list_newest(self, query: SearchQuery, where: str, params: list[object]) -> SearchResult:
         with self._lock:

@@ -5,6 +5,7 @@ the fix it names."""
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -12,7 +13,16 @@ import pytest
 from pipeline.access import Principal
 from pipeline.errors import BackendUnavailable
 from pipeline.model import Visibility
-from tests.api.conftest import Api, caregiver, make_ins, patient, professional, representative
+from tests.api.conftest import (
+    BACKENDS,
+    Api,
+    caregiver,
+    make_ins,
+    patient,
+    professional,
+    representative,
+    running_api,
+)
 
 PRO = professional()
 PARENT, AIDANT = representative("parent-1"), caregiver("aidant-1")
@@ -206,3 +216,57 @@ def test_a_search_score_says_nothing_of_other_patients_documents(api: Api) -> No
         api.file(b, f"theirs-{n}", text="ZYGOMORPHESQUE", visibility=(Visibility.INVISIBLE_PATIENT,))
     assert scores() == before
     assert [s for _, s in before] == sorted((s for _, s in before), reverse=True)  # still best first
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_version_replaced_by_one_hidden_from_its_reader_is_current_for_them(
+    tmp_path: Path, backend: str
+) -> None:
+    """A result corrected by a version not released to the patient (or masked from
+    professionals) left the patient's default listing, read ``superseded`` in FHIR and was
+    found by ``status=superseded``: the record told them a newer version they may not see
+    exists. For them the old version is the current one, on both index backends."""
+    ins = make_ins(38)
+    with running_api(tmp_path / "carnet", backend) as api:
+        api.file(ins, "first", series_id="s", text="hémoglobine 12", superseded_by="corrected")
+        hidden = (Visibility.INVISIBLE_PATIENT, Visibility.MASQUE_PS)
+        api.file(ins, "corrected", series_id="s", text="hémoglobine 13", visibility=hidden)
+        api.file(ins, "other", text="ferritine")
+        me = patient(ins)
+        assert api.put(me, f"/patients/{ins}/authorisations/{PRO.subject}").status_code == 200
+        rid = f"{ins}-first"
+        for who in (me, PRO):
+            listing = api.get(who, f"/patients/{ins}/documents").json()
+            assert (listing["total"], sorted(h["doc_id"] for h in listing["hits"])) == (2, ["first", "other"])
+            found = api.get(who, f"/patients/{ins}/documents", params={"q": "hémoglobine"}).json()
+            assert [h["doc_id"] for h in found["hits"]] == ["first"]
+            read = api.get(who, f"/fhir/DocumentReference/{rid}").json()
+            assert read["status"] == "current", read
+            fhir = api.get(who, "/fhir/DocumentReference", params={"patient.identifier": ins}).json()
+            entries = {e["resource"]["id"]: e["resource"]["status"] for e in fhir["entry"]}
+            assert (fhir["total"], entries[rid]) == (2, "current")
+            old = {"patient.identifier": ins, "status": "superseded"}
+            assert api.get(who, "/fhir/DocumentReference", params=old).json()["total"] == 0
+        # Released to the patient, the correction shows to them, the old version superseded.
+        assert api.post(PRO, f"/patients/{ins}/documents/corrected/release").status_code == 404
+        api.index.set_visibility(ins, "corrected", [Visibility.MASQUE_PS])
+        listing = api.get(me, f"/patients/{ins}/documents").json()
+        assert sorted(h["doc_id"] for h in listing["hits"]) == ["corrected", "other"]
+        assert api.get(me, f"/fhir/DocumentReference/{rid}").json()["status"] == "superseded"
+        assert api.get(PRO, f"/fhir/DocumentReference/{rid}").json()["status"] == "current"
+
+
+def test_past_a_hidden_middle_version_the_reader_sees_the_chain_they_may_see(api: Api) -> None:
+    """v1, then v2 not released to the patient, then v3 released: for the patient v3
+    replaces v1, as the listings (v3 current, v1 superseded) say; v2 is named nowhere."""
+    ins = make_ins(39)
+    api.file(ins, "v1", series_id="s", superseded_by="v2")
+    api.file(ins, "v2", series_id="s", superseded_by="v3", visibility=(Visibility.INVISIBLE_PATIENT,))
+    api.file(ins, "v3", series_id="s")
+    me = patient(ins)
+    assert [h["doc_id"] for h in api.get(me, f"/patients/{ins}/documents").json()["hits"]] == ["v3"]
+    assert api.get(me, f"/patients/{ins}/documents/v1").json()["superseded_by"] == "v3"
+    new = api.get(me, f"/fhir/DocumentReference/{ins}-v3").json()
+    assert new["relatesTo"] == [{"code": "replaces", "target": {"reference": f"DocumentReference/{ins}-v1"}}]
+    old = api.get(me, f"/fhir/DocumentReference/{ins}-v1").json()
+    assert old["status"] == "superseded" and "v2" not in str(old) + str(new)

@@ -740,3 +740,42 @@ def test_prefix_spanning_many_index_terms(index: DocumentIndex) -> None:
     assert search(index, "ca1", limit=100).total == 70
     assert sorted(ids(search(index, "marqueur ca10"))) == sorted(f"ca-{i}" for i in range(10))
     assert search(index, "ca99").total == 0
+
+
+def test_a_version_replaced_by_one_the_reader_may_not_see_is_current_for_them(index: DocumentIndex) -> None:
+    masked = (Visibility.MASQUE_PS,)
+    index.upsert(
+        [
+            make_record("v1", series_id="s", text="Hémoglobine 12"),
+            make_record("v2", series_id="s", text="Hémoglobine 13", visibility=masked),
+            # A chain: its middle version hidden, its newest one not.
+            make_record("w1", series_id="w", text="Ferritine 30"),
+            make_record("w2", series_id="w", text="Ferritine 31", visibility=masked),
+            make_record("w3", series_id="w", text="Ferritine 32"),
+            # A correction of another class than the delegation allows.
+            make_record("c1", series_id="c", text="Créatinine 80"),
+            make_record("c2", series_id="c", text="Créatinine 81", doc_class=DocClass.IMAGING),
+        ]
+    )
+    for old, new in (("v1", "v2"), ("w1", "w2"), ("w2", "w3"), ("c1", "c2")):
+        index.supersede(PATIENT_A, old, new)
+
+    # Whoever may see the newer version sees the old one superseded, as before.
+    assert sorted(ids(search(index))) == ["c2", "v2", "w3"]
+    assert sorted(ids(search(index, superseded_only=True))) == ["c1", "v1", "w1", "w2"]
+    # For a reader the newer version is hidden from, the old one is the current one: in
+    # the default listing, its total and a search by words; it is not among the superseded.
+    assert sorted(ids(search(index, exclude_visibility=masked))) == ["c2", "v1", "w3"]
+    assert search(index, exclude_visibility=masked).total == 3
+    assert ids(search(index, "hémoglobine", exclude_visibility=masked)) == ["v1"]
+    assert sorted(ids(search(index, superseded_only=True, exclude_visibility=masked))) == ["c1", "w1"]
+    everything = search(index, include_superseded=True, exclude_visibility=masked)
+    assert sorted(ids(everything)) == ["c1", "c2", "v1", "w1", "w3"]
+    biology = (DocClass.BIOLOGY,)
+    assert sorted(ids(search(index, allowed_classes=biology))) == ["c1", "v2", "w3"]
+    assert sorted(ids(search(index, "créatinine", allowed_classes=biology))) == ["c1"]
+    assert ids(search(index, superseded_only=True, allowed_classes=biology, doc_id="c1")) == []
+    # Once the newest version of the chain is hidden too, its oldest one is current.
+    index.set_visibility(PATIENT_A, "w3", masked)
+    assert sorted(ids(search(index, exclude_visibility=masked))) == ["c2", "v1", "w1"]
+    assert ids(search(index, "ferritine", superseded_only=True, exclude_visibility=masked)) == []
