@@ -396,7 +396,33 @@ class Ledger:
                 )
             ).scalar()
 
-    def mark_batch(self, feed_url: str, batch_key: str, run_id: str, summary_json: str) -> None:
+    def batch_delivery(self, feed_url: str, batch_key: str) -> str | None:
+        """The delivery of the batch's files its recorded decision was about (None: not
+        recorded, or decided before deliveries were)."""
+        with self._engine.begin() as conn:
+            return conn.execute(
+                select(batches.c.delivery).where(
+                    batches.c.feed_url == feed_url, batches.c.batch_key == batch_key
+                )
+            ).scalar()
+
+    def adopt_delivery(self, feed_url: str, batch_key: str, delivery: str) -> None:
+        """Record ``delivery`` for a batch decided before deliveries were recorded: the
+        files found now count as decided, so the upgrade reprocesses no batch."""
+        with self._engine.begin() as conn:
+            conn.execute(
+                update(batches)
+                .where(
+                    batches.c.feed_url == feed_url,
+                    batches.c.batch_key == batch_key,
+                    batches.c.delivery.is_(None),
+                )
+                .values(delivery=delivery)
+            )
+
+    def mark_batch(
+        self, feed_url: str, batch_key: str, run_id: str, summary_json: str, delivery: str | None = None
+    ) -> None:
         """Record a batch as processed and acknowledged."""
         with self._engine.begin() as conn:
             upsert(
@@ -410,6 +436,7 @@ class Ledger:
                     summary=summary_json,
                     ack=None,
                     acked_at=_now(),
+                    delivery=delivery,
                 ),
             )
 
@@ -422,9 +449,11 @@ class Ledger:
         ack: Mapping[str, bytes],
         metrics: dict[str, object],
         took_over: Iterable[str],
+        delivery: str | None = None,
     ) -> None:
         """The batch's decision, in one transaction: its run finished, its summary and the
-        acknowledgement files to write (``pending_ack`` until ``mark_acknowledged``)."""
+        acknowledgement files to write (``pending_ack`` until ``mark_acknowledged``), and
+        the delivery of the batch's files it decided."""
         with self._engine.begin() as conn:
             conn.execute(
                 update(runs)
@@ -443,6 +472,7 @@ class Ledger:
                     summary=summary_json,
                     acked_at=None,
                     ack=json.dumps({k: base64.b64encode(v).decode() for k, v in ack.items()}),
+                    delivery=delivery,
                 ),
             )
 
@@ -474,15 +504,18 @@ class Ledger:
 
     def processed_batches(self, feed_url: str) -> set[str]:
         """Batches decided and acknowledged (one decided but not acknowledged is not)."""
+        return set(self.processed_deliveries(feed_url))
+
+    def processed_deliveries(self, feed_url: str) -> dict[str, str | None]:
+        """Batches decided and acknowledged → the delivery of their files decided."""
         with self._engine.begin() as conn:
-            return set(
-                conn.execute(
-                    select(batches.c.batch_key).where(
-                        batches.c.feed_url == feed_url,
-                        batches.c.ack.is_(None) | batches.c.acked_at.is_not(None),
-                    )
-                ).scalars()
-            )
+            rows = conn.execute(
+                select(batches.c.batch_key, batches.c.delivery).where(
+                    batches.c.feed_url == feed_url,
+                    batches.c.ack.is_(None) | batches.c.acked_at.is_not(None),
+                )
+            ).all()
+        return {key: delivery for key, delivery in rows}
 
     # -- reading -----------------------------------------------------------------------------
 

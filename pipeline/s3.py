@@ -79,9 +79,14 @@ class Bucket:
 
     def keys(self, prefix: str) -> Iterator[str]:
         """Every key under ``prefix``, in S3's (lexicographic) order, page by page."""
+        for obj in self.objects(prefix):
+            yield obj["Key"]
+
+    def objects(self, prefix: str) -> Iterator[dict[str, Any]]:
+        """Every object under ``prefix`` as listed (``Key``, ``Size``, ``ETag``,
+        ``LastModified``…), in key order, page by page."""
         for page in self._pages(Prefix=prefix):
-            for obj in page.get("Contents", ()):
-                yield obj["Key"]
+            yield from page.get("Contents", ())
 
     def subprefixes(self, prefix: str) -> Iterator[str]:
         """The "folders" directly under ``prefix`` (``prefix + name + "/"``), without

@@ -349,3 +349,79 @@ def test_an_s3_producer_prefix_denied_is_that_producer_s_problem(
     monkeypatch.setattr(feed.bucket, "subprefixes", lambda p: subprefixes(p, "InternalError"))
     with pytest.raises(SourceError):
         feed.list_batches()
+
+
+def test_a_batch_dropped_again_under_its_name_is_a_new_delivery(
+    feed_and_drop: tuple[Feed, Drop], tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """A producer re-sending a batch under the name of one already processed (the same
+    files, or changed ones) was skipped in silence: discover left it out for good, and the
+    old _report.json stood. It is now processed as a new delivery: every document in one
+    state (duplicate when sent again unchanged) and a new report. Left alone, it is not."""
+    import time
+
+    from pipeline.feeds import REPORT
+    from pipeline.ingest import discover_batches, process_batch
+    from pipeline.settings import Settings
+    from tests.test_acks import _validate
+    from tests.test_erasure import A, B, _oru
+
+    feed, drop = feed_and_drop
+    s3 = isinstance(feed, S3Feed)
+    endpoint = request.getfixturevalue("s3_endpoint") if s3 else None
+    settings = Settings(data_dir=tmp_path / "carnet", data_docs=False, s3_endpoint_url=endpoint)
+    first = {
+        "a.hl7": _oru(A, "M1", surname="DUPONT", words="ferritine"),
+        "b.hl7": _oru(B, "M2", surname="MARTIN", words="glycemie"),
+    }
+
+    def deliver(files: dict[str, bytes]) -> None:
+        time.sleep(1.1 if s3 else 0.05)  # past the stamps' resolution (S3: a second)
+        for name, data in files.items():
+            drop(f"labo/b1/{name}", data)
+        drop("labo/b1/_READY", b"")
+
+    def run() -> list[dict[str, str]]:
+        summaries = [process_batch(settings, feed.url, k) for k in discover_batches(settings, feed.url)]
+        if not summaries:
+            return []
+        (batch,) = feed.list_batches()
+        report = json.loads(feed.read(batch, REPORT))
+        _validate(report)
+        assert report["documents"] == sum(s.total for s in summaries)
+        return [{e["file"]: e["status"] for e in report["files"]}]
+
+    deliver(first)
+    assert run() == [{"a.hl7": "indexed", "b.hl7": "indexed"}]
+    assert run() == []  # nothing dropped again: nothing to do
+    deliver(first)  # the same bytes sent again
+    assert run() == [{"a.hl7": "duplicate", "b.hl7": "duplicate"}]
+    deliver({"c.hl7": _oru(A, "M3", surname="DUPONT", words="ferritine", printed="controle")})
+    assert run() == [{"a.hl7": "duplicate", "b.hl7": "duplicate", "c.hl7": "indexed"}]
+    assert run() == []
+
+
+def test_batches_processed_before_deliveries_were_recorded_are_not_processed_again(tmp_path: Path) -> None:
+    """At the upgrade (state revision 0009), a processed batch has no delivery recorded:
+    the first listing adopts the one it finds, so nothing is reprocessed; a later re-drop is."""
+    from sqlalchemy import update
+
+    from pipeline.ingest import discover_batches, process_batch
+    from pipeline.ledger import Ledger
+    from pipeline.settings import Settings
+    from pipeline.state.tables import batches
+
+    root = tmp_path / "feed"
+    (root / "labo" / "b1").mkdir(parents=True)
+    (root / "labo" / "b1" / "a.txt").write_bytes(b"pas un document")
+    (root / "labo" / "b1" / "_READY").write_bytes(b"")
+    settings = Settings(data_dir=tmp_path / "carnet", data_docs=False)
+    process_batch(settings, str(root), "labo/b1")
+    ledger = Ledger(settings)
+    with ledger.engine.begin() as conn:
+        conn.execute(update(batches).values(delivery=None))
+    assert discover_batches(settings, str(root)) == []
+    assert ledger.batch_delivery(str(root), "labo/b1") is not None
+    ledger.close()
+    (root / "labo" / "b1" / "_READY").write_bytes(b"again")
+    assert discover_batches(settings, str(root)) == ["labo/b1"]

@@ -3,7 +3,9 @@ and its manifest, and the ``Feed`` protocol."""
 
 from __future__ import annotations
 
+import hashlib
 import json
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
@@ -35,6 +37,10 @@ class BatchRef(Frozen):
     # Why its manifest could not be read, if so: the batch is complete all the same, and
     # its files are refused (the producer vouched for none of them), the feed's others run.
     manifest_error: str | None = None
+    # A fingerprint of the batch's files as listed (names, sizes, modification stamps or
+    # S3 ETags and dates; the marker and manifest too, never Carnet's own files): the same
+    # name dropped again, even with the very same bytes, is another delivery.
+    delivery: str = ""
 
     @property
     def key(self) -> str:
@@ -48,6 +54,18 @@ class UnlistedFolder(Frozen):
     producer: str
     batch: str | None = None  # None: the whole producer folder
     reason: str
+
+
+def delivery_fingerprint(versions: Iterable[tuple[str, str]]) -> str:
+    """``BatchRef.delivery`` from each listed file's (name, version stamp)."""
+    lines = sorted(f"{printable_name(name)}\x1f{version}" for name, version in versions)
+    return hashlib.sha256("\x1e".join(lines).encode()).hexdigest()
+
+
+def is_delivered_file(name: str) -> bool:
+    """Whether ``name`` is the producer's part of a batch's delivery: a document, the
+    marker or the manifest (not Carnet's report and ACKs, nor hidden files)."""
+    return name in (READY_MARKER, MANIFEST) or not is_control_file(name)
 
 
 def printable_name(name: str) -> str:

@@ -30,7 +30,9 @@ from pipeline.feeds.base import (
     READY_MARKER,
     BatchRef,
     UnlistedFolder,
+    delivery_fingerprint,
     is_control_file,
+    is_delivered_file,
     printable_name,
     read_manifest,
 )
@@ -98,6 +100,7 @@ class FolderFeed:
             files=tuple(sorted(n for n in names if not is_control_file(n))),
             manifest=manifest,
             manifest_error=manifest_error,
+            delivery=delivery_fingerprint((n, _stamp(batch_dir / n)) for n in names if is_delivered_file(n)),
         )
 
     def _path(self, batch: BatchRef, name: str) -> Path:
@@ -198,6 +201,16 @@ def _batch_names(batch_dir: Path, below: str = "") -> list[str]:
             log.warning("batch sub-folder %s cannot be listed: %s", entry.path, exc.strerror)
             names.append(name)
     return names
+
+
+def _stamp(path: Path) -> str:
+    """A file's version stamp for the batch's delivery: size, modification and change
+    times (a file written again, or replaced by a copy keeping its mtime, changes them)."""
+    try:
+        st = os.lstat(path)
+    except OSError as exc:
+        return f"unreadable:{exc.errno}"  # gone since listed: the next listing tells
+    return f"{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}"
 
 
 def _cannot_list(exc: OSError) -> str:

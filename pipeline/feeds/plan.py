@@ -2,27 +2,42 @@
 
 from __future__ import annotations
 
+import logging
+
 from pipeline.feeds import BatchRef, Feed, open_feed, printable_name
 from pipeline.feeds.config import is_scan_heavy
 from pipeline.ledger import Ledger
 from pipeline.settings import Settings
 
+log = logging.getLogger(__name__)
+
 
 def pending_batches(settings: Settings, feed: Feed) -> list[BatchRef]:
-    """The feed's complete batches not processed yet; an alert for each folder it could
-    not list (that producer's batches wait, the others' are returned)."""
-    ledger = Ledger(settings)
-    try:
-        done = ledger.processed_batches(feed.url)
-    finally:
-        ledger.close()
+    """The feed's complete batches not processed yet: new ones, and processed ones the
+    producer dropped again (another delivery under the same name: its files changed, even
+    if only written again). An alert for each folder the feed could not list (that
+    producer's batches wait, the others' are returned)."""
     batches = feed.list_batches()
     if feed.unlisted:
         from pipeline.monitoring import unlisted_folder_alerts
 
         unlisted_folder_alerts(settings, feed.url, feed.unlisted)
-    # printable_name: as process_batch names the batch in the ledger.
-    return [b for b in batches if printable_name(b.key) not in done]
+    pending = []
+    ledger = Ledger(settings)
+    try:
+        done = ledger.processed_deliveries(feed.url)
+        for b in batches:
+            key = printable_name(b.key)  # as process_batch names the batch in the ledger
+            if key not in done:
+                pending.append(b)
+            elif done[key] is None:
+                ledger.adopt_delivery(feed.url, key, b.delivery)  # decided before 0009
+            elif done[key] != b.delivery:
+                log.info("batch %s of %s dropped again: to be processed as a new delivery", key, feed.url)
+                pending.append(b)
+    finally:
+        ledger.close()
+    return pending
 
 
 def plan_batches(settings: Settings, feed_url: str, *, scans: bool = False) -> dict[str, list[list[str]]]:

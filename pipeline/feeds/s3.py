@@ -15,7 +15,9 @@ from pipeline.feeds.base import (
     READY_MARKER,
     BatchRef,
     UnlistedFolder,
+    delivery_fingerprint,
     is_control_file,
+    is_delivered_file,
     read_manifest,
 )
 from pipeline.s3 import Bucket, PrefixedBucket, is_access_denied, make_client, parse_s3_url, translated
@@ -69,7 +71,13 @@ class S3Feed(PrefixedBucket):
         return batches
 
     def _batch(self, producer: str, batch_prefix: str) -> BatchRef | None:
-        names = [k.removeprefix(batch_prefix) for k in self.bucket.keys(batch_prefix)]
+        # An object's version stamp for the delivery: an upload, even of the same bytes,
+        # changes its LastModified.
+        versions = {
+            o["Key"].removeprefix(batch_prefix): f"{o.get('Size')}:{o.get('ETag')}:{o.get('LastModified')}"
+            for o in self.bucket.objects(batch_prefix)
+        }
+        names = list(versions)
         manifest, manifest_error = None, None
         if MANIFEST in names:
             data = self.bucket.get(batch_prefix + MANIFEST)
@@ -89,6 +97,7 @@ class S3Feed(PrefixedBucket):
             files=files,
             manifest=manifest,
             manifest_error=manifest_error,
+            delivery=delivery_fingerprint((n, v) for n, v in versions.items() if is_delivered_file(n)),
         )
 
     def _key(self, batch: BatchRef, name: str) -> str:

@@ -58,11 +58,15 @@ def _manifest_problem(
     return verify_manifest(manifest[name], data)
 
 
-def _find_batch(feed: Feed, batch_key: str) -> BatchRef:
-    batch = next((b for b in feed.list_batches() if printable_name(b.key) == batch_key), None)
-    if batch is None:
+def _listed_batch(feed: Feed, batch_key: str) -> BatchRef | None:
+    """The batch as listed now, or None (gone, or not complete)."""
+    return next((b for b in feed.list_batches() if printable_name(b.key) == batch_key), None)
+
+
+def _find_batch(feed: Feed, batch_key: str, listed: BatchRef | None) -> BatchRef:
+    if listed is None:
         raise SourceError("no complete batch with this key in the feed", source=feed.url, batch=batch_key)
-    return batch
+    return listed
 
 
 def _write_ack(feed: Feed, batch: BatchRef, files: Mapping[str, bytes]) -> None:
@@ -73,25 +77,32 @@ def _write_ack(feed: Feed, batch: BatchRef, files: Mapping[str, bytes]) -> None:
 def process_batch(settings: Settings, feed_url: str, batch_key: str) -> BatchSummary:
     """Ingest one complete batch; write its acknowledgement; record it as processed.
 
-    Idempotent: a batch already recorded in the ledger is not processed again (its stored
-    summary is returned), and re-ingesting the same documents yields duplicates only.
+    Idempotent: a batch already recorded in the ledger for the same delivery of its files
+    (``BatchRef.delivery``) is not processed again (its stored summary is returned). One
+    the producer dropped again under the same name is a new delivery: processed again, its
+    documents sent again reported duplicates, and its new report written over the old.
     """
     feed = _open_feed(settings, feed_url)
     ledger = Ledger(settings)
     try:
         stored = ledger.batch_summary(feed.url, batch_key)
+        decided = ledger.batch_delivery(feed.url, batch_key)
         unwritten = ledger.pending_ack(feed.url, batch_key) if stored is not None else None
+        listed = _listed_batch(feed, batch_key)
         if unwritten is not None:
             # Decided by a run killed before its acknowledgement was written: write that
             # decision (never a new one, which would call its documents duplicates).
-            _write_ack(feed, _find_batch(feed, batch_key), unwritten)
+            _write_ack(feed, _find_batch(feed, batch_key, listed), unwritten)
             ledger.mark_acknowledged(feed.url, batch_key)
     finally:
         ledger.close()
-    if stored is not None:
+    # A processed batch the producer has cleared away since is still answered by its summary.
+    if stored is not None and (listed is None or decided in (None, listed.delivery)):
         log.info("batch %s of %s already processed; skipping", batch_key, feed.url)
         return BatchSummary.model_validate_json(stored)
-    batch = _find_batch(feed, batch_key)
+    if stored is not None:
+        log.info("batch %s of %s dropped again: processed as a new delivery", batch_key, feed.url)
+    batch = _find_batch(feed, batch_key, listed)
     manifest = {e.name: e for e in batch.manifest or ()}
     with (
         QualityGate(settings, build_data_docs=settings.ingestion.data_docs) as gate,
@@ -177,7 +188,14 @@ def process_batch(settings: Settings, feed_url: str, batch_key: str) -> BatchSum
         _, ack = build_acknowledgements(feed, batch, pipe.outcomes, lang=settings.ingestion.report_language)
         pipe.sync()  # the acknowledgement must announce only what a power cut cannot take back
         pipe.ledger.record_batch(
-            feed.url, batch_key, run_id, summary.model_dump_json(), ack, m, took_over=pipe.took_over
+            feed.url,
+            batch_key,
+            run_id,
+            summary.model_dump_json(),
+            ack,
+            m,
+            took_over=pipe.took_over,
+            delivery=batch.delivery,
         )
         pipe.checkpoint("before_ack")
         _write_ack(feed, batch, ack)

@@ -92,6 +92,10 @@ batches = Table(
     Column("summary", Text, nullable=False),  # JSON
     Column("ack", Text),  # JSON {file name: base64 content}
     Column("acked_at", Text),
+    # Which delivery of the batch's files was decided (BatchRef.delivery, a fingerprint of
+    # the listing): another one under the same key is the producer's new delivery. None:
+    # decided before revision 0009.
+    Column("delivery", Text),
 )
 
 # -- monitoring (pipeline.monitoring): every worker's batches and alerts, for carnet status --
