@@ -45,8 +45,9 @@ What is read, per message:
   results, visibility, patient ids, type code, title, date, author and setId are the
   message's (PID-3 comes first in ``patient_ids``, so an embedded INS that disagrees is
   an identity conflict). An ED split
-  over consecutive OBX of the same OBX-3 and OBX-4 (a LIS limiting its field length),
-  the parts repeating the ED's header or not, is joined back into one document. OBX-3 is
+  over consecutive OBX of the same OBX-3 (a LIS limiting its field length) is joined back
+  into one document: parts without the ED's header whatever their OBX-4, parts repeating
+  it under the same OBX-4. OBX-3 is
   the document type code when the embedded document has none. An unreadable embedded
   document is a warning when results stand beside it, else it blocks the message.
 * Identity of the document: ``producer_document_id`` is the embedded CDA's setId, else
@@ -425,8 +426,8 @@ class _Reader:
     def _join_split_eds(self, body: list[Segment]) -> list[Segment]:
         """``body`` without the OBX that continue an ED, their data kept in ``ed_parts``. A LIS
         whose fields are limited in length splits a PDF's Base64 over consecutive OBX of the
-        same OBX-3 and OBX-4 (``_ed_continuation``); an OBX whose data opens a document of
-        its own is the next document, not the rest of the one before."""
+        same OBX-3 (``_ed_continuation``); an OBX whose data opens a document of its own is
+        the next document, not the rest of the one before."""
         kept: list[Segment] = []
         opened: Segment | None = None  # the ED that the next OBX may continue
         for seg in body:
@@ -546,11 +547,12 @@ def _ed_header(seg: Segment) -> tuple[str, str, str]:
 
 def _ed_continuation(first: Segment, seg: Segment) -> str | None:
     """The data ``seg`` adds to the ED that ``first`` opens when it is a part of it, else
-    None: an OBX of type ED with the same OBX-3 code and OBX-4 sub-id, whose ED names the
-    same type, subtype and encoding or none (its data alone, in ED.5 or as the whole field)."""
-    if seg.name != "OBX" or seg.value(2) != "ED":
-        return None
-    if (seg.value(3, 1), seg.value(4)) != (first.value(3, 1), first.value(4)):
+    None: an OBX of type ED with the same OBX-3 code, whose ED names no type, subtype or
+    encoding (its data alone, in ED.5 or as the whole field), or names the same ones under
+    the same OBX-4 sub-id. A part without a header cannot be read alone, whatever OBX-4 it
+    has (a LIS sets OBX-4 on the first part only, or numbers the parts); a part with one
+    under another sub-id is another document of the same type."""
+    if seg.name != "OBX" or seg.value(2) != "ED" or seg.value(3, 1) != first.value(3, 1):
         return None
     reps = seg.repetitions(5)
     if not reps:
@@ -558,7 +560,7 @@ def _ed_continuation(first: Segment, seg: Segment) -> str | None:
     if seg.seps.component not in reps[0]:
         return seg.text(reps[0]).strip()
     header = _ed_header(seg)
-    if any(header) and header != _ed_header(first):
+    if any(header) and (header != _ed_header(first) or seg.value(4) != first.value(4)):
         return None
     return _ed_data(seg, reps[0])
 

@@ -1063,12 +1063,17 @@ def test_a_lab_report_every_result_of_which_is_deleted_withdraws_its_order(
     assert doc.withdraw is withdraw and doc.producer_document_id == "F1"
 
 
-def _split_ed(parts: list[str]) -> bytes:
+def _split_ed(parts: list[str], sub_ids: list[str] | None = None) -> bytes:
     """``11_mdm_t02_pdf_v1.hl7`` with its PDF's OBX replaced by one OBX per ED in ``parts``
-    (same OBX-3, OBX-4 and OBX-11), as a LIS limiting its field length sends it."""
+    (same OBX-3 and OBX-11; OBX-4 1, or as ``sub_ids`` say), as a LIS limiting its field
+    length sends it."""
     mdm = (FR / "11_mdm_t02_pdf_v1.hl7").read_bytes().decode()
     head, obx = mdm.split("\rOBX|1|ED|")
-    obxs = [f"OBX|{n}|ED|11502-2^CR d'examens biologiques^LN|1|{ed}||||||F" for n, ed in enumerate(parts, 1)]
+    subs = sub_ids or ["1"] * len(parts)
+    obxs = [
+        f"OBX|{n}|ED|11502-2^CR d'examens biologiques^LN|{sub}|{ed}||||||F"
+        for n, (ed, sub) in enumerate(zip(parts, subs, strict=True), 1)
+    ]
     return "\r".join([head, *obxs]).encode()
 
 
@@ -1098,6 +1103,30 @@ def test_a_pdf_split_over_several_obx_is_read_as_one_document(parser: Hl7Parser,
     [expected] = fr_parse(parser, "11_mdm_t02_pdf_v1.hl7")
     assert doc.warnings == () and doc.page_count == 1
     assert doc.text == expected.text and "Vitamine D : 61 nmol/L" in doc.text
+
+
+@pytest.mark.parametrize("sub_ids", [["1", "", ""], ["1", "2", "3"], ["", "1", "1"]])
+@pytest.mark.parametrize("continuation", ["^^^^", ""])
+def test_a_part_without_a_header_continues_the_ed_whatever_its_obx_4(
+    parser: Hl7Parser, sub_ids: list[str], continuation: str
+) -> None:
+    # A part that declares no type or encoding cannot be a document of its own: a LIS sets
+    # OBX-4 on the first part only, or numbers the parts.
+    data = _pdf_base64()
+    cuts = [0, 601, 1302, len(data)]
+    chunks = [data[a:b] for a, b in itertools.pairwise(cuts)]
+    parts = ["^application^pdf^Base64^" + chunks[0], *(continuation + c for c in chunks[1:])]
+    [doc] = parser.parse(_split_ed(parts, sub_ids), source="x")
+    assert doc.warnings == () and doc.page_count == 1 and "Vitamine D : 61 nmol/L" in doc.text
+
+
+def test_parts_repeating_the_header_under_another_obx_4_are_other_documents(parser: Hl7Parser) -> None:
+    # OBX-4 is what tells two documents of one type apart: with a header of its own, a part
+    # under another sub-id is not joined (here: two halves, each unreadable, refused).
+    data = _pdf_base64()
+    parts = ["^application^pdf^Base64^" + half for half in (data[:800], data[800:])]
+    [doc] = parser.parse(_split_ed(parts, ["1", "2"]), source="x")
+    assert doc.page_count == 0 and [w.blocking for w in doc.warnings] == [True, True]
 
 
 def test_whole_documents_in_consecutive_obx_are_not_joined(parser: Hl7Parser) -> None:
