@@ -1,4 +1,4 @@
-"""Scanned documents sent as images (PNG, JPEG, TIFF): every page OCR'd.
+"""Scanned documents sent as images (PNG, JPEG, TIFF, WebP): every page OCR'd.
 
 A multi-page TIFF is one document whose frames are its pages. An image that Pillow
 cannot decode raises ``ParserError``, and so does a page of more than ``MAX_PIXELS``
@@ -27,6 +27,29 @@ _MAGIC = (
     b"II*\x00",  # TIFF, little-endian
     b"MM\x00*",  # TIFF, big-endian
 )
+# HEIF brands (ISO/IEC 23008-12, MIAF; AVIF is HEIF with AV1 images): an iPhone's photos are
+# HEIC by default. Pillow has no decoder for them; they are refused saying so.
+_HEIF_BRANDS = frozenset(
+    {b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"mif1", b"msf1", b"avif", b"avis"}
+)
+
+
+def is_webp(head: bytes) -> bool:
+    """A WebP image (a RIFF container of form type WEBP): Android phones and messaging
+    apps save photos so."""
+    return head[:4] == b"RIFF" and head[8:12] == b"WEBP"
+
+
+def unread_photo_format(head: bytes) -> str | None:
+    """What a photo Carnet does not read is (HEIC, AVIF), with what to send instead; None
+    for anything else."""
+    if head[4:8] != b"ftyp" or head[8:12] not in _HEIF_BRANDS:
+        return None
+    return (
+        "a HEIF photo (HEIC or AVIF, an iPhone's default format), which Carnet does not read: "
+        "send it as JPEG (iPhone: Settings > Camera > Formats > Most Compatible) or PDF"
+    )
+
 
 # EXIF orientation -> the transposition that shows the page upright. Phones store a photo
 # taken in portrait sideways, with this tag saying how to turn it; tesseract reads the
@@ -43,7 +66,7 @@ _UPRIGHT = {
 
 
 class ImageParser:
-    """OCRs every page (frame) of a PNG, JPEG or TIFF scan."""
+    """OCRs every page (frame) of a PNG, JPEG, TIFF or WebP scan or photo."""
 
     name = "image"
 
@@ -51,7 +74,7 @@ class ImageParser:
         self.ocr = ocr
 
     def score(self, head: bytes) -> int:
-        return 100 if head.startswith(_MAGIC) else 0
+        return 100 if head.startswith(_MAGIC) or is_webp(head) else 0
 
     def parse(self, data: bytes, *, source: str) -> list[ParsedDocument]:
         reads: list[OcrPage] = []

@@ -53,10 +53,15 @@ _IMAGES = (
     (b"II*\x00", "image/tiff", "tif"),
     (b"MM\x00*", "image/tiff", "tif"),
 )
+_WEBP = ("image/webp", "webp")
+# Photo types declared for HEIF files (an iPhone's), refused saying what to send instead.
+_HEIF_TYPES = frozenset(
+    {"image/heic", "image/heif", "image/heic-sequence", "image/heif-sequence", "image/avif"}
+)
 
 # What a patient may upload: a PDF, or a photo or scan (OCR'd).
 UPLOAD_MAX_BYTES = 20 * 1024 * 1024
-UPLOAD_TYPES = ("application/pdf", "image/jpeg", "image/png", "image/tiff")
+UPLOAD_TYPES = ("application/pdf", "image/jpeg", "image/png", "image/tiff", "image/webp")
 _UPLOAD_NAME = re.compile(r"[^A-Za-z0-9._ -]+")
 # A PDF may have whitespace before its header, as the PDF parser allows (scored first).
 _PDF_HEADER_WINDOW = 1024
@@ -70,7 +75,21 @@ def uploaded_media(data: bytes) -> str | None:
     """
     if data[:_PDF_HEADER_WINDOW].lstrip().startswith(b"%PDF-"):
         return "application/pdf"
-    return next((media for magic, media, _ in _IMAGES if data.startswith(magic)), None)
+    image = _image_type(data)
+    return image[0] if image else None
+
+
+def _image_type(data: bytes) -> tuple[str, str] | None:
+    """(media type, file extension) of an image Carnet reads, by its bytes."""
+    from parsers.image import is_webp
+
+    if is_webp(data):
+        return _WEBP
+    return next(((media, ext) for magic, media, ext in _IMAGES if data.startswith(magic)), None)
+
+
+def _unsupported(detail: str) -> HTTPException:
+    return HTTPException(status_code=415, detail=f"{detail}: send one of {', '.join(UPLOAD_TYPES)}")
 
 
 @router.get("", response_model=SearchPage, summary="Search the patient's documents")
@@ -125,21 +144,22 @@ def upload_document(
     ins: Ins,
     who: Caller,
     svc: Svc,
-    file: Annotated[UploadFile, File(description=f"PDF, JPEG, PNG or TIFF, ≤ {UPLOAD_MAX_BYTES} bytes")],
+    file: Annotated[
+        UploadFile, File(description=f"PDF, JPEG, PNG, TIFF or WebP, ≤ {UPLOAD_MAX_BYTES} bytes")
+    ],
 ) -> BatchReport:
     d = uploading(svc, who, ins)
+    from parsers.image import unread_photo_format
+
     media = (file.content_type or "").split(";")[0].strip().lower()
-    if media not in UPLOAD_TYPES:
-        raise HTTPException(
-            status_code=415, detail=f"unsupported type: send one of {', '.join(UPLOAD_TYPES)}"
-        )
+    if media not in UPLOAD_TYPES and media not in _HEIF_TYPES:
+        raise _unsupported("unsupported type")
     data = file.file.read(UPLOAD_MAX_BYTES + 1)
     if len(data) > UPLOAD_MAX_BYTES:
         raise HTTPException(status_code=413, detail=f"larger than {UPLOAD_MAX_BYTES} bytes")
     if uploaded_media(data) is None:
-        raise HTTPException(
-            status_code=415, detail=f"the file is not what it says: send one of {', '.join(UPLOAD_TYPES)}"
-        )
+        # An iPhone's HEIC photo, declared as such or as a JPEG: say what it is.
+        raise _unsupported(unread_photo_format(data) or "the file is not what it says")
     name = _UPLOAD_NAME.sub("_", (file.filename or "").replace("\\", "/").rsplit("/", 1)[-1])[:100]
     name = name.strip(" .") or "document"
     summary = ingest_upload(
@@ -179,10 +199,7 @@ def read_document(ins: Ins, doc_id: DocId, who: Caller, svc: Svc) -> DocumentVie
 def media_of(record: DocumentRecord, data: bytes) -> tuple[str, str]:
     """(media type, file extension) of a stored document: images are told by their bytes."""
     if record.format is Format.IMAGE:
-        for magic, media, ext in _IMAGES:
-            if data.startswith(magic):
-                return media, ext
-        return "application/octet-stream", "bin"
+        return _image_type(data) or ("application/octet-stream", "bin")
     return _MEDIA[record.format]
 
 

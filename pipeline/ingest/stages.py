@@ -169,7 +169,13 @@ def iter_parsed(registry: ParserRegistry, item: InputFile) -> Iterator[ParsedDoc
     parse stopped or found nothing, a ``ParseFailure``, last."""
     parser = registry.choose(item.data) if item.data else None
     if parser is None:
-        what = "empty file" if not item.data else "content not recognised as PDF, image, HL7 v2 or CDA"
+        from parsers.image import unread_photo_format  # Pillow, imported with the first such file
+
+        what = (
+            "empty file"
+            if not item.data
+            else unread_photo_format(item.data) or "content not recognised as PDF, image, HL7 v2 or CDA"
+        )
         yield ParseFailure(Problem(code=Reason.UNSUPPORTED_FORMAT, message=what))
         return
     found = 0

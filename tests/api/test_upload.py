@@ -189,6 +189,17 @@ def test_size_and_type_limits(api: Api, data: bytes, name: str, media: str, stat
     assert r.status_code == status and "detail" in r.json()
 
 
+def test_a_webp_photo_is_read_and_an_heic_one_refused_saying_why(api: Api) -> None:
+    webp = io.BytesIO()
+    Image.open(io.BytesIO(photo([*PRESCRIPTION, f"INS {spaced(A)}"]))).save(webp, "WEBP", quality=90)
+    entry = only_file(upload(api, patient(A), A, webp.getvalue(), name="photo.webp", media="image/webp"))
+    assert entry["status"] == "indexed", entry
+    heic = b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic" + b"\x00" * 200
+    for media in ("image/heic", "image/jpeg"):  # declared as it is, or as a JPEG
+        r = api.post(patient(A), f"/patients/{A}/documents", files={"file": ("IMG_0001.HEIC", heic, media)})
+        assert r.status_code == 415 and "HEIF" in r.json()["detail"] and "JPEG" in r.json()["detail"], r.text
+
+
 def test_a_file_that_is_not_what_its_type_says_is_refused(api: Api) -> None:
     """A CDA or an HL7 message sent as a PDF or a photo would be parsed as what it is, with
     the flags it declares itself: a caregiver with uploads could plant a document hidden

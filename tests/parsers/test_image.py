@@ -265,3 +265,42 @@ def test_a_scan_stored_turned_without_exif_is_read_upright(parser: ImageParser, 
     [document] = parser.parse(buffer.getvalue(), source="turned.png")
     assert identify_patient(document).patient_id == ins, document.text
     assert "Hémoglobine" in document.text
+
+
+@pytest.mark.tesseract
+def test_a_webp_photo_is_read(parser: ImageParser) -> None:
+    """Android phones and messaging apps save photos as WebP: it was unsupported_format."""
+    from parsers.registry import default_registry
+    from pipeline.identity import identify_patient
+
+    ins = "284057512345672"
+    buffer = io.BytesIO()
+    printed_page(ins).save(buffer, "WEBP", quality=90)
+    assert isinstance(default_registry().choose(buffer.getvalue()), ImageParser)
+    [document] = parser.parse(buffer.getvalue(), source="photo.webp")
+    assert document.format is Format.IMAGE and document.ocr_pages == 1
+    assert identify_patient(document).patient_id == ins
+
+
+HEIF_HEADS = [
+    b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic",  # an iPhone photo
+    b"\x00\x00\x00\x1cftypmif1\x00\x00\x00\x00mif1heixmiaf",
+    b"\x00\x00\x00\x20ftypavif\x00\x00\x00\x00avifmif1miaf",
+]
+
+
+@pytest.mark.parametrize("head", HEIF_HEADS)
+def test_an_heif_photo_is_refused_saying_what_it_is(head: bytes, tmp_path: Path) -> None:
+    """iPhones save photos as HEIC, which Carnet does not decode: it was 'content not
+    recognised', which tells the sender nothing."""
+    from pipeline.ingest import ingest_sources
+    from pipeline.model import Reason, Status
+    from pipeline.settings import Settings
+
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "IMG_0001.bin").write_bytes(head + b"\x00" * 200)
+    [outcome] = ingest_sources([str(tmp_path / "in")], Settings(data_dir=tmp_path / "carnet")).outcomes
+    assert outcome.status is Status.REJECTED
+    [reason] = outcome.reasons
+    assert reason.code is Reason.UNSUPPORTED_FORMAT
+    assert "HEIF" in reason.message and "JPEG" in reason.message
