@@ -145,6 +145,10 @@ def as_seen(index: DocumentIndex, decision: AccessDecision, record: DocumentReco
         newer = version.superseded_by if version is not None else None
     else:
         newer = None  # no newer version they may see (or a chain that loops)
+    if newer is None and record.superseded_by is not None:
+        # Current for them: the time a hidden version superseded it (its ``updated_at``, FHIR's
+        # meta.lastUpdated) would tell them one exists, so the record is as filed for them.
+        return record.model_copy(update={"superseded_by": None, "updated_at": None})
     if newer != record.superseded_by:
         return record.model_copy(update={"superseded_by": newer})
     return record

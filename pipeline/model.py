@@ -270,6 +270,9 @@ class DocumentRecord(Frozen):
     # Set when the producer asked to delete the document: it leaves every search.
     withdrawn_at: dt.datetime | None = None
     ingested_at: dt.datetime
+    # When the index last changed the filed record (superseded, visibility flags, withdrawn);
+    # None while it is as filed. FHIR's meta.lastUpdated is this, else ``ingested_at``.
+    updated_at: dt.datetime | None = None
     identity_source: IdentitySource | None = None
     # Set for documents added through the API by the patient or someone acting for them.
     contributed_by: Contributor | None = None
@@ -338,6 +341,13 @@ class SearchQuery(Frozen):
     allowed_classes: tuple[DocClass, ...] | None = None
     # When set, only this document (FHIR ``_id``), held to every other filter.
     doc_id: str | None = None
+    # Instants, from inclusive and before exclusive: when the document was filed
+    # (``ingested_at``, FHIR ``date``) and when its record last changed (``updated_at``,
+    # else ``ingested_at``: FHIR ``_lastUpdated``). Both backends compare to the millisecond.
+    filed_from: dt.datetime | None = None
+    filed_before: dt.datetime | None = None
+    updated_from: dt.datetime | None = None
+    updated_before: dt.datetime | None = None
 
 
 class SearchHit(Frozen):

@@ -51,7 +51,7 @@ from pipeline.api.fhir_resources import (
 from pipeline.api.guard import NOT_FOUND, Caller, Services, Svc, decision, readable
 from pipeline.api.schemas import DOC_ID_PATTERN, INS_PATTERN, QUERY_MAX_CHARS
 from pipeline.errors import BackendUnavailable
-from pipeline.model import DocClass, DocumentRecord, Format, SearchQuery
+from pipeline.model import DocClass, DocumentRecord, SearchQuery
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +65,7 @@ _FHIR_ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
 _TIME = r"T(?:[01][0-9]|2[0-3]):[0-5][0-9](?::(?:[0-5][0-9]|60)(?:\.[0-9]{1,9})?)?"
 _ZONE = r"(?:Z|[+-](?:(?:0[0-9]|1[0-3]):[0-5][0-9]|14:00))?"
 _DATE = re.compile(rf"(eq|ge|gt|le|lt)?([0-9]{{4}})(?:-([0-9]{{2}})(?:-([0-9]{{2}})({_TIME}{_ZONE})?)?)?")
+_TIME_PARTS = re.compile(r"T([0-9]{2}):([0-9]{2})(?::([0-9]{2})(?:\.([0-9]+))?)?(.*)")
 _ISSUE_CODES = {
     400: "invalid",
     401: "login",
@@ -114,8 +115,12 @@ class DocumentSearch:
     patient_id: str
     type_code: str | None = None
     doc_class: DocClass | None = None
-    since: dt.date | None = None
+    since: dt.date | None = None  # period: the clinical date, days
     until: dt.date | None = None
+    filed_from: dt.datetime | None = None  # date: the filing, instants
+    filed_before: dt.datetime | None = None
+    updated_from: dt.datetime | None = None  # _lastUpdated
+    updated_before: dt.datetime | None = None
     text: str | None = None
     current: bool = True
     superseded: bool = False
@@ -181,6 +186,64 @@ def _day_range(value: str, name: str) -> tuple[dt.date | None, dt.date | None]:
         return {"eq": (first, last), "ge": (first, None), "le": (None, last)}[prefix]
     except OverflowError:
         raise SearchError(f"{name}: {value!r} is out of range") from None
+
+
+def _instant_range(value: str, name: str) -> tuple[dt.datetime | None, dt.datetime | None]:
+    """The [from, before) instants a FHIR date comparison selects, for an instant (when a
+    document was filed, when its record changed): the value's precision is its range, and a
+    value without a zone is UTC."""
+    m = _DATE.fullmatch(value)
+    if not m:
+        raise SearchError(f"{name}: {value!r} is not a date with an eq/ge/gt/le/lt prefix")
+    prefix, year, month, day, timed = m.group(1) or "eq", int(m.group(2)), m.group(3), m.group(4), m.group(5)
+    try:
+        if timed:
+            # The time's precision (minute, second, or the fraction's digits, microseconds
+            # at most) is the range's length.
+            t = _TIME_PARTS.fullmatch(timed)
+            assert t is not None  # _DATE matched it
+            hour, minute, second, fraction, zone = t.groups()
+            digits = (fraction or "")[:6]
+            low = dt.datetime(
+                year,
+                int(month),
+                int(day),
+                int(hour),
+                int(minute),
+                min(int(second or 0), 59),  # a leap second is read as the one before
+                int(digits.ljust(6, "0")) if digits else 0,
+                tzinfo=dt.UTC if not zone or zone == "Z" else dt.datetime.strptime(zone, "%z").tzinfo,
+            )
+            if digits:
+                step = dt.timedelta(microseconds=10 ** (6 - len(digits)))
+            else:
+                step = dt.timedelta(seconds=1 if second else 60)
+            high = low + step
+        else:
+            low = dt.datetime(year, int(month or 1), int(day or 1), tzinfo=dt.UTC)
+            if day:
+                high = low + dt.timedelta(days=1)
+            elif month:
+                high = (low.replace(day=28) + dt.timedelta(days=4)).replace(day=1)
+            else:
+                high = low.replace(year=year + 1)
+    except (ValueError, OverflowError):
+        raise SearchError(f"{name}: {value!r} is not a calendar date or time in range") from None
+    return {"eq": (low, high), "ge": (low, None), "gt": (high, None), "le": (None, high), "lt": (None, low)}[
+        prefix
+    ]
+
+
+def _narrowed(
+    bounds: tuple[dt.datetime | None, dt.datetime | None], value: str, name: str
+) -> tuple[dt.datetime | None, dt.datetime | None]:
+    """``bounds`` narrowed by one more comparison (repeated parameters are ANDed)."""
+    low, high = _instant_range(value, name)
+    if low is not None and (bounds[0] is None or low > bounds[0]):
+        bounds = (low, bounds[1])
+    if high is not None and (bounds[1] is None or high < bounds[1]):
+        bounds = (bounds[0], high)
+    return bounds
 
 
 def _int(params: QueryParams, name: str, default: int, low: int, high: int, *, cap: bool) -> int:
@@ -279,14 +342,22 @@ def parse_search(params: QueryParams, *, strict: bool = False) -> DocumentSearch
             raise SearchError(f"category: unknown class {code!r}")
         search.doc_class = DocClass(code)
         search.applied.append(("category", value))
-    for name in ("date", "period"):
-        for value in params.getlist(name):
-            since, until = _day_range(value, name)
-            if since and (search.since is None or since > search.since):
-                search.since = since
-            if until and (search.until is None or until < search.until):
-                search.until = until
-            search.applied.append((name, value))
+    for value in params.getlist("period"):
+        since, until = _day_range(value, "period")
+        if since and (search.since is None or since > search.since):
+            search.since = since
+        if until and (search.until is None or until < search.until):
+            search.until = until
+        search.applied.append(("period", value))
+    for value in params.getlist("date"):
+        filed = _narrowed((search.filed_from, search.filed_before), value, "date")
+        search.filed_from, search.filed_before = filed
+        search.applied.append(("date", value))
+    for value in params.getlist("_lastUpdated"):
+        search.updated_from, search.updated_before = _narrowed(
+            (search.updated_from, search.updated_before), value, "_lastUpdated"
+        )
+        search.applied.append(("_lastUpdated", value))
     if (value := params.get("status")) is not None:
         if len(params.getlist("status")) > 1:
             raise SearchError("status may be given once")
@@ -319,6 +390,10 @@ def _query(search: DocumentSearch, d: AccessDecision) -> SearchQuery:
             doc_class=search.doc_class,
             since=search.since,
             until=search.until,
+            filed_from=search.filed_from,
+            filed_before=search.filed_before,
+            updated_from=search.updated_from,
+            updated_before=search.updated_before,
             limit=search.count,
             offset=search.offset,
             doc_id=search.doc_id,
@@ -351,13 +426,12 @@ def _links(base: str, search: DocumentSearch, total: int) -> list[tuple[str, str
 # -- the app ---------------------------------------------------------------------------------
 
 
-def _media_type(svc: Services, record: DocumentRecord, data: bytes | None = None) -> str:
-    if data is None and record.format is Format.IMAGE:
-        try:  # images are told apart by their bytes (PNG, JPEG, TIFF)
-            data = svc.store.get(record.content_sha256)
-        except KeyError:
-            data = b""
-    return media_of(record, data or b"")[0]
+def _stored(svc: Services, record: DocumentRecord) -> bytes | None:
+    """The decrypted original, or None when the store no longer holds it."""
+    try:
+        return svc.store.get(record.content_sha256)
+    except KeyError:
+        return None
 
 
 def _document_reference(
@@ -379,11 +453,14 @@ def _document_reference(
             continue
         if as_seen(svc.index, d, older).superseded_by == record.doc_id:
             replaces.append(v.doc_id)
+    # The original's bytes give the attachment's size and hash (and tell images apart).
+    data = _stored(svc, record)
     return document_reference(
         record,
         base_url=base_url,
-        media_type=_media_type(svc, record),
+        media_type=media_of(record, data or b"")[0],
         replaces=sorted(replaces),
+        data=data,
     )
 
 
@@ -524,7 +601,7 @@ def create_fhir_app(svc: Services, *, version: str) -> FastAPI:
             )
             raise NOT_FOUND from None
         svc.record(who, "download", record.patient_id, doc_ids=[record.doc_id], reason=d.via)
-        media = _media_type(svc, record, data)
+        media = media_of(record, data)[0]
         if _wants_fhir_json(request):
             return fhir_response(binary(record, data, media))
         return Response(content=data, media_type=media)

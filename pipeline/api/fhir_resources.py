@@ -22,17 +22,22 @@ Mapping of a ``DocumentRecord`` (one ``DocumentReference`` per filed document):
 | ``author`` | the RPPS as the national PS id (``urn:oid:1.2.250.1.71.4.2.1``, ``8`` + RPPS); |
 | | for an upload, the patient (INS) or the person who acted for them |
 | ``securityLabel`` | the visibility flags, in the DMP's vocabulary (TRE_A07, ``1.2.250.1.213.1.1.4.13``) |
-| ``content.attachment`` | media type, ``Binary/{id}`` URL, title, the document's date (``creation``) |
-| ``context.period`` | the document's (clinical) date |
+| ``content.attachment`` | media type, ``Binary/{id}`` URL, title, the document's date (``creation``), |
+| | the original's ``size`` and ``hash`` (base64 SHA-1, R4's) when the store holds it |
+| ``context.period`` | the document's (clinical) date: the ``period`` search parameter |
+| ``date`` | when Carnet filed the document (``ingested_at``): R4's "when this document |
+| | reference was created", the ``date`` search parameter |
+| ``meta.lastUpdated`` | the last change of the record (superseded, visibility), else ``date`` |
 
-``DocumentReference.date`` (when the reference was made) is left out: the search
-parameter ``date`` filters the clinical date, and one element must not say two things.
+Until the ``date`` element was served, the ``date`` search parameter filtered the clinical
+date; it now follows R4 (``DocumentReference.date``), and ``period`` is the clinical date.
 """
 
 from __future__ import annotations
 
 import base64
 import datetime as dt
+import hashlib
 import uuid
 from collections.abc import Sequence
 
@@ -58,6 +63,7 @@ from fhir.resources.R4B.documentreference import (
     DocumentReferenceRelatesTo,
 )
 from fhir.resources.R4B.identifier import Identifier
+from fhir.resources.R4B.meta import Meta
 from fhir.resources.R4B.operationoutcome import OperationOutcome, OperationOutcomeIssue
 from fhir.resources.R4B.period import Period
 from fhir.resources.R4B.reference import Reference
@@ -117,11 +123,27 @@ def split_resource_id(resource_id: str) -> tuple[str, str] | None:
     return resource_id[:INS_LENGTH], resource_id[INS_LENGTH + 1 :]
 
 
+def _sha1(data: bytes) -> bytes:
+    # R4's Attachment.hash: an integrity check the spec names, not a security use.
+    return hashlib.sha1(data, usedforsecurity=False).digest()
+
+
+def last_updated(record: DocumentRecord) -> dt.datetime:
+    """``meta.lastUpdated``: the record's last change, else its filing."""
+    return record.updated_at or record.ingested_at
+
+
 def document_reference(
-    record: DocumentRecord, *, base_url: str, media_type: str, replaces: Sequence[str] = ()
+    record: DocumentRecord,
+    *,
+    base_url: str,
+    media_type: str,
+    replaces: Sequence[str] = (),
+    data: bytes | None = None,
 ) -> DocumentReference:
     """The ``DocumentReference`` of one record, its content served at ``{base_url}/Binary/{id}``;
-    ``replaces``: the doc ids of the versions it superseded, to be named (``relatesTo``)."""
+    ``replaces``: the doc ids of the versions it superseded, to be named (``relatesTo``);
+    ``data``: the original, whose size and hash the attachment gives (None: not stored)."""
     rid = resource_id(record)
     # A national type (REMB, PRESC-KINE…) is not a LOINC code.
     doc_type = CodeableConcept(
@@ -163,6 +185,7 @@ def document_reference(
         period = DocumentReferenceContext(period=Period.model_validate({"start": day, "end": day}))
     return DocumentReference(
         id=rid,
+        meta=Meta(lastUpdated=last_updated(record)),
         identifier=[Identifier(system=DOC_ID_SYSTEM, value=record.doc_id)],
         status="superseded" if record.superseded_by else "current",
         relatesTo=[
@@ -187,6 +210,7 @@ def document_reference(
             )
         ],
         subject=Reference(type="Patient", identifier=Identifier(system=INS_SYSTEM, value=record.patient_id)),
+        date=record.ingested_at,
         author=author,
         description=record.title,
         securityLabel=[
@@ -204,6 +228,9 @@ def document_reference(
                         "url": f"{base_url}/Binary/{rid}",
                         "title": record.title,
                         "creation": record.document_date.isoformat() if record.document_date else None,
+                        "size": None if data is None else len(data),
+                        # base64Binary, held as the base64 text's bytes (as Binary.data).
+                        "hash": None if data is None else base64.b64encode(_sha1(data)),
                     }
                 )
             )
@@ -290,10 +317,21 @@ SEARCH_PARAMS: tuple[tuple[str, str, str], ...] = (
     (
         "date",
         "date",
-        "The document's clinical date (context.period), with eq/ge/gt/le/lt prefixes; "
-        "documents without a date never match a date filter.",
+        "When Carnet filed the document (DocumentReference.date), with eq/ge/gt/le/lt prefixes, "
+        "to the millisecond; a date or time without a zone is UTC. Before DocumentReference.date "
+        "was served this filtered the clinical date: that is period.",
     ),
-    ("period", "date", "The same as date: context.period."),
+    (
+        "period",
+        "date",
+        "The document's clinical date (context.period, a day), with eq/ge/gt/le/lt prefixes; "
+        "documents without a date never match.",
+    ),
+    (
+        "_lastUpdated",
+        "date",
+        "meta.lastUpdated: the last change of the record (superseded, visibility), else its filing; as date.",
+    ),
     (
         "status",
         "token",

@@ -196,6 +196,15 @@ class DocumentIndex(Protocol):
     def close(self) -> None: ...
 
 
+def changed(record: DocumentRecord, changes: dict[str, Any]) -> DocumentRecord:
+    """``record`` with ``changes``, its ``updated_at`` stamped now when they change it (a
+    rerun that changes nothing leaves it as it was): what FHIR's ``meta.lastUpdated`` says."""
+    new = record.model_copy(update=changes)
+    if new == record:
+        return record
+    return new.model_copy(update={"updated_at": dt.datetime.now(dt.UTC)})
+
+
 def set_series_flag(
     index: DocumentIndex, record: DocumentRecord, flag: Visibility, on: bool
 ) -> tuple[Visibility, ...] | None:

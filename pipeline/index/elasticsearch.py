@@ -51,6 +51,7 @@ from pipeline.index.base import (
     ExistingVersion,
     IndexFailure,
     Supersede,
+    changed,
     idf,
     matchable,
     meta_text,
@@ -530,7 +531,7 @@ class ElasticsearchIndex:
             def actions() -> Iterator[dict[str, Any]]:
                 for record in valid:
                     if record.doc_id in wanted:  # the old version is in this flush too
-                        marked = record.model_copy(update={"superseded_by": wanted[record.doc_id].by_doc_id})
+                        marked = self._marked(record, wanted[record.doc_id].by_doc_id, read.result())
                         yield from self._actions([marked], failures)
                     elif record.superseded_by is not None:
                         yield from self._actions([record], failures)
@@ -548,16 +549,23 @@ class ElasticsearchIndex:
                         log.warning("supersede: no document %s for this patient", s.doc_id)
                         continue
                     targets[s.doc_id] = found
-                    old = _record(found[0]).model_copy(update={"superseded_by": s.by_doc_id})
+                    old = changed(_record(found[0]), {"superseded_by": s.by_doc_id})
                     yield {**self._action(old), "if_seq_no": found[1], "if_primary_term": found[2]}
 
             sent = self._bulk(actions(), sender) if valid or wanted else _BulkResult([], set())
             bulk_failures = sent.failures
             if sent.existing:
                 again = [by_id[d] for d in sorted(sent.existing)]
-                stored = self._mget([(r.patient_id, r.doc_id) for r in again], source=["superseded_by"])
-                again = [
-                    r.model_copy(update={"superseded_by": stored[r.doc_id][0].get("superseded_by")})
+                stored = self._mget(
+                    [(r.patient_id, r.doc_id) for r in again], source=["superseded_by", "updated_at"]
+                )
+                again = [  # the mark of the version that replaced it kept, and when
+                    r.model_copy(
+                        update={
+                            "superseded_by": stored[r.doc_id][0].get("superseded_by"),
+                            "updated_at": _instant(stored[r.doc_id][0].get("updated_at")),
+                        }
+                    )
                     if r.doc_id in stored
                     else r
                     for r in again
@@ -587,6 +595,18 @@ class ElasticsearchIndex:
         if checkpoint and supersedes:
             checkpoint("after_supersede")
         return failures
+
+    @staticmethod
+    def _marked(
+        record: DocumentRecord, by_doc_id: str, stored: dict[str, tuple[dict[str, Any], int, int]]
+    ) -> DocumentRecord:
+        """``record`` superseded by ``by_doc_id``: when it is stored so already (a rerun), as
+        stored, its ``updated_at`` kept; else stamped now."""
+        found = stored.get(record.doc_id)
+        if found is not None and found[0].get("superseded_by") == by_doc_id:
+            updated_at = _instant(found[0].get("updated_at"))
+            return record.model_copy(update={"superseded_by": by_doc_id, "updated_at": updated_at})
+        return changed(record, {"superseded_by": by_doc_id})
 
     def _mget(
         self, keys: list[tuple[str, str]], *, source: list[str] | None = None
@@ -668,7 +688,7 @@ class ElasticsearchIndex:
         if found is None:
             return False
         source, seq_no, primary_term = found
-        record = _record(source).model_copy(update=changes)
+        record = changed(_record(source), changes)
         # Conditional on the version read, so a concurrent re-upsert is not overwritten.
         self._es.index(
             index=self.alias,
@@ -966,6 +986,20 @@ class ElasticsearchIndex:
             if query.until is not None:
                 bounds["lte"] = query.until.isoformat()
             filters.append({"range": {"document_date": bounds}})
+        if query.filed_from is not None or query.filed_before is not None:
+            filters.append({"range": {"ingested_at": _instant_range(query.filed_from, query.filed_before)}})
+        if query.updated_from is not None or query.updated_before is not None:
+            within = _instant_range(query.updated_from, query.updated_before)
+            # The last change, else the filing (updated_at is set by the first change).
+            as_filed = {
+                "bool": {
+                    "must_not": [{"exists": {"field": "updated_at"}}],
+                    "filter": [{"range": {"ingested_at": within}}],
+                }
+            }
+            filters.append(
+                {"bool": {"should": [{"range": {"updated_at": within}}, as_filed], "minimum_should_match": 1}}
+            )
         if query.exclude_visibility:
             hidden = [Visibility(v).value for v in query.exclude_visibility]
             filters.append({"bool": {"must_not": [{"terms": {"visibility": hidden}}]}})
@@ -1009,6 +1043,19 @@ class ElasticsearchIndex:
 
     def __repr__(self) -> str:
         return f"ElasticsearchIndex({self.url!r}, alias={self.alias!r})"
+
+
+def _instant(value: str | None) -> dt.datetime | None:
+    return dt.datetime.fromisoformat(value) if value else None
+
+
+def _instant_range(low: dt.datetime | None, high: dt.datetime | None) -> dict[str, str]:
+    """A range query's bounds, from inclusive and before exclusive (a naive instant is UTC)."""
+    bounds = {}
+    for name, at in (("gte", low), ("lt", high)):
+        if at is not None:
+            bounds[name] = at.replace(tzinfo=at.tzinfo or dt.UTC).isoformat()
+    return bounds
 
 
 def _match_kind(i: int, tokens: list[str], prefix: str | None) -> str:

@@ -47,6 +47,7 @@ from pipeline.index.base import (
     ExistingVersion,
     IndexFailure,
     Supersede,
+    changed,
     idf,
     matchable,
     meta_text,
@@ -118,6 +119,23 @@ CREATE TABLE IF NOT EXISTS terms (term TEXT PRIMARY KEY) WITHOUT ROWID;
 # patient's, hidden ones included, and a score so weighed tells its reader whether other
 # records hold a word. Document frequencies are counted among the documents the query may
 # return (the patient's, within the reader's decision): see ``_score``.
+# When a document was filed and when its record last changed, in UTC to the millisecond
+# (as Elasticsearch's date fields hold them), from the record's JSON: its patient's few rows
+# are filtered, no column needed.
+_INSTANT_FORMAT = "%Y-%m-%dT%H:%M:%f"
+_FILED = f"strftime('{_INSTANT_FORMAT}', json_extract(d.record, '$.ingested_at'))"
+_UPDATED = (
+    f"strftime('{_INSTANT_FORMAT}', coalesce(json_extract(d.record, '$.updated_at'),"
+    " json_extract(d.record, '$.ingested_at')))"
+)
+
+
+def _instant(at: dt.datetime) -> str:
+    """``at`` as ``_FILED`` and ``_UPDATED`` write instants (a naive one is taken as UTC)."""
+    utc = at.replace(tzinfo=at.tzinfo or dt.UTC).astimezone(dt.UTC)
+    return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}"
+
+
 _COLUMN_WEIGHTS = (4.0, 2.0, 1.0)  # title, meta, body: a title hit counts most
 _K1, _B = 1.2, 0.75
 _KNOWN_TERMS_SIZE = 500_000
@@ -258,13 +276,14 @@ class SqliteIndex:
             if rows:
                 # A document superseded meanwhile (by a later run) stays superseded.
                 ids = [values[0] for values, _ in rows]
-                already = dict(
-                    self._db.execute(
-                        f"SELECT doc_id, superseded_by FROM documents WHERE superseded_by IS NOT NULL"
-                        f" AND doc_id IN ({', '.join('?' * len(ids))})",
+                already = {
+                    doc_id: (by, updated)
+                    for doc_id, by, updated in self._db.execute(
+                        f"SELECT doc_id, superseded_by, json_extract(record, '$.updated_at') FROM documents"
+                        f" WHERE superseded_by IS NOT NULL AND doc_id IN ({', '.join('?' * len(ids))})",
                         ids,
                     ).fetchall()
-                )
+                }
                 if already:
                     rows = [self._keep_superseded(values, fts, already) for values, fts in rows]
                 new_terms = self._write_rows(rows)
@@ -283,14 +302,19 @@ class SqliteIndex:
 
     @staticmethod
     def _keep_superseded(
-        values: tuple[object, ...], fts: tuple[str, str, str, str], already: dict[str, str]
+        values: tuple[object, ...],
+        fts: tuple[str, str, str, str],
+        already: dict[str, tuple[str, str | None]],
     ) -> tuple[tuple[object, ...], tuple[str, str, str, str]]:
+        """A row written again keeps the mark of the version that replaced it, and when."""
         doc_id = str(values[0])
         if doc_id not in already or values[7] is not None:
             return values, fts
+        by, updated = already[doc_id]
         record = DocumentRecord.model_validate_json(str(values[10]))
-        record = record.model_copy(update={"superseded_by": already[doc_id]})
-        return (*values[:7], already[doc_id], *values[8:10], record.model_dump_json()), fts
+        updated_at = dt.datetime.fromisoformat(updated) if updated else None
+        record = record.model_copy(update={"superseded_by": by, "updated_at": updated_at})
+        return (*values[:7], by, *values[8:10], record.model_dump_json()), fts
 
     def _rows(
         self, records: Sequence[DocumentRecord]
@@ -406,7 +430,7 @@ class SqliteIndex:
         ).fetchone()
         if row is None:
             return False
-        record = DocumentRecord.model_validate_json(row[0]).model_copy(update=changes)
+        record = changed(DocumentRecord.model_validate_json(row[0]), changes)
         self._db.execute(
             "UPDATE documents SET superseded_by = ?, visibility = ?, record = ?"
             " WHERE patient_id = ? AND doc_id = ?",
@@ -688,6 +712,16 @@ class SqliteIndex:
         if query.until is not None:
             clauses.append("d.document_date <= ?")
             params.append(query.until.isoformat())
+        for column, low, high in (
+            (_FILED, query.filed_from, query.filed_before),
+            (_UPDATED, query.updated_from, query.updated_before),
+        ):
+            if low is not None:
+                clauses.append(f"{column} >= ?")
+                params.append(_instant(low))
+            if high is not None:
+                clauses.append(f"{column} < ?")
+                params.append(_instant(high))
         if query.exclude_visibility:
             clauses.append("(d.visibility & ?) = 0")
             params.append(_visibility_mask(query.exclude_visibility))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import datetime as dt
+import hashlib
 from typing import Any
 
 import httpx
@@ -50,6 +51,7 @@ def _file_record(api: Api) -> None:
         author_rpps="10101234567",
         author_name="Dr Biologiste",
         type_label="Biologie",
+        ingested_at=dt.datetime(2024, 3, 2, 8, 0, tzinfo=dt.UTC),
     )
     api.file(
         A,
@@ -59,6 +61,7 @@ def _file_record(api: Api) -> None:
         document_date=dt.date(2025, 1, 10),
         content=PNG,
         format=Format.IMAGE,
+        ingested_at=dt.datetime(2025, 1, 11, 9, 30, 0, 250000, tzinfo=dt.UTC),
     )
     api.file(
         A, "img-2023", doc_class=DocClass.IMAGING, title="Radio du thorax", document_date=dt.date(2023, 6, 5)
@@ -148,17 +151,27 @@ def test_each_page_is_a_searchset_bundle_with_paging_links(record: Api) -> None:
         ({"type": "18748-4"}, {"img-2023", "masked"}),
         ({"category": f"{CLASS_SYSTEM}|prescription"}, {"rx-2025"}),
         ({"category": "other"}, {"undated"}),
-        ({"date": ["ge2024-01-01", "le2024-12-31"]}, {"hb-2024", "masked"}),
-        ({"date": "2024"}, {"hb-2024", "masked"}),
-        ({"date": "eq2024-03"}, {"hb-2024"}),
-        ({"date": "lt2024-03-01"}, {"img-2023", "hb-2022-v2"}),
-        ({"date": "gt2024-05-01"}, {"rx-2025"}),
+        ({"period": ["ge2024-01-01", "le2024-12-31"]}, {"hb-2024", "masked"}),
+        ({"period": "2024"}, {"hb-2024", "masked"}),
+        ({"period": "eq2024-03"}, {"hb-2024"}),
+        ({"period": "lt2024-03-01"}, {"img-2023", "hb-2022-v2"}),
+        ({"period": "gt2024-05-01"}, {"rx-2025"}),
         ({"period": "ge2025-01-10"}, {"rx-2025"}),
-        ({"date": "ge2025-01-10T08:30:00.5Z"}, {"rx-2025"}),
+        ({"period": "ge2025-01-10T08:30:00.5Z"}, {"rx-2025"}),
+        # date: when the document was filed (DocumentReference.date), an instant.
+        ({"date": "2025"}, {"rx-2025"}),
+        ({"date": "lt2024-06-01T12:00"}, {"hb-2024"}),
+        ({"date": "ge2024-06-01T12:00:00Z"}, CURRENT - {"hb-2024"}),
+        ({"date": "eq2025-01-11T10:30:00.25+01:00"}, {"rx-2025"}),
+        ({"date": ["ge2025-01-11T09:30:00.250Z", "lt2025-01-11T09:30:00.251Z"]}, {"rx-2025"}),
+        ({"date": "gt2025-01-11T09:30:00.250Z"}, set()),
+        # _lastUpdated: the last change (superseded since), else the filing.
+        ({"_lastUpdated": "gt2025-01-12", "status": "current,superseded"}, {"hb-2022-v1"}),
+        ({"_lastUpdated": "le2024-03-02T08:00:00Z"}, {"hb-2024"}),
         # A day runs on both sides of an instant within it: gt and lt with a time keep it.
-        ({"date": "gt2024-03-01T10:00:00Z"}, {"hb-2024", "masked", "rx-2025"}),
-        ({"date": "lt2024-03-01T10:00"}, {"hb-2024", "img-2023", "hb-2022-v2"}),
-        ({"date": "lt2024-03-01"}, {"img-2023", "hb-2022-v2"}),
+        ({"period": "gt2024-03-01T10:00:00Z"}, {"hb-2024", "masked", "rx-2025"}),
+        ({"period": "lt2024-03-01T10:00"}, {"hb-2024", "img-2023", "hb-2022-v2"}),
+        ({"period": "lt2024-03-01"}, {"img-2023", "hb-2022-v2"}),
         ({"status": "http://hl7.org/fhir/document-reference-status|superseded"}, {"hb-2022-v1"}),
         # One document by its resource id, held to the other parameters as any search.
         ({"_id": rid("hb-2024")}, {"hb-2024"}),
@@ -169,9 +182,9 @@ def test_each_page_is_a_searchset_bundle_with_paging_links(record: Api) -> None:
         ({"_id": rid("b-doc", B)}, set()),  # another patient's id, under this patient
         ({"_id": "not-one-of-ours"}, set()),
         # The calendar's last and first days are days like any other for eq, ge and le.
-        ({"date": ["9999-12-31", "ge2022-01-01"]}, set()),
-        ({"date": "le9999-12-31", "category": "imaging"}, {"img-2023", "masked"}),
-        ({"date": "ge0001-01-01", "category": "imaging"}, {"img-2023", "masked"}),
+        ({"period": ["9999-12-31", "ge2022-01-01"]}, set()),
+        ({"period": "le9999-12-31", "category": "imaging"}, {"img-2023", "masked"}),
+        ({"period": "ge0001-01-01", "category": "imaging"}, {"img-2023", "masked"}),
         # The words of the document, as the search API's q finds them.
         ({"_content": "hémoglobine"}, {"hb-2024"}),
         ({"_content": "hemoglobine", "category": "imaging"}, set()),
@@ -188,16 +201,24 @@ def test_each_page_is_a_searchset_bundle_with_paging_links(record: Api) -> None:
         "type-bare",
         "category-system",
         "category-bare",
-        "date-range",
-        "date-year",
-        "date-month",
-        "date-lt",
-        "date-gt",
+        "period-range",
+        "period-year",
+        "period-month",
+        "period-lt",
+        "period-gt",
         "period",
-        "date-time",
-        "date-gt-time",
-        "date-lt-time",
-        "date-lt-day",
+        "period-time",
+        "date-year",
+        "date-lt-minute",
+        "date-ge-second",
+        "date-eq-zone",
+        "date-millisecond",
+        "date-gt-millisecond",
+        "last-updated-superseded",
+        "last-updated-filed",
+        "period-gt-time",
+        "period-lt-time",
+        "period-lt-day",
         "status-system",
         "id",
         "id-and-category",
@@ -206,9 +227,9 @@ def test_each_page_is_a_searchset_bundle_with_paging_links(record: Api) -> None:
         "id-withheld",
         "id-other-patient",
         "id-not-ours",
-        "date-last-day",
-        "date-le-last-day",
-        "date-ge-first-day",
+        "period-last-day",
+        "period-le-last-day",
+        "period-ge-first-day",
         "content",
         "content-and-category",
         "superseded",
@@ -233,8 +254,15 @@ def test_a_document_reference_says_what_the_document_is(record: Api) -> None:
     assert attachment.contentType == "application/pdf" and attachment.title == "Bilan sanguin"
     assert str(attachment.url) == f"{record.url}/fhir/Binary/{rid('hb-2024')}"
     assert ref.context.period.start.isoformat() == "2024-03-01"
+    # date: when the reference was made (filed), not the clinical date (context.period).
+    assert ref.date == ref.meta.lastUpdated == dt.datetime(2024, 3, 2, 8, 0, tzinfo=dt.UTC)
+    # The original's size and SHA-1 (base64, R4's hash), as an app checks what it downloads.
+    assert attachment.size == len(PDF)
+    assert doc["content"][0]["attachment"]["hash"] == base64.b64encode(hashlib.sha1(PDF).digest()).decode()
     old = client(record, patient(A)).reference("DocumentReference", rid("hb-2022-v1")).to_resource()
     assert old["status"] == "superseded"
+    # Superseded since it was filed: its last update is that change.
+    assert dt.datetime.fromisoformat(old["meta"]["lastUpdated"]) > dt.datetime.fromisoformat(old["date"])
     masked = client(record, patient(A)).reference("DocumentReference", rid("masked")).to_resource()
     assert masked["securityLabel"][0]["coding"][0]["code"] == "MASQUE_PS"
 
@@ -331,7 +359,8 @@ def test_refusals_are_operation_outcomes_that_reveal_nothing(record: Api) -> Non
         {"patient.identifier": A, "date": "yesterday"},
         {"patient.identifier": A, "date": "sa2024-01-01"},
         {"patient.identifier": A, "date": "2024-02-30"},
-        {"patient.identifier": A, "date": "lt0001-01-01"},
+        {"patient.identifier": A, "period": "lt0001-01-01"},  # days before the first
+        {"patient.identifier": A, "date": "gt9999"},  # the instant after 9999
         {"patient.identifier": A, "date": "ge\u0662\u0660\u0662\u0664"},  # Arabic-Indic digits
         {"patient.identifier": A, "date": "ge2024-01-01T99:99"},
         {"patient.identifier": A, "date": "ge2024-01-01Tnoon"},
@@ -360,14 +389,14 @@ def test_a_search_it_cannot_run_is_a_400_operation_outcome(record: Api, params: 
 
 
 def test_unknown_parameters_are_refused_when_the_client_asks_for_strict_handling(record: Api) -> None:
-    params = {"patient.identifier": A, "_lastUpdated": "ge2024", "_format": "json"}
+    params = {"patient.identifier": A, "_tag": "x|y", "_format": "json"}
     lenient = record.http.get("/fhir/DocumentReference", headers=record.as_(patient(A)), params=params)
-    assert lenient.status_code == 200 and "_lastUpdated" not in lenient.json()["link"][0]["url"]
+    assert lenient.status_code == 200 and "_tag" not in lenient.json()["link"][0]["url"]
     for prefer in ("handling=strict", "return=minimal, handling=strict"):
         headers = {**record.as_(patient(A)), "Prefer": prefer}
         r = record.http.get("/fhir/DocumentReference", headers=headers, params=params)
-        assert "_lastUpdated" in _outcome(r, 400, "invalid").issue[0].diagnostics
-    del params["_lastUpdated"]
+        assert "_tag" in _outcome(r, 400, "invalid").issue[0].diagnostics
+    del params["_tag"]
     r = record.http.get("/fhir/DocumentReference", headers=headers, params=params)
     assert r.status_code == 200
 

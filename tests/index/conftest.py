@@ -65,7 +65,7 @@ def make_record(
         content_sha256=sha.hexdigest(),
         text=text,
         results=results,
-        ingested_at=dt.datetime(2024, 6, 1, 12, 0, tzinfo=dt.UTC),
+        ingested_at=fields.pop("ingested_at", dt.datetime(2024, 6, 1, 12, 0, tzinfo=dt.UTC)),
         **fields,
     )
 

@@ -533,6 +533,43 @@ def test_filter_by_date_range(three_classes: DocumentIndex) -> None:
     assert ids(in_range) == ["img"]
 
 
+def test_filter_by_filing_instant_to_the_millisecond(index: DocumentIndex) -> None:
+    noon = dt.datetime(2024, 6, 1, 12, 0, tzinfo=dt.UTC)
+    index.upsert(
+        [
+            make_record("early", ingested_at=noon),
+            make_record("late", ingested_at=noon + dt.timedelta(milliseconds=1)),
+            # The same instant in another zone.
+            make_record("paris", ingested_at=noon.astimezone(dt.timezone(dt.timedelta(hours=2)))),
+        ]
+    )
+    assert sorted(ids(search(index, filed_from=noon))) == ["early", "late", "paris"]
+    assert sorted(ids(search(index, filed_before=noon + dt.timedelta(milliseconds=1)))) == ["early", "paris"]
+    assert ids(search(index, filed_from=noon + dt.timedelta(microseconds=1000))) == ["late"]
+    assert search(index, filed_from=noon, filed_before=noon).total == 0
+
+
+def test_a_change_stamps_updated_at_and_the_last_change_is_searchable(index: DocumentIndex) -> None:
+    filed = dt.datetime(2024, 6, 1, 12, 0, tzinfo=dt.UTC)
+    index.upsert([make_record("v1", series_id="s"), make_record("v2", series_id="s"), make_record("d")])
+    assert index.get(PATIENT_A, "d").updated_at is None  # type: ignore[union-attr]
+    before = dt.datetime.now(dt.UTC)
+    assert index.set_visibility(PATIENT_A, "d", [Visibility.MASQUE_PS])
+    index.apply([], [Supersede(patient_id=PATIENT_A, doc_id="v1", by_doc_id="v2")])
+    stamped = {d: index.get(PATIENT_A, d).updated_at for d in ("d", "v1")}  # type: ignore[union-attr]
+    assert all(at is not None and at >= before - dt.timedelta(milliseconds=1) for at in stamped.values())
+    # What changes nothing stamps nothing, and a record written again keeps its mark's time.
+    assert index.set_visibility(PATIENT_A, "d", [Visibility.MASQUE_PS])
+    again = Supersede(patient_id=PATIENT_A, doc_id="v1", by_doc_id="v2")
+    index.apply([make_record("v1", series_id="s")], [again])
+    assert {d: index.get(PATIENT_A, d).updated_at for d in ("d", "v1")} == stamped  # type: ignore[union-attr]
+    # _lastUpdated: the last change, else the filing.
+    changed = search(index, updated_from=before - dt.timedelta(milliseconds=1), include_superseded=True)
+    assert sorted(ids(changed)) == ["d", "v1"]
+    as_filed = search(index, updated_before=filed + dt.timedelta(seconds=1), include_superseded=True)
+    assert ids(as_filed) == ["v2"]
+
+
 def test_without_text_newest_first_undated_last(three_classes: DocumentIndex) -> None:
     result = search(three_classes)
     assert ids(result) == ["rx", "img", "bio", "undated"]
