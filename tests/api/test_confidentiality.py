@@ -228,7 +228,10 @@ def test_a_version_replaced_by_one_hidden_from_its_reader_is_current_for_them(
     exists. For them the old version is the current one, on both index backends."""
     ins = make_ins(38)
     with running_api(tmp_path / "carnet", backend) as api:
-        api.file(ins, "first", series_id="s", text="hémoglobine 12", superseded_by="corrected")
+        marked = dt.datetime(2025, 2, 1, 9, 0, tzinfo=dt.UTC)  # when "corrected" superseded it
+        api.file(
+            ins, "first", series_id="s", text="hémoglobine 12", superseded_by="corrected", updated_at=marked
+        )
         hidden = (Visibility.INVISIBLE_PATIENT, Visibility.MASQUE_PS)
         api.file(ins, "corrected", series_id="s", text="hémoglobine 13", visibility=hidden)
         api.file(ins, "other", text="ferritine")
@@ -242,6 +245,8 @@ def test_a_version_replaced_by_one_hidden_from_its_reader_is_current_for_them(
             assert [h["doc_id"] for h in found["hits"]] == ["first"]
             read = api.get(who, f"/fhir/DocumentReference/{rid}").json()
             assert read["status"] == "current", read
+            # Nor does its last update tell when the hidden version came.
+            assert read["meta"]["lastUpdated"] == read["date"]
             fhir = api.get(who, "/fhir/DocumentReference", params={"patient.identifier": ins}).json()
             entries = {e["resource"]["id"]: e["resource"]["status"] for e in fhir["entry"]}
             assert (fhir["total"], entries[rid]) == (2, "current")
@@ -252,7 +257,9 @@ def test_a_version_replaced_by_one_hidden_from_its_reader_is_current_for_them(
         api.index.set_visibility(ins, "corrected", [Visibility.MASQUE_PS])
         listing = api.get(me, f"/patients/{ins}/documents").json()
         assert sorted(h["doc_id"] for h in listing["hits"]) == ["corrected", "other"]
-        assert api.get(me, f"/fhir/DocumentReference/{rid}").json()["status"] == "superseded"
+        seen = api.get(me, f"/fhir/DocumentReference/{rid}").json()
+        assert seen["status"] == "superseded"
+        assert dt.datetime.fromisoformat(seen["meta"]["lastUpdated"]) == marked
         assert api.get(PRO, f"/fhir/DocumentReference/{rid}").json()["status"] == "current"
 
 
