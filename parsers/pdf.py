@@ -4,9 +4,10 @@ A page whose text layer has at least ``min_text_chars_per_page`` non-space chara
 is never OCR'd; other pages have their embedded images OCR'd (a page without images is
 blank), and so do pages whose text layer is garbled (glyph codes of a font without a
 character map: control and private-use characters), that layer set aside with a warning.
-Password-protected files raise ``EncryptedDocumentError``, unreadable or truncated ones
-``ParserError``. ``extract_pdf_text`` reads only the text layer, for PDFs embedded in HL7
-or CDA documents.
+The values filled in a form's fields are text of their page, after the label printed
+beside them. Password-protected files raise ``EncryptedDocumentError``, unreadable or
+truncated ones ``ParserError``. ``extract_pdf_text`` reads only the text layer, for PDFs
+embedded in HL7 or CDA documents.
 """
 
 from __future__ import annotations
@@ -94,7 +95,14 @@ class PdfParser:
         read says how many were left)."""
         cap, scanned, unread = self.ocr.max_pages, 0, 0
         for number, page in enumerate(reader.pages, start=1):
-            result = _PageText(text=_clean(page.extract_text()))
+            fields = _filled_fields(page)
+            if fields:
+                fragments: list[_Fragment] = []
+                text = page.extract_text(visitor_text=_fragment_visitor(fragments))
+                text = "\n".join([text, *(_form_line(field, fragments) for field in fields)])
+            else:
+                text = page.extract_text()
+            result = _PageText(text=_clean(text))
             if _garbled(result.text):
                 result.text = ""
                 result.problems.append(Problem(
@@ -218,6 +226,95 @@ def _plain_image(xobject: Any) -> Image.Image | None:
     if len(data) not in (expected, expected + 1):  # a trailing newline is tolerated
         return None
     return Image.frombytes(mode, size, data[:expected])
+
+
+# How far a form field's parents are followed for its type, value and names.
+_MAX_FIELD_DEPTH = 8
+# Annotation flags Hidden (2) and NoView (32): a field so flagged is shown to no reader.
+_HIDDEN_FLAGS = 2 | 32
+
+
+@dataclass(frozen=True)
+class _Field:
+    """A text or choice field filled in on a page: its value, where it is, what it is."""
+
+    value: str
+    rect: tuple[float, float, float, float]  # x0, y0, x1, y1 in page space
+    name: str  # the field's tooltip (TU), else its name (T)
+
+
+@dataclass(frozen=True)
+class _Fragment:
+    """A run of text the page draws, where it starts (page space)."""
+
+    text: str
+    x: float
+    y: float
+
+
+def _filled_fields(page: PageObject) -> list[_Field]:
+    """The text and choice fields of ``page`` that hold a value (a form filled in a PDF
+    editor: the values live in the fields, not in the page's text), in page order."""
+    annotations: Any = page.get("/Annots")
+    annotations = annotations.get_object() if annotations is not None else None
+    if not isinstance(annotations, list):
+        return []
+    fields = []
+    for reference in annotations:
+        widget: Any = reference.get_object()
+        if not hasattr(widget, "get") or widget.get("/Subtype") != "/Widget":
+            continue
+        flags = widget.get("/F", 0)
+        if isinstance(flags, int) and flags & _HIDDEN_FLAGS:  # not shown: no reader sees it
+            continue
+        kind, value, name = _inherited(widget, "/FT"), _inherited(widget, "/V"), None
+        if kind not in ("/Tx", "/Ch") or value is None:
+            continue
+        values = value if isinstance(value, list) else [value]
+        text = " ".join(" ".join(str(v).split()) for v in values if isinstance(v, str)).strip()
+        name = _inherited(widget, "/TU") or _inherited(widget, "/T")
+        try:
+            x0, y0, x1, y1 = (float(c) for c in widget["/Rect"])
+        except (KeyError, TypeError, ValueError):
+            continue
+        if text:
+            rect = (min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1))
+            fields.append(_Field(text, rect, str(name) if isinstance(name, str) else ""))
+    return fields
+
+
+def _inherited(widget: Any, key: str) -> Any:
+    """``key`` of a widget or of the field it belongs to (its parents)."""
+    node = widget
+    for _ in range(_MAX_FIELD_DEPTH):
+        if key in node:
+            return node[key].get_object() if hasattr(node[key], "get_object") else node[key]
+        parent = node.get("/Parent")
+        if parent is None:
+            return None
+        node = parent.get_object()
+    return None
+
+
+def _fragment_visitor(fragments: list[_Fragment]) -> Any:
+    """A pypdf text visitor that notes where each run of text starts."""
+
+    def visit(text: str, cm: list[float], tm: list[float], font: Any, size: Any) -> None:
+        if text.strip():
+            x = tm[4] * cm[0] + tm[5] * cm[2] + cm[4]
+            y = tm[4] * cm[1] + tm[5] * cm[3] + cm[5]
+            fragments.append(_Fragment(text.strip(), x, y))
+
+    return visit
+
+
+def _form_line(field: _Field, fragments: list[_Fragment]) -> str:
+    """A field's value as a line of text after its label: the text printed just left of
+    it on its line (what a reader sees), else the field's own name."""
+    x0, y0, x1, y1 = field.rect
+    beside = [f for f in fragments if y0 - 2 <= f.y <= y1 + 2 and f.x < x0]
+    label = max(beside, key=lambda f: f.x).text if beside else field.name
+    return f"{label} {field.value}".strip()
 
 
 @dataclass

@@ -379,3 +379,58 @@ def test_a_garbled_text_layer_alone_is_no_text(parser: PdfParser, ocr: CountingO
     assert document.text == "" and ocr.calls == 0
     [warning] = document.warnings
     assert not warning.blocking and "page 1" in warning.message and "text layer" in warning.message
+
+
+def filled_form(fields: list[tuple[str, str, str]]) -> bytes:
+    """A one-page form: each (printed label, field tooltip, value) on its own line, the value
+    typed in a text field (AcroForm) to the right of the label, as PDF editors fill them."""
+    from reportlab.lib.pagesizes import A4
+    from reportlab.pdfgen import canvas
+
+    buffer = io.BytesIO()
+    page = canvas.Canvas(buffer, pagesize=A4)
+    page.drawString(60, 800, "Compte rendu d'examens biologiques - Hémoglobine 13,5 g/dL")
+    for number, (label, tooltip, value) in enumerate(fields):
+        y = 760 - 40 * number
+        page.drawString(60, y + 6, label)
+        page.acroForm.textfield(
+            name=f"Champ{number}", tooltip=tooltip, value=value, x=250, y=y, width=250, height=20
+        )
+    page.showPage()
+    page.save()
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("label", "tooltip"),
+    [
+        ("INS :", ""),  # the label printed on the page, beside the field
+        ("", "Identifiant national de santé (INS)"),  # only the field's own name says it
+    ],
+)
+def test_the_values_typed_in_a_form_are_its_text(
+    parser: PdfParser, ocr: CountingOcr, label: str, tooltip: str
+) -> None:
+    """A form filled in a PDF editor keeps its values in fields, not in the page's text:
+    the INS typed there was never read (missing_ins, or an upload filed as declared by its
+    owner whoever the form named)."""
+    from pipeline.identity import identify_patient
+
+    ins = "284057512345672"
+    data = filled_form([("Date du prélèvement :", "", "02/03/2024"), (label, tooltip, PATIENT_INS_PRINTED)])
+    [document] = parser.parse(data, source="form.pdf")
+    assert identify_patient(document).patient_id == ins, document.text
+    assert "Date du prélèvement : 02/03/2024" in document.text and ocr.calls == 0
+
+
+def test_a_hidden_form_field_is_not_text(parser: PdfParser) -> None:
+    from pypdf.generic import NameObject, NumberObject
+
+    reader = PdfReader(io.BytesIO(filled_form([("INS :", "", PATIENT_INS_PRINTED)])))
+    writer = PdfWriter(clone_from=reader)
+    for annotation in writer.pages[0]["/Annots"]:
+        annotation.get_object()[NameObject("/F")] = NumberObject(2)  # Hidden
+    hidden = io.BytesIO()
+    writer.write(hidden)
+    [document] = parser.parse(hidden.getvalue(), source="form.pdf")
+    assert PATIENT_INS_PRINTED not in document.text
