@@ -125,7 +125,9 @@ def search_documents(
     f"({UPLOAD_MAX_BYTES // 2**20} MiB), of type {', '.join(UPLOAD_TYPES)}. It goes through the "
     f"same pipeline as every producer's document (kept encrypted, parsed with OCR for photos "
     f"and scans, classified, checked, indexed) and the answer is the acknowledgement a "
-    f"producer gets: indexed, duplicate or rejected with reason codes. A document printing "
+    f"producer gets: indexed, duplicate (of a document the sender may see: one hidden from "
+    f"them is not there for them, and the upload is filed) or rejected with reason codes. "
+    f"A document printing "
     f"another person's INS is rejected (identity_conflict); one printing none is filed in "
     f"this record, as declared by its owner.",
     responses={
@@ -170,6 +172,7 @@ def upload_document(
         contributor=Contributor(role=who.role.value, subject=who.subject, name=who.name),
         index=svc.index,
         store=svc.store,
+        sees=lambda patient_id, doc_id: bool(visible_ids(svc.index, d, patient_id, [doc_id])),
     )
     statuses = ",".join(o.status.value for o in summary.outcomes)
     svc.record(
@@ -179,8 +182,8 @@ def upload_document(
         reason=f"{d.via}: {statuses}",
         doc_ids=[o.doc_id for o in summary.outcomes if o.doc_id and o.status is not Status.REJECTED],
     )
-    # A duplicate names the document already filed, which may be one the sender may not see
-    # (a result not yet released to the patient, a class outside a caregiver's delegation):
+    # A document the sender may not see is never a duplicate (``sees``); their own upload,
+    # filed, may still be one they may not see (a class outside a caregiver's delegation):
     # its id is not shown, as the search and the history never show it.
     shown = visible_ids(svc.index, d, ins, [o.doc_id for o in summary.outcomes if o.doc_id])
     outcomes = [o if o.doc_id in shown else o.model_copy(update={"doc_id": None}) for o in summary.outcomes]

@@ -12,7 +12,7 @@ the replacement's series, already superseded (``replacement_series``), whichever
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from pipeline.index import DocumentIndex
 from pipeline.index.base import ExistingVersion
@@ -28,8 +28,12 @@ def version_key(version: int | None, date: dt.date | None) -> tuple[int, dt.date
 class Versions:
     """The version chains of one run: the index, and the accepted documents not flushed yet."""
 
-    def __init__(self, index: DocumentIndex) -> None:
+    def __init__(self, index: DocumentIndex, *, sees: Callable[[str, str], bool] | None = None) -> None:
+        """``sees(patient, doc_id)``: whether the sender of this run's documents may see a
+        filed one (an upload, ``ingest_upload``): one they may not see is not there for them,
+        so nothing duplicates or replaces it (None: every filed document counts)."""
         self.index = index
+        self.sees = sees
         self._pending_by_sha: dict[tuple[str, str], str] = {}
         self._pending_ids: set[tuple[str, str]] = set()
         self._pending_by_series: dict[tuple[str, str], str] = {}
@@ -94,6 +98,8 @@ class Versions:
         for v in self._versions(patient, content_sha, series_id):
             if v.withdrawn:
                 continue  # sent again after a deletion: filed anew, not a duplicate
+            if self.sees is not None and not self.sees(patient, v.doc_id):
+                continue  # "duplicate" would tell the sender that a document hidden from them exists
             if v.content_sha256 == content_sha or v.doc_id == doc_id:
                 return v.doc_id, None, None
             if v.series_id == series_id and v.superseded_by is None and current is None:

@@ -48,6 +48,7 @@ from pipeline.ingest.stages import (
     closed_account,
     document_ids,
     examine,
+    hash_id,
     iter_parsed,
     outcome_fields,
     own_ids,
@@ -56,6 +57,7 @@ from pipeline.ingest.stages import (
 from pipeline.ledger import Ledger, Unreported
 from pipeline.model import (
     PATIENT_SERIES_CHOICES,
+    Contributor,
     DocumentRecord,
     Frozen,
     Outcome,
@@ -233,8 +235,10 @@ class Pipeline:
         *,
         gate: QualityGate | None = None,
         batch_label: str = "adhoc",
+        sees: Callable[[str, str], bool] | None = None,
     ) -> None:
-        """``backends``: closed with the pipeline (``open_backends(settings)`` when None)."""
+        """``backends``: closed with the pipeline (``open_backends(settings)`` when None);
+        ``sees``: which filed documents the sender may see (an upload: ``Versions``)."""
         self.settings = settings
         self.gate = gate if gate is not None else QualityGate(settings)
         self.batch_label = batch_label
@@ -253,7 +257,7 @@ class Pipeline:
         self._closed_accounts: dict[str, Reason] | None = None
         self._closed_read = False
         self.quarantine = Quarantine(self.store, self.ledger, self._ref_key)
-        self.versions = Versions(self.index)
+        self.versions = Versions(self.index, sees=sees)
         self.clock = StageClock()
         self.outcomes: list[Outcome] = []
         self._pending: list[_Pending] = []
@@ -513,6 +517,8 @@ class Pipeline:
             if content_sha != raw_sha:  # the input holds more than this document's bytes
                 self._hold_raw(raw_sha, patient)
         series_id, doc_id = document_ids(item.producer, patient, doc, content_sha)
+        if self.versions.sees is not None and item.contributor is not None:
+            series_id, doc_id = self._sender_ids(patient, item.contributor, series_id, doc_id)
         parent_series = None
         if doc.producer_document_id and doc.refers_to:
             # A replacement naming its parent joins the parent's series.
@@ -573,6 +579,17 @@ class Pipeline:
         )
         self._pending_chars += len(record.text)
         self.versions.remember(record)
+
+    def _sender_ids(self, patient: str, sender: Contributor, series_id: str, doc_id: str) -> tuple[str, str]:
+        """(series id, doc id) of an upload: its own, unless a filed document its sender may
+        not see has that id (a producer's PDF of the same bytes). Then the sender's copy gets
+        one of its own (one per sender, so that sending it again finds it), rather than
+        overwriting that document or being told it is there."""
+        filed = self.index.get(patient, doc_id)
+        if filed is None or self.versions.sees is None or self.versions.sees(patient, doc_id):
+            return series_id, doc_id
+        copy = hash_id("copy", doc_id, sender.role, sender.subject)
+        return (copy if series_id == doc_id else series_id), copy
 
     def _patient_ref(self, patient_id: str) -> str:
         ref = self._refs.get(patient_id)

@@ -5,7 +5,7 @@ JSON Lines run report (the command-line contract); a patient's upload is a batch
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
 from pipeline.errors import SourceError, UnreadableFileError, UnsafePathError
@@ -147,12 +147,15 @@ def ingest_upload(
     contributor: Contributor,
     index: DocumentIndex | None = None,
     store: KeyedStore | None = None,
+    sees: Callable[[str, str], bool] | None = None,
 ) -> RunSummary:
     """A file a patient (or whoever acts for them) adds to their record: a batch of one
     through the same ``Pipeline`` as every feed (kept, encrypted, parsed with OCR, checked,
     classified, identified by ``identify_in_record``, indexed), recorded in the ledger.
 
     ``index``/``store`` are the caller's (the API's, shared by its requests) and stay open.
+    ``sees(patient, doc_id)``: the filed documents the contributor may see; one they may not
+    is not there for them (no duplicate of it, no overwrite: ``Pipeline._sender_ids``).
     """
     source = f"upload/{contributor.role}/{filename}"
     # Batch-level shares say nothing about a batch of one (a photo is 100 % OCR).
@@ -165,7 +168,7 @@ def ingest_upload(
         },
     )
     backends = open_backends(settings, index=index, store=store)
-    with Pipeline(settings, backends, batch_label="upload", gate=gate) as pipe:
+    with Pipeline(settings, backends, batch_label="upload", gate=gate, sees=sees) as pipe:
         # No lease: one document, committed under the flush lock like any flush, and an
         # upload is not refused because a `carnet ingest` is running.
         run_id = pipe.start_run("upload", source, exclusive=None)

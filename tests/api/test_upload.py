@@ -218,23 +218,59 @@ def test_a_file_that_is_not_what_its_type_says_is_refused(api: Api) -> None:
     assert api.index.search(SearchQuery(patient_id=A)).total == 0
 
 
-def test_a_duplicate_of_a_document_hidden_from_the_sender_does_not_name_it(api: Api) -> None:
-    """Sending the bytes of a result not yet released to the patient, or of a class outside a
-    caregiver's delegation, must not give its id (the search and the history never do)."""
+def test_a_document_hidden_from_its_sender_is_no_duplicate_for_them(api: Api) -> None:
+    """Sending the bytes of a result not yet released to the patient (or of one hidden from
+    representatives, or of a class outside a caregiver's delegation) answered "duplicate":
+    the record holds that very file, which every other route denies. The sender is answered
+    as if it were not there: their upload is filed for them, a document of its own."""
+    minor = make_ins(603, born="1203")
     data = photo(PRESCRIPTION)
+    not_for_parents = photo([*PRESCRIPTION, "Contraception : pilule"])
     api.file(A, "not-yet-released", visibility=(Visibility.INVISIBLE_PATIENT,), content=data)
+    api.file(
+        minor,
+        "hidden-from-parents",
+        visibility=(Visibility.INVISIBLE_REPRESENTANTS_LEGAUX,),
+        content=not_for_parents,
+    )
     biology = photo(["Laboratoire des Tilleuls - compte rendu de biologie", *PRESCRIPTION[1:]])
     api.file(A, "a-biology-report", content=biology)
     grant = {"classes": ["prescription"], "upload": True}
     assert api.put(patient(A), f"/patients/{A}/delegations/aidant-1", json=grant).status_code == 200
-    for who, doc_id, content in (
-        (patient(A), "not-yet-released", data),
-        (caregiver("aidant-1"), "a-biology-report", biology),
+    parent = representative("parent-1")
+    assert (
+        api.put(patient(minor), f"/patients/{minor}/representatives/{parent.subject}", json={}).status_code
+        == 200
+    )
+    for who, ins, hidden, content in (
+        (patient(A), A, "not-yet-released", data),
+        (parent, minor, "hidden-from-parents", not_for_parents),
+        # Read as a prescription, this upload is one the caregiver may see.
+        (caregiver("aidant-1"), A, "a-biology-report", biology),
     ):
-        r = api.post(who, f"/patients/{A}/documents", files={"file": ("o.png", content, "image/png")})
+        r = api.post(who, f"/patients/{ins}/documents", files={"file": ("o.png", content, "image/png")})
         entry = only_file(r.json())
-        assert entry["status"] == "duplicate" and entry["doc_id"] is None, entry
-        assert doc_id not in r.text
+        assert entry["status"] == "indexed" and hidden not in r.text, entry
+        doc_id = entry["doc_id"]
+        assert (
+            isinstance(doc_id, str) and api.get(who, f"/patients/{ins}/documents/{doc_id}").status_code == 200
+        )
+        assert api.get(who, f"/patients/{ins}/documents/{hidden}").status_code == 404
+        # The hidden document is untouched; sent again, the upload is the sender's duplicate.
+        kept = api.index.get(ins, hidden)
+        assert kept is not None and kept.contributed_by is None
+        again = only_file(upload(api, who, ins, content, name="o.png"))
+        assert (again["status"], again["doc_id"]) == ("duplicate", doc_id)
+    # A hidden document with the very id the upload would get (a producer's file of the
+    # same bytes, filed without an id of its own) is neither overwritten nor named.
+    scan = photo([*PRESCRIPTION, "Renouvellement : trois mois"])
+    first = only_file(upload(api, patient(A), A, scan))["doc_id"]
+    assert isinstance(first, str)
+    assert api.index.set_visibility(A, first, [Visibility.INVISIBLE_PATIENT])
+    entry = only_file(upload(api, patient(A), A, scan))
+    assert entry["status"] == "indexed" and entry["doc_id"] not in (None, first), entry
+    kept = api.index.get(A, first)
+    assert kept is not None and kept.visibility == (Visibility.INVISIBLE_PATIENT,)
     # A duplicate the sender may see keeps its id.
     seen = photo([*PRESCRIPTION, "Kinésithérapie : dix séances"])
     api.file(A, "seen", content=seen, doc_class=DocClass.PRESCRIPTION)
