@@ -440,7 +440,7 @@ class _FeedBuilder:
             None,
             Status.REJECTED,
             None,
-            (Reason.UNSUPPORTED_FORMAT,),
+            (Reason.EMPTY_DOCUMENT,),
         )
         b = anywhere(lab2)
         self.expect(

@@ -184,13 +184,19 @@ def test_expected_list_covers_every_file_once_and_hl7_once_per_message(feed) -> 
 def test_expected_states_and_reason_codes(feed) -> None:
     _, generated = feed
     outcomes = Counter((d.expected_status.value, d.expected_reasons) for d in generated.documents)
-    for reason in ("missing_ins", "identity_conflict", "encrypted_document", "unreadable_scan"):
+    for reason in (
+        "missing_ins",
+        "identity_conflict",
+        "encrypted_document",
+        "unreadable_scan",
+        "empty_document",
+    ):
         assert outcomes[("rejected", (reason,))] == 1, reason
     assert outcomes[("duplicate", ())] == 2  # a PDF and a CDA
     assert outcomes[("replaced", ())] == 2  # a CDA version 2 and an HL7 correction
     assert outcomes[("rejected", ("invalid_ins_key",))] == 2
     assert outcomes[("rejected", ("parse_error",))] == 2
-    assert outcomes[("rejected", ("unsupported_format",))] == 3
+    assert outcomes[("rejected", ("unsupported_format",))] == 2
     assert outcomes[("indexed", ())] == 60 - 15
     batches = {
         d.producer: sorted({x.batch for x in generated.documents if x.producer == d.producer})
@@ -359,7 +365,7 @@ def test_unsupported_files_are_what_they_claim(feed) -> None:
         Path(d.source_ref).suffix: (root / d.source_ref).read_bytes()
         for d in _by_reason(generated, "unsupported_format")
     }
-    assert datas[".pdf"] == b""
+    assert (root / _by_reason(generated, "empty_document")[0].source_ref).read_bytes() == b""
     assert len(datas[".bin"]) == 4096 and b"%PDF-" not in datas[".bin"]
     assert "word/document.xml" in zipfile.ZipFile(io.BytesIO(datas[".docx"])).namelist()
 

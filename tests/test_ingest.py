@@ -547,3 +547,23 @@ def test_a_batch_s_reject_rate_is_judged_on_the_whole_batch(tmp_path: Path, bad:
     assert summary.reject_rate == round(bad / total, 4) and summary.flagged is flagged
     want = [f"labo/b1: reject rate {bad / total:.0%} above 50% ({bad}/{total})"] if flagged else []
     assert list(summary.flags) == want
+
+
+def test_an_empty_file_is_an_empty_document_not_an_unsupported_format(tmp_path: Path) -> None:
+    """A zero-byte file (a failed upload or export, common on S3) was rejected
+    ``unsupported_format``: the producer read 'send a PDF, an image, HL7 or CDA' about a
+    file of theirs that is one, and never the reason that fits, ``empty_document``."""
+    import json
+
+    from pipeline.ingest import process_batch
+
+    batch = tmp_path / "feed" / "labo" / "b1"
+    batch.mkdir(parents=True)
+    (batch / "cr.pdf").write_bytes(b"")
+    (batch / "_READY").write_text("")
+    summary = process_batch(
+        Settings(data_dir=tmp_path / "carnet", data_docs=False), str(tmp_path / "feed"), "labo/b1"
+    )
+    assert summary.rejected_by_reason == {"empty_document": 1}
+    (entry,) = json.loads((batch / "_report.json").read_text())["files"]
+    assert entry["reasons"][0]["detail"] == "empty file (0 bytes)"

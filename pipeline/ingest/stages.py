@@ -167,15 +167,15 @@ def iter_parsed(registry: ParserRegistry, item: InputFile) -> Iterator[ParsedDoc
     """The documents of one raw input, by the parser its content calls for, each read only
     when asked for if the parser can (``StreamingParser``: an HL7 batch); then, if the
     parse stopped or found nothing, a ``ParseFailure``, last."""
-    parser = registry.choose(item.data) if item.data else None
+    if not item.data:
+        # A failed upload or export, not a format: the producer is told to send it whole.
+        yield ParseFailure(Problem(code=Reason.EMPTY_DOCUMENT, message="empty file (0 bytes)"))
+        return
+    parser = registry.choose(item.data)
     if parser is None:
         from parsers.image import unread_photo_format  # Pillow, imported with the first such file
 
-        what = (
-            "empty file"
-            if not item.data
-            else unread_photo_format(item.data) or "content not recognised as PDF, image, HL7 v2 or CDA"
-        )
+        what = unread_photo_format(item.data) or "content not recognised as PDF, image, HL7 v2 or CDA"
         yield ParseFailure(Problem(code=Reason.UNSUPPORTED_FORMAT, message=what))
         return
     found = 0
