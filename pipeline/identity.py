@@ -16,7 +16,11 @@ A printed number counts only after a label, in any whitespace a text layer or OC
 person's (assuré, ouvrant droit, N° d'assuré, immatriculation). On a child's report the
 insured parent's number is set aside, never a conflict; a document printing only the
 insured person's number is ``missing_ins``; two different numbers both the patient's stay
-``identity_conflict``.
+``identity_conflict``. A number OCR misread (letters for digits) is never corrected.
+
+A document a patient adds to their own record (``identify_in_record``) may name no one and
+be filed there; it may not name anyone else, by a printed INS, a key-less NIR, or a valid
+INS whose label was lost.
 """
 
 from __future__ import annotations
@@ -73,15 +77,16 @@ _KEYLESS_NIR = re.compile(
 )
 # Labels that announce a person's identifier in printed text (accent-folded, lower case):
 # the patient's (INS, NIR, N° SS…) and the insured person's (N° assuré, immatriculation).
+# OCR reads the I of INS and NIR as l or 1 as readily as in the number: "lNS", "N1R".
 _LABEL = re.compile(
-    r"\b(?:ins(?:-nir|-c)?|nir|(?:n[°o]?|numero)\s*(?:de\s+)?s(?:\.|ecurite)?\s*s(?:\.|ociale)?|"
+    r"\b(?:[il1]ns(?:-n[il1]r|-c)?|n[il1]r|(?:n[°o]?|numero)\s*(?:de\s+)?s(?:\.|ecurite)?\s*s(?:\.|ociale)?|"
     r"(?:n[°o]|numero)\s*(?:de\s+)?secu|identifiant\s+national\s+de\s+sante|"
     r"matricule\s+ins|(?:n[°o]|numero)\s*(?:d['\u2019]\s*)?assure|immatriculation)\b\s*[:.]?"
 )
 # "INS" (identifiant national de santé) is by definition the identifier of the person the
 # document is about.
 _INS_LABEL = re.compile(
-    r"\b(?:ins(?:-nir|-c)?|matricule\s+ins|identifiant\s+national\s+de\s+sante)\b\s*[:.]?\s*$"
+    r"\b(?:[il1]ns(?:-n[il1]r|-c)?|matricule\s+ins|identifiant\s+national\s+de\s+sante)\b\s*[:.]?\s*$"
 )
 # Words that say whose number follows (accent-folded): the insured person's in the noun
 # forms that label it ("Assuré :", "de l'assuré", "N° d'assuré", "assuré social",
@@ -440,6 +445,18 @@ def identify_in_record(doc: ParsedDocument, patient_id: str) -> IdentityResult:
             ),
         )
     if found.patient_id is None and all(p.code is Reason.MISSING_INS for p in found.problems):
+        unlabelled = _unlabelled_ins(doc.text)
+        if any(ins != patient_id for ins in unlabelled):
+            return IdentityResult(
+                None,
+                (
+                    Problem(
+                        code=Reason.IDENTITY_CONFLICT,
+                        message="the document prints an INS (without its label, or with one "
+                        "unread) other than the record's it is added to",
+                    ),
+                ),
+            )
         # A NIR printed without its key is checked against the record's own.
         if any(nir13 != patient_id[:13] for nir13 in _keyless(doc.text)):
             return IdentityResult(
@@ -453,6 +470,16 @@ def identify_in_record(doc: ParsedDocument, patient_id: str) -> IdentityResult:
             )
         return IdentityResult(patient_id, evidence=IdentitySource.DECLARED_BY_PATIENT)
     return found
+
+
+def _unlabelled_ins(text: str) -> list[str]:
+    """Valid INS printed in ``text`` with no label, or a label lost to OCR or layout, not
+    set aside as the insured person's. They identify no one (an unlabelled number may be
+    anything), but a document a patient adds to their record must not name someone else."""
+    insured = {p.value for p in find_printed_identifiers(text) if p.role is PrintedRole.INSURED}
+    numbers = (m.group(0) for m in _PRINTED_NIR.finditer(text))
+    found = (_compact(n).upper() for n in numbers if _plausible_layout(n))
+    return list(dict.fromkeys(ins for ins in found if is_valid_ins(ins) and ins not in insured))
 
 
 def named_ins(doc: ParsedDocument) -> list[str]:

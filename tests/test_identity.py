@@ -468,3 +468,34 @@ def test_a_nir_printed_without_its_key_is_no_ins_and_names_someone() -> None:
     # Added to another record: it names another person.
     other = identify_in_record(doc(text), INS_B)
     assert other.patient_id is None and [p.code for p in other.problems] == [Reason.IDENTITY_CONFLICT]
+
+
+@pytest.mark.parametrize("label", ["lNS :", "1NS :", "INS :", "NlR :", "N1R :"])
+def test_an_ins_label_as_ocr_misreads_it_is_still_a_label(label: str) -> None:
+    text = f"Compte rendu\nPatient : DUPONT Jeanne\n{label} {spaced(INS_A)}\nGlycémie 5,1 mmol/L"
+    assert identify_patient(doc(text)).patient_id == INS_A
+
+
+def test_an_upload_printing_another_valid_ins_without_its_label_is_filed_nowhere() -> None:
+    """A label lost to OCR or layout ('Identité', a table column): the number, whose key
+    holds, is another person's; the document is not the record owner's to declare."""
+    from pipeline.identity import identify_in_record
+    from pipeline.model import IdentitySource
+
+    for printed in (spaced(INS_B), INS_B, f"{INS_B[:13]} {INS_B[13:]}"):
+        text = f"Compte rendu\nDUPONT Jeanne  {printed}\nGlycémie 5,1 mmol/L"
+        assert identify_patient(doc(text)).patient_id is None  # a producer's: never identified so
+        other = identify_in_record(doc(text), INS_A)
+        assert other.patient_id is None and [p.code for p in other.problems] == [Reason.IDENTITY_CONFLICT]
+        own = identify_in_record(doc(text), INS_B)
+        assert (own.patient_id, own.evidence) == (INS_B, IdentitySource.DECLARED_BY_PATIENT)
+    # Numbers whose key fails are no INS (an order number, a phone number, an IBAN).
+    for text in (
+        f"Commande {wrong_key(INS_B)}",
+        "Tél. 01 45 67 89 10",
+        "IBAN FR76 3000 6000 0112 3456 7890 189",
+    ):
+        assert identify_in_record(doc(text), INS_A).patient_id == INS_A
+    # The insured parent's number on a child's document uploaded by the parent: the child's.
+    child = identify_in_record(doc(f"Enfant DUPONT Léa\nAssuré : DUPONT Marc  N° SS {spaced(INS_B)}"), INS_A)
+    assert child.patient_id == INS_A
