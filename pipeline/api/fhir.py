@@ -34,7 +34,9 @@ from pipeline.access import AccessDecision, as_seen, may_see, restrict
 from pipeline.api.documents import media_of
 from pipeline.api.fhir_resources import (
     CLASS_SYSTEM,
+    DOC_ID_SYSTEM,
     FHIR_JSON,
+    INS_SYSTEM,
     INS_SYSTEMS,
     LOINC,
     NATIONAL_TYPES,
@@ -125,7 +127,10 @@ class DocumentSearch:
     current: bool = True
     superseded: bool = False
     count_only: bool = False  # _summary=count or _count=0: the total, no entry
-    doc_id: str | None = None  # _id
+    doc_id: str | None = None  # _id, identifier
+    # relatesto: the resource id of a version; the search is held to the version that
+    # replaced it, as its reader sees the chain (resolved with the access decision).
+    relates_to: str | None = None
     # A type asked for in a system its code is not of, an _id not of this patient's.
     no_match: bool = False
     count: int = DEFAULT_COUNT
@@ -261,8 +266,16 @@ def _int(params: QueryParams, name: str, default: int, low: int, high: int, *, c
 # The ways to name the patient by its INS: the subject is a logical reference (no Patient
 # resource), which R4 searches with :identifier; MHD clients chain with .identifier.
 _PATIENT_NAMES = ("patient.identifier", "subject.identifier", "patient:identifier", "subject:identifier")
+# R4's reference parameters for the patient: ignored, they would leave the search unnamed or
+# widen it to the patient.identifier given beside them, so they are refused saying why.
+_UNSERVED_REFERENCES = ("patient", "subject")
 # The search parameters served (the CapabilityStatement's), the paging offset, the format.
-_KNOWN = frozenset(name for name, _, _ in SEARCH_PARAMS) | set(_PATIENT_NAMES) | {"_offset", "_format"}
+_KNOWN = (
+    frozenset(name for name, _, _ in SEARCH_PARAMS)
+    | set(_PATIENT_NAMES)
+    | set(_UNSERVED_REFERENCES)
+    | {"_offset", "_format"}
+)
 # The _summary values served; any other (true, text, data) is ignored, the whole resource served.
 _SUMMARIES = ("count", "false")
 
@@ -293,6 +306,15 @@ def _ids(resource_id: str) -> tuple[str, str] | None:
     return parts
 
 
+def _one_document(search: DocumentSearch, doc_id: str | None) -> None:
+    """Hold ``search`` to one document (``_id``, ``identifier``, ``relatesto``): two that
+    name different documents match nothing, and None (not one of Carnet's) matches nothing."""
+    if doc_id is None or (search.doc_id is not None and search.doc_id != doc_id):
+        search.no_match = True
+    else:
+        search.doc_id = doc_id
+
+
 def _patient_search(params: QueryParams, named: list[str], ignored: list[str]) -> DocumentSearch:
     """A search of the patient the parameters name by INS, under one of its spellings."""
     if not named:
@@ -312,6 +334,12 @@ def parse_search(params: QueryParams, *, strict: bool = False) -> DocumentSearch
     lenient default), left out of the self link and named in ``ignored``, or refused when
     ``strict``. ``_id`` alone names its patient (the resource id holds the INS)."""
     ignored = _unknown_names(params, strict=strict)
+    for name in _UNSERVED_REFERENCES:
+        if name in params:
+            raise SearchError(
+                f"{name}: Carnet serves no Patient resource to refer to; name the patient by its INS "
+                f"({name}.identifier={INS_SYSTEM}|INS)"
+            )
     named = [name for name in _PATIENT_NAMES if name in params]
     resource = _one(params, "_id")
     by_id = _ids(resource) if resource is not None else None
@@ -321,10 +349,20 @@ def parse_search(params: QueryParams, *, strict: bool = False) -> DocumentSearch
         search = _patient_search(params, named, ignored)
     if resource is not None:
         search.applied.append(("_id", resource))
-        if by_id is None or by_id[0] != search.patient_id:
+        _one_document(search, by_id[1] if by_id is not None and by_id[0] == search.patient_id else None)
+    if (value := _one(params, "identifier")) is not None:
+        # DocumentReference.identifier: Carnet's document id (urn:carnet:document-id).
+        code = _token(value, "identifier", frozenset({DOC_ID_SYSTEM}))
+        _one_document(search, code if re.fullmatch(DOC_ID_PATTERN, code) else None)
+        search.applied.append(("identifier", value))
+    if (value := _one(params, "relatesto")) is not None:
+        # A reference: DocumentReference/{id}, its absolute URL, or the bare id.
+        target = _ids(value.rpartition("DocumentReference/")[2])
+        if target is None or target[0] != search.patient_id:
             search.no_match = True
         else:
-            search.doc_id = by_id[1]
+            search.relates_to = target[1]
+        search.applied.append(("relatesto", value))
     if (value := _one(params, "type")) is not None:
         search.type_code = _token(value, "type", frozenset({LOINC, NATIONAL_TYPES}))
         # system|code matches that system's codings only (|code: a code with no system).
@@ -464,6 +502,15 @@ def _document_reference(
     )
 
 
+def _replacing(svc: Services, d: AccessDecision, patient_id: str, doc_id: str) -> str | None:
+    """The version that replaced ``doc_id`` as ``d``'s holder sees the chain (the one whose
+    ``relatesTo`` names it), or None: none they may see, or ``doc_id`` not theirs to see."""
+    record = svc.index.get(patient_id, doc_id)
+    if record is None or not may_see(record, d):
+        return None
+    return as_seen(svc.index, d, record).superseded_by
+
+
 def _visible_record(
     svc: Services, who: Caller, resource_id: str, action: str
 ) -> tuple[DocumentRecord, AccessDecision]:
@@ -554,6 +601,8 @@ def create_fhir_app(svc: Services, *, version: str) -> FastAPI:
         except SearchError as exc:
             return fhir_response(operation_outcome("invalid", str(exc)), 400)
         d = decision(svc, who, search.patient_id)
+        if search.relates_to is not None:
+            _one_document(search, _replacing(svc, d, search.patient_id, search.relates_to))
         if search.matches_nothing:
             result_total, records = 0, []
         else:

@@ -313,6 +313,18 @@ SEARCH_PARAMS: tuple[tuple[str, str, str], ...] = (
         f"The document type: {LOINC}|code, {NATIONAL_TYPES}|code, or the bare code; "
         "with a system, codes of that system only.",
     ),
+    (
+        "identifier",
+        "token",
+        f"The document's identifier: {DOC_ID_SYSTEM}|doc id, or the bare doc id; held to the other "
+        "parameters, as _id.",
+    ),
+    (
+        "relatesto",
+        "reference",
+        "DocumentReference/{id}: the version that replaces it (whose relatesTo names it), as the "
+        "reader sees the versions; held to the other parameters (status=current by default).",
+    ),
     ("category", "token", f"The Carnet class: {CLASS_SYSTEM}|biology, imaging, prescription, other."),
     (
         "date",

@@ -277,3 +277,8 @@ def test_past_a_hidden_middle_version_the_reader_sees_the_chain_they_may_see(api
     assert new["relatesTo"] == [{"code": "replaces", "target": {"reference": f"DocumentReference/{ins}-v1"}}]
     old = api.get(me, f"/fhir/DocumentReference/{ins}-v1").json()
     assert old["status"] == "superseded" and "v2" not in str(old) + str(new)
+    # relatesto finds what relatesTo says: v3 replaces v1; v2, hidden, relates to nothing.
+    for target, expected in (("v1", [f"{ins}-v3"]), ("v2", [])):
+        params = {"patient.identifier": ins, "relatesto": f"DocumentReference/{ins}-{target}"}
+        bundle = api.get(me, "/fhir/DocumentReference", params=params).json()
+        assert [e["resource"]["id"] for e in bundle.get("entry", [])] == expected

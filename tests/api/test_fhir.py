@@ -181,6 +181,17 @@ def test_each_page_is_a_searchset_bundle_with_paging_links(record: Api) -> None:
         ({"_id": rid("withheld")}, set()),  # not released to the patient
         ({"_id": rid("b-doc", B)}, set()),  # another patient's id, under this patient
         ({"_id": "not-one-of-ours"}, set()),
+        # identifier: Carnet's document id, held to the other parameters as _id is.
+        ({"identifier": "urn:carnet:document-id|hb-2024"}, {"hb-2024"}),
+        ({"identifier": "rx-2025", "_id": rid("rx-2025")}, {"rx-2025"}),
+        ({"identifier": "hb-2024", "_id": rid("rx-2025")}, set()),
+        ({"identifier": "withheld"}, set()),
+        ({"identifier": "no such id!"}, set()),
+        # relatesto: the version whose relatesTo names the one given.
+        ({"relatesto": f"DocumentReference/{rid('hb-2022-v1')}"}, {"hb-2022-v2"}),
+        ({"relatesto": rid("hb-2022-v1"), "category": "imaging"}, set()),
+        ({"relatesto": rid("hb-2024")}, set()),
+        ({"relatesto": rid("b-doc", B)}, set()),
         # The calendar's last and first days are days like any other for eq, ge and le.
         ({"period": ["9999-12-31", "ge2022-01-01"]}, set()),
         ({"period": "le9999-12-31", "category": "imaging"}, {"img-2023", "masked"}),
@@ -227,6 +238,15 @@ def test_each_page_is_a_searchset_bundle_with_paging_links(record: Api) -> None:
         "id-withheld",
         "id-other-patient",
         "id-not-ours",
+        "identifier-system",
+        "identifier-and-id",
+        "identifier-other-than-id",
+        "identifier-withheld",
+        "identifier-not-an-id",
+        "relatesto",
+        "relatesto-and-category",
+        "relatesto-current",
+        "relatesto-other-patient",
         "period-last-day",
         "period-le-last-day",
         "period-ge-first-day",
@@ -359,6 +379,11 @@ def test_refusals_are_operation_outcomes_that_reveal_nothing(record: Api) -> Non
         {"patient.identifier": A, "date": "yesterday"},
         {"patient.identifier": A, "date": "sa2024-01-01"},
         {"patient.identifier": A, "date": "2024-02-30"},
+        {"patient.identifier": A, "identifier": "http://example.org|hb-2024"},
+        # R4's reference parameters: no Patient resource to refer to, refused rather than
+        # ignored (which would answer the whole record of the patient.identifier beside them).
+        {"patient.identifier": A, "patient": f"Patient/{B}"},
+        {"subject": f"Patient/{A}"},
         {"patient.identifier": A, "period": "lt0001-01-01"},  # days before the first
         {"patient.identifier": A, "date": "gt9999"},  # the instant after 9999
         {"patient.identifier": A, "date": "ge\u0662\u0660\u0662\u0664"},  # Arabic-Indic digits
