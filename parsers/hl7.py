@@ -20,7 +20,8 @@ What is read, per message:
   9-digit universal id (HD.2) or namespace id (HD.1) is the ``producer_finess``, a
   non-numeric namespace id the ``producer_name``.
 * PID-3 repetitions (IHE PAM FR): ``PatientIdentifier(CX.1, authority = CX.4 universal id
-  or namespace, kind = CX.5)``; an INS OID authority without CX.5 gets kind ``INS``.
+  or namespace, kind = CX.5)``; an INS OID authority without CX.5 gets kind ``INS``; the
+  name of a test or demonstration INS namespace is the authority even beside an OID.
   Nothing is validated here (``pipeline/identity.py`` does it), except that a message
   whose PID segments (a repeated PATIENT_RESULT group) name different patients is a
   blocking ``identity_conflict``: one message is one document, of one patient. A PID-32
@@ -97,7 +98,7 @@ from parsers.hl7_segments import (
     utf16_codec,
 )
 from pipeline.errors import EncryptedDocumentError, ParserError
-from pipeline.identifiers import INS_OIDS, is_finess, rpps_of
+from pipeline.identifiers import INS_OIDS, is_finess, is_test_ins, rpps_of
 from pipeline.model import (
     Format,
     LabResult,
@@ -758,7 +759,10 @@ def _patient_ids(pid: Segment) -> Iterator[PatientIdentifier]:
         value = pid.part(rep, 1)
         if not value:
             continue
-        authority = pid.part(rep, 4, 2) or pid.part(rep, 4, 1) or None
+        namespace, universal = pid.part(rep, 4, 1), pid.part(rep, 4, 2)
+        # A test namespace's name outweighs the OID beside it: a test system configured
+        # with the production OID is still a test system.
+        authority = (namespace if is_test_ins(namespace, None) else universal or namespace) or None
         kind = pid.part(rep, 5) or ("INS" if authority in INS_OIDS else None)
         yield PatientIdentifier(value=value, authority=authority, kind=kind)
 

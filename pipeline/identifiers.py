@@ -18,6 +18,10 @@ from stdnum import luhn
 INS_NIR_OID = "1.2.250.1.213.1.4.8"
 INS_TEST_OIDS = frozenset({"1.2.250.1.213.1.4.10", "1.2.250.1.213.1.4.11"})
 INS_OIDS = frozenset({INS_NIR_OID, "1.2.250.1.213.1.4.9", *INS_TEST_OIDS})
+# The same test and demonstration identities as their type says them (HL7 v2 CX.5, FR Core's
+# identifier types) or their namespace is named (ASIP-SANTE-INS-NIR-TEST, -DEMO).
+INS_TEST_KINDS = frozenset({"INS-NIR-TEST", "INS-NIR-DEMO"})
+_TEST_NAMESPACE = re.compile(r"\bINS\b.*[-_ ](?:TEST|DEMO)", re.IGNORECASE)
 # National ids (ANS): a professional's is "8" + RPPS, a structure's "1" + FINESS.
 RPPS_OID = "1.2.250.1.71.4.2.1"
 STRUCTURE_OID = "1.2.250.1.71.4.2.2"
@@ -27,6 +31,14 @@ FINESS = r"(?:\d{9}|2[AB]\d{7})"
 # RPPS: 11 digits, a Luhn key last.
 RPPS = r"\d{11}"
 _FINESS = re.compile(FINESS)
+
+
+def is_test_ins(authority: str | None, kind: str | None) -> bool:
+    """Whether a patient identifier is an INS of the test or demonstration namespaces, by
+    any of the three ways a sender says it: the OID, the type, the namespace's name."""
+    if authority and (authority in INS_TEST_OIDS or _TEST_NAMESPACE.search(authority)):
+        return True
+    return bool(kind and kind.upper() in INS_TEST_KINDS)
 
 
 def is_finess(value: str) -> bool:

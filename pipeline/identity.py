@@ -35,10 +35,11 @@ from stdnum.fr import nir
 
 from pipeline.classification import fold
 from pipeline.errors import InvalidPatientId
-from pipeline.identifiers import FINESS, INS_OIDS, INS_TEST_OIDS, RPPS
+from pipeline.identifiers import FINESS, INS_OIDS, INS_TEST_KINDS, RPPS, is_test_ins
 from pipeline.model import IdentitySource, ParsedDocument, PatientIdentifier, Problem, Reason
 
-INS_KINDS = frozenset({"INS", "INS-NIR", "INS-C", "NIR", "INS-NIA"})
+# Test and demonstration kinds too: erasure finds the documents refused for naming one.
+INS_KINDS = frozenset({"INS", "INS-NIR", "INS-C", "NIR", "INS-NIA", *INS_TEST_KINDS})
 
 # What may stand between the characters of a printed INS: any run of whitespace (spaces,
 # U+00A0 and U+202F as PDF text layers write them, other Unicode spaces, tabs) holding at
@@ -307,7 +308,7 @@ def find_printed_ins(text: str) -> list[str]:
 def identify_patient(doc: ParsedDocument) -> IdentityResult:
     """Decide which patient ``doc`` belongs to from its structured and printed identifiers."""
     fictitious = sorted(
-        {a for a in (i.authority for i in doc.patient_ids) if a is not None and a in INS_TEST_OIDS}
+        {i.authority or i.kind or "" for i in doc.patient_ids if is_test_ins(i.authority, i.kind)}
     )
     if fictitious:
         # A test system's message reaching production: its INS may be a real person's

@@ -371,6 +371,27 @@ def test_an_ins_of_the_insi_test_namespaces_is_filed_nowhere(oid: str) -> None:
         assert oid in result.problems[0].message
 
 
+@pytest.mark.parametrize(
+    ("authority", "kind"),
+    [
+        # The type says test or demonstration (HL7 CX.5, FR Core's identifier types), whatever
+        # the OID the system was configured with.
+        ("1.2.250.1.213.1.4.8", "INS-NIR-TEST"),
+        ("1.2.250.1.213.1.4.8", "ins-nir-demo"),
+        (None, "INS-NIR-TEST"),
+        # The namespace is named, its OID left out.
+        ("ASIP-SANTE-INS-NIR-TEST", "INS"),
+        ("ASIP-SANTE-INS-NIR-DEMO", None),
+    ],
+)
+def test_an_ins_said_test_or_demonstration_otherwise_than_by_its_oid_is_filed_nowhere(
+    authority: str | None, kind: str | None
+) -> None:
+    fictitious = PatientIdentifier(value=INS_A, authority=authority, kind=kind)
+    result = identify_patient(doc(f"INS : {INS_A}", (fictitious,)))
+    assert result.patient_id is None and [p.code for p in result.problems] == [Reason.MISSING_INS]
+
+
 def test_an_ins_nia_is_a_real_patients() -> None:
     nia = PatientIdentifier(value=INS_A, authority="1.2.250.1.213.1.4.9", kind="INS")
     assert identify_patient(doc("", (nia,))).patient_id == INS_A

@@ -207,6 +207,14 @@ def test_a_result_marked_corrected_makes_the_report_a_correction(parser: Hl7Pars
     assert doc.version == 2
 
 
+def test_a_test_namespace_under_a_production_oid_is_no_real_patients_ins(parser: Hl7Parser) -> None:
+    # A test system configured with the production OID still names its namespace (HD.1).
+    data = sample("oru_single.hl7").replace(b"^^^ASIP-SANTE-INS-NIR&", b"^^^ASIP-SANTE-INS-NIR-TEST&", 1)
+    [doc] = parser.parse(data, source="x")
+    result = identify_patient(doc)
+    assert result.patient_id is None and [p.code for p in result.problems] == [Reason.MISSING_INS]
+
+
 BATCH = b"FHS|^~\\&|SIL\rBHS|^~\\&|SIL\r%s\rBTS|1\rFTS|1"
 
 
