@@ -369,10 +369,14 @@ def _unescaper(
                 return raw.decode(charset)
             except UnicodeDecodeError:  # a Latin-1 byte escaped in a UTF-8 message
                 return _decode_latin(raw, LATIN)
-        if code[:3] == ".sp":  # "\.sp 2\": skip lines, one line break in the text
+        # "\.sp 2\" skips lines and ".ce" ends the line (centring the next): one line break
+        # in the text; ".sk 4" skips spaces to the right: one space, so words stay apart.
+        if code[:3] in {".sp", ".ce"}:
             return "\n"
-        if code[:1] in {"C", "M"} or code[:3] in {".in", ".ti", ".sk", ".ce", ".fi", ".nf"}:
-            return ""  # character-set switches and layout hints: nothing to show
+        if code[:3] == ".sk":
+            return " "
+        if code[:1] in {"C", "M"} or code[:3] in {".in", ".ti", ".fi", ".nf"}:
+            return ""  # character-set switches and layout hints (at a line's start): nothing to show
         return match.group(0)
 
     def unescape(value: str) -> str:

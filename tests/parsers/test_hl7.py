@@ -925,6 +925,14 @@ def test_formatting_escapes_with_a_count_are_line_breaks_not_text(parser: Hl7Par
     assert doc.text.endswith("Conclusion\nNormal\nfin x")
 
 
+def test_formatting_escapes_that_end_a_line_or_skip_spaces_keep_words_apart(parser: Hl7Parser) -> None:
+    # HL7 v2.5 2.7.6: ".ce" ends the current line (and centres the next), ".sk n" skips
+    # n spaces to the right.
+    data = _oru("UNICODE UTF-8", comment="Examen du 12/03\\.ce\\CONCLUSION\\.br\\Foie\\.sk 4\\normal")
+    [doc] = parser.parse(data.encode(), source="x")
+    assert doc.text.endswith("Examen du 12/03\nCONCLUSION\nFoie normal")
+
+
 @pytest.mark.parametrize("name", ["02_oru_pdf_lf.hl7", "01_mdm_t02_cda.hl7", "11_mdm_t02_pdf_v1.hl7"])
 @pytest.mark.parametrize("line_end", [b"\r\n", b"\n", b"\r"])
 def test_base64_wrapped_by_raw_line_breaks_is_the_rest_of_its_field(
