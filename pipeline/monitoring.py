@@ -53,6 +53,7 @@ class AlertKind(StrEnum):
     QUALITY_FLAGS = "quality_flags"
     FEED_SILENT = "feed_silent"
     FOLDER_UNLISTED = "folder_unlisted"
+    STRAY_ENTRY = "stray_entry"
     INTEGRITY = "integrity"
 
 
@@ -744,16 +745,35 @@ def check_silent_feeds(
     return alerts
 
 
-def unlisted_folder_alerts(
+def listing_alerts(
     settings: Settings,
     feed: str,
     unlisted: Iterable[Any],
+    stray: Sequence[str] = (),
     *,
     notifier: Notifier | None = None,
 ) -> list[Alert]:
     """An alert per producer or batch folder (``UnlistedFolder``) the feed could not list:
-    its batches wait unseen until its permissions are fixed, while the others run."""
-    alerts = [
+    its batches wait unseen until its permissions are fixed, while the others run; and one
+    per producer (or the feed's root) with entries outside any batch, never processed."""
+    by_producer: dict[str | None, list[str]] = defaultdict(list)
+    for path in stray:
+        producer, _, rest = path.rpartition("/")
+        by_producer[producer or None].append(rest if producer else path)
+    stray_alerts = [
+        Alert(
+            kind=AlertKind.STRAY_ENTRY,
+            feed=feed,
+            producer=producer,
+            at=_now(),
+            details={"entries": names},
+            message=f"{len(names)} entr{'y' if len(names) == 1 else 'ies'} outside any batch "
+            f"{'of ' + producer if producer else 'at the feed root'}, never processed (a batch is "
+            f"<producer>/<batch>/): {', '.join(names[:5])}{', …' if len(names) > 5 else ''}",
+        )
+        for producer, names in by_producer.items()
+    ]
+    alerts = stray_alerts + [
         Alert(
             kind=AlertKind.FOLDER_UNLISTED,
             feed=feed,

@@ -91,9 +91,17 @@ class Bucket:
     def subprefixes(self, prefix: str) -> Iterator[str]:
         """The "folders" directly under ``prefix`` (``prefix + name + "/"``), without
         listing the objects inside them."""
+        yield from self.children(prefix)[0]
+
+    def children(self, prefix: str) -> tuple[list[str], list[str]]:
+        """The "folders" directly under ``prefix`` and the keys directly under it, in one
+        delimiter listing (the objects inside the folders are not listed)."""
+        folders: list[str] = []
+        keys: list[str] = []
         for page in self._pages(Prefix=prefix, Delimiter="/"):
-            for common in page.get("CommonPrefixes", ()):
-                yield common["Prefix"]
+            folders.extend(common["Prefix"] for common in page.get("CommonPrefixes", ()))
+            keys.extend(obj["Key"] for obj in page.get("Contents", ()))
+        return folders, keys
 
     def _pages(self, **kwargs: str) -> Iterator[dict[str, Any]]:
         paginator = self.client.get_paginator("list_objects_v2")

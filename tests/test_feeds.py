@@ -336,17 +336,17 @@ def test_an_s3_producer_prefix_denied_is_that_producer_s_problem(
         pytest.skip("S3 only")
     for name in ("labo/b1/a.hl7", "labo/b1/_READY", "radio/r1/x.pdf", "radio/r1/_READY"):
         drop(name, HL7)
-    real = feed.bucket.subprefixes
+    real = feed.bucket.children
 
-    def subprefixes(prefix: str, code: str = "AccessDenied") -> object:
+    def children(prefix: str, code: str = "AccessDenied") -> object:
         if prefix.endswith("/labo/"):
             raise ClientError({"Error": {"Code": code, "Message": "denied"}}, "ListObjectsV2")
         return real(prefix)
 
-    monkeypatch.setattr(feed.bucket, "subprefixes", subprefixes)
+    monkeypatch.setattr(feed.bucket, "children", children)
     assert [b.key for b in feed.list_batches()] == ["radio/r1"]
     assert [u.producer for u in feed.unlisted] == ["labo"]
-    monkeypatch.setattr(feed.bucket, "subprefixes", lambda p: subprefixes(p, "InternalError"))
+    monkeypatch.setattr(feed.bucket, "children", lambda p: children(p, "InternalError"))
     with pytest.raises(SourceError):
         feed.list_batches()
 
@@ -425,3 +425,27 @@ def test_batches_processed_before_deliveries_were_recorded_are_not_processed_aga
     ledger.close()
     (root / "labo" / "b1" / "_READY").write_bytes(b"again")
     assert discover_batches(settings, str(root)) == ["labo/b1"]
+
+
+def test_files_outside_any_batch_are_alerted_not_ignored(
+    feed_and_drop: tuple[Feed, Drop], tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """A file dropped at the feed's root or in a producer's folder (not in a batch folder)
+    was never listed, processed nor reported: the producer believed it delivered. It is
+    now named in a stray_entry alert (per producer, or the root); batches run as before."""
+    from pipeline.ingest import discover_batches
+    from pipeline.monitoring import AlertKind, load_alerts
+    from pipeline.settings import Settings
+
+    feed, drop = feed_and_drop
+    for name in ("loose.hl7", "lab/cr.pdf", "lab/_READY", "lab/.hidden", "lab/b1/a.hl7", "lab/b1/_READY"):
+        drop(name, HL7)
+    assert [b.key for b in feed.list_batches()] == ["lab/b1"]
+    assert sorted(feed.stray) == ["lab/_READY", "lab/cr.pdf", "loose.hl7"]
+    endpoint = request.getfixturevalue("s3_endpoint") if isinstance(feed, S3Feed) else None
+    settings = Settings(data_dir=tmp_path / "carnet", data_docs=False, s3_endpoint_url=endpoint)
+    assert discover_batches(settings, feed.url) == ["lab/b1"]
+    alerts = {a.producer: a for a in load_alerts(settings) if a.kind is AlertKind.STRAY_ENTRY}
+    assert set(alerts) == {"lab", None}
+    assert alerts["lab"].details["entries"] == ["_READY", "cr.pdf"] and "cr.pdf" in alerts["lab"].message
+    assert alerts[None].details["entries"] == ["loose.hl7"] and "feed root" in alerts[None].message

@@ -113,6 +113,9 @@ class Feed(Protocol):
     url: str
     # The folders the last ``list_batches`` could not list (one producer's problem each).
     unlisted: list[UnlistedFolder]
+    # What the last listing found outside any batch, relative to the root (a file at the
+    # feed's or a producer's level, a link to a folder): never processed, alerted.
+    stray: list[str]
 
     def list_batches(self) -> list[BatchRef]:
         """Every complete batch currently in the feed (processed or not); a producer or

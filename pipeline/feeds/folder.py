@@ -47,24 +47,26 @@ class FolderFeed:
         self.root = Path(root)
         self.url = str(self.root)
         self.unlisted: list[UnlistedFolder] = []
+        self.stray: list[str] = []
 
     def list_batches(self) -> list[BatchRef]:
         if not self.root.is_dir():
             raise SourceError("feed folder does not exist", source=str(self.root))
         try:
-            producers = _folders(self.root)
+            producers, loose = _folders(self.root)
         except OSError as exc:
             raise SourceError(f"cannot list the feed folder: {exc.strerror}", source=str(self.root)) from exc
-        batches, self.unlisted = [], []
+        batches, self.unlisted, self.stray = [], [], [printable_name(n) for n in loose]
         # A folder Carnet may not list is that producer's (or batch's) problem: recorded in
         # unlisted for an alert, and the feed's other producers and batches run.
         for producer_dir in producers:
             producer = printable_name(producer_dir.name)
             try:
-                batch_dirs = _folders(producer_dir)
+                batch_dirs, loose = _folders(producer_dir)
             except OSError as exc:
                 self.unlisted.append(UnlistedFolder(producer=producer, reason=_cannot_list(exc)))
                 continue
+            self.stray.extend(f"{producer}/{printable_name(n)}" for n in loose)
             for batch_dir in batch_dirs:
                 try:
                     ref = self._batch(producer_dir.name, batch_dir)
@@ -175,11 +177,13 @@ def _is_folder(path: Path) -> bool:
     return path.is_dir()
 
 
-def _folders(folder: Path) -> list[Path]:
-    """The real folders in ``folder``, sorted; OSError if it cannot be listed."""
+def _folders(folder: Path) -> tuple[list[Path], list[str]]:
+    """The real folders in ``folder``, sorted, and the names of its other entries (files,
+    links; hidden ones left out); OSError if it cannot be listed."""
     with os.scandir(folder) as entries:
-        paths = [Path(e.path) for e in entries]
-    return sorted(p for p in paths if _is_folder(p))
+        paths = sorted(Path(e.path) for e in entries)
+    folders = [p for p in paths if _is_folder(p)]
+    return folders, [p.name for p in paths if p not in folders and not p.name.startswith(".")]
 
 
 def _batch_names(batch_dir: Path, below: str = "") -> list[str]:

@@ -18,10 +18,10 @@ def pending_batches(settings: Settings, feed: Feed) -> list[BatchRef]:
     if only written again). An alert for each folder the feed could not list (that
     producer's batches wait, the others' are returned)."""
     batches = feed.list_batches()
-    if feed.unlisted:
-        from pipeline.monitoring import unlisted_folder_alerts
+    if feed.unlisted or feed.stray:
+        from pipeline.monitoring import listing_alerts
 
-        unlisted_folder_alerts(settings, feed.url, feed.unlisted)
+        listing_alerts(settings, feed.url, feed.unlisted, feed.stray)
     pending = []
     ledger = Ledger(settings)
     try:

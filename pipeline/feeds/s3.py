@@ -30,6 +30,7 @@ class S3Feed(PrefixedBucket):
     def __init__(self, client: Any, bucket: str, prefix: str = "", *, page_size: int | None = None) -> None:
         super().__init__(client, bucket, prefix, page_size=page_size)
         self.unlisted: list[UnlistedFolder] = []
+        self.stray: list[str] = []
 
     @classmethod
     def from_url(
@@ -50,16 +51,19 @@ class S3Feed(PrefixedBucket):
         batches: list[BatchRef] = []
         self.unlisted = []
         with self._errors("list batches"):
-            producer_prefixes = sorted(self.bucket.subprefixes(self.prefix))
+            producer_prefixes, loose = self.bucket.children(self.prefix)
+        self.stray = self._stray(loose)
         # Delimiter listings: one request per page of producers or batches, however many
         # documents the batches hold. A producer's prefix Carnet is denied (a bucket
         # policy) is that producer's problem: recorded in unlisted, the others run; any
         # other error fails the listing, to be retried.
-        for producer_prefix in producer_prefixes:
+        for producer_prefix in sorted(producer_prefixes):
             producer = producer_prefix.removeprefix(self.prefix).rstrip("/")
             try:
                 with self._errors("list batches", f"s3://{self.bucket.name}/{producer_prefix}"):
-                    for batch_prefix in sorted(self.bucket.subprefixes(producer_prefix)):
+                    batch_prefixes, loose = self.bucket.children(producer_prefix)
+                    self.stray.extend(self._stray(loose))
+                    for batch_prefix in sorted(batch_prefixes):
                         ref = self._batch(producer, batch_prefix)
                         if ref is not None:
                             batches.append(ref)
@@ -69,6 +73,12 @@ class S3Feed(PrefixedBucket):
                 why = f"prefix cannot be listed: {exc}"
                 self.unlisted.append(UnlistedFolder(producer=producer, reason=why))
         return batches
+
+    def _stray(self, keys: list[str]) -> list[str]:
+        """Objects outside any batch, relative to the feed's root; folder placeholders
+        (keys ending in "/") and hidden names left out."""
+        names = (k.removeprefix(self.prefix) for k in keys)
+        return [n for n in names if not n.endswith("/") and not n.rsplit("/", 1)[-1].startswith(".")]
 
     def _batch(self, producer: str, batch_prefix: str) -> BatchRef | None:
         # An object's version stamp for the delivery: an upload, even of the same bytes,
