@@ -232,11 +232,13 @@ def set_series_flag(
 
 
 def reader_versions(query: SearchQuery) -> bool:
-    """Whether ``query`` tells current from superseded versions for a reader who may not see
-    every document (a decision's filters): a version replaced only by versions hidden from
-    them is current for them (``unseen_successors``)."""
+    """Whether ``query`` tells current from superseded versions, or selects by last update,
+    for a reader who may not see every document (a decision's filters): a version replaced
+    only by versions hidden from them is current for them, and as filed (its supersede's
+    time, ``updated_at``, would date the hidden version): ``unseen_successors``."""
     restricted = bool(query.exclude_visibility) or query.allowed_classes is not None
-    return restricted and (query.superseded_only or not query.include_superseded)
+    by_update = query.updated_from is not None or query.updated_before is not None
+    return restricted and (query.superseded_only or not query.include_superseded or by_update)
 
 
 def unseen_successors(hidden: Mapping[str, str | None]) -> frozenset[str]:

@@ -990,16 +990,13 @@ class ElasticsearchIndex:
             filters.append({"range": {"ingested_at": _instant_range(query.filed_from, query.filed_before)}})
         if query.updated_from is not None or query.updated_before is not None:
             within = _instant_range(query.updated_from, query.updated_before)
-            # The last change, else the filing (updated_at is set by the first change).
-            as_filed = {
-                "bool": {
-                    "must_not": [{"exists": {"field": "updated_at"}}],
-                    "filter": [{"range": {"ingested_at": within}}],
-                }
-            }
-            filters.append(
-                {"bool": {"should": [{"range": {"updated_at": within}}, as_filed], "minimum_should_match": 1}}
-            )
+            # The last change, else the filing (updated_at is set by the first change); a
+            # version current for its reader (``current``) is as filed for them.
+            filed = {"range": {"ingested_at": within}}
+            changed = {"bool": {"filter": [{"range": {"updated_at": within}}], "must_not": current}}
+            as_filed = {"bool": {"must_not": [{"exists": {"field": "updated_at"}}], "filter": [filed]}}
+            for_reader = [{"bool": {"filter": [*current, filed]}}] if current else []
+            filters.append({"bool": {"should": [changed, as_filed, *for_reader], "minimum_should_match": 1}})
         if query.exclude_visibility:
             hidden = [Visibility(v).value for v in query.exclude_visibility]
             filters.append({"bool": {"must_not": [{"terms": {"visibility": hidden}}]}})

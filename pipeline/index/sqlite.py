@@ -712,16 +712,18 @@ class SqliteIndex:
         if query.until is not None:
             clauses.append("d.document_date <= ?")
             params.append(query.until.isoformat())
-        for column, low, high in (
-            (_FILED, query.filed_from, query.filed_before),
-            (_UPDATED, query.updated_from, query.updated_before),
+        # Current for its reader (``unseen``), a version is as filed for them.
+        updated = f"(CASE WHEN {current} THEN {_FILED} ELSE {_UPDATED} END)" if unseen else _UPDATED
+        for column, column_params, low, high in (
+            (_FILED, [], query.filed_from, query.filed_before),
+            (updated, unseen, query.updated_from, query.updated_before),
         ):
             if low is not None:
                 clauses.append(f"{column} >= ?")
-                params.append(_instant(low))
+                params += [*column_params, _instant(low)]
             if high is not None:
                 clauses.append(f"{column} < ?")
-                params.append(_instant(high))
+                params += [*column_params, _instant(high)]
         if query.exclude_visibility:
             clauses.append("(d.visibility & ?) = 0")
             params.append(_visibility_mask(query.exclude_visibility))

@@ -816,3 +816,25 @@ def test_a_version_replaced_by_one_the_reader_may_not_see_is_current_for_them(in
     index.set_visibility(PATIENT_A, "w3", masked)
     assert sorted(ids(search(index, exclude_visibility=masked))) == ["c2", "v1", "w1"]
     assert ids(search(index, "ferritine", superseded_only=True, exclude_visibility=masked)) == []
+
+
+def test_a_version_current_for_its_reader_was_last_updated_when_filed_for_them(index: DocumentIndex) -> None:
+    """Its supersede by a version the reader may not see stamped ``updated_at``: a
+    ``_lastUpdated`` search found it by that time, telling them when a hidden version came."""
+    masked = (Visibility.MASQUE_PS,)
+    index.upsert(
+        [
+            make_record("v1", series_id="s", text="Hémoglobine 12"),
+            make_record("v2", series_id="s", text="Hémoglobine 13", visibility=masked),
+        ]
+    )
+    just_before = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1)
+    index.supersede(PATIENT_A, "v1", "v2")
+    filed = dt.datetime(2024, 6, 1, 12, 0, tzinfo=dt.UTC)  # make_record's ingested_at
+    for status in ({}, {"include_superseded": True}):
+        assert ids(search(index, updated_from=just_before, include_superseded=True)) == ["v1"]
+        assert ids(search(index, updated_from=just_before, exclude_visibility=masked, **status)) == []
+        as_filed = search(
+            index, updated_from=filed, updated_before=just_before, exclude_visibility=masked, **status
+        )
+        assert ids(as_filed) == ["v1"]
