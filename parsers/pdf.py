@@ -44,9 +44,13 @@ class PdfParser:
 
     name = "pdf"
 
-    def __init__(self, *, ocr: TesseractOcr, min_text_chars_per_page: int = 20) -> None:
+    def __init__(
+        self, *, ocr: TesseractOcr, min_text_chars_per_page: int = 20, max_text_chars: int = 0
+    ) -> None:
         self.ocr = ocr
         self.min_text_chars_per_page = min_text_chars_per_page
+        # Characters of text layers read per document (0: all): what is indexed at most.
+        self.max_text_chars = max_text_chars
 
     def score(self, head: bytes) -> int:
         position = head.find(PDF_MAGIC, 0, _HEADER_WINDOW + len(PDF_MAGIC))
@@ -80,7 +84,7 @@ class PdfParser:
                 text="\n\n".join(page.text for page in pages if page.text),
                 title=title,
                 content=data,
-                page_count=len(pages),
+                page_count=len(reader.pages),
                 ocr_pages=len(ocr_read),
                 ocr_confidence=sum(confidences) / len(confidences) if confidences else None,
                 warnings=warnings,
@@ -92,9 +96,18 @@ class PdfParser:
     ) -> Iterator[tuple[Image.Image, str]]:
         """Read every page's text layer into ``pages``; yield the images to OCR, in order,
         those of the first ``ocr.max_pages`` pages that need it (a warning on the last page
-        read says how many were left)."""
-        cap, scanned, unread = self.ocr.max_pages, 0, 0
+        read says how many were left). Pages past ``max_text_chars`` of text are not read."""
+        cap, scanned, unread, read_chars = self.ocr.max_pages, 0, 0, 0
         for number, page in enumerate(reader.pages, start=1):
+            if self.max_text_chars and read_chars >= self.max_text_chars:
+                # A 7 MB PDF of 30,000 pages sharing one content stream took 24 s of CPU
+                # to extract, for text dropped before indexing (CARNET_MAX_TEXT_CHARS).
+                pages[-1].problems.append(Problem(
+                    code=Reason.TEXT_TRUNCATED, blocking=False,
+                    message=f"text read on the first {number - 1} of {len(reader.pages)} pages, past"
+                    f" CARNET_MAX_TEXT_CHARS ({self.max_text_chars:,}); the document is kept whole",
+                ))  # fmt: skip
+                break
             fields = _filled_fields(page)
             if fields:
                 fragments: list[_Fragment] = []
@@ -111,6 +124,7 @@ class PdfParser:
                     " character map): set aside, the page read by OCR of its images if it has any",
                 ))  # fmt: skip
             pages.append(result)
+            read_chars += len(result.text)
             if _visible_chars(result.text) >= self.min_text_chars_per_page:
                 continue
             if cap and scanned >= cap:

@@ -24,6 +24,9 @@ class ParserOptions:
     ocr_command: str = "tesseract"
     # Pages OCR'd per document, the rest left unread with a warning; 0: no limit.
     ocr_max_pages: int = 200
+    # Characters of a PDF's text layers read (``Settings.ingestion.max_text_chars``, what is
+    # indexed at most): its further pages are not read, with a warning; 0: no limit.
+    max_text_chars: int = 0
 
 
 class ParserRegistry:
@@ -70,7 +73,9 @@ def document_registry(options: ParserOptions | None = None) -> ParserRegistry:
         max_pages=opts.ocr_max_pages,
     )
     return ParserRegistry([
-        PdfParser(ocr=ocr, min_text_chars_per_page=opts.min_text_chars_per_page),
+        PdfParser(
+            ocr=ocr, min_text_chars_per_page=opts.min_text_chars_per_page, max_text_chars=opts.max_text_chars
+        ),
         ImageParser(ocr=ocr),
         CdaParser(ocr=ocr, min_text_chars_per_page=opts.min_text_chars_per_page),
     ])  # fmt: skip

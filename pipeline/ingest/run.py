@@ -154,6 +154,7 @@ def open_backends(
                 min_text_chars_per_page=settings.ocr.min_text_chars_per_page,
                 ocr_workers=settings.ocr.workers,
                 ocr_max_pages=settings.ocr.max_pages,
+                max_text_chars=settings.ingestion.max_text_chars,
             ),
         )
     return Backends(

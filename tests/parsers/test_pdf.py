@@ -434,3 +434,32 @@ def test_a_hidden_form_field_is_not_text(parser: PdfParser) -> None:
     writer.write(hidden)
     [document] = parser.parse(hidden.getvalue(), source="form.pdf")
     assert PATIENT_INS_PRINTED not in document.text
+
+
+def test_a_text_layer_is_read_no_further_than_what_is_indexed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A 7 MB upload of 30,000 text pages (one page's content shared by all) cost 24 s of
+    CPU to extract, all but the first ~400 pages' text then dropped by CARNET_MAX_TEXT_CHARS."""
+    from pypdf import PageObject
+
+    source = PdfReader(io.BytesIO(sample("biology_text.pdf"))).pages[0]
+    writer = PdfWriter()
+    for _ in range(3000):
+        writer.add_page(source)
+    data = io.BytesIO()
+    writer.write(data)
+    page_chars = len(source.extract_text())
+    extracted = 0
+    extract = PageObject.extract_text
+
+    def counting(page: PageObject, *args: object, **kwargs: object) -> str:
+        nonlocal extracted
+        extracted += 1
+        return extract(page, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(PageObject, "extract_text", counting)
+    parser = PdfParser(ocr=CountingOcr(), min_text_chars_per_page=20, max_text_chars=20_000)
+    [document] = parser.parse(data.getvalue(), source="long.pdf")
+    assert document.page_count == 3000
+    assert 20_000 <= len(document.text) < 20_000 + 2 * page_chars and extracted < 100
+    [warning] = document.warnings
+    assert not warning.blocking and "of 3000 pages" in warning.message
