@@ -53,11 +53,11 @@ What is read, per message:
   document is a warning when results stand beside it, else it blocks the message.
 * Identity of the document: ``producer_document_id`` is the embedded CDA's setId, else
   TXA-12 (unique document number, as ``root^extension``), else OBR-3 filler order
-  number, else none (MSH-10 names a transmission, not the document: a resend has its
-  own); the other ids go to ``document_ids``. TXA-13 (parent document) goes to
-  ``refers_to``: what a replacement replaces (not in an addendum, MDM^T06, whose parent
-  stays valid), with the parents the embedded CDA names (relatedDocument RPLC).
-  ``content_fingerprint`` hashes the message
+  number (ORC-3 when OBR-3 is empty), else none (MSH-10 names a transmission, not the
+  document: a resend has its own); the other ids go to ``document_ids``. TXA-13 (parent
+  document) goes to ``refers_to``: what a replacement replaces (not in an addendum,
+  MDM^T06, whose parent stays valid), with the parents the embedded CDA names
+  (relatedDocument RPLC). ``content_fingerprint`` hashes the message
   without its envelope (MSH-7, MSH-10…) and the times a message is stamped with when built
   again (EVN-2, ORC-9, OBR-22): a message sent again is a duplicate of the first.
 * Replacement and deletion (the profile's OBX-11 on the document's OBX: F original, C
@@ -366,7 +366,7 @@ class _Reader:
         )
         finess, producer_name = _producer(msh)
         rpps, author = _author(obrs, self._first("ORC"), self._all("PRT"))
-        own_ids = _own_ids(txa, first_obr)
+        own_ids = _own_ids(txa, first_obr, self._first("ORC"))
         document_id = inner.producer_document_id or next(iter(own_ids), None)
         return ParsedDocument(
             source=self.source, part=part, format=Format.HL7V2, content=content, title=title,
@@ -663,9 +663,11 @@ def _ei(seg: Segment, n: int, rep: int = 0) -> str:
     return f"{root}^{ident}" if root else ident
 
 
-def _own_ids(txa: Segment | None, obr: Segment | None) -> tuple[str, ...]:
-    """This version's identifiers: TXA-12 unique document number, then OBR-3 filler number."""
-    ids = [_ei(txa, 12) if txa else "", obr.value(3) if obr else ""]
+def _own_ids(txa: Segment | None, obr: Segment | None, orc: Segment | None) -> tuple[str, ...]:
+    """This version's identifiers: TXA-12 unique document number, then the filler order
+    number: OBR-3, else ORC-3, the same number (HL7 v2.5 4.5.1.3), which some LIS fill alone."""
+    filler = (obr.value(3) if obr else "") or (orc.value(3) if orc else "")
+    ids = [_ei(txa, 12) if txa else "", filler]
     return tuple(dict.fromkeys(i for i in ids if i))
 
 

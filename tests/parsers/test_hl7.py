@@ -215,6 +215,16 @@ def test_a_test_namespace_under_a_production_oid_is_no_real_patients_ins(parser:
     assert result.patient_id is None and [p.code for p in result.problems] == [Reason.MISSING_INS]
 
 
+def test_the_filler_order_number_of_orc_3_identifies_a_report_without_obr_3(parser: Hl7Parser) -> None:
+    # ORC-3 and OBR-3 are the same filler order number (HL7 v2.5 4.5.1.3); a LIS filling
+    # ORC-3 alone gives its corrections the series of the report they correct.
+    data = sample("oru_single.hl7").replace(b"|CMD-MSG0001|DOS-MSG0001|58410-2", b"|CMD-MSG0001||58410-2", 1)
+    [doc] = parser.parse(data, source="x")
+    assert doc.producer_document_id == "DOS-MSG0001"
+    [corrected] = parser.parse(data.replace(b"|||F|||||||10101234567", b"|||C|||||||10101234567"), source="y")
+    assert (corrected.producer_document_id, corrected.version) == ("DOS-MSG0001", 2)
+
+
 BATCH = b"FHS|^~\\&|SIL\rBHS|^~\\&|SIL\r%s\rBTS|1\rFTS|1"
 
 
