@@ -217,6 +217,10 @@ def cmd_status(args: argparse.Namespace) -> int:
     for r in runs:
         counts: dict[str, int] = (r.metrics or {}).get("by_status", {})  # type: ignore[assignment]
         detail = ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "no document"
+        if r.finished_at is None:
+            # Counts are recorded when a run finishes: one that did not has none to show,
+            # and is no run that found nothing.
+            detail = "unfinished: failed, killed or still running"
         # The run's detail (feed and batch key, or the sources) in full: keys are not cut.
         print(f"  {r.started_at:%Y-%m-%d %H:%M}  {r.kind:<7} {r.detail}  [{detail}]")
     print(format_producer_status(settings))

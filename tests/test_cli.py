@@ -115,3 +115,24 @@ def test_the_quarantine_is_listed_with_its_ids_and_one_record_replayed_by_id(
         main(["replay", "--id", "../../../etc/passwd"])
     assert exited.value.code == 2
     assert "not a quarantine id" in capsys.readouterr().err
+
+
+def test_status_tells_an_unfinished_run_from_one_that_found_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A run that failed (an unreachable S3 prefix, a dead index) or was killed was listed
+    '[no document]', as a run that found nothing: the operator read a quiet feed."""
+    from pipeline.ledger import Ledger
+    from pipeline.settings import Settings
+
+    monkeypatch.setenv("CARNET_DATA_DIR", str(tmp_path / "carnet"))
+    for name in ("CARNET_STATE_URL", "CARNET_INDEX_URL", "CARNET_STORE_URL"):
+        monkeypatch.delenv(name, raising=False)
+    ledger = Ledger(Settings.from_env())
+    ledger.finish_run(ledger.start_run("ingest", "empty-folder"), {"by_status": {}})
+    ledger.start_run("ingest", "s3://unreachable/p")
+    ledger.close()
+    assert main(["status"]) == 0
+    out = capsys.readouterr().out
+    assert "s3://unreachable/p  [unfinished: failed, killed or still running]" in out
+    assert "empty-folder  [no document]" in out
