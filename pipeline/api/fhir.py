@@ -17,6 +17,7 @@ search API's OpenAPI document (the ``CapabilityStatement`` describes them).
 from __future__ import annotations
 
 import datetime as dt
+import email.utils
 import logging
 import re
 from collections.abc import Awaitable, Callable
@@ -570,6 +571,32 @@ def _unservable_format(request: Request) -> str | None:
     return f"only {FHIR_JSON} is served"
 
 
+def _accepts(accept: str, media: str) -> bool:
+    """Whether an ``Accept`` header takes ``media`` (no header takes anything)."""
+    if not accept.strip():
+        return True
+    kind = media.partition("/")[0]
+    return any(m in ("*/*", f"{kind}/*", media) for m in _accepted(accept))
+
+
+def _not_modified(request: Request, etag: str, last_modified: dt.datetime | None) -> bool:
+    """Whether a conditional read's validators say the client's copy is current:
+    ``If-None-Match`` (weak comparison, ``*`` for any) wins over ``If-Modified-Since``."""
+    if (tags := request.headers.get("if-none-match")) is not None:
+        given = {t.strip().removeprefix("W/") for t in tags.split(",")}
+        return "*" in given or etag.removeprefix("W/") in given
+    since = request.headers.get("if-modified-since")
+    if since is None or last_modified is None:
+        return False
+    try:
+        when = email.utils.parsedate_to_datetime(since)
+    except (TypeError, ValueError):
+        return False  # a date it cannot read validates nothing (RFC 9110: ignored)
+    when = when if when.tzinfo else when.replace(tzinfo=dt.UTC)
+    # HTTP dates have whole seconds: a change within the second named is not after it.
+    return last_modified.replace(microsecond=0) <= when
+
+
 def _wants_fhir_json(request: Request) -> bool:
     """A ``Binary`` read answered as a resource rather than as the document's own bytes."""
     fmt = _format(request)
@@ -636,8 +663,18 @@ def create_fhir_app(svc: Services, *, version: str) -> FastAPI:
     @app.get("/DocumentReference/{resource_id}")
     def read_document(resource_id: str, request: Request, who: Caller, svc: Svc) -> Response:
         record, d = _visible_record(svc, who, resource_id, "read")
+        # A conditional read is a read: what it confirms unchanged is in the access history.
         svc.record(who, "read", record.patient_id, doc_ids=[record.doc_id], reason=d.via)
-        return fhir_response(_document_reference(svc, d, record, _base(request)))
+        resource = _document_reference(svc, d, record, _base(request))
+        meta = resource.meta
+        assert meta is not None and meta.lastUpdated is not None  # document_reference sets both
+        headers = {
+            "ETag": f'W/"{meta.versionId}"',
+            "Last-Modified": email.utils.format_datetime(meta.lastUpdated.astimezone(dt.UTC), usegmt=True),
+        }
+        if _not_modified(request, headers["ETag"], meta.lastUpdated):
+            return Response(status_code=304, headers=headers)
+        return fhir_response(resource, headers=headers)
 
     @app.get("/Binary/{resource_id}")
     def read_binary(resource_id: str, request: Request, who: Caller, svc: Svc) -> Response:
@@ -649,11 +686,19 @@ def create_fhir_app(svc: Services, *, version: str) -> FastAPI:
                 who, "denied", record.patient_id, doc_ids=[record.doc_id], reason="download: no stored file"
             )
             raise NOT_FOUND from None
-        svc.record(who, "download", record.patient_id, doc_ids=[record.doc_id], reason=d.via)
         media = media_of(record, data)[0]
-        if _wants_fhir_json(request):
-            return fhir_response(binary(record, data, media))
-        return Response(content=data, media_type=media)
+        as_resource = _wants_fhir_json(request)
+        if not as_resource and not _accepts(request.headers.get("accept", ""), media):
+            # Nothing is delivered, so no download is recorded.
+            return error_response(406, f"the document is {media}; or ask for {FHIR_JSON}")
+        svc.record(who, "download", record.patient_id, doc_ids=[record.doc_id], reason=d.via)
+        # One ETag for both forms (the original's content), which the Accept chooses.
+        headers = {"ETag": f'W/"{record.content_sha256[:32]}"', "Vary": "Accept"}
+        if _not_modified(request, headers["ETag"], None):
+            return Response(status_code=304, headers=headers)
+        if as_resource:
+            return fhir_response(binary(record, data, media), headers=headers)
+        return Response(content=data, media_type=media, headers=headers)
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> Response:

@@ -28,6 +28,7 @@ Mapping of a ``DocumentRecord`` (one ``DocumentReference`` per filed document):
 | ``date`` | when Carnet filed the document (``ingested_at``): R4's "when this document |
 | | reference was created", the ``date`` search parameter |
 | ``meta.lastUpdated`` | the last change of the record (superseded, visibility), else ``date`` |
+| ``meta.versionId`` | a hash of the resource as served to its reader (the read's ETag) |
 
 Until the ``date`` element was served, the ``date`` search parameter filtered the clinical
 date; it now follows R4 (``DocumentReference.date``), and ``period`` is the clinical date.
@@ -183,9 +184,8 @@ def document_reference(
         # A day, not an instant: the models type dateTime as datetime, so validate the text.
         day = record.document_date.isoformat()
         period = DocumentReferenceContext(period=Period.model_validate({"start": day, "end": day}))
-    return DocumentReference(
+    resource = DocumentReference(
         id=rid,
-        meta=Meta(lastUpdated=last_updated(record)),
         identifier=[Identifier(system=DOC_ID_SYSTEM, value=record.doc_id)],
         status="superseded" if record.superseded_by else "current",
         relatesTo=[
@@ -237,6 +237,11 @@ def document_reference(
         ],
         context=period,
     )
+    # versionId: the resource as served, hashed (status and relatesTo as this reader sees
+    # them), so that it changes whenever what the reader gets changes; the ETag is it.
+    version = hashlib.sha256(resource.model_dump_json().encode()).hexdigest()[:16]
+    resource.meta = Meta(versionId=version, lastUpdated=last_updated(record))
+    return resource
 
 
 def binary(record: DocumentRecord, data: bytes, media_type: str) -> Binary:
@@ -361,6 +366,14 @@ SEARCH_PARAMS: tuple[tuple[str, str, str], ...] = (
 )
 
 
+_UNSERVED_SEARCH = (
+    "Reads answer an ETag (W/ + meta.versionId) and 304 to If-None-Match or If-Modified-Since. "
+    "Searches list newest first by the clinical date (then by id: a stable order for paging); "
+    "_sort, _include, _revinclude, _elements and _total are not served: ignored and named in a "
+    "warning entry of the Bundle (search mode outcome), or a 400 with Prefer: handling=strict."
+)
+
+
 def capability_statement(base_url: str, *, software_version: str, now: dt.datetime) -> CapabilityStatement:
     """What ``/fhir`` serves: read and search of ``DocumentReference``, read of ``Binary``."""
     return CapabilityStatement(
@@ -385,6 +398,10 @@ def capability_statement(base_url: str, *, software_version: str, now: dt.dateti
                 resource=[
                     CapabilityStatementRestResource(
                         type="DocumentReference",
+                        versioning="versioned",
+                        readHistory=False,
+                        conditionalRead="full-support",
+                        documentation=_UNSERVED_SEARCH,
                         interaction=[
                             CapabilityStatementRestResourceInteraction(code="read"),
                             CapabilityStatementRestResourceInteraction(code="search-type"),
@@ -398,9 +415,12 @@ def capability_statement(base_url: str, *, software_version: str, now: dt.dateti
                     ),
                     CapabilityStatementRestResource(
                         type="Binary",
+                        conditionalRead="not-match",
                         interaction=[CapabilityStatementRestResourceInteraction(code="read")],
-                        documentation="The decrypted original in its own media type; as a Binary "
-                        "resource with Accept: application/fhir+json.",
+                        documentation="The decrypted original in its own media type (an Accept that "
+                        "names neither it, nor a wildcard, nor FHIR JSON is a 406); as a Binary resource "
+                        "with Accept: application/fhir+json. Its ETag is the original's; If-None-Match "
+                        "answers 304.",
                     ),
                 ],
             )

@@ -482,9 +482,80 @@ def test_the_capability_statement_needs_no_token(api: Api) -> None:
     assert set(resources) == {"DocumentReference", "Binary"}
     params = {p.name for p in resources["DocumentReference"].searchParam}
     assert {"patient.identifier", "type", "category", "date", "status", "_count"} <= params
+    assert resources["DocumentReference"].conditionalRead == "full-support"
+    assert resources["Binary"].conditionalRead == "not-match"
     # The rest of the API still wants its token; the FHIR routes stay out of its OpenAPI.
     assert api.http.get("/me").status_code == 401
     assert not [p for p in api.http.get("/openapi.json").json()["paths"] if p.startswith("/fhir")]
+
+
+# A value of each search parameter the CapabilityStatement lists.
+LISTED_PARAMS = {
+    "patient.identifier": A,
+    "subject.identifier": A,
+    "_id": rid("hb-2024"),
+    "identifier": "hb-2024",
+    "relatesto": f"DocumentReference/{rid('hb-2022-v1')}",
+    "type": "11502-2",
+    "category": "biology",
+    "date": "ge2020",
+    "period": "ge2020",
+    "_lastUpdated": "ge2020",
+    "status": "current",
+    "_content": "hémoglobine",
+    "_count": "5",
+    "_summary": "count",
+}
+
+
+@pytest.mark.parametrize("name", sorted(LISTED_PARAMS))
+def test_every_search_parameter_the_capability_statement_lists_is_served(record: Api, name: str) -> None:
+    cs = record.http.get("/fhir/metadata").json()
+    listed = {p["name"] for r in cs["rest"][0]["resource"] for p in r.get("searchParam", [])}
+    assert listed == set(LISTED_PARAMS)
+    params = {name: LISTED_PARAMS[name]} | ({} if name.endswith(".identifier") else {"patient.identifier": A})
+    r = record.http.get("/fhir/DocumentReference", headers=record.as_(patient(A)), params=params)
+    assert r.status_code == 200, r.text
+    assert not [e for e in r.json().get("entry", []) if e["search"]["mode"] == "outcome"], r.text
+    assert f"{name}=" in r.json()["link"][0]["url"]
+
+
+def test_a_conditional_read_answers_304_until_the_document_changes(record: Api) -> None:
+    headers = record.as_(patient(A))
+    url = f"/fhir/DocumentReference/{rid('hb-2024')}"
+    first = record.http.get(url, headers=headers)
+    etag, modified = first.headers["etag"], first.headers["last-modified"]
+    assert etag == f'W/"{first.json()["meta"]["versionId"]}"'
+    for validator in (
+        {"If-None-Match": etag},
+        {"If-None-Match": f'"x", {etag}'},
+        {"If-Modified-Since": modified},
+    ):
+        again = record.http.get(url, headers={**headers, **validator})
+        assert (again.status_code, again.content, again.headers["etag"]) == (304, b"", etag)
+    for validator in ({"If-None-Match": '"other"'}, {"If-Modified-Since": "Mon, 01 Jan 2024 00:00:00 GMT"}):
+        assert record.http.get(url, headers={**headers, **validator}).status_code == 200
+    # A change to what the reader gets is a new version: the old ETag no longer validates.
+    assert record.index.set_visibility(A, "hb-2024", [Visibility.INVISIBLE_REPRESENTANTS_LEGAUX])
+    changed = record.http.get(url, headers={**headers, "If-None-Match": etag})
+    assert changed.status_code == 200 and changed.headers["etag"] != etag
+    assert changed.json()["meta"]["lastUpdated"] > first.json()["meta"]["lastUpdated"]
+
+
+def test_binary_answers_its_own_type_fhir_json_or_406(record: Api) -> None:
+    headers = record.as_(patient(A))
+    url = f"/fhir/Binary/{rid('hb-2024')}"
+    for accept in ("application/pdf", "application/*", "text/html, */*;q=0.8", ""):
+        r = record.http.get(url, headers={**headers, "Accept": accept})
+        assert (r.status_code, r.content) == (200, PDF), accept
+    for accept in ("image/png", "application/xml", "application/pdf;q=0, text/plain"):
+        r = record.http.get(url, headers={**headers, "Accept": accept})
+        _outcome(r, 406, "not-supported")
+    etag = record.http.get(url, headers=headers).headers["etag"]
+    assert record.http.get(url, headers={**headers, "If-None-Match": etag}).status_code == 304
+    # No download is recorded for a 406: nothing was delivered.
+    downloads = [e for e in record.services.audit.for_patient(A) if e.action == "download"]
+    assert len(downloads) == 4 + 2  # the four served, the ETag's read and the 304
 
 
 def test_a_body_too_large_is_an_operation_outcome(record: Api) -> None:
