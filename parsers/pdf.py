@@ -69,6 +69,7 @@ class PdfParser:
                 if page.ocr_images:
                     page.add_ocr([next(reads) for _ in range(page.ocr_images)])
             title = _title(reader)
+            attached = _attachments_warning(reader)
         except CarnetError:
             raise
         except Exception as exc:  # pypdf raises many types on malformed files
@@ -76,6 +77,8 @@ class PdfParser:
         ocr_read = [page for page in pages if page.ocr is not None]
         confidences = [page.ocr.confidence for page in ocr_read if page.ocr is not None]
         warnings = tuple(problem for page in pages for problem in page.problems)
+        if attached is not None:
+            warnings += (attached,)
         log.debug("%s: %d pages, %d OCR'd", source, len(pages), len(ocr_read))
         return [
             ParsedDocument(
@@ -378,6 +381,27 @@ def _open(data: bytes, source: str | None) -> PdfReader:
     except Exception as exc:  # pypdf raises many types on malformed files
         raise ParserError(f"unreadable PDF: {exc}", source=source) from exc
     return reader
+
+
+# Attached files named in the warning; the rest are counted.
+_NAMED_ATTACHMENTS = 5
+
+
+def _attachments_warning(reader: PdfReader) -> Problem | None:
+    """The warning naming the files attached to the document (its EmbeddedFiles), which
+    are not read; None without any."""
+    names = [" ".join(str(name).split())[:80] for name in reader.attachments]
+    if not names:
+        return None
+    shown = ", ".join(names[:_NAMED_ATTACHMENTS]) + (", …" if len(names) > _NAMED_ATTACHMENTS else "")
+    # text_truncated, as for pages left unread: part of what was sent is not indexed, and
+    # never blocks (an unsupported_format warning would refuse a CDA whose body this is).
+    return Problem(
+        code=Reason.TEXT_TRUNCATED,
+        blocking=False,
+        message=f"{len(names)} file(s) attached to the PDF ({shown}) are not read, only its pages;"
+        " the document is kept whole",
+    )
 
 
 def _title(reader: PdfReader) -> str | None:

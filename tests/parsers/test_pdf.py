@@ -463,3 +463,16 @@ def test_a_text_layer_is_read_no_further_than_what_is_indexed(monkeypatch: pytes
     assert 20_000 <= len(document.text) < 20_000 + 2 * page_chars and extracted < 100
     [warning] = document.warnings
     assert not warning.blocking and "of 3000 pages" in warning.message
+
+
+def test_files_attached_to_a_pdf_are_named_as_not_read(parser: PdfParser) -> None:
+    """A PDF may carry files (a CDA, another report) that no reader of its pages sees: they
+    were dropped silently, the producer never told that part of what it sent was not read."""
+    writer = PdfWriter(clone_from=PdfReader(io.BytesIO(sample("biology_text.pdf"))))
+    writer.add_attachment("cr-bio.xml", b"<ClinicalDocument/>")
+    data = io.BytesIO()
+    writer.write(data)
+    [document] = parser.parse(data.getvalue(), source="attached.pdf")
+    assert PATIENT_INS_PRINTED in document.text
+    [warning] = document.warnings
+    assert not warning.blocking and "cr-bio.xml" in warning.message and "not read" in warning.message
