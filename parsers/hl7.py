@@ -64,8 +64,8 @@ What is read, per message:
   replacement, D deletion): ``withdraw`` is set by MDM^T11, OBX-11 ``D`` or TXA-19
   ``CA``, and in a lab report carrying no document by ``D`` or ``W`` on every result;
   ``version`` is the embedded CDA's versionNumber, else 2 when an OBR-25 result
-  status or a result's OBX-11 is ``C`` (a correction shares OBR-3 with the report it
-  replaces), 0 when every OBR-25 says the report is not final (preliminary, partial: it
+  status or the OBX-11 of a result or of the document is ``C`` (a correction shares OBR-3
+  with the report it replaces), 0 when every OBR-25 says the report is not final (preliminary, partial: it
   comes before the final).
 * ``text``: the title, one line per result (``Hémoglobine (718-7) : 13.5 g/dL [12.0-16.0]
   N``), NTE comments where they stand, then the embedded documents' text.
@@ -382,7 +382,7 @@ class _Reader:
             producer_finess=finess or inner.producer_finess,
             producer_name=producer_name or inner.producer_name,
             producer_document_id=document_id,
-            version=inner.version or _report_version(obrs, self.result_statuses),
+            version=inner.version or _report_version(obrs, [*self.result_statuses, self.document_status]),
             document_ids=tuple(i for i in own_ids if i != document_id),
             refers_to=_replaced_ids(message_type, txa, inner),
             withdraw=withdraw,
@@ -622,8 +622,9 @@ _NOT_FINAL = frozenset({"A", "P", "R", "I", "S", "O"})
 
 def _report_version(obrs: list[Segment], result_statuses: list[str]) -> int | None:
     """The report's place among the versions of its order (OBR-3), from OBR-25 and the
-    results' OBX-11: 0 when not final yet, 2 when corrected (OBR-25 C, or a result C: many
-    LIS mark the corrected result alone and leave OBR-25 F), else None (an original, 1). A
+    OBX-11 of its results and document: 0 when not final yet, 2 when corrected (OBR-25 C,
+    a result C: many LIS mark the corrected result alone and leave OBR-25 F, or the
+    document's OBX C, the profile's replacement), else None (an original, 1). A
     preliminary report, or the original sent again, arriving after the final one or the
     correction (files sorted by name, a replayed queue) must not replace it."""
     statuses = {o.value(25) for o in obrs} - {""}

@@ -672,6 +672,16 @@ def test_a_cda_in_an_oru_replacing_its_parent_under_a_new_set_id_names_it(parser
     assert set(doc.refers_to) == {"1.2.250.1.999.3.2^V1", "1.2.250.1.999.3.2^OLD-SET"}
 
 
+def test_a_pdf_replaced_through_its_document_obx_11_c_is_the_corrected_version(parser: Hl7Parser) -> None:
+    # The profile's OBX-11 C on the document's OBX: a replacement. A PDF has no version of
+    # its own, so the message ranks above the original of the same order (OBR-3).
+    data = (FR / "02_oru_pdf_lf.hl7").read_bytes()
+    [original] = parser.parse(data, source="v1")
+    [corrected] = parser.parse(data.replace(b"||||||F\n", b"||||||C\n", 1), source="v2")
+    assert (original.version, corrected.version) == (None, 2)
+    assert corrected.producer_document_id == original.producer_document_id == "DOS-COLIN-1"
+
+
 def test_oru_with_a_pdf_in_ed_gives_the_pdf_text(parser: Hl7Parser) -> None:
     [doc] = fr_parse(parser, "02_oru_pdf_lf.hl7")
     assert doc.results == () and doc.page_count == 1 and doc.type_code == "11502-2"
