@@ -300,6 +300,9 @@ def open_audit_log(settings: Settings) -> AuditLog:
     from pipeline.store import open_store
 
     anchors = open_store(
-        settings.effective_store_url, endpoint_url=settings.s3.endpoint_url, region=settings.s3.region
+        settings.effective_store_url,
+        endpoint_url=settings.s3.endpoint_url,
+        region=settings.s3.region,
+        sync=settings.store.sync,
     )
     return AuditLog(settings, key=audit_key(settings), anchors=anchors)

@@ -827,6 +827,9 @@ def open_encrypted_store(settings: Settings, *, commit_on_sync: bool = False) ->
     """
     wrapper = open_key_wrapper(settings)
     base = open_store(
-        settings.effective_store_url, endpoint_url=settings.s3.endpoint_url, region=settings.s3.region
+        settings.effective_store_url,
+        endpoint_url=settings.s3.endpoint_url,
+        region=settings.s3.region,
+        sync=settings.store.sync,
     )
     return EncryptedStore(base, open_keyring(settings, wrapper), commit_on_sync=commit_on_sync)

@@ -32,7 +32,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Self
+from typing import Any, Literal, Self
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic.fields import FieldInfo
@@ -120,6 +120,9 @@ class StoreSettings(_Section):
 
     # file://… (default under data_dir) or s3://bucket/prefix
     url: str = Field(default="", validation_alias="CARNET_STORE_URL")
+    # How a file:// store makes a flush durable: one syncfs of its filesystem, or an fsync
+    # per file and folder; "auto" is syncfs on Linux >= 5.8 (pipeline.store.file says why).
+    sync: Literal["auto", "syncfs", "fsync"] = Field(default="auto", validation_alias="CARNET_STORE_SYNC")
 
 
 class S3Settings(_Section):
@@ -332,6 +335,7 @@ FLAT_NAMES: dict[str, tuple[str, str]] = {
     "index_url": ("index", "url"),
     "es_index_alias": ("index", "es_alias"),
     "store_url": ("store", "url"),
+    "store_sync": ("store", "sync"),
     "s3_endpoint_url": ("s3", "endpoint_url"),
     "s3_region": ("s3", "region"),
     "state_url": ("state", "url"),

@@ -10,6 +10,8 @@ import pytest
 
 from pipeline.model import Problem, Reason
 from pipeline.store import DocumentStore, FileStore, QuarantineAttempt, QuarantineRecord, sha256_hex
+from pipeline.store import file as file_store
+from pipeline.store.file import syncfs_reports_errors
 from tests.test_s3 import FILE_OR_S3, file_or_s3_store, s3_bucket, s3_endpoint  # noqa: F401  (session fixtures)
 
 FIVE_MB = os.urandom(5 * 1024 * 1024)
@@ -137,7 +139,7 @@ def test_a_file_store_sync_reaches_every_file_and_folder_and_retries_after_a_fai
 ) -> None:
     """Files are fsynced several at once, then their folders deepest first; a failed sync
     leaves everything to the next one."""
-    store = FileStore(tmp_path / "store")
+    store = FileStore(tmp_path / "store", sync="fsync")
     shas = [store.put(os.urandom(64)) for _ in range(40)]
     synced: list[Path] = []
     real_fsync, fail = os.fsync, [True]
@@ -161,3 +163,42 @@ def test_a_file_store_sync_reaches_every_file_and_folder_and_retries_after_a_fai
     folders = [p for p in synced if p not in files]
     assert {objects / sha[:2] for sha in shas} <= set(folders)
     assert folders.index(objects) > max(folders.index(objects / sha[:2]) for sha in shas)
+
+
+@pytest.mark.skipif(not syncfs_reports_errors(), reason="syncfs needs Linux >= 5.8")
+def test_a_file_store_syncs_its_filesystem_once_per_sync_and_retries_after_a_failure(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With syncfs (the default on Linux >= 5.8) a sync with writes pending is one syncfs
+    of the store's own filesystem; none without; a failure leaves the writes pending."""
+    store = FileStore(tmp_path / "store")
+    assert store.sync_method == "syncfs"
+    calls: list[int] = []
+    real, fail = file_store._syncfs, [True]
+
+    def syncfs(fd: int) -> None:
+        assert os.path.samefile(os.readlink(f"/proc/self/fd/{fd}"), tmp_path / "store")
+        calls.append(fd)
+        if fail[0]:
+            raise OSError(5, "syncfs: Input/output error")
+        real(fd)
+
+    monkeypatch.setattr(file_store, "_syncfs", syncfs)
+    store.sync()
+    assert calls == []  # nothing written since the store was opened (and synced)
+    for _ in range(40):
+        store.put(os.urandom(64))
+    with pytest.raises(OSError, match="Input/output error"):
+        store.sync()
+    assert store.unsynced > 0
+    fail[0] = False
+    store.sync()
+    assert len(calls) == 2 and store.unsynced == 0
+    store.delete(store.put(b"x"))
+    store.sync()
+    assert len(calls) == 3  # a removal is a change of a folder's entries: synced too
+
+
+def test_a_file_store_refuses_an_unknown_sync_method(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="unknown sync method"):
+        FileStore(tmp_path / "store", sync="sometimes")

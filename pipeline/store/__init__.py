@@ -30,10 +30,13 @@ __all__ = [
 ]
 
 
-def open_store(url: str, *, endpoint_url: str | None = None, region: str | None = None) -> DocumentStore:
-    """Open the store named by ``url``: ``file:///path`` or ``s3://bucket/prefix``."""
+def open_store(
+    url: str, *, endpoint_url: str | None = None, region: str | None = None, sync: str = "auto"
+) -> DocumentStore:
+    """Open the store named by ``url``: ``file:///path`` or ``s3://bucket/prefix``
+    (``sync``: how a file store makes writes durable, see ``FileStore``)."""
     if url.startswith("file://"):
-        return FileStore(url.removeprefix("file://"))
+        return FileStore(url.removeprefix("file://"), sync=sync)
     if url.startswith("s3://"):
         from pipeline.store.s3 import S3Store  # boto3 only when an S3 store is configured
 

@@ -1,7 +1,8 @@
 """An acknowledgement never announces a document a power cut could take back.
 
 A power cut cannot be staged in a test, so the order is checked instead, on a real batch
-with the real file store and keyring: every ``os.fsync`` is recorded (and done), and when
+with the real file store and keyring, under each way the store syncs: every ``os.fsync``
+is recorded (and done), every ``syncfs`` too (everything on disk then counts as synced), and when
 the run reaches its ``before_ack`` fault point every object, quarantine record and their
 directories must have been synced and every stored object must have its keyring row committed (read from
 another connection). Nothing here replaces the store, the keyring or the feed.
@@ -18,23 +19,39 @@ import pytest
 from pipeline.crypto import open_encrypted_store, open_keyring
 from pipeline.ingest import Pipeline, process_batch
 from pipeline.settings import Settings
+from pipeline.store import file as file_store
 from pipeline.store import sha256_hex
+from pipeline.store.file import syncfs_reports_errors
 from tests.test_erasure import A, B, _oru
 
 JUNK = b"\x00not a document"
 
 
+@pytest.fixture(params=["fsync", "syncfs"])
+def sync_method(request: pytest.FixtureRequest) -> str:
+    if request.param == "syncfs" and not syncfs_reports_errors():
+        pytest.skip("syncfs needs Linux >= 5.8")
+    return str(request.param)
+
+
 @pytest.fixture
-def synced(monkeypatch: pytest.MonkeyPatch) -> Iterator[set[Path]]:
-    """The paths this process has fsynced so far."""
+def synced(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[set[Path]]:
+    """The paths this process has made durable so far: each one fsynced, and all of the
+    test's files at each syncfs (it writes back the whole filesystem)."""
     paths: set[Path] = set()
-    real_fsync = os.fsync
+    real_fsync, real_syncfs = os.fsync, file_store._syncfs
 
     def fsync(fd: int) -> None:
         real_fsync(fd)
         paths.add(Path(os.readlink(f"/proc/self/fd/{fd}")))
 
+    def syncfs(fd: int) -> None:
+        on_disk = {tmp_path, *tmp_path.rglob("*")}  # listed first: what exists before it
+        real_syncfs(fd)
+        paths.update(on_disk)
+
     monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(file_store, "_syncfs", syncfs)
     yield paths
 
 
@@ -49,10 +66,10 @@ def _batch(tmp_path: Path) -> Path:
 
 
 def test_the_store_is_durable_before_a_batch_is_acknowledged(
-    tmp_path: Path, synced: set[Path], monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, synced: set[Path], monkeypatch: pytest.MonkeyPatch, sync_method: str
 ) -> None:
     feed = _batch(tmp_path)
-    settings = Settings(data_dir=tmp_path / "carnet")
+    settings = Settings(data_dir=tmp_path / "carnet", store_sync=sync_method)
     store_root = settings.data_dir / "store"
     at_ack: dict[str, object] = {}
     real_checkpoint = Pipeline.checkpoint
@@ -88,9 +105,11 @@ def test_the_store_is_durable_before_a_batch_is_acknowledged(
     assert (feed / "labo" / "b1" / "_report.json").exists()
 
 
-def test_each_input_is_written_once_under_the_right_key(tmp_path: Path, synced: set[Path]) -> None:
+def test_each_input_is_written_once_under_the_right_key(
+    tmp_path: Path, synced: set[Path], sync_method: str
+) -> None:
     feed = _batch(tmp_path)
-    settings = Settings(data_dir=tmp_path / "carnet")
+    settings = Settings(data_dir=tmp_path / "carnet", store_sync=sync_method)
     summary = process_batch(settings, str(feed), "labo/b1")
     assert summary.by_status == {"indexed": 2, "rejected": 1}
     objects = settings.data_dir / "store" / "objects"
