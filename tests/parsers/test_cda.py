@@ -540,6 +540,18 @@ def test_ipp_only() -> None:
     assert len(doc.results) == 5
 
 
+def test_an_ins_its_authority_names_a_test_namespace_is_no_real_patients() -> None:
+    # A test system configured with the production OID still names its namespace.
+    from pipeline.identity import identify_patient
+
+    data = sample("cr-bio.xml").replace(
+        b'root="1.2.250.1.213.1.4.8"', b'root="1.2.250.1.213.1.4.8" assigningAuthorityName="INS-NIR-TEST"', 1
+    )
+    assert b"INS-NIR-TEST" in data
+    result = identify_patient(parse_one(data))
+    assert result.patient_id is None and [p.code for p in result.problems] == [Reason.MISSING_INS]
+
+
 def test_ids_without_extension_are_skipped() -> None:
     data = sample("cr-img.xml").replace(
         b'<id root="1.2.250.1.213.1.4.8" extension="172032A04501227"/>',
