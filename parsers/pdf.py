@@ -33,6 +33,11 @@ PDF_MAGIC = b"%PDF-"
 # Producers and transports sometimes prepend whitespace or a few junk bytes; readers
 # accept the header anywhere in the first 1024 bytes.
 _HEADER_WINDOW = 1024
+# A page of at most this many lines of text over an image of at least this many pixels
+# (an A4 page scanned at 100 dpi has 0.97 million; a letterhead's logo far fewer) is a scan
+# under a stamp: its image is OCR'd. A report typed over a background image has more lines.
+_STAMP_LINES = 3
+_SCAN_MIN_PIXELS = 900_000
 # Images smaller than this (bullets, rules, logos' slivers) hold no readable text.
 _MIN_OCR_IMAGE_SIDE = 16
 # Placeholder titles set by PDF generators, not by the author.
@@ -128,7 +133,9 @@ class PdfParser:
                 ))  # fmt: skip
             pages.append(result)
             read_chars += len(result.text)
-            if _visible_chars(result.text) >= self.min_text_chars_per_page:
+            if _visible_chars(result.text) >= self.min_text_chars_per_page and not _stamped_scan(
+                page, result.text
+            ):
                 continue
             if cap and scanned >= cap:
                 unread += 1
@@ -170,6 +177,18 @@ class PdfParser:
             if image is None or min(image.size) < _MIN_OCR_IMAGE_SIDE:
                 continue
             yield image
+
+
+def _stamped_scan(page: PageObject, text: str) -> bool:
+    """Whether a page is a scan under a stamp: a few lines of text (a fax server's 'Fax reçu
+    le … de …', a gateway's reception line) over an image of a scanned page's size. Its text
+    layer says nothing of the scan, which is OCR'd as a page without text is."""
+    if sum(1 for line in text.splitlines() if line.strip()) > _STAMP_LINES:
+        return False
+    return any(
+        width * height >= _SCAN_MIN_PIXELS
+        for width, height in (_declared_size(page, image_id) for image_id in page.images.keys())
+    )
 
 
 def _page_image(page: PageObject, image_id: str | list[str]) -> Image.Image | None:

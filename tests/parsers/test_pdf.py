@@ -476,3 +476,49 @@ def test_files_attached_to_a_pdf_are_named_as_not_read(parser: PdfParser) -> Non
     assert PATIENT_INS_PRINTED in document.text
     [warning] = document.warnings
     assert not warning.blocking and "cr-bio.xml" in warning.message and "not read" in warning.message
+
+
+def scan_with_text_lines(lines: list[str], scan: Image.Image) -> bytes:
+    """An A4 page: ``scan`` drawn over the whole page, then ``lines`` of real text at its top
+    (a fax server's or a mail gateway's stamp on a received scan)."""
+    from reportlab.lib.pagesizes import A4
+    from reportlab.lib.utils import ImageReader
+    from reportlab.pdfgen import canvas
+
+    buffer = io.BytesIO()
+    page = canvas.Canvas(buffer, pagesize=A4)
+    page.drawImage(ImageReader(scan), 0, 0, width=A4[0], height=A4[1])
+    page.setFont("Helvetica", 8)
+    for number, line in enumerate(lines):
+        page.drawString(20, 830 - 10 * number, line)
+    page.showPage()
+    page.save()
+    return buffer.getvalue()
+
+
+@pytest.mark.tesseract
+def test_a_scan_under_a_stamped_line_of_text_is_ocred(parser: PdfParser, ocr: CountingOcr) -> None:
+    """A fax server stamps each received page with a line of real text ('Fax reçu le … de
+    …'): that line passed the page's text threshold, so the scan itself, the whole report,
+    was never OCR'd (missing_ins; an upload filed as declared whoever it named)."""
+    from pipeline.identity import identify_patient
+    from tests.parsers.test_image import printed_page
+
+    ins = "284057512345672"
+    report = printed_page(ins)
+    scan = Image.new("L", (1654, 2339), 255)  # A4 at 200 dpi
+    scan.paste(report.resize((report.width * 8 // 5, report.height * 8 // 5)), (0, 100))
+    stamp = "Fax reçu le 02/03/2024 à 10:42 de +33 1 45 67 89 10 - page 1/1"
+    [document] = parser.parse(scan_with_text_lines([stamp], scan), source="fax.pdf")
+    assert ocr.calls == 1 and document.ocr_pages == 1
+    assert identify_patient(document).patient_id == ins, document.text
+    assert stamp in document.text
+
+
+def test_a_text_page_over_a_background_image_is_not_ocred(parser: PdfParser, ocr: CountingOcr) -> None:
+    """A letterhead drawn as a full-page image under a typed report: its text layer is the
+    report, and OCR would only cost time."""
+    letterhead = Image.new("L", (1000, 1400), 240)
+    lines = [f"Ligne {n} du compte rendu : résultat dans les valeurs de référence" for n in range(12)]
+    [document] = parser.parse(scan_with_text_lines(lines, letterhead), source="letter.pdf")
+    assert ocr.calls == 0 and document.ocr_pages == 0
