@@ -22,16 +22,17 @@ import logging
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from urllib.parse import urlencode
+from urllib.parse import parse_qsl, urlencode
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from fhir.resources.R4B.documentreference import DocumentReference
+from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import QueryParams
 from starlette.exceptions import HTTPException
 
-from pipeline.access import AccessDecision, as_seen, may_see, restrict
+from pipeline.access import AccessDecision, Principal, as_seen, may_see, restrict
 from pipeline.api.documents import media_of
 from pipeline.api.fhir_resources import (
     CLASS_SYSTEM,
@@ -77,6 +78,7 @@ _ISSUE_CODES = {
     405: "not-supported",
     406: "not-supported",
     413: "too-long",
+    415: "not-supported",
     500: "exception",
     503: "transient",
 }
@@ -605,6 +607,46 @@ def _wants_fhir_json(request: Request) -> bool:
     return any(m in _JSON_FORMATS for m in _accepted(request.headers.get("accept", "")))
 
 
+def _run_search(svc: Services, who: Principal, request: Request, params: QueryParams) -> Response:
+    """A ``DocumentReference`` search (GET or POST), decided, audited and paged."""
+    try:
+        search = parse_search(params, strict=_strict(request))
+    except SearchError as exc:
+        return fhir_response(operation_outcome("invalid", str(exc)), 400)
+    d = decision(svc, who, search.patient_id)
+    if search.relates_to is not None:
+        _one_document(search, _replacing(svc, d, search.patient_id, search.relates_to))
+    if search.matches_nothing:
+        result_total, records = 0, []
+    else:
+        result = svc.index.search(_query(search, d))
+        hits = () if search.count_only else result.hits
+        fetched = [svc.index.get(search.patient_id, h.doc_id) for h in hits]
+        # The query already carried the decision's filters; each record is checked again
+        # as every single-document read is.
+        records = [r for r in fetched if r is not None and may_see(r, d)]
+        result_total = result.total
+    svc.record(who, "search", search.patient_id, doc_ids=[r.doc_id for r in records], reason=d.via)
+    base = _base(request)
+    resources = [_document_reference(svc, d, r, base) for r in records]
+    warning = None
+    if search.ignored:
+        warning = operation_outcome(
+            "not-supported",
+            f"ignored (not supported): {', '.join(search.ignored)}",
+            severity="warning",
+        )
+    return fhir_response(
+        search_bundle(
+            resources,
+            total=result_total,
+            base_url=base,
+            links=_links(base, search, result_total),
+            outcome=warning,
+        )
+    )
+
+
 def create_fhir_app(svc: Services, *, version: str) -> FastAPI:
     """The ``/fhir`` sub-application over the search API's backends and guard."""
     app = FastAPI(title="Carnet FHIR R4", version=version, openapi_url=None, docs_url=None, redoc_url=None)
@@ -623,42 +665,21 @@ def create_fhir_app(svc: Services, *, version: str) -> FastAPI:
 
     @app.get("/DocumentReference")
     def search_documents(request: Request, who: Caller, svc: Svc) -> Response:
+        return _run_search(svc, who, request, request.query_params)
+
+    @app.post("/DocumentReference/_search")
+    async def search_documents_by_post(request: Request, who: Caller, svc: Svc) -> Response:
+        # R4's other search form: the parameters in a form body keep the patient's INS out of
+        # URLs (proxies' and servers' access logs), those of the URL added to them.
+        media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if media != "application/x-www-form-urlencoded":
+            return error_response(415, "a POST search is a form: application/x-www-form-urlencoded")
         try:
-            search = parse_search(request.query_params, strict=_strict(request))
-        except SearchError as exc:
-            return fhir_response(operation_outcome("invalid", str(exc)), 400)
-        d = decision(svc, who, search.patient_id)
-        if search.relates_to is not None:
-            _one_document(search, _replacing(svc, d, search.patient_id, search.relates_to))
-        if search.matches_nothing:
-            result_total, records = 0, []
-        else:
-            result = svc.index.search(_query(search, d))
-            hits = () if search.count_only else result.hits
-            fetched = [svc.index.get(search.patient_id, h.doc_id) for h in hits]
-            # The query already carried the decision's filters; each record is checked again
-            # as every single-document read is.
-            records = [r for r in fetched if r is not None and may_see(r, d)]
-            result_total = result.total
-        svc.record(who, "search", search.patient_id, doc_ids=[r.doc_id for r in records], reason=d.via)
-        base = _base(request)
-        resources = [_document_reference(svc, d, r, base) for r in records]
-        warning = None
-        if search.ignored:
-            warning = operation_outcome(
-                "not-supported",
-                f"ignored (not supported): {', '.join(search.ignored)}",
-                severity="warning",
-            )
-        return fhir_response(
-            search_bundle(
-                resources,
-                total=result_total,
-                base_url=base,
-                links=_links(base, search, result_total),
-                outcome=warning,
-            )
-        )
+            form = parse_qsl((await request.body()).decode(), keep_blank_values=True, strict_parsing=False)
+        except UnicodeDecodeError:
+            return error_response(400, "the form is not UTF-8")
+        params = QueryParams([*request.query_params.multi_items(), *form])
+        return await run_in_threadpool(_run_search, svc, who, request, params)
 
     @app.get("/DocumentReference/{resource_id}")
     def read_document(resource_id: str, request: Request, who: Caller, svc: Svc) -> Response:

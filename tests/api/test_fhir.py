@@ -489,6 +489,31 @@ def test_the_capability_statement_needs_no_token(api: Api) -> None:
     assert not [p for p in api.http.get("/openapi.json").json()["paths"] if p.startswith("/fhir")]
 
 
+def test_a_search_by_post_keeps_the_ins_out_of_the_url(record: Api) -> None:
+    form = {"patient.identifier": f"{INS_SYSTEM}|{A}", "category": "biology", "status": "current,superseded"}
+    by_get = record.http.get("/fhir/DocumentReference", headers=record.as_(patient(A)), params=form).json()
+    r = record.http.post("/fhir/DocumentReference/_search", headers=record.as_(patient(A)), data=form)
+    assert r.status_code == 200 and r.headers["content-type"].startswith(FHIR_JSON)
+    assert A not in str(r.request.url)
+    ids = [e["resource"]["id"] for e in r.json()["entry"]]
+    assert ids == [e["resource"]["id"] for e in by_get["entry"]] and len(ids) == 3
+    # URL parameters join the form's; the same decision and audit as a GET.
+    counted = record.http.post(
+        "/fhir/DocumentReference/_search?_summary=count", headers=record.as_(patient(A)), data=form
+    )
+    assert counted.json()["total"] == 3 and "entry" not in counted.json()
+    other = {"patient.identifier": B}
+    _outcome(
+        record.http.post("/fhir/DocumentReference/_search", headers=record.as_(patient(A)), data=other),
+        403,
+        "forbidden",
+    )
+    _outcome(record.http.post("/fhir/DocumentReference/_search", data=form), 401, "login")
+    as_json = record.http.post("/fhir/DocumentReference/_search", headers=record.as_(patient(A)), json=form)
+    _outcome(as_json, 415, "not-supported")
+    assert [e.action for e in record.services.audit.for_patient(A)][-3:] == ["search", "search", "search"]
+
+
 # A value of each search parameter the CapabilityStatement lists.
 LISTED_PARAMS = {
     "patient.identifier": A,
