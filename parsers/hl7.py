@@ -65,8 +65,9 @@ What is read, per message:
   ``CA``, and in a lab report carrying no document by ``D`` or ``W`` on every result;
   ``version`` is the embedded CDA's versionNumber, else 2 when an OBR-25 result
   status or the OBX-11 of a result or of the document is ``C`` (a correction shares OBR-3
-  with the report it replaces), 0 when every OBR-25 says the report is not final (preliminary, partial: it
-  comes before the final).
+  with the report it replaces), 0 when every OBR-25 says the report is not final
+  (preliminary, partial) or TXA-17 says the document is a draft (dictated, in progress,
+  incomplete): it comes before the final.
 * ``text``: the title, one line per result (``Hémoglobine (718-7) : 13.5 g/dL [12.0-16.0]
   N``), NTE comments where they stand, then the embedded documents' text.
 """
@@ -382,7 +383,7 @@ class _Reader:
             producer_finess=finess or inner.producer_finess,
             producer_name=producer_name or inner.producer_name,
             producer_document_id=document_id,
-            version=inner.version or _report_version(obrs, [*self.result_statuses, self.document_status]),
+            version=inner.version or _report_version(obrs, self.statuses(), txa),
             document_ids=tuple(i for i in own_ids if i != document_id),
             refers_to=_replaced_ids(message_type, txa, inner),
             withdraw=withdraw,
@@ -394,6 +395,10 @@ class _Reader:
             ocr_confidence=inner.ocr_confidence,
             warnings=tuple(self.warnings) + tuple(w for d in self.embedded for w in d.warnings),
         )  # fmt: skip
+
+    def statuses(self) -> list[str]:
+        """OBX-11 of the results and of the document's OBX."""
+        return [*self.result_statuses, self.document_status]
 
     def _collected_on(self) -> dt.date | None:
         """The earliest specimen collection (SPM-17) or observation (OBX-14) date: what the
@@ -620,17 +625,24 @@ def _text_document(payload: bytes, media: str, source: str) -> ParsedDocument:
 _NOT_FINAL = frozenset({"A", "P", "R", "I", "S", "O"})
 
 
-def _report_version(obrs: list[Segment], result_statuses: list[str]) -> int | None:
-    """The report's place among the versions of its order (OBR-3), from OBR-25 and the
-    OBX-11 of its results and document: 0 when not final yet, 2 when corrected (OBR-25 C,
-    a result C: many LIS mark the corrected result alone and leave OBR-25 F, or the
-    document's OBX C, the profile's replacement), else None (an original, 1). A
-    preliminary report, or the original sent again, arriving after the final one or the
-    correction (files sorted by name, a replayed queue) must not replace it."""
+# TXA-17 document completion statuses (HL7 table 0271) of a draft: dictated, in progress,
+# incomplete. Documented, pre-authenticated, authenticated and legally authenticated are not.
+_DRAFT = frozenset({"DI", "IP", "IN"})
+
+
+def _report_version(obrs: list[Segment], result_statuses: list[str], txa: Segment | None) -> int | None:
+    """The report's place among the versions of its order (OBR-3) or document (TXA-12),
+    from OBR-25, the OBX-11 of its results and document, and TXA-17: 0 when not final yet
+    (a preliminary report, a draft), 2 when corrected (OBR-25 C, a result C: many LIS mark
+    the corrected result alone and leave OBR-25 F, or the document's OBX C, the profile's
+    replacement), else None (an original, 1). A preliminary report or a draft, or the
+    original sent again, arriving after the final one or the correction (files sorted by
+    name, a replayed queue) must not replace it."""
     statuses = {o.value(25) for o in obrs} - {""}
     if "C" in statuses or "C" in result_statuses:
         return 2
-    return 0 if statuses and statuses <= _NOT_FINAL else None
+    draft = txa is not None and txa.value(17).upper() in _DRAFT
+    return 0 if draft or (statuses and statuses <= _NOT_FINAL) else None
 
 
 # OBR-24 diagnostic service sections (HL7 table 0074) of imaging, and the DICOM modality

@@ -682,6 +682,21 @@ def test_a_pdf_replaced_through_its_document_obx_11_c_is_the_corrected_version(p
     assert corrected.producer_document_id == original.producer_document_id == "DOS-COLIN-1"
 
 
+@pytest.mark.parametrize(
+    ("status", "version"),
+    [("AU", None), ("LA", None), ("PA", None), ("DO", None), ("DI", 0), ("IP", 0), ("IN", 0)],
+)
+def test_txa_17_places_a_draft_before_the_authenticated_document(
+    parser: Hl7Parser, status: str, version: int | None
+) -> None:
+    # TXA-17 (HL7 table 0271): dictated, in progress or incomplete is a draft, as OBR-25 P
+    # is a preliminary report: the authenticated document it precedes never yields to it.
+    data = (FR / "11_mdm_t02_pdf_v1.hl7").read_bytes()
+    assert b"|||||AU||AV" in data
+    [doc] = parser.parse(data.replace(b"|||||AU||AV", b"|||||%s||AV" % status.encode(), 1), source="x")
+    assert doc.version == version
+
+
 def test_oru_with_a_pdf_in_ed_gives_the_pdf_text(parser: Hl7Parser) -> None:
     [doc] = fr_parse(parser, "02_oru_pdf_lf.hl7")
     assert doc.results == () and doc.page_count == 1 and doc.type_code == "11502-2"
