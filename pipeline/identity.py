@@ -341,6 +341,9 @@ def identify_patient(doc: ParsedDocument) -> IdentityResult:
                 ),
             ),
         )
+    unread_other = _another_unread(doc.text, valid_structured[:1] or valid_printed[:1], printed)
+    if unread_other is not None:
+        return IdentityResult(None, (unread_other,))
     if valid_structured:
         ins = valid_structured[0]
         others = [p for p in valid_printed if p != ins]
@@ -422,6 +425,40 @@ def identify_patient(doc: ParsedDocument) -> IdentityResult:
     return IdentityResult(
         None, (Problem(code=Reason.MISSING_INS, message="no INS found in structured fields or in the text"),)
     )
+
+
+# OCR's letters for digits (``_MISREAD_DIGITS``), each with the digit it stands for.
+_MISREAD_AS = {
+    **dict.fromkeys("OoDQ", "0"), **dict.fromkeys("lIi|!", "1"), **dict.fromkeys("Zz", "2"),
+    **dict.fromkeys("Ss", "5"), **dict.fromkeys("Gb", "6"), "T": "7", "B": "8", **dict.fromkeys("gq", "9"),
+}  # fmt: skip
+
+
+def _misreadings(printed: str, ins: str) -> int:
+    """How many characters of ``printed`` (compact) differ from ``ins``, a letter OCR takes
+    for the digit ``ins`` has there counting as the same."""
+    return sum(1 for p, i in zip(printed, ins, strict=True) if p.upper() != i and _MISREAD_AS.get(p) != i)
+
+
+def _another_unread(text: str, identified: list[str], printed: list[str]) -> Problem | None:
+    """The conflict of a document whose INS is ``identified`` (one) that prints, as the
+    patient's, another number it cannot read (letters for digits, or a wrong key).
+
+    One character away from the INS it is that INS misread (a header or footer copy: two
+    people's INS differ in two characters at least, the key changing with any digit of the
+    NIR); further, it may be another patient's, as in two reports merged into one PDF.
+    """
+    if not identified:
+        return None
+    unread = [p for p in printed if not is_valid_ins(p)] + _unreadable(text)
+    if any(len(p) == len(identified[0]) and _misreadings(p, identified[0]) > 1 for p in unread):
+        return Problem(
+            code=Reason.IDENTITY_CONFLICT,
+            message="besides its INS, the document prints as the patient's another one that cannot be "
+            "read (letters for digits, or a wrong key) and is not that INS misread: it may name "
+            "another patient",
+        )
+    return None
 
 
 def identify_in_record(doc: ParsedDocument, patient_id: str) -> IdentityResult:

@@ -520,3 +520,29 @@ def test_an_upload_printing_another_valid_ins_without_its_label_is_filed_nowhere
     # The insured parent's number on a child's document uploaded by the parent: the child's.
     child = identify_in_record(doc(f"Enfant DUPONT Léa\nAssuré : DUPONT Marc  N° SS {spaced(INS_B)}"), INS_A)
     assert child.patient_id == INS_A
+
+
+def test_another_ins_printed_unreadable_beside_a_valid_one_is_a_conflict() -> None:
+    """Two reports merged in one PDF, the second a scan whose INS OCR misread: the document
+    was filed under the first patient, the second patient's report with it."""
+    other_misread = INS_B[:3] + "O" + INS_B[4:]  # a letter for a digit
+    other_wrong_key = wrong_key(INS_B)
+    for structured in ((), (PatientIdentifier(value=INS_A, kind="INS"),)):
+        for other in (other_misread, other_wrong_key):
+            text = (
+                f"Patient : DUPONT Jeanne\nINS : {spaced(INS_A)}\n\n"
+                f"Patient : MARTIN Paul\nINS : {spaced(other)}"
+            )
+            result = identify_patient(doc(text, structured))
+            assert result.patient_id is None, other
+            assert [p.code for p in result.problems] == [Reason.IDENTITY_CONFLICT]
+
+
+@pytest.mark.parametrize("position", [0, 4, 9, 14])
+def test_the_same_ins_misread_once_beside_it_is_still_that_patients(position: int) -> None:
+    """Header and footer print the patient's INS on every page; OCR may misread one copy by
+    a character (a digit for another, a letter for a digit): that is no second patient."""
+    for wrong in ("O" if INS_A[position] == "0" else "8" if INS_A[position] != "8" else "3", "S"):
+        misread = INS_A[:position] + wrong + INS_A[position + 1 :]
+        text = f"INS : {spaced(INS_A)}\nGlycémie 5,1 mmol/L\n\nINS : {spaced(misread)}  page 2/2"
+        assert identify_patient(doc(text)).patient_id == INS_A, misread
