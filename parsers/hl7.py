@@ -3,7 +3,8 @@
 Messages read (``DOCUMENT_MESSAGES``): ORU^R01, and the MDM events of the ANS CI-SIS
 profile "Transmission de documents CDA en HL7 v2" that carry a document or withdraw one.
 Any other message (ACK, ADT, QRY, local Z messages) gives a ``ParsedDocument`` with a
-blocking ``unsupported_message`` problem naming its type.
+blocking ``unsupported_message`` problem naming its type, and so does a message MSH-11
+says is a training or debugging one (``T``, ``D``): a test system's, filed nowhere.
 
 A file may hold several messages, with ``\\r``, ``\\n`` or ``\\r\\n`` between segments, MLLP
 framing and FHS/BHS/BTS/FTS batch envelopes (dropped); a file in UTF-16, with or without a
@@ -237,6 +238,9 @@ def read_message(raw: RawMessage, *, source: str, part: int, embedded: ParserCho
     message_type = _message_type(msh)
     if message_type not in DOCUMENT_MESSAGES:
         return _not_a_document(msh, message_type, source, part, content)
+    processing = msh.value(11)
+    if processing not in _PRODUCTION:
+        return _not_production(msh, message_type, processing, source, part, content)
     segments = []
     for line in lines:
         check_segment_name(line, seps, source=source)
@@ -305,6 +309,26 @@ def _not_a_document(
         warnings=(Problem(code=Reason.UNSUPPORTED_MESSAGE, message=(
             f"HL7 message {part} is {message_type}, not a document message"
             f" (Carnet reads {known})")),),
+    )  # fmt: skip
+
+
+# MSH-11 processing ids (HL7 table 0103) of a message from production: P, or none given
+# (senders that leave the field out). T (training) and D (debugging) are test systems'.
+_PRODUCTION = frozenset({"P", ""})
+
+
+def _not_production(
+    msh: Segment, message_type: str, processing: str, source: str, part: int, content: bytes
+) -> ParsedDocument:
+    """A message MSH-11 says comes from a training or debugging system: its patients may be
+    real people's identities used for tests, so it is refused on its header (HL7 v2.5
+    2.9.2: a processing id the receiver does not run is rejected, AR) and filed nowhere."""
+    return ParsedDocument(
+        source=source, part=part, format=Format.HL7V2, content=content,
+        message_type=message_type, message_control_id=msh.value(10),
+        warnings=(Problem(code=Reason.UNSUPPORTED_MESSAGE, message=(
+            f"HL7 message {part} has MSH-11 processing id {processing!r} (training or debugging),"
+            " not P (production): a test system's message is filed nowhere")),),
     )  # fmt: skip
 
 

@@ -611,6 +611,23 @@ def test_non_document_messages_are_unsupported_message_naming_their_type(parser:
         assert doc.message_control_id and doc.content.startswith(b"MSH|")
 
 
+@pytest.mark.parametrize(
+    ("processing", "refused"), [("T", True), ("D", True), ("T^I", True), ("P", False), ("", False)]
+)
+def test_a_training_or_debugging_message_is_refused_on_its_header(
+    parser: Hl7Parser, processing: str, refused: bool
+) -> None:
+    # MSH-11 (HL7 table 0103): T training, D debugging. A test system's message reaching
+    # production names patients that may be real: refused as HL7 2.9.2 says (AR), never filed.
+    data = sample("oru_single.hl7").replace(b"|MSG0001|P|2.5|", f"|MSG0001|{processing}|2.5|".encode(), 1)
+    [doc] = parser.parse(data, source="x")
+    codes = [w.code for w in doc.warnings if w.blocking]
+    assert codes == ([Reason.UNSUPPORTED_MESSAGE] if refused else [])
+    if refused:
+        assert f"MSH-11 processing id {processing.split('^')[0]!r}" in doc.warnings[0].message
+        assert doc.message_control_id == "MSG0001"
+
+
 def test_a_file_holding_one_adt_is_a_rejected_message_not_a_parse_error(parser: Hl7Parser) -> None:
     data = b"MSH|^~\\&|A|B|C|D|20240101||ADT^A08^ADT_A01|X1|P|2.5\rPID|1||123^^^H^PI\rZBE|1"
     [doc] = parser.parse(data, source="x")
