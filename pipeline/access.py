@@ -459,6 +459,10 @@ class AccessRules:
                 f"break-the-glass needs a reason of at least {MIN_REASON_VISIBLE_CHARS} visible characters"
             )
         expires = now + BREAK_GLASS_DURATION
+        if self._ref_key is not None and self._closed(patient_id):
+            # Opened as on any INS, under the keyed reference: the INS and the reason (which
+            # may name the patient) stay out of the state database; the audit log has both.
+            patient_id, reason = self._ref(patient_id), ""
         self._write(
             t.break_glass.insert().values(
                 patient_id=patient_id,
@@ -615,7 +619,12 @@ class AccessRules:
     def _decide(self, who: Principal, patient_id: str, now: dt.datetime) -> AccessDecision:
         if self._ref_key is not None and self._closed(patient_id):
             # Erased: nobody reads or writes it any more, so no grant, delegation or
-            # break-the-glass row brings the INS back into the state database.
+            # break-the-glass row brings the INS back into the state database. A
+            # professional's emergency opening is kept under the account's keyed reference
+            # and shows nothing: as for an INS Carnet never held, an empty record (refused,
+            # it told any professional who had erased their account).
+            if who.role is Role.PROFESSIONAL and self._emergency(self._ref(patient_id), who.subject, now):
+                return AccessDecision(allowed=True, via="break_glass", allowed_classes=())
             return AccessDecision(allowed=False, via=ACCOUNT_CLOSED)
         if who.role is Role.PATIENT:
             if who.subject != patient_id:
@@ -624,7 +633,7 @@ class AccessRules:
                 allowed=True, via="owner", may_upload=True, exclude_visibility=(Visibility.INVISIBLE_PATIENT,)
             )
         if who.role is Role.PROFESSIONAL:
-            b, a, g = t.blocks.c, t.authorisations.c, t.break_glass.c
+            b, a = t.blocks.c, t.authorisations.c
             if self._one(select(1).where(b.patient_id == patient_id, b.rpps == who.subject)):
                 return AccessDecision(allowed=False, via="blocked")
             hidden = (Visibility.MASQUE_PS,)
@@ -645,25 +654,37 @@ class AccessRules:
                     via="authorisation",
                     exclude_visibility=(*hidden, Visibility.INVISIBLE_REPRESENTANTS_LEGAUX),
                 )
-            if self._one(
-                select(1).where(
-                    g.patient_id == patient_id,
-                    g.rpps == who.subject,
-                    g.opened_at <= now.isoformat(),
-                    g.expires_at > now.isoformat(),
-                )
-            ):
+            if self._emergency(patient_id, who.subject, now):
                 return AccessDecision(allowed=True, via="break_glass", exclude_visibility=hidden)
             return AccessDecision(allowed=False, via="not_authorised")
         if who.role is Role.CAREGIVER:
             return self._caregiver(who, patient_id, now)
         return self._representative(who.subject, patient_id, now)
 
-    def _closed(self, patient_id: str) -> bool:
+    def _ref(self, patient_id: str) -> str:
         assert self._ref_key is not None
+        return patient_ref(self._ref_key, patient_id)
+
+    def _closed(self, patient_id: str) -> bool:
         c = t.closures.c
-        ref = patient_ref(self._ref_key, patient_id)
+        ref = self._ref(patient_id)
         return self._one(select(1).where(c.patient_ref == ref, c.reason == ACCOUNT_CLOSED)) is not None
+
+    def _emergency(self, patient_key: str, rpps: str, now: dt.datetime) -> bool:
+        """Whether ``rpps`` holds an open break-the-glass on ``patient_key`` (an INS, or a
+        closed account's keyed reference)."""
+        g = t.break_glass.c
+        return (
+            self._one(
+                select(1).where(
+                    g.patient_id == patient_key,
+                    g.rpps == rpps,
+                    g.opened_at <= now.isoformat(),
+                    g.expires_at > now.isoformat(),
+                )
+            )
+            is not None
+        )
 
     def _representative(self, person_id: str, patient_id: str, now: dt.datetime) -> AccessDecision:
         r = t.representatives.c

@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query
 from fastapi.exceptions import RequestValidationError
 
-from pipeline.access import ACCOUNT_CLOSED, BirthDateMismatch, Grant, Role, visible_ids
+from pipeline.access import BirthDateMismatch, Grant, Role, visible_ids
 from pipeline.api.guard import FORBIDDEN, Caller, Svc, decision, managing
 from pipeline.api.schemas import (
     ERRORS,
@@ -222,8 +222,10 @@ def break_glass(ins: Ins, body: BreakGlassRequest, who: Caller, svc: Svc) -> Bre
         svc.record(who, "denied", ins, reason="break_glass_needs_professional")
         raise FORBIDDEN
     now = svc.clock()
-    refused = svc.rules.decide(who, ins, now).via
-    if refused in ("blocked", ACCOUNT_CLOSED):  # nothing is opened for them
+    # Nothing is opened for a blocked professional. A closed account is opened as any INS
+    # is (``AccessRules.open_break_glass``), showing nothing: refused, it told any
+    # professional who had erased their account.
+    if (refused := svc.rules.decide(who, ins, now).via) == "blocked":
         svc.record(who, "denied", ins, reason=refused)
         raise FORBIDDEN
     # Audited before it is opened: an audit log that cannot be written refuses the opening

@@ -417,15 +417,22 @@ def test_a_closed_account_is_closed_to_every_route(api: Api) -> None:
         (patient(A), "GET", f"/patients/{A}/history", None),
         (patient(A), "GET", f"/patients/{A}/documents", None),
         (patient(A), "GET", f"/fhir/DocumentReference?patient.identifier={A}", None),
-        (other_pro, "POST", f"/patients/{A}/break-glass", {"reason": "Arrêt cardiaque aux urgences"}),
         (other_pro, "GET", f"/patients/{A}/documents", None),
     ]
     for who, method, path, body in attempts:
         r = api.http.request(method, path, headers=api.as_(who), json=body)
         assert r.status_code == 403, (method, path, r.status_code)
+    # A break-the-glass opens as on an INS Carnet never held, on an empty record (refused,
+    # it told any professional who had erased their account), kept under the keyed reference.
+    r = api.post(other_pro, f"/patients/{A}/break-glass", json={"reason": "Arrêt cardiaque aux urgences"})
+    assert r.status_code == 200
+    assert api.get(other_pro, f"/patients/{A}/documents").json()["total"] == 0
+    assert api.get(other_pro, f"/patients/{A}/documents/a1").status_code == 404
     with sqlite3.connect(api.settings.data_dir / "state.db") as conn:
-        for table in ("authorisations", "blocks", "delegations", "representatives", "break_glass"):
+        for table in ("authorisations", "blocks", "delegations", "representatives"):
             assert conn.execute(f"SELECT count(*) FROM {table}").fetchone() == (0,), table
+        opened = conn.execute("SELECT patient_id, reason FROM break_glass").fetchall()
+    assert opened == [(patient_ref(patient_ref_key(api.settings), A), "")]
     denied = [e.reason for e in api.services.audit.for_patient(A) if e.action == "denied"]
     assert denied.count("account_closed") == len(attempts)
     # Reopened at the patient's request: theirs again.

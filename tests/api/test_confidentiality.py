@@ -282,3 +282,45 @@ def test_past_a_hidden_middle_version_the_reader_sees_the_chain_they_may_see(api
         params = {"patient.identifier": ins, "relatesto": f"DocumentReference/{ins}-{target}"}
         bundle = api.get(me, "/fhir/DocumentReference", params=params).json()
         assert [e["resource"]["id"] for e in bundle.get("entry", [])] == expected
+
+
+def test_a_professional_cannot_tell_an_erased_account_from_an_ins_never_seen(api: Api) -> None:
+    """A break-the-glass on an erased account was refused (403) where one on any INS Carnet
+    never held opened (200, then an empty record): any professional learnt who had had
+    their account erased. Both now answer alike, and the erased INS stays out of the state
+    database (the opening is kept under the account's keyed reference)."""
+    import sqlite3
+
+    erased, never = make_ins(40), make_ins(41)
+    api.file(erased, "a1", text="hémoglobine")
+    assert api.delete(patient(erased), f"/patients/{erased}").status_code == 200
+    reason = {"reason": "Arrêt cardiaque aux urgences"}
+
+    def answers(ins: str) -> list[tuple[int, object]]:
+        out: list[tuple[int, object]] = []
+        for method, path in (
+            ("GET", f"/patients/{ins}/documents"),
+            ("POST", f"/patients/{ins}/break-glass"),
+            ("GET", f"/patients/{ins}/documents"),
+            ("GET", f"/patients/{ins}/documents/a1"),
+            ("GET", f"/fhir/DocumentReference?patient.identifier={ins}"),
+            ("GET", f"/patients/{ins}/history"),
+        ):
+            r = api.http.request(
+                method, path, headers=api.as_(PRO), json=reason if method == "POST" else None
+            )
+            body = r.json()
+            if isinstance(body, dict):  # what names the patient, or the instant of the answer
+                body = {
+                    k: v
+                    for k, v in body.items()
+                    if k not in ("patient_id", "id", "meta", "link", "timestamp")
+                }
+            out.append((r.status_code, body))
+        return out
+
+    assert answers(erased) == answers(never)
+    assert answers(erased)[1][0] == 200
+    with sqlite3.connect(api.settings.data_dir / "state.db") as conn:
+        rows = conn.execute("SELECT patient_id, reason FROM break_glass").fetchall()
+    assert erased not in str(rows) and len(rows) == 3  # 2 for the erased account's ref, 1 for the other
