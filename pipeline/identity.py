@@ -44,10 +44,11 @@ INS_KINDS = frozenset({"INS", "INS-NIR", "INS-C", "NIR", "INS-NIA", *INS_TEST_KI
 # What may stand between the characters of a printed INS: any run of whitespace (spaces,
 # U+00A0 and U+202F as PDF text layers write them, other Unicode spaces, tabs) holding at
 # most one line break (never a blank line), plus the zero-width characters some generators
-# insert, and an optional dot. ``_plausible_layout`` then checks where the line breaks
+# insert, and an optional dot, dash or slash ("2-84-05-75-123-456-72", as some software
+# prints it). ``_plausible_layout`` then checks where the line breaks
 # fall. Possessive quantifiers keep the match linear on hostile input.
 _H = r"(?:[^\S\r\n]|[\u200b-\u200d\u2060\ufeff])*+"
-_GAP = rf"{_H}(?:(?:\r\n|[\r\n]){_H})?(?:\.{_H})?"
+_GAP = rf"{_H}(?:(?:\r\n|[\r\n]){_H})?(?:[.\-\u2013/]{_H})?"
 # The NIR and key in that spacing: "2 84 05 75 123 456 78", "284057512345678",
 # "2 84 05 2A 123 456 - 78", "1 67 01 53 130 889  66". Groups: sex, year, month,
 # department (2 chars incl. 2A/2B), commune (3), order (3), key (2).

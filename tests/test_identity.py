@@ -546,3 +546,14 @@ def test_the_same_ins_misread_once_beside_it_is_still_that_patients(position: in
         misread = INS_A[:position] + wrong + INS_A[position + 1 :]
         text = f"INS : {spaced(INS_A)}\nGlycémie 5,1 mmol/L\n\nINS : {spaced(misread)}  page 2/2"
         assert identify_patient(doc(text)).patient_id == INS_A, misread
+
+
+@pytest.mark.parametrize("separator", ["-", "/", ".", " - ", "\u2013"])
+def test_an_ins_whose_groups_are_joined_by_dashes_or_slashes(separator: str) -> None:
+    """Some software prints the INS '2-84-05-75-123-456-72': it was missing_ins, and a
+    patient's upload of another person's document so printed was filed as theirs."""
+    from pipeline.identity import identify_in_record
+
+    text = f"Patient : DUPONT Jeanne\nINS : {separator.join(groups(INS_A))}\nGlycémie 5,1 mmol/L"
+    assert identify_patient(doc(text)).patient_id == INS_A
+    assert [p.code for p in identify_in_record(doc(text), INS_B).problems] == [Reason.IDENTITY_CONFLICT]
