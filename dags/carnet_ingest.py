@@ -19,7 +19,7 @@ Producers drop batches as ``<feed>/<producer>/<batch>/`` and mark them complete 
    nothing to do (the mapped tasks are then skipped).
 
 Re-running is safe: batches already in the ledger are not discovered again (unless the
-producer dropped one again under its name: a new delivery, processed anew) and
+producer closed one again under its name: a new delivery, processed anew) and
 ``process`` is idempotent. Every task alerts on failure (``pipeline.monitoring``); a feed
 URL that leads nowhere fails ``discover`` at once, without retries.
 

@@ -54,6 +54,7 @@ class AlertKind(StrEnum):
     FEED_SILENT = "feed_silent"
     FOLDER_UNLISTED = "folder_unlisted"
     STRAY_ENTRY = "stray_entry"
+    BATCH_CHANGED = "batch_changed"
     INTEGRITY = "integrity"
 
 
@@ -750,12 +751,14 @@ def listing_alerts(
     feed: str,
     unlisted: Iterable[Any],
     stray: Sequence[str] = (),
+    changed: Sequence[str] = (),
     *,
     notifier: Notifier | None = None,
 ) -> list[Alert]:
     """An alert per producer or batch folder (``UnlistedFolder``) the feed could not list:
-    its batches wait unseen until its permissions are fixed, while the others run; and one
-    per producer (or the feed's root) with entries outside any batch, never processed."""
+    its batches wait unseen until its permissions are fixed, while the others run; one
+    per producer (or the feed's root) with entries outside any batch, never processed;
+    one per processed batch (key) whose documents changed without its being closed again."""
     by_producer: dict[str | None, list[str]] = defaultdict(list)
     for path in stray:
         producer, _, rest = path.rpartition("/")
@@ -773,7 +776,19 @@ def listing_alerts(
         )
         for producer, names in by_producer.items()
     ]
-    alerts = stray_alerts + [
+    changed_alerts = [
+        Alert(
+            kind=AlertKind.BATCH_CHANGED,
+            feed=feed,
+            producer=key.split("/", 1)[0],
+            batch=key,
+            at=_now(),
+            message=f"batch {key} changed since it was processed but was not closed again: not "
+            "processed until its _READY or _manifest.json is written again (after its last file)",
+        )
+        for key in changed
+    ]
+    alerts = stray_alerts + changed_alerts + [
         Alert(
             kind=AlertKind.FOLDER_UNLISTED,
             feed=feed,

@@ -356,12 +356,14 @@ def test_a_batch_dropped_again_under_its_name_is_a_new_delivery(
 ) -> None:
     """A producer re-sending a batch under the name of one already processed (the same
     files, or changed ones) was skipped in silence: discover left it out for good, and the
-    old _report.json stood. It is now processed as a new delivery: every document in one
-    state (duplicate when sent again unchanged) and a new report. Left alone, it is not."""
+    old _report.json stood. Closed again (its _READY written again, as when first sent), it
+    is now processed as a new delivery: every document in one state (duplicate when sent
+    again unchanged) and a new report. Left alone, it is not."""
     import time
 
     from pipeline.feeds import REPORT
     from pipeline.ingest import discover_batches, process_batch
+    from pipeline.monitoring import AlertKind, load_alerts
     from pipeline.settings import Settings
     from tests.test_acks import _validate
     from tests.test_erasure import A, B, _oru
@@ -399,6 +401,15 @@ def test_a_batch_dropped_again_under_its_name_is_a_new_delivery(
     deliver({"c.hl7": _oru(A, "M3", surname="DUPONT", words="ferritine", printed="controle")})
     assert run() == [{"a.hl7": "duplicate", "b.hl7": "duplicate", "c.hl7": "indexed"}]
     assert run() == []
+    # A document written under a processed batch not closed again may be an upload under
+    # way: never processed half, but alerted; closed again, the batch is processed whole.
+    time.sleep(1.1 if s3 else 0.05)
+    drop("labo/b1/d.hl7", _oru(B, "M4", surname="MARTIN", words="potassium"))
+    assert run() == []
+    changed = [a for a in load_alerts(settings) if a.kind is AlertKind.BATCH_CHANGED]
+    assert [a.batch for a in changed] == ["labo/b1"] and "_READY" in changed[0].message
+    deliver({})
+    assert run() == [{"a.hl7": "duplicate", "b.hl7": "duplicate", "c.hl7": "duplicate", "d.hl7": "indexed"}]
 
 
 def test_batches_processed_before_deliveries_were_recorded_are_not_processed_again(tmp_path: Path) -> None:

@@ -7,8 +7,8 @@ rejected with ``manifest_mismatch``, and so is every file of a batch whose manif
 cannot be read (``BatchRef.manifest_error``): the batch is listed, answered, and the
 feed's other batches run. Carnet writes its acknowledgement ``_report.json``
 (and HL7 ACKs under ``_ack/``) back into the batch. A batch's identity is its key and its
-delivery (``BatchRef.delivery``, a fingerprint of its listing): the same name dropped
-again is a new delivery, processed again.
+delivery (``BatchRef.delivery``, a fingerprint of its listing): the same name closed
+again (marker or manifest written again) is a new delivery, processed again.
 
 ``FolderFeed`` (``pipeline.feeds.folder``) and ``S3Feed`` (``pipeline.feeds.s3``) implement
 the ``Feed`` protocol (``pipeline.feeds.base``); ``open_feed`` picks one from a URL. Which

@@ -38,8 +38,9 @@ class BatchRef(Frozen):
     # its files are refused (the producer vouched for none of them), the feed's others run.
     manifest_error: str | None = None
     # A fingerprint of the batch's files as listed (names, sizes, modification stamps or
-    # S3 ETags and dates; the marker and manifest too, never Carnet's own files): the same
-    # name dropped again, even with the very same bytes, is another delivery.
+    # S3 ETags and dates; never Carnet's own files), in two parts: its closing files
+    # (marker, manifest), its documents. The same name closed again, even over the very
+    # same bytes, is another delivery (``closed_again``).
     delivery: str = ""
 
     @property
@@ -57,9 +58,24 @@ class UnlistedFolder(Frozen):
 
 
 def delivery_fingerprint(versions: Iterable[tuple[str, str]]) -> str:
-    """``BatchRef.delivery`` from each listed file's (name, version stamp)."""
-    lines = sorted(f"{printable_name(name)}\x1f{version}" for name, version in versions)
-    return hashlib.sha256("\x1e".join(lines).encode()).hexdigest()
+    """``BatchRef.delivery`` from each listed file's (name, version stamp): the digest of
+    the closing files' stamps (marker, manifest), ``:``, the digest of the documents'."""
+    closing: list[str] = []
+    documents: list[str] = []
+    for name, version in versions:
+        (closing if name in (READY_MARKER, MANIFEST) else documents).append(
+            f"{printable_name(name)}\x1f{version}"
+        )
+    return ":".join(
+        hashlib.sha256("\x1e".join(sorted(lines)).encode()).hexdigest()[:32] for lines in (closing, documents)
+    )
+
+
+def closed_again(decided: str, current: str) -> bool:
+    """Whether a batch's marker or manifest was written again since the delivery decided:
+    the producer closed it anew, a new delivery to process. Documents changed under a
+    batch not closed again may be an upload still under way: never processed half."""
+    return decided.partition(":")[0] != current.partition(":")[0]
 
 
 def is_delivered_file(name: str) -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 from pipeline.feeds import BatchRef, Feed, open_feed, printable_name
+from pipeline.feeds.base import closed_again
 from pipeline.feeds.config import is_scan_heavy
 from pipeline.ledger import Ledger
 from pipeline.settings import Settings
@@ -14,29 +15,34 @@ log = logging.getLogger(__name__)
 
 def pending_batches(settings: Settings, feed: Feed) -> list[BatchRef]:
     """The feed's complete batches not processed yet: new ones, and processed ones the
-    producer dropped again (another delivery under the same name: its files changed, even
-    if only written again). An alert for each folder the feed could not list (that
-    producer's batches wait, the others' are returned)."""
+    producer closed again (its marker or manifest written again: another delivery under
+    the same name, whether its documents changed or not). Alerts: for each folder the
+    feed could not list or entry outside any batch, and for each processed batch whose
+    documents changed without its being closed again (not processed: maybe an upload
+    still under way)."""
     batches = feed.list_batches()
-    if feed.unlisted or feed.stray:
-        from pipeline.monitoring import listing_alerts
-
-        listing_alerts(settings, feed.url, feed.unlisted, feed.stray)
-    pending = []
+    pending, changed = [], []
     ledger = Ledger(settings)
     try:
         done = ledger.processed_deliveries(feed.url)
         for b in batches:
             key = printable_name(b.key)  # as process_batch names the batch in the ledger
+            decided = done.get(key, "")
             if key not in done:
                 pending.append(b)
-            elif done[key] is None:
+            elif decided is None:
                 ledger.adopt_delivery(feed.url, key, b.delivery)  # decided before 0009
-            elif done[key] != b.delivery:
-                log.info("batch %s of %s dropped again: to be processed as a new delivery", key, feed.url)
+            elif closed_again(decided, b.delivery):
+                log.info("batch %s of %s closed again: to be processed as a new delivery", key, feed.url)
                 pending.append(b)
+            elif decided != b.delivery:
+                changed.append(key)
     finally:
         ledger.close()
+    if feed.unlisted or feed.stray or changed:
+        from pipeline.monitoring import listing_alerts
+
+        listing_alerts(settings, feed.url, feed.unlisted, feed.stray, changed)
     return pending
 
 

@@ -11,6 +11,7 @@ from collections.abc import Iterator, Mapping, Sequence
 
 from pipeline.errors import SourceError, UnreadableFileError, UnsafePathError
 from pipeline.feeds import MANIFEST, BatchRef, Feed, ManifestEntry, printable_name
+from pipeline.feeds.base import closed_again
 from pipeline.ingest.run import Pipeline
 from pipeline.ingest.stages import InputFile
 from pipeline.ledger import Ledger
@@ -77,9 +78,9 @@ def _write_ack(feed: Feed, batch: BatchRef, files: Mapping[str, bytes]) -> None:
 def process_batch(settings: Settings, feed_url: str, batch_key: str) -> BatchSummary:
     """Ingest one complete batch; write its acknowledgement; record it as processed.
 
-    Idempotent: a batch already recorded in the ledger for the same delivery of its files
-    (``BatchRef.delivery``) is not processed again (its stored summary is returned). One
-    the producer dropped again under the same name is a new delivery: processed again, its
+    Idempotent: a batch already recorded in the ledger is not processed again (its stored
+    summary is returned) unless the producer closed it again (``closed_again``: its marker
+    or manifest written again): a new delivery under the same name, processed again, its
     documents sent again reported duplicates, and its new report written over the old.
     """
     feed = _open_feed(settings, feed_url)
@@ -97,7 +98,8 @@ def process_batch(settings: Settings, feed_url: str, batch_key: str) -> BatchSum
     finally:
         ledger.close()
     # A processed batch the producer has cleared away since is still answered by its summary.
-    if stored is not None and (listed is None or decided in (None, listed.delivery)):
+    new_delivery = listed is not None and decided is not None and closed_again(decided, listed.delivery)
+    if stored is not None and not new_delivery:
         log.info("batch %s of %s already processed; skipping", batch_key, feed.url)
         return BatchSummary.model_validate_json(stored)
     if stored is not None:

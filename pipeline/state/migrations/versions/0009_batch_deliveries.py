@@ -1,5 +1,5 @@
 """A processed batch records which delivery of its files it decided (``batches.delivery``,
-a fingerprint of the files as listed): a producer dropping a batch again under the same
+a fingerprint of the files as listed): a producer closing a batch again under the same
 name (the same files sent again, or others) is processed as a new delivery and gets a new
 report; it was skipped in silence, its old report left in place.
 
