@@ -259,6 +259,10 @@ class DocumentRecord(Frozen):
     source: str
     format: Format
     content_sha256: str
+    # The filed bytes' size and SHA-1 (hex), kept at filing for FHIR's Attachment.size and
+    # .hash, which would otherwise need the original decrypted (None: filed before they were).
+    content_size: int | None = None
+    content_sha1: str | None = None
     text: str = ""
     results: tuple[LabResult, ...] = ()
     visibility: tuple[Visibility, ...] = ()

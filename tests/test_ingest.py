@@ -226,6 +226,9 @@ def test_a_text_past_the_limit_is_indexed_in_part_with_a_warning(tmp_path: Path)
     finally:
         index.close()
     assert record is not None and 0 < len(record.text) <= 120 and record.results
+    # The filed bytes' size and SHA-1 are kept for FHIR's Attachment (no decryption to serve them).
+    assert record.content_size == len(cda.read_bytes())
+    assert record.content_sha1 == hashlib.sha1(cda.read_bytes()).hexdigest()
 
 
 def test_cap_text_cuts_after_a_line_and_leaves_short_texts_alone() -> None:

@@ -55,7 +55,7 @@ from pipeline.api.fhir_resources import (
 from pipeline.api.guard import NOT_FOUND, Caller, Services, Svc, decision, readable
 from pipeline.api.schemas import DOC_ID_PATTERN, INS_PATTERN, QUERY_MAX_CHARS
 from pipeline.errors import BackendUnavailable
-from pipeline.model import DocClass, DocumentRecord, SearchQuery
+from pipeline.model import DocClass, DocumentRecord, Format, SearchQuery
 
 log = logging.getLogger(__name__)
 
@@ -494,8 +494,10 @@ def _document_reference(
             continue
         if as_seen(svc.index, d, older).superseded_by == record.doc_id:
             replaces.append(v.doc_id)
-    # The original's bytes give the attachment's size and hash (and tell images apart).
-    data = _stored(svc, record)
+    # The original's bytes tell images apart, and give the attachment's size and hash to a
+    # record filed before they were kept: only then is it read and decrypted.
+    needed = record.format is Format.IMAGE or record.content_sha1 is None or record.content_size is None
+    data = _stored(svc, record) if needed else None
     return document_reference(
         record,
         base_url=base_url,

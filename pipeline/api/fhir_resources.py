@@ -144,7 +144,8 @@ def document_reference(
 ) -> DocumentReference:
     """The ``DocumentReference`` of one record, its content served at ``{base_url}/Binary/{id}``;
     ``replaces``: the doc ids of the versions it superseded, to be named (``relatesTo``);
-    ``data``: the original, whose size and hash the attachment gives (None: not stored)."""
+    ``data``: the original, whose size and hash the attachment gives when the record has
+    none kept (None: not read, or not stored)."""
     rid = resource_id(record)
     # A national type (REMB, PRESC-KINE…) is not a LOINC code.
     doc_type = CodeableConcept(
@@ -179,6 +180,11 @@ def document_reference(
                 display=record.author_name,
             )
         ]
+    # Kept at filing; a record filed before they were has them from its bytes, if given.
+    size, digest = record.content_size, bytes.fromhex(record.content_sha1) if record.content_sha1 else None
+    if data is not None:
+        size = len(data) if size is None else size
+        digest = _sha1(data) if digest is None else digest
     period = None
     if record.document_date:
         # A day, not an instant: the models type dateTime as datetime, so validate the text.
@@ -228,9 +234,9 @@ def document_reference(
                         "url": f"{base_url}/Binary/{rid}",
                         "title": record.title,
                         "creation": record.document_date.isoformat() if record.document_date else None,
-                        "size": None if data is None else len(data),
+                        "size": size,
                         # base64Binary, held as the base64 text's bytes (as Binary.data).
-                        "hash": None if data is None else base64.b64encode(_sha1(data)),
+                        "hash": None if digest is None else base64.b64encode(digest),
                     }
                 )
             )

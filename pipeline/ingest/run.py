@@ -558,7 +558,13 @@ class Pipeline:
             return
 
         record = build_record(
-            item, examined, doc_id=doc_id, series_id=series_id, content_sha=content_sha, superseded_by=newer
+            item,
+            examined,
+            doc_id=doc_id,
+            series_id=series_id,
+            content_sha=content_sha,
+            content=content,
+            superseded_by=newer,
         )
         status = Status.REPLACED if supersedes else Status.INDEXED
         self.outcomes.append(

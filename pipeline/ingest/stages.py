@@ -317,9 +317,10 @@ def build_record(
     doc_id: str,
     series_id: str,
     content_sha: str,
+    content: bytes,
     superseded_by: str | None,
 ) -> DocumentRecord:
-    """The record an accepted document is indexed as."""
+    """The record an accepted document is indexed as (``content``: its filed bytes)."""
     doc, classification = examined.doc, examined.classification
     return DocumentRecord(
         doc_id=doc_id,
@@ -346,6 +347,9 @@ def build_record(
         source=doc.source_ref,
         format=doc.format,
         content_sha256=content_sha,
+        content_size=len(content),
+        # FHIR's Attachment.hash, an integrity check R4 defines as SHA-1, not a security use.
+        content_sha1=hashlib.sha1(content, usedforsecurity=False).hexdigest(),
         text=doc.text,
         results=doc.results,
         visibility=doc.visibility,

@@ -473,6 +473,27 @@ def test_a_binary_whose_stored_file_is_gone_is_audited_like_the_search_api(api: 
     assert denied == [("denied", ("lost",), "download: no stored file")] * 2
 
 
+def test_the_attachment_size_and_hash_kept_at_filing_need_no_read_of_the_original(api: Api) -> None:
+    """A page of search results decrypted each original for its size and hash: a record
+    keeps them since it is filed, and the original is read only for one filed before."""
+    kept = api.file(A, "kept", content=PDF, content_size=len(PDF), content_sha1=hashlib.sha1(PDF).hexdigest())
+    api.file(A, "older", content=PDF + b"v0")
+    reads: list[str] = []
+    get = api.store.get
+
+    def counted(sha256: str) -> bytes:
+        reads.append(sha256)
+        return get(sha256)
+
+    api.store.get = counted  # type: ignore[method-assign]
+    bundle = api.get(patient(A), "/fhir/DocumentReference", params={"patient.identifier": A}).json()
+    attachments = {e["resource"]["id"]: e["resource"]["content"][0]["attachment"] for e in bundle["entry"]}
+    assert attachments[rid("kept")]["size"] == len(PDF)
+    assert attachments[rid("kept")]["hash"] == base64.b64encode(hashlib.sha1(PDF).digest()).decode()
+    assert attachments[rid("older")]["size"] == len(PDF) + 2
+    assert reads == [api.index.get(A, "older").content_sha256] != [kept.content_sha256]  # type: ignore[union-attr]
+
+
 def test_the_capability_statement_needs_no_token(api: Api) -> None:
     r = api.http.get("/fhir/metadata")
     assert r.status_code == 200 and r.headers["content-type"].startswith(FHIR_JSON)

@@ -47,6 +47,8 @@ def test_upsert_then_get_round_trips_the_record(index: DocumentIndex) -> None:
         text=HB_TEXT,
         results=(LabResult(analyte="Hémoglobine", loinc="718-7", value="13.5", unit="g/dL"),),
         visibility=(Visibility.MASQUE_PS,),
+        content_size=2048,
+        content_sha1="a9" * 20,
     )
     assert index.upsert([record]) == []
     assert index.get(PATIENT_A, "doc-1") == record
