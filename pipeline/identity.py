@@ -496,6 +496,21 @@ def identify_in_record(doc: ParsedDocument, patient_id: str) -> IdentityResult:
                     ),
                 ),
             )
+        # What was not read (pages past the OCR limit, text past the indexed length,
+        # attached files) may name someone else: naming no one in the rest declares nothing.
+        unread = [w.message for w in doc.warnings if w.code is Reason.TEXT_TRUNCATED]
+        if unread:
+            return IdentityResult(
+                None,
+                (
+                    Problem(
+                        code=Reason.MISSING_INS,
+                        message="no INS in what was read, and the document was not read whole "
+                        f"({unread[0]}): it cannot be checked that it names no one else; "
+                        "send it in smaller parts",
+                    ),
+                ),
+            )
         # A NIR printed without its key is checked against the record's own.
         if any(nir13 != patient_id[:13] for nir13 in _keyless(doc.text)):
             return IdentityResult(

@@ -557,3 +557,21 @@ def test_an_ins_whose_groups_are_joined_by_dashes_or_slashes(separator: str) -> 
     text = f"Patient : DUPONT Jeanne\nINS : {separator.join(groups(INS_A))}\nGlycémie 5,1 mmol/L"
     assert identify_patient(doc(text)).patient_id == INS_A
     assert [p.code for p in identify_in_record(doc(text), INS_B).problems] == [Reason.IDENTITY_CONFLICT]
+
+
+def test_an_upload_not_read_whole_is_not_declared_the_owners() -> None:
+    """Pages past the OCR limit, text past CARNET_MAX_TEXT_CHARS, attached files: what was
+    not read may name someone else, so naming no one in the rest is no declaration."""
+    from pipeline.identity import identify_in_record
+    from pipeline.model import Problem
+
+    cut = Problem(code=Reason.TEXT_TRUNCATED, blocking=False, message="only the first 200 of 250 …")
+    truncated = ParsedDocument(
+        source="x", format=Format.PDF, text="Ordonnance : amoxicilline", warnings=(cut,)
+    )
+    result = identify_in_record(truncated, INS_A)
+    assert result.patient_id is None and [p.code for p in result.problems] == [Reason.MISSING_INS]
+    assert "not read whole" in result.problems[0].message
+    # Naming its owner in what was read, it is theirs as any document is.
+    named = truncated.model_copy(update={"text": f"INS : {INS_A}\nOrdonnance : amoxicilline"})
+    assert identify_in_record(named, INS_A).patient_id == INS_A
