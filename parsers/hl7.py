@@ -226,6 +226,12 @@ def read_message(raw: RawMessage, *, source: str, part: int, embedded: ParserCho
     if raw.headless:
         name = raw.segments[0][:3].decode("latin-1")
         raise ParserError(f"segments before any MSH (starts with {name!r})", source=source)
+    if raw.truncated:
+        raise ParserError(
+            "the file ends inside this message, its batch (FHS/BHS) or MLLP frame never closed:"
+            " a transfer cut short may have truncated it (a value, a result); send it again whole",
+            source=source,
+        )
     content = raw.content
     warnings: list[Problem] = []
     text, charset, misdeclared = decode_message(content, raw.segments[0])

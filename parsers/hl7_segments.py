@@ -77,10 +77,12 @@ _SINGLE_BYTE = frozenset({LATIN, "iso-8859-15"})
 
 @dataclass(frozen=True, slots=True)
 class RawMessage:
-    """The segments of one message as bytes (``headless`` when no MSH opened it)."""
+    """The segments of one message as bytes (``headless`` when no MSH opened it;
+    ``truncated`` when the file ends inside it, see ``iter_messages``)."""
 
     segments: tuple[bytes, ...]
     headless: bool = False
+    truncated: bool = False
 
     @property
     def content(self) -> bytes:
@@ -125,8 +127,13 @@ def iter_messages(data: bytes) -> Iterator[RawMessage]:
     Every MSH opens a message. Segments found before the first MSH (or after a batch
     trailer) that are not envelope segments form a ``headless`` message, reported broken.
     Lines that continue an OBX's Base64 data cut by raw line breaks are joined back to it.
+    The last message is ``truncated`` when the file ends inside a batch (FHS/BHS without
+    its BTS/FTS) or an MLLP frame (no end byte): a file read while still being written, or
+    cut in transit, whose last segment may stop mid-value ("13.5" read as "13").
     """
     data = as_utf8(data)
+    unclosed_frame = data.rfind(_MLLP_START) > data.rfind(_MLLP_END)
+    open_batch = False
     # hl7apy only splits on \r: every other line end (and MLLP framing) ends a segment too.
     current: list[bytes] | None = None
     # The last segment is an OBX whose Base64 data a raw line break cut (MIME-style lines
@@ -149,6 +156,7 @@ def iter_messages(data: bytes) -> Iterator[RawMessage]:
             if current:
                 yield _raw_message(current)
             current = None
+            open_batch = name in {b"FHS", b"BHS"}
             continue
         if name == b"MSH" or current is None:
             if current:
@@ -157,7 +165,7 @@ def iter_messages(data: bytes) -> Iterator[RawMessage]:
         current.append(segment)
         open_base64 = name == b"OBX" and _BASE64_OPEN.search(segment) is not None
     if current:
-        yield _raw_message(current)
+        yield _raw_message(current, truncated=open_batch or unclosed_frame)
 
 
 # An ED's data as its last field, still open at the end of a line: "...^Base64^JVBERi0x".
@@ -186,8 +194,8 @@ def count_messages(data: bytes) -> int:
     return data.startswith(b"MSH") + sum(data.count(end + b"MSH") for end in ends) + data.count(BOM + b"MSH")
 
 
-def _raw_message(segments: list[bytes]) -> RawMessage:
-    return RawMessage(tuple(segments), headless=segments[0][:3] != b"MSH")
+def _raw_message(segments: list[bytes], *, truncated: bool = False) -> RawMessage:
+    return RawMessage(tuple(segments), headless=segments[0][:3] != b"MSH", truncated=truncated)
 
 
 def declared_charset(msh: bytes) -> str:

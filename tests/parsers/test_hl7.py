@@ -225,6 +225,23 @@ def test_the_filler_order_number_of_orc_3_identifies_a_report_without_obr_3(pars
     assert (corrected.producer_document_id, corrected.version) == ("DOS-MSG0001", 2)
 
 
+def test_a_transfer_cut_inside_its_last_message_refuses_that_message(parser: Hl7Parser) -> None:
+    # A file read while still being written, or cut in transit: its last segment may end
+    # mid-value ("13.5" read as "13"). A batch opened (FHS/BHS) and never closed (BTS/FTS),
+    # or an MLLP frame opened and never closed, says so; the messages before stand.
+    single = sample("oru_single.hl7").rstrip(b"\r")
+    cut = single[: single.index(b"||13.5|") + len(b"||13")]
+    envelope = b"FHS|^~\\&|SIL\rBHS|^~\\&|SIL\r"
+    for data in (envelope + single + b"\r" + cut, b"\x0b" + single + b"\x1c\r\x0b" + cut):
+        first, last = parser.parse(data, source="x")
+        assert not first.warnings and len(first.results) == 5
+        assert [(w.code, w.blocking) for w in last.warnings] == [(Reason.PARSE_ERROR, True)]
+        assert "truncated" in last.warnings[0].message and last.results == ()
+    # Closed, the same messages are whole.
+    for data in (envelope + single + b"\r" + single + b"\rBTS|2\rFTS|1", b"\x0b" + single + b"\x1c\r"):
+        assert all(not d.warnings for d in parser.parse(data, source="y"))
+
+
 BATCH = b"FHS|^~\\&|SIL\rBHS|^~\\&|SIL\r%s\rBTS|1\rFTS|1"
 
 
