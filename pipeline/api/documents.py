@@ -9,7 +9,7 @@ from typing import Annotated
 from fastapi import APIRouter, File, HTTPException, Path, Query, UploadFile
 from fastapi.responses import Response
 
-from pipeline.access import Role, as_seen, restrict, visible_ids
+from pipeline.access import AccessDecision, Role, as_seen, may_see, restrict, visible_ids
 from pipeline.acks import BatchReport, upload_report
 from pipeline.api.guard import (
     FORBIDDEN,
@@ -229,8 +229,16 @@ def download_document(ins: Ins, doc_id: DocId, who: Caller, svc: Svc) -> Respons
     )
 
 
-def _set_flag(svc: Services, ins: str, record: DocumentRecord, flag: Visibility, on: bool) -> VisibilityView:
-    flags = set_series_flag(svc.index, record, flag, on)
+def _set_flag(
+    svc: Services, d: AccessDecision, record: DocumentRecord, flag: Visibility, on: bool
+) -> VisibilityView:
+    """``flag`` set or cleared on the versions of ``record`` that ``d``'s holder may see: a
+    version hidden from them (the minor's, from their parents; one masked from a
+    professional) is not theirs to show or hide. A result not yet released to the patient
+    is: it follows the choice the patient (or their representative) made on the document."""
+    hidden = tuple(f for f in d.exclude_visibility if f is not Visibility.INVISIBLE_PATIENT)
+    sight = d.model_copy(update={"exclude_visibility": hidden})
+    flags = set_series_flag(svc.index, record, flag, on, reaches=lambda version: may_see(version, sight))
     if flags is None:
         raise NOT_FOUND
     return VisibilityView(doc_id=record.doc_id, visibility=flags)
@@ -243,7 +251,7 @@ def _set_flag(svc: Services, ins: str, record: DocumentRecord, flag: Visibility,
 )
 def hide_document(ins: Ins, doc_id: DocId, who: Caller, svc: Svc) -> VisibilityView:
     d = managing(svc, who, ins)
-    view = _set_flag(svc, ins, readable(svc, who, d, ins, doc_id, "hide"), Visibility.MASQUE_PS, True)
+    view = _set_flag(svc, d, readable(svc, who, d, ins, doc_id, "hide"), Visibility.MASQUE_PS, True)
     svc.record(who, "visibility", ins, doc_ids=[doc_id], reason="hide from professionals")
     return view
 
@@ -255,7 +263,7 @@ def hide_document(ins: Ins, doc_id: DocId, who: Caller, svc: Svc) -> VisibilityV
 )
 def unhide_document(ins: Ins, doc_id: DocId, who: Caller, svc: Svc) -> VisibilityView:
     d = managing(svc, who, ins)
-    view = _set_flag(svc, ins, readable(svc, who, d, ins, doc_id, "unhide"), Visibility.MASQUE_PS, False)
+    view = _set_flag(svc, d, readable(svc, who, d, ins, doc_id, "unhide"), Visibility.MASQUE_PS, False)
     svc.record(who, "visibility", ins, doc_ids=[doc_id], reason="unhide")
     return view
 
@@ -272,7 +280,7 @@ def release_document(ins: Ins, doc_id: DocId, who: Caller, svc: Svc) -> Visibili
         svc.record(who, "denied", ins, reason="release_needs_professional")
         raise FORBIDDEN
     view = _set_flag(
-        svc, ins, readable(svc, who, d, ins, doc_id, "release"), Visibility.INVISIBLE_PATIENT, False
+        svc, d, readable(svc, who, d, ins, doc_id, "release"), Visibility.INVISIBLE_PATIENT, False
     )
     svc.record(who, "visibility", ins, doc_ids=[doc_id], reason="released to the patient")
     return view

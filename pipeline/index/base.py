@@ -206,11 +206,16 @@ def changed(record: DocumentRecord, changes: dict[str, Any]) -> DocumentRecord:
 
 
 def set_series_flag(
-    index: DocumentIndex, record: DocumentRecord, flag: Visibility, on: bool
+    index: DocumentIndex,
+    record: DocumentRecord,
+    flag: Visibility,
+    on: bool,
+    *,
+    reaches: Callable[[DocumentRecord], bool] | None = None,
 ) -> tuple[Visibility, ...] | None:
     """Set or clear ``flag`` on every version of ``record``'s series (a visibility choice
-    is about the document, not one version of it); return ``record``'s new flags, or None
-    when it is gone."""
+    is about the document, not one version of it) that ``reaches`` allows (the versions
+    its maker may see; None: all); return ``record``'s new flags, or None when it is gone."""
     versions = [
         v.doc_id
         for v in index.find_versions(
@@ -221,7 +226,7 @@ def set_series_flag(
     result: tuple[Visibility, ...] | None = None
     for doc_id in dict.fromkeys([record.doc_id, *versions]):
         version = index.get(record.patient_id, doc_id)
-        if version is None:
+        if version is None or (doc_id != record.doc_id and reaches is not None and not reaches(version)):
             continue
         flags = tuple(v for v in version.visibility if v is not flag) + ((flag,) if on else ())
         if flags != version.visibility and not index.set_visibility(record.patient_id, doc_id, flags):

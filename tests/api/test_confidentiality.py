@@ -324,3 +324,31 @@ def test_a_professional_cannot_tell_an_erased_account_from_an_ins_never_seen(api
     with sqlite3.connect(api.settings.data_dir / "state.db") as conn:
         rows = conn.execute("SELECT patient_id, reason FROM break_glass").fetchall()
     assert erased not in str(rows) and len(rows) == 3  # 2 for the erased account's ref, 1 for the other
+
+
+def test_a_visibility_choice_leaves_alone_the_versions_hidden_from_who_makes_it(api: Api) -> None:
+    """A choice about a document reached every version of its series, those hidden from
+    who made it too: a parent unhiding the version they see showed professionals the
+    correction the minor had hidden from them and from their parents; a professional's
+    release reached a version masked from them. The patient's own unreleased results still
+    follow the patient's choice."""
+    api.services.rules.record_birth_date(MINOR, BIRTH, api.clock())
+    masked, secret = Visibility.MASQUE_PS, Visibility.INVISIBLE_REPRESENTANTS_LEGAUX
+    api.file(MINOR, "v1", series_id="s", superseded_by="v2", visibility=(masked,))
+    api.file(MINOR, "v2", series_id="s", visibility=(secret, masked))
+    me = patient(MINOR)
+    assert api.put(me, f"/patients/{MINOR}/representatives/{PARENT.subject}", json={}).status_code == 200
+    assert api.put(me, f"/patients/{MINOR}/authorisations/{PRO.subject}").status_code == 200
+    assert api.delete(PARENT, f"/patients/{MINOR}/documents/v1/hidden").json()["visibility"] == []
+    assert api.get(PRO, f"/patients/{MINOR}/documents/v2").status_code == 404
+    assert api.index.get(MINOR, "v2").visibility == (secret, masked)  # type: ignore[union-attr]
+    # A professional's release reaches no version masked from them.
+    api.file(MINOR, "r1", series_id="r", superseded_by="r2", visibility=(Visibility.INVISIBLE_PATIENT,))
+    api.file(MINOR, "r2", series_id="r", visibility=(Visibility.INVISIBLE_PATIENT, masked))
+    assert api.post(PRO, f"/patients/{MINOR}/documents/r1/release").status_code == 200
+    assert api.index.get(MINOR, "r2").visibility == (Visibility.INVISIBLE_PATIENT, masked)  # type: ignore[union-attr]
+    # The patient hiding a result: its correction not yet released to them is hidden too.
+    api.file(MINOR, "p1", series_id="p", superseded_by="p2")
+    api.file(MINOR, "p2", series_id="p", visibility=(Visibility.INVISIBLE_PATIENT,))
+    assert api.put(me, f"/patients/{MINOR}/documents/p1/hidden").status_code == 200
+    assert masked in api.index.get(MINOR, "p2").visibility  # type: ignore[union-attr]
