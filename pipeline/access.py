@@ -461,7 +461,7 @@ class AccessRules:
         expires = now + BREAK_GLASS_DURATION
         if self._ref_key is not None and self._closed(patient_id):
             # Opened as on any INS, under the keyed reference: the INS and the reason (which
-            # may name the patient) stay out of the state database; the audit log has both.
+            # may name the patient) stay out of the state database.
             patient_id, reason = self._ref(patient_id), ""
         self._write(
             t.break_glass.insert().values(

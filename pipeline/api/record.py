@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query
 from fastapi.exceptions import RequestValidationError
 
-from pipeline.access import BirthDateMismatch, Grant, Role, visible_ids
+from pipeline.access import ACCOUNT_CLOSED, BirthDateMismatch, Grant, Role, visible_ids
 from pipeline.api.guard import FORBIDDEN, Caller, Svc, decision, managing
 from pipeline.api.schemas import (
     ERRORS,
@@ -21,10 +21,10 @@ from pipeline.api.schemas import (
     HistoryEntry,
     RepresentativeRequest,
 )
-from pipeline.crypto import patient_ref_key
+from pipeline.crypto import patient_ref, patient_ref_key
 from pipeline.erasure import ErasureReceipt, erase_patient_from
 from pipeline.ledger import Ledger
-from pipeline.model import Visibility
+from pipeline.model import Reason, Visibility
 
 router = APIRouter(prefix="/patients/{ins}", responses=ERRORS)
 
@@ -229,8 +229,10 @@ def break_glass(ins: Ins, body: BreakGlassRequest, who: Caller, svc: Svc) -> Bre
         svc.record(who, "denied", ins, reason=refused)
         raise FORBIDDEN
     # Audited before it is opened: an audit log that cannot be written refuses the opening
-    # (answered 503), never leaves one running that no entry explains.
-    svc.record(who, "break_glass", ins, reason=body.reason)  # verbatim
+    # (answered 503), never leaves one running that no entry explains. The reason verbatim,
+    # but on an erased account: typed freely, it may name the patient, whom nobody reads.
+    closed = svc.rules.closure(patient_ref(patient_ref_key(svc.settings), ins)) is Reason.ACCOUNT_CLOSED
+    svc.record(who, "break_glass", ins, reason=ACCOUNT_CLOSED if closed else body.reason)
     expires = svc.rules.open_break_glass(ins, who.subject, body.reason, now)
     decision(svc, who, ins)  # the opening must grant access, or nothing was opened
     return BreakGlassOpened(patient_id=ins, expires_at=expires)

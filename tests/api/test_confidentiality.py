@@ -324,6 +324,9 @@ def test_a_professional_cannot_tell_an_erased_account_from_an_ins_never_seen(api
     with sqlite3.connect(api.settings.data_dir / "state.db") as conn:
         rows = conn.execute("SELECT patient_id, reason FROM break_glass").fetchall()
     assert erased not in str(rows) and len(rows) == 3  # 2 for the erased account's ref, 1 for the other
+    # Nor does the audit log keep the reason typed for an erased account (it may name them).
+    opened = [e.reason for e in api.services.audit.for_patient(erased) if e.action == "break_glass"]
+    assert opened == ["account_closed", "account_closed"]
 
 
 def test_a_visibility_choice_leaves_alone_the_versions_hidden_from_who_makes_it(api: Api) -> None:
