@@ -49,8 +49,10 @@ What is read, per message:
   an identity conflict). An ED split
   over consecutive OBX of the same OBX-3 (a LIS limiting its field length) is joined back
   into one document: parts without the ED's header whatever their OBX-4, parts repeating
-  it under the same OBX-4. OBX-3 is
-  the document type code when the embedded document has none. An unreadable embedded
+  it under the same OBX-4. OBX-3 is the document type code when the embedded document has
+  none, if it is a document type (``pipeline/type_codes.py``) or the ED is all the message
+  holds: beside results, an ED coded as an analyte is an attachment (a tracing) that does
+  not type the report. An unreadable embedded
   document is a warning when results stand beside it, else it blocks the message.
 * Identity of the document: ``producer_document_id`` is the embedded CDA's setId, else
   TXA-12 (unique document number, as ``root^extension``), else OBR-3 filler order
@@ -111,6 +113,7 @@ from pipeline.model import (
     Reason,
     Visibility,
 )
+from pipeline.type_codes import TYPE_CODES
 
 log = logging.getLogger(__name__)
 
@@ -384,7 +387,12 @@ class _Reader:
         self._settle_ed_failures(withdraw=withdraw)
         first_obr = obrs[0] if obrs else None
         inner = self.embedded[0] if self.embedded else ParsedDocument(source="", format=Format.HL7V2)
-        code, code_text = self.document_code if self.document_code[0] else _txa_type(txa)
+        # The document's OBX-3 types the message when it is a document type, or when the ED
+        # is all the message holds; beside results it may be an attachment to one of them
+        # (a tracing coded as its analyte), which says nothing of the report's type.
+        ed_code = self.document_code[0]
+        types = ed_code is not None and (ed_code in TYPE_CODES or not self.results)
+        code, code_text = self.document_code if types else _txa_type(txa)
         code = code or _section_type(obrs)
         title = (inner.title or (_ce_text(obrs[0], 4) if len(obrs) == 1 else "") or code_text
                  or DEFAULT_TITLE)  # fmt: skip

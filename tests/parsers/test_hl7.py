@@ -731,6 +731,22 @@ def test_txa_17_places_a_draft_before_the_authenticated_document(
     assert doc.version == version
 
 
+def test_an_ed_coded_as_an_analyte_beside_results_does_not_type_the_report(parser: Hl7Parser) -> None:
+    # A lab's ORU with its results and, in an ED, the tracing of one of them (OBX-3 the
+    # analyte's LOINC, here protein electrophoresis): an attachment, not the document type.
+    from pipeline.classification import classify_document
+    from pipeline.model import DocClass
+
+    tracing = f"OBX|6|ED|24351-9^Electrophorese - trace^LN||^AP^PDF^Base64^{_pdf_base64()}||||||F"
+    data = sample("oru_single.hl7").rstrip(b"\r") + b"\r" + tracing.encode()
+    [doc] = parser.parse(data, source="x")
+    assert len(doc.results) == 5 and doc.page_count == 1
+    assert doc.type_code != "24351-9" and classify_document(doc).doc_class is DocClass.BIOLOGY
+    # Coded as a document type, the same ED types the message.
+    [typed] = parser.parse(data.replace(b"|24351-9^", b"|11502-2^"), source="y")
+    assert typed.type_code == "11502-2"
+
+
 def test_oru_with_a_pdf_in_ed_gives_the_pdf_text(parser: Hl7Parser) -> None:
     [doc] = fr_parse(parser, "02_oru_pdf_lf.hl7")
     assert doc.results == () and doc.page_count == 1 and doc.type_code == "11502-2"
