@@ -166,17 +166,23 @@ def _token(value: str, name: str, systems: frozenset[str]) -> str:
     return code
 
 
-def _day_range(value: str, name: str) -> tuple[dt.date | None, dt.date | None]:
-    """The (since, until) days a FHIR date comparison selects, for document dates (days)."""
+def _date_parts(value: str, name: str) -> tuple[str, int, int | None, int | None, str | None]:
+    """A FHIR date comparison's prefix (eq when none), year, month, day and time of day."""
     m = _DATE.fullmatch(value)
     if not m:
         raise SearchError(f"{name}: {value!r} is not a date with an eq/ge/gt/le/lt prefix")
-    prefix, year, month, day, timed = m.group(1) or "eq", int(m.group(2)), m.group(3), m.group(4), m.group(5)
+    month, day = (None if g is None else int(g) for g in (m.group(3), m.group(4)))
+    return m.group(1) or "eq", int(m.group(2)), month, day, m.group(5)
+
+
+def _day_range(value: str, name: str) -> tuple[dt.date | None, dt.date | None]:
+    """The (since, until) days a FHIR date comparison selects, for document dates (days)."""
+    prefix, year, month, day, timed = _date_parts(value, name)
     try:
-        if day:
-            first = last = dt.date(year, int(month), int(day))
-        elif month:
-            first = dt.date(year, int(month), 1)
+        if day is not None:
+            first = last = dt.date(year, month or 0, day)  # a day comes with its month (_DATE)
+        elif month is not None:
+            first = dt.date(year, month, 1)
             last = (first.replace(day=28) + dt.timedelta(days=4)).replace(day=1) - dt.timedelta(days=1)
         else:
             first, last = dt.date(year, 1, 1), dt.date(year, 12, 31)
@@ -200,10 +206,7 @@ def _instant_range(value: str, name: str) -> tuple[dt.datetime | None, dt.dateti
     """The [from, before) instants a FHIR date comparison selects, for an instant (when a
     document was filed, when its record changed): the value's precision is its range, and a
     value without a zone is UTC."""
-    m = _DATE.fullmatch(value)
-    if not m:
-        raise SearchError(f"{name}: {value!r} is not a date with an eq/ge/gt/le/lt prefix")
-    prefix, year, month, day, timed = m.group(1) or "eq", int(m.group(2)), m.group(3), m.group(4), m.group(5)
+    prefix, year, month, day, timed = _date_parts(value, name)
     try:
         if timed:
             # The time's precision (minute, second, or the fraction's digits, microseconds
@@ -214,8 +217,8 @@ def _instant_range(value: str, name: str) -> tuple[dt.datetime | None, dt.dateti
             digits = (fraction or "")[:6]
             low = dt.datetime(
                 year,
-                int(month),
-                int(day),
+                month or 0,  # a time comes with a day and its month (_DATE)
+                day or 0,
                 int(hour),
                 int(minute),
                 min(int(second or 0), 59),  # a leap second is read as the one before
@@ -228,10 +231,10 @@ def _instant_range(value: str, name: str) -> tuple[dt.datetime | None, dt.dateti
                 step = dt.timedelta(seconds=1 if second else 60)
             high = low + step
         else:
-            low = dt.datetime(year, int(month or 1), int(day or 1), tzinfo=dt.UTC)
-            if day:
+            low = dt.datetime(year, 1 if month is None else month, 1 if day is None else day, tzinfo=dt.UTC)
+            if day is not None:
                 high = low + dt.timedelta(days=1)
-            elif month:
+            elif month is not None:
                 high = (low.replace(day=28) + dt.timedelta(days=4)).replace(day=1)
             else:
                 high = low.replace(year=year + 1)
