@@ -754,11 +754,16 @@ def listing_alerts(
     changed: Sequence[str] = (),
     *,
     notifier: Notifier | None = None,
+    now: dt.datetime | None = None,
 ) -> list[Alert]:
     """An alert per producer or batch folder (``UnlistedFolder``) the feed could not list:
     its batches wait unseen until its permissions are fixed, while the others run; one
     per producer (or the feed's root) with entries outside any batch, never processed;
-    one per processed batch (key) whose documents changed without its being closed again."""
+    one per processed batch (key) whose documents changed without its being closed again.
+
+    Raised at every listing while the problem stands, but dated to the hour: the same alert
+    within an hour is kept, and sent, once (``notify_all``), not at each asset event."""
+    hour = (now or _now()).replace(minute=0, second=0, microsecond=0)
     by_producer: dict[str | None, list[str]] = defaultdict(list)
     for path in stray:
         producer, _, rest = path.rpartition("/")
@@ -768,7 +773,7 @@ def listing_alerts(
             kind=AlertKind.STRAY_ENTRY,
             feed=feed,
             producer=producer,
-            at=_now(),
+            at=hour,
             details={"entries": names},
             message=f"{len(names)} entr{'y' if len(names) == 1 else 'ies'} outside any batch "
             f"{'of ' + producer if producer else 'at the feed root'}, never processed (a batch is "
@@ -782,24 +787,28 @@ def listing_alerts(
             feed=feed,
             producer=key.split("/", 1)[0],
             batch=key,
-            at=_now(),
+            at=hour,
             message=f"batch {key} changed since it was processed but was not closed again: not "
             "processed until its _READY or _manifest.json is written again (after its last file)",
         )
         for key in changed
     ]
-    alerts = stray_alerts + changed_alerts + [
-        Alert(
-            kind=AlertKind.FOLDER_UNLISTED,
-            feed=feed,
-            producer=u.producer,
-            batch=f"{u.producer}/{u.batch}" if u.batch is not None else None,
-            at=_now(),
-            message=f"{'batch' if u.batch is not None else 'producer'} folder of {u.producer} "
-            f"not listed, its batches wait: {u.reason}",
-        )
-        for u in unlisted
-    ]
+    alerts = (
+        stray_alerts
+        + changed_alerts
+        + [
+            Alert(
+                kind=AlertKind.FOLDER_UNLISTED,
+                feed=feed,
+                producer=u.producer,
+                batch=f"{u.producer}/{u.batch}" if u.batch is not None else None,
+                at=hour,
+                message=f"{'batch' if u.batch is not None else 'producer'} folder of {u.producer} "
+                f"not listed, its batches wait: {u.reason}",
+            )
+            for u in unlisted
+        ]
+    )
     notify_all(alerts, notifier or default_notifier(settings), settings=settings)
     return alerts
 

@@ -165,3 +165,29 @@ def test_a_retried_task_counts_a_batch_s_documents_in_statsd_once(settings: Sett
     assert stats.counted["carnet.batches.labo-x"] == 1
     assert stats.counted["carnet.documents.labo-x.indexed"] == 8
     assert stats.counted["carnet.rejected.labo-x.missing_ins"] == 2
+
+
+def test_a_standing_feed_listing_problem_is_sent_once_an_hour(tmp_path: Path) -> None:
+    """A stray file, an unlisted folder or a changed batch is alerted at every listing
+    (each schedule and asset event): each was kept and sent every time, paging the
+    operator every few minutes. Dated to the hour, one is sent once an hour."""
+    from pipeline.feeds import UnlistedFolder
+    from pipeline.monitoring import listing_alerts
+
+    settings = Settings(data_dir=tmp_path / "carnet")
+    sent: list[Alert] = []
+
+    class Collect:
+        def notify(self, alert: Alert) -> None:
+            sent.append(alert)
+
+    def listing(at: dt.datetime) -> None:
+        unlisted = [UnlistedFolder(producer="labo", reason="folder cannot be listed: Permission denied")]
+        listing_alerts(settings, "feed", unlisted, ["labo/x.pdf"], ["radio/r1"], notifier=Collect(), now=at)
+
+    start = dt.datetime(2026, 1, 15, 9, 5, tzinfo=dt.UTC)
+    listing(start)
+    listing(start + dt.timedelta(minutes=50))
+    assert len(sent) == 3
+    listing(start + dt.timedelta(hours=1))
+    assert len(sent) == 6
