@@ -726,9 +726,14 @@ def _entry_results(node: Element, inherited: dt.datetime | None) -> Iterator[Lab
             yield from _entry_results(child, when)
 
 
+# HL7 ActCode: an observation coded in it (ASSERTION, the intolerance types ALG, DALG…) states
+# that a condition holds, as IHE PCC problem and allergy entries do: no measured result.
+ACT_CODE_OID = "2.16.840.1.113883.5.4"
+
+
 def _lab_result(obs: Element, observed_at: dt.datetime | None) -> LabResult | None:
     code, value = _find(obs, "code"), _find(obs, "value")
-    if code is None or value is None:
+    if code is None or value is None or _attr(code, "codeSystem") == ACT_CODE_OID:
         return None
     loinc = _attr(code, "code") if _attr(code, "codeSystem") == LOINC_OID else None
     for tr in _findall(code, "translation"):

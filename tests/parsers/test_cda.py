@@ -314,6 +314,29 @@ def test_an_observation_that_did_not_happen_as_stated_is_no_result(attributes: b
     assert "Hémoglobine" not in analytes and "Leucocytes" in analytes
 
 
+@pytest.mark.parametrize(
+    ("code", "value"),
+    [
+        # IHE PCC problem entry: "this condition is present" (ICD-10 E11, type 2 diabetes).
+        (b"ASSERTION", b'<value xsi:type="CD" code="E11" codeSystem="2.16.840.1.113883.6.3"/>'),
+        # IHE PCC allergy entry: a drug allergy, its agent.
+        (b"DALG", b'<value xsi:type="CD" code="J01CA04" codeSystem="2.16.840.1.113883.6.73"/>'),
+    ],
+)
+def test_a_problem_or_allergy_asserted_is_no_result(code: bytes, value: bytes) -> None:
+    # Coded in HL7 ActCode (ASSERTION, the intolerance types): a statement that a condition
+    # holds, as a synthesis lists them, not a measurement.
+    entry = (
+        b'<entry><act classCode="ACT" moodCode="EVN"><entryRelationship typeCode="SUBJ">'
+        b'<observation classCode="OBS" moodCode="EVN"><code code="%s" codeSystem="2.16.840.1.113883.5.4"/>'
+        b"%s</observation></entryRelationship></act></entry>" % (code, value)
+    )
+    data = sample("cr-bio.xml")
+    first = data.index(b"<entry")
+    analytes = [r.analyte for r in parse_one(data[:first] + entry + data[first:]).results]
+    assert code.decode() not in analytes and "Hémoglobine" in analytes
+
+
 def test_the_reason_of_a_prescribed_medication_is_no_result() -> None:
     # The indication of a prescription line (IHE PCC: entryRelationship RSON of a
     # substanceAdministration INT) is the intent's, though its own mood is EVN.
