@@ -231,8 +231,9 @@ def read_message(raw: RawMessage, *, source: str, part: int, embedded: ParserCho
         raise ParserError(f"segments before any MSH (starts with {name!r})", source=source)
     if raw.truncated:
         raise ParserError(
-            "the file ends inside this message, its batch (FHS/BHS) or MLLP frame never closed:"
-            " a transfer cut short may have truncated it (a value, a result); send it again whole",
+            "the file ends inside this message, its batch (FHS/BHS) or MLLP frame never closed"
+            " (no BTS/FTS, no end byte): a transfer cut short may have truncated it (a value, a"
+            " result); send it again whole, its batch or frame closed",
             source=source,
         )
     content = raw.content
