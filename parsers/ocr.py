@@ -301,6 +301,7 @@ def _tsv_columns(rows: list[list[str]]) -> dict[str, list[str]]:
 def _page_from_data(data: dict[str, list[str]]) -> OcrPage:
     """Rebuild the text line by line from tesseract's word table, with its confidence."""
     lines: dict[tuple[int, int, int], list[str]] = {}
+    boxes: dict[tuple[int, int, int], tuple[int, int, int, int]] = {}  # left, top, right, bottom
     confidences: list[float] = []
     for i, word in enumerate(data.get("text", ())):
         word = word.strip()
@@ -311,7 +312,11 @@ def _page_from_data(data: dict[str, list[str]]) -> OcrPage:
             continue
         key = (int(data["block_num"][i]), int(data["par_num"][i]), int(data["line_num"][i]))
         lines.setdefault(key, []).append(word)
+        box = _union(boxes.get(key), _word_box(data, i))
+        if box is not None:
+            boxes[key] = box
         confidences.append(conf)
+    _join_boxed_values(lines, boxes)
     text_lines: list[str] = []
     previous_block: tuple[int, int] | None = None
     for (block, par, _line), words in lines.items():
@@ -321,6 +326,48 @@ def _page_from_data(data: dict[str, list[str]]) -> OcrPage:
         text_lines.append(" ".join(words))
     mean = sum(confidences) / len(confidences) if confidences else 0.0
     return OcrPage(text="\n".join(text_lines), confidence=mean, word_count=len(confidences))
+
+
+def _word_box(data: dict[str, list[str]], i: int) -> tuple[int, int, int, int] | None:
+    try:
+        left, top = int(data["left"][i]), int(data["top"][i])
+        return left, top, left + int(data["width"][i]), top + int(data["height"][i])
+    except (KeyError, IndexError, ValueError):
+        return None
+
+
+def _union(
+    a: tuple[int, int, int, int] | None, b: tuple[int, int, int, int] | None
+) -> tuple[int, int, int, int] | None:
+    if a is None or b is None:
+        return a or b
+    return min(a[0], b[0]), min(a[1], b[1]), max(a[2], b[2]), max(a[3], b[3])
+
+
+def _join_boxed_values(
+    lines: dict[tuple[int, int, int], list[str]], boxes: dict[tuple[int, int, int], tuple[int, int, int, int]]
+) -> None:
+    """Read a block of one line that stands level with an earlier line, to its right, at
+    the end of that line: a value printed in a box of its own ('Clé [72]', a form's field)
+    is a block to tesseract, read after all the others, away from its label. A block of
+    several lines (a column) stays where tesseract put it."""
+    per_block: dict[int, int] = {}
+    for block, _par, _line in lines:
+        per_block[block] = per_block.get(block, 0) + 1
+    keys = list(lines)
+    for index, key in enumerate(keys):
+        box = boxes.get(key)
+        if per_block[key[0]] != 1 or box is None:
+            continue
+        for earlier in keys[:index]:
+            target = boxes.get(earlier)
+            if earlier[0] == key[0] or earlier not in lines or target is None or target[2] > box[0]:
+                continue
+            overlap = min(box[3], target[3]) - max(box[1], target[1])
+            if overlap * 2 >= min(box[3] - box[1], target[3] - target[1]) > 0:
+                lines[earlier].extend(lines.pop(key))
+                boxes[earlier] = (target[0], min(box[1], target[1]), box[2], max(box[3], target[3]))
+                break
 
 
 def pages_left_unread(read: int, total: int, max_pages: int) -> Problem:

@@ -304,3 +304,24 @@ def test_an_heif_photo_is_refused_saying_what_it_is(head: bytes, tmp_path: Path)
     [reason] = outcome.reasons
     assert reason.code is Reason.UNSUPPORTED_FORMAT
     assert "HEIF" in reason.message and "JPEG" in reason.message
+
+
+@pytest.mark.tesseract
+def test_an_ins_key_printed_apart_is_read_with_its_number(parser: ImageParser) -> None:
+    """The key printed apart on the INS's line (a box of its own on a form) was read by
+    tesseract as a block after all the others: the number lost its key (missing_ins)."""
+    from PIL import ImageDraw, ImageFont
+
+    from pipeline.identity import identify_patient
+
+    font = ImageFont.truetype("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf", 30)
+    page = Image.new("L", (1400, 300), 255)
+    draw = ImageDraw.Draw(page)
+    draw.text((40, 40), "Compte rendu biologique", font=font, fill=0)
+    draw.text((40, 120), "INS : 2 84 05 75 123 456", font=font, fill=0)
+    draw.text((900, 120), "72", font=font, fill=0)
+    draw.text((40, 200), "Hémoglobine 13,5 g/dL", font=font, fill=0)
+    buffer = io.BytesIO()
+    page.save(buffer, "PNG")
+    [document] = parser.parse(buffer.getvalue(), source="form.png")
+    assert identify_patient(document).patient_id == "284057512345672", document.text

@@ -217,3 +217,20 @@ def test_the_real_tesseract_reads_each_page_as_a_run_of_its_own_would(tmp_path: 
         assert read == ocr._page_from_data(ocr._tsv_columns(rows)), dpi
         assert read.word_count > 20
     engine.close()
+
+
+def test_a_value_boxed_apart_on_its_line_is_read_on_that_line(tmp_path: Path) -> None:
+    """Forms print the INS key in a box of its own ('N° SS : 2 84 05 75 123 456  Clé [72]'):
+    tesseract reads the box as a block of its own, which came after every other block, so
+    the number lost its key. A one-line block level with an earlier line, to its right, is
+    read at the end of that line; a block of several lines (a column) is left as it is."""
+    page = """\
+row(5, n, 1, 1, 1, 1, 50, 100, 60, 30, 95, "N°")
+row(5, n, 1, 1, 1, 2, 120, 100, 60, 30, 95, "SS")
+row(5, n, 1, 1, 2, 1, 50, 160, 300, 30, 95, "Hémoglobine")
+row(5, n, 2, 1, 1, 1, 900, 98, 60, 32, 95, "72")
+row(5, n, 3, 1, 1, 1, 900, 160, 60, 30, 95, "Dr")
+row(5, n, 3, 1, 2, 1, 900, 200, 150, 30, 95, "MARTIN")"""
+    engine = TesseractOcr(command=_fake(tmp_path, page))
+    assert engine.read(_page()).text == "N° SS 72\nHémoglobine\n\nDr\nMARTIN"
+    engine.close()
