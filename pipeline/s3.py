@@ -20,7 +20,6 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
-from urllib.parse import urlparse
 
 import boto3
 from botocore.config import Config
@@ -35,12 +34,16 @@ _NOT_FOUND = frozenset({"404", "NoSuchKey", "NotFound"})
 
 
 def parse_s3_url(url: str) -> tuple[str, str]:
-    """``s3://bucket/some/prefix`` -> ``("bucket", "some/prefix/")`` (prefix "" at the root)."""
-    parsed = urlparse(url)
-    if parsed.scheme != "s3" or not parsed.netloc:
+    """``s3://bucket/some/prefix`` -> ``("bucket", "some/prefix/")`` (prefix "" at the root).
+
+    The prefix is taken as written: S3 keys may hold ``#``, ``?`` and ``;``, which a URL
+    parser reads as a fragment or a query (``s3://b/labo#2`` was the prefix ``labo/``, of
+    another producer's folder)."""
+    bucket, _, path = url.removeprefix("s3://").partition("/") if url.startswith("s3://") else ("", "", "")
+    if not bucket or any(c in bucket for c in "?#"):
         raise ConfigurationError(f"not an s3://bucket/prefix URL: {url!r}")
-    prefix = parsed.path.strip("/")
-    return parsed.netloc, f"{prefix}/" if prefix else ""
+    prefix = path.strip("/")
+    return bucket, f"{prefix}/" if prefix else ""
 
 
 def make_client(*, endpoint_url: str | None = None, region: str | None = None) -> Any:

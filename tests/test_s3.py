@@ -292,3 +292,19 @@ def test_batches_from_an_s3_feed_into_an_s3_store_with_data_docs_beside_it(
         body = client.get_object(Bucket=bucket, Key=key)["Body"].read()
         assert not any(ins.encode() in body for ins in every_ins), key
     assert discover_batches(settings, feed_url) == []
+
+
+def test_an_s3_url_s_prefix_is_taken_as_written() -> None:
+    """Keys may hold '#', '?' and ';': parsed as a URL, ``s3://b/labo#2/in`` was the prefix
+    ``labo/`` (its '#2/in' a fragment), so ``carnet ingest`` or a feed read another
+    producer's folder whole."""
+    from pipeline.errors import ConfigurationError
+    from pipeline.s3 import parse_s3_url
+
+    assert parse_s3_url("s3://b/labo#2/in") == ("b", "labo#2/in/")
+    assert parse_s3_url("s3://b/a?x=1/") == ("b", "a?x=1/")
+    assert parse_s3_url("s3://b") == parse_s3_url("s3://b/") == ("b", "")
+    assert parse_s3_url("s3://b//p//") == ("b", "p/")
+    for bad in ("s3:///p", "http://b/p", "s3://b?x/p", "s3://"):
+        with pytest.raises(ConfigurationError):
+            parse_s3_url(bad)
