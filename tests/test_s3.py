@@ -308,3 +308,28 @@ def test_an_s3_url_s_prefix_is_taken_as_written() -> None:
     for bad in ("s3:///p", "http://b/p", "s3://b?x/p", "s3://"):
         with pytest.raises(ConfigurationError):
             parse_s3_url(bad)
+
+
+def test_an_object_gone_between_listing_and_read_is_rejected_not_left_out(
+    s3_endpoint: str, s3_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``carnet ingest s3://…``: an object removed after the listing was left out of the
+    run in silence (no outcome, no report entry). It is rejected ``unreadable_file``, as
+    on the feeds and for a folder's file."""
+    from pipeline.ingest.sources import ingest_sources
+    from pipeline.s3 import Bucket
+    from pipeline.settings import Settings
+
+    client = make_client(endpoint_url=s3_endpoint, region="us-east-1")
+    bucket, prefix = s3_url.removeprefix("s3://").split("/", 1)
+    for name in ("gone.pdf", "kept.txt"):
+        client.put_object(Bucket=bucket, Key=f"{prefix}/in/{name}", Body=b"pas un document")
+    real_get = Bucket.get
+
+    def get(self: Bucket, key: str) -> bytes | None:
+        return None if key.endswith("gone.pdf") else real_get(self, key)
+
+    monkeypatch.setattr(Bucket, "get", get)
+    settings = Settings(data_dir=tmp_path / "carnet", data_docs=False, s3_endpoint_url=s3_endpoint)
+    summary = ingest_sources([f"{s3_url}/in"], settings, producer="labo")
+    assert summary.metrics["rejected_by_reason"] == {"unreadable_file": 1, "unsupported_format": 1}

@@ -137,9 +137,10 @@ def iter_s3_prefix(
     *,
     endpoint_url: str | None = None,
     region: str | None = None,
-) -> Iterator[tuple[str, bytes]]:
+) -> Iterator[tuple[str, bytes | None]]:
     """``(s3://bucket/key, bytes)`` of every document under ``url``, in key order; control
-    files (``_READY``, manifests, reports, ``_ack/``, dot-files) left out."""
+    files (``_READY``, manifests, reports, ``_ack/``, dot-files) left out. ``None`` for
+    the bytes of an object removed since it was listed: an input all the same."""
     bucket_name, prefix = parse_s3_url(url)
     bucket = Bucket(make_client(endpoint_url=endpoint_url, region=region), bucket_name)
     with translated(SourceError, "cannot read S3 prefix", url):
@@ -152,6 +153,5 @@ def iter_s3_prefix(
                 or ACK_DIR in parts
             ):
                 continue
-            data = bucket.get(key)
-            if data is not None:
-                yield f"s3://{bucket_name}/{key}", data
+            # An object gone since listed was left out in silence: the caller rejects it.
+            yield f"s3://{bucket_name}/{key}", bucket.get(key)

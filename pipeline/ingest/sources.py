@@ -58,6 +58,10 @@ def iter_source_inputs(
             ):
                 key_parts = uri.removeprefix(source.rstrip("/") + "/").split("/")
                 prod = producer or (key_parts[0] if len(key_parts) > 1 else "s3")
+                if data is None:
+                    gone = UnreadableFileError("no such object (removed since it was listed)", source=uri)
+                    yield InputFile.never_read(gone, source=uri, producer=prod, batch=None)
+                    continue
                 yield InputFile(data=data, source=uri, producer=prod)
             continue
         path = Path(source)
