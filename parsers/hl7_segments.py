@@ -345,8 +345,10 @@ class Segment:
         return self._unescape(subs[sub - 1]).strip() if sub <= len(subs) else ""
 
     def text(self, raw: str) -> str:
-        """A whole text value (TX/FT/ST) unescaped, formatting escapes turned into lines."""
-        return self._unescape(raw)
+        """A whole text value (TX/FT/ST) unescaped, formatting escapes turned into lines, and
+        line ends escaped in hexadecimal (``\\X0D0A\\``, as Windows systems write them) too."""
+        value = self._unescape(raw)
+        return value.replace("\r\n", "\n").replace("\r", "\n") if "\r" in value else value
 
 
 def unescaper(seps: Separators, charset: str) -> Callable[[str], str]:

@@ -1010,6 +1010,14 @@ def test_formatting_escapes_with_a_count_are_line_breaks_not_text(parser: Hl7Par
     assert doc.text.endswith("Conclusion\nNormal\nfin x")
 
 
+@pytest.mark.parametrize("escaped", ["\\X0D0A\\", "\\X0D\\\\X0A\\", "\\X0D\\", "\\X0A\\"])
+def test_a_line_break_escaped_in_hexadecimal_is_a_line_break(parser: Hl7Parser, escaped: str) -> None:
+    # Windows systems escape the CR LF of a report's lines in hexadecimal (\X0D0A\).
+    data = _oru("UNICODE UTF-8", comment=f"Conclusion :{escaped}Bilan normal")
+    [doc] = parser.parse(data.encode(), source="x")
+    assert doc.text.endswith("Conclusion :\nBilan normal") and "\r" not in doc.text
+
+
 def test_formatting_escapes_that_end_a_line_or_skip_spaces_keep_words_apart(parser: Hl7Parser) -> None:
     # HL7 v2.5 2.7.6: ".ce" ends the current line (and centres the next), ".sk n" skips
     # n spaces to the right.
