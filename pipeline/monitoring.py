@@ -44,6 +44,9 @@ log = logging.getLogger(__name__)
 REJECT_JUMP = 0.2
 # How many earlier batches of a producer make its baseline.
 BASELINE_BATCHES = 10
+# How many entries outside any batch a stray_entry alert names (it counts them all): one
+# kept every hour while they stand, it must stay small however many there are.
+STRAY_NAMED = 100
 
 
 class AlertKind(StrEnum):
@@ -774,7 +777,7 @@ def listing_alerts(
             feed=feed,
             producer=producer,
             at=hour,
-            details={"entries": names},
+            details={"entries": names[:STRAY_NAMED], "count": len(names)},
             message=f"{len(names)} entr{'y' if len(names) == 1 else 'ies'} outside any batch "
             f"{'of ' + producer if producer else 'at the feed root'}, never processed (a batch is "
             f"<producer>/<batch>/): {', '.join(names[:5])}{', …' if len(names) > 5 else ''}",

@@ -191,3 +191,19 @@ def test_a_standing_feed_listing_problem_is_sent_once_an_hour(tmp_path: Path) ->
     assert len(sent) == 3
     listing(start + dt.timedelta(hours=1))
     assert len(sent) == 6
+
+
+def test_a_stray_entry_alert_stays_small_however_many_entries(tmp_path: Path) -> None:
+    """It named every entry: 100,000 files dropped beside the batches (or a feed whose root
+    holds the store) made one alert of megabytes, kept every hour."""
+    from pipeline.monitoring import STRAY_NAMED, listing_alerts
+
+    settings = Settings(data_dir=tmp_path / "carnet")
+    names = [f"labo/f{i:06}.pdf" for i in range(5000)]
+    class Mute:
+        def notify(self, alert: Alert) -> None:
+            pass
+
+    (alert,) = listing_alerts(settings, "feed", [], names, notifier=Mute())
+    assert alert.details["count"] == 5000 and len(alert.details["entries"]) == STRAY_NAMED
+    assert alert.message.startswith("5000 entries outside any batch of labo")
