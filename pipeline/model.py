@@ -325,6 +325,25 @@ def count_rejects(blocking_codes: Iterable[Iterable[Reason]]) -> dict[str, int]:
     return dict(sorted(counts.items()))
 
 
+class SearchOrder(StrEnum):
+    """How a search lists its hits, named as FHIR's ``_sort`` (``-`` for descending): by the
+    clinical date (undated last either way) or by when the document was filed; ties by doc
+    id. None: best first when there are words to find, else newest clinical date first."""
+
+    PERIOD_DESC = "-period"
+    PERIOD_ASC = "period"
+    FILED_DESC = "-date"
+    FILED_ASC = "date"
+
+    @property
+    def descending(self) -> bool:
+        return self.value.startswith("-")
+
+    @property
+    def by_filing(self) -> bool:
+        return self.value.lstrip("-") == "date"
+
+
 class SearchQuery(Frozen):
     patient_id: str
     text: str | None = None
@@ -348,6 +367,7 @@ class SearchQuery(Frozen):
     # Instants, from inclusive and before exclusive: when the document was filed
     # (``ingested_at``, FHIR ``date``) and when its record last changed (``updated_at``,
     # else ``ingested_at``: FHIR ``_lastUpdated``). Both backends compare to the millisecond.
+    order: SearchOrder | None = None
     filed_from: dt.datetime | None = None
     filed_before: dt.datetime | None = None
     updated_from: dt.datetime | None = None

@@ -55,7 +55,7 @@ from pipeline.api.fhir_resources import (
 from pipeline.api.guard import NOT_FOUND, Caller, Services, Svc, decision, readable
 from pipeline.api.schemas import DOC_ID_PATTERN, INS_PATTERN, QUERY_MAX_CHARS
 from pipeline.errors import BackendUnavailable
-from pipeline.model import DocClass, DocumentRecord, Format, SearchQuery
+from pipeline.model import DocClass, DocumentRecord, Format, SearchOrder, SearchQuery
 
 log = logging.getLogger(__name__)
 
@@ -131,6 +131,7 @@ class DocumentSearch:
     superseded: bool = False
     count_only: bool = False  # _summary=count or _count=0: the total, no entry
     doc_id: str | None = None  # _id, identifier
+    order: SearchOrder | None = None  # _sort
     # relatesto: the resource id of a version; the search is held to the version that
     # replaced it, as its reader sees the chain (resolved with the access decision).
     relates_to: str | None = None
@@ -280,7 +281,7 @@ _KNOWN = (
     frozenset(name for name, _, _ in SEARCH_PARAMS)
     | set(_PATIENT_NAMES)
     | set(_UNSERVED_REFERENCES)
-    | {"_offset", "_format"}
+    | {"_offset", "_format", "_sort"}
 )
 # The _summary values served; any other (true, text, data) is ignored, the whole resource served.
 _SUMMARIES = ("count", "false")
@@ -412,6 +413,16 @@ def parse_search(params: QueryParams, *, strict: bool = False) -> DocumentSearch
         # Withdrawn documents leave every search and read: none is served as entered-in-error.
         search.current, search.superseded = "current" in wanted, "superseded" in wanted
         search.applied.append(("status", value))
+    if (value := params.get("_sort")) is not None:
+        if len(params.getlist("_sort")) > 1 or "," in value:
+            raise SearchError("_sort: one sort key is served")
+        if value in {o.value for o in SearchOrder}:
+            search.order = SearchOrder(value)
+            search.applied.append(("_sort", value))
+        elif strict:
+            raise SearchError(f"_sort={value} is not served (Prefer: handling=strict)")
+        else:  # the default order stands, as the warning and the self link say
+            search.ignored.append(f"_sort={value}")
     if (value := _one(params, "_summary")) in _SUMMARIES:
         search.count_only = value == "count"
     elif value is not None and strict:
@@ -441,6 +452,7 @@ def _query(search: DocumentSearch, d: AccessDecision) -> SearchQuery:
             limit=search.count,
             offset=search.offset,
             doc_id=search.doc_id,
+            order=search.order,
             include_superseded=search.superseded,
             superseded_only=search.superseded and not search.current,
         ),

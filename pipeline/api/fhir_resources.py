@@ -376,8 +376,10 @@ _UNSERVED_SEARCH = (
     "Search by GET, or by POST to DocumentReference/_search with the parameters as a form "
     "(application/x-www-form-urlencoded), which keeps the patient's INS out of URLs. "
     "Reads answer an ETag (W/ + meta.versionId) and 304 to If-None-Match or If-Modified-Since. "
-    "Searches list newest first by the clinical date (then by id: a stable order for paging); "
-    "_sort, _include, _revinclude, _elements and _total are not served: ignored and named in a "
+    "Searches list best first for _content's words, else newest first by the clinical date, "
+    "then by id (a stable order for paging); _sort takes one key of -period, period (the "
+    "clinical date, undated last), -date, date (the filing), any other is ignored. _include, "
+    "_revinclude, _elements and _total are not served: ignored and named in a "
     "warning entry of the Bundle (search mode outcome), or a 400 with Prefer: handling=strict."
 )
 

@@ -65,6 +65,7 @@ from pipeline.model import (
     DocumentRecord,
     LabResult,
     SearchHit,
+    SearchOrder,
     SearchQuery,
     SearchResult,
     Visibility,
@@ -905,17 +906,19 @@ class ElasticsearchIndex:
             "size": size,
             "_source": _HIT_SOURCE,
         }
-        if tokens:
-            body["sort"] = [
-                {"_score": "desc"},
-                {"document_date": {"order": "desc", "missing": "_last"}},
-                {"doc_id": "asc"},
-            ]
-        else:
-            body["sort"] = [
-                {"document_date": {"order": "desc", "missing": "_last"}},
-                {"doc_id": "asc"},
-            ]
+        order = query.order or SearchOrder.PERIOD_DESC
+        direction = "desc" if order.descending else "asc"
+        by = (
+            {"ingested_at": direction}
+            if order.by_filing
+            else {"document_date": {"order": direction, "missing": "_last"}}
+        )
+        # Best first when there are words and no order was asked for; ties by doc id.
+        body["sort"] = [
+            *([{"_score": "desc"}] if tokens and query.order is None else []),
+            by,
+            {"doc_id": "asc"},
+        ]
         response = self._es.search(index=self.alias, routing=query.patient_id, **body)
         hits = []
         for hit in response["hits"]["hits"]:

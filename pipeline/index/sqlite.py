@@ -61,6 +61,7 @@ from pipeline.model import (
     DocClass,
     DocumentRecord,
     SearchHit,
+    SearchOrder,
     SearchQuery,
     SearchResult,
     Visibility,
@@ -128,6 +129,14 @@ _UPDATED = (
     f"strftime('{_INSTANT_FORMAT}', coalesce(json_extract(d.record, '$.updated_at'),"
     " json_extract(d.record, '$.ingested_at')))"
 )
+
+
+def _order_by(order: SearchOrder) -> str:
+    """The ORDER BY of a listing: undated documents last either way, ties by doc id."""
+    direction = "DESC" if order.descending else "ASC"
+    if order.by_filing:
+        return f"{_FILED} {direction}, d.doc_id"
+    return f"d.document_date IS NULL, d.document_date {direction}, d.doc_id"
 
 
 def _instant(at: dt.datetime) -> str:
@@ -616,7 +625,7 @@ class SqliteIndex:
                 SELECT rowid AS id, title, meta, body FROM documents_fts
                 WHERE documents_fts MATCH ?
             )
-            SELECT d.id, m.title, m.meta, m.body, d.document_date, d.doc_id
+            SELECT d.id, m.title, m.meta, m.body, d.document_date, d.doc_id, {_FILED}
             FROM m CROSS JOIN documents d ON d.id = m.id
             WHERE {where}
         """
@@ -628,10 +637,17 @@ class SqliteIndex:
                 log.error("FTS5 rejected %r: %s", match, exc)
                 raise
             scores = self._score(rows, tokens, prefix, (pat, where, params, expansion))
-            # Best first; ties newest first (undated last), then by doc_id.
+            # Best first; ties newest first (undated last), then by doc_id. An order asked
+            # for replaces the score (stable sorts: the last key sorted is the first).
             rows.sort(key=lambda r: r[5])
-            rows.sort(key=lambda r: r[4] or "", reverse=True)
-            rows.sort(key=lambda r: scores[r[0]], reverse=True)
+            order = query.order or SearchOrder.PERIOD_DESC
+            if order.by_filing:
+                rows.sort(key=lambda r: r[6], reverse=order.descending)
+            else:
+                rows.sort(key=lambda r: r[4] or "", reverse=order.descending)
+                rows.sort(key=lambda r: r[4] is None)
+            if query.order is None:
+                rows.sort(key=lambda r: scores[r[0]], reverse=True)
             page = [(r[0], scores[r[0]]) for r in rows[query.offset : query.offset + query.limit]]
             hits = self._hits(page, tokens, prefix)
         return SearchResult(total=len(rows), hits=tuple(hits))
@@ -759,7 +775,7 @@ class SqliteIndex:
             page = self._db.execute(
                 f"""
                 SELECT d.id, 0.0 FROM documents d WHERE {where}
-                ORDER BY d.document_date IS NULL, d.document_date DESC, d.doc_id
+                ORDER BY {_order_by(query.order or SearchOrder.PERIOD_DESC)}
                 LIMIT ? OFFSET ?
                 """,
                 (*params, query.limit, query.offset),

@@ -510,6 +510,40 @@ def test_the_capability_statement_needs_no_token(api: Api) -> None:
     assert not [p for p in api.http.get("/openapi.json").json()["paths"] if p.startswith("/fhir")]
 
 
+def test_sort_lists_by_clinical_date_or_filing_and_pages_in_that_order(record: Api) -> None:
+    # Filed: hb-2024 (2024-03-02), then the others (2024-06-01, by id), then rx-2025 (2025).
+    by_filing = found(record, patient(A), limit=2, _sort="date")
+    assert by_filing[0] == "hb-2024" and by_filing[-1] == "rx-2025" and len(by_filing) == len(CURRENT)
+    assert found(record, patient(A), _sort="-date") == [by_filing[-1], *by_filing[1:-1], by_filing[0]]
+    assert found(record, patient(A), limit=4, _sort="period") == [
+        "hb-2022-v2",
+        "img-2023",
+        "hb-2024",
+        "masked",
+        "rx-2025",
+        "undated",
+    ]
+    # Words found, in the order asked for rather than best first; the self link says it.
+    r = record.http.get(
+        "/fhir/DocumentReference",
+        headers=record.as_(patient(A)),
+        params={"patient.identifier": A, "_sort": "-period", "_content": "hémoglobine"},
+    )
+    assert "_sort=-period" in r.json()["link"][0]["url"]
+    for params in ({"_sort": "date,-period"}, {"_sort": ["date", "period"]}):
+        bad = record.http.get(
+            "/fhir/DocumentReference",
+            headers=record.as_(patient(A)),
+            params={"patient.identifier": A, **params},
+        )
+        _outcome(bad, 400, "invalid")
+    strict = {**record.as_(patient(A)), "Prefer": "handling=strict"}
+    bad = record.http.get(
+        "/fhir/DocumentReference", headers=strict, params={"patient.identifier": A, "_sort": "title"}
+    )
+    _outcome(bad, 400, "invalid")
+
+
 def test_a_search_by_post_keeps_the_ins_out_of_the_url(record: Api) -> None:
     form = {"patient.identifier": f"{INS_SYSTEM}|{A}", "category": "biology", "status": "current,superseded"}
     by_get = record.http.get("/fhir/DocumentReference", headers=record.as_(patient(A)), params=form).json()
@@ -703,7 +737,7 @@ def test_ignored_parameters_are_named_in_a_warning_of_the_bundle(record: Api) ->
     r = record.http.get(
         "/fhir/DocumentReference",
         headers=record.as_(patient(A)),
-        params={"patient.identifier": A, "_sort": "-date", "author.given": "x", "_count": 2},
+        params={"patient.identifier": A, "_sort": "-_lastUpdated", "author.given": "x", "_count": 2},
     )
     bundle = Bundle.model_validate(r.json())
     matches = [e for e in bundle.entry if e.search.mode == "match"]

@@ -100,7 +100,7 @@ def _served_resources(api: Api) -> dict[str, object]:
         "patient.identifier": f"{INS_SYSTEM}|{A}",
         "status": "current,superseded",
         "_count": "2",
-        "_sort": "-date",
+        "_sort": "-_lastUpdated",
     }
     return {
         "bundle": api.http.get("/fhir/DocumentReference", headers=me, params=search).json(),

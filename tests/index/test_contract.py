@@ -21,7 +21,7 @@ import pytest
 
 from pipeline.index import DocumentIndex, IndexFailure, Supersede
 from pipeline.index.base import KEYWORD_MAX_CHARS
-from pipeline.model import DocClass, LabResult, SearchQuery, SearchResult, Visibility
+from pipeline.model import DocClass, LabResult, SearchOrder, SearchQuery, SearchResult, Visibility
 from tests.index.conftest import PATIENT_A, PATIENT_B, PATIENT_C, make_record
 
 HB_TEXT = (
@@ -570,6 +570,36 @@ def test_a_change_stamps_updated_at_and_the_last_change_is_searchable(index: Doc
     assert sorted(ids(changed)) == ["d", "v1"]
     as_filed = search(index, updated_before=filed + dt.timedelta(seconds=1), include_superseded=True)
     assert ids(as_filed) == ["v2"]
+
+
+@pytest.mark.parametrize("text", [None, "glucose"])
+def test_an_order_asked_for_lists_by_clinical_date_or_filing(index: DocumentIndex, text: str | None) -> None:
+    noon = dt.datetime(2024, 6, 1, 12, 0, tzinfo=dt.UTC)
+    index.upsert(
+        [  # filed in the order old, undated, new: not the clinical dates' order
+            make_record("new", text="Glucose", document_date=dt.date(2024, 5, 1), ingested_at=noon),
+            make_record(
+                "old",
+                text="Glucose glucose glucose",
+                document_date=dt.date(2020, 1, 1),
+                ingested_at=noon - dt.timedelta(days=2),
+            ),
+            make_record(
+                "undated", text="Glucose", document_date=None, ingested_at=noon - dt.timedelta(days=1)
+            ),
+            make_record("tie", text="Glucose", document_date=dt.date(2024, 5, 1), ingested_at=noon),
+        ]
+    )
+    expected = {
+        SearchOrder.PERIOD_DESC: ["new", "tie", "old", "undated"],
+        SearchOrder.PERIOD_ASC: ["old", "new", "tie", "undated"],
+        SearchOrder.FILED_DESC: ["new", "tie", "undated", "old"],
+        SearchOrder.FILED_ASC: ["old", "undated", "new", "tie"],
+    }
+    for order, ids_in_order in expected.items():
+        assert ids(search(index, text, order=order)) == ids_in_order, order
+        page = search(index, text, order=order, limit=2, offset=1)
+        assert (ids(page), page.total) == (ids_in_order[1:3], 4)
 
 
 def test_without_text_newest_first_undated_last(three_classes: DocumentIndex) -> None:
