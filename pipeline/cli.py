@@ -19,9 +19,14 @@ import sqlite3
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pipeline.errors import CarnetError, ConfigurationError, InvalidPatientId, UnknownQuarantineRecord
 from pipeline.settings import Settings
+
+if TYPE_CHECKING:
+    from pipeline.model import Outcome
+    from pipeline.store import QuarantineRecord
 
 log = logging.getLogger("carnet")
 
@@ -333,10 +338,25 @@ def cmd_replay(args: argparse.Namespace) -> int:
             if result.dry_run
             else " -> released"
             if q.quarantine_id in result.released
-            else " -> still rejected"
+            else f" -> still rejected{_rejected_now(q, result.outcomes)}"
         )
         print(f"  {q.quarantine_id}  {q.producer:<24} {codes:<22} {q.source}{state}")
     return 0
+
+
+def _rejected_now(q: QuarantineRecord, outcomes: Sequence[Outcome]) -> str:
+    """Why a replayed record is still rejected: the codes of its new attempt (they may not
+    be those it was quarantined for), or that it was not replayed at all."""
+    # A record of a whole HL7 file (part None) is answered by its messages, "file#n".
+    mine = [
+        o
+        for o in outcomes
+        if o.source == q.source or (q.part is None and o.source.startswith(f"{q.source}#"))
+    ]
+    if not mine:
+        return " (not replayed: no key opens its bytes)"
+    now = dict.fromkeys(r.code.value for o in mine for r in o.reasons if r.blocking)
+    return f": {','.join(now)}" if now else ""
 
 
 def cmd_rewrap_keys(args: argparse.Namespace) -> int:

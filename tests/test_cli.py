@@ -136,3 +136,37 @@ def test_status_tells_an_unfinished_run_from_one_that_found_nothing(
     out = capsys.readouterr().out
     assert "s3://unreachable/p  [unfinished: failed, killed or still running]" in out
     assert "empty-folder  [no document]" in out
+
+
+def test_replay_says_why_a_record_is_still_rejected_now(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A record still rejected after a replay was listed '-> still rejected' beside the
+    codes it was quarantined for: after a fix, the operator could not see that it now
+    fails for another reason, nor that one was not replayed at all (its key shredded)."""
+    import base64
+    import os
+
+    from pipeline.crypto import open_encrypted_store
+    from pipeline.model import Reason
+    from pipeline.settings import Settings
+    from tests.test_replay import P, _quarantined
+
+    key = base64.b64encode(os.urandom(32)).decode()
+    settings = Settings(data_dir=tmp_path / "carnet", data_docs=False, master_key=key)
+    for name, value in {"CARNET_DATA_DIR": str(settings.data_dir), "CARNET_DATA_DOCS": "false"}.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("CARNET_MASTER_KEY", key)
+    monkeypatch.delenv("CARNET_STATE_URL", raising=False)
+    other = _quarantined(settings, b"pas un document", "other.txt", None, Reason.MISSING_INS)
+    shredded = _quarantined(settings, b"%PDF-1.4 broken, of P", "p.pdf", P)
+    store = open_encrypted_store(settings)
+    try:
+        assert store.destroy_patient_key(P)
+    finally:
+        store.close()
+    assert main(["replay"]) == 0
+    lines = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()[1:]}
+    assert lines[other].endswith("other.txt -> still rejected: unsupported_format")
+    assert "missing_ins" in lines[other]  # what it was quarantined for, in its column
+    assert lines[shredded].endswith("-> still rejected (not replayed: no key opens its bytes)")
