@@ -370,13 +370,14 @@ def _join_boxed_values(
                 break
 
 
-def pages_left_unread(read: int, total: int, max_pages: int) -> Problem:
-    """The warning of a document whose pages past ``max_pages`` were not OCR'd."""
+def pages_left_unread(read: int, total: int, max_pages: int, *, more: bool = False) -> Problem:
+    """The warning of a document whose pages past ``max_pages`` were not OCR'd (``more``:
+    it has more than ``total``, which were not counted)."""
     return Problem(
         code=Reason.TEXT_TRUNCATED,
         blocking=False,
-        message=f"only the first {read} of {total} scanned pages were read (CARNET_OCR_MAX_PAGES "
-        f"{max_pages}); the document is kept whole",
+        message=f"only the first {read} of {'more than ' if more else ''}{total:,} scanned pages were "
+        f"read (CARNET_OCR_MAX_PAGES {max_pages}); the document is kept whole",
     )
 
 
