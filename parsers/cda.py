@@ -28,8 +28,9 @@ Conventions chosen here (the pipeline relies on them):
   ``relatedDocument typeCode="RPLC"`` names: a replacement finds its parent by them when
   the producer kept no setId (optional before the CI-SIS made it mandatory) or gave a new one.
 * ``visibility``: ``confidentialityCode`` N/R/V say nothing on their own; a flag is set only
-  when the code, or one of its ``translation`` codes, is a ``Visibility`` value (the DMP
-  vocabulary, e.g. ``MASQUE_PS``).
+  when the code of a header ``confidentialityCode`` (every one, not only the first), or one
+  of its ``translation`` codes, is a ``Visibility`` value (the DMP vocabulary, e.g.
+  ``MASQUE_PS``).
 * ``type_code``: the ``code`` of the document when it is LOINC or a national type
   (TRE_A05), else its first LOINC or national ``translation``, else the code as given.
 * ``document_date`` is the exam date (``documentationOf/serviceEvent/effectiveTime/low``)
@@ -586,8 +587,15 @@ def _replaced_documents(root: Element) -> tuple[str, ...]:
 
 
 def _visibility(root: Element) -> tuple[Visibility, ...]:
-    conf = _find(root, "confidentialityCode")
-    codes = {_attr(e, "code") for e in (conf, *_findall(conf, "translation"))}
+    """The flags of every header ``confidentialityCode`` and of its translations at any
+    depth: producers put a DMP flag beside the HL7 N/R/V in a translation or in a
+    confidentialityCode of its own, and reading the first one alone would show a masked
+    document. A section's own code qualifies that section, not the document."""
+    codes = {
+        _attr(e, "code")
+        for conf in _findall(root, "confidentialityCode")
+        for e in (conf, *conf.iter(f"{{{NS}}}translation"))
+    }
     return tuple(v for v in Visibility if v.value in codes)
 
 

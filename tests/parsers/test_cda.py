@@ -541,6 +541,20 @@ def test_masque_ps_translation_with_prefixed_namespace() -> None:
             b'<translation code="INVISIBLE_PATIENT"/></confidentialityCode>',
             (Visibility.INVISIBLE_PATIENT, Visibility.INVISIBLE_REPRESENTANTS_LEGAUX),
         ),
+        # Each flag in its own confidentialityCode after the HL7 one (N/R/V first, as the
+        # header requires it): every one counts, not only the first.
+        (
+            b'<confidentialityCode code="N" codeSystem="2.16.840.1.113883.5.25"/>'
+            b'<confidentialityCode code="MASQUE_PS" codeSystem="1.2.250.1.213.1.1.4.13"/>'
+            b'<confidentialityCode code="N"><translation code="INVISIBLE_PATIENT"/></confidentialityCode>',
+            (Visibility.INVISIBLE_PATIENT, Visibility.MASQUE_PS),
+        ),
+        # A translation of a translation (data types R1 allow it) is the same concept.
+        (
+            b'<confidentialityCode code="N"><translation code="R">'
+            b'<translation code="INVISIBLE_REPRESENTANTS_LEGAUX"/></translation></confidentialityCode>',
+            (Visibility.INVISIBLE_REPRESENTANTS_LEGAUX,),
+        ),
     ],
 )
 def test_confidentiality_codes(confidentiality: bytes, expected: tuple[Visibility, ...]) -> None:
@@ -548,6 +562,14 @@ def test_confidentiality_codes(confidentiality: bytes, expected: tuple[Visibilit
     data = sample("cr-img.xml")
     assert normal in data
     assert parse_one(data.replace(normal, confidentiality)).visibility == expected
+
+
+def test_confidentiality_of_a_section_is_not_the_documents() -> None:
+    """A section's own confidentialityCode qualifies that section only: it neither hides
+    nor masks the whole document."""
+    data = sample("cr-img.xml").replace(b"<section>", b'<section><confidentialityCode code="MASQUE_PS"/>', 1)
+    assert b'<section><confidentialityCode code="MASQUE_PS"/>' in data
+    assert parse_one(data).visibility == ()
 
 
 # --- identity ----------------------------------------------------------------------------
