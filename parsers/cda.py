@@ -27,6 +27,8 @@ Conventions chosen here (the pipeline relies on them):
   kept in ``document_ids`` too, and ``refers_to`` holds the ids (and setIds) that
   ``relatedDocument typeCode="RPLC"`` names: a replacement finds its parent by them when
   the producer kept no setId (optional before the CI-SIS made it mandatory) or gave a new one.
+  An addendum (``relatedDocument typeCode="APND"``) is named by its ``id`` alone: it adds to
+  its parent, and its setId (often the parent's, reused) must not make it the next version.
 * ``visibility``: ``confidentialityCode`` N/R/V say nothing on their own; a flag is set only
   when the code of a header ``confidentialityCode`` (every one, not only the first), or one
   of its ``translation`` codes, is a ``Visibility`` value (the DMP vocabulary, e.g.
@@ -393,6 +395,11 @@ def _read_document(
     finess, producer_name = _producer(root)
     version = _attr(_find(root, "versionNumber"), "value")
     own_id, set_id = _ii(_find(root, "id")), _ii(_find(root, "setId"))
+    if _is_addendum(root):
+        # An addendum is a document of its own beside its parent, which stays current (CDA
+        # R2 RelatedDocument, as MDM^T06): it is named by its id, never by a setId, which
+        # producers reuse from the parent and which would make it the parent's next version.
+        set_id = None
     return ParsedDocument(
         source=source,
         format=Format.CDA,
@@ -584,6 +591,11 @@ def _replaced_documents(root: Element) -> tuple[str, ...]:
         for elem in (*_findall(related, "parentDocument/id"), *_findall(related, "parentDocument/setId"))
     )
     return tuple(dict.fromkeys(i for i in ids if i))
+
+
+def _is_addendum(root: Element) -> bool:
+    """Whether the document is an addendum to another (``relatedDocument`` APND)."""
+    return any(_attr(related, "typeCode") == "APND" for related in _findall(root, "relatedDocument"))
 
 
 def _visibility(root: Element) -> tuple[Visibility, ...]:

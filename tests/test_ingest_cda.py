@@ -111,6 +111,37 @@ def test_three_versions_in_any_order_leave_the_newest_live(
     assert len(every) == 3
 
 
+def _addendum(*, name_parent_set: bool) -> bytes:
+    """An addendum (APND) to the CR-BIO v1 reusing its parent's setId, as some producers
+    do, naming the parent by its id (and its setId when ``name_parent_set``)."""
+    data = replacement_of(b"CRBIO-2024-0042-V1", own_id=b"CRBIO-2024-0042-ADD1", set_id=SET_ID)
+    data = data.replace(b'typeCode="RPLC"', b'typeCode="APND"').replace(b'value="13.2"', b'value="12.9"')
+    if name_parent_set:
+        data = data.replace(b"</parentDocument>", SET_ID + b"</parentDocument>")
+    return data.replace(b'<versionNumber value="2"/>', b'<versionNumber value="1"/>')
+
+
+@pytest.mark.parametrize("one_run", [True, False])
+@pytest.mark.parametrize("addendum_first", [False, True])
+@pytest.mark.parametrize("name_parent_set", [False, True])
+def test_a_cda_addendum_sharing_its_parents_set_id_adds_to_it(
+    tmp_path: Path, one_run: bool, addendum_first: bool, name_parent_set: bool
+) -> None:
+    """An addendum (relatedDocument APND) is a document of its own beside its parent, which
+    stays current (CDA R2, as MDM^T06): even under its parent's setId it supersedes nothing
+    and is superseded by nothing, whichever comes first; a replacement of the parent then
+    replaces the parent only."""
+    inputs = [("v1.xml", sample("cr-bio.xml")), ("add.xml", _addendum(name_parent_set=name_parent_set))]
+    inputs = inputs[::-1] if addendum_first else inputs
+    replacement = replacement_of(b"CRBIO-2024-0042-V1", set_id=SET_ID)
+    inputs.append(("v2.xml", replacement.replace(b'value="13.2"', b'value="13.0"')))
+    outcomes, live, every, _ = _ingest(_settings(tmp_path), inputs, one_run=one_run)
+    assert [o.status for o in outcomes] == [Status.INDEXED, Status.INDEXED, Status.REPLACED]
+    addendum = outcomes[0 if addendum_first else 1].doc_id
+    assert sorted(h.doc_id for h in live) == sorted([addendum, outcomes[2].doc_id])
+    assert len(every) == 3
+
+
 def test_a_lab_report_with_entries_and_a_one_line_narrative_is_filed(tmp_path: Path) -> None:
     """Its entries are its content: indexed with a short_text warning, not refused as empty."""
     import re

@@ -446,6 +446,13 @@ def test_a_replacement_names_its_parent_document() -> None:
     # An addendum (APND) or a transformation (XFRM) replaces nothing.
     addendum = replacement_of(b"CRBIO-2024-0042-V1").replace(b'typeCode="RPLC"', b'typeCode="APND"')
     assert parse_one(addendum).refers_to == ()
+    # Under its parent's setId, an addendum is still named by its own id only.
+    shared = parse_one(
+        replacement_of(b"CRBIO-2024-0042-V1", own_id=b"CRBIO-2024-0042-ADD1", set_id=SET_ID).replace(
+            b'typeCode="RPLC"', b'typeCode="APND"'
+        )
+    )
+    assert (shared.producer_document_id, shared.document_ids) == ("1.2.250.1.999.2^CRBIO-2024-0042-ADD1", ())
     original = parse_one(sample("cr-bio.xml"))
     assert (original.refers_to, original.document_ids) == ((), ("1.2.250.1.999.2^CRBIO-2024-0042-V1",))
 
