@@ -719,12 +719,22 @@ class EncryptedStore:
             if known.owner != patient_id:
                 log.warning("object %s already belongs to another patient; left under their key", sha256)
             return False
+        return self._rekey(sha256, known, patient_id)
+
+    def hand_over(self, sha256: str, patient_id: str) -> bool:
+        known = self.keyring.lookup(sha256)
+        if known is None or known.owner == patient_id:
+            return False
+        return self._rekey(sha256, known, patient_id)
+
+    def _rekey(self, sha256: str, known: ObjectRow, patient_id: str) -> bool:
+        """Re-encrypt a stored object under ``patient_id``'s data key."""
         data = self.get(sha256)
         key_id, key = self.keyring.patient_key_with_id(patient_id)
         new_cipher_sha = self.base.put(self._encrypt(key, data, sha256))
         self.keyring.record(sha256, new_cipher_sha, patient_id, None, key_id)
-        # The copy under the object key goes (at the next sync); its key is gone from the
-        # keyring with the row.
+        # The former copy goes (at the next sync); an object key is gone from the keyring
+        # with the row, a former owner's copy with their key at their erasure.
         self._replaced.append(known.cipher_sha256)
         self._recorded()
         return True

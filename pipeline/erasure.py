@@ -159,11 +159,20 @@ def erase_patient_from(
     linked = set(store.linked_to(patient_id)) | {q.content_sha256 for q in quarantined}
     shas.update(linked)
     removed_objects = shared = 0
+    holding = index.patients_holding(sorted(shas))
     for sha in sorted(shas):
         owner = store.owner_of(sha)
         if owner is not None and owner != patient_id and sha not in linked:
             # The same bytes were filed for someone else first: they are that person's too.
             log.warning("object %s is also another patient's; kept", sha)
+            continue
+        others = sorted(holding.get(sha, set()) - {patient_id})
+        if owner == patient_id and others and sha not in linked:
+            # Filed for this patient first, and the same bytes for someone else too: theirs
+            # now, under their key. Shredded with this patient's key, another's document (an
+            # upload, a producer's file sent for both) lost its file, which told them that
+            # someone holding the same bytes had erased their account.
+            store.hand_over(sha, others[0])
             continue
         if sha in linked and owner != patient_id:
             # An input holding this patient's data not under their key (a batch of several

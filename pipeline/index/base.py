@@ -185,6 +185,12 @@ class DocumentIndex(Protocol):
         """Every (patient_id, doc_id, content_sha256) held — for integrity checks."""
         ...
 
+    def patients_holding(self, content_sha256s: Sequence[str]) -> dict[str, set[str]]:
+        """Each of ``content_sha256s`` that some document holds -> the patients whose records
+        hold it, withdrawn and superseded versions included (erasure: bytes filed for two
+        people stay the other's)."""
+        ...
+
     def count(self) -> int: ...
 
     def rebuild(self, version: str) -> dict[str, object]:

@@ -884,6 +884,21 @@ class ElasticsearchIndex:
         return sorted(rows)
 
     @_reachable
+    def patients_holding(self, content_sha256s: Sequence[str]) -> dict[str, set[str]]:
+        held: dict[str, set[str]] = {}
+        wanted = sorted({s for s in content_sha256s if matchable(s)})
+        for i in range(0, len(wanted), 1000):
+            for hit in helpers.scan(
+                self._es,
+                index=self.alias,
+                query={"query": {"terms": {"content_sha256": wanted[i : i + 1000]}}},
+                _source=["patient_id", "content_sha256"],
+            ):
+                source = hit["_source"]
+                held.setdefault(source["content_sha256"], set()).add(source["patient_id"])
+        return held
+
+    @_reachable
     def count(self) -> int:
         return int(self._es.count(index=self.alias)["count"])
 

@@ -593,6 +593,20 @@ class SqliteIndex:
             ).fetchall()
         return [(p, d, h) for p, d, h in rows]
 
+    def patients_holding(self, content_sha256s: Sequence[str]) -> dict[str, set[str]]:
+        held: dict[str, set[str]] = {}
+        wanted = sorted(set(content_sha256s))
+        with self._lock:
+            for i in range(0, len(wanted), 500):  # well under SQLite's parameter limit
+                chunk = wanted[i : i + 500]
+                for sha, patient in self._db.execute(
+                    f"SELECT DISTINCT content_sha256, patient_id FROM documents"
+                    f" WHERE content_sha256 IN ({', '.join('?' * len(chunk))})",
+                    chunk,
+                ):
+                    held.setdefault(sha, set()).add(patient)
+        return held
+
     def count(self) -> int:
         with self._lock:
             (n,) = self._db.execute("SELECT count(*) FROM documents").fetchone()

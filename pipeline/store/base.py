@@ -110,6 +110,12 @@ class KeyedStore(DocumentStore, Protocol):
         object already another patient's keeps its first owner)."""
         ...
 
+    def hand_over(self, sha256: str, patient_id: str) -> bool:
+        """Put an object under ``patient_id``'s data key, whoever's it was: the erasure of its
+        owner, when the same bytes are that other patient's document too. True when it
+        changed; False when it is not stored."""
+        ...
+
     def share(self, sha256: str) -> bool:
         """Put a stored object under a key of its own (an input of several patients, which
         the erasure of any of them shreds with that key); True when it changed. False when

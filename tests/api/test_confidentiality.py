@@ -355,3 +355,20 @@ def test_a_visibility_choice_leaves_alone_the_versions_hidden_from_who_makes_it(
     api.file(MINOR, "p2", series_id="p", visibility=(Visibility.INVISIBLE_PATIENT,))
     assert api.put(me, f"/patients/{MINOR}/documents/p1/hidden").status_code == 200
     assert masked in api.index.get(MINOR, "p2").visibility  # type: ignore[union-attr]
+
+
+def test_an_erasure_leaves_another_patient_the_file_they_hold_too(api: Api) -> None:
+    """The same bytes filed for two patients (a patient uploading the report their lab also
+    sent, one leaflet for a family) are one object, under the first one's key: erasing that
+    first patient shredded the other's file, whose download then answered 404, telling them
+    that someone holding the same bytes had erased their account. It is theirs now."""
+    first, other = make_ins(42), make_ins(43)
+    data = b"%PDF-1.4 the same report, filed for two people"
+    api.file(first, "theirs", content=data)
+    api.file(other, "mine", content=data)
+    assert api.delete(patient(first), f"/patients/{first}").status_code == 200
+    r = api.get(patient(other), f"/patients/{other}/documents/mine/file")
+    assert (r.status_code, r.content) == (200, data)
+    assert api.store.owner_of(api.index.get(other, "mine").content_sha256) == other  # type: ignore[union-attr]
+    # Erased in turn, nothing of it is left.
+    assert api.delete(patient(other), f"/patients/{other}").json()["objects"] == 1

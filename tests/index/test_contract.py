@@ -870,3 +870,18 @@ def test_a_version_current_for_its_reader_was_last_updated_when_filed_for_them(i
             index, updated_from=filed, updated_before=just_before, exclude_visibility=masked, **status
         )
         assert ids(as_filed) == ["v1"]
+
+
+def test_patients_holding_names_every_record_that_holds_a_content(index: DocumentIndex) -> None:
+    index.upsert(
+        [
+            make_record("a1", content="same"),
+            make_record("b1", patient_id=PATIENT_B, content="same"),
+            make_record("a2", content="only a's"),
+        ]
+    )
+    index.supersede(PATIENT_A, "a1", "a2")
+    same, only = (index.get(PATIENT_A, d).content_sha256 for d in ("a1", "a2"))  # type: ignore[union-attr]
+    held = index.patients_holding([same, only, "0" * 64])
+    assert held == {same: {PATIENT_A, PATIENT_B}, only: {PATIENT_A}}
+    assert index.patients_holding([]) == {}
