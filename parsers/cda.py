@@ -390,7 +390,7 @@ def _read_document(
     root = streamed.root
     body = _body(streamed, source, embedded)
     code = _find(root, "code")
-    type_code, type_system = _type_code(code)
+    type_code, type_system, type_display = _type_code(code)
     rpps, author_name = _author(root)
     finess, producer_name = _producer(root)
     version = _attr(_find(root, "versionNumber"), "value")
@@ -410,6 +410,7 @@ def _read_document(
         demographics=_demographics(root),
         type_code=type_code,
         type_code_system=type_system,
+        type_code_display=type_display,
         document_date=_document_date(root),
         author_rpps=rpps,
         author_name=author_name,
@@ -561,13 +562,14 @@ def _producer(root: Element) -> tuple[str | None, str | None]:
     return None, next((n for n in names if n), None)
 
 
-def _type_code(code: Element | None) -> tuple[str | None, str | None]:
-    """(code, system) of the document type: LOINC or national first, translations included."""
+def _type_code(code: Element | None) -> tuple[str | None, str | None, str | None]:
+    """(code, system, display name) of the document type: LOINC or national first,
+    translations included."""
     candidates = [code, *_findall(code, "translation")]
-    for elem in candidates:
-        if _attr(elem, "code") and _attr(elem, "codeSystem") in TYPE_CODE_SYSTEMS:
-            return _attr(elem, "code"), _attr(elem, "codeSystem")
-    return _attr(code, "code"), _attr(code, "codeSystem")
+    chosen = next(
+        (e for e in candidates if _attr(e, "code") and _attr(e, "codeSystem") in TYPE_CODE_SYSTEMS), code
+    )
+    return _attr(chosen, "code"), _attr(chosen, "codeSystem"), _attr(chosen, "displayName")
 
 
 # The largest version number a record keeps: Elasticsearch holds it as a 32-bit integer,

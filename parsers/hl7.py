@@ -408,6 +408,7 @@ class _Reader:
         rpps, author = _author(obrs, self._first("ORC"), self._all("PRT"))
         own_ids = _own_ids(txa, first_obr, self._first("ORC"))
         document_id = inner.producer_document_id or next(iter(own_ids), None)
+        code_display = (code_text or None) if code else None
         return ParsedDocument(
             source=self.source, part=part, format=Format.HL7V2, content=content, title=title,
             text="\n".join([title, *self.lines, *(d.text for d in self.embedded if d.text)]),
@@ -417,6 +418,7 @@ class _Reader:
             message_type=message_type, message_control_id=msh.value(10),
             type_code=inner.type_code or code,
             type_code_system=inner.type_code_system if inner.type_code else (LOINC if code else None),
+            type_code_display=inner.type_code_display if inner.type_code else code_display,
             document_date=document_date,
             author_rpps=inner.author_rpps or rpps, author_name=inner.author_name or author,
             producer_finess=finess or inner.producer_finess,

@@ -14,7 +14,7 @@ import re
 
 from pipeline.analysis import fold
 from pipeline.model import Classification, DocClass, Format, ParsedDocument
-from pipeline.type_codes import LOINC_SYSTEM, TYPE_CODE_SYSTEMS, TYPE_CODES
+from pipeline.type_codes import LOINC_SYSTEM, TYPE_CODE_SYSTEMS, TYPE_CODES, is_radiology_report_name
 
 __all__ = ["LOINC_SYSTEM", "TYPE_CODES", "classify_document", "fold"]
 
@@ -77,11 +77,17 @@ _COMPILED = {c: tuple((re.compile(p), w) for p, w in kws) for c, kws in _KEYWORD
 _MIN_SCORE = 3.0
 
 
-def _from_type_code(code: str, system: str | None, rule: str) -> Classification:
+def _from_type_code(code: str, system: str | None, rule: str, display: str | None = None) -> Classification:
     if code in TYPE_CODES:
         doc_class, label = TYPE_CODES[code]
         return Classification(
             doc_class=doc_class, type_code=code, type_label=label, rule=rule, confidence=1.0
+        )
+    if system in (None, LOINC_SYSTEM) and display and is_radiology_report_name(display):
+        # One of the thousands of LOINC radiology report codes, known by the name that
+        # comes with it rather than by a table row: a little less sure than a listed code.
+        return Classification(
+            doc_class=DocClass.IMAGING, type_code=code, type_label=display, rule=rule, confidence=0.9
         )
     # A code Carnet does not know still says what the document is not sure to be: it is
     # kept, and the document is "other" rather than guessed from its words. A code from a
@@ -113,7 +119,7 @@ def classify_document(doc: ParsedDocument) -> Classification:
     """Class and LOINC type code of ``doc``: metadata first, then content keywords."""
     if doc.type_code:
         rule = "cda.code" if doc.format is Format.CDA else "source.type_code"
-        return _from_type_code(doc.type_code, doc.type_code_system, rule)
+        return _from_type_code(doc.type_code, doc.type_code_system, rule, doc.type_code_display)
     oru = doc.format is Format.HL7V2 and (doc.message_type or "").startswith("ORU")
     if oru and not _narrative_only(doc):
         # ORU^R01 carries observation results: with measured ones, a lab report by definition.

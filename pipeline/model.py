@@ -194,6 +194,9 @@ class ParsedDocument(Frozen):
     message_control_id: str | None = None  # HL7 MSH-10 (for ACKs)
     type_code: str | None = None  # LOINC type code given by the source (CDA code)
     type_code_system: str | None = None
+    # The name the producer gives its type code (CDA displayName, HL7 CE.2): LOINC's
+    # radiology report names say their modality (see ``pipeline/type_codes.py``).
+    type_code_display: str | None = None
     document_date: dt.date | None = None
     author_rpps: str | None = None
     author_name: str | None = None

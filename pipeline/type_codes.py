@@ -7,6 +7,8 @@ document codes (code system 2.16.840.1.113883.6.1) and the national complementar
 set's French display names. Two LOINC codes Carnet already used and the value set does not
 list (11526-1 pathology, 18842-5 discharge summary) are kept.
 
+LOINC report types outside that value set are in ``_LOINC_BEYOND`` below, with theirs.
+
 Class rules: a type is *biology*, *imaging* or *prescription* only when the document itself
 is a lab report, an imaging report (or its images' references) or a prescription (of drugs,
 care, acts or tests, including a request for imaging acts); everything else —
@@ -159,8 +161,65 @@ _TABLE: tuple[tuple[str, DocClass, str], ...] = (
     ("EXPORT_DUI", _OTHER, "Export du Dossier Usager Informatisé"),
 )
 
-# code -> (class, French label)
-TYPE_CODES: dict[str, tuple[DocClass, str]] = {code: (cls, label) for code, cls, label in _TABLE}
+# LOINC report types outside the national value set, which producers also send (a CR-BIO
+# typed by its lab specialty, a radiology system's own LOINC types). Labels are LOINC's
+# names. Sources, each a published value set rather than codes picked one by one:
+# - biology: the IHE XD-LAB "Laboratory Specialty" value set (1.3.6.1.4.1.19376.1.3.3.2.1),
+#   the LOINC "<specialty> studies (set)" codes, which CR-BIO uses for its chapters;
+# - imaging: the LOINC Document Ontology study reports of radiology: 18726-0 "Radiology
+#   studies (set)", the root of LOINC's RAD class (HL7 Europe's imaging report types are its
+#   descendants), and its modality-level "Study report" types; the thousands of
+#   "<modality> <body part>" codes of that class are recognised by name
+#   (``is_radiology_report_name``), not listed;
+# - prescription: LOINC's prescription document types not in the value set.
+_LOINC_BEYOND: tuple[tuple[str, DocClass, str], ...] = (
+    ("18716-1", _BIO, "Allergy studies (set)"),
+    ("18717-9", _BIO, "Blood bank studies (set)"),
+    ("18718-7", _BIO, "Cell marker studies (set)"),
+    ("18719-5", _BIO, "Chemistry studies (set)"),
+    ("18720-3", _BIO, "Coagulation studies (set)"),
+    ("18721-1", _BIO, "Therapeutic drug monitoring studies (set)"),
+    ("18722-9", _BIO, "Fertility studies (set)"),
+    ("18723-7", _BIO, "Hematology studies (set)"),
+    ("18724-5", _BIO, "HLA studies (set)"),
+    ("18725-2", _BIO, "Microbiology studies (set)"),
+    ("18727-8", _BIO, "Serology studies (set)"),
+    ("18728-6", _BIO, "Toxicology studies (set)"),
+    ("18729-4", _BIO, "Urinalysis studies (set)"),
+    ("18767-4", _BIO, "Blood gas studies (set)"),
+    ("18768-2", _BIO, "Cell counts+Differential studies (set)"),
+    ("18769-0", _BIO, "Microbial susceptibility tests Set"),
+    ("26435-8", _BIO, "Molecular pathology studies (set)"),
+    ("26436-6", _BIO, "Laboratory studies (set)"),
+    ("26437-4", _BIO, "Chemistry challenge studies (set)"),
+    ("26438-2", _BIO, "Cytology studies (set)"),
+    ("18726-0", _IMG, "Radiology studies (set)"),
+    ("18747-6", _IMG, "CT Study report"),
+    ("18755-9", _IMG, "MR Study report"),
+    ("18760-9", _IMG, "US Study report"),
+    ("18782-3", _IMG, "Radiology Study observation (narrative)"),
+    ("11525-3", _IMG, "US Pelvis Fetus for pregnancy"),
+    ("57829-4", _RX, "Prescription for medical equipment or product"),
+)
+
+# code -> (class, label): the national value set's French labels first.
+TYPE_CODES: dict[str, tuple[DocClass, str]] = {
+    code: (cls, label) for code, cls, label in (*_LOINC_BEYOND, *_TABLE)
+}
+
+# LOINC names the reports of its RAD class (the Radiology Playbook) "<modality> <region>…",
+# the modality by the abbreviation of its method axis, possibly qualified (``US.doppler``)
+# or combined (``PT+CT``): e.g. "CT Chest", "MR Brain WO and W contrast IV".
+# PET ("PT") only combined ("PT+CT"): alone, "PT" begins lab names too (prothrombin time).
+_RAD_MODALITY = r"(?:XR|CT|CTA|MR|MRA|MRV|US|NM|SPECT|MG|RF|RFA|XA|DXA)"
+_RAD_NAME = re.compile(
+    rf"(?:{_RAD_MODALITY}|PT(?=\+))(?:\.[a-z]+)*(?:\+{_RAD_MODALITY}(?:\.[a-z]+)*)* [A-Z][\w ,.()/+-]*"
+)
+
+
+def is_radiology_report_name(name: str) -> bool:
+    """Whether ``name`` reads as the LOINC name of a radiology report (RAD class)."""
+    return _RAD_NAME.fullmatch(name.strip()) is not None
 
 
 def type_code_system(code: str) -> str | None:

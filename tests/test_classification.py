@@ -199,3 +199,82 @@ def test_an_oru_of_report_text_is_what_its_words_say_else_biology() -> None:
         update={"results": (LabResult(analyte="TSH", value="2.1", value_type="NM"),)}
     )
     assert classify_document(measured).doc_class is DocClass.BIOLOGY
+
+
+@pytest.mark.parametrize(
+    ("code", "expected"),
+    [
+        # LOINC imaging study reports outside the national value set (Radiology studies).
+        ("18747-6", DocClass.IMAGING),  # CT Study report
+        ("18755-9", DocClass.IMAGING),  # MR Study report
+        ("18760-9", DocClass.IMAGING),  # US Study report
+        ("18726-0", DocClass.IMAGING),  # Radiology studies (set)
+        ("11525-3", DocClass.IMAGING),  # US Pelvis Fetus for pregnancy
+        # Laboratory specialty reports (IHE XD-LAB specialties), as CR-BIO chapters type them.
+        ("18723-7", DocClass.BIOLOGY),  # Hematology studies (set)
+        ("18725-2", DocClass.BIOLOGY),  # Microbiology studies (set)
+        ("26436-6", DocClass.BIOLOGY),  # Laboratory studies (set)
+        ("57829-4", DocClass.PRESCRIPTION),  # Prescription for medical equipment or product
+    ],
+)
+@pytest.mark.parametrize("fmt", [Format.CDA, Format.HL7V2])
+def test_loinc_report_types_outside_the_national_value_set(
+    code: str, expected: DocClass, fmt: Format
+) -> None:
+    c = classify_document(doc(_ALL_KEYWORDS, format=fmt, type_code=code, type_code_system=LOINC_SYSTEM))
+    assert (c.doc_class, c.type_code, c.confidence) == (expected, code, 1.0)
+    assert c.type_label
+
+
+@pytest.mark.parametrize(
+    "display",
+    [
+        "CT Chest",
+        "MR Brain WO and W contrast IV",
+        "US.doppler Abdominal vessels",
+        "XR Chest 2 Views",
+        "NM Bones Views for metastasis W Sr-89 IV",
+        "MG Breast Diagnostic Limited Views",
+        "PT+CT Whole body",
+        "SPECT Liver W Tc-99m IV",
+        "RFA Guidance for angioplasty of Femoral artery",
+        "DXA Hip and Spine",
+    ],
+)
+def test_a_loinc_code_named_as_the_radiology_playbook_names_its_reports_is_imaging(display: str) -> None:
+    """The thousands of "<modality> <body part>" codes of LOINC's RAD class (the Radiology
+    Playbook) are not listed one by one: their name, which the producer gives with the
+    code, says the modality by LOINC's own abbreviation."""
+    c = classify_document(
+        doc(
+            "",
+            format=Format.CDA,
+            type_code="24627-2",
+            type_code_system=LOINC_SYSTEM,
+            type_code_display=display,
+        )
+    )
+    assert (c.doc_class, c.type_code, c.type_label, c.confidence) == (
+        DocClass.IMAGING,
+        "24627-2",
+        display,
+        0.9,
+    )
+
+
+@pytest.mark.parametrize(
+    ("display", "system"),
+    [
+        ("Consult note", LOINC_SYSTEM),  # a LOINC type of another kind
+        ("CTA", LOINC_SYSTEM),  # a modality alone names no report
+        ("PT Plas", LOINC_SYSTEM),  # prothrombin time, LOINC's short name
+        ("Creatinine [Mass/volume] in Serum", LOINC_SYSTEM),
+        ("CT Chest", "1.2.250.1.999.77"),  # a producer's own code: its name is not LOINC's
+        (None, LOINC_SYSTEM),
+    ],
+)
+def test_other_names_do_not_make_an_unknown_code_imaging(display: str | None, system: str) -> None:
+    c = classify_document(
+        doc("", format=Format.CDA, type_code="99999-9", type_code_system=system, type_code_display=display)
+    )
+    assert c.doc_class is DocClass.OTHER

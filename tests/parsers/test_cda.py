@@ -14,8 +14,10 @@ from pypdf import PdfWriter
 from parsers.base import SNIFF_BYTES, Parser
 from parsers.cda import MAX_DEPTH, CdaParser, parse_ts
 from parsers.registry import default_registry
+from pipeline.classification import classify_document
 from pipeline.errors import EncryptedDocumentError, ParserError
 from pipeline.model import (
+    DocClass,
     Format,
     LabResult,
     ParsedDocument,
@@ -1334,3 +1336,14 @@ def test_streamed_parse_holds_far_less_than_the_document() -> None:
         tracemalloc.stop()
     assert len(doc.text) > 300_000
     assert peak < 4 * len(data), (peak, len(data))
+
+
+def test_the_name_of_the_type_code_is_kept_with_it() -> None:
+    """A LOINC radiology code the national table lacks is known by its name (CT Chest)."""
+    data = sample("cr-img.xml").replace(
+        b'code="18748-4" codeSystem="2.16.840.1.113883.6.1" displayName="CR d\'imagerie m\xc3\xa9dicale"',
+        b'code="24627-2" codeSystem="2.16.840.1.113883.6.1" displayName="CT Chest"',
+    )
+    doc = parse_one(data)
+    assert (doc.type_code, doc.type_code_display) == ("24627-2", "CT Chest")
+    assert classify_document(doc).doc_class is DocClass.IMAGING

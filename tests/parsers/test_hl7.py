@@ -14,9 +14,11 @@ from hl7apy.parser import parse_message
 
 from parsers.hl7 import DEFAULT_TITLE, LOINC, Hl7Parser
 from parsers.registry import document_registry
+from pipeline.classification import classify_document
 from pipeline.errors import ParserError
 from pipeline.identity import identify_patient
 from pipeline.model import (
+    DocClass,
     Format,
     LabResult,
     ParsedDocument,
@@ -1252,3 +1254,18 @@ def test_a_file_that_starts_as_utf16_but_is_not_is_a_file_failure(parser: Hl7Par
     data = sample("oru_single.hl7").decode().encode("utf-16-le") + b"\x00\xd8"  # a lone surrogate
     with pytest.raises(ParserError, match="not valid utf-16-le"):
         parser.parse(data, source="x")
+
+
+def test_a_radiology_loinc_type_outside_the_national_table_is_imaging(parser: Hl7Parser) -> None:
+    """TXA-2 names the report by one of LOINC's radiology codes the national value set does
+    not list: its name, kept with it, files the document under imaging."""
+    report = base64.b64encode(b"Scanner thoracique : pas de nodule.").decode()
+    data = (
+        f"MSH|^~\\&|A|B|C|D|20240101||MDM^T02^MDM_T02|X1|P|2.5\rPID|1||{INS_ROUX}^^^"
+        f"ASIP-SANTE-INS-NIR&{INS_OID}&ISO^INS\rTXA|1|24627-2^CT Chest^LN\r"
+        f"OBX|1|ED|24627-2^CT Chest^LN||^text^plain^Base64^{report}||||||F"
+    ).encode()
+    [doc] = parser.parse(data, source="x")
+    assert (doc.type_code, doc.type_code_display) == ("24627-2", "CT Chest")
+    c = classify_document(doc.model_copy(update={"text": "Ordonnance, posologie"}))
+    assert (c.doc_class, c.type_code) == (DocClass.IMAGING, "24627-2")
