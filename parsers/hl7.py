@@ -65,7 +65,9 @@ What is read, per message:
   again (EVN-2, ORC-9, OBR-22): a message sent again is a duplicate of the first.
 * Replacement and deletion (the profile's OBX-11 on the document's OBX: F original, C
   replacement, D deletion): ``withdraw`` is set by MDM^T11, OBX-11 ``D`` or TXA-19
-  ``CA``, and in a lab report carrying no document by ``D`` or ``W`` on every result;
+  ``CA`` or ``UN`` (unavailable for patient care), and in a lab report carrying no
+  document by ``D`` or ``W`` on every result or by OBR-25 ``X`` (order cancelled) on every
+  OBR; an obsolete document (TXA-19 ``OB``) comes before every other version (0);
   ``version`` is the embedded CDA's versionNumber, else 2 when an OBR-25 result
   status or the OBX-11 of a result or of the document is ``C`` (a correction shares OBR-3
   with the report it replaces), 0 when every OBR-25 says the report is not final
@@ -131,6 +133,13 @@ LOINC = "2.16.840.1.113883.6.1"
 # OBX-11 (HL7 table 0085) of a result the producer took back: D deleted, W posted as wrong
 # (e.g. sent for the wrong patient). Neither is a result of this patient's.
 _WITHDRAWN_RESULT = frozenset({"D", "W"})
+# ... and X: the result cannot be obtained (its order cancelled).
+_NO_RESULT = _WITHDRAWN_RESULT | {"X"}
+# TXA-19 document availability (HL7 table 0273) of a document no one may use for care: CA
+# deleted, UN unavailable for patient care (withdrawn until sent again available, AV). OB,
+# obsolete, is a version another replaced: not withdrawn (that would take its replacement
+# out with the series) but never after another version (``_report_version``).
+_UNAVAILABLE = frozenset({"CA", "UN"})
 _REQUIRED_MSH = {9: "MSH-9 message type", 10: "MSH-10 control id", 12: "MSH-12 version"}
 # Messages that carry a document: lab results, and the document-management events of the
 # national profile "Transmission de documents CDA en HL7 v2" that come with the document
@@ -384,7 +393,7 @@ class _Reader:
         obrs = [s for s in self.segments if s.name == "OBR"]
         for seg in self._join_split_eds(self.segments[1:]):
             self._read_body(seg, several_obr=len(obrs) > 1)
-        withdraw = self._withdraws(message_type, txa)
+        withdraw = self._withdraws(message_type, txa, obrs)
         self._settle_ed_failures(withdraw=withdraw)
         first_obr = obrs[0] if obrs else None
         inner = self.embedded[0] if self.embedded else ParsedDocument(source="", format=Format.HL7V2)
@@ -454,13 +463,18 @@ class _Reader:
     def _all(self, name: str) -> list[Segment]:
         return [s for s in self.segments if s.name == name]
 
-    def _withdraws(self, message_type: str, txa: Segment | None) -> bool:
-        """A deletion request: MDM^T11, a document OBX with status D, TXA-19 canceled, or a
-        lab report (no document OBX) every result of which is deleted (OBX-11 D or W)."""
+    def _withdraws(self, message_type: str, txa: Segment | None, obrs: list[Segment]) -> bool:
+        """A deletion request: MDM^T11, a document OBX with status D, TXA-19 deleted or
+        unavailable for patient care, or a lab report (no document OBX) every result of
+        which is deleted (OBX-11 D or W), or whose order is cancelled in every OBR."""
         results_deleted = (not self.carries_document and bool(self.result_statuses)
                            and all(s in _WITHDRAWN_RESULT for s in self.result_statuses))  # fmt: skip
-        return (message_type == "MDM^T11" or self.document_status == "D" or results_deleted
-                or (txa is not None and txa.value(19) == "CA"))  # fmt: skip
+        # OBR-25 X (table 0123): no results available, order cancelled. The results a
+        # preliminary report of the order announced will never come: it leaves searches.
+        cancelled = (not self.carries_document and bool(obrs) and all(o.value(25) == "X" for o in obrs)
+                     and all(s in _NO_RESULT for s in self.result_statuses))  # fmt: skip
+        return (message_type == "MDM^T11" or self.document_status == "D" or results_deleted or cancelled
+                or (txa is not None and txa.value(19) in _UNAVAILABLE))  # fmt: skip
 
     def _settle_ed_failures(self, *, withdraw: bool) -> None:
         """An unreadable embedded document blocks the message unless results stand beside it
@@ -680,6 +694,8 @@ def _report_version(obrs: list[Segment], result_statuses: list[str], txa: Segmen
     original sent again, arriving after the final one or the correction (files sorted by
     name, a replayed queue) must not replace it."""
     statuses = {o.value(25) for o in obrs} - {""}
+    if txa is not None and txa.value(19) == "OB":
+        return 0
     if "C" in statuses or "C" in result_statuses:
         return 2
     draft = txa is not None and txa.value(17).upper() in _DRAFT

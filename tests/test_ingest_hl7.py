@@ -417,3 +417,28 @@ def test_an_original_resent_with_new_times_after_its_correction_never_hides_the_
     assert (again.status, again.doc_id) == (Status.DUPLICATE, original.doc_id)
     [live] = index.search(SearchQuery(patient_id=INS_COLIN)).hits
     assert live.doc_id == correction.doc_id
+
+
+@pytest.mark.parametrize("obx", ["", "OBX|1|NM|718-7^Hémoglobine^LN||||||||X\r"])
+def test_an_order_cancelled_withdraws_its_preliminary_report(
+    tmp_path: Path, index: DocumentIndex, obx: str
+) -> None:
+    """OBR-25 X (HL7 table 0123: no results available, order cancelled) on every OBR: the
+    results the preliminary report announced will never come, so it leaves every search."""
+    head = (
+        "MSH|^~\\&|LIS|LABO|CARNET|CARNET|20240312100000||ORU^R01^ORU_R01|{ctrl}|P|2.5\r"
+        f"PID|1||{INS_COLIN}^^^ASIP-SANTE-INS-NIR&1.2.250.1.213.1.4.8&ISO^INS||COLIN^Marc^^^^^L||19690221|M\r"
+        "OBR|1||ORDER-11|BIO^Bilan biologique^L|||20240312083000||||||||||||||||||{status}\r"
+    )
+    result = "OBX|1|NM|718-7^Hémoglobine^LN||13.5|g/dL|13-17|N|||P\r"
+    preliminary = head.format(ctrl="M1", status="P") + result
+    cancelled = head.format(ctrl="M2", status="X") + obx
+    settings = Settings(data_dir=tmp_path / "carnet")
+    with Pipeline(settings, open_backends(settings, index=index)) as pipe:
+        sent, withdrawn = (
+            pipe.process(InputFile(data=m.encode(), source=f"{n}.hl7", producer="labo"))[0]
+            for n, m in [("M1", preliminary), ("M2", cancelled)]
+        )
+    assert (sent.status, withdrawn.status) == (Status.INDEXED, Status.WITHDRAWN)
+    assert withdrawn.doc_id == sent.doc_id
+    assert index.search(SearchQuery(patient_id=INS_COLIN)).total == 0

@@ -1269,3 +1269,48 @@ def test_a_radiology_loinc_type_outside_the_national_table_is_imaging(parser: Hl
     assert (doc.type_code, doc.type_code_display) == ("24627-2", "CT Chest")
     c = classify_document(doc.model_copy(update={"text": "Ordonnance, posologie"}))
     assert (c.doc_class, c.type_code) == (DocClass.IMAGING, "24627-2")
+
+
+@pytest.mark.parametrize(
+    ("statuses", "withdraw"), [(("X",), True), (("X", "X"), True), (("X", "F"), False), (("F",), False)]
+)
+def test_an_order_cancelled_in_every_obr_withdraws_its_report(
+    parser: Hl7Parser, statuses: tuple[str, ...], withdraw: bool
+) -> None:
+    head = _oru("UNICODE UTF-8").split("OBR|")[0]
+    obrs = "".join(
+        f"OBR|{n}||F1|BIO^Bilan^L|||20240312083000||||||||||||||||||{s}\r"
+        + ("OBX|1|NM|718-7^Hémoglobine^LN||13.5|g/dL|12-16|N|||F\r" if s == "F" else "")
+        for n, s in enumerate(statuses, 1)
+    )
+    [doc] = parser.parse((head + obrs).encode(), source="x")
+    assert doc.withdraw is withdraw and doc.producer_document_id == "F1"
+    assert not any(p.blocking for p in doc.warnings)
+
+
+@pytest.mark.parametrize(
+    ("availability", "withdraw"), [("AV", False), ("", False), ("UN", True), ("CA", True)]
+)
+def test_a_document_unavailable_for_patient_care_is_withdrawn(
+    parser: Hl7Parser, availability: str, withdraw: bool
+) -> None:
+    """TXA-19 (HL7 table 0273) UN, unavailable for patient care, takes the document it names
+    out of every search as CA does; it is filed anew when sent again available."""
+    [doc] = parser.parse(_with_availability(availability), source="x")
+    assert doc.withdraw is withdraw
+
+
+def test_an_obsolete_document_never_comes_after_another_version(parser: Hl7Parser) -> None:
+    """TXA-19 OB: a version another replaced; sent again, it must not take its place back."""
+    [doc] = parser.parse(_with_availability("OB"), source="x")
+    assert doc.version == 0 and not doc.withdraw
+
+
+def _with_availability(availability: str) -> bytes:
+    """``11_mdm_t02_pdf_v1.hl7`` with TXA-19 (document availability status) set."""
+    raw = (FR / "11_mdm_t02_pdf_v1.hl7").read_bytes().decode()
+    txa = next(s for s in raw.split("\r") if s.startswith("TXA|"))
+    fields = txa.split("|")
+    fields += [""] * (20 - len(fields))
+    fields[19] = availability
+    return raw.replace(txa, "|".join(fields)).encode()
