@@ -43,6 +43,7 @@ from pipeline.quality.facts import (
     describe_birth,
     fully_ocr,
     identity_facts,
+    listed_type_code,
     observed_dates,
     type_consistent,
 )
@@ -397,7 +398,7 @@ def record_facts(
         sex_consistent=ident.sex_consistent,
         birth_consistent=ident.birth_consistent,
         producer_known=None if known_producers is None else record.producer in known_producers,
-        type_code=record.type_code,
+        type_code=listed_type_code(record.doc_class, record.type_code, record.type_label),
         type_consistent=type_consistent(record.doc_class, record.type_code),
         finess_ok=finess_ok(record.producer_finess),
         rpps_ok=rpps_ok(record.author_rpps),

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pipeline.classification import TYPE_CODES
 from pipeline.dates import find_birth_date
 from pipeline.model import DocClass, LabResult, PatientDemographics
+from pipeline.type_codes import is_radiology_report_name
 
 _WORD = re.compile(r"\w{2,}")
 # The oldest a patient can be: beyond it a two-digit NIR year belongs to the later century.
@@ -126,6 +127,14 @@ def identity_facts(ins: str, demographics: PatientDemographics | None) -> Identi
 
 
 # -- type ------------------------------------------------------------------------------------
+
+
+def listed_type_code(doc_class: DocClass, type_code: str | None, type_label: str | None) -> str | None:
+    """The type code the table must list: none for a LOINC radiology report filed as imaging
+    by its name (``is_radiology_report_name``), which LOINC's RAD class holds by thousands
+    and no table lists."""
+    by_name = doc_class is DocClass.IMAGING and is_radiology_report_name(type_label or "")
+    return None if by_name and type_code not in TYPE_CODES else type_code
 
 
 def type_consistent(doc_class: DocClass, type_code: str | None) -> bool | None:

@@ -9,7 +9,7 @@ import pytest
 from stdnum.fr import nir
 
 from pipeline.keywrap import MASTER_KEY_FILE
-from pipeline.model import PatientDemographics, Reason
+from pipeline.model import DocClass, PatientDemographics, Reason
 from pipeline.quality import (
     BATCH_THRESHOLD,
     DATA_DOCS_PREFIX,
@@ -141,6 +141,14 @@ def test_malformed_identifiers_and_unknown_type_are_warnings(gate: QualityGate) 
         (MALFORMED_IDENTIFIER, False),
         (MALFORMED_IDENTIFIER, False),
     ]
+
+
+def test_a_loinc_radiology_code_known_by_its_name_is_an_allowed_type(gate: QualityGate) -> None:
+    """A code classification filed under imaging by its LOINC radiology name (CT Chest) is
+    no unknown type; the same code without that name still is."""
+    imaging = dict(doc_class=DocClass.IMAGING, type_code="24627-2", results=())
+    assert codes(run_one(gate, **imaging, type_label="CT Chest")) == []
+    assert codes(run_one(gate, **imaging | {"doc_class": DocClass.OTHER})) == [(UNKNOWN_DOCUMENT_TYPE, False)]
 
 
 def test_mixed_batch(gate: QualityGate) -> None:
