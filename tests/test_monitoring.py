@@ -200,6 +200,7 @@ def test_a_stray_entry_alert_stays_small_however_many_entries(tmp_path: Path) ->
 
     settings = Settings(data_dir=tmp_path / "carnet")
     names = [f"labo/f{i:06}.pdf" for i in range(5000)]
+
     class Mute:
         def notify(self, alert: Alert) -> None:
             pass
