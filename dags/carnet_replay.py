@@ -4,7 +4,8 @@
 After a parser fix or a corrected upload, run the quarantined documents through the
 pipeline again: all of them, or those of one producer, one reason code and/or a
 quarantine-date window, or given quarantine ids. A replayed document that now passes
-leaves quarantine; one that fails again stays, with the new attempt appended to its
+leaves quarantine (its feed batch's `_report.json` and ACK rewritten to say so); one
+that fails again stays, with the new attempt appended to its
 history. One refused before its content was judged (a link, an unreadable file, a
 manifest mismatch) is not replayed: the producer must send it again.
 

@@ -3,6 +3,8 @@
 ``write_acknowledgements`` writes both through ``Feed.write``, after the batch is processed;
 ``build_acknowledgements`` returns them unwritten, so the ingest can record its decision in
 the ledger first and write the very same files again after a crash.
+``amend_acknowledgements`` rewrites them after a replay filed documents the batch rejected
+(their entries' ``replayed_at``, their ACKs ``AA``).
 
 The report (``BatchReport``, JSON Schema ``schemas/batch-report.schema.json``) has one
 entry per document found in the batch: one per PDF, image or CDA file, one per HL7
@@ -38,7 +40,7 @@ import hashlib
 import json
 import re
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from parsers.hl7_segments import Separators, split_messages
@@ -158,6 +160,9 @@ class ReportEntry(Frozen):
     status_text: str
     doc_id: str | None = None
     reasons: tuple[ReportReason, ...] = ()
+    # When ``carnet replay`` decided this document again (after its rejection's cause was
+    # fixed): status, reasons and ACK are the replay's. None: as the batch decided it.
+    replayed_at: dt.datetime | None = None
 
 
 class BatchReport(Frozen):
@@ -553,8 +558,65 @@ def build_acknowledgements(
             )
         )
     report = _report(printable_name(batch.producer), printable_name(batch.batch), entries, at=at, lang=lang)
-    files[REPORT] = json.dumps(report.model_dump(mode="json"), ensure_ascii=False, indent=2).encode()
+    files[REPORT] = report_bytes(report)
     return report, files
+
+
+def report_bytes(report: BatchReport) -> bytes:
+    """``_report.json`` as written: an entry never replayed has no ``replayed_at`` (the
+    reports of before it, which producers' tools read, are unchanged)."""
+    data = report.model_dump(mode="json")
+    for entry in data["files"]:
+        if entry["replayed_at"] is None:
+            del entry["replayed_at"]
+    return json.dumps(data, ensure_ascii=False, indent=2).encode()
+
+
+def amend_acknowledgements(
+    files: Mapping[str, bytes],
+    released: Mapping[str, Outcome],
+    headers: Mapping[str, Header],
+    *,
+    batch_key: str,
+    at: dt.datetime | None = None,
+) -> dict[str, bytes]:
+    """A batch's written acknowledgement ``files`` as a replay leaves them: each entry still
+    rejected whose ``source`` (relative to the batch) ``released`` names takes its new
+    outcome, ``replayed_at`` and, for an HL7 message, a new ACK (``headers``: its MSH, by
+    source); the counts follow. Only the files that change are returned (the report last);
+    none when no entry does (a report of another delivery, or already amended)."""
+    report = BatchReport.model_validate_json(files[REPORT])
+    at = at or dt.datetime.now(dt.UTC)
+    out: dict[str, bytes] = {}
+    entries = []
+    for e in report.files:
+        o = released.get(e.source)
+        if o is None or e.status is not Status.REJECTED or o.status is Status.REJECTED:
+            entries.append(e)
+            continue
+        code = None
+        if e.ack is not None:
+            header = headers.get(e.source) or Header(control_id=e.message_control_id)
+            code = ack_code(o, header)
+            out[e.ack] = build_ack(o, header, at=at, lang=report.language, ack_id_seed=batch_key)
+        entries.append(
+            e.model_copy(
+                update={
+                    "status": o.status,
+                    "status_text": status_text(o.status, report.language),
+                    "doc_id": o.doc_id,
+                    "reasons": _reasons(o.reasons, report.language),
+                    "ack_code": code,
+                    "replayed_at": at,
+                }
+            )
+        )
+    if entries == list(report.files):
+        return {}
+    # processed_at stays the batch's: the replay's time is each entry's replayed_at.
+    amended = _report(report.producer, report.batch, entries, at=report.processed_at, lang=report.language)
+    out[REPORT] = report_bytes(amended)
+    return out
 
 
 def write_hl7_acks(

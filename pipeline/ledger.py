@@ -491,6 +491,33 @@ class Ledger:
             return None
         return {k: base64.b64decode(v) for k, v in json.loads(ack).items()}
 
+    def batch_acks(self, batch_key: str) -> dict[str, dict[str, bytes]]:
+        """Feed URL → the acknowledgement files decided for the batch ``batch_key`` there
+        (batches decided before acknowledgements were recorded have none)."""
+        with self._engine.begin() as conn:
+            rows = conn.execute(
+                select(batches.c.feed_url, batches.c.ack).where(
+                    batches.c.batch_key == batch_key, batches.c.ack.is_not(None)
+                )
+            ).all()
+        return {url: {k: base64.b64decode(v) for k, v in json.loads(ack).items()} for url, ack in rows}
+
+    def amend_ack(self, feed_url: str, batch_key: str, files: Mapping[str, bytes]) -> None:
+        """Files of a batch's acknowledgement changed since it was written (a replay's):
+        recorded among its others and pending (``pending_ack``) until ``mark_acknowledged``."""
+        with self._engine.begin() as conn:
+            ack = conn.execute(
+                select(batches.c.ack).where(batches.c.feed_url == feed_url, batches.c.batch_key == batch_key)
+            ).scalar()
+            # The changed files after the others, in their order (the report last).
+            kept = {k: v for k, v in json.loads(ack or "{}").items() if k not in files}
+            merged = {**kept, **{k: base64.b64encode(v).decode() for k, v in files.items()}}
+            conn.execute(
+                update(batches)
+                .where(batches.c.feed_url == feed_url, batches.c.batch_key == batch_key)
+                .values(ack=json.dumps(merged), acked_at=None)
+            )
+
     def mark_acknowledged(self, feed_url: str, batch_key: str) -> None:
         with self._engine.begin() as conn:
             run_id = conn.execute(

@@ -8,7 +8,8 @@ that now passes leaves quarantine; one that fails again keeps its record, with t
 attempt appended to its history. One refused before its content was judged (a link,
 an unreadable file, a manifest mismatch: ``NOT_REPLAYABLE``) is left as it is, named as
 such: the producer must send it again. One whose bytes no key opens any more (its patient's
-key destroyed) keeps its record and is not replayed.
+key destroyed) keeps its record and is not replayed. A document released that came in a
+feed batch has that batch's report entry and ACK rewritten (``acknowledge_replay``).
 """
 
 from __future__ import annotations
@@ -20,7 +21,10 @@ from collections import defaultdict
 
 from pydantic import field_validator, model_validator
 
+from pipeline.acks import Header, looks_like_hl7, message_headers
 from pipeline.errors import UnknownQuarantineRecord
+from pipeline.feeds import printable_name
+from pipeline.ingest.batch import acknowledge_replay
 from pipeline.ingest.run import Pipeline
 from pipeline.ingest.stages import InputFile
 from pipeline.model import Frozen, Outcome, Reason, Status
@@ -97,6 +101,24 @@ def _file_source(q: QuarantineRecord) -> str:
     return q.source if q.part is None else q.source.rsplit("#", 1)[0]
 
 
+def _acknowledge(
+    settings: Settings, pipe: Pipeline, released: list[QuarantineRecord], headers: dict[str, Header]
+) -> None:
+    """Rewrite the report and ACKs of each feed batch a released record came in."""
+    by_batch: dict[tuple[str, str], list[Outcome]] = defaultdict(list)
+    outcomes = [o for o in pipe.outcomes if o.status is not Status.REJECTED]
+    for q in released:
+        if q.batch is None:  # a folder given to ``carnet ingest``: no report to rewrite
+            continue
+        # A file rejected whole may now be messages ("file#n"), each its own entry.
+        whole = f"{q.source}#" if q.part is None else None
+        by_batch[(q.producer, q.batch)] += [
+            o for o in outcomes if o.source == q.source or (whole and o.source.startswith(whole))
+        ]
+    for (producer, batch), found in by_batch.items():
+        acknowledge_replay(settings, pipe.ledger, producer, batch, found, headers)
+
+
 def replay_quarantine(settings: Settings, selection: ReplayFilter, *, dry_run: bool = False) -> ReplayResult:
     """Reprocess the quarantined documents ``selection`` matches (or only list them).
     Raises ``UnknownQuarantineRecord`` when an id it names is not in the quarantine."""
@@ -122,6 +144,7 @@ def replay_quarantine(settings: Settings, selection: ReplayFilter, *, dry_run: b
                 continue
             by_file[(q.content_sha256, q.producer, _file_source(q))].append(q)
         released, still = [], []
+        headers: dict[str, Header] = {}
         for (sha, producer, source), records in by_file.items():
             try:
                 data = pipe.store.get(sha)
@@ -140,6 +163,10 @@ def replay_quarantine(settings: Settings, selection: ReplayFilter, *, dry_run: b
             pipe.process(
                 InputFile(data=data, source=source, producer=producer, batch=records[0].batch, parts=parts)
             )
+            if records[0].batch is not None and looks_like_hl7(data):
+                for n, header in enumerate(message_headers(data), start=1):
+                    if header is not None:  # what a rewritten ACK echoes
+                        headers[f"{printable_name(source)}#{n}"] = header
         pipe.flush()
         accepted = {o.source for o in pipe.outcomes if o.status is not Status.REJECTED}
         # A file rejected whole (q.part None) may now yield messages, sources "file#n".
@@ -152,6 +179,8 @@ def replay_quarantine(settings: Settings, selection: ReplayFilter, *, dry_run: b
                 released.append(q.quarantine_id)
             else:
                 still.append(q.quarantine_id)
+        pipe.sync()  # the producers are told only what a power cut cannot take back
+        _acknowledge(settings, pipe, [q for q in selected if q.quarantine_id in released], headers)
         pipe.ledger.finish_run(run_id, pipe.metrics(), reported=True, took_over=pipe.took_over)
         return ReplayResult(
             selected=selected,

@@ -12,11 +12,14 @@ from pathlib import Path
 import pytest
 
 from pipeline.crypto import open_encrypted_store
+from pipeline.feeds import Feed
 from pipeline.ledger import Ledger
 from pipeline.model import Problem, Reason
 from pipeline.replay import ReplayFilter, replay_quarantine
 from pipeline.settings import Settings
 from pipeline.store import QuarantineRecord
+from tests.test_feeds import Drop, feed_and_drop  # noqa: F401, F811  (fixture: a folder, an S3 feed)
+from tests.test_s3 import s3_bucket, s3_endpoint  # noqa: F401  (session fixtures)
 
 P = "284057512345672"
 
@@ -139,3 +142,105 @@ def test_replaying_one_message_of_an_hl7_file_leaves_its_other_messages_alone(tm
     finally:
         store.close()
     assert len(kept[first.quarantine_id].attempts) == 2 and len(kept[second.quarantine_id].attempts) == 1
+
+
+def test_a_replay_that_files_a_rejected_document_rewrites_its_batch_report_and_ack(
+    feed_and_drop: tuple[Feed, Drop],  # noqa: F811
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The producer's _report.json and ACK said rejected for good: a replay that filed the
+    document after a fix left them so, and the producer resent it or gave it up. They now
+    say what the replay decided, when; a message still rejected keeps its entry and ACK."""
+    import json
+
+    import jsonschema
+
+    from parsers.registry import ParserRegistry
+    from pipeline.feeds import REPORT
+    from pipeline.ingest import process_batch
+    from tests.crash.test_backends_and_runs import _BuggyParser
+    from tests.test_acks import INS_A, _message
+
+    feed, drop = feed_and_drop
+    hl7 = _message("M1") + _message("M2", INS_A[:-2] + "00")
+    drop("labo/b1/two.hl7", hl7)
+    drop("labo/b1/_READY", b"")
+    settings = Settings(data_dir=tmp_path / "carnet", data_docs=False)
+    choose = ParserRegistry.choose
+    monkeypatch.setattr(ParserRegistry, "choose", lambda self, data: _BuggyParser())
+    process_batch(settings, feed.url, "labo/b1")
+    (batch,) = feed.list_batches()
+    before = json.loads(feed.read(batch, REPORT))
+    assert [(e["source"], e["status"], e["ack_code"]) for e in before["files"]] == [
+        ("two.hl7#1", "rejected", "AE"),
+        ("two.hl7#2", "rejected", "AE"),
+    ]
+    m2_ack = feed.read(batch, "_ack/M2.hl7")
+    monkeypatch.setattr(ParserRegistry, "choose", choose)  # the fix
+
+    result = replay_quarantine(settings, ReplayFilter())
+    assert len(result.released) == 1
+
+    (batch,) = feed.list_batches()
+    report = json.loads(feed.read(batch, REPORT))
+    schema = json.loads((Path(__file__).parent.parent / "schemas" / "batch-report.schema.json").read_text())
+    jsonschema.validate(report, schema)
+    m1, m2 = report["files"]
+    assert (m1["status"], m1["ack_code"]) == ("indexed", "AA")
+    assert all(not r["blocking"] for r in m1["reasons"])  # its warnings, as the replay found them
+    assert m1["doc_id"] and dt.datetime.fromisoformat(m1["replayed_at"]) > dt.datetime.fromisoformat(
+        report["processed_at"]
+    )
+    assert m2 == before["files"][1]  # still rejected: as the batch decided it
+    counts = (report["accepted"], report["rejected"], report["rejected_by_reason"])
+    assert counts == (1, 1, {"parse_error": 1})
+    assert report["processed_at"] == before["processed_at"]
+    assert b"\rMSA|AA|M1|" in feed.read(batch, "_ack/M1.hl7")
+    assert feed.read(batch, "_ack/M2.hl7") == m2_ack
+    # Recorded as written: the batch's next discovery writes nothing again, processes nothing.
+    ledger = Ledger(settings)
+    try:
+        assert ledger.pending_ack(feed.url, "labo/b1") is None
+    finally:
+        ledger.close()
+    assert replay_quarantine(settings, ReplayFilter()).released == ()
+    assert json.loads(feed.read(batch, REPORT)) == report
+
+
+def test_a_replay_killed_before_it_rewrote_the_report_leaves_it_to_the_next_discovery(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The rewrite is recorded in the ledger before it is written: a replay dying in between
+    leaves it pending, and the batch's next processing writes it (as a batch's own ACK)."""
+    import json
+
+    import pipeline.ingest.batch
+    from parsers.registry import ParserRegistry
+    from pipeline.ingest import process_batch
+    from tests.crash.test_backends_and_runs import _BuggyParser
+    from tests.test_acks import _message
+
+    batch = tmp_path / "feed" / "labo" / "b1"
+    batch.mkdir(parents=True)
+    (batch / "m.hl7").write_bytes(_message("M1"))
+    (batch / "_READY").write_text("")
+    settings = Settings(data_dir=tmp_path / "carnet", data_docs=False)
+    choose = ParserRegistry.choose
+    monkeypatch.setattr(ParserRegistry, "choose", lambda self, data: _BuggyParser())
+    process_batch(settings, str(tmp_path / "feed"), "labo/b1")
+    monkeypatch.setattr(ParserRegistry, "choose", choose)
+
+    def killed(*args: object) -> None:
+        raise OSError("killed")
+
+    monkeypatch.setattr(pipeline.ingest.batch, "_write_ack", killed)
+    with pytest.raises(OSError, match="killed"):
+        replay_quarantine(settings, ReplayFilter())
+    assert json.loads((batch / "_report.json").read_bytes())["rejected"] == 1
+    monkeypatch.undo()
+
+    process_batch(settings, str(tmp_path / "feed"), "labo/b1")
+    (entry,) = json.loads((batch / "_report.json").read_bytes())["files"]
+    assert (entry["status"], entry["ack_code"]) == ("indexed", "AA") and entry["replayed_at"]
+    assert b"\rMSA|AA|M1|" in (batch / "_ack" / "M1.hl7").read_bytes()

@@ -8,9 +8,10 @@ from __future__ import annotations
 import logging
 from collections import Counter, defaultdict
 from collections.abc import Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING
 
 from pipeline.errors import SourceError, UnreadableFileError, UnsafePathError
-from pipeline.feeds import MANIFEST, BatchRef, Feed, ManifestEntry, printable_name
+from pipeline.feeds import MANIFEST, REPORT, BatchRef, Feed, ManifestEntry, printable_name
 from pipeline.feeds.base import closed_again
 from pipeline.ingest.run import Pipeline
 from pipeline.ingest.stages import InputFile
@@ -20,6 +21,9 @@ from pipeline.monitoring import BatchCounts
 from pipeline.quality import QualityGate
 from pipeline.quality.gate import is_reject_rate_flag, reject_rate_flag
 from pipeline.settings import Settings
+
+if TYPE_CHECKING:
+    from pipeline.acks import Header
 
 log = logging.getLogger(__name__)
 
@@ -208,6 +212,48 @@ def process_batch(settings: Settings, feed_url: str, batch_key: str) -> BatchSum
         why = "; ".join(summary.flags)
         log.warning("batch %s of producer %s flagged: %s", batch_key, batch.producer, why)
     return summary
+
+
+def acknowledge_replay(
+    settings: Settings,
+    ledger: Ledger,
+    producer: str,
+    batch_name: str,
+    outcomes: Sequence[Outcome],
+    headers: Mapping[str, Header],
+) -> None:
+    """Tell the producer of a feed batch what a replay released of it: its ``_report.json``
+    and the ACKs of the documents now filed rewritten (``amend_acknowledgements``; the
+    others' stand). The caller has made the replay's outcomes durable: the amendment is
+    recorded in the ledger, then written, so a run killed in between leaves it pending, written
+    by the batch's next ``process_batch``. ``outcomes`` and ``headers`` are by source."""
+    from pipeline.acks import amend_acknowledgements
+
+    batch_key = printable_name(f"{producer}/{batch_name}")
+    for feed_url, files in ledger.batch_acks(batch_key).items():
+        if REPORT not in files:
+            continue
+        feed = _open_feed(settings, feed_url)
+        ref = BatchRef(feed_url=feed.url, producer=producer, batch=batch_name, files=())
+        prefix = printable_name(feed.source_uri(ref, "-"))[:-1]  # the batch's own folder
+        released = {o.source[len(prefix) :]: o for o in outcomes if o.source.startswith(prefix)}
+        changed = amend_acknowledgements(
+            files,
+            released,
+            {s[len(prefix) :]: h for s, h in headers.items() if s.startswith(prefix)},
+            batch_key=batch_key,
+        )
+        if not changed:
+            continue
+        ledger.amend_ack(feed_url, batch_key, changed)
+        listed = _listed_batch(feed, batch_key)
+        if listed is None:
+            # Cleared away by the producer: nothing to write into; written if it comes back.
+            log.warning("batch %s of %s gone: the replay's report of it is not written", batch_key, feed.url)
+            continue
+        _write_ack(feed, listed, changed)
+        ledger.mark_acknowledged(feed_url, batch_key)
+        log.info("batch %s of %s: report rewritten after a replay", batch_key, feed.url)
 
 
 def summarize_batches(summaries: Sequence[BatchSummary]) -> dict[str, object]:
